@@ -1,0 +1,53 @@
+# Bulwark — see README.md. Every target installs what it needs (make deps).
+SHELL := /bin/bash
+export GOTOOLCHAIN := local
+export CGO_ENABLED ?= 1
+GO      ?= go
+BIN     := $(CURDIR)/bin
+PKGS    := ./...
+# The whole suite boots real VMs under TCG on 2 cores: give it room.
+TEST_TIMEOUT ?= 60m
+
+.PHONY: all build test test-short bench demo deps proto lint fuzz clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+test: deps lint build
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+# Unit tests only: no QEMU boots, no external processes.
+test-short: lint
+	$(GO) test -short -count=1 $(PKGS)
+
+bench: deps build
+	./scripts/bench.sh
+
+demo: deps build
+	./scripts/demo.sh
+
+# Short fuzzing of every parser that reads untrusted bytes (FUZZTIME each).
+FUZZTIME ?= 20s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+# Regenerate the committed protobuf code (api/bulwark/v1).
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+proto: deps
+	GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
+	PATH=$(BIN):$$PATH protoc -I api --go_out=api --go_opt=paths=source_relative \
+	  --go-grpc_out=api --go-grpc_opt=paths=source_relative api/bulwark/v1/*.proto
+
+clean:
+	rm -rf $(BIN)

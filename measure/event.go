@@ -1,0 +1,37 @@
+package measure
+
+import "time"
+
+// LaunchEvent is the one canonical record the launcher writes for each
+// sandbox it boots. Its digest (see the event log code in this package) is
+// what is extended into the launch PCR; attestd replays the log of these
+// events against the quoted PCR and judges the last event for the sandbox
+// against the policy named in it.
+//
+// Digests are strings "sha256:<64 hex>", the form OCI uses. The fields are
+// the contract between launcher, attestd and policy: extend, never rename.
+type LaunchEvent struct {
+	// SandboxID is a random 128-bit hex id chosen by the launcher.
+	SandboxID string `json:"sandbox_id"`
+	// Policy names the admin policy this launch asks to be judged by.
+	Policy string `json:"policy"`
+	// Kernel is the digest of the exact kernel bytes handed to QEMU.
+	Kernel string `json:"kernel"`
+	// Initrd is the digest of the base initramfs (agent + modules), "" if none.
+	Initrd string `json:"initrd,omitempty"`
+	// Cmdline is the exact kernel command line and CmdlineDigest its digest.
+	Cmdline       string `json:"cmdline"`
+	CmdlineDigest string `json:"cmdline_digest"`
+	// Image is the OCI image manifest digest (the image's identity) and
+	// ImageConfig the digest of its config blob. Both "" when no image runs.
+	Image       string `json:"image,omitempty"`
+	ImageConfig string `json:"image_config,omitempty"`
+	// Args replaces the image's entrypoint+cmd when the user gave a command
+	// ("launcher run ... -- CMD"); empty means the image's own.
+	Args []string `json:"args,omitempty"`
+	// GuestPublicKey is the guest agent's ephemeral HPKE public key
+	// (enclave/wrap, X25519, 32 bytes): secrets are released only to it.
+	GuestPublicKey []byte `json:"guest_public_key"`
+	// Time is when the launcher recorded the event (UTC).
+	Time time.Time `json:"time"`
+}
