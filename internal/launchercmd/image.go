@@ -1,0 +1,78 @@
+package launchercmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/ociimage"
+)
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func init() {
+	Program.Register(&cli.Command{
+		Name:    "image build",
+		Summary: "build a small OCI image layout from host directories (and/or a static busybox)",
+		Usage:   "-o DIR [--layer HOSTDIR]... [--busybox APPLET,...] [--entrypoint ARG]... [--cmd ARG]... [--env K=V]...",
+		Run:     runImageBuild,
+	})
+}
+
+func runImageBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	out := fs.String("o", "", "output directory for the OCI image layout (must be new or empty)")
+	var layers, entrypoint, cmd, envs stringList
+	fs.Var(&layers, "layer", "host directory to add as a layer (repeatable; applied in order)")
+	busybox := fs.String("busybox", "", "add a first layer with a static busybox and these applets, e.g. sh,echo,cat")
+	busyboxPath := fs.String("busybox-path", "/bin/busybox", "the static busybox binary to use (Debian: busybox-static)")
+	fs.Var(&entrypoint, "entrypoint", "entrypoint argument (repeatable, in order)")
+	fs.Var(&cmd, "cmd", "cmd argument (repeatable, in order)")
+	fs.Var(&envs, "env", "environment variable K=V (repeatable)")
+	workdir := fs.String("workdir", "", "working directory")
+	user := fs.String("user", "", "user (uid[:gid] or name)")
+	ref := fs.String("ref", "", "reference name recorded in the layout index, e.g. demo:latest")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return cli.Usagef("-o DIR is required")
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("unexpected arguments: %q", fs.Args())
+	}
+	for _, e := range envs {
+		if !strings.Contains(e, "=") {
+			return cli.Usagef("--env %q is not K=V", e)
+		}
+	}
+	spec := ociimage.Spec{Entrypoint: entrypoint, Cmd: cmd, Env: envs, WorkingDir: *workdir, User: *user, RefName: *ref}
+	if *busybox != "" {
+		l, err := ociimage.BusyboxLayer(*busyboxPath, strings.Split(*busybox, ",")...)
+		if err != nil {
+			return err
+		}
+		spec.Layers = append(spec.Layers, l)
+	}
+	for _, d := range layers {
+		spec.Layers = append(spec.Layers, ociimage.Layer{Dir: d})
+	}
+	if len(spec.Layers) == 0 {
+		return cli.Usagef("give at least one --layer or --busybox")
+	}
+	img, err := ociimage.Build(spec)
+	if err != nil {
+		return fmt.Errorf("building image: %w", err)
+	}
+	digest, err := ociimage.WriteLayout(*out, img, *ref)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", *out, err)
+	}
+	fmt.Fprintf(env.Stdout, "%s\t%s\n", *out, digest)
+	return nil
+}

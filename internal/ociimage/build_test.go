@@ -1,0 +1,99 @@
+package ociimage
+
+import (
+	"archive/tar"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+)
+
+func TestBuildIsDeterministicAndReadable(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app", "hello.txt"), []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{
+		Layers: []Layer{
+			{Dir: dir, Entries: []Entry{{Path: "gone", Mode: 0o644, Data: []byte("x")}}},
+			{Entries: []Entry{{Path: "gone", Whiteout: true}, {Path: "bin/sh", Mode: fs.ModeSymlink | 0o777, Linkname: "busybox"}}},
+		},
+		Entrypoint: []string{"/bin/sh", "-c"},
+		Cmd:        []string{"cat /app/hello.txt"},
+		Env:        []string{"A=1"},
+		WorkingDir: "/app",
+	}
+	a, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	da, _ := a.Digest()
+	db, _ := b.Digest()
+	if da != db {
+		t.Fatalf("two builds differ: %s vs %s", da, db)
+	}
+
+	out := filepath.Join(t.TempDir(), "img")
+	digest, err := WriteLayout(out, a, "demo:latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest != da.String() {
+		t.Fatalf("WriteLayout digest %s, want %s", digest, da)
+	}
+	if _, err := WriteLayout(out, a, ""); err == nil {
+		t.Fatal("WriteLayout overwrote a non-empty directory")
+	}
+	p, err := layout.FromPath(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := p.Image(da)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cf.Config.Entrypoint, spec.Entrypoint) || cf.Config.WorkingDir != "/app" || cf.Architecture != "amd64" {
+		t.Fatalf("config not kept: %+v", cf.Config)
+	}
+	// The flattened filesystem has the file and the symlink but not the whited-out entry.
+	tr := tar.NewReader(mutate.Extract(img))
+	seen := map[string]bool{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[h.Name] = true
+	}
+	if !seen["app/hello.txt"] || !seen["bin/sh"] || seen["gone"] {
+		t.Fatalf("flattened filesystem wrong: %v", seen)
+	}
+}
+
+func TestRejectsPathsOutsideRoot(t *testing.T) {
+	if _, err := Build(Spec{Layers: []Layer{{Entries: []Entry{{Path: "../etc/passwd", Mode: 0o644}}}}}); err == nil {
+		t.Fatal("accepted a path outside the root")
+	}
+	if _, err := Build(Spec{}); err == nil {
+		t.Fatal("accepted an image without layers")
+	}
+}
