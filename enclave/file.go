@@ -1,0 +1,123 @@
+package enclave
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+)
+
+// FileKeyName is the file the file backend keeps the master key in.
+const FileKeyName = "vault-master.key"
+
+// FileBackend keeps the master key in clear in a 0600 file in the data
+// directory. DEVELOPMENT ONLY: anyone who can read the data directory (or a
+// backup of it) can decrypt every secret. It refuses to work unless
+// AllowInsecureFile is set, and warns loudly each time it opens.
+type FileBackend struct {
+	Dir               string
+	AllowInsecureFile bool
+	Logger            *slog.Logger // nil: slog.Default()
+	Rand              io.Reader    // nil: crypto/rand
+}
+
+// NewFileBackend returns the development file backend over dir.
+func NewFileBackend(dir string, allowInsecureFile bool, logger *slog.Logger) *FileBackend {
+	return &FileBackend{Dir: dir, AllowInsecureFile: allowInsecureFile, Logger: logger}
+}
+
+// Name implements Backend.
+func (f *FileBackend) Name() string { return "file" }
+
+func (f *FileBackend) check() error {
+	if !f.AllowInsecureFile {
+		return fmt.Errorf("%w: the file vault backend keeps the master key in clear; it is for development only and needs the explicit insecure-file option (attestd --vault=file --vault-allow-insecure-file)", ErrUnavailable)
+	}
+	if f.Dir == "" {
+		return fmt.Errorf("file backend: no data directory: %w", ErrInvalid)
+	}
+	l := f.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	l.Warn("INSECURE VAULT: the master key is a plain file; anyone who reads the data directory can decrypt every secret. Never use the file backend in production.", "path", filepath.Join(f.Dir, FileKeyName))
+	return nil
+}
+
+// Init implements Backend: writes a fresh random key, 0600, failing if one
+// exists (O_EXCL).
+func (f *FileBackend) Init(ctx context.Context) error {
+	if err := f.check(); err != nil {
+		return err
+	}
+	r := f.Rand
+	if r == nil {
+		r = rand.Reader
+	}
+	key := make([]byte, KeySize)
+	defer clear(key)
+	if _, err := io.ReadFull(r, key); err != nil {
+		return fmt.Errorf("file backend: random key: %w", err)
+	}
+	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
+		return fmt.Errorf("file backend: %w", err)
+	}
+	return writeNewFile(filepath.Join(f.Dir, FileKeyName), key)
+}
+
+// Open implements Backend.
+func (f *FileBackend) Open(ctx context.Context) ([]byte, error) {
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(f.Dir, FileKeyName)
+	st, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoMasterKey
+	}
+	if err != nil {
+		return nil, fmt.Errorf("file backend: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("file backend: %s has mode %v: readable by others; chmod 600 it", p, st.Mode().Perm())
+	}
+	if st.Size() != KeySize {
+		return nil, fmt.Errorf("file backend: %s is %d bytes, want %d", p, st.Size(), KeySize)
+	}
+	key, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("file backend: %w", err)
+	}
+	if len(key) != KeySize {
+		clear(key)
+		return nil, fmt.Errorf("file backend: %s is %d bytes, want %d", p, len(key), KeySize)
+	}
+	return key, nil
+}
+
+// writeNewFile creates path (0600, must not exist), writes b and syncs.
+func writeNewFile(path string, b []byte) error {
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s: %w", path, ErrMasterKeyExists)
+	}
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	if _, err := fh.Write(b); err != nil {
+		fh.Close()
+		os.Remove(path)
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := fh.Sync(); err != nil {
+		fh.Close()
+		os.Remove(path)
+		return fmt.Errorf("syncing %s: %w", path, err)
+	}
+	return fh.Close()
+}
