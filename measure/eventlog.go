@@ -1,0 +1,387 @@
+package measure
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/subtle"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/google/go-eventlog/cel"
+)
+
+// The launch event log is a TCG Canonical Event Log (CEL, TLV encoding) whose
+// records carry Bulwark launch events; docs/eventlog.md specifies it.
+const (
+	// DefaultLaunchPCR is the PCR launch events are extended into unless
+	// configured otherwise: a debug/application PCR that firmware and the
+	// boot chain leave alone and that is not resettable from locality 0
+	// (Confidential Space uses 13 for its container event log).
+	DefaultLaunchPCR = 13
+
+	// LaunchEventContentType is the CEL content type of a Bulwark launch
+	// event record. It is not assigned by the TCG; like Confidential Space's
+	// COS event type (80), it names our own content.
+	LaunchEventContentType uint8 = 0xB1
+
+	// MaxLogSize bounds a whole encoded launch event log.
+	MaxLogSize = 4 << 20
+
+	celTypeRecnum  = 0 // CEL recnum: 8-byte big-endian record number
+	celTypePCR     = 1 // CEL pcr: 1-byte PCR index
+	celTypeDigests = 3 // CEL digests: nested TLVs keyed by TPM_ALG_ID
+	maxPCR         = 23
+)
+
+// LaunchContent adapts a LaunchEvent to go-eventlog's cel.Content, so the
+// library's AppendEvent, VerifyDigests and Replay work on our records.
+type LaunchContent struct{ Event *LaunchEvent }
+
+var _ cel.Content = LaunchContent{}
+
+// TLV returns the CEL content TLV: type LaunchEventContentType, value the
+// canonical encoding of the event.
+func (c LaunchContent) TLV() (cel.TLV, error) {
+	b, err := c.Event.MarshalCanonical()
+	if err != nil {
+		return cel.TLV{}, err
+	}
+	return cel.TLV{Type: LaunchEventContentType, Value: b}, nil
+}
+
+// GenerateDigest returns the hash of the whole content TLV (type, length and
+// value): the digest that is extended into the PCR.
+func (c LaunchContent) GenerateDigest(h crypto.Hash) ([]byte, error) {
+	t, err := c.TLV()
+	if err != nil {
+		return nil, err
+	}
+	b, _ := t.MarshalBinary()
+	hh := h.New()
+	hh.Write(b)
+	return hh.Sum(nil), nil
+}
+
+// EventContent returns the encoded CEL content TLV of e.
+func EventContent(e *LaunchEvent) ([]byte, error) {
+	b, err := e.MarshalCanonical()
+	if err != nil {
+		return nil, err
+	}
+	return appendTLV(nil, LaunchEventContentType, b), nil
+}
+
+// EventDigest returns the digest of e that is extended into the launch PCR
+// in the bank of algorithm a: a(content TLV).
+func EventDigest(e *LaunchEvent, a Alg) ([]byte, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	c, err := EventContent(e)
+	if err != nil {
+		return nil, err
+	}
+	h := a.New()
+	h.Write(c)
+	return h.Sum(nil), nil
+}
+
+// Digest is one bank's digest of a record.
+type Digest struct {
+	Alg    Alg
+	Digest []byte
+}
+
+// Record is one launch event record of the log.
+type Record struct {
+	// RecNum is the record's position in the log, from 0.
+	RecNum uint64
+	// PCR is the PCR the record's digests were extended into.
+	PCR int
+	// Digests holds one digest per PCR bank, sorted by TPM_ALG_ID.
+	Digests []Digest
+	// Event is the decoded launch event.
+	Event *LaunchEvent
+	// Content is the encoded content TLV the digests are computed over.
+	Content []byte
+}
+
+// DigestFor returns the record's digest in bank a, or nil.
+func (r *Record) DigestFor(a Alg) []byte {
+	for _, d := range r.Digests {
+		if d.Alg == a {
+			return d.Digest
+		}
+	}
+	return nil
+}
+
+// Log is a launch event log being built or read back. A Log is not safe for
+// concurrent use.
+type Log struct {
+	records []Record
+	size    int
+}
+
+// Extender extends digest into PCR pcr of the bank of algorithm a (a TPM's
+// PCR_Extend, in practice).
+type Extender func(a Alg, pcr int, digest []byte) error
+
+// Append records e as the next record of the log, measured in the banks
+// algs (at least one; sha256 when none are given), at PCR pcr. When extend
+// is not nil it is called for each bank first, and the record is appended
+// only if every extend succeeded, as go-eventlog's AppendEvent does.
+// The caller persists the log (Encode) after a successful Append.
+func (l *Log) Append(e *LaunchEvent, pcr int, algs []Alg, extend Extender) (Record, error) {
+	if pcr < 0 || pcr > maxPCR {
+		return Record{}, fmt.Errorf("append launch event: PCR %d out of range 0..%d", pcr, maxPCR)
+	}
+	if len(algs) == 0 {
+		algs = []Alg{DefaultAlg}
+	}
+	content, err := EventContent(e)
+	if err != nil {
+		return Record{}, fmt.Errorf("append launch event: %w", err)
+	}
+	ev := *e // the record keeps its own copy, consistent with Content
+	ev.Args = append([]string(nil), e.Args...)
+	ev.GuestPublicKey = append([]byte(nil), e.GuestPublicKey...)
+	rec := Record{RecNum: uint64(len(l.records)), PCR: pcr, Event: &ev, Content: content}
+	seen := map[Alg]bool{}
+	for _, a := range algs {
+		if err := a.check(); err != nil {
+			return Record{}, fmt.Errorf("append launch event: %w", err)
+		}
+		if seen[a] {
+			return Record{}, fmt.Errorf("append launch event: bank %s given twice", a)
+		}
+		seen[a] = true
+		h := a.New()
+		h.Write(content)
+		rec.Digests = append(rec.Digests, Digest{Alg: a, Digest: h.Sum(nil)})
+	}
+	sort.Slice(rec.Digests, func(i, j int) bool { return rec.Digests[i].Alg.TPMAlgID() < rec.Digests[j].Alg.TPMAlgID() })
+	n := len(encodeRecord(nil, &rec))
+	if l.size+n > MaxLogSize {
+		return Record{}, fmt.Errorf("append launch event: log would exceed %d bytes", MaxLogSize)
+	}
+	if extend != nil {
+		for _, d := range rec.Digests {
+			if err := extend(d.Alg, pcr, d.Digest); err != nil {
+				return Record{}, fmt.Errorf("extending PCR %d (%s): %w", pcr, d.Alg, err)
+			}
+		}
+	}
+	l.records = append(l.records, rec)
+	l.size += n
+	return rec, nil
+}
+
+// Records returns the log's records in order. The slice is the log's own:
+// do not modify it.
+func (l *Log) Records() []Record { return l.records }
+
+// Len is the number of records.
+func (l *Log) Len() int { return len(l.records) }
+
+func encodeRecord(b []byte, r *Record) []byte {
+	var rn [8]byte
+	binary.BigEndian.PutUint64(rn[:], r.RecNum)
+	b = appendTLV(b, celTypeRecnum, rn[:])
+	b = appendTLV(b, celTypePCR, []byte{byte(r.PCR)})
+	var ds []byte
+	for _, d := range r.Digests {
+		ds = appendTLV(ds, byte(d.Alg.TPMAlgID()), d.Digest)
+	}
+	b = appendTLV(b, celTypeDigests, ds)
+	return append(b, r.Content...)
+}
+
+// Encode returns the CEL TLV encoding of the whole log.
+func (l *Log) Encode() []byte {
+	b := make([]byte, 0, l.size)
+	for i := range l.records {
+		b = encodeRecord(b, &l.records[i])
+	}
+	return b
+}
+
+// ParseLog strictly decodes an encoded launch event log from untrusted
+// bytes. It refuses: a log over MaxLogSize; truncated or overlong TLVs;
+// record numbers that are not 0, 1, 2, ... in order; register types other
+// than PCR and PCR indexes over 23; a digests field that is empty, names an
+// unsupported or repeated algorithm, has a digest of the wrong length, or is
+// not sorted by TPM_ALG_ID; a content type other than
+// LaunchEventContentType; a launch event that is not in canonical form;
+// and any digest that is not the hash of the record's content. Trailing
+// bytes are a truncated record and refused too.
+func ParseLog(data []byte) (*Log, error) {
+	if len(data) > MaxLogSize {
+		return nil, fmt.Errorf("launch event log: %d bytes, more than %d", len(data), MaxLogSize)
+	}
+	r := &tlvReader{b: data}
+	l := &Log{size: len(data)}
+	for !r.done() {
+		rec, err := parseRecord(r, uint64(len(l.records)))
+		if err != nil {
+			return nil, fmt.Errorf("launch event log: record %d: %w", len(l.records), err)
+		}
+		l.records = append(l.records, rec)
+	}
+	return l, nil
+}
+
+func parseRecord(r *tlvReader, want uint64) (Record, error) {
+	var rec Record
+	v, err := r.expect(celTypeRecnum, "recnum")
+	if err != nil {
+		return rec, err
+	}
+	if len(v) != 8 {
+		return rec, fmt.Errorf("recnum: want 8 bytes, got %d", len(v))
+	}
+	if rec.RecNum = binary.BigEndian.Uint64(v); rec.RecNum != want {
+		return rec, fmt.Errorf("recnum %d out of sequence (want %d)", rec.RecNum, want)
+	}
+	typ, v, err := r.next()
+	if err != nil {
+		return rec, fmt.Errorf("register index: %w", err)
+	}
+	if typ != celTypePCR {
+		return rec, fmt.Errorf("register index: type %d is not a PCR (%d)", typ, celTypePCR)
+	}
+	if len(v) != 1 || v[0] > maxPCR {
+		return rec, fmt.Errorf("register index: invalid PCR index %x", v)
+	}
+	rec.PCR = int(v[0])
+	v, err = r.expect(celTypeDigests, "digests")
+	if err != nil {
+		return rec, err
+	}
+	dr := &tlvReader{b: v}
+	for !dr.done() {
+		t, d, err := dr.next()
+		if err != nil {
+			return rec, fmt.Errorf("digests: %w", err)
+		}
+		a, ok := algFromTPM(uint16(t))
+		if !ok {
+			return rec, fmt.Errorf("digests: unsupported algorithm 0x%02x", t)
+		}
+		if len(d) != a.Size() {
+			return rec, fmt.Errorf("digests: %s digest is %d bytes, want %d", a, len(d), a.Size())
+		}
+		if n := len(rec.Digests); n > 0 && rec.Digests[n-1].Alg.TPMAlgID() >= a.TPMAlgID() {
+			return rec, errors.New("digests: algorithms repeated or not sorted by TPM_ALG_ID")
+		}
+		rec.Digests = append(rec.Digests, Digest{Alg: a, Digest: d})
+	}
+	if len(rec.Digests) == 0 {
+		return rec, errors.New("digests: none")
+	}
+	start := r.off
+	typ, v, err = r.next()
+	if err != nil {
+		return rec, fmt.Errorf("content: %w", err)
+	}
+	if typ != LaunchEventContentType {
+		return rec, fmt.Errorf("content: unknown content type 0x%02x (want launch event 0x%02x)", typ, LaunchEventContentType)
+	}
+	rec.Content = r.b[start:r.off:r.off]
+	if rec.Event, err = UnmarshalLaunchEvent(v); err != nil {
+		return rec, err
+	}
+	for _, d := range rec.Digests {
+		h := d.Alg.New()
+		h.Write(rec.Content)
+		if !bytes.Equal(h.Sum(nil), d.Digest) {
+			return rec, fmt.Errorf("%s digest does not match the event content", d.Alg)
+		}
+	}
+	return rec, nil
+}
+
+// Replay computes the value PCR pcr of bank a would hold after extending,
+// from all zeros, the a-digest of every record of l for that PCR, in order:
+// PCR = a(PCR || digest). A record for pcr without an a-digest is an error.
+func Replay(l *Log, pcr int, a Alg) ([]byte, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	v := make([]byte, a.Size())
+	for i := range l.records {
+		rec := &l.records[i]
+		if rec.PCR != pcr {
+			continue
+		}
+		d := rec.DigestFor(a)
+		if d == nil {
+			return nil, fmt.Errorf("replay: record %d has no %s digest", rec.RecNum, a)
+		}
+		h := a.New()
+		h.Write(v)
+		h.Write(d)
+		v = h.Sum(v[:0])
+	}
+	return v, nil
+}
+
+// VerifiedLog is a launch event log that parsed strictly and replayed to a
+// quoted PCR value. It exists only as the result of VerifyLog.
+type VerifiedLog struct {
+	PCR     int
+	Alg     Alg
+	Records []Record
+}
+
+// VerifyLog parses an untrusted log (see ParseLog for every check), requires
+// every record to be for PCR pcr, replays bank a and compares the result
+// with pcrValue, the value the TPM quoted. Only when all of that holds does
+// it return the events.
+func VerifyLog(data []byte, pcr int, a Alg, pcrValue []byte) (*VerifiedLog, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	if len(pcrValue) != a.Size() {
+		return nil, fmt.Errorf("verify launch log: quoted PCR value is %d bytes, want %d for %s", len(pcrValue), a.Size(), a)
+	}
+	l, err := ParseLog(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range l.records {
+		if rec.PCR != pcr {
+			return nil, fmt.Errorf("verify launch log: record %d is for PCR %d, not the launch PCR %d", rec.RecNum, rec.PCR, pcr)
+		}
+	}
+	got, err := Replay(l, pcr, a)
+	if err != nil {
+		return nil, fmt.Errorf("verify launch log: %w", err)
+	}
+	if subtle.ConstantTimeCompare(got, pcrValue) != 1 {
+		return nil, fmt.Errorf("verify launch log: replay of %d records gives PCR %d %s %x, but the quote says %x",
+			len(l.records), pcr, a, got, pcrValue)
+	}
+	return &VerifiedLog{PCR: pcr, Alg: a, Records: l.records}, nil
+}
+
+// Last returns the last launch event of the log, the one attestd judges by
+// default.
+func (v *VerifiedLog) Last() (*LaunchEvent, error) {
+	if len(v.Records) == 0 {
+		return nil, errors.New("launch event log is empty")
+	}
+	return v.Records[len(v.Records)-1].Event, nil
+}
+
+// BySandbox returns the last launch event for sandbox id.
+func (v *VerifiedLog) BySandbox(id string) (*LaunchEvent, error) {
+	for i := len(v.Records) - 1; i >= 0; i-- {
+		if v.Records[i].Event.SandboxID == id {
+			return v.Records[i].Event, nil
+		}
+	}
+	return nil, fmt.Errorf("no launch event for sandbox %q in the log", truncate(id))
+}
