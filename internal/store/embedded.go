@@ -1,11 +1,760 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
-// OpenEmbedded opens (creating if needed) the embedded store in dir.
+// EmbeddedFile is the database file of the embedded store in its directory.
+const EmbeddedFile = "attestd.db"
+
+// maxGroup bounds how many writes share one commit.
+const maxGroup = 512
+
+var (
+	bktNodes   = []byte("nodes")
+	bktNonces  = []byte("nonces")
+	bktAtt     = []byte("attestations")
+	bktSecrets = []byte("secrets")
+	bktAudit   = []byte("audit")
+	bktMeta    = []byte("meta")
+)
+
+// embedded is the bbolt store. Writes go through one committer goroutine
+// that groups whatever writes are queued while the previous commit syncs
+// into the next transaction ("group commit"): each caller returns only after
+// the transaction holding its write has been fsynced, so nothing
+// acknowledged is lost, yet one fsync serves many concurrent callers. When
+// idle, a write commits at once (no batching delay).
+type embedded struct {
+	db  *bolt.DB
+	log *slog.Logger
+	now func() time.Time
+
+	mu     sync.RWMutex // guards closed; held (R) by senders on ops
+	closed bool
+	ops    chan *writeOp
+	done   chan struct{}
+}
+
+var _ Store = (*embedded)(nil)
+
+type writeOp struct {
+	fn  func(tx *bolt.Tx) error
+	err error
+	res chan error
+}
+
+// logicalError marks an error an op returned before writing anything: the
+// transaction stays good for the other ops of its group.
+type logicalError struct{ err error }
+
+func (e logicalError) Error() string { return e.err.Error() }
+func (e logicalError) Unwrap() error { return e.err }
+
+func logical(err error) error { return logicalError{err} }
+
+// OpenEmbedded opens (creating if needed, mode 0700) the embedded store in
+// dir: one bbolt file, EmbeddedFile. Only one process may open it at a time.
 func OpenEmbedded(ctx context.Context, dir string, opts Options) (Store, error) {
-	return nil, errors.New("store: embedded store not implemented yet")
+	if dir == "" {
+		return nil, fmt.Errorf("store: embedded store needs a data directory: %w", ErrInvalid)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: creating data directory: %w", err)
+	}
+	path := filepath.Join(dir, EmbeddedFile)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, fmt.Errorf("store: opening %s (is another attestd using this data directory?): %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bktNodes, bktNonces, bktAtt, bktSecrets, bktAudit, bktMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bktMeta)
+		switch v := m.Get([]byte("schema")); {
+		case v == nil:
+			return m.Put([]byte("schema"), []byte("1"))
+		case string(v) != "1":
+			return fmt.Errorf("schema version %q is not supported by this attestd (want 1)", v)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
+	}
+	s := &embedded{db: db, log: opts.Logger, now: opts.Now, ops: make(chan *writeOp, maxGroup), done: make(chan struct{})}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	go s.committer()
+	return s, nil
+}
+
+func (s *embedded) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.ops)
+	s.mu.Unlock()
+	<-s.done
+	return s.db.Close()
+}
+
+// write runs fn in a write transaction shared with other queued writes and
+// returns once that transaction is durable. fn must do all its checks before
+// its first write and return them wrapped with logical(); any other error
+// rolls back the group, which is then retried one op per transaction.
+func (s *embedded) write(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	op := &writeOp{fn: fn, res: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.ops <- op:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	s.mu.RUnlock()
+	err := <-op.res
+	var le logicalError
+	if errors.As(err, &le) {
+		return le.err
+	}
+	return err
+}
+
+func (s *embedded) committer() {
+	defer close(s.done)
+	group := make([]*writeOp, 0, maxGroup)
+	for first := range s.ops {
+		group = append(group[:0], first)
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case op, ok := <-s.ops:
+				if !ok {
+					break drain
+				}
+				group = append(group, op)
+			default:
+				break drain
+			}
+		}
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			for _, op := range group {
+				op.err = op.fn(tx)
+				var le logicalError
+				if op.err != nil && !errors.As(op.err, &le) {
+					return op.err
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			for _, op := range group {
+				op.res <- op.err
+			}
+			continue
+		}
+		if len(group) == 1 {
+			group[0].res <- err
+			continue
+		}
+		// One op failed hard: retry each alone so the others are not lost.
+		for _, op := range group {
+			op.err = nil
+			err := s.db.Update(func(tx *bolt.Tx) error {
+				op.err = op.fn(tx)
+				var le logicalError
+				if op.err != nil && !errors.As(op.err, &le) {
+					return op.err
+				}
+				return nil
+			})
+			if err != nil {
+				op.res <- err
+			} else {
+				op.res <- op.err
+			}
+		}
+	}
+}
+
+func (s *embedded) view(fn func(tx *bolt.Tx) error) error {
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+// ---- records as stored (JSON; times as Unix nanoseconds) ----
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return normTime(t).UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+type nodeRec struct {
+	ID        string    `json:"id"`
+	EKPublic  []byte    `json:"ek_public"`
+	EKCert    []byte    `json:"ek_cert,omitempty"`
+	AKPublic  []byte    `json:"ak_public"`
+	AKName    []byte    `json:"ak_name"`
+	State     NodeState `json:"state"`
+	ChHash    []byte    `json:"challenge_hash,omitempty"`
+	ChExpires int64     `json:"challenge_expires,omitempty"`
+	LVID      string    `json:"last_attestation,omitempty"`
+	LVPolicy  string    `json:"last_policy,omitempty"`
+	LVAllow   bool      `json:"last_allow,omitempty"`
+	LVTime    int64     `json:"last_time,omitempty"`
+	Created   int64     `json:"created"`
+	Updated   int64     `json:"updated"`
+}
+
+func toNodeRec(n *Node) nodeRec {
+	r := nodeRec{ID: n.ID, EKPublic: n.EKPublic, EKCert: n.EKCert, AKPublic: n.AKPublic, AKName: n.AKName, State: n.State, Created: nanos(n.CreatedAt), Updated: nanos(n.UpdatedAt)}
+	if n.Challenge != nil {
+		r.ChHash, r.ChExpires = n.Challenge.SecretHash, nanos(n.Challenge.Expires)
+	}
+	if v := n.LastVerdict; v != nil {
+		r.LVID, r.LVPolicy, r.LVAllow, r.LVTime = v.AttestationID, v.Policy, v.Allow, nanos(v.Time)
+	}
+	return r
+}
+
+func (r *nodeRec) node() Node {
+	n := Node{ID: r.ID, EKPublic: r.EKPublic, EKCert: r.EKCert, AKPublic: r.AKPublic, AKName: r.AKName, State: r.State, CreatedAt: fromNanos(r.Created), UpdatedAt: fromNanos(r.Updated)}
+	if r.ChHash != nil {
+		n.Challenge = &Challenge{SecretHash: r.ChHash, Expires: fromNanos(r.ChExpires)}
+	}
+	if r.LVID != "" {
+		n.LastVerdict = &LastVerdict{AttestationID: r.LVID, Policy: r.LVPolicy, Allow: r.LVAllow, Time: fromNanos(r.LVTime)}
+	}
+	return n
+}
+
+type nonceRec struct {
+	Node    string `json:"node"`
+	Expires int64  `json:"expires"`
+	Used    int64  `json:"used,omitempty"`
+}
+
+type attRec struct {
+	ID       string   `json:"id"`
+	Node     string   `json:"node"`
+	Policy   string   `json:"policy"`
+	Allow    bool     `json:"allow"`
+	Reasons  []string `json:"reasons,omitempty"`
+	Sandbox  string   `json:"sandbox_id,omitempty"`
+	GuestPub []byte   `json:"guest_public_key,omitempty"`
+	Secrets  []string `json:"secrets,omitempty"`
+	Created  int64    `json:"created"`
+	RelExp   int64    `json:"release_expires,omitempty"`
+	Released int64    `json:"released,omitempty"`
+}
+
+func toAttRec(a *Attestation) attRec {
+	return attRec{ID: a.ID, Node: a.NodeID, Policy: a.Policy, Allow: a.Allow, Reasons: a.Reasons, Sandbox: a.SandboxID, GuestPub: a.GuestPublicKey, Secrets: a.Secrets, Created: nanos(a.CreatedAt), RelExp: nanos(a.ReleaseExpires), Released: nanos(a.ReleasedAt)}
+}
+
+func (r *attRec) att() Attestation {
+	return Attestation{ID: r.ID, NodeID: r.Node, Policy: r.Policy, Allow: r.Allow, Reasons: r.Reasons, SandboxID: r.Sandbox, GuestPublicKey: r.GuestPub, Secrets: r.Secrets, CreatedAt: fromNanos(r.Created), ReleaseExpires: fromNanos(r.RelExp), ReleasedAt: fromNanos(r.Released)}
+}
+
+type secretRec struct {
+	Name    string `json:"name"`
+	Version uint64 `json:"version"`
+	Size    int    `json:"size"`
+	Desc    string `json:"description,omitempty"`
+	Created int64  `json:"created"`
+	Updated int64  `json:"updated"`
+	CT      []byte `json:"ciphertext"`
+}
+
+func (r *secretRec) meta() SecretMeta {
+	return SecretMeta{Name: r.Name, Version: r.Version, Size: r.Size, Description: r.Desc, CreatedAt: fromNanos(r.Created), UpdatedAt: fromNanos(r.Updated)}
+}
+
+// auditRec is an audit record as stored. Details are kept as base64 bytes,
+// never re-encoded, so the hash covers exactly what was written.
+type auditRec struct {
+	Seq     uint64 `json:"seq"`
+	Time    int64  `json:"time"`
+	Kind    string `json:"kind"`
+	Node    string `json:"node,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Details []byte `json:"details"`
+	Prev    []byte `json:"prev"`
+	Hash    []byte `json:"hash"`
+}
+
+func (r *auditRec) record() AuditRecord {
+	return AuditRecord{Seq: r.Seq, Time: fromNanos(r.Time), Kind: AuditKind(r.Kind), NodeID: r.Node, Subject: r.Subject, Details: json.RawMessage(r.Details), Prev: r.Prev, Hash: r.Hash}
+}
+
+func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
+
+func get[T any](b *bolt.Bucket, key []byte) (*T, error) {
+	v := b.Get(key)
+	if v == nil {
+		return nil, nil
+	}
+	var r T
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("store: corrupt record %q in %s: %w", key, "bucket", err)
+	}
+	return &r, nil
+}
+
+func put(b *bolt.Bucket, key []byte, v any) error {
+	buf, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, buf)
+}
+
+// ---- nodes ----
+
+func (s *embedded) CreateNode(ctx context.Context, n Node) error {
+	if err := validateNode(&n); err != nil {
+		return err
+	}
+	now := nanos(s.now())
+	rec := toNodeRec(&n)
+	rec.Created, rec.Updated = now, now
+	return s.write(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktNodes)
+		if b.Get([]byte(n.ID)) != nil {
+			return logical(fmt.Errorf("node %s: %w", n.ID, ErrConflict))
+		}
+		return put(b, []byte(n.ID), rec)
+	})
+}
+
+func (s *embedded) GetNode(ctx context.Context, id string) (Node, error) {
+	var n Node
+	err := s.view(func(tx *bolt.Tx) error {
+		r, err := get[nodeRec](tx.Bucket(bktNodes), []byte(id))
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return fmt.Errorf("node %s: %w", id, ErrNotFound)
+		}
+		n = r.node()
+		return nil
+	})
+	return n, err
+}
+
+func (s *embedded) UpdateNode(ctx context.Context, id string, fn func(*Node) error) (Node, error) {
+	var out Node
+	err := s.write(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktNodes)
+		r, err := get[nodeRec](b, []byte(id))
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return logical(fmt.Errorf("node %s: %w", id, ErrNotFound))
+		}
+		n := r.node()
+		if err := fn(&n); err != nil {
+			return logical(err)
+		}
+		if n.ID != r.ID || !bytes.Equal(n.EKPublic, r.EKPublic) {
+			return logical(fmt.Errorf("node %s: UpdateNode may not change ID or EKPublic: %w", id, ErrInvalid))
+		}
+		if err := validateNode(&n); err != nil {
+			return logical(err)
+		}
+		nr := toNodeRec(&n)
+		nr.Created, nr.Updated = r.Created, nanos(s.now())
+		out = nr.node()
+		return put(b, []byte(id), nr)
+	})
+	return out, err
+}
+
+func (s *embedded) ListNodes(ctx context.Context) ([]Node, error) {
+	var out []Node
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktNodes).ForEach(func(k, v []byte) error {
+			var r nodeRec
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("store: corrupt node %q: %w", k, err)
+			}
+			out = append(out, r.node())
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (s *embedded) DeleteNode(ctx context.Context, id string) error {
+	return s.write(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktNodes)
+		if b.Get([]byte(id)) == nil {
+			return logical(fmt.Errorf("node %s: %w", id, ErrNotFound))
+		}
+		return b.Delete([]byte(id))
+	})
+}
+
+// ---- nonces ----
+
+func nonceKey(v []byte) []byte {
+	sum := sha256.Sum256(v)
+	return sum[:]
+}
+
+func (s *embedded) IssueNonce(ctx context.Context, n Nonce) error {
+	if err := validateNonce(&n); err != nil {
+		return err
+	}
+	key := nonceKey(n.Value)
+	rec := nonceRec{Node: n.NodeID, Expires: nanos(n.Expires)}
+	return s.write(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktNonces)
+		if b.Get(key) != nil {
+			return logical(fmt.Errorf("nonce: %w", ErrConflict))
+		}
+		return put(b, key, rec)
+	})
+}
+
+func (s *embedded) ConsumeNonce(ctx context.Context, value []byte, nodeID string, now time.Time) error {
+	if len(value) < MinNonce || len(value) > MaxNonce {
+		return fmt.Errorf("nonce of %d bytes: %w", len(value), ErrNonceUnknown)
+	}
+	key := nonceKey(value)
+	t := nanos(now)
+	return s.write(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktNonces)
+		r, err := get[nonceRec](b, key)
+		if err != nil {
+			return err
+		}
+		if err := checkNonce(r == nil, r != nil && r.Node == nodeID, r != nil && r.Used != 0, r != nil && t >= r.Expires); err != nil {
+			return logical(err)
+		}
+		r.Used = t
+		return put(b, key, r)
+	})
+}
+
+// ---- attestations ----
+
+func (s *embedded) RecordAttestation(ctx context.Context, a Attestation) (AuditRecord, error) {
+	if a.CreatedAt.IsZero() {
+		a.CreatedAt = s.now()
+	}
+	e, err := prepareAttestation(&a)
+	if err != nil {
+		return AuditRecord{}, err
+	}
+	rec := toAttRec(&a)
+	var out AuditRecord
+	err = s.write(ctx, func(tx *bolt.Tx) error {
+		ab, nb := tx.Bucket(bktAtt), tx.Bucket(bktNodes)
+		if ab.Get([]byte(a.ID)) != nil {
+			return logical(fmt.Errorf("attestation %s: %w", a.ID, ErrConflict))
+		}
+		nr, err := get[nodeRec](nb, []byte(a.NodeID))
+		if err != nil {
+			return err
+		}
+		if nr == nil {
+			return logical(fmt.Errorf("node %s: %w", a.NodeID, ErrNotFound))
+		}
+		head, err := auditHead(tx)
+		if err != nil {
+			return err
+		}
+		// All checks done: write.
+		if err := put(ab, []byte(a.ID), rec); err != nil {
+			return err
+		}
+		nr.LVID, nr.LVPolicy, nr.LVAllow, nr.LVTime = a.ID, a.Policy, a.Allow, rec.Created
+		nr.Updated = nanos(s.now())
+		if err := put(nb, []byte(a.NodeID), nr); err != nil {
+			return err
+		}
+		out, err = appendAudit(tx, head, e)
+		return err
+	})
+	return out, err
+}
+
+func (s *embedded) GetAttestation(ctx context.Context, id string) (Attestation, error) {
+	var a Attestation
+	err := s.view(func(tx *bolt.Tx) error {
+		r, err := get[attRec](tx.Bucket(bktAtt), []byte(id))
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return fmt.Errorf("attestation %s: %w", id, ErrNotFound)
+		}
+		a = r.att()
+		return nil
+	})
+	return a, err
+}
+
+func (s *embedded) ConsumeRelease(ctx context.Context, id string, now time.Time) (Attestation, error) {
+	var out Attestation
+	t := nanos(now)
+	err := s.write(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktAtt)
+		r, err := get[attRec](b, []byte(id))
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return logical(fmt.Errorf("attestation %s: %w", id, ErrNotFound))
+		}
+		if err := checkRelease(id, r.Allow && r.RelExp != 0, r.Released != 0, t >= r.RelExp); err != nil {
+			return logical(err)
+		}
+		r.Released = t
+		out = r.att()
+		return put(b, []byte(id), r)
+	})
+	return out, err
+}
+
+// ---- secrets ----
+
+func (s *embedded) PutSecret(ctx context.Context, sec Secret, prevVersion uint64) error {
+	if err := validateSecret(&sec, prevVersion); err != nil {
+		return err
+	}
+	now := nanos(s.now())
+	return s.write(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktSecrets)
+		old, err := get[secretRec](b, []byte(sec.Name))
+		if err != nil {
+			return err
+		}
+		var cur uint64
+		created := nanos(sec.CreatedAt)
+		if old != nil {
+			cur, created = old.Version, old.Created
+		}
+		if cur != prevVersion {
+			return logical(fmt.Errorf("secret %q is at version %d, not %d: %w", sec.Name, cur, prevVersion, ErrConflict))
+		}
+		if created == 0 {
+			created = now
+		}
+		upd := nanos(sec.UpdatedAt)
+		if upd == 0 {
+			upd = now
+		}
+		return put(b, []byte(sec.Name), secretRec{Name: sec.Name, Version: sec.Version, Size: sec.Size, Desc: sec.Description, Created: created, Updated: upd, CT: sec.Ciphertext})
+	})
+}
+
+func (s *embedded) GetSecret(ctx context.Context, name string) (Secret, error) {
+	var out Secret
+	err := s.view(func(tx *bolt.Tx) error {
+		r, err := get[secretRec](tx.Bucket(bktSecrets), []byte(name))
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return fmt.Errorf("secret %q: %w", name, ErrNotFound)
+		}
+		out = Secret{SecretMeta: r.meta(), Ciphertext: r.CT}
+		return nil
+	})
+	return out, err
+}
+
+func (s *embedded) ListSecrets(ctx context.Context) ([]SecretMeta, error) {
+	var out []SecretMeta
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktSecrets).ForEach(func(k, v []byte) error {
+			var r secretRec
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("store: corrupt secret %q: %w", k, err)
+			}
+			out = append(out, r.meta())
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (s *embedded) DeleteSecret(ctx context.Context, name string) error {
+	return s.write(ctx, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bktSecrets)
+		if b.Get([]byte(name)) == nil {
+			return logical(fmt.Errorf("secret %q: %w", name, ErrNotFound))
+		}
+		return b.Delete([]byte(name))
+	})
+}
+
+// ---- audit ----
+
+func auditHead(tx *bolt.Tx) (*AuditRecord, error) {
+	k, v := tx.Bucket(bktAudit).Cursor().Last()
+	if k == nil {
+		return nil, nil
+	}
+	var r auditRec
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("store: corrupt audit head %x: %w", k, err)
+	}
+	rec := r.record()
+	return &rec, nil
+}
+
+func appendAudit(tx *bolt.Tx, head *AuditRecord, e AuditEntry) (AuditRecord, error) {
+	r := nextAuditRecord(head, e)
+	b := tx.Bucket(bktAudit)
+	b.FillPercent = 0.95
+	err := put(b, seqKey(r.Seq), auditRec{Seq: r.Seq, Time: nanos(r.Time), Kind: string(r.Kind), Node: r.NodeID, Subject: r.Subject, Details: r.Details, Prev: r.Prev, Hash: r.Hash})
+	return r, err
+}
+
+func (s *embedded) AppendAudit(ctx context.Context, e AuditEntry) (AuditRecord, error) {
+	if err := validateAuditEntry(&e, s.now); err != nil {
+		return AuditRecord{}, err
+	}
+	var out AuditRecord
+	err := s.write(ctx, func(tx *bolt.Tx) error {
+		head, err := auditHead(tx)
+		if err != nil {
+			return err
+		}
+		out, err = appendAudit(tx, head, e)
+		return err
+	})
+	return out, err
+}
+
+func (s *embedded) ReadAudit(ctx context.Context, after uint64, limit int) ([]AuditRecord, error) {
+	if limit < 1 || limit > 1000 {
+		return nil, fmt.Errorf("audit read limit %d: want 1..1000: %w", limit, ErrInvalid)
+	}
+	var out []AuditRecord
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bktAudit).Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			var r auditRec
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("store: corrupt audit record %x: %w", k, err)
+			}
+			out = append(out, r.record())
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (s *embedded) AuditHead(ctx context.Context) (AuditRecord, error) {
+	var out AuditRecord
+	err := s.view(func(tx *bolt.Tx) error {
+		h, err := auditHead(tx)
+		if err != nil {
+			return err
+		}
+		if h == nil {
+			return fmt.Errorf("audit log is empty: %w", ErrNotFound)
+		}
+		out = *h
+		return nil
+	})
+	return out, err
+}
+
+// ---- purge ----
+
+func (s *embedded) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
+	t := nanos(now)
+	var n int
+	err := s.write(ctx, func(tx *bolt.Tx) error {
+		n = 0
+		nb := tx.Bucket(bktNonces)
+		var dead [][]byte
+		err := nb.ForEach(func(k, v []byte) error {
+			var r nonceRec
+			if err := json.Unmarshal(v, &r); err != nil || r.Expires <= t {
+				dead = append(dead, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range dead {
+			if err := nb.Delete(k); err != nil {
+				return err
+			}
+		}
+		n += len(dead)
+		b := tx.Bucket(bktNodes)
+		var expired []nodeRec
+		err = b.ForEach(func(k, v []byte) error {
+			var r nodeRec
+			if json.Unmarshal(v, &r) == nil && r.ChHash != nil && r.ChExpires <= t {
+				expired = append(expired, r)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range expired {
+			r.ChHash, r.ChExpires = nil, 0
+			if err := put(b, []byte(r.ID), r); err != nil {
+				return err
+			}
+		}
+		n += len(expired)
+		return nil
+	})
+	return n, err
 }

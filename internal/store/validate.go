@@ -1,0 +1,144 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Limits on what the store accepts.
+const (
+	MinNonce      = 16       // bytes
+	MaxNonce      = 64       // bytes
+	MaxIDLen      = 128      // attestation ids, sandbox ids
+	MaxNameLen    = 256      // secret and policy names
+	MaxBlob       = 16 << 10 // EK/AK public keys, AK names, EK certificates
+	MaxCiphertext = 2 << 20  // one secret's ciphertext
+	MaxReasons    = 256      // reasons of one verdict
+)
+
+func validateNode(n *Node) error {
+	switch {
+	case len(n.EKPublic) == 0 || len(n.EKPublic) > MaxBlob:
+		return fmt.Errorf("node EK public key is %d bytes: want 1..%d: %w", len(n.EKPublic), MaxBlob, ErrInvalid)
+	case n.ID != NodeID(n.EKPublic):
+		return fmt.Errorf("node id %q is not the digest of its EK public key: %w", n.ID, ErrInvalid)
+	case len(n.AKPublic) == 0 || len(n.AKPublic) > MaxBlob, len(n.AKName) == 0 || len(n.AKName) > MaxBlob, len(n.EKCert) > MaxBlob:
+		return fmt.Errorf("node %s: AK public key and name are required, each and the EK certificate at most %d bytes: %w", n.ID, MaxBlob, ErrInvalid)
+	}
+	switch n.State {
+	case NodeEnrolled, NodeActive, NodeRevoked:
+	default:
+		return fmt.Errorf("node %s: state %q is not enrolled, active or revoked: %w", n.ID, n.State, ErrInvalid)
+	}
+	if c := n.Challenge; c != nil {
+		if len(c.SecretHash) != 32 || c.Expires.IsZero() {
+			return fmt.Errorf("node %s: a challenge needs a 32-byte secret hash and an expiry: %w", n.ID, ErrInvalid)
+		}
+		c.Expires = normTime(c.Expires)
+	}
+	n.CreatedAt, n.UpdatedAt = normTime(n.CreatedAt), normTime(n.UpdatedAt)
+	if v := n.LastVerdict; v != nil {
+		v.Time = normTime(v.Time)
+	}
+	return nil
+}
+
+func validateNonce(n *Nonce) error {
+	switch {
+	case len(n.Value) < MinNonce || len(n.Value) > MaxNonce:
+		return fmt.Errorf("nonce is %d bytes: want %d..%d: %w", len(n.Value), MinNonce, MaxNonce, ErrInvalid)
+	case n.NodeID == "" || len(n.NodeID) > MaxNameLen:
+		return fmt.Errorf("nonce needs a node id: %w", ErrInvalid)
+	case n.Expires.IsZero():
+		return fmt.Errorf("nonce needs an expiry: %w", ErrInvalid)
+	}
+	n.Expires = normTime(n.Expires)
+	return nil
+}
+
+// checkNonce classifies a consumption attempt, in this order: unknown
+// (absent or another node's), used, expired.
+func checkNonce(absent, sameNode, used, expired bool) error {
+	switch {
+	case absent || !sameNode:
+		return ErrNonceUnknown
+	case used:
+		return ErrNonceUsed
+	case expired:
+		return ErrNonceExpired
+	}
+	return nil
+}
+
+func checkRelease(id string, granted, used, expired bool) error {
+	switch {
+	case !granted:
+		return fmt.Errorf("attestation %s: %w", id, ErrReleaseDenied)
+	case used:
+		return fmt.Errorf("attestation %s: %w", id, ErrReleaseUsed)
+	case expired:
+		return fmt.Errorf("attestation %s: %w", id, ErrReleaseExpired)
+	}
+	return nil
+}
+
+// verdictDetails is the audit detail of a KindVerdict record.
+type verdictDetails struct {
+	Policy         string   `json:"policy"`
+	Allow          bool     `json:"allow"`
+	Reasons        []string `json:"reasons,omitempty"`
+	SandboxID      string   `json:"sandbox_id,omitempty"`
+	Secrets        []string `json:"secrets,omitempty"`
+	ReleaseExpires string   `json:"release_expires,omitempty"`
+}
+
+// prepareAttestation validates and normalises a (CreatedAt already set) and
+// returns its verdict audit entry.
+func prepareAttestation(a *Attestation) (AuditEntry, error) {
+	switch {
+	case a.ID == "" || len(a.ID) > MaxIDLen || strings.ContainsRune(a.ID, 0):
+		return AuditEntry{}, fmt.Errorf("attestation id must be 1..%d bytes: %w", MaxIDLen, ErrInvalid)
+	case a.NodeID == "" || len(a.NodeID) > MaxNameLen:
+		return AuditEntry{}, fmt.Errorf("attestation %s needs a node id: %w", a.ID, ErrInvalid)
+	case len(a.Policy) > MaxNameLen || len(a.SandboxID) > MaxIDLen || len(a.GuestPublicKey) > MaxBlob:
+		return AuditEntry{}, fmt.Errorf("attestation %s: policy, sandbox id or guest key too long: %w", a.ID, ErrInvalid)
+	case len(a.Reasons) > MaxReasons || len(a.Secrets) > MaxReasons:
+		return AuditEntry{}, fmt.Errorf("attestation %s: over %d reasons or secrets: %w", a.ID, MaxReasons, ErrInvalid)
+	case !a.ReleasedAt.IsZero():
+		return AuditEntry{}, fmt.Errorf("attestation %s: ReleasedAt is set by ConsumeRelease only: %w", a.ID, ErrInvalid)
+	case !a.Allow && (!a.ReleaseExpires.IsZero() || len(a.Secrets) > 0):
+		return AuditEntry{}, fmt.Errorf("attestation %s: a deny verdict cannot grant secrets or a release window: %w", a.ID, ErrInvalid)
+	case !a.ReleaseExpires.IsZero() && len(a.Secrets) == 0:
+		return AuditEntry{}, fmt.Errorf("attestation %s: a release window needs granted secrets: %w", a.ID, ErrInvalid)
+	}
+	a.CreatedAt, a.ReleaseExpires = normTime(a.CreatedAt), normTime(a.ReleaseExpires)
+	d := verdictDetails{Policy: a.Policy, Allow: a.Allow, Reasons: a.Reasons, SandboxID: a.SandboxID, Secrets: a.Secrets}
+	if !a.ReleaseExpires.IsZero() {
+		d.ReleaseExpires = a.ReleaseExpires.Format("2006-01-02T15:04:05.000000Z07:00")
+	}
+	raw, err := json.Marshal(d)
+	if err != nil {
+		return AuditEntry{}, err
+	}
+	e := AuditEntry{Time: a.CreatedAt, Kind: KindVerdict, NodeID: a.NodeID, Subject: a.ID, Details: raw}
+	if err := validateAuditEntry(&e, nil); err != nil {
+		return AuditEntry{}, fmt.Errorf("attestation %s: %w", a.ID, err)
+	}
+	return e, nil
+}
+
+func validateSecret(s *Secret, prevVersion uint64) error {
+	switch {
+	case s.Name == "" || len(s.Name) > MaxNameLen || strings.ContainsRune(s.Name, 0):
+		return fmt.Errorf("secret name must be 1..%d bytes: %w", MaxNameLen, ErrInvalid)
+	case s.Version != prevVersion+1:
+		return fmt.Errorf("secret %q: version %d does not follow %d: %w", s.Name, s.Version, prevVersion, ErrInvalid)
+	case len(s.Ciphertext) == 0 || len(s.Ciphertext) > MaxCiphertext:
+		return fmt.Errorf("secret %q: ciphertext is %d bytes: want 1..%d: %w", s.Name, len(s.Ciphertext), MaxCiphertext, ErrInvalid)
+	case s.Size < 0 || len(s.Description) > 4096:
+		return fmt.Errorf("secret %q: bad size or description over 4096 bytes: %w", s.Name, ErrInvalid)
+	}
+	s.CreatedAt, s.UpdatedAt = normTime(s.CreatedAt), normTime(s.UpdatedAt)
+	return nil
+}
