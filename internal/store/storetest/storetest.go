@@ -306,9 +306,9 @@ func testAttestations(t *testing.T, s store.Store) {
 	for _, bad := range []func(*store.Attestation){
 		func(a *store.Attestation) { a.ID = "" },
 		func(a *store.Attestation) { a.NodeID = "" },
-		func(a *store.Attestation) { a.Allow = false },                         // deny with window
-		func(a *store.Attestation) { a.Secrets = nil },                         // window without secrets
-		func(a *store.Attestation) { a.ReleasedAt = t0 },                       // pre-released
+		func(a *store.Attestation) { a.Allow = false },   // deny with window
+		func(a *store.Attestation) { a.Secrets = nil },   // window without secrets
+		func(a *store.Attestation) { a.ReleasedAt = t0 }, // pre-released
 		func(a *store.Attestation) { a.Reasons = make([]string, 1+store.MaxReasons) },
 	} {
 		c := a
