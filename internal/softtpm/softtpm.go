@@ -132,6 +132,7 @@ type TPM struct {
 	ekECDH   *ecdh.PrivateKey
 	ekPublic []byte // marshalled TPMT_PUBLIC
 	ekName   []byte
+	ekCert   []byte // DER, set by EKCA.Certify; guarded by mu
 
 	ak       *ecdsa.PrivateKey
 	akPublic []byte // marshalled TPMT_PUBLIC
