@@ -1,0 +1,231 @@
+// Package channel is the wire protocol between the launcher (kvm.Sandbox) and
+// the guest agent (kvm/agent) over the virtio-serial port "bulwark.0".
+//
+// A frame is a 4-byte big-endian length N, then N bytes: one type byte and
+// N-1 bytes of body. N is at least 1 and at most MaxFrameSize. Control frames
+// carry a JSON body (one of the message structs below); output frames carry
+// raw bytes. Both sides use ReadFrame and WriteFrame; everything read is
+// untrusted and size-limited. The protocol is documented in docs/sandbox.md.
+package channel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Version is the protocol version the agent announces in Hello.
+const Version = 1
+
+// PortName is the virtio-serial port name the agent looks for.
+const PortName = "bulwark.0"
+
+// MaxFrameSize bounds the length field of one frame (type byte + body).
+const MaxFrameSize = 4 << 20
+
+// Type is a frame type.
+type Type uint8
+
+// Frame types. Guest → host: Hello, Started, Stdout, Stderr, Exit, Error.
+// Host → guest: Start, Abort.
+const (
+	TypeHello   Type = 1 // guest: JSON Hello, first frame after boot
+	TypeStart   Type = 2 // host: JSON Start
+	TypeAbort   Type = 3 // host: JSON Abort
+	TypeStarted Type = 4 // guest: JSON Started, the workload process exists
+	TypeStdout  Type = 5 // guest: raw bytes of the workload's stdout
+	TypeStderr  Type = 6 // guest: raw bytes of the workload's stderr
+	TypeExit    Type = 7 // guest: JSON Exit, last frame of a run
+	TypeError   Type = 8 // guest: JSON Error, the run failed (the workload never started or the agent failed)
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeHello:
+		return "HELLO"
+	case TypeStart:
+		return "START"
+	case TypeAbort:
+		return "ABORT"
+	case TypeStarted:
+		return "STARTED"
+	case TypeStdout:
+		return "STDOUT"
+	case TypeStderr:
+		return "STDERR"
+	case TypeExit:
+		return "EXIT"
+	case TypeError:
+		return "ERROR"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Known reports whether t is a frame type of this protocol version.
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeError }
+
+// Hello is the agent's first message: its ephemeral public key (enclave/wrap).
+type Hello struct {
+	Version   int    `json:"version"`
+	PublicKey []byte `json:"public_key"` // base64 in JSON
+}
+
+// Secret is one released secret, wrapped to the guest key by attestd.
+type Secret struct {
+	Name    string `json:"name"`
+	Wrapped []byte `json:"wrapped"`
+}
+
+// Start tells the agent to open the secrets and run the workload.
+type Start struct {
+	SandboxID string   `json:"sandbox_id"`
+	Secrets   []Secret `json:"secrets,omitempty"`
+	// Args replaces the image's entrypoint+cmd when not empty.
+	Args []string `json:"args,omitempty"`
+}
+
+// Abort tells the agent not to run anything and to power off.
+type Abort struct {
+	Reason string `json:"reason"`
+}
+
+// Started confirms the workload process was created.
+type Started struct {
+	PID int `json:"pid"`
+}
+
+// Exit is the workload's exit status: its exit code, or 128+signal.
+type Exit struct {
+	Code int `json:"code"`
+}
+
+// Error is a failure the agent reports instead of (or after) running the workload.
+type Error struct {
+	Message string `json:"message"`
+}
+
+// ErrFrameTooLarge is returned for a length field over MaxFrameSize.
+var ErrFrameTooLarge = errors.New("channel: frame too large")
+
+// ErrBadFrame is returned for a malformed frame.
+var ErrBadFrame = errors.New("channel: malformed frame")
+
+// ReadFrame reads one frame. It returns io.EOF only at a clean frame
+// boundary; a frame cut short returns io.ErrUnexpectedEOF.
+func ReadFrame(r io.Reader) (Type, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n == 0 {
+		return 0, nil, fmt.Errorf("%w: zero length", ErrBadFrame)
+	}
+	if n > MaxFrameSize {
+		return 0, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrFrameTooLarge, n, MaxFrameSize)
+	}
+	if _, err := io.ReadFull(r, hdr[4:5]); err != nil {
+		return 0, nil, unexpected(err)
+	}
+	t := Type(hdr[4])
+	if !t.Known() {
+		return 0, nil, fmt.Errorf("%w: unknown type %d", ErrBadFrame, hdr[4])
+	}
+	body := make([]byte, n-1)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, nil, unexpected(err)
+	}
+	return t, body, nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// WriteFrame writes one frame in a single Write call.
+func WriteFrame(w io.Writer, t Type, body []byte) error {
+	if len(body)+1 > MaxFrameSize {
+		return fmt.Errorf("%w: %s body of %d bytes, limit %d", ErrFrameTooLarge, t, len(body), MaxFrameSize-1)
+	}
+	buf := make([]byte, 5+len(body))
+	binary.BigEndian.PutUint32(buf, uint32(len(body)+1))
+	buf[4] = byte(t)
+	copy(buf[5:], body)
+	_, err := w.Write(buf)
+	return err
+}
+
+// WriteJSON marshals v and writes it as a frame of type t.
+func WriteJSON(w io.Writer, t Type, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("channel: encoding %s: %w", t, err)
+	}
+	return WriteFrame(w, t, b)
+}
+
+// Decode unmarshals a JSON frame body strictly (unknown fields are errors)
+// into v.
+func Decode(t Type, body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %s body: %v", ErrBadFrame, t, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: %s body: trailing data", ErrBadFrame, t)
+	}
+	return nil
+}
+
+// MaxSecrets bounds the number of secrets in one Start message.
+const MaxSecrets = 256
+
+// Validate checks a Start message: a sandbox id of 1..128 characters from
+// [A-Za-z0-9._-], secret names that are safe file names (1..128 characters
+// from [A-Za-z0-9._-], not "." or "..", unique), at most MaxSecrets secrets
+// and no NUL byte in the arguments.
+func (s *Start) Validate() error {
+	if !safeName(s.SandboxID) {
+		return fmt.Errorf("channel: sandbox id %q: want 1..128 characters from [A-Za-z0-9._-]", s.SandboxID)
+	}
+	if len(s.Secrets) > MaxSecrets {
+		return fmt.Errorf("channel: %d secrets, the limit is %d", len(s.Secrets), MaxSecrets)
+	}
+	seen := make(map[string]bool, len(s.Secrets))
+	for i, sec := range s.Secrets {
+		if !safeName(sec.Name) || sec.Name == "." || sec.Name == ".." {
+			return fmt.Errorf("channel: secret %d name %q: want a file name of 1..128 characters from [A-Za-z0-9._-]", i, sec.Name)
+		}
+		if seen[sec.Name] {
+			return fmt.Errorf("channel: secret %q given twice", sec.Name)
+		}
+		seen[sec.Name] = true
+	}
+	for i, a := range s.Args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("channel: argument %d contains a NUL byte", i)
+		}
+	}
+	return nil
+}
+
+func safeName(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

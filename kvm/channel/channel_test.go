@@ -1,0 +1,159 @@
+package channel
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestRoundTrip(t *testing.T) {
+	var buf bytes.Buffer
+	if err := WriteJSON(&buf, TypeHello, Hello{Version: Version, PublicKey: []byte{1, 2, 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFrame(&buf, TypeStdout, []byte("out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFrame(&buf, TypeStderr, nil); err != nil {
+		t.Fatal(err)
+	}
+	typ, body, err := ReadFrame(&buf)
+	if err != nil || typ != TypeHello {
+		t.Fatalf("first frame: %v %v", typ, err)
+	}
+	var h Hello
+	if err := Decode(typ, body, &h); err != nil || h.Version != Version || !bytes.Equal(h.PublicKey, []byte{1, 2, 3}) {
+		t.Fatalf("hello = %+v, %v", h, err)
+	}
+	typ, body, err = ReadFrame(&buf)
+	if err != nil || typ != TypeStdout || string(body) != "out" {
+		t.Fatalf("second frame: %v %q %v", typ, body, err)
+	}
+	typ, body, err = ReadFrame(&buf)
+	if err != nil || typ != TypeStderr || len(body) != 0 {
+		t.Fatalf("third frame: %v %q %v", typ, body, err)
+	}
+	if _, _, err := ReadFrame(&buf); err != io.EOF {
+		t.Fatalf("at end: %v, want io.EOF", err)
+	}
+}
+
+func frame(n uint32, rest ...byte) []byte {
+	b := binary.BigEndian.AppendUint32(nil, n)
+	return append(b, rest...)
+}
+
+func TestReadFrameErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want error
+	}{
+		{"empty", nil, io.EOF},
+		{"short header", []byte{0, 0}, io.ErrUnexpectedEOF},
+		{"zero length", frame(0), ErrBadFrame},
+		{"too large", frame(MaxFrameSize + 1), ErrFrameTooLarge},
+		{"huge", frame(0xffffffff), ErrFrameTooLarge},
+		{"missing type", frame(1), io.ErrUnexpectedEOF},
+		{"unknown type", frame(1, 99), ErrBadFrame},
+		{"type zero", frame(1, 0), ErrBadFrame},
+		{"short body", frame(10, byte(TypeStdout), 'a'), io.ErrUnexpectedEOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := ReadFrame(bytes.NewReader(tc.in))
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestWriteFrameTooLarge(t *testing.T) {
+	err := WriteFrame(io.Discard, TypeStdout, make([]byte, MaxFrameSize))
+	if !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("err = %v", err)
+	}
+	if err := WriteFrame(io.Discard, TypeStdout, make([]byte, MaxFrameSize-1)); err != nil {
+		t.Fatalf("largest frame: %v", err)
+	}
+}
+
+func TestDecodeStrict(t *testing.T) {
+	var s Start
+	for _, in := range []string{`{"sandbox_id":"a","extra":1}`, `{"sandbox_id":"a"} {}`, `[`, ``, `{"secrets":"x"}`} {
+		if err := Decode(TypeStart, []byte(in), &s); !errors.Is(err, ErrBadFrame) {
+			t.Errorf("Decode(%q) = %v, want ErrBadFrame", in, err)
+		}
+	}
+}
+
+func TestStartValidate(t *testing.T) {
+	ok := Secret{Name: "db.password", Wrapped: []byte{1}}
+	for _, tc := range []struct {
+		name string
+		s    Start
+		err  string
+	}{
+		{"ok", Start{SandboxID: "0123abcd", Secrets: []Secret{ok}, Args: []string{"sh", "-c", "true"}}, ""},
+		{"no id", Start{}, "sandbox id"},
+		{"id with slash", Start{SandboxID: "a/b"}, "sandbox id"},
+		{"long id", Start{SandboxID: strings.Repeat("a", 129)}, "sandbox id"},
+		{"dotdot name", Start{SandboxID: "x", Secrets: []Secret{{Name: ".."}}}, "name"},
+		{"slash name", Start{SandboxID: "x", Secrets: []Secret{{Name: "../etc/passwd"}}}, "name"},
+		{"empty name", Start{SandboxID: "x", Secrets: []Secret{{Name: ""}}}, "name"},
+		{"duplicate", Start{SandboxID: "x", Secrets: []Secret{ok, ok}}, "twice"},
+		{"too many", Start{SandboxID: "x", Secrets: make([]Secret, MaxSecrets+1)}, "limit"},
+		{"nul arg", Start{SandboxID: "x", Args: []string{"a\x00b"}}, "NUL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.s.Validate()
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func FuzzReadFrame(f *testing.F) {
+	var buf bytes.Buffer
+	WriteJSON(&buf, TypeStart, Start{SandboxID: "abc", Secrets: []Secret{{Name: "db", Wrapped: []byte("x")}}, Args: []string{"true"}})
+	f.Add(buf.Bytes())
+	f.Add(frame(3, byte(TypeStdout), 'h', 'i'))
+	f.Add(frame(0))
+	f.Add(frame(MaxFrameSize + 1))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bytes.NewReader(in)
+		for {
+			typ, body, err := ReadFrame(r)
+			if err != nil {
+				return
+			}
+			if !typ.Known() || len(body)+1 > MaxFrameSize {
+				t.Fatalf("accepted bad frame %v len %d", typ, len(body))
+			}
+			var s Start
+			if Decode(typ, body, &s) == nil {
+				_ = s.Validate()
+			}
+			// Re-encoding what was read must give a frame that reads back the same.
+			var out bytes.Buffer
+			if err := WriteFrame(&out, typ, body); err != nil {
+				t.Fatal(err)
+			}
+			typ2, body2, err := ReadFrame(&out)
+			if err != nil || typ2 != typ || !bytes.Equal(body, body2) {
+				t.Fatalf("round trip: %v %v", typ2, err)
+			}
+		}
+	})
+}
