@@ -26,10 +26,11 @@ const (
 )
 
 type PutSecretRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
-	Metadata      map[string]string      `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// metadata: only "description" is kept today.
+	Metadata      map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -87,6 +88,7 @@ func (x *PutSecretRequest) GetMetadata() map[string]string {
 
 type PutSecretResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,6 +121,13 @@ func (x *PutSecretResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use PutSecretResponse.ProtoReflect.Descriptor instead.
 func (*PutSecretResponse) Descriptor() ([]byte, []int) {
 	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PutSecretResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 type DeleteSecretRequest struct {
@@ -238,9 +247,13 @@ func (*ListSecretsRequest) Descriptor() ([]byte, []int) {
 }
 
 type SecretInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Metadata      map[string]string      `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Metadata map[string]string      `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Version  uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// size is the plaintext length in bytes.
+	Size          uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -285,6 +298,27 @@ func (x *SecretInfo) GetName() string {
 func (x *SecretInfo) GetMetadata() map[string]string {
 	if x != nil {
 		return x.Metadata
+	}
+	return nil
+}
+
+func (x *SecretInfo) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SecretInfo) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SecretInfo) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
 	}
 	return nil
 }
@@ -507,6 +541,86 @@ func (x *ListNodesResponse) GetNodes() []*Node {
 	return nil
 }
 
+type DeleteNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteNodeRequest) Reset() {
+	*x = DeleteNodeRequest{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteNodeRequest) ProtoMessage() {}
+
+func (x *DeleteNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteNodeRequest.ProtoReflect.Descriptor instead.
+func (*DeleteNodeRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DeleteNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type DeleteNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteNodeResponse) Reset() {
+	*x = DeleteNodeResponse{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteNodeResponse) ProtoMessage() {}
+
+func (x *DeleteNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteNodeResponse.ProtoReflect.Descriptor instead.
+func (*DeleteNodeResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
 type ReadAuditRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// after is the sequence number to start after (0: from the start).
@@ -519,7 +633,7 @@ type ReadAuditRequest struct {
 
 func (x *ReadAuditRequest) Reset() {
 	*x = ReadAuditRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[10]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +645,7 @@ func (x *ReadAuditRequest) String() string {
 func (*ReadAuditRequest) ProtoMessage() {}
 
 func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[10]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +658,7 @@ func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAuditRequest.ProtoReflect.Descriptor instead.
 func (*ReadAuditRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadAuditRequest) GetAfter() uint64 {
@@ -580,7 +694,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[11]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +706,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[11]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +719,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -668,7 +782,7 @@ type ReadAuditResponse struct {
 
 func (x *ReadAuditResponse) Reset() {
 	*x = ReadAuditResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +794,7 @@ func (x *ReadAuditResponse) String() string {
 func (*ReadAuditResponse) ProtoMessage() {}
 
 func (x *ReadAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +807,7 @@ func (x *ReadAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAuditResponse.ProtoReflect.Descriptor instead.
 func (*ReadAuditResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadAuditResponse) GetRecords() []*AuditRecord {
@@ -718,7 +832,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +844,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +857,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type VerifyAuditResponse struct {
@@ -759,7 +873,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +885,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +898,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -823,7 +937,7 @@ type ListPoliciesRequest struct {
 
 func (x *ListPoliciesRequest) Reset() {
 	*x = ListPoliciesRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +949,7 @@ func (x *ListPoliciesRequest) String() string {
 func (*ListPoliciesRequest) ProtoMessage() {}
 
 func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +962,7 @@ func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type PolicyStatus struct {
@@ -865,7 +979,7 @@ type PolicyStatus struct {
 
 func (x *PolicyStatus) Reset() {
 	*x = PolicyStatus{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +991,7 @@ func (x *PolicyStatus) String() string {
 func (*PolicyStatus) ProtoMessage() {}
 
 func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1004,7 @@ func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatus.ProtoReflect.Descriptor instead.
 func (*PolicyStatus) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PolicyStatus) GetName() string {
@@ -938,7 +1052,7 @@ type ListPoliciesResponse struct {
 
 func (x *ListPoliciesResponse) Reset() {
 	*x = ListPoliciesResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1064,7 @@ func (x *ListPoliciesResponse) String() string {
 func (*ListPoliciesResponse) ProtoMessage() {}
 
 func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1077,7 @@ func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListPoliciesResponse) GetPolicies() []*PolicyStatus {
@@ -988,7 +1102,7 @@ type ReloadPoliciesRequest struct {
 
 func (x *ReloadPoliciesRequest) Reset() {
 	*x = ReloadPoliciesRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1114,7 @@ func (x *ReloadPoliciesRequest) String() string {
 func (*ReloadPoliciesRequest) ProtoMessage() {}
 
 func (x *ReloadPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1127,7 @@ func (x *ReloadPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ReloadPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type ReloadPoliciesResponse struct {
@@ -1027,7 +1141,7 @@ type ReloadPoliciesResponse struct {
 
 func (x *ReloadPoliciesResponse) Reset() {
 	*x = ReloadPoliciesResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1153,7 @@ func (x *ReloadPoliciesResponse) String() string {
 func (*ReloadPoliciesResponse) ProtoMessage() {}
 
 func (x *ReloadPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1166,7 @@ func (x *ReloadPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ReloadPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReloadPoliciesResponse) GetPolicies() []*PolicyStatus {
@@ -1081,16 +1195,21 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\bmetadata\x18\x03 \x03(\v2*.bulwark.v1.PutSecretRequest.MetadataEntryR\bmetadata\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x13\n" +
-	"\x11PutSecretResponse\")\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"-\n" +
+	"\x11PutSecretResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\")\n" +
 	"\x13DeleteSecretRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x16\n" +
 	"\x14DeleteSecretResponse\"\x14\n" +
-	"\x12ListSecretsRequest\"\x9f\x01\n" +
+	"\x12ListSecretsRequest\"\x88\x02\n" +
 	"\n" +
 	"SecretInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12@\n" +
-	"\bmetadata\x18\x02 \x03(\v2$.bulwark.v1.SecretInfo.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x02 \x03(\v2$.bulwark.v1.SecretInfo.MetadataEntryR\bmetadata\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x04R\x04size\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
@@ -1107,7 +1226,10 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\x10last_attested_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastAttestedAt\x12&\n" +
 	"\x0flast_sandbox_id\x18\a \x01(\tR\rlastSandboxId\";\n" +
 	"\x11ListNodesResponse\x12&\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x10.bulwark.v1.NodeR\x05nodes\">\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x10.bulwark.v1.NodeR\x05nodes\",\n" +
+	"\x11DeleteNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x14\n" +
+	"\x12DeleteNodeResponse\">\n" +
 	"\x10ReadAuditRequest\x12\x14\n" +
 	"\x05after\x18\x01 \x01(\x04R\x05after\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xc6\x01\n" +
@@ -1141,12 +1263,14 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\x15ReloadPoliciesRequest\"^\n" +
 	"\x16ReloadPoliciesResponse\x124\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x18.bulwark.v1.PolicyStatusR\bpolicies\x12\x0e\n" +
-	"\x02ok\x18\x02 \x01(\bR\x02ok2\x84\x05\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok2\xd1\x05\n" +
 	"\x05Admin\x12H\n" +
 	"\tPutSecret\x12\x1c.bulwark.v1.PutSecretRequest\x1a\x1d.bulwark.v1.PutSecretResponse\x12Q\n" +
 	"\fDeleteSecret\x12\x1f.bulwark.v1.DeleteSecretRequest\x1a .bulwark.v1.DeleteSecretResponse\x12N\n" +
 	"\vListSecrets\x12\x1e.bulwark.v1.ListSecretsRequest\x1a\x1f.bulwark.v1.ListSecretsResponse\x12H\n" +
-	"\tListNodes\x12\x1c.bulwark.v1.ListNodesRequest\x1a\x1d.bulwark.v1.ListNodesResponse\x12H\n" +
+	"\tListNodes\x12\x1c.bulwark.v1.ListNodesRequest\x1a\x1d.bulwark.v1.ListNodesResponse\x12K\n" +
+	"\n" +
+	"DeleteNode\x12\x1d.bulwark.v1.DeleteNodeRequest\x1a\x1e.bulwark.v1.DeleteNodeResponse\x12H\n" +
 	"\tReadAudit\x12\x1c.bulwark.v1.ReadAuditRequest\x1a\x1d.bulwark.v1.ReadAuditResponse\x12N\n" +
 	"\vVerifyAudit\x12\x1e.bulwark.v1.VerifyAuditRequest\x1a\x1f.bulwark.v1.VerifyAuditResponse\x12Q\n" +
 	"\fListPolicies\x12\x1f.bulwark.v1.ListPoliciesRequest\x1a .bulwark.v1.ListPoliciesResponse\x12W\n" +
@@ -1164,7 +1288,7 @@ func file_bulwark_v1_admin_proto_rawDescGZIP() []byte {
 	return file_bulwark_v1_admin_proto_rawDescData
 }
 
-var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_bulwark_v1_admin_proto_goTypes = []any{
 	(*PutSecretRequest)(nil),       // 0: bulwark.v1.PutSecretRequest
 	(*PutSecretResponse)(nil),      // 1: bulwark.v1.PutSecretResponse
@@ -1176,53 +1300,58 @@ var file_bulwark_v1_admin_proto_goTypes = []any{
 	(*ListNodesRequest)(nil),       // 7: bulwark.v1.ListNodesRequest
 	(*Node)(nil),                   // 8: bulwark.v1.Node
 	(*ListNodesResponse)(nil),      // 9: bulwark.v1.ListNodesResponse
-	(*ReadAuditRequest)(nil),       // 10: bulwark.v1.ReadAuditRequest
-	(*AuditRecord)(nil),            // 11: bulwark.v1.AuditRecord
-	(*ReadAuditResponse)(nil),      // 12: bulwark.v1.ReadAuditResponse
-	(*VerifyAuditRequest)(nil),     // 13: bulwark.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),    // 14: bulwark.v1.VerifyAuditResponse
-	(*ListPoliciesRequest)(nil),    // 15: bulwark.v1.ListPoliciesRequest
-	(*PolicyStatus)(nil),           // 16: bulwark.v1.PolicyStatus
-	(*ListPoliciesResponse)(nil),   // 17: bulwark.v1.ListPoliciesResponse
-	(*ReloadPoliciesRequest)(nil),  // 18: bulwark.v1.ReloadPoliciesRequest
-	(*ReloadPoliciesResponse)(nil), // 19: bulwark.v1.ReloadPoliciesResponse
-	nil,                            // 20: bulwark.v1.PutSecretRequest.MetadataEntry
-	nil,                            // 21: bulwark.v1.SecretInfo.MetadataEntry
-	(*timestamppb.Timestamp)(nil),  // 22: google.protobuf.Timestamp
+	(*DeleteNodeRequest)(nil),      // 10: bulwark.v1.DeleteNodeRequest
+	(*DeleteNodeResponse)(nil),     // 11: bulwark.v1.DeleteNodeResponse
+	(*ReadAuditRequest)(nil),       // 12: bulwark.v1.ReadAuditRequest
+	(*AuditRecord)(nil),            // 13: bulwark.v1.AuditRecord
+	(*ReadAuditResponse)(nil),      // 14: bulwark.v1.ReadAuditResponse
+	(*VerifyAuditRequest)(nil),     // 15: bulwark.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),    // 16: bulwark.v1.VerifyAuditResponse
+	(*ListPoliciesRequest)(nil),    // 17: bulwark.v1.ListPoliciesRequest
+	(*PolicyStatus)(nil),           // 18: bulwark.v1.PolicyStatus
+	(*ListPoliciesResponse)(nil),   // 19: bulwark.v1.ListPoliciesResponse
+	(*ReloadPoliciesRequest)(nil),  // 20: bulwark.v1.ReloadPoliciesRequest
+	(*ReloadPoliciesResponse)(nil), // 21: bulwark.v1.ReloadPoliciesResponse
+	nil,                            // 22: bulwark.v1.PutSecretRequest.MetadataEntry
+	nil,                            // 23: bulwark.v1.SecretInfo.MetadataEntry
+	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
 }
 var file_bulwark_v1_admin_proto_depIdxs = []int32{
-	20, // 0: bulwark.v1.PutSecretRequest.metadata:type_name -> bulwark.v1.PutSecretRequest.MetadataEntry
-	21, // 1: bulwark.v1.SecretInfo.metadata:type_name -> bulwark.v1.SecretInfo.MetadataEntry
-	5,  // 2: bulwark.v1.ListSecretsResponse.secrets:type_name -> bulwark.v1.SecretInfo
-	22, // 3: bulwark.v1.Node.enrolled_at:type_name -> google.protobuf.Timestamp
-	22, // 4: bulwark.v1.Node.last_attested_at:type_name -> google.protobuf.Timestamp
-	8,  // 5: bulwark.v1.ListNodesResponse.nodes:type_name -> bulwark.v1.Node
-	22, // 6: bulwark.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	11, // 7: bulwark.v1.ReadAuditResponse.records:type_name -> bulwark.v1.AuditRecord
-	16, // 8: bulwark.v1.ListPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
-	22, // 9: bulwark.v1.ListPoliciesResponse.loaded_at:type_name -> google.protobuf.Timestamp
-	16, // 10: bulwark.v1.ReloadPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
-	0,  // 11: bulwark.v1.Admin.PutSecret:input_type -> bulwark.v1.PutSecretRequest
-	2,  // 12: bulwark.v1.Admin.DeleteSecret:input_type -> bulwark.v1.DeleteSecretRequest
-	4,  // 13: bulwark.v1.Admin.ListSecrets:input_type -> bulwark.v1.ListSecretsRequest
-	7,  // 14: bulwark.v1.Admin.ListNodes:input_type -> bulwark.v1.ListNodesRequest
-	10, // 15: bulwark.v1.Admin.ReadAudit:input_type -> bulwark.v1.ReadAuditRequest
-	13, // 16: bulwark.v1.Admin.VerifyAudit:input_type -> bulwark.v1.VerifyAuditRequest
-	15, // 17: bulwark.v1.Admin.ListPolicies:input_type -> bulwark.v1.ListPoliciesRequest
-	18, // 18: bulwark.v1.Admin.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
-	1,  // 19: bulwark.v1.Admin.PutSecret:output_type -> bulwark.v1.PutSecretResponse
-	3,  // 20: bulwark.v1.Admin.DeleteSecret:output_type -> bulwark.v1.DeleteSecretResponse
-	6,  // 21: bulwark.v1.Admin.ListSecrets:output_type -> bulwark.v1.ListSecretsResponse
-	9,  // 22: bulwark.v1.Admin.ListNodes:output_type -> bulwark.v1.ListNodesResponse
-	12, // 23: bulwark.v1.Admin.ReadAudit:output_type -> bulwark.v1.ReadAuditResponse
-	14, // 24: bulwark.v1.Admin.VerifyAudit:output_type -> bulwark.v1.VerifyAuditResponse
-	17, // 25: bulwark.v1.Admin.ListPolicies:output_type -> bulwark.v1.ListPoliciesResponse
-	19, // 26: bulwark.v1.Admin.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	22, // 0: bulwark.v1.PutSecretRequest.metadata:type_name -> bulwark.v1.PutSecretRequest.MetadataEntry
+	23, // 1: bulwark.v1.SecretInfo.metadata:type_name -> bulwark.v1.SecretInfo.MetadataEntry
+	24, // 2: bulwark.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
+	5,  // 3: bulwark.v1.ListSecretsResponse.secrets:type_name -> bulwark.v1.SecretInfo
+	24, // 4: bulwark.v1.Node.enrolled_at:type_name -> google.protobuf.Timestamp
+	24, // 5: bulwark.v1.Node.last_attested_at:type_name -> google.protobuf.Timestamp
+	8,  // 6: bulwark.v1.ListNodesResponse.nodes:type_name -> bulwark.v1.Node
+	24, // 7: bulwark.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	13, // 8: bulwark.v1.ReadAuditResponse.records:type_name -> bulwark.v1.AuditRecord
+	18, // 9: bulwark.v1.ListPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
+	24, // 10: bulwark.v1.ListPoliciesResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	18, // 11: bulwark.v1.ReloadPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
+	0,  // 12: bulwark.v1.Admin.PutSecret:input_type -> bulwark.v1.PutSecretRequest
+	2,  // 13: bulwark.v1.Admin.DeleteSecret:input_type -> bulwark.v1.DeleteSecretRequest
+	4,  // 14: bulwark.v1.Admin.ListSecrets:input_type -> bulwark.v1.ListSecretsRequest
+	7,  // 15: bulwark.v1.Admin.ListNodes:input_type -> bulwark.v1.ListNodesRequest
+	10, // 16: bulwark.v1.Admin.DeleteNode:input_type -> bulwark.v1.DeleteNodeRequest
+	12, // 17: bulwark.v1.Admin.ReadAudit:input_type -> bulwark.v1.ReadAuditRequest
+	15, // 18: bulwark.v1.Admin.VerifyAudit:input_type -> bulwark.v1.VerifyAuditRequest
+	17, // 19: bulwark.v1.Admin.ListPolicies:input_type -> bulwark.v1.ListPoliciesRequest
+	20, // 20: bulwark.v1.Admin.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
+	1,  // 21: bulwark.v1.Admin.PutSecret:output_type -> bulwark.v1.PutSecretResponse
+	3,  // 22: bulwark.v1.Admin.DeleteSecret:output_type -> bulwark.v1.DeleteSecretResponse
+	6,  // 23: bulwark.v1.Admin.ListSecrets:output_type -> bulwark.v1.ListSecretsResponse
+	9,  // 24: bulwark.v1.Admin.ListNodes:output_type -> bulwark.v1.ListNodesResponse
+	11, // 25: bulwark.v1.Admin.DeleteNode:output_type -> bulwark.v1.DeleteNodeResponse
+	14, // 26: bulwark.v1.Admin.ReadAudit:output_type -> bulwark.v1.ReadAuditResponse
+	16, // 27: bulwark.v1.Admin.VerifyAudit:output_type -> bulwark.v1.VerifyAuditResponse
+	19, // 28: bulwark.v1.Admin.ListPolicies:output_type -> bulwark.v1.ListPoliciesResponse
+	21, // 29: bulwark.v1.Admin.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
+	21, // [21:30] is the sub-list for method output_type
+	12, // [12:21] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_admin_proto_init() }
@@ -1236,7 +1365,7 @@ func file_bulwark_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_admin_proto_rawDesc), len(file_bulwark_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Admin_DeleteSecret_FullMethodName   = "/bulwark.v1.Admin/DeleteSecret"
 	Admin_ListSecrets_FullMethodName    = "/bulwark.v1.Admin/ListSecrets"
 	Admin_ListNodes_FullMethodName      = "/bulwark.v1.Admin/ListNodes"
+	Admin_DeleteNode_FullMethodName     = "/bulwark.v1.Admin/DeleteNode"
 	Admin_ReadAudit_FullMethodName      = "/bulwark.v1.Admin/ReadAudit"
 	Admin_VerifyAudit_FullMethodName    = "/bulwark.v1.Admin/VerifyAudit"
 	Admin_ListPolicies_FullMethodName   = "/bulwark.v1.Admin/ListPolicies"
@@ -41,6 +42,8 @@ type AdminClient interface {
 	// ListSecrets returns names and metadata, never values.
 	ListSecrets(ctx context.Context, in *ListSecretsRequest, opts ...grpc.CallOption) (*ListSecretsResponse, error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// DeleteNode removes an enrolled node (it must enroll again).
+	DeleteNode(ctx context.Context, in *DeleteNodeRequest, opts ...grpc.CallOption) (*DeleteNodeResponse, error)
 	// ReadAudit pages through the audit log in order.
 	ReadAudit(ctx context.Context, in *ReadAuditRequest, opts ...grpc.CallOption) (*ReadAuditResponse, error)
 	// VerifyAudit checks the audit log's hash chain end to end.
@@ -99,6 +102,16 @@ func (c *adminClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) DeleteNode(ctx context.Context, in *DeleteNodeRequest, opts ...grpc.CallOption) (*DeleteNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteNodeResponse)
+	err := c.cc.Invoke(ctx, Admin_DeleteNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) ReadAudit(ctx context.Context, in *ReadAuditRequest, opts ...grpc.CallOption) (*ReadAuditResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReadAuditResponse)
@@ -148,6 +161,8 @@ type AdminServer interface {
 	// ListSecrets returns names and metadata, never values.
 	ListSecrets(context.Context, *ListSecretsRequest) (*ListSecretsResponse, error)
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// DeleteNode removes an enrolled node (it must enroll again).
+	DeleteNode(context.Context, *DeleteNodeRequest) (*DeleteNodeResponse, error)
 	// ReadAudit pages through the audit log in order.
 	ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error)
 	// VerifyAudit checks the audit log's hash chain end to end.
@@ -177,6 +192,9 @@ func (UnimplementedAdminServer) ListSecrets(context.Context, *ListSecretsRequest
 }
 func (UnimplementedAdminServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedAdminServer) DeleteNode(context.Context, *DeleteNodeRequest) (*DeleteNodeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteNode not implemented")
 }
 func (UnimplementedAdminServer) ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReadAudit not implemented")
@@ -283,6 +301,24 @@ func _Admin_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_DeleteNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeleteNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeleteNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeleteNode(ctx, req.(*DeleteNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_ReadAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReadAuditRequest)
 	if err := dec(in); err != nil {
@@ -377,6 +413,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _Admin_ListNodes_Handler,
+		},
+		{
+			MethodName: "DeleteNode",
+			Handler:    _Admin_DeleteNode_Handler,
 		},
 		{
 			MethodName: "ReadAudit",

@@ -1,0 +1,212 @@
+package attestd
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/enclave"
+	"github.com/bulwark-project/bulwark/internal/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// adminServer implements the Admin service. The interceptor has already
+// admitted the caller (admin client certificate) before any method runs.
+type adminServer struct {
+	bulwarkv1.UnimplementedAdminServer
+	s *Server
+}
+
+func (a *adminServer) audit(ctx context.Context, subject string, fields map[string]any) error {
+	fields["by"] = adminName(ctx)
+	details, _ := json.Marshal(fields)
+	_, err := a.s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindAdmin, Subject: subject, Details: details})
+	return err
+}
+
+func validateSecretName(name string) error {
+	if name == "" {
+		return invalid("name", "missing")
+	}
+	if !enclave.ValidName(name) {
+		return invalid("name", "want 1-128 of [A-Za-z0-9._-] starting with a letter or digit")
+	}
+	return nil
+}
+
+func (a *adminServer) PutSecret(ctx context.Context, req *bulwarkv1.PutSecretRequest) (*bulwarkv1.PutSecretResponse, error) {
+	if err := validateSecretName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if len(req.GetValue()) == 0 {
+		return nil, invalid("value", "missing")
+	}
+	if len(req.GetValue()) > enclave.MaxSecretSize {
+		return nil, invalid("value", "%d bytes, the limit is %d", len(req.GetValue()), enclave.MaxSecretSize)
+	}
+	for k, v := range req.GetMetadata() {
+		if k != "description" {
+			return nil, invalid("metadata", "key %q: only \"description\" is supported", trunc(k))
+		}
+		if len(v) > 1024 {
+			return nil, invalid("metadata", "description is %d bytes, the limit is 1024", len(v))
+		}
+	}
+	meta, err := a.s.vault.Put(ctx, req.GetName(), req.GetValue(), enclave.Meta{Description: req.GetMetadata()["description"]})
+	clear(req.Value)
+	if err != nil {
+		return nil, a.s.storeStatus(ctx, "secret "+req.GetName(), err)
+	}
+	if err := a.audit(ctx, req.GetName(), map[string]any{"action": "secret.put", "name": req.GetName(), "version": meta.Version, "size": meta.Size}); err != nil {
+		return nil, a.s.storeStatus(ctx, "audit", err)
+	}
+	return &bulwarkv1.PutSecretResponse{Version: meta.Version}, nil
+}
+
+func (a *adminServer) DeleteSecret(ctx context.Context, req *bulwarkv1.DeleteSecretRequest) (*bulwarkv1.DeleteSecretResponse, error) {
+	if err := validateSecretName(req.GetName()); err != nil {
+		return nil, err
+	}
+	if err := a.s.vault.Delete(ctx, req.GetName()); err != nil {
+		return nil, a.s.storeStatus(ctx, "secret "+req.GetName(), err)
+	}
+	if err := a.audit(ctx, req.GetName(), map[string]any{"action": "secret.delete", "name": req.GetName()}); err != nil {
+		return nil, a.s.storeStatus(ctx, "audit", err)
+	}
+	return &bulwarkv1.DeleteSecretResponse{}, nil
+}
+
+func (a *adminServer) ListSecrets(ctx context.Context, _ *bulwarkv1.ListSecretsRequest) (*bulwarkv1.ListSecretsResponse, error) {
+	metas, err := a.s.vault.List(ctx)
+	if err != nil {
+		return nil, a.s.storeStatus(ctx, "secrets", err)
+	}
+	out := &bulwarkv1.ListSecretsResponse{}
+	for _, m := range metas {
+		si := &bulwarkv1.SecretInfo{Name: m.Name, Version: m.Version, Size: uint64(m.Size), UpdatedAt: timestamppb.New(m.UpdatedAt)}
+		if m.Description != "" {
+			si.Metadata = map[string]string{"description": m.Description}
+		}
+		out.Secrets = append(out.Secrets, si)
+	}
+	return out, nil
+}
+
+func (a *adminServer) ListNodes(ctx context.Context, _ *bulwarkv1.ListNodesRequest) (*bulwarkv1.ListNodesResponse, error) {
+	nodes, err := a.s.st.ListNodes(ctx)
+	if err != nil {
+		return nil, a.s.storeStatus(ctx, "nodes", err)
+	}
+	out := &bulwarkv1.ListNodesResponse{}
+	for _, n := range nodes {
+		pn := &bulwarkv1.Node{NodeId: n.ID, EkFingerprint: n.ID[len("sha256:"):], Activated: n.State == store.NodeActive,
+			EnrolledAt: timestamppb.New(n.CreatedAt)}
+		if lv := n.LastVerdict; lv != nil {
+			pn.LastVerdict = "deny"
+			if lv.Allow {
+				pn.LastVerdict = "allow"
+			}
+			pn.LastAttestedAt = timestamppb.New(lv.Time)
+			if att, err := a.s.st.GetAttestation(ctx, lv.AttestationID); err == nil {
+				pn.LastSandboxId = att.SandboxID
+			}
+		}
+		out.Nodes = append(out.Nodes, pn)
+	}
+	return out, nil
+}
+
+func (a *adminServer) DeleteNode(ctx context.Context, req *bulwarkv1.DeleteNodeRequest) (*bulwarkv1.DeleteNodeResponse, error) {
+	if err := validateNodeID("node_id", req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	if err := a.s.st.DeleteNode(ctx, req.GetNodeId()); err != nil {
+		return nil, a.s.storeStatus(ctx, "node "+req.GetNodeId(), err)
+	}
+	if err := a.audit(ctx, req.GetNodeId(), map[string]any{"action": "node.delete", "node": req.GetNodeId()}); err != nil {
+		return nil, a.s.storeStatus(ctx, "audit", err)
+	}
+	return &bulwarkv1.DeleteNodeResponse{}, nil
+}
+
+func (a *adminServer) ReadAudit(ctx context.Context, req *bulwarkv1.ReadAuditRequest) (*bulwarkv1.ReadAuditResponse, error) {
+	limit := int(req.GetLimit())
+	if limit == 0 {
+		limit = DefaultAuditPage
+	}
+	if limit > MaxAuditPage {
+		return nil, invalid("limit", "%d, the limit is %d", limit, MaxAuditPage)
+	}
+	recs, err := a.s.st.ReadAudit(ctx, req.GetAfter(), limit)
+	if err != nil {
+		return nil, a.s.storeStatus(ctx, "audit", err)
+	}
+	out := &bulwarkv1.ReadAuditResponse{}
+	for _, r := range recs {
+		out.Records = append(out.Records, &bulwarkv1.AuditRecord{
+			Seq: r.Seq, Time: timestamppb.New(r.Time), Kind: string(r.Kind), Subject: r.Subject,
+			Detail: string(r.Details), Hash: hex.EncodeToString(r.Hash), PrevHash: hex.EncodeToString(r.Prev),
+		})
+	}
+	if len(recs) == limit {
+		out.Next = recs[len(recs)-1].Seq
+	}
+	return out, nil
+}
+
+func (a *adminServer) VerifyAudit(ctx context.Context, _ *bulwarkv1.VerifyAuditRequest) (*bulwarkv1.VerifyAuditResponse, error) {
+	res, err := store.VerifyAudit(ctx, a.s.st, store.VerifyOptions{})
+	out := &bulwarkv1.VerifyAuditResponse{Ok: err == nil, Records: res.Records, HeadHash: hex.EncodeToString(res.Head.Hash)}
+	if err != nil {
+		if !errors.Is(err, store.ErrAuditChain) {
+			return nil, a.s.storeStatus(ctx, "audit", err)
+		}
+		out.Error = err.Error()
+	}
+	return out, nil
+}
+
+func (a *adminServer) ListPolicies(ctx context.Context, _ *bulwarkv1.ListPoliciesRequest) (*bulwarkv1.ListPoliciesResponse, error) {
+	r := a.s.policies.Status()
+	return &bulwarkv1.ListPoliciesResponse{Policies: policyStates(r), LoadedAt: timestamppb.New(r.LoadedAt)}, nil
+}
+
+func (a *adminServer) ReloadPolicies(ctx context.Context, _ *bulwarkv1.ReloadPoliciesRequest) (*bulwarkv1.ReloadPoliciesResponse, error) {
+	r, err := a.s.policies.Reload(ctx)
+	if err != nil {
+		a.s.metrics.PolicyReloads.WithLabelValues("error").Inc()
+		a.s.log.WarnContext(ctx, "policy reload failed; previous policies stay in force", "error", err)
+	} else {
+		a.s.metrics.PolicyReloads.WithLabelValues("ok").Inc()
+	}
+	if aerr := a.audit(ctx, "policies", map[string]any{"action": "policy.reload", "ok": err == nil}); aerr != nil {
+		return nil, a.s.storeStatus(ctx, "audit", aerr)
+	}
+	return &bulwarkv1.ReloadPoliciesResponse{Policies: policyStates(r), Ok: err == nil && r.OK}, nil
+}
+
+func policyStates(r PolicyReport) []*bulwarkv1.PolicyStatus {
+	out := make([]*bulwarkv1.PolicyStatus, 0, len(r.Policies))
+	for _, p := range r.Policies {
+		out = append(out, &bulwarkv1.PolicyStatus{Name: p.Name, File: p.File, Version: p.Version, Loaded: p.Loaded, Error: p.Error})
+	}
+	return out
+}
+
+func marshalPKIX(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("marshal public key: %w", err)
+	}
+	return der, nil
+}
+
+var _ = status.Error
+var _ = codes.OK

@@ -1,0 +1,123 @@
+package attestd
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Policies judges verified evidence and reports what is loaded. The
+// policy package's Watcher is adapted to it by NewPolicyEngine.
+type Policies interface {
+	// Judge evaluates the verified state (and the artifact signatures the
+	// launcher sent) against the policy the launch event names.
+	Judge(ctx context.Context, v *Verified, sigs []*bulwarkv1.ArtifactSignature) Judgement
+	// Status lists the policies and files with their load state.
+	Status() PolicyReport
+	// Reload re-reads the policies now; on error the previous set stays.
+	Reload(ctx context.Context) (PolicyReport, error)
+}
+
+// Judgement is a policy verdict.
+type Judgement struct {
+	Allow   bool
+	Policy  string   // name (and version) of the policy that judged
+	Reasons []string // every reason for a deny; may explain an allow
+	Secrets []string // granted secret names (allow only)
+}
+
+// PolicyReport is the load state of the policy directory.
+type PolicyReport struct {
+	Policies []PolicyState
+	LoadedAt time.Time
+	OK       bool // the last load succeeded
+}
+
+// PolicyState is one policy (or one file that failed to load).
+type PolicyState struct {
+	Name, File, Version string
+	Loaded              bool
+	Error               string
+}
+
+// Attest verifies the request (VerifyAttestation), judges it by policy,
+// records the verdict durably (store and audit log) and answers with a
+// signed token. A deny is an answer with reasons, not an error; a refused
+// request (a failed check) is an error and no verdict.
+func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bulwarkv1.AttestResponse, error) {
+	v, err := s.VerifyAttestation(ctx, req)
+	if err != nil {
+		s.metrics.Attestations.WithLabelValues("error").Inc()
+		if c := status.Code(err); c == codes.PermissionDenied {
+			s.auditRefusal(ctx, store.KindVerdict, req.GetNodeId(), req.GetSandboxId(), "attest", err)
+		}
+		return nil, err
+	}
+	j := s.policies.Judge(ctx, v, req.GetSignatures())
+	if !j.Allow && len(j.Reasons) == 0 {
+		j.Reasons = []string{"denied by policy"}
+	}
+	return s.finish(ctx, v, j)
+}
+
+// finish signs and records a verdict.
+func (s *Server) finish(ctx context.Context, v *Verified, j Judgement) (*bulwarkv1.AttestResponse, error) {
+	idb, err := s.randomBytes(16)
+	if err != nil {
+		return nil, s.storeStatus(ctx, "attest", err)
+	}
+	id := "att-" + hex.EncodeToString(idb)
+	now := s.now()
+	exp := now.Add(s.tokenTTL)
+	verdict := "deny"
+	if j.Allow {
+		verdict = "allow"
+	} else {
+		j.Secrets = nil
+	}
+	gk := sha256.Sum256(v.Event.GuestPublicKey)
+	c := &Claims{
+		Issuer: TokenIssuer, ID: id, Node: v.Node.ID, Sandbox: v.Event.SandboxID, Policy: j.Policy,
+		Digests: Digests{Kernel: v.Event.Kernel, Initrd: v.Event.Initrd, Cmdline: v.Event.CmdlineDigest,
+			Image: v.Event.Image, ImageConfig: v.Event.ImageConfig},
+		GuestKeyHash: "sha256:" + hex.EncodeToString(gk[:]), Verdict: verdict, Reasons: j.Reasons,
+		IssuedAt: now.Unix(), ExpiresAt: exp.Unix(), LaunchPCR: v.LaunchPCR, LaunchPCRHash: hex.EncodeToString(v.LaunchPCRValue),
+	}
+	tok, err := s.tokens.Sign(c)
+	if err != nil {
+		return nil, s.storeStatus(ctx, "attest: token", err)
+	}
+	a := store.Attestation{
+		ID: id, NodeID: v.Node.ID, Policy: j.Policy, Allow: j.Allow, Reasons: j.Reasons,
+		SandboxID: v.Event.SandboxID, GuestPublicKey: v.Event.GuestPublicKey, Secrets: j.Secrets, CreatedAt: now,
+	}
+	if j.Allow && len(j.Secrets) > 0 {
+		a.ReleaseExpires = exp
+	}
+	if _, err := s.st.RecordAttestation(ctx, a); err != nil {
+		s.metrics.Attestations.WithLabelValues("error").Inc()
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, status.Error(codes.NotFound, "node_id: not enrolled (node deleted meanwhile)")
+		}
+		return nil, s.storeStatus(ctx, "attest: recording verdict", err)
+	}
+	s.metrics.Attestations.WithLabelValues(verdict).Inc()
+	s.log.InfoContext(ctx, "verdict", "attestation", id, "node", v.Node.ID, "sandbox", v.Event.SandboxID,
+		"policy", j.Policy, "verdict", verdict, "reasons", len(j.Reasons), "secrets", len(j.Secrets))
+	out := &bulwarkv1.AttestResponse{
+		Verdict: bulwarkv1.Verdict_VERDICT_DENY, Reasons: j.Reasons, AttestationId: id, Token: tok,
+		ExpiresAt: timestamppb.New(exp), Policy: j.Policy,
+	}
+	if j.Allow {
+		out.Verdict = bulwarkv1.Verdict_VERDICT_ALLOW
+	}
+	return out, nil
+}

@@ -1,0 +1,59 @@
+package attestd
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/bulwark-project/bulwark/enclave"
+	"github.com/bulwark-project/bulwark/internal/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// storeStatus turns a store (or vault) error into a gRPC status. It is the
+// only place where those error classes become codes. what names the
+// object for the message; unexpected errors are logged and answered with
+// a generic Internal error so nothing internal leaks.
+func (s *Server) storeStatus(ctx context.Context, what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "canceled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "deadline exceeded")
+	case errors.Is(err, store.ErrNotFound):
+		return status.Errorf(codes.NotFound, "%s: not found", what)
+	case errors.Is(err, store.ErrConflict):
+		return status.Errorf(codes.Aborted, "%s: changed concurrently or exists already; retry", what)
+	case errors.Is(err, store.ErrInvalid), errors.Is(err, enclave.ErrInvalid):
+		return status.Errorf(codes.InvalidArgument, "%s: %v", what, err)
+	case errors.Is(err, store.ErrNonceUnknown):
+		return status.Error(codes.PermissionDenied, "nonce: not issued to this node (call Challenge)")
+	case errors.Is(err, store.ErrNonceUsed):
+		return status.Error(codes.PermissionDenied, "nonce: already used (replay refused)")
+	case errors.Is(err, store.ErrNonceExpired):
+		return status.Error(codes.PermissionDenied, "nonce: expired (call Challenge again)")
+	case errors.Is(err, store.ErrReleaseDenied):
+		return status.Error(codes.PermissionDenied, "release: the attestation grants no secrets (deny verdict or none granted)")
+	case errors.Is(err, store.ErrReleaseUsed):
+		return status.Error(codes.FailedPrecondition, "release: already done for this attestation (attest again)")
+	case errors.Is(err, store.ErrReleaseExpired):
+		return status.Error(codes.FailedPrecondition, "release: the attestation's release window has closed (attest again)")
+	case errors.Is(err, store.ErrChallengeExpired):
+		return status.Error(codes.PermissionDenied, "secret: the credential challenge expired (enroll again)")
+	case errors.Is(err, store.ErrChallenge):
+		return status.Error(codes.PermissionDenied, "secret: does not match the credential challenge")
+	case errors.Is(err, store.ErrClosed), errors.Is(err, enclave.ErrUnavailable), errors.Is(err, enclave.ErrNoMasterKey):
+		s.log.ErrorContext(ctx, "unavailable", "what", what, "error", err)
+		return status.Errorf(codes.Unavailable, "%s: service unavailable", what)
+	default:
+		s.log.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("what", what), slog.String("error", err.Error()))
+		return status.Errorf(codes.Internal, "%s: internal error", what)
+	}
+}

@@ -1,0 +1,181 @@
+package attestd
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// credentialSecretSize is the size of the MakeCredential secret.
+const credentialSecretSize = 32
+
+// Enroll registers a host's EK and AK. The EK must be trusted — its
+// certificate chains to an --ek-ca root and certifies this very key, or its
+// node id is allow-listed — and the AK must be a restricted signing key.
+// The answer is a MakeCredential challenge for the AK's name under the EK;
+// only a hash of the secret is kept, with an expiry.
+//
+// A node that is already active keeps its AK: enrolling it again with the
+// same AK issues a new challenge without demoting it; with another AK it is
+// refused (an admin deletes the node first), so nobody holding only the
+// public EK can knock an active host out.
+func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bulwarkv1.EnrollResponse, error) {
+	if err := validateEnroll(req); err != nil {
+		return nil, err
+	}
+	ek, err := parseEKPublic(req.GetEkPublic())
+	if err != nil {
+		return nil, invalid("ek_public", "%v", err)
+	}
+	ak, err := parseAKPublic(req.GetAkPublic())
+	if err != nil {
+		return nil, invalid("ak_public", "%v", err)
+	}
+	nodeID := store.NodeID(ek.Raw)
+	how, err := s.trustEK(ek, req.GetEkCertificate(), nodeID)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := s.randomBytes(credentialSecretSize)
+	if err != nil {
+		return nil, s.storeStatus(ctx, "enroll", err)
+	}
+	blob, encSecret, err := makeCredential(ek, ak.Name, secret, s.rand)
+	if err != nil {
+		return nil, s.storeStatus(ctx, "enroll: make credential", err)
+	}
+	sum := sha256.Sum256(secret)
+	clear(secret)
+	now := s.now()
+	ch := &store.Challenge{SecretHash: sum[:], Expires: now.Add(s.challengeTTL)}
+
+	err = s.st.CreateNode(ctx, store.Node{
+		ID: nodeID, EKPublic: ek.Raw, EKCert: req.GetEkCertificate(), AKPublic: ak.Raw, AKName: ak.Name,
+		State: store.NodeEnrolled, Challenge: ch,
+	})
+	if errors.Is(err, store.ErrConflict) {
+		_, err = s.st.UpdateNode(ctx, nodeID, func(n *store.Node) error {
+			switch {
+			case n.State == store.NodeRevoked:
+				return status.Error(codes.PermissionDenied, "ek_public: this node is revoked; an admin must delete it before it enrolls again")
+			case n.State == store.NodeActive && !bytes.Equal(n.AKPublic, ak.Raw):
+				return status.Error(codes.FailedPrecondition, "ak_public: this node is active with another AK; an admin must delete the node (attestd ctl nodes rm) before a new AK enrolls")
+			}
+			n.AKPublic, n.AKName, n.Challenge = ak.Raw, ak.Name, ch
+			if len(req.GetEkCertificate()) > 0 {
+				n.EKCert = req.GetEkCertificate()
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return nil, s.storeStatus(ctx, "enroll", err)
+	}
+	details, _ := json.Marshal(map[string]any{"event": "enroll", "ek_trust": how, "ak_name": fmt.Sprintf("%x", ak.Name)})
+	if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: nodeID, Subject: nodeID, Details: details}); err != nil {
+		return nil, s.storeStatus(ctx, "enroll: audit", err)
+	}
+	s.log.InfoContext(ctx, "node enrolled", "node", nodeID, "ek_trust", how)
+	return &bulwarkv1.EnrollResponse{
+		NodeId: nodeID, CredentialBlob: blob, EncryptedSecret: encSecret, ExpiresAt: timestamppb.New(ch.Expires),
+	}, nil
+}
+
+// trustEK decides whether an EK may enroll and says how ("allow-list" or
+// "certificate").
+func (s *Server) trustEK(ek *tpmPublic, certDER []byte, nodeID string) (string, error) {
+	if s.ekAllow[nodeID] {
+		return "allow-list", nil
+	}
+	if len(certDER) == 0 {
+		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: missing, and EK %s is not allow-listed (--ek-allow)", nodeID)
+	}
+	if s.ekRoots == nil {
+		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: attestd has no EK CA roots (--ek-ca), and EK %s is not allow-listed (--ek-allow)", nodeID)
+	}
+	if err := verifyEKCertificate(certDER, ek, s.ekRoots, s.now()); err != nil {
+		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: %v", err)
+	}
+	return "certificate", nil
+}
+
+// ActivateCredential completes enrollment: the AK is trusted only if the
+// secret matches the pending challenge (constant time) before it expires.
+func (s *Server) ActivateCredential(ctx context.Context, req *bulwarkv1.ActivateCredentialRequest) (*bulwarkv1.ActivateCredentialResponse, error) {
+	if err := validateActivate(req); err != nil {
+		return nil, err
+	}
+	_, err := store.ConsumeChallenge(ctx, s.st, req.GetNodeId(), req.GetSecret(), s.now())
+	if err != nil {
+		s.auditRefusal(ctx, store.KindEnroll, req.GetNodeId(), req.GetNodeId(), "activate", err)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
+		}
+		return nil, s.storeStatus(ctx, "activate", err)
+	}
+	details, _ := json.Marshal(map[string]any{"event": "activate"})
+	if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: req.GetNodeId(), Subject: req.GetNodeId(), Details: details}); err != nil {
+		return nil, s.storeStatus(ctx, "activate: audit", err)
+	}
+	s.log.InfoContext(ctx, "node activated", "node", req.GetNodeId())
+	return &bulwarkv1.ActivateCredentialResponse{NodeId: req.GetNodeId()}, nil
+}
+
+// Challenge issues a fresh single-use nonce bound to an active node.
+func (s *Server) Challenge(ctx context.Context, req *bulwarkv1.ChallengeRequest) (*bulwarkv1.ChallengeResponse, error) {
+	if err := validateNodeID("node_id", req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	n, err := s.st.GetNode(ctx, req.GetNodeId())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
+	}
+	if err != nil {
+		return nil, s.storeStatus(ctx, "challenge", err)
+	}
+	if err := nodeActive(n); err != nil {
+		return nil, err
+	}
+	nonce, err := s.randomBytes(NonceSize)
+	if err != nil {
+		return nil, s.storeStatus(ctx, "challenge", err)
+	}
+	exp := s.now().Add(s.nonceTTL)
+	if err := s.st.IssueNonce(ctx, store.Nonce{Value: nonce, NodeID: n.ID, Expires: exp}); err != nil {
+		return nil, s.storeStatus(ctx, "challenge", err)
+	}
+	return &bulwarkv1.ChallengeResponse{Nonce: nonce, ExpiresAt: timestamppb.New(exp)}, nil
+}
+
+func nodeActive(n store.Node) error {
+	switch n.State {
+	case store.NodeActive:
+		return nil
+	case store.NodeRevoked:
+		return status.Error(codes.PermissionDenied, "node_id: node is revoked")
+	default:
+		return status.Error(codes.FailedPrecondition, "node_id: AK not activated yet (call ActivateCredential)")
+	}
+}
+
+// auditRefusal records a refused request about a known node. Failing to
+// write it is logged, not returned: the refusal stands either way.
+func (s *Server) auditRefusal(ctx context.Context, kind store.AuditKind, nodeID, subject, what string, cause error) {
+	if errors.Is(cause, store.ErrNotFound) {
+		return // unknown nodes are not audited: anyone can make those up
+	}
+	msg := status.Convert(s.storeStatus(ctx, what, cause)).Message()
+	details, _ := json.Marshal(map[string]any{"event": what, "refused": msg})
+	if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: kind, NodeID: nodeID, Subject: subject, Details: details}); err != nil {
+		s.log.ErrorContext(ctx, "audit of a refusal failed", "node", nodeID, "what", what, "error", err)
+	}
+}

@@ -1,0 +1,116 @@
+package attestd
+
+import (
+	"context"
+	"crypto/x509"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// adminServicePrefix is the full-method prefix of the Admin service.
+const adminServicePrefix = "/bulwark.v1.Admin/"
+
+// unaryInterceptor is attestd's one interceptor, outermost first: panic
+// recovery (a panic is a bug; the caller gets Internal and nothing leaks),
+// admin authorisation, metrics and a log line per call (method, code,
+// duration, peer; never a request field).
+func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	start := time.Now()
+	defer func() {
+		if r := recover(); r != nil {
+			s.metrics.Panics.Inc()
+			s.log.Error("panic in handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			resp, err = nil, status.Error(codes.Internal, "internal error")
+		}
+		code := status.Code(err)
+		d := time.Since(start)
+		s.metrics.RPCDuration.WithLabelValues(info.FullMethod, code.String()).Observe(d.Seconds())
+		lvl := slog.LevelInfo
+		if code == codes.Internal || code == codes.Unknown {
+			lvl = slog.LevelError
+		}
+		if s.log.Enabled(ctx, lvl) {
+			attrs := []slog.Attr{slog.String("method", info.FullMethod), slog.String("code", code.String()),
+				slog.Duration("duration", d)}
+			if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+				attrs = append(attrs, slog.String("peer", p.Addr.String()))
+			}
+			if err != nil {
+				attrs = append(attrs, slog.String("error", status.Convert(err).Message()))
+			}
+			s.log.LogAttrs(ctx, lvl, "rpc", attrs...)
+		}
+	}()
+	if strings.HasPrefix(info.FullMethod, adminServicePrefix) {
+		who, aerr := s.authorizeAdmin(ctx)
+		if aerr != nil {
+			return nil, aerr
+		}
+		ctx = context.WithValue(ctx, adminKey{}, who)
+	}
+	return handler(ctx, req)
+}
+
+// streamInterceptor guards streaming handlers (health Watch, reflection):
+// recovery, and admin authorisation should an Admin stream ever exist.
+func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.metrics.Panics.Inc()
+			s.log.Error("panic in stream handler", "method", info.FullMethod, "panic", r, "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error")
+		}
+	}()
+	if strings.HasPrefix(info.FullMethod, adminServicePrefix) {
+		if _, aerr := s.authorizeAdmin(ss.Context()); aerr != nil {
+			return aerr
+		}
+	}
+	return handler(srv, ss)
+}
+
+type adminKey struct{}
+
+// adminName returns the CN of the admin certificate of the call ("" if none).
+func adminName(ctx context.Context) string {
+	s, _ := ctx.Value(adminKey{}).(string)
+	return s
+}
+
+// authorizeAdmin admits a call only with a client certificate that chains
+// to attestd's CA (checked again here, not only by the TLS handshake) and
+// carries AdminRoleURI. Everything else is PermissionDenied.
+func (s *Server) authorizeAdmin(ctx context.Context) (string, error) {
+	if s.adminCA == nil {
+		return "", status.Error(codes.PermissionDenied, "admin API: disabled (attestd runs without TLS; admin calls need an admin client certificate)")
+	}
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", status.Error(codes.PermissionDenied, "admin API: no peer")
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return "", status.Error(codes.PermissionDenied, "admin API: an admin client certificate is required (attestd admin-cert)")
+	}
+	leaf := ti.State.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range ti.State.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: s.adminCA, Intermediates: inter,
+		CurrentTime: s.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return "", status.Error(codes.PermissionDenied, "admin API: client certificate is not issued by this attestd's CA")
+	}
+	if !HasRole(leaf, AdminRoleURI) {
+		return "", status.Errorf(codes.PermissionDenied, "admin API: certificate %q has no admin role", leaf.Subject.CommonName)
+	}
+	return leaf.Subject.CommonName, nil
+}

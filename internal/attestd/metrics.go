@@ -1,0 +1,61 @@
+package attestd
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are attestd's Prometheus metrics, on their own registry.
+type Metrics struct {
+	Registry      *prometheus.Registry
+	Attestations  *prometheus.CounterVec   // by verdict: allow, deny, error
+	RPCDuration   *prometheus.HistogramVec // by method and code
+	Releases      *prometheus.CounterVec   // by result: ok, refused
+	SecretsOut    prometheus.Counter       // secrets wrapped and released
+	PolicyReloads *prometheus.CounterVec   // by result: ok, error
+	Panics        prometheus.Counter
+}
+
+// NewMetrics registers attestd's metrics (and the Go and process
+// collectors) on a fresh registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "attestations_total",
+			Help: "Attestations judged, by verdict (allow, deny) or refused before a verdict (error).",
+		}, []string{"verdict"}),
+		RPCDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "rpc_duration_seconds",
+			Help:    "gRPC handling latency by method and status code.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method", "code"}),
+		Releases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "releases_total",
+			Help: "ReleaseSecrets calls by result (ok, refused).",
+		}, []string{"result"}),
+		SecretsOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "secrets_released_total",
+			Help: "Secrets wrapped to an attested guest key and released.",
+		}),
+		PolicyReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "policy_reloads_total",
+			Help: "Policy directory reloads by result (ok, error).",
+		}, []string{"result"}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "handler_panics_total",
+			Help: "Panics recovered in gRPC handlers (each one is a bug).",
+		}),
+	}
+	m.Registry.MustRegister(m.Attestations, m.RPCDuration, m.Releases, m.SecretsOut, m.PolicyReloads, m.Panics,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves /metrics from the registry.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}

@@ -1,0 +1,358 @@
+package attestd
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Files written under the data directory's tls/ folder on first start.
+const (
+	caCertFile     = "ca.crt"
+	caKeyFile      = "ca.key"
+	serverCertFile = "server.crt"
+	serverKeyFile  = "server.key"
+)
+
+// AdminRoleURI is the URI SAN that marks a client certificate as an admin's.
+// A client certificate reaches the Admin service only when it chains to
+// attestd's CA AND carries this URI.
+const AdminRoleURI = "bulwark:role:admin"
+
+// HostRoleURI marks a client certificate issued for a launcher host
+// (optional: the Attestation service does not require client certificates).
+const HostRoleURI = "bulwark:role:host"
+
+// PKI is attestd's own certificate authority: it signs the server
+// certificate and the admin (and optional host) client certificates.
+// It is created on first start in DIR/tls with 0600 keys.
+type PKI struct {
+	Dir    string
+	CACert *x509.Certificate
+	CAKey  *ecdsa.PrivateKey
+	// Now and Rand default to time.Now and crypto/rand.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// CAFingerprint is the SHA-256 of the CA certificate (DER), hex, the value
+// clients pin or compare out of band.
+func (p *PKI) CAFingerprint() string { return CertFingerprint(p.CACert) }
+
+// CertFingerprint returns the hex SHA-256 of a certificate's DER.
+func CertFingerprint(c *x509.Certificate) string {
+	s := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(s[:])
+}
+
+// CAPool returns a pool holding only attestd's CA.
+func (p *PKI) CAPool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(p.CACert)
+	return pool
+}
+
+// CACertPath is where the CA certificate lives (give it to clients).
+func (p *PKI) CACertPath() string { return filepath.Join(p.Dir, caCertFile) }
+
+// LoadOrCreatePKI opens the CA in dataDir/tls, creating it (ECDSA P-256,
+// 10 years) when absent. created reports whether it was made now.
+func LoadOrCreatePKI(dataDir string, now func() time.Time, rnd io.Reader) (p *PKI, created bool, err error) {
+	if now == nil {
+		now = time.Now
+	}
+	if rnd == nil {
+		rnd = defaultRand
+	}
+	dir := filepath.Join(dataDir, "tls")
+	p = &PKI{Dir: dir, Now: now, Rand: rnd}
+	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	if _, err := os.Stat(certPath); err == nil {
+		p.CACert, p.CAKey, err = loadCertKey(certPath, keyPath)
+		if err != nil {
+			return nil, false, fmt.Errorf("loading CA: %w", err)
+		}
+		if !p.CACert.IsCA {
+			return nil, false, fmt.Errorf("loading CA: %s is not a CA certificate", certPath)
+		}
+		return p, false, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, false, fmt.Errorf("loading CA: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, false, fmt.Errorf("creating %s: %w", dir, err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rnd)
+	if err != nil {
+		return nil, false, fmt.Errorf("generating CA key: %w", err)
+	}
+	t := now().UTC()
+	host, _ := os.Hostname()
+	tmpl := &x509.Certificate{
+		SerialNumber:          mustSerial(rnd),
+		Subject:               pkix.Name{CommonName: "Bulwark attestd CA " + host, Organization: []string{"Bulwark"}},
+		NotBefore:             t.Add(-5 * time.Minute),
+		NotAfter:              t.AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rnd, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, false, fmt.Errorf("creating CA certificate: %w", err)
+	}
+	if err := writeCertKey(certPath, keyPath, der, key); err != nil {
+		return nil, false, err
+	}
+	p.CACert, _ = x509.ParseCertificate(der)
+	p.CAKey = key
+	return p, true, nil
+}
+
+// ServerCertificate returns the server certificate in p.Dir, issuing a new
+// one when absent, expired within 30 days, or missing one of sans. The
+// SANs always include localhost, 127.0.0.1, ::1 and the host name.
+func (p *PKI) ServerCertificate(extraSANs []string) (tls.Certificate, error) {
+	certPath, keyPath := filepath.Join(p.Dir, serverCertFile), filepath.Join(p.Dir, serverKeyFile)
+	sans := []string{"localhost", "127.0.0.1", "::1"}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		sans = append(sans, h)
+	}
+	for _, s := range extraSANs {
+		if s = strings.TrimSpace(s); s != "" {
+			sans = append(sans, s)
+		}
+	}
+	if c, k, err := loadCertKey(certPath, keyPath); err == nil {
+		if p.now().Add(30*24*time.Hour).Before(c.NotAfter) && coversSANs(c, sans) && c.CheckSignatureFrom(p.CACert) == nil {
+			return tls.Certificate{Certificate: [][]byte{c.Raw, p.CACert.Raw}, PrivateKey: k, Leaf: c}, nil
+		}
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "attestd", Organization: []string{"Bulwark"}},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, s := range sans {
+		if ip := net.ParseIP(s); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, s)
+		}
+	}
+	der, key, err := p.issue(tmpl, 825*24*time.Hour)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issuing server certificate: %w", err)
+	}
+	if err := writeCertKey(certPath, keyPath, der, key); err != nil {
+		return tls.Certificate{}, err
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return tls.Certificate{Certificate: [][]byte{der, p.CACert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// IssueClientCert issues a client certificate for name with the given role
+// URI (AdminRoleURI or HostRoleURI), valid for validity, and writes
+// NAME.crt, NAME.key (0600) and ca.crt into outDir.
+func (p *PKI) IssueClientCert(name, roleURI string, validity time.Duration, outDir string) (certPath, keyPath string, err error) {
+	if err := validName(name); err != nil {
+		return "", "", err
+	}
+	role, err := url.Parse(roleURI)
+	if err != nil {
+		return "", "", fmt.Errorf("role %q: %w", roleURI, err)
+	}
+	ou := "bulwark-host"
+	if roleURI == AdminRoleURI {
+		ou = "bulwark-admin"
+	}
+	tmpl := &x509.Certificate{
+		Subject:     pkix.Name{CommonName: name, Organization: []string{"Bulwark"}, OrganizationalUnit: []string{ou}},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{role},
+	}
+	der, key, err := p.issue(tmpl, validity)
+	if err != nil {
+		return "", "", fmt.Errorf("issuing client certificate: %w", err)
+	}
+	if err := os.MkdirAll(outDir, 0o700); err != nil {
+		return "", "", fmt.Errorf("creating %s: %w", outDir, err)
+	}
+	certPath, keyPath = filepath.Join(outDir, name+".crt"), filepath.Join(outDir, name+".key")
+	if err := writeCertKey(certPath, keyPath, der, key); err != nil {
+		return "", "", err
+	}
+	if err := writeFileAtomic(filepath.Join(outDir, caCertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.CACert.Raw}), 0o644); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, nil
+}
+
+// HasRole reports whether a verified client certificate carries roleURI.
+func HasRole(c *x509.Certificate, roleURI string) bool {
+	for _, u := range c.URIs {
+		if u.String() == roleURI {
+			return true
+		}
+	}
+	return false
+}
+
+func validName(name string) error {
+	if name == "" || len(name) > 64 {
+		return fmt.Errorf("name %q: want 1-64 characters", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') || name[0] == '.' {
+			return fmt.Errorf("name %q: use letters, digits, '-', '_' and '.' (not leading)", name)
+		}
+	}
+	return nil
+}
+
+func (p *PKI) now() time.Time {
+	if p.Now == nil {
+		return time.Now()
+	}
+	return p.Now()
+}
+
+func (p *PKI) issue(tmpl *x509.Certificate, validity time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
+	rnd := p.Rand
+	if rnd == nil {
+		rnd = defaultRand
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rnd)
+	if err != nil {
+		return nil, nil, err
+	}
+	t := p.now().UTC()
+	tmpl.SerialNumber = mustSerial(rnd)
+	tmpl.NotBefore = t.Add(-5 * time.Minute)
+	tmpl.NotAfter = t.Add(validity)
+	if tmpl.NotAfter.After(p.CACert.NotAfter) {
+		tmpl.NotAfter = p.CACert.NotAfter
+	}
+	der, err := x509.CreateCertificate(rnd, tmpl, p.CACert, &key.PublicKey, p.CAKey)
+	return der, key, err
+}
+
+func coversSANs(c *x509.Certificate, sans []string) bool {
+	for _, s := range sans {
+		if ip := net.ParseIP(s); ip != nil {
+			found := false
+			for _, have := range c.IPAddresses {
+				found = found || have.Equal(ip)
+			}
+			if !found {
+				return false
+			}
+		} else if c.VerifyHostname(s) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func mustSerial(rnd io.Reader) *big.Int {
+	n, err := randSerial(rnd)
+	if err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return n
+}
+
+func randSerial(rnd io.Reader) (*big.Int, error) {
+	b := make([]byte, 16)
+	if _, err := io.ReadFull(rnd, b); err != nil {
+		return nil, err
+	}
+	b[0] &= 0x7f
+	return new(big.Int).SetBytes(b), nil
+}
+
+func loadCertKey(certPath, keyPath string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	cb, err := os.ReadFile(certPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	blk, _ := pem.Decode(cb)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, nil, fmt.Errorf("%s: no PEM CERTIFICATE", certPath)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", certPath, err)
+	}
+	kb, err := os.ReadFile(keyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	kblk, _ := pem.Decode(kb)
+	if kblk == nil {
+		return nil, nil, fmt.Errorf("%s: no PEM key", keyPath)
+	}
+	k, err := x509.ParseECPrivateKey(kblk.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", keyPath, err)
+	}
+	if !k.PublicKey.Equal(c.PublicKey) {
+		return nil, nil, fmt.Errorf("%s does not match %s", keyPath, certPath)
+	}
+	return c, k, nil
+}
+
+func writeCertKey(certPath, keyPath string, der []byte, key *ecdsa.PrivateKey) error {
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return err
+	}
+	return writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package attestd
+
+import (
+	"context"
+	"encoding/json"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ReleaseSecrets releases, once, the secrets a passing attestation grants,
+// within its validity window. Each secret is HPKE-wrapped by the vault to
+// the guest public key recorded in the attested launch event (and bound to
+// the sandbox id and the secret name) — never to a key from the request,
+// never in clear. Every release is audited with the names only; if the
+// audit record cannot be written nothing is returned.
+func (s *Server) ReleaseSecrets(ctx context.Context, req *bulwarkv1.ReleaseSecretsRequest) (*bulwarkv1.ReleaseSecretsResponse, error) {
+	if err := validateRelease(req); err != nil {
+		return nil, err
+	}
+	id := req.GetAttestationId()
+	if tok := req.GetToken(); tok != "" {
+		c, err := VerifyToken(tok, s.tokens.Public(), s.now())
+		if err != nil {
+			s.metrics.Releases.WithLabelValues("refused").Inc()
+			return nil, status.Errorf(codes.PermissionDenied, "token: %v", err)
+		}
+		if c.Verdict != "allow" {
+			s.metrics.Releases.WithLabelValues("refused").Inc()
+			return nil, status.Error(codes.PermissionDenied, "token: the attestation was denied; nothing is released")
+		}
+		id = c.ID
+		if err := validateAttestationID("token", id); err != nil {
+			return nil, err
+		}
+	}
+	a, err := s.st.ConsumeRelease(ctx, id, s.now())
+	if err != nil {
+		s.metrics.Releases.WithLabelValues("refused").Inc()
+		return nil, s.storeStatus(ctx, "attestation "+id, err)
+	}
+	if !a.Allow || len(a.Secrets) == 0 { // the store refuses these too; fail closed twice
+		s.metrics.Releases.WithLabelValues("refused").Inc()
+		return nil, status.Error(codes.PermissionDenied, "release: the attestation grants no secrets")
+	}
+	wrapped, err := s.vault.Release(ctx, a.Secrets, a.GuestPublicKey, a.SandboxID)
+	if err != nil {
+		s.metrics.Releases.WithLabelValues("refused").Inc()
+		return nil, s.storeStatus(ctx, "release", err)
+	}
+	details, _ := json.Marshal(map[string]any{"attestation": a.ID, "sandbox": a.SandboxID, "secrets": a.Secrets})
+	if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindRelease, NodeID: a.NodeID, Subject: a.ID, Details: details}); err != nil {
+		s.metrics.Releases.WithLabelValues("refused").Inc()
+		return nil, s.storeStatus(ctx, "release: audit", err)
+	}
+	out := &bulwarkv1.ReleaseSecretsResponse{SandboxId: a.SandboxID, Secrets: make([]*bulwarkv1.WrappedSecret, 0, len(wrapped))}
+	for _, w := range wrapped {
+		out.Secrets = append(out.Secrets, &bulwarkv1.WrappedSecret{Name: w.Name, Wrapped: w.Sealed})
+	}
+	s.metrics.Releases.WithLabelValues("ok").Inc()
+	s.metrics.SecretsOut.Add(float64(len(wrapped)))
+	s.log.InfoContext(ctx, "secrets released", "attestation", a.ID, "node", a.NodeID, "sandbox", a.SandboxID, "names", a.Secrets)
+	return out, nil
+}
+
+// GetSigningKeys returns the token verification key, as DER and as a JWKS.
+func (s *Server) GetSigningKeys(ctx context.Context, _ *bulwarkv1.GetSigningKeysRequest) (*bulwarkv1.GetSigningKeysResponse, error) {
+	der, err := marshalPKIX(s.tokens.Public())
+	if err != nil {
+		return nil, s.storeStatus(ctx, "signing keys", err)
+	}
+	return &bulwarkv1.GetSigningKeysResponse{
+		Keys: []*bulwarkv1.SigningKey{{Kid: s.tokens.KeyID(), Alg: "ES256", PublicKey: der}},
+		Jwks: string(s.tokens.JWKS()),
+	}, nil
+}

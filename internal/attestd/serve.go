@@ -1,0 +1,129 @@
+package attestd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// ServeOptions say where and how to serve.
+type ServeOptions struct {
+	// Listen is the gRPC address, e.g. ":8443".
+	Listen string
+	// TLS is the server's TLS configuration (see ServerTLSConfig). nil
+	// serves plaintext — only for --insecure, and the Admin service then
+	// refuses everything.
+	TLS *tls.Config
+	// MetricsAddr serves /metrics, /healthz and /.well-known/jwks.json over
+	// HTTP; "" disables it.
+	MetricsAddr string
+	// Ready, when set, is called with the bound addresses once serving.
+	Ready func(grpcAddr, metricsAddr net.Addr)
+	// ShutdownGrace bounds the graceful stop; 0: 10 s.
+	ShutdownGrace time.Duration
+}
+
+// ServerTLSConfig is attestd's TLS: TLS 1.3 only, the server certificate,
+// and client certificates verified against attestd's CA when presented
+// (launchers need none; the Admin service requires one with the admin
+// role, which the interceptor checks).
+func ServerTLSConfig(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    clientCAs,
+	}
+}
+
+// Serve runs the gRPC server (Attestation, Admin, health, reflection) and
+// the metrics endpoint until ctx is done, then stops gracefully.
+func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
+	lis, err := net.Listen("tcp", o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", o.Listen, err)
+	}
+	opts := s.ServerOptions()
+	if o.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(o.TLS)))
+	}
+	g := grpc.NewServer(opts...)
+	s.Register(g)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	for _, svc := range []string{"", bulwarkv1.Attestation_ServiceDesc.ServiceName, bulwarkv1.Admin_ServiceDesc.ServiceName} {
+		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
+	reflection.Register(g)
+
+	var hsrv *http.Server
+	var mlis net.Listener
+	if o.MetricsAddr != "" {
+		mlis, err = net.Listen("tcp", o.MetricsAddr)
+		if err != nil {
+			lis.Close()
+			return fmt.Errorf("listen metrics %s: %w", o.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.metrics.Handler())
+		mux.HandleFunc("GET /.well-known/jwks.json", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/jwk-set+json")
+			w.Write(s.tokens.JWKS())
+		})
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
+		go func() {
+			if err := hsrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("metrics server", "error", err)
+			}
+		}()
+	}
+	if o.Ready != nil {
+		var ma net.Addr
+		if mlis != nil {
+			ma = mlis.Addr()
+		}
+		o.Ready(lis.Addr(), ma)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- g.Serve(lis) }()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	hs.Shutdown()
+	grace := o.ShutdownGrace
+	if grace == 0 {
+		grace = 10 * time.Second
+	}
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		g.Stop()
+	}
+	if hsrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		hsrv.Shutdown(sctx)
+		cancel()
+	}
+	if serveErr != nil && !errors.Is(serveErr, grpc.ErrServerStopped) {
+		return fmt.Errorf("grpc serve: %w", serveErr)
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package attestd
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strings"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Size limits on what attestd reads from the network.
+const (
+	MaxRequestSize  = 8 << 20  // one gRPC request message
+	MaxResponseSize = 80 << 20 // one response (a release of many large secrets)
+
+	MaxEKPublic      = 2 << 10  // TPMT_PUBLIC of an EK (RSA-2048 ≈ 320 bytes)
+	MaxEKCertificate = 16 << 10 // DER
+	MaxAKPublic      = 2 << 10
+	MaxCredSecret    = 64 // sizeof(TPMU_HA)
+	NonceSize        = 32
+	MaxQuote         = 4 << 10 // TPMS_ATTEST
+	MaxSignature     = 1 << 10 // TPMT_SIGNATURE (RSA-4096 = 512 + header)
+	MaxPCRIndex      = 23
+	MaxLaunchLog     = 4 << 20
+	MaxFirmwareLog   = 3 << 20
+	MaxSandboxID     = 128
+	MaxSignatures    = 16
+	MaxArtifactName  = 64
+	MaxArtSignature  = 8 << 10
+	MaxArtPayload    = 64 << 10
+	MaxToken         = maxTokenSize
+	MaxSecretName    = 128
+	MaxSecretMeta    = 16
+	MaxAuditPage     = 1000
+	DefaultAuditPage = 100
+)
+
+// invalid is the InvalidArgument error naming the field.
+func invalid(field, format string, a ...any) error {
+	return status.Errorf(codes.InvalidArgument, "%s: %s", field, fmt.Sprintf(format, a...))
+}
+
+// validateNodeID accepts "sha256:" + 64 lower-case hex digits.
+func validateNodeID(field, id string) error {
+	if id == "" {
+		return invalid(field, "missing")
+	}
+	h, ok := strings.CutPrefix(id, "sha256:")
+	if !ok || len(h) != 64 || !isLowerHex(h) {
+		return invalid(field, "want \"sha256:\" and 64 lower-case hex digits (as returned by Enroll)")
+	}
+	return nil
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// validSandboxID accepts 1..128 characters of [A-Za-z0-9._-].
+func validateSandboxID(field, id string) error {
+	if id == "" {
+		return invalid(field, "missing")
+	}
+	if len(id) > MaxSandboxID {
+		return invalid(field, "%d bytes, the limit is %d", len(id), MaxSandboxID)
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return invalid(field, "use only letters, digits, '.', '_' and '-'")
+		}
+	}
+	return nil
+}
+
+func checkBytes(field string, b []byte, min, max int) error {
+	if len(b) == 0 && min > 0 {
+		return invalid(field, "missing")
+	}
+	if len(b) < min {
+		return invalid(field, "%d bytes, want at least %d", len(b), min)
+	}
+	if len(b) > max {
+		return invalid(field, "%d bytes, the limit is %d", len(b), max)
+	}
+	return nil
+}
+
+func validateEnroll(r *bulwarkv1.EnrollRequest) error {
+	if err := checkBytes("ek_public", r.GetEkPublic(), 1, MaxEKPublic); err != nil {
+		return err
+	}
+	if err := checkBytes("ek_certificate", r.GetEkCertificate(), 0, MaxEKCertificate); err != nil {
+		return err
+	}
+	return checkBytes("ak_public", r.GetAkPublic(), 1, MaxAKPublic)
+}
+
+func validateActivate(r *bulwarkv1.ActivateCredentialRequest) error {
+	if err := validateNodeID("node_id", r.GetNodeId()); err != nil {
+		return err
+	}
+	return checkBytes("secret", r.GetSecret(), 1, MaxCredSecret)
+}
+
+// validateAttest checks every field's presence, form and size before any
+// cryptography runs.
+func validateAttest(r *bulwarkv1.AttestRequest) error {
+	if err := validateNodeID("node_id", r.GetNodeId()); err != nil {
+		return err
+	}
+	if len(r.GetNonce()) != NonceSize {
+		if len(r.GetNonce()) == 0 {
+			return invalid("nonce", "missing (call Challenge first)")
+		}
+		return invalid("nonce", "%d bytes, want %d (the value Challenge returned)", len(r.GetNonce()), NonceSize)
+	}
+	if err := checkBytes("quote", r.GetQuote(), 1, MaxQuote); err != nil {
+		return err
+	}
+	if err := checkBytes("signature", r.GetSignature(), 1, MaxSignature); err != nil {
+		return err
+	}
+	if len(r.GetPcrs()) == 0 {
+		return invalid("pcrs", "missing (send the SHA-256 values of every quoted PCR)")
+	}
+	for idx, v := range r.GetPcrs() {
+		if idx > MaxPCRIndex {
+			return invalid("pcrs", "index %d: want 0..%d", idx, MaxPCRIndex)
+		}
+		if len(v) != 32 {
+			return invalid("pcrs", "PCR %d is %d bytes, want 32 (SHA-256 bank)", idx, len(v))
+		}
+	}
+	if err := checkBytes("launch_log", r.GetLaunchLog(), 1, MaxLaunchLog); err != nil {
+		return err
+	}
+	if err := validateSandboxID("sandbox_id", r.GetSandboxId()); err != nil {
+		return err
+	}
+	if len(r.GetSignatures()) > MaxSignatures {
+		return invalid("signatures", "%d entries, the limit is %d", len(r.GetSignatures()), MaxSignatures)
+	}
+	for i, sg := range r.GetSignatures() {
+		f := fmt.Sprintf("signatures[%d]", i)
+		if sg == nil {
+			return invalid(f, "missing")
+		}
+		if sg.GetArtifact() == "" || len(sg.GetArtifact()) > MaxArtifactName {
+			return invalid(f+".artifact", "want 1..%d bytes (kernel, initrd or image)", MaxArtifactName)
+		}
+		if err := checkBytes(f+".signature", sg.GetSignature(), 1, MaxArtSignature); err != nil {
+			return err
+		}
+		if err := checkBytes(f+".payload", sg.GetPayload(), 0, MaxArtPayload); err != nil {
+			return err
+		}
+	}
+	return checkBytes("firmware_event_log", r.GetFirmwareEventLog(), 0, MaxFirmwareLog)
+}
+
+func validateRelease(r *bulwarkv1.ReleaseSecretsRequest) error {
+	switch ref := r.GetRef().(type) {
+	case *bulwarkv1.ReleaseSecretsRequest_AttestationId:
+		return validateAttestationID("attestation_id", ref.AttestationId)
+	case *bulwarkv1.ReleaseSecretsRequest_Token:
+		if ref.Token == "" {
+			return invalid("token", "missing")
+		}
+		if len(ref.Token) > MaxToken {
+			return invalid("token", "%d bytes, the limit is %d", len(ref.Token), MaxToken)
+		}
+		return nil
+	default:
+		return invalid("ref", "give attestation_id or token")
+	}
+}
+
+// Attestation ids are "att-" + 32 hex digits.
+func validateAttestationID(field, id string) error {
+	h, ok := strings.CutPrefix(id, "att-")
+	if id == "" {
+		return invalid(field, "missing")
+	}
+	if !ok || len(h) != 32 || !isLowerHex(h) {
+		return invalid(field, "want \"att-\" and 32 hex digits (as returned by Attest)")
+	}
+	return nil
+}
+
+// normalizeEKAllow turns an --ek-allow entry (a node id or a bare hex EK
+// fingerprint) into a node id.
+func normalizeEKAllow(s string) (string, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
+	h := strings.TrimPrefix(s, "sha256:")
+	if len(h) != 64 || !isLowerHex(h) {
+		return "", fmt.Errorf("attestd: EK allow-list entry %q: want a node id \"sha256:<64 hex>\" or the hex SHA-256 of the EK's TPMT_PUBLIC", s)
+	}
+	if _, err := hex.DecodeString(h); err != nil {
+		return "", err
+	}
+	return "sha256:" + h, nil
+}

@@ -1,0 +1,173 @@
+package attestd
+
+import (
+	"context"
+	"crypto"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/measure"
+	"github.com/google/go-attestation/attest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Verified is the state of an attestation request after every
+// cryptographic check passed. It exists only as the result of
+// VerifyAttestation; policy judges it next.
+type Verified struct {
+	Node store.Node
+	// Event is the judged launch event: the last event of the replayed
+	// launch log, whose sandbox id is the one requested.
+	Event *measure.LaunchEvent
+	// Records are every launch event record of the replayed log.
+	Records []measure.Record
+	// LaunchPCR and LaunchPCRValue are the quoted launch PCR.
+	LaunchPCR      uint32
+	LaunchPCRValue []byte
+	// HostPCRs are the other quoted SHA-256 PCRs (index → value).
+	HostPCRs map[int][]byte
+	// FirmwareEvents is the replayed firmware event log, nil when none was
+	// sent.
+	FirmwareEvents []attest.Event
+	Time           time.Time
+}
+
+// VerifyAttestation runs every check on an Attest request that does not
+// depend on policy, in this order, and returns the verified state only
+// when all pass:
+//
+//  1. the request is well formed (every field present, sized and shaped;
+//     InvalidArgument naming the field otherwise);
+//  2. the node is enrolled (NotFound) and its AK activated
+//     (FailedPrecondition; PermissionDenied when revoked);
+//  3. the nonce was issued to this node, is unexpired, and is consumed
+//     now, atomically (a replay, an expired or a foreign nonce is
+//     PermissionDenied);
+//  4. the quote: TPMT_SIGNATURE by the node's AK over the TPMS_ATTEST,
+//     magic TPM_GENERATED_VALUE and type ATTEST_QUOTE, extraData equal to
+//     the nonce, the PCR selection equal to the PCRs sent (SHA-256 bank,
+//     the launch PCR among them) and the PCR digest equal to the digest of
+//     their values (PermissionDenied "quote: ...");
+//  5. the launch log parses strictly (InvalidArgument "launch_log: ...")
+//     and replays to the quoted launch PCR (PermissionDenied);
+//  6. the LAST event of the log is for the requested sandbox
+//     (PermissionDenied "sandbox_id: ..."): a launch is judged only while
+//     nothing was measured after it;
+//  7. a firmware event log, when sent, parses and replays to the quoted
+//     host PCRs (go-attestation; PermissionDenied "firmware_event_log: ...").
+func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestRequest) (*Verified, error) {
+	if err := validateAttest(req); err != nil {
+		return nil, err
+	}
+	node, err := s.st.GetNode(ctx, req.GetNodeId())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
+	}
+	if err != nil {
+		return nil, s.storeStatus(ctx, "attest", err)
+	}
+	if err := nodeActive(node); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	if err := s.st.ConsumeNonce(ctx, req.GetNonce(), node.ID, now); err != nil {
+		return nil, s.storeStatus(ctx, "attest", err)
+	}
+	launchValue, ok := req.GetPcrs()[s.launchPCR]
+	if !ok {
+		return nil, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", s.launchPCR)
+	}
+	ak, err := parseAKPublic(node.AKPublic)
+	if err != nil {
+		return nil, s.storeStatus(ctx, "attest: stored AK", err)
+	}
+	if err := verifyQuote(ak, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs()); err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "quote: %v", err)
+	}
+
+	lg, err := measure.ParseLog(req.GetLaunchLog())
+	if err != nil {
+		return nil, invalid("launch_log", "%v", err)
+	}
+	recs := lg.Records()
+	for i := range recs {
+		if recs[i].PCR != int(s.launchPCR) {
+			return nil, status.Errorf(codes.PermissionDenied, "launch_log: record %d is for PCR %d, not the launch PCR %d", recs[i].RecNum, recs[i].PCR, s.launchPCR)
+		}
+	}
+	replayed, err := measure.Replay(lg, int(s.launchPCR), measure.SHA256)
+	if err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "launch_log: %v", err)
+	}
+	if subtle.ConstantTimeCompare(replayed, launchValue) != 1 {
+		return nil, status.Errorf(codes.PermissionDenied, "launch_log: replay of %d events gives PCR %d = %x, the quote says %x (log edited or incomplete)",
+			len(recs), s.launchPCR, replayed, launchValue)
+	}
+	if len(recs) == 0 {
+		return nil, status.Error(codes.PermissionDenied, "launch_log: no launch events")
+	}
+	ev := recs[len(recs)-1].Event
+	if ev.SandboxID != req.GetSandboxId() {
+		return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the last launch event is for sandbox %q, not %q (only the latest launch on a host can be attested)",
+			trunc(ev.SandboxID), req.GetSandboxId())
+	}
+
+	v := &Verified{
+		Node: node, Event: ev, Records: recs, LaunchPCR: s.launchPCR, LaunchPCRValue: launchValue,
+		HostPCRs: make(map[int][]byte, len(req.GetPcrs())-1), Time: now,
+	}
+	for idx, val := range req.GetPcrs() {
+		if idx != s.launchPCR {
+			v.HostPCRs[int(idx)] = val
+		}
+	}
+	if fw := req.GetFirmwareEventLog(); len(fw) > 0 {
+		if v.FirmwareEvents, err = replayFirmwareLog(fw, v.HostPCRs); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
+// replayFirmwareLog parses a TCG firmware event log and replays it against
+// the quoted (hence verified) host PCRs.
+func replayFirmwareLog(b []byte, pcrs map[int][]byte) (evs []attest.Event, err error) {
+	defer func() {
+		if r := recover(); r != nil { // third-party parser of untrusted bytes
+			evs, err = nil, invalid("firmware_event_log", "does not parse")
+		}
+	}()
+	el, err := attest.ParseEventLog(b)
+	if err != nil {
+		return nil, invalid("firmware_event_log", "%v", err)
+	}
+	idx := make([]int, 0, len(pcrs))
+	for i := range pcrs {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	list := make([]attest.PCR, 0, len(idx))
+	for _, i := range idx {
+		list = append(list, attest.PCR{Index: i, Digest: pcrs[i], DigestAlg: crypto.SHA256})
+	}
+	evs, err = el.Verify(list)
+	if err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "firmware_event_log: does not replay to the quoted PCRs: %v", err)
+	}
+	return evs, nil
+}
+
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+var _ = fmt.Sprintf
