@@ -1,0 +1,85 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/ext"
+)
+
+// celCostLimit bounds the work of one rule evaluation (CEL cost units).
+const celCostLimit = 1_000_000
+
+// Claim variable names visible to CEL rules (see docs/policy.md).
+var celVars = []cel.EnvOption{
+	cel.Variable("policy", cel.StringType),
+	cel.Variable("node_id", cel.StringType),
+	cel.Variable("sandbox_id", cel.StringType),
+	cel.Variable("kernel", cel.StringType),
+	cel.Variable("initrd", cel.StringType),
+	cel.Variable("cmdline", cel.StringType),
+	cel.Variable("cmdline_digest", cel.StringType),
+	cel.Variable("image", cel.StringType),
+	cel.Variable("image_config", cel.StringType),
+	cel.Variable("args", cel.ListType(cel.StringType)),
+	cel.Variable("host_pcrs", cel.MapType(cel.IntType, cel.StringType)),
+	cel.Variable("signers", cel.MapType(cel.StringType, cel.ListType(cel.StringType))),
+	cel.Variable("time", cel.TimestampType),
+}
+
+var celEnv = sync.OnceValues(func() (*cel.Env, error) {
+	return cel.NewEnv(append(celVars, ext.Strings())...)
+})
+
+type celError struct {
+	line, col int
+	msg, hint string
+}
+
+// compileRule parses and type-checks one rule; it must be a bool expression.
+func compileRule(expr string) (cel.Program, []celError) {
+	env, err := celEnv()
+	if err != nil {
+		return nil, []celError{{msg: "CEL environment: " + err.Error()}}
+	}
+	ast, iss := env.Compile(expr)
+	if iss != nil && iss.Err() != nil {
+		var out []celError
+		for _, e := range iss.Errors() {
+			out = append(out, celError{line: e.Location.Line(), col: e.Location.Column(), msg: e.Message,
+				hint: "variables: policy, node_id, sandbox_id, kernel, initrd, cmdline, cmdline_digest, image, image_config, args, host_pcrs, signers, time"})
+		}
+		if len(out) == 0 {
+			out = append(out, celError{msg: iss.Err().Error()})
+		}
+		return nil, out
+	}
+	if ast.OutputType() != cel.BoolType {
+		return nil, []celError{{line: 1, col: 0, msg: fmt.Sprintf("expression has type %s, want bool", ast.OutputType()),
+			hint: "a rule must be true to allow the launch, e.g. node_id.startsWith(\"prod-\")"}}
+	}
+	prg, err := env.Program(ast, cel.CostLimit(celCostLimit), cel.InterruptCheckFrequency(100))
+	if err != nil {
+		return nil, []celError{{msg: err.Error()}}
+	}
+	return prg, nil
+}
+
+// evalRule runs a rule over the claims; any error is returned (fail closed).
+func evalRule(ctx context.Context, r *Rule, claims map[string]any) (bool, error) {
+	if r.prg == nil {
+		return false, fmt.Errorf("rule was not compiled")
+	}
+	out, _, err := r.prg.ContextEval(ctx, claims)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.(types.Bool)
+	if !ok {
+		return false, fmt.Errorf("result %v is not a bool", out)
+	}
+	return bool(b), nil
+}

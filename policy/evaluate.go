@@ -1,0 +1,478 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/bulwark-project/bulwark/measure"
+)
+
+// Limits on evidence fields, so a hostile launcher cannot make evaluation expensive.
+const (
+	maxSignaturesPerArtifact = 16
+	maxPayloadSize           = 64 << 10
+	maxSignatureSize         = 4096
+)
+
+// Evidence is what attestd hands policy AFTER every cryptographic check
+// passed (AK trusted, quote signature, nonce, PCR digest, launch log replay).
+// Policy trusts these fields except Signatures, which it verifies itself
+// against the signer keys of the policy the launch names.
+type Evidence struct {
+	NodeID     string
+	Event      measure.LaunchEvent
+	Signatures []ArtifactSignature
+	HostPCRs   map[int][]byte // quoted, verified SHA-256 PCR values of the host
+	Time       time.Time      // attestd's clock at evaluation; required by validity windows
+}
+
+// ArtifactSignature is one cosign-compatible signature the launcher sent.
+type ArtifactSignature struct {
+	// Artifact is "kernel", "initrd" or "image".
+	Artifact string
+	// Signature is raw ASN.1 DER (decode cosign's base64 first). For a kernel
+	// or initrd it signs the artifact bytes (verified from their digest);
+	// for an image it signs Payload.
+	Signature []byte
+	// Payload is, for an image, the cosign simple-signing JSON that was signed.
+	Payload []byte
+	// PublicKey optionally holds the PEM key the launcher verified with. It is
+	// never trusted: it only lets a deny reason name the key that did sign
+	// when that key is not a signer of the policy.
+	PublicKey []byte
+}
+
+// Verdict is the result of judging evidence against one policy.
+type Verdict struct {
+	Allow  bool
+	Policy string // the policy judged against ("" if the launch named none that is loaded)
+	// PolicyDigest is the sha256 of the policy file, for the audit record.
+	PolicyDigest string
+	// Reasons lists every reason for a deny, each saying what was expected
+	// and what was seen. Safe to show to the launcher's user.
+	Reasons []string
+	// Secrets are the secret names to release; empty unless Allow.
+	Secrets []string
+	// Claims are the attested facts the policy saw (the CEL variables), for
+	// the attestation result token.
+	Claims map[string]any
+}
+
+// Evaluate judges ev against the policy its launch event names, and only
+// that one. Every check runs, so a deny carries every reason at once. An
+// unknown policy, an error in a CEL rule, a missing time or a malformed
+// digest are denies (fail closed). Evaluate is safe for concurrent use.
+func (s *Set) Evaluate(ctx context.Context, ev Evidence) Verdict {
+	name := ev.Event.Policy
+	if name == "" {
+		return Verdict{Reasons: []string{"the launch names no policy: pass --policy NAME to 'launcher run'"}}
+	}
+	var pol *Policy
+	if s != nil {
+		pol = s.byName[name]
+	}
+	if pol == nil {
+		return Verdict{Reasons: []string{fmt.Sprintf("policy %q is not loaded on this attestation service: check the name with your administrator", truncate(name, 64))}}
+	}
+	return pol.Evaluate(ctx, ev)
+}
+
+// Evaluate judges ev against this policy, whatever policy the event names.
+func (p *Policy) Evaluate(ctx context.Context, ev Evidence) Verdict {
+	e := &evaluation{pol: p, ev: ev, verified: map[string][]string{}}
+	e.validity()
+	e.artifact("kernel", p.Kernel, ev.Event.Kernel, true)
+	e.artifact("initrd", p.Initrd, ev.Event.Initrd, false)
+	e.cmdline()
+	e.artifact("image", p.Image, ev.Event.Image, false)
+	e.args()
+	e.hostPCRs()
+	claims := e.claims()
+	e.rules(ctx, claims)
+	v := Verdict{Policy: p.Name, PolicyDigest: p.Digest, Reasons: e.reasons, Claims: claims}
+	if len(e.reasons) == 0 {
+		v.Allow = true
+		v.Secrets = slices.Clone(p.Secrets)
+	}
+	return v
+}
+
+type evaluation struct {
+	pol      *Policy
+	ev       Evidence
+	reasons  []string
+	verified map[string][]string // artifact → signer names whose signature verified
+}
+
+func (e *evaluation) deny(format string, a ...any) {
+	e.reasons = append(e.reasons, fmt.Sprintf(format, a...))
+}
+
+func (e *evaluation) validity() {
+	p := e.pol
+	if p.NotBefore.IsZero() && p.NotAfter.IsZero() {
+		return
+	}
+	t := e.ev.Time
+	if t.IsZero() {
+		e.deny("validity: the policy has a validity window but the evidence carries no time")
+		return
+	}
+	if !p.NotBefore.IsZero() && t.Before(p.NotBefore) {
+		e.deny("validity: policy %s is not valid before %s; it is %s", p.Name, p.NotBefore.UTC().Format(time.RFC3339), t.UTC().Format(time.RFC3339))
+	}
+	if !p.NotAfter.IsZero() && t.After(p.NotAfter) {
+		e.deny("validity: policy %s expired at %s; it is %s", p.Name, p.NotAfter.UTC().Format(time.RFC3339), t.UTC().Format(time.RFC3339))
+	}
+}
+
+// listDigests shows allowed values, at most 3 then a count.
+func listDigests(ds []string) string {
+	if len(ds) <= 3 {
+		return strings.Join(ds, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(ds[:3], ", "), len(ds)-3)
+}
+
+func listSigners(ss []*Signer) string {
+	names := make([]string, len(ss))
+	for i, s := range ss {
+		names[i] = s.String()
+	}
+	return strings.Join(names, ", ")
+}
+
+func (e *evaluation) artifact(what string, r *ArtifactRule, digest string, required bool) {
+	subject := digest // how the seen artifact is named in reasons
+	if what == "image" {
+		subject = "manifest " + digest
+	}
+	if digest == "" {
+		switch {
+		case required:
+			e.deny("%s: the launch event has no %s digest", what, what)
+		case r != nil:
+			e.deny("%s: the launch has no %s but the policy requires one", what, what)
+		}
+		return
+	}
+	if r == nil {
+		e.deny("%s: %s given, but the policy allows no %s (it has no %s section)", what, subject, what, what)
+		return
+	}
+	if msg := checkDigest(digest); msg != "" {
+		e.deny("%s: launch event digest %q is malformed: %s", what, truncate(digest, 80), msg)
+		return
+	}
+	var parts []string
+	if r.HasDigests {
+		switch {
+		case len(r.Digests) == 0:
+			parts = append(parts, fmt.Sprintf("%s not allowed: the policy's %s digests list is empty, so it allows none", subject, what))
+		case !slices.Contains(r.Digests, digest):
+			parts = append(parts, fmt.Sprintf("%s not allowed (allowed: %s)", subject, listDigests(r.Digests)))
+		}
+	}
+	if r.HasSigners {
+		if msg := e.signatures(what, r, digest); msg != "" {
+			if len(parts) == 0 {
+				msg = subject + ": " + msg
+			}
+			parts = append(parts, msg)
+		}
+	}
+	if len(parts) > 0 {
+		e.deny("%s: %s", what, strings.Join(parts, "; "))
+	}
+}
+
+// signatures verifies the launcher's signatures for one artifact against
+// the rule's signers; it returns "" when one verifies, else why not.
+func (e *evaluation) signatures(what string, r *ArtifactRule, digest string) string {
+	if len(r.Signers) == 0 {
+		return "the policy's " + what + " signers list is empty, so no signature is accepted"
+	}
+	raw, _ := hex.DecodeString(strings.TrimPrefix(digest, "sha256:"))
+	if what != "image" && !strings.HasPrefix(digest, "sha256:") {
+		return "signatures are verified from the sha256 digest, but the launch measured it with " + strings.SplitN(digest, ":", 2)[0] + "; launch with sha256"
+	}
+	var sigs []ArtifactSignature
+	for _, s := range e.ev.Signatures {
+		if s.Artifact == what {
+			sigs = append(sigs, s)
+		}
+	}
+	if len(sigs) == 0 {
+		return fmt.Sprintf("no signature was sent; a signature by %s is required", listSigners(r.Signers))
+	}
+	if len(sigs) > maxSignaturesPerArtifact {
+		sigs = sigs[:maxSignaturesPerArtifact]
+	}
+	var problems []string
+	var strangers []string
+	for _, sig := range sigs {
+		if len(sig.Signature) > maxSignatureSize {
+			problems = append(problems, fmt.Sprintf("a signature of %d bytes is too large", len(sig.Signature)))
+			continue
+		}
+		msg := raw
+		if what == "image" {
+			if len(sig.Payload) == 0 {
+				problems = append(problems, "an image signature came without its payload")
+				continue
+			}
+			if len(sig.Payload) > maxPayloadSize {
+				problems = append(problems, fmt.Sprintf("an image signature payload of %d bytes is too large", len(sig.Payload)))
+				continue
+			}
+			msg = sig.Payload
+		}
+		var ok []string
+		for _, k := range r.Signers {
+			var good bool
+			if what == "image" {
+				good = k.verifyMessage(msg, sig.Signature)
+			} else {
+				good = k.verifyDigest(msg, sig.Signature)
+			}
+			if good {
+				ok = append(ok, k.Name)
+			}
+		}
+		if len(ok) == 0 {
+			if fp := strangerKey(sig, what, msg); fp != "" {
+				strangers = append(strangers, fp)
+			}
+			continue
+		}
+		if what == "image" {
+			signed, err := payloadDigest(sig.Payload)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("signature by %s has an unusable payload: %v", strings.Join(ok, ", "), err))
+				continue
+			}
+			if signed != digest {
+				problems = append(problems, fmt.Sprintf("signature by %s is for manifest %s, not %s", strings.Join(ok, ", "), signed, digest))
+				continue
+			}
+		}
+		e.verified[what] = appendUnique(e.verified[what], ok...)
+	}
+	if len(e.verified[what]) > 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, fp := range strangers {
+		fmt.Fprintf(&b, "signed by key %s which is not a signer of this policy; ", fp)
+	}
+	for _, p := range problems {
+		b.WriteString(p)
+		b.WriteString("; ")
+	}
+	fmt.Fprintf(&b, "none of %d signature(s) verifies with a signer of this policy (%s)", len(sigs), listSigners(r.Signers))
+	return b.String()
+}
+
+// strangerKey returns the short fingerprint of the launcher-named key when
+// that key did make the signature (so the reason can name it), else "".
+func strangerKey(sig ArtifactSignature, what string, msg []byte) string {
+	if len(sig.PublicKey) == 0 || len(sig.PublicKey) > MaxKeySize {
+		return ""
+	}
+	k, err := ParsePublicKey("launcher", sig.PublicKey)
+	if err != nil {
+		return ""
+	}
+	var good bool
+	if what == "image" {
+		good = k.verifyMessage(msg, sig.Signature)
+	} else {
+		good = k.verifyDigest(msg, sig.Signature)
+	}
+	if !good {
+		return ""
+	}
+	return short(k.Fingerprint)
+}
+
+// simpleSigning is cosign's signature payload for a container image.
+type simpleSigning struct {
+	Critical struct {
+		Identity struct {
+			DockerReference string `json:"docker-reference"`
+		} `json:"identity"`
+		Image struct {
+			DockerManifestDigest string `json:"docker-manifest-digest"`
+		} `json:"image"`
+		Type string `json:"type"`
+	} `json:"critical"`
+}
+
+// payloadDigest returns the manifest digest a cosign payload vouches for.
+func payloadDigest(payload []byte) (string, error) {
+	var ss simpleSigning
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	if err := dec.Decode(&ss); err != nil {
+		return "", fmt.Errorf("not cosign simple-signing JSON: %w", err)
+	}
+	if ss.Critical.Type != "cosign container image signature" {
+		return "", fmt.Errorf("payload type %q is not \"cosign container image signature\"", truncate(ss.Critical.Type, 64))
+	}
+	d := ss.Critical.Image.DockerManifestDigest
+	if msg := checkDigest(d); msg != "" {
+		return "", fmt.Errorf("payload manifest digest %q is malformed: %s", truncate(d, 80), msg)
+	}
+	return d, nil
+}
+
+func appendUnique(list []string, xs ...string) []string {
+	for _, x := range xs {
+		if !slices.Contains(list, x) {
+			list = append(list, x)
+		}
+	}
+	return list
+}
+
+func (e *evaluation) cmdline() {
+	r := e.pol.Cmdline
+	got := e.ev.Event.Cmdline
+	if r == nil {
+		e.deny("cmdline: the policy allows no kernel command line")
+		return
+	}
+	if r.Params == nil {
+		if len(r.Exact) == 0 {
+			e.deny("cmdline: %q not allowed: the policy's cmdline exact list is empty, so it allows none", truncate(got, 256))
+			return
+		}
+		if !slices.Contains(r.Exact, got) {
+			shown := make([]string, 0, 3)
+			for _, x := range r.Exact[:min(3, len(r.Exact))] {
+				shown = append(shown, fmt.Sprintf("%q", x))
+			}
+			more := ""
+			if len(r.Exact) > 3 {
+				more = fmt.Sprintf(" and %d more", len(r.Exact)-3)
+			}
+			e.deny("cmdline: %q is not one of the allowed command lines (%s%s)", truncate(got, 256), strings.Join(shown, ", "), more)
+		}
+		return
+	}
+	params := SplitCmdline(got)
+	var bad []string
+	for _, tok := range params {
+		if !slices.ContainsFunc(r.Params.Allow, func(p string) bool { return matchParam(p, tok) }) {
+			bad = append(bad, fmt.Sprintf("%q", truncate(tok, 80)))
+		}
+	}
+	if len(bad) > 0 {
+		if len(bad) > 8 {
+			bad = append(bad[:8], fmt.Sprintf("and %d more", len(bad)-8))
+		}
+		e.deny("cmdline: parameter(s) %s not allowed (allowed: %s)", strings.Join(bad, ", "), strings.Join(r.Params.Allow, " "))
+	}
+	for _, req := range r.Params.Require {
+		if !slices.ContainsFunc(params, func(tok string) bool { return matchParam(req, tok) }) {
+			e.deny("cmdline: required parameter %q is missing from %q", req, truncate(got, 256))
+		}
+	}
+}
+
+func (e *evaluation) args() {
+	got := e.ev.Event.Args
+	if len(got) == 0 {
+		return
+	}
+	r := e.pol.Args
+	if r.Any {
+		return
+	}
+	shown := fmt.Sprintf("%q", got)
+	if len(shown) > 256 {
+		shown = shown[:256] + "…"
+	}
+	if len(r.Exact) == 0 {
+		e.deny("args: command override %s not allowed: this policy runs only the image's own command (args.allow: none)", shown)
+		return
+	}
+	for _, ex := range r.Exact {
+		if slices.Equal(ex, got) {
+			return
+		}
+	}
+	e.deny("args: command override %s is not one of the %d command(s) the policy allows", shown, len(r.Exact))
+}
+
+func (e *evaluation) hostPCRs() {
+	idxs := make([]int, 0, len(e.pol.HostPCRs))
+	for i := range e.pol.HostPCRs {
+		idxs = append(idxs, i)
+	}
+	sort.Ints(idxs)
+	for _, i := range idxs {
+		want := e.pol.HostPCRs[i]
+		got, ok := e.ev.HostPCRs[i]
+		wantHex := make([]string, len(want))
+		for j, w := range want {
+			wantHex[j] = hex.EncodeToString(w)
+		}
+		if !ok {
+			e.deny("host: PCR %d was not quoted; the policy requires one of %s", i, strings.Join(wantHex, ", "))
+			continue
+		}
+		if !slices.ContainsFunc(want, func(w []byte) bool { return bytes.Equal(w, got) }) {
+			e.deny("host: PCR %d is %s, expected one of %s", i, hex.EncodeToString(got), strings.Join(wantHex, ", "))
+		}
+	}
+}
+
+// claims builds the CEL variables (and the token claims) from the evidence.
+func (e *evaluation) claims() map[string]any {
+	ev := e.ev.Event
+	pcrs := make(map[int64]string, len(e.ev.HostPCRs))
+	for i, v := range e.ev.HostPCRs {
+		pcrs[int64(i)] = hex.EncodeToString(v)
+	}
+	signers := map[string][]string{}
+	for _, a := range []string{"kernel", "initrd", "image"} {
+		signers[a] = append([]string{}, e.verified[a]...)
+	}
+	args := append([]string{}, ev.Args...)
+	return map[string]any{
+		"policy":         e.pol.Name,
+		"node_id":        e.ev.NodeID,
+		"sandbox_id":     ev.SandboxID,
+		"kernel":         ev.Kernel,
+		"initrd":         ev.Initrd,
+		"cmdline":        ev.Cmdline,
+		"cmdline_digest": ev.CmdlineDigest,
+		"image":          ev.Image,
+		"image_config":   ev.ImageConfig,
+		"args":           args,
+		"host_pcrs":      pcrs,
+		"signers":        signers,
+		"time":           e.ev.Time.UTC(),
+	}
+}
+
+func (e *evaluation) rules(ctx context.Context, claims map[string]any) {
+	for _, r := range e.pol.Rules {
+		ok, err := evalRule(ctx, r, claims)
+		switch {
+		case err != nil:
+			e.deny("rule %s: evaluation failed (denied): %v", r.Name, err)
+		case !ok && r.Message != "":
+			e.deny("rule %s: %s", r.Name, r.Message)
+		case !ok:
+			e.deny("rule %s: %s is false", r.Name, truncate(strings.Join(strings.Fields(r.Expr), " "), 200))
+		}
+	}
+}

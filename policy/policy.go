@@ -1,0 +1,84 @@
+package policy
+
+import (
+	"crypto"
+	"time"
+
+	"github.com/google/cel-go/cel"
+)
+
+// APIVersion is the only policy file version this package reads.
+const APIVersion = "bulwark.dev/v1"
+
+// Policy is one parsed and validated policy file. It is immutable after
+// Parse and safe for concurrent use.
+type Policy struct {
+	Name        string
+	Description string
+	File        string // path it was loaded from
+	Digest      string // "sha256:<hex>" of the file bytes, for audit records
+	Signed      bool   // a detached signature by an admin key verified
+
+	NotBefore, NotAfter time.Time // zero: unbounded
+
+	Signers map[string]*Signer // by name as written in the policy
+
+	Kernel  *ArtifactRule // never nil in a parsed policy
+	Initrd  *ArtifactRule // nil: launches must not use an initrd
+	Cmdline *CmdlineRule  // never nil in a parsed policy
+	Image   *ArtifactRule // nil: launches must not run an image
+	Args    ArgsRule
+
+	HostPCRs map[int][][]byte // index → allowed SHA-256 values; empty: no requirement
+
+	Secrets []string // released to launches this policy allows
+	Rules   []*Rule  // CEL rules, all must be true
+
+	keyFiles []string // signer key files read, for the watcher
+}
+
+// Signer is a public key that may sign artifacts, as named in a policy.
+type Signer struct {
+	Name        string
+	Fingerprint string // "sha256:<hex>" of the DER SubjectPublicKeyInfo
+	Key         crypto.PublicKey
+}
+
+// ArtifactRule says which kernels, initrds or images are allowed. When both
+// Digests and Signers are set, both must match.
+type ArtifactRule struct {
+	HasDigests bool     // the digests field was given (possibly empty: nothing allowed)
+	Digests    []string // allowed "sha256:<hex>" digests
+	HasSigners bool     // the signers field was given (possibly empty: nothing allowed)
+	Signers    []*Signer
+}
+
+// CmdlineRule allows kernel command lines by exact value or by parameters.
+// Exactly one of Exact and Params is set.
+type CmdlineRule struct {
+	Exact  []string
+	Params *ParamsRule
+}
+
+// ParamsRule allows a command line whose every parameter matches an Allow
+// pattern and which has a parameter matching each Require pattern.
+// Patterns are "flag", "key=value" or "key=*" (any value).
+type ParamsRule struct {
+	Allow   []string
+	Require []string
+}
+
+// ArgsRule says whether a launch may replace the image's command
+// (LaunchEvent.Args). The zero value forbids any override.
+type ArgsRule struct {
+	Any   bool
+	Exact [][]string
+}
+
+// Rule is one CEL expression over the claims; it must evaluate to true.
+type Rule struct {
+	Name    string
+	Expr    string
+	Message string // reason given when false; default names the rule
+	prg     cel.Program
+}

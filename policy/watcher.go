@@ -1,0 +1,176 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// WatcherOptions configures a Watcher. The zero value is usable.
+type WatcherOptions struct {
+	Load     LoadOptions
+	Interval time.Duration    // how often Run checks for changes; default 2s
+	Logger   *slog.Logger     // default: discard
+	Now      func() time.Time // default time.Now
+}
+
+// Status describes the policy set in force and the last load attempt, for
+// metrics and the admin API.
+type Status struct {
+	Dir         string
+	Policies    []string  // names in force, sorted
+	LoadedAt    time.Time // when the set in force was loaded; zero if none ever loaded
+	LastAttempt time.Time
+	// LastError is the full problem list of the last attempt if it failed
+	// (the previous set stays in force), "" if it succeeded.
+	LastError   string
+	LastErrorAt time.Time // time of the most recent failed attempt
+	ErrorCount  int       // problems in LastError
+	Reloads     uint64    // successful loads
+	Failures    uint64    // failed loads
+}
+
+// Watcher keeps a directory's policies loaded. Each (re)load builds a whole
+// new Set and swaps it in atomically; a load that fails for any file leaves
+// the previous set in force. Before the first successful load the set is
+// empty and every launch is denied. Safe for concurrent use.
+type Watcher struct {
+	dir  string
+	opts WatcherOptions
+	cur  atomic.Pointer[Set]
+
+	mu     sync.Mutex // serialises reloads and guards st, lastFP
+	st     Status
+	lastFP string
+}
+
+// NewWatcher returns a watcher of dir. It loads nothing until Reload or Run.
+func NewWatcher(dir string, opts WatcherOptions) *Watcher {
+	if opts.Interval <= 0 {
+		opts.Interval = 2 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	w := &Watcher{dir: dir, opts: opts}
+	w.st.Dir = dir
+	empty, _ := NewSet()
+	w.cur.Store(empty)
+	return w
+}
+
+// Set returns the policy set in force (never nil).
+func (w *Watcher) Set() *Set { return w.cur.Load() }
+
+// Evaluate judges ev against the set in force.
+func (w *Watcher) Evaluate(ctx context.Context, ev Evidence) Verdict {
+	return w.Set().Evaluate(ctx, ev)
+}
+
+// Status returns the state of the set in force and of the last load.
+func (w *Watcher) Status() Status {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.st
+	st.Policies = slices.Clone(st.Policies)
+	return st
+}
+
+// Reload loads the directory now (for SIGHUP and the admin API). On
+// failure the previous set stays in force and the error lists every problem.
+func (w *Watcher) Reload() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.reloadLocked(w.fingerprint(w.cur.Load()))
+}
+
+func (w *Watcher) reloadLocked(fp string) error {
+	now := w.opts.Now()
+	w.st.LastAttempt = now
+	w.lastFP = fp
+	set, err := LoadDir(w.dir, w.opts.Load)
+	if err != nil {
+		w.st.Failures++
+		w.st.LastError = err.Error()
+		w.st.LastErrorAt = now
+		w.st.ErrorCount = len(Errors(err))
+		w.opts.Logger.Warn("policy reload failed; the previous policies stay in force",
+			"dir", w.dir, "problems", w.st.ErrorCount, "error", err.Error(), "in_force", len(w.st.Policies))
+		return err
+	}
+	w.cur.Store(set)
+	w.st.Reloads++
+	w.st.LastError = ""
+	w.st.ErrorCount = 0
+	w.st.LoadedAt = now
+	w.st.Policies = set.Names()
+	w.opts.Logger.Info("policies loaded", "dir", w.dir, "policies", strings.Join(set.Names(), ","))
+	return nil
+}
+
+// Run checks the directory every Interval and reloads when a policy file,
+// a signature or a signer key file changed (name, size or modification
+// time). It loads once at start, and returns when ctx is done.
+func (w *Watcher) Run(ctx context.Context) error {
+	t := time.NewTicker(w.opts.Interval)
+	defer t.Stop()
+	w.Check()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			w.Check()
+		}
+	}
+}
+
+// Check reloads if the directory changed since the last attempt; it
+// reports whether a reload was attempted.
+func (w *Watcher) Check() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	fp := w.fingerprint(w.cur.Load())
+	if fp == w.lastFP && !w.st.LastAttempt.IsZero() {
+		return false
+	}
+	_ = w.reloadLocked(fp)
+	return true
+}
+
+// fingerprint summarises the stat data of every file a load would read.
+func (w *Watcher) fingerprint(set *Set) string {
+	h := sha256.New()
+	files := set.Files()
+	if ents, err := os.ReadDir(w.dir); err != nil {
+		fmt.Fprintf(h, "dir error %v\n", err)
+	} else {
+		for _, e := range ents {
+			files = append(files, filepath.Join(w.dir, e.Name()))
+		}
+	}
+	slices.Sort(files)
+	files = slices.Compact(files)
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			fmt.Fprintf(h, "%s missing\n", f)
+			continue
+		}
+		fmt.Fprintf(h, "%s %d %d %v\n", f, st.Size(), st.ModTime().UnixNano(), st.Mode())
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
