@@ -1,0 +1,181 @@
+package load
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/bulwark-project/bulwark/internal/softtpm"
+)
+
+const usage = `bulwark-load — enroll N simulated hosts with attestd and drive Challenge → Attest → ReleaseSecrets
+
+Usage:
+  bulwark-load --addr HOST:PORT --ca CA.pem --cert ADMIN.pem --key ADMIN.key [flags]
+  bulwark-load --write-policy FILE [--policy NAME] [--secret NAME] [--ek-ca DIR]
+
+The simulated hosts' EK certificates are issued by a stand-in TPM manufacturer
+CA (--ek-ca DIR/ek-ca.pem); start attestd with it as an EK root, and put the
+policy from --write-policy in its policy directory. See docs/load.md.
+
+Flags:
+`
+
+// Main is bulwark-load's command line; it returns the exit code: 0 for a
+// clean run, 1 for a failed one (any error, deny or lost verdict), 2 for a
+// usage mistake.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bulwark-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
+	var cfg Config
+	var ek, writePolicy string
+	var asJSON, verbose bool
+	fs.StringVar(&cfg.Addr, "addr", "", "attestd's `HOST:PORT`")
+	fs.StringVar(&cfg.CAFile, "ca", "", "attestd's CA certificate (`PEM`; ca.pem in its data directory)")
+	fs.StringVar(&cfg.CertFile, "cert", "", "admin client certificate (`PEM`) for setup and the audit check")
+	fs.StringVar(&cfg.KeyFile, "key", "", "admin client key (`PEM`)")
+	fs.StringVar(&cfg.ServerName, "server-name", "", "TLS server name to expect (default: the host of --addr)")
+	fs.IntVar(&cfg.Hosts, "hosts", DefaultHosts, "simulated hosts to enroll")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "attestations started per second (0: flat out)")
+	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "length of the measured phase (at most 1h)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", DefaultConcurrency, "requests in flight (at most one per host)")
+	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "gRPC connections carrying the hosts' traffic")
+	fs.StringVar(&cfg.Policy, "policy", DefaultPolicy, "policy `NAME` the launch events ask for")
+	fs.BoolVar(&cfg.Release, "release", false, "also call ReleaseSecrets and open each secret with the simulated guest's key")
+	fs.StringVar(&cfg.Secret, "secret", DefaultSecret, "secret `NAME` put through the Admin API and expected with --release")
+	fs.StringVar(&ek, "ek", "ecc", "simulated EK algorithm: ecc (P-256) or rsa (2048; slow to generate)")
+	fs.StringVar(&cfg.EKCADir, "ek-ca", "", "`DIR` of the stand-in EK CA (ek-ca.pem, ek-ca.key; created when absent)")
+	fs.IntVar(&cfg.LaunchPCR, "launch-pcr", softtpm.DefaultLaunchPCR, "PCR launch events are extended into")
+	fs.DurationVar(&cfg.RequestTimeout, "timeout", DefaultRequestTimeout, "per-RPC timeout")
+	fs.StringVar(&writePolicy, "write-policy", "", "write the policy admitting the simulated hosts to `FILE` (- for stdout) and exit")
+	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	fs.BoolVar(&verbose, "v", false, "log progress and each failure to stderr")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bulwark-load: unexpected argument %q (run 'bulwark-load --help')\n", fs.Arg(0))
+		return 2
+	}
+	t, err := softtpm.ParseEKType(ek)
+	if err != nil {
+		fmt.Fprintf(stderr, "bulwark-load: --ek: %v\n", err)
+		return 2
+	}
+	cfg.EK = t
+
+	if writePolicy != "" {
+		if err := writePolicyFile(writePolicy, cfg, stdout); err != nil {
+			fmt.Fprintf(stderr, "bulwark-load: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelDebug
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	res, err := Run(ctx, cfg)
+	if res != nil {
+		if asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			enc.Encode(res)
+		} else {
+			PrintText(stdout, res)
+		}
+	}
+	if err != nil {
+		if !errors.Is(err, ErrRunFailed) {
+			fmt.Fprintf(stderr, "bulwark-load: %v\n", err)
+		} else {
+			fmt.Fprintln(stderr, "bulwark-load: FAILED (see errors above)")
+		}
+		if res == nil && strings.Contains(err.Error(), "required") {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+func writePolicyFile(path string, cfg Config, stdout io.Writer) error {
+	if cfg.EKCADir != "" {
+		if _, err := softtpm.LoadOrCreateEKCA(cfg.EKCADir, time.Now()); err != nil {
+			return err
+		}
+	}
+	if path == "-" {
+		return WritePolicy(stdout, cfg.Policy, cfg.Secret, nil)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return fmt.Errorf("--write-policy: %w", err)
+	}
+	if err := WritePolicy(f, cfg.Policy, cfg.Secret, nil); err != nil {
+		f.Close()
+		return fmt.Errorf("--write-policy %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// PrintText writes the human-readable report.
+func PrintText(w io.Writer, r *Result) {
+	rate := "flat out"
+	if r.Rate > 0 {
+		rate = fmt.Sprintf("%.0f/s", r.Rate)
+	}
+	fmt.Fprintf(w, "bulwark-load → %s: %d hosts (%s EK), concurrency %d over %d connections, %s, %.0fs, release %v, policy %q\n",
+		r.Addr, r.Hosts, r.EK, r.Concurrency, r.Conns, rate, r.Duration, r.Release, r.Policy)
+	fmt.Fprintf(w, "prepare   %d simulated TPMs + EK certificates in %.2fs\n", r.Hosts, r.PrepareSeconds)
+	printPhase(w, "enroll", "enrollments", &r.Enroll)
+	printPhase(w, "attest", "verified attestations", &r.Attest)
+	names := make([]string, 0, len(r.RPC))
+	for n := range r.RPC {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		l := r.RPC[n]
+		fmt.Fprintf(w, "  rpc %-10s p50 %7.2f  p90 %7.2f  p99 %7.2f  max %7.2f ms\n", n, l.P50, l.P90, l.P99, l.Max)
+	}
+	fmt.Fprintf(w, "verdicts  allow %d, deny %d\n", r.Verdicts["allow"], r.Verdicts["deny"])
+	if r.Audit != nil {
+		fmt.Fprintf(w, "audit     %s\n", r.Audit)
+	} else {
+		fmt.Fprintln(w, "audit     not checked")
+	}
+	if r.OK {
+		fmt.Fprintln(w, "result    OK")
+	} else {
+		fmt.Fprintf(w, "result    FAILED (%d errors)\n", r.TotalErrors)
+	}
+}
+
+func printPhase(w io.Writer, name, unit string, p *Phase) {
+	l := p.Latency
+	fmt.Fprintf(w, "%-9s %d/%d ok in %.2fs: %.1f %s/s; latency p50 %.2f  p90 %.2f  p99 %.2f  max %.2f ms\n",
+		name, p.OK, p.Count, p.Seconds, p.PerSecond, unit, l.P50, l.P90, l.P99, l.Max)
+	keys := make([]string, 0, len(p.Errors))
+	for k := range p.Errors {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  error %-40s %d\n", k, p.Errors[k])
+	}
+}
