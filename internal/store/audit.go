@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -166,6 +167,20 @@ func VerifyAudit(ctx context.Context, a Audit, opts VerifyOptions) (VerifyResult
 		if len(recs) < 1000 {
 			break
 		}
+	}
+	head, err := a.AuditHead(ctx)
+	var ce *ChainError
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if res.Records > 0 {
+			return res, &ChainError{Position: after, Seq: after, Reason: "the log has records but no head"}
+		}
+	case errors.As(err, &ce):
+		return res, err
+	case err != nil:
+		return res, fmt.Errorf("reading audit head: %w", err)
+	case head.Seq != res.Head.Seq || !bytes.Equal(head.Hash, res.Head.Hash):
+		return res, &ChainError{Position: min(head.Seq, after+1), Seq: head.Seq, Reason: fmt.Sprintf("the chain ends at %d but the head is record %d", after, head.Seq)}
 	}
 	if after < maxTrusted {
 		return res, &ChainError{Position: after + 1, Reason: fmt.Sprintf("log ends at %d before trusted checkpoint %d (records removed from the end)", after, maxTrusted)}

@@ -33,11 +33,11 @@ type Store interface {
 	Secrets
 	Audit
 
-	// PurgeExpired deletes nonces, attestations' release windows and pending
-	// credential challenges that expired before now. Consumed nonces are kept
-	// until they expire, so a replay is reported as ErrNonceUsed until then
-	// and as ErrNonceExpired/ErrNonceUnknown after. It returns how many
-	// entries were removed. Audit records are never purged.
+	// PurgeExpired deletes nonces and clears pending credential challenges
+	// that expired at or before now. Consumed nonces are kept until they
+	// expire, so a replay is reported as ErrNonceUsed until then (and as
+	// ErrNonceExpired or ErrNonceUnknown after). Attestations and audit
+	// records are never purged. It returns how many entries it removed.
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 
 	// Close releases the store's resources.

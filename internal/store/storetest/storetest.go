@@ -559,3 +559,44 @@ func testClosed(t *testing.T, s store.Store) {
 	_, err = s.GetNode(ctx, "x")
 	wantErr(t, "get after close", err, store.ErrClosed)
 }
+
+// Replicas checks that several stores over one shared database (attestd
+// replicas) consume each nonce and release window once and keep one linear
+// audit chain. reps must share their database and be otherwise empty.
+func Replicas(t *testing.T, reps []store.Store) {
+	ctx := context.Background()
+	pick := func(i int) store.Store { return reps[i%len(reps)] }
+	n := NewNode(t)
+	must(t, reps[0].CreateNode(ctx, n))
+	for round := range 5 {
+		v := random(t, 32)
+		must(t, pick(round).IssueNonce(ctx, store.Nonce{Value: v, NodeID: n.ID, Expires: t0.Add(time.Minute)}))
+		var i atomic.Int32
+		ok, errs := race(12, func() error { return pick(int(i.Add(1))).ConsumeNonce(ctx, v, n.ID, t0) })
+		if ok != 1 {
+			t.Fatalf("round %d: %d replicas consumed one nonce, want exactly 1 (%v)", round, ok, errs)
+		}
+		id := fmt.Sprintf("att-%d", round)
+		_, err := pick(round+1).RecordAttestation(ctx, store.Attestation{ID: id, NodeID: n.ID, Allow: true, Secrets: []string{"k"}, GuestPublicKey: random(t, 32), SandboxID: "s", CreatedAt: t0, ReleaseExpires: t0.Add(time.Minute)})
+		must(t, err)
+		ok, errs = race(12, func() error { _, err := pick(int(i.Add(1))).ConsumeRelease(ctx, id, t0); return err })
+		if ok != 1 {
+			t.Fatalf("round %d: %d replicas consumed one release window, want exactly 1 (%v)", round, ok, errs)
+		}
+	}
+	var i atomic.Int32
+	ok, errs := race(30, func() error {
+		_, err := pick(int(i.Add(1))).AppendAudit(ctx, store.AuditEntry{Kind: store.KindRelease, NodeID: n.ID})
+		return err
+	})
+	if ok != 30 {
+		t.Fatalf("%d concurrent appends failed: %v", 30-ok, errs)
+	}
+	for _, s := range reps {
+		res, err := store.VerifyAudit(ctx, s, store.VerifyOptions{})
+		must(t, err)
+		if res.Records != 35 {
+			t.Fatalf("chain has %d records, want 35", res.Records)
+		}
+	}
+}

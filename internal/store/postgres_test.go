@@ -1,0 +1,98 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/pgtest"
+	"github.com/bulwark-project/bulwark/internal/store/storetest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func openPostgres(t *testing.T) store.Store {
+	s, err := store.Open(context.Background(), pgtest.DSN(t), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestPostgresConformance(t *testing.T) {
+	storetest.Run(t, openPostgres)
+}
+
+// TestPostgresReplicas runs two stores (two "replicas") on one database and
+// races them on the same nonces and on audit appends.
+func TestPostgresReplicas(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	var reps []store.Store
+	for range 3 {
+		s, err := store.Open(ctx, dsn, store.Options{}) // concurrent migration is serialised
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		reps = append(reps, s)
+	}
+	storetest.Replicas(t, reps)
+}
+
+func TestPostgresAuditTamper(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		sql     string
+		wantPos uint64
+	}{
+		{"edit subject", `UPDATE audit SET subject = 'other' WHERE seq = 4`, 4},
+		{"edit details", `UPDATE audit SET details = '{"i":99}'::bytea WHERE seq = 2`, 2},
+		{"edit time", `UPDATE audit SET time = time + 1000 WHERE seq = 7`, 7},
+		{"drop middle", `DELETE FROM audit WHERE seq = 5`, 5},
+		{"drop first", `DELETE FROM audit WHERE seq = 1`, 1},
+		{"drop last", `DELETE FROM audit WHERE seq = 8`, 8},
+		{"swap two", `UPDATE audit SET seq = -seq WHERE seq IN (3, 6); UPDATE audit SET seq = CASE seq WHEN -3 THEN 6 ELSE 3 END WHERE seq IN (-3, -6)`, 3},
+		{"renumber after drop", `DELETE FROM audit WHERE seq = 5; UPDATE audit SET seq = seq - 1 WHERE seq > 5`, 5},
+		{"rehash edited record", `UPDATE audit SET subject = 'x', hash = sha256(hash) WHERE seq = 6`, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			dsn := pgtest.DSN(t)
+			s, err := store.Open(ctx, dsn, store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			for i := range 8 {
+				if _, err := s.AppendAudit(ctx, store.AuditEntry{Kind: store.KindAdmin, Subject: fmt.Sprint(i), Details: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := store.VerifyAudit(ctx, s, store.VerifyOptions{}); err != nil {
+				t.Fatalf("untouched chain: %v", err)
+			}
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			if _, err := conn.Exec(ctx, tc.sql); err != nil {
+				t.Fatal(err)
+			}
+			_, err = store.VerifyAudit(ctx, s, store.VerifyOptions{})
+			var ce *store.ChainError
+			if !errors.As(err, &ce) || !errors.Is(err, store.ErrAuditChain) {
+				t.Fatalf("tampered chain verified: %v", err)
+			}
+			if ce.Position != tc.wantPos {
+				t.Fatalf("first bad record reported at %d, want %d (%v)", ce.Position, tc.wantPos, err)
+			}
+		})
+	}
+}
