@@ -49,7 +49,7 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 	if err != nil {
 		return nil, s.storeStatus(ctx, "enroll", err)
 	}
-	blob, encSecret, err := makeCredential(ek, ak.Name, secret, s.rand)
+	blob, encSecret, err := makeCredential(ek, ak.Name, secret)
 	if err != nil {
 		return nil, s.storeStatus(ctx, "enroll: make credential", err)
 	}
@@ -102,7 +102,7 @@ func (s *Server) trustEK(ek *tpmPublic, certDER []byte, nodeID string) (string, 
 	if s.ekRoots == nil {
 		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: attestd has no EK CA roots (--ek-ca), and EK %s is not allow-listed (--ek-allow)", nodeID)
 	}
-	if err := verifyEKCertificate(certDER, ek, s.ekRoots, s.now()); err != nil {
+	if err := verifyEKCertificate(certDER, ek, s.ekRoots, s.ekInter, s.now()); err != nil {
 		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: %v", err)
 	}
 	return "certificate", nil

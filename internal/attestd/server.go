@@ -60,8 +60,9 @@ type Config struct {
 	// EKRoots verifies EK certificates. EKAllow lists node ids
 	// ("sha256:<hex>") or bare hex EK fingerprints admitted without a
 	// certificate. With neither, Enroll refuses everything.
-	EKRoots *x509.CertPool
-	EKAllow []string
+	EKRoots         *x509.CertPool
+	EKIntermediates *x509.CertPool
+	EKAllow         []string
 
 	// AdminCA verifies admin client certificates (attestd's CA). nil
 	// disables the Admin service (every call is PermissionDenied).
@@ -89,6 +90,7 @@ type Server struct {
 	tokens   *TokenSigner
 	metrics  *Metrics
 	ekRoots  *x509.CertPool
+	ekInter  *x509.CertPool
 	ekAllow  map[string]bool
 	adminCA  *x509.CertPool
 
@@ -107,7 +109,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		log: cfg.Logger, st: cfg.Store, vault: cfg.Vault, policies: cfg.Policies, tokens: cfg.Tokens,
-		metrics: cfg.Metrics, ekRoots: cfg.EKRoots, adminCA: cfg.AdminCA,
+		metrics: cfg.Metrics, ekRoots: cfg.EKRoots, ekInter: cfg.EKIntermediates, adminCA: cfg.AdminCA,
 		launchPCR: cfg.LaunchPCR, nonceTTL: cfg.NonceTTL, challengeTTL: cfg.ChallengeTTL, tokenTTL: cfg.TokenTTL,
 		nowFn: cfg.Now, rand: cfg.Rand, ekAllow: map[string]bool{},
 	}

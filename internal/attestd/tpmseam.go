@@ -2,8 +2,6 @@ package attestd
 
 import (
 	"crypto/x509"
-	"errors"
-	"io"
 	"time"
 
 	"github.com/bulwark-project/bulwark/tpm/verify"
@@ -17,16 +15,27 @@ type tpmPublic = verify.Public
 func parseEKPublic(b []byte) (*tpmPublic, error) { return verify.ParseEKPublic(b) }
 func parseAKPublic(b []byte) (*tpmPublic, error) { return verify.ParseAKPublic(b) }
 
-var errTPMVerifierMissing = errors.New("TPM verifier not available in this build (tpm/verify MakeCredential/VerifyQuote/EK certificate check pending)")
-
-func makeCredential(ek *tpmPublic, akName, secret []byte, rnd io.Reader) (blob, encSecret []byte, err error) {
-	return nil, nil, errTPMVerifierMissing
+// makeCredential seals secret to the EK, bound to the AK's name.
+func makeCredential(ek *tpmPublic, akName, secret []byte) (blob, encSecret []byte, err error) {
+	return verify.MakeCredential(ek.Raw, akName, secret)
 }
 
-func verifyEKCertificate(der []byte, ek *tpmPublic, roots *x509.CertPool, now time.Time) error {
-	return errTPMVerifierMissing
+// verifyEKCertificate checks the certificate chains to roots and certifies
+// this EK.
+func verifyEKCertificate(der []byte, ek *tpmPublic, roots, intermediates *x509.CertPool, now time.Time) error {
+	_, err := verify.VerifyEKCertificate(der, ek.Raw, verify.EKCertOptions{
+		Roots: roots, Intermediates: intermediates, Now: func() time.Time { return now },
+	})
+	return err
 }
 
-func verifyQuote(ak *tpmPublic, attest, sig, nonce []byte, pcrs map[uint32][]byte) error {
-	return errTPMVerifierMissing
+// verifyQuote checks the quote's signature by the AK, magic and type,
+// extraData == nonce, and that the PCR selection and digest match pcrs.
+func verifyQuote(akPublic, attest, sig, nonce []byte, pcrs map[uint32][]byte) error {
+	m := make(map[int][]byte, len(pcrs))
+	for i, v := range pcrs {
+		m[int(i)] = v
+	}
+	_, err := verify.VerifyQuote(akPublic, attest, sig, nonce, m)
+	return err
 }

@@ -83,11 +83,7 @@ func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestReq
 	if !ok {
 		return nil, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", s.launchPCR)
 	}
-	ak, err := parseAKPublic(node.AKPublic)
-	if err != nil {
-		return nil, s.storeStatus(ctx, "attest: stored AK", err)
-	}
-	if err := verifyQuote(ak, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs()); err != nil {
+	if err := verifyQuote(node.AKPublic, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs()); err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "quote: %v", err)
 	}
 

@@ -1,0 +1,119 @@
+package attestdcmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"google.golang.org/grpc/status"
+)
+
+// ctlCommand is one "attestd ctl" action (files ctl_*.go register them).
+type ctlCommand struct {
+	name    string // "secret put"
+	usage   string
+	summary string
+	run     func(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error
+}
+
+var ctlCommands = map[string]*ctlCommand{}
+
+func registerCtl(c *ctlCommand) { ctlCommands[c.name] = c }
+
+func init() {
+	Program.Register(&cli.Command{
+		Name:    "ctl",
+		Summary: "admin client: secrets, nodes, audit log, policies (needs an admin certificate)",
+		Usage:   "--addr HOST:PORT --ca CA --cert CERT --key KEY ACTION [args]   (ACTION: " + ctlActionList() + ")",
+		Run:     runCtl,
+	})
+}
+
+func ctlActionList() string {
+	// Computed lazily at --help time would be nicer; init order of files
+	// is by name, so list the known actions here.
+	return "secret put|list|rm, nodes [rm], audit [verify], policies [reload]"
+}
+
+func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	addr := fs.String("addr", "localhost:8443", "attestd `HOST:PORT`")
+	ca := fs.String("ca", "", "attestd's CA certificate `FILE` (ca.crt)")
+	cert := fs.String("cert", "", "admin client certificate `FILE` (attestd admin-cert)")
+	key := fs.String("key", "", "admin client key `FILE`")
+	serverName := fs.String("server-name", "", "name to verify in the server certificate (default: the host of --addr)")
+	timeout := fs.Duration("timeout", 30*time.Second, "per-call timeout")
+	baseUsage := fs.Usage
+	fs.Usage = func() {
+		baseUsage()
+		w := fs.Output()
+		fmt.Fprintln(w, "\nActions:")
+		names := make([]string, 0, len(ctlCommands))
+		for n := range ctlCommands {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(w, "  %-16s %s\n      attestd ctl [flags] %s %s\n", n, ctlCommands[n].summary, n, ctlCommands[n].usage)
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return cli.Usagef("no action given")
+	}
+	var cmd *ctlCommand
+	if len(rest) >= 2 {
+		cmd = ctlCommands[rest[0]+" "+rest[1]]
+		if cmd != nil {
+			rest = rest[2:]
+		}
+	}
+	if cmd == nil {
+		cmd = ctlCommands[rest[0]]
+		if cmd == nil {
+			return cli.Usagef("unknown action %q (actions: %s)", strings.Join(rest[:min(2, len(rest))], " "), ctlActionList())
+		}
+		rest = rest[1:]
+	}
+	sub := flag.NewFlagSet("attestd ctl "+cmd.name, flag.ContinueOnError)
+	sub.SetOutput(env.Stderr)
+	sub.Usage = func() {
+		fmt.Fprintf(sub.Output(), "Usage: attestd ctl [--addr ... --ca ... --cert ... --key ...] %s %s\n\n%s\n", cmd.name, cmd.usage, cmd.summary)
+		sub.PrintDefaults()
+	}
+	c, err := attestclient.Dial(attestclient.Options{Addr: *addr, CAFile: *ca, CertFile: *cert, KeyFile: *key, ServerName: *serverName})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if err := cmd.run(cctx, env, c, sub, rest); err != nil {
+		if st, ok := status.FromError(err); ok {
+			return fmt.Errorf("%s: %s", st.Code(), st.Message())
+		}
+		return err
+	}
+	return nil
+}
+
+// readSecret reads a secret value from a file ("-": stdin), with a limit.
+func readSecret(r io.Reader, limit int) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > limit {
+		return nil, fmt.Errorf("secret is larger than %d bytes", limit)
+	}
+	return b, nil
+}

@@ -1,0 +1,50 @@
+package attestdcmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/internal/cli"
+)
+
+func init() {
+	registerCtl(&ctlCommand{name: "nodes", usage: "", summary: "list enrolled nodes with their last verdict", run: ctlNodes})
+	registerCtl(&ctlCommand{name: "nodes rm", usage: "NODE_ID", summary: "delete an enrolled node (it must enroll again)", run: ctlNodesRm})
+}
+
+func ctlNodes(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	resp, err := c.Admin.ListNodes(ctx, &bulwarkv1.ListNodesRequest{})
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tACTIVATED\tENROLLED\tLAST VERDICT\tAT\tSANDBOX")
+	for _, n := range resp.GetNodes() {
+		at := ""
+		if n.GetLastAttestedAt() != nil {
+			at = n.GetLastAttestedAt().AsTime().Format("2006-01-02T15:04:05Z")
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\n", n.GetNodeId(), n.GetActivated(), n.GetEnrolledAt().AsTime().Format("2006-01-02T15:04:05Z"),
+			n.GetLastVerdict(), at, n.GetLastSandboxId())
+	}
+	return tw.Flush()
+}
+
+func ctlNodesRm(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+	id, _, err := oneArg(fs, args, "NODE_ID")
+	if err != nil {
+		return err
+	}
+	if _, err := c.Admin.DeleteNode(ctx, &bulwarkv1.DeleteNodeRequest{NodeId: id}); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "deleted node %s\n", id)
+	return nil
+}

@@ -1,0 +1,65 @@
+package attestdcmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/internal/cli"
+)
+
+func init() {
+	registerCtl(&ctlCommand{name: "policies", usage: "", summary: "list loaded policies and load errors", run: ctlPolicies})
+	registerCtl(&ctlCommand{name: "policies reload", usage: "", summary: "reload the policy directory now (an invalid file keeps the old policies)", run: ctlPoliciesReload})
+}
+
+func printPolicies(env *cli.Env, ps []*bulwarkv1.PolicyStatus) error {
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tLOADED\tVERSION\tFILE")
+	var errs []string
+	for _, p := range ps {
+		if p.GetError() != "" {
+			errs = append(errs, p.GetError())
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\n", p.GetName(), p.GetLoaded(), p.GetVersion(), p.GetFile())
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, e := range errs {
+		fmt.Fprintf(env.Stdout, "\nlast load FAILED (previous policies stay in force):\n%s\n", e)
+	}
+	return nil
+}
+
+func ctlPolicies(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	resp, err := c.Admin.ListPolicies(ctx, &bulwarkv1.ListPoliciesRequest{})
+	if err != nil {
+		return err
+	}
+	return printPolicies(env, resp.GetPolicies())
+}
+
+func ctlPoliciesReload(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+	if err := noArgs(fs, args); err != nil {
+		return err
+	}
+	resp, err := c.Admin.ReloadPolicies(ctx, &bulwarkv1.ReloadPoliciesRequest{})
+	if err != nil {
+		return err
+	}
+	if err := printPolicies(env, resp.GetPolicies()); err != nil {
+		return err
+	}
+	if !resp.GetOk() {
+		return fmt.Errorf("reload failed; the previous policies stay in force")
+	}
+	return nil
+}

@@ -1,0 +1,294 @@
+package attestdcmd
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/bulwark-project/bulwark/enclave"
+	"github.com/bulwark-project/bulwark/internal/attestd"
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/policy"
+)
+
+func init() {
+	Program.Register(&cli.Command{
+		Name:    "serve",
+		Summary: "run the attestation and key-release service (gRPC over TLS)",
+		Usage:   "--data DIR [--listen :8443] [--db postgres://...] [--vault tpm|sgx|file] [--policies DIR] [--ek-ca FILE...] [--insecure]",
+		Run:     runServe,
+	})
+}
+
+func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	var (
+		dataDir      = fs.String("data", "", "data `DIR` (TLS CA and keys, embedded store, vault files); required")
+		listen       = fs.String("listen", ":8443", "gRPC listen `ADDR`")
+		db           = fs.String("db", "", "PostgreSQL `DSN` (postgres://...); default: the embedded store in --data")
+		vaultName    = fs.String("vault", "tpm", "vault master-key backend: tpm, sgx or file (development only)")
+		tpmSpec      = fs.String("tpm", "", "TPM `SPEC` for the tpm vault backend (see docs/tpm.md)")
+		allowFile    = fs.Bool("allow-insecure-file-vault", false, "allow --vault=file (master key in a plain file: development only)")
+		policiesDir  = fs.String("policies", "", "policy `DIR` (default DATA/policies)")
+		requireSig   = fs.Bool("require-signed-policies", false, "refuse policy files without a detached signature by a --policy-key")
+		ekAllowFile  = fs.String("ek-allow", "", "`FILE` of node ids / EK fingerprints (one per line) admitted without an EK certificate")
+		insecureFlag = fs.Bool("insecure", false, "serve plaintext gRPC without TLS (NEVER in production; disables the admin API)")
+		metricsAddr  = fs.String("metrics-addr", "127.0.0.1:9464", "HTTP `ADDR` for /metrics and /.well-known/jwks.json (\"\" disables)")
+		launchPCR    = fs.Uint("launch-pcr", attestd.DefaultLaunchPCR, "the launch PCR `INDEX` the launcher extends")
+		nonceTTL     = fs.Duration("nonce-ttl", attestd.DefaultNonceTTL, "nonce validity")
+		challengeTTL = fs.Duration("challenge-ttl", attestd.DefaultChallengeTTL, "credential challenge validity")
+		tokenTTL     = fs.Duration("token-ttl", attestd.DefaultTokenTTL, "attestation token validity and release window")
+		logFormat    = fs.String("log-format", "json", "log format: json or text")
+		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		policyKeys   multiFlag
+		ekCAs        multiFlag
+		tlsSANs      multiFlag
+	)
+	fs.Var(&policyKeys, "policy-key", "admin public key `FILE` (PEM) that signs policy files (repeatable)")
+	fs.Var(&ekCAs, "ek-ca", "EK CA certificate `FILE` (PEM or DER; repeatable): roots, and intermediates (non-self-signed)")
+	fs.Var(&tlsSANs, "tls-san", "extra DNS name or IP for the server certificate (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	if *dataDir == "" {
+		return cli.Usagef("--data DIR is required")
+	}
+	if *launchPCR == 0 || *launchPCR > 23 {
+		return cli.Usagef("--launch-pcr %d: want 1..23", *launchPCR)
+	}
+	if *requireSig && len(policyKeys) == 0 {
+		return cli.Usagef("--require-signed-policies needs at least one --policy-key")
+	}
+	log, err := newLogger(env.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+
+	// Storage.
+	target := *db
+	if target == "" {
+		target = filepath.Join(*dataDir, "store")
+	}
+	st, err := store.Open(ctx, target, store.Options{Logger: log.With("component", "store")})
+	if err != nil {
+		return fmt.Errorf("opening store: %w", err)
+	}
+	defer st.Close()
+
+	// Vault.
+	backend, err := openVaultBackend(*vaultName, *dataDir, *tpmSpec, *allowFile, log)
+	if err != nil {
+		return err
+	}
+	vault, err := enclave.New(ctx, backend, st, true, enclave.Options{Logger: log.With("component", "vault")})
+	if err != nil {
+		return fmt.Errorf("opening vault: %w", err)
+	}
+	defer vault.Close()
+
+	// Policies.
+	pdir := *policiesDir
+	if pdir == "" {
+		pdir = filepath.Join(*dataDir, "policies")
+		if err := os.MkdirAll(pdir, 0o700); err != nil {
+			return fmt.Errorf("policy directory: %w", err)
+		}
+	}
+	lo := policy.LoadOptions{RequireSigned: *requireSig}
+	for _, f := range policyKeys {
+		k, err := policy.LoadPublicKeyFile(f)
+		if err != nil {
+			return fmt.Errorf("--policy-key %s: %w", f, err)
+		}
+		lo.AdminKeys = append(lo.AdminKeys, k)
+	}
+	w := policy.NewWatcher(pdir, policy.WatcherOptions{Load: lo, Logger: log.With("component", "policy")})
+	if err := w.Reload(); err != nil {
+		log.Warn("policies did not load; every launch is denied until they do", "dir", pdir, "error", err)
+	}
+
+	// EK trust.
+	var roots, inter *x509.CertPool
+	for _, f := range ekCAs {
+		certs, err := readCerts(f)
+		if err != nil {
+			return fmt.Errorf("--ek-ca %s: %w", f, err)
+		}
+		for _, c := range certs {
+			if isSelfSigned(c) {
+				if roots == nil {
+					roots = x509.NewCertPool()
+				}
+				roots.AddCert(c)
+			} else {
+				if inter == nil {
+					inter = x509.NewCertPool()
+				}
+				inter.AddCert(c)
+			}
+		}
+	}
+	var ekAllow []string
+	if *ekAllowFile != "" {
+		if ekAllow, err = readAllowList(*ekAllowFile); err != nil {
+			return fmt.Errorf("--ek-allow: %w", err)
+		}
+	}
+	if roots == nil && len(ekAllow) == 0 {
+		log.Warn("no --ek-ca and no --ek-allow: no host can enroll")
+	}
+
+	tokens, err := attestd.LoadOrCreateTokenKey(filepath.Join(*dataDir, "token-signing.key"), nil)
+	if err != nil {
+		return err
+	}
+	metrics := attestd.NewMetrics()
+	attestd.RegisterPolicyMetrics(metrics, w)
+
+	// TLS.
+	var so attestd.ServeOptions
+	var adminCA *x509.CertPool
+	if *insecureFlag {
+		log.Warn("INSECURE: serving plaintext gRPC without TLS (--insecure). Anyone on the network can read and alter attestation traffic. The admin API is disabled.")
+		fmt.Fprintln(env.Stderr, "attestd: WARNING: --insecure: plaintext gRPC, no TLS, admin API disabled. Never use this in production.")
+	} else {
+		pki, created, err := attestd.LoadOrCreatePKI(*dataDir, nil, nil)
+		if err != nil {
+			return err
+		}
+		cert, err := pki.ServerCertificate(tlsSANs)
+		if err != nil {
+			return err
+		}
+		adminCA = pki.CAPool()
+		so.TLS = attestd.ServerTLSConfig(cert, adminCA)
+		if created {
+			log.Info("created attestd CA", "ca", pki.CACertPath(), "sha256", pki.CAFingerprint())
+		}
+		fmt.Fprintf(env.Stderr, "attestd: CA %s SHA-256 fingerprint %s\n", pki.CACertPath(), pki.CAFingerprint())
+	}
+
+	srv, err := attestd.New(attestd.Config{
+		Logger: log, Store: st, Vault: vault, Policies: &attestd.PolicyEngine{W: w}, Tokens: tokens, Metrics: metrics,
+		EKRoots: roots, EKIntermediates: inter, EKAllow: ekAllow, AdminCA: adminCA,
+		LaunchPCR: uint32(*launchPCR), NonceTTL: *nonceTTL, ChallengeTTL: *challengeTTL, TokenTTL: *tokenTTL,
+	})
+	if err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		if err := w.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("policy watcher stopped", "error", err)
+		}
+	}()
+	go purgeLoop(ctx, st, log)
+
+	so.Listen, so.MetricsAddr = *listen, *metricsAddr
+	so.Ready = func(g, m net.Addr) {
+		attrs := []any{"grpc", g.String(), "tls", !*insecureFlag, "vault", backend.Name(), "policies", pdir}
+		if m != nil {
+			attrs = append(attrs, "metrics", m.String())
+		}
+		log.Info("attestd serving", attrs...)
+		fmt.Fprintf(env.Stderr, "attestd: serving on %s\n", g)
+	}
+	return srv.Serve(ctx, so)
+}
+
+// purgeLoop drops expired nonces, challenges and release windows.
+func purgeLoop(ctx context.Context, st store.Store, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := st.PurgeExpired(ctx, time.Now()); err != nil {
+				log.Warn("purging expired entries", "error", err)
+			} else if n > 0 {
+				log.Debug("purged expired entries", "count", n)
+			}
+		}
+	}
+}
+
+func readCerts(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.Contains(string(b), "-----BEGIN") {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return nil, err
+		}
+		return []*x509.Certificate{c}, nil
+	}
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate found")
+	}
+	return out, nil
+}
+
+func isSelfSigned(c *x509.Certificate) bool {
+	return c.IsCA && c.CheckSignatureFrom(c) == nil
+}
+
+// readAllowList reads node ids or EK fingerprints, one per line; '#'
+// starts a comment.
+func readAllowList(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, line := range strings.Split(string(b), "\n") {
+		if j := strings.IndexByte(line, '#'); j >= 0 {
+			line = line[:j]
+		}
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if len(line) > 80 {
+			return nil, fmt.Errorf("%s:%d: entry too long", path, i+1)
+		}
+		out = append(out, line)
+	}
+	return out, nil
+}
