@@ -161,7 +161,7 @@ func (ca *EKCA) Certify(t *TPM, now time.Time) ([]byte, error) {
 		KeyUsage:              usage,
 		UnknownExtKeyUsage:    []asn1.ObjectIdentifier{oidEKCertificate},
 		BasicConstraintsValid: true,
-		ExtraExtensions:       []pkix.Extension{{Id: oidSubjectAltName, Value: san}},
+		ExtraExtensions:       []pkix.Extension{{Id: oidSubjectAltName, Critical: true, Value: san}},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
 	if err != nil {

@@ -77,6 +77,10 @@ func TestEKCertificate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if len(c.UnhandledCriticalExtensions) != 1 || !c.UnhandledCriticalExtensions[0].Equal(oidSubjectAltName) {
+			t.Errorf("%s EK certificate: want exactly the TCG directoryName SAN critical and unhandled by x509, got %v", ek, c.UnhandledCriticalExtensions)
+		}
+		c.UnhandledCriticalExtensions = nil
 		if _, err := c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			t.Errorf("%s EK certificate does not chain to the CA: %v", ek, err)
 		}
