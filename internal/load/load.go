@@ -12,13 +12,10 @@ package load
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"runtime"
 	"slices"
 	"sort"
@@ -27,10 +24,9 @@ import (
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 )
 
@@ -235,7 +231,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	var secretValue []byte
 	var auditAfter uint64
 	if admin != nil {
-		ac := bulwarkv1.NewAdminClient(admin)
+		ac := admin.Admin
 		if err := checkPolicy(ctx, ac, cfg.Policy, cfg.RequestTimeout); err != nil {
 			return nil, err
 		}
@@ -244,7 +240,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			rand.Read(secretValue)
 			cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 			_, err := ac.PutSecret(cctx, &bulwarkv1.PutSecretRequest{Name: cfg.Secret, Value: secretValue,
-				Metadata: map[string]string{"owner": "bulwark-load", "purpose": "load test; safe to delete"}})
+				Metadata: map[string]string{"description": "bulwark-load test secret; safe to delete"}})
 			cancel()
 			if err != nil {
 				return nil, fmt.Errorf("load: putting secret %q through the Admin API: %w", cfg.Secret, err)
@@ -276,7 +272,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// Enrollment.
 	clients := make([]bulwarkv1.AttestationClient, len(conns))
 	for i, c := range conns {
-		clients[i] = bulwarkv1.NewAttestationClient(c)
+		clients[i] = c.Attestation
 	}
 	enrolled := enrollAll(ctx, cfg, clients, hosts, &res.Enroll)
 	log.Info("hosts enrolled", "ok", len(enrolled), "of", len(hosts), "per_second", res.Enroll.PerSecond)
@@ -294,7 +290,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	// Nothing lost?
 	if admin != nil && !cfg.SkipAudit {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		res.Audit, err = CheckAudit(cctx, bulwarkv1.NewAdminClient(admin), auditAfter, ids)
+		res.Audit, err = CheckAudit(cctx, admin.Admin, auditAfter, ids)
 		cancel()
 		if err != nil {
 			return res, fmt.Errorf("load: audit check: %w", err)
@@ -318,52 +314,31 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // dial opens cfg.Conns connections for the hosts' traffic (server-only TLS,
 // as a launcher connects) and one admin connection with the client
-// certificate (nil without one).
-func dial(cfg Config) (conns []*grpc.ClientConn, admin *grpc.ClientConn, err error) {
-	caPEM, err := os.ReadFile(cfg.CAFile)
-	if err != nil {
-		return nil, nil, fmt.Errorf("load: --ca: %w", err)
+// certificate (nil without one), through internal/attestclient.
+func dial(cfg Config) (conns []*attestclient.Client, admin *attestclient.Client, err error) {
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return nil, nil, fmt.Errorf("load: --addr %q: want host:port: %w", cfg.Addr, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, nil, fmt.Errorf("load: --ca %s: no PEM certificate in it", cfg.CAFile)
-	}
-	name := cfg.ServerName
-	if name == "" {
-		host, _, err := net.SplitHostPort(cfg.Addr)
-		if err != nil {
-			return nil, nil, fmt.Errorf("load: --addr %q: want host:port: %w", cfg.Addr, err)
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
 		}
-		name = host
 	}
-	base := &tls.Config{RootCAs: pool, ServerName: name, MinVersion: tls.VersionTLS13}
+	o := attestclient.Options{Addr: cfg.Addr, CAFile: cfg.CAFile, ServerName: cfg.ServerName}
 	for i := 0; i < cfg.Conns; i++ {
-		// Each ClientConn is its own HTTP/2 connection.
-		c, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(credentials.NewTLS(base.Clone())))
+		// Each Client is its own HTTP/2 connection.
+		c, err := attestclient.Dial(o)
 		if err != nil {
-			for _, c := range conns {
-				c.Close()
-			}
-			return nil, nil, fmt.Errorf("load: connecting to %s: %w", cfg.Addr, err)
+			closeAll()
+			return nil, nil, fmt.Errorf("load: %w", err)
 		}
 		conns = append(conns, c)
 	}
 	if cfg.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-		if err != nil {
-			for _, c := range conns {
-				c.Close()
-			}
-			return nil, nil, fmt.Errorf("load: admin certificate --cert/--key: %w", err)
-		}
-		at := base.Clone()
-		at.Certificates = []tls.Certificate{cert}
-		admin, err = grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(credentials.NewTLS(at)))
-		if err != nil {
-			for _, c := range conns {
-				c.Close()
-			}
-			return nil, nil, fmt.Errorf("load: connecting to %s: %w", cfg.Addr, err)
+		o.CertFile, o.KeyFile = cfg.CertFile, cfg.KeyFile
+		if admin, err = attestclient.Dial(o); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("load: admin connection (--cert/--key): %w", err)
 		}
 	}
 	return conns, admin, nil

@@ -1,0 +1,302 @@
+package load
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/internal/attestdcmd"
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/softtpm"
+	"github.com/bulwark-project/bulwark/policy"
+)
+
+func TestHistogram(t *testing.T) {
+	var h histogram
+	for v := 1; v <= 10000; v++ {
+		h.record(time.Duration(v) * time.Microsecond)
+	}
+	for _, c := range []struct {
+		q    float64
+		want uint64
+	}{{0.5, 5000}, {0.9, 9000}, {0.99, 9900}, {1, 10000}} {
+		got := h.quantile(c.q)
+		if got < c.want || float64(got) > float64(c.want)*(1+1.0/subCount) {
+			t.Errorf("quantile(%v) = %d µs, want %d within %.1f%%", c.q, got, c.want, 100.0/subCount)
+		}
+	}
+	if h.max != 10000 || h.n != 10000 {
+		t.Errorf("max %d n %d", h.max, h.n)
+	}
+	// Every value lands in a bucket whose top is >= it and within precision.
+	for _, v := range []uint64{0, 1, 63, 64, 65, 127, 128, 129, 1000, 1 << 20, 1<<40 + 12345, 1<<63 + 1} {
+		i := bucketOf(v)
+		top := bucketTop(i)
+		if top < v || (v >= subCount && float64(top-v) > float64(v)/subCount) || i >= numBuckets {
+			t.Errorf("value %d: bucket %d top %d", v, i, top)
+		}
+	}
+	var m histogram
+	m.merge(&h)
+	m.merge(&h)
+	if m.n != 20000 || m.quantile(0.5) != h.quantile(0.5) {
+		t.Error("merge changed the distribution")
+	}
+	var empty histogram
+	if s := empty.summary(); s.P99 != 0 || s.Count != 0 {
+		t.Errorf("empty summary %+v", s)
+	}
+}
+
+func TestWrittenPolicyParses(t *testing.T) {
+	var b bytes.Buffer
+	if err := WritePolicy(&b, "", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Parse("bulwark-load.yaml", b.Bytes(), policy.LoadOptions{})
+	if err != nil {
+		t.Fatalf("the written policy does not parse:\n%s\n%v", b.String(), err)
+	}
+	if p.Name != DefaultPolicy || len(p.Secrets) != 1 || p.Secrets[0] != DefaultSecret {
+		t.Errorf("policy %q secrets %v", p.Name, p.Secrets)
+	}
+	vals := softtpm.HostPCRValues(nil)
+	for _, i := range DefaultHostPCRs {
+		if len(p.HostPCRs[i]) != 1 || !bytes.Equal(p.HostPCRs[i][0], vals[i]) {
+			t.Errorf("host PCR %d not pinned to the simulated value", i)
+		}
+	}
+}
+
+func TestConfigRejects(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no addr", Config{CAFile: "x", CertFile: "c", KeyFile: "k"}, "--addr"},
+		{"no ca", Config{Addr: "a:1", CertFile: "c", KeyFile: "k"}, "--ca"},
+		{"no admin cert", Config{Addr: "a:1", CAFile: "x"}, "--cert"},
+		{"cert without key", Config{Addr: "a:1", CAFile: "x", CertFile: "c"}, "--key"},
+		{"negative rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: -1}, "--rate"},
+		{"duration too long", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Duration: 2 * time.Hour}, "--duration"},
+		{"hosts", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Hosts: -3}, "--hosts"},
+	} {
+		_, err := Run(context.Background(), c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err %v, want one naming %s", c.name, err, c.want)
+		}
+	}
+}
+
+// lineWriter hands each line written to it to a channel (the first lines
+// only) and keeps the tail for failure messages.
+type lineWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	lines chan string
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	for _, l := range strings.SplitAfter(string(p), "\n") {
+		select {
+		case w.lines <- l:
+		default:
+		}
+	}
+	return len(p), nil
+}
+
+func (w *lineWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.buf.String()
+	if len(s) > 4000 {
+		s = s[len(s)-4000:]
+	}
+	return s
+}
+
+// attestdFixture is a real attestd (the serve command, in process) over
+// TLS on loopback, with the load policy installed and the load EK CA as
+// its EK root.
+type attestdFixture struct {
+	addr, ca, cert, key, ekCADir string
+}
+
+func startAttestd(t *testing.T) *attestdFixture {
+	t.Helper()
+	dir := t.TempDir()
+	data, pols, certs, ekca := filepath.Join(dir, "data"), filepath.Join(dir, "policies"), filepath.Join(dir, "certs"), filepath.Join(dir, "ekca")
+	for _, d := range []string{pols, certs} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := softtpm.LoadOrCreateEKCA(ekca, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(pols, "bulwark-load.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WritePolicy(f, "", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	var out, errb bytes.Buffer
+	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader("")}
+	if code := attestdcmd.Program.Main(context.Background(), env, []string{"admin-cert", "--data", data, "--name", "load", "-o", certs}); code != 0 {
+		t.Fatalf("attestd admin-cert: exit %d: %s", code, errb.String())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	logw := &lineWriter{lines: make(chan string, 256)}
+	done := make(chan int, 1)
+	go func() {
+		done <- attestdcmd.Program.Main(ctx, &cli.Env{Stdout: io.Discard, Stderr: logw, Stdin: strings.NewReader("")}, []string{
+			"serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-addr", "",
+			"--vault", "file", "--allow-insecure-file-vault", "--policies", pols,
+			"--ek-ca", filepath.Join(ekca, softtpm.EKCACertFile), "--log-level", "warn",
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("attestd did not stop within 30s")
+		}
+	})
+	var addr string
+	timeout := time.After(60 * time.Second)
+	for addr == "" {
+		select {
+		case l := <-logw.lines:
+			if _, a, ok := strings.Cut(l, "attestd: serving on "); ok {
+				addr = strings.TrimSpace(a)
+			}
+		case code := <-done:
+			t.Fatalf("attestd serve exited %d:\n%s", code, logw.String())
+		case <-timeout:
+			t.Fatalf("attestd did not start within 60s:\n%s", logw.String())
+		}
+	}
+	return &attestdFixture{addr: addr, ca: filepath.Join(certs, "ca.crt"), cert: filepath.Join(certs, "load.crt"),
+		key: filepath.Join(certs, "load.key"), ekCADir: ekca}
+}
+
+// TestLoadAgainstAttestd runs a short, bounded load (at most a few hundred
+// attestations) against a real attestd and checks that nothing is lost;
+// then that the check does catch a verdict that is not in the log.
+func TestLoadAgainstAttestd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts attestd and runs a load; skipped with -short")
+	}
+	a := startAttestd(t)
+	cfg := Config{
+		Addr: a.addr, CAFile: a.ca, CertFile: a.cert, KeyFile: a.key, EKCADir: a.ekCADir,
+		Hosts: 24, Concurrency: 8, Rate: 150, Duration: 2 * time.Second, Release: true,
+	}
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		if res != nil {
+			var b strings.Builder
+			PrintText(&b, res)
+			t.Fatalf("load run: %v\n%s", err, b.String())
+		}
+		t.Fatalf("load run: %v", err)
+	}
+	var report strings.Builder
+	PrintText(&report, res)
+	t.Logf("load report:\n%s", report.String())
+	if res.Enroll.OK != 24 || res.Attest.OK == 0 || res.Attest.OK > 310 || res.TotalErrors != 0 {
+		t.Errorf("enrolled %d, attested %d (of %d), errors %d", res.Enroll.OK, res.Attest.OK, res.Attest.Count, res.TotalErrors)
+	}
+	if res.Verdicts["allow"] != res.Attest.OK || res.Verdicts["deny"] != 0 {
+		t.Errorf("verdicts %v for %d attestations", res.Verdicts, res.Attest.OK)
+	}
+	if res.Audit == nil || !res.Audit.OK() || res.Audit.Found != int(res.Attest.OK) || res.Audit.Expected != int(res.Attest.OK) {
+		t.Fatalf("audit check: %+v", res.Audit)
+	}
+	if !strings.HasPrefix(res.Audit.String(), "nothing lost: ") {
+		t.Errorf("audit line %q", res.Audit)
+	}
+
+	// The check must detect a verdict attestd does not have.
+	c, err := attestclient.Dial(attestclient.Options{Addr: a.addr, CAFile: a.ca, CertFile: a.cert, KeyFile: a.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ids := []string{"att-00000000000000000000000000000000"}
+	chk, err := CheckAudit(context.Background(), c.Admin, 0, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chk.OK() || chk.MissingCount != 1 || chk.Missing[0] != ids[0] || !strings.HasPrefix(chk.String(), "LOST: 0/1") {
+		t.Errorf("a made-up verdict id was not reported missing: %+v", chk)
+	}
+	// And finds a real one from the whole log.
+	whole, err := CheckAudit(context.Background(), c.Admin, 0, nil)
+	if err != nil || !whole.OK() || whole.RecordsRead < uint64(res.Attest.OK) {
+		t.Errorf("reading the whole log: %+v, %v", whole, err)
+	}
+
+	// The command line, with --json for the bench script.
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), []string{"--addr", a.addr, "--ca", a.ca, "--cert", a.cert, "--key", a.key,
+		"--ek-ca", a.ekCADir, "--hosts", "6", "--concurrency", "3", "--rate", "60", "--duration", "1s", "--json"}, &out, &errb)
+	if code != 0 {
+		t.Fatalf("bulwark-load exit %d: %s\n%s", code, errb.String(), out.String())
+	}
+	var j map[string]any
+	if err := json.Unmarshal(out.Bytes(), &j); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, out.String())
+	}
+	for _, k := range []string{"attestations_per_second", "p99_ms", "errors", "ok", "audit"} {
+		if _, ok := j[k]; !ok {
+			t.Errorf("--json output lacks %q", k)
+		}
+	}
+	if j["ok"] != true {
+		t.Errorf("--json ok = %v", j["ok"])
+	}
+}
+
+func TestMainUsage(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := Main(context.Background(), []string{"--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "--write-policy") {
+		t.Errorf("--help: exit %d, %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := Main(context.Background(), []string{"--ek", "dsa"}, &out, &errb); code != 2 {
+		t.Errorf("--ek dsa: exit %d", code)
+	}
+	if code := Main(context.Background(), []string{"--hosts", "3"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--addr") {
+		t.Errorf("no --addr: exit %d, %q", code, errb.String())
+	}
+	out.Reset()
+	p := filepath.Join(t.TempDir(), "p.yaml")
+	if code := Main(context.Background(), []string{"--write-policy", p, "--policy", "fleet-a", "--secret", "db"}, &out, &errb); code != 0 {
+		t.Fatalf("--write-policy: exit %d %s", code, errb.String())
+	}
+	b, _ := os.ReadFile(p)
+	pol, err := policy.Parse(p, b, policy.LoadOptions{})
+	if err != nil || pol.Name != "fleet-a" || pol.Secrets[0] != "db" {
+		t.Errorf("written policy: %v %+v", err, pol)
+	}
+}
+
