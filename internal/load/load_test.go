@@ -299,4 +299,3 @@ func TestMainUsage(t *testing.T) {
 		t.Errorf("written policy: %v %+v", err, pol)
 	}
 }
-
