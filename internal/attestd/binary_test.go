@@ -1,0 +1,11 @@
+package attestd
+
+import "os"
+
+var binDir string
+
+func cleanupBinary() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
