@@ -47,6 +47,10 @@ type embedded struct {
 	closed bool
 	ops    chan *writeOp
 	done   chan struct{}
+
+	// unbatched makes every write its own transaction and fsync: the
+	// baseline the benchmarks compare group commit against.
+	unbatched bool
 }
 
 var _ Store = (*embedded)(nil)
@@ -128,6 +132,9 @@ func (s *embedded) Close() error {
 // its first write and return them wrapped with logical(); any other error
 // rolls back the group, which is then retried one op per transaction.
 func (s *embedded) write(ctx context.Context, fn func(tx *bolt.Tx) error) error {
+	if s.unbatched {
+		return s.writeAlone(fn)
+	}
 	op := &writeOp{fn: fn, res: make(chan error, 1)}
 	s.mu.RLock()
 	if s.closed {
@@ -147,6 +154,32 @@ func (s *embedded) write(ctx context.Context, fn func(tx *bolt.Tx) error) error 
 		return le.err
 	}
 	return err
+}
+
+// writeAlone runs fn in a transaction of its own.
+func (s *embedded) writeAlone(fn func(tx *bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	var opErr error
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		opErr = fn(tx)
+		var le logicalError
+		if opErr != nil && !errors.As(opErr, &le) {
+			return opErr
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var le logicalError
+	if errors.As(opErr, &le) {
+		return le.err
+	}
+	return opErr
 }
 
 func (s *embedded) committer() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -100,6 +101,12 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: PostgreSQL DSN does not parse (want postgres://user@host/db?...): %w", ErrInvalid)
+	}
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// pgx's default (4 connections on 2 cores) serialises concurrent
+		// requests behind a few commits; PostgreSQL groups WAL flushes of
+		// concurrent commits, so more connections mean fewer fsyncs each.
+		cfg.MaxConns = 32
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
