@@ -244,7 +244,7 @@ func (im *Image) loadOCI(ctx context.Context, opts ImageOptions) error {
 	if err != nil {
 		return fmt.Errorf("config %s: %w", im.ConfigDigest, err)
 	}
-	im.Platform = cfg.Platform().String()
+	im.Platform = configPlatform(cfg)
 	if byPlatform && !platformMatches(im.Platform, wantPlatform(opts)) {
 		return fmt.Errorf("manifest %s was chosen for platform %s, but its config says %s", im.ManifestDigest, wantPlatform(opts), im.Platform)
 	}
@@ -331,6 +331,18 @@ func (im *Image) collect(what string, raw []byte, depth int, out *[]candidate, s
 		}
 	}
 	return nil
+}
+
+// configPlatform is os/arch[/variant] from a config ("" when it says nothing).
+func configPlatform(cfg *v1.ConfigFile) string {
+	if cfg.OS == "" && cfg.Architecture == "" {
+		return ""
+	}
+	p := cfg.OS + "/" + cfg.Architecture
+	if cfg.Variant != "" {
+		p += "/" + cfg.Variant
+	}
+	return p
 }
 
 func wantPlatform(opts ImageOptions) string {
@@ -440,7 +452,7 @@ func (im *Image) loadDocker(ctx context.Context, opts ImageOptions) error {
 	if err != nil {
 		return fmt.Errorf("config %s: %w", cname, err)
 	}
-	im.Platform = cfg.Platform().String()
+	im.Platform = configPlatform(cfg)
 	if opts.Platform != "" && !platformMatches(im.Platform, opts.Platform) {
 		return fmt.Errorf("the archive's image is for %s, not %s", im.Platform, opts.Platform)
 	}
