@@ -73,6 +73,9 @@ func evalRule(ctx context.Context, r *Rule, claims map[string]any) (bool, error)
 	if r.prg == nil {
 		return false, fmt.Errorf("rule was not compiled")
 	}
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
 	out, _, err := r.prg.ContextEval(ctx, claims)
 	if err != nil {
 		return false, err

@@ -469,14 +469,21 @@ func (p *parser) host(n *yaml.Node, pol *Policy) {
 			continue
 		}
 		what := fmt.Sprintf("host.pcrs.%d", idx)
-		vals, nodes, _ := p.strList(e.val, what)
-		if vals != nil && len(vals) == 0 && len(nodes) == 0 && e.val.Kind == yaml.SequenceNode {
+		items, ok := p.seq(e.val, what)
+		if ok && len(items) == 0 {
 			p.errAt(e.val, "list at least one allowed value, or remove the index", "%s: no allowed value", what)
 		}
-		for i, s := range vals {
+		for i, it := range items {
+			// Unquoted hex such as 64 zeros resolves to a YAML integer;
+			// the raw text is what counts.
+			if it.Kind != yaml.ScalarNode || it.ShortTag() == "!!null" || it.ShortTag() == "!!bool" {
+				p.errAt(it, "write 64 hex digits", "%s[%d]: expected a hex string, got %s", what, i, kindName(it))
+				continue
+			}
+			s := it.Value
 			b, err := hex.DecodeString(s)
 			if err != nil || len(b) != sha256.Size {
-				p.errAt(nodes[i], "PCR values are SHA-256 bank values: 64 hex digits, as 'tpm2_pcrread sha256' prints them without 0x", "%s: %q is not a 64-digit hex SHA-256 PCR value", what, truncate(s, 80))
+				p.errAt(it, "PCR values are SHA-256 bank values: 64 hex digits, as 'tpm2_pcrread sha256' prints them without 0x", "%s: %q is not a 64-digit hex SHA-256 PCR value", what, truncate(s, 80))
 				continue
 			}
 			pol.HostPCRs[idx] = append(pol.HostPCRs[idx], b)

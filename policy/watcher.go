@@ -111,7 +111,14 @@ func (w *Watcher) reloadLocked(fp string) error {
 			"dir", w.dir, "problems", w.st.ErrorCount, "error", err.Error(), "in_force", len(w.st.Policies))
 		return err
 	}
-	w.cur.Store(set)
+	old := w.cur.Swap(set)
+	// Remember the state the new set was read from. If anything changed
+	// while loading, force another load at the next check.
+	if w.fingerprint(old) == fp {
+		w.lastFP = w.fingerprint(set)
+	} else {
+		w.lastFP = ""
+	}
 	w.st.Reloads++
 	w.st.LastError = ""
 	w.st.ErrorCount = 0
