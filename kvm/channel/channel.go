@@ -229,3 +229,30 @@ func safeName(s string) bool {
 	}
 	return true
 }
+
+// Paths inside the guest's initramfs, shared by the builder (kvm) and the
+// agent. The base initramfs holds /init and /.bulwark/{base.json,modules/};
+// the image initramfs holds the image's root filesystem under /rootfs and
+// its config at /.bulwark/config.json.
+const (
+	BaseManifestPath = "/.bulwark/base.json"
+	ModulesDir       = "/.bulwark/modules"
+	ConfigPath       = "/.bulwark/config.json"
+	RootfsDir        = "/rootfs"
+)
+
+// BaseManifest lists the kernel modules of the base initramfs, in load
+// order (dependencies first), as file names under ModulesDir.
+type BaseManifest struct {
+	KernelVersion string   `json:"kernel_version"`
+	Modules       []string `json:"modules"`
+}
+
+// ImageConfig is the part of the OCI image config the agent applies.
+type ImageConfig struct {
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+}

@@ -1,0 +1,293 @@
+// Package agent is the Bulwark guest agent: PID 1 (/init) inside a sandbox
+// VM. It sets up the guest (pseudo filesystems, kernel modules), finds the
+// virtio-serial port "bulwark.0", sends an ephemeral public key to the host,
+// opens the secrets the host forwards into tmpfs /run/secrets, runs the
+// image's workload in a chroot of /rootfs, streams its output and exit code
+// back and powers the VM off. Whatever goes wrong, it powers off: the VM
+// never outlives the agent.
+//
+// The protocol is kvm/channel; the initramfs layout is described in
+// docs/sandbox.md. The binary is cmd/bulwark-agent (static, CGO_ENABLED=0).
+package agent
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+// DefaultPath is the PATH a workload gets when its image sets none.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// HostMessage is what the host may send: exactly one of Start or Abort.
+type HostMessage struct {
+	Start *channel.Start
+	Abort *channel.Abort
+}
+
+// ReadHostMessage reads and validates the host's next frame. Anything but a
+// valid START or ABORT is an error.
+func ReadHostMessage(r io.Reader) (HostMessage, error) {
+	t, body, err := channel.ReadFrame(r)
+	if err != nil {
+		return HostMessage{}, fmt.Errorf("reading from host: %w", err)
+	}
+	switch t {
+	case channel.TypeStart:
+		var s channel.Start
+		if err := channel.Decode(t, body, &s); err != nil {
+			return HostMessage{}, err
+		}
+		if err := s.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Start: &s}, nil
+	case channel.TypeAbort:
+		var a channel.Abort
+		if err := channel.Decode(t, body, &a); err != nil {
+			return HostMessage{}, err
+		}
+		if len(a.Reason) > 4096 {
+			a.Reason = a.Reason[:4096]
+		}
+		return HostMessage{Abort: &a}, nil
+	}
+	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
+}
+
+// Identity is the uid, gid and home directory a workload runs as.
+type Identity struct {
+	UID, GID uint32
+	Home     string
+}
+
+// ResolveUser turns an OCI config User ("", "uid", "uid:gid", "name",
+// "name:group", ...) into numeric ids, reading passwd and group files of
+// the image (paths inside root). A name that is not in the image is an error.
+func ResolveUser(root, user string) (Identity, error) {
+	id := Identity{Home: "/"}
+	if user == "" {
+		user = "0"
+	}
+	u, g, hasGroup := strings.Cut(user, ":")
+	passwd := readColonFile(path.Join(root, "etc/passwd"))
+	if n, err := strconv.ParseUint(u, 10, 32); err == nil {
+		id.UID = uint32(n)
+		for _, f := range passwd {
+			if len(f) >= 6 && f[2] == u {
+				if gid, err := strconv.ParseUint(f[3], 10, 32); err == nil && !hasGroup {
+					id.GID = uint32(gid)
+				}
+				id.Home = f[5]
+				break
+			}
+		}
+	} else {
+		found := false
+		for _, f := range passwd {
+			if len(f) >= 6 && f[0] == u {
+				uid, err1 := strconv.ParseUint(f[2], 10, 32)
+				gid, err2 := strconv.ParseUint(f[3], 10, 32)
+				if err1 != nil || err2 != nil {
+					return id, fmt.Errorf("user %q: bad /etc/passwd entry in the image", u)
+				}
+				id.UID, id.GID, id.Home = uint32(uid), uint32(gid), f[5]
+				found = true
+				break
+			}
+		}
+		if !found {
+			return id, fmt.Errorf("user %q not found in the image's /etc/passwd", u)
+		}
+	}
+	if hasGroup {
+		if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+			id.GID = uint32(n)
+		} else {
+			found := false
+			for _, f := range readColonFile(path.Join(root, "etc/group")) {
+				if len(f) >= 3 && f[0] == g {
+					gid, err := strconv.ParseUint(f[2], 10, 32)
+					if err != nil {
+						return id, fmt.Errorf("group %q: bad /etc/group entry in the image", g)
+					}
+					id.GID = uint32(gid)
+					found = true
+					break
+				}
+			}
+			if !found {
+				return id, fmt.Errorf("group %q not found in the image's /etc/group", g)
+			}
+		}
+	}
+	if id.Home == "" {
+		id.Home = "/"
+	}
+	return id, nil
+}
+
+func readColonFile(p string) [][]string {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out [][]string
+	sc := bufio.NewScanner(io.LimitReader(f, 4<<20))
+	for sc.Scan() {
+		l := sc.Text()
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		out = append(out, strings.Split(l, ":"))
+	}
+	return out
+}
+
+// Env builds the workload environment from the image's Env: PATH and HOME
+// are added when missing, HOSTNAME is set.
+func Env(image []string, home, hostname string) []string {
+	var env []string
+	has := map[string]bool{}
+	for _, kv := range image {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			continue
+		}
+		has[k] = true
+		env = append(env, kv)
+	}
+	if !has["PATH"] {
+		env = append(env, "PATH="+DefaultPath)
+	}
+	if !has["HOME"] {
+		env = append(env, "HOME="+home)
+	}
+	if !has["HOSTNAME"] {
+		env = append(env, "HOSTNAME="+hostname)
+	}
+	return env
+}
+
+// Command picks the argv: the host's override, else entrypoint + cmd.
+func Command(cfg channel.ImageConfig, override []string) ([]string, error) {
+	argv := override
+	if len(argv) == 0 {
+		argv = append(append([]string{}, cfg.Entrypoint...), cfg.Cmd...)
+	}
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, errors.New("no command: the image has no entrypoint or cmd and none was given")
+	}
+	return argv, nil
+}
+
+// LookPath finds name like a shell would, in PATH from env, inside root
+// (the chroot). It returns the path as seen inside the chroot.
+func LookPath(root, name string, env []string, workDir string) (string, error) {
+	if strings.Contains(name, "/") {
+		p := name
+		if !path.IsAbs(p) {
+			p = path.Join(workDir, p)
+		}
+		if isExecutable(root, p) {
+			return name, nil
+		}
+		return "", fmt.Errorf("%s: not an executable file in the image", name)
+	}
+	pathVar := DefaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathVar = v
+		}
+	}
+	for _, dir := range strings.Split(pathVar, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		if !path.IsAbs(dir) {
+			dir = path.Join(workDir, dir)
+		}
+		p := path.Join(dir, name)
+		if isExecutable(root, p) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: executable not found in the image's PATH (%s)", name, pathVar)
+}
+
+// isExecutable reports whether p (a path inside the chroot root) is an
+// executable regular file, following symlinks inside root.
+func isExecutable(root, p string) bool {
+	st, err := StatInRoot(root, p)
+	return err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0
+}
+
+// StatInRoot stats p as a process chrooted into root would see it: every
+// symlink on the way (absolute or relative) resolves inside root, and ".."
+// never leaves it.
+func StatInRoot(root, p string) (os.FileInfo, error) {
+	r, err := ResolveInRoot(root, p)
+	if err != nil {
+		return nil, err
+	}
+	return os.Lstat(path.Join(root, r))
+}
+
+// ResolveInRoot resolves every symlink in p (a path inside root) and returns
+// the resulting path inside root.
+func ResolveInRoot(root, p string) (string, error) {
+	parts := strings.Split(p, "/")
+	cur := "/"
+	links := 0
+	for len(parts) > 0 {
+		c := parts[0]
+		parts = parts[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = path.Dir(cur)
+			continue
+		}
+		next := path.Join(cur, c)
+		st, err := os.Lstat(path.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if st.Mode()&os.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > 40 {
+			return "", errors.New("too many levels of symbolic links")
+		}
+		t, err := os.Readlink(path.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if path.IsAbs(t) {
+			cur = "/"
+		}
+		parts = append(strings.Split(t, "/"), parts...)
+	}
+	return cur, nil
+}
+
+// ExitCode maps a wait status to a shell-style exit code.
+func ExitCode(exited bool, status int, signaled bool, sig int) int {
+	if signaled {
+		return 128 + sig
+	}
+	if exited {
+		return status
+	}
+	return 255
+}

@@ -1,0 +1,503 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bulwark-project/bulwark/enclave/wrap"
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+// portWait bounds the search for the virtio-serial port after module load.
+const portWait = 20 * time.Second
+
+// Main is the agent's entry point (PID 1). It never returns: it powers the
+// VM off, whatever happened.
+func Main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("agent crashed", "panic", r, "stack", string(debug.Stack()))
+		}
+		powerOff(log)
+	}()
+	if os.Getpid() != 1 {
+		log.Error("bulwark-agent must run as /init (PID 1) inside a sandbox VM")
+		os.Exit(1)
+	}
+	if err := run(log); err != nil {
+		log.Error("agent failed", "err", err)
+	}
+}
+
+func powerOff(log *slog.Logger) {
+	unix.Sync()
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		log.Error("power off failed", "err", err)
+	}
+	// If power-off failed, exiting PID 1 panics the kernel; with panic=-1
+	// and QEMU's -no-reboot that ends the VM too.
+	os.Exit(1)
+}
+
+type session struct {
+	log  *slog.Logger
+	port *os.File
+	wmu  sync.Mutex
+}
+
+func (s *session) send(t channel.Type, v any) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return channel.WriteJSON(s.port, t, v)
+}
+
+func (s *session) sendRaw(t channel.Type, b []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return channel.WriteFrame(s.port, t, b)
+}
+
+// fail reports err to the host (best effort) and returns it.
+func (s *session) fail(err error) error {
+	if s.port != nil {
+		_ = s.send(channel.TypeError, channel.Error{Message: err.Error()})
+	}
+	return err
+}
+
+func run(log *slog.Logger) error {
+	if err := mountBase(); err != nil {
+		return err
+	}
+	if err := loadModules(log); err != nil {
+		return err
+	}
+	portPath, err := findPort(channel.PortName, portWait)
+	if err != nil {
+		return err
+	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	if hasParam(string(cmdline), "bulwark.bench") {
+		// Benchmark baseline: no host protocol, run the image's command.
+		return runStandalone(log)
+	}
+	port, err := os.OpenFile(portPath, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", portPath, err)
+	}
+	s := &session{log: log, port: port}
+	key, err := wrap.GenerateKey()
+	if err != nil {
+		return s.fail(err)
+	}
+	if err := s.send(channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: key.PublicKey()}); err != nil {
+		return fmt.Errorf("sending HELLO: %w", err)
+	}
+	msg, err := ReadHostMessage(port)
+	if err != nil {
+		return s.fail(err)
+	}
+	if msg.Abort != nil {
+		log.Info("host aborted the launch", "reason", msg.Abort.Reason)
+		return s.fail(fmt.Errorf("aborted by host: %s", msg.Abort.Reason))
+	}
+	start := msg.Start
+	cfg, err := readImageConfig()
+	if err != nil {
+		return s.fail(err)
+	}
+	argv, err := Command(cfg, start.Args)
+	if err != nil {
+		return s.fail(err)
+	}
+	id, err := ResolveUser(channel.RootfsDir, cfg.User)
+	if err != nil {
+		return s.fail(err)
+	}
+	if err := mountRootfs(); err != nil {
+		return s.fail(err)
+	}
+	if err := openSecrets(key, start, id); err != nil {
+		return s.fail(err)
+	}
+	key = nil // the private key is no longer needed; drop it before the workload runs
+	runtime.GC()
+
+	hostname := start.SandboxID
+	if len(hostname) > 12 {
+		hostname = hostname[:12]
+	}
+	if err := unix.Sethostname([]byte(hostname)); err != nil {
+		return s.fail(fmt.Errorf("setting hostname: %w", err))
+	}
+	env := Env(cfg.Env, id.Home, hostname)
+	code, err := s.runWorkload(argv, env, cfg.WorkingDir, id)
+	if err != nil {
+		return s.fail(err)
+	}
+	if err := s.send(channel.TypeExit, channel.Exit{Code: code}); err != nil {
+		return fmt.Errorf("sending EXIT: %w", err)
+	}
+	return nil
+}
+
+func hasParam(cmdline, p string) bool {
+	for _, f := range strings.Fields(cmdline) {
+		if f == p || strings.HasPrefix(f, p+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+func mountBase() error {
+	for _, m := range []struct{ src, dst, fstype string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+		{"tmpfs", "/run", "tmpfs"},
+		{"tmpfs", "/tmp", "tmpfs"},
+	} {
+		if err := mount(m.src, m.dst, m.fstype, unix.MS_NOSUID, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mount(src, dst, fstype string, flags uintptr, data string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("mount %s: %w", dst, err)
+	}
+	if err := unix.Mount(src, dst, fstype, flags, data); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("mount %s on %s: %w", fstype, dst, err)
+	}
+	return nil
+}
+
+func loadModules(log *slog.Logger) error {
+	b, err := os.ReadFile(channel.BaseManifestPath)
+	if err != nil {
+		return fmt.Errorf("reading the module manifest: %w", err)
+	}
+	var man channel.BaseManifest
+	if err := json.Unmarshal(b, &man); err != nil {
+		return fmt.Errorf("module manifest: %w", err)
+	}
+	for _, m := range man.Modules {
+		if strings.Contains(m, "/") {
+			return fmt.Errorf("module manifest: bad name %q", m)
+		}
+		f, err := os.Open(filepath.Join(channel.ModulesDir, m))
+		if err != nil {
+			return fmt.Errorf("module %s: %w", m, err)
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("loading module %s: %w", m, err)
+		}
+	}
+	log.Debug("modules loaded", "count", len(man.Modules))
+	return nil
+}
+
+// findPort waits for the virtio-serial port called name and returns a
+// device node for it: the /dev/vportNpM node devtmpfs creates, or one made
+// with mknod from sysfs.
+func findPort(name string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		ents, _ := os.ReadDir("/sys/class/virtio-ports")
+		for _, e := range ents {
+			n, err := os.ReadFile(filepath.Join("/sys/class/virtio-ports", e.Name(), "name"))
+			if err != nil || strings.TrimSpace(string(n)) != name {
+				continue
+			}
+			dev := filepath.Join("/dev", e.Name())
+			if st, err := os.Stat(dev); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+				return dev, nil
+			}
+			mm, err := os.ReadFile(filepath.Join("/sys/class/virtio-ports", e.Name(), "dev"))
+			if err != nil {
+				continue
+			}
+			var maj, min uint32
+			if _, err := fmt.Sscanf(strings.TrimSpace(string(mm)), "%d:%d", &maj, &min); err != nil {
+				continue
+			}
+			node := "/run/bulwark-port"
+			_ = os.Remove(node)
+			if err := unix.Mknod(node, unix.S_IFCHR|0o600, int(unix.Mkdev(maj, min))); err != nil {
+				return "", fmt.Errorf("mknod %s: %w", node, err)
+			}
+			return node, nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("virtio-serial port %q did not appear within %v (virtio_console loaded? -device virtserialport,name=%s given?)", name, wait, name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func readImageConfig() (channel.ImageConfig, error) {
+	var cfg channel.ImageConfig
+	b, err := os.ReadFile(channel.ConfigPath)
+	if err != nil {
+		return cfg, fmt.Errorf("no image in this sandbox (%s): %w", channel.ConfigPath, err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("image config: %w", err)
+	}
+	return cfg, nil
+}
+
+// mountRootfs gives the workload's root its pseudo filesystems.
+func mountRootfs() error {
+	r := channel.RootfsDir
+	for _, m := range []struct {
+		src, dst, fstype string
+		flags            uintptr
+		data             string
+	}{
+		{"proc", r + "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"sysfs", r + "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY, ""},
+		{"devtmpfs", r + "/dev", "devtmpfs", unix.MS_NOSUID, ""},
+		{"tmpfs", r + "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+		{"tmpfs", r + "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=755"},
+		{"tmpfs", r + "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
+	} {
+		// A symlink in the image (e.g. /run -> /var/run) must not redirect
+		// the mount outside the root: refuse it.
+		if st, err := os.Lstat(m.dst); err == nil && st.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("image path %s is a symlink; cannot mount %s there", strings.TrimPrefix(m.dst, r), m.fstype)
+		}
+		if err := mount(m.src, m.dst, m.fstype, m.flags, m.data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// openSecrets unwraps every secret into tmpfs /run/secrets/NAME (0400,
+// owned by the workload user). The first secret that does not open stops
+// everything: the workload never starts.
+func openSecrets(key *wrap.PrivateKey, start *channel.Start, id Identity) error {
+	if len(start.Secrets) == 0 {
+		return nil
+	}
+	dir := path.Join(channel.RootfsDir, "run/secrets")
+	if err := mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0500,size=64m"); err != nil {
+		return err
+	}
+	if err := os.Chown(dir, int(id.UID), int(id.GID)); err != nil {
+		return fmt.Errorf("secrets directory: %w", err)
+	}
+	for _, sec := range start.Secrets {
+		pt, err := key.Open(start.SandboxID, sec.Name, sec.Wrapped)
+		if err != nil {
+			return fmt.Errorf("secret %q does not open with this sandbox's key: the workload was not started", sec.Name)
+		}
+		p := path.Join(dir, sec.Name)
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o400)
+		if err == nil {
+			_, err = f.Write(pt)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		clear(pt)
+		if err == nil {
+			err = os.Chown(p, int(id.UID), int(id.GID))
+		}
+		if err != nil {
+			return fmt.Errorf("writing secret %q: %w", sec.Name, err)
+		}
+	}
+	return nil
+}
+
+// runWorkload starts argv chrooted into the image root as id, streams its
+// output to the host and returns its exit code. Orphans are reaped (the
+// agent is PID 1); when the main process exits, whatever it left running
+// is killed once its output is drained.
+func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (int, error) {
+	if workDir == "" {
+		workDir = "/"
+	}
+	if !path.IsAbs(workDir) {
+		return 0, fmt.Errorf("working directory %q is not absolute", workDir)
+	}
+	if _, err := StatInRoot(channel.RootfsDir, workDir); err != nil {
+		if err := os.MkdirAll(path.Join(channel.RootfsDir, workDir), 0o755); err != nil {
+			return 0, fmt.Errorf("working directory %s: %w", workDir, err)
+		}
+	}
+	prog, err := LookPath(channel.RootfsDir, argv[0], env, workDir)
+	if err != nil {
+		return 0, err
+	}
+	devnull, err := os.Open("/dev/null")
+	if err != nil {
+		return 0, err
+	}
+	defer devnull.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return 0, err
+	}
+	proc, err := os.StartProcess(prog, argv, &os.ProcAttr{
+		Dir:   workDir,
+		Env:   env,
+		Files: []*os.File{devnull, outW, errW},
+		Sys: &syscall.SysProcAttr{
+			Chroot:     channel.RootfsDir,
+			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}},
+			Setsid:     true,
+		},
+	})
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
+	}
+	if err := s.send(channel.TypeStarted, channel.Started{PID: proc.Pid}); err != nil {
+		return 0, fmt.Errorf("sending STARTED: %w", err)
+	}
+	var wg sync.WaitGroup
+	stream := func(r *os.File, t channel.Type) {
+		defer wg.Done()
+		defer r.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				if werr := s.sendRaw(t, buf[:n]); werr != nil {
+					s.log.Error("sending output", "err", werr)
+					io.Copy(io.Discard, r)
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go stream(outR, channel.TypeStdout)
+	go stream(errR, channel.TypeStderr)
+	go s.watchAbort()
+
+	code := reapUntil(proc.Pid)
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(time.Second):
+		// Background processes hold the pipes open: end them.
+		_ = unix.Kill(-1, unix.SIGKILL)
+		select {
+		case <-drained:
+		case <-time.After(2 * time.Second):
+			return code, errors.New("workload output did not close after its processes were killed")
+		}
+	}
+	_ = unix.Kill(-1, unix.SIGKILL)
+	return code, nil
+}
+
+// reapUntil waits for any child until pid exits and returns its exit code.
+func reapUntil(pid int) int {
+	for {
+		var ws unix.WaitStatus
+		wpid, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 255
+		}
+		if wpid == pid {
+			sig := 0
+			if ws.Signaled() {
+				sig = int(ws.Signal())
+			}
+			return ExitCode(ws.Exited(), ws.ExitStatus(), ws.Signaled(), sig)
+		}
+	}
+}
+
+// watchAbort ends the workload if the host sends ABORT while it runs.
+func (s *session) watchAbort() {
+	msg, err := ReadHostMessage(s.port)
+	if err != nil {
+		return
+	}
+	if msg.Abort != nil {
+		s.log.Info("host aborted the workload", "reason", msg.Abort.Reason)
+		_ = s.send(channel.TypeError, channel.Error{Message: "aborted by host: " + msg.Abort.Reason})
+		powerOff(s.log)
+	}
+}
+
+// runStandalone is the benchmark baseline: the same guest setup, the
+// image's command with output on the console, no host protocol.
+func runStandalone(log *slog.Logger) error {
+	cfg, err := readImageConfig()
+	if err != nil {
+		return err
+	}
+	argv, err := Command(cfg, nil)
+	if err != nil {
+		return err
+	}
+	id, err := ResolveUser(channel.RootfsDir, cfg.User)
+	if err != nil {
+		return err
+	}
+	if err := mountRootfs(); err != nil {
+		return err
+	}
+	env := Env(cfg.Env, id.Home, "bench")
+	wd := cfg.WorkingDir
+	if wd == "" {
+		wd = "/"
+	}
+	prog, err := LookPath(channel.RootfsDir, argv[0], env, wd)
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	proc, err := os.StartProcess(prog, argv, &os.ProcAttr{
+		Dir: wd, Env: env, Files: []*os.File{nil, os.Stderr, os.Stderr},
+		Sys: &syscall.SysProcAttr{Chroot: channel.RootfsDir, Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}}},
+	})
+	if err != nil {
+		return err
+	}
+	code := reapUntil(proc.Pid)
+	log.Info("workload exited", "code", code, "out", out.Len())
+	return nil
+}

@@ -1,0 +1,810 @@
+package kvm
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bulwark-project/bulwark/enclave/wrap"
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+// Config describes one sandbox. Kernel and Initrd are given either as open
+// files (e.g. sealed memfds from measure.Pin: QEMU reads exactly the bytes
+// that were measured, through /proc/self/fd/N) or as paths.
+type Config struct {
+	// Kernel is the guest kernel: a PVH ELF vmlinux (see DefaultKernel) or
+	// a bzImage. Exactly one of Kernel and KernelPath is required.
+	Kernel     *os.File
+	KernelPath string
+	// Initrd is the base initramfs (BuildBaseInitramfs). One of Initrd and
+	// InitrdPath is required.
+	Initrd     *os.File
+	InitrdPath string
+	// ImageInitrd is appended to the base initramfs (BuildImageInitramfs);
+	// nil runs no image (the agent then refuses START).
+	ImageInitrd []byte
+	// Cmdline is the guest kernel command line. It is measured, so callers
+	// that record it should compute it first: DefaultCmdline(accel) with
+	// accel from ChooseAccel. "" means DefaultCmdline of the chosen accel.
+	Cmdline string
+	// CPUs (default 1, at most 64) and MemoryMiB (default 512, at least 128).
+	CPUs      int
+	MemoryMiB int
+	// Accel is "auto" (default), "kvm" or "tcg"; see ChooseAccel.
+	Accel string
+	// BootTimeout bounds the time from start to the agent's HELLO
+	// (default 60s). A hung boot ends with ErrBootTimeout and the console tail.
+	BootTimeout time.Duration
+	// Stdout and Stderr receive the workload's output (default: discarded).
+	Stdout, Stderr io.Writer
+	// Console receives the guest serial console (kernel log, agent log).
+	Console io.Writer
+	// Logger gets the sandbox's own log lines (default: discarded).
+	Logger *slog.Logger
+	// QEMU is the qemu-system-x86_64 binary (default: found in PATH).
+	QEMU string
+	// CgroupParent is the cgroup v2 directory sandbox cgroups are created
+	// in (default DefaultCgroupParent); "none" disables cgroups.
+	CgroupParent string
+	// Name labels the sandbox in logs and its cgroup (default: random).
+	Name string
+}
+
+// Secret is one wrapped secret to forward to the guest (see enclave/wrap).
+type Secret = channel.Secret
+
+// ErrBootTimeout is returned when the agent did not say HELLO in time.
+var ErrBootTimeout = errors.New("kvm: boot timeout: the guest agent did not start in time")
+
+// ErrAborted is returned by Wait after Abort.
+var ErrAborted = errors.New("kvm: launch aborted")
+
+// GuestError is a failure reported by the guest agent (e.g. a secret that
+// does not open: the workload never started).
+type GuestError struct{ Message string }
+
+func (e *GuestError) Error() string { return "guest: " + e.Message }
+
+// Sandbox is a running micro-VM. Its methods are safe for concurrent use;
+// Close it when done (it is always safe to call, also more than once).
+type Sandbox struct {
+	cfg     Config
+	log     *slog.Logger
+	accel   AccelChoice
+	cmdline string
+	cmd     *exec.Cmd
+	qmp     *QMP
+	conn    net.Conn
+	tmpDir  string
+	cg      *cgroup
+	console *lineTail
+	qerr    *lineTail
+	files   []*os.File // our files to close after QEMU started (memfds)
+
+	wmu sync.Mutex // serializes writes to conn
+
+	mu         sync.Mutex
+	hello      chan struct{} // closed on HELLO
+	guestKey   []byte
+	started    chan struct{} // closed on STARTED or ERROR
+	startErr   error
+	sentStart  bool
+	running    bool // STARTED seen
+	exitCode   int
+	gotExit    bool
+	guestErr   error
+	failErr    error // boot timeout, abort, protocol violation
+	shutdown   string
+	exited     chan struct{} // QEMU has exited and been reaped
+	readerDone chan struct{}
+	state      *os.ProcessState
+	closeOnce  sync.Once
+	stopWatch  context.CancelFunc
+}
+
+// Start boots a sandbox. It returns once QEMU runs the guest; the guest
+// agent is still booting (see GuestKey). Cancelling ctx kills the sandbox
+// at any time, as exec.CommandContext does, and so does the launcher's own
+// death (the QEMU process has PR_SET_PDEATHSIG=SIGKILL).
+func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = io.Discard
+	}
+	if cfg.Stderr == nil {
+		cfg.Stderr = io.Discard
+	}
+	if cfg.CPUs == 0 {
+		cfg.CPUs = 1
+	}
+	if cfg.MemoryMiB == 0 {
+		cfg.MemoryMiB = 512
+	}
+	if cfg.BootTimeout == 0 {
+		cfg.BootTimeout = 60 * time.Second
+	}
+	if cfg.CPUs < 1 || cfg.CPUs > 64 {
+		return nil, fmt.Errorf("kvm: CPUs = %d, want 1..64", cfg.CPUs)
+	}
+	if cfg.MemoryMiB < 128 || cfg.MemoryMiB > 1<<20 {
+		return nil, fmt.Errorf("kvm: MemoryMiB = %d, want 128..1048576", cfg.MemoryMiB)
+	}
+	if (cfg.Kernel == nil) == (cfg.KernelPath == "") {
+		return nil, errors.New("kvm: give exactly one of Kernel and KernelPath (see kvm.DefaultKernel)")
+	}
+	if (cfg.Initrd == nil) == (cfg.InitrdPath == "") {
+		return nil, errors.New("kvm: give exactly one of Initrd and InitrdPath (see kvm.BuildBaseInitramfs)")
+	}
+	if cfg.Name == "" {
+		var b [6]byte
+		rand.Read(b[:])
+		cfg.Name = hex.EncodeToString(b[:])
+	}
+	if !validName(cfg.Name) {
+		return nil, fmt.Errorf("kvm: sandbox name %q: want [A-Za-z0-9._-], at most 64", cfg.Name)
+	}
+	choice, err := ChooseAccel(cfg.Accel)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With("sandbox", cfg.Name)
+	if choice.Accel == AccelTCG {
+		log.Warn("sandbox accelerator: " + choice.Reason)
+	} else {
+		log.Info("sandbox accelerator: " + choice.Reason)
+	}
+	cmdline := cfg.Cmdline
+	if cmdline == "" {
+		if cmdline, err = DefaultCmdline(choice.Accel); err != nil {
+			return nil, err
+		}
+	}
+	if strings.ContainsAny(cmdline, "\x00\n") || len(cmdline) > 2048 {
+		return nil, errors.New("kvm: kernel command line: NUL or newline, or longer than 2048 bytes")
+	}
+	qemu := cfg.QEMU
+	if qemu == "" {
+		if qemu, err = exec.LookPath("qemu-system-x86_64"); err != nil {
+			return nil, errors.New("kvm: qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+		}
+	}
+
+	s := &Sandbox{
+		cfg: cfg, log: log, accel: choice, cmdline: cmdline,
+		console: newLineTail(40, cfg.Console), qerr: newLineTail(20, nil),
+		hello: make(chan struct{}), started: make(chan struct{}),
+		exited: make(chan struct{}), readerDone: make(chan struct{}),
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
+	if err := s.launch(ctx, qemu); err != nil {
+		return nil, err
+	}
+	ok = true
+	return s, nil
+}
+
+func validName(n string) bool {
+	if len(n) > 64 {
+		return false
+	}
+	return (&channel.Start{SandboxID: n}).Validate() == nil
+}
+
+func (s *Sandbox) launch(ctx context.Context, qemu string) error {
+	cfg := s.cfg
+	var err error
+	s.tmpDir, err = os.MkdirTemp("", "bulwark-sandbox-")
+	if err != nil {
+		return fmt.Errorf("kvm: %w", err)
+	}
+	var extra []*os.File
+	fdPath := func(f *os.File) string {
+		extra = append(extra, f)
+		return "/proc/self/fd/" + strconv.Itoa(2+len(extra))
+	}
+	// Listening sockets are made here and handed to QEMU; we connect before
+	// QEMU even runs, so no guest byte can be lost to an unconnected socket.
+	qmpL, qmpConn, err := listenAndDial(filepath.Join(s.tmpDir, "qmp.sock"))
+	if err != nil {
+		return err
+	}
+	defer qmpL.Close()
+	chL, chConn, err := listenAndDial(filepath.Join(s.tmpDir, "channel.sock"))
+	if err != nil {
+		qmpConn.Close()
+		return err
+	}
+	defer chL.Close()
+	s.conn = chConn
+	qmpFD := fdPath(qmpL)
+	chFD := fdPath(chL)
+
+	kernel := cfg.KernelPath
+	if cfg.Kernel != nil {
+		kernel = fdPath(cfg.Kernel)
+	}
+	initrd := cfg.InitrdPath
+	switch {
+	case cfg.ImageInitrd != nil:
+		f, err := concatInitrd(cfg.Initrd, cfg.InitrdPath, cfg.ImageInitrd)
+		if err != nil {
+			qmpConn.Close()
+			return err
+		}
+		s.files = append(s.files, f)
+		initrd = fdPath(f)
+	case cfg.Initrd != nil:
+		initrd = fdPath(cfg.Initrd)
+	}
+
+	args := []string{
+		"-name", "bulwark-" + cfg.Name,
+		"-M", "microvm,x-option-roms=off,pit=on,rtc=on,isa-serial=on",
+		"-accel", s.accel.Accel,
+		"-smp", strconv.Itoa(cfg.CPUs),
+		"-m", strconv.Itoa(cfg.MemoryMiB),
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
+		"-chardev", "socket,id=qmp,fd=" + strings.TrimPrefix(qmpFD, "/proc/self/fd/") + ",server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
+		"-chardev", "stdio,id=con,signal=off",
+		"-serial", "chardev:con",
+		"-device", "virtio-serial-device,max_ports=2",
+		"-chardev", "socket,id=c0,fd=" + strings.TrimPrefix(chFD, "/proc/self/fd/") + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=c0,name=" + channel.PortName,
+		"-kernel", kernel,
+		"-initrd", initrd,
+		"-append", s.cmdline,
+	}
+	if s.accel.Accel == AccelKVM {
+		args = append(args, "-cpu", "host")
+	}
+	cmd := exec.Command(qemu, args...)
+	cmd.ExtraFiles = extra
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		qmpConn.Close()
+		return err
+	}
+	cmd.Stderr = s.qerr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if cfg.CgroupParent != "none" {
+		parent := cfg.CgroupParent
+		if parent == "" {
+			parent = DefaultCgroupParent
+		}
+		cg, err := newCgroup(parent, cfg.Name, cfg.CPUs, cfg.MemoryMiB, s.accel.Accel, parent == DefaultCgroupParent)
+		if err != nil {
+			s.log.Warn("sandbox runs without CPU and memory limits: "+err.Error(), "cpus", cfg.CPUs, "memory_mib", cfg.MemoryMiB)
+		} else {
+			s.cg = cg
+			cmd.SysProcAttr.UseCgroupFD = true
+			cmd.SysProcAttr.CgroupFD = int(cg.fd.Fd())
+		}
+	}
+	s.log.Debug("starting QEMU", "args", strings.Join(args, " "))
+	if err := cmd.Start(); err != nil {
+		qmpConn.Close()
+		return fmt.Errorf("kvm: starting %s: %w", qemu, err)
+	}
+	s.cmd = cmd
+	for _, f := range s.files {
+		f.Close() // QEMU has its own descriptor now
+	}
+	s.files = nil
+	go func() {
+		io.Copy(s.console, stdout)
+	}()
+	go func() {
+		err := cmd.Wait()
+		s.mu.Lock()
+		s.state = cmd.ProcessState
+		s.mu.Unlock()
+		if err != nil {
+			s.log.Debug("QEMU exited", "err", err)
+		}
+		close(s.exited)
+	}()
+	watchCtx, cancel := context.WithCancel(context.Background())
+	s.stopWatch = cancel
+	go s.watch(ctx, watchCtx)
+
+	bootCtx, cancelBoot := context.WithTimeout(ctx, s.cfg.BootTimeout)
+	defer cancelBoot()
+	q, err := DialQMP(bootCtx, qmpConn)
+	if err != nil {
+		return s.startFailure("connecting to QMP", err)
+	}
+	s.qmp = q
+	go s.readGuest()
+	go s.readEvents()
+	if err := s.waitChardev(bootCtx, "c0"); err != nil {
+		return s.startFailure("guest channel", err)
+	}
+	if _, err := q.Execute(bootCtx, "cont", nil); err != nil {
+		return s.startFailure("starting the guest", err)
+	}
+	s.log.Info("sandbox started", "pid", cmd.Process.Pid, "accel", s.accel.Accel, "cpus", cfg.CPUs, "memory_mib", cfg.MemoryMiB)
+	return nil
+}
+
+func (s *Sandbox) startFailure(what string, err error) error {
+	s.kill()
+	<-s.exited
+	if t := strings.TrimSpace(s.qerr.String()); t != "" {
+		return fmt.Errorf("kvm: %s: %w; QEMU said:\n%s", what, err, t)
+	}
+	return fmt.Errorf("kvm: %s: %w", what, err)
+}
+
+// waitChardev waits until QEMU has accepted our connection on the chardev.
+func (s *Sandbox) waitChardev(ctx context.Context, label string) error {
+	for i := 0; ; i++ {
+		raw, err := s.qmp.Execute(ctx, "query-chardev", nil)
+		if err != nil {
+			return err
+		}
+		var devs []struct {
+			Label    string `json:"label"`
+			Filename string `json:"filename"`
+		}
+		if err := json.Unmarshal(raw, &devs); err != nil {
+			return fmt.Errorf("query-chardev: %w", err)
+		}
+		for _, d := range devs {
+			if d.Label == label && !strings.HasPrefix(d.Filename, "disconnected") {
+				return nil
+			}
+		}
+		if i > 200 {
+			return fmt.Errorf("QEMU did not accept the channel connection (chardev %s)", label)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func listenAndDial(path string) (*os.File, net.Conn, error) {
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("kvm: %w", err)
+	}
+	f, err := l.File()
+	if err != nil {
+		l.Close()
+		return nil, nil, fmt.Errorf("kvm: %w", err)
+	}
+	conn, err := net.Dial("unix", path)
+	l.SetUnlinkOnClose(true)
+	l.Close() // f keeps the socket listening; the path is gone
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("kvm: connecting %s: %w", path, err)
+	}
+	return f, conn, nil
+}
+
+// watch kills the VM when ctx ends or the boot takes too long.
+func (s *Sandbox) watch(ctx, stop context.Context) {
+	boot := time.NewTimer(s.cfg.BootTimeout)
+	defer boot.Stop()
+	hello := s.hello
+	for {
+		select {
+		case <-stop.Done():
+			return
+		case <-s.exited:
+			return
+		case <-ctx.Done():
+			s.fail(fmt.Errorf("kvm: sandbox cancelled: %w", ctx.Err()))
+			s.kill()
+			return
+		case <-hello:
+			boot.Stop()
+			hello = nil // never ready again; keep watching ctx
+		case <-boot.C:
+			s.fail(fmt.Errorf("%w (%v); last console lines:\n%s", ErrBootTimeout, s.cfg.BootTimeout, s.consoleTail()))
+			s.kill()
+			return
+		}
+	}
+}
+
+func (s *Sandbox) consoleTail() string {
+	t := s.console.String()
+	if strings.TrimSpace(t) == "" {
+		return "(no console output)"
+	}
+	return t
+}
+
+// fail records the first host-side failure.
+func (s *Sandbox) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failErr == nil {
+		s.failErr = err
+	}
+}
+
+func (s *Sandbox) kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	}
+}
+
+func (s *Sandbox) readEvents() {
+	for {
+		select {
+		case ev := <-s.qmp.Events():
+			if ev.Event == "SHUTDOWN" {
+				var d struct {
+					Reason string `json:"reason"`
+				}
+				_ = json.Unmarshal(ev.Data, &d)
+				s.mu.Lock()
+				s.shutdown = d.Reason
+				s.mu.Unlock()
+				s.log.Debug("guest shut down", "reason", d.Reason)
+			}
+		case <-s.qmp.Done():
+			return
+		}
+	}
+}
+
+// readGuest reads the agent's frames until the channel closes.
+func (s *Sandbox) readGuest() {
+	defer close(s.readerDone)
+	r := bufio.NewReaderSize(s.conn, 64<<10)
+	for {
+		t, body, err := channel.ReadFrame(r)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				select {
+				case <-s.exited:
+				default:
+					s.fail(fmt.Errorf("kvm: guest channel: %w", err))
+					s.kill()
+				}
+			}
+			return
+		}
+		if err := s.handleFrame(t, body); err != nil {
+			s.fail(fmt.Errorf("kvm: guest protocol violation: %w", err))
+			s.kill()
+			return
+		}
+	}
+}
+
+// handleFrame applies one guest frame to the sandbox state. Frames come
+// from the guest and are untrusted: anything out of order is an error.
+func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	helloSeen := s.guestKey != nil
+	switch t {
+	case channel.TypeHello:
+		if helloSeen {
+			return errors.New("second HELLO")
+		}
+		var h channel.Hello
+		if err := channel.Decode(t, body, &h); err != nil {
+			return err
+		}
+		if h.Version != channel.Version {
+			return fmt.Errorf("agent speaks protocol version %d, want %d (rebuild the base initramfs)", h.Version, channel.Version)
+		}
+		if len(h.PublicKey) != wrap.PublicKeySize {
+			return fmt.Errorf("guest public key is %d bytes, want %d", len(h.PublicKey), wrap.PublicKeySize)
+		}
+		s.guestKey = h.PublicKey
+		close(s.hello)
+		return nil
+	case channel.TypeStarted:
+		if !s.sentStart || s.running || s.startDone() {
+			return errors.New("STARTED out of order")
+		}
+		var st channel.Started
+		if err := channel.Decode(t, body, &st); err != nil {
+			return err
+		}
+		s.running = true
+		close(s.started)
+		return nil
+	case channel.TypeStdout, channel.TypeStderr:
+		if !s.running || s.gotExit {
+			return fmt.Errorf("%s before the workload started", t)
+		}
+		w := s.cfg.Stdout
+		if t == channel.TypeStderr {
+			w = s.cfg.Stderr
+		}
+		s.mu.Unlock()
+		_, _ = w.Write(body) // a failing writer loses output, not the sandbox
+		s.mu.Lock()
+		return nil
+	case channel.TypeExit:
+		if !s.running || s.gotExit {
+			return errors.New("EXIT out of order")
+		}
+		var e channel.Exit
+		if err := channel.Decode(t, body, &e); err != nil {
+			return err
+		}
+		if e.Code < 0 || e.Code > 255 {
+			return fmt.Errorf("exit code %d out of range", e.Code)
+		}
+		s.exitCode, s.gotExit = e.Code, true
+		return nil
+	case channel.TypeError:
+		var e channel.Error
+		if err := channel.Decode(t, body, &e); err != nil {
+			return err
+		}
+		msg := e.Message
+		if len(msg) > 4096 {
+			msg = msg[:4096] + "..."
+		}
+		msg = strings.Map(func(r rune) rune {
+			if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
+				return '?'
+			}
+			return r
+		}, msg)
+		if s.guestErr == nil {
+			s.guestErr = &GuestError{Message: msg}
+		}
+		if !s.startDone() {
+			s.startErr = s.guestErr
+			close(s.started)
+		}
+		return nil
+	}
+	return fmt.Errorf("unexpected %s frame from the guest", t)
+}
+
+func (s *Sandbox) startDone() bool {
+	select {
+	case <-s.started:
+		return true
+	default:
+		return false
+	}
+}
+
+// Accel returns the accelerator in use: "kvm" or "tcg".
+func (s *Sandbox) Accel() string { return s.accel.Accel }
+
+// AccelReason says why that accelerator was chosen.
+func (s *Sandbox) AccelReason() string { return s.accel.Reason }
+
+// Cmdline returns the guest kernel command line in use.
+func (s *Sandbox) Cmdline() string { return s.cmdline }
+
+// PID returns the QEMU process id.
+func (s *Sandbox) PID() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// GuestKey waits for the agent's HELLO and returns its ephemeral public key
+// (enclave/wrap, 32 bytes). It fails when the boot times out, QEMU exits
+// or ctx ends.
+func (s *Sandbox) GuestKey(ctx context.Context) ([]byte, error) {
+	select {
+	case <-s.hello:
+	case <-s.exited:
+		select {
+		case <-s.hello:
+		default:
+			return nil, s.endError("the guest stopped before its agent started")
+		}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.guestKey == nil {
+		return nil, s.endErrorLocked("no guest key")
+	}
+	return append([]byte(nil), s.guestKey...), nil
+}
+
+// StartWorkload sends the sandbox id, the wrapped secrets and an optional
+// command (args replaces the image's entrypoint+cmd) to the agent, and
+// waits until the workload process exists. If a secret does not open, the
+// workload never starts and the error is a *GuestError. It may be called
+// once.
+func (s *Sandbox) StartWorkload(ctx context.Context, sandboxID string, secrets []Secret, args []string) error {
+	if _, err := s.GuestKey(ctx); err != nil {
+		return err
+	}
+	msg := channel.Start{SandboxID: sandboxID, Secrets: secrets, Args: args}
+	if err := msg.Validate(); err != nil {
+		return fmt.Errorf("kvm: %w", err)
+	}
+	s.mu.Lock()
+	if s.sentStart {
+		s.mu.Unlock()
+		return errors.New("kvm: StartWorkload called twice")
+	}
+	s.sentStart = true
+	s.mu.Unlock()
+	if err := s.write(channel.TypeStart, msg); err != nil {
+		return err
+	}
+	select {
+	case <-s.started:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.startErr
+	case <-s.exited:
+		<-s.readerDone
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.startErr != nil {
+			return s.startErr
+		}
+		if s.running {
+			return nil
+		}
+		return s.endErrorLocked("the guest stopped before the workload started")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Sandbox) write(t channel.Type, v any) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	if err := channel.WriteJSON(s.conn, t, v); err != nil {
+		return fmt.Errorf("kvm: sending %s to the guest: %w", t, err)
+	}
+	return nil
+}
+
+// Abort tells the agent not to run the workload (or to stop it) and tears
+// the VM down: it waits a few seconds for the guest to power off, then
+// kills QEMU. Wait then returns ErrAborted.
+func (s *Sandbox) Abort(reason string) {
+	s.fail(fmt.Errorf("%w: %s", ErrAborted, reason))
+	if len(reason) > 1024 {
+		reason = reason[:1024]
+	}
+	_ = s.write(channel.TypeAbort, channel.Abort{Reason: reason})
+	select {
+	case <-s.exited:
+	case <-time.After(3 * time.Second):
+		s.kill()
+		<-s.exited
+	}
+}
+
+// Wait waits for the sandbox to end and returns the workload's exit code.
+// The error is non-nil when no exit code came back: boot timeout, abort,
+// a guest error (*GuestError), QEMU dying, ctx ending (which kills the VM).
+func (s *Sandbox) Wait(ctx context.Context) (int, error) {
+	select {
+	case <-s.exited:
+	case <-ctx.Done():
+		s.fail(fmt.Errorf("kvm: sandbox cancelled: %w", ctx.Err()))
+		s.kill()
+		<-s.exited
+	}
+	if s.qmp != nil {
+		<-s.readerDone
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failErr != nil {
+		return -1, s.failErr
+	}
+	if s.gotExit {
+		return s.exitCode, nil
+	}
+	return -1, s.endErrorLocked("the sandbox ended without a workload exit status")
+}
+
+func (s *Sandbox) endError(what string) error {
+	if s.qmp != nil {
+		<-s.readerDone
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.endErrorLocked(what)
+}
+
+func (s *Sandbox) endErrorLocked(what string) error {
+	if s.failErr != nil {
+		return s.failErr
+	}
+	if s.guestErr != nil {
+		return s.guestErr
+	}
+	detail := ""
+	if s.state != nil {
+		detail = "QEMU " + s.state.String()
+	}
+	if s.shutdown != "" {
+		detail += ", shutdown reason " + s.shutdown
+	}
+	msg := fmt.Sprintf("kvm: %s (%s); last console lines:\n%s", what, strings.TrimPrefix(detail, ", "), s.consoleTail())
+	if t := strings.TrimSpace(s.qerr.String()); t != "" {
+		msg += "\nQEMU said:\n" + t
+	}
+	return errors.New(msg)
+}
+
+// MaxRSSKiB returns QEMU's peak resident memory (its VmHWM, from the
+// rusage of the reaped process) once the sandbox has ended, else 0.
+func (s *Sandbox) MaxRSSKiB() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state == nil {
+		return 0
+	}
+	if ru, ok := s.state.SysUsage().(*syscall.Rusage); ok {
+		return ru.Maxrss
+	}
+	return 0
+}
+
+// Close kills QEMU if it still runs and releases everything the sandbox
+// holds (sockets, temporary directory, cgroup). Always safe to call.
+func (s *Sandbox) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.cmd != nil && s.cmd.Process != nil {
+			s.kill()
+			<-s.exited
+		}
+		if s.stopWatch != nil {
+			s.stopWatch()
+		}
+		if s.conn != nil {
+			s.conn.Close()
+		}
+		if s.qmp != nil {
+			s.qmp.Close()
+		}
+		for _, f := range s.files {
+			f.Close()
+		}
+		if s.tmpDir != "" {
+			os.RemoveAll(s.tmpDir)
+		}
+		err = s.cg.remove()
+	})
+	return err
+}

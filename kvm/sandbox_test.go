@@ -1,0 +1,194 @@
+package kvm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/bulwark-project/bulwark/enclave/wrap"
+)
+
+// syncBuffer is a bytes.Buffer safe for the sandbox's writer goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func startSandbox(t *testing.T, ctx context.Context, e *testEnv, img v1.Image, mod func(*Config)) (*Sandbox, *syncBuffer, *syncBuffer, *syncBuffer) {
+	t.Helper()
+	imgCpio, err := BuildImageInitramfs(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernel, err := os.Open(e.vmlinux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kernel.Close() })
+	var stdout, stderr, console syncBuffer
+	cfg := Config{
+		Kernel:      kernel,
+		InitrdPath:  e.basePath,
+		ImageInitrd: imgCpio,
+		Accel:       AccelAuto,
+		MemoryMiB:   256,
+		BootTimeout: 90 * time.Second,
+		Stdout:      &stdout,
+		Stderr:      &stderr,
+		Console:     &console,
+		Logger:      testLogger(t),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	sb, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sb.Close()
+		if t.Failed() {
+			t.Logf("console:\n%s", console.String())
+		}
+	})
+	return sb, &stdout, &stderr, &console
+}
+
+// TestSandboxRunsWorkload boots the host kernel under the chosen
+// accelerator with a two-layer busybox image and checks what the workload
+// sees (secret, user, working directory, env, whiteouts) and what comes
+// back (stdout, stderr, exit code).
+func TestSandboxRunsWorkload(t *testing.T) {
+	e := bootEnv(t)
+	script := strings.Join([]string{
+		"echo hello",
+		"cat /run/secrets/db; echo",
+		"echo to-stderr >&2",
+		"[ -e /etc/gone ] && echo WHITEOUT-IGNORED",
+		"[ -e /opq/old ] && echo OPAQUE-IGNORED",
+		"cat /opq/new /links/b",
+		"echo uid=$(id -u) gid=$(id -g) pwd=$(pwd) greeting=$GREETING host=$(hostname)",
+		"ls -ln /run/secrets/db",
+		"exit 7",
+	}, "\n")
+	img := testImage(t, v1.Config{
+		Entrypoint: []string{"/bin/sh", "-c"},
+		Cmd:        []string{script},
+		Env:        []string{"PATH=/bin", "GREETING=hi"},
+		WorkingDir: "/work",
+		User:       "app",
+	})
+	ctx := context.Background()
+	start := time.Now()
+	sb, stdout, stderr, _ := startSandbox(t, ctx, e, img, nil)
+	t.Logf("accelerator: %s (%s)", sb.Accel(), sb.AccelReason())
+	pub, err := sb.GuestKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("agent said hello after %v", time.Since(start))
+	const sandboxID = "0123456789abcdef0123456789abcdef"
+	wrapped, err := wrap.Seal(pub, sandboxID, "db", []byte("s3cret-pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.StartWorkload(ctx, sandboxID, []Secret{{Name: "db", Wrapped: wrapped}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	code, err := sb.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("workload exited after %v; QEMU peak RSS %d KiB", time.Since(start), sb.MaxRSSKiB())
+	if code != 7 {
+		t.Errorf("exit code = %d, want 7", code)
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"hello\ns3cret-pw\n",
+		"from layer 2\nhard-linked\n",
+		"uid=1000 gid=1000 pwd=/work greeting=hi host=0123456789ab",
+		"-r--------    1 1000     1000             9 ", // ls -ln of the secret: 0400, owned by the workload user
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	for _, bad := range []string{"WHITEOUT-IGNORED", "OPAQUE-IGNORED"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("stdout has %s:\n%s", bad, out)
+		}
+	}
+	if got := stderr.String(); got != "to-stderr\n" {
+		t.Errorf("stderr = %q", got)
+	}
+	if !processGone(sb.PID()) {
+		t.Error("QEMU still running after Wait")
+	}
+}
+
+// TestSandboxSecretDoesNotOpen forwards a secret wrapped for another
+// sandbox id: the agent must refuse it and never run the workload.
+func TestSandboxSecretDoesNotOpen(t *testing.T) {
+	e := bootEnv(t)
+	img := testImage(t, v1.Config{Cmd: []string{"/bin/sh"}})
+	ctx := context.Background()
+	sb, stdout, _, _ := startSandbox(t, ctx, e, img, nil)
+	pub, err := sb.GuestKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := wrap.Seal(pub, "another-sandbox", "db", []byte("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = sb.StartWorkload(ctx, "this-sandbox", []Secret{{Name: "db", Wrapped: wrapped}}, []string{"sh", "-c", "echo WORKLOAD-RAN"})
+	var ge *GuestError
+	if !errors.As(err, &ge) || !strings.Contains(ge.Message, `secret "db" does not open`) {
+		t.Fatalf("StartWorkload error = %v, want a GuestError about secret db", err)
+	}
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Fatal("the error leaks the secret")
+	}
+	code, err := sb.Wait(ctx)
+	if err == nil {
+		t.Fatalf("Wait = %d, nil; want an error", code)
+	}
+	if strings.Contains(stdout.String(), "WORKLOAD-RAN") {
+		t.Fatal("the workload ran although its secret did not open")
+	}
+	if !processGone(sb.PID()) {
+		t.Error("QEMU still running")
+	}
+}
