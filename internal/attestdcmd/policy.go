@@ -1,0 +1,75 @@
+package attestdcmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"sort"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/policy"
+)
+
+func init() {
+	Program.Register(&cli.Command{
+		Name:    "policy check",
+		Summary: "load a policy directory exactly as attestd would and report every problem with file:line:column",
+		Usage:   "[--require-signed-policies] [--policy-key PUB]... DIR",
+		Run:     runPolicyCheck,
+	})
+}
+
+func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	var keys multiFlag
+	fs.Var(&keys, "policy-key", "admin public key `FILE` (PEM) that signs policy files (repeatable)")
+	requireSigned := fs.Bool("require-signed-policies", false, "fail policies (and key files) without a valid FILE.sig by a --policy-key, as attestd serve does with this flag")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return cli.Usagef("give exactly one policy DIR")
+	}
+	if *requireSigned && len(keys) == 0 {
+		return cli.Usagef("--require-signed-policies needs at least one --policy-key")
+	}
+	dir := fs.Arg(0)
+	opts := policy.LoadOptions{RequireSigned: *requireSigned}
+	for _, k := range keys {
+		s, err := policy.LoadPublicKeyFile(k)
+		if err != nil {
+			return fmt.Errorf("--policy-key: %w", err)
+		}
+		opts.AdminKeys = append(opts.AdminKeys, s)
+	}
+	files, err := policy.PolicyFiles(dir)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return &cli.ExitError{Code: 1, Err: fmt.Errorf("%s holds no *.yaml or *.yml policy file: attestd would deny every launch", dir)}
+	}
+	set, err := policy.LoadFiles(files, opts)
+	if err != nil {
+		errs := policy.Errors(err)
+		bad := map[string]bool{}
+		for _, e := range errs {
+			fmt.Fprintln(env.Stdout, e.Error())
+			bad[e.File] = true
+		}
+		return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) in %d of %d file(s); attestd would keep its previous policies", len(errs), len(bad), len(files))}
+	}
+	for _, name := range set.Names() {
+		p := set.Get(name)
+		fmt.Fprintf(env.Stdout, "%s: ok: %s\n", p.File, p.Summary())
+		var sn []string
+		for n := range p.Signers {
+			sn = append(sn, n)
+		}
+		sort.Strings(sn)
+		for _, n := range sn {
+			fmt.Fprintf(env.Stdout, "  signer %s %s\n", n, p.Signers[n].Fingerprint)
+		}
+	}
+	fmt.Fprintf(env.Stdout, "%d policies ok\n", set.Len())
+	return nil
+}

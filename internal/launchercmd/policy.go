@@ -1,0 +1,218 @@
+package launchercmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/policy"
+)
+
+func init() {
+	Program.Register(&cli.Command{
+		Name:    "policy check",
+		Summary: "check policy files and report every problem with file:line:column",
+		Usage:   "[--policy-key PUB]... [--require-signed] FILE...",
+		Run:     runPolicyCheck,
+	})
+	Program.Register(&cli.Command{
+		Name:    "policy init",
+		Summary: "write a starting policy whose digests are computed from the artifacts themselves",
+		Usage:   "--kernel FILE [--initrd FILE] [--cmdline STRING] [--image DIR|TAR] [--signer PUB]... [--secret NAME]... [--name NAME] [-o FILE]",
+		Run:     runPolicyInit,
+	})
+}
+
+// runPolicyCheck loads the files as one set (so duplicate names across them
+// are found too), prints every problem, then one summary line per policy.
+func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	var keys stringList
+	fs.Var(&keys, "policy-key", "admin public key `FILE` (PEM); a FILE.sig next to a policy must verify with one (repeatable)")
+	requireSigned := fs.Bool("require-signed", false, "also fail policies (and key files) without a valid FILE.sig by a --policy-key")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return cli.Usagef("give at least one policy FILE")
+	}
+	if *requireSigned && len(keys) == 0 {
+		return cli.Usagef("--require-signed needs at least one --policy-key")
+	}
+	opts := policy.LoadOptions{RequireSigned: *requireSigned}
+	for _, k := range keys {
+		s, err := policy.LoadPublicKeyFile(k)
+		if err != nil {
+			return fmt.Errorf("--policy-key: %w", err)
+		}
+		opts.AdminKeys = append(opts.AdminKeys, s)
+	}
+	set, err := policy.LoadFiles(fs.Args(), opts)
+	if err != nil {
+		return reportPolicyErrors(env, err)
+	}
+	printPolicySummaries(env, set)
+	return nil
+}
+
+// reportPolicyErrors prints every problem and returns the exit error.
+func reportPolicyErrors(env *cli.Env, err error) error {
+	errs := policy.Errors(err)
+	files := map[string]bool{}
+	for _, e := range errs {
+		fmt.Fprintln(env.Stdout, e.Error())
+		files[e.File] = true
+	}
+	return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) in %d file(s)", len(errs), len(files))}
+}
+
+func printPolicySummaries(env *cli.Env, set *policy.Set) {
+	for _, name := range set.Names() {
+		p := set.Get(name)
+		fmt.Fprintf(env.Stdout, "%s: ok: %s\n", p.File, p.Summary())
+		for _, sn := range sortedSignerNames(p) {
+			fmt.Fprintf(env.Stdout, "  signer %s %s\n", sn, p.Signers[sn].Fingerprint)
+		}
+	}
+}
+
+func sortedSignerNames(p *policy.Policy) []string {
+	var out []string
+	for n := range p.Signers {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	kernel := fs.String("kernel", "", "guest kernel, exactly the file the launcher boots (required)")
+	initrd := fs.String("initrd", "", "initramfs file; without it the policy allows no initrd")
+	cmdline := fs.String("cmdline", "", "allow exactly this kernel command line (default: a params rule with the launcher's own parameters)")
+	image := fs.String("image", "", "OCI image (layout directory, OCI archive or docker-save tarball) to allow by manifest digest")
+	manifest := fs.String("image-manifest", "", "pick this manifest digest from an image index with several")
+	platform := fs.String("platform", "", "pick this platform (os/arch) from an image index (default "+measure.DefaultPlatform+")")
+	algName := fs.String("alg", "sha256", "digest algorithm for kernel and initrd: sha256 (needed for signature checks) or sha384")
+	var signers, secrets stringList
+	fs.Var(&signers, "signer", "PEM public `FILE` whose signature is required on every artifact (repeatable)")
+	fs.Var(&secrets, "secret", "secret `NAME` released to launches this policy allows (repeatable)")
+	name := fs.String("name", "", "policy name (default: the -o file name without .yaml, else \"default\")")
+	out := fs.String("o", "", "write the policy to `FILE` instead of stdout")
+	force := fs.Bool("force", false, "overwrite -o FILE if it exists")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("unexpected arguments: %q", fs.Args())
+	}
+	if *kernel == "" {
+		return cli.Usagef("--kernel FILE is required")
+	}
+	alg, err := measure.ParseAlg(*algName)
+	if err != nil {
+		return cli.Usagef("--alg: %v", err)
+	}
+	if *image == "" && (*manifest != "" || *platform != "") {
+		return cli.Usagef("--image-manifest and --platform need --image")
+	}
+	cmdlineSet := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "cmdline" {
+			cmdlineSet = true
+		}
+	})
+	rv := policy.ReferenceValues{Name: *name, Cmdline: *cmdline, HasCmdline: cmdlineSet, Secrets: secrets,
+		Sources: map[string]string{}, Now: time.Now()}
+	if rv.Name == "" && *out != "" {
+		rv.Name = strings.TrimSuffix(strings.TrimSuffix(filepath.Base(*out), ".yaml"), ".yml")
+	}
+	if rv.Kernel, _, err = measure.DigestFile(ctx, *kernel, alg); err != nil {
+		return fmt.Errorf("kernel: %w", err)
+	}
+	rv.Sources["kernel"] = filepath.Base(*kernel)
+	if *initrd != "" {
+		if rv.Initrd, _, err = measure.DigestFile(ctx, *initrd, alg); err != nil {
+			return fmt.Errorf("initrd: %w", err)
+		}
+		rv.Sources["initrd"] = filepath.Base(*initrd)
+	}
+	if *image != "" {
+		im, err := measure.OpenImage(ctx, *image, measure.ImageOptions{Manifest: *manifest, Platform: *platform})
+		if err != nil {
+			return err
+		}
+		im.Close()
+		rv.Image = im.ManifestDigest
+		rv.Sources["image"] = filepath.Base(filepath.Clean(*image)) + " " + im.Platform
+	}
+	used := map[string]bool{}
+	for _, f := range signers {
+		s, err := policy.LoadPublicKeyFile(f)
+		if err != nil {
+			return fmt.Errorf("--signer: %w", err)
+		}
+		s.Name = signerName(f, used)
+		rv.Signers = append(rv.Signers, s)
+	}
+	doc, err := policy.Reference(rv)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		_, err := env.Stdout.Write(doc)
+		return err
+	}
+	if !*force {
+		if _, err := os.Stat(*out); err == nil {
+			return fmt.Errorf("%s exists; pass --force to replace it", *out)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if err := writeNew(*out, doc, 0o644, true); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "wrote %s (policy %s); check it with: launcher policy check %s\n", *out, nameOrDefault(rv.Name), *out)
+	return nil
+}
+
+func nameOrDefault(n string) string {
+	if n == "" {
+		return "default"
+	}
+	return n
+}
+
+// signerName derives a policy signer name from a key file name.
+func signerName(path string, used map[string]bool) string {
+	base := strings.ToLower(strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)))
+	var b strings.Builder
+	for _, r := range base {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteRune('-')
+		}
+	}
+	n := strings.TrimLeft(b.String(), "-_.")
+	if len(n) > 50 {
+		n = n[:50]
+	}
+	if n == "" {
+		n = "signer"
+	}
+	cand := n
+	for i := 2; used[cand]; i++ {
+		cand = fmt.Sprintf("%s-%d", n, i)
+	}
+	used[cand] = true
+	return cand
+}

@@ -1,0 +1,81 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Summary describes the policy in one line for 'policy check' and the
+// admin API, e.g. "web: kernel 2 digests + signers release; cmdline 5 params; ...".
+func (p *Policy) Summary() string {
+	parts := []string{}
+	art := func(what string, r *ArtifactRule) {
+		if r == nil {
+			parts = append(parts, "no "+what)
+			return
+		}
+		var s []string
+		if r.HasDigests {
+			s = append(s, plural(len(r.Digests), "digest"))
+		}
+		if r.HasSigners {
+			names := make([]string, len(r.Signers))
+			for i, k := range r.Signers {
+				names[i] = k.Name
+			}
+			if len(names) == 0 {
+				s = append(s, "no signer")
+			} else {
+				s = append(s, "signed by "+strings.Join(names, "|"))
+			}
+		}
+		parts = append(parts, what+" "+strings.Join(s, " + "))
+	}
+	art("kernel", p.Kernel)
+	art("initrd", p.Initrd)
+	if p.Cmdline != nil {
+		if p.Cmdline.Params != nil {
+			parts = append(parts, fmt.Sprintf("cmdline %s allowed", plural(len(p.Cmdline.Params.Allow), "param")))
+		} else {
+			parts = append(parts, fmt.Sprintf("cmdline %s", plural(len(p.Cmdline.Exact), "exact value")))
+		}
+	}
+	art("image", p.Image)
+	switch {
+	case p.Args.Any:
+		parts = append(parts, "any command override")
+	case len(p.Args.Exact) > 0:
+		parts = append(parts, plural(len(p.Args.Exact), "allowed command override"))
+	default:
+		parts = append(parts, "no command override")
+	}
+	if len(p.HostPCRs) > 0 {
+		parts = append(parts, plural(len(p.HostPCRs), "host PCR"))
+	}
+	parts = append(parts, plural(len(p.Secrets), "secret"))
+	if len(p.Rules) > 0 {
+		parts = append(parts, plural(len(p.Rules), "CEL rule"))
+	}
+	if !p.NotBefore.IsZero() || !p.NotAfter.IsZero() {
+		w := "valid"
+		if !p.NotBefore.IsZero() {
+			w += " from " + p.NotBefore.UTC().Format(time.RFC3339)
+		}
+		if !p.NotAfter.IsZero() {
+			w += " until " + p.NotAfter.UTC().Format(time.RFC3339)
+		}
+		parts = append(parts, w)
+	}
+	if p.Signed {
+		parts = append(parts, "signature verified")
+	}
+	return p.Name + ": " + strings.Join(parts, "; ")
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
