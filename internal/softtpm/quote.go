@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"math/big"
 	"slices"
@@ -50,41 +51,57 @@ func (t *TPM) Quote(pcrs []int, nonce []byte) (attest, sig []byte, err error) {
 	}
 	t.mu.Unlock()
 
-	a := tpm2.TPMSAttest{
-		Magic:           tpm2.TPMGeneratedValue,
-		Type:            tpm2.TPMSTAttestQuote,
-		QualifiedSigner: tpm2.TPM2BName{Buffer: t.akName},
-		ExtraData:       tpm2.TPM2BData{Buffer: slices.Clone(nonce)},
-		ClockInfo: tpm2.TPMSClockInfo{
-			Clock:        uint64(clock),
-			ResetCount:   0,
-			RestartCount: 0,
-			Safe:         true,
-		},
-		FirmwareVersion: t.firmware,
-		Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestQuote, &tpm2.TPMSQuoteInfo{
-			PCRSelect: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{
-				Hash:      tpm2.TPMAlgSHA256,
-				PCRSelect: tpm2.PCClientCompatible.PCRs(usel...),
-			}}},
-			PCRDigest: tpm2.TPM2BDigest{Buffer: h.Sum(nil)},
-		}),
-	}
-	attest = tpm2.Marshal(a)
+	attest = marshalQuoteAttest(t.akName, nonce, uint64(clock), t.firmware, tpm2.PCClientCompatible.PCRs(usel...), h.Sum(nil))
 	d := sha256.Sum256(attest)
 	r, s, err := ecdsa.Sign(rand.Reader, t.ak, d[:])
 	if err != nil {
 		return nil, nil, fmt.Errorf("softtpm: quote: signing: %w", err)
 	}
-	sig = tpm2.Marshal(tpm2.TPMTSignature{
-		SigAlg: tpm2.TPMAlgECDSA,
-		Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA, &tpm2.TPMSSignatureECC{
-			Hash:       tpm2.TPMAlgSHA256,
-			SignatureR: tpm2.TPM2BECCParameter{Buffer: pad32(r)},
-			SignatureS: tpm2.TPM2BECCParameter{Buffer: pad32(s)},
-		}),
-	})
+	sig = marshalECDSASignature(r, s)
 	return attest, sig, nil
+}
+
+// The quote's structures are marshalled by hand: go-tpm's reflective
+// tpm2.Marshal cost more than the ECDSA signature itself, and the load
+// generator shares the machine with the server it measures. The tests check
+// byte for byte that these equal tpm2.Marshal of tpm2.TPMSAttest and
+// tpm2.TPMTSignature (TestQuoteMarshalMatchesGoTPM).
+
+// marshalQuoteAttest returns the TPMS_ATTEST of a quote over one SHA-256
+// PCR selection (TPM 2.0 Part 2 §10.12.12): magic, type, qualifiedSigner,
+// extraData, clockInfo (resetCount and restartCount 0, safe YES),
+// firmwareVersion, TPMS_QUOTE_INFO.
+func marshalQuoteAttest(signer, nonce []byte, clock, firmware uint64, pcrSelect, pcrDigest []byte) []byte {
+	b := make([]byte, 0, 4+2+2+len(signer)+2+len(nonce)+17+8+4+2+1+len(pcrSelect)+2+len(pcrDigest))
+	b = binary.BigEndian.AppendUint32(b, uint32(tpm2.TPMGeneratedValue))
+	b = binary.BigEndian.AppendUint16(b, uint16(tpm2.TPMSTAttestQuote))
+	b = append2B(b, signer)
+	b = append2B(b, nonce)
+	b = binary.BigEndian.AppendUint64(b, clock)
+	b = binary.BigEndian.AppendUint32(b, 0) // resetCount
+	b = binary.BigEndian.AppendUint32(b, 0) // restartCount
+	b = append(b, 1)                        // safe
+	b = binary.BigEndian.AppendUint64(b, firmware)
+	b = binary.BigEndian.AppendUint32(b, 1) // TPML_PCR_SELECTION.count
+	b = binary.BigEndian.AppendUint16(b, uint16(tpm2.TPMAlgSHA256))
+	b = append(b, byte(len(pcrSelect)))
+	b = append(b, pcrSelect...)
+	return append2B(b, pcrDigest)
+}
+
+// marshalECDSASignature returns the TPMT_SIGNATURE of an ECDSA-SHA256
+// P-256 signature.
+func marshalECDSASignature(r, s *big.Int) []byte {
+	b := make([]byte, 0, 2+2+2+32+2+32)
+	b = binary.BigEndian.AppendUint16(b, uint16(tpm2.TPMAlgECDSA))
+	b = binary.BigEndian.AppendUint16(b, uint16(tpm2.TPMAlgSHA256))
+	b = append2B(b, pad32(r))
+	return append2B(b, pad32(s))
+}
+
+func append2B(b, v []byte) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(v)))
+	return append(b, v...)
 }
 
 func pad32(v *big.Int) []byte { return v.FillBytes(make([]byte, 32)) }

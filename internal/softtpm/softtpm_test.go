@@ -358,3 +358,48 @@ func FuzzActivateCredential(f *testing.F) {
 		_, _ = tp.ActivateCredential(blob, enc)
 	})
 }
+
+// TestQuoteMarshalMatchesGoTPM holds the hand-written marshalling of the
+// quote structures to go-tpm's reflective tpm2.Marshal, byte for byte.
+func TestQuoteMarshalMatchesGoTPM(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		signer := append([]byte{0, 0x0b}, randBytes(t, 32)...)
+		nonce := randBytes(t, i%65)
+		digest := randBytes(t, 32)
+		var sel []uint
+		for p := uint(0); p < NumPCRs; p++ {
+			if randBytes(t, 1)[0]&1 == 1 {
+				sel = append(sel, p)
+			}
+		}
+		pcrSelect := tpm2.PCClientCompatible.PCRs(sel...)
+		clock, fw := uint64(i)*123456789, uint64(0x20260101)+uint64(i)
+		want := tpm2.Marshal(tpm2.TPMSAttest{
+			Magic:           tpm2.TPMGeneratedValue,
+			Type:            tpm2.TPMSTAttestQuote,
+			QualifiedSigner: tpm2.TPM2BName{Buffer: signer},
+			ExtraData:       tpm2.TPM2BData{Buffer: nonce},
+			ClockInfo:       tpm2.TPMSClockInfo{Clock: clock, Safe: true},
+			FirmwareVersion: fw,
+			Attested: tpm2.NewTPMUAttest(tpm2.TPMSTAttestQuote, &tpm2.TPMSQuoteInfo{
+				PCRSelect: tpm2.TPMLPCRSelection{PCRSelections: []tpm2.TPMSPCRSelection{{Hash: tpm2.TPMAlgSHA256, PCRSelect: pcrSelect}}},
+				PCRDigest: tpm2.TPM2BDigest{Buffer: digest},
+			}),
+		})
+		if got := marshalQuoteAttest(signer, nonce, clock, fw, pcrSelect, digest); !bytes.Equal(got, want) {
+			t.Fatalf("TPMS_ATTEST differs from tpm2.Marshal:\n got %x\nwant %x", got, want)
+		}
+		r, s := new(big.Int).SetBytes(randBytes(t, 32)), new(big.Int).SetBytes(randBytes(t, 31))
+		wantSig := tpm2.Marshal(tpm2.TPMTSignature{
+			SigAlg: tpm2.TPMAlgECDSA,
+			Signature: tpm2.NewTPMUSignature(tpm2.TPMAlgECDSA, &tpm2.TPMSSignatureECC{
+				Hash:       tpm2.TPMAlgSHA256,
+				SignatureR: tpm2.TPM2BECCParameter{Buffer: r.FillBytes(make([]byte, 32))},
+				SignatureS: tpm2.TPM2BECCParameter{Buffer: s.FillBytes(make([]byte, 32))},
+			}),
+		})
+		if got := marshalECDSASignature(r, s); !bytes.Equal(got, wantSig) {
+			t.Fatalf("TPMT_SIGNATURE differs from tpm2.Marshal:\n got %x\nwant %x", got, wantSig)
+		}
+	}
+}
