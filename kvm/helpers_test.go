@@ -165,7 +165,9 @@ func testImage(t testing.TB, cfg v1.Config) v1.Image {
 	file := func(n, body string) tarEntry {
 		return tarEntry{name: n, typ: tar.TypeReg, mode: 0o644, body: []byte(body)}
 	}
-	link := func(n string) tarEntry { return tarEntry{name: "bin/" + n, typ: tar.TypeSymlink, link: "busybox", mode: 0o777} }
+	link := func(n string) tarEntry {
+		return tarEntry{name: "bin/" + n, typ: tar.TypeSymlink, link: "busybox", mode: 0o777}
+	}
 	l1 := []tarEntry{
 		dir("bin"), dir("etc"), dir("opq"), dir("links"), dir("home"),
 		{name: "home/app", typ: tar.TypeDir, mode: 0o755, uid: 1000, gid: 1000},

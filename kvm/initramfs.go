@@ -24,10 +24,12 @@ import (
 	"github.com/bulwark-project/bulwark/kvm/cpio"
 )
 
-// DefaultModules are the kernel modules the guest needs for the channel:
-// virtio-mmio transport (microvm) and virtio-serial. Their dependencies
-// (virtio, virtio_ring) are added from modules.dep.
-var DefaultModules = []string{"virtio_mmio", "virtio_console"}
+// DefaultModules are the kernel modules the guest needs: the virtio-mmio
+// transport (microvm), virtio-serial for the channel and virtio-rng, so the
+// kernel's random pool is ready at once for the agent's key generation
+// (without it the first getrandom blocks for a second or more under TCG).
+// Their dependencies (virtio, virtio_ring) are added from modules.dep.
+var DefaultModules = []string{"virtio_mmio", "virtio_console", "virtio_rng"}
 
 // BaseOptions configures BuildBaseInitramfs.
 type BaseOptions struct {

@@ -274,6 +274,8 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		"-device", "virtio-serial-device,max_ports=2",
 		"-chardev", "socket,id=c0,fd=" + strings.TrimPrefix(chFD, "/proc/self/fd/") + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=c0,name=" + channel.PortName,
+		"-object", "rng-random,id=rng0,filename=/dev/urandom",
+		"-device", "virtio-rng-device,rng=rng0",
 		"-kernel", kernel,
 		"-initrd", initrd,
 		"-append", s.cmdline,

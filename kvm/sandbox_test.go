@@ -1,13 +1,18 @@
 package kvm
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,6 +74,9 @@ func startSandbox(t *testing.T, ctx context.Context, e *testEnv, img v1.Image, m
 		Console:     &console,
 		Logger:      testLogger(t),
 	}
+	if c := os.Getenv("BULWARK_TEST_CMDLINE"); c != "" {
+		cfg.Cmdline = c
+	}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -78,7 +86,7 @@ func startSandbox(t *testing.T, ctx context.Context, e *testEnv, img v1.Image, m
 	}
 	t.Cleanup(func() {
 		sb.Close()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("BULWARK_TEST_CONSOLE") != "" {
 			t.Logf("console:\n%s", console.String())
 		}
 	})
@@ -191,4 +199,143 @@ func TestSandboxSecretDoesNotOpen(t *testing.T) {
 	if !processGone(sb.PID()) {
 		t.Error("QEMU still running")
 	}
+}
+
+// TestSandboxBootTimeout gives the guest far too little time: Start
+// succeeds, the boot ends at BootTimeout with the console tail in the
+// error, and QEMU is gone.
+func TestSandboxBootTimeout(t *testing.T) {
+	e := bootEnv(t)
+	img := testImage(t, v1.Config{Cmd: []string{"/bin/true"}})
+	ctx := context.Background()
+	sb, _, _, _ := startSandbox(t, ctx, e, img, func(c *Config) {
+		c.BootTimeout = 3 * time.Second
+		c.Cmdline = "console=ttyS0 panic=-1 reboot=t loglevel=7 8250.nr_uarts=1" // noisy: something to show
+	})
+	begin := time.Now()
+	_, err := sb.GuestKey(ctx)
+	if !errors.Is(err, ErrBootTimeout) {
+		t.Fatalf("GuestKey error = %v, want ErrBootTimeout", err)
+	}
+	if !strings.Contains(err.Error(), "last console lines:") {
+		t.Fatalf("error has no console tail: %v", err)
+	}
+	if strings.Contains(err.Error(), "(no console output)") || !strings.Contains(err.Error(), "] ") {
+		t.Fatalf("console tail has no kernel lines: %v", err)
+	}
+	if n := strings.Count(err.Error(), "\n"); n > 45 {
+		t.Fatalf("console tail has %d lines, want at most ~40", n)
+	}
+	t.Logf("boot timeout error after %v:\n%v", time.Since(begin), err)
+	if _, werr := sb.Wait(ctx); !errors.Is(werr, ErrBootTimeout) {
+		t.Fatalf("Wait error = %v, want ErrBootTimeout", werr)
+	}
+	if !processGone(sb.PID()) {
+		t.Fatal("QEMU still running after the boot timeout")
+	}
+}
+
+// TestSandboxCancel cancels the context given to Start while the guest
+// boots: QEMU must be killed promptly.
+func TestSandboxCancel(t *testing.T) {
+	e := bootEnv(t)
+	img := testImage(t, v1.Config{Cmd: []string{"/bin/true"}})
+	ctx, cancel := context.WithCancel(context.Background())
+	sb, _, _, _ := startSandbox(t, ctx, e, img, nil)
+	pid := sb.PID()
+	if processGone(pid) {
+		t.Fatal("QEMU is not running after Start")
+	}
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for !processGone(pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("QEMU still running 5s after cancel")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := sb.Wait(context.Background()); err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait error = %v, want one wrapping context.Canceled", err)
+	}
+}
+
+// TestSandboxAbort aborts after the guest key arrived (as the launcher does
+// when attestation fails): the workload never runs and the VM goes away.
+func TestSandboxAbort(t *testing.T) {
+	e := bootEnv(t)
+	img := testImage(t, v1.Config{Cmd: []string{"/bin/sh", "-c", "echo WORKLOAD-RAN"}})
+	ctx := context.Background()
+	sb, stdout, _, console := startSandbox(t, ctx, e, img, nil)
+	if _, err := sb.GuestKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sb.Abort("policy denied the launch")
+	if !processGone(sb.PID()) {
+		t.Fatal("QEMU still running after Abort")
+	}
+	_, err := sb.Wait(ctx)
+	if !errors.Is(err, ErrAborted) {
+		t.Fatalf("Wait error = %v, want ErrAborted", err)
+	}
+	if strings.Contains(stdout.String(), "WORKLOAD-RAN") {
+		t.Fatal("the workload ran after Abort")
+	}
+	if !strings.Contains(console.String(), "policy denied the launch") {
+		t.Errorf("the agent did not log the abort reason; console:\n%s", console.String())
+	}
+}
+
+// TestSandboxDiesWithLauncher kills a process that started a sandbox (as
+// a crashed or SIGKILLed launcher would be): QEMU must not outlive it.
+func TestSandboxDiesWithLauncher(t *testing.T) {
+	e := bootEnv(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSandboxProcess$", "-test.v")
+	cmd.Env = append(os.Environ(), "BULWARK_HELPER_KERNEL="+e.vmlinux, "BULWARK_HELPER_INITRD="+e.basePath)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	pid := 0
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "QEMU-PID="); ok {
+			pid, _ = strconv.Atoi(v)
+			break
+		}
+	}
+	if pid == 0 {
+		t.Fatal("helper did not report a QEMU pid")
+	}
+	if processGone(pid) {
+		t.Fatal("QEMU not running in the helper")
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	deadline := time.Now().Add(5 * time.Second)
+	for !processGone(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatal("QEMU outlived the process that started it")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestHelperSandboxProcess is run by TestSandboxDiesWithLauncher as a
+// separate process; it does nothing in a normal test run.
+func TestHelperSandboxProcess(t *testing.T) {
+	kernel, initrd := os.Getenv("BULWARK_HELPER_KERNEL"), os.Getenv("BULWARK_HELPER_INITRD")
+	if kernel == "" {
+		t.Skip("helper process for TestSandboxDiesWithLauncher")
+	}
+	sb, err := Start(context.Background(), Config{KernelPath: kernel, InitrdPath: initrd, Accel: AccelAuto, BootTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("QEMU-PID=%d\n", sb.PID())
+	time.Sleep(time.Minute)
 }
