@@ -386,8 +386,10 @@ func choose(cands []candidate, opts ImageOptions) (candidate, bool, error) {
 		}
 		return candidate{}, false, fmt.Errorf("manifest %s is not in the image; it has:%s", truncate(opts.Manifest), list())
 	}
-	if len(cands) == 1 && opts.Platform == "" {
-		return cands[0], false, nil
+	if len(cands) == 1 {
+		// The only image: an explicit --platform is checked against its
+		// config (descriptors in index.json often state no platform).
+		return cands[0], opts.Platform != "", nil
 	}
 	want := wantPlatform(opts)
 	var match []candidate

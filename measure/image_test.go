@@ -296,6 +296,7 @@ func TestOpenImageIndexSelection(t *testing.T) {
 	}
 	// Two manifests directly in index.json without platforms.
 	flat := writeLayout(t, amd, arm)
+	single := writeLayout(t, amd)
 	for _, tc := range []struct {
 		name, dir, want, err string
 		opts                 ImageOptions
@@ -305,6 +306,8 @@ func TestOpenImageIndexSelection(t *testing.T) {
 		{"nested by digest", nested, armD.String(), "", ImageOptions{Manifest: armD.String()}},
 		{"nested absent platform", nested, "", "0 are for linux/s390x", ImageOptions{Platform: "linux/s390x"}},
 		{"flat needs a choice", flat, "", "choose one by digest", ImageOptions{}},
+		{"single image wrong platform", single, "", "its config says linux/amd64", ImageOptions{Platform: "linux/arm64"}},
+		{"single image right platform", single, amdD.String(), "", ImageOptions{Platform: "linux/amd64"}},
 		{"flat by digest", flat, amdD.String(), "", ImageOptions{Manifest: amdD.String()}},
 		{"unknown digest", flat, "", "is not in the image", ImageOptions{Manifest: "sha256:" + strings.Repeat("0", 64)}},
 	} {
