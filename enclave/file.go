@@ -36,7 +36,7 @@ func (f *FileBackend) Name() string { return "file" }
 
 func (f *FileBackend) check() error {
 	if !f.AllowInsecureFile {
-		return fmt.Errorf("%w: the file vault backend keeps the master key in clear; it is for development only and needs the explicit insecure-file option (attestd --vault=file --vault-allow-insecure-file)", ErrUnavailable)
+		return fmt.Errorf("%w: the file vault backend keeps the master key in clear; it is for development only and needs the explicit insecure-file option (attestd --vault=file --allow-insecure-file-vault)", ErrUnavailable)
 	}
 	if f.Dir == "" {
 		return fmt.Errorf("file backend: no data directory: %w", ErrInvalid)

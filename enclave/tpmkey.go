@@ -1,0 +1,150 @@
+package enclave
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// TPMKeyName is the file holding the TPM-sealed master key blob.
+const TPMKeyName = "vault-master.tpmseal"
+
+// DefaultSealPCRs are the PCRs the master key is sealed to by default: PCR
+// 7, the host's Secure Boot policy. Changing the Secure Boot state (or the
+// TPM) makes the vault unopenable; see docs/vault.md for recovery.
+var DefaultSealPCRs = []int{7}
+
+// Sealer is the TPM operation the tpm backend needs; *tpm.TPM satisfies it.
+type Sealer interface {
+	// Seal seals secret to this TPM and the current values of pcrs.
+	Seal(ctx context.Context, secret []byte, pcrs []int) ([]byte, error)
+	// Unseal opens a blob sealed by this TPM, while the PCRs still match.
+	Unseal(ctx context.Context, blob []byte) ([]byte, error)
+}
+
+// TPMBackend keeps the master key sealed to the attestd host's TPM (and its
+// PCRs) in a file in the data directory. The file alone is useless: only the
+// TPM that sealed it can open it, and only in the same PCR state.
+type TPMBackend struct {
+	Dir  string
+	TPM  Sealer
+	PCRs []int     // nil: DefaultSealPCRs
+	Rand io.Reader // nil: crypto/rand
+}
+
+// NewTPMBackend returns the TPM backend storing its sealed blob in dir.
+func NewTPMBackend(dir string, t Sealer, pcrs []int) *TPMBackend {
+	return &TPMBackend{Dir: dir, TPM: t, PCRs: pcrs}
+}
+
+// Name implements Backend.
+func (b *TPMBackend) Name() string { return "tpm" }
+
+func (b *TPMBackend) check() error {
+	if b.TPM == nil {
+		return fmt.Errorf("%w: the tpm vault backend needs a TPM (attestd --tpm SPEC; /dev/tpmrm0 on a real host)", ErrUnavailable)
+	}
+	if b.Dir == "" {
+		return fmt.Errorf("tpm backend: no data directory: %w", ErrInvalid)
+	}
+	return nil
+}
+
+// Init implements Backend: a fresh random key, sealed, checked by unsealing
+// it once, then written (0600, O_EXCL).
+func (b *TPMBackend) Init(ctx context.Context) error {
+	if err := b.check(); err != nil {
+		return err
+	}
+	p := filepath.Join(b.Dir, TPMKeyName)
+	if _, err := os.Stat(p); err == nil {
+		return fmt.Errorf("%s: %w", p, ErrMasterKeyExists)
+	}
+	r := b.Rand
+	if r == nil {
+		r = rand.Reader
+	}
+	key := make([]byte, KeySize)
+	defer clear(key)
+	if _, err := io.ReadFull(r, key); err != nil {
+		return fmt.Errorf("tpm backend: random key: %w", err)
+	}
+	pcrs := b.PCRs
+	if pcrs == nil {
+		pcrs = DefaultSealPCRs
+	}
+	blob, err := b.TPM.Seal(ctx, key, pcrs)
+	if err != nil {
+		return fmt.Errorf("tpm backend: sealing the master key: %w", err)
+	}
+	back, err := b.TPM.Unseal(ctx, blob)
+	if err != nil {
+		return fmt.Errorf("tpm backend: the freshly sealed master key does not unseal: %w", err)
+	}
+	ok := subtle.ConstantTimeCompare(back, key) == 1
+	clear(back)
+	if !ok {
+		return errors.New("tpm backend: the freshly sealed master key unseals to other bytes")
+	}
+	if err := os.MkdirAll(b.Dir, 0o700); err != nil {
+		return fmt.Errorf("tpm backend: %w", err)
+	}
+	return writeNewFile(p, blob)
+}
+
+// maxSealedBlob bounds the sealed blob read from disk.
+const maxSealedBlob = 64 << 10
+
+// Open implements Backend.
+func (b *TPMBackend) Open(ctx context.Context) ([]byte, error) {
+	if err := b.check(); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(b.Dir, TPMKeyName)
+	blob, err := readLimited(p, maxSealedBlob)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoMasterKey
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tpm backend: %w", err)
+	}
+	key, err := b.TPM.Unseal(ctx, blob)
+	if err != nil {
+		return nil, fmt.Errorf("tpm backend: unsealing %s (sealed by another TPM, the TPM was cleared, or PCR %v changed): %w", p, b.pcrs(), err)
+	}
+	if len(key) != KeySize {
+		clear(key)
+		return nil, fmt.Errorf("tpm backend: unsealed master key is %d bytes, want %d", len(key), KeySize)
+	}
+	return key, nil
+}
+
+func (b *TPMBackend) pcrs() []int {
+	if b.PCRs == nil {
+		return DefaultSealPCRs
+	}
+	return b.PCRs
+}
+
+// readLimited reads a whole file of at most max bytes.
+func readLimited(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s is over %d bytes", path, max)
+	}
+	return b, nil
+}
