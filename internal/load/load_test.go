@@ -16,8 +16,11 @@ import (
 	"github.com/bulwark-project/bulwark/internal/attestdcmd"
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
+	"github.com/bulwark-project/bulwark/internal/store/pgtest"
 	"github.com/bulwark-project/bulwark/policy"
 )
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func TestHistogram(t *testing.T) {
 	var h histogram
@@ -135,7 +138,9 @@ type attestdFixture struct {
 	addr, ca, cert, key, ekCADir string
 }
 
-func startAttestd(t *testing.T) *attestdFixture {
+// startAttestd starts attestd serve; with a PostgreSQL dsn it uses that
+// store instead of the embedded one.
+func startAttestd(t *testing.T, dsn string) *attestdFixture {
 	t.Helper()
 	dir := t.TempDir()
 	data, pols, certs, ekca := filepath.Join(dir, "data"), filepath.Join(dir, "policies"), filepath.Join(dir, "certs"), filepath.Join(dir, "ekca")
@@ -165,12 +170,16 @@ func startAttestd(t *testing.T) *attestdFixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	logw := &lineWriter{lines: make(chan string, 256)}
 	done := make(chan int, 1)
+	args := []string{
+		"serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-addr", "",
+		"--vault", "file", "--allow-insecure-file-vault", "--policies", pols,
+		"--ek-ca", filepath.Join(ekca, softtpm.EKCACertFile), "--log-level", "warn",
+	}
+	if dsn != "" {
+		args = append(args, "--db", dsn)
+	}
 	go func() {
-		done <- attestdcmd.Program.Main(ctx, &cli.Env{Stdout: io.Discard, Stderr: logw, Stdin: strings.NewReader("")}, []string{
-			"serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-addr", "",
-			"--vault", "file", "--allow-insecure-file-vault", "--policies", pols,
-			"--ek-ca", filepath.Join(ekca, softtpm.EKCACertFile), "--log-level", "warn",
-		})
+		done <- attestdcmd.Program.Main(ctx, &cli.Env{Stdout: io.Discard, Stderr: logw, Stdin: strings.NewReader("")}, args)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -205,7 +214,7 @@ func TestLoadAgainstAttestd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts attestd and runs a load; skipped with -short")
 	}
-	a := startAttestd(t)
+	a := startAttestd(t, "")
 	cfg := Config{
 		Addr: a.addr, CAFile: a.ca, CertFile: a.cert, KeyFile: a.key, EKCADir: a.ekCADir,
 		Hosts: 24, Concurrency: 8, Rate: 150, Duration: 2 * time.Second, Release: true,
@@ -273,6 +282,30 @@ func TestLoadAgainstAttestd(t *testing.T) {
 	}
 	if j["ok"] != true {
 		t.Errorf("--json ok = %v", j["ok"])
+	}
+}
+
+// TestLoadAgainstAttestdPostgres is the same short load on attestd's
+// PostgreSQL store.
+func TestLoadAgainstAttestdPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL and attestd and runs a load; skipped with -short")
+	}
+	a := startAttestd(t, pgtest.DSN(t))
+	res, err := Run(context.Background(), Config{
+		Addr: a.addr, CAFile: a.ca, CertFile: a.cert, KeyFile: a.key, EKCADir: a.ekCADir,
+		Hosts: 16, Concurrency: 8, Rate: 100, Duration: 2 * time.Second, Release: true,
+	})
+	var report strings.Builder
+	if res != nil {
+		PrintText(&report, res)
+	}
+	if err != nil {
+		t.Fatalf("load run on PostgreSQL: %v\n%s", err, report.String())
+	}
+	t.Logf("load report (PostgreSQL):\n%s", report.String())
+	if res.Attest.OK == 0 || res.TotalErrors != 0 || res.Audit == nil || !res.Audit.OK() || res.Audit.Found != int(res.Attest.OK) {
+		t.Errorf("attested %d, errors %d, audit %+v", res.Attest.OK, res.TotalErrors, res.Audit)
 	}
 }
 
