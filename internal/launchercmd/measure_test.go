@@ -20,7 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 )
 
-func runLauncher(t *testing.T, args ...string) (code int, stdout, stderr string) {
+func runMeasureCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""), Getenv: func(string) string { return "" }}
@@ -28,8 +28,8 @@ func runLauncher(t *testing.T, args ...string) (code int, stdout, stderr string)
 	return code, out.String(), errb.String()
 }
 
-// opensslDigest is the independent digest of a file.
-func opensslDigest(t *testing.T, alg, path string) string {
+// opensslFileDigest is the independent digest of a file.
+func opensslFileDigest(t *testing.T, alg, path string) string {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not found: apt-get install openssl")
@@ -41,7 +41,7 @@ func opensslDigest(t *testing.T, alg, path string) string {
 	return alg + ":" + strings.Fields(string(out))[0]
 }
 
-func writeRandom(t *testing.T, name string, n int) string {
+func writeRandomFile(t *testing.T, name string, n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	p := filepath.Join(t.TempDir(), name)
@@ -52,8 +52,8 @@ func writeRandom(t *testing.T, name string, n int) string {
 }
 
 func TestMeasureCommand(t *testing.T) {
-	kernel := writeRandom(t, "vmlinux", 3<<20+11)
-	initrd := writeRandom(t, "initrd.cpio", 70001)
+	kernel := writeRandomFile(t, "vmlinux", 3<<20+11)
+	initrd := writeRandomFile(t, "initrd.cpio", 70001)
 	img, err := random.Image(2048, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func TestMeasureCommand(t *testing.T) {
 
 	for _, alg := range []string{"sha256", "sha384"} {
 		t.Run(alg, func(t *testing.T) {
-			code, stdout, stderr := runLauncher(t, "measure", "--json", "--kernel", kernel, "--initrd", initrd,
+			code, stdout, stderr := runMeasureCLI(t, "measure", "--json", "--kernel", kernel, "--initrd", initrd,
 				"--cmdline", cmdline, "--image", dir, "--alg", alg, "--policy", "demo")
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
@@ -107,9 +107,9 @@ func TestMeasureCommand(t *testing.T) {
 			cmdFile := filepath.Join(t.TempDir(), "cmdline")
 			os.WriteFile(cmdFile, []byte(cmdline), 0o644)
 			for _, c := range []struct{ name, got, want string }{
-				{"kernel", out.Kernel.Digest, opensslDigest(t, alg, kernel)},
-				{"initrd", out.Initrd.Digest, opensslDigest(t, alg, initrd)},
-				{"cmdline", out.Cmdline.Digest, opensslDigest(t, alg, cmdFile)},
+				{"kernel", out.Kernel.Digest, opensslFileDigest(t, alg, kernel)},
+				{"initrd", out.Initrd.Digest, opensslFileDigest(t, alg, initrd)},
+				{"cmdline", out.Cmdline.Digest, opensslFileDigest(t, alg, cmdFile)},
 				{"image", out.Image.ManifestDigest, manifestDigest.String()},
 				{"image config", out.Image.ConfigDigest, configDigest.String()},
 				{"event kernel", out.Event.Kernel, out.Kernel.Digest},
@@ -131,7 +131,7 @@ func TestMeasureCommand(t *testing.T) {
 			}
 			contentFile := filepath.Join(t.TempDir(), "content")
 			os.WriteFile(contentFile, content, 0o644)
-			if want := opensslDigest(t, alg, contentFile); out.EventDigest != want {
+			if want := opensslFileDigest(t, alg, contentFile); out.EventDigest != want {
 				t.Errorf("event digest %s, want %s", out.EventDigest, want)
 			}
 			ev, err := measure.UnmarshalLaunchEvent(content[5:])
@@ -145,12 +145,12 @@ func TestMeasureCommand(t *testing.T) {
 	}
 
 	// The table names every digest too.
-	code, stdout, stderr := runLauncher(t, "measure", "--kernel", kernel, "--cmdline", cmdline, "--image", dir)
+	code, stdout, stderr := runMeasureCLI(t, "measure", "--kernel", kernel, "--cmdline", cmdline, "--image", dir)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	sum := sha256.Sum256([]byte(cmdline))
-	for _, want := range []string{opensslDigest(t, "sha256", kernel), "sha256:" + hex.EncodeToString(sum[:]), manifestDigest.String(), configDigest.String(), "event digest (sha256, extended into PCR 13): sha256:", "initrd            (none)"} {
+	for _, want := range []string{opensslFileDigest(t, "sha256", kernel), "sha256:" + hex.EncodeToString(sum[:]), manifestDigest.String(), configDigest.String(), "event digest (sha256, extended into PCR 13): sha256:", "initrd            (none)"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
@@ -158,7 +158,7 @@ func TestMeasureCommand(t *testing.T) {
 }
 
 func TestMeasureCommandErrors(t *testing.T) {
-	kernel := writeRandom(t, "k", 100)
+	kernel := writeRandomFile(t, "k", 100)
 	img, _ := random.Image(100, 1)
 	dir := filepath.Join(t.TempDir(), "oci")
 	lp, _ := layout.Write(dir, empty.Index)
@@ -183,7 +183,7 @@ func TestMeasureCommandErrors(t *testing.T) {
 		{"nul in cmdline", []string{"measure", "--kernel", kernel, "--cmdline", "a\x00b"}, 1, "NUL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, stdout, stderr := runLauncher(t, tc.args...)
+			code, stdout, stderr := runMeasureCLI(t, tc.args...)
 			if code != tc.code || !strings.Contains(stdout+stderr, tc.want) {
 				t.Fatalf("exit %d (want %d), output lacks %q:\n%s%s", code, tc.code, tc.want, stdout, stderr)
 			}
