@@ -1,0 +1,155 @@
+package launchercmd
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/policy"
+)
+
+func runPolicyCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""), Getenv: func(string) string { return "" }}
+	code := Program.Main(context.Background(), env, args)
+	return code, out.String(), errb.String()
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// TestPolicyInitAllowsExactlyTheArtifacts writes a reference policy from
+// real files and an OCI layout, checks it with 'policy check', and judges
+// launches of those (and other) artifacts against it. The expected digests
+// are computed independently of package measure.
+func TestPolicyInitAllowsExactlyTheArtifacts(t *testing.T) {
+	dir := t.TempDir()
+	kernel, initrd := make([]byte, 1<<20+3), make([]byte, 5000)
+	rand.Read(kernel)
+	rand.Read(initrd)
+	kpath, ipath := filepath.Join(dir, "vmlinux"), filepath.Join(dir, "initrd.cpio")
+	os.WriteFile(kpath, kernel, 0o644)
+	os.WriteFile(ipath, initrd, 0o644)
+	img, err := random.Image(512, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp, err := layout.Write(filepath.Join(dir, "img"), empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lp.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	imgDigest, _ := img.Digest()
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pub, _ := cryptoutils.MarshalPublicKeyToPEM(priv.Public())
+	os.WriteFile(filepath.Join(dir, "release.pub"), pub, 0o644)
+	out := filepath.Join(dir, "web.yaml")
+	cmdline := "console=ttyS0 panic=-1"
+
+	code, stdout, stderr := runPolicyCmd(t, "policy", "init", "--kernel", kpath, "--initrd", ipath, "--cmdline", cmdline,
+		"--image", filepath.Join(dir, "img"), "--signer", filepath.Join(dir, "release.pub"), "--secret", "db-password", "-o", out)
+	if code != 0 {
+		t.Fatalf("policy init: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, _, _ := runPolicyCmd(t, "policy", "init", "--kernel", kpath, "-o", out); code == 0 {
+		t.Fatal("policy init overwrote an existing file without --force")
+	}
+	code, stdout, stderr = runPolicyCmd(t, "policy", "check", out)
+	if code != 0 || !strings.Contains(stdout, "web.yaml: ok: web: kernel 1 digest + signed by release") {
+		t.Fatalf("policy check: exit %d\n%s%s", code, stdout, stderr)
+	}
+	p, err := policy.ParseFile(out, policy.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, _ := policy.NewSet(p)
+	sign := func(b []byte) []byte {
+		s := sha256.Sum256(b)
+		sig, _ := ecdsa.SignASN1(rand.Reader, priv, s[:])
+		return sig
+	}
+	payload := []byte(`{"critical":{"identity":{"docker-reference":"r"},"image":{"docker-manifest-digest":"` + imgDigest.String() + `"},"type":"cosign container image signature"},"optional":null}`)
+	ev := policy.Evidence{
+		Event: measure.LaunchEvent{Policy: "web", Kernel: sha256Hex(kernel), Initrd: sha256Hex(initrd), Cmdline: cmdline, Image: imgDigest.String()},
+		Signatures: []policy.ArtifactSignature{
+			{Artifact: "kernel", Signature: sign(kernel)},
+			{Artifact: "initrd", Signature: sign(initrd)},
+			{Artifact: "image", Signature: sign(payload), Payload: payload},
+		},
+		Time: time.Now(),
+	}
+	if v := set.Evaluate(context.Background(), ev); !v.Allow || strings.Join(v.Secrets, ",") != "db-password" {
+		t.Fatalf("reference policy denies its own artifacts: %q\n", v.Reasons)
+	}
+	other := ev
+	other.Event.Kernel = sha256Hex(append(kernel, 0))
+	if v := set.Evaluate(context.Background(), other); v.Allow {
+		t.Fatal("reference policy allows another kernel")
+	}
+	other = ev
+	other.Event.Cmdline = cmdline + " init=/bin/sh"
+	if v := set.Evaluate(context.Background(), other); v.Allow {
+		t.Fatal("reference policy allows another command line")
+	}
+}
+
+func TestPolicyCheckReportsEveryError(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(`apiVersion: bulwark.dev/v1
+name: bad
+kernel:
+  digests: [sha256:1234]
+  signers: [ghost]
+cmdline:
+  exact: ["x"]
+rules:
+  - {name: r, expr: "nodeid == 1"}
+colour: blue
+`), 0o644)
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("apiVersion: bulwark.dev/v1\nname: good\nkernel: {digests: []}\ncmdline: {exact: []}\n"), 0o644)
+	code, stdout, stderr := runPolicyCmd(t, "policy", "check", good, bad)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{bad + ":4:13: kernel.digests: malformed digest", bad + ":5:13: kernel.signers: unknown signer \"ghost\"",
+		bad + ":9:22: rules[0].expr: CEL: undeclared reference to 'nodeid'", bad + `:10:1: policy: unknown field "colour"`} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if !strings.Contains(stderr, "4 problem(s) in 1 file(s)") {
+		t.Errorf("stderr: %s", stderr)
+	}
+	if code, _, _ := runPolicyCmd(t, "policy", "check"); code != 2 {
+		t.Errorf("no files: exit %d, want 2", code)
+	}
+	if code, _, _ := runPolicyCmd(t, "policy", "init"); code != 2 {
+		t.Errorf("init without --kernel: exit %d, want 2", code)
+	}
+	if code, out, _ := runPolicyCmd(t, "policy", "check", "--help"); code != 0 && !strings.Contains(out, "policy-key") {
+		t.Errorf("--help: exit %d", code)
+	}
+}
