@@ -1,0 +1,244 @@
+package kvm
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+// fakeModules writes a module tree for kernel version "9.9.9-test".
+func fakeModules(t *testing.T, compress string) string {
+	t.Helper()
+	root := t.TempDir()
+	dir := filepath.Join(root, "9.9.9-test")
+	elfObj := append([]byte("\x7fELF"), bytes.Repeat([]byte{0x42}, 200)...)
+	mods := map[string]string{
+		"kernel/drivers/virtio/virtio_ring.ko":        "",
+		"kernel/drivers/virtio/virtio.ko":             "kernel/drivers/virtio/virtio_ring.ko",
+		"kernel/drivers/virtio/virtio_mmio.ko":        "kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko",
+		"kernel/drivers/char/virtio_console.ko":       "kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko",
+		"kernel/drivers/char/hw_random/virtio-rng.ko": "kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko",
+		"kernel/fs/unrelated.ko":                      "",
+	}
+	var dep strings.Builder
+	for m, d := range mods {
+		name := m + compress
+		var deps []string
+		for _, x := range strings.Fields(d) {
+			deps = append(deps, x+compress)
+		}
+		dep.WriteString(name + ": " + strings.Join(deps, " ") + "\n")
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		data := elfObj
+		if compress == ".xz" {
+			cmd := exec.Command("xz", "-c", "--check=crc32")
+			cmd.Stdin = bytes.NewReader(elfObj)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Skip("xz not installed: apt-get install xz-utils")
+			}
+			data = out
+		}
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "modules.dep"), []byte(dep.String()), 0o644)
+	return root
+}
+
+func fakeAgent() []byte { return append([]byte("\x7fELF"), bytes.Repeat([]byte{1}, 1000)...) }
+
+func TestBuildBaseInitramfs(t *testing.T) {
+	for _, compress := range []string{"", ".xz"} {
+		t.Run("compress="+compress, func(t *testing.T) {
+			mods := fakeModules(t, compress)
+			opts := BaseOptions{Agent: fakeAgent(), KernelVersion: "9.9.9-test", ModulesDir: mods}
+			a, err := BuildBaseInitramfs(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := BuildBaseInitramfs(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(a, b) {
+				t.Fatal("two builds from the same inputs differ")
+			}
+			files := cpioList(t, a)
+			for _, want := range []string{"init", "dev/console", ".bulwark/base.json", ".bulwark/modules/virtio_ring.ko", ".bulwark/modules/virtio_console.ko", ".bulwark/modules/virtio_rng.ko"} {
+				if !files[want] {
+					t.Errorf("archive lacks %s: %v", want, files)
+				}
+			}
+			if files[".bulwark/modules/unrelated.ko"] {
+				t.Error("an unrequested module was included")
+			}
+			var man channel.BaseManifest
+			if err := json.Unmarshal(cpioFile(t, a, ".bulwark/base.json"), &man); err != nil {
+				t.Fatal(err)
+			}
+			pos := map[string]int{}
+			for i, m := range man.Modules {
+				pos[m] = i
+			}
+			if len(man.Modules) != 5 || pos["virtio_ring.ko"] > pos["virtio.ko"] || pos["virtio.ko"] > pos["virtio_mmio.ko"] || pos["virtio.ko"] > pos["virtio_console.ko"] {
+				t.Errorf("load order %v: dependencies must come first", man.Modules)
+			}
+			if got := cpioFile(t, a, ".bulwark/modules/virtio.ko"); !bytes.HasPrefix(got, []byte("\x7fELF")) {
+				t.Errorf("module not decompressed: %q", got[:8])
+			}
+		})
+	}
+}
+
+func TestBuildBaseInitramfsErrors(t *testing.T) {
+	mods := fakeModules(t, "")
+	for name, opts := range map[string]BaseOptions{
+		"no agent":        {KernelVersion: "9.9.9-test", ModulesDir: mods},
+		"agent not ELF":   {Agent: []byte("#!/bin/sh"), KernelVersion: "9.9.9-test", ModulesDir: mods},
+		"no version":      {Agent: fakeAgent(), ModulesDir: mods},
+		"version path":    {Agent: fakeAgent(), KernelVersion: "../x", ModulesDir: mods},
+		"missing version": {Agent: fakeAgent(), KernelVersion: "1.0", ModulesDir: mods},
+		"missing module":  {Agent: fakeAgent(), KernelVersion: "9.9.9-test", ModulesDir: mods, Modules: []string{"nope"}},
+	} {
+		if _, err := BuildBaseInitramfs(opts); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestBuildImageInitramfs checks the flattened image: whiteouts and opaque
+// directories applied, hard links and symlinks kept, config placed.
+func TestBuildImageInitramfs(t *testing.T) {
+	if _, err := exec.LookPath("busybox"); err != nil {
+		t.Skip("busybox not installed: apt-get install busybox-static")
+	}
+	cfg := v1.Config{Entrypoint: []string{"/bin/sh"}, Cmd: []string{"-c", "true"}, Env: []string{"A=1"}, WorkingDir: "/w", User: "app"}
+	a, err := BuildImageInitramfs(testImage(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := BuildImageInitramfs(testImage(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Fatal("two builds of the same image differ")
+	}
+	files := cpioList(t, a)
+	for _, want := range []string{"rootfs/bin/busybox", "rootfs/bin/sh", "rootfs/opq/new", "rootfs/links/a", "rootfs/links/b", ".bulwark/config.json"} {
+		if !files[want] {
+			t.Errorf("archive lacks %s", want)
+		}
+	}
+	for _, gone := range []string{"rootfs/etc/gone", "rootfs/opq/old", "rootfs/etc/.wh.gone", "rootfs/opq/.wh..wh..opq"} {
+		if files[gone] {
+			t.Errorf("archive has %s", gone)
+		}
+	}
+	var ic channel.ImageConfig
+	if err := json.Unmarshal(cpioFile(t, a, ".bulwark/config.json"), &ic); err != nil {
+		t.Fatal(err)
+	}
+	if ic.User != "app" || ic.WorkingDir != "/w" || len(ic.Entrypoint) != 1 || len(ic.Cmd) != 2 || ic.Env[0] != "A=1" {
+		t.Errorf("config = %+v", ic)
+	}
+	// GNU cpio sees the hard link (2 links) and the symlink.
+	out := cpioVerbose(t, a)
+	if !strings.Contains(out, "rootfs/bin/sh -> busybox") {
+		t.Errorf("no symlink in:\n%s", out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasSuffix(l, "rootfs/links/a") || strings.HasSuffix(l, "rootfs/links/b") {
+			if f := strings.Fields(l); len(f) < 2 || f[1] != "2" {
+				t.Errorf("hard link count: %q", l)
+			}
+		}
+	}
+}
+
+func TestImageInitramfsRejectsEscapes(t *testing.T) {
+	for _, ents := range [][]tarEntry{
+		{{name: "../evil", typ: tar.TypeReg, mode: 0o644, body: []byte("x")}},
+		{{name: "a/../../evil", typ: tar.TypeReg, mode: 0o644}},
+		{{name: "x", typ: tar.TypeLink, link: "../../etc/shadow"}},
+	} {
+		_, err := tarEntries(tarReader(t, ents), ImageOptions{MaxSize: 1 << 20})
+		if err == nil {
+			t.Errorf("%q accepted", ents[0].name)
+		}
+	}
+	// Size limit.
+	big := []tarEntry{{name: "big", typ: tar.TypeReg, mode: 0o644, body: make([]byte, 2048)}}
+	if _, err := tarEntries(tarReader(t, big), ImageOptions{MaxSize: 1024}); err == nil {
+		t.Error("size limit not enforced")
+	}
+}
+
+func tarReader(t *testing.T, ents []tarEntry) *bytes.Reader {
+	l := tarLayer(t, ents)
+	rc, err := l.Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(rc)
+	return bytes.NewReader(buf.Bytes())
+}
+
+func cpioTool(t *testing.T) string {
+	p, err := exec.LookPath("cpio")
+	if err != nil {
+		t.Skip("cpio not installed: apt-get install cpio")
+	}
+	return p
+}
+
+func cpioList(t *testing.T, arch []byte) map[string]bool {
+	t.Helper()
+	cmd := exec.Command(cpioTool(t), "-t", "--quiet")
+	cmd.Stdin = bytes.NewReader(arch)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("cpio -t: %v", err)
+	}
+	m := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		m[l] = true
+	}
+	return m
+}
+
+func cpioVerbose(t *testing.T, arch []byte) string {
+	t.Helper()
+	cmd := exec.Command(cpioTool(t), "-t", "-v", "--quiet", "--numeric-uid-gid")
+	cmd.Stdin = bytes.NewReader(arch)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("cpio -tv: %v", err)
+	}
+	return string(out)
+}
+
+func cpioFile(t *testing.T, arch []byte, name string) []byte {
+	t.Helper()
+	cmd := exec.Command(cpioTool(t), "-i", "--quiet", "--to-stdout", name)
+	cmd.Stdin = bytes.NewReader(arch)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("cpio -i %s: %v", name, err)
+	}
+	return out
+}

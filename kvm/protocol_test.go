@@ -1,0 +1,232 @@
+package kvm
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+func protoSandbox() *Sandbox {
+	return &Sandbox{
+		cfg:     Config{Stdout: io.Discard, Stderr: io.Discard},
+		console: newLineTail(40, nil), qerr: newLineTail(20, nil),
+		hello: make(chan struct{}), started: make(chan struct{}),
+		exited: make(chan struct{}), readerDone: make(chan struct{}),
+	}
+}
+
+func jsonFrame(t testing.TB, typ channel.Type, v any) []byte {
+	var b bytes.Buffer
+	if err := channel.WriteJSON(&b, typ, v); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func rawFrame(typ channel.Type, body string) []byte {
+	var b bytes.Buffer
+	channel.WriteFrame(&b, typ, []byte(body))
+	return b.Bytes()
+}
+
+// feed applies frames as readGuest does and returns the first error.
+func feed(s *Sandbox, in []byte) error {
+	r := bytes.NewReader(in)
+	for {
+		typ, body, err := channel.ReadFrame(r)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.handleFrame(typ, body); err != nil {
+			return err
+		}
+	}
+}
+
+func TestHostProtocol(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	hello := jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: key})
+	started := jsonFrame(t, channel.TypeStarted, channel.Started{PID: 5})
+	cat := func(fs ...[]byte) []byte { return bytes.Join(fs, nil) }
+	for _, tc := range []struct {
+		name      string
+		sentStart bool
+		in        []byte
+		err       string
+		exit      int
+	}{
+		{"full run", true, cat(hello, started, rawFrame(channel.TypeStdout, "out"), rawFrame(channel.TypeStderr, "err"), jsonFrame(t, channel.TypeExit, channel.Exit{Code: 3})), "", 3},
+		{"output before start", true, cat(hello, rawFrame(channel.TypeStdout, "x")), "before the workload started", -1},
+		{"started unasked", false, cat(hello, started), "out of order", -1},
+		{"two hellos", false, cat(hello, hello), "second HELLO", -1},
+		{"short key", false, jsonFrame(t, channel.TypeHello, channel.Hello{Version: 1, PublicKey: []byte{1}}), "public key", -1},
+		{"wrong version", false, jsonFrame(t, channel.TypeHello, channel.Hello{Version: 99, PublicKey: key}), "version", -1},
+		{"exit before start", true, cat(hello, jsonFrame(t, channel.TypeExit, channel.Exit{Code: 0})), "out of order", -1},
+		{"exit out of range", true, cat(hello, started, jsonFrame(t, channel.TypeExit, channel.Exit{Code: 1000})), "out of range", -1},
+		{"host frame from guest", false, cat(hello, jsonFrame(t, channel.TypeStart, channel.Start{SandboxID: "x"})), "unexpected", -1},
+		{"unknown field", false, rawFrame(channel.TypeHello, `{"version":1,"public_key":"","x":1}`), "malformed", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := protoSandbox()
+			var out, errOut bytes.Buffer
+			s.cfg.Stdout, s.cfg.Stderr = &out, &errOut
+			s.sentStart = tc.sentStart
+			err := feed(s, tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !s.gotExit || s.exitCode != tc.exit || out.String() != "out" || errOut.String() != "err" {
+				t.Fatalf("exit %v/%d out %q err %q", s.gotExit, s.exitCode, out.String(), errOut.String())
+			}
+		})
+	}
+}
+
+func TestHostProtocolGuestError(t *testing.T) {
+	s := protoSandbox()
+	s.sentStart = true
+	in := bytes.Join([][]byte{
+		jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)}),
+		jsonFrame(t, channel.TypeError, channel.Error{Message: "secret \"db\" does not open\x1b[2J"}),
+	}, nil)
+	if err := feed(s, in); err != nil {
+		t.Fatal(err)
+	}
+	<-s.started
+	var ge *GuestError
+	if !errors.As(s.startErr, &ge) || strings.Contains(ge.Message, "\x1b") {
+		t.Fatalf("startErr = %#v (control characters must be replaced)", s.startErr)
+	}
+}
+
+// FuzzReadFrame drives the host's guest-frame handling with arbitrary
+// bytes, as a hostile guest could send them.
+func FuzzReadFrame(f *testing.F) {
+	f.Add(jsonFrame(f, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)}), true)
+	f.Add(bytes.Join([][]byte{
+		jsonFrame(f, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)}),
+		jsonFrame(f, channel.TypeStarted, channel.Started{PID: 1}),
+		rawFrame(channel.TypeStdout, "hi"),
+		jsonFrame(f, channel.TypeExit, channel.Exit{Code: 0}),
+	}, nil), true)
+	f.Add(rawFrame(channel.TypeError, `{"message":"x"}`), false)
+	f.Fuzz(func(t *testing.T, in []byte, sentStart bool) {
+		s := protoSandbox()
+		s.sentStart = sentStart
+		_ = feed(s, in)
+		if s.gotExit && (s.exitCode < 0 || s.exitCode > 255) {
+			t.Fatalf("exit code %d accepted", s.exitCode)
+		}
+		if s.guestKey != nil && len(s.guestKey) != 32 {
+			t.Fatalf("guest key of %d bytes accepted", len(s.guestKey))
+		}
+	})
+}
+
+func TestChooseAccel(t *testing.T) {
+	ok := func() error { return nil }
+	bad := func() error { return ErrKVMUnavailable }
+	for _, tc := range []struct {
+		want  string
+		probe func() error
+		got   string
+		err   bool
+	}{
+		{"", ok, AccelKVM, false},
+		{"auto", bad, AccelTCG, false},
+		{"kvm", ok, AccelKVM, false},
+		{"kvm", bad, "", true},
+		{"tcg", ok, AccelTCG, false},
+		{"hvf", ok, "", true},
+	} {
+		c, err := chooseAccel(tc.want, tc.probe)
+		if (err != nil) != tc.err || c.Accel != tc.got {
+			t.Errorf("chooseAccel(%q) = %+v, %v", tc.want, c, err)
+		}
+		if tc.want == "auto" && !strings.Contains(c.Reason, "TCG") {
+			t.Errorf("fallback reason %q does not say TCG", c.Reason)
+		}
+	}
+}
+
+func TestProbeKVM(t *testing.T) {
+	dir := t.TempDir()
+	dev := dir + "/kvm"
+	if err := probeKVM(dir, dev); !errors.Is(err, ErrKVMUnavailable) {
+		t.Fatalf("no modules: %v", err)
+	}
+	mkdir(t, dir+"/kvm_pvm")
+	if err := probeKVM(dir, dev); err == nil || !strings.Contains(err.Error(), "kvm_pvm") {
+		t.Fatalf("pvm only: %v", err)
+	}
+	mkdir(t, dir+"/kvm_intel")
+	if err := probeKVM(dir, dev); err == nil || !strings.Contains(err.Error(), "cannot be opened") {
+		t.Fatalf("no device: %v", err)
+	}
+	writeFile(t, dev, "")
+	if err := probeKVM(dir, dev); err != nil {
+		t.Fatalf("usable: %v", err)
+	}
+}
+
+func TestDefaultCmdline(t *testing.T) {
+	tcg, err := DefaultCmdline(AccelTCG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcg2, _ := DefaultCmdline(AccelTCG)
+	if tcg != tcg2 || !strings.Contains(tcg, "tsc_early_khz=") || !strings.Contains(tcg, "panic=-1") {
+		t.Fatalf("tcg cmdline %q / %q", tcg, tcg2)
+	}
+	kvm, err := DefaultCmdline(AccelKVM)
+	if err != nil || strings.Contains(kvm, "tsc_early_khz") {
+		t.Fatalf("kvm cmdline %q %v", kvm, err)
+	}
+	if _, err := DefaultCmdline("auto"); err == nil {
+		t.Fatal("auto accepted")
+	}
+}
+
+func TestCgroupLimits(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, root+"/cgroup.controllers", "cpuset cpu io memory pids\n")
+	cg, err := newCgroup(root+"/bulwark", "sb1", 2, 512, AccelTCG, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{
+		root + "/cgroup.subtree_control":         "+cpu +memory",
+		root + "/bulwark/cgroup.subtree_control": "+cpu +memory",
+		root + "/bulwark/sb1/cpu.max":            "200000 100000",
+		root + "/bulwark/sb1/memory.max":         "1342177280", // 512 MiB + 768 MiB TCG overhead
+	} {
+		if got := readFile(t, file); got != want {
+			t.Errorf("%s = %q, want %q", file, got, want)
+		}
+	}
+	// remove only works on an empty directory, as with real cgroups.
+	for _, f := range []string{"cpu.max", "memory.max", "memory.swap.max"} {
+		removeFile(t, root+"/bulwark/sb1/"+f)
+	}
+	if err := cg.remove(); err != nil {
+		t.Fatal(err)
+	}
+	// Missing controllers: refused (the sandbox then warns and runs without).
+	writeFile(t, root+"/cgroup.controllers", "pids\n")
+	if _, err := newCgroup(root+"/bulwark", "sb2", 1, 256, AccelKVM, false); err == nil {
+		t.Fatal("accepted a hierarchy without cpu/memory controllers")
+	}
+}
