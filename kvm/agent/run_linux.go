@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -489,7 +488,6 @@ func runStandalone(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var out bytes.Buffer
 	proc, err := os.StartProcess(prog, argv, &os.ProcAttr{
 		Dir: wd, Env: env, Files: []*os.File{nil, os.Stderr, os.Stderr},
 		Sys: &syscall.SysProcAttr{Chroot: channel.RootfsDir, Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}}},
@@ -498,6 +496,6 @@ func runStandalone(log *slog.Logger) error {
 		return err
 	}
 	code := reapUntil(proc.Pid)
-	log.Info("workload exited", "code", code, "out", out.Len())
+	log.Info("workload exited", "code", code)
 	return nil
 }

@@ -1,0 +1,184 @@
+package agent
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+func writeRoot(t *testing.T, files map[string]string) string {
+	t.Helper()
+	root := t.TempDir()
+	for p, body := range files {
+		full := filepath.Join(root, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		if target, ok := strings.CutPrefix(body, "->"); ok {
+			if err := os.Symlink(target, full); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		mode := os.FileMode(0o644)
+		if strings.HasPrefix(body, "#!") {
+			mode = 0o755
+		}
+		if err := os.WriteFile(full, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestResolveUser(t *testing.T) {
+	root := writeRoot(t, map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n# comment\napp:x:1000:1001:App:/home/app:/bin/sh\nbad:x:zz:1:::\n",
+		"etc/group":  "root:x:0:\nstaff:x:50:\napp:x:1001:\n",
+	})
+	for _, tc := range []struct {
+		user     string
+		uid, gid uint32
+		home     string
+		err      string
+	}{
+		{"", 0, 0, "/root", ""},
+		{"0", 0, 0, "/root", ""},
+		{"app", 1000, 1001, "/home/app", ""},
+		{"1000", 1000, 1001, "/home/app", ""},
+		{"1000:50", 1000, 50, "/home/app", ""},
+		{"app:staff", 1000, 50, "/home/app", ""},
+		{"4242", 4242, 0, "/", ""},
+		{"4242:7", 4242, 7, "/", ""},
+		{"nobody", 0, 0, "", "not found"},
+		{"app:nogroup", 0, 0, "", "not found"},
+		{"bad", 0, 0, "", "bad /etc/passwd"},
+	} {
+		id, err := ResolveUser(root, tc.user)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ResolveUser(%q) err = %v, want %q", tc.user, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || id.UID != tc.uid || id.GID != tc.gid || id.Home != tc.home {
+			t.Errorf("ResolveUser(%q) = %+v, %v; want %d:%d %s", tc.user, id, err, tc.uid, tc.gid, tc.home)
+		}
+	}
+}
+
+func TestLookPath(t *testing.T) {
+	root := writeRoot(t, map[string]string{
+		"usr/bin/tool":  "#!/bin/sh\n",
+		"usr/bin/data":  "not executable",
+		"bin":           "->usr/bin",
+		"opt/abs":       "->/usr/bin/tool", // absolute: must resolve inside root
+		"opt/escape":    "->../../../../../../bin/sh",
+		"work/run.sh":   "#!/bin/sh\n",
+		"sbin/loop":     "->/sbin/loop",
+		"usr/local/lib": "",
+	})
+	env := []string{"PATH=/opt:/bin"}
+	for _, tc := range []struct {
+		name, want, err string
+	}{
+		{"tool", "/bin/tool", ""},
+		{"abs", "/opt/abs", ""},
+		{"/usr/bin/tool", "/usr/bin/tool", ""},
+		{"./run.sh", "./run.sh", ""},
+		{"data", "", "not found"},
+		{"missing", "", "not found"},
+		{"/sbin/loop", "", "not an executable"},
+		{"escape", "", "not found"}, // ".." stops at root: /bin/sh does not exist in this root
+	} {
+		got, err := LookPath(root, tc.name, env, "/work")
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("LookPath(%q) = %q, %v; want error %q", tc.name, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("LookPath(%q) = %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+func TestEnvAndCommand(t *testing.T) {
+	env := Env([]string{"A=1", "bogus", "=x", "HOME=/h"}, "/root", "abc")
+	want := []string{"A=1", "HOME=/h", "PATH=" + DefaultPath, "HOSTNAME=abc"}
+	if strings.Join(env, ",") != strings.Join(want, ",") {
+		t.Errorf("Env = %v, want %v", env, want)
+	}
+	cfg := channel.ImageConfig{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo hi"}}
+	if got, _ := Command(cfg, nil); strings.Join(got, "|") != "/bin/sh|-c|echo hi" {
+		t.Errorf("Command = %v", got)
+	}
+	if got, _ := Command(cfg, []string{"true"}); strings.Join(got, "|") != "true" {
+		t.Errorf("Command override = %v", got)
+	}
+	if _, err := Command(channel.ImageConfig{}, nil); err == nil {
+		t.Error("empty command accepted")
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	if ExitCode(true, 7, false, 0) != 7 || ExitCode(false, 0, true, 9) != 137 || ExitCode(false, 0, false, 0) != 255 {
+		t.Error("ExitCode mapping")
+	}
+}
+
+func TestReadHostMessage(t *testing.T) {
+	var b bytes.Buffer
+	channel.WriteJSON(&b, channel.TypeStart, channel.Start{SandboxID: "abc", Secrets: []channel.Secret{{Name: "db", Wrapped: []byte{1}}}})
+	channel.WriteJSON(&b, channel.TypeAbort, channel.Abort{Reason: "no"})
+	channel.WriteJSON(&b, channel.TypeStart, channel.Start{SandboxID: "abc", Secrets: []channel.Secret{{Name: "../etc/shadow"}}})
+	channel.WriteJSON(&b, channel.TypeHello, channel.Hello{Version: 1})
+	m, err := ReadHostMessage(&b)
+	if err != nil || m.Start == nil || m.Start.Secrets[0].Name != "db" {
+		t.Fatalf("start: %+v %v", m, err)
+	}
+	m, err = ReadHostMessage(&b)
+	if err != nil || m.Abort == nil || m.Abort.Reason != "no" {
+		t.Fatalf("abort: %+v %v", m, err)
+	}
+	if _, err = ReadHostMessage(&b); err == nil {
+		t.Fatal("path-like secret name accepted")
+	}
+	if _, err = ReadHostMessage(&b); err == nil {
+		t.Fatal("HELLO from the host accepted")
+	}
+}
+
+// FuzzReadFrame feeds arbitrary host bytes to the agent's decoder: it must
+// never panic, and whatever it accepts must be a valid message.
+func FuzzReadFrame(f *testing.F) {
+	var b bytes.Buffer
+	channel.WriteJSON(&b, channel.TypeStart, channel.Start{SandboxID: "abc", Secrets: []channel.Secret{{Name: "db", Wrapped: []byte("w")}}, Args: []string{"sh"}})
+	f.Add(b.Bytes())
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeAbort, channel.Abort{Reason: "policy"})
+	f.Add(b.Bytes())
+	f.Add([]byte{0, 0, 0, 1, 2})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m, err := ReadHostMessage(bytes.NewReader(in))
+		if err != nil {
+			return
+		}
+		if (m.Start == nil) == (m.Abort == nil) {
+			t.Fatalf("accepted %+v", m)
+		}
+		if m.Start != nil {
+			if err := m.Start.Validate(); err != nil {
+				t.Fatalf("accepted an invalid START: %v", err)
+			}
+			for _, s := range m.Start.Secrets {
+				if strings.Contains(s.Name, "/") {
+					t.Fatalf("secret name %q", s.Name)
+				}
+			}
+		}
+	})
+}
