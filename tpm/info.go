@@ -13,7 +13,7 @@ import (
 type Info struct {
 	Manufacturer    string // e.g. "IBM" for swtpm, "MSFT" for the reference simulator
 	Vendor          string // the vendor strings, concatenated
-	FirmwareVersion string // e.g. "20191023.0"
+	FirmwareVersion string // TPM_PT_FIRMWARE_VERSION_1 and _2 in hex, e.g. "20191023.00163636"
 }
 
 // Info reads the TPM's manufacturer, vendor strings and firmware version.
@@ -47,7 +47,7 @@ func (t *TPM) Info(ctx context.Context) (*Info, error) {
 				fw2 = v
 			}
 		}
-		out.FirmwareVersion = fmt.Sprintf("%d.%d.%d.%d", fw1>>16, fw1&0xffff, fw2>>16, fw2&0xffff)
+		out.FirmwareVersion = fmt.Sprintf("%08x.%08x", fw1, fw2)
 		return nil
 	})
 	return &out, err
