@@ -15,7 +15,7 @@ import (
 func TestReplayMatchesTPM(t *testing.T) {
 	sim, err := simulator.Get()
 	if err != nil {
-		t.Skipf("TPM simulator unavailable (needs cgo and libssl-dev: apt-get install libssl-dev): %v", err)
+		t.Skipf("TPM simulator unavailable (needs CGO_ENABLED=1 and OpenSSL headers: apt-get install libssl-dev): %v", err)
 	}
 	t.Cleanup(func() { sim.Close() })
 	ext := func(a Alg, pcr int, d []byte) error {
