@@ -353,6 +353,7 @@ func (e *evaluation) cmdline() {
 			e.deny("cmdline: %q not allowed: the policy's cmdline exact list is empty, so it allows none", truncate(got, 256))
 			return
 		}
+		e.cmdlineDigest()
 		if !slices.Contains(r.Exact, got) {
 			shown := make([]string, 0, 3)
 			for _, x := range r.Exact[:min(3, len(r.Exact))] {
@@ -367,6 +368,7 @@ func (e *evaluation) cmdline() {
 		return
 	}
 	params := SplitCmdline(got)
+	e.cmdlineDigest()
 	var bad []string
 	for _, tok := range params {
 		if !slices.ContainsFunc(r.Params.Allow, func(p string) bool { return matchParam(p, tok) }) {
@@ -383,6 +385,20 @@ func (e *evaluation) cmdline() {
 		if !slices.ContainsFunc(params, func(tok string) bool { return matchParam(req, tok) }) {
 			e.deny("cmdline: required parameter %q is missing from %q", req, truncate(got, 256))
 		}
+	}
+}
+
+// cmdlineDigest denies an event whose cmdline_digest is set but is not the
+// digest of its command line (attestd and measure check this too: defence
+// in depth, since rules may look at either).
+func (e *evaluation) cmdlineDigest() {
+	d := e.ev.Event.CmdlineDigest
+	if d == "" {
+		return
+	}
+	alg, _, err := measure.ParseDigest(d)
+	if err != nil || measure.DigestCmdline(alg, e.ev.Event.Cmdline) != d {
+		e.deny("cmdline: cmdline_digest %s is not the digest of the command line %q", truncate(d, 80), truncate(e.ev.Event.Cmdline, 256))
 	}
 }
 

@@ -149,6 +149,7 @@ func TestEvaluate(t *testing.T) {
 		{"initrd missing", func(ev *Evidence) { ev.Event.Initrd = "" }, []string{"initrd: the launch has no initrd but the policy requires one"}},
 		{"cmdline param not allowed", func(ev *Evidence) { ev.Event.Cmdline = "console=ttyS0 init=/bin/sh quiet" }, []string{`cmdline: parameter(s) "init=/bin/sh" not allowed`}},
 		{"cmdline quoted smuggle", func(ev *Evidence) { ev.Event.Cmdline = `console=ttyS0 "init=/bin/sh"` }, []string{`cmdline: parameter(s) "\"init=/bin/sh\"" not allowed`}},
+		{"cmdline digest mismatch", func(ev *Evidence) { ev.Event.CmdlineDigest = dA }, []string{"cmdline: cmdline_digest " + dA + " is not the digest of the command line"}},
 		{"cmdline required missing", func(ev *Evidence) { ev.Event.Cmdline = "quiet" }, []string{`cmdline: required parameter "console=ttyS0" is missing from "quiet"`}},
 		{"image tampered payload", func(ev *Evidence) {
 			ev.Signatures[1].Payload = []byte(strings.Replace(string(ev.Signatures[1].Payload), "registry.example", "evil.example", 1))
@@ -192,7 +193,11 @@ func TestEvaluate(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := f.evidence(t)
+			orig := ev.Event.CmdlineDigest
 			tc.mutate(&ev)
+			if ev.Event.CmdlineDigest == orig { // keep the event consistent unless the case is about that
+				ev.Event.CmdlineDigest = digestOf([]byte(ev.Event.Cmdline))
+			}
 			v := f.set.Evaluate(context.Background(), ev)
 			if len(tc.want) == 0 {
 				if !v.Allow || len(v.Reasons) != 0 {
