@@ -1,0 +1,72 @@
+package launchercmd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/tpm"
+)
+
+func runLauncher(t *testing.T, env map[string]string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Program.Main(context.Background(), &cli.Env{Stdout: &out, Stderr: &errb,
+		Getenv: func(k string) string { return env[k] }}, args)
+	return out.String(), errb.String(), code
+}
+
+func TestTPMInfoManaged(t *testing.T) {
+	for _, tool := range []string{"swtpm", "swtpm_setup"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed: apt-get install swtpm swtpm-tools", tool)
+		}
+	}
+	state := t.TempDir()
+	env := map[string]string{"BULWARK_STATE": state}
+	t.Cleanup(func() { _ = tpm.StopManaged(filepath.Join(state, "swtpm")) })
+	out, errs, code := runLauncher(t, env, "tpm", "info", "--json")
+	if code != 0 {
+		t.Fatalf("tpm info: exit %d: %s", code, errs)
+	}
+	var info tpmInfo
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Kind != "swtpm" || info.ManagedPID == 0 || !strings.HasPrefix(info.EKFingerprint, "sha256:") ||
+		info.EKCertificate == nil || !strings.HasPrefix(info.EKCertificate.Verified, "chains") ||
+		info.AK != nil || info.LaunchPCR != 13 || len(info.LaunchPCRValue) != 64 {
+		t.Fatalf("tpm info: %+v", info)
+	}
+	out, _, code = runLauncher(t, env, "tpm", "info", "--pcr", "16")
+	if code != 0 || !strings.Contains(out, "Launch PCR:   16 = ") || !strings.Contains(out, "not created yet") {
+		t.Fatalf("tpm info text: exit %d:\n%s", code, out)
+	}
+	out, _, code = runLauncher(t, env, "tpm", "stop")
+	if code != 0 || !strings.Contains(out, "stopped") {
+		t.Fatalf("tpm stop: exit %d: %s", code, out)
+	}
+}
+
+func TestTPMInfoErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"tpm", "info", "--tpm", "bogus"}, 1, "not understood"},
+		{[]string{"tpm", "info", "--pcr", "24"}, 2, "want 0..23"},
+		{[]string{"tpm", "info", "extra"}, 2, "unexpected arguments"},
+		{[]string{"tpm", "stop", "--tpm", "sim"}, 2, "not a managed swtpm"},
+	} {
+		_, errs, code := runLauncher(t, map[string]string{"BULWARK_STATE": t.TempDir()}, c.args...)
+		if code != c.code || !strings.Contains(errs, c.msg) {
+			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, errs, c.code, c.msg)
+		}
+	}
+}
