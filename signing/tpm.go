@@ -2,16 +2,28 @@ package signing
 
 import (
 	"context"
-	"errors"
+	"fmt"
+
+	"github.com/bulwark-project/bulwark/tpm"
 )
 
-// ErrTPMUnavailable is returned for "tpm:" key references when this build
-// cannot open a TPM signing key.
-var ErrTPMUnavailable = errors.New("signing: TPM-held signing keys are not available in this build (tpm package not wired yet)")
-
-// loadTPMSigner opens the TPM named by spec and wraps its signing key.
+// loadTPMSigner opens the TPM named by spec (tpm.ParseSpec: "" for the
+// default TPM, a device path, swtpm:DIR, tcp:HOST:PORT, sim) and wraps its
+// persistent signing key. Closing the Signer closes the TPM.
 func loadTPMSigner(ctx context.Context, spec string) (*Signer, error) {
-	_ = ctx
-	_ = spec
-	return nil, ErrTPMUnavailable
+	t, err := tpm.Open(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("signing: opening TPM %q: %w", spec, err)
+	}
+	cs, err := t.Signer(ctx)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("signing: TPM signing key: %w", err)
+	}
+	s, err := NewSigner(cs, t)
+	if err != nil {
+		t.Close()
+		return nil, err
+	}
+	return s, nil
 }

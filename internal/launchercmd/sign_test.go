@@ -1,0 +1,331 @@
+package launchercmd
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/signing"
+	"github.com/bulwark-project/bulwark/tpm"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+)
+
+// signCLI runs a launcher command in process with COSIGN_PASSWORD=password
+// (unset when password is nil).
+func signCLI(t *testing.T, password *string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""), Getenv: func(k string) string {
+		if k == passwordEnv && password != nil {
+			return *password
+		}
+		return ""
+	}}
+	code = Program.Main(context.Background(), env, args)
+	return code, out.String(), errb.String()
+}
+
+func strp(s string) *string { return &s }
+
+// unsetPassword makes sure the process environment has no COSIGN_PASSWORD
+// for this test (restored afterwards).
+func unsetPassword(t *testing.T) {
+	t.Setenv(passwordEnv, "x")
+	os.Unsetenv(passwordEnv)
+}
+
+func wantCode(t *testing.T, what string, code, want int, stdout, stderr string, contains ...string) {
+	t.Helper()
+	if code != want {
+		t.Fatalf("%s: exit %d, want %d\nstdout: %s\nstderr: %s", what, code, want, stdout, stderr)
+	}
+	for _, c := range contains {
+		if !strings.Contains(stdout+stderr, c) {
+			t.Fatalf("%s: output lacks %q\nstdout: %s\nstderr: %s", what, c, stdout, stderr)
+		}
+	}
+}
+
+func TestKeygenSignVerifyFile(t *testing.T) {
+	unsetPassword(t)
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "cosign")
+	pw := strp("correct horse")
+
+	code, out, errs := signCLI(t, pw, "keygen", "--output-key-prefix", prefix)
+	wantCode(t, "keygen", code, 0, out, errs, "Key ID: sha256:")
+	fi, err := os.Stat(prefix + ".key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("cosign.key mode %v, want 0600", fi.Mode().Perm())
+	}
+	pub, err := signing.LoadVerifierFile(prefix + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyID := signing.KeyID(pub)
+	if !strings.Contains(out, keyID) {
+		t.Fatalf("keygen printed another key id: %s", out)
+	}
+	before, _ := os.ReadFile(prefix + ".key")
+	code, out, errs = signCLI(t, pw, "keygen", "--output-key-prefix", prefix)
+	wantCode(t, "keygen again", code, 1, out, errs, "already exists", "--force")
+	if after, _ := os.ReadFile(prefix + ".key"); !bytes.Equal(before, after) {
+		t.Fatal("keygen overwrote the key without --force")
+	}
+
+	// Another key, to check "wrong key".
+	otherPrefix := filepath.Join(dir, "other")
+	code, out, errs = signCLI(t, pw, "keygen", "--output-key-prefix", otherPrefix)
+	wantCode(t, "keygen other", code, 0, out, errs)
+	code, out, errs = signCLI(t, pw, "keygen", "--output-key-prefix", otherPrefix, "--force")
+	wantCode(t, "keygen --force", code, 0, out, errs)
+
+	kernel := filepath.Join(dir, "vmlinuz")
+	if err := os.WriteFile(kernel, bytes.Repeat([]byte("bzImage"), 5000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = signCLI(t, pw, "sign", "--key", prefix+".key", "--bundle", kernel)
+	wantCode(t, "sign", code, 0, out, errs, kernel+".sig", kernel+".bundle.json", keyID)
+
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", kernel)
+	wantCode(t, "verify", code, 0, out, errs, "Verified OK: "+kernel, keyID, "signature "+kernel+".sig", "bundle "+kernel+".bundle.json")
+
+	// Failures: each names the artifact, the key and the reason.
+	code, out, errs = signCLI(t, nil, "verify", "--key", otherPrefix+".pub", kernel)
+	wantCode(t, "wrong key", code, 1, out, errs, kernel+": NOT verified", "bad signature")
+
+	tampered := filepath.Join(dir, "vmlinuz.tampered")
+	b, _ := os.ReadFile(kernel)
+	b[100] ^= 1
+	os.WriteFile(tampered, b, 0o644)
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--signature", kernel+".sig", tampered)
+	wantCode(t, "tampered", code, 1, out, errs, tampered+": NOT verified with key "+keyID, "bad signature", "modified")
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--bundle", kernel+".bundle.json", tampered)
+	wantCode(t, "tampered (bundle)", code, 1, out, errs, "bad signature in bundle")
+
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", tampered)
+	wantCode(t, "missing signature", code, 1, out, errs, "missing signature", tampered+".sig")
+
+	garbage := filepath.Join(dir, "garbage.sig")
+	os.WriteFile(garbage, []byte("this is not base64!\n"), 0o644)
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--signature", garbage, kernel)
+	wantCode(t, "garbage signature", code, 1, out, errs, "malformed signature")
+
+	truncated := filepath.Join(dir, "truncated.sig")
+	sig, _ := os.ReadFile(kernel + ".sig")
+	os.WriteFile(truncated, sig[:len(sig)-8], 0o644)
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--signature", truncated, kernel)
+	wantCode(t, "truncated signature", code, 1, out, errs, "NOT verified")
+
+	code, out, errs = signCLI(t, strp("wrong"), "sign", "--key", prefix+".key", kernel)
+	wantCode(t, "wrong password", code, 1, out, errs, "wrong password")
+
+	code, out, errs = signCLI(t, nil, "sign", "--key", prefix+".key", kernel)
+	wantCode(t, "no password, no terminal", code, 1, out, errs, passwordEnv)
+
+	// Usage errors exit 2.
+	for _, args := range [][]string{
+		{"sign", kernel},
+		{"verify", kernel},
+		{"verify", "--key", prefix + ".pub"},
+		{"sign", "--key", prefix + ".key", "--image", dir, kernel},
+		{"keygen", "--key", prefix + ".key"},
+	} {
+		code, out, errs = signCLI(t, pw, args...)
+		wantCode(t, strings.Join(args, " "), code, 2, out, errs)
+	}
+}
+
+func TestKeygenEmptyPassword(t *testing.T) {
+	t.Setenv(passwordEnv, "") // set, empty: cosign's way to ask for no password
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "k")
+	code, out, errs := signCLI(t, nil, "keygen", "--output-key-prefix", prefix)
+	wantCode(t, "keygen", code, 0, out, errs, "EMPTY password")
+	f := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(f, []byte("version: 1\n"), 0o644)
+	code, out, errs = signCLI(t, nil, "sign", "--key", prefix+".key", f)
+	wantCode(t, "sign", code, 0, out, errs)
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", f)
+	wantCode(t, "verify", code, 0, out, errs, "Verified OK")
+}
+
+func writeTestLayout(t *testing.T, dir string) {
+	t.Helper()
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSignVerifyImage(t *testing.T) {
+	unsetPassword(t)
+	dir := t.TempDir()
+	pw := strp("pw")
+	prefix := filepath.Join(dir, "cosign")
+	if code, out, errs := signCLI(t, pw, "keygen", "--output-key-prefix", prefix); code != 0 {
+		t.Fatal(out, errs)
+	}
+	imgA, imgB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	writeTestLayout(t, imgA)
+	writeTestLayout(t, imgB)
+
+	code, out, errs := signCLI(t, pw, "sign", "--key", prefix+".key", "--image", imgA+"/", "--ref", "demo/app")
+	wantCode(t, "sign image", code, 0, out, errs, imgA+".sig", imgA+".payload.json")
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--image", imgA)
+	wantCode(t, "verify image", code, 0, out, errs, "Verified OK: image "+imgA, "claimed reference demo/app")
+
+	// A's signature presented for B: payload digest mismatch.
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--image", imgB, "--signature", imgA+".sig", "--payload", imgA+".payload.json")
+	wantCode(t, "other image", code, 1, out, errs, "image "+imgB, "payload digest mismatch")
+	// No signature next to B.
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--image", imgB)
+	wantCode(t, "unsigned image", code, 1, out, errs, "missing signature", imgB+".sig")
+
+	// A validly signed payload of the wrong type.
+	s, err := signing.LoadSigner(t.Context(), prefix+".key", func() ([]byte, error) { return []byte("pw"), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	good, _ := os.ReadFile(imgA + ".payload.json")
+	bad := bytes.Replace(good, []byte(signing.SimpleSigningType), []byte("atomic container signature"), 1)
+	badSig, err := signing.SignBlob(s, bytes.NewReader(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "bad.payload.json"), bad, 0o644)
+	os.WriteFile(filepath.Join(dir, "bad.sig"), badSig, 0o644)
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--image", imgA, "--signature", filepath.Join(dir, "bad.sig"), "--payload", filepath.Join(dir, "bad.payload.json"))
+	wantCode(t, "wrong payload type", code, 1, out, errs, "not a cosign image signature payload")
+
+	// Tampered payload (claims B) with A's signature: bad signature.
+	os.WriteFile(filepath.Join(dir, "swapped.payload.json"), bytes.Replace(good, []byte("demo/app"), []byte("evil/app"), 1), 0o644)
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--image", imgA, "--payload", filepath.Join(dir, "swapped.payload.json"))
+	wantCode(t, "tampered payload", code, 1, out, errs, "bad signature")
+}
+
+// cosignBinary finds the cosign CLI (PATH or GOPATH/bin) or skips.
+func cosignBinary(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("cosign"); err == nil {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		for _, d := range filepath.SplitList(strings.TrimSpace(string(out))) {
+			if p := filepath.Join(d, "bin", "cosign"); fileExists(p) {
+				return p
+			}
+		}
+	}
+	t.Skip("cosign not installed: run scripts/install-cosign.sh")
+	return ""
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// The launcher's files work with cosign, and cosign's with the launcher.
+func TestSignVerifyWithCosignCLI(t *testing.T) {
+	unsetPassword(t)
+	cosign := cosignBinary(t)
+	dir := t.TempDir()
+	cosignEnv := append(os.Environ(), "HOME="+dir, "TUF_ROOT="+filepath.Join(dir, "tuf"), "COSIGN_PASSWORD=pw")
+	runCosign := func(args ...string) error {
+		cmd := exec.CommandContext(t.Context(), cosign, args...)
+		cmd.Env = cosignEnv
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Logf("cosign %s: %s", strings.Join(args, " "), out)
+		}
+		return err
+	}
+	f := filepath.Join(dir, "initrd.img")
+	os.WriteFile(f, bytes.Repeat([]byte{0x1f, 0x8b}, 10000), 0o644)
+
+	// launcher keygen + sign → cosign verify-blob
+	prefix := filepath.Join(dir, "ours")
+	if code, out, errs := signCLI(t, strp("pw"), "keygen", "--output-key-prefix", prefix); code != 0 {
+		t.Fatal(out, errs)
+	}
+	if code, out, errs := signCLI(t, strp("pw"), "sign", "--key", prefix+".key", f); code != 0 {
+		t.Fatal(out, errs)
+	}
+	if err := runCosign("verify-blob", "--key", prefix+".pub", "--signature", f+".sig", "--insecure-ignore-tlog=true", f); err != nil {
+		t.Fatalf("cosign rejects launcher sign: %v", err)
+	}
+
+	// cosign generate-key-pair + sign-blob → launcher verify
+	theirs := filepath.Join(dir, "theirs")
+	if err := runCosign("generate-key-pair", "--output-key-prefix", theirs); err != nil {
+		t.Fatal(err)
+	}
+	if err := runCosign("sign-blob", "--key", theirs+".key", "--tlog-upload=false", "--output-signature", f+".cosign.sig", f); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := signCLI(t, nil, "verify", "--key", theirs+".pub", "--signature", f+".cosign.sig", f)
+	wantCode(t, "launcher verify of cosign's signature", code, 0, out, errs, "Verified OK")
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--signature", f+".cosign.sig", f)
+	wantCode(t, "cosign's signature, our key", code, 1, out, errs, "bad signature")
+	// launcher sign with cosign's key
+	code, out, errs = signCLI(t, strp("pw"), "sign", "--key", theirs+".key", "--output-signature", f+".2.sig", f)
+	wantCode(t, "launcher sign with cosign's key", code, 0, out, errs)
+	if err := runCosign("verify-blob", "--key", theirs+".pub", "--signature", f+".2.sig", "--insecure-ignore-tlog=true", f); err != nil {
+		t.Fatalf("cosign rejects launcher sign with its key: %v", err)
+	}
+}
+
+// A signing key held in a (managed swtpm) TPM: keygen exports its public
+// half, sign uses it, verify checks against the exported key and against
+// the TPM directly.
+func TestTPMKeySignVerify(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts swtpm")
+	}
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		t.Skip("swtpm not installed: apt-get install swtpm swtpm-tools")
+	}
+	unsetPassword(t)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "swtpm")
+	t.Cleanup(func() {
+		if err := tpm.StopManaged(state); err != nil {
+			t.Errorf("stopping swtpm: %v", err)
+		}
+	})
+	keyRef := "tpm:swtpm:" + state
+	prefix := filepath.Join(dir, "tpmkey")
+	code, out, errs := signCLI(t, nil, "keygen", "--key", keyRef, "--output-key-prefix", prefix)
+	wantCode(t, "keygen --key tpm:", code, 0, out, errs, "Key ID: sha256:")
+	if fileExists(prefix + ".key") {
+		t.Fatal("keygen wrote a private key file for a TPM key")
+	}
+	record := filepath.Join(dir, "launch.json")
+	os.WriteFile(record, []byte(`{"sandbox_id":"0123"}`), 0o644)
+	code, out, errs = signCLI(t, nil, "sign", "--key", keyRef, "--bundle", record)
+	wantCode(t, "sign with TPM key", code, 0, out, errs)
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", record)
+	wantCode(t, "verify TPM signature", code, 0, out, errs, "Verified OK", "bundle")
+	code, out, errs = signCLI(t, nil, "verify", "--key", keyRef, record)
+	wantCode(t, "verify against the TPM key", code, 0, out, errs, "Verified OK")
+	os.WriteFile(record, []byte(`{"sandbox_id":"4567"}`), 0o644)
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", record)
+	wantCode(t, "tampered record", code, 1, out, errs, "bad signature")
+}
