@@ -47,6 +47,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Hosts, "hosts", DefaultHosts, "simulated hosts to enroll")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "attestations started per second (0: flat out)")
 	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "length of the measured phase (at most 1h)")
+	fs.IntVar(&cfg.Count, "count", 0, "also stop the measured phase after `N` attestations (0: only --duration bounds it)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", DefaultConcurrency, "requests in flight (at most one per host)")
 	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "gRPC connections carrying the hosts' traffic")
 	fs.StringVar(&cfg.Policy, "policy", DefaultPolicy, "policy `NAME` the launch events ask for")

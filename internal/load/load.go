@@ -62,6 +62,7 @@ type Config struct {
 	Hosts       int           // simulated hosts; 0 = DefaultHosts
 	Rate        float64       // attestations started per second; 0 = flat out
 	Duration    time.Duration // measured phase; 0 = DefaultDuration
+	Count       int           // also stop after this many attestations; 0 = no count bound
 	Concurrency int           // requests in flight; 0 = DefaultConcurrency
 	Conns       int           // gRPC connections for the hosts' traffic; 0 = DefaultConns
 	Policy      string        // policy named in launch events; "" = DefaultPolicy
@@ -107,6 +108,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Duration < 0 || c.Duration > MaxDuration {
 		return fmt.Errorf("load: --duration %v: want more than 0 and at most %v", c.Duration, MaxDuration)
+	}
+	if c.Count < 0 {
+		return fmt.Errorf("load: --count %d: want 0 (no bound) or more", c.Count)
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
@@ -206,97 +210,32 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	log := cfg.Logger
 	res := &Result{
 		Addr: cfg.Addr, Hosts: cfg.Hosts, EK: cfg.EK.String(), Concurrency: cfg.Concurrency, Conns: cfg.Conns,
 		Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Release: cfg.Release, Policy: cfg.Policy,
-		RPC: map[string]Latency{}, Verdicts: map[string]uint64{},
 	}
-
-	conns, admin, err := dial(cfg)
+	f, err := NewFleet(ctx, cfg)
+	if f != nil {
+		defer f.Close()
+		res.PrepareSeconds, res.Enroll = f.PrepareSeconds, f.Enroll
+	}
 	if err != nil {
+		if f != nil {
+			return res, err
+		}
 		return nil, err
 	}
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-		if admin != nil {
-			admin.Close()
-		}
-	}()
-
-	// Setup: the policy is loaded, the secret is in the vault, and where
-	// the audit log stands now.
-	var secretValue []byte
-	var auditAfter uint64
-	if admin != nil {
-		ac := admin.Admin
-		if err := checkPolicy(ctx, ac, cfg.Policy, cfg.RequestTimeout); err != nil {
-			return nil, err
-		}
-		if cfg.Release {
-			secretValue = make([]byte, 32)
-			rand.Read(secretValue)
-			cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
-			_, err := ac.PutSecret(cctx, &bulwarkv1.PutSecretRequest{Name: cfg.Secret, Value: secretValue,
-				Metadata: map[string]string{"description": "bulwark-load test secret; safe to delete"}})
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("load: putting secret %q through the Admin API: %w", cfg.Secret, err)
-			}
-		}
-		if !cfg.SkipAudit {
-			cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
-			auditAfter, err = auditHead(cctx, ac)
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("load: %w", err)
-			}
-		}
-	}
-
-	// Prepare the simulated hosts (CPU only).
-	ca, err := loadCA(cfg)
-	if err != nil {
-		return nil, err
-	}
-	t0 := time.Now()
-	hosts, err := prepareHosts(ctx, cfg, ca)
-	if err != nil {
-		return nil, err
-	}
-	res.PrepareSeconds = time.Since(t0).Seconds()
-	log.Info("hosts prepared", "hosts", len(hosts), "seconds", res.PrepareSeconds)
-
-	// Enrollment.
-	clients := make([]bulwarkv1.AttestationClient, len(conns))
-	for i, c := range conns {
-		clients[i] = c.Attestation
-	}
-	enrolled := enrollAll(ctx, cfg, clients, hosts, &res.Enroll)
-	log.Info("hosts enrolled", "ok", len(enrolled), "of", len(hosts), "per_second", res.Enroll.PerSecond)
-	if len(enrolled) == 0 {
-		return res, fmt.Errorf("load: no host enrolled (errors: %v)", res.Enroll.Errors)
-	}
+	d := f.Drive(ctx, Drive{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count})
+	res.Attest, res.RPC, res.Verdicts = d.Attest, d.RPC, d.Verdicts
+	cfg.Logger.Info("measured phase done", "attestations", res.Attest.Count, "per_second", res.Attest.PerSecond)
 	if ctx.Err() != nil {
 		return res, ctx.Err()
 	}
-
-	// The measured phase.
-	ids := attestAll(ctx, cfg, clients, enrolled, secretValue, res)
-	log.Info("measured phase done", "attestations", res.Attest.Count, "per_second", res.Attest.PerSecond)
-
-	// Nothing lost?
-	if admin != nil && !cfg.SkipAudit {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		res.Audit, err = CheckAudit(cctx, admin.Admin, auditAfter, ids)
-		cancel()
-		if err != nil {
-			return res, fmt.Errorf("load: audit check: %w", err)
+	if !cfg.SkipAudit {
+		if res.Audit, err = f.CheckAudit(ctx); err != nil {
+			return res, err
 		}
 	}
-
 	res.AttestationsPerSecond = res.Attest.PerSecond
 	res.P99Ms = res.Attest.Latency.P99
 	for _, n := range res.Enroll.Errors {
@@ -310,6 +249,144 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return res, ErrRunFailed
 	}
 	return res, nil
+}
+
+// Fleet is a set of simulated hosts enrolled with one attestd, ready to be
+// driven. Create with NewFleet, Close when done. Drive and CheckAudit must
+// not run concurrently with each other.
+type Fleet struct {
+	// PrepareSeconds and Enroll describe how the fleet came to be.
+	PrepareSeconds float64
+	Enroll         Phase
+
+	cfg         Config
+	conns       []*attestclient.Client
+	admin       *attestclient.Client
+	clients     []bulwarkv1.AttestationClient
+	hosts       []*host // enrolled
+	secretValue []byte
+	auditAfter  uint64
+	ids         []string // verdict ids received by every Drive so far
+}
+
+// NewFleet does the setup through the Admin API (the policy is loaded, the
+// secret is put, the audit log's length is noted), prepares cfg.Hosts
+// simulated hosts and enrolls them. It fails if none enrolled; the Fleet is
+// then still returned (with its Enroll phase) and must be closed.
+func NewFleet(ctx context.Context, cfg Config) (*Fleet, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	f := &Fleet{cfg: cfg}
+	var err error
+	if f.conns, f.admin, err = dial(cfg); err != nil {
+		return nil, err
+	}
+	for _, c := range f.conns {
+		f.clients = append(f.clients, c.Attestation)
+	}
+	if f.admin != nil {
+		ac := f.admin.Admin
+		if err := checkPolicy(ctx, ac, cfg.Policy, cfg.RequestTimeout); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if cfg.Release {
+			f.secretValue = make([]byte, 32)
+			rand.Read(f.secretValue)
+			cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+			_, err := ac.PutSecret(cctx, &bulwarkv1.PutSecretRequest{Name: cfg.Secret, Value: f.secretValue,
+				Metadata: map[string]string{"description": "bulwark-load test secret; safe to delete"}})
+			cancel()
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("load: putting secret %q through the Admin API: %w", cfg.Secret, err)
+			}
+		}
+		if !cfg.SkipAudit {
+			cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
+			f.auditAfter, err = auditHead(cctx, ac)
+			cancel()
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("load: %w", err)
+			}
+		}
+	}
+
+	ca, err := loadCA(cfg)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	t0 := time.Now()
+	hosts, err := prepareHosts(ctx, cfg, ca)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	f.PrepareSeconds = time.Since(t0).Seconds()
+	cfg.Logger.Info("hosts prepared", "hosts", len(hosts), "seconds", f.PrepareSeconds)
+
+	f.hosts = enrollAll(ctx, cfg, f.clients, hosts, &f.Enroll)
+	cfg.Logger.Info("hosts enrolled", "ok", len(f.hosts), "of", len(hosts), "per_second", f.Enroll.PerSecond)
+	if len(f.hosts) == 0 {
+		return f, fmt.Errorf("load: no host enrolled (errors: %v)", f.Enroll.Errors)
+	}
+	if ctx.Err() != nil {
+		return f, ctx.Err()
+	}
+	return f, nil
+}
+
+// Close closes the fleet's connections.
+func (f *Fleet) Close() {
+	for _, c := range f.conns {
+		c.Close()
+	}
+	if f.admin != nil {
+		f.admin.Close()
+	}
+}
+
+// Drive bounds one measured phase.
+type Drive struct {
+	Rate     float64       // attestations started per second; 0 = flat out
+	Duration time.Duration // stop starting attestations after this; 0 = no time bound
+	Count    int           // stop after this many attestations; 0 = no count bound
+}
+
+// DriveResult is the outcome of one measured phase.
+type DriveResult struct {
+	Attest   Phase
+	RPC      map[string]Latency
+	Verdicts map[string]uint64
+}
+
+// Drive runs one measured phase over the enrolled hosts. With neither
+// Duration nor Count set it runs for DefaultDuration.
+func (f *Fleet) Drive(ctx context.Context, d Drive) *DriveResult {
+	if d.Duration <= 0 && d.Count <= 0 {
+		d.Duration = DefaultDuration
+	}
+	r := &DriveResult{RPC: map[string]Latency{}, Verdicts: map[string]uint64{}}
+	f.ids = append(f.ids, attestAll(ctx, f.cfg, d, f.clients, f.hosts, f.secretValue, r)...)
+	return r
+}
+
+// CheckAudit checks that every verdict received by the fleet's drives so
+// far is in attestd's audit log and that the chain verifies.
+func (f *Fleet) CheckAudit(ctx context.Context) (*AuditCheck, error) {
+	if f.admin == nil {
+		return nil, errors.New("load: the audit check needs an admin certificate (--cert/--key)")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	a, err := CheckAudit(cctx, f.admin.Admin, f.auditAfter, f.ids)
+	if err != nil {
+		return nil, fmt.Errorf("load: audit check: %w", err)
+	}
+	return a, nil
 }
 
 // dial opens cfg.Conns connections for the hosts' traffic (server-only TLS,
@@ -529,7 +606,7 @@ func enrollOne(ctx context.Context, cfg Config, client bulwarkv1.AttestationClie
 }
 
 // attestAll runs the measured phase and returns the verdict ids received.
-func attestAll(ctx context.Context, cfg Config, clients []bulwarkv1.AttestationClient, hosts []*host, secretValue []byte, res *Result) []string {
+func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.AttestationClient, hosts []*host, secretValue []byte, res *DriveResult) []string {
 	conc := min(cfg.Concurrency, len(hosts))
 	pcrs := slices.Clone(cfg.HostPCRs)
 	if !slices.Contains(pcrs, cfg.LaunchPCR) {
@@ -546,11 +623,14 @@ func attestAll(ctx context.Context, cfg Config, clients []bulwarkv1.AttestationC
 	ws := make([]*worker, conc)
 	var ticket atomic.Int64
 	var interval time.Duration
-	if cfg.Rate > 0 {
-		interval = time.Duration(float64(time.Second) / cfg.Rate)
+	if d.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / d.Rate)
 	}
 	start := time.Now()
-	end := start.Add(cfg.Duration)
+	end := start.Add(d.Duration)
+	if d.Duration <= 0 {
+		end = start.Add(MaxDuration)
+	}
 	var wg sync.WaitGroup
 	for w := range ws {
 		wk := &worker{}
@@ -564,8 +644,12 @@ func attestAll(ctx context.Context, cfg Config, clients []bulwarkv1.AttestationC
 		wg.Go(func() {
 			for n := 0; ctx.Err() == nil; n++ {
 				now := time.Now()
+				k := ticket.Add(1) - 1
+				if d.Count > 0 && k >= int64(d.Count) {
+					return
+				}
 				if interval > 0 {
-					at := start.Add(time.Duration(ticket.Add(1)-1) * interval)
+					at := start.Add(time.Duration(k) * interval)
 					if !at.Before(end) {
 						return
 					}
