@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 func TestParseSpec(t *testing.T) {
@@ -114,6 +116,12 @@ func TestManagedIdentityAndReuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	pcr, _ := tp1.ReadPCRs(ctx, 16)
+	nonce := bytes.Repeat([]byte{4}, 16)
+	q1, err := tp1.Quote(ctx, []int{16}, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak1, _ := tp1.AK(ctx)
 	tp1.Close()
 
 	tp2, err := Open(ctx, "swtpm:"+dir)
@@ -172,6 +180,22 @@ func TestManagedIdentityAndReuse(t *testing.T) {
 	pcr3, _ := tp3.ReadPCRs(ctx, 16)
 	if bytes.Equal(pcr3[16], pcr[16]) || !bytes.Equal(pcr3[16], make([]byte, 32)) {
 		t.Fatalf("PCR 16 after restart = %x, want zeros", pcr3[16])
+	}
+	// The AK persisted too, and the verifier sees the restart as a reset.
+	q3, err := tp3.Quote(ctx, []int{16}, nonce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, err := verify.VerifyQuote(ak1.Public, q1.Quoted, q1.Signature, nonce, q1.PCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, err := verify.VerifyQuote(ak1.Public, q3.Quoted, q3.Signature, nonce, q3.PCRs)
+	if err != nil {
+		t.Fatalf("quote after restart with the AK from before: %v", err)
+	}
+	if r3.Clock.ResetCount <= r1.Clock.ResetCount {
+		t.Fatalf("resetCount %d after restart, %d before", r3.Clock.ResetCount, r1.Clock.ResetCount)
 	}
 	// The daemon dying under an open TPM: the next operation restarts it.
 	if err := StopManaged(dir); err != nil {
