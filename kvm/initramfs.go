@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,8 +55,8 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	if len(opts.Agent) == 0 {
 		return nil, errors.New("kvm: base initramfs: no agent binary given (build it with: CGO_ENABLED=0 go build -o bin/bulwark-agent ./cmd/bulwark-agent)")
 	}
-	if !bytes.HasPrefix(opts.Agent, []byte("\x7fELF")) {
-		return nil, errors.New("kvm: base initramfs: the agent is not an ELF executable")
+	if err := checkStatic(opts.Agent); err != nil {
+		return nil, err
 	}
 	if opts.KernelVersion == "" || strings.ContainsAny(opts.KernelVersion, "/\x00") || opts.KernelVersion == ".." {
 		return nil, fmt.Errorf("kvm: base initramfs: bad kernel version %q", opts.KernelVersion)
@@ -96,6 +97,22 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	}
 	ents = append(ents, entry{h: cpio.Header{Name: strings.TrimPrefix(channel.BaseManifestPath, "/"), Mode: cpio.TypeReg | 0o644}, data: append(mj, '\n')})
 	return writeEntries(ents)
+}
+
+// checkStatic makes sure the agent is a statically linked ELF executable:
+// the initramfs has no dynamic loader or libc.
+func checkStatic(b []byte) error {
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("kvm: base initramfs: the agent is not an ELF executable: %w", err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return errors.New("kvm: base initramfs: the agent is dynamically linked; build it with CGO_ENABLED=0 go build -o bin/bulwark-agent ./cmd/bulwark-agent")
+		}
+	}
+	return nil
 }
 
 type entry struct {

@@ -57,7 +57,8 @@ func fakeModules(t *testing.T, compress string) string {
 	return root
 }
 
-func fakeAgent() []byte { return append([]byte("\x7fELF"), bytes.Repeat([]byte{1}, 1000)...) }
+// fakeAgent is a minimal static ELF executable (no program headers).
+func fakeAgent() []byte { return minimalELF() }
 
 func TestBuildBaseInitramfs(t *testing.T) {
 	for _, compress := range []string{"", ".xz"} {
@@ -107,6 +108,7 @@ func TestBuildBaseInitramfsErrors(t *testing.T) {
 	for name, opts := range map[string]BaseOptions{
 		"no agent":        {KernelVersion: "9.9.9-test", ModulesDir: mods},
 		"agent not ELF":   {Agent: []byte("#!/bin/sh"), KernelVersion: "9.9.9-test", ModulesDir: mods},
+		"agent dynamic":   {Agent: dynamicELF(t), KernelVersion: "9.9.9-test", ModulesDir: mods},
 		"no version":      {Agent: fakeAgent(), ModulesDir: mods},
 		"version path":    {Agent: fakeAgent(), KernelVersion: "../x", ModulesDir: mods},
 		"missing version": {Agent: fakeAgent(), KernelVersion: "1.0", ModulesDir: mods},
@@ -241,4 +243,15 @@ func cpioFile(t *testing.T, arch []byte, name string) []byte {
 		t.Fatalf("cpio -i %s: %v", name, err)
 	}
 	return out
+}
+
+// dynamicELF returns a dynamically linked executable from the host.
+func dynamicELF(t *testing.T) []byte {
+	for _, p := range []string{"/bin/ls", "/usr/bin/env"} {
+		if b, err := os.ReadFile(p); err == nil {
+			return b
+		}
+	}
+	t.Skip("no dynamically linked binary found")
+	return nil
 }

@@ -3,24 +3,17 @@ package kvm
 import (
 	"os"
 	"path/filepath"
+
+	"github.com/bulwark-project/bulwark/internal/statedir"
 )
 
-// StateDir is where the launcher keeps state and caches: $BULWARK_STATE,
-// else /var/lib/bulwark as root, else $XDG_STATE_HOME/bulwark
-// (~/.local/state/bulwark). (A private helper until a shared
-// internal/statedir exists.)
+// StateDir is where the launcher keeps state and caches (internal/statedir):
+// $BULWARK_STATE, else /var/lib/bulwark as root, else
+// $XDG_STATE_HOME/bulwark (~/.local/state/bulwark).
 func StateDir() string {
-	if d := os.Getenv("BULWARK_STATE"); d != "" {
-		return d
+	d, err := statedir.Dir(nil)
+	if err != nil {
+		return filepath.Join(os.TempDir(), "bulwark-state")
 	}
-	if os.Geteuid() == 0 {
-		return "/var/lib/bulwark"
-	}
-	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "bulwark")
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "bulwark")
-	}
-	return filepath.Join(os.TempDir(), "bulwark-state")
+	return d
 }

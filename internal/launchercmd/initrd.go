@@ -1,0 +1,79 @@
+package launchercmd
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/kvm"
+)
+
+func init() {
+	Program.Register(&cli.Command{
+		Name:    "initrd build",
+		Summary: "build the base initramfs (guest agent + kernel modules) for a guest kernel",
+		Usage:   "--agent bin/bulwark-agent [--kernel-version VERSION] [--modules-dir /lib/modules] [--module NAME]... -o base.cpio",
+		Run:     runInitrdBuild,
+	})
+}
+
+func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	agent := fs.String("agent", "", "the static guest agent binary (build: CGO_ENABLED=0 go build -o bin/bulwark-agent ./cmd/bulwark-agent) (required)")
+	version := fs.String("kernel-version", "", "guest kernel version, the directory under --modules-dir (default: the host kernel that kvm.DefaultKernel boots)")
+	modDir := fs.String("modules-dir", "/lib/modules", "root of the kernel module trees")
+	out := fs.String("o", "", "output file (required); the archive is deterministic: same inputs, same digest")
+	var mods stringList
+	fs.Var(&mods, "module", "kernel module to include with its dependencies (repeatable; default: "+strings.Join(kvm.DefaultModules, ", ")+")")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *agent == "" || *out == "" {
+		return cli.Usagef("--agent FILE and -o FILE are required")
+	}
+	if *version == "" {
+		hk, err := kvm.FindHostKernel()
+		if err != nil {
+			return fmt.Errorf("%w (or give --kernel-version)", err)
+		}
+		*version = hk.Version
+	}
+	agentBytes, err := os.ReadFile(*agent)
+	if err != nil {
+		return fmt.Errorf("guest agent: %w", err)
+	}
+	data, err := kvm.BuildBaseInitramfs(kvm.BaseOptions{Agent: agentBytes, KernelVersion: *version, ModulesDir: *modDir, Modules: mods})
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(*out), ".initrd-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), *out); err != nil {
+		return err
+	}
+	sum := sha256.Sum256(data)
+	fmt.Fprintf(env.Stdout, "%s  sha256:%s  (%d bytes, kernel %s)\n", *out, hex.EncodeToString(sum[:]), len(data), *version)
+	return nil
+}
