@@ -159,3 +159,20 @@ func (e *errReader) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+func FuzzParseDigest(f *testing.F) {
+	f.Add("sha256:" + strings.Repeat("0", 64))
+	f.Add("sha384:" + strings.Repeat("f", 96))
+	f.Add("sha256:")
+	f.Add(":")
+	f.Fuzz(func(t *testing.T, s string) {
+		a, sum, err := ParseDigest(s)
+		if err != nil {
+			return
+		}
+		// One spelling per digest: what parses formats back to itself.
+		if FormatDigest(a, sum) != s || len(sum) != a.Size() {
+			t.Fatalf("%q parsed to %v %x", s, a, sum)
+		}
+	})
+}
