@@ -11,12 +11,17 @@ import (
 	"crypto/sha512"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -682,4 +687,88 @@ func TestCancelledContext(t *testing.T) {
 	if _, err := tp.ReadPCRs(ctxT(t), 0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("ReadPCRs after Close: %v", err)
 	}
+}
+
+var update = flag.Bool("update", false, "regenerate tpm/verify/testdata/swtpm-evidence.json from a fresh managed swtpm")
+
+// TestWriteSwtpmEvidence records real evidence from swtpm (EK, EK
+// certificate chain, AK, a quote) for tpm/verify's tests, which run
+// without a TPM. Run with -update to regenerate.
+func TestWriteSwtpmEvidence(t *testing.T) {
+	if !*update {
+		t.Skip("run with -update to regenerate the verifier's swtpm evidence")
+	}
+	dir := filepath.Join(t.TempDir(), "swtpm")
+	t.Cleanup(func() { _ = StopManaged(dir) })
+	ctx := ctxT(t)
+	tp, err := Open(ctx, "swtpm:"+dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	for _, s := range []string{"kernel", "initrd", "image"} {
+		d := sha256.Sum256([]byte(s))
+		if err := tp.Extend(ctx, DefaultLaunchPCR, d[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ek, _ := tp.EKPublic(ctx)
+	cert, err := tp.EKCertificate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak, err := tp.AK(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := sha256.Sum256([]byte("bulwark test nonce"))
+	q, err := tp.Quote(ctx, []int{0, 7, DefaultLaunchPCR}, nonce[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := verify.VerifyQuote(ak.Public, q.Quoted, q.Signature, nonce[:], q.PCRs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, inter := ManagedCA(dir)
+	rootPEM, _ := os.ReadFile(root)
+	interPEM, _ := os.ReadFile(inter)
+	pcrs := map[string]string{}
+	for i, v := range q.PCRs {
+		pcrs[strconv.Itoa(i)] = hex.EncodeToString(v)
+	}
+	ev := map[string]any{
+		"comment":             "Real evidence from swtpm 0.7 (managed, swtpm_localca CA); regenerate: go test ./tpm -run TestWriteSwtpmEvidence -update",
+		"ek_public":           hex.EncodeToString(ek),
+		"ek_certificate":      hex.EncodeToString(cert),
+		"ca_root_pem":         string(rootPEM),
+		"ca_intermediate_pem": string(interPEM),
+		"ak_public":           hex.EncodeToString(ak.Public),
+		"nonce":               hex.EncodeToString(nonce[:]),
+		"quoted":              hex.EncodeToString(q.Quoted),
+		"signature":           hex.EncodeToString(q.Signature),
+		"pcrs":                pcrs,
+		"expected": map[string]any{
+			"ak_name":       hex.EncodeToString(ak.Name),
+			"reset_count":   res.Clock.ResetCount,
+			"restart_count": res.Clock.RestartCount,
+			"launch_pcr":    hex.EncodeToString(extendExpected(make([]byte, 32), sha256Of("kernel"), sha256Of("initrd"), sha256Of("image"))),
+		},
+	}
+	b, err := json.MarshalIndent(ev, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join("verify", "testdata", "swtpm-evidence.json")
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sha256Of(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
 }

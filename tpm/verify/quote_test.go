@@ -9,8 +9,11 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/asn1"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"math/big"
+	"os"
 	"testing"
 	"time"
 
@@ -318,6 +321,13 @@ func FuzzVerifyQuote(f *testing.F) {
 	rak := newRSAAK(f)
 	f.Add(rak.pub, q, rak.sign(f, q), nonce)
 	f.Add([]byte{}, []byte{}, []byte{}, []byte{})
+	if b, err := os.ReadFile("testdata/swtpm-evidence.json"); err == nil {
+		var ev swtpmEvidence
+		if json.Unmarshal(b, &ev) == nil {
+			h := func(s string) []byte { v, _ := hex.DecodeString(s); return v }
+			f.Add(h(ev.AKPublic), h(ev.Quoted), h(ev.Signature), h(ev.Nonce))
+		}
+	}
 	f.Fuzz(func(t *testing.T, akPub, quoted, sig, nonce []byte) {
 		res, err := VerifyQuote(akPub, quoted, sig, nonce, testPCRs())
 		if err == nil && res == nil {
