@@ -66,8 +66,8 @@ func validateAuditEntry(e *AuditEntry, now func() time.Time) error {
 	if len(e.Details) > MaxAuditDetails {
 		return fmt.Errorf("audit details are %d bytes, the limit is %d: %w", len(e.Details), MaxAuditDetails, ErrInvalid)
 	}
-	if len(e.NodeID) > 256 || len(e.Subject) > 1024 {
-		return fmt.Errorf("audit node id or subject too long: %w", ErrInvalid)
+	if len(e.NodeID) > MaxNameLen || len(e.Subject) > 1024 || !textOK(e.NodeID, e.Subject) {
+		return fmt.Errorf("audit node id or subject too long or not UTF-8 without NUL: %w", ErrInvalid)
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(e.Details, &obj); err != nil || obj == nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,6 +92,10 @@ type pgStore struct {
 	log    *slog.Logger
 	now    func() time.Time
 	closed atomic.Bool
+
+	mu      sync.RWMutex // held (R) while sending on ops; (W) by Close
+	ops     chan *pgAuditOp
+	batcher chan struct{} // closed when the batcher has stopped
 }
 
 var _ Store = (*pgStore)(nil)
@@ -112,7 +117,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("store: connecting to PostgreSQL at %s: %w", cfg.ConnConfig.Host, err)
 	}
-	s := &pgStore{pool: pool, log: opts.Logger, now: opts.Now}
+	s := &pgStore{pool: pool, log: opts.Logger, now: opts.Now, ops: make(chan *pgAuditOp, pgMaxGroup), batcher: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -123,6 +128,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 		pool.Close()
 		return nil, fmt.Errorf("store: PostgreSQL at %s: %w", cfg.ConnConfig.Host, err)
 	}
+	go s.runBatcher()
 	return s, nil
 }
 
@@ -163,9 +169,15 @@ func (s *pgStore) migrate(ctx context.Context) error {
 }
 
 func (s *pgStore) Close() error {
-	if s.closed.CompareAndSwap(false, true) {
-		s.pool.Close()
+	s.mu.Lock()
+	if !s.closed.CompareAndSwap(false, true) {
+		s.mu.Unlock()
+		return nil
 	}
+	close(s.ops)
+	s.mu.Unlock()
+	<-s.batcher
+	s.pool.Close()
 	return nil
 }
 
@@ -398,28 +410,11 @@ func (s *pgStore) RecordAttestation(ctx context.Context, a Attestation) (AuditRe
 		return AuditRecord{}, err
 	}
 	r := toAttRec(&a)
-	var out AuditRecord
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO attestations (`+attCols+`) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,0) ON CONFLICT (id) DO NOTHING`,
-			r.ID, r.Node, r.Policy, r.Allow, r.Reasons, r.Sandbox, r.GuestPub, r.Secrets, r.Created, r.RelExp)
-		if err != nil {
-			return fmt.Errorf("store: recording attestation %s: %w", a.ID, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("attestation %s: %w", a.ID, ErrConflict)
-		}
-		tag, err = tx.Exec(ctx, `UPDATE nodes SET last_attestation = $2, last_policy = $3, last_allow = $4, last_time = $5, updated = $6 WHERE id = $1`,
-			r.Node, r.ID, r.Policy, r.Allow, r.Created, nanos(s.now()))
-		if err != nil {
-			return fmt.Errorf("store: updating node %s: %w", a.NodeID, err)
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("node %s: %w", a.NodeID, ErrNotFound)
-		}
-		out, err = pgAppendAudit(ctx, tx, e)
-		return err
-	})
-	return out, err
+	op := &pgAuditOp{att: &r, entry: e}
+	if err := s.submit(ctx, op); err != nil {
+		return AuditRecord{}, err
+	}
+	return op.rec, op.err
 }
 
 func (s *pgStore) GetAttestation(ctx context.Context, id string) (Attestation, error) {
@@ -550,30 +545,6 @@ func (s *pgStore) DeleteSecret(ctx context.Context, name string) error {
 
 // ---- audit ----
 
-// pgAppendAudit appends e inside tx. Locking the single audit_head row
-// serialises appends from every replica until tx ends.
-func pgAppendAudit(ctx context.Context, tx pgx.Tx, e AuditEntry) (AuditRecord, error) {
-	var head AuditRecord
-	var seq int64
-	if err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE`).Scan(&seq, &head.Hash); err != nil {
-		return AuditRecord{}, fmt.Errorf("store: locking audit head: %w", err)
-	}
-	head.Seq = uint64(seq)
-	hp := &head
-	if seq == 0 {
-		hp = nil
-	}
-	r := nextAuditRecord(hp, e)
-	if _, err := tx.Exec(ctx, `INSERT INTO audit (seq, time, kind, node, subject, details, prev, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
-		int64(r.Seq), nanos(r.Time), string(r.Kind), r.NodeID, r.Subject, []byte(r.Details), r.Prev, r.Hash); err != nil {
-		return AuditRecord{}, fmt.Errorf("store: appending audit record %d: %w", r.Seq, err)
-	}
-	if _, err := tx.Exec(ctx, `UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`, int64(r.Seq), r.Hash); err != nil {
-		return AuditRecord{}, fmt.Errorf("store: advancing audit head: %w", err)
-	}
-	return r, nil
-}
-
 func (s *pgStore) AppendAudit(ctx context.Context, e AuditEntry) (AuditRecord, error) {
 	if err := s.check(); err != nil {
 		return AuditRecord{}, err
@@ -581,13 +552,11 @@ func (s *pgStore) AppendAudit(ctx context.Context, e AuditEntry) (AuditRecord, e
 	if err := validateAuditEntry(&e, s.now); err != nil {
 		return AuditRecord{}, err
 	}
-	var out AuditRecord
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		out, err = pgAppendAudit(ctx, tx, e)
-		return err
-	})
-	return out, err
+	op := &pgAuditOp{entry: e}
+	if err := s.submit(ctx, op); err != nil {
+		return AuditRecord{}, err
+	}
+	return op.rec, op.err
 }
 
 const auditCols = `seq, time, kind, node, subject, details, prev, hash`

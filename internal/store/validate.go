@@ -4,7 +4,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
+
+// textOK reports whether every string is valid UTF-8 without NUL bytes:
+// what both stores can keep byte for byte (JSON would replace invalid UTF-8;
+// PostgreSQL text refuses it and NUL), so audit hashes stay verifiable.
+func textOK(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+			return false
+		}
+	}
+	return true
+}
 
 // Limits on what the store accepts.
 const (
@@ -21,7 +34,7 @@ func validateNode(n *Node) error {
 	switch {
 	case len(n.EKPublic) == 0 || len(n.EKPublic) > MaxBlob:
 		return fmt.Errorf("node EK public key is %d bytes: want 1..%d: %w", len(n.EKPublic), MaxBlob, ErrInvalid)
-	case n.ID != NodeID(n.EKPublic):
+	case n.ID != NodeID(n.EKPublic) || !textOK(string(n.State)):
 		return fmt.Errorf("node id %q is not the digest of its EK public key: %w", n.ID, ErrInvalid)
 	case len(n.AKPublic) == 0 || len(n.AKPublic) > MaxBlob, len(n.AKName) == 0 || len(n.AKName) > MaxBlob, len(n.EKCert) > MaxBlob:
 		return fmt.Errorf("node %s: AK public key and name are required, each and the EK certificate at most %d bytes: %w", n.ID, MaxBlob, ErrInvalid)
@@ -48,8 +61,8 @@ func validateNonce(n *Nonce) error {
 	switch {
 	case len(n.Value) < MinNonce || len(n.Value) > MaxNonce:
 		return fmt.Errorf("nonce is %d bytes: want %d..%d: %w", len(n.Value), MinNonce, MaxNonce, ErrInvalid)
-	case n.NodeID == "" || len(n.NodeID) > MaxNameLen:
-		return fmt.Errorf("nonce needs a node id: %w", ErrInvalid)
+	case n.NodeID == "" || len(n.NodeID) > MaxNameLen || !textOK(n.NodeID):
+		return fmt.Errorf("nonce needs a node id (UTF-8, at most %d bytes): %w", MaxNameLen, ErrInvalid)
 	case n.Expires.IsZero():
 		return fmt.Errorf("nonce needs an expiry: %w", ErrInvalid)
 	}
@@ -97,8 +110,10 @@ type verdictDetails struct {
 // returns its verdict audit entry.
 func prepareAttestation(a *Attestation) (AuditEntry, error) {
 	switch {
-	case a.ID == "" || len(a.ID) > MaxIDLen || strings.ContainsRune(a.ID, 0):
+	case a.ID == "" || len(a.ID) > MaxIDLen:
 		return AuditEntry{}, fmt.Errorf("attestation id must be 1..%d bytes: %w", MaxIDLen, ErrInvalid)
+	case !textOK(a.ID, a.NodeID, a.Policy, a.SandboxID) || !textOK(a.Reasons...) || !textOK(a.Secrets...):
+		return AuditEntry{}, fmt.Errorf("attestation %q: ids, policy, reasons and secret names must be UTF-8 without NUL: %w", a.ID, ErrInvalid)
 	case a.NodeID == "" || len(a.NodeID) > MaxNameLen:
 		return AuditEntry{}, fmt.Errorf("attestation %s needs a node id: %w", a.ID, ErrInvalid)
 	case len(a.Policy) > MaxNameLen || len(a.SandboxID) > MaxIDLen || len(a.GuestPublicKey) > MaxBlob:
@@ -130,8 +145,8 @@ func prepareAttestation(a *Attestation) (AuditEntry, error) {
 
 func validateSecret(s *Secret, prevVersion uint64) error {
 	switch {
-	case s.Name == "" || len(s.Name) > MaxNameLen || strings.ContainsRune(s.Name, 0):
-		return fmt.Errorf("secret name must be 1..%d bytes: %w", MaxNameLen, ErrInvalid)
+	case s.Name == "" || len(s.Name) > MaxNameLen || !textOK(s.Name, s.Description):
+		return fmt.Errorf("secret name must be 1..%d bytes, name and description UTF-8 without NUL: %w", MaxNameLen, ErrInvalid)
 	case s.Version != prevVersion+1:
 		return fmt.Errorf("secret %q: version %d does not follow %d: %w", s.Name, s.Version, prevVersion, ErrInvalid)
 	case len(s.Ciphertext) == 0 || len(s.Ciphertext) > MaxCiphertext:

@@ -306,9 +306,11 @@ func testAttestations(t *testing.T, s store.Store) {
 	for _, bad := range []func(*store.Attestation){
 		func(a *store.Attestation) { a.ID = "" },
 		func(a *store.Attestation) { a.NodeID = "" },
-		func(a *store.Attestation) { a.Allow = false },   // deny with window
-		func(a *store.Attestation) { a.Secrets = nil },   // window without secrets
-		func(a *store.Attestation) { a.ReleasedAt = t0 }, // pre-released
+		func(a *store.Attestation) { a.Allow = false },              // deny with window
+		func(a *store.Attestation) { a.Secrets = nil },              // window without secrets
+		func(a *store.Attestation) { a.ReleasedAt = t0 },            // pre-released
+		func(a *store.Attestation) { a.Reasons = []string{"\xc3"} }, // not UTF-8
+		func(a *store.Attestation) { a.Policy = "p\x00" },           // NUL
 		func(a *store.Attestation) { a.Reasons = make([]string, 1+store.MaxReasons) },
 	} {
 		c := a
@@ -446,6 +448,8 @@ func testAudit(t *testing.T, s store.Store) {
 		{Kind: "bogus", Details: json.RawMessage(`{}`)},
 		{Kind: store.KindAdmin, Details: json.RawMessage(`[1]`)},
 		{Kind: store.KindAdmin, Details: json.RawMessage(`{"a":`)},
+		{Kind: store.KindAdmin, Subject: "bad\xff utf-8"},
+		{Kind: store.KindAdmin, NodeID: "nul\x00"},
 		{Kind: store.KindAdmin, Details: json.RawMessage(`{"a":"` + string(bytes.Repeat([]byte("x"), store.MaxAuditDetails)) + `"}`)},
 	} {
 		_, err := s.AppendAudit(ctx, bad)
