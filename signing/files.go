@@ -33,8 +33,8 @@ func ImagePaths(image string) (sigPath, payloadPath string) {
 }
 
 // ReadSignatureFile reads a base64 signature file of at most
-// MaxSignatureFileSize bytes. A missing file gives an error wrapping
-// ErrNoSignature.
+// MaxSignatureFileSize bytes. A missing file gives an error wrapping both
+// ErrNoSignature and fs.ErrNotExist.
 func ReadSignatureFile(path string) ([]byte, error) {
 	return readSidecar(path, MaxSignatureFileSize, "signature")
 }
@@ -54,7 +54,9 @@ func ReadBundleFile(path string) ([]byte, error) {
 func readSidecar(path string, limit int64, what string) ([]byte, error) {
 	b, err := ReadLimited(path, limit)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s %s does not exist", ErrNoSignature, what, path)
+		// Both classes: callers test either errors.Is(err, ErrNoSignature)
+		// or errors.Is(err, fs.ErrNotExist).
+		return nil, fmt.Errorf("%w: %s %s (%w)", ErrNoSignature, what, path, fs.ErrNotExist)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", what, err)

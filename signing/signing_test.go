@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -421,7 +422,7 @@ func TestLoadSignerFile(t *testing.T) {
 
 func TestReadSidecars(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := ReadSignatureFile(filepath.Join(dir, "k.sig")); !errors.Is(err, ErrNoSignature) {
+	if _, err := ReadSignatureFile(filepath.Join(dir, "k.sig")); !errors.Is(err, ErrNoSignature) || !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing: %v", err)
 	}
 	big := filepath.Join(dir, "big.sig")
