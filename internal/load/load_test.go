@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -138,33 +140,56 @@ type attestdFixture struct {
 	addr, ca, cert, key, ekCADir string
 }
 
-// startAttestd starts attestd serve; with a PostgreSQL dsn it uses that
-// store instead of the embedded one.
-func startAttestd(t *testing.T, dsn string) *attestdFixture {
+// startAttestd starts attestd serve for the test; with a PostgreSQL dsn
+// it uses that store instead of the embedded one.
+func startAttestd(t testing.TB, dsn string) *attestdFixture {
 	t.Helper()
-	dir := t.TempDir()
-	data, pols, certs, ekca := filepath.Join(dir, "data"), filepath.Join(dir, "policies"), filepath.Join(dir, "certs"), filepath.Join(dir, "ekca")
-	for _, d := range []string{pols, certs} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := softtpm.LoadOrCreateEKCA(ekca, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(filepath.Join(pols, "bulwark-load.yaml"))
+	a, stop, err := launchAttestd(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WritePolicy(f, "", "", nil); err != nil {
-		t.Fatal(err)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return a
+}
+
+// launchAttestd starts attestd serve (in process, over TLS on loopback)
+// with the load policy, an admin certificate and the load EK CA as its EK
+// root; stop stops it and removes its files.
+func launchAttestd(dsn string) (a *attestdFixture, stop func() error, err error) {
+	dir, err := os.MkdirTemp("", "bulwark-load-test-")
+	if err != nil {
+		return nil, nil, err
 	}
-	f.Close()
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	data, pols, certs, ekca := filepath.Join(dir, "data"), filepath.Join(dir, "policies"), filepath.Join(dir, "certs"), filepath.Join(dir, "ekca")
+	for _, d := range []string{pols, certs} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, nil, err
+		}
+	}
+	if _, err := softtpm.LoadOrCreateEKCA(ekca, time.Now()); err != nil {
+		return nil, nil, err
+	}
+	var pol bytes.Buffer
+	if err := WritePolicy(&pol, "", "", nil); err != nil {
+		return nil, nil, err
+	}
+	if err := os.WriteFile(filepath.Join(pols, "bulwark-load.yaml"), pol.Bytes(), 0o600); err != nil {
+		return nil, nil, err
+	}
 
 	var out, errb bytes.Buffer
 	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader("")}
 	if code := attestdcmd.Program.Main(context.Background(), env, []string{"admin-cert", "--data", data, "--name", "load", "-o", certs}); code != 0 {
-		t.Fatalf("attestd admin-cert: exit %d: %s", code, errb.String())
+		return nil, nil, fmt.Errorf("attestd admin-cert: exit %d: %s", code, errb.String())
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -181,14 +206,16 @@ func startAttestd(t *testing.T, dsn string) *attestdFixture {
 	go func() {
 		done <- attestdcmd.Program.Main(ctx, &cli.Env{Stdout: io.Discard, Stderr: logw, Stdin: strings.NewReader("")}, args)
 	}()
-	t.Cleanup(func() {
+	stop = func() error {
 		cancel()
+		defer os.RemoveAll(dir)
 		select {
 		case <-done:
+			return nil
 		case <-time.After(30 * time.Second):
-			t.Error("attestd did not stop within 30s")
+			return errors.New("attestd did not stop within 30s")
 		}
-	})
+	}
 	var addr string
 	timeout := time.After(60 * time.Second)
 	for addr == "" {
@@ -198,13 +225,15 @@ func startAttestd(t *testing.T, dsn string) *attestdFixture {
 				addr = strings.TrimSpace(a)
 			}
 		case code := <-done:
-			t.Fatalf("attestd serve exited %d:\n%s", code, logw.String())
+			cancel()
+			return nil, nil, fmt.Errorf("attestd serve exited %d:\n%s", code, logw.String())
 		case <-timeout:
-			t.Fatalf("attestd did not start within 60s:\n%s", logw.String())
+			stop()
+			return nil, nil, fmt.Errorf("attestd did not start within 60s:\n%s", logw.String())
 		}
 	}
 	return &attestdFixture{addr: addr, ca: filepath.Join(certs, "ca.crt"), cert: filepath.Join(certs, "load.crt"),
-		key: filepath.Join(certs, "load.key"), ekCADir: ekca}
+		key: filepath.Join(certs, "load.key"), ekCADir: ekca}, stop, nil
 }
 
 // TestLoadAgainstAttestd runs a short, bounded load (at most a few hundred
