@@ -131,6 +131,22 @@ func eachTPM(t *testing.T, f func(t *testing.T, tp *TPM)) {
 		t.Cleanup(func() { tp.Close() })
 		f(t, tp)
 	})
+	t.Run("device", func(t *testing.T) {
+		// A hardware TPM is changed by these tests (PCR 13/16/23 extended,
+		// keys persisted at Bulwark's handles): opt in explicitly.
+		if _, err := os.Stat(DefaultDevice); err != nil {
+			t.Skipf("no %s: no hardware TPM on this machine", DefaultDevice)
+		}
+		if os.Getenv("BULWARK_TEST_HW_TPM") != "1" {
+			t.Skipf("%s present; set BULWARK_TEST_HW_TPM=1 to run tests that extend its PCRs and persist keys", DefaultDevice)
+		}
+		tp, err := Open(ctxT(t), DefaultDevice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tp.Close() })
+		f(t, tp)
+	})
 	t.Run("swtpm", func(t *testing.T) {
 		dir := sharedManaged(t)
 		tp, err := Open(ctxT(t), "swtpm:"+dir)
@@ -216,8 +232,24 @@ func TestEK(t *testing.T) {
 			}
 			return
 		}
+		if errors.Is(err, ErrNoEKCert) && tp.Spec().Kind == KindDevice {
+			t.Skip("this hardware TPM has no RSA EK certificate in NV")
+		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if tp.Managed() == nil {
+			// A hardware TPM: its manufacturer's CA is not known here; check
+			// the certificate at least certifies this EK.
+			c, err := x509.ParseCertificate(cert)
+			if err != nil {
+				t.Fatalf("EK certificate: %v", err)
+			}
+			p, _ := verify.ParseEKPublic(ek)
+			if !c.PublicKey.(*rsa.PublicKey).Equal(p.Key) {
+				t.Fatal("EK certificate does not certify the EK")
+			}
+			return
 		}
 		roots, inter := managedPools(t, tp.Managed().Dir)
 		info, err := verify.VerifyEKCertificate(cert, ek, verify.EKCertOptions{Roots: roots, Intermediates: inter})
