@@ -354,3 +354,44 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatalf("timed out instead of failing: %v", err)
 	}
 }
+
+// TestUnixSocketSpec opens a swtpm we started ourselves on a unix socket by
+// its path (raw TPM commands), not as a managed swtpm.
+func TestUnixSocketSpec(t *testing.T) {
+	needSwtpm(t)
+	dir := t.TempDir()
+	sock, pidFile := filepath.Join(dir, "tpm.sock"), filepath.Join(dir, "pid")
+	cmd := exec.Command("swtpm", "socket", "--tpm2", "--tpmstate", "dir="+dir,
+		"--server", "type=unixio,path="+sock, "--ctrl", "type=unixio,path="+filepath.Join(dir, "ctrl.sock"),
+		"--flags", "not-need-init,startup-clear", "--pid", "file="+pidFile, "--daemon")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("swtpm: %v: %s", err, out)
+	}
+	var pid int
+	for i := 0; i < 200 && pid == 0; i++ {
+		b, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pid == 0 {
+		t.Fatal("swtpm wrote no pid file")
+	}
+	t.Cleanup(func() { _ = terminate(pid, 5*time.Second) })
+	ctx := ctxT(t)
+	tp, err := Open(ctx, sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	if tp.Spec().Kind != KindSocket {
+		t.Fatalf("kind %s", tp.Spec().Kind)
+	}
+	d := sha256.Sum256([]byte("s"))
+	if err := tp.Extend(ctx, 16, d[:]); err != nil {
+		t.Fatal(err)
+	}
+	v, err := tp.ReadPCRs(ctx, 16)
+	if err != nil || !bytes.Equal(v[16], extendExpected(make([]byte, 32), d[:])) {
+		t.Fatalf("PCR 16 = %x, %v", v[16], err)
+	}
+}

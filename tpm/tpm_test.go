@@ -77,6 +77,9 @@ func ctxT(t testing.TB) context.Context {
 
 func needSwtpm(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: no external processes (swtpm)")
+	}
 	for _, tool := range []string{"swtpm", "swtpm_setup", "swtpm_localca"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed: apt-get install swtpm swtpm-tools", tool)

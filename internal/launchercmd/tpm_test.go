@@ -22,6 +22,9 @@ func runLauncher(t *testing.T, env map[string]string, args ...string) (string, s
 }
 
 func TestTPMInfoManaged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no external processes (swtpm)")
+	}
 	for _, tool := range []string{"swtpm", "swtpm_setup"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed: apt-get install swtpm swtpm-tools", tool)
