@@ -22,7 +22,7 @@ type evalFixture struct {
 
 const fixtureCmdline = "console=ttyS0 panic=-1 quiet"
 
-func newEvalFixture(t *testing.T) *evalFixture {
+func newEvalFixture(t testing.TB) *evalFixture {
 	t.Helper()
 	f := &evalFixture{release: newTestKey(t), ops: newTestKey(t), stranger: newTestKey(t)}
 	f.kernel = make([]byte, 4096)
@@ -85,7 +85,7 @@ rules:
 }
 
 // evidence is a launch the fixture policy allows.
-func (f *evalFixture) evidence(t *testing.T) Evidence {
+func (f *evalFixture) evidence(t testing.TB) Evidence {
 	ev := measure.LaunchEvent{
 		SandboxID:     "0123456789abcdef0123456789abcdef",
 		Policy:        "web",

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -37,4 +38,35 @@ func FuzzParse(f *testing.F) {
 		ev := Evidence{Event: measure.LaunchEvent{Policy: p.Name, Kernel: dA, Cmdline: "console=ttyS0"}}
 		_ = s.Evaluate(context.Background(), ev)
 	})
+}
+
+// FuzzEvaluate feeds arbitrary launcher-controlled evidence (command line,
+// args, signatures, image payload) to a real policy: no panic, and no allow
+// unless the command line and image signature really are the fixture's.
+func FuzzEvaluate(f *testing.F) {
+	fx := newEvalFixture(f)
+	good := fx.evidence(f)
+	f.Add(fixtureCmdline, "", good.Signatures[0].Signature, good.Signatures[1].Payload, good.Signatures[1].Signature)
+	f.Add(`console=ttyS0 "a b`, "sh", []byte{0x30}, []byte(`{"critical":{}}`), []byte{})
+	f.Fuzz(func(t *testing.T, cmdline, arg string, ksig, payload, isig []byte) {
+		ev := good
+		ev.Event.Cmdline = cmdline
+		ev.Event.CmdlineDigest = ""
+		if arg != "" {
+			ev.Event.Args = []string{arg}
+		}
+		ev.Signatures = []ArtifactSignature{
+			{Artifact: "kernel", Signature: ksig},
+			{Artifact: "image", Signature: isig, Payload: payload, PublicKey: payload},
+		}
+		v := fx.set.Evaluate(context.Background(), ev)
+		if v.Allow && (arg != "" || !bytes.Equal(payload, good.Signatures[1].Payload) && !validPayloadFor(payload, fx.image)) {
+			t.Fatalf("allowed unexpected evidence: %q %q %q", cmdline, arg, payload)
+		}
+	})
+}
+
+func validPayloadFor(payload []byte, digest string) bool {
+	d, err := payloadDigest(payload)
+	return err == nil && d == digest
 }

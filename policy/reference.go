@@ -10,9 +10,10 @@ import (
 )
 
 // DefaultCmdlineParams is what a reference policy allows when no exact
-// command line is given: the parameters the launcher itself puts on the
-// guest kernel's command line.
-var DefaultCmdlineParams = []string{"console=ttyS0", "panic=*", "reboot=*", "tsc_early_khz=*", "quiet"}
+// command line is given: the parameters of the launcher's own default
+// command lines (kvm.DefaultCmdline, for KVM and for TCG; a test in
+// internal/launchercmd keeps the two in step).
+var DefaultCmdlineParams = []string{"console=ttyS0", "panic=*", "reboot=*", "quiet", "loglevel=*", "8250.nr_uarts=1", "tsc_early_khz=*"}
 
 // ReferenceValues are measured artifacts to write a starting policy for.
 // Digests come from the artifacts themselves (package measure).
@@ -21,11 +22,10 @@ type ReferenceValues struct {
 	Description string
 	Kernel      string // digest, required
 	Initrd      string // digest, "" for none
-	// Cmdline, when HasCmdline, is the one command line allowed; otherwise
-	// a params rule allowing DefaultCmdlineParams is written.
-	Cmdline    string
-	HasCmdline bool
-	Image      string    // manifest digest, "" for none
+	// Cmdlines are the exact command lines allowed; when nil, a params
+	// rule allowing DefaultCmdlineParams is written instead.
+	Cmdlines []string
+	Image    string    // manifest digest, "" for none
 	Signers    []*Signer // required on every artifact in addition to its digest
 	Secrets    []string
 	// Sources name the files the digests came from, for comments
@@ -92,8 +92,11 @@ func Reference(rv ReferenceValues) ([]byte, error) {
 		artifact("initrd", rv.Initrd)
 	}
 	b.WriteString("\ncmdline:\n")
-	if rv.HasCmdline {
-		b.WriteString("  exact:\n    - " + quote(rv.Cmdline) + "\n")
+	if rv.Cmdlines != nil {
+		b.WriteString("  exact:\n")
+		for _, c := range rv.Cmdlines {
+			b.WriteString("    - " + quote(c) + "\n")
+		}
 	} else {
 		b.WriteString("  # No --cmdline given: the parameters the launcher uses. Tighten as needed.\n  params:\n    allow:\n")
 		for _, p := range DefaultCmdlineParams {

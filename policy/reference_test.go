@@ -19,7 +19,7 @@ func TestReferenceAllowsExactlyTheArtifacts(t *testing.T) {
 	image := digestOf([]byte("manifest"))
 	cmdline := `console=ttyS0 foo="a b" panic=-1`
 	for _, withSigner := range []bool{false, true} {
-		rv := ReferenceValues{Name: "ref", Kernel: digestOf(kernel), Initrd: digestOf(initrd), Cmdline: cmdline, HasCmdline: true,
+		rv := ReferenceValues{Name: "ref", Kernel: digestOf(kernel), Initrd: digestOf(initrd), Cmdlines: []string{cmdline},
 			Image: image, Secrets: []string{"db-password"}, Sources: map[string]string{"kernel": "vmlinuz\n# evil"}, Now: time.Now()}
 		if withSigner {
 			rv.Signers = []*Signer{signer}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 )
@@ -26,7 +27,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "policy init",
 		Summary: "write a starting policy whose digests are computed from the artifacts themselves",
-		Usage:   "--kernel FILE [--initrd FILE] [--cmdline STRING] [--image DIR|TAR] [--signer PUB]... [--secret NAME]... [--name NAME] [-o FILE]",
+		Usage:   "(--kernel FILE [--initrd FILE] | --host-defaults [--agent FILE]) [--cmdline STRING]... [--image DIR|TAR] [--signer PUB]... [--secret NAME]... [--name NAME] [-o FILE]",
 		Run:     runPolicyInit,
 	})
 }
@@ -93,9 +94,12 @@ func sortedSignerNames(p *policy.Policy) []string {
 }
 
 func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-	kernel := fs.String("kernel", "", "guest kernel, exactly the file the launcher boots (required)")
-	initrd := fs.String("initrd", "", "initramfs file; without it the policy allows no initrd")
-	cmdline := fs.String("cmdline", "", "allow exactly this kernel command line (default: a params rule with the launcher's own parameters)")
+	kernel := fs.String("kernel", "", "guest kernel, exactly the file 'launcher run --kernel' boots")
+	initrd := fs.String("initrd", "", "initramfs file; without it (and without --host-defaults) the policy allows no initrd")
+	hostDefaults := fs.Bool("host-defaults", false, "allow what 'launcher run' uses when --kernel, --initrd and --cmdline are not given: the host kernel as a PVH vmlinux, the base initramfs built from --agent, and the default command lines for KVM and TCG")
+	agent := fs.String("agent", "", "guest agent binary for --host-defaults (default: bulwark-agent beside launcher)")
+	var cmdlines stringList
+	fs.Var(&cmdlines, "cmdline", "allow exactly this kernel command line (repeatable; default: a params rule with the launcher's own parameters)")
 	image := fs.String("image", "", "OCI image (layout directory, OCI archive or docker-save tarball) to allow by manifest digest")
 	manifest := fs.String("image-manifest", "", "pick this manifest digest from an image index with several")
 	platform := fs.String("platform", "", "pick this platform (os/arch) from an image index (default "+measure.DefaultPlatform+")")
@@ -112,8 +116,11 @@ func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []s
 	if fs.NArg() > 0 {
 		return cli.Usagef("unexpected arguments: %q", fs.Args())
 	}
-	if *kernel == "" {
-		return cli.Usagef("--kernel FILE is required")
+	if *kernel == "" && !*hostDefaults {
+		return cli.Usagef("give --kernel FILE, or --host-defaults for the kernel 'launcher run' boots by default")
+	}
+	if *agent != "" && !*hostDefaults {
+		return cli.Usagef("--agent is only used with --host-defaults")
 	}
 	alg, err := measure.ParseAlg(*algName)
 	if err != nil {
@@ -122,21 +129,24 @@ func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []s
 	if *image == "" && (*manifest != "" || *platform != "") {
 		return cli.Usagef("--image-manifest and --platform need --image")
 	}
-	cmdlineSet := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "cmdline" {
-			cmdlineSet = true
-		}
-	})
-	rv := policy.ReferenceValues{Name: *name, Cmdline: *cmdline, HasCmdline: cmdlineSet, Secrets: secrets,
-		Sources: map[string]string{}, Now: time.Now()}
+	rv := policy.ReferenceValues{Name: *name, Secrets: secrets, Sources: map[string]string{}, Now: time.Now()}
+	if len(cmdlines) > 0 {
+		rv.Cmdlines = cmdlines
+	}
 	if rv.Name == "" && *out != "" {
 		rv.Name = strings.TrimSuffix(strings.TrimSuffix(filepath.Base(*out), ".yaml"), ".yml")
 	}
-	if rv.Kernel, _, err = measure.DigestFile(ctx, *kernel, alg); err != nil {
-		return fmt.Errorf("kernel: %w", err)
+	if *hostDefaults {
+		if err := hostDefaultValues(ctx, &rv, *kernel == "", *initrd == "", len(cmdlines) == 0, *agent, alg); err != nil {
+			return err
+		}
 	}
-	rv.Sources["kernel"] = filepath.Base(*kernel)
+	if *kernel != "" {
+		if rv.Kernel, _, err = measure.DigestFile(ctx, *kernel, alg); err != nil {
+			return fmt.Errorf("kernel: %w", err)
+		}
+		rv.Sources["kernel"] = filepath.Base(*kernel)
+	}
 	if *initrd != "" {
 		if rv.Initrd, _, err = measure.DigestFile(ctx, *initrd, alg); err != nil {
 			return fmt.Errorf("initrd: %w", err)
@@ -180,6 +190,56 @@ func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []s
 		return err
 	}
 	fmt.Fprintf(env.Stderr, "wrote %s (policy %s); check it with: launcher policy check %s\n", *out, nameOrDefault(rv.Name), *out)
+	return nil
+}
+
+// hostDefaultValues measures what 'launcher run' uses when it is not given
+// a kernel, initrd or command line (internal/launch): the host kernel as an
+// extracted PVH vmlinux, the deterministic base initramfs (agent + modules)
+// for it, and kvm.DefaultCmdline for both accelerators.
+func hostDefaultValues(ctx context.Context, rv *policy.ReferenceValues, kernel, initrd, cmdline bool, agent string, alg measure.Alg) error {
+	hk, err := kvm.FindHostKernel()
+	if err != nil {
+		return fmt.Errorf("--host-defaults: %w", err)
+	}
+	if kernel {
+		p, err := kvm.DefaultKernel(ctx)
+		if err != nil {
+			return fmt.Errorf("--host-defaults: kernel: %w", err)
+		}
+		if rv.Kernel, _, err = measure.DigestFile(ctx, p, alg); err != nil {
+			return fmt.Errorf("--host-defaults: kernel: %w", err)
+		}
+		rv.Sources["kernel"] = "vmlinux extracted from " + hk.BzImage
+	}
+	if initrd {
+		if agent == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			agent = filepath.Join(filepath.Dir(exe), "bulwark-agent")
+		}
+		agentBytes, err := os.ReadFile(agent)
+		if err != nil {
+			return fmt.Errorf("--host-defaults: guest agent: %w (build it with 'make build', or give --agent)", err)
+		}
+		data, err := kvm.BuildBaseInitramfs(kvm.BaseOptions{Agent: agentBytes, KernelVersion: hk.Version})
+		if err != nil {
+			return fmt.Errorf("--host-defaults: base initramfs: %w", err)
+		}
+		rv.Initrd = measure.DigestBytes(alg, data)
+		rv.Sources["initrd"] = "base initramfs: " + filepath.Base(agent) + " + " + hk.Version + " modules"
+	}
+	if cmdline {
+		for _, a := range []string{kvm.AccelKVM, kvm.AccelTCG} {
+			c, err := kvm.DefaultCmdline(a)
+			if err != nil {
+				return fmt.Errorf("--host-defaults: %w", err)
+			}
+			rv.Cmdlines = append(rv.Cmdlines, c)
+		}
+	}
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 )
@@ -151,5 +152,77 @@ colour: blue
 	}
 	if code, out, _ := runPolicyCmd(t, "policy", "check", "--help"); code != 0 && !strings.Contains(out, "policy-key") {
 		t.Errorf("--help: exit %d", code)
+	}
+}
+
+// TestDefaultCmdlineParamsMatchKVM keeps policy.DefaultCmdlineParams in step
+// with the command lines the launcher really uses.
+func TestDefaultCmdlineParamsMatchKVM(t *testing.T) {
+	doc, err := policy.Reference(policy.ReferenceValues{Name: "d", Kernel: sha256Hex([]byte("k"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Parse("d.yaml", doc, policy.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, _ := policy.NewSet(p)
+	for _, accel := range []string{kvm.AccelKVM, kvm.AccelTCG} {
+		c, err := kvm.DefaultCmdline(accel)
+		if err != nil {
+			t.Skipf("kvm.DefaultCmdline(%s): %v", accel, err)
+		}
+		ev := policy.Evidence{Event: measure.LaunchEvent{Policy: "d", Kernel: sha256Hex([]byte("k")), Cmdline: c}}
+		if v := set.Evaluate(context.Background(), ev); !v.Allow {
+			t.Errorf("default %s command line %q is not allowed by the default params rule: %q", accel, c, v.Reasons)
+		}
+	}
+}
+
+// TestPolicyInitHostDefaults measures the host kernel (extracted vmlinux),
+// the base initramfs and the default command lines, as 'launcher run' uses
+// them by default, and compares with independently computed values.
+func TestPolicyInitHostDefaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("extracts the host kernel (slow); skipped with -short")
+	}
+	hk, err := kvm.FindHostKernel()
+	if err != nil {
+		t.Skipf("no host kernel: %v (apt-get install linux-image-amd64)", err)
+	}
+	t.Setenv("BULWARK_STATE", t.TempDir())
+	// Any static ELF executable stands in for the agent: only its bytes matter here.
+	agent := "/bin/busybox"
+	if _, err := os.Stat(agent); err != nil {
+		t.Skip("no static executable to stand in for the agent: apt-get install busybox-static")
+	}
+	code, stdout, stderr := runPolicyCmd(t, "policy", "init", "--host-defaults", "--agent", agent, "--name", "hd")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
+	}
+	p, err := policy.Parse("hd.yaml", []byte(stdout), policy.LoadOptions{})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stdout)
+	}
+	vmlinuxPath, err := kvm.DefaultKernel(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmlinux, _ := os.ReadFile(vmlinuxPath)
+	agentBytes, _ := os.ReadFile(agent)
+	initrd, err := kvm.BuildBaseInitramfs(kvm.BaseOptions{Agent: agentBytes, KernelVersion: hk.Version})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Kernel.Digests, sha256Hex(vmlinux); len(got) != 1 || got[0] != want {
+		t.Errorf("kernel digests %v, want [%s]", got, want)
+	}
+	if got, want := p.Initrd.Digests, sha256Hex(initrd); len(got) != 1 || got[0] != want {
+		t.Errorf("initrd digests %v, want [%s]", got, want)
+	}
+	kc, _ := kvm.DefaultCmdline(kvm.AccelKVM)
+	tc, _ := kvm.DefaultCmdline(kvm.AccelTCG)
+	if got := p.Cmdline.Exact; len(got) != 2 || got[0] != kc || got[1] != tc {
+		t.Errorf("cmdlines %q, want %q and %q", got, kc, tc)
 	}
 }
