@@ -26,8 +26,8 @@ type ReferenceValues struct {
 	// rule allowing DefaultCmdlineParams is written instead.
 	Cmdlines []string
 	Image    string    // manifest digest, "" for none
-	Signers    []*Signer // required on every artifact in addition to its digest
-	Secrets    []string
+	Signers  []*Signer // required on every artifact in addition to its digest
+	Secrets  []string
 	// Sources name the files the digests came from, for comments
 	// (keys "kernel", "initrd", "image"); optional.
 	Sources map[string]string
