@@ -126,12 +126,34 @@ func writeNew(path string, b []byte, mode os.FileMode, force bool) error {
 	} else {
 		// Link fails if path exists: no check-then-write race.
 		err = os.Link(tmp.Name(), path)
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			// A file system without hard links: exclusive create.
+			err = writeExclusive(path, b, mode)
+		}
 	}
 	if errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("%s already exists: refusing to overwrite it (use --force)", path)
 	}
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeExclusive creates path (failing if it exists) and writes b to it.
+func writeExclusive(path string, b []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
 	}
 	return nil
 }

@@ -83,6 +83,15 @@ func TestKeygenSignVerifyFile(t *testing.T) {
 		t.Fatal("keygen overwrote the key without --force")
 	}
 
+	// Only the .pub exists: still refused, and no lone .key is left.
+	lone := filepath.Join(dir, "lone")
+	os.WriteFile(lone+".pub", []byte("keep me"), 0o644)
+	code, out, errs = signCLI(t, pw, "keygen", "--output-key-prefix", lone)
+	wantCode(t, "keygen over a .pub", code, 1, out, errs, lone+".pub already exists")
+	if fileExists(lone + ".key") {
+		t.Fatal("keygen left a private key without its public key")
+	}
+
 	// Another key, to check "wrong key".
 	otherPrefix := filepath.Join(dir, "other")
 	code, out, errs = signCLI(t, pw, "keygen", "--output-key-prefix", otherPrefix)
