@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the cosign CLI into $(go env GOPATH)/bin when it is missing, so the
 # signing/ interoperability tests can check Bulwark's keys and signatures
-# against cosign itself. Idempotent: does nothing when the pinned version is
-# already there. The build is large (several minutes on 2 cores).
+# against cosign itself. Idempotent: does nothing when a cosign binary is
+# already there (it says which version). The build is large (several minutes
+# on 2 cores); v2.6.5 builds with Go 1.26 (GOTOOLCHAIN=local).
 #
-#   scripts/install-cosign.sh            # install if missing
-#   COSIGN_VERSION=v2.x.y scripts/install-cosign.sh
+#   scripts/install-cosign.sh                          # install if missing
+#   COSIGN_VERSION=v2.x.y COSIGN_FORCE_VERSION=1 scripts/install-cosign.sh
+#                                                      # replace another version
 set -euo pipefail
 
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
