@@ -201,6 +201,15 @@ func TestSignVerifyImage(t *testing.T) {
 	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--image", imgA)
 	wantCode(t, "verify image", code, 0, out, errs, "Verified OK: image "+imgA, "claimed reference demo/app")
 
+	// The signature follows the image, not its container format: the same
+	// layout as an OCI archive (tar) verifies with the same signature.
+	archive := filepath.Join(dir, "a.tar")
+	if out, err := exec.Command("tar", "-C", imgA, "-cf", archive, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, out)
+	}
+	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--image", archive, "--signature", imgA+".sig", "--payload", imgA+".payload.json")
+	wantCode(t, "verify archive", code, 0, out, errs, "Verified OK: image "+archive)
+
 	// A's signature presented for B: payload digest mismatch.
 	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", "--image", imgB, "--signature", imgA+".sig", "--payload", imgA+".payload.json")
 	wantCode(t, "other image", code, 1, out, errs, "image "+imgB, "payload digest mismatch")
