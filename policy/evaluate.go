@@ -180,8 +180,10 @@ func (e *evaluation) artifact(what string, r *ArtifactRule, digest string, requi
 			parts = append(parts, fmt.Sprintf("%s not allowed (allowed: %s)", subject, listDigests(r.Digests)))
 		}
 	}
+	c := e.checkSignatures(what, digest)
+	e.verified[what] = c.verified
 	if r.HasSigners {
-		if msg := e.signatures(what, r, digest); msg != "" {
+		if msg := e.signatures(what, r, c); msg != "" {
 			if len(parts) == 0 {
 				msg = subject + ": " + msg
 			}
@@ -193,90 +195,121 @@ func (e *evaluation) artifact(what string, r *ArtifactRule, digest string, requi
 	}
 }
 
-// signatures verifies the launcher's signatures for one artifact against
-// the rule's signers; it returns "" when one verifies, else why not.
-func (e *evaluation) signatures(what string, r *ArtifactRule, digest string) string {
-	if len(r.Signers) == 0 {
-		return "the policy's " + what + " signers list is empty, so no signature is accepted"
-	}
-	raw, _ := hex.DecodeString(strings.TrimPrefix(digest, "sha256:"))
-	if what != "image" && !strings.HasPrefix(digest, "sha256:") {
-		return "signatures are verified from the sha256 digest, but the launch measured it with " + strings.SplitN(digest, ":", 2)[0] + "; launch with sha256"
-	}
+// sigCheck is what the launcher's signatures for one artifact showed.
+type sigCheck struct {
+	sent      int      // signatures sent for the artifact (up to the limit)
+	verified  []string // names of policy signers with a valid signature, sorted
+	strangers []string // short fingerprints of non-policy keys that did sign
+	problems  []string // signatures that could not be used, and why
+}
+
+// checkSignatures verifies every signature the launcher sent for one
+// artifact against every signer of the policy, so that rules and CEL see
+// all the policy's signers that vouch for it.
+func (e *evaluation) checkSignatures(what, digest string) *sigCheck {
+	c := &sigCheck{}
 	var sigs []ArtifactSignature
 	for _, s := range e.ev.Signatures {
 		if s.Artifact == what {
 			sigs = append(sigs, s)
 		}
 	}
-	if len(sigs) == 0 {
-		return fmt.Sprintf("no signature was sent; a signature by %s is required", listSigners(r.Signers))
-	}
 	if len(sigs) > maxSignaturesPerArtifact {
+		c.problems = append(c.problems, fmt.Sprintf("only the first %d of %d signatures were checked", maxSignaturesPerArtifact, len(sigs)))
 		sigs = sigs[:maxSignaturesPerArtifact]
 	}
-	var problems []string
-	var strangers []string
+	c.sent = len(sigs)
+	if len(sigs) == 0 || len(e.pol.Signers) == 0 {
+		return c
+	}
+	var raw []byte
+	if what != "image" {
+		if !strings.HasPrefix(digest, "sha256:") {
+			c.problems = append(c.problems, "signatures are verified from the sha256 digest, but the launch measured it with "+strings.SplitN(digest, ":", 2)[0]+"; launch with sha256")
+			return c
+		}
+		raw, _ = hex.DecodeString(strings.TrimPrefix(digest, "sha256:"))
+	}
+	names := sortedKeys(e.pol.Signers)
 	for _, sig := range sigs {
 		if len(sig.Signature) > maxSignatureSize {
-			problems = append(problems, fmt.Sprintf("a signature of %d bytes is too large", len(sig.Signature)))
+			c.problems = append(c.problems, fmt.Sprintf("a signature of %d bytes is too large", len(sig.Signature)))
 			continue
 		}
 		msg := raw
 		if what == "image" {
 			if len(sig.Payload) == 0 {
-				problems = append(problems, "an image signature came without its payload")
+				c.problems = append(c.problems, "an image signature came without its payload")
 				continue
 			}
 			if len(sig.Payload) > maxPayloadSize {
-				problems = append(problems, fmt.Sprintf("an image signature payload of %d bytes is too large", len(sig.Payload)))
+				c.problems = append(c.problems, fmt.Sprintf("an image signature payload of %d bytes is too large", len(sig.Payload)))
 				continue
 			}
 			msg = sig.Payload
 		}
 		var ok []string
-		for _, k := range r.Signers {
-			var good bool
-			if what == "image" {
-				good = k.verifyMessage(msg, sig.Signature)
-			} else {
-				good = k.verifyDigest(msg, sig.Signature)
-			}
-			if good {
-				ok = append(ok, k.Name)
+		for _, n := range names {
+			k := e.pol.Signers[n]
+			if verify(k, what, msg, sig.Signature) {
+				ok = append(ok, n)
 			}
 		}
 		if len(ok) == 0 {
 			if fp := strangerKey(sig, what, msg); fp != "" {
-				strangers = append(strangers, fp)
+				c.strangers = appendUnique(c.strangers, fp)
 			}
 			continue
 		}
 		if what == "image" {
 			signed, err := payloadDigest(sig.Payload)
 			if err != nil {
-				problems = append(problems, fmt.Sprintf("signature by %s has an unusable payload: %v", strings.Join(ok, ", "), err))
+				c.problems = append(c.problems, fmt.Sprintf("signature by %s has an unusable payload: %v", strings.Join(ok, ", "), err))
 				continue
 			}
 			if signed != digest {
-				problems = append(problems, fmt.Sprintf("signature by %s is for manifest %s, not %s", strings.Join(ok, ", "), signed, digest))
+				c.problems = append(c.problems, fmt.Sprintf("signature by %s is for manifest %s, not %s", strings.Join(ok, ", "), signed, digest))
 				continue
 			}
 		}
-		e.verified[what] = appendUnique(e.verified[what], ok...)
+		c.verified = appendUnique(c.verified, ok...)
 	}
-	if len(e.verified[what]) > 0 {
-		return ""
+	sort.Strings(c.verified)
+	return c
+}
+
+func verify(k *Signer, what string, msg, sig []byte) bool {
+	if what == "image" {
+		return k.verifyMessage(msg, sig)
+	}
+	return k.verifyDigest(msg, sig)
+}
+
+// signatures says why the rule's signer requirement is not met, or "".
+func (e *evaluation) signatures(what string, r *ArtifactRule, c *sigCheck) string {
+	if len(r.Signers) == 0 {
+		return "the policy's " + what + " signers list is empty, so no signature is accepted"
+	}
+	for _, s := range r.Signers {
+		if slices.Contains(c.verified, s.Name) {
+			return ""
+		}
+	}
+	if c.sent == 0 {
+		return fmt.Sprintf("no signature was sent; a signature by %s is required", listSigners(r.Signers))
 	}
 	var b strings.Builder
-	for _, fp := range strangers {
+	for _, fp := range c.strangers {
 		fmt.Fprintf(&b, "signed by key %s which is not a signer of this policy; ", fp)
 	}
-	for _, p := range problems {
+	for _, n := range c.verified {
+		fmt.Fprintf(&b, "signed by %s which is not an allowed %s signer; ", e.pol.Signers[n], what)
+	}
+	for _, p := range c.problems {
 		b.WriteString(p)
 		b.WriteString("; ")
 	}
-	fmt.Fprintf(&b, "none of %d signature(s) verifies with a signer of this policy (%s)", len(sigs), listSigners(r.Signers))
+	fmt.Fprintf(&b, "none of %d signature(s) verifies with an allowed %s signer (%s)", c.sent, what, listSigners(r.Signers))
 	return b.String()
 }
 
@@ -290,13 +323,7 @@ func strangerKey(sig ArtifactSignature, what string, msg []byte) string {
 	if err != nil {
 		return ""
 	}
-	var good bool
-	if what == "image" {
-		good = k.verifyMessage(msg, sig.Signature)
-	} else {
-		good = k.verifyDigest(msg, sig.Signature)
-	}
-	if !good {
+	if !verify(k, what, msg, sig.Signature) {
 		return ""
 	}
 	return short(k.Fingerprint)

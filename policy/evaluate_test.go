@@ -131,13 +131,13 @@ func TestEvaluate(t *testing.T) {
 		}, []string{"kernel: " + digestOf([]byte("another kernel")) + " not allowed (allowed: " + digestOf(f.kernel) + ")"}},
 		{"kernel wrong signer named", func(ev *Evidence) {
 			ev.Signatures[0] = ArtifactSignature{Artifact: "kernel", Signature: f.stranger.signBlob(t, f.kernel), PublicKey: []byte(f.stranger.pem)}
-		}, []string{"kernel: " + digestOf(f.kernel) + ": signed by key " + short(f.stranger.fingerprint(t)) + " which is not a signer of this policy; none of 1 signature(s) verifies with a signer of this policy (release (" + short(f.release.fingerprint(t)) + "))", "rule release-signed-kernel"}},
+		}, []string{"kernel: " + digestOf(f.kernel) + ": signed by key " + short(f.stranger.fingerprint(t)) + " which is not a signer of this policy; none of 1 signature(s) verifies with an allowed kernel signer (release (" + short(f.release.fingerprint(t)) + "))", "rule release-signed-kernel"}},
 		{"kernel wrong signer unnamed", func(ev *Evidence) {
 			ev.Signatures[0] = ArtifactSignature{Artifact: "kernel", Signature: f.stranger.signBlob(t, f.kernel)}
-		}, []string{"kernel: " + digestOf(f.kernel) + ": none of 1 signature(s) verifies with a signer of this policy (release", "rule release-signed-kernel"}},
+		}, []string{"kernel: " + digestOf(f.kernel) + ": none of 1 signature(s) verifies with an allowed kernel signer (release", "rule release-signed-kernel"}},
 		{"kernel signed by a signer of another artifact", func(ev *Evidence) {
 			ev.Signatures[0] = ArtifactSignature{Artifact: "kernel", Signature: f.ops.signBlob(t, f.kernel)}
-		}, []string{"none of 1 signature(s) verifies", "rule release-signed-kernel"}},
+		}, []string{"signed by ops (" + short(f.ops.fingerprint(t)) + ") which is not an allowed kernel signer; none of 1 signature(s) verifies", "rule release-signed-kernel"}},
 		{"kernel no signature", func(ev *Evidence) { ev.Signatures = ev.Signatures[1:] }, []string{"kernel: " + digestOf(f.kernel) + ": no signature was sent; a signature by release (", "rule release-signed-kernel"}},
 		{"kernel signature over other bytes", func(ev *Evidence) {
 			ev.Signatures[0].Signature = f.release.signBlob(t, []byte("other"))
@@ -153,7 +153,7 @@ func TestEvaluate(t *testing.T) {
 		{"cmdline required missing", func(ev *Evidence) { ev.Event.Cmdline = "quiet" }, []string{`cmdline: required parameter "console=ttyS0" is missing from "quiet"`}},
 		{"image tampered payload", func(ev *Evidence) {
 			ev.Signatures[1].Payload = []byte(strings.Replace(string(ev.Signatures[1].Payload), "registry.example", "evil.example", 1))
-		}, []string{"image: manifest " + f.image + ": none of 1 signature(s) verifies with a signer of this policy (release ("}},
+		}, []string{"image: manifest " + f.image + ": none of 1 signature(s) verifies with an allowed image signer (release ("}},
 		{"image payload for another digest", func(ev *Evidence) {
 			p := cosignPayload("registry.example/web", dC)
 			ev.Signatures[1] = ArtifactSignature{Artifact: "image", Signature: f.ops.signBlob(t, p), Payload: p}
@@ -314,13 +314,20 @@ func TestEvaluateCELCancelled(t *testing.T) {
 
 func TestClaims(t *testing.T) {
 	f := newEvalFixture(t)
-	v := f.set.Evaluate(context.Background(), f.evidence(t))
+	ev := f.evidence(t)
+	// ops is not a kernel signer of the rule, but CEL sees every policy
+	// signer that vouches for the artifact.
+	ev.Signatures = append(ev.Signatures, ArtifactSignature{Artifact: "kernel", Signature: f.ops.signBlob(t, f.kernel)})
+	v := f.set.Evaluate(context.Background(), ev)
+	if !v.Allow {
+		t.Fatalf("denied: %q", v.Reasons)
+	}
 	c := v.Claims
 	if c["node_id"] != "prod-17" || c["kernel"] != digestOf(f.kernel) || c["image"] != f.image {
 		t.Fatalf("claims %v", c)
 	}
 	signers := c["signers"].(map[string][]string)
-	if strings.Join(signers["kernel"], ",") != "release" || strings.Join(signers["image"], ",") != "ops" || len(signers["initrd"]) != 0 {
+	if strings.Join(signers["kernel"], ",") != "ops,release" || strings.Join(signers["image"], ",") != "ops" || len(signers["initrd"]) != 0 {
 		t.Fatalf("signers %v", signers)
 	}
 	if c["host_pcrs"].(map[int64]string)[7] != hex.EncodeToString(f.pcr7) {
