@@ -17,14 +17,15 @@ const auditDomain = "bulwark-audit-v1\x00"
 
 // Canonical returns the canonical encoding of r that Hash covers: the domain
 // string "bulwark-audit-v1\x00", Seq (uint64 big endian), Time (int64 Unix
-// nanoseconds, big endian, UTC with microsecond precision), then Kind,
+// nanoseconds, big endian, UTC with microsecond precision; 0 for the zero
+// time), then Kind,
 // NodeID, Subject, Details and Prev, each as a uint32 big-endian length
 // followed by the bytes. Hash itself is not included.
 func (r *AuditRecord) Canonical() []byte {
 	b := make([]byte, 0, len(auditDomain)+16+5*4+len(r.Kind)+len(r.NodeID)+len(r.Subject)+len(r.Details)+len(r.Prev))
 	b = append(b, auditDomain...)
 	b = binary.BigEndian.AppendUint64(b, r.Seq)
-	b = binary.BigEndian.AppendUint64(b, uint64(normTime(r.Time).UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, uint64(nanos(r.Time)))
 	for _, f := range [][]byte{[]byte(r.Kind), []byte(r.NodeID), []byte(r.Subject), r.Details, r.Prev} {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
 		b = append(b, f...)
@@ -77,6 +78,9 @@ func validateAuditEntry(e *AuditEntry, now func() time.Time) error {
 		e.Time = now()
 	}
 	e.Time = normTime(e.Time)
+	if !e.Time.After(time.Unix(0, 0)) || e.Time.Year() > 2200 {
+		return fmt.Errorf("audit time %v is outside 1970..2200: %w", e.Time, ErrInvalid)
+	}
 	return nil
 }
 
