@@ -438,12 +438,23 @@ func (s *Sandbox) watch(ctx, stop context.Context) {
 	}
 }
 
+// consoleTail is the guest console's last lines for an error message, with
+// control characters (terminal escapes from a hostile guest) replaced.
 func (s *Sandbox) consoleTail() string {
 	t := s.console.String()
 	if strings.TrimSpace(t) == "" {
 		return "(no console output)"
 	}
-	return t
+	return sanitize(t)
+}
+
+func sanitize(t string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, t)
 }
 
 // fail records the first host-side failure.
@@ -575,12 +586,7 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 		if len(msg) > 4096 {
 			msg = msg[:4096] + "..."
 		}
-		msg = strings.Map(func(r rune) rune {
-			if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
-				return '?'
-			}
-			return r
-		}, msg)
+		msg = sanitize(msg)
 		if s.guestErr == nil {
 			s.guestErr = &GuestError{Message: msg}
 		}

@@ -1,0 +1,123 @@
+package kvm
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+// BenchmarkLaunchVsBareQEMU compares a launch through this package (Start,
+// HELLO with the guest key, START, workload exit, power-off) with bare
+// qemu-system-x86_64 booting the same kernel and initramfs with the same
+// devices, where the agent (cmdline flag bulwark.bench) runs the same
+// workload (/bin/true) with no host protocol. Both run in the same loop,
+// interleaved, so machine load affects them alike. Run with -benchtime 3x.
+// Reports api-ms, bare-ms, overhead-ratio (goal <= 1.15) and QEMU's peak
+// RSS per sandbox (rss-MiB, VmHWM from rusage).
+func BenchmarkLaunchVsBareQEMU(b *testing.B) {
+	e := bootEnv(b)
+	img := testImage(b, v1.Config{Cmd: []string{"/bin/true"}})
+	imgCpio, err := BuildImageInitramfs(img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	choice, err := ChooseAccel(AccelAuto)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("accelerator %s: %s", choice.Accel, choice.Reason)
+	cmdline, err := DefaultCmdline(choice.Accel)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The bare run reads the same concatenated initramfs from a file.
+	combined := filepath.Join(b.TempDir(), "initrd.cpio")
+	f, err := concatInitrd(nil, e.basePath, imgCpio)
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<40))
+	f.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(combined, data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		b.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86")
+	}
+	bareArgs := []string{
+		"-M", "microvm,x-option-roms=off,pit=on,rtc=on,isa-serial=on", "-accel", choice.Accel,
+		"-smp", "1", "-m", "256", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-serial", "null",
+		"-device", "virtio-serial-device,max_ports=2", "-chardev", "null,id=c0",
+		"-device", "virtserialport,chardev=c0,name=" + channel.PortName,
+		"-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=rng0",
+		"-kernel", e.vmlinux, "-initrd", combined, "-append", cmdline + " bulwark.bench",
+	}
+	if choice.Accel == AccelKVM {
+		bareArgs = append(bareArgs, "-cpu", "host")
+	}
+	ctx := context.Background()
+	var apiTotal, bareTotal, startDur, helloDur time.Duration
+	var rssMax, bareRSS int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Bare QEMU.
+		t0 := time.Now()
+		cmd := exec.CommandContext(ctx, qemu, bareArgs...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("bare QEMU: %v\n%s", err, out)
+		}
+		bareTotal += time.Since(t0)
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			bareRSS = max(bareRSS, ru.Maxrss)
+		}
+
+		// Through the API.
+		t0 = time.Now()
+		sb, err := Start(ctx, Config{KernelPath: e.vmlinux, InitrdPath: e.basePath, ImageInitrd: imgCpio,
+			Accel: choice.Accel, Cmdline: cmdline, MemoryMiB: 256, BootTimeout: 2 * time.Minute})
+		if err != nil {
+			b.Fatal(err)
+		}
+		startDur += time.Since(t0)
+		if _, err := sb.GuestKey(ctx); err != nil {
+			b.Fatal(err)
+		}
+		helloDur += time.Since(t0)
+		if err := sb.StartWorkload(ctx, "bench", nil, nil); err != nil {
+			b.Fatal(err)
+		}
+		code, err := sb.Wait(ctx)
+		if err != nil || code != 0 {
+			b.Fatalf("workload: %d, %v", code, err)
+		}
+		apiTotal += time.Since(t0)
+		rssMax = max(rssMax, sb.MaxRSSKiB())
+		sb.Close()
+	}
+	b.StopTimer()
+	apiMs := float64(apiTotal.Milliseconds()) / float64(b.N)
+	bareMs := float64(bareTotal.Milliseconds()) / float64(b.N)
+	b.ReportMetric(apiMs, "api-ms")
+	b.ReportMetric(bareMs, "bare-ms")
+	b.ReportMetric(apiMs/bareMs, "overhead-ratio")
+	b.ReportMetric(float64(startDur.Milliseconds())/float64(b.N), "api-start-ms")
+	b.ReportMetric(float64(helloDur.Milliseconds())/float64(b.N), "api-hello-ms")
+	b.ReportMetric(float64(rssMax)/1024, "rss-MiB")
+	b.ReportMetric(float64(bareRSS)/1024, "bare-rss-MiB")
+	b.ReportMetric(0, "ns/op")
+}
