@@ -193,6 +193,16 @@ func StopManaged(dir string) error {
 	return nil
 }
 
+// ManagedPID reports the pid of the managed swtpm daemon serving dir, if
+// one is running.
+func ManagedPID(dir string) (int, bool) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return 0, false
+	}
+	return runningSwtpm(dir)
+}
+
 // runningSwtpm reports the pid of the swtpm daemon serving dir, if its pid
 // file names a live swtpm process whose command line names dir's socket.
 func runningSwtpm(dir string) (int, bool) {

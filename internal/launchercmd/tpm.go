@@ -47,7 +47,8 @@ type tpmCertInfo struct {
 type tpmKeyInfo struct {
 	Handle      string `json:"handle"`
 	Name        string `json:"name"`
-	Fingerprint string `json:"fingerprint"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Error       string `json:"error,omitempty"`
 }
 
 // fingerprint is "sha256:" + hex SHA-256 of the key's DER SubjectPublicKeyInfo.
@@ -129,10 +130,15 @@ func init() {
 				}
 				dir = s.Path
 			}
+			pid, running := tpm.ManagedPID(dir)
+			if !running {
+				fmt.Fprintf(env.Stdout, "managed swtpm in %s: not running\n", dir)
+				return nil
+			}
 			if err := tpm.StopManaged(dir); err != nil {
 				return err
 			}
-			fmt.Fprintf(env.Stdout, "managed swtpm in %s: stopped\n", dir)
+			fmt.Fprintf(env.Stdout, "managed swtpm in %s: stopped (pid %d)\n", dir, pid)
 			return nil
 		},
 	})
@@ -177,6 +183,8 @@ func collectTPMInfo(ctx context.Context, t *tpm.TPM, pcr int) (*tpmInfo, error) 
 	ak, err := t.LoadAK(ctx)
 	switch {
 	case errors.Is(err, tpm.ErrNoAK):
+	case errors.Is(err, tpm.ErrHandleInUse):
+		info.AK = &tpmKeyInfo{Handle: fmt.Sprintf("0x%08x", tpm.AKHandle), Error: err.Error()}
 	case err != nil:
 		return nil, err
 	default:
@@ -241,7 +249,9 @@ func printTPMInfo(env *cli.Env, i *tpmInfo) {
 	if i.ManagedCARoot != "" {
 		fmt.Fprintf(w, "EK CA:        root %s\n              intermediate %s\n", i.ManagedCARoot, i.ManagedCAInter)
 	}
-	if i.AK != nil {
+	if i.AK != nil && i.AK.Error != "" {
+		fmt.Fprintf(w, "AK:           unusable: %s\n", i.AK.Error)
+	} else if i.AK != nil {
 		fmt.Fprintf(w, "AK:           ECC P-256 at %s  %s\n              name %s\n", i.AK.Handle, i.AK.Fingerprint, i.AK.Name)
 	} else {
 		fmt.Fprintf(w, "AK:           not created yet (at 0x%08x; 'launcher enroll' creates it)\n", tpm.AKHandle)

@@ -51,8 +51,15 @@ func TestTPMInfoManaged(t *testing.T) {
 		t.Fatalf("tpm info text: exit %d:\n%s", code, out)
 	}
 	out, _, code = runLauncher(t, env, "tpm", "stop")
-	if code != 0 || !strings.Contains(out, "stopped") {
+	if code != 0 || !strings.Contains(out, "stopped (pid ") {
 		t.Fatalf("tpm stop: exit %d: %s", code, out)
+	}
+	if _, ok := tpm.ManagedPID(filepath.Join(state, "swtpm")); ok {
+		t.Fatal("daemon still running after tpm stop")
+	}
+	out, _, code = runLauncher(t, env, "tpm", "stop")
+	if code != 0 || !strings.Contains(out, "not running") {
+		t.Fatalf("second tpm stop: exit %d: %s", code, out)
 	}
 }
 
