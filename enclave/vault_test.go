@@ -14,7 +14,9 @@ import (
 	"github.com/bulwark-project/bulwark/internal/store"
 )
 
-func newGuest(t *testing.T) ([]byte, *wrap.PrivateKey) {
+func newGuest(t *testing.T) ([]byte, *wrap.PrivateKey) { return newGuestF(t) }
+
+func newGuestF(t testing.TB) ([]byte, *wrap.PrivateKey) {
 	t.Helper()
 	k, err := wrap.GenerateKey()
 	if err != nil {
