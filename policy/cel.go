@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/google/cel-go/cel"
@@ -49,7 +50,7 @@ func compileRule(expr string) (cel.Program, []celError) {
 	if iss != nil && iss.Err() != nil {
 		var out []celError
 		for _, e := range iss.Errors() {
-			out = append(out, celError{line: e.Location.Line(), col: e.Location.Column(), msg: e.Message,
+			out = append(out, celError{line: e.Location.Line(), col: e.Location.Column(), msg: strings.TrimSuffix(e.Message, " (in container '')"),
 				hint: "variables: policy, node_id, sandbox_id, kernel, initrd, cmdline, cmdline_digest, image, image_config, args, host_pcrs, signers, time"})
 		}
 		if len(out) == 0 {

@@ -356,7 +356,8 @@ func (p *parser) artifact(n *yaml.Node, what string, pol *Policy) *ArtifactRule 
 			r.Signers = append(r.Signers, s)
 		}
 	}
-	if !r.HasDigests && !r.HasSigners {
+	if !r.HasDigests && !r.HasSigners && len(n.Content) == 0 {
+		// (with only unknown fields, their errors already say what to fix)
 		p.errAt(n, "list allowed digests, signer names, or both (both must then match)", "%s: neither digests nor signers given", what)
 	}
 	return r

@@ -166,7 +166,6 @@ name: again
 		{2, 7, "not a valid policy name"},
 		{4, 13, "malformed digest"},
 		{5, 13, "unknown signer"},
-		{7, 3, "initrd: neither digests nor signers"},
 		{7, 3, `unknown field "digest"`},
 		{9, 10, "cmdline.exact: expected a list"},
 		{12, 15, "not a valid secret name"},
