@@ -19,6 +19,9 @@ import (
 // findCosign returns the cosign binary on PATH or in $(go env GOPATH)/bin.
 func findCosign(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the cosign CLI (external process): not with -short")
+	}
 	if p, err := exec.LookPath("cosign"); err == nil {
 		return p
 	}

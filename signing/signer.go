@@ -3,9 +3,7 @@ package signing
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -213,15 +211,4 @@ func (v rawVerifier) VerifySignature(sig, message io.Reader, opts ...signature.V
 		digest = h.Sum(nil)
 	}
 	return VerifyDigest(v.pub, digest, sigBytes)
-}
-
-// equalKeys reports whether a and b are the same public key.
-func equalKeys(a, b crypto.PublicKey) bool {
-	switch k := a.(type) {
-	case *ecdsa.PublicKey:
-		return k.Equal(b)
-	case *rsa.PublicKey:
-		return k.Equal(b)
-	}
-	return false
 }

@@ -439,3 +439,14 @@ func TestReadSidecars(t *testing.T) {
 		t.Fatal("sidecar names")
 	}
 }
+
+// equalKeys reports whether a and b are the same public key.
+func equalKeys(a, b crypto.PublicKey) bool {
+	switch k := a.(type) {
+	case *ecdsa.PublicKey:
+		return k.Equal(b)
+	case *rsa.PublicKey:
+		return k.Equal(b)
+	}
+	return false
+}

@@ -243,6 +243,9 @@ func TestSignVerifyImage(t *testing.T) {
 // cosignBinary finds the cosign CLI (PATH or GOPATH/bin) or skips.
 func cosignBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the cosign CLI (external process): not with -short")
+	}
 	if p, err := exec.LookPath("cosign"); err == nil {
 		return p
 	}
