@@ -116,6 +116,15 @@ func New(ctx context.Context, b Backend, st SecretStore, create bool, opts Optio
 	}
 	key, err := b.Open(ctx)
 	if errors.Is(err, ErrNoMasterKey) && create {
+		// A new key cannot open existing secrets: never create one silently
+		// over a store that has some (the key file was lost or moved).
+		existing, lerr := st.ListSecrets(ctx)
+		if lerr != nil {
+			return nil, fmt.Errorf("enclave: checking for existing secrets: %w", lerr)
+		}
+		if len(existing) > 0 {
+			return nil, fmt.Errorf("enclave: the %s backend has no master key but the store holds %d secrets encrypted under one; refusing to create a new key (restore the backend's key file in the vault directory, or delete the secrets): %w", b.Name(), len(existing), ErrNoMasterKey)
+		}
 		if err = b.Init(ctx); err != nil {
 			return nil, fmt.Errorf("enclave: initialising %s master key: %w", b.Name(), err)
 		}
@@ -179,7 +188,7 @@ func aad(name string, version uint64) []byte {
 
 func (v *Vault) cipher() (cipher.AEAD, error) {
 	if v.aead == nil {
-		return nil, fmt.Errorf("enclave: vault is closed")
+		return nil, fmt.Errorf("enclave: vault is closed: %w", ErrUnavailable)
 	}
 	return v.aead, nil
 }

@@ -204,7 +204,11 @@ func TestVaultRejectsSwapsAndTampering(t *testing.T) {
 		t.Fatalf("release with one tampered secret returned %d secrets, err %v", len(ws), err)
 	}
 	// Another master key cannot open what this one sealed.
-	v2, err := New(ctx, NewFileBackend(t.TempDir(), true, nil), st, true, Options{})
+	other := NewFileBackend(t.TempDir(), true, nil)
+	if err := other.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := New(ctx, other, st, false, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,5 +292,19 @@ func TestVaultConcurrentPut(t *testing.T) {
 	list, _ := v.List(ctx)
 	if list[0].Version != uint64(1+ok) {
 		t.Fatalf("version %d after %d successful updates", list[0].Version, ok)
+	}
+}
+
+// TestVaultRefusesNewKeyOverSecrets: losing the key file must not lead to a
+// fresh key silently orphaning every stored secret.
+func TestVaultRefusesNewKeyOverSecrets(t *testing.T) {
+	ctx := context.Background()
+	v, st := newVault(t)
+	if _, err := v.Put(ctx, "k", []byte("v"), Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(ctx, NewFileBackend(t.TempDir(), true, nil), st, true, Options{})
+	if !errors.Is(err, ErrNoMasterKey) || !strings.Contains(err.Error(), "refusing to create a new key") {
+		t.Fatalf("new master key over existing secrets: %v", err)
 	}
 }

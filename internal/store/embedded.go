@@ -372,7 +372,7 @@ func get[T any](b *bolt.Bucket, key []byte) (*T, error) {
 	}
 	var r T
 	if err := json.Unmarshal(v, &r); err != nil {
-		return nil, fmt.Errorf("store: corrupt record %q in %s: %w", key, "bucket", err)
+		return nil, fmt.Errorf("store: corrupt %T record %x: %w", r, key, err)
 	}
 	return &r, nil
 }
