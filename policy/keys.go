@@ -59,7 +59,11 @@ func ParsePublicKey(name string, pemBytes []byte) (*Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Signer{Name: name, Fingerprint: fp, Key: pub}, nil
+	v, err := signature.LoadVerifier(pub, crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("public key: %w", err)
+	}
+	return &Signer{Name: name, Fingerprint: fp, Key: pub, verifier: v}, nil
 }
 
 // LoadPublicKeyFile reads a PEM public key file (e.g. an admin key for
@@ -99,7 +103,7 @@ func (s *Signer) String() string { return s.Name + " (" + short(s.Fingerprint) +
 
 // verifyDigest checks an ASN.1 signature over the blob whose SHA-256 is digest.
 func (s *Signer) verifyDigest(digest, sig []byte) bool {
-	v, err := signature.LoadVerifier(s.Key, crypto.SHA256)
+	v, err := s.getVerifier()
 	if err != nil {
 		return false
 	}
@@ -108,11 +112,20 @@ func (s *Signer) verifyDigest(digest, sig []byte) bool {
 
 // verifyMessage checks an ASN.1 signature over msg (hashed with SHA-256).
 func (s *Signer) verifyMessage(msg, sig []byte) bool {
-	v, err := signature.LoadVerifier(s.Key, crypto.SHA256)
+	v, err := s.getVerifier()
 	if err != nil {
 		return false
 	}
 	return v.VerifySignature(bytes.NewReader(sig), bytes.NewReader(msg)) == nil
+}
+
+// getVerifier returns the verifier made by ParsePublicKey, or makes one for
+// a Signer built by hand.
+func (s *Signer) getVerifier() (signature.Verifier, error) {
+	if s.verifier != nil {
+		return s.verifier, nil
+	}
+	return signature.LoadVerifier(s.Key, crypto.SHA256)
 }
 
 // readLimited reads a regular file of at most limit bytes.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/cel-go/cel"
+	"github.com/sigstore/sigstore/pkg/signature"
 )
 
 // APIVersion is the only policy file version this package reads.
@@ -42,6 +43,8 @@ type Signer struct {
 	Name        string
 	Fingerprint string // "sha256:<hex>" of the DER SubjectPublicKeyInfo
 	Key         crypto.PublicKey
+
+	verifier signature.Verifier // SHA-256 verifier for Key
 }
 
 // ArtifactRule says which kernels, initrds or images are allowed. When both
