@@ -12,6 +12,7 @@ package load
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -792,7 +793,7 @@ func checkRelease(rr *bulwarkv1.ReleaseSecretsResponse, l *softtpm.Launch, name 
 		}
 		if s.GetName() == name {
 			found = true
-			if want != nil && string(pt) != string(want) {
+			if want != nil && subtle.ConstantTimeCompare(pt, want) != 1 {
 				return "secret opened to another value than was put"
 			}
 		}
