@@ -89,12 +89,16 @@ func findBin() (string, error) {
 	return "", errors.New("PostgreSQL server binaries (initdb, postgres) not found: apt-get install postgresql")
 }
 
-// DSN returns the DSN of a new, empty database for this test. It skips the
-// test only when PostgreSQL is not installed (and BULWARK_TEST_PG_DSN is
-// unset); it fails the test if a server cannot be started.
+// DSN returns the DSN of a new, empty database for this test. Without
+// BULWARK_TEST_PG_DSN it skips the test when PostgreSQL is not installed or
+// under -short (no external processes), and fails it if a server cannot be
+// started.
 func DSN(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv(EnvDSN)
+	if base == "" && testing.Short() {
+		t.Skip("-short: skipping a test that starts a PostgreSQL server (set " + EnvDSN + " to use one you run)")
+	}
 	if base == "" {
 		once.Do(func() { srv, startErr = start() })
 		if skipMsg != "" {
