@@ -668,7 +668,7 @@ func (s *Sandbox) StartWorkload(ctx context.Context, sandboxID string, secrets [
 	}
 	s.sentStart = true
 	s.mu.Unlock()
-	if err := s.write(channel.TypeStart, msg); err != nil {
+	if err := s.write(channel.TypeStart, msg, 30*time.Second); err != nil {
 		return err
 	}
 	select {
@@ -692,10 +692,10 @@ func (s *Sandbox) StartWorkload(ctx context.Context, sandboxID string, secrets [
 	}
 }
 
-func (s *Sandbox) write(t channel.Type, v any) error {
+func (s *Sandbox) write(t channel.Type, v any, timeout time.Duration) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	s.conn.SetWriteDeadline(time.Now().Add(timeout))
 	if err := channel.WriteJSON(s.conn, t, v); err != nil {
 		return fmt.Errorf("kvm: sending %s to the guest: %w", t, err)
 	}
@@ -710,7 +710,7 @@ func (s *Sandbox) Abort(reason string) {
 	if len(reason) > 1024 {
 		reason = reason[:1024]
 	}
-	_ = s.write(channel.TypeAbort, channel.Abort{Reason: reason})
+	_ = s.write(channel.TypeAbort, channel.Abort{Reason: reason}, 2*time.Second)
 	select {
 	case <-s.exited:
 	case <-time.After(3 * time.Second):
