@@ -125,3 +125,46 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestWatcherConcurrentEvaluate evaluates from several goroutines while the
+// set is reloaded: every verdict comes from one whole set (run with -race).
+func TestWatcherConcurrentEvaluate(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "t.yaml"), []byte(minimal))
+	w := NewWatcher(dir, WatcherOptions{})
+	if err := w.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	ev := Evidence{Event: measure.LaunchEvent{Policy: "t", Kernel: dA, Cmdline: "console=ttyS0"}}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if v := w.Evaluate(context.Background(), ev); !v.Allow {
+					t.Errorf("denied during reload: %q", v.Reasons)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		// Write and rename, as docs/policy.md advises, so no load sees half a file.
+		writeFile(t, filepath.Join(dir, ".t.yaml.tmp"), []byte(minimal+"description: \"v"+string(rune('a'+i))+"\"\n"))
+		if err := os.Rename(filepath.Join(dir, ".t.yaml.tmp"), filepath.Join(dir, "t.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Reload(); err != nil {
+			t.Error(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+}
