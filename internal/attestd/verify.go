@@ -65,6 +65,9 @@ func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestReq
 	if err := validateAttest(req); err != nil {
 		return nil, err
 	}
+	if _, ok := req.GetPcrs()[s.launchPCR]; !ok {
+		return nil, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", s.launchPCR)
+	}
 	node, err := s.st.GetNode(ctx, req.GetNodeId())
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
@@ -79,11 +82,24 @@ func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestReq
 	if err := s.st.ConsumeNonce(ctx, req.GetNonce(), node.ID, now); err != nil {
 		return nil, s.storeStatus(ctx, "attest", err)
 	}
-	launchValue, ok := req.GetPcrs()[s.launchPCR]
-	if !ok {
-		return nil, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", s.launchPCR)
+	v, err := verifyEvidence(node.AKPublic, s.launchPCR, req)
+	if err != nil {
+		return nil, err
 	}
-	if err := verifyQuote(node.AKPublic, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs()); err != nil {
+	v.Node, v.Time = node, now
+	return v, nil
+}
+
+// verifyEvidence is the part of VerifyAttestation that needs no state:
+// checks 4 to 7 on a request already validated, with the node's AK and
+// the launch PCR. It is deterministic, which is what FuzzAttestRequest
+// drives.
+func verifyEvidence(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, error) {
+	launchValue, ok := req.GetPcrs()[launchPCR]
+	if !ok {
+		return nil, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", launchPCR)
+	}
+	if err := verifyQuote(akPublic, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs()); err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "quote: %v", err)
 	}
 
@@ -93,17 +109,17 @@ func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestReq
 	}
 	recs := lg.Records()
 	for i := range recs {
-		if recs[i].PCR != int(s.launchPCR) {
-			return nil, status.Errorf(codes.PermissionDenied, "launch_log: record %d is for PCR %d, not the launch PCR %d", recs[i].RecNum, recs[i].PCR, s.launchPCR)
+		if recs[i].PCR != int(launchPCR) {
+			return nil, status.Errorf(codes.PermissionDenied, "launch_log: record %d is for PCR %d, not the launch PCR %d", recs[i].RecNum, recs[i].PCR, launchPCR)
 		}
 	}
-	replayed, err := measure.Replay(lg, int(s.launchPCR), measure.SHA256)
+	replayed, err := measure.Replay(lg, int(launchPCR), measure.SHA256)
 	if err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "launch_log: %v", err)
 	}
 	if subtle.ConstantTimeCompare(replayed, launchValue) != 1 {
 		return nil, status.Errorf(codes.PermissionDenied, "launch_log: replay of %d events gives PCR %d = %x, the quote says %x (log edited or incomplete)",
-			len(recs), s.launchPCR, replayed, launchValue)
+			len(recs), launchPCR, replayed, launchValue)
 	}
 	if len(recs) == 0 {
 		return nil, status.Error(codes.PermissionDenied, "launch_log: no launch events")
@@ -115,15 +131,16 @@ func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestReq
 	}
 
 	v := &Verified{
-		Node: node, Event: ev, Records: recs, LaunchPCR: s.launchPCR, LaunchPCRValue: launchValue,
-		HostPCRs: make(map[int][]byte, len(req.GetPcrs())-1), Time: now,
+		Event: ev, Records: recs, LaunchPCR: launchPCR, LaunchPCRValue: launchValue,
+		HostPCRs: make(map[int][]byte, len(req.GetPcrs())-1),
 	}
 	for idx, val := range req.GetPcrs() {
-		if idx != s.launchPCR {
+		if idx != launchPCR {
 			v.HostPCRs[int(idx)] = val
 		}
 	}
 	if fw := req.GetFirmwareEventLog(); len(fw) > 0 {
+		var err error
 		if v.FirmwareEvents, err = replayFirmwareLog(fw, v.HostPCRs); err != nil {
 			return nil, err
 		}
