@@ -267,6 +267,8 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		"-smp", strconv.Itoa(cfg.CPUs),
 		"-m", strconv.Itoa(cfg.MemoryMiB),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
+		// seccomp: no exec, no privilege changes, no obsolete syscalls.
+		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-chardev", "socket,id=qmp,fd=" + strings.TrimPrefix(qmpFD, "/proc/self/fd/") + ",server=on,wait=off",
 		"-mon", "chardev=qmp,mode=control",
 		"-chardev", "stdio,id=con,signal=off",
@@ -286,11 +288,15 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	cmd := exec.Command(qemu, args...)
 	cmd.ExtraFiles = extra
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
-	stdout, err := cmd.StdoutPipe()
+	// The console is read from our own pipe (not StdoutPipe), so that the
+	// last lines are in the tail before the sandbox reports its end.
+	conR, conW, err := os.Pipe()
 	if err != nil {
 		qmpConn.Close()
 		return err
 	}
+	defer conW.Close()
+	cmd.Stdout = conW
 	cmd.Stderr = s.qerr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if cfg.CgroupParent != "none" {
@@ -310,18 +316,27 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	s.log.Debug("starting QEMU", "args", strings.Join(args, " "))
 	if err := cmd.Start(); err != nil {
 		qmpConn.Close()
+		conR.Close()
 		return fmt.Errorf("kvm: starting %s: %w", qemu, err)
 	}
+	conW.Close()
 	s.cmd = cmd
 	for _, f := range s.files {
 		f.Close() // QEMU has its own descriptor now
 	}
 	s.files = nil
+	consoleDone := make(chan struct{})
 	go func() {
-		io.Copy(s.console, stdout)
+		defer close(consoleDone)
+		defer conR.Close()
+		io.Copy(s.console, conR)
 	}()
 	go func() {
 		err := cmd.Wait()
+		select {
+		case <-consoleDone:
+		case <-time.After(2 * time.Second):
+		}
 		s.mu.Lock()
 		s.state = cmd.ProcessState
 		s.mu.Unlock()

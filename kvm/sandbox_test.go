@@ -126,6 +126,12 @@ func TestSandboxRunsWorkload(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("agent said hello after %v", time.Since(start))
+	// QEMU runs under its seccomp sandbox (-sandbox on,...): filter mode 2.
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", sb.PID())); err == nil {
+		if !strings.Contains(string(st), "Seccomp:\t2") {
+			t.Errorf("QEMU is not under a seccomp filter:\n%s", st)
+		}
+	}
 	const sandboxID = "0123456789abcdef0123456789abcdef"
 	wrapped, err := wrap.Seal(pub, sandboxID, "db", []byte("s3cret-pw"))
 	if err != nil {
