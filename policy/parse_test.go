@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var (
@@ -258,5 +259,32 @@ func TestMatchParam(t *testing.T) {
 		if got := matchParam(tc.pat, tc.tok); got != tc.want {
 			t.Errorf("matchParam(%q, %q) = %v", tc.pat, tc.tok, got)
 		}
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	k := newTestKey(t)
+	doc := `apiVersion: bulwark.dev/v1
+name: w
+valid: {not_after: 2020-01-01T00:00:00Z}
+signers:
+  unused: {public_key: "` + strings.ReplaceAll(k.pem, "\n", `\n`) + `"}
+kernel: {digests: []}
+cmdline: {exact: []}
+image: {signers: []}
+`
+	p, err := Parse("w.yaml", []byte(doc), LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(p.Warnings(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)), "\n")
+	for _, want := range []string{"kernel.digests is empty", "image.signers is empty", "cmdline.exact is empty", "validity window ended at 2020-01-01T00:00:00Z", "signer unused is defined but"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("warnings lack %q:\n%s", want, got)
+		}
+	}
+	m, _ := Parse("m.yaml", []byte(minimal), LoadOptions{})
+	if w := m.Warnings(time.Now()); len(w) != 0 {
+		t.Errorf("warnings for a sound policy: %q", w)
 	}
 }

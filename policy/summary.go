@@ -79,3 +79,54 @@ func plural(n int, what string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, what)
 }
+
+// Warnings lists what is valid but probably not meant: rules that can
+// never allow anything, a validity window that has ended or not begun at
+// now, signers no rule uses. 'policy check' prints them without failing.
+func (p *Policy) Warnings(now time.Time) []string {
+	var w []string
+	used := map[string]bool{}
+	for _, a := range []struct {
+		what string
+		r    *ArtifactRule
+	}{{"kernel", p.Kernel}, {"initrd", p.Initrd}, {"image", p.Image}} {
+		if a.r == nil {
+			continue
+		}
+		if a.r.HasDigests && len(a.r.Digests) == 0 {
+			w = append(w, a.what+".digests is empty: this policy allows no "+a.what)
+		}
+		if a.r.HasSigners && len(a.r.Signers) == 0 {
+			w = append(w, a.what+".signers is empty: this policy accepts no "+a.what+" signature")
+		}
+		for _, s := range a.r.Signers {
+			used[s.Name] = true
+		}
+	}
+	if p.Cmdline != nil && p.Cmdline.Params == nil && len(p.Cmdline.Exact) == 0 {
+		w = append(w, "cmdline.exact is empty: this policy allows no command line")
+	}
+	if p.Cmdline != nil && p.Cmdline.Params != nil && len(p.Cmdline.Params.Allow) == 0 {
+		w = append(w, "cmdline.params.allow is empty: only an empty command line is allowed")
+	}
+	if !p.NotAfter.IsZero() && now.After(p.NotAfter) {
+		w = append(w, "the validity window ended at "+p.NotAfter.UTC().Format(time.RFC3339)+": this policy allows nothing now")
+	}
+	if !p.NotBefore.IsZero() && now.Before(p.NotBefore) {
+		w = append(w, "the validity window starts at "+p.NotBefore.UTC().Format(time.RFC3339)+": this policy allows nothing yet")
+	}
+	for _, n := range sortedKeys(p.Signers) {
+		if !used[n] && !strings.Contains(rulesText(p), `"`+n+`"`) {
+			w = append(w, "signer "+n+" is defined but no kernel, initrd or image rule (nor CEL rule) names it")
+		}
+	}
+	return w
+}
+
+func rulesText(p *Policy) string {
+	var b strings.Builder
+	for _, r := range p.Rules {
+		b.WriteString(r.Expr)
+	}
+	return b.String()
+}

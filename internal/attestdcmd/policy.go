@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/policy"
@@ -68,6 +69,9 @@ func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		sort.Strings(sn)
 		for _, n := range sn {
 			fmt.Fprintf(env.Stdout, "  signer %s %s\n", n, p.Signers[n].Fingerprint)
+		}
+		for _, w := range p.Warnings(time.Now()) {
+			fmt.Fprintf(env.Stdout, "  warning: %s\n", w)
 		}
 	}
 	fmt.Fprintf(env.Stdout, "%d policies ok\n", set.Len())

@@ -81,6 +81,9 @@ func printPolicySummaries(env *cli.Env, set *policy.Set) {
 		for _, sn := range sortedSignerNames(p) {
 			fmt.Fprintf(env.Stdout, "  signer %s %s\n", sn, p.Signers[sn].Fingerprint)
 		}
+		for _, w := range p.Warnings(time.Now()) {
+			fmt.Fprintf(env.Stdout, "  warning: %s\n", w)
+		}
 	}
 }
 
