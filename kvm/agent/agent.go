@@ -281,6 +281,46 @@ func ResolveInRoot(root, p string) (string, error) {
 	return cur, nil
 }
 
+// MkdirAllInRoot creates directory p inside root (as a chrooted process
+// would see it: symlinks resolve inside root), owned by id when it creates
+// it. An existing directory is left as it is.
+func MkdirAllInRoot(root, p string, id Identity) error {
+	cur := "/" // resolved, inside root
+	for _, c := range strings.Split(path.Clean("/"+p), "/") {
+		if c == "" {
+			continue
+		}
+		next := path.Join(cur, c)
+		st, err := os.Lstat(path.Join(root, next))
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			if err := os.Mkdir(path.Join(root, next), 0o755); err != nil {
+				return err
+			}
+			if err := os.Lchown(path.Join(root, next), int(id.UID), int(id.GID)); err != nil {
+				return err
+			}
+		case err != nil:
+			return err
+		case st.Mode()&os.ModeSymlink != 0:
+			r, err := ResolveInRoot(root, next)
+			if err != nil {
+				return fmt.Errorf("%s: symlink does not resolve inside the image: %w", next, err)
+			}
+			next = r
+		}
+		st, err = os.Lstat(path.Join(root, next))
+		if err != nil {
+			return err
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("%s is not a directory", next)
+		}
+		cur = next
+	}
+	return nil
+}
+
 // ExitCode maps a wait status to a shell-style exit code.
 func ExitCode(exited bool, status int, signaled bool, sig int) int {
 	if signaled {

@@ -182,3 +182,34 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestMkdirAllInRoot(t *testing.T) {
+	outside := t.TempDir()
+	root := writeRoot(t, map[string]string{
+		"srv/file": "x",
+		"link":     "->" + outside, // absolute target: must resolve inside root (where it does not exist)
+		"wd":       "->/srv",
+	})
+	me := Identity{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}
+	if err := MkdirAllInRoot(root, "/a/b/c", me); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(root, "a/b/c")); err != nil || !st.IsDir() {
+		t.Fatalf("a/b/c: %v", err)
+	}
+	if err := MkdirAllInRoot(root, "/link/work", me); err == nil {
+		t.Fatal("followed a symlink that does not resolve inside the root")
+	}
+	if _, err := os.Stat(filepath.Join(outside, "work")); err == nil {
+		t.Fatal("created a directory outside the root through a symlink")
+	}
+	if err := MkdirAllInRoot(root, "/wd/x", me); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(root, "srv/x")); err != nil || !st.IsDir() {
+		t.Fatalf("/wd/x was not created as /srv/x: %v", err)
+	}
+	if err := MkdirAllInRoot(root, "/srv/file/x", me); err == nil {
+		t.Fatal("went through a regular file")
+	}
+}

@@ -100,6 +100,9 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("opening %s: %w", portPath, err)
 	}
+	// Only the agent talks to the host: the port's node goes away (the open
+	// descriptor stays, and a virtio port cannot be opened twice).
+	_ = os.Remove(portPath)
 	s := &session{log: log, port: port}
 	key, err := wrap.GenerateKey()
 	if err != nil {
@@ -343,10 +346,8 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	if !path.IsAbs(workDir) {
 		return 0, fmt.Errorf("working directory %q is not absolute", workDir)
 	}
-	if _, err := StatInRoot(channel.RootfsDir, workDir); err != nil {
-		if err := os.MkdirAll(path.Join(channel.RootfsDir, workDir), 0o755); err != nil {
-			return 0, fmt.Errorf("working directory %s: %w", workDir, err)
-		}
+	if err := MkdirAllInRoot(channel.RootfsDir, workDir, id); err != nil {
+		return 0, fmt.Errorf("working directory %s: %w", workDir, err)
 	}
 	prog, err := LookPath(channel.RootfsDir, argv[0], env, workDir)
 	if err != nil {
