@@ -209,6 +209,9 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		}
 		log.Info("attestd serving", attrs...)
 		fmt.Fprintf(env.Stderr, "attestd: serving on %s\n", g)
+		if m != nil {
+			fmt.Fprintf(env.Stderr, "attestd: metrics on %s\n", m)
+		}
 	}
 	return srv.Serve(ctx, so)
 }
