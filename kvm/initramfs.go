@@ -30,7 +30,7 @@ import (
 // kernel's random pool is ready at once for the agent's key generation
 // (without it the first getrandom blocks for a second or more under TCG).
 // Their dependencies (virtio, virtio_ring) are added from modules.dep.
-var DefaultModules = []string{"virtio_mmio", "virtio_console", "virtio_rng"}
+var DefaultModules = []string{"virtio_mmio", "virtio_rng", "virtio_console"}
 
 // BaseOptions configures BuildBaseInitramfs.
 type BaseOptions struct {

@@ -40,6 +40,10 @@ var ErrNoPVHNote = errors.New("kvm: kernel ELF has no PVH entry note (XEN_ELFNOT
 // with a PVH entry note (see CheckPVH). bzImage is untrusted input: sizes
 // are bounded and malformed data gives an error, never a panic.
 func ExtractVmlinux(bzImage []byte) ([]byte, error) {
+	return extractVmlinux(bzImage, MaxVmlinuxSize)
+}
+
+func extractVmlinux(bzImage []byte, limit int64) ([]byte, error) {
 	if len(bzImage) > maxBzImageSize {
 		return nil, fmt.Errorf("kvm: bzImage is %d bytes, limit %d", len(bzImage), maxBzImageSize)
 	}
@@ -63,7 +67,7 @@ func ExtractVmlinux(bzImage []byte) ([]byte, error) {
 	}
 	var errs []error
 	for _, c := range candidates {
-		out, err := decompress(c)
+		out, err := decompress(c, limit)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -109,13 +113,13 @@ func setupPayload(b []byte) ([]byte, bool) {
 	return b[lo : lo+n], true
 }
 
-func decompress(c []byte) ([]byte, error) {
+func decompress(c []byte, limit int64) ([]byte, error) {
 	var r io.Reader
 	switch {
 	case bytes.HasPrefix(c, compressionMagics[0].magic):
-		return decompressXZ(c, MaxVmlinuxSize)
+		return decompressXZ(c, limit)
 	case bytes.HasPrefix(c, compressionMagics[1].magic):
-		zr, err := zstd.NewReader(bytes.NewReader(c), zstd.WithDecoderMaxMemory(MaxVmlinuxSize), zstd.WithDecoderConcurrency(1))
+		zr, err := zstd.NewReader(bytes.NewReader(c), zstd.WithDecoderMaxMemory(uint64(limit)), zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
@@ -132,9 +136,9 @@ func decompress(c []byte) ([]byte, error) {
 		return nil, errors.New("unknown compression")
 	}
 	var out bytes.Buffer
-	n, err := io.Copy(&out, io.LimitReader(r, MaxVmlinuxSize+1))
-	if n > MaxVmlinuxSize {
-		return nil, fmt.Errorf("decompressed kernel exceeds %d bytes", MaxVmlinuxSize)
+	n, err := io.Copy(&out, io.LimitReader(r, limit+1))
+	if n > limit {
+		return nil, fmt.Errorf("decompressed kernel exceeds %d bytes", limit)
 	}
 	// The kernel appends its uncompressed size after the stream: a reader
 	// that complains about trailing bytes after a complete ELF is fine.

@@ -87,12 +87,26 @@ func run(log *slog.Logger) error {
 	if err := loadModules(log); err != nil {
 		return err
 	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	bench := hasParam(string(cmdline), "bulwark.bench")
+	// Key generation waits for the kernel's random pool (virtio-rng feeds
+	// it): let that overlap with waiting for the port.
+	type keyResult struct {
+		key *wrap.PrivateKey
+		err error
+	}
+	keyCh := make(chan keyResult, 1)
+	if !bench {
+		go func() {
+			k, err := wrap.GenerateKey()
+			keyCh <- keyResult{k, err}
+		}()
+	}
 	portPath, err := findPort(channel.PortName, portWait)
 	if err != nil {
 		return err
 	}
-	cmdline, _ := os.ReadFile("/proc/cmdline")
-	if hasParam(string(cmdline), "bulwark.bench") {
+	if bench {
 		// Benchmark baseline: no host protocol, run the image's command.
 		return runStandalone(log)
 	}
@@ -104,10 +118,11 @@ func run(log *slog.Logger) error {
 	// descriptor stays, and a virtio port cannot be opened twice).
 	_ = os.Remove(portPath)
 	s := &session{log: log, port: port}
-	key, err := wrap.GenerateKey()
-	if err != nil {
-		return s.fail(err)
+	kr := <-keyCh
+	if kr.err != nil {
+		return s.fail(kr.err)
 	}
+	key := kr.key
 	if err := s.send(channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: key.PublicKey()}); err != nil {
 		return fmt.Errorf("sending HELLO: %w", err)
 	}
