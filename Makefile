@@ -8,22 +8,29 @@ PKGS    := ./...
 # The whole suite boots real VMs under TCG on 2 cores: give it room.
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build test test-short bench demo deps proto lint fuzz clean
+.PHONY: all build tools test test-short bench demo deps proto lint fuzz clean
 
 all: build
 
 deps:
 	@./scripts/deps.sh
 
+# Binaries are static (CGO_ENABLED=0): the in-process TPM simulator (cgo) is
+# for tests only. bulwark-agent is the guest's /init and must be static.
+CMDS := $(notdir $(wildcard cmd/*))
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-test: deps lint build
+# cosign itself is the independent verifier in signing/'s interop tests.
+tools: deps
+	@./scripts/install-cosign.sh
+
+test: deps tools lint build
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 # Unit tests only: no QEMU boots, no external processes.

@@ -63,29 +63,3 @@ func (l *Log) WriteFile(path string) error {
 	}
 	return nil
 }
-
-// AppendToLogFile appends e to the log file at path and extends it into
-// PCR pcr, holding an exclusive lock (path + ".lock") across read, extend
-// and write, so concurrent launchers on a host keep the log and the PCR in
-// step. If the process dies between the extend and the write, the PCR holds
-// an event the log lacks and every later verification fails closed until
-// the PCR is reset (host reboot).
-func AppendToLogFile(path string, e *LaunchEvent, pcr int, algs []Alg, extend Extender) (Record, error) {
-	unlock, err := lockFile(path + ".lock")
-	if err != nil {
-		return Record{}, fmt.Errorf("locking launch event log: %w", err)
-	}
-	defer unlock()
-	l, err := ReadLogFile(path)
-	if err != nil {
-		return Record{}, err
-	}
-	rec, err := l.Append(e, pcr, algs, extend)
-	if err != nil {
-		return Record{}, err
-	}
-	if err := l.WriteFile(path); err != nil {
-		return Record{}, err
-	}
-	return rec, nil
-}

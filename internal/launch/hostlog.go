@@ -1,0 +1,121 @@
+package launch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/bulwark-project/bulwark/measure"
+)
+
+// pcrTPM is what the host log needs of the TPM: read and extend one PCR.
+type pcrTPM interface {
+	ReadPCRs(ctx context.Context, pcrs ...int) (map[int][]byte, error)
+	Extend(ctx context.Context, pcr int, digest []byte) error
+}
+
+// HostLog is this host's launch event log: a CEL file in the state directory
+// that always replays to the TPM's launch PCR. Every launch appends one
+// event to it and extends that event's digest into the PCR, under an
+// exclusive file lock so that concurrent launchers stay in order.
+//
+// A TPM reset (reboot, or a restarted managed swtpm) zeroes the PCR: the log
+// is then archived and started afresh. Any other mismatch means something
+// else extended the launch PCR, and the launch is refused with advice.
+type HostLog struct {
+	path string
+	pcr  int
+}
+
+// NewHostLog returns the log kept at dir/launch.cel for the given PCR.
+func NewHostLog(dir string, pcr int) *HostLog {
+	return &HostLog{path: filepath.Join(dir, "launch.cel"), pcr: pcr}
+}
+
+// Path is where the log lives.
+func (h *HostLog) Path() string { return h.path }
+
+// Append records ev: it checks the log against the PCR, extends the PCR by the
+// event digest and writes the new log. It returns the whole encoded log, as
+// sent to attestd.
+func (h *HostLog) Append(ctx context.Context, t pcrTPM, ev *measure.LaunchEvent) ([]byte, error) {
+	if err := os.MkdirAll(filepath.Dir(h.path), 0o700); err != nil {
+		return nil, fmt.Errorf("launch log: %w", err)
+	}
+	lock, err := os.OpenFile(h.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("launch log lock: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("launch log lock: %w", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+
+	lg, err := h.loadInSync(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	// Extend first, then write: if the write failed after the extend, the
+	// next launch would see the mismatch and refuse, never lie.
+	if _, err := lg.Append(ev, h.pcr, []measure.Alg{measure.SHA256}, func(a measure.Alg, pcr int, d []byte) error {
+		if a != measure.SHA256 {
+			return nil
+		}
+		return t.Extend(ctx, pcr, d)
+	}); err != nil {
+		return nil, fmt.Errorf("recording the launch event: %w", err)
+	}
+	if err := lg.WriteFile(h.path); err != nil {
+		return nil, fmt.Errorf("%w (PCR %d was extended: the next launch will report the log out of sync)", err, h.pcr)
+	}
+	return lg.Encode(), nil
+}
+
+// loadInSync reads the log and checks that it replays to the PCR.
+func (h *HostLog) loadInSync(ctx context.Context, t pcrTPM) (*measure.Log, error) {
+	vals, err := t.ReadPCRs(ctx, h.pcr)
+	if err != nil {
+		return nil, fmt.Errorf("reading launch PCR %d: %w", h.pcr, err)
+	}
+	cur := vals[h.pcr]
+	lg, err := measure.ReadLogFile(h.path)
+	if err != nil {
+		return nil, fmt.Errorf("launch log is damaged: %w (move it away to start a new log after a reboot)", err)
+	}
+	if lg.Len() > 0 {
+		replayed, err := measure.Replay(lg, h.pcr, measure.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("launch log %s: %w", h.path, err)
+		}
+		if bytes.Equal(replayed, cur) {
+			return lg, nil
+		}
+		if !isZero(cur) {
+			return nil, fmt.Errorf("launch log %s does not replay to PCR %d (PCR %x, log %x): something else extended the launch PCR; "+
+				"choose another PCR with --pcr or reboot the host", h.path, h.pcr, cur, replayed)
+		}
+		// The TPM was reset since the last launch: keep the old log for the record.
+		old := fmt.Sprintf("%s.%s", h.path, time.Now().UTC().Format("20060102T150405Z"))
+		if err := os.Rename(h.path, old); err != nil {
+			return nil, fmt.Errorf("archiving launch log after a TPM reset: %w", err)
+		}
+	} else if !isZero(cur) {
+		return nil, fmt.Errorf("launch PCR %d is not zero (%x) but there is no launch log at %s: something else extended it; "+
+			"choose another PCR with --pcr or reboot the host", h.pcr, cur, h.path)
+	}
+	return measure.ParseLog(nil)
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,110 @@
+package launch
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm"
+)
+
+func openSim(t *testing.T) *tpm.TPM {
+	t.Helper()
+	tp, err := tpm.Open(context.Background(), "sim")
+	if err != nil {
+		t.Skipf("in-process TPM simulator unavailable (needs cgo and libssl-dev): %v", err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	return tp
+}
+
+func event(id string) *measure.LaunchEvent {
+	d := measure.DigestBytes(measure.SHA256, []byte(id))
+	return &measure.LaunchEvent{
+		SandboxID: id, Policy: "p", Kernel: d, Cmdline: "console=ttyS0",
+		CmdlineDigest:  measure.DigestCmdline(measure.SHA256, "console=ttyS0"),
+		GuestPublicKey: make([]byte, 32), Time: time.Unix(1700000000, 0).UTC(),
+	}
+}
+
+func TestHostLogStaysInStepWithTheTPM(t *testing.T) {
+	ctx := context.Background()
+	tp := openSim(t)
+	dir := t.TempDir()
+	hl := NewHostLog(dir, measure.DefaultLaunchPCR)
+
+	// Concurrent launchers keep the log and the PCR in step.
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := hl.Append(ctx, tp, event(fmt.Sprintf("sb-%d", i)))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(hl.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs, err := tp.ReadPCRs(ctx, measure.DefaultLaunchPCR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vl, err := measure.VerifyLog(data, measure.DefaultLaunchPCR, measure.SHA256, pcrs[measure.DefaultLaunchPCR])
+	if err != nil {
+		t.Fatalf("log does not replay to the TPM's PCR: %v", err)
+	}
+	if len(vl.Records) != 6 {
+		t.Fatalf("%d records, want 6", len(vl.Records))
+	}
+
+	// Something else extends the launch PCR: the next launch is refused.
+	junk := sha256.Sum256([]byte("not a launch"))
+	if err := tp.Extend(ctx, measure.DefaultLaunchPCR, junk[:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hl.Append(ctx, tp, event("after-junk")); err == nil || !strings.Contains(err.Error(), "something else extended") {
+		t.Fatalf("append after a foreign extend: %v", err)
+	}
+
+	// A reset TPM (a fresh simulator: PCRs are zero) archives the old log
+	// and starts a new one. The simulator is one per process: close first.
+	tp.Close()
+	fresh := openSim(t)
+	out, err := hl.Append(ctx, fresh, event("after-reboot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := measure.ParseLog(out)
+	if err != nil || lg.Len() != 1 {
+		t.Fatalf("new log after reset: %v, %d records", err, lg.Len())
+	}
+	archived, _ := filepath.Glob(hl.Path() + ".2*")
+	if len(archived) != 1 {
+		t.Fatalf("old log not archived: %v", archived)
+	}
+
+	// A damaged log is refused, not overwritten.
+	if err := os.WriteFile(hl.Path(), append(out, 0xff), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hl.Append(ctx, fresh, event("x")); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("append to a damaged log: %v", err)
+	}
+}

@@ -1,0 +1,332 @@
+package launch
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/kvm"
+	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm"
+)
+
+// HostPCRs are the host boot-state PCRs quoted beside the launch PCR, so a
+// policy can require host boot state.
+var HostPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
+
+// ErrDenied is returned when attestd denies the launch; the error text
+// carries every reason attestd gave.
+var ErrDenied = errors.New("attestation denied")
+
+// Options describe one measured, attested launch.
+type Options struct {
+	// Attestd says how to reach attestd (address, CA).
+	Attestd attestclient.Options
+	// Policy names the admin policy to be judged by.
+	Policy string
+	// Kernel is the guest kernel (default: the host's, as PVH vmlinux).
+	// Initrd is the base initramfs (agent + modules); default: built now from
+	// Agent and the host kernel's modules, which only fits the host kernel.
+	Kernel, Initrd string
+	// Agent is the guest agent binary used when Initrd is empty (default:
+	// bulwark-agent next to the launcher executable).
+	Agent string
+	// Image is the OCI image (layout directory or archive) to run.
+	Image string
+	// Cmdline is the guest kernel command line ("" = kvm.DefaultCmdline).
+	Cmdline string
+	// Args replace the image's entrypoint+cmd when not empty.
+	Args []string
+	// Signers are the keys trusted to sign kernel, initrd and image. When
+	// given, every artifact must carry a valid signature by one of them
+	// before anything boots.
+	Signers []crypto.PublicKey
+	// Sandbox resources and accelerator ("auto", "kvm", "tcg").
+	Accel       string
+	CPUs        int
+	MemoryMiB   int
+	BootTimeout time.Duration
+	// TPM is the host TPM spec (tpm.ParseSpec); StateDir holds the launch log.
+	TPM      string
+	StateDir string
+	// PCR is the launch PCR (default measure.DefaultLaunchPCR).
+	PCR int
+	// Stdout and Stderr receive the workload's output; Console the guest
+	// console (optional); Progress one line per step (optional).
+	Stdout, Stderr, Console, Progress io.Writer
+	Logger                            *slog.Logger
+}
+
+// Result is what a launch ended with.
+type Result struct {
+	SandboxID     string
+	Accel         string
+	AttestationID string
+	Policy        string
+	ExitCode      int
+	Secrets       []string
+}
+
+func (o *Options) progress(format string, a ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, "launcher: "+format+"\n", a...)
+	}
+}
+
+// Run performs the launch, step by step (see the package doc). Any failure
+// stops the sandbox; the workload starts only after attestd allowed the
+// launch and released its secrets. Result.ExitCode is the workload's.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	if o.Policy == "" {
+		return nil, errors.New("no policy named: give --policy NAME (the admin policy attestd judges this launch by)")
+	}
+	if o.Image == "" {
+		return nil, errors.New("no image: give --image DIR (an OCI image layout or archive)")
+	}
+	if o.PCR == 0 {
+		o.PCR = measure.DefaultLaunchPCR
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+
+	// The accelerator decides the default command line, which is measured.
+	accel, err := kvm.ChooseAccel(o.Accel)
+	if err != nil {
+		return nil, err
+	}
+	o.progress("accelerator: %s (%s)", accel.Accel, accel.Reason)
+	if accel.Accel == "tcg" && o.Progress != nil {
+		o.progress("warning: no usable KVM here: the sandbox runs under software emulation (TCG), much slower than KVM")
+	}
+	cmdline := o.Cmdline
+	if cmdline == "" {
+		if cmdline, err = kvm.DefaultCmdline(accel.Accel); err != nil {
+			return nil, err
+		}
+	}
+
+	// Step 2 (before 1, which needs the digests): pin and measure.
+	kernelPath := o.Kernel
+	if kernelPath == "" {
+		o.progress("extracting the host kernel as a PVH vmlinux (cached)")
+		if kernelPath, err = kvm.DefaultKernel(ctx); err != nil {
+			return nil, fmt.Errorf("default guest kernel: %w (or give --kernel)", err)
+		}
+	}
+	o.progress("measuring kernel %s", kernelPath)
+	kernel, err := measure.Pin(ctx, kernelPath, measure.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("kernel: %w", err)
+	}
+	defer kernel.Close()
+	initrd, err := pinInitrd(ctx, &o)
+	if err != nil {
+		return nil, err
+	}
+	defer initrd.Close()
+	o.progress("measuring image %s", o.Image)
+	img, err := measure.OpenImage(ctx, o.Image, measure.ImageOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	defer img.Close()
+
+	// Step 1: signatures, before anything boots.
+	arts := []artifactRef{{"kernel", kernelPath, kernel.Digest}, {"image", o.Image, img.ManifestDigest}}
+	if o.Initrd != "" {
+		arts = append(arts, artifactRef{"initrd", o.Initrd, initrd.Digest})
+	}
+	if len(o.Signers) == 0 {
+		o.progress("warning: no --signer given: signatures are judged by attestd only, after boot and before the workload starts")
+	} else {
+		o.progress("verifying signatures of %d artifacts", len(arts))
+	}
+	sigs, err := checkSignatures(ctx, arts, o.Signers)
+	if err != nil {
+		return nil, err
+	}
+
+	// The host TPM and its identity, before booting, so a TPM problem costs no boot.
+	t, err := tpm.Open(ctx, o.TPM)
+	if err != nil {
+		return nil, fmt.Errorf("host TPM: %w", err)
+	}
+	defer t.Close()
+	ek, err := t.EKPublic(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("host TPM: %w", err)
+	}
+	nodeID := nodeID(ek)
+	if _, err := t.LoadAK(ctx); err != nil {
+		return nil, fmt.Errorf("host TPM has no attestation key yet: run 'launcher enroll' first (%w)", err)
+	}
+	client, err := attestclient.Dial(o.Attestd)
+	if err != nil {
+		return nil, fmt.Errorf("attestd: %w", err)
+	}
+	defer client.Close()
+
+	// Step 3: boot.
+	v1img, err := img.V1Image()
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	o.progress("building the image root filesystem")
+	imageInitrd, err := kvm.BuildImageInitramfs(v1img)
+	if err != nil {
+		return nil, fmt.Errorf("image root filesystem: %w", err)
+	}
+	o.progress("booting the sandbox (%s)", accel.Accel)
+	sb, err := kvm.Start(ctx, kvm.Config{
+		Kernel: kernel.File, Initrd: initrd.File, ImageInitrd: imageInitrd,
+		Cmdline: cmdline, Accel: accel.Accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout,
+		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	defer sb.Close()
+	res := &Result{Accel: sb.Accel()}
+	fail := func(err error) (*Result, error) {
+		sb.Abort(err.Error())
+		return res, err
+	}
+
+	// Step 4: the guest's key.
+	guestKey, err := sb.GuestKey(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("sandbox: %w", err))
+	}
+
+	// Step 5: record.
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return fail(err)
+	}
+	res.SandboxID = hex.EncodeToString(id)
+	ev := &measure.LaunchEvent{
+		SandboxID: res.SandboxID, Policy: o.Policy,
+		Kernel: kernel.Digest, Initrd: initrd.Digest,
+		Cmdline: cmdline, CmdlineDigest: measure.DigestCmdline(measure.SHA256, cmdline),
+		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest,
+		Args: o.Args, GuestPublicKey: guestKey, Time: time.Now().UTC().Truncate(time.Second),
+	}
+	stateDir := o.StateDir
+	o.progress("recording launch event for sandbox %s in PCR %d", res.SandboxID, o.PCR)
+	logBytes, err := NewHostLog(filepath.Join(stateDir, "launch"), o.PCR).Append(ctx, t, ev)
+	if err != nil {
+		return fail(err)
+	}
+
+	// Step 6: attest.
+	o.progress("attesting to %s (policy %q)", o.Attestd.Addr, o.Policy)
+	nonce, _, err := client.Challenge(ctx, nodeID)
+	if err != nil {
+		return fail(fmt.Errorf("attestd challenge: %w%s", err, enrollHint(err)))
+	}
+	q, err := t.Quote(ctx, append([]int{o.PCR}, HostPCRs...), nonce)
+	if err != nil {
+		return fail(fmt.Errorf("TPM quote: %w", err))
+	}
+	req := &bulwarkv1.AttestRequest{
+		NodeId: nodeID, Nonce: nonce, Quote: q.Quoted, Signature: q.Signature,
+		Pcrs: map[uint32][]byte{}, LaunchLog: logBytes, SandboxId: res.SandboxID,
+	}
+	for i, v := range q.PCRs {
+		req.Pcrs[uint32(i)] = v
+	}
+	for _, s := range sigs {
+		req.Signatures = append(req.Signatures, &bulwarkv1.ArtifactSignature{Artifact: s.Artifact, Signature: s.Signature, Payload: s.Payload})
+	}
+	ar, err := client.Attest(ctx, req)
+	if err != nil {
+		return fail(fmt.Errorf("attestd: %w", err))
+	}
+	res.AttestationID, res.Policy = ar.GetAttestationId(), ar.GetPolicy()
+	if ar.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {
+		return fail(fmt.Errorf("%w by policy %q (attestation %s):\n  - %s", ErrDenied, ar.GetPolicy(), ar.GetAttestationId(),
+			strings.Join(ar.GetReasons(), "\n  - ")))
+	}
+	o.progress("attestation %s: allowed by policy %q", ar.GetAttestationId(), ar.GetPolicy())
+
+	// Step 7: release, then run.
+	rel, err := client.Release(ctx, ar.GetAttestationId())
+	if err != nil {
+		return fail(fmt.Errorf("attestd release: %w", err))
+	}
+	if rel.GetSandboxId() != res.SandboxID {
+		return fail(fmt.Errorf("attestd released secrets for sandbox %q, not this one (%s)", rel.GetSandboxId(), res.SandboxID))
+	}
+	secrets := make([]kvm.Secret, 0, len(rel.GetSecrets()))
+	for _, s := range rel.GetSecrets() {
+		secrets = append(secrets, kvm.Secret{Name: s.GetName(), Wrapped: s.GetWrapped()})
+		res.Secrets = append(res.Secrets, s.GetName())
+	}
+	o.progress("forwarding %d wrapped secrets; starting the workload", len(secrets))
+	if err := sb.StartWorkload(ctx, res.SandboxID, secrets, o.Args); err != nil {
+		return fail(fmt.Errorf("sandbox: %w", err))
+	}
+	code, err := sb.Wait(ctx)
+	res.ExitCode = code
+	if err != nil {
+		return res, fmt.Errorf("sandbox: %w", err)
+	}
+	return res, nil
+}
+
+// pinInitrd pins the given base initramfs, or builds the default one.
+func pinInitrd(ctx context.Context, o *Options) (*measure.Pinned, error) {
+	if o.Initrd != "" {
+		o.progress("measuring initrd %s", o.Initrd)
+		p, err := measure.Pin(ctx, o.Initrd, measure.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("initrd: %w", err)
+		}
+		return p, nil
+	}
+	if o.Kernel != "" {
+		return nil, errors.New("with --kernel, give --initrd too (built for that kernel with 'launcher initrd build')")
+	}
+	agent := o.Agent
+	if agent == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		agent = filepath.Join(filepath.Dir(exe), "bulwark-agent")
+	}
+	agentBytes, err := os.ReadFile(agent)
+	if err != nil {
+		return nil, fmt.Errorf("guest agent: %w (build it with 'make build', or give --agent or --initrd)", err)
+	}
+	hk, err := kvm.FindHostKernel()
+	if err != nil {
+		return nil, err
+	}
+	o.progress("building the base initramfs (agent + %s modules)", hk.Version)
+	data, err := kvm.BuildBaseInitramfs(kvm.BaseOptions{Agent: agentBytes, KernelVersion: hk.Version})
+	if err != nil {
+		return nil, fmt.Errorf("base initramfs: %w", err)
+	}
+	return measure.PinBytes("initrd", data, measure.SHA256)
+}
+
+// enrollHint adds advice when attestd does not know the host.
+func enrollHint(err error) string {
+	if strings.Contains(err.Error(), "NotFound") || strings.Contains(err.Error(), "not enrolled") || strings.Contains(err.Error(), "unknown node") {
+		return " (is this host enrolled? run 'launcher enroll')"
+	}
+	return ""
+}

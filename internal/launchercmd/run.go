@@ -1,0 +1,102 @@
+package launchercmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/launch"
+	"github.com/bulwark-project/bulwark/internal/statedir"
+	"golang.org/x/term"
+)
+
+// ExitLaunchFailed is the exit code when the launch itself fails (refused
+// signature, attestation denied, boot failure): the workload never ran. Any
+// other code is the workload's own.
+const ExitLaunchFailed = 125
+
+func init() {
+	Program.Register(&cli.Command{
+		Name:    "run",
+		Summary: "verify, measure, boot, attest, receive secrets and run an image in a sandbox",
+		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-- CMD ARG...]",
+		Run:     runRun,
+	})
+}
+
+func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	af := addAttestdFlags(fs, env)
+	policyName := fs.String("policy", "", "the admin policy to be judged by (required)")
+	image := fs.String("image", "", "OCI image: layout directory, OCI or docker archive (required)")
+	kernel := fs.String("kernel", "", "guest kernel (default: the host kernel as a PVH vmlinux)")
+	initrd := fs.String("initrd", "", "base initramfs from 'launcher initrd build' (default: built now for the host kernel)")
+	agent := fs.String("agent", "", "guest agent binary when --initrd is not given (default: bulwark-agent beside launcher)")
+	cmdline := fs.String("cmdline", "", "guest kernel command line (default: the measured default for the accelerator)")
+	var signers stringList
+	fs.Var(&signers, "signer", "public key trusted to sign kernel, initrd and image (repeatable); each artifact must verify before boot")
+	accel := fs.String("accel", "auto", "accelerator: auto, kvm or tcg")
+	cpus := fs.Int("cpus", 1, "virtual CPUs")
+	mem := fs.Int("memory", 512, "memory in MiB")
+	bootTimeout := fs.Duration("boot-timeout", 120*time.Second, "how long the guest may take to boot")
+	tpmSpec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM spec (env BULWARK_TPM); default /dev/tpmrm0 or the managed swtpm")
+	pcr := fs.Int("pcr", 13, "launch PCR (must match attestd's --launch-pcr)")
+	console := fs.String("console", "", "write the guest console (kernel log) to this file")
+	verbose := fs.Bool("v", false, "log details to stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *policyName == "" || *image == "" {
+		return cli.Usagef("--policy NAME and --image DIR are required")
+	}
+	ao, err := af.options()
+	if err != nil {
+		return err
+	}
+	keys, err := launch.LoadSigners(signers)
+	if err != nil {
+		return err
+	}
+	state, err := statedir.Ensure(env.Getenv)
+	if err != nil {
+		return err
+	}
+	o := launch.Options{
+		Attestd: ao, Policy: *policyName, Kernel: *kernel, Initrd: *initrd, Agent: *agent, Image: *image,
+		Cmdline: *cmdline, Args: fs.Args(), Signers: keys, Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
+		BootTimeout: *bootTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
+		Stdout: env.Stdout, Stderr: env.Stderr,
+	}
+	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {
+		o.Progress = env.Stderr
+	}
+	if *verbose {
+		o.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if *console != "" {
+		f, err := os.OpenFile(*console, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		o.Console = f
+	}
+	res, err := launch.Run(ctx, o)
+	if err != nil {
+		if res != nil && res.SandboxID != "" {
+			err = fmt.Errorf("sandbox %s: %w", res.SandboxID, err)
+		}
+		return &cli.ExitError{Code: ExitLaunchFailed, Err: err}
+	}
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, "launcher: sandbox %s exited with code %d (accelerator %s, attestation %s)\n",
+			res.SandboxID, res.ExitCode, res.Accel, res.AttestationID)
+	}
+	if res.ExitCode != 0 {
+		return &cli.ExitError{Code: res.ExitCode}
+	}
+	return nil
+}
