@@ -25,7 +25,6 @@ const maxGroup = 512
 
 var (
 	bktNodes   = []byte("nodes")
-	bktNonces  = []byte("nonces")
 	bktAtt     = []byte("attestations")
 	bktSecrets = []byte("secrets")
 	bktAudit   = []byte("audit")
@@ -51,7 +50,15 @@ type embedded struct {
 	// unbatched makes every write its own transaction and fsync: the
 	// baseline the benchmarks compare group commit against.
 	unbatched bool
+
+	// Quote nonces live in memory only (see IssueNonce).
+	nonceMu sync.Mutex
+	nonces  map[[32]byte]*nonceRec
 }
+
+// MaxOutstandingNonces bounds the embedded store's in-memory nonces;
+// IssueNonce purges expired ones and then refuses (ErrConflict) beyond it.
+const MaxOutstandingNonces = 1 << 20
 
 var _ Store = (*embedded)(nil)
 
@@ -85,7 +92,7 @@ func OpenEmbedded(ctx context.Context, dir string, opts Options) (Store, error) 
 		return nil, fmt.Errorf("store: opening %s (is another attestd using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktNodes, bktNonces, bktAtt, bktSecrets, bktAudit, bktMeta} {
+		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -103,7 +110,7 @@ func OpenEmbedded(ctx context.Context, dir string, opts Options) (Store, error) 
 		db.Close()
 		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
 	}
-	s := &embedded{db: db, log: opts.Logger, now: opts.Now, ops: make(chan *writeOp, maxGroup), done: make(chan struct{})}
+	s := &embedded{db: db, log: opts.Logger, now: opts.Now, ops: make(chan *writeOp, maxGroup), done: make(chan struct{}), nonces: map[[32]byte]*nonceRec{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -480,39 +487,69 @@ func nonceKey(v []byte) []byte {
 	return sum[:]
 }
 
+// IssueNonce keeps the nonce in memory only. The embedded store has exactly
+// one process (the file is locked), and a nonce lives for seconds: after a
+// restart every outstanding nonce is unknown, so a replay across a restart
+// is still refused (fail closed; the host asks for a new challenge). This
+// spares two of the five durable writes of an attestation and its release.
 func (s *embedded) IssueNonce(ctx context.Context, n Nonce) error {
 	if err := validateNonce(&n); err != nil {
 		return err
 	}
-	key := nonceKey(n.Value)
-	rec := nonceRec{Node: n.NodeID, Expires: nanos(n.Expires)}
-	return s.write(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bktNonces)
-		if b.Get(key) != nil {
-			return logical(fmt.Errorf("nonce: %w", ErrConflict))
+	if s.isClosed() {
+		return ErrClosed
+	}
+	key := sha256.Sum256(n.Value)
+	s.nonceMu.Lock()
+	defer s.nonceMu.Unlock()
+	if _, ok := s.nonces[key]; ok {
+		return fmt.Errorf("nonce: %w", ErrConflict)
+	}
+	if len(s.nonces) >= MaxOutstandingNonces {
+		s.purgeNoncesLocked(nanos(s.now()))
+		if len(s.nonces) >= MaxOutstandingNonces {
+			return fmt.Errorf("nonce: %d nonces outstanding, the limit: %w", len(s.nonces), ErrConflict)
 		}
-		return put(b, key, rec)
-	})
+	}
+	s.nonces[key] = &nonceRec{Node: n.NodeID, Expires: nanos(n.Expires)}
+	return nil
 }
 
 func (s *embedded) ConsumeNonce(ctx context.Context, value []byte, nodeID string, now time.Time) error {
 	if len(value) < MinNonce || len(value) > MaxNonce {
 		return fmt.Errorf("nonce of %d bytes: %w", len(value), ErrNonceUnknown)
 	}
-	key := nonceKey(value)
+	if s.isClosed() {
+		return ErrClosed
+	}
+	key := sha256.Sum256(value)
 	t := nanos(now)
-	return s.write(ctx, func(tx *bolt.Tx) error {
-		b := tx.Bucket(bktNonces)
-		r, err := get[nonceRec](b, key)
-		if err != nil {
-			return err
+	s.nonceMu.Lock()
+	defer s.nonceMu.Unlock()
+	r := s.nonces[key]
+	if err := checkNonce(r == nil, r != nil && r.Node == nodeID, r != nil && r.Used != 0, r != nil && t >= r.Expires); err != nil {
+		return err
+	}
+	r.Used = t
+	return nil
+}
+
+// purgeNoncesLocked drops nonces expired at t; nonceMu is held.
+func (s *embedded) purgeNoncesLocked(t int64) int {
+	n := 0
+	for k, r := range s.nonces {
+		if r.Expires <= t {
+			delete(s.nonces, k)
+			n++
 		}
-		if err := checkNonce(r == nil, r != nil && r.Node == nodeID, r != nil && r.Used != 0, r != nil && t >= r.Expires); err != nil {
-			return logical(err)
-		}
-		r.Used = t
-		return put(b, key, r)
-	})
+	}
+	return n
+}
+
+func (s *embedded) isClosed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
 }
 
 // ---- attestations ----
@@ -747,30 +784,18 @@ func (s *embedded) AuditHead(ctx context.Context) (AuditRecord, error) {
 
 func (s *embedded) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 	t := nanos(now)
+	if s.isClosed() {
+		return 0, ErrClosed
+	}
+	s.nonceMu.Lock()
+	purged := s.purgeNoncesLocked(t)
+	s.nonceMu.Unlock()
 	var n int
 	err := s.write(ctx, func(tx *bolt.Tx) error {
-		n = 0
-		nb := tx.Bucket(bktNonces)
-		var dead [][]byte
-		err := nb.ForEach(func(k, v []byte) error {
-			var r nonceRec
-			if err := json.Unmarshal(v, &r); err != nil || r.Expires <= t {
-				dead = append(dead, bytes.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range dead {
-			if err := nb.Delete(k); err != nil {
-				return err
-			}
-		}
-		n += len(dead)
+		n = purged
 		b := tx.Bucket(bktNodes)
 		var expired []nodeRec
-		err = b.ForEach(func(k, v []byte) error {
+		err := b.ForEach(func(k, v []byte) error {
 			var r nodeRec
 			if json.Unmarshal(v, &r) == nil && r.ChHash != nil && r.ChExpires <= t {
 				expired = append(expired, r)
