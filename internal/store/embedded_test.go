@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -42,6 +43,10 @@ func TestEmbeddedReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	nonce := []byte("0123456789abcdef0123456789abcdef")
+	if err := s.IssueNonce(ctx, store.Nonce{Value: nonce, NodeID: n.ID, Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	// A second opener is refused while the first holds the file.
 	if _, err := store.OpenEmbedded(ctx, dir, store.Options{}); err == nil {
 		t.Fatal("second OpenEmbedded of a busy directory succeeded")
@@ -54,6 +59,10 @@ func TestEmbeddedReopen(t *testing.T) {
 	defer s.Close()
 	if _, err := s.GetNode(ctx, n.ID); err != nil {
 		t.Fatal(err)
+	}
+	// Nonces are memory-only: a restart invalidates outstanding ones.
+	if err := s.ConsumeNonce(ctx, nonce, n.ID, time.Now()); !errors.Is(err, store.ErrNonceUnknown) {
+		t.Fatalf("nonce issued before a restart: %v, want ErrNonceUnknown", err)
 	}
 	head, err := s.AuditHead(ctx)
 	if err != nil || head.Seq != rec.Seq || string(head.Hash) != string(rec.Hash) {
