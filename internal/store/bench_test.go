@@ -99,7 +99,7 @@ func BenchmarkConsumeNonce(b *testing.B) {
 		return func(i int) error {
 			now := time.Now()
 			v := nonceValue(i)
-			if err := s.IssueNonce(ctx, store.Nonce{Value: v, NodeID: "sha256:bench", Expires: now.Add(2 * time.Second)}); err != nil {
+			if err := s.IssueNonce(ctx, store.Nonce{Value: v, NodeID: "sha256:bench", Expires: now.Add(500 * time.Millisecond)}); err != nil {
 				return err
 			}
 			return s.ConsumeNonce(ctx, v, "sha256:bench", now)
