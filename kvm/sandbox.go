@@ -282,9 +282,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		"-initrd", initrd,
 		"-append", s.cmdline,
 	}
-	if s.accel.Accel == AccelKVM {
-		args = append(args, "-cpu", "host")
-	}
+	args = append(args, "-cpu", cpuModel(s.accel.Accel))
 	cmd := exec.Command(qemu, args...)
 	cmd.ExtraFiles = extra
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
@@ -366,6 +364,17 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	}
 	s.log.Info("sandbox started", "pid", cmd.Process.Pid, "accel", s.accel.Accel, "cpus", cfg.CPUs, "memory_mib", cfg.MemoryMiB)
 	return nil
+}
+
+// cpuModel is the guest CPU: the host's under KVM; under TCG QEMU's
+// default model plus RDRAND (emulated from the host's getrandom), so the
+// guest kernel's random pool is ready early in boot (CONFIG_RANDOM_TRUST_CPU)
+// instead of after seconds of waiting for entropy.
+func cpuModel(accel string) string {
+	if accel == AccelKVM {
+		return "host"
+	}
+	return "qemu64,+rdrand"
 }
 
 func (s *Sandbox) startFailure(what string, err error) error {
