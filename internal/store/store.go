@@ -137,7 +137,9 @@ type Nonce struct {
 // Nonces stores single-use quote nonces.
 type Nonces interface {
 	// IssueNonce records a fresh nonce. ErrConflict if it already exists;
-	// ErrInvalid for a bad length, empty node or zero expiry.
+	// ErrInvalid for a bad length, empty node or zero expiry. The embedded
+	// store (one process) keeps nonces in memory: a restart makes every
+	// outstanding nonce unknown, which fails closed. PostgreSQL stores them.
 	IssueNonce(ctx context.Context, n Nonce) error
 	// ConsumeNonce marks the nonce used, atomically: of any number of
 	// concurrent calls (from any replica) for one nonce, at most one
