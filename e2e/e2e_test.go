@@ -1,0 +1,337 @@
+// Package e2e runs Bulwark as a user does: the real attestd, launcher and
+// guest agent binaries, a real TPM (a managed swtpm), and real QEMU boots of
+// the host's Debian kernel (TCG here). It covers the allowed launch (the
+// workload reads its secret from /run/secrets; the host never sees it) and
+// the refusals that must never start a workload: a tampered kernel, a
+// tampered image layer, a wrong signer, and a policy deny.
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+var bins string // directory holding the freshly built binaries
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "bulwark-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	cmd := exec.Command("go", "build", "-o", dir+"/", "../cmd/launcher", "../cmd/attestd", "../cmd/bulwark-agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building binaries: %v\n%s", err, out)
+		return 1
+	}
+	bins = dir
+	return m.Run()
+}
+
+// env is one host + one attestd, shared by the cases of a test.
+type env struct {
+	t        *testing.T
+	dir      string // scratch: keys, artifacts, attestd data
+	state    string // BULWARK_STATE of the host
+	addr, ca string
+	admin    []string // attestd ctl connection flags
+	secret   []byte
+}
+
+func need(t *testing.T, tools map[string]string) {
+	t.Helper()
+	for tool, pkg := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found: apt-get install %s", tool, pkg)
+		}
+	}
+}
+
+func (e *env) cmd(name string, args ...string) *exec.Cmd {
+	c := exec.Command(filepath.Join(bins, name), args...)
+	c.Env = append(os.Environ(), "BULWARK_STATE="+e.state, "COSIGN_PASSWORD=e2e-password")
+	c.Dir = e.dir
+	return c
+}
+
+// must runs a binary and fails the test on a non-zero exit.
+func (e *env) must(name string, args ...string) string {
+	e.t.Helper()
+	out, err := e.cmd(name, args...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func (e *env) path(p string) string { return filepath.Join(e.dir, p) }
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// setup starts a managed swtpm and attestd, makes keys and artifacts, stores
+// a secret and enrolls the host.
+func setup(t *testing.T) *env {
+	need(t, map[string]string{"qemu-system-x86_64": "qemu-system-x86", "swtpm": "swtpm", "swtpm_setup": "swtpm-tools", "busybox": "busybox-static"})
+	if testing.Short() {
+		t.Skip("boots VMs: skipped with -short")
+	}
+	dir := t.TempDir()
+	e := &env{t: t, dir: dir, state: filepath.Join(dir, "host-state")}
+	t.Cleanup(func() { e.cmd("launcher", "tpm", "stop").Run() })
+
+	e.must("launcher", "tpm", "info") // creates and starts the managed swtpm
+	ca := filepath.Join(e.state, "swtpm", "ca")
+	e.addr = freePort(t)
+	srv := e.cmd("attestd", "serve", "--data", e.path("attestd"), "--listen", e.addr, "--metrics-addr", "",
+		"--tpm", "swtpm:"+filepath.Join(e.state, "swtpm"),
+		"--ek-ca", filepath.Join(ca, "swtpm-localca-rootca-cert.pem"), "--ek-ca", filepath.Join(ca, "issuercert.pem"))
+	var srvLog bytes.Buffer
+	srv.Stdout, srv.Stderr = &srvLog, &srvLog
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Process.Kill()
+		srv.Wait()
+		if t.Failed() {
+			t.Logf("attestd log:\n%s", srvLog.String())
+		}
+	})
+	e.ca = e.path("attestd/tls/ca.crt")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", e.addr); err == nil {
+			c.Close()
+			if _, err := os.Stat(e.ca); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("attestd did not start:\n%s", srvLog.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.must("attestd", "admin-cert", "--data", e.path("attestd"), "--name", "e2e-admin", "-o", e.path("admin"))
+	e.admin = []string{"--addr", e.addr, "--ca", e.ca, "--cert", e.path("admin/e2e-admin.crt"), "--key", e.path("admin/e2e-admin.key")}
+
+	e.must("launcher", "keygen", "--output-key-prefix", e.path("cosign"))
+	e.must("launcher", "kernel", "extract", "-o", e.path("vmlinux"))
+	e.must("launcher", "initrd", "build", "--agent", filepath.Join(bins, "bulwark-agent"), "-o", e.path("base.cpio"))
+	e.must("launcher", "image", "build", "-o", e.path("image"), "--busybox", "sh,echo,cat,sha256sum,cut,ls",
+		"--entrypoint", "/bin/sh", "--cmd", "-c",
+		"--cmd", `echo "secrets: $(ls /run/secrets)"; echo "fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; exit 7`)
+	for _, f := range []string{"vmlinux", "base.cpio"} {
+		e.must("launcher", "sign", "--key", e.path("cosign.key"), e.path(f))
+	}
+	e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("image"))
+
+	// Two policies: "allow" from the artifacts themselves, and "other",
+	// which allows the same kernel and initrd but another image.
+	e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+		"--image", e.path("image"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "allow",
+		"-o", e.path("attestd/policies/allow.yaml"))
+	e.must("launcher", "image", "build", "-o", e.path("other-image"), "--busybox", "sh", "--entrypoint", "/bin/sh")
+	e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+		"--image", e.path("other-image"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "other",
+		"-o", e.path("attestd/policies/other.yaml"))
+	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+
+	e.secret = []byte(fmt.Sprintf("e2e-secret-%d", time.Now().UnixNano()))
+	if err := os.WriteFile(e.path("secret"), e.secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "secret", "put", "db", "--from-file", e.path("secret"))...)
+	e.must("launcher", "enroll", "--attestd", e.addr, "--ca", e.ca)
+	return e
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// launch runs `launcher run` with the given artifacts and extra flags.
+func (e *env) launch(kernel, image, policy string, extra ...string) result {
+	e.t.Helper()
+	args := append([]string{"run", "--attestd", e.addr, "--ca", e.ca, "--policy", policy,
+		"--kernel", kernel, "--initrd", e.path("base.cpio"), "--image", image}, extra...)
+	c := e.cmd("launcher", args...)
+	var so, se bytes.Buffer
+	c.Stdout, c.Stderr = &so, &se
+	err := c.Run()
+	r := result{stdout: so.String(), stderr: se.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatal(err)
+	}
+	// Whatever happened, the secret's plaintext never reaches the host.
+	if strings.Contains(r.stdout+r.stderr, string(e.secret)) {
+		e.t.Fatalf("the secret's plaintext reached the launcher's output")
+	}
+	return r
+}
+
+// refused checks that a launch failed as a launch (exit 125), that the
+// workload never ran, and that the error says why.
+func refused(t *testing.T, r result, why ...string) {
+	t.Helper()
+	if r.code != 125 {
+		t.Fatalf("exit code %d, want 125 (launch refused)\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if strings.Contains(r.stdout, "fingerprint") || strings.Contains(r.stdout, "secrets:") {
+		t.Fatalf("the workload ran:\n%s", r.stdout)
+	}
+	for _, w := range why {
+		if !regexp.MustCompile(w).MatchString(r.stderr) {
+			t.Errorf("stderr does not match %q:\n%s", w, r.stderr)
+		}
+	}
+}
+
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+}
+
+func TestMeasuredAttestedLaunch(t *testing.T) {
+	e := setup(t)
+	signer := []string{"--signer", e.path("cosign.pub")}
+
+	t.Run("allowed: the workload reads its secret", func(t *testing.T) {
+		r := e.launch(e.path("vmlinux"), e.path("image"), "allow", signer...)
+		if r.code != 7 {
+			t.Fatalf("exit code %d, want the workload's 7\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+		sum := sha256.Sum256(e.secret)
+		if want := "fingerprint " + hex.EncodeToString(sum[:]); !strings.Contains(r.stdout, want) {
+			t.Fatalf("workload output lacks %q:\n%s", want, r.stdout)
+		}
+		if !strings.Contains(r.stdout, "secrets: db") {
+			t.Fatalf("workload did not see /run/secrets/db:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("denied by another policy, with reasons", func(t *testing.T) {
+		r := e.launch(e.path("vmlinux"), e.path("image"), "other", signer...)
+		refused(t, r, `attestation denied by policy "other"`, `image: .*not allowed`)
+	})
+
+	t.Run("unknown policy", func(t *testing.T) {
+		r := e.launch(e.path("vmlinux"), e.path("image"), "no-such-policy", signer...)
+		refused(t, r, `attestation denied`, `no-such-policy`)
+	})
+
+	// A tampered kernel: one byte changed, its old signature beside it.
+	tampered := e.path("vmlinux-tampered")
+	k, err := os.ReadFile(e.path("vmlinux"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k[len(k)/2] ^= 0x01
+	if err := os.WriteFile(tampered, k, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sig, err := os.ReadFile(e.path("vmlinux.sig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tampered+".sig", sig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("tampered kernel: refused before boot", func(t *testing.T) {
+		r := e.launch(tampered, e.path("image"), "allow", signer...)
+		refused(t, r, `kernel .*does not verify`)
+		if strings.Contains(r.stderr, "attesting") {
+			t.Fatalf("got as far as attestation:\n%s", r.stderr)
+		}
+	})
+	t.Run("tampered kernel: denied by attestd when the launcher trusts no signer", func(t *testing.T) {
+		r := e.launch(tampered, e.path("image"), "allow")
+		refused(t, r, `attestation denied by policy "allow"`, `kernel: .*not allowed`)
+	})
+
+	t.Run("tampered image layer: refused before boot", func(t *testing.T) {
+		img := e.path("image-tampered")
+		copyTree(t, e.path("image"), img)
+		for _, s := range []string{".sig", ".payload.json"} {
+			b, _ := os.ReadFile(e.path("image") + s)
+			os.WriteFile(img+s, b, 0o644)
+		}
+		// The largest blob is the busybox layer: flip a byte in it.
+		blobs, _ := filepath.Glob(filepath.Join(img, "blobs", "sha256", "*"))
+		var biggest string
+		var size int64
+		for _, b := range blobs {
+			if fi, err := os.Stat(b); err == nil && fi.Size() > size {
+				biggest, size = b, fi.Size()
+			}
+		}
+		data, err := os.ReadFile(biggest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)/2] ^= 0x01
+		os.Chmod(biggest, 0o644)
+		if err := os.WriteFile(biggest, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r := e.launch(e.path("vmlinux"), img, "allow", signer...)
+		refused(t, r, `image`, filepath.Base(biggest)[:12])
+	})
+
+	// The same image, re-signed by a key nobody trusts.
+	rogue := e.path("image-rogue")
+	copyTree(t, e.path("image"), rogue)
+	e.must("launcher", "keygen", "--output-key-prefix", e.path("rogue"))
+	e.must("launcher", "sign", "--key", e.path("rogue.key"), "--image", rogue)
+	t.Run("wrong signer: refused before boot", func(t *testing.T) {
+		r := e.launch(e.path("vmlinux"), rogue, "allow", signer...)
+		refused(t, r, `image .*does not verify with any trusted signer`)
+	})
+	t.Run("wrong signer: denied by attestd", func(t *testing.T) {
+		r := e.launch(e.path("vmlinux"), rogue, "allow")
+		refused(t, r, `attestation denied by policy "allow"`, `image: `)
+	})
+
+	t.Run("audit log records every verdict and verifies", func(t *testing.T) {
+		out := e.must("attestd", append(append([]string{"ctl"}, e.admin...), "audit", "verify")...)
+		if !strings.Contains(strings.ToLower(out), "ok") {
+			t.Fatalf("audit verify: %s", out)
+		}
+		log := e.must("attestd", append(append([]string{"ctl"}, e.admin...), "audit", "--all")...)
+		for _, w := range []string{`"allow":true`, `"allow":false`, "\trelease\t", "\tenroll\t"} {
+			if !strings.Contains(log, w) {
+				t.Errorf("audit log has no %q record:\n%s", w, log)
+			}
+		}
+		if strings.Contains(log, string(e.secret)) {
+			t.Fatal("the audit log holds the secret's plaintext")
+		}
+	})
+}
