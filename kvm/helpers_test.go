@@ -76,15 +76,10 @@ func bootEnv(t testing.TB) *testEnv {
 			envErr = &buildError{out: string(out), err: err}
 			return
 		}
-		state := os.Getenv("BULWARK_STATE")
-		if state == "" {
-			// Keep the extracted kernel across runs of the tests.
-			if c, err := os.UserCacheDir(); err == nil {
-				state = filepath.Join(c, "bulwark-test-state")
-			} else {
-				state = filepath.Join(envDir, "state")
-			}
-			os.Setenv("BULWARK_STATE", state)
+		if os.Getenv("BULWARK_STATE") == "" {
+			// The extracted kernel goes to a temporary state directory,
+			// removed by TestMain (set BULWARK_STATE to keep it across runs).
+			os.Setenv("BULWARK_STATE", filepath.Join(envDir, "state"))
 		}
 		if e.vmlinux, envErr = CachedVmlinux(context.Background(), hk.BzImage, hk.Version); envErr != nil {
 			return
