@@ -127,7 +127,8 @@ type VerifyOptions struct {
 	Trusted []Checkpoint
 }
 
-// VerifyAudit walks the whole chain from record 1 and returns the first
+// VerifyAudit walks the chain from record 1 up to the head it reads first
+// (records appended meanwhile are left for the next run) and returns the first
 // record that does not verify as a *ChainError: a record whose hash does not
 // match its content (edited), whose Seq is not the next one (dropped or
 // reordered), or whose Prev is not the previous record's hash (dropped,
@@ -142,9 +143,27 @@ func VerifyAudit(ctx context.Context, a Audit, opts VerifyOptions) (VerifyResult
 		maxTrusted = max(maxTrusted, c.Seq)
 	}
 	var res VerifyResult
+	// The head first: records appended while we walk are not checked (and
+	// not mistaken for a mismatch).
+	var headSeq uint64
+	var headHash []byte
+	head, err := a.AuditHead(ctx)
+	var headErr *ChainError
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case errors.As(err, &headErr):
+		// The head itself is broken: still walk, to report an earlier break
+		// first if there is one.
+		headSeq = headErr.Position
+	case err != nil:
+		return res, fmt.Errorf("reading audit head: %w", err)
+	default:
+		headSeq, headHash = head.Seq, head.Hash
+	}
 	prev := genesisPrev
 	var after uint64
-	for {
+walk:
+	for after < headSeq {
 		recs, err := a.ReadAudit(ctx, after, 1000)
 		if err != nil {
 			return res, fmt.Errorf("reading audit log after %d: %w", after, err)
@@ -167,24 +186,22 @@ func VerifyAudit(ctx context.Context, a Audit, opts VerifyOptions) (VerifyResult
 			after = r.Seq
 			res.Records++
 			res.Head = Checkpoint{Seq: r.Seq, Hash: r.Hash}
+			if after == headSeq {
+				break walk
+			}
 		}
 		if len(recs) < 1000 {
 			break
 		}
 	}
-	head, err := a.AuditHead(ctx)
-	var ce *ChainError
-	switch {
-	case errors.Is(err, ErrNotFound):
-		if res.Records > 0 {
-			return res, &ChainError{Position: after, Seq: after, Reason: "the log has records but no head"}
-		}
-	case errors.As(err, &ce):
-		return res, err
-	case err != nil:
-		return res, fmt.Errorf("reading audit head: %w", err)
-	case head.Seq != res.Head.Seq || !bytes.Equal(head.Hash, res.Head.Hash):
-		return res, &ChainError{Position: min(head.Seq, after+1), Seq: head.Seq, Reason: fmt.Sprintf("the chain ends at %d but the head is record %d", after, head.Seq)}
+	if headErr != nil {
+		return res, headErr
+	}
+	if after < headSeq {
+		return res, &ChainError{Position: after + 1, Reason: fmt.Sprintf("the chain ends at %d but the head is record %d (records removed)", after, headSeq)}
+	}
+	if headSeq > 0 && !bytes.Equal(res.Head.Hash, headHash) {
+		return res, &ChainError{Position: headSeq, Seq: headSeq, Reason: "the last record differs from the recorded head"}
 	}
 	if after < maxTrusted {
 		return res, &ChainError{Position: after + 1, Reason: fmt.Sprintf("log ends at %d before trusted checkpoint %d (records removed from the end)", after, maxTrusted)}

@@ -163,6 +163,18 @@ func (s *embedded) write(ctx context.Context, fn func(tx *bolt.Tx) error) error 
 	return err
 }
 
+// runOp runs one write, turning a panic (e.g. in an UpdateNode callback)
+// into an error that rolls its transaction back instead of killing the
+// committer.
+func runOp(fn func(tx *bolt.Tx) error, tx *bolt.Tx) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store: write panicked: %v", r)
+		}
+	}()
+	return fn(tx)
+}
+
 // writeAlone runs fn in a transaction of its own.
 func (s *embedded) writeAlone(fn func(tx *bolt.Tx) error) error {
 	s.mu.RLock()
@@ -172,7 +184,7 @@ func (s *embedded) writeAlone(fn func(tx *bolt.Tx) error) error {
 	}
 	var opErr error
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		opErr = fn(tx)
+		opErr = runOp(fn, tx)
 		var le logicalError
 		if opErr != nil && !errors.As(opErr, &le) {
 			return opErr
@@ -208,7 +220,7 @@ func (s *embedded) committer() {
 		}
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for _, op := range group {
-				op.err = op.fn(tx)
+				op.err = runOp(op.fn, tx)
 				var le logicalError
 				if op.err != nil && !errors.As(op.err, &le) {
 					return op.err
@@ -230,7 +242,7 @@ func (s *embedded) committer() {
 		for _, op := range group {
 			op.err = nil
 			err := s.db.Update(func(tx *bolt.Tx) error {
-				op.err = op.fn(tx)
+				op.err = runOp(op.fn, tx)
 				var le logicalError
 				if op.err != nil && !errors.As(op.err, &le) {
 					return op.err

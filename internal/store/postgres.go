@@ -285,7 +285,7 @@ func (s *pgStore) UpdateNode(ctx context.Context, id string, fn func(*Node) erro
 		}
 		n := old
 		n.EKPublic = bytes.Clone(old.EKPublic)
-		if err := fn(&n); err != nil {
+		if err := callUpdate(fn, &n); err != nil {
 			return err
 		}
 		if n.ID != old.ID || !bytes.Equal(n.EKPublic, old.EKPublic) {
@@ -303,6 +303,16 @@ func (s *pgStore) UpdateNode(ctx context.Context, id string, fn func(*Node) erro
 		return nil
 	})
 	return out, err
+}
+
+// callUpdate runs an UpdateNode callback, turning a panic into an error.
+func callUpdate(fn func(*Node) error, n *Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store: node update panicked: %v", r)
+		}
+	}()
+	return fn(n)
 }
 
 func (s *pgStore) ListNodes(ctx context.Context) ([]Node, error) {

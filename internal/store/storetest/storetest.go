@@ -504,6 +504,23 @@ func testAuditConcurrent(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	n := NewNode(t)
 	must(t, s.CreateNode(ctx, n))
+	// Verification running during appends must not report a false break.
+	stop := make(chan struct{})
+	verr := make(chan error, 1)
+	go func() {
+		defer close(verr)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := store.VerifyAudit(ctx, s, store.VerifyOptions{}); err != nil {
+				verr <- err
+				return
+			}
+		}
+	}()
 	var i atomic.Int32
 	ok, errs := race(24, func() error {
 		k := i.Add(1)
@@ -514,6 +531,10 @@ func testAuditConcurrent(t *testing.T, s store.Store) {
 		_, err := s.AppendAudit(ctx, store.AuditEntry{Kind: store.KindRelease, Subject: fmt.Sprint(k)})
 		return err
 	})
+	close(stop)
+	if err := <-verr; err != nil {
+		t.Fatalf("VerifyAudit during appends: %v", err)
+	}
 	if ok != 24 {
 		t.Fatalf("%d of 24 concurrent appends failed: %v", 24-ok, errs)
 	}
