@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -177,24 +176,5 @@ func TestEmbeddedAuditTamper(t *testing.T) {
 				t.Fatalf("first bad record reported at %d, want %d (%v)", ce.Position, tc.wantPos, err)
 			}
 		})
-	}
-}
-
-// TestEmbeddedPanicInUpdate: a panicking UpdateNode callback fails that call
-// only; the store keeps working.
-func TestEmbeddedPanicInUpdate(t *testing.T) {
-	ctx := context.Background()
-	s := openEmbedded(t)
-	defer s.Close()
-	n := storetest.NewNode(t)
-	if err := s.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	_, err := s.UpdateNode(ctx, n.ID, func(*store.Node) error { panic("boom") })
-	if err == nil || !strings.Contains(err.Error(), "panicked") {
-		t.Fatalf("panicking update: %v", err)
-	}
-	if _, err := s.UpdateNode(ctx, n.ID, func(n *store.Node) error { n.State = store.NodeActive; return nil }); err != nil {
-		t.Fatalf("store broken after a panicking update: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}{
 		{"Nodes", testNodes},
 		{"NodeValidation", testNodeValidation},
+		{"UpdatePanic", testUpdatePanic},
 		{"Challenge", testChallenge},
 		{"ChallengeRace", testChallengeRace},
 		{"Nonces", testNonces},
@@ -134,6 +136,22 @@ func testNodes(t *testing.T, s store.Store) {
 	must(t, err)
 	if len(list) != 1 || list[0].ID != n.ID {
 		t.Fatalf("ListNodes after delete = %v", list)
+	}
+}
+
+// testUpdatePanic: a panicking UpdateNode callback fails that call only.
+func testUpdatePanic(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := NewNode(t)
+	must(t, s.CreateNode(ctx, n))
+	_, err := s.UpdateNode(ctx, n.ID, func(n *store.Node) error { n.State = store.NodeRevoked; panic("boom") })
+	if err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("panicking update: %v", err)
+	}
+	got, err := s.UpdateNode(ctx, n.ID, func(n *store.Node) error { n.State = store.NodeActive; return nil })
+	must(t, err)
+	if got.State != store.NodeActive {
+		t.Fatalf("state after updates = %s", got.State)
 	}
 }
 
