@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -299,4 +300,53 @@ func TestSGXBackendLogic(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestTPMBackendSwtpm runs the tpm backend on real swtpm processes: the key
+// survives a "reboot" of the TPM (daemon restarted, PCRs reset to the same
+// boot state) and does not open on another swtpm.
+func TestTPMBackendSwtpm(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starts swtpm processes")
+	}
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		t.Skip("swtpm not installed: apt-get install swtpm swtpm-tools")
+	}
+	ctx := context.Background()
+	open := func(dir string) *tpm.TPM {
+		t.Helper()
+		tp, err := tpm.Open(ctx, "swtpm:"+dir)
+		if err != nil {
+			t.Fatalf("starting swtpm in %s: %v", dir, err)
+		}
+		return tp
+	}
+	d1, d2, vault := t.TempDir(), t.TempDir(), t.TempDir()
+	t.Cleanup(func() { tpm.StopManaged(d1); tpm.StopManaged(d2) })
+	tp1 := open(d1)
+	if err := NewTPMBackend(vault, tp1, nil).Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	k1, err := NewTPMBackend(vault, tp1, nil).Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp1.Close()
+	if err := tpm.StopManaged(d1); err != nil {
+		t.Fatal(err)
+	}
+	tp1 = open(d1) // rebooted: same TPM, PCRs reset
+	defer tp1.Close()
+	k2, err := NewTPMBackend(vault, tp1, nil).Open(ctx)
+	if err != nil {
+		t.Fatalf("after a TPM restart: %v", err)
+	}
+	if !bytes.Equal(k1, k2) {
+		t.Fatal("another key after a TPM restart")
+	}
+	tp2 := open(d2)
+	defer tp2.Close()
+	if _, err := NewTPMBackend(vault, tp2, nil).Open(ctx); err == nil || errors.Is(err, ErrNoMasterKey) {
+		t.Fatalf("another swtpm opened the vault key: %v", err)
+	}
 }
