@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -94,5 +95,42 @@ func TestPostgresAuditTamper(t *testing.T) {
 				t.Fatalf("first bad record reported at %d, want %d (%v)", ce.Position, tc.wantPos, err)
 			}
 		})
+	}
+}
+
+// TestPostgresSchemaVersion: a database written by a newer attestd is
+// refused with a clear error, and reopening a current one is a no-op.
+func TestPostgresSchemaVersion(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	s, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendAudit(ctx, store.AuditEntry{Kind: store.KindAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	if h, err := s.AuditHead(ctx); err != nil || h.Seq != 1 {
+		t.Fatalf("after reopen: head %d, %v", h.Seq, err)
+	}
+	s.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `UPDATE bulwark_schema SET version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Open(ctx, dsn, store.Options{}); err == nil || !strings.Contains(err.Error(), "upgrade attestd") {
+		t.Fatalf("newer schema: %v", err)
+	}
+	if _, err := store.Open(ctx, "postgres://bad dsn%zz", store.Options{}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("bad DSN: %v", err)
 	}
 }
