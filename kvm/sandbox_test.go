@@ -349,3 +349,42 @@ func TestHelperSandboxProcess(t *testing.T) {
 	fmt.Printf("QEMU-PID=%d\n", sb.PID())
 	time.Sleep(time.Minute)
 }
+
+// TestSandboxForcedKVM asks for KVM: where it does not work, Start must
+// refuse with the reason (and start nothing); where it does, the guest
+// must run under KVM.
+func TestSandboxForcedKVM(t *testing.T) {
+	e := bootEnv(t)
+	img := testImage(t, v1.Config{Cmd: []string{"/bin/true"}})
+	imgCpio, err := BuildImageInitramfs(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{KernelPath: e.vmlinux, InitrdPath: e.basePath, ImageInitrd: imgCpio, Accel: AccelKVM, BootTimeout: time.Minute}
+	probe := ProbeKVM()
+	sb, err := Start(context.Background(), cfg)
+	if probe != nil {
+		if err == nil {
+			sb.Close()
+			t.Fatalf("Start with Accel kvm succeeded although KVM does not work here (%v)", probe)
+		}
+		if !errors.Is(err, ErrKVMUnavailable) || !strings.Contains(err.Error(), "accelerator kvm was requested") {
+			t.Fatalf("error %v does not say why KVM cannot be used", err)
+		}
+		t.Logf("refused as expected: %v", err)
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if sb.Accel() != AccelKVM {
+		t.Fatalf("Accel() = %s", sb.Accel())
+	}
+	if err := sb.StartWorkload(context.Background(), "kvm-test", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := sb.Wait(context.Background()); err != nil || code != 0 {
+		t.Fatalf("Wait = %d, %v", code, err)
+	}
+}
