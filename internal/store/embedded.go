@@ -259,10 +259,9 @@ func (s *embedded) committer() {
 }
 
 func (s *embedded) view(fn func(tx *bolt.Tx) error) error {
-	s.mu.RLock()
-	closed := s.closed
-	s.mu.RUnlock()
-	if closed {
+	s.mu.RLock() // Close waits for running reads
+	defer s.mu.RUnlock()
+	if s.closed {
 		return ErrClosed
 	}
 	return s.db.View(fn)
