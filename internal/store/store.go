@@ -118,7 +118,8 @@ type Nodes interface {
 	// writes the copy back, all in one transaction (a row lock on
 	// PostgreSQL), so concurrent updates of one node are serialised. fn may
 	// return an error (returned unchanged) to abort without writing; it must
-	// not change ID or EKPublic (ErrInvalid). It returns the node as written.
+	// not change ID or EKPublic (ErrInvalid), must be quick, and must not
+	// call the store (it runs inside the write transaction). It returns the node as written.
 	// ErrNotFound if the node does not exist.
 	UpdateNode(ctx context.Context, id string, fn func(*Node) error) (Node, error)
 	// ListNodes returns all nodes ordered by ID.
