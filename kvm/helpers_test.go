@@ -70,7 +70,7 @@ func bootEnv(t testing.TB) *testEnv {
 			return
 		}
 		e := &testEnv{agentPath: filepath.Join(envDir, "bulwark-agent")}
-		cmd := exec.Command("go", "build", "-trimpath", "-o", e.agentPath, "github.com/bulwark-project/bulwark/cmd/bulwark-agent")
+		cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", e.agentPath, "github.com/bulwark-project/bulwark/cmd/bulwark-agent")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			envErr = &buildError{out: string(out), err: err}

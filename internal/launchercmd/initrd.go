@@ -18,13 +18,13 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "initrd build",
 		Summary: "build the base initramfs (guest agent + kernel modules) for a guest kernel",
-		Usage:   "--agent bin/bulwark-agent [--kernel-version VERSION] [--modules-dir /lib/modules] [--module NAME]... -o base.cpio",
+		Usage:   "[--agent bin/bulwark-agent] [--kernel-version VERSION] [--modules-dir /lib/modules] [--module NAME]... -o base.cpio",
 		Run:     runInitrdBuild,
 	})
 }
 
 func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-	agent := fs.String("agent", "", "the static guest agent binary (build: CGO_ENABLED=0 go build -o bin/bulwark-agent ./cmd/bulwark-agent) (required)")
+	agent := fs.String("agent", "", "the static guest agent binary (default: bulwark-agent beside this launcher; build it with 'make build')")
 	version := fs.String("kernel-version", "", "guest kernel version, the directory under --modules-dir (default: the host kernel that kvm.DefaultKernel boots)")
 	modDir := fs.String("modules-dir", "/lib/modules", "root of the kernel module trees")
 	out := fs.String("o", "", "output file (required); the archive is deterministic: same inputs, same digest")
@@ -36,8 +36,15 @@ func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	if fs.NArg() > 0 {
 		return cli.Usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if *agent == "" || *out == "" {
-		return cli.Usagef("--agent FILE and -o FILE are required")
+	if *out == "" {
+		return cli.Usagef("-o FILE is required")
+	}
+	if *agent == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		*agent = filepath.Join(filepath.Dir(exe), "bulwark-agent")
 	}
 	if *version == "" {
 		hk, err := kvm.FindHostKernel()
@@ -48,7 +55,7 @@ func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	}
 	agentBytes, err := os.ReadFile(*agent)
 	if err != nil {
-		return fmt.Errorf("guest agent: %w", err)
+		return fmt.Errorf("guest agent: %w (give --agent, or build it with 'make build')", err)
 	}
 	data, err := kvm.BuildBaseInitramfs(kvm.BaseOptions{Agent: agentBytes, KernelVersion: *version, ModulesDir: *modDir, Modules: mods})
 	if err != nil {

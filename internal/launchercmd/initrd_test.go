@@ -63,7 +63,7 @@ func TestInitrdBuild(t *testing.T) {
 		code int
 		msg  string
 	}{
-		{[]string{"initrd", "build", "-o", out1}, 2, "--agent"},
+		{[]string{"initrd", "build", "--agent", agent}, 2, "-o FILE"},
 		{[]string{"initrd", "build", "--agent", agent, "--kernel-version", "nope", "--modules-dir", filepath.Join(dir, "modules"), "-o", out1}, 1, "modules.dep"},
 		{[]string{"initrd", "build", "--agent", filepath.Join(dir, "missing"), "--kernel-version", "1.2.3-test", "-o", out1}, 1, "guest agent"},
 	} {
