@@ -159,7 +159,13 @@ func start() (*server, error) {
 		skipMsg = err.Error()
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "bulwark-pg-")
+	parent := ""
+	if os.Geteuid() == 0 {
+		// The server runs as "postgres", which must traverse every parent:
+		// a private $TMPDIR would not do, /tmp does.
+		parent = "/tmp"
+	}
+	dir, err := os.MkdirTemp(parent, "bulwark-pg-")
 	if err != nil {
 		return nil, err
 	}
