@@ -436,6 +436,21 @@ func tarEntries(r io.Reader, opts ImageOptions) ([]entry, error) {
 		}
 		ino++
 	}
+	// No entry may lie under a symlink or a non-directory of the image: the
+	// kernel's cpio unpacker follows symlinks in paths, so "x -> /" plus
+	// "x/init" would write outside /rootfs (over the agent).
+	for _, e := range ents {
+		rel := strings.TrimPrefix(e.h.Name, "rootfs/")
+		for d := path.Dir(rel); d != "." && d != "/"; d = path.Dir(d) {
+			i, ok := byPath[d]
+			if !ok {
+				continue
+			}
+			if ents[i].h.Mode&cpio.TypeMask != cpio.TypeDir {
+				return nil, fmt.Errorf("kvm: image entry /%s lies under /%s, which is not a directory in the image", rel, d)
+			}
+		}
+	}
 	// Parent directories that the layers did not list.
 	for _, e := range ents {
 		for d := path.Dir(strings.TrimPrefix(e.h.Name, "rootfs/")); d != "." && d != "/"; d = path.Dir(d) {

@@ -77,7 +77,7 @@ func ResolveUser(root, user string) (Identity, error) {
 		user = "0"
 	}
 	u, g, hasGroup := strings.Cut(user, ":")
-	passwd := readColonFile(path.Join(root, "etc/passwd"))
+	passwd := readColonFile(root, "/etc/passwd")
 	if n, err := strconv.ParseUint(u, 10, 32); err == nil {
 		id.UID = uint32(n)
 		for _, f := range passwd {
@@ -112,7 +112,7 @@ func ResolveUser(root, user string) (Identity, error) {
 			id.GID = uint32(n)
 		} else {
 			found := false
-			for _, f := range readColonFile(path.Join(root, "etc/group")) {
+			for _, f := range readColonFile(root, "/etc/group") {
 				if len(f) >= 3 && f[0] == g {
 					gid, err := strconv.ParseUint(f[2], 10, 32)
 					if err != nil {
@@ -134,8 +134,14 @@ func ResolveUser(root, user string) (Identity, error) {
 	return id, nil
 }
 
-func readColonFile(p string) [][]string {
-	f, err := os.Open(p)
+// readColonFile reads a passwd-style file of the image (symlinks resolved
+// inside root).
+func readColonFile(root, rel string) [][]string {
+	r, err := ResolveInRoot(root, rel)
+	if err != nil {
+		return nil
+	}
+	f, err := os.Open(path.Join(root, r))
 	if err != nil {
 		return nil
 	}

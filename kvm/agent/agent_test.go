@@ -69,6 +69,24 @@ func TestResolveUser(t *testing.T) {
 	}
 }
 
+func TestResolveUserSymlinkedPasswd(t *testing.T) {
+	outside := t.TempDir()
+	os.WriteFile(filepath.Join(outside, "passwd"), []byte("evil:x:0:0::/:/bin/sh\n"), 0o644)
+	root := writeRoot(t, map[string]string{
+		"etc/passwd":      "->/real/passwd",
+		"real/passwd":     "app:x:7:8::/home:/bin/sh\n",
+		"other/etc/group": "",
+	})
+	if id, err := ResolveUser(root, "app"); err != nil || id.UID != 7 || id.GID != 8 {
+		t.Fatalf("through an in-root symlink: %+v %v", id, err)
+	}
+	os.Remove(filepath.Join(root, "etc/passwd"))
+	os.Symlink(filepath.Join(outside, "passwd"), filepath.Join(root, "etc/passwd"))
+	if _, err := ResolveUser(root, "evil"); err == nil {
+		t.Fatal("read a passwd file outside the root")
+	}
+}
+
 func TestLookPath(t *testing.T) {
 	root := writeRoot(t, map[string]string{
 		"usr/bin/tool":  "#!/bin/sh\n",
