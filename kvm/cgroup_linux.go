@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,8 +17,10 @@ const DefaultCgroupParent = "/sys/fs/cgroup/bulwark"
 
 // cgroup is one sandbox's cgroup v2 directory.
 type cgroup struct {
-	dir string
-	fd  *os.File // the directory, for clone3(CLONE_INTO_CGROUP)
+	dir  string
+	fd   *os.File // the directory, for clone3(CLONE_INTO_CGROUP)
+	once sync.Once
+	err  error
 }
 
 // cgroupLimits computes cpu.max and memory.max for a sandbox: CPUs whole
@@ -89,14 +92,17 @@ func (c *cgroup) remove() error {
 	if c == nil {
 		return nil
 	}
-	c.fd.Close()
-	var err error
-	for range 50 {
-		err = unix.Rmdir(c.dir)
-		if err == nil || errors.Is(err, unix.ENOENT) {
-			return nil
+	c.once.Do(func() {
+		c.fd.Close()
+		var err error
+		for range 50 {
+			err = unix.Rmdir(c.dir)
+			if err == nil || errors.Is(err, unix.ENOENT) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("cgroup: removing %s: %w", c.dir, err)
+		c.err = fmt.Errorf("cgroup: removing %s: %w", c.dir, err)
+	})
+	return c.err
 }

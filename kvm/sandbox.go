@@ -238,6 +238,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		return err
 	}
 	defer chL.Close()
+	os.Remove(s.tmpDir) // both socket paths are unlinked: nothing to leave behind
 	s.conn = chConn
 	qmpFD := fdPath(qmpL)
 	chFD := fdPath(chL)
@@ -340,6 +341,9 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		s.mu.Unlock()
 		if err != nil {
 			s.log.Debug("QEMU exited", "err", err)
+		}
+		if err := s.cg.remove(); err != nil {
+			s.log.Warn(err.Error())
 		}
 		close(s.exited)
 	}()
