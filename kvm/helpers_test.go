@@ -174,7 +174,7 @@ func testImage(t testing.TB, cfg v1.Config) v1.Image {
 		file("links/a", "hard-linked\n"),
 		{name: "links/b", typ: tar.TypeLink, link: "links/a"},
 	}
-	for _, n := range []string{"sh", "echo", "cat", "ls", "id", "pwd", "test", "[", "true", "sleep", "hostname"} {
+	for _, n := range []string{"sh", "echo", "cat", "ls", "id", "pwd", "test", "[", "true", "sleep", "hostname", "grep"} {
 		l1 = append(l1, link(n))
 	}
 	l2 := []tarEntry{

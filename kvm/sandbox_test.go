@@ -105,6 +105,8 @@ func TestSandboxRunsWorkload(t *testing.T) {
 		"echo to-stderr >&2",
 		"[ -e /etc/gone ] && echo WHITEOUT-IGNORED",
 		"[ -e /opq/old ] && echo OPAQUE-IGNORED",
+		"[ -e /init ] && echo AGENT-VISIBLE",
+		"ls /dev | grep -q vport && echo PORT-VISIBLE",
 		"cat /opq/new /links/b",
 		"echo uid=$(id -u) gid=$(id -g) pwd=$(pwd) greeting=$GREETING host=$(hostname)",
 		"ls -ln /run/secrets/db",
@@ -159,7 +161,7 @@ func TestSandboxRunsWorkload(t *testing.T) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
 	}
-	for _, bad := range []string{"WHITEOUT-IGNORED", "OPAQUE-IGNORED"} {
+	for _, bad := range []string{"WHITEOUT-IGNORED", "OPAQUE-IGNORED", "AGENT-VISIBLE", "PORT-VISIBLE"} {
 		if strings.Contains(out, bad) {
 			t.Errorf("stdout has %s:\n%s", bad, out)
 		}
