@@ -15,7 +15,7 @@ func protoSandbox() *Sandbox {
 		cfg:     Config{Stdout: io.Discard, Stderr: io.Discard},
 		console: newLineTail(40, nil), qerr: newLineTail(20, nil),
 		hello: make(chan struct{}), started: make(chan struct{}),
-		exited: make(chan struct{}), readerDone: make(chan struct{}),
+		exited: make(chan struct{}), readerDone: make(chan struct{}), eventsDone: make(chan struct{}),
 	}
 }
 

@@ -113,6 +113,7 @@ type Sandbox struct {
 	shutdown   string
 	exited     chan struct{} // QEMU has exited and been reaped
 	readerDone chan struct{}
+	eventsDone chan struct{}
 	state      *os.ProcessState
 	closeOnce  sync.Once
 	stopWatch  context.CancelFunc
@@ -191,7 +192,7 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 		cfg: cfg, log: log, accel: choice, cmdline: cmdline,
 		console: newLineTail(40, cfg.Console), qerr: newLineTail(20, nil),
 		hello: make(chan struct{}), started: make(chan struct{}),
-		exited: make(chan struct{}), readerDone: make(chan struct{}),
+		exited: make(chan struct{}), readerDone: make(chan struct{}), eventsDone: make(chan struct{}),
 	}
 	ok := false
 	defer func() {
@@ -501,22 +502,46 @@ func (s *Sandbox) kill() {
 }
 
 func (s *Sandbox) readEvents() {
+	defer close(s.eventsDone)
+	handle := func(ev QMPEvent) {
+		if ev.Event == "SHUTDOWN" {
+			var d struct {
+				Reason string `json:"reason"`
+			}
+			_ = json.Unmarshal(ev.Data, &d)
+			s.mu.Lock()
+			s.shutdown = d.Reason
+			s.mu.Unlock()
+			s.log.Debug("guest shut down", "reason", d.Reason)
+		}
+	}
 	for {
 		select {
 		case ev := <-s.qmp.Events():
-			if ev.Event == "SHUTDOWN" {
-				var d struct {
-					Reason string `json:"reason"`
-				}
-				_ = json.Unmarshal(ev.Data, &d)
-				s.mu.Lock()
-				s.shutdown = d.Reason
-				s.mu.Unlock()
-				s.log.Debug("guest shut down", "reason", d.Reason)
-			}
+			handle(ev)
 		case <-s.qmp.Done():
-			return
+			for { // the reader queued every event before it ended
+				select {
+				case ev := <-s.qmp.Events():
+					handle(ev)
+				default:
+					return
+				}
+			}
 		}
+	}
+}
+
+// drain waits, after QEMU exited, until the guest channel and the QMP
+// events have been read to their end.
+func (s *Sandbox) drain() {
+	if s.qmp == nil {
+		return
+	}
+	<-s.readerDone
+	select {
+	case <-s.eventsDone:
+	case <-time.After(2 * time.Second): // QEMU's monitor socket should close with it
 	}
 }
 
@@ -705,7 +730,7 @@ func (s *Sandbox) StartWorkload(ctx context.Context, sandboxID string, secrets [
 		defer s.mu.Unlock()
 		return s.startErr
 	case <-s.exited:
-		<-s.readerDone
+		s.drain()
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.startErr != nil {
@@ -758,9 +783,7 @@ func (s *Sandbox) Wait(ctx context.Context) (int, error) {
 		s.kill()
 		<-s.exited
 	}
-	if s.qmp != nil {
-		<-s.readerDone
-	}
+	s.drain()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failErr != nil {
@@ -773,9 +796,7 @@ func (s *Sandbox) Wait(ctx context.Context) (int, error) {
 }
 
 func (s *Sandbox) endError(what string) error {
-	if s.qmp != nil {
-		<-s.readerDone
-	}
+	s.drain()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.endErrorLocked(what)
@@ -802,6 +823,15 @@ func (s *Sandbox) endErrorLocked(what string) error {
 	return errors.New(msg)
 }
 
+// ShutdownReason is the reason of QEMU's SHUTDOWN event ("guest-shutdown"
+// when the guest powered off, "host-qmp-quit" after Close, ...), or "" when
+// QEMU ended without one (killed).
+func (s *Sandbox) ShutdownReason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutdown
+}
+
 // MaxRSSKiB returns QEMU's peak resident memory (its VmHWM, from the
 // rusage of the reaped process) once the sandbox has ended, else 0.
 func (s *Sandbox) MaxRSSKiB() int64 {
@@ -822,8 +852,26 @@ func (s *Sandbox) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		if s.cmd != nil && s.cmd.Process != nil {
-			s.kill()
-			<-s.exited
+			select {
+			case <-s.exited:
+			default:
+				s.fail(errors.New("kvm: sandbox closed"))
+				// Ask QEMU to quit over QMP; kill it if that does not work at once.
+				if s.qmp != nil {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					_, err := s.qmp.Execute(ctx, "quit", nil)
+					cancel()
+					if err == nil {
+						select {
+						case <-s.exited:
+						case <-time.After(2 * time.Second):
+						}
+					}
+				}
+				s.kill()
+				<-s.exited
+			}
+			s.drain()
 		}
 		if s.stopWatch != nil {
 			s.stopWatch()

@@ -390,3 +390,27 @@ func TestSandboxForcedKVM(t *testing.T) {
 		t.Fatalf("Wait = %d, %v", code, err)
 	}
 }
+
+// TestSandboxClose closes a running sandbox: QEMU is asked to quit over
+// QMP and is gone when Close returns.
+func TestSandboxClose(t *testing.T) {
+	e := bootEnv(t)
+	img := testImage(t, v1.Config{Cmd: []string{"/bin/true"}})
+	sb, _, _, _ := startSandbox(t, context.Background(), e, img, nil)
+	pid := sb.PID()
+	if err := sb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !processGone(pid) {
+		t.Fatal("QEMU still running after Close")
+	}
+	if r := sb.ShutdownReason(); r != "host-qmp-quit" {
+		t.Errorf("shutdown reason %q, want host-qmp-quit", r)
+	}
+	if err := sb.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := sb.Wait(context.Background()); err == nil {
+		t.Fatal("Wait after Close reported success")
+	}
+}
