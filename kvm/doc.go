@@ -17,7 +17,7 @@
 //		Cmdline: cmdline, Accel: choice.Accel, CPUs: 1, MemoryMiB: 512,
 //		Stdout: os.Stdout, Stderr: os.Stderr, Console: consoleLog, Logger: log,
 //	})
-//	defer sb.Close()                       // always safe; kills QEMU if it still runs
+//	defer sb.Close()                       // always safe; ends QEMU if it still runs (QMP quit, then SIGKILL)
 //	pub, err := sb.GuestKey(ctx)           // waits for the agent's HELLO (BootTimeout applies)
 //	// ... record pub in the launch event, attest, have attestd wrap secrets to pub ...
 //	if denied { sb.Abort("policy denied"); return }

@@ -846,8 +846,9 @@ func (s *Sandbox) MaxRSSKiB() int64 {
 	return 0
 }
 
-// Close kills QEMU if it still runs and releases everything the sandbox
-// holds (sockets, temporary directory, cgroup). Always safe to call.
+// Close ends QEMU if it still runs (QMP "quit", SIGKILL if that does not
+// work within a second or two) and releases everything the sandbox holds
+// (connections, cgroup). Always safe to call, also more than once.
 func (s *Sandbox) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
