@@ -156,7 +156,11 @@ func isTrailingErr(err error) bool {
 // CheckPVH verifies that b is an x86-64 ELF executable carrying the PVH
 // entry note (XEN_ELFNOTE_PHYS32_ENTRY, type 18, owner "Xen").
 func CheckPVH(b []byte) error {
-	f, err := elf.NewFile(bytes.NewReader(b))
+	return checkPVH(bytes.NewReader(b))
+}
+
+func checkPVH(r io.ReaderAt) error {
+	f, err := elf.NewFile(r)
 	if err != nil {
 		return fmt.Errorf("kvm: kernel is not an ELF file: %w", err)
 	}
@@ -302,8 +306,12 @@ func CachedVmlinux(ctx context.Context, bzImagePath, version string) (string, er
 	dir := filepath.Join(StateDir(), "kernels")
 	name := "vmlinux-" + sanitizeFileName(version) + "-" + hex.EncodeToString(sum[:8])
 	p := filepath.Join(dir, name)
-	if b, err := os.ReadFile(p); err == nil && CheckPVH(b) == nil {
-		return p, nil
+	if f, err := os.Open(p); err == nil {
+		err = checkPVH(f) // reads the headers and notes only
+		f.Close()
+		if err == nil {
+			return p, nil
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return "", err
