@@ -414,3 +414,36 @@ func TestSandboxClose(t *testing.T) {
 		t.Fatal("Wait after Close reported success")
 	}
 }
+
+// TestSandboxAbortRunningWorkload aborts while the workload runs: the agent
+// ends it and powers off; Wait reports the abort.
+func TestSandboxAbortRunningWorkload(t *testing.T) {
+	e := bootEnv(t)
+	img := testImage(t, v1.Config{Cmd: []string{"/bin/sh", "-c", "echo started; sleep 600; echo NOT-KILLED"}})
+	ctx := context.Background()
+	sb, stdout, _, console := startSandbox(t, ctx, e, img, nil)
+	if err := sb.StartWorkload(ctx, "abort-running", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stdout.String(), "started") {
+		if time.Now().After(deadline) {
+			t.Fatal("the workload did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	begin := time.Now()
+	sb.Abort("operator stop")
+	if !processGone(sb.PID()) {
+		t.Fatal("QEMU still running after Abort")
+	}
+	if _, err := sb.Wait(ctx); !errors.Is(err, ErrAborted) {
+		t.Fatalf("Wait error = %v, want ErrAborted", err)
+	}
+	if strings.Contains(stdout.String(), "NOT-KILLED") {
+		t.Fatal("the workload went on")
+	}
+	if !strings.Contains(console.String(), "host aborted the workload") {
+		t.Errorf("the agent did not end the workload itself (VM killed after %v); console:\n%s", time.Since(begin), console.String())
+	}
+}
