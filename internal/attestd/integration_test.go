@@ -18,7 +18,8 @@ import (
 // TestBinaryEndToEnd starts the real attestd binary and drives it with a
 // real TPM on the host side: a managed swtpm whose EK certificate chains
 // to swtpm_localca's CA (given to attestd with --ek-ca), over TLS. The
-// admin side uses the binary's own admin-cert and ctl commands.
+// vault's master key is sealed to another swtpm (--vault=tpm). The admin
+// side uses the binary's own admin-cert and ctl commands.
 func TestBinaryEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the attestd binary and swtpm (skipped with -short)")
@@ -43,7 +44,11 @@ func TestBinaryEndToEnd(t *testing.T) {
 	pol := filepath.Join(dir, "policies")
 	os.MkdirAll(pol, 0o700)
 	os.WriteFile(filepath.Join(pol, "test.yaml"), []byte(testPolicyYAML(testPolicyName, testKernel)), 0o600)
-	d := startDaemon(t, "--data", data, "--vault", "file", "--allow-insecure-file-vault", "--policies", pol,
+	// attestd's own vault master key is sealed to a second (managed) swtpm:
+	// the default --vault=tpm.
+	vaultTPM := filepath.Join(dir, "vault-swtpm")
+	t.Cleanup(func() { tpm.StopManaged(vaultTPM) })
+	d := startDaemon(t, "--data", data, "--vault", "tpm", "--tpm", "swtpm:"+vaultTPM, "--policies", pol,
 		"--ek-ca", root, "--ek-ca", inter, "--log-format", "json")
 	if !strings.Contains(d.output(), "SHA-256 fingerprint") {
 		t.Fatalf("no CA fingerprint printed:\n%s", d.output())
@@ -152,6 +157,9 @@ func TestBinaryEndToEnd(t *testing.T) {
 	}
 
 	d.stop(t)
+	if !strings.Contains(d.output(), `"vault":"tpm"`) {
+		t.Fatalf("vault backend not tpm:\n%s", d.output())
+	}
 	if out, errs, code := run(t, "", "audit", "verify", "--data", data); code != 0 || !strings.Contains(out, "audit log OK") {
 		t.Fatalf("offline audit verify: %d %s %s", code, out, errs)
 	}

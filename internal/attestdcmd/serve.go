@@ -91,10 +91,11 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	defer st.Close()
 
 	// Vault.
-	backend, err := openVaultBackend(*vaultName, *dataDir, *tpmSpec, *allowFile, log)
+	backend, closeBackend, err := openVaultBackend(ctx, *vaultName, *dataDir, *tpmSpec, *allowFile, log)
 	if err != nil {
 		return err
 	}
+	defer closeBackend()
 	vault, err := enclave.New(ctx, backend, st, true, enclave.Options{Logger: log.With("component", "vault")})
 	if err != nil {
 		return fmt.Errorf("opening vault: %w", err)

@@ -1,30 +1,39 @@
 package attestdcmd
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 
 	"github.com/bulwark-project/bulwark/enclave"
+	"github.com/bulwark-project/bulwark/tpm"
 )
 
-// openVaultBackend returns the master-key backend named by --vault.
-func openVaultBackend(name, dataDir, tpmSpec string, allowFile bool, log *slog.Logger) (enclave.Backend, error) {
+// openVaultBackend returns the master-key backend named by --vault and a
+// function that releases what it holds (the TPM) when attestd stops.
+func openVaultBackend(ctx context.Context, name, dataDir, tpmSpec string, allowFile bool, log *slog.Logger) (enclave.Backend, func(), error) {
+	dir := filepath.Join(dataDir, "vault")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("vault directory: %w", err)
+	}
+	vlog := log.With("component", "vault")
 	switch name {
 	case "file":
 		if !allowFile {
-			return nil, fmt.Errorf("--vault=file keeps the vault master key in a plain file (development only): add --allow-insecure-file-vault to accept that")
+			return nil, nil, fmt.Errorf("--vault=file keeps the vault master key in a plain file (development only): add --allow-insecure-file-vault to accept that")
 		}
-		dir := filepath.Join(dataDir, "vault")
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("vault directory: %w", err)
+		return enclave.NewFileBackend(dir, true, vlog), func() {}, nil
+	case "tpm":
+		t, err := tpm.OpenWith(ctx, tpmSpec, tpm.Options{Logger: log.With("component", "tpm")})
+		if err != nil {
+			return nil, nil, fmt.Errorf("--vault=tpm: opening this host's TPM (--tpm %q): %w (for development without a TPM: --vault=file --allow-insecure-file-vault)", tpmSpec, err)
 		}
-		return enclave.NewFileBackend(dir, true, log.With("component", "vault")), nil
-	case "tpm", "sgx":
-		// TODO: wire enclave's TPM and SGX backends when they land.
-		return nil, fmt.Errorf("--vault=%s: backend not available in this build yet; use --vault=file --allow-insecure-file-vault for development", name)
+		return enclave.NewTPMBackend(dir, t, nil), func() { t.Close() }, nil
+	case "sgx":
+		return enclave.NewSGXBackend(dir), func() {}, nil
 	default:
-		return nil, fmt.Errorf("--vault=%q: want tpm, sgx or file", name)
+		return nil, nil, fmt.Errorf("--vault=%q: want tpm, sgx or file", name)
 	}
 }
