@@ -21,6 +21,7 @@ import (
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -259,6 +260,22 @@ func runServerSuite(t *testing.T, storeKind string) {
 		req.LaunchLog, req.SandboxId = lg.Encode(), extra.SandboxID
 		_, err := c.Attest(ctx, req)
 		wantCode(t, err, codes.PermissionDenied, "launch_log")
+	})
+
+	t.Run("request over the size limit", func(t *testing.T) {
+		req := h.attestRequest(ctx, make([]byte, 32), ev.SandboxID)
+		req.FirmwareEventLog = make([]byte, MaxRequestSize)
+		// A client that does not limit what it sends: the server refuses.
+		big, err := attestclient.Dial(attestclient.Options{Addr: e.addr, CAFile: e.pki.CACertPath(), ServerName: "localhost",
+			DialOptions: []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64 << 20))}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer big.Close()
+		_, err = big.Attest(ctx, req)
+		if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "received message larger than max") {
+			t.Fatalf("got %v, want the server's ResourceExhausted", err)
+		}
 	})
 
 	t.Run("malformed log", func(t *testing.T) {
