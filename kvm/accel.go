@@ -82,11 +82,19 @@ func chooseAccel(want string, probe func() error) (AccelChoice, error) {
 // HostTSCkHz returns the host's TSC frequency in kHz, rounded to whole MHz
 // so that the guest command line (which is measured) stays the same across
 // reads: /sys/devices/system/cpu/cpu0/tsc_freq_khz when the kernel exposes
-// it, else "cpu MHz" from /proc/cpuinfo.
+// it, else the CPU's base frequency from cpufreq (the TSC runs at the base
+// frequency on CPUs with an invariant TSC), else "cpu MHz" from
+// /proc/cpuinfo (constant on virtual machines, but it follows frequency
+// scaling on some bare-metal hosts: pass an explicit command line there).
 func HostTSCkHz() (int, error) {
-	if b, err := os.ReadFile("/sys/devices/system/cpu/cpu0/tsc_freq_khz"); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
-			return int(math.Round(float64(n)/1000)) * 1000, nil
+	for _, p := range []string{
+		"/sys/devices/system/cpu/cpu0/tsc_freq_khz",
+		"/sys/devices/system/cpu/cpu0/cpufreq/base_frequency",
+	} {
+		if b, err := os.ReadFile(p); err == nil {
+			if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+				return int(math.Round(float64(n)/1000)) * 1000, nil
+			}
 		}
 	}
 	f, err := os.Open("/proc/cpuinfo")

@@ -1,6 +1,7 @@
 package kvm
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -228,5 +229,24 @@ func TestCgroupLimits(t *testing.T) {
 	writeFile(t, root+"/cgroup.controllers", "pids\n")
 	if _, err := newCgroup(root+"/bulwark", "sb2", 1, 256, AccelKVM, false); err == nil {
 		t.Fatal("accepted a hierarchy without cpu/memory controllers")
+	}
+}
+
+func TestTSCFromCPUInfo(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+		err  bool
+	}{
+		{"processor\t: 0\ncpu MHz\t\t: 2596.136\n", 2596000, false},
+		{"cpu MHz : 2999.6\n", 3000000, false},
+		{"model name : x\n", 0, true},
+		{"cpu MHz : fast\n", 0, true},
+		{"cpu MHz : -1\n", 0, true},
+	} {
+		got, err := tscFromCPUInfo(bufio.NewScanner(strings.NewReader(tc.in)))
+		if (err != nil) != tc.err || got != tc.want {
+			t.Errorf("%q: %d, %v", tc.in, got, err)
+		}
 	}
 }
