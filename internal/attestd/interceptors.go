@@ -33,9 +33,16 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		code := status.Code(err)
 		d := time.Since(start)
 		s.metrics.RPCDuration.WithLabelValues(info.FullMethod, code.String()).Observe(d.Seconds())
-		lvl := slog.LevelInfo
-		if code == codes.Internal || code == codes.Unknown {
+		// Successful calls at debug (thousands a second on a busy fleet; each
+		// verdict and release has its own info line), refusals at info,
+		// server faults at error.
+		lvl := slog.LevelDebug
+		switch code {
+		case codes.OK:
+		case codes.Internal, codes.Unknown, codes.DataLoss:
 			lvl = slog.LevelError
+		default:
+			lvl = slog.LevelInfo
 		}
 		if s.log.Enabled(ctx, lvl) {
 			attrs := []slog.Attr{slog.String("method", info.FullMethod), slog.String("code", code.String()),

@@ -142,6 +142,30 @@ func runServerSuite(t *testing.T, storeKind string) {
 		wantCode(t, err, codes.PermissionDenied, "nonce", "already used")
 	})
 
+	t.Run("concurrent replay: exactly one wins", func(t *testing.T) {
+		nonce, _, err := c.Challenge(ctx, h.nodeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := h.attestRequest(ctx, nonce, ev.SandboxID)
+		const n = 8
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			go func() { _, err := c.Attest(ctx, req); errs <- err }()
+		}
+		ok := 0
+		for i := 0; i < n; i++ {
+			if err := <-errs; err == nil {
+				ok++
+			} else if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("replay: %v", err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%d of %d concurrent uses of one nonce succeeded, want 1", ok, n)
+		}
+	})
+
 	t.Run("release wraps to the event's key only", func(t *testing.T) {
 		r, err := c.Release(ctx, allowed.GetAttestationId())
 		if err != nil {
