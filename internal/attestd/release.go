@@ -3,6 +3,7 @@ package attestd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
@@ -36,7 +37,20 @@ func (s *Server) ReleaseSecrets(ctx context.Context, req *bulwarkv1.ReleaseSecre
 			return nil, err
 		}
 	}
-	a, err := s.st.ConsumeRelease(ctx, id, s.now())
+	now := s.now()
+	a, err := s.st.ConsumeRelease(ctx, id, now)
+	if errors.Is(err, store.ErrReleaseDenied) {
+		// An allow that grants no secrets has nothing to release: answer
+		// with an empty list (within the token's validity), so a launcher
+		// need not special-case it. A deny stays refused.
+		if got, gerr := s.st.GetAttestation(ctx, id); gerr == nil && got.Allow && len(got.Secrets) == 0 {
+			if now.Before(got.CreatedAt.Add(s.tokenTTL)) {
+				s.metrics.Releases.WithLabelValues("ok").Inc()
+				return &bulwarkv1.ReleaseSecretsResponse{SandboxId: got.SandboxID}, nil
+			}
+			err = store.ErrReleaseExpired
+		}
+	}
 	if err != nil {
 		s.metrics.Releases.WithLabelValues("refused").Inc()
 		return nil, s.storeStatus(ctx, "attestation "+id, err)

@@ -387,6 +387,30 @@ func runServerSuite(t *testing.T, storeKind string) {
 		wantCode(t, err, codes.PermissionDenied, "token", "bad signature")
 	})
 
+	t.Run("allow without secrets releases an empty list", func(t *testing.T) {
+		pol := strings.Replace(testPolicyYAML("nosecrets", testKernel), "secrets:\n  - db-password\n  - api-token\n", "", 1)
+		if strings.Contains(pol, "secrets:") {
+			t.Fatal("test policy still grants secrets")
+		}
+		os.WriteFile(filepath.Join(e.policyDir, "nosecrets.yaml"), []byte(pol), 0o600)
+		if err := e.watcher.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		ev5 := testEvent(t, "nosecrets", newGuestKey(t).PublicKey())
+		h.launch(ev5)
+		nonce, _, _ := c.Challenge(ctx, h.nodeID)
+		r, err := c.Attest(ctx, h.attestRequest(ctx, nonce, ev5.SandboxID))
+		if err != nil || r.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {
+			t.Fatalf("attest: %v %v %q", err, r.GetVerdict(), r.GetReasons())
+		}
+		rel, err := c.Release(ctx, r.GetAttestationId())
+		if err != nil || len(rel.GetSecrets()) != 0 || rel.GetSandboxId() != ev5.SandboxID {
+			t.Fatalf("release: %v %v", err, rel)
+		}
+		os.Remove(filepath.Join(e.policyDir, "nosecrets.yaml"))
+		e.watcher.Reload()
+	})
+
 	t.Run("re-enroll keeps an active node", func(t *testing.T) {
 		r, err := c.Enroll(ctx, h.ekPub, nil, h.akPub)
 		if err != nil {
