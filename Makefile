@@ -16,11 +16,15 @@ deps:
 	@./scripts/deps.sh
 
 # Binaries are static (CGO_ENABLED=0): the in-process TPM simulator (cgo) is
-# for tests only. bulwark-agent is the guest's /init and must be static.
-CMDS := $(notdir $(wildcard cmd/*))
+# for tests only. bulwark-agent is the guest's /init: static and reproducible
+# (no paths, VCS stamp or build id), so the base initramfs digest that
+# policies pin does not change between checkouts of the same source.
+CMDS := $(filter-out bulwark-agent,$(notdir $(wildcard cmd/*)))
+REPRO := -trimpath -buildvcs=false -ldflags='-s -w -buildid='
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+	CGO_ENABLED=0 $(GO) build $(REPRO) -o $(BIN)/bulwark-agent ./cmd/bulwark-agent
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
