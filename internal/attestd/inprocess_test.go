@@ -43,7 +43,10 @@ secrets: [db-password]
 `, a.Kernel, a.Initrd, a.Cmdline, a.Image)
 }
 
-func newInproc(tb testing.TB) *inproc {
+func newInproc(tb testing.TB) *inproc { return newInprocWith(tb, nil) }
+
+// newInprocWith is newInproc with a chance to change the server's Config.
+func newInprocWith(tb testing.TB, mod func(*Config)) *inproc {
 	tb.Helper()
 	ctx := context.Background()
 	dir := tb.TempDir()
@@ -79,7 +82,11 @@ func newInproc(tb testing.TB) *inproc {
 	}
 	ek, _ := parseEKPublic(tp.EKPublic())
 	node := store.NodeID(ek.Raw)
-	srv, err := New(Config{Store: st, Vault: v, Policies: &PolicyEngine{W: w}, Tokens: tokens, EKAllow: []string{node}, Now: clock.Now})
+	cfg := Config{Store: st, Vault: v, Policies: &PolicyEngine{W: w}, Tokens: tokens, EKAllow: []string{node}, Now: clock.Now}
+	if mod != nil {
+		mod(&cfg)
+	}
+	srv, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
