@@ -2,10 +2,14 @@ package attestd
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/softtpm"
+	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
@@ -101,4 +105,84 @@ func BenchmarkVerifyAttestationInProcess(b *testing.B) {
 		}
 	})
 	b.Logf("baseline quote verify: %.1f µs/op", base/1e3)
+}
+
+// BenchmarkAttestOverTLS is Attest through the real gRPC server over TLS
+// on loopback, with concurrent callers (requests prepared beforehand), on
+// the embedded store: what one attestd serves, network stack included.
+// The in-process figure of the same run is the baseline ("x-inprocess").
+func BenchmarkAttestOverTLS(b *testing.B) {
+	tp, err := softtpm.New(softtpm.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ek, _ := parseEKPublic(tp.EKPublic())
+	node := store.NodeID(ek.Raw)
+	e := newEnv(b, envOptions{storeKind: "embedded", ekAllow: []string{node}})
+	ctx := context.Background()
+	os.WriteFile(filepath.Join(e.policyDir, "sim.yaml"), []byte(simPolicyYAML()), 0o600)
+	if err := e.watcher.Reload(); err != nil {
+		b.Fatal(err)
+	}
+	e.putSecrets(b)
+	enr, err := e.client.Enroll(ctx, tp.EKPublic(), nil, tp.AKPublic())
+	if err != nil {
+		b.Fatal(err)
+	}
+	secret, _ := tp.ActivateCredential(enr.GetCredentialBlob(), enr.GetEncryptedSecret())
+	if err := e.client.Activate(ctx, node, secret); err != nil {
+		b.Fatal(err)
+	}
+	h := softtpm.NewHost(tp, DefaultLaunchPCR)
+	l, err := h.Launch(softtpm.SimulatedArtifacts(), "sim", e.clock.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	prepare := func(n int) chan *bulwarkv1.AttestRequest {
+		reqs := make(chan *bulwarkv1.AttestRequest, n)
+		for i := 0; i < n; i++ {
+			nonce, _, err := e.client.Challenge(ctx, node)
+			if err != nil {
+				b.Fatal(err)
+			}
+			evd, err := h.Attest(quotedPCRs, nonce)
+			if err != nil {
+				b.Fatal(err)
+			}
+			req := &bulwarkv1.AttestRequest{NodeId: node, Nonce: nonce, Quote: evd.Quote, Signature: evd.Signature,
+				Pcrs: map[uint32][]byte{}, LaunchLog: evd.Log, SandboxId: l.Event.SandboxID}
+			for i, v := range evd.PCRs {
+				req.Pcrs[uint32(i)] = v
+			}
+			reqs <- req
+		}
+		close(reqs)
+		return reqs
+	}
+	// Baseline in the same run: the same server called in process.
+	const baseN = 300
+	base := prepare(baseN)
+	start := time.Now()
+	for r := range base {
+		if _, err := e.srv.Attest(ctx, r); err != nil {
+			b.Fatal(err)
+		}
+	}
+	baseRate := baseN / time.Since(start).Seconds()
+
+	reqs := prepare(b.N)
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r, err := e.client.Attest(ctx, <-reqs)
+			if err != nil || r.Verdict != bulwarkv1.Verdict_VERDICT_ALLOW {
+				b.Error(err, r.GetReasons())
+				return
+			}
+		}
+	})
+	rate := float64(b.N) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "attest/s")
+	b.ReportMetric(rate/baseRate, "x-inprocess-serial")
 }
