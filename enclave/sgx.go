@@ -13,6 +13,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 )
 
 // SGXKeyName is the file holding the enclave-sealed master key.
@@ -149,7 +151,7 @@ func (b *SGXBackend) Open(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	p := filepath.Join(b.Dir, SGXKeyName)
-	blob, err := readLimited(p, maxSealedBlob)
+	blob, err := fsutil.ReadFileLimit(p, maxSealedBlob)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNoMasterKey
 	}

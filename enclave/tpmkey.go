@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 )
 
 // TPMKeyName is the file holding the TPM-sealed master key blob.
@@ -107,7 +109,7 @@ func (b *TPMBackend) Open(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	p := filepath.Join(b.Dir, TPMKeyName)
-	blob, err := readLimited(p, maxSealedBlob)
+	blob, err := fsutil.ReadFileLimit(p, maxSealedBlob)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNoMasterKey
 	}
@@ -130,21 +132,4 @@ func (b *TPMBackend) pcrs() []int {
 		return DefaultSealPCRs
 	}
 	return b.PCRs
-}
-
-// readLimited reads a whole file of at most max bytes.
-func readLimited(path string, max int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > max {
-		return nil, fmt.Errorf("%s is over %d bytes", path, max)
-	}
-	return b, nil
 }

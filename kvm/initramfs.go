@@ -17,12 +17,12 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/bulwark-project/bulwark/internal/fsutil"
+	"github.com/bulwark-project/bulwark/kvm/channel"
+	"github.com/bulwark-project/bulwark/kvm/cpio"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/bulwark-project/bulwark/kvm/channel"
-	"github.com/bulwark-project/bulwark/kvm/cpio"
 )
 
 // DefaultModules are the kernel modules the guest needs: the virtio-mmio
@@ -219,7 +219,7 @@ const maxModuleSize = 64 << 20
 
 // readModule reads a module, decompressing .ko.xz, .ko.zst and .ko.gz.
 func readModule(p string) ([]byte, error) {
-	raw, err := readFileLimit(p, maxModuleSize)
+	raw, err := fsutil.ReadFileLimit(p, maxModuleSize)
 	if err != nil {
 		return nil, fmt.Errorf("kvm: kernel module: %w", err)
 	}

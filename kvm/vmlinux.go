@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -298,7 +299,7 @@ func DefaultKernel(ctx context.Context) (string, error) {
 // CachedVmlinux extracts bzImagePath into the state directory cache (see
 // DefaultKernel) and returns the vmlinux path. version only names the file.
 func CachedVmlinux(ctx context.Context, bzImagePath, version string) (string, error) {
-	bz, err := readFileLimit(bzImagePath, maxBzImageSize)
+	bz, err := fsutil.ReadFileLimit(bzImagePath, maxBzImageSize)
 	if err != nil {
 		return "", fmt.Errorf("kvm: reading kernel: %w", err)
 	}
@@ -323,23 +324,7 @@ func CachedVmlinux(ctx context.Context, bzImagePath, version string) (string, er
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("kvm: kernel cache: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, name+".tmp*")
-	if err != nil {
-		return "", fmt.Errorf("kvm: kernel cache: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(out); err != nil {
-		tmp.Close()
-		return "", fmt.Errorf("kvm: kernel cache: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return "", err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", fmt.Errorf("kvm: kernel cache: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
+	if err := fsutil.WriteFileAtomic(p, out, 0o644); err != nil {
 		return "", fmt.Errorf("kvm: kernel cache: %w", err)
 	}
 	return p, nil
@@ -356,20 +341,4 @@ func sanitizeFileName(s string) string {
 		return "unknown"
 	}
 	return string(b)
-}
-
-func readFileLimit(p string, limit int64) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", p, limit)
-	}
-	return b, nil
 }

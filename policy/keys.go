@@ -11,9 +11,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/sigstore/sigstore/pkg/signature/options"
@@ -69,7 +68,7 @@ func ParsePublicKey(name string, pemBytes []byte) (*Signer, error) {
 // LoadPublicKeyFile reads a PEM public key file (e.g. an admin key for
 // signed policies); the signer is named after the file.
 func LoadPublicKeyFile(path string) (*Signer, error) {
-	data, err := readLimited(path, MaxKeySize)
+	data, err := fsutil.ReadFileLimit(path, MaxKeySize)
 	if err != nil {
 		return nil, err
 	}
@@ -126,31 +125,4 @@ func (s *Signer) getVerifier() (signature.Verifier, error) {
 		return s.verifier, nil
 	}
 	return signature.LoadVerifier(s.Key, crypto.SHA256)
-}
-
-// readLimited reads a regular file of at most limit bytes.
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if st.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes, larger than the %d byte limit", path, st.Size(), limit)
-	}
-	buf, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if int64(len(buf)) > limit {
-		return nil, fmt.Errorf("%s grew larger than the %d byte limit while being read", path, limit)
-	}
-	return buf, nil
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 )
 
 // maxSigSize bounds a .sig file (base64 of a DER signature; RSA-4096 is ~700 bytes).
@@ -17,7 +19,7 @@ const maxSigSize = 16 << 10
 // over the file bytes, as 'cosign sign-blob --key' writes. It reports
 // whether a signature verified.
 func readVerified(path string, limit int64, opts LoadOptions) ([]byte, bool, *Error) {
-	data, err := readLimited(path, limit)
+	data, err := fsutil.ReadFileLimit(path, limit)
 	if err != nil {
 		hint := ""
 		if errors.Is(err, fs.ErrNotExist) {
@@ -32,7 +34,7 @@ func readVerified(path string, limit int64, opts LoadOptions) ([]byte, bool, *Er
 		return data, false, nil
 	}
 	sigPath := path + ".sig"
-	sigText, err := readLimited(sigPath, maxSigSize)
+	sigText, err := fsutil.ReadFileLimit(sigPath, maxSigSize)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if opts.RequireSigned {

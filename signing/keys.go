@@ -13,9 +13,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"os"
 
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
 )
 
@@ -219,19 +218,7 @@ func checkPublicKey(pub crypto.PublicKey) error {
 // ReadLimited reads a whole file of at most limit bytes; larger files are an
 // error rather than truncated.
 func ReadLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return b, nil
+	return fsutil.ReadFileLimit(path, limit)
 }
 
 var errClosed = errors.New("signing: signer is closed")

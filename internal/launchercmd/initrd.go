@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/kvm"
 )
 
@@ -61,23 +62,7 @@ func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(*out), ".initrd-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), *out); err != nil {
+	if err := fsutil.WriteFileAtomic(*out, data, 0o644); err != nil {
 		return err
 	}
 	sum := sha256.Sum256(data)

@@ -7,13 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
-	"golang.org/x/term"
-
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/signing"
+	"golang.org/x/term"
 )
 
 func init() {
@@ -97,65 +96,17 @@ func runKeygen(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	return nil
 }
 
-// writeNew writes a file atomically (temporary file + rename) with mode; it
-// refuses to replace an existing file unless force.
+// writeNew writes a file atomically with mode; it refuses to replace an
+// existing file unless force.
 func writeNew(path string, b []byte, mode os.FileMode, force bool) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
 	if force {
-		err = os.Rename(tmp.Name(), path)
-	} else {
-		// Link fails if path exists: no check-then-write race.
-		err = os.Link(tmp.Name(), path)
-		if err != nil && !errors.Is(err, os.ErrExist) {
-			// A file system without hard links: exclusive create.
-			err = writeExclusive(path, b, mode)
-		}
+		return fsutil.WriteFileAtomic(path, b, mode)
 	}
+	err := fsutil.WriteFileNew(path, b, mode)
 	if errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("%s already exists: refusing to overwrite it (use --force)", path)
 	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
-}
-
-// writeExclusive creates path (failing if it exists) and writes b to it.
-func writeExclusive(path string, b []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return err
-	}
-	return nil
+	return err
 }
 
 // readPassword returns the private key password, as cosign finds it: the

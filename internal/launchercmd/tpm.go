@@ -9,12 +9,11 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/internal/statedir"
 	"github.com/bulwark-project/bulwark/tpm"
 	"github.com/bulwark-project/bulwark/tpm/verify"
@@ -219,7 +218,7 @@ func verifyManagedEKCert(certDER, ek []byte, root, inter string) string {
 
 func loadPool(path string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
-	b, err := readTPMCAFile(path)
+	b, err := fsutil.ReadFileLimit(path, 1<<20)
 	if err != nil {
 		return nil, err
 	}
@@ -257,21 +256,4 @@ func printTPMInfo(env *cli.Env, i *tpmInfo) {
 		fmt.Fprintf(w, "AK:           not created yet (at 0x%08x; 'launcher enroll' creates it)\n", tpm.AKHandle)
 	}
 	fmt.Fprintf(w, "Launch PCR:   %d = %s\n", i.LaunchPCR, strings.ToLower(i.LaunchPCRValue))
-}
-
-// readTPMCAFile reads a PEM file of at most 1 MiB.
-func readTPMCAFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > 1<<20 {
-		return nil, fmt.Errorf("%s: larger than 1 MiB", path)
-	}
-	return b, nil
 }
