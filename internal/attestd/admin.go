@@ -8,12 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/internal/store"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -106,8 +105,8 @@ func (a *adminServer) ListNodes(ctx context.Context, _ *bulwarkv1.ListNodesReque
 	}
 	out := &bulwarkv1.ListNodesResponse{}
 	for _, n := range nodes {
-		pn := &bulwarkv1.Node{NodeId: n.ID, EkFingerprint: n.ID[len("sha256:"):], Activated: n.State == store.NodeActive,
-			EnrolledAt: timestamppb.New(n.CreatedAt)}
+		pn := &bulwarkv1.Node{NodeId: n.ID, EkFingerprint: strings.TrimPrefix(n.ID, "sha256:"), Activated: n.State == store.NodeActive,
+			State: string(n.State), EnrolledAt: timestamppb.New(n.CreatedAt)}
 		if lv := n.LastVerdict; lv != nil {
 			pn.LastVerdict = "deny"
 			if lv.Allow {
@@ -134,6 +133,24 @@ func (a *adminServer) DeleteNode(ctx context.Context, req *bulwarkv1.DeleteNodeR
 		return nil, a.s.storeStatus(ctx, "audit", err)
 	}
 	return &bulwarkv1.DeleteNodeResponse{}, nil
+}
+
+func (a *adminServer) RevokeNode(ctx context.Context, req *bulwarkv1.RevokeNodeRequest) (*bulwarkv1.RevokeNodeResponse, error) {
+	if err := validateNodeID("node_id", req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	_, err := a.s.st.UpdateNode(ctx, req.GetNodeId(), func(n *store.Node) error {
+		n.State, n.Challenge = store.NodeRevoked, nil
+		return nil
+	})
+	if err != nil {
+		return nil, a.s.storeStatus(ctx, "node "+req.GetNodeId(), err)
+	}
+	if err := a.audit(ctx, req.GetNodeId(), map[string]any{"action": "node.revoke", "node": req.GetNodeId()}); err != nil {
+		return nil, a.s.storeStatus(ctx, "audit", err)
+	}
+	a.s.log.WarnContext(ctx, "node revoked", "node", req.GetNodeId(), "by", adminName(ctx))
+	return &bulwarkv1.RevokeNodeResponse{}, nil
 }
 
 func (a *adminServer) ReadAudit(ctx context.Context, req *bulwarkv1.ReadAuditRequest) (*bulwarkv1.ReadAuditResponse, error) {
@@ -207,6 +224,3 @@ func marshalPKIX(pub crypto.PublicKey) ([]byte, error) {
 	}
 	return der, nil
 }
-
-var _ = status.Error
-var _ = codes.OK

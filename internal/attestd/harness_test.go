@@ -167,6 +167,15 @@ func (h *host) enroll(ctx context.Context, c *attestclient.Client) {
 	}
 }
 
+// lastSandbox is the sandbox id of the host's last launch event.
+func (h *host) lastSandbox() string {
+	recs := h.log.Records()
+	if len(recs) == 0 {
+		h.t.Fatal("no launch yet")
+	}
+	return recs[len(recs)-1].Event.SandboxID
+}
+
 var quotedPCRs = []int{0, 7, DefaultLaunchPCR}
 
 // attestRequest quotes with nonce and builds the request for sandbox.

@@ -429,6 +429,38 @@ func runServerSuite(t *testing.T, storeKind string) {
 
 	t.Run("admin API", func(t *testing.T) { adminChecks(t, ctx, e, h) })
 	t.Run("health, reflection, metrics", func(t *testing.T) { serviceChecks(t, ctx, e) })
+
+	t.Run("revocation", func(t *testing.T) {
+		a := e.admin.Admin
+		nonce, _, err := c.Challenge(ctx, h.nodeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending := h.attestRequest(ctx, nonce, h.lastSandbox())
+		if _, err := a.RevokeNode(ctx, &bulwarkv1.RevokeNodeRequest{NodeId: h.nodeID}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Attest(ctx, pending)
+		wantCode(t, err, codes.PermissionDenied, "revoked")
+		_, _, err = c.Challenge(ctx, h.nodeID)
+		wantCode(t, err, codes.PermissionDenied, "revoked")
+		_, err = c.Enroll(ctx, h.ekPub, nil, h.akPub)
+		wantCode(t, err, codes.PermissionDenied, "revoked")
+		nodes, _ := a.ListNodes(ctx, &bulwarkv1.ListNodesRequest{})
+		if nodes.GetNodes()[0].GetState() != "revoked" {
+			t.Fatalf("state %q", nodes.GetNodes()[0].GetState())
+		}
+		_, err = a.RevokeNode(ctx, &bulwarkv1.RevokeNodeRequest{NodeId: "sha256:" + strings.Repeat("00", 32)})
+		wantCode(t, err, codes.NotFound)
+		// Deleted, the host enrolls afresh.
+		if _, err := a.DeleteNode(ctx, &bulwarkv1.DeleteNodeRequest{NodeId: h.nodeID}); err != nil {
+			t.Fatal(err)
+		}
+		h.enroll(ctx, c)
+		if _, _, err := c.Challenge(ctx, h.nodeID); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // checkToken verifies a token with VerifyToken and, independently, with

@@ -14,6 +14,7 @@ import (
 func init() {
 	registerCtl(&ctlCommand{name: "nodes", usage: "", summary: "list enrolled nodes with their last verdict", run: ctlNodes})
 	registerCtl(&ctlCommand{name: "nodes rm", usage: "NODE_ID", summary: "delete an enrolled node (it must enroll again)", run: ctlNodesRm})
+	registerCtl(&ctlCommand{name: "nodes revoke", usage: "NODE_ID", summary: "revoke a node: its quotes are refused until an admin deletes it", run: ctlNodesRevoke})
 }
 
 func ctlNodes(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
@@ -25,13 +26,13 @@ func ctlNodes(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *fla
 		return err
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tACTIVATED\tENROLLED\tLAST VERDICT\tAT\tSANDBOX")
+	fmt.Fprintln(tw, "NODE\tSTATE\tENROLLED\tLAST VERDICT\tAT\tSANDBOX")
 	for _, n := range resp.GetNodes() {
 		at := ""
 		if n.GetLastAttestedAt() != nil {
 			at = n.GetLastAttestedAt().AsTime().Format("2006-01-02T15:04:05Z")
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\n", n.GetNodeId(), n.GetActivated(), n.GetEnrolledAt().AsTime().Format("2006-01-02T15:04:05Z"),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.GetNodeId(), n.GetState(), n.GetEnrolledAt().AsTime().Format("2006-01-02T15:04:05Z"),
 			n.GetLastVerdict(), at, n.GetLastSandboxId())
 	}
 	return tw.Flush()
@@ -46,5 +47,17 @@ func ctlNodesRm(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *f
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "deleted node %s\n", id)
+	return nil
+}
+
+func ctlNodesRevoke(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+	id, _, err := oneArg(fs, args, "NODE_ID")
+	if err != nil {
+		return err
+	}
+	if _, err := c.Admin.RevokeNode(ctx, &bulwarkv1.RevokeNodeRequest{NodeId: id}); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "revoked node %s\n", id)
 	return nil
 }

@@ -407,9 +407,11 @@ type Node struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// ek_fingerprint is the SHA-256 of the EK's TPMT_PUBLIC, hex.
-	EkFingerprint string                 `protobuf:"bytes,2,opt,name=ek_fingerprint,json=ekFingerprint,proto3" json:"ek_fingerprint,omitempty"`
-	Activated     bool                   `protobuf:"varint,3,opt,name=activated,proto3" json:"activated,omitempty"`
-	EnrolledAt    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
+	EkFingerprint string `protobuf:"bytes,2,opt,name=ek_fingerprint,json=ekFingerprint,proto3" json:"ek_fingerprint,omitempty"`
+	Activated     bool   `protobuf:"varint,3,opt,name=activated,proto3" json:"activated,omitempty"`
+	// state is "enrolled", "active" or "revoked".
+	State      string                 `protobuf:"bytes,8,opt,name=state,proto3" json:"state,omitempty"`
+	EnrolledAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=enrolled_at,json=enrolledAt,proto3" json:"enrolled_at,omitempty"`
 	// last_verdict is "allow", "deny" or "" when the node never attested.
 	LastVerdict    string                 `protobuf:"bytes,5,opt,name=last_verdict,json=lastVerdict,proto3" json:"last_verdict,omitempty"`
 	LastAttestedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_attested_at,json=lastAttestedAt,proto3" json:"last_attested_at,omitempty"`
@@ -467,6 +469,13 @@ func (x *Node) GetActivated() bool {
 		return x.Activated
 	}
 	return false
+}
+
+func (x *Node) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
 }
 
 func (x *Node) GetEnrolledAt() *timestamppb.Timestamp {
@@ -621,6 +630,86 @@ func (*DeleteNodeResponse) Descriptor() ([]byte, []int) {
 	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
+type RevokeNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeNodeRequest) Reset() {
+	*x = RevokeNodeRequest{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeNodeRequest) ProtoMessage() {}
+
+func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
+func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RevokeNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type RevokeNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeNodeResponse) Reset() {
+	*x = RevokeNodeResponse{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeNodeResponse) ProtoMessage() {}
+
+func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
+func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
 type ReadAuditRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// after is the sequence number to start after (0: from the start).
@@ -633,7 +722,7 @@ type ReadAuditRequest struct {
 
 func (x *ReadAuditRequest) Reset() {
 	*x = ReadAuditRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +734,7 @@ func (x *ReadAuditRequest) String() string {
 func (*ReadAuditRequest) ProtoMessage() {}
 
 func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +747,7 @@ func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAuditRequest.ProtoReflect.Descriptor instead.
 func (*ReadAuditRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReadAuditRequest) GetAfter() uint64 {
@@ -694,7 +783,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +795,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +808,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -782,7 +871,7 @@ type ReadAuditResponse struct {
 
 func (x *ReadAuditResponse) Reset() {
 	*x = ReadAuditResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +883,7 @@ func (x *ReadAuditResponse) String() string {
 func (*ReadAuditResponse) ProtoMessage() {}
 
 func (x *ReadAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +896,7 @@ func (x *ReadAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAuditResponse.ProtoReflect.Descriptor instead.
 func (*ReadAuditResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReadAuditResponse) GetRecords() []*AuditRecord {
@@ -832,7 +921,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +933,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +946,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type VerifyAuditResponse struct {
@@ -873,7 +962,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +974,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +987,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -937,7 +1026,7 @@ type ListPoliciesRequest struct {
 
 func (x *ListPoliciesRequest) Reset() {
 	*x = ListPoliciesRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1038,7 @@ func (x *ListPoliciesRequest) String() string {
 func (*ListPoliciesRequest) ProtoMessage() {}
 
 func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1051,7 @@ func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type PolicyStatus struct {
@@ -979,7 +1068,7 @@ type PolicyStatus struct {
 
 func (x *PolicyStatus) Reset() {
 	*x = PolicyStatus{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1080,7 @@ func (x *PolicyStatus) String() string {
 func (*PolicyStatus) ProtoMessage() {}
 
 func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1093,7 @@ func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatus.ProtoReflect.Descriptor instead.
 func (*PolicyStatus) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PolicyStatus) GetName() string {
@@ -1052,7 +1141,7 @@ type ListPoliciesResponse struct {
 
 func (x *ListPoliciesResponse) Reset() {
 	*x = ListPoliciesResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1153,7 @@ func (x *ListPoliciesResponse) String() string {
 func (*ListPoliciesResponse) ProtoMessage() {}
 
 func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1166,7 @@ func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListPoliciesResponse) GetPolicies() []*PolicyStatus {
@@ -1102,7 +1191,7 @@ type ReloadPoliciesRequest struct {
 
 func (x *ReloadPoliciesRequest) Reset() {
 	*x = ReloadPoliciesRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1203,7 @@ func (x *ReloadPoliciesRequest) String() string {
 func (*ReloadPoliciesRequest) ProtoMessage() {}
 
 func (x *ReloadPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1216,7 @@ func (x *ReloadPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ReloadPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ReloadPoliciesResponse struct {
@@ -1141,7 +1230,7 @@ type ReloadPoliciesResponse struct {
 
 func (x *ReloadPoliciesResponse) Reset() {
 	*x = ReloadPoliciesResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1242,7 @@ func (x *ReloadPoliciesResponse) String() string {
 func (*ReloadPoliciesResponse) ProtoMessage() {}
 
 func (x *ReloadPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1255,7 @@ func (x *ReloadPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ReloadPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ReloadPoliciesResponse) GetPolicies() []*PolicyStatus {
@@ -1215,11 +1304,12 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
 	"\x13ListSecretsResponse\x120\n" +
 	"\asecrets\x18\x01 \x03(\v2\x16.bulwark.v1.SecretInfoR\asecrets\"\x12\n" +
-	"\x10ListNodesRequest\"\xb2\x02\n" +
+	"\x10ListNodesRequest\"\xc8\x02\n" +
 	"\x04Node\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12%\n" +
 	"\x0eek_fingerprint\x18\x02 \x01(\tR\rekFingerprint\x12\x1c\n" +
-	"\tactivated\x18\x03 \x01(\bR\tactivated\x12;\n" +
+	"\tactivated\x18\x03 \x01(\bR\tactivated\x12\x14\n" +
+	"\x05state\x18\b \x01(\tR\x05state\x12;\n" +
 	"\venrolled_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"enrolledAt\x12!\n" +
 	"\flast_verdict\x18\x05 \x01(\tR\vlastVerdict\x12D\n" +
@@ -1229,7 +1319,10 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.bulwark.v1.NodeR\x05nodes\",\n" +
 	"\x11DeleteNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x14\n" +
-	"\x12DeleteNodeResponse\">\n" +
+	"\x12DeleteNodeResponse\",\n" +
+	"\x11RevokeNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x14\n" +
+	"\x12RevokeNodeResponse\">\n" +
 	"\x10ReadAuditRequest\x12\x14\n" +
 	"\x05after\x18\x01 \x01(\x04R\x05after\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\"\xc6\x01\n" +
@@ -1263,14 +1356,16 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\x15ReloadPoliciesRequest\"^\n" +
 	"\x16ReloadPoliciesResponse\x124\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x18.bulwark.v1.PolicyStatusR\bpolicies\x12\x0e\n" +
-	"\x02ok\x18\x02 \x01(\bR\x02ok2\xd1\x05\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok2\x9e\x06\n" +
 	"\x05Admin\x12H\n" +
 	"\tPutSecret\x12\x1c.bulwark.v1.PutSecretRequest\x1a\x1d.bulwark.v1.PutSecretResponse\x12Q\n" +
 	"\fDeleteSecret\x12\x1f.bulwark.v1.DeleteSecretRequest\x1a .bulwark.v1.DeleteSecretResponse\x12N\n" +
 	"\vListSecrets\x12\x1e.bulwark.v1.ListSecretsRequest\x1a\x1f.bulwark.v1.ListSecretsResponse\x12H\n" +
 	"\tListNodes\x12\x1c.bulwark.v1.ListNodesRequest\x1a\x1d.bulwark.v1.ListNodesResponse\x12K\n" +
 	"\n" +
-	"DeleteNode\x12\x1d.bulwark.v1.DeleteNodeRequest\x1a\x1e.bulwark.v1.DeleteNodeResponse\x12H\n" +
+	"DeleteNode\x12\x1d.bulwark.v1.DeleteNodeRequest\x1a\x1e.bulwark.v1.DeleteNodeResponse\x12K\n" +
+	"\n" +
+	"RevokeNode\x12\x1d.bulwark.v1.RevokeNodeRequest\x1a\x1e.bulwark.v1.RevokeNodeResponse\x12H\n" +
 	"\tReadAudit\x12\x1c.bulwark.v1.ReadAuditRequest\x1a\x1d.bulwark.v1.ReadAuditResponse\x12N\n" +
 	"\vVerifyAudit\x12\x1e.bulwark.v1.VerifyAuditRequest\x1a\x1f.bulwark.v1.VerifyAuditResponse\x12Q\n" +
 	"\fListPolicies\x12\x1f.bulwark.v1.ListPoliciesRequest\x1a .bulwark.v1.ListPoliciesResponse\x12W\n" +
@@ -1288,7 +1383,7 @@ func file_bulwark_v1_admin_proto_rawDescGZIP() []byte {
 	return file_bulwark_v1_admin_proto_rawDescData
 }
 
-var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_bulwark_v1_admin_proto_goTypes = []any{
 	(*PutSecretRequest)(nil),       // 0: bulwark.v1.PutSecretRequest
 	(*PutSecretResponse)(nil),      // 1: bulwark.v1.PutSecretResponse
@@ -1302,53 +1397,57 @@ var file_bulwark_v1_admin_proto_goTypes = []any{
 	(*ListNodesResponse)(nil),      // 9: bulwark.v1.ListNodesResponse
 	(*DeleteNodeRequest)(nil),      // 10: bulwark.v1.DeleteNodeRequest
 	(*DeleteNodeResponse)(nil),     // 11: bulwark.v1.DeleteNodeResponse
-	(*ReadAuditRequest)(nil),       // 12: bulwark.v1.ReadAuditRequest
-	(*AuditRecord)(nil),            // 13: bulwark.v1.AuditRecord
-	(*ReadAuditResponse)(nil),      // 14: bulwark.v1.ReadAuditResponse
-	(*VerifyAuditRequest)(nil),     // 15: bulwark.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),    // 16: bulwark.v1.VerifyAuditResponse
-	(*ListPoliciesRequest)(nil),    // 17: bulwark.v1.ListPoliciesRequest
-	(*PolicyStatus)(nil),           // 18: bulwark.v1.PolicyStatus
-	(*ListPoliciesResponse)(nil),   // 19: bulwark.v1.ListPoliciesResponse
-	(*ReloadPoliciesRequest)(nil),  // 20: bulwark.v1.ReloadPoliciesRequest
-	(*ReloadPoliciesResponse)(nil), // 21: bulwark.v1.ReloadPoliciesResponse
-	nil,                            // 22: bulwark.v1.PutSecretRequest.MetadataEntry
-	nil,                            // 23: bulwark.v1.SecretInfo.MetadataEntry
-	(*timestamppb.Timestamp)(nil),  // 24: google.protobuf.Timestamp
+	(*RevokeNodeRequest)(nil),      // 12: bulwark.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),     // 13: bulwark.v1.RevokeNodeResponse
+	(*ReadAuditRequest)(nil),       // 14: bulwark.v1.ReadAuditRequest
+	(*AuditRecord)(nil),            // 15: bulwark.v1.AuditRecord
+	(*ReadAuditResponse)(nil),      // 16: bulwark.v1.ReadAuditResponse
+	(*VerifyAuditRequest)(nil),     // 17: bulwark.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),    // 18: bulwark.v1.VerifyAuditResponse
+	(*ListPoliciesRequest)(nil),    // 19: bulwark.v1.ListPoliciesRequest
+	(*PolicyStatus)(nil),           // 20: bulwark.v1.PolicyStatus
+	(*ListPoliciesResponse)(nil),   // 21: bulwark.v1.ListPoliciesResponse
+	(*ReloadPoliciesRequest)(nil),  // 22: bulwark.v1.ReloadPoliciesRequest
+	(*ReloadPoliciesResponse)(nil), // 23: bulwark.v1.ReloadPoliciesResponse
+	nil,                            // 24: bulwark.v1.PutSecretRequest.MetadataEntry
+	nil,                            // 25: bulwark.v1.SecretInfo.MetadataEntry
+	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
 }
 var file_bulwark_v1_admin_proto_depIdxs = []int32{
-	22, // 0: bulwark.v1.PutSecretRequest.metadata:type_name -> bulwark.v1.PutSecretRequest.MetadataEntry
-	23, // 1: bulwark.v1.SecretInfo.metadata:type_name -> bulwark.v1.SecretInfo.MetadataEntry
-	24, // 2: bulwark.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 0: bulwark.v1.PutSecretRequest.metadata:type_name -> bulwark.v1.PutSecretRequest.MetadataEntry
+	25, // 1: bulwark.v1.SecretInfo.metadata:type_name -> bulwark.v1.SecretInfo.MetadataEntry
+	26, // 2: bulwark.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: bulwark.v1.ListSecretsResponse.secrets:type_name -> bulwark.v1.SecretInfo
-	24, // 4: bulwark.v1.Node.enrolled_at:type_name -> google.protobuf.Timestamp
-	24, // 5: bulwark.v1.Node.last_attested_at:type_name -> google.protobuf.Timestamp
+	26, // 4: bulwark.v1.Node.enrolled_at:type_name -> google.protobuf.Timestamp
+	26, // 5: bulwark.v1.Node.last_attested_at:type_name -> google.protobuf.Timestamp
 	8,  // 6: bulwark.v1.ListNodesResponse.nodes:type_name -> bulwark.v1.Node
-	24, // 7: bulwark.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	13, // 8: bulwark.v1.ReadAuditResponse.records:type_name -> bulwark.v1.AuditRecord
-	18, // 9: bulwark.v1.ListPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
-	24, // 10: bulwark.v1.ListPoliciesResponse.loaded_at:type_name -> google.protobuf.Timestamp
-	18, // 11: bulwark.v1.ReloadPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
+	26, // 7: bulwark.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	15, // 8: bulwark.v1.ReadAuditResponse.records:type_name -> bulwark.v1.AuditRecord
+	20, // 9: bulwark.v1.ListPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
+	26, // 10: bulwark.v1.ListPoliciesResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	20, // 11: bulwark.v1.ReloadPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
 	0,  // 12: bulwark.v1.Admin.PutSecret:input_type -> bulwark.v1.PutSecretRequest
 	2,  // 13: bulwark.v1.Admin.DeleteSecret:input_type -> bulwark.v1.DeleteSecretRequest
 	4,  // 14: bulwark.v1.Admin.ListSecrets:input_type -> bulwark.v1.ListSecretsRequest
 	7,  // 15: bulwark.v1.Admin.ListNodes:input_type -> bulwark.v1.ListNodesRequest
 	10, // 16: bulwark.v1.Admin.DeleteNode:input_type -> bulwark.v1.DeleteNodeRequest
-	12, // 17: bulwark.v1.Admin.ReadAudit:input_type -> bulwark.v1.ReadAuditRequest
-	15, // 18: bulwark.v1.Admin.VerifyAudit:input_type -> bulwark.v1.VerifyAuditRequest
-	17, // 19: bulwark.v1.Admin.ListPolicies:input_type -> bulwark.v1.ListPoliciesRequest
-	20, // 20: bulwark.v1.Admin.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
-	1,  // 21: bulwark.v1.Admin.PutSecret:output_type -> bulwark.v1.PutSecretResponse
-	3,  // 22: bulwark.v1.Admin.DeleteSecret:output_type -> bulwark.v1.DeleteSecretResponse
-	6,  // 23: bulwark.v1.Admin.ListSecrets:output_type -> bulwark.v1.ListSecretsResponse
-	9,  // 24: bulwark.v1.Admin.ListNodes:output_type -> bulwark.v1.ListNodesResponse
-	11, // 25: bulwark.v1.Admin.DeleteNode:output_type -> bulwark.v1.DeleteNodeResponse
-	14, // 26: bulwark.v1.Admin.ReadAudit:output_type -> bulwark.v1.ReadAuditResponse
-	16, // 27: bulwark.v1.Admin.VerifyAudit:output_type -> bulwark.v1.VerifyAuditResponse
-	19, // 28: bulwark.v1.Admin.ListPolicies:output_type -> bulwark.v1.ListPoliciesResponse
-	21, // 29: bulwark.v1.Admin.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
-	21, // [21:30] is the sub-list for method output_type
-	12, // [12:21] is the sub-list for method input_type
+	12, // 17: bulwark.v1.Admin.RevokeNode:input_type -> bulwark.v1.RevokeNodeRequest
+	14, // 18: bulwark.v1.Admin.ReadAudit:input_type -> bulwark.v1.ReadAuditRequest
+	17, // 19: bulwark.v1.Admin.VerifyAudit:input_type -> bulwark.v1.VerifyAuditRequest
+	19, // 20: bulwark.v1.Admin.ListPolicies:input_type -> bulwark.v1.ListPoliciesRequest
+	22, // 21: bulwark.v1.Admin.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
+	1,  // 22: bulwark.v1.Admin.PutSecret:output_type -> bulwark.v1.PutSecretResponse
+	3,  // 23: bulwark.v1.Admin.DeleteSecret:output_type -> bulwark.v1.DeleteSecretResponse
+	6,  // 24: bulwark.v1.Admin.ListSecrets:output_type -> bulwark.v1.ListSecretsResponse
+	9,  // 25: bulwark.v1.Admin.ListNodes:output_type -> bulwark.v1.ListNodesResponse
+	11, // 26: bulwark.v1.Admin.DeleteNode:output_type -> bulwark.v1.DeleteNodeResponse
+	13, // 27: bulwark.v1.Admin.RevokeNode:output_type -> bulwark.v1.RevokeNodeResponse
+	16, // 28: bulwark.v1.Admin.ReadAudit:output_type -> bulwark.v1.ReadAuditResponse
+	18, // 29: bulwark.v1.Admin.VerifyAudit:output_type -> bulwark.v1.VerifyAuditResponse
+	21, // 30: bulwark.v1.Admin.ListPolicies:output_type -> bulwark.v1.ListPoliciesResponse
+	23, // 31: bulwark.v1.Admin.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
+	22, // [22:32] is the sub-list for method output_type
+	12, // [12:22] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name
@@ -1365,7 +1464,7 @@ func file_bulwark_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_admin_proto_rawDesc), len(file_bulwark_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

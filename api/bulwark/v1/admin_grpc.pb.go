@@ -27,6 +27,7 @@ const (
 	Admin_ListSecrets_FullMethodName    = "/bulwark.v1.Admin/ListSecrets"
 	Admin_ListNodes_FullMethodName      = "/bulwark.v1.Admin/ListNodes"
 	Admin_DeleteNode_FullMethodName     = "/bulwark.v1.Admin/DeleteNode"
+	Admin_RevokeNode_FullMethodName     = "/bulwark.v1.Admin/RevokeNode"
 	Admin_ReadAudit_FullMethodName      = "/bulwark.v1.Admin/ReadAudit"
 	Admin_VerifyAudit_FullMethodName    = "/bulwark.v1.Admin/VerifyAudit"
 	Admin_ListPolicies_FullMethodName   = "/bulwark.v1.Admin/ListPolicies"
@@ -44,6 +45,9 @@ type AdminClient interface {
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	// DeleteNode removes an enrolled node (it must enroll again).
 	DeleteNode(ctx context.Context, in *DeleteNodeRequest, opts ...grpc.CallOption) (*DeleteNodeResponse, error)
+	// RevokeNode marks a node revoked: its quotes are refused and it cannot
+	// enroll again until an admin deletes it.
+	RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error)
 	// ReadAudit pages through the audit log in order.
 	ReadAudit(ctx context.Context, in *ReadAuditRequest, opts ...grpc.CallOption) (*ReadAuditResponse, error)
 	// VerifyAudit checks the audit log's hash chain end to end.
@@ -112,6 +116,16 @@ func (c *adminClient) DeleteNode(ctx context.Context, in *DeleteNodeRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) RevokeNode(ctx context.Context, in *RevokeNodeRequest, opts ...grpc.CallOption) (*RevokeNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeNodeResponse)
+	err := c.cc.Invoke(ctx, Admin_RevokeNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) ReadAudit(ctx context.Context, in *ReadAuditRequest, opts ...grpc.CallOption) (*ReadAuditResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReadAuditResponse)
@@ -163,6 +177,9 @@ type AdminServer interface {
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	// DeleteNode removes an enrolled node (it must enroll again).
 	DeleteNode(context.Context, *DeleteNodeRequest) (*DeleteNodeResponse, error)
+	// RevokeNode marks a node revoked: its quotes are refused and it cannot
+	// enroll again until an admin deletes it.
+	RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error)
 	// ReadAudit pages through the audit log in order.
 	ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error)
 	// VerifyAudit checks the audit log's hash chain end to end.
@@ -195,6 +212,9 @@ func (UnimplementedAdminServer) ListNodes(context.Context, *ListNodesRequest) (*
 }
 func (UnimplementedAdminServer) DeleteNode(context.Context, *DeleteNodeRequest) (*DeleteNodeResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteNode not implemented")
+}
+func (UnimplementedAdminServer) RevokeNode(context.Context, *RevokeNodeRequest) (*RevokeNodeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeNode not implemented")
 }
 func (UnimplementedAdminServer) ReadAudit(context.Context, *ReadAuditRequest) (*ReadAuditResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReadAudit not implemented")
@@ -319,6 +339,24 @@ func _Admin_DeleteNode_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RevokeNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeNode(ctx, req.(*RevokeNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_ReadAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReadAuditRequest)
 	if err := dec(in); err != nil {
@@ -417,6 +455,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteNode",
 			Handler:    _Admin_DeleteNode_Handler,
+		},
+		{
+			MethodName: "RevokeNode",
+			Handler:    _Admin_RevokeNode_Handler,
 		},
 		{
 			MethodName: "ReadAudit",
