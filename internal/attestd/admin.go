@@ -179,13 +179,28 @@ func (a *adminServer) ReadAudit(ctx context.Context, req *bulwarkv1.ReadAuditReq
 }
 
 func (a *adminServer) VerifyAudit(ctx context.Context, _ *bulwarkv1.VerifyAuditRequest) (*bulwarkv1.VerifyAuditResponse, error) {
-	res, err := store.VerifyAudit(ctx, a.s.st, store.VerifyOptions{})
+	var opts store.VerifyOptions
+	if a.s.cps != nil {
+		trusted, err := a.s.cps.Trusted(a.s.tokens.Public())
+		if err != nil {
+			return &bulwarkv1.VerifyAuditResponse{Ok: false, Error: err.Error()}, nil
+		}
+		opts.Trusted = trusted
+	}
+	res, err := store.VerifyAudit(ctx, a.s.st, opts)
 	out := &bulwarkv1.VerifyAuditResponse{Ok: err == nil, Records: res.Records, HeadHash: hex.EncodeToString(res.Head.Hash)}
 	if err != nil {
 		if !errors.Is(err, store.ErrAuditChain) {
 			return nil, a.s.storeStatus(ctx, "audit", err)
 		}
 		out.Error = err.Error()
+		a.s.log.ErrorContext(ctx, "audit chain does not verify", "error", err)
+		return out, nil
+	}
+	if a.s.cps != nil {
+		if _, err := a.s.cps.Record(ctx, a.s.st); err != nil {
+			a.s.log.WarnContext(ctx, "recording audit checkpoint", "error", err)
+		}
 	}
 	return out, nil
 }

@@ -56,6 +56,9 @@ type Config struct {
 	Policies Policies
 	Tokens   *TokenSigner
 	Metrics  *Metrics // nil: a fresh registry
+	// Checkpoints, when set, anchor the audit log: VerifyAudit checks the
+	// chain against them and records the verified head.
+	Checkpoints *Checkpoints
 
 	// EKRoots verifies EK certificates. EKAllow lists node ids
 	// ("sha256:<hex>") or bare hex EK fingerprints admitted without a
@@ -93,6 +96,7 @@ type Server struct {
 	ekInter  *x509.CertPool
 	ekAllow  map[string]bool
 	adminCA  *x509.CertPool
+	cps      *Checkpoints
 
 	launchPCR    uint32
 	nonceTTL     time.Duration
@@ -109,7 +113,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		log: cfg.Logger, st: cfg.Store, vault: cfg.Vault, policies: cfg.Policies, tokens: cfg.Tokens,
-		metrics: cfg.Metrics, ekRoots: cfg.EKRoots, ekInter: cfg.EKIntermediates, adminCA: cfg.AdminCA,
+		metrics: cfg.Metrics, cps: cfg.Checkpoints, ekRoots: cfg.EKRoots, ekInter: cfg.EKIntermediates, adminCA: cfg.AdminCA,
 		launchPCR: cfg.LaunchPCR, nonceTTL: cfg.NonceTTL, challengeTTL: cfg.ChallengeTTL, tokenTTL: cfg.TokenTTL,
 		nowFn: cfg.Now, rand: cfg.Rand, ekAllow: map[string]bool{},
 	}

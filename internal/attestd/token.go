@@ -61,6 +61,26 @@ type TokenSigner struct {
 	rand io.Reader
 }
 
+// TokenKeyFile is the token signing key's name in the data directory.
+const TokenKeyFile = "token-signing.key"
+
+// LoadTokenKey opens an existing token signing key (PEM).
+func LoadTokenKey(path string) (*TokenSigner, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("token key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("token key %s: no PEM block", path)
+	}
+	k, err := x509.ParseECPrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("token key %s: %w", path, err)
+	}
+	return NewTokenSigner(k, nil)
+}
+
 // LoadOrCreateTokenKey opens the token signing key at path (PEM, 0600),
 // creating it when absent.
 func LoadOrCreateTokenKey(path string, rnd io.Reader) (*TokenSigner, error) {

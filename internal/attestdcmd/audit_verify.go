@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/store"
 )
@@ -38,10 +39,23 @@ func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		return fmt.Errorf("opening store (is attestd running on it? the embedded store allows one process): %w", err)
 	}
 	defer st.Close()
-	res, err := store.VerifyAudit(ctx, st, store.VerifyOptions{})
+	var opts store.VerifyOptions
+	cpNote := "no signed checkpoints (give --data to use DATA/" + attestd.CheckpointFile + ")"
+	if *dataDir != "" {
+		keyPath := filepath.Join(*dataDir, attestd.TokenKeyFile)
+		if signer, err := attestd.LoadTokenKey(keyPath); err == nil {
+			if opts.Trusted, err = attestd.ReadCheckpoints(filepath.Join(*dataDir, attestd.CheckpointFile), signer.Public()); err != nil {
+				return fmt.Errorf("audit log does NOT verify: %w", err)
+			}
+			cpNote = fmt.Sprintf("%d signed checkpoints", len(opts.Trusted))
+		} else {
+			cpNote = fmt.Sprintf("no signed checkpoints (%v)", err)
+		}
+	}
+	res, err := store.VerifyAudit(ctx, st, opts)
 	if err != nil {
 		return fmt.Errorf("audit log does NOT verify after %d records: %w", res.Records, err)
 	}
-	fmt.Fprintf(env.Stdout, "audit log OK: %d records, head %d %s\n", res.Records, res.Head.Seq, hex.EncodeToString(res.Head.Hash))
+	fmt.Fprintf(env.Stdout, "audit log OK: %d records, head %d %s; %s\n", res.Records, res.Head.Seq, hex.EncodeToString(res.Head.Hash), cpNote)
 	return nil
 }

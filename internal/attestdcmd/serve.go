@@ -154,7 +154,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		log.Warn("no --ek-ca and no --ek-allow: no host can enroll")
 	}
 
-	tokens, err := attestd.LoadOrCreateTokenKey(filepath.Join(*dataDir, "token-signing.key"), nil)
+	tokens, err := attestd.LoadOrCreateTokenKey(filepath.Join(*dataDir, attestd.TokenKeyFile), nil)
 	if err != nil {
 		return err
 	}
@@ -184,9 +184,10 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		fmt.Fprintf(env.Stderr, "attestd: CA %s SHA-256 fingerprint %s\n", pki.CACertPath(), pki.CAFingerprint())
 	}
 
+	checkpoints := attestd.NewCheckpoints(filepath.Join(*dataDir, attestd.CheckpointFile), tokens, nil)
 	srv, err := attestd.New(attestd.Config{
 		Logger: log, Store: st, Vault: vault, Policies: &attestd.PolicyEngine{W: w}, Tokens: tokens, Metrics: metrics,
-		EKRoots: roots, EKIntermediates: inter, EKAllow: ekAllow, AdminCA: adminCA,
+		Checkpoints: checkpoints, EKRoots: roots, EKIntermediates: inter, EKAllow: ekAllow, AdminCA: adminCA,
 		LaunchPCR: uint32(*launchPCR), NonceTTL: *nonceTTL, ChallengeTTL: *challengeTTL, TokenTTL: *tokenTTL,
 	})
 	if err != nil {
@@ -200,7 +201,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 			log.Error("policy watcher stopped", "error", err)
 		}
 	}()
-	go purgeLoop(ctx, st, log)
+	go purgeLoop(ctx, st, checkpoints, log)
 
 	so.Listen, so.MetricsAddr = *listen, *metricsAddr
 	so.Ready = func(g, m net.Addr) {
@@ -217,8 +218,9 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	return srv.Serve(ctx, so)
 }
 
-// purgeLoop drops expired nonces, challenges and release windows.
-func purgeLoop(ctx context.Context, st store.Store, log *slog.Logger) {
+// purgeLoop drops expired nonces, challenges and release windows, and
+// signs an audit checkpoint of the current head, every minute.
+func purgeLoop(ctx context.Context, st store.Store, cps *attestd.Checkpoints, log *slog.Logger) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -230,6 +232,9 @@ func purgeLoop(ctx context.Context, st store.Store, log *slog.Logger) {
 				log.Warn("purging expired entries", "error", err)
 			} else if n > 0 {
 				log.Debug("purged expired entries", "count", n)
+			}
+			if _, err := cps.Record(ctx, st); err != nil {
+				log.Warn("recording audit checkpoint", "error", err)
 			}
 		}
 	}
