@@ -24,6 +24,7 @@ import (
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
 var defaultRand io.Reader = rand.Reader
@@ -170,6 +171,12 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxRequestSize),
 		grpc.MaxSendMsgSize(MaxResponseSize),
+		// Bound what one client can hold: the TLS handshake, streams per
+		// connection, idle connections, and pings.
+		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.MaxConcurrentStreams(256),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute, Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 	}
