@@ -55,7 +55,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	)
 	fs.Var(&policyKeys, "policy-key", "admin public key `FILE` (PEM) that signs policy files (repeatable)")
 	fs.Var(&ekCAs, "ek-ca", "EK CA certificate `FILE` (PEM or DER; repeatable): roots, and intermediates (non-self-signed)")
-	fs.Var(&tlsSANs, "tls-san", "extra DNS name or IP for the server certificate (repeatable)")
+	fs.Var(&tlsSANs, "tls-san", "extra DNS `NAME` or IP for the server certificate (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
