@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
@@ -56,7 +57,11 @@ func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bul
 	v, err := s.VerifyAttestation(ctx, req)
 	if err != nil {
 		s.metrics.Attestations.WithLabelValues("error").Inc()
-		if c := status.Code(err); c == codes.PermissionDenied {
+		// Audit refusals that needed a fresh nonce (a failed quote, log or
+		// sandbox check): a replayed or stale nonce costs an attacker
+		// nothing, so those are counted and logged but not written to the
+		// serialized audit chain.
+		if st := status.Convert(err); st.Code() == codes.PermissionDenied && !strings.HasPrefix(st.Message(), "nonce:") {
 			s.auditRefusal(ctx, store.KindVerdict, req.GetNodeId(), req.GetSandboxId(), "attest", err)
 		}
 		return nil, err

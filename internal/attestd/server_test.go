@@ -552,6 +552,16 @@ func adminChecks(t *testing.T, ctx context.Context, e *env, h *host) {
 			t.Fatalf("audit record %d holds a secret value", r.GetSeq())
 		}
 	}
+	var refusedQuote, refusedNonce bool
+	for _, r := range all.GetRecords() {
+		if strings.Contains(r.GetDetail(), `"refused"`) {
+			refusedQuote = refusedQuote || strings.Contains(r.GetDetail(), "quote:")
+			refusedNonce = refusedNonce || strings.Contains(r.GetDetail(), "nonce:")
+		}
+	}
+	if !refusedQuote || refusedNonce {
+		t.Fatalf("audited refusals: quote %v (want true), nonce %v (want false)", refusedQuote, refusedNonce)
+	}
 	if kinds["verdict"] == 0 || kinds["release"] == 0 || kinds["enroll"] == 0 || kinds["admin"] == 0 {
 		t.Fatalf("audit kinds %v", kinds)
 	}
