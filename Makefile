@@ -56,7 +56,8 @@ fuzz:
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 proto: deps
-	GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO) $(PROTOC_GEN_GO_GRPC)
+	GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO_GRPC)
 	PATH=$(BIN):$$PATH protoc -I api --go_out=api --go_opt=paths=source_relative \
 	  --go-grpc_out=api --go-grpc_opt=paths=source_relative api/bulwark/v1/*.proto
 

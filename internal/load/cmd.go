@@ -40,7 +40,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var ek, writePolicy string
 	var asJSON, verbose bool
 	fs.StringVar(&cfg.Addr, "addr", "", "attestd's `HOST:PORT`")
-	fs.StringVar(&cfg.CAFile, "ca", "", "attestd's CA certificate (`PEM`; ca.pem in its data directory)")
+	fs.StringVar(&cfg.CAFile, "ca", "", "attestd's CA certificate (`PEM`; DATA/tls/ca.crt in its data directory)")
 	fs.StringVar(&cfg.CertFile, "cert", "", "admin client certificate (`PEM`) for setup and the audit check")
 	fs.StringVar(&cfg.KeyFile, "key", "", "admin client key (`PEM`)")
 	fs.StringVar(&cfg.ServerName, "server-name", "", "TLS server name to expect (default: the host of --addr)")

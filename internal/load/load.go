@@ -87,7 +87,7 @@ func (c *Config) setDefaults() error {
 		return errors.New("load: --addr is required (attestd's host:port)")
 	}
 	if c.CAFile == "" {
-		return errors.New("load: --ca is required (attestd's CA certificate, ca.pem in its data directory)")
+		return errors.New("load: --ca is required (attestd's CA certificate, DATA/tls/ca.crt in its data directory)")
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return errors.New("load: --cert and --key go together (an admin client certificate)")
