@@ -140,15 +140,15 @@ note "OK: the workload read exactly the stored secret (fingerprints match); the 
 say "A refused launch: the same image re-signed by an unknown key"
 COSIGN_PASSWORD=rogue L keygen --output-key-prefix "$work/rogue" >/dev/null
 COSIGN_PASSWORD=rogue L sign --key "$work/rogue.key" --image "$work/image" --ref demo:latest >/dev/null
-note "with --signer (the launcher's own check, before anything boots):"
 set +e
 L run "${run_args[@]}" --image "$work/image" >"$work/refused1.out" 2>"$work/refused1.err"
 rc1=$?
-note "without --signer (attestd judges by the policy; the workload never starts):"
 L run "${base_args[@]}" --image "$work/image" >"$work/refused2.out" 2>"$work/refused2.err"
 rc2=$?
 set -e
+note "with --signer, the launcher's own check refuses before anything boots (exit $rc1):"
 grep -E "^launcher run:|^  - " "$work/refused1.err" | sed 's/^/      /'
+note "without --signer, attestd judges by the policy and the workload never starts (exit $rc2):"
 grep -E "^launcher run:|^  - " "$work/refused2.err" | sed 's/^/      /'
 if [ $rc1 -eq 0 ] || [ $rc2 -eq 0 ] || [ -s "$work/refused1.out" ] || [ -s "$work/refused2.out" ]; then
   echo "demo: FAILED: a launch with an image signed by an unknown key was not refused" >&2

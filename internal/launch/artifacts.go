@@ -144,7 +144,7 @@ func keyHints(signers []crypto.PublicKey) string {
 		if i > 0 {
 			s += ", "
 		}
-		s += signing.KeyHint(k)
+		s += signing.KeyID(k)
 	}
 	return s
 }
