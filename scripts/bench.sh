@@ -24,6 +24,16 @@ bench ./internal/attestd 'BenchmarkVerifyAttestationInProcess' 2000x
 bench ./internal/load 'BenchmarkAttestdEndToEnd' "$n"
 bench ./kvm 'BenchmarkLaunchVsBareQEMU' "$n"
 
+# The fleet through the real binaries, with key release, for LOAD_DURATION
+# (default 60s), ending with the "nothing lost" audit check.
+load_json=bin/bench-load.json
+echo "bench: bulwark-load against the attestd binary (${LOAD_DURATION:-60s}, ${BULWARK_BENCH_HOSTS:-10000} hosts)" >&2
+if HOSTS=${BULWARK_BENCH_HOSTS:-10000} DURATION=${LOAD_DURATION:-60s} ./scripts/load-run.sh >"$load_json"; then
+  load_ok=1
+else
+  load_ok=0
+fi
+
 # metric BENCH_REGEX UNIT: the value reported with UNIT on the last line of a
 # benchmark matching BENCH_REGEX ("-" when absent).
 metric() {
@@ -48,11 +58,21 @@ printf '| attestd end to end, %s hosts, embedded store | %s attestations/s, p99 
   "$hosts" "$(metric 'store=embedded' attestations/s)" "$(metric 'store=embedded' p99-ms)" "$(metric 'store=embedded' verify-baseline/s)" "$(metric 'store=embedded' e2e/verify)"
 printf '| the same on PostgreSQL | %s attestations/s, p99 %s ms | embedded store: %s/s | |\n' \
   "$(metric 'store=postgres' attestations/s)" "$(metric 'store=postgres' p99-ms)" "$(metric 'store=embedded' attestations/s)"
+j() { jq -r "$1 // \"-\"" "$load_json" 2>/dev/null || echo -; }
+printf '| key release (binaries, %s s, %s hosts) | p50 %s ms, p99 %s ms | — | |\n' \
+  "$(j .duration_seconds)" "$(j .hosts)" "$(j '.rpc_latency.release.p50_ms')" "$(j '.rpc_latency.release.p99_ms')"
+printf '| fleet run through the binaries, with release | %s attestations/s, p99 %s ms, errors %s | nothing lost: %s | |\n' \
+  "$(j '.attest.per_second | floor')" "$(j '.attest.latency.p99_ms')" "$(j '[.attest.errors[]?] | add // 0')" \
+  "$(j 'if .audit then "\(.audit.found)/\(.audit.expected) verdicts in the audit log, chain verified: \(.audit.chain_verified)" else "not checked" end')"
 printf '| launch to workload exit (sandbox) | %s ms | bare qemu-system-x86_64, same kernel+initramfs: %s ms | %s (goal <= 1.15) |\n' \
   "$(metric LaunchVsBareQEMU api-ms)" "$(metric LaunchVsBareQEMU bare-ms)" "$(metric LaunchVsBareQEMU overhead-ratio)"
 printf '| memory per sandbox | %s MiB RSS (QEMU peak) | bare QEMU: %s MiB | |\n' \
   "$(metric LaunchVsBareQEMU rss-MiB)" "$(metric LaunchVsBareQEMU bare-rss-MiB)"
 printf '\nRaw output: %s\n' "$out"
+if [ "$load_ok" != 1 ]; then
+  echo "bench: the fleet run through the binaries FAILED (errors or lost verdicts; see $load_json)" >&2
+  exit 1
+fi
 if grep -qE '^(--- FAIL|FAIL)' "$out"; then
   echo "bench: some benchmarks FAILED (see $out)" >&2
   exit 1

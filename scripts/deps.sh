@@ -16,6 +16,7 @@ PACKAGES=(
   postgresql          # the PostgreSQL store and its tests
   openssl             # certificates in tests; the measurement benchmark's baseline
   cpio xz-utils zstd  # initramfs handling in tests
+  jq                  # make bench reads bulwark-load's JSON result
   iproute2 procps ca-certificates git make
 )
 
