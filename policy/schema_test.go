@@ -60,8 +60,16 @@ for path in sys.argv[2:]:
 // TestSchema checks docs/policy.schema.json with an independent validator
 // (Python jsonschema): every example is valid, and typical mistakes are not.
 func TestSchema(t *testing.T) {
-	py, err := exec.LookPath("python3")
-	if err != nil || exec.Command(py, "-c", "import jsonschema").Run() != nil {
+	// Debian's python3-jsonschema is for /usr/bin/python3, which another
+	// python3 earlier in PATH may hide.
+	py := ""
+	for _, cand := range []string{"python3", "/usr/bin/python3"} {
+		if p, err := exec.LookPath(cand); err == nil && exec.Command(p, "-c", "import jsonschema").Run() == nil {
+			py = p
+			break
+		}
+	}
+	if py == "" {
 		t.Skip("python3 with jsonschema not found: apt-get install python3-jsonschema")
 	}
 	dir := t.TempDir()

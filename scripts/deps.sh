@@ -17,6 +17,7 @@ PACKAGES=(
   openssl             # certificates in tests; the measurement benchmark's baseline
   cpio xz-utils zstd  # initramfs handling in tests
   jq                  # make bench reads bulwark-load's JSON result
+  python3-jsonschema  # an independent validator for docs/policy.schema.json in tests
   iproute2 procps ca-certificates git make
 )
 
