@@ -53,7 +53,7 @@ printf '| measuring a large file | %s MB/s | openssl dgst -sha256: %s MB/s | %s 
 printf '| measuring a multi-layer image | %s MB/s | one core: %s MB/s | speed-up %s |\n' \
   "$(metric MeasureImageParallel parallel-MB/s)" "$(metric MeasureImageParallel serial-MB/s)" "$(metric MeasureImageParallel speedup)"
 printf '| verifying one attestation in process | %s µs/op | — (the floor for the service) | |\n' \
-  "$(awk '$1 ~ /VerifyAttestationInProcess/ { for (i=3;i<NF;i++) if ($(i+1)=="ns/op") v=$i/1000 } END { print (v==""?"-":v) }' "$out")"
+  "$(metric 'VerifyAttestationInProcess/verify-only' µs/verify)"
 printf '| attestd end to end, %s hosts, embedded store | %s attestations/s, p99 %s ms | in-process verify: %s/s | %s |\n' \
   "$hosts" "$(metric 'store=embedded' attestations/s)" "$(metric 'store=embedded' p99-ms)" "$(metric 'store=embedded' verify-baseline/s)" "$(metric 'store=embedded' e2e/verify)"
 printf '| the same on PostgreSQL | %s attestations/s, p99 %s ms | embedded store: %s/s | |\n' \

@@ -65,7 +65,7 @@ if [ -e /dev/tpmrm0 ]; then
 fi
 
 say "Start attestd: TLS, embedded store, vault master key sealed to the TPM"
-A serve --data "$work/attestd" --listen "$addr" --metrics-addr "" --log-format text \
+"$bin/attestd" serve --data "$work/attestd" --listen "$addr" --metrics-addr "" --log-format text \
   --tpm "swtpm:$BULWARK_STATE/swtpm" --ek-ca "$ek_root" --ek-ca "$ek_int" \
   >"$work/attestd.log" 2>&1 &
 attestd_pid=$!
