@@ -176,7 +176,8 @@ type result struct {
 // launch runs `launcher run` with the given artifacts and extra flags.
 func (e *env) launch(kernel, image, policy string, extra ...string) result {
 	e.t.Helper()
-	args := append([]string{"run", "--attestd", e.addr, "--ca", e.ca, "--policy", policy,
+	// -v: progress lines show how far a refused launch got.
+	args := append([]string{"run", "-v", "--attestd", e.addr, "--ca", e.ca, "--policy", policy,
 		"--kernel", kernel, "--initrd", e.path("base.cpio"), "--image", image}, extra...)
 	c := e.cmd("launcher", args...)
 	var so, se bytes.Buffer
@@ -267,8 +268,8 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 	t.Run("tampered kernel: refused before boot", func(t *testing.T) {
 		r := e.launch(tampered, e.path("image"), "allow", signer...)
 		refused(t, r, `kernel .*does not verify`)
-		if strings.Contains(r.stderr, "attesting") {
-			t.Fatalf("got as far as attestation:\n%s", r.stderr)
+		if strings.Contains(r.stderr, "booting the sandbox") || !strings.Contains(r.stderr, "verifying signatures") {
+			t.Fatalf("the refusal did not come before boot:\n%s", r.stderr)
 		}
 	})
 	t.Run("tampered kernel: denied by attestd when the launcher trusts no signer", func(t *testing.T) {
@@ -303,6 +304,9 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 		r := e.launch(e.path("vmlinux"), img, "allow", signer...)
 		refused(t, r, `image`, filepath.Base(biggest)[:12])
+		if strings.Contains(r.stderr, "booting the sandbox") {
+			t.Fatalf("the refusal did not come before boot:\n%s", r.stderr)
+		}
 	})
 
 	// The same image, re-signed by a key nobody trusts.
@@ -313,6 +317,9 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 	t.Run("wrong signer: refused before boot", func(t *testing.T) {
 		r := e.launch(e.path("vmlinux"), rogue, "allow", signer...)
 		refused(t, r, `image .*does not verify with any trusted signer`)
+		if strings.Contains(r.stderr, "booting the sandbox") {
+			t.Fatalf("the refusal did not come before boot:\n%s", r.stderr)
+		}
 	})
 	t.Run("wrong signer: denied by attestd", func(t *testing.T) {
 		r := e.launch(e.path("vmlinux"), rogue, "allow")

@@ -16,6 +16,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/internal/statedir"
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm"
@@ -63,9 +64,11 @@ type Options struct {
 	// PCR is the launch PCR (default measure.DefaultLaunchPCR).
 	PCR int
 	// Stdout and Stderr receive the workload's output; Console the guest
-	// console (optional); Progress one line per step (optional).
-	Stdout, Stderr, Console, Progress io.Writer
-	Logger                            *slog.Logger
+	// console (optional); Progress one line per step (optional, for a
+	// terminal); Warnings what the user must know even when not watching
+	// (software emulation, no local signature check); default Stderr.
+	Stdout, Stderr, Console, Progress, Warnings io.Writer
+	Logger                                      *slog.Logger
 }
 
 // Result is what a launch ended with.
@@ -81,6 +84,14 @@ type Result struct {
 func (o *Options) progress(format string, a ...any) {
 	if o.Progress != nil {
 		fmt.Fprintf(o.Progress, "launcher: "+format+"\n", a...)
+	}
+}
+
+func (o *Options) warn(format string, a ...any) {
+	if w := o.Warnings; w != nil {
+		fmt.Fprintf(w, "launcher: warning: "+format+"\n", a...)
+	} else if o.Stderr != nil {
+		fmt.Fprintf(o.Stderr, "launcher: warning: "+format+"\n", a...)
 	}
 }
 
@@ -100,15 +111,22 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.StateDir == "" {
+		dir, err := statedir.Ensure(nil)
+		if err != nil {
+			return nil, err
+		}
+		o.StateDir = dir
+	}
 
 	// The accelerator decides the default command line, which is measured.
 	accel, err := kvm.ChooseAccel(o.Accel)
 	if err != nil {
 		return nil, err
 	}
-	o.progress("accelerator: %s (%s)", accel.Accel, accel.Reason)
-	if accel.Accel == "tcg" && o.Progress != nil {
-		o.progress("warning: no usable KVM here: the sandbox runs under software emulation (TCG), much slower than KVM")
+	o.progress("accelerator: %s", accel.Accel)
+	if accel.Accel == "tcg" {
+		o.warn("the sandbox runs under software emulation (TCG), much slower than KVM: %s", accel.Reason)
 	}
 	cmdline := o.Cmdline
 	if cmdline == "" {
@@ -149,7 +167,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		arts = append(arts, artifactRef{"initrd", o.Initrd, initrd.Digest})
 	}
 	if len(o.Signers) == 0 {
-		o.progress("warning: no --signer given: signatures are judged by attestd only, after boot and before the workload starts")
+		o.warn("no --signer given: signatures are judged by attestd only, after boot and before the workload starts")
 	} else {
 		o.progress("verifying signatures of %d artifacts", len(arts))
 	}
@@ -223,9 +241,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest,
 		Args: o.Args, GuestPublicKey: guestKey, Time: time.Now().UTC().Truncate(time.Second),
 	}
-	stateDir := o.StateDir
 	o.progress("recording launch event for sandbox %s in PCR %d", res.SandboxID, o.PCR)
-	logBytes, err := NewHostLog(filepath.Join(stateDir, "launch"), o.PCR).Append(ctx, t, ev)
+	logBytes, err := NewHostLog(filepath.Join(o.StateDir, "launch"), o.PCR).Append(ctx, t, ev)
 	if err != nil {
 		return fail(err)
 	}
