@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 )
 
 // FileKeyName is the file the file backend keeps the master key in.
@@ -100,24 +102,12 @@ func (f *FileBackend) Open(ctx context.Context) ([]byte, error) {
 	return key, nil
 }
 
-// writeNewFile creates path (0600, must not exist), writes b and syncs.
+// writeNewFile creates path (0600, must not exist) with b, atomically: a
+// crash never leaves a half-written key file behind.
 func writeNewFile(path string, b []byte) error {
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err := fsutil.WriteFileNew(path, b, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s: %w", path, ErrMasterKeyExists)
 	}
-	if err != nil {
-		return fmt.Errorf("creating %s: %w", path, err)
-	}
-	if _, err := fh.Write(b); err != nil {
-		fh.Close()
-		os.Remove(path)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := fh.Sync(); err != nil {
-		fh.Close()
-		os.Remove(path)
-		return fmt.Errorf("syncing %s: %w", path, err)
-	}
-	return fh.Close()
+	return err
 }

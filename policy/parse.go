@@ -45,6 +45,24 @@ type LoadOptions struct {
 	AdminKeys []*Signer
 }
 
+// NewLoadOptions reads the admins' public keys (PEM files) and returns the
+// options to load policies with. Requiring signatures without any key is an
+// error: nothing could ever load.
+func NewLoadOptions(requireSigned bool, adminKeyFiles []string) (LoadOptions, error) {
+	if requireSigned && len(adminKeyFiles) == 0 {
+		return LoadOptions{}, errors.New("requiring signed policies needs at least one admin key (--policy-key)")
+	}
+	opts := LoadOptions{RequireSigned: requireSigned}
+	for _, f := range adminKeyFiles {
+		k, err := LoadPublicKeyFile(f)
+		if err != nil {
+			return LoadOptions{}, fmt.Errorf("--policy-key %s: %w", f, err)
+		}
+		opts.AdminKeys = append(opts.AdminKeys, k)
+	}
+	return opts, nil
+}
+
 // ParseFile reads and parses one policy file.
 func ParseFile(path string, opts LoadOptions) (*Policy, error) {
 	data, signed, rerr := readVerified(path, MaxPolicySize, opts)

@@ -104,3 +104,16 @@ func TestLoadPublicKeyFile(t *testing.T) {
 		t.Fatal("directory accepted as key file")
 	}
 }
+
+func TestNewLoadOptions(t *testing.T) {
+	if _, err := NewLoadOptions(true, nil); err == nil {
+		t.Fatal("requiring signatures with no admin key was accepted")
+	}
+	if _, err := NewLoadOptions(false, []string{"/nonexistent/key.pub"}); err == nil || !strings.Contains(err.Error(), "/nonexistent/key.pub") {
+		t.Fatalf("missing key file: %v", err)
+	}
+	opts, err := NewLoadOptions(false, nil)
+	if err != nil || opts.RequireSigned || len(opts.AdminKeys) != 0 {
+		t.Fatalf("no keys, not required: %+v, %v", opts, err)
+	}
+}

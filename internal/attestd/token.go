@@ -16,6 +16,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 )
 
 // Claims are what an attestation token says. The token is a JWT (RFC 7519)
@@ -108,7 +110,7 @@ func LoadOrCreateTokenKey(path string, rnd io.Reader) (*TokenSigner, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := fsutil.WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 			return nil, err
 		}
 		return NewTokenSigner(k, rnd)

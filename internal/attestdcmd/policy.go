@@ -34,13 +34,9 @@ func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		return cli.Usagef("--require-signed-policies needs at least one --policy-key")
 	}
 	dir := fs.Arg(0)
-	opts := policy.LoadOptions{RequireSigned: *requireSigned}
-	for _, k := range keys {
-		s, err := policy.LoadPublicKeyFile(k)
-		if err != nil {
-			return fmt.Errorf("--policy-key: %w", err)
-		}
-		opts.AdminKeys = append(opts.AdminKeys, s)
+	opts, err := policy.NewLoadOptions(*requireSigned, keys)
+	if err != nil {
+		return err
 	}
 	files, err := policy.PolicyFiles(dir)
 	if err != nil {

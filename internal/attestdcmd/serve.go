@@ -110,13 +110,9 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 			return fmt.Errorf("policy directory: %w", err)
 		}
 	}
-	lo := policy.LoadOptions{RequireSigned: *requireSig}
-	for _, f := range policyKeys {
-		k, err := policy.LoadPublicKeyFile(f)
-		if err != nil {
-			return fmt.Errorf("--policy-key %s: %w", f, err)
-		}
-		lo.AdminKeys = append(lo.AdminKeys, k)
+	lo, err := policy.NewLoadOptions(*requireSig, policyKeys)
+	if err != nil {
+		return err
 	}
 	w := policy.NewWatcher(pdir, policy.WatcherOptions{Load: lo, Logger: log.With("component", "policy")})
 	if err := w.Reload(); err != nil {

@@ -47,13 +47,9 @@ func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	if *requireSigned && len(keys) == 0 {
 		return cli.Usagef("--require-signed needs at least one --policy-key")
 	}
-	opts := policy.LoadOptions{RequireSigned: *requireSigned}
-	for _, k := range keys {
-		s, err := policy.LoadPublicKeyFile(k)
-		if err != nil {
-			return fmt.Errorf("--policy-key: %w", err)
-		}
-		opts.AdminKeys = append(opts.AdminKeys, s)
+	opts, err := policy.NewLoadOptions(*requireSigned, keys)
+	if err != nil {
+		return err
 	}
 	set, err := policy.LoadFiles(fs.Args(), opts)
 	if err != nil {
