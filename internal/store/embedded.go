@@ -201,23 +201,29 @@ func (s *embedded) writeAlone(fn func(tx *bolt.Tx) error) error {
 	return opErr
 }
 
+// gather starts a group commit: first, plus whatever else is already
+// queued on ops, up to max operations. It never waits for more.
+func gather[T any](group []T, first T, ops <-chan T, max int) []T {
+	group = append(group, first)
+	for len(group) < max {
+		select {
+		case op, ok := <-ops:
+			if !ok {
+				return group
+			}
+			group = append(group, op)
+		default:
+			return group
+		}
+	}
+	return group
+}
+
 func (s *embedded) committer() {
 	defer close(s.done)
 	group := make([]*writeOp, 0, maxGroup)
 	for first := range s.ops {
-		group = append(group[:0], first)
-	drain:
-		for len(group) < maxGroup {
-			select {
-			case op, ok := <-s.ops:
-				if !ok {
-					break drain
-				}
-				group = append(group, op)
-			default:
-				break drain
-			}
-		}
+		group = gather(group[:0], first, s.ops, maxGroup)
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for _, op := range group {
 				op.err = runOp(op.fn, tx)

@@ -46,19 +46,7 @@ func (s *pgStore) runBatcher() {
 	defer close(s.batcher)
 	group := make([]*pgAuditOp, 0, pgMaxGroup)
 	for first := range s.ops {
-		group = append(group[:0], first)
-	drain:
-		for len(group) < pgMaxGroup {
-			select {
-			case op, ok := <-s.ops:
-				if !ok {
-					break drain
-				}
-				group = append(group, op)
-			default:
-				break drain
-			}
-		}
+		group = gather(group[:0], first, s.ops, pgMaxGroup)
 		err := s.commitGroup(group)
 		if err != nil && len(group) > 1 {
 			// Something failed the whole transaction: retry each op alone so
