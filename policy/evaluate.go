@@ -70,29 +70,52 @@ type Verdict struct {
 // unknown policy, an error in a CEL rule, a missing time or a malformed
 // digest are denies (fail closed). Evaluate is safe for concurrent use.
 func (s *Set) Evaluate(ctx context.Context, ev Evidence) Verdict {
-	name := ev.Event.Policy
+	pol, deny := s.named(ev.Event.Policy)
+	if pol == nil {
+		return deny
+	}
+	return pol.Evaluate(ctx, ev)
+}
+
+// Preflight judges, before a launch boots, what is known then: the
+// validity window, kernel, initrd, command line, image, command override and
+// their signatures, against the policy the event names. It ignores host boot
+// state and CEL rules (they need the attested facts) and never grants
+// secrets: only Evaluate, after the quote is verified, is the judgement. A
+// launcher uses it to refuse early; Allow means nothing known before boot
+// stands in the way.
+func (s *Set) Preflight(ctx context.Context, ev Evidence) Verdict {
+	pol, deny := s.named(ev.Event.Policy)
+	if pol == nil {
+		return deny
+	}
+	e := &evaluation{pol: pol, ev: ev, verified: map[string][]string{}}
+	e.validity()
+	e.launch()
+	return Verdict{Allow: len(e.reasons) == 0, Policy: pol.Name, PolicyDigest: pol.Digest, Reasons: e.reasons}
+}
+
+// named finds the policy a launch names, or returns the deny that says why
+// there is none.
+func (s *Set) named(name string) (*Policy, Verdict) {
 	if name == "" {
-		return Verdict{Reasons: []string{"the launch names no policy: pass --policy NAME to 'launcher run'"}}
+		return nil, Verdict{Reasons: []string{"the launch names no policy: pass --policy NAME to 'launcher run'"}}
 	}
 	var pol *Policy
 	if s != nil {
 		pol = s.byName[name]
 	}
 	if pol == nil {
-		return Verdict{Reasons: []string{fmt.Sprintf("policy %q is not loaded on this attestation service: check the name with your administrator", truncate(name, 64))}}
+		return nil, Verdict{Reasons: []string{fmt.Sprintf("policy %q is not loaded on this attestation service: check the name with your administrator", truncate(name, 64))}}
 	}
-	return pol.Evaluate(ctx, ev)
+	return pol, Verdict{}
 }
 
 // Evaluate judges ev against this policy, whatever policy the event names.
 func (p *Policy) Evaluate(ctx context.Context, ev Evidence) Verdict {
 	e := &evaluation{pol: p, ev: ev, verified: map[string][]string{}}
 	e.validity()
-	e.artifact("kernel", p.Kernel, ev.Event.Kernel, true)
-	e.artifact("initrd", p.Initrd, ev.Event.Initrd, false)
-	e.cmdline()
-	e.artifact("image", p.Image, ev.Event.Image, false)
-	e.args()
+	e.launch()
 	e.hostPCRs()
 	claims := e.claims()
 	e.rules(ctx, claims)
@@ -109,6 +132,16 @@ type evaluation struct {
 	ev       Evidence
 	reasons  []string
 	verified map[string][]string // artifact → signer names whose signature verified
+}
+
+// launch checks what the launch event says will run: kernel, initrd,
+// command line, image and command override, with their signatures.
+func (e *evaluation) launch() {
+	e.artifact("kernel", e.pol.Kernel, e.ev.Event.Kernel, true)
+	e.artifact("initrd", e.pol.Initrd, e.ev.Event.Initrd, false)
+	e.cmdline()
+	e.artifact("image", e.pol.Image, e.ev.Event.Image, false)
+	e.args()
 }
 
 func (e *evaluation) deny(format string, a ...any) {

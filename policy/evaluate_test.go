@@ -334,3 +334,62 @@ func TestClaims(t *testing.T) {
 		t.Fatalf("host_pcrs %v", c["host_pcrs"])
 	}
 }
+
+func TestPreflight(t *testing.T) {
+	f := newEvalFixture(t)
+	tests := []struct {
+		name   string
+		mutate func(ev *Evidence)
+		want   []string // substrings of the reasons, in order; nil = allow
+	}{
+		{"allow", func(ev *Evidence) {}, nil},
+		// What only the attested facts can show is left to Evaluate.
+		{"host PCRs not known before boot", func(ev *Evidence) { ev.HostPCRs = nil }, nil},
+		{"CEL rules not run before boot", func(ev *Evidence) { ev.NodeID = "staging-1" }, nil},
+		{"unknown policy", func(ev *Evidence) { ev.Event.Policy = "nope" }, []string{`policy "nope" is not loaded`}},
+		{"kernel digest", func(ev *Evidence) {
+			other := []byte("another kernel")
+			ev.Event.Kernel = digestOf(other)
+			ev.Signatures[0].Signature = f.release.signBlob(t, other)
+		}, []string{"kernel: " + digestOf([]byte("another kernel")) + " not allowed"}},
+		{"image signed by a stranger", func(ev *Evidence) {
+			p := cosignPayload("x", f.image)
+			ev.Signatures[1] = ArtifactSignature{Artifact: "image", Signature: f.stranger.signBlob(t, p), Payload: p}
+		}, []string{"image: manifest " + f.image + ": none of 1 signature(s) verifies"}},
+		{"command line", func(ev *Evidence) {
+			ev.Event.Cmdline = "console=ttyS0 init=/bin/sh"
+			ev.Event.CmdlineDigest = digestOf([]byte(ev.Event.Cmdline))
+		}, []string{`cmdline: parameter(s) "init=/bin/sh" not allowed`}},
+		{"outside validity", func(ev *Evidence) { ev.Time = time.Date(2028, 1, 1, 0, 0, 0, 0, time.UTC) }, []string{"validity: policy web expired"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := f.evidence(t)
+			tc.mutate(&ev)
+			v := f.set.Preflight(context.Background(), ev)
+			if len(v.Secrets) != 0 {
+				t.Fatalf("Preflight granted secrets: %v", v.Secrets)
+			}
+			if tc.want == nil {
+				if !v.Allow || len(v.Reasons) != 0 {
+					t.Fatalf("want allow, got %+v", v)
+				}
+				return
+			}
+			if v.Allow || len(v.Reasons) != len(tc.want) {
+				t.Fatalf("reasons %q, want %d matching %q", v.Reasons, len(tc.want), tc.want)
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(v.Reasons[i], w) {
+					t.Errorf("reason %d = %q, want it to contain %q", i, v.Reasons[i], w)
+				}
+			}
+		})
+	}
+	// The same host-PCR and CEL cases are denies once attested.
+	ev := f.evidence(t)
+	ev.NodeID, ev.HostPCRs = "staging-1", nil
+	if v := f.set.Evaluate(context.Background(), ev); v.Allow {
+		t.Fatal("Evaluate allowed what only Preflight may overlook")
+	}
+}

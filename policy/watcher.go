@@ -80,6 +80,11 @@ func (w *Watcher) Evaluate(ctx context.Context, ev Evidence) Verdict {
 	return w.Set().Evaluate(ctx, ev)
 }
 
+// Preflight is Set.Preflight with the set in force.
+func (w *Watcher) Preflight(ctx context.Context, ev Evidence) Verdict {
+	return w.Set().Preflight(ctx, ev)
+}
+
 // Status returns the state of the set in force and of the last load.
 func (w *Watcher) Status() Status {
 	w.mu.Lock()
