@@ -157,6 +157,18 @@ func setup(t *testing.T) *env {
 	e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
 		"--image", e.path("other-image"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "other",
 		"-o", e.path("attestd/policies/other.yaml"))
+	// "hostpcr": the "allow" policy plus a host boot state this host does
+	// not have (its PCR 0 is all zeros), which only the quote can show: it
+	// passes the preflight and is denied at attestation, after boot.
+	allow, err := os.ReadFile(e.path("attestd/policies/allow.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostpcr := strings.Replace(string(allow), "name: allow", "name: hostpcr", 1) +
+		"\nhost:\n  pcrs:\n    0: [" + strings.Repeat("ab", 32) + "]\n"
+	if err := os.WriteFile(e.path("attestd/policies/hostpcr.yaml"), []byte(hostpcr), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
 
 	e.secret = []byte(fmt.Sprintf("e2e-secret-%d", time.Now().UnixNano()))
@@ -213,6 +225,14 @@ func refused(t *testing.T, r result, why ...string) {
 	}
 }
 
+// beforeBoot checks that a refused launch never started QEMU.
+func beforeBoot(t *testing.T, r result) {
+	t.Helper()
+	if strings.Contains(r.stderr, "booting the sandbox") {
+		t.Fatalf("the refusal came after boot:\n%s", r.stderr)
+	}
+}
+
 func copyTree(t *testing.T, src, dst string) {
 	t.Helper()
 	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
@@ -238,14 +258,24 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 	})
 
-	t.Run("denied by another policy, with reasons", func(t *testing.T) {
+	t.Run("refused by another policy before boot, with reasons", func(t *testing.T) {
 		r := e.launch(e.path("vmlinux"), e.path("image"), "other", signer...)
-		refused(t, r, `attestation denied by policy "other"`, `image: .*not allowed`)
+		refused(t, r, `launch refused before boot: policy "other" does not allow it`, `image: .*not allowed`)
+		beforeBoot(t, r)
 	})
 
 	t.Run("unknown policy", func(t *testing.T) {
 		r := e.launch(e.path("vmlinux"), e.path("image"), "no-such-policy", signer...)
-		refused(t, r, `attestation denied`, `no-such-policy`)
+		refused(t, r, `launch refused before boot`, `no-such-policy`)
+		beforeBoot(t, r)
+	})
+
+	t.Run("denied at attestation: host boot state", func(t *testing.T) {
+		r := e.launch(e.path("vmlinux"), e.path("image"), "hostpcr", signer...)
+		refused(t, r, `attestation denied by policy "hostpcr"`, `PCR 0`)
+		if !strings.Contains(r.stderr, "booting the sandbox") {
+			t.Fatalf("expected a boot before the denial:\n%s", r.stderr)
+		}
 	})
 
 	// A tampered kernel: one byte changed, its old signature beside it.
@@ -268,13 +298,15 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 	t.Run("tampered kernel: refused before boot", func(t *testing.T) {
 		r := e.launch(tampered, e.path("image"), "allow", signer...)
 		refused(t, r, `kernel .*does not verify`)
-		if strings.Contains(r.stderr, "booting the sandbox") || !strings.Contains(r.stderr, "verifying signatures") {
-			t.Fatalf("the refusal did not come before boot:\n%s", r.stderr)
+		beforeBoot(t, r)
+		if !strings.Contains(r.stderr, "verifying signatures") {
+			t.Fatalf("the refusal did not come from the signature check:\n%s", r.stderr)
 		}
 	})
-	t.Run("tampered kernel: denied by attestd when the launcher trusts no signer", func(t *testing.T) {
+	t.Run("tampered kernel: refused by the policy when the launcher trusts no signer", func(t *testing.T) {
 		r := e.launch(tampered, e.path("image"), "allow")
-		refused(t, r, `attestation denied by policy "allow"`, `kernel: .*not allowed`)
+		refused(t, r, `launch refused before boot: policy "allow"`, `kernel: .*not allowed`)
+		beforeBoot(t, r)
 	})
 
 	t.Run("tampered image layer: refused before boot", func(t *testing.T) {
@@ -304,9 +336,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 		r := e.launch(e.path("vmlinux"), img, "allow", signer...)
 		refused(t, r, `image`, filepath.Base(biggest)[:12])
-		if strings.Contains(r.stderr, "booting the sandbox") {
-			t.Fatalf("the refusal did not come before boot:\n%s", r.stderr)
-		}
+		beforeBoot(t, r)
 	})
 
 	// The same image, re-signed by a key nobody trusts.
@@ -317,13 +347,12 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 	t.Run("wrong signer: refused before boot", func(t *testing.T) {
 		r := e.launch(e.path("vmlinux"), rogue, "allow", signer...)
 		refused(t, r, `image .*does not verify with any trusted signer`)
-		if strings.Contains(r.stderr, "booting the sandbox") {
-			t.Fatalf("the refusal did not come before boot:\n%s", r.stderr)
-		}
+		beforeBoot(t, r)
 	})
-	t.Run("wrong signer: denied by attestd", func(t *testing.T) {
+	t.Run("wrong signer: refused by the policy when the launcher trusts no signer", func(t *testing.T) {
 		r := e.launch(e.path("vmlinux"), rogue, "allow")
-		refused(t, r, `attestation denied by policy "allow"`, `image: `)
+		refused(t, r, `launch refused before boot: policy "allow"`, `image: .*signature`)
+		beforeBoot(t, r)
 	})
 
 	t.Run("audit log records every verdict and verifies", func(t *testing.T) {

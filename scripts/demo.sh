@@ -148,7 +148,7 @@ rc2=$?
 set -e
 note "with --signer, the launcher's own check refuses before anything boots (exit $rc1):"
 grep -E "^launcher run:|^  - " "$work/refused1.err" | sed 's/^/      /'
-note "without --signer, attestd judges by the policy and the workload never starts (exit $rc2):"
+note "without --signer, attestd's policy refuses it at preflight, still before boot (exit $rc2):"
 grep -E "^launcher run:|^  - " "$work/refused2.err" | sed 's/^/      /'
 if [ $rc1 -eq 0 ] || [ $rc2 -eq 0 ] || [ -s "$work/refused1.out" ] || [ -s "$work/refused2.out" ]; then
   echo "demo: FAILED: a launch with an image signed by an unknown key was not refused" >&2
@@ -164,5 +164,5 @@ echo "  attestd        $addr (TLS; vault sealed to the TPM; embedded store in $w
 echo "  host TPM       managed swtpm ($BULWARK_STATE/swtpm)"
 echo "  sandbox        QEMU microvm, accelerator: ${accel:-unknown}"
 echo "  allowed run    secret released only to the attested guest; fingerprint $want matched"
-echo "  refused runs   image re-signed by an unknown key: refused before boot (exit $rc1) and by attestd (exit $rc2)"
+echo "  refused runs   image re-signed by an unknown key: refused before boot by the launcher's signer check (exit $rc1) and by attestd's policy (exit $rc2)"
 echo "demo: OK"

@@ -139,6 +139,12 @@ func (c *Client) Challenge(ctx context.Context, nodeID string) ([]byte, time.Tim
 	return r.GetNonce(), r.GetExpiresAt().AsTime(), nil
 }
 
+// Preflight asks whether the policy allows a launch's artifacts before
+// anything boots. A refusal is a response with reasons, not an error.
+func (c *Client) Preflight(ctx context.Context, req *bulwarkv1.PreflightRequest) (*bulwarkv1.PreflightResponse, error) {
+	return c.Attestation.Preflight(ctx, req)
+}
+
 // Attest sends a quote and the launch log for judgement. A deny is a
 // response with Verdict DENY and reasons, not an error.
 func (c *Client) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bulwarkv1.AttestResponse, error) {

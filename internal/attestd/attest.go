@@ -10,6 +10,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/policy"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -21,6 +22,9 @@ type Policies interface {
 	// Judge evaluates the verified state (and the artifact signatures the
 	// launcher sent) against the policy the launch event names.
 	Judge(ctx context.Context, v *Verified, sigs []*bulwarkv1.ArtifactSignature) Judgement
+	// Preflight judges, before boot, only what a launch will run (see
+	// policy.Set.Preflight); it never grants secrets.
+	Preflight(ctx context.Context, ev policy.Evidence) Judgement
 	// Status lists the policies and files with their load state.
 	Status() PolicyReport
 	// Reload re-reads the policies now; on error the previous set stays.

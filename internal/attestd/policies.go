@@ -18,20 +18,30 @@ var _ Policies = (*PolicyEngine)(nil)
 
 // Evidence builds the policy input from a verified attestation.
 func Evidence(v *Verified, sigs []*bulwarkv1.ArtifactSignature) policy.Evidence {
-	ev := policy.Evidence{NodeID: v.Node.ID, Event: *v.Event, HostPCRs: v.HostPCRs, Time: v.Time}
-	if len(sigs) > 0 {
-		ev.Signatures = make([]policy.ArtifactSignature, 0, len(sigs))
-		for _, s := range sigs {
-			ev.Signatures = append(ev.Signatures, policy.ArtifactSignature{Artifact: s.GetArtifact(), Signature: s.GetSignature(), Payload: s.GetPayload()})
-		}
+	return policy.Evidence{NodeID: v.Node.ID, Event: *v.Event, HostPCRs: v.HostPCRs, Time: v.Time, Signatures: artifactSignatures(sigs)}
+}
+
+func artifactSignatures(sigs []*bulwarkv1.ArtifactSignature) []policy.ArtifactSignature {
+	if len(sigs) == 0 {
+		return nil
 	}
-	return ev
+	out := make([]policy.ArtifactSignature, 0, len(sigs))
+	for _, s := range sigs {
+		out = append(out, policy.ArtifactSignature{Artifact: s.GetArtifact(), Signature: s.GetSignature(), Payload: s.GetPayload()})
+	}
+	return out
 }
 
 // Judge evaluates the verified evidence with the policy set in force.
 func (e *PolicyEngine) Judge(ctx context.Context, v *Verified, sigs []*bulwarkv1.ArtifactSignature) Judgement {
 	vd := e.W.Evaluate(ctx, Evidence(v, sigs))
 	return Judgement{Allow: vd.Allow, Policy: vd.Policy, Reasons: vd.Reasons, Secrets: vd.Secrets}
+}
+
+// Preflight judges a launch before boot with the policy set in force.
+func (e *PolicyEngine) Preflight(ctx context.Context, ev policy.Evidence) Judgement {
+	vd := e.W.Preflight(ctx, ev)
+	return Judgement{Allow: vd.Allow, Policy: vd.Policy, Reasons: vd.Reasons}
 }
 
 // Status reports the policies in force and the last load error, if any.

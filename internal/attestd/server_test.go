@@ -340,6 +340,47 @@ func runServerSuite(t *testing.T, storeKind string) {
 		wantCode(t, err, codes.PermissionDenied, "denied")
 	})
 
+	t.Run("preflight", func(t *testing.T) {
+		pre := func(mut func(r *bulwarkv1.PreflightRequest)) *bulwarkv1.PreflightRequest {
+			r := &bulwarkv1.PreflightRequest{NodeId: h.nodeID, Policy: testPolicyName, Kernel: testKernel, Initrd: testInitrd,
+				Image: testImage, ImageConfig: testConfig, Cmdline: testCmdline}
+			mut(r)
+			return r
+		}
+		r, err := c.Preflight(ctx, pre(func(*bulwarkv1.PreflightRequest) {}))
+		if err != nil || !r.GetAllow() || r.GetPolicy() != testPolicyName {
+			t.Fatalf("preflight of an allowed launch: %v, %v", r, err)
+		}
+		r, err = c.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) {
+			r.Kernel = measure.DigestBytes(measure.SHA256, []byte("unapproved kernel"))
+			r.Cmdline = "console=ttyS0 init=/bin/sh"
+		}))
+		if err != nil || r.GetAllow() || len(r.GetReasons()) != 2 {
+			t.Fatalf("preflight of a refused launch: %v, %v (want a refusal naming kernel and cmdline)", r, err)
+		}
+		r, err = c.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) { r.Policy = "no-such-policy" }))
+		if err != nil || r.GetAllow() {
+			t.Fatalf("preflight against an unknown policy: %v, %v", r, err)
+		}
+		for _, tc := range []struct {
+			field string
+			mut   func(r *bulwarkv1.PreflightRequest)
+		}{
+			{"node_id", func(r *bulwarkv1.PreflightRequest) { r.NodeId = "node" }},
+			{"policy", func(r *bulwarkv1.PreflightRequest) { r.Policy = "" }},
+			{"kernel", func(r *bulwarkv1.PreflightRequest) { r.Kernel = "" }},
+			{"image", func(r *bulwarkv1.PreflightRequest) { r.Image = "sha256:xyz" }},
+			{"cmdline", func(r *bulwarkv1.PreflightRequest) { r.Cmdline = strings.Repeat("a", MaxCmdline+1) }},
+			{"args", func(r *bulwarkv1.PreflightRequest) { r.Args = make([]string, MaxArgs+1) }},
+			{"signatures[0]", func(r *bulwarkv1.PreflightRequest) { r.Signatures = []*bulwarkv1.ArtifactSignature{{}} }},
+		} {
+			_, err := c.Preflight(ctx, pre(tc.mut))
+			wantCode(t, err, codes.InvalidArgument, tc.field)
+		}
+		_, err = c.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) { r.NodeId = "sha256:" + strings.Repeat("cd", 32) }))
+		wantCode(t, err, codes.NotFound, "node_id", "not enrolled")
+	})
+
 	t.Run("unknown policy is a deny", func(t *testing.T) {
 		ev3 := testEvent(t, "no-such-policy", newGuestKey(t).PublicKey())
 		h.launch(ev3)

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/measure"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -33,6 +34,10 @@ const (
 	MaxToken         = maxTokenSize
 	MaxSecretName    = 128
 	MaxSecretMeta    = 16
+	MaxPolicyName    = 256
+	MaxCmdline       = 4096
+	MaxArgs          = 256
+	MaxArgLen        = 4096
 	MaxAuditPage     = 1000
 	DefaultAuditPage = 100
 )
@@ -145,10 +150,18 @@ func validateAttest(r *bulwarkv1.AttestRequest) error {
 	if err := validateSandboxID("sandbox_id", r.GetSandboxId()); err != nil {
 		return err
 	}
-	if len(r.GetSignatures()) > MaxSignatures {
-		return invalid("signatures", "%d entries, the limit is %d", len(r.GetSignatures()), MaxSignatures)
+	if err := validateSignatures(r.GetSignatures()); err != nil {
+		return err
 	}
-	for i, sg := range r.GetSignatures() {
+	return checkBytes("firmware_event_log", r.GetFirmwareEventLog(), 0, MaxFirmwareLog)
+}
+
+// validateSignatures checks the artifact signatures a launcher sends.
+func validateSignatures(sigs []*bulwarkv1.ArtifactSignature) error {
+	if len(sigs) > MaxSignatures {
+		return invalid("signatures", "%d entries, the limit is %d", len(sigs), MaxSignatures)
+	}
+	for i, sg := range sigs {
 		f := fmt.Sprintf("signatures[%d]", i)
 		if sg == nil {
 			return invalid(f, "missing")
@@ -163,7 +176,41 @@ func validateAttest(r *bulwarkv1.AttestRequest) error {
 			return err
 		}
 	}
-	return checkBytes("firmware_event_log", r.GetFirmwareEventLog(), 0, MaxFirmwareLog)
+	return nil
+}
+
+// validatePreflight checks a preflight request's fields before any
+// signature is verified.
+func validatePreflight(r *bulwarkv1.PreflightRequest) error {
+	if err := validateNodeID("node_id", r.GetNodeId()); err != nil {
+		return err
+	}
+	if r.GetPolicy() == "" || len(r.GetPolicy()) > MaxPolicyName {
+		return invalid("policy", "want 1..%d bytes (the policy name)", MaxPolicyName)
+	}
+	for _, d := range []struct {
+		field, v string
+		required bool
+	}{{"kernel", r.GetKernel(), true}, {"initrd", r.GetInitrd(), false}, {"image", r.GetImage(), false}, {"image_config", r.GetImageConfig(), false}} {
+		if d.v == "" && !d.required {
+			continue
+		}
+		if _, _, err := measure.ParseDigest(d.v); err != nil {
+			return invalid(d.field, "want a digest \"sha256:<hex>\": %v", err)
+		}
+	}
+	if r.GetCmdline() == "" || len(r.GetCmdline()) > MaxCmdline {
+		return invalid("cmdline", "want 1..%d bytes (the exact kernel command line)", MaxCmdline)
+	}
+	if len(r.GetArgs()) > MaxArgs {
+		return invalid("args", "%d arguments, the limit is %d", len(r.GetArgs()), MaxArgs)
+	}
+	for i, a := range r.GetArgs() {
+		if len(a) > MaxArgLen {
+			return invalid(fmt.Sprintf("args[%d]", i), "%d bytes, the limit is %d", len(a), MaxArgLen)
+		}
+	}
+	return validateSignatures(r.GetSignatures())
 }
 
 func validateRelease(r *bulwarkv1.ReleaseSecretsRequest) error {

@@ -26,9 +26,13 @@ import (
 // policy can require host boot state.
 var HostPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
 
-// ErrDenied is returned when attestd denies the launch; the error text
-// carries every reason attestd gave.
-var ErrDenied = errors.New("attestation denied")
+// ErrDenied is returned when attestd denies the launch after boot; ErrRefused
+// when its policy refuses the artifacts before anything boots. The error
+// text carries every reason attestd gave.
+var (
+	ErrDenied  = errors.New("attestation denied")
+	ErrRefused = errors.New("launch refused before boot")
+)
 
 // Options describe one measured, attested launch.
 type Options struct {
@@ -167,7 +171,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		arts = append(arts, artifactRef{"initrd", o.Initrd, initrd.Digest})
 	}
 	if len(o.Signers) == 0 {
-		o.warn("no --signer given: signatures are judged by attestd only, after boot and before the workload starts")
+		o.warn("no --signer given: signatures are checked by attestd's policy only (before boot, and again when attesting)")
 	} else {
 		o.progress("verifying signatures of %d artifacts", len(arts))
 	}
@@ -195,6 +199,23 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("attestd: %w", err)
 	}
 	defer client.Close()
+
+	// Still before boot: does the policy allow these artifacts at all?
+	pbSigs := make([]*bulwarkv1.ArtifactSignature, 0, len(sigs))
+	for _, s := range sigs {
+		pbSigs = append(pbSigs, &bulwarkv1.ArtifactSignature{Artifact: s.Artifact, Signature: s.Signature, Payload: s.Payload})
+	}
+	o.progress("asking attestd whether policy %q allows these artifacts", o.Policy)
+	pf, err := client.Preflight(ctx, &bulwarkv1.PreflightRequest{
+		NodeId: nodeID, Policy: o.Policy, Kernel: kernel.Digest, Initrd: initrd.Digest,
+		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, Cmdline: cmdline, Args: o.Args, Signatures: pbSigs,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attestd preflight: %w%s", err, enrollHint(err))
+	}
+	if !pf.GetAllow() {
+		return nil, fmt.Errorf("%w: policy %q does not allow it:\n  - %s", ErrRefused, o.Policy, strings.Join(pf.GetReasons(), "\n  - "))
+	}
 
 	// Step 3: boot.
 	v1img, err := img.V1Image()
@@ -259,13 +280,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	req := &bulwarkv1.AttestRequest{
 		NodeId: nodeID, Nonce: nonce, Quote: q.Quoted, Signature: q.Signature,
-		Pcrs: map[uint32][]byte{}, LaunchLog: logBytes, SandboxId: res.SandboxID,
+		Pcrs: map[uint32][]byte{}, LaunchLog: logBytes, SandboxId: res.SandboxID, Signatures: pbSigs,
 	}
 	for i, v := range q.PCRs {
 		req.Pcrs[uint32(i)] = v
-	}
-	for _, s := range sigs {
-		req.Signatures = append(req.Signatures, &bulwarkv1.ArtifactSignature{Artifact: s.Artifact, Signature: s.Signature, Payload: s.Payload})
 	}
 	ar, err := client.Attest(ctx, req)
 	if err != nil {

@@ -470,6 +470,184 @@ func (x *ArtifactSignature) GetPayload() []byte {
 	return nil
 }
 
+type PreflightRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id is the enrolled, activated host asking.
+	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// policy names the policy the launch will ask to be judged by.
+	Policy string `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	// kernel, initrd, image and image_config are digests ("sha256:<hex>")
+	// of the artifacts as measured; initrd, image and image_config may be empty.
+	Kernel      string `protobuf:"bytes,3,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	Initrd      string `protobuf:"bytes,4,opt,name=initrd,proto3" json:"initrd,omitempty"`
+	Image       string `protobuf:"bytes,5,opt,name=image,proto3" json:"image,omitempty"`
+	ImageConfig string `protobuf:"bytes,6,opt,name=image_config,json=imageConfig,proto3" json:"image_config,omitempty"`
+	// cmdline is the exact kernel command line; args the command override.
+	Cmdline string   `protobuf:"bytes,7,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
+	Args    []string `protobuf:"bytes,8,rep,name=args,proto3" json:"args,omitempty"`
+	// signatures are the artifacts' cosign signatures, as sent to Attest.
+	Signatures    []*ArtifactSignature `protobuf:"bytes,9,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightRequest) Reset() {
+	*x = PreflightRequest{}
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightRequest) ProtoMessage() {}
+
+func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightRequest.ProtoReflect.Descriptor instead.
+func (*PreflightRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PreflightRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetInitrd() string {
+	if x != nil {
+		return x.Initrd
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetImageConfig() string {
+	if x != nil {
+		return x.ImageConfig
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetCmdline() string {
+	if x != nil {
+		return x.Cmdline
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *PreflightRequest) GetSignatures() []*ArtifactSignature {
+	if x != nil {
+		return x.Signatures
+	}
+	return nil
+}
+
+type PreflightResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// allow is true when nothing known before boot stands in the way.
+	Allow bool `protobuf:"varint,1,opt,name=allow,proto3" json:"allow,omitempty"`
+	// reasons are every reason the policy refuses, each naming what it
+	// expected and what it saw.
+	Reasons []string `protobuf:"bytes,2,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	// policy is the name of the policy that judged.
+	Policy        string `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreflightResponse) Reset() {
+	*x = PreflightResponse{}
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreflightResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreflightResponse) ProtoMessage() {}
+
+func (x *PreflightResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreflightResponse.ProtoReflect.Descriptor instead.
+func (*PreflightResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PreflightResponse) GetAllow() bool {
+	if x != nil {
+		return x.Allow
+	}
+	return false
+}
+
+func (x *PreflightResponse) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *PreflightResponse) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
 type AttestRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -494,7 +672,7 @@ type AttestRequest struct {
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[7]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +684,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[7]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +697,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{7}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AttestRequest) GetNodeId() string {
@@ -602,7 +780,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[8]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +792,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[8]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +805,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{8}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AttestResponse) GetVerdict() Verdict {
@@ -685,7 +863,7 @@ type ReleaseSecretsRequest struct {
 
 func (x *ReleaseSecretsRequest) Reset() {
 	*x = ReleaseSecretsRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[9]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +875,7 @@ func (x *ReleaseSecretsRequest) String() string {
 func (*ReleaseSecretsRequest) ProtoMessage() {}
 
 func (x *ReleaseSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[9]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +888,7 @@ func (x *ReleaseSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{9}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReleaseSecretsRequest) GetRef() isReleaseSecretsRequest_Ref {
@@ -767,7 +945,7 @@ type WrappedSecret struct {
 
 func (x *WrappedSecret) Reset() {
 	*x = WrappedSecret{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[10]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +957,7 @@ func (x *WrappedSecret) String() string {
 func (*WrappedSecret) ProtoMessage() {}
 
 func (x *WrappedSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[10]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +970,7 @@ func (x *WrappedSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrappedSecret.ProtoReflect.Descriptor instead.
 func (*WrappedSecret) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WrappedSecret) GetName() string {
@@ -819,7 +997,7 @@ type ReleaseSecretsResponse struct {
 
 func (x *ReleaseSecretsResponse) Reset() {
 	*x = ReleaseSecretsResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +1009,7 @@ func (x *ReleaseSecretsResponse) String() string {
 func (*ReleaseSecretsResponse) ProtoMessage() {}
 
 func (x *ReleaseSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +1022,7 @@ func (x *ReleaseSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReleaseSecretsResponse) GetSandboxId() string {
@@ -869,7 +1047,7 @@ type GetSigningKeysRequest struct {
 
 func (x *GetSigningKeysRequest) Reset() {
 	*x = GetSigningKeysRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +1059,7 @@ func (x *GetSigningKeysRequest) String() string {
 func (*GetSigningKeysRequest) ProtoMessage() {}
 
 func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1072,7 @@ func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14}
 }
 
 type SigningKey struct {
@@ -911,7 +1089,7 @@ type SigningKey struct {
 
 func (x *SigningKey) Reset() {
 	*x = SigningKey{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1101,7 @@ func (x *SigningKey) String() string {
 func (*SigningKey) ProtoMessage() {}
 
 func (x *SigningKey) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1114,7 @@ func (x *SigningKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
 func (*SigningKey) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SigningKey) GetKid() string {
@@ -971,7 +1149,7 @@ type GetSigningKeysResponse struct {
 
 func (x *GetSigningKeysResponse) Reset() {
 	*x = GetSigningKeysResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1161,7 @@ func (x *GetSigningKeysResponse) String() string {
 func (*GetSigningKeysResponse) ProtoMessage() {}
 
 func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1174,7 @@ func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetSigningKeysResponse) GetKeys() []*SigningKey {
@@ -1043,7 +1221,23 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x11ArtifactSignature\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\x12\x18\n" +
-	"\apayload\x18\x03 \x01(\fR\apayload\"\x8f\x03\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\"\x99\x02\n" +
+	"\x10PreflightRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06policy\x18\x02 \x01(\tR\x06policy\x12\x16\n" +
+	"\x06kernel\x18\x03 \x01(\tR\x06kernel\x12\x16\n" +
+	"\x06initrd\x18\x04 \x01(\tR\x06initrd\x12\x14\n" +
+	"\x05image\x18\x05 \x01(\tR\x05image\x12!\n" +
+	"\fimage_config\x18\x06 \x01(\tR\vimageConfig\x12\x18\n" +
+	"\acmdline\x18\a \x01(\tR\acmdline\x12\x12\n" +
+	"\x04args\x18\b \x03(\tR\x04args\x12=\n" +
+	"\n" +
+	"signatures\x18\t \x03(\v2\x1d.bulwark.v1.ArtifactSignatureR\n" +
+	"signatures\"[\n" +
+	"\x11PreflightResponse\x12\x14\n" +
+	"\x05allow\x18\x01 \x01(\bR\x05allow\x12\x18\n" +
+	"\areasons\x18\x02 \x03(\tR\areasons\x12\x16\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\"\x8f\x03\n" +
 	"\rAttestRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\fR\x05nonce\x12\x14\n" +
@@ -1093,11 +1287,12 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVERDICT_ALLOW\x10\x01\x12\x10\n" +
-	"\fVERDICT_DENY\x10\x022\xf0\x03\n" +
+	"\fVERDICT_DENY\x10\x022\xba\x04\n" +
 	"\vAttestation\x12?\n" +
 	"\x06Enroll\x12\x19.bulwark.v1.EnrollRequest\x1a\x1a.bulwark.v1.EnrollResponse\x12c\n" +
 	"\x12ActivateCredential\x12%.bulwark.v1.ActivateCredentialRequest\x1a&.bulwark.v1.ActivateCredentialResponse\x12H\n" +
-	"\tChallenge\x12\x1c.bulwark.v1.ChallengeRequest\x1a\x1d.bulwark.v1.ChallengeResponse\x12?\n" +
+	"\tChallenge\x12\x1c.bulwark.v1.ChallengeRequest\x1a\x1d.bulwark.v1.ChallengeResponse\x12H\n" +
+	"\tPreflight\x12\x1c.bulwark.v1.PreflightRequest\x1a\x1d.bulwark.v1.PreflightResponse\x12?\n" +
 	"\x06Attest\x12\x19.bulwark.v1.AttestRequest\x1a\x1a.bulwark.v1.AttestResponse\x12W\n" +
 	"\x0eReleaseSecrets\x12!.bulwark.v1.ReleaseSecretsRequest\x1a\".bulwark.v1.ReleaseSecretsResponse\x12W\n" +
 	"\x0eGetSigningKeys\x12!.bulwark.v1.GetSigningKeysRequest\x1a\".bulwark.v1.GetSigningKeysResponseB=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
@@ -1115,7 +1310,7 @@ func file_bulwark_v1_attestation_proto_rawDescGZIP() []byte {
 }
 
 var file_bulwark_v1_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bulwark_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_bulwark_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_bulwark_v1_attestation_proto_goTypes = []any{
 	(Verdict)(0),                       // 0: bulwark.v1.Verdict
 	(*EnrollRequest)(nil),              // 1: bulwark.v1.EnrollRequest
@@ -1125,43 +1320,48 @@ var file_bulwark_v1_attestation_proto_goTypes = []any{
 	(*ChallengeRequest)(nil),           // 5: bulwark.v1.ChallengeRequest
 	(*ChallengeResponse)(nil),          // 6: bulwark.v1.ChallengeResponse
 	(*ArtifactSignature)(nil),          // 7: bulwark.v1.ArtifactSignature
-	(*AttestRequest)(nil),              // 8: bulwark.v1.AttestRequest
-	(*AttestResponse)(nil),             // 9: bulwark.v1.AttestResponse
-	(*ReleaseSecretsRequest)(nil),      // 10: bulwark.v1.ReleaseSecretsRequest
-	(*WrappedSecret)(nil),              // 11: bulwark.v1.WrappedSecret
-	(*ReleaseSecretsResponse)(nil),     // 12: bulwark.v1.ReleaseSecretsResponse
-	(*GetSigningKeysRequest)(nil),      // 13: bulwark.v1.GetSigningKeysRequest
-	(*SigningKey)(nil),                 // 14: bulwark.v1.SigningKey
-	(*GetSigningKeysResponse)(nil),     // 15: bulwark.v1.GetSigningKeysResponse
-	nil,                                // 16: bulwark.v1.AttestRequest.PcrsEntry
-	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
+	(*PreflightRequest)(nil),           // 8: bulwark.v1.PreflightRequest
+	(*PreflightResponse)(nil),          // 9: bulwark.v1.PreflightResponse
+	(*AttestRequest)(nil),              // 10: bulwark.v1.AttestRequest
+	(*AttestResponse)(nil),             // 11: bulwark.v1.AttestResponse
+	(*ReleaseSecretsRequest)(nil),      // 12: bulwark.v1.ReleaseSecretsRequest
+	(*WrappedSecret)(nil),              // 13: bulwark.v1.WrappedSecret
+	(*ReleaseSecretsResponse)(nil),     // 14: bulwark.v1.ReleaseSecretsResponse
+	(*GetSigningKeysRequest)(nil),      // 15: bulwark.v1.GetSigningKeysRequest
+	(*SigningKey)(nil),                 // 16: bulwark.v1.SigningKey
+	(*GetSigningKeysResponse)(nil),     // 17: bulwark.v1.GetSigningKeysResponse
+	nil,                                // 18: bulwark.v1.AttestRequest.PcrsEntry
+	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
 }
 var file_bulwark_v1_attestation_proto_depIdxs = []int32{
-	17, // 0: bulwark.v1.EnrollResponse.expires_at:type_name -> google.protobuf.Timestamp
-	17, // 1: bulwark.v1.ChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	16, // 2: bulwark.v1.AttestRequest.pcrs:type_name -> bulwark.v1.AttestRequest.PcrsEntry
-	7,  // 3: bulwark.v1.AttestRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
-	0,  // 4: bulwark.v1.AttestResponse.verdict:type_name -> bulwark.v1.Verdict
-	17, // 5: bulwark.v1.AttestResponse.expires_at:type_name -> google.protobuf.Timestamp
-	11, // 6: bulwark.v1.ReleaseSecretsResponse.secrets:type_name -> bulwark.v1.WrappedSecret
-	14, // 7: bulwark.v1.GetSigningKeysResponse.keys:type_name -> bulwark.v1.SigningKey
-	1,  // 8: bulwark.v1.Attestation.Enroll:input_type -> bulwark.v1.EnrollRequest
-	3,  // 9: bulwark.v1.Attestation.ActivateCredential:input_type -> bulwark.v1.ActivateCredentialRequest
-	5,  // 10: bulwark.v1.Attestation.Challenge:input_type -> bulwark.v1.ChallengeRequest
-	8,  // 11: bulwark.v1.Attestation.Attest:input_type -> bulwark.v1.AttestRequest
-	10, // 12: bulwark.v1.Attestation.ReleaseSecrets:input_type -> bulwark.v1.ReleaseSecretsRequest
-	13, // 13: bulwark.v1.Attestation.GetSigningKeys:input_type -> bulwark.v1.GetSigningKeysRequest
-	2,  // 14: bulwark.v1.Attestation.Enroll:output_type -> bulwark.v1.EnrollResponse
-	4,  // 15: bulwark.v1.Attestation.ActivateCredential:output_type -> bulwark.v1.ActivateCredentialResponse
-	6,  // 16: bulwark.v1.Attestation.Challenge:output_type -> bulwark.v1.ChallengeResponse
-	9,  // 17: bulwark.v1.Attestation.Attest:output_type -> bulwark.v1.AttestResponse
-	12, // 18: bulwark.v1.Attestation.ReleaseSecrets:output_type -> bulwark.v1.ReleaseSecretsResponse
-	15, // 19: bulwark.v1.Attestation.GetSigningKeys:output_type -> bulwark.v1.GetSigningKeysResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	19, // 0: bulwark.v1.EnrollResponse.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 1: bulwark.v1.ChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 2: bulwark.v1.PreflightRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
+	18, // 3: bulwark.v1.AttestRequest.pcrs:type_name -> bulwark.v1.AttestRequest.PcrsEntry
+	7,  // 4: bulwark.v1.AttestRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
+	0,  // 5: bulwark.v1.AttestResponse.verdict:type_name -> bulwark.v1.Verdict
+	19, // 6: bulwark.v1.AttestResponse.expires_at:type_name -> google.protobuf.Timestamp
+	13, // 7: bulwark.v1.ReleaseSecretsResponse.secrets:type_name -> bulwark.v1.WrappedSecret
+	16, // 8: bulwark.v1.GetSigningKeysResponse.keys:type_name -> bulwark.v1.SigningKey
+	1,  // 9: bulwark.v1.Attestation.Enroll:input_type -> bulwark.v1.EnrollRequest
+	3,  // 10: bulwark.v1.Attestation.ActivateCredential:input_type -> bulwark.v1.ActivateCredentialRequest
+	5,  // 11: bulwark.v1.Attestation.Challenge:input_type -> bulwark.v1.ChallengeRequest
+	8,  // 12: bulwark.v1.Attestation.Preflight:input_type -> bulwark.v1.PreflightRequest
+	10, // 13: bulwark.v1.Attestation.Attest:input_type -> bulwark.v1.AttestRequest
+	12, // 14: bulwark.v1.Attestation.ReleaseSecrets:input_type -> bulwark.v1.ReleaseSecretsRequest
+	15, // 15: bulwark.v1.Attestation.GetSigningKeys:input_type -> bulwark.v1.GetSigningKeysRequest
+	2,  // 16: bulwark.v1.Attestation.Enroll:output_type -> bulwark.v1.EnrollResponse
+	4,  // 17: bulwark.v1.Attestation.ActivateCredential:output_type -> bulwark.v1.ActivateCredentialResponse
+	6,  // 18: bulwark.v1.Attestation.Challenge:output_type -> bulwark.v1.ChallengeResponse
+	9,  // 19: bulwark.v1.Attestation.Preflight:output_type -> bulwark.v1.PreflightResponse
+	11, // 20: bulwark.v1.Attestation.Attest:output_type -> bulwark.v1.AttestResponse
+	14, // 21: bulwark.v1.Attestation.ReleaseSecrets:output_type -> bulwark.v1.ReleaseSecretsResponse
+	17, // 22: bulwark.v1.Attestation.GetSigningKeys:output_type -> bulwark.v1.GetSigningKeysResponse
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_attestation_proto_init() }
@@ -1169,7 +1369,7 @@ func file_bulwark_v1_attestation_proto_init() {
 	if File_bulwark_v1_attestation_proto != nil {
 		return
 	}
-	file_bulwark_v1_attestation_proto_msgTypes[9].OneofWrappers = []any{
+	file_bulwark_v1_attestation_proto_msgTypes[11].OneofWrappers = []any{
 		(*ReleaseSecretsRequest_AttestationId)(nil),
 		(*ReleaseSecretsRequest_Token)(nil),
 	}
@@ -1179,7 +1379,7 @@ func file_bulwark_v1_attestation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_attestation_proto_rawDesc), len(file_bulwark_v1_attestation_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

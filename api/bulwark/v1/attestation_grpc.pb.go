@@ -26,6 +26,7 @@ const (
 	Attestation_Enroll_FullMethodName             = "/bulwark.v1.Attestation/Enroll"
 	Attestation_ActivateCredential_FullMethodName = "/bulwark.v1.Attestation/ActivateCredential"
 	Attestation_Challenge_FullMethodName          = "/bulwark.v1.Attestation/Challenge"
+	Attestation_Preflight_FullMethodName          = "/bulwark.v1.Attestation/Preflight"
 	Attestation_Attest_FullMethodName             = "/bulwark.v1.Attestation/Attest"
 	Attestation_ReleaseSecrets_FullMethodName     = "/bulwark.v1.Attestation/ReleaseSecrets"
 	Attestation_GetSigningKeys_FullMethodName     = "/bulwark.v1.Attestation/GetSigningKeys"
@@ -46,6 +47,12 @@ type AttestationClient interface {
 	ActivateCredential(ctx context.Context, in *ActivateCredentialRequest, opts ...grpc.CallOption) (*ActivateCredentialResponse, error)
 	// Challenge returns a fresh single-use nonce bound to the node.
 	Challenge(ctx context.Context, in *ChallengeRequest, opts ...grpc.CallOption) (*ChallengeResponse, error)
+	// Preflight asks, before anything boots, whether the named policy allows
+	// these artifacts: digests, signatures, command line and command override.
+	// It is advisory, so a launcher can refuse early: Attest stays the
+	// judgement, and host boot state and CEL rules are judged only there.
+	// The node must be enrolled and activated.
+	Preflight(ctx context.Context, in *PreflightRequest, opts ...grpc.CallOption) (*PreflightResponse, error)
 	// Attest verifies a quote and launch log, evaluates policy and answers
 	// with a signed verdict. A deny is an answer, not an error.
 	Attest(ctx context.Context, in *AttestRequest, opts ...grpc.CallOption) (*AttestResponse, error)
@@ -88,6 +95,16 @@ func (c *attestationClient) Challenge(ctx context.Context, in *ChallengeRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ChallengeResponse)
 	err := c.cc.Invoke(ctx, Attestation_Challenge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *attestationClient) Preflight(ctx context.Context, in *PreflightRequest, opts ...grpc.CallOption) (*PreflightResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PreflightResponse)
+	err := c.cc.Invoke(ctx, Attestation_Preflight_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -139,6 +156,12 @@ type AttestationServer interface {
 	ActivateCredential(context.Context, *ActivateCredentialRequest) (*ActivateCredentialResponse, error)
 	// Challenge returns a fresh single-use nonce bound to the node.
 	Challenge(context.Context, *ChallengeRequest) (*ChallengeResponse, error)
+	// Preflight asks, before anything boots, whether the named policy allows
+	// these artifacts: digests, signatures, command line and command override.
+	// It is advisory, so a launcher can refuse early: Attest stays the
+	// judgement, and host boot state and CEL rules are judged only there.
+	// The node must be enrolled and activated.
+	Preflight(context.Context, *PreflightRequest) (*PreflightResponse, error)
 	// Attest verifies a quote and launch log, evaluates policy and answers
 	// with a signed verdict. A deny is an answer, not an error.
 	Attest(context.Context, *AttestRequest) (*AttestResponse, error)
@@ -165,6 +188,9 @@ func (UnimplementedAttestationServer) ActivateCredential(context.Context, *Activ
 }
 func (UnimplementedAttestationServer) Challenge(context.Context, *ChallengeRequest) (*ChallengeResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Challenge not implemented")
+}
+func (UnimplementedAttestationServer) Preflight(context.Context, *PreflightRequest) (*PreflightResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Preflight not implemented")
 }
 func (UnimplementedAttestationServer) Attest(context.Context, *AttestRequest) (*AttestResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Attest not implemented")
@@ -250,6 +276,24 @@ func _Attestation_Challenge_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Attestation_Preflight_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PreflightRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AttestationServer).Preflight(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Attestation_Preflight_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AttestationServer).Preflight(ctx, req.(*PreflightRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Attestation_Attest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AttestRequest)
 	if err := dec(in); err != nil {
@@ -322,6 +366,10 @@ var Attestation_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Challenge",
 			Handler:    _Attestation_Challenge_Handler,
+		},
+		{
+			MethodName: "Preflight",
+			Handler:    _Attestation_Preflight_Handler,
 		},
 		{
 			MethodName: "Attest",
