@@ -5,8 +5,11 @@ import (
 	mrand "math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/policy"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -210,4 +213,41 @@ func TestAttestRandomFields(t *testing.T) {
 	if r, err := p.srv.Attest(ctx, p.request(t)); err != nil || r.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {
 		t.Fatalf("good request: %v %v", err, r)
 	}
+}
+
+// FuzzPreflightRequest feeds arbitrary request bytes through validation and,
+// when they pass, through the policy's preflight: only InvalidArgument or a
+// verdict may come out, never a panic.
+func FuzzPreflightRequest(f *testing.F) {
+	pol, err := policy.Parse("test.yaml", []byte(testPolicyYAML(testPolicyName, testKernel)), policy.LoadOptions{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	set, err := policy.NewSet(pol)
+	if err != nil {
+		f.Fatal(err)
+	}
+	seed, _ := proto.Marshal(&bulwarkv1.PreflightRequest{NodeId: "sha256:" + strings.Repeat("ab", 32), Policy: testPolicyName,
+		Kernel: testKernel, Initrd: testInitrd, Image: testImage, ImageConfig: testConfig, Cmdline: testCmdline,
+		Args: []string{"/bin/sh"}, Signatures: []*bulwarkv1.ArtifactSignature{{Artifact: "image", Signature: []byte{0x30, 1, 2}, Payload: []byte("{}")}}})
+	f.Add(seed)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req := &bulwarkv1.PreflightRequest{}
+		if proto.Unmarshal(data, req) != nil {
+			return
+		}
+		if err := validatePreflight(req); err != nil {
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("validation: %v", err)
+			}
+			return
+		}
+		ev := policy.Evidence{NodeID: req.GetNodeId(), Signatures: artifactSignatures(req.GetSignatures()), Time: time.Now(),
+			Event: measure.LaunchEvent{Policy: req.GetPolicy(), Kernel: req.GetKernel(), Initrd: req.GetInitrd(), Image: req.GetImage(),
+				Cmdline: req.GetCmdline(), CmdlineDigest: measure.DigestCmdline(measure.SHA256, req.GetCmdline()), Args: req.GetArgs()}}
+		if v := set.Preflight(context.Background(), ev); v.Allow && len(v.Secrets) > 0 {
+			t.Fatal("preflight granted secrets")
+		}
+	})
 }
