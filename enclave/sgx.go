@@ -7,14 +7,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
-
-	"github.com/bulwark-project/bulwark/internal/fsutil"
 )
 
 // SGXKeyName is the file holding the enclave-sealed master key.
@@ -151,12 +147,9 @@ func (b *SGXBackend) Open(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	p := filepath.Join(b.Dir, SGXKeyName)
-	blob, err := fsutil.ReadFileLimit(p, maxSealedBlob)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ErrNoMasterKey
-	}
+	blob, err := readSealedBlob("sgx", p)
 	if err != nil {
-		return nil, fmt.Errorf("sgx backend: %w", err)
+		return nil, err
 	}
 	if len(blob) < 4 {
 		return nil, fmt.Errorf("sgx backend: %s is truncated", p)

@@ -103,18 +103,28 @@ func (b *TPMBackend) Init(ctx context.Context) error {
 // maxSealedBlob bounds the sealed blob read from disk.
 const maxSealedBlob = 64 << 10
 
+// readSealedBlob reads a backend's sealed master key; a missing file is
+// ErrNoMasterKey (a vault not initialised yet).
+func readSealedBlob(backend, path string) ([]byte, error) {
+	blob, err := fsutil.ReadFileLimit(path, maxSealedBlob)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoMasterKey
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s backend: %w", backend, err)
+	}
+	return blob, nil
+}
+
 // Open implements Backend.
 func (b *TPMBackend) Open(ctx context.Context) ([]byte, error) {
 	if err := b.check(); err != nil {
 		return nil, err
 	}
 	p := filepath.Join(b.Dir, TPMKeyName)
-	blob, err := fsutil.ReadFileLimit(p, maxSealedBlob)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, ErrNoMasterKey
-	}
+	blob, err := readSealedBlob("tpm", p)
 	if err != nil {
-		return nil, fmt.Errorf("tpm backend: %w", err)
+		return nil, err
 	}
 	key, err := b.TPM.Unseal(ctx, blob)
 	if err != nil {
