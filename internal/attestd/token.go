@@ -68,6 +68,12 @@ const TokenKeyFile = "token-signing.key"
 
 // LoadTokenKey opens an existing token signing key (PEM).
 func LoadTokenKey(path string) (*TokenSigner, error) {
+	return loadTokenKey(path, nil)
+}
+
+// loadTokenKey reads and parses the key at path; a missing file is an
+// error matching os.ErrNotExist.
+func loadTokenKey(path string, rnd io.Reader) (*TokenSigner, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("token key: %w", err)
@@ -80,7 +86,7 @@ func LoadTokenKey(path string) (*TokenSigner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("token key %s: %w", path, err)
 	}
-	return NewTokenSigner(k, nil)
+	return NewTokenSigner(k, rnd)
 }
 
 // LoadOrCreateTokenKey opens the token signing key at path (PEM, 0600),
@@ -89,34 +95,22 @@ func LoadOrCreateTokenKey(path string, rnd io.Reader) (*TokenSigner, error) {
 	if rnd == nil {
 		rnd = defaultRand
 	}
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		blk, _ := pem.Decode(b)
-		if blk == nil {
-			return nil, fmt.Errorf("token key %s: no PEM block", path)
-		}
-		k, err := x509.ParseECPrivateKey(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("token key %s: %w", path, err)
-		}
-		return NewTokenSigner(k, rnd)
-	case errors.Is(err, os.ErrNotExist):
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rnd)
-		if err != nil {
-			return nil, fmt.Errorf("generating token key: %w", err)
-		}
-		der, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			return nil, err
-		}
-		if err := fsutil.WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-			return nil, err
-		}
-		return NewTokenSigner(k, rnd)
-	default:
-		return nil, fmt.Errorf("token key: %w", err)
+	s, err := loadTokenKey(path, rnd)
+	if !errors.Is(err, os.ErrNotExist) {
+		return s, err
 	}
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rnd)
+	if err != nil {
+		return nil, fmt.Errorf("generating token key: %w", err)
+	}
+	der, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := fsutil.WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, err
+	}
+	return NewTokenSigner(k, rnd)
 }
 
 // NewTokenSigner wraps a P-256 key.
