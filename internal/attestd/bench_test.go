@@ -9,7 +9,6 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
-	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
@@ -117,7 +116,7 @@ func BenchmarkAttestOverTLS(b *testing.B) {
 		b.Fatal(err)
 	}
 	ek, _ := parseEKPublic(tp.EKPublic())
-	node := store.NodeID(ek.Raw)
+	node := verify.NodeID(ek.Raw)
 	e := newEnv(b, envOptions{storeKind: "embedded", ekAllow: []string{node}})
 	ctx := context.Background()
 	os.WriteFile(filepath.Join(e.policyDir, "sim.yaml"), []byte(simPolicyYAML()), 0o600)

@@ -21,6 +21,7 @@ import (
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm"
+	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 func TestMain(m *testing.M) {
@@ -133,7 +134,7 @@ func newHost(t testing.TB, spec string) *host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.nodeID = store.NodeID(ek.Raw)
+	h.nodeID = verify.NodeID(ek.Raw)
 	return h
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 // inproc is a Server called directly (no network) with a software TPM
@@ -81,7 +82,7 @@ func newInprocWith(tb testing.TB, mod func(*Config)) *inproc {
 		tb.Fatal(err)
 	}
 	ek, _ := parseEKPublic(tp.EKPublic())
-	node := store.NodeID(ek.Raw)
+	node := verify.NodeID(ek.Raw)
 	cfg := Config{Store: st, Vault: v, Policies: &PolicyEngine{W: w}, Tokens: tokens, EKAllow: []string{node}, Now: clock.Now}
 	if mod != nil {
 		mod(&cfg)

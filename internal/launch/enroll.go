@@ -2,20 +2,13 @@ package launch
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/tpm"
+	"github.com/bulwark-project/bulwark/tpm/verify"
 )
-
-// nodeID is how attestd names a host: the SHA-256 of its EK public area.
-func nodeID(ekPublic []byte) string {
-	sum := sha256.Sum256(ekPublic)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
 
 // Enroll registers this host's TPM with attestd: it sends the EK (and its
 // certificate, when the TPM has one) and the AK, proves with
@@ -50,7 +43,7 @@ func Enroll(ctx context.Context, tpmSpec string, o attestclient.Options) (string
 	if err != nil {
 		return "", fmt.Errorf("attestd enroll: %w", err)
 	}
-	if want := nodeID(ek); resp.GetNodeId() != want {
+	if want := verify.NodeID(ek); resp.GetNodeId() != want {
 		return "", fmt.Errorf("attestd named this host %q, expected %q", resp.GetNodeId(), want)
 	}
 	secret, err := t.ActivateCredential(ctx, resp.GetCredentialBlob(), resp.GetEncryptedSecret())

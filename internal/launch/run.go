@@ -20,6 +20,7 @@ import (
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm"
+	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 // HostPCRs are the host boot-state PCRs quoted beside the launch PCR, so a
@@ -190,7 +191,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host TPM: %w", err)
 	}
-	nodeID := nodeID(ek)
+	nodeID := verify.NodeID(ek)
 	if _, err := t.LoadAK(ctx); err != nil {
 		return nil, fmt.Errorf("host TPM has no attestation key yet: run 'launcher enroll' first (%w)", err)
 	}

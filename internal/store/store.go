@@ -13,8 +13,6 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"time"
@@ -51,13 +49,6 @@ type Options struct {
 	// Now is the clock for timestamps the store fills in itself (audit record
 	// times when the entry has none, created/updated times). nil: time.Now.
 	Now func() time.Time
-}
-
-// NodeID returns the identifier of a node: "sha256:" + hex of SHA-256 of the
-// EK public key in its TPM wire form (marshalled TPMT_PUBLIC).
-func NodeID(ekPublic []byte) string {
-	sum := sha256.Sum256(ekPublic)
-	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // NodeState is where a node is in enrollment.
