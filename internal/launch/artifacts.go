@@ -29,26 +29,10 @@ type artifactSig struct {
 // (F.sig) or an image (D.sig + D.payload.json). A missing signature is
 // (nil, nil); a malformed one is an error.
 func findSignature(artifact, path string) (*artifactSig, error) {
+	sigPath, payloadPath := signing.SignaturePath(path), ""
 	if artifact == "image" {
-		sigPath, payloadPath := signing.ImagePaths(path)
-		sigB64, err := signing.ReadSignatureFile(sigPath)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("image signature %s: %w", sigPath, err)
-		}
-		payload, err := signing.ReadPayloadFile(payloadPath)
-		if err != nil {
-			return nil, fmt.Errorf("image signature payload %s: %w", payloadPath, err)
-		}
-		der, err := signing.DecodeSignature(sigB64)
-		if err != nil {
-			return nil, fmt.Errorf("image signature %s: %w", sigPath, err)
-		}
-		return &artifactSig{artifact: artifact, path: sigPath, der: der, payload: payload}, nil
+		sigPath, payloadPath = signing.ImagePaths(path)
 	}
-	sigPath := signing.SignaturePath(path)
 	sigB64, err := signing.ReadSignatureFile(sigPath)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -60,7 +44,13 @@ func findSignature(artifact, path string) (*artifactSig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s signature %s: %w", artifact, sigPath, err)
 	}
-	return &artifactSig{artifact: artifact, path: sigPath, der: der}, nil
+	sig := &artifactSig{artifact: artifact, path: sigPath, der: der}
+	if payloadPath != "" {
+		if sig.payload, err = signing.ReadPayloadFile(payloadPath); err != nil {
+			return nil, fmt.Errorf("image signature payload %s: %w", payloadPath, err)
+		}
+	}
+	return sig, nil
 }
 
 // verify checks s for the artifact with the given digest ("sha256:…")
