@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 )
 
 // Files of a managed swtpm, relative to its directory.
@@ -68,7 +70,7 @@ func StartManaged(ctx context.Context, dir string, log *slog.Logger) (*Managed, 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("managed swtpm: %w", err)
 	}
-	unlock, err := lockFile(ctx, filepath.Join(dir, managedStartLock))
+	unlock, err := fsutil.Lock(ctx, filepath.Join(dir, managedStartLock))
 	if err != nil {
 		return nil, fmt.Errorf("managed swtpm: locking %s: %w", dir, err)
 	}
@@ -175,7 +177,7 @@ func StopManaged(dir string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	unlock, err := lockFile(ctx, filepath.Join(dir, managedStartLock))
+	unlock, err := fsutil.Lock(ctx, filepath.Join(dir, managedStartLock))
 	if err != nil {
 		return fmt.Errorf("managed swtpm: locking %s: %w", dir, err)
 	}

@@ -1,7 +1,6 @@
 package tpm
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,33 +9,6 @@ import (
 	"syscall"
 	"time"
 )
-
-// lockFile takes an exclusive flock on path, waiting while ctx allows.
-func lockFile(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() {
-				_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-				f.Close()
-			}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for %s: %w", path, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
 
 // detach starts the daemon in a session of its own, so a Ctrl-C to the
 // launcher's terminal does not stop the host's TPM.

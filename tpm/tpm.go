@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/internal/statedir"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 	"github.com/google/go-tpm/tpm2"
@@ -264,7 +265,7 @@ func (t *TPM) do(ctx context.Context, f func(tp transport.TPM) error) error {
 			t.started = true
 		}
 	case KindManaged:
-		unlock, err := lockFile(ctx, filepath.Join(t.managed.Dir, managedOpLock))
+		unlock, err := fsutil.Lock(ctx, filepath.Join(t.managed.Dir, managedOpLock))
 		if err != nil {
 			return fmt.Errorf("managed swtpm: %w", err)
 		}

@@ -1,11 +1,13 @@
 package fsutil
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestReadFileLimit(t *testing.T) {
@@ -70,4 +72,23 @@ func TestWriteFileAtomicAndNew(t *testing.T) {
 	if err := WriteFileAtomic(filepath.Join(dir, "missing-dir", "x"), nil, 0o600); err == nil {
 		t.Fatal("wrote into a missing directory")
 	}
+}
+
+func TestLockExcludesAndHonoursContext(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "lock")
+	unlock, err := Lock(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := Lock(ctx, p); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second Lock while held: %v, want the context's deadline", err)
+	}
+	unlock()
+	again, err := Lock(context.Background(), p)
+	if err != nil {
+		t.Fatalf("Lock after release: %v", err)
+	}
+	again()
 }

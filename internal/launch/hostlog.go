@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
+	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/measure"
 )
 
@@ -46,15 +46,11 @@ func (h *HostLog) Append(ctx context.Context, t pcrTPM, ev *measure.LaunchEvent)
 	if err := os.MkdirAll(filepath.Dir(h.path), 0o700); err != nil {
 		return nil, fmt.Errorf("launch log: %w", err)
 	}
-	lock, err := os.OpenFile(h.path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := fsutil.Lock(ctx, h.path+".lock")
 	if err != nil {
 		return nil, fmt.Errorf("launch log lock: %w", err)
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("launch log lock: %w", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer unlock()
 
 	lg, err := h.loadInSync(ctx, t)
 	if err != nil {
@@ -70,10 +66,11 @@ func (h *HostLog) Append(ctx context.Context, t pcrTPM, ev *measure.LaunchEvent)
 	}); err != nil {
 		return nil, fmt.Errorf("recording the launch event: %w", err)
 	}
-	if err := lg.WriteFile(h.path); err != nil {
+	data := lg.Encode()
+	if err := fsutil.WriteFileAtomic(h.path, data, 0o644); err != nil {
 		return nil, fmt.Errorf("%w (PCR %d was extended: the next launch will report the log out of sync)", err, h.pcr)
 	}
-	return lg.Encode(), nil
+	return data, nil
 }
 
 // loadInSync reads the log and checks that it replays to the PCR.
