@@ -24,9 +24,3 @@ func ReadLogFile(path string) (*Log, error) {
 	}
 	return l, nil
 }
-
-// WriteFile writes the encoded log to path atomically (a temporary file in
-// the same directory, fsynced, then renamed over path).
-func (l *Log) WriteFile(path string) error {
-	return fsutil.WriteFileAtomic(path, l.Encode(), 0o644)
-}

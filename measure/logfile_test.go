@@ -17,7 +17,7 @@ func TestLogFileRoundTripAndCorruption(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := l.WriteFile(path); err != nil {
+	if err := os.WriteFile(path, l.Encode(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	back, err := ReadLogFile(path)
