@@ -13,6 +13,7 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+. "$repo/scripts/lib.sh"
 bin="$repo/bin"
 for b in launcher attestd bulwark-agent; do
   [ -x "$bin/$b" ] || { echo "demo: $bin/$b missing: run 'make build' (make demo does)" >&2; exit 1; }
@@ -48,12 +49,7 @@ L() { "$bin/launcher" "$@"; }
 A() { "$bin/attestd" "$@"; }
 
 # A free loopback port for attestd.
-port=""
-for _ in $(seq 1 50); do
-  p=$((20000 + RANDOM % 20000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
-done
-[ -n "$port" ] || { echo "demo: no free port found" >&2; exit 1; }
+port=$(free_port)
 addr="127.0.0.1:$port"
 
 say "The host TPM: a managed swtpm with an EK certificate (no /dev/tpmrm0 here)"
@@ -69,12 +65,7 @@ say "Start attestd: TLS, embedded store, vault master key sealed to the TPM"
   --tpm "swtpm:$BULWARK_STATE/swtpm" --ek-ca "$ek_root" --ek-ca "$ek_int" \
   >"$work/attestd.log" 2>&1 &
 attestd_pid=$!
-for _ in $(seq 1 100); do
-  grep -q "serving on" "$work/attestd.log" 2>/dev/null && break
-  kill -0 "$attestd_pid" 2>/dev/null || { echo "demo: attestd exited:" >&2; cat "$work/attestd.log" >&2; exit 1; }
-  sleep 0.2
-done
-grep -q "serving on" "$work/attestd.log" || { echo "demo: attestd did not start:" >&2; cat "$work/attestd.log" >&2; exit 1; }
+wait_attestd "$work/attestd.log" "$attestd_pid"
 grep -E "^attestd:" "$work/attestd.log" | sed 's/^/    /'
 ca="$work/attestd/tls/ca.crt"
 A admin-cert --data "$work/attestd" --name demo-admin -o "$work/admin" >/dev/null

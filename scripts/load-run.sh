@@ -8,6 +8,7 @@
 #   HOSTS=10000 DURATION=60s CONCURRENCY=64 scripts/load-run.sh > result.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 bin=$PWD/bin
 HOSTS=${HOSTS:-10000}
 DURATION=${DURATION:-60s}
@@ -27,17 +28,13 @@ mkdir -p "$w/policies"
 "$bin/bulwark-load" --write-policy "$w/policies/bulwark-load.yaml" --ek-ca "$w/ekca" >&2
 # attestd's own TPM for its vault: a managed swtpm of this run.
 BULWARK_STATE=$w/state "$bin/launcher" tpm info >/dev/null
-port=$((20000 + RANDOM % 20000))
+port=$(free_port)
 args=(serve --data "$w/data" --listen "127.0.0.1:$port" --metrics-addr "" --log-level warn
   --tpm "swtpm:$w/state/swtpm" --policies "$w/policies" --ek-ca "$w/ekca/ek-ca.pem")
 [ -n "$DB" ] && args+=(--db "$DB")
 "$bin/attestd" "${args[@]}" >"$w/attestd.log" 2>&1 &
 pid=$!
-for _ in $(seq 1 100); do
-  grep -q "serving on" "$w/attestd.log" 2>/dev/null && break
-  kill -0 "$pid" 2>/dev/null || { cat "$w/attestd.log" >&2; exit 1; }
-  sleep 0.1
-done
+wait_attestd "$w/attestd.log" "$pid"
 "$bin/attestd" admin-cert --data "$w/data" --name load -o "$w/certs" >/dev/null
 "$bin/bulwark-load" --addr "127.0.0.1:$port" --ca "$w/certs/ca.crt" --cert "$w/certs/load.crt" \
   --key "$w/certs/load.key" --ek-ca "$w/ekca" --hosts "$HOSTS" --duration "$DURATION" \
