@@ -6,6 +6,8 @@
 # on stderr. Used by scripts/bench.sh; runnable alone after `make build`.
 #
 #   HOSTS=10000 DURATION=60s CONCURRENCY=64 scripts/load-run.sh > result.json
+#   RATE=2000     start attestations at this rate (default 0: flat out)
+#   RELEASE=0     leave out ReleaseSecrets (default 1: Challenge → Attest → Release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,6 +15,8 @@ bin=$PWD/bin
 HOSTS=${HOSTS:-10000}
 DURATION=${DURATION:-60s}
 CONCURRENCY=${CONCURRENCY:-64}
+RATE=${RATE:-0}
+RELEASE=${RELEASE:-1}
 DB=${DB:-}
 
 w=$(mktemp -d /tmp/bulwark-load.XXXXXX)
@@ -38,4 +42,4 @@ wait_attestd "$w/attestd.log" "$pid"
 "$bin/attestd" admin-cert --data "$w/data" --name load -o "$w/certs" >/dev/null
 "$bin/bulwark-load" --addr "127.0.0.1:$port" --ca "$w/certs/ca.crt" --cert "$w/certs/load.crt" \
   --key "$w/certs/load.key" --ek-ca "$w/ekca" --hosts "$HOSTS" --duration "$DURATION" \
-  --concurrency "$CONCURRENCY" --release --json
+  --concurrency "$CONCURRENCY" --rate "$RATE" --release="$([ "$RELEASE" = 0 ] && echo false || echo true)" --json

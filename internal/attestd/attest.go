@@ -3,6 +3,7 @@ package attestd
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -79,12 +80,11 @@ func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bul
 
 // finish signs and records a verdict.
 func (s *Server) finish(ctx context.Context, v *Verified, j Judgement) (*bulwarkv1.AttestResponse, error) {
-	idb, err := s.randomBytes(16)
+	now := s.now()
+	id, err := s.attestationID(now)
 	if err != nil {
 		return nil, s.storeStatus(ctx, "attest", err)
 	}
-	id := "att-" + hex.EncodeToString(idb)
-	now := s.now()
 	exp := now.Add(s.tokenTTL)
 	verdict := "deny"
 	if j.Allow {
@@ -129,4 +129,21 @@ func (s *Server) finish(ctx context.Context, v *Verified, j Judgement) (*bulwark
 		out.Verdict = bulwarkv1.Verdict_VERDICT_ALLOW
 	}
 	return out, nil
+}
+
+// attestationID returns a new attestation id: "att-" and 32 hex digits,
+// the first 12 the time in milliseconds and the other 20 random (80 bits).
+// Ids that sort by time keep the store's inserts at the end of its index
+// (one page touched per commit instead of one per verdict), and 80 random
+// bits keep them unguessable: the release an id names can be consumed
+// only once.
+func (s *Server) attestationID(now time.Time) (string, error) {
+	r, err := s.randomBytes(10)
+	if err != nil {
+		return "", err
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
+	copy(b[6:], r)
+	return "att-" + hex.EncodeToString(b[:]), nil
 }

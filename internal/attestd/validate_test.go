@@ -2,6 +2,8 @@ package attestd
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	mrand "math/rand/v2"
 	"strings"
 	"testing"
@@ -250,4 +252,33 @@ func FuzzPreflightRequest(f *testing.F) {
 			t.Fatal("preflight granted secrets")
 		}
 	})
+}
+
+// Attestation ids are valid as Release expects them, distinct, and sort by
+// the time they were issued (the store's index relies on it).
+func TestAttestationIDOrder(t *testing.T) {
+	s := &Server{rand: rand.Reader}
+	t0 := time.Date(2026, 11, 22, 6, 0, 0, 0, time.UTC)
+	var prev string
+	seen := map[string]bool{}
+	for i := range 200 {
+		id, err := s.attestationID(t0.Add(time.Duration(i/4) * time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := validateAttestationID("attestation_id", id); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		if seen[id] {
+			t.Fatalf("id %s issued twice", id)
+		}
+		seen[id] = true
+		if i%4 == 0 && id <= prev {
+			t.Fatalf("id %s issued after %s sorts before it", id, prev)
+		}
+		if !strings.HasPrefix(id, fmt.Sprintf("att-%012x", t0.Add(time.Duration(i/4)*time.Millisecond).UnixMilli())) {
+			t.Fatalf("id %s does not start with the time in ms", id)
+		}
+		prev = id
+	}
 }

@@ -75,6 +75,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	if err != nil {
 		return cli.Usagef("%v", err)
 	}
+	cli.TuneGC()
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 )
 
@@ -70,6 +71,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bulwark-load: unexpected argument %q (run 'bulwark-load --help')\n", fs.Arg(0))
 		return 2
 	}
+	cli.TuneGC()
 	t, err := softtpm.ParseEKType(ek)
 	if err != nil {
 		fmt.Fprintf(stderr, "bulwark-load: --ek: %v\n", err)

@@ -649,12 +649,18 @@ func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.Att
 				if d.Count > 0 && k >= int64(d.Count) {
 					return
 				}
+				// t0 is when the attestation counts as started. At a target
+				// rate that is its slot in the schedule, not when a worker
+				// got to it: an attestation that waited for a busy worker
+				// counts its wait (no "coordinated omission" flattering the
+				// percentiles when attestd falls behind).
+				t0 := now
 				if interval > 0 {
-					at := start.Add(time.Duration(k) * interval)
-					if !at.Before(end) {
+					t0 = start.Add(time.Duration(k) * interval)
+					if !t0.Before(end) {
 						return
 					}
-					if d := at.Sub(now); d > 0 {
+					if d := t0.Sub(now); d > 0 {
 						select {
 						case <-time.After(d):
 						case <-ctx.Done():
@@ -666,7 +672,6 @@ func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.Att
 				}
 				hst := mine[n%len(mine)]
 				wk.c.count++
-				t0 := time.Now()
 				out := attestOne(ctx, cfg, client, hst, pcrs, secretValue)
 				if out.verdictID != "" {
 					wk.ids = append(wk.ids, out.verdictID)

@@ -46,7 +46,7 @@ func (s *pgStore) runBatcher() {
 	defer close(s.batcher)
 	group := make([]*pgAuditOp, 0, pgMaxGroup)
 	for first := range s.ops {
-		group = gather(group[:0], first, s.ops, pgMaxGroup)
+		group = gather(append(group[:0], first), s.ops, pgMaxGroup)
 		err := s.commitGroup(group)
 		if err != nil && len(group) > 1 {
 			// Something failed the whole transaction: retry each op alone so

@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/subtle"
-	"encoding/asn1"
 	"fmt"
 	"math/big"
 	"sort"
@@ -163,11 +162,7 @@ func checkSignature(ak *Public, data []byte, sig *signature) (crypto.Hash, error
 		if sig.alg != algECDSA {
 			return 0, fmt.Errorf("%w: signature algorithm 0x%04x does not match the ECC AK", ErrQuote, sig.alg)
 		}
-		der, err := asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(sig.r), new(big.Int).SetBytes(sig.s)})
-		if err != nil {
-			return 0, fmt.Errorf("%w: encoding signature: %v", ErrQuote, err)
-		}
-		if !ecdsa.VerifyASN1(key, d, der) {
+		if !ecdsa.Verify(key, d, new(big.Int).SetBytes(sig.r), new(big.Int).SetBytes(sig.s)) {
 			return 0, fmt.Errorf("%w: ECDSA signature does not verify with the AK", ErrQuote)
 		}
 	case *rsa.PublicKey:
