@@ -2,9 +2,11 @@ package attestd
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +51,7 @@ func TestBinaryEndToEnd(t *testing.T) {
 	vaultTPM := filepath.Join(dir, "vault-swtpm")
 	t.Cleanup(func() { tpm.StopManaged(vaultTPM) })
 	d := startDaemon(t, "--data", data, "--vault", "tpm", "--tpm", "swtpm:"+vaultTPM, "--policies", pol,
-		"--ek-ca", root, "--ek-ca", inter, "--log-format", "json")
+		"--ek-ca", root, "--ek-ca", inter, "--log-format", "json", "--pprof")
 	if !strings.Contains(d.output(), "SHA-256 fingerprint") {
 		t.Fatalf("no CA fingerprint printed:\n%s", d.output())
 	}
@@ -155,6 +157,17 @@ func TestBinaryEndToEnd(t *testing.T) {
 	if strings.Contains(d.output(), "correct horse") || strings.Contains(d.output(), "tok-123") {
 		t.Fatal("a secret value reached the log")
 	}
+	// The store's group commits are exported, and --pprof serves Go's
+	// profiler beside the metrics.
+	metrics := httpGet(t, "http://"+d.metrics+"/metrics")
+	for _, re := range []string{`(?m)^bulwark_store_commit_writes_count [1-9]`, `(?m)^bulwark_store_commit_seconds_count [1-9]`} {
+		if !regexp.MustCompile(re).MatchString(metrics) {
+			t.Fatalf("metrics do not match %s", re)
+		}
+	}
+	if !strings.Contains(httpGet(t, "http://"+d.metrics+"/debug/pprof/"), "goroutine") {
+		t.Fatal("--pprof: no profile index at /debug/pprof/")
+	}
 
 	d.stop(t)
 	if !strings.Contains(d.output(), `"vault":"tpm"`) {
@@ -189,6 +202,15 @@ func TestBinaryInsecure(t *testing.T) {
 	wantCode(t, err, codes.PermissionDenied, "disabled")
 	if _, err := c.SigningKeys(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// Without --pprof there is no profiler.
+	resp, err := http.Get("http://" + d.metrics + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("/debug/pprof/ without --pprof: %s, want 404", resp.Status)
 	}
 	d.stop(t)
 }

@@ -2,6 +2,7 @@ package attestd
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,6 +18,9 @@ type Metrics struct {
 	SecretsOut    prometheus.Counter       // secrets wrapped and released
 	PolicyReloads *prometheus.CounterVec   // by result: ok, error
 	Panics        prometheus.Counter
+	// The embedded store's group commits (ObserveCommit).
+	StoreCommit       prometheus.Histogram // seconds per commit
+	StoreCommitWrites prometheus.Histogram // writes per commit
 }
 
 // NewMetrics registers attestd's metrics (and the Go and process
@@ -49,10 +53,28 @@ func NewMetrics() *Metrics {
 			Namespace: "bulwark", Subsystem: "attestd", Name: "handler_panics_total",
 			Help: "Panics recovered in gRPC handlers (each one is a bug).",
 		}),
+		StoreCommit: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "bulwark", Subsystem: "store", Name: "commit_seconds",
+			Help:    "Embedded store: duration of each group commit, its fdatasyncs included.",
+			Buckets: []float64{.00025, .0005, .001, .002, .004, .008, .016, .032, .064, .128, .5},
+		}),
+		StoreCommitWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "bulwark", Subsystem: "store", Name: "commit_writes",
+			Help:    "Embedded store: writes (verdicts, enrollments, ...) carried by each group commit.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
+		}),
 	}
 	m.Registry.MustRegister(m.Attestations, m.RPCDuration, m.Releases, m.SecretsOut, m.PolicyReloads, m.Panics,
+		m.StoreCommit, m.StoreCommitWrites,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// ObserveCommit records one group commit of the embedded store; it is
+// the store's Options.OnCommit.
+func (m *Metrics) ObserveCommit(writes int, took time.Duration) {
+	m.StoreCommit.Observe(took.Seconds())
+	m.StoreCommitWrites.Observe(float64(writes))
 }
 
 // Handler serves /metrics from the registry.

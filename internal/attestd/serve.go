@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
@@ -29,6 +30,10 @@ type ServeOptions struct {
 	// MetricsAddr serves /metrics, /healthz and /.well-known/jwks.json over
 	// HTTP; "" disables it.
 	MetricsAddr string
+	// Pprof also serves Go's profiler (/debug/pprof/) on MetricsAddr: CPU,
+	// heap, goroutine and execution-trace profiles for performance work.
+	// Off by default; the metrics address is loopback unless set otherwise.
+	Pprof bool
 	// Ready, when set, is called with the bound addresses once serving.
 	Ready func(grpcAddr, metricsAddr net.Addr)
 	// ShutdownGrace bounds the graceful stop; 0: 10 s.
@@ -83,8 +88,17 @@ func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
 			w.Write(s.tokens.JWKS())
 		})
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+		if o.Pprof {
+			mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+			mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+			mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		}
 		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
+		if o.Pprof {
+			hsrv.WriteTimeout = 0 // a CPU profile or trace streams for as long as asked
+		}
 		go func() {
 			if err := hsrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.log.Error("metrics server", "error", err)

@@ -43,6 +43,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		ekAllowFile  = fs.String("ek-allow", "", "`FILE` of node ids / EK fingerprints (one per line) admitted without an EK certificate")
 		insecureFlag = fs.Bool("insecure", false, "serve plaintext gRPC without TLS (NEVER in production; disables the admin API)")
 		metricsAddr  = fs.String("metrics-addr", "127.0.0.1:9464", "HTTP `ADDR` for /metrics and /.well-known/jwks.json (\"\" disables)")
+		pprofFlag    = fs.Bool("pprof", false, "also serve Go's profiler at /debug/pprof/ on --metrics-addr (performance work; keep that address private)")
 		launchPCR    = fs.Uint("launch-pcr", attestd.DefaultLaunchPCR, "the launch PCR `INDEX` the launcher extends")
 		nonceTTL     = fs.Duration("nonce-ttl", attestd.DefaultNonceTTL, "nonce validity")
 		challengeTTL = fs.Duration("challenge-ttl", attestd.DefaultChallengeTTL, "credential challenge validity")
@@ -68,6 +69,9 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	if *launchPCR == 0 || *launchPCR > 23 {
 		return cli.Usagef("--launch-pcr %d: want 1..23", *launchPCR)
 	}
+	if *pprofFlag && *metricsAddr == "" {
+		return cli.Usagef("--pprof serves on --metrics-addr, which is empty")
+	}
 	if *requireSig && len(policyKeys) == 0 {
 		return cli.Usagef("--require-signed-policies needs at least one --policy-key")
 	}
@@ -85,7 +89,8 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	if target == "" {
 		target = filepath.Join(*dataDir, "store")
 	}
-	st, err := store.Open(ctx, target, store.Options{Logger: log.With("component", "store")})
+	metrics := attestd.NewMetrics()
+	st, err := store.Open(ctx, target, store.Options{Logger: log.With("component", "store"), OnCommit: metrics.ObserveCommit})
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}
@@ -155,7 +160,6 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	if err != nil {
 		return err
 	}
-	metrics := attestd.NewMetrics()
 	attestd.RegisterPolicyMetrics(metrics, w)
 
 	// TLS.
@@ -200,7 +204,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	}()
 	go purgeLoop(ctx, st, checkpoints, log)
 
-	so.Listen, so.MetricsAddr = *listen, *metricsAddr
+	so.Listen, so.MetricsAddr, so.Pprof = *listen, *metricsAddr, *pprofFlag
 	so.Ready = func(g, m net.Addr) {
 		attrs := []any{"grpc", g.String(), "tls", !*insecureFlag, "vault", backend.Name(), "policies", pdir}
 		if m != nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cfg Config
 	var ek, writePolicy string
 	var asJSON, verbose bool
+	var cpuProfile string
 	fs.StringVar(&cfg.Addr, "addr", "", "attestd's `HOST:PORT`")
 	fs.StringVar(&cfg.CAFile, "ca", "", "attestd's CA certificate (`PEM`; DATA/tls/ca.crt in its data directory)")
 	fs.StringVar(&cfg.CertFile, "cert", "", "admin client certificate (`PEM`) for setup and the audit check")
@@ -61,6 +63,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&writePolicy, "write-policy", "", "write the policy admitting the simulated hosts to `FILE` (- for stdout) and exit")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	fs.BoolVar(&verbose, "v", false, "log progress and each failure to stderr")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to `FILE` (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -92,6 +95,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "bulwark-load: --cpuprofile: %v\n", err)
+			return 2
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	res, err := Run(ctx, cfg)
 	if res != nil {
 		if asJSON {

@@ -65,6 +65,7 @@ type embedded struct {
 	// unbatched makes every write its own transaction and fsync: the
 	// baseline the benchmarks compare group commit against.
 	unbatched bool
+	onCommit  func(writes int, took time.Duration)
 
 	// Quote nonces live in memory only (see IssueNonce).
 	nonceMu sync.Mutex
@@ -157,7 +158,7 @@ func OpenEmbedded(ctx context.Context, dir string, opts Options) (Store, error) 
 		db.Close()
 		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
 	}
-	s := &embedded{db: db, log: opts.Logger, now: opts.Now, ops: make(chan *writeOp, maxGroup), done: make(chan struct{}), nonces: map[[32]byte]*nonceRec{}}
+	s := &embedded{db: db, log: opts.Logger, now: opts.Now, onCommit: opts.OnCommit, ops: make(chan *writeOp, maxGroup), done: make(chan struct{}), nonces: map[[32]byte]*nonceRec{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -295,6 +296,7 @@ func (s *embedded) committer() {
 		}
 		last = time.Now()
 		group = gather(group, s.ops, maxGroup)
+		start := time.Now()
 		err := s.update(func(tx *txn) error {
 			for _, op := range group {
 				op.err = runOp(op.fn, tx)
@@ -306,6 +308,9 @@ func (s *embedded) committer() {
 			return nil
 		})
 		if err == nil {
+			if s.onCommit != nil {
+				s.onCommit(len(group), time.Since(start))
+			}
 			for _, op := range group {
 				op.res <- op.err
 			}
