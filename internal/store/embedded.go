@@ -68,8 +68,7 @@ type embedded struct {
 	onCommit  func(writes int, took time.Duration)
 
 	// Quote nonces live in memory only (see IssueNonce).
-	nonceMu sync.Mutex
-	nonces  map[[32]byte]*nonceRec
+	nonces nonceTable
 
 	// nodes caches decoded node records as committed (see nodeCache).
 	nodes nodeCache
@@ -78,10 +77,6 @@ type embedded struct {
 	headMu sync.Mutex
 	head   *AuditRecord
 }
-
-// MaxOutstandingNonces bounds the embedded store's in-memory nonces;
-// IssueNonce purges expired ones and then refuses (ErrConflict) beyond it.
-const MaxOutstandingNonces = 1 << 20
 
 var _ Store = (*embedded)(nil)
 
@@ -158,7 +153,7 @@ func OpenEmbedded(ctx context.Context, dir string, opts Options) (Store, error) 
 		db.Close()
 		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
 	}
-	s := &embedded{db: db, log: opts.Logger, now: opts.Now, onCommit: opts.OnCommit, ops: make(chan *writeOp, maxGroup), done: make(chan struct{}), nonces: map[[32]byte]*nonceRec{}}
+	s := &embedded{db: db, log: opts.Logger, now: opts.Now, onCommit: opts.OnCommit, ops: make(chan *writeOp, maxGroup), done: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -404,12 +399,6 @@ func (r *nodeRec) node() Node {
 	return n
 }
 
-type nonceRec struct {
-	Node    string `json:"node"`
-	Expires int64  `json:"expires"`
-	Used    int64  `json:"used,omitempty"`
-}
-
 type attRec struct {
 	ID       string   `json:"id"`
 	Node     string   `json:"node"`
@@ -578,11 +567,12 @@ func nonceKey(v []byte) []byte {
 	return sum[:]
 }
 
-// IssueNonce keeps the nonce in memory only. The embedded store has exactly
-// one process (the file is locked), and a nonce lives for seconds: after a
-// restart every outstanding nonce is unknown, so a replay across a restart
-// is still refused (fail closed; the host asks for a new challenge). This
-// spares two of the five durable writes of an attestation and its release.
+// IssueNonce keeps the nonce in memory only (nonceTable). The embedded
+// store has exactly one process (the file is locked), and a nonce lives for
+// seconds: after a restart every outstanding nonce is unknown, so a replay
+// across a restart is still refused (fail closed; the host asks for a new
+// challenge). This spares two of the five durable writes of an attestation
+// and its release.
 func (s *embedded) IssueNonce(ctx context.Context, n Nonce) error {
 	if err := validateNonce(&n); err != nil {
 		return err
@@ -590,20 +580,7 @@ func (s *embedded) IssueNonce(ctx context.Context, n Nonce) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	key := sha256.Sum256(n.Value)
-	s.nonceMu.Lock()
-	defer s.nonceMu.Unlock()
-	if _, ok := s.nonces[key]; ok {
-		return fmt.Errorf("nonce: %w", ErrConflict)
-	}
-	if len(s.nonces) >= MaxOutstandingNonces {
-		s.purgeNoncesLocked(nanos(s.now()))
-		if len(s.nonces) >= MaxOutstandingNonces {
-			return fmt.Errorf("nonce: %d nonces outstanding, the limit: %w", len(s.nonces), ErrConflict)
-		}
-	}
-	s.nonces[key] = &nonceRec{Node: n.NodeID, Expires: nanos(n.Expires)}
-	return nil
+	return s.nonces.issue(sha256.Sum256(n.Value), n.NodeID, nanos(n.Expires), nanos(s.now()))
 }
 
 func (s *embedded) ConsumeNonce(ctx context.Context, value []byte, nodeID string, now time.Time) error {
@@ -613,28 +590,7 @@ func (s *embedded) ConsumeNonce(ctx context.Context, value []byte, nodeID string
 	if s.isClosed() {
 		return ErrClosed
 	}
-	key := sha256.Sum256(value)
-	t := nanos(now)
-	s.nonceMu.Lock()
-	defer s.nonceMu.Unlock()
-	r := s.nonces[key]
-	if err := checkNonce(r == nil, r != nil && r.Node == nodeID, r != nil && r.Used != 0, r != nil && t >= r.Expires); err != nil {
-		return err
-	}
-	r.Used = t
-	return nil
-}
-
-// purgeNoncesLocked drops nonces expired at t; nonceMu is held.
-func (s *embedded) purgeNoncesLocked(t int64) int {
-	n := 0
-	for k, r := range s.nonces {
-		if r.Expires <= t {
-			delete(s.nonces, k)
-			n++
-		}
-	}
-	return n
+	return s.nonces.consume(sha256.Sum256(value), nodeID, nanos(now))
 }
 
 func (s *embedded) isClosed() bool {
@@ -898,31 +854,44 @@ func (s *embedded) PurgeExpired(ctx context.Context, now time.Time) (int, error)
 	if s.isClosed() {
 		return 0, ErrClosed
 	}
-	s.nonceMu.Lock()
-	purged := s.purgeNoncesLocked(t)
-	s.nonceMu.Unlock()
-	var n int
-	err := s.write(ctx, func(tx *txn) error {
-		n = purged
-		b := tx.Bucket(bktNodes)
-		var expired []nodeRec
-		err := b.ForEach(func(k, v []byte) error {
+	purged := s.nonces.expire(t)
+	// Find the nodes whose challenge expired in a read transaction, which
+	// does not hold up writes (a byte check skips the records without a
+	// challenge); then clear them in one write, each checked again as that
+	// transaction sees it.
+	var expired []string
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktNodes).ForEach(func(k, v []byte) error {
+			if !bytes.Contains(v, []byte(`"challenge_hash"`)) {
+				return nil
+			}
 			var r nodeRec
 			if json.Unmarshal(v, &r) == nil && r.ChHash != nil && r.ChExpires <= t {
-				expired = append(expired, r)
+				expired = append(expired, string(k))
 			}
 			return nil
 		})
-		if err != nil {
-			return err
-		}
-		for _, r := range expired {
-			r.ChHash, r.ChExpires = nil, 0
-			if err := putNode(tx, &r); err != nil {
+	})
+	if err != nil || len(expired) == 0 {
+		return purged, err
+	}
+	n := purged
+	err = s.write(ctx, func(tx *txn) error {
+		n = purged
+		for _, id := range expired {
+			r, err := s.nodeIn(tx, id)
+			if err != nil {
 				return err
 			}
+			if r == nil || r.ChHash == nil || r.ChExpires > t {
+				continue
+			}
+			r.ChHash, r.ChExpires = nil, 0
+			if err := putNode(tx, r); err != nil {
+				return err
+			}
+			n++
 		}
-		n += len(expired)
 		return nil
 	})
 	return n, err

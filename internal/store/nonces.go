@@ -1,0 +1,128 @@
+package store
+
+import (
+	"fmt"
+	"sync"
+)
+
+// nonceTable holds the embedded store's quote nonces in memory (see
+// IssueNonce): a map for issue and consume, and the keys in issue order
+// for expiry. attestd issues every nonce with the same lifetime, so issue
+// order is expiry order and expiring looks at each nonce about once, a
+// bounded batch per lock hold: a fleet attesting 2,000 times a second
+// leaves 120,000 nonces to expire every minute, and scanning the whole map
+// under the lock stalled every Challenge and Attest meanwhile.
+type nonceTable struct {
+	mu    sync.Mutex
+	recs  map[[32]byte]*nonceRec
+	order []queuedNonce // issue order; order[head:] are still in recs
+	head  int
+}
+
+type nonceRec struct {
+	Node    string
+	Expires int64 // Unix ns
+	Used    int64 // Unix ns; 0 while unused
+}
+
+type queuedNonce struct {
+	key     [32]byte
+	expires int64
+}
+
+// MaxOutstandingNonces bounds the embedded store's in-memory nonces;
+// IssueNonce drops expired ones and then refuses (ErrConflict) beyond it.
+const MaxOutstandingNonces = 1 << 20
+
+// expireBatch is how many nonces expire per hold of the lock.
+const expireBatch = 1024
+
+func (t *nonceTable) issue(key [32]byte, node string, expires, now int64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.recs == nil {
+		t.recs = map[[32]byte]*nonceRec{}
+	}
+	if _, ok := t.recs[key]; ok {
+		return fmt.Errorf("nonce: %w", ErrConflict)
+	}
+	if len(t.recs) >= MaxOutstandingNonces {
+		t.sweepLocked(now) // issue order may not be expiry order: look at all
+		if len(t.recs) >= MaxOutstandingNonces {
+			return fmt.Errorf("nonce: %d nonces outstanding, the limit: %w", len(t.recs), ErrConflict)
+		}
+	}
+	t.recs[key] = &nonceRec{Node: node, Expires: expires}
+	t.order = append(t.order, queuedNonce{key, expires})
+	return nil
+}
+
+// consume marks the nonce used, once, by the node it was issued to,
+// before it expires.
+func (t *nonceTable) consume(key [32]byte, node string, now int64) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.recs[key]
+	if err := checkNonce(r == nil, r != nil && r.Node == node, r != nil && r.Used != 0, r != nil && now >= r.Expires); err != nil {
+		return err
+	}
+	r.Used = now
+	return nil
+}
+
+// expire drops the nonces expired at now from the front of the issue order
+// (a nonce behind one that lives longer waits for it; consume refuses it
+// as expired meanwhile) and returns how many it dropped. It takes the lock
+// for at most expireBatch nonces at a time.
+func (t *nonceTable) expire(now int64) int {
+	n := 0
+	for {
+		t.mu.Lock()
+		k, more := t.expireLocked(now, expireBatch)
+		t.mu.Unlock()
+		n += k
+		if !more {
+			return n
+		}
+	}
+}
+
+// expireLocked drops up to max expired nonces from the front of the issue
+// order; more reports that it stopped at max.
+func (t *nonceTable) expireLocked(now int64, max int) (n int, more bool) {
+	for t.head < len(t.order) && t.order[t.head].expires <= now {
+		if n == max {
+			return n, true
+		}
+		q := t.order[t.head]
+		if r, ok := t.recs[q.key]; ok && r.Expires == q.expires {
+			delete(t.recs, q.key)
+			n++
+		}
+		t.order[t.head] = queuedNonce{}
+		t.head++
+	}
+	if t.head > 4096 && t.head > len(t.order)/2 { // reclaim the consumed front
+		t.order = append(t.order[:0], t.order[t.head:]...)
+		t.head = 0
+	}
+	return n, false
+}
+
+// sweepLocked drops every nonce expired at now, wherever it is in the
+// issue order (the limit is reached: a full scan, rarely).
+func (t *nonceTable) sweepLocked(now int64) {
+	for k, r := range t.recs {
+		if r.Expires <= now {
+			delete(t.recs, k)
+		}
+	}
+	live := t.order[:0]
+	for _, q := range t.order[t.head:] {
+		if r, ok := t.recs[q.key]; ok && r.Expires == q.expires {
+			live = append(live, q)
+		}
+	}
+	clear(t.order[len(live):])
+	t.order, t.head = live, 0
+}
