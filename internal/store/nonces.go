@@ -1,6 +1,7 @@
 package store
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"sync"
 )
@@ -12,17 +13,21 @@ import (
 // bounded batch per lock hold: a fleet attesting 2,000 times a second
 // leaves 120,000 nonces to expire every minute, and scanning the whole map
 // under the lock stalled every Challenge and Attest meanwhile.
+//
+// Nothing in the table holds a pointer (the node is kept as a hash of its
+// id), so the garbage collector never has to scan the 100,000-odd nonces a
+// busy attestd keeps.
 type nonceTable struct {
 	mu    sync.Mutex
-	recs  map[[32]byte]*nonceRec
+	recs  map[[32]byte]nonceRec
 	order []queuedNonce // issue order; order[head:] are still in recs
 	head  int
 }
 
 type nonceRec struct {
-	Node    string
-	Expires int64 // Unix ns
-	Used    int64 // Unix ns; 0 while unused
+	node    [32]byte // SHA-256 of the node id it was issued to
+	expires int64    // Unix ns
+	used    int64    // Unix ns; 0 while unused
 }
 
 type queuedNonce struct {
@@ -41,7 +46,7 @@ func (t *nonceTable) issue(key [32]byte, node string, expires, now int64) error 
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.recs == nil {
-		t.recs = map[[32]byte]*nonceRec{}
+		t.recs = map[[32]byte]nonceRec{}
 	}
 	if _, ok := t.recs[key]; ok {
 		return fmt.Errorf("nonce: %w", ErrConflict)
@@ -52,7 +57,7 @@ func (t *nonceTable) issue(key [32]byte, node string, expires, now int64) error 
 			return fmt.Errorf("nonce: %d nonces outstanding, the limit: %w", len(t.recs), ErrConflict)
 		}
 	}
-	t.recs[key] = &nonceRec{Node: node, Expires: expires}
+	t.recs[key] = nonceRec{node: sha256.Sum256([]byte(node)), expires: expires}
 	t.order = append(t.order, queuedNonce{key, expires})
 	return nil
 }
@@ -62,11 +67,12 @@ func (t *nonceTable) issue(key [32]byte, node string, expires, now int64) error 
 func (t *nonceTable) consume(key [32]byte, node string, now int64) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	r := t.recs[key]
-	if err := checkNonce(r == nil, r != nil && r.Node == node, r != nil && r.Used != 0, r != nil && now >= r.Expires); err != nil {
+	r, ok := t.recs[key]
+	if err := checkNonce(!ok, ok && r.node == sha256.Sum256([]byte(node)), ok && r.used != 0, ok && now >= r.expires); err != nil {
 		return err
 	}
-	r.Used = now
+	r.used = now
+	t.recs[key] = r
 	return nil
 }
 
@@ -95,7 +101,7 @@ func (t *nonceTable) expireLocked(now int64, max int) (n int, more bool) {
 			return n, true
 		}
 		q := t.order[t.head]
-		if r, ok := t.recs[q.key]; ok && r.Expires == q.expires {
+		if r, ok := t.recs[q.key]; ok && r.expires == q.expires {
 			delete(t.recs, q.key)
 			n++
 		}
@@ -113,13 +119,13 @@ func (t *nonceTable) expireLocked(now int64, max int) (n int, more bool) {
 // issue order (the limit is reached: a full scan, rarely).
 func (t *nonceTable) sweepLocked(now int64) {
 	for k, r := range t.recs {
-		if r.Expires <= now {
+		if r.expires <= now {
 			delete(t.recs, k)
 		}
 	}
 	live := t.order[:0]
 	for _, q := range t.order[t.head:] {
-		if r, ok := t.recs[q.key]; ok && r.Expires == q.expires {
+		if r, ok := t.recs[q.key]; ok && r.expires == q.expires {
 			live = append(live, q)
 		}
 	}
