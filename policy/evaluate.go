@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/signing"
 )
 
 // Limits on evidence fields, so a hostile launcher cannot make evaluation expensive.
@@ -362,34 +363,16 @@ func strangerKey(sig ArtifactSignature, what string, msg []byte) string {
 	return short(k.Fingerprint)
 }
 
-// simpleSigning is cosign's signature payload for a container image.
-type simpleSigning struct {
-	Critical struct {
-		Identity struct {
-			DockerReference string `json:"docker-reference"`
-		} `json:"identity"`
-		Image struct {
-			DockerManifestDigest string `json:"docker-manifest-digest"`
-		} `json:"image"`
-		Type string `json:"type"`
-	} `json:"critical"`
-}
-
-// payloadDigest returns the manifest digest a cosign payload vouches for.
+// payloadDigest returns the manifest digest a cosign payload vouches for,
+// parsed by the same strict rules as the launcher's own check
+// (signing.ParseSimpleSigning): unknown critical fields, a missing
+// docker-reference or another payload type are refused here too.
 func payloadDigest(payload []byte) (string, error) {
-	var ss simpleSigning
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	if err := dec.Decode(&ss); err != nil {
-		return "", fmt.Errorf("not cosign simple-signing JSON: %w", err)
+	ss, err := signing.ParseSimpleSigning(payload)
+	if err != nil {
+		return "", errors.New(truncate(strings.TrimPrefix(err.Error(), "signing: "), 200))
 	}
-	if ss.Critical.Type != "cosign container image signature" {
-		return "", fmt.Errorf("payload type %q is not \"cosign container image signature\"", truncate(ss.Critical.Type, 64))
-	}
-	d := ss.Critical.Image.DockerManifestDigest
-	if msg := checkDigest(d); msg != "" {
-		return "", fmt.Errorf("payload manifest digest %q is malformed: %s", truncate(d, 80), msg)
-	}
-	return d, nil
+	return ss.Critical.Image.DockerManifestDigest, nil
 }
 
 func appendUnique(list []string, xs ...string) []string {

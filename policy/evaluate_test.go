@@ -161,7 +161,16 @@ func TestEvaluate(t *testing.T) {
 		{"image payload wrong type", func(ev *Evidence) {
 			p := []byte(strings.Replace(string(cosignPayload("r", f.image)), "cosign container image signature", "something else", 1))
 			ev.Signatures[1] = ArtifactSignature{Artifact: "image", Signature: f.ops.signBlob(t, p), Payload: p}
-		}, []string{`signature by ops has an unusable payload: payload type "something else"`}},
+		}, []string{`signature by ops has an unusable payload: signature payload is not a cosign container image signature: critical.type is "something else"`}},
+		// attestd parses the payload as strictly as the launcher does.
+		{"image payload unknown critical field", func(ev *Evidence) {
+			p := []byte(strings.Replace(string(cosignPayload("r", f.image)), `"type":`, `"extra":"x","type":`, 1))
+			ev.Signatures[1] = ArtifactSignature{Artifact: "image", Signature: f.ops.signBlob(t, p), Payload: p}
+		}, []string{`signature by ops has an unusable payload: signature payload is not a cosign container image signature: critical: `}},
+		{"image payload without docker-reference", func(ev *Evidence) {
+			p := []byte(strings.Replace(string(cosignPayload("r", f.image)), `"identity":{"docker-reference":"r"},`, ``, 1))
+			ev.Signatures[1] = ArtifactSignature{Artifact: "image", Signature: f.ops.signBlob(t, p), Payload: p}
+		}, []string{`critical.identity.docker-reference is missing`}},
 		{"image no payload", func(ev *Evidence) { ev.Signatures[1].Payload = nil }, []string{"an image signature came without its payload"}},
 		{"image signed by stranger", func(ev *Evidence) {
 			p := cosignPayload("r", f.image)
