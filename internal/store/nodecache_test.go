@@ -36,6 +36,27 @@ func cacheTestNode(t *testing.T) Node {
 	return Node{ID: verify.NodeID(b[:90]), EKPublic: b[:90], AKPublic: b[90:178], AKName: b[178:], State: NodeEnrolled}
 }
 
+// revokeIn revokes node id in transaction tx.
+func revokeIn(s *embedded, tx *txn, id string) error {
+	r, err := s.nodeIn(tx, id)
+	if err != nil {
+		return err
+	}
+	r.State = NodeRevoked
+	return putNode(tx, r)
+}
+
+// storeWithNode opens an embedded store with one node enrolled.
+func storeWithNode(t *testing.T) (*embedded, Node) {
+	t.Helper()
+	s := cacheTestStore(t, t.TempDir())
+	n := cacheTestNode(t)
+	if err := s.CreateNode(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	return s, n
+}
+
 // dbNode reads node id straight from the database, bypassing the cache.
 func dbNode(t *testing.T, s *embedded, id string) *Node {
 	t.Helper()
@@ -57,23 +78,14 @@ func dbNode(t *testing.T, s *embedded, id string) *Node {
 
 func TestNodeCacheWritesOfOneTransaction(t *testing.T) {
 	ctx := context.Background()
-	s := cacheTestStore(t, t.TempDir())
-	n := cacheTestNode(t)
-	if err := s.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	s, n := storeWithNode(t)
 	if _, err := s.GetNode(ctx, n.ID); err != nil { // cached now
 		t.Fatal(err)
 	}
 	// Two ops in one transaction: the second sees the first's write, not
 	// the cached record.
 	err := s.update(func(tx *txn) error {
-		r, err := s.nodeIn(tx, n.ID)
-		if err != nil {
-			return err
-		}
-		r.State = NodeRevoked
-		if err := putNode(tx, r); err != nil {
+		if err := revokeIn(s, tx, n.ID); err != nil {
 			return err
 		}
 		r2, err := s.nodeIn(tx, n.ID)
@@ -103,23 +115,14 @@ func TestNodeCacheWritesOfOneTransaction(t *testing.T) {
 
 func TestNodeCacheRollback(t *testing.T) {
 	ctx := context.Background()
-	s := cacheTestStore(t, t.TempDir())
-	n := cacheTestNode(t)
-	if err := s.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	s, n := storeWithNode(t)
 	before, err := s.GetNode(ctx, n.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
 	err = s.update(func(tx *txn) error {
-		r, err := s.nodeIn(tx, n.ID)
-		if err != nil {
-			return err
-		}
-		r.State = NodeRevoked
-		if err := putNode(tx, r); err != nil {
+		if err := revokeIn(s, tx, n.ID); err != nil {
 			return err
 		}
 		if err := deleteNode(tx, n.ID); err != nil {
@@ -147,11 +150,7 @@ func TestNodeCacheRollback(t *testing.T) {
 // Changing what GetNode returned must not change the cache.
 func TestNodeCacheCopies(t *testing.T) {
 	ctx := context.Background()
-	s := cacheTestStore(t, t.TempDir())
-	n := cacheTestNode(t)
-	if err := s.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	s, n := storeWithNode(t)
 	a, err := s.GetNode(ctx, n.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -173,11 +172,7 @@ func TestNodeCacheCopies(t *testing.T) {
 // the cache concurrently and a deletion and re-creation in between.
 func TestNodeCacheConcurrentReaders(t *testing.T) {
 	ctx := context.Background()
-	s := cacheTestStore(t, t.TempDir())
-	n := cacheTestNode(t)
-	if err := s.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	s, n := storeWithNode(t)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 4 {
@@ -261,11 +256,7 @@ func TestNodeCacheBound(t *testing.T) {
 // reads the old record, a write commits, and only then the reader fills.
 func TestNodeCacheStaleFill(t *testing.T) {
 	ctx := context.Background()
-	s := cacheTestStore(t, t.TempDir())
-	n := cacheTestNode(t)
-	if err := s.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
+	s, n := storeWithNode(t)
 	s.nodes.mu.Lock()
 	clear(s.nodes.recs)
 	s.nodes.mu.Unlock()
