@@ -230,6 +230,10 @@ func TestBinaryRefusesBadFlags(t *testing.T) {
 	if code != 2 || !strings.Contains(errs, "--data") {
 		t.Fatalf("no --data: %d %s", code, errs)
 	}
+	_, errs, code = run(t, "", "serve", "--data", dir, "--pprof", "--metrics-addr", "")
+	if code != 2 || !strings.Contains(errs, "--pprof serves on --metrics-addr") {
+		t.Fatalf("--pprof without a metrics address: %d %s", code, errs)
+	}
 	for _, cmd := range [][]string{{"serve", "--help"}, {"admin-cert", "--help"}, {"client-cert", "--help"}, {"audit", "verify", "--help"}, {"ctl", "--help"}} {
 		_, errs, code := run(t, "", cmd...)
 		if code != 0 || !strings.Contains(errs, "Usage: attestd") {

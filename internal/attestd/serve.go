@@ -88,17 +88,16 @@ func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
 			w.Write(s.tokens.JWKS())
 		})
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+		writeTimeout := 30 * time.Second
 		if o.Pprof {
 			mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 			mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 			mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 			mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+			writeTimeout = 0 // a CPU profile or trace streams for as long as asked
 		}
 		hsrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-			WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
-		if o.Pprof {
-			hsrv.WriteTimeout = 0 // a CPU profile or trace streams for as long as asked
-		}
+			WriteTimeout: writeTimeout, MaxHeaderBytes: 16 << 10}
 		go func() {
 			if err := hsrv.Serve(mlis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				s.log.Error("metrics server", "error", err)

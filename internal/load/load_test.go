@@ -350,6 +350,11 @@ func TestMainUsage(t *testing.T) {
 	if code := Main(context.Background(), []string{"--hosts", "3"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--addr") {
 		t.Errorf("no --addr: exit %d, %q", code, errb.String())
 	}
+	errb.Reset()
+	bad := filepath.Join(t.TempDir(), "missing", "cpu.prof")
+	if code := Main(context.Background(), []string{"--cpuprofile", bad, "--addr", "127.0.0.1:1", "--ca", "x", "--cert", "c", "--key", "k"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "--cpuprofile") {
+		t.Errorf("--cpuprofile in a missing directory: exit %d, %q", code, errb.String())
+	}
 	out.Reset()
 	p := filepath.Join(t.TempDir(), "p.yaml")
 	if code := Main(context.Background(), []string{"--write-policy", p, "--policy", "fleet-a", "--secret", "db"}, &out, &errb); code != 0 {

@@ -289,9 +289,8 @@ func (s *embedded) committer() {
 		if wait := commitSpacing - time.Since(last); wait > 0 {
 			group = gatherFor(group, s.ops, wait, fullGroup)
 		}
-		last = time.Now()
 		group = gather(group, s.ops, maxGroup)
-		start := time.Now()
+		last = time.Now()
 		err := s.update(func(tx *txn) error {
 			for _, op := range group {
 				op.err = runOp(op.fn, tx)
@@ -304,7 +303,7 @@ func (s *embedded) committer() {
 		})
 		if err == nil {
 			if s.onCommit != nil {
-				s.onCommit(len(group), time.Since(start))
+				s.onCommit(len(group), time.Since(last))
 			}
 			for _, op := range group {
 				op.res <- op.err
@@ -484,11 +483,8 @@ func (s *embedded) CreateNode(ctx context.Context, n Node) error {
 	rec := toNodeRec(&n)
 	rec.Created, rec.Updated = now, now
 	return s.write(ctx, func(tx *txn) error {
-		if r, err := s.nodeIn(tx, n.ID); err != nil || r != nil {
-			if err == nil {
-				err = logical(fmt.Errorf("node %s: %w", n.ID, ErrConflict))
-			}
-			return err
+		if tx.Bucket(bktNodes).Get([]byte(n.ID)) != nil { // a transaction sees its own writes
+			return logical(fmt.Errorf("node %s: %w", n.ID, ErrConflict))
 		}
 		return putNode(tx, &rec)
 	})
@@ -550,11 +546,8 @@ func (s *embedded) ListNodes(ctx context.Context) ([]Node, error) {
 
 func (s *embedded) DeleteNode(ctx context.Context, id string) error {
 	return s.write(ctx, func(tx *txn) error {
-		if r, err := s.nodeIn(tx, id); err != nil || r == nil {
-			if err == nil {
-				err = logical(fmt.Errorf("node %s: %w", id, ErrNotFound))
-			}
-			return err
+		if tx.Bucket(bktNodes).Get([]byte(id)) == nil {
+			return logical(fmt.Errorf("node %s: %w", id, ErrNotFound))
 		}
 		return deleteNode(tx, id)
 	})
