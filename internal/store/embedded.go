@@ -44,7 +44,15 @@ var (
 	bktSecrets = []byte("secrets")
 	bktAudit   = []byte("audit")
 	bktMeta    = []byte("meta")
+	// bktLast holds each node's last verdict (lastRec), apart from its
+	// record so that an attestation rewrites ~100 bytes, not the EK
+	// certificate (schema 2).
+	bktLast = []byte("lastverdict")
 )
+
+// schemaVersion is the embedded store's layout; migrateSchema brings an
+// older file up to it when it opens.
+const schemaVersion = "2"
 
 // embedded is the bbolt store. Writes go through one committer goroutine
 // that groups whatever writes are queued while the previous commit syncs
@@ -91,17 +99,18 @@ type writeOp struct {
 type txn struct {
 	*bolt.Tx
 	nodes map[string]*nodeRec // nil: deleted
+	last  map[string]lastRec  // last verdicts written (zero: deleted)
 	head  *AuditRecord        // the audit chain's head, once an op appended
 }
 
 func (s *embedded) update(fn func(tx *txn) error) error {
-	t := &txn{nodes: map[string]*nodeRec{}}
+	t := &txn{nodes: map[string]*nodeRec{}, last: map[string]lastRec{}}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		t.Tx = tx
 		return fn(t)
 	})
 	if err == nil {
-		s.nodes.committed(t.nodes)
+		s.nodes.committed(t.nodes, t.last)
 		if t.head != nil {
 			s.headMu.Lock()
 			s.head = t.head
@@ -135,19 +144,12 @@ func OpenEmbedded(ctx context.Context, dir string, opts Options) (Store, error) 
 		return nil, fmt.Errorf("store: opening %s (is another attestd using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta} {
+		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta, bktLast} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		m := tx.Bucket(bktMeta)
-		switch v := m.Get([]byte("schema")); {
-		case v == nil:
-			return m.Put([]byte("schema"), []byte("1"))
-		case string(v) != "1":
-			return fmt.Errorf("schema version %q is not supported by this attestd (want 1)", v)
-		}
-		return nil
+		return migrateSchema(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -359,6 +361,9 @@ func fromNanos(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
+// nodeRec is a node as the embedded store keeps it. The last verdict
+// (LV*) is stored apart, in bktLast (putLast); the PostgreSQL store keeps
+// it in the node's row.
 type nodeRec struct {
 	ID        string    `json:"id"`
 	EKPublic  []byte    `json:"ek_public"`
@@ -368,12 +373,94 @@ type nodeRec struct {
 	State     NodeState `json:"state"`
 	ChHash    []byte    `json:"challenge_hash,omitempty"`
 	ChExpires int64     `json:"challenge_expires,omitempty"`
-	LVID      string    `json:"last_attestation,omitempty"`
-	LVPolicy  string    `json:"last_policy,omitempty"`
-	LVAllow   bool      `json:"last_allow,omitempty"`
-	LVTime    int64     `json:"last_time,omitempty"`
+	LVID      string    `json:"-"`
+	LVPolicy  string    `json:"-"`
+	LVAllow   bool      `json:"-"`
+	LVTime    int64     `json:"-"`
+	LVUpdated int64     `json:"-"` // when the last verdict was recorded
 	Created   int64     `json:"created"`
 	Updated   int64     `json:"updated"`
+}
+
+// lastRec is a node's last verdict in bktLast.
+type lastRec struct {
+	ID      string `json:"id"`
+	Policy  string `json:"policy,omitempty"`
+	Allow   bool   `json:"allow,omitempty"`
+	Time    int64  `json:"time"`
+	Updated int64  `json:"updated"` // when it was recorded: the node's UpdatedAt
+}
+
+func (r *nodeRec) last() lastRec {
+	if r.LVID == "" {
+		return lastRec{}
+	}
+	return lastRec{ID: r.LVID, Policy: r.LVPolicy, Allow: r.LVAllow, Time: r.LVTime, Updated: r.LVUpdated}
+}
+
+func (r *nodeRec) setLast(lv lastRec) {
+	r.LVID, r.LVPolicy, r.LVAllow, r.LVTime, r.LVUpdated = lv.ID, lv.Policy, lv.Allow, lv.Time, lv.Updated
+}
+
+// migrateSchema creates the schema on a new file, or brings an older one up
+// to schemaVersion, in the open's transaction: all or nothing.
+func migrateSchema(tx *bolt.Tx) error {
+	m := tx.Bucket(bktMeta)
+	switch v := string(m.Get([]byte("schema"))); v {
+	case schemaVersion:
+		return nil
+	case "":
+		if tx.Bucket(bktNodes).Stats().KeyN != 0 {
+			return errors.New("store has nodes but no schema version: not an attestd store")
+		}
+	case "1":
+		// Version 1 kept the last verdict in the node's record.
+		type v1Last struct {
+			ID     string `json:"last_attestation"`
+			Policy string `json:"last_policy"`
+			Allow  bool   `json:"last_allow"`
+			Time   int64  `json:"last_time"`
+		}
+		nb, lb := tx.Bucket(bktNodes), tx.Bucket(bktLast)
+		type kv struct{ k, v []byte }
+		var rewrite []kv
+		err := nb.ForEach(func(k, v []byte) error {
+			var r nodeRec
+			var lv v1Last
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("corrupt node %q: %w", k, err)
+			}
+			if err := json.Unmarshal(v, &lv); err != nil {
+				return fmt.Errorf("corrupt node %q: %w", k, err)
+			}
+			if lv.ID != "" {
+				b, err := json.Marshal(lastRec{ID: lv.ID, Policy: lv.Policy, Allow: lv.Allow, Time: lv.Time, Updated: r.Updated})
+				if err != nil {
+					return err
+				}
+				if err := lb.Put(bytes.Clone(k), b); err != nil {
+					return err
+				}
+			}
+			b, err := json.Marshal(&r) // without the last verdict
+			if err != nil {
+				return err
+			}
+			rewrite = append(rewrite, kv{bytes.Clone(k), b})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, e := range rewrite { // not while iterating the bucket
+			if err := nb.Put(e.k, e.v); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("schema version %q is not supported by this attestd (want %s or older)", v, schemaVersion)
+	}
+	return m.Put([]byte("schema"), []byte(schemaVersion))
 }
 
 func toNodeRec(n *Node) nodeRec {
@@ -388,7 +475,7 @@ func toNodeRec(n *Node) nodeRec {
 }
 
 func (r *nodeRec) node() Node {
-	n := Node{ID: r.ID, EKPublic: r.EKPublic, EKCert: r.EKCert, AKPublic: r.AKPublic, AKName: r.AKName, State: r.State, CreatedAt: fromNanos(r.Created), UpdatedAt: fromNanos(r.Updated)}
+	n := Node{ID: r.ID, EKPublic: r.EKPublic, EKCert: r.EKCert, AKPublic: r.AKPublic, AKName: r.AKName, State: r.State, CreatedAt: fromNanos(r.Created), UpdatedAt: fromNanos(max(r.Updated, r.LVUpdated))}
 	if r.ChHash != nil {
 		n.Challenge = &Challenge{SecretHash: r.ChHash, Expires: fromNanos(r.ChExpires)}
 	}
@@ -481,12 +568,12 @@ func (s *embedded) CreateNode(ctx context.Context, n Node) error {
 	}
 	now := nanos(s.now())
 	rec := toNodeRec(&n)
-	rec.Created, rec.Updated = now, now
+	rec.Created, rec.Updated, rec.LVUpdated = now, now, now
 	return s.write(ctx, func(tx *txn) error {
 		if tx.Bucket(bktNodes).Get([]byte(n.ID)) != nil { // a transaction sees its own writes
 			return logical(fmt.Errorf("node %s: %w", n.ID, ErrConflict))
 		}
-		return putNode(tx, &rec)
+		return s.putNode(tx, &rec)
 	})
 }
 
@@ -522,9 +609,12 @@ func (s *embedded) UpdateNode(ctx context.Context, id string, fn func(*Node) err
 			return logical(err)
 		}
 		nr := toNodeRec(&n)
-		nr.Created, nr.Updated = r.Created, nanos(s.now())
+		nr.Created, nr.Updated, nr.LVUpdated = r.Created, nanos(s.now()), r.LVUpdated
+		if nr.last() != r.last() { // fn changed the last verdict
+			nr.LVUpdated = nr.Updated
+		}
 		out = nr.node()
-		return putNode(tx, &nr)
+		return s.putNode(tx, &nr)
 	})
 	return out, err
 }
@@ -533,9 +623,9 @@ func (s *embedded) ListNodes(ctx context.Context) ([]Node, error) {
 	var out []Node
 	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bktNodes).ForEach(func(k, v []byte) error {
-			var r nodeRec
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("store: corrupt node %q: %w", k, err)
+			r, err := readNodeRec(tx, string(k))
+			if err != nil {
+				return err
 			}
 			out = append(out, r.node())
 			return nil
@@ -609,11 +699,7 @@ func (s *embedded) RecordAttestation(ctx context.Context, a Attestation) (AuditR
 		if ab.Get([]byte(a.ID)) != nil {
 			return logical(fmt.Errorf("attestation %s: %w", a.ID, ErrConflict))
 		}
-		nr, err := s.nodeIn(tx, a.NodeID)
-		if err != nil {
-			return err
-		}
-		if nr == nil {
+		if tx.Bucket(bktNodes).Get([]byte(a.NodeID)) == nil { // a transaction sees its own writes
 			return logical(fmt.Errorf("node %s: %w", a.NodeID, ErrNotFound))
 		}
 		head, err := s.auditHeadIn(tx)
@@ -624,9 +710,7 @@ func (s *embedded) RecordAttestation(ctx context.Context, a Attestation) (AuditR
 		if err := put(ab, []byte(a.ID), rec); err != nil {
 			return err
 		}
-		nr.LVID, nr.LVPolicy, nr.LVAllow, nr.LVTime = a.ID, a.Policy, a.Allow, rec.Created
-		nr.Updated = nanos(s.now())
-		if err := putNode(tx, nr); err != nil {
+		if err := putLast(tx, a.NodeID, lastRec{ID: a.ID, Policy: a.Policy, Allow: a.Allow, Time: rec.Created, Updated: nanos(s.now())}); err != nil {
 			return err
 		}
 		out, err = appendAudit(tx, head, e)
@@ -880,7 +964,7 @@ func (s *embedded) PurgeExpired(ctx context.Context, now time.Time) (int, error)
 				continue
 			}
 			r.ChHash, r.ChExpires = nil, 0
-			if err := putNode(tx, r); err != nil {
+			if err := s.putNode(tx, r); err != nil {
 				return err
 			}
 			n++

@@ -7,16 +7,18 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// nodeCache holds the embedded store's node records decoded, as committed:
-// every attestation reads its node (GetNode) and rewrites it (the last
-// verdict), and decoding the JSON record was a tenth of attestd's CPU.
+// nodeCache holds the embedded store's node records decoded, as committed,
+// last verdict included: every attestation reads its node (GetNode), and
+// decoding the JSON record was a tenth of attestd's CPU.
 //
 // It is exact, not best effort: a write transaction collects the records
-// it writes (txn.nodes) and they enter the cache only after the commit; a
-// reader fills a miss only if no node write committed between its lookup
-// and its read (the generation check), so a read that raced a commit never
-// installs the older record. The embedded store has one process (the file
-// is locked), so nothing else writes behind the cache's back.
+// and last verdicts it writes (txn.nodes, txn.last) and they enter the
+// cache only after the commit; a reader fills a miss only if no node write
+// committed between its lookup and its read (the generation check), so a
+// read that raced a commit never installs the older record. The embedded
+// store has one process (the file is locked), so nothing else writes behind
+// the cache's back. Cached records are never changed in place: a commit
+// replaces them, and readers get copies.
 type nodeCache struct {
 	mu   sync.Mutex
 	gen  uint64 // bumped by every commit that wrote nodes
@@ -46,9 +48,12 @@ func (c *nodeCache) fill(gen uint64, r *nodeRec) {
 	c.putLocked(r.clone())
 }
 
-// committed applies the node records of a committed transaction.
-func (c *nodeCache) committed(w map[string]*nodeRec) {
-	if len(w) == 0 {
+// committed applies the node records and then the last verdicts of a
+// committed transaction. A last verdict in last is the newest the
+// transaction wrote for its node, whatever the order of its ops, so it
+// wins over the one in the node's record in w.
+func (c *nodeCache) committed(w map[string]*nodeRec, last map[string]lastRec) {
+	if len(w) == 0 && len(last) == 0 {
 		return
 	}
 	c.mu.Lock()
@@ -59,6 +64,13 @@ func (c *nodeCache) committed(w map[string]*nodeRec) {
 			delete(c.recs, id)
 		} else {
 			c.putLocked(r)
+		}
+	}
+	for id, lv := range last {
+		if r := c.recs[id]; r != nil {
+			n := *r // the byte slices are shared: no one writes to them
+			n.setLast(lv)
+			c.recs[id] = &n
 		}
 	}
 }
@@ -109,7 +121,7 @@ func (s *embedded) readNode(id string) (*nodeRec, error) {
 	}
 	err := s.view(func(tx *bolt.Tx) error {
 		var err error
-		r, err = get[nodeRec](tx.Bucket(bktNodes), []byte(id))
+		r, err = readNodeRec(tx, id)
 		return err
 	})
 	if err != nil || r == nil {
@@ -121,35 +133,111 @@ func (s *embedded) readNode(id string) (*nodeRec, error) {
 
 // nodeIn returns node id's record as transaction tx sees it (a copy), nil
 // if there is none: what an earlier op of tx wrote, else the committed
-// record (cached, else decoded).
+// record (cached, else decoded), with the last verdict an earlier op of tx
+// recorded.
 func (s *embedded) nodeIn(tx *txn, id string) (*nodeRec, error) {
-	if r, ok := tx.nodes[id]; ok {
-		if r == nil {
-			return nil, nil
+	r, ok := tx.nodes[id]
+	switch {
+	case ok && r == nil:
+		return nil, nil
+	case ok:
+		r = r.clone()
+	default:
+		if r, _ = s.nodes.lookup(id); r == nil {
+			var err error
+			if r, err = readNodeRec(tx.Tx, id); r == nil || err != nil {
+				return nil, err
+			}
 		}
-		return r.clone(), nil
 	}
-	if r, _ := s.nodes.lookup(id); r != nil {
-		return r, nil
+	if lv, ok := tx.last[id]; ok {
+		r.setLast(lv)
 	}
-	return get[nodeRec](tx.Bucket(bktNodes), []byte(id))
+	return r, nil
 }
 
-// putNode writes r in tx; the cache sees it once tx commits.
-func putNode(tx *txn, r *nodeRec) error {
+// readNodeRec decodes node id's record and its last verdict from tx; nil if
+// there is no such node.
+func readNodeRec(tx *bolt.Tx, id string) (*nodeRec, error) {
+	r, err := get[nodeRec](tx.Bucket(bktNodes), []byte(id))
+	if r == nil || err != nil {
+		return nil, err
+	}
+	lv, err := get[lastRec](tx.Bucket(bktLast), []byte(id))
+	if err != nil {
+		return nil, err
+	}
+	if lv != nil {
+		r.setLast(*lv)
+	}
+	return r, nil
+}
+
+// putNode writes r in tx; the cache sees it once tx commits. The last
+// verdict is not part of the node's record: if r's differs from what tx
+// sees, it is written as putLast does.
+func (s *embedded) putNode(tx *txn, r *nodeRec) error {
 	r.normalize()
 	if err := put(tx.Bucket(bktNodes), []byte(r.ID), r); err != nil {
 		return err
+	}
+	old, err := s.lastIn(tx, r.ID)
+	if err != nil {
+		return err
+	}
+	if lv := r.last(); lv != old {
+		if err := putLast(tx, r.ID, lv); err != nil {
+			return err
+		}
 	}
 	tx.nodes[r.ID] = r.clone()
 	return nil
 }
 
-// deleteNode removes node id in tx.
+// lastIn returns node id's last verdict as tx sees it (zero if none).
+func (s *embedded) lastIn(tx *txn, id string) (lastRec, error) {
+	if lv, ok := tx.last[id]; ok {
+		return lv, nil
+	}
+	if r, _ := s.nodes.lookup(id); r != nil {
+		return r.last(), nil
+	}
+	lv, err := get[lastRec](tx.Bucket(bktLast), []byte(id))
+	if lv == nil || err != nil {
+		return lastRec{}, err
+	}
+	return *lv, nil
+}
+
+// putLast records lv as node id's last verdict in tx (deleting it when lv
+// is zero): a record of ~100 bytes, where rewriting the node's record
+// (its EK certificate included) on every attestation was a tenth of
+// attestd's CPU and most of the bytes it wrote. The cache sees it once tx
+// commits.
+func putLast(tx *txn, id string, lv lastRec) error {
+	b := tx.Bucket(bktLast)
+	var err error
+	if lv == (lastRec{}) {
+		err = b.Delete([]byte(id))
+	} else {
+		err = put(b, []byte(id), lv)
+	}
+	if err != nil {
+		return err
+	}
+	tx.last[id] = lv
+	return nil
+}
+
+// deleteNode removes node id, and its last verdict, in tx.
 func deleteNode(tx *txn, id string) error {
 	if err := tx.Bucket(bktNodes).Delete([]byte(id)); err != nil {
 		return err
 	}
+	if err := tx.Bucket(bktLast).Delete([]byte(id)); err != nil {
+		return err
+	}
 	tx.nodes[id] = nil
+	delete(tx.last, id)
 	return nil
 }

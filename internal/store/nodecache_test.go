@@ -43,7 +43,7 @@ func revokeIn(s *embedded, tx *txn, id string) error {
 		return err
 	}
 	r.State = NodeRevoked
-	return putNode(tx, r)
+	return s.putNode(tx, r)
 }
 
 // storeWithNode opens an embedded store with one node enrolled.
@@ -63,7 +63,7 @@ func dbNode(t *testing.T, s *embedded, id string) *Node {
 	var r *nodeRec
 	err := s.view(func(tx *bolt.Tx) error {
 		var err error
-		r, err = get[nodeRec](tx.Bucket(bktNodes), []byte(id))
+		r, err = readNodeRec(tx, id)
 		return err
 	})
 	if err != nil {
@@ -96,7 +96,7 @@ func TestNodeCacheWritesOfOneTransaction(t *testing.T) {
 			return fmt.Errorf("second op of the transaction sees state %v, want revoked", r2.State)
 		}
 		r2.LVID, r2.LVAllow = "att-x", true
-		return putNode(tx, r2)
+		return s.putNode(tx, r2)
 	})
 	if err != nil {
 		t.Fatal(err)

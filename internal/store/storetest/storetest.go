@@ -381,6 +381,17 @@ func testAttestations(t *testing.T, s store.Store) {
 	if node.LastVerdict == nil || node.LastVerdict.AttestationID != "att-2" || node.LastVerdict.Allow {
 		t.Fatalf("LastVerdict after deny = %+v", node.LastVerdict)
 	}
+	// Updating the node keeps its last verdict; the list shows it too.
+	node, err = s.UpdateNode(ctx, n.ID, func(n *store.Node) error { n.State = store.NodeRevoked; return nil })
+	must(t, err)
+	if node.LastVerdict == nil || node.LastVerdict.AttestationID != "att-2" {
+		t.Fatalf("UpdateNode returned LastVerdict %+v, want att-2", node.LastVerdict)
+	}
+	nodes, err := s.ListNodes(ctx)
+	must(t, err)
+	if len(nodes) != 1 || nodes[0].State != store.NodeRevoked || nodes[0].LastVerdict == nil || nodes[0].LastVerdict.AttestationID != "att-2" {
+		t.Fatalf("ListNodes after revoke = %+v", nodes)
+	}
 	if _, err := store.VerifyAudit(ctx, s, store.VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}
