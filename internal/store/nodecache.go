@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -93,11 +92,23 @@ func (c *nodeCache) putLocked(r *nodeRec) {
 }
 
 // clone copies r deeply enough that changing the copy (fields or bytes)
-// never changes r.
+// never changes r. Every read of a node clones it, so the byte fields share
+// one new allocation (each capped: appending to one cannot reach the next).
 func (r *nodeRec) clone() *nodeRec {
 	c := *r
-	c.EKPublic, c.EKCert = bytes.Clone(r.EKPublic), bytes.Clone(r.EKCert)
-	c.AKPublic, c.AKName, c.ChHash = bytes.Clone(r.AKPublic), bytes.Clone(r.AKName), bytes.Clone(r.ChHash)
+	fields := []*[]byte{&c.EKPublic, &c.EKCert, &c.AKPublic, &c.AKName, &c.ChHash}
+	n := 0
+	for _, f := range fields {
+		n += len(*f)
+	}
+	buf := make([]byte, 0, n)
+	for _, f := range fields {
+		if *f != nil { // nil stays nil, empty stays empty, as bytes.Clone does
+			start := len(buf)
+			buf = append(buf, *f...)
+			*f = buf[start:len(buf):len(buf)]
+		}
+	}
 	return &c
 }
 

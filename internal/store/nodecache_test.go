@@ -165,6 +165,16 @@ func TestNodeCacheCopies(t *testing.T) {
 	if string(b.AKPublic) != string(want) || b.State != NodeEnrolled {
 		t.Fatal("editing a node GetNode returned changed the store's cache")
 	}
+	// The copy's byte fields share one allocation: growing one must not
+	// write into the next.
+	ak := append([]byte(nil), b.AKPublic...)
+	_ = append(b.EKPublic, make([]byte, 64)...)
+	if string(b.AKPublic) != string(ak) {
+		t.Fatal("appending to EKPublic of a copy overwrote its AKPublic")
+	}
+	if b.EKCert != nil || b.Challenge != nil {
+		t.Fatalf("absent fields came back non-nil: cert %v, challenge %v", b.EKCert, b.Challenge)
+	}
 }
 
 // A reader that raced a commit never installs the older record: after
