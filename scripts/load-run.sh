@@ -8,6 +8,8 @@
 #   HOSTS=10000 DURATION=60s CONCURRENCY=64 scripts/load-run.sh > result.json
 #   RATE=2000     start attestations at this rate (default 0: flat out)
 #   RELEASE=0     leave out ReleaseSecrets (default 1: Challenge → Attest → Release)
+#   TOKENS=1      ask for a signed token with every verdict (default 0: omit_token,
+#                 as the launcher does)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -17,6 +19,7 @@ DURATION=${DURATION:-60s}
 CONCURRENCY=${CONCURRENCY:-64}
 RATE=${RATE:-0}
 RELEASE=${RELEASE:-1}
+TOKENS=${TOKENS:-0}
 DB=${DB:-}
 
 w=$(mktemp -d /tmp/bulwark-load.XXXXXX)
@@ -42,4 +45,5 @@ wait_attestd "$w/attestd.log" "$pid"
 "$bin/attestd" admin-cert --data "$w/data" --name load -o "$w/certs" >/dev/null
 "$bin/bulwark-load" --addr "127.0.0.1:$port" --ca "$w/certs/ca.crt" --cert "$w/certs/load.crt" \
   --key "$w/certs/load.key" --ek-ca "$w/ekca" --hosts "$HOSTS" --duration "$DURATION" \
-  --concurrency "$CONCURRENCY" --rate "$RATE" --release="$([ "$RELEASE" = 0 ] && echo false || echo true)" --json
+  --concurrency "$CONCURRENCY" --rate "$RATE" --release="$([ "$RELEASE" = 0 ] && echo false || echo true)" \
+  --tokens="$([ "$TOKENS" = 1 ] && echo true || echo false)" --json

@@ -56,7 +56,7 @@ type PolicyState struct {
 
 // Attest verifies the request (VerifyAttestation), judges it by policy,
 // records the verdict durably (store and audit log) and answers with a
-// signed token. A deny is an answer with reasons, not an error; a refused
+// signed token (unless the request set omit_token). A deny is an answer with reasons, not an error; a refused
 // request (a failed check) is an error and no verdict.
 func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bulwarkv1.AttestResponse, error) {
 	v, err := s.VerifyAttestation(ctx, req)
@@ -75,11 +75,11 @@ func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bul
 	if !j.Allow && len(j.Reasons) == 0 {
 		j.Reasons = []string{"denied by policy"}
 	}
-	return s.finish(ctx, v, j)
+	return s.finish(ctx, v, j, !req.GetOmitToken())
 }
 
-// finish signs and records a verdict.
-func (s *Server) finish(ctx context.Context, v *Verified, j Judgement) (*bulwarkv1.AttestResponse, error) {
+// finish records a verdict and, if withToken, signs its token.
+func (s *Server) finish(ctx context.Context, v *Verified, j Judgement, withToken bool) (*bulwarkv1.AttestResponse, error) {
 	now := s.now()
 	id, err := s.attestationID(now)
 	if err != nil {
@@ -92,17 +92,19 @@ func (s *Server) finish(ctx context.Context, v *Verified, j Judgement) (*bulwark
 	} else {
 		j.Secrets = nil
 	}
-	gk := sha256.Sum256(v.Event.GuestPublicKey)
-	c := &Claims{
-		Issuer: TokenIssuer, ID: id, Node: v.Node.ID, Sandbox: v.Event.SandboxID, Policy: j.Policy,
-		Digests: Digests{Kernel: v.Event.Kernel, Initrd: v.Event.Initrd, Cmdline: v.Event.CmdlineDigest,
-			Image: v.Event.Image, ImageConfig: v.Event.ImageConfig},
-		GuestKeyHash: "sha256:" + hex.EncodeToString(gk[:]), Verdict: verdict, Reasons: j.Reasons,
-		IssuedAt: now.Unix(), ExpiresAt: exp.Unix(), LaunchPCR: v.LaunchPCR, LaunchPCRHash: hex.EncodeToString(v.LaunchPCRValue),
-	}
-	tok, err := s.tokens.Sign(c)
-	if err != nil {
-		return nil, s.storeStatus(ctx, "attest: token", err)
+	var tok string
+	if withToken {
+		gk := sha256.Sum256(v.Event.GuestPublicKey)
+		c := &Claims{
+			Issuer: TokenIssuer, ID: id, Node: v.Node.ID, Sandbox: v.Event.SandboxID, Policy: j.Policy,
+			Digests: Digests{Kernel: v.Event.Kernel, Initrd: v.Event.Initrd, Cmdline: v.Event.CmdlineDigest,
+				Image: v.Event.Image, ImageConfig: v.Event.ImageConfig},
+			GuestKeyHash: "sha256:" + hex.EncodeToString(gk[:]), Verdict: verdict, Reasons: j.Reasons,
+			IssuedAt: now.Unix(), ExpiresAt: exp.Unix(), LaunchPCR: v.LaunchPCR, LaunchPCRHash: hex.EncodeToString(v.LaunchPCRValue),
+		}
+		if tok, err = s.tokens.Sign(c); err != nil {
+			return nil, s.storeStatus(ctx, "attest: token", err)
+		}
 	}
 	a := store.Attestation{
 		ID: id, NodeID: v.Node.ID, Policy: j.Policy, Allow: j.Allow, Reasons: j.Reasons,

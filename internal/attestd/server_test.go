@@ -194,6 +194,26 @@ func runServerSuite(t *testing.T, storeKind string) {
 		wantCode(t, err, codes.FailedPrecondition, "already done")
 	})
 
+	t.Run("attest without a token", func(t *testing.T) {
+		nonce, _, err := c.Challenge(ctx, h.nodeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := h.attestRequest(ctx, nonce, ev.SandboxID)
+		req.OmitToken = true
+		r, err := c.Attest(ctx, req)
+		if err != nil || r.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {
+			t.Fatalf("attest: %v %v %q", err, r.GetVerdict(), r.GetReasons())
+		}
+		if r.GetToken() != "" || r.GetAttestationId() == "" || r.GetExpiresAt() == nil {
+			t.Fatalf("answer without a token: token %q, id %q, expires %v", r.GetToken(), r.GetAttestationId(), r.GetExpiresAt())
+		}
+		rel, err := c.Release(ctx, r.GetAttestationId())
+		if err != nil || len(rel.GetSecrets()) != 2 {
+			t.Fatalf("release by id of a tokenless verdict: %v, %v", err, rel)
+		}
+	})
+
 	t.Run("expired nonce", func(t *testing.T) {
 		nonce, _, err := c.Challenge(ctx, h.nodeID)
 		if err != nil {

@@ -282,6 +282,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	req := &bulwarkv1.AttestRequest{
 		NodeId: nodeID, Nonce: nonce, Quote: q.Quoted, Signature: q.Signature,
 		Pcrs: map[uint32][]byte{}, LaunchLog: logBytes, SandboxId: res.SandboxID, Signatures: pbSigs,
+		// Secrets are released by attestation id below: no token to sign.
+		OmitToken: true,
 	}
 	for i, v := range q.PCRs {
 		req.Pcrs[uint32(i)] = v

@@ -29,7 +29,9 @@ const TargetRate = 2000
 // loopback) with bulwark-load's fleet at concurrency 64, on the embedded
 // store and on PostgreSQL: flat out (load=max: the throughput) and, on the
 // embedded store, at TargetRate (load=rate2000: the latency a fleet sees at
-// the goal, measured from each attestation's scheduled start). One op is benchPerOp verified
+// the goal, measured from each attestation's scheduled start) and flat out
+// with a signed token asked for with every verdict (load=max+tokens; the
+// other rows set omit_token, as the launcher does). One op is benchPerOp verified
 // attestations (Challenge → quote → Attest); each row reports
 // attestations/s, their p99 in ms, and beside them the baseline measured in
 // the same run: tpm/verify.VerifyQuote in process on every core
@@ -56,14 +58,22 @@ func BenchmarkAttestdEndToEnd(b *testing.B) {
 			f    *Fleet
 			ferr error
 		)
-		rates := []float64{0, TargetRate}
-		if st == "postgres" {
-			rates = rates[:1] // compared with the embedded store flat out only
+		type variant struct {
+			rate   float64
+			tokens bool
 		}
-		for _, rate := range rates {
+		loads := []variant{{0, false}, {TargetRate, false}, {0, true}}
+		if st == "postgres" {
+			loads = loads[:1] // compared with the embedded store flat out only
+		}
+		for _, v := range loads {
+			rate := v.rate
 			load := "max"
 			if rate > 0 {
 				load = fmt.Sprintf("rate%.0f", rate)
+			}
+			if v.tokens {
+				load += "+tokens"
 			}
 			b.Run(fmt.Sprintf("store=%s/hosts=%d/load=%s", st, hosts, load), func(b *testing.B) {
 				once.Do(func() {
@@ -82,7 +92,7 @@ func BenchmarkAttestdEndToEnd(b *testing.B) {
 				n := benchPerOp * b.N
 				b.ResetTimer()
 				cpu0 := cpuTime()
-				d := f.Drive(context.Background(), Drive{Count: n, Rate: rate})
+				d := f.Drive(context.Background(), Drive{Count: n, Rate: rate, Tokens: v.tokens})
 				cpu := cpuTime() - cpu0
 				b.StopTimer()
 				if e := errorsIn(d.Attest); e > 0 || d.Attest.OK != uint64(n) {

@@ -55,6 +55,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "gRPC connections carrying the hosts' traffic")
 	fs.StringVar(&cfg.Policy, "policy", DefaultPolicy, "policy `NAME` the launch events ask for")
 	fs.BoolVar(&cfg.Release, "release", false, "also call ReleaseSecrets and open each secret with the simulated guest's key")
+	fs.BoolVar(&cfg.Tokens, "tokens", false, "ask for a signed token (ES256 JWT) with every verdict; without it the hosts set omit_token and release by attestation id, as the launcher does")
 	fs.StringVar(&cfg.Secret, "secret", DefaultSecret, "secret `NAME` put through the Admin API and expected with --release")
 	fs.StringVar(&ek, "ek", "ecc", "simulated EK algorithm: ecc (P-256) or rsa (2048; slow to generate)")
 	fs.StringVar(&cfg.EKCADir, "ek-ca", "", "`DIR` of the stand-in EK CA (ek-ca.pem, ek-ca.key; created when absent)")
@@ -156,8 +157,8 @@ func PrintText(w io.Writer, r *Result) {
 	if r.Rate > 0 {
 		rate = fmt.Sprintf("%.0f/s", r.Rate)
 	}
-	fmt.Fprintf(w, "bulwark-load → %s: %d hosts (%s EK), concurrency %d over %d connections, %s, %.0fs, release %v, policy %q\n",
-		r.Addr, r.Hosts, r.EK, r.Concurrency, r.Conns, rate, r.Duration, r.Release, r.Policy)
+	fmt.Fprintf(w, "bulwark-load → %s: %d hosts (%s EK), concurrency %d over %d connections, %s, %.0fs, release %v, tokens %v, policy %q\n",
+		r.Addr, r.Hosts, r.EK, r.Concurrency, r.Conns, rate, r.Duration, r.Release, r.Tokens, r.Policy)
 	fmt.Fprintf(w, "prepare   %d simulated TPMs + EK certificates in %.2fs\n", r.Hosts, r.PrepareSeconds)
 	printPhase(w, "enroll", "enrollments", &r.Enroll)
 	printPhase(w, "attest", "verified attestations", &r.Attest)

@@ -68,6 +68,7 @@ type Config struct {
 	Conns       int           // gRPC connections for the hosts' traffic; 0 = DefaultConns
 	Policy      string        // policy named in launch events; "" = DefaultPolicy
 	Release     bool          // also ReleaseSecrets and open each secret with the guest key
+	Tokens      bool          // ask for a signed token with each verdict (the launcher does not)
 	Secret      string        // secret put and expected with Release; "" = DefaultSecret
 
 	EK        softtpm.EKType // simulated EK algorithm (ECC by default: cheap to generate)
@@ -179,6 +180,7 @@ type Result struct {
 	Rate        float64 `json:"target_rate"`
 	Duration    float64 `json:"duration_seconds"`
 	Release     bool    `json:"release"`
+	Tokens      bool    `json:"tokens"`
 	Policy      string  `json:"policy"`
 
 	// PrepareSeconds is the time to create the simulated TPMs and their EK
@@ -213,7 +215,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res := &Result{
 		Addr: cfg.Addr, Hosts: cfg.Hosts, EK: cfg.EK.String(), Concurrency: cfg.Concurrency, Conns: cfg.Conns,
-		Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Release: cfg.Release, Policy: cfg.Policy,
+		Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Release: cfg.Release, Tokens: cfg.Tokens, Policy: cfg.Policy,
 	}
 	f, err := NewFleet(ctx, cfg)
 	if f != nil {
@@ -226,7 +228,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		return nil, err
 	}
-	d := f.Drive(ctx, Drive{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count})
+	d := f.Drive(ctx, Drive{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count, Tokens: cfg.Tokens})
 	res.Attest, res.RPC, res.Verdicts = d.Attest, d.RPC, d.Verdicts
 	cfg.Logger.Info("measured phase done", "attestations", res.Attest.Count, "per_second", res.Attest.PerSecond)
 	if ctx.Err() != nil {
@@ -355,6 +357,10 @@ type Drive struct {
 	Rate     float64       // attestations started per second; 0 = flat out
 	Duration time.Duration // stop starting attestations after this; 0 = no time bound
 	Count    int           // stop after this many attestations; 0 = no count bound
+	// Tokens asks attestd for a signed token (ES256 JWT) with every
+	// verdict and checks one came. Off, the hosts do as the launcher does:
+	// they release by attestation id and set omit_token.
+	Tokens bool
 }
 
 // DriveResult is the outcome of one measured phase.
@@ -672,7 +678,7 @@ func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.Att
 				}
 				hst := mine[n%len(mine)]
 				wk.c.count++
-				out := attestOne(ctx, cfg, client, hst, pcrs, secretValue)
+				out := attestOne(ctx, cfg, d.Tokens, client, hst, pcrs, secretValue)
 				if out.verdictID != "" {
 					wk.ids = append(wk.ids, out.verdictID)
 				}
@@ -729,7 +735,7 @@ type outcome struct {
 	tChallenge, tAttest, tRelease time.Duration
 }
 
-func attestOne(ctx context.Context, cfg Config, client bulwarkv1.AttestationClient, hst *host, pcrs []int, secretValue []byte) (o outcome) {
+func attestOne(ctx context.Context, cfg Config, tokens bool, client bulwarkv1.AttestationClient, hst *host, pcrs []int, secretValue []byte) (o outcome) {
 	cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
 	t := time.Now()
@@ -747,6 +753,7 @@ func attestOne(ctx context.Context, cfg Config, client bulwarkv1.AttestationClie
 	req := &bulwarkv1.AttestRequest{
 		NodeId: hst.nodeID, Nonce: ch.GetNonce(), Quote: ev.Quote, Signature: ev.Signature,
 		Pcrs: make(map[uint32][]byte, len(ev.PCRs)), LaunchLog: ev.Log, SandboxId: hst.launch.Event.SandboxID,
+		OmitToken: !tokens,
 	}
 	for p, v := range ev.PCRs {
 		req.Pcrs[uint32(p)] = v
@@ -766,6 +773,10 @@ func attestOne(ctx context.Context, cfg Config, client bulwarkv1.AttestationClie
 	}
 	if o.verdictID == "" {
 		o.fail = "attest: allow without attestation_id"
+		return o
+	}
+	if tokens && ar.GetToken() == "" {
+		o.fail = "attest: allow without the token asked for"
 		return o
 	}
 	if !cfg.Release {

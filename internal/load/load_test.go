@@ -324,6 +324,7 @@ func TestLoadAgainstAttestdPostgres(t *testing.T) {
 	res, err := Run(context.Background(), Config{
 		Addr: a.addr, CAFile: a.ca, CertFile: a.cert, KeyFile: a.key, EKCADir: a.ekCADir,
 		Hosts: 16, Concurrency: 8, Rate: 100, Duration: 2 * time.Second, Release: true,
+		Tokens: true, // the other runs leave tokens out, as the launcher does
 	})
 	var report strings.Builder
 	if res != nil {
