@@ -645,11 +645,6 @@ func (s *embedded) DeleteNode(ctx context.Context, id string) error {
 
 // ---- nonces ----
 
-func nonceKey(v []byte) []byte {
-	sum := sha256.Sum256(v)
-	return sum[:]
-}
-
 // IssueNonce keeps the nonce in memory only (nonceTable). The embedded
 // store has exactly one process (the file is locked), and a nonce lives for
 // seconds: after a restart every outstanding nonce is unknown, so a replay
