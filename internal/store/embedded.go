@@ -73,6 +73,7 @@ type embedded struct {
 	// unbatched makes every write its own transaction and fsync: the
 	// baseline the benchmarks compare group commit against.
 	unbatched bool
+	alone     sync.Mutex // serialises unbatched writes, cache updates included
 	onCommit  func(writes int, took time.Duration)
 
 	// Quote nonces live in memory only (see IssueNonce).
@@ -227,6 +228,11 @@ func (s *embedded) writeAlone(fn func(tx *txn) error) error {
 	if s.closed {
 		return ErrClosed
 	}
+	// One at a time, as the committer does: bbolt serialises the
+	// transactions but not the cache updates after them, and a write that
+	// started in between would read a node older than the file's.
+	s.alone.Lock()
+	defer s.alone.Unlock()
 	var opErr error
 	err := s.update(func(tx *txn) error {
 		opErr = runOp(fn, tx)

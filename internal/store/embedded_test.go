@@ -28,6 +28,18 @@ func TestEmbeddedConformance(t *testing.T) {
 	storetest.Run(t, openEmbedded)
 }
 
+// The benchmarks' baseline (a transaction per write, no committer) must be
+// as correct as the store it is compared with.
+func TestEmbeddedUnbatchedConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := store.OpenEmbeddedUnbatched(context.Background(), t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
 func TestEmbeddedReopen(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
