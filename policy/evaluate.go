@@ -370,7 +370,11 @@ func strangerKey(sig ArtifactSignature, what string, msg []byte) string {
 func payloadDigest(payload []byte) (string, error) {
 	ss, err := signing.ParseSimpleSigning(payload)
 	if err != nil {
-		return "", errors.New(truncate(strings.TrimPrefix(err.Error(), "signing: "), 200))
+		var pe *signing.PayloadError
+		if errors.As(err, &pe) {
+			return "", errors.New(truncate(pe.Reason(), 200))
+		}
+		return "", errors.New(truncate(err.Error(), 200))
 	}
 	return ss.Critical.Image.DockerManifestDigest, nil
 }

@@ -33,3 +33,16 @@ var (
 	// kind this package does not verify (certificate/keyless, DSSE).
 	ErrMalformedBundle = errors.New("malformed or unsupported sigstore bundle")
 )
+
+// PayloadError says why a payload is not a cosign simple-signing payload.
+// It matches ErrPayloadType (errors.Is).
+type PayloadError struct {
+	Detail string // what is wrong, e.g. "critical.type is missing"
+}
+
+func (e *PayloadError) Error() string { return "signing: " + e.Reason() }
+
+// Reason is the error without the package's prefix, as a verdict's reason.
+func (e *PayloadError) Reason() string { return ErrPayloadType.Error() + ": " + e.Detail }
+
+func (e *PayloadError) Unwrap() error { return ErrPayloadType }

@@ -89,7 +89,7 @@ func VerifyImage(pub crypto.PublicKey, payload, sigB64 []byte, manifestDigest st
 		return fmt.Errorf("signing: expected image digest %q is not sha256:<64 hex>", manifestDigest)
 	}
 	if len(payload) > MaxPayloadSize {
-		return fmt.Errorf("signing: %w: payload is %d bytes, more than %d", ErrPayloadType, len(payload), MaxPayloadSize)
+		return payloadErr("payload is %d bytes, more than %d", len(payload), MaxPayloadSize)
 	}
 	if err := VerifyBlob(pub, bytes.NewReader(payload), sigB64); err != nil {
 		return fmt.Errorf("image signature payload: %w", err)
@@ -104,6 +104,10 @@ func VerifyImage(pub crypto.PublicKey, payload, sigB64 []byte, manifestDigest st
 	return nil
 }
 
+func payloadErr(format string, args ...any) error {
+	return &PayloadError{Detail: fmt.Sprintf(format, args...)}
+}
+
 // ParseSimpleSigning parses a simple-signing payload strictly: one JSON
 // object with only "critical" and "optional"; "critical" with only
 // "identity", "image" and "type", each present; type SimpleSigningType; a
@@ -111,17 +115,17 @@ func VerifyImage(pub crypto.PublicKey, payload, sigB64 []byte, manifestDigest st
 // on a payload whose signature verified (VerifyImage does both).
 func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) {
 	if len(payload) > MaxPayloadSize {
-		return nil, fmt.Errorf("signing: %w: payload is %d bytes, more than %d", ErrPayloadType, len(payload), MaxPayloadSize)
+		return nil, payloadErr("payload is %d bytes, more than %d", len(payload), MaxPayloadSize)
 	}
 	var top struct {
 		Critical json.RawMessage `json:"critical"`
 		Optional json.RawMessage `json:"optional"`
 	}
 	if err := decodeStrict(payload, &top); err != nil {
-		return nil, fmt.Errorf("signing: %w: %v", ErrPayloadType, err)
+		return nil, payloadErr("%v", err)
 	}
 	if len(top.Critical) == 0 {
-		return nil, fmt.Errorf("signing: %w: no \"critical\" object", ErrPayloadType)
+		return nil, payloadErr("no \"critical\" object")
 	}
 	var crit struct {
 		Identity *struct {
@@ -133,19 +137,19 @@ func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) {
 		Type *string `json:"type"`
 	}
 	if err := decodeStrict(top.Critical, &crit); err != nil {
-		return nil, fmt.Errorf("signing: %w: critical: %v", ErrPayloadType, err)
+		return nil, payloadErr("critical: %v", err)
 	}
 	switch {
 	case crit.Type == nil:
-		return nil, fmt.Errorf("signing: %w: critical.type is missing", ErrPayloadType)
+		return nil, payloadErr("critical.type is missing")
 	case *crit.Type != SimpleSigningType:
-		return nil, fmt.Errorf("signing: %w: critical.type is %q, want %q", ErrPayloadType, *crit.Type, SimpleSigningType)
+		return nil, payloadErr("critical.type is %q, want %q", *crit.Type, SimpleSigningType)
 	case crit.Image == nil || crit.Image.DockerManifestDigest == nil:
-		return nil, fmt.Errorf("signing: %w: critical.image.docker-manifest-digest is missing", ErrPayloadType)
+		return nil, payloadErr("critical.image.docker-manifest-digest is missing")
 	case !ValidDigest(*crit.Image.DockerManifestDigest):
-		return nil, fmt.Errorf("signing: %w: critical.image.docker-manifest-digest %q is not sha256:<64 hex>", ErrPayloadType, *crit.Image.DockerManifestDigest)
+		return nil, payloadErr("critical.image.docker-manifest-digest %q is not sha256:<64 hex>", *crit.Image.DockerManifestDigest)
 	case crit.Identity == nil || crit.Identity.DockerReference == nil:
-		return nil, fmt.Errorf("signing: %w: critical.identity.docker-reference is missing", ErrPayloadType)
+		return nil, payloadErr("critical.identity.docker-reference is missing")
 	}
 	out := &SimpleSigning{}
 	out.Critical.Type = *crit.Type
@@ -153,7 +157,7 @@ func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) {
 	out.Critical.Identity.DockerReference = *crit.Identity.DockerReference
 	if len(top.Optional) > 0 && !bytes.Equal(bytes.TrimSpace(top.Optional), []byte("null")) {
 		if err := json.Unmarshal(top.Optional, &out.Optional); err != nil {
-			return nil, fmt.Errorf("signing: %w: optional is not an object: %v", ErrPayloadType, err)
+			return nil, payloadErr("optional is not an object: %v", err)
 		}
 	}
 	return out, nil

@@ -114,3 +114,14 @@ func TestSimpleSigningMatchesSigstore(t *testing.T) {
 		t.Fatalf("optional %v", p.Optional)
 	}
 }
+
+func TestPayloadErrorReason(t *testing.T) {
+	_, err := ParseSimpleSigning([]byte(`{"critical":{"identity":{"docker-reference":"x"},"image":{"docker-manifest-digest":"sha256:00"},"type":"cosign container image signature"}}`))
+	var pe *PayloadError
+	if !errors.As(err, &pe) || !errors.Is(err, ErrPayloadType) {
+		t.Fatalf("err = %v, want a *PayloadError matching ErrPayloadType", err)
+	}
+	if want := ErrPayloadType.Error() + ": critical.image.docker-manifest-digest \"sha256:00\" is not sha256:<64 hex>"; pe.Reason() != want || err.Error() != "signing: "+want {
+		t.Fatalf("Reason() = %q, Error() = %q", pe.Reason(), err.Error())
+	}
+}
