@@ -56,8 +56,9 @@ type PolicyState struct {
 
 // Attest verifies the request (VerifyAttestation), judges it by policy,
 // records the verdict durably (store and audit log) and answers with a
-// signed token (unless the request set omit_token). A deny is an answer with reasons, not an error; a refused
-// request (a failed check) is an error and no verdict.
+// signed token (unless the request set omit_token). A deny is an answer
+// with reasons, not an error; a refused request (a failed check) is an
+// error and no verdict.
 func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bulwarkv1.AttestResponse, error) {
 	v, err := s.VerifyAttestation(ctx, req)
 	if err != nil {

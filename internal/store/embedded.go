@@ -73,8 +73,12 @@ type embedded struct {
 	// unbatched makes every write its own transaction and fsync: the
 	// baseline the benchmarks compare group commit against.
 	unbatched bool
-	alone     sync.Mutex // serialises unbatched writes, cache updates included
 	onCommit  func(writes int, took time.Duration)
+	// updateMu makes each write transaction and its cache updates one
+	// step: bbolt serialises the transactions but not what follows them,
+	// and a write started in between would read a node older than the
+	// file's. Uncontended under the committer, its only caller then.
+	updateMu sync.Mutex
 
 	// Quote nonces live in memory only (see IssueNonce).
 	nonces nonceTable
@@ -105,6 +109,8 @@ type txn struct {
 }
 
 func (s *embedded) update(fn func(tx *txn) error) error {
+	s.updateMu.Lock()
+	defer s.updateMu.Unlock()
 	t := &txn{nodes: map[string]*nodeRec{}, last: map[string]lastRec{}}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		t.Tx = tx
@@ -228,11 +234,6 @@ func (s *embedded) writeAlone(fn func(tx *txn) error) error {
 	if s.closed {
 		return ErrClosed
 	}
-	// One at a time, as the committer does: bbolt serialises the
-	// transactions but not the cache updates after them, and a write that
-	// started in between would read a node older than the file's.
-	s.alone.Lock()
-	defer s.alone.Unlock()
 	var opErr error
 	err := s.update(func(tx *txn) error {
 		opErr = runOp(fn, tx)
@@ -420,9 +421,11 @@ func migrateSchema(tx *bolt.Tx) error {
 			return errors.New("store has nodes but no schema version: not an attestd store")
 		}
 	case "1":
-		// Version 1 kept the last verdict in the node's record.
-		type v1Last struct {
-			ID     string `json:"last_attestation"`
+		// Version 1 kept the last verdict in the node's record: decoded
+		// together, nodeRec takes the rest (its LV fields are not JSON).
+		type v1Node struct {
+			nodeRec
+			LastID string `json:"last_attestation"`
 			Policy string `json:"last_policy"`
 			Allow  bool   `json:"last_allow"`
 			Time   int64  `json:"last_time"`
@@ -431,16 +434,12 @@ func migrateSchema(tx *bolt.Tx) error {
 		type kv struct{ k, v []byte }
 		var rewrite []kv
 		err := nb.ForEach(func(k, v []byte) error {
-			var r nodeRec
-			var lv v1Last
-			if err := json.Unmarshal(v, &r); err != nil {
+			var v1 v1Node
+			if err := json.Unmarshal(v, &v1); err != nil {
 				return fmt.Errorf("corrupt node %q: %w", k, err)
 			}
-			if err := json.Unmarshal(v, &lv); err != nil {
-				return fmt.Errorf("corrupt node %q: %w", k, err)
-			}
-			if lv.ID != "" {
-				b, err := json.Marshal(lastRec{ID: lv.ID, Policy: lv.Policy, Allow: lv.Allow, Time: lv.Time, Updated: r.Updated})
+			if v1.LastID != "" {
+				b, err := json.Marshal(lastRec{ID: v1.LastID, Policy: v1.Policy, Allow: v1.Allow, Time: v1.Time, Updated: v1.Updated})
 				if err != nil {
 					return err
 				}
@@ -448,7 +447,7 @@ func migrateSchema(tx *bolt.Tx) error {
 					return err
 				}
 			}
-			b, err := json.Marshal(&r) // without the last verdict
+			b, err := json.Marshal(&v1.nodeRec) // without the last verdict
 			if err != nil {
 				return err
 			}
@@ -629,7 +628,7 @@ func (s *embedded) ListNodes(ctx context.Context) ([]Node, error) {
 	var out []Node
 	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bktNodes).ForEach(func(k, v []byte) error {
-			r, err := readNodeRec(tx, string(k))
+			r, err := decodeNodeRec(tx, k, v)
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"encoding/json"
+	"fmt"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -170,18 +172,28 @@ func (s *embedded) nodeIn(tx *txn, id string) (*nodeRec, error) {
 // readNodeRec decodes node id's record and its last verdict from tx; nil if
 // there is no such node.
 func readNodeRec(tx *bolt.Tx, id string) (*nodeRec, error) {
-	r, err := get[nodeRec](tx.Bucket(bktNodes), []byte(id))
-	if r == nil || err != nil {
-		return nil, err
+	v := tx.Bucket(bktNodes).Get([]byte(id))
+	if v == nil {
+		return nil, nil
 	}
-	lv, err := get[lastRec](tx.Bucket(bktLast), []byte(id))
+	return decodeNodeRec(tx, []byte(id), v)
+}
+
+// decodeNodeRec decodes the record v stored under key id in bktNodes and
+// adds the node's last verdict from tx.
+func decodeNodeRec(tx *bolt.Tx, id, v []byte) (*nodeRec, error) {
+	var r nodeRec
+	if err := json.Unmarshal(v, &r); err != nil {
+		return nil, fmt.Errorf("store: corrupt node %q: %w", id, err)
+	}
+	lv, err := get[lastRec](tx.Bucket(bktLast), id)
 	if err != nil {
 		return nil, err
 	}
 	if lv != nil {
 		r.setLast(*lv)
 	}
-	return r, nil
+	return &r, nil
 }
 
 // putNode writes r in tx; the cache sees it once tx commits. The last
