@@ -5,6 +5,8 @@
 #
 #   BULWARK_BENCH_HOSTS=10000   fleet size for the attestd rows
 #   BENCH_QUICK=1               fewer iterations (a smoke run)
+#   LOAD_DURATION=60s           each fleet run through the binaries
+#   SWEEP_RATES=1000,...,2000   the rate sweep's steps, SWEEP_STEP=20s each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
@@ -34,6 +36,12 @@ echo "bench: bulwark-load at 2000/s against the attestd binary (${LOAD_DURATION:
 HOSTS=${BULWARK_BENCH_HOSTS:-10000} DURATION=${LOAD_DURATION:-60s} RATE=2000 RELEASE=0 ./scripts/load-run.sh >"$rate_json" || load_ok=0
 echo "bench: bulwark-load flat out with release against the attestd binary (${LOAD_DURATION:-60s}, ${BULWARK_BENCH_HOSTS:-10000} hosts)" >&2
 HOSTS=${BULWARK_BENCH_HOSTS:-10000} DURATION=${LOAD_DURATION:-60s} ./scripts/load-run.sh >"$load_json" || load_ok=0
+# Capacity within the latency goal: the same fleet at rising rates, and the
+# highest whose cycle p99 stays within 20 ms.
+sweep_json=bin/bench-load-sweep.json
+sweep_rates=${SWEEP_RATES:-1000,1250,1500,1750,2000}
+echo "bench: bulwark-load sweep over $sweep_rates/s against the attestd binary (${SWEEP_STEP:-20s} each)" >&2
+HOSTS=${BULWARK_BENCH_HOSTS:-10000} DURATION=${SWEEP_STEP:-20s} SWEEP=$sweep_rates RELEASE=0 ./scripts/load-run.sh >"$sweep_json" || load_ok=0
 
 # metric BENCH_REGEX UNIT: the value reported with UNIT on the last line of a
 # benchmark matching BENCH_REGEX ("-" when absent).
@@ -70,6 +78,9 @@ nothing_lost='if .audit then "\(.audit.found)/\(.audit.expected) verdicts in the
 printf '| binaries at the 2,000/s target, %s s, %s hosts | %s attestations/s, p50 %s ms, p99 %s ms (Attest RPC p99 %s ms), errors %s | nothing lost: %s | |\n' \
   "$(j "$rate_json" .duration_seconds)" "$(j "$rate_json" .hosts)" "$(j "$rate_json" '.attest.per_second | floor')" "$(j "$rate_json" '.attest.latency.p50_ms')" \
   "$(j "$rate_json" '.attest.latency.p99_ms')" "$(j "$rate_json" '.rpc_latency.attest.p99_ms')" "$(j "$rate_json" '[.attest.errors[]?] | add // 0')" "$(j "$rate_json" "$nothing_lost")"
+printf '| binaries, rate sweep, %s s a step: cycle p99 by rate | %s | highest rate with p99 <= %s ms: %s/s | |\n' \
+  "$(j "$sweep_json" .duration_seconds)" "$(j "$sweep_json" '[.sweep.steps[]? | "\(.target_rate)/s: \(.attest.latency.p99_ms) ms"] | join(", ")')" \
+  "$(j "$sweep_json" .sweep.slo_p99_ms)" "$(j "$sweep_json" .sweep.max_rate_within_slo)"
 printf '| key release (binaries, flat out, %s s, %s hosts) | p50 %s ms, p99 %s ms | — | |\n' \
   "$(j "$load_json" .duration_seconds)" "$(j "$load_json" .hosts)" "$(j "$load_json" '.rpc_latency.release.p50_ms')" "$(j "$load_json" '.rpc_latency.release.p99_ms')"
 printf '| fleet run through the binaries, flat out, with release | %s cycles/s, p99 %s ms, errors %s | nothing lost: %s | |\n' \
@@ -80,7 +91,7 @@ printf '| memory per sandbox | %s MiB RSS (QEMU peak) | bare QEMU: %s MiB | |\n'
   "$(metric LaunchVsBareQEMU rss-MiB)" "$(metric LaunchVsBareQEMU bare-rss-MiB)"
 printf '\nRaw output: %s\n' "$out"
 if [ "$load_ok" != 1 ]; then
-  echo "bench: a fleet run through the binaries FAILED (errors or lost verdicts; see $rate_json and $load_json)" >&2
+  echo "bench: a fleet run through the binaries FAILED (errors or lost verdicts; see $rate_json, $load_json and $sweep_json)" >&2
   exit 1
 fi
 if grep -qE '^(--- FAIL|FAIL)' "$out"; then

@@ -7,6 +7,8 @@
 #
 #   HOSTS=10000 DURATION=60s CONCURRENCY=64 scripts/load-run.sh > result.json
 #   RATE=2000     start attestations at this rate (default 0: flat out)
+#   SWEEP=1000,1500,2000  instead, one step of DURATION at each rate, and the
+#                 highest whose cycle p99 stays within SLO (default 20ms)
 #   RELEASE=0     leave out ReleaseSecrets (default 1: Challenge → Attest → Release)
 #   TOKENS=1      ask for a signed token with every verdict (default 0: omit_token,
 #                 as the launcher does)
@@ -21,6 +23,8 @@ RATE=${RATE:-0}
 RELEASE=${RELEASE:-1}
 TOKENS=${TOKENS:-0}
 DB=${DB:-}
+SWEEP=${SWEEP:-}
+SLO=${SLO:-20ms}
 
 w=$(mktemp -d /tmp/bulwark-load.XXXXXX)
 pid=""
@@ -43,7 +47,9 @@ args=(serve --data "$w/data" --listen "127.0.0.1:$port" --metrics-addr "" --log-
 pid=$!
 wait_attestd "$w/attestd.log" "$pid"
 "$bin/attestd" admin-cert --data "$w/data" --name load -o "$w/certs" >/dev/null
+rate=(--rate "$RATE")
+[ -n "$SWEEP" ] && rate=(--sweep "$SWEEP" --slo "$SLO")
 "$bin/bulwark-load" --addr "127.0.0.1:$port" --ca "$w/certs/ca.crt" --cert "$w/certs/load.crt" \
   --key "$w/certs/load.key" --ek-ca "$w/ekca" --hosts "$HOSTS" --duration "$DURATION" \
-  --concurrency "$CONCURRENCY" --rate "$RATE" --release="$([ "$RELEASE" = 0 ] && echo false || echo true)" \
+  --concurrency "$CONCURRENCY" "${rate[@]}" --release="$([ "$RELEASE" = 0 ] && echo false || echo true)" \
   --tokens="$([ "$TOKENS" = 1 ] && echo true || echo false)" --json

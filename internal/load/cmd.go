@@ -11,7 +11,6 @@ import (
 	"os"
 	"runtime/pprof"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
@@ -41,7 +40,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cfg Config
 	var ek, writePolicy string
 	var asJSON, verbose bool
-	var cpuProfile string
+	var cpuProfile, rates string
 	fs.StringVar(&cfg.Addr, "addr", "", "attestd's `HOST:PORT`")
 	fs.StringVar(&cfg.CAFile, "ca", "", "attestd's CA certificate (`PEM`; DATA/tls/ca.crt in its data directory)")
 	fs.StringVar(&cfg.CertFile, "cert", "", "admin client certificate (`PEM`) for setup and the audit check")
@@ -49,7 +48,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.ServerName, "server-name", "", "TLS server name to expect (default: the host of --addr)")
 	fs.IntVar(&cfg.Hosts, "hosts", DefaultHosts, "simulated hosts to enroll")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "attestations started per second (0: flat out)")
-	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "length of the measured phase (at most 1h)")
+	fs.DurationVar(&cfg.Duration, "duration", DefaultDuration, "length of the measured phase, or of each step of --sweep (at most 1h in all)")
+	fs.StringVar(&rates, "sweep", "", "drive the fleet at each of these `RATES` in turn (attestations per second, comma-separated, e.g. 1000,1500,2000) and report the highest whose p99 stays within --slo")
+	fs.DurationVar(&cfg.SLO, "slo", DefaultSLO, "the p99 cycle latency a --sweep step must stay within")
 	fs.IntVar(&cfg.Count, "count", 0, "also stop the measured phase after `N` attestations (0: only --duration bounds it)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", DefaultConcurrency, "requests in flight (at most one per host)")
 	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "gRPC connections carrying the hosts' traffic")
@@ -75,6 +76,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bulwark-load: unexpected argument %q (run 'bulwark-load --help')\n", fs.Arg(0))
 		return 2
 	}
+	if rates != "" {
+		var err error
+		if cfg.Rates, err = ParseRates(rates); err != nil {
+			fmt.Fprintf(stderr, "bulwark-load: %v\n", err)
+			return 2
+		}
+	}
 	cli.TuneGC()
 	t, err := softtpm.ParseEKType(ek)
 	if err != nil {
@@ -96,6 +104,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := cfg.setDefaults(); err != nil { // a usage mistake, before any connection
+		fmt.Fprintf(stderr, "bulwark-load: %v (run 'bulwark-load --help')\n", err)
+		return 2
+	}
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err == nil {
@@ -122,9 +134,6 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "bulwark-load: %v\n", err)
 		} else {
 			fmt.Fprintln(stderr, "bulwark-load: FAILED (see errors above)")
-		}
-		if res == nil && strings.Contains(err.Error(), "required") {
-			return 2
 		}
 		return 1
 	}
@@ -157,6 +166,9 @@ func PrintText(w io.Writer, r *Result) {
 	if r.Rate > 0 {
 		rate = fmt.Sprintf("%.0f/s", r.Rate)
 	}
+	if r.Sweep != nil {
+		rate = fmt.Sprintf("a sweep of %d rates", len(r.Sweep.Steps))
+	}
 	fmt.Fprintf(w, "bulwark-load → %s: %d hosts (%s EK), concurrency %d over %d connections, %s, %.0fs, release %v, tokens %v, policy %q\n",
 		r.Addr, r.Hosts, r.EK, r.Concurrency, r.Conns, rate, r.Duration, r.Release, r.Tokens, r.Policy)
 	fmt.Fprintf(w, "prepare   %d simulated TPMs + EK certificates in %.2fs\n", r.Hosts, r.PrepareSeconds)
@@ -170,6 +182,9 @@ func PrintText(w io.Writer, r *Result) {
 	for _, n := range names {
 		l := r.RPC[n]
 		fmt.Fprintf(w, "  rpc %-10s p50 %7.2f  p90 %7.2f  p99 %7.2f  max %7.2f ms\n", n, l.P50, l.P90, l.P99, l.Max)
+	}
+	if r.Sweep != nil {
+		printSweep(w, r.Sweep)
 	}
 	fmt.Fprintf(w, "verdicts  allow %d, deny %d\n", r.Verdicts["allow"], r.Verdicts["deny"])
 	if r.Audit != nil {
@@ -195,5 +210,26 @@ func printPhase(w io.Writer, name, unit string, p *Phase) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		fmt.Fprintf(w, "  error %-40s %d\n", k, p.Errors[k])
+	}
+}
+
+func printSweep(w io.Writer, s *Sweep) {
+	fmt.Fprintf(w, "sweep     objective: cycle p99 within %.0f ms and no error\n", s.SLOMs)
+	if wu := s.Warmup; wu != nil {
+		fmt.Fprintf(w, "  warm-up at %.0f/s, %d attestations (one round of the fleet) in %.1fs, not judged: p99 %.2f ms\n",
+			wu.Rate, wu.Attest.Count, wu.Attest.Seconds, wu.Attest.Latency.P99)
+	}
+	for _, st := range s.Steps {
+		l := st.Attest.Latency
+		verdict := "within"
+		if !st.WithinSLO {
+			verdict = "OUT: " + st.Why
+		}
+		fmt.Fprintf(w, "  %7.0f/s  achieved %7.1f/s  p50 %7.2f  p99 %7.2f ms  %s\n", st.Rate, st.Attest.PerSecond, l.P50, l.P99, verdict)
+	}
+	if s.MaxRate > 0 {
+		fmt.Fprintf(w, "  highest rate within the objective: %.0f/s\n", s.MaxRate)
+	} else {
+		fmt.Fprintln(w, "  no rate was within the objective")
 	}
 }

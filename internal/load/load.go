@@ -62,7 +62,9 @@ type Config struct {
 
 	Hosts       int           // simulated hosts; 0 = DefaultHosts
 	Rate        float64       // attestations started per second; 0 = flat out
-	Duration    time.Duration // measured phase; 0 = DefaultDuration
+	Rates       []float64     // a sweep: one measured phase of Duration at each rate, in turn (sweep.go)
+	SLO         time.Duration // the p99 a sweep step is held to; 0 = DefaultSLO
+	Duration    time.Duration // measured phase (each step of a sweep); 0 = DefaultDuration
 	Count       int           // also stop after this many attestations; 0 = no count bound
 	Concurrency int           // requests in flight; 0 = DefaultConcurrency
 	Conns       int           // gRPC connections for the hosts' traffic; 0 = DefaultConns
@@ -113,6 +115,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Count < 0 {
 		return fmt.Errorf("load: --count %d: want 0 (no bound) or more", c.Count)
+	}
+	if err := c.checkSweep(); err != nil {
+		return err
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
@@ -178,7 +183,7 @@ type Result struct {
 	Concurrency int     `json:"concurrency"`
 	Conns       int     `json:"conns"`
 	Rate        float64 `json:"target_rate"`
-	Duration    float64 `json:"duration_seconds"`
+	Duration    float64 `json:"duration_seconds"` // of each step of a sweep
 	Release     bool    `json:"release"`
 	Tokens      bool    `json:"tokens"`
 	Policy      string  `json:"policy"`
@@ -193,6 +198,9 @@ type Result struct {
 	// Verdicts counts allow and deny answers.
 	Verdicts map[string]uint64 `json:"verdicts"`
 	Audit    *AuditCheck       `json:"audit,omitempty"`
+	// Sweep has each step of a --sweep run; Attest, RPC and Verdicts then
+	// add all the steps up.
+	Sweep *Sweep `json:"sweep,omitempty"`
 
 	// For scripts/bench.sh: verified attestations per second and their p99.
 	AttestationsPerSecond float64 `json:"attestations_per_second"`
@@ -228,8 +236,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		return nil, err
 	}
-	d := f.Drive(ctx, Drive{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count, Tokens: cfg.Tokens})
-	res.Attest, res.RPC, res.Verdicts = d.Attest, d.RPC, d.Verdicts
+	if len(cfg.Rates) > 0 {
+		sweep(ctx, cfg, f, res)
+	} else {
+		d := f.Drive(ctx, Drive{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count, Tokens: cfg.Tokens})
+		res.Attest, res.RPC, res.Verdicts = d.Attest, d.RPC, d.Verdicts
+	}
 	cfg.Logger.Info("measured phase done", "attestations", res.Attest.Count, "per_second", res.Attest.PerSecond)
 	if ctx.Err() != nil {
 		return res, ctx.Err()
@@ -368,6 +380,50 @@ type DriveResult struct {
 	Attest   Phase
 	RPC      map[string]Latency
 	Verdicts map[string]uint64
+
+	// hist holds the histograms behind Attest.Latency ("cycle") and RPC, so
+	// that the steps of a sweep can be added up.
+	hist map[string]*histogram
+}
+
+// add adds o's counts and histograms to r; finish then sums them up.
+func (r *DriveResult) add(o *DriveResult) {
+	if r.hist == nil {
+		r.hist = map[string]*histogram{}
+	}
+	if r.Attest.Errors == nil {
+		r.Attest.Errors = map[string]uint64{}
+	}
+	r.Attest.Count += o.Attest.Count
+	r.Attest.OK += o.Attest.OK
+	r.Attest.Seconds += o.Attest.Seconds
+	for k, n := range o.Attest.Errors {
+		r.Attest.Errors[k] += n
+	}
+	for k, n := range o.Verdicts {
+		r.Verdicts[k] += n
+	}
+	for k, h := range o.hist {
+		if r.hist[k] == nil {
+			r.hist[k] = new(histogram)
+		}
+		r.hist[k].merge(h)
+	}
+}
+
+// finish computes the rate and the latency summaries from the counts and
+// the histograms.
+func (r *DriveResult) finish() {
+	if r.Attest.Seconds > 0 {
+		r.Attest.PerSecond = float64(r.Attest.OK) / r.Attest.Seconds
+	}
+	for k, h := range r.hist {
+		if k == "cycle" {
+			r.Attest.Latency = h.summary()
+		} else {
+			r.RPC[k] = h.summary()
+		}
+	}
 }
 
 // Drive runs one measured phase over the enrolled hosts. With neither
@@ -525,7 +581,9 @@ func codeOf(err error) string {
 	return "client: " + err.Error()
 }
 
-func mergeInto(p *Phase, cs []*counter, elapsed time.Duration) {
+// mergeInto adds the workers' counters up into p and returns their merged
+// latency histogram.
+func mergeInto(p *Phase, cs []*counter, elapsed time.Duration) *histogram {
 	var h histogram
 	p.Errors = map[string]uint64{}
 	for _, c := range cs {
@@ -541,6 +599,7 @@ func mergeInto(p *Phase, cs []*counter, elapsed time.Duration) {
 		p.PerSecond = float64(p.OK) / p.Seconds
 	}
 	p.Latency = h.summary()
+	return &h
 }
 
 // enrollAll enrolls every host (Enroll, ActivateCredential in the softtpm,
@@ -718,12 +777,11 @@ func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.Att
 		res.Verdicts["allow"] += wk.allow
 		res.Verdicts["deny"] += wk.deny
 	}
-	mergeInto(&res.Attest, cs, elapsed)
-	res.RPC["challenge"] = ch.summary()
-	res.RPC["attest"] = at.summary()
+	res.hist = map[string]*histogram{"cycle": mergeInto(&res.Attest, cs, elapsed), "challenge": &ch, "attest": &at}
 	if cfg.Release {
-		res.RPC["release"] = rl.summary()
+		res.hist["release"] = &rl
 	}
+	res.finish()
 	return ids
 }
 
