@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -46,7 +47,7 @@ func run(m *testing.M) int {
 
 // env is one host + one attestd, shared by the cases of a test.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string // scratch: keys, artifacts, attestd data
 	state    string // BULWARK_STATE of the host
 	addr, ca string
@@ -54,7 +55,7 @@ type env struct {
 	secret   []byte
 }
 
-func need(t *testing.T, tools map[string]string) {
+func need(t testing.TB, tools map[string]string) {
 	t.Helper()
 	for tool, pkg := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -82,7 +83,7 @@ func (e *env) must(name string, args ...string) string {
 
 func (e *env) path(p string) string { return filepath.Join(e.dir, p) }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +94,7 @@ func freePort(t *testing.T) string {
 
 // setup starts a managed swtpm and attestd, makes keys and artifacts, stores
 // a secret and enrolls the host.
-func setup(t *testing.T) *env {
+func setup(t testing.TB) *env {
 	need(t, map[string]string{"qemu-system-x86_64": "qemu-system-x86", "swtpm": "swtpm", "swtpm_setup": "swtpm-tools", "busybox": "busybox-static"})
 	if testing.Short() {
 		t.Skip("boots VMs: skipped with -short")
@@ -233,6 +234,35 @@ func beforeBoot(t *testing.T, r result) {
 	}
 }
 
+// runReport is what `launcher run --report` writes.
+type runReport struct {
+	SandboxID          string   `json:"sandbox_id"`
+	Accelerator        string   `json:"accelerator"`
+	AttestationID      string   `json:"attestation_id"`
+	Policy             string   `json:"policy"`
+	Secrets            []string `json:"secrets"`
+	ExitCode           int      `json:"exit_code"`
+	Error              string   `json:"error"`
+	Seconds            float64  `json:"seconds"`
+	QEMUPeakRSSMiB     float64  `json:"qemu_peak_rss_mib"`
+	LauncherPeakRSSMiB float64  `json:"launcher_peak_rss_mib"`
+}
+
+func readReport(t testing.TB, path string) runReport {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("--report: %v", err)
+	}
+	var r runReport
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		t.Fatalf("--report %s: %v\n%s", path, err, b)
+	}
+	return r
+}
+
 func copyTree(t *testing.T, src, dst string) {
 	t.Helper()
 	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
@@ -245,9 +275,19 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 	signer := []string{"--signer", e.path("cosign.pub")}
 
 	t.Run("allowed: the workload reads its secret", func(t *testing.T) {
-		r := e.launch(e.path("vmlinux"), e.path("image"), "allow", signer...)
+		report := e.path("allowed-report.json")
+		r := e.launch(e.path("vmlinux"), e.path("image"), "allow", append(signer, "--report", report)...)
 		if r.code != 7 {
 			t.Fatalf("exit code %d, want the workload's 7\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+		rep := readReport(t, report)
+		if rep.ExitCode != 7 || rep.Error != "" || rep.Policy != "allow" || len(rep.Secrets) != 1 || rep.Secrets[0] != "db" ||
+			!strings.HasPrefix(rep.AttestationID, "att-") || len(rep.SandboxID) != 32 || rep.Accelerator == "" || rep.Seconds <= 0 {
+			t.Errorf("--report: %+v", rep)
+		}
+		// A booted guest of 512 MiB and a Go process: tens of MiB at least.
+		if rep.QEMUPeakRSSMiB < 20 || rep.LauncherPeakRSSMiB < 5 {
+			t.Errorf("--report peak memory: QEMU %v MiB, launcher %v MiB", rep.QEMUPeakRSSMiB, rep.LauncherPeakRSSMiB)
 		}
 		sum := sha256.Sum256(e.secret)
 		if want := "fingerprint " + hex.EncodeToString(sum[:]); !strings.Contains(r.stdout, want) {
@@ -345,9 +385,15 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 	e.must("launcher", "keygen", "--output-key-prefix", e.path("rogue"))
 	e.must("launcher", "sign", "--key", e.path("rogue.key"), "--image", rogue)
 	t.Run("wrong signer: refused before boot", func(t *testing.T) {
-		r := e.launch(e.path("vmlinux"), rogue, "allow", signer...)
+		report := e.path("rogue-report.json")
+		r := e.launch(e.path("vmlinux"), rogue, "allow", append(signer, "--report", report)...)
 		refused(t, r, `image .*does not verify with any trusted signer`)
 		beforeBoot(t, r)
+		rep := readReport(t, report)
+		if rep.ExitCode != 125 || !strings.Contains(rep.Error, "does not verify with any trusted signer") ||
+			rep.AttestationID != "" || rep.QEMUPeakRSSMiB != 0 || len(rep.Secrets) != 0 {
+			t.Errorf("--report of a refused launch: %+v", rep)
+		}
 	})
 	t.Run("wrong signer: refused by the policy when the launcher trusts no signer", func(t *testing.T) {
 		r := e.launch(e.path("vmlinux"), rogue, "allow")
@@ -370,4 +416,31 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 			t.Fatal("the audit log holds the secret's plaintext")
 		}
 	})
+}
+
+// BenchmarkLaunchMemory launches through the real binaries (launcher run,
+// attestd, the managed swtpm, QEMU with a 256 MiB guest, as in
+// kvm.BenchmarkLaunchVsBareQEMU's bare baseline) and reports what one
+// sandbox costs in memory, from launcher run --report: QEMU's peak RSS and
+// the launcher's own. A launcher process serves one sandbox, so its whole
+// peak is the sandbox's share. Run with -benchtime 3x.
+func BenchmarkLaunchMemory(b *testing.B) {
+	e := setup(b)
+	var qemu, launcher float64
+	for i := 0; b.Loop(); i++ { // b.Loop: one setup, not one for a probe run too
+		report := e.path(fmt.Sprintf("bench-report-%d.json", i))
+		r := e.launch(e.path("vmlinux"), e.path("image"), "allow", "--signer", e.path("cosign.pub"), "--memory", "256", "--report", report)
+		if r.code != 7 {
+			b.Fatalf("exit code %d, want the workload's 7\nstderr:\n%s", r.code, r.stderr)
+		}
+		rep := readReport(b, report)
+		if i == 0 {
+			b.Logf("accelerator %s", rep.Accelerator)
+		}
+		qemu, launcher = max(qemu, rep.QEMUPeakRSSMiB), max(launcher, rep.LauncherPeakRSSMiB)
+	}
+	b.ReportMetric(qemu, "qemu-rss-MiB")
+	b.ReportMetric(launcher, "launcher-rss-MiB")
+	b.ReportMetric(qemu+launcher, "sandbox-rss-MiB")
+	b.ReportMetric(0, "ns/op")
 }

@@ -25,6 +25,7 @@ bench ./measure 'BenchmarkMeasureFileVsOpenSSL|BenchmarkMeasureImageParallel' "$
 bench ./internal/attestd 'BenchmarkVerifyAttestationInProcess' 2000x
 bench ./internal/load 'BenchmarkAttestdEndToEnd' "$n"
 bench ./kvm 'BenchmarkLaunchVsBareQEMU' "$n"
+bench ./e2e 'BenchmarkLaunchMemory' "$n"
 
 # The fleet through the real binaries for LOAD_DURATION (default 60s), each
 # run ending with the "nothing lost" audit check: first at the 2,000/s target
@@ -87,8 +88,8 @@ printf '| fleet run through the binaries, flat out, with release | %s cycles/s, 
   "$(j "$load_json" '.attest.per_second | floor')" "$(j "$load_json" '.attest.latency.p99_ms')" "$(j "$load_json" '[.attest.errors[]?] | add // 0')" "$(j "$load_json" "$nothing_lost")"
 printf '| launch to workload exit (sandbox) | %s ms | bare qemu-system-x86_64, same kernel+initramfs: %s ms | %s (goal <= 1.15) |\n' \
   "$(metric LaunchVsBareQEMU api-ms)" "$(metric LaunchVsBareQEMU bare-ms)" "$(metric LaunchVsBareQEMU overhead-ratio)"
-printf '| memory per sandbox | %s MiB RSS (QEMU peak) | bare QEMU: %s MiB | |\n' \
-  "$(metric LaunchVsBareQEMU rss-MiB)" "$(metric LaunchVsBareQEMU bare-rss-MiB)"
+printf '| memory per sandbox (launcher run, 256 MiB guest; peak RSS) | %s MiB: QEMU %s MiB + launcher %s MiB | bare QEMU, same guest: %s MiB | |\n' \
+  "$(metric LaunchMemory sandbox-rss-MiB)" "$(metric LaunchMemory qemu-rss-MiB)" "$(metric LaunchMemory launcher-rss-MiB)" "$(metric LaunchVsBareQEMU bare-rss-MiB)"
 printf '\nRaw output: %s\n' "$out"
 if [ "$load_ok" != 1 ]; then
   echo "bench: a fleet run through the binaries FAILED (errors or lost verdicts; see $rate_json, $load_json and $sweep_json)" >&2

@@ -110,7 +110,7 @@ base_args=(--attestd "$addr" --ca "$ca" --policy demo --kernel "$work/vmlinux" -
   --console "$work/console.log" -v)
 run_args=("${base_args[@]}" --signer "$work/cosign.pub")
 set +e
-L run "${run_args[@]}" --image "$work/image" >"$work/run.out" 2>"$work/run.err"
+L run "${run_args[@]}" --image "$work/image" --report "$work/run.json" >"$work/run.out" 2>"$work/run.err"
 rc=$?
 set -e
 grep -E "^launcher:" "$work/run.err" | sed 's/^/    /'
@@ -125,7 +125,8 @@ if [ "$got" != "$want" ]; then
   echo "demo: FAILED: the workload saw fingerprint '$got', the stored secret has '$want'" >&2
   exit 1
 fi
-accel=$(sed -n 's/.*exited with code .* (accelerator \([a-z]*\).*/\1/p' "$work/run.err")
+accel=$(jq -r .accelerator "$work/run.json")
+memory=$(jq -r '"QEMU \(.qemu_peak_rss_mib) MiB + launcher \(.launcher_peak_rss_mib) MiB (peak RSS)"' "$work/run.json")
 note "OK: the workload read exactly the stored secret (fingerprints match); the host only ever forwarded HPKE ciphertext"
 
 say "A refused launch: the same image re-signed by an unknown key"
@@ -153,7 +154,7 @@ ctl nodes | sed 's/^/    /'
 printf '\n\033[1mSummary\033[0m\n'
 echo "  attestd        $addr (TLS; vault sealed to the TPM; embedded store in $work/attestd)"
 echo "  host TPM       managed swtpm ($BULWARK_STATE/swtpm)"
-echo "  sandbox        QEMU microvm, accelerator: ${accel:-unknown}"
+echo "  sandbox        QEMU microvm, accelerator: ${accel:-unknown}; memory: $memory"
 echo "  allowed run    secret released only to the attested guest; fingerprint $want matched"
 echo "  refused runs   image re-signed by an unknown key: refused before boot by the launcher's signer check (exit $rc1) and by attestd's policy (exit $rc2)"
 echo "demo: OK"

@@ -84,6 +84,9 @@ type Result struct {
 	Policy        string
 	ExitCode      int
 	Secrets       []string
+	// QEMUPeakRSSKiB is QEMU's peak resident memory (VmHWM) once it has
+	// exited; 0 when it did not get that far.
+	QEMUPeakRSSKiB int64
 }
 
 func (o *Options) progress(format string, a ...any) {
@@ -318,6 +321,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	code, err := sb.Wait(ctx)
 	res.ExitCode = code
+	res.QEMUPeakRSSKiB = sb.MaxRSSKiB()
 	if err != nil {
 		return res, fmt.Errorf("sandbox: %w", err)
 	}

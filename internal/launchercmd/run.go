@@ -2,10 +2,13 @@ package launchercmd
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
@@ -45,6 +48,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	tpmSpec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM spec (env BULWARK_TPM); default /dev/tpmrm0 or the managed swtpm")
 	pcr := fs.Int("pcr", 13, "launch PCR (must match attestd's --launch-pcr)")
 	console := fs.String("console", "", "write the guest console (kernel log) to this file")
+	report := fs.String("report", "", "write what the launch ended with to this `FILE` as JSON: sandbox, attestation, exit code or error, time, peak memory")
 	verbose := fs.Bool("v", false, "log details to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -84,7 +88,13 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		defer f.Close()
 		o.Console = f
 	}
+	t0 := time.Now()
 	res, err := launch.Run(ctx, o)
+	if *report != "" {
+		if rerr := writeRunReport(*report, res, err, time.Since(t0)); rerr != nil {
+			fmt.Fprintf(env.Stderr, "launcher: warning: --report: %v\n", rerr)
+		}
+	}
 	if err != nil {
 		if res != nil && res.SandboxID != "" {
 			err = fmt.Errorf("sandbox %s: %w", res.SandboxID, err)
@@ -92,11 +102,59 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		return &cli.ExitError{Code: ExitLaunchFailed, Err: err}
 	}
 	if o.Progress != nil {
-		fmt.Fprintf(o.Progress, "launcher: sandbox %s exited with code %d (accelerator %s, attestation %s)\n",
-			res.SandboxID, res.ExitCode, res.Accel, res.AttestationID)
+		fmt.Fprintf(o.Progress, "launcher: sandbox %s exited with code %d (accelerator %s, attestation %s; peak memory: QEMU %.0f MiB, launcher %.0f MiB)\n",
+			res.SandboxID, res.ExitCode, res.Accel, res.AttestationID, mib(res.QEMUPeakRSSKiB), mib(launcherPeakRSSKiB()))
 	}
 	if res.ExitCode != 0 {
 		return &cli.ExitError{Code: res.ExitCode}
 	}
 	return nil
 }
+
+// runReport is the --report document. Field names are stable.
+type runReport struct {
+	SandboxID     string   `json:"sandbox_id,omitempty"`
+	Accelerator   string   `json:"accelerator,omitempty"`
+	AttestationID string   `json:"attestation_id,omitempty"`
+	Policy        string   `json:"policy,omitempty"`
+	Secrets       []string `json:"secrets"` // names released to the guest
+	// ExitCode is the workload's, or 125 when the launch failed (Error says
+	// why; the workload never ran).
+	ExitCode int     `json:"exit_code"`
+	Error    string  `json:"error,omitempty"`
+	Seconds  float64 `json:"seconds"`
+	// Peak resident memory: QEMU's (0 when it did not run to its end) and
+	// this launcher process's, which serves this one sandbox.
+	QEMUPeakRSSMiB     float64 `json:"qemu_peak_rss_mib"`
+	LauncherPeakRSSMiB float64 `json:"launcher_peak_rss_mib"`
+}
+
+func writeRunReport(path string, res *launch.Result, runErr error, took time.Duration) error {
+	r := runReport{Secrets: []string{}, Seconds: took.Seconds(), LauncherPeakRSSMiB: mib(launcherPeakRSSKiB())}
+	if res != nil {
+		r.SandboxID, r.Accelerator, r.AttestationID, r.Policy = res.SandboxID, res.Accel, res.AttestationID, res.Policy
+		r.ExitCode, r.QEMUPeakRSSMiB = res.ExitCode, mib(res.QEMUPeakRSSKiB)
+		if res.Secrets != nil {
+			r.Secrets = res.Secrets
+		}
+	}
+	if runErr != nil {
+		r.ExitCode, r.Error = ExitLaunchFailed, runErr.Error()
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// launcherPeakRSSKiB is this process's peak resident memory (VmHWM).
+func launcherPeakRSSKiB() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Maxrss
+}
+
+func mib(kib int64) float64 { return math.Round(float64(kib)/1024*10) / 10 }
