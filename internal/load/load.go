@@ -386,7 +386,7 @@ type DriveResult struct {
 	hist map[string]*histogram
 }
 
-// add adds o's counts and histograms to r; finish then sums them up.
+// add adds o's counts and histograms to r; finish then computes the summaries.
 func (r *DriveResult) add(o *DriveResult) {
 	if r.hist == nil {
 		r.hist = map[string]*histogram{}

@@ -24,10 +24,11 @@ const MaxSweepSteps = 20
 
 // A sweep starts with a warm-up at its first rate, not judged: one round of
 // the fleet, so that every host has attested once. A host's first
-// attestation after enrollment costs more (attestd reads and decodes its
-// node record into the cache, the connections' windows grow, the heap grows
-// into fresh pages) and would otherwise count against the first step. The
-// round is cut short after maxWarmup.
+// attestation after enrollment costs more than its next ones (attestd
+// inserts its first last-verdict entry instead of updating one in place;
+// the simulated TPM's signing key is prepared on first use; both processes'
+// heaps grow) and would otherwise count against the first step. The round
+// is cut short after maxWarmup.
 const maxWarmup = time.Minute
 
 // Sweep is the outcome of a rate sweep.
