@@ -88,11 +88,18 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		defer f.Close()
 		o.Console = f
 	}
+	var reportFile *os.File
+	if *report != "" { // opened now: a path that cannot be written stops the launch before it starts
+		if reportFile, err = os.OpenFile(*report, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644); err != nil {
+			return fmt.Errorf("--report: %w", err)
+		}
+		defer reportFile.Close()
+	}
 	t0 := time.Now()
 	res, err := launch.Run(ctx, o)
-	if *report != "" {
-		if rerr := writeRunReport(*report, res, err, time.Since(t0)); rerr != nil {
-			fmt.Fprintf(env.Stderr, "launcher: warning: --report: %v\n", rerr)
+	if reportFile != nil {
+		if rerr := writeRunReport(reportFile, res, err, time.Since(t0)); rerr != nil {
+			fmt.Fprintf(env.Stderr, "launcher: warning: --report %s: %v\n", *report, rerr)
 		}
 	}
 	if err != nil {
@@ -129,7 +136,7 @@ type runReport struct {
 	LauncherPeakRSSMiB float64 `json:"launcher_peak_rss_mib"`
 }
 
-func writeRunReport(path string, res *launch.Result, runErr error, took time.Duration) error {
+func writeRunReport(f *os.File, res *launch.Result, runErr error, took time.Duration) error {
 	r := runReport{Secrets: []string{}, Seconds: took.Seconds(), LauncherPeakRSSMiB: mib(launcherPeakRSSKiB())}
 	if res != nil {
 		r.SandboxID, r.Accelerator, r.AttestationID, r.Policy = res.SandboxID, res.Accel, res.AttestationID, res.Policy
@@ -145,7 +152,10 @@ func writeRunReport(path string, res *launch.Result, runErr error, took time.Dur
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // launcherPeakRSSKiB is this process's peak resident memory (VmHWM).
