@@ -79,9 +79,9 @@ nothing_lost='if .audit then "\(.audit.found)/\(.audit.expected) verdicts in the
 printf '| binaries at the 2,000/s target, %s s, %s hosts | %s attestations/s, p50 %s ms, p99 %s ms (Attest RPC p99 %s ms), errors %s | nothing lost: %s | |\n' \
   "$(j "$rate_json" .duration_seconds)" "$(j "$rate_json" .hosts)" "$(j "$rate_json" '.attest.per_second | floor')" "$(j "$rate_json" '.attest.latency.p50_ms')" \
   "$(j "$rate_json" '.attest.latency.p99_ms')" "$(j "$rate_json" '.rpc_latency.attest.p99_ms')" "$(j "$rate_json" '[.attest.errors[]?] | add // 0')" "$(j "$rate_json" "$nothing_lost")"
-printf '| binaries, rate sweep, %s s a step: cycle p99 by rate | %s | highest rate with p99 <= %s ms: %s/s | |\n' \
+printf '| binaries, rate sweep, %s s a step: cycle p99 by rate | %s | highest rate with p99 <= %s ms: %s | |\n' \
   "$(j "$sweep_json" .duration_seconds)" "$(j "$sweep_json" '[.sweep.steps[]? | "\(.target_rate)/s: \(.attest.latency.p99_ms) ms"] | join(", ")')" \
-  "$(j "$sweep_json" .sweep.slo_p99_ms)" "$(j "$sweep_json" .sweep.max_rate_within_slo)"
+  "$(j "$sweep_json" .sweep.slo_p99_ms)" "$(j "$sweep_json" 'if .sweep.max_rate_within_slo > 0 then "\(.sweep.max_rate_within_slo)/s" else "none of them" end')"
 printf '| key release (binaries, flat out, %s s, %s hosts) | p50 %s ms, p99 %s ms | — | |\n' \
   "$(j "$load_json" .duration_seconds)" "$(j "$load_json" .hosts)" "$(j "$load_json" '.rpc_latency.release.p50_ms')" "$(j "$load_json" '.rpc_latency.release.p99_ms')"
 printf '| fleet run through the binaries, flat out, with release | %s cycles/s, p99 %s ms, errors %s | nothing lost: %s | |\n' \
