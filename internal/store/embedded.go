@@ -207,12 +207,41 @@ func (s *embedded) write(ctx context.Context, fn func(tx *txn) error) error {
 		return ctx.Err()
 	}
 	s.mu.RUnlock()
-	err := <-op.res
+	return unwrapLogical(<-op.res)
+}
+
+// unwrapLogical returns the error an op's caller sees: a logical() error
+// unwrapped, any other as it is.
+func unwrapLogical(err error) error {
 	var le logicalError
 	if errors.As(err, &le) {
 		return le.err
 	}
 	return err
+}
+
+// applyOps runs ops in tx in order, setting each op's err. The first error
+// that is not logical() aborts tx: applyOps returns it and the caller rolls
+// back.
+func applyOps(tx *txn, ops ...*writeOp) error {
+	for _, op := range ops {
+		op.err = runOp(op.fn, tx)
+		var le logicalError
+		if op.err != nil && !errors.As(op.err, &le) {
+			return op.err
+		}
+	}
+	return nil
+}
+
+// commitAlone runs op in a transaction of its own and returns the
+// transaction's error, else op's own (logical errors still wrapped).
+func (s *embedded) commitAlone(op *writeOp) error {
+	op.err = nil
+	if err := s.update(func(tx *txn) error { return applyOps(tx, op) }); err != nil {
+		return err
+	}
+	return op.err
 }
 
 // runOp runs one write, turning a panic (e.g. in an UpdateNode callback)
@@ -234,23 +263,7 @@ func (s *embedded) writeAlone(fn func(tx *txn) error) error {
 	if s.closed {
 		return ErrClosed
 	}
-	var opErr error
-	err := s.update(func(tx *txn) error {
-		opErr = runOp(fn, tx)
-		var le logicalError
-		if opErr != nil && !errors.As(opErr, &le) {
-			return opErr
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	var le logicalError
-	if errors.As(opErr, &le) {
-		return le.err
-	}
-	return opErr
+	return unwrapLogical(s.commitAlone(&writeOp{fn: fn}))
 }
 
 // gather adds to a group commit whatever is already queued on ops, up to
@@ -300,16 +313,7 @@ func (s *embedded) committer() {
 		}
 		group = gather(group, s.ops, maxGroup)
 		last = time.Now()
-		err := s.update(func(tx *txn) error {
-			for _, op := range group {
-				op.err = runOp(op.fn, tx)
-				var le logicalError
-				if op.err != nil && !errors.As(op.err, &le) {
-					return op.err
-				}
-			}
-			return nil
-		})
+		err := s.update(func(tx *txn) error { return applyOps(tx, group...) })
 		if err == nil {
 			if s.onCommit != nil {
 				s.onCommit(len(group), time.Since(last))
@@ -325,20 +329,7 @@ func (s *embedded) committer() {
 		}
 		// One op failed hard: retry each alone so the others are not lost.
 		for _, op := range group {
-			op.err = nil
-			err := s.update(func(tx *txn) error {
-				op.err = runOp(op.fn, tx)
-				var le logicalError
-				if op.err != nil && !errors.As(op.err, &le) {
-					return op.err
-				}
-				return nil
-			})
-			if err != nil {
-				op.res <- err
-			} else {
-				op.res <- op.err
-			}
+			op.res <- s.commitAlone(op)
 		}
 	}
 }
