@@ -414,12 +414,9 @@ func (r *DriveResult) add(o *DriveResult) {
 // finish computes the rate and the latency summaries from the counts and
 // the histograms.
 func (r *DriveResult) finish() {
-	if r.Attest.Seconds > 0 {
-		r.Attest.PerSecond = float64(r.Attest.OK) / r.Attest.Seconds
-	}
 	for k, h := range r.hist {
 		if k == "cycle" {
-			r.Attest.Latency = h.summary()
+			r.Attest.summarise(h)
 		} else {
 			r.RPC[k] = h.summary()
 		}
@@ -581,9 +578,9 @@ func codeOf(err error) string {
 	return "client: " + err.Error()
 }
 
-// mergeInto adds the workers' counters up into p and returns their merged
-// latency histogram.
-func mergeInto(p *Phase, cs []*counter, elapsed time.Duration) *histogram {
+// sumCounters adds the workers' counters up into p's counts and returns
+// their merged latency histogram, for p.summarise.
+func sumCounters(p *Phase, cs []*counter, elapsed time.Duration) *histogram {
 	var h histogram
 	p.Errors = map[string]uint64{}
 	for _, c := range cs {
@@ -595,11 +592,16 @@ func mergeInto(p *Phase, cs []*counter, elapsed time.Duration) *histogram {
 		h.merge(&c.lat)
 	}
 	p.Seconds = elapsed.Seconds()
+	return &h
+}
+
+// summarise sets p's rate and latency summary from its counts and the
+// histogram of its successful operations.
+func (p *Phase) summarise(h *histogram) {
 	if p.Seconds > 0 {
 		p.PerSecond = float64(p.OK) / p.Seconds
 	}
 	p.Latency = h.summary()
-	return &h
 }
 
 // enrollAll enrolls every host (Enroll, ActivateCredential in the softtpm,
@@ -642,7 +644,7 @@ func enrollAll(ctx context.Context, cfg Config, clients []bulwarkv1.AttestationC
 		})
 	}
 	wg.Wait()
-	mergeInto(p, cs, time.Since(start))
+	p.summarise(sumCounters(p, cs, time.Since(start)))
 	var out []*host
 	for i, h := range hosts {
 		if okHosts[i] {
@@ -777,7 +779,7 @@ func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.Att
 		res.Verdicts["allow"] += wk.allow
 		res.Verdicts["deny"] += wk.deny
 	}
-	res.hist = map[string]*histogram{"cycle": mergeInto(&res.Attest, cs, elapsed), "challenge": &ch, "attest": &at}
+	res.hist = map[string]*histogram{"cycle": sumCounters(&res.Attest, cs, elapsed), "challenge": &ch, "attest": &at}
 	if cfg.Release {
 		res.hist["release"] = &rl
 	}
