@@ -1,14 +1,10 @@
 package launchercmd
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
 // TestRunReportPathCheckedFirst: a --report path that cannot be written
@@ -21,21 +17,12 @@ func TestRunReportPathCheckedFirst(t *testing.T) {
 	if err := os.WriteFile(ca, []byte("not read before the launch starts"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	state := filepath.Join(dir, "state")
-	var out, errb bytes.Buffer
-	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""),
-		Getenv: func(k string) string {
-			if k == "BULWARK_STATE" {
-				return state
-			}
-			return ""
-		}}
-	code := Program.Main(context.Background(), env, []string{"run", "--attestd", "127.0.0.1:1", "--ca", ca,
-		"--policy", "p", "--image", dir, "--report", filepath.Join(dir, "missing", "report.json")})
-	if code == 0 || code == ExitLaunchFailed || !strings.Contains(errb.String(), "--report") || !strings.Contains(errb.String(), "no such file") {
-		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	_, stderr, code := runLauncher(t, map[string]string{"BULWARK_STATE": filepath.Join(dir, "state")}, "run", "-v", // -v: progress would show a launch that started
+		"--attestd", "127.0.0.1:1", "--ca", ca, "--policy", "p", "--image", dir, "--report", filepath.Join(dir, "missing", "report.json"))
+	if code == 0 || code == ExitLaunchFailed || !strings.Contains(stderr, "--report") || !strings.Contains(stderr, "no such file") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
-	if strings.Contains(errb.String(), "measuring") || strings.Contains(errb.String(), "booting") {
-		t.Errorf("the launch started: %s", errb.String())
+	if strings.Contains(stderr, "measuring") || strings.Contains(stderr, "booting") {
+		t.Errorf("the launch started: %s", stderr)
 	}
 }
