@@ -38,6 +38,16 @@ func (c *nodeCache) lookup(id string) (*nodeRec, uint64) {
 	return nil, c.gen
 }
 
+// lastOf returns node id's cached last verdict; ok is false on a miss.
+func (c *nodeCache) lastOf(id string) (lv lastRec, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.recs[id]; r != nil {
+		return r.last(), true
+	}
+	return lastRec{}, false
+}
+
 // fill caches r, read from the database after lookup returned gen, unless
 // a node write has committed since.
 func (c *nodeCache) fill(gen uint64, r *nodeRec) {
@@ -222,8 +232,8 @@ func (s *embedded) lastIn(tx *txn, id string) (lastRec, error) {
 	if lv, ok := tx.last[id]; ok {
 		return lv, nil
 	}
-	if r, _ := s.nodes.lookup(id); r != nil {
-		return r.last(), nil
+	if lv, ok := s.nodes.lastOf(id); ok { // no copy of the whole record
+		return lv, nil
 	}
 	lv, err := get[lastRec](tx.Bucket(bktLast), []byte(id))
 	if lv == nil || err != nil {
