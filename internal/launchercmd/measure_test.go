@@ -1,8 +1,6 @@
 package launchercmd
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,20 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 )
-
-func runMeasureCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""), Getenv: func(string) string { return "" }}
-	code = Program.Main(context.Background(), env, args)
-	return code, out.String(), errb.String()
-}
 
 // opensslFileDigest is the independent digest of a file.
 func opensslFileDigest(t *testing.T, alg, path string) string {
@@ -72,7 +61,7 @@ func TestMeasureCommand(t *testing.T) {
 
 	for _, alg := range []string{"sha256", "sha384"} {
 		t.Run(alg, func(t *testing.T) {
-			code, stdout, stderr := runMeasureCLI(t, "measure", "--json", "--kernel", kernel, "--initrd", initrd,
+			stdout, stderr, code := runLauncher(t, nil, "measure", "--json", "--kernel", kernel, "--initrd", initrd,
 				"--cmdline", cmdline, "--image", dir, "--alg", alg, "--policy", "demo")
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
@@ -145,7 +134,7 @@ func TestMeasureCommand(t *testing.T) {
 	}
 
 	// The table names every digest too.
-	code, stdout, stderr := runMeasureCLI(t, "measure", "--kernel", kernel, "--cmdline", cmdline, "--image", dir)
+	stdout, stderr, code := runLauncher(t, nil, "measure", "--kernel", kernel, "--cmdline", cmdline, "--image", dir)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -183,7 +172,7 @@ func TestMeasureCommandErrors(t *testing.T) {
 		{"nul in cmdline", []string{"measure", "--kernel", kernel, "--cmdline", "a\x00b"}, 1, "NUL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, stdout, stderr := runMeasureCLI(t, tc.args...)
+			stdout, stderr, code := runLauncher(t, nil, tc.args...)
 			if code != tc.code || !strings.Contains(stdout+stderr, tc.want) {
 				t.Fatalf("exit %d (want %d), output lacks %q:\n%s%s", code, tc.code, tc.want, stdout, stderr)
 			}

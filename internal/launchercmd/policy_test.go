@@ -1,7 +1,6 @@
 package launchercmd
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -19,19 +18,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
-	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 )
-
-func runPolicyCmd(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""), Getenv: func(string) string { return "" }}
-	code := Program.Main(context.Background(), env, args)
-	return code, out.String(), errb.String()
-}
 
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
@@ -68,15 +58,15 @@ func TestPolicyInitAllowsExactlyTheArtifacts(t *testing.T) {
 	out := filepath.Join(dir, "web.yaml")
 	cmdline := "console=ttyS0 panic=-1"
 
-	code, stdout, stderr := runPolicyCmd(t, "policy", "init", "--kernel", kpath, "--initrd", ipath, "--cmdline", cmdline,
+	stdout, stderr, code := runLauncher(t, nil, "policy", "init", "--kernel", kpath, "--initrd", ipath, "--cmdline", cmdline,
 		"--image", filepath.Join(dir, "img"), "--signer", filepath.Join(dir, "release.pub"), "--secret", "db-password", "-o", out)
 	if code != 0 {
 		t.Fatalf("policy init: exit %d\n%s%s", code, stdout, stderr)
 	}
-	if code, _, _ := runPolicyCmd(t, "policy", "init", "--kernel", kpath, "-o", out); code == 0 {
+	if _, _, code := runLauncher(t, nil, "policy", "init", "--kernel", kpath, "-o", out); code == 0 {
 		t.Fatal("policy init overwrote an existing file without --force")
 	}
-	code, stdout, stderr = runPolicyCmd(t, "policy", "check", out)
+	stdout, stderr, code = runLauncher(t, nil, "policy", "check", out)
 	if code != 0 || !strings.Contains(stdout, "web.yaml: ok: web: kernel 1 digest + signed by release") {
 		t.Fatalf("policy check: exit %d\n%s%s", code, stdout, stderr)
 	}
@@ -131,7 +121,7 @@ colour: blue
 `), 0o644)
 	good := filepath.Join(dir, "good.yaml")
 	os.WriteFile(good, []byte("apiVersion: bulwark.dev/v1\nname: good\nkernel: {digests: []}\ncmdline: {exact: []}\n"), 0o644)
-	code, stdout, stderr := runPolicyCmd(t, "policy", "check", good, bad)
+	stdout, stderr, code := runLauncher(t, nil, "policy", "check", good, bad)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1\n%s%s", code, stdout, stderr)
 	}
@@ -144,14 +134,14 @@ colour: blue
 	if !strings.Contains(stderr, "4 problem(s) in 1 file(s)") {
 		t.Errorf("stderr: %s", stderr)
 	}
-	if code, _, _ := runPolicyCmd(t, "policy", "check"); code != 2 {
+	if _, _, code := runLauncher(t, nil, "policy", "check"); code != 2 {
 		t.Errorf("no files: exit %d, want 2", code)
 	}
-	if code, _, _ := runPolicyCmd(t, "policy", "init"); code != 2 {
+	if _, _, code := runLauncher(t, nil, "policy", "init"); code != 2 {
 		t.Errorf("init without --kernel: exit %d, want 2", code)
 	}
-	if code, out, _ := runPolicyCmd(t, "policy", "check", "--help"); code != 0 && !strings.Contains(out, "policy-key") {
-		t.Errorf("--help: exit %d", code)
+	if _, help, code := runLauncher(t, nil, "policy", "check", "--help"); code != 0 || !strings.Contains(help, "--policy-key PUB") {
+		t.Errorf("--help: exit %d, usage %q", code, help)
 	}
 }
 
@@ -196,7 +186,7 @@ func TestPolicyInitHostDefaults(t *testing.T) {
 	if _, err := os.Stat(agent); err != nil {
 		t.Skip("no static executable to stand in for the agent: apt-get install busybox-static")
 	}
-	code, stdout, stderr := runPolicyCmd(t, "policy", "init", "--host-defaults", "--agent", agent, "--name", "hd")
+	stdout, stderr, code := runLauncher(t, nil, "policy", "init", "--host-defaults", "--agent", agent, "--name", "hd")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, stdout, stderr)
 	}

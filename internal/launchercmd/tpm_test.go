@@ -1,25 +1,14 @@
 package launchercmd
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/tpm"
 )
-
-func runLauncher(t *testing.T, env map[string]string, args ...string) (string, string, int) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	code := Program.Main(context.Background(), &cli.Env{Stdout: &out, Stderr: &errb,
-		Getenv: func(k string) string { return env[k] }}, args)
-	return out.String(), errb.String(), code
-}
 
 func TestTPMInfoManaged(t *testing.T) {
 	if testing.Short() {
