@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -211,6 +212,22 @@ func TestBinaryInsecure(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("/debug/pprof/ without --pprof: %s, want 404", resp.Status)
+	}
+	// SIGHUP reloads the policies; it does not end the process (its
+	// default action) and the server keeps answering.
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(d.output(), "policies reloaded on SIGHUP"); {
+		select {
+		case err := <-d.exited:
+			t.Fatalf("attestd exited on SIGHUP: %v\n%s", err, d.output())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged after SIGHUP:\n%s", d.output())
+		}
+	}
+	if _, err := c.SigningKeys(ctx); err != nil {
+		t.Fatalf("after SIGHUP: %v", err)
 	}
 	d.stop(t)
 }

@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/bulwark-project/bulwark/enclave"
@@ -203,6 +205,10 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		}
 	}()
 	go purgeLoop(ctx, st, checkpoints, log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go reloadOnHangup(ctx, hup, w, log)
 
 	so.Listen, so.MetricsAddr, so.Pprof = *listen, *metricsAddr, *pprofFlag
 	so.Ready = func(g, m net.Addr) {
@@ -217,6 +223,23 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		}
 	}
 	return srv.Serve(ctx, so)
+}
+
+// reloadOnHangup re-reads the policy directory at each SIGHUP, the usual
+// "reload your configuration" signal. The watcher also notices changes by
+// itself, and admins can ask with 'attestd ctl policies reload'; a failed
+// load is logged by the watcher and leaves the previous policies in force.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, w *policy.Watcher, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := w.Reload(); err == nil {
+				log.Info("policies reloaded on SIGHUP", "policies", len(w.Status().Policies))
+			}
+		}
+	}
 }
 
 // purgeLoop drops expired nonces, challenges and release windows, and
