@@ -252,9 +252,9 @@ func TestBinaryRefusesBadFlags(t *testing.T) {
 		t.Fatalf("--pprof without a metrics address: %d %s", code, errs)
 	}
 	for _, cmd := range [][]string{{"serve", "--help"}, {"admin-cert", "--help"}, {"client-cert", "--help"}, {"audit", "verify", "--help"}, {"ctl", "--help"}} {
-		_, errs, code := run(t, "", cmd...)
-		if code != 0 || !strings.Contains(errs, "Usage: attestd") {
-			t.Fatalf("%v: %d %s", cmd, code, errs)
+		out, errs, code := run(t, "", cmd...)
+		if code != 0 || !strings.Contains(out, "Usage: attestd") || errs != "" {
+			t.Fatalf("%v: exit %d, want the usage on stdout and nothing on stderr:\n%s\n--- stderr:\n%s", cmd, code, out, errs)
 		}
 	}
 }

@@ -5,6 +5,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -73,58 +74,126 @@ func (p *Program) Register(c *Command) {
 	p.commands[c.Name] = c
 }
 
-// Main runs the command named by args and returns the process exit code.
+// Main runs the command named by args and returns the process exit code:
+// 0, 1 for a failure, 2 for a usage mistake, or a command's own ExitError
+// code. Help that was asked for goes to standard output; usage shown
+// because of a mistake goes to standard error.
 func (p *Program) Main(ctx context.Context, env *Env, args []string) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
 	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		if len(args) > 1 && args[0] == "help" {
-			args = append(args[1:], "--help")
-		} else {
-			p.printUsage(env.Stdout)
-			if len(args) == 0 {
-				return 2
-			}
-			return 0
-		}
-	}
-	cmd, rest := p.lookup(args)
-	if cmd == nil {
-		fmt.Fprintf(env.Stderr, "%s: unknown command %q\n\n", p.Name, strings.Join(args[:min(len(args), 2)], " "))
+	if len(args) == 0 {
 		p.printUsage(env.Stderr)
 		return 2
 	}
+	help := false
+	switch args[0] {
+	case "-h", "-help", "--help":
+		p.printUsage(env.Stdout)
+		return 0
+	case "help":
+		if len(args) == 1 {
+			p.printUsage(env.Stdout)
+			return 0
+		}
+		args, help = args[1:], true
+	}
+	cmd, rest := p.lookup(args)
+	if cmd == nil {
+		return p.unknown(env, args, help)
+	}
+	if help {
+		rest = []string{"--help"}
+	}
 	fs := flag.NewFlagSet(p.Name+" "+cmd.Name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	// The flag package writes a parse error and the usage to fs.Output();
+	// hold them until we know whether help was asked for (stdout) or a
+	// mistake was made (stderr).
+	var flagOut bytes.Buffer
+	fs.SetOutput(&flagOut)
+	usageShown := false
 	fs.Usage = func() {
+		usageShown = true
 		fmt.Fprintf(fs.Output(), "Usage: %s %s %s\n\n%s\n\nFlags:\n", p.Name, cmd.Name, cmd.Usage, cmd.Summary)
 		fs.PrintDefaults()
 	}
 	err := cmd.Run(ctx, env, fs, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		env.Stdout.Write(flagOut.Bytes())
+		return 0
+	}
+	env.Stderr.Write(flagOut.Bytes())
 	if err == nil {
 		return 0
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
+	if usageShown && strings.HasPrefix(flagOut.String(), err.Error()+"\n") {
+		return 2 // a flag the flag package refused: it printed the problem and the usage
+	}
+	if misplaced := flagAfterArgs(fs, rest); misplaced != "" {
+		err = Usagef("%s", misplaced)
 	}
 	var ue *UsageError
-	if errors.As(err, &ue) {
+	var ee *ExitError
+	switch {
+	case errors.As(err, &ue):
 		fmt.Fprintf(env.Stderr, "%s %s: %s\n(run '%s %s --help' for usage)\n", p.Name, cmd.Name, ue.Msg, p.Name, cmd.Name)
 		return 2
-	}
-	var ee *ExitError
-	if errors.As(err, &ee) {
+	case errors.As(err, &ee):
 		if ee.Err != nil {
 			fmt.Fprintf(env.Stderr, "%s %s: %v\n", p.Name, cmd.Name, ee.Err)
 		}
 		return ee.Code
 	}
-	if strings.Contains(err.Error(), "flag provided but not defined") || strings.HasPrefix(err.Error(), "invalid value") {
-		return 2 // the flag package already printed the problem and the usage
-	}
 	fmt.Fprintf(env.Stderr, "%s %s: %v\n", p.Name, cmd.Name, err)
 	return 1
+}
+
+// flagAfterArgs explains a failed command whose arguments include one of
+// its own flags after the first positional argument (the flag package stops
+// at the first argument, so "sign FILE --bundle" reads "--bundle" as a
+// second FILE). Arguments after "--" are the command's to pass on. It
+// returns "" when there is nothing to explain.
+func flagAfterArgs(fs *flag.FlagSet, rest []string) string {
+	pos := fs.Args()
+	if n := len(rest) - len(pos); n > 0 && rest[n-1] == "--" {
+		return ""
+	}
+	for _, a := range pos {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if len(a) > 1 && a[0] == '-' && fs.Lookup(name) != nil {
+			return fmt.Sprintf("flag %s comes after the argument %q: give flags before arguments", a, pos[0])
+		}
+	}
+	return ""
+}
+
+// unknown reports args that name no command. A command group ("policy")
+// lists its commands: help for it exits 0, a bare group is a usage mistake.
+func (p *Program) unknown(env *Env, args []string, help bool) int {
+	var group []string
+	for n := range p.commands {
+		if strings.HasPrefix(n, args[0]+" ") {
+			group = append(group, n)
+		}
+	}
+	if len(group) > 0 && (len(args) == 1 || strings.HasPrefix(args[1], "-")) {
+		sort.Strings(group)
+		w, code := env.Stderr, 2
+		if help || (len(args) > 1 && (args[1] == "-h" || args[1] == "-help" || args[1] == "--help")) {
+			w, code = env.Stdout, 0
+		} else {
+			fmt.Fprintf(w, "%s %s: give one of its commands\n\n", p.Name, args[0])
+		}
+		fmt.Fprintf(w, "Commands:\n")
+		for _, n := range group {
+			fmt.Fprintf(w, "  %-16s %s\n", n, p.commands[n].Summary)
+		}
+		fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\n", p.Name)
+		return code
+	}
+	fmt.Fprintf(env.Stderr, "%s: unknown command %q\n\n", p.Name, strings.Join(args[:min(len(args), 2)], " "))
+	p.printUsage(env.Stderr)
+	return 2
 }
 
 // lookup finds the longest registered command name that prefixes args.

@@ -140,7 +140,7 @@ colour: blue
 	if _, _, code := runLauncher(t, nil, "policy", "init"); code != 2 {
 		t.Errorf("init without --kernel: exit %d, want 2", code)
 	}
-	if _, help, code := runLauncher(t, nil, "policy", "check", "--help"); code != 0 || !strings.Contains(help, "--policy-key PUB") {
+	if help, _, code := runLauncher(t, nil, "policy", "check", "--help"); code != 0 || !strings.Contains(help, "--policy-key PUB") {
 		t.Errorf("--help: exit %d, usage %q", code, help)
 	}
 }
