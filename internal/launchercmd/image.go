@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
@@ -49,6 +50,18 @@ func runImageBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []s
 	for _, e := range envs {
 		if !strings.Contains(e, "=") {
 			return cli.Usagef("--env %q is not K=V", e)
+		}
+	}
+	// Each --layer must be a directory (a symlink to one is followed): a
+	// file or a dangling name would otherwise become an empty layer, and an
+	// image missing its contents could be signed and shipped.
+	for _, d := range layers {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("--layer %s: %w (give an existing host directory)", d, err)
+		}
+		if !fi.IsDir() {
+			return cli.Usagef("--layer %s is not a directory: give the host directory whose contents become the layer", d)
 		}
 	}
 	spec := ociimage.Spec{Entrypoint: entrypoint, Cmd: cmd, Env: envs, WorkingDir: *workdir, User: *user, RefName: *ref}

@@ -146,15 +146,45 @@ func WriteLayout(dir string, img v1.Image, refName string) (string, error) {
 	return d.String(), nil
 }
 
+// layerRoot resolves a layer's host directory: a symlink to a directory is
+// followed (WalkDir does not follow its root, and would see one symlink and
+// nothing in it), and anything but a directory is an error, so a mistyped
+// layer can never become an empty one.
+func layerRoot(dir string) (string, error) {
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", fmt.Errorf("layer directory %s: %w", dir, err)
+	}
+	fi, err := os.Stat(root)
+	if err != nil {
+		return "", fmt.Errorf("layer directory %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		what := "a special file"
+		if fi.Mode().IsRegular() {
+			what = "a regular file"
+		}
+		if root != filepath.Clean(dir) {
+			what += " (via symlink, " + root + ")"
+		}
+		return "", fmt.Errorf("layer directory %s is %s, not a directory: give the directory whose contents become the layer", dir, what)
+	}
+	return root, nil
+}
+
 // layerTar renders a layer as an uncompressed tar with fixed metadata.
 func layerTar(l Layer) ([]byte, error) {
 	entries := map[string]Entry{}
 	if l.Dir != "" {
-		err := filepath.WalkDir(l.Dir, func(p string, d fs.DirEntry, err error) error {
+		root, err := layerRoot(l.Dir)
+		if err != nil {
+			return nil, err
+		}
+		err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
-			rel, err := filepath.Rel(l.Dir, p)
+			rel, err := filepath.Rel(root, p)
 			if err != nil || rel == "." {
 				return err
 			}

@@ -2,11 +2,13 @@ package ociimage
 
 import (
 	"archive/tar"
+	"bytes"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -95,5 +97,68 @@ func TestRejectsPathsOutsideRoot(t *testing.T) {
 	}
 	if _, err := Build(Spec{}); err == nil {
 		t.Fatal("accepted an image without layers")
+	}
+}
+
+// TestLayerDir: a layer's Dir must be a directory; a symlink to one is
+// followed. A file, a symlink to a file or a missing path is an error, never
+// an empty layer.
+func TestLayerDir(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "dir")
+	if err := os.MkdirAll(filepath.Join(dir, "app"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app", "hello.txt"), []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(base, "file")
+	if err := os.WriteFile(file, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, target := range map[string]string{"dirlink": dir, "filelink": file, "dangling": filepath.Join(base, "nothing")} {
+		if err := os.Symlink(target, filepath.Join(base, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, dir string
+		wantErr   string // "" = the layer holds app/ and app/hello.txt
+	}{
+		{"directory", dir, ""},
+		{"symlink to a directory", filepath.Join(base, "dirlink"), ""},
+		{"directory with trailing slash", dir + "/", ""},
+		{"regular file", file, "is a regular file, not a directory"},
+		{"symlink to a file", filepath.Join(base, "filelink"), "not a directory"},
+		{"missing", filepath.Join(base, "nothing-here"), "no such file"},
+		{"dangling symlink", filepath.Join(base, "dangling"), "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data, err := layerTar(Layer{Dir: tc.dir})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), tc.dir) {
+					t.Fatalf("layerTar(%s): err %v, want one naming the path and containing %q", tc.dir, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			tr := tar.NewReader(bytes.NewReader(data))
+			for {
+				h, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				names = append(names, h.Name)
+			}
+			if want := []string{"app/", "app/hello.txt"}; !reflect.DeepEqual(names, want) {
+				t.Fatalf("layer entries %q, want %q", names, want)
+			}
+		})
 	}
 }
