@@ -21,19 +21,22 @@ import (
 
 // tpmInfo is what `launcher tpm info` reports.
 type tpmInfo struct {
-	Spec            string       `json:"spec"`
-	Kind            string       `json:"kind"`
-	ManagedPID      int          `json:"managed_pid,omitempty"`
-	ManagedCARoot   string       `json:"managed_ca_root,omitempty"`
-	ManagedCAInter  string       `json:"managed_ca_intermediate,omitempty"`
-	Manufacturer    string       `json:"manufacturer"`
-	Vendor          string       `json:"vendor"`
-	FirmwareVersion string       `json:"firmware_version"`
-	EKFingerprint   string       `json:"ek_fingerprint"`
-	EKCertificate   *tpmCertInfo `json:"ek_certificate,omitempty"`
-	AK              *tpmKeyInfo  `json:"ak,omitempty"`
-	LaunchPCR       int          `json:"launch_pcr"`
-	LaunchPCRValue  string       `json:"launch_pcr_value"`
+	Spec            string `json:"spec"`
+	Kind            string `json:"kind"`
+	ManagedPID      int    `json:"managed_pid,omitempty"`
+	ManagedCARoot   string `json:"managed_ca_root,omitempty"`
+	ManagedCAInter  string `json:"managed_ca_intermediate,omitempty"`
+	Manufacturer    string `json:"manufacturer"`
+	Vendor          string `json:"vendor"`
+	FirmwareVersion string `json:"firmware_version"`
+	EKFingerprint   string `json:"ek_fingerprint"` // SHA-256 of the EK's SubjectPublicKeyInfo
+	// NodeID is the name attestd gives this host (SHA-256 of the EK's
+	// TPMT_PUBLIC): what --ek-allow lists and policies' node_id holds.
+	NodeID         string       `json:"node_id"`
+	EKCertificate  *tpmCertInfo `json:"ek_certificate,omitempty"`
+	AK             *tpmKeyInfo  `json:"ak,omitempty"`
+	LaunchPCR      int          `json:"launch_pcr"`
+	LaunchPCRValue string       `json:"launch_pcr_value"`
 }
 
 type tpmCertInfo struct {
@@ -162,6 +165,7 @@ func collectTPMInfo(ctx context.Context, t *tpm.TPM, pcr int) (*tpmInfo, error) 
 	if info.EKFingerprint, err = fingerprint(ek); err != nil {
 		return nil, fmt.Errorf("EK: %w", err)
 	}
+	info.NodeID = verify.NodeID(ek)
 	certDER, err := t.EKCertificate(ctx)
 	switch {
 	case errors.Is(err, tpm.ErrNoEKCert):
@@ -237,6 +241,7 @@ func printTPMInfo(env *cli.Env, i *tpmInfo) {
 	fmt.Fprintf(w, "TPM:          %s (%s)\n", i.Spec, desc)
 	fmt.Fprintf(w, "Manufacturer: %s  vendor %q  firmware %s\n", i.Manufacturer, i.Vendor, i.FirmwareVersion)
 	fmt.Fprintf(w, "EK:           RSA-2048 (TCG template L-1)  %s\n", i.EKFingerprint)
+	fmt.Fprintf(w, "Node id:      %s  (attestd's name for this host: --ek-allow, policies' node_id)\n", i.NodeID)
 	if c := i.EKCertificate; c != nil {
 		fmt.Fprintf(w, "EK cert:      subject %q, issuer %q\n", c.Subject, c.Issuer)
 		if c.Verified != "" {

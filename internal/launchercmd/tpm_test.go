@@ -1,6 +1,9 @@
 package launchercmd
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +37,23 @@ func TestTPMInfoManaged(t *testing.T) {
 		info.EKCertificate == nil || !strings.HasPrefix(info.EKCertificate.Verified, "chains") ||
 		info.AK != nil || info.LaunchPCR != 13 || len(info.LaunchPCRValue) != 64 {
 		t.Fatalf("tpm info: %+v", info)
+	}
+	// The node id is SHA-256 of the EK's TPMT_PUBLIC, computed here from
+	// the TPM directly, and is not the EK fingerprint (SPKI).
+	tp, err := tpm.Open(context.Background(), info.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, err := tp.EKPublic(context.Background())
+	tp.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(ek); info.NodeID != "sha256:"+hex.EncodeToString(sum[:]) || info.NodeID == info.EKFingerprint {
+		t.Fatalf("node id %s, want sha256 of the EK's TPMT_PUBLIC %x (EK fingerprint %s)", info.NodeID, sum, info.EKFingerprint)
+	}
+	if out, _, _ := runLauncher(t, env, "tpm", "info"); !strings.Contains(out, "Node id:      "+info.NodeID) {
+		t.Fatalf("tpm info text lacks the node id:\n%s", out)
 	}
 	out, _, code = runLauncher(t, env, "tpm", "info", "--pcr", "16")
 	if code != 0 || !strings.Contains(out, "Launch PCR:   16 = ") || !strings.Contains(out, "not created yet") {
