@@ -121,12 +121,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	res, err := Run(ctx, cfg)
 	if res != nil {
-		if asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			enc.Encode(res)
-		} else {
-			PrintText(stdout, res)
+		if werr := writeResult(stdout, res, asJSON); werr != nil {
+			fmt.Fprintf(stderr, "bulwark-load: %v\n", werr)
+			if err == nil {
+				return 1
+			}
 		}
 	}
 	if err != nil {
@@ -158,6 +157,41 @@ func writePolicyFile(path string, cfg Config, stdout io.Writer) error {
 		return fmt.Errorf("--write-policy %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// writeResult prints res to w, as JSON or as the text report; it returns
+// the first error encoding or writing it (a result that did not reach its
+// reader is a failed run, not an empty success).
+func writeResult(w io.Writer, res *Result, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return fmt.Errorf("printing the result as JSON: %w", err)
+		}
+		return nil
+	}
+	ew := &errWriter{w: w}
+	PrintText(ew, res)
+	if ew.err != nil {
+		return fmt.Errorf("printing the result: %w", ew.err)
+	}
+	return nil
+}
+
+// errWriter keeps the first error writing to w and writes nothing after it.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
 }
 
 // PrintText writes the human-readable report.

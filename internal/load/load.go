@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"runtime"
 	"slices"
@@ -104,8 +105,8 @@ func (c *Config) setDefaults() error {
 	if c.Hosts < 1 || c.Hosts > MaxHosts {
 		return fmt.Errorf("load: --hosts %d: want 1..%d", c.Hosts, MaxHosts)
 	}
-	if c.Rate < 0 {
-		return fmt.Errorf("load: --rate %v: want 0 (flat out) or more", c.Rate)
+	if !(c.Rate >= 0) || math.IsInf(c.Rate, 1) { // NaN compares false
+		return fmt.Errorf("load: --rate %v: want a finite number of attestations per second, or 0 (flat out)", c.Rate)
 	}
 	if c.Duration == 0 {
 		c.Duration = DefaultDuration

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -94,6 +96,9 @@ func TestConfigRejects(t *testing.T) {
 		{"negative rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: -1}, "--rate"},
 		{"duration too long", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Duration: 2 * time.Hour}, "--duration"},
 		{"hosts", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Hosts: -3}, "--hosts"},
+		{"NaN rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: math.NaN()}, "--rate NaN"},
+		{"infinite rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: math.Inf(1)}, "--rate +Inf"},
+		{"minus infinite rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: math.Inf(-1)}, "--rate -Inf"},
 	} {
 		_, err := Run(context.Background(), c.cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -312,6 +317,16 @@ func TestLoadAgainstAttestd(t *testing.T) {
 	if j["ok"] != true {
 		t.Errorf("--json ok = %v", j["ok"])
 	}
+
+	// A result that cannot be written fails the run.
+	for _, format := range [][]string{{"--json"}, nil} {
+		errb.Reset()
+		code = Main(context.Background(), append([]string{"--addr", a.addr, "--ca", a.ca, "--cert", a.cert, "--key", a.key,
+			"--ek-ca", a.ekCADir, "--hosts", "2", "--concurrency", "2", "--count", "2"}, format...), failWriter{}, &errb)
+		if code != 1 || !strings.Contains(errb.String(), "disk full") {
+			t.Errorf("%v to a failing stdout: exit %d, %s", format, code, errb.String())
+		}
+	}
 }
 
 // TestLoadAgainstAttestdPostgres is the same short load on attestd's
@@ -336,6 +351,63 @@ func TestLoadAgainstAttestdPostgres(t *testing.T) {
 	t.Logf("load report (PostgreSQL):\n%s", report.String())
 	if res.Attest.OK == 0 || res.TotalErrors != 0 || res.Audit == nil || !res.Audit.OK() || res.Audit.Found != int(res.Attest.OK) {
 		t.Errorf("attested %d, errors %d, audit %+v", res.Attest.OK, res.TotalErrors, res.Audit)
+	}
+}
+
+// TestMainRefuses runs the command line with configuration mistakes: each
+// exits 2 with a message naming the flag, before any connection (the
+// address is one nothing listens on).
+func TestMainRefuses(t *testing.T) {
+	conn := []string{"--addr", "127.0.0.1:1", "--ca", "x", "--cert", "c", "--key", "k"}
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"NaN rate", []string{"--rate", "NaN"}, "--rate NaN"},
+		{"infinite rate", []string{"--rate", "Inf"}, "--rate +Inf"},
+		{"negative rate", []string{"--rate", "-5"}, "--rate -5"},
+		{"NaN in a sweep", []string{"--sweep", "100,NaN"}, "--sweep: rate NaN"},
+		{"infinity in a sweep", []string{"--sweep", "+Inf"}, "--sweep: rate +Inf"},
+		{"negative in a sweep", []string{"--sweep", "100,-100"}, "--sweep: rate -100"},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(context.Background(), append(slices.Clone(conn), c.args...), &out, &errb)
+		if code != 2 || !strings.Contains(errb.String(), c.want) || out.Len() != 0 {
+			t.Errorf("%s: exit %d, stderr %q, stdout %q; want exit 2 and a message with %q", c.name, code, errb.String(), out.String(), c.want)
+		}
+	}
+}
+
+// failWriter fails every write.
+type failWriter struct{}
+
+func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+
+// TestWriteResult checks that a result that cannot be encoded or written
+// is an error, not an empty success.
+func TestWriteResult(t *testing.T) {
+	good := &Result{Addr: "a:1", Rate: 5, Verdicts: map[string]uint64{}}
+	for _, c := range []struct {
+		name   string
+		w      io.Writer
+		res    *Result
+		asJSON bool
+		want   string // "" = no error
+	}{
+		{"json", &bytes.Buffer{}, good, true, ""},
+		{"text", &bytes.Buffer{}, good, false, ""},
+		{"json, NaN", &bytes.Buffer{}, &Result{Rate: math.NaN()}, true, "printing the result as JSON"},
+		{"json, write fails", failWriter{}, good, true, "disk full"},
+		{"text, write fails", failWriter{}, good, false, "printing the result: disk full"},
+	} {
+		err := writeResult(c.w, c.res, c.asJSON)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: err %v, want %q", c.name, err, c.want)
+		}
+	}
+	if err := WritePolicy(failWriter{}, "", "", nil); err == nil {
+		t.Error("WritePolicy to a failing writer: no error")
 	}
 }
 

@@ -30,7 +30,9 @@ func WritePolicy(w io.Writer, name, secret string, hostPCRs []int) error {
 	pcrs := append([]int(nil), hostPCRs...)
 	sort.Ints(pcrs)
 	q := strconv.Quote
-	_, err := fmt.Fprintf(w, `# Policy for bulwark-load's simulated hosts (written by bulwark-load --write-policy).
+	ew := &errWriter{w: w}
+	w = ew
+	fmt.Fprintf(w, `# Policy for bulwark-load's simulated hosts (written by bulwark-load --write-policy).
 # It admits only the load generator's simulated workload; never install it
 # beside production policies on an attestd that serves real hosts.
 apiVersion: bulwark.dev/v1
@@ -47,9 +49,6 @@ image:
 args:
   allow: none
 `, q(name), q(a.Kernel), q(a.Initrd), q(a.Cmdline), q(a.Image))
-	if err != nil {
-		return err
-	}
 	if len(pcrs) > 0 {
 		fmt.Fprintf(w, "host:\n  pcrs:\n")
 		for _, p := range pcrs {
@@ -60,6 +59,6 @@ args:
 			fmt.Fprintf(w, "    %d: [%s]\n", p, q(hex.EncodeToString(v)))
 		}
 	}
-	_, err = fmt.Fprintf(w, "secrets: [%s]\n", q(secret))
-	return err
+	fmt.Fprintf(w, "secrets: [%s]\n", q(secret))
+	return ew.err
 }
