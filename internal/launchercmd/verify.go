@@ -57,6 +57,13 @@ func runVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 			return cli.Usagef("--payload, --image-manifest and --platform go with --image")
 		}
 	}
+	if *image == "" {
+		// The file first, before the key (which may open a TPM) and before
+		// looking for FILE.sig: a missing file is not a missing signature.
+		if err := checkVerifyFile(fs.Arg(0)); err != nil {
+			return err
+		}
+	}
 	pub, err := loadPublicKey(ctx, *keyRef)
 	if err != nil {
 		return err
@@ -67,6 +74,19 @@ func runVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 		return verifyImage(ctx, env, pub, keyID, *image, *sigFlag, *payloadFlag, *manifest, *platform)
 	}
 	return verifyFile(env, pub, keyID, fs.Arg(0), *sigFlag, *bundleFlag)
+}
+
+// checkVerifyFile makes sure the FILE argument of verify is there and is not
+// a directory (an image layout, verified with --image).
+func checkVerifyFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w (give the file that was signed)", path, err)
+	}
+	if fi.IsDir() {
+		return cli.Usagef("%s is a directory: verify an image with --image %s", path, path)
+	}
+	return nil
 }
 
 // loadPublicKey reads a cosign.pub file, or the public half of a TPM-held
@@ -107,11 +127,6 @@ func verifyFile(env *cli.Env, pub crypto.PublicKey, keyID, path, sigPath, bundle
 			return verifyFailure(path, keyID, "", fmt.Errorf("%w: looked for %s and %s (sign with 'launcher sign', or use --signature/--bundle)",
 				signing.ErrNoSignature, signing.SignaturePath(path), signing.BundlePath(path)))
 		}
-	}
-	if fi, err := os.Stat(path); err != nil {
-		return fmt.Errorf("verify %s: %w", path, err)
-	} else if fi.IsDir() {
-		return cli.Usagef("%s is a directory: verify an image with --image %s", path, path)
 	}
 	var digest string
 	for _, c := range checks {

@@ -1,0 +1,57 @@
+package launchercmd
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestVerifyFileArgument: verify checks its FILE before looking for a
+// signature, so a missing file and a directory say what is wrong with the
+// argument instead of "missing signature".
+func TestVerifyFileArgument(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{passwordEnv: "pw"}
+	prefix := filepath.Join(dir, "cosign")
+	if _, stderr, code := runLauncher(t, env, "keygen", "--output-key-prefix", prefix); code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, stderr)
+	}
+	pub := prefix + ".pub"
+	unsigned := filepath.Join(dir, "unsigned")
+	imageDir := filepath.Join(dir, "app")
+	signedDir := filepath.Join(dir, "signed-dir")
+	for _, d := range []string{imageDir, signedDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for path, data := range map[string]string{unsigned: "data", signedDir + ".sig": "c2ln", filepath.Join(dir, "gone.sig"): "c2ln"} {
+		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, file string
+		code       int
+		want       string
+	}{
+		{"missing file", filepath.Join(dir, "missing"), 1, "verify " + filepath.Join(dir, "missing") + ": stat"},
+		{"missing file with a .sig beside it", filepath.Join(dir, "gone"), 1, "no such file or directory (give the file that was signed)"},
+		{"directory", imageDir, 2, imageDir + " is a directory: verify an image with --image " + imageDir},
+		{"directory with a .sig beside it", signedDir, 2, "is a directory: verify an image with --image"},
+		{"unsigned file", unsigned, 1, "missing signature"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runLauncher(t, nil, "verify", "--key", pub, tc.file)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, want %d; stderr %q, want it to contain %q", code, tc.code, stderr, tc.want)
+			}
+			if tc.code != 1 || tc.want != "missing signature" {
+				if strings.Contains(stderr, "missing signature") || stdout != "" {
+					t.Errorf("stdout %q, stderr %q: the argument's problem was reported as a signature problem", stdout, stderr)
+				}
+			}
+		})
+	}
+}
