@@ -114,6 +114,9 @@ func (c *Config) setDefaults() error {
 	if c.Duration < 0 || c.Duration > MaxDuration {
 		return fmt.Errorf("load: --duration %v: want more than 0 and at most %v", c.Duration, MaxDuration)
 	}
+	if c.Rate > 0 && c.Rate*c.Duration.Seconds() < 1 {
+		return fmt.Errorf("load: --rate %v schedules less than one attestation in --duration %v: want at least %.3g a second (one per --duration), a longer --duration, or 0 for flat out", c.Rate, c.Duration, 1/c.Duration.Seconds())
+	}
 	if c.Count < 0 {
 		return fmt.Errorf("load: --count %d: want 0 (no bound) or more", c.Count)
 	}
@@ -691,15 +694,13 @@ func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.Att
 	}
 	ws := make([]*worker, conc)
 	var ticket atomic.Int64
-	var interval time.Duration
-	if d.Rate > 0 {
-		interval = time.Duration(float64(time.Second) / d.Rate)
+	paced := d.Rate > 0 && !math.IsInf(d.Rate, 1) // else flat out
+	length := d.Duration
+	if length <= 0 {
+		length = MaxDuration
 	}
 	start := time.Now()
-	end := start.Add(d.Duration)
-	if d.Duration <= 0 {
-		end = start.Add(MaxDuration)
-	}
+	end := start.Add(length)
 	var wg sync.WaitGroup
 	for w := range ws {
 		wk := &worker{}
@@ -723,11 +724,12 @@ func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.Att
 				// counts its wait (no "coordinated omission" flattering the
 				// percentiles when attestd falls behind).
 				t0 := now
-				if interval > 0 {
-					t0 = start.Add(time.Duration(k) * interval)
-					if !t0.Before(end) {
+				if paced {
+					at, ok := slot(k, d.Rate, length)
+					if !ok {
 						return
 					}
+					t0 = start.Add(at)
 					if d := t0.Sub(now); d > 0 {
 						select {
 						case <-time.After(d):
@@ -786,6 +788,18 @@ func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.Att
 	}
 	res.finish()
 	return ids
+}
+
+// slot is when the k-th attestation (from 0) is scheduled at rate per
+// second, counted from the start of a phase of length; ok is false when
+// that is not within the phase. It computes in float64 so that no rate,
+// however small, overflows time.Duration.
+func slot(k int64, rate float64, length time.Duration) (at time.Duration, ok bool) {
+	ns := float64(k) * float64(time.Second) / rate
+	if !(ns < float64(length)) {
+		return 0, false
+	}
+	return time.Duration(ns), true
 }
 
 type outcome struct {

@@ -99,10 +99,47 @@ func TestConfigRejects(t *testing.T) {
 		{"NaN rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: math.NaN()}, "--rate NaN"},
 		{"infinite rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: math.Inf(1)}, "--rate +Inf"},
 		{"minus infinite rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: math.Inf(-1)}, "--rate -Inf"},
+		{"rate too small to schedule", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: 1e-12}, "--rate 1e-12 schedules less than one attestation in --duration 30s"},
+		{"rate under one per duration", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: 0.1, Duration: 5 * time.Second}, "want at least 0.2 a second"},
 	} {
 		_, err := Run(context.Background(), c.cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err %v, want one naming %s", c.name, err, c.want)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"one attestation per duration", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: 0.2, Duration: 5 * time.Second}},
+		{"flat out", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k"}},
+	} {
+		if err := c.cfg.setDefaults(); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+}
+
+func TestSlot(t *testing.T) {
+	for _, c := range []struct {
+		k      int64
+		rate   float64
+		length time.Duration
+		want   time.Duration
+		ok     bool
+	}{
+		{0, 2, 30 * time.Second, 0, true},
+		{3, 2, 30 * time.Second, 1500 * time.Millisecond, true},
+		{59, 2, 30 * time.Second, 29500 * time.Millisecond, true},
+		{60, 2, 30 * time.Second, 0, false}, // at the end: not in the phase
+		{0, 1e-12, 30 * time.Second, 0, true},
+		{1, 1e-12, 30 * time.Second, 0, false}, // 1e21 ns: over time.Duration's range
+		{1 << 62, 1e-300, MaxDuration, 0, false},
+		{1 << 40, 1e6, MaxDuration, 0, false},
+	} {
+		at, ok := slot(c.k, c.rate, c.length)
+		if at != c.want || ok != c.ok {
+			t.Errorf("slot(%d, %v, %v) = %v, %v; want %v, %v", c.k, c.rate, c.length, at, ok, c.want, c.ok)
 		}
 	}
 }
@@ -318,6 +355,20 @@ func TestLoadAgainstAttestd(t *testing.T) {
 		t.Errorf("--json ok = %v", j["ok"])
 	}
 
+	// A rate too low to schedule a second attestation within the phase
+	// (its interval is beyond time.Duration's range) starts one, not a
+	// flat-out run.
+	f, err := NewFleet(context.Background(), Config{Addr: a.addr, CAFile: a.ca, CertFile: a.cert, KeyFile: a.key,
+		EKCADir: a.ekCADir, Hosts: 4, Concurrency: 4, SkipAudit: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := f.Drive(context.Background(), Drive{Rate: 1e-12, Duration: time.Second})
+	f.Close()
+	if d.Attest.Count != 1 {
+		t.Errorf("Drive at 1e-12/s for 1s: %d attestations, want 1", d.Attest.Count)
+	}
+
 	// A result that cannot be written fails the run.
 	for _, format := range [][]string{{"--json"}, nil} {
 		errb.Reset()
@@ -370,6 +421,8 @@ func TestMainRefuses(t *testing.T) {
 		{"NaN in a sweep", []string{"--sweep", "100,NaN"}, "--sweep: rate NaN"},
 		{"infinity in a sweep", []string{"--sweep", "+Inf"}, "--sweep: rate +Inf"},
 		{"negative in a sweep", []string{"--sweep", "100,-100"}, "--sweep: rate -100"},
+		{"rate too small", []string{"--rate", "1e-12"}, "--rate 1e-12 schedules less than one attestation"},
+		{"sweep rate too small", []string{"--sweep", "1e-12", "--duration", "10s"}, "--sweep: rate 1e-12 schedules less than one attestation"},
 	} {
 		var out, errb bytes.Buffer
 		code := Main(context.Background(), append(slices.Clone(conn), c.args...), &out, &errb)

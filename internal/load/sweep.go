@@ -138,6 +138,9 @@ func (c *Config) checkSweep() error {
 		if !(r > 0) || math.IsInf(r, 0) {
 			return fmt.Errorf("load: --sweep: rate %v: want attestations per second above 0", r)
 		}
+		if r*c.Duration.Seconds() < 1 {
+			return fmt.Errorf("load: --sweep: rate %v schedules less than one attestation in a step of --duration %v: want at least %.3g a second (one per step), or a longer --duration", r, c.Duration, 1/c.Duration.Seconds())
+		}
 	}
 	if time.Duration(len(c.Rates))*c.Duration+maxWarmup > MaxDuration {
 		return fmt.Errorf("load: --sweep of %d steps of --duration %v is over %v in all: shorten the steps or take fewer", len(c.Rates), c.Duration, MaxDuration)

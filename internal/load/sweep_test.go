@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,9 @@ func TestSweepConfigRejects(t *testing.T) {
 		{"with --count", base(func(c *Config) { c.Count = 5 }), "--count does not apply"},
 		{"zero rate", base(func(c *Config) { c.Rates = []float64{1000, 0} }), "rate 0"},
 		{"negative rate", base(func(c *Config) { c.Rates = []float64{-1} }), "rate -1"},
+		{"NaN rate", base(func(c *Config) { c.Rates = []float64{math.NaN()} }), "rate NaN"},
+		{"infinite rate", base(func(c *Config) { c.Rates = []float64{1000, math.Inf(1)} }), "rate +Inf"},
+		{"rate too small", base(func(c *Config) { c.Rates = []float64{1000, 1e-12} }), "rate 1e-12 schedules less than one attestation in a step of --duration 10s"},
 		{"too many", base(func(c *Config) { c.Rates = make([]float64, MaxSweepSteps+1) }), "at most 20"},
 		{"over an hour", base(func(c *Config) { c.Duration = 30 * time.Minute }), "over 1h0m0s in all"},
 		{"negative slo", base(func(c *Config) { c.SLO = -time.Millisecond }), "--slo"},
