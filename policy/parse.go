@@ -481,10 +481,15 @@ func (p *parser) host(n *yaml.Node, pol *Policy) {
 		return
 	}
 	pol.HostPCRs = map[int][][]byte{}
-	for _, e := range p.entries(v.val, "host.pcrs", "write 'INDEX: [HEX, ...]' with a PCR index 0-23") {
+	for _, e := range p.entries(v.val, "host.pcrs", fmt.Sprintf("write 'INDEX: [HEX, ...]' with a PCR index 0-%d", MaxHostPCR)) {
 		idx, err := strconv.Atoi(e.key.Value)
 		if err != nil || idx < 0 || idx > 23 || e.key.ShortTag() != "!!int" {
-			p.errAt(e.key, "PCR indexes are integers 0-23", "host.pcrs: %q is not a PCR index", truncate(e.key.Value, 20))
+			p.errAt(e.key, fmt.Sprintf("PCR indexes are integers 0-%d", MaxHostPCR), "host.pcrs: %q is not a PCR index", truncate(e.key.Value, 20))
+			continue
+		}
+		if idx > MaxHostPCR {
+			p.errAt(e.key, fmt.Sprintf("the launcher quotes host PCRs 0-%d beside the launch PCR; pin later boot stages through the launch's own measurements", MaxHostPCR),
+				"host.pcrs: PCR %d is never quoted, so this policy would deny every launch", idx)
 			continue
 		}
 		what := fmt.Sprintf("host.pcrs.%d", idx)

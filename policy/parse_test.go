@@ -115,6 +115,7 @@ func TestParseErrors(t *testing.T) {
 		{"cmdline bad pattern", strings.Replace(minimal, "  exact: [\"console=ttyS0\"]\n", "  params:\n    allow: [\"con*=x\", \"a b\"]\n", 1), []wantErr{{7, 13, "uses '*' other than"}, {7, 23, "contains whitespace"}}},
 		{"cmdline require not allowed", strings.Replace(minimal, "  exact: [\"console=ttyS0\"]\n", "  params:\n    allow: [quiet]\n    require: [console=ttyS0]\n", 1), []wantErr{{8, 14, `"console=ttyS0" is required but not allowed`}}},
 		{"bad pcr index", minimal + "host:\n  pcrs:\n    24: [" + strings.Repeat("0", 64) + "]\n", []wantErr{{9, 5, `host.pcrs: "24" is not a PCR index`}}},
+		{"pcr never quoted", minimal + "host:\n  pcrs:\n    8: [" + strings.Repeat("0", 64) + "]\n", []wantErr{{9, 5, `host.pcrs: PCR 8 is never quoted`}}},
 		{"bad pcr value", minimal + "host:\n  pcrs:\n    7: [abcd]\n", []wantErr{{9, 9, `host.pcrs.7: "abcd" is not a 64-digit hex`}}},
 		{"bad pcr duplicate", minimal + "host:\n  pcrs:\n    7: [" + strings.Repeat("0", 64) + "]\n    7: [" + strings.Repeat("0", 64) + "]\n", []wantErr{{10, 5, `duplicate key "7"`}}},
 		{"bad secret", minimal + "secrets: [\"../etc/passwd\"]\n", []wantErr{{7, 11, "not a valid secret name"}}},

@@ -30,13 +30,19 @@ type Policy struct {
 	Image   *ArtifactRule // nil: launches must not run an image
 	Args    ArgsRule
 
-	HostPCRs map[int][][]byte // index → allowed SHA-256 values; empty: no requirement
+	HostPCRs map[int][][]byte // index (0..MaxHostPCR) → allowed SHA-256 values; empty: no requirement
 
 	Secrets []string // released to launches this policy allows
 	Rules   []*Rule  // CEL rules, all must be true
 
 	keyFiles []string // signer key files read, for the watcher
 }
+
+// MaxHostPCR is the highest host PCR a policy may require. The launcher
+// quotes the host's PCRs 0-7 (firmware, option ROMs, boot loader, Secure
+// Boot state) beside the launch PCR; a requirement on any other PCR could
+// never be met, so the parser refuses it.
+const MaxHostPCR = 7
 
 // Signer is a public key that may sign artifacts, as named in a policy.
 type Signer struct {
