@@ -154,6 +154,9 @@ func (c *Config) setDefaults() error {
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
+	if c.RequestTimeout < 0 {
+		return fmt.Errorf("load: --timeout %v: want a per-RPC deadline above 0 (default %v)", c.RequestTimeout, DefaultRequestTimeout)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

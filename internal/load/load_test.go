@@ -100,6 +100,7 @@ func TestConfigRejects(t *testing.T) {
 		{"infinite rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: math.Inf(1)}, "--rate +Inf"},
 		{"minus infinite rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: math.Inf(-1)}, "--rate -Inf"},
 		{"rate too small to schedule", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: 1e-12}, "--rate 1e-12 schedules less than one attestation in --duration 30s"},
+		{"negative timeout", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", RequestTimeout: -time.Second}, "--timeout -1s"},
 		{"rate under one per duration", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: 0.1, Duration: 5 * time.Second}, "want at least 0.2 a second"},
 	} {
 		_, err := Run(context.Background(), c.cfg)
@@ -421,6 +422,7 @@ func TestMainRefuses(t *testing.T) {
 		{"NaN in a sweep", []string{"--sweep", "100,NaN"}, "--sweep: rate NaN"},
 		{"infinity in a sweep", []string{"--sweep", "+Inf"}, "--sweep: rate +Inf"},
 		{"negative in a sweep", []string{"--sweep", "100,-100"}, "--sweep: rate -100"},
+		{"negative timeout", []string{"--timeout", "-1s"}, "--timeout -1s: want a per-RPC deadline above 0"},
 		{"rate too small", []string{"--rate", "1e-12"}, "--rate 1e-12 schedules less than one attestation"},
 		{"sweep rate too small", []string{"--sweep", "1e-12", "--duration", "10s"}, "--sweep: rate 1e-12 schedules less than one attestation"},
 	} {
