@@ -55,6 +55,9 @@ func WriteFileNew(path string, data []byte, mode os.FileMode) error {
 }
 
 func write(path string, data []byte, mode os.FileMode, replace bool) error {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("writing %s: it is a directory; give a file name", path)
+	}
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -78,6 +81,9 @@ func write(path string, data []byte, mode os.FileMode, replace bool) error {
 		err = os.Rename(tmp.Name(), path)
 	} else if err = os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
 		err = writeExclusive(path, data, mode) // a file system without hard links
+	}
+	if le := (*os.LinkError)(nil); errors.As(err, &le) {
+		err = le.Err // its text names the temporary file, not the caller's path
 	}
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)

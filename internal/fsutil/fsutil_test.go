@@ -74,6 +74,23 @@ func TestWriteFileAtomicAndNew(t *testing.T) {
 	}
 }
 
+// TestWriteOntoADirectory: the error names the caller's path and says what
+// is wrong, not the temporary file's name.
+func TestWriteOntoADirectory(t *testing.T) {
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "out")
+	os.Mkdir(sub, 0o700)
+	for name, write := range map[string]func(string, []byte, os.FileMode) error{"atomic": WriteFileAtomic, "new": WriteFileNew} {
+		err := write(sub, []byte("x"), 0o600)
+		if err == nil || !strings.Contains(err.Error(), "writing "+sub+": it is a directory") || strings.Contains(err.Error(), ".tmp") {
+			t.Errorf("%s onto a directory: %v", name, err)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("left behind: %v", ents)
+	}
+}
+
 func TestLockExcludesAndHonoursContext(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "lock")
 	unlock, err := Lock(context.Background(), p)
