@@ -66,7 +66,8 @@ type Options struct {
 	// TPM is the host TPM spec (tpm.ParseSpec); StateDir holds the launch log.
 	TPM      string
 	StateDir string
-	// PCR is the launch PCR (default measure.DefaultLaunchPCR).
+	// PCR is the launch PCR, 1..23 like attestd's --launch-pcr (0 means
+	// measure.DefaultLaunchPCR).
 	PCR int
 	// Stdout and Stderr receive the workload's output; Console the guest
 	// console (optional); Progress one line per step (optional, for a
@@ -113,8 +114,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Image == "" {
 		return nil, errors.New("no image: give --image DIR (an OCI image layout or archive)")
 	}
-	if o.PCR == 0 {
+	if o.PCR == 0 { // the zero value; 'launcher run' never passes it (--pcr 0 is rejected)
 		o.PCR = measure.DefaultLaunchPCR
+	}
+	// Checked now, not when the launch event is recorded after boot.
+	if o.PCR < 1 || o.PCR > tpm.MaxPCR {
+		return nil, fmt.Errorf("launch PCR %d: want 1..%d (attestd's --launch-pcr)", o.PCR, tpm.MaxPCR)
+	}
+	if o.BootTimeout < 0 {
+		return nil, fmt.Errorf("boot timeout %v is negative", o.BootTimeout)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

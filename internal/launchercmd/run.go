@@ -14,6 +14,9 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/launch"
 	"github.com/bulwark-project/bulwark/internal/statedir"
+	"github.com/bulwark-project/bulwark/kvm"
+	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm"
 	"golang.org/x/term"
 )
 
@@ -46,7 +49,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	mem := fs.Int("memory", 512, "memory in MiB")
 	bootTimeout := fs.Duration("boot-timeout", 120*time.Second, "how long the guest may take to boot")
 	tpmSpec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM spec (env BULWARK_TPM); default /dev/tpmrm0 or the managed swtpm")
-	pcr := fs.Int("pcr", 13, "launch PCR (must match attestd's --launch-pcr)")
+	pcr := fs.Int("pcr", measure.DefaultLaunchPCR, "launch PCR, 1..23 (must match attestd's --launch-pcr)")
 	console := fs.String("console", "", "write the guest console (kernel log) to this file")
 	report := fs.String("report", "", "write what the launch ended with to this `FILE` as JSON: sandbox, attestation, exit code or error, time, peak memory")
 	verbose := fs.Bool("v", false, "log details to stderr")
@@ -58,6 +61,9 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	}
 	ao, err := af.options()
 	if err != nil {
+		return err
+	}
+	if err := checkRunFlags(*accel, *cpus, *mem, *pcr, *bootTimeout); err != nil {
 		return err
 	}
 	keys, err := launch.LoadSigners(signers)
@@ -114,6 +120,39 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	}
 	if res.ExitCode != 0 {
 		return &cli.ExitError{Code: res.ExitCode}
+	}
+	return nil
+}
+
+// The sandbox limits kvm.Start enforces; run checks them before any work
+// (kvm.Start sees them only after the TPM was opened and attestd asked).
+const (
+	minRunCPUs, maxRunCPUs           = 1, 64
+	minRunMemoryMiB, maxRunMemoryMiB = 128, 1 << 20
+)
+
+// checkRunFlags validates run's values before anything is opened, measured
+// or booted; a bad value is a usage error (exit 2) and, the launch never
+// having started, no --report is written.
+func checkRunFlags(accel string, cpus, memMiB, pcr int, bootTimeout time.Duration) error {
+	switch accel {
+	case kvm.AccelAuto, kvm.AccelKVM, kvm.AccelTCG:
+	default:
+		return cli.Usagef("--accel %q: want auto, kvm or tcg", accel)
+	}
+	if cpus < minRunCPUs || cpus > maxRunCPUs {
+		return cli.Usagef("--cpus %d: want %d..%d virtual CPUs", cpus, minRunCPUs, maxRunCPUs)
+	}
+	if memMiB < minRunMemoryMiB || memMiB > maxRunMemoryMiB {
+		return cli.Usagef("--memory %d: want %d..%d MiB", memMiB, minRunMemoryMiB, maxRunMemoryMiB)
+	}
+	// The range 'attestd serve --launch-pcr' accepts: PCR 0 holds the
+	// firmware's own measurements, and there are 24 PCRs.
+	if pcr < 1 || pcr > tpm.MaxPCR {
+		return cli.Usagef("--pcr %d: want 1..%d, the same PCR as attestd's --launch-pcr (default %d)", pcr, tpm.MaxPCR, measure.DefaultLaunchPCR)
+	}
+	if bootTimeout <= 0 {
+		return cli.Usagef("--boot-timeout %v: want a positive duration, e.g. 120s", bootTimeout)
 	}
 	return nil
 }

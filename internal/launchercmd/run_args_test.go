@@ -1,0 +1,67 @@
+package launchercmd
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRunValidatesFlagsFirst: bad values for run's flags are usage errors
+// (exit 2) found before anything is opened, measured or booted, and write no
+// --report (the launch never started). Values at the limits pass
+// validation: that launch then fails on the missing kernel, as a launch
+// (exit 125, with the report).
+func TestRunValidatesFlagsFirst(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"BULWARK_STATE": filepath.Join(dir, "state")}
+	for i, tc := range []struct {
+		name  string
+		flags []string
+		code  int
+		want  string
+	}{
+		{"unknown accelerator", []string{"--accel", "bogus"}, 2, `--accel "bogus": want auto, kvm or tcg`},
+		{"empty accelerator", []string{"--accel", ""}, 2, `--accel "": want auto, kvm or tcg`},
+		{"negative cpus", []string{"--cpus", "-3"}, 2, "--cpus -3: want 1..64"},
+		{"zero cpus", []string{"--cpus", "0"}, 2, "--cpus 0: want 1..64"},
+		{"too many cpus", []string{"--cpus", "65"}, 2, "--cpus 65: want 1..64"},
+		{"negative memory", []string{"--memory", "-1"}, 2, "--memory -1: want 128..1048576 MiB"},
+		{"too little memory", []string{"--memory", "127"}, 2, "--memory 127: want 128..1048576 MiB"},
+		{"PCR 99", []string{"--pcr", "99"}, 2, "--pcr 99: want 1..23"},
+		{"PCR 24", []string{"--pcr", "24"}, 2, "--pcr 24: want 1..23"},
+		{"PCR 0 (not silently 13)", []string{"--pcr", "0"}, 2, "--pcr 0: want 1..23, the same PCR as attestd's --launch-pcr"},
+		{"negative PCR", []string{"--pcr", "-1"}, 2, "--pcr -1: want 1..23"},
+		{"negative boot timeout", []string{"--boot-timeout", "-1s"}, 2, "--boot-timeout -1s: want a positive duration"},
+		{"zero boot timeout", []string{"--boot-timeout", "0"}, 2, "--boot-timeout 0s: want a positive duration"},
+		{"values at the limits", []string{"--accel", "tcg", "--cpus", "64", "--memory", "128", "--pcr", "23", "--boot-timeout", "1ns"}, ExitLaunchFailed, "kernel: "},
+		{"lowest PCR", []string{"--accel", "tcg", "--cpus", "1", "--pcr", "1"}, ExitLaunchFailed, "kernel: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			report := filepath.Join(dir, "report"+string(rune('a'+i))+".json")
+			args := append([]string{"run", "-v", // -v: progress would show a launch that started
+				"--attestd", "127.0.0.1:1", "--insecure", "--policy", "p", "--image", filepath.Join(dir, "image"),
+				"--kernel", filepath.Join(dir, "missing-vmlinux"), "--initrd", filepath.Join(dir, "missing.cpio"),
+				"--report", report}, tc.flags...)
+			_, stderr, code := runLauncher(t, env, args...)
+			if code != tc.code || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, want %d; stderr %q, want it to contain %q", code, tc.code, stderr, tc.want)
+			}
+			b, err := os.ReadFile(report)
+			if tc.code == 2 {
+				if strings.Contains(stderr, "accelerator") || strings.Contains(stderr, "measuring") {
+					t.Errorf("the launch started: %s", stderr)
+				}
+				if err == nil {
+					t.Errorf("a usage error wrote --report: %s", b)
+				}
+				return
+			}
+			var r runReport
+			if err != nil || json.Unmarshal(b, &r) != nil || r.ExitCode != ExitLaunchFailed || !strings.Contains(r.Error, tc.want) {
+				t.Errorf("--report: %v, %s", err, b)
+			}
+		})
+	}
+}
