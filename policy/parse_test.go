@@ -90,7 +90,7 @@ func TestParseErrors(t *testing.T) {
 		{"malformed digest md5", strings.Replace(minimal, dA, "md5:"+strings.Repeat("a", 32), 1), []wantErr{{4, 13, `algorithm "md5" is not supported`}}},
 		{"bad key inline", minimal + "signers:\n  r:\n    public_key: not a key\n", []wantErr{{9, 17, "signers.r: no PEM block found"}}},
 		{"bad key private", minimal + "signers:\n  r:\n    public_key: |\n      -----BEGIN EC PRIVATE KEY-----\n      AAAA\n      -----END EC PRIVATE KEY-----\n", []wantErr{{9, 17, `"EC PRIVATE KEY"`}}},
-		{"bad key file missing", minimal + "signers:\n  r:\n    public_key_file: nope.pub\n", []wantErr{{9, 22, "signers.r.public_key_file: cannot read"}}},
+		{"bad key file missing", minimal + "signers:\n  r:\n    public_key_file: nope.pub\n", []wantErr{{9, 22, "signers.r.public_key_file: cannot read"}, {9, 22, "a relative path is relative to the policy file"}}},
 		{"bad key both", minimal + "signers:\n  r:\n    public_key: |\n" + indent(pem, 6) + "\n    public_key_file: x.pub\n", []wantErr{{14, 5, "give public_key or public_key_file, not both"}}},
 		{"bad key garbage body", minimal + "signers:\n  r:\n    public_key: |\n      -----BEGIN PUBLIC KEY-----\n      AAAA\n      -----END PUBLIC KEY-----\n", []wantErr{{9, 17, "unparsable public key"}}},
 		{"unknown signer", strings.Replace(minimal, "digests: ["+dA+"]", "signers: [nobody]", 1), []wantErr{{4, 13, `kernel.signers: unknown signer "nobody"`}}},

@@ -23,7 +23,7 @@ func readVerified(path string, limit int64, opts LoadOptions) ([]byte, bool, *Er
 	if err != nil {
 		hint := ""
 		if errors.Is(err, fs.ErrNotExist) {
-			hint = "check the path; relative paths are relative to the policy file"
+			hint = "check the path"
 		}
 		return nil, false, &Error{File: path, Msg: "cannot read: " + trimPathPrefix(err.Error(), path), Hint: hint}
 	}

@@ -117,3 +117,12 @@ func TestNewLoadOptions(t *testing.T) {
 		t.Fatalf("no keys, not required: %+v, %v", opts, err)
 	}
 }
+
+// TestLoadMissingPolicyFile: a policy file named on the command line that
+// does not exist gets no hint about paths "relative to the policy file".
+func TestLoadMissingPolicyFile(t *testing.T) {
+	_, err := LoadFiles([]string{filepath.Join(t.TempDir(), "missing.yaml")}, LoadOptions{})
+	if err == nil || !strings.Contains(err.Error(), "cannot read") || strings.Contains(err.Error(), "relative to the policy file") {
+		t.Fatalf("got %v", err)
+	}
+}
