@@ -76,6 +76,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "bulwark-load: unexpected argument %q (run 'bulwark-load --help')\n", fs.Arg(0))
 		return 2
 	}
+	if err := refuseExplicitZero(fs); err != nil {
+		fmt.Fprintf(stderr, "bulwark-load: %v (run 'bulwark-load --help')\n", err)
+		return 2
+	}
 	if rates != "" {
 		var err error
 		if cfg.Rates, err = ParseRates(rates); err != nil {
@@ -137,6 +141,46 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// zeroMeansDefault lists the flags whose Config field takes 0 or "" for
+// "the default", with what the flag wants instead. On the command line the
+// defaults are the flags' own, so a 0 or "" typed there is a mistake (an
+// unset shell variable, a typo), refused rather than quietly replaced by the
+// default.
+var zeroMeansDefault = map[string]string{
+	"hosts":       fmt.Sprintf("want 1..%d simulated hosts", MaxHosts),
+	"duration":    fmt.Sprintf("want more than 0 and at most %v", MaxDuration),
+	"sweep":       "want attestation rates per second, comma-separated, e.g. 1000,1500,2000",
+	"slo":         "want the p99 a --sweep step must stay within, above 0",
+	"concurrency": "want 1..10000 requests in flight",
+	"conns":       "want 1..64 connections",
+	"policy":      "want the name of the policy loaded in attestd",
+	"secret":      "want a secret name",
+	"launch-pcr":  fmt.Sprintf("want 1..%d, the PCR attestd's --launch-pcr names", softtpm.NumPCRs-1),
+	"timeout":     "want a per-RPC deadline above 0",
+}
+
+// refuseExplicitZero refuses a flag of zeroMeansDefault given as 0 or "".
+func refuseExplicitZero(fs *flag.FlagSet) error {
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		want, ok := zeroMeansDefault[f.Name]
+		if !ok || err != nil {
+			return
+		}
+		switch v := f.Value.String(); v {
+		case "0", "0s":
+			err = fmt.Errorf("--%s %s: %s; leave --%s out for the default (%s)", f.Name, v, want, f.Name, f.DefValue)
+		case "":
+			if f.DefValue == "" {
+				err = fmt.Errorf("--%s is empty: %s, or leave --%s out", f.Name, want, f.Name)
+			} else {
+				err = fmt.Errorf("--%s is empty: %s; leave --%s out for the default (%s)", f.Name, want, f.Name, f.DefValue)
+			}
+		}
+	})
+	return err
 }
 
 func writePolicyFile(path string, cfg Config, stdout io.Writer) error {

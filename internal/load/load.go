@@ -146,7 +146,7 @@ func (c *Config) setDefaults() error {
 		c.LaunchPCR = softtpm.DefaultLaunchPCR
 	}
 	if c.LaunchPCR < 1 || c.LaunchPCR >= softtpm.NumPCRs {
-		return fmt.Errorf("load: launch PCR %d: want 1..23", c.LaunchPCR)
+		return fmt.Errorf("load: --launch-pcr %d: want 1..%d, the PCR attestd's --launch-pcr names", c.LaunchPCR, softtpm.NumPCRs-1)
 	}
 	if c.HostPCRs == nil {
 		c.HostPCRs = DefaultHostPCRs

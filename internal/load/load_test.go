@@ -101,6 +101,8 @@ func TestConfigRejects(t *testing.T) {
 		{"minus infinite rate", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: math.Inf(-1)}, "--rate -Inf"},
 		{"rate too small to schedule", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: 1e-12}, "--rate 1e-12 schedules less than one attestation in --duration 30s"},
 		{"negative timeout", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", RequestTimeout: -time.Second}, "--timeout -1s"},
+		{"launch PCR", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", LaunchPCR: 24}, "--launch-pcr 24: want 1..23"},
+		{"negative launch PCR", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", LaunchPCR: -1}, "--launch-pcr -1"},
 		{"rate under one per duration", Config{Addr: "a:1", CAFile: "x", CertFile: "c", KeyFile: "k", Rate: 0.1, Duration: 5 * time.Second}, "want at least 0.2 a second"},
 	} {
 		_, err := Run(context.Background(), c.cfg)
@@ -423,6 +425,19 @@ func TestMainRefuses(t *testing.T) {
 		{"infinity in a sweep", []string{"--sweep", "+Inf"}, "--sweep: rate +Inf"},
 		{"negative in a sweep", []string{"--sweep", "100,-100"}, "--sweep: rate -100"},
 		{"negative timeout", []string{"--timeout", "-1s"}, "--timeout -1s: want a per-RPC deadline above 0"},
+		// A 0 or "" typed on the command line is not the default.
+		{"zero hosts", []string{"--hosts", "0"}, "--hosts 0: want 1..1000000 simulated hosts; leave --hosts out for the default (1000)"},
+		{"zero launch PCR", []string{"--launch-pcr", "0"}, "--launch-pcr 0: want 1..23"},
+		{"launch PCR 24", []string{"--launch-pcr", "24"}, "--launch-pcr 24: want 1..23"},
+		{"empty sweep", []string{"--sweep", ""}, "--sweep is empty: want attestation rates"},
+		{"zero timeout", []string{"--timeout", "0"}, "--timeout 0s: want a per-RPC deadline above 0"},
+		{"zero duration", []string{"--duration", "0s"}, "--duration 0s"},
+		{"zero slo", []string{"--sweep", "100", "--slo", "0"}, "--slo 0s"},
+		{"zero concurrency", []string{"--concurrency", "0"}, "--concurrency 0"},
+		{"zero conns", []string{"--conns", "0"}, "--conns 0"},
+		{"empty policy", []string{"--policy", ""}, "--policy is empty"},
+		{"empty secret", []string{"--secret", ""}, "--secret is empty"},
+		{"empty policy with --write-policy", []string{"--write-policy", "-", "--policy", ""}, "--policy is empty"},
 		{"rate too small", []string{"--rate", "1e-12"}, "--rate 1e-12 schedules less than one attestation"},
 		{"sweep rate too small", []string{"--sweep", "1e-12", "--duration", "10s"}, "--sweep: rate 1e-12 schedules less than one attestation"},
 	} {
