@@ -66,17 +66,13 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	if err := checkRunFlags(*accel, *cpus, *mem, *pcr, *bootTimeout); err != nil {
 		return err
 	}
-	keys, err := launch.LoadSigners(signers)
-	if err != nil {
-		return err
-	}
 	state, err := statedir.Ensure(env.Getenv)
 	if err != nil {
 		return err
 	}
 	o := launch.Options{
 		Attestd: ao, Policy: *policyName, Kernel: *kernel, Initrd: *initrd, Agent: *agent, Image: *image,
-		Cmdline: *cmdline, Args: fs.Args(), Signers: keys, Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
+		Cmdline: *cmdline, Args: fs.Args(), Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
 		BootTimeout: *bootTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
 		Stdout: env.Stdout, Stderr: env.Stderr,
 	}
@@ -101,8 +97,18 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		}
 		defer reportFile.Close()
 	}
+	// From here on a failure is a failure of the launch: exit 125, written
+	// to the report. That includes the input files the launch reads: the
+	// --signer keys as well as kernel, initrd, image and CA.
 	t0 := time.Now()
-	res, err := launch.Run(ctx, o)
+	res, err := func() (*launch.Result, error) {
+		keys, err := launch.LoadSigners(signers)
+		if err != nil {
+			return nil, fmt.Errorf("--signer: %w (give the cosign.pub written beside the key that signed the artifacts)", err)
+		}
+		o.Signers = keys
+		return launch.Run(ctx, o)
+	}()
 	if reportFile != nil {
 		if rerr := writeRunReport(reportFile, res, err, time.Since(t0)); rerr != nil {
 			fmt.Fprintf(env.Stderr, "launcher: warning: --report %s: %v\n", *report, rerr)

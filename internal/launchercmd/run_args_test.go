@@ -65,3 +65,44 @@ func TestRunValidatesFlagsFirst(t *testing.T) {
 		})
 	}
 }
+
+// TestRunMissingInputIsALaunchFailure: an input file the launch reads that
+// cannot be used (a --signer key as much as the --image) fails the launch:
+// exit 125, with the reason in the --report file and on stderr.
+func TestRunMissingInputIsALaunchFailure(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"BULWARK_STATE": filepath.Join(dir, "state")}
+	kernel, initrd, junk := filepath.Join(dir, "vmlinux"), filepath.Join(dir, "base.cpio"), filepath.Join(dir, "junk.pub")
+	for _, f := range []string{kernel, initrd, junk} {
+		if err := os.WriteFile(f, []byte("not what it should be"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	missing := filepath.Join(dir, "missing")
+	for i, tc := range []struct {
+		name  string
+		flags []string
+		want  string
+	}{
+		{"missing signer", []string{"--signer", missing}, "--signer: signer key: stat " + missing + ": no such file or directory"},
+		{"signer is not a key", []string{"--signer", junk}, "--signer: signer key " + junk},
+		{"signer is a directory", []string{"--signer", dir}, "--signer: signer key"},
+		{"missing image", []string{"--image", missing}, "image: image " + missing + ": stat"},
+		{"missing kernel", []string{"--kernel", missing}, "kernel: "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			report := filepath.Join(dir, "report"+string(rune('a'+i))+".json")
+			args := append([]string{"run", "--attestd", "127.0.0.1:1", "--insecure", "--policy", "p", "--accel", "tcg",
+				"--image", filepath.Join(dir, "image"), "--kernel", kernel, "--initrd", initrd, "--report", report}, tc.flags...)
+			_, stderr, code := runLauncher(t, env, args...)
+			if code != ExitLaunchFailed || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, want %d; stderr %q, want it to contain %q", code, ExitLaunchFailed, stderr, tc.want)
+			}
+			b, err := os.ReadFile(report)
+			var r runReport
+			if err != nil || json.Unmarshal(b, &r) != nil || r.ExitCode != ExitLaunchFailed || !strings.Contains(r.Error, tc.want) {
+				t.Errorf("--report: %v, %s", err, b)
+			}
+		})
+	}
+}
