@@ -1,6 +1,7 @@
 package load
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,8 +35,14 @@ Flags:
 // clean run, 1 for a failed one (any error, deny or lost verdict), 2 for a
 // usage mistake.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && args[0] == "help" {
+		args = []string{"--help"}
+	}
 	fs := flag.NewFlagSet("bulwark-load", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The usage asked for (--help, -h, help) goes to stdout; after a
+	// mistake in the flags it goes to stderr with the mistake.
+	var parseOut bytes.Buffer
+	fs.SetOutput(&parseOut)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), usage); fs.PrintDefaults() }
 	var cfg Config
 	var ek, writePolicy string
@@ -66,10 +73,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	fs.BoolVar(&verbose, "v", false, "log progress and each failure to stderr")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to `FILE` (go tool pprof)")
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	fs.SetOutput(stderr)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			stdout.Write(parseOut.Bytes())
 			return 0
 		}
+		stderr.Write(parseOut.Bytes())
 		return 2
 	}
 	if fs.NArg() > 0 {

@@ -481,12 +481,34 @@ func TestWriteResult(t *testing.T) {
 	}
 }
 
+func TestMainHelp(t *testing.T) {
+	for _, c := range []struct {
+		args       []string
+		code       int
+		stdout     string // "" = nothing
+		stderr     string // "" = nothing
+		usageOnErr bool
+	}{
+		{[]string{"help"}, 0, "--write-policy", "", false},
+		{[]string{"--help"}, 0, "--write-policy", "", false},
+		{[]string{"-h"}, 0, "--write-policy", "", false},
+		{[]string{"--bogus"}, 2, "", "flag provided but not defined: -bogus", true},
+		{[]string{"help", "me"}, 2, "", `unexpected argument "help"`, false},
+		{[]string{"--hosts", "3", "help"}, 2, "", `unexpected argument "help"`, false},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(context.Background(), c.args, &out, &errb)
+		if code != c.code ||
+			c.stdout == "" && out.Len() != 0 || c.stdout != "" && !strings.Contains(out.String(), c.stdout) ||
+			c.stderr == "" && errb.Len() != 0 || c.stderr != "" && !strings.Contains(errb.String(), c.stderr) ||
+			c.usageOnErr && !strings.Contains(errb.String(), "Usage:") {
+			t.Errorf("%q: exit %d (want %d), stdout %q (want %q), stderr %q (want %q)", c.args, code, c.code, out.String(), c.stdout, errb.String(), c.stderr)
+		}
+	}
+}
+
 func TestMainUsage(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := Main(context.Background(), []string{"--help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "--write-policy") {
-		t.Errorf("--help: exit %d, %q", code, errb.String())
-	}
-	errb.Reset()
 	if code := Main(context.Background(), []string{"--ek", "dsa"}, &out, &errb); code != 2 {
 		t.Errorf("--ek dsa: exit %d", code)
 	}
