@@ -60,7 +60,7 @@ func compileRule(expr string) (cel.Program, []celError) {
 	}
 	if ast.OutputType() != cel.BoolType {
 		return nil, []celError{{line: 1, col: 0, msg: fmt.Sprintf("expression has type %s, want bool", ast.OutputType()),
-			hint: "a rule must be true to allow the launch, e.g. node_id.startsWith(\"prod-\")"}}
+			hint: "a rule must be true to allow the launch, e.g. node_id in [\"sha256:…\"]"}}
 	}
 	prg, err := env.Program(ast, cel.CostLimit(celCostLimit), cel.InterruptCheckFrequency(100))
 	if err != nil {
