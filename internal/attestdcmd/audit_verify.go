@@ -3,8 +3,11 @@ package attestdcmd
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	iofs "io/fs"
+	"os"
 	"path/filepath"
 
 	"github.com/bulwark-project/bulwark/internal/attestd"
@@ -22,21 +25,44 @@ func init() {
 }
 
 func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-	dataDir := fs.String("data", "", "attestd's data `DIR` (embedded store)")
-	db := fs.String("db", "", "PostgreSQL `DSN` instead of the embedded store")
+	dataDir := fs.String("data", "", "attestd's data `DIR` (embedded store in DIR/store, signed checkpoints)")
+	db := fs.String("db", "", "PostgreSQL `URL` (postgres://...) instead of the embedded store")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	target := *db
-	if target == "" {
-		if *dataDir == "" {
-			return cli.Usagef("give --data DIR or --db DSN")
-		}
-		target = filepath.Join(*dataDir, "store")
+	if fs.NArg() > 0 {
+		return cli.Usagef("unexpected argument %q (give the data directory with --data)", fs.Arg(0))
 	}
-	st, err := store.Open(ctx, target, store.Options{})
-	if err != nil {
-		return fmt.Errorf("opening store (is attestd running on it? the embedded store allows one process): %w", err)
+	if *db == "" && *dataDir == "" {
+		return cli.Usagef("give --data DIR or --db postgres://...")
+	}
+	if *db != "" {
+		if err := store.CheckDSN(*db); err != nil {
+			return cli.Usagef("--db: want a postgres:// or postgresql:// URL, e.g. postgres://attestd@db.example/attestd (key=value connection strings are not accepted; for the embedded store give --data DIR)")
+		}
+	}
+	if *db != "" && *dataDir != "" {
+		// --data names where the signed checkpoints are: a mistyped one
+		// must not pass as "no checkpoints".
+		if fi, err := os.Stat(*dataDir); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--data %s is not an attestd data directory (no such directory): is --data right?", *dataDir)
+		}
+	}
+	var st store.Store
+	var err error
+	if *db != "" {
+		if st, err = store.OpenDSN(ctx, *db, store.Options{}); err != nil {
+			return fmt.Errorf("opening the PostgreSQL store (--db): %w", err)
+		}
+	} else {
+		dir := filepath.Join(*dataDir, "store")
+		st, err = store.OpenEmbeddedExisting(ctx, dir, store.Options{})
+		if errors.Is(err, iofs.ErrNotExist) {
+			return fmt.Errorf("no attestd store at %s: is --data right?", filepath.Join(dir, store.EmbeddedFile))
+		}
+		if err != nil {
+			return fmt.Errorf("opening store (is attestd running on it? the embedded store allows one process): %w", err)
+		}
 	}
 	defer st.Close()
 	var opts store.VerifyOptions

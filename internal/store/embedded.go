@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -139,13 +140,37 @@ func logical(err error) error { return logicalError{err} }
 // OpenEmbedded opens (creating if needed, mode 0700) the embedded store in
 // dir: one bbolt file, EmbeddedFile. Only one process may open it at a time.
 func OpenEmbedded(ctx context.Context, dir string, opts Options) (Store, error) {
+	return openEmbedded(dir, opts, true)
+}
+
+// OpenEmbeddedExisting opens the embedded store in dir like OpenEmbedded,
+// but only if dir/EmbeddedFile already exists: it creates neither the
+// directory nor the file. A missing store is an error wrapping
+// fs.ErrNotExist that names the file.
+func OpenEmbeddedExisting(ctx context.Context, dir string, opts Options) (Store, error) {
+	return openEmbedded(dir, opts, false)
+}
+
+func openEmbedded(dir string, opts Options, create bool) (Store, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("store: embedded store needs a data directory: %w", ErrInvalid)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("store: creating data directory: %w", err)
-	}
 	path := filepath.Join(dir, EmbeddedFile)
+	if create {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: creating data directory: %w", err)
+		}
+	} else {
+		fi, err := os.Stat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("store: no embedded store at %s: %w", path, fs.ErrNotExist)
+		} else if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("store: %s is not a store file: %w", path, ErrInvalid)
+		}
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s (is another attestd using this data directory?): %w", path, err)
