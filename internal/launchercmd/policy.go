@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -132,8 +133,16 @@ func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []s
 	if len(cmdlines) > 0 {
 		rv.Cmdlines = cmdlines
 	}
+	if rv.Name != "" && !policyNameRE.MatchString(rv.Name) {
+		return cli.Usagef("--name %q is not a valid policy name: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters%s",
+			rv.Name, suggestName(rv.Name))
+	}
 	if rv.Name == "" && *out != "" {
 		rv.Name = strings.TrimSuffix(strings.TrimSuffix(filepath.Base(*out), ".yaml"), ".yml")
+		if !policyNameRE.MatchString(rv.Name) {
+			return cli.Usagef("the policy name %q, taken from -o %s, is not a valid policy name (lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters): give one with --name%s",
+				rv.Name, *out, suggestName(rv.Name))
+		}
 	}
 	if *hostDefaults {
 		if err := hostDefaultValues(ctx, &rv, *kernel == "", *initrd == "", len(cmdlines) == 0, *agent, alg); err != nil {
@@ -247,6 +256,32 @@ func nameOrDefault(n string) string {
 		return "default"
 	}
 	return n
+}
+
+// policyNameRE is what a policy name must match (policy's nameRE; checked
+// here too so a bad name stops 'policy init' before anything is measured).
+var policyNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// suggestName returns ", e.g. --name N" with a valid name made from a bad
+// one, or "" when none can be made.
+func suggestName(bad string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(bad) {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			b.WriteRune(r)
+		default:
+			b.WriteRune('-')
+		}
+	}
+	n := strings.TrimLeft(b.String(), "-_.")
+	if len(n) > 63 {
+		n = n[:63]
+	}
+	if !policyNameRE.MatchString(n) {
+		return ""
+	}
+	return ", e.g. --name " + n
 }
 
 // signerName derives a policy signer name from a key file name.
