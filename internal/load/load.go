@@ -88,37 +88,37 @@ type Config struct {
 
 func (c *Config) setDefaults() error {
 	if c.Addr == "" {
-		return errors.New("load: --addr is required (attestd's host:port)")
+		return errors.New("--addr is required (attestd's host:port)")
 	}
 	if c.CAFile == "" {
-		return errors.New("load: --ca is required (attestd's CA certificate, DATA/tls/ca.crt in its data directory)")
+		return errors.New("--ca is required (attestd's CA certificate, DATA/tls/ca.crt in its data directory)")
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
-		return errors.New("load: --cert and --key go together (an admin client certificate)")
+		return errors.New("--cert and --key go together (an admin client certificate)")
 	}
 	if c.CertFile == "" && !c.SkipAudit {
-		return errors.New("load: --cert/--key (an admin client certificate) are required: the load generator checks the audit log through the Admin API")
+		return errors.New("--cert/--key (an admin client certificate) are required: the load generator checks the audit log through the Admin API")
 	}
 	if c.Hosts == 0 {
 		c.Hosts = DefaultHosts
 	}
 	if c.Hosts < 1 || c.Hosts > MaxHosts {
-		return fmt.Errorf("load: --hosts %d: want 1..%d", c.Hosts, MaxHosts)
+		return fmt.Errorf("--hosts %d: want 1..%d", c.Hosts, MaxHosts)
 	}
 	if !(c.Rate >= 0) || math.IsInf(c.Rate, 1) { // NaN compares false
-		return fmt.Errorf("load: --rate %v: want a finite number of attestations per second, or 0 (flat out)", c.Rate)
+		return fmt.Errorf("--rate %v: want a finite number of attestations per second, or 0 (flat out)", c.Rate)
 	}
 	if c.Duration == 0 {
 		c.Duration = DefaultDuration
 	}
 	if c.Duration < 0 || c.Duration > MaxDuration {
-		return fmt.Errorf("load: --duration %v: want more than 0 and at most %v", c.Duration, MaxDuration)
+		return fmt.Errorf("--duration %v: want more than 0 and at most %v", c.Duration, MaxDuration)
 	}
 	if c.Rate > 0 && c.Rate*c.Duration.Seconds() < 1 {
-		return fmt.Errorf("load: --rate %v schedules less than one attestation in --duration %v: want at least %.3g a second (one per --duration), a longer --duration, or 0 for flat out", c.Rate, c.Duration, 1/c.Duration.Seconds())
+		return fmt.Errorf("--rate %v schedules less than one attestation in --duration %v: want at least %.3g a second (one per --duration), a longer --duration, or 0 for flat out", c.Rate, c.Duration, 1/c.Duration.Seconds())
 	}
 	if c.Count < 0 {
-		return fmt.Errorf("load: --count %d: want 0 (no bound) or more", c.Count)
+		return fmt.Errorf("--count %d: want 0 (no bound) or more", c.Count)
 	}
 	if err := c.checkSweep(); err != nil {
 		return err
@@ -127,14 +127,14 @@ func (c *Config) setDefaults() error {
 		c.Concurrency = DefaultConcurrency
 	}
 	if c.Concurrency < 1 || c.Concurrency > 10000 {
-		return fmt.Errorf("load: --concurrency %d: want 1..10000", c.Concurrency)
+		return fmt.Errorf("--concurrency %d: want 1..10000", c.Concurrency)
 	}
 	c.Concurrency = min(c.Concurrency, c.Hosts) // one request in flight per host at most
 	if c.Conns == 0 {
 		c.Conns = DefaultConns
 	}
 	if c.Conns < 1 || c.Conns > 64 {
-		return fmt.Errorf("load: --conns %d: want 1..64", c.Conns)
+		return fmt.Errorf("--conns %d: want 1..64", c.Conns)
 	}
 	if c.Policy == "" {
 		c.Policy = DefaultPolicy
@@ -146,7 +146,7 @@ func (c *Config) setDefaults() error {
 		c.LaunchPCR = softtpm.DefaultLaunchPCR
 	}
 	if c.LaunchPCR < 1 || c.LaunchPCR >= softtpm.NumPCRs {
-		return fmt.Errorf("load: --launch-pcr %d: want 1..%d, the PCR attestd's --launch-pcr names", c.LaunchPCR, softtpm.NumPCRs-1)
+		return fmt.Errorf("--launch-pcr %d: want 1..%d, the PCR attestd's --launch-pcr names", c.LaunchPCR, softtpm.NumPCRs-1)
 	}
 	if c.HostPCRs == nil {
 		c.HostPCRs = DefaultHostPCRs
@@ -155,7 +155,7 @@ func (c *Config) setDefaults() error {
 		c.RequestTimeout = DefaultRequestTimeout
 	}
 	if c.RequestTimeout < 0 {
-		return fmt.Errorf("load: --timeout %v: want a per-RPC deadline above 0 (default %v)", c.RequestTimeout, DefaultRequestTimeout)
+		return fmt.Errorf("--timeout %v: want a per-RPC deadline above 0 (default %v)", c.RequestTimeout, DefaultRequestTimeout)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -322,7 +322,7 @@ func NewFleet(ctx context.Context, cfg Config) (*Fleet, error) {
 			cancel()
 			if err != nil {
 				f.Close()
-				return nil, fmt.Errorf("load: putting secret %q through the Admin API: %w", cfg.Secret, err)
+				return nil, fmt.Errorf("putting secret %q through the Admin API: %w", cfg.Secret, err)
 			}
 		}
 		if !cfg.SkipAudit {
@@ -331,7 +331,7 @@ func NewFleet(ctx context.Context, cfg Config) (*Fleet, error) {
 			cancel()
 			if err != nil {
 				f.Close()
-				return nil, fmt.Errorf("load: %w", err)
+				return nil, err
 			}
 		}
 	}
@@ -353,7 +353,7 @@ func NewFleet(ctx context.Context, cfg Config) (*Fleet, error) {
 	f.hosts = enrollAll(ctx, cfg, f.clients, hosts, &f.Enroll)
 	cfg.Logger.Info("hosts enrolled", "ok", len(f.hosts), "of", len(hosts), "per_second", f.Enroll.PerSecond)
 	if len(f.hosts) == 0 {
-		return f, fmt.Errorf("load: no host enrolled (errors: %v)", f.Enroll.Errors)
+		return f, fmt.Errorf("no host enrolled (errors: %v)", f.Enroll.Errors)
 	}
 	if ctx.Err() != nil {
 		return f, ctx.Err()
@@ -445,13 +445,13 @@ func (f *Fleet) Drive(ctx context.Context, d Drive) *DriveResult {
 // far is in attestd's audit log and that the chain verifies.
 func (f *Fleet) CheckAudit(ctx context.Context) (*AuditCheck, error) {
 	if f.admin == nil {
-		return nil, errors.New("load: the audit check needs an admin certificate (--cert/--key)")
+		return nil, errors.New("the audit check needs an admin certificate (--cert/--key)")
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	a, err := CheckAudit(cctx, f.admin.Admin, f.auditAfter, f.ids)
 	if err != nil {
-		return nil, fmt.Errorf("load: audit check: %w", err)
+		return nil, fmt.Errorf("audit check: %w", err)
 	}
 	return a, nil
 }
@@ -461,7 +461,7 @@ func (f *Fleet) CheckAudit(ctx context.Context) (*AuditCheck, error) {
 // certificate (nil without one), through internal/attestclient.
 func dial(cfg Config) (conns []*attestclient.Client, admin *attestclient.Client, err error) {
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
-		return nil, nil, fmt.Errorf("load: --addr %q: want host:port: %w", cfg.Addr, err)
+		return nil, nil, fmt.Errorf("--addr %q: want host:port: %w", cfg.Addr, err)
 	}
 	closeAll := func() {
 		for _, c := range conns {
@@ -474,7 +474,7 @@ func dial(cfg Config) (conns []*attestclient.Client, admin *attestclient.Client,
 		c, err := attestclient.Dial(o)
 		if err != nil {
 			closeAll()
-			return nil, nil, fmt.Errorf("load: %w", err)
+			return nil, nil, fmt.Errorf("connecting to attestd (--addr %s, --ca %s): %w", cfg.Addr, cfg.CAFile, err)
 		}
 		conns = append(conns, c)
 	}
@@ -482,7 +482,7 @@ func dial(cfg Config) (conns []*attestclient.Client, admin *attestclient.Client,
 		o.CertFile, o.KeyFile = cfg.CertFile, cfg.KeyFile
 		if admin, err = attestclient.Dial(o); err != nil {
 			closeAll()
-			return nil, nil, fmt.Errorf("load: admin connection (--cert/--key): %w", err)
+			return nil, nil, fmt.Errorf("admin connection (--cert/--key): %w", err)
 		}
 	}
 	return conns, admin, nil
@@ -493,7 +493,7 @@ func checkPolicy(ctx context.Context, ac bulwarkv1.AdminClient, name string, tim
 	defer cancel()
 	pl, err := ac.ListPolicies(cctx, &bulwarkv1.ListPoliciesRequest{})
 	if err != nil {
-		return fmt.Errorf("load: listing attestd's policies through the Admin API (is --cert an admin certificate of this attestd?): %w", err)
+		return fmt.Errorf("listing attestd's policies through the Admin API (is --cert an admin certificate of this attestd?): %w", err)
 	}
 	var names []string
 	for _, p := range pl.GetPolicies() {
@@ -501,11 +501,11 @@ func checkPolicy(ctx context.Context, ac bulwarkv1.AdminClient, name string, tim
 			return nil
 		}
 		if p.GetName() == name {
-			return fmt.Errorf("load: attestd has policy %q but it did not load: %s", name, p.GetError())
+			return fmt.Errorf("attestd has policy %q but it did not load: %s", name, p.GetError())
 		}
 		names = append(names, p.GetName())
 	}
-	return fmt.Errorf("load: attestd has no policy named %q loaded (it has %v): write one with 'bulwark-load --write-policy FILE' into attestd's policy directory and reload", name, names)
+	return fmt.Errorf("attestd has no policy named %q loaded (it has %v): write one with 'bulwark-load --write-policy FILE' into attestd's policy directory and reload", name, names)
 }
 
 func loadCA(cfg Config) (*softtpm.EKCA, error) {
@@ -540,7 +540,7 @@ func prepareHosts(ctx context.Context, cfg Config, ca *softtpm.EKCA) ([]*host, e
 					_, err = ca.Certify(t, now)
 				}
 				if err != nil {
-					errs <- fmt.Errorf("load: preparing simulated host %d: %w", i, err)
+					errs <- fmt.Errorf("preparing simulated host %d: %w", i, err)
 					return
 				}
 				hosts[i] = &host{h: softtpm.NewHost(t, cfg.LaunchPCR)}

@@ -449,6 +449,28 @@ func TestMainRefuses(t *testing.T) {
 	}
 }
 
+// TestMainErrorPrefix checks that an error is printed with the command's
+// name once, whether a config mistake or a failure after it.
+func TestMainErrorPrefix(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing-ca.crt")
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"config mistake", []string{"--hosts", "3"}, 2, "bulwark-load: --addr is required"},
+		{"sweep mistake", []string{"--addr", "127.0.0.1:1", "--ca", "x", "--cert", "c", "--key", "k", "--sweep", "10", "--rate", "5"}, 2, "bulwark-load: --rate and --sweep go separately"},
+		{"CA file missing", []string{"--addr", "127.0.0.1:1", "--ca", missing, "--cert", "c", "--key", "k"}, 1, "bulwark-load: connecting to attestd (--addr 127.0.0.1:1, --ca " + missing + "): "},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(context.Background(), c.args, &out, &errb)
+		if code != c.code || !strings.HasPrefix(errb.String(), c.want) || strings.Count(errb.String(), "load: ") != 1 {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d and %q, with the prefix once", c.name, code, errb.String(), c.code, c.want)
+		}
+	}
+}
+
 // failWriter fails every write.
 type failWriter struct{}
 

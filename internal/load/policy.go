@@ -54,7 +54,7 @@ args:
 		for _, p := range pcrs {
 			v, ok := vals[p]
 			if !ok {
-				return fmt.Errorf("load: host PCR %d is not measured by the simulated hosts (they measure %v)", p, DefaultHostPCRs)
+				return fmt.Errorf("host PCR %d is not measured by the simulated hosts (they measure %v)", p, DefaultHostPCRs)
 			}
 			fmt.Fprintf(w, "    %d: [%s]\n", p, q(hex.EncodeToString(v)))
 		}

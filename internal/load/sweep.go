@@ -120,30 +120,30 @@ func (c *Config) checkSweep() error {
 		c.SLO = DefaultSLO
 	}
 	if c.SLO < 0 {
-		return fmt.Errorf("load: --slo %v: want more than 0", c.SLO)
+		return fmt.Errorf("--slo %v: want more than 0", c.SLO)
 	}
 	if len(c.Rates) == 0 {
 		return nil
 	}
 	if c.Rate != 0 {
-		return errors.New("load: --rate and --sweep go separately: a sweep sets the rate of each step")
+		return errors.New("--rate and --sweep go separately: a sweep sets the rate of each step")
 	}
 	if c.Count != 0 {
-		return errors.New("load: --count does not apply to --sweep: each step runs for --duration")
+		return errors.New("--count does not apply to --sweep: each step runs for --duration")
 	}
 	if len(c.Rates) > MaxSweepSteps {
-		return fmt.Errorf("load: --sweep: %d rates; at most %d", len(c.Rates), MaxSweepSteps)
+		return fmt.Errorf("--sweep: %d rates; at most %d", len(c.Rates), MaxSweepSteps)
 	}
 	for _, r := range c.Rates {
 		if !(r > 0) || math.IsInf(r, 0) {
-			return fmt.Errorf("load: --sweep: rate %v: want attestations per second above 0", r)
+			return fmt.Errorf("--sweep: rate %v: want attestations per second above 0", r)
 		}
 		if r*c.Duration.Seconds() < 1 {
-			return fmt.Errorf("load: --sweep: rate %v schedules less than one attestation in a step of --duration %v: want at least %.3g a second (one per step), or a longer --duration", r, c.Duration, 1/c.Duration.Seconds())
+			return fmt.Errorf("--sweep: rate %v schedules less than one attestation in a step of --duration %v: want at least %.3g a second (one per step), or a longer --duration", r, c.Duration, 1/c.Duration.Seconds())
 		}
 	}
 	if time.Duration(len(c.Rates))*c.Duration+maxWarmup > MaxDuration {
-		return fmt.Errorf("load: --sweep of %d steps of --duration %v is over %v in all: shorten the steps or take fewer", len(c.Rates), c.Duration, MaxDuration)
+		return fmt.Errorf("--sweep of %d steps of --duration %v is over %v in all: shorten the steps or take fewer", len(c.Rates), c.Duration, MaxDuration)
 	}
 	return nil
 }
