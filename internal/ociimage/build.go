@@ -8,6 +8,7 @@ package ociimage
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -61,9 +62,9 @@ type Entry struct {
 // symlinks for the given applets (e.g. "sh", "echo", "cat"), read from
 // busyboxPath (Debian's busybox-static installs /bin/busybox).
 func BusyboxLayer(busyboxPath string, applets ...string) (Layer, error) {
-	data, err := os.ReadFile(busyboxPath)
+	data, err := readBusybox(busyboxPath)
 	if err != nil {
-		return Layer{}, fmt.Errorf("reading busybox (apt-get install busybox-static): %w", err)
+		return Layer{}, err
 	}
 	l := Layer{Entries: []Entry{
 		{Path: "bin", Mode: fs.ModeDir | 0o755},
@@ -80,6 +81,49 @@ func BusyboxLayer(busyboxPath string, applets ...string) (Layer, error) {
 		l.Entries = append(l.Entries, Entry{Path: "bin/" + a, Mode: fs.ModeSymlink | 0o777, Linkname: "busybox"})
 	}
 	return l, nil
+}
+
+// readBusybox reads the busybox binary and makes sure it can be the image's
+// /bin/busybox: a non-empty regular file holding a statically linked x86-64
+// ELF executable (the layer has no dynamic loader or libc, and the image
+// config says linux/amd64). Anything else would build an image whose
+// commands cannot run.
+func readBusybox(path string) ([]byte, error) {
+	const hint = "give a static busybox with --busybox-path; on Debian: apt-get install busybox-static"
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("busybox: %w (%s)", err, hint)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("busybox %s is not a regular file (%s)", path, hint)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("busybox: %w (%s)", err, hint)
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("busybox %s is empty (%s)", path, hint)
+	}
+	if !bytes.HasPrefix(data, []byte(elf.ELFMAG)) {
+		return nil, fmt.Errorf("busybox %s is not an ELF executable (%s)", path, hint)
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("busybox %s is not a valid ELF file: %v (%s)", path, err, hint)
+	}
+	defer f.Close()
+	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
+		return nil, fmt.Errorf("busybox %s is an ELF %s, not an executable (%s)", path, f.Type, hint)
+	}
+	if f.Machine != elf.EM_X86_64 {
+		return nil, fmt.Errorf("busybox %s is built for %s, the image is linux/amd64 (%s)", path, f.Machine, hint)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return nil, fmt.Errorf("busybox %s is dynamically linked; the image has no libc (%s)", path, hint)
+		}
+	}
+	return data, nil
 }
 
 // Build assembles the image described by spec.

@@ -3,6 +3,8 @@ package ociimage
 import (
 	"archive/tar"
 	"bytes"
+	"debug/elf"
+	"encoding/binary"
 	"io"
 	"io/fs"
 	"os"
@@ -160,5 +162,92 @@ func TestLayerDir(t *testing.T) {
 				t.Fatalf("layer entries %q, want %q", names, want)
 			}
 		})
+	}
+}
+
+// fakeELF is a minimal 64-bit little-endian ELF file: a header and one
+// program header, PT_INTERP when interp (a dynamically linked executable),
+// else PT_LOAD.
+func fakeELF(typ elf.Type, machine elf.Machine, interp bool) []byte {
+	b := make([]byte, 64+56)
+	copy(b, elf.ELFMAG)
+	b[elf.EI_CLASS], b[elf.EI_DATA], b[elf.EI_VERSION] = byte(elf.ELFCLASS64), byte(elf.ELFDATA2LSB), byte(elf.EV_CURRENT)
+	le := binary.LittleEndian
+	le.PutUint16(b[16:], uint16(typ))
+	le.PutUint16(b[18:], uint16(machine))
+	le.PutUint32(b[20:], uint32(elf.EV_CURRENT))
+	le.PutUint64(b[24:], 0x401000) // entry
+	le.PutUint64(b[32:], 64)       // program headers right after the header
+	le.PutUint16(b[52:], 64)       // header size
+	le.PutUint16(b[54:], 56)       // program header size
+	le.PutUint16(b[56:], 1)        // one program header
+	pt := elf.PT_LOAD
+	if interp {
+		pt = elf.PT_INTERP
+	}
+	le.PutUint32(b[64:], uint32(pt))
+	return b
+}
+
+// TestBusyboxLayerChecksTheBinary: --busybox-path must be a non-empty
+// regular file holding a static x86-64 ELF executable; an empty or random
+// file, a directory, a dynamically linked or foreign binary is refused
+// instead of becoming /bin/busybox.
+func TestBusyboxLayerChecksTheBinary(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string][]byte{
+		"static":     fakeELF(elf.ET_EXEC, elf.EM_X86_64, false),
+		"static-pie": fakeELF(elf.ET_DYN, elf.EM_X86_64, false),
+		"empty":      nil,
+		"random":     []byte("#!/bin/sh\necho not busybox\n"),
+		"truncated":  []byte(elf.ELFMAG + "\x02\x01"),
+		"dynamic":    fakeELF(elf.ET_EXEC, elf.EM_X86_64, true),
+		"arm64":      fakeELF(elf.ET_EXEC, elf.EM_AARCH64, false),
+		"object":     fakeELF(elf.ET_REL, elf.EM_X86_64, false),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("static", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		file, wantErr string // wantErr "" = accepted
+	}{
+		{"static", ""},
+		{"static-pie", ""},
+		{"link", ""},
+		{"empty", "is empty"},
+		{"random", "is not an ELF executable"},
+		{"truncated", "is not a valid ELF file"},
+		{"dynamic", "is dynamically linked"},
+		{"arm64", "is built for EM_AARCH64"},
+		{"object", "is an ELF ET_REL, not an executable"},
+		{"missing", "no such file"},
+		{".", "is not a regular file"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			path := filepath.Join(dir, tc.file)
+			l, err := BusyboxLayer(path, "sh")
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(l.Entries[1].Data, files["static"]) && !bytes.Equal(l.Entries[1].Data, files["static-pie"]) {
+					t.Errorf("bin/busybox does not hold the binary")
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "--busybox-path") {
+				t.Fatalf("BusyboxLayer(%s): err %v, want one containing %q and naming --busybox-path", tc.file, err, tc.wantErr)
+			}
+		})
+	}
+	if _, err := os.Stat("/bin/busybox"); err == nil { // the real one, when installed (busybox-static)
+		if _, err := BusyboxLayer("/bin/busybox", "sh"); err != nil {
+			t.Errorf("/bin/busybox: %v", err)
+		}
 	}
 }
