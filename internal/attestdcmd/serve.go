@@ -36,7 +36,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	var (
 		dataDir      = fs.String("data", "", "data `DIR` (TLS CA and keys, embedded store, vault files); required")
 		listen       = fs.String("listen", ":8443", "gRPC listen `ADDR`")
-		db           = fs.String("db", "", "PostgreSQL `DSN` (postgres://...); default: the embedded store in --data")
+		db           = fs.String("db", "", "PostgreSQL `URL` (postgres://... or postgresql://...); default: the embedded store in DATA/store")
 		vaultName    = fs.String("vault", "tpm", "vault master-key backend: tpm, sgx or file (development only)")
 		tpmSpec      = fs.String("tpm", "", "TPM `SPEC` for the tpm vault backend (see docs/tpm.md)")
 		allowFile    = fs.Bool("allow-insecure-file-vault", false, "allow --vault=file (master key in a plain file: development only)")
@@ -77,6 +77,11 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	if *requireSig && len(policyKeys) == 0 {
 		return cli.Usagef("--require-signed-policies needs at least one --policy-key")
 	}
+	if *db != "" {
+		if err := store.CheckDSN(*db); err != nil {
+			return cli.Usagef("--db: want a postgres:// or postgresql:// URL, e.g. postgres://attestd@db.example/attestd (key=value connection strings are not accepted; leave --db out for the embedded store in DATA/store)")
+		}
+	}
 	log, err := newLogger(env.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return cli.Usagef("%v", err)
@@ -87,12 +92,14 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	}
 
 	// Storage.
-	target := *db
-	if target == "" {
-		target = filepath.Join(*dataDir, "store")
-	}
 	metrics := attestd.NewMetrics()
-	st, err := store.Open(ctx, target, store.Options{Logger: log.With("component", "store"), OnCommit: metrics.ObserveCommit})
+	sopts := store.Options{Logger: log.With("component", "store"), OnCommit: metrics.ObserveCommit}
+	var st store.Store
+	if *db != "" {
+		st, err = store.OpenDSN(ctx, *db, sopts)
+	} else {
+		st, err = store.OpenEmbedded(ctx, filepath.Join(*dataDir, "store"), sopts)
+	}
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}
