@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
 // multiFlag is a repeatable string flag.
@@ -31,4 +34,12 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	default:
 		return nil, fmt.Errorf("--log-format %q: want json or text", format)
 	}
+}
+
+// checkListenAddr checks a listen address flag: [HOST]:PORT.
+func checkListenAddr(flagName, addr string) error {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		return cli.Usagef("%s %q: want [HOST]:PORT, e.g. :8443 or 127.0.0.1:8443", flagName, addr)
+	}
+	return nil
 }

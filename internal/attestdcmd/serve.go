@@ -77,15 +77,68 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	if *requireSig && len(policyKeys) == 0 {
 		return cli.Usagef("--require-signed-policies needs at least one --policy-key")
 	}
+	// Every flag is checked before anything is created: a usage mistake
+	// leaves no store, vault directory or CA behind.
 	if *db != "" {
 		if err := store.CheckDSN(*db); err != nil {
 			return cli.Usagef("--db: want a postgres:// or postgresql:// URL, e.g. postgres://attestd@db.example/attestd (key=value connection strings are not accepted; leave --db out for the embedded store in DATA/store)")
+		}
+	}
+	if err := checkVaultFlags(*vaultName, *allowFile); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--nonce-ttl", *nonceTTL}, {"--challenge-ttl", *challengeTTL}, {"--token-ttl", *tokenTTL}} {
+		if d.v <= 0 {
+			return cli.Usagef("%s %v: want a positive duration, e.g. %s 60s", d.flag, d.v, d.flag)
+		}
+	}
+	if err := checkListenAddr("--listen", *listen); err != nil {
+		return err
+	}
+	if *metricsAddr != "" {
+		if err := checkListenAddr("--metrics-addr", *metricsAddr); err != nil {
+			return err
 		}
 	}
 	log, err := newLogger(env.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return cli.Usagef("%v", err)
 	}
+	// Files named by flags are read before anything is created too.
+	lo, err := policy.NewLoadOptions(*requireSig, policyKeys)
+	if err != nil {
+		return err // names the --policy-key file
+	}
+	var roots, inter *x509.CertPool
+	for _, f := range ekCAs {
+		certs, err := readCerts(f)
+		if err != nil {
+			return fmt.Errorf("--ek-ca %s: %w", f, err)
+		}
+		for _, c := range certs {
+			if isSelfSigned(c) {
+				if roots == nil {
+					roots = x509.NewCertPool()
+				}
+				roots.AddCert(c)
+			} else {
+				if inter == nil {
+					inter = x509.NewCertPool()
+				}
+				inter.AddCert(c)
+			}
+		}
+	}
+	var ekAllow []string
+	if *ekAllowFile != "" {
+		if ekAllow, err = readAllowList(*ekAllowFile); err != nil {
+			return fmt.Errorf("--ek-allow: %w", err)
+		}
+	}
+
 	cli.TuneGC()
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
@@ -125,42 +178,11 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 			return fmt.Errorf("policy directory: %w", err)
 		}
 	}
-	lo, err := policy.NewLoadOptions(*requireSig, policyKeys)
-	if err != nil {
-		return err
-	}
 	w := policy.NewWatcher(pdir, policy.WatcherOptions{Load: lo, Logger: log.With("component", "policy")})
 	if err := w.Reload(); err != nil {
 		log.Warn("policies did not load; every launch is denied until they do", "dir", pdir, "error", err)
 	}
 
-	// EK trust.
-	var roots, inter *x509.CertPool
-	for _, f := range ekCAs {
-		certs, err := readCerts(f)
-		if err != nil {
-			return fmt.Errorf("--ek-ca %s: %w", f, err)
-		}
-		for _, c := range certs {
-			if isSelfSigned(c) {
-				if roots == nil {
-					roots = x509.NewCertPool()
-				}
-				roots.AddCert(c)
-			} else {
-				if inter == nil {
-					inter = x509.NewCertPool()
-				}
-				inter.AddCert(c)
-			}
-		}
-	}
-	var ekAllow []string
-	if *ekAllowFile != "" {
-		if ekAllow, err = readAllowList(*ekAllowFile); err != nil {
-			return fmt.Errorf("--ek-allow: %w", err)
-		}
-	}
 	if roots == nil && len(ekAllow) == 0 {
 		log.Warn("no --ek-ca and no --ek-allow: no host can enroll")
 	}

@@ -16,20 +16,40 @@ import (
 // creates anything: no data directory, store, vault directory or CA, and
 // nothing in the working directory (a --db that was not a postgres:// URL
 // used to become an embedded store in a directory named after the DSN,
-// password included).
+// password included; --vault bogus created DATA/store and DATA/vault, and
+// --nonce-ttl -1s failed with exit 1, without naming the flag, after the
+// CA was created).
 func TestServeRefusesBadFlags(t *testing.T) {
 	const pw = "SuperSecretPW"
 	// A vault that needs no TPM, so that a case that wrongly passes the
 	// checks fails fast instead of looking for one.
 	fileVault := []string{"--vault", "file", "--allow-insecure-file-vault"}
+	missing := filepath.Join(t.TempDir(), "missing.pem")
 	cases := []struct {
 		name string
 		args []string
+		code int
 		want string
 	}{
-		{"db key=value", append([]string{"--db", "host=127.0.0.1 user=a password=" + pw + " dbname=b"}, fileVault...), "--db: want a postgres:// or postgresql:// URL"},
-		{"db not a URL", append([]string{"--db", "garbage"}, fileVault...), "--db: want a postgres://"},
-		{"db other scheme", append([]string{"--db", "mysql://a:" + pw + "@h/b"}, fileVault...), "--db: want a postgres://"},
+		{"db key=value", append([]string{"--db", "host=127.0.0.1 user=a password=" + pw + " dbname=b"}, fileVault...), 2, "--db: want a postgres:// or postgresql:// URL"},
+		{"db not a URL", append([]string{"--db", "garbage"}, fileVault...), 2, "--db: want a postgres://"},
+		{"db other scheme", append([]string{"--db", "mysql://a:" + pw + "@h/b"}, fileVault...), 2, "--db: want a postgres://"},
+		{"unknown vault", []string{"--vault", "bogus"}, 2, `--vault "bogus": want tpm, sgx or file`},
+		{"file vault without its flag", []string{"--vault", "file"}, 2, "add --allow-insecure-file-vault"},
+		{"negative nonce TTL", append([]string{"--nonce-ttl", "-1s"}, fileVault...), 2, "--nonce-ttl -1s: want a positive duration"},
+		{"zero nonce TTL", append([]string{"--nonce-ttl", "0"}, fileVault...), 2, "--nonce-ttl 0s: want a positive duration"},
+		{"negative challenge TTL", append([]string{"--challenge-ttl", "-5m"}, fileVault...), 2, "--challenge-ttl -5m0s: want a positive duration"},
+		{"zero token TTL", append([]string{"--token-ttl", "0s"}, fileVault...), 2, "--token-ttl 0s: want a positive duration"},
+		{"listen without a port", append([]string{"--listen", "127.0.0.1"}, fileVault...), 2, `--listen "127.0.0.1": want [HOST]:PORT`},
+		{"metrics address without a port", append([]string{"--metrics-addr", "9464"}, fileVault...), 2, `--metrics-addr "9464": want [HOST]:PORT`},
+		{"log level", append([]string{"--log-level", "loud"}, fileVault...), 2, "--log-level"},
+		{"launch PCR", append([]string{"--launch-pcr", "24"}, fileVault...), 2, "--launch-pcr 24"},
+		{"extra argument", append(append([]string{}, fileVault...), "now"), 2, `unexpected argument "now"`},
+		// Files named by flags are read before anything is created too
+		// (a missing file is not a usage mistake: exit 1).
+		{"missing EK CA", append([]string{"--ek-ca", missing}, fileVault...), 1, "--ek-ca " + missing},
+		{"missing allow list", append([]string{"--ek-allow", missing}, fileVault...), 1, "--ek-allow"},
+		{"missing policy key", append([]string{"--policy-key", missing}, fileVault...), 1, "--policy-key " + missing},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -42,8 +62,8 @@ func TestServeRefusesBadFlags(t *testing.T) {
 			env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(""), Getenv: func(string) string { return "" }}
 			args := append([]string{"serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-addr", ""}, c.args...)
 			code := Program.Main(ctx, env, args)
-			if code != 2 || !strings.Contains(errb.String(), c.want) {
-				t.Fatalf("exit %d, want 2 with %q:\n%s%s", code, c.want, out.String(), errb.String())
+			if code != c.code || !strings.Contains(errb.String(), c.want) {
+				t.Fatalf("exit %d, want %d with %q:\n%s%s", code, c.code, c.want, out.String(), errb.String())
 			}
 			if strings.Contains(out.String()+errb.String(), pw) {
 				t.Fatalf("the DSN's password is in the output:\n%s", errb.String())
