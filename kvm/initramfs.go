@@ -53,7 +53,7 @@ type BaseOptions struct {
 // inputs give the same bytes and the same digest. It is a measured artifact.
 func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	if len(opts.Agent) == 0 {
-		return nil, errors.New("kvm: base initramfs: no agent binary given (build it with: CGO_ENABLED=0 go build -o bin/bulwark-agent ./cmd/bulwark-agent)")
+		return nil, errors.New("kvm: base initramfs: the agent binary is empty (0 bytes); build it with: CGO_ENABLED=0 go build -o bin/bulwark-agent ./cmd/bulwark-agent")
 	}
 	if err := checkStatic(opts.Agent); err != nil {
 		return nil, err

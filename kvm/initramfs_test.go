@@ -261,3 +261,15 @@ func dynamicELF(t *testing.T) []byte {
 	t.Skip("no dynamically linked binary found")
 	return nil
 }
+
+// TestBuildBaseInitramfsEmptyAgent: no agent bytes (an empty file read, or
+// none given) is refused with a message that says the agent is empty.
+func TestBuildBaseInitramfsEmptyAgent(t *testing.T) {
+	mods := fakeModules(t, "")
+	for name, agent := range map[string][]byte{"nil": nil, "empty": {}} {
+		_, err := BuildBaseInitramfs(BaseOptions{Agent: agent, KernelVersion: "9.9.9-test", ModulesDir: mods})
+		if err == nil || !strings.Contains(err.Error(), "the agent binary is empty (0 bytes)") {
+			t.Errorf("%s agent: %v", name, err)
+		}
+	}
+}

@@ -358,6 +358,9 @@ func pinInitrd(ctx context.Context, o *Options) (*measure.Pinned, error) {
 		agent = filepath.Join(filepath.Dir(exe), "bulwark-agent")
 	}
 	agentBytes, err := os.ReadFile(agent)
+	if err == nil && len(agentBytes) == 0 {
+		err = fmt.Errorf("%s is empty (0 bytes), not the static bulwark-agent binary", agent)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("guest agent: %w (build it with 'make build', or give --agent or --initrd)", err)
 	}

@@ -2,6 +2,8 @@ package launch
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,5 +32,18 @@ func TestRunRejectsBadOptionsFirst(t *testing.T) {
 				t.Fatalf("Run: %v, %v; want an error containing %q", res, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPinInitrdEmptyAgent: an empty --agent file says it is empty, naming
+// the file, instead of the builder's generic refusal.
+func TestPinInitrdEmptyAgent(t *testing.T) {
+	agent := filepath.Join(t.TempDir(), "bulwark-agent")
+	if err := os.WriteFile(agent, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pinInitrd(context.Background(), &Options{Agent: agent})
+	if err == nil || !strings.Contains(err.Error(), "guest agent: "+agent+" is empty (0 bytes)") {
+		t.Fatalf("pinInitrd: %v", err)
 	}
 }

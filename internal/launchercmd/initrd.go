@@ -47,16 +47,16 @@ func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		}
 		*agent = filepath.Join(filepath.Dir(exe), "bulwark-agent")
 	}
+	agentBytes, err := readAgent(*agent)
+	if err != nil {
+		return fmt.Errorf("guest agent: %w (give --agent, or build it with 'make build')", err)
+	}
 	if *version == "" {
 		hk, err := kvm.FindHostKernel()
 		if err != nil {
 			return fmt.Errorf("%w (or give --kernel-version)", err)
 		}
 		*version = hk.Version
-	}
-	agentBytes, err := os.ReadFile(*agent)
-	if err != nil {
-		return fmt.Errorf("guest agent: %w (give --agent, or build it with 'make build')", err)
 	}
 	data, err := kvm.BuildBaseInitramfs(kvm.BaseOptions{Agent: agentBytes, KernelVersion: *version, ModulesDir: *modDir, Modules: mods})
 	if err != nil {
@@ -68,4 +68,17 @@ func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	sum := sha256.Sum256(data)
 	fmt.Fprintf(env.Stdout, "%s  sha256:%s  (%d bytes, kernel %s)\n", *out, hex.EncodeToString(sum[:]), len(data), *version)
 	return nil
+}
+
+// readAgent reads the guest agent binary; an empty file is an error that
+// says so (kvm.BuildBaseInitramfs only sees no bytes).
+func readAgent(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%s is empty (0 bytes), not the static bulwark-agent binary", path)
+	}
+	return b, nil
 }

@@ -35,6 +35,8 @@ func TestInitrdBuild(t *testing.T) {
 	os.WriteFile(filepath.Join(mods, "modules.dep"), []byte(dep), 0o644)
 	agent := filepath.Join(dir, "agent")
 	os.WriteFile(agent, staticELF(), 0o755)
+	empty := filepath.Join(dir, "empty-agent")
+	os.WriteFile(empty, nil, 0o755)
 
 	run := func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
@@ -66,6 +68,10 @@ func TestInitrdBuild(t *testing.T) {
 		{[]string{"initrd", "build", "--agent", agent}, 2, "-o FILE"},
 		{[]string{"initrd", "build", "--agent", agent, "--kernel-version", "nope", "--modules-dir", filepath.Join(dir, "modules"), "-o", out1}, 1, "modules.dep"},
 		{[]string{"initrd", "build", "--agent", filepath.Join(dir, "missing"), "--kernel-version", "1.2.3-test", "-o", out1}, 1, "guest agent"},
+		{[]string{"initrd", "build", "--agent", empty, "--kernel-version", "1.2.3-test", "--modules-dir", filepath.Join(dir, "modules"), "-o", out1}, 1,
+			"guest agent: " + empty + " is empty (0 bytes)"},
+		// The agent is read before the host kernel is looked for.
+		{[]string{"initrd", "build", "--agent", empty, "--modules-dir", filepath.Join(dir, "nothing"), "-o", out1}, 1, empty + " is empty"},
 	} {
 		code, _, stderr := run(tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.msg) {

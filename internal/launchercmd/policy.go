@@ -228,7 +228,7 @@ func hostDefaultValues(ctx context.Context, rv *policy.ReferenceValues, kernel, 
 			}
 			agent = filepath.Join(filepath.Dir(exe), "bulwark-agent")
 		}
-		agentBytes, err := os.ReadFile(agent)
+		agentBytes, err := readAgent(agent)
 		if err != nil {
 			return fmt.Errorf("--host-defaults: guest agent: %w (build it with 'make build', or give --agent)", err)
 		}
