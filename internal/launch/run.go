@@ -173,7 +173,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	o.progress("measuring image %s", o.Image)
 	img, err := measure.OpenImage(ctx, o.Image, measure.ImageOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("image: %w", err)
+		return nil, err // it says "image PATH: ..."
 	}
 	defer img.Close()
 

@@ -87,7 +87,7 @@ func TestRunMissingInputIsALaunchFailure(t *testing.T) {
 		{"missing signer", []string{"--signer", missing}, "--signer: signer key: stat " + missing + ": no such file or directory"},
 		{"signer is not a key", []string{"--signer", junk}, "--signer: signer key " + junk},
 		{"signer is a directory", []string{"--signer", dir}, "--signer: signer key"},
-		{"missing image", []string{"--image", missing}, "image: image " + missing + ": stat"},
+		{"missing image", []string{"--image", missing}, "image " + missing + ": stat"},
 		{"missing kernel", []string{"--kernel", missing}, "kernel: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,6 +97,9 @@ func TestRunMissingInputIsALaunchFailure(t *testing.T) {
 			_, stderr, code := runLauncher(t, env, args...)
 			if code != ExitLaunchFailed || !strings.Contains(stderr, tc.want) {
 				t.Fatalf("exit %d, want %d; stderr %q, want it to contain %q", code, ExitLaunchFailed, stderr, tc.want)
+			}
+			if strings.Contains(stderr, "image: image") {
+				t.Errorf("stderr repeats the image prefix: %q", stderr)
 			}
 			b, err := os.ReadFile(report)
 			var r runReport

@@ -150,7 +150,7 @@ func signFile(s *signing.Signer, path string, sign func(*signing.Signer, io.Read
 func imageManifestDigest(ctx context.Context, path, manifest, platform string) (string, error) {
 	im, err := measure.OpenImage(ctx, path, measure.ImageOptions{Manifest: manifest, Platform: platform})
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", path, err)
+		return "", err // it says "image PATH: ..."
 	}
 	defer im.Close()
 	return im.ManifestDigest, nil

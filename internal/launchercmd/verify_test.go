@@ -55,3 +55,45 @@ func TestVerifyFileArgument(t *testing.T) {
 		})
 	}
 }
+
+// TestSignImageErrorNamesTheImageOnce: an image that cannot be opened is
+// named once ("image X: ..."), not "image X: image X: ...".
+func TestSignImageErrorNamesTheImageOnce(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{passwordEnv: "pw"}
+	prefix := filepath.Join(dir, "cosign")
+	if _, stderr, code := runLauncher(t, env, "keygen", "--output-key-prefix", prefix); code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, stderr)
+	}
+	notLayout := filepath.Join(dir, "not-a-layout")
+	if err := os.Mkdir(notLayout, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(notLayout+".sig", []byte("c2ln"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(notLayout+".payload.json", []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		image string
+		want  string
+	}{
+		{"sign a missing image", []string{"sign", "--key", prefix + ".key"}, missing, "no such file or directory"},
+		{"sign a directory without index.json", []string{"sign", "--key", prefix + ".key"}, notLayout, "not an OCI image layout"},
+		{"verify a directory without index.json", []string{"verify", "--key", prefix + ".pub"}, notLayout, "not an OCI image layout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := runLauncher(t, env, append(tc.args, "--image", tc.image)...)
+			if code != 1 || !strings.Contains(stderr, "image "+tc.image+": ") || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want 1, naming the image and containing %q", code, stderr, tc.want)
+			}
+			if n := strings.Count(stderr, "image "+tc.image); n != 1 {
+				t.Errorf("the image is named %d times: %q", n, stderr)
+			}
+		})
+	}
+}
