@@ -85,7 +85,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	if *console != "" {
 		f, err := os.OpenFile(*console, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 		if err != nil {
-			return err
+			return fmt.Errorf("--console: %w (give a file to write the guest console to)", err)
 		}
 		defer f.Close()
 		o.Console = f

@@ -109,3 +109,27 @@ func TestRunMissingInputIsALaunchFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestRunConsolePath: a --console path that cannot be written stops run
+// before the launch (exit 1, like an unwritable --report), naming --console.
+func TestRunConsolePath(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"BULWARK_STATE": filepath.Join(dir, "state")}
+	for _, tc := range []struct {
+		name, console, want string
+	}{
+		{"directory", dir, "--console: open " + dir + ": is a directory"},
+		{"missing directory", filepath.Join(dir, "missing", "console.log"), "--console: open " + filepath.Join(dir, "missing", "console.log") + ": no such file or directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := runLauncher(t, env, "run", "-v", "--attestd", "127.0.0.1:1", "--insecure", "--policy", "p",
+				"--image", filepath.Join(dir, "image"), "--console", tc.console)
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Fatalf("exit %d, want 1; stderr %q, want it to contain %q", code, stderr, tc.want)
+			}
+			if strings.Contains(stderr, "accelerator") || strings.Contains(stderr, "measuring") {
+				t.Errorf("the launch started: %s", stderr)
+			}
+		})
+	}
+}
