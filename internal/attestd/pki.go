@@ -1,6 +1,7 @@
 package attestd
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
@@ -72,9 +73,47 @@ func (p *PKI) CAPool() *x509.CertPool {
 // CACertPath is where the CA certificate lives (give it to clients).
 func (p *PKI) CACertPath() string { return filepath.Join(p.Dir, caCertFile) }
 
+// ErrNoCA: the data directory holds no CA certificate (DATA/tls/ca.crt).
+var ErrNoCA = errors.New("no attestd CA")
+
+// LoadPKI opens the existing CA in dataDir/tls. When there is no
+// ca.crt the error wraps ErrNoCA; nothing is created.
+func LoadPKI(dataDir string, now func() time.Time, rnd io.Reader) (*PKI, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if rnd == nil {
+		rnd = defaultRand
+	}
+	dir := filepath.Join(dataDir, "tls")
+	p := &PKI{Dir: dir, Now: now, Rand: rnd}
+	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	if _, err := os.Stat(certPath); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w at %s", ErrNoCA, certPath)
+	} else if err != nil {
+		return nil, fmt.Errorf("loading CA: %w", err)
+	}
+	var err error
+	p.CACert, p.CAKey, err = loadCertKey(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("loading CA: %w", err)
+	}
+	if !p.CACert.IsCA {
+		return nil, fmt.Errorf("loading CA: %s is not a CA certificate", certPath)
+	}
+	return p, nil
+}
+
 // LoadOrCreatePKI opens the CA in dataDir/tls, creating it (ECDSA P-256,
 // 10 years) when absent. created reports whether it was made now.
 func LoadOrCreatePKI(dataDir string, now func() time.Time, rnd io.Reader) (p *PKI, created bool, err error) {
+	p, err = LoadPKI(dataDir, now, rnd)
+	if err == nil {
+		return p, false, nil
+	}
+	if !errors.Is(err, ErrNoCA) {
+		return nil, false, err
+	}
 	if now == nil {
 		now = time.Now
 	}
@@ -84,18 +123,6 @@ func LoadOrCreatePKI(dataDir string, now func() time.Time, rnd io.Reader) (p *PK
 	dir := filepath.Join(dataDir, "tls")
 	p = &PKI{Dir: dir, Now: now, Rand: rnd}
 	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
-	if _, err := os.Stat(certPath); err == nil {
-		p.CACert, p.CAKey, err = loadCertKey(certPath, keyPath)
-		if err != nil {
-			return nil, false, fmt.Errorf("loading CA: %w", err)
-		}
-		if !p.CACert.IsCA {
-			return nil, false, fmt.Errorf("loading CA: %s is not a CA certificate", certPath)
-		}
-		return p, false, nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, false, fmt.Errorf("loading CA: %w", err)
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("creating %s: %w", dir, err)
 	}
@@ -169,12 +196,35 @@ func (p *PKI) ServerCertificate(extraSANs []string) (tls.Certificate, error) {
 	return tls.Certificate{Certificate: [][]byte{der, p.CACert.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }
 
+// ClientCertOptions adjust IssueClientCertWith.
+type ClientCertOptions struct {
+	// Overwrite replaces an existing NAME.crt or NAME.key, and a ca.crt of
+	// another CA, in the output directory. Without it they are refused.
+	Overwrite bool
+}
+
 // IssueClientCert issues a client certificate for name with the given role
 // URI (AdminRoleURI or HostRoleURI), valid for validity, and writes
-// NAME.crt, NAME.key (0600) and ca.crt into outDir.
+// NAME.crt, NAME.key (0600) and ca.crt into outDir. It refuses to replace
+// existing files (see IssueClientCertWith).
 func (p *PKI) IssueClientCert(name, roleURI string, validity time.Duration, outDir string) (certPath, keyPath string, err error) {
-	if err := validName(name); err != nil {
+	return p.IssueClientCertWith(name, roleURI, validity, outDir, ClientCertOptions{})
+}
+
+// IssueClientCertWith is IssueClientCert with options. Unless
+// o.Overwrite, it refuses (before issuing anything) when outDir already
+// holds NAME.crt or NAME.key, or a ca.crt that is not this CA's.
+func (p *PKI) IssueClientCertWith(name, roleURI string, validity time.Duration, outDir string, o ClientCertOptions) (certPath, keyPath string, err error) {
+	if err := ValidClientCertName(name); err != nil {
 		return "", "", err
+	}
+	if err := CheckClientCertOutput(name, outDir, p.CACert, o.Overwrite); err != nil {
+		return "", "", err
+	}
+	if a, err := os.Stat(outDir); err == nil {
+		if b, err := os.Stat(p.Dir); err == nil && os.SameFile(a, b) {
+			return "", "", fmt.Errorf("%s is the CA's own directory: write client certificates elsewhere", outDir)
+		}
 	}
 	role, err := url.Parse(roleURI)
 	if err != nil {
@@ -205,6 +255,54 @@ func (p *PKI) IssueClientCert(name, roleURI string, validity time.Duration, outD
 		return "", "", err
 	}
 	return certPath, keyPath, nil
+}
+
+// ValidClientCertName checks a client certificate name: 1-64 letters,
+// digits, '-', '_' and '.' (not leading), and not "ca", whose files would
+// be the ca.crt written next to them (and a client key named ca.key).
+func ValidClientCertName(name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if base := strings.TrimSuffix(caCertFile, ".crt"); strings.EqualFold(name, base) {
+		return fmt.Errorf("name %q: %s.crt and %s.key would collide with the CA certificate %s written next to them: choose another name", name, name, name, caCertFile)
+	}
+	return nil
+}
+
+// CheckClientCertOutput reports whether IssueClientCert may write name's
+// files into outDir: unless overwrite, NAME.crt and NAME.key must not
+// exist, nor a ca.crt other than ca's (ca nil: a CA not created yet, so
+// any existing ca.crt is another's). outDir, when it exists, must be a
+// directory. It creates nothing.
+func CheckClientCertOutput(name, outDir string, ca *x509.Certificate, overwrite bool) error {
+	if fi, err := os.Stat(outDir); err == nil && !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", outDir)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if overwrite {
+		return nil
+	}
+	for _, f := range []string{name + ".crt", name + ".key"} {
+		path := filepath.Join(outDir, f)
+		if _, err := os.Lstat(path); err == nil {
+			return fmt.Errorf("%s already exists: refusing to overwrite it (use --force, or another --name or -o)", path)
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	caPath := filepath.Join(outDir, caCertFile)
+	b, err := os.ReadFile(caPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if blk, _ := pem.Decode(b); ca == nil || blk == nil || !bytes.Equal(blk.Bytes, ca.Raw) {
+		return fmt.Errorf("%s already exists and is not this attestd's CA certificate: refusing to replace it (use --force, or another -o)", caPath)
+	}
+	return nil
 }
 
 // HasRole reports whether a verified client certificate carries roleURI.

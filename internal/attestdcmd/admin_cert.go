@@ -2,8 +2,12 @@ package attestdcmd
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/attestd"
@@ -14,7 +18,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "admin-cert",
 		Summary: "issue an admin client certificate from attestd's CA (for attestd ctl)",
-		Usage:   "--data DIR --name NAME -o OUTDIR [--days N]",
+		Usage:   "--data DIR --name NAME -o OUTDIR [--days N] [--force] [--init-ca]",
 		Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
 			return issueCert(env, fs, args, attestd.AdminRoleURI)
 		},
@@ -22,7 +26,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "client-cert",
 		Summary: "issue a host (launcher) client certificate from attestd's CA (optional: hosts need none)",
-		Usage:   "--data DIR --name NAME -o OUTDIR [--days N]",
+		Usage:   "--data DIR --name NAME -o OUTDIR [--days N] [--force] [--init-ca]",
 		Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
 			return issueCert(env, fs, args, attestd.HostRoleURI)
 		},
@@ -30,10 +34,12 @@ func init() {
 }
 
 func issueCert(env *cli.Env, fs *flag.FlagSet, args []string, role string) error {
-	dataDir := fs.String("data", "", "attestd's data `DIR` (holds the CA; created on first start)")
-	name := fs.String("name", "", "certificate `NAME` (common name and file name)")
+	dataDir := fs.String("data", "", "attestd's data `DIR` (holds the CA that 'attestd serve' creates on first start)")
+	name := fs.String("name", "", "certificate `NAME` (common name and file name; not \"ca\")")
 	out := fs.String("o", "", "output `DIR` for NAME.crt, NAME.key (0600) and ca.crt")
 	days := fs.Int("days", 365, "validity in days")
+	force := fs.Bool("force", false, "overwrite an existing NAME.crt, NAME.key, or a ca.crt of another CA, in -o")
+	initCA := fs.Bool("init-ca", false, "create the CA in DATA/tls if there is none yet (normally 'attestd serve' creates it)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,17 +52,66 @@ func issueCert(env *cli.Env, fs *flag.FlagSet, args []string, role string) error
 	if *days < 1 || *days > 3650 {
 		return cli.Usagef("--days %d: want 1..3650", *days)
 	}
-	pki, created, err := attestd.LoadOrCreatePKI(*dataDir, nil, nil)
+	if err := attestd.ValidClientCertName(*name); err != nil {
+		return cli.Usagef("--name: %v", err)
+	}
+	if fi, err := os.Stat(*out); err == nil && !fi.IsDir() {
+		return cli.Usagef("-o %s is not a directory", *out)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("-o: %w", err)
+	}
+	caDir := filepath.Join(*dataDir, "tls")
+	if sameDir(*out, caDir) {
+		return cli.Usagef("-o %s is the CA's own directory (DATA/tls): write client certificates elsewhere", *out)
+	}
+	// The CA must exist (attestd serve creates it): a mistyped --data must
+	// not quietly start a second CA that attestd does not trust.
+	pki, err := attestd.LoadPKI(*dataDir, nil, nil)
+	if errors.Is(err, attestd.ErrNoCA) {
+		if !*initCA {
+			return fmt.Errorf("%v: is --data right? 'attestd serve --data DIR' creates the CA on first start; give --init-ca to create one here now", err)
+		}
+		pki = nil
+	} else if err != nil {
+		return err
+	}
+	// Everything that can be checked is checked before a CA is created.
+	var caCert *x509.Certificate
+	if pki != nil {
+		caCert = pki.CACert
+	}
+	if err := attestd.CheckClientCertOutput(*name, *out, caCert, *force); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return fmt.Errorf("-o: %w", err)
+	}
+	if pki == nil {
+		var created bool
+		if pki, created, err = attestd.LoadOrCreatePKI(*dataDir, nil, nil); err != nil {
+			return err
+		}
+		if created {
+			fmt.Fprintf(env.Stderr, "created attestd CA in %s (--init-ca)\n", pki.Dir)
+		}
+	}
+	certPath, keyPath, err := pki.IssueClientCertWith(*name, role, time.Duration(*days)*24*time.Hour, *out, attestd.ClientCertOptions{Overwrite: *force})
 	if err != nil {
 		return err
 	}
-	if created {
-		fmt.Fprintf(env.Stderr, "created attestd CA in %s\n", pki.Dir)
-	}
-	certPath, keyPath, err := pki.IssueClientCert(*name, role, time.Duration(*days)*24*time.Hour, *out)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "certificate: %s\nkey:         %s\nca:          %s/ca.crt\nCA SHA-256:  %s\n", certPath, keyPath, *out, pki.CAFingerprint())
+	fmt.Fprintf(env.Stdout, "certificate: %s\nkey:         %s\nca:          %s\nCA SHA-256:  %s\n", certPath, keyPath, filepath.Join(*out, "ca.crt"), pki.CAFingerprint())
 	return nil
+}
+
+// sameDir reports whether paths a and b name the same directory (the same
+// file when both exist, else the same cleaned absolute path).
+func sameDir(a, b string) bool {
+	if fa, err := os.Stat(a); err == nil {
+		if fb, err := os.Stat(b); err == nil {
+			return os.SameFile(fa, fb)
+		}
+	}
+	aa, err1 := filepath.Abs(a)
+	ab, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == ab
 }

@@ -233,7 +233,7 @@ func launchAttestd(dsn string) (a *attestdFixture, stop func() error, err error)
 
 	var out, errb bytes.Buffer
 	env := &cli.Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader("")}
-	if code := attestdcmd.Program.Main(context.Background(), env, []string{"admin-cert", "--data", data, "--name", "load", "-o", certs}); code != 0 {
+	if code := attestdcmd.Program.Main(context.Background(), env, []string{"admin-cert", "--data", data, "--name", "load", "-o", certs, "--init-ca"}); code != 0 {
 		return nil, nil, fmt.Errorf("attestd admin-cert: exit %d: %s", code, errb.String())
 	}
 
