@@ -9,6 +9,7 @@
 package verify
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -20,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+
+	"github.com/google/go-tpm/tpm2"
 )
 
 // TPM algorithm identifiers and other constants (TPM 2.0 Part 2).
@@ -416,7 +419,44 @@ func ParseEKPublic(b []byte) (*Public, error) {
 	if p.scheme != algNull {
 		return nil, fmt.Errorf("EK public: %w: a restricted decryption key has scheme 0x%04x, want NULL", ErrNotEK, p.scheme)
 	}
+	if err := checkEKTemplate(p); err != nil {
+		return nil, fmt.Errorf("EK public: %w", err)
+	}
 	return p, nil
+}
+
+// checkEKTemplate requires the one encoding of the EK's key: a TCG EK
+// Credential Profile low-range template (L-1 RSA-2048 or L-2 ECC P-256, the
+// EKs TPMs ship certificates for and the launcher creates) with the key in
+// its unique field, byte for byte. A host is named by a hash of these bytes
+// (NodeID) while an EK certificate binds only the key, so any latitude here
+// (another attribute bit, authPolicy, exponent 65537 for 0) would give one
+// TPM many node ids: a revoked host could enroll again under a new one.
+func checkEKTemplate(p *Public) error {
+	var want tpm2.TPMTPublic
+	ok := false
+	switch p.typ {
+	case algRSA:
+		want, ok = tpm2.RSAEKTemplate, true
+		want.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: p.unique})
+	case algECC:
+		const size = 32 // P-256; another curve fails the comparison below
+		if len(p.eccX) > size || len(p.eccY) > size {
+			break
+		}
+		x, y := make([]byte, size), make([]byte, size)
+		copy(x[size-len(p.eccX):], p.eccX)
+		copy(y[size-len(p.eccY):], p.eccY)
+		want, ok = tpm2.ECCEKTemplate, true
+		want.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
+			X: tpm2.TPM2BECCParameter{Buffer: x}, Y: tpm2.TPM2BECCParameter{Buffer: y}})
+	}
+	if !ok || !bytes.Equal(tpm2.Marshal(&want), p.Raw) {
+		return fmt.Errorf("%w: not the TCG EK template L-1 (RSA-2048) or L-2 (ECC P-256) holding its key, byte for byte "+
+			"(got attributes 0x%08x, nameAlg 0x%04x, a %d-byte authPolicy); hosts are named by these bytes, so only the canonical form enrolls",
+			ErrNotEK, p.Attributes, p.NameAlg, len(p.authPolicy))
+	}
+	return nil
 }
 
 func attrNames(bits uint32) string {
