@@ -2,6 +2,7 @@ package attestdcmd
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -9,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 )
 
@@ -19,7 +22,23 @@ type ctlCommand struct {
 	name    string // "secret put"
 	usage   string
 	summary string
-	run     func(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error
+	// parse defines and parses the action's flags and arguments and
+	// returns what to run. It runs before anything is dialled, so --help
+	// and usage mistakes need neither a server nor certificates.
+	parse func(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error)
+}
+
+// ctlAction runs a parsed action against attestd.
+type ctlAction func(ctx context.Context, c *ctlConn) error
+
+// ctlConn is the admin connection.
+type ctlConn struct {
+	admin bulwarkv1.AdminClient
+}
+
+// call makes one RPC.
+func call[Req, Resp any](ctx context.Context, c *ctlConn, rpc func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	return rpc(ctx, req)
 }
 
 var ctlCommands = map[string]*ctlCommand{}
@@ -85,10 +104,25 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		rest = rest[1:]
 	}
 	sub := flag.NewFlagSet("attestd ctl "+cmd.name, flag.ContinueOnError)
-	sub.SetOutput(env.Stderr)
+	// Where attestd's CLI puts its own flag output: help that was asked for
+	// goes to standard output, usage after a mistake to standard error.
+	sub.SetOutput(fs.Output())
+	subUsage := false
 	sub.Usage = func() {
+		subUsage = true
 		fmt.Fprintf(sub.Output(), "Usage: attestd ctl [--addr ... --ca ... --cert ... --key ...] %s %s\n\n%s\n", cmd.name, cmd.usage, cmd.summary)
 		sub.PrintDefaults()
+	}
+	// The action's flags and arguments first: --help and usage mistakes
+	// need no connection (and no --ca).
+	act, err := cmd.parse(env, sub, rest)
+	if err != nil {
+		var ue *cli.UsageError
+		if subUsage && !errors.Is(err, flag.ErrHelp) && !errors.As(err, &ue) {
+			// The flag package refused a flag and printed why, with the usage.
+			return &cli.ExitError{Code: 2}
+		}
+		return err
 	}
 	c, err := attestclient.Dial(attestclient.Options{Addr: *addr, CAFile: *ca, CertFile: *cert, KeyFile: *key, ServerName: *serverName})
 	if err != nil {
@@ -97,7 +131,7 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	defer c.Close()
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	if err := cmd.run(cctx, env, c, sub, rest); err != nil {
+	if err := act(cctx, &ctlConn{admin: c.Admin}); err != nil {
 		if st, ok := status.FromError(err); ok {
 			return fmt.Errorf("%s: %s", st.Code(), st.Message())
 		}

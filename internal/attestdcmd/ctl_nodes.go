@@ -7,57 +7,62 @@ import (
 	"text/tabwriter"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
-	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
 func init() {
-	registerCtl(&ctlCommand{name: "nodes", usage: "", summary: "list enrolled nodes with their last verdict", run: ctlNodes})
-	registerCtl(&ctlCommand{name: "nodes rm", usage: "NODE_ID", summary: "delete an enrolled node (it must enroll again)", run: ctlNodesRm})
-	registerCtl(&ctlCommand{name: "nodes revoke", usage: "NODE_ID", summary: "revoke a node: its quotes are refused until an admin deletes it", run: ctlNodesRevoke})
+	registerCtl(&ctlCommand{name: "nodes", usage: "", summary: "list enrolled nodes with their last verdict", parse: ctlNodes})
+	registerCtl(&ctlCommand{name: "nodes rm", usage: "NODE_ID", summary: "delete an enrolled node (it must enroll again)", parse: ctlNodesRm})
+	registerCtl(&ctlCommand{name: "nodes revoke", usage: "NODE_ID", summary: "revoke a node: its quotes are refused until an admin deletes it", parse: ctlNodesRevoke})
 }
 
-func ctlNodes(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+func ctlNodes(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	if err := noArgs(fs, args); err != nil {
-		return err
+		return nil, err
 	}
-	resp, err := c.Admin.ListNodes(ctx, &bulwarkv1.ListNodesRequest{})
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tENROLLED\tLAST VERDICT\tAT\tSANDBOX")
-	for _, n := range resp.GetNodes() {
-		at := ""
-		if n.GetLastAttestedAt() != nil {
-			at = n.GetLastAttestedAt().AsTime().Format("2006-01-02T15:04:05Z")
+	return func(ctx context.Context, c *ctlConn) error {
+		resp, err := call(ctx, c, c.admin.ListNodes, &bulwarkv1.ListNodesRequest{})
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.GetNodeId(), n.GetState(), n.GetEnrolledAt().AsTime().Format("2006-01-02T15:04:05Z"),
-			n.GetLastVerdict(), at, n.GetLastSandboxId())
-	}
-	return tw.Flush()
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tSTATE\tENROLLED\tLAST VERDICT\tAT\tSANDBOX")
+		for _, n := range resp.GetNodes() {
+			at := ""
+			if n.GetLastAttestedAt() != nil {
+				at = n.GetLastAttestedAt().AsTime().Format("2006-01-02T15:04:05Z")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.GetNodeId(), n.GetState(), n.GetEnrolledAt().AsTime().Format("2006-01-02T15:04:05Z"),
+				n.GetLastVerdict(), at, n.GetLastSandboxId())
+		}
+		return tw.Flush()
+	}, nil
 }
 
-func ctlNodesRm(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+func ctlNodesRm(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	id, _, err := oneArg(fs, args, "NODE_ID")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := c.Admin.DeleteNode(ctx, &bulwarkv1.DeleteNodeRequest{NodeId: id}); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "deleted node %s\n", id)
-	return nil
+	return func(ctx context.Context, c *ctlConn) error {
+		if _, err := call(ctx, c, c.admin.DeleteNode, &bulwarkv1.DeleteNodeRequest{NodeId: id}); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "deleted node %s\n", id)
+		return nil
+	}, nil
 }
 
-func ctlNodesRevoke(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+func ctlNodesRevoke(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	id, _, err := oneArg(fs, args, "NODE_ID")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := c.Admin.RevokeNode(ctx, &bulwarkv1.RevokeNodeRequest{NodeId: id}); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "revoked node %s\n", id)
-	return nil
+	return func(ctx context.Context, c *ctlConn) error {
+		if _, err := call(ctx, c, c.admin.RevokeNode, &bulwarkv1.RevokeNodeRequest{NodeId: id}); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "revoked node %s\n", id)
+		return nil
+	}, nil
 }

@@ -7,13 +7,12 @@ import (
 	"text/tabwriter"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
-	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
 func init() {
-	registerCtl(&ctlCommand{name: "policies", usage: "", summary: "list loaded policies and load errors", run: ctlPolicies})
-	registerCtl(&ctlCommand{name: "policies reload", usage: "", summary: "reload the policy directory now (an invalid file keeps the old policies)", run: ctlPoliciesReload})
+	registerCtl(&ctlCommand{name: "policies", usage: "", summary: "list loaded policies and load errors", parse: ctlPolicies})
+	registerCtl(&ctlCommand{name: "policies reload", usage: "", summary: "reload the policy directory now (an invalid file keeps the old policies)", parse: ctlPoliciesReload})
 }
 
 func printPolicies(env *cli.Env, ps []*bulwarkv1.PolicyStatus) error {
@@ -36,30 +35,34 @@ func printPolicies(env *cli.Env, ps []*bulwarkv1.PolicyStatus) error {
 	return nil
 }
 
-func ctlPolicies(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+func ctlPolicies(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	if err := noArgs(fs, args); err != nil {
-		return err
+		return nil, err
 	}
-	resp, err := c.Admin.ListPolicies(ctx, &bulwarkv1.ListPoliciesRequest{})
-	if err != nil {
-		return err
-	}
-	return printPolicies(env, resp.GetPolicies())
+	return func(ctx context.Context, c *ctlConn) error {
+		resp, err := call(ctx, c, c.admin.ListPolicies, &bulwarkv1.ListPoliciesRequest{})
+		if err != nil {
+			return err
+		}
+		return printPolicies(env, resp.GetPolicies())
+	}, nil
 }
 
-func ctlPoliciesReload(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+func ctlPoliciesReload(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	if err := noArgs(fs, args); err != nil {
-		return err
+		return nil, err
 	}
-	resp, err := c.Admin.ReloadPolicies(ctx, &bulwarkv1.ReloadPoliciesRequest{})
-	if err != nil {
-		return err
-	}
-	if err := printPolicies(env, resp.GetPolicies()); err != nil {
-		return err
-	}
-	if !resp.GetOk() {
-		return fmt.Errorf("reload failed; the previous policies stay in force")
-	}
-	return nil
+	return func(ctx context.Context, c *ctlConn) error {
+		resp, err := call(ctx, c, c.admin.ReloadPolicies, &bulwarkv1.ReloadPoliciesRequest{})
+		if err != nil {
+			return err
+		}
+		if err := printPolicies(env, resp.GetPolicies()); err != nil {
+			return err
+		}
+		if !resp.GetOk() {
+			return fmt.Errorf("reload failed; the previous policies stay in force")
+		}
+		return nil
+	}, nil
 }

@@ -10,79 +10,84 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/enclave"
-	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
 func init() {
 	registerCtl(&ctlCommand{name: "secret put", usage: "NAME [--from-file FILE|-] [--description TEXT]",
-		summary: "store a secret in the vault (value from a file or stdin, never from the command line)", run: ctlSecretPut})
-	registerCtl(&ctlCommand{name: "secret list", usage: "", summary: "list secret names and metadata (never values)", run: ctlSecretList})
-	registerCtl(&ctlCommand{name: "secret rm", usage: "NAME", summary: "delete a secret", run: ctlSecretRm})
+		summary: "store a secret in the vault (value from a file or stdin, never from the command line)", parse: ctlSecretPut})
+	registerCtl(&ctlCommand{name: "secret list", usage: "", summary: "list secret names and metadata (never values)", parse: ctlSecretList})
+	registerCtl(&ctlCommand{name: "secret rm", usage: "NAME", summary: "delete a secret", parse: ctlSecretRm})
 }
 
-func ctlSecretPut(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+func ctlSecretPut(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	from := fs.String("from-file", "-", "read the value from `FILE` (\"-\": standard input)")
 	desc := fs.String("description", "", "a description kept with the secret")
-	name, args, err := oneArg(fs, args, "NAME")
+	name, _, err := oneArg(fs, args, "NAME")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var r io.Reader = env.Stdin
-	if *from != "-" {
-		f, err := os.Open(*from)
+	return func(ctx context.Context, c *ctlConn) error {
+		var r io.Reader = env.Stdin
+		if *from != "-" {
+			f, err := os.Open(*from)
+			if err != nil {
+				return fmt.Errorf("--from-file: %w", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		val, err := readSecret(r, enclave.MaxSecretSize)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		r = f
-	}
-	val, err := readSecret(r, enclave.MaxSecretSize)
-	if err != nil {
-		return err
-	}
-	defer clear(val)
-	if len(val) == 0 {
-		return fmt.Errorf("the secret value is empty (give --from-file FILE or pipe it on stdin)")
-	}
-	req := &bulwarkv1.PutSecretRequest{Name: name, Value: val}
-	if *desc != "" {
-		req.Metadata = map[string]string{"description": *desc}
-	}
-	resp, err := c.Admin.PutSecret(ctx, req)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "stored secret %s (version %d, %d bytes)\n", name, resp.GetVersion(), len(val))
-	return nil
+		defer clear(val)
+		if len(val) == 0 {
+			return fmt.Errorf("the secret value is empty (give --from-file FILE or pipe it on stdin)")
+		}
+		req := &bulwarkv1.PutSecretRequest{Name: name, Value: val}
+		if *desc != "" {
+			req.Metadata = map[string]string{"description": *desc}
+		}
+		resp, err := call(ctx, c, c.admin.PutSecret, req)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "stored secret %s (version %d, %d bytes)\n", name, resp.GetVersion(), len(val))
+		return nil
+	}, nil
 }
 
-func ctlSecretList(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+func ctlSecretList(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	if err := noArgs(fs, args); err != nil {
-		return err
+		return nil, err
 	}
-	resp, err := c.Admin.ListSecrets(ctx, &bulwarkv1.ListSecretsRequest{})
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tUPDATED\tDESCRIPTION")
-	for _, s := range resp.GetSecrets() {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", s.GetName(), s.GetVersion(), s.GetSize(), s.GetUpdatedAt().AsTime().Format("2006-01-02T15:04:05Z"), s.GetMetadata()["description"])
-	}
-	return tw.Flush()
+	return func(ctx context.Context, c *ctlConn) error {
+		resp, err := call(ctx, c, c.admin.ListSecrets, &bulwarkv1.ListSecretsRequest{})
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tUPDATED\tDESCRIPTION")
+		for _, s := range resp.GetSecrets() {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\n", s.GetName(), s.GetVersion(), s.GetSize(), s.GetUpdatedAt().AsTime().Format("2006-01-02T15:04:05Z"), s.GetMetadata()["description"])
+		}
+		return tw.Flush()
+	}, nil
 }
 
-func ctlSecretRm(ctx context.Context, env *cli.Env, c *attestclient.Client, fs *flag.FlagSet, args []string) error {
+func ctlSecretRm(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	name, _, err := oneArg(fs, args, "NAME")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := c.Admin.DeleteSecret(ctx, &bulwarkv1.DeleteSecretRequest{Name: name}); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stdout, "deleted secret %s\n", name)
-	return nil
+	return func(ctx context.Context, c *ctlConn) error {
+		if _, err := call(ctx, c, c.admin.DeleteSecret, &bulwarkv1.DeleteSecretRequest{Name: name}); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "deleted secret %s\n", name)
+		return nil
+	}, nil
 }
 
 // oneArg parses flags around exactly one positional argument.
