@@ -31,14 +31,18 @@ type ctlCommand struct {
 // ctlAction runs a parsed action against attestd.
 type ctlAction func(ctx context.Context, c *ctlConn) error
 
-// ctlConn is the admin connection.
+// ctlConn is the admin connection and ctl's per-call --timeout.
 type ctlConn struct {
-	admin bulwarkv1.AdminClient
+	admin   bulwarkv1.AdminClient
+	timeout time.Duration
 }
 
-// call makes one RPC.
+// call makes one RPC with its own deadline: --timeout applies to each
+// call (each page of 'audit --all'), not to the whole command.
 func call[Req, Resp any](ctx context.Context, c *ctlConn, rpc func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
-	return rpc(ctx, req)
+	cctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return rpc(cctx, req)
 }
 
 var ctlCommands = map[string]*ctlCommand{}
@@ -66,7 +70,7 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	cert := fs.String("cert", "", "admin client certificate `FILE` (attestd admin-cert)")
 	key := fs.String("key", "", "admin client key `FILE`")
 	serverName := fs.String("server-name", "", "name to verify in the server certificate (default: the host of --addr)")
-	timeout := fs.Duration("timeout", 30*time.Second, "per-call timeout")
+	timeout := fs.Duration("timeout", 30*time.Second, "timeout of each call to attestd (each page of 'audit --all')")
 	baseUsage := fs.Usage
 	fs.Usage = func() {
 		baseUsage()
@@ -83,6 +87,9 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *timeout <= 0 {
+		return cli.Usagef("--timeout %v: want a positive duration, e.g. --timeout 30s", *timeout)
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -129,9 +136,7 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		return err
 	}
 	defer c.Close()
-	cctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	if err := act(cctx, &ctlConn{admin: c.Admin}); err != nil {
+	if err := act(ctx, &ctlConn{admin: c.Admin, timeout: *timeout}); err != nil {
 		if st, ok := status.FromError(err); ok {
 			return fmt.Errorf("%s: %s", st.Code(), st.Message())
 		}

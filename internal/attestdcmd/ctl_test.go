@@ -1,13 +1,24 @@
 package attestdcmd
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
 	"strings"
 	"testing"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // ctl parses the action's flags and arguments before it dials: --help and
 // usage mistakes need no --ca (they used to fail with "no CA certificate:
-// give --ca").
+// give --ca"). --timeout must be positive.
 func TestCtlParsesBeforeDialling(t *testing.T) {
 	cases := []struct {
 		name string
@@ -25,6 +36,8 @@ func TestCtlParsesBeforeDialling(t *testing.T) {
 		{"bad action flag value", []string{"audit", "--limit", "0"}, 2, "--limit 0: want 1..1000"},
 		{"unknown action flag", []string{"audit", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{"unknown action", []string{"bogus"}, 2, `unknown action "bogus"`},
+		{"zero timeout", []string{"--timeout", "0s", "nodes"}, 2, "--timeout 0s: want a positive duration"},
+		{"negative timeout", []string{"--timeout", "-1s", "nodes"}, 2, "--timeout -1s"},
 		// A well-formed command still needs its CA, after parsing.
 		{"no --ca", []string{"--addr", "127.0.0.1:1", "nodes"}, 1, "no CA certificate: give --ca"},
 	}
@@ -36,6 +49,84 @@ func TestCtlParsesBeforeDialling(t *testing.T) {
 			}
 			if c.code != 1 && strings.Contains(out+errs, "no CA certificate") {
 				t.Fatalf("dialled before parsing the action:\n%s", errs)
+			}
+		})
+	}
+}
+
+// fakeAudit serves ReadAudit pages of one record each, taking delay per
+// call, and records how much time each call's deadline left it.
+type fakeAudit struct {
+	bulwarkv1.AdminClient // other methods: not called (nil: they would panic)
+	pages                 uint64
+	delay                 time.Duration
+	left                  []time.Duration
+}
+
+func (f *fakeAudit) ReadAudit(ctx context.Context, in *bulwarkv1.ReadAuditRequest, _ ...grpc.CallOption) (*bulwarkv1.ReadAuditResponse, error) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return nil, errors.New("call without a deadline")
+	}
+	f.left = append(f.left, time.Until(dl))
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	seq := in.GetAfter() + 1
+	resp := &bulwarkv1.ReadAuditResponse{Records: []*bulwarkv1.AuditRecord{{Seq: seq, Kind: "enroll"}}}
+	if seq < f.pages {
+		resp.Next = seq
+	}
+	return resp, nil
+}
+
+// --timeout is per call: 'audit --all' may take longer than --timeout in
+// all, as long as each page comes within it (it used to be one deadline
+// for the whole command, which killed long listings mid-stream).
+func TestCtlTimeoutPerCall(t *testing.T) {
+	cases := []struct {
+		name     string
+		pages    uint64
+		delay    time.Duration
+		timeout  time.Duration
+		wantCode codes.Code // OK: succeeds
+	}{
+		{"pages longer than the timeout in all", 6, 40 * time.Millisecond, 150 * time.Millisecond, codes.OK},
+		{"one page slower than the timeout", 3, 300 * time.Millisecond, 50 * time.Millisecond, codes.DeadlineExceeded},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out bytes.Buffer
+			env := &cli.Env{Stdout: &out, Stderr: &out}
+			fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+			act, err := ctlAudit(env, fs, []string{"--all", "--limit", "1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := &fakeAudit{pages: c.pages, delay: c.delay}
+			start := time.Now()
+			err = act(context.Background(), &ctlConn{admin: f, timeout: c.timeout})
+			if c.wantCode != codes.OK {
+				if status.Code(err) != c.wantCode {
+					t.Fatalf("%v, want %v", err, c.wantCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("after %v: %v", time.Since(start), err)
+			}
+			if got := strings.Count(out.String(), "\tenroll\t"); uint64(got) != c.pages || uint64(len(f.left)) != c.pages {
+				t.Fatalf("%d records in %d calls, want %d:\n%s", got, len(f.left), c.pages, out.String())
+			}
+			if took := time.Since(start); took <= c.timeout {
+				t.Fatalf("took %v: the case must outlast --timeout %v in all", took, c.timeout)
+			}
+			for i, l := range f.left {
+				if l <= c.timeout-c.delay || l > c.timeout {
+					t.Errorf("call %d had %v left of its deadline, want about --timeout %v", i+1, l, c.timeout)
+				}
 			}
 		})
 	}
