@@ -3,7 +3,9 @@ package store
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 )
 
 // nonceTable holds the embedded store's quote nonces in memory (see
@@ -22,6 +24,11 @@ type nonceTable struct {
 	recs  map[[32]byte]nonceRec
 	order []queuedNonce // issue order; order[head:] are still in recs
 	head  int
+	// byNode holds each node's nonces still in recs, oldest first, so that
+	// issuing past MaxNoncesPerNode drops that node's oldest. Keyed by the
+	// node's hash, like nonceRec.node.
+	byNode    map[[32]byte][][32]byte
+	lastSweep int64 // Unix ns of the last full sweep (sweepLocked)
 }
 
 type nonceRec struct {
@@ -37,7 +44,13 @@ type queuedNonce struct {
 
 // MaxOutstandingNonces bounds the embedded store's in-memory nonces;
 // IssueNonce drops expired ones and then refuses (ErrConflict) beyond it.
+// MaxNoncesPerNode (store.go) keeps any one node well below it.
 const MaxOutstandingNonces = 1 << 20
+
+// sweepInterval spaces full sweeps of a full table: each scans every nonce
+// under the lock, so one per refused issue would stall every Challenge and
+// Attest behind a flood.
+const sweepInterval = int64(time.Second)
 
 // expireBatch is how many nonces expire per hold of the lock.
 const expireBatch = 1024
@@ -47,19 +60,44 @@ func (t *nonceTable) issue(key [32]byte, node string, expires, now int64) error 
 	defer t.mu.Unlock()
 	if t.recs == nil {
 		t.recs = map[[32]byte]nonceRec{}
+		t.byNode = map[[32]byte][][32]byte{}
 	}
 	if _, ok := t.recs[key]; ok {
 		return fmt.Errorf("nonce: %w", ErrConflict)
 	}
-	if len(t.recs) >= MaxOutstandingNonces {
-		t.sweepLocked(now) // issue order may not be expiry order: look at all
-		if len(t.recs) >= MaxOutstandingNonces {
-			return fmt.Errorf("nonce: %d nonces outstanding, the limit: %w", len(t.recs), ErrConflict)
-		}
+	nh := sha256.Sum256([]byte(node))
+	q := t.byNode[nh]
+	for len(q) > 0 && len(q) >= MaxNoncesPerNode { // drop the node's oldest
+		delete(t.recs, q[0])
+		q = q[1:]
 	}
-	t.recs[key] = nonceRec{node: sha256.Sum256([]byte(node)), expires: expires}
+	if len(t.recs) >= MaxOutstandingNonces && now-t.lastSweep >= sweepInterval {
+		t.sweepLocked(now) // issue order may not be expiry order: look at all
+		t.lastSweep = now
+		q = t.byNode[nh]
+	}
+	if len(t.recs) >= MaxOutstandingNonces {
+		t.byNode[nh] = q
+		return fmt.Errorf("nonce: %d nonces outstanding, the limit: %w", len(t.recs), ErrConflict)
+	}
+	t.recs[key] = nonceRec{node: nh, expires: expires}
 	t.order = append(t.order, queuedNonce{key, expires})
+	t.byNode[nh] = append(q, key)
 	return nil
+}
+
+// forgetLocked removes key, which recs no longer holds, from the front of
+// its node's queue (nonces leave a node's queue oldest first).
+func (t *nonceTable) forgetLocked(node, key [32]byte) {
+	q := t.byNode[node]
+	if i := slices.Index(q, key); i >= 0 {
+		q = slices.Delete(q, i, i+1)
+	}
+	if len(q) == 0 {
+		delete(t.byNode, node)
+		return
+	}
+	t.byNode[node] = q
 }
 
 // consume marks the nonce used, once, by the node it was issued to,
@@ -103,6 +141,7 @@ func (t *nonceTable) expireLocked(now int64, max int) (n int, more bool) {
 		q := t.order[t.head]
 		if r, ok := t.recs[q.key]; ok && r.expires == q.expires {
 			delete(t.recs, q.key)
+			t.forgetLocked(r.node, q.key)
 			n++
 		}
 		t.order[t.head] = queuedNonce{}
@@ -121,6 +160,19 @@ func (t *nonceTable) sweepLocked(now int64) {
 	for k, r := range t.recs {
 		if r.expires <= now {
 			delete(t.recs, k)
+		}
+	}
+	for nh, q := range t.byNode {
+		live := q[:0]
+		for _, k := range q {
+			if _, ok := t.recs[k]; ok {
+				live = append(live, k)
+			}
+		}
+		if len(live) == 0 {
+			delete(t.byNode, nh)
+		} else {
+			t.byNode[nh] = live
 		}
 	}
 	live := t.order[:0]

@@ -9,21 +9,24 @@ import (
 
 func nk(i int) [32]byte { return sha256.Sum256(fmt.Appendf(nil, "nonce-%d", i)) }
 
+// nodeOf spreads test nonces over 100 nodes, below MaxNoncesPerNode each.
+func nodeOf(i int) string { return fmt.Sprint("node-", i%100) }
+
 func TestNonceTableExpiry(t *testing.T) {
 	var tb nonceTable
 	const n = 3*expireBatch + 17 // several lock holds
 	for i := range n {
-		if err := tb.issue(nk(i), "node", int64(1000+i), 0); err != nil {
+		if err := tb.issue(nk(i), nodeOf(i), int64(1000+i), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := tb.issue(nk(5), "node", 5000, 0); !errors.Is(err, ErrConflict) {
+	if err := tb.issue(nk(5), nodeOf(5), 5000, 0); !errors.Is(err, ErrConflict) {
 		t.Fatalf("issuing a nonce twice: %v, want ErrConflict", err)
 	}
-	if err := tb.consume(nk(10), "node", 1005); err != nil {
+	if err := tb.consume(nk(10), nodeOf(10), 1005); err != nil {
 		t.Fatal(err)
 	}
-	if err := tb.consume(nk(10), "node", 1005); !errors.Is(err, ErrNonceUsed) {
+	if err := tb.consume(nk(10), nodeOf(10), 1005); !errors.Is(err, ErrNonceUsed) {
 		t.Fatalf("replay: %v, want ErrNonceUsed", err)
 	}
 	if err := tb.consume(nk(11), "other", 1005); !errors.Is(err, ErrNonceUnknown) {
@@ -34,17 +37,17 @@ func TestNonceTableExpiry(t *testing.T) {
 	if got := tb.expire(int64(1000 + half)); got != half+1 {
 		t.Fatalf("expire removed %d, want %d", got, half+1)
 	}
-	if err := tb.consume(nk(half), "node", 0); !errors.Is(err, ErrNonceUnknown) {
+	if err := tb.consume(nk(half), nodeOf(half), 0); !errors.Is(err, ErrNonceUnknown) {
 		t.Fatalf("expired nonce after expire: %v, want ErrNonceUnknown", err)
 	}
-	if err := tb.consume(nk(half+1), "node", int64(1000+half)); err != nil {
+	if err := tb.consume(nk(half+1), nodeOf(half+1), int64(1000+half)); err != nil {
 		t.Fatalf("live nonce: %v", err)
 	}
 	if got := tb.expire(1 << 40); got != n-half-1 {
 		t.Fatalf("second expire removed %d, want %d", got, n-half-1)
 	}
-	if len(tb.recs) != 0 || len(tb.order)-tb.head != 0 {
-		t.Fatalf("after expiring all: %d nonces, %d queued", len(tb.recs), len(tb.order)-tb.head)
+	if len(tb.recs) != 0 || len(tb.order)-tb.head != 0 || len(tb.byNode) != 0 {
+		t.Fatalf("after expiring all: %d nonces, %d queued, %d nodes", len(tb.recs), len(tb.order)-tb.head, len(tb.byNode))
 	}
 	if tb.head > 4096 {
 		t.Fatalf("the consumed front of the queue was not reclaimed (head %d)", tb.head)
@@ -83,4 +86,41 @@ func TestNonceTableOutOfOrder(t *testing.T) {
 		t.Fatalf("after sweep: %d nonces, %d queued", len(tb.recs), len(tb.order)-tb.head)
 	}
 	must(tb.consume(nk(3), "node", 300))
+}
+
+// TestNonceTablePerNodeLimit: a flood of nonces for one node keeps only
+// its newest MaxNoncesPerNode, the oldest become unknown, and other nodes
+// are untouched; expiry after that leaves nothing behind.
+func TestNonceTablePerNodeLimit(t *testing.T) {
+	var tb nonceTable
+	if err := tb.issue(nk(-1), "bystander", 5000, 0); err != nil {
+		t.Fatal(err)
+	}
+	const extra = 10
+	for i := range MaxNoncesPerNode + extra {
+		if err := tb.issue(nk(i), "victim", int64(1000+i), 0); err != nil {
+			t.Fatalf("issue %d: %v", i, err)
+		}
+	}
+	if len(tb.recs) != MaxNoncesPerNode+1 {
+		t.Fatalf("%d nonces kept, want %d", len(tb.recs), MaxNoncesPerNode+1)
+	}
+	for i := range MaxNoncesPerNode + extra {
+		err := tb.consume(nk(i), "victim", 500)
+		if i < extra && !errors.Is(err, ErrNonceUnknown) {
+			t.Fatalf("dropped nonce %d: %v, want ErrNonceUnknown", i, err)
+		}
+		if i >= extra && err != nil {
+			t.Fatalf("kept nonce %d: %v", i, err)
+		}
+	}
+	if err := tb.consume(nk(-1), "bystander", 500); err != nil {
+		t.Fatalf("another node's nonce: %v", err)
+	}
+	if got := tb.expire(1 << 40); got != MaxNoncesPerNode+1 {
+		t.Fatalf("expire removed %d, want %d", got, MaxNoncesPerNode+1)
+	}
+	if len(tb.recs) != 0 || len(tb.byNode) != 0 {
+		t.Fatalf("left behind: %d nonces, %d nodes", len(tb.recs), len(tb.byNode))
+	}
 }

@@ -19,7 +19,7 @@ import (
 
 // pgSchemaVersion is the schema this code writes; older ones are migrated
 // on open, newer ones refused.
-const pgSchemaVersion = 1
+const pgSchemaVersion = 2
 
 // pgLockKey is the advisory lock key that serialises schema migration
 // between replicas starting at once ("bulwark" in ASCII).
@@ -48,6 +48,8 @@ var pgSchema = []string{
 		expires bigint NOT NULL,
 		used bigint)`,
 	`CREATE INDEX IF NOT EXISTS nonces_expires ON nonces (expires)`,
+	// Version 2: a node's nonces by age, for MaxNoncesPerNode.
+	`CREATE INDEX IF NOT EXISTS nonces_node ON nonces (node, expires)`,
 	`CREATE TABLE IF NOT EXISTS attestations (
 		id text PRIMARY KEY,
 		node text NOT NULL,
@@ -367,6 +369,13 @@ func (s *pgStore) IssueNonce(ctx context.Context, n Nonce) error {
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("nonce: %w", ErrConflict)
+	}
+	// Keep the node's newest MaxNoncesPerNode (replicas issuing at once
+	// may each trim; the bound holds either way).
+	_, err = s.pool.Exec(ctx, `DELETE FROM nonces WHERE hash IN (
+		SELECT hash FROM nonces WHERE node = $1 ORDER BY expires DESC, hash OFFSET $2)`, n.NodeID, MaxNoncesPerNode)
+	if err != nil {
+		return fmt.Errorf("store: trimming the node's nonces: %w", err)
 	}
 	return nil
 }

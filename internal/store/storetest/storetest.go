@@ -35,6 +35,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Challenge", testChallenge},
 		{"ChallengeRace", testChallengeRace},
 		{"Nonces", testNonces},
+		{"NoncesPerNode", testNoncesPerNode},
 		{"NonceRace", testNonceRace},
 		{"Attestations", testAttestations},
 		{"ReleaseRace", testReleaseRace},
@@ -275,6 +276,29 @@ func testNonces(t *testing.T, s store.Store) {
 	wantErr(t, "at expiry", s.ConsumeNonce(ctx, e, node, t0.Add(time.Second)), store.ErrNonceExpired)
 	wantErr(t, "after expiry", s.ConsumeNonce(ctx, e, node, t0.Add(time.Hour)), store.ErrNonceExpired)
 	must(t, s.ConsumeNonce(ctx, e, node, t0))
+}
+
+// testNoncesPerNode: issuing past MaxNoncesPerNode for one node drops its
+// oldest nonces; the newest and other nodes' nonces stay usable.
+func testNoncesPerNode(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	other := random(t, 32)
+	must(t, s.IssueNonce(ctx, store.Nonce{Value: other, NodeID: "sha256:bystander", Expires: t0.Add(time.Minute)}))
+	const extra = 5
+	var vs [][]byte
+	for i := range store.MaxNoncesPerNode + extra {
+		v := random(t, 32)
+		vs = append(vs, v)
+		must(t, s.IssueNonce(ctx, store.Nonce{Value: v, NodeID: "sha256:flooded", Expires: t0.Add(time.Minute + time.Duration(i)*time.Millisecond)}))
+	}
+	for i, v := range vs {
+		if i < extra {
+			wantErr(t, fmt.Sprintf("dropped nonce %d", i), s.ConsumeNonce(ctx, v, "sha256:flooded", t0), store.ErrNonceUnknown)
+		} else {
+			must(t, s.ConsumeNonce(ctx, v, "sha256:flooded", t0))
+		}
+	}
+	must(t, s.ConsumeNonce(ctx, other, "sha256:bystander", t0))
 }
 
 func testNonceRace(t *testing.T, s store.Store) {
