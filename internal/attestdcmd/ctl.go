@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"sort"
 	"strings"
 	"time"
@@ -87,6 +88,9 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if host, port, err := net.SplitHostPort(*addr); err != nil || host == "" || port == "" {
+		return cli.Usagef("--addr %q: want HOST:PORT, e.g. attestd.example.com:8443 or 127.0.0.1:8443", *addr)
 	}
 	if *timeout <= 0 {
 		return cli.Usagef("--timeout %v: want a positive duration, e.g. --timeout 30s", *timeout)

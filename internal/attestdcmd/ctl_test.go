@@ -18,7 +18,8 @@ import (
 
 // ctl parses the action's flags and arguments before it dials: --help and
 // usage mistakes need no --ca (they used to fail with "no CA certificate:
-// give --ca"). --timeout must be positive.
+// give --ca"). --addr must be HOST:PORT (a bare host silently dialled
+// port 443), and --timeout positive.
 func TestCtlParsesBeforeDialling(t *testing.T) {
 	cases := []struct {
 		name string
@@ -36,6 +37,9 @@ func TestCtlParsesBeforeDialling(t *testing.T) {
 		{"bad action flag value", []string{"audit", "--limit", "0"}, 2, "--limit 0: want 1..1000"},
 		{"unknown action flag", []string{"audit", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{"unknown action", []string{"bogus"}, 2, `unknown action "bogus"`},
+		{"addr without a port", []string{"--addr", "127.0.0.1", "nodes"}, 2, `--addr "127.0.0.1": want HOST:PORT`},
+		{"addr without a host", []string{"--addr", ":8443", "nodes"}, 2, `--addr ":8443": want HOST:PORT`},
+		{"addr with an empty port", []string{"--addr", "localhost:", "nodes"}, 2, "--addr"},
 		{"zero timeout", []string{"--timeout", "0s", "nodes"}, 2, "--timeout 0s: want a positive duration"},
 		{"negative timeout", []string{"--timeout", "-1s", "nodes"}, 2, "--timeout -1s"},
 		// A well-formed command still needs its CA, after parsing.
