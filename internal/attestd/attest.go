@@ -64,10 +64,11 @@ func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bul
 	if err != nil {
 		s.metrics.Attestations.WithLabelValues("error").Inc()
 		// Audit refusals that needed a fresh nonce (a failed quote, log or
-		// sandbox check): a replayed or stale nonce costs an attacker
-		// nothing, so those are counted and logged but not written to the
-		// serialized audit chain.
-		if st := status.Convert(err); st.Code() == codes.PermissionDenied && !strings.HasPrefix(st.Message(), "nonce:") {
+		// sandbox check): a replayed or stale nonce, or a revoked node's
+		// id, costs an attacker nothing, so those are counted but not
+		// written to the serialized audit chain.
+		if st := status.Convert(err); st.Code() == codes.PermissionDenied &&
+			!strings.HasPrefix(st.Message(), "nonce:") && !strings.HasPrefix(st.Message(), "node_id:") {
 			s.auditRefusal(ctx, store.KindVerdict, req.GetNodeId(), req.GetSandboxId(), "attest", err)
 		}
 		return nil, err

@@ -63,6 +63,7 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 		ID: nodeID, EKPublic: ek.Raw, EKCert: req.GetEkCertificate(), AKPublic: ak.Raw, AKName: ak.Name,
 		State: store.NodeEnrolled, Challenge: ch,
 	})
+	changed := err == nil // a new node; below, a new AK
 	if errors.Is(err, store.ErrConflict) {
 		_, err = s.st.UpdateNode(ctx, nodeID, func(n *store.Node) error {
 			switch {
@@ -71,6 +72,7 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 			case n.State == store.NodeActive && !bytes.Equal(n.AKPublic, ak.Raw):
 				return status.Error(codes.FailedPrecondition, "ak_public: this node is active with another AK; an admin must delete the node (attestd ctl nodes rm) before a new AK enrolls")
 			}
+			changed = !bytes.Equal(n.AKPublic, ak.Raw)
 			n.AKPublic, n.AKName, n.Challenge = ak.Raw, ak.Name, ch
 			if len(req.GetEkCertificate()) > 0 {
 				n.EKCert = req.GetEkCertificate()
@@ -81,11 +83,16 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 	if err != nil {
 		return nil, s.storeStatus(ctx, "enroll", err)
 	}
-	details, _ := json.Marshal(map[string]any{"event": "enroll", "ek_trust": how, "ak_name": fmt.Sprintf("%x", ak.Name)})
-	if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: nodeID, Subject: nodeID, Details: details}); err != nil {
-		return nil, s.storeStatus(ctx, "enroll: audit", err)
+	// Enrolling again with the same AK only issues a new challenge, and
+	// anyone holding the public EK and AK can ask for one: audited are the
+	// enrollments that change who the node is (a new node or a new AK).
+	if changed {
+		details, _ := json.Marshal(map[string]any{"event": "enroll", "ek_trust": how, "ak_name": fmt.Sprintf("%x", ak.Name)})
+		if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: nodeID, Subject: nodeID, Details: details}); err != nil {
+			return nil, s.storeStatus(ctx, "enroll: audit", err)
+		}
 	}
-	s.log.InfoContext(ctx, "node enrolled", "node", nodeID, "ek_trust", how)
+	s.log.InfoContext(ctx, "node enrolled", "node", nodeID, "ek_trust", how, "new_ak", changed)
 	return &bulwarkv1.EnrollResponse{
 		NodeId: nodeID, CredentialBlob: blob, EncryptedSecret: encSecret, ExpiresAt: timestamppb.New(ch.Expires),
 	}, nil
@@ -117,7 +124,11 @@ func (s *Server) ActivateCredential(ctx context.Context, req *bulwarkv1.Activate
 	}
 	_, err := store.ConsumeChallenge(ctx, s.st, req.GetNodeId(), req.GetSecret(), s.now())
 	if err != nil {
-		s.auditRefusal(ctx, store.KindEnroll, req.GetNodeId(), req.GetNodeId(), "activate", err)
+		// Not audited: anyone holding a node's public EK and AK can have a
+		// challenge issued (Enroll) and answer it wrongly, as often as they
+		// like, so a refusal here proves nothing and would only let them
+		// write to the serialized audit chain. Logged instead.
+		s.log.WarnContext(ctx, "credential activation refused", "node", req.GetNodeId(), "error", err)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
 		}

@@ -613,15 +613,18 @@ func adminChecks(t *testing.T, ctx context.Context, e *env, h *host) {
 			t.Fatalf("audit record %d holds a secret value", r.GetSeq())
 		}
 	}
-	var refusedQuote, refusedNonce bool
+	// Refusals that cost the caller nothing (a replayed nonce, a wrong
+	// credential secret) are not written to the audit chain.
+	var refusedQuote, refusedNonce, refusedActivate bool
 	for _, r := range all.GetRecords() {
 		if strings.Contains(r.GetDetail(), `"refused"`) {
 			refusedQuote = refusedQuote || strings.Contains(r.GetDetail(), "quote:")
 			refusedNonce = refusedNonce || strings.Contains(r.GetDetail(), "nonce:")
+			refusedActivate = refusedActivate || strings.Contains(r.GetDetail(), `"activate"`)
 		}
 	}
-	if !refusedQuote || refusedNonce {
-		t.Fatalf("audited refusals: quote %v (want true), nonce %v (want false)", refusedQuote, refusedNonce)
+	if !refusedQuote || refusedNonce || refusedActivate {
+		t.Fatalf("audited refusals: quote %v (want true), nonce %v, activate %v (want false)", refusedQuote, refusedNonce, refusedActivate)
 	}
 	if kinds["verdict"] == 0 || kinds["release"] == 0 || kinds["enroll"] == 0 || kinds["admin"] == 0 {
 		t.Fatalf("audit kinds %v", kinds)
