@@ -60,3 +60,21 @@ func TestFreeRefusalsAreNotAudited(t *testing.T) {
 		t.Fatalf("%d audit records written by a revoked node's requests", got-before-1)
 	}
 }
+
+// TestEnrollKeepsOnlyCheckedCertificates: an allow-listed EK enrolls
+// without a certificate, and junk sent as one is not stored over anything.
+func TestEnrollKeepsOnlyCheckedCertificates(t *testing.T) {
+	p := newInprocWith(t, nil) // its host is allow-listed
+	ctx := context.Background()
+	tp := p.host.TPM
+	if _, err := p.srv.Enroll(ctx, &bulwarkv1.EnrollRequest{EkPublic: tp.EKPublic(), AkPublic: tp.AKPublic(), EkCertificate: []byte("not a certificate at all")}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := p.srv.st.GetNode(ctx, p.node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.EKCert) != 0 {
+		t.Fatalf("stored an unchecked EK certificate: %q", n.EKCert)
+	}
+}

@@ -46,6 +46,12 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 	if err != nil {
 		return nil, err
 	}
+	// Only a certificate that was checked against this EK is kept (an
+	// allow-listed EK needs none, and one sent anyway may be anything).
+	ekCert := req.GetEkCertificate()
+	if how != "certificate" {
+		ekCert = nil
+	}
 	secret, err := s.randomBytes(credentialSecretSize)
 	if err != nil {
 		return nil, s.storeStatus(ctx, "enroll", err)
@@ -60,7 +66,7 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 	ch := &store.Challenge{SecretHash: sum[:], Expires: now.Add(s.challengeTTL)}
 
 	err = s.st.CreateNode(ctx, store.Node{
-		ID: nodeID, EKPublic: ek.Raw, EKCert: req.GetEkCertificate(), AKPublic: ak.Raw, AKName: ak.Name,
+		ID: nodeID, EKPublic: ek.Raw, EKCert: ekCert, AKPublic: ak.Raw, AKName: ak.Name,
 		State: store.NodeEnrolled, Challenge: ch,
 	})
 	changed := err == nil // a new node; below, a new AK
@@ -74,8 +80,8 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 			}
 			changed = !bytes.Equal(n.AKPublic, ak.Raw)
 			n.AKPublic, n.AKName, n.Challenge = ak.Raw, ak.Name, ch
-			if len(req.GetEkCertificate()) > 0 {
-				n.EKCert = req.GetEkCertificate()
+			if len(ekCert) > 0 {
+				n.EKCert = ekCert
 			}
 			return nil
 		})
