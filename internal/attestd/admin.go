@@ -57,6 +57,9 @@ func (a *adminServer) PutSecret(ctx context.Context, req *bulwarkv1.PutSecretReq
 		if len(v) > 1024 {
 			return nil, invalid("metadata", "description is %d bytes, the limit is 1024", len(v))
 		}
+		if strings.ContainsRune(v, 0) {
+			return nil, invalid("metadata", "description contains a NUL byte")
+		}
 	}
 	meta, err := a.s.vault.Put(ctx, req.GetName(), req.GetValue(), enclave.Meta{Description: req.GetMetadata()["description"]})
 	clear(req.Value)

@@ -53,7 +53,7 @@ func (s *Server) ReleaseSecrets(ctx context.Context, req *bulwarkv1.ReleaseSecre
 	}
 	if err != nil {
 		s.metrics.Releases.WithLabelValues("refused").Inc()
-		return nil, s.storeStatus(ctx, "attestation "+id, err)
+		return nil, s.storeStatus(ctx, "attestation_id: "+id, err)
 	}
 	if !a.Allow || len(a.Secrets) == 0 { // the store refuses these too; fail closed twice
 		s.metrics.Releases.WithLabelValues("refused").Inc()

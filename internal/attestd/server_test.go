@@ -592,6 +592,8 @@ func adminChecks(t *testing.T, ctx context.Context, e *env, h *host) {
 	}
 	_, err = a.PutSecret(ctx, &bulwarkv1.PutSecretRequest{Name: "../etc", Value: []byte("v")})
 	wantCode(t, err, codes.InvalidArgument, "name")
+	_, err = a.PutSecret(ctx, &bulwarkv1.PutSecretRequest{Name: "nul", Value: []byte("v"), Metadata: map[string]string{"description": "a\x00b"}})
+	wantCode(t, err, codes.InvalidArgument, "metadata: description contains a NUL byte")
 	_, err = a.DeleteSecret(ctx, &bulwarkv1.DeleteSecretRequest{Name: "nope"})
 	wantCode(t, err, codes.NotFound)
 	nodes, err := a.ListNodes(ctx, &bulwarkv1.ListNodesRequest{})

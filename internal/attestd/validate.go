@@ -28,7 +28,6 @@ const (
 	MaxFirmwareLog   = 3 << 20
 	MaxSandboxID     = 128
 	MaxSignatures    = 16
-	MaxArtifactName  = 64
 	MaxArtSignature  = 8 << 10
 	MaxArtPayload    = 64 << 10
 	MaxToken         = maxTokenSize
@@ -166,8 +165,10 @@ func validateSignatures(sigs []*bulwarkv1.ArtifactSignature) error {
 		if sg == nil {
 			return invalid(f, "missing")
 		}
-		if sg.GetArtifact() == "" || len(sg.GetArtifact()) > MaxArtifactName {
-			return invalid(f+".artifact", "want 1..%d bytes (kernel, initrd or image)", MaxArtifactName)
+		switch sg.GetArtifact() {
+		case "kernel", "initrd", "image":
+		default:
+			return invalid(f+".artifact", "%q: want kernel, initrd or image", trunc(sg.GetArtifact()))
 		}
 		if err := checkBytes(f+".signature", sg.GetSignature(), 1, MaxArtSignature); err != nil {
 			return err

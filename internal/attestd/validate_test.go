@@ -52,6 +52,12 @@ func TestMalformedAttest(t *testing.T) {
 		{"signatures[0].artifact", func(r *bulwarkv1.AttestRequest) {
 			r.Signatures = []*bulwarkv1.ArtifactSignature{{Signature: []byte{1}}}
 		}},
+		{"signatures[0].artifact", func(r *bulwarkv1.AttestRequest) {
+			r.Signatures = []*bulwarkv1.ArtifactSignature{{Artifact: "not-an-artifact", Signature: []byte{1}}}
+		}},
+		{"signatures[0].artifact", func(r *bulwarkv1.AttestRequest) {
+			r.Signatures = []*bulwarkv1.ArtifactSignature{{Artifact: "kernel\x00", Signature: []byte{1}}}
+		}},
 		{"signatures[0].signature", func(r *bulwarkv1.AttestRequest) {
 			r.Signatures = []*bulwarkv1.ArtifactSignature{{Artifact: "kernel"}}
 		}},
@@ -107,6 +113,11 @@ func TestMalformedOther(t *testing.T) {
 	check(err, "attestation_id")
 	_, err = p.srv.ReleaseSecrets(ctx, &bulwarkv1.ReleaseSecretsRequest{Ref: &bulwarkv1.ReleaseSecretsRequest_Token{Token: strings.Repeat("a", MaxToken+1)}})
 	check(err, "token")
+	// An unknown attestation id is NotFound, naming the field.
+	_, err = p.srv.ReleaseSecrets(ctx, &bulwarkv1.ReleaseSecretsRequest{Ref: &bulwarkv1.ReleaseSecretsRequest_AttestationId{AttestationId: "att-" + strings.Repeat("0", 32)}})
+	if st := status.Convert(err); st.Code() != codes.NotFound || !strings.HasPrefix(st.Message(), "attestation_id: ") {
+		t.Fatalf("unknown attestation id: %v", err)
+	}
 }
 
 // FuzzAttestRequest feeds random bytes as each field of a genuine request
