@@ -33,6 +33,10 @@ var (
 	secretRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 )
 
+// ValidName reports whether s may name a policy, a signer or a rule:
+// 1-63 of [a-z0-9._-], starting with a letter or digit.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
 // LoadOptions controls how policy files are read.
 type LoadOptions struct {
 	// RequireSigned refuses every policy file (and every key file a policy

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -133,13 +132,13 @@ func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []s
 	if len(cmdlines) > 0 {
 		rv.Cmdlines = cmdlines
 	}
-	if rv.Name != "" && !policyNameRE.MatchString(rv.Name) {
+	if rv.Name != "" && !policy.ValidName(rv.Name) {
 		return cli.Usagef("--name %q is not a valid policy name: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters%s",
 			rv.Name, suggestName(rv.Name))
 	}
 	if rv.Name == "" && *out != "" {
 		rv.Name = strings.TrimSuffix(strings.TrimSuffix(filepath.Base(*out), ".yaml"), ".yml")
-		if !policyNameRE.MatchString(rv.Name) {
+		if !policy.ValidName(rv.Name) {
 			return cli.Usagef("the policy name %q, taken from -o %s, is not a valid policy name (lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters): give one with --name%s",
 				rv.Name, *out, suggestName(rv.Name))
 		}
@@ -258,15 +257,12 @@ func nameOrDefault(n string) string {
 	return n
 }
 
-// policyNameRE is what a policy name must match (policy's nameRE; checked
-// here too so a bad name stops 'policy init' before anything is measured).
-var policyNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
-// suggestName returns ", e.g. --name N" with a valid name made from a bad
-// one, or "" when none can be made.
-func suggestName(bad string) string {
+// nameFrom makes a policy-style name (policy.ValidName) of at most max
+// bytes from s: lower case, other characters as '-', no leading
+// punctuation. It may return "" or, rarely, a name still not valid.
+func nameFrom(s string, max int) string {
 	var b strings.Builder
-	for _, r := range strings.ToLower(bad) {
+	for _, r := range strings.ToLower(s) {
 		switch {
 		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
 			b.WriteRune(r)
@@ -275,10 +271,17 @@ func suggestName(bad string) string {
 		}
 	}
 	n := strings.TrimLeft(b.String(), "-_.")
-	if len(n) > 63 {
-		n = n[:63]
+	if len(n) > max {
+		n = n[:max]
 	}
-	if !policyNameRE.MatchString(n) {
+	return n
+}
+
+// suggestName returns ", e.g. --name N" with a valid name made from a bad
+// one, or "" when none can be made.
+func suggestName(bad string) string {
+	n := nameFrom(bad, 63)
+	if !policy.ValidName(n) {
 		return ""
 	}
 	return ", e.g. --name " + n
@@ -286,20 +289,7 @@ func suggestName(bad string) string {
 
 // signerName derives a policy signer name from a key file name.
 func signerName(path string, used map[string]bool) string {
-	base := strings.ToLower(strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)))
-	var b strings.Builder
-	for _, r := range base {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
-			b.WriteRune(r)
-		default:
-			b.WriteRune('-')
-		}
-	}
-	n := strings.TrimLeft(b.String(), "-_.")
-	if len(n) > 50 {
-		n = n[:50]
-	}
+	n := nameFrom(strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)), 50)
 	if n == "" {
 		n = "signer"
 	}
