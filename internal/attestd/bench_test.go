@@ -9,6 +9,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
+	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
@@ -22,7 +23,9 @@ import (
 // implementation can skip; "x-quote-verify" is the ratio. Requests are
 // prepared (nonce + software-TPM quote) with the timer stopped.
 func BenchmarkVerifyAttestationInProcess(b *testing.B) {
-	p := newInproc(b)
+	// full-attest-parallel issues all its nonces to the one host before the
+	// timer starts, far past the per-node limit a real host never nears.
+	p := newInprocStore(b, store.Options{MaxNoncesPerNode: 1 << 20}, nil)
 	ctx := context.Background()
 	ak := p.host.TPM.AKPublic()
 	pcrs := func(r *bulwarkv1.AttestRequest) map[int][]byte {
@@ -117,7 +120,7 @@ func BenchmarkAttestOverTLS(b *testing.B) {
 	}
 	ek, _ := parseEKPublic(tp.EKPublic())
 	node := verify.NodeID(ek.Raw)
-	e := newEnv(b, envOptions{storeKind: "embedded", ekAllow: []string{node}})
+	e := newEnv(b, envOptions{storeKind: "embedded", ekAllow: []string{node}, manyNonces: true}) // b.N nonces issued up front
 	ctx := context.Background()
 	os.WriteFile(filepath.Join(e.policyDir, "sim.yaml"), []byte(simPolicyYAML()), 0o600)
 	if err := e.watcher.Reload(); err != nil {

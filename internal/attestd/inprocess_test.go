@@ -49,9 +49,15 @@ func newInproc(tb testing.TB) *inproc { return newInprocWith(tb, nil) }
 // newInprocWith is newInproc with a chance to change the server's Config.
 func newInprocWith(tb testing.TB, mod func(*Config)) *inproc {
 	tb.Helper()
+	return newInprocStore(tb, store.Options{}, mod)
+}
+
+// newInprocStore is newInprocWith with the store's options too.
+func newInprocStore(tb testing.TB, so store.Options, mod func(*Config)) *inproc {
+	tb.Helper()
 	ctx := context.Background()
 	dir := tb.TempDir()
-	st, err := store.Open(ctx, filepath.Join(dir, "store"), store.Options{})
+	st, err := store.Open(ctx, filepath.Join(dir, "store"), so)
 	if err != nil {
 		tb.Fatal(err)
 	}

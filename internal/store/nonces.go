@@ -28,6 +28,7 @@ type nonceTable struct {
 	// issuing past MaxNoncesPerNode drops that node's oldest. Keyed by the
 	// node's hash, like nonceRec.node.
 	byNode    map[[32]byte][][32]byte
+	perNode   int   // the per-node limit; 0: DefaultMaxNoncesPerNode
 	lastSweep int64 // Unix ns of the last full sweep (sweepLocked)
 }
 
@@ -44,7 +45,8 @@ type queuedNonce struct {
 
 // MaxOutstandingNonces bounds the embedded store's in-memory nonces;
 // IssueNonce drops expired ones and then refuses (ErrConflict) beyond it.
-// MaxNoncesPerNode (store.go) keeps any one node well below it.
+// The per-node limit (DefaultMaxNoncesPerNode) keeps any one node well
+// below it.
 const MaxOutstandingNonces = 1 << 20
 
 // sweepInterval spaces full sweeps of a full table: each scans every nonce
@@ -67,7 +69,11 @@ func (t *nonceTable) issue(key [32]byte, node string, expires, now int64) error 
 	}
 	nh := sha256.Sum256([]byte(node))
 	q := t.byNode[nh]
-	for len(q) > 0 && len(q) >= MaxNoncesPerNode { // drop the node's oldest
+	limit := t.perNode
+	if limit <= 0 {
+		limit = DefaultMaxNoncesPerNode
+	}
+	for len(q) > 0 && len(q) >= limit { // drop the node's oldest
 		delete(t.recs, q[0])
 		q = q[1:]
 	}

@@ -9,7 +9,7 @@ import (
 
 func nk(i int) [32]byte { return sha256.Sum256(fmt.Appendf(nil, "nonce-%d", i)) }
 
-// nodeOf spreads test nonces over 100 nodes, below MaxNoncesPerNode each.
+// nodeOf spreads test nonces over 100 nodes, below DefaultMaxNoncesPerNode each.
 func nodeOf(i int) string { return fmt.Sprint("node-", i%100) }
 
 func TestNonceTableExpiry(t *testing.T) {
@@ -89,7 +89,7 @@ func TestNonceTableOutOfOrder(t *testing.T) {
 }
 
 // TestNonceTablePerNodeLimit: a flood of nonces for one node keeps only
-// its newest MaxNoncesPerNode, the oldest become unknown, and other nodes
+// its newest DefaultMaxNoncesPerNode, the oldest become unknown, and other nodes
 // are untouched; expiry after that leaves nothing behind.
 func TestNonceTablePerNodeLimit(t *testing.T) {
 	var tb nonceTable
@@ -97,15 +97,15 @@ func TestNonceTablePerNodeLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	const extra = 10
-	for i := range MaxNoncesPerNode + extra {
+	for i := range DefaultMaxNoncesPerNode + extra {
 		if err := tb.issue(nk(i), "victim", int64(1000+i), 0); err != nil {
 			t.Fatalf("issue %d: %v", i, err)
 		}
 	}
-	if len(tb.recs) != MaxNoncesPerNode+1 {
-		t.Fatalf("%d nonces kept, want %d", len(tb.recs), MaxNoncesPerNode+1)
+	if len(tb.recs) != DefaultMaxNoncesPerNode+1 {
+		t.Fatalf("%d nonces kept, want %d", len(tb.recs), DefaultMaxNoncesPerNode+1)
 	}
-	for i := range MaxNoncesPerNode + extra {
+	for i := range DefaultMaxNoncesPerNode + extra {
 		err := tb.consume(nk(i), "victim", 500)
 		if i < extra && !errors.Is(err, ErrNonceUnknown) {
 			t.Fatalf("dropped nonce %d: %v, want ErrNonceUnknown", i, err)
@@ -117,10 +117,26 @@ func TestNonceTablePerNodeLimit(t *testing.T) {
 	if err := tb.consume(nk(-1), "bystander", 500); err != nil {
 		t.Fatalf("another node's nonce: %v", err)
 	}
-	if got := tb.expire(1 << 40); got != MaxNoncesPerNode+1 {
-		t.Fatalf("expire removed %d, want %d", got, MaxNoncesPerNode+1)
+	if got := tb.expire(1 << 40); got != DefaultMaxNoncesPerNode+1 {
+		t.Fatalf("expire removed %d, want %d", got, DefaultMaxNoncesPerNode+1)
 	}
 	if len(tb.recs) != 0 || len(tb.byNode) != 0 {
 		t.Fatalf("left behind: %d nonces, %d nodes", len(tb.recs), len(tb.byNode))
+	}
+}
+
+// TestNonceTableLimitOption: Options.MaxNoncesPerNode sets the limit.
+func TestNonceTableLimitOption(t *testing.T) {
+	tb := nonceTable{perNode: 3}
+	for i := range 5 {
+		if err := tb.issue(nk(i), "n", 1000, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(tb.recs) != 3 {
+		t.Fatalf("%d nonces kept, want 3", len(tb.recs))
+	}
+	if err := tb.consume(nk(1), "n", 500); !errors.Is(err, ErrNonceUnknown) {
+		t.Fatalf("dropped nonce: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -48,7 +49,7 @@ var pgSchema = []string{
 		expires bigint NOT NULL,
 		used bigint)`,
 	`CREATE INDEX IF NOT EXISTS nonces_expires ON nonces (expires)`,
-	// Version 2: a node's nonces by age, for MaxNoncesPerNode.
+	// Version 2: a node's nonces by age, for the per-node limit.
 	`CREATE INDEX IF NOT EXISTS nonces_node ON nonces (node, expires)`,
 	`CREATE TABLE IF NOT EXISTS attestations (
 		id text PRIMARY KEY,
@@ -99,6 +100,7 @@ type pgStore struct {
 	mu      sync.RWMutex // held (R) while sending on ops; (W) by Close
 	ops     chan *pgAuditOp
 	batcher chan struct{} // closed when the batcher has stopped
+	perNode int           // nonces kept per node (Options.MaxNoncesPerNode)
 }
 
 var _ Store = (*pgStore)(nil)
@@ -120,7 +122,8 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("store: connecting to PostgreSQL at %s: %w", cfg.ConnConfig.Host, err)
 	}
-	s := &pgStore{pool: pool, log: opts.Logger, now: opts.Now, ops: make(chan *pgAuditOp, pgMaxGroup), batcher: make(chan struct{})}
+	s := &pgStore{pool: pool, log: opts.Logger, now: opts.Now, ops: make(chan *pgAuditOp, pgMaxGroup), batcher: make(chan struct{}),
+		perNode: cmp.Or(max(opts.MaxNoncesPerNode, 0), DefaultMaxNoncesPerNode)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -370,10 +373,10 @@ func (s *pgStore) IssueNonce(ctx context.Context, n Nonce) error {
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("nonce: %w", ErrConflict)
 	}
-	// Keep the node's newest MaxNoncesPerNode (replicas issuing at once
-	// may each trim; the bound holds either way).
+	// Keep the node's newest (replicas issuing at once may each trim; the
+	// bound holds either way).
 	_, err = s.pool.Exec(ctx, `DELETE FROM nonces WHERE hash IN (
-		SELECT hash FROM nonces WHERE node = $1 ORDER BY expires DESC, hash OFFSET $2)`, n.NodeID, MaxNoncesPerNode)
+		SELECT hash FROM nonces WHERE node = $1 ORDER BY expires DESC, hash OFFSET $2)`, n.NodeID, s.perNode)
 	if err != nil {
 		return fmt.Errorf("store: trimming the node's nonces: %w", err)
 	}

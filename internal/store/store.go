@@ -53,6 +53,9 @@ type Options struct {
 	// store: how many writes it carried and how long the commit took (the
 	// two fdatasyncs included). attestd exports both as metrics.
 	OnCommit func(writes int, took time.Duration)
+	// MaxNoncesPerNode bounds one node's nonces (see
+	// DefaultMaxNoncesPerNode, used when 0).
+	MaxNoncesPerNode int
 }
 
 // NodeState is where a node is in enrollment.
@@ -130,18 +133,19 @@ type Nonce struct {
 	Expires time.Time
 }
 
-// MaxNoncesPerNode bounds the nonces kept for one node (used or not, until
-// they expire): issuing one more drops that node's oldest. Challenge needs
-// only a node id, so without it a flood of Challenges for one node would
-// grow the table until every node's Challenge was refused; with it a flood
-// can at worst make that node's own oldest nonces unknown, and the node
-// asks again.
-const MaxNoncesPerNode = 64
+// DefaultMaxNoncesPerNode bounds the nonces kept for one node (used or
+// not, until they expire) unless Options.MaxNoncesPerNode says otherwise:
+// issuing one more drops that node's oldest. Challenge needs only a node
+// id, so without it a flood of Challenges for one node would grow the
+// table until every node's Challenge was refused; with it a flood can at
+// worst make that node's own oldest nonces unknown, and the node asks
+// again. A host has one nonce in flight per attestation it is making.
+const DefaultMaxNoncesPerNode = 64
 
 // Nonces stores single-use quote nonces.
 type Nonces interface {
 	// IssueNonce records a fresh nonce, dropping the node's oldest beyond
-	// MaxNoncesPerNode. ErrConflict if it already exists;
+	// the per-node limit (Options.MaxNoncesPerNode). ErrConflict if it already exists;
 	// ErrInvalid for a bad length, empty node or zero expiry. The embedded
 	// store (one process) keeps nonces in memory: a restart makes every
 	// outstanding nonce unknown, which fails closed. PostgreSQL stores them.

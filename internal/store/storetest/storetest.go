@@ -278,7 +278,7 @@ func testNonces(t *testing.T, s store.Store) {
 	must(t, s.ConsumeNonce(ctx, e, node, t0))
 }
 
-// testNoncesPerNode: issuing past MaxNoncesPerNode for one node drops its
+// testNoncesPerNode: issuing past DefaultMaxNoncesPerNode for one node drops its
 // oldest nonces; the newest and other nodes' nonces stay usable.
 func testNoncesPerNode(t *testing.T, s store.Store) {
 	ctx := context.Background()
@@ -286,7 +286,7 @@ func testNoncesPerNode(t *testing.T, s store.Store) {
 	must(t, s.IssueNonce(ctx, store.Nonce{Value: other, NodeID: "sha256:bystander", Expires: t0.Add(time.Minute)}))
 	const extra = 5
 	var vs [][]byte
-	for i := range store.MaxNoncesPerNode + extra {
+	for i := range store.DefaultMaxNoncesPerNode + extra {
 		v := random(t, 32)
 		vs = append(vs, v)
 		must(t, s.IssueNonce(ctx, store.Nonce{Value: v, NodeID: "sha256:flooded", Expires: t0.Add(time.Minute + time.Duration(i)*time.Millisecond)}))
