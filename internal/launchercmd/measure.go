@@ -13,6 +13,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm"
 )
 
 func init() {
@@ -64,7 +65,7 @@ func runMeasure(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []stri
 	platform := fs.String("platform", "", "pick this platform (os/arch) from an image index (default "+measure.DefaultPlatform+")")
 	algName := fs.String("alg", "sha256", "digest algorithm for kernel, initrd, command line and the event digest: sha256 or sha384")
 	policy := fs.String("policy", "", "policy name recorded in the launch event")
-	pcr := fs.Int("pcr", measure.DefaultLaunchPCR, "launch PCR the event would be extended into")
+	pcr := fs.Int("pcr", measure.DefaultLaunchPCR, "launch PCR the event would be extended into, 1..23 (attestd's --launch-pcr)")
 	asJSON := fs.Bool("json", false, "print JSON (stable field names) instead of a table")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -79,8 +80,8 @@ func runMeasure(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []stri
 	if err != nil {
 		return cli.Usagef("--alg: %v", err)
 	}
-	if *pcr < 0 || *pcr > 23 {
-		return cli.Usagef("--pcr %d: want 0..23", *pcr)
+	if *pcr < 1 || *pcr > tpm.MaxPCR { // as 'launcher run' and attestd's --launch-pcr
+		return cli.Usagef("--pcr %d: want 1..%d, the same PCR as attestd's --launch-pcr (default %d)", *pcr, tpm.MaxPCR, measure.DefaultLaunchPCR)
 	}
 	if *image == "" && (*manifest != "" || *platform != "") {
 		return cli.Usagef("--image-manifest and --platform need --image")

@@ -164,6 +164,7 @@ func TestMeasureCommandErrors(t *testing.T) {
 		{"help", []string{"measure", "--help"}, 0, "--kernel"},
 		{"no kernel", []string{"measure"}, 2, "--kernel FILE is required"},
 		{"bad alg", []string{"measure", "--kernel", kernel, "--alg", "md5"}, 2, "unsupported digest algorithm"},
+		{"pcr 0", []string{"measure", "--kernel", kernel, "--pcr", "0"}, 2, "--pcr 0: want 1..23"},
 		{"extra args", []string{"measure", "--kernel", kernel, "x"}, 2, "unexpected arguments"},
 		{"platform without image", []string{"measure", "--kernel", kernel, "--platform", "linux/arm64"}, 2, "need --image"},
 		{"missing kernel", []string{"measure", "--kernel", kernel + ".nope"}, 1, "kernel: measure"},

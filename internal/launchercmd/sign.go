@@ -134,7 +134,7 @@ func signFile(s *signing.Signer, path string, sign func(*signing.Signer, io.Read
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err == nil && fi.IsDir() {
-		return "", nil, fmt.Errorf("%s is a directory: sign an image with --image %s", path, path)
+		return "", nil, cli.Usagef("%s is a directory: sign an image with --image %s", path, path)
 	}
 	h := sha256.New()
 	out, err = sign(s, io.TeeReader(f, h))

@@ -54,6 +54,11 @@ func TestVerifyFileArgument(t *testing.T) {
 			}
 		})
 	}
+	// sign treats a directory the same way.
+	_, stderr, code := runLauncher(t, env, "sign", "--key", prefix+".key", imageDir)
+	if code != 2 || !strings.Contains(stderr, imageDir+" is a directory: sign an image with --image "+imageDir) {
+		t.Fatalf("sign DIR: exit %d, stderr %q", code, stderr)
+	}
 }
 
 // TestSignImageErrorNamesTheImageOnce: an image that cannot be opened is
