@@ -215,6 +215,8 @@ type envOptions struct {
 	storeKind string // "embedded" or "postgres"
 	ekAllow   []string
 	tokenTTL  time.Duration
+	// requestTimeout is Config.RequestTimeout (0: the default).
+	requestTimeout time.Duration
 	// manyNonces lifts the store's per-node nonce limit, for a benchmark
 	// that issues all its nonces to its one host before the timer starts
 	// (no real host has thousands in flight).
@@ -269,7 +271,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.srv, err = New(Config{Store: e.st, Vault: e.vault, Policies: &PolicyEngine{W: e.watcher}, Tokens: tokens,
-		EKAllow: o.ekAllow, AdminCA: e.pki.CAPool(), Now: e.clock.Now, TokenTTL: o.tokenTTL})
+		EKAllow: o.ekAllow, AdminCA: e.pki.CAPool(), Now: e.clock.Now, TokenTTL: o.tokenTTL, RequestTimeout: o.requestTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // adminServicePrefix is the full-method prefix of the Admin service.
@@ -23,6 +24,7 @@ const adminServicePrefix = "/bulwark.v1.Admin/"
 // admin authorisation, metrics and a log line per call (method, code,
 // duration, peer; never a request field).
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	requestArrived(ctx) // gRPC has read the whole request before it calls this
 	start := time.Now()
 	defer func() {
 		if r := recover(); r != nil {
@@ -69,6 +71,9 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 // streamInterceptor guards streaming handlers (health Watch, reflection):
 // recovery, and admin authorisation should an Admin stream ever exist.
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	// A stream (health Watch, reflection) reads its messages in its
+	// handler, for as long as it lives: only its opening is bounded.
+	requestArrived(ss.Context())
 	defer func() {
 		if r := recover(); r != nil {
 			s.metrics.Panics.Inc()
@@ -120,4 +125,28 @@ func (s *Server) authorizeAdmin(ctx context.Context) (string, error) {
 		return "", status.Errorf(codes.PermissionDenied, "admin API: certificate %q has no admin role", leaf.Subject.CommonName)
 	}
 	return leaf.Subject.CommonName, nil
+}
+
+// arrivalKey holds, in a call's context, the timer that cancels the call
+// if its request has not fully arrived by Config.RequestTimeout.
+type arrivalKey struct{}
+
+// arrivalDeadline (a tap handle: it runs when a call's headers arrive,
+// before gRPC reads the request) gives the call RequestTimeout to send its
+// request. gRPC reads a unary request whole before any interceptor runs,
+// and that read waits on this context: a peer that opens calls and never
+// finishes them would otherwise hold a handler and the bytes sent so far
+// (up to MaxRequestSize) each, for as long as the connection lives.
+func (s *Server) arrivalDeadline(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	ctx, cancel := context.WithCancel(ctx) // released with the call's own context
+	t := time.AfterFunc(s.requestTO, cancel)
+	return context.WithValue(ctx, arrivalKey{}, t), nil
+}
+
+// requestArrived stops the call's arrival timer: what follows (the
+// handler, the answer) is not bounded by it.
+func requestArrived(ctx context.Context) {
+	if t, ok := ctx.Value(arrivalKey{}).(*time.Timer); ok {
+		t.Stop()
+	}
 }

@@ -35,6 +35,9 @@ const (
 	DefaultChallengeTTL = 5 * time.Minute
 	DefaultTokenTTL     = 5 * time.Minute
 	DefaultLaunchPCR    = 13
+	// DefaultRequestTimeout is how long a client has to send a whole
+	// request (see Config.RequestTimeout).
+	DefaultRequestTimeout = 30 * time.Second
 )
 
 // Vault is the part of the enclave vault attestd uses; *enclave.Vault
@@ -76,6 +79,12 @@ type Config struct {
 	NonceTTL     time.Duration // 0: DefaultNonceTTL
 	ChallengeTTL time.Duration // 0: DefaultChallengeTTL
 	TokenTTL     time.Duration // token validity and release window; 0: DefaultTokenTTL
+	// RequestTimeout bounds the time from a call's headers to the end of
+	// its request message; a call still arriving then is cancelled (0:
+	// DefaultRequestTimeout). Without it a peer could open streams and
+	// never finish them, holding a handler and up to MaxRequestSize each.
+	// The handler's own work is not bounded by it.
+	RequestTimeout time.Duration
 
 	Now  func() time.Time // nil: time.Now
 	Rand io.Reader        // nil: crypto/rand
@@ -103,6 +112,7 @@ type Server struct {
 	nonceTTL     time.Duration
 	challengeTTL time.Duration
 	tokenTTL     time.Duration
+	requestTO    time.Duration
 	nowFn        func() time.Time
 	rand         io.Reader
 }
@@ -115,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		log: cfg.Logger, st: cfg.Store, vault: cfg.Vault, policies: cfg.Policies, tokens: cfg.Tokens,
 		metrics: cfg.Metrics, cps: cfg.Checkpoints, ekRoots: cfg.EKRoots, ekInter: cfg.EKIntermediates, adminCA: cfg.AdminCA,
-		launchPCR: cfg.LaunchPCR, nonceTTL: cfg.NonceTTL, challengeTTL: cfg.ChallengeTTL, tokenTTL: cfg.TokenTTL,
+		launchPCR: cfg.LaunchPCR, nonceTTL: cfg.NonceTTL, challengeTTL: cfg.ChallengeTTL, tokenTTL: cfg.TokenTTL, requestTO: cfg.RequestTimeout,
 		nowFn: cfg.Now, rand: cfg.Rand, ekAllow: map[string]bool{},
 	}
 	if s.log == nil {
@@ -139,7 +149,10 @@ func New(cfg Config) (*Server, error) {
 	if s.tokenTTL == 0 {
 		s.tokenTTL = DefaultTokenTTL
 	}
-	if s.nonceTTL < 0 || s.challengeTTL < 0 || s.tokenTTL < 0 {
+	if s.requestTO == 0 {
+		s.requestTO = DefaultRequestTimeout
+	}
+	if s.nonceTTL < 0 || s.challengeTTL < 0 || s.tokenTTL < 0 || s.requestTO < 0 {
 		return nil, errors.New("attestd: durations must be positive")
 	}
 	if s.nowFn == nil {
@@ -180,6 +193,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		// connection, idle connections, and pings.
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.MaxConcurrentStreams(256),
+		grpc.InTapHandle(s.arrivalDeadline),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute, Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),

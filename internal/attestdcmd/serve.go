@@ -50,6 +50,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		nonceTTL     = fs.Duration("nonce-ttl", attestd.DefaultNonceTTL, "nonce validity")
 		challengeTTL = fs.Duration("challenge-ttl", attestd.DefaultChallengeTTL, "credential challenge validity")
 		tokenTTL     = fs.Duration("token-ttl", attestd.DefaultTokenTTL, "attestation token validity and release window")
+		requestTO    = fs.Duration("request-timeout", attestd.DefaultRequestTimeout, "time a client has to send a whole request; a call still arriving then is cancelled")
 		logFormat    = fs.String("log-format", "json", "log format: json or text")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		policyKeys   multiFlag
@@ -90,7 +91,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"--nonce-ttl", *nonceTTL}, {"--challenge-ttl", *challengeTTL}, {"--token-ttl", *tokenTTL}} {
+	}{{"--nonce-ttl", *nonceTTL}, {"--challenge-ttl", *challengeTTL}, {"--token-ttl", *tokenTTL}, {"--request-timeout", *requestTO}} {
 		if d.v <= 0 {
 			return cli.Usagef("%s %v: want a positive duration, e.g. %s 60s", d.flag, d.v, d.flag)
 		}
@@ -220,7 +221,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	srv, err := attestd.New(attestd.Config{
 		Logger: log, Store: st, Vault: vault, Policies: &attestd.PolicyEngine{W: w}, Tokens: tokens, Metrics: metrics,
 		Checkpoints: checkpoints, EKRoots: roots, EKIntermediates: inter, EKAllow: ekAllow, AdminCA: adminCA,
-		LaunchPCR: uint32(*launchPCR), NonceTTL: *nonceTTL, ChallengeTTL: *challengeTTL, TokenTTL: *tokenTTL,
+		LaunchPCR: uint32(*launchPCR), NonceTTL: *nonceTTL, ChallengeTTL: *challengeTTL, TokenTTL: *tokenTTL, RequestTimeout: *requestTO,
 	})
 	if err != nil {
 		return err

@@ -40,6 +40,7 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		{"zero nonce TTL", append([]string{"--nonce-ttl", "0"}, fileVault...), 2, "--nonce-ttl 0s: want a positive duration"},
 		{"negative challenge TTL", append([]string{"--challenge-ttl", "-5m"}, fileVault...), 2, "--challenge-ttl -5m0s: want a positive duration"},
 		{"zero token TTL", append([]string{"--token-ttl", "0s"}, fileVault...), 2, "--token-ttl 0s: want a positive duration"},
+		{"negative request timeout", append([]string{"--request-timeout", "-1s"}, fileVault...), 2, "--request-timeout -1s: want a positive duration"},
 		{"listen without a port", append([]string{"--listen", "127.0.0.1"}, fileVault...), 2, `--listen "127.0.0.1": want [HOST]:PORT`},
 		{"metrics address without a port", append([]string{"--metrics-addr", "9464"}, fileVault...), 2, `--metrics-addr "9464": want [HOST]:PORT`},
 		{"log level", append([]string{"--log-level", "loud"}, fileVault...), 2, "--log-level"},
