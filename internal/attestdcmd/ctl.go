@@ -2,7 +2,6 @@ package attestdcmd
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -118,9 +117,7 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	// Where attestd's CLI puts its own flag output: help that was asked for
 	// goes to standard output, usage after a mistake to standard error.
 	sub.SetOutput(fs.Output())
-	subUsage := false
 	sub.Usage = func() {
-		subUsage = true
 		fmt.Fprintf(sub.Output(), "Usage: attestd ctl [--addr ... --ca ... --cert ... --key ...] %s %s\n\n%s\n", cmd.name, cmd.usage, cmd.summary)
 		sub.PrintDefaults()
 	}
@@ -128,12 +125,7 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	// need no connection (and no --ca).
 	act, err := cmd.parse(env, sub, rest)
 	if err != nil {
-		var ue *cli.UsageError
-		if subUsage && !errors.Is(err, flag.ErrHelp) && !errors.As(err, &ue) {
-			// The flag package refused a flag and printed why, with the usage.
-			return &cli.ExitError{Code: 2}
-		}
-		return err
+		return err // a refused flag is told apart by cli.Program.Main
 	}
 	c, err := attestclient.Dial(attestclient.Options{Addr: *addr, CAFile: *ca, CertFile: *cert, KeyFile: *key, ServerName: *serverName})
 	if err != nil {

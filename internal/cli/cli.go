@@ -111,9 +111,7 @@ func (p *Program) Main(ctx context.Context, env *Env, args []string) int {
 	// mistake was made (stderr).
 	var flagOut bytes.Buffer
 	fs.SetOutput(&flagOut)
-	usageShown := false
 	fs.Usage = func() {
-		usageShown = true
 		fmt.Fprintf(fs.Output(), "Usage: %s %s %s\n\n%s\n\nFlags:\n", p.Name, cmd.Name, cmd.Usage, cmd.Summary)
 		fs.PrintDefaults()
 	}
@@ -126,8 +124,11 @@ func (p *Program) Main(ctx context.Context, env *Env, args []string) int {
 	if err == nil {
 		return 0
 	}
-	if usageShown && strings.HasPrefix(flagOut.String(), err.Error()+"\n") {
-		return 2 // a flag the flag package refused: it printed the problem and the usage
+	// A flag the flag package refused (on fs, or on a FlagSet of the
+	// command's own that writes to fs.Output()): it printed the problem
+	// first, then the usage.
+	if strings.HasPrefix(flagOut.String(), err.Error()+"\n") {
+		return 2
 	}
 	if misplaced := flagAfterArgs(fs, rest); misplaced != "" {
 		err = Usagef("%s", misplaced)
