@@ -188,7 +188,7 @@ func openEmbedded(dir string, opts Options, create bool) (Store, error) {
 		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
 	}
 	s := &embedded{db: db, log: opts.Logger, now: opts.Now, onCommit: opts.OnCommit, ops: make(chan *writeOp, maxGroup), done: make(chan struct{})}
-	s.nonces.perNode = opts.MaxNoncesPerNode
+	s.nonces.perNode = opts.maxNoncesPerNode()
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

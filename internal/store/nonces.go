@@ -28,7 +28,7 @@ type nonceTable struct {
 	// issuing past MaxNoncesPerNode drops that node's oldest. Keyed by the
 	// node's hash, like nonceRec.node.
 	byNode    map[[32]byte][][32]byte
-	perNode   int   // the per-node limit; 0: DefaultMaxNoncesPerNode
+	perNode   int   // the per-node limit (Options.maxNoncesPerNode), at least 1
 	lastSweep int64 // Unix ns of the last full sweep (sweepLocked)
 }
 
@@ -69,11 +69,7 @@ func (t *nonceTable) issue(key [32]byte, node string, expires, now int64) error 
 	}
 	nh := sha256.Sum256([]byte(node))
 	q := t.byNode[nh]
-	limit := t.perNode
-	if limit <= 0 {
-		limit = DefaultMaxNoncesPerNode
-	}
-	for len(q) > 0 && len(q) >= limit { // drop the node's oldest
+	for len(q) > 0 && len(q) >= t.perNode { // drop the node's oldest
 		delete(t.recs, q[0])
 		q = q[1:]
 	}

@@ -13,7 +13,7 @@ func nk(i int) [32]byte { return sha256.Sum256(fmt.Appendf(nil, "nonce-%d", i)) 
 func nodeOf(i int) string { return fmt.Sprint("node-", i%100) }
 
 func TestNonceTableExpiry(t *testing.T) {
-	var tb nonceTable
+	tb := nonceTable{perNode: DefaultMaxNoncesPerNode}
 	const n = 3*expireBatch + 17 // several lock holds
 	for i := range n {
 		if err := tb.issue(nk(i), nodeOf(i), int64(1000+i), 0); err != nil {
@@ -58,7 +58,7 @@ func TestNonceTableExpiry(t *testing.T) {
 // expired, and goes once the one before it has: nothing expired is ever
 // accepted, whatever the order.
 func TestNonceTableOutOfOrder(t *testing.T) {
-	var tb nonceTable
+	tb := nonceTable{perNode: DefaultMaxNoncesPerNode}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -92,7 +92,7 @@ func TestNonceTableOutOfOrder(t *testing.T) {
 // its newest DefaultMaxNoncesPerNode, the oldest become unknown, and other nodes
 // are untouched; expiry after that leaves nothing behind.
 func TestNonceTablePerNodeLimit(t *testing.T) {
-	var tb nonceTable
+	tb := nonceTable{perNode: DefaultMaxNoncesPerNode}
 	if err := tb.issue(nk(-1), "bystander", 5000, 0); err != nil {
 		t.Fatal(err)
 	}

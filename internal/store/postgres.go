@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -123,7 +122,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 		return nil, fmt.Errorf("store: connecting to PostgreSQL at %s: %w", cfg.ConnConfig.Host, err)
 	}
 	s := &pgStore{pool: pool, log: opts.Logger, now: opts.Now, ops: make(chan *pgAuditOp, pgMaxGroup), batcher: make(chan struct{}),
-		perNode: cmp.Or(max(opts.MaxNoncesPerNode, 0), DefaultMaxNoncesPerNode)}
+		perNode: opts.maxNoncesPerNode()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

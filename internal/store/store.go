@@ -58,6 +58,14 @@ type Options struct {
 	MaxNoncesPerNode int
 }
 
+// maxNoncesPerNode is o.MaxNoncesPerNode or, when not set, the default.
+func (o Options) maxNoncesPerNode() int {
+	if o.MaxNoncesPerNode > 0 {
+		return o.MaxNoncesPerNode
+	}
+	return DefaultMaxNoncesPerNode
+}
+
 // NodeState is where a node is in enrollment.
 type NodeState string
 
