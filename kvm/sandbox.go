@@ -24,6 +24,12 @@ import (
 	"github.com/bulwark-project/bulwark/kvm/channel"
 )
 
+// The sandbox sizes Start accepts.
+const (
+	MinCPUs, MaxCPUs           = 1, 64
+	MinMemoryMiB, MaxMemoryMiB = 128, 1 << 20
+)
+
 // Config describes one sandbox. Kernel and Initrd are given either as open
 // files (e.g. sealed memfds from measure.Pin: QEMU reads exactly the bytes
 // that were measured, through /proc/self/fd/N) or as paths.
@@ -43,7 +49,8 @@ type Config struct {
 	// that record it should compute it first: DefaultCmdline(accel) with
 	// accel from ChooseAccel. "" means DefaultCmdline of the chosen accel.
 	Cmdline string
-	// CPUs (default 1, at most 64) and MemoryMiB (default 512, at least 128).
+	// CPUs (default 1; MinCPUs..MaxCPUs) and MemoryMiB (default 512;
+	// MinMemoryMiB..MaxMemoryMiB).
 	CPUs      int
 	MemoryMiB int
 	// Accel is "auto" (default), "kvm" or "tcg"; see ChooseAccel.
@@ -142,11 +149,11 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	if cfg.BootTimeout == 0 {
 		cfg.BootTimeout = 60 * time.Second
 	}
-	if cfg.CPUs < 1 || cfg.CPUs > 64 {
-		return nil, fmt.Errorf("kvm: CPUs = %d, want 1..64", cfg.CPUs)
+	if cfg.CPUs < MinCPUs || cfg.CPUs > MaxCPUs {
+		return nil, fmt.Errorf("kvm: CPUs = %d, want %d..%d", cfg.CPUs, MinCPUs, MaxCPUs)
 	}
-	if cfg.MemoryMiB < 128 || cfg.MemoryMiB > 1<<20 {
-		return nil, fmt.Errorf("kvm: MemoryMiB = %d, want 128..1048576", cfg.MemoryMiB)
+	if cfg.MemoryMiB < MinMemoryMiB || cfg.MemoryMiB > MaxMemoryMiB {
+		return nil, fmt.Errorf("kvm: MemoryMiB = %d, want %d..%d", cfg.MemoryMiB, MinMemoryMiB, MaxMemoryMiB)
 	}
 	if (cfg.Kernel == nil) == (cfg.KernelPath == "") {
 		return nil, errors.New("kvm: give exactly one of Kernel and KernelPath (see kvm.DefaultKernel)")

@@ -13,7 +13,6 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/measure"
-	"github.com/bulwark-project/bulwark/tpm"
 )
 
 func init() {
@@ -80,8 +79,8 @@ func runMeasure(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []stri
 	if err != nil {
 		return cli.Usagef("--alg: %v", err)
 	}
-	if *pcr < 1 || *pcr > tpm.MaxPCR { // as 'launcher run' and attestd's --launch-pcr
-		return cli.Usagef("--pcr %d: want 1..%d, the same PCR as attestd's --launch-pcr (default %d)", *pcr, tpm.MaxPCR, measure.DefaultLaunchPCR)
+	if err := checkLaunchPCR(*pcr); err != nil { // as 'launcher run' and attestd's --launch-pcr
+		return err
 	}
 	if *image == "" && (*manifest != "" || *platform != "") {
 		return cli.Usagef("--image-manifest and --platform need --image")

@@ -130,13 +130,6 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	return nil
 }
 
-// The sandbox limits kvm.Start enforces; run checks them before any work
-// (kvm.Start sees them only after the TPM was opened and attestd asked).
-const (
-	minRunCPUs, maxRunCPUs           = 1, 64
-	minRunMemoryMiB, maxRunMemoryMiB = 128, 1 << 20
-)
-
 // checkRunFlags validates run's values before anything is opened, measured
 // or booted; a bad value is a usage error (exit 2) and, the launch never
 // having started, no --report is written.
@@ -146,16 +139,16 @@ func checkRunFlags(accel string, cpus, memMiB, pcr int, bootTimeout time.Duratio
 	default:
 		return cli.Usagef("--accel %q: want auto, kvm or tcg", accel)
 	}
-	if cpus < minRunCPUs || cpus > maxRunCPUs {
-		return cli.Usagef("--cpus %d: want %d..%d virtual CPUs", cpus, minRunCPUs, maxRunCPUs)
+	// The sandbox sizes kvm.Start accepts, checked here before the TPM is
+	// opened and attestd asked.
+	if cpus < kvm.MinCPUs || cpus > kvm.MaxCPUs {
+		return cli.Usagef("--cpus %d: want %d..%d virtual CPUs", cpus, kvm.MinCPUs, kvm.MaxCPUs)
 	}
-	if memMiB < minRunMemoryMiB || memMiB > maxRunMemoryMiB {
-		return cli.Usagef("--memory %d: want %d..%d MiB", memMiB, minRunMemoryMiB, maxRunMemoryMiB)
+	if memMiB < kvm.MinMemoryMiB || memMiB > kvm.MaxMemoryMiB {
+		return cli.Usagef("--memory %d: want %d..%d MiB", memMiB, kvm.MinMemoryMiB, kvm.MaxMemoryMiB)
 	}
-	// The range 'attestd serve --launch-pcr' accepts: PCR 0 holds the
-	// firmware's own measurements, and there are 24 PCRs.
-	if pcr < 1 || pcr > tpm.MaxPCR {
-		return cli.Usagef("--pcr %d: want 1..%d, the same PCR as attestd's --launch-pcr (default %d)", pcr, tpm.MaxPCR, measure.DefaultLaunchPCR)
+	if err := checkLaunchPCR(pcr); err != nil {
+		return err
 	}
 	if bootTimeout <= 0 {
 		return cli.Usagef("--boot-timeout %v: want a positive duration, e.g. 120s", bootTimeout)
@@ -213,3 +206,13 @@ func launcherPeakRSSKiB() int64 {
 }
 
 func mib(kib int64) float64 { return math.Round(float64(kib)/1024*10) / 10 }
+
+// checkLaunchPCR checks --pcr against the range 'attestd serve
+// --launch-pcr' accepts: PCR 0 holds the firmware's own measurements, and
+// there are 24 PCRs.
+func checkLaunchPCR(pcr int) error {
+	if pcr < 1 || pcr > tpm.MaxPCR {
+		return cli.Usagef("--pcr %d: want 1..%d, the same PCR as attestd's --launch-pcr (default %d)", pcr, tpm.MaxPCR, measure.DefaultLaunchPCR)
+	}
+	return nil
+}
