@@ -37,8 +37,8 @@ func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		return cli.Usagef("give --data DIR or --db postgres://...")
 	}
 	if *db != "" {
-		if err := store.CheckDSN(*db); err != nil {
-			return cli.Usagef("--db: want a postgres:// or postgresql:// URL, e.g. postgres://attestd@db.example/attestd (key=value connection strings are not accepted; for the embedded store give --data DIR)")
+		if err := checkDBFlag(*db, "for the embedded store give --data DIR"); err != nil {
+			return err
 		}
 	}
 	if *db != "" && *dataDir != "" {

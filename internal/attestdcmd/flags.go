@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/store"
 )
 
 // multiFlag is a repeatable string flag.
@@ -40,6 +41,16 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 func checkListenAddr(flagName, addr string) error {
 	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
 		return cli.Usagef("%s %q: want [HOST]:PORT, e.g. :8443 or 127.0.0.1:8443", flagName, addr)
+	}
+	return nil
+}
+
+// checkDBFlag refuses a --db that is not a PostgreSQL URL as a usage
+// error that does not repeat it (it may hold a password); otherwise says
+// what to give instead.
+func checkDBFlag(db, otherwise string) error {
+	if err := store.CheckDSN(db); err != nil {
+		return cli.Usagef("--db: want a postgres:// or postgresql:// URL, e.g. postgres://attestd@db.example/attestd (key=value connection strings are not accepted; %s)", otherwise)
 	}
 	return nil
 }

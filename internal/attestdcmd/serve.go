@@ -81,8 +81,8 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	// Every flag is checked before anything is created: a usage mistake
 	// leaves no store, vault directory or CA behind.
 	if *db != "" {
-		if err := store.CheckDSN(*db); err != nil {
-			return cli.Usagef("--db: want a postgres:// or postgresql:// URL, e.g. postgres://attestd@db.example/attestd (key=value connection strings are not accepted; leave --db out for the embedded store in DATA/store)")
+		if err := checkDBFlag(*db, "leave --db out for the embedded store in DATA/store"); err != nil {
+			return err
 		}
 	}
 	if err := checkVaultFlags(*vaultName, *allowFile); err != nil {
@@ -160,7 +160,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	defer st.Close()
 
 	// Vault.
-	backend, closeBackend, err := openVaultBackend(ctx, *vaultName, *dataDir, *tpmSpec, *allowFile, log)
+	backend, closeBackend, err := openVaultBackend(ctx, *vaultName, *dataDir, *tpmSpec, log)
 	if err != nil {
 		return err
 	}

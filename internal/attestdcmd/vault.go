@@ -28,12 +28,10 @@ func checkVaultFlags(name string, allowFile bool) error {
 	}
 }
 
-// openVaultBackend returns the master-key backend named by --vault and a
-// function that releases what it holds (the TPM) when attestd stops.
-func openVaultBackend(ctx context.Context, name, dataDir, tpmSpec string, allowFile bool, log *slog.Logger) (enclave.Backend, func(), error) {
-	if err := checkVaultFlags(name, allowFile); err != nil {
-		return nil, nil, err
-	}
+// openVaultBackend returns the master-key backend named by --vault, which
+// serve has checked (checkVaultFlags), and a function that releases what
+// it holds (the TPM) when attestd stops.
+func openVaultBackend(ctx context.Context, name, dataDir, tpmSpec string, log *slog.Logger) (enclave.Backend, func(), error) {
 	dir := filepath.Join(dataDir, "vault")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("vault directory: %w", err)
