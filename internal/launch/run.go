@@ -349,18 +349,7 @@ func pinInitrd(ctx context.Context, o *Options) (*measure.Pinned, error) {
 	if o.Kernel != "" {
 		return nil, errors.New("with --kernel, give --initrd too (built for that kernel with 'launcher initrd build')")
 	}
-	agent := o.Agent
-	if agent == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		agent = filepath.Join(filepath.Dir(exe), "bulwark-agent")
-	}
-	agentBytes, err := os.ReadFile(agent)
-	if err == nil && len(agentBytes) == 0 {
-		err = fmt.Errorf("%s is empty (0 bytes), not the static bulwark-agent binary", agent)
-	}
+	agentBytes, _, err := ReadAgent(o.Agent)
 	if err != nil {
 		return nil, fmt.Errorf("guest agent: %w (build it with 'make build', or give --agent or --initrd)", err)
 	}
@@ -382,4 +371,26 @@ func enrollHint(err error) string {
 		return " (is this host enrolled? run 'launcher enroll')"
 	}
 	return ""
+}
+
+// ReadAgent reads the guest agent binary at path or, when path is "",
+// bulwark-agent beside the running executable (where 'make build' puts
+// both), and returns its bytes and the path read. An empty file is an
+// error that says so (kvm.BuildBaseInitramfs would only see no bytes).
+func ReadAgent(path string) ([]byte, string, error) {
+	if path == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, "", err
+		}
+		path = filepath.Join(filepath.Dir(exe), "bulwark-agent")
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, path, err
+	}
+	if len(b) == 0 {
+		return nil, path, fmt.Errorf("%s is empty (0 bytes), not the static bulwark-agent binary", path)
+	}
+	return b, path, nil
 }

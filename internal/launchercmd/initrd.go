@@ -6,12 +6,11 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/fsutil"
+	"github.com/bulwark-project/bulwark/internal/launch"
 	"github.com/bulwark-project/bulwark/kvm"
 )
 
@@ -40,14 +39,7 @@ func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	if *out == "" {
 		return cli.Usagef("-o FILE is required")
 	}
-	if *agent == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		*agent = filepath.Join(filepath.Dir(exe), "bulwark-agent")
-	}
-	agentBytes, err := readAgent(*agent)
+	agentBytes, _, err := launch.ReadAgent(*agent)
 	if err != nil {
 		return fmt.Errorf("guest agent: %w (give --agent, or build it with 'make build')", err)
 	}
@@ -68,17 +60,4 @@ func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	sum := sha256.Sum256(data)
 	fmt.Fprintf(env.Stdout, "%s  sha256:%s  (%d bytes, kernel %s)\n", *out, hex.EncodeToString(sum[:]), len(data), *version)
 	return nil
-}
-
-// readAgent reads the guest agent binary; an empty file is an error that
-// says so (kvm.BuildBaseInitramfs only sees no bytes).
-func readAgent(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%s is empty (0 bytes), not the static bulwark-agent binary", path)
-	}
-	return b, nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/launch"
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
@@ -220,14 +221,7 @@ func hostDefaultValues(ctx context.Context, rv *policy.ReferenceValues, kernel, 
 		rv.Sources["kernel"] = "vmlinux extracted from " + hk.BzImage
 	}
 	if initrd {
-		if agent == "" {
-			exe, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			agent = filepath.Join(filepath.Dir(exe), "bulwark-agent")
-		}
-		agentBytes, err := readAgent(agent)
+		agentBytes, agent, err := launch.ReadAgent(agent)
 		if err != nil {
 			return fmt.Errorf("--host-defaults: guest agent: %w (build it with 'make build', or give --agent)", err)
 		}
