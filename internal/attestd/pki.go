@@ -76,9 +76,9 @@ func (p *PKI) CACertPath() string { return filepath.Join(p.Dir, caCertFile) }
 // ErrNoCA: the data directory holds no CA certificate (DATA/tls/ca.crt).
 var ErrNoCA = errors.New("no attestd CA")
 
-// LoadPKI opens the existing CA in dataDir/tls. When there is no
-// ca.crt the error wraps ErrNoCA; nothing is created.
-func LoadPKI(dataDir string, now func() time.Time, rnd io.Reader) (*PKI, error) {
+// newPKI is the PKI of dataDir/tls, its CA not loaded yet, with the
+// clock and randomness defaulted, and where its CA files live.
+func newPKI(dataDir string, now func() time.Time, rnd io.Reader) (p *PKI, certPath, keyPath string) {
 	if now == nil {
 		now = time.Now
 	}
@@ -86,8 +86,13 @@ func LoadPKI(dataDir string, now func() time.Time, rnd io.Reader) (*PKI, error) 
 		rnd = defaultRand
 	}
 	dir := filepath.Join(dataDir, "tls")
-	p := &PKI{Dir: dir, Now: now, Rand: rnd}
-	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	return &PKI{Dir: dir, Now: now, Rand: rnd}, filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+}
+
+// LoadPKI opens the existing CA in dataDir/tls. When there is no
+// ca.crt the error wraps ErrNoCA; nothing is created.
+func LoadPKI(dataDir string, now func() time.Time, rnd io.Reader) (*PKI, error) {
+	p, certPath, keyPath := newPKI(dataDir, now, rnd)
 	if _, err := os.Stat(certPath); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w at %s", ErrNoCA, certPath)
 	} else if err != nil {
@@ -114,26 +119,18 @@ func LoadOrCreatePKI(dataDir string, now func() time.Time, rnd io.Reader) (p *PK
 	if !errors.Is(err, ErrNoCA) {
 		return nil, false, err
 	}
-	if now == nil {
-		now = time.Now
+	p, certPath, keyPath := newPKI(dataDir, now, rnd)
+	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
+		return nil, false, fmt.Errorf("creating %s: %w", p.Dir, err)
 	}
-	if rnd == nil {
-		rnd = defaultRand
-	}
-	dir := filepath.Join(dataDir, "tls")
-	p = &PKI{Dir: dir, Now: now, Rand: rnd}
-	certPath, keyPath := filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, false, fmt.Errorf("creating %s: %w", dir, err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rnd)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), p.Rand)
 	if err != nil {
 		return nil, false, fmt.Errorf("generating CA key: %w", err)
 	}
-	t := now().UTC()
+	t := p.Now().UTC()
 	host, _ := os.Hostname()
 	tmpl := &x509.Certificate{
-		SerialNumber:          mustSerial(rnd),
+		SerialNumber:          mustSerial(p.Rand),
 		Subject:               pkix.Name{CommonName: "Bulwark attestd CA " + host, Organization: []string{"Bulwark"}},
 		NotBefore:             t.Add(-5 * time.Minute),
 		NotAfter:              t.AddDate(10, 0, 0),
@@ -142,7 +139,7 @@ func LoadOrCreatePKI(dataDir string, now func() time.Time, rnd io.Reader) (p *PK
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	der, err := x509.CreateCertificate(rnd, tmpl, tmpl, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(p.Rand, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return nil, false, fmt.Errorf("creating CA certificate: %w", err)
 	}
