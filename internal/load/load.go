@@ -45,6 +45,9 @@ const (
 	MaxDuration = time.Hour
 	// MaxHosts bounds the simulated fleet (memory: a few KiB per host).
 	MaxHosts = 1_000_000
+	// MaxConcurrency and MaxConns bound requests in flight and connections.
+	MaxConcurrency = 10_000
+	MaxConns       = 64
 )
 
 // DefaultHostPCRs are the host boot PCRs quoted beside the launch PCR: the
@@ -126,15 +129,15 @@ func (c *Config) setDefaults() error {
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
-	if c.Concurrency < 1 || c.Concurrency > 10000 {
-		return fmt.Errorf("--concurrency %d: want 1..10000", c.Concurrency)
+	if c.Concurrency < 1 || c.Concurrency > MaxConcurrency {
+		return fmt.Errorf("--concurrency %d: want 1..%d", c.Concurrency, MaxConcurrency)
 	}
 	c.Concurrency = min(c.Concurrency, c.Hosts) // one request in flight per host at most
 	if c.Conns == 0 {
 		c.Conns = DefaultConns
 	}
-	if c.Conns < 1 || c.Conns > 64 {
-		return fmt.Errorf("--conns %d: want 1..64", c.Conns)
+	if c.Conns < 1 || c.Conns > MaxConns {
+		return fmt.Errorf("--conns %d: want 1..%d", c.Conns, MaxConns)
 	}
 	if c.Policy == "" {
 		c.Policy = DefaultPolicy
