@@ -292,7 +292,7 @@ func (p *parser) signers(n *yaml.Node, dir string, pol *Policy, opts LoadOptions
 			}
 			data, _, err := readVerified(path, MaxKeySize, opts)
 			if err != nil {
-				if err.Hint == "check the path" {
+				if err.Hint == hintCheckPath {
 					err.Hint = "check the path; a relative path is relative to the policy file"
 				}
 				p.errAt(file.val, err.Hint, "%s.public_key_file: %s", what, err.Msg)

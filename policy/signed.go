@@ -11,6 +11,10 @@ import (
 	"github.com/bulwark-project/bulwark/internal/fsutil"
 )
 
+// hintCheckPath is readVerified's hint for a file that does not exist
+// (callers that know where the path came from say more).
+const hintCheckPath = "check the path"
+
 // maxSigSize bounds a .sig file (base64 of a DER signature; RSA-4096 is ~700 bytes).
 const maxSigSize = 16 << 10
 
@@ -23,7 +27,7 @@ func readVerified(path string, limit int64, opts LoadOptions) ([]byte, bool, *Er
 	if err != nil {
 		hint := ""
 		if errors.Is(err, fs.ErrNotExist) {
-			hint = "check the path"
+			hint = hintCheckPath
 		}
 		return nil, false, &Error{File: path, Msg: "cannot read: " + trimPathPrefix(err.Error(), path), Hint: hint}
 	}

@@ -134,14 +134,13 @@ func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []s
 		rv.Cmdlines = cmdlines
 	}
 	if rv.Name != "" && !policy.ValidName(rv.Name) {
-		return cli.Usagef("--name %q is not a valid policy name: use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters%s",
-			rv.Name, suggestName(rv.Name))
+		return cli.Usagef("--name %q is not a valid policy name: use %s%s", rv.Name, policyNameRule, suggestName(rv.Name))
 	}
 	if rv.Name == "" && *out != "" {
 		rv.Name = strings.TrimSuffix(strings.TrimSuffix(filepath.Base(*out), ".yaml"), ".yml")
 		if !policy.ValidName(rv.Name) {
-			return cli.Usagef("the policy name %q, taken from -o %s, is not a valid policy name (lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters): give one with --name%s",
-				rv.Name, *out, suggestName(rv.Name))
+			return cli.Usagef("the policy name %q, taken from -o %s, is not a valid policy name (%s): give one with --name%s",
+				rv.Name, *out, policyNameRule, suggestName(rv.Name))
 		}
 	}
 	if *hostDefaults {
@@ -270,6 +269,9 @@ func nameFrom(s string, max int) string {
 	}
 	return n
 }
+
+// policyNameRule says what policy.ValidName accepts.
+const policyNameRule = "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most 63 characters"
 
 // suggestName returns ", e.g. --name N" with a valid name made from a bad
 // one, or "" when none can be made.
