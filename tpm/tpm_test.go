@@ -420,6 +420,18 @@ func TestQuote(t *testing.T) {
 			t.Fatalf("RSA AK quote from the TPM: %v", err)
 		}
 		otherSig := signWith(t, tp, q.Quoted)
+		// A quote over the same PCRs with a fresh nonce: its bytes differ from
+		// q's whatever the TPM clock did (two quotes with one nonce inside one
+		// clock tick are byte-identical, and q's signature would be right).
+		otherNonce := bytes.Clone(nonce)
+		otherNonce[len(otherNonce)-1] ^= 0xff
+		q3, err := tp.Quote(ctx, pcrs, otherNonce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(q3.Quoted, q.Quoted) {
+			t.Fatal("two quotes with different nonces are byte-identical")
+		}
 
 		tamperedPCRs := map[int][]byte{}
 		for k, v := range q.PCRs {
@@ -445,7 +457,7 @@ func TestQuote(t *testing.T) {
 			{"signature by another key", ak.Public, q.Quoted, otherSig, nonce, q.PCRs},
 			{"RSA AK, ECC signature", rsaAK, q.Quoted, q.Signature, nonce, q.PCRs},
 			{"ECC AK, RSA signature", ak.Public, rsaQuoted, rsaSig, nonce, q.PCRs},
-			{"signature of another quote", ak.Public, q2.Quoted, q.Signature, nonce, q.PCRs},
+			{"signature of another quote", ak.Public, q3.Quoted, q.Signature, otherNonce, q3.PCRs},
 		}
 		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
