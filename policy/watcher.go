@@ -134,8 +134,7 @@ func (w *Watcher) reloadLocked(fp string) error {
 }
 
 // Run checks the directory every Interval and reloads when a policy file,
-// a signature or a signer key file changed (name, size or modification
-// time). It loads once at start, and returns when ctx is done.
+// a signature or a signer key file changed (name, mode or content). It loads once at start, and returns when ctx is done.
 func (w *Watcher) Run(ctx context.Context) error {
 	t := time.NewTicker(w.opts.Interval)
 	defer t.Stop()
@@ -163,7 +162,12 @@ func (w *Watcher) Check() bool {
 	return true
 }
 
-// fingerprint summarises the stat data of every file a load would read.
+// fingerprint summarises every file a load would read by its content, not
+// its stat data: an edit that keeps the size and lands within one mtime tick
+// (a coarse-timestamp filesystem, two saves in one second) must still be
+// reloaded. Each file is read up to one byte past the largest file a load
+// accepts; a larger file fails to load anyway, so its size and mtime stand in
+// for the rest.
 func (w *Watcher) fingerprint(set *Set) string {
 	h := sha256.New()
 	files := set.Files()
@@ -177,12 +181,38 @@ func (w *Watcher) fingerprint(set *Set) string {
 	slices.Sort(files)
 	files = slices.Compact(files)
 	for _, f := range files {
-		st, err := os.Stat(f)
-		if err != nil {
-			fmt.Fprintf(h, "%s missing\n", f)
-			continue
-		}
-		fmt.Fprintf(h, "%s %d %d %v\n", f, st.Size(), st.ModTime().UnixNano(), st.Mode())
+		fmt.Fprintf(h, "%s %s\n", f, fileDigest(f))
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// fileDigest names path's state for fingerprint: its mode and the SHA-256 of
+// at most fingerprintLimit bytes of its content, plus size and mtime when it
+// is larger; "missing" or the error when it cannot be read.
+func fileDigest(path string) string {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "missing"
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Sprintf("%v", st.Mode())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Sprintf("unreadable %v", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, io.LimitReader(f, fingerprintLimit))
+	if err != nil {
+		return fmt.Sprintf("read error %v", err)
+	}
+	d := fmt.Sprintf("%v %x", st.Mode(), h.Sum(nil))
+	if n == fingerprintLimit {
+		d += fmt.Sprintf(" %d %d", st.Size(), st.ModTime().UnixNano())
+	}
+	return d
+}
+
+// fingerprintLimit is one byte past the largest file a load reads.
+const fingerprintLimit = max(MaxPolicySize, MaxKeySize) + 1

@@ -168,3 +168,39 @@ func TestWatcherConcurrentEvaluate(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestWatcherSameSizeSameMtimeEdit: an edit that keeps the file's size and
+// its modification time (two saves within one timestamp tick) is reloaded.
+func TestWatcherSameSizeSameMtimeEdit(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "t.yaml")
+	writeFile(t, path, []byte(minimal))
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWatcher(dir, WatcherOptions{})
+	if !w.Check() || w.Status().LastError != "" {
+		t.Fatalf("first load: %+v", w.Status())
+	}
+	edited := strings.Replace(minimal, "console=ttyS0", "console=ttyS1", 1)
+	if len(edited) != len(minimal) {
+		t.Fatal("the edit changed the size")
+	}
+	writeFile(t, path, []byte(edited))
+	if err := os.Chtimes(path, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if st2, err := os.Stat(path); err != nil || st2.Size() != st.Size() || !st2.ModTime().Equal(st.ModTime()) {
+		t.Fatalf("stat after the edit: %v %v", st2, err)
+	}
+	if !w.Check() {
+		t.Fatal("a same-size edit with the same mtime was not reloaded")
+	}
+	if got := w.Set().Get("t").Cmdline.Exact; len(got) != 1 || got[0] != "console=ttyS1" {
+		t.Fatalf("policy in force after the edit: %v", got)
+	}
+	if w.Check() {
+		t.Fatal("reloaded without a change")
+	}
+}
