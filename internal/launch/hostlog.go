@@ -3,7 +3,9 @@ package launch
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -29,11 +31,12 @@ type pcrTPM interface {
 type HostLog struct {
 	path string
 	pcr  int
+	now  func() time.Time // names archives; time.Now
 }
 
 // NewHostLog returns the log kept at dir/launch.cel for the given PCR.
 func NewHostLog(dir string, pcr int) *HostLog {
-	return &HostLog{path: filepath.Join(dir, "launch.cel"), pcr: pcr}
+	return &HostLog{path: filepath.Join(dir, "launch.cel"), pcr: pcr, now: time.Now}
 }
 
 // Path is where the log lives.
@@ -97,8 +100,7 @@ func (h *HostLog) loadInSync(ctx context.Context, t pcrTPM) (*measure.Log, error
 				"choose another PCR with --pcr or reboot the host", h.path, h.pcr, cur, replayed)
 		}
 		// The TPM was reset since the last launch: keep the old log for the record.
-		old := fmt.Sprintf("%s.%s", h.path, time.Now().UTC().Format("20060102T150405Z"))
-		if err := os.Rename(h.path, old); err != nil {
+		if _, err := h.archive(); err != nil {
 			return nil, fmt.Errorf("archiving launch log after a TPM reset: %w", err)
 		}
 	} else if !isZero(cur) {
@@ -107,6 +109,32 @@ func (h *HostLog) loadInSync(ctx context.Context, t pcrTPM) (*measure.Log, error
 	}
 	return measure.ParseLog(nil)
 }
+
+// archive moves the log aside as PATH.TIME (PATH.TIME.N when that name is
+// taken: two resets within one second) and returns the new name. It never
+// replaces an existing archive: the name is claimed with a hard link, which
+// fails if it exists, and only then is the log itself removed.
+func (h *HostLog) archive() (string, error) {
+	base := fmt.Sprintf("%s.%s", h.path, h.now().UTC().Format("20060102T150405Z"))
+	for i := range maxArchivesPerSecond {
+		name := base
+		if i > 0 {
+			name = fmt.Sprintf("%s.%d", base, i)
+		}
+		err := os.Link(h.path, name)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return name, os.Remove(h.path)
+	}
+	return "", fmt.Errorf("%d archives named %s.* exist already: move old launch logs away", maxArchivesPerSecond, base)
+}
+
+// maxArchivesPerSecond bounds the search for a free archive name.
+const maxArchivesPerSecond = 1000
 
 func isZero(b []byte) bool {
 	for _, c := range b {

@@ -108,3 +108,42 @@ func TestHostLogStaysInStepWithTheTPM(t *testing.T) {
 		t.Fatalf("append to a damaged log: %v", err)
 	}
 }
+
+// TestHostLogArchivesNeverOverwrite: two TPM resets within one second each
+// archive their log; the second archive does not replace the first.
+func TestHostLogArchivesNeverOverwrite(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	hl := NewHostLog(dir, measure.DefaultLaunchPCR)
+	at := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	hl.now = func() time.Time { return at }
+
+	// Each fresh simulator is a reset TPM: one launch per boot, three boots.
+	var logs [][]byte
+	for i := range 3 {
+		tp := openSim(t)
+		out, err := hl.Append(ctx, tp, event(fmt.Sprintf("boot-%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs = append(logs, out)
+		tp.Close()
+	}
+	archived, err := filepath.Glob(hl.Path() + ".2*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{hl.Path() + ".20261204T100000Z", hl.Path() + ".20261204T100000Z.1"}
+	if strings.Join(archived, ",") != strings.Join(want, ",") {
+		t.Fatalf("archives %v, want %v", archived, want)
+	}
+	for i, name := range want {
+		got, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(logs[i]) {
+			t.Fatalf("archive %s does not hold boot %d's log", name, i)
+		}
+	}
+}
