@@ -35,12 +35,17 @@ type ctlAction func(ctx context.Context, c *ctlConn) error
 type ctlConn struct {
 	admin   bulwarkv1.AdminClient
 	timeout time.Duration
+	now     func() time.Time // the clock deadlines count from; nil: time.Now
 }
 
 // call makes one RPC with its own deadline: --timeout applies to each
 // call (each page of 'audit --all'), not to the whole command.
 func call[Req, Resp any](ctx context.Context, c *ctlConn, rpc func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
-	cctx, cancel := context.WithTimeout(ctx, c.timeout)
+	now := time.Now
+	if c.now != nil {
+		now = c.now
+	}
+	cctx, cancel := context.WithDeadline(ctx, now().Add(c.timeout))
 	defer cancel()
 	return rpc(cctx, req)
 }
