@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -29,6 +30,12 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		// Every test here boots VMs through the real binaries and skips
+		// under -short: building them would only cost time.
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "bulwark-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
