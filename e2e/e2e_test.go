@@ -7,18 +7,20 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -90,13 +92,22 @@ func (e *env) must(name string, args ...string) string {
 
 func (e *env) path(p string) string { return filepath.Join(e.dir, p) }
 
-func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) WriteString(v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.WriteString(v)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // setup starts a managed swtpm and attestd, makes keys and artifacts, stores
@@ -112,36 +123,44 @@ func setup(t testing.TB) *env {
 
 	e.must("launcher", "tpm", "info") // creates and starts the managed swtpm
 	ca := filepath.Join(e.state, "swtpm", "ca")
-	e.addr = freePort(t)
-	srv := e.cmd("attestd", "serve", "--data", e.path("attestd"), "--listen", e.addr, "--metrics-addr", "",
+	srv := e.cmd("attestd", "serve", "--data", e.path("attestd"), "--listen", "127.0.0.1:0", "--metrics-addr", "",
 		"--tpm", "swtpm:"+filepath.Join(e.state, "swtpm"),
 		"--ek-ca", filepath.Join(ca, "swtpm-localca-rootca-cert.pem"), "--ek-ca", filepath.Join(ca, "issuercert.pem"))
-	var srvLog bytes.Buffer
-	srv.Stdout, srv.Stderr = &srvLog, &srvLog
+	// attestd picks its own port and prints it: no port is assumed free.
+	srvLog := &syncBuffer{}
+	pr, pw := io.Pipe()
+	srv.Stdout, srv.Stderr = pw, pw
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			srvLog.WriteString(sc.Text() + "\n")
+			if a, ok := strings.CutPrefix(sc.Text(), "attestd: serving on "); ok {
+				addr <- a
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	exited := make(chan struct{})
+	go func() { srv.Wait(); pw.Close(); close(exited) }()
 	t.Cleanup(func() {
 		srv.Process.Kill()
-		srv.Wait()
+		<-exited
 		if t.Failed() {
 			t.Logf("attestd log:\n%s", srvLog.String())
 		}
 	})
-	e.ca = e.path("attestd/tls/ca.crt")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", e.addr); err == nil {
-			c.Close()
-			if _, err := os.Stat(e.ca); err == nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("attestd did not start:\n%s", srvLog.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	select {
+	case e.addr = <-addr:
+	case <-exited:
+		t.Fatalf("attestd exited before serving:\n%s", srvLog.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("attestd did not start serving in 60 s:\n%s", srvLog.String())
 	}
+	e.ca = e.path("attestd/tls/ca.crt")
 	e.must("attestd", "admin-cert", "--data", e.path("attestd"), "--name", "e2e-admin", "-o", e.path("admin"))
 	e.admin = []string{"--addr", e.addr, "--ca", e.ca, "--cert", e.path("admin/e2e-admin.crt"), "--key", e.path("admin/e2e-admin.key")}
 
