@@ -252,13 +252,41 @@ func readModule(p string) ([]byte, error) {
 	return out, nil
 }
 
+// Defaults for ImageOptions: what an image's root filesystem may cost the
+// launcher (it holds the files while it writes the archive) and the guest
+// (which holds the whole initramfs in RAM). measure.OpenImage bounds the
+// unpacked layers the same way before anything is built.
+const (
+	DefaultMaxImageSize  = 1 << 30 // bytes of file content
+	DefaultMaxImageFiles = 1 << 18 // entries of every kind
+	MaxImagePath         = 4096    // bytes in an entry's path (PATH_MAX)
+	MaxImageName         = 255     // bytes in one path component (NAME_MAX)
+)
+
 // ImageOptions configures BuildImageInitramfsWith.
 type ImageOptions struct {
-	// MaxSize bounds the total size of the image's files; default 2 GiB.
-	// The guest holds the whole initramfs in RAM: size MemoryMiB accordingly.
+	// MaxSize bounds the total size of the image's files; default
+	// DefaultMaxImageSize. The guest holds the whole initramfs in RAM:
+	// size MemoryMiB accordingly.
 	MaxSize int64
+	// MaxFiles bounds the number of entries; default DefaultMaxImageFiles.
+	MaxFiles int
 	// Logger receives notes about entries that are skipped (device nodes).
 	Logger *slog.Logger
+}
+
+// withDefaults fills in the zero fields.
+func (o ImageOptions) withDefaults() ImageOptions {
+	if o.MaxSize <= 0 {
+		o.MaxSize = DefaultMaxImageSize
+	}
+	if o.MaxFiles <= 0 {
+		o.MaxFiles = DefaultMaxImageFiles
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
 }
 
 // BuildImageInitramfs is BuildImageInitramfsWith with default options.
@@ -274,12 +302,7 @@ func BuildImageInitramfs(img v1.Image) ([]byte, error) {
 // and block devices are skipped (the guest mounts devtmpfs on /dev).
 // Entries are sorted by path, so the same image gives the same bytes.
 func BuildImageInitramfsWith(img v1.Image, opts ImageOptions) ([]byte, error) {
-	if opts.MaxSize <= 0 {
-		opts.MaxSize = 2 << 30
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
+	opts = opts.withDefaults()
 	cf, err := img.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("kvm: image config: %w", err)
@@ -312,6 +335,9 @@ func BuildImageInitramfsWith(img v1.Image, opts ImageOptions) ([]byte, error) {
 // cleanImagePath maps a tar name to a path relative to the image root, or
 // "" for the root itself; names escaping the root are an error.
 func cleanImagePath(name string) (string, error) {
+	if len(name) > MaxImagePath {
+		return "", fmt.Errorf("kvm: image entry %.64q...: path longer than %d bytes", name, MaxImagePath)
+	}
 	p := path.Clean("/" + name)
 	if strings.Contains(name, "\x00") {
 		return "", fmt.Errorf("kvm: image entry %q: NUL in name", name)
@@ -320,24 +346,31 @@ func cleanImagePath(name string) (string, error) {
 		if c == ".." {
 			return "", fmt.Errorf("kvm: image entry %q escapes the root", name)
 		}
+		if len(c) > MaxImageName {
+			return "", fmt.Errorf("kvm: image entry %.64q...: a name longer than %d bytes", name, MaxImageName)
+		}
 	}
 	return strings.TrimPrefix(p, "/"), nil
 }
 
 func tarEntries(r io.Reader, opts ImageOptions) ([]entry, error) {
+	opts = opts.withDefaults()
 	tr := tar.NewReader(r)
 	var ents []entry
 	byPath := map[string]int{}
 	type link struct{ name, target string }
 	var links []link
 	var total int64
-	for {
+	for n := 0; ; n++ {
 		h, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return nil, fmt.Errorf("kvm: reading image layers: %w", err)
+		}
+		if n >= opts.MaxFiles {
+			return nil, fmt.Errorf("kvm: the image has more than %d files (ImageOptions.MaxFiles)", opts.MaxFiles)
 		}
 		name, err := cleanImagePath(h.Name)
 		if err != nil {

@@ -3,6 +3,7 @@ package kvm
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -191,6 +192,44 @@ func TestImageInitramfsRejectsEscapes(t *testing.T) {
 	big := []tarEntry{{name: "big", typ: tar.TypeReg, mode: 0o644, body: make([]byte, 2048)}}
 	if _, err := tarEntries(tarReader(t, big), ImageOptions{MaxSize: 1024}); err == nil {
 		t.Error("size limit not enforced")
+	}
+}
+
+// TestImageInitramfsLimits: a layer that costs too much to hold (too many
+// files, too long a path or name) is refused with the limit named; the same
+// input within the limits is accepted.
+func TestImageInitramfsLimits(t *testing.T) {
+	many := make([]tarEntry, 0, 11)
+	for i := range 11 {
+		many = append(many, tarEntry{name: fmt.Sprintf("f%d", i), typ: tar.TypeReg, mode: 0o644})
+	}
+	longName := strings.Repeat("n", MaxImageName+1)
+	deep := strings.Repeat("d/", MaxImagePath/2) + "f"
+	for _, tc := range []struct {
+		name string
+		ents []tarEntry
+		opts ImageOptions
+		want string // "" accepted
+	}{
+		{"files within", many, ImageOptions{MaxFiles: 11}, ""},
+		{"one file too many", many, ImageOptions{MaxFiles: 10}, "more than 10 files"},
+		{"a name at NAME_MAX", []tarEntry{{name: longName[1:], typ: tar.TypeReg, mode: 0o644}}, ImageOptions{}, ""},
+		{"a name past NAME_MAX", []tarEntry{{name: longName, typ: tar.TypeReg, mode: 0o644}}, ImageOptions{}, "longer than 255 bytes"},
+		{"a path past PATH_MAX", []tarEntry{{name: deep, typ: tar.TypeReg, mode: 0o644}}, ImageOptions{}, "path longer than 4096 bytes"},
+		{"a link target past PATH_MAX", []tarEntry{{name: "f", typ: tar.TypeReg, mode: 0o644}, {name: "l", typ: tar.TypeLink, link: deep}}, ImageOptions{}, "bad target"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := tarEntries(tarReader(t, tc.ents), tc.opts.withDefaults())
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
 	}
 }
 

@@ -2,7 +2,6 @@ package measure
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,9 +11,7 @@ import (
 	"hash"
 	"io"
 	"os"
-	"runtime"
 	"strings"
-	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -45,6 +42,14 @@ type ImageOptions struct {
 	Platform string
 	// Workers is how many layers are hashed at once; GOMAXPROCS when <= 0.
 	Workers int
+	// Pin keeps every layer blob in sealed memory (a memfd per layer),
+	// copied from the same single read that verified it. V1Image needs it:
+	// the root filesystem a guest boots is then built from exactly the
+	// bytes that were hashed, never from a second read of the files.
+	Pin bool
+	// MaxUnpacked bounds the uncompressed size of all layers together;
+	// DefaultMaxUnpacked when <= 0. Past it OpenImage fails (ErrTooLarge).
+	MaxUnpacked int64
 }
 
 // LayerInfo describes one verified layer blob.
@@ -59,10 +64,10 @@ type LayerInfo struct {
 // were read and checked against their digests (and sizes). Its identity is
 // ManifestDigest. Close it when done: it may hold the archive open.
 //
-// The blobs are read again when the image is used (V1Image); each read is
-// verified again, so a blob changed on disk after OpenImage makes that read
-// fail at its end rather than deliver other bytes silently. Consumers must
-// treat any read error as fatal and discard what they read.
+// Each layer blob is read exactly once: hashed against its digest,
+// decompressed and hashed against the config's diff_id, and, with
+// ImageOptions.Pin, kept in a sealed memfd that V1Image serves. Nothing
+// reads the image's files after OpenImage returns.
 type Image struct {
 	// Source is the path the image was read from.
 	Source string `json:"source"`
@@ -89,7 +94,8 @@ type Image struct {
 	manifest []byte
 	config   []byte
 	store    blobStore
-	blobs    map[string]string // digest → name in store
+	blobs    map[string]string  // digest → name in store
+	pinned   map[string]*Pinned // layer digest → its sealed blob (ImageOptions.Pin)
 }
 
 // OpenImage reads and verifies the image at path: an OCI image layout
@@ -114,7 +120,7 @@ func OpenImage(ctx context.Context, path string, opts ImageOptions) (*Image, err
 		st = ts
 		format = "oci-archive"
 	}
-	im := &Image{Source: path, Format: format, store: st, blobs: map[string]string{}}
+	im := &Image{Source: path, Format: format, store: st, blobs: map[string]string{}, pinned: map[string]*Pinned{}}
 	switch {
 	case st.has("index.json"):
 		err = im.loadOCI(ctx, opts)
@@ -127,14 +133,19 @@ func OpenImage(ctx context.Context, path string, opts ImageOptions) (*Image, err
 		err = errors.New("not an image archive: neither index.json (OCI) nor manifest.json (docker save) is in it")
 	}
 	if err != nil {
-		st.Close()
+		im.Close()
 		return nil, fmt.Errorf("image %s: %w", path, err)
 	}
 	return im, nil
 }
 
-// Close releases the image source.
-func (im *Image) Close() error { return im.store.Close() }
+// Close releases the image source and the pinned layers.
+func (im *Image) Close() error {
+	for _, p := range im.pinned {
+		p.Close()
+	}
+	return im.store.Close()
+}
 
 // RawManifest returns the verified manifest bytes.
 func (im *Image) RawManifest() []byte { return im.manifest }
@@ -267,9 +278,25 @@ func (im *Image) loadOCI(ctx context.Context, opts ImageOptions) error {
 		}
 		im.Layers = append(im.Layers, LayerInfo{Digest: l.Digest.String(), Size: l.Size, MediaType: string(l.MediaType), DiffID: cfg.RootFS.DiffIDs[i].String()})
 		im.blobs[l.Digest.String()] = blobName(l.Digest)
-		jobs[i] = layerJob{index: i, name: blobName(l.Digest), digest: l.Digest.String(), size: l.Size}
+		jobs[i] = layerJob{index: i, name: blobName(l.Digest), digest: l.Digest.String(), size: l.Size, diffID: cfg.RootFS.DiffIDs[i].String()}
 	}
-	return im.verifyLayers(ctx, jobs, opts.Workers)
+	if err := im.verifyLayers(ctx, jobs, opts); err != nil {
+		return err
+	}
+	im.keep(jobs)
+	return nil
+}
+
+// keep takes the verified jobs' pinned blobs.
+func (im *Image) keep(jobs []layerJob) {
+	for _, j := range jobs {
+		if j.pinned != nil {
+			if old := im.pinned[j.digest]; old != nil {
+				old.Close() // the same blob listed twice
+			}
+			im.pinned[j.digest] = j.pinned
+		}
+	}
 }
 
 func (im *Image) loadConfig(d v1.Descriptor) error {
@@ -473,9 +500,10 @@ func (im *Image) loadDocker(ctx context.Context, opts ImageOptions) error {
 		}
 		jobs[i] = layerJob{index: i, name: name, size: lsize, diffID: cfg.RootFS.DiffIDs[i].String()}
 	}
-	if err := im.verifyLayers(ctx, jobs, opts.Workers); err != nil {
+	if err := im.verifyLayers(ctx, jobs, opts); err != nil {
 		return err
 	}
+	im.keep(jobs)
 	m := v1.Manifest{
 		SchemaVersion: 2,
 		MediaType:     types.OCIManifestSchema1,
@@ -505,114 +533,6 @@ func mustHash(s string) v1.Hash {
 		panic(err) // only called on digests this package formatted
 	}
 	return h
-}
-
-// layerJob is one layer blob to hash. digest is what it must hash to ("" to
-// compute it, for docker archives); diffID, when set, is what its
-// uncompressed content must hash to.
-type layerJob struct {
-	index  int
-	name   string
-	digest string
-	size   int64
-	diffID string
-	gzip   bool // set by hashing: the blob is gzip-compressed
-}
-
-// verifyLayers hashes the layer blobs on up to workers goroutines.
-func (im *Image) verifyLayers(ctx context.Context, jobs []layerJob, workers int) error {
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
-	workers = min(workers, len(jobs))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-		next     = make(chan *layerJob)
-	)
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, bufSize)
-			for j := range next {
-				if err := im.hashLayer(ctx, j, buf); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-						cancel()
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-feed:
-	for i := range jobs {
-		select {
-		case next <- &jobs[i]:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
-}
-
-func (im *Image) hashLayer(ctx context.Context, j *layerJob, buf []byte) error {
-	what := fmt.Sprintf("layer %d (%s)", j.index, j.digest)
-	if j.digest == "" {
-		what = fmt.Sprintf("layer %d (%s)", j.index, j.name)
-	}
-	rc, size, err := im.store.open(j.name)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	defer rc.Close()
-	if j.digest != "" {
-		// Verified against the manifest while read.
-		_, err := copyCtx(ctx, io.Discard, newVerifyingReader(rc, j.digest, j.size), buf)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		return nil
-	}
-	// Docker archive: compute the blob digest, and check the content
-	// against the config's diff_id (decompressing gzip layers on the fly).
-	h := sha256.New()
-	br := io.TeeReader(io.LimitReader(rc, size), h)
-	var magic [2]byte
-	n, _ := io.ReadFull(br, magic[:])
-	head := io.MultiReader(bytes.NewReader(magic[:n]), br)
-	diff := sha256.New()
-	if n == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		j.gzip = true
-		zr, err := gzip.NewReader(head)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		if _, err := copyCtx(ctx, diff, zr, buf); err != nil {
-			return fmt.Errorf("%s: decompressing: %w", what, err)
-		}
-		// Hash whatever follows the gzip stream too: the blob is all of it.
-		if _, err := copyCtx(ctx, io.Discard, br, buf); err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-	} else if _, err := copyCtx(ctx, diff, head, buf); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	j.digest = FormatDigest(SHA256, h.Sum(nil))
-	if got := FormatDigest(SHA256, diff.Sum(nil)); got != j.diffID {
-		return fmt.Errorf("%s: uncompressed content hashes to %s, but the config's diff_id is %s", what, got, j.diffID)
-	}
-	return nil
 }
 
 // verifyingReader hashes what it reads and fails at the end (or as soon as

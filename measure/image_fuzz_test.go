@@ -33,7 +33,7 @@ func FuzzOpenImageArchive(f *testing.F) {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		im, err := OpenImage(context.Background(), p, ImageOptions{Workers: 1})
+		im, err := OpenImage(context.Background(), p, ImageOptions{Workers: 1, Pin: true, MaxUnpacked: 64 << 20})
 		if err != nil {
 			return
 		}

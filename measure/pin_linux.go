@@ -60,40 +60,66 @@ func PinBytes(name string, data []byte, a Alg) (*Pinned, error) {
 }
 
 func pin(ctx context.Context, name string, r io.Reader, a Alg) (*Pinned, error) {
+	w, err := newPinWriter(name)
+	if err != nil {
+		return nil, err
+	}
+	h := a.New()
+	// Hash each chunk, then write that same chunk: the memfd receives the
+	// bytes that were hashed, never a second read of the source.
+	n, err := copyCtx(ctx, io.MultiWriter(h, w), r, make([]byte, bufSize))
+	if err == nil && n > maxPinSize {
+		err = fmt.Errorf("larger than %d bytes", int64(maxPinSize))
+	}
+	if err != nil {
+		w.abort()
+		return nil, err
+	}
+	return w.seal(FormatDigest(a, h.Sum(nil)))
+}
+
+// pinWriter fills a new memfd; seal turns it into a Pinned. The caller
+// hashes what it writes (the digest passed to seal); abort discards it.
+type pinWriter struct {
+	name string
+	f    *os.File
+	n    int64
+}
+
+func newPinWriter(name string) (*pinWriter, error) {
 	fd, err := unix.MemfdCreate("bulwark:"+name, unix.MFD_ALLOW_SEALING|unix.MFD_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "memfd:bulwark:"+name)
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-		}
-	}()
-	h := a.New()
-	// Hash each chunk, then write that same chunk: the memfd receives the
-	// bytes that were hashed, never a second read of the source.
-	n, err := copyCtx(ctx, io.MultiWriter(h, f), r, make([]byte, bufSize))
-	if err != nil {
-		return nil, err
-	}
-	if n > maxPinSize {
-		return nil, fmt.Errorf("larger than %d bytes", int64(maxPinSize))
-	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+	return &pinWriter{name: name, f: os.NewFile(uintptr(fd), "memfd:bulwark:"+name)}, nil
+}
+
+func (w *pinWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *pinWriter) abort() { w.f.Close() }
+
+// seal applies every seal, checks they hold, and rewinds the memfd.
+func (w *pinWriter) seal(digest string) (*Pinned, error) {
+	if _, err := unix.FcntlInt(w.f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+		w.abort()
 		return nil, fmt.Errorf("sealing memfd: %w", err)
 	}
-	got, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
+	got, err := unix.FcntlInt(w.f.Fd(), unix.F_GET_SEALS, 0)
 	if err != nil {
+		w.abort()
 		return nil, fmt.Errorf("reading memfd seals: %w", err)
 	}
 	if got&seals != seals {
+		w.abort()
 		return nil, errors.New("memfd seals not applied")
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
+		w.abort()
 		return nil, err
 	}
-	ok = true
-	return &Pinned{Name: name, Digest: FormatDigest(a, h.Sum(nil)), Size: n, File: f}, nil
+	return &Pinned{Name: w.name, Digest: digest, Size: w.n, File: w.f}, nil
 }

@@ -7,6 +7,14 @@ import (
 	"errors"
 )
 
+// pinWriter is only available on Linux.
+type pinWriter struct{}
+
+func newPinWriter(string) (*pinWriter, error)   { return nil, errNoMemfd }
+func (*pinWriter) Write([]byte) (int, error)    { return 0, errNoMemfd }
+func (*pinWriter) abort()                       {}
+func (*pinWriter) seal(string) (*Pinned, error) { return nil, errNoMemfd }
+
 var errNoMemfd = errors.New("pinning needs Linux memfds (memfd_create with sealing)")
 
 // Pin is only available on Linux.

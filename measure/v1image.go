@@ -11,14 +11,19 @@ import (
 )
 
 // V1Image returns the verified image as a go-containerregistry v1.Image
-// (for kvm/ to build a root filesystem from). Its manifest and config are
-// the verified bytes held in memory. Every layer read is verified again:
-// Compressed() fails unless the blob's bytes match its digest and size,
-// and Uncompressed() additionally fails unless the uncompressed stream
-// matches the layer's diff_id. Errors surface at the end of the stream
-// (io.EOF is replaced by the error), so a consumer must finish reading and
-// treat any error as fatal. The v1.Image is valid until Close.
+// (for kvm/ to build a root filesystem from). It needs an image opened with
+// ImageOptions.Pin: its manifest and config are the verified bytes held in
+// memory and its layers the sealed memfds filled by the single read that
+// verified them, so nothing it serves comes from the files again.
+// Uncompressed() uses the same decompressor that checked the diff_id (and
+// checks it again at the end of the stream). The v1.Image is valid until
+// Close.
 func (im *Image) V1Image() (v1.Image, error) {
+	for _, li := range im.Layers {
+		if im.pinned[li.Digest] == nil {
+			return nil, fmt.Errorf("image %s: layer %s is not pinned: open the image with ImageOptions.Pin to use it", im.Source, li.Digest)
+		}
+	}
 	base, err := partial.CompressedToImage(&imageCore{im: im})
 	if err != nil {
 		return nil, err
@@ -100,43 +105,30 @@ func (l *verifiedLayer) MediaType() (types.MediaType, error) {
 	return types.MediaType(l.info.MediaType), nil
 }
 
-// Compressed returns the layer blob as stored, verified against its digest.
+// Compressed returns the layer blob as stored: its sealed copy.
 func (l *verifiedLayer) Compressed() (io.ReadCloser, error) {
-	name, ok := l.im.blobs[l.info.Digest]
-	if !ok {
-		return nil, fmt.Errorf("layer %s: not in the image", l.info.Digest)
+	p := l.im.pinned[l.info.Digest]
+	if p == nil {
+		return nil, fmt.Errorf("layer %s: not pinned", l.info.Digest)
 	}
-	rc, _, err := l.im.store.open(name)
-	if err != nil {
-		return nil, fmt.Errorf("layer %s: %w", l.info.Digest, err)
-	}
-	return &readCloser{Reader: &namedErrReader{r: newVerifyingReader(rc, l.info.Digest, l.info.Size), what: "layer " + l.info.Digest}, close: rc.Close}, nil
+	return io.NopCloser(io.NewSectionReader(p.File, 0, p.Size)), nil
 }
 
-// Uncompressed returns the layer's tar stream, verified against both the
-// blob digest and the diff_id.
+// Uncompressed returns the layer's tar stream, decompressed from the sealed
+// blob by the decompressor that verified it, and checked against the
+// diff_id again at its end.
 func (l *verifiedLayer) Uncompressed() (io.ReadCloser, error) {
-	// go-containerregistry decompresses (gzip, zstd or none, by peeking);
-	// its input is our verified Compressed stream.
-	cl, err := partial.CompressedToLayer(compressedOnly{l})
+	rc, err := l.Compressed()
 	if err != nil {
 		return nil, err
 	}
-	rc, err := cl.Uncompressed()
+	un, _, _, err := decompress(rc)
 	if err != nil {
 		return nil, fmt.Errorf("layer %s: %w", l.info.Digest, err)
 	}
-	vr := &diffIDReader{r: rc, h: sha256.New(), want: l.info.DiffID, what: "layer " + l.info.Digest}
-	return &readCloser{Reader: vr, close: rc.Close}, nil
+	vr := &diffIDReader{r: un, h: sha256.New(), want: l.info.DiffID, what: "layer " + l.info.Digest}
+	return &readCloser{Reader: vr, close: un.Close}, nil
 }
-
-// compressedOnly hides Uncompressed so partial does the decompression.
-type compressedOnly struct{ l *verifiedLayer }
-
-func (c compressedOnly) Digest() (v1.Hash, error)            { return c.l.Digest() }
-func (c compressedOnly) Compressed() (io.ReadCloser, error)  { return c.l.Compressed() }
-func (c compressedOnly) Size() (int64, error)                { return c.l.Size() }
-func (c compressedOnly) MediaType() (types.MediaType, error) { return c.l.MediaType() }
 
 type readCloser struct {
 	io.Reader
@@ -144,19 +136,6 @@ type readCloser struct {
 }
 
 func (r *readCloser) Close() error { return r.close() }
-
-type namedErrReader struct {
-	r    io.Reader
-	what string
-}
-
-func (n *namedErrReader) Read(p []byte) (int, error) {
-	c, err := n.r.Read(p)
-	if err != nil && err != io.EOF {
-		err = fmt.Errorf("%s: %w", n.what, err)
-	}
-	return c, err
-}
 
 // diffIDReader checks the uncompressed stream against the diff_id at EOF.
 type diffIDReader struct {

@@ -171,7 +171,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer initrd.Close()
 	o.progress("measuring image %s", o.Image)
-	img, err := measure.OpenImage(ctx, o.Image, measure.ImageOptions{})
+	img, err := measure.OpenImage(ctx, o.Image, measure.ImageOptions{Pin: true})
 	if err != nil {
 		return nil, err // it says "image PATH: ..."
 	}
