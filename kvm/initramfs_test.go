@@ -3,8 +3,8 @@ package kvm
 import (
 	"archive/tar"
 	"bytes"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
