@@ -5,7 +5,8 @@
 # + launcher + a QEMU micro-VM (KVM where it works, else TCG). The demo signs
 # a kernel, an initrd and an image, writes a policy from them, stores a
 # secret, enrolls the host, runs the image, and checks that the workload saw
-# exactly the stored secret — which the host never sees in plaintext. Then it
+# exactly the stored secret, which crossed the host only HPKE-wrapped to the
+# guest's key (the host's root is still trusted: docs/security.md). Then it
 # shows a refused launch (an image re-signed by an unknown key) and cleans up.
 #
 # Everything lives in one scratch directory (DEMO_DIR, default a new temp
@@ -127,7 +128,8 @@ if [ "$got" != "$want" ]; then
 fi
 accel=$(jq -r .accelerator "$work/run.json")
 memory=$(jq -r '"QEMU \(.qemu_peak_rss_mib) MiB + launcher \(.launcher_peak_rss_mib) MiB (peak RSS)"' "$work/run.json")
-note "OK: the workload read exactly the stored secret (fingerprints match); the host only ever forwarded HPKE ciphertext"
+note "OK: the workload read exactly the stored secret (fingerprints match); the launcher forwarded only HPKE ciphertext"
+note "    (wrapped to the guest key in the attested event; root on this host is trusted: docs/security.md)"
 
 say "A refused launch: the same image re-signed by an unknown key"
 COSIGN_PASSWORD=rogue L keygen --output-key-prefix "$work/rogue" >/dev/null

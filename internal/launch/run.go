@@ -198,6 +198,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("host TPM: %w", err)
 	}
 	defer t.Close()
+	if w := t.AccessWarning(); w != "" {
+		o.warn("%s", w)
+	}
 	ek, err := t.EKPublic(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("host TPM: %w", err)
