@@ -47,11 +47,11 @@
 //
 // # Resources
 //
-// CPUs and MemoryMiB size the VM. When /sys/fs/cgroup is a cgroup v2
-// hierarchy with the cpu and memory controllers, QEMU starts inside its own
-// cgroup (Config.CgroupParent, default /sys/fs/cgroup/bulwark/NAME) with
-// cpu.max = CPUs and memory.max = MemoryMiB plus QEMU's overhead; otherwise
-// the sandbox runs without those limits and a warning says why.
+// CPUs and MemoryMiB size the VM. QEMU starts inside a cgroup of its own,
+// on cgroup v2 (/sys/fs/cgroup/bulwark/NAME) or v1 (the cpu, memory and pids
+// hierarchies), limited to CPUs of CPU bandwidth, MemoryMiB plus QEMU's
+// overhead without swap, and 1,024 tasks. Start fails when no cgroup can be
+// made, unless Config.CgroupParent is "none".
 //
 // See docs/sandbox.md for the initramfs layout and the channel protocol.
 package kvm

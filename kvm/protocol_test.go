@@ -213,19 +213,20 @@ func TestCgroupLimits(t *testing.T) {
 		root + "/bulwark/cgroup.subtree_control": "+cpu +memory",
 		root + "/bulwark/sb1/cpu.max":            "200000 100000",
 		root + "/bulwark/sb1/memory.max":         "1342177280", // 512 MiB + 768 MiB TCG overhead
+		root + "/bulwark/sb1/pids.max":           "1024",
 	} {
 		if got := readFile(t, file); got != want {
 			t.Errorf("%s = %q, want %q", file, got, want)
 		}
 	}
 	// remove only works on an empty directory, as with real cgroups.
-	for _, f := range []string{"cpu.max", "memory.max", "memory.swap.max"} {
+	for _, f := range []string{"cpu.max", "memory.max", "memory.swap.max", "pids.max"} {
 		removeFile(t, root+"/bulwark/sb1/"+f)
 	}
 	if err := cg.remove(); err != nil {
 		t.Fatal(err)
 	}
-	// Missing controllers: refused (the sandbox then warns and runs without).
+	// Missing controllers: refused (Start then refuses to run, unless told "none").
 	writeFile(t, root+"/cgroup.controllers", "pids\n")
 	if _, err := newCgroup(root+"/bulwark", "sb2", 1, 256, AccelKVM, false); err == nil {
 		t.Fatal("accepted a hierarchy without cpu/memory controllers")

@@ -134,6 +134,12 @@ func TestSandboxRunsWorkload(t *testing.T) {
 			t.Errorf("QEMU is not under a seccomp filter:\n%s", st)
 		}
 	}
+	// QEMU runs in the sandbox's own cgroup (v2, or cpu+memory+pids on v1).
+	if sb.cg == nil {
+		t.Error("the sandbox has no cgroup")
+	} else if cgs, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", sb.PID())); err != nil || !strings.Contains(string(cgs), "/bulwark/") {
+		t.Errorf("QEMU is not in a bulwark cgroup (%v):\n%s", err, cgs)
+	}
 	const sandboxID = "0123456789abcdef0123456789abcdef"
 	wrapped, err := wrap.Seal(pub, sandboxID, "db", []byte("s3cret-pw"))
 	if err != nil {

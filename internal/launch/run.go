@@ -63,6 +63,9 @@ type Options struct {
 	CPUs        int
 	MemoryMiB   int
 	BootTimeout time.Duration
+	// NoCgroup runs the sandbox without CPU, memory and pids limits; by
+	// default a launch whose limits cannot be enforced fails.
+	NoCgroup bool
 	// TPM is the host TPM spec (tpm.ParseSpec); StateDir holds the launch log.
 	TPM      string
 	StateDir string
@@ -94,6 +97,14 @@ func (o *Options) progress(format string, a ...any) {
 	if o.Progress != nil {
 		fmt.Fprintf(o.Progress, "launcher: "+format+"\n", a...)
 	}
+}
+
+// cgroupParent is kvm.Config.CgroupParent for Options.NoCgroup.
+func cgroupParent(none bool) string {
+	if none {
+		return "none"
+	}
+	return ""
 }
 
 func (o *Options) warn(format string, a ...any) {
@@ -245,7 +256,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	o.progress("booting the sandbox (%s)", accel.Accel)
 	sb, err := kvm.Start(ctx, kvm.Config{
 		Kernel: kernel.File, Initrd: initrd.File, ImageInitrd: imageInitrd,
-		Cmdline: cmdline, Accel: accel.Accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout,
+		Cmdline: cmdline, Accel: accel.Accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout, CgroupParent: cgroupParent(o.NoCgroup),
 		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
 	})
 	if err != nil {

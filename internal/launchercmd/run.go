@@ -48,6 +48,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	cpus := fs.Int("cpus", 1, "virtual CPUs")
 	mem := fs.Int("memory", 512, "memory in MiB")
 	bootTimeout := fs.Duration("boot-timeout", 120*time.Second, "how long the guest may take to boot")
+	noCgroup := fs.Bool("no-cgroup", false, "run the sandbox without CPU, memory and pids limits (by default a launch whose cgroup cannot be made fails)")
 	tpmSpec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM spec (env BULWARK_TPM); default /dev/tpmrm0 or the managed swtpm")
 	pcr := fs.Int("pcr", measure.DefaultLaunchPCR, "launch PCR, 1..23 (must match attestd's --launch-pcr)")
 	console := fs.String("console", "", "write the guest console (kernel log) to this file")
@@ -73,7 +74,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	o := launch.Options{
 		Attestd: ao, Policy: *policyName, Kernel: *kernel, Initrd: *initrd, Agent: *agent, Image: *image,
 		Cmdline: *cmdline, Args: fs.Args(), Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
-		BootTimeout: *bootTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
+		BootTimeout: *bootTimeout, NoCgroup: *noCgroup, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
 		Stdout: env.Stdout, Stderr: env.Stderr,
 	}
 	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {

@@ -1,0 +1,118 @@
+package kvm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// realCgroup makes a sandbox cgroup on this host the way Start does, or
+// skips naming what is missing.
+func realCgroup(t *testing.T, memMiB int) *cgroup {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("creating cgroups needs root")
+	}
+	name := fmt.Sprintf("test-%d-%d", os.Getpid(), time.Now().UnixNano())
+	cg, err := openCgroup("", name, 1, memMiB, AccelKVM)
+	if err != nil {
+		t.Skipf("no usable cgroup hierarchy here: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cg.remove(); err != nil {
+			t.Error(err)
+		}
+	})
+	return cg
+}
+
+// TestCgroupPlacesAndLimits starts real processes through cgroup.start (as
+// Start starts QEMU): the child is in the sandbox's cgroup from its first
+// instruction, the launcher's thread is not, and the memory limit holds: a
+// child that allocates past it is killed, one within it is not.
+func TestCgroupPlacesAndLimits(t *testing.T) {
+	const memMiB = 128 // memory.max: 128 MiB + 256 MiB of QEMU overhead (KVM)
+	cg := realCgroup(t, memMiB)
+	home, _ := os.ReadFile("/proc/thread-self/cgroup")
+
+	// The child's view of its own cgroups, printed before it does anything else.
+	cmd := exec.Command("cat", "/proc/self/cgroup")
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cg.start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	dirs := cg.v1
+	if cg.fd != nil {
+		dirs = []string{cg.dir}
+	}
+	for _, d := range dirs {
+		rel := d[strings.Index(d, "/bulwark/"):]
+		if !strings.Contains(out.String(), rel) {
+			t.Errorf("the child is not in %s:\n%s", d, out.String())
+		}
+	}
+	runtime.LockOSThread()
+	after, _ := os.ReadFile("/proc/thread-self/cgroup")
+	runtime.UnlockOSThread()
+	if strings.Contains(string(after), "/bulwark/") {
+		t.Errorf("a launcher thread stayed in the sandbox's cgroup:\n%s\n(before:\n%s)", after, home)
+	}
+
+	for _, tc := range []struct {
+		allocMiB int
+		killed   bool
+	}{
+		{64, false},
+		{memMiB + 256 + 128, true},
+	} {
+		t.Run(fmt.Sprintf("allocate %d MiB", tc.allocMiB), func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAllocate$")
+			cmd.Env = append(os.Environ(), "BULWARK_HELPER_ALLOC_MIB="+strconv.Itoa(tc.allocMiB))
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+			var out strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cg.start(cmd); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			var ee *exec.ExitError
+			killed := errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+			if killed != tc.killed {
+				t.Fatalf("killed = %v (%v), want %v:\n%s", killed, err, tc.killed, out.String())
+			}
+			if !tc.killed && !strings.Contains(out.String(), "ALLOCATED") {
+				t.Fatalf("the helper did not finish: %v\n%s", err, out.String())
+			}
+		})
+	}
+}
+
+// TestHelperAllocate allocates and touches BULWARK_HELPER_ALLOC_MIB MiB when
+// run by TestCgroupPlacesAndLimits; it does nothing in a normal test run.
+func TestHelperAllocate(t *testing.T) {
+	mib, _ := strconv.Atoi(os.Getenv("BULWARK_HELPER_ALLOC_MIB"))
+	if mib == 0 {
+		t.Skip("helper process for TestCgroupPlacesAndLimits")
+	}
+	var keep [][]byte
+	for range mib {
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		keep = append(keep, b)
+	}
+	fmt.Printf("ALLOCATED %d MiB\n", len(keep))
+}
