@@ -188,8 +188,10 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 			return nil, err
 		}
 	}
-	if strings.ContainsAny(cmdline, "\x00\n") || len(cmdline) > 2048 {
-		return nil, errors.New("kvm: kernel command line: NUL or newline, or longer than 2048 bytes")
+	// 2047: the guest kernel keeps COMMAND_LINE_SIZE (2048) bytes with the
+	// NUL and drops the rest. launch.Run checks far more (policy.CheckCmdline).
+	if strings.ContainsAny(cmdline, "\x00\n") || len(cmdline) > 2047 {
+		return nil, errors.New("kvm: kernel command line: NUL or newline, or longer than 2047 bytes")
 	}
 	qemu := cfg.QEMU
 	if qemu == "" {

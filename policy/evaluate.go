@@ -395,6 +395,14 @@ func (e *evaluation) cmdline() {
 		e.deny("cmdline: the policy allows no kernel command line")
 		return
 	}
+	// Before any rule: a command line the guest kernel could split
+	// differently from ParseCmdline is denied whatever the rule says.
+	params, err := ParseCmdline(got)
+	if err != nil {
+		e.cmdlineDigest()
+		e.deny("cmdline: %q refused: %v", truncate(got, 256), err)
+		return
+	}
 	if r.Params == nil {
 		if len(r.Exact) == 0 {
 			e.deny("cmdline: %q not allowed: the policy's cmdline exact list is empty, so it allows none", truncate(got, 256))
@@ -414,7 +422,6 @@ func (e *evaluation) cmdline() {
 		}
 		return
 	}
-	params := SplitCmdline(got)
 	e.cmdlineDigest()
 	var bad []string
 	for _, tok := range params {

@@ -148,7 +148,9 @@ func TestEvaluate(t *testing.T) {
 		{"initrd mismatch", func(ev *Evidence) { ev.Event.Initrd = dB }, []string{"initrd: " + dB + " not allowed"}},
 		{"initrd missing", func(ev *Evidence) { ev.Event.Initrd = "" }, []string{"initrd: the launch has no initrd but the policy requires one"}},
 		{"cmdline param not allowed", func(ev *Evidence) { ev.Event.Cmdline = "console=ttyS0 init=/bin/sh quiet" }, []string{`cmdline: parameter(s) "init=/bin/sh" not allowed`}},
-		{"cmdline quoted smuggle", func(ev *Evidence) { ev.Event.Cmdline = `console=ttyS0 "init=/bin/sh"` }, []string{`cmdline: parameter(s) "\"init=/bin/sh\"" not allowed`}},
+		{"cmdline quoted smuggle", func(ev *Evidence) { ev.Event.Cmdline = `console=ttyS0 "init=/bin/sh"` }, []string{`cmdline: "console=ttyS0 \"init=/bin/sh\"" refused: kernel command line byte 14 is "\"": quotes change how the kernel splits`}},
+		{"cmdline no-break space smuggles a parameter", func(ev *Evidence) { ev.Event.Cmdline = "console=ttyS0 panic=-1\u00a0kprobe_event=p:vfs_write" }, []string{`cmdline: "console=ttyS0 panic=-1\u00a0kprobe_event=p:vfs_write" refused: kernel command line byte 22 is "\xc2"`}},
+		{"cmdline tab smuggles a parameter", func(ev *Evidence) { ev.Event.Cmdline = "console=ttyS0 panic=-1\tinit=/bin/sh" }, []string{`refused: kernel command line byte 22 is "\t": the kernel splits parameters on it`}},
 		{"cmdline digest mismatch", func(ev *Evidence) { ev.Event.CmdlineDigest = dA }, []string{"cmdline: cmdline_digest " + dA + " is not the digest of the command line"}},
 		{"cmdline required missing", func(ev *Evidence) { ev.Event.Cmdline = "quiet" }, []string{`cmdline: required parameter "console=ttyS0" is missing from "quiet"`}},
 		{"image tampered payload", func(ev *Evidence) {

@@ -402,7 +402,13 @@ func (p *parser) cmdline(n *yaml.Node) *CmdlineRule {
 	case !hasEx && !hasPa:
 		p.errAt(n, "add 'exact: [\"console=ttyS0 ...\"]' or 'params: {allow: [...]}'", "cmdline: neither exact nor params given")
 	case hasEx:
-		r.Exact, _, _ = p.strList(ex.val, "cmdline.exact")
+		var nodes []*yaml.Node
+		r.Exact, nodes, _ = p.strList(ex.val, "cmdline.exact")
+		for i, c := range r.Exact {
+			if err := CheckCmdline(c); err != nil {
+				p.errAt(nodes[i], "separate parameters with single spaces and use printable ASCII without '\"'; docs/policy.md says why", "cmdline.exact[%d]: %v", i, err)
+			}
+		}
 		if r.Exact == nil {
 			r.Exact = []string{}
 		}
@@ -422,7 +428,7 @@ func (p *parser) cmdline(n *yaml.Node) *CmdlineRule {
 			}
 			pats, nodes, _ := p.strList(v.val, "cmdline.params."+k)
 			for i, pat := range pats {
-				if msg := checkParamPattern(pat); msg != "" {
+				if msg := checkParamPattern(pat, k == "allow"); msg != "" {
 					p.errAt(nodes[i], "patterns are 'flag', 'key=value' or 'key=*'", "cmdline.params.%s: pattern %q %s", k, truncate(pat, 80), msg)
 				}
 			}

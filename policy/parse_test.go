@@ -113,6 +113,9 @@ func TestParseErrors(t *testing.T) {
 		{"empty validity", minimal + "valid: {}\n", []wantErr{{7, 8, "empty validity window"}}},
 		{"cmdline both", strings.Replace(minimal, "  exact: [\"console=ttyS0\"]\n", "  exact: [\"console=ttyS0\"]\n  params: {allow: [quiet]}\n", 1), []wantErr{{7, 3, "give exact or params, not both"}}},
 		{"cmdline bad pattern", strings.Replace(minimal, "  exact: [\"console=ttyS0\"]\n", "  params:\n    allow: [\"con*=x\", \"a b\"]\n", 1), []wantErr{{7, 13, "uses '*' other than"}, {7, 23, "contains whitespace"}}},
+		{"cmdline pattern with a byte the kernel splits on", strings.Replace(minimal, "  exact: [\"console=ttyS0\"]\n", "  params:\n    allow: [\"a=\\xa0\", 'q=\"x\"']\n", 1), []wantErr{{7, 13, `can never match: byte 2 is "\xc2"`}, {7, 23, `can never match: byte 2 is "\""`}}},
+		{"cmdline wildcard for a dangerous parameter", strings.Replace(minimal, "  exact: [\"console=ttyS0\"]\n", "  params:\n    allow: [\"kprobe_event=*\", \"init=*\", \"8250.nr_uarts=*\", \"loglevel=*\"]\n", 1), []wantErr{{7, 13, `"kprobe_event=*" names a parameter that can change what the kernel runs or prints; a wildcard may not allow it: list the exact values (kprobe_event=VALUE)`}, {7, 31, `"init=*" names a parameter`}, {7, 41, `"8250.nr_uarts=*" names a module parameter`}}},
+		{"cmdline exact the kernel would split differently", strings.Replace(minimal, `["console=ttyS0"]`, `["console=ttyS0\tquiet", "a\u00a0b", "ok", "x=\"y z\""]`, 1), []wantErr{{6, 11, "cmdline.exact[0]: kernel command line byte 13 is \"\\t\": the kernel splits parameters on it"}, {6, 35, `cmdline.exact[1]: kernel command line byte 1 is "\xc2"`}, {6, 53, `cmdline.exact[3]: kernel command line byte 2 is "\""`}}},
 		{"cmdline require not allowed", strings.Replace(minimal, "  exact: [\"console=ttyS0\"]\n", "  params:\n    allow: [quiet]\n    require: [console=ttyS0]\n", 1), []wantErr{{8, 14, `"console=ttyS0" is required but not allowed`}}},
 		{"bad pcr index", minimal + "host:\n  pcrs:\n    24: [" + strings.Repeat("0", 64) + "]\n", []wantErr{{9, 5, `host.pcrs: "24" is not a PCR index`}}},
 		{"pcr never quoted", minimal + "host:\n  pcrs:\n    8: [" + strings.Repeat("0", 64) + "]\n", []wantErr{{9, 5, `host.pcrs: PCR 8 is never quoted`}}},
@@ -221,26 +224,6 @@ func TestKeyFileRelative(t *testing.T) {
 	}
 }
 
-func TestSplitCmdline(t *testing.T) {
-	tests := []struct {
-		in   string
-		want []string
-	}{
-		{"", nil},
-		{"  a  b\tc\n", []string{"a", "b", "c"}},
-		{`foo="a b" bar`, []string{`foo="a b"`, "bar"}},
-		{`foo="x init=/bin/sh"`, []string{`foo="x init=/bin/sh"`}},
-		{`"init=/bin/sh" quiet`, []string{`"init=/bin/sh"`, "quiet"}},
-		{`a="unterminated b`, []string{`a="unterminated b`}},
-	}
-	for _, tc := range tests {
-		got := SplitCmdline(tc.in)
-		if fmt.Sprintf("%q", got) != fmt.Sprintf("%q", tc.want) {
-			t.Errorf("SplitCmdline(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
 func TestMatchParam(t *testing.T) {
 	tests := []struct {
 		pat, tok string
@@ -255,6 +238,10 @@ func TestMatchParam(t *testing.T) {
 		{"console=ttyS0", "console=ttyS0", true},
 		{"console=ttyS0", "console=ttyS1", false},
 		{"init=*", `"init=/bin/sh"`, false},
+		{"init=*", "init=/bin/sh", false},
+		{"kprobe_event=*", "kprobe_event=p:vfs_write", false},
+		{"8250.nr_uarts=*", "8250.nr_uarts=4", false},
+		{"8250.nr_uarts=1", "8250.nr_uarts=1", true},
 	}
 	for _, tc := range tests {
 		if got := matchParam(tc.pat, tc.tok); got != tc.want {

@@ -12,8 +12,10 @@ import (
 // DefaultCmdlineParams is what a reference policy allows when no exact
 // command line is given: the parameters of the launcher's own default
 // command lines (kvm.DefaultCmdline, for KVM and for TCG; a test in
-// internal/launchercmd keeps the two in step).
-var DefaultCmdlineParams = []string{"console=ttyS0", "panic=*", "reboot=*", "quiet", "loglevel=*", "8250.nr_uarts=1", "tsc_early_khz=*"}
+// internal/launchercmd keeps the two in step), each with its exact value.
+// The one wildcard is tsc_early_khz, whose value is each host's TSC rate:
+// the kernel reads it as a number and nothing else.
+var DefaultCmdlineParams = []string{"console=ttyS0", "panic=-1", "reboot=t", "quiet", "loglevel=4", "8250.nr_uarts=1", "tsc_early_khz=*"}
 
 // ReferenceValues are measured artifacts to write a starting policy for.
 // Digests come from the artifacts themselves (package measure).
@@ -98,7 +100,7 @@ func Reference(rv ReferenceValues) ([]byte, error) {
 			b.WriteString("    - " + quote(c) + "\n")
 		}
 	} else {
-		b.WriteString("  # No --cmdline given: the parameters the launcher uses. Tighten as needed.\n  params:\n    allow:\n")
+		b.WriteString("  # No --cmdline given: the launcher's own parameters with their exact values;\n  # tsc_early_khz (under TCG) is each host's TSC rate. docs/policy.md: wildcards.\n  params:\n    allow:\n")
 		for _, p := range DefaultCmdlineParams {
 			b.WriteString("      - " + quote(p) + "\n")
 		}

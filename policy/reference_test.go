@@ -17,7 +17,7 @@ func TestReferenceAllowsExactlyTheArtifacts(t *testing.T) {
 	}
 	kernel, initrd := []byte("kernel"), []byte("initrd")
 	image := digestOf([]byte("manifest"))
-	cmdline := `console=ttyS0 foo="a b" panic=-1`
+	cmdline := `console=ttyS0 foo=a:#b'{}*&! panic=-1` // YAML-special, but one the kernel splits as we do
 	for _, withSigner := range []bool{false, true} {
 		rv := ReferenceValues{Name: "ref", Kernel: digestOf(kernel), Initrd: digestOf(initrd), Cmdlines: []string{cmdline},
 			Image: image, Secrets: []string{"db-password"}, Sources: map[string]string{"kernel": "vmlinuz\n# evil"}, Now: time.Now()}
@@ -85,5 +85,8 @@ func TestReferenceDefaults(t *testing.T) {
 	}
 	if _, err := Reference(ReferenceValues{Kernel: "sha256:nope"}); err == nil {
 		t.Fatal("bad digest accepted")
+	}
+	if _, err := Reference(ReferenceValues{Kernel: dA, Cmdlines: []string{"quiet\u00a0init=/bin/sh"}}); err == nil || !strings.Contains(err.Error(), "cmdline.exact[0]: kernel command line byte 5") {
+		t.Fatalf("a command line the kernel splits differently: %v", err)
 	}
 }

@@ -97,6 +97,8 @@ func TestSchema(t *testing.T) {
 	docs["invalid-args"] = minimal + "args: {allow: some}\n"
 	docs["invalid-time"] = minimal + "valid: {not_after: tomorrow}\n"
 	docs["invalid-pattern"] = strings.Replace(minimal, `exact: ["console=ttyS0"]`, `params: {allow: ["con*"]}`, 1)
+	docs["invalid-pattern-nbsp"] = strings.Replace(minimal, `exact: ["console=ttyS0"]`, `params: {allow: ["loglevel=8\u00a0kprobe_event=x"]}`, 1)
+	docs["invalid-pattern-quote"] = strings.Replace(minimal, `exact: ["console=ttyS0"]`, `params: {allow: ['a="b c"']}`, 1)
 	var paths []string
 	for name, doc := range docs {
 		var n yaml.Node

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -358,6 +359,43 @@ func runServerSuite(t *testing.T, storeKind string) {
 		wantCode(t, err, codes.PermissionDenied, "grants no secrets")
 		_, err = c.ReleaseWithToken(ctx, r.GetToken())
 		wantCode(t, err, codes.PermissionDenied, "denied")
+	})
+
+	// A launch event whose command line the guest kernel splits differently
+	// from the policy (0xa0 is a space to the kernel) is denied, even by a
+	// params rule whose wildcard would match the whole as one parameter.
+	t.Run("cmdline smuggled past a params rule", func(t *testing.T) {
+		pol := strings.Replace(testPolicyYAML("params", testKernel), fmt.Sprintf("  exact:\n    - %q\n", testCmdline),
+			"  params:\n    allow: [console=ttyS0, \"loglevel=*\"]\n", 1)
+		os.WriteFile(filepath.Join(e.policyDir, "params.yaml"), []byte(pol), 0o600)
+		defer func() { os.Remove(filepath.Join(e.policyDir, "params.yaml")); e.watcher.Reload() }()
+		if err := e.watcher.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ cmdline, verdict string }{
+			{"console=ttyS0 loglevel=8", "allow"},
+			{"console=ttyS0 loglevel=8\u00a0kprobe_event=p:vfs_write", "deny"},
+			{"console=ttyS0 loglevel=8\tkprobe_event=p:vfs_write", "deny"},
+		} {
+			ev := testEvent(t, "params", newGuestKey(t).PublicKey())
+			ev.Cmdline, ev.CmdlineDigest = tc.cmdline, measure.DigestCmdline(measure.SHA256, tc.cmdline)
+			h.launch(ev)
+			nonce, _, _ := c.Challenge(ctx, h.nodeID)
+			r, err := c.Attest(ctx, h.attestRequest(ctx, nonce, ev.SandboxID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			reasons := strings.Join(r.GetReasons(), "\n")
+			if tc.verdict == "allow" && r.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW ||
+				tc.verdict == "deny" && (r.GetVerdict() != bulwarkv1.Verdict_VERDICT_DENY || !strings.Contains(reasons, "refused: kernel command line byte 24")) {
+				t.Fatalf("%q: verdict %v reasons %q, want %s", tc.cmdline, r.GetVerdict(), reasons, tc.verdict)
+			}
+			pf, err := c.Preflight(ctx, &bulwarkv1.PreflightRequest{NodeId: h.nodeID, Policy: "params", Kernel: testKernel, Initrd: testInitrd,
+				Image: testImage, ImageConfig: testConfig, Cmdline: tc.cmdline})
+			if err != nil || pf.GetAllow() != (tc.verdict == "allow") {
+				t.Fatalf("preflight %q: %v, %v", tc.cmdline, pf, err)
+			}
+		}
 	})
 
 	t.Run("preflight", func(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/statedir"
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
@@ -28,8 +29,9 @@ import (
 var HostPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
 
 // ErrDenied is returned when attestd denies the launch after boot; ErrRefused
-// when its policy refuses the artifacts before anything boots. The error
-// text carries every reason attestd gave.
+// when its policy refuses the artifacts before anything boots, or when the
+// command line is one the guest kernel could split differently from the
+// policy (policy.CheckCmdline). The error text carries every reason.
 var (
 	ErrDenied  = errors.New("attestation denied")
 	ErrRefused = errors.New("launch refused before boot")
@@ -134,6 +136,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.BootTimeout < 0 {
 		return nil, fmt.Errorf("boot timeout %v is negative", o.BootTimeout)
+	}
+	// Policy judges the command line as policy.ParseCmdline splits it; one
+	// the guest kernel could split differently must not boot. (The default
+	// command lines pass: a test in internal/launchercmd evaluates them.)
+	if o.Cmdline != "" {
+		if err := policy.CheckCmdline(o.Cmdline); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
+		}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

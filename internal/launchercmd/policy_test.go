@@ -66,6 +66,11 @@ func TestPolicyInitAllowsExactlyTheArtifacts(t *testing.T) {
 	if _, _, code := runLauncher(t, nil, "policy", "init", "--kernel", kpath, "-o", out); code == 0 {
 		t.Fatal("policy init overwrote an existing file without --force")
 	}
+	// A command line the guest kernel would split differently is not written into a policy.
+	if _, stderr, code := runLauncher(t, nil, "policy", "init", "--kernel", kpath, "--cmdline", "console=ttyS0\u00a0init=/bin/sh"); code == 0 ||
+		!strings.Contains(stderr, `cmdline.exact[0]: kernel command line byte 13 is "\xc2"`) {
+		t.Fatalf("policy init --cmdline with a no-break space: exit %d, %s", code, stderr)
+	}
 	stdout, stderr, code = runLauncher(t, nil, "policy", "check", out)
 	if code != 0 || !strings.Contains(stdout, "web.yaml: ok: web: kernel 1 digest + signed by release") {
 		t.Fatalf("policy check: exit %d\n%s%s", code, stdout, stderr)

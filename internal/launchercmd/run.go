@@ -16,6 +16,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/statedir"
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm"
 	"golang.org/x/term"
 )
@@ -64,7 +65,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	if err != nil {
 		return err
 	}
-	if err := checkRunFlags(*accel, *cpus, *mem, *pcr, *bootTimeout); err != nil {
+	if err := checkRunFlags(*accel, *cmdline, *cpus, *mem, *pcr, *bootTimeout); err != nil {
 		return err
 	}
 	state, err := statedir.Ensure(env.Getenv)
@@ -134,11 +135,15 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 // checkRunFlags validates run's values before anything is opened, measured
 // or booted; a bad value is a usage error (exit 2) and, the launch never
 // having started, no --report is written.
-func checkRunFlags(accel string, cpus, memMiB, pcr int, bootTimeout time.Duration) error {
+func checkRunFlags(accel, cmdline string, cpus, memMiB, pcr int, bootTimeout time.Duration) error {
 	switch accel {
 	case kvm.AccelAuto, kvm.AccelKVM, kvm.AccelTCG:
 	default:
 		return cli.Usagef("--accel %q: want auto, kvm or tcg", accel)
+	}
+	// launch.Run checks it too; here it is a usage error, before any work.
+	if err := policy.CheckCmdline(cmdline); err != nil {
+		return cli.Usagef("--cmdline: %v", err)
 	}
 	// The sandbox sizes kvm.Start accepts, checked here before the TPM is
 	// opened and attestd asked.

@@ -35,6 +35,9 @@ func TestRunValidatesFlagsFirst(t *testing.T) {
 		{"negative PCR", []string{"--pcr", "-1"}, 2, "--pcr -1: want 1..23"},
 		{"negative boot timeout", []string{"--boot-timeout", "-1s"}, 2, "--boot-timeout -1s: want a positive duration"},
 		{"zero boot timeout", []string{"--boot-timeout", "0"}, 2, "--boot-timeout 0s: want a positive duration"},
+		{"cmdline smuggling a parameter", []string{"--cmdline", "console=ttyS0 loglevel=8\u00a0kprobe_event=p:vfs_write"}, 2, `--cmdline: kernel command line byte 24 is "\xc2": only printable ASCII`},
+		{"cmdline with a tab", []string{"--cmdline", "console=ttyS0\tinit=/bin/sh"}, 2, `--cmdline: kernel command line byte 13 is "\t": the kernel splits parameters on it`},
+		{"cmdline with quotes", []string{"--cmdline", `console=ttyS0 x="a init=/bin/sh"`}, 2, `--cmdline: kernel command line byte 16 is "\""`},
 		{"values at the limits", []string{"--accel", "tcg", "--cpus", "64", "--memory", "128", "--pcr", "23", "--boot-timeout", "1ns"}, ExitLaunchFailed, "kernel: "},
 		{"lowest PCR", []string{"--accel", "tcg", "--cpus", "1", "--pcr", "1"}, ExitLaunchFailed, "kernel: "},
 	} {
