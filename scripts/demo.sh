@@ -157,6 +157,6 @@ printf '\n\033[1mSummary\033[0m\n'
 echo "  attestd        $addr (TLS; vault sealed to the TPM; embedded store in $work/attestd)"
 echo "  host TPM       managed swtpm ($BULWARK_STATE/swtpm)"
 echo "  sandbox        QEMU microvm, accelerator: ${accel:-unknown}; memory: $memory"
-echo "  allowed run    secret released only to the attested guest; fingerprint $want matched"
+echo "  allowed run    secret released wrapped to the attested guest key; fingerprint $want matched"
 echo "  refused runs   image re-signed by an unknown key: refused before boot by the launcher's signer check (exit $rc1) and by attestd's policy (exit $rc2)"
 echo "demo: OK"
