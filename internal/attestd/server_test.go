@@ -615,18 +615,20 @@ func adminChecks(t *testing.T, ctx context.Context, e *env, h *host) {
 			t.Fatalf("audit record %d holds a secret value", r.GetSeq())
 		}
 	}
-	// Refusals that cost the caller nothing (a replayed nonce, a wrong
-	// credential secret) are not written to the audit chain.
-	var refusedQuote, refusedNonce, refusedActivate bool
+	// Refusals that cost the caller nothing (a forged quote, a replayed
+	// nonce, a wrong credential secret) are not written to the audit
+	// chain; one after a verified quote (an edited launch log) is.
+	var refusedLog, refusedQuote, refusedNonce, refusedActivate bool
 	for _, r := range all.GetRecords() {
 		if strings.Contains(r.GetDetail(), `"refused"`) {
+			refusedLog = refusedLog || strings.Contains(r.GetDetail(), "launch_log:")
 			refusedQuote = refusedQuote || strings.Contains(r.GetDetail(), "quote:")
 			refusedNonce = refusedNonce || strings.Contains(r.GetDetail(), "nonce:")
 			refusedActivate = refusedActivate || strings.Contains(r.GetDetail(), `"activate"`)
 		}
 	}
-	if !refusedQuote || refusedNonce || refusedActivate {
-		t.Fatalf("audited refusals: quote %v (want true), nonce %v, activate %v (want false)", refusedQuote, refusedNonce, refusedActivate)
+	if !refusedLog || refusedQuote || refusedNonce || refusedActivate {
+		t.Fatalf("audited refusals: launch log %v (want true), quote %v, nonce %v, activate %v (want false)", refusedLog, refusedQuote, refusedNonce, refusedActivate)
 	}
 	if kinds["verdict"] == 0 || kinds["release"] == 0 || kinds["enroll"] == 0 || kinds["admin"] == 0 {
 		t.Fatalf("audit kinds %v", kinds)

@@ -62,32 +62,43 @@ type Verified struct {
 //  7. a firmware event log, when sent, parses and replays to the quoted
 //     host PCRs (go-attestation; PermissionDenied "firmware_event_log: ...").
 func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestRequest) (*Verified, error) {
+	v, _, err := s.verifyAttestation(ctx, req)
+	return v, err
+}
+
+// verifyAttestation is VerifyAttestation, and says whether the quote
+// verified (check 4 passed) before a later check refused: only then has
+// the caller proven something a stranger cannot (a fresh quote by the
+// node's AK over the nonce), and only then is a refusal audited.
+func (s *Server) verifyAttestation(ctx context.Context, req *bulwarkv1.AttestRequest) (v *Verified, quoted bool, err error) {
 	if err := validateAttest(req); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if _, ok := req.GetPcrs()[s.launchPCR]; !ok {
-		return nil, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", s.launchPCR)
+		return nil, false, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", s.launchPCR)
 	}
 	node, err := s.st.GetNode(ctx, req.GetNodeId())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
+		return nil, false, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
 	}
 	if err != nil {
-		return nil, s.storeStatus(ctx, "attest", err)
+		return nil, false, s.storeStatus(ctx, "attest", err)
 	}
 	if err := nodeActive(node); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	now := s.now()
 	if err := s.st.ConsumeNonce(ctx, req.GetNonce(), node.ID, now); err != nil {
-		return nil, s.storeStatus(ctx, "attest", err)
+		return nil, false, s.storeStatus(ctx, "attest", err)
 	}
-	v, err := verifyEvidence(node.AKPublic, s.launchPCR, req)
-	if err != nil {
-		return nil, err
+	if err := checkQuote(node.AKPublic, s.launchPCR, req); err != nil {
+		return nil, false, err
+	}
+	if v, err = checkQuoted(s.launchPCR, req); err != nil {
+		return nil, true, err
 	}
 	v.Node, v.Time = node, now
-	return v, nil
+	return v, true, nil
 }
 
 // verifyEvidence is the part of VerifyAttestation that needs no state:
@@ -95,14 +106,28 @@ func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestReq
 // the launch PCR. It is deterministic, which is what FuzzAttestRequest
 // drives.
 func verifyEvidence(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, error) {
-	launchValue, ok := req.GetPcrs()[launchPCR]
-	if !ok {
-		return nil, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", launchPCR)
+	if err := checkQuote(akPublic, launchPCR, req); err != nil {
+		return nil, err
+	}
+	return checkQuoted(launchPCR, req)
+}
+
+// checkQuote is check 4: the quote is signed by the AK, over the nonce
+// and the PCR values sent, the launch PCR among them.
+func checkQuote(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) error {
+	if _, ok := req.GetPcrs()[launchPCR]; !ok {
+		return invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", launchPCR)
 	}
 	if err := verifyQuote(akPublic, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs()); err != nil {
-		return nil, status.Errorf(codes.PermissionDenied, "quote: %v", err)
+		return status.Errorf(codes.PermissionDenied, "quote: %v", err)
 	}
+	return nil
+}
 
+// checkQuoted is checks 5 to 7, on a request whose quote checkQuote
+// verified: the PCR values are those the TPM quoted.
+func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, error) {
+	launchValue := req.GetPcrs()[launchPCR]
 	lg, err := measure.ParseLog(req.GetLaunchLog())
 	if err != nil {
 		return nil, invalid("launch_log", "%v", err)
