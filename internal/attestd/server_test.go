@@ -375,11 +375,26 @@ func runServerSuite(t *testing.T, storeKind string) {
 			r.Kernel = measure.DigestBytes(measure.SHA256, []byte("unapproved kernel"))
 			r.Cmdline = "console=ttyS0 init=/bin/sh"
 		}))
-		if err != nil || r.GetAllow() || len(r.GetReasons()) != 2 {
+		if err != nil || r.GetAllow() || len(r.GetReasons()) != 2 ||
+			!strings.HasPrefix(r.GetReasons()[0], "kernel:") || !strings.HasPrefix(r.GetReasons()[1], "cmdline:") {
 			t.Fatalf("preflight of a refused launch: %v, %v (want a refusal naming kernel and cmdline)", r, err)
 		}
+		// Without an admin certificate the reasons do not say what the
+		// policy allows; with one they do.
+		for _, allowed := range []string{testKernel, testCmdline, strings.TrimPrefix(testKernel, "sha256:")[:16]} {
+			if strings.Contains(strings.Join(r.GetReasons(), "\n"), allowed) {
+				t.Fatalf("preflight reasons show what the policy allows (%s): %q", allowed, r.GetReasons())
+			}
+		}
+		ra, err := e.admin.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) {
+			r.Kernel = measure.DigestBytes(measure.SHA256, []byte("unapproved kernel"))
+			r.Cmdline = "console=ttyS0 init=/bin/sh"
+		}))
+		if err != nil || ra.GetAllow() || len(ra.GetReasons()) != 2 || !strings.Contains(strings.Join(ra.GetReasons(), "\n"), testKernel) {
+			t.Fatalf("preflight with an admin certificate: %v, %v (want the policy's reasons, its allowed kernel among them)", ra, err)
+		}
 		r, err = c.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) { r.Policy = "no-such-policy" }))
-		if err != nil || r.GetAllow() {
+		if err != nil || r.GetAllow() || len(r.GetReasons()) != 1 || !strings.Contains(r.GetReasons()[0], `"no-such-policy" is not loaded`) {
 			t.Fatalf("preflight against an unknown policy: %v, %v", r, err)
 		}
 		for _, tc := range []struct {
