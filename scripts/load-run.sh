@@ -40,8 +40,9 @@ mkdir -p "$w/policies"
 # attestd's own TPM for its vault: a managed swtpm of this run.
 BULWARK_STATE=$w/state "$bin/launcher" tpm info >/dev/null
 port=$(free_port)
+# --peer-rate 0: every simulated host calls from this one address.
 args=(serve --data "$w/data" --listen "127.0.0.1:$port" --metrics-addr "" --log-level warn
-  --tpm "swtpm:$w/state/swtpm" --policies "$w/policies" --ek-ca "$w/ekca/ek-ca.pem")
+  --tpm "swtpm:$w/state/swtpm" --policies "$w/policies" --ek-ca "$w/ekca/ek-ca.pem" --peer-rate 0)
 [ -n "$DB" ] && args+=(--db "$DB")
 "$bin/attestd" "${args[@]}" >"$w/attestd.log" 2>&1 &
 pid=$!

@@ -26,8 +26,7 @@ type adminServer struct {
 func (a *adminServer) audit(ctx context.Context, subject string, fields map[string]any) error {
 	fields["by"] = adminName(ctx)
 	details, _ := json.Marshal(fields)
-	_, err := a.s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindAdmin, Subject: subject, Details: details})
-	return err
+	return a.s.appendAudit(ctx, store.AuditEntry{Kind: store.KindAdmin, Subject: subject, Details: details})
 }
 
 func validateSecretName(name string) error {

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"strings"
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
@@ -60,15 +59,17 @@ type PolicyState struct {
 // with reasons, not an error; a refused request (a failed check) is an
 // error and no verdict.
 func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bulwarkv1.AttestResponse, error) {
-	v, err := s.VerifyAttestation(ctx, req)
+	v, quoted, err := s.verifyAttestation(ctx, req)
 	if err != nil {
 		s.metrics.Attestations.WithLabelValues("error").Inc()
-		// Audit refusals that needed a fresh nonce (a failed quote, log or
-		// sandbox check): a replayed or stale nonce, or a revoked node's
-		// id, costs an attacker nothing, so those are counted but not
-		// written to the serialized audit chain.
-		if st := status.Convert(err); st.Code() == codes.PermissionDenied &&
-			!strings.HasPrefix(st.Message(), "nonce:") && !strings.HasPrefix(st.Message(), "node_id:") {
+		// Audit only refusals after the quote verified (a launch log,
+		// sandbox or firmware log check): the caller then holds the
+		// node's AK. A nonce from Challenge needs only the public node id,
+		// so a junk quote, a replayed or stale nonce, or a revoked node's
+		// id, costs an attacker nothing: those are counted and logged
+		// (sampled, by the interceptor), not written to the serialized
+		// audit chain.
+		if quoted {
 			s.auditRefusal(ctx, store.KindVerdict, req.GetNodeId(), req.GetSandboxId(), "attest", err)
 		}
 		return nil, err

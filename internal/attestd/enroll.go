@@ -29,6 +29,11 @@ const credentialSecretSize = 32
 // same AK issues a new challenge without demoting it; with another AK it is
 // refused (an admin deletes the node first), so nobody holding only the
 // public EK can knock an active host out.
+//
+// Nothing is audited here: the EK (and its certificate) is public, so
+// anyone may enroll a not yet active node with an AK of their own. The
+// enrollment is audited when ActivateCredential proves the AK is in that
+// EK's TPM.
 func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bulwarkv1.EnrollResponse, error) {
 	if err := validateEnroll(req); err != nil {
 		return nil, err
@@ -89,16 +94,7 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 	if err != nil {
 		return nil, s.storeStatus(ctx, "enroll", err)
 	}
-	// Enrolling again with the same AK only issues a new challenge, and
-	// anyone holding the public EK and AK can ask for one: audited are the
-	// enrollments that change who the node is (a new node or a new AK).
-	if changed {
-		details, _ := json.Marshal(map[string]any{"event": "enroll", "ek_trust": how, "ak_name": fmt.Sprintf("%x", ak.Name)})
-		if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: nodeID, Subject: nodeID, Details: details}); err != nil {
-			return nil, s.storeStatus(ctx, "enroll: audit", err)
-		}
-	}
-	s.log.InfoContext(ctx, "node enrolled", "node", nodeID, "ek_trust", how, "new_ak", changed)
+	s.log.DebugContext(ctx, "node enrolled", "node", nodeID, "ek_trust", how, "new_ak", changed)
 	return &bulwarkv1.EnrollResponse{
 		NodeId: nodeID, CredentialBlob: blob, EncryptedSecret: encSecret, ExpiresAt: timestamppb.New(ch.Expires),
 	}, nil
@@ -124,24 +120,31 @@ func (s *Server) trustEK(ek *tpmPublic, certDER []byte, nodeID string) (string, 
 
 // ActivateCredential completes enrollment: the AK is trusted only if the
 // secret matches the pending challenge (constant time) before it expires.
+// The activation is the enrollment's audit record (the EK's trust and the
+// AK's name): the first point where the caller has proven the AK lives in
+// the EK's TPM.
 func (s *Server) ActivateCredential(ctx context.Context, req *bulwarkv1.ActivateCredentialRequest) (*bulwarkv1.ActivateCredentialResponse, error) {
 	if err := validateActivate(req); err != nil {
 		return nil, err
 	}
-	_, err := store.ConsumeChallenge(ctx, s.st, req.GetNodeId(), req.GetSecret(), s.now())
+	n, err := store.ConsumeChallenge(ctx, s.st, req.GetNodeId(), req.GetSecret(), s.now())
 	if err != nil {
 		// Not audited: anyone holding a node's public EK and AK can have a
 		// challenge issued (Enroll) and answer it wrongly, as often as they
 		// like, so a refusal here proves nothing and would only let them
-		// write to the serialized audit chain. Logged instead.
-		s.log.WarnContext(ctx, "credential activation refused", "node", req.GetNodeId(), "error", err)
+		// write to the serialized audit chain. The interceptor counts it
+		// and logs it (sampled).
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
 		}
 		return nil, s.storeStatus(ctx, "activate", err)
 	}
-	details, _ := json.Marshal(map[string]any{"event": "activate"})
-	if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: req.GetNodeId(), Subject: req.GetNodeId(), Details: details}); err != nil {
+	how := "allow-list"
+	if len(n.EKCert) > 0 {
+		how = "certificate" // Enroll keeps only a certificate it checked
+	}
+	details, _ := json.Marshal(map[string]any{"event": "activate", "ek_trust": how, "ak_name": fmt.Sprintf("%x", n.AKName)})
+	if err := s.appendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: n.ID, Subject: n.ID, Details: details}); err != nil {
 		return nil, s.storeStatus(ctx, "activate: audit", err)
 	}
 	s.log.InfoContext(ctx, "node activated", "node", req.GetNodeId())
@@ -193,7 +196,39 @@ func (s *Server) auditRefusal(ctx context.Context, kind store.AuditKind, nodeID,
 	}
 	msg := status.Convert(s.storeStatus(ctx, what, cause)).Message()
 	details, _ := json.Marshal(map[string]any{"event": what, "refused": msg})
-	if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: kind, NodeID: nodeID, Subject: subject, Details: details}); err != nil {
+	if err := s.appendAudit(ctx, store.AuditEntry{Kind: kind, NodeID: nodeID, Subject: subject, Details: details}); err != nil {
 		s.log.ErrorContext(ctx, "audit of a refusal failed", "node", nodeID, "what", what, "error", err)
+		return
 	}
+	markAudited(ctx)
+}
+
+// MaxAuditSubject bounds an audit record's subject (a node, sandbox,
+// attestation, secret or policy name).
+const MaxAuditSubject = 256
+
+// validAuditSubject accepts 1..MaxAuditSubject bytes of [A-Za-z0-9._:-]:
+// the node ids, sandbox ids, attestation ids and secret names attestd
+// writes as subjects, and nothing a reader of the log could mistake for
+// structure (no spaces, quotes, control characters or newlines).
+func validAuditSubject(s string) error {
+	if s == "" || len(s) > MaxAuditSubject {
+		return fmt.Errorf("audit subject of %d bytes, want 1..%d: %w", len(s), MaxAuditSubject, store.ErrInvalid)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return fmt.Errorf("audit subject %q: want only letters, digits, '.', '_', ':' and '-': %w", trunc(s), store.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// appendAudit writes e to the audit log once its subject is valid.
+func (s *Server) appendAudit(ctx context.Context, e store.AuditEntry) error {
+	if err := validAuditSubject(e.Subject); err != nil {
+		return err
+	}
+	_, err := s.st.AppendAudit(ctx, e)
+	return err
 }

@@ -221,6 +221,10 @@ type envOptions struct {
 	// that issues all its nonces to its one host before the timer starts
 	// (no real host has thousands in flight).
 	manyNonces bool
+	// peerRate and peerBurst are Config.PeerRate and PeerBurst (0: the
+	// defaults).
+	peerRate  float64
+	peerBurst int
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -271,7 +275,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	e.srv, err = New(Config{Store: e.st, Vault: e.vault, Policies: &PolicyEngine{W: e.watcher}, Tokens: tokens,
-		EKAllow: o.ekAllow, AdminCA: e.pki.CAPool(), Now: e.clock.Now, TokenTTL: o.tokenTTL, RequestTimeout: o.requestTimeout})
+		EKAllow: o.ekAllow, AdminCA: e.pki.CAPool(), Now: e.clock.Now, TokenTTL: o.tokenTTL, RequestTimeout: o.requestTimeout,
+		PeerRate: o.peerRate, PeerBurst: o.peerBurst})
 	if err != nil {
 		t.Fatal(err)
 	}

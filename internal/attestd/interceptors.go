@@ -21,11 +21,17 @@ const adminServicePrefix = "/bulwark.v1.Admin/"
 
 // unaryInterceptor is attestd's one interceptor, outermost first: panic
 // recovery (a panic is a bug; the caller gets Internal and nothing leaks),
-// admin authorisation, metrics and a log line per call (method, code,
-// duration, peer; never a request field).
+// admin authorisation, the per-peer rate limit on the calls anyone may
+// make (ResourceExhausted), metrics and a log line per call (method, code,
+// duration, peer; never a request field). Refusals that were not audited
+// (the caller proved nothing first) are counted in
+// unaudited_refusals_total and their log lines sampled (logSampler), so a
+// flood of them costs a few lines a second.
 func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	requestArrived(ctx) // gRPC has read the whole request before it calls this
 	start := time.Now()
+	cs := &callState{}
+	ctx = context.WithValue(ctx, callStateKey{}, cs)
 	defer func() {
 		if r := recover(); r != nil {
 			s.metrics.Panics.Inc()
@@ -46,9 +52,21 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 		default:
 			lvl = slog.LevelInfo
 		}
+		var suppressed uint64
+		if lvl == slog.LevelInfo && !cs.audited {
+			s.metrics.UnauditedRefusals.WithLabelValues(info.FullMethod).Inc()
+			ok, n := s.refusalLogs.admit(info.FullMethod+" "+code.String(), s.now())
+			if !ok {
+				return
+			}
+			suppressed = n
+		}
 		if s.log.Enabled(ctx, lvl) {
 			attrs := []slog.Attr{slog.String("method", info.FullMethod), slog.String("code", code.String()),
 				slog.Duration("duration", d)}
+			if suppressed > 0 {
+				attrs = append(attrs, slog.Uint64("suppressed", suppressed))
+			}
 			if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 				attrs = append(attrs, slog.String("peer", p.Addr.String()))
 			}
@@ -64,6 +82,12 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 			return nil, aerr
 		}
 		ctx = context.WithValue(ctx, adminKey{}, who)
+	}
+	if unauthenticatedMethods[info.FullMethod] && !s.peers.allow(peerKey(ctx), s.now()) {
+		s.metrics.RateLimited.WithLabelValues(info.FullMethod).Inc()
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"rate limit: more than %g calls a second (burst %d) from this address to Challenge, Enroll, ActivateCredential and Preflight; retry later (attestd serve --peer-rate, --peer-burst)",
+			s.peers.rate, int(s.peers.burst))
 	}
 	return handler(ctx, req)
 }

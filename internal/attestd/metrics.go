@@ -18,6 +18,11 @@ type Metrics struct {
 	SecretsOut    prometheus.Counter       // secrets wrapped and released
 	PolicyReloads *prometheus.CounterVec   // by result: ok, error
 	Panics        prometheus.Counter
+	// RateLimited counts calls refused by the per-peer rate limit, by
+	// method; UnauditedRefusals every refusal not written to the audit log
+	// (the caller proved nothing first), by method.
+	RateLimited       *prometheus.CounterVec
+	UnauditedRefusals *prometheus.CounterVec
 	// The embedded store's group commits (ObserveCommit).
 	StoreCommit       prometheus.Histogram // seconds per commit
 	StoreCommitWrites prometheus.Histogram // writes per commit
@@ -53,6 +58,14 @@ func NewMetrics() *Metrics {
 			Namespace: "bulwark", Subsystem: "attestd", Name: "handler_panics_total",
 			Help: "Panics recovered in gRPC handlers (each one is a bug).",
 		}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "rate_limited_total",
+			Help: "Calls refused (ResourceExhausted) by the per-peer rate limit on Challenge, Enroll, ActivateCredential and Preflight, by method.",
+		}, []string{"method"}),
+		UnauditedRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "unaudited_refusals_total",
+			Help: "Refused calls not written to the audit log because the caller had proven nothing a stranger cannot (no verified quote, admin certificate or credential activation), by method; their log lines are sampled.",
+		}, []string{"method"}),
 		StoreCommit: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "bulwark", Subsystem: "store", Name: "commit_seconds",
 			Help:    "Embedded store: duration of each group commit, its fdatasyncs included.",
@@ -65,6 +78,7 @@ func NewMetrics() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.Attestations, m.RPCDuration, m.Releases, m.SecretsOut, m.PolicyReloads, m.Panics,
+		m.RateLimited, m.UnauditedRefusals,
 		m.StoreCommit, m.StoreCommitWrites,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -3,6 +3,8 @@ package attestd
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
@@ -16,6 +18,11 @@ import (
 // named policy allows the artifacts it is about to launch. It is advisory
 // and records nothing: Attest, after the quote is verified, is the
 // judgement, and the only path to secrets.
+//
+// Anyone holding the CA certificate and a node id may call it, so its
+// reasons name what was refused (kernel, cmdline, ...) without what the
+// policy allows (digests, signers, command lines): those are for a caller
+// with an admin client certificate, who gets the policy's own reasons.
 func (s *Server) Preflight(ctx context.Context, req *bulwarkv1.PreflightRequest) (*bulwarkv1.PreflightResponse, error) {
 	if err := validatePreflight(req); err != nil {
 		return nil, err
@@ -45,6 +52,56 @@ func (s *Server) Preflight(ctx context.Context, req *bulwarkv1.PreflightRequest)
 	if !j.Allow && len(j.Reasons) == 0 {
 		j.Reasons = []string{"denied by policy"}
 	}
-	s.log.InfoContext(ctx, "preflight", "node", n.ID, "policy", j.Policy, "allow", j.Allow, "reasons", len(j.Reasons))
-	return &bulwarkv1.PreflightResponse{Allow: j.Allow, Reasons: j.Reasons, Policy: j.Policy}, nil
+	admin := false
+	if s.adminCA != nil {
+		_, aerr := s.authorizeAdmin(ctx)
+		admin = aerr == nil
+	}
+	s.log.DebugContext(ctx, "preflight", "node", n.ID, "policy", j.Policy, "allow", j.Allow, "reasons", len(j.Reasons), "admin", admin)
+	reasons := j.Reasons
+	if !admin {
+		reasons = redactReasons(j, req.GetPolicy())
+	}
+	return &bulwarkv1.PreflightResponse{Allow: j.Allow, Reasons: reasons, Policy: j.Policy}, nil
+}
+
+// preflightFields are the parts of a launch Preflight judges, as the
+// policy's reasons begin ("kernel: ...").
+var preflightFields = []struct{ field, refused string }{
+	{"validity", "the policy is not in force at this time"},
+	{"kernel", "the kernel is not allowed by the policy (digest or signature)"},
+	{"initrd", "the initrd is not allowed by the policy (digest or signature)"},
+	{"cmdline", "the kernel command line is not allowed by the policy"},
+	{"image", "the image is not allowed by the policy (digest or signature)"},
+	{"args", "the command override is not allowed by the policy"},
+}
+
+// redactReasons rewrites a preflight judgement's reasons for a caller who
+// is not an admin: one line per refused part of the launch, naming it,
+// and nothing of what the policy allows. A reason that names no known
+// part becomes a generic refusal.
+func redactReasons(j Judgement, requested string) []string {
+	if len(j.Reasons) == 0 {
+		return nil
+	}
+	if j.Policy == "" { // no policy judged: the named one is not loaded
+		return []string{fmt.Sprintf("policy: %q is not loaded on this attestation service: check the name with your administrator", trunc(requested))}
+	}
+	const detail = " (an admin client certificate sees what it allows)"
+	var out []string
+	seen := map[string]bool{}
+	for _, r := range j.Reasons {
+		line := "policy: the launch is refused" + detail
+		for _, f := range preflightFields {
+			if strings.HasPrefix(r, f.field+":") {
+				line = f.field + ": " + f.refused + detail
+				break
+			}
+		}
+		if !seen[line] {
+			seen[line] = true
+			out = append(out, line)
+		}
+	}
+	return out
 }

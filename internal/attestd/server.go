@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
@@ -85,6 +86,14 @@ type Config struct {
 	// never finish them, holding a handler and up to MaxRequestSize each.
 	// The handler's own work is not bounded by it.
 	RequestTimeout time.Duration
+	// PeerRate and PeerBurst limit, per peer address (an IPv6 one by its
+	// /64), the calls anyone may make before proving anything: Challenge,
+	// Enroll, ActivateCredential and Preflight share a token bucket of
+	// PeerBurst calls refilled at PeerRate a second, and a call beyond it
+	// is ResourceExhausted. 0: DefaultPeerRate and DefaultPeerBurst; a
+	// negative PeerRate: no limit.
+	PeerRate  float64
+	PeerBurst int
 
 	Now  func() time.Time // nil: time.Now
 	Rand io.Reader        // nil: crypto/rand
@@ -113,6 +122,8 @@ type Server struct {
 	challengeTTL time.Duration
 	tokenTTL     time.Duration
 	requestTO    time.Duration
+	peers        *peerLimiter // nil: no limit
+	refusalLogs  logSampler
 	nowFn        func() time.Time
 	rand         io.Reader
 }
@@ -157,6 +168,21 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.nowFn == nil {
 		s.nowFn = time.Now
+	}
+	switch rate, burst := cfg.PeerRate, cfg.PeerBurst; {
+	case math.IsNaN(rate) || math.IsInf(rate, 0):
+		return nil, fmt.Errorf("attestd: peer rate %v: want a number of calls a second", rate)
+	case rate < 0:
+	case burst < 0:
+		return nil, fmt.Errorf("attestd: peer burst %d: want a positive number of calls", burst)
+	default:
+		if rate == 0 {
+			rate = DefaultPeerRate
+		}
+		if burst == 0 {
+			burst = DefaultPeerBurst
+		}
+		s.peers = newPeerLimiter(rate, burst)
 	}
 	if s.rand == nil {
 		s.rand = defaultRand

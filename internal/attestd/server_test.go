@@ -413,11 +413,26 @@ func runServerSuite(t *testing.T, storeKind string) {
 			r.Kernel = measure.DigestBytes(measure.SHA256, []byte("unapproved kernel"))
 			r.Cmdline = "console=ttyS0 init=/bin/sh"
 		}))
-		if err != nil || r.GetAllow() || len(r.GetReasons()) != 2 {
+		if err != nil || r.GetAllow() || len(r.GetReasons()) != 2 ||
+			!strings.HasPrefix(r.GetReasons()[0], "kernel:") || !strings.HasPrefix(r.GetReasons()[1], "cmdline:") {
 			t.Fatalf("preflight of a refused launch: %v, %v (want a refusal naming kernel and cmdline)", r, err)
 		}
+		// Without an admin certificate the reasons do not say what the
+		// policy allows; with one they do.
+		for _, allowed := range []string{testKernel, testCmdline, strings.TrimPrefix(testKernel, "sha256:")[:16]} {
+			if strings.Contains(strings.Join(r.GetReasons(), "\n"), allowed) {
+				t.Fatalf("preflight reasons show what the policy allows (%s): %q", allowed, r.GetReasons())
+			}
+		}
+		ra, err := e.admin.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) {
+			r.Kernel = measure.DigestBytes(measure.SHA256, []byte("unapproved kernel"))
+			r.Cmdline = "console=ttyS0 init=/bin/sh"
+		}))
+		if err != nil || ra.GetAllow() || len(ra.GetReasons()) != 2 || !strings.Contains(strings.Join(ra.GetReasons(), "\n"), testKernel) {
+			t.Fatalf("preflight with an admin certificate: %v, %v (want the policy's reasons, its allowed kernel among them)", ra, err)
+		}
 		r, err = c.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) { r.Policy = "no-such-policy" }))
-		if err != nil || r.GetAllow() {
+		if err != nil || r.GetAllow() || len(r.GetReasons()) != 1 || !strings.Contains(r.GetReasons()[0], `"no-such-policy" is not loaded`) {
 			t.Fatalf("preflight against an unknown policy: %v, %v", r, err)
 		}
 		for _, tc := range []struct {
@@ -653,18 +668,20 @@ func adminChecks(t *testing.T, ctx context.Context, e *env, h *host) {
 			t.Fatalf("audit record %d holds a secret value", r.GetSeq())
 		}
 	}
-	// Refusals that cost the caller nothing (a replayed nonce, a wrong
-	// credential secret) are not written to the audit chain.
-	var refusedQuote, refusedNonce, refusedActivate bool
+	// Refusals that cost the caller nothing (a forged quote, a replayed
+	// nonce, a wrong credential secret) are not written to the audit
+	// chain; one after a verified quote (an edited launch log) is.
+	var refusedLog, refusedQuote, refusedNonce, refusedActivate bool
 	for _, r := range all.GetRecords() {
 		if strings.Contains(r.GetDetail(), `"refused"`) {
+			refusedLog = refusedLog || strings.Contains(r.GetDetail(), "launch_log:")
 			refusedQuote = refusedQuote || strings.Contains(r.GetDetail(), "quote:")
 			refusedNonce = refusedNonce || strings.Contains(r.GetDetail(), "nonce:")
 			refusedActivate = refusedActivate || strings.Contains(r.GetDetail(), `"activate"`)
 		}
 	}
-	if !refusedQuote || refusedNonce || refusedActivate {
-		t.Fatalf("audited refusals: quote %v (want true), nonce %v, activate %v (want false)", refusedQuote, refusedNonce, refusedActivate)
+	if !refusedLog || refusedQuote || refusedNonce || refusedActivate {
+		t.Fatalf("audited refusals: launch log %v (want true), quote %v, nonce %v, activate %v (want false)", refusedLog, refusedQuote, refusedNonce, refusedActivate)
 	}
 	if kinds["verdict"] == 0 || kinds["release"] == 0 || kinds["enroll"] == 0 || kinds["admin"] == 0 {
 		t.Fatalf("audit kinds %v", kinds)

@@ -3,6 +3,9 @@ package attestd
 import (
 	"context"
 	"crypto"
+	_ "crypto/sha1" // for firmware event logs' SHA-1 digests
+	_ "crypto/sha256"
+	_ "crypto/sha512" // SHA-384
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -60,34 +63,48 @@ type Verified struct {
 //     (PermissionDenied "sandbox_id: ..."): a launch is judged only while
 //     nothing was measured after it;
 //  7. a firmware event log, when sent, parses and replays to the quoted
-//     host PCRs (go-attestation; PermissionDenied "firmware_event_log: ...").
+//     host PCRs, and the data of every event whose digest covers its data
+//     (the UEFI variable events, which say whether Secure Boot is on)
+//     hashes to that digest (go-attestation; PermissionDenied
+//     "firmware_event_log: ...").
 func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestRequest) (*Verified, error) {
+	v, _, err := s.verifyAttestation(ctx, req)
+	return v, err
+}
+
+// verifyAttestation is VerifyAttestation, and says whether the quote
+// verified (check 4 passed) before a later check refused: only then has
+// the caller proven something a stranger cannot (a fresh quote by the
+// node's AK over the nonce), and only then is a refusal audited.
+func (s *Server) verifyAttestation(ctx context.Context, req *bulwarkv1.AttestRequest) (v *Verified, quoted bool, err error) {
 	if err := validateAttest(req); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if _, ok := req.GetPcrs()[s.launchPCR]; !ok {
-		return nil, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", s.launchPCR)
+		return nil, false, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", s.launchPCR)
 	}
 	node, err := s.st.GetNode(ctx, req.GetNodeId())
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
+		return nil, false, status.Error(codes.NotFound, "node_id: not enrolled (call Enroll)")
 	}
 	if err != nil {
-		return nil, s.storeStatus(ctx, "attest", err)
+		return nil, false, s.storeStatus(ctx, "attest", err)
 	}
 	if err := nodeActive(node); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	now := s.now()
 	if err := s.st.ConsumeNonce(ctx, req.GetNonce(), node.ID, now); err != nil {
-		return nil, s.storeStatus(ctx, "attest", err)
+		return nil, false, s.storeStatus(ctx, "attest", err)
 	}
-	v, err := verifyEvidence(node.AKPublic, s.launchPCR, req)
-	if err != nil {
-		return nil, err
+	if err := checkQuote(node.AKPublic, s.launchPCR, req); err != nil {
+		return nil, false, err
+	}
+	if v, err = checkQuoted(s.launchPCR, req); err != nil {
+		return nil, true, err
 	}
 	v.Node, v.Time = node, now
-	return v, nil
+	return v, true, nil
 }
 
 // verifyEvidence is the part of VerifyAttestation that needs no state:
@@ -95,14 +112,28 @@ func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestReq
 // the launch PCR. It is deterministic, which is what FuzzAttestRequest
 // drives.
 func verifyEvidence(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, error) {
-	launchValue, ok := req.GetPcrs()[launchPCR]
-	if !ok {
-		return nil, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", launchPCR)
+	if err := checkQuote(akPublic, launchPCR, req); err != nil {
+		return nil, err
+	}
+	return checkQuoted(launchPCR, req)
+}
+
+// checkQuote is check 4: the quote is signed by the AK, over the nonce
+// and the PCR values sent, the launch PCR among them.
+func checkQuote(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) error {
+	if _, ok := req.GetPcrs()[launchPCR]; !ok {
+		return invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", launchPCR)
 	}
 	if err := verifyQuote(akPublic, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs()); err != nil {
-		return nil, status.Errorf(codes.PermissionDenied, "quote: %v", err)
+		return status.Errorf(codes.PermissionDenied, "quote: %v", err)
 	}
+	return nil
+}
 
+// checkQuoted is checks 5 to 7, on a request whose quote checkQuote
+// verified: the PCR values are those the TPM quoted.
+func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, error) {
+	launchValue := req.GetPcrs()[launchPCR]
 	lg, err := measure.ParseLog(req.GetLaunchLog())
 	if err != nil {
 		return nil, invalid("launch_log", "%v", err)
@@ -173,7 +204,66 @@ func replayFirmwareLog(b []byte, pcrs map[int][]byte) (evs []attest.Event, err e
 	if err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "firmware_event_log: does not replay to the quoted PCRs: %v", err)
 	}
+	if err := checkEventData(evs); err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "firmware_event_log: %v", err)
+	}
 	return evs, nil
+}
+
+// Event types whose digest, by the TCG PC Client Platform Firmware
+// Profile, is the digest of the event's data itself. Replay verifies only
+// digests; for these the data is what a reader acts on (the UEFI
+// variables SecureBoot, PK, KEK, db, dbx; the separators; the authorities
+// that verified a boot image), so it must hash to the verified digest.
+var digestOfData = map[attest.EventType]string{
+	0x00000004: "EV_SEPARATOR",
+	0x80000001: "EV_EFI_VARIABLE_DRIVER_CONFIG",
+	0x80000006: "EV_EFI_GPT_EVENT",
+	0x800000e0: "EV_EFI_VARIABLE_AUTHORITY",
+}
+
+// checkEventData refuses a replayed log in which an event whose digest
+// covers its data carries data that does not hash to it: the digest
+// replayed, the data was changed (a SecureBoot variable that reads 0 in a
+// log whose quoted PCR 7 says otherwise).
+func checkEventData(evs []attest.Event) error {
+	for i := range evs {
+		e := &evs[i]
+		name, ok := digestOfData[e.Type]
+		if !ok {
+			continue
+		}
+		if dataMatches(e.Digest, e.Data) {
+			continue
+		}
+		// Shims before rhboot/shim 8a27a48 measure one extra byte into
+		// EV_EFI_VARIABLE_AUTHORITY's data (go-attestation issue 157, which
+		// ParseSecurebootState accepts the same way).
+		if name == "EV_EFI_VARIABLE_AUTHORITY" && len(e.Data) > 0 && dataMatches(e.Digest, e.Data[:len(e.Data)-1]) {
+			continue
+		}
+		return fmt.Errorf("event %d (%s, PCR %d): its data does not hash to its replayed digest (the data was changed)", i, name, e.Index)
+	}
+	return nil
+}
+
+// dataMatches says whether data hashes to digest, whose length says the
+// algorithm (SHA-256, SHA-384 or SHA-1).
+func dataMatches(digest, data []byte) bool {
+	var h crypto.Hash
+	switch len(digest) {
+	case crypto.SHA256.Size():
+		h = crypto.SHA256
+	case crypto.SHA384.Size():
+		h = crypto.SHA384
+	case crypto.SHA1.Size():
+		h = crypto.SHA1
+	default:
+		return false
+	}
+	w := h.New()
+	w.Write(data)
+	return subtle.ConstantTimeCompare(w.Sum(nil), digest) == 1
 }
 
 func trunc(s string) string {
@@ -182,5 +272,3 @@ func trunc(s string) string {
 	}
 	return s
 }
-
-var _ = fmt.Sprintf

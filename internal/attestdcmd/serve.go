@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -27,7 +28,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "serve",
 		Summary: "run the attestation and key-release service (gRPC over TLS)",
-		Usage:   "--data DIR [--listen :8443] [--db postgres://...] [--vault tpm|sgx|file] [--policies DIR] [--ek-ca FILE...] [--insecure]",
+		Usage:   "--data DIR [--listen :8443] [--db postgres://...] [--vault tpm|sgx|file] [--policies DIR] [--ek-ca FILE...] [--peer-rate N] [--insecure]",
 		Run:     runServe,
 	})
 }
@@ -51,6 +52,8 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		challengeTTL = fs.Duration("challenge-ttl", attestd.DefaultChallengeTTL, "credential challenge validity")
 		tokenTTL     = fs.Duration("token-ttl", attestd.DefaultTokenTTL, "attestation token validity and release window")
 		requestTO    = fs.Duration("request-timeout", attestd.DefaultRequestTimeout, "time a client has to send a whole request; a call still arriving then is cancelled")
+		peerRate     = fs.Float64("peer-rate", attestd.DefaultPeerRate, "calls a second each peer address (IPv6: each /64) may make to Challenge, Enroll, ActivateCredential and Preflight together; more are refused (ResourceExhausted); 0: no limit (a load generator driving many hosts from one address)")
+		peerBurst    = fs.Int("peer-burst", attestd.DefaultPeerBurst, "calls a peer address may make at once beyond --peer-rate (the token bucket's size)")
 		logFormat    = fs.String("log-format", "json", "log format: json or text")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		policyKeys   multiFlag
@@ -95,6 +98,12 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		if d.v <= 0 {
 			return cli.Usagef("%s %v: want a positive duration, e.g. %s 60s", d.flag, d.v, d.flag)
 		}
+	}
+	if !(*peerRate >= 0) || math.IsInf(*peerRate, 0) {
+		return cli.Usagef("--peer-rate %v: want calls a second (0: no limit), e.g. --peer-rate %d", *peerRate, attestd.DefaultPeerRate)
+	}
+	if *peerBurst < 1 {
+		return cli.Usagef("--peer-burst %d: want at least 1 call, e.g. --peer-burst %d", *peerBurst, attestd.DefaultPeerBurst)
 	}
 	if err := checkListenAddr("--listen", *listen); err != nil {
 		return err
@@ -217,11 +226,17 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		fmt.Fprintf(env.Stderr, "attestd: CA %s SHA-256 fingerprint %s\n", pki.CACertPath(), pki.CAFingerprint())
 	}
 
+	rate := *peerRate
+	if rate == 0 {
+		rate = -1 // Config: no limit
+		log.Warn("no per-peer rate limit (--peer-rate 0): anyone who reaches attestd may call Challenge, Enroll, ActivateCredential and Preflight as fast as they like")
+	}
 	checkpoints := attestd.NewCheckpoints(filepath.Join(*dataDir, attestd.CheckpointFile), tokens, nil)
 	srv, err := attestd.New(attestd.Config{
 		Logger: log, Store: st, Vault: vault, Policies: &attestd.PolicyEngine{W: w}, Tokens: tokens, Metrics: metrics,
 		Checkpoints: checkpoints, EKRoots: roots, EKIntermediates: inter, EKAllow: ekAllow, AdminCA: adminCA,
 		LaunchPCR: uint32(*launchPCR), NonceTTL: *nonceTTL, ChallengeTTL: *challengeTTL, TokenTTL: *tokenTTL, RequestTimeout: *requestTO,
+		PeerRate: rate, PeerBurst: *peerBurst,
 	})
 	if err != nil {
 		return err

@@ -25,8 +25,10 @@ Usage:
   bulwark-load --write-policy FILE [--policy NAME] [--secret NAME] [--ek-ca DIR]
 
 The simulated hosts' EK certificates are issued by a stand-in TPM manufacturer
-CA (--ek-ca DIR/ek-ca.pem); start attestd with it as an EK root, and put the
-policy from --write-policy in its policy directory. See docs/load.md.
+CA (--ek-ca DIR/ek-ca.pem); start attestd with it as an EK root and without
+its per-peer rate limit (attestd serve --peer-rate 0: every simulated host
+calls from this one address), and put the policy from --write-policy in its
+policy directory. See docs/load.md.
 
 Flags:
 `

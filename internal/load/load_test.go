@@ -244,6 +244,7 @@ func launchAttestd(dsn string) (a *attestdFixture, stop func() error, err error)
 		"serve", "--data", data, "--listen", "127.0.0.1:0", "--metrics-addr", "",
 		"--vault", "file", "--allow-insecure-file-vault", "--policies", pols,
 		"--ek-ca", filepath.Join(ekca, softtpm.EKCACertFile), "--log-level", "warn",
+		"--peer-rate", "0", // every simulated host calls from this one address
 	}
 	if dsn != "" {
 		args = append(args, "--db", dsn)
