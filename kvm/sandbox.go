@@ -3,8 +3,6 @@ package kvm
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,58 +21,6 @@ import (
 	"github.com/bulwark-project/bulwark/enclave/wrap"
 	"github.com/bulwark-project/bulwark/kvm/channel"
 )
-
-// The sandbox sizes Start accepts.
-const (
-	MinCPUs, MaxCPUs           = 1, 64
-	MinMemoryMiB, MaxMemoryMiB = 128, 1 << 20
-)
-
-// Config describes one sandbox. Kernel and Initrd are given either as open
-// files (e.g. sealed memfds from measure.Pin: QEMU reads exactly the bytes
-// that were measured, through /proc/self/fd/N) or as paths.
-type Config struct {
-	// Kernel is the guest kernel: a PVH ELF vmlinux (see DefaultKernel) or
-	// a bzImage. Exactly one of Kernel and KernelPath is required.
-	Kernel     *os.File
-	KernelPath string
-	// Initrd is the base initramfs (BuildBaseInitramfs). One of Initrd and
-	// InitrdPath is required.
-	Initrd     *os.File
-	InitrdPath string
-	// ImageInitrd is appended to the base initramfs (BuildImageInitramfs);
-	// nil runs no image (the agent then refuses START).
-	ImageInitrd []byte
-	// Cmdline is the guest kernel command line. It is measured, so callers
-	// that record it should compute it first: DefaultCmdline(accel) with
-	// accel from ChooseAccel. "" means DefaultCmdline of the chosen accel.
-	Cmdline string
-	// CPUs (default 1; MinCPUs..MaxCPUs) and MemoryMiB (default 512;
-	// MinMemoryMiB..MaxMemoryMiB).
-	CPUs      int
-	MemoryMiB int
-	// Accel is "auto" (default), "kvm" or "tcg"; see ChooseAccel.
-	Accel string
-	// BootTimeout bounds the time from start to the agent's HELLO
-	// (default 60s). A hung boot ends with ErrBootTimeout and the console tail.
-	BootTimeout time.Duration
-	// Stdout and Stderr receive the workload's output (default: discarded).
-	Stdout, Stderr io.Writer
-	// Console receives the guest serial console (kernel log, agent log).
-	Console io.Writer
-	// Logger gets the sandbox's own log lines (default: discarded).
-	Logger *slog.Logger
-	// QEMU is the qemu-system-x86_64 binary (default: found in PATH).
-	QEMU string
-	// CgroupParent says where the sandbox's cgroup is made: "" (the
-	// default) picks cgroup v2 (DefaultCgroupParent) or v1 (the cpu,
-	// memory and pids hierarchies) from the host; a path is a v2 parent;
-	// "none" runs without CPU, memory and pids limits. Start fails when the
-	// limits cannot be enforced, unless it is "none".
-	CgroupParent string
-	// Name labels the sandbox in logs and its cgroup (default: random).
-	Name string
-}
 
 // Secret is one wrapped secret to forward to the guest (see enclave/wrap).
 type Secret = channel.Secret
@@ -134,43 +80,8 @@ type Sandbox struct {
 // at any time, as exec.CommandContext does, and so does the launcher's own
 // death (the QEMU process has PR_SET_PDEATHSIG=SIGKILL).
 func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Stdout == nil {
-		cfg.Stdout = io.Discard
-	}
-	if cfg.Stderr == nil {
-		cfg.Stderr = io.Discard
-	}
-	if cfg.CPUs == 0 {
-		cfg.CPUs = 1
-	}
-	if cfg.MemoryMiB == 0 {
-		cfg.MemoryMiB = 512
-	}
-	if cfg.BootTimeout == 0 {
-		cfg.BootTimeout = 60 * time.Second
-	}
-	if cfg.CPUs < MinCPUs || cfg.CPUs > MaxCPUs {
-		return nil, fmt.Errorf("kvm: CPUs = %d, want %d..%d", cfg.CPUs, MinCPUs, MaxCPUs)
-	}
-	if cfg.MemoryMiB < MinMemoryMiB || cfg.MemoryMiB > MaxMemoryMiB {
-		return nil, fmt.Errorf("kvm: MemoryMiB = %d, want %d..%d", cfg.MemoryMiB, MinMemoryMiB, MaxMemoryMiB)
-	}
-	if (cfg.Kernel == nil) == (cfg.KernelPath == "") {
-		return nil, errors.New("kvm: give exactly one of Kernel and KernelPath (see kvm.DefaultKernel)")
-	}
-	if (cfg.Initrd == nil) == (cfg.InitrdPath == "") {
-		return nil, errors.New("kvm: give exactly one of Initrd and InitrdPath (see kvm.BuildBaseInitramfs)")
-	}
-	if cfg.Name == "" {
-		var b [6]byte
-		rand.Read(b[:])
-		cfg.Name = hex.EncodeToString(b[:])
-	}
-	if !validName(cfg.Name) {
-		return nil, fmt.Errorf("kvm: sandbox name %q: want [A-Za-z0-9._-], at most 64", cfg.Name)
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
 	}
 	choice, err := ChooseAccel(cfg.Accel)
 	if err != nil {
@@ -219,13 +130,6 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	return s, nil
 }
 
-func validName(n string) bool {
-	if len(n) > 64 {
-		return false
-	}
-	return (&channel.Start{SandboxID: n}).Validate() == nil
-}
-
 func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	cfg := s.cfg
 	var err error
@@ -253,8 +157,8 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	defer chL.Close()
 	os.Remove(s.tmpDir) // both socket paths are unlinked: nothing to leave behind
 	s.conn = chConn
-	qmpFD := fdPath(qmpL)
-	chFD := fdPath(chL)
+	qmpFD := fdNum(fdPath(qmpL))
+	chFD := fdNum(fdPath(chL))
 
 	kernel := cfg.KernelPath
 	if cfg.Kernel != nil {
@@ -274,29 +178,10 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		initrd = fdPath(cfg.Initrd)
 	}
 
-	args := []string{
-		"-name", "bulwark-" + cfg.Name,
-		"-M", "microvm,x-option-roms=off,pit=on,rtc=on,isa-serial=on",
-		"-accel", accelArg(s.accel.Accel),
-		"-smp", strconv.Itoa(cfg.CPUs),
-		"-m", strconv.Itoa(cfg.MemoryMiB),
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
-		// seccomp: no exec, no privilege changes, no obsolete syscalls.
-		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-		"-chardev", "socket,id=qmp,fd=" + strings.TrimPrefix(qmpFD, "/proc/self/fd/") + ",server=on,wait=off",
-		"-mon", "chardev=qmp,mode=control",
-		"-chardev", "stdio,id=con,signal=off",
-		"-serial", "chardev:con",
-		"-device", "virtio-serial-device,max_ports=2",
-		"-chardev", "socket,id=c0,fd=" + strings.TrimPrefix(chFD, "/proc/self/fd/") + ",server=on,wait=off",
-		"-device", "virtserialport,chardev=c0,name=" + channel.PortName,
-		"-object", "rng-random,id=rng0,filename=/dev/urandom",
-		"-device", "virtio-rng-device,rng=rng0",
-		"-kernel", kernel,
-		"-initrd", initrd,
-		"-append", s.cmdline,
-	}
-	args = append(args, "-cpu", cpuModel(s.accel.Accel))
+	args := qemuArgs(qemuSpec{
+		name: cfg.Name, accel: s.accel.Accel, cpus: cfg.CPUs, memoryMiB: cfg.MemoryMiB,
+		qmpFD: qmpFD, channelFD: chFD, kernel: kernel, initrd: initrd, cmdline: s.cmdline,
+	})
 	cmd := exec.Command(qemu, args...)
 	cmd.ExtraFiles = extra
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
@@ -378,26 +263,10 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	return nil
 }
 
-// cpuModel is the guest CPU: the host's under KVM; under TCG QEMU's
-// default model plus RDRAND (emulated from the host's getrandom), so the
-// guest kernel's random pool is ready early in boot (CONFIG_RANDOM_TRUST_CPU)
-// instead of after seconds of waiting for entropy.
-// accelArg is QEMU's -accel value. Under TCG the translation cache is 16 MiB
-// rather than QEMU 7.2's default (a quarter of guest RAM, up to 1 GiB):
-// measured here it saves ≈ 28 MiB per idle VM at no measurable cost in
-// speed for a sandbox's short-lived workloads.
-func accelArg(accel string) string {
-	if accel == AccelTCG {
-		return AccelTCG + ",tb-size=16"
-	}
-	return accel
-}
-
-func cpuModel(accel string) string {
-	if accel == AccelKVM {
-		return "host"
-	}
-	return "qemu64,+rdrand"
+// fdNum is the descriptor number in a /proc/self/fd/N path.
+func fdNum(path string) int {
+	n, _ := strconv.Atoi(strings.TrimPrefix(path, "/proc/self/fd/"))
+	return n
 }
 
 func (s *Sandbox) startFailure(what string, err error) error {
