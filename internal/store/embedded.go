@@ -933,7 +933,11 @@ func (s *embedded) ReadAudit(ctx context.Context, after uint64, limit int) ([]Au
 	var out []AuditRecord
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bktAudit).Cursor()
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		k, v := c.Seek(seqKey(after + 1))
+		if after == 0 {
+			k, v = c.First() // every record, even one under a key below 1
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
 			var r auditRec
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("store: corrupt audit record %x: %w", k, err)

@@ -633,7 +633,11 @@ func (s *pgStore) ReadAudit(ctx context.Context, after uint64, limit int) ([]Aud
 	if limit < 1 || limit > 1000 {
 		return nil, fmt.Errorf("audit read limit %d: want 1..1000: %w", limit, ErrInvalid)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+auditCols+` FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2`, int64(after), limit)
+	q := `SELECT ` + auditCols + ` FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2`
+	if after == 0 { // every row, even one whose seq was set to 0 or below
+		q = `SELECT ` + auditCols + ` FROM audit WHERE $1::bigint = 0 ORDER BY seq LIMIT $2`
+	}
+	rows, err := s.pool.Query(ctx, q, int64(after), limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: reading audit log: %w", err)
 	}

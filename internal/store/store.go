@@ -289,6 +289,9 @@ type Audit interface {
 	AppendAudit(ctx context.Context, e AuditEntry) (AuditRecord, error)
 	// ReadAudit returns up to limit (1..1000) records with Seq > after, in
 	// Seq order, exactly as stored (nothing is recomputed or repaired).
+	// after 0 starts at the first record stored, whatever its Seq says, so
+	// that a verifier sees every record there is (a record whose Seq was
+	// changed to 0 is returned, not hidden).
 	ReadAudit(ctx context.Context, after uint64, limit int) ([]AuditRecord, error)
 	// AuditHead returns the last record; ErrNotFound when the log is empty.
 	AuditHead(ctx context.Context) (AuditRecord, error)
