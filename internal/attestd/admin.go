@@ -39,26 +39,34 @@ func validateSecretName(name string) error {
 	return nil
 }
 
-func (a *adminServer) PutSecret(ctx context.Context, req *bulwarkv1.PutSecretRequest) (*bulwarkv1.PutSecretResponse, error) {
+// validatePutSecret checks a PutSecret request's name, value and metadata.
+func validatePutSecret(req *bulwarkv1.PutSecretRequest) error {
 	if err := validateSecretName(req.GetName()); err != nil {
-		return nil, err
+		return err
 	}
 	if len(req.GetValue()) == 0 {
-		return nil, invalid("value", "missing")
+		return invalid("value", "missing")
 	}
 	if len(req.GetValue()) > enclave.MaxSecretSize {
-		return nil, invalid("value", "%d bytes, the limit is %d", len(req.GetValue()), enclave.MaxSecretSize)
+		return invalid("value", "%d bytes, the limit is %d", len(req.GetValue()), enclave.MaxSecretSize)
 	}
 	for k, v := range req.GetMetadata() {
 		if k != "description" {
-			return nil, invalid("metadata", "key %q: only \"description\" is supported", trunc(k))
+			return invalid("metadata", "key %q: only \"description\" is supported", trunc(k))
 		}
 		if len(v) > 1024 {
-			return nil, invalid("metadata", "description is %d bytes, the limit is 1024", len(v))
+			return invalid("metadata", "description is %d bytes, the limit is 1024", len(v))
 		}
 		if strings.ContainsRune(v, 0) {
-			return nil, invalid("metadata", "description contains a NUL byte")
+			return invalid("metadata", "description contains a NUL byte")
 		}
+	}
+	return nil
+}
+
+func (a *adminServer) PutSecret(ctx context.Context, req *bulwarkv1.PutSecretRequest) (*bulwarkv1.PutSecretResponse, error) {
+	if err := validatePutSecret(req); err != nil {
+		return nil, err
 	}
 	meta, err := a.s.vault.Put(ctx, req.GetName(), req.GetValue(), enclave.Meta{Description: req.GetMetadata()["description"]})
 	clear(req.Value)
@@ -155,13 +163,23 @@ func (a *adminServer) RevokeNode(ctx context.Context, req *bulwarkv1.RevokeNodeR
 	return &bulwarkv1.RevokeNodeResponse{}, nil
 }
 
-func (a *adminServer) ReadAudit(ctx context.Context, req *bulwarkv1.ReadAuditRequest) (*bulwarkv1.ReadAuditResponse, error) {
+// auditPageLimit is a ReadAudit request's page size: DefaultAuditPage for
+// 0, at most MaxAuditPage.
+func auditPageLimit(req *bulwarkv1.ReadAuditRequest) (int, error) {
 	limit := int(req.GetLimit())
 	if limit == 0 {
 		limit = DefaultAuditPage
 	}
 	if limit > MaxAuditPage {
-		return nil, invalid("limit", "%d, the limit is %d", limit, MaxAuditPage)
+		return 0, invalid("limit", "%d, the limit is %d", limit, MaxAuditPage)
+	}
+	return limit, nil
+}
+
+func (a *adminServer) ReadAudit(ctx context.Context, req *bulwarkv1.ReadAuditRequest) (*bulwarkv1.ReadAuditResponse, error) {
+	limit, err := auditPageLimit(req)
+	if err != nil {
+		return nil, err
 	}
 	recs, err := a.s.st.ReadAudit(ctx, req.GetAfter(), limit)
 	if err != nil {

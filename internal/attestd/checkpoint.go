@@ -53,17 +53,20 @@ func NewCheckpoints(path string, signer *TokenSigner, now func() time.Time) *Che
 }
 
 // Record signs the current head of a and appends it, unless the last
-// checkpoint already names that record. It returns the head (Seq 0 for an
-// empty log, which is not recorded).
+// checkpoint already names that record. An empty log is recorded as the
+// checkpoint of Seq 0 (hash: 32 zero bytes), so that the file exists from
+// attestd's first start: `attestd audit verify` reports a missing one.
+// It returns the checkpoint.
 func (c *Checkpoints) Record(ctx context.Context, a store.Audit) (store.Checkpoint, error) {
+	cp := store.Checkpoint{Hash: make([]byte, sha256.Size)}
 	head, err := a.AuditHead(ctx)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Checkpoint{}, nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
 		return store.Checkpoint{}, fmt.Errorf("audit head: %w", err)
+	default:
+		cp = store.Checkpoint{Seq: head.Seq, Hash: head.Hash}
 	}
-	cp := store.Checkpoint{Seq: head.Seq, Hash: head.Hash}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if last, err := c.readLocked(); err == nil && len(last) > 0 && last[len(last)-1].Seq == cp.Seq {

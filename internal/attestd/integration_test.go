@@ -174,7 +174,8 @@ func TestBinaryEndToEnd(t *testing.T) {
 	if !strings.Contains(d.output(), `"vault":"tpm"`) {
 		t.Fatalf("vault backend not tpm:\n%s", d.output())
 	}
-	if out, errs, code := run(t, "", "audit", "verify", "--data", data); code != 0 || !strings.Contains(out, "audit log OK") || !strings.Contains(out, "1 signed checkpoints") {
+	// Two checkpoints: at start (the empty log) and after ctl audit verify.
+	if out, errs, code := run(t, "", "audit", "verify", "--data", data); code != 0 || !strings.Contains(out, "audit log OK") || !strings.Contains(out, "2 signed checkpoints") {
 		t.Fatalf("offline audit verify: %d %s %s", code, out, errs)
 	}
 }

@@ -2,7 +2,6 @@ package attestd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
@@ -15,8 +14,9 @@ import (
 // within its validity window. Each secret is HPKE-wrapped by the vault to
 // the guest public key recorded in the attested launch event (and bound to
 // the sandbox id and the secret name) — never to a key from the request,
-// never in clear. Every release is audited with the names only; if the
-// audit record cannot be written nothing is returned.
+// never in clear. Every release is audited with the names only, in the
+// store transaction that consumes the window: if that fails, nothing is
+// returned and the window stays open.
 func (s *Server) ReleaseSecrets(ctx context.Context, req *bulwarkv1.ReleaseSecretsRequest) (*bulwarkv1.ReleaseSecretsResponse, error) {
 	if err := validateRelease(req); err != nil {
 		return nil, err
@@ -37,19 +37,26 @@ func (s *Server) ReleaseSecrets(ctx context.Context, req *bulwarkv1.ReleaseSecre
 			return nil, err
 		}
 	}
+	// Check the window, wrap the secrets, then consume the window together
+	// with its audit record (one store transaction): a release that fails
+	// before that step (vault, store) leaves the window open for a retry,
+	// and no release is durable without its record. Concurrent requests may
+	// each wrap; only the one whose ConsumeRelease succeeds answers with
+	// the secrets.
 	now := s.now()
-	a, err := s.st.ConsumeRelease(ctx, id, now)
-	if errors.Is(err, store.ErrReleaseDenied) {
+	a, err := s.st.GetAttestation(ctx, id)
+	if err == nil {
+		err = store.Releasable(a, now)
+	}
+	if errors.Is(err, store.ErrReleaseDenied) && a.Allow && len(a.Secrets) == 0 {
 		// An allow that grants no secrets has nothing to release: answer
 		// with an empty list (within the token's validity), so a launcher
 		// need not special-case it. A deny stays refused.
-		if got, gerr := s.st.GetAttestation(ctx, id); gerr == nil && got.Allow && len(got.Secrets) == 0 {
-			if now.Before(got.CreatedAt.Add(s.tokenTTL)) {
-				s.metrics.Releases.WithLabelValues("ok").Inc()
-				return &bulwarkv1.ReleaseSecretsResponse{SandboxId: got.SandboxID}, nil
-			}
-			err = store.ErrReleaseExpired
+		if now.Before(a.CreatedAt.Add(s.tokenTTL)) {
+			s.metrics.Releases.WithLabelValues("ok").Inc()
+			return &bulwarkv1.ReleaseSecretsResponse{SandboxId: a.SandboxID}, nil
 		}
+		err = store.ErrReleaseExpired
 	}
 	if err != nil {
 		s.metrics.Releases.WithLabelValues("refused").Inc()
@@ -64,10 +71,9 @@ func (s *Server) ReleaseSecrets(ctx context.Context, req *bulwarkv1.ReleaseSecre
 		s.metrics.Releases.WithLabelValues("refused").Inc()
 		return nil, s.storeStatus(ctx, "release", err)
 	}
-	details, _ := json.Marshal(map[string]any{"attestation": a.ID, "sandbox": a.SandboxID, "secrets": a.Secrets})
-	if _, err := s.st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindRelease, NodeID: a.NodeID, Subject: a.ID, Details: details}); err != nil {
+	if a, _, err = s.st.ConsumeRelease(ctx, id, s.now()); err != nil {
 		s.metrics.Releases.WithLabelValues("refused").Inc()
-		return nil, s.storeStatus(ctx, "release: audit", err)
+		return nil, s.storeStatus(ctx, "attestation_id: "+id, err)
 	}
 	out := &bulwarkv1.ReleaseSecretsResponse{SandboxId: a.SandboxID, Secrets: make([]*bulwarkv1.WrappedSecret, 0, len(wrapped))}
 	for _, w := range wrapped {

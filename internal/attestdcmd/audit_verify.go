@@ -19,7 +19,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "audit verify",
 		Summary: "verify the audit log's hash chain offline (embedded store or PostgreSQL)",
-		Usage:   "--data DIR | --db postgres://...",
+		Usage:   "--data DIR [--db postgres://...] [--checkpoints FILE] [--allow-no-checkpoint]",
 		Run:     runAuditVerify,
 	})
 }
@@ -27,6 +27,8 @@ func init() {
 func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
 	dataDir := fs.String("data", "", "attestd's data `DIR` (embedded store in DIR/store, signed checkpoints)")
 	db := fs.String("db", "", "PostgreSQL `URL` (postgres://...) instead of the embedded store")
+	cpFile := fs.String("checkpoints", "", "signed checkpoint `FILE` (default DATA/"+attestd.CheckpointFile+"); give a copy kept off the host")
+	noCP := fs.Bool("allow-no-checkpoint", false, "verify the chain alone when there is no signed checkpoint (its start cannot then be vouched for)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,6 +42,9 @@ func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		if err := checkDBFlag(*db, "for the embedded store give --data DIR"); err != nil {
 			return err
 		}
+	}
+	if *cpFile != "" && *dataDir == "" {
+		return cli.Usagef("--checkpoints needs --data DIR (the token key that signed them is DATA/%s)", attestd.TokenKeyFile)
 	}
 	if *db != "" && *dataDir != "" {
 		// --data names where the signed checkpoints are: a mistyped one
@@ -66,21 +71,41 @@ func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	}
 	defer st.Close()
 	var opts store.VerifyOptions
-	cpNote := "no signed checkpoints (give --data to use DATA/" + attestd.CheckpointFile + ")"
-	if *dataDir != "" {
+	var noCheckpoint string // why there is no checkpoint to trust
+	if *dataDir == "" {
+		noCheckpoint = "no signed checkpoints: give --data DIR (attestd's token key and " + attestd.CheckpointFile + ")"
+	} else {
+		path := *cpFile
+		if path == "" {
+			path = filepath.Join(*dataDir, attestd.CheckpointFile)
+		}
 		keyPath := filepath.Join(*dataDir, attestd.TokenKeyFile)
-		if signer, err := attestd.LoadTokenKey(keyPath); err == nil {
-			if opts.Trusted, err = attestd.ReadCheckpoints(filepath.Join(*dataDir, attestd.CheckpointFile), signer.Public()); err != nil {
+		signer, err := attestd.LoadTokenKey(keyPath)
+		if err != nil {
+			noCheckpoint = fmt.Sprintf("no signed checkpoints (%v)", err)
+		} else {
+			if opts.Trusted, err = attestd.ReadCheckpoints(path, signer.Public()); err != nil {
 				return fmt.Errorf("audit log does NOT verify: %w", err)
 			}
-			cpNote = fmt.Sprintf("%d signed checkpoints", len(opts.Trusted))
-		} else {
-			cpNote = fmt.Sprintf("no signed checkpoints (%v)", err)
+			if len(opts.Trusted) == 0 {
+				noCheckpoint = fmt.Sprintf("no signed checkpoints in %s (attestd writes one at every start: missing or emptied)", path)
+			}
 		}
+	}
+	if noCheckpoint != "" && !*noCP {
+		return fmt.Errorf("audit log NOT verified: %s: the chain's start cannot be vouched for; pass --allow-no-checkpoint to verify the chain alone", noCheckpoint)
 	}
 	res, err := store.VerifyAudit(ctx, st, opts)
 	if err != nil {
 		return fmt.Errorf("audit log does NOT verify after %d records: %w", res.Records, err)
+	}
+	cpNote := noCheckpoint + " (--allow-no-checkpoint)"
+	if noCheckpoint == "" {
+		var last uint64
+		for _, c := range opts.Trusted {
+			last = max(last, c.Seq)
+		}
+		cpNote = fmt.Sprintf("%d signed checkpoints, the last at record %d", len(opts.Trusted), last)
 	}
 	fmt.Fprintf(env.Stdout, "audit log OK: %d records, head %d %s; %s\n", res.Records, res.Head.Seq, hex.EncodeToString(res.Head.Hash), cpNote)
 	return nil

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/internal/store/storetest"
 )
@@ -18,19 +19,42 @@ import (
 func TestAuditVerifyArgs(t *testing.T) {
 	ctx := context.Background()
 	base := t.TempDir()
-	good := filepath.Join(base, "good")
-	st, err := store.OpenEmbedded(ctx, filepath.Join(good, "store"), store.Options{})
-	if err != nil {
+	// good has a store, attestd's token key and a signed checkpoint; nocp
+	// the same without a checkpoint file, emptied with an empty one.
+	good, nocp, emptied := filepath.Join(base, "good"), filepath.Join(base, "nocp"), filepath.Join(base, "emptied")
+	for _, dir := range []string{good, nocp, emptied} {
+		st, err := store.OpenEmbedded(ctx, filepath.Join(dir, "store"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := storetest.NewNode(t)
+		if err := st.CreateNode(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: n.ID}); err != nil {
+			t.Fatal(err)
+		}
+		tokens, err := attestd.LoadOrCreateTokenKey(filepath.Join(dir, attestd.TokenKeyFile), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cpPath := filepath.Join(dir, attestd.CheckpointFile)
+		switch dir {
+		case good:
+			if _, err := attestd.NewCheckpoints(cpPath, tokens, nil).Record(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+		case emptied:
+			if err := os.WriteFile(cpPath, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st.Close()
+	}
+	offHost := filepath.Join(base, "copy.jsonl")
+	if b, err := os.ReadFile(filepath.Join(good, attestd.CheckpointFile)); err != nil || os.WriteFile(offHost, b, 0o600) != nil {
 		t.Fatal(err)
 	}
-	n := storetest.NewNode(t)
-	if err := st.CreateNode(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: n.ID}); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
 	empty := filepath.Join(base, "empty")
 	os.Mkdir(empty, 0o700)
 	nope := filepath.Join(base, "x", "nope")
@@ -43,7 +67,17 @@ func TestAuditVerifyArgs(t *testing.T) {
 		want     string // in stdout+stderr
 		noCreate string // this path must not exist afterwards
 	}{
-		{"existing store", []string{"--data", good}, 0, "audit log OK: 1 records", ""},
+		{"existing store", []string{"--data", good}, 0, "audit log OK: 1 records, head 1 ", ""},
+		{"checkpoint reported", []string{"--data", good}, 0, "; 1 signed checkpoints, the last at record 1", ""},
+		// Without its checkpoint file the chain's start is not vouched
+		// for: that is a failure unless asked for explicitly.
+		{"no checkpoint file", []string{"--data", nocp}, 1, "audit log NOT verified: no signed checkpoints in " + filepath.Join(nocp, attestd.CheckpointFile), ""},
+		{"no checkpoint file: start not vouched for", []string{"--data", nocp}, 1, "the chain's start cannot be vouched for; pass --allow-no-checkpoint", ""},
+		{"emptied checkpoint file", []string{"--data", emptied}, 1, "the chain's start cannot be vouched for", ""},
+		{"no checkpoint file, allowed", []string{"--data", nocp, "--allow-no-checkpoint"}, 0, "audit log OK: 1 records", ""},
+		{"checkpoints from a copy", []string{"--data", nocp, "--checkpoints", offHost}, 1, "signature does not verify", ""},
+		{"checkpoints from a copy, same key", []string{"--data", good, "--checkpoints", offHost}, 0, "1 signed checkpoints", ""},
+		{"checkpoints without data", []string{"--db", "postgres://a@127.0.0.1:1/b", "--checkpoints", offHost}, 2, "--checkpoints needs --data", ""},
 		{"missing data dir", []string{"--data", nope}, 1,
 			"no attestd store at " + filepath.Join(nope, "store", "attestd.db") + ": is --data right?", filepath.Join(base, "x")},
 		{"data dir without a store", []string{"--data", empty}, 1,

@@ -232,6 +232,11 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		log.Warn("no per-peer rate limit (--peer-rate 0): anyone who reaches attestd may call Challenge, Enroll, ActivateCredential and Preflight as fast as they like")
 	}
 	checkpoints := attestd.NewCheckpoints(filepath.Join(*dataDir, attestd.CheckpointFile), tokens, nil)
+	// A checkpoint at start: the file exists from the first start on, so
+	// `attestd audit verify` can report its absence.
+	if _, err := checkpoints.Record(ctx, st); err != nil {
+		return fmt.Errorf("recording the audit checkpoint at start: %w", err)
+	}
 	srv, err := attestd.New(attestd.Config{
 		Logger: log, Store: st, Vault: vault, Policies: &attestd.PolicyEngine{W: w}, Tokens: tokens, Metrics: metrics,
 		Checkpoints: checkpoints, EKRoots: roots, EKIntermediates: inter, EKAllow: ekAllow, AdminCA: adminCA,

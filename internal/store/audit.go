@@ -126,43 +126,46 @@ type VerifyOptions struct {
 	Trusted []Checkpoint
 }
 
-// VerifyAudit walks the chain from record 1 up to the head it reads first
-// (records appended meanwhile are left for the next run) and returns the first
-// record that does not verify as a *ChainError: a record whose hash does not
-// match its content (edited), whose Seq is not the next one (dropped or
-// reordered), or whose Prev is not the previous record's hash (dropped,
-// reordered or replaced). Without trusted checkpoints, removing records
-// from the end of the log cannot be detected; with them, a chain that ends
-// before a checkpoint or disagrees with one is reported.
+// VerifyAudit reads every stored record, from record 1 to the last one
+// there is, and returns the first that does not verify as a *ChainError: a
+// record whose hash does not match its content (edited), whose Seq is not
+// the next one (dropped, reordered or renumbered), or whose Prev is not the
+// previous record's hash (dropped, reordered or replaced). It never stops
+// at the head's sequence number: the head is checked against the records,
+// not trusted to say how many there are. The head read before the walk must
+// be one of the walked records with the same hash (records removed from the
+// end otherwise, on a store that keeps the head apart); records after it
+// must have been appended meanwhile, so the head read after the walk must
+// reach the last of them (records added behind the head, or the head set
+// back, otherwise). Without trusted checkpoints, removing records from the
+// end of a log whose head is its last record (the embedded store), or
+// rewriting the whole log, cannot be detected; with them, a chain that ends
+// before a checkpoint or disagrees with one is reported. A checkpoint of
+// Seq 0 names the empty log (its hash is 32 zero bytes): it vouches for no
+// record.
 func VerifyAudit(ctx context.Context, a Audit, opts VerifyOptions) (VerifyResult, error) {
 	trusted := map[uint64][]byte{}
 	var maxTrusted uint64
 	for _, c := range opts.Trusted {
+		if c.Seq == 0 {
+			if !bytes.Equal(c.Hash, genesisPrev) {
+				return VerifyResult{}, &ChainError{Reason: "a trusted checkpoint of record 0 (the empty log) has a hash other than 32 zero bytes"}
+			}
+			continue
+		}
 		trusted[c.Seq] = c.Hash
 		maxTrusted = max(maxTrusted, c.Seq)
 	}
 	var res VerifyResult
-	// The head first: records appended while we walk are not checked (and
-	// not mistaken for a mismatch).
-	var headSeq uint64
-	var headHash []byte
-	head, err := a.AuditHead(ctx)
-	var headErr *ChainError
-	switch {
-	case errors.Is(err, ErrNotFound):
-	case errors.As(err, &headErr):
-		// The head itself is broken: still walk, to report an earlier break
-		// first if there is one.
-		headSeq = headErr.Position
-	case err != nil:
-		return res, fmt.Errorf("reading audit head: %w", err)
-	default:
-		headSeq, headHash = head.Seq, head.Hash
+	// The head first: every record up to it must be there.
+	head, headErr, err := readHead(ctx, a)
+	if err != nil {
+		return res, err
 	}
 	prev := genesisPrev
 	var after uint64
-walk:
-	for after < headSeq {
+	var atHead []byte // the walked record at the first head's position
+	for {
 		recs, err := a.ReadAudit(ctx, after, 1000)
 		if err != nil {
 			return res, fmt.Errorf("reading audit log after %d: %w", after, err)
@@ -172,7 +175,7 @@ walk:
 			want := after + 1
 			switch {
 			case r.Seq != want:
-				return res, &ChainError{Position: want, Seq: r.Seq, Reason: fmt.Sprintf("found sequence %d where %d belongs (record dropped or reordered)", r.Seq, want)}
+				return res, &ChainError{Position: want, Seq: r.Seq, Reason: fmt.Sprintf("found sequence %d where %d belongs (record dropped, reordered or renumbered)", r.Seq, want)}
 			case !bytes.Equal(r.Prev, prev):
 				return res, &ChainError{Position: want, Seq: r.Seq, Reason: "prev hash does not match the previous record (record dropped, reordered or replaced)"}
 			case !bytes.Equal(r.Hash, r.ComputeHash()):
@@ -181,13 +184,13 @@ walk:
 			if h, ok := trusted[r.Seq]; ok && !bytes.Equal(h, r.Hash) {
 				return res, &ChainError{Position: want, Seq: r.Seq, Reason: "hash differs from a trusted checkpoint"}
 			}
+			if r.Seq == head.Seq {
+				atHead = r.Hash
+			}
 			prev = r.Hash
 			after = r.Seq
 			res.Records++
 			res.Head = Checkpoint{Seq: r.Seq, Hash: r.Hash}
-			if after == headSeq {
-				break walk
-			}
 		}
 		if len(recs) < 1000 {
 			break
@@ -196,16 +199,50 @@ walk:
 	if headErr != nil {
 		return res, headErr
 	}
-	if after < headSeq {
-		return res, &ChainError{Position: after + 1, Reason: fmt.Sprintf("the chain ends at %d but the head is record %d (records removed)", after, headSeq)}
+	if after < head.Seq {
+		return res, &ChainError{Position: after + 1, Reason: fmt.Sprintf("the chain ends at %d but the head is record %d (records removed)", after, head.Seq)}
 	}
-	if headSeq > 0 && !bytes.Equal(res.Head.Hash, headHash) {
-		return res, &ChainError{Position: headSeq, Seq: headSeq, Reason: "the last record differs from the recorded head"}
+	if head.Seq > 0 && !bytes.Equal(atHead, head.Hash) {
+		return res, &ChainError{Position: head.Seq, Seq: head.Seq, Reason: "the record at the head's position differs from the recorded head"}
+	}
+	if after > head.Seq {
+		// Records past the first head: appended while we walked, if the
+		// head has moved on to them since.
+		now, nowErr, err := readHead(ctx, a)
+		switch {
+		case err != nil:
+			return res, err
+		case nowErr != nil:
+			return res, nowErr
+		case now.Seq < after:
+			return res, &ChainError{Position: now.Seq + 1, Seq: now.Seq + 1, Reason: fmt.Sprintf("record %d is past the recorded head (%d): records added behind the head, or the head set back", now.Seq+1, now.Seq)}
+		case now.Seq == after && !bytes.Equal(now.Hash, res.Head.Hash):
+			return res, &ChainError{Position: after, Seq: after, Reason: "the last record differs from the recorded head"}
+		}
 	}
 	if after < maxTrusted {
 		return res, &ChainError{Position: after + 1, Reason: fmt.Sprintf("log ends at %d before trusted checkpoint %d (records removed from the end)", after, maxTrusted)}
 	}
 	return res, nil
+}
+
+// readHead reads the head of a: Seq 0 for an empty log, a *ChainError
+// (second result) when the store reports its head broken, or an error when
+// it cannot be read.
+func readHead(ctx context.Context, a Audit) (Checkpoint, *ChainError, error) {
+	head, err := a.AuditHead(ctx)
+	var ce *ChainError
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Checkpoint{}, nil, nil
+	case errors.As(err, &ce):
+		// The head itself is broken: the caller still walks, to report an
+		// earlier break first if there is one.
+		return Checkpoint{Seq: ce.Position}, ce, nil
+	case err != nil:
+		return Checkpoint{}, nil, fmt.Errorf("reading audit head: %w", err)
+	}
+	return Checkpoint{Seq: head.Seq, Hash: head.Hash}, nil, nil
 }
 
 // normTime is how every time is stored: UTC, microsecond precision.

@@ -752,8 +752,9 @@ func (s *embedded) GetAttestation(ctx context.Context, id string) (Attestation, 
 	return a, err
 }
 
-func (s *embedded) ConsumeRelease(ctx context.Context, id string, now time.Time) (Attestation, error) {
+func (s *embedded) ConsumeRelease(ctx context.Context, id string, now time.Time) (Attestation, AuditRecord, error) {
 	var out Attestation
+	var rec AuditRecord
 	t := nanos(now)
 	err := s.write(ctx, func(tx *txn) error {
 		b := tx.Bucket(bktAtt)
@@ -768,10 +769,29 @@ func (s *embedded) ConsumeRelease(ctx context.Context, id string, now time.Time)
 			return logical(err)
 		}
 		r.Released = t
-		out = r.att()
-		return put(b, []byte(id), r)
+		a := r.att()
+		e, err := releaseEntry(&a, now)
+		if err != nil {
+			return logical(err)
+		}
+		head, err := s.auditHeadIn(tx)
+		if err != nil {
+			return err
+		}
+		// All checks done: write the mark and its audit record together.
+		if err := put(b, []byte(id), r); err != nil {
+			return err
+		}
+		if rec, err = appendAudit(tx, head, e); err != nil {
+			return err
+		}
+		out = a
+		return nil
 	})
-	return out, err
+	if err != nil {
+		return Attestation{}, AuditRecord{}, err
+	}
+	return out, rec, nil
 }
 
 // ---- secrets ----
@@ -913,7 +933,11 @@ func (s *embedded) ReadAudit(ctx context.Context, after uint64, limit int) ([]Au
 	var out []AuditRecord
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bktAudit).Cursor()
-		for k, v := c.Seek(seqKey(after + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		k, v := c.Seek(seqKey(after + 1))
+		if after == 0 {
+			k, v = c.First() // every record, even one under a key below 1
+		}
+		for ; k != nil && len(out) < limit; k, v = c.Next() {
 			var r auditRec
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("store: corrupt audit record %x: %w", k, err)

@@ -156,6 +156,22 @@ func TestEmbeddedAuditTamper(t *testing.T) {
 			}
 			return nil
 		}, 5},
+		// The head is the last record: set its seq to 0 and a walk up to
+		// the head's seq checked nothing ("audit log OK: 0 records").
+		{"head seq set to 0", func(b *bolt.Bucket) error {
+			return editJSON(b, 8, func(m map[string]any) { m["seq"] = 0 })
+		}, 8},
+		{"all seqs set to 0", func(b *bolt.Bucket) error {
+			for s := uint64(1); s <= 8; s++ {
+				if err := editJSON(b, s, func(m map[string]any) { m["seq"] = 0 }); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, 1},
+		{"record stored under key 0", func(b *bolt.Bucket) error {
+			return b.Put(key(0), append([]byte(nil), b.Get(key(1))...))
+		}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()

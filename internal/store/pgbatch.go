@@ -11,17 +11,26 @@ import (
 // pgMaxGroup bounds how many audit appends share one transaction.
 const pgMaxGroup = 256
 
-// pgAuditOp is one audit append, with the attestation it records (if any).
+// pgAuditOp is one audit append, with the attestation it records or the
+// release window it consumes (if any).
 // The batcher groups queued ops into one transaction that takes the audit
 // head lock once, so the chain's serialisation costs one commit per group
 // instead of one per record.
 type pgAuditOp struct {
-	att   *attRec // nil: a plain AppendAudit
-	entry AuditEntry
+	att     *attRec    // an attestation to record with its verdict record
+	release *pgRelease // a release window to consume (entry is then built in the transaction)
+	entry   AuditEntry
 
 	rec  AuditRecord // result
 	err  error       // logical result (ErrConflict, ErrNotFound)
 	done chan error  // transport result
+}
+
+// pgRelease is a ConsumeRelease in the audit batch.
+type pgRelease struct {
+	id  string
+	now time.Time
+	att Attestation // result: the attestation as released
 }
 
 // submit queues op and waits until its group has committed (or failed).
@@ -63,8 +72,8 @@ func (s *pgStore) runBatcher() {
 	}
 }
 
-// commitGroup records the group's attestations and appends its audit
-// records in one transaction.
+// commitGroup records the group's attestations, consumes its release
+// windows and appends their audit records in one transaction.
 func (s *pgStore) commitGroup(group []*pgAuditOp) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -121,6 +130,15 @@ func (s *pgStore) commitGroup(group []*pgAuditOp) error {
 					op.err = fmt.Errorf("attestation %s: %w", op.att.ID, ErrConflict)
 				} else {
 					op.err = fmt.Errorf("node %s: %w", op.att.Node, ErrNotFound)
+				}
+			}
+		}
+		// Release windows, each consumed with its record's entry built from
+		// the row as locked; a closed window writes nothing.
+		for _, op := range group {
+			if op.release != nil {
+				if err := s.consumeReleaseIn(ctx, tx, op); err != nil {
+					return err
 				}
 			}
 		}

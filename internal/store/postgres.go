@@ -460,28 +460,54 @@ func (s *pgStore) GetAttestation(ctx context.Context, id string) (Attestation, e
 	return a, nil
 }
 
-func (s *pgStore) ConsumeRelease(ctx context.Context, id string, now time.Time) (Attestation, error) {
+func (s *pgStore) ConsumeRelease(ctx context.Context, id string, now time.Time) (Attestation, AuditRecord, error) {
 	if err := s.check(); err != nil {
-		return Attestation{}, err
+		return Attestation{}, AuditRecord{}, err
 	}
-	t := nanos(now)
-	a, err := scanAtt(s.pool.QueryRow(ctx, `UPDATE attestations SET released = $2
-		WHERE id = $1 AND allow AND release_expires <> 0 AND released = 0 AND release_expires > $2
-		RETURNING `+attCols, id, t))
-	if err == nil {
-		return a, nil
+	if now.IsZero() {
+		return Attestation{}, AuditRecord{}, fmt.Errorf("release of attestation %s needs a time: %w", id, ErrInvalid)
 	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return Attestation{}, fmt.Errorf("store: consuming release of %s: %w", id, err)
+	// The audit batcher consumes the window and appends the record in the
+	// transaction that holds the audit head lock.
+	op := &pgAuditOp{release: &pgRelease{id: id, now: now}}
+	if err := s.submit(ctx, op); err != nil {
+		return Attestation{}, AuditRecord{}, err
 	}
-	a, err = s.GetAttestation(ctx, id)
+	if op.err != nil {
+		return Attestation{}, AuditRecord{}, op.err
+	}
+	return op.release.att, op.rec, nil
+}
+
+// consumeReleaseIn consumes op's release window in tx and sets op.entry to
+// its audit record, or sets op.err (nothing written) when the window is not
+// open. It returns only the errors that fail the transaction.
+func (s *pgStore) consumeReleaseIn(ctx context.Context, tx pgx.Tx, op *pgAuditOp) error {
+	rel := op.release
+	t := nanos(rel.now)
+	a, err := scanAtt(tx.QueryRow(ctx, `SELECT `+attCols+` FROM attestations WHERE id = $1 FOR UPDATE`, rel.id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		op.err = fmt.Errorf("attestation %s: %w", rel.id, ErrNotFound)
+		return nil
+	}
 	if err != nil {
-		return Attestation{}, err
+		return fmt.Errorf("store: reading attestation %s: %w", rel.id, err)
 	}
-	if err := checkRelease(id, a.Allow && !a.ReleaseExpires.IsZero(), !a.ReleasedAt.IsZero(), t >= nanos(a.ReleaseExpires)); err != nil {
-		return Attestation{}, err
+	if err := checkRelease(rel.id, a.Allow && !a.ReleaseExpires.IsZero(), !a.ReleasedAt.IsZero(), t >= nanos(a.ReleaseExpires)); err != nil {
+		op.err = err
+		return nil
 	}
-	return Attestation{}, fmt.Errorf("store: release of %s neither consumed nor rejected: %w", id, ErrConflict)
+	a.ReleasedAt = fromNanos(t)
+	e, err := releaseEntry(&a, rel.now)
+	if err != nil {
+		op.err = err
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE attestations SET released = $2 WHERE id = $1`, rel.id, t); err != nil {
+		return fmt.Errorf("store: consuming release of %s: %w", rel.id, err)
+	}
+	rel.att, op.entry = a, e
+	return nil
 }
 
 // ---- secrets ----
@@ -607,7 +633,11 @@ func (s *pgStore) ReadAudit(ctx context.Context, after uint64, limit int) ([]Aud
 	if limit < 1 || limit > 1000 {
 		return nil, fmt.Errorf("audit read limit %d: want 1..1000: %w", limit, ErrInvalid)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT `+auditCols+` FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2`, int64(after), limit)
+	q := `SELECT ` + auditCols + ` FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2`
+	if after == 0 { // every row, even one whose seq was set to 0 or below
+		q = `SELECT ` + auditCols + ` FROM audit WHERE $1::bigint = 0 ORDER BY seq LIMIT $2`
+	}
+	rows, err := s.pool.Query(ctx, q, int64(after), limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: reading audit log: %w", err)
 	}

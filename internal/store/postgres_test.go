@@ -61,6 +61,11 @@ func TestPostgresAuditTamper(t *testing.T) {
 		{"swap two", `UPDATE audit SET seq = -seq WHERE seq IN (3, 6); UPDATE audit SET seq = CASE seq WHEN -3 THEN 6 ELSE 3 END WHERE seq IN (-3, -6)`, 3},
 		{"renumber after drop", `DELETE FROM audit WHERE seq = 5; UPDATE audit SET seq = seq - 1 WHERE seq > 5`, 5},
 		{"rehash edited record", `UPDATE audit SET subject = 'x', hash = sha256(hash) WHERE seq = 6`, 6},
+		// A walk up to the head's seq checked nothing past it.
+		{"head set to the empty log", `UPDATE audit_head SET seq = 0`, 1},
+		{"head set back", `UPDATE audit_head SET seq = 3, hash = (SELECT hash FROM audit WHERE seq = 3)`, 4},
+		{"record added behind the head", `INSERT INTO audit SELECT 9, time, kind, node, subject, details, hash, hash FROM audit WHERE seq = 8`, 9},
+		{"every seq negated, head emptied", `UPDATE audit SET seq = -seq; UPDATE audit_head SET seq = 0`, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()

@@ -196,14 +196,19 @@ type Attestations interface {
 	RecordAttestation(ctx context.Context, a Attestation) (AuditRecord, error)
 	// GetAttestation returns the attestation, or ErrNotFound.
 	GetAttestation(ctx context.Context, id string) (Attestation, error)
-	// ConsumeRelease consumes the release window of attestation id,
-	// atomically (at most one caller ever succeeds), and returns the
-	// attestation. Errors: ErrNotFound, ErrReleaseDenied (deny verdict or
-	// no window), ErrReleaseUsed, ErrReleaseExpired (now at/after expiry).
-	// The caller then releases the secrets and appends a KindRelease audit
-	// record before answering; if that append fails it must not answer with
-	// the secrets.
-	ConsumeRelease(ctx context.Context, id string, now time.Time) (Attestation, error)
+	// ConsumeRelease consumes the release window of attestation id and
+	// appends its KindRelease audit record (time: now; node and subject:
+	// the attestation's; details: attestation id, sandbox id and the secret
+	// names) in one transaction: both are durable, or neither is written
+	// and the window stays open. At most one caller ever succeeds. It
+	// returns the attestation as released and the audit record. Errors:
+	// ErrNotFound, ErrReleaseDenied (deny verdict or no window),
+	// ErrReleaseUsed, ErrReleaseExpired (now at/after expiry). A caller
+	// does the release's work first (check with Releasable, wrap the
+	// secrets) and answers with the secrets only once this returns nil: a
+	// failure before it leaves the window usable, and no release is ever
+	// durable without its audit record.
+	ConsumeRelease(ctx context.Context, id string, now time.Time) (Attestation, AuditRecord, error)
 }
 
 // Secret is one vault entry: ciphertext and metadata, never plaintext. The
@@ -284,6 +289,9 @@ type Audit interface {
 	AppendAudit(ctx context.Context, e AuditEntry) (AuditRecord, error)
 	// ReadAudit returns up to limit (1..1000) records with Seq > after, in
 	// Seq order, exactly as stored (nothing is recomputed or repaired).
+	// after 0 starts at the first record stored, whatever its Seq says, so
+	// that a verifier sees every record there is (a record whose Seq was
+	// changed to 0 is returned, not hidden).
 	ReadAudit(ctx context.Context, after uint64, limit int) ([]AuditRecord, error)
 	// AuditHead returns the last record; ErrNotFound when the log is empty.
 	AuditHead(ctx context.Context) (AuditRecord, error)

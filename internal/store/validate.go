@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/bulwark-project/bulwark/tpm/verify"
@@ -96,6 +97,40 @@ func checkRelease(id string, granted, used, expired bool) error {
 		return fmt.Errorf("attestation %s: %w", id, ErrReleaseExpired)
 	}
 	return nil
+}
+
+// Releasable reports whether a's release window is open at now, with the
+// errors ConsumeRelease gives: ErrReleaseDenied (deny verdict or no window),
+// ErrReleaseUsed, ErrReleaseExpired (now at or after the window's end). It
+// consumes nothing: a caller checks it before the work a release needs (the
+// vault), then ConsumeRelease decides, atomically.
+func Releasable(a Attestation, now time.Time) error {
+	return checkRelease(a.ID, a.Allow && !a.ReleaseExpires.IsZero(), !a.ReleasedAt.IsZero(), nanos(now) >= nanos(a.ReleaseExpires))
+}
+
+// releaseDetails is the audit detail of a KindRelease record: the names
+// released, never a value.
+type releaseDetails struct {
+	Attestation string   `json:"attestation"`
+	Sandbox     string   `json:"sandbox"`
+	Secrets     []string `json:"secrets"`
+}
+
+// releaseEntry returns the KindRelease audit entry of releasing a (as
+// stored) at now.
+func releaseEntry(a *Attestation, now time.Time) (AuditEntry, error) {
+	if now.IsZero() {
+		return AuditEntry{}, fmt.Errorf("release of attestation %s needs a time: %w", a.ID, ErrInvalid)
+	}
+	raw, err := json.Marshal(releaseDetails{Attestation: a.ID, Sandbox: a.SandboxID, Secrets: a.Secrets})
+	if err != nil {
+		return AuditEntry{}, err
+	}
+	e := AuditEntry{Time: now, Kind: KindRelease, NodeID: a.NodeID, Subject: a.ID, Details: raw}
+	if err := validateAuditEntry(&e, nil); err != nil {
+		return AuditEntry{}, fmt.Errorf("release of attestation %s: %w", a.ID, err)
+	}
+	return e, nil
 }
 
 // verdictDetails is the audit detail of a KindVerdict record.

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"NonceRace", testNonceRace},
 		{"Attestations", testAttestations},
 		{"ReleaseRace", testReleaseRace},
+		{"ReleaseAudited", testReleaseAudited},
 		{"Secrets", testSecrets},
 		{"SecretRace", testSecretRace},
 		{"Audit", testAudit},
@@ -383,22 +384,22 @@ func testAttestations(t *testing.T, s store.Store) {
 	}
 
 	// Release windows.
-	_, err = s.ConsumeRelease(ctx, "att-1", t0.Add(30*time.Second))
+	_, _, err = s.ConsumeRelease(ctx, "att-1", t0.Add(30*time.Second))
 	wantErr(t, "release at expiry", err, store.ErrReleaseExpired)
-	r, err := s.ConsumeRelease(ctx, "att-1", t0.Add(time.Second))
+	r, _, err := s.ConsumeRelease(ctx, "att-1", t0.Add(time.Second))
 	must(t, err)
 	if r.ReleasedAt.IsZero() || len(r.Secrets) != 2 || !bytes.Equal(r.GuestPublicKey, a.GuestPublicKey) {
 		t.Fatalf("ConsumeRelease = %+v", r)
 	}
-	_, err = s.ConsumeRelease(ctx, "att-1", t0.Add(time.Second))
+	_, _, err = s.ConsumeRelease(ctx, "att-1", t0.Add(time.Second))
 	wantErr(t, "release twice", err, store.ErrReleaseUsed)
-	_, err = s.ConsumeRelease(ctx, "missing", t0)
+	_, _, err = s.ConsumeRelease(ctx, "missing", t0)
 	wantErr(t, "release missing", err, store.ErrNotFound)
 
 	deny := store.Attestation{ID: "att-2", NodeID: n.ID, Policy: "web@3", Reasons: []string{"kernel digest sha256:aa not allowed"}, CreatedAt: t0.Add(time.Second)}
 	_, err = s.RecordAttestation(ctx, deny)
 	must(t, err)
-	_, err = s.ConsumeRelease(ctx, "att-2", t0)
+	_, _, err = s.ConsumeRelease(ctx, "att-2", t0)
 	wantErr(t, "release of deny", err, store.ErrReleaseDenied)
 	node, err = s.GetNode(ctx, n.ID)
 	must(t, err)
@@ -427,13 +428,135 @@ func testReleaseRace(t *testing.T, s store.Store) {
 	must(t, s.CreateNode(ctx, n))
 	_, err := s.RecordAttestation(ctx, store.Attestation{ID: "a", NodeID: n.ID, Allow: true, Secrets: []string{"k"}, GuestPublicKey: random(t, 32), SandboxID: "s", CreatedAt: t0, ReleaseExpires: t0.Add(time.Minute)})
 	must(t, err)
-	ok, errs := race(16, func() error { _, err := s.ConsumeRelease(ctx, "a", t0); return err })
+	ok, errs := race(16, func() error { _, _, err := s.ConsumeRelease(ctx, "a", t0); return err })
 	if ok != 1 {
 		t.Fatalf("%d concurrent releases succeeded, want exactly 1", ok)
 	}
 	for _, err := range errs {
 		wantErr(t, "losing release", err, store.ErrReleaseUsed)
 	}
+	if got := releaseRecords(t, s, "a"); got != 1 {
+		t.Fatalf("%d release audit records for one release, want 1", got)
+	}
+}
+
+// releaseRecords counts the KindRelease audit records about attestation id.
+func releaseRecords(t *testing.T, s store.Store, id string) int {
+	t.Helper()
+	n := 0
+	for after := uint64(0); ; {
+		recs, err := s.ReadAudit(context.Background(), after, 1000)
+		must(t, err)
+		for _, r := range recs {
+			if r.Kind == store.KindRelease && r.Subject == id {
+				n++
+			}
+			after = r.Seq
+		}
+		if len(recs) < 1000 {
+			return n
+		}
+	}
+}
+
+// testReleaseAudited: ConsumeRelease marks the window used and appends its
+// release audit record in one step; a refused release writes neither, and
+// leaves an open window open.
+func testReleaseAudited(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n := NewNode(t)
+	must(t, s.CreateNode(ctx, n))
+	a := store.Attestation{ID: "rel-1", NodeID: n.ID, Policy: "p", Allow: true, Secrets: []string{"db-password", "tls-key"}, GuestPublicKey: random(t, 32), SandboxID: "sb-9", CreatedAt: t0, ReleaseExpires: t0.Add(time.Minute)}
+	_, err := s.RecordAttestation(ctx, a)
+	must(t, err)
+	deny := store.Attestation{ID: "rel-deny", NodeID: n.ID, Policy: "p", CreatedAt: t0}
+	_, err = s.RecordAttestation(ctx, deny)
+	must(t, err)
+	head := func() uint64 {
+		t.Helper()
+		h, err := s.AuditHead(ctx)
+		must(t, err)
+		return h.Seq
+	}
+	before := head()
+
+	// Refusals write nothing, and do not close the window.
+	for _, c := range []struct {
+		id   string
+		now  time.Time
+		want error
+	}{
+		{"rel-1", t0.Add(time.Minute), store.ErrReleaseExpired},
+		{"rel-1", t0.Add(time.Hour), store.ErrReleaseExpired},
+		{"rel-deny", t0, store.ErrReleaseDenied},
+		{"nope", t0, store.ErrNotFound},
+	} {
+		_, rec, err := s.ConsumeRelease(ctx, c.id, c.now)
+		wantErr(t, "refused release of "+c.id, err, c.want)
+		if rec.Seq != 0 || head() != before {
+			t.Fatalf("refused release of %s appended an audit record", c.id)
+		}
+	}
+	_, _, err = s.ConsumeRelease(ctx, "rel-1", time.Time{})
+	wantErr(t, "release without a time", err, store.ErrInvalid)
+	got, err := s.GetAttestation(ctx, "rel-1")
+	must(t, err)
+	if !got.ReleasedAt.IsZero() || store.Releasable(got, t0.Add(time.Second)) != nil {
+		t.Fatalf("a refused release consumed the window: %+v", got)
+	}
+	wantErr(t, "Releasable at expiry", store.Releasable(got, t0.Add(time.Minute)), store.ErrReleaseExpired)
+	dg, err := s.GetAttestation(ctx, "rel-deny")
+	must(t, err)
+	wantErr(t, "Releasable of a deny", store.Releasable(dg, t0), store.ErrReleaseDenied)
+
+	// The release and its record, together.
+	at := t0.Add(2 * time.Second)
+	r, rec, err := s.ConsumeRelease(ctx, "rel-1", at)
+	must(t, err)
+	if !r.ReleasedAt.Equal(at.Truncate(time.Microsecond)) || r.SandboxID != "sb-9" || len(r.Secrets) != 2 {
+		t.Fatalf("ConsumeRelease = %+v", r)
+	}
+	if rec.Seq != before+1 || rec.Kind != store.KindRelease || rec.Subject != "rel-1" || rec.NodeID != n.ID ||
+		!rec.Time.Equal(at.Truncate(time.Microsecond)) || !bytes.Equal(rec.Hash, rec.ComputeHash()) {
+		t.Fatalf("release audit record = %+v", rec)
+	}
+	var d struct {
+		Attestation string   `json:"attestation"`
+		Sandbox     string   `json:"sandbox"`
+		Secrets     []string `json:"secrets"`
+	}
+	must(t, json.Unmarshal(rec.Details, &d))
+	if d.Attestation != "rel-1" || d.Sandbox != "sb-9" || strings.Join(d.Secrets, ",") != "db-password,tls-key" {
+		t.Fatalf("release audit details = %s", rec.Details)
+	}
+	if h, err := s.AuditHead(ctx); err != nil || !bytes.Equal(h.Hash, rec.Hash) || !bytes.Equal(rec.Prev, auditHash(t, s, before)) {
+		t.Fatalf("AuditHead after release = %+v, %v; want the release record", h, err)
+	}
+	got, err = s.GetAttestation(ctx, "rel-1")
+	must(t, err)
+	if !got.ReleasedAt.Equal(r.ReleasedAt) {
+		t.Fatalf("stored ReleasedAt %v, want %v", got.ReleasedAt, r.ReleasedAt)
+	}
+	wantErr(t, "Releasable after release", store.Releasable(got, at), store.ErrReleaseUsed)
+	_, rec, err = s.ConsumeRelease(ctx, "rel-1", at)
+	wantErr(t, "second release", err, store.ErrReleaseUsed)
+	if rec.Seq != 0 || head() != before+1 || releaseRecords(t, s, "rel-1") != 1 {
+		t.Fatal("a second release wrote an audit record")
+	}
+	if _, err := store.VerifyAudit(ctx, s, store.VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// auditHash returns the hash of audit record seq (which must exist).
+func auditHash(t *testing.T, s store.Store, seq uint64) []byte {
+	t.Helper()
+	recs, err := s.ReadAudit(context.Background(), seq-1, 1)
+	must(t, err)
+	if len(recs) != 1 {
+		t.Fatalf("audit record %d missing", seq)
+	}
+	return recs[0].Hash
 }
 
 func secret(name string, v uint64, ct []byte) store.Secret {
@@ -658,7 +781,7 @@ func Replicas(t *testing.T, reps []store.Store) {
 		id := fmt.Sprintf("att-%d", round)
 		_, err := pick(round+1).RecordAttestation(ctx, store.Attestation{ID: id, NodeID: n.ID, Allow: true, Secrets: []string{"k"}, GuestPublicKey: random(t, 32), SandboxID: "s", CreatedAt: t0, ReleaseExpires: t0.Add(time.Minute)})
 		must(t, err)
-		ok, errs = race(12, func() error { _, err := pick(int(i.Add(1))).ConsumeRelease(ctx, id, t0); return err })
+		ok, errs = race(12, func() error { _, _, err := pick(int(i.Add(1))).ConsumeRelease(ctx, id, t0); return err })
 		if ok != 1 {
 			t.Fatalf("round %d: %d replicas consumed one release window, want exactly 1 (%v)", round, ok, errs)
 		}
@@ -674,8 +797,8 @@ func Replicas(t *testing.T, reps []store.Store) {
 	for _, s := range reps {
 		res, err := store.VerifyAudit(ctx, s, store.VerifyOptions{})
 		must(t, err)
-		if res.Records != 35 {
-			t.Fatalf("chain has %d records, want 35", res.Records)
+		if res.Records != 40 { // 5 verdicts, 5 releases, 30 appends
+			t.Fatalf("chain has %d records, want 40", res.Records)
 		}
 	}
 }

@@ -1,0 +1,260 @@
+package attestd
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/google/go-attestation/attest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// FuzzVerifyToken: VerifyToken never panics on a client-supplied token and
+// refuses everything but a token attestd signed, unexpired, with its
+// issuer, always as ErrBadToken. Mode 0 feeds the bytes as the token; mode
+// 1 signs the fuzzed header and payload with the verification key, so the
+// checks after the signature (header, claims, issuer, times) are fuzzed
+// too; mode 2 signs them with another key, which must always be refused.
+func FuzzVerifyToken(f *testing.F) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	signer, err := NewTokenSigner(key, rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	good, err := signer.Sign(&Claims{Issuer: TokenIssuer, ID: "att-" + strings.Repeat("a", 32), Verdict: "allow", IssuedAt: now.Unix(), ExpiresAt: now.Unix() + 300})
+	if err != nil {
+		f.Fatal(err)
+	}
+	parts := strings.Split(good, ".")
+	hdr, _ := base64.RawURLEncoding.DecodeString(parts[0])
+	body, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	f.Add(uint8(0), good, []byte(nil))
+	f.Add(uint8(0), good[:len(good)-2], []byte(nil))
+	f.Add(uint8(0), "a.b.c", []byte(nil))
+	f.Add(uint8(1), string(hdr), body)
+	f.Add(uint8(1), `{"alg":"ES256"}`, []byte(`{"iss":"bulwark-attestd","exp":1e30}`))
+	f.Add(uint8(1), `{"alg":"none"}`, body)
+	f.Add(uint8(1), `{"alg":"ES256"}`, []byte(`{"iss":"bulwark-attestd","exp":9223372036854775807,"iat":-9223372036854775808}`))
+	f.Add(uint8(2), string(hdr), body)
+	sign := func(k *ecdsa.PrivateKey, header string, payload []byte) string {
+		signing := base64.RawURLEncoding.EncodeToString([]byte(header)) + "." + base64.RawURLEncoding.EncodeToString(payload)
+		h := sha256.Sum256([]byte(signing))
+		r, s, err := ecdsa.Sign(rand.Reader, k, h[:])
+		if err != nil {
+			f.Fatal(err)
+		}
+		sig := make([]byte, 64)
+		r.FillBytes(sig[:32])
+		s.FillBytes(sig[32:])
+		return signing + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	f.Fuzz(func(t *testing.T, mode uint8, a string, b []byte) {
+		tok := a
+		switch mode % 3 {
+		case 1:
+			tok = sign(key, a, b)
+		case 2:
+			tok = sign(other, a, b)
+		}
+		c, err := VerifyToken(tok, &key.PublicKey, now)
+		if err != nil {
+			if !errors.Is(err, ErrBadToken) {
+				t.Fatalf("refusal is not ErrBadToken: %v", err)
+			}
+			return
+		}
+		switch {
+		case mode%3 == 2:
+			t.Fatalf("accepted a token signed with another key: %q", tok)
+		case mode%3 == 0 && tok != good && !strings.HasPrefix(tok, parts[0]+"."+parts[1]+"."):
+			t.Fatalf("accepted a token attestd did not sign: %q", tok)
+		case c.Issuer != TokenIssuer || now.Unix() >= c.ExpiresAt || c.IssuedAt > now.Unix()+60:
+			t.Fatalf("accepted claims %+v", c)
+		}
+	})
+}
+
+// fuzzValidator unmarshals data as a request of type T and validates it:
+// nothing may panic, and every refusal is InvalidArgument naming the field
+// ("field: ...").
+func fuzzValidator[T any, PT interface {
+	*T
+	proto.Message
+}](t *testing.T, data []byte, validate func(PT) error) {
+	t.Helper()
+	req := PT(new(T))
+	if err := proto.Unmarshal(data, req); err != nil {
+		return
+	}
+	err := validate(req)
+	if err == nil {
+		return
+	}
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.InvalidArgument {
+		t.Fatalf("refusal is not InvalidArgument: %v", err)
+	}
+	if field, _, ok := strings.Cut(st.Message(), ": "); !ok || field == "" || strings.ContainsAny(field, " \n") {
+		t.Fatalf("refusal does not start with the field's name: %q", st.Message())
+	}
+}
+
+func marshal(f *testing.F, m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return b
+}
+
+const fuzzNode = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// FuzzEnrollRequest: Enroll's validation of any encoded request.
+func FuzzEnrollRequest(f *testing.F) {
+	f.Add(marshal(f, &bulwarkv1.EnrollRequest{EkPublic: []byte{1, 2}, AkPublic: []byte{3}, EkCertificate: []byte{4}}))
+	f.Add(marshal(f, &bulwarkv1.EnrollRequest{EkPublic: make([]byte, MaxEKPublic+1)}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzValidator(t, data, validateEnroll) })
+}
+
+// FuzzActivateCredentialRequest: ActivateCredential's validation.
+func FuzzActivateCredentialRequest(f *testing.F) {
+	f.Add(marshal(f, &bulwarkv1.ActivateCredentialRequest{NodeId: fuzzNode, Secret: make([]byte, 32)}))
+	f.Add(marshal(f, &bulwarkv1.ActivateCredentialRequest{NodeId: "sha256:XYZ", Secret: make([]byte, 65)}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzValidator(t, data, validateActivate) })
+}
+
+// FuzzChallengeRequest: Challenge's validation (the node id).
+func FuzzChallengeRequest(f *testing.F) {
+	f.Add(marshal(f, &bulwarkv1.ChallengeRequest{NodeId: fuzzNode}))
+	f.Add(marshal(f, &bulwarkv1.ChallengeRequest{NodeId: "sha256:" + strings.Repeat("G", 64)}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzValidator(t, data, func(r *bulwarkv1.ChallengeRequest) error { return validateNodeID("node_id", r.GetNodeId()) })
+	})
+}
+
+// FuzzReleaseSecretsRequest: ReleaseSecrets' validation (attestation id or
+// token reference).
+func FuzzReleaseSecretsRequest(f *testing.F) {
+	f.Add(marshal(f, &bulwarkv1.ReleaseSecretsRequest{Ref: &bulwarkv1.ReleaseSecretsRequest_AttestationId{AttestationId: "att-" + strings.Repeat("0", 32)}}))
+	f.Add(marshal(f, &bulwarkv1.ReleaseSecretsRequest{Ref: &bulwarkv1.ReleaseSecretsRequest_Token{Token: "a.b.c"}}))
+	f.Add(marshal(f, &bulwarkv1.ReleaseSecretsRequest{}))
+	f.Fuzz(func(t *testing.T, data []byte) { fuzzValidator(t, data, validateRelease) })
+}
+
+// FuzzAdminRequest: the validation of every Admin request that carries
+// client fields (kind selects the request type).
+func FuzzAdminRequest(f *testing.F) {
+	f.Add(uint8(0), marshal(f, &bulwarkv1.PutSecretRequest{Name: "db-password", Value: []byte("v"), Metadata: map[string]string{"description": "d"}}))
+	f.Add(uint8(0), marshal(f, &bulwarkv1.PutSecretRequest{Name: "-x", Metadata: map[string]string{"other": "\x00"}}))
+	f.Add(uint8(1), marshal(f, &bulwarkv1.DeleteSecretRequest{Name: "db-password"}))
+	f.Add(uint8(2), marshal(f, &bulwarkv1.DeleteNodeRequest{NodeId: fuzzNode}))
+	f.Add(uint8(3), marshal(f, &bulwarkv1.RevokeNodeRequest{NodeId: fuzzNode}))
+	f.Add(uint8(4), marshal(f, &bulwarkv1.ReadAuditRequest{After: 5, Limit: 1001}))
+	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {
+		switch kind % 5 {
+		case 0:
+			fuzzValidator(t, data, validatePutSecret)
+		case 1:
+			fuzzValidator(t, data, func(r *bulwarkv1.DeleteSecretRequest) error { return validateSecretName(r.GetName()) })
+		case 2:
+			fuzzValidator(t, data, func(r *bulwarkv1.DeleteNodeRequest) error { return validateNodeID("node_id", r.GetNodeId()) })
+		case 3:
+			fuzzValidator(t, data, func(r *bulwarkv1.RevokeNodeRequest) error { return validateNodeID("node_id", r.GetNodeId()) })
+		case 4:
+			fuzzValidator(t, data, func(r *bulwarkv1.ReadAuditRequest) error {
+				limit, err := auditPageLimit(r)
+				if err == nil && (limit < 1 || limit > MaxAuditPage) {
+					t.Fatalf("page limit %d accepted", limit)
+				}
+				return err
+			})
+		}
+	})
+}
+
+// firmwarePCRs replays the SHA-256 digests of a parsed firmware event log
+// into PCR values (nil when it does not parse).
+func firmwarePCRs(raw []byte) (pcrs map[int][]byte) {
+	defer func() {
+		if recover() != nil {
+			pcrs = nil
+		}
+	}()
+	el, err := attest.ParseEventLog(raw)
+	if err != nil {
+		return nil
+	}
+	pcrs = map[int][]byte{}
+	for _, ev := range el.Events(attest.HashSHA256) {
+		if ev.Type.String() == "EV_NO_ACTION" {
+			continue
+		}
+		cur, ok := pcrs[ev.Index]
+		if !ok {
+			cur = make([]byte, 32)
+		}
+		h := sha256.New()
+		h.Write(cur)
+		h.Write(ev.Digest)
+		pcrs[ev.Index] = h.Sum(nil)
+	}
+	return pcrs
+}
+
+// FuzzReplayFirmwareLog: the firmware event log a host sends is parsed and
+// replayed against the quoted PCRs without panicking (or hanging), and a
+// refusal is InvalidArgument (does not parse) or PermissionDenied (does
+// not replay), never anything else. With self=true the PCRs are the log's
+// own replay, so well-formed mutations get past parsing into Verify.
+func FuzzReplayFirmwareLog(f *testing.F) {
+	if out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/google/go-attestation").Output(); err == nil {
+		dir := filepath.Join(strings.TrimSpace(string(out)), "attest", "testdata")
+		for _, name := range []string{"ubuntu_2104_shielded_vm_no_secure_boot_eventlog", "coreos_36_shielded_vm_no_secure_boot_eventlog"} {
+			if raw, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+				f.Add(raw, true)
+				f.Add(raw[:len(raw)/2], true)
+				f.Add(raw, false)
+			}
+		}
+	}
+	f.Add([]byte{}, false)
+	f.Add(make([]byte, 64), true)
+	fixed := map[int][]byte{0: make([]byte, 32), 7: make([]byte, 32)}
+	f.Fuzz(func(t *testing.T, data []byte, self bool) {
+		if len(data) > MaxFirmwareLog {
+			return
+		}
+		pcrs := fixed
+		if self {
+			if p := firmwarePCRs(data); len(p) > 0 {
+				pcrs = p
+			}
+		}
+		_, err := replayFirmwareLog(data, pcrs)
+		if c := status.Code(err); err != nil && c != codes.InvalidArgument && c != codes.PermissionDenied {
+			t.Fatalf("refusal is %v, not InvalidArgument or PermissionDenied: %v", c, err)
+		}
+	})
+}
