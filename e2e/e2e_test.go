@@ -12,6 +12,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -196,6 +197,14 @@ func setup(t testing.TB) *env {
 	if err := os.WriteFile(e.path("attestd/policies/hostpcr.yaml"), []byte(hostpcr), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// "anyargs": the "allow" policy, but any command may replace the image's.
+	if !strings.Contains(string(allow), "allow: none") {
+		t.Fatalf("the generated policy has no 'args: allow: none' to relax:\n%s", allow)
+	}
+	anyargs := strings.Replace(strings.Replace(string(allow), "name: allow", "name: anyargs", 1), "allow: none", "allow: any", 1)
+	if err := os.WriteFile(e.path("attestd/policies/anyargs.yaml"), []byte(anyargs), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
 
 	e.secret = []byte(fmt.Sprintf("e2e-secret-%d", time.Now().UnixNano()))
@@ -321,6 +330,65 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 		if !strings.Contains(r.stdout, "secrets: db") {
 			t.Fatalf("workload did not see /run/secrets/db:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("interrupted: the workload gets SIGTERM and its grace period, exit 130", func(t *testing.T) {
+		report := e.path("interrupted-report.json")
+		args := []string{"run", "-v", "--attestd", e.addr, "--ca", e.ca, "--policy", "anyargs",
+			"--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"), "--image", e.path("image"),
+			"--stop-timeout", "60s", "--report", report}
+		args = append(append(args, signer...), "--", "/bin/sh", "-c",
+			`trap 'echo got-TERM; exit 3' TERM; echo started; while :; do sleep 1; done`)
+		c := e.cmd("launcher", args...)
+		so := &syncBuffer{}
+		pr, pw := io.Pipe()
+		var se bytes.Buffer
+		c.Stdout, c.Stderr = pw, &se
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		started := make(chan struct{})
+		go func() {
+			sc := bufio.NewScanner(pr)
+			once := false
+			for sc.Scan() {
+				so.WriteString(sc.Text() + "\n")
+				if sc.Text() == "started" && !once {
+					once = true
+					close(started)
+				}
+			}
+		}()
+		exited := make(chan error, 1)
+		go func() { exited <- c.Wait(); pw.Close() }()
+		select {
+		case <-started:
+		case err := <-exited:
+			t.Fatalf("launcher exited before the workload started: %v\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
+		case <-time.After(5 * time.Minute):
+			c.Process.Kill()
+			t.Fatalf("the workload did not start in 5 minutes\nstderr:\n%s", se.String())
+		}
+		c.Process.Signal(os.Interrupt)
+		err := <-exited
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Fatalf("exit %v, want 130\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
+		}
+		if !strings.Contains(so.String(), "got-TERM") {
+			t.Fatalf("the workload did not get SIGTERM:\nstdout:\n%s\nstderr:\n%s", so.String(), se.String())
+		}
+		if !strings.Contains(se.String(), "interrupted: stopping the workload") || !strings.Contains(se.String(), "exited with code 3") {
+			t.Errorf("stderr does not say the workload was stopped and how it exited:\n%s", se.String())
+		}
+		rep := readReport(t, report)
+		if rep.ExitCode != 130 || !strings.Contains(rep.Error, "interrupted") || len(rep.SandboxID) != 32 {
+			t.Errorf("--report: %+v", rep)
+		}
+		// One sandbox id everywhere: the report's is the one in the log lines.
+		if !strings.Contains(se.String(), rep.SandboxID) {
+			t.Errorf("the report's sandbox id %s is not in the launcher's output:\n%s", rep.SandboxID, se.String())
 		}
 	})
 

@@ -642,6 +642,26 @@ func (s *Sandbox) write(t channel.Type, v any, timeout time.Duration) error {
 	return nil
 }
 
+// Stop asks the agent to end the running workload gracefully: SIGTERM to
+// its process group now, SIGKILL to everything after grace (whole seconds,
+// rounded up; 0..channel.MaxStopGraceSeconds). Wait then returns the
+// workload's exit status as usual. It fails when the workload is not
+// running (nothing to stop: use Abort before START).
+func (s *Sandbox) Stop(grace time.Duration) error {
+	secs := int((grace + time.Second - 1) / time.Second)
+	st := channel.Stop{GraceSeconds: secs}
+	if err := st.Validate(); err != nil {
+		return fmt.Errorf("kvm: %w", err)
+	}
+	s.mu.Lock()
+	running := s.running && !s.gotExit
+	s.mu.Unlock()
+	if !running {
+		return errors.New("kvm: stop: the workload is not running")
+	}
+	return s.write(channel.TypeStop, st, 2*time.Second)
+}
+
 // Abort tells the agent not to run the workload (or to stop it) and tears
 // the VM down: it waits a few seconds for the guest to power off, then
 // kills QEMU. Wait then returns ErrAborted.

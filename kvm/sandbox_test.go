@@ -453,3 +453,49 @@ func TestSandboxAbortRunningWorkload(t *testing.T) {
 		t.Errorf("the agent did not end the workload itself (VM killed after %v); console:\n%s", time.Since(begin), console.String())
 	}
 }
+
+// TestSandboxStopRunningWorkload: Stop gives the workload SIGTERM and a
+// grace period; one that handles it exits with its own code, one that
+// ignores it is killed when the grace period ends. Either way the exit
+// status comes back (the launcher's Ctrl-C path).
+func TestSandboxStopRunningWorkload(t *testing.T) {
+	e := bootEnv(t)
+	for _, tc := range []struct {
+		name, script string
+		grace        time.Duration
+		wantCode     int
+		wantOut      string
+	}{
+		{"handles SIGTERM", `trap 'echo got-TERM; exit 3' TERM; echo started; while :; do sleep 1; done`, 30 * time.Second, 3, "got-TERM"},
+		{"ignores SIGTERM", `trap '' TERM; echo started; while :; do sleep 1; done`, time.Second, 128 + 9, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := testImage(t, v1.Config{Cmd: []string{"/bin/sh", "-c", tc.script}})
+			ctx := context.Background()
+			sb, stdout, _, console := startSandbox(t, ctx, e, img, nil)
+			if err := sb.Stop(time.Second); err == nil {
+				t.Fatal("Stop before the workload runs succeeded")
+			}
+			if err := sb.StartWorkload(ctx, "stop-running", nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for !strings.Contains(stdout.String(), "started") {
+				if time.Now().After(deadline) {
+					t.Fatal("the workload did not start")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if err := sb.Stop(tc.grace); err != nil {
+				t.Fatal(err)
+			}
+			code, err := sb.Wait(ctx)
+			if err != nil {
+				t.Fatalf("Wait: %v; console:\n%s", err, console.String())
+			}
+			if code != tc.wantCode || !strings.Contains(stdout.String(), tc.wantOut) {
+				t.Fatalf("exit %d, want %d; stdout:\n%s", code, tc.wantCode, stdout.String())
+			}
+		})
+	}
+}

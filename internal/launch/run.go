@@ -68,6 +68,9 @@ type Options struct {
 	// NoCgroup runs the sandbox without CPU, memory and pids limits; by
 	// default a launch whose limits cannot be enforced fails.
 	NoCgroup bool
+	// StopGrace is how long the workload has to exit after SIGTERM when
+	// ctx ends while it runs (Ctrl-C); default DefaultStopGrace.
+	StopGrace time.Duration
 	// TPM is the host TPM spec (tpm.ParseSpec); StateDir holds the launch log.
 	TPM      string
 	StateDir string
@@ -147,6 +150,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.StopGrace < 0 {
+		return nil, fmt.Errorf("stop grace period %v is negative", o.StopGrace)
+	}
+	if o.StopGrace == 0 {
+		o.StopGrace = DefaultStopGrace
+	}
+	// One sandbox id from the start: QEMU's name, its cgroup, the log lines,
+	// the launch event, attestd's records, the guest's hostname and --report.
+	sandboxID, err := newSandboxID()
+	if err != nil {
+		return nil, err
 	}
 	if o.StateDir == "" {
 		dir, err := statedir.Ensure(nil)
@@ -264,7 +279,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("image root filesystem: %w", err)
 	}
 	o.progress("booting the sandbox (%s)", accel.Accel)
-	sb, err := kvm.Start(ctx, kvm.Config{
+	// The sandbox outlives ctx: when ctx ends (Ctrl-C) each step below fails
+	// and aborts it, and a running workload is stopped gracefully
+	// (waitWorkload) rather than killed with the VM.
+	sb, err := kvm.Start(context.WithoutCancel(ctx), kvm.Config{
+		Name:   sandboxID,
 		Kernel: kernel.File, Initrd: initrd.File, ImageInitrd: imageInitrd,
 		Cmdline: cmdline, Accel: accel.Accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout, CgroupParent: cgroupParent(o.NoCgroup),
 		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
@@ -273,7 +292,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	defer sb.Close()
-	res := &Result{Accel: sb.Accel()}
+	res := &Result{SandboxID: sandboxID, Accel: sb.Accel()}
 	fail := func(err error) (*Result, error) {
 		sb.Abort(err.Error())
 		return res, err
@@ -286,11 +305,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	// Step 5: record.
-	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
-		return fail(err)
-	}
-	res.SandboxID = hex.EncodeToString(id)
 	ev := &measure.LaunchEvent{
 		SandboxID: res.SandboxID, Policy: o.Policy,
 		Kernel: kernel.Digest, Initrd: initrd.Digest,
@@ -351,13 +365,70 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := sb.StartWorkload(ctx, res.SandboxID, secrets, o.Args); err != nil {
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
-	code, err := sb.Wait(ctx)
+	code, err := o.waitWorkload(ctx, sb)
 	res.ExitCode = code
 	res.QEMUPeakRSSKiB = sb.MaxRSSKiB()
 	if err != nil {
 		return res, fmt.Errorf("sandbox: %w", err)
 	}
+	if ctx.Err() != nil {
+		return res, fmt.Errorf("%w: the workload was stopped and exited with code %d", ErrInterrupted, code)
+	}
 	return res, nil
+}
+
+// DefaultStopGrace is how long an interrupted launch gives the workload to
+// exit after SIGTERM before it is killed (Options.StopGrace).
+const DefaultStopGrace = 10 * time.Second
+
+// ErrInterrupted is wrapped by Run's error when ctx ended (Ctrl-C, SIGTERM)
+// while the workload ran: it was stopped gracefully; Result.ExitCode is its
+// exit status.
+var ErrInterrupted = errors.New("interrupted")
+
+// waitWorkload waits for the workload to exit. When ctx ends first (the
+// launcher was interrupted), the workload gets SIGTERM and StopGrace to
+// exit before it is killed, and its exit status is still collected.
+func (o *Options) waitWorkload(ctx context.Context, sb *kvm.Sandbox) (int, error) {
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := sb.Wait(context.WithoutCancel(ctx))
+		done <- result{code, err}
+	}()
+	select {
+	case r := <-done:
+		return r.code, r.err
+	case <-ctx.Done():
+	}
+	o.progress("interrupted: stopping the workload (SIGTERM, then SIGKILL after %v)", o.StopGrace)
+	if err := sb.Stop(o.StopGrace); err != nil {
+		sb.Abort("interrupted: " + err.Error())
+	}
+	// The agent kills everything when the grace period ends; past that
+	// (and a margin for the exit status to come back) the VM goes.
+	t := time.NewTimer(o.StopGrace + 10*time.Second)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.code, r.err
+	case <-t.C:
+		sb.Abort("interrupted: the workload did not exit after SIGKILL")
+		r := <-done
+		return r.code, r.err
+	}
+}
+
+// newSandboxID is a fresh random sandbox id: 32 hex digits.
+func newSandboxID() (string, error) {
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(id), nil
 }
 
 // pinInitrd pins the given base initramfs, or builds the default one.

@@ -3,6 +3,7 @@ package launchercmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/launch"
 	"github.com/bulwark-project/bulwark/internal/statedir"
 	"github.com/bulwark-project/bulwark/kvm"
+	"github.com/bulwark-project/bulwark/kvm/channel"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm"
@@ -25,6 +27,11 @@ import (
 // signature, attestation denied, boot failure): the workload never ran. Any
 // other code is the workload's own.
 const ExitLaunchFailed = 125
+
+// ExitInterrupted is the exit code when the launcher was interrupted
+// (SIGINT, SIGTERM): 128 + SIGINT, as shells report it. A running workload
+// was first given --stop-timeout to exit after SIGTERM.
+const ExitInterrupted = 130
 
 func init() {
 	Program.Register(&cli.Command{
@@ -49,6 +56,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	cpus := fs.Int("cpus", 1, "virtual CPUs")
 	mem := fs.Int("memory", 512, "memory in MiB")
 	bootTimeout := fs.Duration("boot-timeout", 120*time.Second, "how long the guest may take to boot")
+	stopTimeout := fs.Duration("stop-timeout", launch.DefaultStopGrace, "on Ctrl-C (SIGINT/SIGTERM), how long the workload has to exit after SIGTERM before it is killed")
 	noCgroup := fs.Bool("no-cgroup", false, "run the sandbox without CPU, memory and pids limits (by default a launch whose cgroup cannot be made fails)")
 	tpmSpec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM spec (env BULWARK_TPM); default /dev/tpmrm0 or the managed swtpm")
 	pcr := fs.Int("pcr", measure.DefaultLaunchPCR, "launch PCR, 1..23 (must match attestd's --launch-pcr)")
@@ -68,6 +76,9 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	if err := checkRunFlags(*accel, *cmdline, *cpus, *mem, *pcr, *bootTimeout); err != nil {
 		return err
 	}
+	if *stopTimeout <= 0 || *stopTimeout > channel.MaxStopGraceSeconds*time.Second {
+		return cli.Usagef("--stop-timeout %v: want a positive duration up to %v, e.g. 10s", *stopTimeout, channel.MaxStopGraceSeconds*time.Second)
+	}
 	state, err := statedir.Ensure(env.Getenv)
 	if err != nil {
 		return err
@@ -75,7 +86,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	o := launch.Options{
 		Attestd: ao, Policy: *policyName, Kernel: *kernel, Initrd: *initrd, Agent: *agent, Image: *image,
 		Cmdline: *cmdline, Args: fs.Args(), Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
-		BootTimeout: *bootTimeout, NoCgroup: *noCgroup, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
+		BootTimeout: *bootTimeout, NoCgroup: *noCgroup, StopGrace: *stopTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
 		Stdout: env.Stdout, Stderr: env.Stderr,
 	}
 	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {
@@ -119,6 +130,9 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	if err != nil {
 		if res != nil && res.SandboxID != "" {
 			err = fmt.Errorf("sandbox %s: %w", res.SandboxID, err)
+		}
+		if ctx.Err() != nil { // Ctrl-C or SIGTERM, at any step
+			return &cli.ExitError{Code: ExitInterrupted, Err: err}
 		}
 		return &cli.ExitError{Code: ExitLaunchFailed, Err: err}
 	}
@@ -191,6 +205,9 @@ func writeRunReport(f *os.File, res *launch.Result, runErr error, took time.Dura
 	}
 	if runErr != nil {
 		r.ExitCode, r.Error = ExitLaunchFailed, runErr.Error()
+		if errors.Is(runErr, launch.ErrInterrupted) || errors.Is(runErr, context.Canceled) {
+			r.ExitCode = ExitInterrupted
+		}
 	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {

@@ -38,6 +38,8 @@ func TestRunValidatesFlagsFirst(t *testing.T) {
 		{"cmdline smuggling a parameter", []string{"--cmdline", "console=ttyS0 loglevel=8\u00a0kprobe_event=p:vfs_write"}, 2, `--cmdline: kernel command line byte 24 is "\xc2": only printable ASCII`},
 		{"cmdline with a tab", []string{"--cmdline", "console=ttyS0\tinit=/bin/sh"}, 2, `--cmdline: kernel command line byte 13 is "\t": the kernel splits parameters on it`},
 		{"cmdline with quotes", []string{"--cmdline", `console=ttyS0 x="a init=/bin/sh"`}, 2, `--cmdline: kernel command line byte 16 is "\""`},
+		{"zero stop timeout", []string{"--stop-timeout", "0s"}, 2, "--stop-timeout 0s: want a positive duration up to 1h0m0s"},
+		{"stop timeout past an hour", []string{"--stop-timeout", "61m"}, 2, "--stop-timeout 1h1m0s: want a positive duration"},
 		{"values at the limits", []string{"--accel", "tcg", "--cpus", "64", "--memory", "128", "--pcr", "23", "--boot-timeout", "1ns"}, ExitLaunchFailed, "kernel: "},
 		{"lowest PCR", []string{"--accel", "tcg", "--cpus", "1", "--pcr", "1"}, ExitLaunchFailed, "kernel: "},
 	} {

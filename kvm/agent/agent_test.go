@@ -168,6 +168,24 @@ func TestReadHostMessage(t *testing.T) {
 	if _, err = ReadHostMessage(&b); err == nil {
 		t.Fatal("HELLO from the host accepted")
 	}
+	// STOP: a grace period within 0..MaxStopGraceSeconds; anything else refused.
+	for _, tc := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"grace_seconds":10}`, true},
+		{`{"grace_seconds":0}`, true},
+		{`{"grace_seconds":-1}`, false},
+		{`{"grace_seconds":3601}`, false},
+		{`{"grace_seconds":1,"extra":1}`, false},
+	} {
+		var sb bytes.Buffer
+		channel.WriteFrame(&sb, channel.TypeStop, []byte(tc.body))
+		m, err := ReadHostMessage(&sb)
+		if tc.ok != (err == nil && m.Stop != nil) {
+			t.Errorf("STOP %s: %+v %v, want accepted %v", tc.body, m, err, tc.ok)
+		}
+	}
 }
 
 // FuzzReadFrame feeds arbitrary host bytes to the agent's decoder: it must
@@ -175,18 +193,32 @@ func TestReadHostMessage(t *testing.T) {
 func FuzzReadFrame(f *testing.F) {
 	var b bytes.Buffer
 	channel.WriteJSON(&b, channel.TypeStart, channel.Start{SandboxID: "abc", Secrets: []channel.Secret{{Name: "db", Wrapped: []byte("w")}}, Args: []string{"sh"}})
-	f.Add(b.Bytes())
+	f.Add(bytes.Clone(b.Bytes())) // b is reused: each seed its own copy
 	b.Reset()
 	channel.WriteJSON(&b, channel.TypeAbort, channel.Abort{Reason: "policy"})
-	f.Add(b.Bytes())
+	f.Add(bytes.Clone(b.Bytes())) // b is reused: each seed its own copy
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeStop, channel.Stop{GraceSeconds: 10})
+	f.Add(bytes.Clone(b.Bytes())) // b is reused: each seed its own copy
 	f.Add([]byte{0, 0, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := ReadHostMessage(bytes.NewReader(in))
 		if err != nil {
 			return
 		}
-		if (m.Start == nil) == (m.Abort == nil) {
+		n := 0
+		for _, set := range []bool{m.Start != nil, m.Abort != nil, m.Stop != nil} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
 			t.Fatalf("accepted %+v", m)
+		}
+		if m.Stop != nil {
+			if err := m.Stop.Validate(); err != nil {
+				t.Fatalf("accepted an invalid STOP: %v", err)
+			}
 		}
 		if m.Start != nil {
 			if err := m.Start.Validate(); err != nil {

@@ -423,7 +423,7 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	wg.Add(2)
 	go stream(outR, channel.TypeStdout)
 	go stream(errR, channel.TypeStderr)
-	go s.watchAbort()
+	go s.watchHost(proc.Pid)
 
 	code := reapUntil(proc.Pid)
 	drained := make(chan struct{})
@@ -464,16 +464,29 @@ func reapUntil(pid int) int {
 	}
 }
 
-// watchAbort ends the workload if the host sends ABORT while it runs.
-func (s *session) watchAbort() {
-	msg, err := ReadHostMessage(s.port)
-	if err != nil {
-		return
-	}
-	if msg.Abort != nil {
-		s.log.Info("host aborted the workload", "reason", msg.Abort.Reason)
-		_ = s.send(channel.TypeError, channel.Error{Message: "aborted by host: " + msg.Abort.Reason})
-		powerOff(s.log)
+// watchHost follows the host while the workload runs: ABORT ends the VM at
+// once; STOP sends SIGTERM to the workload's process group (it leads its
+// own session) and SIGKILL to every process after the grace period, and the
+// exit status is then reported as usual.
+func (s *session) watchHost(pid int) {
+	for {
+		msg, err := ReadHostMessage(s.port)
+		if err != nil {
+			return
+		}
+		switch {
+		case msg.Abort != nil:
+			s.log.Info("host aborted the workload", "reason", msg.Abort.Reason)
+			_ = s.send(channel.TypeError, channel.Error{Message: "aborted by host: " + msg.Abort.Reason})
+			powerOff(s.log)
+		case msg.Stop != nil:
+			grace := time.Duration(msg.Stop.GraceSeconds) * time.Second
+			s.log.Info("host stops the workload", "grace", grace)
+			_ = unix.Kill(-pid, unix.SIGTERM)
+			time.AfterFunc(grace, func() { _ = unix.Kill(-1, unix.SIGKILL) })
+		default:
+			s.log.Warn("ignoring a START while the workload runs")
+		}
 	}
 }
 

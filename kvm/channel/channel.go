@@ -31,7 +31,7 @@ const MaxFrameSize = 4 << 20
 type Type uint8
 
 // Frame types. Guest → host: Hello, Started, Stdout, Stderr, Exit, Error.
-// Host → guest: Start, Abort.
+// Host → guest: Start, Abort, Stop.
 const (
 	TypeHello   Type = 1 // guest: JSON Hello, first frame after boot
 	TypeStart   Type = 2 // host: JSON Start
@@ -41,6 +41,7 @@ const (
 	TypeStderr  Type = 6 // guest: raw bytes of the workload's stderr
 	TypeExit    Type = 7 // guest: JSON Exit, last frame of a run
 	TypeError   Type = 8 // guest: JSON Error, the run failed (the workload never started or the agent failed)
+	TypeStop    Type = 9 // host: JSON Stop, end the running workload gracefully
 )
 
 func (t Type) String() string {
@@ -61,12 +62,14 @@ func (t Type) String() string {
 		return "EXIT"
 	case TypeError:
 		return "ERROR"
+	case TypeStop:
+		return "STOP"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeError }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeStop }
 
 // Hello is the agent's first message: its ephemeral public key (enclave/wrap).
 type Hello struct {
@@ -91,6 +94,25 @@ type Start struct {
 // Abort tells the agent not to run anything and to power off.
 type Abort struct {
 	Reason string `json:"reason"`
+}
+
+// Stop asks the agent to end the running workload: SIGTERM to its process
+// group, then, GraceSeconds later, SIGKILL to every process. The workload's
+// exit status comes back as usual (EXIT). The host sends it while the
+// workload runs (e.g. on Ctrl-C of a foreground launcher).
+type Stop struct {
+	GraceSeconds int `json:"grace_seconds"`
+}
+
+// MaxStopGraceSeconds bounds Stop.GraceSeconds.
+const MaxStopGraceSeconds = 3600
+
+// Validate checks the grace period.
+func (s *Stop) Validate() error {
+	if s.GraceSeconds < 0 || s.GraceSeconds > MaxStopGraceSeconds {
+		return fmt.Errorf("stop: grace_seconds %d, want 0..%d", s.GraceSeconds, MaxStopGraceSeconds)
+	}
+	return nil
 }
 
 // Started confirms the workload process was created.
