@@ -27,6 +27,9 @@ var celVars = []cel.EnvOption{
 	cel.Variable("image_config", cel.StringType),
 	cel.Variable("args", cel.ListType(cel.StringType)),
 	cel.Variable("host_pcrs", cel.MapType(cel.IntType, cel.StringType)),
+	// firmware: present, secure_boot (bool), authorities (list of sha256
+	// certificate digests), dbx_entries (int), error (string).
+	cel.Variable("firmware", cel.MapType(cel.StringType, cel.DynType)),
 	cel.Variable("signers", cel.MapType(cel.StringType, cel.ListType(cel.StringType))),
 	cel.Variable("time", cel.TimestampType),
 }
@@ -51,7 +54,7 @@ func compileRule(expr string) (cel.Program, []celError) {
 		var out []celError
 		for _, e := range iss.Errors() {
 			out = append(out, celError{line: e.Location.Line(), col: e.Location.Column(), msg: strings.TrimSuffix(e.Message, " (in container '')"),
-				hint: "variables: policy, node_id, sandbox_id, kernel, initrd, cmdline, cmdline_digest, image, image_config, args, host_pcrs, signers, time"})
+				hint: "variables: policy, node_id, sandbox_id, kernel, initrd, cmdline, cmdline_digest, image, image_config, args, host_pcrs, firmware, signers, time"})
 		}
 		if len(out) == 0 {
 			out = append(out, celError{msg: iss.Err().Error()})

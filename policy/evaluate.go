@@ -31,6 +31,7 @@ type Evidence struct {
 	Event      measure.LaunchEvent
 	Signatures []ArtifactSignature
 	HostPCRs   map[int][]byte // quoted, verified SHA-256 PCR values of the host
+	Firmware   *Firmware      // from the host's verified firmware event log; nil: none was sent
 	Time       time.Time      // attestd's clock at evaluation; required by validity windows
 }
 
@@ -118,6 +119,7 @@ func (p *Policy) Evaluate(ctx context.Context, ev Evidence) Verdict {
 	e.validity()
 	e.launch()
 	e.hostPCRs()
+	e.secureBoot()
 	claims := e.claims()
 	e.rules(ctx, claims)
 	v := Verdict{Policy: p.Name, PolicyDigest: p.Digest, Reasons: e.reasons, Claims: claims}
@@ -528,6 +530,7 @@ func (e *evaluation) claims() map[string]any {
 		"image_config":   ev.ImageConfig,
 		"args":           args,
 		"host_pcrs":      pcrs,
+		"firmware":       firmwareClaims(e.ev.Firmware),
 		"signers":        signers,
 		"time":           e.ev.Time.UTC(),
 	}

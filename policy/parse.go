@@ -484,13 +484,18 @@ func (p *parser) args(n *yaml.Node, pol *Policy) {
 }
 
 func (p *parser) host(n *yaml.Node, pol *Policy) {
-	f := p.mapping(n, "host", "pcrs")
+	f := p.mapping(n, "host", "pcrs", "secure_boot")
 	if f == nil {
 		return
 	}
+	if sb, ok := f["secure_boot"]; ok {
+		p.hostSecureBoot(sb.val, pol)
+	}
 	v, ok := f["pcrs"]
 	if !ok {
-		p.errAt(n, "add 'pcrs: {INDEX: [HEX, ...]}' or remove 'host'", "host: missing pcrs")
+		if _, sb := f["secure_boot"]; !sb {
+			p.errAt(n, "add 'pcrs: {INDEX: [HEX, ...]}' or 'secure_boot: {...}', or remove 'host'", "host: missing pcrs")
+		}
 		return
 	}
 	pol.HostPCRs = map[int][][]byte{}

@@ -30,7 +30,8 @@ type Policy struct {
 	Image   *ArtifactRule // nil: launches must not run an image
 	Args    ArgsRule
 
-	HostPCRs map[int][][]byte // index (0..MaxHostPCR) → allowed SHA-256 values; empty: no requirement
+	HostPCRs   map[int][][]byte // index (0..MaxHostPCR) → allowed SHA-256 values; empty: no requirement
+	SecureBoot *SecureBootRule  // nil: no requirement on the host's Secure Boot state
 
 	Secrets []string // released to launches this policy allows
 	Rules   []*Rule  // CEL rules, all must be true

@@ -328,8 +328,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return fail(fmt.Errorf("TPM quote: %w", err))
 	}
+	fwLog, err := firmwareLog(t.Spec(), FirmwareLogPath)
+	if err != nil {
+		return fail(err)
+	}
 	req := &bulwarkv1.AttestRequest{
-		NodeId: nodeID, Nonce: nonce, Quote: q.Quoted, Signature: q.Signature,
+		NodeId: nodeID, Nonce: nonce, Quote: q.Quoted, Signature: q.Signature, FirmwareEventLog: fwLog,
 		Pcrs: map[uint32][]byte{}, LaunchLog: logBytes, SandboxId: res.SandboxID, Signatures: pbSigs,
 		// Secrets are released by attestation id below: no token to sign.
 		OmitToken: true,
