@@ -5,8 +5,8 @@ import "time"
 // LaunchEvent is the one canonical record the launcher writes for each
 // sandbox it boots. Its digest (see the event log code in this package) is
 // what is extended into the launch PCR; attestd replays the log of these
-// events against the quoted PCR and judges the last event for the sandbox
-// against the policy named in it.
+// events against the quoted PCR and judges the sandbox's one event against
+// the policy named in it.
 //
 // Digests are strings "sha256:<64 hex>", the form OCI uses. The fields are
 // the contract between launcher, attestd and policy: extend, never rename.

@@ -367,8 +367,8 @@ func VerifyLog(data []byte, pcr int, a Alg, pcrValue []byte) (*VerifiedLog, erro
 	return &VerifiedLog{PCR: pcr, Alg: a, Records: l.records}, nil
 }
 
-// Last returns the last launch event of the log, the one attestd judges by
-// default.
+// Last returns the last launch event of the log: the newest launch on the
+// host. (attestd judges the requested sandbox's event wherever it stands.)
 func (v *VerifiedLog) Last() (*LaunchEvent, error) {
 	if len(v.Records) == 0 {
 		return nil, errors.New("launch event log is empty")

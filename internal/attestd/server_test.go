@@ -331,12 +331,29 @@ func runServerSuite(t *testing.T, storeKind string) {
 		wantCode(t, err, codes.InvalidArgument, "launch_log")
 	})
 
-	t.Run("sandbox is not the last launch", func(t *testing.T) {
+	t.Run("an earlier sandbox is attested after later launches", func(t *testing.T) {
 		ev2 := testEvent(t, testPolicyName, newGuestKey(t).PublicKey())
 		h.launch(ev2)
+		ev3 := testEvent(t, testPolicyName, newGuestKey(t).PublicKey())
+		h.launch(ev3)
+		// ev2 is neither first nor last in the log: it is found and judged.
 		nonce, _, _ := c.Challenge(ctx, h.nodeID)
-		_, err := c.Attest(ctx, h.attestRequest(ctx, nonce, ev.SandboxID))
-		wantCode(t, err, codes.PermissionDenied, "sandbox_id", "last launch event")
+		r, err := c.Attest(ctx, h.attestRequest(ctx, nonce, ev2.SandboxID))
+		if err != nil || r.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {
+			t.Fatalf("attesting a sandbox launched before another: %v %v %q", r.GetVerdict(), err, r.GetReasons())
+		}
+		// A sandbox the log does not hold.
+		nonce, _, _ = c.Challenge(ctx, h.nodeID)
+		_, err = c.Attest(ctx, h.attestRequest(ctx, nonce, "0123456789abcdef0123456789abcdef"))
+		wantCode(t, err, codes.PermissionDenied, "sandbox_id", "no event for sandbox")
+		// The same sandbox id recorded twice (a second event naming another
+		// guest key) is ambiguous: refused.
+		dup := ev3
+		dup.GuestPublicKey = newGuestKey(t).PublicKey()
+		h.launch(dup)
+		nonce, _, _ = c.Challenge(ctx, h.nodeID)
+		_, err = c.Attest(ctx, h.attestRequest(ctx, nonce, ev3.SandboxID))
+		wantCode(t, err, codes.PermissionDenied, "sandbox_id", "2 events for sandbox", "launched once")
 	})
 
 	t.Run("policy deny", func(t *testing.T) {

@@ -25,8 +25,8 @@ import (
 // VerifyAttestation; policy judges it next.
 type Verified struct {
 	Node store.Node
-	// Event is the judged launch event: the last event of the replayed
-	// launch log, whose sandbox id is the one requested.
+	// Event is the judged launch event: the one event of the replayed
+	// launch log whose sandbox id is the one requested.
 	Event *measure.LaunchEvent
 	// Records are every launch event record of the replayed log.
 	Records []measure.Record
@@ -59,9 +59,9 @@ type Verified struct {
 //     their values (PermissionDenied "quote: ...");
 //  5. the launch log parses strictly (InvalidArgument "launch_log: ...")
 //     and replays to the quoted launch PCR (PermissionDenied);
-//  6. the LAST event of the log is for the requested sandbox
-//     (PermissionDenied "sandbox_id: ..."): a launch is judged only while
-//     nothing was measured after it;
+//  6. the log holds exactly one event for the requested sandbox, anywhere
+//     in it (PermissionDenied "sandbox_id: ..."): launches of other
+//     sandboxes on the host, before or after, do not change this one;
 //  7. a firmware event log, when sent, parses and replays to the quoted
 //     host PCRs, and the data of every event whose digest covers its data
 //     (the UEFI variable events, which say whether Secure Boot is on)
@@ -130,6 +130,28 @@ func checkQuote(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest)
 	return nil
 }
 
+// sandboxEvent is check 6: the one launch event of the requested sandbox,
+// wherever it stands in the log (other sandboxes launched on the host since
+// do not change what runs in this one). A sandbox id is launched once: two
+// events for it are refused as ambiguous.
+func sandboxEvent(recs []measure.Record, id string) (*measure.LaunchEvent, error) {
+	var ev *measure.LaunchEvent
+	n := 0
+	for i := range recs {
+		if recs[i].Event.SandboxID == id {
+			ev = recs[i].Event
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has no event for sandbox %q (%d events for other sandboxes)", id, len(recs))
+	case 1:
+		return ev, nil
+	}
+	return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has %d events for sandbox %q; a sandbox id is launched once", n, id)
+}
+
 // checkQuoted is checks 5 to 7, on a request whose quote checkQuote
 // verified: the PCR values are those the TPM quoted.
 func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, error) {
@@ -155,10 +177,9 @@ func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, err
 	if len(recs) == 0 {
 		return nil, status.Error(codes.PermissionDenied, "launch_log: no launch events")
 	}
-	ev := recs[len(recs)-1].Event
-	if ev.SandboxID != req.GetSandboxId() {
-		return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the last launch event is for sandbox %q, not %q (only the latest launch on a host can be attested)",
-			trunc(ev.SandboxID), req.GetSandboxId())
+	ev, err := sandboxEvent(recs, req.GetSandboxId())
+	if err != nil {
+		return nil, err
 	}
 
 	v := &Verified{

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm"
 )
 
 // pcrTPM is what the host log needs of the TPM: read and extend one PCR.
@@ -74,6 +75,34 @@ func (h *HostLog) Append(ctx context.Context, t pcrTPM, ev *measure.LaunchEvent)
 		return nil, fmt.Errorf("%w (PCR %d was extended: the next launch will report the log out of sync)", err, h.pcr)
 	}
 	return data, nil
+}
+
+// quoteTPM is what QuoteWithLog needs of the TPM.
+type quoteTPM interface {
+	pcrTPM
+	Quote(ctx context.Context, pcrs []int, nonce []byte) (*tpm.Quote, error)
+}
+
+// QuoteWithLog quotes pcrs (the launch PCR among them) over nonce while
+// holding the log's lock, and returns the log exactly as it stood for that
+// quote. Launches on the same host append concurrently: a log read at one
+// moment and a quote taken at another would disagree, and attestd would
+// refuse the pair as edited or incomplete.
+func (h *HostLog) QuoteWithLog(ctx context.Context, t quoteTPM, pcrs []int, nonce []byte) ([]byte, *tpm.Quote, error) {
+	unlock, err := fsutil.Lock(ctx, h.path+".lock")
+	if err != nil {
+		return nil, nil, fmt.Errorf("launch log lock: %w", err)
+	}
+	defer unlock()
+	lg, err := h.loadInSync(ctx, t)
+	if err != nil {
+		return nil, nil, err
+	}
+	q, err := t.Quote(ctx, pcrs, nonce)
+	if err != nil {
+		return nil, nil, fmt.Errorf("TPM quote: %w", err)
+	}
+	return lg.Encode(), q, nil
 }
 
 // loadInSync reads the log and checks that it replays to the PCR.

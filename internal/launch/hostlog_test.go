@@ -147,3 +147,47 @@ func TestHostLogArchivesNeverOverwrite(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentLaunchesQuoteTheirLog: 20 launches on one host append and
+// then quote at the same time, as concurrent 'launcher run's do. Each gets
+// a log that replays to the PCR value its quote carries and holds its own
+// event (attestd's check); before QuoteWithLog a launch sent the log as of
+// its own append, which a later launch's extend had already overtaken.
+func TestConcurrentLaunchesQuoteTheirLog(t *testing.T) {
+	ctx := context.Background()
+	tp := openSim(t)
+	hl := NewHostLog(t.TempDir(), measure.DefaultLaunchPCR)
+	const n = 20
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("sandbox-%02d", i)
+			if _, err := hl.Append(ctx, tp, event(id)); err != nil {
+				errs <- err
+				return
+			}
+			nonce := sha256.Sum256([]byte(id))
+			logBytes, q, err := hl.QuoteWithLog(ctx, tp, []int{measure.DefaultLaunchPCR}, nonce[:])
+			if err != nil {
+				errs <- err
+				return
+			}
+			vl, err := measure.VerifyLog(logBytes, measure.DefaultLaunchPCR, measure.SHA256, q.PCRs[measure.DefaultLaunchPCR])
+			if err != nil {
+				errs <- fmt.Errorf("%s: the log sent with the quote does not replay to it: %w", id, err)
+				return
+			}
+			if _, err := vl.BySandbox(id); err != nil {
+				errs <- fmt.Errorf("%s: %w", id, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -313,8 +313,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Args: o.Args, GuestPublicKey: guestKey, Time: time.Now().UTC().Truncate(time.Second),
 	}
 	o.progress("recording launch event for sandbox %s in PCR %d", res.SandboxID, o.PCR)
-	logBytes, err := NewHostLog(filepath.Join(o.StateDir, "launch"), o.PCR).Append(ctx, t, ev)
-	if err != nil {
+	hostLog := NewHostLog(filepath.Join(o.StateDir, "launch"), o.PCR)
+	if _, err := hostLog.Append(ctx, t, ev); err != nil {
 		return fail(err)
 	}
 
@@ -324,9 +324,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return fail(fmt.Errorf("attestd challenge: %w%s", err, enrollHint(err)))
 	}
-	q, err := t.Quote(ctx, append([]int{o.PCR}, HostPCRs...), nonce)
+	// The log as it stands for this quote: other launches on this host may
+	// have appended since ours (attestd finds our event anywhere in it).
+	logBytes, q, err := hostLog.QuoteWithLog(ctx, t, append([]int{o.PCR}, HostPCRs...), nonce)
 	if err != nil {
-		return fail(fmt.Errorf("TPM quote: %w", err))
+		return fail(err)
 	}
 	fwLog, err := firmwareLog(t.Spec(), FirmwareLogPath)
 	if err != nil {
