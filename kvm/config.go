@@ -61,6 +61,10 @@ type Config struct {
 	// "none" runs without CPU, memory and pids limits. Start fails when the
 	// limits cannot be enforced, unless it is "none".
 	CgroupParent string
+	// Unconfined runs QEMU as the calling user, without a uid of its own and
+	// without namespaces. By default QEMU is confined (see SandboxUIDBase)
+	// and Start fails where it cannot be (not root); set this only on purpose.
+	Unconfined bool
 	// Name labels the sandbox in logs and its cgroup (default: random).
 	Name string
 }

@@ -49,6 +49,7 @@ type Sandbox struct {
 	conn    net.Conn
 	tmpDir  string
 	cg      *cgroup
+	conf    *confinement // nil: unconfined
 	console *lineTail
 	qerr    *lineTail
 	files   []*os.File // our files to close after QEMU started (memfds)
@@ -160,11 +161,24 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	qmpFD := fdNum(fdPath(qmpL))
 	chFD := fdNum(fdPath(chL))
 
-	kernel := cfg.KernelPath
-	if cfg.Kernel != nil {
-		kernel = fdPath(cfg.Kernel)
+	// QEMU gets every file as a descriptor: a confined QEMU could not open
+	// the launcher's paths, and nothing can be swapped under it.
+	openPath := func(p string) (*os.File, error) {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, fmt.Errorf("kvm: %w", err)
+		}
+		s.files = append(s.files, f)
+		return f, nil
 	}
-	initrd := cfg.InitrdPath
+	if cfg.Kernel == nil {
+		if cfg.Kernel, err = openPath(cfg.KernelPath); err != nil {
+			qmpConn.Close()
+			return err
+		}
+	}
+	kernel := fdPath(cfg.Kernel)
+	var initrd string
 	switch {
 	case cfg.ImageInitrd != nil:
 		f, err := concatInitrd(cfg.Initrd, cfg.InitrdPath, cfg.ImageInitrd)
@@ -176,6 +190,13 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		initrd = fdPath(f)
 	case cfg.Initrd != nil:
 		initrd = fdPath(cfg.Initrd)
+	default:
+		f, err := openPath(cfg.InitrdPath)
+		if err != nil {
+			qmpConn.Close()
+			return err
+		}
+		initrd = fdPath(f)
 	}
 
 	args := qemuArgs(qemuSpec{
@@ -196,10 +217,20 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	cmd.Stdout = conW
 	cmd.Stderr = s.qerr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if !cfg.Unconfined {
+		if s.conf, err = confine(cfg.Name, s.accel.Accel); err != nil {
+			qmpConn.Close()
+			conR.Close()
+			return fmt.Errorf("kvm: %w; run QEMU unconfined only on purpose (launcher run --no-confine; kvm.Config.Unconfined)", err)
+		}
+		s.conf.apply(cmd.SysProcAttr)
+	}
+	s.log.Info("QEMU confinement: " + s.conf.String())
 	cg, err := openCgroup(cfg.CgroupParent, cfg.Name, cfg.CPUs, cfg.MemoryMiB, s.accel.Accel)
 	if err != nil {
 		qmpConn.Close()
 		conR.Close()
+		s.conf.release()
 		return fmt.Errorf("kvm: the sandbox's CPU and memory limits cannot be enforced: %w; "+
 			"launch without them only on purpose (launcher run --no-cgroup; kvm.Config.CgroupParent = \"none\")", err)
 	}
@@ -209,6 +240,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		qmpConn.Close()
 		conR.Close()
 		s.cg.remove()
+		s.conf.release()
 		return fmt.Errorf("kvm: starting %s: %w", qemu, err)
 	}
 	conW.Close()
@@ -238,6 +270,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		if err := s.cg.remove(); err != nil {
 			s.log.Warn(err.Error())
 		}
+		s.conf.release()
 		close(s.exited)
 	}()
 	watchCtx, cancel := context.WithCancel(context.Background())
@@ -797,6 +830,7 @@ func (s *Sandbox) Close() error {
 			os.RemoveAll(s.tmpDir)
 		}
 		err = s.cg.remove()
+		s.conf.release()
 	})
 	return err
 }

@@ -68,6 +68,9 @@ type Options struct {
 	// NoCgroup runs the sandbox without CPU, memory and pids limits; by
 	// default a launch whose limits cannot be enforced fails.
 	NoCgroup bool
+	// NoConfine runs QEMU as the launcher's user, without a sandbox uid and
+	// namespaces; by default a launch where QEMU cannot be confined fails.
+	NoConfine bool
 	// StopGrace is how long the workload has to exit after SIGTERM when
 	// ctx ends while it runs (Ctrl-C); default DefaultStopGrace.
 	StopGrace time.Duration
@@ -285,7 +288,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	sb, err := kvm.Start(context.WithoutCancel(ctx), kvm.Config{
 		Name:   sandboxID,
 		Kernel: kernel.File, Initrd: initrd.File, ImageInitrd: imageInitrd,
-		Cmdline: cmdline, Accel: accel.Accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout, CgroupParent: cgroupParent(o.NoCgroup),
+		Cmdline: cmdline, Accel: accel.Accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout, CgroupParent: cgroupParent(o.NoCgroup), Unconfined: o.NoConfine,
 		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
 	})
 	if err != nil {

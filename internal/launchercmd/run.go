@@ -57,6 +57,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	mem := fs.Int("memory", 512, "memory in MiB")
 	bootTimeout := fs.Duration("boot-timeout", 120*time.Second, "how long the guest may take to boot")
 	stopTimeout := fs.Duration("stop-timeout", launch.DefaultStopGrace, "on Ctrl-C (SIGINT/SIGTERM), how long the workload has to exit after SIGTERM before it is killed")
+	noConfine := fs.Bool("no-confine", false, "run QEMU as the launcher's user, without a sandbox uid and namespaces (by default a launch where QEMU cannot be confined fails)")
 	noCgroup := fs.Bool("no-cgroup", false, "run the sandbox without CPU, memory and pids limits (by default a launch whose cgroup cannot be made fails)")
 	tpmSpec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM spec (env BULWARK_TPM); default /dev/tpmrm0 or the managed swtpm")
 	pcr := fs.Int("pcr", measure.DefaultLaunchPCR, "launch PCR, 1..23 (must match attestd's --launch-pcr)")
@@ -86,7 +87,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	o := launch.Options{
 		Attestd: ao, Policy: *policyName, Kernel: *kernel, Initrd: *initrd, Agent: *agent, Image: *image,
 		Cmdline: *cmdline, Args: fs.Args(), Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
-		BootTimeout: *bootTimeout, NoCgroup: *noCgroup, StopGrace: *stopTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
+		BootTimeout: *bootTimeout, NoCgroup: *noCgroup, NoConfine: *noConfine, StopGrace: *stopTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
 		Stdout: env.Stdout, Stderr: env.Stderr,
 	}
 	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {
