@@ -49,7 +49,7 @@ func (s *Server) storeStatus(ctx context.Context, what string, err error) error 
 		return status.Error(codes.PermissionDenied, "secret: the credential challenge expired (enroll again)")
 	case errors.Is(err, store.ErrChallenge):
 		return status.Error(codes.PermissionDenied, "secret: does not match the credential challenge")
-	case errors.Is(err, store.ErrClosed), errors.Is(err, enclave.ErrUnavailable), errors.Is(err, enclave.ErrNoMasterKey):
+	case errors.Is(err, store.ErrClosed), errors.Is(err, store.ErrUnavailable), errors.Is(err, enclave.ErrUnavailable), errors.Is(err, enclave.ErrNoMasterKey):
 		s.log.ErrorContext(ctx, "unavailable", "what", what, "error", err)
 		return status.Errorf(codes.Unavailable, "%s: service unavailable", what)
 	default:

@@ -225,6 +225,11 @@ type envOptions struct {
 	// defaults).
 	peerRate  float64
 	peerBurst int
+	// maxConns and maxConnsPerPeer are ServeOptions.MaxConns and
+	// MaxConnsPerPeer (0: the defaults).
+	maxConns, maxConnsPerPeer int
+	// idleTimeout is Config.IdleTimeout (0: the default).
+	idleTimeout time.Duration
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -276,7 +281,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	e.srv, err = New(Config{Store: e.st, Vault: e.vault, Policies: &PolicyEngine{W: e.watcher}, Tokens: tokens,
 		EKAllow: o.ekAllow, AdminCA: e.pki.CAPool(), Now: e.clock.Now, TokenTTL: o.tokenTTL, RequestTimeout: o.requestTimeout,
-		PeerRate: o.peerRate, PeerBurst: o.peerBurst})
+		PeerRate: o.peerRate, PeerBurst: o.peerBurst, IdleTimeout: o.idleTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,6 +290,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	done := make(chan error, 1)
 	go func() {
 		done <- e.srv.Serve(sctx, ServeOptions{Listen: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", TLS: ServerTLSConfig(cert, e.pki.CAPool()),
+			MaxConns: o.maxConns, MaxConnsPerPeer: o.maxConnsPerPeer,
 			Ready: func(g, m net.Addr) { e.addr, e.metrics = g.String(), m.String(); close(ready) }})
 	}()
 	select {

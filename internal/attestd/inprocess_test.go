@@ -55,9 +55,19 @@ func newInprocWith(tb testing.TB, mod func(*Config)) *inproc {
 // newInprocStore is newInprocWith with the store's options too.
 func newInprocStore(tb testing.TB, so store.Options, mod func(*Config)) *inproc {
 	tb.Helper()
+	return newInprocAt(tb, "", so, mod)
+}
+
+// newInprocAt is newInprocStore with the embedded store in storeDir ("": a
+// new temporary directory).
+func newInprocAt(tb testing.TB, storeDir string, so store.Options, mod func(*Config)) *inproc {
+	tb.Helper()
 	ctx := context.Background()
 	dir := tb.TempDir()
-	st, err := store.Open(ctx, filepath.Join(dir, "store"), so)
+	if storeDir == "" {
+		storeDir = filepath.Join(dir, "store")
+	}
+	st, err := store.Open(ctx, storeDir, so)
 	if err != nil {
 		tb.Fatal(err)
 	}

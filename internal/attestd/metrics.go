@@ -23,6 +23,11 @@ type Metrics struct {
 	// (the caller proved nothing first), by method.
 	RateLimited       *prometheus.CounterVec
 	UnauditedRefusals *prometheus.CounterVec
+	// ConnsRefused counts connections closed at accept by the connection
+	// limits, by reason (max_conns, max_conns_per_peer); ConnsOpen is the
+	// gRPC connections open now.
+	ConnsRefused *prometheus.CounterVec
+	ConnsOpen    prometheus.Gauge
 	// The embedded store's group commits (ObserveCommit).
 	StoreCommit       prometheus.Histogram // seconds per commit
 	StoreCommitWrites prometheus.Histogram // writes per commit
@@ -66,6 +71,14 @@ func NewMetrics() *Metrics {
 			Namespace: "bulwark", Subsystem: "attestd", Name: "unaudited_refusals_total",
 			Help: "Refused calls not written to the audit log because the caller had proven nothing a stranger cannot (no verified quote, admin certificate or credential activation), by method; their log lines are sampled.",
 		}, []string{"method"}),
+		ConnsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "connections_refused_total",
+			Help: "gRPC connections closed as soon as accepted, by reason: max_conns (attestd serve --max-conns open already) or max_conns_per_peer (--max-conns-per-peer open from that address; IPv6: that /64).",
+		}, []string{"reason"}),
+		ConnsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "connections_open",
+			Help: "gRPC connections open now (counted by the connection limits).",
+		}),
 		StoreCommit: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "bulwark", Subsystem: "store", Name: "commit_seconds",
 			Help:    "Embedded store: duration of each group commit, its fdatasyncs included.",
@@ -78,9 +91,12 @@ func NewMetrics() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.Attestations, m.RPCDuration, m.Releases, m.SecretsOut, m.PolicyReloads, m.Panics,
-		m.RateLimited, m.UnauditedRefusals,
+		m.RateLimited, m.UnauditedRefusals, m.ConnsRefused, m.ConnsOpen,
 		m.StoreCommit, m.StoreCommitWrites,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{refusedMaxConns, refusedPerPeer} {
+		m.ConnsRefused.WithLabelValues(r) // exported as 0 from the start
+	}
 	return m
 }
 

@@ -123,7 +123,13 @@ func peerKey(ctx context.Context) string {
 	if !ok || p.Addr == nil {
 		return ""
 	}
-	if ta, ok := p.Addr.(*net.TCPAddr); ok {
+	return addrKey(p.Addr)
+}
+
+// addrKey is the peer key of a remote address (see peerKey); the
+// connection limit (connlimit.go) counts by it too.
+func addrKey(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
 		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
 			ip = ip.Unmap()
 			if ip.Is6() {
@@ -133,10 +139,10 @@ func peerKey(ctx context.Context) string {
 			return ip.String()
 		}
 	}
-	if h, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
 		return h
 	}
-	return p.Addr.String()
+	return a.String()
 }
 
 // Refusal log lines are sampled per method and code: a burst of

@@ -38,6 +38,13 @@ type ServeOptions struct {
 	Ready func(grpcAddr, metricsAddr net.Addr)
 	// ShutdownGrace bounds the graceful stop; 0: 10 s.
 	ShutdownGrace time.Duration
+	// MaxConns caps the gRPC connections open at once, MaxConnsPerPeer
+	// those from one peer address (an IPv6 one by its /64). A connection
+	// over a cap is closed as soon as it is accepted and counted in
+	// bulwark_attestd_connections_refused_total. 0: DefaultMaxConns and
+	// DefaultMaxConnsPerPeer; negative: no cap (MaxConns: tests only).
+	MaxConns        int
+	MaxConnsPerPeer int
 }
 
 // ServerTLSConfig is attestd's TLS: TLS 1.3 only, the server certificate,
@@ -59,6 +66,18 @@ func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
 	lis, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", o.Listen, err)
+	}
+	if max := o.MaxConns; max >= 0 {
+		if max == 0 {
+			max = DefaultMaxConns
+		}
+		perPeer := o.MaxConnsPerPeer
+		if perPeer == 0 {
+			perPeer = DefaultMaxConnsPerPeer
+		} else if perPeer < 0 {
+			perPeer = 0
+		}
+		lis = limitListen(lis, max, perPeer, s.metrics, s.logConnRefused)
 	}
 	opts := s.ServerOptions()
 	if o.TLS != nil {
@@ -139,4 +158,14 @@ func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
 		return fmt.Errorf("grpc serve: %w", serveErr)
 	}
 	return nil
+}
+
+// logConnRefused logs a connection the limits refused, sampled like call
+// refusals: a flood costs a few lines a second.
+func (s *Server) logConnRefused(reason, peer string) {
+	ok, suppressed := s.refusalLogs.admit("connection "+reason, s.now())
+	if !ok {
+		return
+	}
+	s.log.Warn("connection refused", "reason", reason, "peer", peer, "suppressed", suppressed)
 }

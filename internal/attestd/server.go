@@ -94,6 +94,10 @@ type Config struct {
 	// negative PeerRate: no limit.
 	PeerRate  float64
 	PeerBurst int
+	// IdleTimeout closes a connection that has had no call for this long
+	// (gRPC's MaxConnectionIdle; 0: DefaultIdleTimeout). A connection
+	// costs a file descriptor and memory while it stays open.
+	IdleTimeout time.Duration
 
 	Now  func() time.Time // nil: time.Now
 	Rand io.Reader        // nil: crypto/rand
@@ -122,6 +126,7 @@ type Server struct {
 	challengeTTL time.Duration
 	tokenTTL     time.Duration
 	requestTO    time.Duration
+	idleTimeout  time.Duration
 	peers        *peerLimiter // nil: no limit
 	refusalLogs  logSampler
 	nowFn        func() time.Time
@@ -137,7 +142,7 @@ func New(cfg Config) (*Server, error) {
 		log: cfg.Logger, st: cfg.Store, vault: cfg.Vault, policies: cfg.Policies, tokens: cfg.Tokens,
 		metrics: cfg.Metrics, cps: cfg.Checkpoints, ekRoots: cfg.EKRoots, ekInter: cfg.EKIntermediates, adminCA: cfg.AdminCA,
 		launchPCR: cfg.LaunchPCR, nonceTTL: cfg.NonceTTL, challengeTTL: cfg.ChallengeTTL, tokenTTL: cfg.TokenTTL, requestTO: cfg.RequestTimeout,
-		nowFn: cfg.Now, rand: cfg.Rand, ekAllow: map[string]bool{},
+		idleTimeout: cfg.IdleTimeout, nowFn: cfg.Now, rand: cfg.Rand, ekAllow: map[string]bool{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -163,7 +168,10 @@ func New(cfg Config) (*Server, error) {
 	if s.requestTO == 0 {
 		s.requestTO = DefaultRequestTimeout
 	}
-	if s.nonceTTL < 0 || s.challengeTTL < 0 || s.tokenTTL < 0 || s.requestTO < 0 {
+	if s.idleTimeout == 0 {
+		s.idleTimeout = DefaultIdleTimeout
+	}
+	if s.nonceTTL < 0 || s.challengeTTL < 0 || s.tokenTTL < 0 || s.requestTO < 0 || s.idleTimeout < 0 {
 		return nil, errors.New("attestd: durations must be positive")
 	}
 	if s.nowFn == nil {
@@ -220,8 +228,12 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 		grpc.ConnectionTimeout(10 * time.Second),
 		grpc.MaxConcurrentStreams(256),
 		grpc.InTapHandle(s.arrivalDeadline),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute, Time: 2 * time.Minute, Timeout: 20 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// A connection with no call for idleTimeout is closed; one that
+		// stops answering pings goes after Time+Timeout. A client may ping
+		// at most every 10 s, and only while it has a call open: pings
+		// cannot keep an idle connection alive past idleTimeout.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: s.idleTimeout, Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: false}),
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
 		// Run handlers on long-lived goroutines: a fresh goroutine per RPC

@@ -28,7 +28,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "serve",
 		Summary: "run the attestation and key-release service (gRPC over TLS)",
-		Usage:   "--data DIR [--listen :8443] [--db postgres://...] [--vault tpm|sgx|file] [--policies DIR] [--ek-ca FILE...] [--peer-rate N] [--insecure]",
+		Usage:   "--data DIR [--listen :8443] [--db postgres://...] [--vault tpm|sgx|file] [--policies DIR] [--ek-ca FILE...] [--peer-rate N] [--max-conns N] [--max-conns-per-peer N] [--insecure]",
 		Run:     runServe,
 	})
 }
@@ -54,6 +54,9 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		requestTO    = fs.Duration("request-timeout", attestd.DefaultRequestTimeout, "time a client has to send a whole request; a call still arriving then is cancelled")
 		peerRate     = fs.Float64("peer-rate", attestd.DefaultPeerRate, "calls a second each peer address (IPv6: each /64) may make to Challenge, Enroll, ActivateCredential and Preflight together; more are refused (ResourceExhausted); 0: no limit (a load generator driving many hosts from one address)")
 		peerBurst    = fs.Int("peer-burst", attestd.DefaultPeerBurst, "calls a peer address may make at once beyond --peer-rate (the token bucket's size)")
+		maxConns     = fs.Int("max-conns", attestd.DefaultMaxConns, "gRPC connections open at once; more are closed as soon as accepted (the open-file limit is raised, or checked, to fit)")
+		maxPerPeer   = fs.Int("max-conns-per-peer", attestd.DefaultMaxConnsPerPeer, "gRPC connections open at once from one peer address (IPv6: one /64); 0: no per-peer cap (behind a load balancer that hides client addresses)")
+		idleTimeout  = fs.Duration("idle-timeout", attestd.DefaultIdleTimeout, "close a gRPC connection that has had no call for this long")
 		logFormat    = fs.String("log-format", "json", "log format: json or text")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		policyKeys   multiFlag
@@ -94,7 +97,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"--nonce-ttl", *nonceTTL}, {"--challenge-ttl", *challengeTTL}, {"--token-ttl", *tokenTTL}, {"--request-timeout", *requestTO}} {
+	}{{"--nonce-ttl", *nonceTTL}, {"--challenge-ttl", *challengeTTL}, {"--token-ttl", *tokenTTL}, {"--request-timeout", *requestTO}, {"--idle-timeout", *idleTimeout}} {
 		if d.v <= 0 {
 			return cli.Usagef("%s %v: want a positive duration, e.g. %s 60s", d.flag, d.v, d.flag)
 		}
@@ -104,6 +107,12 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	}
 	if *peerBurst < 1 {
 		return cli.Usagef("--peer-burst %d: want at least 1 call, e.g. --peer-burst %d", *peerBurst, attestd.DefaultPeerBurst)
+	}
+	if *maxConns < 1 {
+		return cli.Usagef("--max-conns %d: want at least 1 connection, e.g. --max-conns %d", *maxConns, attestd.DefaultMaxConns)
+	}
+	if *maxPerPeer < 0 {
+		return cli.Usagef("--max-conns-per-peer %d: want connections per peer address (0: no per-peer cap), e.g. --max-conns-per-peer %d", *maxPerPeer, attestd.DefaultMaxConnsPerPeer)
 	}
 	if err := checkListenAddr("--listen", *listen); err != nil {
 		return err
@@ -147,6 +156,16 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		if ekAllow, err = readAllowList(*ekAllowFile); err != nil {
 			return fmt.Errorf("--ek-allow: %w", err)
 		}
+	}
+
+	// Before anything is created: past the open-file limit attestd could
+	// accept no one, nor serve /metrics, nor read policies.
+	before, after, err := ensureFileLimit(*maxConns, processFileLimit)
+	if err != nil {
+		return err
+	}
+	if after != before {
+		log.Info("raised the open-file limit to fit --max-conns", "from", before, "to", after, "max_conns", *maxConns)
 	}
 
 	cli.TuneGC()
@@ -241,7 +260,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		Logger: log, Store: st, Vault: vault, Policies: &attestd.PolicyEngine{W: w}, Tokens: tokens, Metrics: metrics,
 		Checkpoints: checkpoints, EKRoots: roots, EKIntermediates: inter, EKAllow: ekAllow, AdminCA: adminCA,
 		LaunchPCR: uint32(*launchPCR), NonceTTL: *nonceTTL, ChallengeTTL: *challengeTTL, TokenTTL: *tokenTTL, RequestTimeout: *requestTO,
-		PeerRate: rate, PeerBurst: *peerBurst,
+		PeerRate: rate, PeerBurst: *peerBurst, IdleTimeout: *idleTimeout,
 	})
 	if err != nil {
 		return err
@@ -261,6 +280,11 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	go reloadOnHangup(ctx, hup, w, log)
 
 	so.Listen, so.MetricsAddr, so.Pprof = *listen, *metricsAddr, *pprofFlag
+	so.MaxConns, so.MaxConnsPerPeer = *maxConns, *maxPerPeer
+	if *maxPerPeer == 0 {
+		so.MaxConnsPerPeer = -1 // ServeOptions: no per-peer cap
+		log.Warn("no per-peer connection cap (--max-conns-per-peer 0): one address may hold all --max-conns connections")
+	}
 	so.Ready = func(g, m net.Addr) {
 		attrs := []any{"grpc", g.String(), "tls", !*insecureFlag, "vault", backend.Name(), "policies", pdir}
 		if m != nil {

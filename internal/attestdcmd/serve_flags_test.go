@@ -44,6 +44,9 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		{"negative peer rate", append([]string{"--peer-rate", "-1"}, fileVault...), 2, "--peer-rate -1: want calls a second"},
 		{"peer rate not a number", append([]string{"--peer-rate", "NaN"}, fileVault...), 2, "--peer-rate NaN"},
 		{"zero peer burst", append([]string{"--peer-burst", "0"}, fileVault...), 2, "--peer-burst 0: want at least 1"},
+		{"zero max conns", append([]string{"--max-conns", "0"}, fileVault...), 2, "--max-conns 0: want at least 1"},
+		{"negative max conns per peer", append([]string{"--max-conns-per-peer", "-1"}, fileVault...), 2, "--max-conns-per-peer -1: want connections per peer"},
+		{"zero idle timeout", append([]string{"--idle-timeout", "0"}, fileVault...), 2, "--idle-timeout 0s: want a positive duration"},
 		{"listen without a port", append([]string{"--listen", "127.0.0.1"}, fileVault...), 2, `--listen "127.0.0.1": want [HOST]:PORT`},
 		{"metrics address without a port", append([]string{"--metrics-addr", "9464"}, fileVault...), 2, `--metrics-addr "9464": want [HOST]:PORT`},
 		{"log level", append([]string{"--log-level", "loud"}, fileVault...), 2, "--log-level"},
@@ -53,6 +56,8 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		// (a missing file is not a usage mistake: exit 1).
 		{"missing EK CA", append([]string{"--ek-ca", missing}, fileVault...), 1, "--ek-ca " + missing},
 		{"missing allow list", append([]string{"--ek-allow", missing}, fileVault...), 1, "--ek-allow"},
+		// So is the open-file limit (no hard limit is near 10^12).
+		{"max conns over the open-file limit", append([]string{"--max-conns", "1000000000000"}, fileVault...), 1, "the open-file limit (RLIMIT_NOFILE) is"},
 		{"missing policy key", append([]string{"--policy-key", missing}, fileVault...), 1, "--policy-key " + missing},
 	}
 	for _, c := range cases {

@@ -196,7 +196,7 @@ func openEmbedded(dir string, opts Options, create bool) (Store, error) {
 		s.now = time.Now
 	}
 	go s.committer()
-	return s, nil
+	return classified(s), nil
 }
 
 func (s *embedded) Close() error {

@@ -40,4 +40,12 @@ var (
 
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("store: closed")
+
+	// ErrUnavailable: the storage underneath failed, not the request: the
+	// disk is full or failing (ENOSPC, EIO, EROFS), or PostgreSQL cannot be
+	// reached or is shutting down. The same call may succeed later or on
+	// another replica; attestd answers it with codes.Unavailable. Every
+	// Store the Open functions return classifies its errors this way (see
+	// Unavailable); the wrapped error keeps its message and chain.
+	ErrUnavailable = errors.New("store: unavailable")
 )

@@ -9,6 +9,6 @@ func OpenEmbeddedUnbatched(ctx context.Context, dir string) (Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.(*embedded).unbatched = true
+	unclassified(s).(*embedded).unbatched = true
 	return s, nil
 }

@@ -24,7 +24,7 @@ func cacheTestStore(t *testing.T, dir string) *embedded {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s.(*embedded)
+	return unclassified(s).(*embedded)
 }
 
 func cacheTestNode(t *testing.T) Node {

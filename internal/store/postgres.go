@@ -134,7 +134,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts Options) (Store, error) 
 		return nil, fmt.Errorf("store: PostgreSQL at %s: %w", cfg.ConnConfig.Host, err)
 	}
 	go s.runBatcher()
-	return s, nil
+	return classified(s), nil
 }
 
 func (s *pgStore) migrate(ctx context.Context) error {
