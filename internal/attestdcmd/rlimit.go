@@ -39,6 +39,29 @@ func ensureFileLimit(maxConns int, fl fileLimit) (before, after uint64, err erro
 	return soft, hard, nil
 }
 
+// fitFileLimit is ensureFileLimit for serve: a --max-conns given explicitly
+// must fit the hard limit, but the default is lowered to what fits (a
+// container with a hard limit of 4096, say), down to minDefaultConns, so
+// that attestd serves fewer connections rather than none. It returns the
+// --max-conns to use.
+func fitFileLimit(maxConns int, explicit bool, fl fileLimit) (conns int, before, after uint64, err error) {
+	before, after, err = ensureFileLimit(maxConns, fl)
+	if err == nil || explicit {
+		return maxConns, before, after, err
+	}
+	_, hard, herr := fl.get()
+	fit := int(saturatingSub(hard, fdMargin))
+	if herr != nil || fit < minDefaultConns {
+		return maxConns, before, after, err
+	}
+	before, after, err = ensureFileLimit(fit, fl)
+	return fit, before, after, err
+}
+
+// minDefaultConns is the fewest connections attestd lowers its default
+// --max-conns to when the host's hard open-file limit cannot fit the default.
+const minDefaultConns = 256
+
 func saturatingSub(a, b uint64) uint64 {
 	if a < b {
 		return 0

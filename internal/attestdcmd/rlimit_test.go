@@ -43,3 +43,35 @@ func TestEnsureFileLimit(t *testing.T) {
 		})
 	}
 }
+
+// fitFileLimit lowers the default --max-conns to what the hard limit fits,
+// never an explicit one, and never below minDefaultConns.
+func TestFitFileLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		explicit  bool
+		hard      uint64
+		wantConns int
+		wantErr   bool
+	}{
+		{"default fits", false, 20000, 10000, false},
+		{"default lowered to fit 4096", false, 4096, 4096 - fdMargin, false},
+		{"explicit is never lowered", true, 4096, 10000, true},
+		{"too low even for the minimum", false, fdMargin + minDefaultConns - 1, 10000, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			soft := uint64(1024)
+			fl := fileLimit{
+				get: func() (uint64, uint64, error) { return soft, tc.hard, nil },
+				set: func(v uint64) error { soft = v; return nil },
+			}
+			conns, _, after, err := fitFileLimit(10000, tc.explicit, fl)
+			if conns != tc.wantConns || (err != nil) != tc.wantErr {
+				t.Fatalf("conns %d err %v, want %d error %v", conns, err, tc.wantConns, tc.wantErr)
+			}
+			if err == nil && after < uint64(conns)+fdMargin {
+				t.Fatalf("limit %d does not fit %d connections", after, conns)
+			}
+		})
+	}
+}

@@ -160,9 +160,16 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 
 	// Before anything is created: past the open-file limit attestd could
 	// accept no one, nor serve /metrics, nor read policies.
-	before, after, err := ensureFileLimit(*maxConns, processFileLimit)
+	explicitMax := false
+	fs.Visit(func(f *flag.Flag) { explicitMax = explicitMax || f.Name == "max-conns" })
+	fit, before, after, err := fitFileLimit(*maxConns, explicitMax, processFileLimit)
 	if err != nil {
 		return err
+	}
+	if fit != *maxConns {
+		log.Warn("the open-file limit is too low for the default --max-conns: serving fewer connections at once; raise the hard limit (systemd: LimitNOFILE) for more",
+			"max_conns", fit, "default", *maxConns, "nofile", after)
+		*maxConns = fit
 	}
 	if after != before {
 		log.Info("raised the open-file limit to fit --max-conns", "from", before, "to", after, "max_conns", *maxConns)
