@@ -49,7 +49,13 @@ func (e *ExitError) Error() string {
 func (e *ExitError) Unwrap() error { return e.Err }
 
 // UsageError marks a mistake in how the command was called (exit code 2).
-type UsageError struct{ Msg string }
+type UsageError struct {
+	Msg string
+	// Fix marks a message that already shows the corrected command: Main
+	// prints it as it is, instead of its generic note on a flag given
+	// after the arguments.
+	Fix bool
+}
 
 func (e *UsageError) Error() string { return e.Msg }
 
@@ -130,10 +136,10 @@ func (p *Program) Main(ctx context.Context, env *Env, args []string) int {
 	if strings.HasPrefix(flagOut.String(), err.Error()+"\n") {
 		return 2
 	}
-	if misplaced := flagAfterArgs(fs, rest); misplaced != "" {
+	var ue *UsageError
+	if misplaced := flagAfterArgs(fs, rest); misplaced != "" && !(errors.As(err, &ue) && ue.Fix) {
 		err = Usagef("%s", misplaced)
 	}
-	var ue *UsageError
 	var ee *ExitError
 	switch {
 	case errors.As(err, &ue):
