@@ -14,6 +14,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/bulwark-project/bulwark/internal/version"
 )
 
 // Command is one subcommand, e.g. "launcher measure".
@@ -97,6 +99,14 @@ func (p *Program) Main(ctx context.Context, env *Env, args []string) int {
 	case "-h", "-help", "--help":
 		p.printUsage(env.Stdout)
 		return 0
+	case "-version", "--version":
+		fmt.Fprintln(env.Stdout, version.String(p.Name))
+		return 0
+	case "version":
+		if _, ok := p.commands["version"]; !ok {
+			fmt.Fprintln(env.Stdout, version.String(p.Name))
+			return 0
+		}
 	case "help":
 		if len(args) == 1 {
 			p.printUsage(env.Stdout)
@@ -226,5 +236,5 @@ func (p *Program) printUsage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-16s %s\n", n, p.commands[n].Summary)
 	}
-	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\n", p.Name)
+	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags; '%s --version' (or '%s version') for the build.\n", p.Name, p.Name, p.Name)
 }
