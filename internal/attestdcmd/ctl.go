@@ -16,6 +16,8 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // ctlCommand is one "attestd ctl" action (files ctl_*.go register them).
@@ -190,6 +192,21 @@ func ctlFlagAfterAction(fs *flag.FlagSet, action string, rest []string, err erro
 	}
 	return fmt.Sprintf("--%s is a flag of attestd ctl, not of its action %q: put it before the action: attestd ctl %s %s",
 		name, action, strings.Join(moved, " "), strings.Join(append(strings.Fields(action), kept...), " "))
+}
+
+// jsonFlag is the --json flag of the list actions.
+func jsonFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("json", false, "print attestd's answer as JSON (the API's field names, docs/api.md) instead of a table")
+}
+
+// printJSON writes m as JSON with the proto field names, and a newline.
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
 }
 
 // readSecret reads a secret value from a file ("-": stdin), with a limit.

@@ -3,6 +3,8 @@ package attestdcmd_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,6 +76,60 @@ func TestCtlExplainsTLSMistakes(t *testing.T) {
 				if c.code != 0 && strings.Contains(out, bad) {
 					t.Errorf("output has the raw %q:\n%s", bad, out)
 				}
+			}
+		})
+	}
+}
+
+// The list actions print attestd's answer as JSON with --json, with the
+// API's field names, for scripts; the tables stay the default.
+func TestCtlJSON(t *testing.T) {
+	srv := attestdtest.Start(t)
+	adm := adminCert(t, srv.Data, false)
+	ctl := func(args ...string) string {
+		t.Helper()
+		code, out := run(t, append([]string{"ctl", "--addr", srv.Addr, "--server-name", "localhost", "--ca", filepath.Join(adm, "ca.crt"),
+			"--cert", filepath.Join(adm, "alice.crt"), "--key", filepath.Join(adm, "alice.key")}, args...)...)
+		if code != 0 {
+			t.Fatalf("ctl %q: exit %d:\n%s", args, code, out)
+		}
+		return out
+	}
+	val := filepath.Join(t.TempDir(), "v")
+	if err := os.WriteFile(val, []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctl("secret", "put", "db-password", "--from-file", val, "--description", "the db")
+	for _, tc := range []struct {
+		args  []string
+		check func(m map[string]any) bool
+	}{
+		{[]string{"secret", "list", "--json"}, func(m map[string]any) bool {
+			s, _ := m["secrets"].([]any)
+			e, _ := s[0].(map[string]any)
+			return len(s) == 1 && e["name"] == "db-password" && e["updated_at"] != nil
+		}},
+		{[]string{"nodes", "--json"}, func(m map[string]any) bool { return len(m["nodes"].([]any)) == 0 }},
+		{[]string{"policies", "--json"}, func(m map[string]any) bool { _, ok := m["policies"].([]any); return ok && m["loaded_at"] != nil }},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out := ctl(tc.args...)
+			var m map[string]any
+			if err := json.Unmarshal([]byte(out), &m); err != nil {
+				t.Fatalf("not JSON: %v\n%s", err, out)
+			}
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Fatalf("unexpected shape: %v\n%s", r, out)
+					}
+				}()
+				if !tc.check(m) {
+					t.Fatalf("unexpected content:\n%s", out)
+				}
+			}()
+			if strings.Contains(out, "s3cret") {
+				t.Fatal("a secret value in the listing")
 			}
 		})
 	}
