@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -75,7 +76,12 @@ func (e *edge) explain(ctx context.Context, err error) error {
 	if e.tls == nil {
 		// Plaintext HTTP/2 to a TLS server: the server drops the
 		// connection without a word ("error reading server preface:
-		// EOF"). Ask the server whether it speaks TLS.
+		// EOF"). Ask the server whether it speaks TLS (only then: not
+		// for attestd's own Unavailable answers, e.g. a store down).
+		msg := status.Convert(err).Message()
+		if !strings.Contains(msg, "preface") && !strings.Contains(msg, "EOF") && !strings.Contains(msg, "connection") {
+			return err
+		}
 		if speaksTLS(ctx, e.o.Addr) {
 			return &EdgeError{Msg: fmt.Sprintf("attestd at %s speaks TLS, and this client dialled it in plaintext: drop --insecure and give --ca (attestd's DATA/tls/ca.crt)", e.o.Addr), Err: err}
 		}
