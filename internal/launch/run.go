@@ -247,7 +247,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, Cmdline: cmdline, Args: o.Args, Signatures: pbSigs,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attestd preflight: %w%s", err, enrollHint(err))
+		return nil, fmt.Errorf("%w%s", attestdError("preflight", err), enrollHint(err))
 	}
 	if !pf.GetAllow() {
 		return nil, fmt.Errorf("%w: policy %q does not allow it:\n  - %s", ErrRefused, o.Policy, strings.Join(pf.GetReasons(), "\n  - "))
@@ -308,7 +308,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	o.progress("attesting to %s (policy %q)", o.Attestd.Addr, o.Policy)
 	nonce, _, err := client.Challenge(ctx, nodeID)
 	if err != nil {
-		return fail(fmt.Errorf("attestd challenge: %w%s", err, enrollHint(err)))
+		return fail(fmt.Errorf("%w%s", attestdError("challenge", err), enrollHint(err)))
 	}
 	q, err := t.Quote(ctx, append([]int{o.PCR}, HostPCRs...), nonce)
 	if err != nil {
@@ -325,7 +325,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	ar, err := client.Attest(ctx, req)
 	if err != nil {
-		return fail(fmt.Errorf("attestd: %w", err))
+		return fail(attestdError("attest", err))
 	}
 	res.AttestationID, res.Policy = ar.GetAttestationId(), ar.GetPolicy()
 	if ar.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {
@@ -337,7 +337,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// Step 7: release, then run.
 	rel, err := client.Release(ctx, ar.GetAttestationId())
 	if err != nil {
-		return fail(fmt.Errorf("attestd release: %w", err))
+		return fail(attestdError("release", err))
 	}
 	if rel.GetSandboxId() != res.SandboxID {
 		return fail(fmt.Errorf("attestd released secrets for sandbox %q, not this one (%s)", rel.GetSandboxId(), res.SandboxID))
