@@ -1,11 +1,14 @@
 package version
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -35,16 +38,15 @@ func TestFormat(t *testing.T) {
 }
 
 // Every binary answers --version (and "version") with its name, a version
-// and the Go version, exit 0: built for real, from ./cmd.
+// and the Go version, exit 0: built for real, from ./cmd (once per test
+// process, whatever -count).
 func TestBinaries(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binaries")
 	}
-	dir := t.TempDir()
-	build := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
-	build.Dir = "../.."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	dir, err := buildBinaries()
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, bin := range []string{"launcher", "attestd", "bulwark-load", "bulwark-agent"} {
 		for _, arg := range []string{"--version", "version"} {
@@ -55,4 +57,32 @@ func TestBinaries(t *testing.T) {
 			}
 		}
 	}
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+func buildBinaries() (string, error) {
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "bulwark-version-"); binErr != nil {
+			return
+		}
+		build := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
+		build.Dir = "../.."
+		if out, err := build.CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	return binDir, binErr
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
