@@ -293,6 +293,9 @@ func (v *Vault) Release(ctx context.Context, names []string, guestPub []byte, sa
 	out := make([]Wrapped, 0, len(names))
 	for _, n := range names {
 		s, err := v.st.GetSecret(ctx, n)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, &MissingSecretError{Name: n}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("enclave: secret %q: %w", n, err)
 		}
@@ -310,6 +313,16 @@ func (v *Vault) Release(ctx context.Context, names []string, guestPub []byte, sa
 	v.log.Info("secrets released", "sandbox", sandboxID, "names", names)
 	return out, nil
 }
+
+// MissingSecretError is Release's error for a name the vault does not
+// hold. It wraps store.ErrNotFound.
+type MissingSecretError struct{ Name string }
+
+func (e *MissingSecretError) Error() string {
+	return fmt.Sprintf("enclave: secret %q is not in the vault", e.Name)
+}
+
+func (e *MissingSecretError) Unwrap() error { return store.ErrNotFound }
 
 // open decrypts one stored secret; the caller zeroes the result.
 func (v *Vault) open(s store.Secret) ([]byte, error) {

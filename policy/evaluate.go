@@ -62,6 +62,10 @@ type Verdict struct {
 	Reasons []string
 	// Secrets are the secret names to release; empty unless Allow.
 	Secrets []string
+	// Releases (Preflight only) are the secret names the policy releases
+	// to a launch whose attestation passes: a plan, never a grant, so that
+	// the caller can check that they exist before the launch boots.
+	Releases []string
 	// Claims are the attested facts the policy saw (the CEL variables), for
 	// the attestation result token.
 	Claims map[string]any
@@ -94,7 +98,7 @@ func (s *Set) Preflight(ctx context.Context, ev Evidence) Verdict {
 	e := &evaluation{pol: pol, ev: ev, verified: map[string][]string{}}
 	e.validity()
 	e.launch()
-	return Verdict{Allow: len(e.reasons) == 0, Policy: pol.Name, PolicyDigest: pol.Digest, Reasons: e.reasons}
+	return Verdict{Allow: len(e.reasons) == 0, Policy: pol.Name, PolicyDigest: pol.Digest, Reasons: e.reasons, Releases: slices.Clone(pol.Secrets)}
 }
 
 // named finds the policy a launch names, or returns the deny that says why

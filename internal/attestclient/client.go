@@ -90,6 +90,7 @@ func Dial(o Options) (*Client, error) {
 	if o.Addr == "" {
 		return nil, errors.New("attestclient: no address")
 	}
+	e := &edge{o: o}
 	var creds credentials.TransportCredentials
 	if o.Insecure {
 		creds = insecure.NewCredentials()
@@ -98,10 +99,13 @@ func Dial(o Options) (*Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		creds = credentials.NewTLS(cfg)
+		e.tls = cfg
+		creds = handshakes{TransportCredentials: credentials.NewTLS(cfg), last: &e.last}
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
+		grpc.WithChainUnaryInterceptor(e.unary),
+		grpc.WithChainStreamInterceptor(e.stream),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxRecvSize), grpc.MaxCallSendMsgSize(MaxSendSize)),
 	}, o.DialOptions...)
 	conn, err := grpc.NewClient(o.Addr, opts...)

@@ -37,6 +37,9 @@ type Judgement struct {
 	Policy  string   // name (and version) of the policy that judged
 	Reasons []string // every reason for a deny; may explain an allow
 	Secrets []string // granted secret names (allow only)
+	// Releases (Preflight only) are the secret names the policy would
+	// release after a passing attestation: checked against the vault.
+	Releases []string
 }
 
 // PolicyReport is the load state of the policy directory.

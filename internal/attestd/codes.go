@@ -22,7 +22,10 @@ func (s *Server) storeStatus(ctx context.Context, what string, err error) error 
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+	var missing *enclave.MissingSecretError
 	switch {
+	case errors.As(err, &missing):
+		return status.Errorf(codes.NotFound, "%s: secret %q is not in attestd's vault: an admin must add it (attestd ctl secret put %s --from-file FILE), then launch again", what, missing.Name, missing.Name)
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "canceled")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -106,14 +106,17 @@ func (s *Server) trustEK(ek *tpmPublic, certDER []byte, nodeID string) (string, 
 	if s.ekAllow[nodeID] {
 		return "allow-list", nil
 	}
+	// Each refusal names the node and both ways to admit it: the node id
+	// is what an --ek-allow file lists, and --ek-ca the CA an EK
+	// certificate must chain to.
 	if len(certDER) == 0 {
-		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: missing, and EK %s is not allow-listed (--ek-allow)", nodeID)
+		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: missing (this TPM has no EK certificate), and node %s is not allow-listed: add that node id to the file given to attestd serve --ek-allow", nodeID)
 	}
 	if s.ekRoots == nil {
-		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: attestd has no EK CA roots (--ek-ca), and EK %s is not allow-listed (--ek-allow)", nodeID)
+		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: attestd trusts no EK CA, and node %s is not allow-listed: start attestd serve with --ek-ca FILE (the CA that issued the TPM's EK certificate), or add that node id to its --ek-allow file", nodeID)
 	}
 	if err := verifyEKCertificate(certDER, ek, s.ekRoots, s.ekInter, s.now()); err != nil {
-		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: %v", err)
+		return "", status.Errorf(codes.PermissionDenied, "ek_certificate of node %s: %v: give attestd serve --ek-ca FILE with the CA that issued it, or add that node id to its --ek-allow file", nodeID, err)
 	}
 	return "certificate", nil
 }

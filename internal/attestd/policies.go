@@ -41,7 +41,7 @@ func (e *PolicyEngine) Judge(ctx context.Context, v *Verified, sigs []*bulwarkv1
 // Preflight judges a launch before boot with the policy set in force.
 func (e *PolicyEngine) Preflight(ctx context.Context, ev policy.Evidence) Judgement {
 	vd := e.W.Preflight(ctx, ev)
-	return Judgement{Allow: vd.Allow, Policy: vd.Policy, Reasons: vd.Reasons}
+	return Judgement{Allow: vd.Allow, Policy: vd.Policy, Reasons: vd.Reasons, Releases: vd.Releases}
 }
 
 // Status reports the policies in force and the last load error, if any.

@@ -52,6 +52,19 @@ func (s *Server) Preflight(ctx context.Context, req *bulwarkv1.PreflightRequest)
 	if !j.Allow && len(j.Reasons) == 0 {
 		j.Reasons = []string{"denied by policy"}
 	}
+	// A secret the policy releases but the vault lacks would fail the
+	// release after a whole boot: refuse now, naming it.
+	missing, err := s.missingSecrets(ctx, j.Releases)
+	if err != nil {
+		return nil, s.storeStatus(ctx, "preflight: secrets", err)
+	}
+	for _, name := range missing {
+		j.Allow = false
+		j.Reasons = append(j.Reasons, fmt.Sprintf("secrets: policy %s releases secret %q, which is not in the vault: attestd ctl secret put %s --from-file FILE", j.Policy, name, name))
+	}
+	if len(missing) > 0 {
+		s.log.WarnContext(ctx, "preflight: the policy releases secrets the vault lacks", "policy", j.Policy, "missing", missing)
+	}
 	admin := false
 	if s.adminCA != nil {
 		_, aerr := s.authorizeAdmin(ctx)
@@ -74,6 +87,30 @@ var preflightFields = []struct{ field, refused string }{
 	{"cmdline", "the kernel command line is not allowed by the policy"},
 	{"image", "the image is not allowed by the policy (digest or signature)"},
 	{"args", "the command override is not allowed by the policy"},
+	{"secrets", "the policy releases a secret that is not in attestd's vault yet: an admin must add it (attestd ctl secret put NAME; attestd's log names it)"},
+}
+
+// missingSecrets returns the names, of those given, that the vault does
+// not hold. It reads the secrets' metadata only: nothing is decrypted.
+func (s *Server) missingSecrets(ctx context.Context, names []string) ([]string, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	metas, err := s.vault.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	have := make(map[string]bool, len(metas))
+	for _, m := range metas {
+		have[m.Name] = true
+	}
+	var missing []string
+	for _, n := range names {
+		if !have[n] {
+			missing = append(missing, n)
+		}
+	}
+	return missing, nil
 }
 
 // redactReasons rewrites a preflight judgement's reasons for a caller who

@@ -1,6 +1,7 @@
 package attestdcmd
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // ctlCommand is one "attestd ctl" action (files ctl_*.go register them).
@@ -119,9 +122,13 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		rest = rest[1:]
 	}
 	sub := flag.NewFlagSet("attestd ctl "+cmd.name, flag.ContinueOnError)
-	// Where attestd's CLI puts its own flag output: help that was asked for
-	// goes to standard output, usage after a mistake to standard error.
-	sub.SetOutput(fs.Output())
+	// The flag package's output is held until we know whether the mistake
+	// is a ctl flag after the action; then it goes where attestd's CLI
+	// puts its own flag output: help that was asked for to standard
+	// output, usage after a mistake to standard error.
+	var subOut bytes.Buffer
+	sub.SetOutput(&subOut)
+	defer func() { fs.Output().Write(subOut.Bytes()) }()
 	sub.Usage = func() {
 		fmt.Fprintf(sub.Output(), "Usage: attestd ctl [--addr ... --ca ... --cert ... --key ...] %s %s\n\n%s\n", cmd.name, cmd.usage, cmd.summary)
 		sub.PrintDefaults()
@@ -130,6 +137,10 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	// need no connection (and no --ca).
 	act, err := cmd.parse(env, sub, rest)
 	if err != nil {
+		if hint := ctlFlagAfterAction(fs, cmd.name, rest, err); hint != "" {
+			subOut.Reset()
+			return &cli.UsageError{Msg: hint, Fix: true}
+		}
 		return err // a refused flag is told apart by cli.Program.Main
 	}
 	c, err := attestclient.Dial(attestclient.Options{Addr: *addr, CAFile: *ca, CertFile: *cert, KeyFile: *key, ServerName: *serverName})
@@ -144,6 +155,58 @@ func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		return err
 	}
 	return nil
+}
+
+// ctlFlagAfterAction explains an action's refusal of a flag that is one of
+// ctl's own (--addr, --ca, ...), given after the action where the action's
+// flag set does not know it, and shows the command with it moved before
+// the action. It returns "" for any other error.
+func ctlFlagAfterAction(fs *flag.FlagSet, action string, rest []string, err error) string {
+	const undefined = "flag provided but not defined: -"
+	msg := err.Error()
+	if !strings.HasPrefix(msg, undefined) {
+		return ""
+	}
+	name := strings.TrimPrefix(msg, undefined)
+	f := fs.Lookup(name)
+	if f == nil {
+		return ""
+	}
+	var moved, kept []string
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			kept = append(kept, rest[i:]...)
+			break
+		}
+		n, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && n == name {
+			moved = append(moved, a)
+			if !hasValue && i+1 < len(rest) {
+				moved = append(moved, rest[i+1])
+				i++
+			}
+			continue
+		}
+		kept = append(kept, a)
+	}
+	return fmt.Sprintf("--%s is a flag of attestd ctl, not of its action %q: put it before the action: attestd ctl %s %s",
+		name, action, strings.Join(moved, " "), strings.Join(append(strings.Fields(action), kept...), " "))
+}
+
+// jsonFlag is the --json flag of the list actions.
+func jsonFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("json", false, "print attestd's answer as JSON (the API's field names, docs/api.md) instead of a table")
+}
+
+// printJSON writes m as JSON with the proto field names, and a newline.
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
 }
 
 // readSecret reads a secret value from a file ("-": stdin), with a limit.

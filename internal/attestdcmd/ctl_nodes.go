@@ -11,12 +11,13 @@ import (
 )
 
 func init() {
-	registerCtl(&ctlCommand{name: "nodes", usage: "", summary: "list enrolled nodes with their last verdict", parse: ctlNodes})
+	registerCtl(&ctlCommand{name: "nodes", usage: "[--json]", summary: "list enrolled nodes with their last verdict", parse: ctlNodes})
 	registerCtl(&ctlCommand{name: "nodes rm", usage: "NODE_ID", summary: "delete an enrolled node (it must enroll again)", parse: ctlNodesRm})
 	registerCtl(&ctlCommand{name: "nodes revoke", usage: "NODE_ID", summary: "revoke a node: its quotes are refused until an admin deletes it", parse: ctlNodesRevoke})
 }
 
 func ctlNodes(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
+	asJSON := jsonFlag(fs)
 	if err := noArgs(fs, args); err != nil {
 		return nil, err
 	}
@@ -24,6 +25,9 @@ func ctlNodes(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) 
 		resp, err := call(ctx, c, c.admin.ListNodes, &bulwarkv1.ListNodesRequest{})
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return printJSON(env.Stdout, resp)
 		}
 		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NODE\tSTATE\tENROLLED\tLAST VERDICT\tAT\tSANDBOX")

@@ -11,7 +11,7 @@ import (
 )
 
 func init() {
-	registerCtl(&ctlCommand{name: "policies", usage: "", summary: "list loaded policies and load errors", parse: ctlPolicies})
+	registerCtl(&ctlCommand{name: "policies", usage: "[--json]", summary: "list loaded policies and load errors", parse: ctlPolicies})
 	registerCtl(&ctlCommand{name: "policies reload", usage: "", summary: "reload the policy directory now (an invalid file keeps the old policies)", parse: ctlPoliciesReload})
 }
 
@@ -36,6 +36,7 @@ func printPolicies(env *cli.Env, ps []*bulwarkv1.PolicyStatus) error {
 }
 
 func ctlPolicies(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
+	asJSON := jsonFlag(fs)
 	if err := noArgs(fs, args); err != nil {
 		return nil, err
 	}
@@ -43,6 +44,9 @@ func ctlPolicies(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, erro
 		resp, err := call(ctx, c, c.admin.ListPolicies, &bulwarkv1.ListPoliciesRequest{})
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return printJSON(env.Stdout, resp)
 		}
 		return printPolicies(env, resp.GetPolicies())
 	}, nil

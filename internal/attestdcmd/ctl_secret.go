@@ -16,7 +16,7 @@ import (
 func init() {
 	registerCtl(&ctlCommand{name: "secret put", usage: "NAME [--from-file FILE|-] [--description TEXT]",
 		summary: "store a secret in the vault (value from a file or stdin, never from the command line)", parse: ctlSecretPut})
-	registerCtl(&ctlCommand{name: "secret list", usage: "", summary: "list secret names and metadata (never values)", parse: ctlSecretList})
+	registerCtl(&ctlCommand{name: "secret list", usage: "[--json]", summary: "list secret names and metadata (never values)", parse: ctlSecretList})
 	registerCtl(&ctlCommand{name: "secret rm", usage: "NAME", summary: "delete a secret", parse: ctlSecretRm})
 }
 
@@ -59,6 +59,7 @@ func ctlSecretPut(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, err
 }
 
 func ctlSecretList(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
+	asJSON := jsonFlag(fs)
 	if err := noArgs(fs, args); err != nil {
 		return nil, err
 	}
@@ -66,6 +67,9 @@ func ctlSecretList(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, er
 		resp, err := call(ctx, c, c.admin.ListSecrets, &bulwarkv1.ListSecretsRequest{})
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			return printJSON(env.Stdout, resp)
 		}
 		tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tUPDATED\tDESCRIPTION")

@@ -37,6 +37,14 @@ func TestCtlParsesBeforeDialling(t *testing.T) {
 		{"bad action flag value", []string{"audit", "--limit", "0"}, 2, "--limit 0: want 1..1000"},
 		{"unknown action flag", []string{"audit", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{"unknown action", []string{"bogus"}, 2, `unknown action "bogus"`},
+		// ctl's own flags after the action used to be "flag provided but
+		// not defined: -addr".
+		{"ctl flag after the action", []string{"nodes", "--addr", "h:1"}, 2,
+			`--addr is a flag of attestd ctl, not of its action "nodes": put it before the action: attestd ctl --addr h:1 nodes`},
+		{"ctl flag= after a two-word action", []string{"nodes", "rm", "--ca=x.crt", "sha256:ab"}, 2,
+			"put it before the action: attestd ctl --ca=x.crt nodes rm sha256:ab"},
+		{"ctl flag after an action flag", []string{"audit", "--limit", "5", "--cert", "a.crt"}, 2,
+			"attestd ctl --cert a.crt audit --limit 5"},
 		{"addr without a port", []string{"--addr", "127.0.0.1", "nodes"}, 2, `--addr "127.0.0.1": want HOST:PORT`},
 		{"addr without a host", []string{"--addr", ":8443", "nodes"}, 2, `--addr ":8443": want HOST:PORT`},
 		{"addr with an empty port", []string{"--addr", "localhost:", "nodes"}, 2, "--addr"},

@@ -14,6 +14,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/bulwark-project/bulwark/internal/version"
 )
 
 // Command is one subcommand, e.g. "launcher measure".
@@ -49,7 +51,13 @@ func (e *ExitError) Error() string {
 func (e *ExitError) Unwrap() error { return e.Err }
 
 // UsageError marks a mistake in how the command was called (exit code 2).
-type UsageError struct{ Msg string }
+type UsageError struct {
+	Msg string
+	// Fix marks a message that already shows the corrected command: Main
+	// prints it as it is, instead of its generic note on a flag given
+	// after the arguments.
+	Fix bool
+}
 
 func (e *UsageError) Error() string { return e.Msg }
 
@@ -91,6 +99,14 @@ func (p *Program) Main(ctx context.Context, env *Env, args []string) int {
 	case "-h", "-help", "--help":
 		p.printUsage(env.Stdout)
 		return 0
+	case "-version", "--version":
+		fmt.Fprintln(env.Stdout, version.String(p.Name))
+		return 0
+	case "version":
+		if _, ok := p.commands["version"]; !ok {
+			fmt.Fprintln(env.Stdout, version.String(p.Name))
+			return 0
+		}
 	case "help":
 		if len(args) == 1 {
 			p.printUsage(env.Stdout)
@@ -130,10 +146,10 @@ func (p *Program) Main(ctx context.Context, env *Env, args []string) int {
 	if strings.HasPrefix(flagOut.String(), err.Error()+"\n") {
 		return 2
 	}
-	if misplaced := flagAfterArgs(fs, rest); misplaced != "" {
+	var ue *UsageError
+	if misplaced := flagAfterArgs(fs, rest); misplaced != "" && !(errors.As(err, &ue) && ue.Fix) {
 		err = Usagef("%s", misplaced)
 	}
-	var ue *UsageError
 	var ee *ExitError
 	switch {
 	case errors.As(err, &ue):
@@ -220,5 +236,5 @@ func (p *Program) printUsage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-16s %s\n", n, p.commands[n].Summary)
 	}
-	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags.\n", p.Name)
+	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags; '%s --version' (or '%s version') for the build.\n", p.Name, p.Name, p.Name)
 }

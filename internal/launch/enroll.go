@@ -41,7 +41,7 @@ func Enroll(ctx context.Context, tpmSpec string, o attestclient.Options) (string
 	defer c.Close()
 	resp, err := c.Enroll(ctx, ek, cert, ak.Public)
 	if err != nil {
-		return "", fmt.Errorf("attestd enroll: %w", err)
+		return "", attestdError("enroll", err)
 	}
 	if want := verify.NodeID(ek); resp.GetNodeId() != want {
 		return "", fmt.Errorf("attestd named this host %q, expected %q", resp.GetNodeId(), want)
@@ -51,7 +51,7 @@ func Enroll(ctx context.Context, tpmSpec string, o attestclient.Options) (string
 		return "", fmt.Errorf("host TPM: activating attestd's credential: %w", err)
 	}
 	if err := c.Activate(ctx, resp.GetNodeId(), secret); err != nil {
-		return "", fmt.Errorf("attestd activate: %w", err)
+		return "", attestdError("activate", err)
 	}
 	return resp.GetNodeId(), nil
 }

@@ -265,7 +265,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, Cmdline: cmdline, Args: o.Args, Signatures: pbSigs,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attestd preflight: %w%s", err, enrollHint(err))
+		return nil, fmt.Errorf("%w%s", attestdError("preflight", err), enrollHint(err))
 	}
 	if !pf.GetAllow() {
 		return nil, fmt.Errorf("%w: policy %q does not allow it:\n  - %s", ErrRefused, o.Policy, strings.Join(pf.GetReasons(), "\n  - "))
@@ -325,7 +325,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	o.progress("attesting to %s (policy %q)", o.Attestd.Addr, o.Policy)
 	nonce, _, err := client.Challenge(ctx, nodeID)
 	if err != nil {
-		return fail(fmt.Errorf("attestd challenge: %w%s", err, enrollHint(err)))
+		return fail(fmt.Errorf("%w%s", attestdError("challenge", err), enrollHint(err)))
 	}
 	// The log as it stands for this quote: other launches on this host may
 	// have appended since ours (attestd finds our event anywhere in it).
@@ -348,7 +348,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	ar, err := client.Attest(ctx, req)
 	if err != nil {
-		return fail(fmt.Errorf("attestd: %w", err))
+		return fail(attestdError("attest", err))
 	}
 	res.AttestationID, res.Policy = ar.GetAttestationId(), ar.GetPolicy()
 	if ar.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {
@@ -360,7 +360,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// Step 7: release, then run.
 	rel, err := client.Release(ctx, ar.GetAttestationId())
 	if err != nil {
-		return fail(fmt.Errorf("attestd release: %w", err))
+		return fail(attestdError("release", err))
 	}
 	if rel.GetSandboxId() != res.SandboxID {
 		return fail(fmt.Errorf("attestd released secrets for sandbox %q, not this one (%s)", rel.GetSandboxId(), res.SandboxID))

@@ -98,3 +98,41 @@ func imageFiles(t *testing.T, dir string) map[string]bool {
 		files[h.Name] = true
 	}
 }
+
+// TestImageBuildBusyboxApplets: --busybox names applets the binary has
+// (its own applet list, as 'busybox --list' prints it); an applet it lacks
+// is refused by name instead of becoming a dangling /bin/NAME symlink.
+func TestImageBuildBusyboxApplets(t *testing.T) {
+	const bb = "/bin/busybox"
+	if _, err := os.Stat(bb); err != nil {
+		t.Skip("no /bin/busybox: apt-get install busybox-static")
+	}
+	base := t.TempDir()
+	for i, tc := range []struct {
+		name, applets string
+		code          int
+		stderr        string // substring; "" for success
+	}{
+		{"known", "sh,echo,cat,[,[[", 0, ""},
+		{"unknown", "sh,frobnicate", 1, `busybox /bin/busybox has no applet "frobnicate": give only applets it has`},
+		{"two unknown", "catt,sh,ech", 1, `has no applets "catt", "ech"`},
+		{"a path", "sh,../x", 1, `applet name "../x" is not a plain name`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(base, "img"+string(rune('a'+i)))
+			_, stderr, code := runLauncher(t, nil, "image", "build", "-o", out, "--busybox-path", bb, "--busybox", tc.applets)
+			if code != tc.code || !strings.Contains(stderr, tc.stderr) {
+				t.Fatalf("exit %d, want %d; stderr %q, want it to contain %q", code, tc.code, stderr, tc.stderr)
+			}
+			if tc.code != 0 {
+				if _, err := os.Stat(out); err == nil {
+					t.Errorf("an image layout was written to %s", out)
+				}
+				return
+			}
+			if files := imageFiles(t, out); !files["bin/echo"] || !files["bin/[["] {
+				t.Errorf("the image misses bin/echo or bin/[[; it has %v", files)
+			}
+		})
+	}
+}

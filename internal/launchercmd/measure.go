@@ -69,6 +69,9 @@ func runMeasure(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []stri
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := checkImageRef(*image); err != nil {
+		return err
+	}
 	if fs.NArg() > 0 {
 		return cli.Usagef("unexpected arguments: %q", fs.Args())
 	}

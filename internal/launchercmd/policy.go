@@ -113,6 +113,9 @@ func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []s
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := checkImageRef(*image); err != nil {
+		return err
+	}
 	if fs.NArg() > 0 {
 		return cli.Usagef("unexpected arguments: %q", fs.Args())
 	}

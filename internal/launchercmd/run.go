@@ -70,6 +70,9 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	if *policyName == "" || *image == "" {
 		return cli.Usagef("--policy NAME and --image DIR are required")
 	}
+	if err := checkImageRef(*image); err != nil {
+		return err
+	}
 	ao, err := af.options()
 	if err != nil {
 		return err

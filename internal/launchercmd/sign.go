@@ -37,6 +37,9 @@ func runSign(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := checkImageRef(*image); err != nil {
+		return err
+	}
 	if *keyRef == "" {
 		return cli.Usagef("--key is required (a cosign.key file or tpm:[SPEC]; make one with 'launcher keygen')")
 	}

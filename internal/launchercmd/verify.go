@@ -39,6 +39,9 @@ func runVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := checkImageRef(*image); err != nil {
+		return err
+	}
 	if *keyRef == "" {
 		return cli.Usagef("--key is required (the signer's cosign.pub)")
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
+	"github.com/bulwark-project/bulwark/internal/version"
 )
 
 const usage = `bulwark-load — enroll N simulated hosts with attestd and drive Challenge → Attest → ReleaseSecrets
@@ -75,6 +76,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	fs.BoolVar(&verbose, "v", false, "log progress and each failure to stderr")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to `FILE` (go tool pprof)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if len(args) == 1 && args[0] == "version" {
+		args = []string{"--version"}
+	}
 	err := fs.Parse(args)
 	fs.SetOutput(stderr)
 	if err != nil {
@@ -84,6 +89,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		stderr.Write(parseOut.Bytes())
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("bulwark-load"))
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "bulwark-load: unexpected argument %q (run 'bulwark-load --help')\n", fs.Arg(0))

@@ -15,7 +15,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -74,13 +77,70 @@ func BusyboxLayer(busyboxPath string, applets ...string) (Layer, error) {
 		{Path: "etc/passwd", Mode: 0o644, Data: []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n")},
 		{Path: "etc/group", Mode: 0o644, Data: []byte("root:x:0:\nnogroup:x:65534:\n")},
 	}}
+	have := busyboxApplets(data)
+	if have == nil {
+		return Layer{}, fmt.Errorf("busybox %s: no applet list found in the binary: is it busybox? (give a static busybox with --busybox-path; on Debian: apt-get install busybox-static)", busyboxPath)
+	}
+	var unknown []string
 	for _, a := range applets {
 		if a == "" || strings.Contains(a, "/") {
 			return Layer{}, fmt.Errorf("applet name %q is not a plain name", a)
 		}
+		if _, ok := slices.BinarySearch(have, a); !ok {
+			unknown = append(unknown, a)
+		}
+	}
+	if len(unknown) > 0 {
+		what := "applet"
+		if len(unknown) > 1 {
+			what = "applets"
+		}
+		return Layer{}, fmt.Errorf("busybox %s has no %s %s: give only applets it has (%d of them; '%s --list' shows them)",
+			busyboxPath, what, strings.Join(quoteAll(unknown), ", "), len(have), busyboxPath)
+	}
+	for _, a := range applets {
 		l.Entries = append(l.Entries, Entry{Path: "bin/" + a, Mode: fs.ModeSymlink | 0o777, Linkname: "busybox"})
 	}
 	return l, nil
+}
+
+// appletToken is what a busybox applet name is made of ("[", "[[",
+// "run-parts", "ssl_client", "linux32").
+var appletToken = regexp.MustCompile(`^[a-z0-9_.\[-]+$`)
+
+// busyboxApplets finds the applet names compiled into a busybox binary
+// (what 'busybox --list' prints) without running it: busybox keeps them
+// as one NUL-separated list in strcmp order, the longest such sorted run
+// of name-like strings in the file. It returns nil when there is none of
+// at least 8 names.
+func busyboxApplets(data []byte) []string {
+	var best, cur []string
+	for p := range bytes.SplitSeq(data, []byte{0}) {
+		s := string(p)
+		switch {
+		case !appletToken.MatchString(s):
+			cur = nil
+			continue
+		case len(cur) > 0 && cur[len(cur)-1] >= s:
+			cur = nil
+		}
+		cur = append(cur, s)
+		if len(cur) > len(best) {
+			best = cur
+		}
+	}
+	if len(best) < 8 {
+		return nil
+	}
+	return best
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
 }
 
 // readBusybox reads the busybox binary and makes sure it can be the image's

@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"os/exec"
+	"slices"
 )
 
 func TestBuildIsDeterministicAndReadable(t *testing.T) {
@@ -186,7 +188,8 @@ func fakeELF(typ elf.Type, machine elf.Machine, interp bool) []byte {
 		pt = elf.PT_INTERP
 	}
 	le.PutUint32(b[64:], uint32(pt))
-	return b
+	// busybox's applet list, as the real binary holds it.
+	return append(b, "\x00[\x00[[\x00cat\x00echo\x00ls\x00sh\x00test\x00true\x00"...)
 }
 
 // TestBusyboxLayerChecksTheBinary: --busybox-path must be a non-empty
@@ -249,5 +252,37 @@ func TestBusyboxLayerChecksTheBinary(t *testing.T) {
 		if _, err := BusyboxLayer("/bin/busybox", "sh"); err != nil {
 			t.Errorf("/bin/busybox: %v", err)
 		}
+	}
+}
+
+// TestBusyboxApplets: the applet list read from the binary is what
+// 'busybox --list' prints; a binary without one is refused, since no
+// applet could be checked.
+func TestBusyboxApplets(t *testing.T) {
+	noList := filepath.Join(t.TempDir(), "nolist")
+	b := fakeELF(elf.ET_EXEC, elf.EM_X86_64, false)
+	if err := os.WriteFile(noList, b[:64+56], 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := BusyboxLayer(noList, "sh"); err == nil || !strings.Contains(err.Error(), "no applet list found") {
+		t.Fatalf("binary without an applet list: %v", err)
+	}
+	if got := busyboxApplets(b); strings.Join(got, " ") != "[ [[ cat echo ls sh test true" {
+		t.Errorf("fake list: %q", got)
+	}
+	const bb = "/bin/busybox"
+	if _, err := os.Stat(bb); err != nil {
+		t.Skip("no /bin/busybox to compare with (busybox-static)")
+	}
+	out, err := exec.Command(bb, "--list").Output()
+	if err != nil {
+		t.Skipf("%s --list: %v", bb, err)
+	}
+	data, err := os.ReadFile(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := busyboxApplets(data), strings.Fields(string(out)); !slices.Equal(got, want) {
+		t.Errorf("applets read from %s differ from its --list:\n got %d %q\nwant %d %q", bb, len(got), got, len(want), want)
 	}
 }
