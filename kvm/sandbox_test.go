@@ -431,13 +431,7 @@ func TestSandboxAbortRunningWorkload(t *testing.T) {
 	if err := sb.StartWorkload(ctx, "abort-running", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(stdout.String(), "started") {
-		if time.Now().After(deadline) {
-			t.Fatal("the workload did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForOutput(t, stdout, "started")
 	begin := time.Now()
 	sb.Abort("operator stop")
 	if !processGone(sb.PID()) {
@@ -479,13 +473,7 @@ func TestSandboxStopRunningWorkload(t *testing.T) {
 			if err := sb.StartWorkload(ctx, "stop-running", nil, nil); err != nil {
 				t.Fatal(err)
 			}
-			deadline := time.Now().Add(30 * time.Second)
-			for !strings.Contains(stdout.String(), "started") {
-				if time.Now().After(deadline) {
-					t.Fatal("the workload did not start")
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			waitForOutput(t, stdout, "started")
 			if err := sb.Stop(tc.grace); err != nil {
 				t.Fatal(err)
 			}
@@ -497,5 +485,18 @@ func TestSandboxStopRunningWorkload(t *testing.T) {
 				t.Fatalf("exit %d, want %d; stdout:\n%s", code, tc.wantCode, stdout.String())
 			}
 		})
+	}
+}
+
+// waitForOutput polls the workload's output until it holds want (30 s at
+// most: a booted guest prints within a second here).
+func waitForOutput(t *testing.T, out *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the workload did not print %q", want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
