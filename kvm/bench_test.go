@@ -22,7 +22,10 @@ import (
 // workload (/bin/true) with no host protocol. Both run in the same loop,
 // interleaved, so machine load affects them alike. Run with -benchtime 3x.
 // Reports api-ms, bare-ms, overhead-ratio (goal <= 1.15) and QEMU's peak
-// RSS per sandbox (rss-MiB, VmHWM from rusage).
+// RSS per sandbox (rss-MiB, VmHWM from rusage). A third launch in the same
+// loop runs QEMU unconfined (Config.Unconfined): confine-ratio and
+// confine-rss-ratio are the confined launch's time and memory over it
+// (goal <= 1.05: a uid and namespaces of its own cost next to nothing).
 func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 	e := bootEnv(b)
 	img := testImage(b, v1.Config{Cmd: []string{"/bin/true"}})
@@ -82,10 +85,12 @@ func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 			bareRSS = max(bareRSS, ru.Maxrss)
 		}
 	}
-	api := func() {
+	var unconfTotal time.Duration
+	var unconfRSS int64
+	api := func(unconfined bool) {
 		t0 := time.Now()
 		sb, err := Start(ctx, Config{KernelPath: e.vmlinux, InitrdPath: e.basePath, ImageInitrd: imgCpio,
-			Accel: choice.Accel, Cmdline: cmdline, MemoryMiB: 256, BootTimeout: 2 * time.Minute})
+			Accel: choice.Accel, Cmdline: cmdline, MemoryMiB: 256, BootTimeout: 2 * time.Minute, Unconfined: unconfined})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -102,6 +107,11 @@ func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 		if err != nil || code != 0 {
 			b.Fatalf("workload: %d, %v", code, err)
 		}
+		if unconfined {
+			unconfTotal += time.Since(t0)
+			unconfRSS = max(unconfRSS, sb.MaxRSSKiB())
+			return
+		}
 		apiTotal += time.Since(t0)
 		rssMax = max(rssMax, sb.MaxRSSKiB())
 	}
@@ -110,9 +120,11 @@ func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 		// Alternate the order so that load spikes do not favour one side.
 		if i%2 == 0 {
 			bare()
-			api()
+			api(false)
+			api(true)
 		} else {
-			api()
+			api(true)
+			api(false)
 			bare()
 		}
 	}
@@ -126,5 +138,10 @@ func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 	b.ReportMetric(float64(helloDur.Milliseconds())/float64(b.N), "api-hello-ms")
 	b.ReportMetric(float64(rssMax)/1024, "rss-MiB")
 	b.ReportMetric(float64(bareRSS)/1024, "bare-rss-MiB")
+	unconfMs := float64(unconfTotal.Milliseconds()) / float64(b.N)
+	b.ReportMetric(unconfMs, "unconfined-ms")
+	b.ReportMetric(apiMs/unconfMs, "confine-ratio")
+	b.ReportMetric(float64(unconfRSS)/1024, "unconfined-rss-MiB")
+	b.ReportMetric(float64(rssMax)/float64(unconfRSS), "confine-rss-ratio")
 	b.ReportMetric(0, "ns/op")
 }

@@ -88,6 +88,10 @@ printf '| fleet run through the binaries, flat out, with release | %s cycles/s, 
   "$(j "$load_json" '.attest.per_second | floor')" "$(j "$load_json" '.attest.latency.p99_ms')" "$(j "$load_json" '[.attest.errors[]?] | add // 0')" "$(j "$load_json" "$nothing_lost")"
 printf '| launch to workload exit (sandbox) | %s ms | bare qemu-system-x86_64, same kernel+initramfs: %s ms | %s (goal <= 1.15) |\n' \
   "$(metric LaunchVsBareQEMU api-ms)" "$(metric LaunchVsBareQEMU bare-ms)" "$(metric LaunchVsBareQEMU overhead-ratio)"
+printf '| QEMU confined (own uid, namespaces) vs unconfined: launch | %s ms | unconfined, same run: %s ms | %s (goal <= 1.05) |\n' \
+  "$(metric LaunchVsBareQEMU api-ms)" "$(metric LaunchVsBareQEMU unconfined-ms)" "$(metric LaunchVsBareQEMU confine-ratio)"
+printf '| QEMU confined vs unconfined: peak RSS | %s MiB | unconfined, same run: %s MiB | %s (goal <= 1.05) |\n' \
+  "$(metric LaunchVsBareQEMU rss-MiB)" "$(metric LaunchVsBareQEMU unconfined-rss-MiB)" "$(metric LaunchVsBareQEMU confine-rss-ratio)"
 printf '| memory per sandbox (launcher run, 256 MiB guest; peak RSS) | %s MiB: QEMU %s MiB + launcher %s MiB | bare QEMU, same guest: %s MiB | |\n' \
   "$(metric LaunchMemory sandbox-rss-MiB)" "$(metric LaunchMemory qemu-rss-MiB)" "$(metric LaunchMemory launcher-rss-MiB)" "$(metric LaunchVsBareQEMU bare-rss-MiB)"
 printf '\nRaw output: %s\n' "$out"
