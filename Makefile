@@ -8,7 +8,7 @@ PKGS    := ./...
 # The whole suite boots real VMs under TCG on 2 cores: give it room.
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build tools test test-short bench demo deps proto lint fuzz clean
+.PHONY: all build tools test test-short bench demo readme-steps deps proto lint fuzz clean
 
 all: build
 
@@ -46,6 +46,10 @@ bench: deps build
 
 demo: deps build
 	./scripts/demo.sh
+
+# README.md's "Using it by hand" block, run as written from a scratch directory.
+readme-steps: deps build
+	./scripts/readme-steps.sh
 
 # Short fuzzing of every parser that reads untrusted bytes (FUZZTIME each).
 FUZZTIME ?= 20s
