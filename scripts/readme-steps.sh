@@ -117,7 +117,7 @@ if ! jq -e '.exit_code == 0 and ((.secrets // []) | index("db") != null)' "$repo
   exit 1
 fi
 want=$(sha256sum "$try/work/db.txt" | cut -d' ' -f1)
-if ! grep -qx "$want  /run/secrets/db" "$try/out.log"; then
+if ! grep -q "^$want  /run/secrets/db" "$try/out.log"; then
   echo "readme-steps: FAILED: the workload did not print the digest of db.txt ($want)" >&2
   exit 1
 fi
