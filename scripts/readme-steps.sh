@@ -37,30 +37,36 @@ scratch=$(mktemp -d /tmp/bulwark-readme.XXXXXX)
 pgid=""    # the process group (session) the current attempt runs in
 try=""     # the current attempt's directory
 
+# session_pids SID prints the processes of session SID.
+session_pids() { ps -eo pid=,sid= | awk -v s="$1" '$2 == s { print $1 }'; }
+
 # stop_attempt ends everything the current attempt started: its session
-# (bash, attestd, launcher; QEMU dies with the launcher: Pdeathsig), then its
-# managed swtpm (a session of its own), and fails if anything is left.
+# (bash, attestd, launcher, and QEMU, which has a process group of its own
+# but stays in the session and dies with the launcher: Pdeathsig), then its
+# managed swtpm (a session of its own: 'launcher tpm stop'). Anything still
+# running after that is reported, ended by pid, and fails the run.
 stop_attempt() {
   [ -n "$try" ] || return 0
-  if [ -n "$pgid" ] && kill -0 -- "-$pgid" 2>/dev/null; then
+  local left=""
+  if [ -n "$pgid" ]; then
     kill -TERM -- "-$pgid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pgid" 2>/dev/null || true
+    for _ in $(seq 100); do
+      left=$(session_pids "$pgid")
+      [ -n "$left" ] || break
+      sleep 0.1
+    done
   fi
   pgid=""
   BULWARK_STATE="$try/state" "$repo/bin/launcher" tpm stop >/dev/null 2>&1 || true
-  # Nothing may still run from this attempt's files (attestd --data, swtpm
-  # state, QEMU's kernel): those are ours, so they are ended by pid.
-  local left
-  left=$(pgrep -f -- "$try/" || true)
-  if [ -n "$left" ]; then
+  # attestd --data and the swtpm's state name this attempt's directory.
+  left="$left $(pgrep -f -- "$try/" || true)"
+  try=""
+  if [ -n "${left// /}" ]; then
     echo "readme-steps: still running after cleanup (now killed):" >&2
-    ps -o pid=,args= -p $left >&2 || true
+    ps -o pid=,args= -p "$(echo $left | tr " " ,)" >&2 || true
     kill -KILL $left 2>/dev/null || true
-    try=""
     return 1
   fi
-  try=""
 }
 
 cleanup() {
