@@ -53,7 +53,9 @@ func feed(s *Sandbox, in []byte) error {
 
 func TestHostProtocol(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)
-	hello := jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: key})
+	ready := jsonFrame(t, channel.TypeReady, channel.Ready{Version: channel.Version})
+	// READY then HELLO: the handshake (IDENTITY is the host's reply to READY).
+	hello := append(ready, jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: key})...)
 	started := jsonFrame(t, channel.TypeStarted, channel.Started{PID: 5})
 	cat := func(fs ...[]byte) []byte { return bytes.Join(fs, nil) }
 	for _, tc := range []struct {
@@ -66,13 +68,16 @@ func TestHostProtocol(t *testing.T) {
 		{"full run", true, cat(hello, started, rawFrame(channel.TypeStdout, "out"), rawFrame(channel.TypeStderr, "err"), jsonFrame(t, channel.TypeExit, channel.Exit{Code: 3})), "", 3},
 		{"output before start", true, cat(hello, rawFrame(channel.TypeStdout, "x")), "before the workload started", -1},
 		{"started unasked", false, cat(hello, started), "out of order", -1},
-		{"two hellos", false, cat(hello, hello), "second HELLO", -1},
-		{"short key", false, jsonFrame(t, channel.TypeHello, channel.Hello{Version: 1, PublicKey: []byte{1}}), "public key", -1},
-		{"wrong version", false, jsonFrame(t, channel.TypeHello, channel.Hello{Version: 99, PublicKey: key}), "version", -1},
+		{"two hellos", false, cat(hello, hello), "second READY", -1},
+		{"hello twice after one ready", false, cat(hello, jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: key})), "second HELLO", -1},
+		{"hello without ready (an older agent)", false, jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: key}), "HELLO before READY", -1},
+		{"short key", false, cat(ready, jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: []byte{1}})), "public key", -1},
+		{"wrong version", false, cat(ready, jsonFrame(t, channel.TypeHello, channel.Hello{Version: 99, PublicKey: key})), "version", -1},
+		{"ready of another version", false, jsonFrame(t, channel.TypeReady, channel.Ready{Version: 1}), "protocol version 1", -1},
 		{"exit before start", true, cat(hello, jsonFrame(t, channel.TypeExit, channel.Exit{Code: 0})), "out of order", -1},
 		{"exit out of range", true, cat(hello, started, jsonFrame(t, channel.TypeExit, channel.Exit{Code: 1000})), "out of range", -1},
 		{"host frame from guest", false, cat(hello, jsonFrame(t, channel.TypeStart, channel.Start{SandboxID: "x"})), "unexpected", -1},
-		{"unknown field", false, rawFrame(channel.TypeHello, `{"version":1,"public_key":"","x":1}`), "malformed", -1},
+		{"unknown field", false, cat(ready, rawFrame(channel.TypeHello, `{"version":2,"public_key":"","x":1}`)), "malformed", -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := protoSandbox()
@@ -100,6 +105,7 @@ func TestHostProtocolGuestError(t *testing.T) {
 	s := protoSandbox()
 	s.sentStart = true
 	in := bytes.Join([][]byte{
+		jsonFrame(t, channel.TypeReady, channel.Ready{Version: channel.Version}),
 		jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)}),
 		jsonFrame(t, channel.TypeError, channel.Error{Message: "secret \"db\" does not open\x1b[2J"}),
 	}, nil)
@@ -118,6 +124,7 @@ func TestHostProtocolGuestError(t *testing.T) {
 func FuzzReadFrame(f *testing.F) {
 	f.Add(jsonFrame(f, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)}), true)
 	f.Add(bytes.Join([][]byte{
+		jsonFrame(f, channel.TypeReady, channel.Ready{Version: channel.Version}),
 		jsonFrame(f, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)}),
 		jsonFrame(f, channel.TypeStarted, channel.Started{PID: 1}),
 		rawFrame(channel.TypeStdout, "hi"),

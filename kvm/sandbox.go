@@ -3,6 +3,7 @@ package kvm
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +58,7 @@ type Sandbox struct {
 	wmu sync.Mutex // serializes writes to conn
 
 	mu         sync.Mutex
+	readySeen  bool          // READY seen (IDENTITY sent in reply)
 	hello      chan struct{} // closed on HELLO
 	guestKey   []byte
 	started    chan struct{} // closed on STARTED or ERROR
@@ -487,7 +489,26 @@ func (s *Sandbox) readGuest() {
 			s.kill()
 			return
 		}
+		if t == channel.TypeReady {
+			if err := s.sendIdentity(); err != nil {
+				s.fail(err)
+				s.kill()
+				return
+			}
+		}
 	}
+}
+
+// sendIdentity answers READY with fresh entropy from this host's CSPRNG and
+// the wall-clock time: the guest mixes the entropy in, forces a reseed and
+// sets its clock before it makes its key (see channel.Identity).
+func (s *Sandbox) sendIdentity() error {
+	id := channel.Identity{Entropy: make([]byte, 64)}
+	if _, err := rand.Read(id.Entropy); err != nil {
+		return fmt.Errorf("kvm: entropy for the guest: %w", err)
+	}
+	id.UnixNano = time.Now().UnixNano()
+	return s.write(channel.TypeIdentity, id, 2*time.Second)
 }
 
 // handleFrame applies one guest frame to the sandbox state. Frames come
@@ -497,7 +518,23 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 	defer s.mu.Unlock()
 	helloSeen := s.guestKey != nil
 	switch t {
+	case channel.TypeReady:
+		if s.readySeen {
+			return errors.New("second READY")
+		}
+		var r channel.Ready
+		if err := channel.Decode(t, body, &r); err != nil {
+			return err
+		}
+		if r.Version != channel.Version {
+			return fmt.Errorf("agent speaks protocol version %d, want %d (rebuild the base initramfs)", r.Version, channel.Version)
+		}
+		s.readySeen = true
+		return nil
 	case channel.TypeHello:
+		if !s.readySeen {
+			return errors.New("HELLO before READY (an agent of an older protocol: rebuild the base initramfs)")
+		}
 		if helloSeen {
 			return errors.New("second HELLO")
 		}

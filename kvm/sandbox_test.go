@@ -121,7 +121,7 @@ func TestSandboxRunsWorkload(t *testing.T) {
 	})
 	ctx := context.Background()
 	start := time.Now()
-	sb, stdout, stderr, _ := startSandbox(t, ctx, e, img, nil)
+	sb, stdout, stderr, console := startSandbox(t, ctx, e, img, nil)
 	t.Logf("accelerator: %s (%s)", sb.Accel(), sb.AccelReason())
 	pub, err := sb.GuestKey(ctx)
 	if err != nil {
@@ -177,6 +177,11 @@ func TestSandboxRunsWorkload(t *testing.T) {
 	}
 	if !processGone(sb.PID()) {
 		t.Error("QEMU still running after Wait")
+	}
+	// The guest made its key only after the host's identity: entropy added
+	// with a forced CRNG reseed, the clock set (the agent fails otherwise).
+	if !strings.Contains(console.String(), "identity applied: entropy added, CRNG reseeded, clock set") {
+		t.Errorf("the agent did not apply the host's identity; console:\n%s", console.String())
 	}
 }
 

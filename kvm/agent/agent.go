@@ -26,15 +26,17 @@ import (
 // DefaultPath is the PATH a workload gets when its image sets none.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// HostMessage is what the host may send: exactly one of Start, Abort or Stop.
+// HostMessage is what the host may send: exactly one of Identity, Start,
+// Abort or Stop.
 type HostMessage struct {
-	Start *channel.Start
-	Abort *channel.Abort
-	Stop  *channel.Stop
+	Identity *channel.Identity
+	Start    *channel.Start
+	Abort    *channel.Abort
+	Stop     *channel.Stop
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
-// valid START, ABORT or STOP is an error.
+// valid IDENTITY, START, ABORT or STOP is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -59,6 +61,15 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			a.Reason = a.Reason[:4096]
 		}
 		return HostMessage{Abort: &a}, nil
+	case channel.TypeIdentity:
+		var id channel.Identity
+		if err := channel.Decode(t, body, &id); err != nil {
+			return HostMessage{}, err
+		}
+		if err := id.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Identity: &id}, nil
 	case channel.TypeStop:
 		var st channel.Stop
 		if err := channel.Decode(t, body, &st); err != nil {

@@ -168,6 +168,23 @@ func TestReadHostMessage(t *testing.T) {
 	if _, err = ReadHostMessage(&b); err == nil {
 		t.Fatal("HELLO from the host accepted")
 	}
+	// IDENTITY: 32..512 bytes of entropy and a time after 1970.
+	for _, tc := range []struct {
+		id channel.Identity
+		ok bool
+	}{
+		{channel.Identity{Entropy: make([]byte, 64), UnixNano: 1_700_000_000_000_000_000}, true},
+		{channel.Identity{Entropy: make([]byte, 31), UnixNano: 1}, false},
+		{channel.Identity{Entropy: make([]byte, 513), UnixNano: 1}, false},
+		{channel.Identity{Entropy: make([]byte, 32), UnixNano: 0}, false},
+	} {
+		var ib bytes.Buffer
+		channel.WriteJSON(&ib, channel.TypeIdentity, tc.id)
+		m, err := ReadHostMessage(&ib)
+		if tc.ok != (err == nil && m.Identity != nil) {
+			t.Errorf("IDENTITY %d bytes at %d: %+v %v, want accepted %v", len(tc.id.Entropy), tc.id.UnixNano, m, err, tc.ok)
+		}
+	}
 	// STOP: a grace period within 0..MaxStopGraceSeconds; anything else refused.
 	for _, tc := range []struct {
 		body string
@@ -200,6 +217,9 @@ func FuzzReadFrame(f *testing.F) {
 	b.Reset()
 	channel.WriteJSON(&b, channel.TypeStop, channel.Stop{GraceSeconds: 10})
 	f.Add(bytes.Clone(b.Bytes())) // b is reused: each seed its own copy
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeIdentity, channel.Identity{Entropy: make([]byte, 32), UnixNano: 1})
+	f.Add(bytes.Clone(b.Bytes()))
 	f.Add([]byte{0, 0, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := ReadHostMessage(bytes.NewReader(in))
@@ -207,7 +227,7 @@ func FuzzReadFrame(f *testing.F) {
 			return
 		}
 		n := 0
-		for _, set := range []bool{m.Start != nil, m.Abort != nil, m.Stop != nil} {
+		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil} {
 			if set {
 				n++
 			}
@@ -218,6 +238,11 @@ func FuzzReadFrame(f *testing.F) {
 		if m.Stop != nil {
 			if err := m.Stop.Validate(); err != nil {
 				t.Fatalf("accepted an invalid STOP: %v", err)
+			}
+		}
+		if m.Identity != nil {
+			if err := m.Identity.Validate(); err != nil {
+				t.Fatalf("accepted an invalid IDENTITY: %v", err)
 			}
 		}
 		if m.Start != nil {

@@ -89,19 +89,6 @@ func run(log *slog.Logger) error {
 	}
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	bench := hasParam(string(cmdline), "bulwark.bench")
-	// Key generation waits for the kernel's random pool (virtio-rng feeds
-	// it): let that overlap with waiting for the port.
-	type keyResult struct {
-		key *wrap.PrivateKey
-		err error
-	}
-	keyCh := make(chan keyResult, 1)
-	if !bench {
-		go func() {
-			k, err := wrap.GenerateKey()
-			keyCh <- keyResult{k, err}
-		}()
-	}
 	portPath, err := findPort(channel.PortName, portWait)
 	if err != nil {
 		return err
@@ -118,11 +105,29 @@ func run(log *slog.Logger) error {
 	// descriptor stays, and a virtio port cannot be opened twice).
 	_ = os.Remove(portPath)
 	s := &session{log: log, port: port}
-	kr := <-keyCh
-	if kr.err != nil {
-		return s.fail(kr.err)
+	// No key and no random state of ours before the host's identity: a
+	// guest resumed from a snapshot must not share them with its siblings.
+	if err := s.send(channel.TypeReady, channel.Ready{Version: channel.Version}); err != nil {
+		return fmt.Errorf("sending READY: %w", err)
 	}
-	key := kr.key
+	first, err := ReadHostMessage(port)
+	if err != nil {
+		return s.fail(err)
+	}
+	if first.Abort != nil {
+		log.Info("host aborted the launch", "reason", first.Abort.Reason)
+		return s.fail(fmt.Errorf("aborted by host: %s", first.Abort.Reason))
+	}
+	if first.Identity == nil {
+		return s.fail(errors.New("the host sent something else than IDENTITY first"))
+	}
+	if err := applyIdentity(log, first.Identity); err != nil {
+		return s.fail(err)
+	}
+	key, err := wrap.GenerateKey()
+	if err != nil {
+		return s.fail(err)
+	}
 	if err := s.send(channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: key.PublicKey()}); err != nil {
 		return fmt.Errorf("sending HELLO: %w", err)
 	}
@@ -526,5 +531,30 @@ func runStandalone(log *slog.Logger) error {
 	}
 	code := reapUntil(proc.Pid)
 	log.Info("workload exited", "code", code)
+	return nil
+}
+
+// applyIdentity adds the host's entropy to the kernel's pool and forces a
+// CRNG reseed (writing to /dev/urandom alone does not reseed: guests
+// resumed from one snapshot would go on drawing identical bytes), then sets
+// the wall clock. Errors are fatal: a guest whose randomness could be a
+// sibling's must not make a key.
+func applyIdentity(log *slog.Logger, id *channel.Identity) error {
+	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("identity: %w", err)
+	}
+	defer f.Close()
+	if err := addEntropy(int(f.Fd()), id.Entropy); err != nil {
+		return fmt.Errorf("identity: RNDADDENTROPY: %w", err)
+	}
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.RNDRESEEDCRNG, 0); err != nil {
+		return fmt.Errorf("identity: RNDRESEEDCRNG: %w", err)
+	}
+	ts := unix.NsecToTimespec(id.UnixNano)
+	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
+		return fmt.Errorf("identity: setting the clock: %w", err)
+	}
+	log.Info("identity applied: entropy added, CRNG reseeded, clock set", "entropy_bytes", len(id.Entropy), "time", time.Unix(0, id.UnixNano).UTC().Format(time.RFC3339))
 	return nil
 }

@@ -19,7 +19,7 @@ import (
 )
 
 // Version is the protocol version the agent announces in Hello.
-const Version = 1
+const Version = 2
 
 // PortName is the virtio-serial port name the agent looks for.
 const PortName = "bulwark.0"
@@ -30,18 +30,20 @@ const MaxFrameSize = 4 << 20
 // Type is a frame type.
 type Type uint8
 
-// Frame types. Guest → host: Hello, Started, Stdout, Stderr, Exit, Error.
-// Host → guest: Start, Abort, Stop.
+// Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
+// Error. Host → guest: Identity, Start, Abort, Stop.
 const (
-	TypeHello   Type = 1 // guest: JSON Hello, first frame after boot
-	TypeStart   Type = 2 // host: JSON Start
-	TypeAbort   Type = 3 // host: JSON Abort
-	TypeStarted Type = 4 // guest: JSON Started, the workload process exists
-	TypeStdout  Type = 5 // guest: raw bytes of the workload's stdout
-	TypeStderr  Type = 6 // guest: raw bytes of the workload's stderr
-	TypeExit    Type = 7 // guest: JSON Exit, last frame of a run
-	TypeError   Type = 8 // guest: JSON Error, the run failed (the workload never started or the agent failed)
-	TypeStop    Type = 9 // host: JSON Stop, end the running workload gracefully
+	TypeHello    Type = 1  // guest: JSON Hello, its public key, after Identity
+	TypeStart    Type = 2  // host: JSON Start
+	TypeAbort    Type = 3  // host: JSON Abort
+	TypeStarted  Type = 4  // guest: JSON Started, the workload process exists
+	TypeStdout   Type = 5  // guest: raw bytes of the workload's stdout
+	TypeStderr   Type = 6  // guest: raw bytes of the workload's stderr
+	TypeExit     Type = 7  // guest: JSON Exit, last frame of a run
+	TypeError    Type = 8  // guest: JSON Error, the run failed (the workload never started or the agent failed)
+	TypeStop     Type = 9  // host: JSON Stop, end the running workload gracefully
+	TypeReady    Type = 10 // guest: JSON Ready, first frame after boot: the port is open, no key yet
+	TypeIdentity Type = 11 // host: JSON Identity, fresh entropy and time, before the guest makes its key
 )
 
 func (t Type) String() string {
@@ -64,12 +66,50 @@ func (t Type) String() string {
 		return "ERROR"
 	case TypeStop:
 		return "STOP"
+	case TypeReady:
+		return "READY"
+	case TypeIdentity:
+		return "IDENTITY"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeStop }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeIdentity }
+
+// Ready is the agent's first message: it has booted and opened the port,
+// and waits for its Identity before it makes any key.
+type Ready struct {
+	Version int `json:"version"`
+}
+
+// Identity is what makes this guest a machine of its own before it makes
+// its key: fresh entropy from the host, which the agent adds to the kernel's
+// pool and then forces a CRNG reseed with (RNDADDENTROPY, RNDRESEEDCRNG: a
+// guest resumed from a shared snapshot would otherwise draw the same random
+// bytes as its siblings), and the host's wall-clock time. The agent makes
+// its key only after both are applied.
+type Identity struct {
+	Entropy  []byte `json:"entropy"`   // MinIdentityEntropy..MaxIdentityEntropy bytes, base64 in JSON
+	UnixNano int64  `json:"unix_nano"` // the host's wall clock
+}
+
+// Bounds of Identity.Entropy.
+const (
+	MinIdentityEntropy = 32
+	MaxIdentityEntropy = 512
+)
+
+// Validate checks an Identity.
+func (id *Identity) Validate() error {
+	if len(id.Entropy) < MinIdentityEntropy || len(id.Entropy) > MaxIdentityEntropy {
+		return fmt.Errorf("identity: %d bytes of entropy, want %d..%d", len(id.Entropy), MinIdentityEntropy, MaxIdentityEntropy)
+	}
+	if id.UnixNano <= 0 {
+		return fmt.Errorf("identity: time %d is not after 1970", id.UnixNano)
+	}
+	return nil
+}
 
 // Hello is the agent's first message: its ephemeral public key (enclave/wrap).
 type Hello struct {
