@@ -73,10 +73,18 @@ func ctlActionList() string {
 }
 
 func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-	addr := fs.String("addr", "localhost:8443", "attestd `HOST:PORT`")
-	ca := fs.String("ca", "", "attestd's CA certificate `FILE` (ca.crt)")
-	cert := fs.String("cert", "", "admin client certificate `FILE` (attestd admin-cert)")
-	key := fs.String("key", "", "admin client key `FILE`")
+	// Each connection flag defaults to its environment variable, so a
+	// shell (or a profile) sets them once: export ATTESTD_ADDR=... and so on.
+	envOr := func(name, def string) string {
+		if v := env.Getenv(name); v != "" {
+			return v
+		}
+		return def
+	}
+	addr := fs.String("addr", envOr("ATTESTD_ADDR", "localhost:8443"), "attestd `HOST:PORT` (env ATTESTD_ADDR)")
+	ca := fs.String("ca", envOr("ATTESTD_CA", ""), "attestd's CA certificate `FILE` (ca.crt; env ATTESTD_CA)")
+	cert := fs.String("cert", envOr("ATTESTD_CERT", ""), "admin client certificate `FILE` (attestd admin-cert; env ATTESTD_CERT)")
+	key := fs.String("key", envOr("ATTESTD_KEY", ""), "admin client key `FILE` (env ATTESTD_KEY)")
 	serverName := fs.String("server-name", "", "name to verify in the server certificate (default: the host of --addr)")
 	timeout := fs.Duration("timeout", 30*time.Second, "timeout of each call to attestd (each page of 'audit --all')")
 	baseUsage := fs.Usage

@@ -134,3 +134,34 @@ func TestCtlJSON(t *testing.T) {
 		})
 	}
 }
+
+// TestCtlConnectionFromEnv: ATTESTD_ADDR, ATTESTD_CA, ATTESTD_CERT and
+// ATTESTD_KEY stand in for the four connection flags, and a flag given
+// still wins over its variable.
+func TestCtlConnectionFromEnv(t *testing.T) {
+	srv := attestdtest.Start(t)
+	adm := adminCert(t, srv.Data, false)
+	vars := map[string]string{
+		"ATTESTD_ADDR": srv.Addr,
+		"ATTESTD_CA":   filepath.Join(adm, "ca.crt"),
+		"ATTESTD_CERT": filepath.Join(adm, "alice.crt"),
+		"ATTESTD_KEY":  filepath.Join(adm, "alice.key"),
+	}
+	runEnv := func(args ...string) (int, string) {
+		var out bytes.Buffer
+		env := &cli.Env{Stdout: &out, Stderr: &out, Stdin: strings.NewReader(""), Getenv: func(k string) string { return vars[k] }}
+		return attestdcmd.Program.Main(context.Background(), env, args), out.String()
+	}
+	if code, out := runEnv("ctl", "--server-name", "localhost", "nodes", "--json"); code != 0 || !strings.Contains(out, `"nodes"`) {
+		t.Fatalf("ctl with its connection from the environment: exit %d:\n%s", code, out)
+	}
+	// The flag wins: a bad --addr is refused even with ATTESTD_ADDR set.
+	if code, out := runEnv("ctl", "--addr", "nohostport", "nodes"); code != 2 || !strings.Contains(out, `--addr "nohostport": want HOST:PORT`) {
+		t.Fatalf("--addr over ATTESTD_ADDR: exit %d:\n%s", code, out)
+	}
+	// And a bad variable is named like its flag.
+	vars["ATTESTD_ADDR"] = "nohostport"
+	if code, out := runEnv("ctl", "nodes"); code != 2 || !strings.Contains(out, `--addr "nohostport"`) {
+		t.Fatalf("a bad ATTESTD_ADDR: exit %d:\n%s", code, out)
+	}
+}
