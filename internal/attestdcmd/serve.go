@@ -66,8 +66,14 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	fs.Var(&policyKeys, "policy-key", "admin public key `FILE` (PEM) that signs policy files (repeatable)")
 	fs.Var(&ekCAs, "ek-ca", "EK CA certificate `FILE` (PEM or DER; repeatable): roots, and intermediates (non-self-signed)")
 	fs.Var(&tlsSANs, "tls-san", "extra DNS `NAME` or IP for the server certificate (repeatable)")
+	configFile := fs.String("config", "", "YAML `FILE` of settings named as these flags (a list for a repeatable one); flags given on the command line win")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *configFile != "" {
+		if err := applyConfig(fs, *configFile); err != nil {
+			return err
+		}
 	}
 	if fs.NArg() > 0 {
 		return cli.Usagef("unexpected argument %q", fs.Arg(0))
