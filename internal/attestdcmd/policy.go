@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
@@ -24,6 +23,7 @@ func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	var keys multiFlag
 	fs.Var(&keys, "policy-key", "admin public key `FILE` (PEM) that signs policy files (repeatable)")
 	requireSigned := fs.Bool("require-signed-policies", false, "fail policies (and key files) without a valid FILE.sig by a --policy-key, as attestd serve does with this flag")
+	asJSON := fs.Bool("json", false, "print the report as JSON: ok, policies (name, file, digest, summary, signers, warnings), problems (file, line, column, message, hint)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,30 +46,19 @@ func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		return &cli.ExitError{Code: 1, Err: fmt.Errorf("%s holds no *.yaml or *.yml policy file: attestd would deny every launch", dir)}
 	}
 	set, err := policy.LoadFiles(files, opts)
-	if err != nil {
-		errs := policy.Errors(err)
-		bad := map[string]bool{}
-		for _, e := range errs {
-			fmt.Fprintln(env.Stdout, e.Error())
-			bad[e.File] = true
+	r := policy.NewCheckReport(set, err, time.Now())
+	if *asJSON {
+		if err := r.WriteJSON(env.Stdout); err != nil {
+			return err
 		}
-		return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) in %d of %d file(s); attestd would keep its previous policies", len(errs), len(bad), len(files))}
+	} else {
+		r.WriteText(env.Stdout)
 	}
-	for _, name := range set.Names() {
-		p := set.Get(name)
-		fmt.Fprintf(env.Stdout, "%s: ok: %s\n", p.File, p.Summary())
-		var sn []string
-		for n := range p.Signers {
-			sn = append(sn, n)
-		}
-		sort.Strings(sn)
-		for _, n := range sn {
-			fmt.Fprintf(env.Stdout, "  signer %s %s\n", n, p.Signers[n].Fingerprint)
-		}
-		for _, w := range p.Warnings(time.Now()) {
-			fmt.Fprintf(env.Stdout, "  warning: %s\n", w)
-		}
+	if !r.OK {
+		return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) in %d of %d file(s); attestd would keep its previous policies", len(r.Problems), r.ProblemFiles(), len(files))}
 	}
-	fmt.Fprintf(env.Stdout, "%d policies ok\n", set.Len())
+	if !*asJSON {
+		fmt.Fprintf(env.Stdout, "%d policies ok\n", set.Len())
+	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,6 +31,16 @@ func TestPolicyCheckDir(t *testing.T) {
 	code, stdout, stderr := runPolicyCheckCmd(t, "../../docs/examples/policies")
 	if code != 0 || !strings.Contains(stdout, "3 policies ok") || !strings.Contains(stdout, "web.yaml: ok: web:") {
 		t.Fatalf("examples: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runPolicyCheckCmd(t, "--json", "../../docs/examples/policies")
+	var rep struct {
+		OK       bool `json:"ok"`
+		Policies []struct {
+			Name string `json:"name"`
+		} `json:"policies"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != 0 || !rep.OK || len(rep.Policies) != 3 {
+		t.Fatalf("examples --json: exit %d, %v\n%s%s", code, err, stdout, stderr)
 	}
 
 	dir := t.TempDir()

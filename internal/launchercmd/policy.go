@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -39,6 +38,7 @@ func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	var keys stringList
 	fs.Var(&keys, "policy-key", "admin public key `FILE` (PEM); a FILE.sig next to a policy must verify with one (repeatable)")
 	requireSigned := fs.Bool("require-signed", false, "also fail policies (and key files) without a valid FILE.sig by a --policy-key")
+	asJSON := fs.Bool("json", false, "print the report as JSON: ok, policies (name, file, digest, summary, signers, warnings), problems (file, line, column, message, hint)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,44 +53,18 @@ func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		return err
 	}
 	set, err := policy.LoadFiles(fs.Args(), opts)
-	if err != nil {
-		return reportPolicyErrors(env, err)
+	r := policy.NewCheckReport(set, err, time.Now())
+	if *asJSON {
+		if err := r.WriteJSON(env.Stdout); err != nil {
+			return err
+		}
+	} else {
+		r.WriteText(env.Stdout)
 	}
-	printPolicySummaries(env, set)
+	if !r.OK {
+		return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) in %d file(s)", len(r.Problems), r.ProblemFiles())}
+	}
 	return nil
-}
-
-// reportPolicyErrors prints every problem and returns the exit error.
-func reportPolicyErrors(env *cli.Env, err error) error {
-	errs := policy.Errors(err)
-	files := map[string]bool{}
-	for _, e := range errs {
-		fmt.Fprintln(env.Stdout, e.Error())
-		files[e.File] = true
-	}
-	return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) in %d file(s)", len(errs), len(files))}
-}
-
-func printPolicySummaries(env *cli.Env, set *policy.Set) {
-	for _, name := range set.Names() {
-		p := set.Get(name)
-		fmt.Fprintf(env.Stdout, "%s: ok: %s\n", p.File, p.Summary())
-		for _, sn := range sortedSignerNames(p) {
-			fmt.Fprintf(env.Stdout, "  signer %s %s\n", sn, p.Signers[sn].Fingerprint)
-		}
-		for _, w := range p.Warnings(time.Now()) {
-			fmt.Fprintf(env.Stdout, "  warning: %s\n", w)
-		}
-	}
-}
-
-func sortedSignerNames(p *policy.Policy) []string {
-	var out []string
-	for n := range p.Signers {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

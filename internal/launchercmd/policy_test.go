@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,6 +139,34 @@ colour: blue
 	}
 	if !strings.Contains(stderr, "4 problem(s) in 1 file(s)") {
 		t.Errorf("stderr: %s", stderr)
+	}
+	// --json: the same findings as one document.
+	stdout, _, code = runLauncher(t, nil, "policy", "check", "--json", good, bad)
+	var rep struct {
+		OK       bool `json:"ok"`
+		Problems []struct {
+			File    string `json:"file"`
+			Line    int    `json:"line"`
+			Column  int    `json:"column"`
+			Message string `json:"message"`
+		} `json:"problems"`
+		Policies []any `json:"policies"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || code != 1 || rep.OK || len(rep.Problems) != 4 || rep.Policies == nil || len(rep.Policies) != 0 {
+		t.Fatalf("--json: exit %d, %v, %+v\n%s", code, err, rep, stdout)
+	}
+	if p := rep.Problems[0]; p.File != bad || p.Line != 4 || p.Column != 13 || !strings.HasPrefix(p.Message, "kernel.digests: malformed digest") {
+		t.Errorf("--json first problem %+v", p)
+	}
+	stdout, _, code = runLauncher(t, nil, "policy", "check", "--json", good)
+	var okRep struct {
+		OK       bool `json:"ok"`
+		Policies []struct {
+			Name, File, Digest string
+		} `json:"policies"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &okRep); err != nil || code != 0 || !okRep.OK || len(okRep.Policies) != 1 || okRep.Policies[0].Name != "good" || !strings.HasPrefix(okRep.Policies[0].Digest, "sha256:") {
+		t.Fatalf("--json of a good policy: exit %d, %v, %+v\n%s", code, err, okRep, stdout)
 	}
 	if _, _, code := runLauncher(t, nil, "policy", "check"); code != 2 {
 		t.Errorf("no files: exit %d, want 2", code)
