@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -34,6 +35,7 @@ func runSign(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 	manifest := fs.String("image-manifest", "", "pick this manifest digest from an image index with several")
 	platform := fs.String("platform", "", "pick this platform (os/arch) from an image index (default "+measure.DefaultPlatform+")")
 	outPayload := fs.String("output-payload", "", "where to write the signed image payload (default DIR.payload.json)")
+	asJSON := fs.Bool("json", false, "print what was signed and written as JSON: artifact, digest, key_id, signature, payload (images), bundle")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -90,6 +92,9 @@ func runSign(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 		if err := writeNew(sigPath, sig, 0o644, true); err != nil {
 			return err
 		}
+		if *asJSON {
+			return printJSON(env, signResult{Artifact: *image, Digest: digest, KeyID: s.KeyID(), Signature: sigPath, Payload: payloadPath})
+		}
 		fmt.Fprintf(env.Stdout, "Signed image %s (manifest %s) with key %s\nSignature written to %s\nPayload written to %s\n",
 			*image, digest, s.KeyID(), sigPath, payloadPath)
 		return nil
@@ -107,7 +112,10 @@ func runSign(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 	if err := writeNew(sigPath, sig, 0o644, true); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "Signed %s (%s) with key %s\nSignature written to %s\n", path, digest, s.KeyID(), sigPath)
+	res := signResult{Artifact: path, Digest: digest, KeyID: s.KeyID(), Signature: sigPath}
+	if !*asJSON {
+		fmt.Fprintf(env.Stdout, "Signed %s (%s) with key %s\nSignature written to %s\n", path, digest, s.KeyID(), sigPath)
+	}
 	if *bundle {
 		bundlePath := signing.BundlePath(path)
 		if *outBundle != "" {
@@ -123,9 +131,32 @@ func runSign(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 		if err := writeNew(bundlePath, bj, 0o644, true); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "Bundle written to %s\n", bundlePath)
+		res.Bundle = bundlePath
+		if !*asJSON {
+			fmt.Fprintf(env.Stdout, "Bundle written to %s\n", bundlePath)
+		}
+	}
+	if *asJSON {
+		return printJSON(env, res)
 	}
 	return nil
+}
+
+// signResult is what sign --json prints.
+type signResult struct {
+	Artifact  string `json:"artifact"` // the file, or the image path
+	Digest    string `json:"digest"`   // the file's sha256, or the image's manifest digest
+	KeyID     string `json:"key_id"`
+	Signature string `json:"signature"`         // where the signature was written
+	Payload   string `json:"payload,omitempty"` // an image's signed payload
+	Bundle    string `json:"bundle,omitempty"`  // the sigstore bundle, with --bundle
+}
+
+// printJSON writes v as indented JSON to stdout.
+func printJSON(env *cli.Env, v any) error {
+	enc := json.NewEncoder(env.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // signFile streams the file at path through sign and returns the digest of

@@ -3,6 +3,7 @@ package launchercmd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/signing"
 	"github.com/bulwark-project/bulwark/tpm"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -349,4 +351,61 @@ func TestTPMKeySignVerify(t *testing.T) {
 	os.WriteFile(record, []byte(`{"sandbox_id":"4567"}`), 0o644)
 	code, out, errs = signCLI(t, nil, "verify", "--key", prefix+".pub", record)
 	wantCode(t, "tampered record", code, 1, out, errs, "bad signature")
+}
+
+// TestSignVerifyJSON: sign --json and verify --json say the same as their
+// text, as one JSON document; a failed verify is {"verified": false} with
+// the reason, and exits 1.
+func TestSignVerifyJSON(t *testing.T) {
+	unsetPassword(t)
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "cosign")
+	pw := strp("pw")
+	if code, out, errs := signCLI(t, pw, "keygen", "--output-key-prefix", prefix); code != 0 {
+		t.Fatalf("keygen: %d %s %s", code, out, errs)
+	}
+	pub, err := signing.LoadVerifierFile(prefix + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyID := signing.KeyID(pub)
+	file := filepath.Join(dir, "initrd")
+	os.WriteFile(file, []byte("an initrd"), 0o644)
+	digest := measure.DigestBytes(measure.SHA256, []byte("an initrd"))
+
+	code, out, errs := signCLI(t, pw, "sign", "--json", "--key", prefix+".key", "--bundle", file)
+	var sr struct {
+		Artifact  string `json:"artifact"`
+		Digest    string `json:"digest"`
+		KeyID     string `json:"key_id"`
+		Signature string `json:"signature"`
+		Bundle    string `json:"bundle"`
+	}
+	if err := json.Unmarshal([]byte(out), &sr); err != nil || code != 0 {
+		t.Fatalf("sign --json: exit %d, %v:\n%s%s", code, err, out, errs)
+	}
+	if sr.Artifact != file || sr.Digest != digest || sr.KeyID != keyID || sr.Signature != file+".sig" || sr.Bundle != file+".bundle.json" {
+		t.Fatalf("sign --json: %+v", sr)
+	}
+
+	type verifyJSON struct {
+		Verified bool     `json:"verified"`
+		Artifact string   `json:"artifact"`
+		Digest   string   `json:"digest"`
+		KeyID    string   `json:"key_id"`
+		Sources  []string `json:"sources"`
+		Error    string   `json:"error"`
+	}
+	code, out, errs = signCLI(t, nil, "verify", "--json", "--key", prefix+".pub", file)
+	var vr verifyJSON
+	if err := json.Unmarshal([]byte(out), &vr); err != nil || code != 0 || !vr.Verified || vr.Digest != digest || vr.KeyID != keyID ||
+		strings.Join(vr.Sources, ",") != file+".sig,"+file+".bundle.json" || vr.Error != "" {
+		t.Fatalf("verify --json: exit %d, %v, %+v:\n%s%s", code, err, vr, out, errs)
+	}
+	os.WriteFile(file, []byte("another initrd"), 0o644)
+	code, out, errs = signCLI(t, nil, "verify", "--json", "--key", prefix+".pub", file)
+	vr = verifyJSON{}
+	if err := json.Unmarshal([]byte(out), &vr); err != nil || code != 1 || vr.Verified || !strings.Contains(vr.Error, "NOT verified") {
+		t.Fatalf("verify --json of a changed file: exit %d, %v, %+v:\n%s%s", code, err, vr, out, errs)
+	}
 }

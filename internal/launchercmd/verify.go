@@ -36,6 +36,7 @@ func runVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	payloadFlag := fs.String("payload", "", "signed image payload (default DIR.payload.json)")
 	manifest := fs.String("image-manifest", "", "pick this manifest digest from an image index with several")
 	platform := fs.String("platform", "", "pick this platform (os/arch) from an image index (default "+measure.DefaultPlatform+")")
+	asJSON := fs.Bool("json", false, "print the result as JSON: verified, artifact, digest, key_id, sources, reference (images), error")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -73,10 +74,44 @@ func runVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	}
 	keyID := signing.KeyID(pub)
 
+	var res verifyResult
 	if *image != "" {
-		return verifyImage(ctx, env, pub, keyID, *image, *sigFlag, *payloadFlag, *manifest, *platform)
+		res, err = verifyImage(ctx, pub, keyID, *image, *sigFlag, *payloadFlag, *manifest, *platform)
+	} else {
+		res, err = verifyFile(pub, keyID, fs.Arg(0), *sigFlag, *bundleFlag)
 	}
-	return verifyFile(env, pub, keyID, fs.Arg(0), *sigFlag, *bundleFlag)
+	res.KeyID, res.Verified = keyID, err == nil
+	if res.Sources == nil {
+		res.Sources = []string{}
+	}
+	if err != nil {
+		res.Error = err.Error()
+	}
+	if *asJSON {
+		if jerr := printJSON(env, res); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	for _, line := range res.text {
+		fmt.Fprintln(env.Stdout, line)
+	}
+	return nil
+}
+
+// verifyResult is what verify found; --json prints it, text mode its lines.
+type verifyResult struct {
+	Verified  bool     `json:"verified"`
+	Artifact  string   `json:"artifact"`         // the file, or the image path
+	Digest    string   `json:"digest,omitempty"` // the file's sha256, or the image's manifest digest
+	KeyID     string   `json:"key_id"`
+	Sources   []string `json:"sources"`             // the signature, bundle or payload files checked
+	Reference string   `json:"reference,omitempty"` // the reference an image signature claims
+	Error     string   `json:"error,omitempty"`
+	text      []string // the lines text mode prints on success
 }
 
 // checkVerifyFile makes sure the FILE argument of verify is there and is not
@@ -109,7 +144,8 @@ func loadPublicKey(ctx context.Context, keyRef string) (crypto.PublicKey, error)
 // verifyFile checks a file against its detached signature and/or bundle.
 // Without --signature/--bundle it checks every one present next to the file
 // (FILE.sig, FILE.bundle.json) and requires at least one.
-func verifyFile(env *cli.Env, pub crypto.PublicKey, keyID, path, sigPath, bundlePath string) error {
+func verifyFile(pub crypto.PublicKey, keyID, path, sigPath, bundlePath string) (verifyResult, error) {
+	res := verifyResult{Artifact: path}
 	type check struct {
 		kind, path string
 	}
@@ -127,7 +163,7 @@ func verifyFile(env *cli.Env, pub crypto.PublicKey, keyID, path, sigPath, bundle
 			}
 		}
 		if len(checks) == 0 {
-			return verifyFailure(path, keyID, "", fmt.Errorf("%w: looked for %s and %s (sign with 'launcher sign', or use --signature/--bundle)",
+			return res, verifyFailure(path, keyID, "", fmt.Errorf("%w: looked for %s and %s (sign with 'launcher sign', or use --signature/--bundle)",
 				signing.ErrNoSignature, signing.SignaturePath(path), signing.BundlePath(path)))
 		}
 	}
@@ -141,11 +177,11 @@ func verifyFile(env *cli.Env, pub crypto.PublicKey, keyID, path, sigPath, bundle
 			sidecar, err = signing.ReadBundleFile(c.path)
 		}
 		if err != nil {
-			return verifyFailure(path, keyID, c.path, err)
+			return res, verifyFailure(path, keyID, c.path, err)
 		}
 		f, err := os.Open(path)
 		if err != nil {
-			return fmt.Errorf("verify %s: %w", path, err)
+			return res, fmt.Errorf("verify %s: %w", path, err)
 		}
 		h := sha256.New()
 		r := io.TeeReader(f, h)
@@ -156,21 +192,24 @@ func verifyFile(env *cli.Env, pub crypto.PublicKey, keyID, path, sigPath, bundle
 		}
 		f.Close()
 		if err != nil {
-			return verifyFailure(path, keyID, c.kind+" "+c.path, err)
+			return res, verifyFailure(path, keyID, c.kind+" "+c.path, err)
 		}
 		d := "sha256:" + hex.EncodeToString(h.Sum(nil))
 		if digest != "" && d != digest {
-			return verifyFailure(path, keyID, "", errors.New("the file changed while being verified"))
+			return res, verifyFailure(path, keyID, "", errors.New("the file changed while being verified"))
 		}
 		digest = d
 	}
+	res.Digest = digest
 	for _, c := range checks {
-		fmt.Fprintf(env.Stdout, "Verified OK: %s (%s) signed by key %s (%s %s)\n", path, digest, keyID, c.kind, c.path)
+		res.Sources = append(res.Sources, c.path)
+		res.text = append(res.text, fmt.Sprintf("Verified OK: %s (%s) signed by key %s (%s %s)", path, digest, keyID, c.kind, c.path))
 	}
-	return nil
+	return res, nil
 }
 
-func verifyImage(ctx context.Context, env *cli.Env, pub crypto.PublicKey, keyID, image, sigPath, payloadPath, manifest, platform string) error {
+func verifyImage(ctx context.Context, pub crypto.PublicKey, keyID, image, sigPath, payloadPath, manifest, platform string) (verifyResult, error) {
+	res := verifyResult{Artifact: image}
 	defSig, defPayload := signing.ImagePaths(image)
 	if sigPath == "" {
 		sigPath = defSig
@@ -178,33 +217,36 @@ func verifyImage(ctx context.Context, env *cli.Env, pub crypto.PublicKey, keyID,
 	if payloadPath == "" {
 		payloadPath = defPayload
 	}
+	res.Sources = []string{sigPath, payloadPath}
 	what := "image " + image
 	sig, err := signing.ReadSignatureFile(sigPath)
 	if err != nil {
-		return verifyFailure(what, keyID, sigPath, err)
+		return res, verifyFailure(what, keyID, sigPath, err)
 	}
 	payload, err := signing.ReadPayloadFile(payloadPath)
 	if err != nil {
-		return verifyFailure(what, keyID, payloadPath, err)
+		return res, verifyFailure(what, keyID, payloadPath, err)
 	}
 	digest, err := imageManifestDigest(ctx, image, manifest, platform)
 	if err != nil {
-		return err
+		return res, err
 	}
+	res.Digest = digest
 	if err := signing.VerifyImage(pub, payload, sig, digest); err != nil {
-		return verifyFailure(fmt.Sprintf("%s (manifest %s)", what, digest), keyID, sigPath+" + "+payloadPath, err)
+		return res, verifyFailure(fmt.Sprintf("%s (manifest %s)", what, digest), keyID, sigPath+" + "+payloadPath, err)
 	}
 	p, err := signing.ParseSimpleSigning(payload)
 	if err != nil { // cannot happen after VerifyImage
-		return err
+		return res, err
 	}
-	ref := p.Critical.Identity.DockerReference
+	res.Reference = p.Critical.Identity.DockerReference
+	ref := res.Reference
 	if ref == "" {
 		ref = "(none)"
 	}
-	fmt.Fprintf(env.Stdout, "Verified OK: %s (manifest %s, claimed reference %s) signed by key %s (signature %s)\n",
-		what, digest, ref, keyID, sigPath)
-	return nil
+	res.text = []string{fmt.Sprintf("Verified OK: %s (manifest %s, claimed reference %s) signed by key %s (signature %s)",
+		what, digest, ref, keyID, sigPath)}
+	return res, nil
 }
 
 // verifyError is a failed verification: Error is the one-line message for
