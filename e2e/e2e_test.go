@@ -7,6 +7,9 @@
 package e2e
 
 import (
+	"log"
+	"net/http/httptest"
+
 	"bufio"
 	"bytes"
 	"crypto/sha256"
@@ -15,6 +18,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"io"
 	"os"
 	"os/exec"
@@ -92,6 +99,22 @@ func (e *env) must(name string, args ...string) string {
 }
 
 func (e *env) path(p string) string { return filepath.Join(e.dir, p) }
+
+// cosignCLI finds the cosign CLI (PATH or GOPATH/bin) or skips.
+func cosignCLI(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("cosign"); err == nil {
+		return p
+	}
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "cosign")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Skip("cosign not installed: run scripts/install-cosign.sh")
+	return ""
+}
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
 type syncBuffer struct {
@@ -390,6 +413,52 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		if !strings.Contains(se.String(), rep.SandboxID) {
 			t.Errorf("the report's sandbox id %s is not in the launcher's output:\n%s", rep.SandboxID, se.String())
 		}
+	})
+
+	t.Run("from a registry: signed by cosign sign, launched by digest; an unsigned digest refused", func(t *testing.T) {
+		cosign := cosignCLI(t)
+		srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+		defer srv.Close()
+		host := strings.TrimPrefix(srv.URL, "http://")
+		push := func(layoutDir, repo string) string {
+			t.Helper()
+			idx, err := layout.ImageIndexFromPath(layoutDir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := idx.IndexManifest()
+			if err != nil || len(m.Manifests) != 1 {
+				t.Fatalf("layout %s: %v", layoutDir, err)
+			}
+			img, err := idx.Image(m.Manifests[0].Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, _ := name.ParseReference(host+"/"+repo+":latest", name.Insecure)
+			if err := remote.Write(ref, img); err != nil {
+				t.Fatal(err)
+			}
+			return host + "/" + repo + "@" + m.Manifests[0].Digest.String()
+		}
+		signed := push(e.path("image"), "app")
+		sign := exec.Command(cosign, "sign", "--key", e.path("cosign.key"), "--tlog-upload=false", "--allow-http-registry", "-y", signed)
+		sign.Env = append(os.Environ(), "COSIGN_PASSWORD=e2e-password", "HOME="+t.TempDir())
+		if out, err := sign.CombinedOutput(); err != nil {
+			t.Fatalf("cosign sign: %v\n%s", err, out)
+		}
+		r := e.launch(e.path("vmlinux"), signed, "allow", append(signer, "--allow-http-registry")...)
+		if r.code != 7 {
+			t.Fatalf("launch of %s: exit %d, want the workload's 7\nstdout:\n%s\nstderr:\n%s", signed, r.code, r.stdout, r.stderr)
+		}
+		sum := sha256.Sum256(e.secret)
+		if want := "fingerprint " + hex.EncodeToString(sum[:]); !strings.Contains(r.stdout, want) {
+			t.Fatalf("workload output lacks %q:\n%s", want, r.stdout)
+		}
+		// The same name, another (unsigned) digest: refused before boot.
+		unsigned := push(e.path("other-image"), "app")
+		r = e.launch(e.path("vmlinux"), unsigned, "allow", append(signer, "--allow-http-registry")...)
+		refused(t, r, `none of the 0 cosign signature\(s\) in the registry verifies`)
+		beforeBoot(t, r)
 	})
 
 	t.Run("refused by another policy before boot, with reasons", func(t *testing.T) {

@@ -16,23 +16,29 @@ import (
 // @sha256: digest.
 var registryRef = regexp.MustCompile(`^[a-z]+://|^(localhost|[^/]*[.:][^/]*)/[^/]|^[^/]+(/[^/]+)*:[\w][\w.-]*$|@sha256:[0-9a-f]+$`)
 
-// checkImageRef refuses an --image that does not exist on disk and reads
-// as a registry reference (docker.io/library/alpine:3.20): images are read
-// from local files only, and the plain "stat: no such file or directory"
-// did not say so. A missing path that looks like a path is left to the
-// command, which names it.
+// isRegistryRef reports whether an --image is a registry reference: it does
+// not exist on disk, does not start like a path, and reads as one.
+func isRegistryRef(image string) bool {
+	if image == "" || strings.HasPrefix(image, ".") || strings.HasPrefix(image, "/") {
+		return false
+	}
+	if _, err := os.Stat(image); !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	return registryRef.MatchString(image)
+}
+
+// checkImageRef refuses an --image that reads as a registry reference
+// (docker.io/library/alpine:3.20) for the commands that read local images
+// only, saying how to fetch it; the plain "stat: no such file or directory"
+// did not say so. 'launcher run' pulls such a reference itself.
 func checkImageRef(image string) error {
-	if image == "" {
+	if !isRegistryRef(image) {
 		return nil
 	}
-	if _, err := os.Stat(image); !errors.Is(err, fs.ErrNotExist) || strings.HasPrefix(image, ".") || strings.HasPrefix(image, "/") {
-		return nil
-	}
-	if !registryRef.MatchString(image) {
-		return nil
-	}
+	ref := strings.TrimPrefix(image, "docker://")
 	return cli.Usagef("--image %s: no such file or directory, and it reads as a registry reference: "+
-		"images are read from a local OCI layout directory, an OCI archive or a docker-save tarball; registries are not supported yet. "+
-		"Fetch it first, e.g. 'docker pull %s && docker save %s -o image.tar' or 'skopeo copy docker://%s oci:image-dir', and give that",
-		image, strings.TrimPrefix(image, "docker://"), strings.TrimPrefix(image, "docker://"), strings.TrimPrefix(image, "docker://"))
+		"this command reads a local OCI layout directory, an OCI archive or a docker-save tarball. "+
+		"Fetch it first with 'launcher image pull %s -o DIR' (or 'skopeo copy docker://%s oci:DIR'), and give DIR",
+		image, ref, ref)
 }

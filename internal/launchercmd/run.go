@@ -64,14 +64,21 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	console := fs.String("console", "", "write the guest console (kernel log) to this file")
 	report := fs.String("report", "", "write what the launch ended with to this `FILE` as JSON: sandbox, attestation, exit code or error, time, peak memory")
 	verbose := fs.Bool("v", false, "log details to stderr")
+	pf := addPullFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *policyName == "" || *image == "" {
 		return cli.Usagef("--policy NAME and --image DIR are required")
 	}
-	if err := checkImageRef(*image); err != nil {
-		return err
+	// An --image that is a registry reference is pulled (by digest, or by
+	// tag with --allow-tag) with the registry's cosign signature, then
+	// measured like a local layout.
+	pullRef := ""
+	if isRegistryRef(*image) {
+		pullRef = *image
+	} else if *pf.allowTag || *pf.insecure {
+		return cli.Usagef("--allow-tag and --allow-http-registry go with an --image that is a registry reference")
 	}
 	ao, err := af.options()
 	if err != nil {
@@ -124,6 +131,17 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 			return nil, fmt.Errorf("--signer: %w (give the cosign.pub written beside the key that signed the artifacts)", err)
 		}
 		o.Signers = keys
+		if pullRef != "" {
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "launcher: pulling %s with its cosign signature\n", pullRef)
+			}
+			dir, cleanup, err := pullForRun(ctx, env, state, pullRef, pf, keys)
+			if err != nil {
+				return nil, fmt.Errorf("image %s: %w", pullRef, err)
+			}
+			defer cleanup()
+			o.Image = dir
+		}
 		return launch.Run(ctx, o)
 	}()
 	if reportFile != nil {
