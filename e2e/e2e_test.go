@@ -415,7 +415,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 	})
 
-	t.Run("from a registry: signed by cosign sign, launched by digest; an unsigned digest refused", func(t *testing.T) {
+	t.Run("from a registry: signed by cosign sign, launched by digest and as a cosign save layout; an unsigned digest refused", func(t *testing.T) {
 		cosign := cosignCLI(t)
 		srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 		defer srv.Close()
@@ -453,6 +453,18 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		sum := sha256.Sum256(e.secret)
 		if want := "fingerprint " + hex.EncodeToString(sum[:]); !strings.Contains(r.stdout, want) {
 			t.Fatalf("workload output lacks %q:\n%s", want, r.stdout)
+		}
+		// 'cosign save' of the signed image: a layout holding the image and
+		// its signature launches as it is.
+		saved := e.path("cosign-saved")
+		save := exec.Command(cosign, "save", "--allow-http-registry", "--dir", saved, signed)
+		save.Env = append(os.Environ(), "HOME="+t.TempDir())
+		if out, err := save.CombinedOutput(); err != nil {
+			t.Fatalf("cosign save: %v\n%s", err, out)
+		}
+		r = e.launch(e.path("vmlinux"), saved, "allow", signer...)
+		if r.code != 7 || !strings.Contains(r.stdout, "fingerprint "+hex.EncodeToString(sum[:])) {
+			t.Fatalf("launch of a cosign save layout: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 		}
 		// The same name, another (unsigned) digest: refused before boot.
 		unsigned := push(e.path("other-image"), "app")

@@ -329,6 +329,9 @@ func (im *Image) collect(what string, raw []byte, depth int, out *[]candidate, s
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	for _, d := range idx.Manifests {
+		if cosignArtifact(d) {
+			continue // cosign save's signatures, attestations, SBOMs: not images
+		}
 		switch d.MediaType {
 		case types.OCIManifestSchema1, types.DockerManifestSchema2:
 			if err := checkHash(d.Digest); err != nil {
@@ -358,6 +361,19 @@ func (im *Image) collect(what string, raw []byte, depth int, out *[]candidate, s
 		}
 	}
 	return nil
+}
+
+// CosignKindAnnotation is the index annotation 'cosign save' puts on each
+// manifest of a layout: the image ("dev.cosignproject.cosign/image") and
+// its signatures, attestations and SBOMs (".../sigs", ".../atts",
+// ".../sboms"), which are manifests too but not images to run.
+const CosignKindAnnotation = "kind"
+
+// cosignArtifact reports whether an index entry is one of cosign's own
+// artifacts (signatures, attestations, SBOMs) rather than an image.
+func cosignArtifact(d v1.Descriptor) bool {
+	k := d.Annotations[CosignKindAnnotation]
+	return strings.HasPrefix(k, "dev.cosignproject.cosign/") && k != "dev.cosignproject.cosign/image"
 }
 
 // configPlatform is os/arch[/variant] from a config ("" when it says nothing).

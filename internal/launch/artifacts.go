@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/bulwark-project/bulwark/internal/registry"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/signing"
@@ -23,6 +24,33 @@ type artifactSig struct {
 	path     string // where it was read from, for messages
 	der      []byte // raw ASN.1 signature
 	payload  []byte // image only: the simple-signing payload
+}
+
+// findSignatures reads the cosign signature stored beside an artifact file
+// (F.sig) or an image (D.sig + D.payload.json), or, for an image layout
+// written by 'cosign save' with none beside it, the signatures stored inside
+// it. None is (nil, nil); a malformed one is an error.
+func findSignatures(artifact, path string) ([]*artifactSig, error) {
+	sig, err := findSignature(artifact, path)
+	if err != nil || sig != nil || artifact != "image" {
+		if sig == nil {
+			return nil, err
+		}
+		return []*artifactSig{sig}, nil
+	}
+	inside, err := registry.LayoutSignatures(path)
+	if err != nil {
+		return nil, fmt.Errorf("image signature: %w", err)
+	}
+	var out []*artifactSig
+	for _, s := range inside {
+		der, err := signing.DecodeSignature(s.SignatureB64)
+		if err != nil {
+			return nil, fmt.Errorf("image signature in %s: %w", path, err)
+		}
+		out = append(out, &artifactSig{artifact: artifact, path: path + " (saved by cosign)", der: der, payload: s.Payload})
+	}
+	return out, nil
 }
 
 // findSignature reads the cosign signature stored beside an artifact file
@@ -93,24 +121,35 @@ func checkSignatures(ctx context.Context, arts []artifactRef, signers []crypto.P
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		sig, err := findSignature(a.kind, a.path)
+		sigs, err := findSignatures(a.kind, a.path)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSignature, err)
 		}
-		if sig == nil {
+		if len(sigs) == 0 {
 			if len(signers) > 0 {
 				return nil, fmt.Errorf("%w: %s %s has no signature (looked for %s); sign it with 'launcher sign'",
 					ErrSignature, a.kind, a.path, sigLocation(a))
 			}
 			continue
 		}
-		ps := policy.ArtifactSignature{Artifact: a.kind, Signature: sig.der, Payload: sig.payload}
+		// The first signature that verifies with a trusted signer (a saved
+		// layout may hold several); with none trusted here, the first.
+		sig := sigs[0]
+		var pub crypto.PublicKey
 		if len(signers) > 0 {
-			pub, err := sig.verify(a.digest, signers)
+			for _, s := range sigs {
+				if pub, err = s.verify(a.digest, signers); err == nil {
+					sig = s
+					break
+				}
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%w: %s %s (%s): signature %s does not verify with any trusted signer (%s): %v",
 					ErrSignature, a.kind, a.path, a.digest, sig.path, keyHints(signers), err)
 			}
+		}
+		ps := policy.ArtifactSignature{Artifact: a.kind, Signature: sig.der, Payload: sig.payload}
+		if pub != nil {
 			if pem, err := signing.MarshalPublicKey(pub); err == nil {
 				ps.PublicKey = pem
 			}

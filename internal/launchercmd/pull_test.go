@@ -132,6 +132,30 @@ func TestImagePullFromRegistry(t *testing.T) {
 		})
 	}
 
+	// 'cosign save' writes a layout holding the image and its signatures
+	// as a second manifest: it opens as one image, and verify finds the
+	// saved signature inside it.
+	saved := filepath.Join(dir, "saved")
+	save := exec.Command(cosignBinary(t), "save", "--allow-http-registry", "--dir", saved, signed)
+	save.Env = append(os.Environ(), "HOME="+t.TempDir())
+	if out, err := save.CombinedOutput(); err != nil {
+		t.Fatalf("cosign save: %v\n%s", err, out)
+	}
+	im, err = measure.OpenImage(context.Background(), saved, measure.ImageOptions{})
+	if err != nil {
+		t.Fatalf("a cosign save layout: %v", err)
+	}
+	if im.ManifestDigest != signedDigest.String() {
+		t.Fatalf("cosign save layout opened as %s, want %s", im.ManifestDigest, signedDigest)
+	}
+	im.Close()
+	if so, se, code := runLauncher(t, nil, "verify", "--key", pub, "--image", saved); code != 0 || !strings.Contains(so, "saved by cosign") {
+		t.Fatalf("verify of a cosign save layout: exit %d\n%s%s", code, so, se)
+	}
+	if so, se, code := runLauncher(t, nil, "verify", "--key", filepath.Join(dir, "other.pub"), "--image", saved); code != 1 || !strings.Contains(so+se, "NOT verified") {
+		t.Fatalf("verify of a cosign save layout with another key: exit %d\n%s%s", code, so, se)
+	}
+
 	// By tag, when allowed: the tag's current digest is what is pulled.
 	out = filepath.Join(dir, "bytag")
 	if so, se, code := pull("--allow-tag", "-o", out, "--signer", pub, reg.host+"/app:1"); code != 0 || !strings.Contains(so, signedDigest.String()) {

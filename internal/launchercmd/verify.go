@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/registry"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/signing"
 )
@@ -219,6 +220,14 @@ func verifyImage(ctx context.Context, pub crypto.PublicKey, keyID, image, sigPat
 	}
 	res.Sources = []string{sigPath, payloadPath}
 	what := "image " + image
+	if _, err := os.Stat(sigPath); errors.Is(err, fs.ErrNotExist) && sigPath == defSig && payloadPath == defPayload {
+		// No side-car: a layout written by 'cosign save' holds its own.
+		if saved, err := registry.LayoutSignatures(image); err != nil {
+			return res, verifyFailure(what, keyID, image, err)
+		} else if len(saved) > 0 {
+			return verifySavedImage(ctx, res, pub, keyID, image, saved, manifest, platform)
+		}
+	}
 	sig, err := signing.ReadSignatureFile(sigPath)
 	if err != nil {
 		return res, verifyFailure(what, keyID, sigPath, err)
@@ -247,6 +256,32 @@ func verifyImage(ctx context.Context, pub crypto.PublicKey, keyID, image, sigPat
 	res.text = []string{fmt.Sprintf("Verified OK: %s (manifest %s, claimed reference %s) signed by key %s (signature %s)",
 		what, digest, ref, keyID, sigPath)}
 	return res, nil
+}
+
+// verifySavedImage checks the signatures 'cosign save' stored inside an
+// image layout: one of them must verify for the image's manifest digest.
+func verifySavedImage(ctx context.Context, res verifyResult, pub crypto.PublicKey, keyID, image string, saved []registry.Signature, manifest, platform string) (verifyResult, error) {
+	what := "image " + image
+	res.Sources = []string{image + " (signatures saved by cosign)"}
+	digest, err := imageManifestDigest(ctx, image, manifest, platform)
+	if err != nil {
+		return res, err
+	}
+	res.Digest = digest
+	for _, s := range saved {
+		if err = signing.VerifyImage(pub, s.Payload, s.SignatureB64, digest); err == nil {
+			p, _ := signing.ParseSimpleSigning(s.Payload)
+			ref := "(none)"
+			if p != nil && p.Critical.Identity.DockerReference != "" {
+				res.Reference = p.Critical.Identity.DockerReference
+				ref = res.Reference
+			}
+			res.text = []string{fmt.Sprintf("Verified OK: %s (manifest %s, claimed reference %s) signed by key %s (signature saved by cosign in the layout)",
+				what, digest, ref, keyID)}
+			return res, nil
+		}
+	}
+	return res, verifyFailure(fmt.Sprintf("%s (manifest %s)", what, digest), keyID, fmt.Sprintf("the %d signature(s) saved by cosign", len(saved)), err)
 }
 
 // verifyError is a failed verification: Error is the one-line message for
