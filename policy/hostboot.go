@@ -40,9 +40,27 @@ type Firmware struct {
 	Authorities []string
 	// DBXEntries counts dbx's forbidden hashes and certificates.
 	DBXEntries int
+	// PK, KEK, DB and DBX list the Secure Boot databases as measured:
+	// "sha256:<hex>" of each certificate's DER, and each hash entry as
+	// "sha256:<hex>" (the hash it holds).
+	PK, KEK, DB, DBX []string
+	// BootApps are the digests of the boot applications the firmware
+	// loaded (EV_EFI_BOOT_SERVICES_APPLICATION in PCR 4: shim, the boot
+	// loader, a UKI), in order, as "sha256:<hex>" of their Authenticode hash.
+	BootApps []string
+	// Events are the replayed, checked events of PCRs 0-7, for CEL.
+	Events []FirmwareEvent
 	// Err says why the Secure Boot state could not be read from the log
 	// (e.g. Secure Boot off without its variables); "" when it could.
 	Err string
+}
+
+// FirmwareEvent is one verified firmware event, as CEL sees it.
+type FirmwareEvent struct {
+	PCR    int    // 0-7
+	Type   string // e.g. "EV_EFI_VARIABLE_DRIVER_CONFIG"
+	Digest string // the SHA-256 bank's digest, "sha256:<hex>"
+	Data   []byte // the event data (bounded by the log's size limit)
 }
 
 // hostSecureBoot parses host.secure_boot.
@@ -123,13 +141,24 @@ func (e *evaluation) secureBoot() {
 // firmwareClaims are the CEL variables of the host's firmware state.
 func firmwareClaims(fw *Firmware) map[string]any {
 	if fw == nil {
-		return map[string]any{"present": false, "secure_boot": false, "authorities": []string{}, "dbx_entries": int64(0), "error": ""}
+		fw = &Firmware{}
+	}
+	list := func(l []string) []string { return append([]string{}, l...) }
+	events := make([]map[string]any, 0, len(fw.Events))
+	for _, e := range fw.Events {
+		events = append(events, map[string]any{"pcr": int64(e.PCR), "type": e.Type, "digest": e.Digest, "data": append([]byte{}, e.Data...)})
 	}
 	return map[string]any{
-		"present":     true,
+		"present":     fw.Events != nil || fw.Err != "" || fw.SecureBoot,
 		"secure_boot": fw.SecureBoot,
-		"authorities": append([]string{}, fw.Authorities...),
+		"authorities": list(fw.Authorities),
 		"dbx_entries": int64(fw.DBXEntries),
+		"pk":          list(fw.PK),
+		"kek":         list(fw.KEK),
+		"db":          list(fw.DB),
+		"dbx":         list(fw.DBX),
+		"boot_apps":   list(fw.BootApps),
+		"events":      events,
 		"error":       fw.Err,
 	}
 }

@@ -2,6 +2,7 @@ package attestd
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"slices"
 
 	"github.com/bulwark-project/bulwark/measure"
@@ -20,7 +21,13 @@ func firmwareState(events []attest.Event) *policy.Firmware {
 	if events == nil {
 		return nil
 	}
-	fw := &policy.Firmware{}
+	fw := &policy.Firmware{Events: []policy.FirmwareEvent{}}
+	for _, e := range events {
+		fw.Events = append(fw.Events, policy.FirmwareEvent{PCR: e.Index, Type: e.Type.String(), Digest: measure.FormatDigest(measure.SHA256, e.Digest), Data: e.Data})
+		if e.Index == 4 && uint32(e.Type) == evEFIBootServicesApplication {
+			fw.BootApps = append(fw.BootApps, measure.FormatDigest(measure.SHA256, e.Digest))
+		}
+	}
 	sb, err := attest.ParseSecurebootState(events)
 	if err != nil {
 		fw.Err = err.Error()
@@ -28,12 +35,43 @@ func firmwareState(events []attest.Event) *policy.Firmware {
 	}
 	fw.SecureBoot = sb.Enabled
 	fw.DBXEntries = len(sb.ForbiddenKeys) + len(sb.ForbiddenHashes)
+	fw.PK = keyList(sb.PlatformKeys, sb.PlatformKeyHashes)
+	fw.KEK = keyList(sb.ExchangeKeys, sb.ExchangeKeyHashes)
+	fw.DB = keyList(sb.PermittedKeys, sb.PermittedHashes)
+	fw.DBX = keyList(sb.ForbiddenKeys, sb.ForbiddenHashes)
 	for _, a := range append(slices.Clone(sb.PreSeparatorAuthority), sb.PostSeparatorAuthority...) {
-		sum := sha256.Sum256(a.Raw)
-		d := measure.FormatDigest(measure.SHA256, sum[:])
+		d := certDigest(a)
 		if !slices.Contains(fw.Authorities, d) {
 			fw.Authorities = append(fw.Authorities, d)
 		}
 	}
 	return fw
+}
+
+// evEFIBootServicesApplication is EV_EFI_BOOT_SERVICES_APPLICATION: a UEFI
+// application the firmware loaded (its digest is the Authenticode hash).
+const evEFIBootServicesApplication = 0x80000003
+
+// certDigest names a certificate by the SHA-256 of its DER.
+func certDigest(c x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return measure.FormatDigest(measure.SHA256, sum[:])
+}
+
+// keyList is a Secure Boot database as "sha256:<hex>" entries: each
+// certificate's DER digest, then each hash entry (a 32-byte hash as is; a
+// hash of another size by its own SHA-256).
+func keyList(certs []x509.Certificate, hashes [][]byte) []string {
+	out := []string{}
+	for _, c := range certs {
+		out = append(out, certDigest(c))
+	}
+	for _, h := range hashes {
+		if len(h) != sha256.Size {
+			sum := sha256.Sum256(h)
+			h = sum[:]
+		}
+		out = append(out, measure.FormatDigest(measure.SHA256, h))
+	}
+	return out
 }

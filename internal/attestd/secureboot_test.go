@@ -83,6 +83,34 @@ func TestSecureBootPolicy(t *testing.T) {
 		})
 	}
 
+	// The state in full: the key databases, the boot applications and the
+	// raw events, which CEL rules can read.
+	evs, err := replayFirmwareLog(sbOn, replayedPCRs(t, sbOn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := firmwareState(evs)
+	if len(fw.PK) != 1 || len(fw.KEK) == 0 || len(fw.DB) == 0 || len(fw.DBX) != fw.DBXEntries || len(fw.BootApps) == 0 || len(fw.Events) < len(evs) {
+		t.Fatalf("firmware state: pk %d kek %d db %d dbx %d/%d boot apps %d events %d", len(fw.PK), len(fw.KEK), len(fw.DB), len(fw.DBX), fw.DBXEntries, len(fw.BootApps), len(fw.Events))
+	}
+	for _, l := range [][]string{fw.PK, fw.KEK, fw.DB, fw.DBX, fw.BootApps} {
+		for _, d := range l {
+			if !strings.HasPrefix(d, "sha256:") || len(d) != 71 {
+				t.Fatalf("entry %q is not sha256:<64 hex>", d)
+			}
+		}
+	}
+	rule := "rules:\n  - name: fw\n    expr: >-\n      firmware.secure_boot && \"" + fw.PK[0] + "\" in firmware.pk &&\n      \"" + fw.BootApps[0] + "\" in firmware.boot_apps && size(firmware.db) > 0 &&\n      firmware.events.exists(e, e.type == \"EV_SEPARATOR\" && e.pcr == 7)\n"
+	ev := testEvent(t, testPolicyName, bytes.Repeat([]byte{1}, 32))
+	v := &Verified{Node: store.Node{ID: "node"}, Time: time.Now(), HostPCRs: replayedPCRs(t, sbOn), FirmwareEvents: evs, Event: &ev}
+	if verdict := pol(rule).Evaluate(context.Background(), Evidence(v, nil)); !verdict.Allow {
+		t.Fatalf("a CEL rule over the firmware state denied: %q", verdict.Reasons)
+	}
+	v.FirmwareEvents = nil
+	if verdict := pol(rule).Evaluate(context.Background(), Evidence(v, nil)); verdict.Allow {
+		t.Fatal("a CEL rule over the firmware state allowed a launch with no log")
+	}
+
 	// A log whose SecureBoot variable says 0 while its digest still says 1
 	// never reaches policy: replayFirmwareLog refuses it.
 	tampered := bytes.Clone(sbOn)
