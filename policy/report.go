@@ -96,6 +96,15 @@ func (r CheckReport) WriteText(w io.Writer) {
 	}
 }
 
+// Write prints the report as JSON (asJSON) or as text.
+func (r CheckReport) Write(w io.Writer, asJSON bool) error {
+	if asJSON {
+		return r.WriteJSON(w)
+	}
+	r.WriteText(w)
+	return nil
+}
+
 // WriteJSON prints the report as one JSON document.
 func (r CheckReport) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)

@@ -47,12 +47,8 @@ func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	}
 	set, err := policy.LoadFiles(files, opts)
 	r := policy.NewCheckReport(set, err, time.Now())
-	if *asJSON {
-		if err := r.WriteJSON(env.Stdout); err != nil {
-			return err
-		}
-	} else {
-		r.WriteText(env.Stdout)
+	if err := r.Write(env.Stdout, *asJSON); err != nil {
+		return err
 	}
 	if !r.OK {
 		return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) in %d of %d file(s); attestd would keep its previous policies", len(r.Problems), r.ProblemFiles(), len(files))}

@@ -54,12 +54,8 @@ func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	}
 	set, err := policy.LoadFiles(fs.Args(), opts)
 	r := policy.NewCheckReport(set, err, time.Now())
-	if *asJSON {
-		if err := r.WriteJSON(env.Stdout); err != nil {
-			return err
-		}
-	} else {
-		r.WriteText(env.Stdout)
+	if err := r.Write(env.Stdout, *asJSON); err != nil {
+		return err
 	}
 	if !r.OK {
 		return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) in %d file(s)", len(r.Problems), r.ProblemFiles())}
