@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
@@ -201,6 +202,19 @@ func (a *adminServer) ReadAudit(ctx context.Context, req *bulwarkv1.ReadAuditReq
 func (a *adminServer) VerifyAudit(ctx context.Context, _ *bulwarkv1.VerifyAuditRequest) (*bulwarkv1.VerifyAuditResponse, error) {
 	var opts store.VerifyOptions
 	if a.s.cps != nil {
+		// A checkpoint file removed while attestd ran is reported, not
+		// quietly written anew: what it anchored is no longer vouched for.
+		if _, err := a.s.cps.Lost(); err != nil {
+			a.s.log.ErrorContext(ctx, "audit checkpoints lost", "error", err)
+			return &bulwarkv1.VerifyAuditResponse{Ok: false, Error: err.Error()}, nil
+		}
+		if _, err := os.Stat(a.s.cps.path); errors.Is(err, os.ErrNotExist) {
+			if _, err := a.s.cps.Record(ctx, a.s.st); errors.Is(err, ErrCheckpointsLost) {
+				_, lerr := a.s.cps.Lost()
+				a.s.log.ErrorContext(ctx, "audit checkpoints lost", "error", lerr)
+				return &bulwarkv1.VerifyAuditResponse{Ok: false, Error: lerr.Error()}, nil
+			}
+		}
 		trusted, err := a.s.cps.Trusted(a.s.tokens.Public())
 		if err != nil {
 			return &bulwarkv1.VerifyAuditResponse{Ok: false, Error: err.Error()}, nil

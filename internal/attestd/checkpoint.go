@@ -28,6 +28,27 @@ type Checkpoints struct {
 	signer *TokenSigner
 	now    func() time.Time
 	mu     sync.Mutex
+	wrote  bool      // a checkpoint was written by this process
+	lostAt time.Time // when the file was found gone after that; zero if never
+}
+
+// ErrCheckpointsLost is returned by Record, and reported by Lost, once the
+// checkpoint file this process wrote has disappeared: the records it
+// anchored can no longer be vouched for. Record writes a new file (future
+// records are anchored again), but the loss is remembered until restart.
+var ErrCheckpointsLost = errors.New("the audit checkpoint file disappeared while attestd ran")
+
+// Lost says when the checkpoint file was found gone after this process had
+// written it (zero: never), and why that matters.
+func (c *Checkpoints) Lost() (time.Time, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lostAt.IsZero() {
+		return time.Time{}, nil
+	}
+	return c.lostAt, fmt.Errorf("%w (%s, found gone at %s): the records it anchored cannot be vouched for; "+
+		"restore it from a copy and verify with 'attestd audit verify --checkpoints COPY', then restart attestd",
+		ErrCheckpointsLost, c.path, c.lostAt.UTC().Format(time.RFC3339))
 }
 
 // CheckpointFile is the checkpoint file's name in the data directory.
@@ -69,6 +90,13 @@ func (c *Checkpoints) Record(ctx context.Context, a store.Audit) (store.Checkpoi
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var lost error
+	if _, err := os.Stat(c.path); c.wrote && errors.Is(err, os.ErrNotExist) {
+		if c.lostAt.IsZero() {
+			c.lostAt = c.now()
+		}
+		lost = fmt.Errorf("%w: %s; writing a new one", ErrCheckpointsLost, c.path)
+	}
 	if last, err := c.readLocked(); err == nil && len(last) > 0 && last[len(last)-1].Seq == cp.Seq {
 		return cp, nil
 	}
@@ -91,7 +119,11 @@ func (c *Checkpoints) Record(ctx context.Context, a store.Audit) (store.Checkpoi
 		f.Close()
 		return cp, fmt.Errorf("audit checkpoints: %w", err)
 	}
-	return cp, f.Close()
+	if err := f.Close(); err != nil {
+		return cp, fmt.Errorf("audit checkpoints: %w", err)
+	}
+	c.wrote = true
+	return cp, lost
 }
 
 // Trusted reads the checkpoints back, verifying each signature with pub;

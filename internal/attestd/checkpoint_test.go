@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
 )
 
@@ -80,5 +81,38 @@ func TestAuditCheckpoints(t *testing.T) {
 	os.WriteFile(path, []byte(strings.Replace(string(b), `"seq":`, `"seq":1`, 1)), 0o600)
 	if _, err := cps.Trusted(p.srv.tokens.Public()); err == nil || !strings.Contains(err.Error(), "signature does not verify") {
 		t.Fatalf("edited checkpoint: %v", err)
+	}
+}
+
+// TestCheckpointsLostAreReported: a checkpoint file removed while attestd
+// runs is reported by the Admin VerifyAudit (and keeps being reported), not
+// quietly written anew; Record says so once and anchors future records.
+func TestCheckpointsLostAreReported(t *testing.T) {
+	p := newInproc(t)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), CheckpointFile)
+	cps := NewCheckpoints(path, p.srv.tokens, nil)
+	p.srv.cps = cps
+	if _, err := cps.Record(ctx, p.srv.st); err != nil {
+		t.Fatal(err)
+	}
+	adm := &adminServer{s: p.srv}
+	if r, err := adm.VerifyAudit(ctx, &bulwarkv1.VerifyAuditRequest{}); err != nil || !r.GetOk() {
+		t.Fatalf("intact: %v %v", r, err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		r, err := adm.VerifyAudit(ctx, &bulwarkv1.VerifyAuditRequest{})
+		if err != nil || r.GetOk() || !strings.Contains(r.GetError(), "disappeared while attestd ran") {
+			t.Fatalf("call %d after the file was removed: ok %v error %q (%v)", i+1, r.GetOk(), r.GetError(), err)
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the checkpoint file was not written anew for future records: %v", err)
+	}
+	if _, err := cps.Record(ctx, p.srv.st); err != nil {
+		t.Fatalf("a later record: %v", err)
 	}
 }

@@ -344,7 +344,9 @@ func purgeLoop(ctx context.Context, st store.Store, cps *attestd.Checkpoints, lo
 			} else if n > 0 {
 				log.Debug("purged expired entries", "count", n)
 			}
-			if _, err := cps.Record(ctx, st); err != nil {
+			if _, err := cps.Record(ctx, st); errors.Is(err, attestd.ErrCheckpointsLost) {
+				log.Error("audit checkpoints lost: 'attestd ctl audit verify' reports it until restart", "error", err)
+			} else if err != nil {
 				log.Warn("recording audit checkpoint", "error", err)
 			}
 		}
