@@ -7,9 +7,6 @@
 package e2e
 
 import (
-	"log"
-	"net/http/httptest"
-
 	"bufio"
 	"bytes"
 	"crypto/sha256"
@@ -18,11 +15,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +26,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bulwark-project/bulwark/internal/cosigntest"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 var bins string // directory holding the freshly built binaries
@@ -99,22 +100,6 @@ func (e *env) must(name string, args ...string) string {
 }
 
 func (e *env) path(p string) string { return filepath.Join(e.dir, p) }
-
-// cosignCLI finds the cosign CLI (PATH or GOPATH/bin) or skips.
-func cosignCLI(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("cosign"); err == nil {
-		return p
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "cosign")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Skip("cosign not installed: run scripts/install-cosign.sh")
-	return ""
-}
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
 type syncBuffer struct {
@@ -416,7 +401,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 	})
 
 	t.Run("from a registry: signed by cosign sign, launched by digest and as a cosign save layout; an unsigned digest refused", func(t *testing.T) {
-		cosign := cosignCLI(t)
+		cosign := cosigntest.Binary(t)
 		srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 		defer srv.Close()
 		host := strings.TrimPrefix(srv.URL, "http://")

@@ -11,23 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-project/bulwark/internal/cosigntest"
 	"github.com/bulwark-project/bulwark/measure"
 )
-
-// findCosign returns the cosign CLI, or skips.
-func findCosign(t *testing.T) string {
-	if p, err := exec.LookPath("cosign"); err == nil {
-		return p
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "cosign")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Skip("cosign not found: run scripts/install-cosign.sh")
-	return ""
-}
 
 // TestCosignInterop signs a policy, its signer key file, a kernel and an
 // image payload with the real cosign CLI, and checks that the policy loads
@@ -36,7 +22,7 @@ func TestCosignInterop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the cosign CLI; skipped with -short")
 	}
-	cosign := findCosign(t)
+	cosign := cosigntest.Binary(t)
 	dir := t.TempDir()
 	run := func(args ...string) []byte {
 		t.Helper()

@@ -14,37 +14,18 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulwark-project/bulwark/internal/cosigntest"
 )
 
-// findCosign returns the cosign binary on PATH or in $(go env GOPATH)/bin.
+// findCosign returns the cosign CLI, or skips (also under -short: it runs
+// an external process).
 func findCosign(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs the cosign CLI (external process): not with -short")
 	}
-	if p, err := exec.LookPath("cosign"); err == nil {
-		return p
-	}
-	var dirs []string
-	if gobin := os.Getenv("GOBIN"); gobin != "" {
-		dirs = append(dirs, gobin)
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		for _, d := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			dirs = append(dirs, filepath.Join(d, "bin"))
-		}
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		dirs = append(dirs, filepath.Join(home, "go", "bin"))
-	}
-	for _, d := range dirs {
-		p := filepath.Join(d, "cosign")
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	t.Skip("cosign not installed: run scripts/install-cosign.sh")
-	return ""
+	return cosigntest.Binary(t)
 }
 
 type cosignRunner struct {

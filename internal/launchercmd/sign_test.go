@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/cosigntest"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/signing"
 	"github.com/bulwark-project/bulwark/tpm"
@@ -248,18 +249,7 @@ func cosignBinary(t *testing.T) string {
 	if testing.Short() {
 		t.Skip("runs the cosign CLI (external process): not with -short")
 	}
-	if p, err := exec.LookPath("cosign"); err == nil {
-		return p
-	}
-	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
-		for _, d := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			if p := filepath.Join(d, "bin", "cosign"); fileExists(p) {
-				return p
-			}
-		}
-	}
-	t.Skip("cosign not installed: run scripts/install-cosign.sh")
-	return ""
+	return cosigntest.Binary(t)
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
