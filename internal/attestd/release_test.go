@@ -8,6 +8,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/storetest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -71,7 +72,7 @@ func TestReleaseFailureKeepsWindow(t *testing.T) {
 			if status.Code(err) != tc.code || out != nil {
 				t.Fatalf("release with a broken vault: %v, %v; want %v and nothing", out, err, tc.code)
 			}
-			if n := releaseRecords(t, p.srv.st, id); n != 0 {
+			if n := storetest.ReleaseRecords(t, p.srv.st, id); n != 0 {
 				t.Fatalf("a failed release wrote %d release audit records", n)
 			}
 			a, err := p.srv.st.GetAttestation(ctx, id)
@@ -95,33 +96,12 @@ func TestReleaseFailureKeepsWindow(t *testing.T) {
 			if _, err := p.srv.ReleaseSecrets(ctx, req); status.Code(err) != codes.FailedPrecondition {
 				t.Fatalf("second release: %v, want it refused", err)
 			}
-			if n := releaseRecords(t, p.srv.st, id); n != 1 {
+			if n := storetest.ReleaseRecords(t, p.srv.st, id); n != 1 {
 				t.Fatalf("%d release audit records, want exactly 1", n)
 			}
 			if _, err := store.VerifyAudit(ctx, p.srv.st, store.VerifyOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		})
-	}
-}
-
-// releaseRecords counts the release audit records about attestation id.
-func releaseRecords(t *testing.T, a store.Audit, id string) int {
-	t.Helper()
-	n := 0
-	for after := uint64(0); ; {
-		recs, err := a.ReadAudit(context.Background(), after, 1000)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range recs {
-			if r.Kind == store.KindRelease && r.Subject == id {
-				n++
-			}
-			after = r.Seq
-		}
-		if len(recs) < 1000 {
-			return n
-		}
 	}
 }

@@ -435,18 +435,21 @@ func testReleaseRace(t *testing.T, s store.Store) {
 	for _, err := range errs {
 		wantErr(t, "losing release", err, store.ErrReleaseUsed)
 	}
-	if got := releaseRecords(t, s, "a"); got != 1 {
+	if got := ReleaseRecords(t, s, "a"); got != 1 {
 		t.Fatalf("%d release audit records for one release, want 1", got)
 	}
 }
 
-// releaseRecords counts the KindRelease audit records about attestation id.
-func releaseRecords(t *testing.T, s store.Store, id string) int {
+// ReleaseRecords counts the KindRelease audit records about attestation
+// id in a's whole log (for this suite and attestd's release tests).
+func ReleaseRecords(t testing.TB, a store.Audit, id string) int {
 	t.Helper()
 	n := 0
 	for after := uint64(0); ; {
-		recs, err := s.ReadAudit(context.Background(), after, 1000)
-		must(t, err)
+		recs, err := a.ReadAudit(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, r := range recs {
 			if r.Kind == store.KindRelease && r.Subject == id {
 				n++
@@ -540,7 +543,7 @@ func testReleaseAudited(t *testing.T, s store.Store) {
 	wantErr(t, "Releasable after release", store.Releasable(got, at), store.ErrReleaseUsed)
 	_, rec, err = s.ConsumeRelease(ctx, "rel-1", at)
 	wantErr(t, "second release", err, store.ErrReleaseUsed)
-	if rec.Seq != 0 || head() != before+1 || releaseRecords(t, s, "rel-1") != 1 {
+	if rec.Seq != 0 || head() != before+1 || ReleaseRecords(t, s, "rel-1") != 1 {
 		t.Fatal("a second release wrote an audit record")
 	}
 	if _, err := store.VerifyAudit(ctx, s, store.VerifyOptions{}); err != nil {
