@@ -44,8 +44,9 @@ func NewHostLog(dir string, pcr int) *HostLog {
 func (h *HostLog) Path() string { return h.path }
 
 // Append records ev: it checks the log against the PCR, extends the PCR by the
-// event digest and writes the new log. It returns the whole encoded log, as
-// sent to attestd.
+// event digest and writes the new log. It returns the whole encoded log as it
+// stands after this append (attestd is sent the log as of its quote:
+// QuoteWithLog).
 func (h *HostLog) Append(ctx context.Context, t pcrTPM, ev *measure.LaunchEvent) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(h.path), 0o700); err != nil {
 		return nil, fmt.Errorf("launch log: %w", err)

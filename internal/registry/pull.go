@@ -77,24 +77,9 @@ type Result struct {
 // the caller opens the layout with measure.OpenImage, which verifies every
 // blob again: nothing here is trusted.
 func Pull(ctx context.Context, ref string, dir string, opts Options) (*Result, error) {
-	var nameOpts []name.Option
-	if opts.Insecure {
-		nameOpts = append(nameOpts, name.Insecure)
-	}
-	r, err := name.ParseReference(ref, append(nameOpts, name.StrictValidation)...)
+	r, err := parseRef(ref, opts)
 	if err != nil {
-		if _, terr := name.ParseReference(ref, nameOpts...); terr == nil {
-			if !opts.AllowTag {
-				return nil, fmt.Errorf("%s: %w", ref, ErrTagNeedsFlag)
-			}
-			r, err = name.ParseReference(ref, nameOpts...)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: not an image reference: %w", ref, err)
-		}
-	}
-	if _, isTag := r.(name.Tag); isTag && !opts.AllowTag {
-		return nil, fmt.Errorf("%s: %w", ref, ErrTagNeedsFlag)
+		return nil, err
 	}
 	plat := opts.Platform
 	if plat == "" {
@@ -123,6 +108,23 @@ func Pull(ctx context.Context, ref string, dir string, opts Options) (*Result, e
 		return nil, err
 	}
 	return &Result{Ref: ref, Digest: d.String(), Signatures: sigs}, nil
+}
+
+// parseRef parses an image reference; one without a digest is a tag
+// (":latest" when none is written), refused unless opts.AllowTag.
+func parseRef(ref string, opts Options) (name.Reference, error) {
+	var nameOpts []name.Option
+	if opts.Insecure {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, nameOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not an image reference: %w", ref, err)
+	}
+	if _, isTag := r.(name.Tag); isTag && !opts.AllowTag {
+		return nil, fmt.Errorf("%s: %w", ref, ErrTagNeedsFlag)
+	}
+	return r, nil
 }
 
 // writeLayout writes img as the one image of a new OCI layout at dir.
