@@ -29,10 +29,7 @@ import (
 func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 	e := bootEnv(b)
 	img := testImage(b, v1.Config{Cmd: []string{"/bin/true"}})
-	imgCpio, err := BuildImageInitramfs(img)
-	if err != nil {
-		b.Fatal(err)
-	}
+	disk := buildDisk(b, img)
 	choice, err := ChooseAccel(AccelAuto)
 	if err != nil {
 		b.Fatal(err)
@@ -42,18 +39,13 @@ func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The bare run reads the same concatenated initramfs from a file.
-	combined := filepath.Join(b.TempDir(), "initrd.cpio")
-	f, err := concatInitrd(nil, e.basePath, imgCpio)
+	// The bare run reads the same disk from a file.
+	diskPath := filepath.Join(b.TempDir(), "image.erofs")
+	data, err := io.ReadAll(io.NewSectionReader(disk.File, 0, disk.Size))
 	if err != nil {
 		b.Fatal(err)
 	}
-	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<40))
-	f.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(combined, data, 0o644); err != nil {
+	if err := os.WriteFile(diskPath, data, 0o644); err != nil {
 		b.Fatal(err)
 	}
 	qemu, err := exec.LookPath("qemu-system-x86_64")
@@ -67,7 +59,8 @@ func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 		"-device", "virtio-serial-device,max_ports=2", "-chardev", "null,id=c0",
 		"-device", "virtserialport,chardev=c0,name=" + channel.PortName,
 		"-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=rng0",
-		"-kernel", e.vmlinux, "-initrd", combined, "-append", cmdline + " bulwark.bench",
+		"-drive", "id=image,if=none,format=raw,readonly=on,file=" + diskPath, "-device", "virtio-blk-device,drive=image",
+		"-kernel", e.vmlinux, "-initrd", e.basePath, "-append", cmdline + " bulwark.bench",
 	}
 	bareArgs = append(bareArgs, "-cpu", cpuModel(choice.Accel))
 	ctx := context.Background()
@@ -89,7 +82,7 @@ func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 	var unconfRSS int64
 	api := func(unconfined bool) {
 		t0 := time.Now()
-		sb, err := Start(ctx, Config{KernelPath: e.vmlinux, InitrdPath: e.basePath, ImageInitrd: imgCpio,
+		sb, err := Start(ctx, Config{KernelPath: e.vmlinux, InitrdPath: e.basePath, Image: disk.File,
 			Accel: choice.Accel, Cmdline: cmdline, MemoryMiB: 256, BootTimeout: 2 * time.Minute, Unconfined: unconfined})
 		if err != nil {
 			b.Fatal(err)

@@ -31,9 +31,10 @@ type Config struct {
 	// InitrdPath is required.
 	Initrd     *os.File
 	InitrdPath string
-	// ImageInitrd is appended to the base initramfs (BuildImageInitramfs);
-	// nil runs no image (the agent then refuses START).
-	ImageInitrd []byte
+	// Image is the workload image's disk (ImageDisk.File: a sealed memfd),
+	// given to QEMU as a read-only virtio-blk disk; nil leaves the disk slot
+	// on an empty placeholder and runs no image (the agent refuses START).
+	Image *os.File
 	// Cmdline is the guest kernel command line. It is measured, so callers
 	// that record it should compute it first: DefaultCmdline(accel) with
 	// accel from ChooseAccel. "" means DefaultCmdline of the chosen accel.

@@ -205,3 +205,17 @@ func processGone(pid int) bool {
 	_, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid)))
 	return os.IsNotExist(err)
 }
+
+// buildDisk builds img's disk, closed when the test ends.
+func buildDisk(t testing.TB, img v1.Image) *ImageDisk {
+	t.Helper()
+	if _, err := exec.LookPath("mkfs.erofs"); err != nil {
+		t.Skip("mkfs.erofs not installed: apt-get install erofs-utils (make deps)")
+	}
+	d, err := BuildImageDisk(context.Background(), img, ImageOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}

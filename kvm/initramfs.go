@@ -20,8 +20,6 @@ import (
 	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/kvm/channel"
 	"github.com/bulwark-project/bulwark/kvm/cpio"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -31,6 +29,11 @@ import (
 // (without it the first getrandom blocks for a second or more under TCG).
 // Their dependencies (virtio, virtio_ring) are added from modules.dep.
 var DefaultModules = []string{"virtio_mmio", "virtio_rng", "virtio_console"}
+
+// DefaultDiskModules are loaded when the agent mounts the image disk: the
+// block device, erofs (whose libcrc32c needs a crc32c implementation: the
+// guest has no modprobe to find one) and overlayfs for the writable layer.
+var DefaultDiskModules = []string{"virtio_blk", "crc32c_generic", "erofs", "overlay"}
 
 // BaseOptions configures BuildBaseInitramfs.
 type BaseOptions struct {
@@ -44,6 +47,9 @@ type BaseOptions struct {
 	// Modules to include (by name, '-' and '_' equivalent); default
 	// DefaultModules. Dependencies are added.
 	Modules []string
+	// DiskModules are loaded when the image disk is mounted; default
+	// DefaultDiskModules. Dependencies not in Modules are added.
+	DiskModules []string
 }
 
 // BuildBaseInitramfs builds the base initramfs: /init (the agent), the
@@ -67,8 +73,15 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	if len(opts.Modules) == 0 {
 		opts.Modules = DefaultModules
 	}
+	if len(opts.DiskModules) == 0 {
+		opts.DiskModules = DefaultDiskModules
+	}
 	modRoot := filepath.Join(opts.ModulesDir, opts.KernelVersion)
 	order, err := resolveModules(modRoot, opts.Modules)
+	if err != nil {
+		return nil, err
+	}
+	diskOrder, err := resolveModules(modRoot, opts.DiskModules)
 	if err != nil {
 		return nil, err
 	}
@@ -82,13 +95,22 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	ents = append(ents, entry{h: cpio.Header{Name: "dev/console", Mode: cpio.TypeChar | 0o600, RDevMajor: 5, RDevMinor: 1}})
 	ents = append(ents, entry{h: cpio.Header{Name: "init", Mode: cpio.TypeReg | 0o755}, data: opts.Agent})
 	man := channel.BaseManifest{KernelVersion: opts.KernelVersion}
-	for _, rel := range order {
+	included := map[string]bool{}
+	for i, rel := range append(order, diskOrder...) {
+		name := moduleName(rel) + ".ko"
+		if included[name] {
+			continue // a dependency of both lists is loaded with the first
+		}
+		included[name] = true
 		data, err := readModule(filepath.Join(modRoot, rel))
 		if err != nil {
 			return nil, err
 		}
-		name := moduleName(rel) + ".ko"
-		man.Modules = append(man.Modules, name)
+		if i < len(order) {
+			man.Modules = append(man.Modules, name)
+		} else {
+			man.DiskModules = append(man.DiskModules, name)
+		}
 		ents = append(ents, entry{h: cpio.Header{Name: ".bulwark/modules/" + name, Mode: cpio.TypeReg | 0o644}, data: data})
 	}
 	mj, err := json.MarshalIndent(man, "", "  ")
@@ -253,8 +275,8 @@ func readModule(p string) ([]byte, error) {
 }
 
 // Defaults for ImageOptions: what an image's root filesystem may cost the
-// launcher (it holds the files while it writes the archive) and the guest
-// (which holds the whole initramfs in RAM). measure.OpenImage bounds the
+// launcher (it holds the files while it builds the disk) and the host's
+// staging directory. measure.OpenImage bounds the
 // unpacked layers the same way before anything is built.
 const (
 	DefaultMaxImageSize  = 1 << 30 // bytes of file content
@@ -263,11 +285,10 @@ const (
 	MaxImageName         = 255     // bytes in one path component (NAME_MAX)
 )
 
-// ImageOptions configures BuildImageInitramfsWith.
+// ImageOptions configures BuildImageDisk.
 type ImageOptions struct {
 	// MaxSize bounds the total size of the image's files; default
-	// DefaultMaxImageSize. The guest holds the whole initramfs in RAM:
-	// size MemoryMiB accordingly.
+	// DefaultMaxImageSize.
 	MaxSize int64
 	// MaxFiles bounds the number of entries; default DefaultMaxImageFiles.
 	MaxFiles int
@@ -287,49 +308,6 @@ func (o ImageOptions) withDefaults() ImageOptions {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return o
-}
-
-// BuildImageInitramfs is BuildImageInitramfsWith with default options.
-func BuildImageInitramfs(img v1.Image) ([]byte, error) {
-	return BuildImageInitramfsWith(img, ImageOptions{})
-}
-
-// BuildImageInitramfsWith builds the image initramfs, to be appended to the
-// base one: the image's root filesystem under /rootfs (layers applied in
-// order with whiteouts and opaque directories honoured, by mutate.Extract)
-// and the config the agent applies at /.bulwark/config.json. Modes,
-// owners, modification times, symlinks and hard links are kept; character
-// and block devices are skipped (the guest mounts devtmpfs on /dev).
-// Entries are sorted by path, so the same image gives the same bytes.
-func BuildImageInitramfsWith(img v1.Image, opts ImageOptions) ([]byte, error) {
-	opts = opts.withDefaults()
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, fmt.Errorf("kvm: image config: %w", err)
-	}
-	ic := channel.ImageConfig{
-		Entrypoint: cf.Config.Entrypoint,
-		Cmd:        cf.Config.Cmd,
-		Env:        cf.Config.Env,
-		WorkingDir: cf.Config.WorkingDir,
-		User:       cf.Config.User,
-	}
-	cj, err := json.MarshalIndent(ic, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	rc := mutate.Extract(img)
-	defer rc.Close()
-	ents, err := tarEntries(rc, opts)
-	if err != nil {
-		return nil, err
-	}
-	ents = append(ents,
-		entry{h: cpio.Header{Name: ".bulwark", Mode: cpio.TypeDir | 0o755}},
-		entry{h: cpio.Header{Name: "rootfs", Mode: cpio.TypeDir | 0o755}},
-		entry{h: cpio.Header{Name: strings.TrimPrefix(channel.ConfigPath, "/"), Mode: cpio.TypeReg | 0o644}, data: append(cj, '\n')},
-	)
-	return writeEntries(ents)
 }
 
 // cleanImagePath maps a tar name to a path relative to the image root, or
@@ -469,9 +447,9 @@ func tarEntries(r io.Reader, opts ImageOptions) ([]entry, error) {
 		}
 		ino++
 	}
-	// No entry may lie under a symlink or a non-directory of the image: the
-	// kernel's cpio unpacker follows symlinks in paths, so "x -> /" plus
-	// "x/init" would write outside /rootfs (over the agent).
+	// No entry may lie under a symlink or a non-directory of the image:
+	// staging follows symlinks in paths, so "x -> /" plus "x/etc/passwd"
+	// would write outside the staging directory (over the host's).
 	for _, e := range ents {
 		rel := strings.TrimPrefix(e.h.Name, "rootfs/")
 		for d := path.Dir(rel); d != "." && d != "/"; d = path.Dir(d) {

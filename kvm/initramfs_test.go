@@ -3,15 +3,22 @@ package kvm
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/bulwark-project/bulwark/kvm/channel"
 )
@@ -29,6 +36,11 @@ func fakeModules(t *testing.T, compress string) string {
 		"kernel/drivers/char/virtio_console.ko":       "kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko",
 		"kernel/drivers/char/hw_random/virtio-rng.ko": "kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko",
 		"kernel/fs/unrelated.ko":                      "",
+		"kernel/drivers/block/virtio_blk.ko":          "kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko",
+		"kernel/crypto/crc32c_generic.ko":             "",
+		"kernel/lib/libcrc32c.ko":                     "",
+		"kernel/fs/erofs/erofs.ko":                    "kernel/lib/libcrc32c.ko",
+		"kernel/fs/overlayfs/overlay.ko":              "",
 	}
 	var dep strings.Builder
 	for m, d := range mods {
@@ -97,6 +109,17 @@ func TestBuildBaseInitramfs(t *testing.T) {
 			if len(man.Modules) != 5 || pos["virtio_ring.ko"] > pos["virtio.ko"] || pos["virtio.ko"] > pos["virtio_mmio.ko"] || pos["virtio.ko"] > pos["virtio_console.ko"] {
 				t.Errorf("load order %v: dependencies must come first", man.Modules)
 			}
+			// The disk modules: listed apart (loaded when the image disk is
+			// mounted), without the virtio modules already loaded, in order.
+			wantDisk := []string{"virtio_blk.ko", "crc32c_generic.ko", "libcrc32c.ko", "erofs.ko", "overlay.ko"}
+			if strings.Join(man.DiskModules, " ") != strings.Join(wantDisk, " ") {
+				t.Errorf("disk modules %v, want %v", man.DiskModules, wantDisk)
+			}
+			for _, m := range wantDisk {
+				if !files[".bulwark/modules/"+m] {
+					t.Errorf("archive lacks disk module %s", m)
+				}
+			}
 			if got := cpioFile(t, a, ".bulwark/modules/virtio.ko"); !bytes.HasPrefix(got, []byte("\x7fELF")) {
 				t.Errorf("module not decompressed: %q", got[:8])
 			}
@@ -121,52 +144,140 @@ func TestBuildBaseInitramfsErrors(t *testing.T) {
 	}
 }
 
-// TestBuildImageInitramfs checks the flattened image: whiteouts and opaque
-// directories applied, hard links and symlinks kept, config placed.
-func TestBuildImageInitramfs(t *testing.T) {
+// TestBuildImageDisk checks the disk fsck.erofs extracts: whiteouts and
+// opaque directories applied, hard links, symlinks, owners, modes and times
+// kept, config placed; the same image gives the same bytes, sealed.
+func TestBuildImageDisk(t *testing.T) {
 	if _, err := exec.LookPath("busybox"); err != nil {
 		t.Skip("busybox not installed: apt-get install busybox-static")
 	}
 	cfg := v1.Config{Entrypoint: []string{"/bin/sh"}, Cmd: []string{"-c", "true"}, Env: []string{"A=1"}, WorkingDir: "/w", User: "app"}
-	a, err := BuildImageInitramfs(testImage(t, cfg))
+	a := buildDisk(t, testImage(t, cfg))
+	b := buildDisk(t, testImage(t, cfg))
+	if a.Digest != b.Digest || a.Size != b.Size {
+		t.Fatalf("two builds of the same image differ: %s (%d bytes), %s (%d bytes)", a.Digest, a.Size, b.Digest, b.Size)
+	}
+	if !strings.HasPrefix(a.Digest, "sha256:") || a.Size%4096 != 0 {
+		t.Fatalf("digest %s, size %d", a.Digest, a.Size)
+	}
+	// Sealed: no write, no truncation.
+	if _, err := a.File.WriteAt([]byte("x"), 0); err == nil {
+		t.Error("the disk memfd is writable")
+	}
+	if err := a.File.Truncate(a.Size + 4096); err == nil {
+		t.Error("the disk memfd can grow")
+	}
+	data, err := io.ReadAll(io.NewSectionReader(a.File, 0, a.Size))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := BuildImageInitramfs(testImage(t, cfg))
-	if err != nil {
-		t.Fatal(err)
+	if sum := sha256.Sum256(data); "sha256:"+hex.EncodeToString(sum[:]) != a.Digest {
+		t.Fatal("Digest is not the digest of the disk's bytes")
 	}
-	if !bytes.Equal(a, b) {
-		t.Fatal("two builds of the same image differ")
-	}
-	files := cpioList(t, a)
-	for _, want := range []string{"rootfs/bin/busybox", "rootfs/bin/sh", "rootfs/opq/new", "rootfs/links/a", "rootfs/links/b", ".bulwark/config.json"} {
-		if !files[want] {
-			t.Errorf("archive lacks %s", want)
+	out := mountDisk(t, data)
+	for _, want := range []string{"rootfs/bin/busybox", "rootfs/opq/new", "rootfs/links/a", "rootfs/links/b", "config.json"} {
+		if _, err := os.Lstat(filepath.Join(out, want)); err != nil {
+			t.Errorf("disk lacks %s", want)
 		}
 	}
 	for _, gone := range []string{"rootfs/etc/gone", "rootfs/opq/old", "rootfs/etc/.wh.gone", "rootfs/opq/.wh..wh..opq"} {
-		if files[gone] {
-			t.Errorf("archive has %s", gone)
+		if _, err := os.Lstat(filepath.Join(out, gone)); err == nil {
+			t.Errorf("disk has %s", gone)
 		}
 	}
+	if l, err := os.Readlink(filepath.Join(out, "rootfs/bin/sh")); err != nil || l != "busybox" {
+		t.Errorf("symlink rootfs/bin/sh -> %q, %v", l, err)
+	}
+	var la, lb syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(out, "rootfs/links/a"), &la); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(filepath.Join(out, "rootfs/links/b"), &lb); err != nil {
+		t.Fatal(err)
+	}
+	if la.Ino != lb.Ino || la.Nlink != 2 {
+		t.Errorf("hard link: inodes %d, %d, %d links", la.Ino, lb.Ino, la.Nlink)
+	}
+	cj, err := os.ReadFile(filepath.Join(out, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var ic channel.ImageConfig
-	if err := json.Unmarshal(cpioFile(t, a, ".bulwark/config.json"), &ic); err != nil {
+	if err := json.Unmarshal(cj, &ic); err != nil {
 		t.Fatal(err)
 	}
 	if ic.User != "app" || ic.WorkingDir != "/w" || len(ic.Entrypoint) != 1 || len(ic.Cmd) != 2 || ic.Env[0] != "A=1" {
 		t.Errorf("config = %+v", ic)
 	}
-	// GNU cpio sees the hard link (2 links) and the symlink.
-	out := cpioVerbose(t, a)
-	if !strings.Contains(out, "rootfs/bin/sh -> busybox") {
-		t.Errorf("no symlink in:\n%s", out)
+}
+
+// mountDisk mounts an erofs image read-only through a loop device, as the
+// guest does through virtio-blk, and returns the mount point.
+func mountDisk(t *testing.T, data []byte) string {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("mounting the disk to check it needs root")
 	}
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasSuffix(l, "rootfs/links/a") || strings.HasSuffix(l, "rootfs/links/b") {
-			if f := strings.Fields(l); len(f) < 2 || f[1] != "2" {
-				t.Errorf("hard link count: %q", l)
-			}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.erofs")
+	if err := os.WriteFile(img, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	if o, err := exec.Command("mount", "-t", "erofs", "-o", "loop,ro", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount -t erofs -o loop: %v\n%s", err, o)
+	}
+	t.Cleanup(func() {
+		if o, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount: %v\n%s", err, o)
+		}
+	})
+	return mnt
+}
+
+// TestBuildImageDiskMeta: owners, set-id modes and times of the layers'
+// entries reach the disk as the layer says, not as staging made them.
+func TestBuildImageDiskMeta(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("staging an image's owners needs root")
+	}
+	mtime := time.Unix(1700000000, 0) // tarLayer's
+	img, err := mutate.AppendLayers(empty.Image, tarLayer(t, []tarEntry{
+		{name: "d", typ: tar.TypeDir, mode: 0o750, uid: 7, gid: 8},
+		{name: "d/suid", typ: tar.TypeReg, mode: 0o4755, uid: 0, gid: 0, body: []byte("x")},
+		{name: "d/owned", typ: tar.TypeReg, mode: 0o640, uid: 1000, gid: 1001, body: []byte("y")},
+		{name: "d/fifo", typ: tar.TypeFifo, mode: 0o600, uid: 5, gid: 5},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := buildDisk(t, img)
+	data, err := io.ReadAll(io.NewSectionReader(d.File, 0, d.Size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := mountDisk(t, data)
+	for _, tc := range []struct {
+		path     string
+		mode     uint32
+		uid, gid uint32
+	}{
+		{"rootfs/d", syscall.S_IFDIR | 0o750, 7, 8},
+		{"rootfs/d/suid", syscall.S_IFREG | 0o4755, 0, 0},
+		{"rootfs/d/owned", syscall.S_IFREG | 0o640, 1000, 1001},
+		{"rootfs/d/fifo", syscall.S_IFIFO | 0o600, 5, 5},
+	} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(out, tc.path), &st); err != nil {
+			t.Errorf("%s: %v", tc.path, err)
+			continue
+		}
+		if st.Mode != tc.mode || st.Uid != tc.uid || st.Gid != tc.gid {
+			t.Errorf("%s: mode %o uid %d gid %d, want %o %d %d", tc.path, st.Mode, st.Uid, st.Gid, tc.mode, tc.uid, tc.gid)
+		}
+		if st.Mtim.Sec != mtime.Unix() {
+			t.Errorf("%s: mtime %d, want %d", tc.path, st.Mtim.Sec, mtime.Unix())
 		}
 	}
 }

@@ -15,13 +15,14 @@ type qemuSpec struct {
 	cpus, memoryMiB  int
 	qmpFD, channelFD int
 	kernel, initrd   string
+	disk             string // the image disk (or its placeholder)
 	cmdline          string
 }
 
 // qemuArgs is QEMU's command line for a sandbox: a microvm with no
 // firmware, no default devices and no network; QMP and the guest channel on
 // inherited sockets; the serial console on stdout; virtio-rng from the
-// host; QEMU's seccomp filter denying exec, privilege changes, resource
+// host; the image disk read-only; QEMU's seccomp filter denying exec, privilege changes, resource
 // control and obsolete calls. It starts paused (-S): Start continues the
 // guest once the channel is connected. A pure function of its input.
 func qemuArgs(q qemuSpec) []string {
@@ -44,6 +45,10 @@ func qemuArgs(q qemuSpec) []string {
 		"-device", "virtserialport,chardev=c0,name=" + channel.PortName,
 		"-object", "rng-random,id=rng0,filename=/dev/urandom",
 		"-device", "virtio-rng-device,rng=rng0",
+		// The image disk: read-only, no cache of QEMU's own (the memfd is
+		// memory already), no probing of its format.
+		"-drive", "id=image,if=none,format=raw,readonly=on,file=" + q.disk,
+		"-device", "virtio-blk-device,drive=image",
 		"-kernel", q.kernel,
 		"-initrd", q.initrd,
 		"-append", q.cmdline,

@@ -10,7 +10,7 @@ import (
 // what every sandbox has whatever the accelerator.
 func TestQEMUArgs(t *testing.T) {
 	spec := qemuSpec{name: "sb1", cpus: 2, memoryMiB: 256, qmpFD: 3, channelFD: 4,
-		kernel: "/proc/self/fd/5", initrd: "/proc/self/fd/6", cmdline: "console=ttyS0"}
+		kernel: "/proc/self/fd/5", initrd: "/proc/self/fd/6", disk: "/proc/self/fd/7", cmdline: "console=ttyS0"}
 	flag := func(args []string, name string) string {
 		i := slices.Index(args, name)
 		if i < 0 || i+1 >= len(args) {
@@ -42,16 +42,20 @@ func TestQEMUArgs(t *testing.T) {
 				"-chardev socket,id=qmp,fd=3,server=on,wait=off",
 				"-chardev socket,id=c0,fd=4,server=on,wait=off",
 				"-nodefaults", "-no-user-config", "-S",
+				"-drive id=image,if=none,format=raw,readonly=on,file=/proc/self/fd/7 -device virtio-blk-device,drive=image",
 			} {
 				if !strings.Contains(joined, want) {
 					t.Errorf("no %q in %s", want, joined)
 				}
 			}
-			// No network, no disk: what a sandbox gets is only what is listed.
-			for _, bad := range []string{"-netdev", "-drive", "-nic", "-net "} {
+			// No network, one disk (read-only): what a sandbox gets is only what is listed.
+			for _, bad := range []string{"-netdev", "-nic", "-net "} {
 				if strings.Contains(joined, bad) {
 					t.Errorf("%q in %s", bad, joined)
 				}
+			}
+			if n := strings.Count(joined, "-drive "); n != 1 {
+				t.Errorf("%d drives in %s", n, joined)
 			}
 			if !slices.Equal(args, qemuArgs(sp)) {
 				t.Error("qemuArgs is not a pure function of its input")

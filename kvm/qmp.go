@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // qmpMaxLine bounds one QMP message from QEMU.
@@ -136,6 +139,16 @@ func (q *QMP) Done() <-chan struct{} { return q.done }
 
 // Execute runs one command and returns its "return" value.
 func (q *QMP) Execute(ctx context.Context, cmd string, args any) (json.RawMessage, error) {
+	return q.execute(ctx, cmd, args, nil)
+}
+
+// ExecuteWithFile runs one command with f's descriptor attached
+// (SCM_RIGHTS), as "getfd" and "add-fd" expect.
+func (q *QMP) ExecuteWithFile(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
+	return q.execute(ctx, cmd, args, f)
+}
+
+func (q *QMP) execute(ctx context.Context, cmd string, args any, f *os.File) (json.RawMessage, error) {
 	q.cmdMu.Lock()
 	defer q.cmdMu.Unlock()
 	q.nextID++
@@ -148,7 +161,14 @@ func (q *QMP) Execute(ctx context.Context, cmd string, args any) (json.RawMessag
 	if err != nil {
 		return nil, err
 	}
-	if _, err := q.conn.Write(append(b, '\n')); err != nil {
+	if f == nil {
+		_, err = q.conn.Write(append(b, '\n'))
+	} else if uc, ok := q.conn.(*net.UnixConn); ok {
+		_, _, err = uc.WriteMsgUnix(append(b, '\n'), unix.UnixRights(int(f.Fd())), nil)
+	} else {
+		err = errors.New("passing a descriptor needs a unix socket")
+	}
+	if err != nil {
 		return nil, fmt.Errorf("qmp: %s: %w", cmd, err)
 	}
 	for {

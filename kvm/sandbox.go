@@ -181,18 +181,9 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	}
 	kernel := fdPath(cfg.Kernel)
 	var initrd string
-	switch {
-	case cfg.ImageInitrd != nil:
-		f, err := concatInitrd(cfg.Initrd, cfg.InitrdPath, cfg.ImageInitrd)
-		if err != nil {
-			qmpConn.Close()
-			return err
-		}
-		s.files = append(s.files, f)
-		initrd = fdPath(f)
-	case cfg.Initrd != nil:
+	if cfg.Initrd != nil {
 		initrd = fdPath(cfg.Initrd)
-	default:
+	} else {
 		f, err := openPath(cfg.InitrdPath)
 		if err != nil {
 			qmpConn.Close()
@@ -200,10 +191,18 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		}
 		initrd = fdPath(f)
 	}
+	disk := cfg.Image
+	if disk == nil {
+		if disk, err = diskPlaceholder(); err != nil {
+			qmpConn.Close()
+			return err
+		}
+		s.files = append(s.files, disk)
+	}
 
 	args := qemuArgs(qemuSpec{
 		name: cfg.Name, accel: s.accel.Accel, cpus: cfg.CPUs, memoryMiB: cfg.MemoryMiB,
-		qmpFD: qmpFD, channelFD: chFD, kernel: kernel, initrd: initrd, cmdline: s.cmdline,
+		qmpFD: qmpFD, channelFD: chFD, kernel: kernel, initrd: initrd, disk: fdPath(disk), cmdline: s.cmdline,
 	})
 	cmd := exec.Command(qemu, args...)
 	cmd.ExtraFiles = extra
@@ -508,6 +507,7 @@ func (s *Sandbox) sendIdentity() error {
 		return fmt.Errorf("kvm: entropy for the guest: %w", err)
 	}
 	id.UnixNano = time.Now().UnixNano()
+	id.SandboxID = s.cfg.Name
 	return s.write(channel.TypeIdentity, id, 2*time.Second)
 }
 

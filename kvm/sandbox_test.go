@@ -52,10 +52,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func startSandbox(t *testing.T, ctx context.Context, e *testEnv, img v1.Image, mod func(*Config)) (*Sandbox, *syncBuffer, *syncBuffer, *syncBuffer) {
 	t.Helper()
-	imgCpio, err := BuildImageInitramfs(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	disk := buildDisk(t, img)
 	kernel, err := os.Open(e.vmlinux)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +62,7 @@ func startSandbox(t *testing.T, ctx context.Context, e *testEnv, img v1.Image, m
 	cfg := Config{
 		Kernel:      kernel,
 		InitrdPath:  e.basePath,
-		ImageInitrd: imgCpio,
+		Image:       disk.File,
 		Accel:       AccelAuto,
 		MemoryMiB:   256,
 		BootTimeout: 90 * time.Second,
@@ -369,11 +366,8 @@ func TestHelperSandboxProcess(t *testing.T) {
 func TestSandboxForcedKVM(t *testing.T) {
 	e := bootEnv(t)
 	img := testImage(t, v1.Config{Cmd: []string{"/bin/true"}})
-	imgCpio, err := BuildImageInitramfs(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{KernelPath: e.vmlinux, InitrdPath: e.basePath, ImageInitrd: imgCpio, Accel: AccelKVM, BootTimeout: time.Minute}
+	disk := buildDisk(t, img)
+	cfg := Config{KernelPath: e.vmlinux, InitrdPath: e.basePath, Image: disk.File, Accel: AccelKVM, BootTimeout: time.Minute}
 	probe := ProbeKVM()
 	sb, err := Start(context.Background(), cfg)
 	if probe != nil {

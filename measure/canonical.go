@@ -24,10 +24,19 @@ const (
 	fieldArgs           = 0x0A // nested TLVs of type argTag, in order
 	fieldGuestPublicKey = 0x0B // raw bytes
 	fieldTime           = 0x0C // int64 BE Unix seconds || uint32 BE nanoseconds
+	// Version 2 appends these, in this order.
+	fieldImageDisk      = 0x0D // digest string or empty
+	fieldTemplateRecipe = 0x0E // digest string or empty
+	fieldTemplateRAM    = 0x0F // digest string or empty
+	fieldTemplateState  = 0x10 // digest string or empty
 
 	argTag = 0x01
 
-	launchEventVersion = 1
+	// Version 1 ends with fieldTime; version 2 adds the image disk and the
+	// template. An event whose version 2 fields are all empty is encoded
+	// as version 1, so events without them keep their old bytes.
+	launchEventVersion1 = 1
+	launchEventVersion2 = 2
 )
 
 // Limits on launch event fields; anything larger is refused on both
@@ -47,7 +56,13 @@ const (
 // a test fails if LaunchEvent gains a field that is not listed here, so no
 // field can be added without being measured.
 var eventFieldNames = []string{"SandboxID", "Policy", "Kernel", "Initrd", "Cmdline", "CmdlineDigest",
-	"Image", "ImageConfig", "Args", "GuestPublicKey", "Time"}
+	"Image", "ImageConfig", "Args", "GuestPublicKey", "Time",
+	"ImageDisk", "TemplateRecipe", "TemplateRAM", "TemplateState"}
+
+// v2 reports whether e needs the version 2 encoding.
+func (e *LaunchEvent) v2() bool {
+	return e.ImageDisk != "" || e.TemplateRecipe != "" || e.TemplateRAM != "" || e.TemplateState != ""
+}
 
 // Validate checks that e can be encoded canonically: required fields are
 // present, digests are well-formed, CmdlineDigest is the digest of Cmdline,
@@ -80,6 +95,10 @@ func (e *LaunchEvent) Validate() error {
 		{"cmdline_digest", e.CmdlineDigest, false},
 		{"image", e.Image, true},
 		{"image_config", e.ImageConfig, true},
+		{"image_disk", e.ImageDisk, true},
+		{"template_recipe", e.TemplateRecipe, true},
+		{"template_ram", e.TemplateRAM, true},
+		{"template_state", e.TemplateState, true},
 	}
 	for _, d := range digests {
 		if d.v == "" && d.optional {
@@ -91,6 +110,12 @@ func (e *LaunchEvent) Validate() error {
 	}
 	if (e.Image == "") != (e.ImageConfig == "") {
 		return errors.New("launch event: image and image_config must both be set or both be empty")
+	}
+	if e.ImageDisk != "" && e.Image == "" {
+		return errors.New("launch event: image_disk without an image")
+	}
+	if n := countSet(e.TemplateRecipe, e.TemplateRAM, e.TemplateState); n != 0 && n != 3 {
+		return errors.New("launch event: template_recipe, template_ram and template_state must all be set (a clone) or all be empty (a cold boot)")
 	}
 	a, _, _ := ParseDigest(e.CmdlineDigest)
 	if want := DigestCmdline(a, e.Cmdline); want != e.CmdlineDigest {
@@ -111,6 +136,16 @@ func (e *LaunchEvent) Validate() error {
 		return fmt.Errorf("launch event: guest_public_key longer than %d bytes", maxGuestPubKey)
 	}
 	return nil
+}
+
+func countSet(vs ...string) int {
+	n := 0
+	for _, v := range vs {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // checkText accepts valid UTF-8 without NUL bytes, up to max bytes.
@@ -144,7 +179,11 @@ func (e *LaunchEvent) MarshalCanonical() ([]byte, error) {
 		return nil, err
 	}
 	var b []byte
-	b = appendTLV(b, fieldVersion, []byte{launchEventVersion})
+	version := byte(launchEventVersion1)
+	if e.v2() {
+		version = launchEventVersion2
+	}
+	b = appendTLV(b, fieldVersion, []byte{version})
 	b = appendTLV(b, fieldSandboxID, []byte(e.SandboxID))
 	b = appendTLV(b, fieldPolicy, []byte(e.Policy))
 	b = appendTLV(b, fieldKernel, []byte(e.Kernel))
@@ -163,6 +202,12 @@ func (e *LaunchEvent) MarshalCanonical() ([]byte, error) {
 	binary.BigEndian.PutUint64(ts[:8], uint64(e.Time.Unix()))
 	binary.BigEndian.PutUint32(ts[8:], uint32(e.Time.Nanosecond()))
 	b = appendTLV(b, fieldTime, ts[:])
+	if version == launchEventVersion2 {
+		b = appendTLV(b, fieldImageDisk, []byte(e.ImageDisk))
+		b = appendTLV(b, fieldTemplateRecipe, []byte(e.TemplateRecipe))
+		b = appendTLV(b, fieldTemplateRAM, []byte(e.TemplateRAM))
+		b = appendTLV(b, fieldTemplateState, []byte(e.TemplateState))
+	}
 	if len(b)+tlvHeader > MaxEventSize {
 		return nil, fmt.Errorf("launch event: encoding is %d bytes, more than %d", len(b)+tlvHeader, MaxEventSize)
 	}
@@ -219,9 +264,10 @@ func UnmarshalLaunchEvent(b []byte) (*LaunchEvent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch event: %w", err)
 	}
-	if len(v) != 1 || v[0] != launchEventVersion {
-		return nil, fmt.Errorf("launch event: unsupported version %x (want %d)", v, launchEventVersion)
+	if len(v) != 1 || v[0] != launchEventVersion1 && v[0] != launchEventVersion2 {
+		return nil, fmt.Errorf("launch event: unsupported version %x (want %d or %d)", v, launchEventVersion1, launchEventVersion2)
 	}
+	version := v[0]
 	strs := []struct {
 		typ  byte
 		name string
@@ -278,6 +324,24 @@ func UnmarshalLaunchEvent(b []byte) (*LaunchEvent, error) {
 		return nil, fmt.Errorf("launch event: time: nanoseconds %d out of range", nsec)
 	}
 	e.Time = time.Unix(sec, int64(nsec)).UTC()
+	if version == launchEventVersion2 {
+		for _, s := range []struct {
+			typ  byte
+			name string
+			dst  *string
+		}{
+			{fieldImageDisk, "image_disk", &e.ImageDisk},
+			{fieldTemplateRecipe, "template_recipe", &e.TemplateRecipe},
+			{fieldTemplateRAM, "template_ram", &e.TemplateRAM},
+			{fieldTemplateState, "template_state", &e.TemplateState},
+		} {
+			v, err := r.expect(s.typ, s.name)
+			if err != nil {
+				return nil, fmt.Errorf("launch event: %w", err)
+			}
+			*s.dst = string(v)
+		}
+	}
 	if !r.done() {
 		return nil, fmt.Errorf("launch event: %d trailing bytes after the last field", len(b)-r.off)
 	}

@@ -34,4 +34,18 @@ type LaunchEvent struct {
 	GuestPublicKey []byte `json:"guest_public_key"`
 	// Time is when the launcher recorded the event (UTC).
 	Time time.Time `json:"time"`
+	// ImageDisk is the digest of the read-only disk that carried the
+	// image's root filesystem to the guest (kvm.BuildImageDisk), built from
+	// the layers of Image; "" when no image runs (and in version 1 events).
+	ImageDisk string `json:"image_disk,omitempty"`
+	// The template a clone resumed from: the digests of its recipe (the
+	// launch parameters it was booted with, kvm.Recipe), of its guest RAM
+	// and of its device state: exactly the bytes the clone resumed. All
+	// three, or none for a cold boot.
+	TemplateRecipe string `json:"template_recipe,omitempty"`
+	TemplateRAM    string `json:"template_ram,omitempty"`
+	TemplateState  string `json:"template_state,omitempty"`
 }
+
+// Cloned reports whether the sandbox resumed from a template.
+func (e *LaunchEvent) Cloned() bool { return e.TemplateRAM != "" }

@@ -71,6 +71,13 @@ func TestCanonicalRoundTrip(t *testing.T) {
 		{"sha384 cmdline", func(e *LaunchEvent) { e.CmdlineDigest = DigestCmdline(SHA384, e.Cmdline) }},
 		{"empty args kept apart", func(e *LaunchEvent) { e.Args = []string{"", ""} }},
 		{"pre-1970 time", func(e *LaunchEvent) { e.Time = time.Date(1900, 5, 6, 7, 8, 9, 999999999, time.UTC) }},
+		{"v2 image disk", func(e *LaunchEvent) { e.ImageDisk = DigestBytes(SHA256, []byte("disk")) }},
+		{"v2 clone", func(e *LaunchEvent) {
+			e.ImageDisk = DigestBytes(SHA256, []byte("disk"))
+			e.TemplateRecipe = DigestBytes(SHA256, []byte("recipe"))
+			e.TemplateRAM = DigestBytes(SHA256, []byte("ram"))
+			e.TemplateState = DigestBytes(SHA384, []byte("state"))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := testEvent("sb-1")
@@ -131,6 +138,14 @@ func TestValidateRejects(t *testing.T) {
 		{"invalid utf8 policy", "UTF-8", func(e *LaunchEvent) { e.Policy = "\xff" }},
 		{"too many args", "args", func(e *LaunchEvent) { e.Args = make([]string, maxArgs+1) }},
 		{"huge key", "guest_public_key", func(e *LaunchEvent) { e.GuestPublicKey = make([]byte, maxGuestPubKey+1) }},
+		{"image disk without image", "image_disk without an image", func(e *LaunchEvent) {
+			e.Image, e.ImageConfig, e.ImageDisk = "", "", DigestBytes(SHA256, []byte("disk"))
+		}},
+		{"bad image disk digest", "image_disk", func(e *LaunchEvent) { e.ImageDisk = "sha256:00" }},
+		{"template without its state", "all be set", func(e *LaunchEvent) {
+			e.TemplateRecipe, e.TemplateRAM = DigestBytes(SHA256, []byte("r")), DigestBytes(SHA256, []byte("m"))
+		}},
+		{"template ram only", "all be set", func(e *LaunchEvent) { e.TemplateRAM = DigestBytes(SHA256, []byte("m")) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := testEvent("sb")
@@ -155,7 +170,18 @@ func TestUnmarshalLaunchEventRejects(t *testing.T) {
 		{"empty", "truncated", nil},
 		{"trailing byte", "trailing", append(slices.Clone(good), 0)},
 		{"truncated", "runs past the end", good[:len(good)-1]},
-		{"bad version", "version", append([]byte{fieldVersion, 0, 0, 0, 1, 2}, good[6:]...)},
+		{"bad version", "version", append([]byte{fieldVersion, 0, 0, 0, 1, 3}, good[6:]...)},
+		// A version 2 encoding of an event without version 2 values is
+		// not canonical (it has a version 1 encoding).
+		{"version 2 without its fields", "not in canonical form", func() []byte {
+			b := append([]byte{fieldVersion, 0, 0, 0, 1, 2}, good[6:]...)
+			for _, f := range []byte{fieldImageDisk, fieldTemplateRecipe, fieldTemplateRAM, fieldTemplateState} {
+				b = appendTLV(b, f, nil)
+			}
+			return b
+		}()},
+		// Version 1 bytes followed by version 2 fields: trailing.
+		{"version 2 fields in version 1", "trailing", appendTLV(slices.Clone(good), fieldImageDisk, []byte(DigestBytes(SHA256, []byte("d"))))},
 		{"swapped field order", "want field type", swapFirstFields(good)},
 		{"time nanos out of range", "out of range", func() []byte {
 			b := slices.Clone(good)

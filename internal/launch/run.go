@@ -276,18 +276,20 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
-	o.progress("building the image root filesystem")
-	imageInitrd, err := kvm.BuildImageInitramfs(v1img)
+	o.progress("building the image disk (erofs, read-only)")
+	disk, err := kvm.BuildImageDisk(ctx, v1img, kvm.ImageOptions{Logger: o.Logger})
 	if err != nil {
-		return nil, fmt.Errorf("image root filesystem: %w", err)
+		return nil, fmt.Errorf("image disk: %w", err)
 	}
+	defer disk.Close()
+	o.progress("image disk %s (%d KiB)", disk.Digest, disk.Size>>10)
 	o.progress("booting the sandbox (%s)", accel.Accel)
 	// The sandbox outlives ctx: when ctx ends (Ctrl-C) each step below fails
 	// and aborts it, and a running workload is stopped gracefully
 	// (waitWorkload) rather than killed with the VM.
 	sb, err := kvm.Start(context.WithoutCancel(ctx), kvm.Config{
 		Name:   sandboxID,
-		Kernel: kernel.File, Initrd: initrd.File, ImageInitrd: imageInitrd,
+		Kernel: kernel.File, Initrd: initrd.File, Image: disk.File,
 		Cmdline: cmdline, Accel: accel.Accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout, CgroupParent: cgroupParent(o.NoCgroup), Unconfined: o.NoConfine,
 		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
 	})
@@ -312,7 +314,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		SandboxID: res.SandboxID, Policy: o.Policy,
 		Kernel: kernel.Digest, Initrd: initrd.Digest,
 		Cmdline: cmdline, CmdlineDigest: measure.DigestCmdline(measure.SHA256, cmdline),
-		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest,
+		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, ImageDisk: disk.Digest,
 		Args: o.Args, GuestPublicKey: guestKey, Time: time.Now().UTC().Truncate(time.Second),
 	}
 	o.progress("recording launch event for sandbox %s in PCR %d", res.SandboxID, o.PCR)

@@ -25,13 +25,14 @@ func TestInitrdBuild(t *testing.T) {
 	dir := t.TempDir()
 	mods := filepath.Join(dir, "modules", "1.2.3-test")
 	ko := append([]byte("\x7fELF"), make([]byte, 64)...)
-	for _, m := range []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_console", "virtio-rng"} {
+	for _, m := range []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_console", "virtio-rng", "virtio_blk", "crc32c_generic", "libcrc32c", "erofs", "overlay"} {
 		p := filepath.Join(mods, "kernel", m+".ko")
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		os.WriteFile(p, ko, 0o644)
 	}
 	dep := "kernel/virtio_ring.ko:\nkernel/virtio.ko: kernel/virtio_ring.ko\nkernel/virtio_mmio.ko: kernel/virtio.ko kernel/virtio_ring.ko\n" +
-		"kernel/virtio_console.ko: kernel/virtio.ko kernel/virtio_ring.ko\nkernel/virtio-rng.ko: kernel/virtio.ko kernel/virtio_ring.ko\n"
+		"kernel/virtio_console.ko: kernel/virtio.ko kernel/virtio_ring.ko\nkernel/virtio-rng.ko: kernel/virtio.ko kernel/virtio_ring.ko\n" +
+		"kernel/virtio_blk.ko: kernel/virtio.ko kernel/virtio_ring.ko\nkernel/crc32c_generic.ko:\nkernel/libcrc32c.ko:\nkernel/erofs.ko: kernel/libcrc32c.ko\nkernel/overlay.ko:\n"
 	os.WriteFile(filepath.Join(mods, "modules.dep"), []byte(dep), 0o644)
 	agent := filepath.Join(dir, "agent")
 	os.WriteFile(agent, staticELF(), 0o755)

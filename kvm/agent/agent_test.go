@@ -173,10 +173,12 @@ func TestReadHostMessage(t *testing.T) {
 		id channel.Identity
 		ok bool
 	}{
-		{channel.Identity{Entropy: make([]byte, 64), UnixNano: 1_700_000_000_000_000_000}, true},
-		{channel.Identity{Entropy: make([]byte, 31), UnixNano: 1}, false},
-		{channel.Identity{Entropy: make([]byte, 513), UnixNano: 1}, false},
-		{channel.Identity{Entropy: make([]byte, 32), UnixNano: 0}, false},
+		{channel.Identity{Entropy: make([]byte, 64), UnixNano: 1_700_000_000_000_000_000, SandboxID: "sb1"}, true},
+		{channel.Identity{Entropy: make([]byte, 31), UnixNano: 1, SandboxID: "sb1"}, false},
+		{channel.Identity{Entropy: make([]byte, 513), UnixNano: 1, SandboxID: "sb1"}, false},
+		{channel.Identity{Entropy: make([]byte, 32), UnixNano: 0, SandboxID: "sb1"}, false},
+		{channel.Identity{Entropy: make([]byte, 32), UnixNano: 1}, false},
+		{channel.Identity{Entropy: make([]byte, 32), UnixNano: 1, SandboxID: "a/b"}, false},
 	} {
 		var ib bytes.Buffer
 		channel.WriteJSON(&ib, channel.TypeIdentity, tc.id)
@@ -218,7 +220,7 @@ func FuzzReadFrame(f *testing.F) {
 	channel.WriteJSON(&b, channel.TypeStop, channel.Stop{GraceSeconds: 10})
 	f.Add(bytes.Clone(b.Bytes())) // b is reused: each seed its own copy
 	b.Reset()
-	channel.WriteJSON(&b, channel.TypeIdentity, channel.Identity{Entropy: make([]byte, 32), UnixNano: 1})
+	channel.WriteJSON(&b, channel.TypeIdentity, channel.Identity{Entropy: make([]byte, 32), UnixNano: 1, SandboxID: "sb1"})
 	f.Add(bytes.Clone(b.Bytes()))
 	f.Add([]byte{0, 0, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, in []byte) {

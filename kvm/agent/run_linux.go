@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -124,6 +123,8 @@ func run(log *slog.Logger) error {
 	if err := applyIdentity(log, first.Identity); err != nil {
 		return s.fail(err)
 	}
+	// The image disk is mounted while the host attests this guest.
+	image := mountImageAsync(log)
 	key, err := wrap.GenerateKey()
 	if err != nil {
 		return s.fail(err)
@@ -140,7 +141,7 @@ func run(log *slog.Logger) error {
 		return s.fail(fmt.Errorf("aborted by host: %s", msg.Abort.Reason))
 	}
 	start := msg.Start
-	cfg, err := readImageConfig()
+	cfg, err := image.wait()
 	if err != nil {
 		return s.fail(err)
 	}
@@ -161,14 +162,10 @@ func run(log *slog.Logger) error {
 	key = nil // the private key is no longer needed; drop it before the workload runs
 	runtime.GC()
 
-	hostname := start.SandboxID
-	if len(hostname) > 12 {
-		hostname = hostname[:12]
+	if start.SandboxID != first.Identity.SandboxID {
+		return s.fail(fmt.Errorf("START names sandbox %q, but this guest is sandbox %q", start.SandboxID, first.Identity.SandboxID))
 	}
-	if err := unix.Sethostname([]byte(hostname)); err != nil {
-		return s.fail(fmt.Errorf("setting hostname: %w", err))
-	}
-	env := Env(cfg.Env, id.Home, hostname)
+	env := Env(cfg.Env, id.Home, hostname(first.Identity.SandboxID))
 	code, err := s.runWorkload(argv, env, cfg.WorkingDir, id)
 	if err != nil {
 		return s.fail(err)
@@ -177,6 +174,15 @@ func run(log *slog.Logger) error {
 		return fmt.Errorf("sending EXIT: %w", err)
 	}
 	return nil
+}
+
+// hostname is the guest's hostname for a sandbox id: its first 12
+// characters, as container runtimes shorten container ids.
+func hostname(sandboxID string) string {
+	if len(sandboxID) > 12 {
+		return sandboxID[:12]
+	}
+	return sandboxID
 }
 
 func hasParam(cmdline, p string) bool {
@@ -214,27 +220,12 @@ func mount(src, dst, fstype string, flags uintptr, data string) error {
 }
 
 func loadModules(log *slog.Logger) error {
-	b, err := os.ReadFile(channel.BaseManifestPath)
+	man, err := readManifest()
 	if err != nil {
-		return fmt.Errorf("reading the module manifest: %w", err)
+		return err
 	}
-	var man channel.BaseManifest
-	if err := json.Unmarshal(b, &man); err != nil {
-		return fmt.Errorf("module manifest: %w", err)
-	}
-	for _, m := range man.Modules {
-		if strings.Contains(m, "/") {
-			return fmt.Errorf("module manifest: bad name %q", m)
-		}
-		f, err := os.Open(filepath.Join(channel.ModulesDir, m))
-		if err != nil {
-			return fmt.Errorf("module %s: %w", m, err)
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("loading module %s: %w", m, err)
-		}
+	if err := loadModuleFiles(man.Modules); err != nil {
+		return err
 	}
 	log.Debug("modules loaded", "count", len(man.Modules))
 	return nil
@@ -276,18 +267,6 @@ func findPort(name string, wait time.Duration) (string, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-func readImageConfig() (channel.ImageConfig, error) {
-	var cfg channel.ImageConfig
-	b, err := os.ReadFile(channel.ConfigPath)
-	if err != nil {
-		return cfg, fmt.Errorf("no image in this sandbox (%s): %w", channel.ConfigPath, err)
-	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		return cfg, fmt.Errorf("image config: %w", err)
-	}
-	return cfg, nil
 }
 
 // mountRootfs gives the workload's root its pseudo filesystems.
@@ -498,7 +477,7 @@ func (s *session) watchHost(pid int) {
 // runStandalone is the benchmark baseline: the same guest setup, the
 // image's command with output on the console, no host protocol.
 func runStandalone(log *slog.Logger) error {
-	cfg, err := readImageConfig()
+	cfg, err := mountImage(log)
 	if err != nil {
 		return err
 	}
@@ -554,6 +533,9 @@ func applyIdentity(log *slog.Logger, id *channel.Identity) error {
 	ts := unix.NsecToTimespec(id.UnixNano)
 	if err := unix.ClockSettime(unix.CLOCK_REALTIME, &ts); err != nil {
 		return fmt.Errorf("identity: setting the clock: %w", err)
+	}
+	if err := unix.Sethostname([]byte(hostname(id.SandboxID))); err != nil {
+		return fmt.Errorf("identity: setting the hostname: %w", err)
 	}
 	log.Info("identity applied: entropy added, CRNG reseeded, clock set", "entropy_bytes", len(id.Entropy), "time", time.Unix(0, id.UnixNano).UTC().Format(time.RFC3339))
 	return nil

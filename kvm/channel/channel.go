@@ -18,8 +18,9 @@ import (
 	"strings"
 )
 
-// Version is the protocol version the agent announces in Hello.
-const Version = 2
+// Version is the protocol version the agent announces in Ready and Hello.
+// 3: the image arrives as a disk, and Identity names the sandbox.
+const Version = 3
 
 // PortName is the virtio-serial port name the agent looks for.
 const PortName = "bulwark.0"
@@ -87,11 +88,13 @@ type Ready struct {
 // its key: fresh entropy from the host, which the agent adds to the kernel's
 // pool and then forces a CRNG reseed with (RNDADDENTROPY, RNDRESEEDCRNG: a
 // guest resumed from a shared snapshot would otherwise draw the same random
-// bytes as its siblings), and the host's wall-clock time. The agent makes
-// its key only after both are applied.
+// bytes as its siblings), the host's wall-clock time and the sandbox id
+// (the guest's hostname; START must name the same sandbox). The agent makes
+// its key only after all are applied.
 type Identity struct {
-	Entropy  []byte `json:"entropy"`   // MinIdentityEntropy..MaxIdentityEntropy bytes, base64 in JSON
-	UnixNano int64  `json:"unix_nano"` // the host's wall clock
+	Entropy   []byte `json:"entropy"`    // MinIdentityEntropy..MaxIdentityEntropy bytes, base64 in JSON
+	UnixNano  int64  `json:"unix_nano"`  // the host's wall clock
+	SandboxID string `json:"sandbox_id"` // as in Start
 }
 
 // Bounds of Identity.Entropy.
@@ -107,6 +110,9 @@ func (id *Identity) Validate() error {
 	}
 	if id.UnixNano <= 0 {
 		return fmt.Errorf("identity: time %d is not after 1970", id.UnixNano)
+	}
+	if !safeName(id.SandboxID) {
+		return fmt.Errorf("identity: sandbox id %q: want 1..128 characters from [A-Za-z0-9._-]", id.SandboxID)
 	}
 	return nil
 }
@@ -292,14 +298,18 @@ func safeName(s string) bool {
 	return true
 }
 
-// Paths inside the guest's initramfs, shared by the builder (kvm) and the
-// agent. The base initramfs holds /init and /.bulwark/{base.json,modules/};
-// the image initramfs holds the image's root filesystem under /rootfs and
-// its config at /.bulwark/config.json.
+// Paths shared by the builders (kvm) and the agent. The base initramfs
+// holds /init and /.bulwark/{base.json,modules/}. The image reaches the
+// guest as a read-only erofs disk (kvm.BuildImageDisk) whose root holds the
+// image's files under DiskRootfs and its config at DiskConfig; the agent
+// mounts it at ImageMount and its root filesystem, the disk under a tmpfs
+// upper layer, at RootfsDir.
 const (
 	BaseManifestPath = "/.bulwark/base.json"
 	ModulesDir       = "/.bulwark/modules"
-	ConfigPath       = "/.bulwark/config.json"
+	DiskRootfs       = "/rootfs"
+	DiskConfig       = "/config.json"
+	ImageMount       = "/run/bulwark/image"
 	RootfsDir        = "/rootfs"
 )
 
@@ -308,6 +318,11 @@ const (
 type BaseManifest struct {
 	KernelVersion string   `json:"kernel_version"`
 	Modules       []string `json:"modules"`
+	// DiskModules are loaded, in order, when the image disk is mounted
+	// (virtio_blk, erofs, overlay and their dependencies not in Modules):
+	// a template's guest must not have probed the disk slot before a clone
+	// points it at its own image.
+	DiskModules []string `json:"disk_modules,omitempty"`
 }
 
 // ImageConfig is the part of the OCI image config the agent applies.

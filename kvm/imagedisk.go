@@ -1,0 +1,252 @@
+package kvm
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+	"github.com/bulwark-project/bulwark/kvm/cpio"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+)
+
+// ImageDisk is an image's root filesystem as a read-only erofs disk image
+// in a sealed memfd: nothing can change its bytes after Digest was taken,
+// and QEMU reads exactly them (a read-only virtio-blk disk).
+//
+// The disk's root holds the image's files under channel.DiskRootfs and the
+// config the agent applies at channel.DiskConfig. The agent mounts it
+// read-only under a tmpfs upper layer (overlayfs), so the workload may
+// write, and no write reaches the disk.
+type ImageDisk struct {
+	// File is the sealed memfd (write, grow, shrink and seal sealed).
+	File *os.File
+	// Digest is "sha256:<hex>" of the disk's bytes; Size their number.
+	Digest string
+	Size   int64
+}
+
+// Close releases the memfd.
+func (d *ImageDisk) Close() error {
+	if d == nil || d.File == nil {
+		return nil
+	}
+	return d.File.Close()
+}
+
+// mkfsErofs is the erofs builder BuildImageDisk runs (Debian: erofs-utils).
+var mkfsErofs = "mkfs.erofs"
+
+// BuildImageDisk builds the disk for img: its layers applied in order
+// (whiteouts and opaque directories honoured, by mutate.Extract) into a
+// private staging directory, then mkfs.erofs with fixed timestamps and UUID
+// so the same image gives the same disk bytes and digest. Modes, owners,
+// modification times, symlinks, hard links and FIFOs are kept; character
+// and block devices are skipped (the guest mounts devtmpfs on /dev). The
+// bounds of opts hold before anything is written.
+func BuildImageDisk(ctx context.Context, img v1.Image, opts ImageOptions) (*ImageDisk, error) {
+	opts = opts.withDefaults()
+	mkfs, err := exec.LookPath(mkfsErofs)
+	if err != nil {
+		return nil, errors.New("kvm: mkfs.erofs not found: the image disk needs it (apt-get install erofs-utils, or make deps)")
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("kvm: image config: %w", err)
+	}
+	ic := channel.ImageConfig{
+		Entrypoint: cf.Config.Entrypoint,
+		Cmd:        cf.Config.Cmd,
+		Env:        cf.Config.Env,
+		WorkingDir: cf.Config.WorkingDir,
+		User:       cf.Config.User,
+	}
+	cj, err := json.MarshalIndent(ic, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	rc := mutate.Extract(img)
+	ents, err := tarEntries(rc, opts)
+	rc.Close()
+	if err != nil {
+		return nil, err
+	}
+	stage, err := os.MkdirTemp("", "bulwark-image-")
+	if err != nil {
+		return nil, fmt.Errorf("kvm: image disk: %w", err)
+	}
+	defer os.RemoveAll(stage)
+	if err := stageTree(stage, ents, append(cj, '\n')); err != nil {
+		return nil, err
+	}
+	var newest int64
+	for _, e := range ents {
+		newest = max(newest, e.h.MTime)
+	}
+	return mkfsDisk(ctx, mkfs, stage, newest)
+}
+
+// stageTree writes the image's entries under dir/rootfs and the config at
+// dir/config.json, with their owners, modes and times. tarEntries already
+// refused any entry that would lie under a symlink or a non-directory, so
+// every path is created inside dir.
+func stageTree(dir string, ents []entry, config []byte) error {
+	sort.SliceStable(ents, func(i, j int) bool { return ents[i].h.Name < ents[j].h.Name })
+	root := filepath.Join(dir, strings.TrimPrefix(channel.DiskRootfs, "/"))
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return fmt.Errorf("kvm: image disk: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, strings.TrimPrefix(channel.DiskConfig, "/")), config, 0o644); err != nil {
+		return fmt.Errorf("kvm: image disk: %w", err)
+	}
+	linked := map[uint32]string{} // hard-link inode -> first member's path
+	var dirs []entry
+	for _, e := range ents {
+		rel := strings.TrimPrefix(e.h.Name, "rootfs/")
+		p := filepath.Join(root, rel)
+		perm := os.FileMode(e.h.Mode & 0o777)
+		var err error
+		switch e.h.Mode & cpio.TypeMask {
+		case cpio.TypeDir:
+			err = os.Mkdir(p, 0o700) // its own mode once its entries are in
+			dirs = append(dirs, e)
+		case cpio.TypeReg:
+			if e.h.NLink > 1 {
+				if first, ok := linked[e.h.Ino]; ok {
+					err = os.Link(first, p)
+					break
+				}
+				linked[e.h.Ino] = p
+			}
+			err = os.WriteFile(p, e.data, 0o600)
+		case cpio.TypeSymlink:
+			err = os.Symlink(string(e.data), p)
+		case cpio.TypeFIFO:
+			err = unix.Mkfifo(p, 0o600)
+		default:
+			err = fmt.Errorf("unexpected entry type %o", e.h.Mode&cpio.TypeMask)
+		}
+		if err == nil && e.h.Mode&cpio.TypeMask != cpio.TypeDir {
+			err = setMeta(p, e.h, perm)
+		}
+		if err != nil {
+			return fmt.Errorf("kvm: image disk: /%s: %w", rel, err)
+		}
+	}
+	// Directories last, deepest first: creating their entries changed their times.
+	for i := len(dirs) - 1; i >= 0; i-- {
+		e := dirs[i]
+		p := filepath.Join(root, strings.TrimPrefix(e.h.Name, "rootfs/"))
+		if err := setMeta(p, e.h, os.FileMode(e.h.Mode&0o777)); err != nil {
+			return fmt.Errorf("kvm: image disk: %s: %w", e.h.Name, err)
+		}
+	}
+	for _, p := range []string{root, dir} {
+		if err := os.Chtimes(p, time.Unix(0, 0), time.Unix(0, 0)); err != nil {
+			return fmt.Errorf("kvm: image disk: %w", err)
+		}
+	}
+	return os.Chmod(dir, 0o755)
+}
+
+// setMeta gives p its owner, then its mode (chown clears set-id bits), then
+// its times; a symlink gets its owner and times only.
+func setMeta(p string, h cpio.Header, perm os.FileMode) error {
+	if err := os.Lchown(p, int(h.UID), int(h.GID)); err != nil {
+		return err
+	}
+	isLink := h.Mode&cpio.TypeMask == cpio.TypeSymlink
+	if !isLink {
+		mode := perm
+		if h.Mode&0o4000 != 0 {
+			mode |= os.ModeSetuid
+		}
+		if h.Mode&0o2000 != 0 {
+			mode |= os.ModeSetgid
+		}
+		if h.Mode&0o1000 != 0 {
+			mode |= os.ModeSticky
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			return err
+		}
+	}
+	ts := []unix.Timespec{{Sec: h.MTime}, {Sec: h.MTime}}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// mkfsDisk runs mkfs.erofs on dir into a new memfd, seals it and hashes it.
+// The build time is newest, the newest modification time in the tree:
+// erofs-utils clamps every file's time to it (SOURCE_DATE_EPOCH), so all
+// are kept and the superblock is the same on every build.
+func mkfsDisk(ctx context.Context, mkfs, dir string, newest int64) (*ImageDisk, error) {
+	fd, err := unix.MemfdCreate("bulwark-image", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("kvm: memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "bulwark-image")
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+		}
+	}()
+	// Fixed build time and UUID, no extended attributes (the staging
+	// directory's are the host's, not the image's): same tree, same bytes.
+	cmd := exec.CommandContext(ctx, mkfs, "--quiet", "-x-1", "-U", "00000000-0000-0000-0000-000000000000",
+		"/proc/self/fd/3", dir)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SOURCE_DATE_EPOCH=" + strconv.FormatInt(newest, 10)}
+	cmd.ExtraFiles = []*os.File{f}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("kvm: mkfs.erofs: %w: %s", err, strings.TrimSpace(out.String()))
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		return nil, fmt.Errorf("kvm: sealing the image disk: %w", err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62))
+	if err != nil {
+		return nil, fmt.Errorf("kvm: hashing the image disk: %w", err)
+	}
+	if n == 0 || n%512 != 0 {
+		return nil, fmt.Errorf("kvm: mkfs.erofs wrote %d bytes, not a disk image", n)
+	}
+	ok = true
+	return &ImageDisk{File: f, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), Size: n}, nil
+}
+
+// diskPlaceholder is the bytes a template's disk slot holds until a clone
+// points it at its own image: one empty sector.
+func diskPlaceholder() (*os.File, error) {
+	fd, err := unix.MemfdCreate("bulwark-disk-slot", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("kvm: memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "bulwark-disk-slot")
+	if err := f.Truncate(512); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
