@@ -93,7 +93,7 @@ func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 			b.Fatal(err)
 		}
 		helloDur += time.Since(t0)
-		if err := sb.StartWorkload(ctx, "bench", nil, nil); err != nil {
+		if err := sb.StartWorkload(ctx, nil, nil); err != nil {
 			b.Fatal(err)
 		}
 		code, err := sb.Wait(ctx)

@@ -68,6 +68,13 @@ type Config struct {
 	Unconfined bool
 	// Name labels the sandbox in logs and its cgroup (default: random).
 	Name string
+	// KernelDigest and InitrdDigest are the measured digests of Kernel and
+	// Initrd. Templates and clones need them: they are part of the recipe.
+	KernelDigest, InitrdDigest string
+	// Template, when set, starts the sandbox as a clone of it
+	// (LoadTemplate): the rest of the config must give the template's
+	// recipe, and Image is the clone's own image disk.
+	Template *Template
 }
 
 // setDefaults fills in the zero fields and checks the rest.

@@ -21,7 +21,7 @@
 //	pub, err := sb.GuestKey(ctx)           // waits for the agent's HELLO (BootTimeout applies)
 //	// ... record pub in the launch event, attest, have attestd wrap secrets to pub ...
 //	if denied { sb.Abort("policy denied"); return }
-//	err = sb.StartWorkload(ctx, sandboxID, []kvm.Secret{{Name: "db", Wrapped: w}}, nil)
+//	err = sb.StartWorkload(ctx, []kvm.Secret{{Name: "db", Wrapped: w}}, nil)
 //	code, err := sb.Wait(ctx)              // the workload's exit code
 //
 // Start returns once QEMU runs the guest. Cancelling the ctx given to Start

@@ -17,6 +17,12 @@ type qemuSpec struct {
 	kernel, initrd   string
 	disk             string // the image disk (or its placeholder)
 	cmdline          string
+	// Templates: ram is the guest RAM's file, shared (a template being
+	// made) or mapped privately (a clone: copy-on-write); incoming waits
+	// for the device state over QMP instead of booting.
+	ram       string
+	ramShared bool
+	incoming  bool
 }
 
 // qemuArgs is QEMU's command line for a sandbox: a microvm with no
@@ -26,14 +32,18 @@ type qemuSpec struct {
 // control and obsolete calls. It starts paused (-S): Start continues the
 // guest once the channel is connected. A pure function of its input.
 func qemuArgs(q qemuSpec) []string {
-	return []string{
+	start := []string{"-S"}
+	if q.incoming {
+		start = []string{"-incoming", "defer"} // paused until migrate-incoming completes
+	}
+	args := []string{
 		"-name", "bulwark-" + q.name,
 		"-M", "microvm,x-option-roms=off,pit=on,rtc=on,isa-serial=on",
 		"-accel", accelArg(q.accel),
 		"-cpu", cpuModel(q.accel),
 		"-smp", strconv.Itoa(q.cpus),
 		"-m", strconv.Itoa(q.memoryMiB),
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		// seccomp: no exec, no privilege changes, no obsolete syscalls.
 		"-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 		"-chardev", "socket,id=qmp,fd=" + strconv.Itoa(q.qmpFD) + ",server=on,wait=off",
@@ -53,6 +63,17 @@ func qemuArgs(q qemuSpec) []string {
 		"-initrd", q.initrd,
 		"-append", q.cmdline,
 	}
+	args = append(args, start...)
+	if q.ram != "" {
+		share := "off"
+		if q.ramShared {
+			share = "on"
+		}
+		args = append(args,
+			"-object", "memory-backend-file,id=mem,size="+strconv.Itoa(q.memoryMiB)+"M,mem-path="+q.ram+",share="+share,
+			"-machine", "memory-backend=mem")
+	}
+	return args
 }
 
 // accelArg is QEMU's -accel value. Under TCG the translation cache is 16 MiB

@@ -57,6 +57,10 @@ type Sandbox struct {
 
 	wmu sync.Mutex // serializes writes to conn
 
+	mode   mode
+	recipe Recipe        // templates and clones only
+	ready  chan struct{} // closed on READY while making a template
+
 	mu         sync.Mutex
 	readySeen  bool          // READY seen (IDENTITY sent in reply)
 	hello      chan struct{} // closed on HELLO
@@ -78,14 +82,27 @@ type Sandbox struct {
 	stopWatch  context.CancelFunc
 }
 
-// Start boots a sandbox. It returns once QEMU runs the guest; the guest
-// agent is still booting (see GuestKey). Cancelling ctx kills the sandbox
-// at any time, as exec.CommandContext does, and so does the launcher's own
-// death (the QEMU process has PR_SET_PDEATHSIG=SIGKILL).
+// mode is how a sandbox starts: a cold boot (zero), the boot of a
+// template (its RAM shared in templateRAM; it stops at READY), or a clone
+// resumed from a template.
+type mode struct {
+	templateRAM *os.File
+	clone       *Template
+}
+
+// Start boots a sandbox, or resumes a clone of cfg.Template. It returns
+// once QEMU runs the guest; the guest agent is still booting (see
+// GuestKey). Cancelling ctx kills the sandbox at any time, as
+// exec.CommandContext does, and so does the launcher's own death (the QEMU
+// process has PR_SET_PDEATHSIG=SIGKILL).
 func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	return start(ctx, cfg, &mode{clone: cfg.Template})
+}
+
+func start(ctx context.Context, cfg Config, m *mode) (*Sandbox, error) {
 	choice, err := ChooseAccel(cfg.Accel)
 	if err != nil {
 		return nil, err
@@ -115,11 +132,23 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	}
 
 	s := &Sandbox{
-		cfg: cfg, log: log, accel: choice, cmdline: cmdline,
+		cfg: cfg, log: log, accel: choice, cmdline: cmdline, mode: *m,
 		console: newLineTail(40, cfg.Console), qerr: newLineTail(20, nil),
-		hello: make(chan struct{}), started: make(chan struct{}),
+		hello: make(chan struct{}), started: make(chan struct{}), ready: make(chan struct{}),
 		exited: make(chan struct{}), readerDone: make(chan struct{}), eventsDone: make(chan struct{}),
 	}
+	if m.templateRAM != nil || m.clone != nil {
+		if s.recipe, err = recipeFor(&cfg, choice.Accel, cmdline, qemu); err != nil {
+			return nil, err
+		}
+		if t := m.clone; t != nil {
+			if d := t.Info.Recipe.differences(s.recipe); len(d) > 0 {
+				return nil, fmt.Errorf("kvm: template %q was made from another recipe: %s; make a template for this one (launcher template create)",
+					t.Info.Name, strings.Join(d, "; "))
+			}
+		}
+	}
+	s.readySeen = m.clone != nil // a clone's agent said READY before the snapshot
 	ok := false
 	defer func() {
 		if !ok {
@@ -200,10 +229,17 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		s.files = append(s.files, disk)
 	}
 
-	args := qemuArgs(qemuSpec{
+	spec := qemuSpec{
 		name: cfg.Name, accel: s.accel.Accel, cpus: cfg.CPUs, memoryMiB: cfg.MemoryMiB,
 		qmpFD: qmpFD, channelFD: chFD, kernel: kernel, initrd: initrd, disk: fdPath(disk), cmdline: s.cmdline,
-	})
+	}
+	switch {
+	case s.mode.templateRAM != nil:
+		spec.ram, spec.ramShared = fdPath(s.mode.templateRAM), true
+	case s.mode.clone != nil:
+		spec.ram, spec.incoming = fdPath(s.mode.clone.ram), true
+	}
+	args := qemuArgs(spec)
 	cmd := exec.Command(qemu, args...)
 	cmd.ExtraFiles = extra
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
@@ -287,14 +323,54 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	s.qmp = q
 	go s.readGuest()
 	go s.readEvents()
+	if s.mode.clone != nil {
+		if err := s.resume(bootCtx); err != nil {
+			return s.startFailure("resuming from template "+s.mode.clone.Info.Name, err)
+		}
+	}
 	if err := s.waitChardev(bootCtx, "c0"); err != nil {
 		return s.startFailure("guest channel", err)
 	}
 	if _, err := q.Execute(bootCtx, "cont", nil); err != nil {
 		return s.startFailure("starting the guest", err)
 	}
-	s.log.Info("sandbox started", "pid", cmd.Process.Pid, "accel", s.accel.Accel, "cpus", cfg.CPUs, "memory_mib", cfg.MemoryMiB)
+	if s.mode.clone != nil {
+		// Before anything else: the clone's own entropy, clock and name.
+		if err := s.sendIdentity(); err != nil {
+			return s.startFailure("sending the clone its identity", err)
+		}
+	}
+	s.log.Info("sandbox started", "pid", cmd.Process.Pid, "accel", s.accel.Accel, "cpus", cfg.CPUs, "memory_mib", cfg.MemoryMiB,
+		"template", s.templateName())
 	return nil
+}
+
+func (s *Sandbox) templateName() string {
+	if s.mode.clone == nil {
+		return ""
+	}
+	return s.mode.clone.Info.Name
+}
+
+// resume loads the template's device state into the waiting QEMU (the RAM
+// is already mapped from the template's sealed memfd).
+func (s *Sandbox) resume(ctx context.Context) error {
+	// A descriptor of its own: clones must not share a file offset.
+	state, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(s.mode.clone.state.Fd())))
+	if err != nil {
+		return err
+	}
+	defer state.Close()
+	if _, err := s.qmp.Execute(ctx, "migrate-set-capabilities", migrationCaps(true)); err != nil {
+		return err
+	}
+	if _, err := s.qmp.ExecuteWithFile(ctx, "getfd", map[string]any{"fdname": "state"}, state); err != nil {
+		return err
+	}
+	if _, err := s.qmp.Execute(ctx, "migrate-incoming", map[string]any{"uri": "fd:state"}); err != nil {
+		return err
+	}
+	return s.waitMigration(ctx, "loading the template's device state")
 }
 
 // fdNum is the descriptor number in a /proc/self/fd/N path.
@@ -367,6 +443,9 @@ func (s *Sandbox) watch(ctx, stop context.Context) {
 	boot := time.NewTimer(s.cfg.BootTimeout)
 	defer boot.Stop()
 	hello := s.hello
+	if s.mode.templateRAM != nil {
+		hello = s.ready
+	}
 	for {
 		select {
 		case <-stop.Done():
@@ -487,6 +566,10 @@ func (s *Sandbox) readGuest() {
 			s.fail(fmt.Errorf("kvm: guest protocol violation: %w", err))
 			s.kill()
 			return
+		}
+		if t == channel.TypeReady && s.mode.templateRAM != nil {
+			close(s.ready) // the template is snapshotted as it waits for IDENTITY
+			continue
 		}
 		if t == channel.TypeReady {
 			if err := s.sendIdentity(); err != nil {
@@ -618,6 +701,9 @@ func (s *Sandbox) startDone() bool {
 	}
 }
 
+// Name returns the sandbox id (Config.Name).
+func (s *Sandbox) Name() string { return s.cfg.Name }
+
 // Accel returns the accelerator in use: "kvm" or "tcg".
 func (s *Sandbox) Accel() string { return s.accel.Accel }
 
@@ -658,16 +744,16 @@ func (s *Sandbox) GuestKey(ctx context.Context) ([]byte, error) {
 	return append([]byte(nil), s.guestKey...), nil
 }
 
-// StartWorkload sends the sandbox id, the wrapped secrets and an optional
-// command (args replaces the image's entrypoint+cmd) to the agent, and
-// waits until the workload process exists. If a secret does not open, the
-// workload never starts and the error is a *GuestError. It may be called
-// once.
-func (s *Sandbox) StartWorkload(ctx context.Context, sandboxID string, secrets []Secret, args []string) error {
+// StartWorkload sends the wrapped secrets (wrapped for this sandbox's id,
+// Config.Name) and an optional command (args replaces the image's
+// entrypoint+cmd) to the agent, and waits until the workload process
+// exists, its image mounted. If a secret does not open, the workload never
+// starts and the error is a *GuestError. It may be called once.
+func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []string) error {
 	if _, err := s.GuestKey(ctx); err != nil {
 		return err
 	}
-	msg := channel.Start{SandboxID: sandboxID, Secrets: secrets, Args: args}
+	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args}
 	if err := msg.Validate(); err != nil {
 		return fmt.Errorf("kvm: %w", err)
 	}

@@ -118,7 +118,8 @@ func TestSandboxRunsWorkload(t *testing.T) {
 	})
 	ctx := context.Background()
 	start := time.Now()
-	sb, stdout, stderr, console := startSandbox(t, ctx, e, img, nil)
+	const sandboxID = "0123456789abcdef0123456789abcdef"
+	sb, stdout, stderr, console := startSandbox(t, ctx, e, img, func(c *Config) { c.Name = sandboxID })
 	t.Logf("accelerator: %s (%s)", sb.Accel(), sb.AccelReason())
 	pub, err := sb.GuestKey(ctx)
 	if err != nil {
@@ -137,12 +138,11 @@ func TestSandboxRunsWorkload(t *testing.T) {
 	} else if cgs, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", sb.PID())); err != nil || !strings.Contains(string(cgs), "/bulwark/") {
 		t.Errorf("QEMU is not in a bulwark cgroup (%v):\n%s", err, cgs)
 	}
-	const sandboxID = "0123456789abcdef0123456789abcdef"
 	wrapped, err := wrap.Seal(pub, sandboxID, "db", []byte("s3cret-pw"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sb.StartWorkload(ctx, sandboxID, []Secret{{Name: "db", Wrapped: wrapped}}, nil); err != nil {
+	if err := sb.StartWorkload(ctx, []Secret{{Name: "db", Wrapped: wrapped}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	code, err := sb.Wait(ctx)
@@ -197,7 +197,7 @@ func TestSandboxSecretDoesNotOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = sb.StartWorkload(ctx, "this-sandbox", []Secret{{Name: "db", Wrapped: wrapped}}, []string{"sh", "-c", "echo WORKLOAD-RAN"})
+	err = sb.StartWorkload(ctx, []Secret{{Name: "db", Wrapped: wrapped}}, []string{"sh", "-c", "echo WORKLOAD-RAN"})
 	var ge *GuestError
 	if !errors.As(err, &ge) || !strings.Contains(ge.Message, `secret "db" does not open`) {
 		t.Fatalf("StartWorkload error = %v, want a GuestError about secret db", err)
@@ -388,7 +388,7 @@ func TestSandboxForcedKVM(t *testing.T) {
 	if sb.Accel() != AccelKVM {
 		t.Fatalf("Accel() = %s", sb.Accel())
 	}
-	if err := sb.StartWorkload(context.Background(), "kvm-test", nil, nil); err != nil {
+	if err := sb.StartWorkload(context.Background(), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if code, err := sb.Wait(context.Background()); err != nil || code != 0 {
@@ -427,7 +427,7 @@ func TestSandboxAbortRunningWorkload(t *testing.T) {
 	img := testImage(t, v1.Config{Cmd: []string{"/bin/sh", "-c", "echo started; sleep 600; echo NOT-KILLED"}})
 	ctx := context.Background()
 	sb, stdout, _, console := startSandbox(t, ctx, e, img, nil)
-	if err := sb.StartWorkload(ctx, "abort-running", nil, nil); err != nil {
+	if err := sb.StartWorkload(ctx, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitForOutput(t, stdout, "started")
@@ -469,7 +469,7 @@ func TestSandboxStopRunningWorkload(t *testing.T) {
 			if err := sb.Stop(time.Second); err == nil {
 				t.Fatal("Stop before the workload runs succeeded")
 			}
-			if err := sb.StartWorkload(ctx, "stop-running", nil, nil); err != nil {
+			if err := sb.StartWorkload(ctx, nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			waitForOutput(t, stdout, "started")

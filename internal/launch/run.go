@@ -373,7 +373,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Secrets = append(res.Secrets, s.GetName())
 	}
 	o.progress("forwarding %d wrapped secrets; starting the workload", len(secrets))
-	if err := sb.StartWorkload(ctx, res.SandboxID, secrets, o.Args); err != nil {
+	if err := sb.StartWorkload(ctx, secrets, o.Args); err != nil {
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
 	code, err := o.waitWorkload(ctx, sb)
