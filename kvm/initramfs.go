@@ -23,17 +23,22 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// DefaultModules are the kernel modules the guest needs: the virtio-mmio
-// transport (microvm), virtio-serial for the channel and virtio-rng, so the
-// kernel's random pool is ready at once for the agent's key generation
-// (without it the first getrandom blocks for a second or more under TCG).
-// Their dependencies (virtio, virtio_ring) are added from modules.dep.
-var DefaultModules = []string{"virtio_mmio", "virtio_rng", "virtio_console"}
+// DefaultModules are the kernel modules the guest loads at boot: the
+// virtio-mmio transport (microvm), virtio-serial for the channel,
+// virtio-rng, so the kernel's random pool is ready at once for the agent's
+// key generation (without it the first getrandom blocks for a second or
+// more under TCG), and the filesystems of the image disk: erofs (whose
+// libcrc32c needs a crc32c implementation: the guest has no modprobe to
+// find one) and overlayfs for the writable layer. Loaded before READY,
+// they are part of a template; dependencies (virtio, virtio_ring,
+// libcrc32c) are added from modules.dep.
+var DefaultModules = []string{"virtio_mmio", "virtio_rng", "virtio_console", "crc32c_generic", "erofs", "overlay"}
 
-// DefaultDiskModules are loaded when the agent mounts the image disk: the
-// block device, erofs (whose libcrc32c needs a crc32c implementation: the
-// guest has no modprobe to find one) and overlayfs for the writable layer.
-var DefaultDiskModules = []string{"virtio_blk", "crc32c_generic", "erofs", "overlay"}
+// DefaultDiskModules are loaded when the agent mounts the image disk:
+// the block driver only. A template's guest must not have probed its disk
+// slot (it would keep the placeholder's size), so a clone probes its own
+// image after it resumed.
+var DefaultDiskModules = []string{"virtio_blk"}
 
 // BaseOptions configures BuildBaseInitramfs.
 type BaseOptions struct {

@@ -78,6 +78,8 @@ type Sandbox struct {
 	readerDone chan struct{}
 	eventsDone chan struct{}
 	state      *os.ProcessState
+	pingSeq    uint64
+	pongs      map[uint64]chan struct{}
 	closeOnce  sync.Once
 	stopWatch  context.CancelFunc
 }
@@ -124,11 +126,9 @@ func start(ctx context.Context, cfg Config, m *mode) (*Sandbox, error) {
 	if strings.ContainsAny(cmdline, "\x00\n") || len(cmdline) > 2047 {
 		return nil, errors.New("kvm: kernel command line: NUL or newline, or longer than 2047 bytes")
 	}
-	qemu := cfg.QEMU
-	if qemu == "" {
-		if qemu, err = exec.LookPath("qemu-system-x86_64"); err != nil {
-			return nil, errors.New("kvm: qemu-system-x86_64 not found: apt-get install qemu-system-x86")
-		}
+	qemu, err := qemuBinary(cfg.QEMU)
+	if err != nil {
+		return nil, err
 	}
 
 	s := &Sandbox{
@@ -371,6 +371,19 @@ func (s *Sandbox) resume(ctx context.Context) error {
 		return err
 	}
 	return s.waitMigration(ctx, "loading the template's device state")
+}
+
+// qemuBinary is the QEMU to run: the given path, or qemu-system-x86_64
+// from PATH.
+func qemuBinary(qemu string) (string, error) {
+	if qemu != "" {
+		return qemu, nil
+	}
+	p, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		return "", errors.New("kvm: qemu-system-x86_64 not found: apt-get install qemu-system-x86")
+	}
+	return p, nil
 }
 
 // fdNum is the descriptor number in a /proc/self/fd/N path.
@@ -670,6 +683,18 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 		}
 		s.exitCode, s.gotExit = e.Code, true
 		return nil
+	case channel.TypePong:
+		var p channel.Ping
+		if err := channel.Decode(t, body, &p); err != nil {
+			return err
+		}
+		ch, ok := s.pongs[p.Seq]
+		if !ok {
+			return fmt.Errorf("PONG %d answers no PING", p.Seq)
+		}
+		delete(s.pongs, p.Seq)
+		close(ch)
+		return nil
 	case channel.TypeError:
 		var e channel.Error
 		if err := channel.Decode(t, body, &e); err != nil {
@@ -816,6 +841,41 @@ func (s *Sandbox) Stop(grace time.Duration) error {
 		return errors.New("kvm: stop: the workload is not running")
 	}
 	return s.write(channel.TypeStop, st, 2*time.Second)
+}
+
+// Ping asks the agent whether it is alive while the workload runs and
+// returns the round trip time once it answers.
+func (s *Sandbox) Ping(ctx context.Context) (time.Duration, error) {
+	s.mu.Lock()
+	if !s.running || s.gotExit {
+		s.mu.Unlock()
+		return 0, errors.New("kvm: ping: the workload is not running")
+	}
+	s.pingSeq++
+	seq := s.pingSeq
+	if s.pongs == nil {
+		s.pongs = map[uint64]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	s.pongs[seq] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pongs, seq)
+		s.mu.Unlock()
+	}()
+	t0 := time.Now()
+	if err := s.write(channel.TypePing, channel.Ping{Seq: seq}, 2*time.Second); err != nil {
+		return 0, err
+	}
+	select {
+	case <-ch:
+		return time.Since(t0), nil
+	case <-s.exited:
+		return 0, errors.New("kvm: ping: the sandbox ended")
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }
 
 // Abort tells the agent not to run the workload (or to stop it) and tears

@@ -213,6 +213,36 @@ func LoadTemplate(dir string) (*Template, error) {
 	return t, nil
 }
 
+// Recipe returns the recipe a sandbox started with cfg would have (the
+// accelerator chosen and the command line defaulted as Start does): the
+// key to its template (TemplateDir).
+func (cfg Config) Recipe() (Recipe, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return Recipe{}, err
+	}
+	choice, err := ChooseAccel(cfg.Accel)
+	if err != nil {
+		return Recipe{}, err
+	}
+	cmdline := cfg.Cmdline
+	if cmdline == "" {
+		if cmdline, err = DefaultCmdline(choice.Accel); err != nil {
+			return Recipe{}, err
+		}
+	}
+	qemu, err := qemuBinary(cfg.QEMU)
+	if err != nil {
+		return Recipe{}, err
+	}
+	return recipeFor(&cfg, choice.Accel, cmdline, qemu)
+}
+
+// TemplateDir is where the template of recipe r lives under root: one
+// recipe, one template.
+func TemplateDir(root string, r Recipe) string {
+	return filepath.Join(root, strings.TrimPrefix(r.Digest(), "sha256:")[:16])
+}
+
 // recipeFor is the recipe of a sandbox started with cfg under accel.
 func recipeFor(cfg *Config, accel, cmdline, qemu string) (Recipe, error) {
 	if cfg.KernelDigest == "" || cfg.InitrdDigest == "" {

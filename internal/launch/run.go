@@ -80,6 +80,10 @@ type Options struct {
 	// PCR is the launch PCR, 1..23 like attestd's --launch-pcr (0 means
 	// measure.DefaultLaunchPCR).
 	PCR int
+	// Template picks the VM template to clone from: TemplateAuto (the
+	// template of this launch's recipe when there is one), TemplateNone
+	// (boot cold), or a template's name or id (which must match the recipe).
+	Template string
 	// Stdout and Stderr receive the workload's output; Console the guest
 	// console (optional); Progress one line per step (optional, for a
 	// terminal); Warnings what the user must know even when not watching
@@ -96,6 +100,11 @@ type Result struct {
 	Policy        string
 	ExitCode      int
 	Secrets       []string
+	// Template names the template the sandbox was cloned from ("" for a
+	// cold boot); StartMillis is the time from starting the sandbox to its
+	// workload running (attestation included).
+	Template    string
+	StartMillis int64
 	// QEMUPeakRSSKiB is QEMU's peak resident memory (VmHWM) once it has
 	// exited; 0 when it did not get that far.
 	QEMUPeakRSSKiB int64
@@ -123,6 +132,68 @@ func (o *Options) warn(format string, a ...any) {
 	}
 }
 
+// setDefaults checks and fills in what Run and CreateTemplate share.
+func (o *Options) setDefaults() error {
+	if o.BootTimeout < 0 {
+		return fmt.Errorf("boot timeout %v is negative", o.BootTimeout)
+	}
+	// Policy judges the command line as policy.ParseCmdline splits it; one
+	// the guest kernel could split differently must not boot. (The default
+	// command lines pass: a test in internal/launchercmd evaluates them.)
+	if o.Cmdline != "" {
+		if err := policy.CheckCmdline(o.Cmdline); err != nil {
+			return fmt.Errorf("%w: %w", ErrRefused, err)
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.StopGrace < 0 {
+		return fmt.Errorf("stop grace period %v is negative", o.StopGrace)
+	}
+	if o.StopGrace == 0 {
+		o.StopGrace = DefaultStopGrace
+	}
+	if o.StateDir == "" {
+		dir, err := statedir.Ensure(nil)
+		if err != nil {
+			return err
+		}
+		o.StateDir = dir
+	}
+	return nil
+}
+
+// accelAndCmdline chooses the accelerator, which decides the default
+// command line, which is measured.
+func (o *Options) accelAndCmdline() (string, string, error) {
+	accel, err := kvm.ChooseAccel(o.Accel)
+	if err != nil {
+		return "", "", err
+	}
+	o.progress("accelerator: %s", accel.Accel)
+	if accel.Accel == "tcg" {
+		o.warn("the sandbox runs under software emulation (TCG), much slower than KVM: %s", accel.Reason)
+	}
+	cmdline := o.Cmdline
+	if cmdline == "" {
+		if cmdline, err = kvm.DefaultCmdline(accel.Accel); err != nil {
+			return "", "", err
+		}
+	}
+	return accel.Accel, cmdline, nil
+}
+
+// sandboxConfig is the kvm.Config of a launch (without name and image).
+func (o *Options) sandboxConfig(kernel, initrd *measure.Pinned, accel, cmdline string) kvm.Config {
+	return kvm.Config{
+		Kernel: kernel.File, Initrd: initrd.File, KernelDigest: kernel.Digest, InitrdDigest: initrd.Digest,
+		Cmdline: cmdline, Accel: accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout,
+		CgroupParent: cgroupParent(o.NoCgroup), Unconfined: o.NoConfine,
+		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
+	}
+}
+
 // Run performs the launch, step by step (see the package doc). Any failure
 // stops the sandbox; the workload starts only after attestd allowed the
 // launch and released its secrets. Result.ExitCode is the workload's.
@@ -140,25 +211,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.PCR < 1 || o.PCR > tpm.MaxPCR {
 		return nil, fmt.Errorf("launch PCR %d: want 1..%d (attestd's --launch-pcr)", o.PCR, tpm.MaxPCR)
 	}
-	if o.BootTimeout < 0 {
-		return nil, fmt.Errorf("boot timeout %v is negative", o.BootTimeout)
-	}
-	// Policy judges the command line as policy.ParseCmdline splits it; one
-	// the guest kernel could split differently must not boot. (The default
-	// command lines pass: a test in internal/launchercmd evaluates them.)
-	if o.Cmdline != "" {
-		if err := policy.CheckCmdline(o.Cmdline); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrRefused, err)
-		}
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.StopGrace < 0 {
-		return nil, fmt.Errorf("stop grace period %v is negative", o.StopGrace)
-	}
-	if o.StopGrace == 0 {
-		o.StopGrace = DefaultStopGrace
+	if err := o.setDefaults(); err != nil {
+		return nil, err
 	}
 	// One sandbox id from the start: QEMU's name, its cgroup, the log lines,
 	// the launch event, attestd's records, the guest's hostname and --report.
@@ -166,42 +220,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.StateDir == "" {
-		dir, err := statedir.Ensure(nil)
-		if err != nil {
-			return nil, err
-		}
-		o.StateDir = dir
-	}
-
-	// The accelerator decides the default command line, which is measured.
-	accel, err := kvm.ChooseAccel(o.Accel)
+	accel, cmdline, err := o.accelAndCmdline()
 	if err != nil {
 		return nil, err
 	}
-	o.progress("accelerator: %s", accel.Accel)
-	if accel.Accel == "tcg" {
-		o.warn("the sandbox runs under software emulation (TCG), much slower than KVM: %s", accel.Reason)
-	}
-	cmdline := o.Cmdline
-	if cmdline == "" {
-		if cmdline, err = kvm.DefaultCmdline(accel.Accel); err != nil {
-			return nil, err
-		}
-	}
 
 	// Step 2 (before 1, which needs the digests): pin and measure.
-	kernelPath := o.Kernel
-	if kernelPath == "" {
-		o.progress("extracting the host kernel as a PVH vmlinux (cached)")
-		if kernelPath, err = kvm.DefaultKernel(ctx); err != nil {
-			return nil, fmt.Errorf("default guest kernel: %w (or give --kernel)", err)
-		}
-	}
-	o.progress("measuring kernel %s", kernelPath)
-	kernel, err := measure.Pin(ctx, kernelPath, measure.SHA256)
+	kernel, kernelPath, err := pinKernel(ctx, &o)
 	if err != nil {
-		return nil, fmt.Errorf("kernel: %w", err)
+		return nil, err
 	}
 	defer kernel.Close()
 	initrd, err := pinInitrd(ctx, &o)
@@ -283,21 +310,32 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer disk.Close()
 	o.progress("image disk %s (%d KiB)", disk.Digest, disk.Size>>10)
-	o.progress("booting the sandbox (%s)", accel.Accel)
+	cfg := o.sandboxConfig(kernel, initrd, accel, cmdline)
+	cfg.Name, cfg.Image = sandboxID, disk.File
+	tpl, err := o.loadTemplate(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer tpl.Close()
+	cfg.Template = tpl
+	if tpl != nil {
+		o.progress("resuming a clone of template %q (%s)", tpl.Info.Name, accel)
+	} else {
+		o.progress("booting the sandbox (%s)", accel)
+	}
 	// The sandbox outlives ctx: when ctx ends (Ctrl-C) each step below fails
 	// and aborts it, and a running workload is stopped gracefully
 	// (waitWorkload) rather than killed with the VM.
-	sb, err := kvm.Start(context.WithoutCancel(ctx), kvm.Config{
-		Name:   sandboxID,
-		Kernel: kernel.File, Initrd: initrd.File, Image: disk.File,
-		Cmdline: cmdline, Accel: accel.Accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout, CgroupParent: cgroupParent(o.NoCgroup), Unconfined: o.NoConfine,
-		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
-	})
+	bootStart := time.Now()
+	sb, err := kvm.Start(context.WithoutCancel(ctx), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	defer sb.Close()
 	res := &Result{SandboxID: sandboxID, Accel: sb.Accel()}
+	if tpl != nil {
+		res.Template = tpl.Info.Name
+	}
 	fail := func(err error) (*Result, error) {
 		sb.Abort(err.Error())
 		return res, err
@@ -316,6 +354,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Cmdline: cmdline, CmdlineDigest: measure.DigestCmdline(measure.SHA256, cmdline),
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, ImageDisk: disk.Digest,
 		Args: o.Args, GuestPublicKey: guestKey, Time: time.Now().UTC().Truncate(time.Second),
+	}
+	if tpl != nil {
+		ev.TemplateRecipe, ev.TemplateRAM, ev.TemplateState = tpl.Info.RecipeDigest, tpl.Info.RAM.Digest, tpl.Info.State.Digest
 	}
 	o.progress("recording launch event for sandbox %s in PCR %d", res.SandboxID, o.PCR)
 	hostLog := NewHostLog(filepath.Join(o.StateDir, "launch"), o.PCR)
@@ -376,6 +417,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := sb.StartWorkload(ctx, secrets, o.Args); err != nil {
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
+	res.StartMillis = time.Since(bootStart).Milliseconds()
+	o.progress("workload running %d ms after the sandbox started (%s)", res.StartMillis, map[bool]string{true: "clone", false: "cold boot"}[tpl != nil])
 	code, err := o.waitWorkload(ctx, sb)
 	res.ExitCode = code
 	res.QEMUPeakRSSKiB = sb.MaxRSSKiB()

@@ -63,6 +63,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	pcr := fs.Int("pcr", measure.DefaultLaunchPCR, "launch PCR, 1..23 (must match attestd's --launch-pcr)")
 	console := fs.String("console", "", "write the guest console (kernel log) to this file")
 	report := fs.String("report", "", "write what the launch ended with to this `FILE` as JSON: sandbox, attestation, exit code or error, time, peak memory")
+	template := fs.String("template", "", "VM template to clone from: a name from 'launcher template ls', or \"none\" to boot cold (default: the template of this launch's recipe when there is one)")
 	verbose := fs.Bool("v", false, "log details to stderr")
 	pf := addPullFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -98,6 +99,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		Attestd: ao, Policy: *policyName, Kernel: *kernel, Initrd: *initrd, Agent: *agent, Image: *image,
 		Cmdline: *cmdline, Args: fs.Args(), Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
 		BootTimeout: *bootTimeout, NoCgroup: *noCgroup, NoConfine: *noConfine, StopGrace: *stopTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
+		Template: *template,
 		Stdout: env.Stdout, Stderr: env.Stderr,
 	}
 	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {
@@ -159,8 +161,12 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		return &cli.ExitError{Code: ExitLaunchFailed, Err: err}
 	}
 	if o.Progress != nil {
-		fmt.Fprintf(o.Progress, "launcher: sandbox %s exited with code %d (accelerator %s, attestation %s; peak memory: QEMU %.0f MiB, launcher %.0f MiB)\n",
-			res.SandboxID, res.ExitCode, res.Accel, res.AttestationID, mib(res.QEMUPeakRSSKiB), mib(launcherPeakRSSKiB()))
+		how := "cold boot"
+		if res.Template != "" {
+			how = "clone of template " + res.Template
+		}
+		fmt.Fprintf(o.Progress, "launcher: sandbox %s exited with code %d (%s, accelerator %s, attestation %s; workload running %d ms after the sandbox started; peak memory: QEMU %.0f MiB, launcher %.0f MiB)\n",
+			res.SandboxID, res.ExitCode, how, res.Accel, res.AttestationID, res.StartMillis, mib(res.QEMUPeakRSSKiB), mib(launcherPeakRSSKiB()))
 	}
 	if res.ExitCode != 0 {
 		return &cli.ExitError{Code: res.ExitCode}
@@ -205,6 +211,11 @@ type runReport struct {
 	AttestationID string   `json:"attestation_id,omitempty"`
 	Policy        string   `json:"policy,omitempty"`
 	Secrets       []string `json:"secrets"` // names released to the guest
+	// Template is the template the sandbox was cloned from ("" for a cold
+	// boot); StartMillis the time from starting the sandbox to its
+	// workload running, attestation included.
+	Template    string `json:"template,omitempty"`
+	StartMillis int64  `json:"start_ms,omitempty"`
 	// ExitCode is the workload's, or 125 when the launch failed (Error says
 	// why; the workload never ran).
 	ExitCode int     `json:"exit_code"`
@@ -221,6 +232,7 @@ func writeRunReport(f *os.File, res *launch.Result, runErr error, took time.Dura
 	if res != nil {
 		r.SandboxID, r.Accelerator, r.AttestationID, r.Policy = res.SandboxID, res.Accel, res.AttestationID, res.Policy
 		r.ExitCode, r.QEMUPeakRSSMiB = res.ExitCode, mib(res.QEMUPeakRSSKiB)
+		r.Template, r.StartMillis = res.Template, res.StartMillis
 		if res.Secrets != nil {
 			r.Secrets = res.Secrets
 		}

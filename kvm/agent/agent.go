@@ -27,16 +27,17 @@ import (
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
-// Abort or Stop.
+// Abort, Stop or Ping.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
 	Abort    *channel.Abort
 	Stop     *channel.Stop
+	Ping     *channel.Ping
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
-// valid IDENTITY, START, ABORT or STOP is an error.
+// valid IDENTITY, START, ABORT, STOP or PING is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -79,6 +80,12 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{Stop: &st}, nil
+	case channel.TypePing:
+		var p channel.Ping
+		if err := channel.Decode(t, body, &p); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Ping: &p}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }

@@ -56,7 +56,8 @@ func (m *imageMount) wait() (channel.ImageConfig, error) {
 // mountImage loads the disk modules, waits for the image disk, mounts it
 // read-only (erofs) at channel.ImageMount and the workload's root, the
 // disk's root filesystem under a tmpfs upper layer (overlayfs), at
-// channel.RootfsDir. It returns the image's config from the disk.
+// channel.RootfsDir, with its pseudo filesystems. It returns the image's
+// config from the disk.
 func mountImage(log *slog.Logger) (channel.ImageConfig, error) {
 	var cfg channel.ImageConfig
 	start := time.Now()
@@ -89,6 +90,9 @@ func mountImage(log *slog.Logger) (channel.ImageConfig, error) {
 	opts := "lowerdir=" + lower + ",upperdir=" + upperDir + "/data,workdir=" + upperDir + "/work"
 	if err := mount("overlay", channel.RootfsDir, "overlay", 0, opts); err != nil {
 		return cfg, fmt.Errorf("the workload's root: %w", err)
+	}
+	if err := mountRootfs(); err != nil {
+		return cfg, err
 	}
 	log.Info("image disk mounted", "device", dev, "took", time.Since(start).Round(time.Millisecond))
 	return cfg, nil

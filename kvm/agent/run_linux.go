@@ -123,8 +123,6 @@ func run(log *slog.Logger) error {
 	if err := applyIdentity(log, first.Identity); err != nil {
 		return s.fail(err)
 	}
-	// The image disk is mounted while the host attests this guest.
-	image := mountImageAsync(log)
 	key, err := wrap.GenerateKey()
 	if err != nil {
 		return s.fail(err)
@@ -132,6 +130,8 @@ func run(log *slog.Logger) error {
 	if err := s.send(channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: key.PublicKey()}); err != nil {
 		return fmt.Errorf("sending HELLO: %w", err)
 	}
+	// The image disk is mounted while the host attests this guest.
+	image := mountImageAsync(log)
 	msg, err := ReadHostMessage(port)
 	if err != nil {
 		return s.fail(err)
@@ -151,9 +151,6 @@ func run(log *slog.Logger) error {
 	}
 	id, err := ResolveUser(channel.RootfsDir, cfg.User)
 	if err != nil {
-		return s.fail(err)
-	}
-	if err := mountRootfs(); err != nil {
 		return s.fail(err)
 	}
 	if err := openSecrets(key, start, id); err != nil {
@@ -448,8 +445,8 @@ func reapUntil(pid int) int {
 	}
 }
 
-// watchHost follows the host while the workload runs: ABORT ends the VM at
-// once; STOP sends SIGTERM to the workload's process group (it leads its
+// watchHost follows the host while the workload runs: PING is answered
+// with PONG; ABORT ends the VM at once; STOP sends SIGTERM to the workload's process group (it leads its
 // own session) and SIGKILL to every process after the grace period, and the
 // exit status is then reported as usual.
 func (s *session) watchHost(pid int) {
@@ -468,6 +465,8 @@ func (s *session) watchHost(pid int) {
 			s.log.Info("host stops the workload", "grace", grace)
 			_ = unix.Kill(-pid, unix.SIGTERM)
 			time.AfterFunc(grace, func() { _ = unix.Kill(-1, unix.SIGKILL) })
+		case msg.Ping != nil:
+			_ = s.send(channel.TypePong, msg.Ping)
 		default:
 			s.log.Warn("ignoring a START while the workload runs")
 		}
@@ -487,9 +486,6 @@ func runStandalone(log *slog.Logger) error {
 	}
 	id, err := ResolveUser(channel.RootfsDir, cfg.User)
 	if err != nil {
-		return err
-	}
-	if err := mountRootfs(); err != nil {
 		return err
 	}
 	env := Env(cfg.Env, id.Home, "bench")

@@ -32,7 +32,7 @@ const MaxFrameSize = 4 << 20
 type Type uint8
 
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
-// Error. Host → guest: Identity, Start, Abort, Stop.
+// Error, Pong. Host → guest: Identity, Start, Abort, Stop, Ping.
 const (
 	TypeHello    Type = 1  // guest: JSON Hello, its public key, after Identity
 	TypeStart    Type = 2  // host: JSON Start
@@ -45,6 +45,8 @@ const (
 	TypeStop     Type = 9  // host: JSON Stop, end the running workload gracefully
 	TypeReady    Type = 10 // guest: JSON Ready, first frame after boot: the port is open, no key yet
 	TypeIdentity Type = 11 // host: JSON Identity, fresh entropy and time, before the guest makes its key
+	TypePing     Type = 12 // host: JSON Ping, while the workload runs: is the agent alive?
+	TypePong     Type = 13 // guest: JSON Ping, the answer, with the same sequence number
 )
 
 func (t Type) String() string {
@@ -71,12 +73,21 @@ func (t Type) String() string {
 		return "READY"
 	case TypeIdentity:
 		return "IDENTITY"
+	case TypePing:
+		return "PING"
+	case TypePong:
+		return "PONG"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeIdentity }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypePong }
+
+// Ping is a liveness probe (PING) and its answer (PONG).
+type Ping struct {
+	Seq uint64 `json:"seq"`
+}
 
 // Ready is the agent's first message: it has booted and opened the port,
 // and waits for its Identity before it makes any key.
@@ -319,9 +330,9 @@ type BaseManifest struct {
 	KernelVersion string   `json:"kernel_version"`
 	Modules       []string `json:"modules"`
 	// DiskModules are loaded, in order, when the image disk is mounted
-	// (virtio_blk, erofs, overlay and their dependencies not in Modules):
-	// a template's guest must not have probed the disk slot before a clone
-	// points it at its own image.
+	// (virtio_blk and dependencies not in Modules): a template's guest must
+	// not have probed the disk slot before a clone points it at its own
+	// image.
 	DiskModules []string `json:"disk_modules,omitempty"`
 }
 

@@ -1,0 +1,192 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/bulwark-project/bulwark/kvm"
+	"github.com/bulwark-project/bulwark/measure"
+)
+
+// Template selection for Options.Template.
+const (
+	// TemplateAuto clones from the template of the launch's recipe when
+	// there is one, and boots cold otherwise (the default).
+	TemplateAuto = ""
+	// TemplateNone always boots cold.
+	TemplateNone = "none"
+)
+
+// TemplatesDir is where the launcher keeps VM templates: one directory
+// per recipe (kvm.TemplateDir) under the state directory.
+func TemplatesDir(stateDir string) string { return filepath.Join(stateDir, "templates") }
+
+// TemplateOptions configures CreateTemplate. The recipe's inputs (kernel,
+// initrd or agent, command line, accelerator, CPUs, memory) are taken and
+// defaulted exactly as Run takes them, so `launcher run` with the same
+// values finds the template.
+type TemplateOptions struct {
+	Options
+	// Name labels the template (default: its id).
+	Name string
+	// Replace removes an existing template of the same recipe first.
+	Replace bool
+}
+
+// CreateTemplate boots the recipe's guest to the agent's READY, snapshots
+// it and stores the template under TemplatesDir. It returns the template
+// and its directory.
+func CreateTemplate(ctx context.Context, to TemplateOptions) (*kvm.TemplateInfo, string, error) {
+	o := &to.Options
+	if err := o.setDefaults(); err != nil {
+		return nil, "", err
+	}
+	accel, cmdline, err := o.accelAndCmdline()
+	if err != nil {
+		return nil, "", err
+	}
+	kernel, _, err := pinKernel(ctx, o)
+	if err != nil {
+		return nil, "", err
+	}
+	defer kernel.Close()
+	initrd, err := pinInitrd(ctx, o)
+	if err != nil {
+		return nil, "", err
+	}
+	defer initrd.Close()
+	cfg := o.sandboxConfig(kernel, initrd, accel, cmdline)
+	recipe, err := cfg.Recipe()
+	if err != nil {
+		return nil, "", err
+	}
+	root := TemplatesDir(o.StateDir)
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, "", err
+	}
+	dir := kvm.TemplateDir(root, recipe)
+	name := to.Name
+	if name == "" {
+		name = filepath.Base(dir)
+	}
+	if err := checkTemplateName(name); err != nil {
+		return nil, "", err
+	}
+	infos, dirs, _ := kvm.ListTemplates(root)
+	for i, info := range infos {
+		if info.Name == name && dirs[i] != dir {
+			return nil, "", fmt.Errorf("a template named %q exists for another recipe (%s): choose another --name or remove it (launcher template rm %s)", name, filepath.Base(dirs[i]), name)
+		}
+	}
+	if old, err := kvm.ReadTemplateInfo(dir); err == nil || !errors.Is(err, os.ErrNotExist) {
+		if !to.Replace {
+			return nil, "", fmt.Errorf("this recipe has a template already (%q, %s): use it (launcher run picks it), or pass --replace to make it again", old.Name, dir)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, "", err
+		}
+	}
+	o.progress("booting the template's guest (%s, %d CPU, %d MiB) to its agent's READY", accel, cfg.CPUs, cfg.MemoryMiB)
+	info, err := kvm.CreateTemplate(ctx, cfg, dir, name)
+	if err != nil {
+		return nil, "", err
+	}
+	return info, dir, nil
+}
+
+// checkTemplateName accepts 1..64 of [A-Za-z0-9._-], not starting with '.'.
+func checkTemplateName(n string) error {
+	if n == "" || len(n) > 64 || n[0] == '.' || n == TemplateNone {
+		return fmt.Errorf("template name %q: want 1..64 characters from [A-Za-z0-9._-], not starting with '.', and not %q", n, TemplateNone)
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("template name %q: want 1..64 characters from [A-Za-z0-9._-]", n)
+		}
+	}
+	return nil
+}
+
+// FindTemplate returns the directory of the template called name (or
+// whose id is name) under root.
+func FindTemplate(root, name string) (string, kvm.TemplateInfo, error) {
+	infos, dirs, errs := kvm.ListTemplates(root)
+	for i, info := range infos {
+		if info.Name == name || filepath.Base(dirs[i]) == name {
+			return dirs[i], info, nil
+		}
+	}
+	msg := fmt.Sprintf("no template %q in %s (launcher template ls lists them; launcher template create makes one)", name, root)
+	if len(errs) > 0 {
+		msg += fmt.Sprintf("; %d unreadable: %v", len(errs), errs[0])
+	}
+	return "", kvm.TemplateInfo{}, errors.New(msg)
+}
+
+// loadTemplate picks and loads the template for a launch with cfg, or
+// returns nil for a cold boot (Options.Template).
+func (o *Options) loadTemplate(cfg kvm.Config) (*kvm.Template, error) {
+	root := TemplatesDir(o.StateDir)
+	var dir string
+	switch o.Template {
+	case TemplateNone:
+		return nil, nil
+	case TemplateAuto:
+		recipe, err := cfg.Recipe()
+		if err != nil {
+			return nil, err
+		}
+		dir = kvm.TemplateDir(root, recipe)
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			o.progress("no template for this recipe: booting cold (launcher template create makes one)")
+			return nil, nil
+		}
+	default:
+		var err error
+		if dir, _, err = FindTemplate(root, o.Template); err != nil {
+			return nil, err
+		}
+	}
+	tpl, err := kvm.LoadTemplate(dir)
+	if err != nil {
+		return nil, fmt.Errorf("template: %w", err)
+	}
+	o.progress("cloning from template %q (%s, made %s; --template none boots cold)", tpl.Info.Name, filepath.Base(dir), tpl.Info.Created.Format("2006-01-02 15:04"))
+	return tpl, nil
+}
+
+// RemoveTemplate removes the template called name (or with id name).
+func RemoveTemplate(stateDir, name string) (string, error) {
+	dir, _, err := FindTemplate(TemplatesDir(stateDir), name)
+	if err != nil {
+		return "", err
+	}
+	if !strings.HasPrefix(dir, TemplatesDir(stateDir)+string(os.PathSeparator)) {
+		return "", fmt.Errorf("template directory %s is outside %s", dir, TemplatesDir(stateDir))
+	}
+	return dir, os.RemoveAll(dir)
+}
+
+// pinKernel pins and measures the guest kernel (default: the host's) and
+// returns it with its path.
+func pinKernel(ctx context.Context, o *Options) (*measure.Pinned, string, error) {
+	kernelPath := o.Kernel
+	if kernelPath == "" {
+		o.progress("extracting the host kernel as a PVH vmlinux (cached)")
+		var err error
+		if kernelPath, err = kvm.DefaultKernel(ctx); err != nil {
+			return nil, "", fmt.Errorf("default guest kernel: %w (or give --kernel)", err)
+		}
+	}
+	o.progress("measuring kernel %s", kernelPath)
+	kernel, err := measure.Pin(ctx, kernelPath, measure.SHA256)
+	if err != nil {
+		return nil, "", fmt.Errorf("kernel: %w", err)
+	}
+	return kernel, kernelPath, nil
+}
