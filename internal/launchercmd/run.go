@@ -100,7 +100,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		Cmdline: *cmdline, Args: fs.Args(), Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
 		BootTimeout: *bootTimeout, NoCgroup: *noCgroup, NoConfine: *noConfine, StopGrace: *stopTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
 		Template: *template,
-		Stdout: env.Stdout, Stderr: env.Stderr,
+		Stdout:   env.Stdout, Stderr: env.Stderr,
 	}
 	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {
 		o.Progress = env.Stderr
