@@ -25,6 +25,10 @@ var celVars = []cel.EnvOption{
 	cel.Variable("cmdline_digest", cel.StringType),
 	cel.Variable("image", cel.StringType),
 	cel.Variable("image_config", cel.StringType),
+	cel.Variable("image_disk", cel.StringType),
+	// template: recipe, ram, state digests of the template a clone resumed
+	// from; all "" for a cold boot.
+	cel.Variable("template", cel.MapType(cel.StringType, cel.StringType)),
 	cel.Variable("args", cel.ListType(cel.StringType)),
 	cel.Variable("host_pcrs", cel.MapType(cel.IntType, cel.StringType)),
 	// firmware: present, secure_boot (bool), authorities (list of sha256
@@ -54,7 +58,7 @@ func compileRule(expr string) (cel.Program, []celError) {
 		var out []celError
 		for _, e := range iss.Errors() {
 			out = append(out, celError{line: e.Location.Line(), col: e.Location.Column(), msg: strings.TrimSuffix(e.Message, " (in container '')"),
-				hint: "variables: policy, node_id, sandbox_id, kernel, initrd, cmdline, cmdline_digest, image, image_config, args, host_pcrs, firmware, signers, time"})
+				hint: "variables: policy, node_id, sandbox_id, kernel, initrd, cmdline, cmdline_digest, image, image_config, image_disk, template, args, host_pcrs, firmware, signers, time"})
 		}
 		if len(out) == 0 {
 			out = append(out, celError{msg: iss.Err().Error()})

@@ -149,6 +149,7 @@ func (e *evaluation) launch() {
 	e.cmdline()
 	e.artifact("image", e.pol.Image, e.ev.Event.Image, false)
 	e.args()
+	e.templates()
 }
 
 func (e *evaluation) deny(format string, a ...any) {
@@ -532,6 +533,8 @@ func (e *evaluation) claims() map[string]any {
 		"cmdline_digest": ev.CmdlineDigest,
 		"image":          ev.Image,
 		"image_config":   ev.ImageConfig,
+		"image_disk":     ev.ImageDisk,
+		"template":       e.templateClaims(),
 		"args":           args,
 		"host_pcrs":      pcrs,
 		"firmware":       firmwareClaims(e.ev.Firmware),

@@ -159,7 +159,7 @@ func yamlError(path string, err error) *Error {
 	return &Error{File: path, Line: line, Column: col, Msg: "YAML syntax: " + msg, Hint: "check indentation (spaces, not tabs) and quoting on or just before this line"}
 }
 
-var topFields = []string{"apiVersion", "name", "description", "valid", "signers", "kernel", "initrd", "cmdline", "image", "args", "host", "secrets", "rules"}
+var topFields = []string{"apiVersion", "name", "description", "valid", "signers", "kernel", "initrd", "cmdline", "image", "args", "templates", "host", "secrets", "rules"}
 
 func (p *parser) policy(root *yaml.Node, dir string, opts LoadOptions) *Policy {
 	pol := &Policy{Signers: map[string]*Signer{}}
@@ -207,6 +207,9 @@ func (p *parser) policy(root *yaml.Node, dir string, opts LoadOptions) *Policy {
 	}
 	if v, ok := f["args"]; ok {
 		p.args(v.val, pol)
+	}
+	if v, ok := f["templates"]; ok {
+		p.templates(v.val, pol)
 	}
 	if v, ok := f["host"]; ok {
 		p.host(v.val, pol)

@@ -30,6 +30,8 @@ type Policy struct {
 	Image   *ArtifactRule // nil: launches must not run an image
 	Args    ArgsRule
 
+	Templates *TemplateRule // nil: clones of any template are judged like cold boots
+
 	HostPCRs   map[int][][]byte // index (0..MaxHostPCR) → allowed SHA-256 values; empty: no requirement
 	SecureBoot *SecureBootRule  // nil: no requirement on the host's Secure Boot state
 
