@@ -1014,3 +1014,114 @@ func (s *embedded) PurgeExpired(ctx context.Context, now time.Time) (int, error)
 	})
 	return n, err
 }
+
+// ---- retention ----
+
+// sealKey holds the audit seal in bktMeta.
+var sealKey = []byte("audit_seal")
+
+type sealRec struct {
+	Seq  uint64 `json:"seq"`
+	Hash []byte `json:"hash"`
+	Sig  []byte `json:"sig"`
+}
+
+func (s *embedded) AuditSeal(ctx context.Context) (Seal, error) {
+	var out Seal
+	err := s.view(func(tx *bolt.Tx) error {
+		r, err := get[sealRec](tx.Bucket(bktMeta), sealKey)
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return fmt.Errorf("audit log never purged: %w", ErrNotFound)
+		}
+		out = Seal{Checkpoint: Checkpoint{Seq: r.Seq, Hash: r.Hash}, Sig: r.Sig}
+		return nil
+	})
+	return out, err
+}
+
+func (s *embedded) PurgeSealed(ctx context.Context, seal Seal, limit int) (Purged, error) {
+	if err := validatePurge(seal, limit); err != nil {
+		return Purged{}, err
+	}
+	var out Purged
+	err := s.write(ctx, func(tx *txn) error {
+		out = Purged{}
+		meta, ab := tx.Bucket(bktMeta), tx.Bucket(bktAudit)
+		old, err := get[sealRec](meta, sealKey)
+		if err != nil {
+			return err
+		}
+		var oldSeal Checkpoint
+		if old != nil {
+			oldSeal = Checkpoint{Seq: old.Seq, Hash: old.Hash}
+		}
+		head, err := s.auditHeadIn(tx)
+		if err != nil {
+			return err
+		}
+		var headSeq uint64
+		if head != nil {
+			headSeq = head.Seq
+		}
+		var atSeal []byte
+		if r, err := get[auditRec](ab, seqKey(seal.Seq)); err != nil {
+			return err
+		} else if r != nil {
+			atSeal = r.Hash
+		}
+		isNew, err := checkSeal(seal, oldSeal, headSeq, atSeal)
+		if err != nil {
+			return logical(err)
+		}
+		// All checks done: write.
+		if isNew {
+			if err := put(meta, sealKey, sealRec{Seq: seal.Seq, Hash: seal.Hash, Sig: seal.Sig}); err != nil {
+				return err
+			}
+		}
+		type victim struct {
+			key     []byte
+			verdict string // attestation id of a verdict record
+		}
+		var victims []victim
+		c := ab.Cursor()
+		k, v := c.First()
+		for ; k != nil && len(victims) < limit; k, v = c.Next() {
+			if len(k) == 8 && binary.BigEndian.Uint64(k) > seal.Seq {
+				break
+			}
+			var r auditRec
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("store: corrupt audit record %x: %w", k, err)
+			}
+			vic := victim{key: bytes.Clone(k)}
+			if AuditKind(r.Kind) == KindVerdict {
+				vic.verdict = r.Subject
+			}
+			victims = append(victims, vic)
+		}
+		out.More = k != nil && (len(k) != 8 || binary.BigEndian.Uint64(k) <= seal.Seq)
+		att := tx.Bucket(bktAtt)
+		for _, vic := range victims {
+			if err := ab.Delete(vic.key); err != nil {
+				return err
+			}
+			out.Audit++
+			if vic.verdict == "" || att.Get([]byte(vic.verdict)) == nil {
+				continue
+			}
+			if err := att.Delete([]byte(vic.verdict)); err != nil {
+				return err
+			}
+			out.Attestations++
+		}
+		return nil
+	})
+	if err != nil {
+		return Purged{}, err
+	}
+	return out, nil
+}

@@ -64,6 +64,10 @@ func (m memAudit) AuditHead(context.Context) (AuditRecord, error) {
 	return m[len(m)-1], nil
 }
 
+func (m memAudit) AuditSeal(context.Context) (Seal, error) {
+	return Seal{}, ErrNotFound
+}
+
 // keptHead is an Audit whose head is kept apart from its records, as
 // PostgreSQL's audit_head row is: set to record Seq of the chain, or to an
 // empty log (0), whatever the records say.
