@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,39 @@ func RecordAttestations(t testing.TB, s store.Store, n int, start time.Time, ste
 			SandboxID: "sb", GuestPublicKey: random(t, 32), Secrets: []string{"db"}, CreatedAt: at, ReleaseExpires: at.Add(time.Minute)})
 		must(t, err)
 	}
+	return ids
+}
+
+// RecordAttestationsAt records n attestations of one new node, all at
+// time at, concurrently (so that they share group commits); it returns
+// their ids.
+func RecordAttestationsAt(t testing.TB, s store.Store, n int, at time.Time) []string {
+	ctx := context.Background()
+	nd := NewNode(t)
+	must(t, s.CreateNode(ctx, nd))
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("att-%d-%x", i, random(t, 4))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 32 {
+				_, err := s.RecordAttestation(ctx, store.Attestation{ID: ids[i], NodeID: nd.ID, Policy: "web@1", Allow: true,
+					SandboxID: "sb", GuestPublicKey: make([]byte, 32), Secrets: []string{"db"}, CreatedAt: at, ReleaseExpires: at.Add(time.Minute)})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	must(t, <-errs)
 	return ids
 }
 
