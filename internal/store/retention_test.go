@@ -146,3 +146,5 @@ func wantChainError(t *testing.T, s store.Store, opts store.VerifyOptions, pos u
 		t.Fatalf("first bad record reported at %d, want %d (%v)", ce.Position, pos, err)
 	}
 }
+
+func pgxConnect(dsn string) (*pgx.Conn, error) { return pgx.Connect(context.Background(), dsn) }
