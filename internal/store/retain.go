@@ -93,6 +93,17 @@ func Retain(ctx context.Context, s Store, cutoff time.Time, o RetainOptions) (Pu
 	}
 	cut := normTime(cutoff)
 	var total Purged
+	// A purge interrupted (a crash, a cancelled context) is finished under
+	// its own seal first, if this key signed it: a new seal point may lie
+	// before it (a longer retention since), and the store refuses a seal
+	// before the stored one.
+	if stored, err := s.AuditSeal(ctx); err == nil && VerifySeal(o.Signer.Public(), stored) == nil {
+		if _, err := purgeThrough(ctx, s, stored, o.Batch, &total); err != nil {
+			return total, err
+		}
+	} else if err != nil && !errors.Is(err, ErrNotFound) {
+		return total, fmt.Errorf("retention: reading the seal: %w", err)
+	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
@@ -105,22 +116,32 @@ func Retain(ctx context.Context, s Store, cutoff time.Time, o RetainOptions) (Pu
 		if err != nil {
 			return total, err
 		}
-		for {
-			p, err := s.PurgeSealed(ctx, seal, o.Batch)
-			if errors.Is(err, ErrConflict) {
-				return total, nil // purged further elsewhere, or the log moved: next round
-			}
-			if err != nil {
-				return total, fmt.Errorf("purging the audit log through %d: %w", seal.Seq, err)
-			}
-			total.Audit += p.Audit
-			total.Attestations += p.Attestations
-			if !p.More {
-				break
-			}
-			if err := ctx.Err(); err != nil {
-				return total, err
-			}
+		if done, err := purgeThrough(ctx, s, seal, o.Batch, &total); err != nil || !done {
+			return total, err
+		}
+	}
+}
+
+// purgeThrough calls PurgeSealed with seal until nothing at or before it
+// is left (done), adding what it purged to total. ErrConflict (another
+// replica purged further, or the store refuses the seal) ends it quietly,
+// not done: the caller stops until its next round.
+func purgeThrough(ctx context.Context, s Store, seal Seal, batch int, total *Purged) (done bool, err error) {
+	for {
+		p, err := s.PurgeSealed(ctx, seal, batch)
+		if errors.Is(err, ErrConflict) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("purging the audit log through %d: %w", seal.Seq, err)
+		}
+		total.Audit += p.Audit
+		total.Attestations += p.Attestations
+		if !p.More {
+			return true, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return false, err
 		}
 	}
 }
