@@ -24,6 +24,7 @@ bench() { # PKG REGEX BENCHTIME
 bench ./measure 'BenchmarkMeasureFileVsOpenSSL|BenchmarkMeasureImageParallel' "$n"
 bench ./internal/attestd 'BenchmarkVerifyAttestationInProcess' 2000x
 bench ./internal/load 'BenchmarkAttestdEndToEnd' "$n"
+bench ./internal/store 'BenchmarkStoreSize|BenchmarkRetentionSteadyState' 1x
 bench ./kvm 'BenchmarkLaunchVsBareQEMU' "$n"
 bench ./e2e 'BenchmarkLaunchMemory' "$n"
 
@@ -86,6 +87,12 @@ printf '| key release (binaries, flat out, %s s, %s hosts) | p50 %s ms, p99 %s m
   "$(j "$load_json" .duration_seconds)" "$(j "$load_json" .hosts)" "$(j "$load_json" '.rpc_latency.release.p50_ms')" "$(j "$load_json" '.rpc_latency.release.p99_ms')"
 printf '| fleet run through the binaries, flat out, with release | %s cycles/s, p99 %s ms, errors %s | nothing lost: %s | |\n' \
   "$(j "$load_json" '.attest.per_second | floor')" "$(j "$load_json" '.attest.latency.p99_ms')" "$(j "$load_json" '[.attest.errors[]?] | add // 0')" "$(j "$load_json" "$nothing_lost")"
+printf '| store size per 10,000 attestations (each with its release: 2 audit records) | embedded: %s MB of pages (%s bytes each), PostgreSQL: %s MB (%s bytes each) | — | |\n' \
+  "$(metric 'StoreSize/embedded' MB-per-10k)" "$(metric 'StoreSize/embedded' bytes/attestation)" "$(metric 'StoreSize/postgres' MB-per-10k)" "$(metric 'StoreSize/postgres' bytes/attestation)"
+steady=$(metric RetentionSteadyState file-bytes/retained-attestation)
+printf '| embedded store under retention: 10,000 hosts a minute, 5 (simulated) minutes kept, 30 minutes run | file %s MB after 2 retention periods, %s MB after 6 (max %s MB): %s bytes per retained attestation | default --retention 10h keeps 6M: ~%s GB | |\n' \
+  "$(metric RetentionSteadyState file-MB-after-2-periods)" "$(metric RetentionSteadyState file-MB-after-6-periods)" "$(metric RetentionSteadyState max-file-MB)" "$steady" \
+  "$(awk -v b="$steady" 'BEGIN { if (b == "-") print "-"; else printf "%.0f", b * 6e6 / 1e9 }')"
 printf '| launch to workload exit (sandbox) | %s ms | bare qemu-system-x86_64, same kernel+initramfs: %s ms | %s (goal <= 1.15) |\n' \
   "$(metric LaunchVsBareQEMU api-ms)" "$(metric LaunchVsBareQEMU bare-ms)" "$(metric LaunchVsBareQEMU overhead-ratio)"
 printf '| QEMU confined (own uid, namespaces) vs unconfined: launch | %s ms | unconfined, same run: %s ms | %s (goal <= 1.05) |\n' \

@@ -200,7 +200,9 @@ func (a *adminServer) ReadAudit(ctx context.Context, req *bulwarkv1.ReadAuditReq
 }
 
 func (a *adminServer) VerifyAudit(ctx context.Context, _ *bulwarkv1.VerifyAuditRequest) (*bulwarkv1.VerifyAuditResponse, error) {
-	var opts store.VerifyOptions
+	// Records retention purged are vouched for by the seal signed with
+	// the token key.
+	opts := store.VerifyOptions{SealKey: a.s.tokens.Public()}
 	if a.s.cps != nil {
 		// A checkpoint file removed while attestd ran is reported, not
 		// quietly written anew: what it anchored is no longer vouched for.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -124,6 +125,62 @@ func (c *Checkpoints) Record(ctx context.Context, a store.Audit) (store.Checkpoi
 	}
 	c.wrote = true
 	return cp, lost
+}
+
+// Prune drops the checkpoints before record seq (the seal retention
+// purged the log through: what they named is gone), always keeping the
+// last one, so that the file does not grow for ever either. It rewrites
+// the file atomically (a new file renamed over it): it never goes missing.
+func (c *Checkpoints) Prune(seq uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lines, err := c.readLocked()
+	if err != nil || len(lines) == 0 {
+		return err
+	}
+	keep := lines[:0:0]
+	for i, l := range lines {
+		if l.Seq >= seq || i == len(lines)-1 {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) == len(lines) {
+		return nil
+	}
+	var buf bytes.Buffer
+	for _, l := range keep {
+		b, _ := json.Marshal(l)
+		buf.Write(append(b, '\n'))
+	}
+	tmp := c.path + ".tmp"
+	if err := writeFileSync(tmp, buf.Bytes()); err != nil {
+		return fmt.Errorf("audit checkpoints: %w", err)
+	}
+	if err := os.Rename(tmp, c.path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("audit checkpoints: %w", err)
+	}
+	if d, err := os.Open(filepath.Dir(c.path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // Trusted reads the checkpoints back, verifying each signature with pub;

@@ -67,8 +67,8 @@ func TestAuditVerifyArgs(t *testing.T) {
 		want     string // in stdout+stderr
 		noCreate string // this path must not exist afterwards
 	}{
-		{"existing store", []string{"--data", good}, 0, "audit log OK: 1 records, head 1 ", ""},
-		{"checkpoint reported", []string{"--data", good}, 0, "; 1 signed checkpoints, the last at record 1", ""},
+		{"existing store", []string{"--data", good}, 0, "audit log OK: 1 records (1..1), head 1:", ""},
+		{"checkpoint reported", []string{"--data", good}, 0, "; 1 signed checkpoints, the last 1:", ""},
 		// Without its checkpoint file the chain's start is not vouched
 		// for: that is a failure unless asked for explicitly.
 		{"no checkpoint file", []string{"--data", nocp}, 1, "audit log NOT verified: no signed checkpoints in " + filepath.Join(nocp, attestd.CheckpointFile), ""},

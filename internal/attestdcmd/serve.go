@@ -28,7 +28,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "serve",
 		Summary: "run the attestation and key-release service (gRPC over TLS)",
-		Usage:   "--data DIR [--listen :8443] [--db postgres://...] [--vault tpm|sgx|file] [--policies DIR] [--ek-ca FILE...] [--peer-rate N] [--max-conns N] [--max-conns-per-peer N] [--insecure]",
+		Usage:   "--data DIR [--listen :8443] [--db postgres://...] [--vault tpm|sgx|file] [--policies DIR] [--ek-ca FILE...] [--peer-rate N] [--max-conns N] [--max-conns-per-peer N] [--retention DURATION] [--insecure]",
 		Run:     runServe,
 	})
 }
@@ -57,6 +57,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		maxConns     = fs.Int("max-conns", attestd.DefaultMaxConns, "gRPC connections open at once; more are closed as soon as accepted (the open-file limit is raised, or checked, to fit)")
 		maxPerPeer   = fs.Int("max-conns-per-peer", attestd.DefaultMaxConnsPerPeer, "gRPC connections open at once from one peer address (IPv6: one /64); 0: no per-peer cap (behind a load balancer that hides client addresses)")
 		idleTimeout  = fs.Duration("idle-timeout", attestd.DefaultIdleTimeout, "close a gRPC connection that has had no call for this long")
+		retention    = fs.Duration("retention", attestd.DefaultRetention, "keep attestations and audit records this long, then purge them under a signed seal (docs/storage.md); 0: keep everything (the store grows for ever)")
 		logFormat    = fs.String("log-format", "json", "log format: json or text")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		policyKeys   multiFlag
@@ -107,6 +108,9 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		if d.v <= 0 {
 			return cli.Usagef("%s %v: want a positive duration, e.g. %s 60s", d.flag, d.v, d.flag)
 		}
+	}
+	if *retention != 0 && (*retention < attestd.MinRetention || *retention <= *tokenTTL) {
+		return cli.Usagef("--retention %v: want at least %v and longer than --token-ttl (%v), or 0 to keep everything, e.g. --retention %v", *retention, attestd.MinRetention, *tokenTTL, attestd.DefaultRetention)
 	}
 	if !(*peerRate >= 0) || math.IsInf(*peerRate, 0) {
 		return cli.Usagef("--peer-rate %v: want calls a second (0: no limit), e.g. --peer-rate %d", *peerRate, attestd.DefaultPeerRate)
@@ -286,7 +290,13 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 			log.Error("policy watcher stopped", "error", err)
 		}
 	}()
-	go purgeLoop(ctx, st, checkpoints, log)
+	var retainer *attestd.Retainer
+	if *retention > 0 {
+		retainer = &attestd.Retainer{Store: st, Tokens: tokens, Checkpoints: checkpoints, Retention: *retention, Logger: log}
+	} else {
+		log.Warn("no retention (--retention 0): attestations and audit records are never purged, and the store grows for ever")
+	}
+	go purgeLoop(ctx, st, checkpoints, retainer, log)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -329,9 +339,10 @@ func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, w *policy.Watcher
 	}
 }
 
-// purgeLoop drops expired nonces, challenges and release windows, and
-// signs an audit checkpoint of the current head, every minute.
-func purgeLoop(ctx context.Context, st store.Store, cps *attestd.Checkpoints, log *slog.Logger) {
+// purgeLoop drops expired nonces, challenges and release windows, purges
+// what is older than the retention (rt; nil: nothing), and signs an audit
+// checkpoint of the current head, every minute.
+func purgeLoop(ctx context.Context, st store.Store, cps *attestd.Checkpoints, rt *attestd.Retainer, log *slog.Logger) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -343,6 +354,11 @@ func purgeLoop(ctx context.Context, st store.Store, cps *attestd.Checkpoints, lo
 				log.Warn("purging expired entries", "error", err)
 			} else if n > 0 {
 				log.Debug("purged expired entries", "count", n)
+			}
+			if rt != nil {
+				if _, err := rt.Round(ctx); err != nil && ctx.Err() == nil {
+					log.Warn("retention", "error", err)
+				}
 			}
 			if _, err := cps.Record(ctx, st); errors.Is(err, attestd.ErrCheckpointsLost) {
 				log.Error("audit checkpoints lost: 'attestd ctl audit verify' reports it until restart", "error", err)

@@ -25,6 +25,14 @@ func TestServeRefusesBadFlags(t *testing.T) {
 	// checks fails fast instead of looking for one.
 	fileVault := []string{"--vault", "file", "--allow-insecure-file-vault"}
 	missing := filepath.Join(t.TempDir(), "missing.pem")
+	cfgDir := t.TempDir()
+	shortCfg, badCfg := filepath.Join(cfgDir, "short.yaml"), filepath.Join(cfgDir, "bad.yaml")
+	if err := os.WriteFile(shortCfg, []byte("retention: 1s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(badCfg, []byte("vault: file\nretention: 10 days\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -47,6 +55,11 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		{"zero max conns", append([]string{"--max-conns", "0"}, fileVault...), 2, "--max-conns 0: want at least 1"},
 		{"negative max conns per peer", append([]string{"--max-conns-per-peer", "-1"}, fileVault...), 2, "--max-conns-per-peer -1: want connections per peer"},
 		{"zero idle timeout", append([]string{"--idle-timeout", "0"}, fileVault...), 2, "--idle-timeout 0s: want a positive duration"},
+		{"retention under a minute", append([]string{"--retention", "30s"}, fileVault...), 2, "--retention 30s: want at least 1m0s and longer than --token-ttl"},
+		{"retention within the token TTL", append([]string{"--retention", "5m"}, fileVault...), 2, "--retention 5m0s: want at least 1m0s and longer than --token-ttl (5m0s)"},
+		{"negative retention", append([]string{"--retention", "-10h"}, fileVault...), 2, "--retention -10h0m0s"},
+		{"retention from the config file", append([]string{"--config", shortCfg}, fileVault...), 2, "--retention 1s: want at least"},
+		{"retention in the config file not a duration", append([]string{"--config", badCfg}, fileVault...), 2, `bad.yaml:2: retention "10 days"`},
 		{"listen without a port", append([]string{"--listen", "127.0.0.1"}, fileVault...), 2, `--listen "127.0.0.1": want [HOST]:PORT`},
 		{"metrics address without a port", append([]string{"--metrics-addr", "9464"}, fileVault...), 2, `--metrics-addr "9464": want [HOST]:PORT`},
 		{"log level", append([]string{"--log-level", "loud"}, fileVault...), 2, "--log-level"},

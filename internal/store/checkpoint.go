@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -20,7 +21,33 @@ func SignCheckpoint(rand io.Reader, s crypto.Signer, c Checkpoint) ([]byte, erro
 	if len(c.Hash) != sha256.Size || c.Seq == 0 {
 		return nil, fmt.Errorf("checkpoint needs a seq and a 32-byte hash: %w", ErrInvalid)
 	}
-	msg := c.SigningBytes()
+	return sign(rand, s, c.SigningBytes())
+}
+
+// SignSeal signs c as a seal (c.SealSigningBytes, with the algorithms of
+// SignCheckpoint): the checkpoint through which the audit log may be
+// purged. Give it to Retention.PurgeSealed.
+func SignSeal(rand io.Reader, s crypto.Signer, c Checkpoint) (Seal, error) {
+	if len(c.Hash) != sha256.Size || c.Seq == 0 {
+		return Seal{}, fmt.Errorf("seal needs a seq and a 32-byte hash: %w", ErrInvalid)
+	}
+	sig, err := sign(rand, s, c.SealSigningBytes())
+	if err != nil {
+		return Seal{}, fmt.Errorf("signing the audit seal at %d: %w", c.Seq, err)
+	}
+	return Seal{Checkpoint: Checkpoint{Seq: c.Seq, Hash: bytes.Clone(c.Hash)}, Sig: sig}, nil
+}
+
+// VerifySeal checks a signature made by SignSeal. A checkpoint's
+// signature (SignCheckpoint) does not verify as a seal's.
+func VerifySeal(pub crypto.PublicKey, s Seal) error {
+	if err := verifySig(pub, s.SealSigningBytes(), s.Sig); err != nil {
+		return fmt.Errorf("audit seal at record %d: %w", s.Seq, err)
+	}
+	return nil
+}
+
+func sign(rand io.Reader, s crypto.Signer, msg []byte) ([]byte, error) {
 	if _, ok := s.Public().(ed25519.PublicKey); ok {
 		return s.Sign(rand, msg, crypto.Hash(0))
 	}
@@ -30,7 +57,10 @@ func SignCheckpoint(rand io.Reader, s crypto.Signer, c Checkpoint) ([]byte, erro
 
 // VerifyCheckpoint checks a signature made by SignCheckpoint.
 func VerifyCheckpoint(pub crypto.PublicKey, c Checkpoint, sig []byte) error {
-	msg := c.SigningBytes()
+	return verifySig(pub, c.SigningBytes(), sig)
+}
+
+func verifySig(pub crypto.PublicKey, msg, sig []byte) error {
 	d := sha256.Sum256(msg)
 	ok := false
 	switch k := pub.(type) {

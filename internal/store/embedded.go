@@ -712,7 +712,7 @@ func (s *embedded) RecordAttestation(ctx context.Context, a Attestation) (AuditR
 	rec := toAttRec(&a)
 	var out AuditRecord
 	err = s.write(ctx, func(tx *txn) error {
-		ab := tx.Bucket(bktAtt)
+		ab := attBucket(tx)
 		if ab.Get([]byte(a.ID)) != nil {
 			return logical(fmt.Errorf("attestation %s: %w", a.ID, ErrConflict))
 		}
@@ -736,6 +736,21 @@ func (s *embedded) RecordAttestation(ctx context.Context, a Attestation) (AuditR
 	return out, err
 }
 
+// attFill is how full a page of attestations is left when it splits.
+// attestd's attestation ids begin with their time, so nearly every insert
+// is at the end of the bucket, where bbolt's default (half-full pages)
+// would leave every page half empty for good; a release rewrites a record
+// a few bytes longer, which the rest of the page absorbs.
+const attFill = 0.9
+
+// attBucket returns the attestations bucket of a write transaction, set
+// to split its pages at attFill.
+func attBucket(tx *txn) *bolt.Bucket {
+	b := tx.Bucket(bktAtt)
+	b.FillPercent = attFill
+	return b
+}
+
 func (s *embedded) GetAttestation(ctx context.Context, id string) (Attestation, error) {
 	var a Attestation
 	err := s.view(func(tx *bolt.Tx) error {
@@ -757,7 +772,7 @@ func (s *embedded) ConsumeRelease(ctx context.Context, id string, now time.Time)
 	var rec AuditRecord
 	t := nanos(now)
 	err := s.write(ctx, func(tx *txn) error {
-		b := tx.Bucket(bktAtt)
+		b := attBucket(tx)
 		r, err := get[attRec](b, []byte(id))
 		if err != nil {
 			return err
@@ -1013,4 +1028,115 @@ func (s *embedded) PurgeExpired(ctx context.Context, now time.Time) (int, error)
 		return nil
 	})
 	return n, err
+}
+
+// ---- retention ----
+
+// sealKey holds the audit seal in bktMeta.
+var sealKey = []byte("audit_seal")
+
+type sealRec struct {
+	Seq  uint64 `json:"seq"`
+	Hash []byte `json:"hash"`
+	Sig  []byte `json:"sig"`
+}
+
+func (s *embedded) AuditSeal(ctx context.Context) (Seal, error) {
+	var out Seal
+	err := s.view(func(tx *bolt.Tx) error {
+		r, err := get[sealRec](tx.Bucket(bktMeta), sealKey)
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return fmt.Errorf("audit log never purged: %w", ErrNotFound)
+		}
+		out = Seal{Checkpoint: Checkpoint{Seq: r.Seq, Hash: r.Hash}, Sig: r.Sig}
+		return nil
+	})
+	return out, err
+}
+
+func (s *embedded) PurgeSealed(ctx context.Context, seal Seal, limit int) (Purged, error) {
+	if err := validatePurge(seal, limit); err != nil {
+		return Purged{}, err
+	}
+	var out Purged
+	err := s.write(ctx, func(tx *txn) error {
+		out = Purged{}
+		meta, ab := tx.Bucket(bktMeta), tx.Bucket(bktAudit)
+		old, err := get[sealRec](meta, sealKey)
+		if err != nil {
+			return err
+		}
+		var oldSeal Checkpoint
+		if old != nil {
+			oldSeal = Checkpoint{Seq: old.Seq, Hash: old.Hash}
+		}
+		head, err := s.auditHeadIn(tx)
+		if err != nil {
+			return err
+		}
+		var headSeq uint64
+		if head != nil {
+			headSeq = head.Seq
+		}
+		var atSeal []byte
+		if r, err := get[auditRec](ab, seqKey(seal.Seq)); err != nil {
+			return err
+		} else if r != nil {
+			atSeal = r.Hash
+		}
+		isNew, err := checkSeal(seal, oldSeal, headSeq, atSeal)
+		if err != nil {
+			return logical(err)
+		}
+		// All checks done: write.
+		if isNew {
+			if err := put(meta, sealKey, sealRec{Seq: seal.Seq, Hash: seal.Hash, Sig: seal.Sig}); err != nil {
+				return err
+			}
+		}
+		type victim struct {
+			key     []byte
+			verdict string // attestation id of a verdict record
+		}
+		var victims []victim
+		c := ab.Cursor()
+		k, v := c.First()
+		for ; k != nil && len(victims) < limit; k, v = c.Next() {
+			if len(k) == 8 && binary.BigEndian.Uint64(k) > seal.Seq {
+				break
+			}
+			var r auditRec
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("store: corrupt audit record %x: %w", k, err)
+			}
+			vic := victim{key: bytes.Clone(k)}
+			if AuditKind(r.Kind) == KindVerdict {
+				vic.verdict = r.Subject
+			}
+			victims = append(victims, vic)
+		}
+		out.More = k != nil && (len(k) != 8 || binary.BigEndian.Uint64(k) <= seal.Seq)
+		att := tx.Bucket(bktAtt)
+		for _, vic := range victims {
+			if err := ab.Delete(vic.key); err != nil {
+				return err
+			}
+			out.Audit++
+			if vic.verdict == "" || att.Get([]byte(vic.verdict)) == nil {
+				continue
+			}
+			if err := att.Delete([]byte(vic.verdict)); err != nil {
+				return err
+			}
+			out.Attestations++
+		}
+		return nil
+	})
+	if err != nil {
+		return Purged{}, err
+	}
+	return out, nil
 }

@@ -173,6 +173,16 @@ func (f faultStore) AuditHead(ctx context.Context) (AuditRecord, error) {
 	return r, Unavailable(err)
 }
 
+func (f faultStore) AuditSeal(ctx context.Context) (Seal, error) {
+	r, err := f.s.AuditSeal(ctx)
+	return r, Unavailable(err)
+}
+
+func (f faultStore) PurgeSealed(ctx context.Context, seal Seal, limit int) (Purged, error) {
+	p, err := f.s.PurgeSealed(ctx, seal, limit)
+	return p, Unavailable(err)
+}
+
 func (f faultStore) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 	n, err := f.s.PurgeExpired(ctx, now)
 	return n, Unavailable(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -62,6 +63,10 @@ func (m memAudit) AuditHead(context.Context) (AuditRecord, error) {
 		return AuditRecord{}, ErrNotFound
 	}
 	return m[len(m)-1], nil
+}
+
+func (m memAudit) AuditSeal(context.Context) (Seal, error) {
+	return Seal{}, ErrNotFound
 }
 
 // keptHead is an Audit whose head is kept apart from its records, as
@@ -142,6 +147,29 @@ func FuzzVerifyAudit(f *testing.F) {
 			}
 		} else if !errors.Is(err, ErrAuditChain) {
 			t.Fatalf("error is not ErrAuditChain: %v", err)
+		}
+	})
+}
+
+// FuzzParseCheckpoint: the --since argument parser never panics, and what
+// it accepts is exactly what Checkpoint.String prints (one spelling per
+// checkpoint: no sign, no leading zeros, lowercase hex).
+func FuzzParseCheckpoint(f *testing.F) {
+	f.Add("12:" + strings.Repeat("ab", 32))
+	f.Add("0:" + strings.Repeat("00", 32))
+	f.Add("012:" + strings.Repeat("ab", 32))
+	f.Add("18446744073709551616:" + strings.Repeat("ab", 32))
+	f.Add("1:" + strings.Repeat("AB", 32))
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCheckpoint(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error is not ErrInvalid: %v", err)
+			}
+			return
+		}
+		if c.String() != s || len(c.Hash) != 32 {
+			t.Fatalf("ParseCheckpoint(%q) = %v, which prints as %q", s, c, c.String())
 		}
 	})
 }

@@ -19,7 +19,7 @@ import (
 
 // pgSchemaVersion is the schema this code writes; older ones are migrated
 // on open, newer ones refused.
-const pgSchemaVersion = 2
+const pgSchemaVersion = 3
 
 // pgLockKey is the advisory lock key that serialises schema migration
 // between replicas starting at once ("bulwark" in ASCII).
@@ -84,6 +84,13 @@ var pgSchema = []string{
 		seq bigint NOT NULL,
 		hash bytea NOT NULL)`,
 	`INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, $1) ON CONFLICT DO NOTHING`,
+	// Version 3: the seal the audit log was purged through (seq 0: never).
+	`CREATE TABLE IF NOT EXISTS audit_seal (
+		id integer PRIMARY KEY CHECK (id = 1),
+		seq bigint NOT NULL,
+		hash bytea NOT NULL,
+		sig bytea NOT NULL)`,
+	`INSERT INTO audit_seal (id, seq, hash, sig) VALUES (1, 0, $1, '') ON CONFLICT DO NOTHING`,
 }
 
 // pgStore is the PostgreSQL store. Several attestd replicas may share one
@@ -701,4 +708,91 @@ func (s *pgStore) PurgeExpired(ctx context.Context, now time.Time) (int, error) 
 		return 0, fmt.Errorf("store: purging: %w", err)
 	}
 	return int(n), nil
+}
+
+// ---- retention ----
+
+func (s *pgStore) AuditSeal(ctx context.Context) (Seal, error) {
+	if err := s.check(); err != nil {
+		return Seal{}, err
+	}
+	var seq int64
+	var out Seal
+	if err := s.pool.QueryRow(ctx, `SELECT seq, hash, sig FROM audit_seal WHERE id = 1`).Scan(&seq, &out.Hash, &out.Sig); err != nil {
+		return Seal{}, fmt.Errorf("store: reading audit seal: %w", err)
+	}
+	if seq == 0 {
+		return Seal{}, fmt.Errorf("audit log never purged: %w", ErrNotFound)
+	}
+	out.Seq = uint64(seq)
+	return out, nil
+}
+
+// PurgeSealed locks the audit_seal row (replicas purging at once take
+// turns), never the audit head: appends go on meanwhile.
+func (s *pgStore) PurgeSealed(ctx context.Context, seal Seal, limit int) (Purged, error) {
+	if err := s.check(); err != nil {
+		return Purged{}, err
+	}
+	if err := validatePurge(seal, limit); err != nil {
+		return Purged{}, err
+	}
+	var out Purged
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		out = Purged{}
+		var oldSeq, headSeq int64
+		var oldHash []byte
+		if err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_seal WHERE id = 1 FOR UPDATE`).Scan(&oldSeq, &oldHash); err != nil {
+			return fmt.Errorf("store: locking audit seal: %w", err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT seq FROM audit_head WHERE id = 1`).Scan(&headSeq); err != nil {
+			return fmt.Errorf("store: reading audit head: %w", err)
+		}
+		var atSeal []byte
+		err := tx.QueryRow(ctx, `SELECT hash FROM audit WHERE seq = $1`, int64(seal.Seq)).Scan(&atSeal)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("store: reading audit record %d: %w", seal.Seq, err)
+		}
+		isNew, err := checkSeal(seal, Checkpoint{Seq: uint64(oldSeq), Hash: oldHash}, uint64(headSeq), atSeal)
+		if err != nil {
+			return err
+		}
+		if isNew {
+			if _, err := tx.Exec(ctx, `UPDATE audit_seal SET seq = $1, hash = $2, sig = $3 WHERE id = 1`, int64(seal.Seq), seal.Hash, seal.Sig); err != nil {
+				return fmt.Errorf("store: writing audit seal: %w", err)
+			}
+		}
+		rows, err := tx.Query(ctx, `DELETE FROM audit WHERE seq IN (
+			SELECT seq FROM audit WHERE seq <= $1 ORDER BY seq LIMIT $2) RETURNING kind, subject`, int64(seal.Seq), limit)
+		if err != nil {
+			return fmt.Errorf("store: purging audit records: %w", err)
+		}
+		var ids []string
+		for rows.Next() {
+			var kind, subject string
+			if err := rows.Scan(&kind, &subject); err != nil {
+				rows.Close()
+				return fmt.Errorf("store: purging audit records: %w", err)
+			}
+			out.Audit++
+			if AuditKind(kind) == KindVerdict {
+				ids = append(ids, subject)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("store: purging audit records: %w", err)
+		}
+		if len(ids) > 0 {
+			tag, err := tx.Exec(ctx, `DELETE FROM attestations WHERE id = ANY($1)`, ids)
+			if err != nil {
+				return fmt.Errorf("store: purging attestations: %w", err)
+			}
+			out.Attestations = int(tag.RowsAffected())
+		}
+		return tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM audit WHERE seq <= $1)`, int64(seal.Seq)).Scan(&out.More)
+	})
+	if err != nil {
+		return Purged{}, err
+	}
+	return out, nil
 }

@@ -30,12 +30,14 @@ type Store interface {
 	Attestations
 	Secrets
 	Audit
+	Retention
 
 	// PurgeExpired deletes nonces and clears pending credential challenges
 	// that expired at or before now. Consumed nonces are kept until they
 	// expire, so a replay is reported as ErrNonceUsed until then (and as
 	// ErrNonceExpired or ErrNonceUnknown after). Attestations and audit
-	// records are never purged. It returns how many entries it removed.
+	// records are purged only by PurgeSealed (see Retain). It returns how
+	// many entries it removed.
 	PurgeExpired(ctx context.Context, now time.Time) (int, error)
 
 	// Close releases the store's resources.
@@ -295,4 +297,38 @@ type Audit interface {
 	ReadAudit(ctx context.Context, after uint64, limit int) ([]AuditRecord, error)
 	// AuditHead returns the last record; ErrNotFound when the log is empty.
 	AuditHead(ctx context.Context) (AuditRecord, error)
+	// AuditSeal returns the seal the log was last purged through (see
+	// Retention), exactly as stored: the caller verifies its signature
+	// (VerifySeal). ErrNotFound when the log was never purged.
+	AuditSeal(ctx context.Context) (Seal, error)
+}
+
+// MaxPurgeBatch bounds the audit records PurgeSealed deletes in one
+// transaction.
+const MaxPurgeBatch = 10_000
+
+// Purged counts what PurgeSealed (or Retain) deleted.
+type Purged struct {
+	Audit        int  // audit records
+	Attestations int  // attestations named by the deleted verdict records
+	More         bool // PurgeSealed: records at or before the seal remain
+}
+
+// Retention deletes old attestations and audit records (see Retain, which
+// drives it, and docs/storage.md "Retention").
+type Retention interface {
+	// PurgeSealed deletes, in one short transaction, up to limit
+	// (1..MaxPurgeBatch) of the oldest audit records, none after seal.Seq,
+	// together with the attestations that the deleted verdict records
+	// name, and stores seal as the log's seal (AuditSeal) in the same
+	// transaction. The store does not check seal.Sig (it has no key; a
+	// verifier does), but it refuses a seal that does not name a stored
+	// record: a new seal must be a record before the head (which is never
+	// purged, so the chain goes on from it) with that hash, else
+	// ErrConflict; a seal before the stored one is ErrConflict (the log is
+	// already purged further, e.g. by another replica); the stored seal
+	// again continues its purge. Purged.More says whether records at or
+	// before seal.Seq remain. Errors: ErrInvalid for a malformed seal or
+	// limit, ErrConflict as above.
+	PurgeSealed(ctx context.Context, seal Seal, limit int) (Purged, error)
 }

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Audit", testAudit},
 		{"AuditConcurrent", testAuditConcurrent},
 		{"Purge", testPurge},
+		{"Retention", testRetention},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
