@@ -213,6 +213,11 @@ func setup(t testing.TB) *env {
 	if err := os.WriteFile(e.path("attestd/policies/anyargs.yaml"), []byte(anyargs), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// "coldonly": the "allow" policy, refusing clones of VM templates.
+	coldonly := strings.Replace(string(allow), "name: allow", "name: coldonly", 1) + "\ntemplates:\n  allow: false\n"
+	if err := os.WriteFile(e.path("attestd/policies/coldonly.yaml"), []byte(coldonly), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
 
 	e.secret = []byte(fmt.Sprintf("e2e-secret-%d", time.Now().UnixNano()))
@@ -284,6 +289,8 @@ type runReport struct {
 	AttestationID      string   `json:"attestation_id"`
 	Policy             string   `json:"policy"`
 	Secrets            []string `json:"secrets"`
+	Template           string   `json:"template"`
+	StartMillis        int64    `json:"start_ms"`
 	ExitCode           int      `json:"exit_code"`
 	Error              string   `json:"error"`
 	Seconds            float64  `json:"seconds"`
@@ -324,7 +331,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 			t.Fatalf("exit code %d, want the workload's 7\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 		}
 		rep := readReport(t, report)
-		if rep.ExitCode != 7 || rep.Error != "" || rep.Policy != "allow" || len(rep.Secrets) != 1 || rep.Secrets[0] != "db" ||
+		if rep.ExitCode != 7 || rep.Error != "" || rep.Policy != "allow" || len(rep.Secrets) != 1 || rep.Secrets[0] != "db" || rep.Template != "" || rep.StartMillis <= 0 ||
 			!strings.HasPrefix(rep.AttestationID, "att-") || len(rep.SandboxID) != 32 || rep.Accelerator == "" || rep.Seconds <= 0 {
 			t.Errorf("--report: %+v", rep)
 		}
@@ -559,6 +566,57 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		r := e.launch(e.path("vmlinux"), rogue, "allow")
 		refused(t, r, `launch refused before boot: policy "allow"`, `image: .*signature`)
 		beforeBoot(t, r)
+	})
+
+	t.Run("a VM template: clones receive their secret; refused by a cold-only policy and when modified", func(t *testing.T) {
+		out := e.must("launcher", "template", "create", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"), "--name", "e2e")
+		if !strings.Contains(out, "template e2e (") {
+			t.Fatalf("template create: %s", out)
+		}
+		if ls := e.must("launcher", "template", "ls"); !strings.Contains(ls, "e2e") {
+			t.Fatalf("template ls: %s", ls)
+		}
+		report := e.path("clone-report.json")
+		r := e.launch(e.path("vmlinux"), e.path("image"), "allow", append(signer, "--report", report)...)
+		sum := sha256.Sum256(e.secret)
+		if r.code != 7 || !strings.Contains(r.stdout, "fingerprint "+hex.EncodeToString(sum[:])) {
+			t.Fatalf("clone launch: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+		}
+		if !strings.Contains(r.stderr, `cloning from template "e2e"`) {
+			t.Errorf("the launch does not say it clones:\n%s", r.stderr)
+		}
+		if rep := readReport(t, report); rep.Template != "e2e" || rep.StartMillis <= 0 || rep.ExitCode != 7 {
+			t.Errorf("--report: %+v", rep)
+		}
+		// --template none boots cold; a cold-only policy refuses the clone
+		// at attestation (the event names the template) and passes a cold boot.
+		r = e.launch(e.path("vmlinux"), e.path("image"), "coldonly", signer...)
+		refused(t, r, `attestation denied by policy "coldonly"`, `templates: this launch is a clone`)
+		r = e.launch(e.path("vmlinux"), e.path("image"), "coldonly", append(signer, "--template", "none")...)
+		if r.code != 7 || strings.Contains(r.stderr, "cloning") {
+			t.Fatalf("cold launch: exit %d\nstderr:\n%s", r.code, r.stderr)
+		}
+		// One byte of the template's RAM changed on disk: refused before boot.
+		var tpls []struct {
+			Dir string `json:"dir"`
+		}
+		if err := json.Unmarshal([]byte(e.must("launcher", "template", "ls", "--json")), &tpls); err != nil || len(tpls) != 1 {
+			t.Fatalf("template ls --json: %v", err)
+		}
+		f, err := os.OpenFile(filepath.Join(tpls[0].Dir, "ram"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte{0x5a}, 1<<20)
+		f.Close()
+		r = e.launch(e.path("vmlinux"), e.path("image"), "allow", signer...)
+		refused(t, r, `ram modified after the template was made`)
+		if strings.Contains(r.stderr, "resuming a clone") {
+			t.Errorf("a modified template was resumed:\n%s", r.stderr)
+		}
+		if out := e.must("launcher", "template", "rm", "e2e"); !strings.Contains(out, "removed template e2e") {
+			t.Errorf("template rm: %s", out)
+		}
 	})
 
 	t.Run("audit log records every verdict and verifies", func(t *testing.T) {

@@ -25,7 +25,9 @@ bench ./measure 'BenchmarkMeasureFileVsOpenSSL|BenchmarkMeasureImageParallel' "$
 bench ./internal/attestd 'BenchmarkVerifyAttestationInProcess' 2000x
 bench ./internal/load 'BenchmarkAttestdEndToEnd' "$n"
 bench ./internal/store 'BenchmarkStoreSize|BenchmarkRetentionSteadyState' 1x
-bench ./kvm 'BenchmarkLaunchVsBareQEMU' "$n"
+bench ./kvm 'BenchmarkLaunchVsBareQEMU|BenchmarkCloneVsColdBoot' "$n"
+# Density: BULWARK_BENCH_CLONES idle clones at once (default 100).
+bench ./kvm 'BenchmarkCloneDensity' 1x
 bench ./e2e 'BenchmarkLaunchMemory' "$n"
 
 # The fleet through the real binaries for LOAD_DURATION (default 60s), each
@@ -101,6 +103,12 @@ printf '| QEMU confined vs unconfined: peak RSS | %s MiB | unconfined, same run:
   "$(metric LaunchVsBareQEMU rss-MiB)" "$(metric LaunchVsBareQEMU unconfined-rss-MiB)" "$(metric LaunchVsBareQEMU confine-rss-ratio)"
 printf '| memory per sandbox (launcher run, 256 MiB guest; peak RSS) | %s MiB: QEMU %s MiB + launcher %s MiB | bare QEMU, same guest: %s MiB | |\n' \
   "$(metric LaunchMemory sandbox-rss-MiB)" "$(metric LaunchMemory qemu-rss-MiB)" "$(metric LaunchMemory launcher-rss-MiB)" "$(metric LaunchVsBareQEMU bare-rss-MiB)"
+printf '| clone of a VM template: sandbox start to workload running, image mounted | %s ms (median) | cold boot of the same recipe: %s ms | %s× faster (goal >= 5, clone <= 500 ms); loading the template once: %s ms |\n' \
+  "$(metric CloneVsColdBoot clone-ms)" "$(metric CloneVsColdBoot cold-ms)" "$(metric CloneVsColdBoot speedup)" "$(metric CloneVsColdBoot template-load-ms)"
+printf '| idle host memory per clone (QEMU PSS + the template pages over the clones), %s clones | %s MiB | one idle cold boot (QEMU PSS): %s MiB | goal <= 30 MiB |\n' \
+  "$(metric CloneDensity clones)" "$(metric CloneDensity MiB/clone)" "$(metric CloneDensity cold-MiB)"
+printf '| density: idle clones at once, each answering a channel ping | %s clones, %s GiB in all (goal >= 100, <= 3 GiB); started in %s s | ping p50 %s ms, p99 %s ms | idle CPU %s %% of a core per clone |\n' \
+  "$(metric CloneDensity clones)" "$(metric CloneDensity total-GiB)" "$(metric CloneDensity start-all-s)" "$(metric CloneDensity ping-p50-ms)" "$(metric CloneDensity ping-p99-ms)" "$(metric CloneDensity idle-cpu-%/clone)"
 printf '\nRaw output: %s\n' "$out"
 if [ "$load_ok" != 1 ]; then
   echo "bench: a fleet run through the binaries FAILED (errors or lost verdicts; see $rate_json, $load_json and $sweep_json)" >&2
