@@ -237,9 +237,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer img.Close()
 
 	// Step 1: signatures, before anything boots.
-	arts := []artifactRef{{"kernel", kernelPath, kernel.Digest}, {"image", o.Image, img.ManifestDigest}}
+	arts := []artifactRef{{"kernel", kernelPath, kernel.Digest, ""}, {"image", o.Image, img.ManifestDigest, img.DigestHint()}}
 	if o.Initrd != "" {
-		arts = append(arts, artifactRef{"initrd", o.Initrd, initrd.Digest})
+		arts = append(arts, artifactRef{"initrd", o.Initrd, initrd.Digest, ""})
 	}
 	if len(o.Signers) == 0 {
 		o.warn("no --signer given: signatures are checked by attestd's policy only (before boot, and again when attesting)")
