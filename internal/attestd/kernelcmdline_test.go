@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/google/go-attestation/attest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -167,4 +170,111 @@ func TestHostKernelCmdlinePolicy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAttestHostKernelCmdline runs the whole Attest call: a simulated host
+// TPM whose PCRs 0-9 were extended with a real firmware log's digests
+// quotes them with the launch PCR, the log goes with the quote, and the
+// in-process attestd replays it and judges host.kernel_cmdline. A quote
+// over PCRs 0-7 only (an older launcher) with the same log still verifies,
+// and the policy then says the line is unknown; a log whose command line
+// was edited is refused before policy.
+func TestAttestHostKernelCmdline(t *testing.T) {
+	lg := hostCmdlineLogs[0]
+	raw, err := os.ReadFile(filepath.Join(firmwareTestdata(t), lg.name))
+	if err != nil {
+		t.Skipf("test data missing: %v", err)
+	}
+	el, err := attest.ParseEventLog(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	measured := map[int][][]byte{}
+	for _, e := range el.Events(attest.HashSHA256) {
+		if e.Index <= 9 && e.Type.String() != "EV_NO_ACTION" {
+			measured[e.Index] = append(measured[e.Index], e.Digest)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		host string // the policy's host section
+		pcrs []int  // quoted besides the launch PCR
+		log  []byte
+		code codes.Code
+		want string // "" allowed, else a deny reason's substring
+	}{
+		{"required present", "host:\n  kernel_cmdline:\n    require: [console=ttyS0, ro]\n    forbid: [init]\n", seqPCRs(9), raw, codes.OK, ""},
+		{"forbidden present", "host:\n  kernel_cmdline:\n    forbid: [panic]\n", seqPCRs(9), raw, codes.OK, `has "panic=-1"`},
+		{"PCRs 0-7 only, no requirement", "", seqPCRs(7), raw, codes.OK, ""},
+		{"PCRs 0-7 only, line required", "host:\n  kernel_cmdline:\n    require: [ro]\n", seqPCRs(7), raw, codes.OK, "PCRs 8 and 9 were not quoted"},
+		{"command line edited", "", seqPCRs(9), editedCmdline(t, raw, lg.cmdline), codes.PermissionDenied, "EV_IPL, PCR 8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newInprocTPM(t, "", store.Options{}, softtpm.Options{HostPCRs: measured}, func(c *Config) {
+				dir := t.TempDir()
+				os.WriteFile(filepath.Join(dir, "sim.yaml"), []byte(simPolicyYAML()+tc.host), 0o600)
+				w := policy.NewWatcher(dir, policy.WatcherOptions{Now: c.Now})
+				if err := w.Reload(); err != nil {
+					t.Fatal(err)
+				}
+				c.Policies = &PolicyEngine{W: w}
+			})
+			ch, err := p.srv.Challenge(context.Background(), &bulwarkv1.ChallengeRequest{NodeId: p.node})
+			if err != nil {
+				t.Fatal(err)
+			}
+			evd, err := p.host.Attest(append(tc.pcrs, DefaultLaunchPCR), ch.GetNonce())
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := &bulwarkv1.AttestRequest{NodeId: p.node, Nonce: ch.GetNonce(), Quote: evd.Quote, Signature: evd.Signature,
+				Pcrs: map[uint32][]byte{}, LaunchLog: evd.Log, SandboxId: p.ev.Event.SandboxID, FirmwareEventLog: tc.log}
+			for i, v := range evd.PCRs {
+				req.Pcrs[uint32(i)] = v
+			}
+			r, err := p.srv.Attest(context.Background(), req)
+			if status.Code(err) != tc.code {
+				t.Fatalf("Attest: %v, want %v", err, tc.code)
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("Attest: %v, want %q", err, tc.want)
+				}
+				return
+			}
+			got := strings.Join(r.GetReasons(), "\n")
+			if tc.want == "" {
+				if r.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {
+					t.Fatalf("denied:\n%s", got)
+				}
+				return
+			}
+			if r.GetVerdict() == bulwarkv1.Verdict_VERDICT_ALLOW || !strings.Contains(got, tc.want) {
+				t.Fatalf("verdict %v, reasons:\n%s\nwant %q", r.GetVerdict(), got, tc.want)
+			}
+		})
+	}
+}
+
+// seqPCRs is 0..max.
+func seqPCRs(max int) []int {
+	var s []int
+	for i := 0; i <= max; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+// editedCmdline is raw with the last byte of grub's measured command line
+// changed, its digest kept.
+func editedCmdline(t *testing.T, raw []byte, cmdline string) []byte {
+	t.Helper()
+	measured := []byte("kernel_cmdline: " + cmdline)
+	at := bytes.Index(raw, measured)
+	if at < 0 {
+		t.Fatal("the measured command line is not in the log")
+	}
+	out := bytes.Clone(raw)
+	out[at+len(measured)-1] ^= 0x20
+	return out
 }
