@@ -10,7 +10,7 @@ import (
 
 // SecureBootRule is a policy's requirement on the host's UEFI Secure Boot
 // state, judged from the host's firmware event log (attestd replays it
-// against the quoted PCRs 0-7 and checks the variable data against its
+// against the quoted PCRs 0-9 and checks the variable data against its
 // digests before policy sees it). It survives what a PCR 7 pin does not: a
 // dbx update, a new shim signed by the same CA.
 type SecureBootRule struct {
