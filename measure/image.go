@@ -58,6 +58,10 @@ type LayerInfo struct {
 	Size      int64  `json:"size"`       // blob size in bytes
 	MediaType string `json:"media_type"` // OCI or Docker layer media type
 	DiffID    string `json:"diff_id"`    // digest of the uncompressed tar, from the config
+	// StoredDigest, when set, is the digest of the blob as saved in a
+	// docker archive, which holds it uncompressed: Digest and Size are then
+	// those of its gzip compression (Image.ManifestRecovery).
+	StoredDigest string `json:"stored_digest,omitempty"`
 }
 
 // Image is an OCI image whose index, manifest, config and every layer blob
@@ -86,10 +90,18 @@ type Image struct {
 	// Layers are the layer blobs in order, base first.
 	Layers []LayerInfo `json:"layers"`
 	// SynthesizedManifest is true for docker archives, which carry no
-	// manifest: Bulwark writes a canonical OCI manifest for them (the
-	// config and the layer blobs exactly as stored, uncompressed layers as
-	// application/vnd.oci.image.layer.v1.tar) and its digest is the identity.
+	// manifest: Bulwark rebuilds the one a registry holds for the image
+	// (ManifestRecovery says how) and its digest is the identity.
 	SynthesizedManifest bool `json:"synthesized_manifest,omitempty"`
+	// ManifestRecovery says, for a docker archive, how the registry's
+	// manifest was rebuilt: RecoveredAsSaved (gzip layers as saved: the
+	// Docker schema 2 manifest of those blobs, as go-containerregistry
+	// writes it), RecoveredRecompressed (layers saved uncompressed, as
+	// `docker save` does, gzip-compressed again as go-containerregistry
+	// compresses them for 'crane push'), or NotRecovered (zstd layers: an
+	// OCI manifest of the blobs as saved). DigestHint explains it. "" for
+	// OCI layouts and archives.
+	ManifestRecovery string `json:"manifest_recovery,omitempty"`
 
 	manifest []byte
 	config   []byte
@@ -514,33 +526,109 @@ func (im *Image) loadDocker(ctx context.Context, opts ImageOptions) error {
 		if err != nil {
 			return fmt.Errorf("layer %d (%s): %w", i, name, err)
 		}
-		jobs[i] = layerJob{index: i, name: name, size: lsize, diffID: cfg.RootFS.DiffIDs[i].String()}
+		jobs[i] = layerJob{index: i, name: name, size: lsize, diffID: cfg.RootFS.DiffIDs[i].String(), recompress: true}
 	}
 	if err := im.verifyLayers(ctx, jobs, opts); err != nil {
 		return err
 	}
-	im.keep(jobs)
-	m := v1.Manifest{
-		SchemaVersion: 2,
-		MediaType:     types.OCIManifestSchema1,
-		Config:        v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(im.config)), Digest: mustHash(im.ConfigDigest)},
-	}
-	for i, j := range jobs {
-		mt := types.OCIUncompressedLayer
-		if j.gzip {
-			mt = types.OCILayer
+	im.ManifestRecovery = RecoveredAsSaved
+	for _, j := range jobs {
+		switch j.kind {
+		case "none":
+			im.ManifestRecovery = RecoveredRecompressed
+		case "gzip":
+		default:
+			im.ManifestRecovery = NotRecovered
 		}
-		m.Layers = append(m.Layers, v1.Descriptor{MediaType: mt, Size: j.size, Digest: mustHash(j.digest)})
-		im.Layers = append(im.Layers, LayerInfo{Digest: j.digest, Size: j.size, MediaType: string(mt), DiffID: cfg.RootFS.DiffIDs[i].String()})
-		im.blobs[j.digest] = j.name
+		if im.ManifestRecovery == NotRecovered {
+			break
+		}
 	}
+	var m v1.Manifest
+	if im.ManifestRecovery == NotRecovered {
+		// A zstd layer: a Docker manifest cannot describe it, and nothing
+		// says what the registry held. An OCI manifest of the blobs as saved.
+		m = v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
+			Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(im.config)), Digest: mustHash(im.ConfigDigest)}}
+		for i, j := range jobs {
+			mt := types.OCIUncompressedLayer
+			switch j.kind {
+			case "gzip":
+				mt = types.OCILayer
+			case "zstd":
+				mt = types.OCILayerZStd
+			}
+			m.Layers = append(m.Layers, v1.Descriptor{MediaType: mt, Size: j.size, Digest: mustHash(j.digest)})
+			im.Layers = append(im.Layers, LayerInfo{Digest: j.digest, Size: j.size, MediaType: string(mt), DiffID: cfg.RootFS.DiffIDs[i].String()})
+		}
+	} else {
+		// The Docker schema 2 manifest a registry holds for these blobs,
+		// byte for byte as go-containerregistry's tarball package writes it
+		// (and 'crane push' uploads it): gzip layers as saved, uncompressed
+		// ones recompressed as that package compresses them.
+		m = v1.Manifest{SchemaVersion: 2, MediaType: types.DockerManifestSchema2,
+			Config: v1.Descriptor{MediaType: types.DockerConfigJSON, Size: int64(len(im.config)), Digest: mustHash(im.ConfigDigest)}}
+		for i, j := range jobs {
+			li := LayerInfo{Digest: j.digest, Size: j.size, MediaType: string(types.DockerLayer), DiffID: cfg.RootFS.DiffIDs[i].String()}
+			if j.kind == "none" {
+				li.Digest, li.Size, li.StoredDigest = j.gzDigest, j.gzSize, j.digest
+			}
+			m.Layers = append(m.Layers, v1.Descriptor{MediaType: types.DockerLayer, Size: li.Size, Digest: mustHash(li.Digest)})
+			im.Layers = append(im.Layers, li)
+		}
+	}
+	for i := range jobs {
+		im.blobs[jobs[i].digest] = jobs[i].name
+		// Pinned by the digest the manifest names; the sealed bytes are
+		// the blob as saved (Pinned.Digest).
+		jobs[i].digest = im.Layers[i].Digest
+	}
+	im.keep(jobs)
 	im.manifest, err = json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	im.ManifestDigest = DigestBytes(SHA256, im.manifest)
-	im.ManifestMediaType = string(types.OCIManifestSchema1)
+	im.ManifestMediaType = string(m.MediaType)
 	return nil
+}
+
+// How a docker archive's manifest digest was recovered (Image.ManifestRecovery).
+const (
+	// RecoveredAsSaved: every layer is saved as its gzip blob, and the
+	// manifest is the Docker schema 2 manifest of those blobs as
+	// go-containerregistry writes it: the registry's digest for a Docker
+	// media type image pushed with go-containerregistry (crane, ko) or
+	// saved from the registry by it ('crane pull').
+	RecoveredAsSaved = "as-saved"
+	// RecoveredRecompressed: some layers are saved uncompressed (what
+	// `docker save` writes) and were gzip-compressed as
+	// go-containerregistry compresses them: the registry's digest when the
+	// image was pushed from such an archive by it ('crane push'), not when
+	// another tool compressed the layers ('docker push').
+	RecoveredRecompressed = "recompressed"
+	// NotRecovered: a zstd layer, which a Docker manifest cannot name; the
+	// manifest is an OCI manifest of the blobs as saved, not a registry's.
+	NotRecovered = "not-recoverable"
+)
+
+// DigestHint explains, for a docker archive, why its manifest digest may
+// not be the registry's and what to do; "" for OCI layouts and archives,
+// whose manifest is stored in them. Callers add it to a "signature is for
+// another digest" error.
+func (im *Image) DigestHint() string {
+	const todo = "keep the registry's own manifest with 'launcher image pull -o DIR REF' or 'cosign save --dir DIR REF' and use that directory"
+	switch im.ManifestRecovery {
+	case RecoveredAsSaved:
+		return "a docker archive holds no manifest: Bulwark recomputed it from the saved layers as go-containerregistry (crane) writes it, " +
+			"and the registry's differs (pushed by another tool, or with OCI media types), so its digest cannot be recovered from this archive; " + todo
+	case RecoveredRecompressed:
+		return "a docker archive holds no manifest and this one holds its layers uncompressed (docker save): Bulwark recompressed them as 'crane push' does, " +
+			"and the registry's layers were compressed otherwise (e.g. by 'docker push'), so its digest cannot be recovered from this archive; " + todo
+	case NotRecovered:
+		return "a docker archive holds no manifest and this one has zstd layers, which a Docker manifest cannot name: the registry's digest cannot be recovered from it; " + todo
+	}
+	return ""
 }
 
 func mustHash(s string) v1.Hash {

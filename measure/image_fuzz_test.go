@@ -12,7 +12,8 @@ import (
 
 // FuzzOpenImageArchive feeds arbitrary bytes to OpenImage as an image
 // archive: it must return an error or a verified image, never panic or
-// hang. Seeds are a real OCI archive and a real docker archive.
+// hang. Seeds are a real OCI archive and docker archives with gzip and
+// uncompressed layers.
 func FuzzOpenImageArchive(f *testing.F) {
 	img := testImage(f, 64, 1, "linux/amd64")
 	oci, err := os.ReadFile(tarDir(f, writeLayout(f, img)))
@@ -27,6 +28,8 @@ func FuzzOpenImageArchive(f *testing.F) {
 	}
 	docker, _ := os.ReadFile(dp)
 	f.Add(docker)
+	saved, _ := os.ReadFile(writeSavedArchive(f, img)) // layers uncompressed: recompressed
+	f.Add(saved)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p := filepath.Join(t.TempDir(), "img.tar")

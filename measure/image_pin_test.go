@@ -107,12 +107,35 @@ func TestPinnedImageSurvivesSwaps(t *testing.T) {
 	layerPath := func(dir string, im *Image) string {
 		return filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(im.Layers[0].Digest, "sha256:"))
 	}
+	rewriteArchive := func(t *testing.T, path string, im *Image) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Same length, same inode: the blob's bytes inside the tar
+		// are overwritten where they stand.
+		goodBlob := im.pinned[im.Layers[0].Digest]
+		gb := make([]byte, goodBlob.Size)
+		goodBlob.File.ReadAt(gb, 0)
+		i := bytes.Index(b, gb)
+		if i < 0 {
+			t.Fatal("layer blob not found in the archive")
+		}
+		junk := bytes.Repeat([]byte{0x5a}, len(gb))
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt(junk, int64(i))
+		f.Close()
+	}
 	for _, tc := range []struct {
 		name    string
 		archive bool
+		saved   bool // a `docker save` archive: layers uncompressed, recompressed for the digest
 		swap    func(t *testing.T, path string, im *Image)
 	}{
-		{"layout blob rewritten in place", false, func(t *testing.T, dir string, im *Image) {
+		{"layout blob rewritten in place", false, false, func(t *testing.T, dir string, im *Image) {
 			f, err := os.OpenFile(layerPath(dir, im), os.O_WRONLY|os.O_TRUNC, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -120,39 +143,22 @@ func TestPinnedImageSurvivesSwaps(t *testing.T) {
 			f.Write(evilBlob)
 			f.Close()
 		}},
-		{"layout blob replaced by rename", false, func(t *testing.T, dir string, im *Image) {
+		{"layout blob replaced by rename", false, false, func(t *testing.T, dir string, im *Image) {
 			tmp := filepath.Join(dir, "evil")
 			os.WriteFile(tmp, evilBlob, 0o644)
 			if err := os.Rename(tmp, layerPath(dir, im)); err != nil {
 				t.Fatal(err)
 			}
 		}},
-		{"archive rewritten in place", true, func(t *testing.T, path string, im *Image) {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Same length, same inode: the blob's bytes inside the tar
-			// are overwritten where they stand.
-			goodBlob := im.pinned[im.Layers[0].Digest]
-			gb := make([]byte, goodBlob.Size)
-			goodBlob.File.ReadAt(gb, 0)
-			i := bytes.Index(b, gb)
-			if i < 0 {
-				t.Fatal("layer blob not found in the archive")
-			}
-			junk := bytes.Repeat([]byte{0x5a}, len(gb))
-			f, err := os.OpenFile(path, os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.WriteAt(junk, int64(i))
-			f.Close()
-		}},
+		{"archive rewritten in place", true, false, rewriteArchive},
+		{"docker save archive rewritten in place", true, true, rewriteArchive},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeLayout(t, good)
-			if tc.archive {
+			switch {
+			case tc.saved:
+				path = writeSavedArchive(t, good)
+			case tc.archive:
 				path = tarDir(t, path)
 			}
 			im, err := OpenImage(context.Background(), path, ImageOptions{Pin: true})

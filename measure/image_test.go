@@ -314,7 +314,7 @@ func TestOpenImageDockerArchive(t *testing.T) {
 	ls, _ := img.Layers()
 	for i, l := range ls {
 		d, _ := l.Digest()
-		if im.Layers[i].Digest != d.String() || im.Layers[i].MediaType != string(types.OCILayer) {
+		if im.Layers[i].Digest != d.String() || im.Layers[i].MediaType != string(types.DockerLayer) || im.Layers[i].StoredDigest != "" {
 			t.Fatalf("layer %d: %+v, want %s", i, im.Layers[i], d)
 		}
 	}
@@ -336,8 +336,8 @@ func TestOpenImageDockerArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer im2.Close()
-	if im2.Layers[0].Digest != DigestBytes(SHA256, layerTar) || im2.Layers[0].MediaType != string(types.OCIUncompressedLayer) ||
-		im2.ConfigDigest != DigestBytes(SHA256, cfgBytes) {
+	if im2.Layers[0].StoredDigest != DigestBytes(SHA256, layerTar) || im2.Layers[0].MediaType != string(types.DockerLayer) ||
+		im2.ConfigDigest != DigestBytes(SHA256, cfgBytes) || im2.ManifestRecovery != RecoveredRecompressed {
 		t.Fatalf("%+v", im2)
 	}
 	// A layer that does not match the config's diff_id is refused.

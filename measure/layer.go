@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"runtime"
 	"sync"
@@ -35,8 +36,14 @@ type layerJob struct {
 	digest string
 	size   int64
 	diffID string
-	gzip   bool    // set by hashing: the blob is gzip-compressed
-	pinned *Pinned // set by hashing when the image is pinned
+	// recompress asks, for a blob stored uncompressed, for the digest and
+	// size of its gzip compression as go-containerregistry compresses a
+	// layer (recompressedLevel): what 'crane push' uploads for it.
+	recompress bool
+	kind       string  // set by hashing: "gzip", "zstd" or "none"
+	gzDigest   string  // set by hashing with recompress and kind "none"
+	gzSize     int64   // the size of that compression
+	pinned     *Pinned // set by hashing when the image is pinned
 }
 
 // layerBudget is the uncompressed bytes the image's layers may still use,
@@ -160,10 +167,19 @@ func (im *Image) verifyLayer(ctx context.Context, j *layerJob, buf []byte, budge
 	diff := sha256.New()
 	var unpackErr error
 	un, rest, kind, err := decompress(src)
+	j.kind = kind
 	if err == nil {
-		j.gzip = kind == "gzip"
-		_, err = io.CopyBuffer(io.MultiWriter(diff, budgetWriter{b: budget, what: "image"}), un, buf)
+		var gz *recompressor
+		var out io.Writer = io.MultiWriter(diff, budgetWriter{b: budget, what: "image"})
+		if j.recompress && kind == "none" {
+			gz = newRecompressor()
+			out = io.MultiWriter(out, gz)
+		}
+		_, err = io.CopyBuffer(out, un, buf)
 		un.Close()
+		if err == nil && gz != nil {
+			j.gzDigest, j.gzSize, err = gz.sum()
+		}
 	}
 	if err != nil {
 		if errors.Is(err, ErrTooLarge) || ctx.Err() != nil {
@@ -266,3 +282,51 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// recompressedLevel is the gzip level go-containerregistry compresses an
+// uncompressed layer with (its internal/gzip ReadCloser: BestSpeed), which
+// is what 'crane push' of a `docker save` archive uploads. Go's
+// compress/gzip writes the same bytes for the same input and level
+// whatever the write boundaries, so the compression is reproducible.
+const recompressedLevel = gzip.BestSpeed
+
+// recompressor hashes the gzip compression of what is written to it.
+type recompressor struct {
+	h  hash.Hash
+	n  countWriter
+	zw *gzip.Writer
+}
+
+func newRecompressor() *recompressor {
+	r := &recompressor{h: sha256.New()}
+	r.zw, _ = gzip.NewWriterLevel(io.MultiWriter(r.h, &r.n), recompressedLevel) // the level is valid
+	return r
+}
+
+func (r *recompressor) Write(p []byte) (int, error) { return r.zw.Write(p) }
+
+// sum ends the stream and returns its digest and size.
+func (r *recompressor) sum() (string, int64, error) {
+	if err := r.zw.Close(); err != nil {
+		return "", 0, err
+	}
+	return FormatDigest(SHA256, r.h.Sum(nil)), int64(r.n), nil
+}
+
+// recompress returns the gzip compression of r as recompressor computes it.
+func recompress(r io.Reader) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		zw, _ := gzip.NewWriterLevel(pw, recompressedLevel)
+		_, err := io.Copy(zw, r)
+		if err == nil {
+			err = zw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
+}
+
+type countWriter int64
+
+func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }

@@ -105,8 +105,8 @@ func (l *verifiedLayer) MediaType() (types.MediaType, error) {
 	return types.MediaType(l.info.MediaType), nil
 }
 
-// Compressed returns the layer blob as stored: its sealed copy.
-func (l *verifiedLayer) Compressed() (io.ReadCloser, error) {
+// stored returns the layer blob as stored: its sealed copy.
+func (l *verifiedLayer) stored() (io.ReadCloser, error) {
 	p := l.im.pinned[l.info.Digest]
 	if p == nil {
 		return nil, fmt.Errorf("layer %s: not pinned", l.info.Digest)
@@ -114,11 +114,24 @@ func (l *verifiedLayer) Compressed() (io.ReadCloser, error) {
 	return io.NopCloser(io.NewSectionReader(p.File, 0, p.Size)), nil
 }
 
+// Compressed returns the layer blob the manifest names: its sealed copy,
+// or, for a layer a docker archive saved uncompressed, the sealed copy
+// compressed again as OpenImage compressed it to compute Digest (checked
+// against Digest and Size at its end).
+func (l *verifiedLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := l.stored()
+	if err != nil || l.info.StoredDigest == "" {
+		return rc, err
+	}
+	gz := recompress(rc)
+	return &readCloser{Reader: newVerifyingReader(gz, l.info.Digest, l.info.Size), close: gz.Close}, nil
+}
+
 // Uncompressed returns the layer's tar stream, decompressed from the sealed
 // blob by the decompressor that verified it, and checked against the
 // diff_id again at its end.
 func (l *verifiedLayer) Uncompressed() (io.ReadCloser, error) {
-	rc, err := l.Compressed()
+	rc, err := l.stored()
 	if err != nil {
 		return nil, err
 	}

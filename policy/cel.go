@@ -32,7 +32,8 @@ var celVars = []cel.EnvOption{
 	cel.Variable("args", cel.ListType(cel.StringType)),
 	cel.Variable("host_pcrs", cel.MapType(cel.IntType, cel.StringType)),
 	// firmware: present, secure_boot (bool), authorities (list of sha256
-	// certificate digests), dbx_entries (int), error (string).
+	// certificate digests), dbx_entries (int), error (string),
+	// kernel_cmdline (string), boot_loader_quoted (bool); see firmwareClaims.
 	cel.Variable("firmware", cel.MapType(cel.StringType, cel.DynType)),
 	cel.Variable("signers", cel.MapType(cel.StringType, cel.ListType(cel.StringType))),
 	cel.Variable("time", cel.TimestampType),

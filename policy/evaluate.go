@@ -124,6 +124,7 @@ func (p *Policy) Evaluate(ctx context.Context, ev Evidence) Verdict {
 	e.launch()
 	e.hostPCRs()
 	e.secureBoot()
+	e.hostKernelCmdline()
 	claims := e.claims()
 	e.rules(ctx, claims)
 	v := Verdict{Policy: p.Name, PolicyDigest: p.Digest, Reasons: e.reasons, Claims: claims}

@@ -10,7 +10,7 @@ import (
 
 // SecureBootRule is a policy's requirement on the host's UEFI Secure Boot
 // state, judged from the host's firmware event log (attestd replays it
-// against the quoted PCRs 0-7 and checks the variable data against its
+// against the quoted PCRs 0-9 and checks the variable data against its
 // digests before policy sees it). It survives what a PCR 7 pin does not: a
 // dbx update, a new shim signed by the same CA.
 type SecureBootRule struct {
@@ -48,7 +48,20 @@ type Firmware struct {
 	// loaded (EV_EFI_BOOT_SERVICES_APPLICATION in PCR 4: shim, the boot
 	// loader, a UKI), in order, as "sha256:<hex>" of their Authenticode hash.
 	BootApps []string
-	// Events are the replayed, checked events of PCRs 0-7, for CEL.
+	// BootLoaderQuoted is true when PCRs 8 and 9 were quoted beside the
+	// log and its events for them replayed: only then does the log say what
+	// the boot loader measured (a launcher that quotes PCRs 0-7 only leaves
+	// KernelCmdline empty and this false).
+	BootLoaderQuoted bool
+	// KernelCmdline is the host kernel's command line as the boot loader
+	// measured it into PCR 8 (grub's "kernel_cmdline: " event, its text
+	// bound to the replayed digest): the linux command's arguments, the
+	// kernel's path first. When grub measured several (a menu entry tried
+	// after another), the last, which is the one it booted. "" when none
+	// was measured or PCR 8 was not quoted.
+	KernelCmdline string
+	// Events are the replayed, checked events of the quoted PCRs 0-9, for
+	// CEL.
 	Events []FirmwareEvent
 	// Err says why the Secure Boot state could not be read from the log
 	// (e.g. Secure Boot off without its variables); "" when it could.
@@ -57,7 +70,7 @@ type Firmware struct {
 
 // FirmwareEvent is one verified firmware event, as CEL sees it.
 type FirmwareEvent struct {
-	PCR    int    // 0-7
+	PCR    int    // 0-9
 	Type   string // e.g. "EV_EFI_VARIABLE_DRIVER_CONFIG"
 	Digest string // the SHA-256 bank's digest, "sha256:<hex>"
 	Data   []byte // the event data (bounded by the log's size limit)
@@ -160,5 +173,127 @@ func firmwareClaims(fw *Firmware) map[string]any {
 		"boot_apps":   list(fw.BootApps),
 		"events":      events,
 		"error":       fw.Err,
+		// The host kernel's command line from PCR 8; "" when none was
+		// measured or PCRs 8 and 9 were not quoted.
+		"kernel_cmdline":     fw.KernelCmdline,
+		"boot_loader_quoted": fw.BootLoaderQuoted,
+	}
+}
+
+// HostCmdlineRule is a policy's requirement on the host kernel's command
+// line, as the boot loader measured it into PCR 8 (Firmware.KernelCmdline).
+// The line is split into parameters on spaces, as the kernel splits it
+// (ParseCmdline). Patterns are those of the guest's cmdline.params:
+// "flag", "key=value", "key=*"; keys compare as the kernel compares them,
+// '-' and '_' alike.
+type HostCmdlineRule struct {
+	// Require: each pattern must be matched by some parameter
+	// ("lockdown=integrity", "module.sig_enforce=1", "iommu=*").
+	Require []string
+	// Forbid: no parameter may match any pattern. A bare key forbids the
+	// parameter with or without a value ("init" forbids "init" and
+	// "init=/bin/sh"); "key=value" forbids that value only.
+	Forbid []string
+}
+
+// hostKernelCmdline parses host.kernel_cmdline.
+func (p *parser) hostKernelCmdline(n *yaml.Node, pol *Policy) {
+	f := p.mapping(n, "host.kernel_cmdline", "require", "forbid")
+	if f == nil {
+		return
+	}
+	r := &HostCmdlineRule{}
+	for _, k := range []string{"require", "forbid"} {
+		v, ok := f[k]
+		if !ok {
+			continue
+		}
+		what := "host.kernel_cmdline." + k
+		pats, nodes, ok := p.strList(v.val, what)
+		if ok && len(pats) == 0 {
+			p.errAt(v.val, "list at least one parameter pattern, or remove it", "%s: no pattern listed", what)
+		}
+		for i, pat := range pats {
+			if msg := checkParamPattern(pat, false); msg != "" {
+				p.errAt(nodes[i], "patterns are 'flag', 'key=value' or 'key=*'", "%s: pattern %q %s", what, truncate(pat, 80), msg)
+			}
+		}
+		if k == "require" {
+			r.Require = pats
+		} else {
+			r.Forbid = pats
+		}
+	}
+	for _, req := range r.Require {
+		for _, fb := range r.Forbid {
+			if hostParamMatches(fb, req, false) {
+				p.errAt(n, "remove it from one of the lists", "host.kernel_cmdline: %q is both required and forbidden, so every launch would be denied", req)
+			}
+		}
+	}
+	if len(r.Require) == 0 && len(r.Forbid) == 0 {
+		p.errAt(n, "add 'require: [...]' or 'forbid: [...]', or remove kernel_cmdline", "host.kernel_cmdline: requires nothing")
+	}
+	pol.KernelCmdline = r
+}
+
+// paramKey is a parameter's key as the kernel compares it ('-' == '_').
+func paramKey(k string) string { return strings.ReplaceAll(k, "-", "_") }
+
+// hostParamMatches reports whether host command line parameter tok matches
+// pattern pat: "key=*" any value of key, "key=value" exactly; a bare "key"
+// matches only "key" when require, and "key" with or without a value when
+// not (a forbid pattern).
+func hostParamMatches(pat, tok string, require bool) bool {
+	pkey, pval, pEq := strings.Cut(pat, "=")
+	tkey, tval, tEq := strings.Cut(tok, "=")
+	if paramKey(pkey) != paramKey(tkey) {
+		return false
+	}
+	switch {
+	case pEq && pval == "*":
+		return tEq
+	case pEq:
+		return tEq && tval == pval
+	case require:
+		return !tEq
+	}
+	return true
+}
+
+// hostKernelCmdline judges the host kernel's command line.
+func (e *evaluation) hostKernelCmdline() {
+	r := e.pol.KernelCmdline
+	if r == nil {
+		return
+	}
+	fw := e.ev.Firmware
+	switch {
+	case fw == nil:
+		e.deny("host: no firmware event log was sent, and the policy requires the host kernel command line (a host with a hardware TPM sends /sys/kernel/security/tpm0/binary_bios_measurements)")
+		return
+	case !fw.BootLoaderQuoted:
+		e.deny("host: PCRs 8 and 9 were not quoted with the firmware event log, so the host kernel command line is unknown (update the launcher: it quotes them whenever it sends the log)")
+		return
+	case fw.KernelCmdline == "":
+		e.deny("host: the boot loader measured no kernel command line into PCR 8 (grub with its tpm module measures one; other boot loaders may not), and the policy requires one")
+		return
+	}
+	params, err := ParseCmdline(fw.KernelCmdline)
+	if err != nil {
+		e.deny("host: the host kernel command line %q cannot be judged: %v", truncate(fw.KernelCmdline, 200), err)
+		return
+	}
+	for _, req := range r.Require {
+		if !slices.ContainsFunc(params, func(tok string) bool { return hostParamMatches(req, tok, true) }) {
+			e.deny("host: the host kernel command line lacks %q, which the policy requires (it is %q)", req, truncate(fw.KernelCmdline, 200))
+		}
+	}
+	for _, tok := range params {
+		for _, fb := range r.Forbid {
+			if hostParamMatches(fb, tok, false) {
+				e.deny("host: the host kernel command line has %q, which the policy forbids (pattern %q)", truncate(tok, 200), fb)
+			}
+		}
 	}
 }

@@ -487,17 +487,22 @@ func (p *parser) args(n *yaml.Node, pol *Policy) {
 }
 
 func (p *parser) host(n *yaml.Node, pol *Policy) {
-	f := p.mapping(n, "host", "pcrs", "secure_boot")
+	f := p.mapping(n, "host", "pcrs", "secure_boot", "kernel_cmdline")
 	if f == nil {
 		return
 	}
 	if sb, ok := f["secure_boot"]; ok {
 		p.hostSecureBoot(sb.val, pol)
 	}
+	if kc, ok := f["kernel_cmdline"]; ok {
+		p.hostKernelCmdline(kc.val, pol)
+	}
 	v, ok := f["pcrs"]
 	if !ok {
-		if _, sb := f["secure_boot"]; !sb {
-			p.errAt(n, "add 'pcrs: {INDEX: [HEX, ...]}' or 'secure_boot: {...}', or remove 'host'", "host: missing pcrs")
+		_, sb := f["secure_boot"]
+		_, kc := f["kernel_cmdline"]
+		if !sb && !kc {
+			p.errAt(n, "add 'pcrs: {INDEX: [HEX, ...]}', 'secure_boot: {...}' or 'kernel_cmdline: {...}', or remove 'host'", "host: missing pcrs")
 		}
 		return
 	}
@@ -509,7 +514,7 @@ func (p *parser) host(n *yaml.Node, pol *Policy) {
 			continue
 		}
 		if idx > MaxHostPCR {
-			p.errAt(e.key, fmt.Sprintf("the launcher quotes host PCRs 0-%d beside the launch PCR; pin later boot stages through the launch's own measurements", MaxHostPCR),
+			p.errAt(e.key, fmt.Sprintf("the launcher quotes host PCRs 0-%d beside the launch PCR (%d-%d only with the firmware event log); pin later boot stages through the launch's own measurements", MaxHostPCR, MaxAlwaysQuotedHostPCR+1, MaxHostPCR),
 				"host.pcrs: PCR %d is never quoted, so this policy would deny every launch", idx)
 			continue
 		}

@@ -32,8 +32,9 @@ type Policy struct {
 
 	Templates *TemplateRule // nil: clones of any template are judged like cold boots
 
-	HostPCRs   map[int][][]byte // index (0..MaxHostPCR) → allowed SHA-256 values; empty: no requirement
-	SecureBoot *SecureBootRule  // nil: no requirement on the host's Secure Boot state
+	HostPCRs      map[int][][]byte // index (0..MaxHostPCR) → allowed SHA-256 values; empty: no requirement
+	SecureBoot    *SecureBootRule  // nil: no requirement on the host's Secure Boot state
+	KernelCmdline *HostCmdlineRule // nil: no requirement on the host kernel's command line
 
 	Secrets []string // released to launches this policy allows
 	Rules   []*Rule  // CEL rules, all must be true
@@ -43,9 +44,19 @@ type Policy struct {
 
 // MaxHostPCR is the highest host PCR a policy may require. The launcher
 // quotes the host's PCRs 0-7 (firmware, option ROMs, boot loader, Secure
-// Boot state) beside the launch PCR; a requirement on any other PCR could
-// never be met, so the parser refuses it.
-const MaxHostPCR = 7
+// Boot state) beside the launch PCR, and PCRs 8 and 9 (what the boot
+// loader measured: grub's commands and kernel command line, the files it
+// read) when it sends the firmware event log, which attestd replays against
+// them; a requirement on any other PCR could never be met, so the parser
+// refuses it.
+const MaxHostPCR = 9
+
+// MaxAlwaysQuotedHostPCR is the highest host PCR the launcher quotes
+// whether or not it sends a firmware event log; those above it, up to
+// MaxHostPCR (the boot loader's), are quoted only beside the log, so that
+// the log's events for them are replayed (a host without one — a managed
+// swtpm, the simulator — has nothing in them to judge).
+const MaxAlwaysQuotedHostPCR = 7
 
 // Signer is a public key that may sign artifacts, as named in a policy.
 type Signer struct {

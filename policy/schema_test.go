@@ -93,7 +93,12 @@ func TestSchema(t *testing.T) {
 	docs["invalid-version"] = strings.Replace(minimal, "v1", "v2", 1)
 	docs["invalid-no-cmdline"] = strings.Replace(minimal, "cmdline:\n  exact: [\"console=ttyS0\"]\n", "", 1)
 	docs["invalid-pcr"] = minimal + "host: {pcrs: {24: [" + strings.Repeat("0", 64) + "]}}\n"
-	docs["invalid-pcr-unquoted"] = minimal + "host: {pcrs: {8: [" + strings.Repeat("0", 64) + "]}}\n"
+	docs["invalid-pcr-unquoted"] = minimal + "host: {pcrs: {10: [" + strings.Repeat("0", 64) + "]}}\n"
+	docs["valid-pcr-boot-loader"] = minimal + "host: {pcrs: {9: [" + strings.Repeat("0", 64) + "]}}\n"
+	docs["valid-host-cmdline"] = minimal + "host: {kernel_cmdline: {require: [lockdown=integrity], forbid: [init, \"kgdboc=*\"]}}\n"
+	docs["invalid-host-cmdline-empty"] = minimal + "host: {kernel_cmdline: {}}\n"
+	docs["invalid-host-cmdline-pattern"] = minimal + "host: {kernel_cmdline: {forbid: [\"init*\"]}}\n"
+	docs["invalid-host-cmdline-field"] = minimal + "host: {kernel_cmdline: {contains: [ro]}}\n"
 	docs["invalid-args"] = minimal + "args: {allow: some}\n"
 	docs["invalid-time"] = minimal + "valid: {not_after: tomorrow}\n"
 	docs["invalid-pattern"] = strings.Replace(minimal, `exact: ["console=ttyS0"]`, `params: {allow: ["con*"]}`, 1)

@@ -1,6 +1,7 @@
 package attestd
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"slices"
@@ -15,17 +16,25 @@ import (
 // their variable data checked against their digests (replayFirmwareLog);
 // go-attestation's ParseSecurebootState checks the rest (every PCR 7 event
 // of an expected type and parsable, variables before the separator and
-// never repeated, keys enrolled when Secure Boot is on, no debugger). Nil
-// when no log was sent.
-func firmwareState(events []attest.Event) *policy.Firmware {
+// never repeated, keys enrolled when Secure Boot is on, no debugger). The
+// host kernel's command line is grub's last "kernel_cmdline" string in PCR
+// 8, known only when PCRs 8 and 9 were quoted (hostPCRs) so that their
+// events were replayed. Nil when no log was sent.
+func firmwareState(events []attest.Event, hostPCRs map[int][]byte) *policy.Firmware {
 	if events == nil {
 		return nil
 	}
 	fw := &policy.Firmware{Events: []policy.FirmwareEvent{}}
-	for _, e := range events {
+	_, pcr8 := hostPCRs[8]
+	_, pcr9 := hostPCRs[9]
+	fw.BootLoaderQuoted = pcr8 && pcr9
+	for i, e := range events {
 		fw.Events = append(fw.Events, policy.FirmwareEvent{PCR: e.Index, Type: e.Type.String(), Digest: measure.FormatDigest(measure.SHA256, e.Digest), Data: e.Data})
 		if e.Index == 4 && uint32(e.Type) == evEFIBootServicesApplication {
 			fw.BootApps = append(fw.BootApps, measure.FormatDigest(measure.SHA256, e.Digest))
+		}
+		if text, prefix, ok := grubString(&events[i]); ok && fw.BootLoaderQuoted && (prefix == "kernel_cmdline: " || prefix == "grub_kernel_cmdline ") {
+			fw.KernelCmdline = string(bytes.TrimSuffix(text, []byte{0}))
 		}
 	}
 	sb, err := attest.ParseSecurebootState(events)

@@ -197,6 +197,14 @@ func TestCheckEventData(t *testing.T) {
 		{"authority with a shim's extra byte", attest.Event{Type: 0x800000e0, Data: data, Digest: short[:]}, true},
 		{"digest of unknown length", attest.Event{Type: 0x80000001, Data: data, Digest: []byte{1, 2, 3}}, false},
 		{"boot application: digest of the image, not the data", attest.Event{Type: 0x80000003, Data: data, Digest: make([]byte, 32)}, true},
+		{"grub kernel command line", attest.Event{Index: 8, Type: 0xd, Data: []byte("kernel_cmdline: root=/dev/sda1 ro"), Digest: sum256("root=/dev/sda1 ro")}, true},
+		{"grub command, NUL-terminated", attest.Event{Index: 8, Type: 0xd, Data: []byte("grub_cmd: linux /vmlinuz\x00"), Digest: sum256("linux /vmlinuz")}, true},
+		{"grub command, NUL measured", attest.Event{Index: 8, Type: 0xd, Data: []byte("grub_cmd: linux /vmlinuz\x00"), Digest: sum256("linux /vmlinuz\x00")}, true},
+		{"older grub's kernel command line", attest.Event{Index: 8, Type: 0xd, Data: []byte("grub_kernel_cmdline root=/dev/sda1"), Digest: sum256("root=/dev/sda1")}, true},
+		{"grub kernel command line, data changed", attest.Event{Index: 8, Type: 0xd, Data: []byte("kernel_cmdline: root=/dev/sda1 init=/bin/sh"), Digest: sum256("root=/dev/sda1 ro")}, false},
+		{"grub kernel command line, prefix dropped from the digest's text", attest.Event{Index: 8, Type: 0xd, Data: []byte("kernel_cmdline: ro"), Digest: sum256("kernel_cmdline: ro")}, false},
+		{"PCR 8 EV_IPL not from grub: not interpreted", attest.Event{Index: 8, Type: 0xd, Data: data, Digest: make([]byte, 32)}, true},
+		{"PCR 9 file name: digest of the file", attest.Event{Index: 9, Type: 0xd, Data: []byte("kernel_cmdline: x"), Digest: make([]byte, 32)}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkEventData([]attest.Event{tc.ev})
@@ -205,4 +213,9 @@ func TestCheckEventData(t *testing.T) {
 			}
 		})
 	}
+}
+
+func sum256(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
 }

@@ -252,9 +252,17 @@ func FuzzReplayFirmwareLog(f *testing.F) {
 				pcrs = p
 			}
 		}
-		_, err := replayFirmwareLog(data, pcrs)
+		evs, err := replayFirmwareLog(data, pcrs)
 		if c := status.Code(err); err != nil && c != codes.InvalidArgument && c != codes.PermissionDenied {
 			t.Fatalf("refusal is %v, not InvalidArgument or PermissionDenied: %v", c, err)
+		}
+		if err == nil {
+			// What policy reads from an accepted log: the kernel command
+			// line only from a replayed PCR 8 event whose text was bound.
+			fw := firmwareState(evs, pcrs)
+			if fw.KernelCmdline != "" && !fw.BootLoaderQuoted {
+				t.Fatalf("kernel command line %q read without PCRs 8 and 9 quoted", fw.KernelCmdline)
+			}
 		}
 	})
 }

@@ -62,6 +62,13 @@ func newInprocStore(tb testing.TB, so store.Options, mod func(*Config)) *inproc 
 // new temporary directory).
 func newInprocAt(tb testing.TB, storeDir string, so store.Options, mod func(*Config)) *inproc {
 	tb.Helper()
+	return newInprocTPM(tb, storeDir, so, softtpm.Options{}, mod)
+}
+
+// newInprocTPM is newInprocAt with the simulated host TPM's options (its
+// boot measurements).
+func newInprocTPM(tb testing.TB, storeDir string, so store.Options, to softtpm.Options, mod func(*Config)) *inproc {
+	tb.Helper()
 	ctx := context.Background()
 	dir := tb.TempDir()
 	if storeDir == "" {
@@ -93,7 +100,7 @@ func newInprocAt(tb testing.TB, storeDir string, so store.Options, mod func(*Con
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tp, err := softtpm.New(softtpm.Options{})
+	tp, err := softtpm.New(to)
 	if err != nil {
 		tb.Fatal(err)
 	}

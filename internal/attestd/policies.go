@@ -18,7 +18,7 @@ var _ Policies = (*PolicyEngine)(nil)
 
 // Evidence builds the policy input from a verified attestation.
 func Evidence(v *Verified, sigs []*bulwarkv1.ArtifactSignature) policy.Evidence {
-	return policy.Evidence{NodeID: v.Node.ID, Event: *v.Event, HostPCRs: v.HostPCRs, Firmware: firmwareState(v.FirmwareEvents), Time: v.Time, Signatures: artifactSignatures(sigs)}
+	return policy.Evidence{NodeID: v.Node.ID, Event: *v.Event, HostPCRs: v.HostPCRs, Firmware: firmwareState(v.FirmwareEvents, v.HostPCRs), Time: v.Time, Signatures: artifactSignatures(sigs)}
 }
 
 func artifactSignatures(sigs []*bulwarkv1.ArtifactSignature) []policy.ArtifactSignature {

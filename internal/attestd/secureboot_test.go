@@ -89,7 +89,7 @@ func TestSecureBootPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fw := firmwareState(evs)
+	fw := firmwareState(evs, replayedPCRs(t, sbOn))
 	if len(fw.PK) != 1 || len(fw.KEK) == 0 || len(fw.DB) == 0 || len(fw.DBX) != fw.DBXEntries || len(fw.BootApps) == 0 || len(fw.Events) < len(evs) {
 		t.Fatalf("firmware state: pk %d kek %d db %d dbx %d/%d boot apps %d events %d", len(fw.PK), len(fw.KEK), len(fw.DB), len(fw.DBX), fw.DBXEntries, len(fw.BootApps), len(fw.Events))
 	}

@@ -1,6 +1,7 @@
 package attestd
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	_ "crypto/sha1" // for firmware event logs' SHA-1 digests
@@ -63,9 +64,11 @@ type Verified struct {
 //     in it (PermissionDenied "sandbox_id: ..."): launches of other
 //     sandboxes on the host, before or after, do not change this one;
 //  7. a firmware event log, when sent, parses and replays to the quoted
-//     host PCRs, and the data of every event whose digest covers its data
-//     (the UEFI variable events, which say whether Secure Boot is on)
-//     hashes to that digest (go-attestation; PermissionDenied
+//     host PCRs (0-7, and 8-9 — the boot loader's — when the launcher
+//     quoted them), and the data of every event whose digest covers its
+//     data (the UEFI variable events, which say whether Secure Boot is on;
+//     grub's strings in PCR 8, the kernel command line among them) hashes
+//     to that digest (go-attestation; PermissionDenied
 //     "firmware_event_log: ...").
 func (s *Server) VerifyAttestation(ctx context.Context, req *bulwarkv1.AttestRequest) (*Verified, error) {
 	v, _, err := s.verifyAttestation(ctx, req)
@@ -265,7 +268,43 @@ func checkEventData(evs []attest.Event) error {
 		}
 		return fmt.Errorf("event %d (%s, PCR %d): its data does not hash to its replayed digest (the data was changed)", i, name, e.Index)
 	}
+	for i := range evs {
+		e := &evs[i]
+		text, _, ok := grubString(e)
+		if !ok {
+			continue
+		}
+		// grub measures the text after its prefix, with or without the
+		// NUL that ends it (go-eventlog's GrubStateFromTPMLog alike).
+		if dataMatches(e.Digest, text) || len(text) > 0 && text[len(text)-1] == 0 && dataMatches(e.Digest, text[:len(text)-1]) {
+			continue
+		}
+		return fmt.Errorf("event %d (EV_IPL, PCR %d, %q): its text does not hash to its replayed digest (the data was changed)", i, e.Index, trunc(string(e.Data)))
+	}
 	return nil
+}
+
+// evIPL is EV_IPL, the event type boot loaders measure their strings and
+// files with.
+const evIPL = 0x0000000d
+
+// grubPrefixes start the strings grub measures into PCR 8 (the GRUB
+// manual's "Measured Boot", and the older prefixes of distributions' TPM
+// patches); the digest is over the text after the prefix.
+var grubPrefixes = []string{"grub_cmd: ", "kernel_cmdline: ", "module_cmdline: ", "grub_kernel_cmdline ", "grub_cmd "}
+
+// grubString splits a PCR 8 EV_IPL event that grub measured into its
+// prefix and the text the digest covers; ok is false for any other event.
+func grubString(e *attest.Event) (text []byte, prefix string, ok bool) {
+	if e.Index != 8 || uint32(e.Type) != evIPL {
+		return nil, "", false
+	}
+	for _, p := range grubPrefixes {
+		if t, found := bytes.CutPrefix(e.Data, []byte(p)); found {
+			return t, p, true
+		}
+	}
+	return nil, "", false
 }
 
 // dataMatches says whether data hashes to digest, whose length says the

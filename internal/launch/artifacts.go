@@ -144,8 +144,12 @@ func checkSignatures(ctx context.Context, arts []artifactRef, signers []crypto.P
 				}
 			}
 			if err != nil {
-				return nil, fmt.Errorf("%w: %s %s (%s): signature %s does not verify with any trusted signer (%s): %v",
-					ErrSignature, a.kind, a.path, a.digest, sig.path, keyHints(signers), err)
+				hint := ""
+				if a.hint != "" && errors.Is(err, signing.ErrPayloadMismatch) {
+					hint = " (" + a.hint + ")"
+				}
+				return nil, fmt.Errorf("%w: %s %s (%s): signature %s does not verify with any trusted signer (%s): %v%s",
+					ErrSignature, a.kind, a.path, a.digest, sig.path, keyHints(signers), err, hint)
 			}
 		}
 		ps := policy.ArtifactSignature{Artifact: a.kind, Signature: sig.der, Payload: sig.payload}
@@ -183,6 +187,7 @@ type artifactRef struct {
 	kind   string // "kernel", "initrd", "image"
 	path   string
 	digest string
+	hint   string // why the digest may not be the one signed (measure.Image.DigestHint)
 }
 
 // LoadSigners reads PEM public keys (cosign.pub files).

@@ -10,7 +10,8 @@ import (
 )
 
 // FirmwareLogPath is where Linux exposes the firmware's TCG event log of
-// the hardware TPM (the measurements behind PCRs 0-7).
+// the hardware TPM (the measurements behind PCRs 0-7, and the boot
+// loader's in 8 and 9).
 const FirmwareLogPath = "/sys/kernel/security/tpm0/binary_bios_measurements"
 
 // maxFirmwareLog matches attestd's limit on the field (3 MiB); real logs are

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,25 @@ import (
 // HostPCRs are the host boot-state PCRs quoted beside the launch PCR, so a
 // policy can require host boot state.
 var HostPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
+
+// BootLoaderPCRs are quoted too when the firmware event log is sent: what
+// the boot loader measured (grub: its commands and the host kernel's
+// command line in PCR 8, the files it read in PCR 9). attestd replays the
+// log's events for them, so a log that does not match what the boot loader
+// extended is refused, and policy reads the kernel command line from them.
+var BootLoaderPCRs = []int{8, 9}
+
+// quotedPCRs are the PCRs a launch quotes: the launch PCR and HostPCRs,
+// and BootLoaderPCRs when a firmware event log goes with the quote; sorted,
+// each once (a launch PCR among them is not repeated).
+func quotedPCRs(launchPCR int, firmwareLog []byte) []int {
+	pcrs := append([]int{launchPCR}, HostPCRs...)
+	if len(firmwareLog) > 0 {
+		pcrs = append(pcrs, BootLoaderPCRs...)
+	}
+	slices.Sort(pcrs)
+	return slices.Compact(pcrs)
+}
 
 // ErrDenied is returned when attestd denies the launch after boot; ErrRefused
 // when its policy refuses the artifacts before anything boots, or when the
@@ -244,9 +264,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer img.Close()
 
 	// Step 1: signatures, before anything boots.
-	arts := []artifactRef{{"kernel", kernelPath, kernel.Digest}, {"image", o.Image, img.ManifestDigest}}
+	arts := []artifactRef{{"kernel", kernelPath, kernel.Digest, ""}, {"image", o.Image, img.ManifestDigest, img.DigestHint()}}
 	if o.Initrd != "" {
-		arts = append(arts, artifactRef{"initrd", o.Initrd, initrd.Digest})
+		arts = append(arts, artifactRef{"initrd", o.Initrd, initrd.Digest, ""})
 	}
 	if len(o.Signers) == 0 {
 		o.warn("no --signer given: signatures are checked by attestd's policy only (before boot, and again when attesting)")
@@ -372,11 +392,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	// The log as it stands for this quote: other launches on this host may
 	// have appended since ours (attestd finds our event anywhere in it).
-	logBytes, q, err := hostLog.QuoteWithLog(ctx, t, append([]int{o.PCR}, HostPCRs...), nonce)
+	fwLog, err := firmwareLog(t.Spec(), FirmwareLogPath)
 	if err != nil {
 		return fail(err)
 	}
-	fwLog, err := firmwareLog(t.Spec(), FirmwareLogPath)
+	logBytes, q, err := hostLog.QuoteWithLog(ctx, t, quotedPCRs(o.PCR, fwLog), nonce)
 	if err != nil {
 		return fail(err)
 	}

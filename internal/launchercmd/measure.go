@@ -156,10 +156,14 @@ func printMeasureTable(w io.Writer, o *measureOutput) error {
 	}
 	fmt.Fprintf(tw, "cmdline\t%s\t%d\t%q\n", o.Cmdline.Digest, len(o.Cmdline.Value), o.Cmdline.Value)
 	if im := o.Image; im != nil {
-		fmt.Fprintf(tw, "image\t%s\t%d\t%s (%s, %s%s)\n", im.ManifestDigest, len(im.RawManifest()), im.Source, im.Format, im.Platform, map[bool]string{true: ", manifest synthesized"}[im.SynthesizedManifest])
+		fmt.Fprintf(tw, "image\t%s\t%d\t%s (%s, %s%s)\n", im.ManifestDigest, len(im.RawManifest()), im.Source, im.Format, im.Platform, map[bool]string{true: ", manifest rebuilt: " + im.ManifestRecovery}[im.SynthesizedManifest])
 		fmt.Fprintf(tw, "image config\t%s\t%d\t%s\n", im.ConfigDigest, len(im.RawConfig()), "config blob")
 		for i, l := range im.Layers {
-			fmt.Fprintf(tw, "layer %d\t%s\t%d\t%s\n", i, l.Digest, l.Size, l.MediaType)
+			kind := l.MediaType
+			if l.StoredDigest != "" {
+				kind += ", saved uncompressed as " + l.StoredDigest
+			}
+			fmt.Fprintf(tw, "layer %d\t%s\t%d\t%s\n", i, l.Digest, l.Size, kind)
 		}
 	}
 	if err := tw.Flush(); err != nil {

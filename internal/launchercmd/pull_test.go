@@ -48,6 +48,13 @@ func (r *loopbackRegistry) push(repo, tag string) (string, v1.Hash) {
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		r.t.Fatal(err)
 	}
+	return r.pushImage(repo, tag, img)
+}
+
+// pushImage writes img as REPO:TAG, as 'crane push' does, and returns
+// REPO@DIGEST.
+func (r *loopbackRegistry) pushImage(repo, tag string, img v1.Image) (string, v1.Hash) {
+	r.t.Helper()
 	ref, err := name.ParseReference(r.host+"/"+repo+":"+tag, name.Insecure)
 	if err != nil {
 		r.t.Fatal(err)

@@ -182,10 +182,18 @@ func signFile(s *signing.Signer, path string, sign func(*signing.Signer, io.Read
 // against its digest, via measure) and returns its identity, the manifest
 // digest.
 func imageManifestDigest(ctx context.Context, path, manifest, platform string) (string, error) {
+	d, _, err := imageDigestAndHint(ctx, path, manifest, platform)
+	return d, err
+}
+
+// imageDigestAndHint is imageManifestDigest with the image's
+// measure.Image.DigestHint: why a docker archive's digest may not be the
+// registry's, "" for an OCI layout or archive.
+func imageDigestAndHint(ctx context.Context, path, manifest, platform string) (digest, hint string, err error) {
 	im, err := measure.OpenImage(ctx, path, measure.ImageOptions{Manifest: manifest, Platform: platform})
 	if err != nil {
-		return "", err // it says "image PATH: ..."
+		return "", "", err // it says "image PATH: ..."
 	}
 	defer im.Close()
-	return im.ManifestDigest, nil
+	return im.ManifestDigest, im.DigestHint(), nil
 }

@@ -236,13 +236,17 @@ func verifyImage(ctx context.Context, pub crypto.PublicKey, keyID, image, sigPat
 	if err != nil {
 		return res, verifyFailure(what, keyID, payloadPath, err)
 	}
-	digest, err := imageManifestDigest(ctx, image, manifest, platform)
+	digest, hint, err := imageDigestAndHint(ctx, image, manifest, platform)
 	if err != nil {
 		return res, err
 	}
 	res.Digest = digest
 	if err := signing.VerifyImage(pub, payload, sig, digest); err != nil {
-		return res, verifyFailure(fmt.Sprintf("%s (manifest %s)", what, digest), keyID, sigPath+" + "+payloadPath, err)
+		ferr := verifyFailure(fmt.Sprintf("%s (manifest %s)", what, digest), keyID, sigPath+" + "+payloadPath, err)
+		if hint != "" && errors.Is(err, signing.ErrPayloadMismatch) {
+			ferr.(*verifyError).msg += " (" + hint + ")"
+		}
+		return res, ferr
 	}
 	p, err := signing.ParseSimpleSigning(payload)
 	if err != nil { // cannot happen after VerifyImage
