@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 
@@ -35,7 +36,9 @@ func rawFrame(typ channel.Type, body string) []byte {
 }
 
 // feed applies frames as readGuest does and returns the first error.
-func feed(s *Sandbox, in []byte) error {
+// With sentStart the host sends START as soon as the guest is keyed, as
+// StartWorkload does.
+func feed(s *Sandbox, in []byte, sentStart bool) error {
 	r := bytes.NewReader(in)
 	for {
 		typ, body, err := channel.ReadFrame(r)
@@ -47,6 +50,9 @@ func feed(s *Sandbox, in []byte) error {
 		}
 		if err := s.handleFrame(typ, body); err != nil {
 			return err
+		}
+		if sentStart && s.state == stateKeyed {
+			s.state = stateStarting
 		}
 	}
 }
@@ -78,13 +84,16 @@ func TestHostProtocol(t *testing.T) {
 		{"exit out of range", true, cat(hello, started, jsonFrame(t, channel.TypeExit, channel.Exit{Code: 1000})), "out of range", -1},
 		{"host frame from guest", false, cat(hello, jsonFrame(t, channel.TypeStart, channel.Start{SandboxID: "x"})), "unexpected", -1},
 		{"unknown field", false, cat(ready, rawFrame(channel.TypeHello, `{"version":2,"public_key":"","x":1}`)), "malformed", -1},
+		{"pong unasked", true, cat(hello, started, jsonFrame(t, channel.TypePong, channel.Ping{Seq: 1})), "answers no PING", -1},
+		{"pong before start", true, cat(hello, jsonFrame(t, channel.TypePong, channel.Ping{Seq: 1})), "unexpected PONG", -1},
+		{"output after exit", true, cat(hello, started, jsonFrame(t, channel.TypeExit, channel.Exit{Code: 0}), rawFrame(channel.TypeStdout, "x")), "unexpected STDOUT", -1},
+		{"anything after an error", true, cat(hello, jsonFrame(t, channel.TypeError, channel.Error{Message: "x"}), started), "out of order", -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := protoSandbox()
 			var out, errOut bytes.Buffer
 			s.cfg.Stdout, s.cfg.Stderr = &out, &errOut
-			s.sentStart = tc.sentStart
-			err := feed(s, tc.in)
+			err := feed(s, tc.in, tc.sentStart)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want %q", err, tc.err)
@@ -94,22 +103,50 @@ func TestHostProtocol(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !s.gotExit || s.exitCode != tc.exit || out.String() != "out" || errOut.String() != "err" {
-				t.Fatalf("exit %v/%d out %q err %q", s.gotExit, s.exitCode, out.String(), errOut.String())
+			if s.state != stateExited || s.exitCode != tc.exit || out.String() != "out" || errOut.String() != "err" {
+				t.Fatalf("state %s exit %d out %q err %q", s.state, s.exitCode, out.String(), errOut.String())
 			}
 		})
 	}
 }
 
+// TestHostProtocolTemplateAndClone: a guest booted for a template is held
+// at READY (no IDENTITY, and nothing more is accepted from it); a clone
+// starts identified (its READY came before the snapshot), so HELLO is its
+// first frame and a READY is refused.
+func TestHostProtocolTemplateAndClone(t *testing.T) {
+	ready := jsonFrame(t, channel.TypeReady, channel.Ready{Version: channel.Version})
+	hello := jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)})
+	tpl := protoSandbox()
+	tpl.mode.templateRAM = os.Stdin // any file: the sandbox makes a template
+	tpl.ready = make(chan struct{})
+	if err := feed(tpl, ready, false); err != nil || tpl.state != stateHeld {
+		t.Fatalf("template: %v, state %s", err, tpl.state)
+	}
+	<-tpl.ready
+	if err := feed(tpl, hello, false); err == nil || !strings.Contains(err.Error(), "held for a template snapshot") {
+		t.Fatalf("a frame from a held guest: %v", err)
+	}
+	clone := protoSandbox()
+	clone.state = stateIdentified
+	if err := feed(clone, ready, false); err == nil || !strings.Contains(err.Error(), "second READY") {
+		t.Fatalf("READY from a clone: %v", err)
+	}
+	clone = protoSandbox()
+	clone.state = stateIdentified
+	if err := feed(clone, hello, false); err != nil || clone.state != stateKeyed {
+		t.Fatalf("HELLO from a clone: %v, state %s", err, clone.state)
+	}
+}
+
 func TestHostProtocolGuestError(t *testing.T) {
 	s := protoSandbox()
-	s.sentStart = true
 	in := bytes.Join([][]byte{
 		jsonFrame(t, channel.TypeReady, channel.Ready{Version: channel.Version}),
 		jsonFrame(t, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)}),
 		jsonFrame(t, channel.TypeError, channel.Error{Message: "secret \"db\" does not open\x1b[2J"}),
 	}, nil)
-	if err := feed(s, in); err != nil {
+	if err := feed(s, in, true); err != nil {
 		t.Fatal(err)
 	}
 	<-s.started
@@ -133,9 +170,8 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(rawFrame(channel.TypeError, `{"message":"x"}`), false)
 	f.Fuzz(func(t *testing.T, in []byte, sentStart bool) {
 		s := protoSandbox()
-		s.sentStart = sentStart
-		_ = feed(s, in)
-		if s.gotExit && (s.exitCode < 0 || s.exitCode > 255) {
+		_ = feed(s, in, sentStart)
+		if s.state == stateExited && (s.exitCode < 0 || s.exitCode > 255) {
 			t.Fatalf("exit code %d accepted", s.exitCode)
 		}
 		if s.guestKey != nil && len(s.guestKey) != 32 {

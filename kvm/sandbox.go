@@ -1,9 +1,7 @@
 package kvm
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bulwark-project/bulwark/enclave/wrap"
 	"github.com/bulwark-project/bulwark/kvm/channel"
 )
 
@@ -62,22 +59,19 @@ type Sandbox struct {
 	ready  chan struct{} // closed on READY while making a template
 
 	mu         sync.Mutex
-	readySeen  bool          // READY seen (IDENTITY sent in reply)
+	state      guestState    // the guest protocol (protocol.go)
 	hello      chan struct{} // closed on HELLO
 	guestKey   []byte
 	started    chan struct{} // closed on STARTED or ERROR
 	startErr   error
-	sentStart  bool
-	running    bool // STARTED seen
 	exitCode   int
-	gotExit    bool
 	guestErr   error
 	failErr    error // boot timeout, abort, protocol violation
 	shutdown   string
 	exited     chan struct{} // QEMU has exited and been reaped
 	readerDone chan struct{}
 	eventsDone chan struct{}
-	state      *os.ProcessState
+	procState  *os.ProcessState
 	pingSeq    uint64
 	pongs      map[uint64]chan struct{}
 	closeOnce  sync.Once
@@ -148,7 +142,9 @@ func start(ctx context.Context, cfg Config, m *mode) (*Sandbox, error) {
 			}
 		}
 	}
-	s.readySeen = m.clone != nil // a clone's agent said READY before the snapshot
+	if m.clone != nil {
+		s.state = stateIdentified // its agent said READY before the snapshot; IDENTITY follows the resume
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -299,7 +295,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		case <-time.After(2 * time.Second):
 		}
 		s.mu.Lock()
-		s.state = cmd.ProcessState
+		s.procState = cmd.ProcessState
 		s.mu.Unlock()
 		if err != nil {
 			s.log.Debug("QEMU exited", "err", err)
@@ -558,174 +554,6 @@ func (s *Sandbox) drain() {
 	}
 }
 
-// readGuest reads the agent's frames until the channel closes.
-func (s *Sandbox) readGuest() {
-	defer close(s.readerDone)
-	r := bufio.NewReaderSize(s.conn, 64<<10)
-	for {
-		t, body, err := channel.ReadFrame(r)
-		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				select {
-				case <-s.exited:
-				default:
-					s.fail(fmt.Errorf("kvm: guest channel: %w", err))
-					s.kill()
-				}
-			}
-			return
-		}
-		if err := s.handleFrame(t, body); err != nil {
-			s.fail(fmt.Errorf("kvm: guest protocol violation: %w", err))
-			s.kill()
-			return
-		}
-		if t == channel.TypeReady && s.mode.templateRAM != nil {
-			close(s.ready) // the template is snapshotted as it waits for IDENTITY
-			continue
-		}
-		if t == channel.TypeReady {
-			if err := s.sendIdentity(); err != nil {
-				s.fail(err)
-				s.kill()
-				return
-			}
-		}
-	}
-}
-
-// sendIdentity answers READY with fresh entropy from this host's CSPRNG and
-// the wall-clock time: the guest mixes the entropy in, forces a reseed and
-// sets its clock before it makes its key (see channel.Identity).
-func (s *Sandbox) sendIdentity() error {
-	id := channel.Identity{Entropy: make([]byte, 64)}
-	if _, err := rand.Read(id.Entropy); err != nil {
-		return fmt.Errorf("kvm: entropy for the guest: %w", err)
-	}
-	id.UnixNano = time.Now().UnixNano()
-	id.SandboxID = s.cfg.Name
-	return s.write(channel.TypeIdentity, id, 2*time.Second)
-}
-
-// handleFrame applies one guest frame to the sandbox state. Frames come
-// from the guest and are untrusted: anything out of order is an error.
-func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	helloSeen := s.guestKey != nil
-	switch t {
-	case channel.TypeReady:
-		if s.readySeen {
-			return errors.New("second READY")
-		}
-		var r channel.Ready
-		if err := channel.Decode(t, body, &r); err != nil {
-			return err
-		}
-		if r.Version != channel.Version {
-			return fmt.Errorf("agent speaks protocol version %d, want %d (rebuild the base initramfs)", r.Version, channel.Version)
-		}
-		s.readySeen = true
-		return nil
-	case channel.TypeHello:
-		if !s.readySeen {
-			return errors.New("HELLO before READY (an agent of an older protocol: rebuild the base initramfs)")
-		}
-		if helloSeen {
-			return errors.New("second HELLO")
-		}
-		var h channel.Hello
-		if err := channel.Decode(t, body, &h); err != nil {
-			return err
-		}
-		if h.Version != channel.Version {
-			return fmt.Errorf("agent speaks protocol version %d, want %d (rebuild the base initramfs)", h.Version, channel.Version)
-		}
-		if len(h.PublicKey) != wrap.PublicKeySize {
-			return fmt.Errorf("guest public key is %d bytes, want %d", len(h.PublicKey), wrap.PublicKeySize)
-		}
-		s.guestKey = h.PublicKey
-		close(s.hello)
-		return nil
-	case channel.TypeStarted:
-		if !s.sentStart || s.running || s.startDone() {
-			return errors.New("STARTED out of order")
-		}
-		var st channel.Started
-		if err := channel.Decode(t, body, &st); err != nil {
-			return err
-		}
-		s.running = true
-		close(s.started)
-		return nil
-	case channel.TypeStdout, channel.TypeStderr:
-		if !s.running || s.gotExit {
-			return fmt.Errorf("%s before the workload started", t)
-		}
-		w := s.cfg.Stdout
-		if t == channel.TypeStderr {
-			w = s.cfg.Stderr
-		}
-		s.mu.Unlock()
-		_, _ = w.Write(body) // a failing writer loses output, not the sandbox
-		s.mu.Lock()
-		return nil
-	case channel.TypeExit:
-		if !s.running || s.gotExit {
-			return errors.New("EXIT out of order")
-		}
-		var e channel.Exit
-		if err := channel.Decode(t, body, &e); err != nil {
-			return err
-		}
-		if e.Code < 0 || e.Code > 255 {
-			return fmt.Errorf("exit code %d out of range", e.Code)
-		}
-		s.exitCode, s.gotExit = e.Code, true
-		return nil
-	case channel.TypePong:
-		var p channel.Ping
-		if err := channel.Decode(t, body, &p); err != nil {
-			return err
-		}
-		ch, ok := s.pongs[p.Seq]
-		if !ok {
-			return fmt.Errorf("PONG %d answers no PING", p.Seq)
-		}
-		delete(s.pongs, p.Seq)
-		close(ch)
-		return nil
-	case channel.TypeError:
-		var e channel.Error
-		if err := channel.Decode(t, body, &e); err != nil {
-			return err
-		}
-		msg := e.Message
-		if len(msg) > 4096 {
-			msg = msg[:4096] + "..."
-		}
-		msg = sanitize(msg)
-		if s.guestErr == nil {
-			s.guestErr = &GuestError{Message: msg}
-		}
-		if !s.startDone() {
-			s.startErr = s.guestErr
-			close(s.started)
-		}
-		return nil
-	}
-	return fmt.Errorf("unexpected %s frame from the guest", t)
-}
-
-func (s *Sandbox) startDone() bool {
-	select {
-	case <-s.started:
-		return true
-	default:
-		return false
-	}
-}
-
 // Name returns the sandbox id (Config.Name).
 func (s *Sandbox) Name() string { return s.cfg.Name }
 
@@ -744,138 +572,6 @@ func (s *Sandbox) PID() int {
 		return 0
 	}
 	return s.cmd.Process.Pid
-}
-
-// GuestKey waits for the agent's HELLO and returns its ephemeral public key
-// (enclave/wrap, 32 bytes). It fails when the boot times out, QEMU exits
-// or ctx ends.
-func (s *Sandbox) GuestKey(ctx context.Context) ([]byte, error) {
-	select {
-	case <-s.hello:
-	case <-s.exited:
-		select {
-		case <-s.hello:
-		default:
-			return nil, s.endError("the guest stopped before its agent started")
-		}
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.guestKey == nil {
-		return nil, s.endErrorLocked("no guest key")
-	}
-	return append([]byte(nil), s.guestKey...), nil
-}
-
-// StartWorkload sends the wrapped secrets (wrapped for this sandbox's id,
-// Config.Name) and an optional command (args replaces the image's
-// entrypoint+cmd) to the agent, and waits until the workload process
-// exists, its image mounted. If a secret does not open, the workload never
-// starts and the error is a *GuestError. It may be called once.
-func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []string) error {
-	if _, err := s.GuestKey(ctx); err != nil {
-		return err
-	}
-	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args}
-	if err := msg.Validate(); err != nil {
-		return fmt.Errorf("kvm: %w", err)
-	}
-	s.mu.Lock()
-	if s.sentStart {
-		s.mu.Unlock()
-		return errors.New("kvm: StartWorkload called twice")
-	}
-	s.sentStart = true
-	s.mu.Unlock()
-	if err := s.write(channel.TypeStart, msg, 30*time.Second); err != nil {
-		return err
-	}
-	select {
-	case <-s.started:
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.startErr
-	case <-s.exited:
-		s.drain()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.startErr != nil {
-			return s.startErr
-		}
-		if s.running {
-			return nil
-		}
-		return s.endErrorLocked("the guest stopped before the workload started")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (s *Sandbox) write(t channel.Type, v any, timeout time.Duration) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	s.conn.SetWriteDeadline(time.Now().Add(timeout))
-	if err := channel.WriteJSON(s.conn, t, v); err != nil {
-		return fmt.Errorf("kvm: sending %s to the guest: %w", t, err)
-	}
-	return nil
-}
-
-// Stop asks the agent to end the running workload gracefully: SIGTERM to
-// its process group now, SIGKILL to everything after grace (whole seconds,
-// rounded up; 0..channel.MaxStopGraceSeconds). Wait then returns the
-// workload's exit status as usual. It fails when the workload is not
-// running (nothing to stop: use Abort before START).
-func (s *Sandbox) Stop(grace time.Duration) error {
-	secs := int((grace + time.Second - 1) / time.Second)
-	st := channel.Stop{GraceSeconds: secs}
-	if err := st.Validate(); err != nil {
-		return fmt.Errorf("kvm: %w", err)
-	}
-	s.mu.Lock()
-	running := s.running && !s.gotExit
-	s.mu.Unlock()
-	if !running {
-		return errors.New("kvm: stop: the workload is not running")
-	}
-	return s.write(channel.TypeStop, st, 2*time.Second)
-}
-
-// Ping asks the agent whether it is alive while the workload runs and
-// returns the round trip time once it answers.
-func (s *Sandbox) Ping(ctx context.Context) (time.Duration, error) {
-	s.mu.Lock()
-	if !s.running || s.gotExit {
-		s.mu.Unlock()
-		return 0, errors.New("kvm: ping: the workload is not running")
-	}
-	s.pingSeq++
-	seq := s.pingSeq
-	if s.pongs == nil {
-		s.pongs = map[uint64]chan struct{}{}
-	}
-	ch := make(chan struct{})
-	s.pongs[seq] = ch
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.pongs, seq)
-		s.mu.Unlock()
-	}()
-	t0 := time.Now()
-	if err := s.write(channel.TypePing, channel.Ping{Seq: seq}, 2*time.Second); err != nil {
-		return 0, err
-	}
-	select {
-	case <-ch:
-		return time.Since(t0), nil
-	case <-s.exited:
-		return 0, errors.New("kvm: ping: the sandbox ended")
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
 }
 
 // Abort tells the agent not to run the workload (or to stop it) and tears
@@ -912,7 +608,7 @@ func (s *Sandbox) Wait(ctx context.Context) (int, error) {
 	if s.failErr != nil {
 		return -1, s.failErr
 	}
-	if s.gotExit {
+	if s.state == stateExited {
 		return s.exitCode, nil
 	}
 	return -1, s.endErrorLocked("the sandbox ended without a workload exit status")
@@ -933,8 +629,8 @@ func (s *Sandbox) endErrorLocked(what string) error {
 		return s.guestErr
 	}
 	detail := ""
-	if s.state != nil {
-		detail = "QEMU " + s.state.String()
+	if s.procState != nil {
+		detail = "QEMU " + s.procState.String()
 	}
 	if s.shutdown != "" {
 		detail += ", shutdown reason " + s.shutdown
@@ -960,10 +656,10 @@ func (s *Sandbox) ShutdownReason() string {
 func (s *Sandbox) MaxRSSKiB() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state == nil {
+	if s.procState == nil {
 		return 0
 	}
-	if ru, ok := s.state.SysUsage().(*syscall.Rusage); ok {
+	if ru, ok := s.procState.SysUsage().(*syscall.Rusage); ok {
 		return ru.Maxrss
 	}
 	return 0
