@@ -195,11 +195,10 @@ func setMeta(p string, h cpio.Header, perm os.FileMode) error {
 // erofs-utils clamps every file's time to it (SOURCE_DATE_EPOCH), so all
 // are kept and the superblock is the same on every build.
 func mkfsDisk(ctx context.Context, mkfs, dir string, newest int64) (*ImageDisk, error) {
-	fd, err := unix.MemfdCreate("bulwark-image", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	f, err := newMemfd("bulwark-image")
 	if err != nil {
-		return nil, fmt.Errorf("kvm: memfd: %w", err)
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "bulwark-image")
 	ok := false
 	defer func() {
 		if !ok {
@@ -217,8 +216,8 @@ func mkfsDisk(ctx context.Context, mkfs, dir string, newest int64) (*ImageDisk, 
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("kvm: mkfs.erofs: %w: %s", err, strings.TrimSpace(out.String()))
 	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
-		return nil, fmt.Errorf("kvm: sealing the image disk: %w", err)
+	if err := seal(f); err != nil {
+		return nil, fmt.Errorf("kvm: %w", err)
 	}
 	h := sha256.New()
 	n, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62))
@@ -235,18 +234,17 @@ func mkfsDisk(ctx context.Context, mkfs, dir string, newest int64) (*ImageDisk, 
 // diskPlaceholder is the bytes a template's disk slot holds until a clone
 // points it at its own image: one empty sector.
 func diskPlaceholder() (*os.File, error) {
-	fd, err := unix.MemfdCreate("bulwark-disk-slot", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	f, err := newMemfd("bulwark-disk-slot")
 	if err != nil {
-		return nil, fmt.Errorf("kvm: memfd: %w", err)
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "bulwark-disk-slot")
 	if err := f.Truncate(512); err != nil {
 		f.Close()
-		return nil, err
+		return nil, fmt.Errorf("kvm: %w", err)
 	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+	if err := seal(f); err != nil {
 		f.Close()
-		return nil, err
+		return nil, fmt.Errorf("kvm: %w", err)
 	}
 	return f, nil
 }

@@ -212,7 +212,9 @@ func pssKiB(b *testing.B, pid int) int64 {
 const clockTicks = 100 // USER_HZ
 
 // cpuTicks is a process's user+system CPU time in clock ticks.
-func cpuTicks(b *testing.B, pid int) int64 {
+func cpuTicks(b *testing.B, pid int) int64 { return cpuTicksT(b, pid) }
+
+func cpuTicksT(b testing.TB, pid int) int64 {
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		b.Fatal(err)
