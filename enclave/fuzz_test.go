@@ -20,6 +20,10 @@ func (f *fakeStore) GetSecret(context.Context, string) (store.Secret, error) {
 }
 func (f *fakeStore) ListSecrets(context.Context) ([]store.SecretMeta, error) { return nil, nil }
 func (f *fakeStore) DeleteSecret(context.Context, string) error              { return nil }
+func (f *fakeStore) PutVaultCheck(context.Context, []byte) error             { return nil }
+func (f *fakeStore) VaultCheck(context.Context) ([]byte, error) {
+	return nil, store.ErrNotFound
+}
 
 // FuzzVaultCiphertext: whatever ciphertext, version and size the store
 // returns, Release fails with ErrDecrypt and never panics (it cannot forge
