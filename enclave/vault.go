@@ -165,7 +165,7 @@ func storeHasVault(ctx context.Context, st SecretStore, backend string) error {
 	_, err := st.VaultCheck(ctx)
 	switch {
 	case err == nil:
-		return fmt.Errorf("enclave: the %s backend has no master key but the store holds a vault encrypted under one; refusing to create a new key: %w: %w", backend, ErrNotJoined, ErrNoMasterKey)
+		return fmt.Errorf("%w; refusing to create a new key in the %s backend (%w)", ErrNotJoined, backend, ErrNoMasterKey)
 	case !errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("enclave: reading the vault check value: %w", err)
 	}
@@ -174,7 +174,7 @@ func storeHasVault(ctx context.Context, st SecretStore, backend string) error {
 		return fmt.Errorf("enclave: checking for existing secrets: %w", err)
 	}
 	if len(existing) > 0 {
-		return fmt.Errorf("enclave: the %s backend has no master key but the store holds %d secrets encrypted under one; refusing to create a new key: %w: %w", backend, len(existing), ErrNotJoined, ErrNoMasterKey)
+		return fmt.Errorf("%w (%d secrets); refusing to create a new key in the %s backend (%w)", ErrNotJoined, len(existing), backend, ErrNoMasterKey)
 	}
 	return nil
 }
