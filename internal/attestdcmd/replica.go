@@ -213,24 +213,28 @@ func auditReplica(ctx context.Context, st store.Store, subject string, fields ma
 	_, _ = st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindAdmin, Subject: subject, Details: details})
 }
 
-// openVault opens this replica's vault for serve: with a shared store it
-// first finishes an approved join, and it turns a refusal into what to do.
+// openVault opens this replica's vault for serve. A replica with no key
+// on a shared store finishes its join first if it is approved; a refusal
+// says what to do. A replica that has its key pays nothing for this.
 func openVault(ctx context.Context, backend enclave.Backend, st store.Store, shared bool, dataDir string, log *slog.Logger) (*enclave.Vault, error) {
-	if j, ok := backend.(enclave.Joiner); ok && shared {
-		joined, err := enclave.FinishJoin(ctx, j, st)
+	opts := enclave.Options{Logger: log.With("component", "vault")}
+	v, err := enclave.New(ctx, backend, st, true, opts)
+	if j, ok := backend.(enclave.Joiner); ok && shared && errors.Is(err, enclave.ErrNotJoined) {
+		joined, ferr := enclave.FinishJoin(ctx, j, st)
 		switch {
-		case err == nil:
+		case ferr == nil:
 			log.Info("replica joined: vault master key received and protected by the backend", "join", joined.ID, "node", joined.Node, "approved_by", joined.ApprovedBy)
 			auditReplica(ctx, st, joined.ID, map[string]any{"action": "replica.joined", "join": joined.ID, "node": joined.Node, "by": "attestd serve"})
-		case errors.Is(err, enclave.ErrMasterKeyExists), errors.Is(err, enclave.ErrNoJoin):
-		case errors.Is(err, enclave.ErrJoinPending):
+			v, err = enclave.New(ctx, backend, st, false, opts)
+		case errors.Is(ferr, enclave.ErrJoinPending):
 			return nil, fmt.Errorf("this replica's join request %s (replica %s) is not approved yet: an admin approves it on an existing replica with `attestd ctl replica approve %s` (or offline: `attestd replica approve %s`), then start this replica again",
 				joined.ID, joined.Node, joined.ID, joined.ID)
+		case errors.Is(ferr, enclave.ErrNoJoin):
+			// No join in progress: err says what to do.
 		default:
-			return nil, fmt.Errorf("finishing this replica's join: %w", err)
+			return nil, fmt.Errorf("finishing this replica's join: %w", ferr)
 		}
 	}
-	v, err := enclave.New(ctx, backend, st, true, enclave.Options{Logger: log.With("component", "vault")})
 	if err != nil {
 		return nil, fmt.Errorf("opening vault: %w", explainVault(err, shared, dataDir, backend.Name()))
 	}
