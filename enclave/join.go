@@ -293,7 +293,9 @@ func (v *Vault) ApproveJoin(ctx context.Context, st JoinStore, id, by string) (s
 	wrapped, err := hpke.Seal(pub, kdfSHA256, aeadAES256, joinInfo(j.ID, j.Node), v.key)
 	v.mu.RUnlock()
 	if err != nil {
-		return store.Join{}, fmt.Errorf("enclave: wrapping the master key: %w", err)
+		// A public key that parses but cannot be used (an X25519 point of
+		// low order) is the request's fault, not the vault's.
+		return store.Join{}, fmt.Errorf("enclave: join request %s: wrapping the master key to its public key: %v: %w", id, err, ErrInvalid)
 	}
 	out, err := st.ApproveJoin(ctx, id, wrapped, by)
 	if err != nil {
