@@ -66,10 +66,59 @@ func (f *FileBackend) Init(ctx context.Context) error {
 	if _, err := io.ReadFull(r, key); err != nil {
 		return fmt.Errorf("file backend: random key: %w", err)
 	}
+	return f.writeNew(FileKeyName, key)
+}
+
+// Import implements Joiner: writes key, received from another replica, as
+// Init writes a fresh one.
+func (f *FileBackend) Import(ctx context.Context, key []byte) error {
+	if err := f.check(); err != nil {
+		return err
+	}
+	if len(key) != KeySize {
+		return fmt.Errorf("file backend: master key is %d bytes, want %d: %w", len(key), KeySize, ErrInvalid)
+	}
+	return f.writeNew(FileKeyName, key)
+}
+
+// FileTransportKeyName is the file a joining replica's transport private
+// key is kept in (in clear, like the file backend's master key), removed
+// once the join completes.
+const FileTransportKeyName = "vault-join-transport.key"
+
+// SealTransportKey implements Joiner: a 0600 file, in clear.
+func (f *FileBackend) SealTransportKey(ctx context.Context, priv []byte) error {
+	if err := f.check(); err != nil {
+		return err
+	}
+	return f.writeNew(FileTransportKeyName, priv)
+}
+
+// OpenTransportKey implements Joiner.
+func (f *FileBackend) OpenTransportKey(ctx context.Context) ([]byte, error) {
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	k, err := fsutil.ReadFileLimit(filepath.Join(f.Dir, FileTransportKeyName), maxSealedBlob)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoJoin
+	}
+	if err != nil {
+		return nil, fmt.Errorf("file backend: %w", err)
+	}
+	return k, nil
+}
+
+// RemoveTransportKey implements Joiner.
+func (f *FileBackend) RemoveTransportKey() error {
+	return removeIfExists(filepath.Join(f.Dir, FileTransportKeyName))
+}
+
+func (f *FileBackend) writeNew(name string, b []byte) error {
 	if err := os.MkdirAll(f.Dir, 0o700); err != nil {
 		return fmt.Errorf("file backend: %w", err)
 	}
-	return writeNewFile(filepath.Join(f.Dir, FileKeyName), key)
+	return writeNewFile(filepath.Join(f.Dir, name), b)
 }
 
 // Open implements Backend.

@@ -20,6 +20,10 @@ func (f *fakeStore) GetSecret(context.Context, string) (store.Secret, error) {
 }
 func (f *fakeStore) ListSecrets(context.Context) ([]store.SecretMeta, error) { return nil, nil }
 func (f *fakeStore) DeleteSecret(context.Context, string) error              { return nil }
+func (f *fakeStore) PutVaultCheck(context.Context, []byte) error             { return nil }
+func (f *fakeStore) VaultCheck(context.Context) ([]byte, error) {
+	return nil, store.ErrNotFound
+}
 
 // FuzzVaultCiphertext: whatever ciphertext, version and size the store
 // returns, Release fails with ErrDecrypt and never panics (it cannot forge
@@ -62,4 +66,66 @@ func FuzzSGXBlob(f *testing.F) {
 			t.Fatalf("arbitrary blob opened to a %d-byte key", len(key))
 		}
 	})
+}
+
+// joinStore is a JoinStore that returns one join record as an attacker with
+// write access to the database might leave it.
+type joinStore struct {
+	j     store.Join
+	check []byte
+}
+
+func (s *joinStore) VaultCheck(context.Context) ([]byte, error)          { return s.check, nil }
+func (s *joinStore) CreateJoin(context.Context, store.Join) error        { return nil }
+func (s *joinStore) GetJoin(context.Context, string) (store.Join, error) { return s.j, nil }
+func (s *joinStore) DeleteJoin(context.Context, string) error            { return nil }
+func (s *joinStore) ApproveJoin(_ context.Context, _ string, w []byte, by string) (store.Join, error) {
+	j := s.j
+	j.State, j.Wrapped, j.ApprovedBy = store.JoinApproved, w, by
+	return j, nil
+}
+
+// FuzzJoinRecord: whatever wrapped key a join record holds, FinishJoin
+// refuses it (ErrJoinKey: it cannot forge HPKE to this replica's key) and
+// imports nothing; whatever public key and node a pending record holds,
+// ApproveJoin wraps to it or refuses it, and never panics.
+func FuzzJoinRecord(f *testing.F) {
+	f.Add([]byte{}, make([]byte, 32), "r2")
+	f.Add(make([]byte, 80), []byte{9}, "")
+	f.Add(make([]byte, 32+32+16), make([]byte, 33), "bad name")
+	ctx := context.Background()
+	st := openStoreF(f)
+	v, err := New(ctx, &FileBackend{Dir: f.TempDir(), AllowInsecureFile: true, Logger: discard}, st, true, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	check, err := st.VaultCheck(ctx)
+	if err != nil {
+		f.Fatal(err)
+	}
+	b := &FileBackend{Dir: f.TempDir(), AllowInsecureFile: true, Logger: discard}
+	js := &joinStore{check: check}
+	j, err := StartJoin(ctx, b, js, "r2")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, wrapped, pub []byte, node string) {
+		js.j = store.Join{ID: j.ID, Node: j.Node, PublicKey: j.PublicKey, State: store.JoinApproved, Wrapped: wrapped}
+		if _, err := FinishJoin(ctx, b, js); !errors.Is(err, ErrJoinKey) {
+			t.Fatalf("forged wrapped key: %v, want ErrJoinKey", err)
+		}
+		js.j = store.Join{ID: JoinID(pub), Node: node, PublicKey: pub, State: store.JoinPending}
+		if _, err := v.ApproveJoin(ctx, js, JoinID(pub), "alice"); err != nil && !errors.Is(err, ErrInvalid) {
+			t.Fatalf("approve of a join record with public key %x, node %q: %v", pub, node, err)
+		}
+	})
+}
+
+func openStoreF(f *testing.F) store.Store {
+	st, err := store.OpenEmbedded(context.Background(), f.TempDir(), store.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { st.Close() })
+	return st
 }

@@ -64,10 +64,6 @@ func (b *TPMBackend) Init(ctx context.Context) error {
 	if err := b.check(); err != nil {
 		return err
 	}
-	p := filepath.Join(b.Dir, TPMKeyName)
-	if _, err := os.Stat(p); err == nil {
-		return fmt.Errorf("%s: %w", p, ErrMasterKeyExists)
-	}
 	r := b.Rand
 	if r == nil {
 		r = rand.Reader
@@ -77,27 +73,91 @@ func (b *TPMBackend) Init(ctx context.Context) error {
 	if _, err := io.ReadFull(r, key); err != nil {
 		return fmt.Errorf("tpm backend: random key: %w", err)
 	}
-	pcrs := b.PCRs
-	if pcrs == nil {
-		pcrs = DefaultSealPCRs
+	return b.sealNew(ctx, TPMKeyName, "master key", key)
+}
+
+// Import implements Joiner: key, received from another replica, sealed to
+// this TPM as Init seals a fresh one.
+func (b *TPMBackend) Import(ctx context.Context, key []byte) error {
+	if err := b.check(); err != nil {
+		return err
 	}
-	blob, err := b.TPM.Seal(ctx, key, pcrs)
+	if len(key) != KeySize {
+		return fmt.Errorf("tpm backend: master key is %d bytes, want %d: %w", len(key), KeySize, ErrInvalid)
+	}
+	return b.sealNew(ctx, TPMKeyName, "master key", key)
+}
+
+// TPMTransportKeyName is the file holding a joining replica's sealed
+// transport private key (see Joiner), removed once the join completes.
+const TPMTransportKeyName = "vault-join-transport.tpmseal"
+
+// SealTransportKey implements Joiner: sealed to this TPM and its PCRs,
+// like the master key.
+func (b *TPMBackend) SealTransportKey(ctx context.Context, priv []byte) error {
+	if err := b.check(); err != nil {
+		return err
+	}
+	return b.sealNew(ctx, TPMTransportKeyName, "transport key", priv)
+}
+
+// OpenTransportKey implements Joiner.
+func (b *TPMBackend) OpenTransportKey(ctx context.Context) ([]byte, error) {
+	if err := b.check(); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(b.Dir, TPMTransportKeyName)
+	blob, err := readSealedBlob("tpm", p)
+	if errors.Is(err, ErrNoMasterKey) {
+		return nil, ErrNoJoin
+	}
 	if err != nil {
-		return fmt.Errorf("tpm backend: sealing the master key: %w", err)
+		return nil, err
+	}
+	k, err := b.TPM.Unseal(ctx, blob)
+	if err != nil {
+		return nil, fmt.Errorf("tpm backend: unsealing %s (sealed by another TPM, the TPM was cleared, or PCR %v changed): %w", p, b.pcrs(), err)
+	}
+	return k, nil
+}
+
+// RemoveTransportKey implements Joiner.
+func (b *TPMBackend) RemoveTransportKey() error {
+	return removeIfExists(filepath.Join(b.Dir, TPMTransportKeyName))
+}
+
+// sealNew seals secret to this TPM, checks that it unseals, and writes it
+// to the new file name (0600, O_EXCL).
+func (b *TPMBackend) sealNew(ctx context.Context, name, what string, secret []byte) error {
+	p := filepath.Join(b.Dir, name)
+	if _, err := os.Stat(p); err == nil {
+		return fmt.Errorf("%s: %w", p, ErrMasterKeyExists)
+	}
+	blob, err := b.TPM.Seal(ctx, secret, b.pcrs())
+	if err != nil {
+		return fmt.Errorf("tpm backend: sealing the %s: %w", what, err)
 	}
 	back, err := b.TPM.Unseal(ctx, blob)
 	if err != nil {
-		return fmt.Errorf("tpm backend: the freshly sealed master key does not unseal: %w", err)
+		return fmt.Errorf("tpm backend: the freshly sealed %s does not unseal: %w", what, err)
 	}
-	ok := subtle.ConstantTimeCompare(back, key) == 1
+	ok := subtle.ConstantTimeCompare(back, secret) == 1
 	clear(back)
 	if !ok {
-		return errors.New("tpm backend: the freshly sealed master key unseals to other bytes")
+		return fmt.Errorf("tpm backend: the freshly sealed %s unseals to other bytes", what)
 	}
 	if err := os.MkdirAll(b.Dir, 0o700); err != nil {
 		return fmt.Errorf("tpm backend: %w", err)
 	}
 	return writeNewFile(p, blob)
+}
+
+// removeIfExists removes path; a missing file is not an error.
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
 }
 
 // maxSealedBlob bounds the sealed blob read from disk.

@@ -47,6 +47,15 @@ var (
 	ErrDecrypt = errors.New("enclave: secret does not decrypt (tampered, moved or wrong master key)")
 	// ErrInvalid: bad secret name, size, or release argument.
 	ErrInvalid = errors.New("enclave: invalid argument")
+	// ErrWrongMasterKey: the backend's master key does not open the vault
+	// in the store (its key-check value, or a secret): another replica's
+	// vault, or a replica that never joined this one.
+	ErrWrongMasterKey = errors.New("enclave: this replica's vault master key does not open the secrets in the store")
+	// ErrNotJoined: the backend has no master key, but the store holds a
+	// vault under one: the key must come from a replica that has it (a
+	// join) or from a backup of the backend's key; a new key would open
+	// nothing.
+	ErrNotJoined = errors.New("enclave: this replica has no vault master key, but the store holds a vault encrypted under one")
 )
 
 // Backend holds the master key. Implementations: the TPM backend
@@ -66,12 +75,15 @@ type Backend interface {
 }
 
 // SecretStore is the part of the store the vault needs; store.Store
-// satisfies it.
+// satisfies it. The key-check value (VaultCheck) is what every replica
+// sharing the store checks its master key against when it opens.
 type SecretStore interface {
 	PutSecret(ctx context.Context, s store.Secret, prevVersion uint64) error
 	GetSecret(ctx context.Context, name string) (store.Secret, error)
 	ListSecrets(ctx context.Context) ([]store.SecretMeta, error)
 	DeleteSecret(ctx context.Context, name string) error
+	PutVaultCheck(ctx context.Context, check []byte) error
+	VaultCheck(ctx context.Context) ([]byte, error)
 }
 
 // Options configure a Vault. The zero value is usable.
@@ -109,21 +121,23 @@ type Vault struct {
 }
 
 // New opens the backend's master key — creating it with Init when the
-// backend has none and create is true — and returns a vault over st.
+// backend has none, create is true and the store holds no vault yet — and
+// returns a vault over st. Before it returns, it checks the key against
+// the store's key-check value (writing that value the first time): a key
+// that does not open the store's vault is ErrWrongMasterKey, found here at
+// start and not at the first release. A backend without a key over a store
+// that holds a vault is ErrNotJoined (and ErrNoMasterKey).
 func New(ctx context.Context, b Backend, st SecretStore, create bool, opts Options) (*Vault, error) {
 	if b == nil || st == nil {
 		return nil, fmt.Errorf("enclave: New needs a backend and a store: %w", ErrInvalid)
 	}
 	key, err := b.Open(ctx)
 	if errors.Is(err, ErrNoMasterKey) && create {
-		// A new key cannot open existing secrets: never create one silently
-		// over a store that has some (the key file was lost or moved).
-		existing, lerr := st.ListSecrets(ctx)
-		if lerr != nil {
-			return nil, fmt.Errorf("enclave: checking for existing secrets: %w", lerr)
-		}
-		if len(existing) > 0 {
-			return nil, fmt.Errorf("enclave: the %s backend has no master key but the store holds %d secrets encrypted under one; refusing to create a new key (restore the backend's key file in the vault directory, or delete the secrets): %w", b.Name(), len(existing), ErrNoMasterKey)
+		// A new key cannot open an existing vault: never create one
+		// silently over a store that has one (the key file was lost or
+		// moved, or this is a new replica that has not joined).
+		if err := storeHasVault(ctx, st, b.Name()); err != nil {
+			return nil, err
 		}
 		if err = b.Init(ctx); err != nil {
 			return nil, fmt.Errorf("enclave: initialising %s master key: %w", b.Name(), err)
@@ -133,21 +147,50 @@ func New(ctx context.Context, b Backend, st SecretStore, create bool, opts Optio
 	if err != nil {
 		return nil, fmt.Errorf("enclave: opening %s master key: %w", b.Name(), err)
 	}
+	v, err := openedVault(b.Name(), key, st, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.checkStore(ctx); err != nil {
+		v.Close()
+		return nil, err
+	}
+	v.log.Info("vault opened", "backend", b.Name())
+	return v, nil
+}
+
+// storeHasVault returns ErrNotJoined (and ErrNoMasterKey) when st holds a
+// vault's key-check value or secrets.
+func storeHasVault(ctx context.Context, st SecretStore, backend string) error {
+	_, err := st.VaultCheck(ctx)
+	switch {
+	case err == nil:
+		return fmt.Errorf("%w; refusing to create a new key in the %s backend (%w)", ErrNotJoined, backend, ErrNoMasterKey)
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("enclave: reading the vault check value: %w", err)
+	}
+	existing, err := st.ListSecrets(ctx)
+	if err != nil {
+		return fmt.Errorf("enclave: checking for existing secrets: %w", err)
+	}
+	if len(existing) > 0 {
+		return fmt.Errorf("%w (%d secrets); refusing to create a new key in the %s backend (%w)", ErrNotJoined, len(existing), backend, ErrNoMasterKey)
+	}
+	return nil
+}
+
+// openedVault takes ownership of key (zeroing it on failure).
+func openedVault(backend string, key []byte, st SecretStore, opts Options) (*Vault, error) {
 	if len(key) != KeySize {
 		clear(key)
-		return nil, fmt.Errorf("enclave: %s master key is %d bytes, want %d", b.Name(), len(key), KeySize)
+		return nil, fmt.Errorf("enclave: %s master key is %d bytes, want %d", backend, len(key), KeySize)
 	}
-	blk, err := aes.NewCipher(key)
+	aead, err := newAEAD(key)
 	if err != nil {
 		clear(key)
-		return nil, fmt.Errorf("enclave: %w", err)
+		return nil, err
 	}
-	aead, err := cipher.NewGCM(blk)
-	if err != nil {
-		clear(key)
-		return nil, fmt.Errorf("enclave: %w", err)
-	}
-	v := &Vault{backend: b.Name(), st: st, log: opts.Logger, rand: opts.Rand, now: opts.Now, key: key, aead: aead}
+	v := &Vault{backend: backend, st: st, log: opts.Logger, rand: opts.Rand, now: opts.Now, key: key, aead: aead}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
 	}
@@ -157,8 +200,19 @@ func New(ctx context.Context, b Backend, st SecretStore, create bool, opts Optio
 	if v.now == nil {
 		v.now = time.Now
 	}
-	v.log.Info("vault opened", "backend", b.Name())
 	return v, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	blk, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
+	}
+	aead, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
+	}
+	return aead, nil
 }
 
 // Backend names the backend holding the master key.

@@ -208,7 +208,16 @@ func TestVaultRejectsSwapsAndTampering(t *testing.T) {
 	if err := other.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
-	v2, err := New(ctx, other, st, false, Options{})
+	// New refuses it at once (the store's key-check value does not open)...
+	if _, err := New(ctx, other, st, false, Options{}); !errors.Is(err, ErrWrongMasterKey) {
+		t.Fatalf("New with another master key: %v, want ErrWrongMasterKey", err)
+	}
+	// ...and were it let through, no secret would open either.
+	key, err := other.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := openedVault("file", key, st, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

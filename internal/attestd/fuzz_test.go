@@ -172,8 +172,10 @@ func FuzzAdminRequest(f *testing.F) {
 	f.Add(uint8(2), marshal(f, &bulwarkv1.DeleteNodeRequest{NodeId: fuzzNode}))
 	f.Add(uint8(3), marshal(f, &bulwarkv1.RevokeNodeRequest{NodeId: fuzzNode}))
 	f.Add(uint8(4), marshal(f, &bulwarkv1.ReadAuditRequest{After: 5, Limit: 1001}))
+	f.Add(uint8(5), marshal(f, &bulwarkv1.ApproveReplicaJoinRequest{Id: strings.Repeat("ab", 16)}))
+	f.Add(uint8(6), marshal(f, &bulwarkv1.DenyReplicaJoinRequest{Id: "../x"}))
 	f.Fuzz(func(t *testing.T, kind uint8, data []byte) {
-		switch kind % 5 {
+		switch kind % 7 {
 		case 0:
 			fuzzValidator(t, data, validatePutSecret)
 		case 1:
@@ -190,6 +192,10 @@ func FuzzAdminRequest(f *testing.F) {
 				}
 				return err
 			})
+		case 5:
+			fuzzValidator(t, data, func(r *bulwarkv1.ApproveReplicaJoinRequest) error { return validateJoinID(r.GetId()) })
+		case 6:
+			fuzzValidator(t, data, func(r *bulwarkv1.DenyReplicaJoinRequest) error { return validateJoinID(r.GetId()) })
 		}
 	})
 }

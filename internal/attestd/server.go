@@ -48,6 +48,9 @@ type Vault interface {
 	Delete(ctx context.Context, name string) error
 	List(ctx context.Context) ([]store.SecretMeta, error)
 	Release(ctx context.Context, names []string, guestPub []byte, sandboxID string) ([]enclave.Wrapped, error)
+	// ApproveJoin wraps the master key to a replica join request's key
+	// (docs/attestd.md "Replicas").
+	ApproveJoin(ctx context.Context, st enclave.JoinStore, id, by string) (store.Join, error)
 }
 
 var _ Vault = (*enclave.Vault)(nil)

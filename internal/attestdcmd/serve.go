@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/store"
@@ -210,9 +209,9 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		return err
 	}
 	defer closeBackend()
-	vault, err := enclave.New(ctx, backend, st, true, enclave.Options{Logger: log.With("component", "vault")})
+	vault, err := openVault(ctx, backend, st, *db != "", *dataDir, log)
 	if err != nil {
-		return fmt.Errorf("opening vault: %w", err)
+		return err
 	}
 	defer vault.Close()
 

@@ -176,7 +176,7 @@ func openEmbedded(dir string, opts Options, create bool) (Store, error) {
 		return nil, fmt.Errorf("store: opening %s (is another attestd using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta, bktLast} {
+		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta, bktLast, bktJoins} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

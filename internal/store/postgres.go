@@ -19,7 +19,7 @@ import (
 
 // pgSchemaVersion is the schema this code writes; older ones are migrated
 // on open, newer ones refused.
-const pgSchemaVersion = 3
+const pgSchemaVersion = 4
 
 // pgLockKey is the advisory lock key that serialises schema migration
 // between replicas starting at once ("bulwark" in ASCII).
@@ -91,6 +91,20 @@ var pgSchema = []string{
 		hash bytea NOT NULL,
 		sig bytea NOT NULL)`,
 	`INSERT INTO audit_seal (id, seq, hash, sig) VALUES (1, 0, $1, '') ON CONFLICT DO NOTHING`,
+	// Version 4: what replicas share about the vault (docs/attestd.md
+	// "Replicas"): the master key's check value and join requests.
+	`CREATE TABLE IF NOT EXISTS vault_check (
+		id integer PRIMARY KEY CHECK (id = 1),
+		value bytea NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS replica_joins (
+		id text PRIMARY KEY,
+		node text NOT NULL,
+		public_key bytea NOT NULL,
+		state text NOT NULL,
+		wrapped bytea,
+		approved_by text NOT NULL,
+		created bigint NOT NULL,
+		updated bigint NOT NULL)`,
 }
 
 // pgStore is the PostgreSQL store. Several attestd replicas may share one

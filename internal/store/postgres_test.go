@@ -139,3 +139,47 @@ func TestPostgresSchemaVersion(t *testing.T) {
 		t.Fatalf("bad DSN: %v", err)
 	}
 }
+
+// TestPostgresMigrate3: a version-3 database (before replicas shared the
+// vault's check value and join requests) gains both tables on open, its
+// data kept.
+func TestPostgresMigrate3(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	s, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendAudit(ctx, store.AuditEntry{Kind: store.KindAdmin}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{`DROP TABLE vault_check`, `DROP TABLE replica_joins`, `UPDATE bulwark_schema SET version = 3`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err = store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatalf("open version 3: %v", err)
+	}
+	defer s.Close()
+	if h, err := s.AuditHead(ctx); err != nil || h.Seq != 1 {
+		t.Fatalf("after migration: head %d, %v", h.Seq, err)
+	}
+	if err := s.PutVaultCheck(ctx, []byte("check")); err != nil {
+		t.Fatalf("vault check after migration: %v", err)
+	}
+	if err := s.CreateJoin(ctx, store.Join{ID: "j", Node: "n", PublicKey: []byte{1}}); err != nil {
+		t.Fatalf("join after migration: %v", err)
+	}
+	var v int
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 4 {
+		t.Fatalf("schema version after open = %d, %v; want 4", v, err)
+	}
+}

@@ -31,6 +31,7 @@ type Store interface {
 	Secrets
 	Audit
 	Retention
+	Replicas
 
 	// PurgeExpired deletes nonces and clears pending credential challenges
 	// that expired at or before now. Consumed nonces are kept until they

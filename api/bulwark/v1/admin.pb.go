@@ -1272,6 +1272,336 @@ func (x *ReloadPoliciesResponse) GetOk() bool {
 	return false
 }
 
+// ReplicaJoin is a new replica's request for the vault master key.
+type ReplicaJoin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the first 16 bytes of the SHA-256 of the transport public key,
+	// hex: what `attestd replica join` printed on the new replica.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// node is the new replica's name.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// state is "pending" or "approved".
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// approved_by is the admin who approved it ("" while pending).
+	ApprovedBy    string                 `protobuf:"bytes,4,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaJoin) Reset() {
+	*x = ReplicaJoin{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaJoin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaJoin) ProtoMessage() {}
+
+func (x *ReplicaJoin) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaJoin.ProtoReflect.Descriptor instead.
+func (*ReplicaJoin) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReplicaJoin) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReplicaJoin) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ReplicaJoin) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ReplicaJoin) GetApprovedBy() string {
+	if x != nil {
+		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *ReplicaJoin) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type ListReplicaJoinsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicaJoinsRequest) Reset() {
+	*x = ListReplicaJoinsRequest{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicaJoinsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicaJoinsRequest) ProtoMessage() {}
+
+func (x *ListReplicaJoinsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicaJoinsRequest.ProtoReflect.Descriptor instead.
+func (*ListReplicaJoinsRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+type ListReplicaJoinsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Joins         []*ReplicaJoin         `protobuf:"bytes,1,rep,name=joins,proto3" json:"joins,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReplicaJoinsResponse) Reset() {
+	*x = ListReplicaJoinsResponse{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReplicaJoinsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReplicaJoinsResponse) ProtoMessage() {}
+
+func (x *ListReplicaJoinsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReplicaJoinsResponse.ProtoReflect.Descriptor instead.
+func (*ListReplicaJoinsResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListReplicaJoinsResponse) GetJoins() []*ReplicaJoin {
+	if x != nil {
+		return x.Joins
+	}
+	return nil
+}
+
+type ApproveReplicaJoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveReplicaJoinRequest) Reset() {
+	*x = ApproveReplicaJoinRequest{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveReplicaJoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveReplicaJoinRequest) ProtoMessage() {}
+
+func (x *ApproveReplicaJoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveReplicaJoinRequest.ProtoReflect.Descriptor instead.
+func (*ApproveReplicaJoinRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ApproveReplicaJoinRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ApproveReplicaJoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Join          *ReplicaJoin           `protobuf:"bytes,1,opt,name=join,proto3" json:"join,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveReplicaJoinResponse) Reset() {
+	*x = ApproveReplicaJoinResponse{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveReplicaJoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveReplicaJoinResponse) ProtoMessage() {}
+
+func (x *ApproveReplicaJoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveReplicaJoinResponse.ProtoReflect.Descriptor instead.
+func (*ApproveReplicaJoinResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ApproveReplicaJoinResponse) GetJoin() *ReplicaJoin {
+	if x != nil {
+		return x.Join
+	}
+	return nil
+}
+
+type DenyReplicaJoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DenyReplicaJoinRequest) Reset() {
+	*x = DenyReplicaJoinRequest{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DenyReplicaJoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DenyReplicaJoinRequest) ProtoMessage() {}
+
+func (x *DenyReplicaJoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DenyReplicaJoinRequest.ProtoReflect.Descriptor instead.
+func (*DenyReplicaJoinRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DenyReplicaJoinRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DenyReplicaJoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DenyReplicaJoinResponse) Reset() {
+	*x = DenyReplicaJoinResponse{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DenyReplicaJoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DenyReplicaJoinResponse) ProtoMessage() {}
+
+func (x *DenyReplicaJoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DenyReplicaJoinResponse.ProtoReflect.Descriptor instead.
+func (*DenyReplicaJoinResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
 var File_bulwark_v1_admin_proto protoreflect.FileDescriptor
 
 const file_bulwark_v1_admin_proto_rawDesc = "" +
@@ -1356,7 +1686,25 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\x15ReloadPoliciesRequest\"^\n" +
 	"\x16ReloadPoliciesResponse\x124\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x18.bulwark.v1.PolicyStatusR\bpolicies\x12\x0e\n" +
-	"\x02ok\x18\x02 \x01(\bR\x02ok2\x9e\x06\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\"\xa3\x01\n" +
+	"\vReplicaJoin\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x1f\n" +
+	"\vapproved_by\x18\x04 \x01(\tR\n" +
+	"approvedBy\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\x19\n" +
+	"\x17ListReplicaJoinsRequest\"I\n" +
+	"\x18ListReplicaJoinsResponse\x12-\n" +
+	"\x05joins\x18\x01 \x03(\v2\x17.bulwark.v1.ReplicaJoinR\x05joins\"+\n" +
+	"\x19ApproveReplicaJoinRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"I\n" +
+	"\x1aApproveReplicaJoinResponse\x12+\n" +
+	"\x04join\x18\x01 \x01(\v2\x17.bulwark.v1.ReplicaJoinR\x04join\"(\n" +
+	"\x16DenyReplicaJoinRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
+	"\x17DenyReplicaJoinResponse2\xbe\b\n" +
 	"\x05Admin\x12H\n" +
 	"\tPutSecret\x12\x1c.bulwark.v1.PutSecretRequest\x1a\x1d.bulwark.v1.PutSecretResponse\x12Q\n" +
 	"\fDeleteSecret\x12\x1f.bulwark.v1.DeleteSecretRequest\x1a .bulwark.v1.DeleteSecretResponse\x12N\n" +
@@ -1369,7 +1717,10 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\tReadAudit\x12\x1c.bulwark.v1.ReadAuditRequest\x1a\x1d.bulwark.v1.ReadAuditResponse\x12N\n" +
 	"\vVerifyAudit\x12\x1e.bulwark.v1.VerifyAuditRequest\x1a\x1f.bulwark.v1.VerifyAuditResponse\x12Q\n" +
 	"\fListPolicies\x12\x1f.bulwark.v1.ListPoliciesRequest\x1a .bulwark.v1.ListPoliciesResponse\x12W\n" +
-	"\x0eReloadPolicies\x12!.bulwark.v1.ReloadPoliciesRequest\x1a\".bulwark.v1.ReloadPoliciesResponseB=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
+	"\x0eReloadPolicies\x12!.bulwark.v1.ReloadPoliciesRequest\x1a\".bulwark.v1.ReloadPoliciesResponse\x12]\n" +
+	"\x10ListReplicaJoins\x12#.bulwark.v1.ListReplicaJoinsRequest\x1a$.bulwark.v1.ListReplicaJoinsResponse\x12c\n" +
+	"\x12ApproveReplicaJoin\x12%.bulwark.v1.ApproveReplicaJoinRequest\x1a&.bulwark.v1.ApproveReplicaJoinResponse\x12Z\n" +
+	"\x0fDenyReplicaJoin\x12\".bulwark.v1.DenyReplicaJoinRequest\x1a#.bulwark.v1.DenyReplicaJoinResponseB=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
 
 var (
 	file_bulwark_v1_admin_proto_rawDescOnce sync.Once
@@ -1383,74 +1734,90 @@ func file_bulwark_v1_admin_proto_rawDescGZIP() []byte {
 	return file_bulwark_v1_admin_proto_rawDescData
 }
 
-var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_bulwark_v1_admin_proto_goTypes = []any{
-	(*PutSecretRequest)(nil),       // 0: bulwark.v1.PutSecretRequest
-	(*PutSecretResponse)(nil),      // 1: bulwark.v1.PutSecretResponse
-	(*DeleteSecretRequest)(nil),    // 2: bulwark.v1.DeleteSecretRequest
-	(*DeleteSecretResponse)(nil),   // 3: bulwark.v1.DeleteSecretResponse
-	(*ListSecretsRequest)(nil),     // 4: bulwark.v1.ListSecretsRequest
-	(*SecretInfo)(nil),             // 5: bulwark.v1.SecretInfo
-	(*ListSecretsResponse)(nil),    // 6: bulwark.v1.ListSecretsResponse
-	(*ListNodesRequest)(nil),       // 7: bulwark.v1.ListNodesRequest
-	(*Node)(nil),                   // 8: bulwark.v1.Node
-	(*ListNodesResponse)(nil),      // 9: bulwark.v1.ListNodesResponse
-	(*DeleteNodeRequest)(nil),      // 10: bulwark.v1.DeleteNodeRequest
-	(*DeleteNodeResponse)(nil),     // 11: bulwark.v1.DeleteNodeResponse
-	(*RevokeNodeRequest)(nil),      // 12: bulwark.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),     // 13: bulwark.v1.RevokeNodeResponse
-	(*ReadAuditRequest)(nil),       // 14: bulwark.v1.ReadAuditRequest
-	(*AuditRecord)(nil),            // 15: bulwark.v1.AuditRecord
-	(*ReadAuditResponse)(nil),      // 16: bulwark.v1.ReadAuditResponse
-	(*VerifyAuditRequest)(nil),     // 17: bulwark.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),    // 18: bulwark.v1.VerifyAuditResponse
-	(*ListPoliciesRequest)(nil),    // 19: bulwark.v1.ListPoliciesRequest
-	(*PolicyStatus)(nil),           // 20: bulwark.v1.PolicyStatus
-	(*ListPoliciesResponse)(nil),   // 21: bulwark.v1.ListPoliciesResponse
-	(*ReloadPoliciesRequest)(nil),  // 22: bulwark.v1.ReloadPoliciesRequest
-	(*ReloadPoliciesResponse)(nil), // 23: bulwark.v1.ReloadPoliciesResponse
-	nil,                            // 24: bulwark.v1.PutSecretRequest.MetadataEntry
-	nil,                            // 25: bulwark.v1.SecretInfo.MetadataEntry
-	(*timestamppb.Timestamp)(nil),  // 26: google.protobuf.Timestamp
+	(*PutSecretRequest)(nil),           // 0: bulwark.v1.PutSecretRequest
+	(*PutSecretResponse)(nil),          // 1: bulwark.v1.PutSecretResponse
+	(*DeleteSecretRequest)(nil),        // 2: bulwark.v1.DeleteSecretRequest
+	(*DeleteSecretResponse)(nil),       // 3: bulwark.v1.DeleteSecretResponse
+	(*ListSecretsRequest)(nil),         // 4: bulwark.v1.ListSecretsRequest
+	(*SecretInfo)(nil),                 // 5: bulwark.v1.SecretInfo
+	(*ListSecretsResponse)(nil),        // 6: bulwark.v1.ListSecretsResponse
+	(*ListNodesRequest)(nil),           // 7: bulwark.v1.ListNodesRequest
+	(*Node)(nil),                       // 8: bulwark.v1.Node
+	(*ListNodesResponse)(nil),          // 9: bulwark.v1.ListNodesResponse
+	(*DeleteNodeRequest)(nil),          // 10: bulwark.v1.DeleteNodeRequest
+	(*DeleteNodeResponse)(nil),         // 11: bulwark.v1.DeleteNodeResponse
+	(*RevokeNodeRequest)(nil),          // 12: bulwark.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),         // 13: bulwark.v1.RevokeNodeResponse
+	(*ReadAuditRequest)(nil),           // 14: bulwark.v1.ReadAuditRequest
+	(*AuditRecord)(nil),                // 15: bulwark.v1.AuditRecord
+	(*ReadAuditResponse)(nil),          // 16: bulwark.v1.ReadAuditResponse
+	(*VerifyAuditRequest)(nil),         // 17: bulwark.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 18: bulwark.v1.VerifyAuditResponse
+	(*ListPoliciesRequest)(nil),        // 19: bulwark.v1.ListPoliciesRequest
+	(*PolicyStatus)(nil),               // 20: bulwark.v1.PolicyStatus
+	(*ListPoliciesResponse)(nil),       // 21: bulwark.v1.ListPoliciesResponse
+	(*ReloadPoliciesRequest)(nil),      // 22: bulwark.v1.ReloadPoliciesRequest
+	(*ReloadPoliciesResponse)(nil),     // 23: bulwark.v1.ReloadPoliciesResponse
+	(*ReplicaJoin)(nil),                // 24: bulwark.v1.ReplicaJoin
+	(*ListReplicaJoinsRequest)(nil),    // 25: bulwark.v1.ListReplicaJoinsRequest
+	(*ListReplicaJoinsResponse)(nil),   // 26: bulwark.v1.ListReplicaJoinsResponse
+	(*ApproveReplicaJoinRequest)(nil),  // 27: bulwark.v1.ApproveReplicaJoinRequest
+	(*ApproveReplicaJoinResponse)(nil), // 28: bulwark.v1.ApproveReplicaJoinResponse
+	(*DenyReplicaJoinRequest)(nil),     // 29: bulwark.v1.DenyReplicaJoinRequest
+	(*DenyReplicaJoinResponse)(nil),    // 30: bulwark.v1.DenyReplicaJoinResponse
+	nil,                                // 31: bulwark.v1.PutSecretRequest.MetadataEntry
+	nil,                                // 32: bulwark.v1.SecretInfo.MetadataEntry
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
 }
 var file_bulwark_v1_admin_proto_depIdxs = []int32{
-	24, // 0: bulwark.v1.PutSecretRequest.metadata:type_name -> bulwark.v1.PutSecretRequest.MetadataEntry
-	25, // 1: bulwark.v1.SecretInfo.metadata:type_name -> bulwark.v1.SecretInfo.MetadataEntry
-	26, // 2: bulwark.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
+	31, // 0: bulwark.v1.PutSecretRequest.metadata:type_name -> bulwark.v1.PutSecretRequest.MetadataEntry
+	32, // 1: bulwark.v1.SecretInfo.metadata:type_name -> bulwark.v1.SecretInfo.MetadataEntry
+	33, // 2: bulwark.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: bulwark.v1.ListSecretsResponse.secrets:type_name -> bulwark.v1.SecretInfo
-	26, // 4: bulwark.v1.Node.enrolled_at:type_name -> google.protobuf.Timestamp
-	26, // 5: bulwark.v1.Node.last_attested_at:type_name -> google.protobuf.Timestamp
+	33, // 4: bulwark.v1.Node.enrolled_at:type_name -> google.protobuf.Timestamp
+	33, // 5: bulwark.v1.Node.last_attested_at:type_name -> google.protobuf.Timestamp
 	8,  // 6: bulwark.v1.ListNodesResponse.nodes:type_name -> bulwark.v1.Node
-	26, // 7: bulwark.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	33, // 7: bulwark.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
 	15, // 8: bulwark.v1.ReadAuditResponse.records:type_name -> bulwark.v1.AuditRecord
 	20, // 9: bulwark.v1.ListPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
-	26, // 10: bulwark.v1.ListPoliciesResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	33, // 10: bulwark.v1.ListPoliciesResponse.loaded_at:type_name -> google.protobuf.Timestamp
 	20, // 11: bulwark.v1.ReloadPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
-	0,  // 12: bulwark.v1.Admin.PutSecret:input_type -> bulwark.v1.PutSecretRequest
-	2,  // 13: bulwark.v1.Admin.DeleteSecret:input_type -> bulwark.v1.DeleteSecretRequest
-	4,  // 14: bulwark.v1.Admin.ListSecrets:input_type -> bulwark.v1.ListSecretsRequest
-	7,  // 15: bulwark.v1.Admin.ListNodes:input_type -> bulwark.v1.ListNodesRequest
-	10, // 16: bulwark.v1.Admin.DeleteNode:input_type -> bulwark.v1.DeleteNodeRequest
-	12, // 17: bulwark.v1.Admin.RevokeNode:input_type -> bulwark.v1.RevokeNodeRequest
-	14, // 18: bulwark.v1.Admin.ReadAudit:input_type -> bulwark.v1.ReadAuditRequest
-	17, // 19: bulwark.v1.Admin.VerifyAudit:input_type -> bulwark.v1.VerifyAuditRequest
-	19, // 20: bulwark.v1.Admin.ListPolicies:input_type -> bulwark.v1.ListPoliciesRequest
-	22, // 21: bulwark.v1.Admin.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
-	1,  // 22: bulwark.v1.Admin.PutSecret:output_type -> bulwark.v1.PutSecretResponse
-	3,  // 23: bulwark.v1.Admin.DeleteSecret:output_type -> bulwark.v1.DeleteSecretResponse
-	6,  // 24: bulwark.v1.Admin.ListSecrets:output_type -> bulwark.v1.ListSecretsResponse
-	9,  // 25: bulwark.v1.Admin.ListNodes:output_type -> bulwark.v1.ListNodesResponse
-	11, // 26: bulwark.v1.Admin.DeleteNode:output_type -> bulwark.v1.DeleteNodeResponse
-	13, // 27: bulwark.v1.Admin.RevokeNode:output_type -> bulwark.v1.RevokeNodeResponse
-	16, // 28: bulwark.v1.Admin.ReadAudit:output_type -> bulwark.v1.ReadAuditResponse
-	18, // 29: bulwark.v1.Admin.VerifyAudit:output_type -> bulwark.v1.VerifyAuditResponse
-	21, // 30: bulwark.v1.Admin.ListPolicies:output_type -> bulwark.v1.ListPoliciesResponse
-	23, // 31: bulwark.v1.Admin.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
-	22, // [22:32] is the sub-list for method output_type
-	12, // [12:22] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	33, // 12: bulwark.v1.ReplicaJoin.created_at:type_name -> google.protobuf.Timestamp
+	24, // 13: bulwark.v1.ListReplicaJoinsResponse.joins:type_name -> bulwark.v1.ReplicaJoin
+	24, // 14: bulwark.v1.ApproveReplicaJoinResponse.join:type_name -> bulwark.v1.ReplicaJoin
+	0,  // 15: bulwark.v1.Admin.PutSecret:input_type -> bulwark.v1.PutSecretRequest
+	2,  // 16: bulwark.v1.Admin.DeleteSecret:input_type -> bulwark.v1.DeleteSecretRequest
+	4,  // 17: bulwark.v1.Admin.ListSecrets:input_type -> bulwark.v1.ListSecretsRequest
+	7,  // 18: bulwark.v1.Admin.ListNodes:input_type -> bulwark.v1.ListNodesRequest
+	10, // 19: bulwark.v1.Admin.DeleteNode:input_type -> bulwark.v1.DeleteNodeRequest
+	12, // 20: bulwark.v1.Admin.RevokeNode:input_type -> bulwark.v1.RevokeNodeRequest
+	14, // 21: bulwark.v1.Admin.ReadAudit:input_type -> bulwark.v1.ReadAuditRequest
+	17, // 22: bulwark.v1.Admin.VerifyAudit:input_type -> bulwark.v1.VerifyAuditRequest
+	19, // 23: bulwark.v1.Admin.ListPolicies:input_type -> bulwark.v1.ListPoliciesRequest
+	22, // 24: bulwark.v1.Admin.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
+	25, // 25: bulwark.v1.Admin.ListReplicaJoins:input_type -> bulwark.v1.ListReplicaJoinsRequest
+	27, // 26: bulwark.v1.Admin.ApproveReplicaJoin:input_type -> bulwark.v1.ApproveReplicaJoinRequest
+	29, // 27: bulwark.v1.Admin.DenyReplicaJoin:input_type -> bulwark.v1.DenyReplicaJoinRequest
+	1,  // 28: bulwark.v1.Admin.PutSecret:output_type -> bulwark.v1.PutSecretResponse
+	3,  // 29: bulwark.v1.Admin.DeleteSecret:output_type -> bulwark.v1.DeleteSecretResponse
+	6,  // 30: bulwark.v1.Admin.ListSecrets:output_type -> bulwark.v1.ListSecretsResponse
+	9,  // 31: bulwark.v1.Admin.ListNodes:output_type -> bulwark.v1.ListNodesResponse
+	11, // 32: bulwark.v1.Admin.DeleteNode:output_type -> bulwark.v1.DeleteNodeResponse
+	13, // 33: bulwark.v1.Admin.RevokeNode:output_type -> bulwark.v1.RevokeNodeResponse
+	16, // 34: bulwark.v1.Admin.ReadAudit:output_type -> bulwark.v1.ReadAuditResponse
+	18, // 35: bulwark.v1.Admin.VerifyAudit:output_type -> bulwark.v1.VerifyAuditResponse
+	21, // 36: bulwark.v1.Admin.ListPolicies:output_type -> bulwark.v1.ListPoliciesResponse
+	23, // 37: bulwark.v1.Admin.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
+	26, // 38: bulwark.v1.Admin.ListReplicaJoins:output_type -> bulwark.v1.ListReplicaJoinsResponse
+	28, // 39: bulwark.v1.Admin.ApproveReplicaJoin:output_type -> bulwark.v1.ApproveReplicaJoinResponse
+	30, // 40: bulwark.v1.Admin.DenyReplicaJoin:output_type -> bulwark.v1.DenyReplicaJoinResponse
+	28, // [28:41] is the sub-list for method output_type
+	15, // [15:28] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_admin_proto_init() }
@@ -1464,7 +1831,7 @@ func file_bulwark_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_admin_proto_rawDesc), len(file_bulwark_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,16 +22,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_PutSecret_FullMethodName      = "/bulwark.v1.Admin/PutSecret"
-	Admin_DeleteSecret_FullMethodName   = "/bulwark.v1.Admin/DeleteSecret"
-	Admin_ListSecrets_FullMethodName    = "/bulwark.v1.Admin/ListSecrets"
-	Admin_ListNodes_FullMethodName      = "/bulwark.v1.Admin/ListNodes"
-	Admin_DeleteNode_FullMethodName     = "/bulwark.v1.Admin/DeleteNode"
-	Admin_RevokeNode_FullMethodName     = "/bulwark.v1.Admin/RevokeNode"
-	Admin_ReadAudit_FullMethodName      = "/bulwark.v1.Admin/ReadAudit"
-	Admin_VerifyAudit_FullMethodName    = "/bulwark.v1.Admin/VerifyAudit"
-	Admin_ListPolicies_FullMethodName   = "/bulwark.v1.Admin/ListPolicies"
-	Admin_ReloadPolicies_FullMethodName = "/bulwark.v1.Admin/ReloadPolicies"
+	Admin_PutSecret_FullMethodName          = "/bulwark.v1.Admin/PutSecret"
+	Admin_DeleteSecret_FullMethodName       = "/bulwark.v1.Admin/DeleteSecret"
+	Admin_ListSecrets_FullMethodName        = "/bulwark.v1.Admin/ListSecrets"
+	Admin_ListNodes_FullMethodName          = "/bulwark.v1.Admin/ListNodes"
+	Admin_DeleteNode_FullMethodName         = "/bulwark.v1.Admin/DeleteNode"
+	Admin_RevokeNode_FullMethodName         = "/bulwark.v1.Admin/RevokeNode"
+	Admin_ReadAudit_FullMethodName          = "/bulwark.v1.Admin/ReadAudit"
+	Admin_VerifyAudit_FullMethodName        = "/bulwark.v1.Admin/VerifyAudit"
+	Admin_ListPolicies_FullMethodName       = "/bulwark.v1.Admin/ListPolicies"
+	Admin_ReloadPolicies_FullMethodName     = "/bulwark.v1.Admin/ReloadPolicies"
+	Admin_ListReplicaJoins_FullMethodName   = "/bulwark.v1.Admin/ListReplicaJoins"
+	Admin_ApproveReplicaJoin_FullMethodName = "/bulwark.v1.Admin/ApproveReplicaJoin"
+	Admin_DenyReplicaJoin_FullMethodName    = "/bulwark.v1.Admin/DenyReplicaJoin"
 )
 
 // AdminClient is the client API for Admin service.
@@ -56,6 +59,14 @@ type AdminClient interface {
 	// ReloadPolicies reloads the policy directory now; an invalid file keeps
 	// the previous policies in force and is reported.
 	ReloadPolicies(ctx context.Context, in *ReloadPoliciesRequest, opts ...grpc.CallOption) (*ReloadPoliciesResponse, error)
+	// ListReplicaJoins lists the join requests of new attestd replicas
+	// (docs/attestd.md "Replicas").
+	ListReplicaJoins(ctx context.Context, in *ListReplicaJoinsRequest, opts ...grpc.CallOption) (*ListReplicaJoinsResponse, error)
+	// ApproveReplicaJoin wraps this replica's vault master key to a pending
+	// join request's transport key and stores it for the new replica.
+	ApproveReplicaJoin(ctx context.Context, in *ApproveReplicaJoinRequest, opts ...grpc.CallOption) (*ApproveReplicaJoinResponse, error)
+	// DenyReplicaJoin removes a join request (pending or approved).
+	DenyReplicaJoin(ctx context.Context, in *DenyReplicaJoinRequest, opts ...grpc.CallOption) (*DenyReplicaJoinResponse, error)
 }
 
 type adminClient struct {
@@ -166,6 +177,36 @@ func (c *adminClient) ReloadPolicies(ctx context.Context, in *ReloadPoliciesRequ
 	return out, nil
 }
 
+func (c *adminClient) ListReplicaJoins(ctx context.Context, in *ListReplicaJoinsRequest, opts ...grpc.CallOption) (*ListReplicaJoinsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReplicaJoinsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListReplicaJoins_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ApproveReplicaJoin(ctx context.Context, in *ApproveReplicaJoinRequest, opts ...grpc.CallOption) (*ApproveReplicaJoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApproveReplicaJoinResponse)
+	err := c.cc.Invoke(ctx, Admin_ApproveReplicaJoin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DenyReplicaJoin(ctx context.Context, in *DenyReplicaJoinRequest, opts ...grpc.CallOption) (*DenyReplicaJoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DenyReplicaJoinResponse)
+	err := c.cc.Invoke(ctx, Admin_DenyReplicaJoin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -188,6 +229,14 @@ type AdminServer interface {
 	// ReloadPolicies reloads the policy directory now; an invalid file keeps
 	// the previous policies in force and is reported.
 	ReloadPolicies(context.Context, *ReloadPoliciesRequest) (*ReloadPoliciesResponse, error)
+	// ListReplicaJoins lists the join requests of new attestd replicas
+	// (docs/attestd.md "Replicas").
+	ListReplicaJoins(context.Context, *ListReplicaJoinsRequest) (*ListReplicaJoinsResponse, error)
+	// ApproveReplicaJoin wraps this replica's vault master key to a pending
+	// join request's transport key and stores it for the new replica.
+	ApproveReplicaJoin(context.Context, *ApproveReplicaJoinRequest) (*ApproveReplicaJoinResponse, error)
+	// DenyReplicaJoin removes a join request (pending or approved).
+	DenyReplicaJoin(context.Context, *DenyReplicaJoinRequest) (*DenyReplicaJoinResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -227,6 +276,15 @@ func (UnimplementedAdminServer) ListPolicies(context.Context, *ListPoliciesReque
 }
 func (UnimplementedAdminServer) ReloadPolicies(context.Context, *ReloadPoliciesRequest) (*ReloadPoliciesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReloadPolicies not implemented")
+}
+func (UnimplementedAdminServer) ListReplicaJoins(context.Context, *ListReplicaJoinsRequest) (*ListReplicaJoinsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListReplicaJoins not implemented")
+}
+func (UnimplementedAdminServer) ApproveReplicaJoin(context.Context, *ApproveReplicaJoinRequest) (*ApproveReplicaJoinResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ApproveReplicaJoin not implemented")
+}
+func (UnimplementedAdminServer) DenyReplicaJoin(context.Context, *DenyReplicaJoinRequest) (*DenyReplicaJoinResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DenyReplicaJoin not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -429,6 +487,60 @@ func _Admin_ReloadPolicies_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListReplicaJoins_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReplicaJoinsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListReplicaJoins(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListReplicaJoins_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListReplicaJoins(ctx, req.(*ListReplicaJoinsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ApproveReplicaJoin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveReplicaJoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ApproveReplicaJoin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ApproveReplicaJoin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ApproveReplicaJoin(ctx, req.(*ApproveReplicaJoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DenyReplicaJoin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DenyReplicaJoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DenyReplicaJoin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DenyReplicaJoin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DenyReplicaJoin(ctx, req.(*DenyReplicaJoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -475,6 +587,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReloadPolicies",
 			Handler:    _Admin_ReloadPolicies_Handler,
+		},
+		{
+			MethodName: "ListReplicaJoins",
+			Handler:    _Admin_ListReplicaJoins_Handler,
+		},
+		{
+			MethodName: "ApproveReplicaJoin",
+			Handler:    _Admin_ApproveReplicaJoin_Handler,
+		},
+		{
+			MethodName: "DenyReplicaJoin",
+			Handler:    _Admin_DenyReplicaJoin_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -46,6 +46,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AuditConcurrent", testAuditConcurrent},
 		{"Purge", testPurge},
 		{"Retention", testRetention},
+		{"VaultCheck", testVaultCheck},
+		{"Joins", testJoins},
+		{"JoinApproveRace", testJoinApproveRace},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
@@ -804,5 +807,80 @@ func Replicas(t *testing.T, reps []store.Store) {
 		if res.Records != 40 { // 5 verdicts, 5 releases, 30 appends
 			t.Fatalf("chain has %d records, want 40", res.Records)
 		}
+	}
+}
+
+func testVaultCheck(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, err := s.VaultCheck(ctx)
+	wantErr(t, "no check yet", err, store.ErrNotFound)
+	wantErr(t, "empty check", s.PutVaultCheck(ctx, nil), store.ErrInvalid)
+	wantErr(t, "huge check", s.PutVaultCheck(ctx, make([]byte, store.MaxVaultCheck+1)), store.ErrInvalid)
+	c1 := random(t, 60)
+	must(t, s.PutVaultCheck(ctx, c1))
+	wantErr(t, "second check", s.PutVaultCheck(ctx, random(t, 60)), store.ErrConflict)
+	got, err := s.VaultCheck(ctx)
+	must(t, err)
+	if !bytes.Equal(got, c1) {
+		t.Fatalf("VaultCheck = %x, want the first value %x", got, c1)
+	}
+}
+
+func testJoins(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	j := store.Join{ID: "b1", Node: "replica-2", PublicKey: random(t, 32), State: store.JoinApproved, Wrapped: []byte("ignored")}
+	must(t, s.CreateJoin(ctx, j))
+	wantErr(t, "create twice", s.CreateJoin(ctx, j), store.ErrConflict)
+	for _, bad := range []store.Join{{Node: "n", PublicKey: []byte{1}}, {ID: "x", PublicKey: []byte{1}}, {ID: "x", Node: "n"},
+		{ID: "x", Node: "n\x00", PublicKey: []byte{1}}, {ID: "x", Node: "n", PublicKey: make([]byte, store.MaxBlob+1)}} {
+		wantErr(t, fmt.Sprintf("create %+v", bad), s.CreateJoin(ctx, bad), store.ErrInvalid)
+	}
+	got, err := s.GetJoin(ctx, "b1")
+	must(t, err)
+	if got.State != store.JoinPending || got.Wrapped != nil || got.ApprovedBy != "" || got.Node != "replica-2" || !bytes.Equal(got.PublicKey, j.PublicKey) || got.CreatedAt.IsZero() {
+		t.Fatalf("GetJoin = %+v, want it pending with no wrapped key", got)
+	}
+	_, err = s.GetJoin(ctx, "nope")
+	wantErr(t, "get unknown", err, store.ErrNotFound)
+	must(t, s.CreateJoin(ctx, store.Join{ID: "a2", Node: "replica-3", PublicKey: random(t, 32)}))
+	list, err := s.ListJoins(ctx)
+	must(t, err)
+	if len(list) != 2 || list[0].ID != "a2" || list[1].ID != "b1" {
+		t.Fatalf("ListJoins = %+v", list)
+	}
+	_, err = s.ApproveJoin(ctx, "b1", nil, "alice")
+	wantErr(t, "approve without a key", err, store.ErrInvalid)
+	_, err = s.ApproveJoin(ctx, "b1", []byte("w"), "")
+	wantErr(t, "approve without an approver", err, store.ErrInvalid)
+	_, err = s.ApproveJoin(ctx, "nope", []byte("w"), "alice")
+	wantErr(t, "approve unknown", err, store.ErrNotFound)
+	wrapped := random(t, 80)
+	a, err := s.ApproveJoin(ctx, "b1", wrapped, "alice")
+	must(t, err)
+	if a.State != store.JoinApproved || !bytes.Equal(a.Wrapped, wrapped) || a.ApprovedBy != "alice" {
+		t.Fatalf("ApproveJoin = %+v", a)
+	}
+	_, err = s.ApproveJoin(ctx, "b1", random(t, 80), "mallory")
+	wantErr(t, "approve twice", err, store.ErrConflict)
+	got, err = s.GetJoin(ctx, "b1")
+	must(t, err)
+	if got.State != store.JoinApproved || !bytes.Equal(got.Wrapped, wrapped) || got.ApprovedBy != "alice" {
+		t.Fatalf("after approval: %+v", got)
+	}
+	must(t, s.DeleteJoin(ctx, "b1"))
+	wantErr(t, "delete twice", s.DeleteJoin(ctx, "b1"), store.ErrNotFound)
+	_, err = s.GetJoin(ctx, "b1")
+	wantErr(t, "get deleted", err, store.ErrNotFound)
+}
+
+func testJoinApproveRace(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	must(t, s.CreateJoin(ctx, store.Join{ID: "r", Node: "n", PublicKey: random(t, 32)}))
+	ok, errs := race(10, func() error { _, err := s.ApproveJoin(ctx, "r", random(t, 48), "alice"); return err })
+	if ok != 1 {
+		t.Fatalf("%d concurrent approvals succeeded, want exactly 1", ok)
+	}
+	for _, err := range errs {
+		wantErr(t, "losing approval", err, store.ErrConflict)
 	}
 }
