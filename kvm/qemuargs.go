@@ -90,10 +90,14 @@ func accelArg(accel string) string {
 // cpuModel is the guest CPU: the host's under KVM; under TCG QEMU's
 // default model plus RDRAND (emulated from the host's getrandom), so the
 // guest kernel's random pool is ready early in boot (CONFIG_RANDOM_TRUST_CPU)
-// instead of after seconds of waiting for entropy.
+// instead of after seconds of waiting for entropy, and ARAT ("always
+// running APIC timer", true of QEMU's emulated APIC). Without ARAT the
+// guest kernel has no one-shot timer it trusts in idle and never goes
+// tickless: it takes 250 timer interrupts a second, idle, which cost each
+// idle TCG guest ≈ 4–6 % of a host core; with it ≈ 1 % (measured here).
 func cpuModel(accel string) string {
 	if accel == AccelKVM {
 		return "host"
 	}
-	return "qemu64,+rdrand"
+	return "qemu64,+rdrand,+arat"
 }

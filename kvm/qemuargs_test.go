@@ -21,7 +21,7 @@ func TestQEMUArgs(t *testing.T) {
 	for _, tc := range []struct {
 		accel, wantAccel, wantCPU string
 	}{
-		{AccelTCG, "tcg,tb-size=16", "qemu64,+rdrand"},
+		{AccelTCG, "tcg,tb-size=16", "qemu64,+rdrand,+arat"},
 		{AccelKVM, "kvm", "host"},
 	} {
 		t.Run(tc.accel, func(t *testing.T) {
