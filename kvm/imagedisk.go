@@ -34,9 +34,12 @@ import (
 // read-only under a tmpfs upper layer (overlayfs), so the workload may
 // write, and no write reaches the disk.
 type ImageDisk struct {
-	// File is the sealed memfd (write, grow, shrink and seal sealed).
+	// File is the sealed memfd (write, grow, shrink and seal sealed): the
+	// erofs image, then zeros up to DiskSlotSize.
 	File *os.File
-	// Digest is "sha256:<hex>" of the disk's bytes; Size their number.
+	// Digest is "sha256:<hex>" of the erofs image's bytes, Size their
+	// number (the zeros after them are not hashed: they are zeros by
+	// construction, sealed).
 	Digest string
 	Size   int64
 }
@@ -216,29 +219,46 @@ func mkfsDisk(ctx context.Context, mkfs, dir string, newest int64) (*ImageDisk, 
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("kvm: mkfs.erofs: %w: %s", err, strings.TrimSpace(out.String()))
 	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	n := st.Size()
+	if n == 0 || n%512 != 0 {
+		return nil, fmt.Errorf("kvm: mkfs.erofs wrote %d bytes, not a disk image", n)
+	}
+	if n > DiskSlotSize {
+		return nil, fmt.Errorf("kvm: the image disk is %d bytes, more than the disk slot's %d", n, DiskSlotSize)
+	}
+	// Zeros up to the slot's size (a hole: no memory), then sealed.
+	if err := f.Truncate(DiskSlotSize); err != nil {
+		return nil, fmt.Errorf("kvm: image disk: %w", err)
+	}
 	if err := seal(f); err != nil {
 		return nil, fmt.Errorf("kvm: %w", err)
 	}
 	h := sha256.New()
-	n, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62))
-	if err != nil {
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, n)); err != nil {
 		return nil, fmt.Errorf("kvm: hashing the image disk: %w", err)
-	}
-	if n == 0 || n%512 != 0 {
-		return nil, fmt.Errorf("kvm: mkfs.erofs wrote %d bytes, not a disk image", n)
 	}
 	ok = true
 	return &ImageDisk{File: f, Digest: "sha256:" + hex.EncodeToString(h.Sum(nil)), Size: n}, nil
 }
 
-// diskPlaceholder is the bytes a template's disk slot holds until a clone
-// points it at its own image: one empty sector.
+// DiskSlotSize is the size of every sandbox's disk as the guest sees it:
+// the erofs image, then zeros. One size for all, so a template's guest,
+// which probed its disk slot at boot, sees the same disk size as each
+// clone that resumes with its own image in that slot.
+const DiskSlotSize = 2 << 30
+
+// diskPlaceholder is what a disk slot holds without an image (a template,
+// or a sandbox run without one): DiskSlotSize zeros, no erofs.
 func diskPlaceholder() (*os.File, error) {
 	f, err := newMemfd("bulwark-disk-slot")
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Truncate(512); err != nil {
+	if err := f.Truncate(DiskSlotSize); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("kvm: %w", err)
 	}

@@ -106,19 +106,27 @@ func TestBuildBaseInitramfs(t *testing.T) {
 			for i, m := range man.Modules {
 				pos[m] = i
 			}
-			if len(man.Modules) != 9 || pos["libcrc32c.ko"] > pos["erofs.ko"] || pos["virtio_ring.ko"] > pos["virtio.ko"] || pos["virtio.ko"] > pos["virtio_mmio.ko"] || pos["virtio.ko"] > pos["virtio_console.ko"] {
+			if len(man.Modules) != 10 || pos["libcrc32c.ko"] > pos["erofs.ko"] || pos["virtio_ring.ko"] > pos["virtio.ko"] || pos["virtio.ko"] > pos["virtio_mmio.ko"] || pos["virtio.ko"] > pos["virtio_console.ko"] {
 				t.Errorf("load order %v: dependencies must come first", man.Modules)
 			}
-			// The disk modules: listed apart (loaded when the image disk is
-			// mounted), without the virtio modules already loaded, in order.
-			wantDisk := []string{"virtio_blk.ko"}
-			if strings.Join(man.DiskModules, " ") != strings.Join(wantDisk, " ") {
-				t.Errorf("disk modules %v, want %v", man.DiskModules, wantDisk)
+			// By default every module loads at boot, the disk's too.
+			if len(man.DiskModules) != 0 || pos["virtio_blk.ko"] < pos["virtio.ko"] || pos["erofs.ko"] < pos["libcrc32c.ko"] {
+				t.Errorf("modules %v, disk modules %v", man.Modules, man.DiskModules)
 			}
-			for _, m := range wantDisk {
-				if !files[".bulwark/modules/"+m] {
-					t.Errorf("archive lacks disk module %s", m)
-				}
+			// Modules asked to load at mount time are listed apart, without
+			// those already loaded at boot, in order.
+			opts.Modules = []string{"virtio_mmio"}
+			opts.DiskModules = []string{"virtio_blk", "erofs"}
+			c, err := BuildBaseInitramfs(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var man2 channel.BaseManifest
+			if err := json.Unmarshal(cpioFile(t, c, ".bulwark/base.json"), &man2); err != nil {
+				t.Fatal(err)
+			}
+			if want := "virtio_blk.ko libcrc32c.ko erofs.ko"; strings.Join(man2.DiskModules, " ") != want {
+				t.Errorf("disk modules %v, want %s", man2.DiskModules, want)
 			}
 			if got := cpioFile(t, a, ".bulwark/modules/virtio.ko"); !bytes.HasPrefix(got, []byte("\x7fELF")) {
 				t.Errorf("module not decompressed: %q", got[:8])

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,8 +69,13 @@ func mountImage(log *slog.Logger) (channel.ImageConfig, error) {
 	if err := loadModuleFiles(man.DiskModules); err != nil {
 		return cfg, err
 	}
+	loaded := time.Since(start)
 	dev, err := waitDisk(imageDevice, diskWait)
 	if err != nil {
+		return cfg, err
+	}
+	probed := time.Since(start)
+	if err := checkImageDisk(dev); err != nil {
 		return cfg, err
 	}
 	if err := mount(dev, channel.ImageMount, "erofs", unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
@@ -94,8 +100,35 @@ func mountImage(log *slog.Logger) (channel.ImageConfig, error) {
 	if err := mountRootfs(); err != nil {
 		return cfg, err
 	}
-	log.Info("image disk mounted", "device", dev, "took", time.Since(start).Round(time.Millisecond))
+	log.Info("image disk mounted", "device", dev, "took", time.Since(start).Round(time.Millisecond),
+		"modules_loaded_at", loaded.Round(time.Millisecond), "disk_found_at", probed.Round(time.Millisecond))
 	return cfg, nil
+}
+
+// erofsMagic is at byte 1024 of an erofs image (EROFS_SUPER_MAGIC_V1).
+const erofsMagic = 0xE0F5E1E2
+
+// checkImageDisk drops what the guest cached of the disk (a clone's
+// kernel probed its template's empty slot at boot; its cached pages are of
+// that slot, not of the clone's image) and checks that the disk holds an
+// erofs image.
+func checkImageDisk(dev string) error {
+	f, err := os.Open(dev)
+	if err != nil {
+		return fmt.Errorf("the image disk: %w", err)
+	}
+	defer f.Close()
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.BLKFLSBUF, 0); err != nil {
+		return fmt.Errorf("the image disk: dropping cached blocks: %w", err)
+	}
+	var b [4]byte
+	if _, err := f.ReadAt(b[:], 1024); err != nil {
+		return fmt.Errorf("the image disk: %w", err)
+	}
+	if binary.LittleEndian.Uint32(b[:]) != erofsMagic {
+		return errors.New("no image in this sandbox: its disk slot holds no erofs image")
+	}
+	return nil
 }
 
 func readManifest() (channel.BaseManifest, error) {
@@ -136,9 +169,6 @@ func waitDisk(name string, wait time.Duration) (string, error) {
 	sys := filepath.Join("/sys/block", name)
 	for {
 		size, err := os.ReadFile(filepath.Join(sys, "size"))
-		if err == nil && strings.TrimSpace(string(size)) == "1" {
-			return "", errors.New("no image in this sandbox: its disk slot holds the empty placeholder")
-		}
 		if err == nil && strings.TrimSpace(string(size)) != "0" {
 			dev := filepath.Join("/dev", name)
 			if st, err := os.Stat(dev); err == nil && st.Mode()&os.ModeDevice != 0 {
