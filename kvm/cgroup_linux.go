@@ -93,8 +93,8 @@ func newCgroupV1(root, name string, cpus, memMiB int, accel string) (*cgroup, er
 			return fail(fmt.Errorf("cgroup: %w", err))
 		}
 		dir := filepath.Join(parent, name)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return fail(fmt.Errorf("cgroup: %w", err))
+		if err := mkdirCgroup(dir); err != nil {
+			return fail(err)
 		}
 		cg.v1 = append(cg.v1, dir)
 		for _, s := range c.set {
@@ -236,8 +236,8 @@ func newCgroup(parent, name string, cpus, memMiB int, accel string, checkFS bool
 		}
 	}
 	dir := filepath.Join(parent, name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("cgroup: %w", err)
+	if err := mkdirCgroup(dir); err != nil {
+		return nil, err
 	}
 	cpuMax, memMax := cgroupLimits(cpus, memMiB, accel)
 	for file, v := range map[string]string{"cpu.max": cpuMax, "memory.max": memMax} {
@@ -283,4 +283,22 @@ func (c *cgroup) remove() error {
 		}
 	})
 	return c.err
+}
+
+// mkdirCgroup makes a sandbox's cgroup directory. One left behind by a
+// launcher that was killed (it could not remove it) is removed first when
+// it is empty: rmdir of a cgroup fails while any process is in it, so a
+// running sandbox's is never taken over.
+func mkdirCgroup(dir string) error {
+	err := os.Mkdir(dir, 0o755)
+	if errors.Is(err, os.ErrExist) {
+		if rerr := os.Remove(dir); rerr != nil {
+			return fmt.Errorf("cgroup: %s exists and is in use (%v): is a sandbox of this name running?", dir, rerr)
+		}
+		err = os.Mkdir(dir, 0o755)
+	}
+	if err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	return nil
 }

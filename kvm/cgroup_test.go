@@ -116,3 +116,36 @@ func TestHelperAllocate(t *testing.T) {
 	}
 	fmt.Printf("ALLOCATED %d MiB\n", len(keep))
 }
+
+// TestCgroupLeftBehind: a sandbox cgroup left by a killed launcher (empty)
+// does not stop a new sandbox of that name; one with a process in it does,
+// saying so.
+func TestCgroupLeftBehind(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("creating cgroups needs root")
+	}
+	name := fmt.Sprintf("test-stale-%d-%d", os.Getpid(), time.Now().UnixNano())
+	stale, err := openCgroup("", name, 1, 128, AccelKVM)
+	if err != nil {
+		t.Skipf("no usable cgroup hierarchy here: %v", err)
+	}
+	// Not removed: as a killed launcher leaves it.
+	cg, err := openCgroup("", name, 1, 128, AccelKVM)
+	if err != nil {
+		stale.remove()
+		t.Fatalf("a new sandbox over an empty cgroup left behind: %v", err)
+	}
+	defer cg.remove()
+	cmd := exec.Command("sleep", "30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{}
+	if err := cg.start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if other, err := openCgroup("", name, 1, 128, AccelKVM); err == nil {
+		other.remove()
+		t.Fatal("a cgroup with a process in it was taken over")
+	} else if !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("got %v, want it to say the cgroup is in use", err)
+	}
+}
