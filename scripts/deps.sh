@@ -12,7 +12,7 @@ PACKAGES=(
   tpm2-tools          # an independent TPM client, used by tests to cross-check
   libssl-dev          # cgo: the in-process reference TPM simulator (go-tpm-tools)
   gcc libc6-dev       # cgo
-  protobuf-compiler   # make proto
+  protobuf-compiler libprotobuf-dev  # make proto (protoc and the well-known types, e.g. timestamp.proto)
   postgresql          # the PostgreSQL store and its tests
   openssl             # certificates in tests; the measurement benchmark's baseline
   erofs-utils         # mkfs.erofs: the read-only image disk every sandbox boots with (kvm/)
