@@ -1,15 +1,19 @@
 package kvm
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,34 +34,45 @@ const (
 // holder, so a crashed launcher frees its uid.
 const uidLockDir = "/run/bulwark/sandbox-uids"
 
-// confinement is how one sandbox's QEMU runs: as its own uid and gid, with no
-// supplementary groups but kvm when it uses /dev/kvm (and so with no
-// capabilities: a non-root uid has none), in network, IPC and UTS
-// namespaces of its own (no network device, no shared memory with the
-// host, its own hostname). QEMU's seccomp filter (-sandbox) adds
-// no_new_privs and denies set*id, exec and resource control.
-//
-// No PID or mount namespace: Go's exec cannot combine a new PID namespace
-// with the parent-death signal that ties QEMU to the launcher (the child
-// sees parent pid 0 and kills itself), and a mount namespace that hides
-// paths needs code between fork and exec. The uid does that work: what
-// QEMU needs it is handed as descriptors (kernel, initrd, sockets), and
-// the host paths that matter are closed to other users.
+// confinement is how one sandbox's QEMU runs. The launcher starts a jailer
+// (jailer_linux.go: its own binary re-executed) in new PID, mount, network,
+// IPC and UTS namespaces; the jailer mounts a minimal read-only root (QEMU,
+// its libraries, modules and firmware; /dev/null, /dev/urandom, /dev/kvm
+// when it is used; a /proc of the new PID namespace) and pivots into it,
+// empties the capability bounding set, drops to the sandbox's uid and gid
+// with no supplementary groups but kvm when it uses /dev/kvm (so with no
+// capabilities), sets the parent-death signal and no_new_privs, and execs
+// QEMU as PID 1 of its PID namespace. QEMU's seccomp filter (-sandbox)
+// then denies exec, set*id and resource control. QEMU needs no host path:
+// what it uses is handed to it as descriptors (kernel, initrd, disk, RAM,
+// sockets), and the host's state, the TPM device and other sandboxes are
+// neither in its root nor in its PID namespace, and closed to its uid.
 type confinement struct {
 	uid, gid uint32
 	groups   []uint32
+	accel    string
 	lock     *os.File
 	once     sync.Once
+
+	smu     sync.Mutex
+	sync    *os.File // our end of the socket to the jailer
+	child   *os.File // the jailer's end, ours to close once it started
+	waiting bool     // started owns sync: release leaves it alone
 }
 
-// confine picks a free sandbox uid for name (and holds its lock), or says
-// why QEMU cannot be confined. accel decides whether the kvm group is kept.
-func confine(name, accel string) (*confinement, error) {
+// confine picks a free sandbox uid for name (and holds its lock) and makes
+// cmd (QEMU's command) start QEMU through the jailer, or says why QEMU
+// cannot be confined. accel decides whether the kvm group and /dev/kvm are
+// kept.
+func confine(name, accel string, cmd *exec.Cmd) (*confinement, error) {
 	if os.Geteuid() != 0 {
-		return nil, errors.New("confining QEMU (a uid of its own, namespaces) needs root")
+		return nil, errors.New("confining QEMU (a uid of its own, namespaces, its own root) needs root")
 	}
 	if err := os.MkdirAll(uidLockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox uids: %w", err)
+	}
+	if err := os.MkdirAll(jailRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("QEMU's root: %w", err)
 	}
 	var groups []uint32
 	if accel == AccelKVM {
@@ -87,18 +102,85 @@ func confine(name, accel string) (*confinement, error) {
 			}
 			return nil, fmt.Errorf("sandbox uids: %w", err)
 		}
-		return &confinement{uid: uid, gid: uid, groups: groups, lock: f}, nil
+		c := &confinement{uid: uid, gid: uid, groups: groups, accel: accel, lock: f}
+		if err := c.apply(cmd); err != nil {
+			c.release()
+			return nil, err
+		}
+		return c, nil
 	}
 	return nil, fmt.Errorf("all %d sandbox uids are in use", SandboxUIDCount)
 }
 
-// apply sets the child's credentials and namespaces.
-func (c *confinement) apply(attr *syscall.SysProcAttr) {
-	if c == nil {
-		return
+// apply turns cmd, QEMU's command, into the jailer's: the launcher's binary
+// re-executed in new namespaces, told (in argv) what to mount and which
+// credentials to take, and given one more descriptor, a socket on which it
+// reports a failure before QEMU runs (success: exec closes it).
+func (c *confinement) apply(cmd *exec.Cmd) error {
+	binds, err := jailFiles(cmd.Path)
+	if err != nil {
+		return fmt.Errorf("QEMU's root: %w", err)
 	}
-	attr.Credential = &syscall.Credential{Uid: c.uid, Gid: c.gid, Groups: c.groups}
-	attr.Cloneflags |= syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+	devs := []string{"/dev/null", "/dev/urandom"}
+	if c.accel == AccelKVM {
+		devs = append(devs, "/dev/kvm")
+	}
+	for _, d := range devs {
+		binds = append(binds, jailBind{Src: d, Dst: d, Dev: true})
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("jailer socket: %w", err)
+	}
+	unix.SetNonblock(fds[0], true) // pollable: started reads it with a deadline
+	c.sync, c.child = os.NewFile(uintptr(fds[0]), "jailer-sync"), os.NewFile(uintptr(fds[1]), "jailer-sync")
+	spec := jailSpec{
+		Root: jailRoot, Binds: binds, UID: c.uid, GID: c.gid, Groups: c.groups,
+		SyncFD: 3 + len(cmd.ExtraFiles), Path: binds[0].Dst, Args: cmd.Args,
+	}
+	js, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, c.child)
+	cmd.Path, cmd.Args = "/proc/self/exe", []string{jailerArg0, string(js)}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	// The jailer sets the parent-death signal itself (Go's check of it
+	// would kill a child in a new PID namespace), and drops to the uid.
+	cmd.SysProcAttr.Pdeathsig = 0
+	cmd.SysProcAttr.Credential = nil
+	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID | syscall.CLONE_NEWNS |
+		syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+	return nil
+}
+
+// jailerTimeout bounds the jailer's work (mounts and credentials: it takes
+// milliseconds) in case something in it hangs.
+const jailerTimeout = 30 * time.Second
+
+// started waits until the jailer has exec'ed QEMU, and returns its error
+// if it could not. Call it once the command started; nil does nothing.
+func (c *confinement) started() error {
+	if c == nil {
+		return nil
+	}
+	c.smu.Lock()
+	c.child.Close() // the jailer holds its own copy, closed by exec
+	c.child, c.waiting = nil, true
+	f := c.sync
+	c.smu.Unlock()
+	f.SetReadDeadline(time.Now().Add(jailerTimeout))
+	msg, err := io.ReadAll(io.LimitReader(f, 4096))
+	f.Close()
+	if len(msg) > 0 {
+		return fmt.Errorf("%s (its root holds only QEMU, its libraries and firmware); run QEMU unconfined only on purpose (launcher run --no-confine; kvm.Config.Unconfined)", sanitize(string(msg)))
+	}
+	if err != nil {
+		return fmt.Errorf("waiting for the jailer: %w", err)
+	}
+	return nil
 }
 
 // release frees the uid once QEMU is gone. Safe to call more than once and
@@ -108,6 +190,13 @@ func (c *confinement) release() {
 		return
 	}
 	c.once.Do(func() { c.lock.Close() })
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	if !c.waiting && c.sync != nil {
+		c.sync.Close()
+		c.child.Close()
+		c.sync, c.child = nil, nil
+	}
 }
 
 // String says what confinement is in force, for logs and 'launcher run -v'.
@@ -115,5 +204,10 @@ func (c *confinement) String() string {
 	if c == nil {
 		return "none (QEMU runs as the launcher's user)"
 	}
-	return fmt.Sprintf("uid %d gid %d, no capabilities, own network/IPC/UTS namespaces", c.uid, c.gid)
+	dev := "/dev/null and /dev/urandom"
+	if c.accel == AccelKVM {
+		dev = "/dev/null, /dev/urandom and /dev/kvm"
+	}
+	return fmt.Sprintf("uid %d gid %d, no capabilities, no_new_privs, PID 1 of its own PID namespace, "+
+		"own mount/network/IPC/UTS namespaces, a read-only root of QEMU, its libraries and firmware, %s", c.uid, c.gid, dev)
 }

@@ -251,12 +251,11 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	cmd.Stderr = s.qerr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if !cfg.Unconfined {
-		if s.conf, err = confine(cfg.Name, s.accel.Accel); err != nil {
+		if s.conf, err = confine(cfg.Name, s.accel.Accel, cmd); err != nil {
 			qmpConn.Close()
 			conR.Close()
 			return fmt.Errorf("kvm: %w; run QEMU unconfined only on purpose (launcher run --no-confine; kvm.Config.Unconfined)", err)
 		}
-		s.conf.apply(cmd.SysProcAttr)
 	}
 	s.log.Info("QEMU confinement: " + s.conf.String())
 	cg, err := openCgroup(cfg.CgroupParent, cfg.Name, cfg.CPUs, cfg.MemoryMiB, s.accel.Accel)
@@ -310,6 +309,9 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	s.stopWatch = cancel
 	go s.watch(ctx, watchCtx)
 
+	if err := s.conf.started(); err != nil {
+		return s.startFailure("confining QEMU", err)
+	}
 	bootCtx, cancelBoot := context.WithTimeout(ctx, s.cfg.BootTimeout)
 	defer cancelBoot()
 	q, err := DialQMP(bootCtx, qmpConn)
