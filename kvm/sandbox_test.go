@@ -118,7 +118,8 @@ func TestSandboxRunsWorkload(t *testing.T) {
 	})
 	ctx := context.Background()
 	start := time.Now()
-	const sandboxID = "0123456789abcdef0123456789abcdef"
+	// A sandbox id of its own per run: its cgroup's name is machine-wide.
+	sandboxID := fmt.Sprintf("%016x%016x", time.Now().UnixNano(), os.Getpid())
 	sb, stdout, stderr, console := startSandbox(t, ctx, e, img, func(c *Config) { c.Name = sandboxID })
 	t.Logf("accelerator: %s (%s)", sb.Accel(), sb.AccelReason())
 	pub, err := sb.GuestKey(ctx)
@@ -157,7 +158,7 @@ func TestSandboxRunsWorkload(t *testing.T) {
 	for _, want := range []string{
 		"hello\ns3cret-pw\n",
 		"from layer 2\nhard-linked\n",
-		"uid=1000 gid=1000 pwd=/work greeting=hi host=0123456789ab",
+		"uid=1000 gid=1000 pwd=/work greeting=hi host=" + sandboxID[:12],
 		"-r--------    1 1000     1000             9 ", // ls -ln of the secret: 0400, owned by the workload user
 	} {
 		if !strings.Contains(out, want) {
