@@ -10,15 +10,18 @@ import (
 )
 
 // TestGuestTicklessWhenIdle: the guest kernel runs high-resolution timers
-// and stops its tick when idle (nohz). Without a one-shot timer it trusts
+// and stops its tick when idle (nohz), once it has switched to them. Without a one-shot timer it trusts
 // (under TCG: the ARAT CPUID bit, see cpuModel) it ticks 250 times a
 // second, idle, which is what limits how many idle sandboxes a host holds.
 func TestGuestTicklessWhenIdle(t *testing.T) {
 	e := bootEnv(t)
 	img := testImage(t, v1.Config{
 		Entrypoint: []string{"/bin/sh", "-c"},
-		Cmd:        []string{"grep -E 'hres_active|nohz_mode|event_handler' /proc/timer_list"},
-		Env:        []string{"PATH=/bin"},
+		// The kernel switches to one-shot mode once its TSC clocksource is
+		// registered (about a second after boot): wait for it, up to 60 s.
+		Cmd: []string{"i=0; while [ $i -lt 600 ] && ! grep -q 'nohz_mode *: 2' /proc/timer_list; do sleep 0.1; i=$((i+1)); done; " +
+			"grep -E 'hres_active|nohz_mode|event_handler' /proc/timer_list"},
+		Env: []string{"PATH=/bin"},
 	})
 	disk := buildDisk(t, img)
 	var out syncBuffer
