@@ -9,18 +9,13 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-eventlog/cel"
 )
 
 // The launch event log is a TCG Canonical Event Log (CEL, TLV encoding) whose
 // records carry Bulwark launch events; docs/eventlog.md specifies it.
 const (
-	// DefaultLaunchPCR is the PCR launch events are extended into unless
-	// configured otherwise: a debug/application PCR that firmware and the
-	// boot chain leave alone and that is not resettable from locality 0
-	// (Confidential Space uses 13 for its container event log).
-	DefaultLaunchPCR = 13
-
 	// LaunchEventContentType is the CEL content type of a Bulwark launch
 	// event record. It is not assigned by the TCG; like Confidential Space's
 	// COS event type (80), it names our own content.
@@ -32,7 +27,6 @@ const (
 	celTypeRecnum  = 0 // CEL recnum: 8-byte big-endian record number
 	celTypePCR     = 1 // CEL pcr: 1-byte PCR index
 	celTypeDigests = 3 // CEL digests: nested TLVs keyed by TPM_ALG_ID
-	maxPCR         = 23
 )
 
 // LaunchContent adapts a LaunchEvent to go-eventlog's cel.Content, so the
@@ -135,8 +129,8 @@ type Extender func(a Alg, pcr int, digest []byte) error
 // only if every extend succeeded, as go-eventlog's AppendEvent does.
 // The caller persists the log (Encode) after a successful Append.
 func (l *Log) Append(e *LaunchEvent, pcr int, algs []Alg, extend Extender) (Record, error) {
-	if pcr < 0 || pcr > maxPCR {
-		return Record{}, fmt.Errorf("append launch event: PCR %d out of range 0..%d", pcr, maxPCR)
+	if pcr < 0 || pcr > limits.MaxPCR {
+		return Record{}, fmt.Errorf("append launch event: PCR %d out of range 0..%d", pcr, limits.MaxPCR)
 	}
 	if len(algs) == 0 {
 		algs = []Alg{DefaultAlg}
@@ -211,7 +205,7 @@ func (l *Log) Encode() []byte {
 // ParseLog strictly decodes an encoded launch event log from untrusted
 // bytes. It refuses: a log over MaxLogSize; truncated or overlong TLVs;
 // record numbers that are not 0, 1, 2, ... in order; register types other
-// than PCR and PCR indexes over 23; a digests field that is empty, names an
+// than PCR and PCR indexes over limits.MaxPCR; a digests field that is empty, names an
 // unsupported or repeated algorithm, has a digest of the wrong length, or is
 // not sorted by TPM_ALG_ID; a content type other than
 // LaunchEventContentType; a launch event that is not in canonical form;
@@ -252,7 +246,7 @@ func parseRecord(r *tlvReader, want uint64) (Record, error) {
 	if typ != celTypePCR {
 		return rec, fmt.Errorf("register index: type %d is not a PCR (%d)", typ, celTypePCR)
 	}
-	if len(v) != 1 || v[0] > maxPCR {
+	if len(v) != 1 || v[0] > limits.MaxPCR {
 		return rec, fmt.Errorf("register index: invalid PCR index %x", v)
 	}
 	rec.PCR = int(v[0])

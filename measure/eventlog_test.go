@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-eventlog/cel"
 	pb "github.com/google/go-eventlog/proto/state"
 	"github.com/google/go-eventlog/register"
@@ -231,7 +232,7 @@ func buildLog(t testing.TB, n int, algs ...Alg) *Log {
 	t.Helper()
 	l := &Log{}
 	for i := 0; i < n; i++ {
-		if _, err := l.Append(testEvent(fmt.Sprintf("sb-%d", i)), DefaultLaunchPCR, algs, nil); err != nil {
+		if _, err := l.Append(testEvent(fmt.Sprintf("sb-%d", i)), limits.DefaultLaunchPCR, algs, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -276,14 +277,14 @@ func TestLogReplay(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, err := Replay(parsed, DefaultLaunchPCR, a)
+				got, err := Replay(parsed, limits.DefaultLaunchPCR, a)
 				if err != nil {
 					t.Fatal(err)
 				}
 				if !bytes.Equal(got, want) {
 					t.Fatalf("%s replay %x, want %x", a, got, want)
 				}
-				vl, err := VerifyLog(enc, DefaultLaunchPCR, a, want)
+				vl, err := VerifyLog(enc, limits.DefaultLaunchPCR, a, want)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -300,7 +301,7 @@ func TestLogReplay(t *testing.T) {
 				// A PCR value that is not the replay must be refused.
 				bad := slices.Clone(want)
 				bad[0] ^= 1
-				if _, err := VerifyLog(enc, DefaultLaunchPCR, a, bad); err == nil {
+				if _, err := VerifyLog(enc, limits.DefaultLaunchPCR, a, bad); err == nil {
 					t.Fatal("VerifyLog accepted a wrong PCR value")
 				}
 			}
@@ -314,15 +315,15 @@ func TestVerifyLogRefusesOtherPCRsAndMissingBank(t *testing.T) {
 		t.Fatal(err)
 	}
 	enc := l.Encode()
-	if _, err := VerifyLog(enc, DefaultLaunchPCR, SHA256, make([]byte, 32)); err == nil || !strings.Contains(err.Error(), "PCR 14") {
+	if _, err := VerifyLog(enc, limits.DefaultLaunchPCR, SHA256, make([]byte, 32)); err == nil || !strings.Contains(err.Error(), "PCR 14") {
 		t.Fatalf("got %v", err)
 	}
 	l = buildLog(t, 1, SHA384)
 	zero := make([]byte, 32)
-	if _, err := VerifyLog(l.Encode(), DefaultLaunchPCR, SHA256, zero); err == nil || !strings.Contains(err.Error(), "no sha256 digest") {
+	if _, err := VerifyLog(l.Encode(), limits.DefaultLaunchPCR, SHA256, zero); err == nil || !strings.Contains(err.Error(), "no sha256 digest") {
 		t.Fatalf("got %v", err)
 	}
-	vl, err := VerifyLog(nil, DefaultLaunchPCR, SHA256, zero)
+	vl, err := VerifyLog(nil, limits.DefaultLaunchPCR, SHA256, zero)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +432,7 @@ func TestInteropWithGoEventlog(t *testing.T) {
 		t.Fatalf("go-eventlog sees %d records", len(theirs.Records()))
 	}
 	for i, r := range theirs.Records() {
-		if r.RecNum != uint64(i) || r.Index != DefaultLaunchPCR || r.IndexType != cel.PCRType || r.Content.Type != LaunchEventContentType {
+		if r.RecNum != uint64(i) || r.Index != limits.DefaultLaunchPCR || r.IndexType != cel.PCRType || r.Content.Type != LaunchEventContentType {
 			t.Fatalf("record %d: %+v", i, r)
 		}
 		ev, err := UnmarshalLaunchEvent(r.Content.Value)
@@ -442,8 +443,8 @@ func TestInteropWithGoEventlog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pcr, _ := Replay(l, DefaultLaunchPCR, SHA256)
-	bank := register.PCRBank{TCGHashAlgo: pb.HashAlgo_SHA256, PCRs: []register.PCR{{Index: DefaultLaunchPCR, Digest: pcr, DigestAlg: crypto.SHA256}}}
+	pcr, _ := Replay(l, limits.DefaultLaunchPCR, SHA256)
+	bank := register.PCRBank{TCGHashAlgo: pb.HashAlgo_SHA256, PCRs: []register.PCR{{Index: limits.DefaultLaunchPCR, Digest: pcr, DigestAlg: crypto.SHA256}}}
 	if err := theirs.Replay(bank); err != nil {
 		t.Fatalf("go-eventlog replay: %v", err)
 	}
@@ -456,8 +457,8 @@ func TestInteropWithGoEventlog(t *testing.T) {
 	lib := cel.NewPCR()
 	for i := 0; i < 3; i++ {
 		e := testEvent(fmt.Sprintf("sb-%d", i))
-		mine.Append(e, DefaultLaunchPCR, nil, nil)
-		if err := lib.AppendEvent(LaunchContent{e}, []crypto.Hash{crypto.SHA256}, DefaultLaunchPCR, func(crypto.Hash, int, []byte) error { return nil }); err != nil {
+		mine.Append(e, limits.DefaultLaunchPCR, nil, nil)
+		if err := lib.AppendEvent(LaunchContent{e}, []crypto.Hash{crypto.SHA256}, limits.DefaultLaunchPCR, func(crypto.Hash, int, []byte) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -537,11 +538,11 @@ func exampleLog(t *testing.T) (*Log, string) {
 		Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
 	l := &Log{}
-	if _, err := l.Append(e, DefaultLaunchPCR, nil, nil); err != nil {
+	if _, err := l.Append(e, limits.DefaultLaunchPCR, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	enc := l.Encode()
-	pcr, _ := Replay(l, DefaultLaunchPCR, SHA256)
+	pcr, _ := Replay(l, limits.DefaultLaunchPCR, SHA256)
 	d, _ := EventDigest(e, SHA256)
 	var s strings.Builder
 	fmt.Fprintf(&s, "# One record, %d bytes. Columns: type, length (4 bytes, big-endian), value.\n", len(enc))
@@ -603,7 +604,7 @@ func FuzzParseLog(f *testing.F) {
 			t.Fatalf("parsed log re-encodes differently")
 		}
 		for _, a := range []Alg{SHA256, SHA384} {
-			Replay(l, DefaultLaunchPCR, a)
+			Replay(l, limits.DefaultLaunchPCR, a)
 		}
 	})
 }

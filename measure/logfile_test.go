@@ -1,6 +1,7 @@
 package measure
 
 import (
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,7 +14,7 @@ func TestLogFileRoundTripAndCorruption(t *testing.T) {
 		t.Fatalf("missing file: %v, %d records", err, l.Len())
 	}
 	for _, id := range []string{"sb-1", "sb-2"} {
-		if _, err := l.Append(testEvent(id), DefaultLaunchPCR, nil, nil); err != nil {
+		if _, err := l.Append(testEvent(id), limits.DefaultLaunchPCR, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/tpmutil"
@@ -27,7 +28,7 @@ func TestReplayMatchesTPM(t *testing.T) {
 	}
 	l := &Log{}
 	for _, id := range []string{"first", "second", "third"} {
-		if _, err := l.Append(testEvent(id), DefaultLaunchPCR, []Alg{SHA256, SHA384}, ext); err != nil {
+		if _, err := l.Append(testEvent(id), limits.DefaultLaunchPCR, []Alg{SHA256, SHA384}, ext); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -36,7 +37,7 @@ func TestReplayMatchesTPM(t *testing.T) {
 		a   Alg
 		alg tpm2.Algorithm
 	}{{SHA256, tpm2.AlgSHA256}, {SHA384, tpm2.AlgSHA384}} {
-		got, err := tpm2.ReadPCR(sim, DefaultLaunchPCR, tc.alg)
+		got, err := tpm2.ReadPCR(sim, limits.DefaultLaunchPCR, tc.alg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,19 +45,19 @@ func TestReplayMatchesTPM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, _ := Replay(parsed, DefaultLaunchPCR, tc.a)
+		want, _ := Replay(parsed, limits.DefaultLaunchPCR, tc.a)
 		if !bytes.Equal(got, want) {
-			t.Fatalf("%s: TPM PCR %d = %x, replay = %x", tc.a, DefaultLaunchPCR, got, want)
+			t.Fatalf("%s: TPM PCR %d = %x, replay = %x", tc.a, limits.DefaultLaunchPCR, got, want)
 		}
-		if _, err := VerifyLog(enc, DefaultLaunchPCR, tc.a, got); err != nil {
+		if _, err := VerifyLog(enc, limits.DefaultLaunchPCR, tc.a, got); err != nil {
 			t.Fatal(err)
 		}
 		// A log missing its last record does not explain the TPM's value.
 		short := buildLog(t, 0)
 		for _, r := range parsed.Records()[:2] {
-			short.Append(r.Event, DefaultLaunchPCR, []Alg{SHA256, SHA384}, nil)
+			short.Append(r.Event, limits.DefaultLaunchPCR, []Alg{SHA256, SHA384}, nil)
 		}
-		if _, err := VerifyLog(short.Encode(), DefaultLaunchPCR, tc.a, got); err == nil {
+		if _, err := VerifyLog(short.Encode(), limits.DefaultLaunchPCR, tc.a, got); err == nil {
 			t.Fatal("a truncated log verified against the TPM's PCR")
 		}
 	}

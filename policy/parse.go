@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 // Size limits on what is read from the policy directory.
@@ -509,7 +510,7 @@ func (p *parser) host(n *yaml.Node, pol *Policy) {
 	pol.HostPCRs = map[int][][]byte{}
 	for _, e := range p.entries(v.val, "host.pcrs", fmt.Sprintf("write 'INDEX: [HEX, ...]' with a PCR index 0-%d", MaxHostPCR)) {
 		idx, err := strconv.Atoi(e.key.Value)
-		if err != nil || idx < 0 || idx > 23 || e.key.ShortTag() != "!!int" {
+		if err != nil || idx < 0 || idx > limits.MaxPCR || e.key.ShortTag() != "!!int" {
 			p.errAt(e.key, fmt.Sprintf("PCR indexes are integers 0-%d", MaxHostPCR), "host.pcrs: %q is not a PCR index", truncate(e.key.Value, 20))
 			continue
 		}

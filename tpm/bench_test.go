@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -25,7 +26,7 @@ func BenchmarkQuote(b *testing.B) {
 	if _, err := tp.AK(ctx); err != nil {
 		b.Fatal(err)
 	}
-	pcrs := []int{0, 7, DefaultLaunchPCR}
+	pcrs := []int{0, 7, limits.DefaultLaunchPCR}
 	nonce := bytes.Repeat([]byte{7}, 32)
 	const baseN = 200
 	start := time.Now()
@@ -63,7 +64,7 @@ func BenchmarkQuoteVerify(b *testing.B) {
 		b.Fatal(err)
 	}
 	nonce := bytes.Repeat([]byte{7}, 32)
-	q, err := tp.Quote(ctx, []int{0, 7, DefaultLaunchPCR}, nonce)
+	q, err := tp.Quote(ctx, []int{0, 7, limits.DefaultLaunchPCR}, nonce)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -290,7 +291,7 @@ func TestTCPAndTpm2Tools(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tp.Close()
-	before, err := tp.ReadPCRs(ctx, DefaultLaunchPCR)
+	before, err := tp.ReadPCRs(ctx, limits.DefaultLaunchPCR)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,18 +299,18 @@ func TestTCPAndTpm2Tools(t *testing.T) {
 	for i := range 3 {
 		d := sha256.Sum256([]byte{byte(i)})
 		ds = append(ds, d[:])
-		if err := tp.Extend(ctx, DefaultLaunchPCR, d[:]); err != nil {
+		if err := tp.Extend(ctx, limits.DefaultLaunchPCR, d[:]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want := extendExpected(before[DefaultLaunchPCR], ds...)
-	ours, _ := tp.ReadPCRs(ctx, DefaultLaunchPCR)
-	if !bytes.Equal(ours[DefaultLaunchPCR], want) {
-		t.Fatalf("our PCR read %x, computed %x", ours[DefaultLaunchPCR], want)
+	want := extendExpected(before[limits.DefaultLaunchPCR], ds...)
+	ours, _ := tp.ReadPCRs(ctx, limits.DefaultLaunchPCR)
+	if !bytes.Equal(ours[limits.DefaultLaunchPCR], want) {
+		t.Fatalf("our PCR read %x, computed %x", ours[limits.DefaultLaunchPCR], want)
 	}
 	// And the quote over it verifies (first ECDSA quote on swtpm may need a retry).
 	nonce := bytes.Repeat([]byte{3}, 20)
-	if _, err := tp.Quote(ctx, []int{DefaultLaunchPCR}, nonce); err != nil {
+	if _, err := tp.Quote(ctx, []int{limits.DefaultLaunchPCR}, nonce); err != nil {
 		t.Fatal(err)
 	}
 
@@ -318,7 +319,7 @@ func TestTCPAndTpm2Tools(t *testing.T) {
 	}
 	outFile := filepath.Join(t.TempDir(), "pcr.bin")
 	cmd := exec.CommandContext(ctx, "tpm2_pcrread", "-T", fmt.Sprintf("swtpm:host=127.0.0.1,port=%d", port),
-		fmt.Sprintf("sha256:%d", DefaultLaunchPCR), "-o", outFile)
+		fmt.Sprintf("sha256:%d", limits.DefaultLaunchPCR), "-o", outFile)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tpm2_pcrread: %v: %s", err, out)
 	}

@@ -5,20 +5,18 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
-
-// MaxPCR is the highest PCR index (PC Client TPMs have 24 PCRs).
-const MaxPCR = 23
 
 func checkPCRs(pcrs []int) error {
 	if len(pcrs) == 0 {
 		return fmt.Errorf("no PCRs selected")
 	}
 	for _, p := range pcrs {
-		if p < 0 || p > MaxPCR {
-			return fmt.Errorf("PCR %d out of range 0..%d", p, MaxPCR)
+		if p < 0 || p > limits.MaxPCR {
+			return fmt.Errorf("PCR %d out of range 0..%d", p, limits.MaxPCR)
 		}
 	}
 	return nil

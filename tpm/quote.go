@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -21,15 +22,15 @@ type Quote struct {
 }
 
 // Quote has the AK (created if needed) sign the SHA-256 values of pcrs with
-// nonce as qualifying data (8..64 bytes), and reads the values quoted.
+// nonce as qualifying data (limits.CheckNonceSize), and reads the values quoted.
 // Before returning, it checks its own result with verify.VerifyQuote; if a
 // PCR changed between quote and read it tries again.
 func (t *TPM) Quote(ctx context.Context, pcrs []int, nonce []byte) (*Quote, error) {
 	if err := checkPCRs(pcrs); err != nil {
 		return nil, fmt.Errorf("quote: %w", err)
 	}
-	if len(nonce) < verify.MinNonceSize || len(nonce) > verify.MaxNonceSize {
-		return nil, fmt.Errorf("quote: nonce of %d bytes, want %d..%d", len(nonce), verify.MinNonceSize, verify.MaxNonceSize)
+	if err := limits.CheckNonceSize(len(nonce)); err != nil {
+		return nil, fmt.Errorf("quote: %w", err)
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {

@@ -21,7 +21,6 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/internal/statedir"
-	"github.com/bulwark-project/bulwark/tpm/verify"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
@@ -29,9 +28,6 @@ import (
 
 // DefaultDevice is the kernel's TPM resource manager device.
 const DefaultDevice = "/dev/tpmrm0"
-
-// DefaultLaunchPCR is the PCR launch events are extended into.
-const DefaultLaunchPCR = verify.DefaultLaunchPCR
 
 // Persistent handles Bulwark uses (owner hierarchy range 0x81000000..).
 const (

@@ -22,10 +22,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -384,12 +386,12 @@ func TestQuote(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := sha256.Sum256([]byte("launch event"))
-		if err := tp.Extend(ctx, DefaultLaunchPCR, d[:]); err != nil {
+		if err := tp.Extend(ctx, limits.DefaultLaunchPCR, d[:]); err != nil {
 			t.Fatal(err)
 		}
 		nonce := make([]byte, 32)
 		rand.Read(nonce)
-		pcrs := []int{0, 7, DefaultLaunchPCR}
+		pcrs := []int{0, 7, limits.DefaultLaunchPCR}
 		q, err := tp.Quote(ctx, pcrs, nonce)
 		if err != nil {
 			t.Fatal(err)
@@ -398,8 +400,8 @@ func TestQuote(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		now, _ := tp.ReadPCRs(ctx, DefaultLaunchPCR)
-		if !bytes.Equal(res.PCRs[DefaultLaunchPCR], now[DefaultLaunchPCR]) {
+		now, _ := tp.ReadPCRs(ctx, limits.DefaultLaunchPCR)
+		if !bytes.Equal(res.PCRs[limits.DefaultLaunchPCR], now[limits.DefaultLaunchPCR]) {
 			t.Fatal("verified launch PCR differs from the TPM's")
 		}
 		// A second quote of this boot has the same reset count.
@@ -437,7 +439,7 @@ func TestQuote(t *testing.T) {
 		for k, v := range q.PCRs {
 			tamperedPCRs[k] = v
 		}
-		tamperedPCRs[DefaultLaunchPCR] = bytes.Repeat([]byte{1}, 32)
+		tamperedPCRs[limits.DefaultLaunchPCR] = bytes.Repeat([]byte{1}, 32)
 		tamperedQuote := bytes.Clone(q.Quoted)
 		tamperedQuote[len(tamperedQuote)-3] ^= 0x40
 		wrongNonce := bytes.Clone(nonce)
@@ -699,7 +701,7 @@ func TestConcurrentUse(t *testing.T) {
 			defer wg.Done()
 			nonce := bytes.Repeat([]byte{byte(i + 1)}, 16)
 			for j := 0; j < 3; j++ {
-				if _, err := tp.Quote(ctx, []int{DefaultLaunchPCR}, nonce); err != nil {
+				if _, err := tp.Quote(ctx, []int{limits.DefaultLaunchPCR}, nonce); err != nil {
 					errs <- err
 					return
 				}
@@ -755,7 +757,7 @@ func TestWriteSwtpmEvidence(t *testing.T) {
 	defer tp.Close()
 	for _, s := range []string{"kernel", "initrd", "image"} {
 		d := sha256.Sum256([]byte(s))
-		if err := tp.Extend(ctx, DefaultLaunchPCR, d[:]); err != nil {
+		if err := tp.Extend(ctx, limits.DefaultLaunchPCR, d[:]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -769,7 +771,7 @@ func TestWriteSwtpmEvidence(t *testing.T) {
 		t.Fatal(err)
 	}
 	nonce := sha256.Sum256([]byte("bulwark test nonce"))
-	q, err := tp.Quote(ctx, []int{0, 7, DefaultLaunchPCR}, nonce[:])
+	q, err := tp.Quote(ctx, []int{0, 7, limits.DefaultLaunchPCR}, nonce[:])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -818,4 +820,42 @@ func TestWriteSwtpmEvidence(t *testing.T) {
 func sha256Of(s string) []byte {
 	h := sha256.Sum256([]byte(s))
 	return h[:]
+}
+
+// TestQuoteNonceSize: Quote takes exactly the nonces the verifier and the
+// store accept (limits.CheckNonceSize). It once took 8..15 bytes, which
+// tpm/verify accepted too but the store refused.
+func TestQuoteNonceSize(t *testing.T) {
+	if !simulatorAvailable {
+		t.Skip("needs the in-process simulator (cgo)")
+	}
+	ctx := ctxT(t)
+	tp, err := Open(ctx, "sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tp.Close()
+	for _, tc := range []struct {
+		size int
+		ok   bool
+	}{
+		{0, false},
+		{8, false},
+		{limits.MinNonceSize - 1, false},
+		{limits.MinNonceSize, true},
+		{limits.MaxNonceSize, true},
+		{limits.MaxNonceSize + 1, false},
+	} {
+		nonce := bytes.Repeat([]byte{7}, tc.size)
+		q, err := tp.Quote(ctx, []int{limits.DefaultLaunchPCR}, nonce)
+		if (err == nil) != tc.ok {
+			t.Errorf("Quote with a %d-byte nonce: %v, want ok %v", tc.size, err, tc.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), fmt.Sprintf("nonce of %d bytes", tc.size)) {
+			t.Errorf("Quote with a %d-byte nonce: %v, want it to name the size", tc.size, err)
+		}
+		if err == nil && len(q.Quoted) == 0 {
+			t.Errorf("Quote with a %d-byte nonce: empty quote", tc.size)
+		}
+	}
 }

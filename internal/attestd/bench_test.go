@@ -11,6 +11,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -101,7 +102,7 @@ func BenchmarkVerifyAttestationInProcess(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := measure.Replay(lg, DefaultLaunchPCR, measure.SHA256); err != nil {
+			if _, err := measure.Replay(lg, limits.DefaultLaunchPCR, measure.SHA256); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -135,7 +136,7 @@ func BenchmarkAttestOverTLS(b *testing.B) {
 	if err := e.client.Activate(ctx, node, secret); err != nil {
 		b.Fatal(err)
 	}
-	h := softtpm.NewHost(tp, DefaultLaunchPCR)
+	h := softtpm.NewHost(tp, limits.DefaultLaunchPCR)
 	l, err := h.Launch(softtpm.SimulatedArtifacts(), "sim", e.clock.Now())
 	if err != nil {
 		b.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -141,7 +142,7 @@ func newHost(t testing.TB, spec string) *host {
 // launch appends ev to the host's log and extends it into the launch PCR.
 func (h *host) launch(ev measure.LaunchEvent) {
 	h.t.Helper()
-	_, err := h.log.Append(&ev, DefaultLaunchPCR, []measure.Alg{measure.SHA256}, func(a measure.Alg, pcr int, d []byte) error {
+	_, err := h.log.Append(&ev, limits.DefaultLaunchPCR, []measure.Alg{measure.SHA256}, func(a measure.Alg, pcr int, d []byte) error {
 		return h.tpm.Extend(context.Background(), pcr, d)
 	})
 	if err != nil {
@@ -177,7 +178,7 @@ func (h *host) lastSandbox() string {
 	return recs[len(recs)-1].Event.SandboxID
 }
 
-var quotedPCRs = []int{0, 7, DefaultLaunchPCR}
+var quotedPCRs = []int{0, 7, limits.DefaultLaunchPCR}
 
 // attestRequest quotes with nonce and builds the request for sandbox.
 func (h *host) attestRequest(ctx context.Context, nonce []byte, sandbox string) *bulwarkv1.AttestRequest {

@@ -13,6 +13,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -125,7 +126,7 @@ func newInprocTPM(tb testing.TB, storeDir string, so store.Options, to softtpm.O
 	if _, err := srv.ActivateCredential(ctx, &bulwarkv1.ActivateCredentialRequest{NodeId: node, Secret: secret}); err != nil {
 		tb.Fatal(err)
 	}
-	h := softtpm.NewHost(tp, DefaultLaunchPCR)
+	h := softtpm.NewHost(tp, limits.DefaultLaunchPCR)
 	l, err := h.Launch(softtpm.SimulatedArtifacts(), "sim", clock.Now())
 	if err != nil {
 		tb.Fatal(err)

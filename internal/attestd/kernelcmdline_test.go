@@ -13,6 +13,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-attestation/attest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -223,7 +224,7 @@ func TestAttestHostKernelCmdline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			evd, err := p.host.Attest(append(tc.pcrs, DefaultLaunchPCR), ch.GetNonce())
+			evd, err := p.host.Attest(append(tc.pcrs, limits.DefaultLaunchPCR), ch.GetNonce())
 			if err != nil {
 				t.Fatal(err)
 			}

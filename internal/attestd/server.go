@@ -24,6 +24,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 )
@@ -35,7 +36,6 @@ const (
 	DefaultNonceTTL     = 60 * time.Second
 	DefaultChallengeTTL = 5 * time.Minute
 	DefaultTokenTTL     = 5 * time.Minute
-	DefaultLaunchPCR    = 13
 	// DefaultRequestTimeout is how long a client has to send a whole
 	// request (see Config.RequestTimeout).
 	DefaultRequestTimeout = 30 * time.Second
@@ -79,7 +79,7 @@ type Config struct {
 	// disables the Admin service (every call is PermissionDenied).
 	AdminCA *x509.CertPool
 
-	LaunchPCR    uint32        // 0: DefaultLaunchPCR (PCR 0 cannot be the launch PCR)
+	LaunchPCR    uint32        // 0: limits.DefaultLaunchPCR (PCR 0 cannot be the launch PCR)
 	NonceTTL     time.Duration // 0: DefaultNonceTTL
 	ChallengeTTL time.Duration // 0: DefaultChallengeTTL
 	TokenTTL     time.Duration // token validity and release window; 0: DefaultTokenTTL
@@ -154,10 +154,10 @@ func New(cfg Config) (*Server, error) {
 		s.metrics = NewMetrics()
 	}
 	if s.launchPCR == 0 {
-		s.launchPCR = DefaultLaunchPCR
+		s.launchPCR = limits.DefaultLaunchPCR
 	}
-	if s.launchPCR > 23 {
-		return nil, fmt.Errorf("attestd: launch PCR %d: want 1..23", s.launchPCR)
+	if err := limits.CheckLaunchPCR(int(s.launchPCR)); err != nil {
+		return nil, fmt.Errorf("attestd: %w", err)
 	}
 	if s.nonceTTL == 0 {
 		s.nonceTTL = DefaultNonceTTL

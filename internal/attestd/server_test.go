@@ -20,6 +20,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"google.golang.org/grpc"
@@ -287,7 +288,7 @@ func runServerSuite(t *testing.T, storeKind string) {
 			if i == len(recs)-1 {
 				e2.Kernel = measure.DigestBytes(measure.SHA256, []byte("another kernel"))
 			}
-			if _, err := edited.Append(&e2, DefaultLaunchPCR, nil, nil); err != nil {
+			if _, err := edited.Append(&e2, limits.DefaultLaunchPCR, nil, nil); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -301,7 +302,7 @@ func runServerSuite(t *testing.T, storeKind string) {
 		req := h.attestRequest(ctx, nonce, ev.SandboxID)
 		lg, _ := measure.ParseLog(req.LaunchLog)
 		extra := testEvent(t, testPolicyName, guest.PublicKey())
-		lg.Append(&extra, DefaultLaunchPCR, nil, nil)
+		lg.Append(&extra, limits.DefaultLaunchPCR, nil, nil)
 		req.LaunchLog, req.SandboxId = lg.Encode(), extra.SandboxID
 		_, err := c.Attest(ctx, req)
 		wantCode(t, err, codes.PermissionDenied, "launch_log")

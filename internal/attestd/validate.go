@@ -7,8 +7,16 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+)
+
+// NonceSize lies within the bounds the store and the verifier enforce:
+// these constants do not compile otherwise.
+const (
+	_ = uint(NonceSize - limits.MinNonceSize)
+	_ = uint(limits.MaxNonceSize - NonceSize)
 )
 
 // Size limits on what attestd reads from the network.
@@ -20,10 +28,12 @@ const (
 	MaxEKCertificate = 16 << 10 // DER
 	MaxAKPublic      = 2 << 10
 	MaxCredSecret    = 64 // sizeof(TPMU_HA)
+	// NonceSize is the size of the nonces attestd issues and accepts
+	// back: within limits.MinNonceSize..MaxNonceSize, and small enough
+	// for the qualifying data of any TPM with SHA-256 (34 bytes).
 	NonceSize        = 32
 	MaxQuote         = 4 << 10 // TPMS_ATTEST
 	MaxSignature     = 1 << 10 // TPMT_SIGNATURE (RSA-4096 = 512 + header)
-	MaxPCRIndex      = 23
 	MaxLaunchLog     = 4 << 20
 	MaxFirmwareLog   = 3 << 20
 	MaxSandboxID     = 128
@@ -136,8 +146,8 @@ func validateAttest(r *bulwarkv1.AttestRequest) error {
 		return invalid("pcrs", "missing (send the SHA-256 values of every quoted PCR)")
 	}
 	for idx, v := range r.GetPcrs() {
-		if idx > MaxPCRIndex {
-			return invalid("pcrs", "index %d: want 0..%d", idx, MaxPCRIndex)
+		if idx > limits.MaxPCR {
+			return invalid("pcrs", "index %d: want 0..%d", idx, limits.MaxPCR)
 		}
 		if len(v) != 32 {
 			return invalid("pcrs", "PCR %d is %d bytes, want 32 (SHA-256 bank)", idx, len(v))

@@ -12,6 +12,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -39,7 +40,7 @@ func TestMalformedAttest(t *testing.T) {
 		{"pcrs", func(r *bulwarkv1.AttestRequest) { r.Pcrs = nil }},
 		{"pcrs", func(r *bulwarkv1.AttestRequest) { r.Pcrs[24] = big(32) }},
 		{"pcrs", func(r *bulwarkv1.AttestRequest) { r.Pcrs[0] = big(20) }},
-		{"pcrs", func(r *bulwarkv1.AttestRequest) { delete(r.Pcrs, DefaultLaunchPCR) }},
+		{"pcrs", func(r *bulwarkv1.AttestRequest) { delete(r.Pcrs, limits.DefaultLaunchPCR) }},
 		{"launch_log", func(r *bulwarkv1.AttestRequest) { r.LaunchLog = nil }},
 		{"launch_log", func(r *bulwarkv1.AttestRequest) { r.LaunchLog = big(MaxLaunchLog + 1) }},
 		{"launch_log", func(r *bulwarkv1.AttestRequest) { r.LaunchLog = []byte("garbage") }},
@@ -142,7 +143,7 @@ func FuzzAttestRequest(f *testing.F) {
 	f.Add(uint8(7), []byte{0, 0, 0, 0})
 	f.Add(uint8(8), []byte("artifact"))
 	// The genuine request passes.
-	if _, err := verifyEvidence(ak, DefaultLaunchPCR, seed); err != nil {
+	if _, err := verifyEvidence(ak, limits.DefaultLaunchPCR, seed); err != nil {
 		f.Fatalf("genuine request: %v", err)
 	}
 	f.Fuzz(func(t *testing.T, field uint8, data []byte) {
@@ -162,7 +163,7 @@ func FuzzAttestRequest(f *testing.F) {
 			}
 			return
 		}
-		_, err := verifyEvidence(ak, DefaultLaunchPCR, req)
+		_, err := verifyEvidence(ak, limits.DefaultLaunchPCR, req)
 		switch status.Code(err) {
 		case codes.OK, codes.InvalidArgument, codes.PermissionDenied:
 		default:
@@ -194,7 +195,7 @@ func mutateField(req *bulwarkv1.AttestRequest, field uint8, data []byte) {
 	case 8:
 		req.Signatures = []*bulwarkv1.ArtifactSignature{{Artifact: string(data), Signature: data, Payload: data}}
 	case 9:
-		req.Pcrs[DefaultLaunchPCR] = data
+		req.Pcrs[limits.DefaultLaunchPCR] = data
 	}
 }
 

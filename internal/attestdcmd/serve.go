@@ -21,6 +21,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 func init() {
@@ -46,7 +47,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		insecureFlag = fs.Bool("insecure", false, "serve plaintext gRPC without TLS (NEVER in production; disables the admin API)")
 		metricsAddr  = fs.String("metrics-addr", "127.0.0.1:9464", "HTTP `ADDR` for /metrics and /.well-known/jwks.json (\"\" disables)")
 		pprofFlag    = fs.Bool("pprof", false, "also serve Go's profiler at /debug/pprof/ on --metrics-addr (performance work; keep that address private)")
-		launchPCR    = fs.Uint("launch-pcr", attestd.DefaultLaunchPCR, "the launch PCR `INDEX` the launcher extends")
+		launchPCR    = fs.Uint("launch-pcr", limits.DefaultLaunchPCR, "the launch PCR `INDEX` the launcher extends")
 		nonceTTL     = fs.Duration("nonce-ttl", attestd.DefaultNonceTTL, "nonce validity")
 		challengeTTL = fs.Duration("challenge-ttl", attestd.DefaultChallengeTTL, "credential challenge validity")
 		tokenTTL     = fs.Duration("token-ttl", attestd.DefaultTokenTTL, "attestation token validity and release window")
@@ -81,8 +82,8 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	if *dataDir == "" {
 		return cli.Usagef("--data DIR is required")
 	}
-	if *launchPCR == 0 || *launchPCR > 23 {
-		return cli.Usagef("--launch-pcr %d: want 1..23", *launchPCR)
+	if limits.CheckLaunchPCR(int(*launchPCR)) != nil { // a uint past MaxInt64 wraps negative: refused too
+		return cli.Usagef("--launch-pcr %d: want %d..%d", *launchPCR, limits.MinLaunchPCR, limits.MaxPCR)
 	}
 	if *pprofFlag && *metricsAddr == "" {
 		return cli.Usagef("--pprof serves on --metrics-addr, which is empty")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 func openSim(t *testing.T) *tpm.TPM {
@@ -38,7 +39,7 @@ func TestHostLogStaysInStepWithTheTPM(t *testing.T) {
 	ctx := context.Background()
 	tp := openSim(t)
 	dir := t.TempDir()
-	hl := NewHostLog(dir, measure.DefaultLaunchPCR)
+	hl := NewHostLog(dir, limits.DefaultLaunchPCR)
 
 	// Concurrent launchers keep the log and the PCR in step.
 	var wg sync.WaitGroup
@@ -62,11 +63,11 @@ func TestHostLogStaysInStepWithTheTPM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pcrs, err := tp.ReadPCRs(ctx, measure.DefaultLaunchPCR)
+	pcrs, err := tp.ReadPCRs(ctx, limits.DefaultLaunchPCR)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vl, err := measure.VerifyLog(data, measure.DefaultLaunchPCR, measure.SHA256, pcrs[measure.DefaultLaunchPCR])
+	vl, err := measure.VerifyLog(data, limits.DefaultLaunchPCR, measure.SHA256, pcrs[limits.DefaultLaunchPCR])
 	if err != nil {
 		t.Fatalf("log does not replay to the TPM's PCR: %v", err)
 	}
@@ -76,7 +77,7 @@ func TestHostLogStaysInStepWithTheTPM(t *testing.T) {
 
 	// Something else extends the launch PCR: the next launch is refused.
 	junk := sha256.Sum256([]byte("not a launch"))
-	if err := tp.Extend(ctx, measure.DefaultLaunchPCR, junk[:]); err != nil {
+	if err := tp.Extend(ctx, limits.DefaultLaunchPCR, junk[:]); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := hl.Append(ctx, tp, event("after-junk")); err == nil || !strings.Contains(err.Error(), "something else extended") {
@@ -114,7 +115,7 @@ func TestHostLogStaysInStepWithTheTPM(t *testing.T) {
 func TestHostLogArchivesNeverOverwrite(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	hl := NewHostLog(dir, measure.DefaultLaunchPCR)
+	hl := NewHostLog(dir, limits.DefaultLaunchPCR)
 	at := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
 	hl.now = func() time.Time { return at }
 
@@ -156,7 +157,7 @@ func TestHostLogArchivesNeverOverwrite(t *testing.T) {
 func TestConcurrentLaunchesQuoteTheirLog(t *testing.T) {
 	ctx := context.Background()
 	tp := openSim(t)
-	hl := NewHostLog(t.TempDir(), measure.DefaultLaunchPCR)
+	hl := NewHostLog(t.TempDir(), limits.DefaultLaunchPCR)
 	const n = 20
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -170,12 +171,12 @@ func TestConcurrentLaunchesQuoteTheirLog(t *testing.T) {
 				return
 			}
 			nonce := sha256.Sum256([]byte(id))
-			logBytes, q, err := hl.QuoteWithLog(ctx, tp, []int{measure.DefaultLaunchPCR}, nonce[:])
+			logBytes, q, err := hl.QuoteWithLog(ctx, tp, []int{limits.DefaultLaunchPCR}, nonce[:])
 			if err != nil {
 				errs <- err
 				return
 			}
-			vl, err := measure.VerifyLog(logBytes, measure.DefaultLaunchPCR, measure.SHA256, q.PCRs[measure.DefaultLaunchPCR])
+			vl, err := measure.VerifyLog(logBytes, limits.DefaultLaunchPCR, measure.SHA256, q.PCRs[limits.DefaultLaunchPCR])
 			if err != nil {
 				errs <- fmt.Errorf("%s: the log sent with the quote does not replay to it: %w", id, err)
 				return

@@ -22,6 +22,7 @@ import (
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -97,8 +98,8 @@ type Options struct {
 	// TPM is the host TPM spec (tpm.ParseSpec); StateDir holds the launch log.
 	TPM      string
 	StateDir string
-	// PCR is the launch PCR, 1..23 like attestd's --launch-pcr (0 means
-	// measure.DefaultLaunchPCR).
+	// PCR is the launch PCR, checked by limits.CheckLaunchPCR as attestd's
+	// --launch-pcr is (0 means limits.DefaultLaunchPCR).
 	PCR int
 	// Template picks the VM template to clone from: TemplateAuto (the
 	// template of this launch's recipe when there is one), TemplateNone
@@ -225,11 +226,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, errors.New("no image: give --image DIR (an OCI image layout or archive)")
 	}
 	if o.PCR == 0 { // the zero value; 'launcher run' never passes it (--pcr 0 is rejected)
-		o.PCR = measure.DefaultLaunchPCR
+		o.PCR = limits.DefaultLaunchPCR
 	}
 	// Checked now, not when the launch event is recorded after boot.
-	if o.PCR < 1 || o.PCR > tpm.MaxPCR {
-		return nil, fmt.Errorf("launch PCR %d: want 1..%d (attestd's --launch-pcr)", o.PCR, tpm.MaxPCR)
+	if err := limits.CheckLaunchPCR(o.PCR); err != nil {
+		return nil, fmt.Errorf("%w (attestd's --launch-pcr)", err)
 	}
 	if err := o.setDefaults(); err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 func init() {
@@ -64,7 +65,7 @@ func runMeasure(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []stri
 	platform := fs.String("platform", "", "pick this platform (os/arch) from an image index (default "+measure.DefaultPlatform+")")
 	algName := fs.String("alg", "sha256", "digest algorithm for kernel, initrd, command line and the event digest: sha256 or sha384")
 	policy := fs.String("policy", "", "policy name recorded in the launch event")
-	pcr := fs.Int("pcr", measure.DefaultLaunchPCR, "launch PCR the event would be extended into, 1..23 (attestd's --launch-pcr)")
+	pcr := fs.Int("pcr", limits.DefaultLaunchPCR, fmt.Sprintf("launch PCR the event would be extended into, %d..%d (attestd's --launch-pcr)", limits.MinLaunchPCR, limits.MaxPCR))
 	asJSON := fs.Bool("json", false, "print JSON (stable field names) instead of a table")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -109,7 +110,7 @@ func TestMeasureCommand(t *testing.T) {
 					t.Errorf("%s: got %s, want %s", c.name, c.got, c.want)
 				}
 			}
-			if len(out.Image.Layers) != 2 || out.PCR != measure.DefaultLaunchPCR || out.Alg != alg {
+			if len(out.Image.Layers) != 2 || out.PCR != limits.DefaultLaunchPCR || out.Alg != alg {
 				t.Errorf("layers %d pcr %d alg %s", len(out.Image.Layers), out.PCR, out.Alg)
 			}
 			// The event digest is the hash of the content TLV, computed here

@@ -17,9 +17,8 @@ import (
 	"github.com/bulwark-project/bulwark/internal/statedir"
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/kvm/channel"
-	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
-	"github.com/bulwark-project/bulwark/tpm"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"golang.org/x/term"
 )
 
@@ -60,7 +59,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	noConfine := fs.Bool("no-confine", false, "run QEMU as the launcher's user, without a sandbox uid and namespaces (by default a launch where QEMU cannot be confined fails)")
 	noCgroup := fs.Bool("no-cgroup", false, "run the sandbox without CPU, memory and pids limits (by default a launch whose cgroup cannot be made fails)")
 	tpmSpec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM spec (env BULWARK_TPM); default /dev/tpmrm0 or the managed swtpm")
-	pcr := fs.Int("pcr", measure.DefaultLaunchPCR, "launch PCR, 1..23 (must match attestd's --launch-pcr)")
+	pcr := fs.Int("pcr", limits.DefaultLaunchPCR, fmt.Sprintf("launch PCR, %d..%d (must match attestd's --launch-pcr)", limits.MinLaunchPCR, limits.MaxPCR))
 	console := fs.String("console", "", "write the guest console (kernel log) to this file")
 	report := fs.String("report", "", "write what the launch ended with to this `FILE` as JSON: sandbox, attestation, exit code or error, time, peak memory")
 	template := fs.String("template", "", "VM template to clone from: a name from 'launcher template ls', or \"none\" to boot cold (default: the template of this launch's recipe when there is one)")
@@ -264,12 +263,11 @@ func launcherPeakRSSKiB() int64 {
 
 func mib(kib int64) float64 { return math.Round(float64(kib)/1024*10) / 10 }
 
-// checkLaunchPCR checks --pcr against the range 'attestd serve
-// --launch-pcr' accepts: PCR 0 holds the firmware's own measurements, and
-// there are 24 PCRs.
+// checkLaunchPCR checks --pcr as 'attestd serve --launch-pcr' does
+// (limits.CheckLaunchPCR).
 func checkLaunchPCR(pcr int) error {
-	if pcr < 1 || pcr > tpm.MaxPCR {
-		return cli.Usagef("--pcr %d: want 1..%d, the same PCR as attestd's --launch-pcr (default %d)", pcr, tpm.MaxPCR, measure.DefaultLaunchPCR)
+	if err := limits.CheckLaunchPCR(pcr); err != nil {
+		return cli.Usagef("--pcr %d: want %d..%d, the same PCR as attestd's --launch-pcr (default %d)", pcr, limits.MinLaunchPCR, limits.MaxPCR, limits.DefaultLaunchPCR)
 	}
 	return nil
 }

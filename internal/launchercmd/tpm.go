@@ -16,6 +16,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/internal/statedir"
 	"github.com/bulwark-project/bulwark/tpm"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -74,7 +75,7 @@ func init() {
 		Usage:   "[--tpm SPEC] [--pcr N] [--json]",
 		Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
 			spec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM: /dev/tpmrm0, swtpm:DIR, tcp:HOST:PORT or sim; default /dev/tpmrm0 or the managed swtpm (env BULWARK_TPM)")
-			pcr := fs.Int("pcr", tpm.DefaultLaunchPCR, "the launch PCR")
+			pcr := fs.Int("pcr", limits.DefaultLaunchPCR, "the launch PCR")
 			asJSON := fs.Bool("json", false, "print JSON")
 			if err := fs.Parse(args); err != nil {
 				return err
@@ -82,8 +83,8 @@ func init() {
 			if fs.NArg() > 0 {
 				return cli.Usagef("unexpected arguments: %q", fs.Args())
 			}
-			if *pcr < 0 || *pcr > tpm.MaxPCR {
-				return cli.Usagef("--pcr %d: want 0..%d", *pcr, tpm.MaxPCR)
+			if limits.CheckLaunchPCR(*pcr) != nil {
+				return cli.Usagef("--pcr %d: want %d..%d, the launch PCR (attestd's --launch-pcr)", *pcr, limits.MinLaunchPCR, limits.MaxPCR)
 			}
 			t, err := tpm.OpenWith(ctx, *spec, tpm.Options{Getenv: env.Getenv})
 			if err != nil {

@@ -79,7 +79,12 @@ func TestTPMInfoErrors(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"tpm", "info", "--tpm", "bogus"}, 1, "not understood"},
-		{[]string{"tpm", "info", "--pcr", "24"}, 2, "want 0..23"},
+		// --pcr names the launch PCR and takes what 'launcher run --pcr' and
+		// attestd's --launch-pcr take (limits.CheckLaunchPCR); it once took
+		// PCR 0 too. The check comes before any TPM is opened.
+		{[]string{"tpm", "info", "--pcr", "24"}, 2, "--pcr 24: want 1..23"},
+		{[]string{"tpm", "info", "--pcr", "0"}, 2, "--pcr 0: want 1..23"},
+		{[]string{"tpm", "info", "--pcr", "-1"}, 2, "--pcr -1: want 1..23"},
 		{[]string{"tpm", "info", "extra"}, 2, "unexpected arguments"},
 		{[]string{"tpm", "stop", "--tpm", "sim"}, 2, "not a managed swtpm"},
 	} {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store/pgtest"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -155,7 +156,7 @@ func verifyBaseline(b *testing.B) float64 {
 		b.Fatal(err)
 	}
 	nonce := []byte("baseline-nonce-0123456789abcdef!")
-	ev, err := h.Attest([]int{0, 4, 7, softtpm.DefaultLaunchPCR}, nonce)
+	ev, err := h.Attest([]int{0, 4, 7, limits.DefaultLaunchPCR}, nonce)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/version"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 const usage = `bulwark-load — enroll N simulated hosts with attestd and drive Challenge → Attest → ReleaseSecrets
@@ -70,7 +71,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Secret, "secret", DefaultSecret, "secret `NAME` put through the Admin API and expected with --release")
 	fs.StringVar(&ek, "ek", "ecc", "simulated EK algorithm: ecc (P-256) or rsa (2048; slow to generate)")
 	fs.StringVar(&cfg.EKCADir, "ek-ca", "", "`DIR` of the stand-in EK CA (ek-ca.pem, ek-ca.key; created when absent)")
-	fs.IntVar(&cfg.LaunchPCR, "launch-pcr", softtpm.DefaultLaunchPCR, "PCR launch events are extended into")
+	fs.IntVar(&cfg.LaunchPCR, "launch-pcr", limits.DefaultLaunchPCR, "PCR launch events are extended into")
 	fs.DurationVar(&cfg.RequestTimeout, "timeout", DefaultRequestTimeout, "per-RPC timeout")
 	fs.StringVar(&writePolicy, "write-policy", "", "write the policy admitting the simulated hosts to `FILE` (- for stdout) and exit")
 	fs.BoolVar(&asJSON, "json", false, "print the result as JSON")
@@ -179,7 +180,7 @@ var zeroMeansDefault = map[string]string{
 	"conns":       fmt.Sprintf("want 1..%d connections", MaxConns),
 	"policy":      "want the name of the policy loaded in attestd",
 	"secret":      "want a secret name",
-	"launch-pcr":  fmt.Sprintf("want 1..%d, the PCR attestd's --launch-pcr names", softtpm.NumPCRs-1),
+	"launch-pcr":  fmt.Sprintf("want %d..%d, the PCR attestd's --launch-pcr names", limits.MinLaunchPCR, limits.MaxPCR),
 	"timeout":     "want a per-RPC deadline above 0",
 }
 

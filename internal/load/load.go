@@ -28,6 +28,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -79,7 +80,7 @@ type Config struct {
 
 	EK        softtpm.EKType // simulated EK algorithm (ECC by default: cheap to generate)
 	EKCADir   string         // stand-in EK CA (ek-ca.pem for attestd's --ek-ca); "" = a fresh CA in memory
-	LaunchPCR int            // 0 = 13
+	LaunchPCR int            // 0 = limits.DefaultLaunchPCR
 	HostPCRs  []int          // quoted besides the launch PCR; nil = DefaultHostPCRs
 
 	RequestTimeout time.Duration // per RPC; 0 = DefaultRequestTimeout
@@ -146,10 +147,10 @@ func (c *Config) setDefaults() error {
 		c.Secret = DefaultSecret
 	}
 	if c.LaunchPCR == 0 {
-		c.LaunchPCR = softtpm.DefaultLaunchPCR
+		c.LaunchPCR = limits.DefaultLaunchPCR
 	}
-	if c.LaunchPCR < 1 || c.LaunchPCR >= softtpm.NumPCRs {
-		return fmt.Errorf("--launch-pcr %d: want 1..%d, the PCR attestd's --launch-pcr names", c.LaunchPCR, softtpm.NumPCRs-1)
+	if limits.CheckLaunchPCR(c.LaunchPCR) != nil {
+		return fmt.Errorf("--launch-pcr %d: want %d..%d, the PCR attestd's --launch-pcr names", c.LaunchPCR, limits.MinLaunchPCR, limits.MaxPCR)
 	}
 	if c.HostPCRs == nil {
 		c.HostPCRs = DefaultHostPCRs

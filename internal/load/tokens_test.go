@@ -7,6 +7,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc"
 )
 
@@ -34,12 +35,12 @@ func TestAttestOneWantsTheTokenItAskedFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hst := &host{h: softtpm.NewHost(tpm, softtpm.DefaultLaunchPCR), nodeID: "sha256:00"}
+	hst := &host{h: softtpm.NewHost(tpm, limits.DefaultLaunchPCR), nodeID: "sha256:00"}
 	if hst.launch, err = hst.h.Launch(softtpm.SimulatedArtifacts(), DefaultPolicy, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{RequestTimeout: 10 * time.Second}
-	pcrs := []int{softtpm.DefaultLaunchPCR}
+	pcrs := []int{limits.DefaultLaunchPCR}
 	c := &tokenlessAttestd{}
 	if o := attestOne(context.Background(), cfg, true, c, hst, pcrs, nil); o.fail != "attest: allow without the token asked for" {
 		t.Errorf("with tokens: fail = %q, want the missing token reported", o.fail)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/enclave/wrap"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 // Artifacts are the measurements of the workload a simulated host launches:
@@ -44,10 +45,10 @@ type Host struct {
 	enc []byte // the encoded log, kept in step with log
 }
 
-// NewHost wraps t; launchPCR 0 means DefaultLaunchPCR.
+// NewHost wraps t; launchPCR 0 means limits.DefaultLaunchPCR.
 func NewHost(t *TPM, launchPCR int) *Host {
 	if launchPCR == 0 {
-		launchPCR = DefaultLaunchPCR
+		launchPCR = limits.DefaultLaunchPCR
 	}
 	return &Host{TPM: t, LaunchPCR: launchPCR}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/enclave/wrap"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 func TestHostLaunchReplays(t *testing.T) {
@@ -23,11 +24,11 @@ func TestHostLaunchReplays(t *testing.T) {
 		}
 		launches = append(launches, l)
 	}
-	ev, err := h.Attest([]int{0, 4, 7, DefaultLaunchPCR}, []byte("nonce-0123456789"))
+	ev, err := h.Attest([]int{0, 4, 7, limits.DefaultLaunchPCR}, []byte("nonce-0123456789"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := measure.VerifyLog(ev.Log, DefaultLaunchPCR, measure.SHA256, ev.PCRs[DefaultLaunchPCR])
+	v, err := measure.VerifyLog(ev.Log, limits.DefaultLaunchPCR, measure.SHA256, ev.PCRs[limits.DefaultLaunchPCR])
 	if err != nil {
 		t.Fatalf("launch log does not replay to the quoted PCR: %v", err)
 	}
@@ -51,7 +52,7 @@ func TestHostLaunchReplays(t *testing.T) {
 	if _, err := short.Launch(SimulatedArtifacts(), "load", now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := measure.VerifyLog(short.Log(), DefaultLaunchPCR, measure.SHA256, ev.PCRs[DefaultLaunchPCR]); err == nil {
+	if _, err := measure.VerifyLog(short.Log(), limits.DefaultLaunchPCR, measure.SHA256, ev.PCRs[limits.DefaultLaunchPCR]); err == nil {
 		t.Error("another host's log replayed to this host's PCR")
 	}
 }

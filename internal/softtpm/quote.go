@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"slices"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-tpm/tpm2"
 )
 
@@ -20,8 +21,8 @@ import (
 // selected PCR values concatenated in index order); sig is a marshalled
 // TPMT_SIGNATURE, ECDSA P-256 over SHA-256(attest).
 func (t *TPM) Quote(pcrs []int, nonce []byte) (attest, sig []byte, err error) {
-	if len(nonce) > MaxNonceSize {
-		return nil, nil, fmt.Errorf("softtpm: quote: nonce is %d bytes, the limit is %d", len(nonce), MaxNonceSize)
+	if len(nonce) > limits.MaxNonceSize {
+		return nil, nil, fmt.Errorf("softtpm: quote: nonce is %d bytes, the limit is %d", len(nonce), limits.MaxNonceSize)
 	}
 	if len(pcrs) == 0 {
 		return nil, nil, fmt.Errorf("softtpm: quote: no PCRs selected")
@@ -33,8 +34,8 @@ func (t *TPM) Quote(pcrs []int, nonce []byte) (attest, sig []byte, err error) {
 	}
 	usel := make([]uint, len(sel))
 	for i, p := range sel {
-		if p < 0 || p >= NumPCRs {
-			return nil, nil, fmt.Errorf("softtpm: quote: PCR %d out of range 0..%d", p, NumPCRs-1)
+		if p < 0 || p >= limits.NumPCRs {
+			return nil, nil, fmt.Errorf("softtpm: quote: PCR %d out of range 0..%d", p, limits.NumPCRs-1)
 		}
 		usel[i] = uint(p)
 	}

@@ -26,20 +26,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-tpm/tpm2"
 )
-
-// NumPCRs is the size of the simulated SHA-256 PCR bank (the PC Client
-// minimum).
-const NumPCRs = 24
-
-// DefaultLaunchPCR is the PCR launch events are extended into by default
-// (docs/architecture.md: the launch PCR defaults to 13).
-const DefaultLaunchPCR = 13
-
-// MaxNonceSize is the largest qualifying data a quote accepts: a real TPM
-// limits TPM2B_DATA in TPM2_Quote to sizeof(TPMU_HA), 64 bytes.
-const MaxNonceSize = 64
 
 // EKType selects the endorsement key algorithm.
 type EKType int
@@ -76,8 +65,8 @@ func ParseEKType(s string) (EKType, error) {
 	return 0, fmt.Errorf("softtpm: unknown EK type %q (want ecc or rsa)", s)
 }
 
-// Options configures New. The zero value is an ECC EK, the launch PCR 13
-// and the default host PCRs.
+// Options configures New. The zero value is an ECC EK, the launch PCR
+// limits.DefaultLaunchPCR and the default host PCRs.
 type Options struct {
 	EK EKType
 	// HostPCRs are extended at creation, in PCR order and then slice order,
@@ -112,7 +101,7 @@ func HostPCRValues(host map[int][][]byte) map[int][]byte {
 	bank := initialBank()
 	out := map[int][]byte{}
 	for pcr, ds := range host {
-		if pcr < 0 || pcr >= NumPCRs {
+		if pcr < 0 || pcr >= limits.NumPCRs {
 			continue
 		}
 		for _, d := range ds {
@@ -143,7 +132,7 @@ type TPM struct {
 	firmware uint64
 
 	mu   sync.Mutex
-	pcrs [NumPCRs][sha256.Size]byte
+	pcrs [limits.NumPCRs][sha256.Size]byte
 }
 
 // New creates a simulated TPM with fresh keys.
@@ -203,11 +192,11 @@ func New(opts Options) (*TPM, error) {
 		host = DefaultHostPCRs()
 	}
 	for pcr := range host {
-		if pcr < 0 || pcr >= NumPCRs {
-			return nil, fmt.Errorf("softtpm: host PCR %d out of range 0..%d", pcr, NumPCRs-1)
+		if pcr < 0 || pcr >= limits.NumPCRs {
+			return nil, fmt.Errorf("softtpm: host PCR %d out of range 0..%d", pcr, limits.NumPCRs-1)
 		}
 	}
-	for pcr := 0; pcr < NumPCRs; pcr++ {
+	for pcr := 0; pcr < limits.NumPCRs; pcr++ {
 		for _, d := range host[pcr] {
 			if err := t.Extend(pcr, d); err != nil {
 				return nil, fmt.Errorf("softtpm: host PCR %d: %w", pcr, err)
@@ -272,8 +261,8 @@ func (t *TPM) AKPublicKey() *ecdsa.PublicKey { return &t.ak.PublicKey }
 
 // Extend extends a SHA-256 digest into a PCR: PCR = SHA-256(PCR || digest).
 func (t *TPM) Extend(pcr int, digest []byte) error {
-	if pcr < 0 || pcr >= NumPCRs {
-		return fmt.Errorf("softtpm: extend: PCR %d out of range 0..%d", pcr, NumPCRs-1)
+	if pcr < 0 || pcr >= limits.NumPCRs {
+		return fmt.Errorf("softtpm: extend: PCR %d out of range 0..%d", pcr, limits.NumPCRs-1)
 	}
 	if len(digest) != sha256.Size {
 		return fmt.Errorf("softtpm: extend: digest is %d bytes, want %d (SHA-256)", len(digest), sha256.Size)
@@ -286,8 +275,8 @@ func (t *TPM) Extend(pcr int, digest []byte) error {
 
 // PCR returns the current SHA-256 value of a PCR.
 func (t *TPM) PCR(pcr int) ([]byte, error) {
-	if pcr < 0 || pcr >= NumPCRs {
-		return nil, fmt.Errorf("softtpm: PCR %d out of range 0..%d", pcr, NumPCRs-1)
+	if pcr < 0 || pcr >= limits.NumPCRs {
+		return nil, fmt.Errorf("softtpm: PCR %d out of range 0..%d", pcr, limits.NumPCRs-1)
 	}
 	t.mu.Lock()
 	v := t.pcrs[pcr]
@@ -308,8 +297,8 @@ func (t *TPM) ReadPCRs(pcrs []int) (map[int][]byte, error) {
 	return out, nil
 }
 
-func initialBank() [NumPCRs][sha256.Size]byte {
-	var b [NumPCRs][sha256.Size]byte
+func initialBank() [limits.NumPCRs][sha256.Size]byte {
+	var b [limits.NumPCRs][sha256.Size]byte
 	// PC Client: PCRs 17-22 (the dynamic-launch PCRs) start at all ones.
 	for p := 17; p <= 22; p++ {
 		for i := range b[p] {

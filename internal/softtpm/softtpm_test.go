@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	legacy "github.com/google/go-tpm/legacy/tpm2"
 	"github.com/google/go-tpm/legacy/tpm2/credactivation"
 	"github.com/google/go-tpm/tpm2"
@@ -245,12 +246,12 @@ func TestQuote(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := sha256.Sum256([]byte("launch event"))
-	if err := tp.Extend(DefaultLaunchPCR, ev[:]); err != nil {
+	if err := tp.Extend(limits.DefaultLaunchPCR, ev[:]); err != nil {
 		t.Fatal(err)
 	}
 	var zero [32]byte
 	want := sha256.Sum256(append(zero[:], ev[:]...))
-	if v, _ := tp.PCR(DefaultLaunchPCR); !bytes.Equal(v, want[:]) {
+	if v, _ := tp.PCR(limits.DefaultLaunchPCR); !bytes.Equal(v, want[:]) {
 		t.Fatalf("PCR 13 = %x, want %x", v, want)
 	}
 	host := HostPCRValues(nil)
@@ -367,7 +368,7 @@ func TestQuoteMarshalMatchesGoTPM(t *testing.T) {
 		nonce := randBytes(t, i%65)
 		digest := randBytes(t, 32)
 		var sel []uint
-		for p := uint(0); p < NumPCRs; p++ {
+		for p := uint(0); p < limits.NumPCRs; p++ {
 			if randBytes(t, 1)[0]&1 == 1 {
 				sel = append(sel, p)
 			}

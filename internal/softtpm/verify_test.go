@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -66,7 +67,7 @@ func TestVerifyQuoteAcceptsAndRejectsTamper(t *testing.T) {
 		t.Fatal(err)
 	}
 	nonce := randBytes(t, 32)
-	sel := []int{0, 4, 7, DefaultLaunchPCR}
+	sel := []int{0, 4, 7, limits.DefaultLaunchPCR}
 	ev, err := h.Attest(sel, nonce)
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +77,7 @@ func TestVerifyQuoteAcceptsAndRejectsTamper(t *testing.T) {
 	if err != nil {
 		t.Fatalf("verify.VerifyQuote rejects a softtpm quote: %v", err)
 	}
-	if !bytes.Equal(res.PCRs[DefaultLaunchPCR], ev.PCRs[DefaultLaunchPCR]) {
+	if !bytes.Equal(res.PCRs[limits.DefaultLaunchPCR], ev.PCRs[limits.DefaultLaunchPCR]) {
 		t.Error("verified PCR 13 differs")
 	}
 
@@ -87,7 +88,7 @@ func TestVerifyQuoteAcceptsAndRejectsTamper(t *testing.T) {
 		badPCRs[k] = v
 	}
 	forged := sha256.Sum256([]byte("another kernel"))
-	badPCRs[DefaultLaunchPCR] = forged[:]
+	badPCRs[limits.DefaultLaunchPCR] = forged[:]
 	cases := []struct {
 		name                  string
 		ak, quote, sig, nonce []byte

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -684,7 +685,7 @@ func (s *embedded) IssueNonce(ctx context.Context, n Nonce) error {
 }
 
 func (s *embedded) ConsumeNonce(ctx context.Context, value []byte, nodeID string, now time.Time) error {
-	if len(value) < MinNonce || len(value) > MaxNonce {
+	if limits.CheckNonceSize(len(value)) != nil {
 		return fmt.Errorf("nonce of %d bytes: %w", len(value), ErrNonceUnknown)
 	}
 	if s.isClosed() {

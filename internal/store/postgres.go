@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -407,7 +408,7 @@ func (s *pgStore) ConsumeNonce(ctx context.Context, value []byte, nodeID string,
 	if err := s.check(); err != nil {
 		return err
 	}
-	if len(value) < MinNonce || len(value) > MaxNonce {
+	if limits.CheckNonceSize(len(value)) != nil {
 		return fmt.Errorf("nonce of %d bytes: %w", len(value), ErrNonceUnknown)
 	}
 	key, t := nonceKey(value), nanos(now)

@@ -7,6 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -24,8 +25,6 @@ func textOK(ss ...string) bool {
 
 // Limits on what the store accepts.
 const (
-	MinNonce      = 16       // bytes
-	MaxNonce      = 64       // bytes
 	MaxIDLen      = 128      // attestation ids, sandbox ids
 	MaxNameLen    = 256      // secret and policy names
 	MaxBlob       = 16 << 10 // EK/AK public keys, AK names, EK certificates
@@ -62,8 +61,8 @@ func validateNode(n *Node) error {
 
 func validateNonce(n *Nonce) error {
 	switch {
-	case len(n.Value) < MinNonce || len(n.Value) > MaxNonce:
-		return fmt.Errorf("nonce is %d bytes: want %d..%d: %w", len(n.Value), MinNonce, MaxNonce, ErrInvalid)
+	case limits.CheckNonceSize(len(n.Value)) != nil:
+		return fmt.Errorf("nonce is %d bytes: want %d..%d: %w", len(n.Value), limits.MinNonceSize, limits.MaxNonceSize, ErrInvalid)
 	case n.NodeID == "" || len(n.NodeID) > MaxNameLen || !textOK(n.NodeID):
 		return fmt.Errorf("nonce needs a node id (UTF-8, at most %d bytes): %w", MaxNameLen, ErrInvalid)
 	case n.Expires.IsZero():

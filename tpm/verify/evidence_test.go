@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"os"
 	"strconv"
 	"testing"
@@ -63,11 +64,11 @@ func TestSwtpmEvidence(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(res.AKName, raw["akname"]) || res.Clock.ResetCount != ev.Expected.ResetCount ||
-		res.Clock.RestartCount != ev.Expected.RestartCount || !bytes.Equal(res.PCRs[DefaultLaunchPCR], raw["launch"]) {
+		res.Clock.RestartCount != ev.Expected.RestartCount || !bytes.Equal(res.PCRs[limits.DefaultLaunchPCR], raw["launch"]) {
 		t.Fatalf("result %+v differs from the expected %+v", res, ev.Expected)
 	}
 	// Any change to the PCR values is caught.
-	pcrs[DefaultLaunchPCR] = bytes.Repeat([]byte{0}, 32)
+	pcrs[limits.DefaultLaunchPCR] = bytes.Repeat([]byte{0}, 32)
 	if _, err := VerifyQuote(raw["ak"], raw["quoted"], raw["sig"], raw["nonce"], pcrs); !errors.Is(err, ErrQuote) {
 		t.Fatalf("zeroed launch PCR: %v", err)
 	}

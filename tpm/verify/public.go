@@ -64,11 +64,9 @@ const (
 // Size limits for structures received from a host. They are generous for
 // what a TPM produces (RSA-4096 at most) and small enough to bound work.
 const (
-	MaxPublicSize    = 1024 // TPMT_PUBLIC / TPM2B_PUBLIC
-	MaxAttestSize    = 1024 // TPMS_ATTEST
-	MaxSignatureSize = 1024 // TPMT_SIGNATURE
-	MaxNonceSize     = 64   // qualifying data (TPM2B_DATA holds at most a TPMT_HA)
-	MinNonceSize     = 8
+	MaxPublicSize    = 1024     // TPMT_PUBLIC / TPM2B_PUBLIC
+	MaxAttestSize    = 1024     // TPMS_ATTEST
+	MaxSignatureSize = 1024     // TPMT_SIGNATURE
 	MaxCertSize      = 16 << 10 // an EK certificate in DER
 )
 

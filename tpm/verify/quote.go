@@ -8,17 +8,13 @@ import (
 	"fmt"
 	"math/big"
 	"sort"
+
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 const (
 	tpmGeneratedValue uint32 = 0xff544347
 	stAttestQuote     uint16 = 0x8018
-
-	// MaxPCR is the highest PCR index accepted (PC Client TPMs have 24).
-	MaxPCR = 23
-	// DefaultLaunchPCR is the PCR the launcher extends launch events into
-	// (docs/architecture.md); both sides make it configurable.
-	DefaultLaunchPCR = 13
 )
 
 // ClockInfo is the TPMS_CLOCK_INFO of a quote.
@@ -70,7 +66,7 @@ func parseAttest(b []byte) (*attest, error) {
 	a.magic = r.u32("magic")
 	a.typ = r.u16("type")
 	a.qualifiedSigner = r.sized(2+64, "qualifiedSigner")
-	a.extraData = r.sized(MaxNonceSize, "extraData")
+	a.extraData = r.sized(limits.MaxNonceSize, "extraData")
 	a.clock.Clock = r.u64("clock")
 	a.clock.ResetCount = r.u32("resetCount")
 	a.clock.RestartCount = r.u32("restartCount")
@@ -209,21 +205,22 @@ func PCRDigest(h crypto.Hash, pcrs map[int][]byte) []byte {
 //     RSA-PSS for RSA), uses SHA-256/384/512, and verifies over quoted.
 //  3. quoted (TPMS_ATTEST) has magic TPM_GENERATED_VALUE and type
 //     TPM_ST_ATTEST_QUOTE, and nothing after the quote info.
-//  4. extraData equals nonce (constant time); the nonce must be 8..64 bytes.
+//  4. extraData equals nonce (constant time); the nonce must be limits.MinNonceSize..
+//     limits.MaxNonceSize (16..64) bytes.
 //  5. the PCR selection is exactly one SHA-256 bank selecting exactly the
 //     indices in pcrs, each a 32-byte value.
 //  6. pcrDigest equals the hash (the signature's hash) of the given values
 //     in increasing index order.
 func VerifyQuote(akPublic, quoted, sig, nonce []byte, pcrs map[int][]byte) (*QuoteResult, error) {
-	if len(nonce) < MinNonceSize || len(nonce) > MaxNonceSize {
-		return nil, fmt.Errorf("%w: nonce of %d bytes, want %d..%d", ErrQuote, len(nonce), MinNonceSize, MaxNonceSize)
+	if err := limits.CheckNonceSize(len(nonce)); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrQuote, err)
 	}
 	if len(pcrs) == 0 {
 		return nil, fmt.Errorf("%w: no PCR values given", ErrQuote)
 	}
 	for i, v := range pcrs {
-		if i < 0 || i > MaxPCR {
-			return nil, fmt.Errorf("%w: PCR index %d out of range 0..%d", ErrQuote, i, MaxPCR)
+		if i < 0 || i > limits.MaxPCR {
+			return nil, fmt.Errorf("%w: PCR index %d out of range 0..%d", ErrQuote, i, limits.MaxPCR)
 		}
 		if len(v) != 32 {
 			return nil, fmt.Errorf("%w: PCR %d value has %d bytes, want 32 (SHA-256)", ErrQuote, i, len(v))

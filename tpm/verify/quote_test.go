@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-tpm/tpm2"
 )
 
@@ -151,6 +152,11 @@ func TestVerifyQuote(t *testing.T) {
 		q := tpm2.Marshal(a)
 		return input{ak: ak.pub, quoted: q, sig: ak.sign(t, q), nonce: nonce, pcrs: testPCRs()}
 	}
+	withNonce := func(size int) input {
+		n := bytes.Repeat([]byte{0x5c}, size)
+		q := tpm2.Marshal(attestFor(n, testPCRs()))
+		return input{ak: ecc.pub, quoted: q, sig: ecc.sign(t, q), nonce: n, pcrs: testPCRs()}
+	}
 	cases := []struct {
 		name    string
 		in      func() input
@@ -170,6 +176,13 @@ func TestVerifyQuote(t *testing.T) {
 		}, ErrQuote},
 		{"nonce prefix", func() input { in := build(ecc, nil); in.nonce = in.nonce[:16]; return in }, ErrQuote},
 		{"nonce too short", func() input { in := build(ecc, nil); in.nonce = in.nonce[:4]; return in }, ErrQuote},
+		// A quote honestly over a nonce outside limits.CheckNonceSize: the
+		// verifier once accepted 8..15 bytes, which the store refused.
+		{"8-byte nonce", func() input { return withNonce(8) }, ErrQuote},
+		{"15-byte nonce", func() input { return withNonce(limits.MinNonceSize - 1) }, ErrQuote},
+		{"16-byte nonce ok", func() input { return withNonce(limits.MinNonceSize) }, nil},
+		{"64-byte nonce ok", func() input { return withNonce(limits.MaxNonceSize) }, nil},
+		{"65-byte nonce", func() input { return withNonce(limits.MaxNonceSize + 1) }, ErrQuote},
 		{"tampered PCR value", func() input { in := build(ecc, nil); in.pcrs[13] = bytes.Repeat([]byte{0x14}, 32); return in }, ErrQuote},
 		{"extra PCR given", func() input { in := build(ecc, nil); in.pcrs[7] = make([]byte, 32); return in }, ErrQuote},
 		{"PCR missing", func() input { in := build(ecc, nil); delete(in.pcrs, 0); return in }, ErrQuote},
