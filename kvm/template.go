@@ -521,7 +521,7 @@ func seal(f *os.File) error {
 }
 
 // ListTemplates reads the templates in root's subdirectories, sorted by
-// name; unreadable ones are returned as errors beside them.
+// name, with their directories; unreadable ones are returned as errors.
 func ListTemplates(root string) ([]TemplateInfo, []string, []error) {
 	ents, err := os.ReadDir(root)
 	if err != nil {
@@ -530,8 +530,11 @@ func ListTemplates(root string) ([]TemplateInfo, []string, []error) {
 		}
 		return nil, nil, []error{err}
 	}
-	var infos []TemplateInfo
-	var dirs []string
+	type found struct {
+		info TemplateInfo
+		dir  string
+	}
+	var all []found
 	var errs []error
 	for _, e := range ents {
 		if !e.IsDir() || strings.HasSuffix(e.Name(), ".tmp") {
@@ -543,17 +546,12 @@ func ListTemplates(root string) ([]TemplateInfo, []string, []error) {
 			errs = append(errs, err)
 			continue
 		}
-		infos = append(infos, info)
-		dirs = append(dirs, d)
+		all = append(all, found{info, d})
 	}
-	idx := make([]int, len(infos))
-	for i := range idx {
-		idx[i] = i
+	slices.SortFunc(all, func(a, b found) int { return strings.Compare(a.info.Name, b.info.Name) })
+	infos, dirs := make([]TemplateInfo, len(all)), make([]string, len(all))
+	for i, f := range all {
+		infos[i], dirs[i] = f.info, f.dir
 	}
-	slices.SortFunc(idx, func(a, b int) int { return strings.Compare(infos[a].Name, infos[b].Name) })
-	si, sd := make([]TemplateInfo, len(idx)), make([]string, len(idx))
-	for i, j := range idx {
-		si[i], sd[i] = infos[j], dirs[j]
-	}
-	return si, sd, errs
+	return infos, dirs, errs
 }
