@@ -232,11 +232,11 @@ func TestDefaultCmdline(t *testing.T) {
 		t.Fatal(err)
 	}
 	tcg2, _ := DefaultCmdline(AccelTCG)
-	if tcg != tcg2 || !strings.Contains(tcg, "tsc_early_khz=") || !strings.Contains(tcg, "panic=-1") {
+	if tcg != tcg2 || !strings.Contains(tcg, "tsc_early_khz=") || !strings.HasSuffix(tcg, " tsc=reliable") || !strings.Contains(tcg, "panic=-1") {
 		t.Fatalf("tcg cmdline %q / %q", tcg, tcg2)
 	}
 	kvm, err := DefaultCmdline(AccelKVM)
-	if err != nil || strings.Contains(kvm, "tsc_early_khz") {
+	if err != nil || strings.Contains(kvm, "tsc_early_khz") || strings.Contains(kvm, "tsc=reliable") {
 		t.Fatalf("kvm cmdline %q %v", kvm, err)
 	}
 	if _, err := DefaultCmdline("auto"); err == nil {

@@ -344,7 +344,7 @@ func TestReferenceDefaultsAdmitNothingDangerous(t *testing.T) {
 	eval := func(c string) Verdict {
 		return set.Evaluate(context.Background(), Evidence{Event: measure.LaunchEvent{Policy: "d", Kernel: dA, Cmdline: c}})
 	}
-	for _, c := range []string{base, base + " tsc_early_khz=2400000"} {
+	for _, c := range []string{base, base + " tsc_early_khz=2400000 tsc=reliable"} {
 		if v := eval(c); !v.Allow {
 			t.Errorf("default command line %q denied: %q", c, v.Reasons)
 		}

@@ -15,7 +15,7 @@ import (
 // internal/launchercmd keeps the two in step), each with its exact value.
 // The one wildcard is tsc_early_khz, whose value is each host's TSC rate:
 // the kernel reads it as a number and nothing else.
-var DefaultCmdlineParams = []string{"console=ttyS0", "panic=-1", "reboot=t", "quiet", "loglevel=4", "8250.nr_uarts=1", "tsc_early_khz=*"}
+var DefaultCmdlineParams = []string{"console=ttyS0", "panic=-1", "reboot=t", "quiet", "loglevel=4", "8250.nr_uarts=1", "tsc_early_khz=*", "tsc=reliable"}
 
 // ReferenceValues are measured artifacts to write a starting policy for.
 // Digests come from the artifacts themselves (package measure).
