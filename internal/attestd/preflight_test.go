@@ -35,6 +35,8 @@ func TestRedactReasons(t *testing.T) {
 			"initrd: the launch has no initrd but the policy requires one",
 		}}, []string{"validity: ", "args: ", "initrd: "}},
 		{"unknown reason", Judgement{Policy: "p", Reasons: []string{"host: PCR 7 is 00, expected one of sha256:1111"}}, []string{"policy: the launch is refused"}},
+		{"a template not pinned", Judgement{Policy: "p", Reasons: []string{"templates: template RAM sha256:9999 is not one the policy pins"}},
+			[]string{"templates: the policy does not allow a clone of this VM template"}},
 		{"policy not loaded", Judgement{Reasons: []string{"policy \"x\" is not loaded"}}, []string{`policy: "asked" is not loaded`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -464,9 +464,24 @@ func runServerSuite(t *testing.T, storeKind string) {
 			{"cmdline", func(r *bulwarkv1.PreflightRequest) { r.Cmdline = strings.Repeat("a", MaxCmdline+1) }},
 			{"args", func(r *bulwarkv1.PreflightRequest) { r.Args = make([]string, MaxArgs+1) }},
 			{"signatures[0]", func(r *bulwarkv1.PreflightRequest) { r.Signatures = []*bulwarkv1.ArtifactSignature{{}} }},
+			{"template_ram", func(r *bulwarkv1.PreflightRequest) { r.TemplateRam = "sha256:xyz" }},
+			{"template_recipe", func(r *bulwarkv1.PreflightRequest) {
+				r.TemplateRam = measure.DigestBytes(measure.SHA256, []byte("ram")) // without recipe and state
+			}},
 		} {
 			_, err := c.Preflight(ctx, pre(tc.mut))
 			wantCode(t, err, codes.InvalidArgument, tc.field)
+		}
+		// A clone is judged with its template: this policy has no templates
+		// section, so it passes like a cold boot (the refusal of a cold-only
+		// policy before boot is tested through the binaries in e2e).
+		r, err = c.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) {
+			r.TemplateRecipe = measure.DigestBytes(measure.SHA256, []byte("recipe"))
+			r.TemplateRam = measure.DigestBytes(measure.SHA256, []byte("ram"))
+			r.TemplateState = measure.DigestBytes(measure.SHA256, []byte("state"))
+		}))
+		if err != nil || !r.GetAllow() {
+			t.Fatalf("preflight of a clone: %v, %v", r, err)
 		}
 		_, err = c.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) { r.NodeId = "sha256:" + strings.Repeat("cd", 32) }))
 		wantCode(t, err, codes.NotFound, "node_id", "not enrolled")

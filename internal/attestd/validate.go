@@ -202,13 +202,17 @@ func validatePreflight(r *bulwarkv1.PreflightRequest) error {
 	for _, d := range []struct {
 		field, v string
 		required bool
-	}{{"kernel", r.GetKernel(), true}, {"initrd", r.GetInitrd(), false}, {"image", r.GetImage(), false}, {"image_config", r.GetImageConfig(), false}} {
+	}{{"kernel", r.GetKernel(), true}, {"initrd", r.GetInitrd(), false}, {"image", r.GetImage(), false}, {"image_config", r.GetImageConfig(), false},
+		{"template_recipe", r.GetTemplateRecipe(), false}, {"template_ram", r.GetTemplateRam(), false}, {"template_state", r.GetTemplateState(), false}} {
 		if d.v == "" && !d.required {
 			continue
 		}
 		if _, _, err := measure.ParseDigest(d.v); err != nil {
 			return invalid(d.field, "want a digest \"sha256:<hex>\": %v", err)
 		}
+	}
+	if t := []string{r.GetTemplateRecipe(), r.GetTemplateRam(), r.GetTemplateState()}; (t[0] == "") != (t[1] == "") || (t[1] == "") != (t[2] == "") {
+		return invalid("template_recipe", "give template_recipe, template_ram and template_state together (a clone), or none (a cold boot)")
 	}
 	if r.GetCmdline() == "" || len(r.GetCmdline()) > MaxCmdline {
 		return invalid("cmdline", "want 1..%d bytes (the exact kernel command line)", MaxCmdline)

@@ -307,10 +307,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	for _, s := range sigs {
 		pbSigs = append(pbSigs, &bulwarkv1.ArtifactSignature{Artifact: s.Artifact, Signature: s.Signature, Payload: s.Payload})
 	}
+	// The template a clone would resume from is part of what the policy
+	// judges: it is chosen now, and loaded (and checked) before the boot.
+	cfg := o.sandboxConfig(kernel, initrd, accel, cmdline)
+	tplDir, tplInfo, err := o.findTemplate(cfg)
+	if err != nil {
+		return nil, err
+	}
 	o.progress("asking attestd whether policy %q allows these artifacts", o.Policy)
 	pf, err := client.Preflight(ctx, &bulwarkv1.PreflightRequest{
 		NodeId: nodeID, Policy: o.Policy, Kernel: kernel.Digest, Initrd: initrd.Digest,
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, Cmdline: cmdline, Args: o.Args, Signatures: pbSigs,
+		TemplateRecipe: tplInfo.RecipeDigest, TemplateRam: tplInfo.RAM.Digest, TemplateState: tplInfo.State.Digest,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w%s", attestdError("preflight", err), enrollHint(err))
@@ -331,13 +339,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	defer disk.Close()
 	o.progress("image disk %s (%d KiB)", disk.Digest, disk.Size>>10)
-	cfg := o.sandboxConfig(kernel, initrd, accel, cmdline)
 	cfg.Name, cfg.Image = sandboxID, disk.File
-	tpl, err := o.loadTemplate(cfg)
+	tpl, err := o.loadTemplate(tplDir)
 	if err != nil {
 		return nil, err
 	}
 	defer tpl.Close()
+	if tpl != nil && (tpl.Info.RecipeDigest != tplInfo.RecipeDigest || tpl.Info.RAM.Digest != tplInfo.RAM.Digest || tpl.Info.State.Digest != tplInfo.State.Digest) {
+		return nil, fmt.Errorf("template %q changed during the launch (made again?): launch again", tpl.Info.Name)
+	}
 	cfg.Template = tpl
 	if tpl != nil {
 		o.progress("resuming a clone of template %q (%s)", tpl.Info.Name, accel)

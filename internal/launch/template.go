@@ -128,29 +128,41 @@ func FindTemplate(root, name string) (string, kvm.TemplateInfo, error) {
 	return "", kvm.TemplateInfo{}, errors.New(msg)
 }
 
-// loadTemplate picks and loads the template for a launch with cfg, or
-// returns nil for a cold boot (Options.Template).
-func (o *Options) loadTemplate(cfg kvm.Config) (*kvm.Template, error) {
+// findTemplate picks the template for a launch with cfg (Options.Template)
+// and returns its directory and description, or "" for a cold boot.
+func (o *Options) findTemplate(cfg kvm.Config) (string, kvm.TemplateInfo, error) {
 	root := TemplatesDir(o.StateDir)
-	var dir string
 	switch o.Template {
 	case TemplateNone:
-		return nil, nil
+		return "", kvm.TemplateInfo{}, nil
 	case TemplateAuto:
 		recipe, err := cfg.Recipe()
 		if err != nil {
-			return nil, err
+			return "", kvm.TemplateInfo{}, err
 		}
-		dir = kvm.TemplateDir(root, recipe)
-		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		dir := kvm.TemplateDir(root, recipe)
+		info, err := kvm.ReadTemplateInfo(dir)
+		if errors.Is(err, os.ErrNotExist) {
 			o.progress("no template for this recipe: booting cold (launcher template create makes one)")
-			return nil, nil
+			return "", kvm.TemplateInfo{}, nil
 		}
+		if err != nil {
+			return "", kvm.TemplateInfo{}, fmt.Errorf("template: %w", err)
+		}
+		return dir, info, nil
 	default:
-		var err error
-		if dir, _, err = FindTemplate(root, o.Template); err != nil {
-			return nil, err
+		dir, info, err := FindTemplate(root, o.Template)
+		if err != nil {
+			return "", kvm.TemplateInfo{}, err
 		}
+		return dir, info, nil
+	}
+}
+
+// loadTemplate loads the template in dir (nil for "": a cold boot).
+func (o *Options) loadTemplate(dir string) (*kvm.Template, error) {
+	if dir == "" {
+		return nil, nil
 	}
 	tpl, err := kvm.LoadTemplate(dir)
 	if err != nil {

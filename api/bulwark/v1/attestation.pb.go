@@ -486,9 +486,15 @@ type PreflightRequest struct {
 	Cmdline string   `protobuf:"bytes,7,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
 	Args    []string `protobuf:"bytes,8,rep,name=args,proto3" json:"args,omitempty"`
 	// signatures are the artifacts' cosign signatures, as sent to Attest.
-	Signatures    []*ArtifactSignature `protobuf:"bytes,9,rep,name=signatures,proto3" json:"signatures,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Signatures []*ArtifactSignature `protobuf:"bytes,9,rep,name=signatures,proto3" json:"signatures,omitempty"`
+	// template_recipe, template_ram and template_state are the digests of the
+	// VM template the launch will resume from (docs/templates.md): all three,
+	// or none for a cold boot.
+	TemplateRecipe string `protobuf:"bytes,10,opt,name=template_recipe,json=templateRecipe,proto3" json:"template_recipe,omitempty"`
+	TemplateRam    string `protobuf:"bytes,11,opt,name=template_ram,json=templateRam,proto3" json:"template_ram,omitempty"`
+	TemplateState  string `protobuf:"bytes,12,opt,name=template_state,json=templateState,proto3" json:"template_state,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PreflightRequest) Reset() {
@@ -582,6 +588,27 @@ func (x *PreflightRequest) GetSignatures() []*ArtifactSignature {
 		return x.Signatures
 	}
 	return nil
+}
+
+func (x *PreflightRequest) GetTemplateRecipe() string {
+	if x != nil {
+		return x.TemplateRecipe
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetTemplateRam() string {
+	if x != nil {
+		return x.TemplateRam
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetTemplateState() string {
+	if x != nil {
+		return x.TemplateState
+	}
+	return ""
 }
 
 type PreflightResponse struct {
@@ -1235,7 +1262,7 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x11ArtifactSignature\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\x12\x18\n" +
-	"\apayload\x18\x03 \x01(\fR\apayload\"\x99\x02\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\"\x8c\x03\n" +
 	"\x10PreflightRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06policy\x18\x02 \x01(\tR\x06policy\x12\x16\n" +
@@ -1247,7 +1274,11 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x04args\x18\b \x03(\tR\x04args\x12=\n" +
 	"\n" +
 	"signatures\x18\t \x03(\v2\x1d.bulwark.v1.ArtifactSignatureR\n" +
-	"signatures\"[\n" +
+	"signatures\x12'\n" +
+	"\x0ftemplate_recipe\x18\n" +
+	" \x01(\tR\x0etemplateRecipe\x12!\n" +
+	"\ftemplate_ram\x18\v \x01(\tR\vtemplateRam\x12%\n" +
+	"\x0etemplate_state\x18\f \x01(\tR\rtemplateState\"[\n" +
 	"\x11PreflightResponse\x12\x14\n" +
 	"\x05allow\x18\x01 \x01(\bR\x05allow\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12\x16\n" +
