@@ -500,3 +500,25 @@ func waitForOutput(t *testing.T, out *syncBuffer, want string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSandboxWithoutImage: a sandbox started without an image disk has an
+// empty disk slot; START is refused by the agent, saying there is no image,
+// and no workload runs.
+func TestSandboxWithoutImage(t *testing.T) {
+	e := bootEnv(t)
+	ctx := context.Background()
+	var console syncBuffer
+	sb, err := Start(ctx, Config{KernelPath: e.vmlinux, InitrdPath: e.basePath, MemoryMiB: 256, BootTimeout: 90 * time.Second, Console: &console})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	err = sb.StartWorkload(ctx, nil, []string{"/bin/true"})
+	var ge *GuestError
+	if !errors.As(err, &ge) || !strings.Contains(ge.Message, "no image in this sandbox") {
+		t.Fatalf("StartWorkload = %v, want a guest error saying there is no image\nconsole:\n%s", err, console.String())
+	}
+	if code, err := sb.Wait(ctx); err == nil {
+		t.Fatalf("Wait = %d, nil; want an error", code)
+	}
+}
