@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,77 +16,16 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/bulwark-project/bulwark/internal/imagetest"
 )
 
-// writeSavedArchive writes img as the legacy `docker save` format does:
-// manifest.json, the config as <hex>.json and every layer uncompressed as
-// <n>/layer.tar.
+// writeSavedArchive writes img as `docker save` does into a new file.
 func writeSavedArchive(t testing.TB, img v1.Image) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "saved.tar")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	add := func(name string, b []byte) {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write(b)
-	}
-	cfgName, _ := img.ConfigName()
-	raw, _ := img.RawConfigFile()
-	add(cfgName.Hex+".json", raw)
-	ls, _ := img.Layers()
-	var names []string
-	for i, l := range ls {
-		rc, err := l.Uncompressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := filepath.Join(strings.Repeat("a", i+1), "layer.tar")
-		add(n, b)
-		names = append(names, n)
-	}
-	man, _ := json.Marshal([]map[string]any{{"Config": cfgName.Hex + ".json", "RepoTags": []string{"app:1"}, "Layers": names}})
-	add("manifest.json", man)
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// levelImage rebuilds img with its layers gzip-compressed at level, as
-// another tool (docker push) would upload them.
-func levelImage(t testing.TB, img v1.Image, level int) v1.Image {
-	t.Helper()
-	cfg, _ := img.ConfigFile()
-	ls, _ := img.Layers()
-	out := empty.Image
-	for _, l := range ls {
-		rc, _ := l.Uncompressed()
-		b, _ := io.ReadAll(rc)
-		rc.Close()
-		nl, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }, tarball.WithCompressionLevel(level))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if out, err = mutate.AppendLayers(out, nl); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out, err := mutate.ConfigFile(out, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	p := filepath.Join(t.TempDir(), "saved.tar")
+	imagetest.WriteDockerSave(t, img, p)
+	return p
 }
 
 // TestDockerArchiveRegistryDigest: a docker archive's identity is the
@@ -127,7 +64,7 @@ func TestDockerArchiveRegistryDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	saved := writeSavedArchive(t, img)
-	otherDigest, _ := levelImage(t, img, gzip.BestCompression).Digest()
+	otherDigest, _ := imagetest.Recompressed(t, img, gzip.BestCompression).Digest()
 	if otherDigest == registryDigest {
 		t.Fatal("the other compression gives the same digest")
 	}

@@ -1,88 +1,20 @@
 package launchercmd
 
 import (
-	"archive/tar"
-	"bytes"
 	"compress/gzip"
-	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/bulwark-project/bulwark/internal/imagetest"
 	"github.com/bulwark-project/bulwark/signing"
 )
-
-// writeDockerSave writes img as the legacy `docker save` format: the config
-// as <hex>.json, each layer uncompressed as <n>/layer.tar, manifest.json.
-func writeDockerSave(t *testing.T, img v1.Image, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	add := func(n string, b []byte) {
-		tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg})
-		tw.Write(b)
-	}
-	cfgName, _ := img.ConfigName()
-	raw, _ := img.RawConfigFile()
-	add(cfgName.Hex+".json", raw)
-	ls, _ := img.Layers()
-	var names []string
-	for i, l := range ls {
-		rc, err := l.Uncompressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(rc)
-		rc.Close()
-		n := strings.Repeat("l", i+1) + "/layer.tar"
-		add(n, b)
-		names = append(names, n)
-	}
-	man, _ := json.Marshal([]map[string]any{{"Config": cfgName.Hex + ".json", "RepoTags": []string{"app:1"}, "Layers": names}})
-	add("manifest.json", man)
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// recompressed is img with its layers gzip-compressed at level, as a tool
-// other than go-containerregistry (docker push) uploads them.
-func recompressed(t *testing.T, img v1.Image, level int) v1.Image {
-	t.Helper()
-	cfg, _ := img.ConfigFile()
-	ls, _ := img.Layers()
-	out := empty.Image
-	for _, l := range ls {
-		rc, _ := l.Uncompressed()
-		b, _ := io.ReadAll(rc)
-		rc.Close()
-		nl, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }, tarball.WithCompressionLevel(level))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if out, err = mutate.AppendLayers(out, nl); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out, err := mutate.ConfigFile(out, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // TestDockerArchiveRegistrySignature: a Docker-media-type image pushed to a
 // registry (on loopback) and signed there by the real 'cosign sign' is
@@ -116,7 +48,7 @@ func TestDockerArchiveRegistrySignature(t *testing.T) {
 	// Pushed as 'crane push' pushes it, and the same content with its layers
 	// compressed otherwise, as 'docker push' would.
 	craneRef, craneDigest := reg.pushImage("app", "crane", img)
-	dockerRef, dockerDigest := reg.pushImage("app", "docker", recompressed(t, img, gzip.BestCompression))
+	dockerRef, dockerDigest := reg.pushImage("app", "docker", imagetest.Recompressed(t, img, gzip.BestCompression))
 	if craneDigest == dockerDigest {
 		t.Fatal("both pushes have the same digest")
 	}
@@ -139,7 +71,7 @@ func TestDockerArchiveRegistrySignature(t *testing.T) {
 	archive := func(file string, saved bool, sig, payload []byte) string {
 		p := filepath.Join(dir, file)
 		if saved {
-			writeDockerSave(t, img, p)
+			imagetest.WriteDockerSave(t, img, p)
 		} else {
 			tag, _ := name.NewTag("example.com/app:1")
 			if err := tarball.WriteToFile(p, tag, img); err != nil {
