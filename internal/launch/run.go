@@ -98,9 +98,20 @@ type Options struct {
 	// TPM is the host TPM spec (tpm.ParseSpec); StateDir holds the launch log.
 	TPM      string
 	StateDir string
+	// HostTPM, when set, is the host TPM already open (the host service
+	// holds it for every launch); TPM is then ignored and HostTPM is not
+	// closed.
+	HostTPM *tpm.TPM
+	// Templates, when set, keeps loaded templates between launches, so
+	// that every clone of a template maps the same pages (the host
+	// service); nil loads the template for this launch only.
+	Templates *TemplateCache
 	// PCR is the launch PCR, checked by limits.CheckLaunchPCR as attestd's
 	// --launch-pcr is (0 means limits.DefaultLaunchPCR).
 	PCR int
+	// SandboxID is the sandbox's id (32 lowercase hex digits, as
+	// NewSandboxID makes); empty: a fresh one.
+	SandboxID string
 	// Template picks the VM template to clone from: TemplateAuto (the
 	// template of this launch's recipe when there is one), TemplateNone
 	// (boot cold), or a template's name or id (which must match the recipe).
@@ -115,8 +126,10 @@ type Options struct {
 
 // Result is what a launch ended with.
 type Result struct {
-	SandboxID     string
-	Accel         string
+	SandboxID string
+	Accel     string
+	// ImageDigest is the image's manifest digest, as measured.
+	ImageDigest   string
 	AttestationID string
 	Policy        string
 	ExitCode      int
@@ -215,10 +228,63 @@ func (o *Options) sandboxConfig(kernel, initrd *measure.Pinned, accel, cmdline s
 	}
 }
 
-// Run performs the launch, step by step (see the package doc). Any failure
-// stops the sandbox; the workload starts only after attestd allowed the
-// launch and released its secrets. Result.ExitCode is the workload's.
+// Run performs the launch, step by step (see the package doc), and waits
+// for the workload to end. Any failure stops the sandbox; the workload
+// starts only after attestd allowed the launch and released its secrets.
+// Result.ExitCode is the workload's.
 func Run(ctx context.Context, o Options) (*Result, error) {
+	l, err := Start(ctx, o)
+	if err != nil {
+		if l != nil {
+			return l.res, err
+		}
+		return nil, err
+	}
+	defer l.Close()
+	return l.Wait(ctx)
+}
+
+// Launched is a sandbox whose workload runs: what Start returns. Wait for
+// it, Stop it, and Close it when done.
+type Launched struct {
+	o   Options
+	sb  *kvm.Sandbox
+	res *Result
+}
+
+// Sandbox is the running sandbox.
+func (l *Launched) Sandbox() *kvm.Sandbox { return l.sb }
+
+// Result is what is known of the launch so far (ExitCode is set by Wait).
+func (l *Launched) Result() Result { return *l.res }
+
+// Close tears the sandbox down if it still runs and releases it.
+func (l *Launched) Close() error { return l.sb.Close() }
+
+// Wait waits for the workload to exit and returns the launch's result.
+// When ctx ends first (Ctrl-C), the workload gets SIGTERM and
+// Options.StopGrace to exit before it is killed; the error then wraps
+// ErrInterrupted.
+func (l *Launched) Wait(ctx context.Context) (*Result, error) {
+	code, err := l.o.waitWorkload(ctx, l.sb)
+	res := l.res
+	res.ExitCode = code
+	res.QEMUPeakRSSKiB = l.sb.MaxRSSKiB()
+	if err != nil {
+		return res, fmt.Errorf("sandbox: %w", err)
+	}
+	if ctx.Err() != nil {
+		return res, fmt.Errorf("%w: the workload was stopped and exited with code %d", ErrInterrupted, code)
+	}
+	return res, nil
+}
+
+// Start performs the launch up to the workload running (see Run): verify,
+// measure, ask attestd, boot or clone, record, attest, release the secrets
+// and start the workload. On failure the sandbox is gone; the Launched
+// returned beside an error (possibly nil) only carries what is known
+// (Result().SandboxID once it was chosen).
+func Start(ctx context.Context, o Options) (*Launched, error) {
 	if o.Policy == "" {
 		return nil, errors.New("no policy named: give --policy NAME (the admin policy attestd judges this launch by)")
 	}
@@ -237,9 +303,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	// One sandbox id from the start: QEMU's name, its cgroup, the log lines,
 	// the launch event, attestd's records, the guest's hostname and --report.
-	sandboxID, err := newSandboxID()
-	if err != nil {
-		return nil, err
+	sandboxID := o.SandboxID
+	if sandboxID == "" {
+		var err error
+		if sandboxID, err = NewSandboxID(); err != nil {
+			return nil, err
+		}
+	} else if !ValidSandboxID(sandboxID) {
+		return nil, fmt.Errorf("sandbox id %q: want 32 lowercase hex digits", sandboxID)
 	}
 	accel, cmdline, err := o.accelAndCmdline()
 	if err != nil {
@@ -280,11 +351,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	// The host TPM and its identity, before booting, so a TPM problem costs no boot.
-	t, err := tpm.Open(ctx, o.TPM)
-	if err != nil {
-		return nil, fmt.Errorf("host TPM: %w", err)
+	t := o.HostTPM
+	if t == nil {
+		if t, err = tpm.Open(ctx, o.TPM); err != nil {
+			return nil, fmt.Errorf("host TPM: %w", err)
+		}
+		defer t.Close()
 	}
-	defer t.Close()
 	if w := t.AccessWarning(); w != "" {
 		o.warn("%s", w)
 	}
@@ -340,11 +413,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	defer disk.Close()
 	o.progress("image disk %s (%d KiB)", disk.Digest, disk.Size>>10)
 	cfg.Name, cfg.Image = sandboxID, disk.File
-	tpl, err := o.loadTemplate(tplDir)
+	tpl, releaseTpl, err := o.loadTemplate(tplDir)
 	if err != nil {
 		return nil, err
 	}
-	defer tpl.Close()
+	defer releaseTpl()
 	if tpl != nil && (tpl.Info.RecipeDigest != tplInfo.RecipeDigest || tpl.Info.RAM.Digest != tplInfo.RAM.Digest || tpl.Info.State.Digest != tplInfo.State.Digest) {
 		return nil, fmt.Errorf("template %q changed during the launch (made again?): launch again", tpl.Info.Name)
 	}
@@ -362,14 +435,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	defer sb.Close()
-	res := &Result{SandboxID: sandboxID, Accel: sb.Accel()}
+	started := false
+	defer func() {
+		if !started {
+			sb.Close()
+		}
+	}()
+	res := &Result{SandboxID: sandboxID, Accel: sb.Accel(), ImageDigest: img.ManifestDigest}
 	if tpl != nil {
 		res.Template = tpl.Info.Name
 	}
-	fail := func(err error) (*Result, error) {
+	fail := func(err error) (*Launched, error) {
 		sb.Abort(err.Error())
-		return res, err
+		return &Launched{o: o, sb: sb, res: res}, err
 	}
 
 	// Step 4: the guest's key.
@@ -450,16 +528,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.StartMillis = time.Since(bootStart).Milliseconds()
 	o.progress("workload running %d ms after the sandbox started (%s)", res.StartMillis, map[bool]string{true: "clone", false: "cold boot"}[tpl != nil])
-	code, err := o.waitWorkload(ctx, sb)
-	res.ExitCode = code
-	res.QEMUPeakRSSKiB = sb.MaxRSSKiB()
-	if err != nil {
-		return res, fmt.Errorf("sandbox: %w", err)
-	}
-	if ctx.Err() != nil {
-		return res, fmt.Errorf("%w: the workload was stopped and exited with code %d", ErrInterrupted, code)
-	}
-	return res, nil
+	started = true
+	return &Launched{o: o, sb: sb, res: res}, nil
 }
 
 // DefaultStopGrace is how long an interrupted launch gives the workload to
@@ -507,8 +577,22 @@ func (o *Options) waitWorkload(ctx context.Context, sb *kvm.Sandbox) (int, error
 	}
 }
 
-// newSandboxID is a fresh random sandbox id: 32 hex digits.
-func newSandboxID() (string, error) {
+// ValidSandboxID reports whether id has the form of a sandbox id: 32
+// lowercase hex digits.
+func ValidSandboxID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// NewSandboxID is a fresh random sandbox id: 32 hex digits.
+func NewSandboxID() (string, error) {
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
 		return "", err

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
@@ -159,17 +160,104 @@ func (o *Options) findTemplate(cfg kvm.Config) (string, kvm.TemplateInfo, error)
 	}
 }
 
-// loadTemplate loads the template in dir (nil for "": a cold boot).
-func (o *Options) loadTemplate(dir string) (*kvm.Template, error) {
+// loadTemplate loads the template in dir (nil for "": a cold boot), from
+// o.Templates when set. release is to be called once the clone runs (or
+// failed to).
+func (o *Options) loadTemplate(dir string) (tpl *kvm.Template, release func(), err error) {
 	if dir == "" {
-		return nil, nil
+		return nil, func() {}, nil
 	}
-	tpl, err := kvm.LoadTemplate(dir)
+	if o.Templates != nil {
+		tpl, release, err = o.Templates.load(dir)
+	} else {
+		tpl, err = kvm.LoadTemplate(dir)
+		release = func() { tpl.Close() }
+	}
 	if err != nil {
-		return nil, fmt.Errorf("template: %w", err)
+		return nil, nil, fmt.Errorf("template: %w", err)
 	}
 	o.progress("cloning from template %q (%s, made %s; --template none boots cold)", tpl.Info.Name, filepath.Base(dir), tpl.Info.Created.Format("2006-01-02 15:04"))
-	return tpl, nil
+	return tpl, release, nil
+}
+
+// TemplateCache keeps loaded templates (kvm.LoadTemplate: sealed memfds,
+// hashed once) for many launches, so clones of one template share its
+// pages. A template made again on disk is loaded anew: an entry is reused
+// only while the template's description on disk still names the same
+// recipe, RAM and state digests; the old one is closed when the last
+// launch using it has its clone running. Safe for concurrent use.
+type TemplateCache struct {
+	mu      sync.Mutex
+	entries map[string]*cachedTemplate
+	closed  bool
+}
+
+type cachedTemplate struct {
+	t       *kvm.Template
+	refs    int
+	retired bool
+}
+
+// load returns the template in dir, loading it when it is not cached or
+// changed on disk, and a function to call once it is no longer needed.
+func (c *TemplateCache) load(dir string) (*kvm.Template, func(), error) {
+	info, err := kvm.ReadTemplateInfo(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, errors.New("the template cache is closed (the host service is stopping)")
+	}
+	e := c.entries[dir]
+	if e != nil && (e.t.Info.RecipeDigest != info.RecipeDigest || e.t.Info.RAM.Digest != info.RAM.Digest || e.t.Info.State.Digest != info.State.Digest) {
+		c.retire(dir, e)
+		e = nil
+	}
+	if e == nil {
+		t, err := kvm.LoadTemplate(dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		e = &cachedTemplate{t: t}
+		if c.entries == nil {
+			c.entries = map[string]*cachedTemplate{}
+		}
+		c.entries[dir] = e
+	}
+	e.refs++
+	var once sync.Once
+	return e.t, func() {
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			e.refs--
+			if e.retired && e.refs == 0 {
+				e.t.Close() // running clones keep their own mappings
+			}
+		})
+	}, nil
+}
+
+// retire drops e from the cache; it is closed once unused. c.mu is held.
+func (c *TemplateCache) retire(dir string, e *cachedTemplate) {
+	delete(c.entries, dir)
+	e.retired = true
+	if e.refs == 0 {
+		e.t.Close()
+	}
+}
+
+// Close releases every cached template (those in use when their last
+// launch is done with them).
+func (c *TemplateCache) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for dir, e := range c.entries {
+		c.retire(dir, e)
+	}
 }
 
 // RemoveTemplate removes the template called name (or with id name).

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/launch"
 	"github.com/bulwark-project/bulwark/internal/statedir"
@@ -36,7 +38,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "run",
 		Summary: "verify, measure, boot, attest, receive secrets and run an image in a sandbox",
-		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-- CMD ARG...]",
+		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-- CMD ARG...]\n  or:  launcher run -d --policy NAME --image DIR [...] [-- CMD ARG...]   (in the launcher daemon)",
 		Run:     runRun,
 	})
 }
@@ -64,6 +66,8 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	report := fs.String("report", "", "write what the launch ended with to this `FILE` as JSON: sandbox, attestation, exit code or error, time, peak memory")
 	template := fs.String("template", "", "VM template to clone from: a name from 'launcher template ls', or \"none\" to boot cold (default: the template of this launch's recipe when there is one)")
 	verbose := fs.Bool("v", false, "log details to stderr")
+	detach := fs.Bool("d", false, "detach: launch in the launcher daemon and print the sandbox id once the workload runs (see ps, logs, stop)")
+	socket := socketFlag(fs, env)
 	pf := addPullFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -80,10 +84,6 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	} else if *pf.allowTag || *pf.insecure {
 		return cli.Usagef("--allow-tag and --allow-http-registry go with an --image that is a registry reference")
 	}
-	ao, err := af.options()
-	if err != nil {
-		return err
-	}
 	if err := checkRunFlags(*accel, *cmdline, *cpus, *mem, *pcr, *bootTimeout); err != nil {
 		return err
 	}
@@ -91,6 +91,31 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		return cli.Usagef("--stop-timeout %v: want a positive duration up to %v, e.g. 10s", *stopTimeout, channel.MaxStopGraceSeconds*time.Second)
 	}
 	state, err := statedir.Ensure(env.Getenv)
+	if err != nil {
+		return err
+	}
+	if *detach {
+		// What only the daemon decides (its attestd, TPM, PCR, agent) or
+		// what a detached launch has no use for is refused, not ignored.
+		var daemonOwned []string
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "attestd", "ca", "server-name", "insecure", "tpm", "pcr", "agent", "report", "console", "v":
+				daemonOwned = append(daemonOwned, "--"+f.Name)
+			}
+		})
+		if len(daemonOwned) > 0 {
+			return cli.Usagef("run -d: %s: the launcher daemon's own settings decide these (see 'launcher daemon --help'); drop them", strings.Join(daemonOwned, ", "))
+		}
+		req := &bulwarkv1.RunRequest{
+			Policy: *policyName, Image: *image, Args: fs.Args(), Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline,
+			Accel: *accel, Cpus: uint32(*cpus), MemoryMib: uint32(*mem), Template: *template,
+			BootTimeoutSeconds: uint32((*bootTimeout + time.Second - 1) / time.Second), StopTimeoutSeconds: uint32((*stopTimeout + time.Second - 1) / time.Second),
+			NoCgroup: *noCgroup, NoConfine: *noConfine,
+		}
+		return runDetached(ctx, env, req, signers, *socket, state, pullRef, pf)
+	}
+	ao, err := af.options()
 	if err != nil {
 		return err
 	}

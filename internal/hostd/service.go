@@ -1,0 +1,462 @@
+// Package hostd is the launcher's host service ('launcher daemon'): one
+// long-lived process per host that owns the host TPM, the launch log, the
+// loaded VM templates and every sandbox on the host, and serves the Host
+// API (api/bulwark/v1/host.proto) on a local unix socket. Each launch is
+// launch.Start's, as in a one-shot 'launcher run'; the sandbox then lives
+// in the service, its output in a log file, its state in a record on disk
+// (docs/daemon.md).
+package hostd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/internal/launch"
+	"github.com/bulwark-project/bulwark/tpm"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Config configures the host service.
+type Config struct {
+	// StateDir is the launcher's state directory (statedir): the launch
+	// log, templates, and SandboxesDir.
+	StateDir string
+	// Attestd is how every launch reaches attestd.
+	Attestd attestclient.Options
+	// TPM is the host TPM, open for the service's lifetime.
+	TPM *tpm.TPM
+	// PCR is the launch PCR (0: limits.DefaultLaunchPCR).
+	PCR int
+	// Agent is the guest agent binary for the default base initramfs
+	// ("": bulwark-agent beside the launcher).
+	Agent string
+	// LogLimit bounds each sandbox's output log (0: DefaultLogLimit).
+	LogLimit int64
+	Logger   *slog.Logger
+}
+
+// Service implements the Host API.
+type Service struct {
+	bulwarkv1.UnimplementedHostServer
+	cfg       Config
+	templates launch.TemplateCache
+
+	// ctx ends at Shutdown: launches in progress abort, running workloads
+	// are stopped gracefully.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	sandboxes map[string]*sandbox
+}
+
+// sandbox is one sandbox the service knows.
+type sandbox struct {
+	dir  string
+	log  *outputLog
+	done chan struct{} // closed when it has ended (closed at once for one loaded ended)
+
+	mu       sync.Mutex
+	info     *bulwarkv1.Sandbox
+	launched *launch.Launched   // while running
+	abort    context.CancelFunc // while launching
+}
+
+func (sb *sandbox) snapshot() *bulwarkv1.Sandbox {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return proto.Clone(sb.info).(*bulwarkv1.Sandbox)
+}
+
+// update changes the record and saves it.
+func (sb *sandbox) update(log *slog.Logger, f func(*bulwarkv1.Sandbox)) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	f(sb.info)
+	if err := writeRecord(sb.dir, sb.info); err != nil {
+		log.Error("saving the sandbox record", "sandbox", sb.info.GetId(), "err", err)
+	}
+}
+
+// New makes the service and loads the sandboxes a previous one left:
+// those it ran are reported lost (their QEMU died with it).
+func New(cfg Config) (*Service, error) {
+	if cfg.StateDir == "" || cfg.TPM == nil {
+		return nil, errors.New("hostd: a state directory and an open TPM are required")
+	}
+	if cfg.LogLimit <= 0 {
+		cfg.LogLimit = DefaultLogLimit
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	root := SandboxesDir(cfg.StateDir)
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("hostd: %w", err)
+	}
+	s := &Service{cfg: cfg, sandboxes: map[string]*sandbox{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	records, errs := loadRecords(root)
+	for _, err := range errs {
+		cfg.Logger.Warn("a sandbox record cannot be read; it is ignored", "err", err)
+	}
+	for _, r := range records {
+		done := make(chan struct{})
+		close(done)
+		dir := filepath.Join(root, r.GetId())
+		s.sandboxes[r.GetId()] = &sandbox{dir: dir, log: endedOutputLog(filepath.Join(dir, outputFile)), done: done, info: r}
+		if r.GetStatus() == StatusLost {
+			cfg.Logger.Warn("sandbox lost: the previous host service stopped while it ran", "sandbox", r.GetId())
+		}
+	}
+	return s, nil
+}
+
+// Shutdown aborts launches in progress, stops every running workload
+// gracefully (SIGTERM, then its stop timeout) and waits for them to end,
+// or for ctx.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.cancel()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	defer s.templates.Close()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run launches a sandbox and streams its progress until the workload runs.
+func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer) error {
+	o, err := runOptions(req)
+	if err != nil {
+		return err
+	}
+	// Tracked from here: Shutdown waits for the launch as for the sandbox.
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		return status.Error(codes.Unavailable, "the host service is shutting down")
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	ended := false
+	defer func() {
+		if !ended {
+			s.wg.Done()
+		}
+	}()
+
+	id, err := launch.NewSandboxID()
+	if err != nil {
+		return status.Errorf(codes.Internal, "sandbox id: %v", err)
+	}
+	dir := filepath.Join(SandboxesDir(s.cfg.StateDir), id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return status.Errorf(codes.Internal, "sandbox directory: %v", err)
+	}
+	log, err := createOutputLog(filepath.Join(dir, outputFile), s.cfg.LogLimit)
+	if err != nil {
+		os.RemoveAll(dir)
+		return status.Errorf(codes.Internal, "sandbox log: %v", err)
+	}
+	sb := &sandbox{dir: dir, log: log, done: make(chan struct{}), info: &bulwarkv1.Sandbox{
+		Id: id, Status: StatusCreated, Image: req.GetImage(), Policy: req.GetPolicy(), Args: req.GetArgs(),
+		CreatedUnixMs: time.Now().UnixMilli(), ExitCode: -1,
+	}}
+	sb.update(s.cfg.Logger, func(*bulwarkv1.Sandbox) {})
+	s.mu.Lock()
+	s.sandboxes[id] = sb
+	s.mu.Unlock()
+	s.cfg.Logger.Info("launching", "sandbox", id, "image", req.GetImage(), "policy", req.GetPolicy())
+
+	var sendMu sync.Mutex
+	send := func(ev *bulwarkv1.RunEvent) {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		_ = stream.Send(ev) // a client gone away ends the launch through ctx
+	}
+	o.SandboxID, o.StateDir, o.HostTPM, o.Templates = id, s.cfg.StateDir, s.cfg.TPM, &s.templates
+	o.Attestd, o.PCR, o.Agent, o.Logger = s.cfg.Attestd, s.cfg.PCR, s.cfg.Agent, s.cfg.Logger
+	o.Stdout, o.Stderr = log.writer(streamStdout), log.writer(streamStderr)
+	o.Progress = lineWriter(func(line string) {
+		send(&bulwarkv1.RunEvent{Event: &bulwarkv1.RunEvent_Progress{Progress: line}})
+	})
+	o.Warnings = lineWriter(func(line string) {
+		send(&bulwarkv1.RunEvent{Event: &bulwarkv1.RunEvent_Warning{Warning: line}})
+	})
+	// The launch ends when the client goes away, the service stops, or
+	// the sandbox is stopped or removed while it launches.
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	stopAfter := context.AfterFunc(s.ctx, cancel)
+	defer stopAfter()
+	sb.mu.Lock()
+	sb.abort = cancel
+	sb.mu.Unlock()
+
+	l, err := launch.Start(ctx, o)
+	if err != nil {
+		sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) {
+			i.Status, i.Error, i.EndedUnixMs = StatusFailed, err.Error(), time.Now().UnixMilli()
+			if l != nil {
+				r := l.Result()
+				i.Accel, i.Template, i.AttestationId = r.Accel, r.Template, r.AttestationID
+			}
+		})
+		log.end()
+		close(sb.done)
+		s.cfg.Logger.Warn("launch failed", "sandbox", id, "err", err)
+		return launchStatus(id, err)
+	}
+	r := l.Result()
+	sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) {
+		i.Status, i.Accel, i.Template, i.AttestationId, i.Secrets = StatusRunning, r.Accel, r.Template, r.AttestationID, r.Secrets
+		i.ImageDigest, i.StartMs, i.QemuPid = r.ImageDigest, r.StartMillis, int32(l.Sandbox().PID())
+		i.StartedUnixMs = time.Now().UnixMilli()
+	})
+	sb.mu.Lock()
+	sb.launched, sb.abort = l, nil
+	sb.mu.Unlock()
+	ended = true // the waiter owns the WaitGroup slot now
+	go s.wait(sb, l)
+	s.cfg.Logger.Info("sandbox running", "sandbox", id, "template", r.Template, "start_ms", r.StartMillis)
+	send(&bulwarkv1.RunEvent{Event: &bulwarkv1.RunEvent_Started{Started: sb.snapshot()}})
+	return nil
+}
+
+// wait waits for a running sandbox to end and records how it ended.
+func (s *Service) wait(sb *sandbox, l *launch.Launched) {
+	defer s.wg.Done()
+	res, err := l.Wait(s.ctx) // Shutdown: SIGTERM, the stop timeout, SIGKILL
+	l.Close()
+	sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) {
+		i.EndedUnixMs = time.Now().UnixMilli()
+		i.ExitCode, i.QemuPeakRssKib = int32(res.ExitCode), res.QEMUPeakRSSKiB
+		switch {
+		case err == nil:
+			i.Status = StatusExited
+		case errors.Is(err, launch.ErrInterrupted):
+			i.Status, i.Error = StatusExited, "stopped: the host service shut down"
+		default:
+			i.Status, i.Error = StatusFailed, err.Error()
+		}
+	})
+	sb.mu.Lock()
+	sb.launched = nil
+	sb.mu.Unlock()
+	sb.log.end()
+	close(sb.done)
+	info := sb.snapshot()
+	s.cfg.Logger.Info("sandbox ended", "sandbox", info.GetId(), "status", info.GetStatus(), "exit_code", info.GetExitCode())
+}
+
+// find returns the sandbox whose id is id or starts with it.
+func (s *Service) find(id string) (*sandbox, error) {
+	if id == "" {
+		return nil, status.Error(codes.InvalidArgument, "id: empty (give a sandbox id from 'launcher ps', or a unique prefix of one)")
+	}
+	if len(id) > 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		return nil, status.Errorf(codes.InvalidArgument, "id %q: want a sandbox id (hex digits) or a unique prefix of one", id)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb := s.sandboxes[id]; sb != nil {
+		return sb, nil
+	}
+	var found []*sandbox
+	for k, sb := range s.sandboxes {
+		if strings.HasPrefix(k, id) {
+			found = append(found, sb)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, status.Errorf(codes.NotFound, "no sandbox %s ('launcher ps -a' lists them)", id)
+	case 1:
+		return found[0], nil
+	}
+	return nil, status.Errorf(codes.InvalidArgument, "id %q: %d sandboxes start with it; give more digits", id, len(found))
+}
+
+// ListSandboxes lists running sandboxes, or all with req.All, oldest first.
+func (s *Service) ListSandboxes(_ context.Context, req *bulwarkv1.ListSandboxesRequest) (*bulwarkv1.ListSandboxesResponse, error) {
+	s.mu.Lock()
+	all := make([]*sandbox, 0, len(s.sandboxes))
+	for _, sb := range s.sandboxes {
+		all = append(all, sb)
+	}
+	s.mu.Unlock()
+	resp := &bulwarkv1.ListSandboxesResponse{}
+	for _, sb := range all {
+		info := sb.snapshot()
+		if req.GetAll() || info.GetStatus() == StatusRunning || info.GetStatus() == StatusCreated {
+			resp.Sandboxes = append(resp.Sandboxes, info)
+		}
+	}
+	sort.Slice(resp.Sandboxes, func(i, j int) bool {
+		a, b := resp.Sandboxes[i], resp.Sandboxes[j]
+		if a.GetCreatedUnixMs() != b.GetCreatedUnixMs() {
+			return a.GetCreatedUnixMs() < b.GetCreatedUnixMs()
+		}
+		return a.GetId() < b.GetId()
+	})
+	return resp, nil
+}
+
+// InspectSandbox describes one sandbox.
+func (s *Service) InspectSandbox(_ context.Context, req *bulwarkv1.InspectSandboxRequest) (*bulwarkv1.Sandbox, error) {
+	sb, err := s.find(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return sb.snapshot(), nil
+}
+
+// Logs streams a sandbox's output.
+func (s *Service) Logs(req *bulwarkv1.LogsRequest, stream bulwarkv1.Host_LogsServer) error {
+	sb, err := s.find(req.GetId())
+	if err != nil {
+		return err
+	}
+	err = sb.log.follow(stream.Context(), req.GetFollow(), func(st byte, data []byte) error {
+		return stream.Send(&bulwarkv1.LogChunk{Stream: bulwarkv1.LogChunk_Stream(st), Data: data})
+	})
+	if err != nil && stream.Context().Err() == nil {
+		return status.Errorf(codes.Internal, "sandbox %s: logs: %v", sb.snapshot().GetId(), err)
+	}
+	return nil
+}
+
+// MaxStopGraceSeconds bounds StopSandboxRequest.grace_seconds.
+const MaxStopGraceSeconds = 300
+
+// stopMargin is how long, past the grace period, the workload's exit
+// status may take to come back before the VM is torn down.
+const stopMargin = 10 * time.Second
+
+// StopSandbox stops a running workload gracefully and waits for its end.
+func (s *Service) StopSandbox(ctx context.Context, req *bulwarkv1.StopSandboxRequest) (*bulwarkv1.Sandbox, error) {
+	if req.GetGraceSeconds() > MaxStopGraceSeconds {
+		return nil, status.Errorf(codes.InvalidArgument, "grace_seconds: %d is more than %d", req.GetGraceSeconds(), MaxStopGraceSeconds)
+	}
+	sb, err := s.find(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	grace := time.Duration(req.GetGraceSeconds()) * time.Second
+	if grace == 0 {
+		grace = launch.DefaultStopGrace
+	}
+	sb.mu.Lock()
+	l := sb.launched
+	sb.mu.Unlock()
+	if l != nil {
+		if err := l.Sandbox().Stop(grace); err != nil {
+			l.Sandbox().Abort("stop: " + err.Error())
+		}
+		t := time.NewTimer(grace + stopMargin)
+		defer t.Stop()
+		select {
+		case <-sb.done:
+		case <-t.C:
+			l.Sandbox().Abort("stop: the workload did not exit after SIGKILL")
+			<-sb.done
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	} else {
+		sb.mu.Lock()
+		abort := sb.abort
+		sb.mu.Unlock()
+		if abort != nil { // a launch in progress: it ends here
+			abort()
+		}
+		select {
+		case <-sb.done:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	return sb.snapshot(), nil
+}
+
+// RemoveSandbox forgets an ended sandbox (killing it first with force).
+func (s *Service) RemoveSandbox(ctx context.Context, req *bulwarkv1.RemoveSandboxRequest) (*bulwarkv1.RemoveSandboxResponse, error) {
+	sb, err := s.find(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	info := sb.snapshot()
+	select {
+	case <-sb.done:
+	default:
+		if !req.GetForce() {
+			return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is %s: stop it first ('launcher stop %s'), or remove it with --force", info.GetId(), info.GetStatus(), info.GetId()[:12])
+		}
+		sb.mu.Lock()
+		l, abort := sb.launched, sb.abort
+		sb.mu.Unlock()
+		if l != nil {
+			l.Sandbox().Abort("removed with --force")
+		}
+		if abort != nil {
+			abort()
+		}
+		select {
+		case <-sb.done:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	s.mu.Lock()
+	delete(s.sandboxes, info.GetId())
+	s.mu.Unlock()
+	if err := os.RemoveAll(sb.dir); err != nil {
+		return nil, status.Errorf(codes.Internal, "removing %s: %v", sb.dir, err)
+	}
+	s.cfg.Logger.Info("sandbox removed", "sandbox", info.GetId())
+	return &bulwarkv1.RemoveSandboxResponse{Id: info.GetId()}, nil
+}
+
+// launchStatus is the gRPC status of a failed launch; the message keeps
+// every reason launch gave.
+func launchStatus(id string, err error) error {
+	code := codes.Aborted
+	switch {
+	case errors.Is(err, launch.ErrRefused), errors.Is(err, launch.ErrDenied):
+		code = codes.PermissionDenied
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	}
+	return status.Errorf(code, "sandbox %s: %v", id, err)
+}
+
+// lineWriter calls f with each complete line written, without its
+// newline and without the "launcher: " prefix launch puts first.
+type lineWriter func(string)
+
+func (f lineWriter) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		f(strings.TrimPrefix(line, "launcher: "))
+	}
+	return len(p), nil
+}

@@ -1,0 +1,126 @@
+package hostd
+
+import (
+	"crypto"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/launch"
+	"github.com/bulwark-project/bulwark/kvm"
+	"github.com/bulwark-project/bulwark/kvm/channel"
+	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/signing"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Bounds of a RunRequest (everything else is bounded by the launch).
+const (
+	maxPath       = 4096
+	maxArgs       = 1024
+	maxArgsBytes  = 256 << 10
+	maxSigners    = 16
+	maxName       = 256
+	maxBootTimout = 3600
+)
+
+// runOptions checks a RunRequest and turns it into launch.Options (without
+// what the service adds: id, TPM, attestd, output). A bad field is
+// InvalidArgument naming it.
+func runOptions(req *bulwarkv1.RunRequest) (launch.Options, error) {
+	bad := func(field, format string, a ...any) (launch.Options, error) {
+		return launch.Options{}, status.Errorf(codes.InvalidArgument, "%s: %s", field, fmt.Sprintf(format, a...))
+	}
+	if !policy.ValidName(req.GetPolicy()) {
+		return bad("policy", "%q is not a policy name (the admin policy attestd judges the launch by)", trunc(req.GetPolicy()))
+	}
+	for _, p := range []struct {
+		field, path string
+		required    bool
+	}{{"image", req.GetImage(), true}, {"kernel", req.GetKernel(), false}, {"initrd", req.GetInitrd(), false}} {
+		if p.path == "" && !p.required {
+			continue
+		}
+		if len(p.path) > maxPath || strings.IndexByte(p.path, 0) >= 0 || !filepath.IsAbs(p.path) {
+			return bad(p.field, "%q: want an absolute path on the host (the host service does not share the client's directory)", trunc(p.path))
+		}
+	}
+	if len(req.GetArgs()) > maxArgs {
+		return bad("args", "%d arguments, at most %d", len(req.GetArgs()), maxArgs)
+	}
+	total := 0
+	for i, a := range req.GetArgs() {
+		total += len(a)
+		if strings.IndexByte(a, 0) >= 0 {
+			return bad("args", "argument %d contains a NUL byte", i)
+		}
+	}
+	if total > maxArgsBytes {
+		return bad("args", "%d bytes, at most %d", total, maxArgsBytes)
+	}
+	if err := policy.CheckCmdline(req.GetCmdline()); err != nil {
+		return bad("cmdline", "%v", err)
+	}
+	if len(req.GetSigners()) > maxSigners {
+		return bad("signers", "%d keys, at most %d", len(req.GetSigners()), maxSigners)
+	}
+	var signers []crypto.PublicKey
+	for i, pem := range req.GetSigners() {
+		pub, err := signing.LoadVerifier(pem)
+		if err != nil {
+			return bad("signers", "key %d: %v", i, err)
+		}
+		signers = append(signers, pub)
+	}
+	accel := req.GetAccel()
+	switch accel {
+	case "":
+		accel = kvm.AccelAuto
+	case kvm.AccelAuto, kvm.AccelKVM, kvm.AccelTCG:
+	default:
+		return bad("accel", "%q: want auto, kvm or tcg", trunc(accel))
+	}
+	cpus, mem := int(req.GetCpus()), int(req.GetMemoryMib())
+	if cpus == 0 {
+		cpus = 1
+	}
+	if mem == 0 {
+		mem = 512
+	}
+	if cpus < kvm.MinCPUs || cpus > kvm.MaxCPUs {
+		return bad("cpus", "%d: want %d..%d", cpus, kvm.MinCPUs, kvm.MaxCPUs)
+	}
+	if mem < kvm.MinMemoryMiB || mem > kvm.MaxMemoryMiB {
+		return bad("memory_mib", "%d: want %d..%d", mem, kvm.MinMemoryMiB, kvm.MaxMemoryMiB)
+	}
+	if len(req.GetTemplate()) > maxName || strings.ContainsAny(req.GetTemplate(), "/\x00") {
+		return bad("template", "%q: want a template name from 'launcher template ls', or none", trunc(req.GetTemplate()))
+	}
+	boot := time.Duration(req.GetBootTimeoutSeconds()) * time.Second
+	if boot == 0 {
+		boot = 120 * time.Second
+	}
+	if req.GetBootTimeoutSeconds() > maxBootTimout {
+		return bad("boot_timeout_seconds", "%d: at most %d", req.GetBootTimeoutSeconds(), maxBootTimout)
+	}
+	stop := time.Duration(req.GetStopTimeoutSeconds()) * time.Second
+	if req.GetStopTimeoutSeconds() > channel.MaxStopGraceSeconds {
+		return bad("stop_timeout_seconds", "%d: at most %d", req.GetStopTimeoutSeconds(), channel.MaxStopGraceSeconds)
+	}
+	return launch.Options{
+		Policy: req.GetPolicy(), Image: req.GetImage(), Args: req.GetArgs(), Kernel: req.GetKernel(), Initrd: req.GetInitrd(),
+		Cmdline: req.GetCmdline(), Signers: signers, Accel: accel, CPUs: cpus, MemoryMiB: mem, Template: req.GetTemplate(),
+		BootTimeout: boot, StopGrace: stop, NoCgroup: req.GetNoCgroup(), NoConfine: req.GetNoConfine(),
+	}, nil
+}
+
+// trunc shortens a rejected value for an error message.
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

@@ -1,0 +1,314 @@
+package launchercmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/hostd"
+	"github.com/bulwark-project/bulwark/internal/statedir"
+	"github.com/bulwark-project/bulwark/kvm/channel"
+	"google.golang.org/grpc/status"
+)
+
+// The host service's clients: ps, logs, stop, inspect, rm (and run -d in
+// run.go). Each finds the daemon's socket as the daemon does.
+
+func init() {
+	Program.Register(&cli.Command{
+		Name:    "ps",
+		Summary: "list the sandboxes of this host's launcher daemon",
+		Usage:   "[-a] [--json] [--socket PATH]",
+		Run:     runPs,
+	})
+	Program.Register(&cli.Command{
+		Name:    "logs",
+		Summary: "print a sandbox's workload output (stdout and stderr)",
+		Usage:   "[-f] [--socket PATH] ID",
+		Run:     runLogs,
+	})
+	Program.Register(&cli.Command{
+		Name:    "stop",
+		Summary: "stop a sandbox's workload: SIGTERM, then SIGKILL after --time",
+		Usage:   "[--time 10s] [--socket PATH] ID...",
+		Run:     runStop,
+	})
+	Program.Register(&cli.Command{
+		Name:    "inspect",
+		Summary: "describe a sandbox as JSON: image, policy, attestation, status, exit code",
+		Usage:   "[--socket PATH] ID",
+		Run:     runInspect,
+	})
+	Program.Register(&cli.Command{
+		Name:    "rm",
+		Summary: "forget ended sandboxes and delete their logs",
+		Usage:   "[-f] [--socket PATH] ID...",
+		Run:     runRm,
+	})
+}
+
+// socketFlag is --socket, shared by the daemon's clients.
+func socketFlag(fs *flag.FlagSet, env *cli.Env) *string {
+	return fs.String("socket", env.Getenv("BULWARK_SOCKET"), "the launcher daemon's socket (env BULWARK_SOCKET; default launcher.sock in the state directory)")
+}
+
+// dialDaemon connects to the daemon at socket (default: the state
+// directory's).
+func dialDaemon(env *cli.Env, socket string) (*hostd.Client, error) {
+	if socket == "" {
+		dir, err := statedir.Dir(env.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		socket = hostd.DefaultSocket(dir)
+	}
+	return hostd.Dial(socket)
+}
+
+// daemonError turns a gRPC error into its message (the daemon's messages
+// say what to do).
+func daemonError(err error) error {
+	if st, ok := status.FromError(err); ok {
+		return errors.New(st.Message())
+	}
+	return err
+}
+
+func runPs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	all := fs.Bool("a", false, "ended sandboxes too")
+	asJSON := fs.Bool("json", false, "print the sandboxes as a JSON array")
+	socket := socketFlag(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cli.Usagef("ps takes no arguments")
+	}
+	c, err := dialDaemon(env, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := c.ListSandboxes(ctx, &bulwarkv1.ListSandboxesRequest{All: *all})
+	if err != nil {
+		return daemonError(err)
+	}
+	if *asJSON {
+		out := make([]sandboxJSON, 0, len(resp.GetSandboxes()))
+		for _, sb := range resp.GetSandboxes() {
+			out = append(out, toJSON(sb))
+		}
+		return printJSON(env, out)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SANDBOX\tSTATUS\tIMAGE\tPOLICY\tCREATED\tSTART\tTEMPLATE")
+	for _, sb := range resp.GetSandboxes() {
+		st := sb.GetStatus()
+		if st == hostd.StatusExited {
+			st = fmt.Sprintf("exited (%d)", sb.GetExitCode())
+		}
+		start := "-"
+		if sb.GetStartMs() > 0 {
+			start = fmt.Sprintf("%d ms", sb.GetStartMs())
+		}
+		tpl := sb.GetTemplate()
+		if tpl == "" {
+			tpl = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", sb.GetId()[:12], st, shortPath(sb.GetImage()), sb.GetPolicy(),
+			time.Since(time.UnixMilli(sb.GetCreatedUnixMs())).Round(time.Second), start, tpl)
+	}
+	return tw.Flush()
+}
+
+// sandboxJSON is how ps --json and inspect print a sandbox. Field names
+// are stable.
+type sandboxJSON struct {
+	ID             string   `json:"id"`
+	Status         string   `json:"status"`
+	Image          string   `json:"image"`
+	ImageDigest    string   `json:"image_digest,omitempty"`
+	Policy         string   `json:"policy"`
+	Args           []string `json:"args"`
+	Accelerator    string   `json:"accelerator,omitempty"`
+	Template       string   `json:"template,omitempty"`
+	AttestationID  string   `json:"attestation_id,omitempty"`
+	Secrets        []string `json:"secrets"`
+	Created        string   `json:"created"`
+	Started        string   `json:"started,omitempty"`
+	Ended          string   `json:"ended,omitempty"`
+	ExitCode       int32    `json:"exit_code"`
+	Error          string   `json:"error,omitempty"`
+	StartMillis    int64    `json:"start_ms,omitempty"`
+	QEMUPID        int32    `json:"qemu_pid,omitempty"`
+	QEMUPeakRSSMiB float64  `json:"qemu_peak_rss_mib,omitempty"`
+}
+
+func toJSON(sb *bulwarkv1.Sandbox) sandboxJSON {
+	ts := func(ms int64) string {
+		if ms == 0 {
+			return ""
+		}
+		return time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
+	}
+	j := sandboxJSON{
+		ID: sb.GetId(), Status: sb.GetStatus(), Image: sb.GetImage(), ImageDigest: sb.GetImageDigest(), Policy: sb.GetPolicy(),
+		Args: sb.GetArgs(), Accelerator: sb.GetAccel(), Template: sb.GetTemplate(), AttestationID: sb.GetAttestationId(),
+		Secrets: sb.GetSecrets(), Created: ts(sb.GetCreatedUnixMs()), Started: ts(sb.GetStartedUnixMs()), Ended: ts(sb.GetEndedUnixMs()),
+		ExitCode: sb.GetExitCode(), Error: sb.GetError(), StartMillis: sb.GetStartMs(), QEMUPID: sb.GetQemuPid(),
+		QEMUPeakRSSMiB: mib(sb.GetQemuPeakRssKib()),
+	}
+	if j.Args == nil {
+		j.Args = []string{}
+	}
+	if j.Secrets == nil {
+		j.Secrets = []string{}
+	}
+	return j
+}
+
+// shortPath keeps the end of a long path for a table.
+func shortPath(p string) string {
+	if len(p) <= 40 {
+		return p
+	}
+	return "..." + p[len(p)-37:]
+}
+
+func oneID(fs *flag.FlagSet, cmd string) (string, error) {
+	if fs.NArg() != 1 {
+		return "", cli.Usagef("%s takes one sandbox id (from 'launcher ps'), got %d arguments", cmd, fs.NArg())
+	}
+	return fs.Arg(0), nil
+}
+
+func runLogs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	follow := fs.Bool("f", false, "follow: keep printing output until the sandbox ends")
+	socket := socketFlag(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	id, err := oneID(fs, "logs")
+	if err != nil {
+		return err
+	}
+	c, err := dialDaemon(env, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stream, err := c.Logs(ctx, &bulwarkv1.LogsRequest{Id: id, Follow: *follow})
+	if err != nil {
+		return daemonError(err)
+	}
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil { // Ctrl-C while following
+				return &cli.ExitError{Code: ExitInterrupted}
+			}
+			return daemonError(err)
+		}
+		w := env.Stdout
+		if chunk.GetStream() == bulwarkv1.LogChunk_STREAM_STDERR {
+			w = env.Stderr
+		}
+		if _, err := w.Write(chunk.GetData()); err != nil {
+			return err
+		}
+	}
+}
+
+func runStop(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	grace := fs.Duration("time", 10*time.Second, "how long the workload has to exit after SIGTERM before it is killed")
+	socket := socketFlag(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return cli.Usagef("stop takes one or more sandbox ids (from 'launcher ps')")
+	}
+	if *grace <= 0 || *grace > hostd.MaxStopGraceSeconds*time.Second || *grace > channel.MaxStopGraceSeconds*time.Second {
+		return cli.Usagef("--time %v: want a positive duration up to %ds, e.g. 10s", *grace, hostd.MaxStopGraceSeconds)
+	}
+	c, err := dialDaemon(env, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var failed []string
+	for _, id := range fs.Args() {
+		sb, err := c.StopSandbox(ctx, &bulwarkv1.StopSandboxRequest{Id: id, GraceSeconds: uint32((*grace + time.Second - 1) / time.Second)})
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "launcher: stop %s: %v\n", id, daemonError(err))
+			failed = append(failed, id)
+			continue
+		}
+		fmt.Fprintf(env.Stdout, "%s %s (exit code %d)\n", sb.GetId(), sb.GetStatus(), sb.GetExitCode())
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("could not stop %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func runInspect(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	socket := socketFlag(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	id, err := oneID(fs, "inspect")
+	if err != nil {
+		return err
+	}
+	c, err := dialDaemon(env, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sb, err := c.InspectSandbox(ctx, &bulwarkv1.InspectSandboxRequest{Id: id})
+	if err != nil {
+		return daemonError(err)
+	}
+	return printJSON(env, toJSON(sb))
+}
+
+func runRm(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	force := fs.Bool("f", false, "kill and remove running sandboxes too")
+	socket := socketFlag(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return cli.Usagef("rm takes one or more sandbox ids (from 'launcher ps -a')")
+	}
+	c, err := dialDaemon(env, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var failed []string
+	for _, id := range fs.Args() {
+		resp, err := c.RemoveSandbox(ctx, &bulwarkv1.RemoveSandboxRequest{Id: id, Force: *force})
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "launcher: rm %s: %v\n", id, daemonError(err))
+			failed = append(failed, id)
+			continue
+		}
+		fmt.Fprintln(env.Stdout, resp.GetId())
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("could not remove %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
