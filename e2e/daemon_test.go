@@ -1,0 +1,302 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// daemon is a running 'launcher daemon' of an env.
+type daemon struct {
+	cmd    *exec.Cmd
+	log    *syncBuffer
+	exited chan struct{}
+}
+
+// startDaemon starts 'launcher daemon' and waits until it serves; it is
+// stopped when t ends.
+func (e *env) startDaemon(t *testing.T) *daemon {
+	t.Helper()
+	c := e.cmd("launcher", "daemon", "--attestd", e.addr, "--ca", e.ca)
+	d := &daemon{cmd: c, log: &syncBuffer{}, exited: make(chan struct{})}
+	pr, pw := io.Pipe()
+	c.Stdout, c.Stderr = pw, pw
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	serving := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		once := false
+		for sc.Scan() {
+			d.log.WriteString(sc.Text() + "\n")
+			if !once && strings.Contains(sc.Text(), "launcher daemon serving") {
+				once = true
+				close(serving)
+			}
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	go func() { c.Wait(); pw.Close(); close(d.exited) }()
+	t.Cleanup(func() {
+		c.Process.Signal(syscall.SIGTERM)
+		<-d.exited
+		if t.Failed() {
+			t.Logf("launcher daemon log:\n%s", d.log.String())
+		}
+	})
+	select {
+	case <-serving:
+	case <-d.exited:
+		t.Fatalf("launcher daemon exited before serving:\n%s", d.log.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("launcher daemon did not serve in 60 s:\n%s", d.log.String())
+	}
+	return d
+}
+
+// psEntry is what 'launcher ps --json' and 'inspect' print.
+type psEntry struct {
+	ID            string   `json:"id"`
+	Status        string   `json:"status"`
+	Policy        string   `json:"policy"`
+	AttestationID string   `json:"attestation_id"`
+	Secrets       []string `json:"secrets"`
+	ExitCode      int      `json:"exit_code"`
+	Error         string   `json:"error"`
+	QEMUPID       int      `json:"qemu_pid"`
+}
+
+func (e *env) ps(t *testing.T, all bool) map[string]psEntry {
+	t.Helper()
+	args := []string{"ps", "--json"}
+	if all {
+		args = append(args, "-a")
+	}
+	out, err := e.cmd("launcher", args...).Output()
+	if err != nil {
+		t.Fatalf("launcher ps: %v", err)
+	}
+	var list []psEntry
+	if err := json.Unmarshal(out, &list); err != nil {
+		t.Fatalf("ps --json: %v\n%s", err, out)
+	}
+	m := map[string]psEntry{}
+	for _, p := range list {
+		m[p.ID] = p
+	}
+	return m
+}
+
+// runDetached is 'launcher run -d' of the looping image; it returns the
+// sandbox id.
+func (e *env) runDetached(t *testing.T) string {
+	t.Helper()
+	c := e.cmd("launcher", "run", "-d", "--policy", "daemon", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+		"--image", "loop-image", "--signer", e.path("cosign.pub"), "--template", "none", "--stop-timeout", "3s")
+	var so, se bytes.Buffer
+	c.Stdout, c.Stderr = &so, &se
+	if err := c.Run(); err != nil {
+		t.Fatalf("run -d: %v\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
+	}
+	id := strings.TrimSpace(so.String())
+	if len(id) != 32 {
+		t.Fatalf("run -d printed %q, want a sandbox id", id)
+	}
+	return id
+}
+
+// waitGone waits until no process has pid (QEMU is reaped by someone).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("QEMU (pid %d) still runs 30 s after its owner died", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The host service through the real binaries: a detached sandbox runs,
+// ps/logs/inspect/stop/rm work on it, bad requests are refused, a daemon
+// killed with -9 takes its sandboxes' QEMUs with it and reports them lost
+// when it comes back, and SIGTERM stops every workload gracefully.
+func TestDaemonSandboxes(t *testing.T) {
+	e := setup(t)
+	e.must("launcher", "image", "build", "-o", e.path("loop-image"), "--busybox", "sh,echo,cat,sha256sum,cut,sleep",
+		"--entrypoint", "/bin/sh", "--cmd", "-c",
+		"--cmd", `echo "fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; i=0; while :; do echo "tick $i"; echo "err $i" >&2; i=$((i+1)); sleep 1; done`)
+	e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("loop-image"))
+	e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+		"--image", e.path("loop-image"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "daemon",
+		"-o", e.path("attestd/policies/daemon.yaml"))
+	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+	sum := sha256.Sum256(e.secret)
+	fingerprint := "fingerprint " + hex.EncodeToString(sum[:])
+
+	// Without a daemon, its clients say how to start one.
+	if out, err := e.cmd("launcher", "ps").CombinedOutput(); err == nil || !strings.Contains(string(out), "launcher daemon") {
+		t.Fatalf("ps without a daemon: %v\n%s", err, out)
+	}
+	top := t // daemons started in subtests outlive them
+	d := e.startDaemon(t)
+	// A second daemon on the same state directory is refused.
+	if out, err := e.cmd("launcher", "daemon", "--attestd", e.addr, "--ca", e.ca).CombinedOutput(); err == nil || !strings.Contains(string(out), "another launcher daemon") {
+		t.Fatalf("a second daemon: %v\n%s", err, out)
+	}
+
+	id := e.runDetached(t)
+	sb, ok := e.ps(t, false)[id]
+	if !ok || sb.Status != "running" || sb.Policy != "daemon" || sb.AttestationID == "" || len(sb.Secrets) != 1 {
+		t.Fatalf("ps: %+v (ok %v)", sb, ok)
+	}
+
+	t.Run("logs -f follows the output, stdout and stderr apart", func(t *testing.T) {
+		c := e.cmd("launcher", "logs", "-f", id[:8])
+		so, err := c.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var se syncBuffer
+		c.Stderr = writerTo(&se)
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Process.Kill()
+		sc := bufio.NewScanner(so)
+		var lines []string
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+			if sc.Text() == "tick 2" {
+				break
+			}
+		}
+		if len(lines) < 2 || lines[0] != fingerprint {
+			t.Fatalf("stdout of logs -f: %q, want the fingerprint first, then ticks", lines)
+		}
+		if strings.Contains(strings.Join(lines, "\n"), "err ") {
+			t.Errorf("stderr lines on stdout: %q", lines)
+		}
+		c.Process.Kill()
+		c.Wait()
+		if !strings.Contains(se.String(), "err 0") {
+			t.Errorf("stderr of logs -f: %q, want the workload's stderr", se.String())
+		}
+	})
+
+	t.Run("bad requests are refused, naming what is wrong", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			code int
+			want string
+		}{
+			{[]string{"run", "-d", "--attestd", e.addr, "--policy", "daemon", "--image", "loop-image"}, 2, "--attestd"},
+			{[]string{"run", "-d", "--policy", "no/such", "--image", "loop-image"}, 2, "policy"},
+			{[]string{"logs", "ffffffff"}, 1, "no sandbox ffffffff"},
+			{[]string{"logs", "not-hex"}, 1, "want a sandbox id"},
+			{[]string{"stop", "--time", "0s", id}, 2, "--time"},
+			{[]string{"rm", id}, 1, "stop it first"},
+			{[]string{"inspect"}, 2, "one sandbox id"},
+		} {
+			out, err := e.cmd("launcher", tc.args...).CombinedOutput()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != tc.code || !strings.Contains(string(out), tc.want) {
+				t.Errorf("launcher %s: exit %d, want %d and %q:\n%s", strings.Join(tc.args, " "), code, tc.code, tc.want, out)
+			}
+		}
+	})
+
+	t.Run("stop ends the workload gracefully and keeps its record", func(t *testing.T) {
+		out := e.must("launcher", "stop", "--time", "5s", id[:10])
+		if !strings.Contains(out, id+" exited (exit code 143)") { // sh dies of SIGTERM
+			t.Fatalf("stop: %s", out)
+		}
+		if _, ok := e.ps(t, false)[id]; ok {
+			t.Error("ps lists a stopped sandbox without -a")
+		}
+		var got psEntry
+		if err := json.Unmarshal([]byte(e.must("launcher", "inspect", id)), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != "exited" || got.ExitCode != 143 {
+			t.Errorf("inspect after stop: %+v", got)
+		}
+		waitGone(t, got.QEMUPID)
+		logs := e.must("launcher", "logs", id)
+		if !strings.Contains(logs, fingerprint) || !strings.Contains(logs, "tick 1") {
+			t.Errorf("logs after stop:\n%s", logs)
+		}
+		e.must("launcher", "rm", id)
+		if _, ok := e.ps(t, true)[id]; ok {
+			t.Error("ps -a lists a removed sandbox")
+		}
+		if _, err := os.Stat(filepath.Join(e.state, "sandboxes", id)); !os.IsNotExist(err) {
+			t.Errorf("rm left the sandbox's directory: %v", err)
+		}
+	})
+
+	t.Run("kill -9 of the daemon: its QEMUs end, and it reports them lost", func(t *testing.T) {
+		lostID := e.runDetached(t)
+		pid := e.ps(t, false)[lostID].QEMUPID
+		if pid == 0 {
+			t.Fatal("no QEMU pid")
+		}
+		d.cmd.Process.Kill()
+		<-d.exited
+		waitGone(t, pid)
+		d = e.startDaemon(top)
+		got := e.ps(t, true)[lostID]
+		if got.Status != "lost" || !strings.Contains(got.Error, "stopped while the sandbox ran") {
+			t.Fatalf("after a restart: %+v", got)
+		}
+		e.must("launcher", "rm", lostID)
+	})
+
+	t.Run("SIGTERM of the daemon stops every workload gracefully", func(t *testing.T) {
+		ids := []string{e.runDetached(t), e.runDetached(t)}
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("the daemon did not stop within 60 s of SIGTERM:\n%s", d.log.String())
+		}
+		d = e.startDaemon(top)
+		all := e.ps(t, true)
+		for _, id := range ids {
+			if got := all[id]; got.Status != "exited" || got.ExitCode != 143 || !strings.Contains(got.Error, "host service shut down") {
+				t.Errorf("%s after SIGTERM: %+v", id, got)
+			}
+		}
+	})
+}
+
+// writerTo adapts a syncBuffer to an io.Writer.
+func writerTo(b *syncBuffer) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		b.WriteString(string(p))
+		return len(p), nil
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
