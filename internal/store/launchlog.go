@@ -21,8 +21,9 @@ import (
 //
 // The TPM obfuscates both counters in quotes by keys outside the
 // endorsement hierarchy (the AK is the owner's), with a mask fixed per key:
-// they are compared for equality only. Clock, the TPM's powered time in
-// milliseconds, is not obfuscated and orders boot cycles.
+// they are compared for equality only, and nothing orders boot cycles
+// (Clock, the TPM's powered time in milliseconds, may go back after a
+// disorderly shutdown: it is kept for the record, not compared).
 type LaunchPrefix struct {
 	NodeID       string
 	ResetCount   uint32
@@ -86,8 +87,9 @@ type LaunchLogs interface {
 	//     ErrConflict), and the records after it are added;
 	//   - in another boot cycle (or with no prefix stored), p replaces the
 	//     stored prefix and all its records, if recs start at record 0
-	//     and p.Clock is not before the stored prefix's (else ErrConflict:
-	//     a quote from an older boot cycle arrived late).
+	//     (else ErrConflict). The last writer wins: a quote of an older
+	//     boot cycle that arrives late (within its nonce's lifetime) costs
+	//     the host one whole log on its next attestation, nothing more.
 	// ErrNotFound if the node does not exist; ErrInvalid for malformed
 	// input.
 	AdvanceLaunchPrefix(ctx context.Context, p LaunchPrefix, recs []PrefixRecord) (LaunchPrefix, error)
@@ -127,9 +129,6 @@ func validatePrefix(p *LaunchPrefix, recs []PrefixRecord) error {
 // records to add, the prefix to store (nil: keep the stored one).
 func advancePlan(old *LaunchPrefix, p *LaunchPrefix, recs []PrefixRecord) (replace bool, add []PrefixRecord, err error) {
 	if old == nil || !old.SameBoot(p.ResetCount, p.RestartCount) {
-		if old != nil && p.Clock < old.Clock {
-			return false, nil, fmt.Errorf("launch prefix of node %s: quote from an earlier TPM boot cycle (clock %d, stored %d): %w", p.NodeID, p.Clock, old.Clock, ErrConflict)
-		}
 		if recs[0].RecNum != 0 {
 			return false, nil, fmt.Errorf("launch prefix of node %s: a new boot cycle's prefix must start at record 0, not %d: %w", p.NodeID, recs[0].RecNum, ErrConflict)
 		}
