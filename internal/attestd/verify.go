@@ -188,19 +188,8 @@ func prefixUnknown(format string, a ...any) error {
 }
 
 // IsLaunchLogPrefixUnknown reports whether err is attestd's refusal of an
-// incremental launch log (ReasonLaunchLogPrefixUnknown): send the whole log.
-func IsLaunchLogPrefixUnknown(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.FailedPrecondition {
-		return false
-	}
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetReason() == bulwarkv1.ReasonLaunchLogPrefixUnknown && ei.GetDomain() == bulwarkv1.ErrorDomain {
-			return true
-		}
-	}
-	return false
-}
+// incremental launch log: bulwarkv1.IsLaunchLogPrefixUnknown.
+func IsLaunchLogPrefixUnknown(err error) bool { return bulwarkv1.IsLaunchLogPrefixUnknown(err) }
 
 // heldEvents is how many records the stored prefix holds (0: none).
 func heldEvents(held *store.PrefixView) uint64 {
