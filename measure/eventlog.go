@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/bulwark-project/bulwark/tpm/limits"
@@ -21,8 +22,16 @@ const (
 	// COS event type (80), it names our own content.
 	LaunchEventContentType uint8 = 0xB1
 
-	// MaxLogSize bounds a whole encoded launch event log.
+	// MaxLogSize bounds the encoded launch event records that one
+	// ParseLog or ParseLogFrom call accepts: what one attestation request
+	// may carry. The host's log file itself is not bounded (ReadLogFile):
+	// a host sends attestd only the records after the prefix attestd has
+	// verified (docs/eventlog.md "Incremental logs").
 	MaxLogSize = 4 << 20
+
+	// MaxRecordSize bounds one encoded record: its launch event content
+	// (MaxEventSize) and the record number, PCR and digests around it.
+	MaxRecordSize = MaxEventSize + 256
 
 	celTypeRecnum  = 0 // CEL recnum: 8-byte big-endian record number
 	celTypePCR     = 1 // CEL pcr: 1-byte PCR index
@@ -112,12 +121,18 @@ func (r *Record) DigestFor(a Alg) []byte {
 	return nil
 }
 
-// Log is a launch event log being built or read back. A Log is not safe for
-// concurrent use.
+// Log is a launch event log being built or read back, or a part of one
+// (ParseLogFrom): its records are numbered First, First+1, ... A Log is
+// not safe for concurrent use.
 type Log struct {
 	records []Record
 	size    int
+	first   uint64
 }
+
+// First is the record number of the log's first record: 0 for a whole
+// log, the offset for a part of one (ParseLogFrom).
+func (l *Log) First() uint64 { return l.first }
 
 // Extender extends digest into PCR pcr of the bank of algorithm a (a TPM's
 // PCR_Extend, in practice).
@@ -142,7 +157,7 @@ func (l *Log) Append(e *LaunchEvent, pcr int, algs []Alg, extend Extender) (Reco
 	ev := *e // the record keeps its own copy, consistent with Content
 	ev.Args = append([]string(nil), e.Args...)
 	ev.GuestPublicKey = append([]byte(nil), e.GuestPublicKey...)
-	rec := Record{RecNum: uint64(len(l.records)), PCR: pcr, Event: &ev, Content: content}
+	rec := Record{RecNum: l.first + uint64(len(l.records)), PCR: pcr, Event: &ev, Content: content}
 	seen := map[Alg]bool{}
 	for _, a := range algs {
 		if err := a.check(); err != nil {
@@ -158,9 +173,6 @@ func (l *Log) Append(e *LaunchEvent, pcr int, algs []Alg, extend Extender) (Reco
 	}
 	sort.Slice(rec.Digests, func(i, j int) bool { return rec.Digests[i].Alg.TPMAlgID() < rec.Digests[j].Alg.TPMAlgID() })
 	n := len(encodeRecord(nil, &rec))
-	if l.size+n > MaxLogSize {
-		return Record{}, fmt.Errorf("append launch event: log would exceed %d bytes", MaxLogSize)
-	}
 	if extend != nil {
 		for _, d := range rec.Digests {
 			if err := extend(d.Alg, pcr, d.Digest); err != nil {
@@ -202,29 +214,88 @@ func (l *Log) Encode() []byte {
 	return b
 }
 
+// EncodeFrom returns the CEL TLV encoding of the log's records from the
+// i-th on (i from 0; Len() gives an empty result): the part of a log that
+// ParseLogFrom(data, First()+i) reads back.
+func (l *Log) EncodeFrom(i int) []byte {
+	if i < 0 || i > len(l.records) {
+		return nil
+	}
+	var b []byte
+	for j := i; j < len(l.records); j++ {
+		b = encodeRecord(b, &l.records[j])
+	}
+	return b
+}
+
+// EncodeRecord returns the CEL TLV encoding of one record, as ParseRecord
+// reads it back.
+func EncodeRecord(r *Record) []byte { return encodeRecord(nil, r) }
+
 // ParseLog strictly decodes an encoded launch event log from untrusted
-// bytes. It refuses: a log over MaxLogSize; truncated or overlong TLVs;
-// record numbers that are not 0, 1, 2, ... in order; register types other
+// bytes: ParseLogFrom(data, 0).
+func ParseLog(data []byte) (*Log, error) { return ParseLogFrom(data, 0) }
+
+// ParseLogFrom strictly decodes, from untrusted bytes, the part of an
+// encoded launch event log that starts at record number first (0: the
+// whole log). It refuses: more than MaxLogSize bytes; truncated or overlong TLVs;
+// record numbers that are not first, first+1, ... in order; register types other
 // than PCR and PCR indexes over limits.MaxPCR; a digests field that is empty, names an
 // unsupported or repeated algorithm, has a digest of the wrong length, or is
 // not sorted by TPM_ALG_ID; a content type other than
 // LaunchEventContentType; a launch event that is not in canonical form;
 // and any digest that is not the hash of the record's content. Trailing
 // bytes are a truncated record and refused too.
-func ParseLog(data []byte) (*Log, error) {
+func ParseLogFrom(data []byte, first uint64) (*Log, error) {
 	if len(data) > MaxLogSize {
 		return nil, fmt.Errorf("launch event log: %d bytes, more than %d", len(data), MaxLogSize)
 	}
+	return parseLog(data, first)
+}
+
+// parseLog is ParseLogFrom without the size bound: for the host's own log
+// file (ReadLogFile), which grows past what one request may carry.
+func parseLog(data []byte, first uint64) (*Log, error) {
+	if first > math.MaxUint64/2 {
+		return nil, fmt.Errorf("launch event log: first record number %d out of range", first)
+	}
 	r := &tlvReader{b: data}
-	l := &Log{size: len(data)}
+	l := &Log{size: len(data), first: first}
 	for !r.done() {
-		rec, err := parseRecord(r, uint64(len(l.records)))
+		n := first + uint64(len(l.records))
+		rec, err := parseRecord(r, n)
 		if err != nil {
-			return nil, fmt.Errorf("launch event log: record %d: %w", len(l.records), err)
+			return nil, fmt.Errorf("launch event log: record %d: %w", n, err)
 		}
 		l.records = append(l.records, rec)
 	}
 	return l, nil
+}
+
+// ParseRecord strictly decodes one encoded record (EncodeRecord) from
+// untrusted bytes, whatever its record number: every check of ParseLog
+// applies, the record must fill data exactly, and data may be at most
+// MaxRecordSize bytes.
+func ParseRecord(data []byte) (Record, error) {
+	if len(data) > MaxRecordSize {
+		return Record{}, fmt.Errorf("launch event record: %d bytes, more than %d", len(data), MaxRecordSize)
+	}
+	v, err := (&tlvReader{b: data}).expect(celTypeRecnum, "recnum")
+	if err != nil {
+		return Record{}, fmt.Errorf("launch event record: %w", err)
+	}
+	if len(v) != 8 {
+		return Record{}, fmt.Errorf("launch event record: recnum: want 8 bytes, got %d", len(v))
+	}
+	r := &tlvReader{b: data}
+	rec, err := parseRecord(r, binary.BigEndian.Uint64(v))
+	if err != nil {
+		return Record{}, fmt.Errorf("launch event record: %w", err)
+	}
+	if !r.done() {
+		return Record{}, fmt.Errorf("launch event record: %d trailing bytes", len(data)-r.off)
+	}
+	return rec, nil
 }
 
 func parseRecord(r *tlvReader, want uint64) (Record, error) {
@@ -320,6 +391,37 @@ func Replay(l *Log, pcr int, a Alg) ([]byte, error) {
 		v = h.Sum(v[:0])
 	}
 	return v, nil
+}
+
+// ReplaySteps extends, from start (all zeros when nil), the a-digest of
+// each of recs in order, PCR = a(PCR || digest), and returns the value
+// after each record: steps[i] is the PCR after recs[i]. The records' PCR
+// index is not looked at (the caller checks it). A record without an
+// a-digest is an error.
+func ReplaySteps(recs []Record, a Alg, start []byte) ([][]byte, error) {
+	if err := a.check(); err != nil {
+		return nil, err
+	}
+	if start == nil {
+		start = make([]byte, a.Size())
+	}
+	if len(start) != a.Size() {
+		return nil, fmt.Errorf("replay: start value is %d bytes, want %d for %s", len(start), a.Size(), a)
+	}
+	steps := make([][]byte, len(recs))
+	v := start
+	for i := range recs {
+		d := recs[i].DigestFor(a)
+		if d == nil {
+			return nil, fmt.Errorf("replay: record %d has no %s digest", recs[i].RecNum, a)
+		}
+		h := a.New()
+		h.Write(v)
+		h.Write(d)
+		v = h.Sum(nil)
+		steps[i] = v
+	}
+	return steps, nil
 }
 
 // VerifiedLog is a launch event log that parsed strictly and replayed to a

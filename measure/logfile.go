@@ -4,21 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-
-	"github.com/bulwark-project/bulwark/internal/fsutil"
+	"os"
 )
 
 // ReadLogFile reads and strictly parses the launch event log at path. A
-// missing file is an empty log (a host that has launched nothing yet).
+// missing file is an empty log (a host that has launched nothing yet). The
+// file has no size limit (unlike ParseLog's input): it is the host's own,
+// and grows with every launch until the TPM resets.
 func ReadLogFile(path string) (*Log, error) {
-	b, err := fsutil.ReadFileLimit(path, MaxLogSize)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &Log{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading launch event log: %w", err)
 	}
-	l, err := ParseLog(b)
+	l, err := parseLog(b, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}

@@ -72,7 +72,10 @@ func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bul
 		// id, costs an attacker nothing: those are counted and logged
 		// (sampled, by the interceptor), not written to the serialized
 		// audit chain.
-		if quoted {
+		// Nor is a request for an incremental log that attestd cannot
+		// replay (a host's first attestation after a reboot): the host
+		// sends its whole log next, as the protocol says.
+		if quoted && !IsLaunchLogPrefixUnknown(err) {
 			s.auditRefusal(ctx, store.KindVerdict, req.GetNodeId(), req.GetSandboxId(), "attest", err)
 		}
 		return nil, err

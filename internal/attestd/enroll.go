@@ -154,7 +154,8 @@ func (s *Server) ActivateCredential(ctx context.Context, req *bulwarkv1.Activate
 	return &bulwarkv1.ActivateCredentialResponse{NodeId: req.GetNodeId()}, nil
 }
 
-// Challenge issues a fresh single-use nonce bound to an active node.
+// Challenge issues a fresh single-use nonce bound to an active node and,
+// when asked, reports the prefix of its launch log attestd has verified.
 func (s *Server) Challenge(ctx context.Context, req *bulwarkv1.ChallengeRequest) (*bulwarkv1.ChallengeResponse, error) {
 	if err := validateNodeID("node_id", req.GetNodeId()); err != nil {
 		return nil, err
@@ -177,7 +178,17 @@ func (s *Server) Challenge(ctx context.Context, req *bulwarkv1.ChallengeRequest)
 	if err := s.st.IssueNonce(ctx, store.Nonce{Value: nonce, NodeID: n.ID, Expires: exp}); err != nil {
 		return nil, s.storeStatus(ctx, "challenge", err)
 	}
-	return &bulwarkv1.ChallengeResponse{Nonce: nonce, ExpiresAt: timestamppb.New(exp)}, nil
+	out := &bulwarkv1.ChallengeResponse{Nonce: nonce, ExpiresAt: timestamppb.New(exp)}
+	if req.GetLaunchLogPrefix() {
+		v, err := s.st.ReadLaunchPrefix(ctx, n.ID, 0, "")
+		switch {
+		case err == nil:
+			out.LaunchLogPrefix = &bulwarkv1.LaunchLogPrefix{Events: v.Prefix.Events, PcrValue: v.Prefix.PCR}
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, s.storeStatus(ctx, "challenge", err)
+		}
+	}
+	return out, nil
 }
 
 func nodeActive(n store.Node) error {

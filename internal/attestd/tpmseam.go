@@ -31,11 +31,18 @@ func verifyEKCertificate(der []byte, ek *tpmPublic, roots, intermediates *x509.C
 
 // verifyQuote checks the quote's signature by the AK, magic and type,
 // extraData == nonce, and that the PCR selection and digest match pcrs.
-func verifyQuote(akPublic, attest, sig, nonce []byte, pcrs map[uint32][]byte) error {
+// It returns the quote's clock information (the TPM's boot cycle).
+func verifyQuote(akPublic, attest, sig, nonce []byte, pcrs map[uint32][]byte) (clockInfo, error) {
 	m := make(map[int][]byte, len(pcrs))
 	for i, v := range pcrs {
 		m[int(i)] = v
 	}
-	_, err := verify.VerifyQuote(akPublic, attest, sig, nonce, m)
-	return err
+	r, err := verify.VerifyQuote(akPublic, attest, sig, nonce, m)
+	if err != nil {
+		return clockInfo{}, err
+	}
+	return r.Clock, nil
 }
+
+// clockInfo is a verified quote's TPMS_CLOCK_INFO.
+type clockInfo = verify.ClockInfo

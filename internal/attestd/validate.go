@@ -3,6 +3,7 @@ package attestd
 import (
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strings"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
@@ -153,7 +154,24 @@ func validateAttest(r *bulwarkv1.AttestRequest) error {
 			return invalid("pcrs", "PCR %d is %d bytes, want 32 (SHA-256 bank)", idx, len(v))
 		}
 	}
-	if err := checkBytes("launch_log", r.GetLaunchLog(), 1, MaxLaunchLog); err != nil {
+	// After a verified prefix (launch_log_offset > 0) the log may hold no
+	// new record: a host re-attesting with nothing launched since.
+	minLog := 1
+	if r.GetLaunchLogOffset() > 0 {
+		minLog = 0
+	}
+	if err := checkBytes("launch_log", r.GetLaunchLog(), minLog, MaxLaunchLog); err != nil {
+		if len(r.GetLaunchLog()) > MaxLaunchLog {
+			return invalid("launch_log", "%d bytes, the limit is %d per request: send only the records after the prefix attestd has verified "+
+				"(ChallengeRequest.launch_log_prefix, launch_log_offset); a host whose log grew past the limit while attestd held no prefix "+
+				"for it (a new attestd store) starts a new log by rebooting", len(r.GetLaunchLog()), MaxLaunchLog)
+		}
+		return err
+	}
+	if r.GetLaunchLogOffset() > math.MaxInt64 {
+		return invalid("launch_log_offset", "%d: out of range", r.GetLaunchLogOffset())
+	}
+	if err := checkBytes("sandbox_record", r.GetSandboxRecord(), 0, measure.MaxRecordSize); err != nil {
 		return err
 	}
 	if err := validateSandboxID("sandbox_id", r.GetSandboxId()); err != nil {

@@ -3,6 +3,7 @@ package attestd
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm/limits"
@@ -142,9 +144,17 @@ func FuzzAttestRequest(f *testing.F) {
 	f.Add(uint8(6), []byte(seed.SandboxId))
 	f.Add(uint8(7), []byte{0, 0, 0, 0})
 	f.Add(uint8(8), []byte("artifact"))
-	// The genuine request passes.
-	if _, err := verifyEvidence(ak, limits.DefaultLaunchPCR, seed); err != nil {
+	f.Add(uint8(10), []byte{0, 0, 0, 0, 8})
+	f.Add(uint8(11), []byte{1})
+	// The genuine request passes, without a stored prefix and with one
+	// (of its own log, in its quote's boot cycle: offsets and sandbox
+	// records then reach the stored-prefix paths).
+	if _, err := verifyEvidence(ak, limits.DefaultLaunchPCR, seed, nil); err != nil {
 		f.Fatalf("genuine request: %v", err)
+	}
+	held := heldPrefixOf(f, ak, seed)
+	if _, err := verifyEvidence(ak, limits.DefaultLaunchPCR, seed, held); err != nil {
+		f.Fatalf("genuine request with its prefix held: %v", err)
 	}
 	f.Fuzz(func(t *testing.T, field uint8, data []byte) {
 		var req *bulwarkv1.AttestRequest
@@ -163,17 +173,19 @@ func FuzzAttestRequest(f *testing.F) {
 			}
 			return
 		}
-		_, err := verifyEvidence(ak, limits.DefaultLaunchPCR, req)
-		switch status.Code(err) {
-		case codes.OK, codes.InvalidArgument, codes.PermissionDenied:
-		default:
-			t.Fatalf("fuzzed field %d: %v", field, err)
+		for _, h := range []*store.PrefixView{nil, held} {
+			_, err := verifyEvidence(ak, limits.DefaultLaunchPCR, req, h)
+			switch status.Code(err) {
+			case codes.OK, codes.InvalidArgument, codes.PermissionDenied, codes.FailedPrecondition:
+			default:
+				t.Fatalf("fuzzed field %d: %v", field, err)
+			}
 		}
 	})
 }
 
 func mutateField(req *bulwarkv1.AttestRequest, field uint8, data []byte) {
-	switch field % 10 {
+	switch field % 12 {
 	case 0:
 		req.NodeId = string(data)
 	case 1:
@@ -196,7 +208,41 @@ func mutateField(req *bulwarkv1.AttestRequest, field uint8, data []byte) {
 		req.Signatures = []*bulwarkv1.ArtifactSignature{{Artifact: string(data), Signature: data, Payload: data}}
 	case 9:
 		req.Pcrs[limits.DefaultLaunchPCR] = data
+	case 10:
+		req.SandboxRecord = data
+	case 11:
+		var b [8]byte
+		copy(b[:], data)
+		req.LaunchLogOffset = binary.LittleEndian.Uint64(b[:])
+		if len(data) > 1 {
+			req.LaunchLog = data[1:]
+		}
 	}
+}
+
+// heldPrefixOf is the launch log prefix attestd would hold after
+// verifying req: its whole log, in its quote's boot cycle.
+func heldPrefixOf(t testing.TB, ak []byte, req *bulwarkv1.AttestRequest) *store.PrefixView {
+	clock, err := verifyQuote(ak, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lg, err := measure.ParseLog(req.GetLaunchLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps, err := measure.ReplaySteps(lg.Records(), measure.SHA256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &store.PrefixView{Prefix: store.LaunchPrefix{ResetCount: clock.ResetCount, RestartCount: clock.RestartCount,
+		Events: uint64(lg.Len()), PCR: steps[len(steps)-1]}, PCRAt: make([]byte, 32)}
+	for i, r := range lg.Records() {
+		if r.Event.SandboxID == req.GetSandboxId() {
+			v.Sandbox = append(v.Sandbox, store.PrefixRecord{RecNum: r.RecNum, SandboxID: r.Event.SandboxID, Digest: r.DigestFor(measure.SHA256), PCR: steps[i]})
+		}
+	}
+	return v
 }
 
 // TestAttestRandomFields sends requests with one field replaced by random

@@ -17,6 +17,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/google/go-attestation/attest"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -29,8 +30,11 @@ type Verified struct {
 	// Event is the judged launch event: the one event of the replayed
 	// launch log whose sandbox id is the one requested.
 	Event *measure.LaunchEvent
-	// Records are every launch event record of the replayed log.
-	Records []measure.Record
+	// Records are the launch event records the request carried and that
+	// replayed: the whole log, or the records from LogOffset on (after the
+	// prefix attestd had verified before).
+	Records   []measure.Record
+	LogOffset uint64
 	// LaunchPCR and LaunchPCRValue are the quoted launch PCR.
 	LaunchPCR      uint32
 	LaunchPCRValue []byte
@@ -40,6 +44,12 @@ type Verified struct {
 	// sent.
 	FirmwareEvents []attest.Event
 	Time           time.Time
+
+	// advance is the launch log prefix this request verified, to store
+	// (with advanceRecs, its records) when it goes past the stored one;
+	// nil when it does not.
+	advance     *store.LaunchPrefix
+	advanceRecs []store.PrefixRecord
 }
 
 // VerifyAttestation runs every check on an Attest request that does not
@@ -59,10 +69,21 @@ type Verified struct {
 //     the launch PCR among them) and the PCR digest equal to the digest of
 //     their values (PermissionDenied "quote: ...");
 //  5. the launch log parses strictly (InvalidArgument "launch_log: ...")
-//     and replays to the quoted launch PCR (PermissionDenied);
+//     and replays to the quoted launch PCR (PermissionDenied): from zero
+//     when it is the whole log; from the PCR value attestd stored at
+//     launch_log_offset when it starts there — which needs a verified
+//     prefix of the node's log reaching the offset, from the quote's TPM
+//     boot cycle (same reset and restart counts), else FailedPrecondition
+//     with reason LAUNCH_LOG_PREFIX_UNKNOWN: the host sends the whole log.
+//     Where the replay passes the end of the stored prefix it must give
+//     the stored PCR value (PermissionDenied otherwise: within one boot
+//     cycle a TPM's launch PCR has one history);
 //  6. the log holds exactly one event for the requested sandbox, anywhere
 //     in it (PermissionDenied "sandbox_id: ..."): launches of other
-//     sandboxes on the host, before or after, do not change this one;
+//     sandboxes on the host, before or after, do not change this one.
+//     Before the offset, attestd counts the stored prefix's records of
+//     that sandbox, and the event is the sandbox_record the host sent,
+//     which must be the stored record (same number and digest);
 //  7. a firmware event log, when sent, parses and replays to the quoted
 //     host PCRs (0-7, and 8-9 — the boot loader's — when the launcher
 //     quoted them), and the data of every event whose digest covers its
@@ -100,66 +121,163 @@ func (s *Server) verifyAttestation(ctx context.Context, req *bulwarkv1.AttestReq
 	if err := s.st.ConsumeNonce(ctx, req.GetNonce(), node.ID, now); err != nil {
 		return nil, false, s.storeStatus(ctx, "attest", err)
 	}
-	if err := checkQuote(node.AKPublic, s.launchPCR, req); err != nil {
+	clock, err := checkQuote(node.AKPublic, s.launchPCR, req)
+	if err != nil {
 		return nil, false, err
 	}
-	if v, err = checkQuoted(s.launchPCR, req); err != nil {
+	var held *store.PrefixView
+	hv, err := s.st.ReadLaunchPrefix(ctx, node.ID, req.GetLaunchLogOffset(), req.GetSandboxId())
+	switch {
+	case err == nil:
+		held = &hv
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, true, s.storeStatus(ctx, "attest", err)
+	}
+	if v, err = checkQuoted(s.launchPCR, req, clock, held); err != nil {
 		return nil, true, err
 	}
 	v.Node, v.Time = node, now
+	if v.advance != nil {
+		v.advance.NodeID = node.ID
+		// The prefix is attestd's memory, not part of the verdict: losing
+		// a race to another attestation of the node (ErrConflict) leaves
+		// the next request to send a little more.
+		if _, err := s.st.AdvanceLaunchPrefix(ctx, *v.advance, v.advanceRecs); err != nil && !errors.Is(err, store.ErrConflict) {
+			return nil, true, s.storeStatus(ctx, "attest: launch log prefix", err)
+		} else if err != nil {
+			s.log.DebugContext(ctx, "launch log prefix not advanced", "node", node.ID, "error", err)
+		}
+	}
 	return v, true, nil
 }
 
-// verifyEvidence is the part of VerifyAttestation that needs no state:
-// checks 4 to 7 on a request already validated, with the node's AK and
-// the launch PCR. It is deterministic, which is what FuzzAttestRequest
-// drives.
-func verifyEvidence(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, error) {
-	if err := checkQuote(akPublic, launchPCR, req); err != nil {
+// verifyEvidence is the part of VerifyAttestation that needs no state but
+// the node's AK, the launch PCR and the launch log prefix attestd holds
+// (nil: none): checks 4 to 7 on a request already validated. It is
+// deterministic, which is what FuzzAttestRequest drives.
+func verifyEvidence(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest, held *store.PrefixView) (*Verified, error) {
+	clock, err := checkQuote(akPublic, launchPCR, req)
+	if err != nil {
 		return nil, err
 	}
-	return checkQuoted(launchPCR, req)
+	return checkQuoted(launchPCR, req, clock, held)
 }
 
 // checkQuote is check 4: the quote is signed by the AK, over the nonce
-// and the PCR values sent, the launch PCR among them.
-func checkQuote(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) error {
+// and the PCR values sent, the launch PCR among them. It returns the
+// quote's clock information.
+func checkQuote(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) (clockInfo, error) {
 	if _, ok := req.GetPcrs()[launchPCR]; !ok {
-		return invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", launchPCR)
+		return clockInfo{}, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", launchPCR)
 	}
-	if err := verifyQuote(akPublic, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs()); err != nil {
-		return status.Errorf(codes.PermissionDenied, "quote: %v", err)
+	clock, err := verifyQuote(akPublic, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs())
+	if err != nil {
+		return clockInfo{}, status.Errorf(codes.PermissionDenied, "quote: %v", err)
 	}
-	return nil
+	return clock, nil
+}
+
+// prefixUnknown is the refusal of a request whose launch_log_offset
+// attestd cannot replay from: the host sends its whole log instead.
+func prefixUnknown(format string, a ...any) error {
+	st := status.Newf(codes.FailedPrecondition, "launch_log_offset: "+format+": send the whole launch log (launch_log_offset 0)", a...)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: bulwarkv1.ReasonLaunchLogPrefixUnknown, Domain: bulwarkv1.ErrorDomain}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// IsLaunchLogPrefixUnknown reports whether err is attestd's refusal of an
+// incremental launch log: bulwarkv1.IsLaunchLogPrefixUnknown.
+func IsLaunchLogPrefixUnknown(err error) bool { return bulwarkv1.IsLaunchLogPrefixUnknown(err) }
+
+// heldEvents is how many records the stored prefix holds (0: none).
+func heldEvents(held *store.PrefixView) uint64 {
+	if held == nil {
+		return 0
+	}
+	return held.Prefix.Events
+}
+
+// replayStart is where check 5 replays an incremental log from: the PCR
+// value attestd stored after launch_log_offset records, in the quote's
+// TPM boot cycle. nil (all zeros) for a whole log.
+func replayStart(offset uint64, clock clockInfo, held *store.PrefixView) ([]byte, error) {
+	if offset == 0 {
+		return nil, nil
+	}
+	switch {
+	case held == nil:
+		return nil, prefixUnknown("attestd holds no verified launch log for this node")
+	case !held.Prefix.SameBoot(clock.ResetCount, clock.RestartCount):
+		return nil, prefixUnknown("the TPM was reset or restarted (a reboot) since attestd verified this node's launch log")
+	case held.PCRAt == nil:
+		return nil, prefixUnknown("%d is past the %d records attestd has verified", offset, held.Prefix.Events)
+	}
+	return held.PCRAt, nil
 }
 
 // sandboxEvent is check 6: the one launch event of the requested sandbox,
 // wherever it stands in the log (other sandboxes launched on the host since
-// do not change what runs in this one). A sandbox id is launched once: two
-// events for it are refused as ambiguous.
-func sandboxEvent(recs []measure.Record, id string) (*measure.LaunchEvent, error) {
+// do not change this one). A sandbox id is launched once: two events for
+// it are refused as ambiguous. recs are the records the request carried,
+// from offset on; stored are the verified prefix's records for the
+// sandbox (those before offset count; the others are among recs), and
+// the event of one of those is the request's sandbox_record.
+func sandboxEvent(req *bulwarkv1.AttestRequest, launchPCR uint32, recs []measure.Record, offset uint64, stored []store.PrefixRecord) (*measure.LaunchEvent, error) {
+	id := req.GetSandboxId()
 	var ev *measure.LaunchEvent
+	var before *store.PrefixRecord
 	n := 0
+	for i := range stored {
+		if stored[i].RecNum < offset {
+			before = &stored[i]
+			n++
+		}
+	}
 	for i := range recs {
 		if recs[i].Event.SandboxID == id {
 			ev = recs[i].Event
 			n++
 		}
 	}
-	switch n {
-	case 0:
-		return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has no event for sandbox %q (%d events for other sandboxes)", id, len(recs))
-	case 1:
+	switch {
+	case n == 0:
+		return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has no event for sandbox %q (%d events for other sandboxes)", id, offset+uint64(len(recs)))
+	case n > 1:
+		return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has %d events for sandbox %q; a sandbox id is launched once", n, id)
+	case before == nil:
+		if len(req.GetSandboxRecord()) > 0 {
+			return nil, invalid("sandbox_record", "sent, but sandbox %q's event is in launch_log: send it only for an event before launch_log_offset", id)
+		}
 		return ev, nil
 	}
-	return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has %d events for sandbox %q; a sandbox id is launched once", n, id)
+	if len(req.GetSandboxRecord()) == 0 {
+		return nil, invalid("sandbox_record", "missing: sandbox %q's launch event is record %d, before launch_log_offset %d: send that record", id, before.RecNum, offset)
+	}
+	rec, err := measure.ParseRecord(req.GetSandboxRecord())
+	if err != nil {
+		return nil, invalid("sandbox_record", "%v", err)
+	}
+	d := rec.DigestFor(measure.SHA256)
+	if rec.RecNum != before.RecNum || rec.PCR != int(launchPCR) || d == nil || subtle.ConstantTimeCompare(d, before.Digest) != 1 || rec.Event.SandboxID != id {
+		return nil, status.Errorf(codes.PermissionDenied, "sandbox_record: record %d is not the record %d of sandbox %q that attestd verified (digest %x)",
+			rec.RecNum, before.RecNum, id, before.Digest)
+	}
+	return rec.Event, nil
 }
 
 // checkQuoted is checks 5 to 7, on a request whose quote checkQuote
-// verified: the PCR values are those the TPM quoted.
-func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, error) {
+// verified (clock is the quote's): the PCR values are those the TPM
+// quoted. held is the node's stored launch log prefix, nil if none.
+func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest, clock clockInfo, held *store.PrefixView) (*Verified, error) {
 	launchValue := req.GetPcrs()[launchPCR]
-	lg, err := measure.ParseLog(req.GetLaunchLog())
+	offset := req.GetLaunchLogOffset()
+	start, err := replayStart(offset, clock, held)
+	if err != nil {
+		return nil, err
+	}
+	lg, err := measure.ParseLogFrom(req.GetLaunchLog(), offset)
 	if err != nil {
 		return nil, invalid("launch_log", "%v", err)
 	}
@@ -169,24 +287,48 @@ func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, err
 			return nil, status.Errorf(codes.PermissionDenied, "launch_log: record %d is for PCR %d, not the launch PCR %d", recs[i].RecNum, recs[i].PCR, launchPCR)
 		}
 	}
-	replayed, err := measure.Replay(lg, int(launchPCR), measure.SHA256)
+	steps, err := measure.ReplaySteps(recs, measure.SHA256, start)
 	if err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "launch_log: %v", err)
 	}
-	if subtle.ConstantTimeCompare(replayed, launchValue) != 1 {
-		return nil, status.Errorf(codes.PermissionDenied, "launch_log: replay of %d events gives PCR %d = %x, the quote says %x (log edited or incomplete)",
-			len(recs), launchPCR, replayed, launchValue)
+	replayed := start
+	if len(steps) > 0 {
+		replayed = steps[len(steps)-1]
+	} else if replayed == nil {
+		replayed = make([]byte, len(launchValue))
 	}
-	if len(recs) == 0 {
+	if subtle.ConstantTimeCompare(replayed, launchValue) != 1 {
+		from := ""
+		if offset > 0 {
+			from = fmt.Sprintf(" from record %d (after the verified prefix's PCR value %x)", offset, start)
+		}
+		return nil, status.Errorf(codes.PermissionDenied, "launch_log: replay of %d events%s gives PCR %d = %x, the quote says %x (log edited or incomplete)",
+			len(recs), from, launchPCR, replayed, launchValue)
+	}
+	end := offset + uint64(len(recs))
+	if end == 0 {
 		return nil, status.Error(codes.PermissionDenied, "launch_log: no launch events")
 	}
-	ev, err := sandboxEvent(recs, req.GetSandboxId())
+	// Within one TPM boot cycle the launch PCR has one history: a log that
+	// passes the end of the verified prefix must pass through its value.
+	sameBoot := held != nil && held.Prefix.SameBoot(clock.ResetCount, clock.RestartCount)
+	if n := heldEvents(held); sameBoot && n > offset && end >= n {
+		if got := steps[n-1-offset]; subtle.ConstantTimeCompare(got, held.Prefix.PCR) != 1 {
+			return nil, status.Errorf(codes.PermissionDenied, "launch_log: replay gives PCR %d = %x after record %d, but attestd verified %x there in this TPM boot cycle (a log that disagrees with an earlier quote of the same TPM)",
+				launchPCR, got, n-1, held.Prefix.PCR)
+		}
+	}
+	var stored []store.PrefixRecord
+	if sameBoot {
+		stored = held.Sandbox
+	}
+	ev, err := sandboxEvent(req, launchPCR, recs, offset, stored)
 	if err != nil {
 		return nil, err
 	}
 
 	v := &Verified{
-		Event: ev, Records: recs, LaunchPCR: launchPCR, LaunchPCRValue: launchValue,
+		Event: ev, Records: recs, LogOffset: offset, LaunchPCR: launchPCR, LaunchPCRValue: launchValue,
 		HostPCRs: make(map[int][]byte, len(req.GetPcrs())-1),
 	}
 	for idx, val := range req.GetPcrs() {
@@ -198,6 +340,20 @@ func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest) (*Verified, err
 		var err error
 		if v.FirmwareEvents, err = replayFirmwareLog(fw, v.HostPCRs); err != nil {
 			return nil, err
+		}
+	}
+	// What to remember: the log as far as this quote, when it goes past
+	// the stored prefix (or starts a new boot cycle's), with the records
+	// from the stored prefix's last on (the store checks they agree).
+	if n := heldEvents(held); len(recs) > 0 && (!sameBoot || end > n) {
+		from := uint64(0)
+		if sameBoot && n > offset+1 {
+			from = n - 1 - offset
+		}
+		v.advance = &store.LaunchPrefix{ResetCount: clock.ResetCount, RestartCount: clock.RestartCount, Clock: clock.Clock, Events: end, PCR: replayed}
+		for i := from; i < uint64(len(recs)); i++ {
+			v.advanceRecs = append(v.advanceRecs, store.PrefixRecord{RecNum: recs[i].RecNum, SandboxID: recs[i].Event.SandboxID,
+				Digest: recs[i].DigestFor(measure.SHA256), PCR: steps[i]})
 		}
 	}
 	return v, nil

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm"
@@ -90,20 +91,75 @@ type quoteTPM interface {
 // moment and a quote taken at another would disagree, and attestd would
 // refuse the pair as edited or incomplete.
 func (h *HostLog) QuoteWithLog(ctx context.Context, t quoteTPM, pcrs []int, nonce []byte) ([]byte, *tpm.Quote, error) {
+	q, err := h.QuoteWithLogAfter(ctx, t, pcrs, nonce, nil, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	return q.Log, q.Quote, nil
+}
+
+// QuotedLog is a quote and the part of the host log that goes with it.
+type QuotedLog struct {
+	Quote *tpm.Quote
+	// Log holds the records from Offset on (all of them for Offset 0).
+	Log    []byte
+	Offset uint64
+	// SandboxRecord is the requested sandbox's record when it lies before
+	// Offset (attestd keeps only its digest), else nil.
+	SandboxRecord []byte
+}
+
+// QuoteWithLogAfter is QuoteWithLog that sends only the records after
+// prefix, the part of this log attestd has verified (Challenge), when the
+// log starts with it: its first prefix.Events records replay to
+// prefix.PcrValue. Otherwise (no prefix, or a new log since: the host
+// rebooted) it returns the whole log. One request carries at most
+// measure.MaxLogSize bytes of records: past that it fails saying what to do.
+func (h *HostLog) QuoteWithLogAfter(ctx context.Context, t quoteTPM, pcrs []int, nonce []byte, prefix *bulwarkv1.LaunchLogPrefix, sandboxID string) (*QuotedLog, error) {
 	unlock, err := fsutil.Lock(ctx, h.path+".lock")
 	if err != nil {
-		return nil, nil, fmt.Errorf("launch log lock: %w", err)
+		return nil, fmt.Errorf("launch log lock: %w", err)
 	}
 	defer unlock()
 	lg, err := h.loadInSync(ctx, t)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	q, err := t.Quote(ctx, pcrs, nonce)
 	if err != nil {
-		return nil, nil, fmt.Errorf("TPM quote: %w", err)
+		return nil, fmt.Errorf("TPM quote: %w", err)
 	}
-	return lg.Encode(), q, nil
+	out := &QuotedLog{Quote: q, Offset: verifiedPrefix(lg, prefix)}
+	out.Log = lg.EncodeFrom(int(out.Offset))
+	if out.Offset > 0 && sandboxID != "" {
+		recs := lg.Records()
+		for i := range recs[:out.Offset] {
+			if recs[i].Event.SandboxID == sandboxID {
+				out.SandboxRecord = measure.EncodeRecord(&recs[i])
+			}
+		}
+	}
+	if len(out.Log) > measure.MaxLogSize {
+		return nil, fmt.Errorf("launch log %s: the %d records attestd has not verified (from record %d) take %d bytes, more than the %d one attestation may carry: "+
+			"attestd holds no verified prefix of this log reaching them (a new attestd store, or many launches that never attested); "+
+			"reboot the host to start a new launch log (the TPM reset archives this one)",
+			h.path, lg.Len()-int(out.Offset), out.Offset, len(out.Log), measure.MaxLogSize)
+	}
+	return out, nil
+}
+
+// verifiedPrefix is how many records of lg attestd's prefix covers: its
+// events when lg's first records replay to its PCR value, else 0.
+func verifiedPrefix(lg *measure.Log, prefix *bulwarkv1.LaunchLogPrefix) uint64 {
+	n := prefix.GetEvents()
+	if n == 0 || n > uint64(lg.Len()) {
+		return 0
+	}
+	steps, err := measure.ReplaySteps(lg.Records()[:n], measure.SHA256, nil)
+	if err != nil || !bytes.Equal(steps[n-1], prefix.GetPcrValue()) {
+		return 0
+	}
+	return n
 }
 
 // loadInSync reads the log and checks that it replays to the PCR.

@@ -475,32 +475,17 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 
 	// Step 6: attest.
 	o.progress("attesting to %s (policy %q)", o.Attestd.Addr, o.Policy)
-	nonce, _, err := client.Challenge(ctx, nodeID)
-	if err != nil {
-		return fail(fmt.Errorf("%w%s", attestdError("challenge", err), enrollHint(err)))
-	}
-	// The log as it stands for this quote: other launches on this host may
-	// have appended since ours (attestd finds our event anywhere in it).
 	fwLog, err := firmwareLog(t.Spec(), FirmwareLogPath)
 	if err != nil {
 		return fail(err)
 	}
-	logBytes, q, err := hostLog.QuoteWithLog(ctx, t, quotedPCRs(o.PCR, fwLog), nonce)
-	if err != nil {
-		return fail(err)
-	}
-	req := &bulwarkv1.AttestRequest{
-		NodeId: nodeID, Nonce: nonce, Quote: q.Quoted, Signature: q.Signature, FirmwareEventLog: fwLog,
-		Pcrs: map[uint32][]byte{}, LaunchLog: logBytes, SandboxId: res.SandboxID, Signatures: pbSigs,
+	ar, err := attestHost(ctx, client, hostLog, t, quotedPCRs(o.PCR, fwLog), &bulwarkv1.AttestRequest{
+		NodeId: nodeID, FirmwareEventLog: fwLog, SandboxId: res.SandboxID, Signatures: pbSigs,
 		// Secrets are released by attestation id below: no token to sign.
 		OmitToken: true,
-	}
-	for i, v := range q.PCRs {
-		req.Pcrs[uint32(i)] = v
-	}
-	ar, err := client.Attest(ctx, req)
+	})
 	if err != nil {
-		return fail(attestdError("attest", err))
+		return fail(err)
 	}
 	res.AttestationID, res.Policy = ar.GetAttestationId(), ar.GetPolicy()
 	if ar.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {

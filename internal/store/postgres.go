@@ -20,7 +20,7 @@ import (
 
 // pgSchemaVersion is the schema this code writes; older ones are migrated
 // on open, newer ones refused.
-const pgSchemaVersion = 4
+const pgSchemaVersion = 5
 
 // pgLockKey is the advisory lock key that serialises schema migration
 // between replicas starting at once ("bulwark" in ASCII).
@@ -106,6 +106,24 @@ var pgSchema = []string{
 		approved_by text NOT NULL,
 		created bigint NOT NULL,
 		updated bigint NOT NULL)`,
+	// Version 5: each node's verified launch log prefix and its records
+	// (launchlog.go; docs/eventlog.md "Incremental logs").
+	`CREATE TABLE IF NOT EXISTS launch_prefix (
+		node text PRIMARY KEY,
+		reset_count bigint NOT NULL,
+		restart_count bigint NOT NULL,
+		clock bigint NOT NULL,
+		events bigint NOT NULL,
+		pcr bytea NOT NULL,
+		updated bigint NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS launch_records (
+		node text NOT NULL,
+		recnum bigint NOT NULL,
+		sandbox_id text NOT NULL,
+		digest bytea NOT NULL,
+		pcr bytea NOT NULL,
+		PRIMARY KEY (node, recnum))`,
+	`CREATE INDEX IF NOT EXISTS launch_records_sandbox ON launch_records (node, sandbox_id, recnum)`,
 }
 
 // pgStore is the PostgreSQL store. Several attestd replicas may share one
@@ -361,14 +379,21 @@ func (s *pgStore) DeleteNode(ctx context.Context, id string) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	tag, err := s.pool.Exec(ctx, `DELETE FROM nodes WHERE id = $1`, id)
-	if err != nil {
-		return fmt.Errorf("store: deleting node %s: %w", id, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("node %s: %w", id, ErrNotFound)
-	}
-	return nil
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM nodes WHERE id = $1`, id)
+		if err != nil {
+			return fmt.Errorf("store: deleting node %s: %w", id, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return fmt.Errorf("node %s: %w", id, ErrNotFound)
+		}
+		for _, q := range []string{`DELETE FROM launch_prefix WHERE node = $1`, `DELETE FROM launch_records WHERE node = $1`} {
+			if _, err := tx.Exec(ctx, q, id); err != nil {
+				return fmt.Errorf("store: deleting node %s: %w", id, err)
+			}
+		}
+		return nil
+	})
 }
 
 // ---- nonces ----

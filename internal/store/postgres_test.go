@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -179,7 +180,51 @@ func TestPostgresMigrate3(t *testing.T) {
 		t.Fatalf("join after migration: %v", err)
 	}
 	var v int
-	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 4 {
-		t.Fatalf("schema version after open = %d, %v; want 4", v, err)
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 5 {
+		t.Fatalf("schema version after open = %d, %v; want 5", v, err)
+	}
+}
+
+// TestPostgresMigrate4: a version-4 database (before attestd kept each
+// node's verified launch log prefix) gains the prefix tables on open, its
+// data kept.
+func TestPostgresMigrate4(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	s, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := storetest.NewNode(t)
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{`DROP TABLE launch_prefix`, `DROP TABLE launch_records`, `UPDATE bulwark_schema SET version = 4`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err = store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatalf("open version 4: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.GetNode(ctx, n.ID); err != nil {
+		t.Fatalf("node after migration: %v", err)
+	}
+	pcr := bytes.Repeat([]byte{1}, 32)
+	rec := store.PrefixRecord{RecNum: 0, SandboxID: "sb", Digest: bytes.Repeat([]byte{2}, 32), PCR: pcr}
+	if _, err := s.AdvanceLaunchPrefix(ctx, store.LaunchPrefix{NodeID: n.ID, Events: 1, PCR: pcr}, []store.PrefixRecord{rec}); err != nil {
+		t.Fatalf("launch prefix after migration: %v", err)
+	}
+	var v int
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 5 {
+		t.Fatalf("schema version after open = %d, %v; want 5", v, err)
 	}
 }

@@ -32,6 +32,7 @@ type Store interface {
 	Audit
 	Retention
 	Replicas
+	LaunchLogs
 
 	// PurgeExpired deletes nonces and clears pending credential challenges
 	// that expired at or before now. Consumed nonces are kept until they

@@ -308,10 +308,14 @@ func (x *ActivateCredentialResponse) GetNodeId() string {
 }
 
 type ChallengeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// launch_log_prefix asks for the part of this node's launch log that
+	// attestd has verified (ChallengeResponse.launch_log_prefix), so that
+	// the host sends only the records after it (AttestRequest.launch_log_offset).
+	LaunchLogPrefix bool `protobuf:"varint,2,opt,name=launch_log_prefix,json=launchLogPrefix,proto3" json:"launch_log_prefix,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ChallengeRequest) Reset() {
@@ -351,13 +355,23 @@ func (x *ChallengeRequest) GetNodeId() string {
 	return ""
 }
 
+func (x *ChallengeRequest) GetLaunchLogPrefix() bool {
+	if x != nil {
+		return x.LaunchLogPrefix
+	}
+	return false
+}
+
 type ChallengeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// nonce is 32 random bytes to put in the quote's extraData.
-	Nonce         []byte                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Nonce     []byte                 `protobuf:"bytes,1,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// launch_log_prefix is set when the request asked for it and attestd
+	// holds a verified prefix of the node's launch log.
+	LaunchLogPrefix *LaunchLogPrefix `protobuf:"bytes,3,opt,name=launch_log_prefix,json=launchLogPrefix,proto3" json:"launch_log_prefix,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ChallengeResponse) Reset() {
@@ -404,6 +418,72 @@ func (x *ChallengeResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ChallengeResponse) GetLaunchLogPrefix() *LaunchLogPrefix {
+	if x != nil {
+		return x.LaunchLogPrefix
+	}
+	return nil
+}
+
+// LaunchLogPrefix is the part of a host's launch log that attestd has
+// verified against a quote of the host's TPM in its current boot cycle
+// (docs/eventlog.md "Incremental logs").
+type LaunchLogPrefix struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// events is how many records, from the first, attestd has verified.
+	Events uint64 `protobuf:"varint,1,opt,name=events,proto3" json:"events,omitempty"`
+	// pcr_value is the launch PCR (SHA-256) after them. A host whose own log
+	// does not replay to it over its first events records (a new log after
+	// a reboot) sends its whole log instead.
+	PcrValue      []byte `protobuf:"bytes,2,opt,name=pcr_value,json=pcrValue,proto3" json:"pcr_value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LaunchLogPrefix) Reset() {
+	*x = LaunchLogPrefix{}
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LaunchLogPrefix) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LaunchLogPrefix) ProtoMessage() {}
+
+func (x *LaunchLogPrefix) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LaunchLogPrefix.ProtoReflect.Descriptor instead.
+func (*LaunchLogPrefix) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LaunchLogPrefix) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *LaunchLogPrefix) GetPcrValue() []byte {
+	if x != nil {
+		return x.PcrValue
+	}
+	return nil
+}
+
 // ArtifactSignature is a cosign-compatible signature the launcher checked,
 // sent so policy can check it again against its own signer keys.
 type ArtifactSignature struct {
@@ -421,7 +501,7 @@ type ArtifactSignature struct {
 
 func (x *ArtifactSignature) Reset() {
 	*x = ArtifactSignature{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[6]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +513,7 @@ func (x *ArtifactSignature) String() string {
 func (*ArtifactSignature) ProtoMessage() {}
 
 func (x *ArtifactSignature) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[6]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +526,7 @@ func (x *ArtifactSignature) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArtifactSignature.ProtoReflect.Descriptor instead.
 func (*ArtifactSignature) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{6}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ArtifactSignature) GetArtifact() string {
@@ -499,7 +579,7 @@ type PreflightRequest struct {
 
 func (x *PreflightRequest) Reset() {
 	*x = PreflightRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[7]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +591,7 @@ func (x *PreflightRequest) String() string {
 func (*PreflightRequest) ProtoMessage() {}
 
 func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[7]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +604,7 @@ func (x *PreflightRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreflightRequest.ProtoReflect.Descriptor instead.
 func (*PreflightRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{7}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PreflightRequest) GetNodeId() string {
@@ -626,7 +706,7 @@ type PreflightResponse struct {
 
 func (x *PreflightResponse) Reset() {
 	*x = PreflightResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[8]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +718,7 @@ func (x *PreflightResponse) String() string {
 func (*PreflightResponse) ProtoMessage() {}
 
 func (x *PreflightResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[8]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +731,7 @@ func (x *PreflightResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreflightResponse.ProtoReflect.Descriptor instead.
 func (*PreflightResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{8}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PreflightResponse) GetAllow() bool {
@@ -686,7 +766,8 @@ type AttestRequest struct {
 	Signature []byte `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
 	// pcrs are the SHA-256 bank values of every quoted PCR.
 	Pcrs map[uint32][]byte `protobuf:"bytes,5,rep,name=pcrs,proto3" json:"pcrs,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// launch_log is the launch event log (CEL, see docs/eventlog.md).
+	// launch_log is the launch event log (CEL, see docs/eventlog.md): the
+	// whole log, or its records from launch_log_offset on. At most 4 MiB.
 	LaunchLog []byte `protobuf:"bytes,6,opt,name=launch_log,json=launchLog,proto3" json:"launch_log,omitempty"`
 	// sandbox_id names the launch event to judge.
 	SandboxId  string               `protobuf:"bytes,7,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
@@ -698,14 +779,28 @@ type AttestRequest struct {
 	// launcher, bulwark-load) spares attestd its ES256 signature, about a
 	// seventh of the CPU of an attestation. The verdict is recorded and
 	// audited the same either way.
-	OmitToken     bool `protobuf:"varint,10,opt,name=omit_token,json=omitToken,proto3" json:"omit_token,omitempty"`
+	OmitToken bool `protobuf:"varint,10,opt,name=omit_token,json=omitToken,proto3" json:"omit_token,omitempty"`
+	// launch_log_offset is the record number launch_log starts at: 0 (the
+	// default) when it is the whole log; else at most the events of the
+	// prefix attestd reported (ChallengeResponse.launch_log_prefix), and
+	// attestd replays launch_log from its stored PCR value there. When
+	// attestd cannot (it holds no prefix for the node, the quote's TPM reset
+	// or restart count differs from the prefix's — the host rebooted — or
+	// the offset is past the prefix) it refuses with FAILED_PRECONDITION
+	// and a google.rpc.ErrorInfo of reason "LAUNCH_LOG_PREFIX_UNKNOWN"
+	// (domain "bulwark.dev"): the host sends its whole log, with a new nonce.
+	LaunchLogOffset uint64 `protobuf:"varint,11,opt,name=launch_log_offset,json=launchLogOffset,proto3" json:"launch_log_offset,omitempty"`
+	// sandbox_record is the record of sandbox_id's launch event (one CEL
+	// record) when that record lies before launch_log_offset: attestd keeps
+	// only each verified record's digest, and checks this record against it.
+	SandboxRecord []byte `protobuf:"bytes,12,opt,name=sandbox_record,json=sandboxRecord,proto3" json:"sandbox_record,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AttestRequest) Reset() {
 	*x = AttestRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[9]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +812,7 @@ func (x *AttestRequest) String() string {
 func (*AttestRequest) ProtoMessage() {}
 
 func (x *AttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[9]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +825,7 @@ func (x *AttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestRequest.ProtoReflect.Descriptor instead.
 func (*AttestRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{9}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AttestRequest) GetNodeId() string {
@@ -803,6 +898,20 @@ func (x *AttestRequest) GetOmitToken() bool {
 	return false
 }
 
+func (x *AttestRequest) GetLaunchLogOffset() uint64 {
+	if x != nil {
+		return x.LaunchLogOffset
+	}
+	return 0
+}
+
+func (x *AttestRequest) GetSandboxRecord() []byte {
+	if x != nil {
+		return x.SandboxRecord
+	}
+	return nil
+}
+
 type AttestResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Verdict Verdict                `protobuf:"varint,1,opt,name=verdict,proto3,enum=bulwark.v1.Verdict" json:"verdict,omitempty"`
@@ -821,7 +930,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[10]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +942,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[10]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +955,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AttestResponse) GetVerdict() Verdict {
@@ -904,7 +1013,7 @@ type ReleaseSecretsRequest struct {
 
 func (x *ReleaseSecretsRequest) Reset() {
 	*x = ReleaseSecretsRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +1025,7 @@ func (x *ReleaseSecretsRequest) String() string {
 func (*ReleaseSecretsRequest) ProtoMessage() {}
 
 func (x *ReleaseSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +1038,7 @@ func (x *ReleaseSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReleaseSecretsRequest) GetRef() isReleaseSecretsRequest_Ref {
@@ -986,7 +1095,7 @@ type WrappedSecret struct {
 
 func (x *WrappedSecret) Reset() {
 	*x = WrappedSecret{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1107,7 @@ func (x *WrappedSecret) String() string {
 func (*WrappedSecret) ProtoMessage() {}
 
 func (x *WrappedSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1120,7 @@ func (x *WrappedSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrappedSecret.ProtoReflect.Descriptor instead.
 func (*WrappedSecret) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WrappedSecret) GetName() string {
@@ -1038,7 +1147,7 @@ type ReleaseSecretsResponse struct {
 
 func (x *ReleaseSecretsResponse) Reset() {
 	*x = ReleaseSecretsResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1159,7 @@ func (x *ReleaseSecretsResponse) String() string {
 func (*ReleaseSecretsResponse) ProtoMessage() {}
 
 func (x *ReleaseSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1172,7 @@ func (x *ReleaseSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReleaseSecretsResponse) GetSandboxId() string {
@@ -1088,7 +1197,7 @@ type GetSigningKeysRequest struct {
 
 func (x *GetSigningKeysRequest) Reset() {
 	*x = GetSigningKeysRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1209,7 @@ func (x *GetSigningKeysRequest) String() string {
 func (*GetSigningKeysRequest) ProtoMessage() {}
 
 func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1222,7 @@ func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{15}
 }
 
 type SigningKey struct {
@@ -1130,7 +1239,7 @@ type SigningKey struct {
 
 func (x *SigningKey) Reset() {
 	*x = SigningKey{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1251,7 @@ func (x *SigningKey) String() string {
 func (*SigningKey) ProtoMessage() {}
 
 func (x *SigningKey) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1264,7 @@ func (x *SigningKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
 func (*SigningKey) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SigningKey) GetKid() string {
@@ -1190,7 +1299,7 @@ type GetSigningKeysResponse struct {
 
 func (x *GetSigningKeysResponse) Reset() {
 	*x = GetSigningKeysResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1311,7 @@ func (x *GetSigningKeysResponse) String() string {
 func (*GetSigningKeysResponse) ProtoMessage() {}
 
 func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1324,7 @@ func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetSigningKeysResponse) GetKeys() []*SigningKey {
@@ -1252,13 +1361,18 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\fR\x06secret\"5\n" +
 	"\x1aActivateCredentialResponse\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"+\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"W\n" +
 	"\x10ChallengeRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"d\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12*\n" +
+	"\x11launch_log_prefix\x18\x02 \x01(\bR\x0flaunchLogPrefix\"\xad\x01\n" +
 	"\x11ChallengeResponse\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x129\n" +
 	"\n" +
-	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"g\n" +
+	"expires_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12G\n" +
+	"\x11launch_log_prefix\x18\x03 \x01(\v2\x1b.bulwark.v1.LaunchLogPrefixR\x0flaunchLogPrefix\"F\n" +
+	"\x0fLaunchLogPrefix\x12\x16\n" +
+	"\x06events\x18\x01 \x01(\x04R\x06events\x12\x1b\n" +
+	"\tpcr_value\x18\x02 \x01(\fR\bpcrValue\"g\n" +
 	"\x11ArtifactSignature\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\x12\x18\n" +
@@ -1282,7 +1396,7 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x11PreflightResponse\x12\x14\n" +
 	"\x05allow\x18\x01 \x01(\bR\x05allow\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12\x16\n" +
-	"\x06policy\x18\x03 \x01(\tR\x06policy\"\xae\x03\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\"\x81\x04\n" +
 	"\rAttestRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\fR\x05nonce\x12\x14\n" +
@@ -1299,7 +1413,9 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x12firmware_event_log\x18\t \x01(\fR\x10firmwareEventLog\x12\x1d\n" +
 	"\n" +
 	"omit_token\x18\n" +
-	" \x01(\bR\tomitToken\x1a7\n" +
+	" \x01(\bR\tomitToken\x12*\n" +
+	"\x11launch_log_offset\x18\v \x01(\x04R\x0flaunchLogOffset\x12%\n" +
+	"\x0esandbox_record\x18\f \x01(\fR\rsandboxRecord\x1a7\n" +
 	"\tPcrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xe9\x01\n" +
@@ -1358,7 +1474,7 @@ func file_bulwark_v1_attestation_proto_rawDescGZIP() []byte {
 }
 
 var file_bulwark_v1_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bulwark_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_bulwark_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_bulwark_v1_attestation_proto_goTypes = []any{
 	(Verdict)(0),                       // 0: bulwark.v1.Verdict
 	(*EnrollRequest)(nil),              // 1: bulwark.v1.EnrollRequest
@@ -1367,49 +1483,51 @@ var file_bulwark_v1_attestation_proto_goTypes = []any{
 	(*ActivateCredentialResponse)(nil), // 4: bulwark.v1.ActivateCredentialResponse
 	(*ChallengeRequest)(nil),           // 5: bulwark.v1.ChallengeRequest
 	(*ChallengeResponse)(nil),          // 6: bulwark.v1.ChallengeResponse
-	(*ArtifactSignature)(nil),          // 7: bulwark.v1.ArtifactSignature
-	(*PreflightRequest)(nil),           // 8: bulwark.v1.PreflightRequest
-	(*PreflightResponse)(nil),          // 9: bulwark.v1.PreflightResponse
-	(*AttestRequest)(nil),              // 10: bulwark.v1.AttestRequest
-	(*AttestResponse)(nil),             // 11: bulwark.v1.AttestResponse
-	(*ReleaseSecretsRequest)(nil),      // 12: bulwark.v1.ReleaseSecretsRequest
-	(*WrappedSecret)(nil),              // 13: bulwark.v1.WrappedSecret
-	(*ReleaseSecretsResponse)(nil),     // 14: bulwark.v1.ReleaseSecretsResponse
-	(*GetSigningKeysRequest)(nil),      // 15: bulwark.v1.GetSigningKeysRequest
-	(*SigningKey)(nil),                 // 16: bulwark.v1.SigningKey
-	(*GetSigningKeysResponse)(nil),     // 17: bulwark.v1.GetSigningKeysResponse
-	nil,                                // 18: bulwark.v1.AttestRequest.PcrsEntry
-	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
+	(*LaunchLogPrefix)(nil),            // 7: bulwark.v1.LaunchLogPrefix
+	(*ArtifactSignature)(nil),          // 8: bulwark.v1.ArtifactSignature
+	(*PreflightRequest)(nil),           // 9: bulwark.v1.PreflightRequest
+	(*PreflightResponse)(nil),          // 10: bulwark.v1.PreflightResponse
+	(*AttestRequest)(nil),              // 11: bulwark.v1.AttestRequest
+	(*AttestResponse)(nil),             // 12: bulwark.v1.AttestResponse
+	(*ReleaseSecretsRequest)(nil),      // 13: bulwark.v1.ReleaseSecretsRequest
+	(*WrappedSecret)(nil),              // 14: bulwark.v1.WrappedSecret
+	(*ReleaseSecretsResponse)(nil),     // 15: bulwark.v1.ReleaseSecretsResponse
+	(*GetSigningKeysRequest)(nil),      // 16: bulwark.v1.GetSigningKeysRequest
+	(*SigningKey)(nil),                 // 17: bulwark.v1.SigningKey
+	(*GetSigningKeysResponse)(nil),     // 18: bulwark.v1.GetSigningKeysResponse
+	nil,                                // 19: bulwark.v1.AttestRequest.PcrsEntry
+	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
 }
 var file_bulwark_v1_attestation_proto_depIdxs = []int32{
-	19, // 0: bulwark.v1.EnrollResponse.expires_at:type_name -> google.protobuf.Timestamp
-	19, // 1: bulwark.v1.ChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 2: bulwark.v1.PreflightRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
-	18, // 3: bulwark.v1.AttestRequest.pcrs:type_name -> bulwark.v1.AttestRequest.PcrsEntry
-	7,  // 4: bulwark.v1.AttestRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
-	0,  // 5: bulwark.v1.AttestResponse.verdict:type_name -> bulwark.v1.Verdict
-	19, // 6: bulwark.v1.AttestResponse.expires_at:type_name -> google.protobuf.Timestamp
-	13, // 7: bulwark.v1.ReleaseSecretsResponse.secrets:type_name -> bulwark.v1.WrappedSecret
-	16, // 8: bulwark.v1.GetSigningKeysResponse.keys:type_name -> bulwark.v1.SigningKey
-	1,  // 9: bulwark.v1.Attestation.Enroll:input_type -> bulwark.v1.EnrollRequest
-	3,  // 10: bulwark.v1.Attestation.ActivateCredential:input_type -> bulwark.v1.ActivateCredentialRequest
-	5,  // 11: bulwark.v1.Attestation.Challenge:input_type -> bulwark.v1.ChallengeRequest
-	8,  // 12: bulwark.v1.Attestation.Preflight:input_type -> bulwark.v1.PreflightRequest
-	10, // 13: bulwark.v1.Attestation.Attest:input_type -> bulwark.v1.AttestRequest
-	12, // 14: bulwark.v1.Attestation.ReleaseSecrets:input_type -> bulwark.v1.ReleaseSecretsRequest
-	15, // 15: bulwark.v1.Attestation.GetSigningKeys:input_type -> bulwark.v1.GetSigningKeysRequest
-	2,  // 16: bulwark.v1.Attestation.Enroll:output_type -> bulwark.v1.EnrollResponse
-	4,  // 17: bulwark.v1.Attestation.ActivateCredential:output_type -> bulwark.v1.ActivateCredentialResponse
-	6,  // 18: bulwark.v1.Attestation.Challenge:output_type -> bulwark.v1.ChallengeResponse
-	9,  // 19: bulwark.v1.Attestation.Preflight:output_type -> bulwark.v1.PreflightResponse
-	11, // 20: bulwark.v1.Attestation.Attest:output_type -> bulwark.v1.AttestResponse
-	14, // 21: bulwark.v1.Attestation.ReleaseSecrets:output_type -> bulwark.v1.ReleaseSecretsResponse
-	17, // 22: bulwark.v1.Attestation.GetSigningKeys:output_type -> bulwark.v1.GetSigningKeysResponse
-	16, // [16:23] is the sub-list for method output_type
-	9,  // [9:16] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	20, // 0: bulwark.v1.EnrollResponse.expires_at:type_name -> google.protobuf.Timestamp
+	20, // 1: bulwark.v1.ChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 2: bulwark.v1.ChallengeResponse.launch_log_prefix:type_name -> bulwark.v1.LaunchLogPrefix
+	8,  // 3: bulwark.v1.PreflightRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
+	19, // 4: bulwark.v1.AttestRequest.pcrs:type_name -> bulwark.v1.AttestRequest.PcrsEntry
+	8,  // 5: bulwark.v1.AttestRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
+	0,  // 6: bulwark.v1.AttestResponse.verdict:type_name -> bulwark.v1.Verdict
+	20, // 7: bulwark.v1.AttestResponse.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 8: bulwark.v1.ReleaseSecretsResponse.secrets:type_name -> bulwark.v1.WrappedSecret
+	17, // 9: bulwark.v1.GetSigningKeysResponse.keys:type_name -> bulwark.v1.SigningKey
+	1,  // 10: bulwark.v1.Attestation.Enroll:input_type -> bulwark.v1.EnrollRequest
+	3,  // 11: bulwark.v1.Attestation.ActivateCredential:input_type -> bulwark.v1.ActivateCredentialRequest
+	5,  // 12: bulwark.v1.Attestation.Challenge:input_type -> bulwark.v1.ChallengeRequest
+	9,  // 13: bulwark.v1.Attestation.Preflight:input_type -> bulwark.v1.PreflightRequest
+	11, // 14: bulwark.v1.Attestation.Attest:input_type -> bulwark.v1.AttestRequest
+	13, // 15: bulwark.v1.Attestation.ReleaseSecrets:input_type -> bulwark.v1.ReleaseSecretsRequest
+	16, // 16: bulwark.v1.Attestation.GetSigningKeys:input_type -> bulwark.v1.GetSigningKeysRequest
+	2,  // 17: bulwark.v1.Attestation.Enroll:output_type -> bulwark.v1.EnrollResponse
+	4,  // 18: bulwark.v1.Attestation.ActivateCredential:output_type -> bulwark.v1.ActivateCredentialResponse
+	6,  // 19: bulwark.v1.Attestation.Challenge:output_type -> bulwark.v1.ChallengeResponse
+	10, // 20: bulwark.v1.Attestation.Preflight:output_type -> bulwark.v1.PreflightResponse
+	12, // 21: bulwark.v1.Attestation.Attest:output_type -> bulwark.v1.AttestResponse
+	15, // 22: bulwark.v1.Attestation.ReleaseSecrets:output_type -> bulwark.v1.ReleaseSecretsResponse
+	18, // 23: bulwark.v1.Attestation.GetSigningKeys:output_type -> bulwark.v1.GetSigningKeysResponse
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_attestation_proto_init() }
@@ -1417,7 +1535,7 @@ func file_bulwark_v1_attestation_proto_init() {
 	if File_bulwark_v1_attestation_proto != nil {
 		return
 	}
-	file_bulwark_v1_attestation_proto_msgTypes[11].OneofWrappers = []any{
+	file_bulwark_v1_attestation_proto_msgTypes[12].OneofWrappers = []any{
 		(*ReleaseSecretsRequest_AttestationId)(nil),
 		(*ReleaseSecretsRequest_Token)(nil),
 	}
@@ -1427,7 +1545,7 @@ func file_bulwark_v1_attestation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_attestation_proto_rawDesc), len(file_bulwark_v1_attestation_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -49,6 +49,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"VaultCheck", testVaultCheck},
 		{"Joins", testJoins},
 		{"JoinApproveRace", testJoinApproveRace},
+		{"LaunchPrefix", testLaunchPrefix},
+		{"LaunchPrefixRace", testLaunchPrefixRace},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
@@ -767,6 +769,8 @@ func testClosed(t *testing.T, s store.Store) {
 	wantErr(t, "append after close", err, store.ErrClosed)
 	_, err = s.GetNode(ctx, "x")
 	wantErr(t, "get after close", err, store.ErrClosed)
+	_, err = s.ReadLaunchPrefix(ctx, "x", 0, "")
+	wantErr(t, "read launch prefix after close", err, store.ErrClosed)
 }
 
 // Replicas checks that several stores over one shared database (attestd
