@@ -200,6 +200,23 @@ func TestDaemonSandboxes(t *testing.T) {
 		}
 	})
 
+	t.Run("exec runs a command beside the workload", func(t *testing.T) {
+		c := e.cmd("launcher", "exec", id[:8], "--", "sh", "-c", `echo "fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; echo oops >&2; exit 5`)
+		var so, se bytes.Buffer
+		c.Stdout, c.Stderr = &so, &se
+		err := c.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
+			t.Fatalf("exec: %v, want exit code 5\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
+		}
+		if strings.TrimSpace(so.String()) != fingerprint || strings.TrimSpace(se.String()) != "oops" {
+			t.Errorf("exec: stdout %q, stderr %q", so.String(), se.String())
+		}
+		out, err := e.cmd("launcher", "exec", id, "no-such-command").CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 127 || !strings.Contains(string(out), "not found") {
+			t.Errorf("exec of a missing command: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("bad requests are refused, naming what is wrong", func(t *testing.T) {
 		for _, tc := range []struct {
 			args []string
@@ -244,6 +261,9 @@ func TestDaemonSandboxes(t *testing.T) {
 		logs := e.must("launcher", "logs", id)
 		if !strings.Contains(logs, fingerprint) || !strings.Contains(logs, "tick 1") {
 			t.Errorf("logs after stop:\n%s", logs)
+		}
+		if out, err := e.cmd("launcher", "exec", id, "true").CombinedOutput(); err == nil || !strings.Contains(string(out), "only beside a running workload") {
+			t.Errorf("exec in an ended sandbox: %v\n%s", err, out)
 		}
 		e.must("launcher", "rm", id)
 		if _, ok := e.ps(t, true)[id]; ok {

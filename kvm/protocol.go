@@ -26,7 +26,8 @@ import (
 //	              (snapshot) sends IDENTITY after resuming               └─ERROR─▶ failed ◀─ERROR─┘
 //
 // ERROR may also come in booting, identified and keyed (the agent failed).
-// In running, STDOUT/STDERR carry output and PONG answers a PING.
+// In running, STDOUT/STDERR carry output, PONG answers a PING, and
+// EXEC_OUT/EXEC_EXIT an EXEC (exec.go).
 type guestState int
 
 const (
@@ -51,7 +52,7 @@ var accepts = map[guestState][]channel.Type{
 	stateHeld:       nil,
 	stateKeyed:      {channel.TypeError},
 	stateStarting:   {channel.TypeStarted, channel.TypeError},
-	stateRunning:    {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExit, channel.TypeError},
+	stateRunning:    {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeExit, channel.TypeError},
 	stateExited:     nil,
 	stateFailed:     nil,
 }
@@ -200,6 +201,8 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 		}
 		delete(s.pongs, p.Seq)
 		close(ch)
+	case channel.TypeExecOut, channel.TypeExecExit:
+		return s.handleExecFrame(t, body)
 	case channel.TypeError:
 		var e channel.Error
 		if err := channel.Decode(t, body, &e); err != nil {

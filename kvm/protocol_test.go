@@ -87,6 +87,11 @@ func TestHostProtocol(t *testing.T) {
 		{"pong unasked", true, cat(hello, started, jsonFrame(t, channel.TypePong, channel.Ping{Seq: 1})), "answers no PING", -1},
 		{"pong before start", true, cat(hello, jsonFrame(t, channel.TypePong, channel.Ping{Seq: 1})), "unexpected PONG", -1},
 		{"output after exit", true, cat(hello, started, jsonFrame(t, channel.TypeExit, channel.Exit{Code: 0}), rawFrame(channel.TypeStdout, "x")), "unexpected STDOUT", -1},
+		{"exec output before start", true, cat(hello, rawFrame(channel.TypeExecOut, "\x00\x00\x00\x01\x01x")), "unexpected EXEC_OUT", -1},
+		{"exec exit never started", true, cat(hello, started, jsonFrame(t, channel.TypeExecExit, channel.ExecExit{ID: 9, Code: 0})), "never started", -1},
+		{"exec exit out of range", true, cat(hello, started, jsonFrame(t, channel.TypeExecExit, channel.ExecExit{ID: 1, Code: 300})), "out of range", -1},
+		{"exec output of another stream", true, cat(hello, started, rawFrame(channel.TypeExecOut, "\x00\x00\x00\x01\x07x")), "stream 7", -1},
+		{"exec output too short", true, cat(hello, started, rawFrame(channel.TypeExecOut, "\x00\x01")), "malformed", -1},
 		{"anything after an error", true, cat(hello, jsonFrame(t, channel.TypeError, channel.Error{Message: "x"}), started), "out of order", -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,6 +112,30 @@ func TestHostProtocol(t *testing.T) {
 				t.Fatalf("state %s exit %d out %q err %q", s.state, s.exitCode, out.String(), errOut.String())
 			}
 		})
+	}
+}
+
+// An exec's output reaches its writers, in order, and its exit code its
+// caller; output of an exec nobody waits for is dropped.
+func TestHostProtocolExec(t *testing.T) {
+	s := protoSandbox()
+	s.state = stateRunning
+	var out, errOut bytes.Buffer
+	w := &execWaiter{stdout: &out, stderr: &errOut, exit: make(chan channel.ExecExit, 1)}
+	s.execSeq, s.execs = 2, map[uint32]*execWaiter{2: w}
+	in := bytes.Join([][]byte{
+		rawFrame(channel.TypeExecOut, string(channel.ExecOutput{ID: 2, Stream: 1, Data: []byte("a")}.Encode())),
+		rawFrame(channel.TypeExecOut, string(channel.ExecOutput{ID: 2, Stream: 2, Data: []byte("b")}.Encode())),
+		rawFrame(channel.TypeExecOut, string(channel.ExecOutput{ID: 1, Stream: 1, Data: []byte("gone")}.Encode())),
+		rawFrame(channel.TypeExecOut, string(channel.ExecOutput{ID: 2, Stream: 1, Data: []byte("c")}.Encode())),
+		jsonFrame(t, channel.TypeExecExit, channel.ExecExit{ID: 2, Code: 4}),
+		jsonFrame(t, channel.TypeExecExit, channel.ExecExit{ID: 2, Code: 4}), // a repeat finds no one
+	}, nil)
+	if err := feed(s, in, false); err != nil {
+		t.Fatal(err)
+	}
+	if e := <-w.exit; e.Code != 4 || out.String() != "ac" || errOut.String() != "b" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", e.Code, out.String(), errOut.String())
 	}
 }
 

@@ -74,6 +74,8 @@ type Sandbox struct {
 	procState  *os.ProcessState
 	pingSeq    uint64
 	pongs      map[uint64]chan struct{}
+	execSeq    uint32
+	execs      map[uint32]*execWaiter
 	closeOnce  sync.Once
 	stopWatch  context.CancelFunc
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/hostd"
 	"github.com/bulwark-project/bulwark/internal/statedir"
 	"github.com/bulwark-project/bulwark/kvm/channel"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -45,6 +46,12 @@ func init() {
 		Summary: "describe a sandbox as JSON: image, policy, attestation, status, exit code",
 		Usage:   "[--socket PATH] ID",
 		Run:     runInspect,
+	})
+	Program.Register(&cli.Command{
+		Name:    "exec",
+		Summary: "run a command in a running sandbox, beside its workload (its root, user and environment)",
+		Usage:   "[--socket PATH] ID [--] CMD [ARG...]",
+		Run:     runExec,
 	})
 	Program.Register(&cli.Command{
 		Name:    "rm",
@@ -311,4 +318,60 @@ func runRm(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) e
 		return fmt.Errorf("could not remove %s", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+func runExec(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	socket := socketFlag(fs, env)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() < 2 {
+		return cli.Usagef("exec takes a sandbox id and a command: launcher exec ID [--] CMD [ARG...]")
+	}
+	c, err := dialDaemon(env, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	cmd := fs.Args()[1:]
+	if cmd[0] == "--" {
+		cmd = cmd[1:]
+	}
+	if len(cmd) == 0 {
+		return cli.Usagef("exec: no command after --")
+	}
+	stream, err := c.Exec(ctx, &bulwarkv1.ExecRequest{Id: fs.Arg(0), Args: cmd})
+	if err != nil {
+		return daemonError(err)
+	}
+	for {
+		ev, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return errors.New("the launcher daemon ended the exec without an exit code")
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return &cli.ExitError{Code: ExitInterrupted}
+			}
+			if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument {
+				return cli.Usagef("%s", st.Message())
+			}
+			return daemonError(err)
+		}
+		switch e := ev.GetEvent().(type) {
+		case *bulwarkv1.ExecEvent_Output:
+			w := env.Stdout
+			if e.Output.GetStream() == bulwarkv1.LogChunk_STREAM_STDERR {
+				w = env.Stderr
+			}
+			if _, err := w.Write(e.Output.GetData()); err != nil {
+				return err
+			}
+		case *bulwarkv1.ExecEvent_ExitCode:
+			if e.ExitCode != 0 {
+				return &cli.ExitError{Code: int(e.ExitCode)}
+			}
+			return nil
+		}
+	}
 }

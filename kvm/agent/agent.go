@@ -27,17 +27,18 @@ import (
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
-// Abort, Stop or Ping.
+// Abort, Stop, Ping or Exec.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
 	Abort    *channel.Abort
 	Stop     *channel.Stop
 	Ping     *channel.Ping
+	Exec     *channel.Exec
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
-// valid IDENTITY, START, ABORT, STOP or PING is an error.
+// valid IDENTITY, START, ABORT, STOP, PING or EXEC is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -86,6 +87,15 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{Ping: &p}, nil
+	case channel.TypeExec:
+		var x channel.Exec
+		if err := channel.Decode(t, body, &x); err != nil {
+			return HostMessage{}, err
+		}
+		if err := x.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Exec: &x}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }

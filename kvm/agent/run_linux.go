@@ -57,6 +57,9 @@ type session struct {
 	log  *slog.Logger
 	port *os.File
 	wmu  sync.Mutex
+
+	workload workload // set before the workload starts; read by execs
+	execs    execs
 }
 
 func (s *session) send(t channel.Type, v any) error {
@@ -379,6 +382,7 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 		errR.Close()
 		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
 	}
+	s.workload = workload{env: env, workDir: workDir, id: id}
 	if err := s.send(channel.TypeStarted, channel.Started{PID: proc.Pid}); err != nil {
 		return 0, fmt.Errorf("sending STARTED: %w", err)
 	}
@@ -406,7 +410,7 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	go stream(errR, channel.TypeStderr)
 	go s.watchHost(proc.Pid)
 
-	code := reapUntil(proc.Pid)
+	code := s.reapUntil(proc.Pid)
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
 	select {
@@ -424,8 +428,9 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	return code, nil
 }
 
-// reapUntil waits for any child until pid exits and returns its exit code.
-func reapUntil(pid int) int {
+// reapUntil waits for any child until pid exits and returns its exit code;
+// the exit codes of the other children go to their execs.
+func (s *session) reapUntil(pid int) int {
 	for {
 		var ws unix.WaitStatus
 		wpid, err := unix.Wait4(-1, &ws, 0, nil)
@@ -435,13 +440,15 @@ func reapUntil(pid int) int {
 		if err != nil {
 			return 255
 		}
-		if wpid == pid {
-			sig := 0
-			if ws.Signaled() {
-				sig = int(ws.Signal())
-			}
-			return ExitCode(ws.Exited(), ws.ExitStatus(), ws.Signaled(), sig)
+		sig := 0
+		if ws.Signaled() {
+			sig = int(ws.Signal())
 		}
+		code := ExitCode(ws.Exited(), ws.ExitStatus(), ws.Signaled(), sig)
+		if wpid == pid {
+			return code
+		}
+		s.execs.reaped(wpid, code)
 	}
 }
 
@@ -467,6 +474,8 @@ func (s *session) watchHost(pid int) {
 			time.AfterFunc(grace, func() { _ = unix.Kill(-1, unix.SIGKILL) })
 		case msg.Ping != nil:
 			_ = s.send(channel.TypePong, msg.Ping)
+		case msg.Exec != nil:
+			go s.runExec(msg.Exec)
 		default:
 			s.log.Warn("ignoring a START while the workload runs")
 		}
@@ -504,7 +513,7 @@ func runStandalone(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	code := reapUntil(proc.Pid)
+	code := (&session{}).reapUntil(proc.Pid)
 	log.Info("workload exited", "code", code)
 	return nil
 }

@@ -20,7 +20,8 @@ import (
 
 // Version is the protocol version the agent announces in Ready and Hello.
 // 3: the image arrives as a disk, and Identity names the sandbox.
-const Version = 3
+// 4: EXEC runs a command beside the workload.
+const Version = 4
 
 // PortName is the virtio-serial port name the agent looks for.
 const PortName = "bulwark.0"
@@ -47,6 +48,9 @@ const (
 	TypeIdentity Type = 11 // host: JSON Identity, fresh entropy and time, before the guest makes its key
 	TypePing     Type = 12 // host: JSON Ping, while the workload runs: is the agent alive?
 	TypePong     Type = 13 // guest: JSON Ping, the answer, with the same sequence number
+	TypeExec     Type = 14 // host: JSON Exec, run a command beside the running workload
+	TypeExecOut  Type = 15 // guest: ExecOutput, raw output of an exec (ExecOutput.Encode)
+	TypeExecExit Type = 16 // guest: JSON ExecExit, last frame of an exec
 )
 
 func (t Type) String() string {
@@ -77,12 +81,93 @@ func (t Type) String() string {
 		return "PING"
 	case TypePong:
 		return "PONG"
+	case TypeExec:
+		return "EXEC"
+	case TypeExecOut:
+		return "EXEC_OUT"
+	case TypeExecExit:
+		return "EXEC_EXIT"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypePong }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeExecExit }
+
+// Exec asks the agent to run a command beside the running workload, in
+// its root, as its user, with its environment; ID names the exec in its
+// output and exit frames. Stdin is /dev/null.
+type Exec struct {
+	ID   uint32   `json:"id"`
+	Args []string `json:"args"`
+}
+
+// Bounds of an Exec.
+const (
+	MaxExecArgs      = 256
+	MaxExecArgsBytes = 64 << 10
+	// MaxExecs bounds the execs that run at once in one sandbox.
+	MaxExecs = 16
+)
+
+// Validate checks an Exec: 1..MaxExecArgs arguments, no NUL, at most
+// MaxExecArgsBytes in all.
+func (e *Exec) Validate() error {
+	if len(e.Args) == 0 || len(e.Args) > MaxExecArgs {
+		return fmt.Errorf("exec: %d arguments, want 1..%d", len(e.Args), MaxExecArgs)
+	}
+	total := 0
+	for i, a := range e.Args {
+		total += len(a)
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("exec: argument %d contains a NUL byte", i)
+		}
+	}
+	if total > MaxExecArgsBytes {
+		return fmt.Errorf("exec: %d bytes of arguments, at most %d", total, MaxExecArgsBytes)
+	}
+	if e.Args[0] == "" {
+		return errors.New("exec: empty command")
+	}
+	return nil
+}
+
+// ExecOutput is a piece of an exec's output: on the wire the exec id
+// (4 bytes big-endian), the stream (1 stdout, 2 stderr) and the bytes.
+type ExecOutput struct {
+	ID     uint32
+	Stream byte
+	Data   []byte
+}
+
+// Encode is the frame body of o.
+func (o ExecOutput) Encode() []byte {
+	b := make([]byte, 5+len(o.Data))
+	binary.BigEndian.PutUint32(b, o.ID)
+	b[4] = o.Stream
+	copy(b[5:], o.Data)
+	return b
+}
+
+// DecodeExecOutput parses an EXEC_OUT frame body.
+func DecodeExecOutput(body []byte) (ExecOutput, error) {
+	if len(body) < 5 {
+		return ExecOutput{}, fmt.Errorf("%w: EXEC_OUT body of %d bytes", ErrBadFrame, len(body))
+	}
+	o := ExecOutput{ID: binary.BigEndian.Uint32(body), Stream: body[4], Data: body[5:]}
+	if o.Stream != 1 && o.Stream != 2 {
+		return ExecOutput{}, fmt.Errorf("%w: EXEC_OUT stream %d", ErrBadFrame, o.Stream)
+	}
+	return o, nil
+}
+
+// ExecExit ends an exec: its exit code (0..255), or Error when it could
+// not start (then Code is 127 for a command not found, else 126).
+type ExecExit struct {
+	ID    uint32 `json:"id"`
+	Code  int    `json:"code"`
+	Error string `json:"error,omitempty"`
+}
 
 // Ping is a liveness probe (PING) and its answer (PONG).
 type Ping struct {

@@ -157,3 +157,36 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestExecValidate(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"ls", "-l"}, true},
+		{nil, false},
+		{[]string{""}, false},
+		{[]string{"a\x00b"}, false},
+		{make([]string, MaxExecArgs+1), false},
+		{[]string{strings.Repeat("a", MaxExecArgsBytes+1)}, false},
+	} {
+		x := Exec{ID: 1, Args: tc.args}
+		if err := x.Validate(); (err == nil) != tc.ok {
+			t.Errorf("Validate(%d args): %v, want ok=%v", len(tc.args), err, tc.ok)
+		}
+	}
+}
+
+func FuzzDecodeExecOutput(f *testing.F) {
+	f.Add(ExecOutput{ID: 3, Stream: 1, Data: []byte("x")}.Encode())
+	f.Add([]byte{0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o, err := DecodeExecOutput(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(o.Encode(), b) {
+			t.Fatalf("round trip of %x gives %x", b, o.Encode())
+		}
+	})
+}

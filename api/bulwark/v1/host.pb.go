@@ -910,6 +910,143 @@ func (x *RemoveSandboxResponse) GetId() string {
 	return ""
 }
 
+type ExecRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The command and its arguments (at least one).
+	Args          []string `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecRequest) Reset() {
+	*x = ExecRequest{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecRequest) ProtoMessage() {}
+
+func (x *ExecRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
+func (*ExecRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExecRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExecRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+type ExecEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*ExecEvent_Output
+	//	*ExecEvent_ExitCode
+	Event         isExecEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecEvent) Reset() {
+	*x = ExecEvent{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecEvent) ProtoMessage() {}
+
+func (x *ExecEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
+func (*ExecEvent) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ExecEvent) GetEvent() isExecEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *ExecEvent) GetOutput() *LogChunk {
+	if x != nil {
+		if x, ok := x.Event.(*ExecEvent_Output); ok {
+			return x.Output
+		}
+	}
+	return nil
+}
+
+func (x *ExecEvent) GetExitCode() int32 {
+	if x != nil {
+		if x, ok := x.Event.(*ExecEvent_ExitCode); ok {
+			return x.ExitCode
+		}
+	}
+	return 0
+}
+
+type isExecEvent_Event interface {
+	isExecEvent_Event()
+}
+
+type ExecEvent_Output struct {
+	Output *LogChunk `protobuf:"bytes,1,opt,name=output,proto3,oneof"`
+}
+
+type ExecEvent_ExitCode struct {
+	// The command's exit code (0..255; 126/127 when it could not start,
+	// with the reason on stderr).
+	ExitCode int32 `protobuf:"varint,2,opt,name=exit_code,json=exitCode,proto3,oneof"`
+}
+
+func (*ExecEvent_Output) isExecEvent_Event() {}
+
+func (*ExecEvent_ExitCode) isExecEvent_Event() {}
+
 var File_bulwark_v1_host_proto protoreflect.FileDescriptor
 
 const file_bulwark_v1_host_proto_rawDesc = "" +
@@ -984,14 +1121,22 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"'\n" +
 	"\x15RemoveSandboxResponse\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id2\xb0\x03\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
+	"\vExecRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04args\x18\x02 \x03(\tR\x04args\"c\n" +
+	"\tExecEvent\x12.\n" +
+	"\x06output\x18\x01 \x01(\v2\x14.bulwark.v1.LogChunkH\x00R\x06output\x12\x1d\n" +
+	"\texit_code\x18\x02 \x01(\x05H\x00R\bexitCodeB\a\n" +
+	"\x05event2\xea\x03\n" +
 	"\x04Host\x125\n" +
 	"\x03Run\x12\x16.bulwark.v1.RunRequest\x1a\x14.bulwark.v1.RunEvent0\x01\x12T\n" +
 	"\rListSandboxes\x12 .bulwark.v1.ListSandboxesRequest\x1a!.bulwark.v1.ListSandboxesResponse\x12H\n" +
 	"\x0eInspectSandbox\x12!.bulwark.v1.InspectSandboxRequest\x1a\x13.bulwark.v1.Sandbox\x127\n" +
 	"\x04Logs\x12\x17.bulwark.v1.LogsRequest\x1a\x14.bulwark.v1.LogChunk0\x01\x12B\n" +
 	"\vStopSandbox\x12\x1e.bulwark.v1.StopSandboxRequest\x1a\x13.bulwark.v1.Sandbox\x12T\n" +
-	"\rRemoveSandbox\x12 .bulwark.v1.RemoveSandboxRequest\x1a!.bulwark.v1.RemoveSandboxResponseB=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
+	"\rRemoveSandbox\x12 .bulwark.v1.RemoveSandboxRequest\x1a!.bulwark.v1.RemoveSandboxResponse\x128\n" +
+	"\x04Exec\x12\x17.bulwark.v1.ExecRequest\x1a\x15.bulwark.v1.ExecEvent0\x01B=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
 
 var (
 	file_bulwark_v1_host_proto_rawDescOnce sync.Once
@@ -1006,7 +1151,7 @@ func file_bulwark_v1_host_proto_rawDescGZIP() []byte {
 }
 
 var file_bulwark_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_bulwark_v1_host_proto_goTypes = []any{
 	(LogChunk_Stream)(0),          // 0: bulwark.v1.LogChunk.Stream
 	(*RunRequest)(nil),            // 1: bulwark.v1.RunRequest
@@ -1020,28 +1165,33 @@ var file_bulwark_v1_host_proto_goTypes = []any{
 	(*StopSandboxRequest)(nil),    // 9: bulwark.v1.StopSandboxRequest
 	(*RemoveSandboxRequest)(nil),  // 10: bulwark.v1.RemoveSandboxRequest
 	(*RemoveSandboxResponse)(nil), // 11: bulwark.v1.RemoveSandboxResponse
+	(*ExecRequest)(nil),           // 12: bulwark.v1.ExecRequest
+	(*ExecEvent)(nil),             // 13: bulwark.v1.ExecEvent
 }
 var file_bulwark_v1_host_proto_depIdxs = []int32{
 	3,  // 0: bulwark.v1.RunEvent.started:type_name -> bulwark.v1.Sandbox
 	3,  // 1: bulwark.v1.ListSandboxesResponse.sandboxes:type_name -> bulwark.v1.Sandbox
 	0,  // 2: bulwark.v1.LogChunk.stream:type_name -> bulwark.v1.LogChunk.Stream
-	1,  // 3: bulwark.v1.Host.Run:input_type -> bulwark.v1.RunRequest
-	4,  // 4: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
-	6,  // 5: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
-	7,  // 6: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
-	9,  // 7: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
-	10, // 8: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
-	2,  // 9: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
-	5,  // 10: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
-	3,  // 11: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
-	8,  // 12: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
-	3,  // 13: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
-	11, // 14: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	8,  // 3: bulwark.v1.ExecEvent.output:type_name -> bulwark.v1.LogChunk
+	1,  // 4: bulwark.v1.Host.Run:input_type -> bulwark.v1.RunRequest
+	4,  // 5: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
+	6,  // 6: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
+	7,  // 7: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
+	9,  // 8: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
+	10, // 9: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
+	12, // 10: bulwark.v1.Host.Exec:input_type -> bulwark.v1.ExecRequest
+	2,  // 11: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
+	5,  // 12: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
+	3,  // 13: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
+	8,  // 14: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
+	3,  // 15: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
+	11, // 16: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
+	13, // 17: bulwark.v1.Host.Exec:output_type -> bulwark.v1.ExecEvent
+	11, // [11:18] is the sub-list for method output_type
+	4,  // [4:11] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_host_proto_init() }
@@ -1054,13 +1204,17 @@ func file_bulwark_v1_host_proto_init() {
 		(*RunEvent_Warning)(nil),
 		(*RunEvent_Started)(nil),
 	}
+	file_bulwark_v1_host_proto_msgTypes[12].OneofWrappers = []any{
+		(*ExecEvent_Output)(nil),
+		(*ExecEvent_ExitCode)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_host_proto_rawDesc), len(file_bulwark_v1_host_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	Host_Logs_FullMethodName           = "/bulwark.v1.Host/Logs"
 	Host_StopSandbox_FullMethodName    = "/bulwark.v1.Host/StopSandbox"
 	Host_RemoveSandbox_FullMethodName  = "/bulwark.v1.Host/RemoveSandbox"
+	Host_Exec_FullMethodName           = "/bulwark.v1.Host/Exec"
 )
 
 // HostClient is the client API for Host service.
@@ -56,6 +57,10 @@ type HostClient interface {
 	// RemoveSandbox forgets an ended sandbox and deletes its logs; with
 	// force, a running one is killed first.
 	RemoveSandbox(ctx context.Context, in *RemoveSandboxRequest, opts ...grpc.CallOption) (*RemoveSandboxResponse, error)
+	// Exec runs a command beside a running sandbox's workload (its root,
+	// user and environment; stdin is /dev/null) and streams its output; the
+	// last message carries its exit code.
+	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvent], error)
 }
 
 type hostClient struct {
@@ -144,6 +149,25 @@ func (c *hostClient) RemoveSandbox(ctx context.Context, in *RemoveSandboxRequest
 	return out, nil
 }
 
+func (c *hostClient) Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[2], Host_Exec_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExecRequest, ExecEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ExecClient = grpc.ServerStreamingClient[ExecEvent]
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -168,6 +192,10 @@ type HostServer interface {
 	// RemoveSandbox forgets an ended sandbox and deletes its logs; with
 	// force, a running one is killed first.
 	RemoveSandbox(context.Context, *RemoveSandboxRequest) (*RemoveSandboxResponse, error)
+	// Exec runs a command beside a running sandbox's workload (its root,
+	// user and environment; stdin is /dev/null) and streams its output; the
+	// last message carries its exit code.
+	Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -195,6 +223,9 @@ func (UnimplementedHostServer) StopSandbox(context.Context, *StopSandboxRequest)
 }
 func (UnimplementedHostServer) RemoveSandbox(context.Context, *RemoveSandboxRequest) (*RemoveSandboxResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RemoveSandbox not implemented")
+}
+func (UnimplementedHostServer) Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method Exec not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -311,6 +342,17 @@ func _Host_RemoveSandbox_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExecRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(HostServer).Exec(m, &grpc.GenericServerStream[ExecRequest, ExecEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ExecServer = grpc.ServerStreamingServer[ExecEvent]
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -344,6 +386,11 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Logs",
 			Handler:       _Host_Logs_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Exec",
+			Handler:       _Host_Exec_Handler,
 			ServerStreams: true,
 		},
 	},

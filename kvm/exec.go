@@ -1,0 +1,110 @@
+package kvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+// ErrExecLimit is returned by Exec when channel.MaxExecs execs already run.
+var ErrExecLimit = fmt.Errorf("kvm: exec: %d commands already run in this sandbox", channel.MaxExecs)
+
+// execWaiter is an exec in progress: where its output goes, and its end.
+type execWaiter struct {
+	stdout, stderr io.Writer
+	exit           chan channel.ExecExit
+}
+
+// Exec runs a command beside the running workload, in its root, as its
+// user, with its environment (stdin is /dev/null), copies its output to
+// stdout and stderr and returns its exit code. A command that cannot start
+// returns 126 or 127 with the agent's reason as error. ctx ending stops
+// waiting (the command is not killed: it ends with the sandbox).
+func (s *Sandbox) Exec(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	s.mu.Lock()
+	if !s.runningLocked() {
+		st := s.state
+		s.mu.Unlock()
+		return -1, fmt.Errorf("kvm: exec: the workload is not running (the guest is %s)", st)
+	}
+	if len(s.execs) >= channel.MaxExecs {
+		s.mu.Unlock()
+		return -1, ErrExecLimit
+	}
+	s.execSeq++
+	x := channel.Exec{ID: s.execSeq, Args: args}
+	if err := x.Validate(); err != nil {
+		s.mu.Unlock()
+		return -1, fmt.Errorf("kvm: %w", err)
+	}
+	w := &execWaiter{stdout: stdout, stderr: stderr, exit: make(chan channel.ExecExit, 1)}
+	if s.execs == nil {
+		s.execs = map[uint32]*execWaiter{}
+	}
+	s.execs[x.ID] = w
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.execs, x.ID)
+		s.mu.Unlock()
+	}()
+	if err := s.write(channel.TypeExec, x, 5*time.Second); err != nil {
+		return -1, err
+	}
+	select {
+	case e := <-w.exit:
+		if e.Error != "" {
+			return e.Code, &GuestError{Message: sanitize(e.Error)}
+		}
+		return e.Code, nil
+	case <-s.exited:
+		return -1, errors.New("kvm: exec: the sandbox ended")
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+// handleExecFrame applies EXEC_OUT and EXEC_EXIT. s.mu is held.
+func (s *Sandbox) handleExecFrame(t channel.Type, body []byte) error {
+	if t == channel.TypeExecOut {
+		o, err := channel.DecodeExecOutput(body)
+		if err != nil {
+			return err
+		}
+		w, ok := s.execs[o.ID]
+		if !ok {
+			return nil // an exec whose caller gave up: its output is dropped
+		}
+		dst := w.stdout
+		if o.Stream == 2 {
+			dst = w.stderr
+		}
+		if dst != nil {
+			s.mu.Unlock()
+			_, _ = dst.Write(o.Data)
+			s.mu.Lock()
+		}
+		return nil
+	}
+	var e channel.ExecExit
+	if err := channel.Decode(t, body, &e); err != nil {
+		return err
+	}
+	if e.Code < 0 || e.Code > 255 {
+		return fmt.Errorf("exec %d: exit code %d out of range", e.ID, e.Code)
+	}
+	if len(e.Error) > 4096 {
+		e.Error = e.Error[:4096]
+	}
+	if w, ok := s.execs[e.ID]; ok {
+		delete(s.execs, e.ID) // a second EXEC_EXIT finds nothing to deliver to
+		w.exit <- e
+	} else if e.ID == 0 || e.ID > s.execSeq {
+		return fmt.Errorf("EXEC_EXIT for exec %d, which the host never started", e.ID)
+	}
+	return nil
+}
