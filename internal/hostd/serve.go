@@ -30,7 +30,7 @@ func DefaultSocket(stateDir string) string { return filepath.Join(stateDir, Sock
 type ServeOptions struct {
 	// Socket is the unix socket path (default DefaultSocket).
 	Socket string
-	// Group, when >= 0, is a group whose members may use the socket too
+	// Group, when not 0, is a group whose members may use the socket too
 	// (mode 0660); by default only root and the service's own user can
 	// (0600). Each connection's peer credentials are checked as well.
 	Group int
@@ -87,7 +87,7 @@ func Serve(ctx context.Context, s *Service, o ServeOptions, ready func(socket st
 // connect, and checks every peer's credentials as it accepts.
 func listen(path string, group int) (net.Listener, error) {
 	mode := os.FileMode(0o600)
-	if group >= 0 {
+	if group > 0 {
 		mode = 0o660
 	}
 	// The socket is made under a umask that leaves nothing open, then
@@ -98,7 +98,7 @@ func listen(path string, group int) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s: %w", path, err)
 	}
-	if group >= 0 {
+	if group > 0 {
 		if err := os.Chown(path, -1, group); err != nil {
 			l.Close()
 			return nil, fmt.Errorf("socket group %d: %w", group, err)
@@ -148,7 +148,7 @@ func allowedPeer(c *net.UnixConn, group int) error {
 	if cerr != nil {
 		return cerr
 	}
-	if cred.Uid == 0 || int(cred.Uid) == os.Geteuid() || (group >= 0 && inGroup(int(cred.Pid), int(cred.Gid), group)) {
+	if cred.Uid == 0 || int(cred.Uid) == os.Geteuid() || (group > 0 && inGroup(int(cred.Pid), int(cred.Gid), group)) {
 		return nil
 	}
 	return fmt.Errorf("uid %d may not use the host service", cred.Uid)

@@ -129,7 +129,9 @@ func New(cfg Config) (*Service, error) {
 // gracefully (SIGTERM, then its stop timeout) and waits for them to end,
 // or for ctx.
 func (s *Service) Shutdown(ctx context.Context) error {
+	s.mu.Lock() // Run checks s.ctx and joins s.wg under s.mu: none joins after this
 	s.cancel()
+	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()

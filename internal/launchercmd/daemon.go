@@ -49,13 +49,16 @@ func runDaemon(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	if *logLimit < 4096 {
 		return cli.Usagef("--log-limit %d: want at least 4096 bytes", *logLimit)
 	}
-	gid := -1
+	gid := 0
 	if *group != "" {
 		g, err := user.LookupGroup(*group)
 		if err != nil {
 			return cli.Usagef("--socket-group %q: %v", *group, err)
 		}
 		gid, _ = strconv.Atoi(g.Gid)
+		if gid == 0 {
+			return cli.Usagef("--socket-group %q: the root group already has root's access; name another group", *group)
+		}
 	}
 	state, err := statedir.Ensure(env.Getenv)
 	if err != nil {
