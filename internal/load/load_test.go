@@ -279,6 +279,7 @@ func launchAttestd(dsn string, child bool) (a *attestdFixture, stop func() error
 		cmd.Stdout, cmd.Stderr = io.Discard, logw
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 		cmd.WaitDelay = 30 * time.Second
+		dieWithParent(cmd)
 		if err := cmd.Start(); err != nil {
 			cancel()
 			return nil, nil, fmt.Errorf("starting attestd: %w", err)

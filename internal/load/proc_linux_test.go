@@ -1,6 +1,8 @@
 package load
 
 import (
+	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,4 +18,11 @@ func threadCPUTime(tb testing.TB) time.Duration {
 		tb.Fatal(err)
 	}
 	return time.Duration(ts.Nano())
+}
+
+// dieWithParent makes the kernel send cmd SIGTERM when the test process
+// goes, so that a test binary killed by its timeout leaves no attestd
+// behind.
+func dieWithParent(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 }
