@@ -67,9 +67,14 @@ printf '| measuring a multi-layer image | %s MB/s | one core: %s MB/s | speed-up
   "$(metric MeasureImageParallel parallel-MB/s)" "$(metric MeasureImageParallel serial-MB/s)" "$(metric MeasureImageParallel speedup)"
 printf '| verifying one attestation in process | %s µs/op | — (the floor for the service) | |\n' \
   "$(metric 'VerifyAttestationInProcess/verify-only' µs/verify)"
+emax='store=embedded.*load=max(-[0-9]+)?$'
 printf '| attestd end to end, %s hosts, embedded store, flat out | %s attestations/s, p99 %s ms, %s µs CPU each (attestd + load generator) | in-process verify: %s/s | %s |\n' \
-  "$hosts" "$(metric 'store=embedded.*load=max(-[0-9]+)?$' attestations/s)" "$(metric 'store=embedded.*load=max(-[0-9]+)?$' p99-ms)" "$(metric 'store=embedded.*load=max(-[0-9]+)?$' cpu-µs/attestation)" \
-  "$(metric 'store=embedded.*load=max(-[0-9]+)?$' verify-baseline/s)" "$(metric 'store=embedded.*load=max(-[0-9]+)?$' e2e/verify)"
+  "$hosts" "$(metric "$emax" attestations/s)" "$(metric "$emax" p99-ms)" "$(metric "$emax" cpu-µs/attestation)" \
+  "$(metric "$emax" verify-baseline/s)" "$(metric "$emax" e2e/verify)"
+printf '| **attestd CPU per attestation** (its own process: /proc/PID/stat), flat out | **%s µs** (the load generator: %s µs) | in-process verification floor: %s µs CPU/verify | **%s** (goal <= 2.5) |\n' \
+  "$(metric "$emax" attestd-cpu-µs/attestation)" "$(metric "$emax" load-cpu-µs/attestation)" "$(metric "$emax" floor-µs/verify)" "$(metric "$emax" attestd/floor)"
+printf '| the same at the 2,000/s target | %s µs (the load generator: %s µs) | floor: %s µs | %s |\n' \
+  "$(metric 'store=embedded.*load=rate' attestd-cpu-µs/attestation)" "$(metric 'store=embedded.*load=rate' load-cpu-µs/attestation)" "$(metric 'store=embedded.*load=rate' floor-µs/verify)" "$(metric 'store=embedded.*load=rate' attestd/floor)"
 printf '| the same, a signed token (ES256 JWT) asked for with every verdict | %s attestations/s, %s µs CPU each | without tokens: %s/s, %s µs CPU | |\n' \
   "$(metric 'load=max[+]tokens' attestations/s)" "$(metric 'load=max[+]tokens' cpu-µs/attestation)" \
   "$(metric 'store=embedded.*load=max(-[0-9]+)?$' attestations/s)" "$(metric 'store=embedded.*load=max(-[0-9]+)?$' cpu-µs/attestation)"

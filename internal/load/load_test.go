@@ -9,10 +9,13 @@ import (
 	"io"
 	"math"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +27,25 @@ import (
 	"github.com/bulwark-project/bulwark/policy"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(attestdChildEnv) == "1" {
+		os.Exit(attestdChild())
+	}
+	pgtest.Main(m)
+}
+
+// attestdChildEnv, set to 1, makes this test binary run as "attestd"
+// with its arguments: how the benchmark starts attestd as a process of
+// its own, whose CPU time the kernel accounts apart from the load
+// generator's.
+const attestdChildEnv = "BULWARK_LOAD_TEST_ATTESTD"
+
+// attestdChild is cmd/attestd's main, in this test binary.
+func attestdChild() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return attestdcmd.Program.Main(ctx, &cli.Env{Stdout: os.Stdout, Stderr: os.Stderr, Stdin: strings.NewReader("")}, os.Args[1:])
+}
 
 func TestHistogram(t *testing.T) {
 	var h histogram
@@ -178,18 +199,19 @@ func (w *lineWriter) String() string {
 	return s
 }
 
-// attestdFixture is a real attestd (the serve command, in process) over
-// TLS on loopback, with the load policy installed and the load EK CA as
-// its EK root.
+// attestdFixture is a real attestd (the serve command, in process or as a
+// child process) over TLS on loopback, with the load policy installed and
+// the load EK CA as its EK root.
 type attestdFixture struct {
 	addr, ca, cert, key, ekCADir string
+	pid                          int // the child process; 0 in process
 }
 
 // startAttestd starts attestd serve for the test; with a PostgreSQL dsn
 // it uses that store instead of the embedded one.
 func startAttestd(t testing.TB, dsn string) *attestdFixture {
 	t.Helper()
-	a, stop, err := launchAttestd(dsn)
+	a, stop, err := launchAttestd(dsn, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,10 +223,11 @@ func startAttestd(t testing.TB, dsn string) *attestdFixture {
 	return a
 }
 
-// launchAttestd starts attestd serve (in process, over TLS on loopback)
-// with the load policy, an admin certificate and the load EK CA as its EK
-// root; stop stops it and removes its files.
-func launchAttestd(dsn string) (a *attestdFixture, stop func() error, err error) {
+// launchAttestd starts attestd serve (over TLS on loopback; in process,
+// or with child as a process of its own: this test binary run again) with
+// the load policy, an admin certificate and the load EK CA as its EK root;
+// stop stops it and removes its files.
+func launchAttestd(dsn string, child bool) (a *attestdFixture, stop func() error, err error) {
 	dir, err := os.MkdirTemp("", "bulwark-load-test-")
 	if err != nil {
 		return nil, nil, err
@@ -249,17 +272,36 @@ func launchAttestd(dsn string) (a *attestdFixture, stop func() error, err error)
 	if dsn != "" {
 		args = append(args, "--db", dsn)
 	}
-	go func() {
-		done <- attestdcmd.Program.Main(ctx, &cli.Env{Stdout: io.Discard, Stderr: logw, Stdin: strings.NewReader("")}, args)
-	}()
+	pid := 0
+	if child {
+		cmd := exec.CommandContext(ctx, os.Args[0], args...)
+		cmd.Env = append(os.Environ(), attestdChildEnv+"=1")
+		cmd.Stdout, cmd.Stderr = io.Discard, logw
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = 30 * time.Second
+		dieWithParent(cmd)
+		if err := cmd.Start(); err != nil {
+			cancel()
+			return nil, nil, fmt.Errorf("starting attestd: %w", err)
+		}
+		pid = cmd.Process.Pid
+		go func() {
+			cmd.Wait()
+			done <- cmd.ProcessState.ExitCode()
+		}()
+	} else {
+		go func() {
+			done <- attestdcmd.Program.Main(ctx, &cli.Env{Stdout: io.Discard, Stderr: logw, Stdin: strings.NewReader("")}, args)
+		}()
+	}
 	stop = func() error {
 		cancel()
 		defer os.RemoveAll(dir)
 		select {
 		case <-done:
 			return nil
-		case <-time.After(30 * time.Second):
-			return errors.New("attestd did not stop within 30s")
+		case <-time.After(time.Minute):
+			return errors.New("attestd did not stop within a minute")
 		}
 	}
 	var addr string
@@ -279,7 +321,7 @@ func launchAttestd(dsn string) (a *attestdFixture, stop func() error, err error)
 		}
 	}
 	return &attestdFixture{addr: addr, ca: filepath.Join(certs, "ca.crt"), cert: filepath.Join(certs, "load.crt"),
-		key: filepath.Join(certs, "load.key"), ekCADir: ekca}, stop, nil
+		key: filepath.Join(certs, "load.key"), ekCADir: ekca, pid: pid}, stop, nil
 }
 
 // TestLoadAgainstAttestd runs a short, bounded load (at most a few hundred

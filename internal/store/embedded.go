@@ -29,8 +29,12 @@ const maxGroup = 512
 // writes keep arriving. An idle store commits a write at once; under load
 // the committer waits out the rest of the spacing so that one commit (two
 // fdatasyncs) serves every write that arrived meanwhile, instead of a
-// commit per write or two. It bounds the latency it adds to this.
-const commitSpacing = 2 * time.Millisecond
+// commit per write or two. It bounds the latency it adds to this. Much of
+// a commit's CPU (the fdatasyncs, the meta and branch pages, waking the
+// committer) does not depend on how many writes it holds: at 2,000
+// attestations/s, 2 ms shared it among ~4 of them, 5 ms among ~10
+// (docs/performance.md, seventh round).
+const commitSpacing = 5 * time.Millisecond
 
 // fullGroup is how many queued writes make the committer stop waiting out
 // commitSpacing: enough to amortise a commit, few enough to bound latency.
