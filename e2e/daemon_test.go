@@ -134,9 +134,10 @@ func waitGone(t *testing.T, pid int) {
 }
 
 // The host service through the real binaries: a detached sandbox runs,
-// ps/logs/inspect/stop/rm work on it, bad requests are refused, a daemon
-// killed with -9 takes its sandboxes' QEMUs with it and reports them lost
-// when it comes back, and SIGTERM stops every workload gracefully.
+// ps/logs/exec/inspect/stop/rm work on it, bad requests are refused, the
+// sandboxes of a daemon killed with -9 run on and the next daemon takes
+// them over (or reports lost the one whose QEMU died meanwhile), and
+// SIGTERM stops every workload gracefully.
 func TestDaemonSandboxes(t *testing.T) {
 	e := setup(t)
 	e.must("launcher", "image", "build", "-o", e.path("loop-image"), "--busybox", "sh,echo,cat,sha256sum,cut,sleep",
@@ -274,21 +275,63 @@ func TestDaemonSandboxes(t *testing.T) {
 		}
 	})
 
-	t.Run("kill -9 of the daemon: its QEMUs end, and it reports them lost", func(t *testing.T) {
+	t.Run("kill -9 of the daemon: its sandboxes run on and the next daemon takes them over", func(t *testing.T) {
+		keepID := e.runDetached(t)
 		lostID := e.runDetached(t)
-		pid := e.ps(t, false)[lostID].QEMUPID
-		if pid == 0 {
-			t.Fatal("no QEMU pid")
+		running := e.ps(t, false)
+		keepPID, lostPID := running[keepID].QEMUPID, running[lostID].QEMUPID
+		if keepPID == 0 || lostPID == 0 {
+			t.Fatalf("no QEMU pids: %+v", running)
 		}
 		d.cmd.Process.Kill()
 		<-d.exited
-		waitGone(t, pid)
-		d = e.startDaemon(top)
-		got := e.ps(t, true)[lostID]
-		if got.Status != "lost" || !strings.Contains(got.Error, "stopped while the sandbox ran") {
-			t.Fatalf("after a restart: %+v", got)
+		// QEMU outlives the daemon; one of them dies while no daemon runs.
+		if err := syscall.Kill(keepPID, 0); err != nil {
+			t.Fatalf("QEMU of %s died with the daemon: %v", keepID, err)
 		}
-		e.must("launcher", "rm", lostID)
+		syscall.Kill(lostPID, syscall.SIGKILL)
+		waitGone(t, lostPID)
+		d = e.startDaemon(top)
+		before := strings.Count(e.must("launcher", "logs", keepID), "tick ")
+		all := e.ps(t, true)
+		if got := all[keepID]; got.Status != "running" || got.QEMUPID != keepPID {
+			t.Fatalf("after a restart, the surviving sandbox: %+v", got)
+		}
+		if got := all[lostID]; got.Status != "lost" || !strings.Contains(got.Error, "ended while no host service was running") {
+			t.Fatalf("after a restart, the sandbox whose QEMU died: %+v", got)
+		}
+		// Its output goes on into the same log, and it can be followed,
+		// exec'd into and stopped as before.
+		c := e.cmd("launcher", "logs", "-f", keepID)
+		so, err := c.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { c.Process.Kill(); c.Wait() }()
+		sc := bufio.NewScanner(so)
+		n := 0
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "tick ") {
+				n++
+			}
+			if n > before+1 {
+				break
+			}
+		}
+		if n <= before+1 {
+			t.Fatalf("no new output after the takeover (%d ticks before, %d now)", before, n)
+		}
+		if out := e.must("launcher", "exec", keepID, "echo", "still here"); strings.TrimSpace(out) != "still here" {
+			t.Errorf("exec after the takeover: %q", out)
+		}
+		if out := e.must("launcher", "stop", "--time", "5s", keepID); !strings.Contains(out, "exited (exit code 143)") {
+			t.Errorf("stop after the takeover: %s", out)
+		}
+		waitGone(t, keepPID)
+		e.must("launcher", "rm", keepID, lostID)
 	})
 
 	t.Run("SIGTERM of the daemon stops every workload gracefully", func(t *testing.T) {

@@ -258,6 +258,14 @@ func newCgroup(parent, name string, cpus, memMiB int, accel string, checkFS bool
 
 // remove deletes the cgroup once its processes are gone (briefly retrying:
 // the kernel empties it just after the process is reaped).
+// dirs are the cgroup's directories (one on v2, one per controller on v1).
+func (c *cgroup) dirs() []string {
+	if c.fd != nil {
+		return []string{c.dir}
+	}
+	return c.v1
+}
+
 func (c *cgroup) remove() error {
 	if c == nil {
 		return nil

@@ -66,6 +66,13 @@ type Config struct {
 	// without namespaces. By default QEMU is confined (see SandboxUIDBase)
 	// and Start fails where it cannot be (not root); set this only on purpose.
 	Unconfined bool
+	// RunDir, when set, makes the sandbox persistent: it outlives the
+	// process that started it. QEMU then gets no parent-death signal, and
+	// its QMP and guest channel sockets stay at RunDir/q.sock and
+	// RunDir/c.sock, so that another process can take the sandbox over
+	// (Reattach). The directory must exist, be private (0700) and have a
+	// short path (socket paths are at most 107 bytes).
+	RunDir string
 	// Name labels the sandbox in logs and its cgroup (default: random).
 	Name string
 	// KernelDigest and InitrdDigest are the measured digests of Kernel and

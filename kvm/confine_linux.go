@@ -53,6 +53,7 @@ type confinement struct {
 	accel    string
 	lock     *os.File
 	once     sync.Once
+	persist  bool // QEMU outlives the launcher: no parent-death signal
 
 	smu     sync.Mutex
 	sync    *os.File // our end of the socket to the jailer
@@ -64,7 +65,7 @@ type confinement struct {
 // cmd (QEMU's command) start QEMU through the jailer, or says why QEMU
 // cannot be confined. accel decides whether the kvm group and /dev/kvm are
 // kept.
-func confine(name, accel string, cmd *exec.Cmd) (*confinement, error) {
+func confine(name, accel string, cmd *exec.Cmd, persist bool) (*confinement, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("confining QEMU (a uid of its own, namespaces, its own root) needs root")
 	}
@@ -102,7 +103,7 @@ func confine(name, accel string, cmd *exec.Cmd) (*confinement, error) {
 			}
 			return nil, fmt.Errorf("sandbox uids: %w", err)
 		}
-		c := &confinement{uid: uid, gid: uid, groups: groups, accel: accel, lock: f}
+		c := &confinement{uid: uid, gid: uid, groups: groups, accel: accel, lock: f, persist: persist}
 		if err := c.apply(cmd); err != nil {
 			c.release()
 			return nil, err
@@ -134,9 +135,12 @@ func (c *confinement) apply(cmd *exec.Cmd) error {
 	}
 	unix.SetNonblock(fds[0], true) // pollable: started reads it with a deadline
 	c.sync, c.child = os.NewFile(uintptr(fds[0]), "jailer-sync"), os.NewFile(uintptr(fds[1]), "jailer-sync")
+	// QEMU inherits the uid's lock (the same open file): the uid stays
+	// taken for as long as QEMU runs, also after the launcher is gone.
+	cmd.ExtraFiles = append(cmd.ExtraFiles, c.lock)
 	spec := jailSpec{
 		Root: jailRoot, Binds: binds, UID: c.uid, GID: c.gid, Groups: c.groups,
-		SyncFD: 3 + len(cmd.ExtraFiles), Path: binds[0].Dst, Args: cmd.Args,
+		SyncFD: 3 + len(cmd.ExtraFiles), Path: binds[0].Dst, Args: cmd.Args, Persist: c.persist,
 	}
 	js, err := json.Marshal(spec)
 	if err != nil {

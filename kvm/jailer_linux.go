@@ -46,6 +46,9 @@ type jailSpec struct {
 	SyncFD int        `json:"sync_fd"` // the launcher's end: errors go there; EOF means it died
 	Path   string     `json:"path"`    // QEMU, as a path inside the new root
 	Args   []string   `json:"args"`    // QEMU's argv
+	// Persist: QEMU outlives the launcher (Config.RunDir); no
+	// parent-death signal.
+	Persist bool `json:"persist,omitempty"`
 }
 
 // jailBind is one host file or directory visible (read-only) to QEMU.
@@ -122,8 +125,10 @@ func jail(spec *jailSpec) (string, error) {
 		return "setresuid", e
 	}
 	// After the credential change, which clears it.
-	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
-		return "parent-death signal", err
+	if !spec.Persist {
+		if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+			return "parent-death signal", err
+		}
 	}
 	// The launcher may have died before the line above: then its end of
 	// the sync socket is closed (a live one has written nothing yet).

@@ -31,30 +31,32 @@ import (
 type guestState int
 
 const (
-	stateBooting    guestState = iota // waiting for READY
-	stateIdentified                   // IDENTITY sent (after READY, or on resume); waiting for HELLO
-	stateHeld                         // making a template: READY seen, the guest is held for its snapshot
-	stateKeyed                        // HELLO: the guest key is known; the host may START
-	stateStarting                     // START sent; waiting for STARTED or ERROR
-	stateRunning                      // the workload runs
-	stateExited                       // EXIT: the workload's status is known
-	stateFailed                       // ERROR from the agent
+	stateBooting     guestState = iota // waiting for READY
+	stateIdentified                    // IDENTITY sent (after READY, or on resume); waiting for HELLO
+	stateHeld                          // making a template: READY seen, the guest is held for its snapshot
+	stateKeyed                         // HELLO: the guest key is known; the host may START
+	stateStarting                      // START sent; waiting for STARTED or ERROR
+	stateRunning                       // the workload runs
+	stateExited                        // EXIT: the workload's status is known
+	stateFailed                        // ERROR from the agent
+	stateReattaching                   // Reattach: REATTACH sent and REATTACHED seen; waiting for STATUS
 )
 
 func (st guestState) String() string {
-	return [...]string{"booting", "identified", "held for a template snapshot", "keyed", "starting", "running", "exited", "failed"}[st]
+	return [...]string{"booting", "identified", "held for a template snapshot", "keyed", "starting", "running", "exited", "failed", "reattaching"}[st]
 }
 
 // accepts lists, per state, the guest frames it accepts.
 var accepts = map[guestState][]channel.Type{
-	stateBooting:    {channel.TypeReady, channel.TypeError},
-	stateIdentified: {channel.TypeHello, channel.TypeError},
-	stateHeld:       nil,
-	stateKeyed:      {channel.TypeError},
-	stateStarting:   {channel.TypeStarted, channel.TypeError},
-	stateRunning:    {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeExit, channel.TypeError},
-	stateExited:     nil,
-	stateFailed:     nil,
+	stateBooting:     {channel.TypeReady, channel.TypeError},
+	stateIdentified:  {channel.TypeHello, channel.TypeError},
+	stateHeld:        nil,
+	stateKeyed:       {channel.TypeError},
+	stateStarting:    {channel.TypeStarted, channel.TypeError},
+	stateRunning:     {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeExit, channel.TypeError},
+	stateExited:      nil,
+	stateFailed:      nil,
+	stateReattaching: {channel.TypeStatus},
 }
 
 // expect checks that the guest may send t now. s.mu is held.
@@ -83,10 +85,10 @@ func (s *Sandbox) expect(t channel.Type) error {
 	return fmt.Errorf("unexpected %s frame from the guest", t)
 }
 
-// readGuest reads the agent's frames until the channel closes.
-func (s *Sandbox) readGuest() {
+// readGuest reads the agent's frames from r (on s.conn) until the
+// channel closes.
+func (s *Sandbox) readGuest(r *bufio.Reader) {
 	defer close(s.readerDone)
-	r := bufio.NewReaderSize(s.conn, 64<<10)
 	for {
 		t, body, err := channel.ReadFrame(r)
 		if err != nil {
@@ -203,6 +205,20 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 		close(ch)
 	case channel.TypeExecOut, channel.TypeExecExit:
 		return s.handleExecFrame(t, body)
+	case channel.TypeStatus:
+		var st channel.Status
+		if err := channel.Decode(t, body, &st); err != nil {
+			return err
+		}
+		switch {
+		case st.State == "running":
+			s.state = stateRunning
+		case st.State == "exited" && st.Code >= 0 && st.Code <= 255:
+			s.state, s.exitCode = stateExited, st.Code
+		default:
+			return fmt.Errorf("STATUS %q with code %d", st.State, st.Code)
+		}
+		close(s.reattachedCh)
 	case channel.TypeError:
 		var e channel.Error
 		if err := channel.Decode(t, body, &e); err != nil {

@@ -1,6 +1,7 @@
 package kvm
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,6 +44,7 @@ type Sandbox struct {
 	accel   AccelChoice
 	cmdline string
 	cmd     *exec.Cmd
+	proc    *os.Process // QEMU: cmd.Process, or found again by Reattach
 	qmp     *QMP
 	conn    net.Conn
 	tmpDir  string
@@ -58,26 +60,28 @@ type Sandbox struct {
 	recipe Recipe        // templates and clones only
 	ready  chan struct{} // closed on READY while making a template
 
-	mu         sync.Mutex
-	state      guestState    // the guest protocol (protocol.go)
-	hello      chan struct{} // closed on HELLO
-	guestKey   []byte
-	started    chan struct{} // closed on STARTED or ERROR
-	startErr   error
-	exitCode   int
-	guestErr   error
-	failErr    error // boot timeout, abort, protocol violation
-	shutdown   string
-	exited     chan struct{} // QEMU has exited and been reaped
-	readerDone chan struct{}
-	eventsDone chan struct{}
-	procState  *os.ProcessState
-	pingSeq    uint64
-	pongs      map[uint64]chan struct{}
-	execSeq    uint32
-	execs      map[uint32]*execWaiter
-	closeOnce  sync.Once
-	stopWatch  context.CancelFunc
+	mu           sync.Mutex
+	state        guestState    // the guest protocol (protocol.go)
+	hello        chan struct{} // closed on HELLO
+	guestKey     []byte
+	started      chan struct{} // closed on STARTED or ERROR
+	startErr     error
+	exitCode     int
+	guestErr     error
+	failErr      error // boot timeout, abort, protocol violation
+	shutdown     string
+	exited       chan struct{} // QEMU has exited and been reaped
+	readerDone   chan struct{}
+	eventsDone   chan struct{}
+	procState    *os.ProcessState
+	startTime    uint64        // QEMU's start time (clock ticks since boot), to know it again
+	reattachedCh chan struct{} // Reattach: closed on STATUS
+	pingSeq      uint64
+	pongs        map[uint64]chan struct{}
+	execSeq      uint32
+	execs        map[uint32]*execWaiter
+	closeOnce    sync.Once
+	stopWatch    context.CancelFunc
 }
 
 // mode is how a sandbox starts: a cold boot (zero), the boot of a
@@ -163,10 +167,14 @@ func start(ctx context.Context, cfg Config, m *mode) (*Sandbox, error) {
 func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	cfg := s.cfg
 	var err error
-	s.tmpDir, err = os.MkdirTemp("", "bulwark-sandbox-")
-	if err != nil {
-		return fmt.Errorf("kvm: %w", err)
+	sockDir := cfg.RunDir
+	if sockDir == "" {
+		if s.tmpDir, err = os.MkdirTemp("", "bulwark-sandbox-"); err != nil {
+			return fmt.Errorf("kvm: %w", err)
+		}
+		sockDir = s.tmpDir
 	}
+	persist := cfg.RunDir != ""
 	var extra []*os.File
 	fdPath := func(f *os.File) string {
 		extra = append(extra, f)
@@ -174,18 +182,21 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	}
 	// Listening sockets are made here and handed to QEMU; we connect before
 	// QEMU even runs, so no guest byte can be lost to an unconnected socket.
-	qmpL, qmpConn, err := listenAndDial(filepath.Join(s.tmpDir, "qmp.sock"))
+	// A persistent sandbox keeps both paths, for Reattach.
+	qmpL, qmpConn, err := listenAndDial(filepath.Join(sockDir, qmpSocket), persist)
 	if err != nil {
 		return err
 	}
 	defer qmpL.Close()
-	chL, chConn, err := listenAndDial(filepath.Join(s.tmpDir, "channel.sock"))
+	chL, chConn, err := listenAndDial(filepath.Join(sockDir, channelSocket), persist)
 	if err != nil {
 		qmpConn.Close()
 		return err
 	}
 	defer chL.Close()
-	os.Remove(s.tmpDir) // both socket paths are unlinked: nothing to leave behind
+	if !persist {
+		os.Remove(s.tmpDir) // both socket paths are unlinked: nothing to leave behind
+	}
 	s.conn = chConn
 	qmpFD := fdNum(fdPath(qmpL))
 	chFD := fdNum(fdPath(chL))
@@ -252,8 +263,11 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	cmd.Stdout = conW
 	cmd.Stderr = s.qerr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if persist {
+		cmd.SysProcAttr.Pdeathsig = 0
+	}
 	if !cfg.Unconfined {
-		if s.conf, err = confine(cfg.Name, s.accel.Accel, cmd); err != nil {
+		if s.conf, err = confine(cfg.Name, s.accel.Accel, cmd, persist); err != nil {
 			qmpConn.Close()
 			conR.Close()
 			return fmt.Errorf("kvm: %w; run QEMU unconfined only on purpose (launcher run --no-confine; kvm.Config.Unconfined)", err)
@@ -278,7 +292,10 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		return fmt.Errorf("kvm: starting %s: %w", qemu, err)
 	}
 	conW.Close()
-	s.cmd = cmd
+	s.cmd, s.proc = cmd, cmd.Process
+	if s.startTime, err = processStartTime(cmd.Process.Pid); err != nil {
+		s.log.Warn("reading QEMU's start time", "err", err)
+	}
 	for _, f := range s.files {
 		f.Close() // QEMU has its own descriptor now
 	}
@@ -321,7 +338,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		return s.startFailure("connecting to QMP", err)
 	}
 	s.qmp = q
-	go s.readGuest()
+	go s.readGuest(bufio.NewReaderSize(s.conn, 64<<10))
 	go s.readEvents()
 	if s.mode.clone != nil {
 		if err := s.resume(bootCtx); err != nil {
@@ -431,7 +448,18 @@ func (s *Sandbox) waitChardev(ctx context.Context, label string) error {
 	}
 }
 
-func listenAndDial(path string) (*os.File, net.Conn, error) {
+// Socket names in Config.RunDir.
+const (
+	qmpSocket     = "q.sock"
+	channelSocket = "c.sock"
+)
+
+// listenAndDial makes a listening socket at path (kept there with keep,
+// else unlinked at once) and connects to it.
+func listenAndDial(path string, keep bool) (*os.File, net.Conn, error) {
+	if len(path) > 107 {
+		return nil, nil, fmt.Errorf("kvm: socket path %s is longer than 107 bytes: give the sandbox a shorter run directory", path)
+	}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, nil, fmt.Errorf("kvm: %w", err)
@@ -442,8 +470,8 @@ func listenAndDial(path string) (*os.File, net.Conn, error) {
 		return nil, nil, fmt.Errorf("kvm: %w", err)
 	}
 	conn, err := net.Dial("unix", path)
-	l.SetUnlinkOnClose(true)
-	l.Close() // f keeps the socket listening; the path is gone
+	l.SetUnlinkOnClose(!keep)
+	l.Close() // f keeps the socket listening; the path is gone unless kept
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("kvm: connecting %s: %w", path, err)
@@ -509,8 +537,8 @@ func (s *Sandbox) fail(err error) {
 }
 
 func (s *Sandbox) kill() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	if s.proc != nil {
+		_ = s.proc.Signal(syscall.SIGKILL)
 	}
 }
 
@@ -572,10 +600,10 @@ func (s *Sandbox) Cmdline() string { return s.cmdline }
 
 // PID returns the QEMU process id.
 func (s *Sandbox) PID() int {
-	if s.cmd == nil || s.cmd.Process == nil {
+	if s.proc == nil {
 		return 0
 	}
-	return s.cmd.Process.Pid
+	return s.proc.Pid
 }
 
 // Abort tells the agent not to run the workload (or to stop it) and tears
@@ -675,7 +703,7 @@ func (s *Sandbox) MaxRSSKiB() int64 {
 func (s *Sandbox) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
-		if s.cmd != nil && s.cmd.Process != nil {
+		if s.proc != nil {
 			select {
 			case <-s.exited:
 			default:
@@ -711,6 +739,10 @@ func (s *Sandbox) Close() error {
 		}
 		if s.tmpDir != "" {
 			os.RemoveAll(s.tmpDir)
+		}
+		if s.cfg.RunDir != "" {
+			os.Remove(filepath.Join(s.cfg.RunDir, qmpSocket))
+			os.Remove(filepath.Join(s.cfg.RunDir, channelSocket))
 		}
 		err = s.cg.remove()
 		s.conf.release()

@@ -20,7 +20,7 @@ const (
 	StatusRunning = "running"
 	StatusExited  = "exited" // the workload's exit status came back
 	StatusFailed  = "failed" // the launch failed, or the sandbox ended without an exit status
-	StatusLost    = "lost"   // the host service stopped while it ran; QEMU ended with it
+	StatusLost    = "lost"   // its QEMU ended unwatched, or its launch was cut short
 )
 
 // On disk, each sandbox is a directory under SandboxesDir named by its id:
@@ -59,10 +59,10 @@ func readSandboxRecord(dir string) (*bulwarkv1.Sandbox, error) {
 	return sb, nil
 }
 
-// loadRecords reads every sandbox record under root. Records of sandboxes
-// that were starting or running when the last host service stopped are
-// marked lost (and saved so): their QEMU died with it (PR_SET_PDEATHSIG);
-// any QEMU still found is killed, so none runs unowned.
+// loadRecords reads every sandbox record under root. Records of launches
+// that were in progress when the last host service stopped are marked lost
+// (and saved so), and any QEMU of theirs still found is killed, so none
+// runs unowned; running ones are left for the service to take over.
 func loadRecords(root string) ([]*bulwarkv1.Sandbox, []error) {
 	ents, err := os.ReadDir(root)
 	if errors.Is(err, os.ErrNotExist) {
@@ -83,11 +83,11 @@ func loadRecords(root string) ([]*bulwarkv1.Sandbox, []error) {
 			errs = append(errs, err)
 			continue
 		}
-		if sb.GetStatus() == StatusCreated || sb.GetStatus() == StatusRunning {
+		if sb.GetStatus() == StatusCreated {
 			killLeftover(sb)
 			sb.Status = StatusLost
 			sb.ExitCode = -1
-			sb.Error = "the host service stopped while the sandbox ran; its QEMU ended with it"
+			sb.Error = "the host service stopped while the sandbox was being launched"
 			if err := writeRecord(dir, sb); err != nil {
 				errs = append(errs, err)
 			}

@@ -22,6 +22,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/launch"
+	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/tpm"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -114,15 +115,58 @@ func New(cfg Config) (*Service, error) {
 		cfg.Logger.Warn("a sandbox record cannot be read; it is ignored", "err", err)
 	}
 	for _, r := range records {
+		dir := filepath.Join(root, r.GetId())
+		if r.GetStatus() == StatusRunning {
+			if err := s.reattach(dir, r); err == nil {
+				continue
+			}
+		}
 		done := make(chan struct{})
 		close(done)
-		dir := filepath.Join(root, r.GetId())
 		s.sandboxes[r.GetId()] = &sandbox{dir: dir, log: endedOutputLog(filepath.Join(dir, outputFile)), done: done, info: r}
-		if r.GetStatus() == StatusLost {
-			cfg.Logger.Warn("sandbox lost: the previous host service stopped while it ran", "sandbox", r.GetId())
-		}
 	}
 	return s, nil
+}
+
+// reattach takes over a sandbox a previous host service ran, or records
+// it lost (saying why) when that cannot be done.
+func (s *Service) reattach(dir string, r *bulwarkv1.Sandbox) error {
+	id := r.GetId()
+	lost := func(why string) error {
+		r.Status, r.ExitCode, r.Error, r.EndedUnixMs = StatusLost, -1, why, time.Now().UnixMilli()
+		if err := writeRecord(dir, r); err != nil {
+			s.cfg.Logger.Error("saving the sandbox record", "sandbox", id, "err", err)
+		}
+		s.cfg.Logger.Warn("sandbox lost", "sandbox", id, "why", why)
+		return errors.New(why)
+	}
+	log, err := createOutputLog(filepath.Join(dir, outputFile), s.cfg.LogLimit)
+	if err != nil {
+		return lost("its output log cannot be opened: " + err.Error())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kb, err := kvm.Reattach(ctx, kvm.Config{
+		Name: id, RunDir: dir, Stdout: log.writer(streamStdout), Stderr: log.writer(streamStderr), Logger: s.cfg.Logger,
+	}, kvm.Persisted{PID: int(r.GetQemuPid()), StartTime: r.GetQemuStartTime(), CgroupDirs: r.GetCgroupDirs(), Accel: r.GetAccel()})
+	if err != nil {
+		log.end()
+		if errors.Is(err, kvm.ErrGone) {
+			return lost("its QEMU ended while no host service was running")
+		}
+		killLeftover(r)
+		return lost("it could not be taken over after a restart of the host service (" + err.Error() + "); its QEMU was killed")
+	}
+	l := launch.Adopt(kb, launch.Result{
+		SandboxID: id, Accel: r.GetAccel(), ImageDigest: r.GetImageDigest(), AttestationID: r.GetAttestationId(),
+		Policy: r.GetPolicy(), Secrets: r.GetSecrets(), Template: r.GetTemplate(), StartMillis: r.GetStartMs(),
+	}, time.Duration(r.GetStopTimeoutSeconds())*time.Second)
+	sb := &sandbox{dir: dir, log: log, done: make(chan struct{}), info: r, launched: l}
+	s.sandboxes[id] = sb
+	s.wg.Add(1)
+	go s.wait(sb, l)
+	s.cfg.Logger.Info("sandbox taken over from the previous host service", "sandbox", id, "qemu_pid", r.GetQemuPid())
+	return nil
 }
 
 // Shutdown aborts launches in progress, stops every running workload
@@ -196,7 +240,7 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 		defer sendMu.Unlock()
 		_ = stream.Send(ev) // a client gone away ends the launch through ctx
 	}
-	o.SandboxID, o.StateDir, o.HostTPM, o.Templates = id, s.cfg.StateDir, s.cfg.TPM, &s.templates
+	o.SandboxID, o.StateDir, o.HostTPM, o.Templates, o.RunDir = id, s.cfg.StateDir, s.cfg.TPM, &s.templates, dir
 	o.Attestd, o.PCR, o.Agent, o.Logger = s.cfg.Attestd, s.cfg.PCR, s.cfg.Agent, s.cfg.Logger
 	o.Stdout, o.Stderr = log.writer(streamStdout), log.writer(streamStderr)
 	o.Progress = lineWriter(func(line string) {
@@ -234,6 +278,8 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 		i.Status, i.Accel, i.Template, i.AttestationId, i.Secrets = StatusRunning, r.Accel, r.Template, r.AttestationID, r.Secrets
 		i.ImageDigest, i.StartMs, i.QemuPid = r.ImageDigest, r.StartMillis, int32(l.Sandbox().PID())
 		i.StartedUnixMs = time.Now().UnixMilli()
+		p := l.Sandbox().Persisted()
+		i.QemuStartTime, i.CgroupDirs, i.StopTimeoutSeconds = p.StartTime, p.CgroupDirs, req.GetStopTimeoutSeconds()
 	})
 	sb.mu.Lock()
 	sb.launched, sb.abort = l, nil

@@ -109,6 +109,9 @@ type Options struct {
 	// PCR is the launch PCR, checked by limits.CheckLaunchPCR as attestd's
 	// --launch-pcr is (0 means limits.DefaultLaunchPCR).
 	PCR int
+	// RunDir, when set, makes the sandbox persistent (kvm.Config.RunDir):
+	// its QEMU outlives this process, and another can take it over.
+	RunDir string
 	// SandboxID is the sandbox's id (32 lowercase hex digits, as
 	// NewSandboxID makes); empty: a fresh one.
 	SandboxID string
@@ -223,7 +226,7 @@ func (o *Options) sandboxConfig(kernel, initrd *measure.Pinned, accel, cmdline s
 	return kvm.Config{
 		Kernel: kernel.File, Initrd: initrd.File, KernelDigest: kernel.Digest, InitrdDigest: initrd.Digest,
 		Cmdline: cmdline, Accel: accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout,
-		CgroupParent: cgroupParent(o.NoCgroup), Unconfined: o.NoConfine,
+		CgroupParent: cgroupParent(o.NoCgroup), Unconfined: o.NoConfine, RunDir: o.RunDir,
 		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
 	}
 }
@@ -250,6 +253,16 @@ type Launched struct {
 	o   Options
 	sb  *kvm.Sandbox
 	res *Result
+}
+
+// Adopt is the Launched of a sandbox taken over with kvm.Reattach (its
+// launch was another process's): res is what that launch recorded;
+// stopGrace is Options.StopGrace (0: DefaultStopGrace).
+func Adopt(sb *kvm.Sandbox, res Result, stopGrace time.Duration) *Launched {
+	if stopGrace <= 0 {
+		stopGrace = DefaultStopGrace
+	}
+	return &Launched{o: Options{StopGrace: stopGrace}, sb: sb, res: &res}
 }
 
 // Sandbox is the running sandbox.

@@ -27,7 +27,7 @@ import (
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
-// Abort, Stop, Ping or Exec.
+// Abort, Stop, Ping, Exec or Reattach.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
@@ -35,10 +35,11 @@ type HostMessage struct {
 	Stop     *channel.Stop
 	Ping     *channel.Ping
 	Exec     *channel.Exec
+	Reattach *channel.Reattach
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
-// valid IDENTITY, START, ABORT, STOP, PING or EXEC is an error.
+// valid IDENTITY, START, ABORT, STOP, PING, EXEC or REATTACH is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -96,6 +97,15 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{Exec: &x}, nil
+	case channel.TypeReattach:
+		var r channel.Reattach
+		if err := channel.Decode(t, body, &r); err != nil {
+			return HostMessage{}, err
+		}
+		if err := r.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Reattach: &r}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }

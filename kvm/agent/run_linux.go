@@ -60,15 +60,22 @@ type session struct {
 
 	workload workload // set before the workload starts; read by execs
 	execs    execs
+	link     hostLink // whether the host end is connected (reattach_linux.go)
 }
 
 func (s *session) send(t channel.Type, v any) error {
+	s.link.wait()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	return channel.WriteJSON(s.port, t, v)
+	err := channel.WriteJSON(s.port, t, v)
+	if err == nil && t == channel.TypeExit {
+		s.link.exitSent(v.(channel.Exit).Code)
+	}
+	return err
 }
 
 func (s *session) sendRaw(t channel.Type, b []byte) error {
+	s.link.wait()
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	return channel.WriteFrame(s.port, t, b)
@@ -459,10 +466,19 @@ func (s *session) reapUntil(pid int) int {
 func (s *session) watchHost(pid int) {
 	for {
 		msg, err := ReadHostMessage(s.port)
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			// The host process is gone (reads end while nobody is
+			// connected): hold every frame until one reattaches.
+			s.link.lost()
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
 		if err != nil {
 			return
 		}
 		switch {
+		case msg.Reattach != nil:
+			s.reattached(msg.Reattach)
 		case msg.Abort != nil:
 			s.log.Info("host aborted the workload", "reason", msg.Abort.Reason)
 			_ = s.send(channel.TypeError, channel.Error{Message: "aborted by host: " + msg.Abort.Reason})

@@ -20,7 +20,8 @@ import (
 
 // Version is the protocol version the agent announces in Ready and Hello.
 // 3: the image arrives as a disk, and Identity names the sandbox.
-// 4: EXEC runs a command beside the workload.
+// 4: EXEC runs a command beside the workload; REATTACH lets a new host
+// process take a running sandbox over.
 const Version = 4
 
 // PortName is the virtio-serial port name the agent looks for.
@@ -35,22 +36,25 @@ type Type uint8
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
 // Error, Pong. Host → guest: Identity, Start, Abort, Stop, Ping.
 const (
-	TypeHello    Type = 1  // guest: JSON Hello, its public key, after Identity
-	TypeStart    Type = 2  // host: JSON Start
-	TypeAbort    Type = 3  // host: JSON Abort
-	TypeStarted  Type = 4  // guest: JSON Started, the workload process exists
-	TypeStdout   Type = 5  // guest: raw bytes of the workload's stdout
-	TypeStderr   Type = 6  // guest: raw bytes of the workload's stderr
-	TypeExit     Type = 7  // guest: JSON Exit, last frame of a run
-	TypeError    Type = 8  // guest: JSON Error, the run failed (the workload never started or the agent failed)
-	TypeStop     Type = 9  // host: JSON Stop, end the running workload gracefully
-	TypeReady    Type = 10 // guest: JSON Ready, first frame after boot: the port is open, no key yet
-	TypeIdentity Type = 11 // host: JSON Identity, fresh entropy and time, before the guest makes its key
-	TypePing     Type = 12 // host: JSON Ping, while the workload runs: is the agent alive?
-	TypePong     Type = 13 // guest: JSON Ping, the answer, with the same sequence number
-	TypeExec     Type = 14 // host: JSON Exec, run a command beside the running workload
-	TypeExecOut  Type = 15 // guest: ExecOutput, raw output of an exec (ExecOutput.Encode)
-	TypeExecExit Type = 16 // guest: JSON ExecExit, last frame of an exec
+	TypeHello      Type = 1  // guest: JSON Hello, its public key, after Identity
+	TypeStart      Type = 2  // host: JSON Start
+	TypeAbort      Type = 3  // host: JSON Abort
+	TypeStarted    Type = 4  // guest: JSON Started, the workload process exists
+	TypeStdout     Type = 5  // guest: raw bytes of the workload's stdout
+	TypeStderr     Type = 6  // guest: raw bytes of the workload's stderr
+	TypeExit       Type = 7  // guest: JSON Exit, last frame of a run
+	TypeError      Type = 8  // guest: JSON Error, the run failed (the workload never started or the agent failed)
+	TypeStop       Type = 9  // host: JSON Stop, end the running workload gracefully
+	TypeReady      Type = 10 // guest: JSON Ready, first frame after boot: the port is open, no key yet
+	TypeIdentity   Type = 11 // host: JSON Identity, fresh entropy and time, before the guest makes its key
+	TypePing       Type = 12 // host: JSON Ping, while the workload runs: is the agent alive?
+	TypePong       Type = 13 // guest: JSON Ping, the answer, with the same sequence number
+	TypeExec       Type = 14 // host: JSON Exec, run a command beside the running workload
+	TypeExecOut    Type = 15 // guest: ExecOutput, raw output of an exec (ExecOutput.Encode)
+	TypeExecExit   Type = 16 // guest: JSON ExecExit, last frame of an exec
+	TypeReattach   Type = 17 // host: JSON Reattach, a new host process took the channel over
+	TypeReattached Type = 18 // guest: JSON Reattach, the same nonce: the stream is in step from here
+	TypeStatus     Type = 19 // guest: JSON Status, right after REATTACHED
 )
 
 func (t Type) String() string {
@@ -87,12 +91,18 @@ func (t Type) String() string {
 		return "EXEC_OUT"
 	case TypeExecExit:
 		return "EXEC_EXIT"
+	case TypeReattach:
+		return "REATTACH"
+	case TypeReattached:
+		return "REATTACHED"
+	case TypeStatus:
+		return "STATUS"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeExecExit }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeStatus }
 
 // Exec asks the agent to run a command beside the running workload, in
 // its root, as its user, with its environment; ID names the exec in its
@@ -167,6 +177,38 @@ type ExecExit struct {
 	ID    uint32 `json:"id"`
 	Code  int    `json:"code"`
 	Error string `json:"error,omitempty"`
+}
+
+// Reattach is sent by a host process that takes over a running sandbox
+// whose previous host process died (the channel socket was reconnected).
+// The agent answers REATTACHED with the same nonce, then STATUS; the host
+// discards whatever reached it before REATTACHED (the rest of frames that
+// were in flight when the old host died) and reads frames from there.
+type Reattach struct {
+	Nonce string `json:"nonce"` // 32 hex digits
+}
+
+// Validate checks the nonce's form.
+func (r *Reattach) Validate() error {
+	if len(r.Nonce) != 32 || strings.Trim(r.Nonce, "0123456789abcdef") != "" {
+		return errors.New("reattach: nonce: want 32 lowercase hex digits")
+	}
+	return nil
+}
+
+// Marker is the exact REATTACHED frame for r, which the host looks for.
+func (r Reattach) Marker() []byte {
+	var b bytes.Buffer
+	_ = WriteJSON(&b, TypeReattached, r)
+	return b.Bytes()
+}
+
+// Status says, after REATTACHED, where the workload is: "running", or
+// "exited" with Code when its EXIT was already sent (and maybe lost with
+// the old host process).
+type Status struct {
+	State string `json:"state"`
+	Code  int    `json:"code"`
 }
 
 // Ping is a liveness probe (PING) and its answer (PONG).

@@ -342,8 +342,8 @@ func (*RunEvent_Started) isRunEvent_Event() {}
 type Sandbox struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// created, running, exited, failed, lost (the host service stopped while
-	// it ran and QEMU ended with it).
+	// created, running, exited, failed, lost (its QEMU ended while no host
+	// service watched it, or a launch was cut short by the service's end).
 	Status        string   `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
 	Image         string   `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
 	ImageDigest   string   `protobuf:"bytes,4,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
@@ -364,8 +364,14 @@ type Sandbox struct {
 	StartMs        int64 `protobuf:"varint,16,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
 	QemuPid        int32 `protobuf:"varint,17,opt,name=qemu_pid,json=qemuPid,proto3" json:"qemu_pid,omitempty"`
 	QemuPeakRssKib int64 `protobuf:"varint,18,opt,name=qemu_peak_rss_kib,json=qemuPeakRssKib,proto3" json:"qemu_peak_rss_kib,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For the host service to find the sandbox again after a restart: QEMU's
+	// start time (clock ticks since boot), its cgroup directories, and the
+	// workload's stop timeout.
+	QemuStartTime      uint64   `protobuf:"varint,19,opt,name=qemu_start_time,json=qemuStartTime,proto3" json:"qemu_start_time,omitempty"`
+	CgroupDirs         []string `protobuf:"bytes,20,rep,name=cgroup_dirs,json=cgroupDirs,proto3" json:"cgroup_dirs,omitempty"`
+	StopTimeoutSeconds uint32   `protobuf:"varint,21,opt,name=stop_timeout_seconds,json=stopTimeoutSeconds,proto3" json:"stop_timeout_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Sandbox) Reset() {
@@ -520,6 +526,27 @@ func (x *Sandbox) GetQemuPid() int32 {
 func (x *Sandbox) GetQemuPeakRssKib() int64 {
 	if x != nil {
 		return x.QemuPeakRssKib
+	}
+	return 0
+}
+
+func (x *Sandbox) GetQemuStartTime() uint64 {
+	if x != nil {
+		return x.QemuStartTime
+	}
+	return 0
+}
+
+func (x *Sandbox) GetCgroupDirs() []string {
+	if x != nil {
+		return x.CgroupDirs
+	}
+	return nil
+}
+
+func (x *Sandbox) GetStopTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.StopTimeoutSeconds
 	}
 	return 0
 }
@@ -1077,7 +1104,7 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x12\x1a\n" +
 	"\awarning\x18\x02 \x01(\tH\x00R\awarning\x12/\n" +
 	"\astarted\x18\x03 \x01(\v2\x13.bulwark.v1.SandboxH\x00R\astartedB\a\n" +
-	"\x05event\"\x91\x04\n" +
+	"\x05event\"\x8c\x05\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -1097,7 +1124,11 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x05error\x18\x0f \x01(\tR\x05error\x12\x19\n" +
 	"\bstart_ms\x18\x10 \x01(\x03R\astartMs\x12\x19\n" +
 	"\bqemu_pid\x18\x11 \x01(\x05R\aqemuPid\x12)\n" +
-	"\x11qemu_peak_rss_kib\x18\x12 \x01(\x03R\x0eqemuPeakRssKib\"(\n" +
+	"\x11qemu_peak_rss_kib\x18\x12 \x01(\x03R\x0eqemuPeakRssKib\x12&\n" +
+	"\x0fqemu_start_time\x18\x13 \x01(\x04R\rqemuStartTime\x12\x1f\n" +
+	"\vcgroup_dirs\x18\x14 \x03(\tR\n" +
+	"cgroupDirs\x120\n" +
+	"\x14stop_timeout_seconds\x18\x15 \x01(\rR\x12stopTimeoutSeconds\"(\n" +
 	"\x14ListSandboxesRequest\x12\x10\n" +
 	"\x03all\x18\x01 \x01(\bR\x03all\"J\n" +
 	"\x15ListSandboxesResponse\x121\n" +
