@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"time"
 
@@ -71,6 +72,20 @@ type Config struct {
 	// KernelDigest and InitrdDigest are the measured digests of Kernel and
 	// Initrd. Templates and clones need them: they are part of the recipe.
 	KernelDigest, InitrdDigest string
+	// Env ("KEY=VALUE" entries set over the image's environment),
+	// WorkingDir and User (replacing the image's when not empty) go to the
+	// agent in START: docker run's -e, -w and --user (channel.Start).
+	Env        []string
+	WorkingDir string
+	User       string
+	// Network is "" (no network device, the default) or NetworkUser: a
+	// virtio-net device on QEMU's user-mode network (slirp), guest address
+	// channel.GuestAddr, with Ports forwarded from the host. QEMU then
+	// keeps the host's network namespace (it makes the guest's outbound
+	// connections and listens on the forwarded ports), confined otherwise.
+	// A clone cannot have one: templates have no network device.
+	Network string
+	Ports   []PortForward
 	// Template, when set, starts the sandbox as a clone of it
 	// (LoadTemplate): the rest of the config must give the template's
 	// recipe, and Image is the clone's own image disk.
@@ -116,6 +131,60 @@ func (cfg *Config) setDefaults() error {
 	}
 	if !validName(cfg.Name) {
 		return fmt.Errorf("kvm: sandbox name %q: want [A-Za-z0-9._-], at most 64", cfg.Name)
+	}
+	if err := cfg.checkNetwork(); err != nil {
+		return err
+	}
+	st := channel.Start{SandboxID: cfg.Name, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User, Network: cfg.Network}
+	if err := st.Validate(); err != nil {
+		return fmt.Errorf("kvm: %w", err)
+	}
+	return nil
+}
+
+// NetworkUser is Config.Network for QEMU user-mode networking.
+const NetworkUser = channel.NetworkUser
+
+// PortForward forwards TCP connections to HostIP:HostPort on the host to
+// GuestPort in the guest (QEMU's hostfwd). HostPort 0 is any free port,
+// chosen when QEMU listens (Sandbox.Ports says which).
+type PortForward struct {
+	HostIP    netip.Addr // IPv4
+	HostPort  uint16     // 0..65535
+	GuestPort uint16     // 1..65535
+}
+
+// MaxPorts bounds Config.Ports.
+const MaxPorts = 32
+
+// checkNetwork checks Network and Ports.
+func (cfg *Config) checkNetwork() error {
+	switch cfg.Network {
+	case "":
+		if len(cfg.Ports) > 0 {
+			return errors.New("kvm: port forwards need Network = NetworkUser")
+		}
+		return nil
+	case NetworkUser:
+	default:
+		return fmt.Errorf("kvm: network %q: want \"\" (none) or %q", cfg.Network, NetworkUser)
+	}
+	if cfg.Template != nil {
+		return errors.New("kvm: a clone cannot have a network: its template's machine has no network device (boot cold)")
+	}
+	if len(cfg.Ports) > MaxPorts {
+		return fmt.Errorf("kvm: %d port forwards, the limit is %d", len(cfg.Ports), MaxPorts)
+	}
+	seen := map[string]bool{}
+	for _, p := range cfg.Ports {
+		if !p.HostIP.Is4() || p.GuestPort == 0 {
+			return fmt.Errorf("kvm: port forward %v: want an IPv4 host address and a guest port 1..65535", p)
+		}
+		k := netip.AddrPortFrom(p.HostIP, p.HostPort).String()
+		if p.HostPort != 0 && seen[k] {
+			return fmt.Errorf("kvm: host address %s forwarded twice", k)
+		}
+		seen[k] = true
 	}
 	return nil
 }

@@ -40,6 +40,11 @@ var DefaultModules = []string{"virtio_mmio", "virtio_rng", "virtio_console", "vi
 // 100-300 ms of its start under TCG).
 var DefaultDiskModules []string
 
+// DefaultNetModules are loaded by the agent only for a workload with a
+// network (launcher run --net user): virtio_net (and its dependencies not
+// in Modules). A guest without a network never probes a network device.
+var DefaultNetModules = []string{"virtio_net"}
+
 // BaseOptions configures BuildBaseInitramfs.
 type BaseOptions struct {
 	// Agent is the static guest agent binary (bin/bulwark-agent); required.
@@ -55,6 +60,9 @@ type BaseOptions struct {
 	// DiskModules are loaded when the image disk is mounted; default
 	// DefaultDiskModules. Dependencies not in Modules are added.
 	DiskModules []string
+	// NetModules are loaded when the workload has a network; default
+	// DefaultNetModules. Dependencies not in Modules are added.
+	NetModules []string
 }
 
 // BuildBaseInitramfs builds the base initramfs: /init (the agent), the
@@ -81,12 +89,19 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	if opts.DiskModules == nil {
 		opts.DiskModules = DefaultDiskModules
 	}
+	if opts.NetModules == nil {
+		opts.NetModules = DefaultNetModules
+	}
 	modRoot := filepath.Join(opts.ModulesDir, opts.KernelVersion)
 	order, err := resolveModules(modRoot, opts.Modules)
 	if err != nil {
 		return nil, err
 	}
 	diskOrder, err := resolveModules(modRoot, opts.DiskModules)
+	if err != nil {
+		return nil, err
+	}
+	netOrder, err := resolveModules(modRoot, opts.NetModules)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +116,8 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	ents = append(ents, entry{h: cpio.Header{Name: "init", Mode: cpio.TypeReg | 0o755}, data: opts.Agent})
 	man := channel.BaseManifest{KernelVersion: opts.KernelVersion}
 	included := map[string]bool{}
-	for i, rel := range append(order, diskOrder...) {
+	all := append(append(append([]string{}, order...), diskOrder...), netOrder...)
+	for i, rel := range all {
 		name := moduleName(rel) + ".ko"
 		if included[name] {
 			continue // a dependency of both lists is loaded with the first
@@ -111,10 +127,13 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if i < len(order) {
+		switch {
+		case i < len(order):
 			man.Modules = append(man.Modules, name)
-		} else {
+		case i < len(order)+len(diskOrder):
 			man.DiskModules = append(man.DiskModules, name)
+		default:
+			man.NetModules = append(man.NetModules, name)
 		}
 		ents = append(ents, entry{h: cpio.Header{Name: ".bulwark/modules/" + name, Mode: cpio.TypeReg | 0o644}, data: data})
 	}

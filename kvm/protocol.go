@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bulwark-project/bulwark/enclave/wrap"
@@ -243,15 +247,16 @@ func (s *Sandbox) GuestKey(ctx context.Context) ([]byte, error) {
 }
 
 // StartWorkload sends the wrapped secrets (wrapped for this sandbox's id,
-// Config.Name) and an optional command (args replaces the image's
-// entrypoint+cmd) to the agent, and waits until the workload process
+// Config.Name), an optional command (args replaces the image's
+// entrypoint+cmd) and Config's Env, WorkingDir, User and Network to the agent, and waits until the workload process
 // exists, its image mounted. If a secret does not open, the workload never
 // starts and the error is a *GuestError. It may be called once.
 func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []string) error {
 	if _, err := s.GuestKey(ctx); err != nil {
 		return err
 	}
-	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args}
+	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args,
+		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network}
 	if err := msg.Validate(); err != nil {
 		return fmt.Errorf("kvm: %w", err)
 	}
@@ -353,4 +358,46 @@ func (s *Sandbox) Ping(ctx context.Context) (time.Duration, error) {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
+}
+
+// Ports returns the port forwards QEMU listens on, with the host port it
+// chose for each forward of HostPort 0 (QEMU's "info usernet"); none
+// without a network.
+func (s *Sandbox) Ports(ctx context.Context) ([]PortForward, error) {
+	if s.cfg.Network != NetworkUser || len(s.cfg.Ports) == 0 {
+		return nil, nil
+	}
+	if s.qmp == nil {
+		return nil, errors.New("kvm: ports: QEMU's monitor is not connected")
+	}
+	raw, err := s.qmp.Execute(ctx, "human-monitor-command", map[string]any{"command-line": "info usernet"})
+	if err != nil {
+		return nil, fmt.Errorf("kvm: ports: %w", err)
+	}
+	var out string
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("kvm: ports: %w", err)
+	}
+	return parseUsernet(out), nil
+}
+
+// parseUsernet reads the host forwards from QEMU's "info usernet":
+//
+//	TCP[HOST_FORWARD]   3       127.0.0.1 36729       10.0.2.15    80     0     0
+func parseUsernet(out string) []PortForward {
+	var ports []PortForward
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || f[0] != "TCP[HOST_FORWARD]" {
+			continue
+		}
+		ip, err1 := netip.ParseAddr(f[2])
+		hp, err2 := strconv.ParseUint(f[3], 10, 16)
+		gp, err3 := strconv.ParseUint(f[5], 10, 16)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		ports = append(ports, PortForward{HostIP: ip, HostPort: uint16(hp), GuestPort: uint16(gp)})
+	}
+	return ports
 }

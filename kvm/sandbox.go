@@ -228,6 +228,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	spec := qemuSpec{
 		name: cfg.Name, accel: s.accel.Accel, cpus: cfg.CPUs, memoryMiB: cfg.MemoryMiB,
 		qmpFD: qmpFD, channelFD: chFD, kernel: kernel, initrd: initrd, disk: fdPath(disk), cmdline: s.cmdline,
+		network: cfg.Network, ports: cfg.Ports,
 	}
 	switch {
 	case s.mode.templateRAM != nil:
@@ -251,7 +252,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	cmd.Stderr = s.qerr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if !cfg.Unconfined {
-		if s.conf, err = confine(cfg.Name, s.accel.Accel, cmd); err != nil {
+		if s.conf, err = confine(cfg.Name, s.accel.Accel, cfg.Network == NetworkUser, cmd); err != nil {
 			qmpConn.Close()
 			conR.Close()
 			return fmt.Errorf("kvm: %w; run QEMU unconfined only on purpose (launcher run --no-confine; kvm.Config.Unconfined)", err)

@@ -160,7 +160,7 @@ const DefaultPortHostIP = "0.0.0.0"
 // Port is one TCP port forward from the host into the guest.
 type Port struct {
 	HostIP    netip.Addr // IPv4
-	HostPort  uint16     // 1..65535
+	HostPort  uint16     // 0 (any free port, chosen when QEMU listens) or 1..65535
 	GuestPort uint16     // 1..65535
 }
 
@@ -171,8 +171,9 @@ func (p Port) String() string {
 }
 
 // ParsePort parses a port forward as docker's -p takes it:
-// [HOSTIP:]HOSTPORT:GUESTPORT[/tcp], HOSTIP an IPv4 address (default
-// DefaultPortHostIP). Only TCP is forwarded.
+// [[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp], HOSTIP an IPv4 address (default
+// DefaultPortHostIP), HOSTPORT 0 or left out for any free port. Only TCP
+// is forwarded.
 func ParsePort(s string) (Port, error) {
 	var p Port
 	spec, proto, hasProto := strings.Cut(s, "/")
@@ -182,11 +183,13 @@ func ParsePort(s string) (Port, error) {
 	parts := strings.Split(spec, ":")
 	host := DefaultPortHostIP
 	switch len(parts) {
+	case 1:
+		parts = []string{"0", parts[0]}
 	case 2:
 	case 3:
 		host, parts = parts[0], parts[1:]
 	default:
-		return p, fmt.Errorf("%q: want [HOSTIP:]HOSTPORT:GUESTPORT[/tcp]", truncate(s))
+		return p, fmt.Errorf("%q: want [[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]", truncate(s))
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil || !ip.Is4() {
@@ -195,8 +198,11 @@ func ParsePort(s string) (Port, error) {
 	p.HostIP = ip
 	for i, dst := range []*uint16{&p.HostPort, &p.GuestPort} {
 		n, err := strconv.ParseUint(parts[i], 10, 16)
-		if err != nil || n == 0 || strconv.FormatUint(n, 10) != parts[i] {
-			return p, fmt.Errorf("%q: port %q is not a number 1..65535", truncate(s), truncate(parts[i]))
+		if err != nil || strconv.FormatUint(n, 10) != parts[i] {
+			return p, fmt.Errorf("%q: port %q is not a number 0..65535", truncate(s), truncate(parts[i]))
+		}
+		if n == 0 && i == 1 {
+			return p, fmt.Errorf("%q: guest port 0; want 1..65535", truncate(s))
 		}
 		*dst = uint16(n)
 	}

@@ -186,6 +186,34 @@ func readColonFile(root, rel string) [][]string {
 	return out
 }
 
+// Override applies what the host's START sets over the image's config
+// (docker run -e, -w, --user): each of start.Env replaces the image's
+// variable of the same name, or is added after the image's; a working
+// directory or user replaces the image's.
+func Override(cfg channel.ImageConfig, start *channel.Start) channel.ImageConfig {
+	if len(start.Env) > 0 {
+		idx := map[string]int{}
+		env := make([]string, 0, len(cfg.Env)+len(start.Env))
+		for _, kv := range append(append([]string{}, cfg.Env...), start.Env...) {
+			k, _, _ := strings.Cut(kv, "=")
+			if i, ok := idx[k]; ok {
+				env[i] = kv
+				continue
+			}
+			idx[k] = len(env)
+			env = append(env, kv)
+		}
+		cfg.Env = env
+	}
+	if start.WorkingDir != "" {
+		cfg.WorkingDir = start.WorkingDir
+	}
+	if start.User != "" {
+		cfg.User = start.User
+	}
+	return cfg
+}
+
 // Env builds the workload environment from the image's Env: PATH and HOME
 // are added when missing, HOSTNAME is set.
 func Env(image []string, home, hostname string) []string {

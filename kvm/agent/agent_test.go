@@ -290,3 +290,23 @@ func TestMkdirAllInRoot(t *testing.T) {
 		t.Fatal("went through a regular file")
 	}
 }
+
+// TestOverride: START's env replaces the image's variables of the same
+// name in place and adds the others after them; working directory and
+// user replace the image's only when given.
+func TestOverride(t *testing.T) {
+	img := channel.ImageConfig{Env: []string{"PATH=/bin", "A=image", "B=image"}, WorkingDir: "/app", User: "app", Cmd: []string{"x"}}
+	got := Override(img, &channel.Start{Env: []string{"B=run", "C=run", "B=last"}, WorkingDir: "/srv", User: "1000:1000"})
+	if want := "PATH=/bin A=image B=last C=run"; strings.Join(got.Env, " ") != want {
+		t.Errorf("env %q, want %q", got.Env, want)
+	}
+	if got.WorkingDir != "/srv" || got.User != "1000:1000" || got.Cmd[0] != "x" {
+		t.Errorf("got %+v", got)
+	}
+	if got := Override(img, &channel.Start{}); strings.Join(got.Env, " ") != strings.Join(img.Env, " ") || got.WorkingDir != "/app" || got.User != "app" {
+		t.Errorf("no override changed the config: %+v", got)
+	}
+	if strings.Join(img.Env, " ") != "PATH=/bin A=image B=image" {
+		t.Errorf("the image's config was modified: %q", img.Env)
+	}
+}

@@ -145,9 +145,15 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return s.fail(err)
 	}
+	cfg = Override(cfg, start)
 	argv, err := Command(cfg, start.Args)
 	if err != nil {
 		return s.fail(err)
+	}
+	if start.Network == channel.NetworkUser {
+		if err := setupNetwork(log); err != nil {
+			return s.fail(fmt.Errorf("network: %w", err))
+		}
 	}
 	id, err := ResolveUser(channel.RootfsDir, cfg.User)
 	if err != nil {

@@ -146,7 +146,36 @@ type Start struct {
 	Secrets   []Secret `json:"secrets,omitempty"`
 	// Args replaces the image's entrypoint+cmd when not empty.
 	Args []string `json:"args,omitempty"`
+	// Env entries ("KEY=VALUE") are set over the image's environment, a
+	// key given here replacing the image's; WorkingDir and User replace
+	// the image's when not empty (docker run -e, -w, --user; User is
+	// USER[:GROUP], numbers or names from the image's /etc/passwd and
+	// /etc/group).
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+	// Network is "" (no network) or NetworkUser: the agent loads the
+	// network modules and configures eth0 for QEMU's user-mode network
+	// (GuestAddr, GuestGateway, GuestDNS) before the workload starts.
+	Network string `json:"network,omitempty"`
 }
+
+// NetworkUser is Start.Network for QEMU user-mode networking (slirp),
+// whose fixed addresses the agent configures.
+const (
+	NetworkUser  = "user"
+	GuestAddr    = "10.0.2.15/24"
+	GuestGateway = "10.0.2.2"
+	GuestDNS     = "10.0.2.3"
+)
+
+// Bounds of Start's workload inputs (the launcher's are as strict).
+const (
+	MaxEnv        = 128
+	MaxEnvBytes   = 64 << 10 // all entries together
+	MaxWorkingDir = 4096
+	MaxUser       = 256
+)
 
 // Abort tells the agent not to run anything and to power off.
 type Abort struct {
@@ -293,6 +322,34 @@ func (s *Start) Validate() error {
 			return fmt.Errorf("channel: argument %d contains a NUL byte", i)
 		}
 	}
+	return s.validateWorkload()
+}
+
+// validateWorkload checks Env, WorkingDir, User and Network.
+func (s *Start) validateWorkload() error {
+	if len(s.Env) > MaxEnv {
+		return fmt.Errorf("channel: %d environment variables, the limit is %d", len(s.Env), MaxEnv)
+	}
+	total := 0
+	for i, kv := range s.Env {
+		total += len(kv)
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || strings.IndexByte(kv, 0) >= 0 {
+			return fmt.Errorf("channel: environment entry %d: want KEY=VALUE without NUL bytes", i)
+		}
+	}
+	if total > MaxEnvBytes {
+		return fmt.Errorf("channel: environment of %d bytes, the limit is %d", total, MaxEnvBytes)
+	}
+	if d := s.WorkingDir; d != "" && (len(d) > MaxWorkingDir || d[0] != '/' || strings.IndexByte(d, 0) >= 0) {
+		return errors.New("channel: working directory: want an absolute path without NUL bytes, at most 4096 bytes")
+	}
+	if len(s.User) > MaxUser || strings.IndexByte(s.User, 0) >= 0 {
+		return errors.New("channel: user: want at most 256 bytes without NUL")
+	}
+	if s.Network != "" && s.Network != NetworkUser {
+		return fmt.Errorf("channel: network %q: want \"\" or %q", s.Network, NetworkUser)
+	}
 	return nil
 }
 
@@ -334,6 +391,9 @@ type BaseManifest struct {
 	// not have probed the disk slot before a clone points it at its own
 	// image.
 	DiskModules []string `json:"disk_modules,omitempty"`
+	// NetModules are loaded, in order, when the workload has a network
+	// (virtio_net and dependencies not in Modules).
+	NetModules []string `json:"net_modules,omitempty"`
 }
 
 // ImageConfig is the part of the OCI image config the agent applies.

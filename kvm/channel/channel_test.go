@@ -107,6 +107,15 @@ func TestStartValidate(t *testing.T) {
 		{"duplicate", Start{SandboxID: "x", Secrets: []Secret{ok, ok}}, "twice"},
 		{"too many", Start{SandboxID: "x", Secrets: make([]Secret, MaxSecrets+1)}, "limit"},
 		{"nul arg", Start{SandboxID: "x", Args: []string{"a\x00b"}}, "NUL"},
+		{"workload", Start{SandboxID: "x", Env: []string{"A=1", "B="}, WorkingDir: "/srv", User: "app:staff", Network: NetworkUser}, ""},
+		{"env without =", Start{SandboxID: "x", Env: []string{"A"}}, "KEY=VALUE"},
+		{"env without key", Start{SandboxID: "x", Env: []string{"=1"}}, "KEY=VALUE"},
+		{"env with NUL", Start{SandboxID: "x", Env: []string{"A=\x00"}}, "KEY=VALUE"},
+		{"too many env", Start{SandboxID: "x", Env: make([]string, MaxEnv+1)}, "limit"},
+		{"env too large", Start{SandboxID: "x", Env: []string{"A=" + strings.Repeat("a", MaxEnvBytes)}}, "limit"},
+		{"relative workdir", Start{SandboxID: "x", WorkingDir: "srv"}, "working directory"},
+		{"user with NUL", Start{SandboxID: "x", User: "a\x00"}, "user"},
+		{"unknown network", Start{SandboxID: "x", Network: "tap"}, "network"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.s.Validate()
