@@ -61,7 +61,9 @@ type BaseOptions struct {
 	// DefaultDiskModules. Dependencies not in Modules are added.
 	DiskModules []string
 	// NetModules are loaded when the workload has a network; default
-	// DefaultNetModules. Dependencies not in Modules are added.
+	// DefaultNetModules, left out when the kernel has none of them (such
+	// a base initramfs refuses --net user). Dependencies not in Modules
+	// are added.
 	NetModules []string
 }
 
@@ -89,19 +91,20 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	if opts.DiskModules == nil {
 		opts.DiskModules = DefaultDiskModules
 	}
-	if opts.NetModules == nil {
+	netOptional := opts.NetModules == nil // a kernel without virtio_net still boots workloads without a network
+	if netOptional {
 		opts.NetModules = DefaultNetModules
 	}
 	modRoot := filepath.Join(opts.ModulesDir, opts.KernelVersion)
-	order, err := resolveModules(modRoot, opts.Modules)
+	order, err := resolveModules(modRoot, opts.Modules, false)
 	if err != nil {
 		return nil, err
 	}
-	diskOrder, err := resolveModules(modRoot, opts.DiskModules)
+	diskOrder, err := resolveModules(modRoot, opts.DiskModules, false)
 	if err != nil {
 		return nil, err
 	}
-	netOrder, err := resolveModules(modRoot, opts.NetModules)
+	netOrder, err := resolveModules(modRoot, opts.NetModules, netOptional)
 	if err != nil {
 		return nil, err
 	}
@@ -198,7 +201,7 @@ func moduleName(p string) string {
 
 // resolveModules reads modules.dep and returns module paths (relative to
 // modRoot) in load order: every module after its dependencies.
-func resolveModules(modRoot string, want []string) ([]string, error) {
+func resolveModules(modRoot string, want []string, optional bool) ([]string, error) {
 	f, err := os.Open(filepath.Join(modRoot, "modules.dep"))
 	if err != nil {
 		return nil, fmt.Errorf("kvm: kernel modules: %w (is the kernel version right? apt-get install linux-image-amd64)", err)
@@ -249,8 +252,8 @@ func resolveModules(modRoot string, want []string) ([]string, error) {
 		n := strings.ReplaceAll(name, "-", "_")
 		p, ok := byName[n]
 		if !ok {
-			if builtin[n] {
-				continue // built into the kernel: nothing to load
+			if builtin[n] || optional {
+				continue // built into the kernel (or not needed): nothing to load
 			}
 			return nil, fmt.Errorf("kvm: kernel module %q not found in %s/modules.dep", name, modRoot)
 		}

@@ -77,6 +77,16 @@ type Options struct {
 	Cmdline string
 	// Args replace the image's entrypoint+cmd when not empty.
 	Args []string
+	// Env ("KEY=VALUE"), WorkingDir and User are set over the image's
+	// config, as docker run's -e/--env-file, -w and --user do; Network is
+	// NetworkNone ("" too) or NetworkUser, with Ports forwarded
+	// ("[[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]", docker run's -p). All are
+	// checked by ValidateWorkload and recorded in the launch event.
+	Env        []string
+	WorkingDir string
+	User       string
+	Network    string
+	Ports      []string
 	// Signers are the keys trusted to sign kernel, initrd and image. When
 	// given, every artifact must carry a valid signature by one of them
 	// before anything boots.
@@ -129,6 +139,9 @@ type Result struct {
 	// QEMUPeakRSSKiB is QEMU's peak resident memory (VmHWM) once it has
 	// exited; 0 when it did not get that far.
 	QEMUPeakRSSKiB int64
+	// Ports are the port forwards QEMU listens on, "HOSTIP:HOSTPORT->GUESTPORT/tcp",
+	// with the port it chose for a forward of host port 0.
+	Ports []string
 }
 
 func (o *Options) progress(format string, a ...any) {
@@ -232,6 +245,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := limits.CheckLaunchPCR(o.PCR); err != nil {
 		return nil, fmt.Errorf("%w (attestd's --launch-pcr)", err)
 	}
+	if err := o.ValidateWorkload(); err != nil {
+		return nil, err
+	}
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -310,15 +326,19 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// The template a clone would resume from is part of what the policy
 	// judges: it is chosen now, and loaded (and checked) before the boot.
 	cfg := o.sandboxConfig(kernel, initrd, accel, cmdline)
+	o.workloadConfig(&cfg)
 	tplDir, tplInfo, err := o.findTemplate(cfg)
 	if err != nil {
 		return nil, err
 	}
 	o.progress("asking attestd whether policy %q allows these artifacts", o.Policy)
+	var wl measure.LaunchEvent
+	o.workloadEvent(&wl)
 	pf, err := client.Preflight(ctx, &bulwarkv1.PreflightRequest{
 		NodeId: nodeID, Policy: o.Policy, Kernel: kernel.Digest, Initrd: initrd.Digest,
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, Cmdline: cmdline, Args: o.Args, Signatures: pbSigs,
 		TemplateRecipe: tplInfo.RecipeDigest, TemplateRam: tplInfo.RAM.Digest, TemplateState: tplInfo.State.Digest,
+		EnvKeys: wl.EnvKeys, EnvDigest: wl.EnvDigest, WorkingDir: wl.WorkingDir, User: wl.User, Network: wl.Network, Ports: wl.Ports,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w%s", attestdError("preflight", err), enrollHint(err))
@@ -389,6 +409,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if tpl != nil {
 		ev.TemplateRecipe, ev.TemplateRAM, ev.TemplateState = tpl.Info.RecipeDigest, tpl.Info.RAM.Digest, tpl.Info.State.Digest
 	}
+	o.workloadEvent(ev)
 	o.progress("recording launch event for sandbox %s in PCR %d", res.SandboxID, o.PCR)
 	hostLog := NewHostLog(filepath.Join(o.StateDir, "launch"), o.PCR)
 	if _, err := hostLog.Append(ctx, t, ev); err != nil {
@@ -449,6 +470,20 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
 	res.StartMillis = time.Since(bootStart).Milliseconds()
+	if ports, err := sb.Ports(ctx); err != nil {
+		o.warn("the port forwards QEMU listens on are not known: %v", err)
+	} else {
+		for _, p := range ports {
+			res.Ports = append(res.Ports, fmt.Sprintf("%s:%d->%d/tcp", p.HostIP, p.HostPort, p.GuestPort))
+		}
+		if len(res.Ports) > 0 { // shown even without progress: a port QEMU chose is known only now
+			if w := o.Progress; w != nil {
+				o.progress("forwarding %s", strings.Join(res.Ports, ", "))
+			} else if o.Stderr != nil {
+				fmt.Fprintf(o.Stderr, "launcher: forwarding %s\n", strings.Join(res.Ports, ", "))
+			}
+		}
+	}
 	o.progress("workload running %d ms after the sandbox started (%s)", res.StartMillis, map[bool]string{true: "clone", false: "cold boot"}[tpl != nil])
 	code, err := o.waitWorkload(ctx, sb)
 	res.ExitCode = code

@@ -136,6 +136,10 @@ func (o *Options) findTemplate(cfg kvm.Config) (string, kvm.TemplateInfo, error)
 	case TemplateNone:
 		return "", kvm.TemplateInfo{}, nil
 	case TemplateAuto:
+		if o.Network == NetworkUser {
+			o.progress("--net user: booting cold (templates have no network device)")
+			return "", kvm.TemplateInfo{}, nil
+		}
 		recipe, err := cfg.Recipe()
 		if err != nil {
 			return "", kvm.TemplateInfo{}, err

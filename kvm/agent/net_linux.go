@@ -32,7 +32,7 @@ func setupNetwork(log *slog.Logger) error {
 		return err
 	}
 	if len(man.NetModules) == 0 {
-		return errors.New("the base initramfs has no network modules (virtio_net): rebuild it with 'launcher initrd build'")
+		return errors.New("the base initramfs has no network modules (virtio_net): it predates --net user or its kernel has no virtio_net module; rebuild it with 'launcher initrd build'")
 	}
 	if err := loadModuleFiles(man.NetModules); err != nil {
 		return err
