@@ -36,6 +36,7 @@ const (
 	fieldUser       = 0x14 // UTF-8 or empty
 	fieldNetwork    = 0x15 // "" or "user"
 	fieldPorts      = 0x16 // nested TLVs of type argTag, in order
+	fieldVolumes    = 0x17 // nested TLVs of type argTag, in order
 
 	argTag = 0x01
 
@@ -68,7 +69,7 @@ const (
 var eventFieldNames = []string{"SandboxID", "Policy", "Kernel", "Initrd", "Cmdline", "CmdlineDigest",
 	"Image", "ImageConfig", "Args", "GuestPublicKey", "Time",
 	"ImageDisk", "TemplateRecipe", "TemplateRAM", "TemplateState",
-	"EnvKeys", "EnvDigest", "WorkingDir", "User", "Network", "Ports"}
+	"EnvKeys", "EnvDigest", "WorkingDir", "User", "Network", "Ports", "Volumes"}
 
 // v2 reports whether e needs the version 2 encoding.
 func (e *LaunchEvent) v2() bool {
@@ -228,6 +229,7 @@ func (e *LaunchEvent) MarshalCanonical() ([]byte, error) {
 		b = appendTLV(b, fieldUser, []byte(e.User))
 		b = appendTLV(b, fieldNetwork, []byte(e.Network))
 		b = appendTLV(b, fieldPorts, appendList(nil, e.Ports))
+		b = appendTLV(b, fieldVolumes, appendList(nil, e.Volumes))
 	}
 	if len(b)+tlvHeader > MaxEventSize {
 		return nil, fmt.Errorf("launch event: encoding is %d bytes, more than %d", len(b)+tlvHeader, MaxEventSize)
@@ -431,6 +433,12 @@ func (e *LaunchEvent) unmarshalWorkload(r *tlvReader) error {
 	if v, err = r.expect(fieldPorts, "ports"); err != nil {
 		return fmt.Errorf("launch event: %w", err)
 	}
-	e.Ports, err = readList(v, "ports", MaxPorts)
+	if e.Ports, err = readList(v, "ports", MaxPorts); err != nil {
+		return err
+	}
+	if v, err = r.expect(fieldVolumes, "volumes"); err != nil {
+		return fmt.Errorf("launch event: %w", err)
+	}
+	e.Volumes, err = readList(v, "volumes", 2*MaxVolumes)
 	return err
 }

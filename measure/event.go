@@ -60,6 +60,11 @@ type LaunchEvent struct {
 	// forwards, each "HOSTIP:HOSTPORT:GUESTPORT/tcp" (see CanonicalPort).
 	Network string   `json:"network,omitempty"`
 	Ports   []string `json:"ports,omitempty"`
+	// Volumes are the mounts the launch adds to the workload's root, in
+	// the order given: read-only disks built from host directories, by
+	// digest ("ro:TARGET:DIGEST"), and writable tmpfs scratch
+	// ("tmpfs:TARGET:BYTES"); see Volume.
+	Volumes []string `json:"volumes,omitempty"`
 }
 
 // Cloned reports whether the sandbox resumed from a template.

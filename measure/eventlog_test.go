@@ -78,6 +78,7 @@ func TestCanonicalRoundTrip(t *testing.T) {
 			e.EnvKeys, e.EnvDigest = EnvKeys(env), EnvDigest(SHA256, env)
 			e.WorkingDir, e.User = "/srv/www", "app:1000"
 			e.Network, e.Ports = NetworkUser, []string{"127.0.0.1:8080:80/tcp", "0.0.0.0:2222:22/tcp"}
+			e.Volumes = []string{"ro:/data:" + DigestBytes(SHA256, []byte("vol")), "tmpfs:/scratch:0", "tmpfs:/cache:67108864"}
 		}},
 		{"v3 user only, with a clone", func(e *LaunchEvent) {
 			e.ImageDisk = DigestBytes(SHA256, []byte("disk"))
@@ -180,6 +181,18 @@ func TestValidateRejects(t *testing.T) {
 		{"unknown network", "network", func(e *LaunchEvent) { e.Network = "none" }},
 		{"ports without network", "ports without user-mode", func(e *LaunchEvent) { e.Ports = []string{"0.0.0.0:80:80/tcp"} }},
 		{"port not canonical", "canonical", func(e *LaunchEvent) { e.Network, e.Ports = NetworkUser, []string{"80:80"} }},
+		{"volume size not canonical", "volumes[0]", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/x:00"} }},
+		{"volume in /proc", "which the sandbox provides", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/proc/x:0"} }},
+		{"volume over the secrets", "which the sandbox provides", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/run/secrets:0"} }},
+		{"volume at the root", "root itself", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/:0"} }},
+		{"volume bad digest", "volumes[0]", func(e *LaunchEvent) { e.Volumes = []string{"ro:/data:sha256:00"} }},
+		{"volume unknown kind", "kind", func(e *LaunchEvent) { e.Volumes = []string{"rw:/data:0"} }},
+		{"volume twice", "mounted twice", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/a:0", "tmpfs:/a:1"} }},
+		{"too many tmpfs", "more than 8 tmpfs", func(e *LaunchEvent) {
+			for i := range 9 {
+				e.Volumes = append(e.Volumes, fmt.Sprintf("tmpfs:/t%d:0", i))
+			}
+		}},
 		{"too many ports", "ports", func(e *LaunchEvent) {
 			e.Network, e.Ports = NetworkUser, slices.Repeat([]string{"0.0.0.0:80:80/tcp"}, MaxPorts+1)
 		}},
@@ -212,18 +225,18 @@ func TestUnmarshalLaunchEventRejects(t *testing.T) {
 		{"version 3 without its fields", "not in canonical form", func() []byte {
 			b := append([]byte{fieldVersion, 0, 0, 0, 1, 3}, good[6:]...)
 			for _, f := range []byte{fieldImageDisk, fieldTemplateRecipe, fieldTemplateRAM, fieldTemplateState,
-				fieldEnvKeys, fieldEnvDigest, fieldWorkingDir, fieldUser, fieldNetwork, fieldPorts} {
+				fieldEnvKeys, fieldEnvDigest, fieldWorkingDir, fieldUser, fieldNetwork, fieldPorts, fieldVolumes} {
 				b = appendTLV(b, f, nil)
 			}
 			return b
 		}()},
-		{"version 3 missing its ports", "ports", func() []byte {
+		{"version 3 missing its volumes", "volumes", func() []byte {
 			b := append([]byte{fieldVersion, 0, 0, 0, 1, 3}, good[6:]...)
 			for _, f := range []byte{fieldImageDisk, fieldTemplateRecipe, fieldTemplateRAM, fieldTemplateState,
 				fieldEnvKeys, fieldEnvDigest, fieldWorkingDir} {
 				b = appendTLV(b, f, nil)
 			}
-			return appendTLV(appendTLV(b, fieldUser, []byte("app")), fieldNetwork, nil)
+			return appendTLV(appendTLV(appendTLV(b, fieldUser, []byte("app")), fieldNetwork, nil), fieldPorts, nil)
 		}()},
 		// A version 2 encoding of an event without version 2 values is
 		// not canonical (it has a version 1 encoding).

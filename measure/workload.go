@@ -260,10 +260,117 @@ func (e *LaunchEvent) checkWorkload() error {
 			return fmt.Errorf("launch event: ports[%d] %q is not in canonical form %q", i, truncate(s), p.String())
 		}
 	}
+	return e.CheckVolumes()
+}
+
+// CheckVolumes checks LaunchEvent.Volumes: canonical, at most MaxVolumes
+// of each kind, each target once.
+func (e *LaunchEvent) CheckVolumes() error {
+	if len(e.Volumes) > 2*MaxVolumes {
+		return fmt.Errorf("launch event: %d volumes, the limit is %d", len(e.Volumes), 2*MaxVolumes)
+	}
+	count := map[string]int{}
+	targets := map[string]bool{}
+	for i, s := range e.Volumes {
+		v, err := ParseVolume(s)
+		if err != nil {
+			return fmt.Errorf("launch event: volumes[%d]: %w", i, err)
+		}
+		if v.String() != s {
+			return fmt.Errorf("launch event: volumes[%d] %q is not in canonical form %q", i, truncate(s), v.String())
+		}
+		if count[v.Kind]++; count[v.Kind] > MaxVolumes {
+			return fmt.Errorf("launch event: more than %d %s volumes", MaxVolumes, v.Kind)
+		}
+		if targets[v.Target] {
+			return fmt.Errorf("launch event: volumes[%d]: %s mounted twice", i, truncate(v.Target))
+		}
+		targets[v.Target] = true
+	}
 	return nil
 }
 
 // v3 reports whether e needs the version 3 encoding.
 func (e *LaunchEvent) v3() bool {
-	return len(e.EnvKeys) > 0 || e.EnvDigest != "" || e.WorkingDir != "" || e.User != "" || e.Network != "" || len(e.Ports) > 0
+	return len(e.EnvKeys) > 0 || e.EnvDigest != "" || e.WorkingDir != "" || e.User != "" || e.Network != "" || len(e.Ports) > 0 || len(e.Volumes) > 0
+}
+
+// Volume kinds of LaunchEvent.Volumes.
+const (
+	VolumeReadOnly = "ro"    // a read-only erofs disk built from a host directory, by digest
+	VolumeTmpfs    = "tmpfs" // writable scratch in guest memory
+)
+
+// Limits on volumes.
+const (
+	MaxVolumes    = 8       // read-only volumes, and tmpfs mounts, each
+	MaxTmpfsBytes = 1 << 40 // the largest --tmpfs size= accepted (the guest's memory bounds it anyway)
+)
+
+// Volume is one mount a launch adds to the workload's root.
+type Volume struct {
+	Kind   string // VolumeReadOnly or VolumeTmpfs
+	Target string // where, in the workload's root (CheckVolumeTarget)
+	Digest string // VolumeReadOnly: the disk's digest
+	Size   int64  // VolumeTmpfs: size in bytes, 0 for the kernel's default (half the guest's memory)
+}
+
+// String is the volume's canonical form, as recorded in
+// LaunchEvent.Volumes: "ro:TARGET:DIGEST" or "tmpfs:TARGET:BYTES".
+func (v Volume) String() string {
+	if v.Kind == VolumeTmpfs {
+		return fmt.Sprintf("%s:%s:%d", v.Kind, v.Target, v.Size)
+	}
+	return v.Kind + ":" + v.Target + ":" + v.Digest
+}
+
+// ParseVolume parses a volume's canonical form (Volume.String).
+func ParseVolume(s string) (Volume, error) {
+	kind, rest, _ := strings.Cut(s, ":")
+	target, arg, ok := strings.Cut(rest, ":")
+	if !ok {
+		return Volume{}, fmt.Errorf("volume %q: want ro:TARGET:DIGEST or tmpfs:TARGET:BYTES", truncate(s))
+	}
+	if err := CheckVolumeTarget(target); err != nil {
+		return Volume{}, fmt.Errorf("volume %q: %w", truncate(s), err)
+	}
+	v := Volume{Kind: kind, Target: target}
+	switch kind {
+	case VolumeReadOnly:
+		if _, _, err := ParseDigest(arg); err != nil {
+			return Volume{}, fmt.Errorf("volume %q: %w", truncate(s), err)
+		}
+		v.Digest = arg
+	case VolumeTmpfs:
+		n, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil || n < 0 || n > MaxTmpfsBytes || strconv.FormatInt(n, 10) != arg {
+			return Volume{}, fmt.Errorf("volume %q: size %q is not a number of bytes 0..%d", truncate(s), truncate(arg), int64(MaxTmpfsBytes))
+		}
+		v.Size = n
+	default:
+		return Volume{}, fmt.Errorf("volume %q: kind %q: want %s or %s", truncate(s), truncate(kind), VolumeReadOnly, VolumeTmpfs)
+	}
+	return v, nil
+}
+
+// CheckVolumeTarget checks where a volume is mounted in the workload's
+// root: an absolute, clean path, not "/", without ':' or ',', at most
+// MaxWorkingDir bytes, and not in the guest's pseudo filesystems (/proc,
+// /sys, /dev) nor over its secrets (/run/secrets).
+func CheckVolumeTarget(p string) error {
+	if err := CheckWorkingDir(p); err != nil {
+		return err
+	}
+	if p == "/" {
+		return errors.New("the root itself cannot be a volume")
+	}
+	if strings.ContainsAny(p, ":,") {
+		return fmt.Errorf("%q: ':' and ',' are not allowed in a volume path", truncate(p))
+	}
+	for _, no := range []string{"/proc", "/sys", "/dev", "/run/secrets"} {
+		if p == no || strings.HasPrefix(p, no+"/") {
+			return fmt.Errorf("%q is in %s, which the sandbox provides", truncate(p), no)
+		}
+	}
+	return nil
 }

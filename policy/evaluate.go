@@ -527,6 +527,7 @@ func (e *evaluation) claims() map[string]any {
 	args := append([]string{}, ev.Args...)
 	envKeys := append([]string{}, ev.EnvKeys...)
 	ports := append([]string{}, ev.Ports...)
+	volumes := append([]string{}, ev.Volumes...)
 	return map[string]any{
 		"policy":         e.pol.Name,
 		"node_id":        e.ev.NodeID,
@@ -546,6 +547,7 @@ func (e *evaluation) claims() map[string]any {
 		"user":           ev.User,
 		"network":        networkClaim(ev.Network),
 		"ports":          ports,
+		"volumes":        volumes,
 		"host_pcrs":      pcrs,
 		"firmware":       firmwareClaims(e.ev.Firmware),
 		"signers":        signers,

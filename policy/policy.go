@@ -31,6 +31,7 @@ type Policy struct {
 	Args    ArgsRule
 	Env     EnvRule      // the zero value: no variables over the image's
 	Network *NetworkRule // nil: no network ("none") only
+	Volumes *VolumeRule  // nil: no volumes
 
 	Templates *TemplateRule // nil: clones of any template are judged like cold boots
 

@@ -28,6 +28,14 @@ type NetworkRule struct {
 	Allow []string
 }
 
+// VolumeRule says which volumes a launch may add to the workload's root
+// (LaunchEvent.Volumes). No volumes section allows none.
+type VolumeRule struct {
+	Any     bool     // allow: any read-only volume
+	Digests []string // read-only volumes with these disk digests
+	Tmpfs   bool     // tmpfs scratch mounts
+}
+
 // networkModes are the values network.allow may list.
 var networkModes = []string{"none", "user"}
 
@@ -98,10 +106,66 @@ func (p *parser) network(n *yaml.Node, pol *Policy) {
 	pol.Network = r
 }
 
-// workload judges what the launch sets beside its command: environment
-// and network. (Working directory and user are for CEL rules.)
+// volumes parses the top-level volumes section.
+func (p *parser) volumes(n *yaml.Node, pol *Policy) {
+	f := p.mapping(n, "volumes", "allow", "digests", "tmpfs")
+	if f == nil {
+		return
+	}
+	r := &VolumeRule{}
+	al, hasAl := f["allow"]
+	ds, hasDs := f["digests"]
+	if hasAl && hasDs {
+		p.errAt(ds.key, "drop allow when listing digests", "volumes: give allow or digests, not both")
+	}
+	if hasAl {
+		if s, ok := p.str(al.val, "volumes.allow"); ok {
+			switch s {
+			case "any":
+				r.Any = true
+			case "none":
+			default:
+				p.errAt(al.val, "write 'any' (any read-only volume) or 'none'", "volumes.allow: %q is not 'any' or 'none'", truncate(s, 40))
+			}
+		}
+	}
+	if hasDs {
+		r.Digests = p.digestList(ds.val, "volumes.digests")
+	}
+	if v, ok := f["tmpfs"]; ok {
+		if v.val.Kind != yaml.ScalarNode || v.val.ShortTag() != "!!bool" {
+			p.errAt(v.val, "write 'tmpfs: true' to allow --tmpfs scratch mounts", "volumes.tmpfs: expected true or false, got %s", kindName(v.val))
+		} else {
+			r.Tmpfs = v.val.Value == "true"
+		}
+	}
+	if !hasAl && !hasDs {
+		if _, ok := f["tmpfs"]; !ok {
+			p.errAt(n, "add 'allow: any', 'digests: [...]' or 'tmpfs: true'", "volumes: nothing allowed or pinned")
+		}
+	}
+	pol.Volumes = r
+}
+
+// workload judges what the launch sets beside its command: environment,
+// network and volumes. (Working directory and user are for CEL rules.)
 func (e *evaluation) workload() {
 	ev := e.ev.Event
+	r := e.pol.Volumes
+	if r == nil {
+		r = &VolumeRule{}
+	}
+	for _, s := range ev.Volumes {
+		v, err := measure.ParseVolume(s)
+		switch {
+		case err != nil:
+			e.deny("volumes: %v", err)
+		case v.Kind == measure.VolumeTmpfs && !r.Tmpfs:
+			e.deny("volumes: tmpfs at %q is not allowed (volumes.tmpfs)", truncate(v.Target, 80))
+		case v.Kind == measure.VolumeReadOnly && !r.Any && !slices.Contains(r.Digests, v.Digest):
+			e.deny("volumes: read-only volume %s at %q is not one the policy allows", v.Digest, truncate(v.Target, 80))
+		}
+	}
 	if len(ev.EnvKeys) > 0 && !e.pol.Env.Any {
 		if len(e.pol.Env.Keys) == 0 {
 			e.deny("env: variables %s set over the image's environment; this policy allows none (env.allow: none)", listKeys(ev.EnvKeys))

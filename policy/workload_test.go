@@ -22,6 +22,9 @@ func TestWorkloadRules(t *testing.T) {
 		ev.Network, ev.Ports = measure.NetworkUser, []string{"127.0.0.1:8080:80/tcp"}
 	}
 	withUser := func(ev *measure.LaunchEvent) { ev.User, ev.WorkingDir = "app", "/srv" }
+	vol := measure.DigestBytes(measure.SHA256, []byte("volume"))
+	withVol := func(ev *measure.LaunchEvent) { ev.Volumes = []string{"ro:/data:" + vol} }
+	withTmpfs := func(ev *measure.LaunchEvent) { ev.Volumes = []string{"tmpfs:/scratch:0"} }
 	for _, tc := range []struct {
 		name    string
 		section string
@@ -39,6 +42,14 @@ func TestWorkloadRules(t *testing.T) {
 		{"no network, user only", "network: {allow: [user]}\n", func(*measure.LaunchEvent) {}, `network: "none" is not allowed (allowed: "user")`},
 		{"network, nothing allowed", "network: {allow: []}\n", func(*measure.LaunchEvent) {}, `network: "none" is not allowed (allowed: )`},
 		{"user and workdir pass without rules", "", withUser, ""},
+		{"volume, no section", "", withVol, `volumes: read-only volume ` + vol + ` at "/data" is not one the policy allows`},
+		{"tmpfs, no section", "", withTmpfs, `volumes: tmpfs at "/scratch" is not allowed`},
+		{"volume pinned", "volumes: {digests: [" + vol + "]}\n", withVol, ""},
+		{"volume, other pinned", "volumes: {digests: [" + dA + "]}\n", withVol, "is not one the policy allows"},
+		{"volume, any", "volumes: {allow: any}\n", withVol, ""},
+		{"tmpfs allowed", "volumes: {tmpfs: true}\n", withTmpfs, ""},
+		{"tmpfs, volumes only", "volumes: {allow: any}\n", withTmpfs, "volumes: tmpfs"},
+		{"CEL sees volumes", "volumes: {allow: any}\nrules:\n  - name: data\n    expr: volumes == [\"ro:/data:" + vol + "\"]\n", withVol, ""},
 		{"CEL pins user and workdir", "rules:\n  - name: non-root\n    expr: user == \"app\" && working_dir == \"/srv\"\n", withUser, ""},
 		{"CEL refuses the image's user", "rules:\n  - name: non-root\n    expr: user == \"app\"\n", func(*measure.LaunchEvent) {}, "rule non-root"},
 		{"CEL pins the env", "env: {allow: any}\nrules:\n  - name: env\n    expr: env_digest == \"" + measure.EnvDigest(measure.SHA256, env) + "\" && env_keys == [\"LOG\", \"PORT\"]\n", withEnv, ""},
@@ -97,6 +108,10 @@ func TestWorkloadRuleParseErrors(t *testing.T) {
 		{"network: {allow: [tap]}\n", `network.allow: "tap" is not supported yet`},
 		{"network: {allow: [user, user]}\n", `network.allow: "user" listed twice`},
 		{"network: {allow: user}\n", "network.allow"},
+		{"volumes: {}\n", "volumes: nothing allowed or pinned"},
+		{"volumes: {allow: any, digests: []}\n", "volumes: give allow or digests, not both"},
+		{"volumes: {tmpfs: yes-please}\n", "volumes.tmpfs: expected true or false"},
+		{"volumes: {digests: [sha256:00]}\n", "volumes.digests: malformed digest"},
 	} {
 		_, err := Parse("t.yaml", []byte(minimal+tc.section), LoadOptions{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

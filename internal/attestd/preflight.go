@@ -46,7 +46,7 @@ func (s *Server) Preflight(ctx context.Context, req *bulwarkv1.PreflightRequest)
 			Image: req.GetImage(), ImageConfig: req.GetImageConfig(), Args: req.GetArgs(), Time: now,
 			TemplateRecipe: req.GetTemplateRecipe(), TemplateRAM: req.GetTemplateRam(), TemplateState: req.GetTemplateState(),
 			EnvKeys: req.GetEnvKeys(), EnvDigest: req.GetEnvDigest(), WorkingDir: req.GetWorkingDir(), User: req.GetUser(),
-			Network: req.GetNetwork(), Ports: req.GetPorts(),
+			Network: req.GetNetwork(), Ports: req.GetPorts(), Volumes: req.GetVolumes(),
 		},
 		Signatures: artifactSignatures(req.GetSignatures()),
 		Time:       now,
@@ -92,6 +92,7 @@ var preflightFields = []struct{ field, refused string }{
 	{"args", "the command override is not allowed by the policy"},
 	{"env", "the environment variables set over the image's are not allowed by the policy"},
 	{"network", "the guest network is not allowed by the policy"},
+	{"volumes", "a volume is not allowed by the policy"},
 	{"templates", "the policy does not allow a clone of this VM template (launcher run --template none boots cold)"},
 	{"secrets", "the policy releases a secret that is not in attestd's vault yet: an admin must add it (attestd ctl secret put NAME; attestd's log names it)"},
 }

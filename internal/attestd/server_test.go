@@ -480,6 +480,7 @@ func runServerSuite(t *testing.T, storeKind string) {
 			{"network", func(r *bulwarkv1.PreflightRequest) { r.Network = "tap" }},
 			{"ports", func(r *bulwarkv1.PreflightRequest) { r.Ports = []string{"0.0.0.0:80:80/tcp"} }},
 			{"ports[0]", func(r *bulwarkv1.PreflightRequest) { r.Network, r.Ports = "user", []string{"80:80"} }},
+			{"volumes", func(r *bulwarkv1.PreflightRequest) { r.Volumes = []string{"tmpfs:/proc/x:0"} }},
 		} {
 			_, err := c.Preflight(ctx, pre(tc.mut))
 			wantCode(t, err, codes.InvalidArgument, tc.field)

@@ -285,6 +285,13 @@ func validatePreflightWorkload(r *bulwarkv1.PreflightRequest) error {
 			return invalid(fmt.Sprintf("ports[%d]", i), "not in canonical form %q", p.String())
 		}
 	}
+	// The launch event's own check covers volumes (count, form, targets).
+	ev := measure.LaunchEvent{Volumes: r.GetVolumes()}
+	if len(ev.Volumes) > 0 {
+		if err := ev.CheckVolumes(); err != nil {
+			return invalid("volumes", "%v", strings.TrimPrefix(err.Error(), "launch event: "))
+		}
+	}
 	return nil
 }
 

@@ -247,7 +247,8 @@ func FuzzPreflightRequest(f *testing.F) {
 	f.Add(seed)
 	seed, _ = proto.Marshal(&bulwarkv1.PreflightRequest{NodeId: "sha256:" + strings.Repeat("ab", 32), Policy: testPolicyName,
 		Kernel: testKernel, Cmdline: testCmdline, EnvKeys: []string{"A", "B"}, EnvDigest: measure.EnvDigest(measure.SHA256, []string{"A=1", "B=2"}),
-		WorkingDir: "/srv", User: "app:1000", Network: "user", Ports: []string{"127.0.0.1:8080:80/tcp"}})
+		WorkingDir: "/srv", User: "app:1000", Network: "user", Ports: []string{"127.0.0.1:8080:80/tcp"},
+		Volumes: []string{"tmpfs:/scratch:0", "ro:/data:" + testImage}})
 	f.Add(seed)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -265,11 +266,11 @@ func FuzzPreflightRequest(f *testing.F) {
 			Event: measure.LaunchEvent{Policy: req.GetPolicy(), Kernel: req.GetKernel(), Initrd: req.GetInitrd(), Image: req.GetImage(),
 				Cmdline: req.GetCmdline(), CmdlineDigest: measure.DigestCmdline(measure.SHA256, req.GetCmdline()), Args: req.GetArgs(),
 				EnvKeys: req.GetEnvKeys(), EnvDigest: req.GetEnvDigest(), WorkingDir: req.GetWorkingDir(), User: req.GetUser(),
-				Network: req.GetNetwork(), Ports: req.GetPorts()}}
+				Network: req.GetNetwork(), Ports: req.GetPorts(), Volumes: req.GetVolumes()}}
 		// What validation lets through is an event the log could hold.
 		ev.Event.SandboxID = "sb"
 		if err := ev.Event.Validate(); err != nil {
-			for _, f := range []string{"env_keys", "env_digest", "working_dir", "user", "network", "ports"} {
+			for _, f := range []string{"env_keys", "env_digest", "working_dir", "user", "network", "ports", "volumes"} {
 				if strings.Contains(err.Error(), "launch event: "+f) {
 					t.Fatalf("a validated request makes an invalid event: %v", err)
 				}
