@@ -350,18 +350,20 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 	})
 
-	t.Run("workload inputs: env, workdir, user and a web server on a forwarded port", func(t *testing.T) {
+	t.Run("workload inputs: env, workdir, user, volumes and a web server on a forwarded port", func(t *testing.T) {
 		// A CGI script answers the host's request and leaves a mark; the
 		// workload then exits, so the one-shot launch ends by itself.
 		script := strings.Join([]string{
 			`echo "env greeting=$GREETING extra=$EXTRA file=$FROMFILE pwd=$(pwd) id=$(id -u):$(id -g)"`,
+			`echo "volume $(cat /data/hello.txt)"; touch /data/x 2>/dev/null || echo volume-read-only`,
+			`echo scratch > /scratch/f && echo "tmpfs $(cat /scratch/f)"`,
 			`mkdir -p www/cgi-bin`,
 			`printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho hello-from-the-guest\ntouch /tmp/served\n' > www/cgi-bin/hello`,
 			`chmod +x www/cgi-bin/hello`,
 			`httpd -p 8080 -h www && echo serving`,
 			`while [ ! -e /tmp/served ]; do sleep 1; done; echo served`,
 		}, "; ")
-		e.must("launcher", "image", "build", "-o", e.path("web-image"), "--busybox", "sh,echo,id,pwd,mkdir,printf,chmod,touch,httpd,sleep",
+		e.must("launcher", "image", "build", "-o", e.path("web-image"), "--busybox", "sh,echo,id,pwd,mkdir,printf,chmod,touch,httpd,sleep,cat",
 			"--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", script, "--env", "GREETING=image", "--env", "PATH=/bin")
 		e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("web-image"))
 		e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
@@ -371,7 +373,14 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pol = append(pol, []byte("\nenv:\n  keys: [GREETING, EXTRA, FROMFILE]\nnetwork:\n  allow: [user]\n"+
+		vol := e.path("volume")
+		if err := os.MkdirAll(vol, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vol, "hello.txt"), []byte("from-the-host\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		pol = append(pol, []byte("\nenv:\n  keys: [GREETING, EXTRA, FROMFILE]\nnetwork:\n  allow: [user]\nvolumes:\n  allow: any\n  tmpfs: true\n"+
 			"rules:\n  - name: app-user\n    expr: user == \"1000:1000\" && working_dir == \"/tmp/app\" && size(ports) == 1\n")...)
 		if err := os.WriteFile(e.path("attestd/policies/web.yaml"), pol, 0o644); err != nil {
 			t.Fatal(err)
@@ -381,12 +390,13 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 			t.Fatal(err)
 		}
 		flags := append([]string{"--env-file", e.path("web.env"), "-e", "GREETING=run", "-e", "EXTRA=a b",
-			"-w", "/tmp/app", "--user", "1000:1000", "--net", "user", "-p", "127.0.0.1:0:8080"}, signer...)
+			"-w", "/tmp/app", "--user", "1000:1000", "--net", "user", "-p", "127.0.0.1:0:8080",
+			"--volume", vol + ":/data:ro", "--tmpfs", "/scratch:size=1m"}, signer...)
 
 		// Refused before boot where the policy allows neither (the "allow"
 		// policy pins the other image too): env and network are named.
 		r := e.launch(e.path("vmlinux"), e.path("web-image"), "allow", flags...)
-		refused(t, r, "env: ", "network: ")
+		refused(t, r, "env: ", "network: ", "volumes: ")
 		beforeBoot(t, r)
 
 		report := e.path("web-report.json")
@@ -446,8 +456,11 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		if err := <-exited; err != nil {
 			t.Fatalf("launch: %v\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
 		}
-		if want := "env greeting=run extra=a b file=yes pwd=/tmp/app id=1000:1000\n"; !strings.Contains(so.String(), want) {
-			t.Errorf("stdout lacks %q:\n%s", want, so.String())
+		for _, want := range []string{"env greeting=run extra=a b file=yes pwd=/tmp/app id=1000:1000\n",
+			"volume from-the-host\nvolume-read-only\ntmpfs scratch\n"} {
+			if !strings.Contains(so.String(), want) {
+				t.Errorf("stdout lacks %q:\n%s", want, so.String())
+			}
 		}
 		rep := readReport(t, report)
 		if len(rep.Ports) != 1 || rep.Ports[0] != "127.0.0.1:"+p+"->8080/tcp" || rep.ExitCode != 0 {

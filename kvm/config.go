@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/bulwark-project/bulwark/kvm/channel"
@@ -86,6 +87,12 @@ type Config struct {
 	// A clone cannot have one: templates have no network device.
 	Network string
 	Ports   []PortForward
+	// Volumes are read-only disks (BuildVolumeDisk: sealed memfds of erofs
+	// images) mounted at their Target in the workload's root; Tmpfs are
+	// writable scratch mounts. At most MaxVolumes of each. A clone cannot
+	// have volumes: its template's machine has no slot for them.
+	Volumes []VolumeDisk
+	Tmpfs   []TmpfsMount
 	// Template, when set, starts the sandbox as a clone of it
 	// (LoadTemplate): the rest of the config must give the template's
 	// recipe, and Image is the clone's own image disk.
@@ -135,7 +142,10 @@ func (cfg *Config) setDefaults() error {
 	if err := cfg.checkNetwork(); err != nil {
 		return err
 	}
-	st := channel.Start{SandboxID: cfg.Name, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User, Network: cfg.Network}
+	if err := cfg.checkVolumes(); err != nil {
+		return err
+	}
+	st := channel.Start{SandboxID: cfg.Name, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User, Network: cfg.Network, Mounts: cfg.mounts()}
 	if err := st.Validate(); err != nil {
 		return fmt.Errorf("kvm: %w", err)
 	}
@@ -156,6 +166,58 @@ type PortForward struct {
 
 // MaxPorts bounds Config.Ports.
 const MaxPorts = 32
+
+// VolumeDisk is a read-only volume: an erofs disk (BuildVolumeDisk) and
+// where the workload sees it.
+type VolumeDisk struct {
+	File   *os.File
+	Target string
+}
+
+// TmpfsMount is writable scratch of Size bytes (0: the kernel's default,
+// half the guest's memory) at Target in the workload's root.
+type TmpfsMount struct {
+	Target string
+	Size   int64
+}
+
+// MaxVolumes bounds Config.Volumes and Config.Tmpfs, each.
+const MaxVolumes = 8
+
+// volumeSerial is the virtio-blk serial of volume i, by which the agent
+// finds its disk.
+func volumeSerial(i int) string { return "bulwark-vol" + strconv.Itoa(i) }
+
+// mounts is START's Mounts for cfg's volumes and tmpfs.
+func (cfg *Config) mounts() []channel.Mount {
+	var ms []channel.Mount
+	for i, v := range cfg.Volumes {
+		ms = append(ms, channel.Mount{Type: channel.MountDisk, Serial: volumeSerial(i), Target: v.Target})
+	}
+	for _, t := range cfg.Tmpfs {
+		ms = append(ms, channel.Mount{Type: channel.MountTmpfs, Target: t.Target, Size: t.Size})
+	}
+	return ms
+}
+
+// checkVolumes checks Volumes and Tmpfs.
+func (cfg *Config) checkVolumes() error {
+	if len(cfg.Volumes) == 0 && len(cfg.Tmpfs) == 0 {
+		return nil
+	}
+	if len(cfg.Volumes) > MaxVolumes || len(cfg.Tmpfs) > MaxVolumes {
+		return fmt.Errorf("kvm: %d volumes and %d tmpfs mounts, the limit is %d of each", len(cfg.Volumes), len(cfg.Tmpfs), MaxVolumes)
+	}
+	if cfg.Template != nil && len(cfg.Volumes) > 0 {
+		return errors.New("kvm: a clone cannot have volumes: its template's machine has no disk slot for them (boot cold)")
+	}
+	for i, v := range cfg.Volumes {
+		if v.File == nil {
+			return fmt.Errorf("kvm: volume %d (%s) has no disk", i, v.Target)
+		}
+	}
+	return nil
+}
 
 // checkNetwork checks Network and Ports.
 func (cfg *Config) checkNetwork() error {

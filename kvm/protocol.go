@@ -248,7 +248,7 @@ func (s *Sandbox) GuestKey(ctx context.Context) ([]byte, error) {
 
 // StartWorkload sends the wrapped secrets (wrapped for this sandbox's id,
 // Config.Name), an optional command (args replaces the image's
-// entrypoint+cmd) and Config's Env, WorkingDir, User and Network to the agent, and waits until the workload process
+// entrypoint+cmd) and Config's Env, WorkingDir, User, Network and volumes to the agent, and waits until the workload process
 // exists, its image mounted. If a secret does not open, the workload never
 // starts and the error is a *GuestError. It may be called once.
 func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []string) error {
@@ -256,7 +256,7 @@ func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []st
 		return err
 	}
 	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args,
-		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network}
+		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network, Mounts: s.cfg.mounts()}
 	if err := msg.Validate(); err != nil {
 		return fmt.Errorf("kvm: %w", err)
 	}

@@ -26,6 +26,8 @@ type qemuSpec struct {
 	// network: "" (no device) or NetworkUser, with ports forwarded.
 	network string
 	ports   []PortForward
+	// volumes are read-only volume disks (paths), in order.
+	volumes []string
 }
 
 // qemuArgs is QEMU's command line for a sandbox: a microvm with no
@@ -65,6 +67,13 @@ func qemuArgs(q qemuSpec) []string {
 		"-kernel", q.kernel,
 		"-initrd", q.initrd,
 		"-append", q.cmdline,
+	}
+	for i, v := range q.volumes {
+		// After the image disk, so that it stays the guest's vda; found
+		// by the agent through its serial.
+		id := "vol" + strconv.Itoa(i)
+		args = append(args, "-drive", "id="+id+",if=none,format=raw,readonly=on,file="+v,
+			"-device", "virtio-blk-device,drive="+id+",serial="+volumeSerial(i))
 	}
 	if q.network == NetworkUser {
 		// The guest reaches the host's network through QEMU (slirp),

@@ -2,6 +2,7 @@ package kvm
 
 import (
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -80,7 +81,17 @@ func TestQEMUArgsUserNetwork(t *testing.T) {
 	if !strings.Contains(joined, want) {
 		t.Errorf("no %q in %s", want, joined)
 	}
-	spec.network, spec.ports = "", nil
+	spec.volumes = []string{"/proc/self/fd/9", "/proc/self/fd/10"}
+	joined = strings.Join(qemuArgs(spec), " ")
+	for _, want := range []string{
+		"-append console=ttyS0 -drive id=vol0,if=none,format=raw,readonly=on,file=/proc/self/fd/9 " +
+			"-device virtio-blk-device,drive=vol0,serial=bulwark-vol0 -drive id=vol1,if=none,format=raw,readonly=on,file=/proc/self/fd/10 -device virtio-blk-device,drive=vol1,serial=bulwark-vol1",
+	} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("volumes: no %q in %s", want, joined)
+		}
+	}
+	spec.network, spec.ports, spec.volumes = "", nil, nil
 	if joined := strings.Join(qemuArgs(spec), " "); strings.Contains(joined, "-netdev") || strings.Contains(joined, "virtio-net") {
 		t.Errorf("a network without --net user: %s", joined)
 	}
@@ -122,6 +133,10 @@ func TestConfigNetworkRefusals(t *testing.T) {
 		}, "forwarded twice"},
 		{"too many forwards", func(c *Config) { c.Network, c.Ports = NetworkUser, make([]PortForward, MaxPorts+1) }, "limit"},
 		{"env without =", func(c *Config) { c.Env = []string{"A"} }, "KEY=VALUE"},
+		{"clone with a volume", func(c *Config) { c.Volumes, c.Template = []VolumeDisk{{File: os.Stdin, Target: "/data"}}, &Template{} }, "a clone cannot have volumes"},
+		{"volume without a disk", func(c *Config) { c.Volumes = []VolumeDisk{{Target: "/data"}} }, "has no disk"},
+		{"too many tmpfs", func(c *Config) { c.Tmpfs = make([]TmpfsMount, MaxVolumes+1) }, "limit"},
+		{"tmpfs at the root", func(c *Config) { c.Tmpfs = []TmpfsMount{{Target: "/"}} }, "mount 0: target"},
 		{"relative workdir", func(c *Config) { c.WorkingDir = "srv" }, "working directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

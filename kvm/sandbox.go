@@ -230,6 +230,9 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		qmpFD: qmpFD, channelFD: chFD, kernel: kernel, initrd: initrd, disk: fdPath(disk), cmdline: s.cmdline,
 		network: cfg.Network, ports: cfg.Ports,
 	}
+	for _, v := range cfg.Volumes {
+		spec.volumes = append(spec.volumes, fdPath(v.File))
+	}
 	switch {
 	case s.mode.templateRAM != nil:
 		spec.ram, spec.ramShared = fdPath(s.mode.templateRAM), true

@@ -87,6 +87,12 @@ type Options struct {
 	User       string
 	Network    string
 	Ports      []string
+	// Volumes ("HOSTDIR:PATH:ro", docker run's -v) are read-only erofs
+	// disks built from host directories, measured into the launch event
+	// by digest; Tmpfs ("PATH[:size=N]", --tmpfs) writable scratch. At
+	// most measure.MaxVolumes of each; checked by ValidateWorkload.
+	Volumes []string
+	Tmpfs   []string
 	// Signers are the keys trusted to sign kernel, initrd and image. When
 	// given, every artifact must carry a valid signature by one of them
 	// before anything boots.
@@ -279,6 +285,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err // it says "image PATH: ..."
 	}
 	defer img.Close()
+	volDisks, err := o.volumeDisks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, d := range volDisks {
+			d.Close()
+		}
+	}()
 
 	// Step 1: signatures, before anything boots.
 	arts := []artifactRef{{"kernel", kernelPath, kernel.Digest, ""}, {"image", o.Image, img.ManifestDigest, img.DigestHint()}}
@@ -326,19 +341,20 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// The template a clone would resume from is part of what the policy
 	// judges: it is chosen now, and loaded (and checked) before the boot.
 	cfg := o.sandboxConfig(kernel, initrd, accel, cmdline)
-	o.workloadConfig(&cfg)
+	o.workloadConfig(&cfg, volDisks)
 	tplDir, tplInfo, err := o.findTemplate(cfg)
 	if err != nil {
 		return nil, err
 	}
 	o.progress("asking attestd whether policy %q allows these artifacts", o.Policy)
 	var wl measure.LaunchEvent
-	o.workloadEvent(&wl)
+	o.workloadEvent(&wl, volDisks)
 	pf, err := client.Preflight(ctx, &bulwarkv1.PreflightRequest{
 		NodeId: nodeID, Policy: o.Policy, Kernel: kernel.Digest, Initrd: initrd.Digest,
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, Cmdline: cmdline, Args: o.Args, Signatures: pbSigs,
 		TemplateRecipe: tplInfo.RecipeDigest, TemplateRam: tplInfo.RAM.Digest, TemplateState: tplInfo.State.Digest,
 		EnvKeys: wl.EnvKeys, EnvDigest: wl.EnvDigest, WorkingDir: wl.WorkingDir, User: wl.User, Network: wl.Network, Ports: wl.Ports,
+		Volumes: wl.Volumes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w%s", attestdError("preflight", err), enrollHint(err))
@@ -409,7 +425,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if tpl != nil {
 		ev.TemplateRecipe, ev.TemplateRAM, ev.TemplateState = tpl.Info.RecipeDigest, tpl.Info.RAM.Digest, tpl.Info.State.Digest
 	}
-	o.workloadEvent(ev)
+	o.workloadEvent(ev, volDisks)
 	o.progress("recording launch event for sandbox %s in PCR %d", res.SandboxID, o.PCR)
 	hostLog := NewHostLog(filepath.Join(o.StateDir, "launch"), o.PCR)
 	if _, err := hostLog.Append(ctx, t, ev); err != nil {

@@ -21,6 +21,17 @@ func TestValidateWorkload(t *testing.T) {
 	if want := []string{"0.0.0.0:8080:80/tcp", "127.0.0.1:0:22/tcp", "0.0.0.0:0:443/tcp"}; !slices.Equal(o.Ports, want) {
 		t.Errorf("ports %q, want %q", o.Ports, want)
 	}
+	v := Options{Volumes: []string{"/srv/../srv/www/:/data:ro"}, Tmpfs: []string{"/scratch:size=64m", "/cache"}}
+	if err := v.ValidateWorkload(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(v.Volumes, []string{"/srv/www:/data:ro"}) || !slices.Equal(v.Tmpfs, []string{"/scratch:size=67108864", "/cache"}) {
+		t.Errorf("volumes %q, tmpfs %q", v.Volumes, v.Tmpfs)
+	}
+	// Normalized values validate again to themselves (Run validates what 'launcher run' did).
+	if err := v.ValidateWorkload(); err != nil || !slices.Equal(v.Tmpfs, []string{"/scratch:size=67108864", "/cache"}) {
+		t.Errorf("again: %v, %q", err, v.Tmpfs)
+	}
 	z := Options{}
 	if err := z.ValidateWorkload(); err != nil || z.Network != NetworkNone {
 		t.Errorf("zero options: %v, network %q", err, z.Network)
@@ -45,6 +56,9 @@ func TestValidateWorkload(t *testing.T) {
 			return e
 		}()}, "more than 65536 bytes"},
 		{"tap", Options{Network: NetworkTap}, "not yet"},
+		{"volume without mode", Options{Volumes: []string{"/srv:/data"}}, "only read-only volumes"},
+		{"volume with a named template", Options{Volumes: []string{"/srv:/data:ro"}, Template: "web"}, "no disk slot"},
+		{"tmpfs with a named template", Options{Tmpfs: []string{"/scratch"}, Template: "web"}, ""},
 		{"ports without network", Options{Ports: []string{"80"}}, "need --net user"},
 		{"template with a network", Options{Network: NetworkUser, Template: "web"}, "a clone has no network device"},
 		{"too many ports", Options{Network: NetworkUser, Ports: slices.Repeat([]string{"80"}, 33)}, "limit is 32"},

@@ -36,7 +36,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "run",
 		Summary: "verify, measure, boot, attest, receive secrets and run an image in a sandbox",
-		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-e K=V]... [--env-file F]... [-w DIR] [--user U[:G]] [--net none|user [-p [[IP:]HOSTPORT:]PORT]...] [-- CMD ARG...]",
+		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-e K=V]... [--env-file F]... [-w DIR] [--user U[:G]] [--net none|user [-p [[IP:]HOSTPORT:]PORT]...] [--volume HOSTDIR:PATH:ro]... [--tmpfs PATH[:size=N]]... [-- CMD ARG...]",
 		Run:     runRun,
 	})
 }

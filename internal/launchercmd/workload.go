@@ -20,6 +20,7 @@ const maxEnvFile = 1 << 20
 // workloadFlags are run's docker-like workload inputs.
 type workloadFlags struct {
 	env, envFiles, ports stringList
+	volumes, tmpfs       stringList
 	workdir, user, net   *string
 }
 
@@ -37,6 +38,9 @@ func addWorkloadFlags(fs *flag.FlagSet) *workloadFlags {
 	for _, n := range []string{"p", "publish"} {
 		fs.Var(&w.ports, n, "forward a host TCP port with --net user: [[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]; HOSTIP defaults to 0.0.0.0, HOSTPORT 0 or left out picks a free one (repeatable)")
 	}
+	// docker's -v: here -v is run's verbose switch, so --volume only.
+	fs.Var(&w.volumes, "volume", "mount a host directory read-only: HOSTDIR:PATH:ro (docker's -v); its erofs image is measured into the launch event by digest (repeatable, at most 8)")
+	fs.Var(&w.tmpfs, "tmpfs", "mount writable scratch (tmpfs, guest memory): PATH[:size=N] with k, m, g suffixes (repeatable, at most 8)")
 	return w
 }
 
@@ -57,6 +61,7 @@ func (w *workloadFlags) apply(o *launch.Options, getenv func(string) string) err
 		}
 	}
 	o.Env, o.WorkingDir, o.User, o.Network, o.Ports = env, *w.workdir, *w.user, *w.net, append([]string(nil), w.ports...)
+	o.Volumes, o.Tmpfs = append([]string(nil), w.volumes...), append([]string(nil), w.tmpfs...)
 	if err := o.ValidateWorkload(); err != nil {
 		return cli.Usagef("%v", err)
 	}

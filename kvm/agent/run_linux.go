@@ -145,6 +145,9 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return s.fail(err)
 	}
+	if err := mountVolumes(log, start.Mounts); err != nil {
+		return s.fail(err)
+	}
 	cfg = Override(cfg, start)
 	argv, err := Command(cfg, start.Args)
 	if err != nil {

@@ -158,7 +158,27 @@ type Start struct {
 	// network modules and configures eth0 for QEMU's user-mode network
 	// (GuestAddr, GuestGateway, GuestDNS) before the workload starts.
 	Network string `json:"network,omitempty"`
+	// Mounts are added to the workload's root, in order, before it starts.
+	Mounts []Mount `json:"mounts,omitempty"`
 }
+
+// Mount is a volume of the workload: a read-only erofs disk (the virtio
+// block device whose serial is Serial) or a tmpfs of Size bytes (0: the
+// kernel's default), mounted at Target in the workload's root.
+type Mount struct {
+	Type   string `json:"type"` // MountDisk or MountTmpfs
+	Serial string `json:"serial,omitempty"`
+	Target string `json:"target"`
+	Size   int64  `json:"size,omitempty"`
+}
+
+// Mount types.
+const (
+	MountDisk  = "disk"
+	MountTmpfs = "tmpfs"
+	// MaxMounts bounds Start.Mounts.
+	MaxMounts = 16
+)
 
 // NetworkUser is Start.Network for QEMU user-mode networking (slirp),
 // whose fixed addresses the agent configures.
@@ -349,6 +369,21 @@ func (s *Start) validateWorkload() error {
 	}
 	if s.Network != "" && s.Network != NetworkUser {
 		return fmt.Errorf("channel: network %q: want \"\" or %q", s.Network, NetworkUser)
+	}
+	if len(s.Mounts) > MaxMounts {
+		return fmt.Errorf("channel: %d mounts, the limit is %d", len(s.Mounts), MaxMounts)
+	}
+	for i, m := range s.Mounts {
+		t := m.Target
+		if len(t) < 2 || len(t) > MaxWorkingDir || t[0] != '/' || strings.IndexByte(t, 0) >= 0 {
+			return fmt.Errorf("channel: mount %d: target: want an absolute path other than / without NUL bytes", i)
+		}
+		switch {
+		case m.Type == MountDisk && safeName(m.Serial) && len(m.Serial) <= 20 && m.Size == 0:
+		case m.Type == MountTmpfs && m.Serial == "" && m.Size >= 0:
+		default:
+			return fmt.Errorf("channel: mount %d: want a disk with a serial of 1..20 of [A-Za-z0-9._-], or a tmpfs with a size >= 0", i)
+		}
 	}
 	return nil
 }

@@ -116,6 +116,14 @@ func TestStartValidate(t *testing.T) {
 		{"relative workdir", Start{SandboxID: "x", WorkingDir: "srv"}, "working directory"},
 		{"user with NUL", Start{SandboxID: "x", User: "a\x00"}, "user"},
 		{"unknown network", Start{SandboxID: "x", Network: "tap"}, "network"},
+		{"mounts", Start{SandboxID: "x", Mounts: []Mount{{Type: MountDisk, Serial: "bulwark-vol0", Target: "/data"}, {Type: MountTmpfs, Target: "/tmp/x", Size: 1 << 20}}}, ""},
+		{"mount at the root", Start{SandboxID: "x", Mounts: []Mount{{Type: MountTmpfs, Target: "/"}}}, "target"},
+		{"relative mount", Start{SandboxID: "x", Mounts: []Mount{{Type: MountTmpfs, Target: "data"}}}, "target"},
+		{"disk without serial", Start{SandboxID: "x", Mounts: []Mount{{Type: MountDisk, Target: "/data"}}}, "serial"},
+		{"disk serial with a slash", Start{SandboxID: "x", Mounts: []Mount{{Type: MountDisk, Serial: "../vda", Target: "/data"}}}, "serial"},
+		{"negative tmpfs", Start{SandboxID: "x", Mounts: []Mount{{Type: MountTmpfs, Target: "/data", Size: -1}}}, "size"},
+		{"unknown mount", Start{SandboxID: "x", Mounts: []Mount{{Type: "bind", Target: "/data"}}}, "want a disk"},
+		{"too many mounts", Start{SandboxID: "x", Mounts: make([]Mount, MaxMounts+1)}, "limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.s.Validate()
