@@ -354,6 +354,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		// A CGI script answers the host's request and leaves a mark; the
 		// workload then exits, so the one-shot launch ends by itself.
 		script := strings.Join([]string{
+			`read line; echo "stdin $line"`,
 			`echo "env greeting=$GREETING extra=$EXTRA file=$FROMFILE pwd=$(pwd) id=$(id -u):$(id -g)"`,
 			`echo "volume $(cat /data/hello.txt)"; touch /data/x 2>/dev/null || echo volume-read-only`,
 			`echo scratch > /scratch/f && echo "tmpfs $(cat /scratch/f)"`,
@@ -391,7 +392,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 		flags := append([]string{"--env-file", e.path("web.env"), "-e", "GREETING=run", "-e", "EXTRA=a b",
 			"-w", "/tmp/app", "--user", "1000:1000", "--net", "user", "-p", "127.0.0.1:0:8080",
-			"--volume", vol + ":/data:ro", "--tmpfs", "/scratch:size=1m"}, signer...)
+			"--volume", vol + ":/data:ro", "--tmpfs", "/scratch:size=1m", "-i"}, signer...)
 
 		// Refused before boot where the policy allows neither (the "allow"
 		// policy pins the other image too): env and network are named.
@@ -406,7 +407,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		so, se := &syncBuffer{}, &syncBuffer{}
 		outR, outW := io.Pipe()
 		errR, errW := io.Pipe()
-		c.Stdout, c.Stderr = outW, errW
+		c.Stdout, c.Stderr, c.Stdin = outW, errW, strings.NewReader("typed-in\n")
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -456,7 +457,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		if err := <-exited; err != nil {
 			t.Fatalf("launch: %v\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
 		}
-		for _, want := range []string{"env greeting=run extra=a b file=yes pwd=/tmp/app id=1000:1000\n",
+		for _, want := range []string{"stdin typed-in\n", "env greeting=run extra=a b file=yes pwd=/tmp/app id=1000:1000\n",
 			"volume from-the-host\nvolume-read-only\ntmpfs scratch\n"} {
 			if !strings.Contains(so.String(), want) {
 				t.Errorf("stdout lacks %q:\n%s", want, so.String())

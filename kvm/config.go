@@ -93,6 +93,11 @@ type Config struct {
 	// have volumes: its template's machine has no slot for them.
 	Volumes []VolumeDisk
 	Tmpfs   []TmpfsMount
+	// Stdin, when set, is the workload's stdin (docker run -i): read
+	// until EOF (or the sandbox ends) and sent to the agent in STDIN
+	// frames once the workload runs. Nil: the workload's stdin is
+	// /dev/null.
+	Stdin io.Reader
 	// Template, when set, starts the sandbox as a clone of it
 	// (LoadTemplate): the rest of the config must give the template's
 	// recipe, and Image is the clone's own image disk.

@@ -256,7 +256,8 @@ func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []st
 		return err
 	}
 	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args,
-		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network, Mounts: s.cfg.mounts()}
+		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network, Mounts: s.cfg.mounts(),
+		Stdin: s.cfg.Stdin != nil}
 	if err := msg.Validate(); err != nil {
 		return fmt.Errorf("kvm: %w", err)
 	}
@@ -275,6 +276,9 @@ func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []st
 	case <-s.started:
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		if s.startErr == nil && s.cfg.Stdin != nil {
+			go s.feedStdin()
+		}
 		return s.startErr
 	case <-s.exited:
 		s.drain()
@@ -400,4 +404,43 @@ func parseUsernet(out string) []PortForward {
 		ports = append(ports, PortForward{HostIP: ip, HostPort: uint16(hp), GuestPort: uint16(gp)})
 	}
 	return ports
+}
+
+// feedStdin sends Config.Stdin to the agent in STDIN frames until EOF (or
+// a read error), then an empty frame: the end of the workload's input. It
+// stops when the sandbox ends (a read already blocked in Stdin returns
+// when Stdin does).
+func (s *Sandbox) feedStdin() {
+	buf := make([]byte, channel.MaxStdinChunk)
+	for {
+		n, err := s.cfg.Stdin.Read(buf)
+		select {
+		case <-s.exited:
+			return
+		default:
+		}
+		if n > 0 {
+			if werr := s.writeRaw(channel.TypeStdin, buf[:n], 30*time.Second); werr != nil {
+				s.log.Debug("stdin", "err", werr)
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.log.Warn("reading the workload's stdin", "err", err)
+			}
+			_ = s.writeRaw(channel.TypeStdin, nil, 30*time.Second)
+			return
+		}
+	}
+}
+
+func (s *Sandbox) writeRaw(t channel.Type, b []byte, timeout time.Duration) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.conn.SetWriteDeadline(time.Now().Add(timeout))
+	if err := channel.WriteFrame(s.conn, t, b); err != nil {
+		return fmt.Errorf("kvm: sending %s to the guest: %w", t, err)
+	}
+	return nil
 }

@@ -19,10 +19,12 @@ import (
 // and a tmpfs, and a user-mode network with a port forward on a port QEMU
 // picks: the workload sees its environment, directory, user, volumes and
 // network (lo and eth0 up, the resolver), and a web server in the guest
-// answers on the host through the forward.
+// answers on the host through the forward. Its stdin is the host's, to
+// the end of input.
 func TestSandboxWorkloadInputsAndNetwork(t *testing.T) {
 	e := bootEnv(t)
 	script := strings.Join([]string{
+		"cat > /tmp/in; echo \"stdin $(cat /tmp/in)\"",
 		"echo uid=$(id -u) gid=$(id -g) pwd=$(pwd) greeting=$GREETING extra=$EXTRA path=$PATH",
 		"cat /sys/class/net/lo/flags /sys/class/net/eth0/flags /etc/resolv.conf",
 		"cat /data/hello.txt; echo x > /data/new 2>/dev/null || echo data-read-only",
@@ -54,6 +56,7 @@ func TestSandboxWorkloadInputsAndNetwork(t *testing.T) {
 		c.Network, c.Ports = NetworkUser, []PortForward{{HostIP: lo, HostPort: 0, GuestPort: 8080}}
 		c.Volumes = []VolumeDisk{{File: vol.File, Target: "/data"}}
 		c.Tmpfs = []TmpfsMount{{Target: "/scratch", Size: 2 << 20}}
+		c.Stdin = strings.NewReader("line one\nline two\n")
 	})
 	if err := sb.StartWorkload(ctx, nil, nil); err != nil {
 		t.Fatalf("StartWorkload: %v\nconsole:\n%s", err, console.String())
@@ -61,6 +64,7 @@ func TestSandboxWorkloadInputsAndNetwork(t *testing.T) {
 	waitForOutput(t, stdout, "serving")
 	out := stdout.String()
 	for _, want := range []string{
+		"stdin line one\nline two\n",
 		"uid=0 gid=1000 pwd=/srv/data greeting=run extra=a b=c path=/bin\n",
 		"0x9\n0x1003\nnameserver 10.0.2.3\n", // lo: UP|LOOPBACK; eth0: UP|BROADCAST|MULTICAST
 		"from-the-volume\ndata-read-only\nscratch\n /scratch tmpfs rw,nosuid,nodev,relatime,size=2048k\n",

@@ -93,6 +93,10 @@ type Options struct {
 	// most measure.MaxVolumes of each; checked by ValidateWorkload.
 	Volumes []string
 	Tmpfs   []string
+	// Stdin, when set, is the workload's stdin (docker run -i), read until
+	// EOF; nil gives it /dev/null. Not recorded: it is input at run time,
+	// like the network's.
+	Stdin io.Reader
 	// Signers are the keys trusted to sign kernel, initrd and image. When
 	// given, every artifact must carry a valid signature by one of them
 	// before anything boots.

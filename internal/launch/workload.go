@@ -261,6 +261,7 @@ func (o *Options) workloadEvent(ev *measure.LaunchEvent, disks []*kvm.ImageDisk)
 // and its volumes' disks.
 func (o *Options) workloadConfig(cfg *kvm.Config, disks []*kvm.ImageDisk) {
 	cfg.Env, cfg.WorkingDir, cfg.User = slices.Clone(o.Env), o.WorkingDir, o.User
+	cfg.Stdin = o.Stdin
 	for i, v := range o.Volumes {
 		_, guest, _, _ := splitVolume(v)
 		cfg.Volumes = append(cfg.Volumes, kvm.VolumeDisk{File: disks[i].File, Target: guest})

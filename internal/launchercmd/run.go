@@ -36,7 +36,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "run",
 		Summary: "verify, measure, boot, attest, receive secrets and run an image in a sandbox",
-		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-e K=V]... [--env-file F]... [-w DIR] [--user U[:G]] [--net none|user [-p [[IP:]HOSTPORT:]PORT]...] [--volume HOSTDIR:PATH:ro]... [--tmpfs PATH[:size=N]]... [-- CMD ARG...]",
+		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-e K=V]... [--env-file F]... [-w DIR] [--user U[:G]] [--net none|user [-p [[IP:]HOSTPORT:]PORT]...] [--volume HOSTDIR:PATH:ro]... [--tmpfs PATH[:size=N]]... [-i] [-- CMD ARG...]",
 		Run:     runRun,
 	})
 }
@@ -102,7 +102,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		Template: *template,
 		Stdout:   env.Stdout, Stderr: env.Stderr,
 	}
-	if err := wf.apply(&o, env.Getenv); err != nil {
+	if err := wf.apply(&o, fs, env.Stdin, env.Getenv); err != nil {
 		return err
 	}
 	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {

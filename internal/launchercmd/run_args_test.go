@@ -79,6 +79,7 @@ func TestRunValidatesFlagsFirst(t *testing.T) {
 		{"tmpfs too large", []string{"--tmpfs", "/scratch:size=2000g"}, 2, "size must be 1 byte to 1 TiB"},
 		{"tmpfs relative", []string{"--tmpfs", "scratch"}, 2, `--tmpfs: "scratch" is not an absolute, clean path`},
 		{"tmpfs over a volume", []string{"--volume", "/srv:/data:ro", "--tmpfs", "/data"}, 2, "--tmpfs: /data mounted twice"},
+		{"tty", []string{"-i", "-t"}, 2, "-t: not supported yet"},
 		{"workload inputs at the limits", []string{"--accel", "tcg", "-e", "A=" + strings.Repeat("x", 8192), "--env-file", goodEnvFile, "-w", "/srv",
 			"--user", "4294967294:0", "--net", "user", "-p", "127.0.0.1:65535:1", "-p", "80"}, ExitLaunchFailed, "kernel: "},
 		{"values at the limits", []string{"--accel", "tcg", "--cpus", "64", "--memory", "128", "--pcr", "23", "--boot-timeout", "1ns"}, ExitLaunchFailed, "kernel: "},

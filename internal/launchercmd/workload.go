@@ -22,6 +22,7 @@ type workloadFlags struct {
 	env, envFiles, ports stringList
 	volumes, tmpfs       stringList
 	workdir, user, net   *string
+	interactive          *bool
 }
 
 func addWorkloadFlags(fs *flag.FlagSet) *workloadFlags {
@@ -40,13 +41,24 @@ func addWorkloadFlags(fs *flag.FlagSet) *workloadFlags {
 	}
 	// docker's -v: here -v is run's verbose switch, so --volume only.
 	fs.Var(&w.volumes, "volume", "mount a host directory read-only: HOSTDIR:PATH:ro (docker's -v); its erofs image is measured into the launch event by digest (repeatable, at most 8)")
+	w.interactive = fs.Bool("i", false, "forward the launcher's stdin to the workload until its end (docker run -i); without it the workload's stdin is /dev/null")
+	fs.Bool("t", false, "not supported: the sandbox has no TTY yet (refused)")
 	fs.Var(&w.tmpfs, "tmpfs", "mount writable scratch (tmpfs, guest memory): PATH[:size=N] with k, m, g suffixes (repeatable, at most 8)")
 	return w
 }
 
 // apply puts the flags into o and validates them (launch.Options.ValidateWorkload):
 // a bad value is a usage error, before anything is opened or booted.
-func (w *workloadFlags) apply(o *launch.Options, getenv func(string) string) error {
+func (w *workloadFlags) apply(o *launch.Options, fs *flag.FlagSet, stdin io.Reader, getenv func(string) string) error {
+	if f := fs.Lookup("t"); f != nil && f.Value.String() == "true" {
+		return cli.Usagef("-t: not supported yet: the guest channel carries no TTY (use -i for stdin)")
+	}
+	if *w.interactive {
+		if stdin == nil {
+			stdin = os.Stdin
+		}
+		o.Stdin = stdin
+	}
 	var env []string
 	for _, f := range w.envFiles {
 		entries, err := readEnvFile(f, getenv)

@@ -27,17 +27,21 @@ import (
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
-// Abort, Stop or Ping.
+// Abort, Stop, Ping or Stdin.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
 	Abort    *channel.Abort
 	Stop     *channel.Stop
 	Ping     *channel.Ping
+	// Stdin is input for the workload; StdinEOF marks its end (an empty
+	// STDIN frame).
+	Stdin    []byte
+	StdinEOF bool
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
-// valid IDENTITY, START, ABORT, STOP or PING is an error.
+// valid IDENTITY, START, ABORT, STOP, PING or STDIN is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -86,6 +90,11 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{Ping: &p}, nil
+	case channel.TypeStdin:
+		if len(body) > channel.MaxStdinChunk {
+			return HostMessage{}, fmt.Errorf("STDIN frame of %d bytes, the limit is %d", len(body), channel.MaxStdinChunk)
+		}
+		return HostMessage{Stdin: body, StdinEOF: len(body) == 0}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }

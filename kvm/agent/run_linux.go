@@ -141,6 +141,9 @@ func run(log *slog.Logger) error {
 		return s.fail(fmt.Errorf("aborted by host: %s", msg.Abort.Reason))
 	}
 	start := msg.Start
+	if start == nil {
+		return s.fail(errors.New("the host sent something else than START or ABORT after HELLO"))
+	}
 	cfg, err := image.wait()
 	if err != nil {
 		return s.fail(err)
@@ -172,7 +175,7 @@ func run(log *slog.Logger) error {
 		return s.fail(fmt.Errorf("START names sandbox %q, but this guest is sandbox %q", start.SandboxID, first.Identity.SandboxID))
 	}
 	env := Env(cfg.Env, id.Home, hostname(first.Identity.SandboxID))
-	code, err := s.runWorkload(argv, env, cfg.WorkingDir, id)
+	code, err := s.runWorkload(argv, env, cfg.WorkingDir, id, start.Stdin)
 	if err != nil {
 		return s.fail(err)
 	}
@@ -344,7 +347,7 @@ func openSecrets(key *wrap.PrivateKey, start *channel.Start, id Identity) error 
 // output to the host and returns its exit code. Orphans are reaped (the
 // agent is PID 1); when the main process exits, whatever it left running
 // is killed once its output is drained.
-func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (int, error) {
+func (s *session) runWorkload(argv, env []string, workDir string, id Identity, withStdin bool) (int, error) {
 	if workDir == "" {
 		workDir = "/"
 	}
@@ -363,6 +366,16 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 		return 0, err
 	}
 	defer devnull.Close()
+	stdin := devnull
+	var feed *stdinFeed
+	if withStdin {
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			return 0, err
+		}
+		stdin, feed = inR, newStdinFeed(inW)
+		defer feed.Close()
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -374,7 +387,7 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	proc, err := os.StartProcess(prog, argv, &os.ProcAttr{
 		Dir:   workDir,
 		Env:   env,
-		Files: []*os.File{devnull, outW, errW},
+		Files: []*os.File{stdin, outW, errW},
 		Sys: &syscall.SysProcAttr{
 			Chroot:     channel.RootfsDir,
 			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}},
@@ -384,6 +397,9 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	outW.Close()
 	errW.Close()
 	if err != nil {
+		if feed != nil {
+			stdin.Close()
+		}
 		outR.Close()
 		errR.Close()
 		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
@@ -413,7 +429,10 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	wg.Add(2)
 	go stream(outR, channel.TypeStdout)
 	go stream(errR, channel.TypeStderr)
-	go s.watchHost(proc.Pid)
+	if feed != nil {
+		stdin.Close() // the workload has its own copy: writes fail once it is gone
+	}
+	go s.watchHost(proc.Pid, feed)
 
 	code := reapUntil(proc.Pid)
 	drained := make(chan struct{})
@@ -458,7 +477,7 @@ func reapUntil(pid int) int {
 // with PONG; ABORT ends the VM at once; STOP sends SIGTERM to the workload's process group (it leads its
 // own session) and SIGKILL to every process after the grace period, and the
 // exit status is then reported as usual.
-func (s *session) watchHost(pid int) {
+func (s *session) watchHost(pid int, feed *stdinFeed) {
 	for {
 		msg, err := ReadHostMessage(s.port)
 		if err != nil {
@@ -476,6 +495,14 @@ func (s *session) watchHost(pid int) {
 			time.AfterFunc(grace, func() { _ = unix.Kill(-1, unix.SIGKILL) })
 		case msg.Ping != nil:
 			_ = s.send(channel.TypePong, msg.Ping)
+		case msg.StdinEOF:
+			if feed != nil {
+				feed.Close()
+			}
+		case msg.Stdin != nil:
+			if feed != nil {
+				feed.Push(msg.Stdin)
+			}
 		default:
 			s.log.Warn("ignoring a START while the workload runs")
 		}

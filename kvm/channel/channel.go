@@ -32,7 +32,7 @@ const MaxFrameSize = 4 << 20
 type Type uint8
 
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
-// Error, Pong. Host → guest: Identity, Start, Abort, Stop, Ping.
+// Error, Pong. Host → guest: Identity, Start, Abort, Stop, Ping, Stdin.
 const (
 	TypeHello    Type = 1  // guest: JSON Hello, its public key, after Identity
 	TypeStart    Type = 2  // host: JSON Start
@@ -47,7 +47,11 @@ const (
 	TypeIdentity Type = 11 // host: JSON Identity, fresh entropy and time, before the guest makes its key
 	TypePing     Type = 12 // host: JSON Ping, while the workload runs: is the agent alive?
 	TypePong     Type = 13 // guest: JSON Ping, the answer, with the same sequence number
+	TypeStdin    Type = 14 // host: raw bytes for the workload's stdin (Start.Stdin), at most MaxStdinChunk; empty: end of input
 )
+
+// MaxStdinChunk bounds the body of one STDIN frame.
+const MaxStdinChunk = 32 << 10
 
 func (t Type) String() string {
 	switch t {
@@ -77,12 +81,14 @@ func (t Type) String() string {
 		return "PING"
 	case TypePong:
 		return "PONG"
+	case TypeStdin:
+		return "STDIN"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypePong }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeStdin }
 
 // Ping is a liveness probe (PING) and its answer (PONG).
 type Ping struct {
@@ -160,6 +166,9 @@ type Start struct {
 	Network string `json:"network,omitempty"`
 	// Mounts are added to the workload's root, in order, before it starts.
 	Mounts []Mount `json:"mounts,omitempty"`
+	// Stdin gives the workload a pipe as stdin, fed by the host's STDIN
+	// frames until an empty one (end of input); else stdin is /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
 }
 
 // Mount is a volume of the workload: a read-only erofs disk (the virtio
