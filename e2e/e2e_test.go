@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -296,6 +297,7 @@ type runReport struct {
 	Seconds            float64  `json:"seconds"`
 	QEMUPeakRSSMiB     float64  `json:"qemu_peak_rss_mib"`
 	LauncherPeakRSSMiB float64  `json:"launcher_peak_rss_mib"`
+	Ports              []string `json:"ports"`
 }
 
 func readReport(t testing.TB, path string) runReport {
@@ -345,6 +347,125 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 		if !strings.Contains(r.stdout, "secrets: db") {
 			t.Fatalf("workload did not see /run/secrets/db:\n%s", r.stdout)
+		}
+	})
+
+	t.Run("workload inputs: env, workdir, user, volumes and a web server on a forwarded port", func(t *testing.T) {
+		// A CGI script answers the host's request and leaves a mark; the
+		// workload then exits, so the one-shot launch ends by itself.
+		script := strings.Join([]string{
+			`read line; echo "stdin $line"`,
+			`echo "env greeting=$GREETING extra=$EXTRA file=$FROMFILE pwd=$(pwd) id=$(id -u):$(id -g)"`,
+			`echo "volume $(cat /data/hello.txt)"; touch /data/x 2>/dev/null || echo volume-read-only`,
+			`echo scratch > /scratch/f && echo "tmpfs $(cat /scratch/f)"`,
+			`mkdir -p www/cgi-bin`,
+			`printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho hello-from-the-guest\ntouch /tmp/served\n' > www/cgi-bin/hello`,
+			`chmod +x www/cgi-bin/hello`,
+			`httpd -p 8080 -h www && echo serving`,
+			`while [ ! -e /tmp/served ]; do sleep 1; done; echo served`,
+		}, "; ")
+		e.must("launcher", "image", "build", "-o", e.path("web-image"), "--busybox", "sh,echo,id,pwd,mkdir,printf,chmod,touch,httpd,sleep,cat",
+			"--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", script, "--env", "GREETING=image", "--env", "PATH=/bin")
+		e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("web-image"))
+		e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+			"--image", e.path("web-image"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "web",
+			"-o", e.path("attestd/policies/web.yaml"))
+		pol, err := os.ReadFile(e.path("attestd/policies/web.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		vol := e.path("volume")
+		if err := os.MkdirAll(vol, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vol, "hello.txt"), []byte("from-the-host\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		pol = append(pol, []byte("\nenv:\n  keys: [GREETING, EXTRA, FROMFILE]\nnetwork:\n  allow: [user]\nvolumes:\n  allow: any\n  tmpfs: true\n"+
+			"rules:\n  - name: app-user\n    expr: user == \"1000:1000\" && working_dir == \"/tmp/app\" && size(ports) == 1\n")...)
+		if err := os.WriteFile(e.path("attestd/policies/web.yaml"), pol, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+		if err := os.WriteFile(e.path("web.env"), []byte("# from a file\nFROMFILE=yes\nGREETING=file\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		flags := append([]string{"--env-file", e.path("web.env"), "-e", "GREETING=run", "-e", "EXTRA=a b",
+			"-w", "/tmp/app", "--user", "1000:1000", "--net", "user", "-p", "127.0.0.1:0:8080",
+			"--volume", vol + ":/data:ro", "--tmpfs", "/scratch:size=1m", "-i"}, signer...)
+
+		// Refused before boot where the policy allows neither (the "allow"
+		// policy pins the other image too): env and network are named.
+		r := e.launch(e.path("vmlinux"), e.path("web-image"), "allow", flags...)
+		refused(t, r, "env: ", "network: ", "volumes: ")
+		beforeBoot(t, r)
+
+		report := e.path("web-report.json")
+		args := append([]string{"run", "-v", "--attestd", e.addr, "--ca", e.ca, "--policy", "web",
+			"--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"), "--image", e.path("web-image"), "--report", report}, flags...)
+		c := e.cmd("launcher", args...)
+		so, se := &syncBuffer{}, &syncBuffer{}
+		outR, outW := io.Pipe()
+		errR, errW := io.Pipe()
+		c.Stdout, c.Stderr, c.Stdin = outW, errW, strings.NewReader("typed-in\n")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Lines of one stream into buf, a match of re (its first group) sent once.
+		follow := func(r io.Reader, buf *syncBuffer, re *regexp.Regexp, found chan<- string) {
+			sc := bufio.NewScanner(r)
+			sent := false
+			for sc.Scan() {
+				buf.WriteString(sc.Text() + "\n")
+				if m := re.FindStringSubmatch(sc.Text()); m != nil && !sent {
+					sent = true
+					found <- m[len(m)-1]
+				}
+			}
+			io.Copy(io.Discard, r)
+		}
+		port, serving := make(chan string, 1), make(chan string, 1)
+		go follow(errR, se, regexp.MustCompile(`forwarding 127\.0\.0\.1:(\d+)->8080/tcp`), port)
+		go follow(outR, so, regexp.MustCompile(`^serving$`), serving)
+		exited := make(chan error, 1)
+		go func() { err := c.Wait(); outW.Close(); errW.Close(); exited <- err }()
+		var p string
+		for _, ch := range []chan string{port, serving} {
+			select {
+			case v := <-ch:
+				if ch == port {
+					p = v
+				}
+			case err := <-exited:
+				t.Fatalf("launcher exited before the web server served: %v\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
+			case <-time.After(5 * time.Minute):
+				c.Process.Kill()
+				t.Fatalf("no web server in 5 minutes\nstdout:\n%s\nstderr:\n%s", so.String(), se.String())
+			}
+		}
+		// httpd listens before it prints "serving": one request.
+		resp, err := http.Get("http://127.0.0.1:" + p + "/cgi-bin/hello")
+		if err != nil {
+			c.Process.Kill()
+			t.Fatalf("GET through the forward: %v\nstderr:\n%s", err, se.String())
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "hello-from-the-guest\n" {
+			t.Errorf("GET answered %q", body)
+		}
+		if err := <-exited; err != nil {
+			t.Fatalf("launch: %v\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
+		}
+		for _, want := range []string{"stdin typed-in\n", "env greeting=run extra=a b file=yes pwd=/tmp/app id=1000:1000\n",
+			"volume from-the-host\nvolume-read-only\ntmpfs scratch\n"} {
+			if !strings.Contains(so.String(), want) {
+				t.Errorf("stdout lacks %q:\n%s", want, so.String())
+			}
+		}
+		rep := readReport(t, report)
+		if len(rep.Ports) != 1 || rep.Ports[0] != "127.0.0.1:"+p+"->8080/tcp" || rep.ExitCode != 0 {
+			t.Errorf("--report: %+v", rep)
 		}
 	})
 

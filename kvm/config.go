@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/bulwark-project/bulwark/kvm/channel"
@@ -78,6 +80,31 @@ type Config struct {
 	// KernelDigest and InitrdDigest are the measured digests of Kernel and
 	// Initrd. Templates and clones need them: they are part of the recipe.
 	KernelDigest, InitrdDigest string
+	// Env ("KEY=VALUE" entries set over the image's environment),
+	// WorkingDir and User (replacing the image's when not empty) go to the
+	// agent in START: docker run's -e, -w and --user (channel.Start).
+	Env        []string
+	WorkingDir string
+	User       string
+	// Network is "" (no network device, the default) or NetworkUser: a
+	// virtio-net device on QEMU's user-mode network (slirp), guest address
+	// channel.GuestAddr, with Ports forwarded from the host. QEMU then
+	// keeps the host's network namespace (it makes the guest's outbound
+	// connections and listens on the forwarded ports), confined otherwise.
+	// A clone cannot have one: templates have no network device.
+	Network string
+	Ports   []PortForward
+	// Volumes are read-only disks (BuildVolumeDisk: sealed memfds of erofs
+	// images) mounted at their Target in the workload's root; Tmpfs are
+	// writable scratch mounts. At most MaxVolumes of each. A clone cannot
+	// have volumes: its template's machine has no slot for them.
+	Volumes []VolumeDisk
+	Tmpfs   []TmpfsMount
+	// Stdin, when set, is the workload's stdin (docker run -i): read
+	// until EOF (or the sandbox ends) and sent to the agent in STDIN
+	// frames once the workload runs. Nil: the workload's stdin is
+	// /dev/null.
+	Stdin io.Reader
 	// Template, when set, starts the sandbox as a clone of it
 	// (LoadTemplate): the rest of the config must give the template's
 	// recipe, and Image is the clone's own image disk.
@@ -123,6 +150,115 @@ func (cfg *Config) setDefaults() error {
 	}
 	if !validName(cfg.Name) {
 		return fmt.Errorf("kvm: sandbox name %q: want [A-Za-z0-9._-], at most 64", cfg.Name)
+	}
+	if err := cfg.checkNetwork(); err != nil {
+		return err
+	}
+	if err := cfg.checkVolumes(); err != nil {
+		return err
+	}
+	st := channel.Start{SandboxID: cfg.Name, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User, Network: cfg.Network, Mounts: cfg.mounts()}
+	if err := st.Validate(); err != nil {
+		return fmt.Errorf("kvm: %w", err)
+	}
+	return nil
+}
+
+// NetworkUser is Config.Network for QEMU user-mode networking.
+const NetworkUser = channel.NetworkUser
+
+// PortForward forwards TCP connections to HostIP:HostPort on the host to
+// GuestPort in the guest (QEMU's hostfwd). HostPort 0 is any free port,
+// chosen when QEMU listens (Sandbox.Ports says which).
+type PortForward struct {
+	HostIP    netip.Addr // IPv4
+	HostPort  uint16     // 0..65535
+	GuestPort uint16     // 1..65535
+}
+
+// MaxPorts bounds Config.Ports.
+const MaxPorts = 32
+
+// VolumeDisk is a read-only volume: an erofs disk (BuildVolumeDisk) and
+// where the workload sees it.
+type VolumeDisk struct {
+	File   *os.File
+	Target string
+}
+
+// TmpfsMount is writable scratch of Size bytes (0: the kernel's default,
+// half the guest's memory) at Target in the workload's root.
+type TmpfsMount struct {
+	Target string
+	Size   int64
+}
+
+// MaxVolumes bounds Config.Volumes and Config.Tmpfs, each.
+const MaxVolumes = 8
+
+// volumeSerial is the virtio-blk serial of volume i, by which the agent
+// finds its disk.
+func volumeSerial(i int) string { return "bulwark-vol" + strconv.Itoa(i) }
+
+// mounts is START's Mounts for cfg's volumes and tmpfs.
+func (cfg *Config) mounts() []channel.Mount {
+	var ms []channel.Mount
+	for i, v := range cfg.Volumes {
+		ms = append(ms, channel.Mount{Type: channel.MountDisk, Serial: volumeSerial(i), Target: v.Target})
+	}
+	for _, t := range cfg.Tmpfs {
+		ms = append(ms, channel.Mount{Type: channel.MountTmpfs, Target: t.Target, Size: t.Size})
+	}
+	return ms
+}
+
+// checkVolumes checks Volumes and Tmpfs.
+func (cfg *Config) checkVolumes() error {
+	if len(cfg.Volumes) == 0 && len(cfg.Tmpfs) == 0 {
+		return nil
+	}
+	if len(cfg.Volumes) > MaxVolumes || len(cfg.Tmpfs) > MaxVolumes {
+		return fmt.Errorf("kvm: %d volumes and %d tmpfs mounts, the limit is %d of each", len(cfg.Volumes), len(cfg.Tmpfs), MaxVolumes)
+	}
+	if cfg.Template != nil && len(cfg.Volumes) > 0 {
+		return errors.New("kvm: a clone cannot have volumes: its template's machine has no disk slot for them (boot cold)")
+	}
+	for i, v := range cfg.Volumes {
+		if v.File == nil {
+			return fmt.Errorf("kvm: volume %d (%s) has no disk", i, v.Target)
+		}
+	}
+	return nil
+}
+
+// checkNetwork checks Network and Ports.
+func (cfg *Config) checkNetwork() error {
+	switch cfg.Network {
+	case "":
+		if len(cfg.Ports) > 0 {
+			return errors.New("kvm: port forwards need Network = NetworkUser")
+		}
+		return nil
+	case NetworkUser:
+	default:
+		return fmt.Errorf("kvm: network %q: want \"\" (none) or %q", cfg.Network, NetworkUser)
+	}
+	if cfg.Template != nil {
+		return errors.New("kvm: a clone cannot have a network: its template's machine has no network device (boot cold)")
+	}
+	if len(cfg.Ports) > MaxPorts {
+		return fmt.Errorf("kvm: %d port forwards, the limit is %d", len(cfg.Ports), MaxPorts)
+	}
+	seen := map[string]bool{}
+	for _, p := range cfg.Ports {
+		if !p.HostIP.Is4() || p.GuestPort == 0 {
+			return fmt.Errorf("kvm: port forward %v: want an IPv4 host address and a guest port 1..65535", p)
+		}
+		k := netip.AddrPortFrom(p.HostIP, p.HostPort).String()
+		if p.HostPort != 0 && seen[k] {
+			return fmt.Errorf("kvm: host address %s forwarded twice", k)
+		}
+		seen[k] = true
 	}
 	return nil
 }

@@ -51,6 +51,7 @@ type confinement struct {
 	uid, gid uint32
 	groups   []uint32
 	accel    string
+	hostNet  bool // QEMU keeps the host's network namespace (user-mode networking)
 	lock     *os.File
 	once     sync.Once
 	persist  bool // QEMU outlives the launcher: no parent-death signal
@@ -64,8 +65,13 @@ type confinement struct {
 // confine picks a free sandbox uid for name (and holds its lock) and makes
 // cmd (QEMU's command) start QEMU through the jailer, or says why QEMU
 // cannot be confined. accel decides whether the kvm group and /dev/kvm are
-// kept.
-func confine(name, accel string, cmd *exec.Cmd, persist bool) (*confinement, error) {
+// kept. persist leaves QEMU without a parent-death signal
+// (Config.RunDir). hostNet keeps QEMU in the host's network namespace, for user-mode
+// networking: QEMU itself makes the guest's outbound connections and
+// listens on its forwarded ports, which a namespace of its own would cut
+// off from the host. The trade-off (docs/security.md): a QEMU compromised
+// by its guest can reach the host's network as the sandbox uid.
+func confine(name, accel string, hostNet, persist bool, cmd *exec.Cmd) (*confinement, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("confining QEMU (a uid of its own, namespaces, its own root) needs root")
 	}
@@ -103,7 +109,7 @@ func confine(name, accel string, cmd *exec.Cmd, persist bool) (*confinement, err
 			}
 			return nil, fmt.Errorf("sandbox uids: %w", err)
 		}
-		c := &confinement{uid: uid, gid: uid, groups: groups, accel: accel, lock: f, persist: persist}
+		c := &confinement{uid: uid, gid: uid, groups: groups, accel: accel, hostNet: hostNet, lock: f, persist: persist}
 		if err := c.apply(cmd); err != nil {
 			c.release()
 			return nil, err
@@ -128,6 +134,12 @@ func (c *confinement) apply(cmd *exec.Cmd) error {
 	}
 	for _, d := range devs {
 		binds = append(binds, jailBind{Src: d, Dst: d, Dev: true})
+	}
+	if c.hostNet {
+		// slirp's DNS proxy forwards to the host's resolvers.
+		if st, err := os.Stat("/etc/resolv.conf"); err == nil && st.Mode().IsRegular() {
+			binds = append(binds, jailBind{Src: "/etc/resolv.conf", Dst: "/etc/resolv.conf"})
+		}
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -155,8 +167,10 @@ func (c *confinement) apply(cmd *exec.Cmd) error {
 	// would kill a child in a new PID namespace), and drops to the uid.
 	cmd.SysProcAttr.Pdeathsig = 0
 	cmd.SysProcAttr.Credential = nil
-	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID | syscall.CLONE_NEWNS |
-		syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+	if !c.hostNet {
+		cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWNET
+	}
 	return nil
 }
 
@@ -212,6 +226,10 @@ func (c *confinement) String() string {
 	if c.accel == AccelKVM {
 		dev = "/dev/null, /dev/urandom and /dev/kvm"
 	}
+	ns := "own mount/network/IPC/UTS namespaces"
+	if c.hostNet {
+		ns = "own mount/IPC/UTS namespaces, the host's network namespace (user-mode networking)"
+	}
 	return fmt.Sprintf("uid %d gid %d, no capabilities, no_new_privs, PID 1 of its own PID namespace, "+
-		"own mount/network/IPC/UTS namespaces, a read-only root of QEMU, its libraries and firmware, %s", c.uid, c.gid, dev)
+		"%s, a read-only root of QEMU, its libraries and firmware, %s", c.uid, c.gid, ns, dev)
 }

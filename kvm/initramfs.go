@@ -40,6 +40,11 @@ var DefaultModules = []string{"virtio_mmio", "virtio_rng", "virtio_console", "vi
 // 100-300 ms of its start under TCG).
 var DefaultDiskModules []string
 
+// DefaultNetModules are loaded by the agent only for a workload with a
+// network (launcher run --net user): virtio_net (and its dependencies not
+// in Modules). A guest without a network never probes a network device.
+var DefaultNetModules = []string{"virtio_net"}
+
 // BaseOptions configures BuildBaseInitramfs.
 type BaseOptions struct {
 	// Agent is the static guest agent binary (bin/bulwark-agent); required.
@@ -55,6 +60,11 @@ type BaseOptions struct {
 	// DiskModules are loaded when the image disk is mounted; default
 	// DefaultDiskModules. Dependencies not in Modules are added.
 	DiskModules []string
+	// NetModules are loaded when the workload has a network; default
+	// DefaultNetModules, left out when the kernel has none of them (such
+	// a base initramfs refuses --net user). Dependencies not in Modules
+	// are added.
+	NetModules []string
 }
 
 // BuildBaseInitramfs builds the base initramfs: /init (the agent), the
@@ -81,12 +91,20 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	if opts.DiskModules == nil {
 		opts.DiskModules = DefaultDiskModules
 	}
+	netOptional := opts.NetModules == nil // a kernel without virtio_net still boots workloads without a network
+	if netOptional {
+		opts.NetModules = DefaultNetModules
+	}
 	modRoot := filepath.Join(opts.ModulesDir, opts.KernelVersion)
-	order, err := resolveModules(modRoot, opts.Modules)
+	order, err := resolveModules(modRoot, opts.Modules, false)
 	if err != nil {
 		return nil, err
 	}
-	diskOrder, err := resolveModules(modRoot, opts.DiskModules)
+	diskOrder, err := resolveModules(modRoot, opts.DiskModules, false)
+	if err != nil {
+		return nil, err
+	}
+	netOrder, err := resolveModules(modRoot, opts.NetModules, netOptional)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +119,8 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	ents = append(ents, entry{h: cpio.Header{Name: "init", Mode: cpio.TypeReg | 0o755}, data: opts.Agent})
 	man := channel.BaseManifest{KernelVersion: opts.KernelVersion}
 	included := map[string]bool{}
-	for i, rel := range append(order, diskOrder...) {
+	all := append(append(append([]string{}, order...), diskOrder...), netOrder...)
+	for i, rel := range all {
 		name := moduleName(rel) + ".ko"
 		if included[name] {
 			continue // a dependency of both lists is loaded with the first
@@ -111,10 +130,13 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if i < len(order) {
+		switch {
+		case i < len(order):
 			man.Modules = append(man.Modules, name)
-		} else {
+		case i < len(order)+len(diskOrder):
 			man.DiskModules = append(man.DiskModules, name)
+		default:
+			man.NetModules = append(man.NetModules, name)
 		}
 		ents = append(ents, entry{h: cpio.Header{Name: ".bulwark/modules/" + name, Mode: cpio.TypeReg | 0o644}, data: data})
 	}
@@ -179,7 +201,7 @@ func moduleName(p string) string {
 
 // resolveModules reads modules.dep and returns module paths (relative to
 // modRoot) in load order: every module after its dependencies.
-func resolveModules(modRoot string, want []string) ([]string, error) {
+func resolveModules(modRoot string, want []string, optional bool) ([]string, error) {
 	f, err := os.Open(filepath.Join(modRoot, "modules.dep"))
 	if err != nil {
 		return nil, fmt.Errorf("kvm: kernel modules: %w (is the kernel version right? apt-get install linux-image-amd64)", err)
@@ -230,8 +252,8 @@ func resolveModules(modRoot string, want []string) ([]string, error) {
 		n := strings.ReplaceAll(name, "-", "_")
 		p, ok := byName[n]
 		if !ok {
-			if builtin[n] {
-				continue // built into the kernel: nothing to load
+			if builtin[n] || optional {
+				continue // built into the kernel (or not needed): nothing to load
 			}
 			return nil, fmt.Errorf("kvm: kernel module %q not found in %s/modules.dep", name, modRoot)
 		}

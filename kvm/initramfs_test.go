@@ -41,6 +41,9 @@ func fakeModules(t *testing.T, compress string) string {
 		"kernel/lib/libcrc32c.ko":                     "",
 		"kernel/fs/erofs/erofs.ko":                    "kernel/lib/libcrc32c.ko",
 		"kernel/fs/overlayfs/overlay.ko":              "",
+		"kernel/net/core/failover.ko":                 "",
+		"kernel/drivers/net/net_failover.ko":          "kernel/net/core/failover.ko",
+		"kernel/drivers/net/virtio_net.ko":            "kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko",
 	}
 	var dep strings.Builder
 	for m, d := range mods {
@@ -127,6 +130,11 @@ func TestBuildBaseInitramfs(t *testing.T) {
 			}
 			if want := "virtio_blk.ko libcrc32c.ko erofs.ko"; strings.Join(man2.DiskModules, " ") != want {
 				t.Errorf("disk modules %v, want %s", man2.DiskModules, want)
+			}
+			// The network's modules are listed apart, loaded only for a
+			// workload with a network; virtio and virtio_ring load at boot.
+			if want := "failover.ko net_failover.ko virtio_net.ko"; strings.Join(man.NetModules, " ") != want {
+				t.Errorf("net modules %v, want %s", man.NetModules, want)
 			}
 			if got := cpioFile(t, a, ".bulwark/modules/virtio.ko"); !bytes.HasPrefix(got, []byte("\x7fELF")) {
 				t.Errorf("module not decompressed: %q", got[:8])

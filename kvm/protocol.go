@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bulwark-project/bulwark/enclave/wrap"
@@ -262,15 +266,17 @@ func (s *Sandbox) GuestKey(ctx context.Context) ([]byte, error) {
 }
 
 // StartWorkload sends the wrapped secrets (wrapped for this sandbox's id,
-// Config.Name) and an optional command (args replaces the image's
-// entrypoint+cmd) to the agent, and waits until the workload process
+// Config.Name), an optional command (args replaces the image's
+// entrypoint+cmd) and Config's Env, WorkingDir, User, Network and volumes to the agent, and waits until the workload process
 // exists, its image mounted. If a secret does not open, the workload never
 // starts and the error is a *GuestError. It may be called once.
 func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []string) error {
 	if _, err := s.GuestKey(ctx); err != nil {
 		return err
 	}
-	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args}
+	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args,
+		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network, Mounts: s.cfg.mounts(),
+		Stdin: s.cfg.Stdin != nil}
 	if err := msg.Validate(); err != nil {
 		return fmt.Errorf("kvm: %w", err)
 	}
@@ -289,6 +295,9 @@ func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []st
 	case <-s.started:
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		if s.startErr == nil && s.cfg.Stdin != nil {
+			go s.feedStdin()
+		}
 		return s.startErr
 	case <-s.exited:
 		s.drain()
@@ -372,4 +381,85 @@ func (s *Sandbox) Ping(ctx context.Context) (time.Duration, error) {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
+}
+
+// Ports returns the port forwards QEMU listens on, with the host port it
+// chose for each forward of HostPort 0 (QEMU's "info usernet"); none
+// without a network.
+func (s *Sandbox) Ports(ctx context.Context) ([]PortForward, error) {
+	if s.cfg.Network != NetworkUser || len(s.cfg.Ports) == 0 {
+		return nil, nil
+	}
+	if s.qmp == nil {
+		return nil, errors.New("kvm: ports: QEMU's monitor is not connected")
+	}
+	raw, err := s.qmp.Execute(ctx, "human-monitor-command", map[string]any{"command-line": "info usernet"})
+	if err != nil {
+		return nil, fmt.Errorf("kvm: ports: %w", err)
+	}
+	var out string
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("kvm: ports: %w", err)
+	}
+	return parseUsernet(out), nil
+}
+
+// parseUsernet reads the host forwards from QEMU's "info usernet":
+//
+//	TCP[HOST_FORWARD]   3       127.0.0.1 36729       10.0.2.15    80     0     0
+func parseUsernet(out string) []PortForward {
+	var ports []PortForward
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 || f[0] != "TCP[HOST_FORWARD]" {
+			continue
+		}
+		ip, err1 := netip.ParseAddr(f[2])
+		hp, err2 := strconv.ParseUint(f[3], 10, 16)
+		gp, err3 := strconv.ParseUint(f[5], 10, 16)
+		if err1 != nil || err2 != nil || err3 != nil {
+			continue
+		}
+		ports = append(ports, PortForward{HostIP: ip, HostPort: uint16(hp), GuestPort: uint16(gp)})
+	}
+	return ports
+}
+
+// feedStdin sends Config.Stdin to the agent in STDIN frames until EOF (or
+// a read error), then an empty frame: the end of the workload's input. It
+// stops when the sandbox ends (a read already blocked in Stdin returns
+// when Stdin does).
+func (s *Sandbox) feedStdin() {
+	buf := make([]byte, channel.MaxStdinChunk)
+	for {
+		n, err := s.cfg.Stdin.Read(buf)
+		select {
+		case <-s.exited:
+			return
+		default:
+		}
+		if n > 0 {
+			if werr := s.writeRaw(channel.TypeStdin, buf[:n], 30*time.Second); werr != nil {
+				s.log.Debug("stdin", "err", werr)
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.log.Warn("reading the workload's stdin", "err", err)
+			}
+			_ = s.writeRaw(channel.TypeStdin, nil, 30*time.Second)
+			return
+		}
+	}
+}
+
+func (s *Sandbox) writeRaw(t channel.Type, b []byte, timeout time.Duration) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.conn.SetWriteDeadline(time.Now().Add(timeout))
+	if err := channel.WriteFrame(s.conn, t, b); err != nil {
+		return fmt.Errorf("kvm: sending %s to the guest: %w", t, err)
+	}
+	return nil
 }

@@ -23,6 +23,11 @@ type qemuSpec struct {
 	ram       string
 	ramShared bool
 	incoming  bool
+	// network: "" (no device) or NetworkUser, with ports forwarded.
+	network string
+	ports   []PortForward
+	// volumes are read-only volume disks (paths), in order.
+	volumes []string
 }
 
 // qemuArgs is QEMU's command line for a sandbox: a microvm with no
@@ -62,6 +67,23 @@ func qemuArgs(q qemuSpec) []string {
 		"-kernel", q.kernel,
 		"-initrd", q.initrd,
 		"-append", q.cmdline,
+	}
+	for i, v := range q.volumes {
+		// After the image disk, so that it stays the guest's vda; found
+		// by the agent through its serial.
+		id := "vol" + strconv.Itoa(i)
+		args = append(args, "-drive", "id="+id+",if=none,format=raw,readonly=on,file="+v,
+			"-device", "virtio-blk-device,drive="+id+",serial="+volumeSerial(i))
+	}
+	if q.network == NetworkUser {
+		// The guest reaches the host's network through QEMU (slirp),
+		// which also listens on the forwarded ports; the device is
+		// virtio-mmio, as every device of a microvm.
+		nd := "user,id=n0,net=10.0.2.0/24,host=" + channel.GuestGateway + ",dns=" + channel.GuestDNS + ",dhcpstart=10.0.2.15,ipv6=off"
+		for _, p := range q.ports {
+			nd += ",hostfwd=tcp:" + p.HostIP.String() + ":" + strconv.Itoa(int(p.HostPort)) + "-:" + strconv.Itoa(int(p.GuestPort))
+		}
+		args = append(args, "-netdev", nd, "-device", "virtio-net-device,netdev=n0")
 	}
 	args = append(args, start...)
 	if q.ram != "" {

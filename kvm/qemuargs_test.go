@@ -1,6 +1,8 @@
 package kvm
 
 import (
+	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -59,6 +61,90 @@ func TestQEMUArgs(t *testing.T) {
 			}
 			if !slices.Equal(args, qemuArgs(sp)) {
 				t.Error("qemuArgs is not a pure function of its input")
+			}
+		})
+	}
+}
+
+// TestQEMUArgsUserNetwork: --net user adds one virtio-net device on QEMU's
+// user-mode network with the guest's fixed addresses and each forward.
+func TestQEMUArgsUserNetwork(t *testing.T) {
+	spec := qemuSpec{name: "sb1", accel: AccelTCG, cpus: 1, memoryMiB: 256, qmpFD: 3, channelFD: 4,
+		kernel: "k", initrd: "i", disk: "d", cmdline: "console=ttyS0", network: NetworkUser,
+		ports: []PortForward{
+			{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 8080, GuestPort: 80},
+			{HostIP: netip.MustParseAddr("0.0.0.0"), HostPort: 0, GuestPort: 22},
+		}}
+	joined := strings.Join(qemuArgs(spec), " ")
+	want := "-netdev user,id=n0,net=10.0.2.0/24,host=10.0.2.2,dns=10.0.2.3,dhcpstart=10.0.2.15,ipv6=off," +
+		"hostfwd=tcp:127.0.0.1:8080-:80,hostfwd=tcp:0.0.0.0:0-:22 -device virtio-net-device,netdev=n0"
+	if !strings.Contains(joined, want) {
+		t.Errorf("no %q in %s", want, joined)
+	}
+	spec.volumes = []string{"/proc/self/fd/9", "/proc/self/fd/10"}
+	joined = strings.Join(qemuArgs(spec), " ")
+	for _, want := range []string{
+		"-append console=ttyS0 -drive id=vol0,if=none,format=raw,readonly=on,file=/proc/self/fd/9 " +
+			"-device virtio-blk-device,drive=vol0,serial=bulwark-vol0 -drive id=vol1,if=none,format=raw,readonly=on,file=/proc/self/fd/10 -device virtio-blk-device,drive=vol1,serial=bulwark-vol1",
+	} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("volumes: no %q in %s", want, joined)
+		}
+	}
+	spec.network, spec.ports, spec.volumes = "", nil, nil
+	if joined := strings.Join(qemuArgs(spec), " "); strings.Contains(joined, "-netdev") || strings.Contains(joined, "virtio-net") {
+		t.Errorf("a network without --net user: %s", joined)
+	}
+}
+
+func TestParseUsernet(t *testing.T) {
+	out := "Hub -1 (n0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n" +
+		"  TCP[HOST_FORWARD]   3       127.0.0.1 36729       10.0.2.15    80     0     0\r\n" +
+		"  TCP[ESTABLISHED]   9       127.0.0.1 40000       10.0.2.15    80     0     0\r\n" +
+		"  TCP[HOST_FORWARD]   4         0.0.0.0  2222       10.0.2.15    22     0     0\r\n"
+	got := parseUsernet(out)
+	want := []PortForward{
+		{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: 36729, GuestPort: 80},
+		{HostIP: netip.MustParseAddr("0.0.0.0"), HostPort: 2222, GuestPort: 22},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("parseUsernet = %v, want %v", got, want)
+	}
+}
+
+// TestConfigNetworkRefusals: a network Start cannot give is refused before
+// QEMU runs, saying why.
+func TestConfigNetworkRefusals(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"ports without network", func(c *Config) { c.Ports = []PortForward{{HostIP: lo, HostPort: 1, GuestPort: 1}} }, "need Network"},
+		{"unknown network", func(c *Config) { c.Network = "tap" }, `network "tap"`},
+		{"clone with a network", func(c *Config) { c.Network, c.Template = NetworkUser, &Template{} }, "a clone cannot have a network"},
+		{"guest port 0", func(c *Config) { c.Network, c.Ports = NetworkUser, []PortForward{{HostIP: lo, HostPort: 1}} }, "guest port"},
+		{"IPv6 host", func(c *Config) {
+			c.Network, c.Ports = NetworkUser, []PortForward{{HostIP: netip.MustParseAddr("::1"), HostPort: 1, GuestPort: 1}}
+		}, "IPv4"},
+		{"forwarded twice", func(c *Config) {
+			c.Network, c.Ports = NetworkUser, []PortForward{{HostIP: lo, HostPort: 1, GuestPort: 1}, {HostIP: lo, HostPort: 1, GuestPort: 2}}
+		}, "forwarded twice"},
+		{"too many forwards", func(c *Config) { c.Network, c.Ports = NetworkUser, make([]PortForward, MaxPorts+1) }, "limit"},
+		{"env without =", func(c *Config) { c.Env = []string{"A"} }, "KEY=VALUE"},
+		{"clone with a volume", func(c *Config) { c.Volumes, c.Template = []VolumeDisk{{File: os.Stdin, Target: "/data"}}, &Template{} }, "a clone cannot have volumes"},
+		{"volume without a disk", func(c *Config) { c.Volumes = []VolumeDisk{{Target: "/data"}} }, "has no disk"},
+		{"too many tmpfs", func(c *Config) { c.Tmpfs = make([]TmpfsMount, MaxVolumes+1) }, "limit"},
+		{"tmpfs at the root", func(c *Config) { c.Tmpfs = []TmpfsMount{{Target: "/"}} }, "mount 0: target"},
+		{"relative workdir", func(c *Config) { c.WorkingDir = "srv" }, "working directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{KernelPath: "k", InitrdPath: "i"}
+			tc.mod(&cfg)
+			err := cfg.setDefaults()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
 		})
 	}

@@ -241,6 +241,10 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	spec := qemuSpec{
 		name: cfg.Name, accel: s.accel.Accel, cpus: cfg.CPUs, memoryMiB: cfg.MemoryMiB,
 		qmpFD: qmpFD, channelFD: chFD, kernel: kernel, initrd: initrd, disk: fdPath(disk), cmdline: s.cmdline,
+		network: cfg.Network, ports: cfg.Ports,
+	}
+	for _, v := range cfg.Volumes {
+		spec.volumes = append(spec.volumes, fdPath(v.File))
 	}
 	switch {
 	case s.mode.templateRAM != nil:
@@ -267,7 +271,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		cmd.SysProcAttr.Pdeathsig = 0
 	}
 	if !cfg.Unconfined {
-		if s.conf, err = confine(cfg.Name, s.accel.Accel, cmd, persist); err != nil {
+		if s.conf, err = confine(cfg.Name, s.accel.Accel, cfg.Network == NetworkUser, persist, cmd); err != nil {
 			qmpConn.Close()
 			conR.Close()
 			return fmt.Errorf("kvm: %w; run QEMU unconfined only on purpose (launcher run --no-confine; kvm.Config.Unconfined)", err)

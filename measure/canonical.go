@@ -29,14 +29,25 @@ const (
 	fieldTemplateRecipe = 0x0E // digest string or empty
 	fieldTemplateRAM    = 0x0F // digest string or empty
 	fieldTemplateState  = 0x10 // digest string or empty
+	// Version 3 appends these, in this order.
+	fieldEnvKeys    = 0x11 // nested TLVs of type argTag, sorted, each once
+	fieldEnvDigest  = 0x12 // digest string or empty
+	fieldWorkingDir = 0x13 // UTF-8 or empty
+	fieldUser       = 0x14 // UTF-8 or empty
+	fieldNetwork    = 0x15 // "" or "user"
+	fieldPorts      = 0x16 // nested TLVs of type argTag, in order
+	fieldVolumes    = 0x17 // nested TLVs of type argTag, in order
 
 	argTag = 0x01
 
 	// Version 1 ends with fieldTime; version 2 adds the image disk and the
-	// template. An event whose version 2 fields are all empty is encoded
-	// as version 1, so events without them keep their old bytes.
+	// template; version 3 the workload's environment, working directory,
+	// user and network. An event is encoded in the lowest version that
+	// holds its values, so events without the newer fields keep their old
+	// bytes.
 	launchEventVersion1 = 1
 	launchEventVersion2 = 2
+	launchEventVersion3 = 3
 )
 
 // Limits on launch event fields; anything larger is refused on both
@@ -57,7 +68,8 @@ const (
 // field can be added without being measured.
 var eventFieldNames = []string{"SandboxID", "Policy", "Kernel", "Initrd", "Cmdline", "CmdlineDigest",
 	"Image", "ImageConfig", "Args", "GuestPublicKey", "Time",
-	"ImageDisk", "TemplateRecipe", "TemplateRAM", "TemplateState"}
+	"ImageDisk", "TemplateRecipe", "TemplateRAM", "TemplateState",
+	"EnvKeys", "EnvDigest", "WorkingDir", "User", "Network", "Ports", "Volumes"}
 
 // v2 reports whether e needs the version 2 encoding.
 func (e *LaunchEvent) v2() bool {
@@ -129,6 +141,9 @@ func (e *LaunchEvent) Validate() error {
 			return err
 		}
 	}
+	if err := e.checkWorkload(); err != nil {
+		return err
+	}
 	if y := e.Time.UTC().Year(); y < 1 || y > 9999 {
 		return fmt.Errorf("launch event: time: year %d outside 1..9999", y)
 	}
@@ -180,7 +195,10 @@ func (e *LaunchEvent) MarshalCanonical() ([]byte, error) {
 	}
 	var b []byte
 	version := byte(launchEventVersion1)
-	if e.v2() {
+	switch {
+	case e.v3():
+		version = launchEventVersion3
+	case e.v2():
 		version = launchEventVersion2
 	}
 	b = appendTLV(b, fieldVersion, []byte{version})
@@ -192,21 +210,26 @@ func (e *LaunchEvent) MarshalCanonical() ([]byte, error) {
 	b = appendTLV(b, fieldCmdlineDigest, []byte(e.CmdlineDigest))
 	b = appendTLV(b, fieldImage, []byte(e.Image))
 	b = appendTLV(b, fieldImageConfig, []byte(e.ImageConfig))
-	var args []byte
-	for _, a := range e.Args {
-		args = appendTLV(args, argTag, []byte(a))
-	}
-	b = appendTLV(b, fieldArgs, args)
+	b = appendTLV(b, fieldArgs, appendList(nil, e.Args))
 	b = appendTLV(b, fieldGuestPublicKey, e.GuestPublicKey)
 	var ts [12]byte
 	binary.BigEndian.PutUint64(ts[:8], uint64(e.Time.Unix()))
 	binary.BigEndian.PutUint32(ts[8:], uint32(e.Time.Nanosecond()))
 	b = appendTLV(b, fieldTime, ts[:])
-	if version == launchEventVersion2 {
+	if version >= launchEventVersion2 {
 		b = appendTLV(b, fieldImageDisk, []byte(e.ImageDisk))
 		b = appendTLV(b, fieldTemplateRecipe, []byte(e.TemplateRecipe))
 		b = appendTLV(b, fieldTemplateRAM, []byte(e.TemplateRAM))
 		b = appendTLV(b, fieldTemplateState, []byte(e.TemplateState))
+	}
+	if version >= launchEventVersion3 {
+		b = appendTLV(b, fieldEnvKeys, appendList(nil, e.EnvKeys))
+		b = appendTLV(b, fieldEnvDigest, []byte(e.EnvDigest))
+		b = appendTLV(b, fieldWorkingDir, []byte(e.WorkingDir))
+		b = appendTLV(b, fieldUser, []byte(e.User))
+		b = appendTLV(b, fieldNetwork, []byte(e.Network))
+		b = appendTLV(b, fieldPorts, appendList(nil, e.Ports))
+		b = appendTLV(b, fieldVolumes, appendList(nil, e.Volumes))
 	}
 	if len(b)+tlvHeader > MaxEventSize {
 		return nil, fmt.Errorf("launch event: encoding is %d bytes, more than %d", len(b)+tlvHeader, MaxEventSize)
@@ -215,6 +238,31 @@ func (e *LaunchEvent) MarshalCanonical() ([]byte, error) {
 }
 
 const tlvHeader = 5
+
+// appendList appends list as nested TLVs of type argTag.
+func appendList(b []byte, list []string) []byte {
+	for _, a := range list {
+		b = appendTLV(b, argTag, []byte(a))
+	}
+	return b
+}
+
+// readList decodes nested TLVs of type argTag, at most max of them.
+func readList(v []byte, name string, max int) ([]string, error) {
+	var list []string
+	r := &tlvReader{b: v}
+	for !r.done() {
+		if len(list) == max {
+			return nil, fmt.Errorf("launch event: more than %d %s", max, name)
+		}
+		a, err := r.expect(argTag, fmt.Sprintf("%s[%d]", name, len(list)))
+		if err != nil {
+			return nil, fmt.Errorf("launch event: %w", err)
+		}
+		list = append(list, string(a))
+	}
+	return list, nil
+}
 
 // tlvReader reads TLVs from an in-memory slice, refusing any length that
 // runs past the end.
@@ -264,8 +312,8 @@ func UnmarshalLaunchEvent(b []byte) (*LaunchEvent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch event: %w", err)
 	}
-	if len(v) != 1 || v[0] != launchEventVersion1 && v[0] != launchEventVersion2 {
-		return nil, fmt.Errorf("launch event: unsupported version %x (want %d or %d)", v, launchEventVersion1, launchEventVersion2)
+	if len(v) != 1 || v[0] < launchEventVersion1 || v[0] > launchEventVersion3 {
+		return nil, fmt.Errorf("launch event: unsupported version %x (want %d..%d)", v, launchEventVersion1, launchEventVersion3)
 	}
 	version := v[0]
 	strs := []struct {
@@ -293,16 +341,8 @@ func UnmarshalLaunchEvent(b []byte) (*LaunchEvent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("launch event: %w", err)
 	}
-	ar := &tlvReader{b: v}
-	for !ar.done() {
-		if len(e.Args) == maxArgs {
-			return nil, fmt.Errorf("launch event: more than %d args", maxArgs)
-		}
-		a, err := ar.expect(argTag, fmt.Sprintf("args[%d]", len(e.Args)))
-		if err != nil {
-			return nil, fmt.Errorf("launch event: %w", err)
-		}
-		e.Args = append(e.Args, string(a))
+	if e.Args, err = readList(v, "args", maxArgs); err != nil {
+		return nil, err
 	}
 	v, err = r.expect(fieldGuestPublicKey, "guest_public_key")
 	if err != nil {
@@ -324,7 +364,7 @@ func UnmarshalLaunchEvent(b []byte) (*LaunchEvent, error) {
 		return nil, fmt.Errorf("launch event: time: nanoseconds %d out of range", nsec)
 	}
 	e.Time = time.Unix(sec, int64(nsec)).UTC()
-	if version == launchEventVersion2 {
+	if version >= launchEventVersion2 {
 		for _, s := range []struct {
 			typ  byte
 			name string
@@ -340,6 +380,11 @@ func UnmarshalLaunchEvent(b []byte) (*LaunchEvent, error) {
 				return nil, fmt.Errorf("launch event: %w", err)
 			}
 			*s.dst = string(v)
+		}
+	}
+	if version >= launchEventVersion3 {
+		if err := e.unmarshalWorkload(r); err != nil {
+			return nil, err
 		}
 	}
 	if !r.done() {
@@ -358,4 +403,42 @@ func UnmarshalLaunchEvent(b []byte) (*LaunchEvent, error) {
 		return nil, errors.New("launch event: not in canonical form")
 	}
 	return &e, nil
+}
+
+// unmarshalWorkload reads the version 3 fields.
+func (e *LaunchEvent) unmarshalWorkload(r *tlvReader) error {
+	v, err := r.expect(fieldEnvKeys, "env_keys")
+	if err != nil {
+		return fmt.Errorf("launch event: %w", err)
+	}
+	if e.EnvKeys, err = readList(v, "env_keys", MaxEnv); err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		typ  byte
+		name string
+		dst  *string
+	}{
+		{fieldEnvDigest, "env_digest", &e.EnvDigest},
+		{fieldWorkingDir, "working_dir", &e.WorkingDir},
+		{fieldUser, "user", &e.User},
+		{fieldNetwork, "network", &e.Network},
+	} {
+		v, err := r.expect(s.typ, s.name)
+		if err != nil {
+			return fmt.Errorf("launch event: %w", err)
+		}
+		*s.dst = string(v)
+	}
+	if v, err = r.expect(fieldPorts, "ports"); err != nil {
+		return fmt.Errorf("launch event: %w", err)
+	}
+	if e.Ports, err = readList(v, "ports", MaxPorts); err != nil {
+		return err
+	}
+	if v, err = r.expect(fieldVolumes, "volumes"); err != nil {
+		return fmt.Errorf("launch event: %w", err)
+	}
+	e.Volumes, err = readList(v, "volumes", 2*MaxVolumes)
+	return err
 }

@@ -45,6 +45,26 @@ type LaunchEvent struct {
 	TemplateRecipe string `json:"template_recipe,omitempty"`
 	TemplateRAM    string `json:"template_ram,omitempty"`
 	TemplateState  string `json:"template_state,omitempty"`
+	// The workload's inputs beside its command (version 3): the names of
+	// the environment variables the launch set over the image's (sorted,
+	// each once) and EnvDigest, the digest of the variables with their
+	// values (EnvDigest; values are not recorded: they may be sensitive,
+	// and a digest lets a policy pin them); the working directory and user
+	// that replace the image's ("" = the image's own).
+	EnvKeys    []string `json:"env_keys,omitempty"`
+	EnvDigest  string   `json:"env_digest,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+	// Network is the guest's network: "" (none, as in version 1 and 2
+	// events) or "user" (QEMU user-mode networking); Ports are its port
+	// forwards, each "HOSTIP:HOSTPORT:GUESTPORT/tcp" (see CanonicalPort).
+	Network string   `json:"network,omitempty"`
+	Ports   []string `json:"ports,omitempty"`
+	// Volumes are the mounts the launch adds to the workload's root, in
+	// the order given: read-only disks built from host directories, by
+	// digest ("ro:TARGET:DIGEST"), and writable tmpfs scratch
+	// ("tmpfs:TARGET:BYTES"); see Volume.
+	Volumes []string `json:"volumes,omitempty"`
 }
 
 // Cloned reports whether the sandbox resumed from a template.

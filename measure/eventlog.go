@@ -156,6 +156,9 @@ func (l *Log) Append(e *LaunchEvent, pcr int, algs []Alg, extend Extender) (Reco
 	}
 	ev := *e // the record keeps its own copy, consistent with Content
 	ev.Args = append([]string(nil), e.Args...)
+	ev.EnvKeys = append([]string(nil), e.EnvKeys...)
+	ev.Ports = append([]string(nil), e.Ports...)
+	ev.Volumes = append([]string(nil), e.Volumes...)
 	ev.GuestPublicKey = append([]byte(nil), e.GuestPublicKey...)
 	rec := Record{RecNum: l.first + uint64(len(l.records)), PCR: pcr, Event: &ev, Content: content}
 	seen := map[Alg]bool{}

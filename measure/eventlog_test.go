@@ -73,6 +73,20 @@ func TestCanonicalRoundTrip(t *testing.T) {
 		{"empty args kept apart", func(e *LaunchEvent) { e.Args = []string{"", ""} }},
 		{"pre-1970 time", func(e *LaunchEvent) { e.Time = time.Date(1900, 5, 6, 7, 8, 9, 999999999, time.UTC) }},
 		{"v2 image disk", func(e *LaunchEvent) { e.ImageDisk = DigestBytes(SHA256, []byte("disk")) }},
+		{"v3 workload", func(e *LaunchEvent) {
+			env := []string{"B=2", "A=1=one"}
+			e.EnvKeys, e.EnvDigest = EnvKeys(env), EnvDigest(SHA256, env)
+			e.WorkingDir, e.User = "/srv/www", "app:1000"
+			e.Network, e.Ports = NetworkUser, []string{"127.0.0.1:8080:80/tcp", "0.0.0.0:2222:22/tcp"}
+			e.Volumes = []string{"ro:/data:" + DigestBytes(SHA256, []byte("vol")), "tmpfs:/scratch:0", "tmpfs:/cache:67108864"}
+		}},
+		{"v3 user only, with a clone", func(e *LaunchEvent) {
+			e.ImageDisk = DigestBytes(SHA256, []byte("disk"))
+			e.TemplateRecipe = DigestBytes(SHA256, []byte("recipe"))
+			e.TemplateRAM = DigestBytes(SHA256, []byte("ram"))
+			e.TemplateState = DigestBytes(SHA384, []byte("state"))
+			e.User = "1000"
+		}},
 		{"v2 clone", func(e *LaunchEvent) {
 			e.ImageDisk = DigestBytes(SHA256, []byte("disk"))
 			e.TemplateRecipe = DigestBytes(SHA256, []byte("recipe"))
@@ -147,6 +161,41 @@ func TestValidateRejects(t *testing.T) {
 			e.TemplateRecipe, e.TemplateRAM = DigestBytes(SHA256, []byte("r")), DigestBytes(SHA256, []byte("m"))
 		}},
 		{"template ram only", "all be set", func(e *LaunchEvent) { e.TemplateRAM = DigestBytes(SHA256, []byte("m")) }},
+		{"env keys without digest", "env_keys and env_digest", func(e *LaunchEvent) { e.EnvKeys = []string{"A"} }},
+		{"env digest without keys", "env_keys and env_digest", func(e *LaunchEvent) { e.EnvDigest = DigestBytes(SHA256, nil) }},
+		{"env keys unsorted", "not sorted", func(e *LaunchEvent) {
+			e.EnvKeys, e.EnvDigest = []string{"B", "A"}, DigestBytes(SHA256, nil)
+		}},
+		{"env key repeated", "not sorted", func(e *LaunchEvent) {
+			e.EnvKeys, e.EnvDigest = []string{"A", "A"}, DigestBytes(SHA256, nil)
+		}},
+		{"env key with =", "env_keys[0]", func(e *LaunchEvent) {
+			e.EnvKeys, e.EnvDigest = []string{"A=B"}, DigestBytes(SHA256, nil)
+		}},
+		{"too many env keys", "env_keys", func(e *LaunchEvent) {
+			e.EnvKeys, e.EnvDigest = make([]string, MaxEnv+1), DigestBytes(SHA256, nil)
+		}},
+		{"relative working dir", "working_dir", func(e *LaunchEvent) { e.WorkingDir = "srv" }},
+		{"unclean working dir", "working_dir", func(e *LaunchEvent) { e.WorkingDir = "/srv/../etc" }},
+		{"user with a space", "user", func(e *LaunchEvent) { e.User = "app user" }},
+		{"unknown network", "network", func(e *LaunchEvent) { e.Network = "none" }},
+		{"ports without network", "ports without user-mode", func(e *LaunchEvent) { e.Ports = []string{"0.0.0.0:80:80/tcp"} }},
+		{"port not canonical", "canonical", func(e *LaunchEvent) { e.Network, e.Ports = NetworkUser, []string{"80:80"} }},
+		{"volume size not canonical", "volumes[0]", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/x:00"} }},
+		{"volume in /proc", "which the sandbox provides", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/proc/x:0"} }},
+		{"volume over the secrets", "which the sandbox provides", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/run/secrets:0"} }},
+		{"volume at the root", "root itself", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/:0"} }},
+		{"volume bad digest", "volumes[0]", func(e *LaunchEvent) { e.Volumes = []string{"ro:/data:sha256:00"} }},
+		{"volume unknown kind", "kind", func(e *LaunchEvent) { e.Volumes = []string{"rw:/data:0"} }},
+		{"volume twice", "mounted twice", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/a:0", "tmpfs:/a:1"} }},
+		{"too many tmpfs", "more than 8 tmpfs", func(e *LaunchEvent) {
+			for i := range 9 {
+				e.Volumes = append(e.Volumes, fmt.Sprintf("tmpfs:/t%d:0", i))
+			}
+		}},
+		{"too many ports", "ports", func(e *LaunchEvent) {
+			e.Network, e.Ports = NetworkUser, slices.Repeat([]string{"0.0.0.0:80:80/tcp"}, MaxPorts+1)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := testEvent("sb")
@@ -171,7 +220,24 @@ func TestUnmarshalLaunchEventRejects(t *testing.T) {
 		{"empty", "truncated", nil},
 		{"trailing byte", "trailing", append(slices.Clone(good), 0)},
 		{"truncated", "runs past the end", good[:len(good)-1]},
-		{"bad version", "version", append([]byte{fieldVersion, 0, 0, 0, 1, 3}, good[6:]...)},
+		{"bad version", "version", append([]byte{fieldVersion, 0, 0, 0, 1, 4}, good[6:]...)},
+		// Nor is a version 3 encoding of an event without version 3 values.
+		{"version 3 without its fields", "not in canonical form", func() []byte {
+			b := append([]byte{fieldVersion, 0, 0, 0, 1, 3}, good[6:]...)
+			for _, f := range []byte{fieldImageDisk, fieldTemplateRecipe, fieldTemplateRAM, fieldTemplateState,
+				fieldEnvKeys, fieldEnvDigest, fieldWorkingDir, fieldUser, fieldNetwork, fieldPorts, fieldVolumes} {
+				b = appendTLV(b, f, nil)
+			}
+			return b
+		}()},
+		{"version 3 missing its volumes", "volumes", func() []byte {
+			b := append([]byte{fieldVersion, 0, 0, 0, 1, 3}, good[6:]...)
+			for _, f := range []byte{fieldImageDisk, fieldTemplateRecipe, fieldTemplateRAM, fieldTemplateState,
+				fieldEnvKeys, fieldEnvDigest, fieldWorkingDir} {
+				b = appendTLV(b, f, nil)
+			}
+			return appendTLV(appendTLV(appendTLV(b, fieldUser, []byte("app")), fieldNetwork, nil), fieldPorts, nil)
+		}()},
 		// A version 2 encoding of an event without version 2 values is
 		// not canonical (it has a version 1 encoding).
 		{"version 2 without its fields", "not in canonical form", func() []byte {
@@ -614,6 +680,11 @@ func FuzzUnmarshalLaunchEvent(f *testing.F) {
 	f.Add(good)
 	f.Add(good[:20])
 	f.Add([]byte{1, 0, 0, 0, 1, 1})
+	v3 := testEvent("sb")
+	v3.EnvKeys, v3.EnvDigest, v3.User, v3.Network, v3.Ports = []string{"A"}, EnvDigest(SHA256, []string{"A=1"}), "app", NetworkUser, []string{"0.0.0.0:80:80/tcp"}
+	if b, err := v3.MarshalCanonical(); err == nil {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := UnmarshalLaunchEvent(b)
 		if err != nil {

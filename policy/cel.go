@@ -30,6 +30,18 @@ var celVars = []cel.EnvOption{
 	// from; all "" for a cold boot.
 	cel.Variable("template", cel.MapType(cel.StringType, cel.StringType)),
 	cel.Variable("args", cel.ListType(cel.StringType)),
+	// The workload's inputs beside its command: env_keys (sorted names of
+	// the variables set over the image's), env_digest (measure.EnvDigest,
+	// "" for none), working_dir and user ("" = the image's), network
+	// ("none" or "user") and ports ("HOSTIP:HOSTPORT:GUESTPORT/tcp").
+	cel.Variable("env_keys", cel.ListType(cel.StringType)),
+	cel.Variable("env_digest", cel.StringType),
+	cel.Variable("working_dir", cel.StringType),
+	cel.Variable("user", cel.StringType),
+	cel.Variable("network", cel.StringType),
+	cel.Variable("ports", cel.ListType(cel.StringType)),
+	// volumes: "ro:TARGET:DIGEST" and "tmpfs:TARGET:BYTES" (measure.Volume).
+	cel.Variable("volumes", cel.ListType(cel.StringType)),
 	cel.Variable("host_pcrs", cel.MapType(cel.IntType, cel.StringType)),
 	// firmware: present, secure_boot (bool), authorities (list of sha256
 	// certificate digests), dbx_entries (int), error (string),
@@ -59,7 +71,7 @@ func compileRule(expr string) (cel.Program, []celError) {
 		var out []celError
 		for _, e := range iss.Errors() {
 			out = append(out, celError{line: e.Location.Line(), col: e.Location.Column(), msg: strings.TrimSuffix(e.Message, " (in container '')"),
-				hint: "variables: policy, node_id, sandbox_id, kernel, initrd, cmdline, cmdline_digest, image, image_config, image_disk, template, args, host_pcrs, firmware, signers, time"})
+				hint: "variables: policy, node_id, sandbox_id, kernel, initrd, cmdline, cmdline_digest, image, image_config, image_disk, template, args, env_keys, env_digest, working_dir, user, network, ports, volumes, host_pcrs, firmware, signers, time"})
 		}
 		if len(out) == 0 {
 			out = append(out, celError{msg: iss.Err().Error()})

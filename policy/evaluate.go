@@ -150,6 +150,7 @@ func (e *evaluation) launch() {
 	e.cmdline()
 	e.artifact("image", e.pol.Image, e.ev.Event.Image, false)
 	e.args()
+	e.workload()
 	e.templates()
 }
 
@@ -524,6 +525,9 @@ func (e *evaluation) claims() map[string]any {
 		signers[a] = append([]string{}, e.verified[a]...)
 	}
 	args := append([]string{}, ev.Args...)
+	envKeys := append([]string{}, ev.EnvKeys...)
+	ports := append([]string{}, ev.Ports...)
+	volumes := append([]string{}, ev.Volumes...)
 	return map[string]any{
 		"policy":         e.pol.Name,
 		"node_id":        e.ev.NodeID,
@@ -537,6 +541,13 @@ func (e *evaluation) claims() map[string]any {
 		"image_disk":     ev.ImageDisk,
 		"template":       e.templateClaims(),
 		"args":           args,
+		"env_keys":       envKeys,
+		"env_digest":     ev.EnvDigest,
+		"working_dir":    ev.WorkingDir,
+		"user":           ev.User,
+		"network":        networkClaim(ev.Network),
+		"ports":          ports,
+		"volumes":        volumes,
 		"host_pcrs":      pcrs,
 		"firmware":       firmwareClaims(e.ev.Firmware),
 		"signers":        signers,

@@ -160,7 +160,7 @@ func yamlError(path string, err error) *Error {
 	return &Error{File: path, Line: line, Column: col, Msg: "YAML syntax: " + msg, Hint: "check indentation (spaces, not tabs) and quoting on or just before this line"}
 }
 
-var topFields = []string{"apiVersion", "name", "description", "valid", "signers", "kernel", "initrd", "cmdline", "image", "args", "templates", "host", "secrets", "rules"}
+var topFields = []string{"apiVersion", "name", "description", "valid", "signers", "kernel", "initrd", "cmdline", "image", "args", "env", "network", "volumes", "templates", "host", "secrets", "rules"}
 
 func (p *parser) policy(root *yaml.Node, dir string, opts LoadOptions) *Policy {
 	pol := &Policy{Signers: map[string]*Signer{}}
@@ -208,6 +208,15 @@ func (p *parser) policy(root *yaml.Node, dir string, opts LoadOptions) *Policy {
 	}
 	if v, ok := f["args"]; ok {
 		p.args(v.val, pol)
+	}
+	if v, ok := f["env"]; ok {
+		p.env(v.val, pol)
+	}
+	if v, ok := f["network"]; ok {
+		p.network(v.val, pol)
+	}
+	if v, ok := f["volumes"]; ok {
+		p.volumes(v.val, pol)
 	}
 	if v, ok := f["templates"]; ok {
 		p.templates(v.val, pol)

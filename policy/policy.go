@@ -29,6 +29,9 @@ type Policy struct {
 	Cmdline *CmdlineRule  // never nil in a parsed policy
 	Image   *ArtifactRule // nil: launches must not run an image
 	Args    ArgsRule
+	Env     EnvRule      // the zero value: no variables over the image's
+	Network *NetworkRule // nil: no network ("none") only
+	Volumes *VolumeRule  // nil: no volumes
 
 	Templates *TemplateRule // nil: clones of any template are judged like cold boots
 

@@ -50,6 +50,15 @@ func (p *Policy) Summary() string {
 	default:
 		parts = append(parts, "no command override")
 	}
+	switch {
+	case p.Env.Any:
+		parts = append(parts, "any environment variables")
+	case len(p.Env.Keys) > 0:
+		parts = append(parts, plural(len(p.Env.Keys), "allowed environment variable"))
+	}
+	if p.Network != nil {
+		parts = append(parts, "network "+strings.Join(p.Network.Allow, "/"))
+	}
 	if len(p.HostPCRs) > 0 {
 		parts = append(parts, plural(len(p.HostPCRs), "host PCR"))
 	}

@@ -45,6 +45,8 @@ func (s *Server) Preflight(ctx context.Context, req *bulwarkv1.PreflightRequest)
 			Cmdline: req.GetCmdline(), CmdlineDigest: measure.DigestCmdline(measure.SHA256, req.GetCmdline()),
 			Image: req.GetImage(), ImageConfig: req.GetImageConfig(), Args: req.GetArgs(), Time: now,
 			TemplateRecipe: req.GetTemplateRecipe(), TemplateRAM: req.GetTemplateRam(), TemplateState: req.GetTemplateState(),
+			EnvKeys: req.GetEnvKeys(), EnvDigest: req.GetEnvDigest(), WorkingDir: req.GetWorkingDir(), User: req.GetUser(),
+			Network: req.GetNetwork(), Ports: req.GetPorts(), Volumes: req.GetVolumes(),
 		},
 		Signatures: artifactSignatures(req.GetSignatures()),
 		Time:       now,
@@ -88,6 +90,9 @@ var preflightFields = []struct{ field, refused string }{
 	{"cmdline", "the kernel command line is not allowed by the policy"},
 	{"image", "the image is not allowed by the policy (digest or signature)"},
 	{"args", "the command override is not allowed by the policy"},
+	{"env", "the environment variables set over the image's are not allowed by the policy"},
+	{"network", "the guest network is not allowed by the policy"},
+	{"volumes", "a volume is not allowed by the policy"},
 	{"templates", "the policy does not allow a clone of this VM template (launcher run --template none boots cold)"},
 	{"secrets", "the policy releases a secret that is not in attestd's vault yet: an admin must add it (attestd ctl secret put NAME; attestd's log names it)"},
 }

@@ -34,6 +34,10 @@ func TestRedactReasons(t *testing.T) {
 			"args: command override [/bin/sh] is not one of the 1 command(s) the policy allows",
 			"initrd: the launch has no initrd but the policy requires one",
 		}}, []string{"validity: ", "args: ", "initrd: "}},
+		{"env and network", Judgement{Policy: "p", Reasons: []string{
+			`env: variables "DEBUG" are not among those the policy allows (env.keys)`,
+			`network: "user" is not allowed (allowed: "none")`,
+		}}, []string{"env: the environment variables", "network: the guest network"}},
 		{"unknown reason", Judgement{Policy: "p", Reasons: []string{"host: PCR 7 is 00, expected one of sha256:1111"}}, []string{"policy: the launch is refused"}},
 		{"a template not pinned", Judgement{Policy: "p", Reasons: []string{"templates: template RAM sha256:9999 is not one the policy pins"}},
 			[]string{"templates: the policy does not allow a clone of this VM template"}},

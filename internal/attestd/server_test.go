@@ -468,6 +468,19 @@ func runServerSuite(t *testing.T, storeKind string) {
 			{"template_recipe", func(r *bulwarkv1.PreflightRequest) {
 				r.TemplateRam = measure.DigestBytes(measure.SHA256, []byte("ram")) // without recipe and state
 			}},
+			{"env_keys[0]", func(r *bulwarkv1.PreflightRequest) {
+				r.EnvKeys, r.EnvDigest = []string{"A=B"}, measure.DigestBytes(measure.SHA256, nil)
+			}},
+			{"env_keys", func(r *bulwarkv1.PreflightRequest) {
+				r.EnvKeys, r.EnvDigest = []string{"B", "A"}, measure.DigestBytes(measure.SHA256, nil)
+			}},
+			{"env_digest", func(r *bulwarkv1.PreflightRequest) { r.EnvKeys = []string{"A"} }},
+			{"working_dir", func(r *bulwarkv1.PreflightRequest) { r.WorkingDir = "srv" }},
+			{"user", func(r *bulwarkv1.PreflightRequest) { r.User = "a b" }},
+			{"network", func(r *bulwarkv1.PreflightRequest) { r.Network = "tap" }},
+			{"ports", func(r *bulwarkv1.PreflightRequest) { r.Ports = []string{"0.0.0.0:80:80/tcp"} }},
+			{"ports[0]", func(r *bulwarkv1.PreflightRequest) { r.Network, r.Ports = "user", []string{"80:80"} }},
+			{"volumes", func(r *bulwarkv1.PreflightRequest) { r.Volumes = []string{"tmpfs:/proc/x:0"} }},
 		} {
 			_, err := c.Preflight(ctx, pre(tc.mut))
 			wantCode(t, err, codes.InvalidArgument, tc.field)
@@ -482,6 +495,16 @@ func runServerSuite(t *testing.T, storeKind string) {
 		}))
 		if err != nil || !r.GetAllow() {
 			t.Fatalf("preflight of a clone: %v, %v", r, err)
+		}
+		// Environment variables and a network this policy does not allow
+		// are refused before boot, by name of the part refused.
+		r, err = c.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) {
+			r.EnvKeys, r.EnvDigest = []string{"DEBUG"}, measure.EnvDigest(measure.SHA256, []string{"DEBUG=1"})
+			r.Network, r.Ports = "user", []string{"127.0.0.1:8080:80/tcp"}
+		}))
+		if err != nil || r.GetAllow() || len(r.GetReasons()) != 2 ||
+			!strings.HasPrefix(r.GetReasons()[0], "env:") || !strings.HasPrefix(r.GetReasons()[1], "network:") {
+			t.Fatalf("preflight of env and network: %v, %v (want a refusal naming env and network)", r, err)
 		}
 		_, err = c.Preflight(ctx, pre(func(r *bulwarkv1.PreflightRequest) { r.NodeId = "sha256:" + strings.Repeat("cd", 32) }))
 		wantCode(t, err, codes.NotFound, "node_id", "not enrolled")

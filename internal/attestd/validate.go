@@ -243,7 +243,74 @@ func validatePreflight(r *bulwarkv1.PreflightRequest) error {
 			return invalid(fmt.Sprintf("args[%d]", i), "%d bytes, the limit is %d", len(a), MaxArgLen)
 		}
 	}
+	if err := validatePreflightWorkload(r); err != nil {
+		return err
+	}
 	return validateSignatures(r.GetSignatures())
+}
+
+// validatePreflightWorkload checks the workload inputs of a preflight
+// request as the launch event will hold them (measure's version 3 fields).
+func validatePreflightWorkload(r *bulwarkv1.PreflightRequest) error {
+	keys := r.GetEnvKeys()
+	if len(keys) > measure.MaxEnv {
+		return invalid("env_keys", "%d names, the limit is %d", len(keys), measure.MaxEnv)
+	}
+	for i, k := range keys {
+		if err := measure.CheckEnvKey(k); err != nil {
+			return invalid(fmt.Sprintf("env_keys[%d]", i), "%v", err)
+		}
+		if i > 0 && keys[i-1] >= k {
+			return invalid("env_keys", "not sorted, each once")
+		}
+	}
+	if (len(keys) == 0) != (r.GetEnvDigest() == "") {
+		return invalid("env_digest", "give env_keys and env_digest together, or neither")
+	}
+	if d := r.GetEnvDigest(); d != "" {
+		if _, _, err := measure.ParseDigest(d); err != nil {
+			return invalid("env_digest", "want a digest \"sha256:<hex>\": %v", err)
+		}
+	}
+	if d := r.GetWorkingDir(); d != "" {
+		if err := measure.CheckWorkingDir(d); err != nil {
+			return invalid("working_dir", "%v", err)
+		}
+	}
+	if u := r.GetUser(); u != "" {
+		if err := measure.CheckUser(u); err != nil {
+			return invalid("user", "%v", err)
+		}
+	}
+	switch r.GetNetwork() {
+	case "", measure.NetworkUser:
+	default:
+		return invalid("network", "%q: want \"\" (none) or %q", trunc(r.GetNetwork()), measure.NetworkUser)
+	}
+	ports := r.GetPorts()
+	if len(ports) > 0 && r.GetNetwork() != measure.NetworkUser {
+		return invalid("ports", "port forwards need network %q", measure.NetworkUser)
+	}
+	if len(ports) > measure.MaxPorts {
+		return invalid("ports", "%d forwards, the limit is %d", len(ports), measure.MaxPorts)
+	}
+	for i, s := range ports {
+		p, err := measure.ParsePort(s)
+		if err != nil {
+			return invalid(fmt.Sprintf("ports[%d]", i), "%v", err)
+		}
+		if p.String() != s {
+			return invalid(fmt.Sprintf("ports[%d]", i), "not in canonical form %q", p.String())
+		}
+	}
+	// The launch event's own check covers volumes (count, form, targets).
+	ev := measure.LaunchEvent{Volumes: r.GetVolumes()}
+	if len(ev.Volumes) > 0 {
+		if err := ev.CheckVolumes(); err != nil {
+			return invalid("volumes", "%v", strings.TrimPrefix(err.Error(), "launch event: "))
+		}
+	}
+	return nil
 }
 
 func validateRelease(r *bulwarkv1.ReleaseSecretsRequest) error {

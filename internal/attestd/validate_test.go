@@ -291,6 +291,11 @@ func FuzzPreflightRequest(f *testing.F) {
 		Kernel: testKernel, Initrd: testInitrd, Image: testImage, ImageConfig: testConfig, Cmdline: testCmdline,
 		Args: []string{"/bin/sh"}, Signatures: []*bulwarkv1.ArtifactSignature{{Artifact: "image", Signature: []byte{0x30, 1, 2}, Payload: []byte("{}")}}})
 	f.Add(seed)
+	seed, _ = proto.Marshal(&bulwarkv1.PreflightRequest{NodeId: "sha256:" + strings.Repeat("ab", 32), Policy: testPolicyName,
+		Kernel: testKernel, Cmdline: testCmdline, EnvKeys: []string{"A", "B"}, EnvDigest: measure.EnvDigest(measure.SHA256, []string{"A=1", "B=2"}),
+		WorkingDir: "/srv", User: "app:1000", Network: "user", Ports: []string{"127.0.0.1:8080:80/tcp"},
+		Volumes: []string{"tmpfs:/scratch:0", "ro:/data:" + testImage}})
+	f.Add(seed)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		req := &bulwarkv1.PreflightRequest{}
@@ -305,7 +310,18 @@ func FuzzPreflightRequest(f *testing.F) {
 		}
 		ev := policy.Evidence{NodeID: req.GetNodeId(), Signatures: artifactSignatures(req.GetSignatures()), Time: time.Now(),
 			Event: measure.LaunchEvent{Policy: req.GetPolicy(), Kernel: req.GetKernel(), Initrd: req.GetInitrd(), Image: req.GetImage(),
-				Cmdline: req.GetCmdline(), CmdlineDigest: measure.DigestCmdline(measure.SHA256, req.GetCmdline()), Args: req.GetArgs()}}
+				Cmdline: req.GetCmdline(), CmdlineDigest: measure.DigestCmdline(measure.SHA256, req.GetCmdline()), Args: req.GetArgs(),
+				EnvKeys: req.GetEnvKeys(), EnvDigest: req.GetEnvDigest(), WorkingDir: req.GetWorkingDir(), User: req.GetUser(),
+				Network: req.GetNetwork(), Ports: req.GetPorts(), Volumes: req.GetVolumes()}}
+		// What validation lets through is an event the log could hold.
+		ev.Event.SandboxID = "sb"
+		if err := ev.Event.Validate(); err != nil {
+			for _, f := range []string{"env_keys", "env_digest", "working_dir", "user", "network", "ports", "volumes"} {
+				if strings.Contains(err.Error(), "launch event: "+f) {
+					t.Fatalf("a validated request makes an invalid event: %v", err)
+				}
+			}
+		}
 		if v := set.Preflight(context.Background(), ev); v.Allow && len(v.Secrets) > 0 {
 			t.Fatal("preflight granted secrets")
 		}

@@ -77,6 +77,26 @@ type Options struct {
 	Cmdline string
 	// Args replace the image's entrypoint+cmd when not empty.
 	Args []string
+	// Env ("KEY=VALUE"), WorkingDir and User are set over the image's
+	// config, as docker run's -e/--env-file, -w and --user do; Network is
+	// NetworkNone ("" too) or NetworkUser, with Ports forwarded
+	// ("[[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]", docker run's -p). All are
+	// checked by ValidateWorkload and recorded in the launch event.
+	Env        []string
+	WorkingDir string
+	User       string
+	Network    string
+	Ports      []string
+	// Volumes ("HOSTDIR:PATH:ro", docker run's -v) are read-only erofs
+	// disks built from host directories, measured into the launch event
+	// by digest; Tmpfs ("PATH[:size=N]", --tmpfs) writable scratch. At
+	// most measure.MaxVolumes of each; checked by ValidateWorkload.
+	Volumes []string
+	Tmpfs   []string
+	// Stdin, when set, is the workload's stdin (docker run -i), read until
+	// EOF; nil gives it /dev/null. Not recorded: it is input at run time,
+	// like the network's.
+	Stdin io.Reader
 	// Signers are the keys trusted to sign kernel, initrd and image. When
 	// given, every artifact must carry a valid signature by one of them
 	// before anything boots.
@@ -145,6 +165,9 @@ type Result struct {
 	// QEMUPeakRSSKiB is QEMU's peak resident memory (VmHWM) once it has
 	// exited; 0 when it did not get that far.
 	QEMUPeakRSSKiB int64
+	// Ports are the port forwards QEMU listens on, "HOSTIP:HOSTPORT->GUESTPORT/tcp",
+	// with the port it chose for a forward of host port 0.
+	Ports []string
 }
 
 func (o *Options) progress(format string, a ...any) {
@@ -311,6 +334,9 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	if err := limits.CheckLaunchPCR(o.PCR); err != nil {
 		return nil, fmt.Errorf("%w (attestd's --launch-pcr)", err)
 	}
+	if err := o.ValidateWorkload(); err != nil {
+		return nil, err
+	}
 	if err := o.setDefaults(); err != nil {
 		return nil, err
 	}
@@ -347,6 +373,15 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 		return nil, err // it says "image PATH: ..."
 	}
 	defer img.Close()
+	volDisks, err := o.volumeDisks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, d := range volDisks {
+			d.Close()
+		}
+	}()
 
 	// Step 1: signatures, before anything boots.
 	arts := []artifactRef{{"kernel", kernelPath, kernel.Digest, ""}, {"image", o.Image, img.ManifestDigest, img.DigestHint()}}
@@ -396,15 +431,20 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	// The template a clone would resume from is part of what the policy
 	// judges: it is chosen now, and loaded (and checked) before the boot.
 	cfg := o.sandboxConfig(kernel, initrd, accel, cmdline)
+	o.workloadConfig(&cfg, volDisks)
 	tplDir, tplInfo, err := o.findTemplate(cfg)
 	if err != nil {
 		return nil, err
 	}
 	o.progress("asking attestd whether policy %q allows these artifacts", o.Policy)
+	var wl measure.LaunchEvent
+	o.workloadEvent(&wl, volDisks)
 	pf, err := client.Preflight(ctx, &bulwarkv1.PreflightRequest{
 		NodeId: nodeID, Policy: o.Policy, Kernel: kernel.Digest, Initrd: initrd.Digest,
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, Cmdline: cmdline, Args: o.Args, Signatures: pbSigs,
 		TemplateRecipe: tplInfo.RecipeDigest, TemplateRam: tplInfo.RAM.Digest, TemplateState: tplInfo.State.Digest,
+		EnvKeys: wl.EnvKeys, EnvDigest: wl.EnvDigest, WorkingDir: wl.WorkingDir, User: wl.User, Network: wl.Network, Ports: wl.Ports,
+		Volumes: wl.Volumes,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w%s", attestdError("preflight", err), enrollHint(err))
@@ -480,6 +520,7 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	if tpl != nil {
 		ev.TemplateRecipe, ev.TemplateRAM, ev.TemplateState = tpl.Info.RecipeDigest, tpl.Info.RAM.Digest, tpl.Info.State.Digest
 	}
+	o.workloadEvent(ev, volDisks)
 	o.progress("recording launch event for sandbox %s in PCR %d", res.SandboxID, o.PCR)
 	hostLog := NewHostLog(filepath.Join(o.StateDir, "launch"), o.PCR)
 	if _, err := hostLog.Append(ctx, t, ev); err != nil {
@@ -525,6 +566,20 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
 	res.StartMillis = time.Since(bootStart).Milliseconds()
+	if ports, err := sb.Ports(ctx); err != nil {
+		o.warn("the port forwards QEMU listens on are not known: %v", err)
+	} else {
+		for _, p := range ports {
+			res.Ports = append(res.Ports, fmt.Sprintf("%s:%d->%d/tcp", p.HostIP, p.HostPort, p.GuestPort))
+		}
+		if len(res.Ports) > 0 { // shown even without progress: a port QEMU chose is known only now
+			if w := o.Progress; w != nil {
+				o.progress("forwarding %s", strings.Join(res.Ports, ", "))
+			} else if o.Stderr != nil {
+				fmt.Fprintf(o.Stderr, "launcher: forwarding %s\n", strings.Join(res.Ports, ", "))
+			}
+		}
+	}
 	o.progress("workload running %d ms after the sandbox started (%s)", res.StartMillis, map[bool]string{true: "clone", false: "cold boot"}[tpl != nil])
 	started = true
 	return &Launched{o: o, sb: sb, res: res}, nil

@@ -137,6 +137,14 @@ func (o *Options) findTemplate(cfg kvm.Config) (string, kvm.TemplateInfo, error)
 	case TemplateNone:
 		return "", kvm.TemplateInfo{}, nil
 	case TemplateAuto:
+		if o.Network == NetworkUser {
+			o.progress("--net user: booting cold (templates have no network device)")
+			return "", kvm.TemplateInfo{}, nil
+		}
+		if len(o.Volumes) > 0 {
+			o.progress("--volume: booting cold (templates have no disk slot for a volume)")
+			return "", kvm.TemplateInfo{}, nil
+		}
 		recipe, err := cfg.Recipe()
 		if err != nil {
 			return "", kvm.TemplateInfo{}, err

@@ -38,7 +38,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "run",
 		Summary: "verify, measure, boot, attest, receive secrets and run an image in a sandbox",
-		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-- CMD ARG...]\n  or:  launcher run -d --policy NAME --image DIR [...] [-- CMD ARG...]   (in the launcher daemon)",
+		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-e K=V]... [--env-file F]... [-w DIR] [--user U[:G]] [--net none|user [-p [[IP:]HOSTPORT:]PORT]...] [--volume HOSTDIR:PATH:ro]... [--tmpfs PATH[:size=N]]... [-i] [-- CMD ARG...]\n  or:  launcher run -d --policy NAME --image DIR [...] [-- CMD ARG...]   (in the launcher daemon)",
 		Run:     runRun,
 	})
 }
@@ -68,6 +68,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	verbose := fs.Bool("v", false, "log details to stderr")
 	detach := fs.Bool("d", false, "detach: launch in the launcher daemon and print the sandbox id once the workload runs (see ps, logs, stop)")
 	socket := socketFlag(fs, env)
+	wf := addWorkloadFlags(fs)
 	pf := addPullFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -125,6 +126,9 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		BootTimeout: *bootTimeout, NoCgroup: *noCgroup, NoConfine: *noConfine, StopGrace: *stopTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
 		Template: *template,
 		Stdout:   env.Stdout, Stderr: env.Stderr,
+	}
+	if err := wf.apply(&o, fs, env.Stdin, env.Getenv); err != nil {
+		return err
 	}
 	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {
 		o.Progress = env.Stderr
@@ -249,6 +253,10 @@ type runReport struct {
 	// this launcher process's, which serves this one sandbox.
 	QEMUPeakRSSMiB     float64 `json:"qemu_peak_rss_mib"`
 	LauncherPeakRSSMiB float64 `json:"launcher_peak_rss_mib"`
+	// Ports are the port forwards QEMU listened on (--net user -p), each
+	// "HOSTIP:HOSTPORT->GUESTPORT/tcp" with the host port it chose for
+	// HOSTPORT 0.
+	Ports []string `json:"ports,omitempty"`
 }
 
 func writeRunReport(f *os.File, res *launch.Result, runErr error, took time.Duration) error {
@@ -256,7 +264,7 @@ func writeRunReport(f *os.File, res *launch.Result, runErr error, took time.Dura
 	if res != nil {
 		r.SandboxID, r.Accelerator, r.AttestationID, r.Policy = res.SandboxID, res.Accel, res.AttestationID, res.Policy
 		r.ExitCode, r.QEMUPeakRSSMiB = res.ExitCode, mib(res.QEMUPeakRSSKiB)
-		r.Template, r.StartMillis = res.Template, res.StartMillis
+		r.Template, r.StartMillis, r.Ports = res.Template, res.StartMillis, res.Ports
 		if res.Secrets != nil {
 			r.Secrets = res.Secrets
 		}

@@ -16,6 +16,13 @@ import (
 func TestRunValidatesFlagsFirst(t *testing.T) {
 	dir := t.TempDir()
 	env := map[string]string{"BULWARK_STATE": filepath.Join(dir, "state")}
+	envFile, goodEnvFile := filepath.Join(dir, "bad.env"), filepath.Join(dir, "good.env")
+	if err := os.WriteFile(envFile, []byte("# comment\nA=1\nnot a key=2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(goodEnvFile, []byte("# comment\n\nA=from-file\nB=x=y\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for i, tc := range []struct {
 		name  string
 		flags []string
@@ -40,6 +47,41 @@ func TestRunValidatesFlagsFirst(t *testing.T) {
 		{"cmdline with quotes", []string{"--cmdline", `console=ttyS0 x="a init=/bin/sh"`}, 2, `--cmdline: kernel command line byte 16 is "\""`},
 		{"zero stop timeout", []string{"--stop-timeout", "0s"}, 2, "--stop-timeout 0s: want a positive duration up to 1h0m0s"},
 		{"stop timeout past an hour", []string{"--stop-timeout", "61m"}, 2, "--stop-timeout 1h1m0s: want a positive duration"},
+		{"env without =", []string{"-e", "=x"}, 2, `-e/--env: empty variable name`},
+		{"env key with a space", []string{"--env", "A B=1"}, 2, `-e/--env: variable name "A B"`},
+		{"env value with NUL", []string{"-e", "A=\x00"}, 2, "-e/--env A: value contains a NUL byte"},
+		{"env value too large", []string{"-e", "A=" + strings.Repeat("x", 8193)}, 2, "-e/--env A: value of 8193 bytes, the limit is 8192"},
+		{"missing env file", []string{"--env-file", "/nonexistent/env"}, 2, "--env-file open /nonexistent/env: no such file or directory"},
+		{"env file with a bad line", []string{"--env-file", envFile}, 2, "--env-file " + envFile + ":3: want KEY=VALUE"},
+		{"relative workdir", []string{"-w", "srv"}, 2, `-w/--workdir: "srv" is not an absolute, clean path (want e.g. "/srv")`},
+		{"unclean workdir", []string{"--workdir", "/srv/../etc"}, 2, `-w/--workdir: "/srv/../etc" is not an absolute, clean path`},
+		{"user with a slash", []string{"--user", "a/b"}, 2, `--user: user "a/b"`},
+		{"uid too large", []string{"-u", "4294967295"}, 2, `--user: user "4294967295": "4294967295" is not a number`},
+		{"empty group", []string{"--user", "app:"}, 2, `--user: group in "app:"`},
+		{"unknown network", []string{"--net", "bridge"}, 2, `--net "bridge": want none or user`},
+		{"tap network", []string{"--net", "tap"}, 2, "--net tap: not yet"},
+		{"port without network", []string{"-p", "8080:80"}, 2, "-p/--publish: port forwards need --net user"},
+		{"udp port", []string{"--net", "user", "-p", "53:53/udp"}, 2, `-p/--publish: "53:53/udp": protocol "udp"; only tcp is forwarded`},
+		{"port out of range", []string{"--net", "user", "--publish", "70000:80"}, 2, `-p/--publish: "70000:80": port "70000" is not a number 0..65535`},
+		{"host port twice", []string{"--net", "user", "-p", "8080:80", "-p", "0.0.0.0:8080:81"}, 2, "-p/--publish: host address 0.0.0.0:8080 forwarded twice"},
+		{"network with a named template", []string{"--net", "user", "--template", "web"}, 2, `--net user with --template "web": a clone has no network device`},
+		{"volume without :ro", []string{"--volume", "/srv:/data"}, 2, `--volume "/srv:/data": only read-only volumes`},
+		{"rw volume", []string{"--volume", "/srv:/data:rw"}, 2, "only read-only volumes (HOSTDIR:PATH:ro)"},
+		{"relative host dir", []string{"--volume", "srv:/data:ro"}, 2, "the host directory must be an absolute path"},
+		{"volume at /proc", []string{"--volume", "/srv:/proc/x:ro"}, 2, `--volume: "/proc/x" is in /proc, which the sandbox provides`},
+		{"volume over the secrets", []string{"--volume", "/srv:/run/secrets:ro"}, 2, "which the sandbox provides"},
+		{"volume at the root", []string{"--volume", "/srv:/:ro"}, 2, "--volume: the root itself cannot be a volume"},
+		{"volume with a named template", []string{"--volume", "/srv:/data:ro", "--template", "web"}, 2, `--volume with --template "web": a clone has no disk slot`},
+		{"too many volumes", []string{"--volume", "/a:/1:ro", "--volume", "/a:/2:ro", "--volume", "/a:/3:ro", "--volume", "/a:/4:ro", "--volume", "/a:/5:ro",
+			"--volume", "/a:/6:ro", "--volume", "/a:/7:ro", "--volume", "/a:/8:ro", "--volume", "/a:/9:ro"}, 2, "--volume: 9 volumes, the limit is 8"},
+		{"tmpfs with options", []string{"--tmpfs", "/scratch:mode=1777"}, 2, `--tmpfs "/scratch:mode=1777": want PATH or PATH:size=N`},
+		{"tmpfs size zero", []string{"--tmpfs", "/scratch:size=0"}, 2, "size must be 1 byte to 1 TiB"},
+		{"tmpfs too large", []string{"--tmpfs", "/scratch:size=2000g"}, 2, "size must be 1 byte to 1 TiB"},
+		{"tmpfs relative", []string{"--tmpfs", "scratch"}, 2, `--tmpfs: "scratch" is not an absolute, clean path`},
+		{"tmpfs over a volume", []string{"--volume", "/srv:/data:ro", "--tmpfs", "/data"}, 2, "--tmpfs: /data mounted twice"},
+		{"tty", []string{"-i", "-t"}, 2, "-t: not supported yet"},
+		{"workload inputs at the limits", []string{"--accel", "tcg", "-e", "A=" + strings.Repeat("x", 8192), "--env-file", goodEnvFile, "-w", "/srv",
+			"--user", "4294967294:0", "--net", "user", "-p", "127.0.0.1:65535:1", "-p", "80"}, ExitLaunchFailed, "kernel: "},
 		{"values at the limits", []string{"--accel", "tcg", "--cpus", "64", "--memory", "128", "--pcr", "23", "--boot-timeout", "1ns"}, ExitLaunchFailed, "kernel: "},
 		{"lowest PCR", []string{"--accel", "tcg", "--cpus", "1", "--pcr", "1"}, ExitLaunchFailed, "kernel: "},
 	} {
@@ -136,5 +178,32 @@ func TestRunConsolePath(t *testing.T) {
 				t.Errorf("the launch started: %s", stderr)
 			}
 		})
+	}
+}
+
+// TestEnvFile: an env file's KEY=VALUE lines are taken verbatim (no quote
+// removal, '=' in values kept), comments and blank lines skipped, a bare
+// KEY takes the launcher's value and is left out when unset.
+func TestEnvFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(p, []byte("# c\n\n  # indented comment\nA=\"quoted\"\nB=x=y\r\nHOME\nUNSET\nC=\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string { return map[string]string{"HOME": "/root"}[k] }
+	got, err := readEnvFile(p, getenv)
+	if want := []string{`A="quoted"`, "B=x=y", "HOME=/root", "C="}; err != nil || strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("readEnvFile = %q, %v; want %q", got, err, want)
+	}
+	if err := os.WriteFile(p, []byte("A=1\nB=\x00\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readEnvFile(p, getenv); err == nil || !strings.Contains(err.Error(), p+":2: not UTF-8 text without NUL bytes") {
+		t.Fatalf("NUL: %v", err)
+	}
+	if err := os.WriteFile(p, make([]byte, maxEnvFile+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readEnvFile(p, getenv); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("large file: %v", err)
 	}
 }

@@ -27,7 +27,7 @@ import (
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
-// Abort, Stop, Ping, Exec or Reattach.
+// Abort, Stop, Ping, Exec, Reattach or Stdin.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
@@ -36,10 +36,15 @@ type HostMessage struct {
 	Ping     *channel.Ping
 	Exec     *channel.Exec
 	Reattach *channel.Reattach
+	// Stdin is input for the workload; StdinEOF marks its end (an empty
+	// STDIN frame).
+	Stdin    []byte
+	StdinEOF bool
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
-// valid IDENTITY, START, ABORT, STOP, PING, EXEC or REATTACH is an error.
+// valid IDENTITY, START, ABORT, STOP, PING, EXEC, REATTACH or STDIN is an
+// error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -106,6 +111,11 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{Reattach: &r}, nil
+	case channel.TypeStdin:
+		if len(body) > channel.MaxStdinChunk {
+			return HostMessage{}, fmt.Errorf("STDIN frame of %d bytes, the limit is %d", len(body), channel.MaxStdinChunk)
+		}
+		return HostMessage{Stdin: body, StdinEOF: len(body) == 0}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }
@@ -204,6 +214,34 @@ func readColonFile(root, rel string) [][]string {
 		out = append(out, strings.Split(l, ":"))
 	}
 	return out
+}
+
+// Override applies what the host's START sets over the image's config
+// (docker run -e, -w, --user): each of start.Env replaces the image's
+// variable of the same name, or is added after the image's; a working
+// directory or user replaces the image's.
+func Override(cfg channel.ImageConfig, start *channel.Start) channel.ImageConfig {
+	if len(start.Env) > 0 {
+		idx := map[string]int{}
+		env := make([]string, 0, len(cfg.Env)+len(start.Env))
+		for _, kv := range append(append([]string{}, cfg.Env...), start.Env...) {
+			k, _, _ := strings.Cut(kv, "=")
+			if i, ok := idx[k]; ok {
+				env[i] = kv
+				continue
+			}
+			idx[k] = len(env)
+			env = append(env, kv)
+		}
+		cfg.Env = env
+	}
+	if start.WorkingDir != "" {
+		cfg.WorkingDir = start.WorkingDir
+	}
+	if start.User != "" {
+		cfg.User = start.User
+	}
+	return cfg
 }
 
 // Env builds the workload environment from the image's Env: PATH and HOME

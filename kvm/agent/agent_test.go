@@ -187,6 +187,18 @@ func TestReadHostMessage(t *testing.T) {
 			t.Errorf("IDENTITY %d bytes at %d: %+v %v, want accepted %v", len(tc.id.Entropy), tc.id.UnixNano, m, err, tc.ok)
 		}
 	}
+	// STDIN: raw input up to MaxStdinChunk; empty is the end of input.
+	for _, tc := range []struct {
+		n       int
+		ok, eof bool
+	}{{5, true, false}, {0, true, true}, {channel.MaxStdinChunk, true, false}, {channel.MaxStdinChunk + 1, false, false}} {
+		var sb bytes.Buffer
+		channel.WriteFrame(&sb, channel.TypeStdin, make([]byte, tc.n))
+		m, err := ReadHostMessage(&sb)
+		if tc.ok != (err == nil) || m.StdinEOF != tc.eof || (tc.ok && !tc.eof && len(m.Stdin) != tc.n) {
+			t.Errorf("STDIN of %d bytes: %+v %v, want accepted %v, end of input %v", tc.n, m, err, tc.ok, tc.eof)
+		}
+	}
 	// STOP: a grace period within 0..MaxStopGraceSeconds; anything else refused.
 	for _, tc := range []struct {
 		body string
@@ -222,6 +234,9 @@ func FuzzReadFrame(f *testing.F) {
 	b.Reset()
 	channel.WriteJSON(&b, channel.TypeIdentity, channel.Identity{Entropy: make([]byte, 32), UnixNano: 1, SandboxID: "sb1"})
 	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteFrame(&b, channel.TypeStdin, []byte("input"))
+	f.Add(bytes.Clone(b.Bytes()))
 	f.Add([]byte{0, 0, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := ReadHostMessage(bytes.NewReader(in))
@@ -229,7 +244,7 @@ func FuzzReadFrame(f *testing.F) {
 			return
 		}
 		n := 0
-		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil} {
+		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Stdin != nil} {
 			if set {
 				n++
 			}
@@ -288,5 +303,25 @@ func TestMkdirAllInRoot(t *testing.T) {
 	}
 	if err := MkdirAllInRoot(root, "/srv/file/x", me); err == nil {
 		t.Fatal("went through a regular file")
+	}
+}
+
+// TestOverride: START's env replaces the image's variables of the same
+// name in place and adds the others after them; working directory and
+// user replace the image's only when given.
+func TestOverride(t *testing.T) {
+	img := channel.ImageConfig{Env: []string{"PATH=/bin", "A=image", "B=image"}, WorkingDir: "/app", User: "app", Cmd: []string{"x"}}
+	got := Override(img, &channel.Start{Env: []string{"B=run", "C=run", "B=last"}, WorkingDir: "/srv", User: "1000:1000"})
+	if want := "PATH=/bin A=image B=last C=run"; strings.Join(got.Env, " ") != want {
+		t.Errorf("env %q, want %q", got.Env, want)
+	}
+	if got.WorkingDir != "/srv" || got.User != "1000:1000" || got.Cmd[0] != "x" {
+		t.Errorf("got %+v", got)
+	}
+	if got := Override(img, &channel.Start{}); strings.Join(got.Env, " ") != strings.Join(img.Env, " ") || got.WorkingDir != "/app" || got.User != "app" {
+		t.Errorf("no override changed the config: %+v", got)
+	}
+	if strings.Join(img.Env, " ") != "PATH=/bin A=image B=image" {
+		t.Errorf("the image's config was modified: %q", img.Env)
 	}
 }

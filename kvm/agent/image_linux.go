@@ -18,7 +18,8 @@ import (
 )
 
 const (
-	// imageDevice is the image disk: the sandbox's only virtio-blk disk.
+	// imageDevice is the image disk: the sandbox's first virtio-blk disk
+	// (volumes come after it, found by their serial).
 	imageDevice = "vda"
 	// diskWait bounds the wait for the disk after virtio_blk is loaded.
 	diskWait = 20 * time.Second

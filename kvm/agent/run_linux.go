@@ -151,13 +151,25 @@ func run(log *slog.Logger) error {
 		return s.fail(fmt.Errorf("aborted by host: %s", msg.Abort.Reason))
 	}
 	start := msg.Start
+	if start == nil {
+		return s.fail(errors.New("the host sent something else than START or ABORT after HELLO"))
+	}
 	cfg, err := image.wait()
 	if err != nil {
 		return s.fail(err)
 	}
+	if err := mountVolumes(log, start.Mounts); err != nil {
+		return s.fail(err)
+	}
+	cfg = Override(cfg, start)
 	argv, err := Command(cfg, start.Args)
 	if err != nil {
 		return s.fail(err)
+	}
+	if start.Network == channel.NetworkUser {
+		if err := setupNetwork(log); err != nil {
+			return s.fail(fmt.Errorf("network: %w", err))
+		}
 	}
 	id, err := ResolveUser(channel.RootfsDir, cfg.User)
 	if err != nil {
@@ -173,7 +185,7 @@ func run(log *slog.Logger) error {
 		return s.fail(fmt.Errorf("START names sandbox %q, but this guest is sandbox %q", start.SandboxID, first.Identity.SandboxID))
 	}
 	env := Env(cfg.Env, id.Home, hostname(first.Identity.SandboxID))
-	code, err := s.runWorkload(argv, env, cfg.WorkingDir, id)
+	code, err := s.runWorkload(argv, env, cfg.WorkingDir, id, start.Stdin)
 	if err != nil {
 		return s.fail(err)
 	}
@@ -345,7 +357,7 @@ func openSecrets(key *wrap.PrivateKey, start *channel.Start, id Identity) error 
 // output to the host and returns its exit code. Orphans are reaped (the
 // agent is PID 1); when the main process exits, whatever it left running
 // is killed once its output is drained.
-func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (int, error) {
+func (s *session) runWorkload(argv, env []string, workDir string, id Identity, withStdin bool) (int, error) {
 	if workDir == "" {
 		workDir = "/"
 	}
@@ -364,6 +376,16 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 		return 0, err
 	}
 	defer devnull.Close()
+	stdin := devnull
+	var feed *stdinFeed
+	if withStdin {
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			return 0, err
+		}
+		stdin, feed = inR, newStdinFeed(inW)
+		defer feed.Close()
+	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return 0, err
@@ -375,7 +397,7 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	proc, err := os.StartProcess(prog, argv, &os.ProcAttr{
 		Dir:   workDir,
 		Env:   env,
-		Files: []*os.File{devnull, outW, errW},
+		Files: []*os.File{stdin, outW, errW},
 		Sys: &syscall.SysProcAttr{
 			Chroot:     channel.RootfsDir,
 			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}},
@@ -385,6 +407,9 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	outW.Close()
 	errW.Close()
 	if err != nil {
+		if feed != nil {
+			stdin.Close()
+		}
 		outR.Close()
 		errR.Close()
 		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
@@ -415,7 +440,10 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity) (
 	wg.Add(2)
 	go stream(outR, channel.TypeStdout)
 	go stream(errR, channel.TypeStderr)
-	go s.watchHost(proc.Pid)
+	if feed != nil {
+		stdin.Close() // the workload has its own copy: writes fail once it is gone
+	}
+	go s.watchHost(proc.Pid, feed)
 
 	code := s.reapUntil(proc.Pid)
 	drained := make(chan struct{})
@@ -463,7 +491,7 @@ func (s *session) reapUntil(pid int) int {
 // with PONG; ABORT ends the VM at once; STOP sends SIGTERM to the workload's process group (it leads its
 // own session) and SIGKILL to every process after the grace period, and the
 // exit status is then reported as usual.
-func (s *session) watchHost(pid int) {
+func (s *session) watchHost(pid int, feed *stdinFeed) {
 	for {
 		msg, err := ReadHostMessage(s.port)
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -492,6 +520,14 @@ func (s *session) watchHost(pid int) {
 			_ = s.send(channel.TypePong, msg.Ping)
 		case msg.Exec != nil:
 			go s.runExec(msg.Exec)
+		case msg.StdinEOF:
+			if feed != nil {
+				feed.Close()
+			}
+		case msg.Stdin != nil:
+			if feed != nil {
+				feed.Push(msg.Stdin)
+			}
 		default:
 			s.log.Warn("ignoring a START while the workload runs")
 		}

@@ -34,7 +34,8 @@ const MaxFrameSize = 4 << 20
 type Type uint8
 
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
-// Error, Pong. Host → guest: Identity, Start, Abort, Stop, Ping.
+// Error, Pong, ExecOut, ExecExit, Reattached, Status. Host → guest:
+// Identity, Start, Abort, Stop, Ping, Exec, Reattach, Stdin.
 const (
 	TypeHello      Type = 1  // guest: JSON Hello, its public key, after Identity
 	TypeStart      Type = 2  // host: JSON Start
@@ -55,7 +56,11 @@ const (
 	TypeReattach   Type = 17 // host: JSON Reattach, a new host process took the channel over
 	TypeReattached Type = 18 // guest: JSON Reattach, the same nonce: the stream is in step from here
 	TypeStatus     Type = 19 // guest: JSON Status, right after REATTACHED
+	TypeStdin      Type = 20 // host: raw bytes for the workload's stdin (Start.Stdin), at most MaxStdinChunk; empty: end of input
 )
+
+// MaxStdinChunk bounds the body of one STDIN frame.
+const MaxStdinChunk = 32 << 10
 
 func (t Type) String() string {
 	switch t {
@@ -97,12 +102,14 @@ func (t Type) String() string {
 		return "REATTACHED"
 	case TypeStatus:
 		return "STATUS"
+	case TypeStdin:
+		return "STDIN"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeStatus }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeStdin }
 
 // Exec asks the agent to run a command beside the running workload, in
 // its root, as its user, with its environment; ID names the exec in its
@@ -273,7 +280,59 @@ type Start struct {
 	Secrets   []Secret `json:"secrets,omitempty"`
 	// Args replaces the image's entrypoint+cmd when not empty.
 	Args []string `json:"args,omitempty"`
+	// Env entries ("KEY=VALUE") are set over the image's environment, a
+	// key given here replacing the image's; WorkingDir and User replace
+	// the image's when not empty (docker run -e, -w, --user; User is
+	// USER[:GROUP], numbers or names from the image's /etc/passwd and
+	// /etc/group).
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+	// Network is "" (no network) or NetworkUser: the agent loads the
+	// network modules and configures eth0 for QEMU's user-mode network
+	// (GuestAddr, GuestGateway, GuestDNS) before the workload starts.
+	Network string `json:"network,omitempty"`
+	// Mounts are added to the workload's root, in order, before it starts.
+	Mounts []Mount `json:"mounts,omitempty"`
+	// Stdin gives the workload a pipe as stdin, fed by the host's STDIN
+	// frames until an empty one (end of input); else stdin is /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
 }
+
+// Mount is a volume of the workload: a read-only erofs disk (the virtio
+// block device whose serial is Serial) or a tmpfs of Size bytes (0: the
+// kernel's default), mounted at Target in the workload's root.
+type Mount struct {
+	Type   string `json:"type"` // MountDisk or MountTmpfs
+	Serial string `json:"serial,omitempty"`
+	Target string `json:"target"`
+	Size   int64  `json:"size,omitempty"`
+}
+
+// Mount types.
+const (
+	MountDisk  = "disk"
+	MountTmpfs = "tmpfs"
+	// MaxMounts bounds Start.Mounts.
+	MaxMounts = 16
+)
+
+// NetworkUser is Start.Network for QEMU user-mode networking (slirp),
+// whose fixed addresses the agent configures.
+const (
+	NetworkUser  = "user"
+	GuestAddr    = "10.0.2.15/24"
+	GuestGateway = "10.0.2.2"
+	GuestDNS     = "10.0.2.3"
+)
+
+// Bounds of Start's workload inputs (the launcher's are as strict).
+const (
+	MaxEnv        = 128
+	MaxEnvBytes   = 64 << 10 // all entries together
+	MaxWorkingDir = 4096
+	MaxUser       = 256
+)
 
 // Abort tells the agent not to run anything and to power off.
 type Abort struct {
@@ -420,6 +479,49 @@ func (s *Start) Validate() error {
 			return fmt.Errorf("channel: argument %d contains a NUL byte", i)
 		}
 	}
+	return s.validateWorkload()
+}
+
+// validateWorkload checks Env, WorkingDir, User and Network.
+func (s *Start) validateWorkload() error {
+	if len(s.Env) > MaxEnv {
+		return fmt.Errorf("channel: %d environment variables, the limit is %d", len(s.Env), MaxEnv)
+	}
+	total := 0
+	for i, kv := range s.Env {
+		total += len(kv)
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || strings.IndexByte(kv, 0) >= 0 {
+			return fmt.Errorf("channel: environment entry %d: want KEY=VALUE without NUL bytes", i)
+		}
+	}
+	if total > MaxEnvBytes {
+		return fmt.Errorf("channel: environment of %d bytes, the limit is %d", total, MaxEnvBytes)
+	}
+	if d := s.WorkingDir; d != "" && (len(d) > MaxWorkingDir || d[0] != '/' || strings.IndexByte(d, 0) >= 0) {
+		return errors.New("channel: working directory: want an absolute path without NUL bytes, at most 4096 bytes")
+	}
+	if len(s.User) > MaxUser || strings.IndexByte(s.User, 0) >= 0 {
+		return errors.New("channel: user: want at most 256 bytes without NUL")
+	}
+	if s.Network != "" && s.Network != NetworkUser {
+		return fmt.Errorf("channel: network %q: want \"\" or %q", s.Network, NetworkUser)
+	}
+	if len(s.Mounts) > MaxMounts {
+		return fmt.Errorf("channel: %d mounts, the limit is %d", len(s.Mounts), MaxMounts)
+	}
+	for i, m := range s.Mounts {
+		t := m.Target
+		if len(t) < 2 || len(t) > MaxWorkingDir || t[0] != '/' || strings.IndexByte(t, 0) >= 0 {
+			return fmt.Errorf("channel: mount %d: target: want an absolute path other than / without NUL bytes", i)
+		}
+		switch {
+		case m.Type == MountDisk && safeName(m.Serial) && len(m.Serial) <= 20 && m.Size == 0:
+		case m.Type == MountTmpfs && m.Serial == "" && m.Size >= 0:
+		default:
+			return fmt.Errorf("channel: mount %d: want a disk with a serial of 1..20 of [A-Za-z0-9._-], or a tmpfs with a size >= 0", i)
+		}
+	}
 	return nil
 }
 
@@ -461,6 +563,9 @@ type BaseManifest struct {
 	// not have probed the disk slot before a clone points it at its own
 	// image.
 	DiskModules []string `json:"disk_modules,omitempty"`
+	// NetModules are loaded, in order, when the workload has a network
+	// (virtio_net and dependencies not in Modules).
+	NetModules []string `json:"net_modules,omitempty"`
 }
 
 // ImageConfig is the part of the OCI image config the agent applies.

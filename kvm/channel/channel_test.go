@@ -107,6 +107,23 @@ func TestStartValidate(t *testing.T) {
 		{"duplicate", Start{SandboxID: "x", Secrets: []Secret{ok, ok}}, "twice"},
 		{"too many", Start{SandboxID: "x", Secrets: make([]Secret, MaxSecrets+1)}, "limit"},
 		{"nul arg", Start{SandboxID: "x", Args: []string{"a\x00b"}}, "NUL"},
+		{"workload", Start{SandboxID: "x", Env: []string{"A=1", "B="}, WorkingDir: "/srv", User: "app:staff", Network: NetworkUser}, ""},
+		{"env without =", Start{SandboxID: "x", Env: []string{"A"}}, "KEY=VALUE"},
+		{"env without key", Start{SandboxID: "x", Env: []string{"=1"}}, "KEY=VALUE"},
+		{"env with NUL", Start{SandboxID: "x", Env: []string{"A=\x00"}}, "KEY=VALUE"},
+		{"too many env", Start{SandboxID: "x", Env: make([]string, MaxEnv+1)}, "limit"},
+		{"env too large", Start{SandboxID: "x", Env: []string{"A=" + strings.Repeat("a", MaxEnvBytes)}}, "limit"},
+		{"relative workdir", Start{SandboxID: "x", WorkingDir: "srv"}, "working directory"},
+		{"user with NUL", Start{SandboxID: "x", User: "a\x00"}, "user"},
+		{"unknown network", Start{SandboxID: "x", Network: "tap"}, "network"},
+		{"mounts", Start{SandboxID: "x", Mounts: []Mount{{Type: MountDisk, Serial: "bulwark-vol0", Target: "/data"}, {Type: MountTmpfs, Target: "/tmp/x", Size: 1 << 20}}}, ""},
+		{"mount at the root", Start{SandboxID: "x", Mounts: []Mount{{Type: MountTmpfs, Target: "/"}}}, "target"},
+		{"relative mount", Start{SandboxID: "x", Mounts: []Mount{{Type: MountTmpfs, Target: "data"}}}, "target"},
+		{"disk without serial", Start{SandboxID: "x", Mounts: []Mount{{Type: MountDisk, Target: "/data"}}}, "serial"},
+		{"disk serial with a slash", Start{SandboxID: "x", Mounts: []Mount{{Type: MountDisk, Serial: "../vda", Target: "/data"}}}, "serial"},
+		{"negative tmpfs", Start{SandboxID: "x", Mounts: []Mount{{Type: MountTmpfs, Target: "/data", Size: -1}}}, "size"},
+		{"unknown mount", Start{SandboxID: "x", Mounts: []Mount{{Type: "bind", Target: "/data"}}}, "want a disk"},
+		{"too many mounts", Start{SandboxID: "x", Mounts: make([]Mount, MaxMounts+1)}, "limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.s.Validate()

@@ -573,8 +573,22 @@ type PreflightRequest struct {
 	TemplateRecipe string `protobuf:"bytes,10,opt,name=template_recipe,json=templateRecipe,proto3" json:"template_recipe,omitempty"`
 	TemplateRam    string `protobuf:"bytes,11,opt,name=template_ram,json=templateRam,proto3" json:"template_ram,omitempty"`
 	TemplateState  string `protobuf:"bytes,12,opt,name=template_state,json=templateState,proto3" json:"template_state,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The workload's inputs beside its command, as the launch event will
+	// record them (docs/eventlog.md, version 3): env_keys (sorted, each once)
+	// and env_digest (both or neither), working_dir and user ("" = the
+	// image's), network ("" = none, or "user") and ports
+	// ("HOSTIP:HOSTPORT:GUESTPORT/tcp").
+	EnvKeys    []string `protobuf:"bytes,13,rep,name=env_keys,json=envKeys,proto3" json:"env_keys,omitempty"`
+	EnvDigest  string   `protobuf:"bytes,14,opt,name=env_digest,json=envDigest,proto3" json:"env_digest,omitempty"`
+	WorkingDir string   `protobuf:"bytes,15,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	User       string   `protobuf:"bytes,16,opt,name=user,proto3" json:"user,omitempty"`
+	Network    string   `protobuf:"bytes,17,opt,name=network,proto3" json:"network,omitempty"`
+	Ports      []string `protobuf:"bytes,18,rep,name=ports,proto3" json:"ports,omitempty"`
+	// volumes are the mounts added to the workload's root, each
+	// "ro:TARGET:DIGEST" or "tmpfs:TARGET:BYTES".
+	Volumes       []string `protobuf:"bytes,19,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PreflightRequest) Reset() {
@@ -689,6 +703,55 @@ func (x *PreflightRequest) GetTemplateState() string {
 		return x.TemplateState
 	}
 	return ""
+}
+
+func (x *PreflightRequest) GetEnvKeys() []string {
+	if x != nil {
+		return x.EnvKeys
+	}
+	return nil
+}
+
+func (x *PreflightRequest) GetEnvDigest() string {
+	if x != nil {
+		return x.EnvDigest
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetWorkingDir() string {
+	if x != nil {
+		return x.WorkingDir
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *PreflightRequest) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *PreflightRequest) GetVolumes() []string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
 }
 
 type PreflightResponse struct {
@@ -1376,7 +1439,7 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x11ArtifactSignature\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\x12\x18\n" +
-	"\apayload\x18\x03 \x01(\fR\apayload\"\x8c\x03\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\"\xc5\x04\n" +
 	"\x10PreflightRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06policy\x18\x02 \x01(\tR\x06policy\x12\x16\n" +
@@ -1392,7 +1455,16 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x0ftemplate_recipe\x18\n" +
 	" \x01(\tR\x0etemplateRecipe\x12!\n" +
 	"\ftemplate_ram\x18\v \x01(\tR\vtemplateRam\x12%\n" +
-	"\x0etemplate_state\x18\f \x01(\tR\rtemplateState\"[\n" +
+	"\x0etemplate_state\x18\f \x01(\tR\rtemplateState\x12\x19\n" +
+	"\benv_keys\x18\r \x03(\tR\aenvKeys\x12\x1d\n" +
+	"\n" +
+	"env_digest\x18\x0e \x01(\tR\tenvDigest\x12\x1f\n" +
+	"\vworking_dir\x18\x0f \x01(\tR\n" +
+	"workingDir\x12\x12\n" +
+	"\x04user\x18\x10 \x01(\tR\x04user\x12\x18\n" +
+	"\anetwork\x18\x11 \x01(\tR\anetwork\x12\x14\n" +
+	"\x05ports\x18\x12 \x03(\tR\x05ports\x12\x18\n" +
+	"\avolumes\x18\x13 \x03(\tR\avolumes\"[\n" +
 	"\x11PreflightResponse\x12\x14\n" +
 	"\x05allow\x18\x01 \x01(\bR\x05allow\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12\x16\n" +

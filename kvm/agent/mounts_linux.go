@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+// mountVolumes adds START's mounts to the workload's root, in order: each
+// target is made inside the root (symlinks resolve inside it, as the
+// workload would see them), then a volume's erofs disk (found by its
+// virtio serial) is mounted read-only there, or a tmpfs.
+func mountVolumes(log *slog.Logger, mounts []channel.Mount) error {
+	for _, m := range mounts {
+		if err := MkdirAllInRoot(channel.RootfsDir, m.Target, Identity{}); err != nil {
+			return fmt.Errorf("volume %s: %w", m.Target, err)
+		}
+		r, err := ResolveInRoot(channel.RootfsDir, m.Target)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", m.Target, err)
+		}
+		dst := path.Join(channel.RootfsDir, r)
+		switch m.Type {
+		case channel.MountDisk:
+			name, err := waitSerial(m.Serial, diskWait)
+			if err != nil {
+				return fmt.Errorf("volume %s: %w", m.Target, err)
+			}
+			dev, err := waitDisk(name, diskWait)
+			if err != nil {
+				return fmt.Errorf("volume %s: %w", m.Target, err)
+			}
+			if err := mount(dev, dst, "erofs", unix.MS_RDONLY|unix.MS_NODEV|unix.MS_NOSUID, ""); err != nil {
+				return fmt.Errorf("volume %s: %w", m.Target, err)
+			}
+			log.Info("volume mounted", "target", m.Target, "device", name)
+		case channel.MountTmpfs:
+			data := "mode=1777"
+			if m.Size > 0 {
+				data += ",size=" + strconv.FormatInt(m.Size, 10)
+			}
+			if err := mount("tmpfs", dst, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, data); err != nil {
+				return fmt.Errorf("tmpfs %s: %w", m.Target, err)
+			}
+		}
+	}
+	return nil
+}
+
+// waitSerial finds the virtio block device whose serial is serial.
+func waitSerial(serial string, wait time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		ents, _ := os.ReadDir("/sys/block")
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "serial"))
+			if err == nil && strings.TrimSpace(string(b)) == serial {
+				return e.Name(), nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no disk with serial %s appeared within %v", serial, wait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,76 @@
+package measure
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParsePort(t *testing.T) {
+	for _, tc := range []struct {
+		in, want, err string
+	}{
+		{"8080:80", "0.0.0.0:8080:80/tcp", ""},
+		{"127.0.0.1:8080:80/tcp", "127.0.0.1:8080:80/tcp", ""},
+		{"65535:1", "0.0.0.0:65535:1/tcp", ""},
+		{"80", "0.0.0.0:0:80/tcp", ""},
+		{"0:80", "0.0.0.0:0:80/tcp", ""},
+		{"127.0.0.1:0:80", "127.0.0.1:0:80/tcp", ""},
+		{"8080:80/udp", "", "only tcp"},
+		{"a:b:c:d", "", "want [[HOSTIP:]HOSTPORT:]GUESTPORT"},
+		{"::1:80:80", "", "want [[HOSTIP:]HOSTPORT:]GUESTPORT"},
+		{"localhost:80:80", "", "not an IPv4 address"},
+		{"80:0", "", "guest port 0"},
+		{"0", "", "guest port 0"},
+		{"65536:80", "", "0..65535"},
+		{"080:80", "", "0..65535"},
+		{"+80:80", "", "0..65535"},
+		{"80:", "", "0..65535"},
+		{"", "", "0..65535"},
+	} {
+		p, err := ParsePort(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParsePort(%q) = %v, %v; want error containing %q", tc.in, p, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || p.String() != tc.want {
+			t.Errorf("ParsePort(%q) = %q, %v; want %q", tc.in, p, err, tc.want)
+		}
+	}
+}
+
+func TestCheckUser(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"0", true}, {"1000:1000", true}, {"app", true}, {"app:staff", true}, {"www-data", true}, {"4294967294", true},
+		{"", false}, {":", false}, {"app:", false}, {":app", false}, {"4294967295", false}, {"-x", false},
+		{"a b", false}, {"a/b", false}, {"a:b:c", false}, {"12ab", false}, {strings.Repeat("a", 33), false},
+	} {
+		if err := CheckUser(tc.in); (err == nil) != tc.ok {
+			t.Errorf("CheckUser(%q) = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
+}
+
+func TestEnvDigest(t *testing.T) {
+	a := EnvDigest(SHA256, []string{"A=1", "B=2"})
+	if b := EnvDigest(SHA256, []string{"B=2", "A=1"}); a != b {
+		t.Errorf("order changes the digest: %s %s", a, b)
+	}
+	// Lengths keep entries apart: "A=1","B=2" is not "A=1B=2".
+	if b := EnvDigest(SHA256, []string{"A=1B=2"}); a == b {
+		t.Error("entries are not kept apart")
+	}
+	if b := EnvDigest(SHA256, []string{"A=1", "B=3"}); a == b {
+		t.Error("a value does not change the digest")
+	}
+	if EnvDigest(SHA256, nil) != "" {
+		t.Error("no env has a digest")
+	}
+	if got := EnvKeys([]string{"B=2", "A=1", "A=3"}); strings.Join(got, ",") != "A,B" {
+		t.Errorf("EnvKeys = %q", got)
+	}
+}
