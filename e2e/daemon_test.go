@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,6 +77,7 @@ type psEntry struct {
 	ExitCode      int      `json:"exit_code"`
 	Error         string   `json:"error"`
 	QEMUPID       int      `json:"qemu_pid"`
+	Ports         []string `json:"ports"`
 }
 
 func (e *env) ps(t *testing.T, all bool) map[string]psEntry {
@@ -273,6 +275,75 @@ func TestDaemonSandboxes(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(e.state, "sandboxes", id)); !os.IsNotExist(err) {
 			t.Errorf("rm left the sandbox's directory: %v", err)
 		}
+	})
+
+	t.Run("a detached web server answers on a forwarded port", func(t *testing.T) {
+		e.must("launcher", "image", "build", "-o", e.path("web-d"), "--busybox", "sh,mkdir,echo,httpd",
+			"--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", `mkdir -p www && echo "hello-detached $GREETING" > www/index.html && exec httpd -f -p 8080 -h www`)
+		e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("web-d"))
+		e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+			"--image", e.path("web-d"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "webd",
+			"-o", e.path("attestd/policies/webd.yaml"))
+		pol, err := os.ReadFile(e.path("attestd/policies/webd.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol = append(pol, "\nenv:\n  keys: [GREETING]\nnetwork:\n  allow: [user]\n"...)
+		if err := os.WriteFile(e.path("attestd/policies/webd.yaml"), pol, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+		c := e.cmd("launcher", "run", "-d", "--policy", "webd", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+			"--image", "web-d", "--signer", e.path("cosign.pub"), "--template", "none",
+			"-e", "GREETING=from-run", "-w", "/tmp", "--net", "user", "-p", "127.0.0.1:0:8080")
+		out, err := c.Output()
+		if err != nil {
+			t.Fatalf("run -d of the web server: %v", err)
+		}
+		webID := strings.TrimSpace(string(out))
+		sb := e.ps(t, false)[webID]
+		if sb.Status != "running" || len(sb.Ports) != 1 || !strings.HasPrefix(sb.Ports[0], "127.0.0.1:") || !strings.HasSuffix(sb.Ports[0], "->8080/tcp") {
+			t.Fatalf("ps: %+v", sb)
+		}
+		hostPort := strings.TrimSuffix(strings.TrimPrefix(sb.Ports[0], "127.0.0.1:"), "->8080/tcp")
+		// httpd may not listen yet when the workload has just started:
+		// ask until it answers, within a deadline.
+		var body []byte
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			resp, err := http.Get("http://127.0.0.1:" + hostPort + "/")
+			if err == nil {
+				body, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the detached web server did not answer on port %s in 60 s (last: %v)", hostPort, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if string(body) != "hello-detached from-run\n" {
+			t.Errorf("GET answered %q", body)
+		}
+		// -i has no meaning for a detached workload; a relative volume is
+		// made absolute, a bad one refused naming the flag.
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"-i"}, "-i: a detached workload has no stdin"},
+			{[]string{"-p", "8080"}, "port forwards need --net user"},
+		} {
+			args := append([]string{"run", "-d", "--policy", "webd", "--image", "web-d"}, tc.args...)
+			out, err := e.cmd("launcher", args...).CombinedOutput()
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), tc.want) {
+				t.Errorf("run -d %v: %v\n%s", tc.args, err, out)
+			}
+		}
+		e.must("launcher", "stop", webID)
+		e.must("launcher", "rm", webID)
 	})
 
 	t.Run("kill -9 of the daemon: its sandboxes run on and the next daemon takes them over", func(t *testing.T) {

@@ -280,6 +280,7 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 		i.StartedUnixMs = time.Now().UnixMilli()
 		p := l.Sandbox().Persisted()
 		i.QemuStartTime, i.CgroupDirs, i.StopTimeoutSeconds = p.StartTime, p.CgroupDirs, req.GetStopTimeoutSeconds()
+		i.Ports, i.Network = r.Ports, o.Network
 	})
 	sb.mu.Lock()
 	sb.launched, sb.abort = l, nil

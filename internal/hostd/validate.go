@@ -110,11 +110,23 @@ func runOptions(req *bulwarkv1.RunRequest) (launch.Options, error) {
 	if req.GetStopTimeoutSeconds() > channel.MaxStopGraceSeconds {
 		return bad("stop_timeout_seconds", "%d: at most %d", req.GetStopTimeoutSeconds(), channel.MaxStopGraceSeconds)
 	}
-	return launch.Options{
+	o := launch.Options{
 		Policy: req.GetPolicy(), Image: req.GetImage(), Args: req.GetArgs(), Kernel: req.GetKernel(), Initrd: req.GetInitrd(),
 		Cmdline: req.GetCmdline(), Signers: signers, Accel: accel, CPUs: cpus, MemoryMiB: mem, Template: req.GetTemplate(),
 		BootTimeout: boot, StopGrace: stop, NoCgroup: req.GetNoCgroup(), NoConfine: req.GetNoConfine(),
-	}, nil
+		Env: req.GetEnv(), WorkingDir: req.GetWorkingDir(), User: req.GetUser(), Network: req.GetNetwork(),
+		Ports: req.GetPorts(), Volumes: req.GetVolumes(), Tmpfs: req.GetTmpfs(),
+	}
+	for i, v := range o.Volumes {
+		if !filepath.IsAbs(v) {
+			return bad("volumes", "volume %d %q: want an absolute host directory (HOSTDIR:PATH:ro)", i, trunc(v))
+		}
+	}
+	// The one check of the workload's inputs (its errors name the flag).
+	if err := o.ValidateWorkload(); err != nil {
+		return bad("workload", "%v", err)
+	}
+	return o, nil
 }
 
 // trunc shortens a rejected value for an error message.

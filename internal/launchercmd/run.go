@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -114,6 +115,24 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 			BootTimeoutSeconds: uint32((*bootTimeout + time.Second - 1) / time.Second), StopTimeoutSeconds: uint32((*stopTimeout + time.Second - 1) / time.Second),
 			NoCgroup: *noCgroup, NoConfine: *noConfine,
 		}
+		if *wf.interactive {
+			return cli.Usagef("run -d: -i: a detached workload has no stdin (run it in the foreground)")
+		}
+		var wo launch.Options
+		if err := wf.apply(&wo, fs, nil, env.Getenv); err != nil {
+			return err
+		}
+		for i, v := range wo.Volumes { // the daemon does not share our directory
+			if dir, rest, ok := strings.Cut(v, ":"); ok && !filepath.IsAbs(dir) {
+				abs, err := filepath.Abs(dir)
+				if err != nil {
+					return err
+				}
+				wo.Volumes[i] = abs + ":" + rest
+			}
+		}
+		req.Env, req.WorkingDir, req.User, req.Network, req.Ports = wo.Env, wo.WorkingDir, wo.User, wo.Network, wo.Ports
+		req.Volumes, req.Tmpfs = wo.Volumes, wo.Tmpfs
 		return runDetached(ctx, env, req, signers, *socket, state, pullRef, pf)
 	}
 	ao, err := af.options()

@@ -115,7 +115,7 @@ func runPs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) e
 		return printJSON(env, out)
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SANDBOX\tSTATUS\tIMAGE\tPOLICY\tCREATED\tSTART\tTEMPLATE")
+	fmt.Fprintln(tw, "SANDBOX\tSTATUS\tIMAGE\tPOLICY\tCREATED\tSTART\tTEMPLATE\tPORTS")
 	for _, sb := range resp.GetSandboxes() {
 		st := sb.GetStatus()
 		if st == hostd.StatusExited {
@@ -129,8 +129,12 @@ func runPs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) e
 		if tpl == "" {
 			tpl = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", sb.GetId()[:12], st, shortPath(sb.GetImage()), sb.GetPolicy(),
-			time.Since(time.UnixMilli(sb.GetCreatedUnixMs())).Round(time.Second), start, tpl)
+		ports := strings.Join(sb.GetPorts(), ",")
+		if ports == "" {
+			ports = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\n", sb.GetId()[:12], st, shortPath(sb.GetImage()), sb.GetPolicy(),
+			time.Since(time.UnixMilli(sb.GetCreatedUnixMs())).Round(time.Second), start, tpl, ports)
 	}
 	return tw.Flush()
 }
@@ -156,6 +160,8 @@ type sandboxJSON struct {
 	StartMillis    int64    `json:"start_ms,omitempty"`
 	QEMUPID        int32    `json:"qemu_pid,omitempty"`
 	QEMUPeakRSSMiB float64  `json:"qemu_peak_rss_mib,omitempty"`
+	Network        string   `json:"network,omitempty"`
+	Ports          []string `json:"ports,omitempty"`
 }
 
 func toJSON(sb *bulwarkv1.Sandbox) sandboxJSON {
@@ -170,7 +176,7 @@ func toJSON(sb *bulwarkv1.Sandbox) sandboxJSON {
 		Args: sb.GetArgs(), Accelerator: sb.GetAccel(), Template: sb.GetTemplate(), AttestationID: sb.GetAttestationId(),
 		Secrets: sb.GetSecrets(), Created: ts(sb.GetCreatedUnixMs()), Started: ts(sb.GetStartedUnixMs()), Ended: ts(sb.GetEndedUnixMs()),
 		ExitCode: sb.GetExitCode(), Error: sb.GetError(), StartMillis: sb.GetStartMs(), QEMUPID: sb.GetQemuPid(),
-		QEMUPeakRSSMiB: mib(sb.GetQemuPeakRssKib()),
+		QEMUPeakRSSMiB: mib(sb.GetQemuPeakRssKib()), Network: sb.GetNetwork(), Ports: sb.GetPorts(),
 	}
 	if j.Args == nil {
 		j.Args = []string{}

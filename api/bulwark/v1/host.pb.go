@@ -99,8 +99,20 @@ type RunRequest struct {
 	StopTimeoutSeconds uint32 `protobuf:"varint,13,opt,name=stop_timeout_seconds,json=stopTimeoutSeconds,proto3" json:"stop_timeout_seconds,omitempty"` // 0: 10; the grace period on daemon shutdown
 	NoCgroup           bool   `protobuf:"varint,14,opt,name=no_cgroup,json=noCgroup,proto3" json:"no_cgroup,omitempty"`
 	NoConfine          bool   `protobuf:"varint,15,opt,name=no_confine,json=noConfine,proto3" json:"no_confine,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The workload's inputs, as 'launcher run' takes them (launch.Options):
+	// KEY=VALUE entries over the image's environment, working directory,
+	// user, network ("none" or "user") with port forwards
+	// ([[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]), read-only volumes
+	// (HOSTDIR:PATH:ro, HOSTDIR absolute) and tmpfs mounts (PATH[:size=N]).
+	Env           []string `protobuf:"bytes,16,rep,name=env,proto3" json:"env,omitempty"`
+	WorkingDir    string   `protobuf:"bytes,17,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	User          string   `protobuf:"bytes,18,opt,name=user,proto3" json:"user,omitempty"`
+	Network       string   `protobuf:"bytes,19,opt,name=network,proto3" json:"network,omitempty"`
+	Ports         []string `protobuf:"bytes,20,rep,name=ports,proto3" json:"ports,omitempty"`
+	Volumes       []string `protobuf:"bytes,21,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Tmpfs         []string `protobuf:"bytes,22,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunRequest) Reset() {
@@ -238,6 +250,55 @@ func (x *RunRequest) GetNoConfine() bool {
 	return false
 }
 
+func (x *RunRequest) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *RunRequest) GetWorkingDir() string {
+	if x != nil {
+		return x.WorkingDir
+	}
+	return ""
+}
+
+func (x *RunRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *RunRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *RunRequest) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *RunRequest) GetVolumes() []string {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+func (x *RunRequest) GetTmpfs() []string {
+	if x != nil {
+		return x.Tmpfs
+	}
+	return nil
+}
+
 type RunEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -370,8 +431,11 @@ type Sandbox struct {
 	QemuStartTime      uint64   `protobuf:"varint,19,opt,name=qemu_start_time,json=qemuStartTime,proto3" json:"qemu_start_time,omitempty"`
 	CgroupDirs         []string `protobuf:"bytes,20,rep,name=cgroup_dirs,json=cgroupDirs,proto3" json:"cgroup_dirs,omitempty"`
 	StopTimeoutSeconds uint32   `protobuf:"varint,21,opt,name=stop_timeout_seconds,json=stopTimeoutSeconds,proto3" json:"stop_timeout_seconds,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The port forwards QEMU listens on: HOSTIP:HOSTPORT->GUESTPORT/tcp.
+	Ports         []string `protobuf:"bytes,22,rep,name=ports,proto3" json:"ports,omitempty"`
+	Network       string   `protobuf:"bytes,23,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Sandbox) Reset() {
@@ -549,6 +613,20 @@ func (x *Sandbox) GetStopTimeoutSeconds() uint32 {
 		return x.StopTimeoutSeconds
 	}
 	return 0
+}
+
+func (x *Sandbox) GetPorts() []string {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Sandbox) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
 }
 
 type ListSandboxesRequest struct {
@@ -1079,7 +1157,7 @@ var File_bulwark_v1_host_proto protoreflect.FileDescriptor
 const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"\x15bulwark/v1/host.proto\x12\n" +
-	"bulwark.v1\"\xb7\x03\n" +
+	"bulwark.v1\"\xde\x04\n" +
 	"\n" +
 	"RunRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x14\n" +
@@ -1099,12 +1177,20 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x14stop_timeout_seconds\x18\r \x01(\rR\x12stopTimeoutSeconds\x12\x1b\n" +
 	"\tno_cgroup\x18\x0e \x01(\bR\bnoCgroup\x12\x1d\n" +
 	"\n" +
-	"no_confine\x18\x0f \x01(\bR\tnoConfine\"~\n" +
+	"no_confine\x18\x0f \x01(\bR\tnoConfine\x12\x10\n" +
+	"\x03env\x18\x10 \x03(\tR\x03env\x12\x1f\n" +
+	"\vworking_dir\x18\x11 \x01(\tR\n" +
+	"workingDir\x12\x12\n" +
+	"\x04user\x18\x12 \x01(\tR\x04user\x12\x18\n" +
+	"\anetwork\x18\x13 \x01(\tR\anetwork\x12\x14\n" +
+	"\x05ports\x18\x14 \x03(\tR\x05ports\x12\x18\n" +
+	"\avolumes\x18\x15 \x03(\tR\avolumes\x12\x14\n" +
+	"\x05tmpfs\x18\x16 \x03(\tR\x05tmpfs\"~\n" +
 	"\bRunEvent\x12\x1c\n" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x12\x1a\n" +
 	"\awarning\x18\x02 \x01(\tH\x00R\awarning\x12/\n" +
 	"\astarted\x18\x03 \x01(\v2\x13.bulwark.v1.SandboxH\x00R\astartedB\a\n" +
-	"\x05event\"\x8c\x05\n" +
+	"\x05event\"\xbc\x05\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -1128,7 +1214,9 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x0fqemu_start_time\x18\x13 \x01(\x04R\rqemuStartTime\x12\x1f\n" +
 	"\vcgroup_dirs\x18\x14 \x03(\tR\n" +
 	"cgroupDirs\x120\n" +
-	"\x14stop_timeout_seconds\x18\x15 \x01(\rR\x12stopTimeoutSeconds\"(\n" +
+	"\x14stop_timeout_seconds\x18\x15 \x01(\rR\x12stopTimeoutSeconds\x12\x14\n" +
+	"\x05ports\x18\x16 \x03(\tR\x05ports\x12\x18\n" +
+	"\anetwork\x18\x17 \x01(\tR\anetwork\"(\n" +
 	"\x14ListSandboxesRequest\x12\x10\n" +
 	"\x03all\x18\x01 \x01(\bR\x03all\"J\n" +
 	"\x15ListSandboxesResponse\x121\n" +
