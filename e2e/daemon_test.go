@@ -27,9 +27,9 @@ type daemon struct {
 
 // startDaemon starts 'launcher daemon' and waits until it serves; it is
 // stopped when t ends.
-func (e *env) startDaemon(t *testing.T) *daemon {
+func (e *env) startDaemon(t *testing.T, flags ...string) *daemon {
 	t.Helper()
-	c := e.cmd("launcher", "daemon", "--attestd", e.addr, "--ca", e.ca)
+	c := e.cmd("launcher", append([]string{"daemon", "--attestd", e.addr, "--ca", e.ca}, flags...)...)
 	d := &daemon{cmd: c, log: &syncBuffer{}, exited: make(chan struct{})}
 	pr, pw := io.Pipe()
 	c.Stdout, c.Stderr = pw, pw
@@ -403,6 +403,32 @@ func TestDaemonSandboxes(t *testing.T) {
 		}
 		waitGone(t, keepPID)
 		e.must("launcher", "rm", keepID, lostID)
+	})
+
+	t.Run("--keep-sandboxes: SIGTERM leaves sandboxes running for the next daemon", func(t *testing.T) {
+		d.cmd.Process.Signal(syscall.SIGTERM) // the plain daemon: nothing runs now
+		<-d.exited
+		d = e.startDaemon(top, "--keep-sandboxes")
+		id := e.runDetached(t)
+		pid := e.ps(t, false)[id].QEMUPID
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("the daemon did not stop within 60 s of SIGTERM:\n%s", d.log.String())
+		}
+		if err := syscall.Kill(pid, 0); err != nil {
+			t.Fatalf("QEMU ended with a --keep-sandboxes daemon: %v", err)
+		}
+		d = e.startDaemon(top)
+		if got := e.ps(t, false)[id]; got.Status != "running" || got.QEMUPID != pid {
+			t.Fatalf("after a kept restart: %+v", got)
+		}
+		if out := e.must("launcher", "exec", id, "echo", "kept"); strings.TrimSpace(out) != "kept" {
+			t.Errorf("exec after a kept restart: %q", out)
+		}
+		e.must("launcher", "stop", id)
+		e.must("launcher", "rm", id)
 	})
 
 	t.Run("SIGTERM of the daemon stops every workload gracefully", func(t *testing.T) {

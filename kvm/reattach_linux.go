@@ -230,3 +230,19 @@ func processStat(pid int) (uint64, string, error) {
 	st, err := strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
 	return st, f[0], err
 }
+
+// Detach lets go of a persistent sandbox without ending it: the
+// connections to QEMU and to the agent are closed, QEMU runs on, and
+// another process can Reattach. The Sandbox is of no further use here
+// (Wait does not return).
+func (s *Sandbox) Detach() {
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	if s.qmp != nil {
+		s.qmp.Close()
+	}
+}

@@ -34,6 +34,9 @@ type ServeOptions struct {
 	// (mode 0660); by default only root and the service's own user can
 	// (0600). Each connection's peer credentials are checked as well.
 	Group int
+	// KeepSandboxes leaves running sandboxes running when the service
+	// stops (the next one takes them over); by default they are stopped.
+	KeepSandboxes bool
 }
 
 // Serve serves s on a unix socket until ctx ends, then shuts the service
@@ -70,14 +73,18 @@ func Serve(ctx context.Context, s *Service, o ServeOptions, ready func(socket st
 	}
 	select {
 	case err := <-served:
-		s.Shutdown(context.Background())
+		s.Shutdown(context.Background(), o.KeepSandboxes)
 		return fmt.Errorf("serving %s: %w", o.Socket, err)
 	case <-ctx.Done():
 	}
-	s.cfg.Logger.Info("shutting down: stopping every running workload")
+	if o.KeepSandboxes {
+		s.cfg.Logger.Info("shutting down: running sandboxes are left running for the next launcher daemon")
+	} else {
+		s.cfg.Logger.Info("shutting down: stopping every running workload")
+	}
 	// Launches and streams end with the service's context; the workloads
-	// get their stop timeouts.
-	err = s.Shutdown(context.Background())
+	// get their stop timeouts, or are left running.
+	err = s.Shutdown(context.Background(), o.KeepSandboxes)
 	srv.Stop()
 	os.Remove(o.Socket)
 	return err

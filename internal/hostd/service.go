@@ -54,11 +54,14 @@ type Service struct {
 	cfg       Config
 	templates launch.TemplateCache
 
-	// ctx ends at Shutdown: launches in progress abort, running workloads
-	// are stopped gracefully.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// ctx ends at Shutdown: launches in progress abort. stopAll ends at
+	// a Shutdown that stops the workloads (gracefully), detachAll at one
+	// that leaves them running for the next service to take over.
+	ctx                  context.Context
+	cancel               context.CancelFunc
+	stopAll, detachAll   context.Context
+	stopAllF, detachAllF context.CancelFunc
+	wg                   sync.WaitGroup
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
@@ -110,6 +113,8 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, sandboxes: map[string]*sandbox{}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.stopAll, s.stopAllF = context.WithCancel(context.Background())
+	s.detachAll, s.detachAllF = context.WithCancel(context.Background())
 	records, errs := loadRecords(root)
 	for _, err := range errs {
 		cfg.Logger.Warn("a sandbox record cannot be read; it is ignored", "err", err)
@@ -169,13 +174,20 @@ func (s *Service) reattach(dir string, r *bulwarkv1.Sandbox) error {
 	return nil
 }
 
-// Shutdown aborts launches in progress, stops every running workload
-// gracefully (SIGTERM, then its stop timeout) and waits for them to end,
-// or for ctx.
-func (s *Service) Shutdown(ctx context.Context) error {
+// Shutdown aborts launches in progress and then either stops every
+// running workload gracefully (SIGTERM, then its stop timeout) and waits
+// for them to end, or, with keep, leaves them running: the service lets
+// go of them (their records say running) and the next service takes them
+// over. It returns when done, or when ctx ends.
+func (s *Service) Shutdown(ctx context.Context, keep bool) error {
 	s.mu.Lock() // Run checks s.ctx and joins s.wg under s.mu: none joins after this
 	s.cancel()
 	s.mu.Unlock()
+	if keep {
+		s.detachAllF()
+	} else {
+		s.stopAllF()
+	}
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -295,7 +307,25 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 // wait waits for a running sandbox to end and records how it ended.
 func (s *Service) wait(sb *sandbox, l *launch.Launched) {
 	defer s.wg.Done()
-	res, err := l.Wait(s.ctx) // Shutdown: SIGTERM, the stop timeout, SIGKILL
+	type result struct {
+		res *launch.Result
+		err error
+	}
+	ended := make(chan result, 1)
+	go func() {
+		res, err := l.Wait(s.stopAll) // Shutdown: SIGTERM, the stop timeout, SIGKILL
+		ended <- result{res, err}
+	}()
+	var r result
+	select {
+	case r = <-ended:
+	case <-s.detachAll.Done():
+		// Left running: its record stays "running" for the next service.
+		l.Sandbox().Detach()
+		s.cfg.Logger.Info("sandbox left running for the next host service", "sandbox", sb.snapshot().GetId())
+		return
+	}
+	res, err := r.res, r.err
 	l.Close()
 	sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) {
 		i.EndedUnixMs = time.Now().UnixMilli()

@@ -19,7 +19,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "daemon",
 		Summary: "serve this host's sandboxes: 'run -d', ps, logs, stop, inspect and rm talk to it over a local socket",
-		Usage:   "--attestd HOST:PORT --ca CA.pem [--socket PATH] [--socket-group GROUP] [--tpm SPEC] [--pcr N]",
+		Usage:   "--attestd HOST:PORT --ca CA.pem [--socket PATH] [--socket-group GROUP] [--tpm SPEC] [--pcr N] [--keep-sandboxes]",
 		Run:     runDaemon,
 	})
 }
@@ -32,6 +32,7 @@ func runDaemon(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	pcr := fs.Int("pcr", limits.DefaultLaunchPCR, fmt.Sprintf("launch PCR, %d..%d (must match attestd's --launch-pcr)", limits.MinLaunchPCR, limits.MaxPCR))
 	agent := fs.String("agent", "", "guest agent binary for the default base initramfs (default: bulwark-agent beside launcher)")
 	logLimit := fs.Int64("log-limit", hostd.DefaultLogLimit, "bytes of output kept per sandbox; past it output is dropped, saying so in the log")
+	keep := fs.Bool("keep-sandboxes", false, "on SIGTERM/SIGINT, leave running sandboxes running for the next launcher daemon to take over (default: stop their workloads gracefully)")
 	verbose := fs.Bool("v", false, "log details (every launch step) to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -87,7 +88,7 @@ func runDaemon(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	if err != nil {
 		return err
 	}
-	return hostd.Serve(ctx, svc, hostd.ServeOptions{Socket: *socket, Group: gid}, func(path string) {
+	return hostd.Serve(ctx, svc, hostd.ServeOptions{Socket: *socket, Group: gid, KeepSandboxes: *keep}, func(path string) {
 		logger.Info("launcher daemon serving", "socket", path, "state", state, "attestd", ao.Addr)
 	})
 }
