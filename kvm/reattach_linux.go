@@ -235,14 +235,4 @@ func processStat(pid int) (uint64, string, error) {
 // connections to QEMU and to the agent are closed, QEMU runs on, and
 // another process can Reattach. The Sandbox is of no further use here
 // (Wait does not return).
-func (s *Sandbox) Detach() {
-	if s.stopWatch != nil {
-		s.stopWatch()
-	}
-	if s.conn != nil {
-		s.conn.Close()
-	}
-	if s.qmp != nil {
-		s.qmp.Close()
-	}
-}
+func (s *Sandbox) Detach() { s.closeConns() }

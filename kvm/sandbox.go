@@ -701,6 +701,20 @@ func (s *Sandbox) MaxRSSKiB() int64 {
 	return 0
 }
 
+// closeConns stops the watcher and closes the connections to QEMU's
+// monitor and to the agent.
+func (s *Sandbox) closeConns() {
+	if s.stopWatch != nil {
+		s.stopWatch()
+	}
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	if s.qmp != nil {
+		s.qmp.Close()
+	}
+}
+
 // Close ends QEMU if it still runs (QMP "quit", SIGKILL if that does not
 // work within a second or two) and releases everything the sandbox holds
 // (connections, cgroup). Always safe to call, also more than once.
@@ -729,15 +743,7 @@ func (s *Sandbox) Close() error {
 			}
 			s.drain()
 		}
-		if s.stopWatch != nil {
-			s.stopWatch()
-		}
-		if s.conn != nil {
-			s.conn.Close()
-		}
-		if s.qmp != nil {
-			s.qmp.Close()
-		}
+		s.closeConns()
 		for _, f := range s.files {
 			f.Close()
 		}

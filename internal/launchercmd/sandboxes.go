@@ -195,24 +195,22 @@ func shortPath(p string) string {
 	return "..." + p[len(p)-37:]
 }
 
-func oneID(fs *flag.FlagSet, cmd string) (string, error) {
-	if fs.NArg() != 1 {
-		return "", cli.Usagef("%s takes one sandbox id (from 'launcher ps'), got %d arguments", cmd, fs.NArg())
+// oneSandbox parses a command's flags that takes one sandbox id and
+// connects to the daemon.
+func oneSandbox(env *cli.Env, fs *flag.FlagSet, args []string, cmd string, socket *string) (*hostd.Client, string, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, "", err
 	}
-	return fs.Arg(0), nil
+	if fs.NArg() != 1 {
+		return nil, "", cli.Usagef("%s takes one sandbox id (from 'launcher ps'), got %d arguments", cmd, fs.NArg())
+	}
+	c, err := dialDaemon(env, *socket)
+	return c, fs.Arg(0), err
 }
 
 func runLogs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
 	follow := fs.Bool("f", false, "follow: keep printing output until the sandbox ends")
-	socket := socketFlag(fs, env)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	id, err := oneID(fs, "logs")
-	if err != nil {
-		return err
-	}
-	c, err := dialDaemon(env, *socket)
+	c, id, err := oneSandbox(env, fs, args, "logs", socketFlag(fs, env))
 	if err != nil {
 		return err
 	}
@@ -276,15 +274,7 @@ func runStop(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 }
 
 func runInspect(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-	socket := socketFlag(fs, env)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	id, err := oneID(fs, "inspect")
-	if err != nil {
-		return err
-	}
-	c, err := dialDaemon(env, *socket)
+	c, id, err := oneSandbox(env, fs, args, "inspect", socketFlag(fs, env))
 	if err != nil {
 		return err
 	}

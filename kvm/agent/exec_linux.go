@@ -132,25 +132,14 @@ func (s *session) runExec(x *channel.Exec) {
 	}
 	defer s.execs.done()
 	var wg sync.WaitGroup
-	pump := func(r *os.File, stream byte) {
-		defer wg.Done()
-		defer r.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := r.Read(buf)
-			if n > 0 {
-				if werr := s.sendRaw(channel.TypeExecOut, channel.ExecOutput{ID: x.ID, Stream: stream, Data: buf[:n]}.Encode()); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
+	out := func(stream byte) func([]byte) error {
+		return func(b []byte) error {
+			return s.sendRaw(channel.TypeExecOut, channel.ExecOutput{ID: x.ID, Stream: stream, Data: b}.Encode())
 		}
 	}
 	wg.Add(2)
-	go pump(outR, 1)
-	go pump(errR, 2)
+	go s.pump(&wg, outR, out(1))
+	go s.pump(&wg, errR, out(2))
 	code := <-codeCh
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()

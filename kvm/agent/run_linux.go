@@ -419,27 +419,9 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity, w
 		return 0, fmt.Errorf("sending STARTED: %w", err)
 	}
 	var wg sync.WaitGroup
-	stream := func(r *os.File, t channel.Type) {
-		defer wg.Done()
-		defer r.Close()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := r.Read(buf)
-			if n > 0 {
-				if werr := s.sendRaw(t, buf[:n]); werr != nil {
-					s.log.Error("sending output", "err", werr)
-					io.Copy(io.Discard, r)
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
 	wg.Add(2)
-	go stream(outR, channel.TypeStdout)
-	go stream(errR, channel.TypeStderr)
+	go s.pump(&wg, outR, func(b []byte) error { return s.sendRaw(channel.TypeStdout, b) })
+	go s.pump(&wg, errR, func(b []byte) error { return s.sendRaw(channel.TypeStderr, b) })
 	if feed != nil {
 		stdin.Close() // the workload has its own copy: writes fail once it is gone
 	}
@@ -461,6 +443,28 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity, w
 	}
 	_ = unix.Kill(-1, unix.SIGKILL)
 	return code, nil
+}
+
+// pump sends what r carries (a process's output pipe) as frames until
+// its end; if sending fails, the rest is read and dropped, so the process
+// never blocks on a full pipe.
+func (s *session) pump(wg *sync.WaitGroup, r *os.File, send func([]byte) error) {
+	defer wg.Done()
+	defer r.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if werr := send(buf[:n]); werr != nil {
+				s.log.Error("sending output", "err", werr)
+				io.Copy(io.Discard, r)
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // reapUntil waits for any child until pid exits and returns its exit code;
