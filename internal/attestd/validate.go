@@ -95,6 +95,39 @@ func validateSandboxID(field, id string) error {
 	return nil
 }
 
+// validateSandboxIDs checks what an Attest request names: one sandbox
+// (sandbox_id) or, for a re-attestation, several (sandbox_ids), and the
+// re-attestation interval.
+func validateSandboxIDs(r *bulwarkv1.AttestRequest) error {
+	if r.GetReattestIntervalSeconds() > MaxReattestInterval {
+		return invalid("reattest_interval_seconds", "%d: the limit is %d (a day)", r.GetReattestIntervalSeconds(), MaxReattestInterval)
+	}
+	ids := r.GetSandboxIds()
+	if len(ids) == 0 {
+		return validateSandboxID("sandbox_id", r.GetSandboxId())
+	}
+	if r.GetSandboxId() != "" {
+		return invalid("sandbox_ids", "give sandbox_id or sandbox_ids, not both")
+	}
+	if len(r.GetSandboxRecord()) > 0 {
+		return invalid("sandbox_record", "not used with sandbox_ids: attestd finds each kept sandbox in the verified log")
+	}
+	if len(ids) > MaxReattestSandboxes {
+		return invalid("sandbox_ids", "%d sandboxes, the limit is %d per request", len(ids), MaxReattestSandboxes)
+	}
+	seen := make(map[string]bool, len(ids))
+	for i, id := range ids {
+		if err := validateSandboxID(fmt.Sprintf("sandbox_ids[%d]", i), id); err != nil {
+			return err
+		}
+		if seen[id] {
+			return invalid(fmt.Sprintf("sandbox_ids[%d]", i), "%q named twice", id)
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
 func checkBytes(field string, b []byte, min, max int) error {
 	if len(b) == 0 && min > 0 {
 		return invalid(field, "missing")
@@ -174,7 +207,7 @@ func validateAttest(r *bulwarkv1.AttestRequest) error {
 	if err := checkBytes("sandbox_record", r.GetSandboxRecord(), 0, measure.MaxRecordSize); err != nil {
 		return err
 	}
-	if err := validateSandboxID("sandbox_id", r.GetSandboxId()); err != nil {
+	if err := validateSandboxIDs(r); err != nil {
 		return err
 	}
 	if err := validateSignatures(r.GetSignatures()); err != nil {

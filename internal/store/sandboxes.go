@@ -110,7 +110,7 @@ type DecisionSecret struct {
 const (
 	// MaxDecisionsPage bounds ListDecisions' limit.
 	MaxDecisionsPage = 1000
-	maxSandboxRecord = 1 << 20
+	maxSandboxRecord = 8 << 20
 )
 
 // Sandboxes stores the kept sandboxes and the decisions about them.

@@ -369,8 +369,12 @@ type ChallengeRequest struct {
 	// attestd has verified (ChallengeResponse.launch_log_prefix), so that
 	// the host sends only the records after it (AttestRequest.launch_log_offset).
 	LaunchLogPrefix bool `protobuf:"varint,2,opt,name=launch_log_prefix,json=launchLogPrefix,proto3" json:"launch_log_prefix,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// watch asks for a nonce to open WatchNode with: it is issued to a
+	// revoked node too (which learns of its revocation that way), and Attest
+	// refuses a revoked node whatever its nonce.
+	Watch         bool `protobuf:"varint,3,opt,name=watch,proto3" json:"watch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChallengeRequest) Reset() {
@@ -413,6 +417,13 @@ func (x *ChallengeRequest) GetNodeId() string {
 func (x *ChallengeRequest) GetLaunchLogPrefix() bool {
 	if x != nil {
 		return x.LaunchLogPrefix
+	}
+	return false
+}
+
+func (x *ChallengeRequest) GetWatch() bool {
+	if x != nil {
+		return x.Watch
 	}
 	return false
 }
@@ -1720,10 +1731,11 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\fR\x06secret\"5\n" +
 	"\x1aActivateCredentialResponse\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"W\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"m\n" +
 	"\x10ChallengeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12*\n" +
-	"\x11launch_log_prefix\x18\x02 \x01(\bR\x0flaunchLogPrefix\"\xad\x01\n" +
+	"\x11launch_log_prefix\x18\x02 \x01(\bR\x0flaunchLogPrefix\x12\x14\n" +
+	"\x05watch\x18\x03 \x01(\bR\x05watch\"\xad\x01\n" +
 	"\x11ChallengeResponse\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x129\n" +
 	"\n" +
