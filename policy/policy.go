@@ -41,7 +41,7 @@ type Policy struct {
 	// (docs/policy.md "on_revoke"), after its secrets are removed:
 	// OnRevokeStop (the default) or OnRevokeWipeSecrets.
 	OnRevoke string
-	Rules   []*Rule  // CEL rules, all must be true
+	Rules    []*Rule // CEL rules, all must be true
 
 	keyFiles []string // signer key files read, for the watcher
 }
