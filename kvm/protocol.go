@@ -51,7 +51,7 @@ var accepts = map[guestState][]channel.Type{
 	stateHeld:       nil,
 	stateKeyed:      {channel.TypeError},
 	stateStarting:   {channel.TypeStarted, channel.TypeError},
-	stateRunning:    {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExit, channel.TypeError},
+	stateRunning:    {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeDone, channel.TypeExit, channel.TypeError},
 	stateExited:     nil,
 	stateFailed:     nil,
 }
@@ -200,6 +200,8 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 		}
 		delete(s.pongs, p.Seq)
 		close(ch)
+	case channel.TypeDone:
+		return s.handleDone(body)
 	case channel.TypeError:
 		var e channel.Error
 		if err := channel.Decode(t, body, &e); err != nil {

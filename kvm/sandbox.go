@@ -74,6 +74,7 @@ type Sandbox struct {
 	procState  *os.ProcessState
 	pingSeq    uint64
 	pongs      map[uint64]chan struct{}
+	dones      map[uint64]chan channel.Done // REVOKE/ROTATE awaiting DONE (revoke.go)
 	closeOnce  sync.Once
 	stopWatch  context.CancelFunc
 }

@@ -27,17 +27,19 @@ import (
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
-// Abort, Stop or Ping.
+// Abort, Stop, Ping, Revoke or Rotate.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
 	Abort    *channel.Abort
 	Stop     *channel.Stop
 	Ping     *channel.Ping
+	Revoke   *channel.Revoke
+	Rotate   *channel.Rotate
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
-// valid IDENTITY, START, ABORT, STOP or PING is an error.
+// valid IDENTITY, START, ABORT, STOP, PING, REVOKE or ROTATE is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -86,6 +88,24 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{Ping: &p}, nil
+	case channel.TypeRevoke:
+		var r channel.Revoke
+		if err := channel.Decode(t, body, &r); err != nil {
+			return HostMessage{}, err
+		}
+		if err := r.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Revoke: &r}, nil
+	case channel.TypeRotate:
+		var r channel.Rotate
+		if err := channel.Decode(t, body, &r); err != nil {
+			return HostMessage{}, err
+		}
+		if err := r.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Rotate: &r}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }

@@ -57,6 +57,7 @@ type session struct {
 	log  *slog.Logger
 	port *os.File
 	wmu  sync.Mutex
+	keys keyring // for REVOKE and ROTATE (revoke_linux.go); watchHost's only
 }
 
 func (s *session) send(t channel.Type, v any) error {
@@ -156,7 +157,12 @@ func run(log *slog.Logger) error {
 	if err := openSecrets(key, start, id); err != nil {
 		return s.fail(err)
 	}
-	key = nil // the private key is no longer needed; drop it before the workload runs
+	// The key stays for rotated secrets (ROTATE, wrapped to it) while the
+	// sandbox holds secrets; a revocation drops it.
+	if len(start.Secrets) > 0 {
+		s.keys = keyring{key: key, sandboxID: start.SandboxID, owner: id}
+	}
+	key = nil
 	runtime.GC()
 
 	if start.SandboxID != first.Identity.SandboxID {
@@ -467,6 +473,10 @@ func (s *session) watchHost(pid int) {
 			time.AfterFunc(grace, func() { _ = unix.Kill(-1, unix.SIGKILL) })
 		case msg.Ping != nil:
 			_ = s.send(channel.TypePong, msg.Ping)
+		case msg.Revoke != nil:
+			s.revoke(pid, msg.Revoke)
+		case msg.Rotate != nil:
+			s.rotate(msg.Rotate)
 		default:
 			s.log.Warn("ignoring a START while the workload runs")
 		}

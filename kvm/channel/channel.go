@@ -32,7 +32,8 @@ const MaxFrameSize = 4 << 20
 type Type uint8
 
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
-// Error, Pong. Host → guest: Identity, Start, Abort, Stop, Ping.
+// Error, Pong, Done. Host → guest: Identity, Start, Abort, Stop, Ping,
+// Revoke, Rotate.
 const (
 	TypeHello    Type = 1  // guest: JSON Hello, its public key, after Identity
 	TypeStart    Type = 2  // host: JSON Start
@@ -47,6 +48,10 @@ const (
 	TypeIdentity Type = 11 // host: JSON Identity, fresh entropy and time, before the guest makes its key
 	TypePing     Type = 12 // host: JSON Ping, while the workload runs: is the agent alive?
 	TypePong     Type = 13 // guest: JSON Ping, the answer, with the same sequence number
+	// Continuous attestation (revoke.go), numbered apart from the rest.
+	TypeRevoke Type = 20 // host: JSON Revoke, attestd revoked the sandbox: remove secrets, then act
+	TypeRotate Type = 21 // host: JSON Rotate, new versions of secrets the guest holds
+	TypeDone   Type = 22 // guest: JSON Done, a REVOKE or ROTATE was applied (or why not)
 )
 
 func (t Type) String() string {
@@ -77,12 +82,20 @@ func (t Type) String() string {
 		return "PING"
 	case TypePong:
 		return "PONG"
+	case TypeRevoke:
+		return "REVOKE"
+	case TypeRotate:
+		return "ROTATE"
+	case TypeDone:
+		return "DONE"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypePong }
+func (t Type) Known() bool {
+	return t >= TypeHello && t <= TypePong || t >= TypeRevoke && t <= TypeDone
+}
 
 // Ping is a liveness probe (PING) and its answer (PONG).
 type Ping struct {
