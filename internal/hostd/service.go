@@ -44,6 +44,11 @@ type Config struct {
 	Agent string
 	// LogLimit bounds each sandbox's output log (0: DefaultLogLimit).
 	LogLimit int64
+	// ReattestInterval, when set, is how often the service attests its
+	// running sandboxes again (one quote for all), and turns continuous
+	// attestation on: launches ask attestd to keep their state, and the
+	// service applies attestd's decisions (continuous.go). 0: off.
+	ReattestInterval time.Duration
 	Logger   *slog.Logger
 }
 
@@ -61,6 +66,8 @@ type Service struct {
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
+
+	loops sync.WaitGroup // the continuous attestation loops (continuous.go)
 }
 
 // sandbox is one sandbox the service knows.
@@ -122,6 +129,12 @@ func New(cfg Config) (*Service, error) {
 			cfg.Logger.Warn("sandbox lost: the previous host service stopped while it ran", "sandbox", r.GetId())
 		}
 	}
+	if cfg.ReattestInterval > 0 {
+		if err := s.startContinuous(); err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("hostd: continuous attestation: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -133,6 +146,7 @@ func (s *Service) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
+		s.loops.Wait()
 		close(done)
 	}()
 	defer s.templates.Close()
@@ -196,6 +210,7 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 	}
 	o.SandboxID, o.StateDir, o.HostTPM, o.Templates = id, s.cfg.StateDir, s.cfg.TPM, &s.templates
 	o.Attestd, o.PCR, o.Agent, o.Logger = s.cfg.Attestd, s.cfg.PCR, s.cfg.Agent, s.cfg.Logger
+	o.ReattestInterval = s.cfg.ReattestInterval
 	o.Stdout, o.Stderr = log.writer(streamStdout), log.writer(streamStderr)
 	o.Progress = lineWriter(func(line string) {
 		send(&bulwarkv1.RunEvent{Event: &bulwarkv1.RunEvent_Progress{Progress: line}})

@@ -108,7 +108,7 @@ func runPs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) e
 		return printJSON(env, out)
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SANDBOX\tSTATUS\tIMAGE\tPOLICY\tCREATED\tSTART\tTEMPLATE")
+	fmt.Fprintln(tw, "SANDBOX\tSTATUS\tIMAGE\tPOLICY\tCREATED\tSTART\tTEMPLATE\tATTESTED")
 	for _, sb := range resp.GetSandboxes() {
 		st := sb.GetStatus()
 		if st == hostd.StatusExited {
@@ -122,8 +122,8 @@ func runPs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) e
 		if tpl == "" {
 			tpl = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\n", sb.GetId()[:12], st, shortPath(sb.GetImage()), sb.GetPolicy(),
-			time.Since(time.UnixMilli(sb.GetCreatedUnixMs())).Round(time.Second), start, tpl)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\n", sb.GetId()[:12], st, shortPath(sb.GetImage()), sb.GetPolicy(),
+			time.Since(time.UnixMilli(sb.GetCreatedUnixMs())).Round(time.Second), start, tpl, attested(sb))
 	}
 	return tw.Flush()
 }
@@ -149,6 +149,9 @@ type sandboxJSON struct {
 	StartMillis    int64    `json:"start_ms,omitempty"`
 	QEMUPID        int32    `json:"qemu_pid,omitempty"`
 	QEMUPeakRSSMiB float64  `json:"qemu_peak_rss_mib,omitempty"`
+	LastVerdict    string   `json:"last_verdict,omitempty"`
+	LastVerdictAt  string   `json:"last_verdict_at,omitempty"`
+	Revoked        string   `json:"revoked,omitempty"`
 }
 
 func toJSON(sb *bulwarkv1.Sandbox) sandboxJSON {
@@ -163,7 +166,8 @@ func toJSON(sb *bulwarkv1.Sandbox) sandboxJSON {
 		Args: sb.GetArgs(), Accelerator: sb.GetAccel(), Template: sb.GetTemplate(), AttestationID: sb.GetAttestationId(),
 		Secrets: sb.GetSecrets(), Created: ts(sb.GetCreatedUnixMs()), Started: ts(sb.GetStartedUnixMs()), Ended: ts(sb.GetEndedUnixMs()),
 		ExitCode: sb.GetExitCode(), Error: sb.GetError(), StartMillis: sb.GetStartMs(), QEMUPID: sb.GetQemuPid(),
-		QEMUPeakRSSMiB: mib(sb.GetQemuPeakRssKib()),
+		QEMUPeakRSSMiB: mib(sb.GetQemuPeakRssKib()), LastVerdict: sb.GetLastVerdict(), LastVerdictAt: ts(sb.GetLastVerdictUnixMs()),
+		Revoked: sb.GetRevoked(),
 	}
 	if j.Args == nil {
 		j.Args = []string{}
@@ -172,6 +176,18 @@ func toJSON(sb *bulwarkv1.Sandbox) sandboxJSON {
 		j.Secrets = []string{}
 	}
 	return j
+}
+
+// attested says what the daemon last heard from attestd about a sandbox:
+// "revoked", or its latest re-attestation's verdict and age ("-": none).
+func attested(sb *bulwarkv1.Sandbox) string {
+	switch {
+	case sb.GetRevoked() != "":
+		return "revoked"
+	case sb.GetLastVerdictUnixMs() == 0:
+		return "-"
+	}
+	return fmt.Sprintf("%s %s ago", sb.GetLastVerdict(), time.Since(time.UnixMilli(sb.GetLastVerdictUnixMs())).Round(time.Second))
 }
 
 // shortPath keeps the end of a long path for a table.

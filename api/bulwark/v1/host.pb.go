@@ -364,8 +364,15 @@ type Sandbox struct {
 	StartMs        int64 `protobuf:"varint,16,opt,name=start_ms,json=startMs,proto3" json:"start_ms,omitempty"`
 	QemuPid        int32 `protobuf:"varint,17,opt,name=qemu_pid,json=qemuPid,proto3" json:"qemu_pid,omitempty"`
 	QemuPeakRssKib int64 `protobuf:"varint,18,opt,name=qemu_peak_rss_kib,json=qemuPeakRssKib,proto3" json:"qemu_peak_rss_kib,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Continuous attestation (the service re-attests its running sandboxes
+	// every --reattest-interval): attestd's verdict at the latest
+	// re-attestation ("allow" or "deny") and when it came; and, when attestd
+	// revoked the sandbox, why (its secrets are then gone from the guest).
+	LastVerdict       string `protobuf:"bytes,30,opt,name=last_verdict,json=lastVerdict,proto3" json:"last_verdict,omitempty"`
+	LastVerdictUnixMs int64  `protobuf:"varint,31,opt,name=last_verdict_unix_ms,json=lastVerdictUnixMs,proto3" json:"last_verdict_unix_ms,omitempty"`
+	Revoked           string `protobuf:"bytes,32,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Sandbox) Reset() {
@@ -522,6 +529,27 @@ func (x *Sandbox) GetQemuPeakRssKib() int64 {
 		return x.QemuPeakRssKib
 	}
 	return 0
+}
+
+func (x *Sandbox) GetLastVerdict() string {
+	if x != nil {
+		return x.LastVerdict
+	}
+	return ""
+}
+
+func (x *Sandbox) GetLastVerdictUnixMs() int64 {
+	if x != nil {
+		return x.LastVerdictUnixMs
+	}
+	return 0
+}
+
+func (x *Sandbox) GetRevoked() string {
+	if x != nil {
+		return x.Revoked
+	}
+	return ""
 }
 
 type ListSandboxesRequest struct {
@@ -940,7 +968,7 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x12\x1a\n" +
 	"\awarning\x18\x02 \x01(\tH\x00R\awarning\x12/\n" +
 	"\astarted\x18\x03 \x01(\v2\x13.bulwark.v1.SandboxH\x00R\astartedB\a\n" +
-	"\x05event\"\x91\x04\n" +
+	"\x05event\"\xff\x04\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -960,7 +988,10 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x05error\x18\x0f \x01(\tR\x05error\x12\x19\n" +
 	"\bstart_ms\x18\x10 \x01(\x03R\astartMs\x12\x19\n" +
 	"\bqemu_pid\x18\x11 \x01(\x05R\aqemuPid\x12)\n" +
-	"\x11qemu_peak_rss_kib\x18\x12 \x01(\x03R\x0eqemuPeakRssKib\"(\n" +
+	"\x11qemu_peak_rss_kib\x18\x12 \x01(\x03R\x0eqemuPeakRssKib\x12!\n" +
+	"\flast_verdict\x18\x1e \x01(\tR\vlastVerdict\x12/\n" +
+	"\x14last_verdict_unix_ms\x18\x1f \x01(\x03R\x11lastVerdictUnixMs\x12\x18\n" +
+	"\arevoked\x18  \x01(\tR\arevoked\"(\n" +
 	"\x14ListSandboxesRequest\x12\x10\n" +
 	"\x03all\x18\x01 \x01(\bR\x03all\"J\n" +
 	"\x15ListSandboxesResponse\x121\n" +
