@@ -82,7 +82,7 @@ func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bul
 		}
 		return nil, err
 	}
-	if len(req.GetSandboxIds()) > 0 {
+	if isReattest(req) {
 		return s.reattest(ctx, v, req)
 	}
 	j := s.policies.Judge(ctx, v, req.GetSignatures())

@@ -144,7 +144,7 @@ func (s *Server) keepSandbox(ctx context.Context, v *Verified, req *bulwarkv1.At
 }
 
 // reattest is Attest for sandbox_ids: one quote, every named sandbox
-// judged again. Each must be kept (attested at launch with an interval),
+// judged again (and those in ended_sandbox_ids forgotten). Each must be kept (attested at launch with an interval),
 // and its launch record must be in the node's verified launch log, in the
 // TPM boot cycle it was launched in, with the digest attested then; a
 // kept sandbox revoked stays revoked. Each verdict is kept with its time;
@@ -161,6 +161,17 @@ func (s *Server) reattest(ctx context.Context, v *Verified, req *bulwarkv1.Attes
 			out.Verdict = bulwarkv1.Verdict_VERDICT_DENY
 		}
 		out.Sandboxes = append(out.Sandboxes, sv)
+	}
+	// Sandboxes the host says ended are forgotten (they are not stale:
+	// they no longer run).
+	for _, id := range req.GetEndedSandboxIds() {
+		err := s.st.DeleteSandbox(ctx, v.Node.ID, id)
+		switch {
+		case err == nil:
+			s.log.InfoContext(ctx, "kept sandbox ended", "node", v.Node.ID, "sandbox", id)
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, s.storeStatus(ctx, "attest: sandbox "+id, err)
+		}
 	}
 	s.metrics.Reattestations.Inc()
 	return out, nil
@@ -261,6 +272,9 @@ func (s *Server) revoke(ctx context.Context, st store.SandboxState, names []stri
 	if err != nil {
 		return s.storeStatus(ctx, "revocation of sandbox "+st.SandboxID, err)
 	}
+	// The decision is durable: the host may have it now, before the
+	// state and audit writes below.
+	s.watchers.notify(st.NodeID)
 	if len(names) == 0 {
 		st.Verdict, st.Reasons, st.VerdictAt, st.Secrets = store.SandboxRevoked, reasons, d.CreatedAt, nil
 	} else {
@@ -278,7 +292,6 @@ func (s *Server) revoke(ctx context.Context, st store.SandboxState, names []stri
 	}
 	s.metrics.Decisions.WithLabelValues(string(store.DecisionRevoke)).Inc()
 	s.log.WarnContext(ctx, "sandbox revoked", "node", st.NodeID, "sandbox", st.SandboxID, "seq", d.Seq, "action", action, "secrets", names, "reasons", reasons)
-	s.watchers.notify(st.NodeID)
 	return nil
 }
 

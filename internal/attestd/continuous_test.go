@@ -235,6 +235,19 @@ func testContinuousAttestation(t *testing.T, storeKind string) {
 	// default on_revoke, stops them); a revoked node revokes all of its
 	// sandboxes, and may still watch (revocations only).
 	e.reloadPolicy(t, ctx, testKernel)
+	// A sandbox the host says ended is forgotten, not left stale; a
+	// re-attestation may name only ended ones.
+	gone := launch(2)
+	nonce, _ := e.prefixChallenge(t, ctx, h.nodeID)
+	req := h.reattestRequest(ctx, nonce, 2)
+	req.EndedSandboxIds = []string{gone, "never-kept"}
+	if _, err := e.client.Attest(ctx, req); err != nil {
+		t.Fatalf("re-attestation of ended sandboxes only: %v", err)
+	}
+	if _, ok := e.sandboxes(t, ctx)[gone]; ok {
+		t.Fatal("an ended sandbox is still kept")
+	}
+
 	c := launch(2)
 	if _, err := e.admin.Admin.DeleteSecret(ctx, &bulwarkv1.DeleteSecretRequest{Name: "api-token"}); err != nil {
 		t.Fatal(err)
@@ -330,6 +343,8 @@ func TestReattestValidation(t *testing.T) {
 	}{
 		{"both", func(r *bulwarkv1.AttestRequest) { r.SandboxId, r.SandboxIds = "a", []string{"b"} }, "sandbox_ids"},
 		{"twice", func(r *bulwarkv1.AttestRequest) { r.SandboxIds = []string{"b", "b"} }, "sandbox_ids[1]"},
+		{"running and ended", func(r *bulwarkv1.AttestRequest) { r.SandboxIds, r.EndedSandboxIds = []string{"b"}, []string{"b"} }, "ended_sandbox_ids[0]"},
+		{"ended and one", func(r *bulwarkv1.AttestRequest) { r.SandboxId, r.EndedSandboxIds = "a", []string{"b"} }, "sandbox_ids"},
 		{"bad id", func(r *bulwarkv1.AttestRequest) { r.SandboxIds = []string{"b", "c/d"} }, "sandbox_ids[1]"},
 		{"too many", func(r *bulwarkv1.AttestRequest) {
 			for i := range MaxReattestSandboxes + 1 {

@@ -102,8 +102,7 @@ func validateSandboxIDs(r *bulwarkv1.AttestRequest) error {
 	if r.GetReattestIntervalSeconds() > MaxReattestInterval {
 		return invalid("reattest_interval_seconds", "%d: the limit is %d (a day)", r.GetReattestIntervalSeconds(), MaxReattestInterval)
 	}
-	ids := r.GetSandboxIds()
-	if len(ids) == 0 {
+	if !isReattest(r) {
 		return validateSandboxID("sandbox_id", r.GetSandboxId())
 	}
 	if r.GetSandboxId() != "" {
@@ -112,20 +111,31 @@ func validateSandboxIDs(r *bulwarkv1.AttestRequest) error {
 	if len(r.GetSandboxRecord()) > 0 {
 		return invalid("sandbox_record", "not used with sandbox_ids: attestd finds each kept sandbox in the verified log")
 	}
-	if len(ids) > MaxReattestSandboxes {
-		return invalid("sandbox_ids", "%d sandboxes, the limit is %d per request", len(ids), MaxReattestSandboxes)
-	}
-	seen := make(map[string]bool, len(ids))
-	for i, id := range ids {
-		if err := validateSandboxID(fmt.Sprintf("sandbox_ids[%d]", i), id); err != nil {
-			return err
+	seen := map[string]bool{}
+	for _, f := range []struct {
+		name string
+		ids  []string
+	}{{"sandbox_ids", r.GetSandboxIds()}, {"ended_sandbox_ids", r.GetEndedSandboxIds()}} {
+		if len(f.ids) > MaxReattestSandboxes {
+			return invalid(f.name, "%d sandboxes, the limit is %d per request", len(f.ids), MaxReattestSandboxes)
 		}
-		if seen[id] {
-			return invalid(fmt.Sprintf("sandbox_ids[%d]", i), "%q named twice", id)
+		for i, id := range f.ids {
+			if err := validateSandboxID(fmt.Sprintf("%s[%d]", f.name, i), id); err != nil {
+				return err
+			}
+			if seen[id] {
+				return invalid(fmt.Sprintf("%s[%d]", f.name, i), "%q named twice", id)
+			}
+			seen[id] = true
 		}
-		seen[id] = true
 	}
 	return nil
+}
+
+// isReattest says whether an Attest request is a host service's
+// re-attestation (sandbox_ids, ended_sandbox_ids) rather than a launch's.
+func isReattest(r *bulwarkv1.AttestRequest) bool {
+	return len(r.GetSandboxIds()) > 0 || len(r.GetEndedSandboxIds()) > 0
 }
 
 func checkBytes(field string, b []byte, min, max int) error {

@@ -330,7 +330,7 @@ func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest, clock clockInfo
 	)
 	// A re-attestation (sandbox_ids) finds each sandbox's event in the
 	// verified log after this check (reattest.go).
-	if len(req.GetSandboxIds()) == 0 {
+	if !isReattest(req) {
 		var stored []store.PrefixRecord
 		if sameBoot {
 			stored = held.Sandbox

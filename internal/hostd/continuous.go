@@ -24,7 +24,7 @@ import (
 // the workload or lets it run (the policy's on_revoke), a rotation
 // replaces secret files in the guest.
 
-// DefaultReattestInterval is 'launcher daemon --reattest-interval''s default.
+// DefaultReattestInterval is 'launcher daemon --reattest-interval”s default.
 const DefaultReattestInterval = 60 * time.Second
 
 // watchSeqFile keeps, in the state directory, the last decision applied:
@@ -36,6 +36,10 @@ const (
 	watchBackoffMin = 200 * time.Millisecond
 	watchBackoffMax = 30 * time.Second
 )
+
+// maxEndedPerReattest is how many ended sandboxes one re-attestation
+// names (attestd's limit); more wait for the next.
+const maxEndedPerReattest = 1024
 
 // applyTimeout bounds the guest's answer to one decision.
 const applyTimeout = 10 * time.Second
@@ -96,11 +100,26 @@ func (s *Service) reattestLoop(h *launch.Host) {
 	}
 }
 
-// Reattest attests the host again now for its running sandboxes (none:
-// nothing to do) and records each one's verdict.
+// sandboxEnded notes, for the next re-attestation, that a sandbox that
+// ran has ended: attestd forgets it then.
+func (s *Service) sandboxEnded(id string) {
+	if s.cfg.ReattestInterval <= 0 {
+		return
+	}
+	s.mu.Lock()
+	s.ended = append(s.ended, id)
+	s.mu.Unlock()
+}
+
+// Reattest attests the host again now for its running sandboxes, telling
+// attestd of those that ended since the last time (none of either:
+// nothing to do), and records each one's verdict.
 func (s *Service) Reattest(ctx context.Context, h *launch.Host) error {
 	sbs := s.running()
-	if len(sbs) == 0 {
+	s.mu.Lock()
+	ended := slices.Clone(s.ended[:min(len(s.ended), maxEndedPerReattest)])
+	s.mu.Unlock()
+	if len(sbs) == 0 && len(ended) == 0 {
 		return nil
 	}
 	ids := make([]string, len(sbs))
@@ -109,10 +128,13 @@ func (s *Service) Reattest(ctx context.Context, h *launch.Host) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReattestInterval)
 	defer cancel()
-	r, err := h.Reattest(ctx, ids, s.cfg.ReattestInterval)
+	r, err := h.Reattest(ctx, ids, ended, s.cfg.ReattestInterval)
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	s.ended = slices.DeleteFunc(s.ended, func(id string) bool { return slices.Contains(ended, id) })
+	s.mu.Unlock()
 	now := time.Now().UnixMilli()
 	for i, v := range r.GetSandboxes() {
 		if i >= len(sbs) || v.GetSandboxId() != ids[i] {

@@ -49,7 +49,7 @@ type Config struct {
 	// attestation on: launches ask attestd to keep their state, and the
 	// service applies attestd's decisions (continuous.go). 0: off.
 	ReattestInterval time.Duration
-	Logger   *slog.Logger
+	Logger           *slog.Logger
 }
 
 // Service implements the Host API.
@@ -68,6 +68,7 @@ type Service struct {
 	sandboxes map[string]*sandbox
 
 	loops sync.WaitGroup // the continuous attestation loops (continuous.go)
+	ended []string       // sandboxes ended since the last re-attestation (s.mu)
 }
 
 // sandbox is one sandbox the service knows.
@@ -278,6 +279,7 @@ func (s *Service) wait(sb *sandbox, l *launch.Launched) {
 	sb.mu.Lock()
 	sb.launched = nil
 	sb.mu.Unlock()
+	s.sandboxEnded(sb.snapshot().GetId())
 	sb.log.end()
 	close(sb.done)
 	info := sb.snapshot()

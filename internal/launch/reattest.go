@@ -38,9 +38,10 @@ func (h *Host) NodeID() string { return h.nodeID }
 
 // Reattest attests the host again for the running sandboxes ids, with one
 // quote over the launch log (only the records attestd has not verified),
-// and says the interval it re-attests at. attestd answers with a verdict
-// per sandbox (AttestResponse.sandboxes).
-func (h *Host) Reattest(ctx context.Context, ids []string, interval time.Duration) (*bulwarkv1.AttestResponse, error) {
+// names the sandboxes that ended since the last time, and says the
+// interval it re-attests at. attestd answers with a verdict per running
+// sandbox (AttestResponse.sandboxes).
+func (h *Host) Reattest(ctx context.Context, ids, ended []string, interval time.Duration) (*bulwarkv1.AttestResponse, error) {
 	node := h.nodeID
 	fwLog, err := firmwareLog(h.tpm.Spec(), FirmwareLogPath)
 	if err != nil {
@@ -48,7 +49,7 @@ func (h *Host) Reattest(ctx context.Context, ids []string, interval time.Duratio
 	}
 	hostLog := NewHostLog(filepath.Join(h.stateDir, "launch"), h.pcr)
 	return attestHost(ctx, h.client, hostLog, h.tpm, quotedPCRs(h.pcr, fwLog), &bulwarkv1.AttestRequest{
-		NodeId: node, FirmwareEventLog: fwLog, SandboxIds: ids, OmitToken: true,
+		NodeId: node, FirmwareEventLog: fwLog, SandboxIds: ids, EndedSandboxIds: ended, OmitToken: true,
 		ReattestIntervalSeconds: uint32(interval / time.Second),
 	})
 }

@@ -873,8 +873,13 @@ type AttestRequest struct {
 	// With sandbox_id, attestd starts keeping the sandbox's state (the
 	// launch of a sandbox the host service runs). 1..86400.
 	ReattestIntervalSeconds uint32 `protobuf:"varint,14,opt,name=reattest_interval_seconds,json=reattestIntervalSeconds,proto3" json:"reattest_interval_seconds,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// ended_sandbox_ids, in a re-attestation, are kept sandboxes that ended
+	// on the host since its last one (stopped, exited, removed): attestd
+	// forgets them. A re-attestation may name only these (no sandbox
+	// running). At most 1024.
+	EndedSandboxIds []string `protobuf:"bytes,15,rep,name=ended_sandbox_ids,json=endedSandboxIds,proto3" json:"ended_sandbox_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AttestRequest) Reset() {
@@ -1003,6 +1008,13 @@ func (x *AttestRequest) GetReattestIntervalSeconds() uint32 {
 		return x.ReattestIntervalSeconds
 	}
 	return 0
+}
+
+func (x *AttestRequest) GetEndedSandboxIds() []string {
+	if x != nil {
+		return x.EndedSandboxIds
+	}
+	return nil
 }
 
 type AttestResponse struct {
@@ -1767,7 +1779,7 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x11PreflightResponse\x12\x14\n" +
 	"\x05allow\x18\x01 \x01(\bR\x05allow\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12\x16\n" +
-	"\x06policy\x18\x03 \x01(\tR\x06policy\"\xde\x04\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\"\x8a\x05\n" +
 	"\rAttestRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\fR\x05nonce\x12\x14\n" +
@@ -1789,7 +1801,8 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x0esandbox_record\x18\f \x01(\fR\rsandboxRecord\x12\x1f\n" +
 	"\vsandbox_ids\x18\r \x03(\tR\n" +
 	"sandboxIds\x12:\n" +
-	"\x19reattest_interval_seconds\x18\x0e \x01(\rR\x17reattestIntervalSeconds\x1a7\n" +
+	"\x19reattest_interval_seconds\x18\x0e \x01(\rR\x17reattestIntervalSeconds\x12*\n" +
+	"\x11ended_sandbox_ids\x18\x0f \x03(\tR\x0fendedSandboxIds\x1a7\n" +
 	"\tPcrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xa3\x02\n" +
