@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,7 +25,7 @@ type ctlSandbox struct {
 }
 
 // ctlSandboxes lists what attestd keeps, by sandbox id.
-func (e *env) ctlSandboxes(t *testing.T) map[string]ctlSandbox {
+func (e *env) ctlSandboxes(t testing.TB) map[string]ctlSandbox {
 	t.Helper()
 	out := e.must("attestd", append(append([]string{"ctl"}, e.admin...), "sandboxes", "--json")...)
 	var r struct {
@@ -41,7 +44,7 @@ func (e *env) ctlSandboxes(t *testing.T) map[string]ctlSandbox {
 // eventually polls cond until it holds, or fails the test after the
 // deadline with what was last seen. It is the only waiting here: no
 // sleep stands for an event.
-func eventually(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -57,10 +60,11 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() (bo
 }
 
 // runDetachedWith is 'launcher run -d' of image under policy.
-func (e *env) runDetachedWith(t *testing.T, policy, image string) string {
+func (e *env) runDetachedWith(t testing.TB, policy, image string, extra ...string) string {
 	t.Helper()
 	c := e.cmd("launcher", "run", "-d", "--policy", policy, "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
 		"--image", image, "--signer", e.path("cosign.pub"), "--template", "none", "--stop-timeout", "3s")
+	c.Args = append(c.Args, extra...)
 	var so, se bytes.Buffer
 	c.Stdout, c.Stderr = &so, &se
 	if err := c.Run(); err != nil {
@@ -210,4 +214,124 @@ func TestDaemonContinuousAttestation(t *testing.T) {
 			t.Fatalf("attestd: %s, want revoked", v)
 		}
 	})
+}
+
+// revocationSetup writes the "watch-image" image, and n policies rv-0..rv-n-1
+// for it (the secret db, on_revoke: wipe-secrets), and returns their text.
+func (e *env) revocationSetup(t testing.TB, n int) []string {
+	t.Helper()
+	e.must("launcher", "image", "build", "-o", e.path("watch-image"), "--busybox", "sh,echo,sha256sum,cut,sleep",
+		"--entrypoint", "/bin/sh", "--cmd", "-c",
+		"--cmd", `while :; do s=$(sha256sum /run/secrets/db 2>/dev/null | cut -c1-16); echo "db ${s:-gone}"; sleep 1; done`)
+	e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("watch-image"))
+	e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+		"--image", e.path("watch-image"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "rv",
+		"-o", e.path("rv.yaml"))
+	base, err := os.ReadFile(e.path("rv.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for i := range n {
+		p := strings.Replace(string(base), "name: rv", "name: rv-"+strconv.Itoa(i), 1) + "\non_revoke: wipe-secrets\n"
+		if err := os.WriteFile(e.path("attestd/policies/rv-"+strconv.Itoa(i)+".yaml"), []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+	return out
+}
+
+// removedAt finds, in the daemon's log, when it heard from the guest of
+// sandbox id that its secrets were removed (the slog time of that line).
+func removedAt(log, id string) (time.Time, bool) {
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, "secrets removed from the guest") || !strings.Contains(line, "sandbox="+id) {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		ts, ok := strings.CutPrefix(f[0], "time=")
+		if !ok {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		return at, err == nil
+	}
+	return time.Time{}, false
+}
+
+// pct is the nearest-rank percentile p (0..100) of ds, in ms.
+func pct(ds []time.Duration, p float64) float64 {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return float64(s[max(i, 0)]) / float64(time.Millisecond)
+}
+
+// BenchmarkRevocationToGuest: a policy change to secrets gone in the
+// running guest, through the binaries on loopback: the admin writes a
+// policy that no longer allows a running sandbox and asks attestd to
+// reload (ctl policies reload); attestd judges the kept sandboxes again,
+// pushes the revocation over WatchNode; the daemon sends REVOKE; the
+// agent unlinks /run/secrets/* and answers. The time runs from before the
+// policy file is written to the daemon's log line of the guest's answer.
+// Baseline, same run: the same admin call when it revokes nothing.
+// BULWARK_BENCH_REVOCATIONS sandboxes (default 8), one revocation each.
+func BenchmarkRevocationToGuest(b *testing.B) {
+	e := setup(b)
+	n := 8
+	if v, err := strconv.Atoi(os.Getenv("BULWARK_BENCH_REVOCATIONS")); err == nil && v > 0 {
+		n = v
+	}
+	pols := e.revocationSetup(b, n)
+	d := e.startDaemon(b, "--reattest-interval", "60s")
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = e.runDetachedWith(b, "rv-"+strconv.Itoa(i), "watch-image", "--memory", "256")
+	}
+	for _, id := range ids {
+		eventually(b, 120*time.Second, "the sandbox reads its secret", func() (bool, string) {
+			l := e.must("launcher", "logs", id)
+			return strings.Contains(l, "db ") && !strings.Contains(l, "db gone"), l
+		})
+	}
+	var revoke, baseline []time.Duration
+	for b.Loop() {
+		if len(revoke) > 0 {
+			continue // each sandbox is revoked once: one pass
+		}
+		for i, id := range ids {
+			t0 := time.Now()
+			e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+			baseline = append(baseline, time.Since(t0))
+
+			p := pols[i]
+			j := strings.Index(p, "\nimage:\n")
+			k := strings.Index(p[j:], "sha256:")
+			p = p[:j+k] + "sha256:" + strings.Repeat("0", 64) + p[j+k+71:]
+			t0 = time.Now()
+			if err := os.WriteFile(e.path("attestd/policies/rv-"+strconv.Itoa(i)+".yaml"), []byte(p), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+			var at time.Time
+			eventually(b, 30*time.Second, "the guest's secrets removed", func() (bool, string) {
+				var ok bool
+				at, ok = removedAt(d.log.String(), id)
+				return ok, d.log.String()
+			})
+			revoke = append(revoke, at.Sub(t0))
+		}
+	}
+	b.Logf("revocation to secrets gone (ms): %v; baseline admin call (ms): %v", revoke, baseline)
+	b.ReportMetric(pct(revoke, 50), "revoke-p50-ms")
+	b.ReportMetric(pct(revoke, 99), "revoke-p99-ms")
+	b.ReportMetric(pct(baseline, 50), "baseline-p50-ms")
+	b.ReportMetric(pct(baseline, 99), "baseline-p99-ms")
+	b.ReportMetric(float64(len(revoke)), "revocations")
+	b.ReportMetric(0, "ns/op")
 }

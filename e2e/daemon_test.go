@@ -26,7 +26,7 @@ type daemon struct {
 
 // startDaemon starts 'launcher daemon' (with extra flags) and waits until
 // it serves; it is stopped when t ends.
-func (e *env) startDaemon(t *testing.T, extra ...string) *daemon {
+func (e *env) startDaemon(t testing.TB, extra ...string) *daemon {
 	t.Helper()
 	c := e.cmd("launcher", append([]string{"daemon", "--attestd", e.addr, "--ca", e.ca}, extra...)...)
 	d := &daemon{cmd: c, log: &syncBuffer{}, exited: make(chan struct{})}
