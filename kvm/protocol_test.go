@@ -172,8 +172,15 @@ func FuzzReadFrame(f *testing.F) {
 		jsonFrame(f, channel.TypeExit, channel.Exit{Code: 0}),
 	}, nil), true)
 	f.Add(rawFrame(channel.TypeError, `{"message":"x"}`), false)
+	f.Add(bytes.Join([][]byte{
+		jsonFrame(f, channel.TypeReady, channel.Ready{Version: channel.Version}),
+		jsonFrame(f, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)}),
+		jsonFrame(f, channel.TypeStarted, channel.Started{PID: 1}),
+		jsonFrame(f, channel.TypeDone, channel.Done{Seq: 1, Removed: 2}),
+	}, nil), true)
 	f.Fuzz(func(t *testing.T, in []byte, sentStart bool) {
 		s := protoSandbox()
+		s.dones = map[uint64]chan channel.Done{1: make(chan channel.Done, 1)} // a REVOKE awaiting its answer
 		_ = feed(s, in, sentStart)
 		if s.state == stateExited && (s.exitCode < 0 || s.exitCode > 255) {
 			t.Fatalf("exit code %d accepted", s.exitCode)
