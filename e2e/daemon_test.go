@@ -25,11 +25,11 @@ type daemon struct {
 	exited chan struct{}
 }
 
-// startDaemon starts 'launcher daemon' and waits until it serves; it is
-// stopped when t ends.
-func (e *env) startDaemon(t *testing.T, flags ...string) *daemon {
+// startDaemon starts 'launcher daemon' (with extra flags) and waits until
+// it serves; it is stopped when t ends.
+func (e *env) startDaemon(t testing.TB, extra ...string) *daemon {
 	t.Helper()
-	c := e.cmd("launcher", append([]string{"daemon", "--attestd", e.addr, "--ca", e.ca}, flags...)...)
+	c := e.cmd("launcher", append([]string{"daemon", "--attestd", e.addr, "--ca", e.ca}, extra...)...)
 	d := &daemon{cmd: c, log: &syncBuffer{}, exited: make(chan struct{})}
 	pr, pw := io.Pipe()
 	c.Stdout, c.Stderr = pw, pw

@@ -57,7 +57,7 @@ var accepts = map[guestState][]channel.Type{
 	stateHeld:        nil,
 	stateKeyed:       {channel.TypeError},
 	stateStarting:    {channel.TypeStarted, channel.TypeError},
-	stateRunning:     {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeExit, channel.TypeError},
+	stateRunning:     {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeDone, channel.TypeExit, channel.TypeError},
 	stateExited:      nil,
 	stateFailed:      nil,
 	stateReattaching: {channel.TypeStatus},
@@ -223,6 +223,8 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 			return fmt.Errorf("STATUS %q with code %d", st.State, st.Code)
 		}
 		close(s.reattachedCh)
+	case channel.TypeDone:
+		return s.handleDone(body)
 	case channel.TypeError:
 		var e channel.Error
 		if err := channel.Decode(t, body, &e); err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -85,6 +86,9 @@ func TestHostProtocol(t *testing.T) {
 		{"host frame from guest", false, cat(hello, jsonFrame(t, channel.TypeStart, channel.Start{SandboxID: "x"})), "unexpected", -1},
 		{"unknown field", false, cat(ready, rawFrame(channel.TypeHello, `{"version":2,"public_key":"","x":1}`)), "malformed", -1},
 		{"pong unasked", true, cat(hello, started, jsonFrame(t, channel.TypePong, channel.Ping{Seq: 1})), "answers no PING", -1},
+		{"done unasked", true, cat(hello, started, jsonFrame(t, channel.TypeDone, channel.Done{Seq: 1})), "answers no REVOKE or ROTATE", -1},
+		{"done before start", true, cat(hello, jsonFrame(t, channel.TypeDone, channel.Done{Seq: 1})), "unexpected DONE", -1},
+		{"revoke from the guest", true, cat(hello, started, jsonFrame(t, channel.TypeRevoke, channel.Revoke{Action: "stop"})), "unexpected REVOKE", -1},
 		{"pong before start", true, cat(hello, jsonFrame(t, channel.TypePong, channel.Ping{Seq: 1})), "unexpected PONG", -1},
 		{"output after exit", true, cat(hello, started, jsonFrame(t, channel.TypeExit, channel.Exit{Code: 0}), rawFrame(channel.TypeStdout, "x")), "unexpected STDOUT", -1},
 		{"exec output before start", true, cat(hello, rawFrame(channel.TypeExecOut, "\x00\x00\x00\x01\x01x")), "unexpected EXEC_OUT", -1},
@@ -197,8 +201,15 @@ func FuzzReadFrame(f *testing.F) {
 		jsonFrame(f, channel.TypeExit, channel.Exit{Code: 0}),
 	}, nil), true)
 	f.Add(rawFrame(channel.TypeError, `{"message":"x"}`), false)
+	f.Add(bytes.Join([][]byte{
+		jsonFrame(f, channel.TypeReady, channel.Ready{Version: channel.Version}),
+		jsonFrame(f, channel.TypeHello, channel.Hello{Version: channel.Version, PublicKey: make([]byte, 32)}),
+		jsonFrame(f, channel.TypeStarted, channel.Started{PID: 1}),
+		jsonFrame(f, channel.TypeDone, channel.Done{Seq: 1, Removed: 2}),
+	}, nil), true)
 	f.Fuzz(func(t *testing.T, in []byte, sentStart bool) {
 		s := protoSandbox()
+		s.dones = map[uint64]chan channel.Done{1: make(chan channel.Done, 1)} // a REVOKE awaiting its answer
 		_ = feed(s, in, sentStart)
 		if s.state == stateExited && (s.exitCode < 0 || s.exitCode > 255) {
 			t.Fatalf("exit code %d accepted", s.exitCode)
@@ -321,5 +332,63 @@ func TestTSCFromCPUInfo(t *testing.T) {
 		if (err != nil) != tc.err || got != tc.want {
 			t.Errorf("%q: %d, %v", tc.in, got, err)
 		}
+	}
+}
+
+// TestHostRevokeRotate: REVOKE and ROTATE go out with their own sequence
+// numbers while the workload runs, and each waits for the agent's DONE
+// naming it; refused before the workload runs.
+func TestHostRevokeRotate(t *testing.T) {
+	hostEnd, guestEnd := net.Pipe()
+	defer hostEnd.Close()
+	defer guestEnd.Close()
+	s := protoSandbox()
+	s.conn = hostEnd
+	if _, err := s.Revoke(t.Context(), channel.RevokeStop, nil, 0); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("revoke before the workload runs: %v", err)
+	}
+	s.state = stateRunning
+	guest := bufio.NewReader(guestEnd)
+	answer := func(removed int, msg string) {
+		typ, body, err := channel.ReadFrame(guest)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		var seq struct {
+			Seq uint64 `json:"seq"`
+		}
+		var r channel.Revoke
+		var rot channel.Rotate
+		switch typ {
+		case channel.TypeRevoke:
+			err = channel.Decode(typ, body, &r)
+			seq.Seq = r.Seq
+		case channel.TypeRotate:
+			err = channel.Decode(typ, body, &rot)
+			seq.Seq = rot.Seq
+		default:
+			t.Errorf("the guest got %s", typ)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+		if err := s.handleFrame(channel.TypeDone, jsonFrame(t, channel.TypeDone, channel.Done{Seq: seq.Seq, Removed: removed, Error: msg})[5:]); err != nil {
+			t.Error(err)
+		}
+	}
+	go answer(2, "")
+	if n, err := s.Revoke(t.Context(), channel.RevokeWipeSecrets, []string{"a", "b"}, 0); n != 2 || err != nil {
+		t.Fatalf("revoke: %d, %v", n, err)
+	}
+	go answer(0, "secret \"db\" does not open")
+	if err := s.Rotate(t.Context(), []Secret{{Name: "db", Wrapped: []byte{1}}}); err == nil || !strings.Contains(err.Error(), "does not open") {
+		t.Fatalf("rotate refused by the guest: %v", err)
+	}
+	if err := s.Rotate(t.Context(), nil); err == nil {
+		t.Fatal("an empty rotation was sent")
+	}
+	if _, err := s.Revoke(t.Context(), "explode", nil, 0); err == nil {
+		t.Fatal("an unknown action was sent")
 	}
 }

@@ -80,6 +80,7 @@ type Sandbox struct {
 	pongs        map[uint64]chan struct{}
 	execSeq      uint32
 	execs        map[uint32]*execWaiter
+	dones        map[uint64]chan channel.Done // REVOKE/ROTATE awaiting DONE (revoke.go)
 	closeOnce    sync.Once
 	stopWatch    context.CancelFunc
 }

@@ -69,6 +69,9 @@ type Verdict struct {
 	// Claims are the attested facts the policy saw (the CEL variables), for
 	// the attestation result token.
 	Claims map[string]any
+	// OnRevoke is the policy's on_revoke (OnRevokeStop when the launch
+	// named no loaded policy).
+	OnRevoke string
 }
 
 // Evaluate judges ev against the policy its launch event names, and only
@@ -127,7 +130,7 @@ func (p *Policy) Evaluate(ctx context.Context, ev Evidence) Verdict {
 	e.hostKernelCmdline()
 	claims := e.claims()
 	e.rules(ctx, claims)
-	v := Verdict{Policy: p.Name, PolicyDigest: p.Digest, Reasons: e.reasons, Claims: claims}
+	v := Verdict{Policy: p.Name, PolicyDigest: p.Digest, Reasons: e.reasons, Claims: claims, OnRevoke: p.OnRevoke}
 	if len(e.reasons) == 0 {
 		v.Allow = true
 		v.Secrets = slices.Clone(p.Secrets)

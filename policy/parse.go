@@ -160,7 +160,7 @@ func yamlError(path string, err error) *Error {
 	return &Error{File: path, Line: line, Column: col, Msg: "YAML syntax: " + msg, Hint: "check indentation (spaces, not tabs) and quoting on or just before this line"}
 }
 
-var topFields = []string{"apiVersion", "name", "description", "valid", "signers", "kernel", "initrd", "cmdline", "image", "args", "env", "network", "volumes", "templates", "host", "secrets", "rules"}
+var topFields = []string{"apiVersion", "name", "description", "valid", "signers", "kernel", "initrd", "cmdline", "image", "args", "env", "network", "volumes", "templates", "host", "secrets", "on_revoke", "rules"}
 
 func (p *parser) policy(root *yaml.Node, dir string, opts LoadOptions) *Policy {
 	pol := &Policy{Signers: map[string]*Signer{}}
@@ -229,6 +229,17 @@ func (p *parser) policy(root *yaml.Node, dir string, opts LoadOptions) *Policy {
 	}
 	if v, ok := f["rules"]; ok {
 		p.rules(v.val, pol)
+	}
+	pol.OnRevoke = OnRevokeStop
+	if v, ok := f["on_revoke"]; ok {
+		if s, ok := p.str(v.val, "on_revoke"); ok {
+			switch s {
+			case OnRevokeStop, OnRevokeWipeSecrets:
+				pol.OnRevoke = s
+			default:
+				p.errAt(v.val, "write 'on_revoke: stop' (the default) or 'on_revoke: wipe-secrets'", "on_revoke: %q is not an action", truncate(s, 80))
+			}
+		}
 	}
 	return pol
 }

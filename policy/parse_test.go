@@ -39,6 +39,18 @@ func TestParseMinimal(t *testing.T) {
 	}
 }
 
+func TestParseOnRevoke(t *testing.T) {
+	for _, tc := range []struct{ line, want string }{{"", OnRevokeStop}, {"on_revoke: stop\n", OnRevokeStop}, {"on_revoke: wipe-secrets\n", OnRevokeWipeSecrets}} {
+		p, err := Parse("t.yaml", []byte(minimal+tc.line), LoadOptions{})
+		if err != nil {
+			t.Fatalf("%q: %v", tc.line, err)
+		}
+		if p.OnRevoke != tc.want {
+			t.Errorf("%q: on_revoke %q, want %q", tc.line, p.OnRevoke, tc.want)
+		}
+	}
+}
+
 type wantErr struct {
 	line, col int
 	sub       string
@@ -99,6 +111,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad CEL quoted", minimal + "rules:\n  - name: r\n    expr: 'kernel == 1'\n", []wantErr{{9, 19, "no matching overload"}}},
 		{"bad CEL type", minimal + "rules:\n  - name: r\n    expr: kernel\n", []wantErr{{9, 11, "expression has type string, want bool"}}},
 		{"bad CEL block", minimal + "rules:\n  - name: r\n    expr: |\n      kernel != \"\" &&\n        nosuch\n", []wantErr{{11, 9, "undeclared reference to 'nosuch'"}}},
+		{"bad on_revoke", minimal + "on_revoke: kill\n", []wantErr{{7, 12, `on_revoke: "kill" is not an action`}}},
+		{"on_revoke not a string", minimal + "on_revoke: [stop]\n", []wantErr{{7, 12, "on_revoke: expected a string"}}},
 		{"missing CEL expr", minimal + "rules:\n  - name: r\n", []wantErr{{8, 5, "rules[0]: missing expr"}}},
 		{"missing version", strings.Replace(minimal, "apiVersion: bulwark.dev/v1\n", "", 1), []wantErr{{1, 1, "missing apiVersion"}}},
 		{"wrong version", strings.Replace(minimal, "bulwark.dev/v1", "bulwark.dev/v2", 1), []wantErr{{1, 13, `unsupported apiVersion "bulwark.dev/v2"`}}},

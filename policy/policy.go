@@ -40,10 +40,23 @@ type Policy struct {
 	KernelCmdline *HostCmdlineRule // nil: no requirement on the host kernel's command line
 
 	Secrets []string // released to launches this policy allows
-	Rules   []*Rule  // CEL rules, all must be true
+	// OnRevoke is what a running sandbox does when attestd revokes it
+	// (docs/policy.md "on_revoke"), after its secrets are removed:
+	// OnRevokeStop (the default) or OnRevokeWipeSecrets.
+	OnRevoke string
+	Rules    []*Rule // CEL rules, all must be true
 
 	keyFiles []string // signer key files read, for the watcher
 }
+
+// The actions of on_revoke.
+const (
+	// OnRevokeStop: the guest removes the secrets, then stops the workload.
+	OnRevokeStop = "stop"
+	// OnRevokeWipeSecrets: the guest removes the secrets; the workload
+	// keeps running without them.
+	OnRevokeWipeSecrets = "wipe-secrets"
+)
 
 // MaxHostPCR is the highest host PCR a policy may require. The launcher
 // quotes the host's PCRs 0-7 (firmware, option ROMs, boot loader, Secure

@@ -22,6 +22,10 @@ type WatcherOptions struct {
 	Interval time.Duration    // how often Run checks for changes; default 2s
 	Logger   *slog.Logger     // default: discard
 	Now      func() time.Time // default time.Now
+	// OnLoad, when set, is called after each successful load (by Reload,
+	// Check or Run), with the watcher's lock released: attestd judges its
+	// running sandboxes again by the new set. It must not block for long.
+	OnLoad func()
 }
 
 // Status describes the policy set in force and the last load attempt, for
@@ -98,8 +102,12 @@ func (w *Watcher) Status() Status {
 // failure the previous set stays in force and the error lists every problem.
 func (w *Watcher) Reload() error {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.reloadLocked(w.fingerprint(w.cur.Load()))
+	err := w.reloadLocked(w.fingerprint(w.cur.Load()))
+	w.mu.Unlock()
+	if err == nil && w.opts.OnLoad != nil {
+		w.opts.OnLoad()
+	}
+	return err
 }
 
 func (w *Watcher) reloadLocked(fp string) error {
@@ -153,12 +161,16 @@ func (w *Watcher) Run(ctx context.Context) error {
 // reports whether a reload was attempted.
 func (w *Watcher) Check() bool {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	fp := w.fingerprint(w.cur.Load())
 	if fp == w.lastFP && !w.st.LastAttempt.IsZero() {
+		w.mu.Unlock()
 		return false
 	}
-	_ = w.reloadLocked(fp)
+	err := w.reloadLocked(fp)
+	w.mu.Unlock()
+	if err == nil && w.opts.OnLoad != nil {
+		w.opts.OnLoad()
+	}
 	return true
 }
 

@@ -7,6 +7,7 @@
 #   BENCH_QUICK=1               fewer iterations (a smoke run)
 #   LOAD_DURATION=60s           each fleet run through the binaries
 #   SWEEP_RATES=1000,...,2000   the rate sweep's steps, SWEEP_STEP=20s each
+#   BULWARK_BENCH_REVOCATIONS=8 running sandboxes revoked, one each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
@@ -29,6 +30,9 @@ bench ./kvm 'BenchmarkLaunchVsBareQEMU|BenchmarkCloneVsColdBoot' "$n"
 # Density: BULWARK_BENCH_CLONES idle clones at once (default 100).
 bench ./kvm 'BenchmarkCloneDensity' 1x
 bench ./e2e 'BenchmarkLaunchMemory' "$n"
+# Revocation through the binaries: BULWARK_BENCH_REVOCATIONS running
+# sandboxes (default 8), each revoked once by a policy change.
+bench ./e2e 'BenchmarkRevocationToGuest' 1x
 
 # The fleet through the real binaries for LOAD_DURATION (default 60s), each
 # run ending with the "nothing lost" audit check: first at the 2,000/s target
@@ -108,6 +112,9 @@ printf '| QEMU confined vs unconfined: peak RSS | %s MiB | unconfined, same run:
   "$(metric LaunchVsBareQEMU rss-MiB)" "$(metric LaunchVsBareQEMU unconfined-rss-MiB)" "$(metric LaunchVsBareQEMU confine-rss-ratio)"
 printf '| memory per sandbox (launcher run, 256 MiB guest; peak RSS) | %s MiB: QEMU %s MiB + launcher %s MiB | bare QEMU, same guest: %s MiB | |\n' \
   "$(metric LaunchMemory sandbox-rss-MiB)" "$(metric LaunchMemory qemu-rss-MiB)" "$(metric LaunchMemory launcher-rss-MiB)" "$(metric LaunchVsBareQEMU bare-rss-MiB)"
+printf '| revocation (policy change) to secrets gone in the running guest, binaries on loopback, %s sandboxes | p50 %s ms, p99 %s ms (goal p99 <= 1000 ms) | the same admin call revoking nothing: p50 %s ms, p99 %s ms | |\n' \
+  "$(metric RevocationToGuest revocations)" "$(metric RevocationToGuest revoke-p50-ms)" "$(metric RevocationToGuest revoke-p99-ms)" \
+  "$(metric RevocationToGuest baseline-p50-ms)" "$(metric RevocationToGuest baseline-p99-ms)"
 printf '| clone of a VM template: sandbox start to workload running, image mounted | %s ms (median) | cold boot of the same recipe: %s ms | %s× faster (goal >= 5, clone <= 500 ms); loading the template once: %s ms |\n' \
   "$(metric CloneVsColdBoot clone-ms)" "$(metric CloneVsColdBoot cold-ms)" "$(metric CloneVsColdBoot speedup)" "$(metric CloneVsColdBoot template-load-ms)"
 printf '| idle host memory per clone (QEMU PSS + the template pages over the clones), %s clones | %s MiB | one idle cold boot (QEMU PSS): %s MiB | goal <= 30 MiB |\n' \

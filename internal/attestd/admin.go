@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/enclave"
@@ -77,6 +78,10 @@ func (a *adminServer) PutSecret(ctx context.Context, req *bulwarkv1.PutSecretReq
 	if err := a.audit(ctx, req.GetName(), map[string]any{"action": "secret.put", "name": req.GetName(), "version": meta.Version, "size": meta.Size}); err != nil {
 		return nil, a.s.storeStatus(ctx, "audit", err)
 	}
+	// A new version reaches the running sandboxes that hold the secret.
+	if err := a.s.secretRotated(ctx, req.GetName(), meta.Version); err != nil {
+		return nil, err
+	}
 	return &bulwarkv1.PutSecretResponse{Version: meta.Version}, nil
 }
 
@@ -89,6 +94,10 @@ func (a *adminServer) DeleteSecret(ctx context.Context, req *bulwarkv1.DeleteSec
 	}
 	if err := a.audit(ctx, req.GetName(), map[string]any{"action": "secret.delete", "name": req.GetName()}); err != nil {
 		return nil, a.s.storeStatus(ctx, "audit", err)
+	}
+	// It leaves the running sandboxes that hold it.
+	if err := a.s.secretDeleted(ctx, req.GetName()); err != nil {
+		return nil, err
 	}
 	return &bulwarkv1.DeleteSecretResponse{}, nil
 }
@@ -133,6 +142,33 @@ func (a *adminServer) ListNodes(ctx context.Context, _ *bulwarkv1.ListNodesReque
 	return out, nil
 }
 
+// ListSandboxes lists the kept sandboxes with their effective verdict
+// (stale for an allow older than twice the interval) and its age.
+func (a *adminServer) ListSandboxes(ctx context.Context, req *bulwarkv1.ListSandboxesAdminRequest) (*bulwarkv1.ListSandboxesAdminResponse, error) {
+	if n := req.GetNodeId(); n != "" {
+		if err := validateNodeID("node_id", n); err != nil {
+			return nil, err
+		}
+	}
+	sts, err := a.s.st.ListSandboxStates(ctx, req.GetNodeId())
+	if err != nil {
+		return nil, a.s.storeStatus(ctx, "sandboxes", err)
+	}
+	now := a.s.now()
+	out := &bulwarkv1.ListSandboxesAdminResponse{}
+	for i := range sts {
+		st := &sts[i]
+		ss := &bulwarkv1.SandboxState{NodeId: st.NodeID, SandboxId: st.SandboxID, Policy: st.Policy, JudgedBy: st.JudgedBy,
+			Verdict: string(st.Effective(now)), Reasons: st.Reasons, VerdictAt: timestamppb.New(st.VerdictAt),
+			IntervalSeconds: uint32(st.Interval / time.Second), AgeSeconds: now.Sub(st.VerdictAt).Seconds()}
+		for _, x := range st.Secrets {
+			ss.Secrets = append(ss.Secrets, x.Name)
+		}
+		out.Sandboxes = append(out.Sandboxes, ss)
+	}
+	return out, nil
+}
+
 func (a *adminServer) DeleteNode(ctx context.Context, req *bulwarkv1.DeleteNodeRequest) (*bulwarkv1.DeleteNodeResponse, error) {
 	if err := validateNodeID("node_id", req.GetNodeId()); err != nil {
 		return nil, err
@@ -161,6 +197,11 @@ func (a *adminServer) RevokeNode(ctx context.Context, req *bulwarkv1.RevokeNodeR
 		return nil, a.s.storeStatus(ctx, "audit", err)
 	}
 	a.s.log.WarnContext(ctx, "node revoked", "node", req.GetNodeId(), "by", adminName(ctx))
+	// Its running sandboxes are revoked too: their host service is told
+	// (WatchNode), and their guests lose their secrets.
+	if _, err := a.s.revokeNode(ctx, req.GetNodeId()); err != nil {
+		return nil, err
+	}
 	return &bulwarkv1.RevokeNodeResponse{}, nil
 }
 
@@ -256,6 +297,11 @@ func (a *adminServer) ReloadPolicies(ctx context.Context, _ *bulwarkv1.ReloadPol
 	}
 	if aerr := a.audit(ctx, "policies", map[string]any{"action": "policy.reload", "ok": err == nil}); aerr != nil {
 		return nil, a.s.storeStatus(ctx, "audit", aerr)
+	}
+	// The running sandboxes are judged by the policies now in force (also
+	// after a failed load: the set in force may have changed before).
+	if _, rerr := a.s.Rejudge(ctx); rerr != nil {
+		return nil, rerr
 	}
 	return &bulwarkv1.ReloadPoliciesResponse{Policies: policyStates(r), Ok: err == nil && r.OK}, nil
 }

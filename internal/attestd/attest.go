@@ -40,6 +40,8 @@ type Judgement struct {
 	// Releases (Preflight only) are the secret names the policy would
 	// release after a passing attestation: checked against the vault.
 	Releases []string
+	// OnRevoke is the policy's on_revoke (policy.OnRevokeStop when unset).
+	OnRevoke string
 }
 
 // PolicyReport is the load state of the policy directory.
@@ -80,11 +82,23 @@ func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bul
 		}
 		return nil, err
 	}
+	if isReattest(req) {
+		return s.reattest(ctx, v, req)
+	}
 	j := s.policies.Judge(ctx, v, req.GetSignatures())
 	if !j.Allow && len(j.Reasons) == 0 {
 		j.Reasons = []string{"denied by policy"}
 	}
-	return s.finish(ctx, v, j, !req.GetOmitToken())
+	out, err := s.finish(ctx, v, j, !req.GetOmitToken())
+	if err == nil && req.GetReattestIntervalSeconds() > 0 {
+		// A sandbox the host service will re-attest: keep its state. The
+		// verdict stands recorded either way; a host whose sandbox is not
+		// kept learns it at the first re-attestation (a deny).
+		if kerr := s.keepSandbox(ctx, v, req, j); kerr != nil {
+			return nil, s.storeStatus(ctx, "attest: keeping the sandbox", kerr)
+		}
+	}
+	return out, err
 }
 
 // finish records a verdict and, if withToken, signs its token.

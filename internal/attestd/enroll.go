@@ -167,7 +167,7 @@ func (s *Server) Challenge(ctx context.Context, req *bulwarkv1.ChallengeRequest)
 	if err != nil {
 		return nil, s.storeStatus(ctx, "challenge", err)
 	}
-	if err := nodeActive(n); err != nil {
+	if err := nodeActive(n); err != nil && !(req.GetWatch() && n.State == store.NodeRevoked) {
 		return nil, err
 	}
 	nonce, err := s.randomBytes(NonceSize)

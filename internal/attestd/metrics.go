@@ -31,6 +31,10 @@ type Metrics struct {
 	// The embedded store's group commits (ObserveCommit).
 	StoreCommit       prometheus.Histogram // seconds per commit
 	StoreCommitWrites prometheus.Histogram // writes per commit
+	// Continuous attestation: decisions pushed to hosts, by kind (revoke,
+	// rotate), and re-attestations (one quote for a host's sandboxes).
+	Decisions      *prometheus.CounterVec
+	Reattestations prometheus.Counter
 }
 
 // NewMetrics registers attestd's metrics (and the Go and process
@@ -89,13 +93,24 @@ func NewMetrics() *Metrics {
 			Help:    "Embedded store: writes (verdicts, enrollments, ...) carried by each group commit.",
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512},
 		}),
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "decisions_total",
+			Help: "Decisions about running sandboxes for their hosts, by kind: revoke, rotate.",
+		}, []string{"kind"}),
+		Reattestations: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "bulwark", Subsystem: "attestd", Name: "reattestations_total",
+			Help: "Re-attestations of a host's running sandboxes (one quote each).",
+		}),
 	}
 	m.Registry.MustRegister(m.Attestations, m.RPCDuration, m.Releases, m.SecretsOut, m.PolicyReloads, m.Panics,
 		m.RateLimited, m.UnauditedRefusals, m.ConnsRefused, m.ConnsOpen,
-		m.StoreCommit, m.StoreCommitWrites,
+		m.StoreCommit, m.StoreCommitWrites, m.Decisions, m.Reattestations,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{refusedMaxConns, refusedPerPeer} {
 		m.ConnsRefused.WithLabelValues(r) // exported as 0 from the start
+	}
+	for _, k := range []string{"revoke", "rotate"} {
+		m.Decisions.WithLabelValues(k)
 	}
 	return m
 }

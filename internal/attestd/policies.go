@@ -35,7 +35,7 @@ func artifactSignatures(sigs []*bulwarkv1.ArtifactSignature) []policy.ArtifactSi
 // Judge evaluates the verified evidence with the policy set in force.
 func (e *PolicyEngine) Judge(ctx context.Context, v *Verified, sigs []*bulwarkv1.ArtifactSignature) Judgement {
 	vd := e.W.Evaluate(ctx, Evidence(v, sigs))
-	return Judgement{Allow: vd.Allow, Policy: vd.Policy, Reasons: vd.Reasons, Secrets: vd.Secrets}
+	return Judgement{Allow: vd.Allow, Policy: vd.Policy, Reasons: vd.Reasons, Secrets: vd.Secrets, OnRevoke: vd.OnRevoke}
 }
 
 // Preflight judges a launch before boot with the policy set in force.

@@ -39,6 +39,8 @@ const (
 	// DefaultRequestTimeout is how long a client has to send a whole
 	// request (see Config.RequestTimeout).
 	DefaultRequestTimeout = 30 * time.Second
+	// DefaultWatchPoll is Config.WatchPoll's default.
+	DefaultWatchPoll = 5 * time.Second
 )
 
 // Vault is the part of the enclave vault attestd uses; *enclave.Vault
@@ -97,6 +99,11 @@ type Config struct {
 	// negative PeerRate: no limit.
 	PeerRate  float64
 	PeerBurst int
+	// WatchPoll is how often a WatchNode stream reads the node's decisions
+	// from the store even when this replica made none (another replica
+	// of a shared store may have; 0: DefaultWatchPoll). Decisions this
+	// replica makes are sent at once.
+	WatchPoll time.Duration
 	// IdleTimeout closes a connection that has had no call for this long
 	// (gRPC's MaxConnectionIdle; 0: DefaultIdleTimeout). A connection
 	// costs a file descriptor and memory while it stays open.
@@ -132,6 +139,8 @@ type Server struct {
 	idleTimeout  time.Duration
 	peers        *peerLimiter // nil: no limit
 	refusalLogs  logSampler
+	watchers     hub
+	watchPoll    time.Duration
 	nowFn        func() time.Time
 	rand         io.Reader
 }
@@ -145,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 		log: cfg.Logger, st: cfg.Store, vault: cfg.Vault, policies: cfg.Policies, tokens: cfg.Tokens,
 		metrics: cfg.Metrics, cps: cfg.Checkpoints, ekRoots: cfg.EKRoots, ekInter: cfg.EKIntermediates, adminCA: cfg.AdminCA,
 		launchPCR: cfg.LaunchPCR, nonceTTL: cfg.NonceTTL, challengeTTL: cfg.ChallengeTTL, tokenTTL: cfg.TokenTTL, requestTO: cfg.RequestTimeout,
-		idleTimeout: cfg.IdleTimeout, nowFn: cfg.Now, rand: cfg.Rand, ekAllow: map[string]bool{},
+		idleTimeout: cfg.IdleTimeout, watchPoll: cfg.WatchPoll, nowFn: cfg.Now, rand: cfg.Rand, ekAllow: map[string]bool{},
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -174,7 +183,10 @@ func New(cfg Config) (*Server, error) {
 	if s.idleTimeout == 0 {
 		s.idleTimeout = DefaultIdleTimeout
 	}
-	if s.nonceTTL < 0 || s.challengeTTL < 0 || s.tokenTTL < 0 || s.requestTO < 0 || s.idleTimeout < 0 {
+	if s.watchPoll == 0 {
+		s.watchPoll = DefaultWatchPoll
+	}
+	if s.watchPoll < 0 || s.nonceTTL < 0 || s.challengeTTL < 0 || s.tokenTTL < 0 || s.requestTO < 0 || s.idleTimeout < 0 {
 		return nil, errors.New("attestd: durations must be positive")
 	}
 	if s.nowFn == nil {
@@ -206,6 +218,7 @@ func New(cfg Config) (*Server, error) {
 		s.ekAllow[id] = true
 	}
 	s.admin.s = s
+	s.registerSandboxMetrics()
 	return s, nil
 }
 

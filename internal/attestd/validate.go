@@ -95,6 +95,49 @@ func validateSandboxID(field, id string) error {
 	return nil
 }
 
+// validateSandboxIDs checks what an Attest request names: one sandbox
+// (sandbox_id) or, for a re-attestation, several (sandbox_ids), and the
+// re-attestation interval.
+func validateSandboxIDs(r *bulwarkv1.AttestRequest) error {
+	if r.GetReattestIntervalSeconds() > MaxReattestInterval {
+		return invalid("reattest_interval_seconds", "%d: the limit is %d (a day)", r.GetReattestIntervalSeconds(), MaxReattestInterval)
+	}
+	if !isReattest(r) {
+		return validateSandboxID("sandbox_id", r.GetSandboxId())
+	}
+	if r.GetSandboxId() != "" {
+		return invalid("sandbox_ids", "give sandbox_id or sandbox_ids, not both")
+	}
+	if len(r.GetSandboxRecord()) > 0 {
+		return invalid("sandbox_record", "not used with sandbox_ids: attestd finds each kept sandbox in the verified log")
+	}
+	seen := map[string]bool{}
+	for _, f := range []struct {
+		name string
+		ids  []string
+	}{{"sandbox_ids", r.GetSandboxIds()}, {"ended_sandbox_ids", r.GetEndedSandboxIds()}} {
+		if len(f.ids) > MaxReattestSandboxes {
+			return invalid(f.name, "%d sandboxes, the limit is %d per request", len(f.ids), MaxReattestSandboxes)
+		}
+		for i, id := range f.ids {
+			if err := validateSandboxID(fmt.Sprintf("%s[%d]", f.name, i), id); err != nil {
+				return err
+			}
+			if seen[id] {
+				return invalid(fmt.Sprintf("%s[%d]", f.name, i), "%q named twice", id)
+			}
+			seen[id] = true
+		}
+	}
+	return nil
+}
+
+// isReattest says whether an Attest request is a host service's
+// re-attestation (sandbox_ids, ended_sandbox_ids) rather than a launch's.
+func isReattest(r *bulwarkv1.AttestRequest) bool {
+	return len(r.GetSandboxIds()) > 0 || len(r.GetEndedSandboxIds()) > 0
+}
+
 func checkBytes(field string, b []byte, min, max int) error {
 	if len(b) == 0 && min > 0 {
 		return invalid(field, "missing")
@@ -174,7 +217,7 @@ func validateAttest(r *bulwarkv1.AttestRequest) error {
 	if err := checkBytes("sandbox_record", r.GetSandboxRecord(), 0, measure.MaxRecordSize); err != nil {
 		return err
 	}
-	if err := validateSandboxID("sandbox_id", r.GetSandboxId()); err != nil {
+	if err := validateSandboxIDs(r); err != nil {
 		return err
 	}
 	if err := validateSignatures(r.GetSignatures()); err != nil {

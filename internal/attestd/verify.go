@@ -28,8 +28,13 @@ import (
 type Verified struct {
 	Node store.Node
 	// Event is the judged launch event: the one event of the replayed
-	// launch log whose sandbox id is the one requested.
+	// launch log whose sandbox id is the one requested (nil for a
+	// re-attestation of several sandboxes: sandbox_ids).
 	Event *measure.LaunchEvent
+	// EventDigest is the SHA-256 digest of Event's record.
+	EventDigest []byte
+	// ResetCount and RestartCount name the quote's TPM boot cycle.
+	ResetCount, RestartCount uint32
 	// Records are the launch event records the request carried and that
 	// replayed: the whole log, or the records from LogOffset on (after the
 	// prefix attestd had verified before).
@@ -224,9 +229,10 @@ func replayStart(offset uint64, clock clockInfo, held *store.PrefixView) ([]byte
 // from offset on; stored are the verified prefix's records for the
 // sandbox (those before offset count; the others are among recs), and
 // the event of one of those is the request's sandbox_record.
-func sandboxEvent(req *bulwarkv1.AttestRequest, launchPCR uint32, recs []measure.Record, offset uint64, stored []store.PrefixRecord) (*measure.LaunchEvent, error) {
+func sandboxEvent(req *bulwarkv1.AttestRequest, launchPCR uint32, recs []measure.Record, offset uint64, stored []store.PrefixRecord) (*measure.LaunchEvent, []byte, error) {
 	id := req.GetSandboxId()
 	var ev *measure.LaunchEvent
+	var evDigest []byte
 	var before *store.PrefixRecord
 	n := 0
 	for i := range stored {
@@ -237,34 +243,34 @@ func sandboxEvent(req *bulwarkv1.AttestRequest, launchPCR uint32, recs []measure
 	}
 	for i := range recs {
 		if recs[i].Event.SandboxID == id {
-			ev = recs[i].Event
+			ev, evDigest = recs[i].Event, recs[i].DigestFor(measure.SHA256)
 			n++
 		}
 	}
 	switch {
 	case n == 0:
-		return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has no event for sandbox %q (%d events for other sandboxes)", id, offset+uint64(len(recs)))
+		return nil, nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has no event for sandbox %q (%d events for other sandboxes)", id, offset+uint64(len(recs)))
 	case n > 1:
-		return nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has %d events for sandbox %q; a sandbox id is launched once", n, id)
+		return nil, nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has %d events for sandbox %q; a sandbox id is launched once", n, id)
 	case before == nil:
 		if len(req.GetSandboxRecord()) > 0 {
-			return nil, invalid("sandbox_record", "sent, but sandbox %q's event is in launch_log: send it only for an event before launch_log_offset", id)
+			return nil, nil, invalid("sandbox_record", "sent, but sandbox %q's event is in launch_log: send it only for an event before launch_log_offset", id)
 		}
-		return ev, nil
+		return ev, evDigest, nil
 	}
 	if len(req.GetSandboxRecord()) == 0 {
-		return nil, invalid("sandbox_record", "missing: sandbox %q's launch event is record %d, before launch_log_offset %d: send that record", id, before.RecNum, offset)
+		return nil, nil, invalid("sandbox_record", "missing: sandbox %q's launch event is record %d, before launch_log_offset %d: send that record", id, before.RecNum, offset)
 	}
 	rec, err := measure.ParseRecord(req.GetSandboxRecord())
 	if err != nil {
-		return nil, invalid("sandbox_record", "%v", err)
+		return nil, nil, invalid("sandbox_record", "%v", err)
 	}
 	d := rec.DigestFor(measure.SHA256)
 	if rec.RecNum != before.RecNum || rec.PCR != int(launchPCR) || d == nil || subtle.ConstantTimeCompare(d, before.Digest) != 1 || rec.Event.SandboxID != id {
-		return nil, status.Errorf(codes.PermissionDenied, "sandbox_record: record %d is not the record %d of sandbox %q that attestd verified (digest %x)",
+		return nil, nil, status.Errorf(codes.PermissionDenied, "sandbox_record: record %d is not the record %d of sandbox %q that attestd verified (digest %x)",
 			rec.RecNum, before.RecNum, id, before.Digest)
 	}
-	return rec.Event, nil
+	return rec.Event, d, nil
 }
 
 // checkQuoted is checks 5 to 7, on a request whose quote checkQuote
@@ -318,17 +324,24 @@ func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest, clock clockInfo
 				launchPCR, got, n-1, held.Prefix.PCR)
 		}
 	}
-	var stored []store.PrefixRecord
-	if sameBoot {
-		stored = held.Sandbox
-	}
-	ev, err := sandboxEvent(req, launchPCR, recs, offset, stored)
-	if err != nil {
-		return nil, err
+	var (
+		ev       *measure.LaunchEvent
+		evDigest []byte
+	)
+	// A re-attestation (sandbox_ids) finds each sandbox's event in the
+	// verified log after this check (reattest.go).
+	if !isReattest(req) {
+		var stored []store.PrefixRecord
+		if sameBoot {
+			stored = held.Sandbox
+		}
+		if ev, evDigest, err = sandboxEvent(req, launchPCR, recs, offset, stored); err != nil {
+			return nil, err
+		}
 	}
 
 	v := &Verified{
-		Event: ev, Records: recs, LogOffset: offset, LaunchPCR: launchPCR, LaunchPCRValue: launchValue,
+		Event: ev, EventDigest: evDigest, ResetCount: clock.ResetCount, RestartCount: clock.RestartCount, Records: recs, LogOffset: offset, LaunchPCR: launchPCR, LaunchPCRValue: launchValue,
 		HostPCRs: make(map[int][]byte, len(req.GetPcrs())-1),
 	}
 	for idx, val := range req.GetPcrs() {

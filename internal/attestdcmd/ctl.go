@@ -69,7 +69,7 @@ func init() {
 func ctlActionList() string {
 	// Computed lazily at --help time would be nicer; init order of files
 	// is by name, so list the known actions here.
-	return "secret put|list|rm, nodes [rm|revoke], audit [verify], policies [reload], replica [approve|deny]"
+	return "secret put|list|rm, nodes [rm|revoke], sandboxes, audit [verify], policies [reload], replica [approve|deny]"
 }
 
 func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

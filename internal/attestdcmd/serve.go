@@ -224,7 +224,15 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 			return fmt.Errorf("policy directory: %w", err)
 		}
 	}
-	w := policy.NewWatcher(pdir, policy.WatcherOptions{Load: lo, Logger: log.With("component", "policy")})
+	// Each new policy set judges the running sandboxes again (rejudgeLoop,
+	// once the server exists).
+	rejudge := make(chan struct{}, 1)
+	w := policy.NewWatcher(pdir, policy.WatcherOptions{Load: lo, Logger: log.With("component", "policy"), OnLoad: func() {
+		select {
+		case rejudge <- struct{}{}:
+		default:
+		}
+	}})
 	if err := w.Reload(); err != nil {
 		log.Warn("policies did not load; every launch is denied until they do", "dir", pdir, "error", err)
 	}
@@ -297,6 +305,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		log.Warn("no retention (--retention 0): attestations and audit records are never purged, and the store grows for ever")
 	}
 	go purgeLoop(ctx, st, checkpoints, retainer, log)
+	go rejudgeLoop(ctx, rejudge, srv, log)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -320,6 +329,23 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		}
 	}
 	return srv.Serve(ctx, so)
+}
+
+// rejudgeLoop judges the running sandboxes again after each policy load
+// (attestd.Server.Rejudge): one that no longer passes is revoked.
+func rejudgeLoop(ctx context.Context, loaded <-chan struct{}, srv *attestd.Server, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-loaded:
+			if n, err := srv.Rejudge(ctx); err != nil {
+				log.Error("judging the running sandboxes by the new policies", "error", err)
+			} else if n > 0 {
+				log.Warn("sandboxes revoked: the new policies no longer allow them", "revoked", n)
+			}
+		}
+	}
 }
 
 // reloadOnHangup re-reads the policy directory at each SIGHUP, the usual

@@ -45,7 +45,12 @@ type Config struct {
 	Agent string
 	// LogLimit bounds each sandbox's output log (0: DefaultLogLimit).
 	LogLimit int64
-	Logger   *slog.Logger
+	// ReattestInterval, when set, is how often the service attests its
+	// running sandboxes again (one quote for all), and turns continuous
+	// attestation on: launches ask attestd to keep their state, and the
+	// service applies attestd's decisions (continuous.go). 0: off.
+	ReattestInterval time.Duration
+	Logger           *slog.Logger
 }
 
 // Service implements the Host API.
@@ -65,6 +70,9 @@ type Service struct {
 
 	mu        sync.Mutex
 	sandboxes map[string]*sandbox
+
+	loops sync.WaitGroup // the continuous attestation loops (continuous.go)
+	ended []string       // sandboxes ended since the last re-attestation (s.mu)
 }
 
 // sandbox is one sandbox the service knows.
@@ -130,6 +138,12 @@ func New(cfg Config) (*Service, error) {
 		close(done)
 		s.sandboxes[r.GetId()] = &sandbox{dir: dir, log: endedOutputLog(filepath.Join(dir, outputFile)), done: done, info: r}
 	}
+	if cfg.ReattestInterval > 0 {
+		if err := s.startContinuous(); err != nil {
+			s.cancel()
+			return nil, fmt.Errorf("hostd: continuous attestation: %w", err)
+		}
+	}
 	return s, nil
 }
 
@@ -191,6 +205,7 @@ func (s *Service) Shutdown(ctx context.Context, keep bool) error {
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
+		s.loops.Wait()
 		close(done)
 	}()
 	defer s.templates.Close()
@@ -254,6 +269,7 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 	}
 	o.SandboxID, o.StateDir, o.HostTPM, o.Templates, o.RunDir = id, s.cfg.StateDir, s.cfg.TPM, &s.templates, dir
 	o.Attestd, o.PCR, o.Agent, o.Logger = s.cfg.Attestd, s.cfg.PCR, s.cfg.Agent, s.cfg.Logger
+	o.ReattestInterval = s.cfg.ReattestInterval
 	o.Stdout, o.Stderr = log.writer(streamStdout), log.writer(streamStderr)
 	o.Progress = lineWriter(func(line string) {
 		send(&bulwarkv1.RunEvent{Event: &bulwarkv1.RunEvent_Progress{Progress: line}})
@@ -342,6 +358,7 @@ func (s *Service) wait(sb *sandbox, l *launch.Launched) {
 	sb.mu.Lock()
 	sb.launched = nil
 	sb.mu.Unlock()
+	s.sandboxEnded(sb.snapshot().GetId())
 	sb.log.end()
 	close(sb.done)
 	info := sb.snapshot()

@@ -34,6 +34,7 @@ func attestHost(ctx context.Context, client *attestclient.Client, hostLog *HostL
 			FirmwareEventLog: base.GetFirmwareEventLog(), Pcrs: map[uint32][]byte{}, LaunchLog: ql.Log,
 			LaunchLogOffset: ql.Offset, SandboxRecord: ql.SandboxRecord, SandboxId: base.GetSandboxId(),
 			Signatures: base.GetSignatures(), OmitToken: base.GetOmitToken(),
+			SandboxIds: base.GetSandboxIds(), EndedSandboxIds: base.GetEndedSandboxIds(), ReattestIntervalSeconds: base.GetReattestIntervalSeconds(),
 		}
 		for i, v := range ql.Quote.PCRs {
 			req.Pcrs[uint32(i)] = v

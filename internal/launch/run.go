@@ -115,6 +115,10 @@ type Options struct {
 	// StopGrace is how long the workload has to exit after SIGTERM when
 	// ctx ends while it runs (Ctrl-C); default DefaultStopGrace.
 	StopGrace time.Duration
+	// ReattestInterval, when set (by the host service), asks attestd to
+	// keep the sandbox's state: the host will re-attest it that often
+	// (Reattest), and attestd reports it stale after twice that.
+	ReattestInterval time.Duration
 	// TPM is the host TPM spec (tpm.ParseSpec); StateDir holds the launch log.
 	TPM      string
 	StateDir string
@@ -536,7 +540,7 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	ar, err := attestHost(ctx, client, hostLog, t, quotedPCRs(o.PCR, fwLog), &bulwarkv1.AttestRequest{
 		NodeId: nodeID, FirmwareEventLog: fwLog, SandboxId: res.SandboxID, Signatures: pbSigs,
 		// Secrets are released by attestation id below: no token to sign.
-		OmitToken: true,
+		OmitToken: true, ReattestIntervalSeconds: uint32(o.ReattestInterval / time.Second),
 	})
 	if err != nil {
 		return fail(err)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os/user"
 	"strconv"
+	"time"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/hostd"
@@ -33,6 +34,8 @@ func runDaemon(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	agent := fs.String("agent", "", "guest agent binary for the default base initramfs (default: bulwark-agent beside launcher)")
 	logLimit := fs.Int64("log-limit", hostd.DefaultLogLimit, "bytes of output kept per sandbox; past it output is dropped, saying so in the log")
 	keep := fs.Bool("keep-sandboxes", false, "on SIGTERM/SIGINT, leave running sandboxes running for the next launcher daemon to take over (default: stop their workloads gracefully)")
+	reattest := fs.Duration("reattest-interval", hostd.DefaultReattestInterval,
+		"attest the running sandboxes again this often (one quote for all; whole seconds, 1s..24h; 0: off); attestd reports a sandbox stale after twice this without one")
 	verbose := fs.Bool("v", false, "log details (every launch step) to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -46,6 +49,9 @@ func runDaemon(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	}
 	if err := checkLaunchPCR(*pcr); err != nil {
 		return err
+	}
+	if *reattest < 0 || *reattest > 24*time.Hour || *reattest%time.Second != 0 {
+		return cli.Usagef("--reattest-interval %v: want whole seconds from 1s to 24h, or 0 (off)", *reattest)
 	}
 	if *logLimit < 4096 {
 		return cli.Usagef("--log-limit %d: want at least 4096 bytes", *logLimit)
@@ -84,6 +90,7 @@ func runDaemon(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 	}
 	svc, err := hostd.New(hostd.Config{
 		StateDir: state, Attestd: ao, TPM: t, PCR: *pcr, Agent: *agent, LogLimit: *logLimit, Logger: logger,
+		ReattestInterval: *reattest,
 	})
 	if err != nil {
 		return err

@@ -115,7 +115,7 @@ func runPs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) e
 		return printJSON(env, out)
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SANDBOX\tSTATUS\tIMAGE\tPOLICY\tCREATED\tSTART\tTEMPLATE\tPORTS")
+	fmt.Fprintln(tw, "SANDBOX\tSTATUS\tIMAGE\tPOLICY\tCREATED\tSTART\tTEMPLATE\tATTESTED\tPORTS")
 	for _, sb := range resp.GetSandboxes() {
 		st := sb.GetStatus()
 		if st == hostd.StatusExited {
@@ -133,8 +133,8 @@ func runPs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) e
 		if ports == "" {
 			ports = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\n", sb.GetId()[:12], st, shortPath(sb.GetImage()), sb.GetPolicy(),
-			time.Since(time.UnixMilli(sb.GetCreatedUnixMs())).Round(time.Second), start, tpl, ports)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%s\t%s\t%s\t%s\n", sb.GetId()[:12], st, shortPath(sb.GetImage()), sb.GetPolicy(),
+			time.Since(time.UnixMilli(sb.GetCreatedUnixMs())).Round(time.Second), start, tpl, attested(sb), ports)
 	}
 	return tw.Flush()
 }
@@ -162,6 +162,9 @@ type sandboxJSON struct {
 	QEMUPeakRSSMiB float64  `json:"qemu_peak_rss_mib,omitempty"`
 	Network        string   `json:"network,omitempty"`
 	Ports          []string `json:"ports,omitempty"`
+	LastVerdict    string   `json:"last_verdict,omitempty"`
+	LastVerdictAt  string   `json:"last_verdict_at,omitempty"`
+	Revoked        string   `json:"revoked,omitempty"`
 }
 
 func toJSON(sb *bulwarkv1.Sandbox) sandboxJSON {
@@ -177,6 +180,8 @@ func toJSON(sb *bulwarkv1.Sandbox) sandboxJSON {
 		Secrets: sb.GetSecrets(), Created: ts(sb.GetCreatedUnixMs()), Started: ts(sb.GetStartedUnixMs()), Ended: ts(sb.GetEndedUnixMs()),
 		ExitCode: sb.GetExitCode(), Error: sb.GetError(), StartMillis: sb.GetStartMs(), QEMUPID: sb.GetQemuPid(),
 		QEMUPeakRSSMiB: mib(sb.GetQemuPeakRssKib()), Network: sb.GetNetwork(), Ports: sb.GetPorts(),
+		LastVerdict: sb.GetLastVerdict(), LastVerdictAt: ts(sb.GetLastVerdictUnixMs()),
+		Revoked: sb.GetRevoked(),
 	}
 	if j.Args == nil {
 		j.Args = []string{}
@@ -185,6 +190,18 @@ func toJSON(sb *bulwarkv1.Sandbox) sandboxJSON {
 		j.Secrets = []string{}
 	}
 	return j
+}
+
+// attested says what the daemon last heard from attestd about a sandbox:
+// "revoked", or its latest re-attestation's verdict and age ("-": none).
+func attested(sb *bulwarkv1.Sandbox) string {
+	switch {
+	case sb.GetRevoked() != "":
+		return "revoked"
+	case sb.GetLastVerdictUnixMs() == 0:
+		return "-"
+	}
+	return fmt.Sprintf("%s %s ago", sb.GetLastVerdict(), time.Since(time.UnixMilli(sb.GetLastVerdictUnixMs())).Round(time.Second))
 }
 
 // shortPath keeps the end of a long path for a table.

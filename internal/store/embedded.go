@@ -181,7 +181,7 @@ func openEmbedded(dir string, opts Options, create bool) (Store, error) {
 		return nil, fmt.Errorf("store: opening %s (is another attestd using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta, bktLast, bktJoins, bktPrefix, bktPrefixRecs} {
+		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta, bktLast, bktJoins, bktPrefix, bktPrefixRecs, bktSandboxes, bktDecisions} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -667,6 +667,9 @@ func (s *embedded) DeleteNode(ctx context.Context, id string) error {
 			return logical(fmt.Errorf("node %s: %w", id, ErrNotFound))
 		}
 		if err := deletePrefix(tx, id); err != nil {
+			return err
+		}
+		if err := deleteSandboxes(tx, id); err != nil {
 			return err
 		}
 		return deleteNode(tx, id)

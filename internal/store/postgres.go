@@ -20,7 +20,7 @@ import (
 
 // pgSchemaVersion is the schema this code writes; older ones are migrated
 // on open, newer ones refused.
-const pgSchemaVersion = 5
+const pgSchemaVersion = 6
 
 // pgLockKey is the advisory lock key that serialises schema migration
 // between replicas starting at once ("bulwark" in ASCII).
@@ -124,6 +124,19 @@ var pgSchema = []string{
 		pcr bytea NOT NULL,
 		PRIMARY KEY (node, recnum))`,
 	`CREATE INDEX IF NOT EXISTS launch_records_sandbox ON launch_records (node, sandbox_id, recnum)`,
+	// Version 6: continuous attestation (sandboxes.go; docs/attestd.md
+	// "Continuous attestation"): each kept sandbox's state, and each
+	// node's decisions in order.
+	`CREATE TABLE IF NOT EXISTS sandbox_states (
+		node text NOT NULL,
+		sandbox_id text NOT NULL,
+		data bytea NOT NULL,
+		PRIMARY KEY (node, sandbox_id))`,
+	`CREATE TABLE IF NOT EXISTS decisions (
+		node text NOT NULL,
+		seq bigint NOT NULL,
+		data bytea NOT NULL,
+		PRIMARY KEY (node, seq))`,
 }
 
 // pgStore is the PostgreSQL store. Several attestd replicas may share one
@@ -387,7 +400,8 @@ func (s *pgStore) DeleteNode(ctx context.Context, id string) error {
 		if tag.RowsAffected() == 0 {
 			return fmt.Errorf("node %s: %w", id, ErrNotFound)
 		}
-		for _, q := range []string{`DELETE FROM launch_prefix WHERE node = $1`, `DELETE FROM launch_records WHERE node = $1`} {
+		for _, q := range []string{`DELETE FROM launch_prefix WHERE node = $1`, `DELETE FROM launch_records WHERE node = $1`,
+			`DELETE FROM sandbox_states WHERE node = $1`, `DELETE FROM decisions WHERE node = $1`} {
 			if _, err := tx.Exec(ctx, q, id); err != nil {
 				return fmt.Errorf("store: deleting node %s: %w", id, err)
 			}

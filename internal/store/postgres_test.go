@@ -180,8 +180,8 @@ func TestPostgresMigrate3(t *testing.T) {
 		t.Fatalf("join after migration: %v", err)
 	}
 	var v int
-	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 5 {
-		t.Fatalf("schema version after open = %d, %v; want 5", v, err)
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 6 {
+		t.Fatalf("schema version after open = %d, %v; want 6", v, err)
 	}
 }
 
@@ -224,7 +224,7 @@ func TestPostgresMigrate4(t *testing.T) {
 		t.Fatalf("launch prefix after migration: %v", err)
 	}
 	var v int
-	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 5 {
-		t.Fatalf("schema version after open = %d, %v; want 5", v, err)
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 6 {
+		t.Fatalf("schema version after open = %d, %v; want 6", v, err)
 	}
 }

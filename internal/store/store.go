@@ -33,6 +33,7 @@ type Store interface {
 	Retention
 	Replicas
 	LaunchLogs
+	Sandboxes
 
 	// PurgeExpired deletes nonces and clears pending credential challenges
 	// that expired at or before now. Consumed nonces are kept until they

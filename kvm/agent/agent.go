@@ -27,7 +27,7 @@ import (
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
-// Abort, Stop, Ping, Exec, Reattach or Stdin.
+// Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke or Rotate.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
@@ -40,11 +40,13 @@ type HostMessage struct {
 	// STDIN frame).
 	Stdin    []byte
 	StdinEOF bool
+	Revoke   *channel.Revoke
+	Rotate   *channel.Rotate
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
-// valid IDENTITY, START, ABORT, STOP, PING, EXEC, REATTACH or STDIN is an
-// error.
+// valid IDENTITY, START, ABORT, STOP, PING, EXEC, REATTACH, STDIN, REVOKE
+// or ROTATE is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -116,6 +118,24 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, fmt.Errorf("STDIN frame of %d bytes, the limit is %d", len(body), channel.MaxStdinChunk)
 		}
 		return HostMessage{Stdin: body, StdinEOF: len(body) == 0}, nil
+	case channel.TypeRevoke:
+		var r channel.Revoke
+		if err := channel.Decode(t, body, &r); err != nil {
+			return HostMessage{}, err
+		}
+		if err := r.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Revoke: &r}, nil
+	case channel.TypeRotate:
+		var r channel.Rotate
+		if err := channel.Decode(t, body, &r); err != nil {
+			return HostMessage{}, err
+		}
+		if err := r.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Rotate: &r}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }

@@ -199,6 +199,31 @@ func TestReadHostMessage(t *testing.T) {
 			t.Errorf("STDIN of %d bytes: %+v %v, want accepted %v, end of input %v", tc.n, m, err, tc.ok, tc.eof)
 		}
 	}
+	// REVOKE and ROTATE: a known action, safe unique names; anything else refused.
+	for _, tc := range []struct {
+		t    channel.Type
+		body string
+		ok   bool
+	}{
+		{channel.TypeRevoke, `{"seq":1,"action":"stop"}`, true},
+		{channel.TypeRevoke, `{"seq":1,"action":"wipe-secrets","names":["db"],"grace_seconds":5}`, true},
+		{channel.TypeRevoke, `{"seq":1,"action":"explode"}`, false},
+		{channel.TypeRevoke, `{"seq":1,"action":"stop","names":["../etc/shadow"]}`, false},
+		{channel.TypeRevoke, `{"seq":1,"action":"stop","names":["a","a"]}`, false},
+		{channel.TypeRevoke, `{"seq":1,"action":"stop","grace_seconds":-1}`, false},
+		{channel.TypeRotate, `{"seq":2,"secrets":[{"name":"db","wrapped":"AQ=="}]}`, true},
+		{channel.TypeRotate, `{"seq":2,"secrets":[]}`, false},
+		{channel.TypeRotate, `{"seq":2,"secrets":[{"name":"..","wrapped":"AQ=="}]}`, false},
+		{channel.TypeRotate, `{"seq":2,"secrets":[{"name":"db"}],"x":1}`, false},
+		{channel.TypeDone, `{"seq":2}`, false}, // the guest's frame
+	} {
+		var rb bytes.Buffer
+		channel.WriteFrame(&rb, tc.t, []byte(tc.body))
+		m, err := ReadHostMessage(&rb)
+		if tc.ok != (err == nil && (m.Revoke != nil || m.Rotate != nil)) {
+			t.Errorf("%s %s: %+v %v, want accepted %v", tc.t, tc.body, m, err, tc.ok)
+		}
+	}
 	// STOP: a grace period within 0..MaxStopGraceSeconds; anything else refused.
 	for _, tc := range []struct {
 		body string
@@ -237,6 +262,12 @@ func FuzzReadFrame(f *testing.F) {
 	b.Reset()
 	channel.WriteFrame(&b, channel.TypeStdin, []byte("input"))
 	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeRevoke, channel.Revoke{Seq: 3, Action: "stop", Names: []string{"db"}, GraceSeconds: 10})
+	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeRotate, channel.Rotate{Seq: 4, Secrets: []channel.Secret{{Name: "db", Wrapped: []byte("w")}}})
+	f.Add(bytes.Clone(b.Bytes()))
 	f.Add([]byte{0, 0, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := ReadHostMessage(bytes.NewReader(in))
@@ -244,7 +275,7 @@ func FuzzReadFrame(f *testing.F) {
 			return
 		}
 		n := 0
-		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Stdin != nil} {
+		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil} {
 			if set {
 				n++
 			}
@@ -260,6 +291,26 @@ func FuzzReadFrame(f *testing.F) {
 		if m.Identity != nil {
 			if err := m.Identity.Validate(); err != nil {
 				t.Fatalf("accepted an invalid IDENTITY: %v", err)
+			}
+		}
+		if m.Revoke != nil {
+			if err := m.Revoke.Validate(); err != nil {
+				t.Fatalf("accepted an invalid REVOKE: %v", err)
+			}
+			for _, n := range m.Revoke.Names {
+				if strings.Contains(n, "/") || n == ".." {
+					t.Fatalf("revoked secret name %q", n)
+				}
+			}
+		}
+		if m.Rotate != nil {
+			if err := m.Rotate.Validate(); err != nil {
+				t.Fatalf("accepted an invalid ROTATE: %v", err)
+			}
+			for _, s := range m.Rotate.Secrets {
+				if strings.Contains(s.Name, "/") || s.Name == ".." {
+					t.Fatalf("rotated secret name %q", s.Name)
+				}
 			}
 		}
 		if m.Start != nil {

@@ -61,6 +61,7 @@ type session struct {
 	workload workload // set before the workload starts; read by execs
 	execs    execs
 	link     hostLink // whether the host end is connected (reattach_linux.go)
+	keys     keyring  // for REVOKE and ROTATE (revoke_linux.go); watchHost's only
 }
 
 func (s *session) send(t channel.Type, v any) error {
@@ -178,7 +179,12 @@ func run(log *slog.Logger) error {
 	if err := openSecrets(key, start, id); err != nil {
 		return s.fail(err)
 	}
-	key = nil // the private key is no longer needed; drop it before the workload runs
+	// The key stays for rotated secrets (ROTATE, wrapped to it) while the
+	// sandbox holds secrets; a revocation drops it.
+	if len(start.Secrets) > 0 {
+		s.keys = keyring{key: key, sandboxID: start.SandboxID, owner: id}
+	}
+	key = nil
 	runtime.GC()
 
 	if start.SandboxID != first.Identity.SandboxID {
@@ -532,6 +538,10 @@ func (s *session) watchHost(pid int, feed *stdinFeed) {
 			if feed != nil {
 				feed.Push(msg.Stdin)
 			}
+		case msg.Revoke != nil:
+			s.revoke(pid, msg.Revoke)
+		case msg.Rotate != nil:
+			s.rotate(msg.Rotate)
 		default:
 			s.log.Warn("ignoring a START while the workload runs")
 		}

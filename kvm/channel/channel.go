@@ -34,8 +34,8 @@ const MaxFrameSize = 4 << 20
 type Type uint8
 
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
-// Error, Pong, ExecOut, ExecExit, Reattached, Status. Host → guest:
-// Identity, Start, Abort, Stop, Ping, Exec, Reattach, Stdin.
+// Error, Pong, ExecOut, ExecExit, Reattached, Status, Done. Host → guest:
+// Identity, Start, Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate.
 const (
 	TypeHello      Type = 1  // guest: JSON Hello, its public key, after Identity
 	TypeStart      Type = 2  // host: JSON Start
@@ -57,6 +57,10 @@ const (
 	TypeReattached Type = 18 // guest: JSON Reattach, the same nonce: the stream is in step from here
 	TypeStatus     Type = 19 // guest: JSON Status, right after REATTACHED
 	TypeStdin      Type = 20 // host: raw bytes for the workload's stdin (Start.Stdin), at most MaxStdinChunk; empty: end of input
+	// Continuous attestation (revoke.go).
+	TypeRevoke Type = 21 // host: JSON Revoke, attestd revoked the sandbox: remove secrets, then act
+	TypeRotate Type = 22 // host: JSON Rotate, new versions of secrets the guest holds
+	TypeDone   Type = 23 // guest: JSON Done, a REVOKE or ROTATE was applied (or why not)
 )
 
 // MaxStdinChunk bounds the body of one STDIN frame.
@@ -104,12 +108,18 @@ func (t Type) String() string {
 		return "STATUS"
 	case TypeStdin:
 		return "STDIN"
+	case TypeRevoke:
+		return "REVOKE"
+	case TypeRotate:
+		return "ROTATE"
+	case TypeDone:
+		return "DONE"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeStdin }
+func (t Type) Known() bool { return t >= TypeHello && t <= TypeDone }
 
 // Exec asks the agent to run a command beside the running workload, in
 // its root, as its user, with its environment; ID names the exec in its

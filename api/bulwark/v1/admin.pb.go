@@ -506,6 +506,216 @@ func (x *Node) GetLastSandboxId() string {
 	return ""
 }
 
+type ListSandboxesAdminRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node_id lists only that node's sandboxes ("": all).
+	NodeId        string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSandboxesAdminRequest) Reset() {
+	*x = ListSandboxesAdminRequest{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSandboxesAdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSandboxesAdminRequest) ProtoMessage() {}
+
+func (x *ListSandboxesAdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSandboxesAdminRequest.ProtoReflect.Descriptor instead.
+func (*ListSandboxesAdminRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListSandboxesAdminRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type SandboxState struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	SandboxId string                 `protobuf:"bytes,2,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// policy is the policy the launch event names; judged_by the name and
+	// version that judged last.
+	Policy   string `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
+	JudgedBy string `protobuf:"bytes,4,opt,name=judged_by,json=judgedBy,proto3" json:"judged_by,omitempty"`
+	// verdict is "allow", "deny", "revoked" or "stale" (an allow older than
+	// twice the interval: never reported as attested).
+	Verdict         string                 `protobuf:"bytes,5,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	Reasons         []string               `protobuf:"bytes,6,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	VerdictAt       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=verdict_at,json=verdictAt,proto3" json:"verdict_at,omitempty"`
+	IntervalSeconds uint32                 `protobuf:"varint,8,opt,name=interval_seconds,json=intervalSeconds,proto3" json:"interval_seconds,omitempty"`
+	// age_seconds is how old the latest verdict is.
+	AgeSeconds    float64  `protobuf:"fixed64,9,opt,name=age_seconds,json=ageSeconds,proto3" json:"age_seconds,omitempty"`
+	Secrets       []string `protobuf:"bytes,10,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxState) Reset() {
+	*x = SandboxState{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxState) ProtoMessage() {}
+
+func (x *SandboxState) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxState.ProtoReflect.Descriptor instead.
+func (*SandboxState) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SandboxState) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *SandboxState) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *SandboxState) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *SandboxState) GetJudgedBy() string {
+	if x != nil {
+		return x.JudgedBy
+	}
+	return ""
+}
+
+func (x *SandboxState) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
+func (x *SandboxState) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *SandboxState) GetVerdictAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.VerdictAt
+	}
+	return nil
+}
+
+func (x *SandboxState) GetIntervalSeconds() uint32 {
+	if x != nil {
+		return x.IntervalSeconds
+	}
+	return 0
+}
+
+func (x *SandboxState) GetAgeSeconds() float64 {
+	if x != nil {
+		return x.AgeSeconds
+	}
+	return 0
+}
+
+func (x *SandboxState) GetSecrets() []string {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+type ListSandboxesAdminResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sandboxes     []*SandboxState        `protobuf:"bytes,1,rep,name=sandboxes,proto3" json:"sandboxes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSandboxesAdminResponse) Reset() {
+	*x = ListSandboxesAdminResponse{}
+	mi := &file_bulwark_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSandboxesAdminResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSandboxesAdminResponse) ProtoMessage() {}
+
+func (x *ListSandboxesAdminResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSandboxesAdminResponse.ProtoReflect.Descriptor instead.
+func (*ListSandboxesAdminResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListSandboxesAdminResponse) GetSandboxes() []*SandboxState {
+	if x != nil {
+		return x.Sandboxes
+	}
+	return nil
+}
+
 type ListNodesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
@@ -515,7 +725,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[9]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +737,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[9]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +750,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -559,7 +769,7 @@ type DeleteNodeRequest struct {
 
 func (x *DeleteNodeRequest) Reset() {
 	*x = DeleteNodeRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[10]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +781,7 @@ func (x *DeleteNodeRequest) String() string {
 func (*DeleteNodeRequest) ProtoMessage() {}
 
 func (x *DeleteNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[10]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +794,7 @@ func (x *DeleteNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNodeRequest.ProtoReflect.Descriptor instead.
 func (*DeleteNodeRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteNodeRequest) GetNodeId() string {
@@ -602,7 +812,7 @@ type DeleteNodeResponse struct {
 
 func (x *DeleteNodeResponse) Reset() {
 	*x = DeleteNodeResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[11]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +824,7 @@ func (x *DeleteNodeResponse) String() string {
 func (*DeleteNodeResponse) ProtoMessage() {}
 
 func (x *DeleteNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[11]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +837,7 @@ func (x *DeleteNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteNodeResponse.ProtoReflect.Descriptor instead.
 func (*DeleteNodeResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 type RevokeNodeRequest struct {
@@ -639,7 +849,7 @@ type RevokeNodeRequest struct {
 
 func (x *RevokeNodeRequest) Reset() {
 	*x = RevokeNodeRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +861,7 @@ func (x *RevokeNodeRequest) String() string {
 func (*RevokeNodeRequest) ProtoMessage() {}
 
 func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[12]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +874,7 @@ func (x *RevokeNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeNodeRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RevokeNodeRequest) GetNodeId() string {
@@ -682,7 +892,7 @@ type RevokeNodeResponse struct {
 
 func (x *RevokeNodeResponse) Reset() {
 	*x = RevokeNodeResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +904,7 @@ func (x *RevokeNodeResponse) String() string {
 func (*RevokeNodeResponse) ProtoMessage() {}
 
 func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[13]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +917,7 @@ func (x *RevokeNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeNodeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeNodeResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type ReadAuditRequest struct {
@@ -722,7 +932,7 @@ type ReadAuditRequest struct {
 
 func (x *ReadAuditRequest) Reset() {
 	*x = ReadAuditRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +944,7 @@ func (x *ReadAuditRequest) String() string {
 func (*ReadAuditRequest) ProtoMessage() {}
 
 func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[14]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +957,7 @@ func (x *ReadAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAuditRequest.ProtoReflect.Descriptor instead.
 func (*ReadAuditRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReadAuditRequest) GetAfter() uint64 {
@@ -783,7 +993,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +1005,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[15]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +1018,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AuditRecord) GetSeq() uint64 {
@@ -871,7 +1081,7 @@ type ReadAuditResponse struct {
 
 func (x *ReadAuditResponse) Reset() {
 	*x = ReadAuditResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +1093,7 @@ func (x *ReadAuditResponse) String() string {
 func (*ReadAuditResponse) ProtoMessage() {}
 
 func (x *ReadAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[16]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1106,7 @@ func (x *ReadAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadAuditResponse.ProtoReflect.Descriptor instead.
 func (*ReadAuditResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadAuditResponse) GetRecords() []*AuditRecord {
@@ -921,7 +1131,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1143,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[17]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1156,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type VerifyAuditResponse struct {
@@ -962,7 +1172,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1184,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[18]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1197,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -1026,7 +1236,7 @@ type ListPoliciesRequest struct {
 
 func (x *ListPoliciesRequest) Reset() {
 	*x = ListPoliciesRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1248,7 @@ func (x *ListPoliciesRequest) String() string {
 func (*ListPoliciesRequest) ProtoMessage() {}
 
 func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[19]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1261,7 @@ func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type PolicyStatus struct {
@@ -1068,7 +1278,7 @@ type PolicyStatus struct {
 
 func (x *PolicyStatus) Reset() {
 	*x = PolicyStatus{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1290,7 @@ func (x *PolicyStatus) String() string {
 func (*PolicyStatus) ProtoMessage() {}
 
 func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[20]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1303,7 @@ func (x *PolicyStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyStatus.ProtoReflect.Descriptor instead.
 func (*PolicyStatus) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PolicyStatus) GetName() string {
@@ -1141,7 +1351,7 @@ type ListPoliciesResponse struct {
 
 func (x *ListPoliciesResponse) Reset() {
 	*x = ListPoliciesResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1363,7 @@ func (x *ListPoliciesResponse) String() string {
 func (*ListPoliciesResponse) ProtoMessage() {}
 
 func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[21]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1376,7 @@ func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListPoliciesResponse) GetPolicies() []*PolicyStatus {
@@ -1191,7 +1401,7 @@ type ReloadPoliciesRequest struct {
 
 func (x *ReloadPoliciesRequest) Reset() {
 	*x = ReloadPoliciesRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[22]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1413,7 @@ func (x *ReloadPoliciesRequest) String() string {
 func (*ReloadPoliciesRequest) ProtoMessage() {}
 
 func (x *ReloadPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[22]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1426,7 @@ func (x *ReloadPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ReloadPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ReloadPoliciesResponse struct {
@@ -1230,7 +1440,7 @@ type ReloadPoliciesResponse struct {
 
 func (x *ReloadPoliciesResponse) Reset() {
 	*x = ReloadPoliciesResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[23]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1242,7 +1452,7 @@ func (x *ReloadPoliciesResponse) String() string {
 func (*ReloadPoliciesResponse) ProtoMessage() {}
 
 func (x *ReloadPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[23]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1255,7 +1465,7 @@ func (x *ReloadPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ReloadPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReloadPoliciesResponse) GetPolicies() []*PolicyStatus {
@@ -1291,7 +1501,7 @@ type ReplicaJoin struct {
 
 func (x *ReplicaJoin) Reset() {
 	*x = ReplicaJoin{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[24]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1513,7 @@ func (x *ReplicaJoin) String() string {
 func (*ReplicaJoin) ProtoMessage() {}
 
 func (x *ReplicaJoin) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[24]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1526,7 @@ func (x *ReplicaJoin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaJoin.ProtoReflect.Descriptor instead.
 func (*ReplicaJoin) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReplicaJoin) GetId() string {
@@ -1362,7 +1572,7 @@ type ListReplicaJoinsRequest struct {
 
 func (x *ListReplicaJoinsRequest) Reset() {
 	*x = ListReplicaJoinsRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[25]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1584,7 @@ func (x *ListReplicaJoinsRequest) String() string {
 func (*ListReplicaJoinsRequest) ProtoMessage() {}
 
 func (x *ListReplicaJoinsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[25]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1597,7 @@ func (x *ListReplicaJoinsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicaJoinsRequest.ProtoReflect.Descriptor instead.
 func (*ListReplicaJoinsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 type ListReplicaJoinsResponse struct {
@@ -1399,7 +1609,7 @@ type ListReplicaJoinsResponse struct {
 
 func (x *ListReplicaJoinsResponse) Reset() {
 	*x = ListReplicaJoinsResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[26]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1621,7 @@ func (x *ListReplicaJoinsResponse) String() string {
 func (*ListReplicaJoinsResponse) ProtoMessage() {}
 
 func (x *ListReplicaJoinsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[26]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1634,7 @@ func (x *ListReplicaJoinsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListReplicaJoinsResponse.ProtoReflect.Descriptor instead.
 func (*ListReplicaJoinsResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListReplicaJoinsResponse) GetJoins() []*ReplicaJoin {
@@ -1443,7 +1653,7 @@ type ApproveReplicaJoinRequest struct {
 
 func (x *ApproveReplicaJoinRequest) Reset() {
 	*x = ApproveReplicaJoinRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[27]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1665,7 @@ func (x *ApproveReplicaJoinRequest) String() string {
 func (*ApproveReplicaJoinRequest) ProtoMessage() {}
 
 func (x *ApproveReplicaJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[27]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1678,7 @@ func (x *ApproveReplicaJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveReplicaJoinRequest.ProtoReflect.Descriptor instead.
 func (*ApproveReplicaJoinRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ApproveReplicaJoinRequest) GetId() string {
@@ -1487,7 +1697,7 @@ type ApproveReplicaJoinResponse struct {
 
 func (x *ApproveReplicaJoinResponse) Reset() {
 	*x = ApproveReplicaJoinResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[28]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1709,7 @@ func (x *ApproveReplicaJoinResponse) String() string {
 func (*ApproveReplicaJoinResponse) ProtoMessage() {}
 
 func (x *ApproveReplicaJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[28]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1722,7 @@ func (x *ApproveReplicaJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveReplicaJoinResponse.ProtoReflect.Descriptor instead.
 func (*ApproveReplicaJoinResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ApproveReplicaJoinResponse) GetJoin() *ReplicaJoin {
@@ -1531,7 +1741,7 @@ type DenyReplicaJoinRequest struct {
 
 func (x *DenyReplicaJoinRequest) Reset() {
 	*x = DenyReplicaJoinRequest{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[29]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1753,7 @@ func (x *DenyReplicaJoinRequest) String() string {
 func (*DenyReplicaJoinRequest) ProtoMessage() {}
 
 func (x *DenyReplicaJoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[29]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1766,7 @@ func (x *DenyReplicaJoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyReplicaJoinRequest.ProtoReflect.Descriptor instead.
 func (*DenyReplicaJoinRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DenyReplicaJoinRequest) GetId() string {
@@ -1574,7 +1784,7 @@ type DenyReplicaJoinResponse struct {
 
 func (x *DenyReplicaJoinResponse) Reset() {
 	*x = DenyReplicaJoinResponse{}
-	mi := &file_bulwark_v1_admin_proto_msgTypes[30]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1796,7 @@ func (x *DenyReplicaJoinResponse) String() string {
 func (*DenyReplicaJoinResponse) ProtoMessage() {}
 
 func (x *DenyReplicaJoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_admin_proto_msgTypes[30]
+	mi := &file_bulwark_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1809,7 @@ func (x *DenyReplicaJoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DenyReplicaJoinResponse.ProtoReflect.Descriptor instead.
 func (*DenyReplicaJoinResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_bulwark_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 var File_bulwark_v1_admin_proto protoreflect.FileDescriptor
@@ -1644,7 +1854,26 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"enrolledAt\x12!\n" +
 	"\flast_verdict\x18\x05 \x01(\tR\vlastVerdict\x12D\n" +
 	"\x10last_attested_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastAttestedAt\x12&\n" +
-	"\x0flast_sandbox_id\x18\a \x01(\tR\rlastSandboxId\";\n" +
+	"\x0flast_sandbox_id\x18\a \x01(\tR\rlastSandboxId\"4\n" +
+	"\x19ListSandboxesAdminRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xd0\x02\n" +
+	"\fSandboxState\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x02 \x01(\tR\tsandboxId\x12\x16\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\x12\x1b\n" +
+	"\tjudged_by\x18\x04 \x01(\tR\bjudgedBy\x12\x18\n" +
+	"\averdict\x18\x05 \x01(\tR\averdict\x12\x18\n" +
+	"\areasons\x18\x06 \x03(\tR\areasons\x129\n" +
+	"\n" +
+	"verdict_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tverdictAt\x12)\n" +
+	"\x10interval_seconds\x18\b \x01(\rR\x0fintervalSeconds\x12\x1f\n" +
+	"\vage_seconds\x18\t \x01(\x01R\n" +
+	"ageSeconds\x12\x18\n" +
+	"\asecrets\x18\n" +
+	" \x03(\tR\asecrets\"T\n" +
+	"\x1aListSandboxesAdminResponse\x126\n" +
+	"\tsandboxes\x18\x01 \x03(\v2\x18.bulwark.v1.SandboxStateR\tsandboxes\";\n" +
 	"\x11ListNodesResponse\x12&\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x10.bulwark.v1.NodeR\x05nodes\",\n" +
 	"\x11DeleteNodeRequest\x12\x17\n" +
@@ -1704,12 +1933,13 @@ const file_bulwark_v1_admin_proto_rawDesc = "" +
 	"\x04join\x18\x01 \x01(\v2\x17.bulwark.v1.ReplicaJoinR\x04join\"(\n" +
 	"\x16DenyReplicaJoinRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x19\n" +
-	"\x17DenyReplicaJoinResponse2\xbe\b\n" +
+	"\x17DenyReplicaJoinResponse2\x9e\t\n" +
 	"\x05Admin\x12H\n" +
 	"\tPutSecret\x12\x1c.bulwark.v1.PutSecretRequest\x1a\x1d.bulwark.v1.PutSecretResponse\x12Q\n" +
 	"\fDeleteSecret\x12\x1f.bulwark.v1.DeleteSecretRequest\x1a .bulwark.v1.DeleteSecretResponse\x12N\n" +
 	"\vListSecrets\x12\x1e.bulwark.v1.ListSecretsRequest\x1a\x1f.bulwark.v1.ListSecretsResponse\x12H\n" +
-	"\tListNodes\x12\x1c.bulwark.v1.ListNodesRequest\x1a\x1d.bulwark.v1.ListNodesResponse\x12K\n" +
+	"\tListNodes\x12\x1c.bulwark.v1.ListNodesRequest\x1a\x1d.bulwark.v1.ListNodesResponse\x12^\n" +
+	"\rListSandboxes\x12%.bulwark.v1.ListSandboxesAdminRequest\x1a&.bulwark.v1.ListSandboxesAdminResponse\x12K\n" +
 	"\n" +
 	"DeleteNode\x12\x1d.bulwark.v1.DeleteNodeRequest\x1a\x1e.bulwark.v1.DeleteNodeResponse\x12K\n" +
 	"\n" +
@@ -1734,7 +1964,7 @@ func file_bulwark_v1_admin_proto_rawDescGZIP() []byte {
 	return file_bulwark_v1_admin_proto_rawDescData
 }
 
-var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_bulwark_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_bulwark_v1_admin_proto_goTypes = []any{
 	(*PutSecretRequest)(nil),           // 0: bulwark.v1.PutSecretRequest
 	(*PutSecretResponse)(nil),          // 1: bulwark.v1.PutSecretResponse
@@ -1745,79 +1975,86 @@ var file_bulwark_v1_admin_proto_goTypes = []any{
 	(*ListSecretsResponse)(nil),        // 6: bulwark.v1.ListSecretsResponse
 	(*ListNodesRequest)(nil),           // 7: bulwark.v1.ListNodesRequest
 	(*Node)(nil),                       // 8: bulwark.v1.Node
-	(*ListNodesResponse)(nil),          // 9: bulwark.v1.ListNodesResponse
-	(*DeleteNodeRequest)(nil),          // 10: bulwark.v1.DeleteNodeRequest
-	(*DeleteNodeResponse)(nil),         // 11: bulwark.v1.DeleteNodeResponse
-	(*RevokeNodeRequest)(nil),          // 12: bulwark.v1.RevokeNodeRequest
-	(*RevokeNodeResponse)(nil),         // 13: bulwark.v1.RevokeNodeResponse
-	(*ReadAuditRequest)(nil),           // 14: bulwark.v1.ReadAuditRequest
-	(*AuditRecord)(nil),                // 15: bulwark.v1.AuditRecord
-	(*ReadAuditResponse)(nil),          // 16: bulwark.v1.ReadAuditResponse
-	(*VerifyAuditRequest)(nil),         // 17: bulwark.v1.VerifyAuditRequest
-	(*VerifyAuditResponse)(nil),        // 18: bulwark.v1.VerifyAuditResponse
-	(*ListPoliciesRequest)(nil),        // 19: bulwark.v1.ListPoliciesRequest
-	(*PolicyStatus)(nil),               // 20: bulwark.v1.PolicyStatus
-	(*ListPoliciesResponse)(nil),       // 21: bulwark.v1.ListPoliciesResponse
-	(*ReloadPoliciesRequest)(nil),      // 22: bulwark.v1.ReloadPoliciesRequest
-	(*ReloadPoliciesResponse)(nil),     // 23: bulwark.v1.ReloadPoliciesResponse
-	(*ReplicaJoin)(nil),                // 24: bulwark.v1.ReplicaJoin
-	(*ListReplicaJoinsRequest)(nil),    // 25: bulwark.v1.ListReplicaJoinsRequest
-	(*ListReplicaJoinsResponse)(nil),   // 26: bulwark.v1.ListReplicaJoinsResponse
-	(*ApproveReplicaJoinRequest)(nil),  // 27: bulwark.v1.ApproveReplicaJoinRequest
-	(*ApproveReplicaJoinResponse)(nil), // 28: bulwark.v1.ApproveReplicaJoinResponse
-	(*DenyReplicaJoinRequest)(nil),     // 29: bulwark.v1.DenyReplicaJoinRequest
-	(*DenyReplicaJoinResponse)(nil),    // 30: bulwark.v1.DenyReplicaJoinResponse
-	nil,                                // 31: bulwark.v1.PutSecretRequest.MetadataEntry
-	nil,                                // 32: bulwark.v1.SecretInfo.MetadataEntry
-	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*ListSandboxesAdminRequest)(nil),  // 9: bulwark.v1.ListSandboxesAdminRequest
+	(*SandboxState)(nil),               // 10: bulwark.v1.SandboxState
+	(*ListSandboxesAdminResponse)(nil), // 11: bulwark.v1.ListSandboxesAdminResponse
+	(*ListNodesResponse)(nil),          // 12: bulwark.v1.ListNodesResponse
+	(*DeleteNodeRequest)(nil),          // 13: bulwark.v1.DeleteNodeRequest
+	(*DeleteNodeResponse)(nil),         // 14: bulwark.v1.DeleteNodeResponse
+	(*RevokeNodeRequest)(nil),          // 15: bulwark.v1.RevokeNodeRequest
+	(*RevokeNodeResponse)(nil),         // 16: bulwark.v1.RevokeNodeResponse
+	(*ReadAuditRequest)(nil),           // 17: bulwark.v1.ReadAuditRequest
+	(*AuditRecord)(nil),                // 18: bulwark.v1.AuditRecord
+	(*ReadAuditResponse)(nil),          // 19: bulwark.v1.ReadAuditResponse
+	(*VerifyAuditRequest)(nil),         // 20: bulwark.v1.VerifyAuditRequest
+	(*VerifyAuditResponse)(nil),        // 21: bulwark.v1.VerifyAuditResponse
+	(*ListPoliciesRequest)(nil),        // 22: bulwark.v1.ListPoliciesRequest
+	(*PolicyStatus)(nil),               // 23: bulwark.v1.PolicyStatus
+	(*ListPoliciesResponse)(nil),       // 24: bulwark.v1.ListPoliciesResponse
+	(*ReloadPoliciesRequest)(nil),      // 25: bulwark.v1.ReloadPoliciesRequest
+	(*ReloadPoliciesResponse)(nil),     // 26: bulwark.v1.ReloadPoliciesResponse
+	(*ReplicaJoin)(nil),                // 27: bulwark.v1.ReplicaJoin
+	(*ListReplicaJoinsRequest)(nil),    // 28: bulwark.v1.ListReplicaJoinsRequest
+	(*ListReplicaJoinsResponse)(nil),   // 29: bulwark.v1.ListReplicaJoinsResponse
+	(*ApproveReplicaJoinRequest)(nil),  // 30: bulwark.v1.ApproveReplicaJoinRequest
+	(*ApproveReplicaJoinResponse)(nil), // 31: bulwark.v1.ApproveReplicaJoinResponse
+	(*DenyReplicaJoinRequest)(nil),     // 32: bulwark.v1.DenyReplicaJoinRequest
+	(*DenyReplicaJoinResponse)(nil),    // 33: bulwark.v1.DenyReplicaJoinResponse
+	nil,                                // 34: bulwark.v1.PutSecretRequest.MetadataEntry
+	nil,                                // 35: bulwark.v1.SecretInfo.MetadataEntry
+	(*timestamppb.Timestamp)(nil),      // 36: google.protobuf.Timestamp
 }
 var file_bulwark_v1_admin_proto_depIdxs = []int32{
-	31, // 0: bulwark.v1.PutSecretRequest.metadata:type_name -> bulwark.v1.PutSecretRequest.MetadataEntry
-	32, // 1: bulwark.v1.SecretInfo.metadata:type_name -> bulwark.v1.SecretInfo.MetadataEntry
-	33, // 2: bulwark.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
+	34, // 0: bulwark.v1.PutSecretRequest.metadata:type_name -> bulwark.v1.PutSecretRequest.MetadataEntry
+	35, // 1: bulwark.v1.SecretInfo.metadata:type_name -> bulwark.v1.SecretInfo.MetadataEntry
+	36, // 2: bulwark.v1.SecretInfo.updated_at:type_name -> google.protobuf.Timestamp
 	5,  // 3: bulwark.v1.ListSecretsResponse.secrets:type_name -> bulwark.v1.SecretInfo
-	33, // 4: bulwark.v1.Node.enrolled_at:type_name -> google.protobuf.Timestamp
-	33, // 5: bulwark.v1.Node.last_attested_at:type_name -> google.protobuf.Timestamp
-	8,  // 6: bulwark.v1.ListNodesResponse.nodes:type_name -> bulwark.v1.Node
-	33, // 7: bulwark.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	15, // 8: bulwark.v1.ReadAuditResponse.records:type_name -> bulwark.v1.AuditRecord
-	20, // 9: bulwark.v1.ListPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
-	33, // 10: bulwark.v1.ListPoliciesResponse.loaded_at:type_name -> google.protobuf.Timestamp
-	20, // 11: bulwark.v1.ReloadPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
-	33, // 12: bulwark.v1.ReplicaJoin.created_at:type_name -> google.protobuf.Timestamp
-	24, // 13: bulwark.v1.ListReplicaJoinsResponse.joins:type_name -> bulwark.v1.ReplicaJoin
-	24, // 14: bulwark.v1.ApproveReplicaJoinResponse.join:type_name -> bulwark.v1.ReplicaJoin
-	0,  // 15: bulwark.v1.Admin.PutSecret:input_type -> bulwark.v1.PutSecretRequest
-	2,  // 16: bulwark.v1.Admin.DeleteSecret:input_type -> bulwark.v1.DeleteSecretRequest
-	4,  // 17: bulwark.v1.Admin.ListSecrets:input_type -> bulwark.v1.ListSecretsRequest
-	7,  // 18: bulwark.v1.Admin.ListNodes:input_type -> bulwark.v1.ListNodesRequest
-	10, // 19: bulwark.v1.Admin.DeleteNode:input_type -> bulwark.v1.DeleteNodeRequest
-	12, // 20: bulwark.v1.Admin.RevokeNode:input_type -> bulwark.v1.RevokeNodeRequest
-	14, // 21: bulwark.v1.Admin.ReadAudit:input_type -> bulwark.v1.ReadAuditRequest
-	17, // 22: bulwark.v1.Admin.VerifyAudit:input_type -> bulwark.v1.VerifyAuditRequest
-	19, // 23: bulwark.v1.Admin.ListPolicies:input_type -> bulwark.v1.ListPoliciesRequest
-	22, // 24: bulwark.v1.Admin.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
-	25, // 25: bulwark.v1.Admin.ListReplicaJoins:input_type -> bulwark.v1.ListReplicaJoinsRequest
-	27, // 26: bulwark.v1.Admin.ApproveReplicaJoin:input_type -> bulwark.v1.ApproveReplicaJoinRequest
-	29, // 27: bulwark.v1.Admin.DenyReplicaJoin:input_type -> bulwark.v1.DenyReplicaJoinRequest
-	1,  // 28: bulwark.v1.Admin.PutSecret:output_type -> bulwark.v1.PutSecretResponse
-	3,  // 29: bulwark.v1.Admin.DeleteSecret:output_type -> bulwark.v1.DeleteSecretResponse
-	6,  // 30: bulwark.v1.Admin.ListSecrets:output_type -> bulwark.v1.ListSecretsResponse
-	9,  // 31: bulwark.v1.Admin.ListNodes:output_type -> bulwark.v1.ListNodesResponse
-	11, // 32: bulwark.v1.Admin.DeleteNode:output_type -> bulwark.v1.DeleteNodeResponse
-	13, // 33: bulwark.v1.Admin.RevokeNode:output_type -> bulwark.v1.RevokeNodeResponse
-	16, // 34: bulwark.v1.Admin.ReadAudit:output_type -> bulwark.v1.ReadAuditResponse
-	18, // 35: bulwark.v1.Admin.VerifyAudit:output_type -> bulwark.v1.VerifyAuditResponse
-	21, // 36: bulwark.v1.Admin.ListPolicies:output_type -> bulwark.v1.ListPoliciesResponse
-	23, // 37: bulwark.v1.Admin.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
-	26, // 38: bulwark.v1.Admin.ListReplicaJoins:output_type -> bulwark.v1.ListReplicaJoinsResponse
-	28, // 39: bulwark.v1.Admin.ApproveReplicaJoin:output_type -> bulwark.v1.ApproveReplicaJoinResponse
-	30, // 40: bulwark.v1.Admin.DenyReplicaJoin:output_type -> bulwark.v1.DenyReplicaJoinResponse
-	28, // [28:41] is the sub-list for method output_type
-	15, // [15:28] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	36, // 4: bulwark.v1.Node.enrolled_at:type_name -> google.protobuf.Timestamp
+	36, // 5: bulwark.v1.Node.last_attested_at:type_name -> google.protobuf.Timestamp
+	36, // 6: bulwark.v1.SandboxState.verdict_at:type_name -> google.protobuf.Timestamp
+	10, // 7: bulwark.v1.ListSandboxesAdminResponse.sandboxes:type_name -> bulwark.v1.SandboxState
+	8,  // 8: bulwark.v1.ListNodesResponse.nodes:type_name -> bulwark.v1.Node
+	36, // 9: bulwark.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	18, // 10: bulwark.v1.ReadAuditResponse.records:type_name -> bulwark.v1.AuditRecord
+	23, // 11: bulwark.v1.ListPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
+	36, // 12: bulwark.v1.ListPoliciesResponse.loaded_at:type_name -> google.protobuf.Timestamp
+	23, // 13: bulwark.v1.ReloadPoliciesResponse.policies:type_name -> bulwark.v1.PolicyStatus
+	36, // 14: bulwark.v1.ReplicaJoin.created_at:type_name -> google.protobuf.Timestamp
+	27, // 15: bulwark.v1.ListReplicaJoinsResponse.joins:type_name -> bulwark.v1.ReplicaJoin
+	27, // 16: bulwark.v1.ApproveReplicaJoinResponse.join:type_name -> bulwark.v1.ReplicaJoin
+	0,  // 17: bulwark.v1.Admin.PutSecret:input_type -> bulwark.v1.PutSecretRequest
+	2,  // 18: bulwark.v1.Admin.DeleteSecret:input_type -> bulwark.v1.DeleteSecretRequest
+	4,  // 19: bulwark.v1.Admin.ListSecrets:input_type -> bulwark.v1.ListSecretsRequest
+	7,  // 20: bulwark.v1.Admin.ListNodes:input_type -> bulwark.v1.ListNodesRequest
+	9,  // 21: bulwark.v1.Admin.ListSandboxes:input_type -> bulwark.v1.ListSandboxesAdminRequest
+	13, // 22: bulwark.v1.Admin.DeleteNode:input_type -> bulwark.v1.DeleteNodeRequest
+	15, // 23: bulwark.v1.Admin.RevokeNode:input_type -> bulwark.v1.RevokeNodeRequest
+	17, // 24: bulwark.v1.Admin.ReadAudit:input_type -> bulwark.v1.ReadAuditRequest
+	20, // 25: bulwark.v1.Admin.VerifyAudit:input_type -> bulwark.v1.VerifyAuditRequest
+	22, // 26: bulwark.v1.Admin.ListPolicies:input_type -> bulwark.v1.ListPoliciesRequest
+	25, // 27: bulwark.v1.Admin.ReloadPolicies:input_type -> bulwark.v1.ReloadPoliciesRequest
+	28, // 28: bulwark.v1.Admin.ListReplicaJoins:input_type -> bulwark.v1.ListReplicaJoinsRequest
+	30, // 29: bulwark.v1.Admin.ApproveReplicaJoin:input_type -> bulwark.v1.ApproveReplicaJoinRequest
+	32, // 30: bulwark.v1.Admin.DenyReplicaJoin:input_type -> bulwark.v1.DenyReplicaJoinRequest
+	1,  // 31: bulwark.v1.Admin.PutSecret:output_type -> bulwark.v1.PutSecretResponse
+	3,  // 32: bulwark.v1.Admin.DeleteSecret:output_type -> bulwark.v1.DeleteSecretResponse
+	6,  // 33: bulwark.v1.Admin.ListSecrets:output_type -> bulwark.v1.ListSecretsResponse
+	12, // 34: bulwark.v1.Admin.ListNodes:output_type -> bulwark.v1.ListNodesResponse
+	11, // 35: bulwark.v1.Admin.ListSandboxes:output_type -> bulwark.v1.ListSandboxesAdminResponse
+	14, // 36: bulwark.v1.Admin.DeleteNode:output_type -> bulwark.v1.DeleteNodeResponse
+	16, // 37: bulwark.v1.Admin.RevokeNode:output_type -> bulwark.v1.RevokeNodeResponse
+	19, // 38: bulwark.v1.Admin.ReadAudit:output_type -> bulwark.v1.ReadAuditResponse
+	21, // 39: bulwark.v1.Admin.VerifyAudit:output_type -> bulwark.v1.VerifyAuditResponse
+	24, // 40: bulwark.v1.Admin.ListPolicies:output_type -> bulwark.v1.ListPoliciesResponse
+	26, // 41: bulwark.v1.Admin.ReloadPolicies:output_type -> bulwark.v1.ReloadPoliciesResponse
+	29, // 42: bulwark.v1.Admin.ListReplicaJoins:output_type -> bulwark.v1.ListReplicaJoinsResponse
+	31, // 43: bulwark.v1.Admin.ApproveReplicaJoin:output_type -> bulwark.v1.ApproveReplicaJoinResponse
+	33, // 44: bulwark.v1.Admin.DenyReplicaJoin:output_type -> bulwark.v1.DenyReplicaJoinResponse
+	31, // [31:45] is the sub-list for method output_type
+	17, // [17:31] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_admin_proto_init() }
@@ -1831,7 +2068,7 @@ func file_bulwark_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_admin_proto_rawDesc), len(file_bulwark_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

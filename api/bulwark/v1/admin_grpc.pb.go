@@ -26,6 +26,7 @@ const (
 	Admin_DeleteSecret_FullMethodName       = "/bulwark.v1.Admin/DeleteSecret"
 	Admin_ListSecrets_FullMethodName        = "/bulwark.v1.Admin/ListSecrets"
 	Admin_ListNodes_FullMethodName          = "/bulwark.v1.Admin/ListNodes"
+	Admin_ListSandboxes_FullMethodName      = "/bulwark.v1.Admin/ListSandboxes"
 	Admin_DeleteNode_FullMethodName         = "/bulwark.v1.Admin/DeleteNode"
 	Admin_RevokeNode_FullMethodName         = "/bulwark.v1.Admin/RevokeNode"
 	Admin_ReadAudit_FullMethodName          = "/bulwark.v1.Admin/ReadAudit"
@@ -46,6 +47,11 @@ type AdminClient interface {
 	// ListSecrets returns names and metadata, never values.
 	ListSecrets(ctx context.Context, in *ListSecretsRequest, opts ...grpc.CallOption) (*ListSecretsResponse, error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// ListSandboxes lists the sandboxes attestd keeps a state for (those a
+	// host service runs and re-attests), each with its latest verdict, that
+	// verdict's age, and "stale" when no fresh verdict came within twice the
+	// sandbox's re-attestation interval.
+	ListSandboxes(ctx context.Context, in *ListSandboxesAdminRequest, opts ...grpc.CallOption) (*ListSandboxesAdminResponse, error)
 	// DeleteNode removes an enrolled node (it must enroll again).
 	DeleteNode(ctx context.Context, in *DeleteNodeRequest, opts ...grpc.CallOption) (*DeleteNodeResponse, error)
 	// RevokeNode marks a node revoked: its quotes are refused and it cannot
@@ -111,6 +117,16 @@ func (c *adminClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListNodesResponse)
 	err := c.cc.Invoke(ctx, Admin_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListSandboxes(ctx context.Context, in *ListSandboxesAdminRequest, opts ...grpc.CallOption) (*ListSandboxesAdminResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSandboxesAdminResponse)
+	err := c.cc.Invoke(ctx, Admin_ListSandboxes_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -216,6 +232,11 @@ type AdminServer interface {
 	// ListSecrets returns names and metadata, never values.
 	ListSecrets(context.Context, *ListSecretsRequest) (*ListSecretsResponse, error)
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// ListSandboxes lists the sandboxes attestd keeps a state for (those a
+	// host service runs and re-attests), each with its latest verdict, that
+	// verdict's age, and "stale" when no fresh verdict came within twice the
+	// sandbox's re-attestation interval.
+	ListSandboxes(context.Context, *ListSandboxesAdminRequest) (*ListSandboxesAdminResponse, error)
 	// DeleteNode removes an enrolled node (it must enroll again).
 	DeleteNode(context.Context, *DeleteNodeRequest) (*DeleteNodeResponse, error)
 	// RevokeNode marks a node revoked: its quotes are refused and it cannot
@@ -258,6 +279,9 @@ func (UnimplementedAdminServer) ListSecrets(context.Context, *ListSecretsRequest
 }
 func (UnimplementedAdminServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedAdminServer) ListSandboxes(context.Context, *ListSandboxesAdminRequest) (*ListSandboxesAdminResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListSandboxes not implemented")
 }
 func (UnimplementedAdminServer) DeleteNode(context.Context, *DeleteNodeRequest) (*DeleteNodeResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteNode not implemented")
@@ -375,6 +399,24 @@ func _Admin_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(int
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListSandboxes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSandboxesAdminRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListSandboxes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListSandboxes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListSandboxes(ctx, req.(*ListSandboxesAdminRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -563,6 +605,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListNodes",
 			Handler:    _Admin_ListNodes_Handler,
+		},
+		{
+			MethodName: "ListSandboxes",
+			Handler:    _Admin_ListSandboxes_Handler,
 		},
 		{
 			MethodName: "DeleteNode",

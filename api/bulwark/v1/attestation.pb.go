@@ -75,6 +75,61 @@ func (Verdict) EnumDescriptor() ([]byte, []int) {
 	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{0}
 }
 
+type NodeDecision_Kind int32
+
+const (
+	NodeDecision_KIND_UNSPECIFIED NodeDecision_Kind = 0
+	// KIND_REVOKE: the sandbox is no longer attested (node revoked, a
+	// secret deleted, a policy that no longer allows it): the guest removes
+	// its secrets (all of them, or those named in secrets) and then acts
+	// as action says.
+	NodeDecision_KIND_REVOKE NodeDecision_Kind = 1
+	// KIND_ROTATE: new versions of secrets the sandbox holds, each wrapped
+	// to its guest key as at release: the guest replaces the files.
+	NodeDecision_KIND_ROTATE NodeDecision_Kind = 2
+)
+
+// Enum value maps for NodeDecision_Kind.
+var (
+	NodeDecision_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "KIND_REVOKE",
+		2: "KIND_ROTATE",
+	}
+	NodeDecision_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"KIND_REVOKE":      1,
+		"KIND_ROTATE":      2,
+	}
+)
+
+func (x NodeDecision_Kind) Enum() *NodeDecision_Kind {
+	p := new(NodeDecision_Kind)
+	*p = x
+	return p
+}
+
+func (x NodeDecision_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeDecision_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_bulwark_v1_attestation_proto_enumTypes[1].Descriptor()
+}
+
+func (NodeDecision_Kind) Type() protoreflect.EnumType {
+	return &file_bulwark_v1_attestation_proto_enumTypes[1]
+}
+
+func (x NodeDecision_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeDecision_Kind.Descriptor instead.
+func (NodeDecision_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14, 0}
+}
+
 type EnrollRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// ek_public is the EK's TPMT_PUBLIC, as the TPM marshals it.
@@ -314,8 +369,12 @@ type ChallengeRequest struct {
 	// attestd has verified (ChallengeResponse.launch_log_prefix), so that
 	// the host sends only the records after it (AttestRequest.launch_log_offset).
 	LaunchLogPrefix bool `protobuf:"varint,2,opt,name=launch_log_prefix,json=launchLogPrefix,proto3" json:"launch_log_prefix,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// watch asks for a nonce to open WatchNode with: it is issued to a
+	// revoked node too (which learns of its revocation that way), and Attest
+	// refuses a revoked node whatever its nonce.
+	Watch         bool `protobuf:"varint,3,opt,name=watch,proto3" json:"watch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ChallengeRequest) Reset() {
@@ -358,6 +417,13 @@ func (x *ChallengeRequest) GetNodeId() string {
 func (x *ChallengeRequest) GetLaunchLogPrefix() bool {
 	if x != nil {
 		return x.LaunchLogPrefix
+	}
+	return false
+}
+
+func (x *ChallengeRequest) GetWatch() bool {
+	if x != nil {
+		return x.Watch
 	}
 	return false
 }
@@ -857,8 +923,26 @@ type AttestRequest struct {
 	// record) when that record lies before launch_log_offset: attestd keeps
 	// only each verified record's digest, and checks this record against it.
 	SandboxRecord []byte `protobuf:"bytes,12,opt,name=sandbox_record,json=sandboxRecord,proto3" json:"sandbox_record,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// sandbox_ids, instead of sandbox_id, asks for a re-attestation of every
+	// named sandbox by one quote (the host service's, every
+	// reattest_interval_seconds): each must have been attested at launch with
+	// reattest_interval_seconds set, its launch event must be in the node's
+	// verified launch log of this TPM boot cycle, and it is judged again by
+	// its policy (AttestResponse.sandboxes). At most 1024.
+	SandboxIds []string `protobuf:"bytes,13,rep,name=sandbox_ids,json=sandboxIds,proto3" json:"sandbox_ids,omitempty"`
+	// reattest_interval_seconds, when not 0, is how often the host will
+	// re-attest the sandbox(es): attestd keeps each one's latest verdict and
+	// reports it stale when no fresh one came within twice the interval.
+	// With sandbox_id, attestd starts keeping the sandbox's state (the
+	// launch of a sandbox the host service runs). 1..86400.
+	ReattestIntervalSeconds uint32 `protobuf:"varint,14,opt,name=reattest_interval_seconds,json=reattestIntervalSeconds,proto3" json:"reattest_interval_seconds,omitempty"`
+	// ended_sandbox_ids, in a re-attestation, are kept sandboxes that ended
+	// on the host since its last one (stopped, exited, removed): attestd
+	// forgets them. A re-attestation may name only these (no sandbox
+	// running). At most 1024.
+	EndedSandboxIds []string `protobuf:"bytes,15,rep,name=ended_sandbox_ids,json=endedSandboxIds,proto3" json:"ended_sandbox_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AttestRequest) Reset() {
@@ -975,6 +1059,27 @@ func (x *AttestRequest) GetSandboxRecord() []byte {
 	return nil
 }
 
+func (x *AttestRequest) GetSandboxIds() []string {
+	if x != nil {
+		return x.SandboxIds
+	}
+	return nil
+}
+
+func (x *AttestRequest) GetReattestIntervalSeconds() uint32 {
+	if x != nil {
+		return x.ReattestIntervalSeconds
+	}
+	return 0
+}
+
+func (x *AttestRequest) GetEndedSandboxIds() []string {
+	if x != nil {
+		return x.EndedSandboxIds
+	}
+	return nil
+}
+
 type AttestResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Verdict Verdict                `protobuf:"varint,1,opt,name=verdict,proto3,enum=bulwark.v1.Verdict" json:"verdict,omitempty"`
@@ -986,7 +1091,10 @@ type AttestResponse struct {
 	Token     string                 `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// policy is the policy that judged the launch.
-	Policy        string `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy string `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
+	// sandboxes are the verdicts of a re-attestation (sandbox_ids), one per
+	// sandbox named, in the request's order.
+	Sandboxes     []*SandboxVerdict `protobuf:"bytes,7,rep,name=sandboxes,proto3" json:"sandboxes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1063,6 +1171,280 @@ func (x *AttestResponse) GetPolicy() string {
 	return ""
 }
 
+func (x *AttestResponse) GetSandboxes() []*SandboxVerdict {
+	if x != nil {
+		return x.Sandboxes
+	}
+	return nil
+}
+
+// SandboxVerdict is one sandbox's verdict in a re-attestation.
+type SandboxVerdict struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Verdict       Verdict                `protobuf:"varint,2,opt,name=verdict,proto3,enum=bulwark.v1.Verdict" json:"verdict,omitempty"`
+	Reasons       []string               `protobuf:"bytes,3,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	Policy        string                 `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxVerdict) Reset() {
+	*x = SandboxVerdict{}
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxVerdict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxVerdict) ProtoMessage() {}
+
+func (x *SandboxVerdict) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxVerdict.ProtoReflect.Descriptor instead.
+func (*SandboxVerdict) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SandboxVerdict) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *SandboxVerdict) GetVerdict() Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return Verdict_VERDICT_UNSPECIFIED
+}
+
+func (x *SandboxVerdict) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *SandboxVerdict) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+type WatchNodeRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// nonce, quote, signature and pcrs are as in AttestRequest: a quote by
+	// the node's AK over a fresh nonce from Challenge (any PCR selection
+	// that includes the launch PCR).
+	Nonce     []byte            `protobuf:"bytes,2,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	Quote     []byte            `protobuf:"bytes,3,opt,name=quote,proto3" json:"quote,omitempty"`
+	Signature []byte            `protobuf:"bytes,4,opt,name=signature,proto3" json:"signature,omitempty"`
+	Pcrs      map[uint32][]byte `protobuf:"bytes,5,rep,name=pcrs,proto3" json:"pcrs,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// after_seq is the last decision the host applied (0: none): the stream
+	// starts with the node's stored decisions after it.
+	AfterSeq      uint64 `protobuf:"varint,6,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchNodeRequest) Reset() {
+	*x = WatchNodeRequest{}
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchNodeRequest) ProtoMessage() {}
+
+func (x *WatchNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchNodeRequest.ProtoReflect.Descriptor instead.
+func (*WatchNodeRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *WatchNodeRequest) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+func (x *WatchNodeRequest) GetQuote() []byte {
+	if x != nil {
+		return x.Quote
+	}
+	return nil
+}
+
+func (x *WatchNodeRequest) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *WatchNodeRequest) GetPcrs() map[uint32][]byte {
+	if x != nil {
+		return x.Pcrs
+	}
+	return nil
+}
+
+func (x *WatchNodeRequest) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
+}
+
+// NodeDecision is one decision of attestd about one sandbox of the node.
+type NodeDecision struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// seq numbers the node's decisions from 1, in the order they were made.
+	Seq       uint64            `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	SandboxId string            `protobuf:"bytes,2,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Kind      NodeDecision_Kind `protobuf:"varint,3,opt,name=kind,proto3,enum=bulwark.v1.NodeDecision_Kind" json:"kind,omitempty"`
+	// action is the policy's on_revoke for KIND_REVOKE: "stop" (the workload
+	// is stopped) or "wipe-secrets" (it keeps running without them).
+	Action  string   `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
+	Reasons []string `protobuf:"bytes,5,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	// secrets: for KIND_ROTATE the new versions (wrapped); for KIND_REVOKE
+	// the names to remove (wrapped empty), none meaning all.
+	Secrets []*WrappedSecret       `protobuf:"bytes,6,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	Time    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time,proto3" json:"time,omitempty"`
+	// heartbeat is set on a message that carries no decision: attestd sends
+	// one when the stream opens and every so often, so the host knows the
+	// stream is alive.
+	Heartbeat     bool `protobuf:"varint,8,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeDecision) Reset() {
+	*x = NodeDecision{}
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeDecision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeDecision) ProtoMessage() {}
+
+func (x *NodeDecision) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeDecision.ProtoReflect.Descriptor instead.
+func (*NodeDecision) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *NodeDecision) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *NodeDecision) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *NodeDecision) GetKind() NodeDecision_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return NodeDecision_KIND_UNSPECIFIED
+}
+
+func (x *NodeDecision) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *NodeDecision) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+func (x *NodeDecision) GetSecrets() []*WrappedSecret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *NodeDecision) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *NodeDecision) GetHeartbeat() bool {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return false
+}
+
 type ReleaseSecretsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Ref:
@@ -1076,7 +1458,7 @@ type ReleaseSecretsRequest struct {
 
 func (x *ReleaseSecretsRequest) Reset() {
 	*x = ReleaseSecretsRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1470,7 @@ func (x *ReleaseSecretsRequest) String() string {
 func (*ReleaseSecretsRequest) ProtoMessage() {}
 
 func (x *ReleaseSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1483,7 @@ func (x *ReleaseSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReleaseSecretsRequest) GetRef() isReleaseSecretsRequest_Ref {
@@ -1158,7 +1540,7 @@ type WrappedSecret struct {
 
 func (x *WrappedSecret) Reset() {
 	*x = WrappedSecret{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1552,7 @@ func (x *WrappedSecret) String() string {
 func (*WrappedSecret) ProtoMessage() {}
 
 func (x *WrappedSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1565,7 @@ func (x *WrappedSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrappedSecret.ProtoReflect.Descriptor instead.
 func (*WrappedSecret) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WrappedSecret) GetName() string {
@@ -1210,7 +1592,7 @@ type ReleaseSecretsResponse struct {
 
 func (x *ReleaseSecretsResponse) Reset() {
 	*x = ReleaseSecretsResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1604,7 @@ func (x *ReleaseSecretsResponse) String() string {
 func (*ReleaseSecretsResponse) ProtoMessage() {}
 
 func (x *ReleaseSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1617,7 @@ func (x *ReleaseSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReleaseSecretsResponse) GetSandboxId() string {
@@ -1260,7 +1642,7 @@ type GetSigningKeysRequest struct {
 
 func (x *GetSigningKeysRequest) Reset() {
 	*x = GetSigningKeysRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1654,7 @@ func (x *GetSigningKeysRequest) String() string {
 func (*GetSigningKeysRequest) ProtoMessage() {}
 
 func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1667,7 @@ func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{18}
 }
 
 type SigningKey struct {
@@ -1302,7 +1684,7 @@ type SigningKey struct {
 
 func (x *SigningKey) Reset() {
 	*x = SigningKey{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1696,7 @@ func (x *SigningKey) String() string {
 func (*SigningKey) ProtoMessage() {}
 
 func (x *SigningKey) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1709,7 @@ func (x *SigningKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
 func (*SigningKey) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SigningKey) GetKid() string {
@@ -1362,7 +1744,7 @@ type GetSigningKeysResponse struct {
 
 func (x *GetSigningKeysResponse) Reset() {
 	*x = GetSigningKeysResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1756,7 @@ func (x *GetSigningKeysResponse) String() string {
 func (*GetSigningKeysResponse) ProtoMessage() {}
 
 func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1769,7 @@ func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetSigningKeysResponse) GetKeys() []*SigningKey {
@@ -1424,10 +1806,11 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\fR\x06secret\"5\n" +
 	"\x1aActivateCredentialResponse\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"W\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"m\n" +
 	"\x10ChallengeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12*\n" +
-	"\x11launch_log_prefix\x18\x02 \x01(\bR\x0flaunchLogPrefix\"\xad\x01\n" +
+	"\x11launch_log_prefix\x18\x02 \x01(\bR\x0flaunchLogPrefix\x12\x14\n" +
+	"\x05watch\x18\x03 \x01(\bR\x05watch\"\xad\x01\n" +
 	"\x11ChallengeResponse\x12\x14\n" +
 	"\x05nonce\x18\x01 \x01(\fR\x05nonce\x129\n" +
 	"\n" +
@@ -1468,7 +1851,7 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x11PreflightResponse\x12\x14\n" +
 	"\x05allow\x18\x01 \x01(\bR\x05allow\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12\x16\n" +
-	"\x06policy\x18\x03 \x01(\tR\x06policy\"\x81\x04\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\"\x8a\x05\n" +
 	"\rAttestRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\fR\x05nonce\x12\x14\n" +
@@ -1487,10 +1870,14 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"omit_token\x18\n" +
 	" \x01(\bR\tomitToken\x12*\n" +
 	"\x11launch_log_offset\x18\v \x01(\x04R\x0flaunchLogOffset\x12%\n" +
-	"\x0esandbox_record\x18\f \x01(\fR\rsandboxRecord\x1a7\n" +
+	"\x0esandbox_record\x18\f \x01(\fR\rsandboxRecord\x12\x1f\n" +
+	"\vsandbox_ids\x18\r \x03(\tR\n" +
+	"sandboxIds\x12:\n" +
+	"\x19reattest_interval_seconds\x18\x0e \x01(\rR\x17reattestIntervalSeconds\x12*\n" +
+	"\x11ended_sandbox_ids\x18\x0f \x03(\tR\x0fendedSandboxIds\x1a7\n" +
 	"\tPcrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xe9\x01\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xa3\x02\n" +
 	"\x0eAttestResponse\x12-\n" +
 	"\averdict\x18\x01 \x01(\x0e2\x13.bulwark.v1.VerdictR\averdict\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12%\n" +
@@ -1498,7 +1885,38 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x05token\x18\x04 \x01(\tR\x05token\x129\n" +
 	"\n" +
 	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
-	"\x06policy\x18\x06 \x01(\tR\x06policy\"_\n" +
+	"\x06policy\x18\x06 \x01(\tR\x06policy\x128\n" +
+	"\tsandboxes\x18\a \x03(\v2\x1a.bulwark.v1.SandboxVerdictR\tsandboxes\"\x90\x01\n" +
+	"\x0eSandboxVerdict\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12-\n" +
+	"\averdict\x18\x02 \x01(\x0e2\x13.bulwark.v1.VerdictR\averdict\x12\x18\n" +
+	"\areasons\x18\x03 \x03(\tR\areasons\x12\x16\n" +
+	"\x06policy\x18\x04 \x01(\tR\x06policy\"\x87\x02\n" +
+	"\x10WatchNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
+	"\x05nonce\x18\x02 \x01(\fR\x05nonce\x12\x14\n" +
+	"\x05quote\x18\x03 \x01(\fR\x05quote\x12\x1c\n" +
+	"\tsignature\x18\x04 \x01(\fR\tsignature\x12:\n" +
+	"\x04pcrs\x18\x05 \x03(\v2&.bulwark.v1.WatchNodeRequest.PcrsEntryR\x04pcrs\x12\x1b\n" +
+	"\tafter_seq\x18\x06 \x01(\x04R\bafterSeq\x1a7\n" +
+	"\tPcrsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xe7\x02\n" +
+	"\fNodeDecision\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x02 \x01(\tR\tsandboxId\x121\n" +
+	"\x04kind\x18\x03 \x01(\x0e2\x1d.bulwark.v1.NodeDecision.KindR\x04kind\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\x12\x18\n" +
+	"\areasons\x18\x05 \x03(\tR\areasons\x123\n" +
+	"\asecrets\x18\x06 \x03(\v2\x19.bulwark.v1.WrappedSecretR\asecrets\x12.\n" +
+	"\x04time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1c\n" +
+	"\theartbeat\x18\b \x01(\bR\theartbeat\">\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vKIND_REVOKE\x10\x01\x12\x0f\n" +
+	"\vKIND_ROTATE\x10\x02\"_\n" +
 	"\x15ReleaseSecretsRequest\x12'\n" +
 	"\x0eattestation_id\x18\x01 \x01(\tH\x00R\rattestationId\x12\x16\n" +
 	"\x05token\x18\x02 \x01(\tH\x00R\x05tokenB\x05\n" +
@@ -1523,7 +1941,7 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVERDICT_ALLOW\x10\x01\x12\x10\n" +
-	"\fVERDICT_DENY\x10\x022\xba\x04\n" +
+	"\fVERDICT_DENY\x10\x022\x81\x05\n" +
 	"\vAttestation\x12?\n" +
 	"\x06Enroll\x12\x19.bulwark.v1.EnrollRequest\x1a\x1a.bulwark.v1.EnrollResponse\x12c\n" +
 	"\x12ActivateCredential\x12%.bulwark.v1.ActivateCredentialRequest\x1a&.bulwark.v1.ActivateCredentialResponse\x12H\n" +
@@ -1531,7 +1949,8 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\tPreflight\x12\x1c.bulwark.v1.PreflightRequest\x1a\x1d.bulwark.v1.PreflightResponse\x12?\n" +
 	"\x06Attest\x12\x19.bulwark.v1.AttestRequest\x1a\x1a.bulwark.v1.AttestResponse\x12W\n" +
 	"\x0eReleaseSecrets\x12!.bulwark.v1.ReleaseSecretsRequest\x1a\".bulwark.v1.ReleaseSecretsResponse\x12W\n" +
-	"\x0eGetSigningKeys\x12!.bulwark.v1.GetSigningKeysRequest\x1a\".bulwark.v1.GetSigningKeysResponseB=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
+	"\x0eGetSigningKeys\x12!.bulwark.v1.GetSigningKeysRequest\x1a\".bulwark.v1.GetSigningKeysResponse\x12E\n" +
+	"\tWatchNode\x12\x1c.bulwark.v1.WatchNodeRequest\x1a\x18.bulwark.v1.NodeDecision0\x01B=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
 
 var (
 	file_bulwark_v1_attestation_proto_rawDescOnce sync.Once
@@ -1545,61 +1964,74 @@ func file_bulwark_v1_attestation_proto_rawDescGZIP() []byte {
 	return file_bulwark_v1_attestation_proto_rawDescData
 }
 
-var file_bulwark_v1_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bulwark_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_bulwark_v1_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_bulwark_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_bulwark_v1_attestation_proto_goTypes = []any{
 	(Verdict)(0),                       // 0: bulwark.v1.Verdict
-	(*EnrollRequest)(nil),              // 1: bulwark.v1.EnrollRequest
-	(*EnrollResponse)(nil),             // 2: bulwark.v1.EnrollResponse
-	(*ActivateCredentialRequest)(nil),  // 3: bulwark.v1.ActivateCredentialRequest
-	(*ActivateCredentialResponse)(nil), // 4: bulwark.v1.ActivateCredentialResponse
-	(*ChallengeRequest)(nil),           // 5: bulwark.v1.ChallengeRequest
-	(*ChallengeResponse)(nil),          // 6: bulwark.v1.ChallengeResponse
-	(*LaunchLogPrefix)(nil),            // 7: bulwark.v1.LaunchLogPrefix
-	(*ArtifactSignature)(nil),          // 8: bulwark.v1.ArtifactSignature
-	(*PreflightRequest)(nil),           // 9: bulwark.v1.PreflightRequest
-	(*PreflightResponse)(nil),          // 10: bulwark.v1.PreflightResponse
-	(*AttestRequest)(nil),              // 11: bulwark.v1.AttestRequest
-	(*AttestResponse)(nil),             // 12: bulwark.v1.AttestResponse
-	(*ReleaseSecretsRequest)(nil),      // 13: bulwark.v1.ReleaseSecretsRequest
-	(*WrappedSecret)(nil),              // 14: bulwark.v1.WrappedSecret
-	(*ReleaseSecretsResponse)(nil),     // 15: bulwark.v1.ReleaseSecretsResponse
-	(*GetSigningKeysRequest)(nil),      // 16: bulwark.v1.GetSigningKeysRequest
-	(*SigningKey)(nil),                 // 17: bulwark.v1.SigningKey
-	(*GetSigningKeysResponse)(nil),     // 18: bulwark.v1.GetSigningKeysResponse
-	nil,                                // 19: bulwark.v1.AttestRequest.PcrsEntry
-	(*timestamppb.Timestamp)(nil),      // 20: google.protobuf.Timestamp
+	(NodeDecision_Kind)(0),             // 1: bulwark.v1.NodeDecision.Kind
+	(*EnrollRequest)(nil),              // 2: bulwark.v1.EnrollRequest
+	(*EnrollResponse)(nil),             // 3: bulwark.v1.EnrollResponse
+	(*ActivateCredentialRequest)(nil),  // 4: bulwark.v1.ActivateCredentialRequest
+	(*ActivateCredentialResponse)(nil), // 5: bulwark.v1.ActivateCredentialResponse
+	(*ChallengeRequest)(nil),           // 6: bulwark.v1.ChallengeRequest
+	(*ChallengeResponse)(nil),          // 7: bulwark.v1.ChallengeResponse
+	(*LaunchLogPrefix)(nil),            // 8: bulwark.v1.LaunchLogPrefix
+	(*ArtifactSignature)(nil),          // 9: bulwark.v1.ArtifactSignature
+	(*PreflightRequest)(nil),           // 10: bulwark.v1.PreflightRequest
+	(*PreflightResponse)(nil),          // 11: bulwark.v1.PreflightResponse
+	(*AttestRequest)(nil),              // 12: bulwark.v1.AttestRequest
+	(*AttestResponse)(nil),             // 13: bulwark.v1.AttestResponse
+	(*SandboxVerdict)(nil),             // 14: bulwark.v1.SandboxVerdict
+	(*WatchNodeRequest)(nil),           // 15: bulwark.v1.WatchNodeRequest
+	(*NodeDecision)(nil),               // 16: bulwark.v1.NodeDecision
+	(*ReleaseSecretsRequest)(nil),      // 17: bulwark.v1.ReleaseSecretsRequest
+	(*WrappedSecret)(nil),              // 18: bulwark.v1.WrappedSecret
+	(*ReleaseSecretsResponse)(nil),     // 19: bulwark.v1.ReleaseSecretsResponse
+	(*GetSigningKeysRequest)(nil),      // 20: bulwark.v1.GetSigningKeysRequest
+	(*SigningKey)(nil),                 // 21: bulwark.v1.SigningKey
+	(*GetSigningKeysResponse)(nil),     // 22: bulwark.v1.GetSigningKeysResponse
+	nil,                                // 23: bulwark.v1.AttestRequest.PcrsEntry
+	nil,                                // 24: bulwark.v1.WatchNodeRequest.PcrsEntry
+	(*timestamppb.Timestamp)(nil),      // 25: google.protobuf.Timestamp
 }
 var file_bulwark_v1_attestation_proto_depIdxs = []int32{
-	20, // 0: bulwark.v1.EnrollResponse.expires_at:type_name -> google.protobuf.Timestamp
-	20, // 1: bulwark.v1.ChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 2: bulwark.v1.ChallengeResponse.launch_log_prefix:type_name -> bulwark.v1.LaunchLogPrefix
-	8,  // 3: bulwark.v1.PreflightRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
-	19, // 4: bulwark.v1.AttestRequest.pcrs:type_name -> bulwark.v1.AttestRequest.PcrsEntry
-	8,  // 5: bulwark.v1.AttestRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
+	25, // 0: bulwark.v1.EnrollResponse.expires_at:type_name -> google.protobuf.Timestamp
+	25, // 1: bulwark.v1.ChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 2: bulwark.v1.ChallengeResponse.launch_log_prefix:type_name -> bulwark.v1.LaunchLogPrefix
+	9,  // 3: bulwark.v1.PreflightRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
+	23, // 4: bulwark.v1.AttestRequest.pcrs:type_name -> bulwark.v1.AttestRequest.PcrsEntry
+	9,  // 5: bulwark.v1.AttestRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
 	0,  // 6: bulwark.v1.AttestResponse.verdict:type_name -> bulwark.v1.Verdict
-	20, // 7: bulwark.v1.AttestResponse.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 8: bulwark.v1.ReleaseSecretsResponse.secrets:type_name -> bulwark.v1.WrappedSecret
-	17, // 9: bulwark.v1.GetSigningKeysResponse.keys:type_name -> bulwark.v1.SigningKey
-	1,  // 10: bulwark.v1.Attestation.Enroll:input_type -> bulwark.v1.EnrollRequest
-	3,  // 11: bulwark.v1.Attestation.ActivateCredential:input_type -> bulwark.v1.ActivateCredentialRequest
-	5,  // 12: bulwark.v1.Attestation.Challenge:input_type -> bulwark.v1.ChallengeRequest
-	9,  // 13: bulwark.v1.Attestation.Preflight:input_type -> bulwark.v1.PreflightRequest
-	11, // 14: bulwark.v1.Attestation.Attest:input_type -> bulwark.v1.AttestRequest
-	13, // 15: bulwark.v1.Attestation.ReleaseSecrets:input_type -> bulwark.v1.ReleaseSecretsRequest
-	16, // 16: bulwark.v1.Attestation.GetSigningKeys:input_type -> bulwark.v1.GetSigningKeysRequest
-	2,  // 17: bulwark.v1.Attestation.Enroll:output_type -> bulwark.v1.EnrollResponse
-	4,  // 18: bulwark.v1.Attestation.ActivateCredential:output_type -> bulwark.v1.ActivateCredentialResponse
-	6,  // 19: bulwark.v1.Attestation.Challenge:output_type -> bulwark.v1.ChallengeResponse
-	10, // 20: bulwark.v1.Attestation.Preflight:output_type -> bulwark.v1.PreflightResponse
-	12, // 21: bulwark.v1.Attestation.Attest:output_type -> bulwark.v1.AttestResponse
-	15, // 22: bulwark.v1.Attestation.ReleaseSecrets:output_type -> bulwark.v1.ReleaseSecretsResponse
-	18, // 23: bulwark.v1.Attestation.GetSigningKeys:output_type -> bulwark.v1.GetSigningKeysResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	25, // 7: bulwark.v1.AttestResponse.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 8: bulwark.v1.AttestResponse.sandboxes:type_name -> bulwark.v1.SandboxVerdict
+	0,  // 9: bulwark.v1.SandboxVerdict.verdict:type_name -> bulwark.v1.Verdict
+	24, // 10: bulwark.v1.WatchNodeRequest.pcrs:type_name -> bulwark.v1.WatchNodeRequest.PcrsEntry
+	1,  // 11: bulwark.v1.NodeDecision.kind:type_name -> bulwark.v1.NodeDecision.Kind
+	18, // 12: bulwark.v1.NodeDecision.secrets:type_name -> bulwark.v1.WrappedSecret
+	25, // 13: bulwark.v1.NodeDecision.time:type_name -> google.protobuf.Timestamp
+	18, // 14: bulwark.v1.ReleaseSecretsResponse.secrets:type_name -> bulwark.v1.WrappedSecret
+	21, // 15: bulwark.v1.GetSigningKeysResponse.keys:type_name -> bulwark.v1.SigningKey
+	2,  // 16: bulwark.v1.Attestation.Enroll:input_type -> bulwark.v1.EnrollRequest
+	4,  // 17: bulwark.v1.Attestation.ActivateCredential:input_type -> bulwark.v1.ActivateCredentialRequest
+	6,  // 18: bulwark.v1.Attestation.Challenge:input_type -> bulwark.v1.ChallengeRequest
+	10, // 19: bulwark.v1.Attestation.Preflight:input_type -> bulwark.v1.PreflightRequest
+	12, // 20: bulwark.v1.Attestation.Attest:input_type -> bulwark.v1.AttestRequest
+	17, // 21: bulwark.v1.Attestation.ReleaseSecrets:input_type -> bulwark.v1.ReleaseSecretsRequest
+	20, // 22: bulwark.v1.Attestation.GetSigningKeys:input_type -> bulwark.v1.GetSigningKeysRequest
+	15, // 23: bulwark.v1.Attestation.WatchNode:input_type -> bulwark.v1.WatchNodeRequest
+	3,  // 24: bulwark.v1.Attestation.Enroll:output_type -> bulwark.v1.EnrollResponse
+	5,  // 25: bulwark.v1.Attestation.ActivateCredential:output_type -> bulwark.v1.ActivateCredentialResponse
+	7,  // 26: bulwark.v1.Attestation.Challenge:output_type -> bulwark.v1.ChallengeResponse
+	11, // 27: bulwark.v1.Attestation.Preflight:output_type -> bulwark.v1.PreflightResponse
+	13, // 28: bulwark.v1.Attestation.Attest:output_type -> bulwark.v1.AttestResponse
+	19, // 29: bulwark.v1.Attestation.ReleaseSecrets:output_type -> bulwark.v1.ReleaseSecretsResponse
+	22, // 30: bulwark.v1.Attestation.GetSigningKeys:output_type -> bulwark.v1.GetSigningKeysResponse
+	16, // 31: bulwark.v1.Attestation.WatchNode:output_type -> bulwark.v1.NodeDecision
+	24, // [24:32] is the sub-list for method output_type
+	16, // [16:24] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_attestation_proto_init() }
@@ -1607,7 +2039,7 @@ func file_bulwark_v1_attestation_proto_init() {
 	if File_bulwark_v1_attestation_proto != nil {
 		return
 	}
-	file_bulwark_v1_attestation_proto_msgTypes[12].OneofWrappers = []any{
+	file_bulwark_v1_attestation_proto_msgTypes[15].OneofWrappers = []any{
 		(*ReleaseSecretsRequest_AttestationId)(nil),
 		(*ReleaseSecretsRequest_Token)(nil),
 	}
@@ -1616,8 +2048,8 @@ func file_bulwark_v1_attestation_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_attestation_proto_rawDesc), len(file_bulwark_v1_attestation_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   19,
+			NumEnums:      2,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	Attestation_Attest_FullMethodName             = "/bulwark.v1.Attestation/Attest"
 	Attestation_ReleaseSecrets_FullMethodName     = "/bulwark.v1.Attestation/ReleaseSecrets"
 	Attestation_GetSigningKeys_FullMethodName     = "/bulwark.v1.Attestation/GetSigningKeys"
+	Attestation_WatchNode_FullMethodName          = "/bulwark.v1.Attestation/WatchNode"
 )
 
 // AttestationClient is the client API for Attestation service.
@@ -61,6 +62,13 @@ type AttestationClient interface {
 	ReleaseSecrets(ctx context.Context, in *ReleaseSecretsRequest, opts ...grpc.CallOption) (*ReleaseSecretsResponse, error)
 	// GetSigningKeys returns the public keys that verify attestation tokens.
 	GetSigningKeys(ctx context.Context, in *GetSigningKeysRequest, opts ...grpc.CallOption) (*GetSigningKeysResponse, error)
+	// WatchNode streams attestd's decisions about the node's running
+	// sandboxes (revocations, rotated secrets), from after_seq on: first the
+	// stored decisions a host missed, then each new one as it is made. The
+	// node proves itself as for Attest: a quote by its AK over a nonce from
+	// Challenge. A revoked node may still watch (it learns of its
+	// revocation); nothing but revocations is sent to it.
+	WatchNode(ctx context.Context, in *WatchNodeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeDecision], error)
 }
 
 type attestationClient struct {
@@ -141,6 +149,25 @@ func (c *attestationClient) GetSigningKeys(ctx context.Context, in *GetSigningKe
 	return out, nil
 }
 
+func (c *attestationClient) WatchNode(ctx context.Context, in *WatchNodeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeDecision], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Attestation_ServiceDesc.Streams[0], Attestation_WatchNode_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchNodeRequest, NodeDecision]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Attestation_WatchNodeClient = grpc.ServerStreamingClient[NodeDecision]
+
 // AttestationServer is the server API for Attestation service.
 // All implementations must embed UnimplementedAttestationServer
 // for forward compatibility.
@@ -170,6 +197,13 @@ type AttestationServer interface {
 	ReleaseSecrets(context.Context, *ReleaseSecretsRequest) (*ReleaseSecretsResponse, error)
 	// GetSigningKeys returns the public keys that verify attestation tokens.
 	GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error)
+	// WatchNode streams attestd's decisions about the node's running
+	// sandboxes (revocations, rotated secrets), from after_seq on: first the
+	// stored decisions a host missed, then each new one as it is made. The
+	// node proves itself as for Attest: a quote by its AK over a nonce from
+	// Challenge. A revoked node may still watch (it learns of its
+	// revocation); nothing but revocations is sent to it.
+	WatchNode(*WatchNodeRequest, grpc.ServerStreamingServer[NodeDecision]) error
 	mustEmbedUnimplementedAttestationServer()
 }
 
@@ -200,6 +234,9 @@ func (UnimplementedAttestationServer) ReleaseSecrets(context.Context, *ReleaseSe
 }
 func (UnimplementedAttestationServer) GetSigningKeys(context.Context, *GetSigningKeysRequest) (*GetSigningKeysResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetSigningKeys not implemented")
+}
+func (UnimplementedAttestationServer) WatchNode(*WatchNodeRequest, grpc.ServerStreamingServer[NodeDecision]) error {
+	return status.Errorf(codes.Unimplemented, "method WatchNode not implemented")
 }
 func (UnimplementedAttestationServer) mustEmbedUnimplementedAttestationServer() {}
 func (UnimplementedAttestationServer) testEmbeddedByValue()                     {}
@@ -348,6 +385,17 @@ func _Attestation_GetSigningKeys_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Attestation_WatchNode_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchNodeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AttestationServer).WatchNode(m, &grpc.GenericServerStream[WatchNodeRequest, NodeDecision]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Attestation_WatchNodeServer = grpc.ServerStreamingServer[NodeDecision]
+
 // Attestation_ServiceDesc is the grpc.ServiceDesc for Attestation service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -384,6 +432,12 @@ var Attestation_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Attestation_GetSigningKeys_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchNode",
+			Handler:       _Attestation_WatchNode_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "bulwark/v1/attestation.proto",
 }

@@ -432,10 +432,17 @@ type Sandbox struct {
 	CgroupDirs         []string `protobuf:"bytes,20,rep,name=cgroup_dirs,json=cgroupDirs,proto3" json:"cgroup_dirs,omitempty"`
 	StopTimeoutSeconds uint32   `protobuf:"varint,21,opt,name=stop_timeout_seconds,json=stopTimeoutSeconds,proto3" json:"stop_timeout_seconds,omitempty"`
 	// The port forwards QEMU listens on: HOSTIP:HOSTPORT->GUESTPORT/tcp.
-	Ports         []string `protobuf:"bytes,22,rep,name=ports,proto3" json:"ports,omitempty"`
-	Network       string   `protobuf:"bytes,23,opt,name=network,proto3" json:"network,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ports   []string `protobuf:"bytes,22,rep,name=ports,proto3" json:"ports,omitempty"`
+	Network string   `protobuf:"bytes,23,opt,name=network,proto3" json:"network,omitempty"`
+	// Continuous attestation (the service re-attests its running sandboxes
+	// every --reattest-interval): attestd's verdict at the latest
+	// re-attestation ("allow" or "deny") and when it came; and, when attestd
+	// revoked the sandbox, why (its secrets are then gone from the guest).
+	LastVerdict       string `protobuf:"bytes,30,opt,name=last_verdict,json=lastVerdict,proto3" json:"last_verdict,omitempty"`
+	LastVerdictUnixMs int64  `protobuf:"varint,31,opt,name=last_verdict_unix_ms,json=lastVerdictUnixMs,proto3" json:"last_verdict_unix_ms,omitempty"`
+	Revoked           string `protobuf:"bytes,32,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Sandbox) Reset() {
@@ -625,6 +632,27 @@ func (x *Sandbox) GetPorts() []string {
 func (x *Sandbox) GetNetwork() string {
 	if x != nil {
 		return x.Network
+	}
+	return ""
+}
+
+func (x *Sandbox) GetLastVerdict() string {
+	if x != nil {
+		return x.LastVerdict
+	}
+	return ""
+}
+
+func (x *Sandbox) GetLastVerdictUnixMs() int64 {
+	if x != nil {
+		return x.LastVerdictUnixMs
+	}
+	return 0
+}
+
+func (x *Sandbox) GetRevoked() string {
+	if x != nil {
+		return x.Revoked
 	}
 	return ""
 }
@@ -1190,7 +1218,7 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x12\x1a\n" +
 	"\awarning\x18\x02 \x01(\tH\x00R\awarning\x12/\n" +
 	"\astarted\x18\x03 \x01(\v2\x13.bulwark.v1.SandboxH\x00R\astartedB\a\n" +
-	"\x05event\"\xbc\x05\n" +
+	"\x05event\"\xaa\x06\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -1216,7 +1244,10 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"cgroupDirs\x120\n" +
 	"\x14stop_timeout_seconds\x18\x15 \x01(\rR\x12stopTimeoutSeconds\x12\x14\n" +
 	"\x05ports\x18\x16 \x03(\tR\x05ports\x12\x18\n" +
-	"\anetwork\x18\x17 \x01(\tR\anetwork\"(\n" +
+	"\anetwork\x18\x17 \x01(\tR\anetwork\x12!\n" +
+	"\flast_verdict\x18\x1e \x01(\tR\vlastVerdict\x12/\n" +
+	"\x14last_verdict_unix_ms\x18\x1f \x01(\x03R\x11lastVerdictUnixMs\x12\x18\n" +
+	"\arevoked\x18  \x01(\tR\arevoked\"(\n" +
 	"\x14ListSandboxesRequest\x12\x10\n" +
 	"\x03all\x18\x01 \x01(\bR\x03all\"J\n" +
 	"\x15ListSandboxesResponse\x121\n" +

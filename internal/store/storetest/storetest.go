@@ -51,6 +51,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"JoinApproveRace", testJoinApproveRace},
 		{"LaunchPrefix", testLaunchPrefix},
 		{"LaunchPrefixRace", testLaunchPrefixRace},
+		{"Sandboxes", testSandboxes},
+		{"Decisions", testDecisions},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
