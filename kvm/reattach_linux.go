@@ -126,14 +126,19 @@ func Reattach(ctx context.Context, cfg Config, p Persisted) (*Sandbox, error) {
 	dctx, cancel := context.WithTimeout(ctx, reattachTimeout)
 	defer cancel()
 	var d net.Dialer
-	qconn, err := d.DialContext(dctx, "unix", filepath.Join(cfg.RunDir, qmpSocket))
+	dir, closeDir, err := socketDir(cfg.RunDir)
+	if err != nil {
+		return nil, err
+	}
+	defer closeDir()
+	qconn, err := d.DialContext(dctx, "unix", filepath.Join(dir, qmpSocket))
 	if err != nil {
 		return nil, fmt.Errorf("kvm: reattach: QMP: %w", err)
 	}
 	if s.qmp, err = DialQMP(dctx, qconn); err != nil {
 		return nil, fmt.Errorf("kvm: reattach: QMP: %w", err)
 	}
-	if s.conn, err = d.DialContext(dctx, "unix", filepath.Join(cfg.RunDir, channelSocket)); err != nil {
+	if s.conn, err = d.DialContext(dctx, "unix", filepath.Join(dir, channelSocket)); err != nil {
 		return nil, fmt.Errorf("kvm: reattach: guest channel: %w", err)
 	}
 	nonce := make([]byte, 16)

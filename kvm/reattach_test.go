@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -68,5 +69,34 @@ func TestReattachRefusesAnotherProcess(t *testing.T) {
 	}
 	if !sameProcess(os.Getpid(), self) {
 		t.Error("sameProcess does not know this process")
+	}
+}
+
+// A run directory too deep for a unix socket address still works: the
+// sockets are named through a descriptor of the directory.
+func TestSocketDirDeepPath(t *testing.T) {
+	dir := t.TempDir()
+	for len(dir) < maxSocketPath {
+		dir = filepath.Join(dir, "a-rather-long-directory-name")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	short, done, err := socketDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	if len(filepath.Join(short, channelSocket)) > maxSocketPath {
+		t.Fatalf("socket path still %d bytes: %s", len(short), short)
+	}
+	l, conn, err := listenAndDial(filepath.Join(short, channelSocket), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	defer conn.Close()
+	if _, err := os.Stat(filepath.Join(dir, channelSocket)); err != nil {
+		t.Fatalf("the kept socket is not in the deep directory: %v", err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/kvm/channel"
+	"golang.org/x/sys/unix"
 )
 
 // Secret is one wrapped secret to forward to the guest (see enclave/wrap).
@@ -184,12 +185,17 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	// Listening sockets are made here and handed to QEMU; we connect before
 	// QEMU even runs, so no guest byte can be lost to an unconnected socket.
 	// A persistent sandbox keeps both paths, for Reattach.
-	qmpL, qmpConn, err := listenAndDial(filepath.Join(sockDir, qmpSocket), persist)
+	dir, closeDir, err := socketDir(sockDir)
+	if err != nil {
+		return err
+	}
+	defer closeDir()
+	qmpL, qmpConn, err := listenAndDial(filepath.Join(dir, qmpSocket), persist)
 	if err != nil {
 		return err
 	}
 	defer qmpL.Close()
-	chL, chConn, err := listenAndDial(filepath.Join(sockDir, channelSocket), persist)
+	chL, chConn, err := listenAndDial(filepath.Join(dir, channelSocket), persist)
 	if err != nil {
 		qmpConn.Close()
 		return err
@@ -459,12 +465,28 @@ const (
 	channelSocket = "c.sock"
 )
 
+// maxSocketPath is the longest path a unix socket address holds.
+const maxSocketPath = 107
+
+// socketDir is how to name dir in socket paths: dir itself, or, when a
+// socket name in it would be too long for a unix socket address (deep
+// state directories), /proc/self/fd/N of a descriptor of it, which the
+// kernel resolves to the same directory. Call the function returned when
+// the sockets are made or connected.
+func socketDir(dir string) (string, func(), error) {
+	if len(filepath.Join(dir, channelSocket)) <= maxSocketPath {
+		return dir, func() {}, nil
+	}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("kvm: %s: %w", dir, err)
+	}
+	return "/proc/self/fd/" + strconv.Itoa(fd), func() { unix.Close(fd) }, nil
+}
+
 // listenAndDial makes a listening socket at path (kept there with keep,
 // else unlinked at once) and connects to it.
 func listenAndDial(path string, keep bool) (*os.File, net.Conn, error) {
-	if len(path) > 107 {
-		return nil, nil, fmt.Errorf("kvm: socket path %s is longer than 107 bytes: give the sandbox a shorter run directory", path)
-	}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
 		return nil, nil, fmt.Errorf("kvm: %w", err)
