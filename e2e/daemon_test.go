@@ -78,6 +78,7 @@ type psEntry struct {
 	Error         string   `json:"error"`
 	QEMUPID       int      `json:"qemu_pid"`
 	Ports         []string `json:"ports"`
+	Template      string   `json:"template"`
 }
 
 func (e *env) ps(t *testing.T, all bool) map[string]psEntry {
