@@ -79,5 +79,13 @@ func TestDaemonTwentyConcurrentClones(t *testing.T) {
 		}
 		return len(bad) == 0, strings.Join(bad, "\n")
 	})
-	e.must("launcher", append([]string{"stop", "--time", "2s"}, ids...)...)
+	// ps -q lists exactly them, for scripts: stop them all that way.
+	quiet := strings.Fields(e.must("launcher", "ps", "-q"))
+	if len(quiet) != n {
+		t.Fatalf("ps -q: %d ids, want %d", len(quiet), n)
+	}
+	e.must("launcher", append([]string{"stop", "--time", "2s"}, quiet...)...)
+	if left := strings.TrimSpace(e.must("launcher", "ps", "-q")); left != "" {
+		t.Errorf("still running after stop: %s", left)
+	}
 }

@@ -26,7 +26,7 @@ func init() {
 	Program.Register(&cli.Command{
 		Name:    "ps",
 		Summary: "list the sandboxes of this host's launcher daemon",
-		Usage:   "[-a] [--json] [--socket PATH]",
+		Usage:   "[-a] [-q | --json] [--socket PATH]",
 		Run:     runPs,
 	})
 	Program.Register(&cli.Command{
@@ -91,6 +91,7 @@ func daemonError(err error) error {
 func runPs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
 	all := fs.Bool("a", false, "ended sandboxes too")
 	asJSON := fs.Bool("json", false, "print the sandboxes as a JSON array")
+	quiet := fs.Bool("q", false, "print only the full sandbox ids, one per line (e.g. launcher stop $(launcher ps -q))")
 	socket := socketFlag(fs, env)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -106,6 +107,12 @@ func runPs(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) e
 	resp, err := c.ListSandboxes(ctx, &bulwarkv1.ListSandboxesRequest{All: *all})
 	if err != nil {
 		return daemonError(err)
+	}
+	if *quiet {
+		for _, sb := range resp.GetSandboxes() {
+			fmt.Fprintln(env.Stdout, sb.GetId())
+		}
+		return nil
 	}
 	if *asJSON {
 		out := make([]sandboxJSON, 0, len(resp.GetSandboxes()))
