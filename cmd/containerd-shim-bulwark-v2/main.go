@@ -4,10 +4,20 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/bulwark-project/bulwark/internal/shim"
 	containerdshim "github.com/containerd/containerd/runtime/v2/shim"
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "-info" {
+		if err := shim.WriteInfo(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	containerdshim.Run(shim.RuntimeName, shim.New)
 }

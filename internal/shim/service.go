@@ -117,6 +117,8 @@ type service struct {
 	publisher shim.Publisher
 	shutdown  func()
 	events    chan any
+	evMu      sync.Mutex
+	evClosed  bool
 
 	mu sync.Mutex
 	// The container (nil before Create and after Delete).
@@ -139,9 +141,26 @@ func (s *service) forward() {
 			log.G(s.ctx).WithError(err).Error("bulwark shim: publishing an event")
 		}
 	}
+	// The shim library waits for the publisher to close before it exits.
+	s.publisher.Close()
+}
+
+// closeEvents ends forward once the queued events are published.
+func (s *service) closeEvents() {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	if !s.evClosed {
+		s.evClosed = true
+		close(s.events)
+	}
 }
 
 func (s *service) send(e any) {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	if s.evClosed {
+		return
+	}
 	select {
 	case s.events <- e:
 	default:
@@ -268,6 +287,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	defer cancel()
 
 	sb, err := s.launch(lctx, req)
+	if err != nil {
+		s.forgetFailed(req.Image)
+	}
 	// The host service has built the image's disk (or failed): the copy
 	// is no longer needed.
 	os.RemoveAll(filepath.Join(s.bundle, imageDirName))
@@ -325,6 +347,31 @@ func (s *service) launch(ctx context.Context, req *bulwarkv1.RunRequest) (*bulwa
 			log.G(ctx).Warnf("bulwark launch: %s", e.Warning)
 		case *bulwarkv1.RunEvent_Started:
 			return e.Started, nil
+		}
+	}
+}
+
+// forgetFailed removes the record the host service keeps of a failed
+// launch of image (the layout path is the bundle's own): containerd
+// deletes the container, so nothing else would. The Run stream does not
+// name the sandbox of a failed launch, hence the lookup.
+func (s *service) forgetFailed(image string) {
+	c, err := dialHost()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	list, err := c.ListSandboxes(s.ctx, &bulwarkv1.ListSandboxesRequest{All: true})
+	if err != nil {
+		log.G(s.ctx).WithError(err).Warn("bulwark shim: listing sandboxes to remove a failed launch")
+		return
+	}
+	for _, sb := range list.GetSandboxes() {
+		if sb.GetImage() != image || sb.GetStatus() == "running" {
+			continue
+		}
+		if _, err := c.RemoveSandbox(s.ctx, &bulwarkv1.RemoveSandboxRequest{Id: sb.GetId()}); err != nil {
+			log.G(s.ctx).WithError(err).Warnf("bulwark shim: removing failed sandbox %s", sb.GetId())
 		}
 	}
 }
@@ -703,6 +750,7 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 	if s.task != nil {
 		return empty, nil
 	}
+	s.closeEvents()
 	s.shutdown()
 	return empty, nil
 }

@@ -1,0 +1,293 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// containerd is a running containerd whose state is all under a test's
+// temporary directory.
+type containerd struct {
+	dir, sock string
+	log       *syncBuffer
+}
+
+// startContainerd starts containerd with the shim's directory on its PATH
+// and the env's state directory (so the shim finds the host service); it
+// is stopped when t ends.
+func (e *env) startContainerd(t *testing.T) *containerd {
+	t.Helper()
+	dir := e.path("containerd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cd := &containerd{dir: dir, sock: filepath.Join(dir, "containerd.sock"), log: &syncBuffer{}}
+	cfg := "version = 3\n" +
+		"root = '" + dir + "/root'\nstate = '" + dir + "/state'\n" +
+		"disabled_plugins = ['io.containerd.grpc.v1.cri', 'io.containerd.nri.v1.nri']\n" +
+		"[grpc]\n  address = '" + cd.sock + "'\n" +
+		"[ttrpc]\n  address = '" + cd.sock + ".ttrpc'\n" +
+		"[plugins.'io.containerd.internal.v1.opt']\n  path = '" + dir + "/opt'\n"
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := exec.LookPath("containerd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := exec.Command(bin, "--config", filepath.Join(dir, "config.toml"))
+	c.Env = append(os.Environ(), "BULWARK_STATE="+e.state, "PATH="+bins+string(os.PathListSeparator)+os.Getenv("PATH"))
+	pr, pw := io.Pipe()
+	c.Stdout, c.Stderr = pw, pw
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			cd.log.WriteString(sc.Text() + "\n")
+		}
+		io.Copy(io.Discard, pr)
+	}()
+	go func() { c.Wait(); pw.Close(); close(exited) }()
+	t.Cleanup(func() {
+		c.Process.Signal(syscall.SIGTERM)
+		<-exited
+		if t.Failed() {
+			t.Logf("containerd log:\n%s", cd.log.String())
+		}
+	})
+	// containerd serves within a second: ask until it answers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := cd.ctr("version").CombinedOutput()
+		if err == nil {
+			break
+		}
+		select {
+		case <-exited:
+			t.Fatalf("containerd exited before serving:\n%s", cd.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containerd did not serve in 30 s: %v\n%s\n%s", err, out, cd.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return cd
+}
+
+// ctr runs ctr against cd in the namespace "bulwark"; its stdin is a real
+// pipe, closed (ctr copies stdin into the task's fifo).
+func (cd *containerd) ctr(args ...string) *exec.Cmd {
+	c := exec.Command("ctr", append([]string{"-a", cd.sock, "-n", "bulwark"}, args...)...)
+	if r, w, err := os.Pipe(); err == nil {
+		w.Close()
+		c.Stdin = r
+	}
+	return c
+}
+
+// shims lists the command lines of the bulwark shims serving cd.
+func (cd *containerd) shims() []string {
+	var out []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cmd := strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.Contains(cmd, "containerd-shim-bulwark-v2") && strings.Contains(cmd, cd.sock) {
+			out = append(out, cmd)
+		}
+	}
+	return out
+}
+
+// tarLayout writes the OCI layout dir as an OCI archive.
+func tarLayout(t *testing.T, dir, archive string) {
+	t.Helper()
+	f, err := os.Create(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(f)
+	if err := tw.AddFS(os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// containerd runs a container in a measured Bulwark VM through the real
+// binaries (containerd, ctr, containerd-shim-bulwark-v2, launcher daemon,
+// attestd): the image is taken from containerd's content store, the
+// workload's output (with its released secret) reaches ctr, and its exit
+// code is ctr's; a policy that refuses the image fails the run with the
+// policy's reasons; an image modified in the content store after import is
+// refused before anything boots. Nothing is left behind in the host
+// service.
+func TestContainerdShim(t *testing.T) {
+	for _, tool := range []string{"containerd", "ctr"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found: run scripts/install-containerd.sh (make tools)", tool)
+		}
+	}
+	e := setup(t)
+	build := exec.Command("go", "build", "-o", bins+"/", "../cmd/containerd-shim-bulwark-v2")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the shim: %v\n%s", err, out)
+	}
+	e.must("launcher", "image", "build", "-o", e.path("ctr-image"), "--ref", "local/hello:1", "--busybox", "sh,echo,cat,sha256sum,cut,ls",
+		"--entrypoint", "/bin/sh", "--cmd", "-c",
+		"--cmd", `echo "secrets: $(ls /run/secrets)"; echo "fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; echo oops >&2; exit 7`)
+	e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("ctr-image"))
+	e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+		"--image", e.path("ctr-image"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "ctr",
+		"-o", e.path("attestd/policies/ctr.yaml"))
+	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+	tarLayout(t, e.path("ctr-image"), e.path("ctr-image.tar"))
+	sig, err := os.ReadFile(e.path("ctr-image.sig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := os.ReadFile(e.path("ctr-image.payload.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(e.secret)
+	fingerprint := "fingerprint " + hex.EncodeToString(sum[:])
+
+	e.startDaemon(t)
+	cd := e.startContainerd(t)
+	if out, err := cd.ctr("images", "import", e.path("ctr-image.tar")).CombinedOutput(); err != nil {
+		t.Fatalf("ctr images import: %v\n%s", err, out)
+	}
+	run := func(t *testing.T, name, policy string) (stdout, stderr string, code int) {
+		t.Helper()
+		c := cd.ctr("run", "--rm", "--runtime", "io.containerd.bulwark.v2",
+			"--annotation", "bulwark.dev/policy="+policy,
+			"--annotation", "bulwark.dev/kernel="+e.path("vmlinux"),
+			"--annotation", "bulwark.dev/initrd="+e.path("base.cpio"),
+			"--annotation", "bulwark.dev/template=none",
+			"--annotation", "bulwark.dev/image-signature="+string(sig),
+			"--annotation", "bulwark.dev/image-signature-payload="+base64.StdEncoding.EncodeToString(payload),
+			"local/hello:1", name)
+		var so, se bytes.Buffer
+		c.Stdout, c.Stderr = &so, &se
+		err := c.Run()
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return so.String(), se.String(), code
+	}
+	// The host service keeps nothing of a container ctr removed.
+	noSandboxes := func(t *testing.T) {
+		t.Helper()
+		if left := e.ps(t, true); len(left) != 0 {
+			t.Errorf("the host service still lists %d sandboxes: %+v", len(left), left)
+		}
+		if out, err := cd.ctr("containers", "ls", "-q").Output(); err != nil || strings.TrimSpace(string(out)) != "" {
+			t.Errorf("containerd still lists containers: %v %q", err, out)
+		}
+		// The container's shim exits once containerd shut it down.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			left := cd.shims()
+			if len(left) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("shims still run 30 s after their containers were removed: %q", left)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	t.Run("ctr run prints the workload's output from the measured VM", func(t *testing.T) {
+		so, se, code := run(t, "hello", "ctr")
+		if code != 7 {
+			t.Fatalf("ctr run: exit %d, want the workload's 7\nstdout:\n%s\nstderr:\n%s", code, so, se)
+		}
+		if !strings.Contains(so, "secrets: db\n") || !strings.Contains(so, fingerprint+"\n") {
+			t.Errorf("stdout of ctr run:\n%s\nwant the secret's name and fingerprint %s", so, fingerprint)
+		}
+		if strings.Contains(so, "oops") || !strings.Contains(se, "oops") {
+			t.Errorf("the workload's stderr: stdout %q, stderr %q", so, se)
+		}
+		noSandboxes(t)
+	})
+
+	t.Run("a policy that refuses the image fails the run with its reasons", func(t *testing.T) {
+		so, se, code := run(t, "refused", "other")
+		if code == 0 || !strings.Contains(se, `policy "other" does not allow it`) || !strings.Contains(se, "image: ") {
+			t.Fatalf("ctr run under policy other: exit %d\nstdout:\n%s\nstderr:\n%s", code, so, se)
+		}
+		if strings.Contains(so, "fingerprint") {
+			t.Errorf("a refused workload ran:\n%s", so)
+		}
+		noSandboxes(t)
+	})
+
+	t.Run("an image modified in containerd's content store is refused", func(t *testing.T) {
+		var m struct {
+			Layers []struct{ Digest string } `json:"layers"`
+		}
+		idx, err := os.ReadFile(e.path("ctr-image/index.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ix struct {
+			Manifests []struct{ Digest string } `json:"manifests"`
+		}
+		if err := json.Unmarshal(idx, &ix); err != nil || len(ix.Manifests) != 1 {
+			t.Fatalf("index.json: %v %s", err, idx)
+		}
+		mb, err := os.ReadFile(e.path("ctr-image/blobs/sha256/" + strings.TrimPrefix(ix.Manifests[0].Digest, "sha256:")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(mb, &m); err != nil || len(m.Layers) == 0 {
+			t.Fatalf("manifest: %v %s", err, mb)
+		}
+		layer := strings.TrimPrefix(m.Layers[len(m.Layers)-1].Digest, "sha256:")
+		blob := filepath.Join(cd.dir, "root", "io.containerd.content.v1.content", "blobs", "sha256", layer)
+		b, err := os.ReadFile(blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0xff
+		os.Chmod(blob, 0o644)
+		if err := os.WriteFile(blob, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		so, se, code := run(t, "tampered", "ctr")
+		if code == 0 || !strings.Contains(se, "sha256:"+layer) || !strings.Contains(se, "it was modified") {
+			t.Fatalf("ctr run of a modified image: exit %d\nstdout:\n%s\nstderr:\n%s", code, so, se)
+		}
+		noSandboxes(t)
+	})
+}
