@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -183,16 +184,20 @@ func TestContainerdShim(t *testing.T) {
 	if out, err := cd.ctr("images", "import", e.path("ctr-image.tar")).CombinedOutput(); err != nil {
 		t.Fatalf("ctr images import: %v\n%s", err, out)
 	}
-	run := func(t *testing.T, name, policy string) (stdout, stderr string, code int) {
+	// run is 'ctr run --rm' of the hello image with the annotations the
+	// shim needs; unsigned leaves the signature out.
+	run := func(t *testing.T, name, policy string, unsigned bool) (stdout, stderr string, code int) {
 		t.Helper()
-		c := cd.ctr("run", "--rm", "--runtime", "io.containerd.bulwark.v2",
-			"--annotation", "bulwark.dev/policy="+policy,
-			"--annotation", "bulwark.dev/kernel="+e.path("vmlinux"),
-			"--annotation", "bulwark.dev/initrd="+e.path("base.cpio"),
-			"--annotation", "bulwark.dev/template=none",
-			"--annotation", "bulwark.dev/image-signature="+string(sig),
-			"--annotation", "bulwark.dev/image-signature-payload="+base64.StdEncoding.EncodeToString(payload),
-			"local/hello:1", name)
+		args := []string{"run", "--rm", "--runtime", "io.containerd.bulwark.v2",
+			"--annotation", "bulwark.dev/policy=" + policy,
+			"--annotation", "bulwark.dev/kernel=" + e.path("vmlinux"),
+			"--annotation", "bulwark.dev/initrd=" + e.path("base.cpio"),
+			"--annotation", "bulwark.dev/template=none"}
+		if !unsigned {
+			args = append(args, "--annotation", "bulwark.dev/image-signature="+string(sig),
+				"--annotation", "bulwark.dev/image-signature-payload="+base64.StdEncoding.EncodeToString(payload))
+		}
+		c := cd.ctr(append(args, "local/hello:1", name)...)
 		var so, se bytes.Buffer
 		c.Stdout, c.Stderr = &so, &se
 		err := c.Run()
@@ -228,7 +233,7 @@ func TestContainerdShim(t *testing.T) {
 	}
 
 	t.Run("ctr run prints the workload's output from the measured VM", func(t *testing.T) {
-		so, se, code := run(t, "hello", "ctr")
+		so, se, code := run(t, "hello", "ctr", false)
 		if code != 7 {
 			t.Fatalf("ctr run: exit %d, want the workload's 7\nstdout:\n%s\nstderr:\n%s", code, so, se)
 		}
@@ -241,13 +246,108 @@ func TestContainerdShim(t *testing.T) {
 		noSandboxes(t)
 	})
 
-	t.Run("a policy that refuses the image fails the run with its reasons", func(t *testing.T) {
-		so, se, code := run(t, "refused", "other")
-		if code == 0 || !strings.Contains(se, `policy "other" does not allow it`) || !strings.Contains(se, "image: ") {
-			t.Fatalf("ctr run under policy other: exit %d\nstdout:\n%s\nstderr:\n%s", code, so, se)
+	t.Run("a refused launch fails the run with the policy's reasons", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, policy string
+			unsigned     bool
+			want         []string
+		}{
+			{"another image's policy", "other", false, []string{`policy "other" does not allow it`, "image: "}},
+			{"no image signature", "ctr", true, []string{`policy "ctr" does not allow it`, "image: "}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				so, se, code := run(t, "refused", tc.policy, tc.unsigned)
+				for _, w := range tc.want {
+					if code == 0 || !strings.Contains(se, w) {
+						t.Fatalf("ctr run: exit %d, want a failure with %q\nstdout:\n%s\nstderr:\n%s", code, w, so, se)
+					}
+				}
+				if strings.Contains(so, "fingerprint") {
+					t.Errorf("a refused workload ran:\n%s", so)
+				}
+				noSandboxes(t)
+			})
 		}
-		if strings.Contains(so, "fingerprint") {
-			t.Errorf("a refused workload ran:\n%s", so)
+	})
+
+	t.Run("a detached container: exec beside it, kill ends it", func(t *testing.T) {
+		e.must("launcher", "image", "build", "-o", e.path("ctr-loop"), "--ref", "local/loop:1", "--busybox", "sh,echo,cat,sha256sum,cut,sleep",
+			"--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", `i=0; while :; do echo "tick $i"; i=$((i+1)); sleep 1; done`)
+		e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("ctr-loop"))
+		e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+			"--image", e.path("ctr-loop"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "ctrloop",
+			"-o", e.path("attestd/policies/ctrloop.yaml"))
+		e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+		tarLayout(t, e.path("ctr-loop"), e.path("ctr-loop.tar"))
+		if out, err := cd.ctr("images", "import", e.path("ctr-loop.tar")).CombinedOutput(); err != nil {
+			t.Fatalf("ctr images import: %v\n%s", err, out)
+		}
+		lsig, err := os.ReadFile(e.path("ctr-loop.sig"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lpayload, err := os.ReadFile(e.path("ctr-loop.payload.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := cd.ctr("run", "-d", "--runtime", "io.containerd.bulwark.v2",
+			"--annotation", "bulwark.dev/policy=ctrloop",
+			"--annotation", "bulwark.dev/kernel="+e.path("vmlinux"),
+			"--annotation", "bulwark.dev/initrd="+e.path("base.cpio"),
+			"--annotation", "bulwark.dev/template=none",
+			"--annotation", "bulwark.dev/image-signature="+string(lsig),
+			"--annotation", "bulwark.dev/image-signature-payload="+base64.StdEncoding.EncodeToString(lpayload),
+			"local/loop:1", "loop").CombinedOutput(); err != nil {
+			t.Fatalf("ctr run -d: %v\n%s", err, out)
+		}
+		// The task runs (as the sandbox's QEMU), and the host service
+		// has its sandbox.
+		var sb psEntry
+		for _, p := range e.ps(t, false) {
+			sb = p
+		}
+		if sb.Status != "running" || sb.Policy != "ctrloop" || sb.QEMUPID == 0 {
+			t.Fatalf("the host service's sandbox: %+v", sb)
+		}
+		tasks, err := cd.ctr("tasks", "ls").Output()
+		if err != nil || !strings.Contains(string(tasks), "RUNNING") || !strings.Contains(string(tasks), fmt.Sprint(sb.QEMUPID)) {
+			t.Fatalf("ctr tasks ls: %v\n%s", err, tasks)
+		}
+
+		c := cd.ctr("tasks", "exec", "--exec-id", "e1", "loop", "sh", "-c", `echo "fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; echo oops >&2; exit 5`)
+		var so, se bytes.Buffer
+		c.Stdout, c.Stderr = &so, &se
+		err = c.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
+			t.Fatalf("ctr tasks exec: %v, want exit code 5\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
+		}
+		if strings.TrimSpace(so.String()) != fingerprint || !strings.Contains(se.String(), "oops") {
+			t.Errorf("ctr tasks exec: stdout %q, stderr %q", so.String(), se.String())
+		}
+
+		if out, err := cd.ctr("tasks", "kill", "loop").CombinedOutput(); err != nil {
+			t.Fatalf("ctr tasks kill: %v\n%s", err, out)
+		}
+		// Kill returns at once; the task stops within the grace period.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			tasks, _ = cd.ctr("tasks", "ls").Output()
+			if strings.Contains(string(tasks), "STOPPED") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the task did not stop within 60 s of kill:\n%s", tasks)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if got := e.ps(t, true)[sb.ID]; got.Status != "exited" || got.ExitCode != 143 {
+			t.Errorf("the sandbox after kill: %+v, want exited with 143", got)
+		}
+		waitGone(t, sb.QEMUPID)
+		for _, args := range [][]string{{"tasks", "rm", "loop"}, {"containers", "rm", "loop"}} {
+			if out, err := cd.ctr(args...).CombinedOutput(); err != nil {
+				t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
 		}
 		noSandboxes(t)
 	})
@@ -284,10 +384,31 @@ func TestContainerdShim(t *testing.T) {
 		if err := os.WriteFile(blob, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		so, se, code := run(t, "tampered", "ctr")
+		so, se, code := run(t, "tampered", "ctr", false)
 		if code == 0 || !strings.Contains(se, "sha256:"+layer) || !strings.Contains(se, "it was modified") {
 			t.Fatalf("ctr run of a modified image: exit %d\nstdout:\n%s\nstderr:\n%s", code, so, se)
 		}
 		noSandboxes(t)
 	})
+}
+
+// deploy/'s runtime handler snippet is a config containerd accepts, and
+// declares the bulwark runtime with the annotations the shim reads.
+func TestContainerdRuntimeSnippet(t *testing.T) {
+	if _, err := exec.LookPath("containerd"); err != nil {
+		t.Skip("containerd not found: run scripts/install-containerd.sh (make tools)")
+	}
+	out, err := exec.Command("containerd", "--config", "../deploy/containerd/bulwark-runtime.toml", "config", "dump").CombinedOutput()
+	if err != nil {
+		t.Fatalf("containerd config dump: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.bulwark]",
+		"runtime_type = 'io.containerd.bulwark.v2'",
+		"pod_annotations = ['bulwark.dev/*']",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("containerd's view of the snippet lacks %q:\n%s", want, out)
+		}
+	}
 }
