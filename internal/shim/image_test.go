@@ -29,7 +29,7 @@ type testStore struct {
 	layer    ocispec.Descriptor
 }
 
-func newTestStore(t *testing.T) *testStore {
+func newTestStore(t testing.TB) *testStore {
 	t.Helper()
 	img, err := ociimage.Build(ociimage.Spec{
 		Layers:     []ociimage.Layer{{Entries: []ociimage.Entry{{Path: "hello.txt", Mode: 0o644, Data: []byte("hello from the store\n")}}}},
@@ -80,7 +80,7 @@ func newTestStore(t *testing.T) *testStore {
 
 // index stores an index holding the image's manifest for platform
 // (nil: no platform) and returns its descriptor.
-func (ts *testStore) index(t *testing.T, platform *ocispec.Platform) ocispec.Descriptor {
+func (ts *testStore) index(t testing.TB, platform *ocispec.Platform) ocispec.Descriptor {
 	t.Helper()
 	m := ts.manifest
 	m.Platform = platform

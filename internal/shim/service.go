@@ -303,6 +303,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
 	}
 	if t.status == tasktypes.Status_STOPPED { // killed during the launch: stop what started
+		s.sandbox = sb.GetId() // for Delete to remove
 		go s.stopSandbox(sb.GetId(), syscall.SIGKILL)
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s was killed while it launched", t.id)
 	}
