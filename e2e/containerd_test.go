@@ -103,9 +103,9 @@ func (cd *containerd) ctr(args ...string) *exec.Cmd {
 	return c
 }
 
-// shims lists the command lines of the bulwark shims serving cd.
-func (cd *containerd) shims() []string {
-	var out []string
+// shims lists the bulwark shims serving cd: pid -> command line.
+func (cd *containerd) shims() map[int]string {
+	out := map[int]string{}
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -114,7 +114,9 @@ func (cd *containerd) shims() []string {
 		}
 		cmd := strings.ReplaceAll(string(b), "\x00", " ")
 		if strings.Contains(cmd, "containerd-shim-bulwark-v2") && strings.Contains(cmd, cd.sock) {
-			out = append(out, cmd)
+			var pid int
+			fmt.Sscan(filepath.Base(filepath.Dir(p)), &pid)
+			out[pid] = cmd
 		}
 	}
 	return out
@@ -225,7 +227,7 @@ func TestContainerdShim(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Errorf("shims still run 30 s after their containers were removed: %q", left)
+				t.Errorf("shims still run 30 s after their containers were removed: %v", left)
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -270,6 +272,7 @@ func TestContainerdShim(t *testing.T) {
 		}
 	})
 
+	var runDetached func(t *testing.T, name string) psEntry // set by the next subtest
 	t.Run("a detached container: exec beside it, kill ends it", func(t *testing.T) {
 		e.must("launcher", "image", "build", "-o", e.path("ctr-loop"), "--ref", "local/loop:1", "--busybox", "sh,echo,cat,sha256sum,cut,sleep",
 			"--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", `i=0; while :; do echo "tick $i"; i=$((i+1)); sleep 1; done`)
@@ -290,25 +293,30 @@ func TestContainerdShim(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if out, err := cd.ctr("run", "-d", "--runtime", "io.containerd.bulwark.v2",
-			"--annotation", "bulwark.dev/policy=ctrloop",
-			"--annotation", "bulwark.dev/kernel="+e.path("vmlinux"),
-			"--annotation", "bulwark.dev/initrd="+e.path("base.cpio"),
-			"--annotation", "bulwark.dev/template=none",
-			"--annotation", "bulwark.dev/image-signature="+string(lsig),
-			"--annotation", "bulwark.dev/image-signature-payload="+base64.StdEncoding.EncodeToString(lpayload),
-			"local/loop:1", "loop").CombinedOutput(); err != nil {
-			t.Fatalf("ctr run -d: %v\n%s", err, out)
+		runDetached = func(t *testing.T, name string) psEntry {
+			t.Helper()
+			if out, err := cd.ctr("run", "-d", "--runtime", "io.containerd.bulwark.v2",
+				"--annotation", "bulwark.dev/policy=ctrloop",
+				"--annotation", "bulwark.dev/kernel="+e.path("vmlinux"),
+				"--annotation", "bulwark.dev/initrd="+e.path("base.cpio"),
+				"--annotation", "bulwark.dev/template=none",
+				"--annotation", "bulwark.dev/image-signature="+string(lsig),
+				"--annotation", "bulwark.dev/image-signature-payload="+base64.StdEncoding.EncodeToString(lpayload),
+				"local/loop:1", name).CombinedOutput(); err != nil {
+				t.Fatalf("ctr run -d: %v\n%s", err, out)
+			}
+			// The task runs (as the sandbox's QEMU), and the host
+			// service has its sandbox.
+			var sb psEntry
+			for _, p := range e.ps(t, false) {
+				sb = p
+			}
+			if sb.Status != "running" || sb.Policy != "ctrloop" || sb.QEMUPID == 0 {
+				t.Fatalf("the host service's sandbox: %+v", sb)
+			}
+			return sb
 		}
-		// The task runs (as the sandbox's QEMU), and the host service
-		// has its sandbox.
-		var sb psEntry
-		for _, p := range e.ps(t, false) {
-			sb = p
-		}
-		if sb.Status != "running" || sb.Policy != "ctrloop" || sb.QEMUPID == 0 {
-			t.Fatalf("the host service's sandbox: %+v", sb)
-		}
+		sb := runDetached(t, "loop")
 		tasks, err := cd.ctr("tasks", "ls").Output()
 		if err != nil || !strings.Contains(string(tasks), "RUNNING") || !strings.Contains(string(tasks), fmt.Sprint(sb.QEMUPID)) {
 			t.Fatalf("ctr tasks ls: %v\n%s", err, tasks)
@@ -348,6 +356,35 @@ func TestContainerdShim(t *testing.T) {
 			if out, err := cd.ctr(args...).CombinedOutput(); err != nil {
 				t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
 			}
+		}
+		noSandboxes(t)
+	})
+
+	t.Run("a shim killed with -9: containerd's cleanup removes its sandbox", func(t *testing.T) {
+		if runDetached == nil {
+			t.Skip("needs the detached container's image")
+		}
+		sb := runDetached(t, "orphan")
+		shims := cd.shims()
+		if len(shims) != 1 {
+			t.Fatalf("want one shim, found %v", shims)
+		}
+		for pid := range shims {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		// containerd notices the shim's end and runs its delete command,
+		// which removes the sandbox the bundle records.
+		deadline := time.Now().Add(60 * time.Second)
+		for len(e.ps(t, true)) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the sandbox of a killed shim is still there 60 s later: %+v", e.ps(t, true))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		waitGone(t, sb.QEMUPID)
+		cd.ctr("tasks", "rm", "orphan").Run() // containerd may have deleted it already
+		if out, err := cd.ctr("containers", "rm", "orphan").CombinedOutput(); err != nil {
+			t.Fatalf("ctr containers rm: %v\n%s", err, out)
 		}
 		noSandboxes(t)
 	})
