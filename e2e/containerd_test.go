@@ -36,7 +36,12 @@ func (e *env) startContainerd(t *testing.T) *containerd {
 		t.Fatal(err)
 	}
 	cd := &containerd{dir: dir, sock: filepath.Join(dir, "containerd.sock"), log: &syncBuffer{}}
-	cfg := "version = 3\n" +
+	// containerd 2.x reads config version 3; 1.x (Debian's 1.6) version 2.
+	version := "3"
+	if containerdMajor(t) == 1 {
+		version = "2"
+	}
+	cfg := "version = " + version + "\n" +
 		"root = '" + dir + "/root'\nstate = '" + dir + "/state'\n" +
 		"disabled_plugins = ['io.containerd.grpc.v1.cri', 'io.containerd.nri.v1.nri']\n" +
 		"[grpc]\n  address = '" + cd.sock + "'\n" +
@@ -90,6 +95,23 @@ func (e *env) startContainerd(t *testing.T) *containerd {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return cd
+}
+
+// containerdMajor is the major version of the containerd on PATH.
+func containerdMajor(t *testing.T) int {
+	t.Helper()
+	out, err := exec.Command("containerd", "--version").Output()
+	if err != nil {
+		t.Fatalf("containerd --version: %v", err)
+	}
+	// "containerd github.com/containerd/containerd[/v2] 2.4.2+unknown ..."
+	f := strings.Fields(string(out))
+	if len(f) < 3 {
+		t.Fatalf("containerd --version: %q", out)
+	}
+	var major int
+	fmt.Sscanf(strings.TrimPrefix(f[2], "v"), "%d", &major)
+	return major
 }
 
 // ctr runs ctr against cd in the namespace "bulwark"; its stdin is a real
@@ -434,6 +456,9 @@ func TestContainerdShim(t *testing.T) {
 func TestContainerdRuntimeSnippet(t *testing.T) {
 	if _, err := exec.LookPath("containerd"); err != nil {
 		t.Skip("containerd not found: run scripts/install-containerd.sh (make tools)")
+	}
+	if containerdMajor(t) < 2 {
+		t.Skip("the snippet's version 3 config needs containerd 2.x (1.x: the version 2 form in its comment)")
 	}
 	out, err := exec.Command("containerd", "--config", "../deploy/containerd/bulwark-runtime.toml", "config", "dump").CombinedOutput()
 	if err != nil {
