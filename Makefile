@@ -31,8 +31,8 @@ lint:
 	$(GO) vet $(PKGS)
 
 # cosign itself is the independent verifier in signing/'s interop tests;
-# containerd and ctr drive the containerd shim's e2e test (about 1 min to
-# build with a warm module cache, 3-4 min cold; nothing once installed).
+# containerd, ctr and crictl drive the containerd shim's e2e test (1-2 min
+# to build with a warm module cache, 4-5 min cold; nothing once installed).
 tools: deps
 	@./scripts/install-cosign.sh
 	@./scripts/install-containerd.sh

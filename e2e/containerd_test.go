@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -17,6 +18,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/containerd/containerd/namespaces"
+	containerdshim "github.com/containerd/containerd/runtime/v2/shim"
 )
 
 // containerd is a running containerd whose state is all under a test's
@@ -29,9 +33,12 @@ type containerd struct {
 // startContainerd starts containerd with the shim's directory on its PATH
 // and the env's state directory (so the shim finds the host service); it
 // is stopped when t ends.
-func (e *env) startContainerd(t *testing.T) *containerd {
+func (e *env) startContainerd(t *testing.T, cri bool) *containerd {
 	t.Helper()
 	dir := e.path("containerd")
+	if cri {
+		dir = e.path("containerd-cri")
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -41,12 +48,24 @@ func (e *env) startContainerd(t *testing.T) *containerd {
 	if containerdMajor(t) == 1 {
 		version = "2"
 	}
+	disabled := "'io.containerd.grpc.v1.cri', 'io.containerd.nri.v1.nri'"
+	if cri {
+		disabled = "'io.containerd.nri.v1.nri'"
+	}
 	cfg := "version = " + version + "\n" +
 		"root = '" + dir + "/root'\nstate = '" + dir + "/state'\n" +
-		"disabled_plugins = ['io.containerd.grpc.v1.cri', 'io.containerd.nri.v1.nri']\n" +
+		"disabled_plugins = [" + disabled + "]\n" +
 		"[grpc]\n  address = '" + cd.sock + "'\n" +
 		"[ttrpc]\n  address = '" + cd.sock + ".ttrpc'\n" +
 		"[plugins.'io.containerd.internal.v1.opt']\n  path = '" + dir + "/opt'\n"
+	if cri { // containerd 2.x's CRI: the bulwark handler, host-network pods
+		cfg += "[plugins.'io.containerd.cri.v1.images']\n  snapshotter = 'overlayfs'\n" +
+			"  [plugins.'io.containerd.cri.v1.images'.pinned_images]\n    sandbox = 'docker.io/local/pause:1'\n" +
+			"[plugins.'io.containerd.cri.v1.runtime']\n  restrict_oom_score_adj = true\n" +
+			"  [plugins.'io.containerd.cri.v1.runtime'.cni]\n    bin_dirs = ['/usr/lib/cni']\n    conf_dir = '" + dir + "/cni'\n" +
+			"  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.bulwark]\n    runtime_type = 'io.containerd.bulwark.v2'\n" +
+			"    pod_annotations = ['bulwark.dev/*']\n    container_annotations = ['bulwark.dev/*']\n"
+	}
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +223,7 @@ func TestContainerdShim(t *testing.T) {
 	fingerprint := "fingerprint " + hex.EncodeToString(sum[:])
 
 	e.startDaemon(t)
-	cd := e.startContainerd(t)
+	cd := e.startContainerd(t, false)
 	if out, err := cd.ctr("images", "import", e.path("ctr-image.tar")).CombinedOutput(); err != nil {
 		t.Fatalf("ctr images import: %v\n%s", err, out)
 	}
@@ -387,6 +406,14 @@ func TestContainerdShim(t *testing.T) {
 			t.Skip("needs the detached container's image")
 		}
 		sb := runDetached(t, "orphan")
+		addr, err := containerdshim.SocketAddress(namespaces.WithNamespace(context.Background(), "bulwark"), cd.sock, "orphan")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sock := strings.TrimPrefix(addr, "unix://")
+		if _, err := os.Stat(sock); err != nil {
+			t.Fatalf("the shim's socket: %v", err)
+		}
 		shims := cd.shims()
 		if len(shims) != 1 {
 			t.Fatalf("want one shim, found %v", shims)
@@ -404,11 +431,127 @@ func TestContainerdShim(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 		waitGone(t, sb.QEMUPID)
+		// The dead shim's socket goes too.
+		if _, err := os.Stat(sock); !os.IsNotExist(err) {
+			t.Errorf("the killed shim's socket %s is still there: %v", sock, err)
+		}
 		cd.ctr("tasks", "rm", "orphan").Run() // containerd may have deleted it already
 		if out, err := cd.ctr("containers", "rm", "orphan").CombinedOutput(); err != nil {
 			t.Fatalf("ctr containers rm: %v\n%s", err, out)
 		}
 		noSandboxes(t)
+	})
+
+	t.Run("crictl runs a pod whose container is a measured VM", func(t *testing.T) {
+		if _, err := exec.LookPath("crictl"); err != nil {
+			t.Skip("crictl not found: run scripts/install-containerd.sh (make tools)")
+		}
+		if containerdMajor(t) < 2 {
+			t.Skip("the CRI config here is containerd 2.x's")
+		}
+		cri := e.startContainerd(t, true)
+		// The pod's sandbox ("pause") image: containerd's CRI needs one,
+		// the shim never runs it.
+		e.must("launcher", "image", "build", "-o", e.path("pause"), "--ref", "docker.io/local/pause:1", "--busybox", "sleep",
+			"--entrypoint", "/bin/sleep", "--cmd", "3600")
+		tarLayout(t, e.path("pause"), e.path("pause.tar"))
+		for _, args := range [][]string{
+			{"-n", "k8s.io", "images", "import", e.path("pause.tar")},
+			{"-n", "k8s.io", "images", "import", e.path("ctr-image.tar")},
+			{"-n", "k8s.io", "images", "tag", "local/hello:1", "docker.io/local/hello:1"},
+		} {
+			c := exec.Command("ctr", append([]string{"-a", cri.sock}, args...)...)
+			if out, err := c.CombinedOutput(); err != nil {
+				t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		crictl := func(args ...string) (string, error) {
+			c := exec.Command("crictl", append([]string{"--runtime-endpoint", "unix://" + cri.sock, "--image-endpoint", "unix://" + cri.sock, "--timeout", "300s"}, args...)...)
+			var so, se bytes.Buffer
+			c.Stdout, c.Stderr = &so, &se
+			err := c.Run()
+			if err != nil {
+				return so.String(), fmt.Errorf("crictl %s: %w\n%s%s", strings.Join(args, " "), err, so.String(), se.String())
+			}
+			return so.String(), nil
+		}
+		pod := map[string]any{
+			"metadata": map[string]any{"name": "hello", "namespace": "default", "uid": "hello-uid"},
+			"annotations": map[string]string{
+				"bulwark.dev/policy": "ctr", "bulwark.dev/kernel": e.path("vmlinux"), "bulwark.dev/initrd": e.path("base.cpio"),
+				"bulwark.dev/template": "none", "bulwark.dev/image-signature": string(sig),
+				"bulwark.dev/image-signature-payload": base64.StdEncoding.EncodeToString(payload),
+			},
+			"log_directory": e.path("pod-logs"),
+			"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
+		}
+		ctrCfg := map[string]any{"metadata": map[string]any{"name": "hello"}, "image": map[string]any{"image": "docker.io/local/hello:1"}, "log_path": "hello.log"}
+		for name, v := range map[string]any{"pod.json": pod, "container.json": ctrCfg} {
+			b, _ := json.Marshal(v)
+			if err := os.WriteFile(e.path(name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := crictl("runp", "--runtime", "bulwark", e.path("pod.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		podID := strings.TrimSpace(out)
+		defer func() { crictl("stopp", podID); crictl("rmp", podID) }()
+		out, err = crictl("create", podID, e.path("container.json"), e.path("pod.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctrID := strings.TrimSpace(out)
+		if _, err := crictl("start", ctrID); err != nil {
+			t.Fatal(err)
+		}
+		// The workload prints and exits 7: wait for the CRI to say so.
+		deadline := time.Now().Add(120 * time.Second)
+		for {
+			out, err := crictl("inspect", "-o", "json", ctrID)
+			var st struct {
+				Status struct {
+					State    string `json:"state"`
+					ExitCode int    `json:"exitCode"`
+				} `json:"status"`
+			}
+			if err == nil && json.Unmarshal([]byte(out), &st) == nil && st.Status.State == "CONTAINER_EXITED" {
+				if st.Status.ExitCode != 7 {
+					t.Errorf("the container exited with %d, want the workload's 7", st.Status.ExitCode)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the container did not exit within 120 s: %v\n%s", err, out)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// crictl logs prints the container's stdout and stderr on its own.
+		c := exec.Command("crictl", "--runtime-endpoint", "unix://"+cri.sock, "logs", ctrID)
+		lb, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("crictl logs: %v\n%s", err, lb)
+		}
+		logs := string(lb)
+		if !strings.Contains(logs, "secrets: db") || !strings.Contains(logs, fingerprint) || !strings.Contains(logs, "oops") {
+			t.Errorf("crictl logs:\n%s\nwant the secret's name and fingerprint %s", logs, fingerprint)
+		}
+		for _, args := range [][]string{{"rm", ctrID}, {"stopp", podID}, {"rmp", podID}} {
+			if _, err := crictl(args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if left := e.ps(t, true); len(left) != 0 {
+			t.Errorf("the host service still lists %d sandboxes: %+v", len(left), left)
+		}
+		deadline = time.Now().Add(30 * time.Second)
+		for len(cri.shims()) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("shims still run 30 s after the pod was removed: %v", cri.shims())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	})
 
 	t.Run("an image modified in containerd's content store is refused", func(t *testing.T) {

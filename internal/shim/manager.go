@@ -12,9 +12,13 @@ import (
 	"github.com/containerd/containerd/runtime/v2/shim"
 )
 
+// annotationSandboxID names the CRI pod a container belongs to.
+const annotationSandboxID = "io.kubernetes.cri.sandbox-id"
+
 // StartShim is the shim's start command: it starts the shim server (this
 // binary again) on a new socket and returns the socket's address, which is
-// all it may print. One server serves one container.
+// all it may print. One server serves one container, or the containers of
+// one CRI pod (the pod's sandbox container first).
 func (s *service) StartShim(ctx context.Context, opts shim.StartOpts) (_ string, retErr error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -28,7 +32,12 @@ func (s *service) StartShim(ctx context.Context, opts shim.StartOpts) (_ string,
 	if err != nil {
 		return "", err
 	}
-	address, err := shim.SocketAddress(ctx, opts.Address, opts.ID)
+	// A CRI pod's containers share the shim of its sandbox container.
+	grouping := opts.ID
+	if spec, err := readSpec(cwd); err == nil && spec.Annotations[annotationSandboxID] != "" {
+		grouping = spec.Annotations[annotationSandboxID]
+	}
+	address, err := shim.SocketAddress(ctx, opts.Address, grouping)
 	if err != nil {
 		return "", err
 	}
@@ -66,7 +75,7 @@ func (s *service) StartShim(ctx context.Context, opts shim.StartOpts) (_ string,
 		return "", err
 	}
 	defer f.Close()
-	args := []string{"-namespace", ns, "-id", opts.ID, "-address", opts.Address}
+	args := []string{"-namespace", ns, "-id", grouping, "-address", opts.Address}
 	if opts.Debug {
 		args = append(args, "-debug")
 	}

@@ -63,6 +63,10 @@ const (
 	sandboxFile = "bulwark-sandbox"
 )
 
+// annotationCRIType is the CRI's mark of a pod's sandbox ("pause")
+// container ("sandbox") and of its other containers ("container").
+const annotationCRIType = "io.kubernetes.cri.container-type"
+
 // exitLaunchFailed is the exit status of a container whose launch failed
 // or was refused (docker run's "the container could not be run").
 const exitLaunchFailed = 125
@@ -72,12 +76,12 @@ var empty = &ptypes.Empty{}
 // New is the shim's init function (shim.Init): it serves one container.
 func New(ctx context.Context, id string, publisher shim.Publisher, shutdown func()) (shim.Shim, error) {
 	s := &service{
-		ctx:       ctx,
-		id:        id,
-		publisher: publisher,
-		shutdown:  shutdown,
-		events:    make(chan any, 128),
-		execs:     map[string]*proc{},
+		ctx:        ctx,
+		id:         id,
+		publisher:  publisher,
+		shutdown:   shutdown,
+		events:     make(chan any, 128),
+		containers: map[string]*container{},
 	}
 	go s.forward()
 	return s, nil
@@ -85,17 +89,16 @@ func New(ctx context.Context, id string, publisher shim.Publisher, shutdown func
 
 // proc is the container's workload or one exec'd process.
 type proc struct {
-	id                     string
-	stdin, stdout, stderr  string
-	status                 tasktypes.Status
-	pid                    uint32
-	exitStatus             uint32
-	exitedAt               time.Time
-	exited                 chan struct{}
-	args                   []string // exec: the command
-	cancel                 context.CancelFunc
-	exitOnce               sync.Once
-	exitedAtSet, published bool
+	id                    string
+	stdin, stdout, stderr string
+	status                tasktypes.Status
+	pid                   uint32
+	exitStatus            uint32
+	exitedAt              time.Time
+	exited                chan struct{}
+	args                  []string // exec: the command
+	cancel                context.CancelFunc
+	exitOnce              sync.Once
 }
 
 // exit records the process's end (once) and wakes its waiters.
@@ -120,10 +123,18 @@ type service struct {
 	evMu      sync.Mutex
 	evClosed  bool
 
-	mu sync.Mutex
-	// The container (nil before Create and after Delete).
-	task    *proc
-	bundle  string
+	mu         sync.Mutex
+	containers map[string]*container
+}
+
+// container is one container the shim serves: its own sandbox, or (a CRI
+// pod's sandbox container) none.
+type container struct {
+	task   *proc
+	bundle string
+	// pause marks a CRI pod's sandbox ("pause") container: nothing of it
+	// runs; it exists until it is killed.
+	pause   bool
 	cfg     launchConfig
 	image   exportedImage
 	sandbox string // the host service's id, once launched
@@ -204,8 +215,8 @@ func dialHost() (*hostd.Client, error) {
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.task != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "bulwark shim: container %s already created", s.task.id)
+	if _, ok := s.containers[r.ID]; ok {
+		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "bulwark shim: container %s already created", r.ID)
 	}
 	if r.Terminal {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: a terminal (-t) is not supported: a Bulwark workload's output is its stdout and stderr")
@@ -214,35 +225,39 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	cfg, err := parseSpec(spec)
-	if err != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
-	}
-	dir := filepath.Join(r.Bundle, imageDirName)
-	defer func() {
-		if retErr != nil {
-			os.RemoveAll(dir)
+	c := &container{bundle: r.Bundle, execs: map[string]*proc{}, pause: spec.Annotations[annotationCRIType] == "sandbox"}
+	if !c.pause {
+		cfg, err := parseSpec(spec)
+		if err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 		}
-	}()
-	img, err := s.exportContainerImage(ctx, r.ID, dir)
-	if err != nil {
-		return nil, errdefs.ToGRPC(err)
-	}
-	if cfg.Signature != nil {
-		if err := os.WriteFile(filepath.Join(dir, "image.sig"), cfg.Signature, 0o600); err != nil {
-			return nil, err
+		dir := filepath.Join(r.Bundle, imageDirName)
+		defer func() {
+			if retErr != nil {
+				os.RemoveAll(dir)
+			}
+		}()
+		img, err := s.exportContainerImage(ctx, r.ID, dir)
+		if err != nil {
+			return nil, errdefs.ToGRPC(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "image.payload.json"), cfg.Payload, 0o600); err != nil {
-			return nil, err
+		if cfg.Signature != nil {
+			if err := os.WriteFile(filepath.Join(dir, "image.sig"), cfg.Signature, 0o600); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(filepath.Join(dir, "image.payload.json"), cfg.Payload, 0o600); err != nil {
+				return nil, err
+			}
 		}
+		c.cfg, c.image = cfg, img
+		log.G(ctx).Infof("bulwark shim: container %s: image manifest %s from containerd's content store, policy %s", r.ID, img.Manifest.Digest, cfg.Policy)
 	}
-	s.task = &proc{id: r.ID, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, status: tasktypes.Status_CREATED,
+	c.task = &proc{id: r.ID, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, status: tasktypes.Status_CREATED,
 		pid: uint32(os.Getpid()), exited: make(chan struct{})}
-	s.bundle, s.cfg, s.image = r.Bundle, cfg, img
-	log.G(ctx).Infof("bulwark shim: container %s: image manifest %s from containerd's content store, policy %s", r.ID, img.Manifest.Digest, cfg.Policy)
+	s.containers[r.ID] = c
 	s.send(&eventstypes.TaskCreate{ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
-		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, Checkpoint: r.Checkpoint, Pid: s.task.pid})
-	return &taskAPI.CreateTaskResponse{Pid: s.task.pid}, nil
+		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, Checkpoint: r.Checkpoint, Pid: c.task.pid})
+	return &taskAPI.CreateTaskResponse{Pid: c.task.pid}, nil
 }
 
 // readSpec reads the bundle's OCI runtime spec.
@@ -267,21 +282,28 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		return s.startExec(ctx, r)
 	}
 	s.mu.Lock()
-	t := s.task
-	if t == nil || t.id != r.ID {
+	c, err := s.container(r.ID)
+	if err != nil {
 		s.mu.Unlock()
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "bulwark shim: container %s not created", r.ID)
+		return nil, err
 	}
+	t := c.task
 	if t.status != tasktypes.Status_CREATED || t.cancel != nil {
 		s.mu.Unlock()
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s already started", r.ID)
 	}
+	if c.pause { // the pod's VMs are its containers'
+		t.status = tasktypes.Status_RUNNING
+		s.send(&eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
+		s.mu.Unlock()
+		return &taskAPI.StartResponse{Pid: t.pid}, nil
+	}
 	lctx, cancel := context.WithCancel(ctx)
 	t.cancel = cancel
 	req := &bulwarkv1.RunRequest{
-		Policy: s.cfg.Policy, Image: filepath.Join(s.bundle, imageDirName, "image"),
-		Args:   workloadArgs(s.cfg.Args, s.image.Config.Entrypoint, s.image.Config.Cmd),
-		Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd, Template: s.cfg.Template,
+		Policy: c.cfg.Policy, Image: filepath.Join(c.bundle, imageDirName, "image"),
+		Args:   workloadArgs(c.cfg.Args, c.image.Config.Entrypoint, c.image.Config.Cmd),
+		Kernel: c.cfg.Kernel, Initrd: c.cfg.Initrd, Template: c.cfg.Template,
 	}
 	s.mu.Unlock()
 	defer cancel()
@@ -292,7 +314,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	}
 	// The host service has built the image's disk (or failed): the copy
 	// is no longer needed.
-	os.RemoveAll(filepath.Join(s.bundle, imageDirName))
+	os.RemoveAll(filepath.Join(c.bundle, imageDirName))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t.cancel = nil
@@ -302,22 +324,21 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		}
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
 	}
-	if t.status == tasktypes.Status_STOPPED { // killed during the launch: stop what started
-		s.sandbox = sb.GetId() // for Delete to remove
-		go s.stopSandbox(sb.GetId(), syscall.SIGKILL)
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s was killed while it launched", t.id)
-	}
-	s.sandbox = sb.GetId()
-	if err := os.WriteFile(filepath.Join(s.bundle, sandboxFile), []byte(s.sandbox), 0o600); err != nil {
+	c.sandbox = sb.GetId()
+	if err := os.WriteFile(filepath.Join(c.bundle, sandboxFile), []byte(c.sandbox), 0o600); err != nil {
 		log.G(ctx).WithError(err).Warn("bulwark shim: recording the sandbox id")
+	}
+	if t.status == tasktypes.Status_STOPPED { // killed during the launch: stop what started (Delete removes it)
+		go s.stopSandbox(c.sandbox, syscall.SIGKILL)
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s was killed while it launched", t.id)
 	}
 	if pid := sb.GetQemuPid(); pid > 0 {
 		t.pid = uint32(pid)
 	}
 	t.status = tasktypes.Status_RUNNING
-	log.G(ctx).Infof("bulwark shim: container %s runs in sandbox %s (attestation %s)", t.id, s.sandbox, sb.GetAttestationId())
+	log.G(ctx).Infof("bulwark shim: container %s runs in sandbox %s (attestation %s)", t.id, c.sandbox, sb.GetAttestationId())
 	s.send(&eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
-	go s.follow(t, s.sandbox)
+	go s.follow(t, c.sandbox)
 	return &taskAPI.StartResponse{Pid: t.pid}, nil
 }
 
@@ -503,14 +524,15 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	if r.ExecID != "" {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: exec'd processes cannot be signalled; they end with the sandbox")
 	}
-	t := s.task
-	if t == nil || t.id != r.ID {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "bulwark shim: container %s not created", r.ID)
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
 	}
-	switch t.status {
-	case tasktypes.Status_STOPPED:
+	t := c.task
+	switch {
+	case t.status == tasktypes.Status_STOPPED:
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "process already finished")
-	case tasktypes.Status_CREATED:
+	case t.status == tasktypes.Status_CREATED || c.pause:
 		if t.cancel != nil {
 			t.cancel() // abort the launch in progress
 		}
@@ -518,7 +540,7 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 			s.send(&eventstypes.TaskExit{ContainerID: t.id, ID: t.id, Pid: t.pid, ExitStatus: t.exitStatus, ExitedAt: protobuf.ToTimestamp(t.exitedAt)})
 		}
 	default:
-		go s.stopSandbox(s.sandbox, syscall.Signal(r.Signal))
+		go s.stopSandbox(c.sandbox, syscall.Signal(r.Signal))
 	}
 	return empty, nil
 }
@@ -528,21 +550,22 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
+	}
 	if r.ExecID != "" {
-		p, ok := s.execs[r.ExecID]
+		p, ok := c.execs[r.ExecID]
 		if !ok {
 			return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "bulwark shim: exec %s not found", r.ExecID)
 		}
 		if p.status == tasktypes.Status_RUNNING {
 			return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: exec %s still runs", r.ExecID)
 		}
-		delete(s.execs, r.ExecID)
+		delete(c.execs, r.ExecID)
 		return &taskAPI.DeleteResponse{Pid: p.pid, ExitStatus: p.exitStatus, ExitedAt: protobuf.ToTimestamp(p.exitedAt)}, nil
 	}
-	t := s.task
-	if t == nil || t.id != r.ID {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "bulwark shim: container %s not created", r.ID)
-	}
+	t := c.task
 	if t.status == tasktypes.Status_RUNNING {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s still runs: kill it first", r.ID)
 	}
@@ -550,14 +573,14 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		t.cancel()
 	}
 	t.exit(exitLaunchFailed) // never started
-	if s.sandbox != "" {
-		if err := removeSandbox(ctx, s.sandbox); err != nil {
-			log.G(ctx).WithError(err).Warnf("bulwark shim: removing sandbox %s", s.sandbox)
+	if c.sandbox != "" {
+		if err := removeSandbox(ctx, c.sandbox); err != nil {
+			log.G(ctx).WithError(err).Warnf("bulwark shim: removing sandbox %s", c.sandbox)
 		}
 	}
-	os.RemoveAll(filepath.Join(s.bundle, imageDirName))
-	os.Remove(filepath.Join(s.bundle, sandboxFile))
-	s.task = nil
+	os.RemoveAll(filepath.Join(c.bundle, imageDirName))
+	os.Remove(filepath.Join(c.bundle, sandboxFile))
+	delete(s.containers, r.ID)
 	s.send(&eventstypes.TaskDelete{ContainerID: t.id, ID: t.id, Pid: t.pid, ExitStatus: t.exitStatus, ExitedAt: protobuf.ToTimestamp(t.exitedAt)})
 	return &taskAPI.DeleteResponse{Pid: t.pid, ExitStatus: t.exitStatus, ExitedAt: protobuf.ToTimestamp(t.exitedAt)}, nil
 }
@@ -589,6 +612,10 @@ func (s *service) Cleanup(ctx context.Context) (*taskAPI.DeleteResponse, error) 
 	}
 	os.RemoveAll(filepath.Join(bundle, imageDirName))
 	os.Remove(filepath.Join(bundle, sandboxFile))
+	// The dead shim's socket, unless a shim still serves it (a pod's).
+	if addr, err := shim.ReadAddress(filepath.Join(bundle, "address")); err == nil && !shim.CanConnect(addr) {
+		shim.RemoveSocket(addr)
+	}
 	return &taskAPI.DeleteResponse{ExitedAt: protobuf.ToTimestamp(time.Now()), ExitStatus: 128 + uint32(syscall.SIGKILL)}, nil
 }
 
@@ -596,33 +623,43 @@ func (s *service) Cleanup(ctx context.Context) (*taskAPI.DeleteResponse, error) 
 func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, err := s.process(r.ID, r.ExecID)
+	c, p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
-	return &taskAPI.StateResponse{ID: p.id, Bundle: s.bundle, Pid: p.pid, Status: p.status, Stdin: p.stdin, Stdout: p.stdout, Stderr: p.stderr,
+	return &taskAPI.StateResponse{ID: p.id, Bundle: c.bundle, Pid: p.pid, Status: p.status, Stdin: p.stdin, Stdout: p.stdout, Stderr: p.stderr,
 		ExitStatus: p.exitStatus, ExitedAt: protobuf.ToTimestamp(p.exitedAt), ExecID: r.ExecID}, nil
 }
 
-// process finds the container or one of its exec'd processes (s.mu held).
-func (s *service) process(id, execID string) (*proc, error) {
-	if s.task == nil || s.task.id != id {
+// container finds a container (s.mu held).
+func (s *service) container(id string) (*container, error) {
+	c, ok := s.containers[id]
+	if !ok {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "bulwark shim: container %s not created", id)
 	}
+	return c, nil
+}
+
+// process finds the container or one of its exec'd processes (s.mu held).
+func (s *service) process(id, execID string) (*container, *proc, error) {
+	c, err := s.container(id)
+	if err != nil {
+		return nil, nil, err
+	}
 	if execID == "" {
-		return s.task, nil
+		return c, c.task, nil
 	}
-	p, ok := s.execs[execID]
+	p, ok := c.execs[execID]
 	if !ok {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "bulwark shim: exec %s not found", execID)
+		return nil, nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "bulwark shim: exec %s not found", execID)
 	}
-	return p, nil
+	return c, p, nil
 }
 
 // Wait waits for the container's or an exec'd process's end.
 func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
 	s.mu.Lock()
-	p, err := s.process(r.ID, r.ExecID)
+	_, p, err := s.process(r.ID, r.ExecID)
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -641,10 +678,11 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.task == nil || s.task.id != r.ID {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "bulwark shim: container %s not created", r.ID)
+	c, err := s.container(r.ID)
+	if err != nil {
+		return nil, err
 	}
-	if _, ok := s.execs[r.ExecID]; ok {
+	if _, ok := c.execs[r.ExecID]; ok {
 		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "bulwark shim: exec %s already exists", r.ExecID)
 	}
 	if r.Terminal {
@@ -654,7 +692,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	if r.Spec == nil || json.Unmarshal(r.Spec.GetValue(), &ps) != nil || len(ps.Args) == 0 {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bulwark shim: exec %s: want a process spec with a command", r.ExecID)
 	}
-	s.execs[r.ExecID] = &proc{id: r.ExecID, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, status: tasktypes.Status_CREATED,
+	c.execs[r.ExecID] = &proc{id: r.ExecID, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, status: tasktypes.Status_CREATED,
 		exited: make(chan struct{}), args: ps.Args}
 	s.send(&eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
 	return empty, nil
@@ -665,30 +703,30 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, err := s.process(r.ID, r.ExecID)
+	c, p, err := s.process(r.ID, r.ExecID)
 	if err != nil {
 		return nil, err
 	}
-	if s.task.status != tasktypes.Status_RUNNING || s.sandbox == "" {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s does not run", r.ID)
+	if c.task.status != tasktypes.Status_RUNNING || c.sandbox == "" {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s does not run a workload", r.ID)
 	}
 	if p.status != tasktypes.Status_CREATED {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: exec %s already started", r.ExecID)
 	}
-	c, err := dialHost()
+	hc, err := dialHost()
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
 	ectx, cancel := context.WithCancel(s.ctx)
-	stream, err := c.Exec(ectx, &bulwarkv1.ExecRequest{Id: s.sandbox, Args: p.args})
+	stream, err := hc.Exec(ectx, &bulwarkv1.ExecRequest{Id: c.sandbox, Args: p.args})
 	if err != nil {
 		cancel()
-		c.Close()
+		hc.Close()
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark exec: %s", status.Convert(err).Message())
 	}
-	p.status, p.pid, p.cancel = tasktypes.Status_RUNNING, s.task.pid, cancel
+	p.status, p.pid, p.cancel = tasktypes.Status_RUNNING, c.task.pid, cancel
 	go func() {
-		defer c.Close()
+		defer hc.Close()
 		defer cancel()
 		stdout, stderr := openOutput(s.ctx, p.stdout), openOutput(s.ctx, p.stderr)
 		code := uint32(255)
@@ -726,11 +764,11 @@ func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*task
 func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, err := s.process(r.ID, "")
+	c, err := s.container(r.ID)
 	if err != nil {
 		return nil, err
 	}
-	return &taskAPI.PidsResponse{Processes: []*tasktypes.ProcessInfo{{Pid: p.pid}}}, nil
+	return &taskAPI.PidsResponse{Processes: []*tasktypes.ProcessInfo{{Pid: c.task.pid}}}, nil
 }
 
 // Connect returns the shim's and the container's pids.
@@ -738,8 +776,8 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
-	if s.task != nil {
-		resp.TaskPid = s.task.pid
+	if c, ok := s.containers[r.ID]; ok {
+		resp.TaskPid = c.task.pid
 	}
 	return resp, nil
 }
@@ -748,7 +786,7 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.task != nil {
+	if len(s.containers) > 0 {
 		return empty, nil
 	}
 	s.closeEvents()
