@@ -1,0 +1,140 @@
+package shim
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/bulwark-project/bulwark/policy"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// The annotations the shim reads from the container's OCI spec (ctr run
+// --annotation, or a pod's annotations passed on by the CRI plugin).
+const (
+	// AnnotationPolicy names the admin policy attestd judges the launch
+	// by. Required.
+	AnnotationPolicy = "bulwark.dev/policy"
+	// AnnotationKernel and AnnotationInitrd are absolute host paths of the
+	// guest kernel and base initramfs (default: the host service's). The
+	// policy pins their digests, so these only choose among what it allows.
+	AnnotationKernel = "bulwark.dev/kernel"
+	AnnotationInitrd = "bulwark.dev/initrd"
+	// AnnotationTemplate is a template's name, or "none" to boot cold.
+	AnnotationTemplate = "bulwark.dev/template"
+	// AnnotationSignature is the image's cosign signature, exactly what
+	// 'launcher sign --image' writes to IMAGE.sig (base64 text), and
+	// AnnotationSignaturePayload the signed payload, IMAGE.payload.json,
+	// base64-encoded. Both or neither.
+	AnnotationSignature        = "bulwark.dev/image-signature"
+	AnnotationSignaturePayload = "bulwark.dev/image-signature-payload"
+)
+
+// maxAnnotation bounds what one annotation may carry.
+const maxAnnotation = 64 << 10
+
+// launchConfig is what a container's spec asks of its launch.
+type launchConfig struct {
+	Policy, Kernel, Initrd, Template string
+	// Signature and Payload are the image's signature files' contents
+	// (nil: none supplied).
+	Signature, Payload []byte
+	// Args is the process's command line from the spec.
+	Args []string
+}
+
+// errBadSpec marks a container spec the shim cannot launch.
+var errBadSpec = errors.New("bulwark shim: bad container spec")
+
+// parseSpec reads the launch settings from a container's OCI spec. Errors
+// name the annotation.
+func parseSpec(s *specs.Spec) (launchConfig, error) {
+	bad := func(key, format string, a ...any) (launchConfig, error) {
+		return launchConfig{}, fmt.Errorf("%w: annotation %s: %s", errBadSpec, key, fmt.Sprintf(format, a...))
+	}
+	a := s.Annotations
+	for k, v := range a {
+		if strings.HasPrefix(k, "bulwark.dev/") && len(v) > maxAnnotation {
+			return bad(k, "%d bytes, at most %d", len(v), maxAnnotation)
+		}
+	}
+	var c launchConfig
+	c.Policy = a[AnnotationPolicy]
+	if c.Policy == "" {
+		return bad(AnnotationPolicy, "missing: name the admin policy that judges this container's launch")
+	}
+	if !policy.ValidName(c.Policy) {
+		return bad(AnnotationPolicy, "%q is not a policy name", trunc(c.Policy))
+	}
+	for _, p := range []struct {
+		key string
+		dst *string
+	}{{AnnotationKernel, &c.Kernel}, {AnnotationInitrd, &c.Initrd}} {
+		v, ok := a[p.key]
+		if !ok {
+			continue
+		}
+		if !filepath.IsAbs(v) || strings.IndexByte(v, 0) >= 0 {
+			return bad(p.key, "%q: want an absolute path on the host", trunc(v))
+		}
+		*p.dst = filepath.Clean(v)
+	}
+	c.Template = a[AnnotationTemplate]
+	if strings.ContainsAny(c.Template, "/\x00") {
+		return bad(AnnotationTemplate, "%q: want a template name, or none", trunc(c.Template))
+	}
+	sig, hasSig := a[AnnotationSignature]
+	payload, hasPayload := a[AnnotationSignaturePayload]
+	switch {
+	case hasSig != hasPayload:
+		missing := AnnotationSignaturePayload
+		if !hasSig {
+			missing = AnnotationSignature
+		}
+		return bad(missing, "missing: an image signature needs both %s and %s", AnnotationSignature, AnnotationSignaturePayload)
+	case hasSig:
+		sig = strings.TrimSpace(sig)
+		if _, err := base64.StdEncoding.DecodeString(sig); err != nil || sig == "" {
+			return bad(AnnotationSignature, "not base64 (want the content of IMAGE.sig)")
+		}
+		p, err := base64.StdEncoding.DecodeString(strings.TrimSpace(payload))
+		if err != nil || len(p) == 0 {
+			return bad(AnnotationSignaturePayload, "not base64 (want base64 of IMAGE.payload.json)")
+		}
+		c.Signature, c.Payload = []byte(sig), p
+	}
+	if s.Process != nil {
+		c.Args = append([]string(nil), s.Process.Args...)
+	}
+	return c, nil
+}
+
+// workloadArgs is what the launch passes as the workload's arguments: none
+// when the spec runs the image's own entrypoint and cmd (so the launch is
+// recorded exactly as 'launcher run' records it), the spec's otherwise.
+func workloadArgs(specArgs, entrypoint, cmd []string) []string {
+	def := append(append([]string{}, entrypoint...), cmd...)
+	if len(specArgs) == len(def) {
+		same := true
+		for i := range def {
+			if def[i] != specArgs[i] {
+				same = false
+				break
+			}
+		}
+		if same {
+			return nil
+		}
+	}
+	return specArgs
+}
+
+// trunc shortens what is quoted back in errors.
+func trunc(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}

@@ -1,0 +1,68 @@
+package shim
+
+import (
+	"encoding/base64"
+	"slices"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func TestParseSpec(t *testing.T) {
+	payload := base64.StdEncoding.EncodeToString([]byte(`{"critical":{}}`))
+	for _, tc := range []struct {
+		name    string
+		ann     map[string]string
+		want    launchConfig
+		wantErr string
+	}{
+		{name: "policy only", ann: map[string]string{AnnotationPolicy: "app"}, want: launchConfig{Policy: "app"}},
+		{name: "everything", ann: map[string]string{AnnotationPolicy: "app", AnnotationKernel: "/k/vmlinux", AnnotationInitrd: "/k//base.cpio",
+			AnnotationTemplate: "none", AnnotationSignature: "c2ln\n", AnnotationSignaturePayload: payload},
+			want: launchConfig{Policy: "app", Kernel: "/k/vmlinux", Initrd: "/k/base.cpio", Template: "none", Signature: []byte("c2ln"), Payload: []byte(`{"critical":{}}`)}},
+		{name: "no policy", ann: map[string]string{}, wantErr: "annotation bulwark.dev/policy: missing"},
+		{name: "a bad policy name", ann: map[string]string{AnnotationPolicy: "../x"}, wantErr: "bulwark.dev/policy: \"../x\" is not a policy name"},
+		{name: "a relative kernel", ann: map[string]string{AnnotationPolicy: "app", AnnotationKernel: "vmlinux"}, wantErr: "bulwark.dev/kernel: \"vmlinux\": want an absolute path"},
+		{name: "a relative initrd", ann: map[string]string{AnnotationPolicy: "app", AnnotationInitrd: "a/b"}, wantErr: "bulwark.dev/initrd"},
+		{name: "a template path", ann: map[string]string{AnnotationPolicy: "app", AnnotationTemplate: "a/b"}, wantErr: "bulwark.dev/template"},
+		{name: "a signature without payload", ann: map[string]string{AnnotationPolicy: "app", AnnotationSignature: "c2ln"}, wantErr: "bulwark.dev/image-signature-payload: missing"},
+		{name: "a payload without signature", ann: map[string]string{AnnotationPolicy: "app", AnnotationSignaturePayload: payload}, wantErr: "bulwark.dev/image-signature: missing"},
+		{name: "a signature not base64", ann: map[string]string{AnnotationPolicy: "app", AnnotationSignature: "!!", AnnotationSignaturePayload: payload}, wantErr: "bulwark.dev/image-signature: not base64"},
+		{name: "a payload not base64", ann: map[string]string{AnnotationPolicy: "app", AnnotationSignature: "c2ln", AnnotationSignaturePayload: "{}"}, wantErr: "bulwark.dev/image-signature-payload: not base64"},
+		{name: "a huge annotation", ann: map[string]string{AnnotationPolicy: "app", "bulwark.dev/x": strings.Repeat("a", maxAnnotation+1)}, wantErr: "bulwark.dev/x: 65537 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseSpec(&specs.Spec{Annotations: tc.ann, Process: &specs.Process{Args: []string{"/bin/sh"}}})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("parseSpec: %v, want an error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.want.Args = []string{"/bin/sh"}
+			if got.Policy != tc.want.Policy || got.Kernel != tc.want.Kernel || got.Initrd != tc.want.Initrd || got.Template != tc.want.Template ||
+				string(got.Signature) != string(tc.want.Signature) || string(got.Payload) != string(tc.want.Payload) || !slices.Equal(got.Args, tc.want.Args) {
+				t.Errorf("parseSpec = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWorkloadArgs(t *testing.T) {
+	for _, tc := range []struct {
+		spec, entrypoint, cmd, want []string
+	}{
+		{spec: []string{"/bin/sh", "-c", "echo"}, entrypoint: []string{"/bin/sh"}, cmd: []string{"-c", "echo"}, want: nil},
+		{spec: []string{"/bin/sh", "-c", "other"}, entrypoint: []string{"/bin/sh"}, cmd: []string{"-c", "echo"}, want: []string{"/bin/sh", "-c", "other"}},
+		{spec: []string{"/bin/sh"}, entrypoint: []string{"/bin/sh"}, cmd: []string{"-c", "echo"}, want: []string{"/bin/sh"}},
+		{spec: []string{"ls"}, want: []string{"ls"}},
+	} {
+		if got := workloadArgs(tc.spec, tc.entrypoint, tc.cmd); !slices.Equal(got, tc.want) {
+			t.Errorf("workloadArgs(%q, %q, %q) = %q, want %q", tc.spec, tc.entrypoint, tc.cmd, got, tc.want)
+		}
+	}
+}
