@@ -74,7 +74,10 @@ func (e *env) startContainerd(t *testing.T, cri bool) *containerd {
 		t.Fatal(err)
 	}
 	c := exec.Command(bin, "--config", filepath.Join(dir, "config.toml"))
-	c.Env = append(os.Environ(), "BULWARK_STATE="+e.state, "PATH="+bins+string(os.PathListSeparator)+os.Getenv("PATH"))
+	// The shims inherit containerd's environment: the guest files the
+	// test's containers name are in its directory.
+	c.Env = append(os.Environ(), "BULWARK_STATE="+e.state, "PATH="+bins+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"BULWARK_GUEST_DIRS="+e.dir)
 	pr, pw := io.Pipe()
 	c.Stdout, c.Stderr = pw, pw
 	if err := c.Start(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -20,6 +21,9 @@ const (
 	// AnnotationKernel and AnnotationInitrd are absolute host paths of the
 	// guest kernel and base initramfs (default: the host service's). The
 	// policy pins their digests, so these only choose among what it allows.
+	// Whoever creates a container names them, and the root host service
+	// reads them: they must lie in a directory the node's admin lists in
+	// GuestDirsEnv (containerd's environment); without it they are refused.
 	AnnotationKernel = "bulwark.dev/kernel"
 	AnnotationInitrd = "bulwark.dev/initrd"
 	// AnnotationTemplate is a template's name, or "none" to boot cold.
@@ -31,6 +35,36 @@ const (
 	AnnotationSignature        = "bulwark.dev/image-signature"
 	AnnotationSignaturePayload = "bulwark.dev/image-signature-payload"
 )
+
+// GuestDirsEnv names the environment variable (of containerd, inherited
+// by the shim) listing the directories, separated by ':', that the
+// kernel and initrd annotations may name files in.
+const GuestDirsEnv = "BULWARK_GUEST_DIRS"
+
+// inGuestDirs resolves p (symlinks too) and reports whether it lies in
+// one of the directories listed in dirs (GuestDirsEnv's value).
+func inGuestDirs(p, dirs string) (string, error) {
+	if dirs == "" {
+		return "", fmt.Errorf("refused: %s is not set in containerd's environment, so no container may choose the guest's files (set it to the directories that hold allowed kernels and initrds)", GuestDirsEnv)
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return "", err
+	}
+	for _, d := range filepath.SplitList(dirs) {
+		if !filepath.IsAbs(d) {
+			continue
+		}
+		rd, err := filepath.EvalSymlinks(d)
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(real, strings.TrimSuffix(rd, "/")+"/") {
+			return real, nil
+		}
+	}
+	return "", fmt.Errorf("%s is outside the directories %s allows (%s)", real, GuestDirsEnv, dirs)
+}
 
 // maxAnnotation bounds what one annotation may carry.
 const maxAnnotation = 64 << 10
@@ -51,6 +85,11 @@ var errBadSpec = errors.New("bulwark shim: bad container spec")
 // parseSpec reads the launch settings from a container's OCI spec. Errors
 // name the annotation.
 func parseSpec(s *specs.Spec) (launchConfig, error) {
+	return parseSpecIn(s, os.Getenv(GuestDirsEnv))
+}
+
+// parseSpecIn is parseSpec with the allowed guest file directories given.
+func parseSpecIn(s *specs.Spec, guestDirs string) (launchConfig, error) {
 	bad := func(key, format string, a ...any) (launchConfig, error) {
 		return launchConfig{}, fmt.Errorf("%w: annotation %s: %s", errBadSpec, key, fmt.Sprintf(format, a...))
 	}
@@ -79,7 +118,11 @@ func parseSpec(s *specs.Spec) (launchConfig, error) {
 		if !filepath.IsAbs(v) || strings.IndexByte(v, 0) >= 0 {
 			return bad(p.key, "%q: want an absolute path on the host", trunc(v))
 		}
-		*p.dst = filepath.Clean(v)
+		real, err := inGuestDirs(filepath.Clean(v), guestDirs)
+		if err != nil {
+			return bad(p.key, "%v", err)
+		}
+		*p.dst = real
 	}
 	c.Template = a[AnnotationTemplate]
 	if strings.ContainsAny(c.Template, "/\x00") {

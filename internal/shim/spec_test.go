@@ -2,6 +2,8 @@ package shim
 
 import (
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +13,17 @@ import (
 
 func TestParseSpec(t *testing.T) {
 	payload := base64.StdEncoding.EncodeToString([]byte(`{"critical":{}}`))
+	// The guest files live in an allowed directory; a file outside it, or
+	// a link from inside to outside, is refused.
+	guest, outside := t.TempDir(), t.TempDir()
+	for _, f := range []string{filepath.Join(guest, "vmlinux"), filepath.Join(guest, "base.cpio"), filepath.Join(outside, "secret")} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(outside, "secret"), filepath.Join(guest, "link")); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name    string
 		ann     map[string]string
@@ -18,9 +31,12 @@ func TestParseSpec(t *testing.T) {
 		wantErr string
 	}{
 		{name: "policy only", ann: map[string]string{AnnotationPolicy: "app"}, want: launchConfig{Policy: "app"}},
-		{name: "everything", ann: map[string]string{AnnotationPolicy: "app", AnnotationKernel: "/k/vmlinux", AnnotationInitrd: "/k//base.cpio",
+		{name: "everything", ann: map[string]string{AnnotationPolicy: "app", AnnotationKernel: guest + "/vmlinux", AnnotationInitrd: guest + "//base.cpio",
 			AnnotationTemplate: "none", AnnotationSignature: "c2ln\n", AnnotationSignaturePayload: payload},
-			want: launchConfig{Policy: "app", Kernel: "/k/vmlinux", Initrd: "/k/base.cpio", Template: "none", Signature: []byte("c2ln"), Payload: []byte(`{"critical":{}}`)}},
+			want: launchConfig{Policy: "app", Kernel: guest + "/vmlinux", Initrd: guest + "/base.cpio", Template: "none", Signature: []byte("c2ln"), Payload: []byte(`{"critical":{}}`)}},
+		{name: "a kernel outside the guest dirs", ann: map[string]string{AnnotationPolicy: "app", AnnotationKernel: outside + "/secret"}, wantErr: "outside the directories BULWARK_GUEST_DIRS allows"},
+		{name: "a link out of the guest dirs", ann: map[string]string{AnnotationPolicy: "app", AnnotationInitrd: guest + "/link"}, wantErr: "outside the directories"},
+		{name: "a dot-dot out of the guest dirs", ann: map[string]string{AnnotationPolicy: "app", AnnotationKernel: guest + "/../" + filepath.Base(outside) + "/secret"}, wantErr: "outside the directories"},
 		{name: "no policy", ann: map[string]string{}, wantErr: "annotation bulwark.dev/policy: missing"},
 		{name: "a bad policy name", ann: map[string]string{AnnotationPolicy: "../x"}, wantErr: "bulwark.dev/policy: \"../x\" is not a policy name"},
 		{name: "a relative kernel", ann: map[string]string{AnnotationPolicy: "app", AnnotationKernel: "vmlinux"}, wantErr: "bulwark.dev/kernel: \"vmlinux\": want an absolute path"},
@@ -33,7 +49,7 @@ func TestParseSpec(t *testing.T) {
 		{name: "a huge annotation", ann: map[string]string{AnnotationPolicy: "app", "bulwark.dev/x": strings.Repeat("a", maxAnnotation+1)}, wantErr: "bulwark.dev/x: 65537 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := parseSpec(&specs.Spec{Annotations: tc.ann, Process: &specs.Process{Args: []string{"/bin/sh"}}})
+			got, err := parseSpecIn(&specs.Spec{Annotations: tc.ann, Process: &specs.Process{Args: []string{"/bin/sh"}}}, guest)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("parseSpec: %v, want an error with %q", err, tc.wantErr)
@@ -49,6 +65,14 @@ func TestParseSpec(t *testing.T) {
 				t.Errorf("parseSpec = %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// Without BULWARK_GUEST_DIRS no container chooses the guest's files.
+func TestParseSpecGuestFilesNeedAnAdminList(t *testing.T) {
+	_, err := parseSpecIn(&specs.Spec{Annotations: map[string]string{AnnotationPolicy: "app", AnnotationKernel: "/boot/vmlinuz"}}, "")
+	if err == nil || !strings.Contains(err.Error(), "BULWARK_GUEST_DIRS is not set") {
+		t.Fatalf("err = %v", err)
 	}
 }
 
