@@ -180,22 +180,8 @@ func validateAttest(r *bulwarkv1.AttestRequest) error {
 		}
 		return invalid("nonce", "%d bytes, want %d (the value Challenge returned)", len(r.GetNonce()), NonceSize)
 	}
-	if err := checkBytes("quote", r.GetQuote(), 1, MaxQuote); err != nil {
+	if err := validateQuote(r); err != nil {
 		return err
-	}
-	if err := checkBytes("signature", r.GetSignature(), 1, MaxSignature); err != nil {
-		return err
-	}
-	if len(r.GetPcrs()) == 0 {
-		return invalid("pcrs", "missing (send the SHA-256 values of every quoted PCR)")
-	}
-	for idx, v := range r.GetPcrs() {
-		if idx > limits.MaxPCR {
-			return invalid("pcrs", "index %d: want 0..%d", idx, limits.MaxPCR)
-		}
-		if len(v) != 32 {
-			return invalid("pcrs", "PCR %d is %d bytes, want 32 (SHA-256 bank)", idx, len(v))
-		}
 	}
 	// After a verified prefix (launch_log_offset > 0) the log may hold no
 	// new record: a host re-attesting with nothing launched since.
@@ -397,4 +383,34 @@ func normalizeEKAllow(s string) (string, error) {
 		return "", err
 	}
 	return "sha256:" + h, nil
+}
+
+// quoted is a request that carries a TPM quote (Attest, WatchNode).
+type quoted interface {
+	GetQuote() []byte
+	GetSignature() []byte
+	GetPcrs() map[uint32][]byte
+}
+
+// validateQuote checks a request's quote, signature and PCR values: sizes
+// and indexes, each refused naming its field.
+func validateQuote(r quoted) error {
+	if err := checkBytes("quote", r.GetQuote(), 1, MaxQuote); err != nil {
+		return err
+	}
+	if err := checkBytes("signature", r.GetSignature(), 1, MaxSignature); err != nil {
+		return err
+	}
+	if len(r.GetPcrs()) == 0 {
+		return invalid("pcrs", "missing (send the SHA-256 values of every quoted PCR)")
+	}
+	for idx, v := range r.GetPcrs() {
+		if idx > limits.MaxPCR {
+			return invalid("pcrs", "index %d: want 0..%d", idx, limits.MaxPCR)
+		}
+		if len(v) != 32 {
+			return invalid("pcrs", "PCR %d is %d bytes, want 32 (SHA-256 bank)", idx, len(v))
+		}
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
-	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -23,24 +22,7 @@ func validateWatch(r *bulwarkv1.WatchNodeRequest) error {
 	if len(r.GetNonce()) != NonceSize {
 		return invalid("nonce", "%d bytes, want %d (the value Challenge returned)", len(r.GetNonce()), NonceSize)
 	}
-	if err := checkBytes("quote", r.GetQuote(), 1, MaxQuote); err != nil {
-		return err
-	}
-	if err := checkBytes("signature", r.GetSignature(), 1, MaxSignature); err != nil {
-		return err
-	}
-	if len(r.GetPcrs()) == 0 {
-		return invalid("pcrs", "missing (send the SHA-256 values of every quoted PCR)")
-	}
-	for idx, v := range r.GetPcrs() {
-		if idx > limits.MaxPCR {
-			return invalid("pcrs", "index %d: want 0..%d", idx, limits.MaxPCR)
-		}
-		if len(v) != 32 {
-			return invalid("pcrs", "PCR %d is %d bytes, want 32 (SHA-256 bank)", idx, len(v))
-		}
-	}
-	return nil
+	return validateQuote(r)
 }
 
 // WatchNode streams the node's decisions after after_seq, then each new
