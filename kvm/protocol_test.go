@@ -2,6 +2,7 @@ package kvm
 
 import (
 	"bufio"
+	"context"
 	"bytes"
 	"errors"
 	"io"
@@ -390,5 +391,26 @@ func TestHostRevokeRotate(t *testing.T) {
 	}
 	if _, err := s.Revoke(t.Context(), "explode", nil, 0); err == nil {
 		t.Fatal("an unknown action was sent")
+	}
+}
+
+// Exec refuses past channel.MaxExecs at once, and when the workload does
+// not run, before anything is sent to the guest.
+func TestExecRefusals(t *testing.T) {
+	s := protoSandbox()
+	if _, err := s.Exec(context.Background(), []string{"true"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Errorf("exec before the workload runs: %v", err)
+	}
+	s.state = stateRunning
+	s.execs = map[uint32]*execWaiter{}
+	for i := range channel.MaxExecs {
+		s.execs[uint32(i+1)] = &execWaiter{}
+	}
+	if _, err := s.Exec(context.Background(), []string{"true"}, io.Discard, io.Discard); !errors.Is(err, ErrExecLimit) {
+		t.Errorf("exec past the limit: %v, want ErrExecLimit", err)
+	}
+	delete(s.execs, 1)
+	if _, err := s.Exec(context.Background(), []string{""}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "empty command") {
+		t.Errorf("exec of an empty command: %v", err)
 	}
 }
