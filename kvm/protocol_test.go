@@ -2,8 +2,8 @@ package kvm
 
 import (
 	"bufio"
-	"context"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
