@@ -45,6 +45,7 @@ func TestDaemonTwentyConcurrentClones(t *testing.T) {
 				return
 			}
 			ids[i] = strings.TrimSpace(string(out))
+			e.killOnCleanup(t, ids[i])
 		}()
 	}
 	wg.Wait()

@@ -70,7 +70,9 @@ func (e *env) runDetachedWith(t testing.TB, policy, image string, extra ...strin
 	if err := c.Run(); err != nil {
 		t.Fatalf("run -d: %v\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
 	}
-	return strings.TrimSpace(so.String())
+	id := strings.TrimSpace(so.String())
+	e.killOnCleanup(t, id)
+	return id
 }
 
 // Continuous attestation through the real binaries (attestd, launcher

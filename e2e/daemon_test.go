@@ -117,7 +117,30 @@ func (e *env) runDetached(t *testing.T) string {
 	if len(id) != 32 {
 		t.Fatalf("run -d printed %q, want a sandbox id", id)
 	}
+	e.killOnCleanup(t, id)
 	return id
+}
+
+// killOnCleanup makes sure sandbox id's QEMU does not outlive the test,
+// whatever happened in it: a daemon's sandboxes outlive the daemon by
+// design, so a test that fails between killing one and restarting it
+// would otherwise leave QEMU running.
+func (e *env) killOnCleanup(t testing.TB, id string) {
+	t.Cleanup(func() {
+		b, err := os.ReadFile(filepath.Join(e.state, "sandboxes", id, "sandbox.json"))
+		if err != nil {
+			return
+		}
+		var r struct {
+			QEMUPID int `json:"qemuPid"`
+		}
+		if json.Unmarshal(b, &r) != nil || r.QEMUPID <= 0 {
+			return
+		}
+		if cmd, err := os.ReadFile("/proc/" + strconv.Itoa(r.QEMUPID) + "/cmdline"); err == nil && strings.Contains(string(cmd), id) {
+			syscall.Kill(r.QEMUPID, syscall.SIGKILL)
+		}
+	})
 }
 
 // waitGone waits until no process has pid (QEMU is reaped by someone).
@@ -302,6 +325,7 @@ func TestDaemonSandboxes(t *testing.T) {
 			t.Fatalf("run -d of the web server: %v", err)
 		}
 		webID := strings.TrimSpace(string(out))
+		e.killOnCleanup(t, webID)
 		sb := e.ps(t, false)[webID]
 		if sb.Status != "running" || len(sb.Ports) != 1 || !strings.HasPrefix(sb.Ports[0], "127.0.0.1:") || !strings.HasSuffix(sb.Ports[0], "->8080/tcp") {
 			t.Fatalf("ps: %+v", sb)
