@@ -124,14 +124,19 @@ func (w *Watcher) reloadLocked(fp string) error {
 			"dir", w.dir, "problems", w.st.ErrorCount, "error", err.Error(), "in_force", len(w.st.Policies))
 		return err
 	}
-	old := w.cur.Swap(set)
-	// Remember the state the new set was read from. If anything changed
-	// while loading, force another load at the next check.
+	// Remember the state the new set was read from, before anyone sees
+	// the set: a file changed by someone who acts on the new set (removed
+	// the moment it is in force) must count as a change. newFP is taken
+	// first, then the old state checked: if anything changed since fp,
+	// while loading or since, force another load at the next check.
+	old := w.cur.Load()
+	newFP := w.fingerprint(set)
 	if w.fingerprint(old) == fp {
-		w.lastFP = w.fingerprint(set)
+		w.lastFP = newFP
 	} else {
 		w.lastFP = ""
 	}
+	w.cur.Store(set)
 	w.st.Reloads++
 	w.st.LastError = ""
 	w.st.ErrorCount = 0
