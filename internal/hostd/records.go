@@ -1,12 +1,12 @@
 package hostd
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/fsutil"
@@ -97,18 +97,28 @@ func loadRecords(root string) ([]*bulwarkv1.Sandbox, []error) {
 	return out, errs
 }
 
-// killLeftover kills the sandbox's QEMU if it still runs: a process with
-// the recorded pid whose command line names the sandbox (QEMU's -name).
+// killLeftover kills the sandbox's QEMU if it still runs: every process
+// whose command line names the sandbox as QEMU's -name (bulwark-ID; the
+// jailer's command line carries QEMU's). Launches record QEMU's pid only
+// once the workload runs, and a daemon sandbox's QEMU outlives its
+// daemon, so the process table is searched rather than a recorded pid.
 func killLeftover(sb *bulwarkv1.Sandbox) {
-	pid := int(sb.GetQemuPid())
-	if pid <= 0 {
+	name := []byte("bulwark-" + sb.GetId())
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
 		return
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil || !strings.Contains(string(b), sb.GetId()) {
-		return
-	}
-	if p, err := os.FindProcess(pid); err == nil {
-		p.Kill()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !bytes.Contains(b, name) {
+			continue
+		}
+		if p, err := os.FindProcess(pid); err == nil {
+			p.Kill()
+		}
 	}
 }

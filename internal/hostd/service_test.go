@@ -3,9 +3,11 @@ package hostd
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/tpm"
@@ -143,4 +145,43 @@ func simTPM(t *testing.T) *tpm.TPM {
 	}
 	t.Cleanup(func() { tp.Close() })
 	return tp
+}
+
+// A launch cut short by the service's end has no QEMU pid in its record
+// (it is written once the workload runs), and a daemon sandbox's QEMU
+// outlives the daemon: the next start finds it by the sandbox's name on
+// its command line and kills it.
+func TestLostLaunchLeavesNoProcess(t *testing.T) {
+	state := t.TempDir()
+	id := "4123456789abcdef0123456789abcdef"
+	dir := filepath.Join(SandboxesDir(state), id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRecord(dir, &bulwarkv1.Sandbox{Id: id, Status: StatusCreated}); err != nil {
+		t.Fatal(err)
+	}
+	// A stand-in for its QEMU: a process named as QEMU's -name is.
+	leftover := exec.Command("sh", "-c", "sleep 600", "bulwark-"+id)
+	if err := leftover.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- leftover.Wait() }()
+	t.Cleanup(func() { leftover.Process.Kill() })
+	if _, err := New(Config{StateDir: state, TPM: simTPM(t)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("the leftover exited on its own")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the leftover process of a lost launch still runs")
+	}
+	r, err := readSandboxRecord(dir)
+	if err != nil || r.GetStatus() != StatusLost {
+		t.Fatalf("record: %v, %v", r.GetStatus(), err)
+	}
 }
