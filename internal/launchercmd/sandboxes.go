@@ -14,7 +14,6 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/hostd"
 	"github.com/bulwark-project/bulwark/internal/statedir"
-	"github.com/bulwark-project/bulwark/kvm/channel"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -273,7 +272,7 @@ func runStop(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 	if fs.NArg() == 0 {
 		return cli.Usagef("stop takes one or more sandbox ids (from 'launcher ps')")
 	}
-	if *grace <= 0 || *grace > hostd.MaxStopGraceSeconds*time.Second || *grace > channel.MaxStopGraceSeconds*time.Second {
+	if *grace <= 0 || *grace > hostd.MaxStopGraceSeconds*time.Second {
 		return cli.Usagef("--time %v: want a positive duration up to %ds, e.g. 10s", *grace, hostd.MaxStopGraceSeconds)
 	}
 	c, err := dialDaemon(env, *socket)
