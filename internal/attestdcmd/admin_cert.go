@@ -14,23 +14,22 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "admin-cert",
-		Summary: "issue an admin client certificate from attestd's CA (for attestd ctl)",
-		Usage:   "--data DIR --name NAME -o OUTDIR [--days N] [--force] [--init-ca]",
-		Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-			return issueCert(env, fs, args, attestd.AdminRoleURI)
-		},
-	})
-	Program.Register(&cli.Command{
-		Name:    "client-cert",
-		Summary: "issue a host (launcher) client certificate from attestd's CA (optional: hosts need none)",
-		Usage:   "--data DIR --name NAME -o OUTDIR [--days N] [--force] [--init-ca]",
-		Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-			return issueCert(env, fs, args, attestd.HostRoleURI)
-		},
-	})
+var adminCertCommand = &cli.Command{
+	Name:    "admin-cert",
+	Summary: "issue an admin client certificate from attestd's CA (for attestd ctl)",
+	Usage:   "--data DIR --name NAME -o OUTDIR [--days N] [--force] [--init-ca]",
+	Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+		return issueCert(env, fs, args, attestd.AdminRoleURI)
+	},
+}
+
+var clientCertCommand = &cli.Command{
+	Name:    "client-cert",
+	Summary: "issue a host (launcher) client certificate from attestd's CA (optional: hosts need none)",
+	Usage:   "--data DIR --name NAME -o OUTDIR [--days N] [--force] [--init-ca]",
+	Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+		return issueCert(env, fs, args, attestd.HostRoleURI)
+	},
 }
 
 func issueCert(env *cli.Env, fs *flag.FlagSet, args []string, role string) error {

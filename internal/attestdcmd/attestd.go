@@ -4,8 +4,16 @@ package attestdcmd
 
 import "github.com/bulwark-project/bulwark/internal/cli"
 
-// Program is the attestd CLI. Subcommand files register into it from init.
-var Program = &cli.Program{
-	Name:    "attestd",
-	Summary: "the Bulwark attestation and key-release service",
-}
+// Program is the attestd CLI: its whole command table, in one place.
+var Program = cli.NewProgram("attestd",
+	"the Bulwark attestation and key-release service",
+	serveCommand,
+	ctlRootCommand,
+	adminCertCommand,
+	clientCertCommand,
+	policyCheckCommand,
+	auditVerifyCommand,
+	storeCompactCommand,
+	replicaJoinCommand,
+	replicaApproveCommand,
+)

@@ -15,13 +15,11 @@ import (
 	"github.com/bulwark-project/bulwark/internal/store"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "audit verify",
-		Summary: "verify the audit log's hash chain offline (embedded store or PostgreSQL)",
-		Usage:   "--data DIR [--db postgres://...] [--checkpoints FILE] [--since SEQ:HASH] [--allow-no-checkpoint]",
-		Run:     runAuditVerify,
-	})
+var auditVerifyCommand = &cli.Command{
+	Name:    "audit verify",
+	Summary: "verify the audit log's hash chain offline (embedded store or PostgreSQL)",
+	Usage:   "--data DIR [--db postgres://...] [--checkpoints FILE] [--since SEQ:HASH] [--allow-no-checkpoint]",
+	Run:     runAuditVerify,
 }
 
 func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

@@ -53,23 +53,65 @@ func call[Req, Resp any](ctx context.Context, c *ctlConn, rpc func(context.Conte
 	return rpc(cctx, req)
 }
 
-var ctlCommands = map[string]*ctlCommand{}
-
-func registerCtl(c *ctlCommand) { ctlCommands[c.name] = c }
-
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "ctl",
-		Summary: "admin client: secrets, nodes, audit log, policies (needs an admin certificate)",
-		Usage:   "--addr HOST:PORT --ca CA --cert CERT --key KEY ACTION [args]   (ACTION: " + ctlActionList() + ")",
-		Run:     runCtl,
-	})
+// ctlActions is attestd ctl's action table, in the order --help lists them.
+var ctlActions = []*ctlCommand{
+	ctlSecretPutAction, ctlSecretListAction, ctlSecretRmAction,
+	ctlNodesAction, ctlNodesRmAction, ctlNodesRevokeAction,
+	ctlSandboxesAction,
+	ctlAuditAction, ctlAuditVerifyAction,
+	ctlPoliciesAction, ctlPoliciesReloadAction,
+	ctlReplicaAction, ctlReplicaApproveAction, ctlReplicaDenyAction,
 }
 
+// ctlCommands indexes ctlActions by name ("secret put").
+var ctlCommands = func() map[string]*ctlCommand {
+	m := make(map[string]*ctlCommand, len(ctlActions))
+	for _, c := range ctlActions {
+		if _, dup := m[c.name]; dup {
+			panic("attestd ctl: duplicate action " + c.name)
+		}
+		m[c.name] = c
+	}
+	return m
+}()
+
+var ctlRootCommand = &cli.Command{
+	Name:    "ctl",
+	Summary: "admin client: secrets, nodes, audit log, policies (needs an admin certificate)",
+	Usage:   "--addr HOST:PORT --ca CA --cert CERT --key KEY ACTION [args]   (ACTION: " + ctlActionList() + ")",
+	Run:     runCtl,
+}
+
+// ctlActionList is the actions in short, grouped by their first word:
+// "secret put|list|rm, nodes [rm|revoke], ...".
 func ctlActionList() string {
-	// Computed lazily at --help time would be nicer; init order of files
-	// is by name, so list the known actions here.
-	return "secret put|list|rm, nodes [rm|revoke], sandboxes, audit [verify], policies [reload], replica [approve|deny]"
+	var groups []string
+	subs := map[string][]string{}
+	plain := map[string]bool{}
+	for _, c := range ctlActions {
+		first, sub, _ := strings.Cut(c.name, " ")
+		if _, seen := subs[first]; !seen {
+			groups = append(groups, first)
+			subs[first] = nil
+		}
+		if sub == "" {
+			plain[first] = true
+		} else {
+			subs[first] = append(subs[first], sub)
+		}
+	}
+	out := make([]string, len(groups))
+	for i, g := range groups {
+		switch {
+		case len(subs[g]) == 0:
+			out[i] = g
+		case plain[g]:
+			out[i] = g + " [" + strings.Join(subs[g], "|") + "]"
+		default:
+			out[i] = g + " " + strings.Join(subs[g], "|")
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func runCtl(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

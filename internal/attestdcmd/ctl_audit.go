@@ -9,10 +9,9 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
-func init() {
-	registerCtl(&ctlCommand{name: "audit", usage: "[--after SEQ] [--limit N] [--all]", summary: "print audit log records (one JSON detail per line)", parse: ctlAudit})
-	registerCtl(&ctlCommand{name: "audit verify", usage: "", summary: "have attestd verify the audit log's hash chain", parse: ctlAuditVerify})
-}
+var ctlAuditAction = &ctlCommand{name: "audit", usage: "[--after SEQ] [--limit N] [--all]", summary: "print audit log records (one JSON detail per line)", parse: ctlAudit}
+
+var ctlAuditVerifyAction = &ctlCommand{name: "audit verify", usage: "", summary: "have attestd verify the audit log's hash chain", parse: ctlAuditVerify}
 
 func ctlAudit(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	after := fs.Uint64("after", 0, "start after sequence number `SEQ`")

@@ -10,11 +10,11 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
-func init() {
-	registerCtl(&ctlCommand{name: "nodes", usage: "[--json]", summary: "list enrolled nodes with their last verdict", parse: ctlNodes})
-	registerCtl(&ctlCommand{name: "nodes rm", usage: "NODE_ID", summary: "delete an enrolled node (it must enroll again)", parse: ctlNodesRm})
-	registerCtl(&ctlCommand{name: "nodes revoke", usage: "NODE_ID", summary: "revoke a node: its quotes are refused until an admin deletes it", parse: ctlNodesRevoke})
-}
+var ctlNodesAction = &ctlCommand{name: "nodes", usage: "[--json]", summary: "list enrolled nodes with their last verdict", parse: ctlNodes}
+
+var ctlNodesRmAction = &ctlCommand{name: "nodes rm", usage: "NODE_ID", summary: "delete an enrolled node (it must enroll again)", parse: ctlNodesRm}
+
+var ctlNodesRevokeAction = &ctlCommand{name: "nodes revoke", usage: "NODE_ID", summary: "revoke a node: its quotes are refused until an admin deletes it", parse: ctlNodesRevoke}
 
 func ctlNodes(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	asJSON := jsonFlag(fs)

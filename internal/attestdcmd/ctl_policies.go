@@ -10,10 +10,9 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
-func init() {
-	registerCtl(&ctlCommand{name: "policies", usage: "[--json]", summary: "list loaded policies and load errors", parse: ctlPolicies})
-	registerCtl(&ctlCommand{name: "policies reload", usage: "", summary: "reload the policy directory now (an invalid file keeps the old policies)", parse: ctlPoliciesReload})
-}
+var ctlPoliciesAction = &ctlCommand{name: "policies", usage: "[--json]", summary: "list loaded policies and load errors", parse: ctlPolicies}
+
+var ctlPoliciesReloadAction = &ctlCommand{name: "policies reload", usage: "", summary: "reload the policy directory now (an invalid file keeps the old policies)", parse: ctlPoliciesReload}
 
 func printPolicies(env *cli.Env, ps []*bulwarkv1.PolicyStatus) error {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)

@@ -10,11 +10,11 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
-func init() {
-	registerCtl(&ctlCommand{name: "replica", usage: "[--json]", summary: "list join requests of new attestd replicas", parse: ctlReplicas})
-	registerCtl(&ctlCommand{name: "replica approve", usage: "ID", summary: "give a new replica the vault master key (wrapped to its join request's key)", parse: ctlReplicaApprove})
-	registerCtl(&ctlCommand{name: "replica deny", usage: "ID", summary: "remove a replica join request", parse: ctlReplicaDeny})
-}
+var ctlReplicaAction = &ctlCommand{name: "replica", usage: "[--json]", summary: "list join requests of new attestd replicas", parse: ctlReplicas}
+
+var ctlReplicaApproveAction = &ctlCommand{name: "replica approve", usage: "ID", summary: "give a new replica the vault master key (wrapped to its join request's key)", parse: ctlReplicaApprove}
+
+var ctlReplicaDenyAction = &ctlCommand{name: "replica deny", usage: "ID", summary: "remove a replica join request", parse: ctlReplicaDeny}
 
 func ctlReplicas(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	asJSON := jsonFlag(fs)

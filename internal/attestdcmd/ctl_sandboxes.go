@@ -12,10 +12,8 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
-func init() {
-	registerCtl(&ctlCommand{name: "sandboxes", usage: "[--node NODE_ID] [--json]",
-		summary: "list running sandboxes attestd keeps: node, policy, verdict (allow, deny, revoked, stale) and its age", parse: ctlSandboxes})
-}
+var ctlSandboxesAction = &ctlCommand{name: "sandboxes", usage: "[--node NODE_ID] [--json]",
+	summary: "list running sandboxes attestd keeps: node, policy, verdict (allow, deny, revoked, stale) and its age", parse: ctlSandboxes}
 
 func ctlSandboxes(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	asJSON := jsonFlag(fs)

@@ -13,12 +13,12 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
-func init() {
-	registerCtl(&ctlCommand{name: "secret put", usage: "NAME [--from-file FILE|-] [--description TEXT]",
-		summary: "store a secret in the vault (value from a file or stdin, never from the command line)", parse: ctlSecretPut})
-	registerCtl(&ctlCommand{name: "secret list", usage: "[--json]", summary: "list secret names and metadata (never values)", parse: ctlSecretList})
-	registerCtl(&ctlCommand{name: "secret rm", usage: "NAME", summary: "delete a secret", parse: ctlSecretRm})
-}
+var ctlSecretPutAction = &ctlCommand{name: "secret put", usage: "NAME [--from-file FILE|-] [--description TEXT]",
+	summary: "store a secret in the vault (value from a file or stdin, never from the command line)", parse: ctlSecretPut}
+
+var ctlSecretListAction = &ctlCommand{name: "secret list", usage: "[--json]", summary: "list secret names and metadata (never values)", parse: ctlSecretList}
+
+var ctlSecretRmAction = &ctlCommand{name: "secret rm", usage: "NAME", summary: "delete a secret", parse: ctlSecretRm}
 
 func ctlSecretPut(env *cli.Env, fs *flag.FlagSet, args []string) (ctlAction, error) {
 	from := fs.String("from-file", "-", "read the value from `FILE` (\"-\": standard input)")

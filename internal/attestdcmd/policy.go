@@ -10,13 +10,11 @@ import (
 	"github.com/bulwark-project/bulwark/policy"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "policy check",
-		Summary: "load a policy directory exactly as attestd would and report every problem with file:line:column",
-		Usage:   "[--require-signed-policies] [--policy-key PUB]... DIR",
-		Run:     runPolicyCheck,
-	})
+var policyCheckCommand = &cli.Command{
+	Name:    "policy check",
+	Summary: "load a policy directory exactly as attestd would and report every problem with file:line:column",
+	Usage:   "[--require-signed-policies] [--policy-key PUB]... DIR",
+	Run:     runPolicyCheck,
 }
 
 func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

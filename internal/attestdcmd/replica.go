@@ -15,19 +15,18 @@ import (
 	"github.com/bulwark-project/bulwark/internal/store"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "replica join",
-		Summary: "ask for the vault master key of the replicas sharing a PostgreSQL store (run again to finish once approved)",
-		Usage:   "--data DIR --db postgres://... [--vault tpm|file] [--tpm SPEC] [--node NAME]",
-		Run:     runReplicaJoin,
-	})
-	Program.Register(&cli.Command{
-		Name:    "replica approve",
-		Summary: "approve a replica join request offline, with this replica's vault (attestd ctl replica approve does it online)",
-		Usage:   "--data DIR --db postgres://... [--vault tpm|file] [--tpm SPEC] [--by NAME] ID",
-		Run:     runReplicaApprove,
-	})
+var replicaJoinCommand = &cli.Command{
+	Name:    "replica join",
+	Summary: "ask for the vault master key of the replicas sharing a PostgreSQL store (run again to finish once approved)",
+	Usage:   "--data DIR --db postgres://... [--vault tpm|file] [--tpm SPEC] [--node NAME]",
+	Run:     runReplicaJoin,
+}
+
+var replicaApproveCommand = &cli.Command{
+	Name:    "replica approve",
+	Summary: "approve a replica join request offline, with this replica's vault (attestd ctl replica approve does it online)",
+	Usage:   "--data DIR --db postgres://... [--vault tpm|file] [--tpm SPEC] [--by NAME] ID",
+	Run:     runReplicaApprove,
 }
 
 // embeddedNoJoin is the refusal of a join without a shared store.

@@ -24,13 +24,11 @@ import (
 	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "serve",
-		Summary: "run the attestation and key-release service (gRPC over TLS)",
-		Usage:   "--data DIR [--listen :8443] [--db postgres://...] [--vault tpm|sgx|file] [--policies DIR] [--ek-ca FILE...] [--peer-rate N] [--max-conns N] [--max-conns-per-peer N] [--retention DURATION] [--insecure]",
-		Run:     runServe,
-	})
+var serveCommand = &cli.Command{
+	Name:    "serve",
+	Summary: "run the attestation and key-release service (gRPC over TLS)",
+	Usage:   "--data DIR [--listen :8443] [--db postgres://...] [--vault tpm|sgx|file] [--policies DIR] [--ek-ca FILE...] [--peer-rate N] [--max-conns N] [--max-conns-per-peer N] [--retention DURATION] [--insecure]",
+	Run:     runServe,
 }
 
 func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

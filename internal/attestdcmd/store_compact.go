@@ -12,13 +12,11 @@ import (
 	"github.com/bulwark-project/bulwark/internal/store"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "store compact",
-		Summary: "shrink the embedded store's file to the pages in use (attestd stopped)",
-		Usage:   "--data DIR",
-		Run:     runStoreCompact,
-	})
+var storeCompactCommand = &cli.Command{
+	Name:    "store compact",
+	Summary: "shrink the embedded store's file to the pages in use (attestd stopped)",
+	Usage:   "--data DIR",
+	Run:     runStoreCompact,
 }
 
 func runStoreCompact(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

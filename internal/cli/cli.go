@@ -1,6 +1,7 @@
 // Package cli is the small subcommand framework shared by the launcher and
-// attestd binaries: each subcommand lives in its own file, registers itself
-// in an init function, parses its own flags and returns an error that Main
+// attestd binaries: each subcommand lives in its own file as a *Command
+// value, each binary lists all of them in one command table (NewProgram),
+// and each command parses its own flags and returns an error that Main
 // turns into a message and an exit code.
 package cli
 
@@ -71,15 +72,21 @@ type Program struct {
 	commands map[string]*Command
 }
 
-// Register adds a command; it panics on a duplicate name (a programming error).
-func (p *Program) Register(c *Command) {
-	if p.commands == nil {
-		p.commands = map[string]*Command{}
+// NewProgram returns the program of a binary with its whole command table,
+// given explicitly in one place. A duplicate or empty name panics (a
+// programming error, caught by any test that builds the program).
+func NewProgram(name, summary string, commands ...*Command) *Program {
+	p := &Program{Name: name, Summary: summary, commands: make(map[string]*Command, len(commands))}
+	for _, c := range commands {
+		if c.Name == "" || c.Run == nil {
+			panic(fmt.Sprintf("cli: %s: a command without a name or a Run: %+v", name, c))
+		}
+		if _, dup := p.commands[c.Name]; dup {
+			panic("cli: duplicate command " + c.Name)
+		}
+		p.commands[c.Name] = c
 	}
-	if _, dup := p.commands[c.Name]; dup {
-		panic("cli: duplicate command " + c.Name)
-	}
-	p.commands[c.Name] = c
+	return p
 }
 
 // Main runs the command named by args and returns the process exit code:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -12,7 +13,6 @@ import (
 // testProgram has a plain command, a group of two, and a command that
 // passes arguments after "--" on.
 func testProgram() *Program {
-	p := &Program{Name: "tool", Summary: "a test program"}
 	withFile := func(ctx context.Context, env *Env, fs *flag.FlagSet, args []string) error {
 		fs.Bool("bundle", false, "also write a bundle")
 		fs.String("key", "", "key `FILE`")
@@ -24,25 +24,50 @@ func testProgram() *Program {
 		}
 		return nil
 	}
-	p.Register(&Command{Name: "sign", Summary: "sign a file", Usage: "[--key FILE] FILE", Run: withFile})
-	p.Register(&Command{Name: "policy init", Summary: "write a policy", Usage: "", Run: withFile})
-	p.Register(&Command{Name: "policy check", Summary: "check policies", Usage: "FILE...", Run: withFile})
-	p.Register(&Command{Name: "run", Summary: "run a workload", Usage: "[--key FILE] -- ARGS...",
-		Run: func(ctx context.Context, env *Env, fs *flag.FlagSet, args []string) error {
-			fs.String("key", "", "key")
-			if err := fs.Parse(args); err != nil {
-				return err
-			}
-			return &ExitError{Code: 7, Err: errors.New("workload failed")}
-		}})
-	p.Register(&Command{Name: "fail", Summary: "fails", Usage: "",
-		Run: func(ctx context.Context, env *Env, fs *flag.FlagSet, args []string) error {
-			if err := fs.Parse(args); err != nil {
-				return err
-			}
-			return errors.New("it broke")
-		}})
-	return p
+	return NewProgram("tool", "a test program",
+		&Command{Name: "sign", Summary: "sign a file", Usage: "[--key FILE] FILE", Run: withFile},
+		&Command{Name: "policy init", Summary: "write a policy", Usage: "", Run: withFile},
+		&Command{Name: "policy check", Summary: "check policies", Usage: "FILE...", Run: withFile},
+		&Command{Name: "run", Summary: "run a workload", Usage: "[--key FILE] -- ARGS...",
+			Run: func(ctx context.Context, env *Env, fs *flag.FlagSet, args []string) error {
+				fs.String("key", "", "key")
+				if err := fs.Parse(args); err != nil {
+					return err
+				}
+				return &ExitError{Code: 7, Err: errors.New("workload failed")}
+			}},
+		&Command{Name: "fail", Summary: "fails", Usage: "",
+			Run: func(ctx context.Context, env *Env, fs *flag.FlagSet, args []string) error {
+				if err := fs.Parse(args); err != nil {
+					return err
+				}
+				return errors.New("it broke")
+			}})
+}
+
+// TestNewProgramRefusesBadTables: a duplicate name or a command without a
+// Run is a programming error caught when the table is built.
+func TestNewProgramRefusesBadTables(t *testing.T) {
+	run := func(context.Context, *Env, *flag.FlagSet, []string) error { return nil }
+	for _, tc := range []struct {
+		name string
+		cmds []*Command
+		want string
+	}{
+		{"duplicate", []*Command{{Name: "a", Run: run}, {Name: "a", Run: run}}, "duplicate command a"},
+		{"no name", []*Command{{Run: run}}, "without a name"},
+		{"no run", []*Command{{Name: "a"}}, "without a name or a Run"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				r := recover()
+				if r == nil || !strings.Contains(fmt.Sprint(r), tc.want) {
+					t.Fatalf("recovered %v, want %q", r, tc.want)
+				}
+			}()
+			NewProgram("tool", "", tc.cmds...)
+		})
+	}
 }
 
 func TestMainExitCodesAndStreams(t *testing.T) {

@@ -16,13 +16,11 @@ import (
 	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "daemon",
-		Summary: "serve this host's sandboxes: 'run -d', ps, logs, stop, inspect and rm talk to it over a local socket",
-		Usage:   "--attestd HOST:PORT --ca CA.pem [--socket PATH] [--socket-group GROUP] [--tpm SPEC] [--pcr N] [--keep-sandboxes]",
-		Run:     runDaemon,
-	})
+var daemonCommand = &cli.Command{
+	Name:    "daemon",
+	Summary: "serve this host's sandboxes: 'run -d', ps, logs, stop, inspect and rm talk to it over a local socket",
+	Usage:   "--attestd HOST:PORT --ca CA.pem [--socket PATH] [--socket-group GROUP] [--tpm SPEC] [--pcr N] [--keep-sandboxes]",
+	Run:     runDaemon,
 }
 
 func runDaemon(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

@@ -17,13 +17,11 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "image build",
-		Summary: "build a small OCI image layout from host directories (and/or a static busybox)",
-		Usage:   "-o DIR [--layer HOSTDIR]... [--busybox APPLET,...] [--entrypoint ARG]... [--cmd ARG]... [--env K=V]...",
-		Run:     runImageBuild,
-	})
+var imageBuildCommand = &cli.Command{
+	Name:    "image build",
+	Summary: "build a small OCI image layout from host directories (and/or a static busybox)",
+	Usage:   "-o DIR [--layer HOSTDIR]... [--busybox APPLET,...] [--entrypoint ARG]... [--cmd ARG]... [--env K=V]...",
+	Run:     runImageBuild,
 }
 
 func runImageBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

@@ -14,13 +14,11 @@ import (
 	"github.com/bulwark-project/bulwark/kvm"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "initrd build",
-		Summary: "build the base initramfs (guest agent + kernel modules) for a guest kernel",
-		Usage:   "[--agent bin/bulwark-agent] [--kernel-version VERSION] [--modules-dir /lib/modules] [--module NAME]... -o base.cpio",
-		Run:     runInitrdBuild,
-	})
+var initrdBuildCommand = &cli.Command{
+	Name:    "initrd build",
+	Summary: "build the base initramfs (guest agent + kernel modules) for a guest kernel",
+	Usage:   "[--agent bin/bulwark-agent] [--kernel-version VERSION] [--modules-dir /lib/modules] [--module NAME]... -o base.cpio",
+	Run:     runInitrdBuild,
 }
 
 func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

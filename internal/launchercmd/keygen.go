@@ -15,13 +15,11 @@ import (
 	"golang.org/x/term"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "keygen",
-		Summary: "create a cosign-compatible signing key pair (cosign.key, cosign.pub), or export a TPM signing key's public half",
-		Usage:   "[--output-key-prefix PREFIX] [--force] [--key tpm:[SPEC]]",
-		Run:     runKeygen,
-	})
+var keygenCommand = &cli.Command{
+	Name:    "keygen",
+	Summary: "create a cosign-compatible signing key pair (cosign.key, cosign.pub), or export a TPM signing key's public half",
+	Usage:   "[--output-key-prefix PREFIX] [--force] [--key tpm:[SPEC]]",
+	Run:     runKeygen,
 }
 
 // passwordEnv is cosign's variable for the private key password.

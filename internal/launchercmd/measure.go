@@ -16,13 +16,11 @@ import (
 	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "measure",
-		Summary: "print the digests of a kernel, initrd, command line and image, and the launch event they make, without booting",
-		Usage:   "--kernel FILE [--initrd FILE] [--cmdline STRING] [--image DIR|TAR [--image-manifest DIGEST] [--platform OS/ARCH]] [--alg sha256|sha384] [--policy NAME] [--pcr N] [--json]",
-		Run:     runMeasure,
-	})
+var measureCommand = &cli.Command{
+	Name:    "measure",
+	Summary: "print the digests of a kernel, initrd, command line and image, and the launch event they make, without booting",
+	Usage:   "--kernel FILE [--initrd FILE] [--cmdline STRING] [--image DIR|TAR [--image-manifest DIGEST] [--platform OS/ARCH]] [--alg sha256|sha384] [--policy NAME] [--pcr N] [--json]",
+	Run:     runMeasure,
 }
 
 // Placeholders for what only a real launch knows; docs/measure.md.

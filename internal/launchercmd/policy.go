@@ -17,19 +17,18 @@ import (
 	"github.com/bulwark-project/bulwark/policy"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "policy check",
-		Summary: "check policy files and report every problem with file:line:column",
-		Usage:   "[--policy-key PUB]... [--require-signed] FILE...",
-		Run:     runPolicyCheck,
-	})
-	Program.Register(&cli.Command{
-		Name:    "policy init",
-		Summary: "write a starting policy whose digests are computed from the artifacts themselves",
-		Usage:   "(--kernel FILE [--initrd FILE] | --host-defaults [--agent FILE]) [--cmdline STRING]... [--image DIR|TAR] [--signer PUB]... [--secret NAME]... [--name NAME] [-o FILE]",
-		Run:     runPolicyInit,
-	})
+var policyCheckCommand = &cli.Command{
+	Name:    "policy check",
+	Summary: "check policy files and report every problem with file:line:column",
+	Usage:   "[--policy-key PUB]... [--require-signed] FILE...",
+	Run:     runPolicyCheck,
+}
+
+var policyInitCommand = &cli.Command{
+	Name:    "policy init",
+	Summary: "write a starting policy whose digests are computed from the artifacts themselves",
+	Usage:   "(--kernel FILE [--initrd FILE] | --host-defaults [--agent FILE]) [--cmdline STRING]... [--image DIR|TAR] [--signer PUB]... [--secret NAME]... [--name NAME] [-o FILE]",
+	Run:     runPolicyInit,
 }
 
 // runPolicyCheck loads the files as one set (so duplicate names across them

@@ -14,13 +14,11 @@ import (
 	"github.com/bulwark-project/bulwark/signing"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "image pull",
-		Summary: "fetch an image from a registry into an OCI layout, with the cosign signature the registry holds for it",
-		Usage:   "-o DIR [--signer cosign.pub]... [--allow-tag] [--platform OS/ARCH] REGISTRY/REPO@sha256:DIGEST",
-		Run:     runImagePull,
-	})
+var imagePullCommand = &cli.Command{
+	Name:    "image pull",
+	Summary: "fetch an image from a registry into an OCI layout, with the cosign signature the registry holds for it",
+	Usage:   "-o DIR [--signer cosign.pub]... [--allow-tag] [--platform OS/ARCH] REGISTRY/REPO@sha256:DIGEST",
+	Run:     runImagePull,
 }
 
 // pullFlags are the registry flags of 'image pull' and 'run'.

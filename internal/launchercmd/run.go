@@ -35,13 +35,11 @@ const ExitLaunchFailed = 125
 // was first given --stop-timeout to exit after SIGTERM.
 const ExitInterrupted = 130
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "run",
-		Summary: "verify, measure, boot, attest, receive secrets and run an image in a sandbox",
-		Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-e K=V]... [--env-file F]... [-w DIR] [--user U[:G]] [--net none|user [-p [[IP:]HOSTPORT:]PORT]...] [--volume HOSTDIR:PATH:ro]... [--tmpfs PATH[:size=N]]... [-i] [-- CMD ARG...]\n  or:  launcher run -d --policy NAME --image DIR [...] [-- CMD ARG...]   (in the launcher daemon)",
-		Run:     runRun,
-	})
+var runCommand = &cli.Command{
+	Name:    "run",
+	Summary: "verify, measure, boot, attest, receive secrets and run an image in a sandbox",
+	Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-e K=V]... [--env-file F]... [-w DIR] [--user U[:G]] [--net none|user [-p [[IP:]HOSTPORT:]PORT]...] [--volume HOSTDIR:PATH:ro]... [--tmpfs PATH[:size=N]]... [-i] [-- CMD ARG...]\n  or:  launcher run -d --policy NAME --image DIR [...] [-- CMD ARG...]   (in the launcher daemon)",
+	Run:     runRun,
 }
 
 func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

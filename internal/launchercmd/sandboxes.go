@@ -21,43 +21,46 @@ import (
 // The host service's clients: ps, logs, stop, inspect, rm (and run -d in
 // run.go). Each finds the daemon's socket as the daemon does.
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "ps",
-		Summary: "list the sandboxes of this host's launcher daemon",
-		Usage:   "[-a] [-q | --json] [--socket PATH]",
-		Run:     runPs,
-	})
-	Program.Register(&cli.Command{
-		Name:    "logs",
-		Summary: "print a sandbox's workload output (stdout and stderr)",
-		Usage:   "[-f] [--socket PATH] ID",
-		Run:     runLogs,
-	})
-	Program.Register(&cli.Command{
-		Name:    "stop",
-		Summary: "stop a sandbox's workload: SIGTERM, then SIGKILL after --time",
-		Usage:   "[--time 10s] [--socket PATH] ID...",
-		Run:     runStop,
-	})
-	Program.Register(&cli.Command{
-		Name:    "inspect",
-		Summary: "describe a sandbox as JSON: image, policy, attestation, status, exit code",
-		Usage:   "[--socket PATH] ID",
-		Run:     runInspect,
-	})
-	Program.Register(&cli.Command{
-		Name:    "exec",
-		Summary: "run a command in a running sandbox, beside its workload (its root, user and environment)",
-		Usage:   "[--socket PATH] ID [--] CMD [ARG...]",
-		Run:     runExec,
-	})
-	Program.Register(&cli.Command{
-		Name:    "rm",
-		Summary: "forget ended sandboxes and delete their logs",
-		Usage:   "[-f] [--socket PATH] ID...",
-		Run:     runRm,
-	})
+var psCommand = &cli.Command{
+	Name:    "ps",
+	Summary: "list the sandboxes of this host's launcher daemon",
+	Usage:   "[-a] [-q | --json] [--socket PATH]",
+	Run:     runPs,
+}
+
+var logsCommand = &cli.Command{
+	Name:    "logs",
+	Summary: "print a sandbox's workload output (stdout and stderr)",
+	Usage:   "[-f] [--socket PATH] ID",
+	Run:     runLogs,
+}
+
+var stopCommand = &cli.Command{
+	Name:    "stop",
+	Summary: "stop a sandbox's workload: SIGTERM, then SIGKILL after --time",
+	Usage:   "[--time 10s] [--socket PATH] ID...",
+	Run:     runStop,
+}
+
+var inspectCommand = &cli.Command{
+	Name:    "inspect",
+	Summary: "describe a sandbox as JSON: image, policy, attestation, status, exit code",
+	Usage:   "[--socket PATH] ID",
+	Run:     runInspect,
+}
+
+var execCommand = &cli.Command{
+	Name:    "exec",
+	Summary: "run a command in a running sandbox, beside its workload (its root, user and environment)",
+	Usage:   "[--socket PATH] ID [--] CMD [ARG...]",
+	Run:     runExec,
+}
+
+var rmCommand = &cli.Command{
+	Name:    "rm",
+	Summary: "forget ended sandboxes and delete their logs",
+	Usage:   "[-f] [--socket PATH] ID...",
+	Run:     runRm,
 }
 
 // socketFlag is --socket, shared by the daemon's clients.

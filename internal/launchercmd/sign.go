@@ -15,14 +15,12 @@ import (
 	"github.com/bulwark-project/bulwark/signing"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "sign",
-		Summary: "sign a kernel, initrd, policy (any file) or an OCI image with a cosign-compatible key",
-		Usage: "--key cosign.key|tpm:[SPEC] [--output-signature S] [--bundle [--output-bundle B]] FILE\n" +
-			"       launcher sign --key cosign.key|tpm:[SPEC] --image DIR|TAR [--ref NAME] [--image-manifest DIGEST] [--platform OS/ARCH] [--output-signature S] [--output-payload P]",
-		Run: runSign,
-	})
+var signCommand = &cli.Command{
+	Name:    "sign",
+	Summary: "sign a kernel, initrd, policy (any file) or an OCI image with a cosign-compatible key",
+	Usage: "--key cosign.key|tpm:[SPEC] [--output-signature S] [--bundle [--output-bundle B]] FILE\n" +
+		"       launcher sign --key cosign.key|tpm:[SPEC] --image DIR|TAR [--ref NAME] [--image-manifest DIGEST] [--platform OS/ARCH] [--output-signature S] [--output-payload P]",
+	Run: runSign,
 }
 
 func runSign(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

@@ -18,31 +18,32 @@ import (
 	"github.com/bulwark-project/bulwark/kvm"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "template create",
-		Summary: "boot a guest once and snapshot it: later launches of the same recipe start as clones in milliseconds",
-		Usage:   "[--name NAME] [--kernel K --initrd I | --agent A] [--cmdline C] [--accel A] [--cpus N] [--memory MiB] [--replace]",
-		Run:     runTemplateCreate,
-	})
-	Program.Register(&cli.Command{
-		Name:    "template ls",
-		Summary: "list the VM templates on this host",
-		Usage:   "[--json]",
-		Run:     runTemplateList,
-	})
-	Program.Register(&cli.Command{
-		Name:    "template inspect",
-		Summary: "show a template's recipe and the digests of what its clones resume from",
-		Usage:   "NAME",
-		Run:     runTemplateInspect,
-	})
-	Program.Register(&cli.Command{
-		Name:    "template rm",
-		Summary: "remove a VM template",
-		Usage:   "NAME...",
-		Run:     runTemplateRemove,
-	})
+var templateCreateCommand = &cli.Command{
+	Name:    "template create",
+	Summary: "boot a guest once and snapshot it: later launches of the same recipe start as clones in milliseconds",
+	Usage:   "[--name NAME] [--kernel K --initrd I | --agent A] [--cmdline C] [--accel A] [--cpus N] [--memory MiB] [--replace]",
+	Run:     runTemplateCreate,
+}
+
+var templateLsCommand = &cli.Command{
+	Name:    "template ls",
+	Summary: "list the VM templates on this host",
+	Usage:   "[--json]",
+	Run:     runTemplateList,
+}
+
+var templateInspectCommand = &cli.Command{
+	Name:    "template inspect",
+	Summary: "show a template's recipe and the digests of what its clones resume from",
+	Usage:   "NAME",
+	Run:     runTemplateInspect,
+}
+
+var templateRmCommand = &cli.Command{
+	Name:    "template rm",
+	Summary: "remove a VM template",
+	Usage:   "NAME...",
+	Run:     runTemplateRemove,
 }
 
 func runTemplateCreate(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {

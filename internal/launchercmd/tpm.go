@@ -68,83 +68,82 @@ func fingerprint(public []byte) (string, error) {
 	return "sha256:" + hex.EncodeToString(h[:]), nil
 }
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "tpm info",
-		Summary: "show which TPM is used, its EK and AK fingerprints and the launch PCR value (creates no keys)",
-		Usage:   "[--tpm SPEC] [--pcr N] [--json]",
-		Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-			spec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM: /dev/tpmrm0, swtpm:DIR, tcp:HOST:PORT or sim; default /dev/tpmrm0 or the managed swtpm (env BULWARK_TPM)")
-			pcr := fs.Int("pcr", limits.DefaultLaunchPCR, "the launch PCR")
-			asJSON := fs.Bool("json", false, "print JSON")
-			if err := fs.Parse(args); err != nil {
-				return err
-			}
-			if fs.NArg() > 0 {
-				return cli.Usagef("unexpected arguments: %q", fs.Args())
-			}
-			if limits.CheckLaunchPCR(*pcr) != nil {
-				return cli.Usagef("--pcr %d: want %d..%d, the launch PCR (attestd's --launch-pcr)", *pcr, limits.MinLaunchPCR, limits.MaxPCR)
-			}
-			t, err := tpm.OpenWith(ctx, *spec, tpm.Options{Getenv: env.Getenv})
+var tpmInfoCommand = &cli.Command{
+	Name:    "tpm info",
+	Summary: "show which TPM is used, its EK and AK fingerprints and the launch PCR value (creates no keys)",
+	Usage:   "[--tpm SPEC] [--pcr N] [--json]",
+	Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+		spec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM: /dev/tpmrm0, swtpm:DIR, tcp:HOST:PORT or sim; default /dev/tpmrm0 or the managed swtpm (env BULWARK_TPM)")
+		pcr := fs.Int("pcr", limits.DefaultLaunchPCR, "the launch PCR")
+		asJSON := fs.Bool("json", false, "print JSON")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return cli.Usagef("unexpected arguments: %q", fs.Args())
+		}
+		if limits.CheckLaunchPCR(*pcr) != nil {
+			return cli.Usagef("--pcr %d: want %d..%d, the launch PCR (attestd's --launch-pcr)", *pcr, limits.MinLaunchPCR, limits.MaxPCR)
+		}
+		t, err := tpm.OpenWith(ctx, *spec, tpm.Options{Getenv: env.Getenv})
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		info, err := collectTPMInfo(ctx, t, *pcr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(env.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(info)
+		}
+		printTPMInfo(env, info)
+		return nil
+	},
+}
+
+var tpmStopCommand = &cli.Command{
+	Name:    "tpm stop",
+	Summary: "stop the managed swtpm daemon (its state, and so the TPM's identity, stays; the next start is a reboot)",
+	Usage:   "[--tpm swtpm:DIR]",
+	Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+		spec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "the managed swtpm, swtpm:DIR; default the one in the state directory (env BULWARK_TPM)")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return cli.Usagef("unexpected arguments: %q", fs.Args())
+		}
+		var dir string
+		if *spec == "" {
+			d, err := statedir.Dir(env.Getenv)
 			if err != nil {
 				return err
 			}
-			defer t.Close()
-			info, err := collectTPMInfo(ctx, t, *pcr)
+			dir = filepath.Join(d, "swtpm")
+		} else {
+			s, err := tpm.ParseSpec(*spec, env.Getenv)
 			if err != nil {
 				return err
 			}
-			if *asJSON {
-				enc := json.NewEncoder(env.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(info)
+			if s.Kind != tpm.KindManaged {
+				return cli.Usagef("--tpm %s is not a managed swtpm (swtpm:DIR)", *spec)
 			}
-			printTPMInfo(env, info)
+			dir = s.Path
+		}
+		pid, running := tpm.ManagedPID(dir)
+		if !running {
+			fmt.Fprintf(env.Stdout, "managed swtpm in %s: not running\n", dir)
 			return nil
-		},
-	})
-	Program.Register(&cli.Command{
-		Name:    "tpm stop",
-		Summary: "stop the managed swtpm daemon (its state, and so the TPM's identity, stays; the next start is a reboot)",
-		Usage:   "[--tpm swtpm:DIR]",
-		Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-			spec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "the managed swtpm, swtpm:DIR; default the one in the state directory (env BULWARK_TPM)")
-			if err := fs.Parse(args); err != nil {
-				return err
-			}
-			if fs.NArg() > 0 {
-				return cli.Usagef("unexpected arguments: %q", fs.Args())
-			}
-			var dir string
-			if *spec == "" {
-				d, err := statedir.Dir(env.Getenv)
-				if err != nil {
-					return err
-				}
-				dir = filepath.Join(d, "swtpm")
-			} else {
-				s, err := tpm.ParseSpec(*spec, env.Getenv)
-				if err != nil {
-					return err
-				}
-				if s.Kind != tpm.KindManaged {
-					return cli.Usagef("--tpm %s is not a managed swtpm (swtpm:DIR)", *spec)
-				}
-				dir = s.Path
-			}
-			pid, running := tpm.ManagedPID(dir)
-			if !running {
-				fmt.Fprintf(env.Stdout, "managed swtpm in %s: not running\n", dir)
-				return nil
-			}
-			if err := tpm.StopManaged(dir); err != nil {
-				return err
-			}
-			fmt.Fprintf(env.Stdout, "managed swtpm in %s: stopped (pid %d)\n", dir, pid)
-			return nil
-		},
-	})
+		}
+		if err := tpm.StopManaged(dir); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "managed swtpm in %s: stopped (pid %d)\n", dir, pid)
+		return nil
+	},
 }
 
 func collectTPMInfo(ctx context.Context, t *tpm.TPM, pcr int) (*tpmInfo, error) {

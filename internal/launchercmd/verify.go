@@ -19,14 +19,12 @@ import (
 	"github.com/bulwark-project/bulwark/signing"
 )
 
-func init() {
-	Program.Register(&cli.Command{
-		Name:    "verify",
-		Summary: "verify the cosign-compatible signature of a file (kernel, initrd, policy) or an OCI image",
-		Usage: "--key cosign.pub [--signature S] [--bundle B] FILE\n" +
-			"       launcher verify --key cosign.pub --image DIR|TAR [--signature S] [--payload P] [--image-manifest DIGEST] [--platform OS/ARCH]",
-		Run: runVerify,
-	})
+var verifyCommand = &cli.Command{
+	Name:    "verify",
+	Summary: "verify the cosign-compatible signature of a file (kernel, initrd, policy) or an OCI image",
+	Usage: "--key cosign.pub [--signature S] [--bundle B] FILE\n" +
+		"       launcher verify --key cosign.pub --image DIR|TAR [--signature S] [--payload P] [--image-manifest DIGEST] [--platform OS/ARCH]",
+	Run: runVerify,
 }
 
 func runVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
