@@ -2,7 +2,10 @@
 // binary in cmd/attestd only calls Program.Main.
 package attestdcmd
 
-import "github.com/bulwark-project/bulwark/internal/cli"
+import (
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/policycheck"
+)
 
 // Program is the attestd CLI: its whole command table, in one place.
 var Program = cli.NewProgram("attestd",
@@ -11,7 +14,7 @@ var Program = cli.NewProgram("attestd",
 	ctlRootCommand,
 	adminCertCommand,
 	clientCertCommand,
-	policyCheckCommand,
+	policycheck.Command,
 	auditVerifyCommand,
 	storeCompactCommand,
 	replicaJoinCommand,

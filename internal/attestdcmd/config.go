@@ -78,8 +78,8 @@ func applyConfig(fs *flag.FlagSet, path string) error {
 	return nil
 }
 
-// isRepeatable reports whether a flag collects several values (multiFlag).
+// isRepeatable reports whether a flag collects several values (cli.Strings).
 func isRepeatable(f *flag.Flag) bool {
-	_, ok := f.Value.(*multiFlag)
+	_, ok := f.Value.(*cli.Strings)
 	return ok
 }

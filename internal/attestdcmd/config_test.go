@@ -7,16 +7,18 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bulwark-project/bulwark/internal/cli"
 )
 
 func TestApplyConfig(t *testing.T) {
-	newFS := func() (*flag.FlagSet, *string, *int, *bool, *multiFlag) {
+	newFS := func() (*flag.FlagSet, *string, *int, *bool, *cli.Strings) {
 		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		listen := fs.String("listen", ":8443", "")
 		conns := fs.Int("max-conns", 10, "")
 		insecure := fs.Bool("insecure", false, "")
-		var cas multiFlag
+		var cas cli.Strings
 		fs.Var(&cas, "ek-ca", "")
 		fs.String("config", "", "")
 		return fs, listen, conns, insecure, &cas

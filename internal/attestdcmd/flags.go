@@ -5,20 +5,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/store"
 )
-
-// multiFlag is a repeatable string flag.
-type multiFlag []string
-
-func (m *multiFlag) String() string { return strings.Join(*m, ",") }
-func (m *multiFlag) Set(v string) error {
-	*m = append(*m, v)
-	return nil
-}
 
 // newLogger builds the slog logger for --log-format and --log-level.
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

@@ -58,9 +58,9 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		retention    = fs.Duration("retention", attestd.DefaultRetention, "keep attestations and audit records this long, then purge them under a signed seal (docs/storage.md); 0: keep everything (the store grows for ever)")
 		logFormat    = fs.String("log-format", "json", "log format: json or text")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn, error")
-		policyKeys   multiFlag
-		ekCAs        multiFlag
-		tlsSANs      multiFlag
+		policyKeys   cli.Strings
+		ekCAs        cli.Strings
+		tlsSANs      cli.Strings
 	)
 	fs.Var(&policyKeys, "policy-key", "admin public key `FILE` (PEM) that signs policy files (repeatable)")
 	fs.Var(&ekCAs, "ek-ca", "EK CA certificate `FILE` (PEM or DER; repeatable): roots, and intermediates (non-self-signed)")

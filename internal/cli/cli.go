@@ -245,3 +245,15 @@ func (p *Program) printUsage(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\nRun '%s COMMAND --help' for a command's flags; '%s --version' (or '%s version') for the build.\n", p.Name, p.Name, p.Name)
 }
+
+// Strings is a repeatable string flag: each use appends a value, in order.
+//
+//	var layers cli.Strings
+//	fs.Var(&layers, "layer", "a layer (repeatable)")
+type Strings []string
+
+// String returns the values joined by commas (flag.Value).
+func (s *Strings) String() string { return strings.Join(*s, ",") }
+
+// Set appends a value (flag.Value).
+func (s *Strings) Set(v string) error { *s = append(*s, v); return nil }

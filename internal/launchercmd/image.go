@@ -11,12 +11,6 @@ import (
 	"github.com/bulwark-project/bulwark/internal/ociimage"
 )
 
-// stringList is a repeatable string flag.
-type stringList []string
-
-func (s *stringList) String() string     { return strings.Join(*s, ",") }
-func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
-
 var imageBuildCommand = &cli.Command{
 	Name:    "image build",
 	Summary: "build a small OCI image layout from host directories (and/or a static busybox)",
@@ -26,7 +20,7 @@ var imageBuildCommand = &cli.Command{
 
 func runImageBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
 	out := fs.String("o", "", "output directory for the OCI image layout (must be new or empty)")
-	var layers, entrypoint, cmd, envs stringList
+	var layers, entrypoint, cmd, envs cli.Strings
 	fs.Var(&layers, "layer", "host directory to add as a layer (repeatable; applied in order)")
 	busybox := fs.String("busybox", "", "add a first layer with a static busybox and these applets, e.g. sh,echo,cat")
 	busyboxPath := fs.String("busybox-path", "/bin/busybox", "the static busybox binary to use (Debian: busybox-static)")

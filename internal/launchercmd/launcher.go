@@ -2,7 +2,10 @@
 // launcher binary in cmd/launcher only calls Program.Main.
 package launchercmd
 
-import "github.com/bulwark-project/bulwark/internal/cli"
+import (
+	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/policycheck"
+)
 
 // Program is the launcher CLI: its whole command table, in one place.
 var Program = cli.NewProgram("launcher",
@@ -22,7 +25,7 @@ var Program = cli.NewProgram("launcher",
 	imageBuildCommand,
 	imagePullCommand,
 	policyInitCommand,
-	policyCheckCommand,
+	policycheck.Command,
 	templateCreateCommand,
 	templateLsCommand,
 	templateInspectCommand,

@@ -17,13 +17,6 @@ import (
 	"github.com/bulwark-project/bulwark/policy"
 )
 
-var policyCheckCommand = &cli.Command{
-	Name:    "policy check",
-	Summary: "check policy files and report every problem with file:line:column",
-	Usage:   "[--policy-key PUB]... [--require-signed] FILE...",
-	Run:     runPolicyCheck,
-}
-
 var policyInitCommand = &cli.Command{
 	Name:    "policy init",
 	Summary: "write a starting policy whose digests are computed from the artifacts themselves",
@@ -31,49 +24,18 @@ var policyInitCommand = &cli.Command{
 	Run:     runPolicyInit,
 }
 
-// runPolicyCheck loads the files as one set (so duplicate names across them
-// are found too), prints every problem, then one summary line per policy.
-func runPolicyCheck(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-	var keys stringList
-	fs.Var(&keys, "policy-key", "admin public key `FILE` (PEM); a FILE.sig next to a policy must verify with one (repeatable)")
-	requireSigned := fs.Bool("require-signed", false, "also fail policies (and key files) without a valid FILE.sig by a --policy-key")
-	asJSON := fs.Bool("json", false, "print the report as JSON: ok, policies (name, file, digest, summary, signers, warnings), problems (file, line, column, message, hint)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() == 0 {
-		return cli.Usagef("give at least one policy FILE")
-	}
-	if *requireSigned && len(keys) == 0 {
-		return cli.Usagef("--require-signed needs at least one --policy-key")
-	}
-	opts, err := policy.NewLoadOptions(*requireSigned, keys)
-	if err != nil {
-		return err
-	}
-	set, err := policy.LoadFiles(fs.Args(), opts)
-	r := policy.NewCheckReport(set, err, time.Now())
-	if err := r.Write(env.Stdout, *asJSON); err != nil {
-		return err
-	}
-	if !r.OK {
-		return &cli.ExitError{Code: 1, Err: fmt.Errorf("%d problem(s) in %d file(s)", len(r.Problems), r.ProblemFiles())}
-	}
-	return nil
-}
-
 func runPolicyInit(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
 	kernel := fs.String("kernel", "", "guest kernel, exactly the file 'launcher run --kernel' boots")
 	initrd := fs.String("initrd", "", "initramfs file; without it (and without --host-defaults) the policy allows no initrd")
 	hostDefaults := fs.Bool("host-defaults", false, "allow what 'launcher run' uses when --kernel, --initrd and --cmdline are not given: the host kernel as a PVH vmlinux, the base initramfs built from --agent, and the default command lines for KVM and TCG")
 	agent := fs.String("agent", "", "guest agent binary for --host-defaults (default: bulwark-agent beside launcher)")
-	var cmdlines stringList
+	var cmdlines cli.Strings
 	fs.Var(&cmdlines, "cmdline", "allow exactly this kernel command line (repeatable; default: a params rule with the launcher's own parameters)")
 	image := fs.String("image", "", "OCI image (layout directory, OCI archive or docker-save tarball) to allow by manifest digest")
 	manifest := fs.String("image-manifest", "", "pick this manifest digest from an image index with several")
 	platform := fs.String("platform", "", "pick this platform (os/arch) from an image index (default "+measure.DefaultPlatform+")")
 	algName := fs.String("alg", "sha256", "digest algorithm for kernel and initrd: sha256 (needed for signature checks) or sha384")
-	var signers, secrets stringList
+	var signers, secrets cli.Strings
 	fs.Var(&signers, "signer", "PEM public `FILE` whose signature is required on every artifact (repeatable)")
 	fs.Var(&secrets, "secret", "secret `NAME` released to launches this policy allows (repeatable)")
 	name := fs.String("name", "", "policy name (default: the -o file name without .yaml, else \"default\")")

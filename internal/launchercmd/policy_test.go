@@ -137,7 +137,7 @@ colour: blue
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
 	}
-	if !strings.Contains(stderr, "4 problem(s) in 1 file(s)") {
+	if !strings.Contains(stderr, "4 problem(s) in 1 of 2 file(s)") {
 		t.Errorf("stderr: %s", stderr)
 	}
 	// --json: the same findings as one document.

@@ -37,7 +37,7 @@ func addPullFlags(fs *flag.FlagSet) pullFlags {
 func runImagePull(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
 	out := fs.String("o", "", "write the OCI layout to this new `DIR` (and DIR.sig, DIR.payload.json)")
 	platform := fs.String("platform", "", "pick this platform (os/arch) from an index (default linux/amd64)")
-	var signers stringList
+	var signers cli.Strings
 	fs.Var(&signers, "signer", "public key the image's registry signature must verify with (repeatable); without it the first signature found is kept, unverified")
 	pf := addPullFlags(fs)
 	if err := fs.Parse(args); err != nil {

@@ -50,7 +50,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	initrd := fs.String("initrd", "", "base initramfs from 'launcher initrd build' (default: built now for the host kernel)")
 	agent := fs.String("agent", "", "guest agent binary when --initrd is not given (default: bulwark-agent beside launcher)")
 	cmdline := fs.String("cmdline", "", "guest kernel command line (default: the measured default for the accelerator)")
-	var signers stringList
+	var signers cli.Strings
 	fs.Var(&signers, "signer", "public key trusted to sign kernel, initrd and image (repeatable); each artifact must verify before boot")
 	accel := fs.String("accel", "auto", "accelerator: auto, kvm or tcg")
 	cpus := fs.Int("cpus", 1, "virtual CPUs")

@@ -19,8 +19,8 @@ const maxEnvFile = 1 << 20
 
 // workloadFlags are run's docker-like workload inputs.
 type workloadFlags struct {
-	env, envFiles, ports stringList
-	volumes, tmpfs       stringList
+	env, envFiles, ports cli.Strings
+	volumes, tmpfs       cli.Strings
 	workdir, user, net   *string
 	interactive          *bool
 }
