@@ -17,10 +17,10 @@ import (
 // TPMKeyName is the file holding the TPM-sealed master key blob.
 const TPMKeyName = "vault-master.tpmseal"
 
-// DefaultSealPCRs are the PCRs the master key is sealed to by default: PCR
+// defaultSealPCRs are the PCRs the master key is sealed to by default: PCR
 // 7, the host's Secure Boot policy. Changing the Secure Boot state (or the
 // TPM) makes the vault unopenable; see docs/vault.md for recovery.
-var DefaultSealPCRs = []int{7}
+var defaultSealPCRs = []int{7}
 
 // Sealer is the TPM operation the tpm backend needs; *tpm.TPM satisfies it.
 type Sealer interface {
@@ -36,7 +36,7 @@ type Sealer interface {
 type TPMBackend struct {
 	Dir  string
 	TPM  Sealer
-	PCRs []int     // nil: DefaultSealPCRs
+	PCRs []int     // nil: defaultSealPCRs
 	Rand io.Reader // nil: crypto/rand
 }
 
@@ -199,7 +199,7 @@ func (b *TPMBackend) Open(ctx context.Context) ([]byte, error) {
 
 func (b *TPMBackend) pcrs() []int {
 	if b.PCRs == nil {
-		return DefaultSealPCRs
+		return defaultSealPCRs
 	}
 	return b.PCRs
 }

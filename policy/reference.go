@@ -9,13 +9,13 @@ import (
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 )
 
-// DefaultCmdlineParams is what a reference policy allows when no exact
+// defaultCmdlineParams is what a reference policy allows when no exact
 // command line is given: the parameters of the launcher's own default
 // command lines (kvm.DefaultCmdline, for KVM and for TCG; a test in
 // internal/launchercmd keeps the two in step), each with its exact value.
 // The one wildcard is tsc_early_khz, whose value is each host's TSC rate:
 // the kernel reads it as a number and nothing else.
-var DefaultCmdlineParams = []string{"console=ttyS0", "panic=-1", "reboot=t", "quiet", "loglevel=4", "8250.nr_uarts=1", "tsc_early_khz=*", "tsc=reliable"}
+var defaultCmdlineParams = []string{"console=ttyS0", "panic=-1", "reboot=t", "quiet", "loglevel=4", "8250.nr_uarts=1", "tsc_early_khz=*", "tsc=reliable"}
 
 // ReferenceValues are measured artifacts to write a starting policy for.
 // Digests come from the artifacts themselves (package measure).
@@ -25,7 +25,7 @@ type ReferenceValues struct {
 	Kernel      string // digest, required
 	Initrd      string // digest, "" for none
 	// Cmdlines are the exact command lines allowed; when nil, a params
-	// rule allowing DefaultCmdlineParams is written instead.
+	// rule allowing defaultCmdlineParams is written instead.
 	Cmdlines []string
 	Image    string    // manifest digest, "" for none
 	Signers  []*Signer // required on every artifact in addition to its digest
@@ -101,7 +101,7 @@ func Reference(rv ReferenceValues) ([]byte, error) {
 		}
 	} else {
 		b.WriteString("  # No --cmdline given: the launcher's own parameters with their exact values;\n  # tsc_early_khz (under TCG) is each host's TSC rate. docs/policy.md: wildcards.\n  params:\n    allow:\n")
-		for _, p := range DefaultCmdlineParams {
+		for _, p := range defaultCmdlineParams {
 			b.WriteString("      - " + quote(p) + "\n")
 		}
 		b.WriteString("    require:\n      - console=ttyS0\n")

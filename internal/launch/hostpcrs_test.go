@@ -19,11 +19,11 @@ func TestHostPCRsMatchPolicy(t *testing.T) {
 		}
 		return s
 	}
-	if want := seq(0, policy.MaxAlwaysQuotedHostPCR); !slices.Equal(HostPCRs, want) {
-		t.Fatalf("HostPCRs %v, policies may require %v always", HostPCRs, want)
+	if want := seq(0, policy.MaxAlwaysQuotedHostPCR); !slices.Equal(hostPCRs, want) {
+		t.Fatalf("hostPCRs %v, policies may require %v always", hostPCRs, want)
 	}
-	if want := seq(policy.MaxAlwaysQuotedHostPCR+1, policy.MaxHostPCR); !slices.Equal(BootLoaderPCRs, want) {
-		t.Fatalf("BootLoaderPCRs %v, policies may require %v with a firmware log", BootLoaderPCRs, want)
+	if want := seq(policy.MaxAlwaysQuotedHostPCR+1, policy.MaxHostPCR); !slices.Equal(bootLoaderPCRs, want) {
+		t.Fatalf("bootLoaderPCRs %v, policies may require %v with a firmware log", bootLoaderPCRs, want)
 	}
 }
 

@@ -26,24 +26,24 @@ import (
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
-// HostPCRs are the host boot-state PCRs quoted beside the launch PCR, so a
+// hostPCRs are the host boot-state PCRs quoted beside the launch PCR, so a
 // policy can require host boot state.
-var HostPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
+var hostPCRs = []int{0, 1, 2, 3, 4, 5, 6, 7}
 
-// BootLoaderPCRs are quoted too when the firmware event log is sent: what
+// bootLoaderPCRs are quoted too when the firmware event log is sent: what
 // the boot loader measured (grub: its commands and the host kernel's
 // command line in PCR 8, the files it read in PCR 9). attestd replays the
 // log's events for them, so a log that does not match what the boot loader
 // extended is refused, and policy reads the kernel command line from them.
-var BootLoaderPCRs = []int{8, 9}
+var bootLoaderPCRs = []int{8, 9}
 
-// quotedPCRs are the PCRs a launch quotes: the launch PCR and HostPCRs,
-// and BootLoaderPCRs when a firmware event log goes with the quote; sorted,
+// quotedPCRs are the PCRs a launch quotes: the launch PCR and hostPCRs,
+// and bootLoaderPCRs when a firmware event log goes with the quote; sorted,
 // each once (a launch PCR among them is not repeated).
 func quotedPCRs(launchPCR int, firmwareLog []byte) []int {
-	pcrs := append([]int{launchPCR}, HostPCRs...)
+	pcrs := append([]int{launchPCR}, hostPCRs...)
 	if len(firmwareLog) > 0 {
-		pcrs = append(pcrs, BootLoaderPCRs...)
+		pcrs = append(pcrs, bootLoaderPCRs...)
 	}
 	slices.Sort(pcrs)
 	return slices.Compact(pcrs)

@@ -179,7 +179,7 @@ colour: blue
 	}
 }
 
-// TestDefaultCmdlineParamsMatchKVM keeps policy.DefaultCmdlineParams in step
+// TestDefaultCmdlineParamsMatchKVM keeps the reference policy's default command-line parameters in step
 // with the command lines the launcher really uses.
 func TestDefaultCmdlineParamsMatchKVM(t *testing.T) {
 	doc, err := policy.Reference(policy.ReferenceValues{Name: "d", Kernel: sha256Hex([]byte("k"))})

@@ -51,9 +51,9 @@ const (
 	MaxConns       = 64
 )
 
-// DefaultHostPCRs are the host boot PCRs quoted beside the launch PCR: the
+// defaultHostPCRs are the host boot PCRs quoted beside the launch PCR: the
 // ones softtpm.DefaultHostPCRs measures and the written policy pins.
-var DefaultHostPCRs = []int{0, 4, 7}
+var defaultHostPCRs = []int{0, 4, 7}
 
 // Config is one load run. Addr and CAFile are required; CertFile and
 // KeyFile (an admin client certificate) are required for the setup and the
@@ -81,7 +81,7 @@ type Config struct {
 	EK        softtpm.EKType // simulated EK algorithm (ECC by default: cheap to generate)
 	EKCADir   string         // stand-in EK CA (ek-ca.pem for attestd's --ek-ca); "" = a fresh CA in memory
 	LaunchPCR int            // 0 = limits.DefaultLaunchPCR
-	HostPCRs  []int          // quoted besides the launch PCR; nil = DefaultHostPCRs
+	HostPCRs  []int          // quoted besides the launch PCR; nil = defaultHostPCRs
 
 	RequestTimeout time.Duration // per RPC; 0 = DefaultRequestTimeout
 	SkipAudit      bool          // do not run the nothing-lost check (not recommended)
@@ -153,7 +153,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("--launch-pcr %d: want %d..%d, the PCR attestd's --launch-pcr names", c.LaunchPCR, limits.MinLaunchPCR, limits.MaxPCR)
 	}
 	if c.HostPCRs == nil {
-		c.HostPCRs = DefaultHostPCRs
+		c.HostPCRs = defaultHostPCRs
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout

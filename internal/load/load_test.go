@@ -97,7 +97,7 @@ func TestWrittenPolicyParses(t *testing.T) {
 		t.Errorf("policy %q secrets %v", p.Name, p.Secrets)
 	}
 	vals := softtpm.HostPCRValues(nil)
-	for _, i := range DefaultHostPCRs {
+	for _, i := range defaultHostPCRs {
 		if len(p.HostPCRs[i]) != 1 || !bytes.Equal(p.HostPCRs[i][0], vals[i]) {
 			t.Errorf("host PCR %d not pinned to the simulated value", i)
 		}

@@ -23,7 +23,7 @@ func WritePolicy(w io.Writer, name, secret string, hostPCRs []int) error {
 		secret = DefaultSecret
 	}
 	if hostPCRs == nil {
-		hostPCRs = DefaultHostPCRs
+		hostPCRs = defaultHostPCRs
 	}
 	a := softtpm.SimulatedArtifacts()
 	vals := softtpm.HostPCRValues(nil)
@@ -54,7 +54,7 @@ args:
 		for _, p := range pcrs {
 			v, ok := vals[p]
 			if !ok {
-				return fmt.Errorf("host PCR %d is not measured by the simulated hosts (they measure %v)", p, DefaultHostPCRs)
+				return fmt.Errorf("host PCR %d is not measured by the simulated hosts (they measure %v)", p, defaultHostPCRs)
 			}
 			fmt.Fprintf(w, "    %d: [%s]\n", p, q(hex.EncodeToString(v)))
 		}
