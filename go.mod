@@ -3,6 +3,7 @@ module github.com/bulwark-project/bulwark
 go 1.26.0
 
 require (
+	github.com/containerd/cgroups/v3 v3.0.2
 	github.com/containerd/containerd v1.7.35
 	github.com/containerd/containerd/api v1.8.0
 	github.com/containerd/fifo v1.1.0

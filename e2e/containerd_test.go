@@ -377,6 +377,37 @@ func TestContainerdShim(t *testing.T) {
 			t.Errorf("ctr tasks exec: stdout %q, stderr %q", so.String(), se.String())
 		}
 
+		// ctr tasks metrics asks the shim for Stats: the sandbox's QEMU
+		// cgroup, in the form containerd reads from runc's shim.
+		mj, err := cd.ctr("tasks", "metrics", "--format", "json", "loop").Output()
+		if err != nil {
+			t.Fatalf("ctr tasks metrics: %v\n%s", err, mj)
+		}
+		var met struct {
+			Memory struct {
+				Usage json.RawMessage `json:"usage"` // v1: {"usage":N,"limit":N}; v2: N
+			} `json:"memory"`
+			CPU struct {
+				Usage     struct{ Total uint64 } `json:"usage"` // v1, ns
+				UsageUsec uint64                 `json:"usage_usec"`
+			} `json:"cpu"`
+			Pids struct{ Current uint64 } `json:"pids"`
+		}
+		if err := json.Unmarshal(mj, &met); err != nil {
+			t.Fatalf("ctr tasks metrics: %v\n%s", err, mj)
+		}
+		var memV1 struct{ Usage, Limit uint64 }
+		var memV2 uint64
+		if json.Unmarshal(met.Memory.Usage, &memV1) != nil {
+			json.Unmarshal(met.Memory.Usage, &memV2)
+		}
+		if memV1.Usage+memV2 < 16<<20 || met.CPU.Usage.Total+met.CPU.UsageUsec == 0 || met.Pids.Current == 0 {
+			t.Errorf("ctr tasks metrics: want a running VM's memory (≥ 16 MiB), CPU time and threads:\n%s", mj)
+		}
+		if memV1.Limit != 0 && memV1.Limit < memV1.Usage {
+			t.Errorf("ctr tasks metrics: usage above the limit:\n%s", mj)
+		}
+
 		if out, err := cd.ctr("tasks", "kill", "loop").CombinedOutput(); err != nil {
 			t.Fatalf("ctr tasks kill: %v\n%s", err, out)
 		}

@@ -37,6 +37,7 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // RuntimeName is the runtime type containerd is configured with.
@@ -798,9 +799,41 @@ func notImplemented(what string) error {
 	return errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: %s is not supported", what)
 }
 
-// Stats is not supported yet.
+// Stats reports the container's sandbox: its QEMU's cgroup (CPU, memory,
+// pids), as runc's shim reports a container's cgroup (stats.go). A CRI
+// pod's sandbox container runs nothing on the host, so it reports zero.
 func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	return nil, notImplemented("stats")
+	s.mu.Lock()
+	c, err := s.container(r.ID)
+	var pid uint32
+	var sandbox string
+	var pause bool
+	if err == nil {
+		pid, sandbox, pause = c.task.pid, c.sandbox, c.pause
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	var m proto.Message
+	if pause {
+		m, err = defaultStatRoots.zeroMetrics()
+	} else if sandbox == "" || pid == 0 {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s: not started, so nothing to measure", r.ID)
+	} else {
+		m, err = defaultStatRoots.sandboxMetrics(pid, "bulwark-"+sandbox)
+	}
+	if errors.Is(err, errNotSandbox) {
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "container %s: %v", r.ID, err)
+	}
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "container %s: reading its sandbox's usage: %v", r.ID, err)
+	}
+	a, err := protobuf.MarshalAnyToProto(m)
+	if err != nil {
+		return nil, err
+	}
+	return &taskAPI.StatsResponse{Stats: a}, nil
 }
 
 // Pause is not supported.
