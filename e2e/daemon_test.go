@@ -304,6 +304,7 @@ func TestDaemonSandboxes(t *testing.T) {
 	t.Run("a detached web server answers on a forwarded port", func(t *testing.T) {
 		e.must("launcher", "image", "build", "-o", e.path("web-d"), "--busybox", "sh,mkdir,echo,httpd",
 			"--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", `mkdir -p www && echo "hello-detached $GREETING" > www/index.html && exec httpd -f -p 8080 -h www`)
+		// The page is written to, and served from, a scratch disk (-w /srv).
 		e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("web-d"))
 		e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
 			"--image", e.path("web-d"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "webd",
@@ -312,14 +313,14 @@ func TestDaemonSandboxes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pol = append(pol, "\nenv:\n  keys: [GREETING]\nnetwork:\n  allow: [user]\n"...)
+		pol = append(pol, "\nenv:\n  keys: [GREETING]\nnetwork:\n  allow: [user]\nvolumes:\n  scratch: {paths: [/srv]}\n"...)
 		if err := os.WriteFile(e.path("attestd/policies/webd.yaml"), pol, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
 		c := e.cmd("launcher", "run", "-d", "--policy", "webd", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
 			"--image", "web-d", "--signer", e.path("cosign.pub"), "--template", "none",
-			"-e", "GREETING=from-run", "-w", "/tmp", "--net", "user", "-p", "127.0.0.1:0:8080")
+			"-e", "GREETING=from-run", "-w", "/srv", "--scratch", "/srv:size=32m", "--net", "user", "-p", "127.0.0.1:0:8080")
 		out, err := c.Output()
 		if err != nil {
 			t.Fatalf("run -d of the web server: %v", err)
@@ -367,8 +368,19 @@ func TestDaemonSandboxes(t *testing.T) {
 				t.Errorf("run -d %v: %v\n%s", tc.args, err, out)
 			}
 		}
+		// The scratch disk is in the sandbox's directory until rm.
+		scratch := filepath.Join(e.state, "sandboxes", webID, "scratch0")
+		if st, err := os.Stat(scratch); err != nil || st.Size() != 32<<20 {
+			t.Errorf("the detached sandbox's scratch disk: %v", err)
+		}
 		e.must("launcher", "stop", webID)
+		if _, err := os.Stat(scratch); err != nil {
+			t.Errorf("stop removed the scratch disk: %v", err)
+		}
 		e.must("launcher", "rm", webID)
+		if _, err := os.Stat(scratch); !os.IsNotExist(err) {
+			t.Errorf("rm left the scratch disk: %v", err)
+		}
 	})
 
 	t.Run("kill -9 of the daemon: its sandboxes run on and the next daemon takes them over", func(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -358,6 +359,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 			`echo "env greeting=$GREETING extra=$EXTRA file=$FROMFILE pwd=$(pwd) id=$(id -u):$(id -g)"`,
 			`echo "volume $(cat /data/hello.txt)"; touch /data/x 2>/dev/null || echo volume-read-only`,
 			`echo scratch > /scratch/f && echo "tmpfs $(cat /scratch/f)"`,
+			`echo on-disk > /work/f && echo "scratch disk $(cat /work/f)"`,
 			`mkdir -p www/cgi-bin`,
 			`printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho hello-from-the-guest\ntouch /tmp/served\n' > www/cgi-bin/hello`,
 			`chmod +x www/cgi-bin/hello`,
@@ -381,7 +383,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(vol, "hello.txt"), []byte("from-the-host\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		pol = append(pol, []byte("\nenv:\n  keys: [GREETING, EXTRA, FROMFILE]\nnetwork:\n  allow: [user]\nvolumes:\n  allow: any\n  tmpfs: true\n"+
+		pol = append(pol, []byte("\nenv:\n  keys: [GREETING, EXTRA, FROMFILE]\nnetwork:\n  allow: [user]\nvolumes:\n  allow: any\n  tmpfs: true\n  scratch: {max_size: 32m, paths: [/work]}\n"+
 			"rules:\n  - name: app-user\n    expr: user == \"1000:1000\" && working_dir == \"/tmp/app\" && size(ports) == 1\n")...)
 		if err := os.WriteFile(e.path("attestd/policies/web.yaml"), pol, 0o644); err != nil {
 			t.Fatal(err)
@@ -392,13 +394,24 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 		flags := append([]string{"--env-file", e.path("web.env"), "-e", "GREETING=run", "-e", "EXTRA=a b",
 			"-w", "/tmp/app", "--user", "1000:1000", "--net", "user", "-p", "127.0.0.1:0:8080",
-			"--volume", vol + ":/data:ro", "--tmpfs", "/scratch:size=1m", "-i"}, signer...)
+			"--volume", vol + ":/data:ro", "--tmpfs", "/scratch:size=1m", "--scratch", "/work:size=32m", "-i"}, signer...)
 
 		// Refused before boot where the policy allows neither (the "allow"
 		// policy pins the other image too): env and network are named.
 		r := e.launch(e.path("vmlinux"), e.path("web-image"), "allow", flags...)
 		refused(t, r, "env: ", "network: ", "volumes: ")
 		beforeBoot(t, r)
+		// A scratch disk larger than the web policy allows is refused
+		// before boot too, and so is one at another path: the launch
+		// below, the same but for --scratch, passes. (A client that is not
+		// an admin sees the reason's category only.)
+		for _, flag := range []string{"/work:size=64m", "/elsewhere:size=16m"} {
+			other := slices.Clone(flags)
+			other[slices.Index(other, "--scratch")+1] = flag
+			r = e.launch(e.path("vmlinux"), e.path("web-image"), "web", other...)
+			refused(t, r, regexp.QuoteMeta("volumes: a volume is not allowed by the policy"))
+			beforeBoot(t, r)
+		}
 
 		report := e.path("web-report.json")
 		args := append([]string{"run", "-v", "--attestd", e.addr, "--ca", e.ca, "--policy", "web",
@@ -458,7 +471,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 			t.Fatalf("launch: %v\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
 		}
 		for _, want := range []string{"stdin typed-in\n", "env greeting=run extra=a b file=yes pwd=/tmp/app id=1000:1000\n",
-			"volume from-the-host\nvolume-read-only\ntmpfs scratch\n"} {
+			"volume from-the-host\nvolume-read-only\ntmpfs scratch\nscratch disk on-disk\n"} {
 			if !strings.Contains(so.String(), want) {
 				t.Errorf("stdout lacks %q:\n%s", want, so.String())
 			}

@@ -100,6 +100,10 @@ type Config struct {
 	// have volumes: its template's machine has no slot for them.
 	Volumes []VolumeDisk
 	Tmpfs   []TmpfsMount
+	// Scratch are writable scratch disks (CreateScratchDisk), at most
+	// MaxScratch, mounted at their Target (ext4, nodev, nosuid). A clone
+	// has them too: its template's machine has MaxScratch scratch slots.
+	Scratch []ScratchDisk
 	// Stdin, when set, is the workload's stdin (docker run -i): read
 	// until EOF (or the sandbox ends) and sent to the agent in STDIN
 	// frames once the workload runs. Nil: the workload's stdin is
@@ -209,11 +213,25 @@ func (cfg *Config) mounts() []channel.Mount {
 	for _, t := range cfg.Tmpfs {
 		ms = append(ms, channel.Mount{Type: channel.MountTmpfs, Target: t.Target, Size: t.Size})
 	}
+	for i, d := range cfg.Scratch {
+		ms = append(ms, channel.Mount{Type: channel.MountScratch, Serial: scratchSerial(i), Target: d.Target, Size: d.Size})
+	}
 	return ms
 }
 
-// checkVolumes checks Volumes and Tmpfs.
+// checkVolumes checks Volumes, Tmpfs and Scratch.
 func (cfg *Config) checkVolumes() error {
+	if len(cfg.Scratch) > MaxScratch {
+		return fmt.Errorf("kvm: %d scratch disks, the limit is %d", len(cfg.Scratch), MaxScratch)
+	}
+	for i, d := range cfg.Scratch {
+		if d.File == nil {
+			return fmt.Errorf("kvm: scratch disk %d (%s) has no file", i, d.Target)
+		}
+		if d.Size < MinScratchBytes || d.Size > MaxScratchBytes {
+			return fmt.Errorf("kvm: scratch disk %d (%s) of %d bytes: want %d..%d", i, d.Target, d.Size, MinScratchBytes, int64(MaxScratchBytes))
+		}
+	}
 	if len(cfg.Volumes) == 0 && len(cfg.Tmpfs) == 0 {
 		return nil
 	}

@@ -45,6 +45,12 @@ var DefaultDiskModules []string
 // in Modules). A guest without a network never probes a network device.
 var DefaultNetModules = []string{"virtio_net"}
 
+// DefaultScratchModules are loaded by the agent only for a workload with a
+// scratch disk (launcher run --scratch): ext4 (and jbd2, mbcache, crc16;
+// its crc32c is among DefaultModules already). A guest without one never
+// loads them.
+var DefaultScratchModules = []string{"ext4"}
+
 // BaseOptions configures BuildBaseInitramfs.
 type BaseOptions struct {
 	// Agent is the static guest agent binary (bin/bulwark-agent); required.
@@ -65,6 +71,11 @@ type BaseOptions struct {
 	// a base initramfs refuses --net user). Dependencies not in Modules
 	// are added.
 	NetModules []string
+	// ScratchModules are loaded when the workload has a scratch disk;
+	// default DefaultScratchModules, left out when the kernel has none
+	// of them (such a base initramfs refuses --scratch). Dependencies not
+	// in Modules are added.
+	ScratchModules []string
 }
 
 // BuildBaseInitramfs builds the base initramfs: /init (the agent), the
@@ -95,6 +106,10 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	if netOptional {
 		opts.NetModules = DefaultNetModules
 	}
+	scratchOptional := opts.ScratchModules == nil
+	if scratchOptional {
+		opts.ScratchModules = DefaultScratchModules
+	}
 	modRoot := filepath.Join(opts.ModulesDir, opts.KernelVersion)
 	order, err := resolveModules(modRoot, opts.Modules, false)
 	if err != nil {
@@ -105,6 +120,10 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 		return nil, err
 	}
 	netOrder, err := resolveModules(modRoot, opts.NetModules, netOptional)
+	if err != nil {
+		return nil, err
+	}
+	scratchOrder, err := resolveModules(modRoot, opts.ScratchModules, scratchOptional)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +138,7 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 	ents = append(ents, entry{h: cpio.Header{Name: "init", Mode: cpio.TypeReg | 0o755}, data: opts.Agent})
 	man := channel.BaseManifest{KernelVersion: opts.KernelVersion}
 	included := map[string]bool{}
-	all := append(append(append([]string{}, order...), diskOrder...), netOrder...)
+	all := append(append(append(append([]string{}, order...), diskOrder...), netOrder...), scratchOrder...)
 	for i, rel := range all {
 		name := moduleName(rel) + ".ko"
 		if included[name] {
@@ -135,8 +154,10 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 			man.Modules = append(man.Modules, name)
 		case i < len(order)+len(diskOrder):
 			man.DiskModules = append(man.DiskModules, name)
-		default:
+		case i < len(order)+len(diskOrder)+len(netOrder):
 			man.NetModules = append(man.NetModules, name)
+		default:
+			man.ScratchModules = append(man.ScratchModules, name)
 		}
 		ents = append(ents, entry{h: cpio.Header{Name: ".bulwark/modules/" + name, Mode: cpio.TypeReg | 0o644}, data: data})
 	}

@@ -44,6 +44,10 @@ func fakeModules(t *testing.T, compress string) string {
 		"kernel/net/core/failover.ko":                 "",
 		"kernel/drivers/net/net_failover.ko":          "kernel/net/core/failover.ko",
 		"kernel/drivers/net/virtio_net.ko":            "kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko",
+		"kernel/lib/crc16.ko":                         "",
+		"kernel/fs/mbcache.ko":                        "",
+		"kernel/fs/jbd2/jbd2.ko":                      "",
+		"kernel/fs/ext4/ext4.ko":                      "kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko",
 	}
 	var dep strings.Builder
 	for m, d := range mods {
@@ -135,6 +139,10 @@ func TestBuildBaseInitramfs(t *testing.T) {
 			// workload with a network; virtio and virtio_ring load at boot.
 			if want := "failover.ko net_failover.ko virtio_net.ko"; strings.Join(man.NetModules, " ") != want {
 				t.Errorf("net modules %v, want %s", man.NetModules, want)
+			}
+			// So are a scratch disk's, loaded only for a workload with one.
+			if want := "crc16.ko mbcache.ko jbd2.ko ext4.ko"; strings.Join(man.ScratchModules, " ") != want {
+				t.Errorf("scratch modules %v, want %s", man.ScratchModules, want)
 			}
 			if got := cpioFile(t, a, ".bulwark/modules/virtio.ko"); !bytes.HasPrefix(got, []byte("\x7fELF")) {
 				t.Errorf("module not decompressed: %q", got[:8])

@@ -28,6 +28,10 @@ type qemuSpec struct {
 	ports   []PortForward
 	// volumes are read-only volume disks (paths), in order.
 	volumes []string
+	// scratch are writable scratch disks (paths), in order; a template
+	// and its clones (ram set) always have MaxScratch of them, the
+	// unused ones on placeholders ("" in a recipe's machine).
+	scratch []string
 }
 
 // qemuArgs is QEMU's command line for a sandbox: a microvm with no
@@ -74,6 +78,21 @@ func qemuArgs(q qemuSpec) []string {
 		id := "vol" + strconv.Itoa(i)
 		args = append(args, "-drive", "id="+id+",if=none,format=raw,readonly=on,file="+v,
 			"-device", "virtio-blk-device,drive="+id+",serial="+volumeSerial(i))
+	}
+	nScratch := len(q.scratch)
+	if q.ram != "" {
+		nScratch = MaxScratch
+	}
+	for i := range nScratch {
+		// Writable, after the image and the volumes, found by the agent
+		// through its serial; the guest may discard (fstrim) to give
+		// the host file's blocks back.
+		id, file := "scr"+strconv.Itoa(i), ""
+		if i < len(q.scratch) {
+			file = q.scratch[i]
+		}
+		args = append(args, "-drive", "id="+id+",if=none,format=raw,discard=unmap,file="+file,
+			"-device", "virtio-blk-device,drive="+id+",serial="+scratchSerial(i))
 	}
 	if q.network == NetworkUser {
 		// The guest reaches the host's network through QEMU (slirp),

@@ -97,6 +97,34 @@ func TestQEMUArgsUserNetwork(t *testing.T) {
 	}
 }
 
+// TestQEMUArgsScratch: a cold boot has one writable drive per scratch
+// disk, found by its serial; a template and its clones always have
+// MaxScratch scratch slots, whatever they hold, so the machine (and the
+// recipe) does not depend on how many a clone uses.
+func TestQEMUArgsScratch(t *testing.T) {
+	spec := qemuSpec{name: "sb1", accel: AccelTCG, cpus: 1, memoryMiB: 256, qmpFD: 3, channelFD: 4,
+		kernel: "k", initrd: "i", disk: "d", cmdline: "console=ttyS0", scratch: []string{"/proc/self/fd/9"}}
+	joined := strings.Join(qemuArgs(spec), " ")
+	want := "-drive id=scr0,if=none,format=raw,discard=unmap,file=/proc/self/fd/9 -device virtio-blk-device,drive=scr0,serial=bulwark-scratch0"
+	if !strings.Contains(joined, want) || strings.Count(joined, "-drive ") != 2 || strings.Contains(joined, "scr0,if=none,format=raw,readonly") {
+		t.Errorf("cold boot: want the image and %q (writable) in %s", want, joined)
+	}
+	spec.scratch = nil
+	if joined := strings.Join(qemuArgs(spec), " "); strings.Contains(joined, "scr0") {
+		t.Errorf("a scratch drive without a scratch disk: %s", joined)
+	}
+	spec.ram = "RAM"
+	template := qemuArgs(spec)
+	if n := strings.Count(strings.Join(template, " "), "serial=bulwark-scratch"); n != MaxScratch {
+		t.Errorf("%d scratch slots in a template's machine, want %d", n, MaxScratch)
+	}
+	spec.scratch = []string{"a", "b", "c", "d"}
+	clone := qemuArgs(spec)
+	if len(clone) != len(template) {
+		t.Errorf("a clone's command line has other options than its template's:\n%v\n%v", clone, template)
+	}
+}
+
 func TestParseUsernet(t *testing.T) {
 	out := "Hub -1 (n0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n" +
 		"  TCP[HOST_FORWARD]   3       127.0.0.1 36729       10.0.2.15    80     0     0\r\n" +
@@ -138,6 +166,13 @@ func TestConfigNetworkRefusals(t *testing.T) {
 		{"too many tmpfs", func(c *Config) { c.Tmpfs = make([]TmpfsMount, MaxVolumes+1) }, "limit"},
 		{"tmpfs at the root", func(c *Config) { c.Tmpfs = []TmpfsMount{{Target: "/"}} }, "mount 0: target"},
 		{"relative workdir", func(c *Config) { c.WorkingDir = "srv" }, "working directory"},
+		{"too many scratch disks", func(c *Config) {
+			for i := range MaxScratch + 1 {
+				c.Scratch = append(c.Scratch, ScratchDisk{File: os.Stdin, Target: "/s" + string(rune('a'+i)), Size: MinScratchBytes})
+			}
+		}, "5 scratch disks, the limit is 4"},
+		{"scratch without a file", func(c *Config) { c.Scratch = []ScratchDisk{{Target: "/s", Size: MinScratchBytes}} }, "has no file"},
+		{"scratch too small", func(c *Config) { c.Scratch = []ScratchDisk{{File: os.Stdin, Target: "/s", Size: 1 << 20}} }, "of 1048576 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Config{KernelPath: "k", InitrdPath: "i"}

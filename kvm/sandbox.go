@@ -253,6 +253,22 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	for _, v := range cfg.Volumes {
 		spec.volumes = append(spec.volumes, fdPath(v.File))
 	}
+	for _, d := range cfg.Scratch {
+		spec.scratch = append(spec.scratch, fdPath(d.File))
+	}
+	if s.mode.templateRAM != nil || s.mode.clone != nil {
+		// The template's machine has every scratch slot: the unused ones
+		// hold a placeholder.
+		for len(spec.scratch) < MaxScratch {
+			f, err := scratchPlaceholder()
+			if err != nil {
+				qmpConn.Close()
+				return err
+			}
+			s.files = append(s.files, f)
+			spec.scratch = append(spec.scratch, fdPath(f))
+		}
+	}
 	switch {
 	case s.mode.templateRAM != nil:
 		spec.ram, spec.ramShared = fdPath(s.mode.templateRAM), true
@@ -282,6 +298,18 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 			qmpConn.Close()
 			conR.Close()
 			return fmt.Errorf("kvm: %w; run QEMU unconfined only on purpose (launcher run --no-confine; kvm.Config.Unconfined)", err)
+		}
+	}
+	if s.conf != nil {
+		// QEMU opens its disks again through /proc/self/fd as the
+		// sandbox's uid: a scratch disk is the one file it writes.
+		for _, d := range cfg.Scratch {
+			if err := d.File.Chown(int(s.conf.uid), int(s.conf.gid)); err != nil {
+				qmpConn.Close()
+				conR.Close()
+				s.conf.release()
+				return fmt.Errorf("kvm: scratch disk %s: %w", d.Target, err)
+			}
 		}
 	}
 	s.log.Info("QEMU confinement: " + s.conf.String())

@@ -439,6 +439,6 @@ func (e *LaunchEvent) unmarshalWorkload(r *tlvReader) error {
 	if v, err = r.expect(fieldVolumes, "volumes"); err != nil {
 		return fmt.Errorf("launch event: %w", err)
 	}
-	e.Volumes, err = readList(v, "volumes", 2*MaxVolumes)
+	e.Volumes, err = readList(v, "volumes", MaxAllVolumes)
 	return err
 }

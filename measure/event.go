@@ -62,8 +62,9 @@ type LaunchEvent struct {
 	Ports   []string `json:"ports,omitempty"`
 	// Volumes are the mounts the launch adds to the workload's root, in
 	// the order given: read-only disks built from host directories, by
-	// digest ("ro:TARGET:DIGEST"), and writable tmpfs scratch
-	// ("tmpfs:TARGET:BYTES"); see Volume.
+	// digest ("ro:TARGET:DIGEST"), writable tmpfs scratch
+	// ("tmpfs:TARGET:BYTES") and writable scratch disks
+	// ("scratch:TARGET:BYTES"); see Volume.
 	Volumes []string `json:"volumes,omitempty"`
 }
 

@@ -78,7 +78,7 @@ func TestCanonicalRoundTrip(t *testing.T) {
 			e.EnvKeys, e.EnvDigest = EnvKeys(env), EnvDigest(SHA256, env)
 			e.WorkingDir, e.User = "/srv/www", "app:1000"
 			e.Network, e.Ports = NetworkUser, []string{"127.0.0.1:8080:80/tcp", "0.0.0.0:2222:22/tcp"}
-			e.Volumes = []string{"ro:/data:" + DigestBytes(SHA256, []byte("vol")), "tmpfs:/scratch:0", "tmpfs:/cache:67108864"}
+			e.Volumes = []string{"ro:/data:" + DigestBytes(SHA256, []byte("vol")), "tmpfs:/scratch:0", "tmpfs:/cache:67108864", "scratch:/work:1073741824"}
 		}},
 		{"v3 user only, with a clone", func(e *LaunchEvent) {
 			e.ImageDisk = DigestBytes(SHA256, []byte("disk"))
@@ -191,6 +191,19 @@ func TestValidateRejects(t *testing.T) {
 		{"too many tmpfs", "more than 8 tmpfs", func(e *LaunchEvent) {
 			for i := range 9 {
 				e.Volumes = append(e.Volumes, fmt.Sprintf("tmpfs:/t%d:0", i))
+			}
+		}},
+		{"scratch too small", "16m to 1024g", func(e *LaunchEvent) { e.Volumes = []string{"scratch:/s:1048576"} }},
+		{"scratch too large", "16m to 1024g", func(e *LaunchEvent) { e.Volumes = []string{fmt.Sprintf("scratch:/s:%d", int64(MaxScratchBytes)+1<<20)} }},
+		{"scratch not whole MiB", "whole number of MiB", func(e *LaunchEvent) { e.Volumes = []string{"scratch:/s:16777217"} }},
+		{"scratch size not canonical", "not a number of bytes", func(e *LaunchEvent) { e.Volumes = []string{"scratch:/s:016777216"} }},
+		{"scratch over /usr", "system directory", func(e *LaunchEvent) { e.Volumes = []string{"scratch:/usr:16777216"} }},
+		{"scratch over /run", "system directory", func(e *LaunchEvent) { e.Volumes = []string{"scratch:/run:16777216"} }},
+		{"scratch over the secrets", "which the sandbox provides", func(e *LaunchEvent) { e.Volumes = []string{"scratch:/run/secrets/x:16777216"} }},
+		{"scratch and tmpfs at one path", "mounted twice", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/a:0", "scratch:/a:16777216"} }},
+		{"too many scratch disks", "more than 4 scratch", func(e *LaunchEvent) {
+			for i := range MaxScratch + 1 {
+				e.Volumes = append(e.Volumes, fmt.Sprintf("scratch:/s%d:16777216", i))
 			}
 		}},
 		{"too many ports", "ports", func(e *LaunchEvent) {

@@ -264,10 +264,11 @@ func (e *LaunchEvent) checkWorkload() error {
 }
 
 // CheckVolumes checks LaunchEvent.Volumes: canonical, at most MaxVolumes
-// of each kind, each target once.
+// read-only volumes and tmpfs mounts each and MaxScratch scratch disks,
+// each target once.
 func (e *LaunchEvent) CheckVolumes() error {
-	if len(e.Volumes) > 2*MaxVolumes {
-		return fmt.Errorf("launch event: %d volumes, the limit is %d", len(e.Volumes), 2*MaxVolumes)
+	if len(e.Volumes) > MaxAllVolumes {
+		return fmt.Errorf("launch event: %d volumes, the limit is %d", len(e.Volumes), MaxAllVolumes)
 	}
 	count := map[string]int{}
 	targets := map[string]bool{}
@@ -279,8 +280,12 @@ func (e *LaunchEvent) CheckVolumes() error {
 		if v.String() != s {
 			return fmt.Errorf("launch event: volumes[%d] %q is not in canonical form %q", i, truncate(s), v.String())
 		}
-		if count[v.Kind]++; count[v.Kind] > MaxVolumes {
-			return fmt.Errorf("launch event: more than %d %s volumes", MaxVolumes, v.Kind)
+		limit := MaxVolumes
+		if v.Kind == VolumeScratch {
+			limit = MaxScratch
+		}
+		if count[v.Kind]++; count[v.Kind] > limit {
+			return fmt.Errorf("launch event: more than %d %s volumes", limit, v.Kind)
 		}
 		if targets[v.Target] {
 			return fmt.Errorf("launch event: volumes[%d]: %s mounted twice", i, truncate(v.Target))
@@ -297,31 +302,99 @@ func (e *LaunchEvent) v3() bool {
 
 // Volume kinds of LaunchEvent.Volumes.
 const (
-	VolumeReadOnly = "ro"    // a read-only erofs disk built from a host directory, by digest
-	VolumeTmpfs    = "tmpfs" // writable scratch in guest memory
+	VolumeReadOnly = "ro"      // a read-only erofs disk built from a host directory, by digest
+	VolumeTmpfs    = "tmpfs"   // writable scratch in guest memory
+	VolumeScratch  = "scratch" // a writable scratch disk (ext4 on a sparse host file), empty at start, deleted with the sandbox
 )
 
 // Limits on volumes.
 const (
 	MaxVolumes    = 8       // read-only volumes, and tmpfs mounts, each
 	MaxTmpfsBytes = 1 << 40 // the largest --tmpfs size= accepted (the guest's memory bounds it anyway)
+	// MaxScratch bounds the scratch disks of a launch; MinScratchBytes and
+	// MaxScratchBytes a scratch disk's size (a whole number of MiB).
+	MaxScratch      = 4
+	MinScratchBytes = 16 << 20
+	MaxScratchBytes = 1 << 40
+	// MaxAllVolumes bounds LaunchEvent.Volumes.
+	MaxAllVolumes = 2*MaxVolumes + MaxScratch
 )
 
 // Volume is one mount a launch adds to the workload's root.
 type Volume struct {
-	Kind   string // VolumeReadOnly or VolumeTmpfs
-	Target string // where, in the workload's root (CheckVolumeTarget)
+	Kind   string // VolumeReadOnly, VolumeTmpfs or VolumeScratch
+	Target string // where, in the workload's root (CheckVolumeTarget; CheckScratchTarget for scratch)
 	Digest string // VolumeReadOnly: the disk's digest
-	Size   int64  // VolumeTmpfs: size in bytes, 0 for the kernel's default (half the guest's memory)
+	// Size in bytes: VolumeTmpfs: 0 for the kernel's default (half the
+	// guest's memory); VolumeScratch: the disk's, MinScratchBytes to
+	// MaxScratchBytes, a multiple of 1 MiB.
+	Size int64
 }
 
 // String is the volume's canonical form, as recorded in
-// LaunchEvent.Volumes: "ro:TARGET:DIGEST" or "tmpfs:TARGET:BYTES".
+// LaunchEvent.Volumes: "ro:TARGET:DIGEST", "tmpfs:TARGET:BYTES" or
+// "scratch:TARGET:BYTES" (a scratch disk is writable; what is recorded is
+// where and how large, never what it holds).
 func (v Volume) String() string {
-	if v.Kind == VolumeTmpfs {
+	if v.Kind == VolumeTmpfs || v.Kind == VolumeScratch {
 		return fmt.Sprintf("%s:%s:%d", v.Kind, v.Target, v.Size)
 	}
 	return v.Kind + ":" + v.Target + ":" + v.Digest
+}
+
+// ParseSize parses a size: a number of bytes, or of KiB, MiB, GiB or TiB
+// with a k, m, g or t suffix (either case), at most 1 << 50 bytes.
+func ParseSize(s string) (int64, error) {
+	mult := int64(1)
+	num := s
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'k', 'K':
+			mult = 1 << 10
+		case 'm', 'M':
+			mult = 1 << 20
+		case 'g', 'G':
+			mult = 1 << 30
+		case 't', 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			num = s[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || strconv.FormatInt(n, 10) != num || n > (1<<50)/mult {
+		return 0, fmt.Errorf("size %q: want a number of bytes with an optional k, m, g or t suffix", truncate(s))
+	}
+	return n * mult, nil
+}
+
+// CheckScratchSize checks a scratch disk's size: MinScratchBytes to
+// MaxScratchBytes, a whole number of MiB.
+func CheckScratchSize(n int64) error {
+	if n < MinScratchBytes || n > MaxScratchBytes || n%(1<<20) != 0 {
+		return fmt.Errorf("size %d: a scratch disk is 16m to 1024g, a whole number of MiB", n)
+	}
+	return nil
+}
+
+// scratchRefused are the directories a scratch disk may not be mounted
+// over: it would hide the image's programs, libraries or configuration,
+// or the sandbox's /run (which holds /run/secrets).
+var scratchRefused = []string{"/bin", "/boot", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/run", "/sbin", "/usr"}
+
+// CheckScratchTarget checks where a scratch disk is mounted:
+// CheckVolumeTarget, and not over a system directory (/bin, /boot, /etc,
+// /lib*, /run, /sbin, /usr themselves; a directory under them is fine,
+// except under /run/secrets).
+func CheckScratchTarget(p string) error {
+	if err := CheckVolumeTarget(p); err != nil {
+		return err
+	}
+	if slices.Contains(scratchRefused, p) {
+		return fmt.Errorf("%q is a system directory of the image or the sandbox; mount the scratch disk elsewhere (e.g. /scratch)", p)
+	}
+	return nil
 }
 
 // ParseVolume parses a volume's canonical form (Volume.String).
@@ -329,7 +402,7 @@ func ParseVolume(s string) (Volume, error) {
 	kind, rest, _ := strings.Cut(s, ":")
 	target, arg, ok := strings.Cut(rest, ":")
 	if !ok {
-		return Volume{}, fmt.Errorf("volume %q: want ro:TARGET:DIGEST or tmpfs:TARGET:BYTES", truncate(s))
+		return Volume{}, fmt.Errorf("volume %q: want ro:TARGET:DIGEST, tmpfs:TARGET:BYTES or scratch:TARGET:BYTES", truncate(s))
 	}
 	if err := CheckVolumeTarget(target); err != nil {
 		return Volume{}, fmt.Errorf("volume %q: %w", truncate(s), err)
@@ -347,8 +420,20 @@ func ParseVolume(s string) (Volume, error) {
 			return Volume{}, fmt.Errorf("volume %q: size %q is not a number of bytes 0..%d", truncate(s), truncate(arg), int64(MaxTmpfsBytes))
 		}
 		v.Size = n
+	case VolumeScratch:
+		if err := CheckScratchTarget(target); err != nil {
+			return Volume{}, fmt.Errorf("volume %q: %w", truncate(s), err)
+		}
+		n, err := strconv.ParseInt(arg, 10, 64)
+		if err != nil || strconv.FormatInt(n, 10) != arg {
+			return Volume{}, fmt.Errorf("volume %q: size %q is not a number of bytes", truncate(s), truncate(arg))
+		}
+		if err := CheckScratchSize(n); err != nil {
+			return Volume{}, fmt.Errorf("volume %q: %w", truncate(s), err)
+		}
+		v.Size = n
 	default:
-		return Volume{}, fmt.Errorf("volume %q: kind %q: want %s or %s", truncate(s), truncate(kind), VolumeReadOnly, VolumeTmpfs)
+		return Volume{}, fmt.Errorf("volume %q: kind %q: want %s, %s or %s", truncate(s), truncate(kind), VolumeReadOnly, VolumeTmpfs, VolumeScratch)
 	}
 	return v, nil
 }

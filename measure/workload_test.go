@@ -74,3 +74,30 @@ func TestEnvDigest(t *testing.T) {
 		t.Errorf("EnvKeys = %q", got)
 	}
 }
+
+// TestParseSize: sizes are bytes or k, m, g, t (powers of 1024), in
+// canonical decimal, not negative, at most 1 PiB; scratch disk sizes are
+// 16 MiB to 1 TiB in whole MiB.
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64 // -1: refused
+	}{
+		{"0", 0}, {"1", 1}, {"16m", 16 << 20}, {"16M", 16 << 20}, {"1g", 1 << 30}, {"2T", 2 << 40}, {"17000k", 17000 << 10},
+		{"1024p", -1}, {"", -1}, {"m", -1}, {"-1", -1}, {"+1", -1}, {"01", -1}, {"1.5g", -1}, {"1 g", -1},
+		{"1025t", -1}, {"1024t", 1 << 50}, {"99999999999999999999", -1},
+	} {
+		got, err := ParseSize(tc.in)
+		if tc.want < 0 && err == nil || tc.want >= 0 && (err != nil || got != tc.want) {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		n  int64
+		ok bool
+	}{{MinScratchBytes, true}, {MaxScratchBytes, true}, {MinScratchBytes - 1<<20, false}, {MaxScratchBytes + 1<<20, false}, {MinScratchBytes + 512, false}} {
+		if err := CheckScratchSize(tc.n); (err == nil) != tc.ok {
+			t.Errorf("CheckScratchSize(%d) = %v", tc.n, err)
+		}
+	}
+}

@@ -40,7 +40,8 @@ var celVars = []cel.EnvOption{
 	cel.Variable("user", cel.StringType),
 	cel.Variable("network", cel.StringType),
 	cel.Variable("ports", cel.ListType(cel.StringType)),
-	// volumes: "ro:TARGET:DIGEST" and "tmpfs:TARGET:BYTES" (measure.Volume).
+	// volumes: "ro:TARGET:DIGEST", "tmpfs:TARGET:BYTES" and
+	// "scratch:TARGET:BYTES" (measure.Volume).
 	cel.Variable("volumes", cel.ListType(cel.StringType)),
 	cel.Variable("host_pcrs", cel.MapType(cel.IntType, cel.StringType)),
 	// firmware: present, secure_boot (bool), authorities (list of sha256

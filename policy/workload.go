@@ -31,9 +31,19 @@ type NetworkRule struct {
 // VolumeRule says which volumes a launch may add to the workload's root
 // (LaunchEvent.Volumes). No volumes section allows none.
 type VolumeRule struct {
-	Any     bool     // allow: any read-only volume
-	Digests []string // read-only volumes with these disk digests
-	Tmpfs   bool     // tmpfs scratch mounts
+	Any     bool         // allow: any read-only volume
+	Digests []string     // read-only volumes with these disk digests
+	Tmpfs   bool         // tmpfs scratch mounts
+	Scratch *ScratchRule // writable scratch disks; nil: none
+}
+
+// ScratchRule says which writable scratch disks (launcher run --scratch;
+// "scratch:TARGET:BYTES" volumes) a launch may have: each at most MaxSize
+// bytes (0: any size the launcher accepts) and, when Paths is not empty,
+// mounted at one of Paths.
+type ScratchRule struct {
+	MaxSize int64
+	Paths   []string
 }
 
 // networkModes are the values network.allow may list.
@@ -108,7 +118,7 @@ func (p *parser) network(n *yaml.Node, pol *Policy) {
 
 // volumes parses the top-level volumes section.
 func (p *parser) volumes(n *yaml.Node, pol *Policy) {
-	f := p.mapping(n, "volumes", "allow", "digests", "tmpfs")
+	f := p.mapping(n, "volumes", "allow", "digests", "tmpfs", "scratch")
 	if f == nil {
 		return
 	}
@@ -139,12 +149,52 @@ func (p *parser) volumes(n *yaml.Node, pol *Policy) {
 			r.Tmpfs = v.val.Value == "true"
 		}
 	}
+	if v, ok := f["scratch"]; ok {
+		r.Scratch = p.scratch(v.val)
+	}
 	if !hasAl && !hasDs {
-		if _, ok := f["tmpfs"]; !ok {
-			p.errAt(n, "add 'allow: any', 'digests: [...]' or 'tmpfs: true'", "volumes: nothing allowed or pinned")
+		_, hasTmpfs := f["tmpfs"]
+		_, hasScratch := f["scratch"]
+		if !hasTmpfs && !hasScratch {
+			p.errAt(n, "add 'allow: any', 'digests: [...]', 'tmpfs: true' or 'scratch: {...}'", "volumes: nothing allowed or pinned")
 		}
 	}
 	pol.Volumes = r
+}
+
+// scratch parses volumes.scratch: {max_size: SIZE, paths: [PATH, ...]},
+// either or both (an empty mapping allows any scratch disk).
+func (p *parser) scratch(n *yaml.Node) *ScratchRule {
+	f := p.mapping(n, "volumes.scratch", "max_size", "paths")
+	if f == nil {
+		return nil
+	}
+	r := &ScratchRule{}
+	if v, ok := f["max_size"]; ok {
+		if v.val.Kind != yaml.ScalarNode || v.val.Tag == "!!null" {
+			p.errAt(v.val, "write a size such as 4g, 512m or a number of bytes", "volumes.scratch.max_size: expected a size, got %s", kindName(v.val))
+		} else if n, err := measure.ParseSize(v.val.Value); err != nil || n <= 0 {
+			p.errAt(v.val, "write a size such as 4g, 512m or a number of bytes", "volumes.scratch.max_size: %q is not a size", truncate(v.val.Value, 40))
+		} else {
+			r.MaxSize = n
+		}
+	}
+	if v, ok := f["paths"]; ok {
+		paths, nodes, _ := p.strList(v.val, "volumes.scratch.paths")
+		r.Paths = []string{}
+		for i, t := range paths {
+			if err := measure.CheckScratchTarget(t); err != nil {
+				p.errAt(nodes[i], "write an absolute, clean path where a scratch disk may be mounted", "volumes.scratch.paths: %v", err)
+				continue
+			}
+			if slices.Contains(r.Paths, t) {
+				p.errAt(nodes[i], "remove the duplicate", "volumes.scratch.paths: %q listed twice", t)
+				continue
+			}
+			r.Paths = append(r.Paths, t)
+		}
+	}
+	return r
 }
 
 // workload judges what the launch sets beside its command: environment,
@@ -164,6 +214,12 @@ func (e *evaluation) workload() {
 			e.deny("volumes: tmpfs at %q is not allowed (volumes.tmpfs)", truncate(v.Target, 80))
 		case v.Kind == measure.VolumeReadOnly && !r.Any && !slices.Contains(r.Digests, v.Digest):
 			e.deny("volumes: read-only volume %s at %q is not one the policy allows", v.Digest, truncate(v.Target, 80))
+		case v.Kind == measure.VolumeScratch && r.Scratch == nil:
+			e.deny("volumes: scratch disk at %q is not allowed (volumes.scratch)", truncate(v.Target, 80))
+		case v.Kind == measure.VolumeScratch && r.Scratch.MaxSize > 0 && v.Size > r.Scratch.MaxSize:
+			e.deny("volumes: scratch disk at %q of %d bytes is larger than the policy allows (volumes.scratch.max_size: %d)", truncate(v.Target, 80), v.Size, r.Scratch.MaxSize)
+		case v.Kind == measure.VolumeScratch && r.Scratch.Paths != nil && !slices.Contains(r.Scratch.Paths, v.Target):
+			e.deny("volumes: scratch disk at %q is not at a path the policy allows (volumes.scratch.paths)", truncate(v.Target, 80))
 		}
 	}
 	if len(ev.EnvKeys) > 0 && !e.pol.Env.Any {

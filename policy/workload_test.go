@@ -25,6 +25,7 @@ func TestWorkloadRules(t *testing.T) {
 	vol := measure.DigestBytes(measure.SHA256, []byte("volume"))
 	withVol := func(ev *measure.LaunchEvent) { ev.Volumes = []string{"ro:/data:" + vol} }
 	withTmpfs := func(ev *measure.LaunchEvent) { ev.Volumes = []string{"tmpfs:/scratch:0"} }
+	withScratch := func(ev *measure.LaunchEvent) { ev.Volumes = []string{"scratch:/scratch:1073741824"} }
 	for _, tc := range []struct {
 		name    string
 		section string
@@ -49,6 +50,15 @@ func TestWorkloadRules(t *testing.T) {
 		{"volume, any", "volumes: {allow: any}\n", withVol, ""},
 		{"tmpfs allowed", "volumes: {tmpfs: true}\n", withTmpfs, ""},
 		{"tmpfs, volumes only", "volumes: {allow: any}\n", withTmpfs, "volumes: tmpfs"},
+		{"scratch, no section", "", withScratch, `volumes: scratch disk at "/scratch" is not allowed (volumes.scratch)`},
+		{"scratch, tmpfs only", "volumes: {tmpfs: true}\n", withScratch, `volumes: scratch disk at "/scratch" is not allowed`},
+		{"scratch, any", "volumes: {scratch: {}}\n", withScratch, ""},
+		{"scratch, within max_size", "volumes: {scratch: {max_size: 1g}}\n", withScratch, ""},
+		{"scratch, over max_size", "volumes: {scratch: {max_size: 512m}}\n", withScratch, "larger than the policy allows (volumes.scratch.max_size: 536870912)"},
+		{"scratch, allowed path", "volumes: {scratch: {paths: [/data, /scratch]}}\n", withScratch, ""},
+		{"scratch, other path", "volumes: {scratch: {max_size: 4g, paths: [/data]}}\n", withScratch, `not at a path the policy allows (volumes.scratch.paths)`},
+		{"scratch, no path allowed", "volumes: {scratch: {paths: []}}\n", withScratch, "volumes.scratch.paths"},
+		{"CEL sees scratch", "volumes: {scratch: {}}\nrules:\n  - name: s\n    expr: volumes == [\"scratch:/scratch:1073741824\"]\n", withScratch, ""},
 		{"CEL sees volumes", "volumes: {allow: any}\nrules:\n  - name: data\n    expr: volumes == [\"ro:/data:" + vol + "\"]\n", withVol, ""},
 		{"CEL pins user and workdir", "rules:\n  - name: non-root\n    expr: user == \"app\" && working_dir == \"/srv\"\n", withUser, ""},
 		{"CEL refuses the image's user", "rules:\n  - name: non-root\n    expr: user == \"app\"\n", func(*measure.LaunchEvent) {}, "rule non-root"},
@@ -112,6 +122,14 @@ func TestWorkloadRuleParseErrors(t *testing.T) {
 		{"volumes: {allow: any, digests: []}\n", "volumes: give allow or digests, not both"},
 		{"volumes: {tmpfs: yes-please}\n", "volumes.tmpfs: expected true or false"},
 		{"volumes: {digests: [sha256:00]}\n", "volumes.digests: malformed digest"},
+		{"volumes: {scratch: {max_size: lots}}\n", `volumes.scratch.max_size: "lots" is not a size`},
+		{"volumes: {scratch: {max_size: 0}}\n", `volumes.scratch.max_size: "0" is not a size`},
+		{"volumes: {scratch: {max_size: [1g]}}\n", "volumes.scratch.max_size: expected a size"},
+		{"volumes: {scratch: {paths: [relative]}}\n", "volumes.scratch.paths: "},
+		{"volumes: {scratch: {paths: [/usr]}}\n", "volumes.scratch.paths: \"/usr\" is a system directory"},
+		{"volumes: {scratch: {paths: [/a, /a]}}\n", `volumes.scratch.paths: "/a" listed twice`},
+		{"volumes: {scratch: {size: 1g}}\n", "size"},
+		{"volumes: {scratch: true}\n", "volumes.scratch"},
 	} {
 		_, err := Parse("t.yaml", []byte(minimal+tc.section), LoadOptions{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -16,6 +16,7 @@ PACKAGES=(
   postgresql          # the PostgreSQL store and its tests
   openssl             # certificates in tests; the measurement benchmark's baseline
   erofs-utils         # mkfs.erofs: the read-only image disk every sandbox boots with (kvm/)
+  e2fsprogs           # mkfs.ext4: writable scratch disks (launcher run --scratch); debugfs in tests
   cpio xz-utils zstd  # initramfs handling in tests
   jq                  # make bench reads bulwark-load's JSON result
   python3-jsonschema  # an independent validator for docs/policy.schema.json in tests

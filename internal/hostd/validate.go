@@ -115,7 +115,7 @@ func runOptions(req *bulwarkv1.RunRequest) (launch.Options, error) {
 		Cmdline: req.GetCmdline(), Signers: signers, Accel: accel, CPUs: cpus, MemoryMiB: mem, Template: req.GetTemplate(),
 		BootTimeout: boot, StopGrace: stop, NoCgroup: req.GetNoCgroup(), NoConfine: req.GetNoConfine(),
 		Env: req.GetEnv(), WorkingDir: req.GetWorkingDir(), User: req.GetUser(), Network: req.GetNetwork(),
-		Ports: req.GetPorts(), Volumes: req.GetVolumes(), Tmpfs: req.GetTmpfs(),
+		Ports: req.GetPorts(), Volumes: req.GetVolumes(), Tmpfs: req.GetTmpfs(), Scratch: req.GetScratch(),
 	}
 	for i, v := range o.Volumes {
 		if !filepath.IsAbs(v) {

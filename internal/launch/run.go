@@ -93,6 +93,13 @@ type Options struct {
 	// most measure.MaxVolumes of each; checked by ValidateWorkload.
 	Volumes []string
 	Tmpfs   []string
+	// Scratch ("PATH[:size=N]", --scratch) are writable scratch disks:
+	// empty ext4 filesystems on sparse files the launcher makes in
+	// RunDir (removed with it) or, for a one-shot launch, in StateDir
+	// (unlinked at once: gone when the sandbox ends). N defaults to
+	// DefaultScratchSize. At most measure.MaxScratch; recorded as
+	// "scratch:PATH:BYTES".
+	Scratch []string
 	// Stdin, when set, is the workload's stdin (docker run -i), read until
 	// EOF; nil gives it /dev/null. Not recorded: it is input at run time,
 	// like the network's.
@@ -458,6 +465,16 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	}
 
 	// Step 3: boot.
+	scratch, err := o.scratchDisks(ctx, sandboxID)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, d := range scratch {
+			d.File.Close() // QEMU has its own descriptor
+		}
+	}()
+	cfg.Scratch = scratch
 	v1img, err := img.V1Image()
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -89,7 +90,11 @@ func (o *Options) validateVolumes() error {
 	}
 	targets := map[string]bool{}
 	target := func(flag, t string) error {
-		if err := measure.CheckVolumeTarget(t); err != nil {
+		check := measure.CheckVolumeTarget
+		if flag == "--scratch" {
+			check = measure.CheckScratchTarget
+		}
+		if err := check(t); err != nil {
 			return fmt.Errorf("%s: %w", flag, err)
 		}
 		if targets[t] {
@@ -120,6 +125,19 @@ func (o *Options) validateVolumes() error {
 		if size > 0 {
 			o.Tmpfs[i] = fmt.Sprintf("%s:size=%d", guest, size)
 		}
+	}
+	if len(o.Scratch) > measure.MaxScratch {
+		return fmt.Errorf("--scratch: %d scratch disks, the limit is %d", len(o.Scratch), measure.MaxScratch)
+	}
+	for i, sc := range o.Scratch {
+		guest, size, err := parseScratch(sc)
+		if err != nil {
+			return err
+		}
+		if err := target("--scratch", guest); err != nil {
+			return err
+		}
+		o.Scratch[i] = fmt.Sprintf("%s:size=%d", guest, size)
 	}
 	if len(o.Volumes) > 0 && o.Template != TemplateAuto && o.Template != TemplateNone {
 		return fmt.Errorf("--volume with --template %q: a clone has no disk slot for a volume (templates are made without one); boot cold (--template none, or leave --template out)", o.Template)
@@ -172,6 +190,73 @@ func parseTmpfs(t string) (string, int64, error) {
 		return "", 0, fmt.Errorf("--tmpfs %q: size must be 1 byte to 1 TiB (e.g. size=64m)", trunc(t, 64))
 	}
 	return guest, n * mult, nil
+}
+
+// DefaultScratchSize is the size of a scratch disk given without size=.
+const DefaultScratchSize = 1 << 30
+
+// parseScratch parses "TARGET[:size=N]", N with an optional k, m, g or t
+// suffix (powers of 1024): 16m to 1024g, a whole number of MiB
+// (measure.CheckScratchSize).
+func parseScratch(s string) (string, int64, error) {
+	guest, opts, hasOpts := strings.Cut(s, ":")
+	if !hasOpts {
+		return guest, DefaultScratchSize, nil
+	}
+	v, ok := strings.CutPrefix(opts, "size=")
+	if !ok {
+		return "", 0, fmt.Errorf("--scratch %q: want PATH or PATH:size=N (k, m, g, t suffixes)", trunc(s, 64))
+	}
+	n, err := measure.ParseSize(v)
+	if err == nil {
+		err = measure.CheckScratchSize(n)
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("--scratch %q: %w", trunc(s, 64), err)
+	}
+	return guest, n, nil
+}
+
+// scratchDisks makes the scratch disks, in order, in RunDir (kept until
+// the sandbox is removed with it) or in StateDir/scratch, unlinked at
+// once (the space is the host's again when the sandbox ends). Close their
+// files once QEMU has them.
+func (o *Options) scratchDisks(ctx context.Context, sandboxID string) ([]kvm.ScratchDisk, error) {
+	if len(o.Scratch) == 0 {
+		return nil, nil
+	}
+	dir, keep := o.RunDir, true
+	if dir == "" {
+		dir, keep = filepath.Join(o.StateDir, "scratch"), false
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("scratch disk: %w", err)
+		}
+	}
+	var disks []kvm.ScratchDisk
+	for i, sc := range o.Scratch {
+		guest, size, _ := parseScratch(sc) // validated
+		name := "scratch" + strconv.Itoa(i)
+		if !keep {
+			name = sandboxID + "-" + name
+		}
+		p := filepath.Join(dir, name)
+		o.progress("making scratch disk %s for %s (ext4, %d MiB, writable)", p, guest, size>>20)
+		f, err := kvm.CreateScratchDisk(ctx, p, size)
+		if err == nil && !keep {
+			err = os.Remove(p)
+		}
+		if err != nil {
+			if f != nil {
+				f.Close()
+			}
+			for _, d := range disks {
+				d.File.Close()
+			}
+			return nil, fmt.Errorf("scratch disk for %s: %w", guest, err)
+		}
+		disks = append(disks, kvm.ScratchDisk{File: f, Target: guest, Size: size})
+	}
+	return disks, nil
 }
 
 // volumeDisks builds the read-only volumes' disks, in order (closed by
@@ -247,6 +332,10 @@ func (o *Options) workloadEvent(ev *measure.LaunchEvent, disks []*kvm.ImageDisk)
 	for _, t := range o.Tmpfs {
 		guest, size, _ := parseTmpfs(t)
 		ev.Volumes = append(ev.Volumes, measure.Volume{Kind: measure.VolumeTmpfs, Target: guest, Size: size}.String())
+	}
+	for _, sc := range o.Scratch {
+		guest, size, _ := parseScratch(sc)
+		ev.Volumes = append(ev.Volumes, measure.Volume{Kind: measure.VolumeScratch, Target: guest, Size: size}.String())
 	}
 	if len(o.Env) > 0 {
 		ev.EnvKeys, ev.EnvDigest = measure.EnvKeys(o.Env), measure.EnvDigest(measure.SHA256, o.Env)

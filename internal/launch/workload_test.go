@@ -1,10 +1,17 @@
 package launch
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/bulwark-project/bulwark/measure"
 )
 
 // TestValidateWorkload: the one check of the workload inputs every caller
@@ -31,6 +38,20 @@ func TestValidateWorkload(t *testing.T) {
 	// Normalized values validate again to themselves (Run validates what 'launcher run' did).
 	if err := v.ValidateWorkload(); err != nil || !slices.Equal(v.Tmpfs, []string{"/scratch:size=67108864", "/cache"}) {
 		t.Errorf("again: %v, %q", err, v.Tmpfs)
+	}
+	sc := Options{Scratch: []string{"/data:size=2g", "/cache", "/tmp/x:size=16M"}}
+	for range 2 { // normalized values validate again to themselves
+		if err := sc.ValidateWorkload(); err != nil || !slices.Equal(sc.Scratch, []string{"/data:size=2147483648", "/cache:size=1073741824", "/tmp/x:size=16777216"}) {
+			t.Errorf("scratch: %v, %q", err, sc.Scratch)
+		}
+	}
+	var ev measure.LaunchEvent
+	sc.workloadEvent(&ev, nil)
+	if want := []string{"scratch:/data:2147483648", "scratch:/cache:1073741824", "scratch:/tmp/x:16777216"}; !slices.Equal(ev.Volumes, want) {
+		t.Errorf("event volumes %q, want %q", ev.Volumes, want)
+	}
+	if err := ev.CheckVolumes(); err != nil {
+		t.Error(err)
 	}
 	z := Options{}
 	if err := z.ValidateWorkload(); err != nil || z.Network != NetworkNone {
@@ -59,6 +80,19 @@ func TestValidateWorkload(t *testing.T) {
 		{"volume without mode", Options{Volumes: []string{"/srv:/data"}}, "only read-only volumes"},
 		{"volume with a named template", Options{Volumes: []string{"/srv:/data:ro"}, Template: "web"}, "no disk slot"},
 		{"tmpfs with a named template", Options{Tmpfs: []string{"/scratch"}, Template: "web"}, ""},
+		{"scratch with a named template", Options{Scratch: []string{"/data"}, Template: "web"}, ""},
+		{"scratch too small", Options{Scratch: []string{"/data:size=1m"}}, `--scratch "/data:size=1m": size 1048576: a scratch disk is 16m to 1024g`},
+		{"scratch too large", Options{Scratch: []string{"/data:size=2t"}}, "16m to 1024g"},
+		{"scratch not whole MiB", Options{Scratch: []string{"/data:size=17000k"}}, "whole number of MiB"},
+		{"scratch bad size", Options{Scratch: []string{"/data:size=big"}}, `--scratch "/data:size=big": size "big"`},
+		{"scratch bad option", Options{Scratch: []string{"/data:ro"}}, "want PATH or PATH:size=N"},
+		{"scratch relative", Options{Scratch: []string{"data"}}, "--scratch: "},
+		{"scratch with ..", Options{Scratch: []string{"/data/../etc"}}, "--scratch: "},
+		{"scratch over /etc", Options{Scratch: []string{"/etc"}}, `--scratch: "/etc" is a system directory`},
+		{"scratch over the secrets", Options{Scratch: []string{"/run/secrets"}}, "--scratch: "},
+		{"scratch in /proc", Options{Scratch: []string{"/proc/x"}}, "--scratch: "},
+		{"scratch over a tmpfs", Options{Tmpfs: []string{"/data"}, Scratch: []string{"/data"}}, "--scratch: /data mounted twice"},
+		{"too many scratch", Options{Scratch: []string{"/a", "/b", "/c", "/d", "/e"}}, "--scratch: 5 scratch disks, the limit is 4"},
 		{"ports without network", Options{Ports: []string{"80"}}, "need --net user"},
 		{"template with a network", Options{Network: NetworkUser, Template: "web"}, "a clone has no network device"},
 		{"too many ports", Options{Network: NetworkUser, Ports: slices.Repeat([]string{"80"}, 33)}, "limit is 32"},
@@ -75,5 +109,54 @@ func TestValidateWorkload(t *testing.T) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestScratchDisks: a one-shot launch's scratch disks are unlinked as
+// soon as they are open (nothing is left on the host when the sandbox
+// ends, however it ends); a persistent sandbox's stay in its run
+// directory until it is removed.
+func TestScratchDisks(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 not installed: apt-get install e2fsprogs")
+	}
+	ctx := context.Background()
+	state := t.TempDir()
+	o := Options{StateDir: state, Scratch: []string{"/a:size=16m", "/b:size=32m"}}
+	if err := o.ValidateWorkload(); err != nil {
+		t.Fatal(err)
+	}
+	disks, err := o.scratchDisks(ctx, "sb1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range disks {
+		st, err := d.File.Stat()
+		if err != nil || st.Size() != d.Size || d.Size != int64(16<<20)*int64(i+1) || st.Sys().(*syscall.Stat_t).Nlink != 0 {
+			t.Errorf("disk %d: %+v %v: want %d bytes, unlinked", i, d, err, d.Size)
+		}
+		d.File.Close()
+	}
+	if ents, err := os.ReadDir(filepath.Join(state, "scratch")); err != nil || len(ents) != 0 {
+		t.Errorf("one-shot scratch directory: %v %v, want empty", ents, err)
+	}
+	run := t.TempDir()
+	o.RunDir = run
+	disks, err = o.scratchDisks(ctx, "sb1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range disks {
+		d.File.Close()
+	}
+	for _, n := range []string{"scratch0", "scratch1"} {
+		if _, err := os.Stat(filepath.Join(run, n)); err != nil {
+			t.Errorf("run directory: %v", err)
+		}
+	}
+	// An existing file is not overwritten: the launch fails, and the
+	// disks made before are closed.
+	if _, err := o.scratchDisks(ctx, "sb1"); err == nil || !strings.Contains(err.Error(), "scratch disk for /a") {
+		t.Errorf("again in the same run directory: %v", err)
 	}
 }

@@ -38,7 +38,7 @@ const ExitInterrupted = 130
 var runCommand = &cli.Command{
 	Name:    "run",
 	Summary: "verify, measure, boot, attest, receive secrets and run an image in a sandbox",
-	Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-e K=V]... [--env-file F]... [-w DIR] [--user U[:G]] [--net none|user [-p [[IP:]HOSTPORT:]PORT]...] [--volume HOSTDIR:PATH:ro]... [--tmpfs PATH[:size=N]]... [-i] [-- CMD ARG...]\n  or:  launcher run -d --policy NAME --image DIR [...] [-- CMD ARG...]   (in the launcher daemon)",
+	Usage:   "--attestd HOST:PORT --ca CA.pem --policy NAME --image DIR [--signer cosign.pub]... [--kernel K --initrd I] [-e K=V]... [--env-file F]... [-w DIR] [--user U[:G]] [--net none|user [-p [[IP:]HOSTPORT:]PORT]...] [--volume HOSTDIR:PATH:ro]... [--tmpfs PATH[:size=N]]... [--scratch PATH[:size=N]]... [-i] [-- CMD ARG...]\n  or:  launcher run -d --policy NAME --image DIR [...] [-- CMD ARG...]   (in the launcher daemon)",
 	Run:     runRun,
 }
 
@@ -130,7 +130,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 			}
 		}
 		req.Env, req.WorkingDir, req.User, req.Network, req.Ports = wo.Env, wo.WorkingDir, wo.User, wo.Network, wo.Ports
-		req.Volumes, req.Tmpfs = wo.Volumes, wo.Tmpfs
+		req.Volumes, req.Tmpfs, req.Scratch = wo.Volumes, wo.Tmpfs, wo.Scratch
 		return runDetached(ctx, env, req, signers, *socket, state, pullRef, pf)
 	}
 	ao, err := af.options()

@@ -21,6 +21,7 @@ const maxEnvFile = 1 << 20
 type workloadFlags struct {
 	env, envFiles, ports cli.Strings
 	volumes, tmpfs       cli.Strings
+	scratch              cli.Strings
 	workdir, user, net   *string
 	interactive          *bool
 }
@@ -44,6 +45,7 @@ func addWorkloadFlags(fs *flag.FlagSet) *workloadFlags {
 	w.interactive = fs.Bool("i", false, "forward the launcher's stdin to the workload until its end (docker run -i); without it the workload's stdin is /dev/null")
 	fs.Bool("t", false, "not supported: the sandbox has no TTY yet (refused)")
 	fs.Var(&w.tmpfs, "tmpfs", "mount writable scratch (tmpfs, guest memory): PATH[:size=N] with k, m, g suffixes (repeatable, at most 8)")
+	fs.Var(&w.scratch, "scratch", "mount a writable scratch disk (ext4 on a sparse host file, empty at start, deleted with the sandbox): PATH[:size=N], N 16m..1024g with k, m, g, t suffixes, default 1g (repeatable, at most 4)")
 	return w
 }
 
@@ -74,6 +76,7 @@ func (w *workloadFlags) apply(o *launch.Options, fs *flag.FlagSet, stdin io.Read
 	}
 	o.Env, o.WorkingDir, o.User, o.Network, o.Ports = env, *w.workdir, *w.user, *w.net, append([]string(nil), w.ports...)
 	o.Volumes, o.Tmpfs = append([]string(nil), w.volumes...), append([]string(nil), w.tmpfs...)
+	o.Scratch = append([]string(nil), w.scratch...)
 	if err := o.ValidateWorkload(); err != nil {
 		return cli.Usagef("%v", err)
 	}

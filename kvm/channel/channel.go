@@ -310,10 +310,11 @@ type Start struct {
 }
 
 // Mount is a volume of the workload: a read-only erofs disk (the virtio
-// block device whose serial is Serial) or a tmpfs of Size bytes (0: the
-// kernel's default), mounted at Target in the workload's root.
+// block device whose serial is Serial), a tmpfs of Size bytes (0: the
+// kernel's default) or a writable ext4 scratch disk of Size bytes (found
+// by its Serial), mounted at Target in the workload's root.
 type Mount struct {
-	Type   string `json:"type"` // MountDisk or MountTmpfs
+	Type   string `json:"type"` // MountDisk, MountTmpfs or MountScratch
 	Serial string `json:"serial,omitempty"`
 	Target string `json:"target"`
 	Size   int64  `json:"size,omitempty"`
@@ -321,10 +322,11 @@ type Mount struct {
 
 // Mount types.
 const (
-	MountDisk  = "disk"
-	MountTmpfs = "tmpfs"
-	// MaxMounts bounds Start.Mounts.
-	MaxMounts = 16
+	MountDisk    = "disk"
+	MountTmpfs   = "tmpfs"
+	MountScratch = "scratch"
+	// MaxMounts bounds Start.Mounts: 8 volumes, 8 tmpfs, 4 scratch disks.
+	MaxMounts = 20
 )
 
 // NetworkUser is Start.Network for QEMU user-mode networking (slirp),
@@ -528,8 +530,9 @@ func (s *Start) validateWorkload() error {
 		switch {
 		case m.Type == MountDisk && safeName(m.Serial) && len(m.Serial) <= 20 && m.Size == 0:
 		case m.Type == MountTmpfs && m.Serial == "" && m.Size >= 0:
+		case m.Type == MountScratch && safeName(m.Serial) && len(m.Serial) <= 20 && m.Size > 0:
 		default:
-			return fmt.Errorf("channel: mount %d: want a disk with a serial of 1..20 of [A-Za-z0-9._-], or a tmpfs with a size >= 0", i)
+			return fmt.Errorf("channel: mount %d: want a disk or scratch disk with a serial of 1..20 of [A-Za-z0-9._-], or a tmpfs with a size >= 0", i)
 		}
 	}
 	return nil
@@ -576,6 +579,9 @@ type BaseManifest struct {
 	// NetModules are loaded, in order, when the workload has a network
 	// (virtio_net and dependencies not in Modules).
 	NetModules []string `json:"net_modules,omitempty"`
+	// ScratchModules are loaded, in order, when the workload has a
+	// scratch disk (ext4 and dependencies not in Modules).
+	ScratchModules []string `json:"scratch_modules,omitempty"`
 }
 
 // ImageConfig is the part of the OCI image config the agent applies.

@@ -122,6 +122,9 @@ func TestStartValidate(t *testing.T) {
 		{"disk without serial", Start{SandboxID: "x", Mounts: []Mount{{Type: MountDisk, Target: "/data"}}}, "serial"},
 		{"disk serial with a slash", Start{SandboxID: "x", Mounts: []Mount{{Type: MountDisk, Serial: "../vda", Target: "/data"}}}, "serial"},
 		{"negative tmpfs", Start{SandboxID: "x", Mounts: []Mount{{Type: MountTmpfs, Target: "/data", Size: -1}}}, "size"},
+		{"scratch", Start{SandboxID: "x", Mounts: []Mount{{Type: MountScratch, Serial: "bulwark-scratch0", Target: "/data", Size: 16 << 20}}}, ""},
+		{"scratch without serial", Start{SandboxID: "x", Mounts: []Mount{{Type: MountScratch, Target: "/data", Size: 16 << 20}}}, "serial"},
+		{"scratch without size", Start{SandboxID: "x", Mounts: []Mount{{Type: MountScratch, Serial: "bulwark-scratch0", Target: "/data"}}}, "scratch disk"},
 		{"unknown mount", Start{SandboxID: "x", Mounts: []Mount{{Type: "bind", Target: "/data"}}}, "want a disk"},
 		{"too many mounts", Start{SandboxID: "x", Mounts: make([]Mount, MaxMounts+1)}, "limit"},
 	} {

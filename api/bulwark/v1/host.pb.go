@@ -103,7 +103,9 @@ type RunRequest struct {
 	// KEY=VALUE entries over the image's environment, working directory,
 	// user, network ("none" or "user") with port forwards
 	// ([[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]), read-only volumes
-	// (HOSTDIR:PATH:ro, HOSTDIR absolute) and tmpfs mounts (PATH[:size=N]).
+	// (HOSTDIR:PATH:ro, HOSTDIR absolute), tmpfs mounts (PATH[:size=N]) and
+	// writable scratch disks (PATH[:size=N], kept in the sandbox's directory
+	// until it is removed).
 	Env           []string `protobuf:"bytes,16,rep,name=env,proto3" json:"env,omitempty"`
 	WorkingDir    string   `protobuf:"bytes,17,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
 	User          string   `protobuf:"bytes,18,opt,name=user,proto3" json:"user,omitempty"`
@@ -111,6 +113,7 @@ type RunRequest struct {
 	Ports         []string `protobuf:"bytes,20,rep,name=ports,proto3" json:"ports,omitempty"`
 	Volumes       []string `protobuf:"bytes,21,rep,name=volumes,proto3" json:"volumes,omitempty"`
 	Tmpfs         []string `protobuf:"bytes,22,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
+	Scratch       []string `protobuf:"bytes,23,rep,name=scratch,proto3" json:"scratch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -295,6 +298,13 @@ func (x *RunRequest) GetVolumes() []string {
 func (x *RunRequest) GetTmpfs() []string {
 	if x != nil {
 		return x.Tmpfs
+	}
+	return nil
+}
+
+func (x *RunRequest) GetScratch() []string {
+	if x != nil {
+		return x.Scratch
 	}
 	return nil
 }
@@ -1185,7 +1195,7 @@ var File_bulwark_v1_host_proto protoreflect.FileDescriptor
 const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"\x15bulwark/v1/host.proto\x12\n" +
-	"bulwark.v1\"\xde\x04\n" +
+	"bulwark.v1\"\xf8\x04\n" +
 	"\n" +
 	"RunRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x14\n" +
@@ -1213,7 +1223,8 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\anetwork\x18\x13 \x01(\tR\anetwork\x12\x14\n" +
 	"\x05ports\x18\x14 \x03(\tR\x05ports\x12\x18\n" +
 	"\avolumes\x18\x15 \x03(\tR\avolumes\x12\x14\n" +
-	"\x05tmpfs\x18\x16 \x03(\tR\x05tmpfs\"~\n" +
+	"\x05tmpfs\x18\x16 \x03(\tR\x05tmpfs\x12\x18\n" +
+	"\ascratch\x18\x17 \x03(\tR\ascratch\"~\n" +
 	"\bRunEvent\x12\x1c\n" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x12\x1a\n" +
 	"\awarning\x18\x02 \x01(\tH\x00R\awarning\x12/\n" +
