@@ -101,16 +101,22 @@ type RunRequest struct {
 	NoConfine          bool   `protobuf:"varint,15,opt,name=no_confine,json=noConfine,proto3" json:"no_confine,omitempty"`
 	// The workload's inputs, as 'launcher run' takes them (launch.Options):
 	// KEY=VALUE entries over the image's environment, working directory,
-	// user, network ("none" or "user") with port forwards
+	// user, network ("none", "user" or "tap", the latter with netns) with port forwards
 	// ([[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]), read-only volumes
 	// (HOSTDIR:PATH:ro, HOSTDIR absolute) and tmpfs mounts (PATH[:size=N]).
-	Env           []string `protobuf:"bytes,16,rep,name=env,proto3" json:"env,omitempty"`
-	WorkingDir    string   `protobuf:"bytes,17,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
-	User          string   `protobuf:"bytes,18,opt,name=user,proto3" json:"user,omitempty"`
-	Network       string   `protobuf:"bytes,19,opt,name=network,proto3" json:"network,omitempty"`
-	Ports         []string `protobuf:"bytes,20,rep,name=ports,proto3" json:"ports,omitempty"`
-	Volumes       []string `protobuf:"bytes,21,rep,name=volumes,proto3" json:"volumes,omitempty"`
-	Tmpfs         []string `protobuf:"bytes,22,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
+	Env        []string `protobuf:"bytes,16,rep,name=env,proto3" json:"env,omitempty"`
+	WorkingDir string   `protobuf:"bytes,17,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	User       string   `protobuf:"bytes,18,opt,name=user,proto3" json:"user,omitempty"`
+	Network    string   `protobuf:"bytes,19,opt,name=network,proto3" json:"network,omitempty"`
+	Ports      []string `protobuf:"bytes,20,rep,name=ports,proto3" json:"ports,omitempty"`
+	Volumes    []string `protobuf:"bytes,21,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Tmpfs      []string `protobuf:"bytes,22,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
+	// The network namespace a "tap" network joins (a pod's, as a CRI
+	// runtime made it): /proc/PID/ns/net, /proc/PID/task/TID/ns/net,
+	// /run/netns/NAME or /var/run/netns/NAME, existing and not the host's.
+	// The guest takes over its interface (address, MAC, routes); see
+	// docs/containerd.md. Only with network "tap".
+	Netns         string `protobuf:"bytes,30,opt,name=netns,proto3" json:"netns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -297,6 +303,13 @@ func (x *RunRequest) GetTmpfs() []string {
 		return x.Tmpfs
 	}
 	return nil
+}
+
+func (x *RunRequest) GetNetns() string {
+	if x != nil {
+		return x.Netns
+	}
+	return ""
 }
 
 type RunEvent struct {
@@ -1185,7 +1198,7 @@ var File_bulwark_v1_host_proto protoreflect.FileDescriptor
 const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"\x15bulwark/v1/host.proto\x12\n" +
-	"bulwark.v1\"\xde\x04\n" +
+	"bulwark.v1\"\xf4\x04\n" +
 	"\n" +
 	"RunRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x14\n" +
@@ -1213,7 +1226,8 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\anetwork\x18\x13 \x01(\tR\anetwork\x12\x14\n" +
 	"\x05ports\x18\x14 \x03(\tR\x05ports\x12\x18\n" +
 	"\avolumes\x18\x15 \x03(\tR\avolumes\x12\x14\n" +
-	"\x05tmpfs\x18\x16 \x03(\tR\x05tmpfs\"~\n" +
+	"\x05tmpfs\x18\x16 \x03(\tR\x05tmpfs\x12\x14\n" +
+	"\x05netns\x18\x1e \x01(\tR\x05netns\"~\n" +
 	"\bRunEvent\x12\x1c\n" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x12\x1a\n" +
 	"\awarning\x18\x02 \x01(\tH\x00R\awarning\x12/\n" +
