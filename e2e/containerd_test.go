@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,6 +40,15 @@ func (e *env) startContainerd(t *testing.T, cri bool) *containerd {
 	if cri {
 		dir = e.path("containerd-cri")
 	}
+	return e.startContainerdIn(t, dir, cri)
+}
+
+// startContainerdIn is startContainerd with its directory given. With the
+// CRI, pods with their own network get it from the CNI plugins in
+// /usr/lib/cni (Debian's containernetworking-plugins) and the conflists
+// the test writes to DIR/cni.
+func (e *env) startContainerdIn(t *testing.T, dir string, cri bool) *containerd {
+	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +68,7 @@ func (e *env) startContainerd(t *testing.T, cri bool) *containerd {
 		"[grpc]\n  address = '" + cd.sock + "'\n" +
 		"[ttrpc]\n  address = '" + cd.sock + ".ttrpc'\n" +
 		"[plugins.'io.containerd.internal.v1.opt']\n  path = '" + dir + "/opt'\n"
-	if cri { // containerd 2.x's CRI: the bulwark handler, host-network pods
+	if cri { // containerd 2.x's CRI: the bulwark handler; CNI from /usr/lib/cni, conflists in DIR/cni
 		cfg += "[plugins.'io.containerd.cri.v1.images']\n  snapshotter = 'overlayfs'\n" +
 			"  [plugins.'io.containerd.cri.v1.images'.pinned_images]\n    sandbox = 'docker.io/local/pause:1'\n" +
 			"[plugins.'io.containerd.cri.v1.runtime']\n  restrict_oom_score_adj = true\n" +
@@ -650,4 +660,263 @@ func TestContainerdRuntimeSnippet(t *testing.T) {
 			t.Errorf("containerd's view of the snippet lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestContainerdPodNetwork runs, through crictl, a pod with its own network
+// namespace (Debian's CNI bridge and host-local plugins): its container's
+// measured VM takes the pod's interface over through a tap, and a web
+// server in it answers at the pod's IP from the host's namespace, through
+// the CNI bridge. A policy that does not allow the tap network refuses the
+// container with its reason. stopp/rmp leave no QEMU, no sandbox, no
+// network namespace and no tap behind.
+func TestContainerdPodNetwork(t *testing.T) {
+	for _, tool := range []string{"containerd", "ctr", "crictl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found: run scripts/install-containerd.sh (make tools)", tool)
+		}
+	}
+	for _, p := range []string{"bridge", "host-local", "loopback"} {
+		if _, err := os.Stat("/usr/lib/cni/" + p); err != nil {
+			t.Skipf("CNI plugin %s not found: apt-get install containernetworking-plugins (make deps)", p)
+		}
+	}
+	if containerdMajor(t) < 2 {
+		t.Skip("the CRI config here is containerd 2.x's")
+	}
+	e := setup(t)
+	build := exec.Command("go", "build", "-o", bins+"/", "../cmd/containerd-shim-bulwark-v2")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the shim: %v\n%s", err, out)
+	}
+	// The web image, with a policy that allows the tap network and one
+	// ("web-nonet") that allows no network.
+	e.must("launcher", "image", "build", "-o", e.path("web-image"), "--ref", "local/web:1", "--busybox", "sh,echo,mkdir,httpd,cat",
+		"--entrypoint", "/bin/sh", "--cmd", "-c",
+		"--cmd", `mkdir -p /tmp/www && echo "hello from $(cat /sys/class/net/eth0/address)" > /tmp/www/index.html && echo serving && exec httpd -f -p 8080 -h /tmp/www`)
+	e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("web-image"))
+	for _, name := range []string{"web", "web-nonet"} {
+		e.must("launcher", "policy", "init", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"),
+			"--image", e.path("web-image"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", name,
+			"-o", e.path("attestd/policies/"+name+".yaml"))
+	}
+	f, err := os.OpenFile(e.path("attestd/policies/web.yaml"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("network:\n  allow: [tap]\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
+	tarLayout(t, e.path("web-image"), e.path("web-image.tar"))
+	sig, err := os.ReadFile(e.path("web-image.sig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := os.ReadFile(e.path("web-image.payload.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.must("launcher", "image", "build", "-o", e.path("pause"), "--ref", "docker.io/local/pause:1", "--busybox", "sleep",
+		"--entrypoint", "/bin/sleep", "--cmd", "3600")
+	tarLayout(t, e.path("pause"), e.path("pause.tar"))
+
+	// The CNI network: a bridge of the test's own (its name and subnet
+	// from the pid, so that two runs on one host do not meet), host-local
+	// addresses kept in the test's directory; the bridge is deleted at the
+	// end.
+	dir := e.path("containerd-podnet")
+	bridge := fmt.Sprintf("bwe2e%d", os.Getpid()%100000)
+	subnet := fmt.Sprintf("10.89.%d.0/24", os.Getpid()%250)
+	conflist := map[string]any{
+		"cniVersion": "1.0.0", "name": "bulwark-e2e",
+		"plugins": []any{map[string]any{
+			"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+			"ipam": map[string]any{"type": "host-local", "dataDir": filepath.Join(dir, "cni-ipam"),
+				"ranges": []any{[]any{map[string]any{"subnet": subnet}}}, "routes": []any{map[string]any{"dst": "0.0.0.0/0"}}},
+		}},
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "cni"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(conflist)
+	if err := os.WriteFile(filepath.Join(dir, "cni", "10-bulwark-e2e.conflist"), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", bridge).Run() })
+
+	e.startDaemon(t)
+	cri := e.startContainerdIn(t, dir, true)
+	for _, args := range [][]string{
+		{"-n", "k8s.io", "images", "import", e.path("pause.tar")},
+		{"-n", "k8s.io", "images", "import", e.path("web-image.tar")},
+		{"-n", "k8s.io", "images", "tag", "local/web:1", "docker.io/local/web:1"},
+	} {
+		c := exec.Command("ctr", append([]string{"-a", cri.sock}, args...)...)
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	crictl := func(args ...string) (string, error) {
+		c := exec.Command("crictl", append([]string{"--runtime-endpoint", "unix://" + cri.sock, "--image-endpoint", "unix://" + cri.sock, "--timeout", "300s"}, args...)...)
+		var so, se bytes.Buffer
+		c.Stdout, c.Stderr = &so, &se
+		if err := c.Run(); err != nil {
+			return so.String(), fmt.Errorf("crictl %s: %w\n%s%s", strings.Join(args, " "), err, so.String(), se.String())
+		}
+		return so.String(), nil
+	}
+	// runPod starts a pod with its own network under policy, and the web
+	// container in it; it returns the pod's id, its IP and network
+	// namespace, and the container's id and Start error.
+	runPod := func(t *testing.T, name, policy string) (podID, ip, netns, ctrID string, startErr error) {
+		t.Helper()
+		pod := map[string]any{
+			"metadata": map[string]any{"name": name, "namespace": "default", "uid": name + "-uid"},
+			"annotations": map[string]string{
+				"bulwark.dev/policy": policy, "bulwark.dev/kernel": e.path("vmlinux"), "bulwark.dev/initrd": e.path("base.cpio"),
+				"bulwark.dev/template": "none", "bulwark.dev/image-signature": string(sig),
+				"bulwark.dev/image-signature-payload": base64.StdEncoding.EncodeToString(payload),
+			},
+			"log_directory": e.path(name + "-logs"),
+		}
+		ctrCfg := map[string]any{"metadata": map[string]any{"name": "web"}, "image": map[string]any{"image": "docker.io/local/web:1"}, "log_path": "web.log"}
+		for file, v := range map[string]any{name + "-pod.json": pod, name + "-container.json": ctrCfg} {
+			b, _ := json.Marshal(v)
+			if err := os.WriteFile(e.path(file), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := crictl("runp", "--runtime", "bulwark", e.path(name+"-pod.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		podID = strings.TrimSpace(out)
+		t.Cleanup(func() { crictl("stopp", podID); crictl("rmp", podID) })
+		out, err = crictl("inspectp", "-o", "json", podID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var insp struct {
+			Status struct {
+				Network struct {
+					IP string `json:"ip"`
+				} `json:"network"`
+			} `json:"status"`
+			Info struct {
+				RuntimeSpec struct {
+					Linux struct {
+						Namespaces []struct{ Type, Path string } `json:"namespaces"`
+					} `json:"linux"`
+				} `json:"runtimeSpec"`
+			} `json:"info"`
+		}
+		if err := json.Unmarshal([]byte(out), &insp); err != nil || insp.Status.Network.IP == "" {
+			t.Fatalf("crictl inspectp: no pod IP (%v):\n%s", err, out)
+		}
+		for _, ns := range insp.Info.RuntimeSpec.Linux.Namespaces {
+			if ns.Type == "network" {
+				netns = ns.Path
+			}
+		}
+		if netns == "" {
+			t.Fatalf("crictl inspectp: no network namespace path:\n%s", out)
+		}
+		out, err = crictl("create", podID, e.path(name+"-container.json"), e.path(name+"-pod.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctrID = strings.TrimSpace(out)
+		_, startErr = crictl("start", ctrID)
+		return podID, insp.Status.Network.IP, netns, ctrID, startErr
+	}
+	// removePod stops and removes the pod: nothing of it is left.
+	removePod := func(t *testing.T, podID, netns string) {
+		t.Helper()
+		for _, args := range [][]string{{"stopp", podID}, {"rmp", podID}} {
+			if _, err := crictl(args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if left := e.ps(t, true); len(left) != 0 {
+			t.Errorf("the host service still lists %d sandboxes: %+v", len(left), left)
+		}
+		if _, err := os.Stat(netns); !os.IsNotExist(err) {
+			t.Errorf("the pod's network namespace %s is still there: %v", netns, err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for len(cri.shims()) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("shims still run 30 s after the pod was removed: %v", cri.shims())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	t.Run("the pod answers at its IP from the host", func(t *testing.T) {
+		podID, ip, netns, ctrID, err := runPod(t, "web", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sbs := e.ps(t, false)
+		var sb psEntry
+		for _, p := range sbs {
+			sb = p
+		}
+		if len(sbs) != 1 || sb.Status != "running" || sb.Network != "tap" || sb.QEMUPID == 0 {
+			t.Fatalf("the host service's sandboxes: %+v, want one running with network tap", sbs)
+		}
+		// QEMU has a network namespace of its own: neither the host's
+		// nor the pod's.
+		qemuNS, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", sb.QEMUPID))
+		hostNS, _ := os.Readlink("/proc/self/ns/net")
+		if qemuNS == "" || qemuNS == hostNS {
+			t.Errorf("QEMU's network namespace %q, the host's %q", qemuNS, hostNS)
+		}
+		// The server starts after the workload does: ask until it answers.
+		client := &http.Client{Timeout: 10 * time.Second}
+		var body []byte
+		deadline := time.Now().Add(120 * time.Second)
+		for {
+			resp, err := client.Get("http://" + ip + ":8080/")
+			if err == nil {
+				body, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				logs, _ := exec.Command("crictl", "--runtime-endpoint", "unix://"+cri.sock, "logs", ctrID).CombinedOutput()
+				t.Fatalf("GET http://%s:8080/ from the host: %v\ncontainer logs:\n%s", ip, err, logs)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !strings.HasPrefix(string(body), "hello from ") {
+			t.Errorf("GET the pod: %q", body)
+		}
+		t.Logf("the pod at %s answered: %s", ip, strings.TrimSpace(string(body)))
+		if _, err := crictl("stop", ctrID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := crictl("rm", ctrID); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, sb.QEMUPID)
+		removePod(t, podID, netns)
+		if _, err := client.Get("http://" + ip + ":8080/"); err == nil {
+			t.Errorf("the pod's address still answers after rmp")
+		}
+	})
+
+	t.Run("a policy without the tap network refuses the container", func(t *testing.T) {
+		podID, _, netns, _, err := runPod(t, "nonet", "web-nonet")
+		// attestd tells a node which rule refused, not what the policy
+		// allows (an admin sees that).
+		if err == nil || !strings.Contains(err.Error(), `policy "web-nonet" does not allow it`) || !strings.Contains(err.Error(), "network: the guest network is not allowed") {
+			t.Fatalf("crictl start: %v, want the policy's refusal of the tap network", err)
+		}
+		removePod(t, podID, netns)
+	})
 }

@@ -79,6 +79,7 @@ type psEntry struct {
 	QEMUPID       int      `json:"qemu_pid"`
 	Ports         []string `json:"ports"`
 	Template      string   `json:"template"`
+	Network       string   `json:"network"`
 }
 
 func (e *env) ps(t *testing.T, all bool) map[string]psEntry {

@@ -92,8 +92,18 @@ type Config struct {
 	// keeps the host's network namespace (it makes the guest's outbound
 	// connections and listens on the forwarded ports), confined otherwise.
 	// A clone cannot have one: templates have no network device.
+	//
+	// NetworkTap joins the guest to a pod's network namespace instead:
+	// NetNS names it (a /proc/PID/ns/net or /run/netns/NAME path, see
+	// CheckNetNS). Start creates a tap in that namespace, redirects
+	// traffic both ways between it and the namespace's interface (tc
+	// mirred, as Kata does), gives the guest that interface's MAC, IPv4
+	// address and gateway, and hands QEMU the tap as a descriptor: QEMU
+	// stays in a network namespace of its own, with no network access
+	// but its tap.
 	Network string
 	Ports   []PortForward
+	NetNS   string
 	// Volumes are read-only disks (BuildVolumeDisk: sealed memfds of erofs
 	// images) mounted at their Target in the workload's root; Tmpfs are
 	// writable scratch mounts. At most MaxVolumes of each. A clone cannot
@@ -162,14 +172,21 @@ func (cfg *Config) setDefaults() error {
 		return err
 	}
 	st := channel.Start{SandboxID: cfg.Name, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User, Network: cfg.Network, Mounts: cfg.mounts()}
+	if cfg.Network == NetworkTap {
+		st.Address = "192.0.2.1/24" // the pod's, read at Start; checked there
+	}
 	if err := st.Validate(); err != nil {
 		return fmt.Errorf("kvm: %w", err)
 	}
 	return nil
 }
 
-// NetworkUser is Config.Network for QEMU user-mode networking.
-const NetworkUser = channel.NetworkUser
+// NetworkUser is Config.Network for QEMU user-mode networking;
+// NetworkTap for a tap in a pod's network namespace (Config.NetNS).
+const (
+	NetworkUser = channel.NetworkUser
+	NetworkTap  = channel.NetworkTap
+)
 
 // PortForward forwards TCP connections to HostIP:HostPort on the host to
 // GuestPort in the guest (QEMU's hostfwd). HostPort 0 is any free port,
@@ -251,18 +268,30 @@ func (cfg *Config) checkVolumes() error {
 
 // checkNetwork checks Network and Ports.
 func (cfg *Config) checkNetwork() error {
+	if cfg.Network != NetworkTap && cfg.NetNS != "" {
+		return errors.New("kvm: a network namespace (NetNS) needs Network = NetworkTap")
+	}
 	switch cfg.Network {
 	case "":
 		if len(cfg.Ports) > 0 {
 			return errors.New("kvm: port forwards need Network = NetworkUser")
 		}
 		return nil
-	case NetworkUser:
+	case NetworkUser, NetworkTap:
 	default:
-		return fmt.Errorf("kvm: network %q: want \"\" (none) or %q", cfg.Network, NetworkUser)
+		return fmt.Errorf("kvm: network %q: want \"\" (none), %q or %q", cfg.Network, NetworkUser, NetworkTap)
 	}
 	if cfg.Template != nil {
 		return errors.New("kvm: a clone cannot have a network: its template's machine has no network device (boot cold)")
+	}
+	if cfg.Network == NetworkTap {
+		if len(cfg.Ports) > 0 {
+			return errors.New("kvm: port forwards need Network = NetworkUser (a tap's guest is reached at its own address)")
+		}
+		if err := CheckNetNS(cfg.NetNS); err != nil {
+			return fmt.Errorf("kvm: %w", err)
+		}
+		return nil
 	}
 	if len(cfg.Ports) > MaxPorts {
 		return fmt.Errorf("kvm: %d port forwards, the limit is %d", len(cfg.Ports), MaxPorts)

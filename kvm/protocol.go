@@ -279,6 +279,9 @@ func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []st
 	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args,
 		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network, Mounts: s.cfg.mounts(),
 		Stdin: s.cfg.Stdin != nil}
+	if s.cfg.Network == NetworkTap {
+		msg.Address, msg.Gateway = s.podAddr, s.podGateway
+	}
 	if err := msg.Validate(); err != nil {
 		return fmt.Errorf("kvm: %w", err)
 	}

@@ -23,9 +23,13 @@ type qemuSpec struct {
 	ram       string
 	ramShared bool
 	incoming  bool
-	// network: "" (no device) or NetworkUser, with ports forwarded.
+	// network: "" (no device), NetworkUser, with ports forwarded, or
+	// NetworkTap: the tap QEMU inherits as descriptor tapFD, the guest's
+	// device with MAC mac.
 	network string
 	ports   []PortForward
+	tapFD   int
+	mac     string
 	// volumes are read-only volume disks (paths), in order.
 	volumes []string
 	// scratch are writable scratch disks (paths), in order; a template
@@ -103,6 +107,12 @@ func qemuArgs(q qemuSpec) []string {
 			nd += ",hostfwd=tcp:" + p.HostIP.String() + ":" + strconv.Itoa(int(p.HostPort)) + "-:" + strconv.Itoa(int(p.GuestPort))
 		}
 		args = append(args, "-netdev", nd, "-device", "virtio-net-device,netdev=n0")
+	}
+	if q.network == NetworkTap {
+		// The tap is opened by the launcher in the pod's namespace: QEMU
+		// neither opens /dev/net/tun nor runs a script.
+		args = append(args, "-netdev", "tap,id=n0,fd="+strconv.Itoa(q.tapFD),
+			"-device", "virtio-net-device,netdev=n0,mac="+q.mac)
 	}
 	args = append(args, start...)
 	if q.ram != "" {

@@ -1,6 +1,7 @@
 package kvm
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"slices"
@@ -125,6 +126,24 @@ func TestQEMUArgsScratch(t *testing.T) {
 	}
 }
 
+// TestQEMUArgsTapNetwork: a tap network is one virtio-net device on the
+// inherited tap descriptor, with the pod interface's MAC; QEMU opens no
+// tun device and runs no script.
+func TestQEMUArgsTapNetwork(t *testing.T) {
+	spec := qemuSpec{name: "sb1", accel: AccelTCG, cpus: 1, memoryMiB: 256, qmpFD: 3, channelFD: 4,
+		kernel: "k", initrd: "i", disk: "d", cmdline: "console=ttyS0", network: NetworkTap, tapFD: 7, mac: "02:42:0a:58:00:05"}
+	joined := strings.Join(qemuArgs(spec), " ")
+	want := "-netdev tap,id=n0,fd=7 -device virtio-net-device,netdev=n0,mac=02:42:0a:58:00:05"
+	if !strings.Contains(joined, want) {
+		t.Errorf("no %q in %s", want, joined)
+	}
+	for _, bad := range []string{"ifname=", "script=", "vhost", "-netdev user"} {
+		if strings.Contains(joined, bad) {
+			t.Errorf("%q in %s", bad, joined)
+		}
+	}
+}
+
 func TestParseUsernet(t *testing.T) {
 	out := "Hub -1 (n0):\r\n  Protocol[State]    FD  Source Address  Port   Dest. Address  Port RecvQ SendQ\r\n" +
 		"  TCP[HOST_FORWARD]   3       127.0.0.1 36729       10.0.2.15    80     0     0\r\n" +
@@ -150,8 +169,15 @@ func TestConfigNetworkRefusals(t *testing.T) {
 		want string
 	}{
 		{"ports without network", func(c *Config) { c.Ports = []PortForward{{HostIP: lo, HostPort: 1, GuestPort: 1}} }, "need Network"},
-		{"unknown network", func(c *Config) { c.Network = "tap" }, `network "tap"`},
+		{"unknown network", func(c *Config) { c.Network = "bridge" }, `network "bridge"`},
 		{"clone with a network", func(c *Config) { c.Network, c.Template = NetworkUser, &Template{} }, "a clone cannot have a network"},
+		{"clone with a tap", func(c *Config) { c.Network, c.NetNS, c.Template = NetworkTap, "/proc/1/ns/net", &Template{} }, "a clone cannot have a network"},
+		{"tap without a namespace", func(c *Config) { c.Network = NetworkTap }, "network namespace: missing"},
+		{"tap with ports", func(c *Config) {
+			c.Network, c.NetNS, c.Ports = NetworkTap, "/run/netns/x", []PortForward{{HostIP: lo, HostPort: 1, GuestPort: 1}}
+		}, "need Network = NetworkUser"},
+		{"tap in the host's namespace", func(c *Config) { c.Network, c.NetNS = NetworkTap, fmt.Sprintf("/proc/%d/ns/net", os.Getpid()) }, "is the host's"},
+		{"namespace without a tap", func(c *Config) { c.Network, c.NetNS = NetworkUser, "/run/netns/x" }, "needs Network = NetworkTap"},
 		{"guest port 0", func(c *Config) { c.Network, c.Ports = NetworkUser, []PortForward{{HostIP: lo, HostPort: 1}} }, "guest port"},
 		{"IPv6 host", func(c *Config) {
 			c.Network, c.Ports = NetworkUser, []PortForward{{HostIP: netip.MustParseAddr("::1"), HostPort: 1, GuestPort: 1}}

@@ -54,6 +54,9 @@ type Sandbox struct {
 	console *lineTail
 	qerr    *lineTail
 	files   []*os.File // our files to close after QEMU started (memfds)
+	// podAddr and podGateway are the guest's address and gateway on a
+	// tap network (Config.NetNS's interface's), for START.
+	podAddr, podGateway string
 
 	wmu sync.Mutex // serializes writes to conn
 
@@ -249,6 +252,20 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		name: cfg.Name, accel: s.accel.Accel, cpus: cfg.CPUs, memoryMiB: cfg.MemoryMiB,
 		qmpFD: qmpFD, channelFD: chFD, kernel: kernel, initrd: initrd, disk: fdPath(disk), cmdline: s.cmdline,
 		network: cfg.Network, ports: cfg.Ports,
+	}
+	if cfg.Network == NetworkTap {
+		pod, err := openPodTap(cfg.NetNS)
+		if err != nil {
+			qmpConn.Close()
+			return fmt.Errorf("kvm: tap network: %w", err)
+		}
+		s.files = append(s.files, pod.tap) // QEMU's once it runs: the tap lives as long as QEMU
+		spec.tapFD, spec.mac = fdNum(fdPath(pod.tap)), pod.mac
+		s.podAddr = pod.addr.String()
+		if pod.gateway.IsValid() {
+			s.podGateway = pod.gateway.String()
+		}
+		s.log.Info("tap network", "netns", cfg.NetNS, "interface", pod.iface, "address", s.podAddr, "gateway", s.podGateway, "mac", pod.mac)
 	}
 	for _, v := range cfg.Volumes {
 		spec.volumes = append(spec.volumes, fdPath(v.File))

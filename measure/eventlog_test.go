@@ -80,6 +80,7 @@ func TestCanonicalRoundTrip(t *testing.T) {
 			e.Network, e.Ports = NetworkUser, []string{"127.0.0.1:8080:80/tcp", "0.0.0.0:2222:22/tcp"}
 			e.Volumes = []string{"ro:/data:" + DigestBytes(SHA256, []byte("vol")), "tmpfs:/scratch:0", "tmpfs:/cache:67108864", "scratch:/work:1073741824"}
 		}},
+		{"v3 tap network", func(e *LaunchEvent) { e.Network = NetworkTap }},
 		{"v3 user only, with a clone", func(e *LaunchEvent) {
 			e.ImageDisk = DigestBytes(SHA256, []byte("disk"))
 			e.TemplateRecipe = DigestBytes(SHA256, []byte("recipe"))
@@ -180,6 +181,7 @@ func TestValidateRejects(t *testing.T) {
 		{"user with a space", "user", func(e *LaunchEvent) { e.User = "app user" }},
 		{"unknown network", "network", func(e *LaunchEvent) { e.Network = "none" }},
 		{"ports without network", "ports without user-mode", func(e *LaunchEvent) { e.Ports = []string{"0.0.0.0:80:80/tcp"} }},
+		{"ports with a tap", "ports without user-mode", func(e *LaunchEvent) { e.Network, e.Ports = NetworkTap, []string{"0.0.0.0:80:80/tcp"} }},
 		{"port not canonical", "canonical", func(e *LaunchEvent) { e.Network, e.Ports = NetworkUser, []string{"80:80"} }},
 		{"volume size not canonical", "volumes[0]", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/x:00"} }},
 		{"volume in /proc", "which the sandbox provides", func(e *LaunchEvent) { e.Volumes = []string{"tmpfs:/proc/x:0"} }},

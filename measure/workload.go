@@ -25,9 +25,13 @@ const (
 	MaxPorts      = 32
 )
 
-// NetworkUser is LaunchEvent.Network for QEMU user-mode networking; ""
-// is no network at all.
-const NetworkUser = "user"
+// NetworkUser is LaunchEvent.Network for QEMU user-mode networking,
+// NetworkTap for a tap joined to a pod's network namespace (CNI); "" is no
+// network at all.
+const (
+	NetworkUser = "user"
+	NetworkTap  = "tap"
+)
 
 // CheckEnvKey checks an environment variable's name: 1..MaxEnvKey bytes of
 // printable ASCII other than '=' and space.
@@ -241,9 +245,9 @@ func (e *LaunchEvent) checkWorkload() error {
 		}
 	}
 	switch e.Network {
-	case "", NetworkUser:
+	case "", NetworkUser, NetworkTap:
 	default:
-		return fmt.Errorf("launch event: network %q: want \"\" (none) or %q", truncate(e.Network), NetworkUser)
+		return fmt.Errorf("launch event: network %q: want \"\" (none), %q or %q", truncate(e.Network), NetworkUser, NetworkTap)
 	}
 	if len(e.Ports) > 0 && e.Network != NetworkUser {
 		return errors.New("launch event: ports without user-mode networking")

@@ -33,7 +33,7 @@ var celVars = []cel.EnvOption{
 	// The workload's inputs beside its command: env_keys (sorted names of
 	// the variables set over the image's), env_digest (measure.EnvDigest,
 	// "" for none), working_dir and user ("" = the image's), network
-	// ("none" or "user") and ports ("HOSTIP:HOSTPORT:GUESTPORT/tcp").
+	// ("none", "user" or "tap") and ports ("HOSTIP:HOSTPORT:GUESTPORT/tcp").
 	cel.Variable("env_keys", cel.ListType(cel.StringType)),
 	cel.Variable("env_digest", cel.StringType),
 	cel.Variable("working_dir", cel.StringType),

@@ -22,7 +22,7 @@ type EnvRule struct {
 }
 
 // NetworkRule says which guest networks a launch may have
-// (LaunchEvent.Network: "none" or "user"). No network section allows
+// (LaunchEvent.Network: "none", "user" or "tap"). No network section allows
 // "none" only.
 type NetworkRule struct {
 	Allow []string
@@ -47,7 +47,7 @@ type ScratchRule struct {
 }
 
 // networkModes are the values network.allow may list.
-var networkModes = []string{"none", "user"}
+var networkModes = []string{"none", "user", "tap"}
 
 // env parses the top-level env section.
 func (p *parser) env(n *yaml.Node, pol *Policy) {
@@ -103,10 +103,8 @@ func (p *parser) network(n *yaml.Node, pol *Policy) {
 	r := &NetworkRule{Allow: []string{}}
 	for i, m := range modes {
 		switch {
-		case m == "tap":
-			p.errAt(nodes[i], "tap networking (for CNI) is not implemented yet; allow none or user", "network.allow: %q is not supported yet", m)
 		case !slices.Contains(networkModes, m):
-			p.errAt(nodes[i], "the modes are none (no network device) and user (QEMU user-mode networking)", "network.allow: %q is not a network mode", truncate(m, 40))
+			p.errAt(nodes[i], "the modes are none (no network device), user (QEMU user-mode networking) and tap (a pod's network namespace, CNI)", "network.allow: %q is not a network mode", truncate(m, 40))
 		case slices.Contains(r.Allow, m):
 			p.errAt(nodes[i], "remove the duplicate", "network.allow: %q listed twice", m)
 		default:
@@ -247,7 +245,7 @@ func (e *evaluation) workload() {
 	}
 }
 
-// networkClaim names a launch's network: "none" or "user".
+// networkClaim names a launch's network: "none", "user" or "tap".
 func networkClaim(n string) string {
 	if n == "" {
 		return "none"

@@ -21,6 +21,7 @@ func TestWorkloadRules(t *testing.T) {
 	withNet := func(ev *measure.LaunchEvent) {
 		ev.Network, ev.Ports = measure.NetworkUser, []string{"127.0.0.1:8080:80/tcp"}
 	}
+	withTap := func(ev *measure.LaunchEvent) { ev.Network = measure.NetworkTap }
 	withUser := func(ev *measure.LaunchEvent) { ev.User, ev.WorkingDir = "app", "/srv" }
 	vol := measure.DigestBytes(measure.SHA256, []byte("volume"))
 	withVol := func(ev *measure.LaunchEvent) { ev.Volumes = []string{"ro:/data:" + vol} }
@@ -40,6 +41,9 @@ func TestWorkloadRules(t *testing.T) {
 		{"env, other keys", "env: {keys: [PORT]}\n", withEnv, `env: variables "LOG" are not among those the policy allows`},
 		{"network, no section", "", withNet, `network: "user" is not allowed (allowed: "none")`},
 		{"network user allowed", "network: {allow: [none, user]}\n", withNet, ""},
+		{"tap, no section", "", withTap, `network: "tap" is not allowed (allowed: "none")`},
+		{"tap, user only", "network: {allow: [none, user]}\n", withTap, `network: "tap" is not allowed (allowed: "none", "user")`},
+		{"tap allowed", "network: {allow: [tap]}\n", withTap, ""},
 		{"no network, user only", "network: {allow: [user]}\n", func(*measure.LaunchEvent) {}, `network: "none" is not allowed (allowed: "user")`},
 		{"network, nothing allowed", "network: {allow: []}\n", func(*measure.LaunchEvent) {}, `network: "none" is not allowed (allowed: )`},
 		{"user and workdir pass without rules", "", withUser, ""},
@@ -115,7 +119,6 @@ func TestWorkloadRuleParseErrors(t *testing.T) {
 		{"env: {values: [A]}\n", "values"},
 		{"network: {}\n", "network: missing allow"},
 		{"network: {allow: [bridge]}\n", `network.allow: "bridge" is not a network mode`},
-		{"network: {allow: [tap]}\n", `network.allow: "tap" is not supported yet`},
 		{"network: {allow: [user, user]}\n", `network.allow: "user" listed twice`},
 		{"network: {allow: user}\n", "network.allow"},
 		{"volumes: {}\n", "volumes: nothing allowed or pinned"},

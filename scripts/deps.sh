@@ -20,6 +20,7 @@ PACKAGES=(
   cpio xz-utils zstd  # initramfs handling in tests
   jq                  # make bench reads bulwark-load's JSON result
   python3-jsonschema  # an independent validator for docs/policy.schema.json in tests
+  containernetworking-plugins  # CNI bridge/host-local/loopback: pods with their own network in the containerd e2e tests
   iproute2 procps ca-certificates git make
 )
 

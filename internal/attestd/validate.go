@@ -312,9 +312,9 @@ func validatePreflightWorkload(r *bulwarkv1.PreflightRequest) error {
 		}
 	}
 	switch r.GetNetwork() {
-	case "", measure.NetworkUser:
+	case "", measure.NetworkUser, measure.NetworkTap:
 	default:
-		return invalid("network", "%q: want \"\" (none) or %q", trunc(r.GetNetwork()), measure.NetworkUser)
+		return invalid("network", "%q: want \"\" (none), %q or %q", trunc(r.GetNetwork()), measure.NetworkUser, measure.NetworkTap)
 	}
 	ports := r.GetPorts()
 	if len(ports) > 0 && r.GetNetwork() != measure.NetworkUser {

@@ -2,6 +2,7 @@ package hostd
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +46,14 @@ func TestRunOptionsRefusesBadFields(t *testing.T) {
 		{"template", func(r *bulwarkv1.RunRequest) { r.Template = "../t" }},
 		{"boot_timeout_seconds", func(r *bulwarkv1.RunRequest) { r.BootTimeoutSeconds = maxBootTimout + 1 }},
 		{"stop_timeout_seconds", func(r *bulwarkv1.RunRequest) { r.StopTimeoutSeconds = 1 << 20 }},
+		{"netns", func(r *bulwarkv1.RunRequest) { r.Network = "tap" }},
+		{"netns", func(r *bulwarkv1.RunRequest) { r.Network, r.Netns = "tap", "/tmp/netns" }},
+		{"netns", func(r *bulwarkv1.RunRequest) { r.Network, r.Netns = "tap", "/run/netns/../netns/x" }},
+		{"netns", func(r *bulwarkv1.RunRequest) { r.Network, r.Netns = "tap", "/run/netns/bulwark-none-such" }},
+		{"netns", func(r *bulwarkv1.RunRequest) { r.Network, r.Netns = "tap", fmt.Sprintf("/proc/%d/ns/net", os.Getpid()) }},
+		{"netns", func(r *bulwarkv1.RunRequest) { r.Network, r.Netns = "tap", fmt.Sprintf("/proc/%d/ns/mnt", os.Getpid()) }},
+		{"netns", func(r *bulwarkv1.RunRequest) { r.Network, r.Netns = "user", "/run/netns/x" }},
+		{"netns", func(r *bulwarkv1.RunRequest) { r.Netns = "/run/netns/x" }},
 	} {
 		req := good()
 		tc.edit(req)

@@ -110,12 +110,20 @@ func runOptions(req *bulwarkv1.RunRequest) (launch.Options, error) {
 	if req.GetStopTimeoutSeconds() > channel.MaxStopGraceSeconds {
 		return bad("stop_timeout_seconds", "%d: at most %d", req.GetStopTimeoutSeconds(), channel.MaxStopGraceSeconds)
 	}
+	if ns := req.GetNetns(); ns != "" || req.GetNetwork() == launch.NetworkTap {
+		if req.GetNetwork() != launch.NetworkTap {
+			return bad("netns", "a network namespace is for network %q only", launch.NetworkTap)
+		}
+		if err := kvm.CheckNetNS(ns); err != nil {
+			return bad("netns", "%v", err)
+		}
+	}
 	o := launch.Options{
 		Policy: req.GetPolicy(), Image: req.GetImage(), Args: req.GetArgs(), Kernel: req.GetKernel(), Initrd: req.GetInitrd(),
 		Cmdline: req.GetCmdline(), Signers: signers, Accel: accel, CPUs: cpus, MemoryMiB: mem, Template: req.GetTemplate(),
 		BootTimeout: boot, StopGrace: stop, NoCgroup: req.GetNoCgroup(), NoConfine: req.GetNoConfine(),
 		Env: req.GetEnv(), WorkingDir: req.GetWorkingDir(), User: req.GetUser(), Network: req.GetNetwork(),
-		Ports: req.GetPorts(), Volumes: req.GetVolumes(), Tmpfs: req.GetTmpfs(), Scratch: req.GetScratch(),
+		Ports: req.GetPorts(), Volumes: req.GetVolumes(), Tmpfs: req.GetTmpfs(), Scratch: req.GetScratch(), NetNS: req.GetNetns(),
 	}
 	for i, v := range o.Volumes {
 		if !filepath.IsAbs(v) {

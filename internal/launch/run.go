@@ -79,14 +79,17 @@ type Options struct {
 	Args []string
 	// Env ("KEY=VALUE"), WorkingDir and User are set over the image's
 	// config, as docker run's -e/--env-file, -w and --user do; Network is
-	// NetworkNone ("" too) or NetworkUser, with Ports forwarded
-	// ("[[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]", docker run's -p). All are
-	// checked by ValidateWorkload and recorded in the launch event.
+	// NetworkNone ("" too), NetworkUser, with Ports forwarded
+	// ("[[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]", docker run's -p), or
+	// NetworkTap, joining the guest to the pod's network namespace NetNS
+	// (kvm.Config.NetNS). All are checked by ValidateWorkload and recorded
+	// in the launch event, but NetNS: where the sandbox runs, not what.
 	Env        []string
 	WorkingDir string
 	User       string
 	Network    string
 	Ports      []string
+	NetNS      string
 	// Volumes ("HOSTDIR:PATH:ro", docker run's -v) are read-only erofs
 	// disks built from host directories, measured into the launch event
 	// by digest; Tmpfs ("PATH[:size=N]", --tmpfs) writable scratch. At

@@ -137,8 +137,8 @@ func (o *Options) findTemplate(cfg kvm.Config) (string, kvm.TemplateInfo, error)
 	case TemplateNone:
 		return "", kvm.TemplateInfo{}, nil
 	case TemplateAuto:
-		if o.Network == NetworkUser {
-			o.progress("--net user: booting cold (templates have no network device)")
+		if o.Network == NetworkUser || o.Network == NetworkTap {
+			o.progress("--net %s: booting cold (templates have no network device)", o.Network)
 			return "", kvm.TemplateInfo{}, nil
 		}
 		if len(o.Volumes) > 0 {

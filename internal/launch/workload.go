@@ -49,9 +49,20 @@ func (o *Options) ValidateWorkload() error {
 		o.Network = NetworkNone
 	case NetworkNone, NetworkUser:
 	case NetworkTap:
-		return errors.New("--net tap: not yet: tap networking for CNI comes with the containerd integration; use --net user (with -p) or --net none")
+		if o.NetNS == "" {
+			return errors.New("--net tap: needs the pod's network namespace (NetNS: the host service's netns field, which containerd's shim fills in for a pod with its own network)")
+		}
+		if err := kvm.CheckNetNS(o.NetNS); err != nil {
+			return fmt.Errorf("netns: %w", err)
+		}
+		if o.Template != TemplateAuto && o.Template != TemplateNone {
+			return fmt.Errorf("--net tap with --template %q: a clone has no network device (templates are made without one); boot cold (--template none, or leave --template out)", o.Template)
+		}
 	default:
-		return fmt.Errorf("--net %q: want none or user", o.Network)
+		return fmt.Errorf("--net %q: want none, user or tap", o.Network)
+	}
+	if o.NetNS != "" && o.Network != NetworkTap {
+		return fmt.Errorf("netns: a network namespace is for --net tap only (not --net %s)", o.Network)
 	}
 	if len(o.Ports) > 0 && o.Network != NetworkUser {
 		return errors.New("-p/--publish: port forwards need --net user")
@@ -341,8 +352,11 @@ func (o *Options) workloadEvent(ev *measure.LaunchEvent, disks []*kvm.ImageDisk)
 		ev.EnvKeys, ev.EnvDigest = measure.EnvKeys(o.Env), measure.EnvDigest(measure.SHA256, o.Env)
 	}
 	ev.WorkingDir, ev.User = o.WorkingDir, o.User
-	if o.Network == NetworkUser {
+	switch o.Network {
+	case NetworkUser:
 		ev.Network, ev.Ports = measure.NetworkUser, slices.Clone(o.Ports)
+	case NetworkTap:
+		ev.Network = measure.NetworkTap // the namespace is where it runs, not what it is: not recorded
 	}
 }
 
@@ -358,6 +372,10 @@ func (o *Options) workloadConfig(cfg *kvm.Config, disks []*kvm.ImageDisk) {
 	for _, t := range o.Tmpfs {
 		guest, size, _ := parseTmpfs(t)
 		cfg.Tmpfs = append(cfg.Tmpfs, kvm.TmpfsMount{Target: guest, Size: size})
+	}
+	if o.Network == NetworkTap {
+		cfg.Network, cfg.NetNS = kvm.NetworkTap, o.NetNS
+		return
 	}
 	if o.Network != NetworkUser {
 		return

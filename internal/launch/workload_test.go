@@ -6,13 +6,46 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/bulwark-project/bulwark/measure"
+	"golang.org/x/sys/unix"
 )
+
+// podNS is a network namespace of the test's own, as a path: a thread
+// parked in it until the test ends (without root: a path that does not
+// exist, which the cases needing a namespace then report).
+func podNS(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return "/run/netns/bulwark-test-needs-root"
+	}
+	path, done := make(chan string), make(chan struct{})
+	var park func()
+	park = func() {
+		runtime.LockOSThread() // never unlocked: the thread, and so the namespace, ends with the goroutine
+		if unix.Gettid() == unix.Getpid() {
+			go park() // not the main thread: this goroutine holds it meanwhile
+			<-done
+			runtime.UnlockOSThread()
+			return
+		}
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			path <- "/run/netns/bulwark-test-no-namespace"
+			<-done
+			return
+		}
+		path <- fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
+		<-done
+	}
+	go park()
+	t.Cleanup(func() { close(done) })
+	return <-path
+}
 
 // TestValidateWorkload: the one check of the workload inputs every caller
 // of Run gets: env keeps each key once (its last value, at its first
@@ -76,7 +109,14 @@ func TestValidateWorkload(t *testing.T) {
 			}
 			return e
 		}()}, "more than 65536 bytes"},
-		{"tap", Options{Network: NetworkTap}, "not yet"},
+		{"tap without a namespace", Options{Network: NetworkTap}, "needs the pod's network namespace"},
+		{"tap in a bad namespace path", Options{Network: NetworkTap, NetNS: "/tmp/ns"}, "netns: network namespace \"/tmp/ns\": want /proc/PID/ns/net"},
+		{"tap in a missing namespace", Options{Network: NetworkTap, NetNS: "/run/netns/bulwark-none-such"}, "netns: network namespace: open"},
+		{"tap in the host's namespace", Options{Network: NetworkTap, NetNS: fmt.Sprintf("/proc/%d/ns/net", os.Getpid())}, "is the host's"},
+		{"tap with a named template", Options{Network: NetworkTap, NetNS: podNS(t), Template: "web"}, "a clone has no network device"},
+		{"tap with ports", Options{Network: NetworkTap, NetNS: podNS(t), Ports: []string{"80"}}, "need --net user"},
+		{"namespace without tap", Options{Network: NetworkUser, NetNS: "/run/netns/x"}, "for --net tap only"},
+		{"tap", Options{Network: NetworkTap, NetNS: podNS(t)}, ""},
 		{"volume without mode", Options{Volumes: []string{"/srv:/data"}}, "only read-only volumes"},
 		{"volume with a named template", Options{Volumes: []string{"/srv:/data:ro"}, Template: "web"}, "no disk slot"},
 		{"tmpfs with a named template", Options{Tmpfs: []string{"/scratch"}, Template: "web"}, ""},

@@ -135,7 +135,10 @@ type container struct {
 	bundle string
 	// pause marks a CRI pod's sandbox ("pause") container: nothing of it
 	// runs; it exists until it is killed.
-	pause   bool
+	pause bool
+	// netns is a pause container's network namespace (its spec's): the
+	// pod's, which its containers' sandboxes take over.
+	netns   string
 	cfg     launchConfig
 	image   exportedImage
 	sandbox string // the host service's id, once launched
@@ -227,10 +230,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, errdefs.ToGRPC(err)
 	}
 	c := &container{bundle: r.Bundle, execs: map[string]*proc{}, pause: spec.Annotations[annotationCRIType] == "sandbox"}
-	if !c.pause {
+	if c.pause {
+		c.netns = netNSPath(spec)
+	} else {
 		cfg, err := parseSpec(spec)
 		if err != nil {
 			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+		}
+		if p, ok := s.containers[spec.Annotations[annotationSandboxID]]; ok && p.pause {
+			cfg.NetNS = podNetNS(cfg.NetNS, p.task.pid, p.netns)
 		}
 		dir := filepath.Join(r.Bundle, imageDirName)
 		defer func() {
@@ -305,6 +313,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		Policy: c.cfg.Policy, Image: filepath.Join(c.bundle, imageDirName, "image"),
 		Args:   workloadArgs(c.cfg.Args, c.image.Config.Entrypoint, c.image.Config.Cmd),
 		Kernel: c.cfg.Kernel, Initrd: c.cfg.Initrd, Template: c.cfg.Template,
+	}
+	if c.cfg.NetNS != "" { // a pod with its own network: the guest takes its interface over
+		req.Network, req.Netns = "tap", c.cfg.NetNS
 	}
 	s.mu.Unlock()
 	defer cancel()

@@ -77,6 +77,11 @@ type launchConfig struct {
 	Signature, Payload []byte
 	// Args is the process's command line from the spec.
 	Args []string
+	// NetNS is the network namespace the spec joins (a CRI pod's own,
+	// set up by its CNI): the sandbox then takes it over through a tap
+	// (network "tap"). Empty: the container has the host's network or a
+	// new, empty one, and the sandbox no network.
+	NetNS string
 }
 
 // errBadSpec marks a container spec the shim cannot launch.
@@ -151,7 +156,37 @@ func parseSpecIn(s *specs.Spec, guestDirs string) (launchConfig, error) {
 	if s.Process != nil {
 		c.Args = append([]string(nil), s.Process.Args...)
 	}
+	// The host service checks it (form, a network namespace, not the
+	// host's).
+	c.NetNS = netNSPath(s)
 	return c, nil
+}
+
+// netNSPath is the path of the network namespace spec s joins, or "".
+func netNSPath(s *specs.Spec) string {
+	if s.Linux == nil {
+		return ""
+	}
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path
+		}
+	}
+	return ""
+}
+
+// podNetNS is the network namespace a CRI container's sandbox takes over.
+// The CRI makes a container join its pod's namespaces through the pod's
+// sandbox ("pause") task, /proc/PID/ns/net with that task's pid; but the
+// shim runs no pause process (the pid it reports is its own, in the host's
+// namespace): the pod's namespace is the one the pause container's spec
+// named (pauseNetNS, made by the CRI and set up by its CNI). Any other
+// path is taken as it is.
+func podNetNS(path string, pausePID uint32, pauseNetNS string) string {
+	if path != "" && path == fmt.Sprintf("/proc/%d/ns/net", pausePID) {
+		return pauseNetNS
+	}
+	return path
 }
 
 // workloadArgs is what the launch passes as the workload's arguments: none

@@ -68,6 +68,49 @@ func TestParseSpec(t *testing.T) {
 	}
 }
 
+// A spec that joins a network namespace (a CRI pod's own) asks for a tap
+// network in it; one with the host's network, or a new empty namespace,
+// for none.
+func TestParseSpecNetworkNamespace(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		linux *specs.Linux
+		want  string
+	}{
+		{"no linux section", nil, ""},
+		{"host network", &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}}}, ""},
+		{"a new namespace", &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.NetworkNamespace}}}, ""},
+		{"the pod's namespace", &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.IPCNamespace, Path: "/proc/1/ns/ipc"},
+			{Type: specs.NetworkNamespace, Path: "/var/run/netns/cni-1234"}}}, "/var/run/netns/cni-1234"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseSpecIn(&specs.Spec{Annotations: map[string]string{AnnotationPolicy: "app"}, Linux: tc.linux}, "")
+			if err != nil || got.NetNS != tc.want {
+				t.Fatalf("parseSpec: NetNS %q, %v; want %q", got.NetNS, err, tc.want)
+			}
+		})
+	}
+}
+
+// A CRI container joins its pod's network through the pause task's pid,
+// which is the shim's own: its sandbox takes the pause spec's namespace
+// over instead, never the shim's (the host's).
+func TestPodNetNS(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, pause, want string
+	}{
+		{"through the pause task", "/proc/4242/ns/net", "/var/run/netns/cni-1", "/var/run/netns/cni-1"},
+		{"through the pause task of a host-network pod", "/proc/4242/ns/net", "", ""},
+		{"another process's namespace", "/proc/4243/ns/net", "/var/run/netns/cni-1", "/proc/4243/ns/net"},
+		{"a named namespace", "/var/run/netns/cni-2", "/var/run/netns/cni-1", "/var/run/netns/cni-2"},
+		{"no namespace", "", "/var/run/netns/cni-1", ""},
+	} {
+		if got := podNetNS(tc.path, 4242, tc.pause); got != tc.want {
+			t.Errorf("%s: podNetNS(%q) = %q, want %q", tc.name, tc.path, got, tc.want)
+		}
+	}
+}
+
 // Without BULWARK_GUEST_DIRS no container chooses the guest's files.
 func TestParseSpecGuestFilesNeedAnAdminList(t *testing.T) {
 	_, err := parseSpecIn(&specs.Spec{Annotations: map[string]string{AnnotationPolicy: "app", AnnotationKernel: "/boot/vmlinuz"}}, "")

@@ -20,12 +20,15 @@ import (
 // netWait bounds the wait for eth0 after virtio_net is loaded.
 const netWait = 20 * time.Second
 
-// setupNetwork gives the workload QEMU's user-mode network: it loads the
-// network modules, brings lo and eth0 up, gives eth0 channel.GuestAddr
-// with a default route through channel.GuestGateway (over netlink: the
-// guest has no ip binary), and points the image's /etc/resolv.conf at
-// channel.GuestDNS.
-func setupNetwork(log *slog.Logger) error {
+// setupNetwork gives the workload its network (start.Network, validated):
+// it loads the network modules, brings lo and eth0 up, and gives eth0 an
+// address and a default route (over netlink: the guest has no ip binary).
+// QEMU's user-mode network: channel.GuestAddr through channel.GuestGateway,
+// and the image's /etc/resolv.conf pointed at channel.GuestDNS. A tap
+// joined to a pod's interface: the pod's address and gateway from START
+// (eth0 already has the pod interface's MAC, from QEMU); the resolver is
+// left as the image has it.
+func setupNetwork(log *slog.Logger, st *channel.Start) error {
 	start := time.Now()
 	man, err := readManifest()
 	if err != nil {
@@ -47,6 +50,17 @@ func setupNetwork(log *slog.Logger) error {
 	}
 	addr := netip.MustParsePrefix(channel.GuestAddr)
 	gw := netip.MustParseAddr(channel.GuestGateway)
+	if st.Network == channel.NetworkTap {
+		if addr, err = netip.ParsePrefix(st.Address); err != nil {
+			return fmt.Errorf("address: %w", err)
+		}
+		gw = netip.Addr{}
+		if st.Gateway != "" {
+			if gw, err = netip.ParseAddr(st.Gateway); err != nil {
+				return fmt.Errorf("gateway: %w", err)
+			}
+		}
+	}
 	nl, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("netlink: %w", err)
@@ -63,17 +77,25 @@ func setupNetwork(log *slog.Logger) error {
 		{"bringing lo up", unix.RTM_NEWLINK, linkUp(lo.Index)},
 		{"bringing eth0 up", unix.RTM_NEWLINK, linkUp(eth.Index)},
 		{"adding " + addr.String() + " to eth0", unix.RTM_NEWADDR, addAddr(eth.Index, addr)},
-		{"adding the default route via " + gw.String(), unix.RTM_NEWROUTE, addDefaultRoute(eth.Index, gw)},
 	}
-	for i, st := range steps {
-		if err := netlinkDo(nl, uint32(i+1), st.typ, st.body); err != nil {
-			return fmt.Errorf("%s: %w", st.what, err)
+	if gw.IsValid() {
+		steps = append(steps, struct {
+			what string
+			typ  uint16
+			body []byte
+		}{"adding the default route via " + gw.String(), unix.RTM_NEWROUTE, addDefaultRoute(eth.Index, gw)})
+	}
+	for i, step := range steps {
+		if err := netlinkDo(nl, uint32(i+1), step.typ, step.body); err != nil {
+			return fmt.Errorf("%s: %w", step.what, err)
 		}
 	}
-	if err := writeResolvConf(); err != nil {
-		return err
+	if st.Network == channel.NetworkUser {
+		if err := writeResolvConf(); err != nil {
+			return err
+		}
 	}
-	log.Info("network configured", "eth0", addr.String(), "gateway", gw.String(), "took", time.Since(start).Round(time.Millisecond).String())
+	log.Info("network configured", "mode", st.Network, "eth0", addr.String(), "gateway", gw.String(), "took", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }
 

@@ -167,8 +167,8 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return s.fail(err)
 	}
-	if start.Network == channel.NetworkUser {
-		if err := setupNetwork(log); err != nil {
+	if start.Network != "" {
+		if err := setupNetwork(log, start); err != nil {
 			return s.fail(fmt.Errorf("network: %w", err))
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 )
 
@@ -298,10 +299,14 @@ type Start struct {
 	Env        []string `json:"env,omitempty"`
 	WorkingDir string   `json:"working_dir,omitempty"`
 	User       string   `json:"user,omitempty"`
-	// Network is "" (no network) or NetworkUser: the agent loads the
-	// network modules and configures eth0 for QEMU's user-mode network
-	// (GuestAddr, GuestGateway, GuestDNS) before the workload starts.
+	// Network is "" (no network), NetworkUser or NetworkTap: the agent
+	// loads the network modules and configures eth0 before the workload
+	// starts, for QEMU's user-mode network (GuestAddr, GuestGateway,
+	// GuestDNS) or, for a tap, with Address (an IPv4 prefix, the pod
+	// interface's) and Gateway (its default route; "" for none).
 	Network string `json:"network,omitempty"`
+	Address string `json:"address,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
 	// Mounts are added to the workload's root, in order, before it starts.
 	Mounts []Mount `json:"mounts,omitempty"`
 	// Stdin gives the workload a pipe as stdin, fed by the host's STDIN
@@ -330,9 +335,11 @@ const (
 )
 
 // NetworkUser is Start.Network for QEMU user-mode networking (slirp),
-// whose fixed addresses the agent configures.
+// whose fixed addresses the agent configures; NetworkTap for a tap joined
+// to a pod's interface, whose address Start carries.
 const (
 	NetworkUser  = "user"
+	NetworkTap   = "tap"
 	GuestAddr    = "10.0.2.15/24"
 	GuestGateway = "10.0.2.2"
 	GuestDNS     = "10.0.2.3"
@@ -516,8 +523,8 @@ func (s *Start) validateWorkload() error {
 	if len(s.User) > MaxUser || strings.IndexByte(s.User, 0) >= 0 {
 		return errors.New("channel: user: want at most 256 bytes without NUL")
 	}
-	if s.Network != "" && s.Network != NetworkUser {
-		return fmt.Errorf("channel: network %q: want \"\" or %q", s.Network, NetworkUser)
+	if err := s.validateNetwork(); err != nil {
+		return err
 	}
 	if len(s.Mounts) > MaxMounts {
 		return fmt.Errorf("channel: %d mounts, the limit is %d", len(s.Mounts), MaxMounts)
@@ -533,6 +540,31 @@ func (s *Start) validateWorkload() error {
 		case m.Type == MountScratch && safeName(m.Serial) && len(m.Serial) <= 20 && m.Size > 0:
 		default:
 			return fmt.Errorf("channel: mount %d: want a disk or scratch disk with a serial of 1..20 of [A-Za-z0-9._-], or a tmpfs with a size >= 0", i)
+		}
+	}
+	return nil
+}
+
+// validateNetwork checks Network, Address and Gateway.
+func (s *Start) validateNetwork() error {
+	switch s.Network {
+	case "", NetworkUser:
+		if s.Address != "" || s.Gateway != "" {
+			return fmt.Errorf("channel: an address and gateway are for network %q only", NetworkTap)
+		}
+		return nil
+	case NetworkTap:
+	default:
+		return fmt.Errorf("channel: network %q: want \"\", %q or %q", s.Network, NetworkUser, NetworkTap)
+	}
+	p, err := netip.ParsePrefix(s.Address)
+	if err != nil || !p.Addr().Is4() || p.Bits() < 1 || p.Bits() > 32 {
+		return fmt.Errorf("channel: address %.64q: want an IPv4 address with its prefix length (a.b.c.d/n)", s.Address)
+	}
+	if s.Gateway != "" {
+		g, err := netip.ParseAddr(s.Gateway)
+		if err != nil || !g.Is4() {
+			return fmt.Errorf("channel: gateway %.64q: want an IPv4 address", s.Gateway)
 		}
 	}
 	return nil

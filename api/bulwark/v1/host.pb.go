@@ -101,19 +101,25 @@ type RunRequest struct {
 	NoConfine          bool   `protobuf:"varint,15,opt,name=no_confine,json=noConfine,proto3" json:"no_confine,omitempty"`
 	// The workload's inputs, as 'launcher run' takes them (launch.Options):
 	// KEY=VALUE entries over the image's environment, working directory,
-	// user, network ("none" or "user") with port forwards
+	// user, network ("none", "user" or "tap", the latter with netns) with port forwards
 	// ([[HOSTIP:]HOSTPORT:]GUESTPORT[/tcp]), read-only volumes
 	// (HOSTDIR:PATH:ro, HOSTDIR absolute), tmpfs mounts (PATH[:size=N]) and
 	// writable scratch disks (PATH[:size=N], kept in the sandbox's directory
 	// until it is removed).
-	Env           []string `protobuf:"bytes,16,rep,name=env,proto3" json:"env,omitempty"`
-	WorkingDir    string   `protobuf:"bytes,17,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
-	User          string   `protobuf:"bytes,18,opt,name=user,proto3" json:"user,omitempty"`
-	Network       string   `protobuf:"bytes,19,opt,name=network,proto3" json:"network,omitempty"`
-	Ports         []string `protobuf:"bytes,20,rep,name=ports,proto3" json:"ports,omitempty"`
-	Volumes       []string `protobuf:"bytes,21,rep,name=volumes,proto3" json:"volumes,omitempty"`
-	Tmpfs         []string `protobuf:"bytes,22,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
-	Scratch       []string `protobuf:"bytes,23,rep,name=scratch,proto3" json:"scratch,omitempty"`
+	Env        []string `protobuf:"bytes,16,rep,name=env,proto3" json:"env,omitempty"`
+	WorkingDir string   `protobuf:"bytes,17,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	User       string   `protobuf:"bytes,18,opt,name=user,proto3" json:"user,omitempty"`
+	Network    string   `protobuf:"bytes,19,opt,name=network,proto3" json:"network,omitempty"`
+	Ports      []string `protobuf:"bytes,20,rep,name=ports,proto3" json:"ports,omitempty"`
+	Volumes    []string `protobuf:"bytes,21,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	Tmpfs      []string `protobuf:"bytes,22,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
+	Scratch    []string `protobuf:"bytes,23,rep,name=scratch,proto3" json:"scratch,omitempty"`
+	// The network namespace a "tap" network joins (a pod's, as a CRI
+	// runtime made it): /proc/PID/ns/net, /proc/PID/task/TID/ns/net,
+	// /run/netns/NAME or /var/run/netns/NAME, existing and not the host's.
+	// The guest takes over its interface (address, MAC, routes); see
+	// docs/containerd.md. Only with network "tap".
+	Netns         string `protobuf:"bytes,30,opt,name=netns,proto3" json:"netns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -307,6 +313,13 @@ func (x *RunRequest) GetScratch() []string {
 		return x.Scratch
 	}
 	return nil
+}
+
+func (x *RunRequest) GetNetns() string {
+	if x != nil {
+		return x.Netns
+	}
+	return ""
 }
 
 type RunEvent struct {
@@ -1195,7 +1208,7 @@ var File_bulwark_v1_host_proto protoreflect.FileDescriptor
 const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"\x15bulwark/v1/host.proto\x12\n" +
-	"bulwark.v1\"\xf8\x04\n" +
+	"bulwark.v1\"\x8e\x05\n" +
 	"\n" +
 	"RunRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x14\n" +
@@ -1224,7 +1237,8 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x05ports\x18\x14 \x03(\tR\x05ports\x12\x18\n" +
 	"\avolumes\x18\x15 \x03(\tR\avolumes\x12\x14\n" +
 	"\x05tmpfs\x18\x16 \x03(\tR\x05tmpfs\x12\x18\n" +
-	"\ascratch\x18\x17 \x03(\tR\ascratch\"~\n" +
+	"\ascratch\x18\x17 \x03(\tR\ascratch\x12\x14\n" +
+	"\x05netns\x18\x1e \x01(\tR\x05netns\"~\n" +
 	"\bRunEvent\x12\x1c\n" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x12\x1a\n" +
 	"\awarning\x18\x02 \x01(\tH\x00R\awarning\x12/\n" +
