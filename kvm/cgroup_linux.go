@@ -310,3 +310,59 @@ func mkdirCgroup(dir string) error {
 	}
 	return nil
 }
+
+// SweepCgroups removes the sandbox cgroups that their launchers left
+// behind (a launcher or daemon killed with SIGKILL cannot remove them; a
+// persistent sandbox's QEMU killed while no daemon ran leaves its group
+// too): every empty group under the sandbox parent (parent as
+// Config.CgroupParent: "" for this host's default, "none" sweeps nothing)
+// older than minAge. A group holding a process cannot be removed (rmdir of
+// a non-empty cgroup fails), and one made in the last minAge is kept
+// whatever it holds, so a launch between making its group and starting
+// QEMU in it is never disturbed. It returns how many groups it removed.
+func SweepCgroups(parent string, minAge time.Duration) (int, error) {
+	var parents []string
+	switch parent {
+	case "none":
+		return 0, nil
+	case "":
+		var st unix.Statfs_t
+		if err := unix.Statfs(cgroupRoot, &st); err != nil {
+			return 0, fmt.Errorf("cgroup: %s: %w", cgroupRoot, err)
+		}
+		if st.Type == unix.CGROUP2_SUPER_MAGIC {
+			parents = []string{DefaultCgroupParent}
+		} else {
+			for _, c := range []string{"cpu", "memory", "pids"} {
+				parents = append(parents, filepath.Join(cgroupRoot, c, "bulwark"))
+			}
+		}
+	default:
+		parents = []string{parent}
+	}
+	removed := 0
+	var errs []error
+	for _, p := range parents {
+		entries, err := os.ReadDir(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cgroup: %w", err))
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() {
+				continue
+			}
+			info, err := e.Info()
+			if err != nil || time.Since(info.ModTime()) < minAge {
+				continue
+			}
+			if unix.Rmdir(filepath.Join(p, e.Name())) == nil {
+				removed++
+			}
+		}
+	}
+	return removed, errors.Join(errs...)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -147,5 +148,79 @@ func TestCgroupLeftBehind(t *testing.T) {
 		t.Fatal("a cgroup with a process in it was taken over")
 	} else if !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("got %v, want it to say the cgroup is in use", err)
+	}
+}
+
+// TestSweepCgroups: an empty group older than the age is removed; a
+// recent one, and one that holds something, are kept. On a plain
+// directory (as tests point CgroupParent at) "holds something" is a file;
+// on a real cgroup it is a process, tested below.
+func TestSweepCgroups(t *testing.T) {
+	parent := t.TempDir()
+	old := time.Now().Add(-time.Hour)
+	for _, d := range []string{"stale", "recent", "busy"} {
+		if err := os.Mkdir(filepath.Join(parent, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(parent, "busy", "cgroup.procs"), []byte("1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"stale", "busy"} {
+		if err := os.Chtimes(filepath.Join(parent, d), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := SweepCgroups(parent, time.Minute)
+	if err != nil || n != 1 {
+		t.Fatalf("removed %d (%v), want 1", n, err)
+	}
+	for d, want := range map[string]bool{"stale": false, "recent": true, "busy": true} {
+		if _, err := os.Stat(filepath.Join(parent, d)); (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", d, err == nil, want)
+		}
+	}
+	if n, err := SweepCgroups("none", 0); n != 0 || err != nil {
+		t.Errorf("none: %d %v", n, err)
+	}
+	if n, err := SweepCgroups(filepath.Join(parent, "missing"), 0); n != 0 || err != nil {
+		t.Errorf("a missing parent: %d %v", n, err)
+	}
+}
+
+// TestSweepCgroupsKeepsARunningSandbox: on this host's real hierarchy, a
+// group with a process in it survives a sweep even when it is old enough,
+// and is removed by one once the process has gone. The group is backdated
+// and the sweep takes only groups older than an hour, so sandboxes that
+// other tests start meanwhile are never in its way.
+func TestSweepCgroupsKeepsARunningSandbox(t *testing.T) {
+	cg := realCgroup(t, 64)
+	cmd := exec.Command("sleep", "60")
+	if err := cg.start(cmd); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * time.Hour)
+	for _, d := range cg.dirs() {
+		if err := os.Chtimes(d, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := SweepCgroups("", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range cg.dirs() {
+		if _, err := os.Stat(d); err != nil {
+			t.Fatalf("the sweep removed %s of a running process: %v", d, err)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if _, err := SweepCgroups("", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range cg.dirs() {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s left after its process ended and a sweep: %v", d, err)
+		}
 	}
 }

@@ -103,6 +103,10 @@ func (sb *sandbox) update(log *slog.Logger, f func(*bulwarkv1.Sandbox)) {
 	}
 }
 
+// cgroupSweepAge keeps a cgroup made this recently: a launch (of another
+// launcher on this host) makes its group just before QEMU starts in it.
+const cgroupSweepAge = time.Minute
+
 // New makes the service and loads the sandboxes a previous one left:
 // those it ran are reported lost (their QEMU died with it).
 func New(cfg Config) (*Service, error) {
@@ -137,6 +141,13 @@ func New(cfg Config) (*Service, error) {
 		done := make(chan struct{})
 		close(done)
 		s.sandboxes[r.GetId()] = &sandbox{dir: dir, log: endedOutputLog(filepath.Join(dir, outputFile)), done: done, info: r}
+	}
+	// Sandbox cgroups a killed launcher or daemon could not remove stay
+	// behind empty; the running sandboxes (taken over above) hold theirs.
+	if n, err := kvm.SweepCgroups("", cgroupSweepAge); err != nil {
+		cfg.Logger.Warn("removing cgroups left by ended sandboxes", "err", err)
+	} else if n > 0 {
+		cfg.Logger.Info("removed cgroups left by ended sandboxes", "count", n)
 	}
 	if cfg.ReattestInterval > 0 {
 		if err := s.startContinuous(); err != nil {
