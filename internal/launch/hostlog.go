@@ -134,7 +134,7 @@ func (h *HostLog) QuoteWithLogAfter(ctx context.Context, t quoteTPM, pcrs []int,
 	if out.Offset > 0 && sandboxID != "" {
 		recs := lg.Records()
 		for i := range recs[:out.Offset] {
-			if recs[i].Event.SandboxID == sandboxID {
+			if recs[i].Event != nil && recs[i].Event.SandboxID == sandboxID { // its launch, not its END
 				out.SandboxRecord = measure.EncodeRecord(&recs[i])
 			}
 		}
