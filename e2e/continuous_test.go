@@ -7,12 +7,15 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bulwark-project/bulwark/measure"
 )
 
 // ctlSandbox is one row of 'attestd ctl sandboxes --json'.
@@ -198,6 +201,25 @@ func TestDaemonContinuousAttestation(t *testing.T) {
 		}
 	})
 
+	t.Run("a stopped sandbox's END is in the launch log and attestd reports it ended", func(t *testing.T) {
+		e.must("launcher", "stop", "--time", "3s", b)
+		if got := e.endRecords(t)[b]; got != "stopped" {
+			t.Fatalf("END record of the stopped sandbox: %q, want stopped (all: %v)", got, e.endRecords(t))
+		}
+		eventually(t, 30*time.Second, "attestd reports it ended after the daemon's next re-attestation", func() (bool, string) {
+			sbs := e.ctlSandboxes(t)
+			out, _ := json.Marshal(sbs)
+			return sbs[b].Verdict == "ended" && strings.Contains(strings.Join(sbs[b].Reasons, " "), "END record"), string(out)
+		})
+		table := e.must("attestd", append(append([]string{"ctl"}, e.admin...), "sandboxes")...)
+		if !strings.Contains(table, "ended") {
+			t.Fatalf("ctl sandboxes does not show it ended:\n%s", table)
+		}
+		if v := e.ctlSandboxes(t)[a].Verdict; v != "allow" {
+			t.Fatalf("the sandbox still running: %s, want allow", v)
+		}
+	})
+
 	t.Run("revoking the node removes the secret and stops the workload", func(t *testing.T) {
 		node := e.ctlSandboxes(t)[a].NodeID
 		e.must("attestd", append(append([]string{"ctl"}, e.admin...), "nodes", "revoke", node)...)
@@ -215,7 +237,27 @@ func TestDaemonContinuousAttestation(t *testing.T) {
 		if v := e.ctlSandboxes(t)[a].Verdict; v != "revoked" {
 			t.Fatalf("attestd: %s, want revoked", v)
 		}
+		if got := e.endRecords(t)[a]; got != "revoked" {
+			t.Fatalf("END record of the revoked sandbox: %q, want revoked", got)
+		}
 	})
+}
+
+// endRecords reads the host's launch log: the reason of each END record,
+// by sandbox id.
+func (e *env) endRecords(t testing.TB) map[string]string {
+	t.Helper()
+	lg, err := measure.ReadLogFile(filepath.Join(e.state, "launch", "launch.cel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, r := range lg.Records() {
+		if r.End != nil {
+			m[r.End.SandboxID] = r.End.Reason
+		}
+	}
+	return m
 }
 
 // revocationSetup writes the "watch-image" image, and n policies rv-0..rv-n-1

@@ -285,6 +285,9 @@ func TestDaemonSandboxes(t *testing.T) {
 		if got.Status != "exited" || got.ExitCode != 143 {
 			t.Errorf("inspect after stop: %+v", got)
 		}
+		if r := e.endRecords(t)[id]; r != "stopped" {
+			t.Errorf("END record of the stopped sandbox in the launch log: %q, want stopped", r)
+		}
 		waitGone(t, got.QEMUPID)
 		logs := e.must("launcher", "logs", id)
 		if !strings.Contains(logs, fingerprint) || !strings.Contains(logs, "tick 1") {

@@ -15,7 +15,8 @@ import (
 )
 
 // The launch event log is a TCG Canonical Event Log (CEL, TLV encoding) whose
-// records carry Bulwark launch events; docs/eventlog.md specifies it.
+// records carry Bulwark launch events and the END events of the sandboxes
+// launched; docs/eventlog.md specifies it.
 const (
 	// LaunchEventContentType is the CEL content type of a Bulwark launch
 	// event record. It is not assigned by the TCG; like Confidential Space's
@@ -97,7 +98,9 @@ type Digest struct {
 	Digest []byte
 }
 
-// Record is one launch event record of the log.
+// Record is one record of the log: a launch event, or the END of a
+// sandbox launched earlier in the log (exactly one of Event and End is
+// set).
 type Record struct {
 	// RecNum is the record's position in the log, from 0.
 	RecNum uint64
@@ -105,8 +108,10 @@ type Record struct {
 	PCR int
 	// Digests holds one digest per PCR bank, sorted by TPM_ALG_ID.
 	Digests []Digest
-	// Event is the decoded launch event.
+	// Event is the decoded launch event; nil for an END record.
 	Event *LaunchEvent
+	// End is the decoded END event; nil for a launch event.
+	End *EndEvent
 	// Content is the encoded content TLV the digests are computed over.
 	Content []byte
 }
@@ -144,12 +149,6 @@ type Extender func(a Alg, pcr int, digest []byte) error
 // only if every extend succeeded, as go-eventlog's AppendEvent does.
 // The caller persists the log (Encode) after a successful Append.
 func (l *Log) Append(e *LaunchEvent, pcr int, algs []Alg, extend Extender) (Record, error) {
-	if pcr < 0 || pcr > limits.MaxPCR {
-		return Record{}, fmt.Errorf("append launch event: PCR %d out of range 0..%d", pcr, limits.MaxPCR)
-	}
-	if len(algs) == 0 {
-		algs = []Alg{DefaultAlg}
-	}
 	content, err := EventContent(e)
 	if err != nil {
 		return Record{}, fmt.Errorf("append launch event: %w", err)
@@ -160,14 +159,27 @@ func (l *Log) Append(e *LaunchEvent, pcr int, algs []Alg, extend Extender) (Reco
 	ev.Ports = append([]string(nil), e.Ports...)
 	ev.Volumes = append([]string(nil), e.Volumes...)
 	ev.GuestPublicKey = append([]byte(nil), e.GuestPublicKey...)
-	rec := Record{RecNum: l.first + uint64(len(l.records)), PCR: pcr, Event: &ev, Content: content}
+	return l.appendContent(Record{Event: &ev, Content: content}, pcr, algs, extend)
+}
+
+// appendContent measures rec.Content in the banks algs, extends and
+// appends rec: Append's steps after the content is encoded.
+func (l *Log) appendContent(rec Record, pcr int, algs []Alg, extend Extender) (Record, error) {
+	if pcr < 0 || pcr > limits.MaxPCR {
+		return Record{}, fmt.Errorf("append record: PCR %d out of range 0..%d", pcr, limits.MaxPCR)
+	}
+	if len(algs) == 0 {
+		algs = []Alg{DefaultAlg}
+	}
+	content := rec.Content
+	rec.RecNum, rec.PCR = l.first+uint64(len(l.records)), pcr
 	seen := map[Alg]bool{}
 	for _, a := range algs {
 		if err := a.check(); err != nil {
-			return Record{}, fmt.Errorf("append launch event: %w", err)
+			return Record{}, fmt.Errorf("append record: %w", err)
 		}
 		if seen[a] {
-			return Record{}, fmt.Errorf("append launch event: bank %s given twice", a)
+			return Record{}, fmt.Errorf("append record: bank %s given twice", a)
 		}
 		seen[a] = true
 		h := a.New()
@@ -246,7 +258,8 @@ func ParseLog(data []byte) (*Log, error) { return ParseLogFrom(data, 0) }
 // than PCR and PCR indexes over limits.MaxPCR; a digests field that is empty, names an
 // unsupported or repeated algorithm, has a digest of the wrong length, or is
 // not sorted by TPM_ALG_ID; a content type other than
-// LaunchEventContentType; a launch event that is not in canonical form;
+// LaunchEventContentType and EndEventContentType; a launch or END event
+// that is not in canonical form;
 // and any digest that is not the hash of the record's content. Trailing
 // bytes are a truncated record and refused too.
 func ParseLogFrom(data []byte, first uint64) (*Log, error) {
@@ -354,12 +367,18 @@ func parseRecord(r *tlvReader, want uint64) (Record, error) {
 	if err != nil {
 		return rec, fmt.Errorf("content: %w", err)
 	}
-	if typ != LaunchEventContentType {
-		return rec, fmt.Errorf("content: unknown content type 0x%02x (want launch event 0x%02x)", typ, LaunchEventContentType)
-	}
 	rec.Content = r.b[start:r.off:r.off]
-	if rec.Event, err = UnmarshalLaunchEvent(v); err != nil {
-		return rec, err
+	switch typ {
+	case LaunchEventContentType:
+		if rec.Event, err = UnmarshalLaunchEvent(v); err != nil {
+			return rec, err
+		}
+	case EndEventContentType:
+		if rec.End, err = UnmarshalEndEvent(v); err != nil {
+			return rec, err
+		}
+	default:
+		return rec, fmt.Errorf("content: unknown content type 0x%02x (want launch event 0x%02x or END 0x%02x)", typ, LaunchEventContentType, EndEventContentType)
 	}
 	for _, d := range rec.Digests {
 		h := d.Alg.New()
@@ -467,19 +486,22 @@ func VerifyLog(data []byte, pcr int, a Alg, pcrValue []byte) (*VerifiedLog, erro
 }
 
 // Last returns the last launch event of the log: the newest launch on the
-// host. (attestd judges the requested sandbox's event wherever it stands.)
+// host (END records are passed over). (attestd judges the requested
+// sandbox's event wherever it stands.)
 func (v *VerifiedLog) Last() (*LaunchEvent, error) {
-	if len(v.Records) == 0 {
-		return nil, errors.New("launch event log is empty")
+	for i := len(v.Records) - 1; i >= 0; i-- {
+		if v.Records[i].Event != nil {
+			return v.Records[i].Event, nil
+		}
 	}
-	return v.Records[len(v.Records)-1].Event, nil
+	return nil, errors.New("launch event log has no launch event")
 }
 
 // BySandbox returns the last launch event for sandbox id.
 func (v *VerifiedLog) BySandbox(id string) (*LaunchEvent, error) {
 	for i := len(v.Records) - 1; i >= 0; i-- {
-		if v.Records[i].Event.SandboxID == id {
-			return v.Records[i].Event, nil
+		if e := v.Records[i].Event; e != nil && e.SandboxID == id {
+			return e, nil
 		}
 	}
 	return nil, fmt.Errorf("no launch event for sandbox %q in the log", truncate(id))

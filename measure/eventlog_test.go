@@ -673,6 +673,7 @@ func FuzzParseLog(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(buildLog(f, 1).Encode())
 	f.Add(buildLog(f, 2, SHA256, SHA384).Encode())
+	f.Add(logWithEnd(f).Encode())
 	f.Add([]byte{0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 13})
 	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {

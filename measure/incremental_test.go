@@ -129,6 +129,7 @@ func FuzzParseLogFrom(f *testing.F) {
 	f.Add(l.EncodeFrom(1), uint64(1))
 	f.Add(l.EncodeFrom(0), uint64(0))
 	f.Add([]byte{}, uint64(7))
+	f.Add(logWithEnd(f).EncodeFrom(2), uint64(2))
 	f.Fuzz(func(t *testing.T, b []byte, first uint64) {
 		p, err := ParseLogFrom(b, first)
 		if err != nil {
@@ -149,6 +150,7 @@ func FuzzParseLogFrom(f *testing.F) {
 func FuzzParseRecord(f *testing.F) {
 	l := buildLog(f, 2, SHA256, SHA384)
 	f.Add(EncodeRecord(&l.Records()[1]))
+	f.Add(EncodeRecord(&logWithEnd(f).Records()[2]))
 	f.Add([]byte{0, 0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseRecord(b)

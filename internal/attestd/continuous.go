@@ -162,10 +162,31 @@ func (s *Server) reattest(ctx context.Context, v *Verified, req *bulwarkv1.Attes
 		}
 		out.Sandboxes = append(out.Sandboxes, sv)
 	}
-	// Sandboxes the host says ended are forgotten (they are not stale:
-	// they no longer run).
+	// Sandboxes the host says ended are not stale: they no longer run.
+	// One whose END record is in the verified log is kept as ended;
+	// without one (a host that writes none), it is forgotten.
 	for _, id := range req.GetEndedSandboxIds() {
-		err := s.st.DeleteSandbox(ctx, v.Node.ID, id)
+		st, err := s.st.GetSandbox(ctx, v.Node.ID, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, s.storeStatus(ctx, "attest: sandbox "+id, err)
+		}
+		if st.Verdict == store.SandboxEnded {
+			continue
+		}
+		end, err := s.endRecord(ctx, v, id, st)
+		if err != nil {
+			return nil, err
+		}
+		if end != "" {
+			if err := s.markEnded(ctx, st, end, now); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		err = s.st.DeleteSandbox(ctx, v.Node.ID, id)
 		switch {
 		case err == nil:
 			s.log.InfoContext(ctx, "kept sandbox ended", "node", v.Node.ID, "sandbox", id)
@@ -192,8 +213,12 @@ func (s *Server) reattestOne(ctx context.Context, v *Verified, req *bulwarkv1.At
 		return &bulwarkv1.SandboxVerdict{SandboxId: id, Verdict: bulwarkv1.Verdict_VERDICT_DENY, Policy: st.JudgedBy,
 			Reasons: append([]string{"revoked"}, st.Reasons...)}, nil
 	}
+	if st.Verdict == store.SandboxEnded {
+		return &bulwarkv1.SandboxVerdict{SandboxId: id, Verdict: bulwarkv1.Verdict_VERDICT_DENY, Policy: st.JudgedBy, Reasons: st.Reasons}, nil
+	}
 	var reasons []string
 	hv, err := s.st.ReadLaunchPrefix(ctx, v.Node.ID, 0, id)
+	launches, end := splitEnd(hv.Sandbox)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		reasons = append(reasons, "attestd holds no verified launch log for this node")
@@ -201,8 +226,14 @@ func (s *Server) reattestOne(ctx context.Context, v *Verified, req *bulwarkv1.At
 		return nil, s.storeStatus(ctx, "attest: launch log prefix", err)
 	case !hv.Prefix.SameBoot(v.ResetCount, v.RestartCount) || st.ResetCount != v.ResetCount || st.RestartCount != v.RestartCount:
 		reasons = append(reasons, "the host's TPM was reset or restarted (a reboot) since the sandbox was launched: it no longer runs")
-	case len(hv.Sandbox) != 1 || !bytes.Equal(hv.Sandbox[0].Digest, st.EventDigest):
-		reasons = append(reasons, fmt.Sprintf("the verified launch log has %d records for sandbox %s, not the one attested at launch", len(hv.Sandbox), id))
+	case len(launches) != 1 || !bytes.Equal(launches[0].Digest, st.EventDigest):
+		reasons = append(reasons, fmt.Sprintf("the verified launch log has %d launch records for sandbox %s, not the one attested at launch", len(launches), id))
+	case end != nil:
+		// Ended: never judged alive again, neither attested nor stale.
+		if err := s.markEnded(ctx, st, endReason(end), now); err != nil {
+			return nil, err
+		}
+		return deny(endReason(end)), nil
 	}
 	if len(reasons) == 0 {
 		ev, err := decodeEvidence(st.Evidence)
@@ -252,6 +283,55 @@ func (s *Server) reattestOne(ctx context.Context, v *Verified, req *bulwarkv1.At
 	out := deny(reasons...)
 	out.Policy = st.JudgedBy
 	return out, nil
+}
+
+// splitEnd splits a sandbox's verified records into its launch records
+// and its END record (nil if it has not ended).
+func splitEnd(recs []store.PrefixRecord) (launches []store.PrefixRecord, end *store.PrefixRecord) {
+	for i := range recs {
+		if recs[i].End {
+			end = &recs[i]
+		} else {
+			launches = append(launches, recs[i])
+		}
+	}
+	return launches, end
+}
+
+// endReason is the reason reported for a sandbox that ended.
+func endReason(end *store.PrefixRecord) string {
+	return fmt.Sprintf("ended: the sandbox's END record (record %d) is in the node's verified launch log; it no longer runs", end.RecNum)
+}
+
+// endRecord returns the reason to report when kept sandbox st's END
+// record is in the node's verified log, in the boot cycle it was launched
+// in and after the launch attested, and "" when it is not.
+func (s *Server) endRecord(ctx context.Context, v *Verified, id string, st store.SandboxState) (string, error) {
+	hv, err := s.st.ReadLaunchPrefix(ctx, v.Node.ID, 0, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", s.storeStatus(ctx, "attest: launch log prefix", err)
+	}
+	launches, end := splitEnd(hv.Sandbox)
+	if end == nil || !hv.Prefix.SameBoot(st.ResetCount, st.RestartCount) || len(launches) != 1 || !bytes.Equal(launches[0].Digest, st.EventDigest) {
+		return "", nil
+	}
+	return endReason(end), nil
+}
+
+// markEnded keeps st as ended: never judged again, neither attested nor
+// stale. Its evidence and secrets are dropped (nothing judges or rotates
+// them any more); the state stays, small, for 'attestd ctl sandboxes'.
+func (s *Server) markEnded(ctx context.Context, st store.SandboxState, reason string, now time.Time) error {
+	st.Verdict, st.Reasons, st.VerdictAt = store.SandboxEnded, []string{reason}, now
+	st.Evidence, st.Secrets = nil, nil
+	if err := s.st.PutSandbox(ctx, st); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return s.storeStatus(ctx, "attest: sandbox "+st.SandboxID, err)
+	}
+	s.log.InfoContext(ctx, "kept sandbox ended", "node", st.NodeID, "sandbox", st.SandboxID, "reason", reason)
+	return nil
 }
 
 // revoke ends a kept sandbox's attestation: a decision for its host
@@ -464,7 +544,7 @@ func (c *sandboxCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	now := c.s.now()
-	counts := map[store.SandboxVerdict]int{store.SandboxAllow: 0, store.SandboxDeny: 0, store.SandboxRevoked: 0, store.SandboxStale: 0}
+	counts := map[store.SandboxVerdict]int{store.SandboxAllow: 0, store.SandboxDeny: 0, store.SandboxRevoked: 0, store.SandboxStale: 0, store.SandboxEnded: 0}
 	for i := range sts {
 		counts[sts[i].Effective(now)]++
 	}
@@ -476,7 +556,7 @@ func (c *sandboxCollector) Collect(ch chan<- prometheus.Metric) {
 // registerSandboxMetrics registers the collector once per registry.
 func (s *Server) registerSandboxMetrics() {
 	c := &sandboxCollector{s: s, desc: prometheus.NewDesc("bulwark_attestd_sandboxes",
-		"Sandboxes attestd keeps (re-attested by their host service), by verdict: allow, deny, revoked, stale (no fresh verdict within twice the interval).",
+		"Sandboxes attestd keeps (re-attested by their host service), by verdict: allow, deny, revoked, stale (no fresh verdict within twice the interval), ended (its END record is in the node's verified launch log).",
 		[]string{"verdict"}, nil)}
 	if err := s.metrics.Registry.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError

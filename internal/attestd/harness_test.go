@@ -175,7 +175,7 @@ func (h *host) lastSandbox() string {
 	if len(recs) == 0 {
 		h.t.Fatal("no launch yet")
 	}
-	return recs[len(recs)-1].Event.SandboxID
+	return recs[len(recs)-1].SandboxID()
 }
 
 var quotedPCRs = []int{0, 7, limits.DefaultLaunchPCR}

@@ -29,7 +29,7 @@ func (h *host) incrRequest(ctx context.Context, nonce []byte, sandbox string, of
 	req := h.attestRequest(ctx, nonce, sandbox)
 	req.LaunchLogOffset, req.LaunchLog = uint64(offset), h.log.EncodeFrom(offset)
 	for i, r := range h.log.Records()[:offset] {
-		if r.Event.SandboxID == sandbox {
+		if r.Event != nil && r.Event.SandboxID == sandbox { // its launch, not its END
 			req.SandboxRecord = measure.EncodeRecord(&h.log.Records()[i])
 		}
 	}

@@ -66,6 +66,10 @@ func (s *Server) ReleaseSecrets(ctx context.Context, req *bulwarkv1.ReleaseSecre
 		s.metrics.Releases.WithLabelValues("refused").Inc()
 		return nil, status.Error(codes.PermissionDenied, "release: the attestation grants no secrets")
 	}
+	if err := s.checkNotEnded(ctx, a); err != nil {
+		s.metrics.Releases.WithLabelValues("refused").Inc()
+		return nil, err
+	}
 	wrapped, err := s.vault.Release(ctx, a.Secrets, a.GuestPublicKey, a.SandboxID)
 	if err != nil {
 		s.metrics.Releases.WithLabelValues("refused").Inc()
@@ -83,6 +87,23 @@ func (s *Server) ReleaseSecrets(ctx context.Context, req *bulwarkv1.ReleaseSecre
 	s.metrics.SecretsOut.Add(float64(len(wrapped)))
 	s.log.InfoContext(ctx, "secrets released", "attestation", a.ID, "node", a.NodeID, "sandbox", a.SandboxID, "names", a.Secrets)
 	return out, nil
+}
+
+// checkNotEnded refuses a release to a sandbox whose END record is in
+// its node's verified launch log: an ended sandbox is never judged alive,
+// and holds no key to release to.
+func (s *Server) checkNotEnded(ctx context.Context, a store.Attestation) error {
+	hv, err := s.st.ReadLaunchPrefix(ctx, a.NodeID, 0, a.SandboxID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return s.storeStatus(ctx, "release", err)
+	}
+	if _, end := splitEnd(hv.Sandbox); end != nil {
+		return status.Errorf(codes.PermissionDenied, "release: sandbox %s has ended: its END record (record %d) is in the node's verified launch log; nothing is released", a.SandboxID, end.RecNum)
+	}
+	return nil
 }
 
 // GetSigningKeys returns the token verification key, as DER and as a JWKS.

@@ -238,8 +238,8 @@ func heldPrefixOf(t testing.TB, ak []byte, req *bulwarkv1.AttestRequest) *store.
 	v := &store.PrefixView{Prefix: store.LaunchPrefix{ResetCount: clock.ResetCount, RestartCount: clock.RestartCount,
 		Events: uint64(lg.Len()), PCR: steps[len(steps)-1]}, PCRAt: make([]byte, 32)}
 	for i, r := range lg.Records() {
-		if r.Event.SandboxID == req.GetSandboxId() {
-			v.Sandbox = append(v.Sandbox, store.PrefixRecord{RecNum: r.RecNum, SandboxID: r.Event.SandboxID, Digest: r.DigestFor(measure.SHA256), PCR: steps[i]})
+		if r.SandboxID() == req.GetSandboxId() {
+			v.Sandbox = append(v.Sandbox, store.PrefixRecord{RecNum: r.RecNum, SandboxID: r.SandboxID(), Digest: r.DigestFor(measure.SHA256), PCR: steps[i], End: r.IsEnd()})
 		}
 	}
 	return v

@@ -83,12 +83,16 @@ type Verified struct {
 //     Where the replay passes the end of the stored prefix it must give
 //     the stored PCR value (PermissionDenied otherwise: within one boot
 //     cycle a TPM's launch PCR has one history);
-//  6. the log holds exactly one event for the requested sandbox, anywhere
-//     in it (PermissionDenied "sandbox_id: ..."): launches of other
-//     sandboxes on the host, before or after, do not change this one.
-//     Before the offset, attestd counts the stored prefix's records of
-//     that sandbox, and the event is the sandbox_record the host sent,
-//     which must be the stored record (same number and digest);
+//  6. every END record names a sandbox launched earlier in the same log,
+//     once (PermissionDenied "launch_log: ..."; before the offset, the
+//     stored prefix says); the log holds exactly one launch event for the
+//     requested sandbox, anywhere in it, and no END for it
+//     (PermissionDenied "sandbox_id: ..."; an ended sandbox is never
+//     judged alive): launches and ends of other sandboxes on the host,
+//     before or after, do not change this one. Before the offset,
+//     attestd counts the stored prefix's records of that sandbox, and the
+//     event is the sandbox_record the host sent, which must be the stored
+//     record (same number and digest);
 //  7. a firmware event log, when sent, parses and replays to the quoted
 //     host PCRs (0-7, and 8-9 — the boot loader's — when the launcher
 //     quoted them), and the data of every event whose digest covers its
@@ -138,7 +142,21 @@ func (s *Server) verifyAttestation(ctx context.Context, req *bulwarkv1.AttestReq
 	case !errors.Is(err, store.ErrNotFound):
 		return nil, true, s.storeStatus(ctx, "attest", err)
 	}
-	if v, err = checkQuoted(s.launchPCR, req, clock, held); err != nil {
+	// Before the offset, the stored prefix says which sandboxes an END
+	// record of the request may end (checkEnds).
+	prior := func(id string) ([]store.PrefixRecord, error) {
+		pv, err := s.st.ReadLaunchPrefix(ctx, node.ID, req.GetLaunchLogOffset(), id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return nil, nil
+		case err != nil:
+			return nil, s.storeStatus(ctx, "attest: launch log prefix", err)
+		case !pv.Prefix.SameBoot(clock.ResetCount, clock.RestartCount):
+			return nil, nil // replaced meanwhile by a new boot cycle's
+		}
+		return pv.Sandbox, nil
+	}
+	if v, err = checkQuoted(s.launchPCR, req, clock, held, prior); err != nil {
 		return nil, true, err
 	}
 	v.Node, v.Time = node, now
@@ -165,7 +183,13 @@ func verifyEvidence(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequ
 	if err != nil {
 		return nil, err
 	}
-	return checkQuoted(launchPCR, req, clock, held)
+	prior := func(id string) ([]store.PrefixRecord, error) {
+		if held != nil && id == req.GetSandboxId() {
+			return held.Sandbox, nil
+		}
+		return nil, nil
+	}
+	return checkQuoted(launchPCR, req, clock, held, prior)
 }
 
 // checkQuote is check 4: the quote is signed by the AK, over the nonce
@@ -222,36 +246,95 @@ func replayStart(offset uint64, clock clockInfo, held *store.PrefixView) ([]byte
 	return held.PCRAt, nil
 }
 
-// sandboxEvent is check 6: the one launch event of the requested sandbox,
-// wherever it stands in the log (other sandboxes launched on the host since
-// do not change this one). A sandbox id is launched once: two events for
-// it are refused as ambiguous. recs are the records the request carried,
-// from offset on; stored are the verified prefix's records for the
-// sandbox (those before offset count; the others are among recs), and
-// the event of one of those is the request's sandbox_record.
+// priorRecords returns the stored prefix's records of a sandbox (launch
+// event and END), in the quote's boot cycle; none when attestd holds none.
+type priorRecords func(id string) ([]store.PrefixRecord, error)
+
+// checkEnds is the first part of check 6: each END record of recs (the
+// records from offset on) ends a sandbox launched before it in the same
+// log — in recs, or in the stored prefix before offset (prior) — and not
+// ended yet. An END never counts as a launch.
+func checkEnds(recs []measure.Record, offset uint64, prior priorRecords) error {
+	launched := map[string]bool{}
+	ended := map[string]uint64{}
+	for i := range recs {
+		r := &recs[i]
+		id := r.SandboxID()
+		if !r.IsEnd() {
+			launched[id] = true
+			continue
+		}
+		if at, dup := ended[id]; dup {
+			return status.Errorf(codes.PermissionDenied, "launch_log: record %d is a second END record for sandbox %q (the first is record %d): a sandbox ends once", r.RecNum, id, at)
+		}
+		if !launched[id] && offset > 0 {
+			before, err := prior(id)
+			if err != nil {
+				return err
+			}
+			for _, p := range before {
+				switch {
+				case p.RecNum >= offset:
+				case p.End:
+					return status.Errorf(codes.PermissionDenied, "launch_log: record %d is a second END record for sandbox %q (the first is record %d): a sandbox ends once", r.RecNum, id, p.RecNum)
+				default:
+					launched[id] = true
+				}
+			}
+		}
+		if !launched[id] {
+			return status.Errorf(codes.PermissionDenied, "launch_log: record %d is an END record for sandbox %q, which the log does not launch before it: an END ends a sandbox launched earlier in the same log (since the TPM's last reset)", r.RecNum, id)
+		}
+		ended[id] = r.RecNum
+	}
+	return nil
+}
+
+// sandboxEvent is the rest of check 6: the one launch event of the
+// requested sandbox, wherever it stands in the log (other sandboxes
+// launched or ended on the host since do not change this one). A sandbox
+// id is launched once: two launch events for it are refused as
+// ambiguous (its END record does not count). A sandbox whose END record
+// is in the log has ended: it is refused, never judged alive. recs are
+// the records the request carried, from offset on; stored are the
+// verified prefix's records for the sandbox (those before offset count;
+// the others are among recs), and the event of one of those is the
+// request's sandbox_record.
 func sandboxEvent(req *bulwarkv1.AttestRequest, launchPCR uint32, recs []measure.Record, offset uint64, stored []store.PrefixRecord) (*measure.LaunchEvent, []byte, error) {
 	id := req.GetSandboxId()
 	var ev *measure.LaunchEvent
 	var evDigest []byte
 	var before *store.PrefixRecord
+	var end string // the END record's description, when the sandbox ended
 	n := 0
 	for i := range stored {
-		if stored[i].RecNum < offset {
+		switch {
+		case stored[i].RecNum >= offset:
+		case stored[i].End:
+			end = fmt.Sprintf("its END record %d", stored[i].RecNum)
+		default:
 			before = &stored[i]
 			n++
 		}
 	}
 	for i := range recs {
-		if recs[i].Event.SandboxID == id {
-			ev, evDigest = recs[i].Event, recs[i].DigestFor(measure.SHA256)
+		r := &recs[i]
+		switch {
+		case r.SandboxID() != id:
+		case r.IsEnd():
+			end = fmt.Sprintf("its END record %d (%s)", r.RecNum, r.End.Reason)
+		default:
+			ev, evDigest = r.Event, r.DigestFor(measure.SHA256)
 			n++
 		}
 	}
 	switch {
 	case n == 0:
-		return nil, nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has no event for sandbox %q (%d events for other sandboxes)", id, offset+uint64(len(recs)))
+		return nil, nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has no event for sandbox %q (%d records for other sandboxes)", id, offset+uint64(len(recs)))
 	case n > 1:
-		return nil, nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has %d events for sandbox %q; a sandbox id is launched once", n, id)
+		return nil, nil, status.Errorf(codes.PermissionDenied, "sandbox_id: the launch log has %d events for sandbox %q (its END record aside); a sandbox id is launched once", n, id)
+	case end != "":
+		return nil, nil, status.Errorf(codes.PermissionDenied, "sandbox_id: sandbox %q has ended: %s is in the verified launch log; an ended sandbox is never judged alive", id, end)
 	case before == nil:
 		if len(req.GetSandboxRecord()) > 0 {
 			return nil, nil, invalid("sandbox_record", "sent, but sandbox %q's event is in launch_log: send it only for an event before launch_log_offset", id)
@@ -266,7 +349,7 @@ func sandboxEvent(req *bulwarkv1.AttestRequest, launchPCR uint32, recs []measure
 		return nil, nil, invalid("sandbox_record", "%v", err)
 	}
 	d := rec.DigestFor(measure.SHA256)
-	if rec.RecNum != before.RecNum || rec.PCR != int(launchPCR) || d == nil || subtle.ConstantTimeCompare(d, before.Digest) != 1 || rec.Event.SandboxID != id {
+	if rec.RecNum != before.RecNum || rec.PCR != int(launchPCR) || d == nil || subtle.ConstantTimeCompare(d, before.Digest) != 1 || rec.Event == nil || rec.Event.SandboxID != id {
 		return nil, nil, status.Errorf(codes.PermissionDenied, "sandbox_record: record %d is not the record %d of sandbox %q that attestd verified (digest %x)",
 			rec.RecNum, before.RecNum, id, before.Digest)
 	}
@@ -276,7 +359,7 @@ func sandboxEvent(req *bulwarkv1.AttestRequest, launchPCR uint32, recs []measure
 // checkQuoted is checks 5 to 7, on a request whose quote checkQuote
 // verified (clock is the quote's): the PCR values are those the TPM
 // quoted. held is the node's stored launch log prefix, nil if none.
-func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest, clock clockInfo, held *store.PrefixView) (*Verified, error) {
+func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest, clock clockInfo, held *store.PrefixView, prior priorRecords) (*Verified, error) {
 	launchValue := req.GetPcrs()[launchPCR]
 	offset := req.GetLaunchLogOffset()
 	start, err := replayStart(offset, clock, held)
@@ -324,6 +407,9 @@ func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest, clock clockInfo
 				launchPCR, got, n-1, held.Prefix.PCR)
 		}
 	}
+	if err := checkEnds(recs, offset, prior); err != nil {
+		return nil, err
+	}
 	var (
 		ev       *measure.LaunchEvent
 		evDigest []byte
@@ -365,8 +451,8 @@ func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest, clock clockInfo
 		}
 		v.advance = &store.LaunchPrefix{ResetCount: clock.ResetCount, RestartCount: clock.RestartCount, Clock: clock.Clock, Events: end, PCR: replayed}
 		for i := from; i < uint64(len(recs)); i++ {
-			v.advanceRecs = append(v.advanceRecs, store.PrefixRecord{RecNum: recs[i].RecNum, SandboxID: recs[i].Event.SandboxID,
-				Digest: recs[i].DigestFor(measure.SHA256), PCR: steps[i]})
+			v.advanceRecs = append(v.advanceRecs, store.PrefixRecord{RecNum: recs[i].RecNum, SandboxID: recs[i].SandboxID(),
+				Digest: recs[i].DigestFor(measure.SHA256), PCR: steps[i], End: recs[i].IsEnd()})
 		}
 	}
 	return v, nil

@@ -14,6 +14,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/fsutil"
 	"github.com/bulwark-project/bulwark/internal/launch"
 	"github.com/bulwark-project/bulwark/kvm"
+	"github.com/bulwark-project/bulwark/measure"
 )
 
 // Continuous attestation (docs/daemon.md "Continuous attestation"): every
@@ -232,6 +233,9 @@ func (s *Service) apply(d *bulwarkv1.NodeDecision) {
 		for _, x := range d.GetSecrets() {
 			names = append(names, x.GetName())
 		}
+		if d.GetAction() == "stop" {
+			sb.endAs(measure.EndRevoked)
+		}
 		removed, err := l.Sandbox().Revoke(ctx, d.GetAction(), names, launch.DefaultStopGrace)
 		reason := strings.Join(d.GetReasons(), "; ")
 		sb.update(s.cfg.Logger, func(info *bulwarkv1.Sandbox) {
@@ -248,6 +252,7 @@ func (s *Service) apply(d *bulwarkv1.NodeDecision) {
 			// The guest did not confirm: the secrets may still be there.
 			// Nothing it holds is trusted any more: end it.
 			log.Error("revocation not confirmed by the guest; stopping the sandbox", "err", err)
+			sb.endAs(measure.EndRevoked)
 			l.Sandbox().Abort("revoked by attestd: " + reason)
 			return
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/launch"
 	"github.com/bulwark-project/bulwark/kvm"
+	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -85,6 +86,19 @@ type sandbox struct {
 	info     *bulwarkv1.Sandbox
 	launched *launch.Launched   // while running
 	abort    context.CancelFunc // while launching
+	// ending is why the service ends the sandbox (measure.EndStopped,
+	// measure.EndRevoked), for its END record; "" when it ends by itself.
+	ending string
+}
+
+// endAs notes why the service is ending the sandbox (the first reason
+// given stands).
+func (sb *sandbox) endAs(reason string) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.ending == "" {
+		sb.ending = reason
+	}
 }
 
 func (sb *sandbox) snapshot() *bulwarkv1.Sandbox {
@@ -131,6 +145,7 @@ func New(cfg Config) (*Service, error) {
 	for _, err := range errs {
 		cfg.Logger.Warn("a sandbox record cannot be read; it is ignored", "err", err)
 	}
+	var ended []string
 	for _, r := range records {
 		dir := filepath.Join(root, r.GetId())
 		if r.GetStatus() == StatusRunning {
@@ -141,6 +156,7 @@ func New(cfg Config) (*Service, error) {
 		done := make(chan struct{})
 		close(done)
 		s.sandboxes[r.GetId()] = &sandbox{dir: dir, log: endedOutputLog(filepath.Join(dir, outputFile)), done: done, info: r}
+		ended = append(ended, r.GetId())
 	}
 	// Sandbox cgroups a killed launcher or daemon could not remove stay
 	// behind empty; the running sandboxes (taken over above) hold theirs.
@@ -149,6 +165,17 @@ func New(cfg Config) (*Service, error) {
 	} else if n > 0 {
 		cfg.Logger.Info("removed cgroups left by ended sandboxes", "count", n)
 	}
+	// Every sandbox that no longer runs has its END in the launch log:
+	// those lost now, and any whose END a previous service did not write
+	// (it stopped first). Those of an earlier boot cycle, or already
+	// ended, are passed over (launch.RecordEnd).
+	ctx, cancel := context.WithTimeout(context.Background(), endTimeout)
+	if n, err := launch.RecordEnd(ctx, cfg.TPM, cfg.StateDir, cfg.PCR, measure.EndLost, ended...); err != nil {
+		cfg.Logger.Error("recording the end of sandboxes that no longer run in the launch log", "err", err)
+	} else if n > 0 {
+		cfg.Logger.Warn("END records written for sandboxes that ended while no host service watched them", "count", n)
+	}
+	cancel()
 	if cfg.ReattestInterval > 0 {
 		if err := s.startContinuous(); err != nil {
 			s.cancel()
@@ -354,6 +381,19 @@ func (s *Service) wait(sb *sandbox, l *launch.Launched) {
 	}
 	res, err := r.res, r.err
 	l.Close()
+	// Its END goes into the launch log before its record says it ended:
+	// a service that stops in between finds it lost, and writes it then.
+	sb.mu.Lock()
+	reason := sb.ending
+	sb.mu.Unlock()
+	if reason == "" {
+		reason = launch.EndReason(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), endTimeout)
+	if _, eerr := launch.RecordEnd(ctx, s.cfg.TPM, s.cfg.StateDir, s.cfg.PCR, reason, sb.snapshot().GetId()); eerr != nil {
+		s.cfg.Logger.Error("recording the end of the sandbox in the launch log", "sandbox", sb.snapshot().GetId(), "err", eerr)
+	}
+	cancel()
 	sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) {
 		i.EndedUnixMs = time.Now().UnixMilli()
 		i.ExitCode, i.QemuPeakRssKib = int32(res.ExitCode), res.QEMUPeakRSSKiB
@@ -453,6 +493,9 @@ func (s *Service) Logs(req *bulwarkv1.LogsRequest, stream bulwarkv1.Host_LogsSer
 	return nil
 }
 
+// endTimeout bounds recording sandboxes' ends in the launch log.
+const endTimeout = 30 * time.Second
+
 // MaxStopGraceSeconds bounds StopSandboxRequest.grace_seconds.
 const MaxStopGraceSeconds = 300
 
@@ -473,6 +516,7 @@ func (s *Service) StopSandbox(ctx context.Context, req *bulwarkv1.StopSandboxReq
 	if grace == 0 {
 		grace = launch.DefaultStopGrace
 	}
+	sb.endAs(measure.EndStopped)
 	sb.mu.Lock()
 	l := sb.launched
 	sb.mu.Unlock()
@@ -519,6 +563,7 @@ func (s *Service) RemoveSandbox(ctx context.Context, req *bulwarkv1.RemoveSandbo
 		if !req.GetForce() {
 			return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is %s: stop it first ('launcher stop %s'), or remove it with --force", info.GetId(), info.GetStatus(), info.GetId()[:12])
 		}
+		sb.endAs(measure.EndStopped)
 		sb.mu.Lock()
 		l, abort := sb.launched, sb.abort
 		sb.mu.Unlock()

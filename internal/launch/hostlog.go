@@ -79,6 +79,54 @@ func (h *HostLog) Append(ctx context.Context, t pcrTPM, ev *measure.LaunchEvent)
 	return data, nil
 }
 
+// End records that sandboxes ids ended (reason, a measure.End* constant):
+// for each that this log launched and that has not ended yet, it extends
+// the PCR by an END record's digest and writes the log, as Append does.
+// Others are passed over: a sandbox of an earlier boot cycle (the TPM reset
+// started a new log) or one whose END is recorded already. It returns how
+// many END records it appended.
+func (h *HostLog) End(ctx context.Context, t pcrTPM, reason string, ids ...string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(h.path), 0o700); err != nil {
+		return 0, fmt.Errorf("launch log: %w", err)
+	}
+	unlock, err := fsutil.Lock(ctx, h.path+".lock")
+	if err != nil {
+		return 0, fmt.Errorf("launch log lock: %w", err)
+	}
+	defer unlock()
+	lg, err := h.loadInSync(ctx, t)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var appendErr error
+	for _, id := range ids {
+		if lg.CanEnd(id) != nil {
+			continue
+		}
+		ev := &measure.EndEvent{SandboxID: id, Reason: reason, Time: h.now().UTC().Truncate(time.Second)}
+		if _, appendErr = lg.AppendEnd(ev, h.pcr, []measure.Alg{measure.SHA256}, func(a measure.Alg, pcr int, d []byte) error {
+			if a != measure.SHA256 {
+				return nil
+			}
+			return t.Extend(ctx, pcr, d)
+		}); appendErr != nil {
+			appendErr = fmt.Errorf("recording the end of sandbox %s: %w", id, appendErr)
+			break
+		}
+		n++
+	}
+	if n > 0 { // what was extended is written, whatever failed after it
+		if err := fsutil.WriteFileAtomic(h.path, lg.Encode(), 0o644); err != nil {
+			return 0, fmt.Errorf("%w (PCR %d was extended: the next launch will report the log out of sync)", err, h.pcr)
+		}
+	}
+	return n, appendErr
+}
+
 // quoteTPM is what QuoteWithLog needs of the TPM.
 type quoteTPM interface {
 	pcrTPM
@@ -134,7 +182,7 @@ func (h *HostLog) QuoteWithLogAfter(ctx context.Context, t quoteTPM, pcrs []int,
 	if out.Offset > 0 && sandboxID != "" {
 		recs := lg.Records()
 		for i := range recs[:out.Offset] {
-			if recs[i].Event.SandboxID == sandboxID {
+			if recs[i].Event != nil && recs[i].Event.SandboxID == sandboxID { // its launch, not its END
 				out.SandboxRecord = measure.EncodeRecord(&recs[i])
 			}
 		}

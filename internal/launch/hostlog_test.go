@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm"
 	"github.com/bulwark-project/bulwark/tpm/limits"
@@ -191,4 +192,70 @@ func TestConcurrentLaunchesQuoteTheirLog(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestHostLogEnd: END records go into the log and the PCR in step, once
+// per sandbox, only for sandboxes this log launched; the sandbox's own
+// launch record (not its END) is what an incremental quote sends.
+func TestHostLogEnd(t *testing.T) {
+	ctx := context.Background()
+	tp := openSim(t)
+	hl := NewHostLog(t.TempDir(), limits.DefaultLaunchPCR)
+	for _, id := range []string{"sb-a", "sb-b"} {
+		if _, err := hl.Append(ctx, tp, event(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// sb-x was never launched here (an earlier boot cycle's): passed over.
+	n, err := hl.End(ctx, tp, measure.EndStopped, "sb-a", "sb-x")
+	if err != nil || n != 1 {
+		t.Fatalf("End: %d, %v; want 1 END", n, err)
+	}
+	if n, err := hl.End(ctx, tp, measure.EndLost, "sb-a", "sb-b"); err != nil || n != 1 {
+		t.Fatalf("End again: %d, %v; want only sb-b's", n, err)
+	}
+	if _, err := hl.End(ctx, tp, "crashed", "sb-c"); err != nil {
+		t.Fatalf("End of an unknown sandbox: %v", err)
+	}
+	data, err := os.ReadFile(hl.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs, err := tp.ReadPCRs(ctx, limits.DefaultLaunchPCR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vl, err := measure.VerifyLog(data, limits.DefaultLaunchPCR, measure.SHA256, pcrs[limits.DefaultLaunchPCR])
+	if err != nil {
+		t.Fatalf("log with END records does not replay to the TPM's PCR: %v", err)
+	}
+	var got []string
+	for _, r := range vl.Records {
+		if r.End != nil {
+			got = append(got, r.End.SandboxID+":"+r.End.Reason)
+		}
+	}
+	if strings.Join(got, ",") != "sb-a:stopped,sb-b:lost" {
+		t.Fatalf("END records %v", got)
+	}
+	// A quote for sb-a after attestd verified the whole log sends sb-a's
+	// launch record, not its END.
+	q, err := hl.QuoteWithLogAfter(ctx, tp, []int{limits.DefaultLaunchPCR}, make([]byte, 32), prefixOf(t, vl), "sb-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := measure.ParseRecord(q.SandboxRecord)
+	if err != nil || rec.Event == nil || rec.RecNum != 0 {
+		t.Fatalf("sandbox record for sb-a: %+v, %v", rec, err)
+	}
+}
+
+// prefixOf is the prefix attestd would announce after verifying vl.
+func prefixOf(t *testing.T, vl *measure.VerifiedLog) *bulwarkv1.LaunchLogPrefix {
+	t.Helper()
+	steps, err := measure.ReplaySteps(vl.Records, measure.SHA256, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &bulwarkv1.LaunchLogPrefix{Events: uint64(len(steps)), PcrValue: steps[len(steps)-1]}
 }

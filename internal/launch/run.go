@@ -281,7 +281,57 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	defer l.Close()
-	return l.Wait(ctx)
+	res, err := l.Wait(ctx)
+	l.recordEnd(ctx, EndReason(err))
+	return res, err
+}
+
+// EndReason is the reason (measure.End*) an END record gives for a
+// sandbox whose Wait returned err.
+func EndReason(err error) string {
+	switch {
+	case err == nil:
+		return measure.EndExited
+	case errors.Is(err, ErrInterrupted):
+		return measure.EndStopped
+	}
+	return measure.EndFailed
+}
+
+// RecordEnd appends END records for sandboxes ids (reason, a
+// measure.End* constant) to the host launch log in stateDir at PCR pcr
+// (0: limits.DefaultLaunchPCR), for those the current log launched and
+// that have not ended yet (docs/eventlog.md "END records"). It returns
+// how many it appended.
+func RecordEnd(ctx context.Context, t *tpm.TPM, stateDir string, pcr int, reason string, ids ...string) (int, error) {
+	if pcr == 0 {
+		pcr = limits.DefaultLaunchPCR
+	}
+	return NewHostLog(filepath.Join(stateDir, "launch"), pcr).End(ctx, t, reason, ids...)
+}
+
+// endTimeout bounds recording a sandbox's end, which runs after the
+// launch's context may have ended (Ctrl-C).
+const endTimeout = 30 * time.Second
+
+// recordEnd records the sandbox's END in the host log (one-shot launches:
+// the host TPM is opened again when the launch did not hold it), warning
+// when it cannot.
+func (l *Launched) recordEnd(ctx context.Context, reason string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+	defer cancel()
+	t := l.o.HostTPM
+	if t == nil {
+		var err error
+		if t, err = tpm.Open(ctx, l.o.TPM); err != nil {
+			l.o.warn("the end of sandbox %s is not recorded in the launch log: host TPM: %v", l.res.SandboxID, err)
+			return
+		}
+		defer t.Close()
+	}
+	if _, err := RecordEnd(ctx, t, l.o.StateDir, l.o.PCR, reason, l.res.SandboxID); err != nil {
+		l.o.warn("the end of sandbox %s is not recorded in the launch log: %v", l.res.SandboxID, err)
+	}
 }
 
 // Launched is a sandbox whose workload runs: what Start returns. Wait for
@@ -522,8 +572,17 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	if tpl != nil {
 		res.Template = tpl.Info.Name
 	}
+	hostLog := NewHostLog(filepath.Join(o.StateDir, "launch"), o.PCR)
+	recorded := false // the launch event is in the host log
 	fail := func(err error) (*Launched, error) {
 		sb.Abort(err.Error())
+		if recorded { // the sandbox ends here: say so in the log
+			ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+			defer cancel()
+			if _, eerr := hostLog.End(ectx, t, measure.EndFailed, res.SandboxID); eerr != nil {
+				o.warn("the end of sandbox %s is not recorded in the launch log: %v", res.SandboxID, eerr)
+			}
+		}
 		return &Launched{o: o, sb: sb, res: res}, err
 	}
 
@@ -546,10 +605,10 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	}
 	o.workloadEvent(ev, volDisks)
 	o.progress("recording launch event for sandbox %s in PCR %d", res.SandboxID, o.PCR)
-	hostLog := NewHostLog(filepath.Join(o.StateDir, "launch"), o.PCR)
 	if _, err := hostLog.Append(ctx, t, ev); err != nil {
 		return fail(err)
 	}
+	recorded = true
 
 	// Step 6: attest.
 	o.progress("attesting to %s (policy %q)", o.Attestd.Addr, o.Policy)

@@ -58,7 +58,7 @@ var (
 
 // schemaVersion is the embedded store's layout; migrateSchema brings an
 // older file up to it when it opens.
-const schemaVersion = "2"
+const schemaVersion = "3"
 
 // embedded is the bbolt store. Writes go through one committer goroutine
 // that groups whatever writes are queued while the previous commit syncs
@@ -442,6 +442,10 @@ func migrateSchema(tx *bolt.Tx) error {
 		if tx.Bucket(bktNodes).Stats().KeyN != 0 {
 			return errors.New("store has nodes but no schema version: not an attestd store")
 		}
+	case "2":
+		// Version 3 marks END records in the launch records' sandbox
+		// index (launchlog.go); every record stored before is a launch
+		// event, whose mark (empty) it already has.
 	case "1":
 		// Version 1 kept the last verdict in the node's record: decoded
 		// together, nodeRec takes the rest (its LV fields are not JSON).
@@ -484,6 +488,7 @@ func migrateSchema(tx *bolt.Tx) error {
 				return err
 			}
 		}
+		// Version 2 to 3 changes no stored bytes (see "2").
 	default:
 		return fmt.Errorf("schema version %q is not supported by this attestd (want %s or older)", v, schemaVersion)
 	}

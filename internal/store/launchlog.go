@@ -48,6 +48,9 @@ type PrefixRecord struct {
 	SandboxID string
 	Digest    []byte // SHA-256 of the record's content: what was extended
 	PCR       []byte // the launch PCR value after this record
+	// End is set for the END record of the sandbox (it ended), clear for
+	// its launch event (schema 7; docs/eventlog.md "END records").
+	End bool
 }
 
 // PrefixView is one consistent read of a node's launch log prefix for an
@@ -58,7 +61,7 @@ type PrefixView struct {
 	// zeros for 0, Prefix.PCR for Prefix.Events, nil past it.
 	PCRAt []byte
 	// Sandbox are the prefix's records that name the sandbox asked for,
-	// in order (more than one: the id was launched twice).
+	// in order: its launch event and, once it ended, its END record.
 	Sandbox []PrefixRecord
 }
 
@@ -159,7 +162,8 @@ var (
 	bktPrefix = []byte("launchprefix")
 	// bktPrefixRecs holds a sub-bucket per node: "r" + recnum (8 bytes,
 	// big-endian) → digest (32) || PCR (32) || sandbox id, and "s" +
-	// sandbox id + NUL + recnum → empty, the index by sandbox.
+	// sandbox id + NUL + recnum → empty for a launch event, endMark for
+	// an END record (schema 3), the index by sandbox.
 	bktPrefixRecs = []byte("launchrecords")
 )
 
@@ -176,6 +180,9 @@ func (r *prefixRec) prefix(node string) LaunchPrefix {
 	return LaunchPrefix{NodeID: node, ResetCount: r.Reset, RestartCount: r.Restart, Clock: r.Clock, Events: r.Events,
 		PCR: r.PCR, UpdatedAt: fromNanos(r.Updated)}
 }
+
+// endMark is the sandbox index value of an END record.
+var endMark = []byte{'e'}
 
 func recKey(n uint64) []byte { return binary.BigEndian.AppendUint64([]byte{'r'}, n) }
 
@@ -220,12 +227,13 @@ func (s *embedded) ReadLaunchPrefix(ctx context.Context, nodeID string, at uint6
 		}
 		pre := append(append([]byte{'s'}, sandboxID...), 0)
 		c := recs.Cursor()
-		for k, _ := c.Seek(pre); k != nil && bytes.HasPrefix(k, pre) && len(k) == len(pre)+8; k, _ = c.Next() {
+		for k, v := c.Seek(pre); k != nil && bytes.HasPrefix(k, pre) && len(k) == len(pre)+8; k, v = c.Next() {
 			n := binary.BigEndian.Uint64(k[len(pre):])
 			pr, err := decodePrefixRecord(n, recs.Get(recKey(n)))
 			if err != nil {
 				return err
 			}
+			pr.End = bytes.Equal(v, endMark)
 			out.Sandbox = append(out.Sandbox, pr)
 		}
 		return nil
@@ -280,7 +288,11 @@ func (s *embedded) AdvanceLaunchPrefix(ctx context.Context, p LaunchPrefix, recs
 			if err := nb.Put(recKey(r.RecNum), v); err != nil {
 				return err
 			}
-			if err := nb.Put(sandboxKey(r.SandboxID, r.RecNum), nil); err != nil {
+			var mark []byte
+			if r.End {
+				mark = endMark
+			}
+			if err := nb.Put(sandboxKey(r.SandboxID, r.RecNum), mark); err != nil {
 				return err
 			}
 		}
@@ -327,6 +339,7 @@ func (s *pgStore) ReadLaunchPrefix(ctx context.Context, nodeID string, at uint64
 		pcrAt                  []byte
 		nums                   []int64
 		digests, pcrs          [][]byte
+		ended                  []bool
 		p                      = &out.Prefix
 		atArg                  = pgInt64(at)
 	)
@@ -335,9 +348,10 @@ func (s *pgStore) ReadLaunchPrefix(ctx context.Context, nodeID string, at uint64
 		(SELECT r.pcr FROM launch_records r WHERE r.node = p.node AND r.recnum = $2 - 1),
 		ARRAY(SELECT r.recnum FROM launch_records r WHERE r.node = p.node AND r.sandbox_id = $3 ORDER BY r.recnum),
 		ARRAY(SELECT r.digest FROM launch_records r WHERE r.node = p.node AND r.sandbox_id = $3 ORDER BY r.recnum),
-		ARRAY(SELECT r.pcr FROM launch_records r WHERE r.node = p.node AND r.sandbox_id = $3 ORDER BY r.recnum)
+		ARRAY(SELECT r.pcr FROM launch_records r WHERE r.node = p.node AND r.sandbox_id = $3 ORDER BY r.recnum),
+		ARRAY(SELECT r.ended FROM launch_records r WHERE r.node = p.node AND r.sandbox_id = $3 ORDER BY r.recnum)
 		FROM launch_prefix p WHERE p.node = $1`, nodeID, atArg, sandboxID).
-		Scan(&reset, &restart, &clock, &events, &p.PCR, &updated, &pcrAt, &nums, &digests, &pcrs)
+		Scan(&reset, &restart, &clock, &events, &p.PCR, &updated, &pcrAt, &nums, &digests, &pcrs, &ended)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return PrefixView{}, fmt.Errorf("launch prefix of node %s: %w", nodeID, ErrNotFound)
 	}
@@ -354,12 +368,12 @@ func (s *pgStore) ReadLaunchPrefix(ctx context.Context, nodeID string, at uint64
 	case at < p.Events:
 		out.PCRAt = pcrAt
 	}
-	if len(nums) != len(digests) || len(nums) != len(pcrs) {
+	if len(nums) != len(digests) || len(nums) != len(pcrs) || len(nums) != len(ended) {
 		return PrefixView{}, fmt.Errorf("store: launch records of node %s changed while read", nodeID)
 	}
 	if sandboxID != "" {
 		for i := range nums {
-			out.Sandbox = append(out.Sandbox, PrefixRecord{RecNum: uint64(nums[i]), SandboxID: sandboxID, Digest: digests[i], PCR: pcrs[i]})
+			out.Sandbox = append(out.Sandbox, PrefixRecord{RecNum: uint64(nums[i]), SandboxID: sandboxID, Digest: digests[i], PCR: pcrs[i], End: ended[i]})
 		}
 	}
 	return out, nil
@@ -422,11 +436,12 @@ func (s *pgStore) AdvanceLaunchPrefix(ctx context.Context, p LaunchPrefix, recs 
 			ids := make([]string, len(add))
 			digests := make([][]byte, len(add))
 			pcrs := make([][]byte, len(add))
+			ended := make([]bool, len(add))
 			for i := range add {
-				nums[i], ids[i], digests[i], pcrs[i] = int64(add[i].RecNum), add[i].SandboxID, add[i].Digest, add[i].PCR
+				nums[i], ids[i], digests[i], pcrs[i], ended[i] = int64(add[i].RecNum), add[i].SandboxID, add[i].Digest, add[i].PCR, add[i].End
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO launch_records (node, recnum, sandbox_id, digest, pcr)
-				SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::bytea[])`, p.NodeID, nums, ids, digests, pcrs); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO launch_records (node, recnum, sandbox_id, digest, pcr, ended)
+				SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bytea[], $5::bytea[], $6::boolean[])`, p.NodeID, nums, ids, digests, pcrs, ended); err != nil {
 				return fmt.Errorf("store: adding launch records of node %s: %w", p.NodeID, err)
 			}
 			np := p

@@ -20,7 +20,7 @@ import (
 
 // pgSchemaVersion is the schema this code writes; older ones are migrated
 // on open, newer ones refused.
-const pgSchemaVersion = 6
+const pgSchemaVersion = 7
 
 // pgLockKey is the advisory lock key that serialises schema migration
 // between replicas starting at once ("bulwark" in ASCII).
@@ -137,6 +137,10 @@ var pgSchema = []string{
 		seq bigint NOT NULL,
 		data bytea NOT NULL,
 		PRIMARY KEY (node, seq))`,
+	// Version 7: which launch records are END records (a sandbox that
+	// ended; docs/eventlog.md "END records"). Every record stored before
+	// is a launch event.
+	`ALTER TABLE launch_records ADD COLUMN IF NOT EXISTS ended boolean NOT NULL DEFAULT false`,
 }
 
 // pgStore is the PostgreSQL store. Several attestd replicas may share one

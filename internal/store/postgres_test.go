@@ -180,8 +180,8 @@ func TestPostgresMigrate3(t *testing.T) {
 		t.Fatalf("join after migration: %v", err)
 	}
 	var v int
-	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 6 {
-		t.Fatalf("schema version after open = %d, %v; want 6", v, err)
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 7 {
+		t.Fatalf("schema version after open = %d, %v; want 7", v, err)
 	}
 }
 
@@ -224,7 +224,65 @@ func TestPostgresMigrate4(t *testing.T) {
 		t.Fatalf("launch prefix after migration: %v", err)
 	}
 	var v int
-	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 6 {
-		t.Fatalf("schema version after open = %d, %v; want 6", v, err)
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 7 {
+		t.Fatalf("schema version after open = %d, %v; want 7", v, err)
+	}
+}
+
+// TestPostgresMigrate6: a version-6 database (before END records) gains
+// the launch records' ended column on open; its records read back as
+// launch events, and an END record stored after reads back as one.
+func TestPostgresMigrate6(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	s, err := store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := storetest.NewNode(t)
+	if err := s.CreateNode(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	pcr0, pcr1 := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{3}, 32)
+	launch := store.PrefixRecord{RecNum: 0, SandboxID: "sb", Digest: bytes.Repeat([]byte{2}, 32), PCR: pcr0}
+	if _, err := s.AdvanceLaunchPrefix(ctx, store.LaunchPrefix{NodeID: n.ID, Events: 1, PCR: pcr0}, []store.PrefixRecord{launch}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, q := range []string{`ALTER TABLE launch_records DROP COLUMN ended`, `UPDATE bulwark_schema SET version = 6`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err = store.Open(ctx, dsn, store.Options{})
+	if err != nil {
+		t.Fatalf("open version 6: %v", err)
+	}
+	defer s.Close()
+	var v int
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 7 {
+		t.Fatalf("schema version after open = %d, %v; want 7", v, err)
+	}
+	pv, err := s.ReadLaunchPrefix(ctx, n.ID, 1, "sb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pv.Sandbox) != 1 || pv.Sandbox[0].End {
+		t.Fatalf("migrated records of sb: %+v", pv.Sandbox)
+	}
+	end := store.PrefixRecord{RecNum: 1, SandboxID: "sb", Digest: bytes.Repeat([]byte{4}, 32), PCR: pcr1, End: true}
+	if _, err := s.AdvanceLaunchPrefix(ctx, store.LaunchPrefix{NodeID: n.ID, Events: 2, PCR: pcr1}, []store.PrefixRecord{launch, end}); err != nil {
+		t.Fatal(err)
+	}
+	if pv, err = s.ReadLaunchPrefix(ctx, n.ID, 2, "sb"); err != nil {
+		t.Fatal(err)
+	}
+	if len(pv.Sandbox) != 2 || pv.Sandbox[0].End || !pv.Sandbox[1].End {
+		t.Fatalf("records of sb after its END: %+v", pv.Sandbox)
 	}
 }

@@ -17,11 +17,14 @@ type SandboxVerdict string
 
 // The verdicts of a kept sandbox. Stale is not stored: it is an allow
 // older than twice the sandbox's interval (SandboxState.Effective).
+// Ended: the sandbox's END record is in its node's verified launch log
+// (docs/eventlog.md "END records"); it is never judged again.
 const (
 	SandboxAllow   SandboxVerdict = "allow"
 	SandboxDeny    SandboxVerdict = "deny"
 	SandboxRevoked SandboxVerdict = "revoked"
 	SandboxStale   SandboxVerdict = "stale"
+	SandboxEnded   SandboxVerdict = "ended"
 )
 
 // SandboxState is what attestd keeps of a sandbox that a host service runs
@@ -35,7 +38,7 @@ type SandboxState struct {
 	// version that judged last.
 	Policy   string
 	JudgedBy string
-	Verdict  SandboxVerdict // allow, deny or revoked
+	Verdict  SandboxVerdict // allow, deny, revoked or ended
 	Reasons  []string
 	// VerdictAt is when the latest verdict was made; Interval how often
 	// the host re-attests.
@@ -138,7 +141,7 @@ func validateSandboxState(st *SandboxState) error {
 	switch {
 	case st.NodeID == "" || st.SandboxID == "" || len(st.SandboxID) > MaxPrefixSandboxID:
 		return fmt.Errorf("sandbox state: node or sandbox id missing or too long: %w", ErrInvalid)
-	case st.Verdict != SandboxAllow && st.Verdict != SandboxDeny && st.Verdict != SandboxRevoked:
+	case st.Verdict != SandboxAllow && st.Verdict != SandboxDeny && st.Verdict != SandboxRevoked && st.Verdict != SandboxEnded:
 		return fmt.Errorf("sandbox state: verdict %q: %w", st.Verdict, ErrInvalid)
 	case st.VerdictAt.IsZero():
 		return fmt.Errorf("sandbox state: verdict time missing: %w", ErrInvalid)

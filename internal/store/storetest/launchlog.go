@@ -38,6 +38,7 @@ func testLaunchPrefix(t *testing.T, s store.Store) {
 	n := NewNode(t)
 	must(t, s.CreateNode(ctx, n))
 	recs := prefixChain(t, []string{"a", "b", "c", "d", "b", "e", "f"})
+	recs[4].End = true // sandbox b ended: the store says which record is its END
 
 	_, err := s.ReadLaunchPrefix(ctx, n.ID, 0, "")
 	wantErr(t, "read before any", err, store.ErrNotFound)
@@ -61,7 +62,7 @@ func testLaunchPrefix(t *testing.T, s store.Store) {
 		}
 		for i, r := range v.Sandbox {
 			w := recs[nums[i]]
-			if r.RecNum != w.RecNum || r.SandboxID != sandbox || !bytes.Equal(r.Digest, w.Digest) || !bytes.Equal(r.PCR, w.PCR) {
+			if r.RecNum != w.RecNum || r.SandboxID != sandbox || !bytes.Equal(r.Digest, w.Digest) || !bytes.Equal(r.PCR, w.PCR) || r.End != w.End {
 				t.Fatalf("%s: sandbox record %+v, want %+v", what, r, w)
 			}
 		}

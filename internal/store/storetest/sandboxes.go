@@ -85,6 +85,14 @@ func testSandboxes(t *testing.T, s store.Store) {
 	if got := d.Effective(t0.Add(time.Hour)); got != store.SandboxDeny {
 		t.Errorf("an old deny: %s", got)
 	}
+	// An ended sandbox is stored as ended, and never turns stale.
+	st3.Verdict, st3.VerdictAt = store.SandboxEnded, t0.Add(time.Hour)
+	must(t, s.PutSandbox(ctx, st3))
+	got, err = s.GetSandbox(ctx, n2.ID, st3.SandboxID)
+	must(t, err)
+	if e := got.Effective(t0.Add(1000 * time.Hour)); got.Verdict != store.SandboxEnded || e != store.SandboxEnded {
+		t.Errorf("an ended sandbox: stored %s, effective %s", got.Verdict, e)
+	}
 }
 
 // testDecisions: each node's decisions are numbered from 1 without gaps,
