@@ -80,17 +80,8 @@ func (e *LaunchEvent) v2() bool {
 // present, digests are well-formed, CmdlineDigest is the digest of Cmdline,
 // and every field is within its size limit.
 func (e *LaunchEvent) Validate() error {
-	if e.SandboxID == "" {
-		return errors.New("launch event: sandbox_id is empty")
-	}
-	if len(e.SandboxID) > maxSandboxID {
-		return fmt.Errorf("launch event: sandbox_id longer than %d bytes", maxSandboxID)
-	}
-	for i := 0; i < len(e.SandboxID); i++ {
-		c := e.SandboxID[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("launch event: sandbox_id %q: only letters, digits, '-', '_' and '.' are allowed", truncate(e.SandboxID))
-		}
+	if err := checkSandboxID(e.SandboxID); err != nil {
+		return fmt.Errorf("launch event: %w", err)
 	}
 	if err := checkText("policy", e.Policy, maxPolicyName); err != nil {
 		return err

@@ -83,7 +83,7 @@ func (e *EndEvent) Validate() error {
 	return nil
 }
 
-// checkSandboxID checks a sandbox id as LaunchEvent.Validate does.
+// checkSandboxID checks a sandbox id, in a launch event and an END record.
 func checkSandboxID(id string) error {
 	if id == "" {
 		return errors.New("sandbox_id is empty")
