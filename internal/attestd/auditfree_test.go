@@ -11,7 +11,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
-	"github.com/bulwark-project/bulwark/tpm/verify"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -100,7 +100,7 @@ func TestStrangersWriteNoAudit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	freshNode := verify.NodeID(freshEK.Raw)
+	freshNode := limits.NodeID(freshEK.Raw)
 	p := newInprocWith(t, func(c *Config) { c.EKAllow = append(c.EKAllow, freshNode) })
 	head := func() uint64 {
 		t.Helper()

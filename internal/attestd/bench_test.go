@@ -120,7 +120,7 @@ func BenchmarkAttestOverTLS(b *testing.B) {
 		b.Fatal(err)
 	}
 	ek, _ := parseEKPublic(tp.EKPublic())
-	node := verify.NodeID(ek.Raw)
+	node := limits.NodeID(ek.Raw)
 	e := newEnv(b, envOptions{storeKind: "embedded", ekAllow: []string{node}, manyNonces: true, peerRate: -1}) // b.N nonces issued up front, from one address
 	ctx := context.Background()
 	os.WriteFile(filepath.Join(e.policyDir, "sim.yaml"), []byte(simPolicyYAML()), 0o600)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
-	"github.com/bulwark-project/bulwark/tpm/verify"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 // dialFrom dials addr from the loopback address local (Linux routes all of
@@ -72,7 +72,7 @@ func TestConnLimitPerPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	ek, _ := parseEKPublic(tp.EKPublic())
-	node := verify.NodeID(ek.Raw)
+	node := limits.NodeID(ek.Raw)
 	e := newEnv(t, envOptions{storeKind: "embedded", ekAllow: []string{node}, maxConnsPerPeer: perPeer})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

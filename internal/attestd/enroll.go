@@ -10,7 +10,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
-	"github.com/bulwark-project/bulwark/tpm/verify"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -46,7 +46,7 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 	if err != nil {
 		return nil, invalid("ak_public", "%v", err)
 	}
-	nodeID := verify.NodeID(ek.Raw)
+	nodeID := limits.NodeID(ek.Raw)
 	how, err := s.trustEK(ek, req.GetEkCertificate(), nodeID)
 	if err != nil {
 		return nil, err

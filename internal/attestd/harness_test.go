@@ -22,7 +22,6 @@ import (
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm"
 	"github.com/bulwark-project/bulwark/tpm/limits"
-	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 func TestMain(m *testing.M) {
@@ -135,7 +134,7 @@ func newHost(t testing.TB, spec string) *host {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.nodeID = verify.NodeID(ek.Raw)
+	h.nodeID = limits.NodeID(ek.Raw)
 	return h
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm/limits"
-	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 // inproc is a Server called directly (no network) with a software TPM
@@ -106,7 +105,7 @@ func newInprocTPM(tb testing.TB, storeDir string, so store.Options, to softtpm.O
 		tb.Fatal(err)
 	}
 	ek, _ := parseEKPublic(tp.EKPublic())
-	node := verify.NodeID(ek.Raw)
+	node := limits.NodeID(ek.Raw)
 	cfg := Config{Store: st, Vault: v, Policies: &PolicyEngine{W: w}, Tokens: tokens, EKAllow: []string{node}, Now: clock.Now}
 	if mod != nil {
 		mod(&cfg)
