@@ -119,7 +119,7 @@ func BenchmarkAttestOverTLS(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ek, _ := parseEKPublic(tp.EKPublic())
+	ek, _ := verify.ParseEKPublic(tp.EKPublic())
 	node := limits.NodeID(ek.Raw)
 	e := newEnv(b, envOptions{storeKind: "embedded", ekAllow: []string{node}, manyNonces: true, peerRate: -1}) // b.N nonces issued up front, from one address
 	ctx := context.Background()

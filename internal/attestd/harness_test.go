@@ -22,6 +22,7 @@ import (
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm"
 	"github.com/bulwark-project/bulwark/tpm/limits"
+	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 func TestMain(m *testing.M) {
@@ -130,7 +131,7 @@ func newHost(t testing.TB, spec string) *host {
 		t.Fatal(err)
 	}
 	h.akPub = ak.Public
-	ek, err := parseEKPublic(h.ekPub)
+	ek, err := verify.ParseEKPublic(h.ekPub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +280,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = New(Config{Store: e.st, Vault: e.vault, Policies: &PolicyEngine{W: e.watcher}, Tokens: tokens,
+	e.srv, err = New(Config{Store: e.st, Vault: e.vault, Policies: e.watcher, Tokens: tokens,
 		EKAllow: o.ekAllow, AdminCA: e.pki.CAPool(), Now: e.clock.Now, TokenTTL: o.tokenTTL, RequestTimeout: o.requestTimeout,
 		PeerRate: o.peerRate, PeerBurst: o.peerBurst, IdleTimeout: o.idleTimeout})
 	if err != nil {

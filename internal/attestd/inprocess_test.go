@@ -14,6 +14,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm/limits"
+	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 // inproc is a Server called directly (no network) with a software TPM
@@ -104,9 +105,9 @@ func newInprocTPM(tb testing.TB, storeDir string, so store.Options, to softtpm.O
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ek, _ := parseEKPublic(tp.EKPublic())
+	ek, _ := verify.ParseEKPublic(tp.EKPublic())
 	node := limits.NodeID(ek.Raw)
-	cfg := Config{Store: st, Vault: v, Policies: &PolicyEngine{W: w}, Tokens: tokens, EKAllow: []string{node}, Now: clock.Now}
+	cfg := Config{Store: st, Vault: v, Policies: w, Tokens: tokens, EKAllow: []string{node}, Now: clock.Now}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -78,7 +78,7 @@ func verifyFloor(tb testing.TB, n int) float64 {
 		tb.Fatal(err)
 	}
 	node := limits.NodeID(ek.Raw)
-	srv, err := attestd.New(attestd.Config{Store: st, Vault: v, Policies: &attestd.PolicyEngine{W: w}, Tokens: tokens,
+	srv, err := attestd.New(attestd.Config{Store: st, Vault: v, Policies: w, Tokens: tokens,
 		EKAllow: []string{node}, Logger: quiet})
 	if err != nil {
 		tb.Fatal(err)
