@@ -17,82 +17,11 @@ import (
 	"github.com/bulwark-project/bulwark/tpm"
 )
 
-// runBackendSuite is the conformance suite every Backend passes. newBackend
-// returns a backend over dir; calling it twice with one dir models a
-// restart of attestd.
-func runBackendSuite(t *testing.T, newBackend func(t *testing.T, dir string) Backend) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	b := newBackend(t, dir)
-	if _, err := b.Open(ctx); !errors.Is(err, ErrNoMasterKey) {
-		t.Fatalf("Open before Init: %v, want ErrNoMasterKey", err)
-	}
-	if err := b.Init(ctx); err != nil {
-		t.Fatalf("Init: %v", err)
-	}
-	if err := b.Init(ctx); !errors.Is(err, ErrMasterKeyExists) {
-		t.Fatalf("second Init: %v, want ErrMasterKeyExists", err)
-	}
-	k1, err := b.Open(ctx)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	if len(k1) != KeySize || bytes.Equal(k1, make([]byte, KeySize)) {
-		t.Fatalf("master key is %d bytes or all zero", len(k1))
-	}
-	// The protected key on disk is not the key in clear, except for the
-	// file backend, whose whole point is that it is.
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if fi, _ := e.Info(); fi.Mode().Perm()&0o077 != 0 {
-			t.Fatalf("%s has mode %v, want no group/other access", e.Name(), fi.Mode().Perm())
-		}
-		raw, _ := os.ReadFile(filepath.Join(dir, e.Name()))
-		if b.Name() != "file" && bytes.Contains(raw, k1) {
-			t.Fatalf("%s backend stores the master key in clear in %s", b.Name(), e.Name())
-		}
-	}
-	// A restart opens the same key, and a vault written before opens after.
-	st, err := store.OpenEmbedded(ctx, t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	v, err := New(ctx, b, st, false, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := v.Put(ctx, "k", []byte("value"), Meta{}); err != nil {
-		t.Fatal(err)
-	}
-	v.Close()
-	b2 := newBackend(t, dir)
-	k2, err := b2.Open(ctx)
-	if err != nil {
-		t.Fatalf("Open after restart: %v", err)
-	}
-	if !bytes.Equal(k1, k2) {
-		t.Fatal("Open after restart returned another key")
-	}
-	v2, err := New(ctx, b2, st, false, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v2.Close()
-	g, _ := newGuest(t)
-	if _, err := v2.Release(ctx, []string{"k"}, g, "sb"); err != nil {
-		t.Fatalf("secret written before restart does not release: %v", err)
-	}
-}
-
+// TestFileBackend: the file backend refuses to run unless allowed, and
+// refuses a key file others can read. Its conformance run (and its loud
+// warning) is TestFileBackendConformance.
 func TestFileBackend(t *testing.T) {
-	var logs bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	runBackendSuite(t, func(t *testing.T, dir string) Backend { return NewFileBackend(dir, true, log) })
-	if !strings.Contains(logs.String(), "INSECURE VAULT") || !strings.Contains(logs.String(), "level=WARN") {
-		t.Fatalf("file backend did not warn loudly; logs:\n%s", logs.String())
-	}
-
+	log := slog.New(slog.DiscardHandler)
 	ctx := context.Background()
 	dir := t.TempDir()
 	off := NewFileBackend(dir, false, log)
@@ -130,10 +59,10 @@ func openSim(t *testing.T) *tpm.TPM {
 	return tp
 }
 
+// TestTPMBackend: sealed to PCRs, tamper-evident, unavailable without a
+// TPM. Its conformance run is TestTPMBackendConformance.
 func TestTPMBackend(t *testing.T) {
 	tp := openSim(t)
-	runBackendSuite(t, func(t *testing.T, dir string) Backend { return NewTPMBackend(dir, tp, nil) })
-
 	ctx := context.Background()
 	dir := t.TempDir()
 	b := NewTPMBackend(dir, tp, []int{7, 14})
@@ -253,14 +182,11 @@ func (f *fakeEnclave) sealKey(info []byte) ([]byte, error) {
 	return h[:16], nil
 }
 
+// TestSGXBackendLogic tests the sgx backend's own logic over a simulated
+// enclave. Its conformance run is TestSGXBackendConformance.
 func TestSGXBackendLogic(t *testing.T) {
 	root := make([]byte, 32)
 	rand.Read(root)
-	t.Run("conformance", func(t *testing.T) {
-		runBackendSuite(t, func(t *testing.T, dir string) Backend {
-			return &SGXBackend{Dir: dir, platform: &fakeEnclave{inEnclave: true, root: root}}
-		})
-	})
 	ctx := context.Background()
 	t.Run("zero seal key refused", func(t *testing.T) {
 		b := &SGXBackend{Dir: t.TempDir(), platform: &fakeEnclave{inEnclave: true}}

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/enclave/vaultstore"
 )
 
 // The key-check value: checkPlaintext sealed (AES-256-GCM, random nonce,
@@ -62,7 +62,7 @@ func (v *Vault) checkStore(ctx context.Context) error {
 			}
 			return nil
 		}
-		if !errors.Is(err, store.ErrNotFound) || attempt > 0 {
+		if !errors.Is(err, vaultstore.ErrNotFound) || attempt > 0 {
 			return fmt.Errorf("enclave: reading the vault check value: %w", err)
 		}
 		metas, err := v.st.ListSecrets(ctx)
@@ -92,7 +92,7 @@ func (v *Vault) checkStore(ctx context.Context) error {
 			v.log.Info("vault key-check value stored")
 			return nil
 		}
-		if !errors.Is(err, store.ErrConflict) {
+		if !errors.Is(err, vaultstore.ErrConflict) {
 			return fmt.Errorf("enclave: storing the vault check value: %w", err)
 		}
 		// Another replica stored its value first: compare against it.

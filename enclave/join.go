@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"regexp"
 
-	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/enclave/vaultstore"
 )
 
 // A new attestd replica receives the vault master key from an existing one
@@ -66,12 +66,13 @@ type Joiner interface {
 	Import(ctx context.Context, key []byte) error
 }
 
-// JoinStore is the part of the store a join needs; store.Store satisfies it.
+// JoinStore is the part of the store a join needs; attestd's store
+// (internal/store) satisfies it.
 type JoinStore interface {
 	VaultCheck(ctx context.Context) ([]byte, error)
-	CreateJoin(ctx context.Context, j store.Join) error
-	GetJoin(ctx context.Context, id string) (store.Join, error)
-	ApproveJoin(ctx context.Context, id string, wrapped []byte, by string) (store.Join, error)
+	CreateJoin(ctx context.Context, j vaultstore.Join) error
+	GetJoin(ctx context.Context, id string) (vaultstore.Join, error)
+	ApproveJoin(ctx context.Context, id string, wrapped []byte, by string) (vaultstore.Join, error)
 	DeleteJoin(ctx context.Context, id string) error
 }
 
@@ -105,44 +106,44 @@ func joinInfo(id, node string) []byte {
 // join request in st. It refuses when the backend has a master key
 // (ErrMasterKeyExists) and when the store has no vault yet
 // (ErrNothingToJoin). It returns the request as stored.
-func StartJoin(ctx context.Context, b Joiner, st JoinStore, node string) (store.Join, error) {
+func StartJoin(ctx context.Context, b Joiner, st JoinStore, node string) (vaultstore.Join, error) {
 	if !ValidNodeName(node) {
-		return store.Join{}, fmt.Errorf("enclave: replica name %q: want 1-64 of [A-Za-z0-9._-] starting with a letter or digit: %w", node, ErrInvalid)
+		return vaultstore.Join{}, fmt.Errorf("enclave: replica name %q: want 1-64 of [A-Za-z0-9._-] starting with a letter or digit: %w", node, ErrInvalid)
 	}
 	if err := noMasterKey(ctx, b); err != nil {
-		return store.Join{}, err
+		return vaultstore.Join{}, err
 	}
-	if _, err := st.VaultCheck(ctx); errors.Is(err, store.ErrNotFound) {
-		return store.Join{}, ErrNothingToJoin
+	if _, err := st.VaultCheck(ctx); errors.Is(err, vaultstore.ErrNotFound) {
+		return vaultstore.Join{}, ErrNothingToJoin
 	} else if err != nil {
-		return store.Join{}, fmt.Errorf("enclave: reading the vault check value: %w", err)
+		return vaultstore.Join{}, fmt.Errorf("enclave: reading the vault check value: %w", err)
 	}
 	pub, err := transportPublic(ctx, b)
 	if errors.Is(err, ErrNoJoin) {
 		k, gerr := joinKEM.GenerateKey()
 		if gerr != nil {
-			return store.Join{}, fmt.Errorf("enclave: generating the transport key: %w", gerr)
+			return vaultstore.Join{}, fmt.Errorf("enclave: generating the transport key: %w", gerr)
 		}
 		priv, berr := k.Bytes()
 		if berr != nil {
-			return store.Join{}, fmt.Errorf("enclave: transport key: %w", berr)
+			return vaultstore.Join{}, fmt.Errorf("enclave: transport key: %w", berr)
 		}
 		err = b.SealTransportKey(ctx, priv)
 		clear(priv)
 		if err != nil {
-			return store.Join{}, fmt.Errorf("enclave: protecting the transport key: %w", err)
+			return vaultstore.Join{}, fmt.Errorf("enclave: protecting the transport key: %w", err)
 		}
 		pub = k.PublicKey().Bytes()
 	} else if err != nil {
-		return store.Join{}, err
+		return vaultstore.Join{}, err
 	}
-	j := store.Join{ID: JoinID(pub), Node: node, PublicKey: pub}
-	if err := st.CreateJoin(ctx, j); err != nil && !errors.Is(err, store.ErrConflict) {
-		return store.Join{}, fmt.Errorf("enclave: publishing join request %s: %w", j.ID, err)
+	j := vaultstore.Join{ID: JoinID(pub), Node: node, PublicKey: pub}
+	if err := st.CreateJoin(ctx, j); err != nil && !errors.Is(err, vaultstore.ErrConflict) {
+		return vaultstore.Join{}, fmt.Errorf("enclave: publishing join request %s: %w", j.ID, err)
 	}
 	got, err := st.GetJoin(ctx, j.ID)
 	if err != nil {
-		return store.Join{}, fmt.Errorf("enclave: reading join request %s: %w", j.ID, err)
+		return vaultstore.Join{}, fmt.Errorf("enclave: reading join request %s: %w", j.ID, err)
 	}
 	return got, nil
 }
@@ -186,18 +187,18 @@ func openTransport(ctx context.Context, b Joiner) (hpke.PrivateKey, error) {
 
 // PendingJoin returns this replica's join request as the store has it;
 // ErrNoJoin if it has no join in progress or its request is gone.
-func PendingJoin(ctx context.Context, b Joiner, st JoinStore) (store.Join, error) {
+func PendingJoin(ctx context.Context, b Joiner, st JoinStore) (vaultstore.Join, error) {
 	pub, err := transportPublic(ctx, b)
 	if err != nil {
-		return store.Join{}, err
+		return vaultstore.Join{}, err
 	}
 	id := JoinID(pub)
 	j, err := st.GetJoin(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Join{}, fmt.Errorf("%w: join request %s was removed from the store (denied?); start again with `attestd replica join`", ErrNoJoin, id)
+	if errors.Is(err, vaultstore.ErrNotFound) {
+		return vaultstore.Join{}, fmt.Errorf("%w: join request %s was removed from the store (denied?); start again with `attestd replica join`", ErrNoJoin, id)
 	}
 	if err != nil {
-		return store.Join{}, fmt.Errorf("enclave: reading join request %s: %w", id, err)
+		return vaultstore.Join{}, fmt.Errorf("enclave: reading join request %s: %w", id, err)
 	}
 	return j, nil
 }
@@ -209,15 +210,15 @@ func PendingJoin(ctx context.Context, b Joiner, st JoinStore) (store.Join, error
 // transport key. Errors: ErrMasterKeyExists, ErrNoJoin, ErrJoinPending,
 // ErrJoinKey, ErrWrongMasterKey (the key received does not open the
 // store's vault).
-func FinishJoin(ctx context.Context, b Joiner, st JoinStore) (store.Join, error) {
+func FinishJoin(ctx context.Context, b Joiner, st JoinStore) (vaultstore.Join, error) {
 	if err := noMasterKey(ctx, b); err != nil {
-		return store.Join{}, err
+		return vaultstore.Join{}, err
 	}
 	j, err := PendingJoin(ctx, b, st)
 	if err != nil {
-		return store.Join{}, err
+		return vaultstore.Join{}, err
 	}
-	if j.State != store.JoinApproved {
+	if j.State != vaultstore.JoinApproved {
 		return j, fmt.Errorf("join request %s: %w", j.ID, ErrJoinPending)
 	}
 	priv, err := openTransport(ctx, b)
@@ -248,7 +249,7 @@ func FinishJoin(ctx context.Context, b Joiner, st JoinStore) (store.Join, error)
 	// The key is in place: the request (with its wrapped key) and the
 	// transport key have done their work. A failure here leaves litter,
 	// not a broken replica.
-	if err := st.DeleteJoin(ctx, j.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err := st.DeleteJoin(ctx, j.ID); err != nil && !errors.Is(err, vaultstore.ErrNotFound) {
 		return j, fmt.Errorf("enclave: joined, but removing join request %s: %w", j.ID, err)
 	}
 	if err := b.RemoveTransportKey(); err != nil {
@@ -265,41 +266,41 @@ var (
 // ApproveJoin wraps this vault's master key to join request id's public
 // key and stores it in the request, marked approved by by (an admin's
 // name). The caller has checked that by may approve. It refuses a request
-// that is not pending (store.ErrConflict) or whose id is not its key's
+// that is not pending (vaultstore.ErrConflict) or whose id is not its key's
 // fingerprint (ErrInvalid).
-func (v *Vault) ApproveJoin(ctx context.Context, st JoinStore, id, by string) (store.Join, error) {
+func (v *Vault) ApproveJoin(ctx context.Context, st JoinStore, id, by string) (vaultstore.Join, error) {
 	if !ValidJoinID(id) {
-		return store.Join{}, fmt.Errorf("enclave: join id %q: want 32 hex digits: %w", id, ErrInvalid)
+		return vaultstore.Join{}, fmt.Errorf("enclave: join id %q: want 32 hex digits: %w", id, ErrInvalid)
 	}
 	j, err := st.GetJoin(ctx, id)
 	if err != nil {
-		return store.Join{}, fmt.Errorf("enclave: join request %s: %w", id, err)
+		return vaultstore.Join{}, fmt.Errorf("enclave: join request %s: %w", id, err)
 	}
-	if j.State != store.JoinPending {
-		return store.Join{}, fmt.Errorf("enclave: join request %s is %s, not pending: %w", id, j.State, store.ErrConflict)
+	if j.State != vaultstore.JoinPending {
+		return vaultstore.Join{}, fmt.Errorf("enclave: join request %s is %s, not pending: %w", id, j.State, vaultstore.ErrConflict)
 	}
 	if JoinID(j.PublicKey) != j.ID || !ValidNodeName(j.Node) {
-		return store.Join{}, fmt.Errorf("enclave: join request %s: its id is not its key's fingerprint, or its name is invalid: %w", id, ErrInvalid)
+		return vaultstore.Join{}, fmt.Errorf("enclave: join request %s: its id is not its key's fingerprint, or its name is invalid: %w", id, ErrInvalid)
 	}
 	pub, err := joinKEM.NewPublicKey(j.PublicKey)
 	if err != nil {
-		return store.Join{}, fmt.Errorf("enclave: join request %s: public key: %w", id, ErrInvalid)
+		return vaultstore.Join{}, fmt.Errorf("enclave: join request %s: public key: %w", id, ErrInvalid)
 	}
 	v.mu.RLock()
 	if v.key == nil {
 		v.mu.RUnlock()
-		return store.Join{}, fmt.Errorf("enclave: vault is closed: %w", ErrUnavailable)
+		return vaultstore.Join{}, fmt.Errorf("enclave: vault is closed: %w", ErrUnavailable)
 	}
 	wrapped, err := hpke.Seal(pub, kdfSHA256, aeadAES256, joinInfo(j.ID, j.Node), v.key)
 	v.mu.RUnlock()
 	if err != nil {
 		// A public key that parses but cannot be used (an X25519 point of
 		// low order) is the request's fault, not the vault's.
-		return store.Join{}, fmt.Errorf("enclave: join request %s: wrapping the master key to its public key: %v: %w", id, err, ErrInvalid)
+		return vaultstore.Join{}, fmt.Errorf("enclave: join request %s: wrapping the master key to its public key: %v: %w", id, err, ErrInvalid)
 	}
 	out, err := st.ApproveJoin(ctx, id, wrapped, by)
 	if err != nil {
-		return store.Join{}, fmt.Errorf("enclave: approving join request %s: %w", id, err)
+		return vaultstore.Join{}, fmt.Errorf("enclave: approving join request %s: %w", id, err)
 	}
 	v.log.Info("replica join approved", "join", id, "node", j.Node, "by", by)
 	return out, nil

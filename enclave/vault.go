@@ -21,8 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bulwark-project/bulwark/enclave/vaultstore"
 	"github.com/bulwark-project/bulwark/enclave/wrap"
-	"github.com/bulwark-project/bulwark/internal/store"
 )
 
 // KeySize is the size of the master key.
@@ -74,13 +74,14 @@ type Backend interface {
 	Open(ctx context.Context) ([]byte, error)
 }
 
-// SecretStore is the part of the store the vault needs; store.Store
-// satisfies it. The key-check value (VaultCheck) is what every replica
-// sharing the store checks its master key against when it opens.
+// SecretStore is the part of the store the vault needs; attestd's store
+// (internal/store) satisfies it. The key-check value (VaultCheck) is what
+// every replica sharing the store checks its master key against when it
+// opens.
 type SecretStore interface {
-	PutSecret(ctx context.Context, s store.Secret, prevVersion uint64) error
-	GetSecret(ctx context.Context, name string) (store.Secret, error)
-	ListSecrets(ctx context.Context) ([]store.SecretMeta, error)
+	PutSecret(ctx context.Context, s vaultstore.Secret, prevVersion uint64) error
+	GetSecret(ctx context.Context, name string) (vaultstore.Secret, error)
+	ListSecrets(ctx context.Context) ([]vaultstore.SecretMeta, error)
 	DeleteSecret(ctx context.Context, name string) error
 	PutVaultCheck(ctx context.Context, check []byte) error
 	VaultCheck(ctx context.Context) ([]byte, error)
@@ -166,7 +167,7 @@ func storeHasVault(ctx context.Context, st SecretStore, backend string) error {
 	switch {
 	case err == nil:
 		return fmt.Errorf("%w; refusing to create a new key in the %s backend (%w)", ErrNotJoined, backend, ErrNoMasterKey)
-	case !errors.Is(err, store.ErrNotFound):
+	case !errors.Is(err, vaultstore.ErrNotFound):
 		return fmt.Errorf("enclave: reading the vault check value: %w", err)
 	}
 	existing, err := st.ListSecrets(ctx)
@@ -249,17 +250,17 @@ func (v *Vault) cipher() (cipher.AEAD, error) {
 
 // Put stores plaintext under name, creating the secret (version 1) or
 // replacing it (version+1). Concurrent writers from several replicas are
-// resolved by the store's version check: the loser gets store.ErrConflict.
+// resolved by the store's version check: the loser gets vaultstore.ErrConflict.
 // The caller should zero plaintext after Put returns.
-func (v *Vault) Put(ctx context.Context, name string, plaintext []byte, meta Meta) (store.SecretMeta, error) {
+func (v *Vault) Put(ctx context.Context, name string, plaintext []byte, meta Meta) (vaultstore.SecretMeta, error) {
 	if !ValidName(name) {
-		return store.SecretMeta{}, fmt.Errorf("enclave: secret name %q: want 1-128 of [A-Za-z0-9._-] starting with a letter or digit: %w", name, ErrInvalid)
+		return vaultstore.SecretMeta{}, fmt.Errorf("enclave: secret name %q: want 1-128 of [A-Za-z0-9._-] starting with a letter or digit: %w", name, ErrInvalid)
 	}
 	if len(plaintext) > MaxSecretSize {
-		return store.SecretMeta{}, fmt.Errorf("enclave: secret %q is %d bytes, the limit is %d: %w", name, len(plaintext), MaxSecretSize, ErrInvalid)
+		return vaultstore.SecretMeta{}, fmt.Errorf("enclave: secret %q is %d bytes, the limit is %d: %w", name, len(plaintext), MaxSecretSize, ErrInvalid)
 	}
 	if len(meta.Description) > 1024 {
-		return store.SecretMeta{}, fmt.Errorf("enclave: description of %q is over 1024 bytes: %w", name, ErrInvalid)
+		return vaultstore.SecretMeta{}, fmt.Errorf("enclave: description of %q is over 1024 bytes: %w", name, ErrInvalid)
 	}
 	var prev uint64
 	var created time.Time
@@ -267,21 +268,21 @@ func (v *Vault) Put(ctx context.Context, name string, plaintext []byte, meta Met
 	switch {
 	case err == nil:
 		prev, created = old.Version, old.CreatedAt
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, vaultstore.ErrNotFound):
 	default:
-		return store.SecretMeta{}, fmt.Errorf("enclave: reading secret %q: %w", name, err)
+		return vaultstore.SecretMeta{}, fmt.Errorf("enclave: reading secret %q: %w", name, err)
 	}
 	version := prev + 1
 	v.mu.RLock()
 	aead, err := v.cipher()
 	if err != nil {
 		v.mu.RUnlock()
-		return store.SecretMeta{}, err
+		return vaultstore.SecretMeta{}, err
 	}
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
 	if _, err := io.ReadFull(v.rand, nonce); err != nil {
 		v.mu.RUnlock()
-		return store.SecretMeta{}, fmt.Errorf("enclave: random nonce: %w", err)
+		return vaultstore.SecretMeta{}, fmt.Errorf("enclave: random nonce: %w", err)
 	}
 	ct := aead.Seal(nonce, nonce, plaintext, aad(name, version))
 	v.mu.RUnlock()
@@ -289,12 +290,12 @@ func (v *Vault) Put(ctx context.Context, name string, plaintext []byte, meta Met
 	if created.IsZero() {
 		created = now
 	}
-	s := store.Secret{
-		SecretMeta: store.SecretMeta{Name: name, Version: version, Size: len(plaintext), Description: meta.Description, CreatedAt: created, UpdatedAt: now},
+	s := vaultstore.Secret{
+		SecretMeta: vaultstore.SecretMeta{Name: name, Version: version, Size: len(plaintext), Description: meta.Description, CreatedAt: created, UpdatedAt: now},
 		Ciphertext: ct,
 	}
 	if err := v.st.PutSecret(ctx, s, prev); err != nil {
-		return store.SecretMeta{}, fmt.Errorf("enclave: storing secret %q: %w", name, err)
+		return vaultstore.SecretMeta{}, fmt.Errorf("enclave: storing secret %q: %w", name, err)
 	}
 	v.log.Info("secret stored", "name", name, "version", version, "size", len(plaintext))
 	got, err := v.st.GetSecret(ctx, name)
@@ -304,7 +305,7 @@ func (v *Vault) Put(ctx context.Context, name string, plaintext []byte, meta Met
 	return got.SecretMeta, nil
 }
 
-// Delete removes a secret (store.ErrNotFound if absent).
+// Delete removes a secret (vaultstore.ErrNotFound if absent).
 func (v *Vault) Delete(ctx context.Context, name string) error {
 	if err := v.st.DeleteSecret(ctx, name); err != nil {
 		return fmt.Errorf("enclave: deleting secret %q: %w", name, err)
@@ -314,7 +315,7 @@ func (v *Vault) Delete(ctx context.Context, name string) error {
 }
 
 // List returns the names and metadata of all secrets — never a value.
-func (v *Vault) List(ctx context.Context) ([]store.SecretMeta, error) {
+func (v *Vault) List(ctx context.Context) ([]vaultstore.SecretMeta, error) {
 	m, err := v.st.ListSecrets(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("enclave: listing secrets: %w", err)
@@ -347,7 +348,7 @@ func (v *Vault) Release(ctx context.Context, names []string, guestPub []byte, sa
 	out := make([]Wrapped, 0, len(names))
 	for _, n := range names {
 		s, err := v.st.GetSecret(ctx, n)
-		if errors.Is(err, store.ErrNotFound) {
+		if errors.Is(err, vaultstore.ErrNotFound) {
 			return nil, &MissingSecretError{Name: n}
 		}
 		if err != nil {
@@ -369,17 +370,17 @@ func (v *Vault) Release(ctx context.Context, names []string, guestPub []byte, sa
 }
 
 // MissingSecretError is Release's error for a name the vault does not
-// hold. It wraps store.ErrNotFound.
+// hold. It wraps vaultstore.ErrNotFound.
 type MissingSecretError struct{ Name string }
 
 func (e *MissingSecretError) Error() string {
 	return fmt.Sprintf("enclave: secret %q is not in the vault", e.Name)
 }
 
-func (e *MissingSecretError) Unwrap() error { return store.ErrNotFound }
+func (e *MissingSecretError) Unwrap() error { return vaultstore.ErrNotFound }
 
 // open decrypts one stored secret; the caller zeroes the result.
-func (v *Vault) open(s store.Secret) ([]byte, error) {
+func (v *Vault) open(s vaultstore.Secret) ([]byte, error) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	aead, err := v.cipher()

@@ -88,7 +88,7 @@ func TestCosignVerifiesOurSignatures(t *testing.T) {
 	blob := writeFile(t, filepath.Join(dir, "vmlinuz"), bytes.Repeat([]byte("kernel bytes "), 10000), 0o644)
 	tampered := writeFile(t, filepath.Join(dir, "vmlinuz.evil"), bytes.Repeat([]byte("kernel bytez "), 10000), 0o644)
 
-	s, err := LoadSigner(t.Context(), keyPath, pw("s3cret"))
+	s, err := LoadSigner(keyPath, pw("s3cret"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestWeVerifyCosignSignatures(t *testing.T) {
 	verifyFile(t, otherPub, blob, sigPath, ErrBadSignature)
 
 	// cosign generate-key-pair → our sign with their key → cosign verify
-	s, err := LoadSigner(t.Context(), keyPath, pw("p4ss"))
+	s, err := LoadSigner(keyPath, pw("p4ss"))
 	if err != nil {
 		t.Fatalf("cannot load cosign's private key: %v", err)
 	}
@@ -218,7 +218,7 @@ func TestWeVerifyCosignSignatures(t *testing.T) {
 	if s.KeyID() != KeyID(pub) {
 		t.Fatal("cosign's private and public keys differ once loaded")
 	}
-	if _, err := LoadSigner(t.Context(), keyPath, pw("wrong")); !errors.Is(err, ErrKeyDecrypt) {
+	if _, err := LoadSigner(keyPath, pw("wrong")); !errors.Is(err, ErrKeyDecrypt) {
 		t.Fatalf("wrong password for cosign's key: %v", err)
 	}
 	f, _ := os.Open(blob)

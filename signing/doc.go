@@ -14,8 +14,10 @@
 // key-only, no transparency log) are made and verified offline with
 // sigstore-go.
 //
-// A signing key may also live in a TPM ("tpm:SPEC" key references): Signer
-// wraps any crypto.Signer into sigstore's signature.SignerVerifier.
+// A signing key may also live in a device such as a TPM: the caller opens
+// the device and NewSigner wraps its crypto.Signer into sigstore's
+// signature.SignerVerifier, so this package links no TPM client (the
+// launcher resolves "tpm:SPEC" key references).
 //
 // Where signatures live next to artifacts (F.sig, F.bundle.json, and for
 // images D.sig + D.payload.json) is described in docs/signing.md and

@@ -1,7 +1,6 @@
 package signing
 
 import (
-	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
@@ -52,17 +51,14 @@ func NewSigner(s crypto.Signer, closer io.Closer) (*Signer, error) {
 	return &Signer{s: s, pub: pub, keyID: KeyID(pub), closer: closer}, nil
 }
 
-// LoadSigner opens the signing key named by keyRef:
-//
-//   - "tpm:" or "tpm:SPEC": the signing key of the TPM opened by tpm.Open with
-//     SPEC (empty SPEC: the default TPM);
-//   - anything else: a private key file in cosign's format (see
-//     ParsePrivateKey); pass supplies its password when it is encrypted.
-//
-// Close the Signer when done.
-func LoadSigner(ctx context.Context, keyRef string, pass func() ([]byte, error)) (*Signer, error) {
-	if spec, ok := strings.CutPrefix(keyRef, "tpm:"); ok {
-		return loadTPMSigner(ctx, spec)
+// LoadSigner opens the cosign private key file keyRef (see
+// ParsePrivateKey); pass supplies its password when it is encrypted. A key
+// held in a device (a TPM) is not loaded here: the caller opens the device
+// and wraps its crypto.Signer with NewSigner, so this package links no
+// device client. Close the Signer when done.
+func LoadSigner(keyRef string, pass func() ([]byte, error)) (*Signer, error) {
+	if strings.HasPrefix(keyRef, "tpm:") {
+		return nil, fmt.Errorf("signing: %q names a TPM key: open the TPM and wrap its crypto.Signer with NewSigner", keyRef)
 	}
 	if keyRef == "" {
 		return nil, errors.New("signing: no key given (a cosign.key file or tpm:SPEC)")

@@ -400,7 +400,7 @@ func TestLoadSignerFile(t *testing.T) {
 	if err := os.WriteFile(keyPath, privPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := LoadSigner(t.Context(), keyPath, func() ([]byte, error) { return []byte("pw"), nil })
+	s, err := LoadSigner(keyPath, func() ([]byte, error) { return []byte("pw"), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,13 +409,18 @@ func TestLoadSignerFile(t *testing.T) {
 	if s.KeyID() != KeyID(pub) {
 		t.Fatal("loaded another key")
 	}
-	if _, err := LoadSigner(t.Context(), filepath.Join(dir, "missing.key"), nil); err == nil || !errors.Is(err, os.ErrNotExist) {
+	if _, err := LoadSigner(filepath.Join(dir, "missing.key"), nil); err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing key: %v", err)
 	}
-	if _, err := LoadSigner(t.Context(), "", nil); err == nil {
+	if _, err := LoadSigner("", nil); err == nil {
 		t.Fatal("empty key ref accepted")
 	}
-	if _, err := LoadSigner(t.Context(), keyPath, func() ([]byte, error) { return []byte("nope"), nil }); !errors.Is(err, ErrKeyDecrypt) {
+	// A TPM key is the caller's to open (NewSigner over its crypto.Signer),
+	// not a file named "tpm:sim".
+	if _, err := LoadSigner("tpm:sim", nil); err == nil || !strings.Contains(err.Error(), "names a TPM key") {
+		t.Fatalf("tpm: key ref: %v", err)
+	}
+	if _, err := LoadSigner(keyPath, func() ([]byte, error) { return []byte("nope"), nil }); !errors.Is(err, ErrKeyDecrypt) {
 		t.Fatalf("wrong password: %v", err)
 	}
 }

@@ -4,14 +4,27 @@ import (
 	"bytes"
 	"errors"
 	"testing"
+
+	"github.com/bulwark-project/bulwark/tpm"
 )
 
 // The TPM-held key signs through the same wrapper and its signatures verify
-// as any other (here with the in-process reference TPM simulator).
+// as any other (here with the in-process reference TPM simulator). The
+// package takes the key as a crypto.Signer; only this test opens a TPM.
 func TestTPMSigner(t *testing.T) {
-	s, err := LoadSigner(t.Context(), "tpm:sim", nil)
+	tp, err := tpm.Open(t.Context(), "sim")
 	if err != nil {
 		t.Skipf("TPM simulator unavailable (needs cgo and libssl-dev: apt-get install libssl-dev): %v", err)
+	}
+	cs, err := tp.Signer(t.Context())
+	if err != nil {
+		tp.Close()
+		t.Fatal(err)
+	}
+	s, err := NewSigner(cs, tp)
+	if err != nil {
+		tp.Close()
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	blob := []byte("launch record")

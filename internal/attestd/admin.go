@@ -283,12 +283,11 @@ func (a *adminServer) VerifyAudit(ctx context.Context, _ *bulwarkv1.VerifyAuditR
 }
 
 func (a *adminServer) ListPolicies(ctx context.Context, _ *bulwarkv1.ListPoliciesRequest) (*bulwarkv1.ListPoliciesResponse, error) {
-	r := a.s.policies.Status()
-	return &bulwarkv1.ListPoliciesResponse{Policies: policyStates(r), LoadedAt: timestamppb.New(r.LoadedAt)}, nil
+	return &bulwarkv1.ListPoliciesResponse{Policies: policyStates(a.s.policies), LoadedAt: timestamppb.New(a.s.policies.Status().LoadedAt)}, nil
 }
 
 func (a *adminServer) ReloadPolicies(ctx context.Context, _ *bulwarkv1.ReloadPoliciesRequest) (*bulwarkv1.ReloadPoliciesResponse, error) {
-	r, err := a.s.policies.Reload(ctx)
+	err := a.s.policies.Reload()
 	if err != nil {
 		a.s.metrics.PolicyReloads.WithLabelValues("error").Inc()
 		a.s.log.WarnContext(ctx, "policy reload failed; previous policies stay in force", "error", err)
@@ -303,15 +302,7 @@ func (a *adminServer) ReloadPolicies(ctx context.Context, _ *bulwarkv1.ReloadPol
 	if _, rerr := a.s.Rejudge(ctx); rerr != nil {
 		return nil, rerr
 	}
-	return &bulwarkv1.ReloadPoliciesResponse{Policies: policyStates(r), Ok: err == nil && r.OK}, nil
-}
-
-func policyStates(r PolicyReport) []*bulwarkv1.PolicyStatus {
-	out := make([]*bulwarkv1.PolicyStatus, 0, len(r.Policies))
-	for _, p := range r.Policies {
-		out = append(out, &bulwarkv1.PolicyStatus{Name: p.Name, File: p.File, Version: p.Version, Loaded: p.Loaded, Error: p.Error})
-	}
-	return out
+	return &bulwarkv1.ReloadPoliciesResponse{Policies: policyStates(a.s.policies), Ok: err == nil && a.s.policies.Status().LastError == ""}, nil
 }
 
 func marshalPKIX(pub crypto.PublicKey) ([]byte, error) {

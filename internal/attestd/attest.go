@@ -16,48 +16,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// Policies judges verified evidence and reports what is loaded. The
-// policy package's Watcher is adapted to it by NewPolicyEngine.
-type Policies interface {
-	// Judge evaluates the verified state (and the artifact signatures the
-	// launcher sent) against the policy the launch event names.
-	Judge(ctx context.Context, v *Verified, sigs []*bulwarkv1.ArtifactSignature) Judgement
-	// Preflight judges, before boot, only what a launch will run (see
-	// policy.Set.Preflight); it never grants secrets.
-	Preflight(ctx context.Context, ev policy.Evidence) Judgement
-	// Status lists the policies and files with their load state.
-	Status() PolicyReport
-	// Reload re-reads the policies now; on error the previous set stays.
-	Reload(ctx context.Context) (PolicyReport, error)
-}
-
-// Judgement is a policy verdict.
-type Judgement struct {
-	Allow   bool
-	Policy  string   // name (and version) of the policy that judged
-	Reasons []string // every reason for a deny; may explain an allow
-	Secrets []string // granted secret names (allow only)
-	// Releases (Preflight only) are the secret names the policy would
-	// release after a passing attestation: checked against the vault.
-	Releases []string
-	// OnRevoke is the policy's on_revoke (policy.OnRevokeStop when unset).
-	OnRevoke string
-}
-
-// PolicyReport is the load state of the policy directory.
-type PolicyReport struct {
-	Policies []PolicyState
-	LoadedAt time.Time
-	OK       bool // the last load succeeded
-}
-
-// PolicyState is one policy (or one file that failed to load).
-type PolicyState struct {
-	Name, File, Version string
-	Loaded              bool
-	Error               string
-}
-
 // Attest verifies the request (VerifyAttestation), judges it by policy,
 // records the verdict durably (store and audit log) and answers with a
 // signed token (unless the request set omit_token). A deny is an answer
@@ -85,7 +43,7 @@ func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bul
 	if isReattest(req) {
 		return s.reattest(ctx, v, req)
 	}
-	j := s.policies.Judge(ctx, v, req.GetSignatures())
+	j := s.judge(ctx, v, req.GetSignatures())
 	if !j.Allow && len(j.Reasons) == 0 {
 		j.Reasons = []string{"denied by policy"}
 	}
@@ -102,7 +60,7 @@ func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bul
 }
 
 // finish records a verdict and, if withToken, signs its token.
-func (s *Server) finish(ctx context.Context, v *Verified, j Judgement, withToken bool) (*bulwarkv1.AttestResponse, error) {
+func (s *Server) finish(ctx context.Context, v *Verified, j policy.Verdict, withToken bool) (*bulwarkv1.AttestResponse, error) {
 	now := s.now()
 	id, err := s.attestationID(now)
 	if err != nil {

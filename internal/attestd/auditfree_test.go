@@ -11,6 +11,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -96,11 +97,11 @@ func TestStrangersWriteNoAudit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	freshEK, err := parseEKPublic(fresh.EKPublic())
+	freshEK, err := verify.ParseEKPublic(fresh.EKPublic())
 	if err != nil {
 		t.Fatal(err)
 	}
-	freshNode := verify.NodeID(freshEK.Raw)
+	freshNode := limits.NodeID(freshEK.Raw)
 	p := newInprocWith(t, func(c *Config) { c.EKAllow = append(c.EKAllow, freshNode) })
 	head := func() uint64 {
 		t.Helper()
@@ -160,7 +161,7 @@ func TestStrangersWriteNoAudit(t *testing.T) {
 		if err != nil || len(recs) != 1 {
 			t.Fatalf("ReadAudit: %v %v", recs, err)
 		}
-		ak, _ := parseAKPublic(fresh.AKPublic())
+		ak, _ := verify.ParseAKPublic(fresh.AKPublic())
 		r := recs[0]
 		if r.Kind != store.KindEnroll || r.Subject != freshNode || !strings.Contains(string(r.Details), fmt.Sprintf("%x", ak.Name)) ||
 			!strings.Contains(string(r.Details), `"ek_trust":"allow-list"`) {

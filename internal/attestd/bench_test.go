@@ -119,8 +119,8 @@ func BenchmarkAttestOverTLS(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ek, _ := parseEKPublic(tp.EKPublic())
-	node := verify.NodeID(ek.Raw)
+	ek, _ := verify.ParseEKPublic(tp.EKPublic())
+	node := limits.NodeID(ek.Raw)
 	e := newEnv(b, envOptions{storeKind: "embedded", ekAllow: []string{node}, manyNonces: true, peerRate: -1}) // b.N nonces issued up front, from one address
 	ctx := context.Background()
 	os.WriteFile(filepath.Join(e.policyDir, "sim.yaml"), []byte(simPolicyYAML()), 0o600)

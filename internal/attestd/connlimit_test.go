@@ -18,6 +18,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
@@ -71,8 +72,8 @@ func TestConnLimitPerPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ek, _ := parseEKPublic(tp.EKPublic())
-	node := verify.NodeID(ek.Raw)
+	ek, _ := verify.ParseEKPublic(tp.EKPublic())
+	node := limits.NodeID(ek.Raw)
 	e := newEnv(t, envOptions{storeKind: "embedded", ekAllow: []string{node}, maxConnsPerPeer: perPeer})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

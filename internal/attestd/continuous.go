@@ -112,7 +112,7 @@ func (h *hub) notify(node string) {
 
 // keepSandbox starts keeping a sandbox after its launch's attestation
 // (with reattest_interval_seconds set).
-func (s *Server) keepSandbox(ctx context.Context, v *Verified, req *bulwarkv1.AttestRequest, j Judgement) error {
+func (s *Server) keepSandbox(ctx context.Context, v *Verified, req *bulwarkv1.AttestRequest, j policy.Verdict) error {
 	ev := evidence{Event: *v.Event, Signatures: artifactSignatures(req.GetSignatures()), HostPCRs: v.HostPCRs, Firmware: req.GetFirmwareEventLog()}
 	b, err := json.Marshal(&ev)
 	if err != nil {
@@ -247,7 +247,7 @@ func (s *Server) reattestOne(ctx context.Context, v *Verified, req *bulwarkv1.At
 		for _, sg := range ev.Signatures {
 			sigs = append(sigs, &bulwarkv1.ArtifactSignature{Artifact: sg.Artifact, Signature: sg.Signature, Payload: sg.Payload})
 		}
-		j := s.policies.Judge(ctx, jv, sigs)
+		j := s.judge(ctx, jv, sigs)
 		if !j.Allow && len(j.Reasons) == 0 {
 			j.Reasons = []string{"denied by policy"}
 		}
@@ -432,16 +432,16 @@ func (s *Server) Rejudge(ctx context.Context) (int, error) {
 
 // judgeKept judges a kept sandbox's stored evidence by the policies in
 // force, now.
-func (s *Server) judgeKept(ctx context.Context, node store.Node, st *store.SandboxState) (Judgement, error) {
+func (s *Server) judgeKept(ctx context.Context, node store.Node, st *store.SandboxState) (policy.Verdict, error) {
 	ev, err := decodeEvidence(st.Evidence)
 	if err != nil {
-		return Judgement{}, s.storeStatus(ctx, "sandbox "+st.SandboxID, err)
+		return policy.Verdict{}, s.storeStatus(ctx, "sandbox "+st.SandboxID, err)
 	}
 	v, sigs, err := ev.verified(node, s.now())
 	if err != nil { // the stored firmware log replayed once: it does again
-		return Judgement{Reasons: []string{status.Convert(err).Message()}}, nil
+		return policy.Verdict{Reasons: []string{status.Convert(err).Message()}}, nil
 	}
-	j := s.policies.Judge(ctx, v, sigs)
+	j := s.judge(ctx, v, sigs)
 	if !j.Allow && len(j.Reasons) == 0 {
 		j.Reasons = []string{"denied by policy"}
 	}

@@ -10,6 +10,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -38,15 +39,15 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 	if err := validateEnroll(req); err != nil {
 		return nil, err
 	}
-	ek, err := parseEKPublic(req.GetEkPublic())
+	ek, err := verify.ParseEKPublic(req.GetEkPublic())
 	if err != nil {
 		return nil, invalid("ek_public", "%v", err)
 	}
-	ak, err := parseAKPublic(req.GetAkPublic())
+	ak, err := verify.ParseAKPublic(req.GetAkPublic())
 	if err != nil {
 		return nil, invalid("ak_public", "%v", err)
 	}
-	nodeID := verify.NodeID(ek.Raw)
+	nodeID := limits.NodeID(ek.Raw)
 	how, err := s.trustEK(ek, req.GetEkCertificate(), nodeID)
 	if err != nil {
 		return nil, err
@@ -61,7 +62,7 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 	if err != nil {
 		return nil, s.storeStatus(ctx, "enroll", err)
 	}
-	blob, encSecret, err := makeCredential(ek, ak.Name, secret)
+	blob, encSecret, err := verify.MakeCredential(ek.Raw, ak.Name, secret)
 	if err != nil {
 		return nil, s.storeStatus(ctx, "enroll: make credential", err)
 	}
@@ -102,7 +103,7 @@ func (s *Server) Enroll(ctx context.Context, req *bulwarkv1.EnrollRequest) (*bul
 
 // trustEK decides whether an EK may enroll and says how ("allow-list" or
 // "certificate").
-func (s *Server) trustEK(ek *tpmPublic, certDER []byte, nodeID string) (string, error) {
+func (s *Server) trustEK(ek *verify.Public, certDER []byte, nodeID string) (string, error) {
 	if s.ekAllow[nodeID] {
 		return "allow-list", nil
 	}
@@ -115,7 +116,8 @@ func (s *Server) trustEK(ek *tpmPublic, certDER []byte, nodeID string) (string, 
 	if s.ekRoots == nil {
 		return "", status.Errorf(codes.PermissionDenied, "ek_certificate: attestd trusts no EK CA, and node %s is not allow-listed: start attestd serve with --ek-ca FILE (the CA that issued the TPM's EK certificate), or add that node id to its --ek-allow file", nodeID)
 	}
-	if err := verifyEKCertificate(certDER, ek, s.ekRoots, s.ekInter, s.now()); err != nil {
+	// The certificate must chain to the roots and certify this EK.
+	if _, err := verify.VerifyEKCertificate(certDER, ek.Raw, verify.EKCertOptions{Roots: s.ekRoots, Intermediates: s.ekInter, Now: s.now}); err != nil {
 		return "", status.Errorf(codes.PermissionDenied, "ek_certificate of node %s: %v: give attestd serve --ek-ca FILE with the CA that issued it, or add that node id to its --ek-allow file", nodeID, err)
 	}
 	return "certificate", nil

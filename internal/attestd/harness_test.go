@@ -131,11 +131,11 @@ func newHost(t testing.TB, spec string) *host {
 		t.Fatal(err)
 	}
 	h.akPub = ak.Public
-	ek, err := parseEKPublic(h.ekPub)
+	ek, err := verify.ParseEKPublic(h.ekPub)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.nodeID = verify.NodeID(ek.Raw)
+	h.nodeID = limits.NodeID(ek.Raw)
 	return h
 }
 
@@ -280,7 +280,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = New(Config{Store: e.st, Vault: e.vault, Policies: &PolicyEngine{W: e.watcher}, Tokens: tokens,
+	e.srv, err = New(Config{Store: e.st, Vault: e.vault, Policies: e.watcher, Tokens: tokens,
 		EKAllow: o.ekAllow, AdminCA: e.pki.CAPool(), Now: e.clock.Now, TokenTTL: o.tokenTTL, RequestTimeout: o.requestTimeout,
 		PeerRate: o.peerRate, PeerBurst: o.peerBurst, IdleTimeout: o.idleTimeout})
 	if err != nil {

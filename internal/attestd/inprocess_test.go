@@ -105,9 +105,9 @@ func newInprocTPM(tb testing.TB, storeDir string, so store.Options, to softtpm.O
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ek, _ := parseEKPublic(tp.EKPublic())
-	node := verify.NodeID(ek.Raw)
-	cfg := Config{Store: st, Vault: v, Policies: &PolicyEngine{W: w}, Tokens: tokens, EKAllow: []string{node}, Now: clock.Now}
+	ek, _ := verify.ParseEKPublic(tp.EKPublic())
+	node := limits.NodeID(ek.Raw)
+	cfg := Config{Store: st, Vault: v, Policies: w, Tokens: tokens, EKAllow: []string{node}, Now: clock.Now}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -218,7 +218,7 @@ func TestAttestHostKernelCmdline(t *testing.T) {
 				if err := w.Reload(); err != nil {
 					t.Fatal(err)
 				}
-				c.Policies = &PolicyEngine{W: w}
+				c.Policies = w
 			})
 			ch, err := p.srv.Challenge(context.Background(), &bulwarkv1.ChallengeRequest{NodeId: p.node})
 			if err != nil {

@@ -8,14 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// PolicyEngine adapts a policy.Watcher (the reloading policy directory)
-// to Policies.
-type PolicyEngine struct {
-	W *policy.Watcher
-}
-
-var _ Policies = (*PolicyEngine)(nil)
-
 // Evidence builds the policy input from a verified attestation.
 func Evidence(v *Verified, sigs []*bulwarkv1.ArtifactSignature) policy.Evidence {
 	return policy.Evidence{NodeID: v.Node.ID, Event: *v.Event, HostPCRs: v.HostPCRs, Firmware: firmwareState(v.FirmwareEvents, v.HostPCRs), Time: v.Time, Signatures: artifactSignatures(sigs)}
@@ -32,40 +24,30 @@ func artifactSignatures(sigs []*bulwarkv1.ArtifactSignature) []policy.ArtifactSi
 	return out
 }
 
-// Judge evaluates the verified evidence with the policy set in force.
-func (e *PolicyEngine) Judge(ctx context.Context, v *Verified, sigs []*bulwarkv1.ArtifactSignature) Judgement {
-	vd := e.W.Evaluate(ctx, Evidence(v, sigs))
-	return Judgement{Allow: vd.Allow, Policy: vd.Policy, Reasons: vd.Reasons, Secrets: vd.Secrets, OnRevoke: vd.OnRevoke}
+// judge evaluates the verified evidence (and the artifact signatures the
+// launcher sent) with the policy set in force: the policy the launch event
+// names.
+func (s *Server) judge(ctx context.Context, v *Verified, sigs []*bulwarkv1.ArtifactSignature) policy.Verdict {
+	return s.policies.Evaluate(ctx, Evidence(v, sigs))
 }
 
-// Preflight judges a launch before boot with the policy set in force.
-func (e *PolicyEngine) Preflight(ctx context.Context, ev policy.Evidence) Judgement {
-	vd := e.W.Preflight(ctx, ev)
-	return Judgement{Allow: vd.Allow, Policy: vd.Policy, Reasons: vd.Reasons, Releases: vd.Releases}
-}
-
-// Status reports the policies in force and the last load error, if any.
-func (e *PolicyEngine) Status() PolicyReport {
-	st := e.W.Status()
-	set := e.W.Set()
-	r := PolicyReport{LoadedAt: st.LoadedAt, OK: st.LastError == ""}
+// policyStates lists the policies in force and, when the last load failed,
+// the directory with its error.
+func policyStates(w *policy.Watcher) []*bulwarkv1.PolicyStatus {
+	st := w.Status()
+	set := w.Set()
+	out := make([]*bulwarkv1.PolicyStatus, 0, len(st.Policies)+1)
 	for _, name := range st.Policies {
-		ps := PolicyState{Name: name, Loaded: true}
+		ps := &bulwarkv1.PolicyStatus{Name: name, Loaded: true}
 		if p := set.Get(name); p != nil {
 			ps.File, ps.Version = p.File, p.Digest
 		}
-		r.Policies = append(r.Policies, ps)
+		out = append(out, ps)
 	}
 	if st.LastError != "" {
-		r.Policies = append(r.Policies, PolicyState{File: st.Dir, Loaded: false, Error: st.LastError})
+		out = append(out, &bulwarkv1.PolicyStatus{File: st.Dir, Loaded: false, Error: st.LastError})
 	}
-	return r
-}
-
-// Reload re-reads the directory now.
-func (e *PolicyEngine) Reload(ctx context.Context) (PolicyReport, error) {
-	err := e.W.Reload()
-	return e.Status(), err
+	return out
 }
 
 // RegisterPolicyMetrics exports the watcher's background reload counts

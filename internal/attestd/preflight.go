@@ -124,7 +124,7 @@ func (s *Server) missingSecrets(ctx context.Context, names []string) ([]string, 
 // is not an admin: one line per refused part of the launch, naming it,
 // and nothing of what the policy allows. A reason that names no known
 // part becomes a generic refusal.
-func redactReasons(j Judgement, requested string) []string {
+func redactReasons(j policy.Verdict, requested string) []string {
 	if len(j.Reasons) == 0 {
 		return nil
 	}

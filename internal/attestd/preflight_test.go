@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/policy"
 	"google.golang.org/grpc/codes"
 )
 
@@ -17,31 +18,31 @@ func TestRedactReasons(t *testing.T) {
 	allowed := []string{"sha256:1111", "a1b2c3d4", "console=ttyS0 panic=-1", "ro quiet", "2026-01-01", "/bin/app"}
 	for _, tc := range []struct {
 		name string
-		j    Judgement
+		j    policy.Verdict
 		want []string // prefixes, in order
 	}{
-		{"allow", Judgement{Allow: true, Policy: "p"}, nil},
-		{"digest and signer", Judgement{Policy: "p", Reasons: []string{
+		{"allow", policy.Verdict{Allow: true, Policy: "p"}, nil},
+		{"digest and signer", policy.Verdict{Policy: "p", Reasons: []string{
 			"kernel: sha256:9999 not allowed (allowed: sha256:1111); no signature by an allowed signer (a1b2c3d4)",
 			"image: manifest sha256:9999 not allowed (allowed: sha256:1111)",
 		}}, []string{"kernel: ", "image: "}},
-		{"command line, twice", Judgement{Policy: "p", Reasons: []string{
+		{"command line, twice", policy.Verdict{Policy: "p", Reasons: []string{
 			`cmdline: "init=/bin/sh" is not one of the allowed command lines ("console=ttyS0 panic=-1")`,
 			`cmdline: parameter(s) init not allowed (allowed: ro quiet)`,
 		}}, []string{"cmdline: "}},
-		{"validity, args, initrd", Judgement{Policy: "p", Reasons: []string{
+		{"validity, args, initrd", policy.Verdict{Policy: "p", Reasons: []string{
 			"validity: policy p is not valid before 2026-01-01T00:00:00Z",
 			"args: command override [/bin/sh] is not one of the 1 command(s) the policy allows",
 			"initrd: the launch has no initrd but the policy requires one",
 		}}, []string{"validity: ", "args: ", "initrd: "}},
-		{"env and network", Judgement{Policy: "p", Reasons: []string{
+		{"env and network", policy.Verdict{Policy: "p", Reasons: []string{
 			`env: variables "DEBUG" are not among those the policy allows (env.keys)`,
 			`network: "user" is not allowed (allowed: "none")`,
 		}}, []string{"env: the environment variables", "network: the guest network"}},
-		{"unknown reason", Judgement{Policy: "p", Reasons: []string{"host: PCR 7 is 00, expected one of sha256:1111"}}, []string{"policy: the launch is refused"}},
-		{"a template not pinned", Judgement{Policy: "p", Reasons: []string{"templates: template RAM sha256:9999 is not one the policy pins"}},
+		{"unknown reason", policy.Verdict{Policy: "p", Reasons: []string{"host: PCR 7 is 00, expected one of sha256:1111"}}, []string{"policy: the launch is refused"}},
+		{"a template not pinned", policy.Verdict{Policy: "p", Reasons: []string{"templates: template RAM sha256:9999 is not one the policy pins"}},
 			[]string{"templates: the policy does not allow a clone of this VM template"}},
-		{"policy not loaded", Judgement{Reasons: []string{"policy \"x\" is not loaded"}}, []string{`policy: "asked" is not loaded`}},
+		{"policy not loaded", policy.Verdict{Reasons: []string{"policy \"x\" is not loaded"}}, []string{`policy: "asked" is not loaded`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := redactReasons(tc.j, "asked")

@@ -11,7 +11,6 @@
 package attestd
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
@@ -24,6 +23,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
@@ -43,27 +43,13 @@ const (
 	DefaultWatchPoll = 5 * time.Second
 )
 
-// Vault is the part of the enclave vault attestd uses; *enclave.Vault
-// implements it.
-type Vault interface {
-	Put(ctx context.Context, name string, plaintext []byte, meta enclave.Meta) (store.SecretMeta, error)
-	Delete(ctx context.Context, name string) error
-	List(ctx context.Context) ([]store.SecretMeta, error)
-	Release(ctx context.Context, names []string, guestPub []byte, sandboxID string) ([]enclave.Wrapped, error)
-	// ApproveJoin wraps the master key to a replica join request's key
-	// (docs/attestd.md "Replicas").
-	ApproveJoin(ctx context.Context, st enclave.JoinStore, id, by string) (store.Join, error)
-}
-
-var _ Vault = (*enclave.Vault)(nil)
-
 // Config is what a Server is built from. Store, Vault, Policies and Tokens
 // are required.
 type Config struct {
 	Logger   *slog.Logger // nil: discard
 	Store    store.Store
-	Vault    Vault
-	Policies Policies
+	Vault    *enclave.Vault
+	Policies *policy.Watcher // the policy directory in force, reloading
 	Tokens   *TokenSigner
 	Metrics  *Metrics // nil: a fresh registry
 	// Checkpoints, when set, anchor the audit log: VerifyAudit checks the
@@ -121,8 +107,8 @@ type Server struct {
 
 	log      *slog.Logger
 	st       store.Store
-	vault    Vault
-	policies Policies
+	vault    *enclave.Vault
+	policies *policy.Watcher
 	tokens   *TokenSigner
 	metrics  *Metrics
 	ekRoots  *x509.CertPool

@@ -15,6 +15,7 @@ import (
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm/limits"
+	"github.com/bulwark-project/bulwark/tpm/verify"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -223,10 +224,11 @@ func mutateField(req *bulwarkv1.AttestRequest, field uint8, data []byte) {
 // heldPrefixOf is the launch log prefix attestd would hold after
 // verifying req: its whole log, in its quote's boot cycle.
 func heldPrefixOf(t testing.TB, ak []byte, req *bulwarkv1.AttestRequest) *store.PrefixView {
-	clock, err := verifyQuote(ak, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs())
+	q, err := verify.VerifyQuote(ak, req.GetQuote(), req.GetSignature(), req.GetNonce(), pcrsByIndex(req.GetPcrs()))
 	if err != nil {
 		t.Fatal(err)
 	}
+	clock := q.Clock
 	lg, err := measure.ParseLog(req.GetLaunchLog())
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/verify"
 	"github.com/google/go-attestation/attest"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -195,15 +196,24 @@ func verifyEvidence(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequ
 // checkQuote is check 4: the quote is signed by the AK, over the nonce
 // and the PCR values sent, the launch PCR among them. It returns the
 // quote's clock information.
-func checkQuote(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) (clockInfo, error) {
+func checkQuote(akPublic []byte, launchPCR uint32, req *bulwarkv1.AttestRequest) (verify.ClockInfo, error) {
 	if _, ok := req.GetPcrs()[launchPCR]; !ok {
-		return clockInfo{}, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", launchPCR)
+		return verify.ClockInfo{}, invalid("pcrs", "the launch PCR %d is not among the quoted PCRs", launchPCR)
 	}
-	clock, err := verifyQuote(akPublic, req.GetQuote(), req.GetSignature(), req.GetNonce(), req.GetPcrs())
+	r, err := verify.VerifyQuote(akPublic, req.GetQuote(), req.GetSignature(), req.GetNonce(), pcrsByIndex(req.GetPcrs()))
 	if err != nil {
-		return clockInfo{}, status.Errorf(codes.PermissionDenied, "quote: %v", err)
+		return verify.ClockInfo{}, status.Errorf(codes.PermissionDenied, "quote: %v", err)
 	}
-	return clock, nil
+	return r.Clock, nil
+}
+
+// pcrsByIndex is the request's PCR map keyed as verify.VerifyQuote takes it.
+func pcrsByIndex(pcrs map[uint32][]byte) map[int][]byte {
+	m := make(map[int][]byte, len(pcrs))
+	for i, v := range pcrs {
+		m[int(i)] = v
+	}
+	return m
 }
 
 // prefixUnknown is the refusal of a request whose launch_log_offset
@@ -231,7 +241,7 @@ func heldEvents(held *store.PrefixView) uint64 {
 // replayStart is where check 5 replays an incremental log from: the PCR
 // value attestd stored after launch_log_offset records, in the quote's
 // TPM boot cycle. nil (all zeros) for a whole log.
-func replayStart(offset uint64, clock clockInfo, held *store.PrefixView) ([]byte, error) {
+func replayStart(offset uint64, clock verify.ClockInfo, held *store.PrefixView) ([]byte, error) {
 	if offset == 0 {
 		return nil, nil
 	}
@@ -359,7 +369,7 @@ func sandboxEvent(req *bulwarkv1.AttestRequest, launchPCR uint32, recs []measure
 // checkQuoted is checks 5 to 7, on a request whose quote checkQuote
 // verified (clock is the quote's): the PCR values are those the TPM
 // quoted. held is the node's stored launch log prefix, nil if none.
-func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest, clock clockInfo, held *store.PrefixView, prior priorRecords) (*Verified, error) {
+func checkQuoted(launchPCR uint32, req *bulwarkv1.AttestRequest, clock verify.ClockInfo, held *store.PrefixView, prior priorRecords) (*Verified, error) {
 	launchValue := req.GetPcrs()[launchPCR]
 	offset := req.GetLaunchLogOffset()
 	start, err := replayStart(offset, clock, held)

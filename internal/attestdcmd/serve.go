@@ -280,7 +280,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		return fmt.Errorf("recording the audit checkpoint at start: %w", err)
 	}
 	srv, err := attestd.New(attestd.Config{
-		Logger: log, Store: st, Vault: vault, Policies: &attestd.PolicyEngine{W: w}, Tokens: tokens, Metrics: metrics,
+		Logger: log, Store: st, Vault: vault, Policies: w, Tokens: tokens, Metrics: metrics,
 		Checkpoints: checkpoints, EKRoots: roots, EKIntermediates: inter, EKAllow: ekAllow, AdminCA: adminCA,
 		LaunchPCR: uint32(*launchPCR), NonceTTL: *nonceTTL, ChallengeTTL: *challengeTTL, TokenTTL: *tokenTTL, RequestTimeout: *requestTO,
 		PeerRate: rate, PeerBurst: *peerBurst, IdleTimeout: *idleTimeout,

@@ -7,7 +7,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/tpm"
-	"github.com/bulwark-project/bulwark/tpm/verify"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 // Enroll registers this host's TPM with attestd: it sends the EK (and its
@@ -43,7 +43,7 @@ func Enroll(ctx context.Context, tpmSpec string, o attestclient.Options) (string
 	if err != nil {
 		return "", attestdError("enroll", err)
 	}
-	if want := verify.NodeID(ek); resp.GetNodeId() != want {
+	if want := limits.NodeID(ek); resp.GetNodeId() != want {
 		return "", fmt.Errorf("attestd named this host %q, expected %q", resp.GetNodeId(), want)
 	}
 	secret, err := t.ActivateCredential(ctx, resp.GetCredentialBlob(), resp.GetEncryptedSecret())

@@ -16,7 +16,6 @@ import (
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/tpm"
 	"github.com/bulwark-project/bulwark/tpm/limits"
-	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 // bigEvent is a launch event of about 60 KiB (a long command override):
@@ -47,7 +46,7 @@ func enrolledHost(t *testing.T, ctx context.Context) (*tpm.TPM, *attestclient.Cl
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := verify.NodeID(ek)
+	node := limits.NodeID(ek)
 	tp.Close()
 	allow := filepath.Join(t.TempDir(), "ek-allow")
 	if err := os.WriteFile(allow, []byte(node+"\n"), 0o600); err != nil {

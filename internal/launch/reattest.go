@@ -9,7 +9,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/tpm"
-	"github.com/bulwark-project/bulwark/tpm/verify"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 // Host is what the host service needs to attest its host again and to
@@ -30,7 +30,7 @@ func NewHost(ctx context.Context, t *tpm.TPM, stateDir string, pcr int, client *
 	if err != nil {
 		return nil, fmt.Errorf("host TPM: %w", err)
 	}
-	return &Host{tpm: t, stateDir: stateDir, pcr: pcr, client: client, nodeID: verify.NodeID(ek)}, nil
+	return &Host{tpm: t, stateDir: stateDir, pcr: pcr, client: client, nodeID: limits.NodeID(ek)}, nil
 }
 
 // NodeID is the host's node id.

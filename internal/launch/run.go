@@ -23,7 +23,6 @@ import (
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm"
 	"github.com/bulwark-project/bulwark/tpm/limits"
-	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 // hostPCRs are the host boot-state PCRs quoted beside the launch PCR, so a
@@ -477,7 +476,7 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	if err != nil {
 		return nil, fmt.Errorf("host TPM: %w", err)
 	}
-	nodeID := verify.NodeID(ek)
+	nodeID := limits.NodeID(ek)
 	if _, err := t.LoadAK(ctx); err != nil {
 		return nil, fmt.Errorf("host TPM has no attestation key yet: run 'launcher enroll' first (%w)", err)
 	}

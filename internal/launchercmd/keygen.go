@@ -44,7 +44,7 @@ func runKeygen(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []strin
 		if !strings.HasPrefix(*keyRef, "tpm:") {
 			return cli.Usagef("--key for keygen must be tpm:[SPEC] (a key file is made without --key)")
 		}
-		s, err := signing.LoadSigner(ctx, *keyRef, nil)
+		s, err := loadSigner(ctx, *keyRef, nil)
 		if err != nil {
 			return fmt.Errorf("opening TPM signing key: %w", err)
 		}

@@ -62,7 +62,7 @@ func runSign(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 		}
 	}
 
-	s, err := signing.LoadSigner(ctx, *keyRef, passFunc(env))
+	s, err := loadSigner(ctx, *keyRef, passFunc(env))
 	if err != nil {
 		return err
 	}

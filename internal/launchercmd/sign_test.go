@@ -221,7 +221,7 @@ func TestSignVerifyImage(t *testing.T) {
 	wantCode(t, "unsigned image", code, 1, out, errs, "missing signature", imgB+".sig")
 
 	// A validly signed payload of the wrong type.
-	s, err := signing.LoadSigner(t.Context(), prefix+".key", func() ([]byte, error) { return []byte("pw"), nil })
+	s, err := signing.LoadSigner(prefix+".key", func() ([]byte, error) { return []byte("pw"), nil })
 	if err != nil {
 		t.Fatal(err)
 	}

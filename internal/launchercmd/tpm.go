@@ -165,7 +165,7 @@ func collectTPMInfo(ctx context.Context, t *tpm.TPM, pcr int) (*tpmInfo, error) 
 	if info.EKFingerprint, err = fingerprint(ek); err != nil {
 		return nil, fmt.Errorf("EK: %w", err)
 	}
-	info.NodeID = verify.NodeID(ek)
+	info.NodeID = limits.NodeID(ek)
 	certDER, err := t.EKCertificate(ctx)
 	switch {
 	case errors.Is(err, tpm.ErrNoEKCert):

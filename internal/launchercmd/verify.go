@@ -130,7 +130,7 @@ func checkVerifyFile(path string) error {
 // signing key for tpm:[SPEC].
 func loadPublicKey(ctx context.Context, keyRef string) (crypto.PublicKey, error) {
 	if strings.HasPrefix(keyRef, "tpm:") {
-		s, err := signing.LoadSigner(ctx, keyRef, nil)
+		s, err := loadSigner(ctx, keyRef, nil)
 		if err != nil {
 			return nil, fmt.Errorf("opening TPM signing key: %w", err)
 		}

@@ -77,8 +77,8 @@ func verifyFloor(tb testing.TB, n int) float64 {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	node := verify.NodeID(ek.Raw)
-	srv, err := attestd.New(attestd.Config{Store: st, Vault: v, Policies: &attestd.PolicyEngine{W: w}, Tokens: tokens,
+	node := limits.NodeID(ek.Raw)
+	srv, err := attestd.New(attestd.Config{Store: st, Vault: v, Policies: w, Tokens: tokens,
 		EKAllow: []string{node}, Logger: quiet})
 	if err != nil {
 		tb.Fatal(err)

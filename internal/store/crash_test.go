@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/store"
-	"github.com/bulwark-project/bulwark/tpm/verify"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 const crashEnv = "BULWARK_STORE_CRASH_CHILD"
@@ -99,7 +99,7 @@ func crashChild(dir string) {
 		os.Exit(1)
 	}
 	ek := []byte(fmt.Sprintf("crash-test-ek-%d", time.Now().UnixNano()))
-	n := store.Node{ID: verify.NodeID(ek), EKPublic: ek, AKPublic: []byte("ak"), AKName: []byte("name"), State: store.NodeActive}
+	n := store.Node{ID: limits.NodeID(ek), EKPublic: ek, AKPublic: []byte("ak"), AKName: []byte("name"), State: store.NodeActive}
 	if err := s.CreateNode(ctx, n); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

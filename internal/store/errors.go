@@ -1,16 +1,22 @@
 package store
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/bulwark-project/bulwark/enclave/vaultstore"
+)
 
 // The error classes callers branch on (attestd maps them to gRPC codes at its
 // server edge). Implementations wrap them with %w and short context; test
 // with errors.Is.
 var (
-	// ErrNotFound: the node, attestation, secret or audit head does not exist.
-	ErrNotFound = errors.New("store: not found")
+	// ErrNotFound: the node, attestation, secret or audit head does not
+	// exist. It is the vault's class (vaultstore.ErrNotFound), so the
+	// vault, which does not import the store, can branch on it.
+	ErrNotFound = vaultstore.ErrNotFound
 	// ErrConflict: it exists already, or a concurrent writer changed it
-	// first (secret version mismatch).
-	ErrConflict = errors.New("store: conflict")
+	// first (secret version mismatch). The vault's class, as ErrNotFound.
+	ErrConflict = vaultstore.ErrConflict
 	// ErrInvalid: a caller passed a malformed value (bad id, missing field,
 	// over a size limit). The wrapping error names the field.
 	ErrInvalid = errors.New("store: invalid argument")

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/store"
-	"github.com/bulwark-project/bulwark/tpm/verify"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 // smallTmpfs mounts a tmpfs of size bytes on a new temporary directory, or
@@ -77,7 +77,7 @@ func TestEmbeddedGroupCommitAnswersOnlyDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	ek := []byte("group-commit-test-ek")
-	n := store.Node{ID: verify.NodeID(ek), EKPublic: ek, AKPublic: []byte("ak"), AKName: []byte("name"), State: store.NodeActive}
+	n := store.Node{ID: limits.NodeID(ek), EKPublic: ek, AKPublic: []byte("ak"), AKName: []byte("name"), State: store.NodeActive}
 	if err := s.CreateNode(ctx, n); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bulwark-project/bulwark/tpm/verify"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -33,7 +33,7 @@ func cacheTestNode(t *testing.T) Node {
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)
 	}
-	return Node{ID: verify.NodeID(b[:90]), EKPublic: b[:90], AKPublic: b[90:178], AKName: b[178:], State: NodeEnrolled}
+	return Node{ID: limits.NodeID(b[:90]), EKPublic: b[:90], AKPublic: b[90:178], AKName: b[178:], State: NodeEnrolled}
 }
 
 // revokeIn revokes node id in transaction tx.

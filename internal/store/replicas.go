@@ -4,37 +4,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
+	"github.com/bulwark-project/bulwark/enclave/vaultstore"
 	"github.com/jackc/pgx/v5"
 	bolt "go.etcd.io/bbolt"
 )
 
-// JoinState is where a replica join request is.
-type JoinState string
-
-const (
-	// JoinPending: published by the joining replica, not approved yet.
-	JoinPending JoinState = "pending"
-	// JoinApproved: an admin approved it and an existing replica stored
-	// the vault master key wrapped to the request's public key.
-	JoinApproved JoinState = "approved"
+// Join, JoinState and its values are the vault's (enclave/vaultstore):
+// the vault and the store share them without importing each other.
+type (
+	Join      = vaultstore.Join
+	JoinState = vaultstore.JoinState
 )
 
-// Join is a new attestd replica's request for the vault master key (see
-// enclave.StartJoin and docs/attestd.md "Replicas"). Nothing in it is
-// secret: PublicKey is the joining replica's transport public key, and
-// Wrapped the master key sealed to it, which only that replica can open.
-type Join struct {
-	ID         string // enclave.JoinID(PublicKey)
-	Node       string // the joining replica's name, as its admin gave it
-	PublicKey  []byte // the transport public key (HPKE, X25519)
-	State      JoinState
-	Wrapped    []byte // the wrapped master key; nil while pending
-	ApprovedBy string // the admin who approved it ("" while pending)
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
-}
+const (
+	JoinPending  = vaultstore.JoinPending
+	JoinApproved = vaultstore.JoinApproved
+)
 
 // MaxVaultCheck bounds the vault's key-check value.
 const MaxVaultCheck = 1 << 10

@@ -16,6 +16,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"time"
+
+	"github.com/bulwark-project/bulwark/enclave/vaultstore"
 )
 
 // Store is attestd's storage. Implementations are safe for concurrent use.
@@ -216,22 +218,12 @@ type Attestations interface {
 	ConsumeRelease(ctx context.Context, id string, now time.Time) (Attestation, AuditRecord, error)
 }
 
-// Secret is one vault entry: ciphertext and metadata, never plaintext. The
-// vault (enclave) produces the ciphertext; the store keeps it opaque.
-type Secret struct {
-	SecretMeta
-	Ciphertext []byte
-}
-
-// SecretMeta is what may be listed about a secret.
-type SecretMeta struct {
-	Name        string
-	Version     uint64 // 1 on creation, +1 on each update
-	Size        int    // plaintext length in bytes
-	Description string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-}
+// Secret (ciphertext and metadata, never plaintext) and SecretMeta (what
+// may be listed) are the vault's types (enclave/vaultstore).
+type (
+	Secret     = vaultstore.Secret
+	SecretMeta = vaultstore.SecretMeta
+)
 
 // Secrets stores vault ciphertexts.
 type Secrets interface {

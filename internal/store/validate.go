@@ -8,7 +8,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/bulwark-project/bulwark/tpm/limits"
-	"github.com/bulwark-project/bulwark/tpm/verify"
 )
 
 // textOK reports whether every string is valid UTF-8 without NUL bytes:
@@ -36,7 +35,7 @@ func validateNode(n *Node) error {
 	switch {
 	case len(n.EKPublic) == 0 || len(n.EKPublic) > MaxBlob:
 		return fmt.Errorf("node EK public key is %d bytes: want 1..%d: %w", len(n.EKPublic), MaxBlob, ErrInvalid)
-	case n.ID != verify.NodeID(n.EKPublic) || !textOK(string(n.State)):
+	case n.ID != limits.NodeID(n.EKPublic) || !textOK(string(n.State)):
 		return fmt.Errorf("node id %q is not the digest of its EK public key: %w", n.ID, ErrInvalid)
 	case len(n.AKPublic) == 0 || len(n.AKPublic) > MaxBlob, len(n.AKName) == 0 || len(n.AKName) > MaxBlob, len(n.EKCert) > MaxBlob:
 		return fmt.Errorf("node %s: AK public key and name are required, each and the EK certificate at most %d bytes: %w", n.ID, MaxBlob, ErrInvalid)

@@ -1,5 +1,6 @@
 // Package limits holds the TPM parameters every part of Bulwark must agree
-// on: the PCR bank, the launch PCR, and the size of a quote's nonce.
+// on: the PCR bank, the launch PCR, the size of a quote's nonce, and how a
+// host is named (NodeID).
 //
 // It imports nothing but the standard library, so the verifier (tpm/verify),
 // the TPM client (tpm), the launch event log (measure), the policy evaluator,
@@ -7,7 +8,11 @@
 // another.
 package limits
 
-import "fmt"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+)
 
 // PCR indexes.
 const (
@@ -68,4 +73,13 @@ func CheckNonceSize(n int) error {
 		return fmt.Errorf("nonce of %d bytes, want %d..%d", n, MinNonceSize, MaxNonceSize)
 	}
 	return nil
+}
+
+// NodeID is how Bulwark names a host: "sha256:" + hex of the SHA-256 of its
+// EK public area in TPM wire form (marshalled TPMT_PUBLIC). attestd assigns
+// it at enrollment, the store checks a node's id against its EK, and the
+// launcher computes the same from its own TPM.
+func NodeID(ekPublic []byte) string {
+	sum := sha256.Sum256(ekPublic)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/google/go-tpm/tpm2"
 )
 
@@ -93,8 +94,8 @@ func TestEKPublicCanonical(t *testing.T) {
 				// TPM2B_PUBLIC (size-prefixed) is the same EK and node id.
 				wrapped := binary.BigEndian.AppendUint16(nil, uint16(len(tc.ek)))
 				p2, err := ParseEKPublic(append(wrapped, tc.ek...))
-				if err != nil || NodeID(p2.Raw) != NodeID(p.Raw) {
-					t.Fatalf("TPM2B_PUBLIC form: %v, node ids %s %s", err, NodeID(p.Raw), NodeID(p2.Raw))
+				if err != nil || limits.NodeID(p2.Raw) != limits.NodeID(p.Raw) {
+					t.Fatalf("TPM2B_PUBLIC form: %v, node ids %s %s", err, limits.NodeID(p.Raw), limits.NodeID(p2.Raw))
 				}
 				return
 			}

@@ -17,7 +17,6 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -386,14 +385,6 @@ func ParseAKPublic(b []byte) (*Public, error) {
 }
 
 const ekRequired = attrFixedTPM | attrFixedParent | attrSensitiveDataOrigin | attrRestricted | attrDecrypt
-
-// NodeID is how Bulwark names a host: "sha256:" + hex of the SHA-256 of its
-// EK public area in TPM wire form (marshalled TPMT_PUBLIC). attestd assigns
-// it at enrollment; the launcher computes the same from its own TPM.
-func NodeID(ekPublic []byte) string {
-	sum := sha256.Sum256(ekPublic)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
 
 // ParseEKPublic parses an endorsement key's public area (TPMT_PUBLIC or
 // TPM2B_PUBLIC) and checks it is a restricted decryption key bound to its

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/store"
-	"github.com/bulwark-project/bulwark/tpm/verify"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
 // Run runs the suite. open must return a fresh, empty store for each call;
@@ -77,7 +77,7 @@ func random(t testing.TB, n int) []byte {
 // NewNode returns a valid, not yet stored node with random keys.
 func NewNode(t testing.TB) store.Node {
 	ek := random(t, 90)
-	return store.Node{ID: verify.NodeID(ek), EKPublic: ek, AKPublic: random(t, 88), AKName: random(t, 34), State: store.NodeEnrolled}
+	return store.Node{ID: limits.NodeID(ek), EKPublic: ek, AKPublic: random(t, 88), AKName: random(t, 34), State: store.NodeEnrolled}
 }
 
 func must(t testing.TB, err error) {

@@ -1,4 +1,4 @@
-package verify
+package limits
 
 import (
 	"crypto/sha256"
