@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/measure"
-	"github.com/bulwark-project/bulwark/signing"
+	"github.com/bulwark-project/bulwark/signing/simplesigning"
 )
 
 // Limits on evidence fields, so a hostile launcher cannot make evaluation expensive.
@@ -377,12 +377,12 @@ func strangerKey(sig ArtifactSignature, what string, msg []byte) string {
 
 // payloadDigest returns the manifest digest a cosign payload vouches for,
 // parsed by the same strict rules as the launcher's own check
-// (signing.ParseSimpleSigning): unknown critical fields, a missing
+// (simplesigning.Parse): unknown critical fields, a missing
 // docker-reference or another payload type are refused here too.
 func payloadDigest(payload []byte) (string, error) {
-	ss, err := signing.ParseSimpleSigning(payload)
+	ss, err := simplesigning.Parse(payload)
 	if err != nil {
-		var pe *signing.PayloadError
+		var pe *simplesigning.Error
 		if errors.As(err, &pe) {
 			return "", errors.New(truncate(pe.Reason(), 200))
 		}

@@ -1,6 +1,10 @@
 package signing
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/bulwark-project/bulwark/signing/simplesigning"
+)
 
 // The error classes callers branch on. Every error this package returns for a
 // failed check wraps exactly one of them (test with errors.Is); the wrapping
@@ -20,7 +24,7 @@ var (
 	ErrPayloadMismatch = errors.New("signature payload is for another image digest")
 	// ErrPayloadType: an image signature payload is not a cosign simple-signing
 	// payload (wrong critical.type or malformed JSON).
-	ErrPayloadType = errors.New("signature payload is not a cosign container image signature")
+	ErrPayloadType = simplesigning.ErrType
 	// ErrUnsupportedKey: the key is not one cosign uses by default for
 	// key-based signing and this package supports (ECDSA P-256, RSA ≥ 2048).
 	ErrUnsupportedKey = errors.New("unsupported key type")
@@ -36,13 +40,4 @@ var (
 
 // PayloadError says why a payload is not a cosign simple-signing payload.
 // It matches ErrPayloadType (errors.Is).
-type PayloadError struct {
-	Detail string // what is wrong, e.g. "critical.type is missing"
-}
-
-func (e *PayloadError) Error() string { return "signing: " + e.Reason() }
-
-// Reason is the error without the package's prefix, as a verdict's reason.
-func (e *PayloadError) Reason() string { return ErrPayloadType.Error() + ": " + e.Detail }
-
-func (e *PayloadError) Unwrap() error { return ErrPayloadType }
+type PayloadError = simplesigning.Error

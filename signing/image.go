@@ -3,60 +3,35 @@ package signing
 import (
 	"bytes"
 	"crypto"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"regexp"
+
+	"github.com/bulwark-project/bulwark/signing/simplesigning"
 )
 
+// The simple-signing payload lives in package simplesigning (standard
+// library only, so the policy evaluator can read payloads without linking
+// the signature code); these names keep signing's API.
+
 // SimpleSigningType is critical.type of cosign's image signature payload.
-const SimpleSigningType = "cosign container image signature"
+const SimpleSigningType = simplesigning.Type
 
 // MaxPayloadSize bounds an image signature payload (D.payload.json).
-const MaxPayloadSize = 64 << 10
-
-var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+const MaxPayloadSize = simplesigning.MaxSize
 
 // ValidDigest reports whether d is a digest string in the form used across
 // Bulwark: "sha256:" followed by 64 lowercase hex digits.
-func ValidDigest(d string) bool { return digestRE.MatchString(d) }
+func ValidDigest(d string) bool { return simplesigning.ValidDigest(d) }
 
-// SimpleSigning is cosign's image signature payload, the "simple signing"
-// format of containers/image (containers-signature(5)).
-type SimpleSigning struct {
-	Critical SimpleSigningCritical `json:"critical"`
-	// Optional holds annotations; nil when there are none. It is signed
-	// but not interpreted.
-	Optional map[string]any `json:"optional"`
-}
+// SimpleSigning is cosign's image signature payload.
+type SimpleSigning = simplesigning.Payload
 
 // SimpleSigningCritical is the part of the payload a verifier must check.
-type SimpleSigningCritical struct {
-	Identity struct {
-		DockerReference string `json:"docker-reference"`
-	} `json:"identity"`
-	Image struct {
-		DockerManifestDigest string `json:"docker-manifest-digest"`
-	} `json:"image"`
-	Type string `json:"type"`
-}
+type SimpleSigningCritical = simplesigning.Critical
 
-// SimpleSigningPayload returns the payload cosign signs for an image: its
-// manifest digest ("sha256:<hex>") and the reference the signer claims for it
-// (e.g. "registry.example/app"; for a local OCI layout any name the signer
-// chooses, or ""). The bytes are what gets signed and must be kept as they
-// are (D.payload.json).
+// SimpleSigningPayload returns the payload cosign signs for an image
+// (simplesigning.Build).
 func SimpleSigningPayload(manifestDigest, dockerReference string) []byte {
-	var p SimpleSigning
-	p.Critical.Identity.DockerReference = dockerReference
-	p.Critical.Image.DockerManifestDigest = manifestDigest
-	p.Critical.Type = SimpleSigningType
-	b, err := json.Marshal(p)
-	if err != nil { // strings and a nil map: cannot happen
-		panic("signing: marshalling simple-signing payload: " + err.Error())
-	}
-	return b
+	return simplesigning.Build(manifestDigest, dockerReference)
 }
 
 // SignImage signs an image by its manifest digest: it builds the
@@ -89,7 +64,7 @@ func VerifyImage(pub crypto.PublicKey, payload, sigB64 []byte, manifestDigest st
 		return fmt.Errorf("signing: expected image digest %q is not sha256:<64 hex>", manifestDigest)
 	}
 	if len(payload) > MaxPayloadSize {
-		return payloadErr("payload is %d bytes, more than %d", len(payload), MaxPayloadSize)
+		return &PayloadError{Detail: fmt.Sprintf("payload is %d bytes, more than %d", len(payload), MaxPayloadSize)}
 	}
 	if err := VerifyBlob(pub, bytes.NewReader(payload), sigB64); err != nil {
 		return fmt.Errorf("image signature payload: %w", err)
@@ -104,75 +79,7 @@ func VerifyImage(pub crypto.PublicKey, payload, sigB64 []byte, manifestDigest st
 	return nil
 }
 
-func payloadErr(format string, args ...any) error {
-	return &PayloadError{Detail: fmt.Sprintf(format, args...)}
-}
-
-// ParseSimpleSigning parses a simple-signing payload strictly: one JSON
-// object with only "critical" and "optional"; "critical" with only
-// "identity", "image" and "type", each present; type SimpleSigningType; a
-// well-formed manifest digest. It does not check any signature: call it only
-// on a payload whose signature verified (VerifyImage does both).
-func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) {
-	if len(payload) > MaxPayloadSize {
-		return nil, payloadErr("payload is %d bytes, more than %d", len(payload), MaxPayloadSize)
-	}
-	var top struct {
-		Critical json.RawMessage `json:"critical"`
-		Optional json.RawMessage `json:"optional"`
-	}
-	if err := decodeStrict(payload, &top); err != nil {
-		return nil, payloadErr("%v", err)
-	}
-	if len(top.Critical) == 0 {
-		return nil, payloadErr("no \"critical\" object")
-	}
-	var crit struct {
-		Identity *struct {
-			DockerReference *string `json:"docker-reference"`
-		} `json:"identity"`
-		Image *struct {
-			DockerManifestDigest *string `json:"docker-manifest-digest"`
-		} `json:"image"`
-		Type *string `json:"type"`
-	}
-	if err := decodeStrict(top.Critical, &crit); err != nil {
-		return nil, payloadErr("critical: %v", err)
-	}
-	switch {
-	case crit.Type == nil:
-		return nil, payloadErr("critical.type is missing")
-	case *crit.Type != SimpleSigningType:
-		return nil, payloadErr("critical.type is %q, want %q", *crit.Type, SimpleSigningType)
-	case crit.Image == nil || crit.Image.DockerManifestDigest == nil:
-		return nil, payloadErr("critical.image.docker-manifest-digest is missing")
-	case !ValidDigest(*crit.Image.DockerManifestDigest):
-		return nil, payloadErr("critical.image.docker-manifest-digest %q is not sha256:<64 hex>", *crit.Image.DockerManifestDigest)
-	case crit.Identity == nil || crit.Identity.DockerReference == nil:
-		return nil, payloadErr("critical.identity.docker-reference is missing")
-	}
-	out := &SimpleSigning{}
-	out.Critical.Type = *crit.Type
-	out.Critical.Image.DockerManifestDigest = *crit.Image.DockerManifestDigest
-	out.Critical.Identity.DockerReference = *crit.Identity.DockerReference
-	if len(top.Optional) > 0 && !bytes.Equal(bytes.TrimSpace(top.Optional), []byte("null")) {
-		if err := json.Unmarshal(top.Optional, &out.Optional); err != nil {
-			return nil, payloadErr("optional is not an object: %v", err)
-		}
-	}
-	return out, nil
-}
-
-// decodeStrict decodes exactly one JSON value into v, rejecting unknown
-// fields and trailing data.
-func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("trailing data after the JSON object")
-	}
-	return nil
-}
+// ParseSimpleSigning parses a simple-signing payload strictly
+// (simplesigning.Parse). It does not check any signature: call it only on
+// a payload whose signature verified (VerifyImage does both).
+func ParseSimpleSigning(payload []byte) (*SimpleSigning, error) { return simplesigning.Parse(payload) }
