@@ -85,7 +85,7 @@ type Sandbox struct {
 	execSeq      uint32
 	execs        map[uint32]*execWaiter
 	dones        map[uint64]chan channel.Done // REVOKE/ROTATE awaiting DONE (revoke.go)
-	pod          podState // a pod's containers (pod.go)
+	pod          podState                     // a pod's containers (pod.go)
 	closeOnce    sync.Once
 	stopWatch    context.CancelFunc
 }
