@@ -52,13 +52,12 @@ func (st guestState) String() string {
 
 // accepts lists, per state, the guest frames it accepts.
 var accepts = map[guestState][]channel.Type{
-	stateBooting:    {channel.TypeReady, channel.TypeError},
-	stateIdentified: {channel.TypeHello, channel.TypeError},
-	stateHeld:       nil,
-	stateKeyed:      {channel.TypeError},
-	stateStarting:   {channel.TypeStarted, channel.TypeError},
-	stateRunning: {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeDone, channel.TypeExit, channel.TypeError,
-		channel.TypeContainerStarted, channel.TypeContainerOut, channel.TypeContainerExit},
+	stateBooting:     {channel.TypeReady, channel.TypeError},
+	stateIdentified:  {channel.TypeHello, channel.TypeError},
+	stateHeld:        nil,
+	stateKeyed:       {channel.TypeError},
+	stateStarting:    {channel.TypeStarted, channel.TypeError},
+	stateRunning:     {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeDone, channel.TypeExit, channel.TypeError, channel.TypeContainerStarted, channel.TypeContainerOut, channel.TypeContainerExit},
 	stateExited:      nil,
 	stateFailed:      nil,
 	stateReattaching: {channel.TypeStatus},
