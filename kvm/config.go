@@ -123,6 +123,11 @@ type Config struct {
 	// (LoadTemplate): the rest of the config must give the template's
 	// recipe, and Image is the clone's own image disk.
 	Template *Template
+	// Pod makes the sandbox a pod (pod.go): its agent runs no workload at
+	// START, and the host adds containers, the first from Image, the
+	// others from MaxPodSlots image slots the VM boots with. A pod boots
+	// cold: a template's machine has no such slots.
+	Pod bool
 }
 
 // setDefaults fills in the zero fields and checks the rest.
@@ -254,6 +259,9 @@ func (cfg *Config) checkVolumes() error {
 	}
 	if len(cfg.Volumes) > MaxVolumes || len(cfg.Tmpfs) > MaxVolumes {
 		return fmt.Errorf("kvm: %d volumes and %d tmpfs mounts, the limit is %d of each", len(cfg.Volumes), len(cfg.Tmpfs), MaxVolumes)
+	}
+	if cfg.Template != nil && cfg.Pod {
+		return errors.New("kvm: a pod sandbox boots cold: a template's machine has no container image slots")
 	}
 	if cfg.Template != nil && len(cfg.Volumes) > 0 {
 		return errors.New("kvm: a clone cannot have volumes: its template's machine has no disk slot for them (boot cold)")

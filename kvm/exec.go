@@ -25,6 +25,12 @@ type execWaiter struct {
 // returns 126 or 127 with the agent's reason as error. ctx ending stops
 // waiting (the command is not killed: it ends with the sandbox).
 func (s *Sandbox) Exec(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+	return s.exec(ctx, nil, args, stdout, stderr)
+}
+
+// exec runs an EXEC beside the workload or, with container, in a pod's
+// container.
+func (s *Sandbox) exec(ctx context.Context, container *int, args []string, stdout, stderr io.Writer) (int, error) {
 	s.mu.Lock()
 	if !s.runningLocked() {
 		st := s.state
@@ -36,7 +42,7 @@ func (s *Sandbox) Exec(ctx context.Context, args []string, stdout, stderr io.Wri
 		return -1, ErrExecLimit
 	}
 	s.execSeq++
-	x := channel.Exec{ID: s.execSeq, Args: args}
+	x := channel.Exec{ID: s.execSeq, Args: args, Container: container}
 	if err := x.Validate(); err != nil {
 		s.mu.Unlock()
 		return -1, fmt.Errorf("kvm: %w", err)

@@ -57,7 +57,7 @@ var accepts = map[guestState][]channel.Type{
 	stateHeld:        nil,
 	stateKeyed:       {channel.TypeError},
 	stateStarting:    {channel.TypeStarted, channel.TypeError},
-	stateRunning:     {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeDone, channel.TypeExit, channel.TypeError},
+	stateRunning:     {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeDone, channel.TypeExit, channel.TypeError, channel.TypeContainerStarted, channel.TypeContainerOut, channel.TypeContainerExit},
 	stateExited:      nil,
 	stateFailed:      nil,
 	stateReattaching: {channel.TypeStatus},
@@ -225,6 +225,8 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 		close(s.reattachedCh)
 	case channel.TypeDone:
 		return s.handleDone(body)
+	case channel.TypeContainerStarted, channel.TypeContainerOut, channel.TypeContainerExit:
+		return s.handleContainerFrame(t, body)
 	case channel.TypeError:
 		var e channel.Error
 		if err := channel.Decode(t, body, &e); err != nil {
@@ -278,7 +280,7 @@ func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []st
 	}
 	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args,
 		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network, Mounts: s.cfg.mounts(),
-		Stdin: s.cfg.Stdin != nil}
+		Stdin: s.cfg.Stdin != nil, Pod: s.cfg.Pod}
 	if s.cfg.Network == NetworkTap {
 		msg.Address, msg.Gateway = s.podAddr, s.podGateway
 	}

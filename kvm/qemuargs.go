@@ -36,6 +36,9 @@ type qemuSpec struct {
 	// and its clones (ram set) always have MaxScratch of them, the
 	// unused ones on placeholders ("" in a recipe's machine).
 	scratch []string
+	// podSlots are a pod's container image slots (paths), read-only,
+	// filled after boot (pod.go).
+	podSlots []string
 }
 
 // qemuArgs is QEMU's command line for a sandbox: a microvm with no
@@ -97,6 +100,13 @@ func qemuArgs(q qemuSpec) []string {
 		}
 		args = append(args, "-drive", "id="+id+",if=none,format=raw,discard=unmap,file="+file,
 			"-device", "virtio-blk-device,drive="+id+",serial="+scratchSerial(i))
+	}
+	for i, f := range q.podSlots {
+		// A pod's container image slots, found by their serial; read with
+		// pread by QEMU, so what the host writes (then seals) is read.
+		id := "ctr" + strconv.Itoa(i+1)
+		args = append(args, "-drive", "id="+id+",if=none,format=raw,readonly=on,file="+f,
+			"-device", "virtio-blk-device,drive="+id+",serial="+channel.ContainerSlotSerial(i+1))
 	}
 	if q.network == NetworkUser {
 		// The guest reaches the host's network through QEMU (slirp),

@@ -85,6 +85,7 @@ type Sandbox struct {
 	execSeq      uint32
 	execs        map[uint32]*execWaiter
 	dones        map[uint64]chan channel.Done // REVOKE/ROTATE awaiting DONE (revoke.go)
+	pod          podState                     // a pod's containers (pod.go)
 	closeOnce    sync.Once
 	stopWatch    context.CancelFunc
 }
@@ -284,6 +285,17 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 			}
 			s.files = append(s.files, f)
 			spec.scratch = append(spec.scratch, fdPath(f))
+		}
+	}
+	if cfg.Pod {
+		for range MaxPodSlots {
+			f, err := podSlot()
+			if err != nil {
+				qmpConn.Close()
+				return err
+			}
+			s.pod.slots = append(s.pod.slots, f) // kept: filled later, closed with the sandbox
+			spec.podSlots = append(spec.podSlots, fdPath(f))
 		}
 	}
 	switch {
@@ -815,6 +827,7 @@ func (s *Sandbox) Close() error {
 		for _, f := range s.files {
 			f.Close()
 		}
+		s.closePodSlots()
 		if s.tmpDir != "" {
 			os.RemoveAll(s.tmpDir)
 		}

@@ -33,6 +33,23 @@ func (s *Service) Exec(req *bulwarkv1.ExecRequest, stream bulwarkv1.Host_ExecSer
 		info := sb.snapshot()
 		return status.Errorf(codes.FailedPrecondition, "sandbox %s is %s: exec runs only beside a running workload", info.GetId(), info.GetStatus())
 	}
+	var pc *podContainer
+	switch {
+	case l.IsPod() && req.GetContainer() == "":
+		return status.Errorf(codes.InvalidArgument, "container: sandbox %s is a pod: name the container to exec in", sb.snapshot().GetId())
+	case !l.IsPod() && req.GetContainer() != "":
+		return status.Errorf(codes.InvalidArgument, "container: sandbox %s is not a pod", sb.snapshot().GetId())
+	case l.IsPod():
+		if _, pc, err = s.findContainer(req.GetId(), req.GetContainer()); err != nil {
+			return err
+		}
+		sb.mu.Lock()
+		c := pc.c
+		sb.mu.Unlock()
+		if c == nil {
+			return status.Errorf(codes.FailedPrecondition, "container %s has not started", req.GetContainer())
+		}
+	}
 	// Output is queued for the client: the sandbox's channel reader must
 	// never wait for a slow or gone client.
 	out := make(chan *bulwarkv1.LogChunk, execQueue)
@@ -53,7 +70,14 @@ func (s *Service) Exec(req *bulwarkv1.ExecRequest, stream bulwarkv1.Host_ExecSer
 	}
 	done := make(chan result, 1)
 	go func() {
-		code, err := l.Sandbox().Exec(stream.Context(), req.GetArgs(), writer(bulwarkv1.LogChunk_STREAM_STDOUT), writer(bulwarkv1.LogChunk_STREAM_STDERR))
+		stdout, stderr := writer(bulwarkv1.LogChunk_STREAM_STDOUT), writer(bulwarkv1.LogChunk_STREAM_STDERR)
+		var code int
+		var err error
+		if pc != nil {
+			code, err = l.ExecContainer(stream.Context(), pc.c, req.GetArgs(), stdout, stderr)
+		} else {
+			code, err = l.Sandbox().Exec(stream.Context(), req.GetArgs(), stdout, stderr)
+		}
 		done <- result{code, err}
 	}()
 	send := func(c *bulwarkv1.LogChunk) error {

@@ -84,8 +84,9 @@ type sandbox struct {
 
 	mu       sync.Mutex
 	info     *bulwarkv1.Sandbox
-	launched *launch.Launched   // while running
-	abort    context.CancelFunc // while launching
+	launched *launch.Launched         // while running
+	abort    context.CancelFunc       // while launching
+	ctrs     map[string]*podContainer // a pod's containers by name (pod.go)
 	// ending is why the service ends the sandbox (measure.EndStopped,
 	// measure.EndRevoked), for its END record; "" when it ends by itself.
 	ending string
@@ -196,6 +197,10 @@ func (s *Service) reattach(dir string, r *bulwarkv1.Sandbox) error {
 		}
 		s.cfg.Logger.Warn("sandbox lost", "sandbox", id, "why", why)
 		return errors.New(why)
+	}
+	if r.GetPod() {
+		killLeftover(r)
+		return lost("a pod VM is not taken over by a restarted host service; its QEMU was killed")
 	}
 	log, err := createOutputLog(filepath.Join(dir, outputFile), s.cfg.LogLimit)
 	if err != nil {
@@ -346,13 +351,18 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 		i.StartedUnixMs = time.Now().UnixMilli()
 		p := l.Sandbox().Persisted()
 		i.QemuStartTime, i.CgroupDirs, i.StopTimeoutSeconds = p.StartTime, p.CgroupDirs, req.GetStopTimeoutSeconds()
-		i.Ports, i.Network = r.Ports, o.Network
+		i.Ports, i.Network, i.Pod = r.Ports, o.Network, o.Pod
 	})
 	sb.mu.Lock()
 	sb.launched, sb.abort = l, nil
 	sb.mu.Unlock()
 	ended = true // the waiter owns the WaitGroup slot now
 	go s.wait(sb, l)
+	if o.Pod {
+		if err := s.firstContainer(ctx, sb, l, req.GetContainer()); err != nil {
+			return err
+		}
+	}
 	s.cfg.Logger.Info("sandbox running", "sandbox", id, "template", r.Template, "start_ms", r.StartMillis)
 	send(&bulwarkv1.RunEvent{Event: &bulwarkv1.RunEvent_Started{Started: sb.snapshot()}})
 	return nil

@@ -54,6 +54,10 @@ func TestRunOptionsRefusesBadFields(t *testing.T) {
 		{"netns", func(r *bulwarkv1.RunRequest) { r.Network, r.Netns = "tap", fmt.Sprintf("/proc/%d/ns/mnt", os.Getpid()) }},
 		{"netns", func(r *bulwarkv1.RunRequest) { r.Network, r.Netns = "user", "/run/netns/x" }},
 		{"netns", func(r *bulwarkv1.RunRequest) { r.Netns = "/run/netns/x" }},
+		{"container", func(r *bulwarkv1.RunRequest) { r.Container = "c1" }},
+		{"container", func(r *bulwarkv1.RunRequest) { r.Pod = true }},
+		{"container", func(r *bulwarkv1.RunRequest) { r.Pod, r.Container = true, "../c" }},
+		{"container", func(r *bulwarkv1.RunRequest) { r.Pod, r.Container = true, strings.Repeat("c", 129) }},
 	} {
 		req := good()
 		tc.edit(req)

@@ -118,7 +118,15 @@ func runOptions(req *bulwarkv1.RunRequest) (launch.Options, error) {
 			return bad("netns", "%v", err)
 		}
 	}
+	if req.GetPod() {
+		if err := checkContainerName(req.GetContainer()); err != nil {
+			return bad("container", "%v", err)
+		}
+	} else if req.GetContainer() != "" {
+		return bad("container", "a container name is for a pod (pod) only")
+	}
 	o := launch.Options{
+		Pod:    req.GetPod(),
 		Policy: req.GetPolicy(), Image: req.GetImage(), Args: req.GetArgs(), Kernel: req.GetKernel(), Initrd: req.GetInitrd(),
 		Cmdline: req.GetCmdline(), Signers: signers, Accel: accel, CPUs: cpus, MemoryMiB: mem, Template: req.GetTemplate(),
 		BootTimeout: boot, StopGrace: stop, NoCgroup: req.GetNoCgroup(), NoConfine: req.GetNoConfine(),
@@ -135,6 +143,56 @@ func runOptions(req *bulwarkv1.RunRequest) (launch.Options, error) {
 		return bad("workload", "%v", err)
 	}
 	return o, nil
+}
+
+// checkContainerName checks a pod container's name: 1..128 of
+// [A-Za-z0-9_.-], not "." or ".." (it names its log file).
+func checkContainerName(n string) error {
+	if n == "" || len(n) > 128 || n == "." || n == ".." || strings.Trim(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != "" {
+		return fmt.Errorf("%q: want 1..128 characters from [A-Za-z0-9_.-]", trunc(n))
+	}
+	return nil
+}
+
+// addContainerOptions checks an AddContainerRequest (but its id) and
+// turns it into launch.ContainerOptions (without the output writers). A
+// bad field is InvalidArgument naming it.
+func addContainerOptions(req *bulwarkv1.AddContainerRequest) (launch.ContainerOptions, error) {
+	bad := func(field, format string, a ...any) (launch.ContainerOptions, error) {
+		return launch.ContainerOptions{}, status.Errorf(codes.InvalidArgument, "%s: %s", field, fmt.Sprintf(format, a...))
+	}
+	if err := checkContainerName(req.GetName()); err != nil {
+		return bad("name", "%v", err)
+	}
+	if p := req.GetImage(); len(p) > maxPath || strings.IndexByte(p, 0) >= 0 || !filepath.IsAbs(p) {
+		return bad("image", "%q: want an absolute path on the host (the host service does not share the client's directory)", trunc(p))
+	}
+	if len(req.GetArgs()) > channel.MaxContainerArgs {
+		return bad("args", "%d arguments, at most %d", len(req.GetArgs()), channel.MaxContainerArgs)
+	}
+	total := 0
+	for i, a := range req.GetArgs() {
+		total += len(a)
+		if strings.IndexByte(a, 0) >= 0 {
+			return bad("args", "argument %d contains a NUL byte", i)
+		}
+	}
+	if total > channel.MaxContainerArgsBytes {
+		return bad("args", "%d bytes, at most %d", total, channel.MaxContainerArgsBytes)
+	}
+	o := launch.Options{Env: req.GetEnv(), WorkingDir: req.GetWorkingDir(), User: req.GetUser()}
+	if err := o.ValidateWorkload(); err != nil {
+		switch {
+		case len(req.GetEnv()) > 0 && strings.HasPrefix(err.Error(), "-e"):
+			return bad("env", "%v", err)
+		case strings.HasPrefix(err.Error(), "-w"):
+			return bad("working_dir", "%v", err)
+		case strings.HasPrefix(err.Error(), "--user"):
+			return bad("user", "%v", err)
+		}
+		return bad("env", "%v", err)
+	}
+	return launch.ContainerOptions{Name: req.GetName(), Image: req.GetImage(), Args: req.GetArgs(), Env: o.Env, WorkingDir: o.WorkingDir, User: o.User}, nil
 }
 
 // trunc shortens a rejected value for an error message.

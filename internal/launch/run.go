@@ -158,6 +158,11 @@ type Options struct {
 	// (software emulation, no local signature check); default Stderr.
 	Stdout, Stderr, Console, Progress, Warnings io.Writer
 	Logger                                      *slog.Logger
+	// Pod makes the sandbox a pod VM (pod.go): its workload is the pod,
+	// the image is its first container's, which StartFirstContainer runs
+	// with Args, Env, WorkingDir and User, and AddContainer adds others.
+	// A pod boots cold.
+	Pod bool
 }
 
 // Result is what a launch ended with.
@@ -339,6 +344,7 @@ type Launched struct {
 	o   Options
 	sb  *kvm.Sandbox
 	res *Result
+	pod *podLaunch // a pod VM's (Options.Pod)
 }
 
 // Adopt is the Launched of a sandbox taken over with kvm.Reattach (its
@@ -396,6 +402,15 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	// Checked now, not when the launch event is recorded after boot.
 	if err := limits.CheckLaunchPCR(o.PCR); err != nil {
 		return nil, fmt.Errorf("%w (attestd's --launch-pcr)", err)
+	}
+	if o.Pod {
+		if o.Template != TemplateAuto && o.Template != TemplateNone {
+			return nil, fmt.Errorf("a pod VM with template %q: a pod boots cold (a template's machine has no container image slots)", o.Template)
+		}
+		o.Template = TemplateNone
+		if o.Stdin != nil {
+			return nil, errors.New("a pod VM has no stdin")
+		}
 	}
 	if err := o.ValidateWorkload(); err != nil {
 		return nil, err
@@ -538,7 +553,7 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	}
 	defer disk.Close()
 	o.progress("image disk %s (%d KiB)", disk.Digest, disk.Size>>10)
-	cfg.Name, cfg.Image = sandboxID, disk.File
+	cfg.Name, cfg.Image, cfg.Pod = sandboxID, disk.File, o.Pod
 	tpl, releaseTpl, err := o.loadTemplate(tplDir)
 	if err != nil {
 		return nil, err
@@ -664,7 +679,16 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	}
 	o.progress("workload running %d ms after the sandbox started (%s)", res.StartMillis, map[bool]string{true: "clone", false: "cold boot"}[tpl != nil])
 	started = true
-	return &Launched{o: o, sb: sb, res: res}, nil
+	l := &Launched{o: o, sb: sb, res: res}
+	if o.Pod {
+		l.pod = &podLaunch{nodeID: nodeID, event: *ev, diskDigest: disk.Digest, diskSize: disk.Size}
+		for _, s := range pbSigs {
+			if s.GetArtifact() != "image" {
+				l.pod.sigs = append(l.pod.sigs, s)
+			}
+		}
+	}
+	return l, nil
 }
 
 // DefaultStopGrace is how long an interrupted launch gives the workload to

@@ -42,6 +42,9 @@ type HostMessage struct {
 	StdinEOF bool
 	Revoke   *channel.Revoke
 	Rotate   *channel.Rotate
+	// A pod sandbox's containers (Start.Pod).
+	ContainerStart *channel.ContainerStart
+	ContainerKill  *channel.ContainerKill
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
@@ -136,6 +139,24 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{Rotate: &r}, nil
+	case channel.TypeContainerStart:
+		var c channel.ContainerStart
+		if err := channel.Decode(t, body, &c); err != nil {
+			return HostMessage{}, err
+		}
+		if err := c.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{ContainerStart: &c}, nil
+	case channel.TypeContainerKill:
+		var k channel.ContainerKill
+		if err := channel.Decode(t, body, &k); err != nil {
+			return HostMessage{}, err
+		}
+		if err := k.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{ContainerKill: &k}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }

@@ -268,6 +268,13 @@ func FuzzReadFrame(f *testing.F) {
 	b.Reset()
 	channel.WriteJSON(&b, channel.TypeRotate, channel.Rotate{Seq: 4, Secrets: []channel.Secret{{Name: "db", Wrapped: []byte("w")}}})
 	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeContainerStart, channel.ContainerStart{Index: 1, Name: "c1",
+		DiskDigest: "sha256:" + strings.Repeat("0", 64), DiskSize: 4096, Args: []string{"sh"}, Env: []string{"A=1"}})
+	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeContainerKill, channel.ContainerKill{Index: 1, Signal: 15})
+	f.Add(bytes.Clone(b.Bytes()))
 	f.Add([]byte{0, 0, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := ReadHostMessage(bytes.NewReader(in))
@@ -275,7 +282,7 @@ func FuzzReadFrame(f *testing.F) {
 			return
 		}
 		n := 0
-		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil} {
+		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil, m.ContainerStart != nil, m.ContainerKill != nil} {
 			if set {
 				n++
 			}
@@ -286,6 +293,16 @@ func FuzzReadFrame(f *testing.F) {
 		if m.Stop != nil {
 			if err := m.Stop.Validate(); err != nil {
 				t.Fatalf("accepted an invalid STOP: %v", err)
+			}
+		}
+		if m.ContainerStart != nil {
+			if err := m.ContainerStart.Validate(); err != nil {
+				t.Fatalf("accepted an invalid CONTAINER_START: %v", err)
+			}
+		}
+		if m.ContainerKill != nil {
+			if err := m.ContainerKill.Validate(); err != nil {
+				t.Fatalf("accepted an invalid CONTAINER_KILL: %v", err)
 			}
 		}
 		if m.Identity != nil {
@@ -374,5 +391,33 @@ func TestOverride(t *testing.T) {
 	}
 	if strings.Join(img.Env, " ") != "PATH=/bin A=image B=image" {
 		t.Errorf("the image's config was modified: %q", img.Env)
+	}
+}
+
+// TestReadHostMessageContainerFrames: a pod's container frames are
+// accepted only when valid.
+func TestReadHostMessageContainerFrames(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("0", 64)
+	for _, tc := range []struct {
+		name string
+		typ  channel.Type
+		v    any
+		ok   bool
+	}{
+		{"start", channel.TypeContainerStart, channel.ContainerStart{Index: 2, Name: "web", DiskDigest: digest, DiskSize: 512}, true},
+		{"start without digest", channel.TypeContainerStart, channel.ContainerStart{Index: 2, Name: "web", DiskSize: 512}, false},
+		{"start with a bad name", channel.TypeContainerStart, channel.ContainerStart{Index: 2, Name: "../x", DiskDigest: digest, DiskSize: 512}, false},
+		{"start with an unknown field", channel.TypeContainerStart, map[string]any{"index": 1, "name": "a", "disk_digest": digest, "disk_size": 512, "root": "/"}, false},
+		{"kill", channel.TypeContainerKill, channel.ContainerKill{Index: 1, Signal: 9}, true},
+		{"kill with signal 0", channel.TypeContainerKill, channel.ContainerKill{Index: 1}, false},
+	} {
+		var b bytes.Buffer
+		if err := channel.WriteJSON(&b, tc.typ, tc.v); err != nil {
+			t.Fatal(err)
+		}
+		m, err := ReadHostMessage(&b)
+		if got := err == nil && (m.ContainerStart != nil || m.ContainerKill != nil); got != tc.ok {
+			t.Errorf("%s: %+v %v, want accepted %v", tc.name, m, err, tc.ok)
+		}
 	}
 }

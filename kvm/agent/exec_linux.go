@@ -88,8 +88,15 @@ func (s *session) runExec(x *channel.Exec) {
 			s.log.Error("sending EXEC_EXIT", "err", serr)
 		}
 	}
-	w := s.workload
-	prog, err := LookPath(channel.RootfsDir, x.Args[0], w.env, w.workDir)
+	w, root := s.workload, channel.RootfsDir
+	if x.Container != nil {
+		var err error
+		if w, root, err = s.pod.workloadOf(*x.Container); err != nil {
+			exit(126, err)
+			return
+		}
+	}
+	prog, err := LookPath(root, x.Args[0], w.env, w.workDir)
 	if err != nil {
 		exit(127, err)
 		return
@@ -116,7 +123,7 @@ func (s *session) runExec(x *channel.Exec) {
 		return os.StartProcess(prog, x.Args, &os.ProcAttr{
 			Dir: w.workDir, Env: w.env, Files: []*os.File{devnull, outW, errW},
 			Sys: &syscall.SysProcAttr{
-				Chroot:     channel.RootfsDir,
+				Chroot:     root,
 				Credential: &syscall.Credential{Uid: w.id.UID, Gid: w.id.GID, Groups: []uint32{}},
 				Setsid:     true,
 			},

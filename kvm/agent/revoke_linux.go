@@ -40,7 +40,7 @@ func (s *session) revoke(pid int, r *channel.Revoke) {
 	}
 	_ = s.send(channel.TypeDone, done)
 	s.log.Warn("attestd revoked this sandbox: secrets removed", "removed", removed, "action", r.Action, "err", err)
-	if r.Action == channel.RevokeStop {
+	if r.Action == channel.RevokeStop && s.pod == nil { // a pod stops its containers (watchHost)
 		grace := time.Duration(r.GraceSeconds) * time.Second
 		_ = unix.Kill(-pid, unix.SIGTERM)
 		time.AfterFunc(grace, func() { _ = unix.Kill(-1, unix.SIGKILL) })

@@ -62,6 +62,7 @@ type session struct {
 	execs    execs
 	link     hostLink // whether the host end is connected (reattach_linux.go)
 	keys     keyring  // for REVOKE and ROTATE (revoke_linux.go); watchHost's only
+	pod      *pod     // a pod sandbox's containers (pod_linux.go); nil otherwise
 }
 
 func (s *session) send(t channel.Type, v any) error {
@@ -191,7 +192,12 @@ func run(log *slog.Logger) error {
 		return s.fail(fmt.Errorf("START names sandbox %q, but this guest is sandbox %q", start.SandboxID, first.Identity.SandboxID))
 	}
 	env := Env(cfg.Env, id.Home, hostname(first.Identity.SandboxID))
-	code, err := s.runWorkload(argv, env, cfg.WorkingDir, id, start.Stdin)
+	var code int
+	if start.Pod {
+		code, err = s.runPod(hostname(first.Identity.SandboxID))
+	} else {
+		code, err = s.runWorkload(argv, env, cfg.WorkingDir, id, start.Stdin)
+	}
 	if err != nil {
 		return s.fail(err)
 	}
@@ -295,8 +301,11 @@ func findPort(name string, wait time.Duration) (string, error) {
 }
 
 // mountRootfs gives the workload's root its pseudo filesystems.
-func mountRootfs() error {
-	r := channel.RootfsDir
+func mountRootfs() error { return mountRootfsAt(channel.RootfsDir) }
+
+// mountRootfsAt gives the root r (the workload's, or a pod container's)
+// its pseudo filesystems.
+func mountRootfsAt(r string) error {
 	for _, m := range []struct {
 		src, dst, fstype string
 		flags            uintptr
@@ -521,6 +530,12 @@ func (s *session) watchHost(pid int, feed *stdinFeed) {
 			s.log.Info("host aborted the workload", "reason", msg.Abort.Reason)
 			_ = s.send(channel.TypeError, channel.Error{Message: "aborted by host: " + msg.Abort.Reason})
 			powerOff(s.log)
+		case msg.Stop != nil && s.pod != nil:
+			s.pod.stop(time.Duration(msg.Stop.GraceSeconds) * time.Second)
+		case msg.ContainerStart != nil && s.pod != nil:
+			go s.startContainer(msg.ContainerStart)
+		case msg.ContainerKill != nil && s.pod != nil:
+			s.pod.kill(msg.ContainerKill)
 		case msg.Stop != nil:
 			grace := time.Duration(msg.Stop.GraceSeconds) * time.Second
 			s.log.Info("host stops the workload", "grace", grace)
@@ -540,10 +555,13 @@ func (s *session) watchHost(pid int, feed *stdinFeed) {
 			}
 		case msg.Revoke != nil:
 			s.revoke(pid, msg.Revoke)
+			if s.pod != nil && msg.Revoke.Action == channel.RevokeStop {
+				s.pod.stop(time.Duration(msg.Revoke.GraceSeconds) * time.Second)
+			}
 		case msg.Rotate != nil:
 			s.rotate(msg.Rotate)
 		default:
-			s.log.Warn("ignoring a START while the workload runs")
+			s.log.Warn("ignoring a frame the workload's state does not take (START, or a container frame outside a pod)")
 		}
 	}
 }

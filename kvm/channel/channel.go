@@ -115,12 +115,24 @@ func (t Type) String() string {
 		return "ROTATE"
 	case TypeDone:
 		return "DONE"
+	case TypeContainerStart:
+		return "CONTAINER_START"
+	case TypeContainerStarted:
+		return "CONTAINER_STARTED"
+	case TypeContainerOut:
+		return "CONTAINER_OUT"
+	case TypeContainerExit:
+		return "CONTAINER_EXIT"
+	case TypeContainerKill:
+		return "CONTAINER_KILL"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
-func (t Type) Known() bool { return t >= TypeHello && t <= TypeDone }
+func (t Type) Known() bool {
+	return t >= TypeHello && t <= TypeDone || t >= TypeContainerStart && t <= TypeContainerKill
+}
 
 // Exec asks the agent to run a command beside the running workload, in
 // its root, as its user, with its environment; ID names the exec in its
@@ -128,6 +140,9 @@ func (t Type) Known() bool { return t >= TypeHello && t <= TypeDone }
 type Exec struct {
 	ID   uint32   `json:"id"`
 	Args []string `json:"args"`
+	// Container, in a pod sandbox, names the container (its index) whose
+	// root, user and environment the command gets.
+	Container *int `json:"container,omitempty"`
 }
 
 // Bounds of an Exec.
@@ -156,6 +171,9 @@ func (e *Exec) Validate() error {
 	}
 	if e.Args[0] == "" {
 		return errors.New("exec: empty command")
+	}
+	if e.Container != nil && (*e.Container < 0 || *e.Container >= MaxContainers) {
+		return fmt.Errorf("exec: container index %d, want 0..%d", *e.Container, MaxContainers-1)
 	}
 	return nil
 }
@@ -312,6 +330,10 @@ type Start struct {
 	// Stdin gives the workload a pipe as stdin, fed by the host's STDIN
 	// frames until an empty one (end of input); else stdin is /dev/null.
 	Stdin bool `json:"stdin,omitempty"`
+	// Pod makes the sandbox a pod (container.go): START runs no workload,
+	// the host adds containers with CONTAINER_START, and the "workload"
+	// ends only when the host stops it.
+	Pod bool `json:"pod,omitempty"`
 }
 
 // Mount is a volume of the workload: a read-only erofs disk (the virtio

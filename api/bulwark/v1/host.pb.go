@@ -72,7 +72,7 @@ func (x LogChunk_Stream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogChunk_Stream.Descriptor instead.
 func (LogChunk_Stream) EnumDescriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{7, 0}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{12, 0}
 }
 
 type RunRequest struct {
@@ -119,7 +119,12 @@ type RunRequest struct {
 	// /run/netns/NAME or /var/run/netns/NAME, existing and not the host's.
 	// The guest takes over its interface (address, MAC, routes); see
 	// docs/containerd.md. Only with network "tap".
-	Netns         string `protobuf:"bytes,30,opt,name=netns,proto3" json:"netns,omitempty"`
+	Netns string `protobuf:"bytes,30,opt,name=netns,proto3" json:"netns,omitempty"`
+	// pod makes the sandbox a pod VM: the image, args, env, working_dir and
+	// user are its first container's, named container (1..128 of
+	// [A-Za-z0-9_.-]); AddContainer adds the others. A pod boots cold.
+	Pod           bool   `protobuf:"varint,40,opt,name=pod,proto3" json:"pod,omitempty"`
+	Container     string `protobuf:"bytes,41,opt,name=container,proto3" json:"container,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,6 +327,20 @@ func (x *RunRequest) GetNetns() string {
 	return ""
 }
 
+func (x *RunRequest) GetPod() bool {
+	if x != nil {
+		return x.Pod
+	}
+	return false
+}
+
+func (x *RunRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
 type RunEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -464,8 +483,11 @@ type Sandbox struct {
 	LastVerdict       string `protobuf:"bytes,30,opt,name=last_verdict,json=lastVerdict,proto3" json:"last_verdict,omitempty"`
 	LastVerdictUnixMs int64  `protobuf:"varint,31,opt,name=last_verdict_unix_ms,json=lastVerdictUnixMs,proto3" json:"last_verdict_unix_ms,omitempty"`
 	Revoked           string `protobuf:"bytes,32,opt,name=revoked,proto3" json:"revoked,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// A pod VM's containers (RunRequest.pod), in the order they were added.
+	Pod           bool         `protobuf:"varint,40,opt,name=pod,proto3" json:"pod,omitempty"`
+	Containers    []*Container `protobuf:"bytes,41,rep,name=containers,proto3" json:"containers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Sandbox) Reset() {
@@ -680,6 +702,404 @@ func (x *Sandbox) GetRevoked() string {
 	return ""
 }
 
+func (x *Sandbox) GetPod() bool {
+	if x != nil {
+		return x.Pod
+	}
+	return false
+}
+
+func (x *Sandbox) GetContainers() []*Container {
+	if x != nil {
+		return x.Containers
+	}
+	return nil
+}
+
+// Container is a container of a pod VM.
+type Container struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its image slot in the pod VM (0: the pod's own image disk).
+	Index int32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// running, exited, failed (did not start: error says why).
+	Status      string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	Image       string `protobuf:"bytes,4,opt,name=image,proto3" json:"image,omitempty"`
+	ImageDigest string `protobuf:"bytes,5,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	// The id of its launch event in the launch log (the pod's for the first
+	// container) and attestd's verdict on it.
+	EventId       string `protobuf:"bytes,6,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	AttestationId string `protobuf:"bytes,7,opt,name=attestation_id,json=attestationId,proto3" json:"attestation_id,omitempty"`
+	// Its exit status once exited (-1 before).
+	ExitCode      int32  `protobuf:"varint,8,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Container) Reset() {
+	*x = Container{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Container) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Container) ProtoMessage() {}
+
+func (x *Container) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Container.ProtoReflect.Descriptor instead.
+func (*Container) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Container) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Container) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Container) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Container) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *Container) GetImageDigest() string {
+	if x != nil {
+		return x.ImageDigest
+	}
+	return ""
+}
+
+func (x *Container) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *Container) GetAttestationId() string {
+	if x != nil {
+		return x.AttestationId
+	}
+	return ""
+}
+
+func (x *Container) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *Container) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type AddContainerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pod's sandbox id (or a unique prefix).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The container's name: 1..128 of [A-Za-z0-9_.-], unique in the pod.
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// As RunRequest's: the image (absolute path of an OCI layout or
+	// archive), arguments (empty: the image's), KEY=VALUE entries over the
+	// image's environment, working directory, user.
+	Image         string   `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	Args          []string `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
+	Env           []string `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
+	WorkingDir    string   `protobuf:"bytes,6,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	User          string   `protobuf:"bytes,7,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddContainerRequest) Reset() {
+	*x = AddContainerRequest{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddContainerRequest) ProtoMessage() {}
+
+func (x *AddContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddContainerRequest.ProtoReflect.Descriptor instead.
+func (*AddContainerRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AddContainerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AddContainerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddContainerRequest) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *AddContainerRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *AddContainerRequest) GetEnv() []string {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *AddContainerRequest) GetWorkingDir() string {
+	if x != nil {
+		return x.WorkingDir
+	}
+	return ""
+}
+
+func (x *AddContainerRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+type ContainerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerRequest) Reset() {
+	*x = ContainerRequest{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerRequest) ProtoMessage() {}
+
+func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
+func (*ContainerRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ContainerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ContainerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ContainerLogsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Follow        bool                   `protobuf:"varint,3,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerLogsRequest) Reset() {
+	*x = ContainerLogsRequest{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerLogsRequest) ProtoMessage() {}
+
+func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerLogsRequest.ProtoReflect.Descriptor instead.
+func (*ContainerLogsRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ContainerLogsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ContainerLogsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+type KillContainerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// 1..64 (0: SIGTERM).
+	Signal        uint32 `protobuf:"varint,3,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillContainerRequest) Reset() {
+	*x = KillContainerRequest{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillContainerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillContainerRequest) ProtoMessage() {}
+
+func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillContainerRequest.ProtoReflect.Descriptor instead.
+func (*KillContainerRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *KillContainerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *KillContainerRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KillContainerRequest) GetSignal() uint32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
 type ListSandboxesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// all: ended sandboxes too (default: running ones).
@@ -690,7 +1110,7 @@ type ListSandboxesRequest struct {
 
 func (x *ListSandboxesRequest) Reset() {
 	*x = ListSandboxesRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[3]
+	mi := &file_bulwark_v1_host_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +1122,7 @@ func (x *ListSandboxesRequest) String() string {
 func (*ListSandboxesRequest) ProtoMessage() {}
 
 func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[3]
+	mi := &file_bulwark_v1_host_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +1135,7 @@ func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesRequest.ProtoReflect.Descriptor instead.
 func (*ListSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{3}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListSandboxesRequest) GetAll() bool {
@@ -734,7 +1154,7 @@ type ListSandboxesResponse struct {
 
 func (x *ListSandboxesResponse) Reset() {
 	*x = ListSandboxesResponse{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[4]
+	mi := &file_bulwark_v1_host_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +1166,7 @@ func (x *ListSandboxesResponse) String() string {
 func (*ListSandboxesResponse) ProtoMessage() {}
 
 func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[4]
+	mi := &file_bulwark_v1_host_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +1179,7 @@ func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesResponse.ProtoReflect.Descriptor instead.
 func (*ListSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{4}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListSandboxesResponse) GetSandboxes() []*Sandbox {
@@ -778,7 +1198,7 @@ type InspectSandboxRequest struct {
 
 func (x *InspectSandboxRequest) Reset() {
 	*x = InspectSandboxRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[5]
+	mi := &file_bulwark_v1_host_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +1210,7 @@ func (x *InspectSandboxRequest) String() string {
 func (*InspectSandboxRequest) ProtoMessage() {}
 
 func (x *InspectSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[5]
+	mi := &file_bulwark_v1_host_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +1223,7 @@ func (x *InspectSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectSandboxRequest.ProtoReflect.Descriptor instead.
 func (*InspectSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{5}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InspectSandboxRequest) GetId() string {
@@ -823,7 +1243,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	mi := &file_bulwark_v1_host_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -835,7 +1255,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	mi := &file_bulwark_v1_host_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -848,7 +1268,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{6}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -875,7 +1295,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[7]
+	mi := &file_bulwark_v1_host_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +1307,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[7]
+	mi := &file_bulwark_v1_host_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1320,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{7}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LogChunk) GetStream() LogChunk_Stream {
@@ -928,7 +1348,7 @@ type StopSandboxRequest struct {
 
 func (x *StopSandboxRequest) Reset() {
 	*x = StopSandboxRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[8]
+	mi := &file_bulwark_v1_host_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1360,7 @@ func (x *StopSandboxRequest) String() string {
 func (*StopSandboxRequest) ProtoMessage() {}
 
 func (x *StopSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[8]
+	mi := &file_bulwark_v1_host_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1373,7 @@ func (x *StopSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSandboxRequest.ProtoReflect.Descriptor instead.
 func (*StopSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{8}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StopSandboxRequest) GetId() string {
@@ -980,7 +1400,7 @@ type RemoveSandboxRequest struct {
 
 func (x *RemoveSandboxRequest) Reset() {
 	*x = RemoveSandboxRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[9]
+	mi := &file_bulwark_v1_host_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1412,7 @@ func (x *RemoveSandboxRequest) String() string {
 func (*RemoveSandboxRequest) ProtoMessage() {}
 
 func (x *RemoveSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[9]
+	mi := &file_bulwark_v1_host_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1425,7 @@ func (x *RemoveSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSandboxRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{9}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RemoveSandboxRequest) GetId() string {
@@ -1031,7 +1451,7 @@ type RemoveSandboxResponse struct {
 
 func (x *RemoveSandboxResponse) Reset() {
 	*x = RemoveSandboxResponse{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[10]
+	mi := &file_bulwark_v1_host_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1463,7 @@ func (x *RemoveSandboxResponse) String() string {
 func (*RemoveSandboxResponse) ProtoMessage() {}
 
 func (x *RemoveSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[10]
+	mi := &file_bulwark_v1_host_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1476,7 @@ func (x *RemoveSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSandboxResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemoveSandboxResponse) GetId() string {
@@ -1070,14 +1490,17 @@ type ExecRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// The command and its arguments (at least one).
-	Args          []string `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	Args []string `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	// In a pod VM: the container whose root, user and environment the
+	// command gets (required there).
+	Container     string `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[11]
+	mi := &file_bulwark_v1_host_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1512,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[11]
+	mi := &file_bulwark_v1_host_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1525,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ExecRequest) GetId() string {
@@ -1119,6 +1542,13 @@ func (x *ExecRequest) GetArgs() []string {
 	return nil
 }
 
+func (x *ExecRequest) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
 type ExecEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -1132,7 +1562,7 @@ type ExecEvent struct {
 
 func (x *ExecEvent) Reset() {
 	*x = ExecEvent{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[12]
+	mi := &file_bulwark_v1_host_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1574,7 @@ func (x *ExecEvent) String() string {
 func (*ExecEvent) ProtoMessage() {}
 
 func (x *ExecEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[12]
+	mi := &file_bulwark_v1_host_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1587,7 @@ func (x *ExecEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
 func (*ExecEvent) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExecEvent) GetEvent() isExecEvent_Event {
@@ -1208,7 +1638,7 @@ var File_bulwark_v1_host_proto protoreflect.FileDescriptor
 const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"\x15bulwark/v1/host.proto\x12\n" +
-	"bulwark.v1\"\x8e\x05\n" +
+	"bulwark.v1\"\xbe\x05\n" +
 	"\n" +
 	"RunRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x14\n" +
@@ -1238,12 +1668,14 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\avolumes\x18\x15 \x03(\tR\avolumes\x12\x14\n" +
 	"\x05tmpfs\x18\x16 \x03(\tR\x05tmpfs\x12\x18\n" +
 	"\ascratch\x18\x17 \x03(\tR\ascratch\x12\x14\n" +
-	"\x05netns\x18\x1e \x01(\tR\x05netns\"~\n" +
+	"\x05netns\x18\x1e \x01(\tR\x05netns\x12\x10\n" +
+	"\x03pod\x18( \x01(\bR\x03pod\x12\x1c\n" +
+	"\tcontainer\x18) \x01(\tR\tcontainer\"~\n" +
 	"\bRunEvent\x12\x1c\n" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x12\x1a\n" +
 	"\awarning\x18\x02 \x01(\tH\x00R\awarning\x12/\n" +
 	"\astarted\x18\x03 \x01(\v2\x13.bulwark.v1.SandboxH\x00R\astartedB\a\n" +
-	"\x05event\"\xaa\x06\n" +
+	"\x05event\"\xf3\x06\n" +
 	"\aSandbox\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -1272,7 +1704,41 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\anetwork\x18\x17 \x01(\tR\anetwork\x12!\n" +
 	"\flast_verdict\x18\x1e \x01(\tR\vlastVerdict\x12/\n" +
 	"\x14last_verdict_unix_ms\x18\x1f \x01(\x03R\x11lastVerdictUnixMs\x12\x18\n" +
-	"\arevoked\x18  \x01(\tR\arevoked\"(\n" +
+	"\arevoked\x18  \x01(\tR\arevoked\x12\x10\n" +
+	"\x03pod\x18( \x01(\bR\x03pod\x125\n" +
+	"\n" +
+	"containers\x18) \x03(\v2\x15.bulwark.v1.ContainerR\n" +
+	"containers\"\xfb\x01\n" +
+	"\tContainer\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x14\n" +
+	"\x05image\x18\x04 \x01(\tR\x05image\x12!\n" +
+	"\fimage_digest\x18\x05 \x01(\tR\vimageDigest\x12\x19\n" +
+	"\bevent_id\x18\x06 \x01(\tR\aeventId\x12%\n" +
+	"\x0eattestation_id\x18\a \x01(\tR\rattestationId\x12\x1b\n" +
+	"\texit_code\x18\b \x01(\x05R\bexitCode\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xaa\x01\n" +
+	"\x13AddContainerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\x12\x12\n" +
+	"\x04args\x18\x04 \x03(\tR\x04args\x12\x10\n" +
+	"\x03env\x18\x05 \x03(\tR\x03env\x12\x1f\n" +
+	"\vworking_dir\x18\x06 \x01(\tR\n" +
+	"workingDir\x12\x12\n" +
+	"\x04user\x18\a \x01(\tR\x04user\"6\n" +
+	"\x10ContainerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"R\n" +
+	"\x14ContainerLogsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06follow\x18\x03 \x01(\bR\x06follow\"R\n" +
+	"\x14KillContainerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06signal\x18\x03 \x01(\rR\x06signal\"(\n" +
 	"\x14ListSandboxesRequest\x12\x10\n" +
 	"\x03all\x18\x01 \x01(\bR\x03all\"J\n" +
 	"\x15ListSandboxesResponse\x121\n" +
@@ -1296,14 +1762,15 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"'\n" +
 	"\x15RemoveSandboxResponse\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"O\n" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04args\x18\x02 \x03(\tR\x04args\"c\n" +
+	"\x04args\x18\x02 \x03(\tR\x04args\x12\x1c\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\"c\n" +
 	"\tExecEvent\x12.\n" +
 	"\x06output\x18\x01 \x01(\v2\x14.bulwark.v1.LogChunkH\x00R\x06output\x12\x1d\n" +
 	"\texit_code\x18\x02 \x01(\x05H\x00R\bexitCodeB\a\n" +
-	"\x05event2\xea\x03\n" +
+	"\x05event2\x90\x06\n" +
 	"\x04Host\x125\n" +
 	"\x03Run\x12\x16.bulwark.v1.RunRequest\x1a\x14.bulwark.v1.RunEvent0\x01\x12T\n" +
 	"\rListSandboxes\x12 .bulwark.v1.ListSandboxesRequest\x1a!.bulwark.v1.ListSandboxesResponse\x12H\n" +
@@ -1311,7 +1778,11 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x04Logs\x12\x17.bulwark.v1.LogsRequest\x1a\x14.bulwark.v1.LogChunk0\x01\x12B\n" +
 	"\vStopSandbox\x12\x1e.bulwark.v1.StopSandboxRequest\x1a\x13.bulwark.v1.Sandbox\x12T\n" +
 	"\rRemoveSandbox\x12 .bulwark.v1.RemoveSandboxRequest\x1a!.bulwark.v1.RemoveSandboxResponse\x128\n" +
-	"\x04Exec\x12\x17.bulwark.v1.ExecRequest\x1a\x15.bulwark.v1.ExecEvent0\x01B=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
+	"\x04Exec\x12\x17.bulwark.v1.ExecRequest\x1a\x15.bulwark.v1.ExecEvent0\x01\x12F\n" +
+	"\fAddContainer\x12\x1f.bulwark.v1.AddContainerRequest\x1a\x15.bulwark.v1.Container\x12G\n" +
+	"\x10InspectContainer\x12\x1c.bulwark.v1.ContainerRequest\x1a\x15.bulwark.v1.Container\x12I\n" +
+	"\rContainerLogs\x12 .bulwark.v1.ContainerLogsRequest\x1a\x14.bulwark.v1.LogChunk0\x01\x12H\n" +
+	"\rKillContainer\x12 .bulwark.v1.KillContainerRequest\x1a\x15.bulwark.v1.ContainerB=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
 
 var (
 	file_bulwark_v1_host_proto_rawDescOnce sync.Once
@@ -1326,47 +1797,61 @@ func file_bulwark_v1_host_proto_rawDescGZIP() []byte {
 }
 
 var file_bulwark_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_bulwark_v1_host_proto_goTypes = []any{
 	(LogChunk_Stream)(0),          // 0: bulwark.v1.LogChunk.Stream
 	(*RunRequest)(nil),            // 1: bulwark.v1.RunRequest
 	(*RunEvent)(nil),              // 2: bulwark.v1.RunEvent
 	(*Sandbox)(nil),               // 3: bulwark.v1.Sandbox
-	(*ListSandboxesRequest)(nil),  // 4: bulwark.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil), // 5: bulwark.v1.ListSandboxesResponse
-	(*InspectSandboxRequest)(nil), // 6: bulwark.v1.InspectSandboxRequest
-	(*LogsRequest)(nil),           // 7: bulwark.v1.LogsRequest
-	(*LogChunk)(nil),              // 8: bulwark.v1.LogChunk
-	(*StopSandboxRequest)(nil),    // 9: bulwark.v1.StopSandboxRequest
-	(*RemoveSandboxRequest)(nil),  // 10: bulwark.v1.RemoveSandboxRequest
-	(*RemoveSandboxResponse)(nil), // 11: bulwark.v1.RemoveSandboxResponse
-	(*ExecRequest)(nil),           // 12: bulwark.v1.ExecRequest
-	(*ExecEvent)(nil),             // 13: bulwark.v1.ExecEvent
+	(*Container)(nil),             // 4: bulwark.v1.Container
+	(*AddContainerRequest)(nil),   // 5: bulwark.v1.AddContainerRequest
+	(*ContainerRequest)(nil),      // 6: bulwark.v1.ContainerRequest
+	(*ContainerLogsRequest)(nil),  // 7: bulwark.v1.ContainerLogsRequest
+	(*KillContainerRequest)(nil),  // 8: bulwark.v1.KillContainerRequest
+	(*ListSandboxesRequest)(nil),  // 9: bulwark.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil), // 10: bulwark.v1.ListSandboxesResponse
+	(*InspectSandboxRequest)(nil), // 11: bulwark.v1.InspectSandboxRequest
+	(*LogsRequest)(nil),           // 12: bulwark.v1.LogsRequest
+	(*LogChunk)(nil),              // 13: bulwark.v1.LogChunk
+	(*StopSandboxRequest)(nil),    // 14: bulwark.v1.StopSandboxRequest
+	(*RemoveSandboxRequest)(nil),  // 15: bulwark.v1.RemoveSandboxRequest
+	(*RemoveSandboxResponse)(nil), // 16: bulwark.v1.RemoveSandboxResponse
+	(*ExecRequest)(nil),           // 17: bulwark.v1.ExecRequest
+	(*ExecEvent)(nil),             // 18: bulwark.v1.ExecEvent
 }
 var file_bulwark_v1_host_proto_depIdxs = []int32{
 	3,  // 0: bulwark.v1.RunEvent.started:type_name -> bulwark.v1.Sandbox
-	3,  // 1: bulwark.v1.ListSandboxesResponse.sandboxes:type_name -> bulwark.v1.Sandbox
-	0,  // 2: bulwark.v1.LogChunk.stream:type_name -> bulwark.v1.LogChunk.Stream
-	8,  // 3: bulwark.v1.ExecEvent.output:type_name -> bulwark.v1.LogChunk
-	1,  // 4: bulwark.v1.Host.Run:input_type -> bulwark.v1.RunRequest
-	4,  // 5: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
-	6,  // 6: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
-	7,  // 7: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
-	9,  // 8: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
-	10, // 9: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
-	12, // 10: bulwark.v1.Host.Exec:input_type -> bulwark.v1.ExecRequest
-	2,  // 11: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
-	5,  // 12: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
-	3,  // 13: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
-	8,  // 14: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
-	3,  // 15: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
-	11, // 16: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
-	13, // 17: bulwark.v1.Host.Exec:output_type -> bulwark.v1.ExecEvent
-	11, // [11:18] is the sub-list for method output_type
-	4,  // [4:11] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	4,  // 1: bulwark.v1.Sandbox.containers:type_name -> bulwark.v1.Container
+	3,  // 2: bulwark.v1.ListSandboxesResponse.sandboxes:type_name -> bulwark.v1.Sandbox
+	0,  // 3: bulwark.v1.LogChunk.stream:type_name -> bulwark.v1.LogChunk.Stream
+	13, // 4: bulwark.v1.ExecEvent.output:type_name -> bulwark.v1.LogChunk
+	1,  // 5: bulwark.v1.Host.Run:input_type -> bulwark.v1.RunRequest
+	9,  // 6: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
+	11, // 7: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
+	12, // 8: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
+	14, // 9: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
+	15, // 10: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
+	17, // 11: bulwark.v1.Host.Exec:input_type -> bulwark.v1.ExecRequest
+	5,  // 12: bulwark.v1.Host.AddContainer:input_type -> bulwark.v1.AddContainerRequest
+	6,  // 13: bulwark.v1.Host.InspectContainer:input_type -> bulwark.v1.ContainerRequest
+	7,  // 14: bulwark.v1.Host.ContainerLogs:input_type -> bulwark.v1.ContainerLogsRequest
+	8,  // 15: bulwark.v1.Host.KillContainer:input_type -> bulwark.v1.KillContainerRequest
+	2,  // 16: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
+	10, // 17: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
+	3,  // 18: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
+	13, // 19: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
+	3,  // 20: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
+	16, // 21: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
+	18, // 22: bulwark.v1.Host.Exec:output_type -> bulwark.v1.ExecEvent
+	4,  // 23: bulwark.v1.Host.AddContainer:output_type -> bulwark.v1.Container
+	4,  // 24: bulwark.v1.Host.InspectContainer:output_type -> bulwark.v1.Container
+	13, // 25: bulwark.v1.Host.ContainerLogs:output_type -> bulwark.v1.LogChunk
+	4,  // 26: bulwark.v1.Host.KillContainer:output_type -> bulwark.v1.Container
+	16, // [16:27] is the sub-list for method output_type
+	5,  // [5:16] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_host_proto_init() }
@@ -1379,7 +1864,7 @@ func file_bulwark_v1_host_proto_init() {
 		(*RunEvent_Warning)(nil),
 		(*RunEvent_Started)(nil),
 	}
-	file_bulwark_v1_host_proto_msgTypes[12].OneofWrappers = []any{
+	file_bulwark_v1_host_proto_msgTypes[17].OneofWrappers = []any{
 		(*ExecEvent_Output)(nil),
 		(*ExecEvent_ExitCode)(nil),
 	}
@@ -1389,7 +1874,7 @@ func file_bulwark_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_host_proto_rawDesc), len(file_bulwark_v1_host_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

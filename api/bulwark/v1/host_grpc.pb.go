@@ -24,13 +24,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Host_Run_FullMethodName            = "/bulwark.v1.Host/Run"
-	Host_ListSandboxes_FullMethodName  = "/bulwark.v1.Host/ListSandboxes"
-	Host_InspectSandbox_FullMethodName = "/bulwark.v1.Host/InspectSandbox"
-	Host_Logs_FullMethodName           = "/bulwark.v1.Host/Logs"
-	Host_StopSandbox_FullMethodName    = "/bulwark.v1.Host/StopSandbox"
-	Host_RemoveSandbox_FullMethodName  = "/bulwark.v1.Host/RemoveSandbox"
-	Host_Exec_FullMethodName           = "/bulwark.v1.Host/Exec"
+	Host_Run_FullMethodName              = "/bulwark.v1.Host/Run"
+	Host_ListSandboxes_FullMethodName    = "/bulwark.v1.Host/ListSandboxes"
+	Host_InspectSandbox_FullMethodName   = "/bulwark.v1.Host/InspectSandbox"
+	Host_Logs_FullMethodName             = "/bulwark.v1.Host/Logs"
+	Host_StopSandbox_FullMethodName      = "/bulwark.v1.Host/StopSandbox"
+	Host_RemoveSandbox_FullMethodName    = "/bulwark.v1.Host/RemoveSandbox"
+	Host_Exec_FullMethodName             = "/bulwark.v1.Host/Exec"
+	Host_AddContainer_FullMethodName     = "/bulwark.v1.Host/AddContainer"
+	Host_InspectContainer_FullMethodName = "/bulwark.v1.Host/InspectContainer"
+	Host_ContainerLogs_FullMethodName    = "/bulwark.v1.Host/ContainerLogs"
+	Host_KillContainer_FullMethodName    = "/bulwark.v1.Host/KillContainer"
 )
 
 // HostClient is the client API for Host service.
@@ -61,6 +65,20 @@ type HostClient interface {
 	// user and environment; stdin is /dev/null) and streams its output; the
 	// last message carries its exit code.
 	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvent], error)
+	// A pod VM's containers (RunRequest.pod; docs/containerd.md, "One VM
+	// per pod"). AddContainer measures a container's image, records and
+	// attests a launch event of its own (judged by the pod's policy), puts
+	// its disk in the pod's next image slot and starts it; a refusal carries
+	// the policy's reasons and nothing of the container runs.
+	AddContainer(ctx context.Context, in *AddContainerRequest, opts ...grpc.CallOption) (*Container, error)
+	// InspectContainer describes one container of a pod.
+	InspectContainer(ctx context.Context, in *ContainerRequest, opts ...grpc.CallOption) (*Container, error)
+	// ContainerLogs streams a container's output from its start; with
+	// follow, until it exits.
+	ContainerLogs(ctx context.Context, in *ContainerLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogChunk], error)
+	// KillContainer sends a signal to a container's processes (the pod and
+	// its other containers run on) and answers with the container.
+	KillContainer(ctx context.Context, in *KillContainerRequest, opts ...grpc.CallOption) (*Container, error)
 }
 
 type hostClient struct {
@@ -168,6 +186,55 @@ func (c *hostClient) Exec(ctx context.Context, in *ExecRequest, opts ...grpc.Cal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Host_ExecClient = grpc.ServerStreamingClient[ExecEvent]
 
+func (c *hostClient) AddContainer(ctx context.Context, in *AddContainerRequest, opts ...grpc.CallOption) (*Container, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Container)
+	err := c.cc.Invoke(ctx, Host_AddContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) InspectContainer(ctx context.Context, in *ContainerRequest, opts ...grpc.CallOption) (*Container, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Container)
+	err := c.cc.Invoke(ctx, Host_InspectContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) ContainerLogs(ctx context.Context, in *ContainerLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[3], Host_ContainerLogs_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ContainerLogsRequest, LogChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ContainerLogsClient = grpc.ServerStreamingClient[LogChunk]
+
+func (c *hostClient) KillContainer(ctx context.Context, in *KillContainerRequest, opts ...grpc.CallOption) (*Container, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Container)
+	err := c.cc.Invoke(ctx, Host_KillContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -196,6 +263,20 @@ type HostServer interface {
 	// user and environment; stdin is /dev/null) and streams its output; the
 	// last message carries its exit code.
 	Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error
+	// A pod VM's containers (RunRequest.pod; docs/containerd.md, "One VM
+	// per pod"). AddContainer measures a container's image, records and
+	// attests a launch event of its own (judged by the pod's policy), puts
+	// its disk in the pod's next image slot and starts it; a refusal carries
+	// the policy's reasons and nothing of the container runs.
+	AddContainer(context.Context, *AddContainerRequest) (*Container, error)
+	// InspectContainer describes one container of a pod.
+	InspectContainer(context.Context, *ContainerRequest) (*Container, error)
+	// ContainerLogs streams a container's output from its start; with
+	// follow, until it exits.
+	ContainerLogs(*ContainerLogsRequest, grpc.ServerStreamingServer[LogChunk]) error
+	// KillContainer sends a signal to a container's processes (the pod and
+	// its other containers run on) and answers with the container.
+	KillContainer(context.Context, *KillContainerRequest) (*Container, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -226,6 +307,18 @@ func (UnimplementedHostServer) RemoveSandbox(context.Context, *RemoveSandboxRequ
 }
 func (UnimplementedHostServer) Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedHostServer) AddContainer(context.Context, *AddContainerRequest) (*Container, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AddContainer not implemented")
+}
+func (UnimplementedHostServer) InspectContainer(context.Context, *ContainerRequest) (*Container, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method InspectContainer not implemented")
+}
+func (UnimplementedHostServer) ContainerLogs(*ContainerLogsRequest, grpc.ServerStreamingServer[LogChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method ContainerLogs not implemented")
+}
+func (UnimplementedHostServer) KillContainer(context.Context, *KillContainerRequest) (*Container, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method KillContainer not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -353,6 +446,71 @@ func _Host_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Host_ExecServer = grpc.ServerStreamingServer[ExecEvent]
 
+func _Host_AddContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).AddContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_AddContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).AddContainer(ctx, req.(*AddContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_InspectContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).InspectContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_InspectContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).InspectContainer(ctx, req.(*ContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_ContainerLogs_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ContainerLogsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(HostServer).ContainerLogs(m, &grpc.GenericServerStream[ContainerLogsRequest, LogChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ContainerLogsServer = grpc.ServerStreamingServer[LogChunk]
+
+func _Host_KillContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KillContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).KillContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_KillContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).KillContainer(ctx, req.(*KillContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -376,6 +534,18 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RemoveSandbox",
 			Handler:    _Host_RemoveSandbox_Handler,
 		},
+		{
+			MethodName: "AddContainer",
+			Handler:    _Host_AddContainer_Handler,
+		},
+		{
+			MethodName: "InspectContainer",
+			Handler:    _Host_InspectContainer_Handler,
+		},
+		{
+			MethodName: "KillContainer",
+			Handler:    _Host_KillContainer_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -391,6 +561,11 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Exec",
 			Handler:       _Host_Exec_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ContainerLogs",
+			Handler:       _Host_ContainerLogs_Handler,
 			ServerStreams: true,
 		},
 	},

@@ -1,0 +1,222 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/kvm"
+	"github.com/bulwark-project/bulwark/kvm/channel"
+	"github.com/bulwark-project/bulwark/measure"
+)
+
+// podLaunch is what a pod VM's launch keeps to add containers: the pod's
+// launch event (kernel, initrd, command line, network, guest key), the
+// signatures of its kernel and initrd, its first container's disk and the
+// image slots used.
+type podLaunch struct {
+	nodeID     string
+	event      measure.LaunchEvent
+	sigs       []*bulwarkv1.ArtifactSignature
+	diskDigest string
+	diskSize   int64
+
+	mu    sync.Mutex
+	used  int // image slots taken (1..kvm.MaxPodSlots)
+	first bool
+}
+
+// ErrPodFull is wrapped when a pod has no image slot left.
+var ErrPodFull = fmt.Errorf("the pod VM has no image slot left (a pod runs at most %d containers over its life)", 1+kvm.MaxPodSlots)
+
+// Container is a container of a pod VM.
+type Container struct {
+	// Index is its slot (0: the launch's own image); EventID the id of its
+	// launch event (the pod's for container 0), AttestationID attestd's
+	// verdict on it; ImageDigest its image's manifest digest.
+	Index         int
+	EventID       string
+	AttestationID string
+	ImageDigest   string
+	c             *kvm.Container
+	sb            *kvm.Sandbox
+}
+
+// Wait returns the container's exit code once it exited.
+func (c *Container) Wait(ctx context.Context) (int, error) { return c.c.Wait(ctx, c.sb) }
+
+// Done is closed when the container's process has exited.
+func (c *Container) Done() <-chan struct{} { return c.c.Done() }
+
+// IsPod reports whether the launch is a pod VM's.
+func (l *Launched) IsPod() bool { return l.pod != nil }
+
+// StartFirstContainer runs the pod's first container (name) from the
+// launch's own image, with the launch's Args, Env, WorkingDir and User:
+// what the pod's launch event recorded and attestd judged.
+func (l *Launched) StartFirstContainer(ctx context.Context, name string, stdout, stderr io.Writer) (*Container, error) {
+	if l.pod == nil {
+		return nil, errors.New("not a pod VM")
+	}
+	l.pod.mu.Lock()
+	if l.pod.first {
+		l.pod.mu.Unlock()
+		return nil, errors.New("the pod's first container was started already")
+	}
+	l.pod.first = true
+	l.pod.mu.Unlock()
+	c, err := l.sb.StartContainer(ctx, channel.ContainerStart{Index: 0, Name: name, DiskDigest: l.pod.diskDigest, DiskSize: l.pod.diskSize,
+		Args: l.o.Args, Env: l.o.Env, WorkingDir: l.o.WorkingDir, User: l.o.User}, stdout, stderr)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", name, err)
+	}
+	return &Container{Index: 0, EventID: l.res.SandboxID, AttestationID: l.res.AttestationID, ImageDigest: l.res.ImageDigest, c: c, sb: l.sb}, nil
+}
+
+// ContainerOptions describe a container added to a pod VM.
+type ContainerOptions struct {
+	// Name is the container's name (1..128 of [A-Za-z0-9._-]).
+	Name string
+	// Image is its OCI image (layout directory or archive).
+	Image string
+	// Args, Env, WorkingDir and User are as Options' (over the image's).
+	Args       []string
+	Env        []string
+	WorkingDir string
+	User       string
+	// Stdout and Stderr receive its output.
+	Stdout, Stderr io.Writer
+	// Progress gets one line per step (optional).
+	Progress io.Writer
+}
+
+// AddContainer adds a container to a running pod VM. Its image is
+// measured and its signatures checked as a launch's; its disk is built;
+// a launch event of its own (a fresh id, the pod's kernel, initrd,
+// command line, network and guest key, the container's image, arguments
+// and settings) is recorded in the launch log and the launch PCR, and
+// attested: attestd judges it by the pod's policy as any launch. Only
+// when allowed is the disk put in the pod's next image slot (sealed) and
+// the container started; a refusal returns the policy's reasons and
+// nothing of the container reaches the guest. The pod's secrets were
+// released at its launch: the container sees them at /run/secrets.
+func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (*Container, error) {
+	if l.pod == nil {
+		return nil, errors.New("not a pod VM")
+	}
+	if l.o.HostTPM == nil {
+		return nil, errors.New("adding a container needs the host service's TPM")
+	}
+	progress := func(format string, a ...any) {
+		if co.Progress != nil {
+			fmt.Fprintf(co.Progress, format+"\n", a...)
+		}
+	}
+	wo := Options{Env: co.Env, WorkingDir: co.WorkingDir, User: co.User, Args: co.Args}
+	if err := wo.ValidateWorkload(); err != nil {
+		return nil, err
+	}
+	for i, a := range co.Args {
+		if strings.IndexByte(a, 0) >= 0 {
+			return nil, fmt.Errorf("argument %d contains a NUL byte", i)
+		}
+	}
+	l.pod.mu.Lock()
+	if l.pod.used >= kvm.MaxPodSlots {
+		l.pod.mu.Unlock()
+		return nil, ErrPodFull
+	}
+	l.pod.used++
+	index := l.pod.used
+	l.pod.mu.Unlock()
+
+	progress("measuring image %s", co.Image)
+	img, err := measure.OpenImage(ctx, co.Image, measure.ImageOptions{Pin: true})
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	sigs, err := checkSignatures(ctx, []artifactRef{{"image", co.Image, img.ManifestDigest, img.DigestHint()}}, l.o.Signers)
+	if err != nil {
+		return nil, err
+	}
+	v1img, err := img.V1Image()
+	if err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	disk, err := kvm.BuildImageDisk(ctx, v1img, kvm.ImageOptions{Logger: l.o.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("image disk: %w", err)
+	}
+	defer disk.Close()
+	id, err := NewSandboxID()
+	if err != nil {
+		return nil, err
+	}
+	pe := l.pod.event
+	ev := &measure.LaunchEvent{
+		SandboxID: id, Policy: l.o.Policy, Kernel: pe.Kernel, Initrd: pe.Initrd, Cmdline: pe.Cmdline, CmdlineDigest: pe.CmdlineDigest,
+		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, ImageDisk: disk.Digest, Args: co.Args,
+		GuestPublicKey: pe.GuestPublicKey, Time: time.Now().UTC().Truncate(time.Second),
+		Network: pe.Network, Ports: pe.Ports, WorkingDir: wo.WorkingDir, User: wo.User,
+	}
+	if len(wo.Env) > 0 {
+		ev.EnvKeys, ev.EnvDigest = measure.EnvKeys(wo.Env), measure.EnvDigest(measure.SHA256, wo.Env)
+	}
+	progress("recording launch event %s for container %s of pod %s in PCR %d", id, co.Name, l.res.SandboxID, l.o.PCR)
+	t := l.o.HostTPM
+	hostLog := NewHostLog(filepath.Join(l.o.StateDir, "launch"), l.o.PCR)
+	if _, err := hostLog.Append(ctx, t, ev); err != nil {
+		return nil, err
+	}
+	client, err := attestclient.Dial(l.o.Attestd)
+	if err != nil {
+		return nil, fmt.Errorf("attestd: %w", err)
+	}
+	defer client.Close()
+	fwLog, err := firmwareLog(t.Spec(), FirmwareLogPath)
+	if err != nil {
+		return nil, err
+	}
+	pbSigs := append([]*bulwarkv1.ArtifactSignature{}, l.pod.sigs...)
+	for _, s := range sigs {
+		pbSigs = append(pbSigs, &bulwarkv1.ArtifactSignature{Artifact: s.Artifact, Signature: s.Signature, Payload: s.Payload})
+	}
+	progress("attesting container %s (policy %q)", co.Name, l.o.Policy)
+	ar, err := attestHost(ctx, client, hostLog, t, quotedPCRs(l.o.PCR, fwLog), &bulwarkv1.AttestRequest{
+		NodeId: l.pod.nodeID, FirmwareEventLog: fwLog, SandboxId: id, Signatures: pbSigs, OmitToken: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if ar.GetVerdict() != bulwarkv1.Verdict_VERDICT_ALLOW {
+		return nil, fmt.Errorf("%w by policy %q (attestation %s):\n  - %s", ErrDenied, ar.GetPolicy(), ar.GetAttestationId(),
+			strings.Join(ar.GetReasons(), "\n  - "))
+	}
+	if err := l.sb.FillPodSlot(index, disk); err != nil {
+		return nil, err
+	}
+	c, err := l.sb.StartContainer(ctx, channel.ContainerStart{Index: index, Name: co.Name, DiskDigest: disk.Digest, DiskSize: disk.Size,
+		Args: co.Args, Env: wo.Env, WorkingDir: wo.WorkingDir, User: wo.User}, co.Stdout, co.Stderr)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", co.Name, err)
+	}
+	return &Container{Index: index, EventID: id, AttestationID: ar.GetAttestationId(), ImageDigest: img.ManifestDigest, c: c, sb: l.sb}, nil
+}
+
+// KillContainer signals a container of the pod.
+func (l *Launched) KillContainer(c *Container, sig int) error {
+	return l.sb.KillContainer(c.Index, sig)
+}
+
+// ExecContainer runs a command in a container of the pod.
+func (l *Launched) ExecContainer(ctx context.Context, c *Container, args []string, stdout, stderr io.Writer) (int, error) {
+	return l.sb.ExecContainer(ctx, c.Index, args, stdout, stderr)
+}

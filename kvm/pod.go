@@ -1,0 +1,281 @@
+package kvm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+// MaxPodSlots is the number of container image slots a pod sandbox boots
+// with (Config.Pod): with the launch's own image, a pod runs at most
+// 1+MaxPodSlots containers over its life.
+const MaxPodSlots = 4
+
+// The guest's disk slot size is the one the agent bounds a disk by.
+var _ [DiskSlotSize - channel.DiskSlotBytes]struct{}
+var _ [channel.DiskSlotBytes - DiskSlotSize]struct{}
+
+// podState is a pod sandbox's containers: the image slots the VM booted
+// with (memfds sealed against growing and shrinking; each sealed against
+// writes once filled) and the containers started. Under Sandbox.mu but
+// slots, which only FillPodSlot and Close use.
+type podState struct {
+	slots      []*os.File
+	filled     []bool
+	containers map[int]*Container
+}
+
+// Container is a container of a pod sandbox (Sandbox.StartContainer).
+type Container struct {
+	index          int
+	stdout, stderr io.Writer
+	started        chan channel.ContainerStarted
+	seen           bool          // CONTAINER_STARTED came without error
+	done           chan struct{} // closed on CONTAINER_EXIT
+	code           int
+}
+
+// podSlot is an empty container image slot: DiskSlotSize zeros (a hole:
+// no memory), sealed against growing and shrinking, writable until
+// FillPodSlot seals it.
+func podSlot() (*os.File, error) {
+	f, err := newMemfd("bulwark-pod-slot")
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(DiskSlotSize); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("kvm: %w", err)
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_GROW|unix.F_SEAL_SHRINK); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("kvm: sealing a pod slot: %w", err)
+	}
+	return f, nil
+}
+
+func (s *Sandbox) closePodSlots() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.pod.slots {
+		f.Close()
+	}
+	s.pod.slots = nil
+}
+
+// FillPodSlot copies disk's erofs image into the pod's image slot index
+// (1..MaxPodSlots), seals the slot against every change, and checks that
+// the slot's bytes hash to disk.Digest. A slot is filled once: a
+// container's disk can never change under it.
+func (s *Sandbox) FillPodSlot(index int, disk *ImageDisk) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.cfg.Pod {
+		return errors.New("kvm: not a pod sandbox")
+	}
+	if index < 1 || index > len(s.pod.slots) {
+		return fmt.Errorf("kvm: pod slot %d: the pod has slots 1..%d (a pod runs at most %d containers)", index, len(s.pod.slots), 1+MaxPodSlots)
+	}
+	if s.pod.filled == nil {
+		s.pod.filled = make([]bool, len(s.pod.slots)+1)
+	}
+	if s.pod.filled[index] {
+		return fmt.Errorf("kvm: pod slot %d is filled already", index)
+	}
+	if disk.Size <= 0 || disk.Size > DiskSlotSize {
+		return fmt.Errorf("kvm: pod slot %d: a disk of %d bytes", index, disk.Size)
+	}
+	slot := s.pod.slots[index-1]
+	s.pod.filled[index] = true // even if what follows fails: a slot is written once
+	if _, err := io.Copy(io.NewOffsetWriter(slot, 0), io.NewSectionReader(disk.File, 0, disk.Size)); err != nil {
+		return fmt.Errorf("kvm: filling pod slot %d: %w", index, err)
+	}
+	if _, err := unix.FcntlInt(slot.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_SEAL); err != nil {
+		return fmt.Errorf("kvm: sealing pod slot %d: %w", index, err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(slot, 0, disk.Size)); err != nil {
+		return fmt.Errorf("kvm: hashing pod slot %d: %w", index, err)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != disk.Digest {
+		return fmt.Errorf("kvm: pod slot %d holds %s, not the disk %s", index, got, disk.Digest)
+	}
+	return nil
+}
+
+// StartContainer has the agent run a container of the pod (cs: its slot,
+// its disk's digest and size, its command and settings), its output going
+// to stdout and stderr, and returns once its process exists. An error
+// from the guest (a disk that does not match its digest, a command not
+// found) means nothing of it runs.
+func (s *Sandbox) StartContainer(ctx context.Context, cs channel.ContainerStart, stdout, stderr io.Writer) (*Container, error) {
+	if err := cs.Validate(); err != nil {
+		return nil, fmt.Errorf("kvm: %w", err)
+	}
+	s.mu.Lock()
+	switch {
+	case !s.cfg.Pod:
+		s.mu.Unlock()
+		return nil, errors.New("kvm: not a pod sandbox")
+	case !s.runningLocked():
+		st := s.state
+		s.mu.Unlock()
+		return nil, fmt.Errorf("kvm: the pod is not running (the guest is %s)", st)
+	case s.pod.containers[cs.Index] != nil:
+		s.mu.Unlock()
+		return nil, fmt.Errorf("kvm: container %d exists already", cs.Index)
+	case cs.Index > 0 && (s.pod.filled == nil || !s.pod.filled[cs.Index]):
+		s.mu.Unlock()
+		return nil, fmt.Errorf("kvm: pod slot %d is empty", cs.Index)
+	}
+	c := &Container{index: cs.Index, stdout: stdout, stderr: stderr, started: make(chan channel.ContainerStarted, 1), done: make(chan struct{}), code: -1}
+	if s.pod.containers == nil {
+		s.pod.containers = map[int]*Container{}
+	}
+	s.pod.containers[cs.Index] = c
+	s.mu.Unlock()
+	if err := s.write(channel.TypeContainerStart, cs, 5*time.Second); err != nil {
+		return nil, err
+	}
+	select {
+	case st := <-c.started:
+		if st.Error != "" {
+			return nil, &GuestError{Message: st.Error}
+		}
+		return c, nil
+	case <-s.exited:
+		return nil, s.endError("the pod ended before its container started")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Wait returns the container's exit code once it exited (its output is
+// written by then), -1 and an error when the pod ended first.
+func (c *Container) Wait(ctx context.Context, s *Sandbox) (int, error) {
+	select {
+	case <-c.done:
+		return c.code, nil
+	case <-s.exited:
+		select {
+		case <-c.done:
+			return c.code, nil
+		default:
+		}
+		return -1, s.endError("the pod ended while its container ran")
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+// Done is closed when the container's process has exited.
+func (c *Container) Done() <-chan struct{} { return c.done }
+
+// KillContainer sends signal sig to container index's process group.
+func (s *Sandbox) KillContainer(index, sig int) error {
+	k := channel.ContainerKill{Index: index, Signal: sig}
+	if err := k.Validate(); err != nil {
+		return fmt.Errorf("kvm: %w", err)
+	}
+	s.mu.Lock()
+	c := s.pod.containers[index]
+	s.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("kvm: the pod has no container %d", index)
+	}
+	return s.write(channel.TypeContainerKill, k, 2*time.Second)
+}
+
+// ExecContainer runs a command in a pod's container (its root, user and
+// environment), as Exec does beside a workload.
+func (s *Sandbox) ExecContainer(ctx context.Context, index int, args []string, stdout, stderr io.Writer) (int, error) {
+	s.mu.Lock()
+	c := s.pod.containers[index]
+	s.mu.Unlock()
+	if c == nil {
+		return -1, fmt.Errorf("kvm: the pod has no container %d", index)
+	}
+	return s.exec(ctx, &index, args, stdout, stderr)
+}
+
+// handleContainerFrame applies CONTAINER_STARTED, _OUT and _EXIT; a frame
+// for a container the host did not start, or out of order, is a protocol
+// violation. s.mu is held.
+func (s *Sandbox) handleContainerFrame(t channel.Type, body []byte) error {
+	if !s.cfg.Pod {
+		return fmt.Errorf("%s from a sandbox that is not a pod", t)
+	}
+	if t == channel.TypeContainerOut {
+		o, err := channel.DecodeContainerOutput(body)
+		if err != nil {
+			return err
+		}
+		c := s.pod.containers[o.Index]
+		if c == nil || !c.seen || isClosed(c.done) {
+			return fmt.Errorf("CONTAINER_OUT for container %d, which is not running", o.Index)
+		}
+		w := c.stdout
+		if o.Stream == 2 {
+			w = c.stderr
+		}
+		if w != nil {
+			s.mu.Unlock()
+			_, _ = w.Write(o.Data) // a failing writer loses output, not the pod
+			s.mu.Lock()
+		}
+		return nil
+	}
+	if t == channel.TypeContainerStarted {
+		var st channel.ContainerStarted
+		if err := channel.Decode(t, body, &st); err != nil {
+			return err
+		}
+		c := s.pod.containers[st.Index]
+		if c == nil || c.seen || len(c.started) > 0 {
+			return fmt.Errorf("CONTAINER_STARTED for container %d, which the host did not start", st.Index)
+		}
+		if len(st.Error) > 4096 {
+			st.Error = st.Error[:4096] + "..."
+		}
+		st.Error = sanitize(st.Error)
+		if st.Error != "" {
+			delete(s.pod.containers, st.Index) // nothing of it runs
+		} else {
+			c.seen = true
+		}
+		c.started <- st
+		return nil
+	}
+	var e channel.ContainerExit
+	if err := channel.Decode(t, body, &e); err != nil {
+		return err
+	}
+	c := s.pod.containers[e.Index]
+	if c == nil || !c.seen || isClosed(c.done) {
+		return fmt.Errorf("CONTAINER_EXIT for container %d, which is not running", e.Index)
+	}
+	if e.Code < 0 || e.Code > 255 {
+		return fmt.Errorf("container exit code %d out of range", e.Code)
+	}
+	c.code = e.Code
+	close(c.done)
+	return nil
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

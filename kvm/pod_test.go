@@ -1,0 +1,106 @@
+package kvm
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
+)
+
+// TestPodSandboxContainers boots one pod VM and runs two containers in it
+// at once, each in its own root from its own image disk (the second from
+// an image slot filled after boot, its digest checked by the agent), with
+// the spec's arguments, environment, directory and user; an exec runs in
+// the second's root; killing one leaves the other running; a slot whose
+// disk does not match the digest the host sends is refused and nothing of
+// it runs; stopping the pod ends the VM with every container's exit
+// reported.
+func TestPodSandboxContainers(t *testing.T) {
+	e := bootEnv(t)
+	ctx := context.Background()
+	img0 := testImage(t, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo image-zero"}, Env: []string{"PATH=/bin", "WHO=zero"}})
+	img1 := testImage(t, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo image-one"}, Env: []string{"PATH=/bin", "WHO=one"}, User: "app"})
+	disk0 := buildDisk(t, img0)
+	disk1 := buildDisk(t, img1)
+	sb, _, _, console := startSandbox(t, ctx, e, img0, func(c *Config) {
+		c.Name = "pod0123456789abcdef0123456789abcd"
+		c.Image = disk0.File
+		c.Pod = true
+	})
+	if err := sb.StartWorkload(ctx, nil, nil); err != nil {
+		t.Fatalf("StartWorkload: %v\nconsole:\n%s", err, console.String())
+	}
+	var out0, out1, err0, err1 syncBuffer
+	// Container 0 from the launch's disk: it marks its root and runs on.
+	c0, err := sb.StartContainer(ctx, channel.ContainerStart{Index: 0, Name: "zero", DiskDigest: disk0.Digest, DiskSize: disk0.Size,
+		Args: []string{"/bin/sh", "-c", "echo mine > /root-zero; echo who=$WHO extra=$EXTRA uid=$(id -u) pwd=$(pwd); echo started; while :; do sleep 1; done"},
+		Env:  []string{"EXTRA=x"}, WorkingDir: "/srv"}, &out0, &err0)
+	if err != nil {
+		t.Fatalf("container 0: %v\nconsole:\n%s", err, console.String())
+	}
+	waitForOutput(t, &out0, "started")
+	// Container 1 from a slot filled now.
+	if err := sb.FillPodSlot(1, disk1); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.FillPodSlot(1, disk1); err == nil {
+		t.Fatal("a slot filled twice")
+	}
+	c1, err := sb.StartContainer(ctx, channel.ContainerStart{Index: 1, Name: "one", DiskDigest: disk1.Digest, DiskSize: disk1.Size,
+		Args: []string{"/bin/sh", "-c", "test -e /root-zero && echo shared-root || echo own-root; echo who=$WHO uid=$(id -u); echo started; while :; do sleep 1; done"}}, &out1, &err1)
+	if err != nil {
+		t.Fatalf("container 1: %v\nconsole:\n%s", err, console.String())
+	}
+	waitForOutput(t, &out1, "started")
+	if got := out0.String(); !strings.Contains(got, "who=zero extra=x uid=0 pwd=/srv\n") {
+		t.Errorf("container 0 printed %q", got)
+	}
+	if got := out1.String(); !strings.Contains(got, "own-root\nwho=one uid=1000\n") {
+		t.Errorf("container 1 printed %q (stderr %q)", got, err1.String())
+	}
+	// An exec in container 1's root.
+	var xo, xe syncBuffer
+	code, err := sb.ExecContainer(ctx, 1, []string{"sh", "-c", "echo exec-who=$WHO; test -e /root-zero || echo exec-own-root"}, &xo, &xe)
+	if err != nil || code != 0 || xo.String() != "exec-who=one\nexec-own-root\n" {
+		t.Errorf("exec in container 1: %d %v %q %q", code, err, xo.String(), xe.String())
+	}
+	// A slot whose bytes are not the digest's: refused, nothing runs.
+	if err := sb.FillPodSlot(2, disk1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = sb.StartContainer(ctx, channel.ContainerStart{Index: 2, Name: "forged", DiskDigest: disk0.Digest, DiskSize: disk0.Size}, nil, nil)
+	var ge *GuestError
+	if !errors.As(err, &ge) || !strings.Contains(err.Error(), "not the one the host measured") {
+		t.Errorf("a mismatching disk: %v", err)
+	}
+	// Killing container 1 leaves container 0 running.
+	if err := sb.KillContainer(1, 9); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := c1.Wait(ctx, sb); err != nil || code != 137 {
+		t.Errorf("container 1 killed: %d %v", code, err)
+	}
+	if code, err := sb.ExecContainer(ctx, 0, []string{"true"}, nil, nil); err != nil || code != 0 {
+		t.Errorf("container 0 after container 1's end: %d %v", code, err)
+	}
+	select {
+	case <-c0.Done():
+		t.Fatal("container 0 ended with container 1")
+	default:
+	}
+	// Stopping the pod: container 0 gets SIGTERM; the VM ends.
+	if err := sb.Stop(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := c0.Wait(ctx, sb); err != nil || code != 143 {
+		t.Errorf("container 0 at the pod's stop: %d %v", code, err)
+	}
+	if code, err := sb.Wait(ctx); err != nil || code != 0 {
+		t.Errorf("pod: %d %v\nconsole:\n%s", code, err, console.String())
+	}
+}
