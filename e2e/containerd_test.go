@@ -47,7 +47,7 @@ func (e *env) startContainerd(t *testing.T, cri bool) *containerd {
 // CRI, pods with their own network get it from the CNI plugins in
 // /usr/lib/cni (Debian's containernetworking-plugins) and the conflists
 // the test writes to DIR/cni.
-func (e *env) startContainerdIn(t *testing.T, dir string, cri bool) *containerd {
+func (e *env) startContainerdIn(t testing.TB, dir string, cri bool) *containerd {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -130,7 +130,7 @@ func (e *env) startContainerdIn(t *testing.T, dir string, cri bool) *containerd 
 }
 
 // containerdMajor is the major version of the containerd on PATH.
-func containerdMajor(t *testing.T) int {
+func containerdMajor(t testing.TB) int {
 	t.Helper()
 	out, err := exec.Command("containerd", "--version").Output()
 	if err != nil {
@@ -177,7 +177,7 @@ func (cd *containerd) shims() map[int]string {
 }
 
 // tarLayout writes the OCI layout dir as an OCI archive.
-func tarLayout(t *testing.T, dir, archive string) {
+func tarLayout(t testing.TB, dir, archive string) {
 	t.Helper()
 	f, err := os.Create(archive)
 	if err != nil {

@@ -82,7 +82,7 @@ type psEntry struct {
 	Network       string   `json:"network"`
 }
 
-func (e *env) ps(t *testing.T, all bool) map[string]psEntry {
+func (e *env) ps(t testing.TB, all bool) map[string]psEntry {
 	t.Helper()
 	args := []string{"ps", "--json"}
 	if all {

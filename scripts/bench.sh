@@ -33,6 +33,9 @@ bench ./e2e 'BenchmarkLaunchMemory' "$n"
 # Revocation through the binaries: BULWARK_BENCH_REVOCATIONS running
 # sandboxes (default 8), each revoked once by a policy change.
 bench ./e2e 'BenchmarkRevocationToGuest' 1x
+# Pod start through the CRI (crictl runp + create + start, containerd and the
+# shim): a template clone and a cold boot in each iteration.
+bench ./e2e 'BenchmarkPodStart' "$n"
 
 # The fleet through the real binaries for LOAD_DURATION (default 60s), each
 # run ending with the "nothing lost" audit check: first at the 2,000/s target
@@ -121,6 +124,8 @@ printf '| idle host memory per clone (QEMU PSS + the template pages over the clo
   "$(metric CloneDensity clones)" "$(metric CloneDensity MiB/clone)" "$(metric CloneDensity cold-MiB)"
 printf '| density: idle clones at once, each answering a channel ping | %s clones, %s GiB in all (goal >= 100, <= 3 GiB); started in %s s | ping p50 %s ms, p99 %s ms | idle CPU %s %% of a core per clone |\n' \
   "$(metric CloneDensity clones)" "$(metric CloneDensity total-GiB)" "$(metric CloneDensity start-all-s)" "$(metric CloneDensity ping-p50-ms)" "$(metric CloneDensity ping-p99-ms)" "$(metric CloneDensity idle-cpu-%/clone)"
+printf '| pod start through the CRI (crictl runp + create + start until the container runs), template clone | %s ms (median) | cold boot of the same recipe: %s ms | %s× faster |\n' \
+  "$(metric PodStart clone-ms/pod)" "$(metric PodStart cold-ms/pod)" "$(metric PodStart speedup)"
 printf '\nRaw output: %s\n' "$out"
 if [ "$load_ok" != 1 ]; then
   echo "bench: a fleet run through the binaries FAILED (errors or lost verdicts; see $rate_json, $load_json and $sweep_json)" >&2
