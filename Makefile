@@ -8,7 +8,7 @@ PKGS    := ./...
 # The whole suite boots real VMs under TCG on 2 cores: give it room.
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build tools test test-short bench demo readme-steps deps proto lint fuzz clean
+.PHONY: all build tools test test-short bench demo demo-k8s readme-steps deps proto lint fuzz clean
 
 all: build
 
@@ -49,6 +49,10 @@ bench: deps build
 
 demo: deps build
 	./scripts/demo.sh
+
+# A pod through containerd's CRI (crictl, as the kubelet) in a measured VM.
+demo-k8s: deps tools build
+	./scripts/demo-k8s.sh
 
 # README.md's "Using it by hand" block, run as written from a scratch directory.
 readme-steps: deps build
