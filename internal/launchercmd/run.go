@@ -120,7 +120,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 			return cli.Usagef("run -d: -t: a detached workload has no terminal (run it in the foreground)")
 		}
 		var wo launch.Options
-		if err := wf.apply(&wo, fs, nil, env.Getenv); err != nil {
+		if err := wf.apply(&wo, nil, env.Getenv); err != nil {
 			return err
 		}
 		for i, v := range wo.Volumes { // the daemon does not share our directory
@@ -147,7 +147,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		Template: *template,
 		Stdout:   env.Stdout, Stderr: env.Stderr,
 	}
-	if err := wf.apply(&o, fs, env.Stdin, env.Getenv); err != nil {
+	if err := wf.apply(&o, env.Stdin, env.Getenv); err != nil {
 		return err
 	}
 	var tty *terminal

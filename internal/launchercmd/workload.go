@@ -52,7 +52,7 @@ func addWorkloadFlags(fs *flag.FlagSet) *workloadFlags {
 
 // apply puts the flags into o and validates them (launch.Options.ValidateWorkload):
 // a bad value is a usage error, before anything is opened or booted.
-func (w *workloadFlags) apply(o *launch.Options, fs *flag.FlagSet, stdin io.Reader, getenv func(string) string) error {
+func (w *workloadFlags) apply(o *launch.Options, stdin io.Reader, getenv func(string) string) error {
 	if *w.interactive {
 		if stdin == nil {
 			stdin = os.Stdin

@@ -364,7 +364,7 @@ func openSecrets(key *wrap.PrivateKey, start *channel.Start, id Identity) error 
 // output to the host and returns its exit code. Orphans are reaped (the
 // agent is PID 1); when the main process exits, whatever it left running
 // is killed once its output is drained. With tty, the workload runs on a
-// new pseudo-terminal of that size (startTTY) instead of pipes.
+// new pseudo-terminal of that size (runOnTTY) instead of pipes.
 func (s *session) runWorkload(argv, env []string, workDir string, id Identity, withStdin bool, tty *channel.WindowSize) (int, error) {
 	if workDir == "" {
 		workDir = "/"
