@@ -541,6 +541,8 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		}
 	})
 
+	t.Run("a terminal: run -i -t driven through a pseudo-terminal", func(t *testing.T) { testTerminal(t, e, signer) })
+
 	t.Run("from a registry: signed by cosign sign, launched by digest and as a cosign save layout; an unsigned digest refused", func(t *testing.T) {
 		cosign := cosigntest.Binary(t)
 		srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))

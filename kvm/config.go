@@ -119,6 +119,12 @@ type Config struct {
 	// frames once the workload runs. Nil: the workload's stdin is
 	// /dev/null.
 	Stdin io.Reader
+	// TTY, when set, gives the workload a terminal of this initial size
+	// (docker run -t): its stdin, stdout and stderr are a pseudo-terminal
+	// in the guest, what it writes arrives on Stdout (Stderr gets
+	// nothing: a terminal merges them), Stdin (if any) is typed into it,
+	// and Sandbox.Resize changes its size.
+	TTY *WindowSize
 	// Template, when set, starts the sandbox as a clone of it
 	// (LoadTemplate): the rest of the config must give the template's
 	// recipe, and Image is the clone's own image disk.
@@ -176,7 +182,7 @@ func (cfg *Config) setDefaults() error {
 	if err := cfg.checkVolumes(); err != nil {
 		return err
 	}
-	st := channel.Start{SandboxID: cfg.Name, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User, Network: cfg.Network, Mounts: cfg.mounts()}
+	st := channel.Start{SandboxID: cfg.Name, Env: cfg.Env, WorkingDir: cfg.WorkingDir, User: cfg.User, Network: cfg.Network, Mounts: cfg.mounts(), TTY: cfg.TTY}
 	if cfg.Network == NetworkTap {
 		st.Address = "192.0.2.1/24" // the pod's, read at Start; checked there
 	}

@@ -271,7 +271,7 @@ func (s *Sandbox) GuestKey(ctx context.Context) ([]byte, error) {
 
 // StartWorkload sends the wrapped secrets (wrapped for this sandbox's id,
 // Config.Name), an optional command (args replaces the image's
-// entrypoint+cmd) and Config's Env, WorkingDir, User, Network and volumes to the agent, and waits until the workload process
+// entrypoint+cmd) and Config's Env, WorkingDir, User, Network, volumes, Stdin and TTY to the agent, and waits until the workload process
 // exists, its image mounted. If a secret does not open, the workload never
 // starts and the error is a *GuestError. It may be called once.
 func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []string) error {
@@ -280,7 +280,7 @@ func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []st
 	}
 	msg := channel.Start{SandboxID: s.cfg.Name, Secrets: secrets, Args: args,
 		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network, Mounts: s.cfg.mounts(),
-		Stdin: s.cfg.Stdin != nil, Pod: s.cfg.Pod}
+		Stdin: s.cfg.Stdin != nil, Pod: s.cfg.Pod, TTY: s.cfg.TTY}
 	if s.cfg.Network == NetworkTap {
 		msg.Address, msg.Gateway = s.podAddr, s.podGateway
 	}
@@ -353,6 +353,26 @@ func (s *Sandbox) Stop(grace time.Duration) error {
 		return errors.New("kvm: stop: the workload is not running")
 	}
 	return s.write(channel.TypeStop, st, 2*time.Second)
+}
+
+// Resize tells the agent the workload's terminal (Config.TTY) has a new
+// size; the workload's foreground process group gets SIGWINCH. It fails
+// when the sandbox has no terminal, the size is out of bounds or the
+// workload is not running. Safe for concurrent use.
+func (s *Sandbox) Resize(ws WindowSize) error {
+	if s.cfg.TTY == nil {
+		return errors.New("kvm: resize: the workload has no terminal (Config.TTY)")
+	}
+	if err := ws.Validate(); err != nil {
+		return fmt.Errorf("kvm: resize: %w", err)
+	}
+	s.mu.Lock()
+	running := s.runningLocked()
+	s.mu.Unlock()
+	if !running {
+		return errors.New("kvm: resize: the workload is not running")
+	}
+	return s.write(channel.TypeResize, ws, 2*time.Second)
 }
 
 // Ping asks the agent whether it is alive while the workload runs and

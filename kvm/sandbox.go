@@ -25,6 +25,10 @@ import (
 // Secret is one wrapped secret to forward to the guest (see enclave/wrap).
 type Secret = channel.Secret
 
+// WindowSize is a terminal's size in characters (Config.TTY,
+// Sandbox.Resize): rows and columns 1..channel.MaxWindowSize.
+type WindowSize = channel.WindowSize
+
 // ErrBootTimeout is returned when the agent did not say HELLO in time.
 var ErrBootTimeout = errors.New("kvm: boot timeout: the guest agent did not start in time")
 

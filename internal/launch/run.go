@@ -106,6 +106,12 @@ type Options struct {
 	// EOF; nil gives it /dev/null. Not recorded: it is input at run time,
 	// like the network's.
 	Stdin io.Reader
+	// TTY, when set, gives the workload a terminal of this initial size
+	// (docker run -t, kvm.Config.TTY): its output, stdout and stderr
+	// merged, arrives on Stdout; Launched.Sandbox().Resize changes the
+	// size. Not recorded either: how the workload's stdio is connected
+	// is not what runs (docs/eventlog.md).
+	TTY *kvm.WindowSize
 	// Signers are the keys trusted to sign kernel, initrd and image. When
 	// given, every artifact must carry a valid signature by one of them
 	// before anything boots.

@@ -22,7 +22,7 @@ const (
 	NetworkTap  = "tap"
 )
 
-// ValidateWorkload checks and normalizes the workload inputs of o (Env,
+// ValidateWorkload checks and normalizes the workload inputs of o (Env, TTY,
 // WorkingDir, User, Network, Ports), the one place they are checked for
 // every caller: 'launcher run' (which names its flags in the errors) as
 // much as a host service passing Options. Env entries are "KEY=VALUE"; a
@@ -34,6 +34,11 @@ func (o *Options) ValidateWorkload() error {
 		return err
 	}
 	o.Env = env
+	if o.TTY != nil {
+		if err := o.TTY.Validate(); err != nil {
+			return fmt.Errorf("-t: %w", err)
+		}
+	}
 	if o.WorkingDir != "" {
 		if err := measure.CheckWorkingDir(o.WorkingDir); err != nil {
 			return fmt.Errorf("-w/--workdir: %w", err)
@@ -365,6 +370,10 @@ func (o *Options) workloadEvent(ev *measure.LaunchEvent, disks []*kvm.ImageDisk)
 func (o *Options) workloadConfig(cfg *kvm.Config, disks []*kvm.ImageDisk) {
 	cfg.Env, cfg.WorkingDir, cfg.User = slices.Clone(o.Env), o.WorkingDir, o.User
 	cfg.Stdin = o.Stdin
+	if o.TTY != nil {
+		ws := *o.TTY
+		cfg.TTY = &ws
+	}
 	for i, v := range o.Volumes {
 		_, guest, _, _ := splitVolume(v)
 		cfg.Volumes = append(cfg.Volumes, kvm.VolumeDisk{File: disks[i].File, Target: guest})

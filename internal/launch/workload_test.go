@@ -6,12 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/measure"
 	"golang.org/x/sys/unix"
 )
@@ -78,8 +80,23 @@ func TestValidateWorkload(t *testing.T) {
 			t.Errorf("scratch: %v, %q", err, sc.Scratch)
 		}
 	}
-	var ev measure.LaunchEvent
+	// A terminal is not recorded: the event of a launch with one is the
+	// event of the same launch without.
+	tt := Options{Scratch: slices.Clone(sc.Scratch), TTY: &kvm.WindowSize{Rows: 24, Cols: 80}}
+	if err := tt.ValidateWorkload(); err != nil {
+		t.Fatal(err)
+	}
+	var ev, evTTY measure.LaunchEvent
+	tt.workloadEvent(&evTTY, nil)
+	var cfg kvm.Config
+	tt.workloadConfig(&cfg, nil)
+	if cfg.TTY == nil || *cfg.TTY != (kvm.WindowSize{Rows: 24, Cols: 80}) || cfg.TTY == tt.TTY {
+		t.Errorf("sandbox terminal %+v, want a copy of 24x80", cfg.TTY)
+	}
 	sc.workloadEvent(&ev, nil)
+	if !reflect.DeepEqual(ev, evTTY) {
+		t.Errorf("the terminal changed the launch event: %+v vs %+v", evTTY, ev)
+	}
 	if want := []string{"scratch:/data:2147483648", "scratch:/cache:1073741824", "scratch:/tmp/x:16777216"}; !slices.Equal(ev.Volumes, want) {
 		t.Errorf("event volumes %q, want %q", ev.Volumes, want)
 	}
@@ -136,6 +153,8 @@ func TestValidateWorkload(t *testing.T) {
 		{"ports without network", Options{Ports: []string{"80"}}, "need --net user"},
 		{"template with a network", Options{Network: NetworkUser, Template: "web"}, "a clone has no network device"},
 		{"too many ports", Options{Network: NetworkUser, Ports: slices.Repeat([]string{"80"}, 33)}, "limit is 32"},
+		{"terminal without rows", Options{TTY: &kvm.WindowSize{Cols: 80}}, "-t: channel: terminal size 0x80"},
+		{"terminal too wide", Options{TTY: &kvm.WindowSize{Rows: 24, Cols: 10001}}, "-t: channel: terminal size 24x10001"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.o.ValidateWorkload()

@@ -116,8 +116,11 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		if *wf.interactive {
 			return cli.Usagef("run -d: -i: a detached workload has no stdin (run it in the foreground)")
 		}
+		if *wf.tty {
+			return cli.Usagef("run -d: -t: a detached workload has no terminal (run it in the foreground)")
+		}
 		var wo launch.Options
-		if err := wf.apply(&wo, fs, nil, env.Getenv); err != nil {
+		if err := wf.apply(&wo, nil, env.Getenv); err != nil {
 			return err
 		}
 		for i, v := range wo.Volumes { // the daemon does not share our directory
@@ -144,8 +147,13 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		Template: *template,
 		Stdout:   env.Stdout, Stderr: env.Stderr,
 	}
-	if err := wf.apply(&o, fs, env.Stdin, env.Getenv); err != nil {
+	if err := wf.apply(&o, env.Stdin, env.Getenv); err != nil {
 		return err
+	}
+	var tty *terminal
+	if o.TTY != nil {
+		tty = newTerminal(o.Stdin, env.Stdin, env.Stdout, env.Stderr)
+		*o.TTY = tty.windowSize()
 	}
 	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {
 		o.Progress = env.Stderr
@@ -188,6 +196,9 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 			}
 			defer cleanup()
 			o.Image = dir
+		}
+		if tty != nil {
+			return tty.run(ctx, o)
 		}
 		return launch.Run(ctx, o)
 	}()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/launch"
+	"github.com/bulwark-project/bulwark/kvm"
 )
 
 // maxEnvFile bounds one --env-file.
@@ -23,7 +24,7 @@ type workloadFlags struct {
 	volumes, tmpfs       cli.Strings
 	scratch              cli.Strings
 	workdir, user, net   *string
-	interactive          *bool
+	interactive, tty     *bool
 }
 
 func addWorkloadFlags(fs *flag.FlagSet) *workloadFlags {
@@ -43,7 +44,7 @@ func addWorkloadFlags(fs *flag.FlagSet) *workloadFlags {
 	// docker's -v: here -v is run's verbose switch, so --volume only.
 	fs.Var(&w.volumes, "volume", "mount a host directory read-only: HOSTDIR:PATH:ro (docker's -v); its erofs image is measured into the launch event by digest (repeatable, at most 8)")
 	w.interactive = fs.Bool("i", false, "forward the launcher's stdin to the workload until its end (docker run -i); without it the workload's stdin is /dev/null")
-	fs.Bool("t", false, "not supported: the sandbox has no TTY yet (refused)")
+	w.tty = fs.Bool("t", false, "give the workload a terminal (docker run -t): its stdin, stdout and stderr are a pseudo-terminal in the guest, stderr merged into stdout, sized as the launcher's terminal and resized with it; with -i, stdin must be a terminal, put in raw mode while the workload runs")
 	fs.Var(&w.tmpfs, "tmpfs", "mount writable scratch (tmpfs, guest memory): PATH[:size=N] with k, m, g suffixes (repeatable, at most 8)")
 	fs.Var(&w.scratch, "scratch", "mount a writable scratch disk (ext4 on a sparse host file, empty at start, deleted with the sandbox): PATH[:size=N], N 16m..1024g with k, m, g, t suffixes, default 1g (repeatable, at most 4)")
 	return w
@@ -51,15 +52,20 @@ func addWorkloadFlags(fs *flag.FlagSet) *workloadFlags {
 
 // apply puts the flags into o and validates them (launch.Options.ValidateWorkload):
 // a bad value is a usage error, before anything is opened or booted.
-func (w *workloadFlags) apply(o *launch.Options, fs *flag.FlagSet, stdin io.Reader, getenv func(string) string) error {
-	if f := fs.Lookup("t"); f != nil && f.Value.String() == "true" {
-		return cli.Usagef("-t: not supported yet: the guest channel carries no TTY (use -i for stdin)")
-	}
+func (w *workloadFlags) apply(o *launch.Options, stdin io.Reader, getenv func(string) string) error {
 	if *w.interactive {
 		if stdin == nil {
 			stdin = os.Stdin
 		}
 		o.Stdin = stdin
+	}
+	if *w.tty {
+		// What is typed goes to the guest's terminal, which echoes it and
+		// has no end of input: a pipe or file is input for -i alone.
+		if *w.interactive && termFile(stdin) == nil {
+			return cli.Usagef("-t with -i: stdin is not a terminal (drop -t to pipe input into the workload)")
+		}
+		o.TTY = &kvm.WindowSize{Rows: defaultRows, Cols: defaultCols} // run sets the terminal's own
 	}
 	var env []string
 	for _, f := range w.envFiles {

@@ -27,7 +27,7 @@ import (
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
-// Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke or Rotate.
+// Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate or Resize.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
@@ -45,11 +45,13 @@ type HostMessage struct {
 	// A pod sandbox's containers (Start.Pod).
 	ContainerStart *channel.ContainerStart
 	ContainerKill  *channel.ContainerKill
+	// Resize is the new size of the workload's terminal (Start.TTY).
+	Resize *channel.WindowSize
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
-// valid IDENTITY, START, ABORT, STOP, PING, EXEC, REATTACH, STDIN, REVOKE
-// or ROTATE is an error.
+// valid IDENTITY, START, ABORT, STOP, PING, EXEC, REATTACH, STDIN, REVOKE,
+// ROTATE or RESIZE is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -157,6 +159,15 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{ContainerKill: &k}, nil
+	case channel.TypeResize:
+		var ws channel.WindowSize
+		if err := channel.Decode(t, body, &ws); err != nil {
+			return HostMessage{}, err
+		}
+		if err := ws.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{Resize: &ws}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }

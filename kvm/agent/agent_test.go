@@ -224,6 +224,27 @@ func TestReadHostMessage(t *testing.T) {
 			t.Errorf("%s %s: %+v %v, want accepted %v", tc.t, tc.body, m, err, tc.ok)
 		}
 	}
+	// RESIZE: rows and columns 1..MaxWindowSize, strict JSON.
+	for _, tc := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"rows":24,"cols":80}`, true},
+		{`{"rows":10000,"cols":1}`, true},
+		{`{"rows":0,"cols":80}`, false},
+		{`{"rows":24,"cols":10001}`, false},
+		{`{"rows":24}`, false},
+		{`{"rows":24,"cols":80,"x":1}`, false},
+		{`{"rows":"24","cols":80}`, false},
+		{``, false},
+	} {
+		var rb bytes.Buffer
+		channel.WriteFrame(&rb, channel.TypeResize, []byte(tc.body))
+		m, err := ReadHostMessage(&rb)
+		if tc.ok != (err == nil && m.Resize != nil) {
+			t.Errorf("RESIZE %s: %+v %v, want accepted %v", tc.body, m, err, tc.ok)
+		}
+	}
 	// STOP: a grace period within 0..MaxStopGraceSeconds; anything else refused.
 	for _, tc := range []struct {
 		body string
@@ -275,6 +296,12 @@ func FuzzReadFrame(f *testing.F) {
 	b.Reset()
 	channel.WriteJSON(&b, channel.TypeContainerKill, channel.ContainerKill{Index: 1, Signal: 15})
 	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeResize, channel.WindowSize{Rows: 50, Cols: 132})
+	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeStart, channel.Start{SandboxID: "abc", Stdin: true, TTY: &channel.WindowSize{Rows: 24, Cols: 80}})
+	f.Add(bytes.Clone(b.Bytes()))
 	f.Add([]byte{0, 0, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := ReadHostMessage(bytes.NewReader(in))
@@ -282,7 +309,7 @@ func FuzzReadFrame(f *testing.F) {
 			return
 		}
 		n := 0
-		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil, m.ContainerStart != nil, m.ContainerKill != nil} {
+		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil, m.ContainerStart != nil, m.ContainerKill != nil, m.Resize != nil} {
 			if set {
 				n++
 			}
@@ -303,6 +330,16 @@ func FuzzReadFrame(f *testing.F) {
 		if m.ContainerKill != nil {
 			if err := m.ContainerKill.Validate(); err != nil {
 				t.Fatalf("accepted an invalid CONTAINER_KILL: %v", err)
+			}
+		}
+		if m.Resize != nil {
+			if err := m.Resize.Validate(); err != nil {
+				t.Fatalf("accepted an invalid RESIZE: %v", err)
+			}
+		}
+		if m.Start != nil && m.Start.TTY != nil {
+			if err := m.Start.TTY.Validate(); err != nil {
+				t.Fatalf("accepted a START with an invalid terminal: %v", err)
 			}
 		}
 		if m.Identity != nil {

@@ -63,6 +63,7 @@ type session struct {
 	link     hostLink // whether the host end is connected (reattach_linux.go)
 	keys     keyring  // for REVOKE and ROTATE (revoke_linux.go); watchHost's only
 	pod      *pod     // a pod sandbox's containers (pod_linux.go); nil otherwise
+	tty      *os.File // the workload's terminal (master), set before watchHost starts; nil without one
 }
 
 func (s *session) send(t channel.Type, v any) error {
@@ -196,7 +197,7 @@ func run(log *slog.Logger) error {
 	if start.Pod {
 		code, err = s.runPod(hostname(first.Identity.SandboxID))
 	} else {
-		code, err = s.runWorkload(argv, env, cfg.WorkingDir, id, start.Stdin)
+		code, err = s.runWorkload(argv, env, cfg.WorkingDir, id, start.Stdin, start.TTY)
 	}
 	if err != nil {
 		return s.fail(err)
@@ -371,8 +372,9 @@ func openSecrets(key *wrap.PrivateKey, start *channel.Start, id Identity) error 
 // runWorkload starts argv chrooted into the image root as id, streams its
 // output to the host and returns its exit code. Orphans are reaped (the
 // agent is PID 1); when the main process exits, whatever it left running
-// is killed once its output is drained.
-func (s *session) runWorkload(argv, env []string, workDir string, id Identity, withStdin bool) (int, error) {
+// is killed once its output is drained. With tty, the workload runs on a
+// new pseudo-terminal of that size (runOnTTY) instead of pipes.
+func (s *session) runWorkload(argv, env []string, workDir string, id Identity, withStdin bool, tty *channel.WindowSize) (int, error) {
 	if workDir == "" {
 		workDir = "/"
 	}
@@ -385,6 +387,9 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity, w
 	prog, err := LookPath(channel.RootfsDir, argv[0], env, workDir)
 	if err != nil {
 		return 0, err
+	}
+	if tty != nil {
+		return s.runOnTTY(prog, argv, env, workDir, id, withStdin, *tty)
 	}
 	devnull, err := os.Open("/dev/null")
 	if err != nil {
@@ -441,8 +446,73 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity, w
 		stdin.Close() // the workload has its own copy: writes fail once it is gone
 	}
 	go s.watchHost(proc.Pid, feed)
+	return s.waitDrained(proc.Pid, &wg)
+}
 
-	code := s.reapUntil(proc.Pid)
+// runOnTTY is runWorkload with a terminal (docker run -t): the workload
+// gets a new pseudo-terminal of the workload root's own devpts as stdin,
+// stdout, stderr and controlling terminal, leading a session of its own
+// (so ^C typed on the host's terminal reaches its foreground process
+// group as SIGINT). What it writes comes back as STDOUT frames; with
+// withStdin the host's STDIN frames are typed into it, and RESIZE frames
+// change its size. An end of input leaves the terminal open: a terminal
+// has no end of file, only a ^D its line discipline reads.
+func (s *session) runOnTTY(prog string, argv, env []string, workDir string, id Identity, withStdin bool, ws channel.WindowSize) (int, error) {
+	ptmx, err := mountDevpts(channel.RootfsDir)
+	if err != nil {
+		return 0, fmt.Errorf("terminal: %w", err)
+	}
+	master, slave, err := openPTY(ptmx, ws, int(id.UID), int(id.GID))
+	if err != nil {
+		return 0, err
+	}
+	proc, err := os.StartProcess(prog, argv, &os.ProcAttr{
+		Dir:   workDir,
+		Env:   env,
+		Files: []*os.File{slave, slave, slave},
+		Sys: &syscall.SysProcAttr{
+			Chroot:     channel.RootfsDir,
+			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}},
+			Setsid:     true,
+			Setctty:    true,
+			Ctty:       0, // the child's stdin
+		},
+	})
+	slave.Close() // the workload holds it: the master reads EIO once every holder is gone
+	if err != nil {
+		master.Close()
+		return 0, fmt.Errorf("starting %s: %w", argv[0], err)
+	}
+	s.workload = workload{env: env, workDir: workDir, id: id}
+	s.tty = master
+	if err := s.send(channel.TypeStarted, channel.Started{PID: proc.Pid}); err != nil {
+		return 0, fmt.Errorf("sending STARTED: %w", err)
+	}
+	var feed *stdinFeed
+	if withStdin {
+		feed = newStdinFeed(ttyInput{master})
+		defer feed.Close()
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go s.pump(&wg, master, func(b []byte) error { return s.sendRaw(channel.TypeStdout, b) })
+	go s.watchHost(proc.Pid, feed)
+	return s.waitDrained(proc.Pid, &wg)
+}
+
+// ttyInput is the workload's input on its terminal: writes go to the
+// master; closing it (the end of the host's input) leaves the master open
+// for the output.
+type ttyInput struct{ f *os.File }
+
+func (t ttyInput) Write(b []byte) (int, error) { return t.f.Write(b) }
+func (t ttyInput) Close() error                { return nil }
+
+// waitDrained reaps until the workload (pid) exits, then waits for its
+// output (wg, the pumps) to end, killing whatever still holds it open,
+// and returns its exit code.
+func (s *session) waitDrained(pid int, wg *sync.WaitGroup) (int, error) {
+	code := s.reapUntil(pid)
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
 	select {
@@ -552,6 +622,12 @@ func (s *session) watchHost(pid int, feed *stdinFeed) {
 		case msg.Stdin != nil:
 			if feed != nil {
 				feed.Push(msg.Stdin)
+			}
+		case msg.Resize != nil:
+			if s.tty == nil {
+				s.log.Warn("ignoring a RESIZE: the workload has no terminal")
+			} else if err := setWindowSize(s.tty, *msg.Resize); err != nil {
+				s.log.Warn("resizing the workload's terminal", "err", err)
 			}
 		case msg.Revoke != nil:
 			s.revoke(pid, msg.Revoke)

@@ -23,7 +23,8 @@ import (
 // 3: the image arrives as a disk, and Identity names the sandbox.
 // 4: EXEC runs a command beside the workload; REATTACH lets a new host
 // process take a running sandbox over.
-const Version = 4
+// 5: START may ask for a terminal (Start.TTY), RESIZE changes its size.
+const Version = 5
 
 // PortName is the virtio-serial port name the agent looks for.
 const PortName = "bulwark.0"
@@ -36,7 +37,8 @@ type Type uint8
 
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
 // Error, Pong, ExecOut, ExecExit, Reattached, Status, Done. Host → guest:
-// Identity, Start, Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate.
+// Identity, Start, Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate,
+// Resize.
 const (
 	TypeHello      Type = 1  // guest: JSON Hello, its public key, after Identity
 	TypeStart      Type = 2  // host: JSON Start
@@ -62,6 +64,8 @@ const (
 	TypeRevoke Type = 21 // host: JSON Revoke, attestd revoked the sandbox: remove secrets, then act
 	TypeRotate Type = 22 // host: JSON Rotate, new versions of secrets the guest holds
 	TypeDone   Type = 23 // guest: JSON Done, a REVOKE or ROTATE was applied (or why not)
+	// Terminal (Start.TTY).
+	TypeResize Type = 24 // host: JSON WindowSize, the workload's terminal has a new size
 )
 
 // MaxStdinChunk bounds the body of one STDIN frame.
@@ -125,13 +129,15 @@ func (t Type) String() string {
 		return "CONTAINER_EXIT"
 	case TypeContainerKill:
 		return "CONTAINER_KILL"
+	case TypeResize:
+		return "RESIZE"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
 func (t Type) Known() bool {
-	return t >= TypeHello && t <= TypeDone || t >= TypeContainerStart && t <= TypeContainerKill
+	return t >= TypeHello && t <= TypeResize || t >= TypeContainerStart && t <= TypeContainerKill
 }
 
 // Exec asks the agent to run a command beside the running workload, in
@@ -329,11 +335,36 @@ type Start struct {
 	Mounts []Mount `json:"mounts,omitempty"`
 	// Stdin gives the workload a pipe as stdin, fed by the host's STDIN
 	// frames until an empty one (end of input); else stdin is /dev/null.
+	// With TTY, the input goes to the terminal instead.
 	Stdin bool `json:"stdin,omitempty"`
 	// Pod makes the sandbox a pod (container.go): START runs no workload,
 	// the host adds containers with CONTAINER_START, and the "workload"
 	// ends only when the host stops it.
 	Pod bool `json:"pod,omitempty"`
+	// TTY, when set, gives the workload a terminal of this initial size
+	// (docker run -t): a pseudo-terminal whose slave is its stdin, stdout
+	// and stderr and its controlling terminal, in a session of its own.
+	// Its output (stdout and stderr merged, as a terminal merges them)
+	// comes back in STDOUT frames; RESIZE frames change its size.
+	TTY *WindowSize `json:"tty,omitempty"`
+}
+
+// WindowSize is a terminal's size in characters: Start.TTY and the body
+// of a RESIZE frame.
+type WindowSize struct {
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// MaxWindowSize bounds WindowSize.Rows and Cols.
+const MaxWindowSize = 10000
+
+// Validate checks a size: rows and columns 1..MaxWindowSize.
+func (w *WindowSize) Validate() error {
+	if w.Rows < 1 || w.Rows > MaxWindowSize || w.Cols < 1 || w.Cols > MaxWindowSize {
+		return fmt.Errorf("channel: terminal size %dx%d: want rows and columns 1..%d", w.Rows, w.Cols, MaxWindowSize)
+	}
+	return nil
 }
 
 // Mount is a volume of the workload: a read-only erofs disk (the virtio
@@ -523,7 +554,7 @@ func (s *Start) Validate() error {
 	return s.validateWorkload()
 }
 
-// validateWorkload checks Env, WorkingDir, User and Network.
+// validateWorkload checks Env, WorkingDir, User, Network, TTY and Mounts.
 func (s *Start) validateWorkload() error {
 	if len(s.Env) > MaxEnv {
 		return fmt.Errorf("channel: %d environment variables, the limit is %d", len(s.Env), MaxEnv)
@@ -547,6 +578,11 @@ func (s *Start) validateWorkload() error {
 	}
 	if err := s.validateNetwork(); err != nil {
 		return err
+	}
+	if s.TTY != nil {
+		if err := s.TTY.Validate(); err != nil {
+			return err
+		}
 	}
 	if len(s.Mounts) > MaxMounts {
 		return fmt.Errorf("channel: %d mounts, the limit is %d", len(s.Mounts), MaxMounts)

@@ -135,6 +135,12 @@ func TestStartValidate(t *testing.T) {
 		{"scratch without size", Start{SandboxID: "x", Mounts: []Mount{{Type: MountScratch, Serial: "bulwark-scratch0", Target: "/data"}}}, "scratch disk"},
 		{"unknown mount", Start{SandboxID: "x", Mounts: []Mount{{Type: "bind", Target: "/data"}}}, "want a disk"},
 		{"too many mounts", Start{SandboxID: "x", Mounts: make([]Mount, MaxMounts+1)}, "limit"},
+		{"tty", Start{SandboxID: "x", Stdin: true, TTY: &WindowSize{Rows: 24, Cols: 80}}, ""},
+		{"tty at the bounds", Start{SandboxID: "x", TTY: &WindowSize{Rows: MaxWindowSize, Cols: 1}}, ""},
+		{"tty without rows", Start{SandboxID: "x", TTY: &WindowSize{Cols: 80}}, "terminal size"},
+		{"tty without columns", Start{SandboxID: "x", TTY: &WindowSize{Rows: 24}}, "terminal size"},
+		{"tty too tall", Start{SandboxID: "x", TTY: &WindowSize{Rows: MaxWindowSize + 1, Cols: 80}}, "terminal size"},
+		{"tty too wide", Start{SandboxID: "x", TTY: &WindowSize{Rows: 24, Cols: 65535}}, "terminal size"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.s.Validate()
@@ -151,10 +157,58 @@ func TestStartValidate(t *testing.T) {
 	}
 }
 
+// TestResize: a RESIZE frame (type 24) round-trips, decodes strictly and
+// is bounded like Start.TTY.
+func TestResize(t *testing.T) {
+	if TypeResize != 24 || TypeResize.String() != "RESIZE" || !TypeResize.Known() || Type(25).Known() {
+		t.Fatalf("RESIZE is %d %q known=%v; type 25 known=%v", TypeResize, TypeResize, TypeResize.Known(), Type(25).Known())
+	}
+	var buf bytes.Buffer
+	if err := WriteJSON(&buf, TypeResize, WindowSize{Rows: 50, Cols: 132}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := buf.String(), "\x00\x00\x00\x17\x18{\"rows\":50,\"cols\":132}"; got != want {
+		t.Fatalf("RESIZE frame %q, want %q", got, want)
+	}
+	typ, body, err := ReadFrame(&buf)
+	var ws WindowSize
+	if err != nil || typ != TypeResize || Decode(typ, body, &ws) != nil || ws != (WindowSize{50, 132}) || ws.Validate() != nil {
+		t.Fatalf("read back %v %q %v: %+v", typ, body, err, ws)
+	}
+	for _, tc := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"rows":1,"cols":1}`, true},
+		{`{"rows":10000,"cols":10000}`, true},
+		{`{"rows":0,"cols":80}`, false},
+		{`{"rows":24,"cols":10001}`, false},
+		{`{"rows":24,"cols":80,"x":1}`, false},
+		{`{"rows":-1,"cols":80}`, false},
+		{`{"rows":70000,"cols":80}`, false},
+		{`{"rows":24,"cols":80} {}`, false},
+	} {
+		var ws WindowSize
+		err := Decode(TypeResize, []byte(tc.body), &ws)
+		if err == nil {
+			err = ws.Validate()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("RESIZE %s: %v, want accepted %v", tc.body, err, tc.ok)
+		}
+	}
+}
+
 func FuzzReadFrame(f *testing.F) {
 	var buf bytes.Buffer
 	WriteJSON(&buf, TypeStart, Start{SandboxID: "abc", Secrets: []Secret{{Name: "db", Wrapped: []byte("x")}}, Args: []string{"true"}})
-	f.Add(buf.Bytes())
+	f.Add(bytes.Clone(buf.Bytes()))
+	buf.Reset()
+	WriteJSON(&buf, TypeStart, Start{SandboxID: "abc", Stdin: true, TTY: &WindowSize{Rows: 24, Cols: 80}})
+	f.Add(bytes.Clone(buf.Bytes()))
+	buf.Reset()
+	WriteJSON(&buf, TypeResize, WindowSize{Rows: 50, Cols: 132})
+	f.Add(bytes.Clone(buf.Bytes()))
 	f.Add(frame(3, byte(TypeStdout), 'h', 'i'))
 	f.Add(frame(0))
 	f.Add(frame(MaxFrameSize + 1))
@@ -170,8 +224,16 @@ func FuzzReadFrame(f *testing.F) {
 				t.Fatalf("accepted bad frame %v len %d", typ, len(body))
 			}
 			var s Start
-			if Decode(typ, body, &s) == nil {
-				_ = s.Validate()
+			if Decode(typ, body, &s) == nil && s.Validate() == nil && s.TTY != nil {
+				if s.TTY.Rows < 1 || s.TTY.Rows > MaxWindowSize || s.TTY.Cols < 1 || s.TTY.Cols > MaxWindowSize {
+					t.Fatalf("START with a terminal of %+v validated", *s.TTY)
+				}
+			}
+			var ws WindowSize
+			if Decode(typ, body, &ws) == nil && ws.Validate() == nil {
+				if ws.Rows < 1 || ws.Rows > MaxWindowSize || ws.Cols < 1 || ws.Cols > MaxWindowSize {
+					t.Fatalf("size %+v validated", ws)
+				}
 			}
 			// Re-encoding what was read must give a frame that reads back the same.
 			var out bytes.Buffer
