@@ -192,16 +192,7 @@ func (c EndContent) TLV() (cel.TLV, error) {
 
 // GenerateDigest returns the hash of the whole content TLV, the digest
 // extended into the PCR.
-func (c EndContent) GenerateDigest(h crypto.Hash) ([]byte, error) {
-	t, err := c.TLV()
-	if err != nil {
-		return nil, err
-	}
-	b, _ := t.MarshalBinary()
-	hh := h.New()
-	hh.Write(b)
-	return hh.Sum(nil), nil
-}
+func (c EndContent) GenerateDigest(h crypto.Hash) ([]byte, error) { return contentDigest(c, h) }
 
 // EndContentTLV returns the encoded CEL content TLV of e.
 func EndContentTLV(e *EndEvent) ([]byte, error) {

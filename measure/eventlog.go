@@ -57,7 +57,11 @@ func (c LaunchContent) TLV() (cel.TLV, error) {
 
 // GenerateDigest returns the hash of the whole content TLV (type, length and
 // value): the digest that is extended into the PCR.
-func (c LaunchContent) GenerateDigest(h crypto.Hash) ([]byte, error) {
+func (c LaunchContent) GenerateDigest(h crypto.Hash) ([]byte, error) { return contentDigest(c, h) }
+
+// contentDigest is the digest a record's content extends into its PCR:
+// the hash of the whole content TLV (type, length and value).
+func contentDigest(c cel.Content, h crypto.Hash) ([]byte, error) {
 	t, err := c.TLV()
 	if err != nil {
 		return nil, err
