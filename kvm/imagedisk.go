@@ -274,14 +274,28 @@ const DiskSlotSize = 2 << 30
 
 // diskPlaceholder is what a disk slot holds without an image (a template,
 // or a sandbox run without one): DiskSlotSize zeros, no erofs.
-func diskPlaceholder() (*os.File, error) {
-	f, err := newMemfd("bulwark-disk-slot")
+func diskPlaceholder() (*os.File, error) { return sealedZeros("bulwark-disk-slot", DiskSlotSize) }
+
+// zeroMemfd is a memfd of size zeros: a hole, which costs no memory until
+// written.
+func zeroMemfd(name string, size int64) (*os.File, error) {
+	f, err := newMemfd(name)
 	if err != nil {
 		return nil, err
 	}
-	if err := f.Truncate(DiskSlotSize); err != nil {
+	if err := f.Truncate(size); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("kvm: %w", err)
+	}
+	return f, nil
+}
+
+// sealedZeros is zeroMemfd sealed against every change: a placeholder
+// disk that nothing can write.
+func sealedZeros(name string, size int64) (*os.File, error) {
+	f, err := zeroMemfd(name, size)
+	if err != nil {
+		return nil, err
 	}
 	if err := seal(f); err != nil {
 		f.Close()

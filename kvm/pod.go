@@ -48,13 +48,9 @@ type Container struct {
 // no memory), sealed against growing and shrinking, writable until
 // FillPodSlot seals it.
 func podSlot() (*os.File, error) {
-	f, err := newMemfd("bulwark-pod-slot")
+	f, err := zeroMemfd("bulwark-pod-slot", DiskSlotSize)
 	if err != nil {
 		return nil, err
-	}
-	if err := f.Truncate(DiskSlotSize); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("kvm: %w", err)
 	}
 	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_GROW|unix.F_SEAL_SHRINK); err != nil {
 		f.Close()

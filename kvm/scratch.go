@@ -98,17 +98,5 @@ func scratchSerial(i int) string { return "bulwark-scratch" + strconv.Itoa(i) }
 // slot holds: scratchSlotSize zeros in a sealed memfd (no memory; a write
 // fails).
 func scratchPlaceholder() (*os.File, error) {
-	f, err := newMemfd("bulwark-scratch-slot")
-	if err != nil {
-		return nil, err
-	}
-	if err := f.Truncate(scratchSlotSize); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("kvm: %w", err)
-	}
-	if err := seal(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("kvm: %w", err)
-	}
-	return f, nil
+	return sealedZeros("bulwark-scratch-slot", scratchSlotSize)
 }
