@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -348,4 +350,19 @@ func FuzzVerify(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestImportsNoTransportNoStore: the verifier links neither gRPC nor any
+// of Bulwark's internal packages (the store among them), so a third party
+// can verify evidence with it alone.
+func TestImportsNoTransportNoStore(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Skipf("go list: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if strings.HasPrefix(p, "google.golang.org/grpc") || strings.HasPrefix(p, "github.com/bulwark-project/bulwark/internal/") {
+			t.Errorf("evidence depends on %s", p)
+		}
+	}
 }
