@@ -450,52 +450,130 @@ func ReplaySteps(recs []Record, a Alg, start []byte) ([][]byte, error) {
 	return steps, nil
 }
 
-// VerifiedLog is a launch event log that parsed strictly and replayed to a
-// quoted PCR value. It exists only as the result of VerifyLog.
+// Errors of VerifyLogFrom (and VerifyLog), for callers that branch on
+// which way a log failed.
+var (
+	// ErrMalformedLog: the log's bytes do not parse strictly (ParseLogFrom).
+	ErrMalformedLog = errors.New("malformed launch event log")
+	// ErrLogReplay: the log parsed but is not what the TPM measured: a
+	// record for another PCR, a record without a digest of the bank, or a
+	// replay that does not give the quoted PCR value.
+	ErrLogReplay = errors.New("launch event log does not replay to the quoted PCR")
+)
+
+// logError is an error of class ErrMalformedLog or ErrLogReplay whose
+// message is its detail alone (the caller names the log).
+type logError struct {
+	class error
+	err   error
+}
+
+func (e *logError) Error() string   { return e.err.Error() }
+func (e *logError) Unwrap() []error { return []error{e.class, e.err} }
+func logErrorf(class error, format string, a ...any) error {
+	return &logError{class: class, err: fmt.Errorf(format, a...)}
+}
+
+// VerifiedLog is a launch event log (or the part of one from a record
+// number on) that parsed strictly and replayed to a quoted PCR value. It
+// exists only as the result of VerifyLog or VerifyLogFrom: its fields are
+// unexported, so no code can build one by hand. Callers must not modify
+// what its accessors return.
 type VerifiedLog struct {
-	PCR     int
-	Alg     Alg
-	Records []Record
+	pcr     int
+	alg     Alg
+	first   uint64
+	start   []byte
+	records []Record
+	steps   [][]byte
+}
+
+// PCR is the PCR the log's records were replayed into.
+func (v *VerifiedLog) PCR() int { return v.pcr }
+
+// Alg is the bank the log was replayed in.
+func (v *VerifiedLog) Alg() Alg { return v.alg }
+
+// First is the number of the log's first record (0: the whole log).
+func (v *VerifiedLog) First() uint64 { return v.first }
+
+// Records are the verified records, from First on.
+func (v *VerifiedLog) Records() []Record { return v.records }
+
+// Start is the PCR value the replay started from (all zeros for a whole
+// log).
+func (v *VerifiedLog) Start() []byte { return v.start }
+
+// Steps are the PCR values the replay went through: Steps()[i] is the
+// value after Records()[i].
+func (v *VerifiedLog) Steps() [][]byte { return v.steps }
+
+// Value is the PCR value the log replays to: the quoted value.
+func (v *VerifiedLog) Value() []byte {
+	if len(v.steps) == 0 {
+		return v.start
+	}
+	return v.steps[len(v.steps)-1]
 }
 
 // VerifyLog parses an untrusted log (see ParseLog for every check), requires
 // every record to be for PCR pcr, replays bank a and compares the result
 // with pcrValue, the value the TPM quoted. Only when all of that holds does
-// it return the events.
+// it return the events. VerifyLog is VerifyLogFrom(data, 0, pcr, a, nil,
+// pcrValue).
 func VerifyLog(data []byte, pcr int, a Alg, pcrValue []byte) (*VerifiedLog, error) {
+	return VerifyLogFrom(data, 0, pcr, a, nil, pcrValue)
+}
+
+// VerifyLogFrom verifies the part of a launch log that starts at record
+// number first: it parses data strictly (ParseLogFrom; ErrMalformedLog
+// when it does not), requires every record to be for PCR pcr, replays bank
+// a from start — the PCR value after the first `first` records, which the
+// caller verified before; all zeros when nil — and compares the result
+// with pcrValue, the value the TPM quoted (ErrLogReplay when any of that
+// fails). An empty part replays to start.
+func VerifyLogFrom(data []byte, first uint64, pcr int, a Alg, start, pcrValue []byte) (*VerifiedLog, error) {
 	if err := a.check(); err != nil {
 		return nil, err
 	}
 	if len(pcrValue) != a.Size() {
 		return nil, fmt.Errorf("verify launch log: quoted PCR value is %d bytes, want %d for %s", len(pcrValue), a.Size(), a)
 	}
-	l, err := ParseLog(data)
+	if start == nil {
+		start = make([]byte, a.Size())
+	}
+	l, err := ParseLogFrom(data, first)
 	if err != nil {
-		return nil, err
+		return nil, &logError{class: ErrMalformedLog, err: err}
 	}
 	for _, rec := range l.records {
 		if rec.PCR != pcr {
-			return nil, fmt.Errorf("verify launch log: record %d is for PCR %d, not the launch PCR %d", rec.RecNum, rec.PCR, pcr)
+			return nil, logErrorf(ErrLogReplay, "record %d is for PCR %d, not the launch PCR %d", rec.RecNum, rec.PCR, pcr)
 		}
 	}
-	got, err := Replay(l, pcr, a)
+	steps, err := ReplaySteps(l.records, a, start)
 	if err != nil {
-		return nil, fmt.Errorf("verify launch log: %w", err)
+		return nil, &logError{class: ErrLogReplay, err: err}
 	}
-	if subtle.ConstantTimeCompare(got, pcrValue) != 1 {
-		return nil, fmt.Errorf("verify launch log: replay of %d records gives PCR %d %s %x, but the quote says %x",
-			len(l.records), pcr, a, got, pcrValue)
+	v := &VerifiedLog{pcr: pcr, alg: a, first: first, start: start, records: l.records, steps: steps}
+	if got := v.Value(); subtle.ConstantTimeCompare(got, pcrValue) != 1 {
+		from := ""
+		if first > 0 {
+			from = fmt.Sprintf(" from record %d (after the verified prefix's PCR value %x)", first, start)
+		}
+		return nil, logErrorf(ErrLogReplay, "replay of %d events%s gives PCR %d = %x, the quote says %x (log edited or incomplete)",
+			len(l.records), from, pcr, got, pcrValue)
 	}
-	return &VerifiedLog{PCR: pcr, Alg: a, Records: l.records}, nil
+	return v, nil
 }
 
 // Last returns the last launch event of the log: the newest launch on the
 // host (END records are passed over). (attestd judges the requested
 // sandbox's event wherever it stands.)
 func (v *VerifiedLog) Last() (*LaunchEvent, error) {
-	for i := len(v.Records) - 1; i >= 0; i-- {
-		if v.Records[i].Event != nil {
-			return v.Records[i].Event, nil
+	for i := len(v.records) - 1; i >= 0; i-- {
+		if v.records[i].Event != nil {
+			return v.records[i].Event, nil
 		}
 	}
 	return nil, errors.New("launch event log has no launch event")
@@ -503,8 +581,8 @@ func (v *VerifiedLog) Last() (*LaunchEvent, error) {
 
 // BySandbox returns the last launch event for sandbox id.
 func (v *VerifiedLog) BySandbox(id string) (*LaunchEvent, error) {
-	for i := len(v.Records) - 1; i >= 0; i-- {
-		if e := v.Records[i].Event; e != nil && e.SandboxID == id {
+	for i := len(v.records) - 1; i >= 0; i-- {
+		if e := v.records[i].Event; e != nil && e.SandboxID == id {
 			return e, nil
 		}
 	}

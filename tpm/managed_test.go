@@ -195,8 +195,8 @@ func TestManagedIdentityAndReuse(t *testing.T) {
 	if err != nil {
 		t.Fatalf("quote after restart with the AK from before: %v", err)
 	}
-	if r3.Clock.ResetCount <= r1.Clock.ResetCount {
-		t.Fatalf("resetCount %d after restart, %d before", r3.Clock.ResetCount, r1.Clock.ResetCount)
+	if r3.Clock().ResetCount <= r1.Clock().ResetCount {
+		t.Fatalf("resetCount %d after restart, %d before", r3.Clock().ResetCount, r1.Clock().ResetCount)
 	}
 	// The daemon dying under an open TPM: the next operation restarts it.
 	if err := StopManaged(dir); err != nil {

@@ -401,7 +401,7 @@ func TestQuote(t *testing.T) {
 			t.Fatal(err)
 		}
 		now, _ := tp.ReadPCRs(ctx, limits.DefaultLaunchPCR)
-		if !bytes.Equal(res.PCRs[limits.DefaultLaunchPCR], now[limits.DefaultLaunchPCR]) {
+		if !bytes.Equal(res.PCRs()[limits.DefaultLaunchPCR], now[limits.DefaultLaunchPCR]) {
 			t.Fatal("verified launch PCR differs from the TPM's")
 		}
 		// A second quote of this boot has the same reset count.
@@ -413,8 +413,8 @@ func TestQuote(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res2.Clock.ResetCount != res.Clock.ResetCount || res2.Clock.Clock < res.Clock.Clock {
-			t.Fatalf("clock went from %+v to %+v", res.Clock, res2.Clock)
+		if res2.Clock().ResetCount != res.Clock().ResetCount || res2.Clock().Clock < res.Clock().Clock {
+			t.Fatalf("clock went from %+v to %+v", res.Clock(), res2.Clock())
 		}
 
 		rsaAK, rsaQuoted, rsaSig := rsaQuote(t, tp, pcrs, nonce)
@@ -799,8 +799,8 @@ func TestWriteSwtpmEvidence(t *testing.T) {
 		"pcrs":                pcrs,
 		"expected": map[string]any{
 			"ak_name":       hex.EncodeToString(ak.Name),
-			"reset_count":   res.Clock.ResetCount,
-			"restart_count": res.Clock.RestartCount,
+			"reset_count":   res.Clock().ResetCount,
+			"restart_count": res.Clock().RestartCount,
 			"launch_pcr":    hex.EncodeToString(extendExpected(make([]byte, 32), sha256Of("kernel"), sha256Of("initrd"), sha256Of("image"))),
 		},
 	}

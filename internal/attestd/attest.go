@@ -22,28 +22,18 @@ import (
 // with reasons, not an error; a refused request (a failed check) is an
 // error and no verdict.
 func (s *Server) Attest(ctx context.Context, req *bulwarkv1.AttestRequest) (*bulwarkv1.AttestResponse, error) {
-	v, quoted, err := s.verifyAttestation(ctx, req)
+	v, err := s.VerifyAttestation(ctx, req)
 	if err != nil {
 		s.metrics.Attestations.WithLabelValues("error").Inc()
-		// Audit only refusals after the quote verified (a launch log,
-		// sandbox or firmware log check): the caller then holds the
-		// node's AK. A nonce from Challenge needs only the public node id,
-		// so a junk quote, a replayed or stale nonce, or a revoked node's
-		// id, costs an attacker nothing: those are counted and logged
-		// (sampled, by the interceptor), not written to the serialized
-		// audit chain.
-		// Nor is a request for an incremental log that attestd cannot
-		// replay (a host's first attestation after a reboot): the host
-		// sends its whole log next, as the protocol says.
-		if quoted && !IsLaunchLogPrefixUnknown(err) {
+		if audited(err) {
 			s.auditRefusal(ctx, store.KindVerdict, req.GetNodeId(), req.GetSandboxId(), "attest", err)
 		}
-		return nil, err
+		return nil, s.storeStatus(ctx, "attest", err)
 	}
 	if isReattest(req) {
 		return s.reattest(ctx, v, req)
 	}
-	j := s.judge(ctx, v, req.GetSignatures())
+	j := s.judge(ctx, v.judged(), req.GetSignatures())
 	if !j.Allow && len(j.Reasons) == 0 {
 		j.Reasons = []string{"denied by policy"}
 	}
@@ -73,23 +63,24 @@ func (s *Server) finish(ctx context.Context, v *Verified, j policy.Verdict, with
 	} else {
 		j.Secrets = nil
 	}
+	event := v.ev.Event()
 	var tok string
 	if withToken {
-		gk := sha256.Sum256(v.Event.GuestPublicKey)
+		gk := sha256.Sum256(event.GuestPublicKey)
 		c := &Claims{
-			Issuer: TokenIssuer, ID: id, Node: v.Node.ID, Sandbox: v.Event.SandboxID, Policy: j.Policy,
-			Digests: Digests{Kernel: v.Event.Kernel, Initrd: v.Event.Initrd, Cmdline: v.Event.CmdlineDigest,
-				Image: v.Event.Image, ImageConfig: v.Event.ImageConfig},
+			Issuer: TokenIssuer, ID: id, Node: v.node.ID, Sandbox: event.SandboxID, Policy: j.Policy,
+			Digests: Digests{Kernel: event.Kernel, Initrd: event.Initrd, Cmdline: event.CmdlineDigest,
+				Image: event.Image, ImageConfig: event.ImageConfig},
 			GuestKeyHash: "sha256:" + hex.EncodeToString(gk[:]), Verdict: verdict, Reasons: j.Reasons,
-			IssuedAt: now.Unix(), ExpiresAt: exp.Unix(), LaunchPCR: v.LaunchPCR, LaunchPCRHash: hex.EncodeToString(v.LaunchPCRValue),
+			IssuedAt: now.Unix(), ExpiresAt: exp.Unix(), LaunchPCR: uint32(v.ev.LaunchPCR()), LaunchPCRHash: hex.EncodeToString(v.ev.LaunchPCRValue()),
 		}
 		if tok, err = s.tokens.Sign(c); err != nil {
 			return nil, s.storeStatus(ctx, "attest: token", err)
 		}
 	}
 	a := store.Attestation{
-		ID: id, NodeID: v.Node.ID, Policy: j.Policy, Allow: j.Allow, Reasons: j.Reasons,
-		SandboxID: v.Event.SandboxID, GuestPublicKey: v.Event.GuestPublicKey, Secrets: j.Secrets, CreatedAt: now,
+		ID: id, NodeID: v.node.ID, Policy: j.Policy, Allow: j.Allow, Reasons: j.Reasons,
+		SandboxID: event.SandboxID, GuestPublicKey: event.GuestPublicKey, Secrets: j.Secrets, CreatedAt: now,
 	}
 	if j.Allow && len(j.Secrets) > 0 {
 		a.ReleaseExpires = exp
@@ -102,7 +93,7 @@ func (s *Server) finish(ctx context.Context, v *Verified, j policy.Verdict, with
 		return nil, s.storeStatus(ctx, "attest: recording verdict", err)
 	}
 	s.metrics.Attestations.WithLabelValues(verdict).Inc()
-	s.log.InfoContext(ctx, "verdict", "attestation", id, "node", v.Node.ID, "sandbox", v.Event.SandboxID,
+	s.log.InfoContext(ctx, "verdict", "attestation", id, "node", v.node.ID, "sandbox", event.SandboxID,
 		"policy", j.Policy, "verdict", verdict, "reasons", len(j.Reasons), "secrets", len(j.Secrets))
 	out := &bulwarkv1.AttestResponse{
 		Verdict: bulwarkv1.Verdict_VERDICT_DENY, Reasons: j.Reasons, AttestationId: id, Token: tok,

@@ -5,14 +5,17 @@ import (
 	"errors"
 	"log/slog"
 
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/enclave"
+	"github.com/bulwark-project/bulwark/evidence"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// storeStatus turns a store (or vault) error into a gRPC status. It is the
-// only place where those error classes become codes. what names the
+// storeStatus turns a store, vault or evidence error into a gRPC status.
+// It is the only place where those error classes become codes. what names the
 // object for the message; unexpected errors are logged and answered with
 // a generic Internal error so nothing internal leaks.
 func (s *Server) storeStatus(ctx context.Context, what string, err error) error {
@@ -23,7 +26,10 @@ func (s *Server) storeStatus(ctx context.Context, what string, err error) error 
 		return err
 	}
 	var missing *enclave.MissingSecretError
+	var refused *evidence.Error
 	switch {
+	case errors.As(err, &refused):
+		return evidenceStatus(refused)
 	case errors.As(err, &missing):
 		return status.Errorf(codes.NotFound, "%s: secret %q is not in attestd's vault: an admin must add it (attestd ctl secret put %s --from-file FILE), then launch again", what, missing.Name, missing.Name)
 	case errors.Is(err, context.Canceled):
@@ -59,4 +65,43 @@ func (s *Server) storeStatus(ctx context.Context, what string, err error) error 
 		s.log.LogAttrs(ctx, slog.LevelError, "internal error", slog.String("what", what), slog.String("error", err.Error()))
 		return status.Errorf(codes.Internal, "%s: internal error", what)
 	}
+}
+
+// evidenceStatus turns a refusal of evidence.Verify into a gRPC status,
+// its message the refusal's ("field: ..."): InvalidArgument for an input
+// that is malformed or missing; FailedPrecondition with reason
+// LAUNCH_LOG_PREFIX_UNKNOWN for an incremental log attestd cannot replay
+// (the host sends its whole log); PermissionDenied for evidence that does
+// not verify. An error that is not an *evidence.Error is returned as is.
+func evidenceStatus(err error) error {
+	var e *evidence.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	switch {
+	case e.PrefixUnknown():
+		st := status.New(codes.FailedPrecondition, e.Error())
+		if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: bulwarkv1.ReasonLaunchLogPrefixUnknown, Domain: bulwarkv1.ErrorDomain}); err == nil {
+			st = d
+		}
+		return st.Err()
+	case e.Invalid:
+		return status.Error(codes.InvalidArgument, e.Error())
+	default:
+		return status.Error(codes.PermissionDenied, e.Error())
+	}
+}
+
+// audited says whether a refused Attest is written to the audit chain,
+// by the refusal's type: only a failed evidence check after the quote
+// verified, when the caller holds the node's AK. A nonce from Challenge
+// needs only the public node id, so a junk quote, a replayed or stale
+// nonce, or a revoked node's id, costs an attacker nothing: those are
+// counted and logged (sampled, by the interceptor), not written to the
+// serialized audit chain. Nor is an incremental log attestd cannot replay
+// (a host's first attestation after a reboot): the host sends its whole
+// log next, as the protocol says.
+func audited(err error) bool {
+	var e *evidence.Error
+	return errors.As(err, &e) && e.Quoted() && !e.PrefixUnknown()
 }

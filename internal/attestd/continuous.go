@@ -37,19 +37,19 @@ const (
 	MaxReattestInterval = 86400
 )
 
-// evidence is what is kept of a sandbox's attestation to judge it again
+// keptEvidence is what is kept of a sandbox's attestation to judge it again
 // without the host: the launch event, the artifact signatures, and the
 // host's boot state as last quoted.
-type evidence struct {
+type keptEvidence struct {
 	Event      measure.LaunchEvent        `json:"event"`
 	Signatures []policy.ArtifactSignature `json:"signatures,omitempty"`
 	HostPCRs   map[int][]byte             `json:"host_pcrs,omitempty"`
 	Firmware   []byte                     `json:"firmware,omitempty"`
 }
 
-// verified rebuilds the state policy judges, at now.
-func (e *evidence) verified(node store.Node, now time.Time) (*Verified, []*bulwarkv1.ArtifactSignature, error) {
-	v := &Verified{Node: node, Event: &e.Event, HostPCRs: e.HostPCRs, Time: now}
+// judged rebuilds what policy judges, at now.
+func (e *keptEvidence) judged(node store.Node, now time.Time) (*judged, []*bulwarkv1.ArtifactSignature, error) {
+	v := &judged{NodeID: node.ID, Event: &e.Event, HostPCRs: e.HostPCRs, Time: now}
 	if len(e.Firmware) > 0 {
 		evs, err := replayFirmwareLog(e.Firmware, e.HostPCRs)
 		if err != nil {
@@ -64,8 +64,8 @@ func (e *evidence) verified(node store.Node, now time.Time) (*Verified, []*bulwa
 	return v, sigs, nil
 }
 
-func decodeEvidence(b []byte) (*evidence, error) {
-	var e evidence
+func decodeEvidence(b []byte) (*keptEvidence, error) {
+	var e keptEvidence
 	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, fmt.Errorf("kept evidence: %w", err)
 	}
@@ -113,16 +113,17 @@ func (h *hub) notify(node string) {
 // keepSandbox starts keeping a sandbox after its launch's attestation
 // (with reattest_interval_seconds set).
 func (s *Server) keepSandbox(ctx context.Context, v *Verified, req *bulwarkv1.AttestRequest, j policy.Verdict) error {
-	ev := evidence{Event: *v.Event, Signatures: artifactSignatures(req.GetSignatures()), HostPCRs: v.HostPCRs, Firmware: req.GetFirmwareEventLog()}
+	event, clock := v.ev.Event(), v.ev.Clock()
+	ev := keptEvidence{Event: *event, Signatures: artifactSignatures(req.GetSignatures()), HostPCRs: v.ev.HostPCRs(), Firmware: req.GetFirmwareEventLog()}
 	b, err := json.Marshal(&ev)
 	if err != nil {
-		return fmt.Errorf("keeping sandbox %s: %w", v.Event.SandboxID, err)
+		return fmt.Errorf("keeping sandbox %s: %w", event.SandboxID, err)
 	}
 	st := store.SandboxState{
-		NodeID: v.Node.ID, SandboxID: v.Event.SandboxID, Policy: v.Event.Policy, JudgedBy: j.Policy, Verdict: store.SandboxDeny,
-		Reasons: j.Reasons, VerdictAt: v.Time, Interval: time.Duration(req.GetReattestIntervalSeconds()) * time.Second,
-		GuestPublicKey: v.Event.GuestPublicKey, EventDigest: v.EventDigest, ResetCount: v.ResetCount, RestartCount: v.RestartCount,
-		Evidence: b, OnRevoke: j.OnRevoke, CreatedAt: v.Time,
+		NodeID: v.node.ID, SandboxID: event.SandboxID, Policy: event.Policy, JudgedBy: j.Policy, Verdict: store.SandboxDeny,
+		Reasons: j.Reasons, VerdictAt: v.at, Interval: time.Duration(req.GetReattestIntervalSeconds()) * time.Second,
+		GuestPublicKey: event.GuestPublicKey, EventDigest: v.ev.EventDigest(), ResetCount: clock.ResetCount, RestartCount: clock.RestartCount,
+		Evidence: b, OnRevoke: j.OnRevoke, CreatedAt: v.at,
 	}
 	if j.Allow {
 		st.Verdict = store.SandboxAllow
@@ -150,7 +151,7 @@ func (s *Server) keepSandbox(ctx context.Context, v *Verified, req *bulwarkv1.At
 // kept sandbox revoked stays revoked. Each verdict is kept with its time;
 // an allow that turns into a deny is a revocation.
 func (s *Server) reattest(ctx context.Context, v *Verified, req *bulwarkv1.AttestRequest) (*bulwarkv1.AttestResponse, error) {
-	now := v.Time
+	now := v.at
 	out := &bulwarkv1.AttestResponse{Verdict: bulwarkv1.Verdict_VERDICT_ALLOW}
 	for _, id := range req.GetSandboxIds() {
 		sv, err := s.reattestOne(ctx, v, req, id, now)
@@ -166,7 +167,7 @@ func (s *Server) reattest(ctx context.Context, v *Verified, req *bulwarkv1.Attes
 	// One whose END record is in the verified log is kept as ended;
 	// without one (a host that writes none), it is forgotten.
 	for _, id := range req.GetEndedSandboxIds() {
-		st, err := s.st.GetSandbox(ctx, v.Node.ID, id)
+		st, err := s.st.GetSandbox(ctx, v.node.ID, id)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -186,10 +187,10 @@ func (s *Server) reattest(ctx context.Context, v *Verified, req *bulwarkv1.Attes
 			}
 			continue
 		}
-		err = s.st.DeleteSandbox(ctx, v.Node.ID, id)
+		err = s.st.DeleteSandbox(ctx, v.node.ID, id)
 		switch {
 		case err == nil:
-			s.log.InfoContext(ctx, "kept sandbox ended", "node", v.Node.ID, "sandbox", id)
+			s.log.InfoContext(ctx, "kept sandbox ended", "node", v.node.ID, "sandbox", id)
 		case !errors.Is(err, store.ErrNotFound):
 			return nil, s.storeStatus(ctx, "attest: sandbox "+id, err)
 		}
@@ -202,7 +203,7 @@ func (s *Server) reattestOne(ctx context.Context, v *Verified, req *bulwarkv1.At
 	deny := func(reasons ...string) *bulwarkv1.SandboxVerdict {
 		return &bulwarkv1.SandboxVerdict{SandboxId: id, Verdict: bulwarkv1.Verdict_VERDICT_DENY, Reasons: reasons}
 	}
-	st, err := s.st.GetSandbox(ctx, v.Node.ID, id)
+	st, err := s.st.GetSandbox(ctx, v.node.ID, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return deny(fmt.Sprintf("sandbox %s is not kept by attestd: only a launch attested with reattest_interval_seconds (by the host service) is re-attested", id)), nil
 	}
@@ -217,14 +218,15 @@ func (s *Server) reattestOne(ctx context.Context, v *Verified, req *bulwarkv1.At
 		return &bulwarkv1.SandboxVerdict{SandboxId: id, Verdict: bulwarkv1.Verdict_VERDICT_DENY, Policy: st.JudgedBy, Reasons: st.Reasons}, nil
 	}
 	var reasons []string
-	hv, err := s.st.ReadLaunchPrefix(ctx, v.Node.ID, 0, id)
+	clock := v.ev.Clock()
+	hv, err := s.st.ReadLaunchPrefix(ctx, v.node.ID, 0, id)
 	launches, end := splitEnd(hv.Sandbox)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		reasons = append(reasons, "attestd holds no verified launch log for this node")
 	case err != nil:
 		return nil, s.storeStatus(ctx, "attest: launch log prefix", err)
-	case !hv.Prefix.SameBoot(v.ResetCount, v.RestartCount) || st.ResetCount != v.ResetCount || st.RestartCount != v.RestartCount:
+	case !hv.Prefix.SameBoot(clock.ResetCount, clock.RestartCount) || st.ResetCount != clock.ResetCount || st.RestartCount != clock.RestartCount:
 		reasons = append(reasons, "the host's TPM was reset or restarted (a reboot) since the sandbox was launched: it no longer runs")
 	case len(launches) != 1 || !bytes.Equal(launches[0].Digest, st.EventDigest):
 		reasons = append(reasons, fmt.Sprintf("the verified launch log has %d launch records for sandbox %s, not the one attested at launch", len(launches), id))
@@ -241,8 +243,8 @@ func (s *Server) reattestOne(ctx context.Context, v *Verified, req *bulwarkv1.At
 			return nil, s.storeStatus(ctx, "attest: sandbox "+id, err)
 		}
 		// The host's boot state as quoted now; the launch as attested then.
-		ev.HostPCRs, ev.Firmware = v.HostPCRs, req.GetFirmwareEventLog()
-		jv := &Verified{Node: v.Node, Event: &ev.Event, HostPCRs: v.HostPCRs, FirmwareEvents: v.FirmwareEvents, Time: now}
+		ev.HostPCRs, ev.Firmware = v.ev.HostPCRs(), req.GetFirmwareEventLog()
+		jv := &judged{NodeID: v.node.ID, Event: &ev.Event, HostPCRs: ev.HostPCRs, FirmwareEvents: v.ev.FirmwareEvents(), Time: now}
 		sigs := make([]*bulwarkv1.ArtifactSignature, 0, len(ev.Signatures))
 		for _, sg := range ev.Signatures {
 			sigs = append(sigs, &bulwarkv1.ArtifactSignature{Artifact: sg.Artifact, Signature: sg.Signature, Payload: sg.Payload})
@@ -307,7 +309,7 @@ func endReason(end *store.PrefixRecord) string {
 // record is in the node's verified log, in the boot cycle it was launched
 // in and after the launch attested, and "" when it is not.
 func (s *Server) endRecord(ctx context.Context, v *Verified, id string, st store.SandboxState) (string, error) {
-	hv, err := s.st.ReadLaunchPrefix(ctx, v.Node.ID, 0, id)
+	hv, err := s.st.ReadLaunchPrefix(ctx, v.node.ID, 0, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return "", nil
 	}
@@ -437,7 +439,7 @@ func (s *Server) judgeKept(ctx context.Context, node store.Node, st *store.Sandb
 	if err != nil {
 		return policy.Verdict{}, s.storeStatus(ctx, "sandbox "+st.SandboxID, err)
 	}
-	v, sigs, err := ev.verified(node, s.now())
+	v, sigs, err := ev.judged(node, s.now())
 	if err != nil { // the stored firmware log replayed once: it does again
 		return policy.Verdict{Reasons: []string{status.Convert(err).Message()}}, nil
 	}

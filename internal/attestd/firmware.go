@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"slices"
 
+	"github.com/bulwark-project/bulwark/evidence"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/google/go-attestation/attest"
@@ -13,7 +14,7 @@ import (
 
 // firmwareState reads the host's Secure Boot state from its firmware event
 // log, for policy. The events were replayed against the quoted PCRs and
-// their variable data checked against their digests (replayFirmwareLog);
+// their variable data checked against their digests (evidence.ReplayFirmwareLog);
 // go-attestation's ParseSecurebootState checks the rest (every PCR 7 event
 // of an expected type and parsable, variables before the separator and
 // never repeated, keys enrolled when Secure Boot is on, no debugger). The
@@ -33,7 +34,7 @@ func firmwareState(events []attest.Event, hostPCRs map[int][]byte) *policy.Firmw
 		if e.Index == 4 && uint32(e.Type) == evEFIBootServicesApplication {
 			fw.BootApps = append(fw.BootApps, measure.FormatDigest(measure.SHA256, e.Digest))
 		}
-		if text, prefix, ok := grubString(&events[i]); ok && fw.BootLoaderQuoted && (prefix == "kernel_cmdline: " || prefix == "grub_kernel_cmdline ") {
+		if text, prefix, ok := evidence.GrubString(&events[i]); ok && fw.BootLoaderQuoted && (prefix == "kernel_cmdline: " || prefix == "grub_kernel_cmdline ") {
 			fw.KernelCmdline = string(bytes.TrimSuffix(text, []byte{0}))
 		}
 	}

@@ -148,7 +148,7 @@ func TestHostKernelCmdlinePolicy(t *testing.T) {
 		{"no log sent", nil, "host:\n  kernel_cmdline:\n    forbid: [init]\n", "no firmware event log was sent"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := &Verified{Node: store.Node{ID: "node"}, Time: time.Now()}
+			v := &judged{NodeID: "node", Time: time.Now()}
 			if tc.pcrs != nil {
 				evs, err := replayFirmwareLog(raw, tc.pcrs)
 				if err != nil {
@@ -158,7 +158,7 @@ func TestHostKernelCmdlinePolicy(t *testing.T) {
 			}
 			ev := testEvent(t, testPolicyName, bytes.Repeat([]byte{1}, 32))
 			v.Event = &ev
-			verdict := pol(tc.host).Evaluate(context.Background(), Evidence(v, nil))
+			verdict := pol(tc.host).Evaluate(context.Background(), v.policyEvidence(nil))
 			got := strings.Join(verdict.Reasons, "\n")
 			if tc.want == "" {
 				if !verdict.Allow {

@@ -2,15 +2,30 @@ package attestd
 
 import (
 	"context"
+	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/google/go-attestation/attest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Evidence builds the policy input from a verified attestation.
-func Evidence(v *Verified, sigs []*bulwarkv1.ArtifactSignature) policy.Evidence {
-	return policy.Evidence{NodeID: v.Node.ID, Event: *v.Event, HostPCRs: v.HostPCRs, Firmware: firmwareState(v.FirmwareEvents, v.HostPCRs), Time: v.Time, Signatures: artifactSignatures(sigs)}
+// judged is what policy judges: a launch event and the host's boot state
+// as verified — by the request's evidence (Verified.judged), or, for a
+// kept sandbox judged again, at its launch and by its host's last quote.
+type judged struct {
+	NodeID         string
+	Event          *measure.LaunchEvent
+	HostPCRs       map[int][]byte
+	FirmwareEvents []attest.Event
+	Time           time.Time
+}
+
+// policyEvidence is the policy input: j with the artifact signatures the
+// launcher sent.
+func (j *judged) policyEvidence(sigs []*bulwarkv1.ArtifactSignature) policy.Evidence {
+	return policy.Evidence{NodeID: j.NodeID, Event: *j.Event, HostPCRs: j.HostPCRs, Firmware: firmwareState(j.FirmwareEvents, j.HostPCRs), Time: j.Time, Signatures: artifactSignatures(sigs)}
 }
 
 func artifactSignatures(sigs []*bulwarkv1.ArtifactSignature) []policy.ArtifactSignature {
@@ -27,8 +42,8 @@ func artifactSignatures(sigs []*bulwarkv1.ArtifactSignature) []policy.ArtifactSi
 // judge evaluates the verified evidence (and the artifact signatures the
 // launcher sent) with the policy set in force: the policy the launch event
 // names.
-func (s *Server) judge(ctx context.Context, v *Verified, sigs []*bulwarkv1.ArtifactSignature) policy.Verdict {
-	return s.policies.Evaluate(ctx, Evidence(v, sigs))
+func (s *Server) judge(ctx context.Context, j *judged, sigs []*bulwarkv1.ArtifactSignature) policy.Verdict {
+	return s.policies.Evaluate(ctx, j.policyEvidence(sigs))
 }
 
 // policyStates lists the policies in force and, when the last load failed,

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
 )
 
@@ -58,7 +57,7 @@ func TestSecureBootPolicy(t *testing.T) {
 		{"no requirement, no log", nil, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v := &Verified{Node: store.Node{ID: "node"}, Time: time.Now()}
+			v := &judged{NodeID: "node", Time: time.Now()}
 			if tc.log != nil {
 				pcrs := replayedPCRs(t, tc.log)
 				evs, err := replayFirmwareLog(tc.log, pcrs)
@@ -69,7 +68,7 @@ func TestSecureBootPolicy(t *testing.T) {
 			}
 			ev := testEvent(t, testPolicyName, bytes.Repeat([]byte{1}, 32))
 			v.Event = &ev
-			verdict := pol(tc.host).Evaluate(context.Background(), Evidence(v, nil))
+			verdict := pol(tc.host).Evaluate(context.Background(), v.policyEvidence(nil))
 			got := strings.Join(verdict.Reasons, "\n")
 			if tc.want == "" {
 				if !verdict.Allow {
@@ -102,12 +101,12 @@ func TestSecureBootPolicy(t *testing.T) {
 	}
 	rule := "rules:\n  - name: fw\n    expr: >-\n      firmware.secure_boot && \"" + fw.PK[0] + "\" in firmware.pk &&\n      \"" + fw.BootApps[0] + "\" in firmware.boot_apps && size(firmware.db) > 0 &&\n      firmware.events.exists(e, e.type == \"EV_SEPARATOR\" && e.pcr == 7)\n"
 	ev := testEvent(t, testPolicyName, bytes.Repeat([]byte{1}, 32))
-	v := &Verified{Node: store.Node{ID: "node"}, Time: time.Now(), HostPCRs: replayedPCRs(t, sbOn), FirmwareEvents: evs, Event: &ev}
-	if verdict := pol(rule).Evaluate(context.Background(), Evidence(v, nil)); !verdict.Allow {
+	v := &judged{NodeID: "node", Time: time.Now(), HostPCRs: replayedPCRs(t, sbOn), FirmwareEvents: evs, Event: &ev}
+	if verdict := pol(rule).Evaluate(context.Background(), v.policyEvidence(nil)); !verdict.Allow {
 		t.Fatalf("a CEL rule over the firmware state denied: %q", verdict.Reasons)
 	}
 	v.FirmwareEvents = nil
-	if verdict := pol(rule).Evaluate(context.Background(), Evidence(v, nil)); verdict.Allow {
+	if verdict := pol(rule).Evaluate(context.Background(), v.policyEvidence(nil)); verdict.Allow {
 		t.Fatal("a CEL rule over the firmware state allowed a launch with no log")
 	}
 

@@ -414,3 +414,11 @@ func validateQuote(r quoted) error {
 	}
 	return nil
 }
+
+// trunc shortens a client-supplied string for a message.
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

@@ -228,7 +228,7 @@ func heldPrefixOf(t testing.TB, ak []byte, req *bulwarkv1.AttestRequest) *store.
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock := q.Clock
+	clock := q.Clock()
 	lg, err := measure.ParseLog(req.GetLaunchLog())
 	if err != nil {
 		t.Fatal(err)

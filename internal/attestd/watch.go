@@ -5,6 +5,7 @@ import (
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/evidence"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -49,9 +50,10 @@ func (s *Server) WatchNode(req *bulwarkv1.WatchNodeRequest, stream bulwarkv1.Att
 	if err := s.st.ConsumeNonce(ctx, req.GetNonce(), node.ID, s.now()); err != nil {
 		return s.storeStatus(ctx, "watch", err)
 	}
-	areq := &bulwarkv1.AttestRequest{Nonce: req.GetNonce(), Quote: req.GetQuote(), Signature: req.GetSignature(), Pcrs: req.GetPcrs()}
-	if _, err := checkQuote(node.AKPublic, s.launchPCR, areq); err != nil {
-		return err
+	q := evidence.Quote{AKPublic: node.AKPublic, Quoted: req.GetQuote(), Signature: req.GetSignature(), Nonce: req.GetNonce(),
+		PCRs: pcrsByIndex(req.GetPcrs()), LaunchPCR: int(s.launchPCR)}
+	if _, err := evidence.VerifyQuote(q); err != nil {
+		return evidenceStatus(err)
 	}
 	changed, unsubscribe := s.watchers.subscribe(node.ID)
 	defer unsubscribe()

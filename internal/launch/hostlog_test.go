@@ -72,8 +72,8 @@ func TestHostLogStaysInStepWithTheTPM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("log does not replay to the TPM's PCR: %v", err)
 	}
-	if len(vl.Records) != 6 {
-		t.Fatalf("%d records, want 6", len(vl.Records))
+	if len(vl.Records()) != 6 {
+		t.Fatalf("%d records, want 6", len(vl.Records()))
 	}
 
 	// Something else extends the launch PCR: the next launch is refused.
@@ -230,7 +230,7 @@ func TestHostLogEnd(t *testing.T) {
 		t.Fatalf("log with END records does not replay to the TPM's PCR: %v", err)
 	}
 	var got []string
-	for _, r := range vl.Records {
+	for _, r := range vl.Records() {
 		if r.End != nil {
 			got = append(got, r.End.SandboxID+":"+r.End.Reason)
 		}
@@ -253,7 +253,7 @@ func TestHostLogEnd(t *testing.T) {
 // prefixOf is the prefix attestd would announce after verifying vl.
 func prefixOf(t *testing.T, vl *measure.VerifiedLog) *bulwarkv1.LaunchLogPrefix {
 	t.Helper()
-	steps, err := measure.ReplaySteps(vl.Records, measure.SHA256, nil)
+	steps, err := measure.ReplaySteps(vl.Records(), measure.SHA256, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

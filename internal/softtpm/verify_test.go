@@ -77,7 +77,7 @@ func TestVerifyQuoteAcceptsAndRejectsTamper(t *testing.T) {
 	if err != nil {
 		t.Fatalf("verify.VerifyQuote rejects a softtpm quote: %v", err)
 	}
-	if !bytes.Equal(res.PCRs[limits.DefaultLaunchPCR], ev.PCRs[limits.DefaultLaunchPCR]) {
+	if !bytes.Equal(res.PCRs()[limits.DefaultLaunchPCR], ev.PCRs[limits.DefaultLaunchPCR]) {
 		t.Error("verified PCR 13 differs")
 	}
 

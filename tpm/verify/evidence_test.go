@@ -63,8 +63,8 @@ func TestSwtpmEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(res.AKName, raw["akname"]) || res.Clock.ResetCount != ev.Expected.ResetCount ||
-		res.Clock.RestartCount != ev.Expected.RestartCount || !bytes.Equal(res.PCRs[limits.DefaultLaunchPCR], raw["launch"]) {
+	if !bytes.Equal(res.AKName(), raw["akname"]) || res.Clock().ResetCount != ev.Expected.ResetCount ||
+		res.Clock().RestartCount != ev.Expected.RestartCount || !bytes.Equal(res.PCRs()[limits.DefaultLaunchPCR], raw["launch"]) {
 		t.Fatalf("result %+v differs from the expected %+v", res, ev.Expected)
 	}
 	// Any change to the PCR values is caught.

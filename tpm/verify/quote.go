@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -25,20 +26,45 @@ type ClockInfo struct {
 	Safe         bool   // Clock has not gone backwards
 }
 
-// QuoteResult is what VerifyQuote returns after every check passed. There is
-// no way to obtain one for a quote that failed.
+// QuoteResult is what VerifyQuote returns after every check passed. Its
+// fields are unexported: there is no way to obtain one for a quote that
+// failed, nor to build one by hand. A QuoteResult is immutable (its
+// accessors return copies) and safe for concurrent use.
 type QuoteResult struct {
-	// PCRs are the verified SHA-256 PCR values, by index.
-	PCRs map[int][]byte
-	// Clock is the quote's clock information.
-	Clock ClockInfo
-	// FirmwareVersion is the TPM vendor's firmware version.
-	FirmwareVersion uint64
-	// QualifiedSigner is the qualified name of the AK as the TPM reported it.
-	QualifiedSigner []byte
-	// AKName is the Name of the AK the quote was verified with.
-	AKName []byte
+	pcrs            map[int][]byte
+	clock           ClockInfo
+	firmwareVersion uint64
+	qualifiedSigner []byte
+	akName          []byte
 }
+
+// PCRs returns the verified SHA-256 PCR values, by index: those the quote
+// selected, whose digest it signed.
+func (r *QuoteResult) PCRs() map[int][]byte {
+	m := make(map[int][]byte, len(r.pcrs))
+	for i, v := range r.pcrs {
+		m[i] = bytes.Clone(v)
+	}
+	return m
+}
+
+// PCR returns the verified value of PCR i, and whether the quote selected it.
+func (r *QuoteResult) PCR(i int) ([]byte, bool) {
+	v, ok := r.pcrs[i]
+	return bytes.Clone(v), ok
+}
+
+// Clock returns the quote's clock information.
+func (r *QuoteResult) Clock() ClockInfo { return r.clock }
+
+// FirmwareVersion returns the TPM vendor's firmware version.
+func (r *QuoteResult) FirmwareVersion() uint64 { return r.firmwareVersion }
+
+// QualifiedSigner returns the qualified name of the AK as the TPM reported it.
+func (r *QuoteResult) QualifiedSigner() []byte { return bytes.Clone(r.qualifiedSigner) }
+
+// AKName returns the Name of the AK the quote was verified with.
+func (r *QuoteResult) AKName() []byte { return bytes.Clone(r.akName) }
 
 // Attest is a parsed TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE.
 type attest struct {
@@ -262,14 +288,14 @@ func VerifyQuote(akPublic, quoted, sig, nonce []byte, pcrs map[int][]byte) (*Quo
 		return nil, fmt.Errorf("%w: PCR values do not match the quoted PCR digest", ErrQuote)
 	}
 	res := &QuoteResult{
-		PCRs:            make(map[int][]byte, len(pcrs)),
-		Clock:           a.clock,
-		FirmwareVersion: a.firmware,
-		QualifiedSigner: append([]byte(nil), a.qualifiedSigner...),
-		AKName:          ak.Name,
+		pcrs:            make(map[int][]byte, len(pcrs)),
+		clock:           a.clock,
+		firmwareVersion: a.firmware,
+		qualifiedSigner: bytes.Clone(a.qualifiedSigner),
+		akName:          bytes.Clone(ak.Name),
 	}
 	for i, v := range pcrs {
-		res.PCRs[i] = append([]byte(nil), v...)
+		res.pcrs[i] = bytes.Clone(v)
 	}
 	return res, nil
 }

@@ -254,11 +254,11 @@ func TestVerifyQuote(t *testing.T) {
 				if err != nil {
 					t.Fatalf("VerifyQuote: %v", err)
 				}
-				if res.Clock.ResetCount != 7 || res.Clock.RestartCount != 2 || !res.Clock.Safe || res.FirmwareVersion != 42 {
-					t.Errorf("clock info = %+v fw %d", res.Clock, res.FirmwareVersion)
+				if res.Clock().ResetCount != 7 || res.Clock().RestartCount != 2 || !res.Clock().Safe || res.FirmwareVersion() != 42 {
+					t.Errorf("clock info = %+v fw %d", res.Clock(), res.FirmwareVersion())
 				}
-				if !bytes.Equal(res.PCRs[13], in.pcrs[13]) || len(res.PCRs) != len(in.pcrs) {
-					t.Errorf("PCRs = %x", res.PCRs)
+				if !bytes.Equal(res.PCRs()[13], in.pcrs[13]) || len(res.PCRs()) != len(in.pcrs) {
+					t.Errorf("PCRs = %x", res.PCRs())
 				}
 				return
 			}
