@@ -18,9 +18,6 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/launch"
 	"github.com/bulwark-project/bulwark/internal/statedir"
-	"github.com/bulwark-project/bulwark/kvm"
-	"github.com/bulwark-project/bulwark/kvm/channel"
-	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/tpm/limits"
 	"golang.org/x/term"
 )
@@ -43,84 +40,26 @@ var runCommand = &cli.Command{
 }
 
 func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-	af := addAttestdFlags(fs, env)
-	policyName := fs.String("policy", "", "the admin policy to be judged by (required)")
-	image := fs.String("image", "", "OCI image: layout directory, OCI or docker archive (required)")
-	kernel := fs.String("kernel", "", "guest kernel (default: the host kernel as a PVH vmlinux)")
-	initrd := fs.String("initrd", "", "base initramfs from 'launcher initrd build' (default: built now for the host kernel)")
-	agent := fs.String("agent", "", "guest agent binary when --initrd is not given (default: bulwark-agent beside launcher)")
-	cmdline := fs.String("cmdline", "", "guest kernel command line (default: the measured default for the accelerator)")
-	var signers cli.Strings
-	fs.Var(&signers, "signer", "public key trusted to sign kernel, initrd and image (repeatable); each artifact must verify before boot")
-	accel := fs.String("accel", "auto", "accelerator: auto, kvm or tcg")
-	cpus := fs.Int("cpus", 1, "virtual CPUs")
-	mem := fs.Int("memory", 512, "memory in MiB")
-	bootTimeout := fs.Duration("boot-timeout", 120*time.Second, "how long the guest may take to boot")
-	stopTimeout := fs.Duration("stop-timeout", launch.DefaultStopGrace, "on Ctrl-C (SIGINT/SIGTERM), how long the workload has to exit after SIGTERM before it is killed")
-	noConfine := fs.Bool("no-confine", false, "run QEMU as the launcher's user, without a sandbox uid and namespaces (by default a launch where QEMU cannot be confined fails)")
-	noCgroup := fs.Bool("no-cgroup", false, "run the sandbox without CPU, memory and pids limits (by default a launch whose cgroup cannot be made fails)")
-	tpmSpec := fs.String("tpm", env.Getenv("BULWARK_TPM"), "host TPM spec (env BULWARK_TPM); default /dev/tpmrm0 or the managed swtpm")
-	pcr := fs.Int("pcr", limits.DefaultLaunchPCR, fmt.Sprintf("launch PCR, %d..%d (must match attestd's --launch-pcr)", limits.MinLaunchPCR, limits.MaxPCR))
-	console := fs.String("console", "", "write the guest console (kernel log) to this file")
-	report := fs.String("report", "", "write what the launch ended with to this `FILE` as JSON: sandbox, attestation, exit code or error, time, peak memory")
-	template := fs.String("template", "", "VM template to clone from: a name from 'launcher template ls', or \"none\" to boot cold (default: the template of this launch's recipe when there is one)")
-	verbose := fs.Bool("v", false, "log details to stderr")
-	detach := fs.Bool("d", false, "detach: launch in the launcher daemon and print the sandbox id once the workload runs (see ps, logs, stop)")
-	socket := socketFlag(fs, env)
-	wf := addWorkloadFlags(fs)
-	pf := addPullFlags(fs)
+	c := bindRunFlags(fs, env)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *policyName == "" || *image == "" {
-		return cli.Usagef("--policy NAME and --image DIR are required")
-	}
-	// An --image that is a registry reference is pulled (by digest, or by
-	// tag with --allow-tag) with the registry's cosign signature, then
-	// measured like a local layout.
-	pullRef := ""
-	if isRegistryRef(*image) {
-		pullRef = *image
-	} else if *pf.allowTag || *pf.insecure {
-		return cli.Usagef("--allow-tag and --allow-http-registry go with an --image that is a registry reference")
-	}
-	if err := checkRunFlags(*accel, *cmdline, *cpus, *mem, *pcr, *bootTimeout); err != nil {
+	if err := c.validate(fs); err != nil {
 		return err
-	}
-	if *stopTimeout <= 0 || *stopTimeout > channel.MaxStopGraceSeconds*time.Second {
-		return cli.Usagef("--stop-timeout %v: want a positive duration up to %v, e.g. 10s", *stopTimeout, channel.MaxStopGraceSeconds*time.Second)
 	}
 	state, err := statedir.Ensure(env.Getenv)
 	if err != nil {
 		return err
 	}
-	if *detach {
-		// What only the daemon decides (its attestd, TPM, PCR, agent) or
-		// what a detached launch has no use for is refused, not ignored.
-		var daemonOwned []string
-		fs.Visit(func(f *flag.Flag) {
-			switch f.Name {
-			case "attestd", "ca", "server-name", "insecure", "tpm", "pcr", "agent", "report", "console", "v":
-				daemonOwned = append(daemonOwned, "--"+f.Name)
-			}
-		})
-		if len(daemonOwned) > 0 {
-			return cli.Usagef("run -d: %s: the launcher daemon's own settings decide these (see 'launcher daemon --help'); drop them", strings.Join(daemonOwned, ", "))
-		}
+	if c.detach {
 		req := &bulwarkv1.RunRequest{
-			Policy: *policyName, Image: *image, Args: fs.Args(), Kernel: *kernel, Initrd: *initrd, Cmdline: *cmdline,
-			Accel: *accel, Cpus: uint32(*cpus), MemoryMib: uint32(*mem), Template: *template,
-			BootTimeoutSeconds: uint32((*bootTimeout + time.Second - 1) / time.Second), StopTimeoutSeconds: uint32((*stopTimeout + time.Second - 1) / time.Second),
-			NoCgroup: *noCgroup, NoConfine: *noConfine,
-		}
-		if *wf.interactive {
-			return cli.Usagef("run -d: -i: a detached workload has no stdin (run it in the foreground)")
-		}
-		if *wf.tty {
-			return cli.Usagef("run -d: -t: a detached workload has no terminal (run it in the foreground)")
+			Policy: c.policy, Image: c.image, Args: fs.Args(), Kernel: c.kernel, Initrd: c.initrd, Cmdline: c.cmdline,
+			Accel: c.accel, Cpus: uint32(c.cpus), MemoryMib: uint32(c.memory), Template: c.template,
+			BootTimeoutSeconds: uint32((c.bootTimeout + time.Second - 1) / time.Second), StopTimeoutSeconds: uint32((c.stopTimeout + time.Second - 1) / time.Second),
+			NoCgroup: c.noCgroup, NoConfine: c.noConfine,
 		}
 		var wo launch.Options
-		if err := wf.apply(&wo, nil, env.Getenv); err != nil {
+		if err := c.wf.apply(&wo, nil, env.Getenv); err != nil {
 			return err
 		}
 		for i, v := range wo.Volumes { // the daemon does not share our directory
@@ -134,20 +73,20 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		}
 		req.Env, req.WorkingDir, req.User, req.Network, req.Ports = wo.Env, wo.WorkingDir, wo.User, wo.Network, wo.Ports
 		req.Volumes, req.Tmpfs, req.Scratch = wo.Volumes, wo.Tmpfs, wo.Scratch
-		return runDetached(ctx, env, req, signers, *socket, state, pullRef, pf)
+		return runDetached(ctx, env, req, c.signers, *c.socket, state, c.pullRef, c.pf)
 	}
-	ao, err := af.options()
+	ao, err := c.af.options()
 	if err != nil {
 		return err
 	}
 	o := launch.Options{
-		Attestd: ao, Policy: *policyName, Kernel: *kernel, Initrd: *initrd, Agent: *agent, Image: *image,
-		Cmdline: *cmdline, Args: fs.Args(), Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
-		BootTimeout: *bootTimeout, NoCgroup: *noCgroup, NoConfine: *noConfine, StopGrace: *stopTimeout, TPM: *tpmSpec, StateDir: state, PCR: *pcr,
-		Template: *template,
+		Attestd: ao, Policy: c.policy, Kernel: c.kernel, Initrd: c.initrd, Agent: c.agent, Image: c.image,
+		Cmdline: c.cmdline, Args: fs.Args(), Accel: c.accel, CPUs: c.cpus, MemoryMiB: c.memory,
+		BootTimeout: c.bootTimeout, NoCgroup: c.noCgroup, NoConfine: c.noConfine, StopGrace: c.stopTimeout, TPM: c.tpm, StateDir: state, PCR: c.pcr,
+		Template: c.template,
 		Stdout:   env.Stdout, Stderr: env.Stderr,
 	}
-	if err := wf.apply(&o, env.Stdin, env.Getenv); err != nil {
+	if err := c.wf.apply(&o, env.Stdin, env.Getenv); err != nil {
 		return err
 	}
 	var tty *terminal
@@ -155,14 +94,14 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		tty = newTerminal(o.Stdin, env.Stdin, env.Stdout, env.Stderr)
 		*o.TTY = tty.windowSize()
 	}
-	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || *verbose {
+	if f, ok := env.Stderr.(*os.File); (ok && term.IsTerminal(int(f.Fd()))) || c.verbose {
 		o.Progress = env.Stderr
 	}
-	if *verbose {
+	if c.verbose {
 		o.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	if *console != "" {
-		f, err := os.OpenFile(*console, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if c.console != "" {
+		f, err := os.OpenFile(c.console, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 		if err != nil {
 			return fmt.Errorf("--console: %w (give a file to write the guest console to)", err)
 		}
@@ -170,8 +109,8 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 		o.Console = f
 	}
 	var reportFile *os.File
-	if *report != "" { // opened now: a path that cannot be written stops the launch before it starts
-		if reportFile, err = os.OpenFile(*report, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644); err != nil {
+	if c.report != "" { // opened now: a path that cannot be written stops the launch before it starts
+		if reportFile, err = os.OpenFile(c.report, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644); err != nil {
 			return fmt.Errorf("--report: %w", err)
 		}
 		defer reportFile.Close()
@@ -181,18 +120,18 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	// --signer keys as well as kernel, initrd, image and CA.
 	t0 := time.Now()
 	res, err := func() (*launch.Result, error) {
-		keys, err := launch.LoadSigners(signers)
+		keys, err := launch.LoadSigners(c.signers)
 		if err != nil {
 			return nil, fmt.Errorf("--signer: %w (give the cosign.pub written beside the key that signed the artifacts)", err)
 		}
 		o.Signers = keys
-		if pullRef != "" {
+		if c.pullRef != "" {
 			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "launcher: pulling %s with its cosign signature\n", pullRef)
+				fmt.Fprintf(o.Progress, "launcher: pulling %s with its cosign signature\n", c.pullRef)
 			}
-			dir, cleanup, err := pullForRun(ctx, env, state, pullRef, pf, keys)
+			dir, cleanup, err := pullForRun(ctx, env, state, c.pullRef, c.pf, keys)
 			if err != nil {
-				return nil, fmt.Errorf("image %s: %w", pullRef, err)
+				return nil, fmt.Errorf("image %s: %w", c.pullRef, err)
 			}
 			defer cleanup()
 			o.Image = dir
@@ -204,7 +143,7 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	}()
 	if reportFile != nil {
 		if rerr := writeRunReport(reportFile, res, err, time.Since(t0)); rerr != nil {
-			fmt.Fprintf(env.Stderr, "launcher: warning: --report %s: %v\n", *report, rerr)
+			fmt.Fprintf(env.Stderr, "launcher: warning: --report %s: %v\n", c.report, rerr)
 		}
 	}
 	if err != nil {
@@ -226,36 +165,6 @@ func runRun(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) 
 	}
 	if res.ExitCode != 0 {
 		return &cli.ExitError{Code: res.ExitCode}
-	}
-	return nil
-}
-
-// checkRunFlags validates run's values before anything is opened, measured
-// or booted; a bad value is a usage error (exit 2) and, the launch never
-// having started, no --report is written.
-func checkRunFlags(accel, cmdline string, cpus, memMiB, pcr int, bootTimeout time.Duration) error {
-	switch accel {
-	case kvm.AccelAuto, kvm.AccelKVM, kvm.AccelTCG:
-	default:
-		return cli.Usagef("--accel %q: want auto, kvm or tcg", accel)
-	}
-	// launch.Run checks it too; here it is a usage error, before any work.
-	if err := policy.CheckCmdline(cmdline); err != nil {
-		return cli.Usagef("--cmdline: %v", err)
-	}
-	// The sandbox sizes kvm.Start accepts, checked here before the TPM is
-	// opened and attestd asked.
-	if cpus < kvm.MinCPUs || cpus > kvm.MaxCPUs {
-		return cli.Usagef("--cpus %d: want %d..%d virtual CPUs", cpus, kvm.MinCPUs, kvm.MaxCPUs)
-	}
-	if memMiB < kvm.MinMemoryMiB || memMiB > kvm.MaxMemoryMiB {
-		return cli.Usagef("--memory %d: want %d..%d MiB", memMiB, kvm.MinMemoryMiB, kvm.MaxMemoryMiB)
-	}
-	if err := checkLaunchPCR(pcr); err != nil {
-		return err
-	}
-	if bootTimeout <= 0 {
-		return cli.Usagef("--boot-timeout %v: want a positive duration, e.g. 120s", bootTimeout)
 	}
 	return nil
 }
