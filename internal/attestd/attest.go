@@ -11,6 +11,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/token"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -76,9 +77,9 @@ func (s *Server) finish(ctx context.Context, v *Verified, j policy.Verdict, with
 	var tok string
 	if withToken {
 		gk := sha256.Sum256(v.Event.GuestPublicKey)
-		c := &Claims{
-			Issuer: TokenIssuer, ID: id, Node: v.Node.ID, Sandbox: v.Event.SandboxID, Policy: j.Policy,
-			Digests: Digests{Kernel: v.Event.Kernel, Initrd: v.Event.Initrd, Cmdline: v.Event.CmdlineDigest,
+		c := &token.Claims{
+			Issuer: token.Issuer, ID: id, Node: v.Node.ID, Sandbox: v.Event.SandboxID, Policy: j.Policy,
+			Digests: token.Digests{Kernel: v.Event.Kernel, Initrd: v.Event.Initrd, Cmdline: v.Event.CmdlineDigest,
 				Image: v.Event.Image, ImageConfig: v.Event.ImageConfig},
 			GuestKeyHash: "sha256:" + hex.EncodeToString(gk[:]), Verdict: verdict, Reasons: j.Reasons,
 			IssuedAt: now.Unix(), ExpiresAt: exp.Unix(), LaunchPCR: v.LaunchPCR, LaunchPCRHash: hex.EncodeToString(v.LaunchPCRValue),
