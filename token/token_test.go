@@ -260,3 +260,36 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// A Signer is shared by all of attestd's handlers: signing from many
+// goroutines at once gives tokens that each verify (run with -race).
+func TestSignerConcurrent(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	s, _ := NewSigner(key)
+	now := time.Unix(1_800_000_000, 0)
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			for j := range 20 {
+				id := "att-" + string(rune('a'+i)) + string(rune('a'+j))
+				tok, err := s.Sign(&Claims{Issuer: Issuer, ID: id, ExpiresAt: now.Unix() + 1})
+				if err == nil {
+					var c *Claims
+					if c, err = Verify(tok, s.Public(), now); err == nil && c.ID != id {
+						err = errors.New("claims of another token: " + c.ID)
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
