@@ -11,6 +11,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/token"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -67,9 +68,9 @@ func (s *Server) finish(ctx context.Context, v *Verified, j policy.Verdict, with
 	var tok string
 	if withToken {
 		gk := sha256.Sum256(event.GuestPublicKey)
-		c := &Claims{
-			Issuer: TokenIssuer, ID: id, Node: v.node.ID, Sandbox: event.SandboxID, Policy: j.Policy,
-			Digests: Digests{Kernel: event.Kernel, Initrd: event.Initrd, Cmdline: event.CmdlineDigest,
+		c := &token.Claims{
+			Issuer: token.Issuer, ID: id, Node: v.node.ID, Sandbox: event.SandboxID, Policy: j.Policy,
+			Digests: token.Digests{Kernel: event.Kernel, Initrd: event.Initrd, Cmdline: event.CmdlineDigest,
 				Image: event.Image, ImageConfig: event.ImageConfig},
 			GuestKeyHash: "sha256:" + hex.EncodeToString(gk[:]), Verdict: verdict, Reasons: j.Reasons,
 			IssuedAt: now.Unix(), ExpiresAt: exp.Unix(), LaunchPCR: uint32(v.ev.LaunchPCR()), LaunchPCRHash: hex.EncodeToString(v.ev.LaunchPCRValue()),

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/token"
 )
 
 // Checkpoints anchor the audit log: attestd signs the head of the hash
@@ -26,7 +28,7 @@ import (
 // Safe for concurrent use.
 type Checkpoints struct {
 	path   string
-	signer *TokenSigner
+	signer *token.Signer
 	now    func() time.Time
 	mu     sync.Mutex
 	wrote  bool      // a checkpoint was written by this process
@@ -67,7 +69,7 @@ type checkpointLine struct {
 }
 
 // NewCheckpoints keeps signed checkpoints in path (created 0600).
-func NewCheckpoints(path string, signer *TokenSigner, now func() time.Time) *Checkpoints {
+func NewCheckpoints(path string, signer *token.Signer, now func() time.Time) *Checkpoints {
 	if now == nil {
 		now = time.Now
 	}
@@ -102,7 +104,7 @@ func (c *Checkpoints) Record(ctx context.Context, a store.Audit) (store.Checkpoi
 		return cp, nil
 	}
 	h := sha256.Sum256(cp.SigningBytes())
-	sig, err := ecdsa.SignASN1(c.signer.rand, c.signer.key, h[:])
+	sig, err := c.signer.Key().Sign(defaultRand, h[:], crypto.SHA256) // ECDSA: ASN.1
 	if err != nil {
 		return cp, fmt.Errorf("signing audit checkpoint: %w", err)
 	}

@@ -16,10 +16,12 @@ import (
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/enclave/wrap"
 	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/internal/pki"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/internal/store/pgtest"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm"
 	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
@@ -203,7 +205,7 @@ type env struct {
 	addr      string
 	st        store.Store
 	vault     *enclave.Vault
-	pki       *PKI
+	pki       *pki.CA
 	dir       string
 	policyDir string
 	watcher   *policy.Watcher
@@ -268,7 +270,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err := e.watcher.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	e.pki, _, err = LoadOrCreatePKI(dir, nil, nil)
+	e.pki, _, err = pki.LoadOrCreate(dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +278,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tokens, err := LoadOrCreateTokenKey(filepath.Join(dir, "token.key"), nil)
+	tokens, err := token.LoadOrCreateKey(filepath.Join(dir, "token.key"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +309,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		}
 	})
 	e.client = e.dial(t, "", "")
-	certPath, keyPath, err := e.pki.IssueClientCert("alice", AdminRoleURI, time.Hour, filepath.Join(dir, "admin"))
+	certPath, keyPath, err := e.pki.IssueClientCert("alice", pki.AdminRoleURI, time.Hour, filepath.Join(dir, "admin"))
 	if err != nil {
 		t.Fatal(err)
 	}

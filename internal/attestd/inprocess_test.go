@@ -13,6 +13,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
@@ -97,7 +98,7 @@ func newInprocTPM(tb testing.TB, storeDir string, so store.Options, to softtpm.O
 	if err := w.Reload(); err != nil {
 		tb.Fatal(err)
 	}
-	tokens, err := LoadOrCreateTokenKey(filepath.Join(dir, "token.key"), nil)
+	tokens, err := token.LoadOrCreateKey(filepath.Join(dir, "token.key"), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

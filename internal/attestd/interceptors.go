@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bulwark-project/bulwark/internal/pki"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -123,7 +124,7 @@ func adminName(ctx context.Context) string {
 
 // authorizeAdmin admits a call only with a client certificate that chains
 // to attestd's CA (checked again here, not only by the TLS handshake) and
-// carries AdminRoleURI. Everything else is PermissionDenied.
+// carries pki.AdminRoleURI. Everything else is PermissionDenied.
 func (s *Server) authorizeAdmin(ctx context.Context) (string, error) {
 	if s.adminCA == nil {
 		return "", status.Error(codes.PermissionDenied, "admin API: disabled (attestd runs without TLS; admin calls need an admin client certificate)")
@@ -145,7 +146,7 @@ func (s *Server) authorizeAdmin(ctx context.Context) (string, error) {
 		CurrentTime: s.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return "", status.Error(codes.PermissionDenied, "admin API: client certificate is not issued by this attestd's CA")
 	}
-	if !HasRole(leaf, AdminRoleURI) {
+	if !pki.HasRole(leaf, pki.AdminRoleURI) {
 		return "", status.Errorf(codes.PermissionDenied, "admin API: certificate %q has no admin role", leaf.Subject.CommonName)
 	}
 	return leaf.Subject.CommonName, nil

@@ -6,6 +6,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/token"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -23,7 +24,7 @@ func (s *Server) ReleaseSecrets(ctx context.Context, req *bulwarkv1.ReleaseSecre
 	}
 	id := req.GetAttestationId()
 	if tok := req.GetToken(); tok != "" {
-		c, err := VerifyToken(tok, s.tokens.Public(), s.now())
+		c, err := token.Verify(tok, s.tokens.Public(), s.now())
 		if err != nil {
 			s.metrics.Releases.WithLabelValues("refused").Inc()
 			return nil, status.Errorf(codes.PermissionDenied, "token: %v", err)

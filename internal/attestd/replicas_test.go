@@ -13,6 +13,7 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/store/pgtest"
+	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm"
 )
 
@@ -67,7 +68,7 @@ func (r *replicaSet) serveFails(name string) string {
 // as docs/attestd.md says replicas share them.
 func (r *replicaSet) shareIdentity(from, to string) {
 	r.t.Helper()
-	for _, f := range []string{"tls/ca.crt", "tls/ca.key", TokenKeyFile} {
+	for _, f := range []string{"tls/ca.crt", "tls/ca.key", token.KeyFile} {
 		b, err := os.ReadFile(filepath.Join(r.data(from), f))
 		if err != nil {
 			r.t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/token"
 )
 
 // DefaultRetention is how long attestations and audit records are kept
@@ -28,7 +29,7 @@ const MinRetention = time.Minute
 // one goroutine (attestd runs it every minute).
 type Retainer struct {
 	Store       store.Store
-	Tokens      *TokenSigner
+	Tokens      *token.Signer
 	Checkpoints *Checkpoints // nil: none to prune
 	Retention   time.Duration
 	Now         func() time.Time // nil: time.Now
@@ -49,7 +50,7 @@ func (r *Retainer) Round(ctx context.Context) (store.Purged, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cutoff := now().Add(-r.Retention)
-	p, err := store.Retain(ctx, r.Store, cutoff, store.RetainOptions{Signer: r.Tokens.key, Rand: r.Tokens.rand})
+	p, err := store.Retain(ctx, r.Store, cutoff, store.RetainOptions{Signer: r.Tokens.Key(), Rand: defaultRand})
 	if p.Audit > 0 {
 		log.InfoContext(ctx, "retention purged", "audit_records", p.Audit, "attestations", p.Attestations,
 			"before", cutoff.UTC().Format(time.RFC3339))

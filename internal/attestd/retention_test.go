@@ -13,6 +13,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/token"
 )
 
 // TestRetainerRound: a retention round purges the attestations and audit
@@ -73,7 +74,7 @@ func TestRetainerRound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := NewTokenSigner(k, nil)
+	other, err := token.NewSigner(k)
 	if err != nil {
 		t.Fatal(err)
 	}

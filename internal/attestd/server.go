@@ -24,6 +24,7 @@ import (
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
@@ -50,7 +51,7 @@ type Config struct {
 	Store    store.Store
 	Vault    *enclave.Vault
 	Policies *policy.Watcher // the policy directory in force, reloading
-	Tokens   *TokenSigner
+	Tokens   *token.Signer
 	Metrics  *Metrics // nil: a fresh registry
 	// Checkpoints, when set, anchor the audit log: VerifyAudit checks the
 	// chain against them and records the verified head.
@@ -109,7 +110,7 @@ type Server struct {
 	st       store.Store
 	vault    *enclave.Vault
 	policies *policy.Watcher
-	tokens   *TokenSigner
+	tokens   *token.Signer
 	metrics  *Metrics
 	ekRoots  *x509.CertPool
 	ekInter  *x509.CertPool
@@ -252,7 +253,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
 // Tokens returns the token signer (for the JWKS endpoint).
-func (s *Server) Tokens() *TokenSigner { return s.tokens }
+func (s *Server) Tokens() *token.Signer { return s.tokens }
 
 func (s *Server) now() time.Time { return s.nowFn().UTC() }
 

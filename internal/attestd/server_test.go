@@ -18,8 +18,10 @@ import (
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/enclave/wrap"
 	"github.com/bulwark-project/bulwark/internal/attestclient"
+	"github.com/bulwark-project/bulwark/internal/pki"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -552,8 +554,8 @@ func runServerSuite(t *testing.T, storeKind string) {
 		_, err = c.ReleaseWithToken(ctx, r.GetToken())
 		wantCode(t, err, codes.PermissionDenied, "token", "expired")
 		// A forged token (signature of another key).
-		other, _ := LoadOrCreateTokenKey(filepath.Join(t.TempDir(), "k"), nil)
-		forged, _ := other.Sign(&Claims{Issuer: TokenIssuer, ID: r.GetAttestationId(), Verdict: "allow", ExpiresAt: e.clock.Now().Add(time.Hour).Unix()})
+		other, _ := token.LoadOrCreateKey(filepath.Join(t.TempDir(), "k"), nil)
+		forged, _ := other.Sign(&token.Claims{Issuer: token.Issuer, ID: r.GetAttestationId(), Verdict: "allow", ExpiresAt: e.clock.Now().Add(time.Hour).Unix()})
 		_, err = c.ReleaseWithToken(ctx, forged)
 		wantCode(t, err, codes.PermissionDenied, "token", "bad signature")
 	})
@@ -634,7 +636,7 @@ func runServerSuite(t *testing.T, storeKind string) {
 	})
 }
 
-// checkToken verifies a token with VerifyToken and, independently, with
+// checkToken verifies a token with token.Verify and, independently, with
 // go-jose against the published JWKS, and checks its claims.
 func checkToken(t *testing.T, ctx context.Context, c *attestclient.Client, e *env, tok string, ev measure.LaunchEvent, node, verdict string) {
 	t.Helper()
@@ -651,14 +653,14 @@ func checkToken(t *testing.T, ctx context.Context, c *attestclient.Client, e *en
 		t.Fatal(err)
 	}
 	var std jwt.Claims
-	var mine Claims
+	var mine token.Claims
 	if err := parsed.Claims(set.Keys[0].Key, &std, &mine); err != nil {
 		t.Fatalf("go-jose does not verify the token with the JWKS: %v", err)
 	}
-	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: TokenIssuer, Time: e.clock.Now()}, 0); err != nil {
+	if err := std.ValidateWithLeeway(jwt.Expected{Issuer: token.Issuer, Time: e.clock.Now()}, 0); err != nil {
 		t.Fatal(err)
 	}
-	got, err := VerifyToken(tok, e.srv.Tokens().Public(), e.clock.Now())
+	got, err := token.Verify(tok, e.srv.Tokens().Public(), e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -667,7 +669,7 @@ func checkToken(t *testing.T, ctx context.Context, c *attestclient.Client, e *en
 		got.Digests.Kernel != ev.Kernel || got.Digests.Image != ev.Image || got.GuestKeyHash != "sha256:"+hex.EncodeToString(gk[:]) {
 		t.Fatalf("claims %+v do not match the event %+v", got, ev)
 	}
-	if _, err := VerifyToken(tok, e.srv.Tokens().Public(), e.clock.Now().Add(DefaultTokenTTL+time.Second)); !errors.Is(err, ErrBadToken) {
+	if _, err := token.Verify(tok, e.srv.Tokens().Public(), e.clock.Now().Add(DefaultTokenTTL+time.Second)); !errors.Is(err, token.ErrInvalid) {
 		t.Fatalf("expired token verifies: %v", err)
 	}
 }
@@ -676,17 +678,17 @@ func adminChecks(t *testing.T, ctx context.Context, e *env, h *host) {
 	// No certificate, a host certificate, a foreign CA's admin certificate.
 	_, err := e.client.Admin.ListSecrets(ctx, &bulwarkv1.ListSecretsRequest{})
 	wantCode(t, err, codes.PermissionDenied, "admin client certificate is required")
-	hc, hk, err := e.pki.IssueClientCert("host1", HostRoleURI, time.Hour, filepath.Join(e.dir, "hostcert"))
+	hc, hk, err := e.pki.IssueClientCert("host1", pki.HostRoleURI, time.Hour, filepath.Join(e.dir, "hostcert"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = e.dial(t, hc, hk).Admin.PutSecret(ctx, &bulwarkv1.PutSecretRequest{Name: "x", Value: []byte("y")})
 	wantCode(t, err, codes.PermissionDenied, "no admin role")
-	foreign, _, err := LoadOrCreatePKI(filepath.Join(e.dir, "foreign"), nil, nil)
+	foreign, _, err := pki.LoadOrCreate(filepath.Join(e.dir, "foreign"), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc, fk, _ := foreign.IssueClientCert("mallory", AdminRoleURI, time.Hour, filepath.Join(e.dir, "mallory"))
+	fc, fk, _ := foreign.IssueClientCert("mallory", pki.AdminRoleURI, time.Hour, filepath.Join(e.dir, "mallory"))
 	_, err = e.dial(t, fc, fk).Admin.ListNodes(ctx, &bulwarkv1.ListNodesRequest{})
 	if status.Code(err) == codes.OK {
 		t.Fatal("an admin certificate from another CA was accepted")

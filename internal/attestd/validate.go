@@ -8,6 +8,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -41,7 +42,7 @@ const (
 	MaxSignatures    = 16
 	MaxArtSignature  = 8 << 10
 	MaxArtPayload    = 64 << 10
-	MaxToken         = maxTokenSize
+	MaxToken         = token.MaxSize
 	MaxSecretName    = 128
 	MaxSecretMeta    = 16
 	MaxPolicyName    = 256

@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/pki"
 )
 
 var adminCertCommand = &cli.Command{
@@ -19,7 +19,7 @@ var adminCertCommand = &cli.Command{
 	Summary: "issue an admin client certificate from attestd's CA (for attestd ctl)",
 	Usage:   "--data DIR --name NAME -o OUTDIR [--days N] [--force] [--init-ca]",
 	Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-		return issueCert(env, fs, args, attestd.AdminRoleURI)
+		return issueCert(env, fs, args, pki.AdminRoleURI)
 	},
 }
 
@@ -28,7 +28,7 @@ var clientCertCommand = &cli.Command{
 	Summary: "issue a host (launcher) client certificate from attestd's CA (optional: hosts need none)",
 	Usage:   "--data DIR --name NAME -o OUTDIR [--days N] [--force] [--init-ca]",
 	Run: func(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
-		return issueCert(env, fs, args, attestd.HostRoleURI)
+		return issueCert(env, fs, args, pki.HostRoleURI)
 	},
 }
 
@@ -51,7 +51,7 @@ func issueCert(env *cli.Env, fs *flag.FlagSet, args []string, role string) error
 	if *days < 1 || *days > 3650 {
 		return cli.Usagef("--days %d: want 1..3650", *days)
 	}
-	if err := attestd.ValidClientCertName(*name); err != nil {
+	if err := pki.ValidClientCertName(*name); err != nil {
 		return cli.Usagef("--name: %v", err)
 	}
 	if fi, err := os.Stat(*out); err == nil && !fi.IsDir() {
@@ -65,40 +65,40 @@ func issueCert(env *cli.Env, fs *flag.FlagSet, args []string, role string) error
 	}
 	// The CA must exist (attestd serve creates it): a mistyped --data must
 	// not quietly start a second CA that attestd does not trust.
-	pki, err := attestd.LoadPKI(*dataDir, nil, nil)
-	if errors.Is(err, attestd.ErrNoCA) {
+	ca, err := pki.Load(*dataDir, nil, nil)
+	if errors.Is(err, pki.ErrNoCA) {
 		if !*initCA {
 			return fmt.Errorf("%v: is --data right? 'attestd serve --data DIR' creates the CA on first start; give --init-ca to create one here now", err)
 		}
-		pki = nil
+		ca = nil
 	} else if err != nil {
 		return err
 	}
 	// Everything that can be checked is checked before a CA is created.
 	var caCert *x509.Certificate
-	if pki != nil {
-		caCert = pki.CACert
+	if ca != nil {
+		caCert = ca.CACert
 	}
-	if err := attestd.CheckClientCertOutput(*name, *out, caCert, *force); err != nil {
+	if err := pki.CheckClientCertOutput(*name, *out, caCert, *force); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(*out, 0o700); err != nil {
 		return fmt.Errorf("-o: %w", err)
 	}
-	if pki == nil {
+	if ca == nil {
 		var created bool
-		if pki, created, err = attestd.LoadOrCreatePKI(*dataDir, nil, nil); err != nil {
+		if ca, created, err = pki.LoadOrCreate(*dataDir, nil, nil); err != nil {
 			return err
 		}
 		if created {
-			fmt.Fprintf(env.Stderr, "created attestd CA in %s (--init-ca)\n", pki.Dir)
+			fmt.Fprintf(env.Stderr, "created attestd CA in %s (--init-ca)\n", ca.Dir)
 		}
 	}
-	certPath, keyPath, err := pki.IssueClientCertWith(*name, role, time.Duration(*days)*24*time.Hour, *out, attestd.ClientCertOptions{Overwrite: *force})
+	certPath, keyPath, err := ca.IssueClientCertWith(*name, role, time.Duration(*days)*24*time.Hour, *out, pki.ClientCertOptions{Overwrite: *force})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "certificate: %s\nkey:         %s\nca:          %s\nCA SHA-256:  %s\n", certPath, keyPath, filepath.Join(*out, "ca.crt"), pki.CAFingerprint())
+	fmt.Fprintf(env.Stdout, "certificate: %s\nkey:         %s\nca:          %s\nCA SHA-256:  %s\n", certPath, keyPath, filepath.Join(*out, "ca.crt"), ca.CAFingerprint())
 	return nil
 }
 

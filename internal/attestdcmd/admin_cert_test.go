@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bulwark-project/bulwark/internal/attestd"
+	"github.com/bulwark-project/bulwark/internal/pki"
 )
 
 // admin-cert and client-cert need the CA that serve created (or an
@@ -98,7 +98,7 @@ func TestIssueCertRefusals(t *testing.T) {
 			name: "another CA's ca.crt in -o",
 			pre: func(t *testing.T, d dirs) {
 				other := filepath.Join(d.base, "other")
-				if _, _, err := attestd.LoadOrCreatePKI(other, nil, nil); err != nil {
+				if _, _, err := pki.LoadOrCreate(other, nil, nil); err != nil {
 					t.Fatal(err)
 				}
 				os.MkdirAll(d.out, 0o700)
@@ -184,7 +184,7 @@ func TestIssueCertRefusals(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			base := t.TempDir()
 			d := dirs{data: filepath.Join(base, "data"), out: filepath.Join(base, "out"), base: base}
-			if _, _, err := attestd.LoadOrCreatePKI(d.data, nil, nil); err != nil {
+			if _, _, err := pki.LoadOrCreate(d.data, nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			if c.pre != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/token"
 )
 
 var auditVerifyCommand = &cli.Command{
@@ -38,7 +39,7 @@ func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 			return cli.Usagef("--since: %v", err)
 		}
 		if *dataDir == "" {
-			return cli.Usagef("--since needs --data DIR (the checkpoint must be one attestd signed with DATA/%s)", attestd.TokenKeyFile)
+			return cli.Usagef("--since needs --data DIR (the checkpoint must be one attestd signed with DATA/%s)", token.KeyFile)
 		}
 		since = &c
 	}
@@ -54,7 +55,7 @@ func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		}
 	}
 	if *cpFile != "" && *dataDir == "" {
-		return cli.Usagef("--checkpoints needs --data DIR (the token key that signed them is DATA/%s)", attestd.TokenKeyFile)
+		return cli.Usagef("--checkpoints needs --data DIR (the token key that signed them is DATA/%s)", token.KeyFile)
 	}
 	if *db != "" && *dataDir != "" {
 		// --data names where the signed checkpoints are: a mistyped one
@@ -90,8 +91,8 @@ func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 		if cpPath == "" {
 			cpPath = filepath.Join(*dataDir, attestd.CheckpointFile)
 		}
-		keyPath := filepath.Join(*dataDir, attestd.TokenKeyFile)
-		signer, err := attestd.LoadTokenKey(keyPath)
+		keyPath := filepath.Join(*dataDir, token.KeyFile)
+		signer, err := token.LoadKey(keyPath)
 		if err != nil {
 			if since != nil {
 				return fmt.Errorf("--since %s: cannot check that attestd signed it: %w", *sinceFlag, err)

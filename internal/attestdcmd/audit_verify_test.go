@@ -10,6 +10,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/internal/store/storetest"
+	"github.com/bulwark-project/bulwark/token"
 )
 
 // audit verify reads an existing store and creates nothing: a wrong --data
@@ -34,7 +35,7 @@ func TestAuditVerifyArgs(t *testing.T) {
 		if _, err := st.AppendAudit(ctx, store.AuditEntry{Kind: store.KindEnroll, NodeID: n.ID}); err != nil {
 			t.Fatal(err)
 		}
-		tokens, err := attestd.LoadOrCreateTokenKey(filepath.Join(dir, attestd.TokenKeyFile), nil)
+		tokens, err := token.LoadOrCreateKey(filepath.Join(dir, token.KeyFile), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

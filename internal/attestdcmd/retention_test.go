@@ -15,6 +15,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/internal/store/storetest"
+	"github.com/bulwark-project/bulwark/token"
 )
 
 var tRet = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
@@ -32,7 +33,7 @@ func retainedData(t *testing.T) (string, string, []store.AuditRecord) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	tokens, err := attestd.LoadOrCreateTokenKey(filepath.Join(dir, attestd.TokenKeyFile), nil)
+	tokens, err := token.LoadOrCreateKey(filepath.Join(dir, token.KeyFile), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,8 +19,10 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/cli"
+	"github.com/bulwark-project/bulwark/internal/pki"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm/limits"
 )
 
@@ -239,7 +241,7 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		log.Warn("no --ek-ca and no --ek-allow: no host can enroll")
 	}
 
-	tokens, err := attestd.LoadOrCreateTokenKey(filepath.Join(*dataDir, attestd.TokenKeyFile), nil)
+	tokens, err := token.LoadOrCreateKey(filepath.Join(*dataDir, token.KeyFile), nil)
 	if err != nil {
 		return err
 	}
@@ -252,20 +254,20 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 		log.Warn("INSECURE: serving plaintext gRPC without TLS (--insecure). Anyone on the network can read and alter attestation traffic. The admin API is disabled.")
 		fmt.Fprintln(env.Stderr, "attestd: WARNING: --insecure: plaintext gRPC, no TLS, admin API disabled. Never use this in production.")
 	} else {
-		pki, created, err := attestd.LoadOrCreatePKI(*dataDir, nil, nil)
+		ca, created, err := pki.LoadOrCreate(*dataDir, nil, nil)
 		if err != nil {
 			return err
 		}
-		cert, err := pki.ServerCertificate(tlsSANs)
+		cert, err := ca.ServerCertificate(tlsSANs)
 		if err != nil {
 			return err
 		}
-		adminCA = pki.CAPool()
+		adminCA = ca.CAPool()
 		so.TLS = attestd.ServerTLSConfig(cert, adminCA)
 		if created {
-			log.Info("created attestd CA", "ca", pki.CACertPath(), "sha256", pki.CAFingerprint())
+			log.Info("created attestd CA", "ca", ca.CACertPath(), "sha256", ca.CAFingerprint())
 		}
-		fmt.Fprintf(env.Stderr, "attestd: CA %s SHA-256 fingerprint %s\n", pki.CACertPath(), pki.CAFingerprint())
+		fmt.Fprintf(env.Stderr, "attestd: CA %s SHA-256 fingerprint %s\n", ca.CACertPath(), ca.CAFingerprint())
 	}
 
 	rate := *peerRate

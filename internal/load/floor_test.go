@@ -17,6 +17,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
 	"github.com/bulwark-project/bulwark/policy"
+	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm/limits"
 	"github.com/bulwark-project/bulwark/tpm/verify"
 )
@@ -68,7 +69,7 @@ func verifyFloor(tb testing.TB, n int) float64 {
 	if err := w.Reload(); err != nil {
 		tb.Fatal(err)
 	}
-	tokens, err := attestd.LoadOrCreateTokenKey(filepath.Join(dir, "token.key"), nil)
+	tokens, err := token.LoadOrCreateKey(filepath.Join(dir, "token.key"), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package attestd
+package pki
 
 import (
 	"bytes"
@@ -10,30 +10,30 @@ import (
 	"time"
 )
 
-// LoadPKI never creates a CA; LoadOrCreatePKI does not replace a ca.crt
+// Load never creates a CA; LoadOrCreate does not replace a ca.crt
 // whose key is unreadable.
-func TestLoadPKI(t *testing.T) {
+func TestLoad(t *testing.T) {
 	empty := t.TempDir()
-	if _, err := LoadPKI(empty, nil, nil); !errors.Is(err, ErrNoCA) || !strings.Contains(err.Error(), filepath.Join(empty, "tls", "ca.crt")) {
+	if _, err := Load(empty, nil, nil); !errors.Is(err, ErrNoCA) || !strings.Contains(err.Error(), filepath.Join(empty, "tls", "ca.crt")) {
 		t.Fatalf("no CA: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(empty, "tls")); !os.IsNotExist(err) {
-		t.Fatalf("LoadPKI created DATA/tls: %v", err)
+		t.Fatalf("Load created DATA/tls: %v", err)
 	}
 	dir := t.TempDir()
-	p, _, err := LoadOrCreatePKI(dir, nil, nil)
+	p, _, err := LoadOrCreate(dir, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q, err := LoadPKI(dir, nil, nil); err != nil || q.CAFingerprint() != p.CAFingerprint() {
+	if q, err := Load(dir, nil, nil); err != nil || q.CAFingerprint() != p.CAFingerprint() {
 		t.Fatalf("existing CA: %v", err)
 	}
 	os.Remove(filepath.Join(dir, "tls", "ca.key"))
-	if _, err := LoadPKI(dir, nil, nil); err == nil || errors.Is(err, ErrNoCA) {
+	if _, err := Load(dir, nil, nil); err == nil || errors.Is(err, ErrNoCA) {
 		t.Fatalf("CA without its key: %v", err)
 	}
-	if _, _, err := LoadOrCreatePKI(dir, nil, nil); err == nil {
-		t.Fatal("LoadOrCreatePKI replaced a CA whose key is missing")
+	if _, _, err := LoadOrCreate(dir, nil, nil); err == nil {
+		t.Fatal("LoadOrCreate replaced a CA whose key is missing")
 	}
 }
 
@@ -41,11 +41,11 @@ func TestLoadPKI(t *testing.T) {
 // ca.crt unless told to, refuses the name "ca", and the CA's own directory.
 func TestIssueClientCertRefusals(t *testing.T) {
 	base := t.TempDir()
-	p, _, err := LoadOrCreatePKI(filepath.Join(base, "data"), nil, nil)
+	p, _, err := LoadOrCreate(filepath.Join(base, "data"), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _, err := LoadOrCreatePKI(filepath.Join(base, "other"), nil, nil)
+	other, _, err := LoadOrCreate(filepath.Join(base, "other"), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

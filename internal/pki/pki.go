@@ -1,9 +1,13 @@
-package attestd
+// Package pki is attestd's own certificate authority: created on first
+// start in DATA/tls, it issues the server certificate and the admin and host
+// client certificates, whose role is a URI SAN (HasRole).
+package pki
 
 import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -41,10 +45,10 @@ const AdminRoleURI = "bulwark:role:admin"
 // (optional: the Attestation service does not require client certificates).
 const HostRoleURI = "bulwark:role:host"
 
-// PKI is attestd's own certificate authority: it signs the server
+// CA is attestd's own certificate authority: it signs the server
 // certificate and the admin (and optional host) client certificates.
 // It is created on first start in DIR/tls with 0600 keys.
-type PKI struct {
+type CA struct {
 	Dir    string
 	CACert *x509.Certificate
 	CAKey  *ecdsa.PrivateKey
@@ -55,7 +59,7 @@ type PKI struct {
 
 // CAFingerprint is the SHA-256 of the CA certificate (DER), hex, the value
 // clients pin or compare out of band.
-func (p *PKI) CAFingerprint() string { return CertFingerprint(p.CACert) }
+func (p *CA) CAFingerprint() string { return CertFingerprint(p.CACert) }
 
 // CertFingerprint returns the hex SHA-256 of a certificate's DER.
 func CertFingerprint(c *x509.Certificate) string {
@@ -64,35 +68,35 @@ func CertFingerprint(c *x509.Certificate) string {
 }
 
 // CAPool returns a pool holding only attestd's CA.
-func (p *PKI) CAPool() *x509.CertPool {
+func (p *CA) CAPool() *x509.CertPool {
 	pool := x509.NewCertPool()
 	pool.AddCert(p.CACert)
 	return pool
 }
 
 // CACertPath is where the CA certificate lives (give it to clients).
-func (p *PKI) CACertPath() string { return filepath.Join(p.Dir, caCertFile) }
+func (p *CA) CACertPath() string { return filepath.Join(p.Dir, caCertFile) }
 
 // ErrNoCA: the data directory holds no CA certificate (DATA/tls/ca.crt).
 var ErrNoCA = errors.New("no attestd CA")
 
-// newPKI is the PKI of dataDir/tls, its CA not loaded yet, with the
+// newCA is the CA of dataDir/tls, its CA not loaded yet, with the
 // clock and randomness defaulted, and where its CA files live.
-func newPKI(dataDir string, now func() time.Time, rnd io.Reader) (p *PKI, certPath, keyPath string) {
+func newCA(dataDir string, now func() time.Time, rnd io.Reader) (p *CA, certPath, keyPath string) {
 	if now == nil {
 		now = time.Now
 	}
 	if rnd == nil {
-		rnd = defaultRand
+		rnd = rand.Reader
 	}
 	dir := filepath.Join(dataDir, "tls")
-	return &PKI{Dir: dir, Now: now, Rand: rnd}, filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
+	return &CA{Dir: dir, Now: now, Rand: rnd}, filepath.Join(dir, caCertFile), filepath.Join(dir, caKeyFile)
 }
 
-// LoadPKI opens the existing CA in dataDir/tls. When there is no
+// Load opens the existing CA in dataDir/tls. When there is no
 // ca.crt the error wraps ErrNoCA; nothing is created.
-func LoadPKI(dataDir string, now func() time.Time, rnd io.Reader) (*PKI, error) {
-	p, certPath, keyPath := newPKI(dataDir, now, rnd)
+func Load(dataDir string, now func() time.Time, rnd io.Reader) (*CA, error) {
+	p, certPath, keyPath := newCA(dataDir, now, rnd)
 	if _, err := os.Stat(certPath); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w at %s", ErrNoCA, certPath)
 	} else if err != nil {
@@ -109,17 +113,17 @@ func LoadPKI(dataDir string, now func() time.Time, rnd io.Reader) (*PKI, error) 
 	return p, nil
 }
 
-// LoadOrCreatePKI opens the CA in dataDir/tls, creating it (ECDSA P-256,
+// LoadOrCreate opens the CA in dataDir/tls, creating it (ECDSA P-256,
 // 10 years) when absent. created reports whether it was made now.
-func LoadOrCreatePKI(dataDir string, now func() time.Time, rnd io.Reader) (p *PKI, created bool, err error) {
-	p, err = LoadPKI(dataDir, now, rnd)
+func LoadOrCreate(dataDir string, now func() time.Time, rnd io.Reader) (p *CA, created bool, err error) {
+	p, err = Load(dataDir, now, rnd)
 	if err == nil {
 		return p, false, nil
 	}
 	if !errors.Is(err, ErrNoCA) {
 		return nil, false, err
 	}
-	p, certPath, keyPath := newPKI(dataDir, now, rnd)
+	p, certPath, keyPath := newCA(dataDir, now, rnd)
 	if err := os.MkdirAll(p.Dir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("creating %s: %w", p.Dir, err)
 	}
@@ -154,7 +158,7 @@ func LoadOrCreatePKI(dataDir string, now func() time.Time, rnd io.Reader) (p *PK
 // ServerCertificate returns the server certificate in p.Dir, issuing a new
 // one when absent, expired within 30 days, or missing one of sans. The
 // SANs always include localhost, 127.0.0.1, ::1 and the host name.
-func (p *PKI) ServerCertificate(extraSANs []string) (tls.Certificate, error) {
+func (p *CA) ServerCertificate(extraSANs []string) (tls.Certificate, error) {
 	certPath, keyPath := filepath.Join(p.Dir, serverCertFile), filepath.Join(p.Dir, serverKeyFile)
 	sans := []string{"localhost", "127.0.0.1", "::1"}
 	if h, err := os.Hostname(); err == nil && h != "" {
@@ -204,14 +208,14 @@ type ClientCertOptions struct {
 // URI (AdminRoleURI or HostRoleURI), valid for validity, and writes
 // NAME.crt, NAME.key (0600) and ca.crt into outDir. It refuses to replace
 // existing files (see IssueClientCertWith).
-func (p *PKI) IssueClientCert(name, roleURI string, validity time.Duration, outDir string) (certPath, keyPath string, err error) {
+func (p *CA) IssueClientCert(name, roleURI string, validity time.Duration, outDir string) (certPath, keyPath string, err error) {
 	return p.IssueClientCertWith(name, roleURI, validity, outDir, ClientCertOptions{})
 }
 
 // IssueClientCertWith is IssueClientCert with options. Unless
 // o.Overwrite, it refuses (before issuing anything) when outDir already
 // holds NAME.crt or NAME.key, or a ca.crt that is not this CA's.
-func (p *PKI) IssueClientCertWith(name, roleURI string, validity time.Duration, outDir string, o ClientCertOptions) (certPath, keyPath string, err error) {
+func (p *CA) IssueClientCertWith(name, roleURI string, validity time.Duration, outDir string, o ClientCertOptions) (certPath, keyPath string, err error) {
 	if err := ValidClientCertName(name); err != nil {
 		return "", "", err
 	}
@@ -324,17 +328,17 @@ func validName(name string) error {
 	return nil
 }
 
-func (p *PKI) now() time.Time {
+func (p *CA) now() time.Time {
 	if p.Now == nil {
 		return time.Now()
 	}
 	return p.Now()
 }
 
-func (p *PKI) issue(tmpl *x509.Certificate, validity time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
+func (p *CA) issue(tmpl *x509.Certificate, validity time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
 	rnd := p.Rand
 	if rnd == nil {
-		rnd = defaultRand
+		rnd = rand.Reader
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rnd)
 	if err != nil {

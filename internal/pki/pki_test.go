@@ -1,11 +1,8 @@
-package attestd
+package pki
 
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,9 +11,9 @@ import (
 	"time"
 )
 
-func TestPKIBootstrap(t *testing.T) {
+func TestBootstrap(t *testing.T) {
 	dir := t.TempDir()
-	p, created, err := LoadOrCreatePKI(dir, nil, nil)
+	p, created, err := LoadOrCreate(dir, nil, nil)
 	if err != nil || !created {
 		t.Fatalf("create: %v %v", created, err)
 	}
@@ -26,7 +23,7 @@ func TestPKIBootstrap(t *testing.T) {
 			t.Fatalf("%s: %v %v", f, fi.Mode(), err)
 		}
 	}
-	p2, created, err := LoadOrCreatePKI(dir, nil, nil)
+	p2, created, err := LoadOrCreate(dir, nil, nil)
 	if err != nil || created || p2.CAFingerprint() != p.CAFingerprint() {
 		t.Fatalf("reload: created=%v err=%v", created, err)
 	}
@@ -81,55 +78,5 @@ func TestPKIBootstrap(t *testing.T) {
 		if _, _, err := p.IssueClientCert(bad, AdminRoleURI, time.Hour, filepath.Join(dir, "out")); err == nil {
 			t.Errorf("name %q accepted", bad)
 		}
-	}
-}
-
-func TestTokens(t *testing.T) {
-	dir := t.TempDir()
-	s, err := LoadOrCreateTokenKey(filepath.Join(dir, "k"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2, err := LoadOrCreateTokenKey(filepath.Join(dir, "k"), nil)
-	if err != nil || s2.KeyID() != s.KeyID() {
-		t.Fatal("token key not reloaded")
-	}
-	now := time.Unix(1_800_000_000, 0)
-	tok, err := s.Sign(&Claims{Issuer: TokenIssuer, ID: "att-1", Verdict: "allow", IssuedAt: now.Unix(), ExpiresAt: now.Add(time.Minute).Unix()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c, err := VerifyToken(tok, s.Public(), now); err != nil || c.ID != "att-1" {
-		t.Fatalf("verify: %v", err)
-	}
-	parts := strings.Split(tok, ".")
-	body, _ := base64.RawURLEncoding.DecodeString(parts[1])
-	tampered := strings.Replace(string(body), `"allow"`, `"deny!"`, 1)
-	noneHdr := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`))
-	other, _ := LoadOrCreateTokenKey(filepath.Join(dir, "other"), nil)
-	cases := map[string]struct {
-		tok string
-		now time.Time
-	}{
-		"tampered payload": {parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(tampered)) + "." + parts[2], now},
-		"alg none":         {noneHdr + "." + parts[1] + ".", now},
-		"expired":          {tok, now.Add(time.Minute)},
-		"not a JWT":        {"abc", now},
-		"truncated sig":    {tok[:len(tok)-4], now},
-		"huge":             {strings.Repeat("a", maxTokenSize+1), now},
-	}
-	for name, tc := range cases {
-		if _, err := VerifyToken(tc.tok, s.Public(), tc.now); !errors.Is(err, ErrBadToken) {
-			t.Errorf("%s: %v", name, err)
-		}
-	}
-	if _, err := VerifyToken(tok, other.Public(), now); !errors.Is(err, ErrBadToken) {
-		t.Error("verifies with another key")
-	}
-	var jwks struct {
-		Keys []map[string]string `json:"keys"`
-	}
-	if err := json.Unmarshal(s.JWKS(), &jwks); err != nil || len(jwks.Keys) != 1 || jwks.Keys[0]["kid"] != s.KeyID() || jwks.Keys[0]["alg"] != "ES256" {
-		t.Fatalf("jwks: %s", s.JWKS())
 	}
 }
