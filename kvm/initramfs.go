@@ -33,23 +33,25 @@ import (
 // of a template (every disk slot has one size, DiskSlotSize, so the disk a
 // template's guest probed is the size of each clone's); dependencies
 // (virtio, virtio_ring, libcrc32c) are added from modules.dep.
-var DefaultModules = []string{"virtio_mmio", "virtio_rng", "virtio_console", "virtio_blk", "crc32c_generic", "erofs", "overlay"}
+func DefaultModules() []string {
+	return []string{"virtio_mmio", "virtio_rng", "virtio_console", "virtio_blk", "crc32c_generic", "erofs", "overlay"}
+}
 
 // DefaultDiskModules are loaded when the agent mounts the image disk, after
 // a clone resumed: none by default (loading virtio_blk there cost a clone
 // 100-300 ms of its start under TCG).
-var DefaultDiskModules []string
+func DefaultDiskModules() []string { return nil }
 
 // DefaultNetModules are loaded by the agent only for a workload with a
 // network (launcher run --net user): virtio_net (and its dependencies not
 // in Modules). A guest without a network never probes a network device.
-var DefaultNetModules = []string{"virtio_net"}
+func DefaultNetModules() []string { return []string{"virtio_net"} }
 
 // DefaultScratchModules are loaded by the agent only for a workload with a
 // scratch disk (launcher run --scratch): ext4 (and jbd2, mbcache, crc16;
 // its crc32c is among DefaultModules already). A guest without one never
 // loads them.
-var DefaultScratchModules = []string{"ext4"}
+func DefaultScratchModules() []string { return []string{"ext4"} }
 
 // BaseOptions configures BuildBaseInitramfs.
 type BaseOptions struct {
@@ -97,18 +99,18 @@ func BuildBaseInitramfs(opts BaseOptions) ([]byte, error) {
 		opts.ModulesDir = "/lib/modules"
 	}
 	if len(opts.Modules) == 0 {
-		opts.Modules = DefaultModules
+		opts.Modules = DefaultModules()
 	}
 	if opts.DiskModules == nil {
-		opts.DiskModules = DefaultDiskModules
+		opts.DiskModules = DefaultDiskModules()
 	}
 	netOptional := opts.NetModules == nil // a kernel without virtio_net still boots workloads without a network
 	if netOptional {
-		opts.NetModules = DefaultNetModules
+		opts.NetModules = DefaultNetModules()
 	}
 	scratchOptional := opts.ScratchModules == nil
 	if scratchOptional {
-		opts.ScratchModules = DefaultScratchModules
+		opts.ScratchModules = DefaultScratchModules()
 	}
 	modRoot := filepath.Join(opts.ModulesDir, opts.KernelVersion)
 	order, err := resolveModules(modRoot, opts.Modules, false)

@@ -27,7 +27,7 @@ func runInitrdBuild(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	modDir := fs.String("modules-dir", "/lib/modules", "root of the kernel module trees")
 	out := fs.String("o", "", "output file (required); the archive is deterministic: same inputs, same digest")
 	var mods cli.Strings
-	fs.Var(&mods, "module", "kernel module to include with its dependencies (repeatable; default: "+strings.Join(kvm.DefaultModules, ", ")+")")
+	fs.Var(&mods, "module", "kernel module to include with its dependencies (repeatable; default: "+strings.Join(kvm.DefaultModules(), ", ")+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
