@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 	"github.com/bulwark-project/bulwark/tpm"
 )
 
@@ -143,7 +144,7 @@ func TestSGXRefusesOutsideEnclave(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Fatalf("refused backend wrote %d files", len(ents))
 	}
-	st, err := store.OpenEmbedded(ctx, t.TempDir(), store.Options{})
+	st, err := embedded.Open(ctx, t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/enclave/backendtest"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 	"github.com/bulwark-project/bulwark/tpm"
 )
 
@@ -19,7 +20,7 @@ import (
 
 func newStore(t *testing.T) enclave.SecretStore {
 	t.Helper()
-	st, err := store.OpenEmbedded(context.Background(), t.TempDir(), store.Options{})
+	st, err := embedded.Open(context.Background(), t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 )
 
 // fakeStore holds one secret record as an attacker with write access to the
@@ -122,7 +123,7 @@ func FuzzJoinRecord(f *testing.F) {
 }
 
 func openStoreF(f *testing.F) store.Store {
-	st, err := store.OpenEmbedded(context.Background(), f.TempDir(), store.Options{})
+	st, err := embedded.Open(context.Background(), f.TempDir(), store.Options{})
 	if err != nil {
 		f.Fatal(err)
 	}

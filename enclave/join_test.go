@@ -11,11 +11,12 @@ import (
 	"testing"
 
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 )
 
 func openStore(t *testing.T) store.Store {
 	t.Helper()
-	st, err := store.OpenEmbedded(context.Background(), t.TempDir(), store.Options{})
+	st, err := embedded.Open(context.Background(), t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/enclave/wrap"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 )
 
 func newGuest(t *testing.T) ([]byte, *wrap.PrivateKey) { return newGuestF(t) }
@@ -28,7 +29,7 @@ func newGuestF(t testing.TB) ([]byte, *wrap.PrivateKey) {
 func newVault(t *testing.T) (*Vault, store.Store) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.OpenEmbedded(ctx, t.TempDir(), store.Options{})
+	st, err := embedded.Open(ctx, t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ bench() { # PKG REGEX BENCHTIME
 bench ./measure 'BenchmarkMeasureFileVsOpenSSL|BenchmarkMeasureImageParallel' "$n"
 bench ./internal/attestd 'BenchmarkVerifyAttestationInProcess' 2000x
 bench ./internal/load 'BenchmarkAttestdEndToEnd' "$n"
-bench ./internal/store 'BenchmarkStoreSize|BenchmarkRetentionSteadyState' 1x
+bench ./internal/store/embedded 'BenchmarkStoreSize|BenchmarkRetentionSteadyState' 1x
 bench ./kvm 'BenchmarkLaunchVsBareQEMU|BenchmarkCloneVsColdBoot' "$n"
 # Density: BULWARK_BENCH_CLONES idle clones at once (default 100).
 bench ./kvm 'BenchmarkCloneDensity' 1x

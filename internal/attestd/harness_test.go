@@ -18,7 +18,9 @@ import (
 	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/pki"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 	"github.com/bulwark-project/bulwark/internal/store/pgtest"
+	"github.com/bulwark-project/bulwark/internal/store/postgres"
 	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/token"
@@ -240,16 +242,16 @@ func newEnv(t testing.TB, o envOptions) *env {
 	ctx := context.Background()
 	dir := t.TempDir()
 	e := &env{clock: &fakeClock{t: time.Now().UTC().Truncate(time.Second)}, dir: dir}
-	target := filepath.Join(dir, "store")
+	target, open := filepath.Join(dir, "store"), embedded.Open
 	if o.storeKind == "postgres" {
-		target = pgtest.DSN(t)
+		target, open = pgtest.DSN(t), postgres.Open
 	}
 	var err error
 	so := store.Options{}
 	if o.manyNonces {
 		so.MaxNoncesPerNode = 1 << 20
 	}
-	e.st, err = store.Open(ctx, target, so)
+	e.st, err = open(ctx, target, so)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm/limits"
@@ -76,7 +77,7 @@ func newInprocTPM(tb testing.TB, storeDir string, so store.Options, to softtpm.O
 	if storeDir == "" {
 		storeDir = filepath.Join(dir, "store")
 	}
-	st, err := store.Open(ctx, storeDir, so)
+	st, err := embedded.Open(ctx, storeDir, so)
 	if err != nil {
 		tb.Fatal(err)
 	}

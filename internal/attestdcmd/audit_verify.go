@@ -13,6 +13,8 @@ import (
 	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
+	"github.com/bulwark-project/bulwark/internal/store/postgres"
 	"github.com/bulwark-project/bulwark/token"
 )
 
@@ -67,14 +69,14 @@ func runAuditVerify(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []
 	var st store.Store
 	var err error
 	if *db != "" {
-		if st, err = store.OpenDSN(ctx, *db, store.Options{}); err != nil {
+		if st, err = postgres.Open(ctx, *db, store.Options{}); err != nil {
 			return fmt.Errorf("opening the PostgreSQL store (--db): %w", err)
 		}
 	} else {
 		dir := filepath.Join(*dataDir, "store")
-		st, err = store.OpenEmbeddedExisting(ctx, dir, store.Options{})
+		st, err = embedded.OpenExisting(ctx, dir, store.Options{})
 		if errors.Is(err, iofs.ErrNotExist) {
-			return fmt.Errorf("no attestd store at %s: is --data right?", filepath.Join(dir, store.EmbeddedFile))
+			return fmt.Errorf("no attestd store at %s: is --data right?", filepath.Join(dir, embedded.File))
 		}
 		if err != nil {
 			return fmt.Errorf("opening store (is attestd running on it? the embedded store allows one process): %w", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 	"github.com/bulwark-project/bulwark/internal/store/storetest"
 	"github.com/bulwark-project/bulwark/token"
 )
@@ -24,7 +25,7 @@ func TestAuditVerifyArgs(t *testing.T) {
 	// the same without a checkpoint file, emptied with an empty one.
 	good, nocp, emptied := filepath.Join(base, "good"), filepath.Join(base, "nocp"), filepath.Join(base, "emptied")
 	for _, dir := range []string{good, nocp, emptied} {
-		st, err := store.OpenEmbedded(ctx, filepath.Join(dir, "store"), store.Options{})
+		st, err := embedded.Open(ctx, filepath.Join(dir, "store"), store.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,7 +7,7 @@ import (
 	"net"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
-	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/postgres"
 )
 
 // newLogger builds the slog logger for --log-format and --log-level.
@@ -39,7 +39,7 @@ func checkListenAddr(flagName, addr string) error {
 // error that does not repeat it (it may hold a password); otherwise says
 // what to give instead.
 func checkDBFlag(db, otherwise string) error {
-	if err := store.CheckDSN(db); err != nil {
+	if err := postgres.CheckDSN(db); err != nil {
 		return cli.Usagef("--db: want a postgres:// or postgresql:// URL, e.g. postgres://attestd@db.example/attestd (key=value connection strings are not accepted; %s)", otherwise)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"github.com/bulwark-project/bulwark/enclave"
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/postgres"
 )
 
 var replicaJoinCommand = &cli.Command{
@@ -67,7 +68,7 @@ func (f vaultFlags) check() error {
 
 // open opens the store and the vault backend; close both when done.
 func (f vaultFlags) open(ctx context.Context, log *slog.Logger) (store.Store, enclave.Joiner, func(), error) {
-	st, err := store.OpenDSN(ctx, *f.db, store.Options{})
+	st, err := postgres.Open(ctx, *f.db, store.Options{})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("opening the PostgreSQL store (--db): %w", err)
 	}

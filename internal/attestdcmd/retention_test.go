@@ -14,6 +14,7 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 	"github.com/bulwark-project/bulwark/internal/store/storetest"
 	"github.com/bulwark-project/bulwark/token"
 )
@@ -28,7 +29,7 @@ var tRet = time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 func retainedData(t *testing.T) (string, string, []store.AuditRecord) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := store.OpenEmbedded(ctx, filepath.Join(dir, "store"), store.Options{})
+	st, err := embedded.Open(ctx, filepath.Join(dir, "store"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func TestAuditVerifyAfterRetention(t *testing.T) {
 
 	// A record removed from the kept range is reported, by a full and by
 	// an incremental verification from before it.
-	db, err := bolt.Open(filepath.Join(dir, "store", store.EmbeddedFile), 0o600, nil)
+	db, err := bolt.Open(filepath.Join(dir, "store", embedded.File), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func TestAuditVerifyAfterRetention(t *testing.T) {
 		}
 	}
 	// So is the record at the start of the kept range.
-	db, err = bolt.Open(filepath.Join(dir, "store", store.EmbeddedFile), 0o600, nil)
+	db, err = bolt.Open(filepath.Join(dir, "store", embedded.File), 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func TestAuditVerifyAfterRetention(t *testing.T) {
 // retention, and refuses, saying why, while the store is open.
 func TestStoreCompact(t *testing.T) {
 	dir, _, _ := retainedData(t)
-	st, err := store.OpenEmbedded(context.Background(), filepath.Join(dir, "store"), store.Options{})
+	st, err := embedded.Open(context.Background(), filepath.Join(dir, "store"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

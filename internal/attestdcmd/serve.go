@@ -21,6 +21,8 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/pki"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
+	"github.com/bulwark-project/bulwark/internal/store/postgres"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm/limits"
@@ -195,9 +197,9 @@ func runServe(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string
 	sopts := store.Options{Logger: log.With("component", "store"), OnCommit: metrics.ObserveCommit}
 	var st store.Store
 	if *db != "" {
-		st, err = store.OpenDSN(ctx, *db, sopts)
+		st, err = postgres.Open(ctx, *db, sopts)
 	} else {
-		st, err = store.OpenEmbedded(ctx, filepath.Join(*dataDir, "store"), sopts)
+		st, err = embedded.Open(ctx, filepath.Join(*dataDir, "store"), sopts)
 	}
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)

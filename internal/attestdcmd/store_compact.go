@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/bulwark-project/bulwark/internal/cli"
-	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 )
 
 var storeCompactCommand = &cli.Command{
@@ -31,16 +31,16 @@ func runStoreCompact(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args [
 		return cli.Usagef("give --data DIR (PostgreSQL reclaims space with its own VACUUM)")
 	}
 	dir := filepath.Join(*dataDir, "store")
-	res, err := store.CompactEmbedded(dir)
+	res, err := embedded.Compact(dir)
 	switch {
-	case errors.Is(err, store.ErrStoreInUse):
+	case errors.Is(err, embedded.ErrStoreInUse):
 		return fmt.Errorf("not compacted: attestd (or another process) is using the store in %s: stop it, then run 'attestd store compact' again", dir)
 	case errors.Is(err, iofs.ErrNotExist):
-		return fmt.Errorf("no attestd store at %s: is --data right?", filepath.Join(dir, store.EmbeddedFile))
+		return fmt.Errorf("no attestd store at %s: is --data right?", filepath.Join(dir, embedded.File))
 	case err != nil:
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "compacted %s: %s -> %s\n", filepath.Join(dir, store.EmbeddedFile), mib(res.Before), mib(res.After))
+	fmt.Fprintf(env.Stdout, "compacted %s: %s -> %s\n", filepath.Join(dir, embedded.File), mib(res.Before), mib(res.After))
 	return nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/bulwark-project/bulwark/internal/attestd"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 	"github.com/bulwark-project/bulwark/internal/store"
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/bulwark-project/bulwark/token"
 	"github.com/bulwark-project/bulwark/tpm/limits"
@@ -40,7 +41,7 @@ func verifyFloor(tb testing.TB, n int) float64 {
 		tb.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	st, err := store.Open(ctx, filepath.Join(dir, "store"), store.Options{})
+	st, err := embedded.Open(ctx, filepath.Join(dir, "store"), store.Options{})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func (r *AuditRecord) Canonical() []byte {
 	b := make([]byte, 0, len(auditDomain)+16+5*4+len(r.Kind)+len(r.NodeID)+len(r.Subject)+len(r.Details)+len(r.Prev))
 	b = append(b, auditDomain...)
 	b = binary.BigEndian.AppendUint64(b, r.Seq)
-	b = binary.BigEndian.AppendUint64(b, uint64(nanos(r.Time)))
+	b = binary.BigEndian.AppendUint64(b, uint64(Nanos(r.Time)))
 	for _, f := range [][]byte{[]byte(r.Kind), []byte(r.NodeID), []byte(r.Subject), r.Details, r.Prev} {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
 		b = append(b, f...)
@@ -46,9 +46,12 @@ func (r *AuditRecord) ComputeHash() []byte {
 // genesisPrev is the Prev of record 1.
 var genesisPrev = make([]byte, sha256.Size)
 
-// nextAuditRecord builds the record that follows head (nil: the first) for e.
-// e must have been validated and normalised (validateAuditEntry).
-func nextAuditRecord(head *AuditRecord, e AuditEntry) AuditRecord {
+// GenesisPrev returns the Prev of record 1 (all zero), a copy.
+func GenesisPrev() []byte { return bytes.Clone(genesisPrev) }
+
+// NextAuditRecord builds the record that follows head (nil: the first) for e.
+// e must have been validated and normalised (ValidateAuditEntry).
+func NextAuditRecord(head *AuditRecord, e AuditEntry) AuditRecord {
 	r := AuditRecord{Seq: 1, Time: e.Time, Kind: e.Kind, NodeID: e.NodeID, Subject: e.Subject, Details: e.Details, Prev: genesisPrev}
 	if head != nil {
 		r.Seq = head.Seq + 1
@@ -58,8 +61,8 @@ func nextAuditRecord(head *AuditRecord, e AuditEntry) AuditRecord {
 	return r
 }
 
-// validateAuditEntry checks e and normalises its time (now when zero).
-func validateAuditEntry(e *AuditEntry, now func() time.Time) error {
+// ValidateAuditEntry checks e and normalises its time (now when zero).
+func ValidateAuditEntry(e *AuditEntry, now func() time.Time) error {
 	switch e.Kind {
 	case KindVerdict, KindRelease, KindEnroll, KindAdmin:
 	default:
@@ -80,7 +83,7 @@ func validateAuditEntry(e *AuditEntry, now func() time.Time) error {
 	if e.Time.IsZero() {
 		e.Time = now()
 	}
-	e.Time = normTime(e.Time)
+	e.Time = NormTime(e.Time)
 	if !e.Time.After(time.Unix(0, 0)) || e.Time.Year() > 2200 {
 		return fmt.Errorf("audit time %v is outside 1970..2200: %w", e.Time, ErrInvalid)
 	}
@@ -422,10 +425,27 @@ func readHead(ctx context.Context, a Audit) (Checkpoint, *ChainError, error) {
 	return Checkpoint{Seq: head.Seq, Hash: head.Hash}, nil, nil
 }
 
-// normTime is how every time is stored: UTC, microsecond precision.
-func normTime(t time.Time) time.Time {
+// NormTime is how every time is stored: UTC, microsecond precision.
+func NormTime(t time.Time) time.Time {
 	if t.IsZero() {
 		return time.Time{}
 	}
 	return t.UTC().Truncate(time.Microsecond)
+}
+
+// Nanos is t (normalised, NormTime) as Unix nanoseconds, 0 for the zero time:
+// how both backends store times and how the audit chain hashes them.
+func Nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return NormTime(t).UnixNano()
+}
+
+// FromNanos is Nanos reversed: the UTC time n, the zero time for 0.
+func FromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
 }

@@ -13,6 +13,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/bulwark-project/bulwark/internal/store/embedded"
+
 	"github.com/bulwark-project/bulwark/internal/store"
 )
 
@@ -21,7 +23,10 @@ func TestCheckpointAnchor(t *testing.T) {
 	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ctx := context.Background()
-	s := openEmbedded(t)
+	s, err := embedded.Open(ctx, t.TempDir(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer s.Close()
 	for range 3 {
 		if _, err := s.AppendAudit(ctx, store.AuditEntry{Kind: store.KindAdmin, Details: json.RawMessage(`{}`)}); err != nil {

@@ -82,12 +82,12 @@ type faultStore struct{ s Store }
 
 var _ Store = faultStore{}
 
-// classified wraps s so its errors are classified; the Open functions
+// Classified wraps s so its errors are classified; the Open functions
 // return their stores through it.
-func classified(s Store) Store { return faultStore{s} }
+func Classified(s Store) Store { return faultStore{s} }
 
-// unclassified returns the implementation under a classified Store.
-func unclassified(s Store) Store {
+// Unclassified returns the implementation under a classified Store.
+func Unclassified(s Store) Store {
 	if f, ok := s.(faultStore); ok {
 		return f.s
 	}

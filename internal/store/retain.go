@@ -15,8 +15,8 @@ import (
 // maxSealSig bounds a seal's signature (an RSA-4096 signature is 512 bytes).
 const maxSealSig = 1024
 
-// validatePurge checks PurgeSealed's arguments.
-func validatePurge(seal Seal, limit int) error {
+// ValidatePurge checks PurgeSealed's arguments.
+func ValidatePurge(seal Seal, limit int) error {
 	switch {
 	case limit < 1 || limit > MaxPurgeBatch:
 		return fmt.Errorf("purge batch %d: want 1..%d: %w", limit, MaxPurgeBatch, ErrInvalid)
@@ -28,11 +28,11 @@ func validatePurge(seal Seal, limit int) error {
 	return nil
 }
 
-// checkSeal decides whether seal may purge a log whose stored seal is old
+// CheckSeal decides whether seal may purge a log whose stored seal is old
 // (Seq 0: none), whose head is headSeq, and whose record at seal.Seq has
 // hash atSeal (nil: absent). It reports whether seal is new (to be
 // stored), or an ErrConflict/ErrInvalid error when it may not purge.
-func checkSeal(seal Seal, old Checkpoint, headSeq uint64, atSeal []byte) (bool, error) {
+func CheckSeal(seal Seal, old Checkpoint, headSeq uint64, atSeal []byte) (bool, error) {
 	switch {
 	case seal.Seq < old.Seq:
 		return false, fmt.Errorf("audit log already purged through %d, after the seal at %d: %w", old.Seq, seal.Seq, ErrConflict)
@@ -91,7 +91,7 @@ func Retain(ctx context.Context, s Store, cutoff time.Time, o RetainOptions) (Pu
 	if o.Scan <= 0 {
 		o.Scan = 100_000
 	}
-	cut := normTime(cutoff)
+	cut := NormTime(cutoff)
 	var total Purged
 	// A purge interrupted (a crash, a cancelled context) is finished under
 	// its own seal first, if this key signed it: a new seal point may lie

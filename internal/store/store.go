@@ -65,8 +65,8 @@ type Options struct {
 	MaxNoncesPerNode int
 }
 
-// maxNoncesPerNode is o.MaxNoncesPerNode or, when not set, the default.
-func (o Options) maxNoncesPerNode() int {
+// NoncesPerNode is o.MaxNoncesPerNode or, when not set, the default.
+func (o Options) NoncesPerNode() int {
 	if o.MaxNoncesPerNode > 0 {
 		return o.MaxNoncesPerNode
 	}

@@ -31,7 +31,9 @@ const (
 	MaxReasons    = 256      // reasons of one verdict
 )
 
-func validateNode(n *Node) error {
+// ValidateNode checks a node before it is stored (ErrInvalid): sizes, text,
+// and that its id is the digest of its EK public key.
+func ValidateNode(n *Node) error {
 	switch {
 	case len(n.EKPublic) == 0 || len(n.EKPublic) > MaxBlob:
 		return fmt.Errorf("node EK public key is %d bytes: want 1..%d: %w", len(n.EKPublic), MaxBlob, ErrInvalid)
@@ -49,16 +51,17 @@ func validateNode(n *Node) error {
 		if len(c.SecretHash) != 32 || c.Expires.IsZero() {
 			return fmt.Errorf("node %s: a challenge needs a 32-byte secret hash and an expiry: %w", n.ID, ErrInvalid)
 		}
-		c.Expires = normTime(c.Expires)
+		c.Expires = NormTime(c.Expires)
 	}
-	n.CreatedAt, n.UpdatedAt = normTime(n.CreatedAt), normTime(n.UpdatedAt)
+	n.CreatedAt, n.UpdatedAt = NormTime(n.CreatedAt), NormTime(n.UpdatedAt)
 	if v := n.LastVerdict; v != nil {
-		v.Time = normTime(v.Time)
+		v.Time = NormTime(v.Time)
 	}
 	return nil
 }
 
-func validateNonce(n *Nonce) error {
+// ValidateNonce checks a nonce before IssueNonce stores it (ErrInvalid).
+func ValidateNonce(n *Nonce) error {
 	switch {
 	case limits.CheckNonceSize(len(n.Value)) != nil:
 		return fmt.Errorf("nonce is %d bytes: want %d..%d: %w", len(n.Value), limits.MinNonceSize, limits.MaxNonceSize, ErrInvalid)
@@ -67,13 +70,13 @@ func validateNonce(n *Nonce) error {
 	case n.Expires.IsZero():
 		return fmt.Errorf("nonce needs an expiry: %w", ErrInvalid)
 	}
-	n.Expires = normTime(n.Expires)
+	n.Expires = NormTime(n.Expires)
 	return nil
 }
 
-// checkNonce classifies a consumption attempt, in this order: unknown
+// CheckNonce classifies a consumption attempt, in this order: unknown
 // (absent or another node's), used, expired.
-func checkNonce(absent, sameNode, used, expired bool) error {
+func CheckNonce(absent, sameNode, used, expired bool) error {
 	switch {
 	case absent || !sameNode:
 		return ErrNonceUnknown
@@ -85,7 +88,10 @@ func checkNonce(absent, sameNode, used, expired bool) error {
 	return nil
 }
 
-func checkRelease(id string, granted, used, expired bool) error {
+// CheckRelease classifies a release attempt of attestation id, in this
+// order: not granted (ErrReleaseDenied), used (ErrReleaseUsed), expired
+// (ErrReleaseExpired); nil when it may be released.
+func CheckRelease(id string, granted, used, expired bool) error {
 	switch {
 	case !granted:
 		return fmt.Errorf("attestation %s: %w", id, ErrReleaseDenied)
@@ -103,7 +109,7 @@ func checkRelease(id string, granted, used, expired bool) error {
 // consumes nothing: a caller checks it before the work a release needs (the
 // vault), then ConsumeRelease decides, atomically.
 func Releasable(a Attestation, now time.Time) error {
-	return checkRelease(a.ID, a.Allow && !a.ReleaseExpires.IsZero(), !a.ReleasedAt.IsZero(), nanos(now) >= nanos(a.ReleaseExpires))
+	return CheckRelease(a.ID, a.Allow && !a.ReleaseExpires.IsZero(), !a.ReleasedAt.IsZero(), Nanos(now) >= Nanos(a.ReleaseExpires))
 }
 
 // releaseDetails is the audit detail of a KindRelease record: the names
@@ -114,9 +120,9 @@ type releaseDetails struct {
 	Secrets     []string `json:"secrets"`
 }
 
-// releaseEntry returns the KindRelease audit entry of releasing a (as
+// ReleaseEntry returns the KindRelease audit entry of releasing a (as
 // stored) at now.
-func releaseEntry(a *Attestation, now time.Time) (AuditEntry, error) {
+func ReleaseEntry(a *Attestation, now time.Time) (AuditEntry, error) {
 	if now.IsZero() {
 		return AuditEntry{}, fmt.Errorf("release of attestation %s needs a time: %w", a.ID, ErrInvalid)
 	}
@@ -125,7 +131,7 @@ func releaseEntry(a *Attestation, now time.Time) (AuditEntry, error) {
 		return AuditEntry{}, err
 	}
 	e := AuditEntry{Time: now, Kind: KindRelease, NodeID: a.NodeID, Subject: a.ID, Details: raw}
-	if err := validateAuditEntry(&e, nil); err != nil {
+	if err := ValidateAuditEntry(&e, nil); err != nil {
 		return AuditEntry{}, fmt.Errorf("release of attestation %s: %w", a.ID, err)
 	}
 	return e, nil
@@ -141,9 +147,9 @@ type verdictDetails struct {
 	ReleaseExpires string   `json:"release_expires,omitempty"`
 }
 
-// prepareAttestation validates and normalises a (CreatedAt already set) and
+// PrepareAttestation validates and normalises a (CreatedAt already set) and
 // returns its verdict audit entry.
-func prepareAttestation(a *Attestation) (AuditEntry, error) {
+func PrepareAttestation(a *Attestation) (AuditEntry, error) {
 	switch {
 	case a.ID == "" || len(a.ID) > MaxIDLen:
 		return AuditEntry{}, fmt.Errorf("attestation id must be 1..%d bytes: %w", MaxIDLen, ErrInvalid)
@@ -162,7 +168,7 @@ func prepareAttestation(a *Attestation) (AuditEntry, error) {
 	case !a.ReleaseExpires.IsZero() && len(a.Secrets) == 0:
 		return AuditEntry{}, fmt.Errorf("attestation %s: a release window needs granted secrets: %w", a.ID, ErrInvalid)
 	}
-	a.CreatedAt, a.ReleaseExpires = normTime(a.CreatedAt), normTime(a.ReleaseExpires)
+	a.CreatedAt, a.ReleaseExpires = NormTime(a.CreatedAt), NormTime(a.ReleaseExpires)
 	d := verdictDetails{Policy: a.Policy, Allow: a.Allow, Reasons: a.Reasons, SandboxID: a.SandboxID, Secrets: a.Secrets}
 	if !a.ReleaseExpires.IsZero() {
 		d.ReleaseExpires = a.ReleaseExpires.Format("2006-01-02T15:04:05.000000Z07:00")
@@ -172,13 +178,15 @@ func prepareAttestation(a *Attestation) (AuditEntry, error) {
 		return AuditEntry{}, err
 	}
 	e := AuditEntry{Time: a.CreatedAt, Kind: KindVerdict, NodeID: a.NodeID, Subject: a.ID, Details: raw}
-	if err := validateAuditEntry(&e, nil); err != nil {
+	if err := ValidateAuditEntry(&e, nil); err != nil {
 		return AuditEntry{}, fmt.Errorf("attestation %s: %w", a.ID, err)
 	}
 	return e, nil
 }
 
-func validateSecret(s *Secret, prevVersion uint64) error {
+// ValidateSecret checks a secret before PutSecret stores it as the version
+// after prevVersion (ErrInvalid).
+func ValidateSecret(s *Secret, prevVersion uint64) error {
 	switch {
 	case s.Name == "" || len(s.Name) > MaxNameLen || !textOK(s.Name, s.Description):
 		return fmt.Errorf("secret name must be 1..%d bytes, name and description UTF-8 without NUL: %w", MaxNameLen, ErrInvalid)
@@ -189,6 +197,6 @@ func validateSecret(s *Secret, prevVersion uint64) error {
 	case s.Size < 0 || len(s.Description) > 4096:
 		return fmt.Errorf("secret %q: bad size or description over 4096 bytes: %w", s.Name, ErrInvalid)
 	}
-	s.CreatedAt, s.UpdatedAt = normTime(s.CreatedAt), normTime(s.UpdatedAt)
+	s.CreatedAt, s.UpdatedAt = NormTime(s.CreatedAt), NormTime(s.UpdatedAt)
 	return nil
 }
