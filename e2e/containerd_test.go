@@ -525,6 +525,8 @@ func TestContainerdShim(t *testing.T) {
 				"bulwark.dev/policy": "ctr", "bulwark.dev/kernel": e.path("vmlinux"), "bulwark.dev/initrd": e.path("base.cpio"),
 				"bulwark.dev/template": "none", "bulwark.dev/image-signature": string(sig),
 				"bulwark.dev/image-signature-payload": base64.StdEncoding.EncodeToString(payload),
+				// Each container in a sandbox of its own (TestContainerdPodVM: one VM for the pod).
+				"bulwark.dev/pod-vm": "false",
 			},
 			"log_directory": e.path("pod-logs"),
 			"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
@@ -663,8 +665,8 @@ func TestContainerdRuntimeSnippet(t *testing.T) {
 }
 
 // TestContainerdPodNetwork runs, through crictl, a pod with its own network
-// namespace (Debian's CNI bridge and host-local plugins): its container's
-// measured VM takes the pod's interface over through a tap, and a web
+// namespace (Debian's CNI bridge and host-local plugins): the pod's
+// measured VM (its container's) takes the pod's interface over through a tap, and a web
 // server in it answers at the pod's IP from the host's namespace, through
 // the CNI bridge. A policy that does not allow the tap network refuses the
 // container with its reason. stopp/rmp leave no QEMU, no sandbox, no
@@ -903,8 +905,8 @@ func TestContainerdPodNetwork(t *testing.T) {
 		if _, err := crictl("rm", ctrID); err != nil {
 			t.Fatal(err)
 		}
+		removePod(t, podID, netns) // the pod's VM goes with the pod
 		waitGone(t, sb.QEMUPID)
-		removePod(t, podID, netns)
 		if _, err := client.Get("http://" + ip + ":8080/"); err == nil {
 			t.Errorf("the pod's address still answers after rmp")
 		}

@@ -8,6 +8,7 @@ import (
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/launch"
+	"github.com/bulwark-project/bulwark/measure"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -20,6 +21,8 @@ const containersDir = "containers"
 type podContainer struct {
 	log *outputLog
 	c   *launch.Container // once started
+	// killed: KillContainer signalled it (its END says stopped).
+	killed bool
 }
 
 // containerStatuses of a pod's container (bulwarkv1.Container.status).
@@ -97,11 +100,38 @@ func (s *Service) startContainer(ctx context.Context, sb *sandbox, l *launch.Lau
 				i.Status = containerExited
 			}
 		})
+		if !first { // the first container's event is the pod's: its END is the pod's
+			s.containerEnded(sb, pc, c.EventID, err)
+		}
 		log.end()
 		s.cfg.Logger.Info("container ended", "sandbox", id, "container", co.Name, "exit_code", code)
 	}()
 	s.cfg.Logger.Info("container running", "sandbox", id, "container", co.Name, "index", c.Index)
 	return s.containerInfo(sb, co.Name)
+}
+
+// containerEnded records the END of a pod's added container (its launch
+// event, eventID) in the launch log once it ended (waitErr: Wait's), so
+// that attestd never judges it alive again: exited, stopped when
+// KillContainer signalled it, else (the pod ended under it) the pod's
+// reason, or failed.
+func (s *Service) containerEnded(sb *sandbox, pc *podContainer, eventID string, waitErr error) {
+	sb.mu.Lock()
+	reason := sb.ending
+	if waitErr == nil || pc.killed {
+		reason = measure.EndExited
+		if pc.killed {
+			reason = measure.EndStopped
+		}
+	} else if reason == "" {
+		reason = measure.EndFailed
+	}
+	sb.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), endTimeout)
+	defer cancel()
+	if _, err := launch.RecordEnd(ctx, s.cfg.TPM, s.cfg.StateDir, s.cfg.PCR, reason, eventID); err != nil {
+		s.cfg.Logger.Error("recording the end of a container in the launch log", "sandbox", sb.snapshot().GetId(), "event", eventID, "err", err)
+	}
 }
 
 // containerInfo is a copy of the record of container name of sb.
@@ -203,6 +233,9 @@ func (s *Service) KillContainer(_ context.Context, req *bulwarkv1.KillContainerR
 	select {
 	case <-c.Done():
 	default:
+		sb.mu.Lock()
+		pc.killed = true
+		sb.mu.Unlock()
 		if err := l.KillContainer(c, sig); err != nil {
 			return nil, status.Errorf(codes.Aborted, "container %s: kill: %v", req.GetName(), err)
 		}

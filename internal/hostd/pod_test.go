@@ -2,10 +2,17 @@ package hostd
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/launch"
+	"github.com/bulwark-project/bulwark/measure"
+	"github.com/bulwark-project/bulwark/tpm/limits"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -91,5 +98,63 @@ func TestContainerRPCsRefuse(t *testing.T) {
 		if status.Code(err) != tc.code || !strings.HasPrefix(status.Convert(err).Message(), tc.msg) {
 			t.Errorf("%s: %v, want %v %q", tc.what, err, tc.code, tc.msg)
 		}
+	}
+}
+
+// A pod VM that ran when the service stopped is lost at the next start,
+// and so is each container it ran: every launch event of the pod (its
+// own, and its added containers') gets an END record, so that attestd
+// never judges one of them alive again.
+func TestLostPodEndsItsContainers(t *testing.T) {
+	ctx := context.Background()
+	state := t.TempDir()
+	tp := simTPM(t)
+	podID, added, other := "5123456789abcdef0123456789abcdef", "6123456789abcdef0123456789abcdef", "7123456789abcdef0123456789abcdef"
+	hl := launch.NewHostLog(filepath.Join(state, "launch"), limits.DefaultLaunchPCR)
+	for _, id := range []string{podID, added, other} {
+		d := measure.DigestBytes(measure.SHA256, []byte(id))
+		if _, err := hl.Append(ctx, tp, &measure.LaunchEvent{SandboxID: id, Policy: "p", Kernel: d, Cmdline: "console=ttyS0",
+			CmdlineDigest: measure.DigestCmdline(measure.SHA256, "console=ttyS0"), GuestPublicKey: make([]byte, 32),
+			Time: time.Unix(1700000000, 0).UTC()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(SandboxesDir(state), podID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRecord(dir, &bulwarkv1.Sandbox{Id: podID, Status: StatusRunning, Pod: true, Containers: []*bulwarkv1.Container{
+		{Name: "first", Status: containerRunning, EventId: podID},
+		{Name: "second", Status: containerRunning, EventId: added},
+		{Name: "refused", Status: containerFailed},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{StateDir: state, TPM: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(ctx, false) })
+	data, err := os.ReadFile(hl.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs, err := tp.ReadPCRs(ctx, limits.DefaultLaunchPCR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vl, err := measure.VerifyLog(data, limits.DefaultLaunchPCR, measure.SHA256, pcrs[limits.DefaultLaunchPCR])
+	if err != nil {
+		t.Fatalf("the launch log does not replay to the TPM's PCR: %v", err)
+	}
+	var got []string
+	for _, r := range vl.Records {
+		if r.End != nil {
+			got = append(got, r.End.SandboxID+":"+r.End.Reason)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{podID + ":lost", added + ":lost"}; !slices.Equal(got, want) {
+		t.Fatalf("END records %v, want %v (the sandbox %s never ran here: none)", got, want, other)
 	}
 }

@@ -158,6 +158,11 @@ func New(cfg Config) (*Service, error) {
 		close(done)
 		s.sandboxes[r.GetId()] = &sandbox{dir: dir, log: endedOutputLog(filepath.Join(dir, outputFile)), done: done, info: r}
 		ended = append(ended, r.GetId())
+		for _, c := range r.GetContainers() { // a pod's added containers have launch events of their own
+			if id := c.GetEventId(); id != "" && id != r.GetId() {
+				ended = append(ended, id)
+			}
+		}
 	}
 	// Sandbox cgroups a killed launcher or daemon could not remove stay
 	// behind empty; the running sandboxes (taken over above) hold theirs.

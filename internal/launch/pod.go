@@ -107,7 +107,13 @@ type ContainerOptions struct {
 // the container started; a refusal returns the policy's reasons and
 // nothing of the container reaches the guest. The pod's secrets were
 // released at its launch: the container sees them at /run/secrets.
-func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (*Container, error) {
+//
+// Once its launch event is recorded, a container that does not start
+// (attestation failed or denied, the slot or the start failed) gets its
+// END record (measure.EndFailed) before AddContainer returns, so attestd
+// never judges it alive; the END of a container that ran is its
+// caller's to record when it ends (RecordEnd with its EventID).
+func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Container, retErr error) {
 	if l.pod == nil {
 		return nil, errors.New("not a pod VM")
 	}
@@ -176,6 +182,16 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (*Cont
 	if _, err := hostLog.Append(ctx, t, ev); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), endTimeout)
+		defer cancel()
+		if _, err := hostLog.End(ectx, t, measure.EndFailed, id); err != nil {
+			l.o.warn("the end of container %s (launch event %s) is not recorded in the launch log: %v", co.Name, id, err)
+		}
+	}()
 	client, err := attestclient.Dial(l.o.Attestd)
 	if err != nil {
 		return nil, fmt.Errorf("attestd: %w", err)

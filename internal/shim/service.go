@@ -128,20 +128,29 @@ type service struct {
 	containers map[string]*container
 }
 
-// container is one container the shim serves: its own sandbox, or (a CRI
-// pod's sandbox container) none.
+// container is one container the shim serves: its own sandbox, a
+// container of its pod's VM, or (a CRI pod's sandbox container) none.
 type container struct {
 	task   *proc
 	bundle string
 	// pause marks a CRI pod's sandbox ("pause") container: nothing of it
-	// runs; it exists until it is killed.
+	// runs on the host; it exists until it is killed.
 	pause bool
 	// netns is a pause container's network namespace (its spec's): the
-	// pod's, which its containers' sandboxes take over.
-	netns   string
+	// pod's, which its containers' sandboxes (or its VM) take over.
+	netns string
+	// podVM (a pause container): the pod's containers share one VM, its
+	// sandbox, launched at the first one's Start (AnnotationPodVM).
+	// podMu serialises that launch and the later AddContainer calls;
+	// qemuPid is the pod VM's.
+	podVM   bool
+	podMu   sync.Mutex
+	qemuPid uint32
+	// pod (a container of a pod VM) is its pod's pause container.
+	pod     *container
 	cfg     launchConfig
 	image   exportedImage
-	sandbox string // the host service's id, once launched
+	sandbox string // the host service's id, once launched (a pod container's: its pod VM's)
 	execs   map[string]*proc
 }
 
@@ -232,6 +241,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	c := &container{bundle: r.Bundle, execs: map[string]*proc{}, pause: spec.Annotations[annotationCRIType] == "sandbox"}
 	if c.pause {
 		c.netns = netNSPath(spec)
+		if c.podVM, err = podVMMode(spec.Annotations); err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+		}
 	} else {
 		cfg, err := parseSpec(spec)
 		if err != nil {
@@ -239,6 +251,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}
 		if p, ok := s.containers[spec.Annotations[annotationSandboxID]]; ok && p.pause {
 			cfg.NetNS = podNetNS(cfg.NetNS, p.task.pid, p.netns)
+			if p.podVM {
+				c.pod = p
+			}
 		}
 		dir := filepath.Join(r.Bundle, imageDirName)
 		defer func() {
@@ -307,6 +322,10 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		s.mu.Unlock()
 		return &taskAPI.StartResponse{Pid: t.pid}, nil
 	}
+	if c.pod != nil {
+		s.mu.Unlock()
+		return s.startInPod(ctx, c)
+	}
 	lctx, cancel := context.WithCancel(ctx)
 	t.cancel = cancel
 	req := &bulwarkv1.RunRequest{
@@ -350,8 +369,119 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	t.status = tasktypes.Status_RUNNING
 	log.G(ctx).Infof("bulwark shim: container %s runs in sandbox %s (attestation %s)", t.id, c.sandbox, sb.GetAttestationId())
 	s.send(&eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
-	go s.follow(t, c.sandbox)
+	go s.follow(t, c.sandbox, "")
 	return &taskAPI.StartResponse{Pid: t.pid}, nil
+}
+
+// startInPod starts a container of a pod VM: the first one launches the
+// pod's VM with its image (the host service's Run with pod: verify,
+// measure, boot, attest, release the pod's secrets, start it), the later
+// ones are added to it (AddContainer: measured, a launch event of their
+// own judged by the pod's policy, then started). A refusal fails Start
+// with the policy's reasons, and nothing of the container runs.
+func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartResponse, error) {
+	p := c.pod
+	p.podMu.Lock()
+	defer p.podMu.Unlock()
+	s.mu.Lock()
+	t := c.task
+	if t.status != tasktypes.Status_CREATED || t.cancel != nil {
+		s.mu.Unlock()
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s already started", t.id)
+	}
+	if p.task.status == tasktypes.Status_STOPPED {
+		s.mu.Unlock()
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s: its pod is stopped", t.id)
+	}
+	podID, podPolicy, first := p.sandbox, p.cfg.Policy, p.sandbox == ""
+	lctx, cancel := context.WithCancel(ctx)
+	t.cancel = cancel
+	if first { // stopping the pod aborts its launch
+		p.task.cancel = cancel
+	}
+	image := filepath.Join(c.bundle, imageDirName, "image")
+	args := workloadArgs(c.cfg.Args, c.image.Config.Entrypoint, c.image.Config.Cmd)
+	netns := p.netns
+	s.mu.Unlock()
+	defer cancel()
+
+	var (
+		qemuPid uint32
+		err     error
+	)
+	if first {
+		req := &bulwarkv1.RunRequest{
+			Policy: c.cfg.Policy, Image: image, Args: args, Kernel: c.cfg.Kernel, Initrd: c.cfg.Initrd, Template: c.cfg.Template,
+			Pod: true, Container: t.id,
+		}
+		if netns != "" { // a pod with its own network: the guest takes its interface over
+			req.Network, req.Netns = "tap", netns
+		}
+		var sb *bulwarkv1.Sandbox
+		if sb, err = s.launch(lctx, req); err != nil {
+			s.forgetFailed(image)
+		} else {
+			podID, qemuPid = sb.GetId(), uint32(max(sb.GetQemuPid(), 0))
+		}
+	} else if c.cfg.Policy != podPolicy {
+		err = fmt.Errorf("bulwark shim: container %s names policy %q, its pod VM runs under %q: a pod's containers are judged by its policy", t.id, c.cfg.Policy, podPolicy)
+	} else {
+		err = addContainer(lctx, &bulwarkv1.AddContainerRequest{Id: podID, Name: t.id, Image: image, Args: args})
+	}
+	// The host service has built the image's disk (or failed): the copy
+	// is no longer needed.
+	os.RemoveAll(filepath.Join(c.bundle, imageDirName))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.cancel = nil
+	if first {
+		p.task.cancel = nil
+		if err == nil {
+			p.sandbox, p.cfg, p.qemuPid = podID, c.cfg, qemuPid
+			if werr := os.WriteFile(filepath.Join(p.bundle, sandboxFile), []byte(podID), 0o600); werr != nil {
+				log.G(ctx).WithError(werr).Warn("bulwark shim: recording the pod's sandbox id")
+			}
+			if p.task.status == tasktypes.Status_STOPPED { // the pod was stopped while it launched (its Delete removes it)
+				go s.stopSandbox(podID, syscall.SIGKILL)
+				err = fmt.Errorf("bulwark shim: pod %s was stopped while its VM launched", p.task.id)
+			} else {
+				go s.follow(p.task, podID, "") // the pause task ends with the pod's VM
+			}
+		}
+	}
+	if err != nil {
+		if t.exit(exitLaunchFailed) {
+			s.send(&eventstypes.TaskExit{ContainerID: t.id, ID: t.id, Pid: t.pid, ExitStatus: t.exitStatus, ExitedAt: protobuf.ToTimestamp(t.exitedAt)})
+		}
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+	}
+	c.sandbox = podID
+	if p.qemuPid > 0 {
+		t.pid = p.qemuPid
+	}
+	if t.status == tasktypes.Status_STOPPED { // killed while it started
+		go s.killContainer(podID, t.id, syscall.SIGKILL)
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s was killed while it started", t.id)
+	}
+	t.status = tasktypes.Status_RUNNING
+	log.G(ctx).Infof("bulwark shim: container %s runs in pod VM %s", t.id, podID)
+	s.send(&eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
+	go s.follow(t, podID, t.id)
+	return &taskAPI.StartResponse{Pid: t.pid}, nil
+}
+
+// addContainer adds a container to a running pod VM; a failure carries
+// the host service's reasons.
+func addContainer(ctx context.Context, req *bulwarkv1.AddContainerRequest) error {
+	c, err := dialHost()
+	if err != nil {
+		return fmt.Errorf("bulwark shim: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.AddContainer(ctx, req); err != nil {
+		return fmt.Errorf("bulwark launch: %s", status.Convert(err).Message())
+	}
+	return nil
 }
 
 // launch runs the host service's launch and returns the started sandbox;
@@ -410,9 +540,10 @@ func (s *service) forgetFailed(image string) {
 	}
 }
 
-// follow copies the sandbox's output to the container's stdout and stderr
-// until the workload ends, then records its exit status.
-func (s *service) follow(t *proc, id string) {
+// follow copies the sandbox's output (with name: that of its container
+// name, of a pod VM) to the task's stdout and stderr until it ends, then
+// records its exit status.
+func (s *service) follow(t *proc, id, name string) {
 	ctx := s.ctx
 	stdout, stderr := openOutput(ctx, t.stdout), openOutput(ctx, t.stderr)
 	defer stdout.Close()
@@ -420,15 +551,15 @@ func (s *service) follow(t *proc, id string) {
 	var skip int64 // bytes already copied, when the log is followed again
 	code := uint32(255)
 	for attempt := 0; ; attempt++ {
-		n, err := copyLogs(ctx, id, skip, stdout, stderr)
+		n, err := copyLogs(ctx, id, name, skip, stdout, stderr)
 		skip += n
-		sb, ierr := inspect(ctx, id)
-		if ierr == nil && sb.GetStatus() != "running" && sb.GetStatus() != "created" {
-			if ec := sb.GetExitCode(); ec >= 0 {
+		st, ec, msg, ierr := inspect(ctx, id, name)
+		if ierr == nil && st != "running" && st != "created" {
+			if ec >= 0 {
 				code = uint32(ec)
 			}
-			if sb.GetError() != "" {
-				log.G(ctx).Warnf("bulwark shim: sandbox %s: %s", id, sb.GetError())
+			if msg != "" {
+				log.G(ctx).Warnf("bulwark shim: sandbox %s %s: %s", id, name, msg)
 			}
 			break
 		}
@@ -448,15 +579,22 @@ func (s *service) follow(t *proc, id string) {
 	}
 }
 
-// copyLogs follows the sandbox's output, dropping its first skip bytes,
-// and returns how many bytes it read.
-func copyLogs(ctx context.Context, id string, skip int64, stdout, stderr io.Writer) (int64, error) {
+// copyLogs follows the sandbox's output (with name: its container's),
+// dropping its first skip bytes, and returns how many bytes it read.
+func copyLogs(ctx context.Context, id, name string, skip int64, stdout, stderr io.Writer) (int64, error) {
 	c, err := dialHost()
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	stream, err := c.Logs(ctx, &bulwarkv1.LogsRequest{Id: id, Follow: true})
+	var stream interface {
+		Recv() (*bulwarkv1.LogChunk, error)
+	}
+	if name != "" {
+		stream, err = c.ContainerLogs(ctx, &bulwarkv1.ContainerLogsRequest{Id: id, Name: name, Follow: true})
+	} else {
+		stream, err = c.Logs(ctx, &bulwarkv1.LogsRequest{Id: id, Follow: true})
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -483,13 +621,26 @@ func copyLogs(ctx context.Context, id string, skip int64, stdout, stderr io.Writ
 	}
 }
 
-func inspect(ctx context.Context, id string) (*bulwarkv1.Sandbox, error) {
+// inspect reports the sandbox's status (with name: its container's), its
+// exit code (-1: none) and its error.
+func inspect(ctx context.Context, id, name string) (status string, exitCode int32, msg string, err error) {
 	c, err := dialHost()
 	if err != nil {
-		return nil, err
+		return "", -1, "", err
 	}
 	defer c.Close()
-	return c.InspectSandbox(ctx, &bulwarkv1.InspectSandboxRequest{Id: id})
+	if name != "" {
+		ct, err := c.InspectContainer(ctx, &bulwarkv1.ContainerRequest{Id: id, Name: name})
+		if err != nil {
+			return "", -1, "", err
+		}
+		return ct.GetStatus(), ct.GetExitCode(), ct.GetError(), nil
+	}
+	sb, err := c.InspectSandbox(ctx, &bulwarkv1.InspectSandboxRequest{Id: id})
+	if err != nil {
+		return "", -1, "", err
+	}
+	return sb.GetStatus(), sb.GetExitCode(), sb.GetError(), nil
 }
 
 // openOutput opens a container's stdout or stderr fifo for writing (empty:
@@ -528,8 +679,23 @@ func (s *service) stopSandbox(id string, sig syscall.Signal) {
 	}
 }
 
+// killContainer sends sig to a container of pod VM id.
+func (s *service) killContainer(id, name string, sig syscall.Signal) {
+	c, err := dialHost()
+	if err != nil {
+		log.G(s.ctx).WithError(err).Warnf("bulwark shim: killing container %s", name)
+		return
+	}
+	defer c.Close()
+	if _, err := c.KillContainer(s.ctx, &bulwarkv1.KillContainerRequest{Id: id, Name: name, Signal: uint32(sig)}); err != nil {
+		log.G(s.ctx).WithError(err).Warnf("bulwark shim: killing container %s", name)
+	}
+}
+
 // Kill stops the container's sandbox (in the background: Wait reports the
-// end). Before the launch, the container just ends.
+// end); a container of a pod VM gets the signal there, the others run on;
+// a pod's sandbox container stops the pod's VM. Before the launch, the
+// container just ends.
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -544,14 +710,16 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	switch {
 	case t.status == tasktypes.Status_STOPPED:
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "process already finished")
-	case t.status == tasktypes.Status_CREATED || c.pause:
+	case t.status == tasktypes.Status_CREATED || (c.pause && c.sandbox == ""):
 		if t.cancel != nil {
 			t.cancel() // abort the launch in progress
 		}
 		if t.exit(128 + r.Signal) {
 			s.send(&eventstypes.TaskExit{ContainerID: t.id, ID: t.id, Pid: t.pid, ExitStatus: t.exitStatus, ExitedAt: protobuf.ToTimestamp(t.exitedAt)})
 		}
-	default:
+	case c.pod != nil:
+		go s.killContainer(c.sandbox, t.id, syscall.Signal(r.Signal))
+	default: // a sandbox, or a pod's VM (its pause task ends with it)
 		go s.stopSandbox(c.sandbox, syscall.Signal(r.Signal))
 	}
 	return empty, nil
@@ -585,7 +753,8 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		t.cancel()
 	}
 	t.exit(exitLaunchFailed) // never started
-	if c.sandbox != "" {
+	// A pod VM goes with its pause container, not with its containers.
+	if c.sandbox != "" && c.pod == nil {
 		if err := removeSandbox(ctx, c.sandbox); err != nil {
 			log.G(ctx).WithError(err).Warnf("bulwark shim: removing sandbox %s", c.sandbox)
 		}
@@ -730,7 +899,11 @@ func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*task
 		return nil, errdefs.ToGRPC(err)
 	}
 	ectx, cancel := context.WithCancel(s.ctx)
-	stream, err := hc.Exec(ectx, &bulwarkv1.ExecRequest{Id: c.sandbox, Args: p.args})
+	req := &bulwarkv1.ExecRequest{Id: c.sandbox, Args: p.args}
+	if c.pod != nil { // in its own root, in the pod's VM
+		req.Container = c.task.id
+	}
+	stream, err := hc.Exec(ectx, req)
 	if err != nil {
 		cancel()
 		hc.Close()

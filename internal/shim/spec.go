@@ -34,7 +34,24 @@ const (
 	// base64-encoded. Both or neither.
 	AnnotationSignature        = "bulwark.dev/image-signature"
 	AnnotationSignaturePayload = "bulwark.dev/image-signature-payload"
+	// AnnotationPodVM, on a CRI pod, chooses how its containers run:
+	// "true" (the default) puts them all in one VM, the pod's, booted at
+	// the first one's start; "false" runs each in a sandbox of its own.
+	AnnotationPodVM = "bulwark.dev/pod-vm"
 )
+
+// podVMMode reads a CRI pod's AnnotationPodVM (from its sandbox
+// container's spec): whether its containers share one VM.
+func podVMMode(a map[string]string) (bool, error) {
+	switch v := a[AnnotationPodVM]; v {
+	case "", "true":
+		return true, nil
+	case "false":
+		return false, nil
+	default:
+		return false, fmt.Errorf("%w: annotation %s: %q: want true or false", errBadSpec, AnnotationPodVM, trunc(v))
+	}
+}
 
 // GuestDirsEnv names the environment variable (of containerd, inherited
 // by the shim) listing the directories, separated by ':', that the

@@ -133,3 +133,36 @@ func TestWorkloadArgs(t *testing.T) {
 		}
 	}
 }
+
+// A CRI pod's containers share one VM unless its annotation says false;
+// anything else is refused, naming the annotation.
+func TestPodVMMode(t *testing.T) {
+	for _, tc := range []struct {
+		val     string
+		set     bool
+		want    bool
+		wantErr bool
+	}{
+		{set: false, want: true},
+		{val: "true", set: true, want: true},
+		{val: "false", set: true, want: false},
+		{val: "", set: true, want: true},
+		{val: "yes", set: true, wantErr: true},
+		{val: "False", set: true, wantErr: true},
+		{val: "1", set: true, wantErr: true},
+	} {
+		a := map[string]string{AnnotationPolicy: "app"}
+		if tc.set {
+			a[AnnotationPodVM] = tc.val
+		}
+		got, err := podVMMode(a)
+		switch {
+		case tc.wantErr:
+			if err == nil || !strings.Contains(err.Error(), "annotation "+AnnotationPodVM) {
+				t.Errorf("%q: %v, %v; want an error naming the annotation", tc.val, got, err)
+			}
+		case err != nil || got != tc.want:
+			t.Errorf("%q (set %v): %v, %v; want %v", tc.val, tc.set, got, err, tc.want)
+		}
+	}
+}
