@@ -148,7 +148,7 @@ func TestLostPodEndsItsContainers(t *testing.T) {
 		t.Fatalf("the launch log does not replay to the TPM's PCR: %v", err)
 	}
 	var got []string
-	for _, r := range vl.Records {
+	for _, r := range vl.Records() {
 		if r.End != nil {
 			got = append(got, r.End.SandboxID+":"+r.End.Reason)
 		}
