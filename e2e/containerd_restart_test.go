@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"syscall"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +47,13 @@ func TestContainerdRestart(t *testing.T) {
 	}
 	e.startDaemon(t)
 	dir := e.path("containerd")
+	// The first containerd's shim outlives it by design; if the test
+	// fails before removing the container, it must not outlive the test.
+	t.Cleanup(func() {
+		for pid := range (&containerd{sock: filepath.Join(dir, "containerd.sock")}).shims() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
 
 	var sb psEntry
 	// The first containerd runs the container detached and is stopped

@@ -107,6 +107,11 @@ func (e *env) startContainerdIn(t testing.TB, dir string, cri bool) *containerd 
 		<-exited
 		if t.Failed() {
 			t.Logf("containerd log:\n%s", cd.log.String())
+			// A shim outlives containerd on purpose (a restart finds it
+			// again); after a failed test nothing may stay behind.
+			for pid := range cd.shims() {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	})
 	// containerd serves within a second: ask until it answers.
