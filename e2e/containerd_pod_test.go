@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -114,15 +113,7 @@ func TestContainerdPodVM(t *testing.T) {
 			t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	crictl := func(args ...string) (string, error) {
-		c := exec.Command("crictl", append([]string{"--runtime-endpoint", "unix://" + cri.sock, "--image-endpoint", "unix://" + cri.sock, "--timeout", "300s"}, args...)...)
-		var so, se bytes.Buffer
-		c.Stdout, c.Stderr = &so, &se
-		if err := c.Run(); err != nil {
-			return so.String(), fmt.Errorf("crictl %s: %w\n%s%s", strings.Join(args, " "), err, so.String(), se.String())
-		}
-		return so.String(), nil
-	}
+	crictl := cri.crictl
 	type ctrState struct {
 		State    string
 		ExitCode int

@@ -162,6 +162,17 @@ func (cd *containerd) ctr(args ...string) *exec.Cmd {
 	return c
 }
 
+// crictl runs crictl against this containerd's CRI.
+func (cd *containerd) crictl(args ...string) (string, error) {
+	c := exec.Command("crictl", append([]string{"--runtime-endpoint", "unix://" + cd.sock, "--image-endpoint", "unix://" + cd.sock, "--timeout", "300s"}, args...)...)
+	var so, se bytes.Buffer
+	c.Stdout, c.Stderr = &so, &se
+	if err := c.Run(); err != nil {
+		return so.String(), fmt.Errorf("crictl %s: %w\n%s%s", strings.Join(args, " "), err, so.String(), se.String())
+	}
+	return so.String(), nil
+}
+
 // shims lists the bulwark shims serving cd: pid -> command line.
 func (cd *containerd) shims() map[int]string {
 	out := map[int]string{}
@@ -514,16 +525,7 @@ func TestContainerdShim(t *testing.T) {
 				t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
 			}
 		}
-		crictl := func(args ...string) (string, error) {
-			c := exec.Command("crictl", append([]string{"--runtime-endpoint", "unix://" + cri.sock, "--image-endpoint", "unix://" + cri.sock, "--timeout", "300s"}, args...)...)
-			var so, se bytes.Buffer
-			c.Stdout, c.Stderr = &so, &se
-			err := c.Run()
-			if err != nil {
-				return so.String(), fmt.Errorf("crictl %s: %w\n%s%s", strings.Join(args, " "), err, so.String(), se.String())
-			}
-			return so.String(), nil
-		}
+		crictl := cri.crictl
 		pod := map[string]any{
 			"metadata": map[string]any{"name": "hello", "namespace": "default", "uid": "hello-uid"},
 			"annotations": map[string]string{
@@ -765,15 +767,7 @@ func TestContainerdPodNetwork(t *testing.T) {
 			t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	crictl := func(args ...string) (string, error) {
-		c := exec.Command("crictl", append([]string{"--runtime-endpoint", "unix://" + cri.sock, "--image-endpoint", "unix://" + cri.sock, "--timeout", "300s"}, args...)...)
-		var so, se bytes.Buffer
-		c.Stdout, c.Stderr = &so, &se
-		if err := c.Run(); err != nil {
-			return so.String(), fmt.Errorf("crictl %s: %w\n%s%s", strings.Join(args, " "), err, so.String(), se.String())
-		}
-		return so.String(), nil
-	}
+	crictl := cri.crictl
 	// runPod starts a pod with its own network under policy, and the web
 	// container in it; it returns the pod's id, its IP and network
 	// namespace, and the container's id and Start error.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -12,17 +11,6 @@ import (
 	"testing"
 	"time"
 )
-
-// crictl runs crictl against this containerd's CRI.
-func (cd *containerd) crictl(args ...string) (string, error) {
-	c := exec.Command("crictl", append([]string{"--runtime-endpoint", "unix://" + cd.sock, "--image-endpoint", "unix://" + cd.sock, "--timeout", "300s"}, args...)...)
-	var so, se bytes.Buffer
-	c.Stdout, c.Stderr = &so, &se
-	if err := c.Run(); err != nil {
-		return so.String(), fmt.Errorf("crictl %s: %w\n%s%s", strings.Join(args, " "), err, so.String(), se.String())
-	}
-	return so.String(), nil
-}
 
 // BenchmarkPodStart: a pod started through the CRI as the kubelet starts
 // it (crictl runp, create, start) until its container runs in its
