@@ -2,14 +2,13 @@ package e2e
 
 import (
 	"errors"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bulwark-project/bulwark/internal/ptytest"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,8 +37,8 @@ func testTerminal(t *testing.T, e *env, signer []string) {
 		"-o", e.path("attestd/policies/tty.yaml"))
 	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
 
-	master, slave := openPTY(t)
-	setWinsize(t, master, 33, 101)
+	master, slave := ptytest.Open(t)
+	ptytest.SetSize(t, master, 33, 101)
 	before, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +84,7 @@ func testTerminal(t *testing.T, e *env, signer []string) {
 		}
 	}
 	waitFor("all-terminals\r\nsize 33 101\r\n")
-	setWinsize(t, master, 50, 132) // the kernel sends the launcher SIGWINCH
+	ptytest.SetSize(t, master, 50, 132) // the kernel sends the launcher SIGWINCH
 	waitFor("resized 50 132\r\n")
 	// Raw mode: the launcher passes the carriage return as typed; the
 	// guest's terminal makes it a newline and echoes the line.
@@ -104,38 +103,6 @@ func testTerminal(t *testing.T, e *env, signer []string) {
 	}
 	if *after != *before {
 		t.Errorf("the launcher left its terminal changed:\n%+v\nwant\n%+v", *after, *before)
-	}
-}
-
-// openPTY opens a pseudo-terminal: the test holds the master, the
-// launcher gets the slave.
-func openPTY(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	master = os.NewFile(uintptr(mfd), "ptmx")
-	t.Cleanup(func() { master.Close() })
-	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(mfd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slave, err = os.OpenFile(filepath.Join("/dev/pts", strconv.Itoa(n)), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("opening the pty's slave: %v", err)
-	}
-	t.Cleanup(func() { slave.Close() })
-	return master, slave
-}
-
-func setWinsize(t *testing.T, f *os.File, rows, cols uint16) {
-	t.Helper()
-	if err := unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
-		t.Fatal(err)
 	}
 }
 

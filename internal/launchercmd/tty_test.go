@@ -5,11 +5,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bulwark-project/bulwark/internal/ptytest"
 
 	"golang.org/x/sys/unix"
 
@@ -36,38 +37,6 @@ func TestRunDetachedRefusesTerminal(t *testing.T) {
 	}
 }
 
-// openHostPTY opens a pseudo-terminal on the host: the test's own
-// terminal to hand the launcher's code.
-func openHostPTY(t *testing.T) (master, slave *os.File) {
-	t.Helper()
-	mfd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	master = os.NewFile(uintptr(mfd), "ptmx")
-	t.Cleanup(func() { master.Close() })
-	if err := unix.IoctlSetPointerInt(mfd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(mfd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slave, err = os.OpenFile(filepath.Join("/dev/pts", strconv.Itoa(n)), os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("opening the pty's slave: %v", err)
-	}
-	t.Cleanup(func() { slave.Close() })
-	return master, slave
-}
-
-func setSize(t *testing.T, f *os.File, rows, cols uint16) {
-	t.Helper()
-	if err := unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 type resizes chan kvm.WindowSize
 
 func (r resizes) Resize(ws kvm.WindowSize) error { r <- ws; return nil }
@@ -78,7 +47,7 @@ func (r resizes) Resize(ws kvm.WindowSize) error { r <- ws; return nil }
 // becomes the workload's, clamped to the channel's bounds (24x80 without
 // a terminal), and a SIGWINCH sends the new size, once per change.
 func TestTerminalRawModeAndSize(t *testing.T) {
-	_, slave := openHostPTY(t)
+	_, slave := ptytest.Open(t)
 	fd := int(slave.Fd())
 	before, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
@@ -106,12 +75,12 @@ func TestTerminalRawModeAndSize(t *testing.T) {
 		{0, 0, kvm.WindowSize{Rows: 24, Cols: 80}}, // a terminal that does not know its size
 		{20000, 65535, kvm.WindowSize{Rows: 10000, Cols: 10000}},
 	} {
-		setSize(t, slave, tc.rows, tc.cols)
+		ptytest.SetSize(t, slave, tc.rows, tc.cols)
 		if got := tm.windowSize(); got != tc.want {
 			t.Errorf("size %dx%d: workload gets %+v, want %+v", tc.rows, tc.cols, got, tc.want)
 		}
 	}
-	setSize(t, slave, 40, 100)
+	ptytest.SetSize(t, slave, 40, 100)
 
 	boom := errors.New("boom")
 	for _, how := range []string{"error", "panic"} {
@@ -132,7 +101,7 @@ func TestTerminalRawModeAndSize(t *testing.T) {
 						t.Errorf("while the workload runs: lflag %#x, want raw", during.Lflag)
 					}
 					// The size changes: SIGWINCH, then exactly the new size.
-					setSize(t, slave, 60, 200)
+					ptytest.SetSize(t, slave, 60, 200)
 					if err := syscall.Kill(os.Getpid(), syscall.SIGWINCH); err != nil {
 						t.Fatal(err)
 					}
@@ -144,7 +113,7 @@ func TestTerminalRawModeAndSize(t *testing.T) {
 					case <-time.After(30 * time.Second):
 						t.Error("no resize after SIGWINCH")
 					}
-					setSize(t, slave, 40, 100)
+					ptytest.SetSize(t, slave, 40, 100)
 					if how == "panic" {
 						panic(boom)
 					}
