@@ -56,6 +56,13 @@ type Config struct {
 	Console io.Writer
 	// Logger gets the sandbox's own log lines (default: discarded).
 	Logger *slog.Logger
+	// Rand is where the guest's fresh entropy (IDENTITY), a generated
+	// Name and the reattach nonce come from (default: crypto/rand). Now
+	// is the wall clock the guest is given and a template records
+	// (default: time.Now). Timeouts and elapsed times always use the real
+	// clock.
+	Rand io.Reader
+	Now  func() time.Time
 	// QEMU is the qemu-system-x86_64 binary (default: found in PATH).
 	QEMU string
 	// CgroupParent says where the sandbox's cgroup is made: "" (the
@@ -170,7 +177,9 @@ func (cfg *Config) setDefaults() error {
 	}
 	if cfg.Name == "" {
 		var b [6]byte
-		rand.Read(b[:])
+		if _, err := io.ReadFull(cfg.random(), b[:]); err != nil {
+			return fmt.Errorf("kvm: a sandbox name: %w", err)
+		}
 		cfg.Name = hex.EncodeToString(b[:])
 	}
 	if !validName(cfg.Name) {
@@ -329,4 +338,20 @@ func validName(n string) bool {
 		return false
 	}
 	return (&channel.Start{SandboxID: n}).Validate() == nil
+}
+
+// random is cfg.Rand, or crypto/rand.
+func (cfg *Config) random() io.Reader {
+	if cfg.Rand != nil {
+		return cfg.Rand
+	}
+	return rand.Reader
+}
+
+// now is cfg.Now(), or the real time.
+func (cfg *Config) now() time.Time {
+	if cfg.Now != nil {
+		return cfg.Now()
+	}
+	return time.Now()
 }

@@ -3,7 +3,6 @@ package kvm
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,10 +126,10 @@ func (s *Sandbox) readGuest(r *bufio.Reader) {
 // channel.Identity). For a clone it is the first thing after resuming.
 func (s *Sandbox) sendIdentity() error {
 	id := channel.Identity{Entropy: make([]byte, 64)}
-	if _, err := rand.Read(id.Entropy); err != nil {
+	if _, err := io.ReadFull(s.cfg.random(), id.Entropy); err != nil {
 		return fmt.Errorf("kvm: entropy for the guest: %w", err)
 	}
-	id.UnixNano = time.Now().UnixNano()
+	id.UnixNano = s.cfg.now().UnixNano()
 	id.SandboxID = s.cfg.Name
 	return s.write(channel.TypeIdentity, id, 2*time.Second)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bulwark-project/bulwark/kvm/channel"
 )
@@ -412,5 +413,41 @@ func TestExecRefusals(t *testing.T) {
 	delete(s.execs, 1)
 	if _, err := s.Exec(context.Background(), []string{""}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "empty command") {
 		t.Errorf("exec of an empty command: %v", err)
+	}
+}
+
+// TestIdentityFromInjectedRandAndClock: IDENTITY's entropy and time come
+// from Config.Rand and Config.Now (crypto/rand and the real clock by
+// default), so a test can fix what the guest is given.
+func TestIdentityFromInjectedRandAndClock(t *testing.T) {
+	hostEnd, guestEnd := net.Pipe()
+	defer hostEnd.Close()
+	defer guestEnd.Close()
+	s := protoSandbox()
+	s.conn = hostEnd
+	at := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	s.cfg.Name, s.cfg.Rand, s.cfg.Now = "sb1", bytes.NewReader(bytes.Repeat([]byte{0x42}, 64)), func() time.Time { return at }
+	errc := make(chan error, 1)
+	go func() { errc <- s.sendIdentity() }()
+	typ, body, err := channel.ReadFrame(bufio.NewReader(guestEnd))
+	if err != nil || typ != channel.TypeIdentity {
+		t.Fatalf("frame %s: %v", typ, err)
+	}
+	var id channel.Identity
+	if err := channel.Decode(typ, body, &id); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(id.Entropy, bytes.Repeat([]byte{0x42}, 64)) || id.UnixNano != at.UnixNano() || id.SandboxID != "sb1" {
+		t.Fatalf("identity %+v: want the injected entropy, time and the name", id)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	// A source that runs dry is an error, not a weaker identity.
+	s = protoSandbox()
+	s.conn = hostEnd
+	s.cfg.Rand = bytes.NewReader(make([]byte, 10))
+	if err := s.sendIdentity(); err == nil || !strings.Contains(err.Error(), "entropy") {
+		t.Fatalf("a short entropy source: %v", err)
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -142,7 +142,7 @@ func Reattach(ctx context.Context, cfg Config, p Persisted) (*Sandbox, error) {
 		return nil, fmt.Errorf("kvm: reattach: guest channel: %w", err)
 	}
 	nonce := make([]byte, 16)
-	if _, err := rand.Read(nonce); err != nil {
+	if _, err := io.ReadFull(s.cfg.random(), nonce); err != nil {
 		return nil, err
 	}
 	req := channel.Reattach{Nonce: hex.EncodeToString(nonce)}

@@ -335,7 +335,7 @@ func CreateTemplate(ctx context.Context, cfg Config, dir, name string) (*Templat
 		return nil, fmt.Errorf("kvm: template: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	info := &TemplateInfo{Name: name, Recipe: recipe, RecipeDigest: recipe.Digest(), Created: time.Now().UTC().Truncate(time.Second)}
+	info := &TemplateInfo{Name: name, Recipe: recipe, RecipeDigest: recipe.Digest(), Created: cfg.now().UTC().Truncate(time.Second)}
 	for _, b := range []struct {
 		file string
 		src  *os.File

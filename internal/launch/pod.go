@@ -162,7 +162,7 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 		return nil, fmt.Errorf("image disk: %w", err)
 	}
 	defer disk.Close()
-	id, err := NewSandboxID()
+	id, err := newSandboxID(l.o.random())
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +170,7 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 	ev := &measure.LaunchEvent{
 		SandboxID: id, Policy: l.o.Policy, Kernel: pe.Kernel, Initrd: pe.Initrd, Cmdline: pe.Cmdline, CmdlineDigest: pe.CmdlineDigest,
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, ImageDisk: disk.Digest, Args: co.Args,
-		GuestPublicKey: pe.GuestPublicKey, Time: time.Now().UTC().Truncate(time.Second),
+		GuestPublicKey: pe.GuestPublicKey, Time: l.o.now().UTC().Truncate(time.Second),
 		Network: pe.Network, Ports: pe.Ports, WorkingDir: wo.WorkingDir, User: wo.User,
 	}
 	if len(wo.Env) > 0 {

@@ -164,6 +164,12 @@ type Options struct {
 	// (software emulation, no local signature check); default Stderr.
 	Stdout, Stderr, Console, Progress, Warnings io.Writer
 	Logger                                      *slog.Logger
+	// Rand is where generated sandbox ids and the guest's fresh entropy
+	// come from (default: crypto/rand); Now is the wall clock of the launch
+	// event and the guest (default: time.Now). Tests inject them, as
+	// attestd's Config does.
+	Rand io.Reader
+	Now  func() time.Time
 	// Pod makes the sandbox a pod VM (pod.go): its workload is the pod,
 	// the image is its first container's, which StartFirstContainer runs
 	// with Args, Env, WorkingDir and User, and AddContainer adds others.
@@ -275,7 +281,24 @@ func (o *Options) sandboxConfig(kernel, initrd *measure.Pinned, accel, cmdline s
 		Cmdline: cmdline, Accel: accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout,
 		CgroupParent: cgroupParent(o.NoCgroup), Unconfined: o.NoConfine, RunDir: o.RunDir,
 		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
+		Rand: o.Rand, Now: o.Now,
 	}
+}
+
+// now is o.Now(), or the real time.
+func (o *Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+// random is o.Rand, or crypto/rand.
+func (o *Options) random() io.Reader {
+	if o.Rand != nil {
+		return o.Rand
+	}
+	return rand.Reader
 }
 
 // Run performs the launch, step by step (see the package doc), and waits
@@ -429,7 +452,7 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 	sandboxID := o.SandboxID
 	if sandboxID == "" {
 		var err error
-		if sandboxID, err = NewSandboxID(); err != nil {
+		if sandboxID, err = newSandboxID(o.random()); err != nil {
 			return nil, err
 		}
 	} else if !ValidSandboxID(sandboxID) {
@@ -618,7 +641,7 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 		Kernel: kernel.Digest, Initrd: initrd.Digest,
 		Cmdline: cmdline, CmdlineDigest: measure.DigestCmdline(measure.SHA256, cmdline),
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, ImageDisk: disk.Digest,
-		Args: o.Args, GuestPublicKey: guestKey, Time: time.Now().UTC().Truncate(time.Second),
+		Args: o.Args, GuestPublicKey: guestKey, Time: o.now().UTC().Truncate(time.Second),
 	}
 	if tpl != nil {
 		ev.TemplateRecipe, ev.TemplateRAM, ev.TemplateState = tpl.Info.RecipeDigest, tpl.Info.RAM.Digest, tpl.Info.State.Digest
@@ -757,9 +780,11 @@ func ValidSandboxID(id string) bool {
 }
 
 // NewSandboxID is a fresh random sandbox id: 32 hex digits.
-func NewSandboxID() (string, error) {
+func NewSandboxID() (string, error) { return newSandboxID(rand.Reader) }
+
+func newSandboxID(r io.Reader) (string, error) {
 	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
+	if _, err := io.ReadFull(r, id); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(id), nil
