@@ -33,11 +33,9 @@ import (
 	ptypes "github.com/containerd/containerd/protobuf/types"
 	"github.com/containerd/containerd/runtime"
 	"github.com/containerd/containerd/runtime/v2/shim"
-	"github.com/containerd/fifo"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // RuntimeName is the runtime type containerd is configured with.
@@ -373,117 +371,6 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	return &taskAPI.StartResponse{Pid: t.pid}, nil
 }
 
-// startInPod starts a container of a pod VM: the first one launches the
-// pod's VM with its image (the host service's Run with pod: verify,
-// measure, boot, attest, release the pod's secrets, start it), the later
-// ones are added to it (AddContainer: measured, a launch event of their
-// own judged by the pod's policy, then started). A refusal fails Start
-// with the policy's reasons, and nothing of the container runs.
-func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartResponse, error) {
-	p := c.pod
-	p.podMu.Lock()
-	defer p.podMu.Unlock()
-	s.mu.Lock()
-	t := c.task
-	if t.status != tasktypes.Status_CREATED || t.cancel != nil {
-		s.mu.Unlock()
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s already started", t.id)
-	}
-	if p.task.status == tasktypes.Status_STOPPED {
-		s.mu.Unlock()
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s: its pod is stopped", t.id)
-	}
-	podID, podPolicy, first := p.sandbox, p.cfg.Policy, p.sandbox == ""
-	lctx, cancel := context.WithCancel(ctx)
-	t.cancel = cancel
-	if first { // stopping the pod aborts its launch
-		p.task.cancel = cancel
-	}
-	image := filepath.Join(c.bundle, imageDirName, "image")
-	args := workloadArgs(c.cfg.Args, c.image.Config.Entrypoint, c.image.Config.Cmd)
-	netns := p.netns
-	s.mu.Unlock()
-	defer cancel()
-
-	var (
-		qemuPid uint32
-		err     error
-	)
-	if first {
-		req := &bulwarkv1.RunRequest{
-			Policy: c.cfg.Policy, Image: image, Args: args, Kernel: c.cfg.Kernel, Initrd: c.cfg.Initrd, Template: c.cfg.Template,
-			Pod: true, Container: t.id,
-		}
-		if netns != "" { // a pod with its own network: the guest takes its interface over
-			req.Network, req.Netns = "tap", netns
-		}
-		var sb *bulwarkv1.Sandbox
-		if sb, err = s.launch(lctx, req); err != nil {
-			s.forgetFailed(image)
-		} else {
-			podID, qemuPid = sb.GetId(), uint32(max(sb.GetQemuPid(), 0))
-		}
-	} else if c.cfg.Policy != podPolicy {
-		err = fmt.Errorf("bulwark shim: container %s names policy %q, its pod VM runs under %q: a pod's containers are judged by its policy", t.id, c.cfg.Policy, podPolicy)
-	} else {
-		err = addContainer(lctx, &bulwarkv1.AddContainerRequest{Id: podID, Name: t.id, Image: image, Args: args})
-	}
-	// The host service has built the image's disk (or failed): the copy
-	// is no longer needed.
-	os.RemoveAll(filepath.Join(c.bundle, imageDirName))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t.cancel = nil
-	if first {
-		p.task.cancel = nil
-		if err == nil {
-			p.sandbox, p.cfg, p.qemuPid = podID, c.cfg, qemuPid
-			if werr := os.WriteFile(filepath.Join(p.bundle, sandboxFile), []byte(podID), 0o600); werr != nil {
-				log.G(ctx).WithError(werr).Warn("bulwark shim: recording the pod's sandbox id")
-			}
-			if p.task.status == tasktypes.Status_STOPPED { // the pod was stopped while it launched (its Delete removes it)
-				go s.stopSandbox(podID, syscall.SIGKILL)
-				err = fmt.Errorf("bulwark shim: pod %s was stopped while its VM launched", p.task.id)
-			} else {
-				go s.follow(p.task, podID, "") // the pause task ends with the pod's VM
-			}
-		}
-	}
-	if err != nil {
-		if t.exit(exitLaunchFailed) {
-			s.send(&eventstypes.TaskExit{ContainerID: t.id, ID: t.id, Pid: t.pid, ExitStatus: t.exitStatus, ExitedAt: protobuf.ToTimestamp(t.exitedAt)})
-		}
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
-	}
-	c.sandbox = podID
-	if p.qemuPid > 0 {
-		t.pid = p.qemuPid
-	}
-	if t.status == tasktypes.Status_STOPPED { // killed while it started
-		go s.killContainer(podID, t.id, syscall.SIGKILL)
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s was killed while it started", t.id)
-	}
-	t.status = tasktypes.Status_RUNNING
-	log.G(ctx).Infof("bulwark shim: container %s runs in pod VM %s", t.id, podID)
-	s.send(&eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
-	go s.follow(t, podID, t.id)
-	return &taskAPI.StartResponse{Pid: t.pid}, nil
-}
-
-// addContainer adds a container to a running pod VM; a failure carries
-// the host service's reasons.
-func addContainer(ctx context.Context, req *bulwarkv1.AddContainerRequest) error {
-	c, err := dialHost()
-	if err != nil {
-		return fmt.Errorf("bulwark shim: %w", err)
-	}
-	defer c.Close()
-	if _, err := c.AddContainer(ctx, req); err != nil {
-		return fmt.Errorf("bulwark launch: %s", status.Convert(err).Message())
-	}
-	return nil
-}
-
 // launch runs the host service's launch and returns the started sandbox;
 // a failure carries the host service's reasons.
 func (s *service) launch(ctx context.Context, req *bulwarkv1.RunRequest) (*bulwarkv1.Sandbox, error) {
@@ -540,87 +427,6 @@ func (s *service) forgetFailed(image string) {
 	}
 }
 
-// follow copies the sandbox's output (with name: that of its container
-// name, of a pod VM) to the task's stdout and stderr until it ends, then
-// records its exit status.
-func (s *service) follow(t *proc, id, name string) {
-	ctx := s.ctx
-	stdout, stderr := openOutput(ctx, t.stdout), openOutput(ctx, t.stderr)
-	defer stdout.Close()
-	defer stderr.Close()
-	var skip int64 // bytes already copied, when the log is followed again
-	code := uint32(255)
-	for attempt := 0; ; attempt++ {
-		n, err := copyLogs(ctx, id, name, skip, stdout, stderr)
-		skip += n
-		st, ec, msg, ierr := inspect(ctx, id, name)
-		if ierr == nil && st != "running" && st != "created" {
-			if ec >= 0 {
-				code = uint32(ec)
-			}
-			if msg != "" {
-				log.G(ctx).Warnf("bulwark shim: sandbox %s %s: %s", id, name, msg)
-			}
-			break
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		// The stream broke while the sandbox runs (the host service
-		// restarted): follow it again, skipping what was copied.
-		log.G(ctx).WithError(errors.Join(err, ierr)).Warnf("bulwark shim: following sandbox %s again", id)
-		time.Sleep(min(time.Duration(attempt+1)*200*time.Millisecond, 5*time.Second))
-	}
-	s.mu.Lock()
-	first := t.exit(code)
-	s.mu.Unlock()
-	if first {
-		s.send(&eventstypes.TaskExit{ContainerID: t.id, ID: t.id, Pid: t.pid, ExitStatus: t.exitStatus, ExitedAt: protobuf.ToTimestamp(t.exitedAt)})
-	}
-}
-
-// copyLogs follows the sandbox's output (with name: its container's),
-// dropping its first skip bytes, and returns how many bytes it read.
-func copyLogs(ctx context.Context, id, name string, skip int64, stdout, stderr io.Writer) (int64, error) {
-	c, err := dialHost()
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	var stream interface {
-		Recv() (*bulwarkv1.LogChunk, error)
-	}
-	if name != "" {
-		stream, err = c.ContainerLogs(ctx, &bulwarkv1.ContainerLogsRequest{Id: id, Name: name, Follow: true})
-	} else {
-		stream, err = c.Logs(ctx, &bulwarkv1.LogsRequest{Id: id, Follow: true})
-	}
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for {
-		chunk, err := stream.Recv()
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return n, nil
-			}
-			return n, err
-		}
-		data := chunk.GetData()
-		n += int64(len(data))
-		if skip > 0 {
-			d := min(skip, int64(len(data)))
-			data, skip = data[d:], skip-d
-		}
-		w := stdout
-		if chunk.GetStream() == bulwarkv1.LogChunk_STREAM_STDERR {
-			w = stderr
-		}
-		w.Write(data) // a reader that went away loses the output, not the sandbox
-	}
-}
-
 // inspect reports the sandbox's status (with name: its container's), its
 // exit code (-1: none) and its error.
 func inspect(ctx context.Context, id, name string) (status string, exitCode int32, msg string, err error) {
@@ -642,24 +448,6 @@ func inspect(ctx context.Context, id, name string) (status string, exitCode int3
 	}
 	return sb.GetStatus(), sb.GetExitCode(), sb.GetError(), nil
 }
-
-// openOutput opens a container's stdout or stderr fifo for writing (empty:
-// discard).
-func openOutput(ctx context.Context, path string) io.WriteCloser {
-	if path == "" {
-		return nopCloser{io.Discard}
-	}
-	f, err := fifo.OpenFifo(ctx, path, syscall.O_WRONLY, 0)
-	if err != nil {
-		log.G(ctx).WithError(err).Warnf("bulwark shim: opening %s", path)
-		return nopCloser{io.Discard}
-	}
-	return f
-}
-
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
 
 // stopSandbox stops a sandbox: SIGKILL gives the workload a second, any
 // other signal the host service's default grace period.
@@ -855,96 +643,6 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 	return &taskAPI.WaitResponse{ExitStatus: p.exitStatus, ExitedAt: protobuf.ToTimestamp(p.exitedAt)}, nil
 }
 
-// Exec records a process to run beside the workload (started by Start).
-func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, err := s.container(r.ID)
-	if err != nil {
-		return nil, err
-	}
-	if _, ok := c.execs[r.ExecID]; ok {
-		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "bulwark shim: exec %s already exists", r.ExecID)
-	}
-	if r.Terminal {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: a terminal (-t) is not supported for exec")
-	}
-	var ps specs.Process
-	if r.Spec == nil || json.Unmarshal(r.Spec.GetValue(), &ps) != nil || len(ps.Args) == 0 {
-		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bulwark shim: exec %s: want a process spec with a command", r.ExecID)
-	}
-	c.execs[r.ExecID] = &proc{id: r.ExecID, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, status: tasktypes.Status_CREATED,
-		exited: make(chan struct{}), args: ps.Args}
-	s.send(&eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
-	return empty, nil
-}
-
-// startExec runs an exec'd process through the host service (its stdin
-// is /dev/null there).
-func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c, p, err := s.process(r.ID, r.ExecID)
-	if err != nil {
-		return nil, err
-	}
-	if c.task.status != tasktypes.Status_RUNNING || c.sandbox == "" {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s does not run a workload", r.ID)
-	}
-	if p.status != tasktypes.Status_CREATED {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: exec %s already started", r.ExecID)
-	}
-	hc, err := dialHost()
-	if err != nil {
-		return nil, errdefs.ToGRPC(err)
-	}
-	ectx, cancel := context.WithCancel(s.ctx)
-	req := &bulwarkv1.ExecRequest{Id: c.sandbox, Args: p.args}
-	if c.pod != nil { // in its own root, in the pod's VM
-		req.Container = c.task.id
-	}
-	stream, err := hc.Exec(ectx, req)
-	if err != nil {
-		cancel()
-		hc.Close()
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark exec: %s", status.Convert(err).Message())
-	}
-	p.status, p.pid, p.cancel = tasktypes.Status_RUNNING, c.task.pid, cancel
-	go func() {
-		defer hc.Close()
-		defer cancel()
-		stdout, stderr := openOutput(s.ctx, p.stdout), openOutput(s.ctx, p.stderr)
-		code := uint32(255)
-		for {
-			ev, err := stream.Recv()
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					fmt.Fprintf(stderr, "bulwark exec: %s\n", status.Convert(err).Message())
-				}
-				break
-			}
-			if out := ev.GetOutput(); out != nil {
-				w := stdout
-				if out.GetStream() == bulwarkv1.LogChunk_STREAM_STDERR {
-					w = stderr
-				}
-				w.Write(out.GetData())
-			}
-			if e, ok := ev.GetEvent().(*bulwarkv1.ExecEvent_ExitCode); ok {
-				code = uint32(e.ExitCode)
-			}
-		}
-		stdout.Close()
-		stderr.Close()
-		s.mu.Lock()
-		p.exit(code)
-		s.mu.Unlock()
-		s.send(&eventstypes.TaskExit{ContainerID: r.ID, ID: p.id, Pid: p.pid, ExitStatus: p.exitStatus, ExitedAt: protobuf.ToTimestamp(p.exitedAt)})
-	}()
-	s.send(&eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: p.pid})
-	return &taskAPI.StartResponse{Pid: p.pid}, nil
-}
-
 // Pids lists the sandbox's QEMU as the container's one process.
 func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
 	s.mu.Lock()
@@ -981,43 +679,6 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*pt
 
 func notImplemented(what string) error {
 	return errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: %s is not supported", what)
-}
-
-// Stats reports the container's sandbox: its QEMU's cgroup (CPU, memory,
-// pids), as runc's shim reports a container's cgroup (stats.go). A CRI
-// pod's sandbox container runs nothing on the host, so it reports zero.
-func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	s.mu.Lock()
-	c, err := s.container(r.ID)
-	var pid uint32
-	var sandbox string
-	var pause bool
-	if err == nil {
-		pid, sandbox, pause = c.task.pid, c.sandbox, c.pause
-	}
-	s.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	var m proto.Message
-	if pause {
-		m, err = defaultStatRoots.zeroMetrics()
-	} else if sandbox == "" || pid == 0 {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s: not started, so nothing to measure", r.ID)
-	} else {
-		m, err = defaultStatRoots.sandboxMetrics(pid, "bulwark-"+sandbox)
-	}
-	if errors.Is(err, errNotSandbox) {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "container %s: %v", r.ID, err)
-	}
-	if err != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "container %s: reading its sandbox's usage: %v", r.ID, err)
-	}
-	a, err := protobuf.MarshalAnyToProto(m)
-	if err != nil {
-		return nil, err
-	}
-	return &taskAPI.StatsResponse{Stats: a}, nil
 }
 
 // Pause is not supported.

@@ -3,6 +3,7 @@ package shim
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,9 @@ import (
 
 	cg1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cg2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/protobuf"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 )
@@ -315,4 +319,41 @@ func readProcCPU(path string) (user, sys uint64, err error) {
 	}
 	const ns = 1_000_000_000 / clockTick
 	return u * ns, s * ns, nil
+}
+
+// Stats reports the container's sandbox: its QEMU's cgroup (CPU, memory,
+// pids), as runc's shim reports a container's cgroup (stats.go). A CRI
+// pod's sandbox container runs nothing on the host, so it reports zero.
+func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	s.mu.Lock()
+	c, err := s.container(r.ID)
+	var pid uint32
+	var sandbox string
+	var pause bool
+	if err == nil {
+		pid, sandbox, pause = c.task.pid, c.sandbox, c.pause
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	var m proto.Message
+	if pause {
+		m, err = defaultStatRoots.zeroMetrics()
+	} else if sandbox == "" || pid == 0 {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s: not started, so nothing to measure", r.ID)
+	} else {
+		m, err = defaultStatRoots.sandboxMetrics(pid, "bulwark-"+sandbox)
+	}
+	if errors.Is(err, errNotSandbox) {
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "container %s: %v", r.ID, err)
+	}
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrUnknown, "container %s: reading its sandbox's usage: %v", r.ID, err)
+	}
+	a, err := protobuf.MarshalAnyToProto(m)
+	if err != nil {
+		return nil, err
+	}
+	return &taskAPI.StatsResponse{Stats: a}, nil
 }
