@@ -105,29 +105,7 @@ func TestContainerdRestart(t *testing.T) {
 	if out, err := cd.ctr("tasks", "exec", "--exec-id", "after", "loop", "ls", "/run/secrets").Output(); err != nil || strings.TrimSpace(string(out)) != "db" {
 		t.Fatalf("ctr tasks exec after the restart: %v\n%s", err, out)
 	}
-	if out, err := cd.ctr("tasks", "kill", "loop").CombinedOutput(); err != nil {
-		t.Fatalf("ctr tasks kill: %v\n%s", err, out)
-	}
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		out, _ := cd.ctr("tasks", "ls").Output()
-		if strings.Contains(string(out), "STOPPED") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the task did not stop within 60 s of kill:\n%s", out)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if got := e.ps(t, true)[sb.ID]; got.Status != "exited" || got.ExitCode != 3 {
-		t.Errorf("the sandbox after kill: %+v, want exited with the workload's 3", got)
-	}
-	waitGone(t, sb.QEMUPID)
-	for _, args := range [][]string{{"tasks", "rm", "loop"}, {"containers", "rm", "loop"}} {
-		if out, err := cd.ctr(args...).CombinedOutput(); err != nil {
-			t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
+	e.killAndRemove(t, cd, "loop", sb, 3) // the workload's own status: its TERM trap exits 3
 	if left := e.ps(t, true); len(left) != 0 {
 		t.Errorf("the host service still lists %d sandboxes: %+v", len(left), left)
 	}

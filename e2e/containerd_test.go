@@ -173,6 +173,37 @@ func (cd *containerd) crictl(args ...string) (string, error) {
 	return so.String(), nil
 }
 
+// killAndRemove kills the running container name (ctr tasks kill: SIGTERM),
+// waits for its task to stop and its sandbox sb to end with wantCode and
+// its QEMU to be gone, then removes the task and the container.
+func (e *env) killAndRemove(t *testing.T, cd *containerd, name string, sb psEntry, wantCode int) {
+	t.Helper()
+	if out, err := cd.ctr("tasks", "kill", name).CombinedOutput(); err != nil {
+		t.Fatalf("ctr tasks kill: %v\n%s", err, out)
+	}
+	// Kill returns at once; the task stops within the grace period.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		tasks, _ := cd.ctr("tasks", "ls").Output()
+		if strings.Contains(string(tasks), "STOPPED") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the task did not stop within 60 s of kill:\n%s", tasks)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got := e.ps(t, true)[sb.ID]; got.Status != "exited" || got.ExitCode != wantCode {
+		t.Errorf("the sandbox after kill: %+v, want exited with %d", got, wantCode)
+	}
+	waitGone(t, sb.QEMUPID)
+	for _, args := range [][]string{{"tasks", "rm", name}, {"containers", "rm", name}} {
+		if out, err := cd.ctr(args...).CombinedOutput(); err != nil {
+			t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
 // shims lists the bulwark shims serving cd: pid -> command line.
 func (cd *containerd) shims() map[int]string {
 	out := map[int]string{}
@@ -434,30 +465,7 @@ func TestContainerdShim(t *testing.T) {
 			t.Errorf("ctr tasks metrics: usage above the limit:\n%s", mj)
 		}
 
-		if out, err := cd.ctr("tasks", "kill", "loop").CombinedOutput(); err != nil {
-			t.Fatalf("ctr tasks kill: %v\n%s", err, out)
-		}
-		// Kill returns at once; the task stops within the grace period.
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			tasks, _ = cd.ctr("tasks", "ls").Output()
-			if strings.Contains(string(tasks), "STOPPED") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the task did not stop within 60 s of kill:\n%s", tasks)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if got := e.ps(t, true)[sb.ID]; got.Status != "exited" || got.ExitCode != 143 {
-			t.Errorf("the sandbox after kill: %+v, want exited with 143", got)
-		}
-		waitGone(t, sb.QEMUPID)
-		for _, args := range [][]string{{"tasks", "rm", "loop"}, {"containers", "rm", "loop"}} {
-			if out, err := cd.ctr(args...).CombinedOutput(); err != nil {
-				t.Fatalf("ctr %s: %v\n%s", strings.Join(args, " "), err, out)
-			}
-		}
+		e.killAndRemove(t, cd, "loop", sb, 143)
 		noSandboxes(t)
 	})
 
