@@ -19,10 +19,10 @@ import (
 
 // follow copies the sandbox's output (with name: that of its container
 // name, of a pod VM) to the task's stdout and stderr until it ends, then
-// records its exit status.
-func (s *service) follow(t *proc, id, name string) {
+// records its exit status. Start opens stdout and stderr (openOutputs)
+// before it answers, while the caller holds the fifos' read ends.
+func (s *service) follow(t *proc, id, name string, stdout, stderr io.WriteCloser) {
 	ctx := s.ctx
-	stdout, stderr := openOutput(ctx, t.stdout), openOutput(ctx, t.stderr)
 	defer stdout.Close()
 	defer stderr.Close()
 	var skip int64 // bytes already copied, when the log is followed again
@@ -96,6 +96,20 @@ func copyLogs(ctx context.Context, id, name string, skip int64, stdout, stderr i
 		}
 		w.Write(data) // a reader that went away loses the output, not the sandbox
 	}
+}
+
+// fifoOpenTimeout bounds the wait for a reader of a task's output fifo.
+const fifoOpenTimeout = 10 * time.Second
+
+// openOutputs opens a task's stdout and stderr fifos for writing, waiting
+// (at most fifoOpenTimeout) for their readers. Start calls it before it
+// answers: the caller (ctr run -d, the CRI) holds the read ends until
+// then, and a fifo opened for writing only after its reader went away
+// would block for good, and the task would never be seen to exit.
+func openOutputs(ctx context.Context, stdout, stderr string) (io.WriteCloser, io.WriteCloser) {
+	ctx, cancel := context.WithTimeout(ctx, fifoOpenTimeout)
+	defer cancel()
+	return openOutput(ctx, stdout), openOutput(ctx, stderr)
 }
 
 // openOutput opens a container's stdout or stderr fifo for writing (empty:

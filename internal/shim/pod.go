@@ -92,7 +92,8 @@ func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartR
 				go s.stopSandbox(podID, syscall.SIGKILL)
 				err = fmt.Errorf("bulwark shim: pod %s was stopped while its VM launched", p.task.id)
 			} else {
-				go s.follow(p.task, podID, "") // the pause task ends with the pod's VM
+				stdout, stderr := openOutputs(s.ctx, p.task.stdout, p.task.stderr)
+				go s.follow(p.task, podID, "", stdout, stderr) // the pause task ends with the pod's VM
 			}
 		}
 	}
@@ -113,7 +114,8 @@ func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartR
 	t.status = tasktypes.Status_RUNNING
 	log.G(ctx).Infof("bulwark shim: container %s runs in pod VM %s", t.id, podID)
 	s.send(&eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
-	go s.follow(t, podID, t.id)
+	stdout, stderr := openOutputs(s.ctx, t.stdout, t.stderr)
+	go s.follow(t, podID, t.id, stdout, stderr)
 	return &taskAPI.StartResponse{Pid: t.pid}, nil
 }
 

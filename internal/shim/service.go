@@ -367,7 +367,8 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	t.status = tasktypes.Status_RUNNING
 	log.G(ctx).Infof("bulwark shim: container %s runs in sandbox %s (attestation %s)", t.id, c.sandbox, sb.GetAttestationId())
 	s.send(&eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
-	go s.follow(t, c.sandbox, "")
+	stdout, stderr := openOutputs(s.ctx, t.stdout, t.stderr)
+	go s.follow(t, c.sandbox, "", stdout, stderr)
 	return &taskAPI.StartResponse{Pid: t.pid}, nil
 }
 

@@ -322,8 +322,8 @@ func readProcCPU(path string) (user, sys uint64, err error) {
 }
 
 // Stats reports the container's sandbox: its QEMU's cgroup (CPU, memory,
-// pids), as runc's shim reports a container's cgroup (stats.go). A CRI
-// pod's sandbox container runs nothing on the host, so it reports zero.
+// pids), as runc's shim reports a container's cgroup (stats.go). What
+// does not run on the host (yet) reports zero.
 func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
 	s.mu.Lock()
 	c, err := s.container(r.ID)
@@ -338,10 +338,11 @@ func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.
 		return nil, err
 	}
 	var m proto.Message
-	if pause {
+	if pause || sandbox == "" || pid == 0 {
+		// Nothing of it runs on the host (a pod's sandbox container, or a
+		// container not started yet): zero, not an error containerd's
+		// CRI would log every second.
 		m, err = defaultStatRoots.zeroMetrics()
-	} else if sandbox == "" || pid == 0 {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s: not started, so nothing to measure", r.ID)
 	} else {
 		m, err = defaultStatRoots.sandboxMetrics(pid, "bulwark-"+sandbox)
 	}
