@@ -27,20 +27,9 @@ import (
 // launch event gets its END record; stopp/rmp leave no QEMU, shim,
 // sandbox or mount behind.
 func TestContainerdPodVM(t *testing.T) {
-	for _, tool := range []string{"containerd", "ctr", "crictl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found: run scripts/install-containerd.sh (make tools)", tool)
-		}
-	}
-	if containerdMajor(t) < 2 {
-		t.Skip("the CRI config here is containerd 2.x's")
-	}
+	needContainerd(t, true)
 	e := setup(t)
-	build := exec.Command("go", "build", "-o", bins+"/", "../cmd/containerd-shim-bulwark-v2")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the shim: %v\n%s", err, out)
-	}
+	buildShim(t)
 	// Three images, each with a file only it has: a (runs on), b (exits 3
 	// once told to), c (its image is not in the pod's policy).
 	scripts := map[string]string{

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/base64"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,17 +17,9 @@ import (
 // everything goes on: the task is listed running, exec works, kill stops
 // it with the workload's status, and removal leaves nothing behind.
 func TestContainerdRestart(t *testing.T) {
-	for _, tool := range []string{"containerd", "ctr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found: run scripts/install-containerd.sh (make tools)", tool)
-		}
-	}
+	needContainerd(t, false)
 	e := setup(t)
-	build := exec.Command("go", "build", "-o", bins+"/", "../cmd/containerd-shim-bulwark-v2")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the shim: %v\n%s", err, out)
-	}
+	buildShim(t)
 	e.must("launcher", "image", "build", "-o", e.path("loop"), "--ref", "local/loop:1", "--busybox", "sh,echo,sleep,ls",
 		"--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", `trap 'exit 3' TERM; while :; do sleep 1; done`)
 	e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("loop"))

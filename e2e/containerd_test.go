@@ -134,6 +134,35 @@ func (e *env) startContainerdIn(t testing.TB, dir string, cri bool) *containerd 
 	return cd
 }
 
+// needContainerd skips a test without containerd and ctr (and, for the
+// CRI, crictl and containerd 2.x, whose CRI config the tests write).
+func needContainerd(t testing.TB, cri bool) {
+	t.Helper()
+	tools := []string{"containerd", "ctr"}
+	if cri {
+		tools = append(tools, "crictl")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found: run scripts/install-containerd.sh (make tools)", tool)
+		}
+	}
+	if cri && containerdMajor(t) < 2 {
+		t.Skip("the CRI config here is containerd 2.x's")
+	}
+}
+
+// buildShim builds containerd-shim-bulwark-v2 into the binaries' directory,
+// which containerd finds on its PATH.
+func buildShim(t testing.TB) {
+	t.Helper()
+	build := exec.Command("go", "build", "-o", bins+"/", "../cmd/containerd-shim-bulwark-v2")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the shim: %v\n%s", err, out)
+	}
+}
+
 // containerdMajor is the major version of the containerd on PATH.
 func containerdMajor(t testing.TB) int {
 	t.Helper()
@@ -251,17 +280,9 @@ func tarLayout(t testing.TB, dir, archive string) {
 // refused before anything boots. Nothing is left behind in the host
 // service.
 func TestContainerdShim(t *testing.T) {
-	for _, tool := range []string{"containerd", "ctr"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found: run scripts/install-containerd.sh (make tools)", tool)
-		}
-	}
+	needContainerd(t, false)
 	e := setup(t)
-	build := exec.Command("go", "build", "-o", bins+"/", "../cmd/containerd-shim-bulwark-v2")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the shim: %v\n%s", err, out)
-	}
+	buildShim(t)
 	e.must("launcher", "image", "build", "-o", e.path("ctr-image"), "--ref", "local/hello:1", "--busybox", "sh,echo,cat,sha256sum,cut,ls",
 		"--entrypoint", "/bin/sh", "--cmd", "-c",
 		"--cmd", `echo "secrets: $(ls /run/secrets)"; echo "fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; echo oops >&2; exit 7`)
@@ -511,12 +532,7 @@ func TestContainerdShim(t *testing.T) {
 	})
 
 	t.Run("crictl runs a pod whose container is a measured VM", func(t *testing.T) {
-		if _, err := exec.LookPath("crictl"); err != nil {
-			t.Skip("crictl not found: run scripts/install-containerd.sh (make tools)")
-		}
-		if containerdMajor(t) < 2 {
-			t.Skip("the CRI config here is containerd 2.x's")
-		}
+		needContainerd(t, true)
 		cri := e.startContainerd(t, true)
 		// The pod's sandbox ("pause") image: containerd's CRI needs one,
 		// the shim never runs it.
@@ -687,25 +703,14 @@ func TestContainerdRuntimeSnippet(t *testing.T) {
 // container with its reason. stopp/rmp leave no QEMU, no sandbox, no
 // network namespace and no tap behind.
 func TestContainerdPodNetwork(t *testing.T) {
-	for _, tool := range []string{"containerd", "ctr", "crictl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found: run scripts/install-containerd.sh (make tools)", tool)
-		}
-	}
+	needContainerd(t, true)
 	for _, p := range []string{"bridge", "host-local", "loopback"} {
 		if _, err := os.Stat("/usr/lib/cni/" + p); err != nil {
 			t.Skipf("CNI plugin %s not found: apt-get install containernetworking-plugins (make deps)", p)
 		}
 	}
-	if containerdMajor(t) < 2 {
-		t.Skip("the CRI config here is containerd 2.x's")
-	}
 	e := setup(t)
-	build := exec.Command("go", "build", "-o", bins+"/", "../cmd/containerd-shim-bulwark-v2")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the shim: %v\n%s", err, out)
-	}
+	buildShim(t)
 	// The web image, with a policy that allows the tap network and one
 	// ("web-nonet") that allows no network.
 	e.must("launcher", "image", "build", "-o", e.path("web-image"), "--ref", "local/web:1", "--busybox", "sh,echo,mkdir,httpd,cat",

@@ -18,20 +18,9 @@ import (
 // same iteration, from a cold boot of the same recipe. Each pod is stopped
 // and removed after it is timed.
 func BenchmarkPodStart(b *testing.B) {
-	for _, tool := range []string{"containerd", "ctr", "crictl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			b.Skipf("%s not found: run scripts/install-containerd.sh (make tools)", tool)
-		}
-	}
-	if containerdMajor(b) < 2 {
-		b.Skip("the CRI config here is containerd 2.x's")
-	}
+	needContainerd(b, true)
 	e := setup(b)
-	build := exec.Command("go", "build", "-o", bins+"/", "../cmd/containerd-shim-bulwark-v2")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOTOOLCHAIN=local")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building the shim: %v\n%s", err, out)
-	}
+	buildShim(b)
 	e.must("launcher", "image", "build", "-o", e.path("srv"), "--ref", "local/srv:1", "--busybox", "sh,echo,sleep",
 		"--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", `echo up; while :; do sleep 1; done`)
 	e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("srv"))
