@@ -43,11 +43,12 @@ func (e *env) startContainerd(t *testing.T, cri bool) *containerd {
 	return e.startContainerdIn(t, dir, cri)
 }
 
-// startContainerdIn is startContainerd with its directory given. With the
-// CRI, pods with their own network get it from the CNI plugins in
-// /usr/lib/cni (Debian's containernetworking-plugins) and the conflists
-// the test writes to DIR/cni.
-func (e *env) startContainerdIn(t testing.TB, dir string, cri bool) *containerd {
+// startContainerdIn is startContainerd with its directory given, and env
+// added to containerd's environment (the shims inherit it). With the CRI,
+// pods with their own network get it from the CNI plugins in /usr/lib/cni
+// (Debian's containernetworking-plugins) and the conflists the test writes
+// to DIR/cni.
+func (e *env) startContainerdIn(t testing.TB, dir string, cri bool, env ...string) *containerd {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -88,6 +89,7 @@ func (e *env) startContainerdIn(t testing.TB, dir string, cri bool) *containerd 
 	// test's containers name are in its directory.
 	c.Env = append(os.Environ(), "BULWARK_STATE="+e.state, "PATH="+bins+string(os.PathListSeparator)+os.Getenv("PATH"),
 		"BULWARK_GUEST_DIRS="+e.dir)
+	c.Env = append(c.Env, env...)
 	pr, pw := io.Pipe()
 	c.Stdout, c.Stderr = pw, pw
 	if err := c.Start(); err != nil {

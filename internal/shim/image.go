@@ -29,6 +29,8 @@ var errImage = errors.New("bulwark shim: image")
 
 // exportedImage is an image copied from containerd's content store.
 type exportedImage struct {
+	// Name is the image's name in containerd ("HOST/REPO:TAG").
+	Name string
 	// Manifest is the platform manifest the layout's index.json names.
 	Manifest ocispec.Descriptor
 	// Config is the image's configuration (entrypoint, cmd).

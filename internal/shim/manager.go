@@ -122,5 +122,7 @@ func (s *service) exportContainerImage(ctx context.Context, id, dir string) (exp
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return exportedImage{}, err
 	}
-	return exportImage(ctx, client.ContentStore(), img.Target, dir+"/image")
+	out, err := exportImage(ctx, client.ContentStore(), img.Target, dir+"/image")
+	out.Name = c.Image
+	return out, err
 }

@@ -270,6 +270,14 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			if err := os.WriteFile(filepath.Join(dir, "image.payload.json"), cfg.Payload, 0o600); err != nil {
 				return nil, err
 			}
+		} else {
+			n, err := addRegistrySignatures(ctx, img.Name, img.Manifest.Digest.String(), filepath.Join(dir, "image"), os.Getenv(SignatureRegistriesEnv))
+			if err != nil {
+				return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
+			}
+			if n > 0 {
+				log.G(ctx).Infof("bulwark shim: container %s: %d cosign signature(s) from the registry of %s", r.ID, n, img.Name)
+			}
 		}
 		c.cfg, c.image = cfg, img
 		log.G(ctx).Infof("bulwark shim: container %s: image manifest %s from containerd's content store, policy %s", r.ID, img.Manifest.Digest, cfg.Policy)
