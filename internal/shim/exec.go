@@ -32,7 +32,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "bulwark shim: exec %s already exists", r.ExecID)
 	}
 	if r.Terminal {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: a terminal (-t) is not supported for exec")
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: exec %s: terminal: %v", r.ExecID, errTerminal)
 	}
 	var ps specs.Process
 	if r.Spec == nil || json.Unmarshal(r.Spec.GetValue(), &ps) != nil || len(ps.Args) == 0 {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/bulwark-project/bulwark/measure"
 	"github.com/bulwark-project/bulwark/policy"
 	"github.com/containerd/containerd/content"
 	"github.com/opencontainers/go-digest"
@@ -84,6 +86,49 @@ func FuzzExportImage(f *testing.F) {
 		}
 		if _, err := os.Stat(filepath.Join(dir, "image", "blobs", "sha256", got.Manifest.Digest.Encoded())); err != nil {
 			t.Errorf("exported manifest %s is not in the layout: %v", got.Manifest.Digest, err)
+		}
+	})
+}
+
+// The image's /etc/passwd and /etc/group are the image author's bytes:
+// resolveImageUser never panics, and a numeric USER:GROUP needs no file.
+func FuzzResolveImageUser(f *testing.F) {
+	f.Add("app", testPasswd, testGroup)
+	f.Add("1000", "a:b:1000:x:y:z\n", "")
+	f.Add("app:staff", testPasswd, testGroup)
+	f.Add("5:6", "", "")
+	f.Add("::", ":::::::\n", "::\n")
+	f.Fuzz(func(t *testing.T, user, passwd, group string) {
+		reads := 0
+		uid, gid, err := resolveImageUser(user, staticFiles(passwd, group, &reads))
+		if err == nil && (uid > maxID || gid > maxID) {
+			t.Errorf("resolved %q to %d:%d", user, uid, gid)
+		}
+		if u, g, ok := strings.Cut(user, ":"); ok {
+			if nu, e1 := parseID(u); e1 == nil {
+				if ng, e2 := parseID(g); e2 == nil && (reads != 0 || err != nil || uid != nu || gid != ng) {
+					t.Errorf("%q: %d:%d %v after %d reads", user, uid, gid, err, reads)
+				}
+			}
+		}
+	})
+}
+
+// What envOverrides accepts is what the launch accepts as -e.
+func FuzzEnvOverrides(f *testing.F) {
+	f.Add("A=1", "B=2", "A=2")
+	f.Add("HOSTNAME=duo", "PATH="+defaultPath, "")
+	f.Add("=", "A", "A B=1")
+	f.Fuzz(func(t *testing.T, a, b, img string) {
+		out, err := envOverrides([]string{a, b}, []string{img}, func(v string) bool { return v == "duo" })
+		if err != nil {
+			return
+		}
+		for _, kv := range out {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || measure.CheckEnvKey(k) != nil || measure.CheckEnvValue(v) != nil || kv == img {
+				t.Errorf("accepted %q", kv)
+			}
 		}
 	})
 }

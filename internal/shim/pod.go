@@ -59,6 +59,7 @@ func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartR
 	if first {
 		req := &bulwarkv1.RunRequest{
 			Policy: c.cfg.Policy, Image: image, Args: args, Kernel: c.cfg.Kernel, Initrd: c.cfg.Initrd, Template: c.cfg.Template,
+			Env: c.cfg.Env, WorkingDir: c.cfg.WorkingDir, User: c.cfg.User,
 			Pod: true, Container: t.id,
 		}
 		if netns != "" { // a pod with its own network: the guest takes its interface over
@@ -73,7 +74,8 @@ func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartR
 	} else if c.cfg.Policy != podPolicy {
 		err = fmt.Errorf("bulwark shim: container %s names policy %q, its pod VM runs under %q: a pod's containers are judged by its policy", t.id, c.cfg.Policy, podPolicy)
 	} else {
-		err = addContainer(lctx, &bulwarkv1.AddContainerRequest{Id: podID, Name: t.id, Image: image, Args: args})
+		err = addContainer(lctx, &bulwarkv1.AddContainerRequest{Id: podID, Name: t.id, Image: image, Args: args,
+			Env: c.cfg.Env, WorkingDir: c.cfg.WorkingDir, User: c.cfg.User})
 	}
 	// The host service has built the image's disk (or failed): the copy
 	// is no longer needed.

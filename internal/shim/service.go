@@ -135,8 +135,10 @@ type container struct {
 	// runs on the host; it exists until it is killed.
 	pause bool
 	// netns is a pause container's network namespace (its spec's): the
-	// pod's, which its containers' sandboxes (or its VM) take over.
-	netns string
+	// pod's, which its containers' sandboxes (or its VM) take over;
+	// hostname is its spec's, the pod's (the CRI sets its containers'
+	// HOSTNAME to it).
+	netns, hostname string
 	// podVM (a pause container): the pod's containers share one VM, its
 	// sandbox, launched at the first one's Start (AnnotationPodVM).
 	// podMu serialises that launch and the later AddContainer calls;
@@ -230,7 +232,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "bulwark shim: container %s already created", r.ID)
 	}
 	if r.Terminal {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: a terminal (-t) is not supported: a Bulwark workload's output is its stdout and stderr")
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: container %s: terminal: %v", r.ID, errTerminal)
 	}
 	spec, err := readSpec(r.Bundle)
 	if err != nil {
@@ -238,7 +240,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	c := &container{bundle: r.Bundle, execs: map[string]*proc{}, pause: spec.Annotations[annotationCRIType] == "sandbox"}
 	if c.pause {
-		c.netns = netNSPath(spec)
+		c.netns, c.hostname = netNSPath(spec), spec.Hostname
 		if c.podVM, err = podVMMode(spec.Annotations); err != nil {
 			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 		}
@@ -247,8 +249,10 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if err != nil {
 			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 		}
+		podHostname := ""
 		if p, ok := s.containers[spec.Annotations[annotationSandboxID]]; ok && p.pause {
 			cfg.NetNS = podNetNS(cfg.NetNS, p.task.pid, p.netns)
+			podHostname = p.hostname
 			if p.podVM {
 				c.pod = p
 			}
@@ -263,6 +267,11 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if err != nil {
 			return nil, errdefs.ToGRPC(err)
 		}
+		ov, err := processOverrides(spec.Process, img.Config, criHostname(spec, podHostname), layoutUserFiles(filepath.Join(dir, "image")))
+		if err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+		}
+		cfg.Env, cfg.WorkingDir, cfg.User = ov.Env, ov.WorkingDir, ov.User
 		if cfg.Signature != nil {
 			if err := os.WriteFile(filepath.Join(dir, "image.sig"), cfg.Signature, 0o600); err != nil {
 				return nil, err
@@ -336,7 +345,8 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	t.cancel = cancel
 	req := &bulwarkv1.RunRequest{
 		Policy: c.cfg.Policy, Image: filepath.Join(c.bundle, imageDirName, "image"),
-		Args:   workloadArgs(c.cfg.Args, c.image.Config.Entrypoint, c.image.Config.Cmd),
+		Args: workloadArgs(c.cfg.Args, c.image.Config.Entrypoint, c.image.Config.Cmd),
+		Env:  c.cfg.Env, WorkingDir: c.cfg.WorkingDir, User: c.cfg.User,
 		Kernel: c.cfg.Kernel, Initrd: c.cfg.Initrd, Template: c.cfg.Template,
 	}
 	if c.cfg.NetNS != "" { // a pod with its own network: the guest takes its interface over

@@ -94,6 +94,13 @@ type launchConfig struct {
 	Signature, Payload []byte
 	// Args is the process's command line from the spec.
 	Args []string
+	// Env, WorkingDir and User are what the spec's process sets over the
+	// image's config (processOverrides), passed as 'launcher run -e, -w,
+	// -u' pass them: measured into the launch event, judged by the
+	// policy.
+	Env        []string
+	WorkingDir string
+	User       string
 	// NetNS is the network namespace the spec joins (a CRI pod's own,
 	// set up by its CNI): the sandbox then takes it over through a tap
 	// (network "tap"). Empty: the container has the host's network or a
@@ -103,6 +110,11 @@ type launchConfig struct {
 
 // errBadSpec marks a container spec the shim cannot launch.
 var errBadSpec = errors.New("bulwark shim: bad container spec")
+
+// errTerminal refuses a terminal: a Bulwark workload's output is its
+// stdout and stderr, followed from the host service's logs, and it has no
+// stdin through the host service.
+var errTerminal = errors.New("a terminal is not supported (CRI tty: true, crictl exec -t, ctr -t): a Bulwark workload has no stdin and its output is its stdout and stderr; drop tty")
 
 // parseSpec reads the launch settings from a container's OCI spec. Errors
 // name the annotation.
@@ -171,6 +183,9 @@ func parseSpecIn(s *specs.Spec, guestDirs string) (launchConfig, error) {
 		c.Signature, c.Payload = []byte(sig), p
 	}
 	if s.Process != nil {
+		if s.Process.Terminal {
+			return launchConfig{}, fmt.Errorf("%w: process.terminal: %v", errBadSpec, errTerminal)
+		}
 		c.Args = append([]string(nil), s.Process.Args...)
 	}
 	// The host service checks it (form, a network namespace, not the

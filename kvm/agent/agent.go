@@ -172,10 +172,47 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }
 
-// Identity is the uid, gid and home directory a workload runs as.
+// Identity is the uid, gid, supplementary groups and home directory a
+// workload runs as.
 type Identity struct {
 	UID, GID uint32
 	Home     string
+	// Groups are the supplementary groups: none but, for a pod VM's
+	// containers, PodSecretsGID.
+	Groups []uint32
+}
+
+// groups is id.Groups for syscall.Credential (never nil: no groups).
+func (id Identity) groups() []uint32 {
+	return append([]uint32{}, id.Groups...)
+}
+
+// PodSecretsGID is the group of a pod VM's secrets: /run/secrets and its
+// files belong to the pod's first container's user and this group, which
+// is readable (0550, 0440) and which every container of the pod gets as a
+// supplementary group, whatever its user. A sandbox of one workload keeps
+// its secrets to its user alone (0500, 0400).
+const PodSecretsGID = 1 << 30
+
+// secretsAccess is who owns a sandbox's secret files and their mode.
+type secretsAccess struct {
+	owner Identity
+	mode  os.FileMode
+}
+
+// secretsAccessFor is the access to the secrets of a workload running as
+// id, or of a pod VM (pod) whose first container runs as id.
+func secretsAccessFor(id Identity, pod bool) secretsAccess {
+	if pod {
+		return secretsAccess{owner: Identity{UID: id.UID, GID: PodSecretsGID}, mode: 0o440}
+	}
+	return secretsAccess{owner: Identity{UID: id.UID, GID: id.GID}, mode: 0o400}
+}
+
+// dirMode is the secrets directory's mode: searchable by whoever may read
+// the files.
+func (a secretsAccess) dirMode() os.FileMode {
+	return a.mode | (a.mode&0o444)>>2
 }
 
 // ResolveUser turns an OCI config User ("", "uid", "uid:gid", "name",

@@ -124,7 +124,7 @@ func (s *session) runExec(x *channel.Exec) {
 			Dir: w.workDir, Env: w.env, Files: []*os.File{devnull, outW, errW},
 			Sys: &syscall.SysProcAttr{
 				Chroot:     root,
-				Credential: &syscall.Credential{Uid: w.id.UID, Gid: w.id.GID, Groups: []uint32{}},
+				Credential: &syscall.Credential{Uid: w.id.UID, Gid: w.id.GID, Groups: w.id.groups()},
 				Setsid:     true,
 			},
 		})

@@ -214,26 +214,11 @@ func (s *session) spawnContainer(c *podContainer, cs *channel.ContainerStart) (*
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	cfg = Override(cfg, &channel.Start{Env: cs.Env, WorkingDir: cs.WorkingDir, User: cs.User})
-	argv, err := Command(cfg, cs.Args)
+	argv, w, err := containerWorkload(root, cfg, cs, s.pod.hostname)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	id, err := ResolveUser(root, cfg.User)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	env := Env(cfg.Env, id.Home, s.pod.hostname)
-	workDir := cfg.WorkingDir
-	if workDir == "" {
-		workDir = "/"
-	}
-	if !path.IsAbs(workDir) {
-		return nil, nil, nil, fmt.Errorf("working directory %q is not absolute", workDir)
-	}
-	if err := MkdirAllInRoot(root, workDir, id); err != nil {
-		return nil, nil, nil, fmt.Errorf("working directory %s: %w", workDir, err)
-	}
+	env, workDir, id := w.env, w.workDir, w.id
 	prog, err := LookPath(root, argv[0], env, workDir)
 	if err != nil {
 		return nil, nil, nil, err
@@ -259,7 +244,7 @@ func (s *session) spawnContainer(c *podContainer, cs *channel.ContainerStart) (*
 		Dir: workDir, Env: env, Files: []*os.File{devnull, outW, errW},
 		Sys: &syscall.SysProcAttr{
 			Chroot:     root,
-			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}},
+			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: id.groups()},
 			Setsid:     true,
 		},
 	})
@@ -280,6 +265,37 @@ func (s *session) spawnContainer(c *podContainer, cs *channel.ContainerStart) (*
 	default:
 	}
 	return proc, outR, errR, nil
+}
+
+// containerWorkload is what container cs runs in its root, from its
+// image's config cfg: its command, and its environment, working directory
+// (made in the root, the user's, when missing) and identity, with what
+// the host set over the image's (cs.Env, WorkingDir, User: the spec's, as
+// measured into its launch event) applied. Its identity has the pod's
+// secrets group (PodSecretsGID) besides its own.
+func containerWorkload(root string, cfg channel.ImageConfig, cs *channel.ContainerStart, hostname string) ([]string, workload, error) {
+	cfg = Override(cfg, &channel.Start{Env: cs.Env, WorkingDir: cs.WorkingDir, User: cs.User})
+	argv, err := Command(cfg, cs.Args)
+	if err != nil {
+		return nil, workload{}, err
+	}
+	id, err := ResolveUser(root, cfg.User)
+	if err != nil {
+		return nil, workload{}, err
+	}
+	id.Groups = []uint32{PodSecretsGID}
+	env := Env(cfg.Env, id.Home, hostname)
+	workDir := cfg.WorkingDir
+	if workDir == "" {
+		workDir = "/"
+	}
+	if !path.IsAbs(workDir) {
+		return nil, workload{}, fmt.Errorf("working directory %q is not absolute", workDir)
+	}
+	if err := MkdirAllInRoot(root, workDir, id); err != nil {
+		return nil, workload{}, fmt.Errorf("working directory %s: %w", workDir, err)
+	}
+	return argv, workload{env: env, workDir: workDir, id: id}, nil
 }
 
 // mountContainerRoot checks container cs's image disk against the digest

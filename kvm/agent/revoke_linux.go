@@ -22,7 +22,7 @@ var secretsDir = path.Join(channel.RootfsDir, "run/secrets")
 type keyring struct {
 	key       *wrap.PrivateKey
 	sandboxID string
-	owner     Identity
+	access    secretsAccess
 }
 
 // revoke applies a REVOKE: the secret files go first (all, or those
@@ -106,7 +106,7 @@ func rotateSecrets(dir string, kr *keyring, secrets []channel.Secret) error {
 		if err != nil {
 			return fmt.Errorf("secret %q does not open with this sandbox's key", sec.Name)
 		}
-		err = replaceFile(dir, sec.Name, pt, kr.owner)
+		err = replaceFile(dir, sec.Name, pt, kr.access)
 		clear(pt)
 		if err != nil {
 			return err
@@ -115,8 +115,9 @@ func rotateSecrets(dir string, kr *keyring, secrets []channel.Secret) error {
 	return nil
 }
 
-// replaceFile writes data to dir/name atomically, mode 0400, owned by id.
-func replaceFile(dir, name string, data []byte, id Identity) error {
+// replaceFile writes data to dir/name atomically, with acc's owner and
+// mode.
+func replaceFile(dir, name string, data []byte, acc secretsAccess) error {
 	tmp := path.Join(dir, ".rotate-"+name)
 	_ = os.Remove(tmp)
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o400)
@@ -128,7 +129,10 @@ func replaceFile(dir, name string, data []byte, id Identity) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chown(tmp, int(id.UID), int(id.GID))
+		err = os.Chown(tmp, int(acc.owner.UID), int(acc.owner.GID))
+	}
+	if err == nil {
+		err = os.Chmod(tmp, acc.mode)
 	}
 	if err == nil {
 		err = os.Rename(tmp, path.Join(dir, name))

@@ -43,7 +43,7 @@ func TestRotateSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kr := &keyring{key: key, sandboxID: "sb1", owner: Identity{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}}
+	kr := &keyring{key: key, sandboxID: "sb1", access: secretsAccessFor(Identity{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}, false)}
 	seal := func(sandbox, name, v string) channel.Secret {
 		w, err := wrap.Seal(key.PublicKey(), sandbox, name, []byte(v))
 		if err != nil {

@@ -178,13 +178,14 @@ func run(log *slog.Logger) error {
 	if err != nil {
 		return s.fail(err)
 	}
-	if err := openSecrets(key, start, id); err != nil {
+	acc := secretsAccessFor(id, start.Pod)
+	if err := openSecrets(key, start, acc); err != nil {
 		return s.fail(err)
 	}
 	// The key stays for rotated secrets (ROTATE, wrapped to it) while the
 	// sandbox holds secrets; a revocation drops it.
 	if len(start.Secrets) > 0 {
-		s.keys = keyring{key: key, sandboxID: start.SandboxID, owner: id}
+		s.keys = keyring{key: key, sandboxID: start.SandboxID, access: acc}
 	}
 	key = nil
 	runtime.GC()
@@ -331,10 +332,10 @@ func mountRootfsAt(r string) error {
 	return nil
 }
 
-// openSecrets unwraps every secret into tmpfs /run/secrets/NAME (0400,
-// owned by the workload user). The first secret that does not open stops
-// everything: the workload never starts.
-func openSecrets(key *wrap.PrivateKey, start *channel.Start, id Identity) error {
+// openSecrets unwraps every secret into tmpfs /run/secrets/NAME, owned
+// and readable as secretsAccessFor says. The first secret that does not
+// open stops everything: the workload never starts.
+func openSecrets(key *wrap.PrivateKey, start *channel.Start, acc secretsAccess) error {
 	if len(start.Secrets) == 0 {
 		return nil
 	}
@@ -342,7 +343,16 @@ func openSecrets(key *wrap.PrivateKey, start *channel.Start, id Identity) error 
 	if err := mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0500,size=64m"); err != nil {
 		return err
 	}
-	if err := os.Chown(dir, int(id.UID), int(id.GID)); err != nil {
+	return unwrapSecrets(dir, key, start, acc)
+}
+
+// unwrapSecrets unwraps start's secrets into dir (made acc's, its mode
+// acc.dirMode()) as files of acc's owner and mode.
+func unwrapSecrets(dir string, key *wrap.PrivateKey, start *channel.Start, acc secretsAccess) error {
+	if err := os.Chown(dir, int(acc.owner.UID), int(acc.owner.GID)); err != nil {
+		return fmt.Errorf("secrets directory: %w", err)
+	}
+	if err := os.Chmod(dir, acc.dirMode()); err != nil {
 		return fmt.Errorf("secrets directory: %w", err)
 	}
 	for _, sec := range start.Secrets {
@@ -360,7 +370,10 @@ func openSecrets(key *wrap.PrivateKey, start *channel.Start, id Identity) error 
 		}
 		clear(pt)
 		if err == nil {
-			err = os.Chown(p, int(id.UID), int(id.GID))
+			err = os.Chown(p, int(acc.owner.UID), int(acc.owner.GID))
+		}
+		if err == nil {
+			err = os.Chmod(p, acc.mode)
 		}
 		if err != nil {
 			return fmt.Errorf("writing secret %q: %w", sec.Name, err)
@@ -420,7 +433,7 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity, w
 		Files: []*os.File{stdin, outW, errW},
 		Sys: &syscall.SysProcAttr{
 			Chroot:     channel.RootfsDir,
-			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}},
+			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: id.groups()},
 			Setsid:     true,
 		},
 	})
@@ -472,7 +485,7 @@ func (s *session) runOnTTY(prog string, argv, env []string, workDir string, id I
 		Files: []*os.File{slave, slave, slave},
 		Sys: &syscall.SysProcAttr{
 			Chroot:     channel.RootfsDir,
-			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}},
+			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: id.groups()},
 			Setsid:     true,
 			Setctty:    true,
 			Ctty:       0, // the child's stdin
@@ -668,7 +681,7 @@ func runStandalone(log *slog.Logger) error {
 	}
 	proc, err := os.StartProcess(prog, argv, &os.ProcAttr{
 		Dir: wd, Env: env, Files: []*os.File{nil, os.Stderr, os.Stderr},
-		Sys: &syscall.SysProcAttr{Chroot: channel.RootfsDir, Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: []uint32{}}},
+		Sys: &syscall.SysProcAttr{Chroot: channel.RootfsDir, Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: id.groups()}},
 	})
 	if err != nil {
 		return err
