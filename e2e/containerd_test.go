@@ -926,6 +926,65 @@ func TestContainerdPodNetwork(t *testing.T) {
 		}
 	})
 
+	t.Run("two pods at once, each its own VM at its own IP", func(t *testing.T) {
+		type running struct{ podID, ip, netns, ctrID string }
+		var pods []running
+		for _, name := range []string{"web-a", "web-b"} {
+			podID, ip, netns, ctrID, err := runPod(t, name, "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pods = append(pods, running{podID, ip, netns, ctrID})
+		}
+		sbs := e.ps(t, false)
+		qemus := map[int]bool{}
+		for _, sb := range sbs {
+			if sb.Status == "running" && sb.QEMUPID != 0 {
+				qemus[sb.QEMUPID] = true
+			}
+		}
+		if len(sbs) != 2 || len(qemus) != 2 {
+			t.Fatalf("the host service's sandboxes: %+v, want two running, each with its own QEMU", sbs)
+		}
+		client := &http.Client{Timeout: 10 * time.Second}
+		bodies := map[string]bool{}
+		for _, p := range pods {
+			deadline := time.Now().Add(120 * time.Second)
+			for {
+				resp, err := client.Get("http://" + p.ip + ":8080/")
+				if err == nil {
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 && strings.HasPrefix(string(body), "hello from ") {
+						bodies[string(body)] = true
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("GET http://%s:8080/: %v", p.ip, err)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		if len(bodies) != 2 {
+			t.Errorf("the two pods answered alike (%v): each VM should have its own pod's eth0", bodies)
+		}
+		// The first pod goes alone; removePod then checks that nothing
+		// of either is left.
+		for _, args := range [][]string{{"stopp", pods[0].podID}, {"rmp", pods[0].podID}} {
+			if _, err := crictl(args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		removePod(t, pods[1].podID, pods[1].netns)
+		if _, err := os.Stat(pods[0].netns); !os.IsNotExist(err) {
+			t.Errorf("the first pod's network namespace %s is still there: %v", pods[0].netns, err)
+		}
+		for pid := range qemus {
+			waitGone(t, pid)
+		}
+	})
+
 	t.Run("a policy without the tap network refuses the container", func(t *testing.T) {
 		podID, _, netns, _, err := runPod(t, "nonet", "web-nonet")
 		// attestd tells a node which rule refused, not what the policy
