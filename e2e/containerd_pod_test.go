@@ -18,12 +18,15 @@ import (
 
 // TestContainerdPodVM runs a CRI pod's containers in ONE measured VM
 // through the real containerd, crictl, shim, host service and attestd:
-// two containers run at once in the pod's one QEMU, each in its own image
+// the pod's VM is a clone of a pod template (launcher template create
+// --pod), and every container's launch event names the template; two
+// containers run at once in the pod's one QEMU, each in its own image
 // and root (each sees a file only its image has, not the other's), both
 // reading the pod's secret; crictl exec runs in the second one's root;
 // the second exits with its own code while the first runs on; a third
 // container whose image the pod's policy does not allow fails its start
-// with the policy's reasons and nothing of it runs; every container's
+// with the policy's reasons and nothing of it runs, and uses up no image
+// slot: the next container gets the slot it would have had; every container's
 // launch event gets its END record; stopp/rmp leave no QEMU, shim,
 // sandbox or mount behind.
 func TestContainerdPodVM(t *testing.T) {
@@ -86,6 +89,9 @@ func TestContainerdPodVM(t *testing.T) {
 	e.must("launcher", "image", "build", "-o", e.path("pause"), "--ref", "docker.io/local/pause:1", "--busybox", "sleep",
 		"--entrypoint", "/bin/sleep", "--cmd", "3600")
 	tarLayout(t, e.path("pause"), e.path("pause.tar"))
+	if out := e.must("launcher", "template", "create", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"), "--name", "pods", "--pod"); !strings.Contains(out, "pod VMs (15 image slots)") {
+		t.Fatalf("template create --pod: %s", out)
+	}
 	sum := sha256.Sum256(e.secret)
 	fingerprint := hex.EncodeToString(sum[:])
 
@@ -148,25 +154,28 @@ func TestContainerdPodVM(t *testing.T) {
 		"metadata": map[string]any{"name": "duo", "namespace": "default", "uid": "duo-uid"},
 		"annotations": map[string]string{
 			"bulwark.dev/policy": "pod", "bulwark.dev/kernel": e.path("vmlinux"), "bulwark.dev/initrd": e.path("base.cpio"),
-			"bulwark.dev/template": "none",
 		},
 		"log_directory": e.path("duo-logs"),
 		"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
 	}
 	files := map[string]any{"duo-pod.json": pod}
-	for _, n := range []string{"a", "b", "c"} {
-		sig, err := os.ReadFile(e.path("pod-" + n + ".sig"))
+	for _, n := range []string{"a", "b", "c", "d"} {
+		img := n
+		if n == "d" { // d: b's image again, after c's refusal
+			img = "b"
+		}
+		sig, err := os.ReadFile(e.path("pod-" + img + ".sig"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		payload, err := os.ReadFile(e.path("pod-" + n + ".payload.json"))
+		payload, err := os.ReadFile(e.path("pod-" + img + ".payload.json"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Each container's own signature: container annotations pass
 		// after the pod's.
 		files[n+"-container.json"] = map[string]any{"metadata": map[string]any{"name": n},
-			"image": map[string]any{"image": "docker.io/local/pod-" + n + ":1"}, "log_path": n + ".log",
+			"image": map[string]any{"image": "docker.io/local/pod-" + img + ":1"}, "log_path": n + ".log",
 			"annotations": map[string]string{"bulwark.dev/image-signature": string(sig),
 				"bulwark.dev/image-signature-payload": base64.StdEncoding.EncodeToString(payload)}}
 	}
@@ -202,8 +211,8 @@ func TestContainerdPodVM(t *testing.T) {
 	for _, p := range sbs {
 		sb = p
 	}
-	if len(sbs) != 1 || sb.Status != "running" || sb.QEMUPID == 0 || len(sb.Secrets) != 1 {
-		t.Fatalf("the host service's sandboxes: %+v, want the pod's one VM, running with its secret", sbs)
+	if len(sbs) != 1 || sb.Status != "running" || sb.QEMUPID == 0 || len(sb.Secrets) != 1 || sb.Template != "pods" {
+		t.Fatalf("the host service's sandboxes: %+v, want the pod's one VM, a clone of template pods, running with its secret", sbs)
 	}
 	e.killOnCleanup(t, sb.ID)
 	// One QEMU for the pod, and it is both containers' process.
@@ -285,6 +294,36 @@ func TestContainerdPodVM(t *testing.T) {
 	if _, podEnded := ends[sb.ID]; cEvent == "" || ends[cEvent] != measure.EndFailed || podEnded {
 		t.Errorf("END records %v: want c's event %q failed, the pod's %s none yet", ends, cEvent, sb.ID)
 	}
+	// Every container's event names the template the pod's VM resumed
+	// from, as the pod's does (policy judges them as clones).
+	var tplRecipe string
+	for _, r := range lg.Records() {
+		if r.Event == nil {
+			continue
+		}
+		if r.Event.SandboxID == sb.ID {
+			tplRecipe = r.Event.TemplateRecipe
+		}
+		if !r.Event.Cloned() || r.Event.TemplateRecipe == "" {
+			t.Errorf("launch event %s does not name the pod's template", r.Event.SandboxID)
+		}
+	}
+	if tplRecipe == "" {
+		t.Error("the pod's launch event names no template recipe")
+	}
+	// c used up no image slot: d, allowed, gets slot 2 (b has 1).
+	out, err = crictl("create", podID, e.path("d-container.json"), e.path("duo-pod.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids["d"] = strings.TrimSpace(out)
+	if _, err := crictl("start", ids["d"]); err != nil {
+		t.Fatalf("crictl start of an allowed container after a refused one: %v", err)
+	}
+	waitFor(t, "container d's output", func() bool { return strings.Contains(logs(ids["d"]), "b fingerprint "+fingerprint) })
+	if got := containerIndexes(t, e, sb.ID); got["b"] != 1 || got["c"] != -1 || got["d"] != 2 {
+		t.Errorf("image slots of the pod's containers: %v, want b's 1, none for c and d's 2 (the refused c took none)", got)
+	}
 
 	// stopp/rmp: nothing is left, and every launch event has its END.
 	for _, args := range [][]string{{"stopp", podID}, {"rmp", podID}} {
@@ -360,6 +399,30 @@ func podEvents(t *testing.T, e *env, id string) map[string]string {
 	}
 	if len(m) < 2 || m["a"] != id || m["b"] == "" || m["b"] == id {
 		t.Fatalf("the pod's containers %+v: want a's event the pod's, b's its own", r.Containers)
+	}
+	return m
+}
+
+// containerIndexes reads the pod's record: each container's image slot
+// index (-1 for one that never started), keyed a, b, ... in the order
+// they were added.
+func containerIndexes(t *testing.T, e *env, id string) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.state, "sandboxes", id, "sandbox.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		Containers []struct {
+			Index int `json:"index"`
+		} `json:"containers"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]int{}
+	for i, c := range r.Containers {
+		m[string(rune('a'+i))] = c.Index
 	}
 	return m
 }

@@ -14,9 +14,10 @@ import (
 
 // BenchmarkPodStart: a pod started through the CRI as the kubelet starts
 // it (crictl runp, create, start) until its container runs in its
-// measured, attested VM, from a template clone and, as the baseline in the
-// same iteration, from a cold boot of the same recipe. Each pod is stopped
-// and removed after it is timed.
+// measured, attested pod VM (one VM per pod, the default), from a clone
+// of a pod template and, as the baseline in the same iteration, from a
+// cold boot of the same recipe. Each pod is stopped and removed after it
+// is timed.
 func BenchmarkPodStart(b *testing.B) {
 	needContainerd(b, true)
 	e := setup(b)
@@ -28,7 +29,7 @@ func BenchmarkPodStart(b *testing.B) {
 		"--image", e.path("srv"), "--signer", e.path("cosign.pub"), "--secret", "db", "--name", "srv",
 		"-o", e.path("attestd/policies/srv.yaml"))
 	e.must("attestd", append(append([]string{"ctl"}, e.admin...), "policies", "reload")...)
-	e.must("launcher", "template", "create", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"), "--name", "pods")
+	e.must("launcher", "template", "create", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"), "--name", "pods", "--pod")
 	e.must("launcher", "image", "build", "-o", e.path("pause"), "--ref", "docker.io/local/pause:1", "--busybox", "sleep",
 		"--entrypoint", "/bin/sleep", "--cmd", "3600")
 	tarLayout(b, e.path("srv"), e.path("srv.tar"))
@@ -62,10 +63,7 @@ func BenchmarkPodStart(b *testing.B) {
 	// and removes it.
 	start := func(template string) time.Duration {
 		n++
-		// One sandbox per container (not the pod-VM mode, which always
-		// boots cold): the mode where a pod can start from a template.
 		ann := map[string]string{
-			"bulwark.dev/pod-vm": "false",
 			"bulwark.dev/policy": "srv", "bulwark.dev/kernel": e.path("vmlinux"), "bulwark.dev/initrd": e.path("base.cpio"),
 			"bulwark.dev/image-signature":         string(sig),
 			"bulwark.dev/image-signature-payload": base64.StdEncoding.EncodeToString(payload),

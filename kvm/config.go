@@ -138,8 +138,10 @@ type Config struct {
 	Template *Template
 	// Pod makes the sandbox a pod (pod.go): its agent runs no workload at
 	// START, and the host adds containers, the first from Image, the
-	// others from MaxPodSlots image slots the VM boots with. A pod boots
-	// cold: a template's machine has no such slots.
+	// others from the image slots the VM boots with (Sandbox.PodSlots,
+	// at most MaxPodSlots). A pod is a clone only of a template made
+	// with Pod set (its recipe's PodSlots): the slots' devices are part
+	// of the template's machine, each clone's slots its own memfds.
 	Pod bool
 }
 
@@ -274,9 +276,6 @@ func (cfg *Config) checkVolumes() error {
 	}
 	if len(cfg.Volumes) > MaxVolumes || len(cfg.Tmpfs) > MaxVolumes {
 		return fmt.Errorf("kvm: %d volumes and %d tmpfs mounts, the limit is %d of each", len(cfg.Volumes), len(cfg.Tmpfs), MaxVolumes)
-	}
-	if cfg.Template != nil && cfg.Pod {
-		return errors.New("kvm: a pod sandbox boots cold: a template's machine has no container image slots")
 	}
 	if cfg.Template != nil && len(cfg.Volumes) > 0 {
 		return errors.New("kvm: a clone cannot have volumes: its template's machine has no disk slot for them (boot cold)")

@@ -3,6 +3,7 @@ package kvm
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,113 @@ func TestPodSandboxContainers(t *testing.T) {
 	}
 	if code, err := sb.Wait(ctx); err != nil || code != 0 {
 		t.Errorf("pod: %d %v\nconsole:\n%s", code, err, console.String())
+	}
+}
+
+// TestPodClone: a pod's template (Config.Pod) has its image slots in its
+// machine and recipe. A pod cloned from it runs its first container from
+// its own image disk and another from its LAST slot — its own memfd,
+// filled after the resume, sealed — in that container's own root; the
+// template's RAM is the bytes hashed afterwards. A pod's template starts
+// no plain clone and a plain template no pod: the recipes differ, and
+// the refusal says which template to make.
+func TestPodClone(t *testing.T) {
+	e := bootEnv(t)
+	ctx := context.Background()
+	cfg := templateConfig(t, e)
+	cfg.Pod = true
+	var console syncBuffer
+	cfg.Console = &console
+	dir := filepath.Join(t.TempDir(), "pods")
+	info, err := CreateTemplate(ctx, cfg, dir, "pods")
+	if err != nil {
+		t.Fatalf("%v\nconsole:\n%s", err, console.String())
+	}
+	if info.Recipe.PodSlots != MaxPodSlots {
+		t.Fatalf("the pod template's recipe has %d pod slots, want %d", info.Recipe.PodSlots, MaxPodSlots)
+	}
+	tpl, err := LoadTemplate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tpl.Close()
+	img0 := testImage(t, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo image-zero"}, Env: []string{"PATH=/bin", "WHO=zero"}})
+	img1 := testImage(t, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo image-one"}, Env: []string{"PATH=/bin", "WHO=one"}})
+	disk0, disk1 := buildDisk(t, img0), buildDisk(t, img1)
+
+	// Mismatched recipes are refused before QEMU starts.
+	plain := templateConfig(t, e)
+	plain.Template, plain.Image = tpl, disk0.File
+	if sb, err := Start(ctx, plain); err == nil {
+		sb.Close()
+		t.Error("a plain clone of a pod's template started")
+	} else if !strings.Contains(err.Error(), "pod_slots 15 (template) vs 0") {
+		t.Errorf("a plain clone of a pod's template: %v", err)
+	}
+	plainDir, _ := sharedTemplate(t)
+	plainTpl, err := LoadTemplate(plainDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plainTpl.Close()
+	wrong := templateConfig(t, e)
+	wrong.Template, wrong.Image, wrong.Pod = plainTpl, disk0.File, true
+	if sb, err := Start(ctx, wrong); err == nil {
+		sb.Close()
+		t.Error("a pod cloned from a plain template started")
+	} else if !strings.Contains(err.Error(), "pod_slots 0 (template) vs 15") || !strings.Contains(err.Error(), "launcher template create --pod") {
+		t.Errorf("a pod cloned from a plain template: %v", err)
+	}
+
+	pc := templateConfig(t, e)
+	var pconsole syncBuffer
+	pc.Template, pc.Image, pc.Pod, pc.Name, pc.Console = tpl, disk0.File, true, "podclone", &pconsole
+	sb, err := Start(ctx, pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if n := sb.PodSlots(); n != MaxPodSlots {
+		t.Errorf("the clone has %d pod slots, want %d", n, MaxPodSlots)
+	}
+	if err := sb.StartWorkload(ctx, nil, nil); err != nil {
+		t.Fatalf("StartWorkload: %v\nconsole:\n%s", err, pconsole.String())
+	}
+	var out0, out1 syncBuffer
+	c0, err := sb.StartContainer(ctx, channel.ContainerStart{Index: 0, Name: "zero", DiskDigest: disk0.Digest, DiskSize: disk0.Size,
+		Args: []string{"/bin/sh", "-c", "echo mine > /root-zero; echo who=$WHO host=$(hostname); echo started; while :; do sleep 1; done"}}, &out0, nil)
+	if err != nil {
+		t.Fatalf("container 0: %v\nconsole:\n%s", err, pconsole.String())
+	}
+	waitForOutput(t, &out0, "started")
+	last := sb.PodSlots()
+	if err := sb.FillPodSlot(last+1, disk1); err == nil {
+		t.Error("a slot past the last was filled")
+	}
+	if err := sb.FillPodSlot(last, disk1); err != nil {
+		t.Fatal(err)
+	}
+	c1, err := sb.StartContainer(ctx, channel.ContainerStart{Index: last, Name: "one", DiskDigest: disk1.Digest, DiskSize: disk1.Size,
+		Args: []string{"/bin/sh", "-c", "test -e /root-zero && echo shared-root || echo own-root; echo who=$WHO; echo started"}}, &out1, nil)
+	if err != nil {
+		t.Fatalf("container %d: %v\nconsole:\n%s", last, err, pconsole.String())
+	}
+	if code, err := c1.Wait(ctx, sb); err != nil || code != 0 {
+		t.Errorf("container %d: exit %d, %v", last, code, err)
+	}
+	if got := out0.String(); !strings.Contains(got, "who=zero host=podclone\n") {
+		t.Errorf("container 0 printed %q", got)
+	}
+	if got := out1.String(); got != "own-root\nwho=one\nstarted\n" {
+		t.Errorf("container %d printed %q", last, got)
+	}
+	if err := sb.Stop(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := c0.Wait(ctx, sb); err != nil || code != 143 {
+		t.Errorf("container 0 at the pod's stop: %d %v", code, err)
+	}
+	if digest, err := copySparse(nil, tpl.ram, tpl.Info.RAM.Size); err != nil || digest != tpl.Info.RAM.Digest {
+		t.Errorf("the template's RAM after the clone: %s, %v", digest, err)
 	}
 }

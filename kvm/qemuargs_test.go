@@ -1,12 +1,15 @@
 package kvm
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bulwark-project/bulwark/kvm/channel"
 )
 
 // TestQEMUArgs pins what each accelerator puts on QEMU's command line, and
@@ -208,5 +211,78 @@ func TestConfigNetworkRefusals(t *testing.T) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestPodSlotCount: a pod's image slots take the microvm's virtio
+// transports its other devices leave, up to MaxPodSlots, and no pod's
+// command line asks for more transports than the machine has (QEMU
+// would refuse the 25th device: "No 'virtio-bus' bus found").
+func TestPodSlotCount(t *testing.T) {
+	base := qemuSpec{name: "sb1", accel: AccelTCG, cpus: 1, memoryMiB: 256, qmpFD: 3, channelFD: 4,
+		kernel: "k", initrd: "i", disk: "d", cmdline: "console=ttyS0"}
+	full := base
+	full.volumes = make([]string, MaxVolumes)
+	full.scratch = make([]string, MaxScratch)
+	full.network, full.tapFD, full.mac = NetworkTap, 7, "02:42:0a:58:00:05"
+	template := base
+	template.ram = "RAM" // a template's and a clone's machine: every scratch slot
+	for _, tc := range []struct {
+		name string
+		spec qemuSpec
+		want int
+	}{
+		{"cold pod", base, MaxPodSlots},
+		{"template or clone", template, MaxPodSlots},
+		{"every volume, scratch disk and a network", full, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := podSlotCount(tc.spec)
+			if n != tc.want {
+				t.Errorf("%d slots, want %d", n, tc.want)
+			}
+			sp := tc.spec
+			sp.podSlots = make([]string, n)
+			args := qemuArgs(sp)
+			if got := virtioTransports(args); got > microvmTransports {
+				t.Errorf("%d virtio devices, the microvm has %d transports", got, microvmTransports)
+			}
+			joined := strings.Join(args, " ")
+			if last := "serial=" + channel.ContainerSlotSerial(n); !strings.Contains(joined, last) {
+				t.Errorf("no slot %d (%s) in %s", n, last, joined)
+			}
+		})
+	}
+}
+
+// TestRecipePodSlots: a pod's template recipe says how many image slots
+// its machine has and differs from the recipe without them (digest and
+// machine); a recipe without pod slots encodes as before pods had
+// templates, so existing templates keep their digests.
+func TestRecipePodSlots(t *testing.T) {
+	e := bootEnv(t)
+	cfg := templateConfig(t, e)
+	plain, err := cfg.Recipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Pod = true
+	pod, err := cfg.Recipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.PodSlots != 0 || pod.PodSlots != MaxPodSlots {
+		t.Errorf("pod slots: %d without Pod, %d with, want 0 and %d", plain.PodSlots, pod.PodSlots, MaxPodSlots)
+	}
+	if plain.Machine == pod.Machine || plain.Digest() == pod.Digest() {
+		t.Error("a pod's template recipe has the same machine or digest as a plain one")
+	}
+	d := plain.differences(pod)
+	if len(d) != 2 || !strings.HasPrefix(d[1], "pod_slots 0 (template) vs 15") {
+		t.Errorf("differences: %q", d)
+	}
+	b, _ := json.Marshal(plain)
+	if strings.Contains(string(b), "pod_slots") {
+		t.Errorf("a recipe without pod slots encodes them: %s", b)
 	}
 }

@@ -153,8 +153,12 @@ func start(ctx context.Context, cfg Config, m *mode) (*Sandbox, error) {
 		}
 		if t := m.clone; t != nil {
 			if d := t.Info.Recipe.differences(s.recipe); len(d) > 0 {
-				return nil, fmt.Errorf("kvm: template %q was made from another recipe: %s; make a template for this one (launcher template create)",
-					t.Info.Name, strings.Join(d, "; "))
+				how := "launcher template create"
+				if cfg.Pod {
+					how += " --pod"
+				}
+				return nil, fmt.Errorf("kvm: template %q was made from another recipe: %s; make a template for this one (%s)",
+					t.Info.Name, strings.Join(d, "; "), how)
 			}
 		}
 	}
@@ -292,7 +296,11 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		}
 	}
 	if cfg.Pod {
-		for range MaxPodSlots {
+		// After every other device: the slots take the transports left
+		// (a template's and its clones' machine: podSlotCount of the
+		// recipe's, see recipeFor).
+		s.pod.n = podSlotCount(spec)
+		for range s.pod.n {
 			f, err := podSlot()
 			if err != nil {
 				qmpConn.Close()

@@ -43,6 +43,12 @@ type Recipe struct {
 	QEMU      string `json:"qemu"`    // QEMU's version line
 	Machine   string `json:"machine"` // digest of the machine's command line (devices, options)
 	Protocol  int    `json:"protocol"`
+	// PodSlots is the number of container image slots of a pod's
+	// template (Config.Pod; its machine has their devices too), 0 for
+	// any other: a pod is a clone only of a template made for pods, and
+	// the recipes differ. Omitted when 0, so that the recipes (and
+	// digests) of templates made before pods had templates stay theirs.
+	PodSlots int `json:"pod_slots,omitempty"`
 }
 
 // Digest is the recipe's identity: SHA-256 of its JSON encoding.
@@ -69,6 +75,7 @@ func (r Recipe) differences(o Recipe) []string {
 	add("qemu", r.QEMU, o.QEMU)
 	add("machine", r.Machine, o.Machine)
 	add("protocol", r.Protocol, o.Protocol)
+	add("pod_slots", r.PodSlots, o.PodSlots)
 	return d
 }
 
@@ -254,12 +261,18 @@ func recipeFor(cfg *Config, accel, cmdline, qemu string) (Recipe, error) {
 	}
 	// The machine: QEMU's command line without what differs between
 	// sandboxes (name, descriptors, paths) and between template and clone.
-	args := qemuArgs(qemuSpec{accel: accel, cpus: cfg.CPUs, memoryMiB: cfg.MemoryMiB, ram: "RAM"})
+	// A pod's machine has its image slots, on placeholders ("").
+	spec := qemuSpec{accel: accel, cpus: cfg.CPUs, memoryMiB: cfg.MemoryMiB, ram: "RAM"}
+	if cfg.Pod {
+		spec.podSlots = make([]string, podSlotCount(spec))
+	}
+	args := qemuArgs(spec)
 	sum := sha256.Sum256([]byte(strings.Join(args, "\x00")))
 	return Recipe{
 		Kernel: cfg.KernelDigest, Initrd: cfg.InitrdDigest, Cmdline: cmdline,
 		CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, Accel: accel,
 		QEMU: version, Machine: "sha256:" + hex.EncodeToString(sum[:]), Protocol: channel.Version,
+		PodSlots: len(spec.podSlots),
 	}, nil
 }
 
@@ -287,7 +300,9 @@ func qemuVersion(qemu string) (string, error) {
 // its agent reports READY — modules loaded, channel open, no key and no
 // random state made — snapshots its RAM and device state, and writes the
 // template into dir, which must not exist (it is created 0700; files
-// appear only when complete). name labels it.
+// appear only when complete). name labels it. With cfg.Pod the template
+// is a pod's: its machine has the pod's image slots (on empty memfds),
+// so that pods can be its clones (Recipe.PodSlots).
 func CreateTemplate(ctx context.Context, cfg Config, dir, name string) (*TemplateInfo, error) {
 	if cfg.Image != nil || cfg.Template != nil {
 		return nil, errors.New("kvm: a template is made without an image and not from another template")

@@ -2,6 +2,7 @@ package hostd
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"time"
@@ -82,6 +83,9 @@ func (s *Service) startContainer(ctx context.Context, sb *sandbox, l *launch.Lau
 		set(func(i *bulwarkv1.Container) { i.Status, i.Error = containerFailed, err.Error() })
 		log.end()
 		s.cfg.Logger.Warn("container not started", "sandbox", id, "container", co.Name, "err", err)
+		if errors.Is(err, launch.ErrPodFull) {
+			return nil, status.Errorf(codes.ResourceExhausted, "sandbox %s: %v", id, err)
+		}
 		return nil, launchStatus(id, err)
 	}
 	sb.mu.Lock()

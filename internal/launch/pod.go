@@ -18,9 +18,9 @@ import (
 )
 
 // podLaunch is what a pod VM's launch keeps to add containers: the pod's
-// launch event (kernel, initrd, command line, network, guest key), the
-// signatures of its kernel and initrd, its first container's disk and the
-// image slots used.
+// launch event (kernel, initrd, command line, network, guest key, the
+// template of a clone), the signatures of its kernel and initrd, its
+// first container's disk and its image slots.
 type podLaunch struct {
 	nodeID     string
 	event      measure.LaunchEvent
@@ -29,12 +29,38 @@ type podLaunch struct {
 	diskSize   int64
 
 	mu    sync.Mutex
-	used  int // image slots taken (1..kvm.MaxPodSlots)
+	taken []bool // by slot index-1: reserved for a container being added, or filled
 	first bool
 }
 
 // ErrPodFull is wrapped when a pod has no image slot left.
-var ErrPodFull = fmt.Errorf("the pod VM has no image slot left (a pod runs at most %d containers over its life)", 1+kvm.MaxPodSlots)
+var ErrPodFull = errors.New("the pod VM has no image slot left")
+
+// reserve takes the lowest free image slot of a pod with n slots for a
+// container being added: its index (1..n), or ErrPodFull saying what to do.
+func (p *podLaunch) reserve(n int) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.taken == nil {
+		p.taken = make([]bool, n)
+	}
+	for i, t := range p.taken {
+		if !t {
+			p.taken[i] = true
+			return i + 1, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: all %d are taken, one by each container started in the pod after its first (a restarted container takes another; a slot is never refilled, so that no container's disk changes under it): recreate the pod to run more (crictl stopp and rmp, or delete the Kubernetes pod)",
+		ErrPodFull, len(p.taken))
+}
+
+// release frees slot index, reserved for a container that did not get
+// it (refused, or failed before its disk was put in the slot).
+func (p *podLaunch) release(index int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.taken[index-1] = false
+}
 
 // Container is a container of a pod VM.
 type Container struct {
@@ -102,11 +128,13 @@ type ContainerOptions struct {
 // a launch event of its own (a fresh id, the pod's kernel, initrd,
 // command line, network and guest key, the container's image, arguments
 // and settings) is recorded in the launch log and the launch PCR, and
-// attested: attestd judges it by the pod's policy as any launch. Only
-// when allowed is the disk put in the pod's next image slot (sealed) and
-// the container started; a refusal returns the policy's reasons and
-// nothing of the container reaches the guest. The pod's secrets were
-// released at its launch: the container sees them at /run/secrets.
+// attested: attestd judges it by the pod's policy as any launch (a
+// clone pod's containers' events name its template too). Only when
+// allowed is the disk put in the pod's image slot (sealed) and the
+// container started; a refusal returns the policy's reasons, nothing of
+// the container reaches the guest, and its slot stays free for the next
+// container. The pod's secrets were released at its launch: the
+// container sees them at /run/secrets.
 //
 // Once its launch event is recorded, a container that does not start
 // (attestation failed or denied, the slot or the start failed) gets its
@@ -134,14 +162,16 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 			return nil, fmt.Errorf("argument %d contains a NUL byte", i)
 		}
 	}
-	l.pod.mu.Lock()
-	if l.pod.used >= kvm.MaxPodSlots {
-		l.pod.mu.Unlock()
-		return nil, ErrPodFull
+	index, err := l.pod.reserve(l.sb.PodSlots())
+	if err != nil {
+		return nil, err
 	}
-	l.pod.used++
-	index := l.pod.used
-	l.pod.mu.Unlock()
+	filled := false // once its disk is in the slot, the slot is the container's for good
+	defer func() {
+		if !filled {
+			l.pod.release(index)
+		}
+	}()
 
 	progress("measuring image %s", co.Image)
 	img, err := measure.OpenImage(ctx, co.Image, measure.ImageOptions{Pin: true})
@@ -172,6 +202,8 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 		Image: img.ManifestDigest, ImageConfig: img.ConfigDigest, ImageDisk: disk.Digest, Args: co.Args,
 		GuestPublicKey: pe.GuestPublicKey, Time: l.o.now().UTC().Truncate(time.Second),
 		Network: pe.Network, Ports: pe.Ports, WorkingDir: wo.WorkingDir, User: wo.User,
+		// It runs in the pod's VM: a clone's, as the pod's event says.
+		TemplateRecipe: pe.TemplateRecipe, TemplateRAM: pe.TemplateRAM, TemplateState: pe.TemplateState,
 	}
 	if len(wo.Env) > 0 {
 		ev.EnvKeys, ev.EnvDigest = measure.EnvKeys(wo.Env), measure.EnvDigest(measure.SHA256, wo.Env)
@@ -216,6 +248,7 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 		return nil, fmt.Errorf("%w by policy %q (attestation %s):\n  - %s", ErrDenied, ar.GetPolicy(), ar.GetAttestationId(),
 			strings.Join(ar.GetReasons(), "\n  - "))
 	}
+	filled = true
 	if err := l.sb.FillPodSlot(index, disk); err != nil {
 		return nil, err
 	}

@@ -173,7 +173,8 @@ type Options struct {
 	// Pod makes the sandbox a pod VM (pod.go): its workload is the pod,
 	// the image is its first container's, which StartFirstContainer runs
 	// with Args, Env, WorkingDir and User, and AddContainer adds others.
-	// A pod boots cold.
+	// A pod is a clone only of a pod's template (TemplateOptions with
+	// Pod: its machine has the image slots).
 	Pod bool
 }
 
@@ -281,7 +282,7 @@ func (o *Options) sandboxConfig(kernel, initrd *measure.Pinned, accel, cmdline s
 		Cmdline: cmdline, Accel: accel, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB, BootTimeout: o.BootTimeout,
 		CgroupParent: cgroupParent(o.NoCgroup), Unconfined: o.NoConfine, RunDir: o.RunDir,
 		Stdout: o.Stdout, Stderr: o.Stderr, Console: o.Console, Logger: o.Logger,
-		Rand: o.Rand, Now: o.Now,
+		Rand: o.Rand, Now: o.Now, Pod: o.Pod,
 	}
 }
 
@@ -433,10 +434,6 @@ func Start(ctx context.Context, o Options) (*Launched, error) {
 		return nil, fmt.Errorf("%w (attestd's --launch-pcr)", err)
 	}
 	if o.Pod {
-		if o.Template != TemplateAuto && o.Template != TemplateNone {
-			return nil, fmt.Errorf("a pod VM with template %q: a pod boots cold (a template's machine has no container image slots)", o.Template)
-		}
-		o.Template = TemplateNone
 		if o.Stdin != nil {
 			return nil, errors.New("a pod VM has no stdin")
 		}

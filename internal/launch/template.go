@@ -27,9 +27,10 @@ const (
 func TemplatesDir(stateDir string) string { return filepath.Join(stateDir, "templates") }
 
 // TemplateOptions configures CreateTemplate. The recipe's inputs (kernel,
-// initrd or agent, command line, accelerator, CPUs, memory) are taken and
-// defaulted exactly as Run takes them, so `launcher run` with the same
-// values finds the template.
+// initrd or agent, command line, accelerator, CPUs, memory, and Pod: a
+// pod VM's template, whose machine has the pod's image slots) are taken
+// and defaulted exactly as Run takes them, so `launcher run` (or a pod
+// VM's launch) with the same values finds the template.
 type TemplateOptions struct {
 	Options
 	// Name labels the template (default: its id).
@@ -91,7 +92,11 @@ func CreateTemplate(ctx context.Context, to TemplateOptions) (*kvm.TemplateInfo,
 			return nil, "", err
 		}
 	}
-	o.progress("booting the template's guest (%s, %d CPU, %d MiB) to its agent's READY", accel, cfg.CPUs, cfg.MemoryMiB)
+	kind := ""
+	if recipe.PodSlots > 0 {
+		kind = fmt.Sprintf(", a pod VM's with %d image slots", recipe.PodSlots)
+	}
+	o.progress("booting the template's guest (%s, %d CPU, %d MiB%s) to its agent's READY", accel, cfg.CPUs, cfg.MemoryMiB, kind)
 	info, err := kvm.CreateTemplate(ctx, cfg, dir, name)
 	if err != nil {
 		return nil, "", err

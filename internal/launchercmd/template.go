@@ -21,7 +21,7 @@ import (
 var templateCreateCommand = &cli.Command{
 	Name:    "template create",
 	Summary: "boot a guest once and snapshot it: later launches of the same recipe start as clones in milliseconds",
-	Usage:   "[--name NAME] [--kernel K --initrd I | --agent A] [--cmdline C] [--accel A] [--cpus N] [--memory MiB] [--replace]",
+	Usage:   "[--name NAME] [--kernel K --initrd I | --agent A] [--cmdline C] [--accel A] [--cpus N] [--memory MiB] [--pod] [--replace]",
 	Run:     runTemplateCreate,
 }
 
@@ -59,6 +59,7 @@ func runTemplateCreate(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args
 	noConfine := fs.Bool("no-confine", false, "run QEMU unconfined (see 'launcher run --help')")
 	noCgroup := fs.Bool("no-cgroup", false, "run QEMU without CPU, memory and pids limits (see 'launcher run --help')")
 	replace := fs.Bool("replace", false, "make the template again when this recipe has one")
+	pod := fs.Bool("pod", false, "a template for pod VMs (containerd's one VM per pod): its machine has the pod's container image slots")
 	verbose := fs.Bool("v", false, "log details to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -75,7 +76,7 @@ func runTemplateCreate(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args
 	}
 	to := launch.TemplateOptions{Name: *name, Replace: *replace, Options: launch.Options{
 		Kernel: *kernel, Initrd: *initrd, Agent: *agent, Cmdline: *cmdline, Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
-		BootTimeout: *bootTimeout, NoConfine: *noConfine, NoCgroup: *noCgroup, StateDir: state,
+		BootTimeout: *bootTimeout, NoConfine: *noConfine, NoCgroup: *noCgroup, StateDir: state, Pod: *pod,
 		Stdout: env.Stdout, Stderr: env.Stderr, Progress: env.Stderr,
 	}}
 	if *verbose {
@@ -88,6 +89,10 @@ func runTemplateCreate(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args
 	}
 	fmt.Fprintf(env.Stdout, "template %s (%s) made in %.1fs: %d MiB RAM (%s), %d bytes of device state\n",
 		info.Name, filepath.Base(dir), time.Since(t0).Seconds(), info.Recipe.MemoryMiB, info.RAM.Digest, info.State.Size)
+	if info.Recipe.PodSlots > 0 {
+		fmt.Fprintf(env.Stdout, "pod VMs (%d image slots) with the same kernel, initrd, command line, accelerator, CPUs and memory now start as clones of it\n", info.Recipe.PodSlots)
+		return nil
+	}
 	fmt.Fprintf(env.Stdout, "'launcher run' with the same kernel, initrd, command line, accelerator, --cpus and --memory now starts as a clone of it\n")
 	return nil
 }
@@ -153,10 +158,14 @@ func runTemplateList(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args [
 		return nil
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tID\tACCEL\tCPUS\tMEMORY\tON DISK\tCREATED\tKERNEL")
+	fmt.Fprintln(tw, "NAME\tID\tACCEL\tCPUS\tMEMORY\tFOR\tON DISK\tCREATED\tKERNEL")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d MiB\t%.1f MiB\t%s\t%.19s\n", r.Name, r.ID, r.Recipe.Accel, r.Recipe.CPUs, r.Recipe.MemoryMiB,
-			float64(r.Disk)/(1<<20), r.Created.Format("2006-01-02 15:04"), r.Recipe.Kernel)
+		kind := "run"
+		if r.Recipe.PodSlots > 0 {
+			kind = fmt.Sprintf("pods (%d slots)", r.Recipe.PodSlots)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d MiB\t%s\t%.1f MiB\t%s\t%.19s\n", r.Name, r.ID, r.Recipe.Accel, r.Recipe.CPUs, r.Recipe.MemoryMiB,
+			kind, float64(r.Disk)/(1<<20), r.Created.Format("2006-01-02 15:04"), r.Recipe.Kernel)
 	}
 	return tw.Flush()
 }

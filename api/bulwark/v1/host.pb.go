@@ -122,7 +122,8 @@ type RunRequest struct {
 	Netns string `protobuf:"bytes,30,opt,name=netns,proto3" json:"netns,omitempty"`
 	// pod makes the sandbox a pod VM: the image, args, env, working_dir and
 	// user are its first container's, named container (1..128 of
-	// [A-Za-z0-9_.-]); AddContainer adds the others. A pod boots cold.
+	// [A-Za-z0-9_.-]); AddContainer adds the others. A pod clones a pod
+	// template (launcher template create --pod) as template says.
 	Pod           bool   `protobuf:"varint,40,opt,name=pod,proto3" json:"pod,omitempty"`
 	Container     string `protobuf:"bytes,41,opt,name=container,proto3" json:"container,omitempty"`
 	unknownFields protoimpl.UnknownFields

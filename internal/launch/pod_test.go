@@ -1,0 +1,32 @@
+package launch
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestPodSlotReservation: a container being added takes the lowest free
+// image slot; one that does not get its disk into the slot (refused by
+// attestd, failed before the fill) gives it back, so a refusal costs the
+// pod no slot; a full pod says so and what to do.
+func TestPodSlotReservation(t *testing.T) {
+	var p podLaunch
+	const n = 3
+	for want := 1; want <= n; want++ {
+		if got, err := p.reserve(n); err != nil || got != want {
+			t.Fatalf("reserve: %d, %v; want slot %d", got, err, want)
+		}
+	}
+	_, err := p.reserve(n)
+	if !errors.Is(err, ErrPodFull) || !strings.Contains(err.Error(), "all 3 are taken") || !strings.Contains(err.Error(), "recreate the pod") {
+		t.Fatalf("a full pod: %v", err)
+	}
+	p.release(2) // a refused container's
+	if got, err := p.reserve(n); err != nil || got != 2 {
+		t.Fatalf("after a release: %d, %v; want slot 2 again", got, err)
+	}
+	if _, err := p.reserve(n); !errors.Is(err, ErrPodFull) {
+		t.Fatalf("full again: %v", err)
+	}
+}
