@@ -12,10 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/bulwark-project/bulwark/internal/cosigntest"
 )
@@ -36,26 +33,7 @@ func TestContainerdRegistrySignatures(t *testing.T) {
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
-	push := func(layoutDir, repo string) string {
-		t.Helper()
-		idx, err := layout.ImageIndexFromPath(layoutDir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := idx.IndexManifest()
-		if err != nil || len(m.Manifests) != 1 {
-			t.Fatalf("layout %s: %v", layoutDir, err)
-		}
-		img, err := idx.Image(m.Manifests[0].Digest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ref, _ := name.ParseReference(host+"/"+repo+":1", name.Insecure)
-		if err := remote.Write(ref, img); err != nil {
-			t.Fatal(err)
-		}
-		return host + "/" + repo + "@" + m.Manifests[0].Digest.String()
-	}
+	push := func(layoutDir, repo string) string { return pushLayout(t, host, layoutDir, repo, "1") }
 	build := func(dir, ref, script string) {
 		e.must("launcher", "image", "build", "-o", e.path(dir), "--ref", ref, "--busybox", "sh,echo,ls,sha256sum,cut",
 			"--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", script)

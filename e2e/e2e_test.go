@@ -548,26 +548,7 @@ func TestMeasuredAttestedLaunch(t *testing.T) {
 		srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 		defer srv.Close()
 		host := strings.TrimPrefix(srv.URL, "http://")
-		push := func(layoutDir, repo string) string {
-			t.Helper()
-			idx, err := layout.ImageIndexFromPath(layoutDir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m, err := idx.IndexManifest()
-			if err != nil || len(m.Manifests) != 1 {
-				t.Fatalf("layout %s: %v", layoutDir, err)
-			}
-			img, err := idx.Image(m.Manifests[0].Digest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ref, _ := name.ParseReference(host+"/"+repo+":latest", name.Insecure)
-			if err := remote.Write(ref, img); err != nil {
-				t.Fatal(err)
-			}
-			return host + "/" + repo + "@" + m.Manifests[0].Digest.String()
-		}
+		push := func(layoutDir, repo string) string { return pushLayout(t, host, layoutDir, repo, "latest") }
 		signed := push(e.path("image"), "app")
 		sign := exec.Command(cosign, "sign", "--key", e.path("cosign.key"), "--tlog-upload=false", "--allow-http-registry", "-y", signed)
 		sign.Env = append(os.Environ(), "COSIGN_PASSWORD=e2e-password", "HOME="+t.TempDir())
@@ -799,4 +780,28 @@ func BenchmarkLaunchMemory(b *testing.B) {
 	b.ReportMetric(launcher, "launcher-rss-MiB")
 	b.ReportMetric(qemu+launcher, "sandbox-rss-MiB")
 	b.ReportMetric(0, "ns/op")
+}
+
+// pushLayout pushes the one image of the OCI layout layoutDir to the
+// registry at host as REPO:TAG, as 'crane push' does, and returns
+// HOST/REPO@DIGEST.
+func pushLayout(t *testing.T, host, layoutDir, repo, tag string) string {
+	t.Helper()
+	idx, err := layout.ImageIndexFromPath(layoutDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil || len(m.Manifests) != 1 {
+		t.Fatalf("layout %s: %v", layoutDir, err)
+	}
+	img, err := idx.Image(m.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(host+"/"+repo+":"+tag, name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return host + "/" + repo + "@" + m.Manifests[0].Digest.String()
 }
