@@ -155,16 +155,8 @@ func start(ctx context.Context, cfg Config, m *mode) (*Sandbox, error) {
 			return nil, err
 		}
 		if t := m.clone; t != nil {
-			if d := t.Info.Recipe.differences(s.recipe); len(d) > 0 {
-				how := "launcher template create"
-				if cfg.Pod {
-					how += " --pod"
-				}
-				if s.recipe.Net {
-					how += " --net"
-				}
-				return nil, fmt.Errorf("kvm: template %q was made from another recipe: %s; make a template for this one (%s)",
-					t.Info.Name, strings.Join(d, "; "), how)
+			if err := t.Info.Fits(s.recipe); err != nil {
+				return nil, fmt.Errorf("kvm: %w", err)
 			}
 		}
 	}

@@ -97,6 +97,25 @@ type TemplateInfo struct {
 	Created      time.Time `json:"created"`
 }
 
+// Fits returns nil when a launch of recipe r can be a clone of the
+// template, else an error naming each recipe field that differs, with
+// both values, and the command that makes a template for r.
+func (t TemplateInfo) Fits(r Recipe) error {
+	d := t.Recipe.differences(r)
+	if len(d) == 0 {
+		return nil
+	}
+	how := "launcher template create"
+	if r.PodSlots > 0 {
+		how += " --pod"
+	}
+	if r.Net {
+		how += " --net"
+	}
+	return fmt.Errorf("template %q was made from another recipe: %s; make a template for this one (%s)",
+		t.Name, strings.Join(d, "; "), how)
+}
+
 // Blob is one of a template's files: its digest (BlobDigest) and size.
 type Blob struct {
 	Digest string `json:"digest"`
