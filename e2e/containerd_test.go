@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bulwark-project/bulwark/measure"
 	"github.com/containerd/containerd/namespaces"
 	containerdshim "github.com/containerd/containerd/runtime/v2/shim"
 )
@@ -701,8 +702,10 @@ func TestContainerdRuntimeSnippet(t *testing.T) {
 // namespace (Debian's CNI bridge and host-local plugins): the pod's
 // measured VM (its container's) takes the pod's interface over through a tap, and a web
 // server in it answers at the pod's IP from the host's namespace, through
-// the CNI bridge. A policy that does not allow the tap network refuses the
-// container with its reason. stopp/rmp leave no QEMU, no sandbox, no
+// the CNI bridge; so does one whose VM is a clone of a pod template with
+// a network device (launcher template create --pod --net), with the pod
+// interface's MAC. A policy that does not allow the tap network refuses
+// the container with its reason. stopp/rmp leave no QEMU, no sandbox, no
 // network namespace and no tap behind.
 func TestContainerdPodNetwork(t *testing.T) {
 	needContainerd(t, true)
@@ -745,6 +748,10 @@ func TestContainerdPodNetwork(t *testing.T) {
 	e.must("launcher", "image", "build", "-o", e.path("pause"), "--ref", "docker.io/local/pause:1", "--busybox", "sleep",
 		"--entrypoint", "/bin/sleep", "--cmd", "3600")
 	tarLayout(t, e.path("pause"), e.path("pause.tar"))
+	// A template for pod VMs with a network namespace of their own.
+	if out := e.must("launcher", "template", "create", "--kernel", e.path("vmlinux"), "--initrd", e.path("base.cpio"), "--name", "pods-net", "--pod", "--net"); !strings.Contains(out, "pod VMs (15 image slots) with a network namespace of their own") {
+		t.Fatalf("template create --pod --net: %s", out)
+	}
 
 	// The CNI network: a bridge of the test's own (its name and subnet
 	// from the pid, so that two runs on one host do not meet), host-local
@@ -783,16 +790,17 @@ func TestContainerdPodNetwork(t *testing.T) {
 		}
 	}
 	crictl := cri.crictl
-	// runPod starts a pod with its own network under policy, and the web
+	// runPodFrom starts a pod with its own network under policy, its VM
+	// cloned from template (or "none": booted cold), and the web
 	// container in it; it returns the pod's id, its IP and network
 	// namespace, and the container's id and Start error.
-	runPod := func(t *testing.T, name, policy string) (podID, ip, netns, ctrID string, startErr error) {
+	runPodFrom := func(t *testing.T, name, policy, template string) (podID, ip, netns, ctrID string, startErr error) {
 		t.Helper()
 		pod := map[string]any{
 			"metadata": map[string]any{"name": name, "namespace": "default", "uid": name + "-uid"},
 			"annotations": map[string]string{
 				"bulwark.dev/policy": policy, "bulwark.dev/kernel": e.path("vmlinux"), "bulwark.dev/initrd": e.path("base.cpio"),
-				"bulwark.dev/template": "none", "bulwark.dev/image-signature": string(sig),
+				"bulwark.dev/template": template, "bulwark.dev/image-signature": string(sig),
 				"bulwark.dev/image-signature-payload": base64.StdEncoding.EncodeToString(payload),
 			},
 			"log_directory": e.path(name + "-logs"),
@@ -846,6 +854,10 @@ func TestContainerdPodNetwork(t *testing.T) {
 		ctrID = strings.TrimSpace(out)
 		_, startErr = crictl("start", ctrID)
 		return podID, insp.Status.Network.IP, netns, ctrID, startErr
+	}
+	runPod := func(t *testing.T, name, policy string) (podID, ip, netns, ctrID string, startErr error) {
+		t.Helper()
+		return runPodFrom(t, name, policy, "none")
 	}
 	// removePod stops and removes the pod: nothing of it is left.
 	removePod := func(t *testing.T, podID, netns string) {
@@ -924,6 +936,78 @@ func TestContainerdPodNetwork(t *testing.T) {
 		if _, err := client.Get("http://" + ip + ":8080/"); err == nil {
 			t.Errorf("the pod's address still answers after rmp")
 		}
+	})
+
+	t.Run("a clone of a --pod --net template answers at its pod IP with its pod's MAC", func(t *testing.T) {
+		podID, ip, netns, ctrID, err := runPodFrom(t, "web-clone", "web", "pods-net")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sbs := e.ps(t, false)
+		var sb psEntry
+		for _, p := range sbs {
+			sb = p
+		}
+		if len(sbs) != 1 || sb.Status != "running" || sb.Network != "tap" || sb.Template != "pods-net" {
+			t.Fatalf("the host service's sandboxes: %+v, want one running with network tap, a clone of template pods-net", sbs)
+		}
+		// The guest's eth0 has the pod interface's MAC, not the
+		// template's (which its resumed device state carries).
+		link, err := exec.Command("nsenter", "--net="+netns, "ip", "-o", "link", "show", "eth0").CombinedOutput()
+		mac := ""
+		if f := strings.Fields(string(link)); err == nil {
+			for i := range f {
+				if f[i] == "link/ether" && i+1 < len(f) {
+					mac = f[i+1]
+				}
+			}
+		}
+		if mac == "" {
+			t.Fatalf("the pod's eth0: %v\n%s", err, link)
+		}
+		client := &http.Client{Timeout: 10 * time.Second}
+		var body []byte
+		deadline := time.Now().Add(120 * time.Second)
+		for {
+			resp, err := client.Get("http://" + ip + ":8080/")
+			if err == nil {
+				body, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				logs, _ := exec.Command("crictl", "--runtime-endpoint", "unix://"+cri.sock, "logs", ctrID).CombinedOutput()
+				t.Fatalf("GET http://%s:8080/ from the host: %v\ncontainer logs:\n%s", ip, err, logs)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if want := "hello from " + mac + "\n"; string(body) != want {
+			t.Errorf("GET the pod: %q, want %q", body, want)
+		}
+		// The pod's launch event names the template, as any clone's.
+		lg, err := measure.ReadLogFile(filepath.Join(e.state, "launch", "launch.cel"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cloned := false
+		for _, r := range lg.Records() {
+			if r.Event != nil && r.Event.SandboxID == sb.ID {
+				cloned = r.Event.Cloned() && r.Event.TemplateRecipe != "" && r.Event.Network == "tap"
+			}
+		}
+		if !cloned {
+			t.Errorf("the pod's launch event does not name its template with network tap")
+		}
+		if _, err := crictl("stop", ctrID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := crictl("rm", ctrID); err != nil {
+			t.Fatal(err)
+		}
+		removePod(t, podID, netns)
+		waitGone(t, sb.QEMUPID)
 	})
 
 	t.Run("two pods at once, each its own VM at its own IP", func(t *testing.T) {

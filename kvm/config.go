@@ -98,7 +98,9 @@ type Config struct {
 	// channel.GuestAddr, with Ports forwarded from the host. QEMU then
 	// keeps the host's network namespace (it makes the guest's outbound
 	// connections and listens on the forwarded ports), confined otherwise.
-	// A clone cannot have one: templates have no network device.
+	// A clone has one only when its template was made with TemplateNet,
+	// and a sandbox without one is never a clone of such a template (the
+	// recipes differ): a guest that asked for no network gets no device.
 	//
 	// NetworkTap joins the guest to a pod's network namespace instead:
 	// NetNS names it (a /proc/PID/ns/net or /run/netns/NAME path, see
@@ -136,6 +138,12 @@ type Config struct {
 	// (LoadTemplate): the rest of the config must give the template's
 	// recipe, and Image is the clone's own image disk.
 	Template *Template
+	// TemplateNet, for CreateTemplate only, gives the template's machine a
+	// network device, on a backend that reaches nothing while the
+	// template is made (its guest never loads the driver): launches with
+	// a Network, user or tap, are clones of it, each giving the device
+	// its own backend (Recipe.Net).
+	TemplateNet bool
 	// Pod makes the sandbox a pod (pod.go): its agent runs no workload at
 	// START, and the host adds containers, the first from Image, the
 	// others from the image slots the VM boots with (Sandbox.PodSlots,
@@ -293,6 +301,9 @@ func (cfg *Config) checkNetwork() error {
 	if cfg.Network != NetworkTap && cfg.NetNS != "" {
 		return errors.New("kvm: a network namespace (NetNS) needs Network = NetworkTap")
 	}
+	if cfg.TemplateNet && cfg.Network != "" {
+		return errors.New("kvm: TemplateNet is a template's network device, on no network: a template is made without a Network")
+	}
 	switch cfg.Network {
 	case "":
 		if len(cfg.Ports) > 0 {
@@ -302,9 +313,6 @@ func (cfg *Config) checkNetwork() error {
 	case NetworkUser, NetworkTap:
 	default:
 		return fmt.Errorf("kvm: network %q: want \"\" (none), %q or %q", cfg.Network, NetworkUser, NetworkTap)
-	}
-	if cfg.Template != nil {
-		return errors.New("kvm: a clone cannot have a network: its template's machine has no network device (boot cold)")
 	}
 	if cfg.Network == NetworkTap {
 		if len(cfg.Ports) > 0 {

@@ -281,7 +281,9 @@ func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []st
 		Env: s.cfg.Env, WorkingDir: s.cfg.WorkingDir, User: s.cfg.User, Network: s.cfg.Network, Mounts: s.cfg.mounts(),
 		Stdin: s.cfg.Stdin != nil, Pod: s.cfg.Pod, TTY: s.cfg.TTY}
 	if s.cfg.Network == NetworkTap {
-		msg.Address, msg.Gateway = s.podAddr, s.podGateway
+		// The MAC too: a clone's device has its template's (the
+		// migrated device state), which the agent replaces.
+		msg.Address, msg.Gateway, msg.MAC = s.podAddr, s.podGateway, s.podMAC
 	}
 	if err := msg.Validate(); err != nil {
 		return fmt.Errorf("kvm: %w", err)

@@ -23,9 +23,10 @@ type qemuSpec struct {
 	ram       string
 	ramShared bool
 	incoming  bool
-	// network: "" (no device), NetworkUser, with ports forwarded, or
+	// network: "" (no device), NetworkUser, with ports forwarded,
 	// NetworkTap: the tap QEMU inherits as descriptor tapFD, the guest's
-	// device with MAC mac.
+	// device with MAC mac, or netTemplate: a template's device, on a
+	// backend that reaches nothing.
 	network string
 	ports   []PortForward
 	tapFD   int
@@ -124,6 +125,13 @@ func qemuArgs(q qemuSpec) []string {
 		args = append(args, "-netdev", "tap,id=n0,fd="+strconv.Itoa(q.tapFD),
 			"-device", "virtio-net-device,netdev=n0,mac="+q.mac)
 	}
+	if q.network == netTemplate {
+		// A template's device (and a recipe's machine): a port of a hub
+		// with no other port, so frames go nowhere. Its backend has no
+		// migration state (slirp's would be refused by a tap clone), and
+		// each clone gives the device, netdev n0, a backend of its own.
+		args = append(args, "-netdev", "hubport,id=n0,hubid=0", "-device", "virtio-net-device,netdev=n0")
+	}
 	args = append(args, start...)
 	if q.ram != "" {
 		share := "off"
@@ -136,6 +144,9 @@ func qemuArgs(q qemuSpec) []string {
 	}
 	return args
 }
+
+// netTemplate is qemuSpec.network for a template's network device.
+const netTemplate = "template"
 
 // accelArg is QEMU's -accel value. Under TCG the translation cache is 16 MiB
 // rather than QEMU 7.2's default (a quarter of guest RAM, up to 1 GiB):

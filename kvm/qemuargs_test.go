@@ -173,8 +173,7 @@ func TestConfigNetworkRefusals(t *testing.T) {
 	}{
 		{"ports without network", func(c *Config) { c.Ports = []PortForward{{HostIP: lo, HostPort: 1, GuestPort: 1}} }, "need Network"},
 		{"unknown network", func(c *Config) { c.Network = "bridge" }, `network "bridge"`},
-		{"clone with a network", func(c *Config) { c.Network, c.Template = NetworkUser, &Template{} }, "a clone cannot have a network"},
-		{"clone with a tap", func(c *Config) { c.Network, c.NetNS, c.Template = NetworkTap, "/proc/1/ns/net", &Template{} }, "a clone cannot have a network"},
+		{"a template's device with a network", func(c *Config) { c.Network, c.TemplateNet = NetworkUser, true }, "a template is made without a Network"},
 		{"tap without a namespace", func(c *Config) { c.Network = NetworkTap }, "network namespace: missing"},
 		{"tap with ports", func(c *Config) {
 			c.Network, c.NetNS, c.Ports = NetworkTap, "/run/netns/x", []PortForward{{HostIP: lo, HostPort: 1, GuestPort: 1}}

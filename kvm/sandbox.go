@@ -58,9 +58,9 @@ type Sandbox struct {
 	console *lineTail
 	qerr    *lineTail
 	files   []*os.File // our files to close after QEMU started (memfds)
-	// podAddr and podGateway are the guest's address and gateway on a
-	// tap network (Config.NetNS's interface's), for START.
-	podAddr, podGateway string
+	// podAddr, podGateway and podMAC are the guest's address, gateway
+	// and MAC on a tap network (Config.NetNS's interface's), for START.
+	podAddr, podGateway, podMAC string
 
 	wmu sync.Mutex // serializes writes to conn
 
@@ -111,6 +111,9 @@ func Start(ctx context.Context, cfg Config) (*Sandbox, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	if cfg.TemplateNet {
+		return nil, errors.New("kvm: TemplateNet is for CreateTemplate (a sandbox's network is Config.Network)")
+	}
 	return start(ctx, cfg, &mode{clone: cfg.Template})
 }
 
@@ -152,13 +155,8 @@ func start(ctx context.Context, cfg Config, m *mode) (*Sandbox, error) {
 			return nil, err
 		}
 		if t := m.clone; t != nil {
-			if d := t.Info.Recipe.differences(s.recipe); len(d) > 0 {
-				how := "launcher template create"
-				if cfg.Pod {
-					how += " --pod"
-				}
-				return nil, fmt.Errorf("kvm: template %q was made from another recipe: %s; make a template for this one (%s)",
-					t.Info.Name, strings.Join(d, "; "), how)
+			if err := t.Info.Fits(s.recipe); err != nil {
+				return nil, fmt.Errorf("kvm: %w", err)
 			}
 		}
 	}
@@ -262,6 +260,9 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		qmpFD: qmpFD, channelFD: chFD, kernel: kernel, initrd: initrd, disk: fdPath(disk), cmdline: s.cmdline,
 		network: cfg.Network, ports: cfg.Ports,
 	}
+	if s.mode.templateRAM != nil && cfg.TemplateNet {
+		spec.network = netTemplate
+	}
 	if cfg.Network == NetworkTap {
 		pod, err := openPodTap(cfg.NetNS)
 		if err != nil {
@@ -270,7 +271,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		}
 		s.files = append(s.files, pod.tap) // QEMU's once it runs: the tap lives as long as QEMU
 		spec.tapFD, spec.mac = fdNum(fdPath(pod.tap)), pod.mac
-		s.podAddr = pod.addr.String()
+		s.podAddr, s.podMAC = pod.addr.String(), pod.mac
 		if pod.gateway.IsValid() {
 			s.podGateway = pod.gateway.String()
 		}

@@ -49,6 +49,13 @@ type Recipe struct {
 	// the recipes differ. Omitted when 0, so that the recipes (and
 	// digests) of templates made before pods had templates stay theirs.
 	PodSlots int `json:"pod_slots,omitempty"`
+	// Net says the template's machine has a network device (Config.
+	// TemplateNet; a clone's is a launch with a Network, user or tap):
+	// a launch with a network is a clone only of a template with one,
+	// and a launch without is never one of such a template. Omitted
+	// when false, so that the recipes (and digests) of templates made
+	// before templates had networks stay theirs.
+	Net bool `json:"net,omitempty"`
 }
 
 // Digest is the recipe's identity: SHA-256 of its JSON encoding.
@@ -76,6 +83,7 @@ func (r Recipe) differences(o Recipe) []string {
 	add("machine", r.Machine, o.Machine)
 	add("protocol", r.Protocol, o.Protocol)
 	add("pod_slots", r.PodSlots, o.PodSlots)
+	add("net", r.Net, o.Net)
 	return d
 }
 
@@ -87,6 +95,25 @@ type TemplateInfo struct {
 	RAM          Blob      `json:"ram"`
 	State        Blob      `json:"state"`
 	Created      time.Time `json:"created"`
+}
+
+// Fits returns nil when a launch of recipe r can be a clone of the
+// template, else an error naming each recipe field that differs, with
+// both values, and the command that makes a template for r.
+func (t TemplateInfo) Fits(r Recipe) error {
+	d := t.Recipe.differences(r)
+	if len(d) == 0 {
+		return nil
+	}
+	how := "launcher template create"
+	if r.PodSlots > 0 {
+		how += " --pod"
+	}
+	if r.Net {
+		how += " --net"
+	}
+	return fmt.Errorf("template %q was made from another recipe: %s; make a template for this one (%s)",
+		t.Name, strings.Join(d, "; "), how)
 }
 
 // Blob is one of a template's files: its digest (BlobDigest) and size.
@@ -261,8 +288,13 @@ func recipeFor(cfg *Config, accel, cmdline, qemu string) (Recipe, error) {
 	}
 	// The machine: QEMU's command line without what differs between
 	// sandboxes (name, descriptors, paths) and between template and clone.
-	// A pod's machine has its image slots, on placeholders ("").
+	// A pod's machine has its image slots, on placeholders (""); a
+	// network device is the template's, whatever backend a clone gives it.
 	spec := qemuSpec{accel: accel, cpus: cfg.CPUs, memoryMiB: cfg.MemoryMiB, ram: "RAM"}
+	net := cfg.Network != "" || cfg.TemplateNet
+	if net {
+		spec.network = netTemplate
+	}
 	if cfg.Pod {
 		spec.podSlots = make([]string, podSlotCount(spec))
 	}
@@ -272,7 +304,7 @@ func recipeFor(cfg *Config, accel, cmdline, qemu string) (Recipe, error) {
 		Kernel: cfg.KernelDigest, Initrd: cfg.InitrdDigest, Cmdline: cmdline,
 		CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, Accel: accel,
 		QEMU: version, Machine: "sha256:" + hex.EncodeToString(sum[:]), Protocol: channel.Version,
-		PodSlots: len(spec.podSlots),
+		PodSlots: len(spec.podSlots), Net: net,
 	}, nil
 }
 
@@ -302,7 +334,11 @@ func qemuVersion(qemu string) (string, error) {
 // template into dir, which must not exist (it is created 0700; files
 // appear only when complete). name labels it. With cfg.Pod the template
 // is a pod's: its machine has the pod's image slots (on empty memfds),
-// so that pods can be its clones (Recipe.PodSlots).
+// so that pods can be its clones (Recipe.PodSlots). With cfg.TemplateNet
+// its machine has a network device, on a backend that reaches nothing
+// (the guest's agent loads no network driver and configures no interface
+// before its START), so that launches with a network can be its clones
+// (Recipe.Net).
 func CreateTemplate(ctx context.Context, cfg Config, dir, name string) (*TemplateInfo, error) {
 	if cfg.Image != nil || cfg.Template != nil {
 		return nil, errors.New("kvm: a template is made without an image and not from another template")

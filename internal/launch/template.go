@@ -27,16 +27,21 @@ const (
 func TemplatesDir(stateDir string) string { return filepath.Join(stateDir, "templates") }
 
 // TemplateOptions configures CreateTemplate. The recipe's inputs (kernel,
-// initrd or agent, command line, accelerator, CPUs, memory, and Pod: a
-// pod VM's template, whose machine has the pod's image slots) are taken
-// and defaulted exactly as Run takes them, so `launcher run` (or a pod
-// VM's launch) with the same values finds the template.
+// initrd or agent, command line, accelerator, CPUs, memory, Pod: a pod
+// VM's template, whose machine has the pod's image slots, and Net) are
+// taken and defaulted exactly as Run takes them, so `launcher run` (or a
+// pod VM's launch) with the same values finds the template.
 type TemplateOptions struct {
 	Options
 	// Name labels the template (default: its id).
 	Name string
 	// Replace removes an existing template of the same recipe first.
 	Replace bool
+	// Net gives the template a network device (kvm.Recipe.Net): launches
+	// with a network (NetworkUser, NetworkTap: a pod with its own network
+	// namespace) are its clones, and launches without one never are.
+	// Options.Network stays none: the template's guest has no network.
+	Net bool
 }
 
 // CreateTemplate boots the recipe's guest to the agent's READY, snapshots
@@ -44,6 +49,9 @@ type TemplateOptions struct {
 // and its directory.
 func CreateTemplate(ctx context.Context, to TemplateOptions) (*kvm.TemplateInfo, string, error) {
 	o := &to.Options
+	if o.Network != "" && o.Network != NetworkNone {
+		return nil, "", fmt.Errorf("a template is made without a network (not --net %s): --net gives it the network device of launches with one", o.Network)
+	}
 	if err := o.setDefaults(); err != nil {
 		return nil, "", err
 	}
@@ -62,6 +70,7 @@ func CreateTemplate(ctx context.Context, to TemplateOptions) (*kvm.TemplateInfo,
 	}
 	defer initrd.Close()
 	cfg := o.sandboxConfig(kernel, initrd, accel, cmdline)
+	cfg.TemplateNet = to.Net
 	recipe, err := cfg.Recipe()
 	if err != nil {
 		return nil, "", err
@@ -96,12 +105,27 @@ func CreateTemplate(ctx context.Context, to TemplateOptions) (*kvm.TemplateInfo,
 	if recipe.PodSlots > 0 {
 		kind = fmt.Sprintf(", a pod VM's with %d image slots", recipe.PodSlots)
 	}
+	if recipe.Net {
+		kind += ", with a network device"
+	}
 	o.progress("booting the template's guest (%s, %d CPU, %d MiB%s) to its agent's READY", accel, cfg.CPUs, cfg.MemoryMiB, kind)
 	info, err := kvm.CreateTemplate(ctx, cfg, dir, name)
 	if err != nil {
 		return nil, "", err
 	}
 	return info, dir, nil
+}
+
+// createCommand is the launcher command that makes a template of recipe r.
+func createCommand(r kvm.Recipe) string {
+	c := "launcher template create"
+	if r.PodSlots > 0 {
+		c += " --pod"
+	}
+	if r.Net {
+		c += " --net"
+	}
+	return c
 }
 
 // checkTemplateName accepts 1..64 of [A-Za-z0-9._-], not starting with '.'.
@@ -142,10 +166,6 @@ func (o *Options) findTemplate(cfg kvm.Config) (string, kvm.TemplateInfo, error)
 	case TemplateNone:
 		return "", kvm.TemplateInfo{}, nil
 	case TemplateAuto:
-		if o.Network == NetworkUser || o.Network == NetworkTap {
-			o.progress("--net %s: booting cold (templates have no network device)", o.Network)
-			return "", kvm.TemplateInfo{}, nil
-		}
 		if len(o.Volumes) > 0 {
 			o.progress("--volume: booting cold (templates have no disk slot for a volume)")
 			return "", kvm.TemplateInfo{}, nil
@@ -157,7 +177,7 @@ func (o *Options) findTemplate(cfg kvm.Config) (string, kvm.TemplateInfo, error)
 		dir := kvm.TemplateDir(root, recipe)
 		info, err := kvm.ReadTemplateInfo(dir)
 		if errors.Is(err, os.ErrNotExist) {
-			o.progress("no template for this recipe: booting cold (launcher template create makes one)")
+			o.progress("no template for this recipe: booting cold (%s makes one)", createCommand(recipe))
 			return "", kvm.TemplateInfo{}, nil
 		}
 		if err != nil {
@@ -167,6 +187,16 @@ func (o *Options) findTemplate(cfg kvm.Config) (string, kvm.TemplateInfo, error)
 	default:
 		dir, info, err := FindTemplate(root, o.Template)
 		if err != nil {
+			return "", kvm.TemplateInfo{}, err
+		}
+		// Refused now, before attestd is asked and the disk is built:
+		// a launch with no network never gets a clone's NIC, and one
+		// with a network needs a template with the device.
+		recipe, err := cfg.Recipe()
+		if err != nil {
+			return "", kvm.TemplateInfo{}, err
+		}
+		if err := info.Fits(recipe); err != nil {
 			return "", kvm.TemplateInfo{}, err
 		}
 		return dir, info, nil

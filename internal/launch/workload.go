@@ -60,9 +60,6 @@ func (o *Options) ValidateWorkload() error {
 		if err := kvm.CheckNetNS(o.NetNS); err != nil {
 			return fmt.Errorf("netns: %w", err)
 		}
-		if o.Template != TemplateAuto && o.Template != TemplateNone {
-			return fmt.Errorf("--net tap with --template %q: a clone has no network device (templates are made without one); boot cold (--template none, or leave --template out)", o.Template)
-		}
 	default:
 		return fmt.Errorf("--net %q: want none, user or tap", o.Network)
 	}
@@ -87,9 +84,6 @@ func (o *Options) ValidateWorkload() error {
 			seen[k] = true
 		}
 		o.Ports[i] = p.String()
-	}
-	if o.Network == NetworkUser && o.Template != TemplateAuto && o.Template != TemplateNone {
-		return fmt.Errorf("--net user with --template %q: a clone has no network device (templates are made without one); boot cold (--template none, or leave --template out)", o.Template)
 	}
 	return o.validateVolumes()
 }

@@ -64,7 +64,7 @@ func TestRunValidatesFlagsFirst(t *testing.T) {
 		{"udp port", []string{"--net", "user", "-p", "53:53/udp"}, 2, `-p/--publish: "53:53/udp": protocol "udp"; only tcp is forwarded`},
 		{"port out of range", []string{"--net", "user", "--publish", "70000:80"}, 2, `-p/--publish: "70000:80": port "70000" is not a number 0..65535`},
 		{"host port twice", []string{"--net", "user", "-p", "8080:80", "-p", "0.0.0.0:8080:81"}, 2, "-p/--publish: host address 0.0.0.0:8080 forwarded twice"},
-		{"network with a named template", []string{"--net", "user", "--template", "web"}, 2, `--net user with --template "web": a clone has no network device`},
+		{"network with a named template (a network template's clone)", []string{"--accel", "tcg", "--net", "user", "--template", "web"}, ExitLaunchFailed, "kernel: "},
 		{"volume without :ro", []string{"--volume", "/srv:/data"}, 2, `--volume "/srv:/data": only read-only volumes`},
 		{"rw volume", []string{"--volume", "/srv:/data:rw"}, 2, "only read-only volumes (HOSTDIR:PATH:ro)"},
 		{"relative host dir", []string{"--volume", "srv:/data:ro"}, 2, "the host directory must be an absolute path"},

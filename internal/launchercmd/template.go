@@ -21,7 +21,7 @@ import (
 var templateCreateCommand = &cli.Command{
 	Name:    "template create",
 	Summary: "boot a guest once and snapshot it: later launches of the same recipe start as clones in milliseconds",
-	Usage:   "[--name NAME] [--kernel K --initrd I | --agent A] [--cmdline C] [--accel A] [--cpus N] [--memory MiB] [--pod] [--replace]",
+	Usage:   "[--name NAME] [--kernel K --initrd I | --agent A] [--cmdline C] [--accel A] [--cpus N] [--memory MiB] [--pod] [--net] [--replace]",
 	Run:     runTemplateCreate,
 }
 
@@ -60,6 +60,7 @@ func runTemplateCreate(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args
 	noCgroup := fs.Bool("no-cgroup", false, "run QEMU without CPU, memory and pids limits (see 'launcher run --help')")
 	replace := fs.Bool("replace", false, "make the template again when this recipe has one")
 	pod := fs.Bool("pod", false, "a template for pod VMs (containerd's one VM per pod): its machine has the pod's container image slots")
+	net := fs.Bool("net", false, "a template for launches with a network (run --net user, pods with their own network namespace): its machine has a network device, on no network; launches without a network never clone it")
 	verbose := fs.Bool("v", false, "log details to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -74,7 +75,7 @@ func runTemplateCreate(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args
 	if err != nil {
 		return err
 	}
-	to := launch.TemplateOptions{Name: *name, Replace: *replace, Options: launch.Options{
+	to := launch.TemplateOptions{Name: *name, Replace: *replace, Net: *net, Options: launch.Options{
 		Kernel: *kernel, Initrd: *initrd, Agent: *agent, Cmdline: *cmdline, Accel: *accel, CPUs: *cpus, MemoryMiB: *mem,
 		BootTimeout: *bootTimeout, NoConfine: *noConfine, NoCgroup: *noCgroup, StateDir: state, Pod: *pod,
 		Stdout: env.Stdout, Stderr: env.Stderr, Progress: env.Stderr,
@@ -90,10 +91,18 @@ func runTemplateCreate(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args
 	fmt.Fprintf(env.Stdout, "template %s (%s) made in %.1fs: %d MiB RAM (%s), %d bytes of device state\n",
 		info.Name, filepath.Base(dir), time.Since(t0).Seconds(), info.Recipe.MemoryMiB, info.RAM.Digest, info.State.Size)
 	if info.Recipe.PodSlots > 0 {
-		fmt.Fprintf(env.Stdout, "pod VMs (%d image slots) with the same kernel, initrd, command line, accelerator, CPUs and memory now start as clones of it\n", info.Recipe.PodSlots)
+		which := "without a network namespace of their own"
+		if info.Recipe.Net {
+			which = "with a network namespace of their own"
+		}
+		fmt.Fprintf(env.Stdout, "pod VMs (%d image slots) %s, with the same kernel, initrd, command line, accelerator, CPUs and memory, now start as clones of it\n", info.Recipe.PodSlots, which)
 		return nil
 	}
-	fmt.Fprintf(env.Stdout, "'launcher run' with the same kernel, initrd, command line, accelerator, --cpus and --memory now starts as a clone of it\n")
+	which := "without --net"
+	if info.Recipe.Net {
+		which = "with --net user"
+	}
+	fmt.Fprintf(env.Stdout, "'launcher run' %s and the same kernel, initrd, command line, accelerator, --cpus and --memory now starts as a clone of it\n", which)
 	return nil
 }
 
@@ -163,6 +172,11 @@ func runTemplateList(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args [
 		kind := "run"
 		if r.Recipe.PodSlots > 0 {
 			kind = fmt.Sprintf("pods (%d slots)", r.Recipe.PodSlots)
+		}
+		if r.Recipe.Net {
+			kind += " with network"
+		} else {
+			kind += " without network"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d MiB\t%s\t%.1f MiB\t%s\t%.19s\n", r.Name, r.ID, r.Recipe.Accel, r.Recipe.CPUs, r.Recipe.MemoryMiB,
 			kind, float64(r.Disk)/(1<<20), r.Created.Format("2006-01-02 15:04"), r.Recipe.Kernel)

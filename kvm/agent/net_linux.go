@@ -25,9 +25,12 @@ const netWait = 20 * time.Second
 // address and a default route (over netlink: the guest has no ip binary).
 // QEMU's user-mode network: channel.GuestAddr through channel.GuestGateway,
 // and the image's /etc/resolv.conf pointed at channel.GuestDNS. A tap
-// joined to a pod's interface: the pod's address and gateway from START
-// (eth0 already has the pod interface's MAC, from QEMU); the resolver is
-// left as the image has it.
+// joined to a pod's interface: the pod's address, gateway and MAC from
+// START (a cold boot's eth0 has that MAC already, from QEMU; a clone's
+// has its template's, the device state it resumed); the resolver is left
+// as the image has it. Nothing is configured before START: a template's
+// guest, snapshotted before it, holds no address, lease or MAC of a
+// clone's.
 func setupNetwork(log *slog.Logger, st *channel.Start) error {
 	start := time.Now()
 	man, err := readManifest()
@@ -69,21 +72,24 @@ func setupNetwork(log *slog.Logger, st *channel.Start) error {
 	if err := unix.Bind(nl, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("netlink: %w", err)
 	}
-	steps := []struct {
+	type step struct {
 		what string
 		typ  uint16
 		body []byte
-	}{
-		{"bringing lo up", unix.RTM_NEWLINK, linkUp(lo.Index)},
-		{"bringing eth0 up", unix.RTM_NEWLINK, linkUp(eth.Index)},
-		{"adding " + addr.String() + " to eth0", unix.RTM_NEWADDR, addAddr(eth.Index, addr)},
 	}
+	steps := []step{{"bringing lo up", unix.RTM_NEWLINK, linkUp(lo.Index)}}
+	if st.Network == channel.NetworkTap && st.MAC != "" && st.MAC != eth.HardwareAddr.String() {
+		mac, err := net.ParseMAC(st.MAC)
+		if err != nil {
+			return fmt.Errorf("MAC: %w", err)
+		}
+		steps = append(steps, step{"setting eth0's MAC to " + st.MAC, unix.RTM_NEWLINK, linkSetMAC(eth.Index, mac)})
+	}
+	steps = append(steps,
+		step{"bringing eth0 up", unix.RTM_NEWLINK, linkUp(eth.Index)},
+		step{"adding " + addr.String() + " to eth0", unix.RTM_NEWADDR, addAddr(eth.Index, addr)})
 	if gw.IsValid() {
-		steps = append(steps, struct {
-			what string
-			typ  uint16
-			body []byte
-		}{"adding the default route via " + gw.String(), unix.RTM_NEWROUTE, addDefaultRoute(eth.Index, gw)})
+		steps = append(steps, step{"adding the default route via " + gw.String(), unix.RTM_NEWROUTE, addDefaultRoute(eth.Index, gw)})
 	}
 	for i, step := range steps {
 		if err := netlinkDo(nl, uint32(i+1), step.typ, step.body); err != nil {
@@ -188,6 +194,16 @@ func linkUp(index int) []byte {
 	binary.NativeEndian.PutUint32(b[8:], unix.IFF_UP)  // flags
 	binary.NativeEndian.PutUint32(b[12:], unix.IFF_UP) // change
 	return b
+}
+
+// linkSetMAC is an RTM_NEWLINK body giving interface index the Ethernet
+// address mac (virtio_net tells the device, so that QEMU's receive filter
+// lets frames to it through).
+func linkSetMAC(index int, mac net.HardwareAddr) []byte {
+	b := make([]byte, unix.SizeofIfInfomsg)
+	b[0] = unix.AF_UNSPEC
+	binary.NativeEndian.PutUint32(b[4:], uint32(int32(index)))
+	return appendAttr(b, unix.IFLA_ADDRESS, mac)
 }
 
 // addAddr is an RTM_NEWADDR body: p on interface index.

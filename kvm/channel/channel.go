@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"strings"
 )
@@ -327,10 +328,13 @@ type Start struct {
 	// loads the network modules and configures eth0 before the workload
 	// starts, for QEMU's user-mode network (GuestAddr, GuestGateway,
 	// GuestDNS) or, for a tap, with Address (an IPv4 prefix, the pod
-	// interface's) and Gateway (its default route; "" for none).
+	// interface's) and Gateway (its default route; "" for none), and MAC
+	// (the interface's Ethernet address, which eth0 is given: a clone's
+	// device has its template's; "" leaves eth0's as it is).
 	Network string `json:"network,omitempty"`
 	Address string `json:"address,omitempty"`
 	Gateway string `json:"gateway,omitempty"`
+	MAC     string `json:"mac,omitempty"`
 	// Mounts are added to the workload's root, in order, before it starts.
 	Mounts []Mount `json:"mounts,omitempty"`
 	// Stdin gives the workload a pipe as stdin, fed by the host's STDIN
@@ -607,8 +611,8 @@ func (s *Start) validateWorkload() error {
 func (s *Start) validateNetwork() error {
 	switch s.Network {
 	case "", NetworkUser:
-		if s.Address != "" || s.Gateway != "" {
-			return fmt.Errorf("channel: an address and gateway are for network %q only", NetworkTap)
+		if s.Address != "" || s.Gateway != "" || s.MAC != "" {
+			return fmt.Errorf("channel: an address, gateway and MAC are for network %q only", NetworkTap)
 		}
 		return nil
 	case NetworkTap:
@@ -623,6 +627,12 @@ func (s *Start) validateNetwork() error {
 		g, err := netip.ParseAddr(s.Gateway)
 		if err != nil || !g.Is4() {
 			return fmt.Errorf("channel: gateway %.64q: want an IPv4 address", s.Gateway)
+		}
+	}
+	if s.MAC != "" {
+		m, err := net.ParseMAC(s.MAC)
+		if err != nil || len(m) != 6 || m[0]&1 != 0 || s.MAC != m.String() {
+			return fmt.Errorf("channel: MAC %.64q: want a unicast Ethernet address (aa:bb:cc:dd:ee:ff, lower case)", s.MAC)
 		}
 	}
 	return nil
