@@ -43,6 +43,9 @@ type txn struct {
 	nodes map[string]*record.Node // nil: deleted
 	last  map[string]record.Last  // last verdicts written (zero: deleted)
 	head  *store.AuditRecord      // the audit chain's head, once an op appended
+
+	logged int  // entries appended to the last verdict log (lastlog.go)
+	folded bool // the log was folded into bktLast
 }
 
 func (s *boltStore) update(fn func(tx *txn) error) error {
@@ -51,9 +54,16 @@ func (s *boltStore) update(fn func(tx *txn) error) error {
 	t := &txn{nodes: map[string]*record.Node{}, last: map[string]record.Last{}}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		t.Tx = tx
-		return fn(t)
+		if err := fn(t); err != nil {
+			return err
+		}
+		if s.foldDue(t) {
+			return s.fold(t)
+		}
+		return nil
 	})
 	if err == nil {
+		s.lastCommitted(t)
 		s.nodes.committed(t.nodes, t.last)
 		if t.head != nil {
 			s.headMu.Lock()
