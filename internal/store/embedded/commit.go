@@ -48,7 +48,13 @@ type txn struct {
 	folded bool // the log was folded into bktLast
 }
 
-func (s *boltStore) update(fn func(tx *txn) error) error {
+func (s *boltStore) update(fn func(tx *txn) error) error { return s.updateFold(fn, true) }
+
+// updateFold is update; mayFold lets the transaction fold the last verdict
+// log when that is due (lastlog.go). A write retried alone after its group
+// failed does not: a fold that cannot be written (a full disk) must not
+// fail every write that could be.
+func (s *boltStore) updateFold(fn func(tx *txn) error, mayFold bool) error {
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
 	t := &txn{nodes: map[string]*record.Node{}, last: map[string]record.Last{}}
@@ -57,7 +63,7 @@ func (s *boltStore) update(fn func(tx *txn) error) error {
 		if err := fn(t); err != nil {
 			return err
 		}
-		if s.foldDue(t) {
+		if mayFold && s.foldDue(t) {
 			return s.fold(t)
 		}
 		return nil
@@ -133,9 +139,10 @@ func applyOps(tx *txn, ops ...*writeOp) error {
 
 // commitAlone runs op in a transaction of its own and returns the
 // transaction's error, else op's own (logical errors still wrapped).
-func (s *boltStore) commitAlone(op *writeOp) error {
+// mayFold is updateFold's.
+func (s *boltStore) commitAlone(op *writeOp, mayFold bool) error {
 	op.err = nil
-	if err := s.update(func(tx *txn) error { return applyOps(tx, op) }); err != nil {
+	if err := s.updateFold(func(tx *txn) error { return applyOps(tx, op) }, mayFold); err != nil {
 		return err
 	}
 	return op.err
@@ -160,7 +167,7 @@ func (s *boltStore) writeAlone(fn func(tx *txn) error) error {
 	if s.closed {
 		return store.ErrClosed
 	}
-	return unwrapLogical(s.commitAlone(&writeOp{fn: fn}))
+	return unwrapLogical(s.commitAlone(&writeOp{fn: fn}, true))
 }
 
 func (s *boltStore) committer() {
@@ -190,7 +197,7 @@ func (s *boltStore) committer() {
 		}
 		// One op failed hard: retry each alone so the others are not lost.
 		for _, op := range group {
-			op.res <- s.commitAlone(op)
+			op.res <- s.commitAlone(op, false)
 		}
 	}
 }
