@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // Message size limits matching attestd's.
@@ -51,6 +54,9 @@ type Client struct {
 	conn        *grpc.ClientConn
 	Attestation bulwarkv1.AttestationClient
 	Admin       bulwarkv1.AdminClient
+	// unary is set once attestd answered ChallengeAttest UNIMPLEMENTED
+	// (an older attestd): ChallengeAttest uses the two RPCs from then on.
+	unary atomic.Bool
 }
 
 // TLSConfig builds the client TLS configuration from o.
@@ -168,4 +174,97 @@ func (c *Client) ReleaseWithToken(ctx context.Context, token string) (*bulwarkv1
 // SigningKeys returns the token verification keys.
 func (c *Client) SigningKeys(ctx context.Context) (*bulwarkv1.GetSigningKeysResponse, error) {
 	return c.Attestation.GetSigningKeys(ctx, &bulwarkv1.GetSigningKeysRequest{})
+}
+
+// StepError is an attestd refusal (or a failed call) in one step of
+// ChallengeAttest: Step is "challenge" or "attest", Err the gRPC status.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
+
+// Unwrap returns the step's error (its gRPC status).
+func (e *StepError) Unwrap() error { return e.Err }
+
+// ChallengeAttest asks for a nonce (ch) and sends the Attest request build
+// makes from the answer, on one ChallengeAttest stream: one call where
+// Challenge and Attest are two. A refusal is a *StepError naming the
+// step; build's own error is returned as it is, the stream abandoned. An
+// attestd without ChallengeAttest (UNIMPLEMENTED) is asked by the two
+// RPCs instead, and so is this client from then on.
+func (c *Client) ChallengeAttest(ctx context.Context, ch *bulwarkv1.ChallengeRequest, build func(*bulwarkv1.ChallengeResponse) (*bulwarkv1.AttestRequest, error)) (*bulwarkv1.AttestResponse, error) {
+	if !c.unary.Load() {
+		ar, err := ChallengeAttest(ctx, c.Attestation, ch, build)
+		var se *StepError
+		if !errors.As(err, &se) || se.Step != "challenge" || status.Code(se.Err) != codes.Unimplemented {
+			return ar, err
+		}
+		c.unary.Store(true)
+	}
+	return ChallengeThenAttest(ctx, c.Attestation, ch, build)
+}
+
+// ChallengeAttest is Client.ChallengeAttest on client, the stream only (no
+// fallback): what bulwark-load drives.
+func ChallengeAttest(ctx context.Context, client bulwarkv1.AttestationClient, ch *bulwarkv1.ChallengeRequest, build func(*bulwarkv1.ChallengeResponse) (*bulwarkv1.AttestRequest, error)) (*bulwarkv1.AttestResponse, error) {
+	ctx, cancel := context.WithCancel(ctx) // ends the stream whatever happens
+	defer cancel()
+	st, err := client.ChallengeAttest(ctx)
+	if err != nil {
+		return nil, &StepError{Step: "challenge", Err: err}
+	}
+	if err := st.Send(&bulwarkv1.ChallengeAttestRequest{Step: &bulwarkv1.ChallengeAttestRequest_Challenge{Challenge: ch}}); err != nil {
+		// The stream broke: its status comes with the next Recv.
+		_, err = st.Recv()
+		return nil, &StepError{Step: "challenge", Err: err}
+	}
+	m, err := st.Recv()
+	if err != nil {
+		return nil, &StepError{Step: "challenge", Err: err}
+	}
+	cr := m.GetChallenge()
+	if cr == nil {
+		return nil, &StepError{Step: "challenge", Err: errors.New("attestd answered the challenge with another message")}
+	}
+	req, err := build(cr)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Send(&bulwarkv1.ChallengeAttestRequest{Step: &bulwarkv1.ChallengeAttestRequest_Attest{Attest: req}}); err != nil {
+		_, err = st.Recv()
+		return nil, &StepError{Step: "attest", Err: err}
+	}
+	if err := st.CloseSend(); err != nil {
+		return nil, &StepError{Step: "attest", Err: err}
+	}
+	m, err = st.Recv()
+	if err != nil {
+		return nil, &StepError{Step: "attest", Err: err}
+	}
+	ar := m.GetAttest()
+	if ar == nil {
+		return nil, &StepError{Step: "attest", Err: errors.New("attestd answered the attest request with another message")}
+	}
+	return ar, nil
+}
+
+// ChallengeThenAttest is ChallengeAttest by the two unary RPCs, Challenge
+// and Attest: for an attestd without the stream, and for comparing the two
+// (bulwark-load --two-calls).
+func ChallengeThenAttest(ctx context.Context, client bulwarkv1.AttestationClient, ch *bulwarkv1.ChallengeRequest, build func(*bulwarkv1.ChallengeResponse) (*bulwarkv1.AttestRequest, error)) (*bulwarkv1.AttestResponse, error) {
+	cr, err := client.Challenge(ctx, ch)
+	if err != nil {
+		return nil, &StepError{Step: "challenge", Err: err}
+	}
+	req, err := build(cr)
+	if err != nil {
+		return nil, err
+	}
+	ar, err := client.Attest(ctx, req)
+	if err != nil {
+		return nil, &StepError{Step: "attest", Err: err}
+	}
+	return ar, nil
 }

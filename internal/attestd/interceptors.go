@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/pki"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -93,12 +94,17 @@ func (s *Server) unaryInterceptor(ctx context.Context, req any, info *grpc.Unary
 	return handler(ctx, req)
 }
 
-// streamInterceptor guards streaming handlers (health Watch, reflection):
+// streamInterceptor guards streaming handlers (health Watch, reflection,
+// WatchNode, ChallengeAttest):
 // recovery, and admin authorisation should an Admin stream ever exist.
 func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	// A stream (health Watch, reflection) reads its messages in its
 	// handler, for as long as it lives: only its opening is bounded.
-	requestArrived(ss.Context())
+	// ChallengeAttest is bounded by step: it stops the timer itself once
+	// each request has arrived (ChallengeAttest).
+	if info.FullMethod != bulwarkv1.Attestation_ChallengeAttest_FullMethodName {
+		requestArrived(ss.Context())
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			s.metrics.Panics.Inc()

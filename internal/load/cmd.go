@@ -67,6 +67,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Conns, "conns", DefaultConns, "gRPC connections carrying the hosts' traffic")
 	fs.StringVar(&cfg.Policy, "policy", DefaultPolicy, "policy `NAME` the launch events ask for")
 	fs.BoolVar(&cfg.Release, "release", false, "also call ReleaseSecrets and open each secret with the simulated guest's key")
+	fs.BoolVar(&cfg.TwoCalls, "two-calls", false, "make each attestation two RPCs, Challenge and Attest, instead of one ChallengeAttest stream (as an older launcher does; to compare the two)")
 	fs.BoolVar(&cfg.Tokens, "tokens", false, "ask for a signed token (ES256 JWT) with every verdict; without it the hosts set omit_token and release by attestation id, as the launcher does")
 	fs.StringVar(&cfg.Secret, "secret", DefaultSecret, "secret `NAME` put through the Admin API and expected with --release")
 	fs.StringVar(&ek, "ek", "ecc", "simulated EK algorithm: ecc (P-256) or rsa (2048; slow to generate)")

@@ -54,6 +54,7 @@ type Config struct {
 	Policy      string        // policy named in launch events; "" = DefaultPolicy
 	Release     bool          // also ReleaseSecrets and open each secret with the guest key
 	Tokens      bool          // ask for a signed token with each verdict (the launcher does not)
+	TwoCalls    bool          // Challenge and Attest as two RPCs, not one ChallengeAttest stream
 	Secret      string        // secret put and expected with Release; "" = DefaultSecret
 
 	EK        softtpm.EKType // simulated EK algorithm (ECC by default: cheap to generate)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/attestclient"
 	"github.com/bulwark-project/bulwark/internal/softtpm"
 )
 
@@ -25,6 +26,10 @@ type Drive struct {
 	// verdict and checks one came. Off, the hosts do as the launcher does:
 	// they release by attestation id and set omit_token.
 	Tokens bool
+	// TwoCalls makes each attestation two RPCs, Challenge and Attest, as
+	// before ChallengeAttest (and as with an older attestd); off, one
+	// ChallengeAttest stream, as the launcher does.
+	TwoCalls bool
 }
 
 // DriveResult is the outcome of one measured phase.
@@ -166,7 +171,7 @@ func attestAll(ctx context.Context, cfg Config, d Drive, clients []bulwarkv1.Att
 				}
 				hst := mine[n%len(mine)]
 				wk.c.count++
-				out := attestOne(ctx, cfg, d.Tokens, client, hst, pcrs, secretValue)
+				out := attestOne(ctx, cfg, d, client, hst, pcrs, secretValue)
 				if out.verdictID != "" {
 					wk.ids = append(wk.ids, out.verdictID)
 				}
@@ -234,36 +239,49 @@ type outcome struct {
 	tChallenge, tAttest, tRelease time.Duration
 }
 
-func attestOne(ctx context.Context, cfg Config, tokens bool, client bulwarkv1.AttestationClient, hst *host, pcrs []int, secretValue []byte) (o outcome) {
+func attestOne(ctx context.Context, cfg Config, d Drive, client bulwarkv1.AttestationClient, hst *host, pcrs []int, secretValue []byte) (o outcome) {
 	cctx, cancel := context.WithTimeout(ctx, cfg.RequestTimeout)
 	defer cancel()
+	var quoteErr error
 	t := time.Now()
-	ch, err := client.Challenge(cctx, &bulwarkv1.ChallengeRequest{NodeId: hst.nodeID})
-	o.tChallenge = time.Since(t)
-	if err != nil {
-		o.fail, o.err = "challenge: "+codeOf(err), err
+	build := func(ch *bulwarkv1.ChallengeResponse) (*bulwarkv1.AttestRequest, error) {
+		o.tChallenge = time.Since(t)
+		ev, err := hst.h.Attest(pcrs, ch.GetNonce())
+		if err != nil {
+			quoteErr = err
+			return nil, err
+		}
+		req := &bulwarkv1.AttestRequest{
+			NodeId: hst.nodeID, Nonce: ch.GetNonce(), Quote: ev.Quote, Signature: ev.Signature,
+			Pcrs: make(map[uint32][]byte, len(ev.PCRs)), LaunchLog: ev.Log, SandboxId: hst.launch.Event.SandboxID,
+			OmitToken: !d.Tokens,
+		}
+		for p, v := range ev.PCRs {
+			req.Pcrs[uint32(p)] = v
+		}
+		t = time.Now()
+		return req, nil
+	}
+	call := attestclient.ChallengeAttest
+	if d.TwoCalls {
+		call = attestclient.ChallengeThenAttest
+	}
+	ar, err := call(cctx, client, &bulwarkv1.ChallengeRequest{NodeId: hst.nodeID}, build)
+	var se *attestclient.StepError
+	switch {
+	case quoteErr != nil:
+		o.fail, o.err = "quote: "+quoteErr.Error(), quoteErr
 		return o
-	}
-	ev, err := hst.h.Attest(pcrs, ch.GetNonce())
-	if err != nil {
-		o.fail, o.err = "quote: "+err.Error(), err
+	case errors.As(err, &se) && se.Step == "challenge":
+		o.tChallenge = time.Since(t)
+		o.fail, o.err = "challenge: "+codeOf(se.Err), se.Err
 		return o
-	}
-	req := &bulwarkv1.AttestRequest{
-		NodeId: hst.nodeID, Nonce: ch.GetNonce(), Quote: ev.Quote, Signature: ev.Signature,
-		Pcrs: make(map[uint32][]byte, len(ev.PCRs)), LaunchLog: ev.Log, SandboxId: hst.launch.Event.SandboxID,
-		OmitToken: !tokens,
-	}
-	for p, v := range ev.PCRs {
-		req.Pcrs[uint32(p)] = v
-	}
-	t = time.Now()
-	ar, err := client.Attest(cctx, req)
-	o.tAttest = time.Since(t)
-	if err != nil {
+	case err != nil:
+		o.tAttest = time.Since(t)
 		o.fail, o.err = "attest: "+codeOf(err), err
 		return o
 	}
+	o.tAttest = time.Since(t)
 	o.verdict, o.verdictID = ar.GetVerdict(), ar.GetAttestationId()
 	if o.verdict != bulwarkv1.Verdict_VERDICT_ALLOW {
 		o.fail = "deny"
@@ -274,7 +292,7 @@ func attestOne(ctx context.Context, cfg Config, tokens bool, client bulwarkv1.At
 		o.fail = "attest: allow without attestation_id"
 		return o
 	}
-	if tokens && ar.GetToken() == "" {
+	if d.Tokens && ar.GetToken() == "" {
 		o.fail = "attest: allow without the token asked for"
 		return o
 	}

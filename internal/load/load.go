@@ -28,7 +28,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res := &Result{
 		Addr: cfg.Addr, Hosts: cfg.Hosts, EK: cfg.EK.String(), Concurrency: cfg.Concurrency, Conns: cfg.Conns,
-		Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Release: cfg.Release, Tokens: cfg.Tokens, Policy: cfg.Policy,
+		Rate: cfg.Rate, Duration: cfg.Duration.Seconds(), Release: cfg.Release, Tokens: cfg.Tokens, TwoCalls: cfg.TwoCalls, Policy: cfg.Policy,
 	}
 	f, err := NewFleet(ctx, cfg)
 	if f != nil {
@@ -44,7 +44,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if len(cfg.Rates) > 0 {
 		sweep(ctx, cfg, f, res)
 	} else {
-		d := f.Drive(ctx, Drive{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count, Tokens: cfg.Tokens})
+		d := f.Drive(ctx, Drive{Rate: cfg.Rate, Duration: cfg.Duration, Count: cfg.Count, Tokens: cfg.Tokens, TwoCalls: cfg.TwoCalls})
 		res.Attest, res.RPC, res.Verdicts = d.Attest, d.RPC, d.Verdicts
 	}
 	cfg.Logger.Info("measured phase done", "attestations", res.Attest.Count, "per_second", res.Attest.PerSecond)

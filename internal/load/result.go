@@ -36,6 +36,7 @@ type Result struct {
 	Duration    float64 `json:"duration_seconds"` // of each step of a sweep
 	Release     bool    `json:"release"`
 	Tokens      bool    `json:"tokens"`
+	TwoCalls    bool    `json:"two_calls,omitempty"`
 	Policy      string  `json:"policy"`
 
 	// PrepareSeconds is the time to create the simulated TPMs and their EK

@@ -91,14 +91,14 @@ func ParseRates(s string) ([]float64, error) {
 func sweep(ctx context.Context, cfg Config, f *Fleet, res *Result) {
 	sw := &Sweep{SLOMs: float64(cfg.SLO) / float64(time.Millisecond)}
 	total := &DriveResult{RPC: map[string]Latency{}, Verdicts: map[string]uint64{}}
-	d := f.Drive(ctx, Drive{Rate: cfg.Rates[0], Count: len(f.hosts), Duration: maxWarmup, Tokens: cfg.Tokens})
+	d := f.Drive(ctx, Drive{Rate: cfg.Rates[0], Count: len(f.hosts), Duration: maxWarmup, Tokens: cfg.Tokens, TwoCalls: cfg.TwoCalls})
 	sw.Warmup = &SweepStep{Rate: cfg.Rates[0], Attest: d.Attest, RPC: d.RPC}
 	total.add(d)
 	for _, rate := range cfg.Rates {
 		if ctx.Err() != nil {
 			break
 		}
-		d := f.Drive(ctx, Drive{Rate: rate, Duration: cfg.Duration, Tokens: cfg.Tokens})
+		d := f.Drive(ctx, Drive{Rate: rate, Duration: cfg.Duration, Tokens: cfg.Tokens, TwoCalls: cfg.TwoCalls})
 		step := SweepStep{Rate: rate, Attest: d.Attest, RPC: d.RPC}
 		step.judge(cfg.SLO)
 		if step.WithinSLO {

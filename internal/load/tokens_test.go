@@ -42,10 +42,10 @@ func TestAttestOneWantsTheTokenItAskedFor(t *testing.T) {
 	cfg := Config{RequestTimeout: 10 * time.Second}
 	pcrs := []int{limits.DefaultLaunchPCR}
 	c := &tokenlessAttestd{}
-	if o := attestOne(context.Background(), cfg, true, c, hst, pcrs, nil); o.fail != "attest: allow without the token asked for" {
+	if o := attestOne(context.Background(), cfg, Drive{Tokens: true, TwoCalls: true}, c, hst, pcrs, nil); o.fail != "attest: allow without the token asked for" {
 		t.Errorf("with tokens: fail = %q, want the missing token reported", o.fail)
 	}
-	if o := attestOne(context.Background(), cfg, false, c, hst, pcrs, nil); o.fail != "" {
+	if o := attestOne(context.Background(), cfg, Drive{TwoCalls: true}, c, hst, pcrs, nil); o.fail != "" {
 		t.Errorf("without tokens: fail = %q (%v)", o.fail, o.err)
 	}
 	if len(c.asked) != 2 || c.asked[0] || !c.asked[1] {

@@ -127,7 +127,7 @@ func (x NodeDecision_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use NodeDecision_Kind.Descriptor instead.
 func (NodeDecision_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14, 0}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{16, 0}
 }
 
 type EnrollRequest struct {
@@ -1080,6 +1080,174 @@ func (x *AttestRequest) GetEndedSandboxIds() []string {
 	return nil
 }
 
+// ChallengeAttestRequest is one of the host's two messages on a
+// ChallengeAttest stream: first challenge, then attest.
+type ChallengeAttestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Step:
+	//
+	//	*ChallengeAttestRequest_Challenge
+	//	*ChallengeAttestRequest_Attest
+	Step          isChallengeAttestRequest_Step `protobuf_oneof:"step"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChallengeAttestRequest) Reset() {
+	*x = ChallengeAttestRequest{}
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChallengeAttestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChallengeAttestRequest) ProtoMessage() {}
+
+func (x *ChallengeAttestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChallengeAttestRequest.ProtoReflect.Descriptor instead.
+func (*ChallengeAttestRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ChallengeAttestRequest) GetStep() isChallengeAttestRequest_Step {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+func (x *ChallengeAttestRequest) GetChallenge() *ChallengeRequest {
+	if x != nil {
+		if x, ok := x.Step.(*ChallengeAttestRequest_Challenge); ok {
+			return x.Challenge
+		}
+	}
+	return nil
+}
+
+func (x *ChallengeAttestRequest) GetAttest() *AttestRequest {
+	if x != nil {
+		if x, ok := x.Step.(*ChallengeAttestRequest_Attest); ok {
+			return x.Attest
+		}
+	}
+	return nil
+}
+
+type isChallengeAttestRequest_Step interface {
+	isChallengeAttestRequest_Step()
+}
+
+type ChallengeAttestRequest_Challenge struct {
+	Challenge *ChallengeRequest `protobuf:"bytes,1,opt,name=challenge,proto3,oneof"`
+}
+
+type ChallengeAttestRequest_Attest struct {
+	Attest *AttestRequest `protobuf:"bytes,2,opt,name=attest,proto3,oneof"`
+}
+
+func (*ChallengeAttestRequest_Challenge) isChallengeAttestRequest_Step() {}
+
+func (*ChallengeAttestRequest_Attest) isChallengeAttestRequest_Step() {}
+
+// ChallengeAttestResponse is one of attestd's two answers on a
+// ChallengeAttest stream: first challenge, then attest.
+type ChallengeAttestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Step:
+	//
+	//	*ChallengeAttestResponse_Challenge
+	//	*ChallengeAttestResponse_Attest
+	Step          isChallengeAttestResponse_Step `protobuf_oneof:"step"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ChallengeAttestResponse) Reset() {
+	*x = ChallengeAttestResponse{}
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ChallengeAttestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ChallengeAttestResponse) ProtoMessage() {}
+
+func (x *ChallengeAttestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ChallengeAttestResponse.ProtoReflect.Descriptor instead.
+func (*ChallengeAttestResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ChallengeAttestResponse) GetStep() isChallengeAttestResponse_Step {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+func (x *ChallengeAttestResponse) GetChallenge() *ChallengeResponse {
+	if x != nil {
+		if x, ok := x.Step.(*ChallengeAttestResponse_Challenge); ok {
+			return x.Challenge
+		}
+	}
+	return nil
+}
+
+func (x *ChallengeAttestResponse) GetAttest() *AttestResponse {
+	if x != nil {
+		if x, ok := x.Step.(*ChallengeAttestResponse_Attest); ok {
+			return x.Attest
+		}
+	}
+	return nil
+}
+
+type isChallengeAttestResponse_Step interface {
+	isChallengeAttestResponse_Step()
+}
+
+type ChallengeAttestResponse_Challenge struct {
+	Challenge *ChallengeResponse `protobuf:"bytes,1,opt,name=challenge,proto3,oneof"`
+}
+
+type ChallengeAttestResponse_Attest struct {
+	Attest *AttestResponse `protobuf:"bytes,2,opt,name=attest,proto3,oneof"`
+}
+
+func (*ChallengeAttestResponse_Challenge) isChallengeAttestResponse_Step() {}
+
+func (*ChallengeAttestResponse_Attest) isChallengeAttestResponse_Step() {}
+
 type AttestResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Verdict Verdict                `protobuf:"varint,1,opt,name=verdict,proto3,enum=bulwark.v1.Verdict" json:"verdict,omitempty"`
@@ -1101,7 +1269,7 @@ type AttestResponse struct {
 
 func (x *AttestResponse) Reset() {
 	*x = AttestResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1281,7 @@ func (x *AttestResponse) String() string {
 func (*AttestResponse) ProtoMessage() {}
 
 func (x *AttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[11]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1294,7 @@ func (x *AttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttestResponse.ProtoReflect.Descriptor instead.
 func (*AttestResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AttestResponse) GetVerdict() Verdict {
@@ -1191,7 +1359,7 @@ type SandboxVerdict struct {
 
 func (x *SandboxVerdict) Reset() {
 	*x = SandboxVerdict{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1371,7 @@ func (x *SandboxVerdict) String() string {
 func (*SandboxVerdict) ProtoMessage() {}
 
 func (x *SandboxVerdict) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[12]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1384,7 @@ func (x *SandboxVerdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxVerdict.ProtoReflect.Descriptor instead.
 func (*SandboxVerdict) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SandboxVerdict) GetSandboxId() string {
@@ -1266,7 +1434,7 @@ type WatchNodeRequest struct {
 
 func (x *WatchNodeRequest) Reset() {
 	*x = WatchNodeRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1446,7 @@ func (x *WatchNodeRequest) String() string {
 func (*WatchNodeRequest) ProtoMessage() {}
 
 func (x *WatchNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[13]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1459,7 @@ func (x *WatchNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchNodeRequest.ProtoReflect.Descriptor instead.
 func (*WatchNodeRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WatchNodeRequest) GetNodeId() string {
@@ -1361,7 +1529,7 @@ type NodeDecision struct {
 
 func (x *NodeDecision) Reset() {
 	*x = NodeDecision{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1541,7 @@ func (x *NodeDecision) String() string {
 func (*NodeDecision) ProtoMessage() {}
 
 func (x *NodeDecision) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[14]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1554,7 @@ func (x *NodeDecision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDecision.ProtoReflect.Descriptor instead.
 func (*NodeDecision) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeDecision) GetSeq() uint64 {
@@ -1458,7 +1626,7 @@ type ReleaseSecretsRequest struct {
 
 func (x *ReleaseSecretsRequest) Reset() {
 	*x = ReleaseSecretsRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1638,7 @@ func (x *ReleaseSecretsRequest) String() string {
 func (*ReleaseSecretsRequest) ProtoMessage() {}
 
 func (x *ReleaseSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[15]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1651,7 @@ func (x *ReleaseSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ReleaseSecretsRequest) GetRef() isReleaseSecretsRequest_Ref {
@@ -1540,7 +1708,7 @@ type WrappedSecret struct {
 
 func (x *WrappedSecret) Reset() {
 	*x = WrappedSecret{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1552,7 +1720,7 @@ func (x *WrappedSecret) String() string {
 func (*WrappedSecret) ProtoMessage() {}
 
 func (x *WrappedSecret) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[16]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1565,7 +1733,7 @@ func (x *WrappedSecret) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrappedSecret.ProtoReflect.Descriptor instead.
 func (*WrappedSecret) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WrappedSecret) GetName() string {
@@ -1592,7 +1760,7 @@ type ReleaseSecretsResponse struct {
 
 func (x *ReleaseSecretsResponse) Reset() {
 	*x = ReleaseSecretsResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1772,7 @@ func (x *ReleaseSecretsResponse) String() string {
 func (*ReleaseSecretsResponse) ProtoMessage() {}
 
 func (x *ReleaseSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[17]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1785,7 @@ func (x *ReleaseSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReleaseSecretsResponse) GetSandboxId() string {
@@ -1642,7 +1810,7 @@ type GetSigningKeysRequest struct {
 
 func (x *GetSigningKeysRequest) Reset() {
 	*x = GetSigningKeysRequest{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[18]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +1822,7 @@ func (x *GetSigningKeysRequest) String() string {
 func (*GetSigningKeysRequest) ProtoMessage() {}
 
 func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[18]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +1835,7 @@ func (x *GetSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{18}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{20}
 }
 
 type SigningKey struct {
@@ -1684,7 +1852,7 @@ type SigningKey struct {
 
 func (x *SigningKey) Reset() {
 	*x = SigningKey{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[19]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1864,7 @@ func (x *SigningKey) String() string {
 func (*SigningKey) ProtoMessage() {}
 
 func (x *SigningKey) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[19]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1877,7 @@ func (x *SigningKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
 func (*SigningKey) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{19}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SigningKey) GetKid() string {
@@ -1744,7 +1912,7 @@ type GetSigningKeysResponse struct {
 
 func (x *GetSigningKeysResponse) Reset() {
 	*x = GetSigningKeysResponse{}
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[20]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +1924,7 @@ func (x *GetSigningKeysResponse) String() string {
 func (*GetSigningKeysResponse) ProtoMessage() {}
 
 func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_attestation_proto_msgTypes[20]
+	mi := &file_bulwark_v1_attestation_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +1937,7 @@ func (x *GetSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*GetSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{20}
+	return file_bulwark_v1_attestation_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetSigningKeysResponse) GetKeys() []*SigningKey {
@@ -1877,7 +2045,15 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\x11ended_sandbox_ids\x18\x0f \x03(\tR\x0fendedSandboxIds\x1a7\n" +
 	"\tPcrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\rR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xa3\x02\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x93\x01\n" +
+	"\x16ChallengeAttestRequest\x12<\n" +
+	"\tchallenge\x18\x01 \x01(\v2\x1c.bulwark.v1.ChallengeRequestH\x00R\tchallenge\x123\n" +
+	"\x06attest\x18\x02 \x01(\v2\x19.bulwark.v1.AttestRequestH\x00R\x06attestB\x06\n" +
+	"\x04step\"\x96\x01\n" +
+	"\x17ChallengeAttestResponse\x12=\n" +
+	"\tchallenge\x18\x01 \x01(\v2\x1d.bulwark.v1.ChallengeResponseH\x00R\tchallenge\x124\n" +
+	"\x06attest\x18\x02 \x01(\v2\x1a.bulwark.v1.AttestResponseH\x00R\x06attestB\x06\n" +
+	"\x04step\"\xa3\x02\n" +
 	"\x0eAttestResponse\x12-\n" +
 	"\averdict\x18\x01 \x01(\x0e2\x13.bulwark.v1.VerdictR\averdict\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12%\n" +
@@ -1941,13 +2117,14 @@ const file_bulwark_v1_attestation_proto_rawDesc = "" +
 	"\aVerdict\x12\x17\n" +
 	"\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rVERDICT_ALLOW\x10\x01\x12\x10\n" +
-	"\fVERDICT_DENY\x10\x022\x81\x05\n" +
+	"\fVERDICT_DENY\x10\x022\xe1\x05\n" +
 	"\vAttestation\x12?\n" +
 	"\x06Enroll\x12\x19.bulwark.v1.EnrollRequest\x1a\x1a.bulwark.v1.EnrollResponse\x12c\n" +
 	"\x12ActivateCredential\x12%.bulwark.v1.ActivateCredentialRequest\x1a&.bulwark.v1.ActivateCredentialResponse\x12H\n" +
 	"\tChallenge\x12\x1c.bulwark.v1.ChallengeRequest\x1a\x1d.bulwark.v1.ChallengeResponse\x12H\n" +
 	"\tPreflight\x12\x1c.bulwark.v1.PreflightRequest\x1a\x1d.bulwark.v1.PreflightResponse\x12?\n" +
-	"\x06Attest\x12\x19.bulwark.v1.AttestRequest\x1a\x1a.bulwark.v1.AttestResponse\x12W\n" +
+	"\x06Attest\x12\x19.bulwark.v1.AttestRequest\x1a\x1a.bulwark.v1.AttestResponse\x12^\n" +
+	"\x0fChallengeAttest\x12\".bulwark.v1.ChallengeAttestRequest\x1a#.bulwark.v1.ChallengeAttestResponse(\x010\x01\x12W\n" +
 	"\x0eReleaseSecrets\x12!.bulwark.v1.ReleaseSecretsRequest\x1a\".bulwark.v1.ReleaseSecretsResponse\x12W\n" +
 	"\x0eGetSigningKeys\x12!.bulwark.v1.GetSigningKeysRequest\x1a\".bulwark.v1.GetSigningKeysResponse\x12E\n" +
 	"\tWatchNode\x12\x1c.bulwark.v1.WatchNodeRequest\x1a\x18.bulwark.v1.NodeDecision0\x01B=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
@@ -1965,7 +2142,7 @@ func file_bulwark_v1_attestation_proto_rawDescGZIP() []byte {
 }
 
 var file_bulwark_v1_attestation_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_bulwark_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_bulwark_v1_attestation_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_bulwark_v1_attestation_proto_goTypes = []any{
 	(Verdict)(0),                       // 0: bulwark.v1.Verdict
 	(NodeDecision_Kind)(0),             // 1: bulwark.v1.NodeDecision.Kind
@@ -1980,58 +2157,66 @@ var file_bulwark_v1_attestation_proto_goTypes = []any{
 	(*PreflightRequest)(nil),           // 10: bulwark.v1.PreflightRequest
 	(*PreflightResponse)(nil),          // 11: bulwark.v1.PreflightResponse
 	(*AttestRequest)(nil),              // 12: bulwark.v1.AttestRequest
-	(*AttestResponse)(nil),             // 13: bulwark.v1.AttestResponse
-	(*SandboxVerdict)(nil),             // 14: bulwark.v1.SandboxVerdict
-	(*WatchNodeRequest)(nil),           // 15: bulwark.v1.WatchNodeRequest
-	(*NodeDecision)(nil),               // 16: bulwark.v1.NodeDecision
-	(*ReleaseSecretsRequest)(nil),      // 17: bulwark.v1.ReleaseSecretsRequest
-	(*WrappedSecret)(nil),              // 18: bulwark.v1.WrappedSecret
-	(*ReleaseSecretsResponse)(nil),     // 19: bulwark.v1.ReleaseSecretsResponse
-	(*GetSigningKeysRequest)(nil),      // 20: bulwark.v1.GetSigningKeysRequest
-	(*SigningKey)(nil),                 // 21: bulwark.v1.SigningKey
-	(*GetSigningKeysResponse)(nil),     // 22: bulwark.v1.GetSigningKeysResponse
-	nil,                                // 23: bulwark.v1.AttestRequest.PcrsEntry
-	nil,                                // 24: bulwark.v1.WatchNodeRequest.PcrsEntry
-	(*timestamppb.Timestamp)(nil),      // 25: google.protobuf.Timestamp
+	(*ChallengeAttestRequest)(nil),     // 13: bulwark.v1.ChallengeAttestRequest
+	(*ChallengeAttestResponse)(nil),    // 14: bulwark.v1.ChallengeAttestResponse
+	(*AttestResponse)(nil),             // 15: bulwark.v1.AttestResponse
+	(*SandboxVerdict)(nil),             // 16: bulwark.v1.SandboxVerdict
+	(*WatchNodeRequest)(nil),           // 17: bulwark.v1.WatchNodeRequest
+	(*NodeDecision)(nil),               // 18: bulwark.v1.NodeDecision
+	(*ReleaseSecretsRequest)(nil),      // 19: bulwark.v1.ReleaseSecretsRequest
+	(*WrappedSecret)(nil),              // 20: bulwark.v1.WrappedSecret
+	(*ReleaseSecretsResponse)(nil),     // 21: bulwark.v1.ReleaseSecretsResponse
+	(*GetSigningKeysRequest)(nil),      // 22: bulwark.v1.GetSigningKeysRequest
+	(*SigningKey)(nil),                 // 23: bulwark.v1.SigningKey
+	(*GetSigningKeysResponse)(nil),     // 24: bulwark.v1.GetSigningKeysResponse
+	nil,                                // 25: bulwark.v1.AttestRequest.PcrsEntry
+	nil,                                // 26: bulwark.v1.WatchNodeRequest.PcrsEntry
+	(*timestamppb.Timestamp)(nil),      // 27: google.protobuf.Timestamp
 }
 var file_bulwark_v1_attestation_proto_depIdxs = []int32{
-	25, // 0: bulwark.v1.EnrollResponse.expires_at:type_name -> google.protobuf.Timestamp
-	25, // 1: bulwark.v1.ChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 0: bulwark.v1.EnrollResponse.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 1: bulwark.v1.ChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
 	8,  // 2: bulwark.v1.ChallengeResponse.launch_log_prefix:type_name -> bulwark.v1.LaunchLogPrefix
 	9,  // 3: bulwark.v1.PreflightRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
-	23, // 4: bulwark.v1.AttestRequest.pcrs:type_name -> bulwark.v1.AttestRequest.PcrsEntry
+	25, // 4: bulwark.v1.AttestRequest.pcrs:type_name -> bulwark.v1.AttestRequest.PcrsEntry
 	9,  // 5: bulwark.v1.AttestRequest.signatures:type_name -> bulwark.v1.ArtifactSignature
-	0,  // 6: bulwark.v1.AttestResponse.verdict:type_name -> bulwark.v1.Verdict
-	25, // 7: bulwark.v1.AttestResponse.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 8: bulwark.v1.AttestResponse.sandboxes:type_name -> bulwark.v1.SandboxVerdict
-	0,  // 9: bulwark.v1.SandboxVerdict.verdict:type_name -> bulwark.v1.Verdict
-	24, // 10: bulwark.v1.WatchNodeRequest.pcrs:type_name -> bulwark.v1.WatchNodeRequest.PcrsEntry
-	1,  // 11: bulwark.v1.NodeDecision.kind:type_name -> bulwark.v1.NodeDecision.Kind
-	18, // 12: bulwark.v1.NodeDecision.secrets:type_name -> bulwark.v1.WrappedSecret
-	25, // 13: bulwark.v1.NodeDecision.time:type_name -> google.protobuf.Timestamp
-	18, // 14: bulwark.v1.ReleaseSecretsResponse.secrets:type_name -> bulwark.v1.WrappedSecret
-	21, // 15: bulwark.v1.GetSigningKeysResponse.keys:type_name -> bulwark.v1.SigningKey
-	2,  // 16: bulwark.v1.Attestation.Enroll:input_type -> bulwark.v1.EnrollRequest
-	4,  // 17: bulwark.v1.Attestation.ActivateCredential:input_type -> bulwark.v1.ActivateCredentialRequest
-	6,  // 18: bulwark.v1.Attestation.Challenge:input_type -> bulwark.v1.ChallengeRequest
-	10, // 19: bulwark.v1.Attestation.Preflight:input_type -> bulwark.v1.PreflightRequest
-	12, // 20: bulwark.v1.Attestation.Attest:input_type -> bulwark.v1.AttestRequest
-	17, // 21: bulwark.v1.Attestation.ReleaseSecrets:input_type -> bulwark.v1.ReleaseSecretsRequest
-	20, // 22: bulwark.v1.Attestation.GetSigningKeys:input_type -> bulwark.v1.GetSigningKeysRequest
-	15, // 23: bulwark.v1.Attestation.WatchNode:input_type -> bulwark.v1.WatchNodeRequest
-	3,  // 24: bulwark.v1.Attestation.Enroll:output_type -> bulwark.v1.EnrollResponse
-	5,  // 25: bulwark.v1.Attestation.ActivateCredential:output_type -> bulwark.v1.ActivateCredentialResponse
-	7,  // 26: bulwark.v1.Attestation.Challenge:output_type -> bulwark.v1.ChallengeResponse
-	11, // 27: bulwark.v1.Attestation.Preflight:output_type -> bulwark.v1.PreflightResponse
-	13, // 28: bulwark.v1.Attestation.Attest:output_type -> bulwark.v1.AttestResponse
-	19, // 29: bulwark.v1.Attestation.ReleaseSecrets:output_type -> bulwark.v1.ReleaseSecretsResponse
-	22, // 30: bulwark.v1.Attestation.GetSigningKeys:output_type -> bulwark.v1.GetSigningKeysResponse
-	16, // 31: bulwark.v1.Attestation.WatchNode:output_type -> bulwark.v1.NodeDecision
-	24, // [24:32] is the sub-list for method output_type
-	16, // [16:24] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	6,  // 6: bulwark.v1.ChallengeAttestRequest.challenge:type_name -> bulwark.v1.ChallengeRequest
+	12, // 7: bulwark.v1.ChallengeAttestRequest.attest:type_name -> bulwark.v1.AttestRequest
+	7,  // 8: bulwark.v1.ChallengeAttestResponse.challenge:type_name -> bulwark.v1.ChallengeResponse
+	15, // 9: bulwark.v1.ChallengeAttestResponse.attest:type_name -> bulwark.v1.AttestResponse
+	0,  // 10: bulwark.v1.AttestResponse.verdict:type_name -> bulwark.v1.Verdict
+	27, // 11: bulwark.v1.AttestResponse.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 12: bulwark.v1.AttestResponse.sandboxes:type_name -> bulwark.v1.SandboxVerdict
+	0,  // 13: bulwark.v1.SandboxVerdict.verdict:type_name -> bulwark.v1.Verdict
+	26, // 14: bulwark.v1.WatchNodeRequest.pcrs:type_name -> bulwark.v1.WatchNodeRequest.PcrsEntry
+	1,  // 15: bulwark.v1.NodeDecision.kind:type_name -> bulwark.v1.NodeDecision.Kind
+	20, // 16: bulwark.v1.NodeDecision.secrets:type_name -> bulwark.v1.WrappedSecret
+	27, // 17: bulwark.v1.NodeDecision.time:type_name -> google.protobuf.Timestamp
+	20, // 18: bulwark.v1.ReleaseSecretsResponse.secrets:type_name -> bulwark.v1.WrappedSecret
+	23, // 19: bulwark.v1.GetSigningKeysResponse.keys:type_name -> bulwark.v1.SigningKey
+	2,  // 20: bulwark.v1.Attestation.Enroll:input_type -> bulwark.v1.EnrollRequest
+	4,  // 21: bulwark.v1.Attestation.ActivateCredential:input_type -> bulwark.v1.ActivateCredentialRequest
+	6,  // 22: bulwark.v1.Attestation.Challenge:input_type -> bulwark.v1.ChallengeRequest
+	10, // 23: bulwark.v1.Attestation.Preflight:input_type -> bulwark.v1.PreflightRequest
+	12, // 24: bulwark.v1.Attestation.Attest:input_type -> bulwark.v1.AttestRequest
+	13, // 25: bulwark.v1.Attestation.ChallengeAttest:input_type -> bulwark.v1.ChallengeAttestRequest
+	19, // 26: bulwark.v1.Attestation.ReleaseSecrets:input_type -> bulwark.v1.ReleaseSecretsRequest
+	22, // 27: bulwark.v1.Attestation.GetSigningKeys:input_type -> bulwark.v1.GetSigningKeysRequest
+	17, // 28: bulwark.v1.Attestation.WatchNode:input_type -> bulwark.v1.WatchNodeRequest
+	3,  // 29: bulwark.v1.Attestation.Enroll:output_type -> bulwark.v1.EnrollResponse
+	5,  // 30: bulwark.v1.Attestation.ActivateCredential:output_type -> bulwark.v1.ActivateCredentialResponse
+	7,  // 31: bulwark.v1.Attestation.Challenge:output_type -> bulwark.v1.ChallengeResponse
+	11, // 32: bulwark.v1.Attestation.Preflight:output_type -> bulwark.v1.PreflightResponse
+	15, // 33: bulwark.v1.Attestation.Attest:output_type -> bulwark.v1.AttestResponse
+	14, // 34: bulwark.v1.Attestation.ChallengeAttest:output_type -> bulwark.v1.ChallengeAttestResponse
+	21, // 35: bulwark.v1.Attestation.ReleaseSecrets:output_type -> bulwark.v1.ReleaseSecretsResponse
+	24, // 36: bulwark.v1.Attestation.GetSigningKeys:output_type -> bulwark.v1.GetSigningKeysResponse
+	18, // 37: bulwark.v1.Attestation.WatchNode:output_type -> bulwark.v1.NodeDecision
+	29, // [29:38] is the sub-list for method output_type
+	20, // [20:29] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_attestation_proto_init() }
@@ -2039,7 +2224,15 @@ func file_bulwark_v1_attestation_proto_init() {
 	if File_bulwark_v1_attestation_proto != nil {
 		return
 	}
-	file_bulwark_v1_attestation_proto_msgTypes[15].OneofWrappers = []any{
+	file_bulwark_v1_attestation_proto_msgTypes[11].OneofWrappers = []any{
+		(*ChallengeAttestRequest_Challenge)(nil),
+		(*ChallengeAttestRequest_Attest)(nil),
+	}
+	file_bulwark_v1_attestation_proto_msgTypes[12].OneofWrappers = []any{
+		(*ChallengeAttestResponse_Challenge)(nil),
+		(*ChallengeAttestResponse_Attest)(nil),
+	}
+	file_bulwark_v1_attestation_proto_msgTypes[17].OneofWrappers = []any{
 		(*ReleaseSecretsRequest_AttestationId)(nil),
 		(*ReleaseSecretsRequest_Token)(nil),
 	}
@@ -2049,7 +2242,7 @@ func file_bulwark_v1_attestation_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_attestation_proto_rawDesc), len(file_bulwark_v1_attestation_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

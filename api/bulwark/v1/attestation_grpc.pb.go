@@ -28,6 +28,7 @@ const (
 	Attestation_Challenge_FullMethodName          = "/bulwark.v1.Attestation/Challenge"
 	Attestation_Preflight_FullMethodName          = "/bulwark.v1.Attestation/Preflight"
 	Attestation_Attest_FullMethodName             = "/bulwark.v1.Attestation/Attest"
+	Attestation_ChallengeAttest_FullMethodName    = "/bulwark.v1.Attestation/ChallengeAttest"
 	Attestation_ReleaseSecrets_FullMethodName     = "/bulwark.v1.Attestation/ReleaseSecrets"
 	Attestation_GetSigningKeys_FullMethodName     = "/bulwark.v1.Attestation/GetSigningKeys"
 	Attestation_WatchNode_FullMethodName          = "/bulwark.v1.Attestation/WatchNode"
@@ -57,6 +58,19 @@ type AttestationClient interface {
 	// Attest verifies a quote and launch log, evaluates policy and answers
 	// with a signed verdict. A deny is an answer, not an error.
 	Attest(ctx context.Context, in *AttestRequest, opts ...grpc.CallOption) (*AttestResponse, error)
+	// ChallengeAttest is Challenge and then Attest on one stream, one call
+	// where there were two: the host sends a ChallengeRequest, attestd
+	// answers with its ChallengeResponse; the host sends the AttestRequest
+	// over that nonce (the same node_id and nonce), attestd answers with the
+	// AttestResponse and ends the stream. Each step runs every check of its
+	// unary RPC and refuses as it does, ending the stream with the refusal
+	// (a deny is still an answer). A first message that is not a challenge,
+	// a challenge with watch set, or a second message that is not an attest
+	// request of the same node and nonce is INVALID_ARGUMENT naming the
+	// field. The attest request must arrive within attestd's request
+	// timeout of the challenge's answer. An attestd without it answers
+	// UNIMPLEMENTED: the host falls back to the two RPCs.
+	ChallengeAttest(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ChallengeAttestRequest, ChallengeAttestResponse], error)
 	// ReleaseSecrets returns the secrets the policy grants to a passing
 	// attestation, each HPKE-wrapped to the guest key of the attested event.
 	ReleaseSecrets(ctx context.Context, in *ReleaseSecretsRequest, opts ...grpc.CallOption) (*ReleaseSecretsResponse, error)
@@ -129,6 +143,19 @@ func (c *attestationClient) Attest(ctx context.Context, in *AttestRequest, opts 
 	return out, nil
 }
 
+func (c *attestationClient) ChallengeAttest(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ChallengeAttestRequest, ChallengeAttestResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Attestation_ServiceDesc.Streams[0], Attestation_ChallengeAttest_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ChallengeAttestRequest, ChallengeAttestResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Attestation_ChallengeAttestClient = grpc.BidiStreamingClient[ChallengeAttestRequest, ChallengeAttestResponse]
+
 func (c *attestationClient) ReleaseSecrets(ctx context.Context, in *ReleaseSecretsRequest, opts ...grpc.CallOption) (*ReleaseSecretsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReleaseSecretsResponse)
@@ -151,7 +178,7 @@ func (c *attestationClient) GetSigningKeys(ctx context.Context, in *GetSigningKe
 
 func (c *attestationClient) WatchNode(ctx context.Context, in *WatchNodeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[NodeDecision], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Attestation_ServiceDesc.Streams[0], Attestation_WatchNode_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Attestation_ServiceDesc.Streams[1], Attestation_WatchNode_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +219,19 @@ type AttestationServer interface {
 	// Attest verifies a quote and launch log, evaluates policy and answers
 	// with a signed verdict. A deny is an answer, not an error.
 	Attest(context.Context, *AttestRequest) (*AttestResponse, error)
+	// ChallengeAttest is Challenge and then Attest on one stream, one call
+	// where there were two: the host sends a ChallengeRequest, attestd
+	// answers with its ChallengeResponse; the host sends the AttestRequest
+	// over that nonce (the same node_id and nonce), attestd answers with the
+	// AttestResponse and ends the stream. Each step runs every check of its
+	// unary RPC and refuses as it does, ending the stream with the refusal
+	// (a deny is still an answer). A first message that is not a challenge,
+	// a challenge with watch set, or a second message that is not an attest
+	// request of the same node and nonce is INVALID_ARGUMENT naming the
+	// field. The attest request must arrive within attestd's request
+	// timeout of the challenge's answer. An attestd without it answers
+	// UNIMPLEMENTED: the host falls back to the two RPCs.
+	ChallengeAttest(grpc.BidiStreamingServer[ChallengeAttestRequest, ChallengeAttestResponse]) error
 	// ReleaseSecrets returns the secrets the policy grants to a passing
 	// attestation, each HPKE-wrapped to the guest key of the attested event.
 	ReleaseSecrets(context.Context, *ReleaseSecretsRequest) (*ReleaseSecretsResponse, error)
@@ -228,6 +268,9 @@ func (UnimplementedAttestationServer) Preflight(context.Context, *PreflightReque
 }
 func (UnimplementedAttestationServer) Attest(context.Context, *AttestRequest) (*AttestResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Attest not implemented")
+}
+func (UnimplementedAttestationServer) ChallengeAttest(grpc.BidiStreamingServer[ChallengeAttestRequest, ChallengeAttestResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method ChallengeAttest not implemented")
 }
 func (UnimplementedAttestationServer) ReleaseSecrets(context.Context, *ReleaseSecretsRequest) (*ReleaseSecretsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReleaseSecrets not implemented")
@@ -349,6 +392,13 @@ func _Attestation_Attest_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Attestation_ChallengeAttest_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AttestationServer).ChallengeAttest(&grpc.GenericServerStream[ChallengeAttestRequest, ChallengeAttestResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Attestation_ChallengeAttestServer = grpc.BidiStreamingServer[ChallengeAttestRequest, ChallengeAttestResponse]
+
 func _Attestation_ReleaseSecrets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ReleaseSecretsRequest)
 	if err := dec(in); err != nil {
@@ -433,6 +483,12 @@ var Attestation_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ChallengeAttest",
+			Handler:       _Attestation_ChallengeAttest_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "WatchNode",
 			Handler:       _Attestation_WatchNode_Handler,

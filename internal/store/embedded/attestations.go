@@ -38,7 +38,7 @@ func (s *boltStore) RecordAttestation(ctx context.Context, a store.Attestation) 
 		if err := put(ab, []byte(a.ID), rec); err != nil {
 			return err
 		}
-		if err := putLast(tx, a.NodeID, record.Last{ID: a.ID, Policy: a.Policy, Allow: a.Allow, Time: rec.Created, Updated: store.Nanos(s.now())}); err != nil {
+		if err := s.putLast(tx, a.NodeID, record.Last{ID: a.ID, Policy: a.Policy, Allow: a.Allow, Time: rec.Created, Updated: store.Nanos(s.now())}); err != nil {
 			return err
 		}
 		out, err = appendAudit(tx, head, e)

@@ -43,17 +43,33 @@ type txn struct {
 	nodes map[string]*record.Node // nil: deleted
 	last  map[string]record.Last  // last verdicts written (zero: deleted)
 	head  *store.AuditRecord      // the audit chain's head, once an op appended
+
+	logged int  // entries appended to the last verdict log (lastlog.go)
+	folded bool // the log was folded into bktLast
 }
 
-func (s *boltStore) update(fn func(tx *txn) error) error {
+func (s *boltStore) update(fn func(tx *txn) error) error { return s.updateFold(fn, true) }
+
+// updateFold is update; mayFold lets the transaction fold the last verdict
+// log when that is due (lastlog.go). A write retried alone after its group
+// failed does not: a fold that cannot be written (a full disk) must not
+// fail every write that could be.
+func (s *boltStore) updateFold(fn func(tx *txn) error, mayFold bool) error {
 	s.updateMu.Lock()
 	defer s.updateMu.Unlock()
 	t := &txn{nodes: map[string]*record.Node{}, last: map[string]record.Last{}}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		t.Tx = tx
-		return fn(t)
+		if err := fn(t); err != nil {
+			return err
+		}
+		if mayFold && s.foldDue(t) {
+			return s.fold(t)
+		}
+		return nil
 	})
 	if err == nil {
+		s.lastCommitted(t)
 		s.nodes.committed(t.nodes, t.last)
 		if t.head != nil {
 			s.headMu.Lock()
@@ -123,9 +139,10 @@ func applyOps(tx *txn, ops ...*writeOp) error {
 
 // commitAlone runs op in a transaction of its own and returns the
 // transaction's error, else op's own (logical errors still wrapped).
-func (s *boltStore) commitAlone(op *writeOp) error {
+// mayFold is updateFold's.
+func (s *boltStore) commitAlone(op *writeOp, mayFold bool) error {
 	op.err = nil
-	if err := s.update(func(tx *txn) error { return applyOps(tx, op) }); err != nil {
+	if err := s.updateFold(func(tx *txn) error { return applyOps(tx, op) }, mayFold); err != nil {
 		return err
 	}
 	return op.err
@@ -150,7 +167,7 @@ func (s *boltStore) writeAlone(fn func(tx *txn) error) error {
 	if s.closed {
 		return store.ErrClosed
 	}
-	return unwrapLogical(s.commitAlone(&writeOp{fn: fn}))
+	return unwrapLogical(s.commitAlone(&writeOp{fn: fn}, true))
 }
 
 func (s *boltStore) committer() {
@@ -180,7 +197,7 @@ func (s *boltStore) committer() {
 		}
 		// One op failed hard: retry each alone so the others are not lost.
 		for _, op := range group {
-			op.res <- s.commitAlone(op)
+			op.res <- s.commitAlone(op, false)
 		}
 	}
 }

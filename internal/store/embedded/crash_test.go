@@ -23,7 +23,8 @@ const crashEnv = "BULWARK_STORE_CRASH_CHILD"
 // TestEmbeddedCrashKeepsAcknowledged kills (SIGKILL) a process that writes
 // verdicts and audit records from many goroutines, then checks that every
 // write the process had acknowledged is in the reopened store and that the
-// chain verifies. It proves no write is acknowledged before its group
+// chain verifies, and that the node's last verdict is the newest verdict
+// in the chain. It proves no write is acknowledged before its group
 // commit; power-loss durability additionally rests on bbolt's fsync.
 func TestEmbeddedCrashKeepsAcknowledged(t *testing.T) {
 	if dir := os.Getenv(crashEnv); dir != "" {
@@ -86,6 +87,29 @@ func TestEmbeddedCrashKeepsAcknowledged(t *testing.T) {
 				t.Fatalf("acknowledged verdict %s lost: %v", subj, err)
 			}
 		}
+	}
+	// The node's last verdict survives the crash too (appended to the last
+	// verdict log, folded by this open): it is the newest verdict of the
+	// audit chain, which its transaction also wrote.
+	var newest string
+	for after := uint64(0); after < res.Head.Seq; {
+		recs, err := s.ReadAudit(ctx, after, 1000)
+		if err != nil || len(recs) == 0 {
+			t.Fatalf("reading the audit log after %d: %v", after, err)
+		}
+		for _, r := range recs {
+			if strings.HasPrefix(r.Subject, "att-") {
+				newest = r.Subject
+			}
+			after = r.Seq
+		}
+	}
+	nodes, err := s.ListNodes(ctx)
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes after crash: %v %v", nodes, err)
+	}
+	if lv := nodes[0].LastVerdict; newest != "" && (lv == nil || lv.AttestationID != newest) {
+		t.Fatalf("last verdict after crash %+v, want the newest audited verdict %s", lv, newest)
 	}
 	t.Logf("%d acknowledged writes all present after SIGKILL; log has %d records", len(acked), res.Records)
 }

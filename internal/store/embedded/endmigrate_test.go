@@ -48,8 +48,8 @@ func TestMigrateSchema2(t *testing.T) {
 	s.Close()
 
 	s = cacheTestStore(t, dir)
-	if v := rawBucket(t, s, bktMeta, "schema"); string(v) != "3" {
-		t.Fatalf("schema after open = %q, want 3", v)
+	if v := rawBucket(t, s, bktMeta, "schema"); string(v) != schemaVersion {
+		t.Fatalf("schema after open = %q, want %s", v, schemaVersion)
 	}
 	v, err := s.ReadLaunchPrefix(ctx, n.ID, 1, "sb")
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 
 // schemaVersion is the embedded store's layout; migrateSchema brings an
 // older file up to it when it opens.
-const schemaVersion = "3"
+const schemaVersion = "4"
 
 // migrateSchema creates the schema on a new file, or brings an older one up
 // to schemaVersion, in the open's transaction: all or nothing.
@@ -25,6 +25,11 @@ func migrateSchema(tx *bolt.Tx) error {
 		if tx.Bucket(bktNodes).Stats().KeyN != 0 {
 			return errors.New("store has nodes but no schema version: not an attestd store")
 		}
+	case "3":
+		// Version 4 appends last verdicts to bktLastLog and folds them
+		// into bktLast later (lastlog.go): the log bucket, created by
+		// open, starts empty; bktLast stays as it is. The version keeps
+		// an older attestd, which would not read the log, off the file.
 	case "2":
 		// Version 3 marks END records in the launch records' sandbox
 		// index (launchlog.go); every record stored before is a launch
@@ -71,7 +76,7 @@ func migrateSchema(tx *bolt.Tx) error {
 				return err
 			}
 		}
-		// Version 2 to 3 changes no stored bytes (see "2").
+		// Version 2 to 4 changes no stored bytes (see "2" and "3").
 	default:
 		return fmt.Errorf("schema version %q is not supported by this attestd (want %s or older)", v, schemaVersion)
 	}

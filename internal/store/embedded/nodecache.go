@@ -117,7 +117,7 @@ func (s *boltStore) readNode(id string) (*record.Node, error) {
 	}
 	err := s.view(func(tx *bolt.Tx) error {
 		var err error
-		r, err = readNodeRec(tx, id)
+		r, err = s.readNodeRec(tx, id)
 		return err
 	})
 	if err != nil || r == nil {
@@ -141,7 +141,7 @@ func (s *boltStore) nodeIn(tx *txn, id string) (*record.Node, error) {
 	default:
 		if r, _ = s.nodes.lookup(id); r == nil {
 			var err error
-			if r, err = readNodeRec(tx.Tx, id); r == nil || err != nil {
+			if r, err = s.readNodeRec(tx.Tx, id); r == nil || err != nil {
 				return nil, err
 			}
 		}
@@ -154,27 +154,27 @@ func (s *boltStore) nodeIn(tx *txn, id string) (*record.Node, error) {
 
 // readNodeRec decodes node id's record and its last verdict from tx; nil if
 // there is no such node.
-func readNodeRec(tx *bolt.Tx, id string) (*record.Node, error) {
+func (s *boltStore) readNodeRec(tx *bolt.Tx, id string) (*record.Node, error) {
 	v := tx.Bucket(bktNodes).Get([]byte(id))
 	if v == nil {
 		return nil, nil
 	}
-	return decodeNodeRec(tx, []byte(id), v)
+	return s.decodeNodeRec(tx, []byte(id), v)
 }
 
 // decodeNodeRec decodes the record v stored under key id in bktNodes and
-// adds the node's last verdict from tx.
-func decodeNodeRec(tx *bolt.Tx, id, v []byte) (*record.Node, error) {
+// adds the node's last verdict (lastVerdict).
+func (s *boltStore) decodeNodeRec(tx *bolt.Tx, id, v []byte) (*record.Node, error) {
 	var r record.Node
 	if err := json.Unmarshal(v, &r); err != nil {
 		return nil, fmt.Errorf("store: corrupt node %q: %w", id, err)
 	}
-	lv, err := get[record.Last](tx.Bucket(bktLast), id)
+	lv, err := s.lastVerdict(tx, id)
 	if err != nil {
 		return nil, err
 	}
-	if lv != nil {
-		r.SetLast(*lv)
+	if lv != (record.Last{}) {
+		r.SetLast(lv)
 	}
 	return &r, nil
 }
@@ -192,7 +192,7 @@ func (s *boltStore) putNode(tx *txn, r *record.Node) error {
 		return err
 	}
 	if lv := r.Last(); lv != old {
-		if err := putLast(tx, r.ID, lv); err != nil {
+		if err := s.putLast(tx, r.ID, lv); err != nil {
 			return err
 		}
 	}
@@ -208,27 +208,17 @@ func (s *boltStore) lastIn(tx *txn, id string) (record.Last, error) {
 	if lv, ok := s.nodes.lastOf(id); ok { // no copy of the whole record
 		return lv, nil
 	}
-	lv, err := get[record.Last](tx.Bucket(bktLast), []byte(id))
-	if lv == nil || err != nil {
-		return record.Last{}, err
-	}
-	return *lv, nil
+	return s.lastVerdict(tx.Tx, []byte(id))
 }
 
 // putLast records lv as node id's last verdict in tx (deleting it when lv
 // is zero): a record of ~100 bytes, where rewriting the node's record
 // (its EK certificate included) on every attestation was a tenth of
-// attestd's CPU and most of the bytes it wrote. The cache sees it once tx
-// commits.
-func putLast(tx *txn, id string, lv record.Last) error {
-	b := tx.Bucket(bktLast)
-	var err error
-	if lv == (record.Last{}) {
-		err = b.Delete([]byte(id))
-	} else {
-		err = put(b, []byte(id), lv)
-	}
-	if err != nil {
+// attestd's CPU and most of the bytes it wrote; appended to the last
+// verdict log, not written in place (lastlog.go). The cache sees it once
+// tx commits.
+func (s *boltStore) putLast(tx *txn, id string, lv record.Last) error {
+	if err := s.appendLast(tx, id, lv); err != nil {
 		return err
 	}
 	tx.last[id] = lv
@@ -236,14 +226,13 @@ func putLast(tx *txn, id string, lv record.Last) error {
 }
 
 // deleteNode removes node id, and its last verdict, in tx.
-func deleteNode(tx *txn, id string) error {
+func (s *boltStore) deleteNode(tx *txn, id string) error {
 	if err := tx.Bucket(bktNodes).Delete([]byte(id)); err != nil {
 		return err
 	}
-	if err := tx.Bucket(bktLast).Delete([]byte(id)); err != nil {
+	if err := s.putLast(tx, id, record.Last{}); err != nil {
 		return err
 	}
 	tx.nodes[id] = nil
-	delete(tx.last, id)
 	return nil
 }

@@ -60,13 +60,14 @@ func storeWithNode(t *testing.T) (*boltStore, store.Node) {
 	return s, n
 }
 
-// dbNode reads node id straight from the database, bypassing the cache.
+// dbNode reads node id from a read transaction, bypassing the node cache
+// (its last verdict: a pending one, else bktLast).
 func dbNode(t *testing.T, s *boltStore, id string) *store.Node {
 	t.Helper()
 	var r *record.Node
 	err := s.view(func(tx *bolt.Tx) error {
 		var err error
-		r, err = readNodeRec(tx, id)
+		r, err = s.readNodeRec(tx, id)
 		return err
 	})
 	if err != nil {
@@ -128,7 +129,7 @@ func TestNodeCacheRollback(t *testing.T) {
 		if err := revokeIn(s, tx, n.ID); err != nil {
 			return err
 		}
-		if err := deleteNode(tx, n.ID); err != nil {
+		if err := s.deleteNode(tx, n.ID); err != nil {
 			return err
 		}
 		return boom // rolls the transaction back

@@ -76,7 +76,7 @@ func (s *boltStore) ListNodes(ctx context.Context) ([]store.Node, error) {
 	var out []store.Node
 	err := s.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bktNodes).ForEach(func(k, v []byte) error {
-			r, err := decodeNodeRec(tx, k, v)
+			r, err := s.decodeNodeRec(tx, k, v)
 			if err != nil {
 				return err
 			}
@@ -98,7 +98,7 @@ func (s *boltStore) DeleteNode(ctx context.Context, id string) error {
 		if err := deleteSandboxes(tx, id); err != nil {
 			return err
 		}
-		return deleteNode(tx, id)
+		return s.deleteNode(tx, id)
 	})
 }
 

@@ -33,6 +33,9 @@ var (
 	// record so that an attestation rewrites ~100 bytes, not the EK
 	// certificate (schema 2).
 	bktLast = []byte("lastverdict")
+	// bktLastLog holds last verdicts not yet folded into bktLast, in
+	// commit order (lastlog.go, schema 4).
+	bktLastLog = []byte("lastlog")
 )
 
 // embedded is the bbolt store. Writes go through one committer goroutine
@@ -66,6 +69,8 @@ type boltStore struct {
 
 	// nodes caches decoded node records as committed (see nodeCache).
 	nodes nodeCache
+	// last holds the last verdicts not yet folded into bktLast (lastlog.go).
+	last lastLog
 	// head is the committed head of the audit chain, nil until the first
 	// commit that appends (the committer reads the rest of the time).
 	headMu sync.Mutex
@@ -113,12 +118,15 @@ func open(dir string, opts store.Options, create bool) (store.Store, error) {
 		return nil, fmt.Errorf("store: opening %s (is another attestd using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta, bktLast, bktJoins, bktPrefix, bktPrefixRecs, bktSandboxes, bktDecisions} {
+		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta, bktLast, bktLastLog, bktJoins, bktPrefix, bktPrefixRecs, bktSandboxes, bktDecisions} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		return migrateSchema(tx)
+		if err := migrateSchema(tx); err != nil {
+			return err
+		}
+		return foldAtOpen(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -132,6 +140,7 @@ func open(dir string, opts store.Options, create bool) (store.Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.last.lastFold = s.now()
 	go s.committer()
 	return store.Classified(s), nil
 }
@@ -155,5 +164,7 @@ func (s *boltStore) view(fn func(tx *bolt.Tx) error) error {
 	if s.closed {
 		return store.ErrClosed
 	}
+	s.last.foldMu.RLock() // it may read bktLast (lastVerdict)
+	defer s.last.foldMu.RUnlock()
 	return s.db.View(fn)
 }
