@@ -53,7 +53,7 @@ func BenchmarkLaunchVsBareQEMU(b *testing.B) {
 		b.Skip("qemu-system-x86_64 not installed: apt-get install qemu-system-x86")
 	}
 	bareArgs := []string{
-		"-M", "microvm,x-option-roms=off,pit=on,rtc=on,isa-serial=on", "-accel", accelArg(choice.Accel),
+		"-M", "microvm,x-option-roms=off,pit=on,rtc=on,isa-serial=on", "-accel", accelArg(choice.Accel, 0),
 		"-smp", "1", "-m", "256", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-serial", "null",
 		"-device", "virtio-serial-device,max_ports=2", "-chardev", "null,id=c0",

@@ -55,6 +55,7 @@ type confinement struct {
 	lock     *os.File
 	once     sync.Once
 	persist  bool // QEMU outlives the launcher: no parent-death signal
+	noTHP    bool // QEMU runs without transparent huge pages (jailSpec.NoTHP)
 
 	smu     sync.Mutex
 	sync    *os.File // our end of the socket to the jailer
@@ -66,12 +67,13 @@ type confinement struct {
 // cmd (QEMU's command) start QEMU through the jailer, or says why QEMU
 // cannot be confined. accel decides whether the kvm group and /dev/kvm are
 // kept. persist leaves QEMU without a parent-death signal
-// (Config.RunDir). hostNet keeps QEMU in the host's network namespace, for user-mode
+// (Config.RunDir). noTHP disables transparent huge pages for QEMU
+// (jailSpec.NoTHP). hostNet keeps QEMU in the host's network namespace, for user-mode
 // networking: QEMU itself makes the guest's outbound connections and
 // listens on its forwarded ports, which a namespace of its own would cut
 // off from the host. The trade-off (docs/security.md): a QEMU compromised
 // by its guest can reach the host's network as the sandbox uid.
-func confine(name, accel string, hostNet, persist bool, cmd *exec.Cmd) (*confinement, error) {
+func confine(name, accel string, hostNet, persist, noTHP bool, cmd *exec.Cmd) (*confinement, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("confining QEMU (a uid of its own, namespaces, its own root) needs root")
 	}
@@ -109,7 +111,7 @@ func confine(name, accel string, hostNet, persist bool, cmd *exec.Cmd) (*confine
 			}
 			return nil, fmt.Errorf("sandbox uids: %w", err)
 		}
-		c := &confinement{uid: uid, gid: uid, groups: groups, accel: accel, hostNet: hostNet, lock: f, persist: persist}
+		c := &confinement{uid: uid, gid: uid, groups: groups, accel: accel, hostNet: hostNet, lock: f, persist: persist, noTHP: noTHP}
 		if err := c.apply(cmd); err != nil {
 			c.release()
 			return nil, err
@@ -153,6 +155,7 @@ func (c *confinement) apply(cmd *exec.Cmd) error {
 	spec := jailSpec{
 		Root: jailRoot, Binds: binds, UID: c.uid, GID: c.gid, Groups: c.groups,
 		SyncFD: 3 + len(cmd.ExtraFiles), Path: binds[0].Dst, Args: cmd.Args, Persist: c.persist,
+		NoTHP: c.noTHP,
 	}
 	js, err := json.Marshal(spec)
 	if err != nil {

@@ -49,6 +49,11 @@ type jailSpec struct {
 	// Persist: QEMU outlives the launcher (Config.RunDir); no
 	// parent-death signal.
 	Persist bool `json:"persist,omitempty"`
+	// NoTHP disables transparent huge pages for QEMU (prctl
+	// PR_SET_THP_DISABLE, kept across exec): for TCG clones, where an
+	// anonymous region QEMU marks MADV_HUGEPAGE would otherwise be
+	// resident in whole 2 MiB pages however little of it is touched.
+	NoTHP bool `json:"no_thp,omitempty"`
 }
 
 // jailBind is one host file or directory visible (read-only) to QEMU.
@@ -140,6 +145,11 @@ func jail(spec *jailSpec) (string, error) {
 	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return "no_new_privs", err
+	}
+	if spec.NoTHP {
+		if err := unix.Prctl(unix.PR_SET_THP_DISABLE, 1, 0, 0, 0); err != nil {
+			return "disabling transparent huge pages", err
+		}
 	}
 	return "", nil
 }

@@ -19,10 +19,15 @@ type qemuSpec struct {
 	cmdline          string
 	// Templates: ram is the guest RAM's file, shared (a template being
 	// made) or mapped privately (a clone: copy-on-write); incoming waits
-	// for the device state over QMP instead of booting.
+	// for the device state over QMP instead of booting, and has no
+	// kernel, initramfs or command line of its own.
 	ram       string
 	ramShared bool
 	incoming  bool
+	// tbSizeMiB is the TCG translation cache in MiB (0: tcgTBSizeMiB). It
+	// is not part of a template's machine: the cache is QEMU's, never in
+	// a snapshot.
+	tbSizeMiB int
 	// network: "" (no device), NetworkUser, with ports forwarded,
 	// NetworkTap: the tap QEMU inherits as descriptor tapFD, the guest's
 	// device with MAC mac, or netTemplate: a template's device, on a
@@ -56,7 +61,7 @@ func qemuArgs(q qemuSpec) []string {
 	args := []string{
 		"-name", "bulwark-" + q.name,
 		"-M", "microvm,x-option-roms=off,pit=on,rtc=on,isa-serial=on",
-		"-accel", accelArg(q.accel),
+		"-accel", accelArg(q.accel, q.tbSizeMiB),
 		"-cpu", cpuModel(q.accel),
 		"-smp", strconv.Itoa(q.cpus),
 		"-m", strconv.Itoa(q.memoryMiB),
@@ -76,9 +81,11 @@ func qemuArgs(q qemuSpec) []string {
 		// memory already), no probing of its format.
 		"-drive", "id=image,if=none,format=raw,readonly=on,file=" + q.disk,
 		"-device", "virtio-blk-device,drive=image",
-		"-kernel", q.kernel,
-		"-initrd", q.initrd,
-		"-append", q.cmdline,
+	}
+	if !q.incoming || q.kernel != "" {
+		// A clone (incoming) resumes its template's memory, which holds
+		// the kernel, the initramfs and the command line already.
+		args = append(args, "-kernel", q.kernel, "-initrd", q.initrd, "-append", q.cmdline)
 	}
 	for i, v := range q.volumes {
 		// After the image disk, so that it stays the guest's vda; found
@@ -152,12 +159,20 @@ const netTemplate = "template"
 // rather than QEMU 7.2's default (a quarter of guest RAM, up to 1 GiB):
 // measured here it saves ≈ 28 MiB per idle VM at no measurable cost in
 // speed for a sandbox's short-lived workloads.
-func accelArg(accel string) string {
+func accelArg(accel string, tbSizeMiB int) string {
 	if accel == AccelTCG {
-		return AccelTCG + ",tb-size=16"
+		if tbSizeMiB <= 0 {
+			tbSizeMiB = tcgTBSizeMiB
+		}
+		return AccelTCG + ",tb-size=" + strconv.Itoa(tbSizeMiB)
 	}
 	return accel
 }
+
+// tcgTBSizeMiB is a TCG sandbox's translation cache, a clone's too: a
+// clone's start alone fills 16 MiB, and a smaller cache flushes during it
+// and makes it 15–33 % slower (docs/performance.md, 2026-12-05).
+const tcgTBSizeMiB = 16
 
 // cpuModel is the guest CPU: the host's under KVM; under TCG QEMU's
 // default model plus RDRAND (emulated from the host's getrandom), so the
@@ -173,3 +188,16 @@ func cpuModel(accel string) string {
 	}
 	return "qemu64,+rdrand,+arat"
 }
+
+// cloneTBSizeMiB is a clone's TCG translation cache in MiB (see
+// accelArg); qemuEnv is QEMU's environment besides PATH; cloneNoTHP runs
+// a TCG clone's QEMU without transparent huge pages (Sandbox.cloneNoTHP);
+// cloneKernel gives clones the kernel and initramfs as cold boots (only
+// to measure what leaving them out saves).
+// Variables, so that the benchmarks can compare choices in one run.
+var (
+	cloneTBSizeMiB = tcgTBSizeMiB
+	qemuEnv        []string
+	cloneNoTHP     = true
+	cloneKernel    = false
+)

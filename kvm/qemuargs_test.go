@@ -285,3 +285,75 @@ func TestRecipePodSlots(t *testing.T) {
 		t.Errorf("a recipe without pod slots encodes them: %s", b)
 	}
 }
+
+// TestQEMUArgsClone: a clone's command line is its template's machine,
+// and differs from the template's own only where a clone must (it waits
+// for the device state instead of booting, maps the RAM privately) or
+// gains by it: no kernel, initramfs or command line to load (its memory
+// has them) and its own translation cache size. What the recipe's machine
+// digest is taken from has none of the clone's choices.
+func TestQEMUArgsClone(t *testing.T) {
+	base := qemuSpec{name: "sb1", accel: AccelTCG, cpus: 1, memoryMiB: 256, qmpFD: 3, channelFD: 4, disk: "d",
+		cmdline: "console=ttyS0", ram: "/proc/self/fd/8", scratch: []string{"s0", "s1", "s2", "s3"}}
+	template, clone := base, base
+	template.kernel, template.initrd, template.ramShared = "k", "i", true
+	clone.incoming, clone.tbSizeMiB = true, 12
+	flag := func(args []string, name string) string {
+		if i := slices.Index(args, name); i >= 0 && i+1 < len(args) {
+			return args[i+1]
+		}
+		return ""
+	}
+	for _, tc := range []struct {
+		name                 string
+		spec                 qemuSpec
+		wantKernel, wantRAM  string
+		wantAccel, wantStart string
+	}{
+		{"template", template, "k", "share=on", "tcg,tb-size=16", "-S"},
+		{"clone", clone, "", "share=off", "tcg,tb-size=12", "-incoming"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := qemuArgs(tc.spec)
+			joined := strings.Join(args, " ")
+			if got := flag(args, "-kernel"); got != tc.wantKernel {
+				t.Errorf("-kernel %q, want %q", got, tc.wantKernel)
+			}
+			if tc.wantKernel == "" && (slices.Contains(args, "-initrd") || slices.Contains(args, "-append")) {
+				t.Errorf("a clone loads an initramfs or a command line: %s", joined)
+			}
+			if got := flag(args, "-accel"); got != tc.wantAccel {
+				t.Errorf("-accel %q, want %q", got, tc.wantAccel)
+			}
+			if !strings.Contains(joined, "mem-path=/proc/self/fd/8,"+tc.wantRAM) || !slices.Contains(args, tc.wantStart) {
+				t.Errorf("want %s and %s in %s", tc.wantRAM, tc.wantStart, joined)
+			}
+		})
+	}
+	// Everything else is the same machine.
+	strip := func(args []string) []string {
+		var out []string
+		for i := 0; i < len(args); i++ {
+			switch args[i] {
+			case "-kernel", "-initrd", "-append", "-accel", "-incoming", "-object":
+				i++
+				continue
+			case "-S":
+				continue
+			}
+			out = append(out, args[i])
+		}
+		return out
+	}
+	if a, b := strip(qemuArgs(template)), strip(qemuArgs(clone)); !slices.Equal(a, b) {
+		t.Errorf("a clone's machine differs from its template's:\n%v\n%v", a, b)
+	}
+	// The recipe's machine (recipeFor) is the template's, whatever a
+	// clone's translation cache.
+	recipe := qemuSpec{accel: AccelTCG, cpus: 1, memoryMiB: 256, ram: "RAM"}
+	withTB := recipe
+	withTB.tbSizeMiB = tcgTBSizeMiB
+	if !slices.Equal(qemuArgs(recipe), qemuArgs(withTB)) {
+		t.Error("the recipe's machine depends on the translation cache size")
+	}
+}

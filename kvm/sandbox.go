@@ -228,23 +228,28 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		s.files = append(s.files, f)
 		return f, nil
 	}
-	if cfg.Kernel == nil {
-		if cfg.Kernel, err = openPath(cfg.KernelPath); err != nil {
-			qmpConn.Close()
-			return err
+	// A clone runs its template's memory: the kernel and initramfs are in
+	// it already. QEMU loading them again (the kernel's ELF and symbols)
+	// would only cost each clone 50 ms or more of CPU.
+	var kernel, initrd string
+	if s.mode.clone == nil || cloneKernel {
+		if cfg.Kernel == nil {
+			if cfg.Kernel, err = openPath(cfg.KernelPath); err != nil {
+				qmpConn.Close()
+				return err
+			}
 		}
-	}
-	kernel := fdPath(cfg.Kernel)
-	var initrd string
-	if cfg.Initrd != nil {
-		initrd = fdPath(cfg.Initrd)
-	} else {
-		f, err := openPath(cfg.InitrdPath)
-		if err != nil {
-			qmpConn.Close()
-			return err
+		kernel = fdPath(cfg.Kernel)
+		if cfg.Initrd != nil {
+			initrd = fdPath(cfg.Initrd)
+		} else {
+			f, err := openPath(cfg.InitrdPath)
+			if err != nil {
+				qmpConn.Close()
+				return err
+			}
+			initrd = fdPath(f)
 		}
-		initrd = fdPath(f)
 	}
 	disk := cfg.Image
 	if disk == nil {
@@ -316,11 +321,12 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		spec.ram, spec.ramShared = fdPath(s.mode.templateRAM), true
 	case s.mode.clone != nil:
 		spec.ram, spec.incoming = fdPath(s.mode.clone.ram), true
+		spec.tbSizeMiB = cloneTBSizeMiB
 	}
 	args := qemuArgs(spec)
 	cmd := exec.Command(qemu, args...)
 	cmd.ExtraFiles = extra
-	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, qemuEnv...)
 	// The console is read from our own pipe (not StdoutPipe), so that the
 	// last lines are in the tail before the sandbox reports its end.
 	conR, conW, err := os.Pipe()
@@ -336,7 +342,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		cmd.SysProcAttr.Pdeathsig = 0
 	}
 	if !cfg.Unconfined {
-		if s.conf, err = confine(cfg.Name, s.accel.Accel, cfg.Network == NetworkUser, persist, cmd); err != nil {
+		if s.conf, err = confine(cfg.Name, s.accel.Accel, cfg.Network == NetworkUser, persist, s.cloneNoTHP(), cmd); err != nil {
 			qmpConn.Close()
 			conR.Close()
 			return fmt.Errorf("kvm: %w; run QEMU unconfined only on purpose (launcher run --no-confine; kvm.Config.Unconfined)", err)
@@ -374,6 +380,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	}
 	conW.Close()
 	s.cmd, s.proc = cmd, cmd.Process
+	s.log.Debug("QEMU started", "pid", cmd.Process.Pid)
 	if s.startTime, err = processStartTime(cmd.Process.Pid); err != nil {
 		s.log.Warn("reading QEMU's start time", "err", err)
 	}
@@ -412,6 +419,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	if err := s.conf.started(); err != nil {
 		return s.startFailure("confining QEMU", err)
 	}
+	s.log.Debug("QEMU exec'ed")
 	bootCtx, cancelBoot := context.WithTimeout(ctx, s.cfg.BootTimeout)
 	defer cancelBoot()
 	q, err := DialQMP(bootCtx, qmpConn)
@@ -419,12 +427,14 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		return s.startFailure("connecting to QMP", err)
 	}
 	s.qmp = q
+	s.log.Debug("QMP connected")
 	go s.readGuest(bufio.NewReaderSize(s.conn, 64<<10))
 	go s.readEvents()
 	if s.mode.clone != nil {
 		if err := s.resume(bootCtx); err != nil {
 			return s.startFailure("resuming from template "+s.mode.clone.Info.Name, err)
 		}
+		s.log.Debug("template device state loaded")
 	}
 	if err := s.waitChardev(bootCtx, "c0"); err != nil {
 		return s.startFailure("guest channel", err)
@@ -432,6 +442,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	if _, err := q.Execute(bootCtx, "cont", nil); err != nil {
 		return s.startFailure("starting the guest", err)
 	}
+	s.log.Debug("guest continued")
 	if s.mode.clone != nil {
 		// Before anything else: the clone's own entropy, clock and name.
 		if err := s.sendIdentity(); err != nil {
@@ -441,6 +452,15 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	s.log.Info("sandbox started", "pid", cmd.Process.Pid, "accel", s.accel.Accel, "cpus", cfg.CPUs, "memory_mib", cfg.MemoryMiB,
 		"template", s.templateName())
 	return nil
+}
+
+// cloneNoTHP: a TCG clone's QEMU runs without transparent huge pages.
+// Under TCG nothing of a clone gains from them, and they cost it memory:
+// an anonymous region QEMU marks MADV_HUGEPAGE is resident in whole 2 MiB
+// pages however little of it is touched (≈ 2 MiB an idle clone, measured:
+// docs/performance.md).
+func (s *Sandbox) cloneNoTHP() bool {
+	return s.mode.clone != nil && s.accel.Accel == AccelTCG && cloneNoTHP
 }
 
 func (s *Sandbox) templateName() string {
