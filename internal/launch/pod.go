@@ -106,7 +106,9 @@ type ContainerOptions struct {
 // when allowed is the disk put in the pod's next image slot (sealed) and
 // the container started; a refusal returns the policy's reasons and
 // nothing of the container reaches the guest. The pod's secrets were
-// released at its launch: the container sees them at /run/secrets.
+// released at its launch: the container sees them at /run/secrets. With
+// Options.ReattestInterval, attestd keeps the container's launch event as
+// it keeps the pod's, and judges it again (continuous attestation).
 //
 // Once its launch event is recorded, a container that does not start
 // (attestation failed or denied, the slot or the start failed) gets its
@@ -208,6 +210,7 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 	progress("attesting container %s (policy %q)", co.Name, l.o.Policy)
 	ar, err := attestHost(ctx, client, hostLog, t, quotedPCRs(l.o.PCR, fwLog), &bulwarkv1.AttestRequest{
 		NodeId: l.pod.nodeID, FirmwareEventLog: fwLog, SandboxId: id, Signatures: pbSigs, OmitToken: true,
+		ReattestIntervalSeconds: uint32(l.o.ReattestInterval / time.Second), // kept and judged again, as the pod's own
 	})
 	if err != nil {
 		return nil, err

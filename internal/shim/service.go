@@ -447,7 +447,11 @@ func inspect(ctx context.Context, id, name string) (status string, exitCode int3
 	if err != nil {
 		return "", -1, "", err
 	}
-	return sb.GetStatus(), sb.GetExitCode(), sb.GetError(), nil
+	msg = sb.GetError()
+	if r := sb.GetRevoked(); r != "" && sb.GetStatus() != "running" {
+		msg = "revoked by attestd: " + r
+	}
+	return sb.GetStatus(), sb.GetExitCode(), msg, nil
 }
 
 // stopSandbox stops a sandbox: SIGKILL gives the workload a second, any
