@@ -233,14 +233,26 @@ func (s *Service) KillContainer(_ context.Context, req *bulwarkv1.KillContainerR
 }
 
 // firstContainer starts a pod's first container right after its launch;
-// on failure the pod is stopped.
+// on failure the pod is stopped, and firstContainer returns once it has
+// ended and its record says failed: the caller (the shim) then removes
+// the record of the failed launch, which it would not while it runs.
 func (s *Service) firstContainer(ctx context.Context, sb *sandbox, l *launch.Launched, name string) error {
 	_, err := s.startContainer(ctx, sb, l, launch.ContainerOptions{Name: name, Image: sb.snapshot().GetImage()}, true)
 	if err != nil {
-		sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) { i.Error = "its first container did not start" })
+		const why = "its first container did not start"
+		sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) { i.Error = why })
 		if serr := l.Sandbox().Stop(time.Second); serr != nil {
-			l.Sandbox().Abort("its first container did not start")
+			l.Sandbox().Abort(why)
 		}
+		t := time.NewTimer(time.Second + stopMargin)
+		defer t.Stop()
+		select {
+		case <-sb.done:
+		case <-t.C:
+			l.Sandbox().Abort(why)
+			<-sb.done
+		}
+		sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) { i.Status, i.Error = StatusFailed, why })
 		return err
 	}
 	return nil

@@ -406,7 +406,9 @@ func (s *service) launch(ctx context.Context, req *bulwarkv1.RunRequest) (*bulwa
 // forgetFailed removes the record the host service keeps of a failed
 // launch of image (the layout path is the bundle's own): containerd
 // deletes the container, so nothing else would. The Run stream does not
-// name the sandbox of a failed launch, hence the lookup.
+// name the sandbox of a failed launch, hence the lookup. Whatever names
+// the image failed to launch: a sandbox still said to run (a pod VM
+// whose first container failed, being stopped) is removed by force.
 func (s *service) forgetFailed(image string) {
 	c, err := dialHost()
 	if err != nil {
@@ -419,17 +421,18 @@ func (s *service) forgetFailed(image string) {
 		return
 	}
 	for _, sb := range list.GetSandboxes() {
-		if sb.GetImage() != image || sb.GetStatus() == "running" {
+		if sb.GetImage() != image {
 			continue
 		}
-		if _, err := c.RemoveSandbox(s.ctx, &bulwarkv1.RemoveSandboxRequest{Id: sb.GetId()}); err != nil {
+		if _, err := c.RemoveSandbox(s.ctx, &bulwarkv1.RemoveSandboxRequest{Id: sb.GetId(), Force: true}); err != nil {
 			log.G(s.ctx).WithError(err).Warnf("bulwark shim: removing failed sandbox %s", sb.GetId())
 		}
 	}
 }
 
 // inspect reports the sandbox's status (with name: its container's), its
-// exit code (-1: none) and its error.
+// exit code (-1: none) and why it ended when not by itself: its error, or
+// its revocation.
 func inspect(ctx context.Context, id, name string) (status string, exitCode int32, msg string, err error) {
 	c, err := dialHost()
 	if err != nil {
