@@ -52,6 +52,11 @@ type Config struct {
 	BootTimeout time.Duration
 	// Stdout and Stderr receive the workload's output (default: discarded).
 	Stdout, Stderr io.Writer
+	// ContainerOutput, for Reattach of a pod, says where the output of
+	// its container index goes from now on (nil writers: discarded). It
+	// is asked for each container the agent reports, before any of its
+	// frames is read. Unused by Start: StartContainer is given them.
+	ContainerOutput func(index int) (stdout, stderr io.Writer)
 	// Console receives the guest serial console (kernel log, agent log).
 	Console io.Writer
 	// Logger gets the sandbox's own log lines (default: discarded).

@@ -213,13 +213,15 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 		if err := channel.Decode(t, body, &st); err != nil {
 			return err
 		}
-		switch {
-		case st.State == "running":
-			s.state = stateRunning
-		case st.State == "exited" && st.Code >= 0 && st.Code <= 255:
+		if err := st.Validate(); err != nil {
+			return err
+		}
+		if err := s.adoptContainers(&st); err != nil {
+			return err
+		}
+		s.state = stateRunning
+		if st.State == "exited" {
 			s.state, s.exitCode = stateExited, st.Code
-		default:
-			return fmt.Errorf("STATUS %q with code %d", st.State, st.Code)
 		}
 		close(s.reattachedCh)
 	case channel.TypeDone:

@@ -123,9 +123,18 @@ func (s *Service) Reattest(ctx context.Context, h *launch.Host) error {
 	if len(sbs) == 0 && len(ended) == 0 {
 		return nil
 	}
-	ids := make([]string, len(sbs))
-	for i, sb := range sbs {
-		ids[i] = sb.snapshot().GetId()
+	// Each sandbox's own launch event, and a pod's running added
+	// containers' (each has a launch event of its own).
+	var ids []string
+	of := map[string]*sandbox{}
+	for _, sb := range sbs {
+		id := sb.snapshot().GetId()
+		ids = append(ids, id)
+		of[id] = sb
+		for _, ev := range sb.runningContainerEvents() {
+			ids = append(ids, ev)
+			of[ev] = sb
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.ReattestInterval)
 	defer cancel()
@@ -137,17 +146,25 @@ func (s *Service) Reattest(ctx context.Context, h *launch.Host) error {
 	s.ended = slices.DeleteFunc(s.ended, func(id string) bool { return slices.Contains(ended, id) })
 	s.mu.Unlock()
 	now := time.Now().UnixMilli()
+	// A sandbox's verdict is a deny if its own event's or any of its
+	// containers' is.
+	verdicts := map[*sandbox]string{}
 	for i, v := range r.GetSandboxes() {
-		if i >= len(sbs) || v.GetSandboxId() != ids[i] {
+		if i >= len(ids) || v.GetSandboxId() != ids[i] {
 			break
 		}
-		verdict := "deny"
+		sb := of[ids[i]]
 		if v.GetVerdict() == bulwarkv1.Verdict_VERDICT_ALLOW {
-			verdict = "allow"
-		} else {
-			s.cfg.Logger.Warn("re-attestation denied", "sandbox", ids[i], "reasons", strings.Join(v.GetReasons(), "; "))
+			if verdicts[sb] == "" {
+				verdicts[sb] = "allow"
+			}
+			continue
 		}
-		sbs[i].update(s.cfg.Logger, func(info *bulwarkv1.Sandbox) {
+		verdicts[sb] = "deny"
+		s.cfg.Logger.Warn("re-attestation denied", "sandbox", sb.snapshot().GetId(), "event", ids[i], "reasons", strings.Join(v.GetReasons(), "; "))
+	}
+	for sb, verdict := range verdicts {
+		sb.update(s.cfg.Logger, func(info *bulwarkv1.Sandbox) {
 			info.LastVerdict, info.LastVerdictUnixMs = verdict, now
 		})
 	}
@@ -212,9 +229,12 @@ func (s *Service) watchOnce(h *launch.Host) (opened bool, err error) {
 // apply carries one decision to the sandbox it names, if it runs here.
 func (s *Service) apply(d *bulwarkv1.NodeDecision) {
 	log := s.cfg.Logger.With("sandbox", d.GetSandboxId(), "seq", d.GetSeq())
-	s.mu.Lock()
-	sb := s.sandboxes[d.GetSandboxId()]
-	s.mu.Unlock()
+	sb, container := s.decisionSandbox(d.GetSandboxId())
+	if container != "" {
+		// A decision on a container's launch event is its pod's: the
+		// container shares the pod's guest and secrets.
+		log = log.With("pod", sb.snapshot().GetId(), "container", container)
+	}
 	var l *launch.Launched
 	if sb != nil {
 		sb.mu.Lock()
@@ -229,19 +249,29 @@ func (s *Service) apply(d *bulwarkv1.NodeDecision) {
 	defer cancel()
 	switch d.GetKind() {
 	case bulwarkv1.NodeDecision_KIND_REVOKE:
+		sb.mu.Lock()
+		ending := sb.ending
+		sb.mu.Unlock()
+		if ending == measure.EndRevoked {
+			log.Info("sandbox already revoked and ending; decision passed over")
+			return
+		}
 		var names []string
 		for _, x := range d.GetSecrets() {
 			names = append(names, x.GetName())
+		}
+		reason := strings.Join(d.GetReasons(), "; ")
+		if container != "" {
+			reason = "container " + container + ": " + reason
+		}
+		if len(names) == 0 || d.GetAction() == "stop" { // said before the workload ends of it
+			sb.update(s.cfg.Logger, func(info *bulwarkv1.Sandbox) { info.Revoked = reason })
 		}
 		if d.GetAction() == "stop" {
 			sb.endAs(measure.EndRevoked)
 		}
 		removed, err := l.Sandbox().Revoke(ctx, d.GetAction(), names, launch.DefaultStopGrace)
-		reason := strings.Join(d.GetReasons(), "; ")
 		sb.update(s.cfg.Logger, func(info *bulwarkv1.Sandbox) {
-			if len(names) == 0 || d.GetAction() == "stop" {
-				info.Revoked = reason
-			}
 			if len(names) == 0 {
 				info.Secrets = nil
 			} else {
@@ -286,4 +316,41 @@ func (s *Service) watchSeq() uint64 {
 
 func (s *Service) saveWatchSeq(seq uint64) error {
 	return fsutil.WriteFileAtomic(filepath.Join(s.cfg.StateDir, watchSeqFile), []byte(strconv.FormatUint(seq, 10)+"\n"), 0o600)
+}
+
+// decisionSandbox is the sandbox an attestd decision about launch event id
+// is for: the sandbox of that id, or the pod one of whose added
+// containers has that launch event (container: its name); nil when none
+// is known here.
+func (s *Service) decisionSandbox(id string) (sb *sandbox, container string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sb := s.sandboxes[id]; sb != nil || id == "" {
+		return sb, ""
+	}
+	for _, sb := range s.sandboxes {
+		sb.mu.Lock()
+		for _, c := range sb.info.GetContainers() {
+			if c.GetEventId() == id {
+				sb.mu.Unlock()
+				return sb, c.GetName()
+			}
+		}
+		sb.mu.Unlock()
+	}
+	return nil, ""
+}
+
+// runningContainerEvents lists the launch events of a pod's added
+// containers that run (none for another sandbox).
+func (sb *sandbox) runningContainerEvents() []string {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	var out []string
+	for _, c := range sb.info.GetContainers() {
+		if c.GetStatus() == containerRunning && c.GetEventId() != "" && c.GetEventId() != sb.info.GetId() {
+			out = append(out, c.GetEventId())
+		}
+	}
+	return out
 }

@@ -59,3 +59,36 @@ func TestSandboxEndedNoted(t *testing.T) {
 		t.Fatalf("ended: off %v, on %v", off.ended, on.ended)
 	}
 }
+
+// TestDecisionForAContainer: a decision on the launch event of a pod's
+// added container is its pod's; the pod's running added containers'
+// events are re-attested with it, the first container's (the pod's own
+// event) and ended ones' not.
+func TestDecisionForAContainer(t *testing.T) {
+	s := &Service{sandboxes: map[string]*sandbox{}}
+	pod := &sandbox{info: &bulwarkv1.Sandbox{Id: "pod", Pod: true, Containers: []*bulwarkv1.Container{
+		{Name: "first", Status: containerRunning, EventId: "pod"},
+		{Name: "second", Status: containerRunning, EventId: "ev2"},
+		{Name: "third", Status: containerExited, EventId: "ev3"},
+		{Name: "refused", Status: containerFailed},
+	}}}
+	other := &sandbox{info: &bulwarkv1.Sandbox{Id: "other"}}
+	s.sandboxes["pod"], s.sandboxes["other"] = pod, other
+	for _, tc := range []struct {
+		id, container string
+		want          *sandbox
+	}{
+		{"pod", "", pod}, {"other", "", other}, {"ev2", "second", pod}, {"ev3", "third", pod}, {"nope", "", nil}, {"", "", nil},
+	} {
+		sb, c := s.decisionSandbox(tc.id)
+		if sb != tc.want || c != tc.container {
+			t.Errorf("decision for %q: %v %q, want %v %q", tc.id, sb, c, tc.want, tc.container)
+		}
+	}
+	if got := pod.runningContainerEvents(); len(got) != 1 || got[0] != "ev2" {
+		t.Errorf("events re-attested with the pod: %v, want [ev2]", got)
+	}
+	if got := other.runningContainerEvents(); len(got) != 0 {
+		t.Errorf("events re-attested with a plain sandbox: %v", got)
+	}
+}

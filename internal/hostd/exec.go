@@ -34,12 +34,13 @@ func (s *Service) Exec(req *bulwarkv1.ExecRequest, stream bulwarkv1.Host_ExecSer
 		return status.Errorf(codes.FailedPrecondition, "sandbox %s is %s: exec runs only beside a running workload", info.GetId(), info.GetStatus())
 	}
 	var pc *podContainer
+	pod := sb.snapshot().GetPod() // not l.IsPod(): a pod taken over after a restart is one too
 	switch {
-	case l.IsPod() && req.GetContainer() == "":
+	case pod && req.GetContainer() == "":
 		return status.Errorf(codes.InvalidArgument, "container: sandbox %s is a pod: name the container to exec in", sb.snapshot().GetId())
-	case !l.IsPod() && req.GetContainer() != "":
+	case !pod && req.GetContainer() != "":
 		return status.Errorf(codes.InvalidArgument, "container: sandbox %s is not a pod", sb.snapshot().GetId())
-	case l.IsPod():
+	case pod:
 		if _, pc, err = s.findContainer(req.GetId(), req.GetContainer()); err != nil {
 			return err
 		}

@@ -94,40 +94,27 @@ func (s *Service) startContainer(ctx context.Context, sb *sandbox, l *launch.Lau
 	set(func(i *bulwarkv1.Container) {
 		i.Status, i.Index, i.ImageDigest, i.EventId, i.AttestationId = containerRunning, int32(c.Index), c.ImageDigest, c.EventID, c.AttestationID
 	})
-	go func() {
-		code, err := c.Wait(context.Background())
-		set(func(i *bulwarkv1.Container) {
-			i.ExitCode = int32(code)
-			if err != nil {
-				i.Status, i.Error = containerFailed, err.Error()
-			} else {
-				i.Status = containerExited
-			}
-		})
-		if !first { // the first container's event is the pod's: its END is the pod's
-			s.containerEnded(sb, pc, c.EventID, err)
-		}
-		log.end()
-		s.cfg.Logger.Info("container ended", "sandbox", id, "container", co.Name, "exit_code", code)
-	}()
+	go s.watchContainer(sb, pc, co.Name, c)
 	s.cfg.Logger.Info("container running", "sandbox", id, "container", co.Name, "index", c.Index)
 	return s.containerInfo(sb, co.Name)
 }
 
 // containerEnded records the END of a pod's added container (its launch
 // event, eventID) in the launch log once it ended (waitErr: Wait's), so
-// that attestd never judges it alive again: exited, stopped when
-// KillContainer signalled it, else (the pod ended under it) the pod's
-// reason, or failed.
+// that attestd never judges it alive again: stopped when KillContainer
+// signalled it, else the pod's reason when the service is ending the pod
+// (stopped, revoked: the container ended with it, even with an exit
+// status of its own), else exited, or failed.
 func (s *Service) containerEnded(sb *sandbox, pc *podContainer, eventID string, waitErr error) {
 	sb.mu.Lock()
 	reason := sb.ending
-	if waitErr == nil || pc.killed {
+	switch {
+	case pc.killed:
+		reason = measure.EndStopped
+	case reason != "":
+	case waitErr == nil:
 		reason = measure.EndExited
-		if pc.killed {
-			reason = measure.EndStopped
-		}
-	} else if reason == "" {
+	default:
 		reason = measure.EndFailed
 	}
 	sb.mu.Unlock()
@@ -185,6 +172,8 @@ func (s *Service) AddContainer(ctx context.Context, req *bulwarkv1.AddContainerR
 	case l == nil:
 		info := sb.snapshot()
 		return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is %s: containers are added to a running pod", info.GetId(), info.GetStatus())
+	case sb.snapshot().GetPod() && !l.IsPod():
+		return nil, status.Errorf(codes.FailedPrecondition, "pod %s was taken over after a restart of the host service: its containers run on, but it takes no new one (its image slots were the previous service's); start a new pod", sb.snapshot().GetId())
 	case !l.IsPod():
 		return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is not a pod (run it with pod)", sb.snapshot().GetId())
 	}
@@ -248,14 +237,26 @@ func (s *Service) KillContainer(_ context.Context, req *bulwarkv1.KillContainerR
 }
 
 // firstContainer starts a pod's first container right after its launch;
-// on failure the pod is stopped.
+// on failure the pod is stopped, and firstContainer returns once it has
+// ended and its record says failed: the caller (the shim) then removes
+// the record of the failed launch, which it would not while it runs.
 func (s *Service) firstContainer(ctx context.Context, sb *sandbox, l *launch.Launched, name string) error {
 	_, err := s.startContainer(ctx, sb, l, launch.ContainerOptions{Name: name, Image: sb.snapshot().GetImage()}, true)
 	if err != nil {
-		sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) { i.Error = "its first container did not start" })
+		const why = "its first container did not start"
+		sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) { i.Error = why })
 		if serr := l.Sandbox().Stop(time.Second); serr != nil {
-			l.Sandbox().Abort("its first container did not start")
+			l.Sandbox().Abort(why)
 		}
+		t := time.NewTimer(time.Second + stopMargin)
+		defer t.Stop()
+		select {
+		case <-sb.done:
+		case <-t.C:
+			l.Sandbox().Abort(why)
+			<-sb.done
+		}
+		sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) { i.Status, i.Error = StatusFailed, why })
 		return err
 	}
 	return nil

@@ -157,4 +157,15 @@ func TestLostPodEndsItsContainers(t *testing.T) {
 	if want := []string{podID + ":lost", added + ":lost"}; !slices.Equal(got, want) {
 		t.Fatalf("END records %v, want %v (the sandbox %s never ran here: none)", got, want, other)
 	}
+	// Its containers are failed, saying why, and can be inspected (the
+	// shim follows them until they no longer run).
+	for name, want := range map[string]string{"first": "its pod VM was lost: ", "second": "its pod VM was lost: ", "refused": ""} {
+		c, err := s.InspectContainer(ctx, &bulwarkv1.ContainerRequest{Id: podID, Name: name})
+		if err != nil {
+			t.Fatalf("inspect %s: %v", name, err)
+		}
+		if c.GetStatus() != containerFailed || !strings.HasPrefix(c.GetError(), want) {
+			t.Errorf("container %s: %s %q, want failed %q...", name, c.GetStatus(), c.GetError(), want)
+		}
+	}
 }

@@ -123,7 +123,8 @@ func (sb *sandbox) update(log *slog.Logger, f func(*bulwarkv1.Sandbox)) {
 const cgroupSweepAge = time.Minute
 
 // New makes the service and loads the sandboxes a previous one left:
-// those it ran are reported lost (their QEMU died with it).
+// those still running are taken over (pod VMs with their containers),
+// the others reported lost.
 func New(cfg Config) (*Service, error) {
 	if cfg.StateDir == "" || cfg.TPM == nil {
 		return nil, errors.New("hostd: a state directory and an open TPM are required")
@@ -156,7 +157,11 @@ func New(cfg Config) (*Service, error) {
 		}
 		done := make(chan struct{})
 		close(done)
-		s.sandboxes[r.GetId()] = &sandbox{dir: dir, log: endedOutputLog(filepath.Join(dir, outputFile)), done: done, info: r}
+		sb := &sandbox{dir: dir, log: endedOutputLog(filepath.Join(dir, outputFile)), done: done, info: r}
+		if r.GetPod() {
+			endContainers(sb, r.GetStatus())
+		}
+		s.sandboxes[r.GetId()] = sb
 		ended = append(ended, r.GetId())
 		for _, c := range r.GetContainers() { // a pod's added containers have launch events of their own
 			if id := c.GetEventId(); id != "" && id != r.GetId() {
@@ -191,33 +196,47 @@ func New(cfg Config) (*Service, error) {
 	return s, nil
 }
 
-// reattach takes over a sandbox a previous host service ran, or records
-// it lost (saying why) when that cannot be done.
+// reattach takes over a sandbox a previous host service ran (a pod VM
+// with its containers: podlife.go), or records it lost (saying why) when
+// that cannot be done.
 func (s *Service) reattach(dir string, r *bulwarkv1.Sandbox) error {
 	id := r.GetId()
 	lost := func(why string) error {
 		r.Status, r.ExitCode, r.Error, r.EndedUnixMs = StatusLost, -1, why, time.Now().UnixMilli()
+		for _, c := range r.GetContainers() { // a pod's: none runs on
+			if c.GetStatus() == containerRunning || c.GetStatus() == containerCreated {
+				c.Status, c.Error = containerFailed, "its pod VM was lost: "+why
+			}
+		}
 		if err := writeRecord(dir, r); err != nil {
 			s.cfg.Logger.Error("saving the sandbox record", "sandbox", id, "err", err)
 		}
 		s.cfg.Logger.Warn("sandbox lost", "sandbox", id, "why", why)
 		return errors.New(why)
 	}
-	if r.GetPod() {
-		killLeftover(r)
-		return lost("a pod VM is not taken over by a restarted host service; its QEMU was killed")
-	}
 	log, err := createOutputLog(filepath.Join(dir, outputFile), s.cfg.LogLimit)
 	if err != nil {
 		return lost("its output log cannot be opened: " + err.Error())
 	}
+	cfg := kvm.Config{Name: id, RunDir: dir, Stdout: log.writer(streamStdout), Stderr: log.writer(streamStderr), Logger: s.cfg.Logger}
+	var pod *podTakeover
+	if r.GetPod() { // its containers' output goes on into their logs
+		if pod, err = newPodTakeover(dir, r, s.cfg.LogLimit); err != nil {
+			log.end()
+			killLeftover(r)
+			return lost("its containers' logs cannot be opened (" + err.Error() + "); its QEMU was killed")
+		}
+		cfg.Pod, cfg.ContainerOutput = true, pod.output
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	kb, err := kvm.Reattach(ctx, kvm.Config{
-		Name: id, RunDir: dir, Stdout: log.writer(streamStdout), Stderr: log.writer(streamStderr), Logger: s.cfg.Logger,
-	}, kvm.Persisted{PID: int(r.GetQemuPid()), StartTime: r.GetQemuStartTime(), CgroupDirs: r.GetCgroupDirs(), Accel: r.GetAccel()})
+	kb, err := kvm.Reattach(ctx, cfg,
+		kvm.Persisted{PID: int(r.GetQemuPid()), StartTime: r.GetQemuStartTime(), CgroupDirs: r.GetCgroupDirs(), Accel: r.GetAccel()})
 	if err != nil {
 		log.end()
+		if pod != nil {
+			pod.end()
+		}
 		if errors.Is(err, kvm.ErrGone) {
 			return lost("its QEMU ended while no host service was running")
 		}
@@ -232,6 +251,9 @@ func (s *Service) reattach(dir string, r *bulwarkv1.Sandbox) error {
 	s.sandboxes[id] = sb
 	s.wg.Add(1)
 	go s.wait(sb, l)
+	if pod != nil {
+		s.adopt(sb, l, pod)
+	}
 	s.cfg.Logger.Info("sandbox taken over from the previous host service", "sandbox", id, "qemu_pid", r.GetQemuPid())
 	return nil
 }

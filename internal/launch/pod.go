@@ -134,7 +134,9 @@ type ContainerOptions struct {
 // container started; a refusal returns the policy's reasons, nothing of
 // the container reaches the guest, and its slot stays free for the next
 // container. The pod's secrets were released at its launch: the
-// container sees them at /run/secrets.
+// container sees them at /run/secrets. With Options.ReattestInterval,
+// attestd keeps the container's launch event as it keeps the pod's, and
+// judges it again (continuous attestation).
 //
 // Once its launch event is recorded, a container that does not start
 // (attestation failed or denied, the slot or the start failed) gets its
@@ -240,6 +242,7 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 	progress("attesting container %s (policy %q)", co.Name, l.o.Policy)
 	ar, err := attestHost(ctx, client, hostLog, t, quotedPCRs(l.o.PCR, fwLog), &bulwarkv1.AttestRequest{
 		NodeId: l.pod.nodeID, FirmwareEventLog: fwLog, SandboxId: id, Signatures: pbSigs, OmitToken: true,
+		ReattestIntervalSeconds: uint32(l.o.ReattestInterval / time.Second), // kept and judged again, as the pod's own
 	})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ package shim
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"syscall"
 	"time"
@@ -36,7 +37,10 @@ func (s *service) follow(t *proc, id, name string, stdout, stderr io.WriteCloser
 				code = uint32(ec)
 			}
 			if msg != "" {
+				// The CRI has no field for why a task ended: its
+				// output (crictl logs) says it last.
 				log.G(ctx).Warnf("bulwark shim: sandbox %s %s: %s", id, name, msg)
+				fmt.Fprintf(stderr, "bulwark: %s\n", msg)
 			}
 			break
 		}

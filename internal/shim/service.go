@@ -424,7 +424,9 @@ func (s *service) launch(ctx context.Context, req *bulwarkv1.RunRequest) (*bulwa
 // forgetFailed removes the record the host service keeps of a failed
 // launch of image (the layout path is the bundle's own): containerd
 // deletes the container, so nothing else would. The Run stream does not
-// name the sandbox of a failed launch, hence the lookup.
+// name the sandbox of a failed launch, hence the lookup. Whatever names
+// the image failed to launch: a sandbox still said to run (a pod VM
+// whose first container failed, being stopped) is removed by force.
 func (s *service) forgetFailed(image string) {
 	c, err := dialHost()
 	if err != nil {
@@ -437,17 +439,18 @@ func (s *service) forgetFailed(image string) {
 		return
 	}
 	for _, sb := range list.GetSandboxes() {
-		if sb.GetImage() != image || sb.GetStatus() == "running" {
+		if sb.GetImage() != image {
 			continue
 		}
-		if _, err := c.RemoveSandbox(s.ctx, &bulwarkv1.RemoveSandboxRequest{Id: sb.GetId()}); err != nil {
+		if _, err := c.RemoveSandbox(s.ctx, &bulwarkv1.RemoveSandboxRequest{Id: sb.GetId(), Force: true}); err != nil {
 			log.G(s.ctx).WithError(err).Warnf("bulwark shim: removing failed sandbox %s", sb.GetId())
 		}
 	}
 }
 
 // inspect reports the sandbox's status (with name: its container's), its
-// exit code (-1: none) and its error.
+// exit code (-1: none) and why it ended when not by itself: its error, or
+// its revocation.
 func inspect(ctx context.Context, id, name string) (status string, exitCode int32, msg string, err error) {
 	c, err := dialHost()
 	if err != nil {
@@ -465,7 +468,11 @@ func inspect(ctx context.Context, id, name string) (status string, exitCode int3
 	if err != nil {
 		return "", -1, "", err
 	}
-	return sb.GetStatus(), sb.GetExitCode(), sb.GetError(), nil
+	msg = sb.GetError()
+	if r := sb.GetRevoked(); r != "" && sb.GetStatus() != "running" {
+		msg = "revoked by attestd: " + r
+	}
+	return sb.GetStatus(), sb.GetExitCode(), msg, nil
 }
 
 // stopSandbox stops a sandbox: SIGKILL gives the workload a second, any

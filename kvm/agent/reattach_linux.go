@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/bulwark-project/bulwark/kvm/channel"
@@ -18,6 +19,10 @@ type hostLink struct {
 	up       chan struct{} // closed when the link is back (nil while up)
 	exited   bool          // EXIT was written
 	exitCode int
+	// ctrs is, for a pod, each container whose CONTAINER_STARTED was
+	// written without an error: its exit code once its CONTAINER_EXIT
+	// was written, -1 before.
+	ctrs map[int]int
 }
 
 // wait returns once the host end is connected.
@@ -38,10 +43,46 @@ func (l *hostLink) lost() {
 	}
 }
 
-func (l *hostLink) exitSent(code int) {
+// written notes a frame written to the host that STATUS reports on: the
+// workload's EXIT, a container's CONTAINER_STARTED and CONTAINER_EXIT.
+// The session's write lock is held, as in reattached: STATUS says exactly
+// what was written before it.
+func (l *hostLink) written(t channel.Type, v any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.exited, l.exitCode = true, code
+	switch t {
+	case channel.TypeExit:
+		l.exited, l.exitCode = true, v.(channel.Exit).Code
+	case channel.TypeContainerStarted:
+		if st := v.(channel.ContainerStarted); st.Error == "" {
+			if l.ctrs == nil {
+				l.ctrs = map[int]int{}
+			}
+			l.ctrs[st.Index] = -1
+		}
+	case channel.TypeContainerExit:
+		e := v.(channel.ContainerExit)
+		if _, ok := l.ctrs[e.Index]; ok {
+			l.ctrs[e.Index] = e.Code
+		}
+	}
+}
+
+// status is what STATUS says (l.mu held); pod: the sandbox is a pod.
+func (l *hostLink) status(pod bool) channel.Status {
+	st := channel.Status{State: "running", Pod: pod}
+	if l.exited {
+		st = channel.Status{State: "exited", Code: l.exitCode, Pod: pod}
+	}
+	for i, code := range l.ctrs {
+		c := channel.ContainerStatus{Index: i, State: "running"}
+		if code >= 0 {
+			c.State, c.Code = "exited", code
+		}
+		st.Containers = append(st.Containers, c)
+	}
+	slices.SortFunc(st.Containers, func(a, b channel.ContainerStatus) int { return a.Index - b.Index })
+	return st
 }
 
 // reattached answers a new host process: REATTACHED with its nonce, then
@@ -50,10 +91,7 @@ func (l *hostLink) exitSent(code int) {
 func (s *session) reattached(r *channel.Reattach) {
 	s.wmu.Lock()
 	s.link.mu.Lock()
-	st := channel.Status{State: "running"}
-	if s.link.exited {
-		st = channel.Status{State: "exited", Code: s.link.exitCode}
-	}
+	st := s.link.status(s.pod != nil)
 	s.link.mu.Unlock()
 	err := channel.WriteJSON(s.port, channel.TypeReattached, r)
 	if err == nil {
@@ -64,7 +102,7 @@ func (s *session) reattached(r *channel.Reattach) {
 		s.log.Error("answering REATTACH", "err", err)
 		return
 	}
-	s.log.Info("a new host process reattached", "workload", st.State)
+	s.log.Info("a new host process reattached", "workload", st.State, "containers", len(st.Containers))
 	s.link.mu.Lock()
 	if s.link.down {
 		close(s.link.up)

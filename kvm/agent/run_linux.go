@@ -71,8 +71,8 @@ func (s *session) send(t channel.Type, v any) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	err := channel.WriteJSON(s.port, t, v)
-	if err == nil && t == channel.TypeExit {
-		s.link.exitSent(v.(channel.Exit).Code)
+	if err == nil {
+		s.link.written(t, v)
 	}
 	if t == channel.TypeStarted {
 		// The guest key that START's secrets were opened with is

@@ -248,10 +248,47 @@ func (r Reattach) Marker() []byte {
 
 // Status says, after REATTACHED, where the workload is: "running", or
 // "exited" with Code when its EXIT was already sent (and maybe lost with
-// the old host process).
+// the old host process). A pod's agent sets Pod and lists every container
+// whose CONTAINER_STARTED it sent: "running", or "exited" with the Code
+// of the CONTAINER_EXIT it sent (and maybe lost with the old host
+// process); frames held while no host was there follow STATUS.
 type Status struct {
-	State string `json:"state"`
+	State      string            `json:"state"`
+	Code       int               `json:"code"`
+	Pod        bool              `json:"pod,omitempty"`
+	Containers []ContainerStatus `json:"containers,omitempty"`
+}
+
+// ContainerStatus is where one container of a pod stands (Status).
+type ContainerStatus struct {
+	Index int    `json:"index"`
+	State string `json:"state"` // running, exited
 	Code  int    `json:"code"`
+}
+
+// Validate checks a Status: a known state, exit codes of 0..255, each
+// container's index in 0..MaxContainers-1 at most once.
+func (st *Status) Validate() error {
+	okState := func(s string, code int) bool {
+		return s == "running" || (s == "exited" && code >= 0 && code <= 255)
+	}
+	if !okState(st.State, st.Code) {
+		return fmt.Errorf("channel: status %q with code %d", st.State, st.Code)
+	}
+	if len(st.Containers) > 0 && !st.Pod {
+		return errors.New("channel: status: containers of a sandbox that is not a pod")
+	}
+	seen := map[int]bool{}
+	for _, c := range st.Containers {
+		if c.Index < 0 || c.Index >= MaxContainers || seen[c.Index] {
+			return fmt.Errorf("channel: status: container index %d out of range or repeated", c.Index)
+		}
+		seen[c.Index] = true
+		if !okState(c.State, c.Code) {
+			return fmt.Errorf("channel: status: container %d %q with code %d", c.Index, c.State, c.Code)
+		}
+	}
+	return nil
 }
 
 // Ping is a liveness probe (PING) and its answer (PONG).
