@@ -109,31 +109,7 @@ func TestContainerdPodVM(t *testing.T) {
 		}
 	}
 	crictl := cri.crictl
-	type ctrState struct {
-		State    string
-		ExitCode int
-		Pid      int
-	}
-	inspect := func(t *testing.T, id string) ctrState {
-		t.Helper()
-		out, err := crictl("inspect", "-o", "json", id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var st struct {
-			Status struct {
-				State    string `json:"state"`
-				ExitCode int    `json:"exitCode"`
-			} `json:"status"`
-			Info struct {
-				Pid int `json:"pid"`
-			} `json:"info"`
-		}
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			t.Fatalf("crictl inspect: %v\n%s", err, out)
-		}
-		return ctrState{st.Status.State, st.Status.ExitCode, st.Info.Pid}
-	}
+	inspect := cri.inspect
 	logs := func(id string) string {
 		b, _ := exec.Command("crictl", "--runtime-endpoint", "unix://"+cri.sock, "logs", id).CombinedOutput()
 		return string(b)

@@ -101,27 +101,7 @@ func TestContainerdPodLifecycle(t *testing.T) {
 		b, _ := exec.Command("crictl", "--runtime-endpoint", "unix://"+cri.sock, "logs", id).CombinedOutput()
 		return string(b)
 	}
-	type ctrState struct {
-		State    string
-		ExitCode int
-	}
-	inspect := func(t *testing.T, id string) ctrState {
-		t.Helper()
-		out, err := crictl("inspect", "-o", "json", id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var st struct {
-			Status struct {
-				State    string `json:"state"`
-				ExitCode int    `json:"exitCode"`
-			} `json:"status"`
-		}
-		if err := json.Unmarshal([]byte(out), &st); err != nil {
-			t.Fatalf("crictl inspect: %v\n%s", err, out)
-		}
-		return ctrState{st.Status.State, st.Status.ExitCode}
-	}
+	inspect := cri.inspect
 	writeJSON := func(name string, v any) string {
 		b, _ := json.Marshal(v)
 		p := e.path(name)

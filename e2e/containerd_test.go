@@ -205,6 +205,35 @@ func (cd *containerd) crictl(args ...string) (string, error) {
 	return so.String(), nil
 }
 
+// criContainer is what 'crictl inspect' says of a container.
+type criContainer struct {
+	State    string
+	ExitCode int
+	Pid      int
+}
+
+// inspect reads container id's state, exit code and pid through crictl.
+func (cd *containerd) inspect(t *testing.T, id string) criContainer {
+	t.Helper()
+	out, err := cd.crictl("inspect", "-o", "json", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Status struct {
+			State    string `json:"state"`
+			ExitCode int    `json:"exitCode"`
+		} `json:"status"`
+		Info struct {
+			Pid int `json:"pid"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("crictl inspect: %v\n%s", err, out)
+	}
+	return criContainer{st.Status.State, st.Status.ExitCode, st.Info.Pid}
+}
+
 // killAndRemove kills the running container name (ctr tasks kill: SIGTERM),
 // waits for its task to stop and its sandbox sb to end with wantCode and
 // its QEMU to be gone, then removes the task and the container.
