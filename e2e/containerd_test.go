@@ -911,6 +911,30 @@ func TestContainerdPodNetwork(t *testing.T) {
 		}
 	}
 
+	// getPod asks the pod at ip for its page until it answers 200 (the
+	// server starts after the workload does) and returns the body; the
+	// container's logs tell why it did not.
+	getPod := func(t *testing.T, ip, ctrID string) []byte {
+		t.Helper()
+		client := &http.Client{Timeout: 10 * time.Second}
+		deadline := time.Now().Add(120 * time.Second)
+		for {
+			resp, err := client.Get("http://" + ip + ":8080/")
+			if err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					return body
+				}
+			}
+			if time.Now().After(deadline) {
+				logs, _ := exec.Command("crictl", "--runtime-endpoint", "unix://"+cri.sock, "logs", ctrID).CombinedOutput()
+				t.Fatalf("GET http://%s:8080/ from the host: %v\ncontainer logs:\n%s", ip, err, logs)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
 	t.Run("the pod answers at its IP from the host", func(t *testing.T) {
 		podID, ip, netns, ctrID, err := runPod(t, "web", "web")
 		if err != nil {
@@ -932,24 +956,7 @@ func TestContainerdPodNetwork(t *testing.T) {
 			t.Errorf("QEMU's network namespace %q, the host's %q", qemuNS, hostNS)
 		}
 		// The server starts after the workload does: ask until it answers.
-		client := &http.Client{Timeout: 10 * time.Second}
-		var body []byte
-		deadline := time.Now().Add(120 * time.Second)
-		for {
-			resp, err := client.Get("http://" + ip + ":8080/")
-			if err == nil {
-				body, _ = io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				logs, _ := exec.Command("crictl", "--runtime-endpoint", "unix://"+cri.sock, "logs", ctrID).CombinedOutput()
-				t.Fatalf("GET http://%s:8080/ from the host: %v\ncontainer logs:\n%s", ip, err, logs)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		body := getPod(t, ip, ctrID)
 		if !strings.HasPrefix(string(body), "hello from ") {
 			t.Errorf("GET the pod: %q", body)
 		}
@@ -962,7 +969,7 @@ func TestContainerdPodNetwork(t *testing.T) {
 		}
 		removePod(t, podID, netns) // the pod's VM goes with the pod
 		waitGone(t, sb.QEMUPID)
-		if _, err := client.Get("http://" + ip + ":8080/"); err == nil {
+		if _, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + ip + ":8080/"); err == nil {
 			t.Errorf("the pod's address still answers after rmp")
 		}
 	})
@@ -994,24 +1001,7 @@ func TestContainerdPodNetwork(t *testing.T) {
 		if mac == "" {
 			t.Fatalf("the pod's eth0: %v\n%s", err, link)
 		}
-		client := &http.Client{Timeout: 10 * time.Second}
-		var body []byte
-		deadline := time.Now().Add(120 * time.Second)
-		for {
-			resp, err := client.Get("http://" + ip + ":8080/")
-			if err == nil {
-				body, _ = io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					break
-				}
-			}
-			if time.Now().After(deadline) {
-				logs, _ := exec.Command("crictl", "--runtime-endpoint", "unix://"+cri.sock, "logs", ctrID).CombinedOutput()
-				t.Fatalf("GET http://%s:8080/ from the host: %v\ncontainer logs:\n%s", ip, err, logs)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		body := getPod(t, ip, ctrID)
 		if want := "hello from " + mac + "\n"; string(body) != want {
 			t.Errorf("GET the pod: %q, want %q", body, want)
 		}
@@ -1059,25 +1049,9 @@ func TestContainerdPodNetwork(t *testing.T) {
 		if len(sbs) != 2 || len(qemus) != 2 {
 			t.Fatalf("the host service's sandboxes: %+v, want two running, each with its own QEMU", sbs)
 		}
-		client := &http.Client{Timeout: 10 * time.Second}
 		bodies := map[string]bool{}
 		for _, p := range pods {
-			deadline := time.Now().Add(120 * time.Second)
-			for {
-				resp, err := client.Get("http://" + p.ip + ":8080/")
-				if err == nil {
-					body, _ := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode == 200 && strings.HasPrefix(string(body), "hello from ") {
-						bodies[string(body)] = true
-						break
-					}
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("GET http://%s:8080/: %v", p.ip, err)
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
+			bodies[string(getPod(t, p.ip, p.ctrID))] = true
 		}
 		if len(bodies) != 2 {
 			t.Errorf("the two pods answered alike (%v): each VM should have its own pod's eth0", bodies)
