@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -36,9 +37,26 @@ func testCrictlExecInteractive(t *testing.T, cd *containerd, id string) {
 	}
 
 	// -it through a host pseudo-terminal.
+	driveExecTTY(t, crictl("exec", "-it", id, "sh", "-c", ttyScript), func(pts string) bool {
+		out, err := crictl("exec", id, "stty", "-F", pts, "size").Output()
+		return err == nil && string(out) == "50 132\n"
+	})
+}
+
+// ttyScript is what driveExecTTY's command runs: it names its terminal,
+// prints its size, reads a line and prints the size again with the line.
+const ttyScript = `echo "pts $(tty)"; echo "size $(stty size)"; read line; echo "size $(stty size) got $line"`
+
+// driveExecTTY runs c (an exec -it of ttyScript) on a host
+// pseudo-terminal of 33x101, as a user's shell does: the command must
+// name a /dev/pts/N and see that size; the host terminal is then resized
+// to 50x132 until resized(pts) sees it (from another exec); a line typed
+// in raw mode must come back echoed and read at the new size, and c must
+// succeed. It returns the host terminal's slave, for checks of its modes.
+func driveExecTTY(t *testing.T, c *exec.Cmd, resized func(pts string) bool) *os.File {
+	t.Helper()
 	master, slave := ptytest.Open(t)
 	ptytest.SetSize(t, master, 33, 101)
-	c = crictl("exec", "-it", id, "sh", "-c", `echo "pts $(tty)"; echo "size $(stty size)"; read line; echo "size $(stty size) got $line"`)
 	var se syncBuffer
 	c.Stdin, c.Stdout, c.Stderr = slave, slave, bufferWriter{&se}
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0} // its controlling terminal: SIGWINCH
@@ -64,7 +82,7 @@ func testCrictlExecInteractive(t *testing.T, cd *containerd, id string) {
 		for !cond() {
 			select {
 			case err := <-exited:
-				t.Fatalf("crictl exec -it exited (%v) before %s:\n%q\nstderr:\n%s", err, what, screen.String(), se.String())
+				t.Fatalf("%s exited (%v) before %s:\n%q\nstderr:\n%s", c.Args[0], err, what, screen.String(), se.String())
 			default:
 			}
 			if time.Now().After(deadline) {
@@ -76,25 +94,23 @@ func testCrictlExecInteractive(t *testing.T, cd *containerd, id string) {
 	waitFor("the terminal's initial size", func() bool { return strings.Contains(screen.String(), "size 33 101\r\n") })
 	m := regexp.MustCompile(`pts (/dev/pts/[0-9]+)\r\n`).FindStringSubmatch(screen.String())
 	if m == nil {
-		t.Fatalf("tty in crictl exec -it printed no /dev/pts/N: %q", screen.String())
+		t.Fatalf("tty printed no /dev/pts/N: %q", screen.String())
 	}
 	ptytest.SetSize(t, master, 50, 132)
-	waitFor("the resize on "+m[1], func() bool {
-		out, err := crictl("exec", id, "stty", "-F", m[1], "size").Output()
-		return err == nil && string(out) == "50 132\n"
-	})
+	waitFor("the resize on "+m[1], func() bool { return resized(m[1]) })
 	if _, err := master.Write([]byte("typed\r")); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Errorf("crictl exec -it: %v\nstderr:\n%s", err, se.String())
+			t.Errorf("%v: %v\nstderr:\n%s", c.Args, err, se.String())
 		}
 	case <-time.After(3 * time.Minute):
-		t.Fatalf("crictl exec -it did not end within 3 minutes:\n%q", screen.String())
+		t.Fatalf("%v did not end within 3 minutes:\n%q", c.Args, screen.String())
 	}
 	if s := screen.String(); !strings.Contains(s, "typed\r\n") || !strings.Contains(s, "size 50 132 got typed\r\n") {
-		t.Errorf("crictl exec -it's terminal showed %q, want the typed line echoed and read at the new size", s)
+		t.Errorf("the terminal showed %q, want the typed line echoed and read at the new size", s)
 	}
+	return slave
 }
