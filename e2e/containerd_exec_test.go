@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"regexp"
@@ -31,9 +32,11 @@ func testCrictlExecInteractive(t *testing.T, cd *containerd, id string) {
 	in := strings.Repeat("piped-in line\n", 3000) // more than one fifo read, one frame
 	c := crictl("exec", "-i", id, "cat")
 	c.Stdin = strings.NewReader(in)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
 	out, err := c.Output()
 	if err != nil || string(out) != in {
-		t.Errorf("crictl exec -i %s cat: %d bytes (want %d), %v", id, len(out), len(in), err)
+		t.Errorf("crictl exec -i %s cat: %d bytes (want %d), %v\nstderr: %s", id, len(out), len(in), err, stderr.String())
 	}
 
 	// -it through a host pseudo-terminal.
