@@ -10,6 +10,7 @@ import (
 	"io"
 	"sync"
 	"syscall"
+	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/internal/hostd"
@@ -139,20 +140,52 @@ func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*task
 type execInput struct {
 	mu     sync.Mutex
 	stream bulwarkv1.Host_ExecInteractiveClient
-	fifo   io.Closer // the stdin fifo; nil without one
-	closed bool      // stdin_close was sent
+	fifo   io.Closer     // the stdin fifo; nil without one
+	copied chan struct{} // closed when the fifo's copy ended
+	closed bool          // stdin_close was sent
 }
+
+// errStdinClosed ends a copy that would send input after stdin_close.
+var errStdinClosed = errors.New("bulwark shim: stdin already closed")
 
 func (in *execInput) send(m *bulwarkv1.ExecInput) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if _, ok := m.GetInput().(*bulwarkv1.ExecInput_StdinClose); ok {
+	switch m.GetInput().(type) {
+	case *bulwarkv1.ExecInput_StdinClose:
 		if in.closed {
 			return nil
 		}
 		in.closed = true
+	case *bulwarkv1.ExecInput_Stdin:
+		if in.closed {
+			return errStdinClosed
+		}
 	}
 	return in.stream.Send(m)
+}
+
+// closeIOGrace is how long CloseIO lets the stdin fifo's copy drain what
+// the fifo still holds before it ends stdin itself.
+const closeIOGrace = 10 * time.Second
+
+// closeIO is CloseIO's stdin end. containerd asks for it once it closed
+// its side of the fifo, when the fifo may still hold input the copy has
+// not read: the copy ends stdin at the fifo's end, after the last byte;
+// only a copy that has not ended within closeIOGrace (a command that
+// reads nothing) is cut short.
+func (in *execInput) closeIO() {
+	if in.fifo == nil || in.copied == nil {
+		in.closeStdin()
+		return
+	}
+	go func() {
+		select {
+		case <-in.copied:
+		case <-time.After(closeIOGrace):
+			in.closeStdin()
+		}
+	}()
 }
 
 // closeStdin ends the process's stdin (CloseIO, or the fifo's end).
@@ -185,25 +218,32 @@ func (s *service) startInteractive(ctx context.Context, hc *hostd.Client, p *pro
 		if err != nil {
 			return nil, fmt.Errorf("opening the stdin fifo: %w", err)
 		}
-		in.fifo = f
+		in.fifo, in.copied = f, make(chan struct{})
 		go func() {
-			buf := make([]byte, channel.MaxStdinChunk)
-			for {
-				n, err := f.Read(buf)
-				if n > 0 {
-					if in.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Stdin{Stdin: append([]byte(nil), buf[:n]...)}}) != nil {
-						break
-					}
-				}
-				if err != nil {
-					break
-				}
-			}
-			in.closeStdin()
+			defer close(in.copied)
+			copyStdin(in, f)
 		}()
 	}
 	p.input = in
 	return stream, nil
+}
+
+// copyStdin sends what the stdin fifo f gives, in chunks, until its end
+// (or the stream's), then ends stdin.
+func copyStdin(in *execInput, f io.Reader) {
+	buf := make([]byte, channel.MaxStdinChunk)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if in.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Stdin{Stdin: append([]byte(nil), buf[:n]...)}}) != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	in.closeStdin()
 }
 
 // terminalSize checks a terminal's size: rows and columns 1..channel.MaxWindowSize.

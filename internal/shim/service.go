@@ -761,7 +761,7 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptyp
 		return nil, err
 	}
 	if r.Stdin && p.input != nil {
-		p.input.closeStdin()
+		p.input.closeIO()
 	}
 	return empty, nil
 }
