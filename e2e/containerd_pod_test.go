@@ -22,7 +22,8 @@ import (
 // --pod), and every container's launch event names the template; two
 // containers run at once in the pod's one QEMU, each in its own image
 // and root (each sees a file only its image has, not the other's), both
-// reading the pod's secret; crictl exec runs in the second one's root;
+// reading the pod's secret; crictl exec runs in the second one's root,
+// with piped stdin (-i) and on a terminal (-it, testCrictlExecInteractive);
 // the second exits with its own code while the first runs on; a third
 // container whose image the pod's policy does not allow fails its start
 // with the policy's reasons and nothing of it runs, and uses up no image
@@ -51,7 +52,7 @@ func TestContainerdPodVM(t *testing.T) {
 		}
 		dir := e.path("pod-" + n)
 		e.must("launcher", "image", "build", "-o", dir, "--ref", "local/pod-"+n+":1", "--layer", files,
-			"--busybox", "sh,echo,cat,sha256sum,cut,sleep,test,touch", "--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", scripts[n])
+			"--busybox", "sh,echo,cat,sha256sum,cut,sleep,test,touch,tty,stty", "--entrypoint", "/bin/sh", "--cmd", "-c", "--cmd", scripts[n])
 		e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", dir)
 		tarLayout(t, dir, dir+".tar")
 		var ix struct {
@@ -218,6 +219,8 @@ func TestContainerdPodVM(t *testing.T) {
 	if out, err := crictl("exec", ids["b"], "cat", "/only-a"); err == nil {
 		t.Errorf("crictl exec b cat /only-a: %q, want no such file in b's root", out)
 	}
+	// Interactive: stdin (-i) and a terminal (-t).
+	testCrictlExecInteractive(t, cri, ids["b"])
 	// b exits with its code; a and the VM run on.
 	if _, err := crictl("exec", ids["b"], "touch", "/tmp/stop"); err != nil {
 		t.Fatal(err)

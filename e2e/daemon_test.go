@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // daemon is a running 'launcher daemon' of an env.
@@ -167,7 +169,7 @@ func waitGone(t *testing.T, pid int) {
 // SIGTERM stops every workload gracefully.
 func TestDaemonSandboxes(t *testing.T) {
 	e := setup(t)
-	e.must("launcher", "image", "build", "-o", e.path("loop-image"), "--busybox", "sh,echo,cat,sha256sum,cut,sleep",
+	e.must("launcher", "image", "build", "-o", e.path("loop-image"), "--busybox", "sh,echo,cat,sha256sum,cut,sleep,tty,stty",
 		"--entrypoint", "/bin/sh", "--cmd", "-c",
 		"--cmd", `echo "fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; i=0; while :; do echo "tick $i"; echo "err $i" >&2; i=$((i+1)); sleep 1; done`)
 	e.must("launcher", "sign", "--key", e.path("cosign.key"), "--image", e.path("loop-image"))
@@ -242,6 +244,38 @@ func TestDaemonSandboxes(t *testing.T) {
 		out, err := e.cmd("launcher", "exec", id, "no-such-command").CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 127 || !strings.Contains(string(out), "not found") {
 			t.Errorf("exec of a missing command: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("exec -i forwards stdin, exec -i -t runs on a terminal", func(t *testing.T) {
+		in := strings.Repeat("piped-in line\n", 3000)
+		c := e.cmd("launcher", "exec", "-i", id[:8], "--", "cat")
+		c.Stdin = strings.NewReader(in)
+		var se bytes.Buffer
+		c.Stderr = &se
+		if out, err := c.Output(); err != nil || string(out) != in {
+			t.Errorf("exec -i cat: %d bytes (want %d), %v\n%s", len(out), len(in), err, se.String())
+		}
+		// -i -t with a pipe as stdin is refused, as run refuses it.
+		c = e.cmd("launcher", "exec", "-i", "-t", id[:8], "--", "cat")
+		c.Stdin = strings.NewReader("x")
+		out, err := c.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "-t with -i: stdin is not a terminal") {
+			t.Errorf("exec -i -t with a pipe: %v\n%s", err, out)
+		}
+		// Through a host pseudo-terminal, which the launcher puts in raw
+		// mode while the command runs and restores after.
+		c = e.cmd("launcher", "exec", "-i", "-t", id[:8], "--", "sh", "-c", ttyScript)
+		slave := driveExecTTY(t, c, func(pts string) bool {
+			out, err := e.cmd("launcher", "exec", id[:8], "--", "stty", "-F", pts, "size").Output()
+			return err == nil && string(out) == "50 132\n"
+		})
+		after, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Lflag&unix.ICANON == 0 || after.Lflag&unix.ECHO == 0 {
+			t.Errorf("the launcher left its terminal raw: lflag %#x", after.Lflag)
 		}
 	})
 

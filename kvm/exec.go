@@ -25,12 +25,32 @@ type execWaiter struct {
 // returns 126 or 127 with the agent's reason as error. ctx ending stops
 // waiting (the command is not killed: it ends with the sandbox).
 func (s *Sandbox) Exec(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
-	return s.exec(ctx, nil, args, stdout, stderr)
+	return s.exec(ctx, nil, args, ExecOptions{}, stdout, stderr)
+}
+
+// ExecOptions make an exec interactive (crictl exec -i -t).
+type ExecOptions struct {
+	// Stdin, when not nil, is the command's input: read until its end or
+	// an error (then the command's stdin ends), in EXEC_STDIN frames. Its
+	// reading goroutine ends at its next Read after the exec ended: close
+	// it then. Nil: stdin is /dev/null.
+	Stdin io.Reader
+	// TTY, when set, runs the command on a terminal of this size (its
+	// stdout and stderr merged, written to stdout).
+	TTY *WindowSize
+	// Resize, with TTY, delivers new sizes of the terminal while the exec
+	// runs.
+	Resize <-chan WindowSize
+}
+
+// ExecWith is Exec with stdin and/or a terminal.
+func (s *Sandbox) ExecWith(ctx context.Context, args []string, opts ExecOptions, stdout, stderr io.Writer) (int, error) {
+	return s.exec(ctx, nil, args, opts, stdout, stderr)
 }
 
 // exec runs an EXEC beside the workload or, with container, in a pod's
 // container.
-func (s *Sandbox) exec(ctx context.Context, container *int, args []string, stdout, stderr io.Writer) (int, error) {
+func (s *Sandbox) exec(ctx context.Context, container *int, args []string, opts ExecOptions, stdout, stderr io.Writer) (int, error) {
 	s.mu.Lock()
 	if !s.runningLocked() {
 		st := s.state
@@ -42,7 +62,7 @@ func (s *Sandbox) exec(ctx context.Context, container *int, args []string, stdou
 		return -1, ErrExecLimit
 	}
 	s.execSeq++
-	x := channel.Exec{ID: s.execSeq, Args: args, Container: container}
+	x := channel.Exec{ID: s.execSeq, Args: args, Container: container, Stdin: opts.Stdin != nil, TTY: opts.TTY}
 	if err := x.Validate(); err != nil {
 		s.mu.Unlock()
 		return -1, fmt.Errorf("kvm: %w", err)
@@ -61,6 +81,14 @@ func (s *Sandbox) exec(ctx context.Context, container *int, args []string, stdou
 	if err := s.write(channel.TypeExec, x, 5*time.Second); err != nil {
 		return -1, err
 	}
+	ended := make(chan struct{})
+	defer close(ended)
+	if opts.Stdin != nil {
+		go s.feedExecStdin(x.ID, opts.Stdin, ended)
+	}
+	if opts.TTY != nil && opts.Resize != nil {
+		go s.resizeExec(x.ID, opts.Resize, ended)
+	}
 	select {
 	case e := <-w.exit:
 		if e.Error != "" {
@@ -71,6 +99,56 @@ func (s *Sandbox) exec(ctx context.Context, container *int, args []string, stdou
 		return -1, errors.New("kvm: exec: the sandbox ended")
 	case <-ctx.Done():
 		return -1, ctx.Err()
+	}
+}
+
+// feedExecStdin sends what r gives as exec id's input, then its end,
+// until the exec ended.
+func (s *Sandbox) feedExecStdin(id uint32, r io.Reader, ended <-chan struct{}) {
+	buf := make([]byte, channel.MaxStdinChunk)
+	for {
+		n, err := r.Read(buf)
+		select {
+		case <-ended:
+			return
+		case <-s.exited:
+			return
+		default:
+		}
+		if n > 0 {
+			if werr := s.writeRaw(channel.TypeExecStdin, channel.ExecInput{ID: id, Data: buf[:n]}.Encode(), 30*time.Second); werr != nil {
+				s.log.Debug("exec stdin", "exec", id, "err", werr)
+				return
+			}
+		}
+		if err != nil {
+			_ = s.writeRaw(channel.TypeExecStdin, channel.ExecInput{ID: id}.Encode(), 30*time.Second)
+			return
+		}
+	}
+}
+
+// resizeExec sends the sizes sizes delivers as EXEC_RESIZE frames until
+// the exec ended; an invalid size is skipped.
+func (s *Sandbox) resizeExec(id uint32, sizes <-chan WindowSize, ended <-chan struct{}) {
+	for {
+		select {
+		case <-ended:
+			return
+		case ws, ok := <-sizes:
+			if !ok {
+				return
+			}
+			r := channel.ExecResize{ID: id, Rows: ws.Rows, Cols: ws.Cols}
+			if err := r.Validate(); err != nil {
+				s.log.Debug("exec resize", "exec", id, "err", err)
+				continue
+			}
+			if err := s.write(channel.TypeExecResize, r, 2*time.Second); err != nil {
+				s.log.Debug("exec resize", "exec", id, "err", err)
+				return
+			}
+		}
 	}
 }
 

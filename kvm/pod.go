@@ -246,13 +246,18 @@ func (s *Sandbox) KillContainer(index, sig int) error {
 // ExecContainer runs a command in a pod's container (its root, user and
 // environment), as Exec does beside a workload.
 func (s *Sandbox) ExecContainer(ctx context.Context, index int, args []string, stdout, stderr io.Writer) (int, error) {
+	return s.ExecContainerWith(ctx, index, args, ExecOptions{}, stdout, stderr)
+}
+
+// ExecContainerWith is ExecContainer with stdin and/or a terminal.
+func (s *Sandbox) ExecContainerWith(ctx context.Context, index int, args []string, opts ExecOptions, stdout, stderr io.Writer) (int, error) {
 	s.mu.Lock()
 	c := s.pod.containers[index]
 	s.mu.Unlock()
 	if c == nil {
 		return -1, fmt.Errorf("kvm: the pod has no container %d", index)
 	}
-	return s.exec(ctx, &index, args, stdout, stderr)
+	return s.exec(ctx, &index, args, opts, stdout, stderr)
 }
 
 // handleContainerFrame applies CONTAINER_STARTED, _OUT and _EXIT; a frame

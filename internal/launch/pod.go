@@ -272,3 +272,8 @@ func (l *Launched) KillContainer(c *Container, sig int) error {
 func (l *Launched) ExecContainer(ctx context.Context, c *Container, args []string, stdout, stderr io.Writer) (int, error) {
 	return l.sb.ExecContainer(ctx, c.Index, args, stdout, stderr)
 }
+
+// ExecContainerWith is ExecContainer with stdin and/or a terminal.
+func (l *Launched) ExecContainerWith(ctx context.Context, c *Container, args []string, opts kvm.ExecOptions, stdout, stderr io.Writer) (int, error) {
+	return l.sb.ExecContainerWith(ctx, c.Index, args, opts, stdout, stderr)
+}

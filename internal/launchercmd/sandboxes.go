@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	"github.com/bulwark-project/bulwark/internal/cli"
 	"github.com/bulwark-project/bulwark/internal/hostd"
 	"github.com/bulwark-project/bulwark/internal/statedir"
+	"github.com/bulwark-project/bulwark/kvm"
+	"github.com/bulwark-project/bulwark/kvm/channel"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -51,8 +54,8 @@ var inspectCommand = &cli.Command{
 
 var execCommand = &cli.Command{
 	Name:    "exec",
-	Summary: "run a command in a running sandbox, beside its workload (its root, user and environment)",
-	Usage:   "[--socket PATH] ID [--] CMD [ARG...]",
+	Summary: "run a command in a running sandbox, beside its workload (its root, user and environment); -i: with stdin, -t: on a terminal",
+	Usage:   "[-i] [-t] [--socket PATH] ID [--] CMD [ARG...]",
 	Run:     runExec,
 }
 
@@ -343,6 +346,8 @@ func runRm(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) e
 }
 
 func runExec(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string) error {
+	interactive := fs.Bool("i", false, "forward stdin to the command (until its end)")
+	tty := fs.Bool("t", false, "run the command on a terminal of the local terminal's size (with -i, stdin must be a terminal, put in raw mode while it runs)")
 	socket := socketFlag(fs, env)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -350,11 +355,6 @@ func runExec(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 	if fs.NArg() < 2 {
 		return cli.Usagef("exec takes a sandbox id and a command: launcher exec ID [--] CMD [ARG...]")
 	}
-	c, err := dialDaemon(env, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	cmd := fs.Args()[1:]
 	if cmd[0] == "--" {
 		cmd = cmd[1:]
@@ -362,10 +362,97 @@ func runExec(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 	if len(cmd) == 0 {
 		return cli.Usagef("exec: no command after --")
 	}
-	stream, err := c.Exec(ctx, &bulwarkv1.ExecRequest{Id: fs.Arg(0), Args: cmd})
+	// As for run: what is typed goes to the guest's terminal, which
+	// echoes it and has no end of input; a pipe is input for -i alone.
+	if *tty && *interactive && termFile(env.Stdin) == nil {
+		return cli.Usagef("-t with -i: stdin is not a terminal (drop -t to pipe input into the command)")
+	}
+	c, err := dialDaemon(env, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	req := &bulwarkv1.ExecRequest{Id: fs.Arg(0), Args: cmd}
+	if !*interactive && !*tty {
+		stream, err := c.Exec(ctx, req)
+		if err != nil {
+			return daemonError(err)
+		}
+		return printExec(ctx, env, stream)
+	}
+	return execInteractive(ctx, env, c, req, *interactive, *tty)
+}
+
+// execInteractive is exec -i and/or -t: stdin forwarded until its end,
+// the command on a terminal that follows the local one's size, the local
+// terminal raw (-i -t) until the exec ends, however it ends.
+func execInteractive(ctx context.Context, env *cli.Env, c *hostd.Client, req *bulwarkv1.ExecRequest, interactive, tty bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.ExecInteractive(ctx)
 	if err != nil {
 		return daemonError(err)
 	}
+	out := &execSender{stream: stream}
+	start := &bulwarkv1.ExecStart{Exec: req, Stdin: interactive}
+	var local *terminal
+	if tty {
+		var input io.Reader
+		if interactive {
+			input = env.Stdin
+		}
+		local = newTerminal(input, env.Stdin, env.Stdout, env.Stderr)
+		ws := local.windowSize()
+		start.Tty = &bulwarkv1.TerminalSize{Rows: uint32(ws.Rows), Cols: uint32(ws.Cols)}
+	}
+	if err := out.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Start{Start: start}}); err != nil {
+		return daemonError(err)
+	}
+	if interactive {
+		go func() {
+			buf := make([]byte, channel.MaxStdinChunk)
+			for {
+				n, err := env.Stdin.Read(buf)
+				if n > 0 && out.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Stdin{Stdin: append([]byte(nil), buf[:n]...)}}) != nil {
+					return
+				}
+				if err != nil {
+					_ = out.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_StdinClose{StdinClose: true}})
+					return
+				}
+			}
+		}()
+	}
+	if local == nil {
+		return printExec(ctx, env, stream)
+	}
+	initial := kvm.WindowSize{Rows: uint16(start.Tty.Rows), Cols: uint16(start.Tty.Cols)}
+	return local.whileRunning(out, initial, func() error { return printExec(ctx, env, stream) })
+}
+
+// execSender sends an interactive exec's input, one message at a time
+// (stdin and resizes come from two goroutines).
+type execSender struct {
+	mu     sync.Mutex
+	stream bulwarkv1.Host_ExecInteractiveClient
+}
+
+func (s *execSender) send(m *bulwarkv1.ExecInput) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stream.Send(m)
+}
+
+// Resize sends the local terminal's new size (terminal.followSize).
+func (s *execSender) Resize(ws kvm.WindowSize) error {
+	return s.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Resize{Resize: &bulwarkv1.TerminalSize{Rows: uint32(ws.Rows), Cols: uint32(ws.Cols)}}})
+}
+
+// printExec writes an exec's output to stdout and stderr and returns its
+// exit code as the launcher's.
+func printExec(ctx context.Context, env *cli.Env, stream interface {
+	Recv() (*bulwarkv1.ExecEvent, error)
+}) error {
 	for {
 		ev, err := stream.Recv()
 		if errors.Is(err, io.EOF) {

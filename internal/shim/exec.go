@@ -8,14 +8,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"syscall"
+	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
+	"github.com/bulwark-project/bulwark/internal/hostd"
+	"github.com/bulwark-project/bulwark/kvm/channel"
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/protobuf"
 	ptypes "github.com/containerd/containerd/protobuf/types"
+	"github.com/containerd/fifo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/status"
 )
@@ -31,21 +37,30 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	if _, ok := c.execs[r.ExecID]; ok {
 		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "bulwark shim: exec %s already exists", r.ExecID)
 	}
-	if r.Terminal {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: exec %s: terminal: %v", r.ExecID, errTerminal)
-	}
 	var ps specs.Process
 	if r.Spec == nil || json.Unmarshal(r.Spec.GetValue(), &ps) != nil || len(ps.Args) == 0 {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bulwark shim: exec %s: want a process spec with a command", r.ExecID)
 	}
-	c.execs[r.ExecID] = &proc{id: r.ExecID, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, status: tasktypes.Status_CREATED,
-		exited: make(chan struct{}), args: ps.Args}
+	p := &proc{id: r.ExecID, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, status: tasktypes.Status_CREATED,
+		exited: make(chan struct{}), args: ps.Args, terminal: r.Terminal}
+	if r.Terminal {
+		p.size = &bulwarkv1.TerminalSize{Rows: 24, Cols: 80}
+		if b := ps.ConsoleSize; b != nil {
+			size, err := terminalSize(uint32(min(b.Height, 1<<32-1)), uint32(min(b.Width, 1<<32-1)))
+			if err != nil {
+				return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bulwark shim: exec %s: process.consoleSize: %v", r.ExecID, err)
+			}
+			p.size = size
+		}
+	}
+	c.execs[r.ExecID] = p
 	s.send(&eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
 	return empty, nil
 }
 
-// startExec runs an exec'd process through the host service (its stdin
-// is /dev/null there).
+// startExec runs an exec'd process through the host service: with a
+// stdin fifo or a terminal through ExecInteractive (startInteractive),
+// else through Exec (its stdin is /dev/null there).
 func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -68,7 +83,14 @@ func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*task
 	if c.pod != nil { // in its own root, in the pod's VM
 		req.Container = c.task.id
 	}
-	stream, err := hc.Exec(ectx, req)
+	var stream interface {
+		Recv() (*bulwarkv1.ExecEvent, error)
+	}
+	if p.stdin != "" || p.terminal {
+		stream, err = s.startInteractive(ectx, hc, p, req)
+	} else {
+		stream, err = hc.Exec(ectx, req)
+	}
 	if err != nil {
 		cancel()
 		hc.Close()
@@ -99,6 +121,9 @@ func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*task
 				code = uint32(e.ExitCode)
 			}
 		}
+		if in := p.input; in != nil && in.fifo != nil {
+			in.fifo.Close() // its copy ends
+		}
 		stdout.Close()
 		stderr.Close()
 		s.mu.Lock()
@@ -108,4 +133,123 @@ func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*task
 	}()
 	s.send(&eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: p.pid})
 	return &taskAPI.StartResponse{Pid: p.pid}, nil
+}
+
+// execInput is an interactive exec's side of ExecInteractive: stdin, its
+// end and resizes go out on one stream, one message at a time.
+type execInput struct {
+	mu     sync.Mutex
+	stream bulwarkv1.Host_ExecInteractiveClient
+	fifo   io.Closer     // the stdin fifo; nil without one
+	copied chan struct{} // closed when the fifo's copy ended
+	closed bool          // stdin_close was sent
+}
+
+// errStdinClosed ends a copy that would send input after stdin_close.
+var errStdinClosed = errors.New("bulwark shim: stdin already closed")
+
+func (in *execInput) send(m *bulwarkv1.ExecInput) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	switch m.GetInput().(type) {
+	case *bulwarkv1.ExecInput_StdinClose:
+		if in.closed {
+			return nil
+		}
+		in.closed = true
+	case *bulwarkv1.ExecInput_Stdin:
+		if in.closed {
+			return errStdinClosed
+		}
+	}
+	return in.stream.Send(m)
+}
+
+// closeIOGrace is how long CloseIO lets the stdin fifo's copy drain what
+// the fifo still holds before it ends stdin itself.
+const closeIOGrace = 10 * time.Second
+
+// closeIO is CloseIO's stdin end. containerd asks for it once it closed
+// its side of the fifo, when the fifo may still hold input the copy has
+// not read: the copy ends stdin at the fifo's end, after the last byte;
+// only a copy that has not ended within closeIOGrace (a command that
+// reads nothing) is cut short.
+func (in *execInput) closeIO() {
+	if in.fifo == nil || in.copied == nil {
+		in.closeStdin()
+		return
+	}
+	go func() {
+		select {
+		case <-in.copied:
+		case <-time.After(closeIOGrace):
+			in.closeStdin()
+		}
+	}()
+}
+
+// closeStdin ends the process's stdin (CloseIO, or the fifo's end).
+func (in *execInput) closeStdin() {
+	if in.fifo == nil {
+		return
+	}
+	_ = in.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_StdinClose{StdinClose: true}})
+	_ = in.fifo.Close()
+}
+
+// startInteractive starts p through ExecInteractive and, with a stdin
+// fifo, copies it into the stream until its end (then stdin ends). s.mu
+// is held.
+func (s *service) startInteractive(ctx context.Context, hc *hostd.Client, p *proc, req *bulwarkv1.ExecRequest) (bulwarkv1.Host_ExecInteractiveClient, error) {
+	stream, err := hc.ExecInteractive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	start := &bulwarkv1.ExecStart{Exec: req, Stdin: p.stdin != ""}
+	if p.terminal {
+		start.Tty = p.size
+	}
+	if err := stream.Send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Start{Start: start}}); err != nil {
+		return nil, err
+	}
+	in := &execInput{stream: stream}
+	if p.stdin != "" {
+		f, err := fifo.OpenFifo(ctx, p.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening the stdin fifo: %w", err)
+		}
+		in.fifo, in.copied = f, make(chan struct{})
+		go func() {
+			defer close(in.copied)
+			copyStdin(in, f)
+		}()
+	}
+	p.input = in
+	return stream, nil
+}
+
+// copyStdin sends what the stdin fifo f gives, in chunks, until its end
+// (or the stream's), then ends stdin.
+func copyStdin(in *execInput, f io.Reader) {
+	buf := make([]byte, channel.MaxStdinChunk)
+	for {
+		n, err := f.Read(buf)
+		if n > 0 {
+			if in.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Stdin{Stdin: append([]byte(nil), buf[:n]...)}}) != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	in.closeStdin()
+}
+
+// terminalSize checks a terminal's size: rows and columns 1..channel.MaxWindowSize.
+func terminalSize(rows, cols uint32) (*bulwarkv1.TerminalSize, error) {
+	if rows < 1 || rows > channel.MaxWindowSize || cols < 1 || cols > channel.MaxWindowSize {
+		return nil, fmt.Errorf("terminal size %dx%d: want rows and columns 1..%d", rows, cols, channel.MaxWindowSize)
+	}
+	return &bulwarkv1.TerminalSize{Rows: rows, Cols: cols}, nil
 }

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/bulwark-project/bulwark/internal/ociimage"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/errdefs"
+	ptypes "github.com/containerd/containerd/protobuf/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -195,23 +198,69 @@ func TestLayoutUserFiles(t *testing.T) {
 	}
 }
 
-// A terminal is refused, naming the field, before anything is copied or
-// launched: by parseSpec for a container's spec, by Create for the task
-// and by Exec for an exec'd process.
+// A terminal for a container's own process is refused, naming the
+// field, before anything is copied or launched: by parseSpec for a
+// container's spec and by Create for the task. An exec'd process may have
+// one: Exec takes its size from the spec's consoleSize (24x80 without
+// one), and ResizePty before it starts sets its initial size; sizes out
+// of bounds are refused, and so is a resize of a process without a
+// terminal.
 func TestTerminalRefused(t *testing.T) {
 	_, err := parseSpecIn(&specs.Spec{Annotations: map[string]string{AnnotationPolicy: "app"},
 		Process: &specs.Process{Terminal: true, Args: []string{"/bin/sh"}}}, "")
-	if err == nil || !strings.Contains(err.Error(), "process.terminal: a terminal is not supported (CRI tty: true") {
+	if err == nil || !strings.Contains(err.Error(), "process.terminal: a terminal is not supported for a container's own process (CRI tty: true") {
 		t.Errorf("parseSpec of a spec with a terminal: %v", err)
 	}
-	s := &service{containers: map[string]*container{"c": {execs: map[string]*proc{}}}, events: make(chan any, 8)}
+	s := &service{containers: map[string]*container{"c": {execs: map[string]*proc{}, task: &proc{id: "c"}}}, events: make(chan any, 8)}
 	ctx := context.Background()
 	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "t", Bundle: t.TempDir(), Terminal: true}); err == nil ||
-		!strings.Contains(err.Error(), "container t: terminal: a terminal is not supported") {
+		!strings.Contains(err.Error(), "container t: terminal: a terminal is not supported for a container's own process") {
 		t.Errorf("Create with a terminal: %v", err)
 	}
-	if _, err := s.Exec(ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "x", Terminal: true}); err == nil ||
-		!strings.Contains(err.Error(), "exec x: terminal: a terminal is not supported (CRI tty: true, crictl exec -t") {
-		t.Errorf("Exec with a terminal: %v", err)
+	spec := func(p specs.Process) *ptypes.Any {
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &ptypes.Any{TypeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process", Value: b}
+	}
+	if _, err := s.Exec(ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "x", Terminal: true, Spec: spec(specs.Process{Args: []string{"sh"}})}); err != nil {
+		t.Fatalf("Exec with a terminal: %v", err)
+	}
+	if got := s.containers["c"].execs["x"].size; got.GetRows() != 24 || got.GetCols() != 80 {
+		t.Errorf("terminal size without consoleSize %v, want 24x80", got)
+	}
+	if _, err := s.Exec(ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "y", Terminal: true,
+		Spec: spec(specs.Process{Args: []string{"sh"}, ConsoleSize: &specs.Box{Height: 33, Width: 101}})}); err != nil {
+		t.Fatalf("Exec with a terminal: %v", err)
+	}
+	if got := s.containers["c"].execs["y"].size; got.GetRows() != 33 || got.GetCols() != 101 {
+		t.Errorf("terminal size %v, want the consoleSize 33x101", got)
+	}
+	if _, err := s.Exec(ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "z", Terminal: true,
+		Spec: spec(specs.Process{Args: []string{"sh"}, ConsoleSize: &specs.Box{Height: 0, Width: 80}})}); errdefs.FromGRPC(err) == nil ||
+		!errdefs.IsInvalidArgument(errdefs.FromGRPC(err)) || !strings.Contains(err.Error(), "process.consoleSize: terminal size 0x80") {
+		t.Errorf("Exec with a terminal of 0 rows: %v", err)
+	}
+	if _, err := s.ResizePty(ctx, &taskAPI.ResizePtyRequest{ID: "c", ExecID: "x", Width: 132, Height: 50}); err != nil {
+		t.Fatalf("ResizePty before start: %v", err)
+	}
+	if got := s.containers["c"].execs["x"].size; got.GetRows() != 50 || got.GetCols() != 132 {
+		t.Errorf("terminal size after ResizePty %v, want 50x132", got)
+	}
+	if _, err := s.ResizePty(ctx, &taskAPI.ResizePtyRequest{ID: "c", ExecID: "x", Width: 132, Height: 10001}); !errdefs.IsInvalidArgument(errdefs.FromGRPC(err)) {
+		t.Errorf("ResizePty to 10001 rows: %v, want invalid argument", err)
+	}
+	if _, err := s.ResizePty(ctx, &taskAPI.ResizePtyRequest{ID: "c", Width: 132, Height: 50}); !errdefs.IsNotImplemented(errdefs.FromGRPC(err)) {
+		t.Errorf("ResizePty of the container's own process: %v, want not implemented", err)
+	}
+	if _, err := s.Exec(ctx, &taskAPI.ExecProcessRequest{ID: "c", ExecID: "p", Spec: spec(specs.Process{Args: []string{"sh"}})}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResizePty(ctx, &taskAPI.ResizePtyRequest{ID: "c", ExecID: "p", Width: 132, Height: 50}); !errdefs.IsNotImplemented(errdefs.FromGRPC(err)) {
+		t.Errorf("ResizePty of an exec without a terminal: %v, want not implemented", err)
+	}
+	if _, err := s.CloseIO(ctx, &taskAPI.CloseIORequest{ID: "c", ExecID: "p", Stdin: true}); err != nil {
+		t.Errorf("CloseIO of an exec not started: %v", err)
 	}
 }

@@ -96,6 +96,9 @@ type proc struct {
 	exitedAt              time.Time
 	exited                chan struct{}
 	args                  []string // exec: the command
+	terminal              bool     // exec: on a terminal (crictl exec -t)
+	size                  *bulwarkv1.TerminalSize
+	input                 *execInput // exec with stdin or a terminal, once started
 	cancel                context.CancelFunc
 	exitOnce              sync.Once
 }
@@ -722,13 +725,44 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	return nil, notImplemented("checkpoint")
 }
 
-// ResizePty is not supported: there is no terminal.
+// ResizePty resizes an exec'd process's terminal; a container's own
+// process has none.
 func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
-	return nil, notImplemented("a terminal")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.ExecID == "" || !p.terminal {
+		return nil, notImplemented("a terminal for a process without one")
+	}
+	size, err := terminalSize(r.Height, r.Width)
+	if err != nil {
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bulwark shim: exec %s: %v", r.ExecID, err)
+	}
+	if p.input == nil { // not started yet: its terminal starts at this size
+		p.size = size
+		return empty, nil
+	}
+	if err := p.input.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Resize{Resize: size}}); err != nil && p.status != tasktypes.Status_STOPPED {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: exec %s: resize: %v", r.ExecID, err)
+	}
+	return empty, nil
 }
 
-// CloseIO is accepted and ignored: a Bulwark workload has no stdin.
+// CloseIO ends an exec'd process's stdin; it changes nothing for a
+// container's own process, which has no stdin.
 func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, p, err := s.process(r.ID, r.ExecID)
+	if err != nil {
+		return nil, err
+	}
+	if r.Stdin && p.input != nil {
+		p.input.closeIO()
+	}
 	return empty, nil
 }
 

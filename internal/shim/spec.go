@@ -111,10 +111,11 @@ type launchConfig struct {
 // errBadSpec marks a container spec the shim cannot launch.
 var errBadSpec = errors.New("bulwark shim: bad container spec")
 
-// errTerminal refuses a terminal: a Bulwark workload's output is its
-// stdout and stderr, followed from the host service's logs, and it has no
-// stdin through the host service.
-var errTerminal = errors.New("a terminal is not supported (CRI tty: true, crictl exec -t, ctr -t): a Bulwark workload has no stdin and its output is its stdout and stderr; drop tty")
+// errTerminal refuses a terminal for a container's own process: a
+// Bulwark workload's output is its stdout and stderr, followed from the
+// host service's logs, and it has no stdin through the host service. An
+// exec'd process may have one (crictl exec -i -t).
+var errTerminal = errors.New("a terminal is not supported for a container's own process (CRI tty: true, ctr run -t): a Bulwark workload has no stdin and its output is its stdout and stderr; drop tty (crictl exec -it into it works)")
 
 // parseSpec reads the launch settings from a container's OCI spec. Errors
 // name the annotation.

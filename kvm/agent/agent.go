@@ -27,7 +27,8 @@ import (
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
-// Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate or Resize.
+// Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate, Resize,
+// ExecStdin or ExecResize.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
@@ -47,11 +48,15 @@ type HostMessage struct {
 	ContainerKill  *channel.ContainerKill
 	// Resize is the new size of the workload's terminal (Start.TTY).
 	Resize *channel.WindowSize
+	// Input for an exec (Exec.Stdin; no data: its end) and the new size of
+	// an exec's terminal (Exec.TTY).
+	ExecStdin  *channel.ExecInput
+	ExecResize *channel.ExecResize
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
 // valid IDENTITY, START, ABORT, STOP, PING, EXEC, REATTACH, STDIN, REVOKE,
-// ROTATE or RESIZE is an error.
+// ROTATE, RESIZE, EXEC_STDIN or EXEC_RESIZE is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -168,6 +173,21 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{Resize: &ws}, nil
+	case channel.TypeExecStdin:
+		in, err := channel.DecodeExecInput(body)
+		if err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{ExecStdin: &in}, nil
+	case channel.TypeExecResize:
+		var r channel.ExecResize
+		if err := channel.Decode(t, body, &r); err != nil {
+			return HostMessage{}, err
+		}
+		if err := r.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{ExecResize: &r}, nil
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }

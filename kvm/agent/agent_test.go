@@ -245,6 +245,29 @@ func TestReadHostMessage(t *testing.T) {
 			t.Errorf("RESIZE %s: %+v %v, want accepted %v", tc.body, m, err, tc.ok)
 		}
 	}
+	// EXEC_STDIN and EXEC_RESIZE: an exec id, bounded input, a valid size.
+	for _, tc := range []struct {
+		t    channel.Type
+		body string
+		ok   bool
+	}{
+		{channel.TypeExecStdin, "\x00\x00\x00\x02abc", true},
+		{channel.TypeExecStdin, "\x00\x00\x00\x02", true},
+		{channel.TypeExecStdin, "\x00\x00\x00\x00abc", false},
+		{channel.TypeExecStdin, "\x00\x02", false},
+		{channel.TypeExecStdin, "\x00\x00\x00\x02" + strings.Repeat("a", channel.MaxStdinChunk+1), false},
+		{channel.TypeExecResize, `{"id":2,"rows":24,"cols":80}`, true},
+		{channel.TypeExecResize, `{"id":0,"rows":24,"cols":80}`, false},
+		{channel.TypeExecResize, `{"id":2,"rows":24,"cols":0}`, false},
+		{channel.TypeExecResize, `{"id":2,"rows":24,"cols":80,"x":1}`, false},
+	} {
+		var rb bytes.Buffer
+		channel.WriteFrame(&rb, tc.t, []byte(tc.body))
+		m, err := ReadHostMessage(&rb)
+		if tc.ok != (err == nil && (m.ExecStdin != nil || m.ExecResize != nil)) {
+			t.Errorf("%s %.40q: %+v %v, want accepted %v", tc.t, tc.body, m, err, tc.ok)
+		}
+	}
 	// STOP: a grace period within 0..MaxStopGraceSeconds; anything else refused.
 	for _, tc := range []struct {
 		body string
@@ -302,6 +325,15 @@ func FuzzReadFrame(f *testing.F) {
 	b.Reset()
 	channel.WriteJSON(&b, channel.TypeStart, channel.Start{SandboxID: "abc", Stdin: true, TTY: &channel.WindowSize{Rows: 24, Cols: 80}})
 	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteFrame(&b, channel.TypeExecStdin, channel.ExecInput{ID: 2, Data: []byte("in")}.Encode())
+	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeExecResize, channel.ExecResize{ID: 2, Rows: 24, Cols: 80})
+	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeExec, channel.Exec{ID: 2, Args: []string{"sh"}, Stdin: true, TTY: &channel.WindowSize{Rows: 24, Cols: 80}})
+	f.Add(bytes.Clone(b.Bytes()))
 	f.Add([]byte{0, 0, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := ReadHostMessage(bytes.NewReader(in))
@@ -309,7 +341,7 @@ func FuzzReadFrame(f *testing.F) {
 			return
 		}
 		n := 0
-		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil, m.ContainerStart != nil, m.ContainerKill != nil, m.Resize != nil} {
+		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil, m.ContainerStart != nil, m.ContainerKill != nil, m.Resize != nil, m.ExecStdin != nil, m.ExecResize != nil} {
 			if set {
 				n++
 			}
@@ -335,6 +367,19 @@ func FuzzReadFrame(f *testing.F) {
 		if m.Resize != nil {
 			if err := m.Resize.Validate(); err != nil {
 				t.Fatalf("accepted an invalid RESIZE: %v", err)
+			}
+		}
+		if m.ExecResize != nil {
+			if err := m.ExecResize.Validate(); err != nil {
+				t.Fatalf("accepted an invalid EXEC_RESIZE: %v", err)
+			}
+		}
+		if m.ExecStdin != nil && (m.ExecStdin.ID == 0 || len(m.ExecStdin.Data) > channel.MaxStdinChunk) {
+			t.Fatalf("accepted an invalid EXEC_STDIN: id %d, %d bytes", m.ExecStdin.ID, len(m.ExecStdin.Data))
+		}
+		if m.Exec != nil {
+			if err := m.Exec.Validate(); err != nil {
+				t.Fatalf("accepted an invalid EXEC: %v", err)
 			}
 		}
 		if m.Start != nil && m.Start.TTY != nil {

@@ -26,6 +26,105 @@ type execs struct {
 	waiting map[int]chan int // pid → its exit code, once reaped
 	early   map[int]int      // reaped before its exec registered it
 	running int
+	inputs  map[uint32]*execInput // exec id → its stdin and terminal, while it runs
+}
+
+// execInput is what the host's EXEC_STDIN and EXEC_RESIZE frames reach:
+// an exec's stdin feed (nil without Exec.Stdin) and terminal (nil without
+// Exec.TTY). It is registered when the EXEC is read, before its process
+// starts, so that no input that follows the EXEC is lost: the feed queues
+// until the process's stdin is attached, the last size until its terminal
+// is.
+type execInput struct {
+	feed *stdinFeed
+	mu   sync.Mutex
+	tty  *os.File
+	size *channel.WindowSize // a resize before the terminal was opened
+}
+
+// register notes exec x's input, if it asked for stdin or a terminal.
+// watchHost calls it as it reads the EXEC; runExec removes it.
+func (e *execs) register(x *channel.Exec) {
+	if !x.Stdin && x.TTY == nil {
+		return
+	}
+	in := &execInput{}
+	if x.Stdin {
+		in.feed = newPendingFeed()
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.inputs == nil {
+		e.inputs = map[uint32]*execInput{}
+	}
+	if old, ok := e.inputs[x.ID]; ok && old.feed != nil { // a host reusing an id: the old input ends
+		old.feed.Close()
+	}
+	e.inputs[x.ID] = in
+}
+
+// unregister forgets exec id's input (in, if it is still the one
+// registered) and ends it.
+func (e *execs) unregister(id uint32, in *execInput) {
+	e.mu.Lock()
+	if e.inputs[id] == in {
+		delete(e.inputs, id)
+	}
+	e.mu.Unlock()
+	if in != nil && in.feed != nil {
+		in.feed.Close()
+	}
+}
+
+// input is exec id's input, or nil for an exec that has none (or ended).
+func (e *execs) input(id uint32) *execInput {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.inputs[id]
+}
+
+// setTTY gives the input its terminal, applying the last size asked for
+// before it was there.
+func (in *execInput) setTTY(master *os.File) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.tty = master
+	if in.size != nil {
+		return setWindowSize(master, *in.size)
+	}
+	return nil
+}
+
+// execStdin applies an EXEC_STDIN: input for the exec, or its end. Input
+// for an exec without stdin, or one that ended, is dropped.
+func (s *session) execStdin(in *channel.ExecInput) {
+	x := s.execs.input(in.ID)
+	if x == nil || x.feed == nil {
+		return
+	}
+	if len(in.Data) == 0 {
+		x.feed.Close()
+		return
+	}
+	x.feed.Push(in.Data)
+}
+
+// execResize applies an EXEC_RESIZE to the exec's terminal, if it has one.
+func (s *session) execResize(r *channel.ExecResize) {
+	x := s.execs.input(r.ID)
+	if x == nil {
+		return
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	ws := r.Size()
+	if x.tty == nil {
+		x.size = &ws
+		return
+	}
+	if err := setWindowSize(x.tty, ws); err != nil {
+		s.log.Warn("resizing an exec's terminal", "exec", r.ID, "err", err)
+	}
 }
 
 // reaped hands the exit code of a child that is not the workload to its
@@ -78,6 +177,9 @@ func (e *execs) done() {
 
 // runExec runs one EXEC beside the workload and reports its output and
 // exit code; a command that cannot start ends with an EXEC_EXIT saying why.
+// With Exec.Stdin its stdin is a pipe fed by EXEC_STDIN; with Exec.TTY it
+// runs on a new terminal of its root's devpts (as the workload's -t), as
+// stdin, stdout, stderr and controlling terminal.
 func (s *session) runExec(x *channel.Exec) {
 	exit := func(code int, err error) {
 		msg := channel.ExecExit{ID: x.ID, Code: code}
@@ -88,6 +190,8 @@ func (s *session) runExec(x *channel.Exec) {
 			s.log.Error("sending EXEC_EXIT", "err", serr)
 		}
 	}
+	in := s.execs.input(x.ID)
+	defer s.execs.unregister(x.ID, in)
 	w, root := s.workload, channel.RootfsDir
 	if x.Container != nil {
 		var err error
@@ -101,39 +205,25 @@ func (s *session) runExec(x *channel.Exec) {
 		exit(127, err)
 		return
 	}
-	devnull, err := os.Open("/dev/null")
+	st, err := s.execStdio(x, in, root, w.id)
 	if err != nil {
 		exit(126, err)
 		return
 	}
-	defer devnull.Close()
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		exit(126, err)
-		return
+	sys := &syscall.SysProcAttr{
+		Chroot:     root,
+		Credential: &syscall.Credential{Uid: w.id.UID, Gid: w.id.GID, Groups: w.id.groups()},
+		Setsid:     true,
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		exit(126, err)
-		return
+	if x.TTY != nil {
+		sys.Setctty, sys.Ctty = true, 0 // the child's stdin, the terminal
 	}
 	proc, codeCh, err := s.execs.start(func() (*os.Process, error) {
-		return os.StartProcess(prog, x.Args, &os.ProcAttr{
-			Dir: w.workDir, Env: w.env, Files: []*os.File{devnull, outW, errW},
-			Sys: &syscall.SysProcAttr{
-				Chroot:     root,
-				Credential: &syscall.Credential{Uid: w.id.UID, Gid: w.id.GID, Groups: w.id.groups()},
-				Setsid:     true,
-			},
-		})
+		return os.StartProcess(prog, x.Args, &os.ProcAttr{Dir: w.workDir, Env: w.env, Files: st.child, Sys: sys})
 	})
-	outW.Close()
-	errW.Close()
+	st.closeChild() // the command holds its own copies
 	if err != nil {
-		outR.Close()
-		errR.Close()
+		st.closeParent()
 		exit(126, fmt.Errorf("starting %s: %w", x.Args[0], err))
 		return
 	}
@@ -144,9 +234,10 @@ func (s *session) runExec(x *channel.Exec) {
 			return s.sendRaw(channel.TypeExecOut, channel.ExecOutput{ID: x.ID, Stream: stream, Data: b}.Encode())
 		}
 	}
-	wg.Add(2)
-	go s.pump(&wg, outR, out(1))
-	go s.pump(&wg, errR, out(2))
+	wg.Add(len(st.out))
+	for i, r := range st.out {
+		go s.pump(&wg, r, out(byte(i+1)))
+	}
 	code := <-codeCh
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
@@ -163,4 +254,82 @@ func (s *session) runExec(x *channel.Exec) {
 		}
 	}
 	exit(code, nil)
+}
+
+// execStdio is an exec's files: the child's stdin, stdout and stderr,
+// and the agent's ends of its output (stdout and stderr, or the
+// terminal's master alone).
+type execStdio struct {
+	child  []*os.File
+	out    []*os.File
+	closer []*os.File // the child's ends, closed once it started
+}
+
+func (st *execStdio) closeChild() {
+	for _, f := range st.closer {
+		f.Close()
+	}
+}
+
+func (st *execStdio) closeParent() {
+	for _, f := range st.out {
+		f.Close()
+	}
+}
+
+// execStdio opens what exec x reads and writes: a terminal of root's
+// devpts (Exec.TTY) or pipes; for Exec.Stdin the input (in, registered
+// when the EXEC was read) is attached to the terminal or its stdin pipe.
+func (s *session) execStdio(x *channel.Exec, in *execInput, root string, id Identity) (*execStdio, error) {
+	if (x.Stdin || x.TTY != nil) && in == nil {
+		return nil, errors.New("the exec's input was not registered")
+	}
+	if x.TTY != nil {
+		ptmx, err := s.devpts(root)
+		if err != nil {
+			return nil, fmt.Errorf("terminal: %w", err)
+		}
+		master, slave, err := openPTY(ptmx, *x.TTY, int(id.UID), int(id.GID))
+		if err != nil {
+			return nil, err
+		}
+		st := &execStdio{child: []*os.File{slave, slave, slave}, out: []*os.File{master}, closer: []*os.File{slave}}
+		if err := in.setTTY(master); err != nil {
+			st.closeChild()
+			st.closeParent()
+			return nil, err
+		}
+		if x.Stdin {
+			in.feed.attach(ttyInput{master})
+		}
+		return st, nil
+	}
+	st := &execStdio{}
+	var stdin *os.File
+	if x.Stdin {
+		inR, inW, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		stdin = inR
+		in.feed.attach(inW)
+	} else {
+		devnull, err := os.Open("/dev/null")
+		if err != nil {
+			return nil, err
+		}
+		stdin = devnull
+	}
+	st.closer = append(st.closer, stdin)
+	for range 2 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			st.closeChild()
+			st.closeParent()
+			return nil, err
+		}
+		st.out, st.closer = append(st.out, r), append(st.closer, w)
+	}
+	st.child = []*os.File{stdin, st.closer[1], st.closer[2]}
+	return st, nil
 }

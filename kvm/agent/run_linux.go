@@ -64,6 +64,29 @@ type session struct {
 	keys     keyring  // for REVOKE and ROTATE (revoke_linux.go); watchHost's only
 	pod      *pod     // a pod sandbox's containers (pod_linux.go); nil otherwise
 	tty      *os.File // the workload's terminal (master), set before watchHost starts; nil without one
+
+	ptsMu sync.Mutex
+	ptmx  map[string]string // a root → the ptmx of the devpts mounted in it (devpts)
+}
+
+// devpts mounts a devpts instance of its own in root (mountDevpts) the
+// first time a terminal is wanted there, and returns its ptmx: the
+// workload's -t and every exec -t in that root share it.
+func (s *session) devpts(root string) (string, error) {
+	s.ptsMu.Lock()
+	defer s.ptsMu.Unlock()
+	if p, ok := s.ptmx[root]; ok {
+		return p, nil
+	}
+	p, err := mountDevpts(root)
+	if err != nil {
+		return "", err
+	}
+	if s.ptmx == nil {
+		s.ptmx = map[string]string{}
+	}
+	s.ptmx[root] = p
+	return p, nil
 }
 
 func (s *session) send(t channel.Type, v any) error {
@@ -479,7 +502,7 @@ func (s *session) runWorkload(argv, env []string, workDir string, id Identity, w
 // change its size. An end of input leaves the terminal open: a terminal
 // has no end of file, only a ^D its line discipline reads.
 func (s *session) runOnTTY(prog string, argv, env []string, workDir string, id Identity, withStdin bool, ws channel.WindowSize) (int, error) {
-	ptmx, err := mountDevpts(channel.RootfsDir)
+	ptmx, err := s.devpts(channel.RootfsDir)
 	if err != nil {
 		return 0, fmt.Errorf("terminal: %w", err)
 	}
@@ -635,7 +658,12 @@ func (s *session) watchHost(pid int, feed *stdinFeed) {
 		case msg.Ping != nil:
 			_ = s.send(channel.TypePong, msg.Ping)
 		case msg.Exec != nil:
+			s.execs.register(msg.Exec) // before any EXEC_STDIN that follows it
 			go s.runExec(msg.Exec)
+		case msg.ExecStdin != nil:
+			s.execStdin(msg.ExecStdin)
+		case msg.ExecResize != nil:
+			s.execResize(msg.ExecResize)
 		case msg.StdinEOF:
 			if feed != nil {
 				feed.Close()

@@ -26,10 +26,25 @@ type stdinFeed struct {
 
 // newStdinFeed starts writing to w; Close ends the input.
 func newStdinFeed(w io.WriteCloser) *stdinFeed {
-	f := &stdinFeed{w: w}
-	f.cond = sync.NewCond(&f.mu)
-	go f.run()
+	f := newPendingFeed()
+	f.attach(w)
 	return f
+}
+
+// newPendingFeed is a feed whose writer is not there yet (an exec whose
+// process is being started): Push queues, within the bound, until attach.
+func newPendingFeed() *stdinFeed {
+	f := &stdinFeed{}
+	f.cond = sync.NewCond(&f.mu)
+	return f
+}
+
+// attach starts writing the queue, and what follows, to w; once only.
+func (f *stdinFeed) attach(w io.WriteCloser) {
+	f.mu.Lock()
+	f.w = w
+	f.mu.Unlock()
+	go f.run()
 }
 
 // Push queues b (copied by the caller: frames are not reused) for the

@@ -25,7 +25,9 @@ import (
 // 4: EXEC runs a command beside the workload; REATTACH lets a new host
 // process take a running sandbox over.
 // 5: START may ask for a terminal (Start.TTY), RESIZE changes its size.
-const Version = 5
+// 6: EXEC may ask for stdin (Exec.Stdin, fed by EXEC_STDIN) and a terminal
+// (Exec.TTY, resized by EXEC_RESIZE).
+const Version = 6
 
 // PortName is the virtio-serial port name the agent looks for.
 const PortName = "bulwark.0"
@@ -39,7 +41,7 @@ type Type uint8
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
 // Error, Pong, ExecOut, ExecExit, Reattached, Status, Done. Host → guest:
 // Identity, Start, Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate,
-// Resize.
+// Resize, ExecStdin, ExecResize.
 const (
 	TypeHello      Type = 1  // guest: JSON Hello, its public key, after Identity
 	TypeStart      Type = 2  // host: JSON Start
@@ -67,6 +69,9 @@ const (
 	TypeDone   Type = 23 // guest: JSON Done, a REVOKE or ROTATE was applied (or why not)
 	// Terminal (Start.TTY).
 	TypeResize Type = 24 // host: JSON WindowSize, the workload's terminal has a new size
+	// Interactive exec (Exec.Stdin, Exec.TTY).
+	TypeExecStdin  Type = 25 // host: ExecInput, input for an exec (ExecInput.Encode); no data: end of input
+	TypeExecResize Type = 26 // host: JSON ExecResize, an exec's terminal has a new size
 )
 
 // MaxStdinChunk bounds the body of one STDIN frame.
@@ -132,24 +137,37 @@ func (t Type) String() string {
 		return "CONTAINER_KILL"
 	case TypeResize:
 		return "RESIZE"
+	case TypeExecStdin:
+		return "EXEC_STDIN"
+	case TypeExecResize:
+		return "EXEC_RESIZE"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
 func (t Type) Known() bool {
-	return t >= TypeHello && t <= TypeResize || t >= TypeContainerStart && t <= TypeContainerKill
+	return t >= TypeHello && t <= TypeExecResize || t >= TypeContainerStart && t <= TypeContainerKill
 }
 
 // Exec asks the agent to run a command beside the running workload, in
 // its root, as its user, with its environment; ID names the exec in its
-// output and exit frames. Stdin is /dev/null.
+// output and exit frames.
 type Exec struct {
 	ID   uint32   `json:"id"`
 	Args []string `json:"args"`
 	// Container, in a pod sandbox, names the container (its index) whose
 	// root, user and environment the command gets.
 	Container *int `json:"container,omitempty"`
+	// Stdin gives the command a pipe as stdin (with TTY: its terminal's
+	// input), fed by EXEC_STDIN frames until an empty one; else stdin is
+	// /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
+	// TTY, when set, runs the command on a new terminal of this size, its
+	// controlling terminal in a session of its own (crictl exec -t): its
+	// output, stdout and stderr merged, comes as EXEC_OUT stream 1, and
+	// EXEC_RESIZE frames change its size.
+	TTY *WindowSize `json:"tty,omitempty"`
 }
 
 // Bounds of an Exec.
@@ -182,7 +200,63 @@ func (e *Exec) Validate() error {
 	if e.Container != nil && (*e.Container < 0 || *e.Container >= MaxContainers) {
 		return fmt.Errorf("exec: container index %d, want 0..%d", *e.Container, MaxContainers-1)
 	}
+	if e.TTY != nil {
+		if err := e.TTY.Validate(); err != nil {
+			return fmt.Errorf("exec: %w", err)
+		}
+	}
 	return nil
+}
+
+// ExecInput is input for an exec that asked for stdin: on the wire the
+// exec id (4 bytes big-endian) and at most MaxStdinChunk bytes; no bytes
+// mark the end of its input.
+type ExecInput struct {
+	ID   uint32
+	Data []byte
+}
+
+// Encode is the frame body of in.
+func (in ExecInput) Encode() []byte {
+	b := make([]byte, 4+len(in.Data))
+	binary.BigEndian.PutUint32(b, in.ID)
+	copy(b[4:], in.Data)
+	return b
+}
+
+// DecodeExecInput parses an EXEC_STDIN frame body: an exec id other than
+// 0 and at most MaxStdinChunk bytes of input.
+func DecodeExecInput(body []byte) (ExecInput, error) {
+	if len(body) < 4 {
+		return ExecInput{}, fmt.Errorf("%w: EXEC_STDIN body of %d bytes", ErrBadFrame, len(body))
+	}
+	in := ExecInput{ID: binary.BigEndian.Uint32(body), Data: body[4:]}
+	if in.ID == 0 {
+		return ExecInput{}, fmt.Errorf("%w: EXEC_STDIN for exec 0", ErrBadFrame)
+	}
+	if len(in.Data) > MaxStdinChunk {
+		return ExecInput{}, fmt.Errorf("%w: EXEC_STDIN of %d bytes, the limit is %d", ErrBadFrame, len(in.Data), MaxStdinChunk)
+	}
+	return in, nil
+}
+
+// ExecResize is the new size of an exec's terminal (Exec.TTY).
+type ExecResize struct {
+	ID   uint32 `json:"id"`
+	Rows uint16 `json:"rows"`
+	Cols uint16 `json:"cols"`
+}
+
+// Size is the new window size.
+func (r *ExecResize) Size() WindowSize { return WindowSize{Rows: r.Rows, Cols: r.Cols} }
+
+// Validate checks an ExecResize: an exec id other than 0 and a valid size.
+func (r *ExecResize) Validate() error {
+	if r.ID == 0 {
+		return errors.New("channel: EXEC_RESIZE for exec 0")
+	}
+	ws := r.Size()
+	return ws.Validate()
 }
 
 // ExecOutput is a piece of an exec's output: on the wire the exec id

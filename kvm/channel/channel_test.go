@@ -166,8 +166,8 @@ func TestStartValidate(t *testing.T) {
 // TestResize: a RESIZE frame (type 24) round-trips, decodes strictly and
 // is bounded like Start.TTY.
 func TestResize(t *testing.T) {
-	if TypeResize != 24 || TypeResize.String() != "RESIZE" || !TypeResize.Known() || Type(25).Known() {
-		t.Fatalf("RESIZE is %d %q known=%v; type 25 known=%v", TypeResize, TypeResize, TypeResize.Known(), Type(25).Known())
+	if TypeResize != 24 || TypeResize.String() != "RESIZE" || !TypeResize.Known() {
+		t.Fatalf("RESIZE is %d %q known=%v", TypeResize, TypeResize, TypeResize.Known())
 	}
 	var buf bytes.Buffer
 	if err := WriteJSON(&buf, TypeResize, WindowSize{Rows: 50, Cols: 132}); err != nil {
@@ -283,6 +283,102 @@ func FuzzDecodeExecOutput(f *testing.F) {
 		}
 		if !bytes.Equal(o.Encode(), b) {
 			t.Fatalf("round trip of %x gives %x", b, o.Encode())
+		}
+	})
+}
+
+// TestExecInteractiveFrames: EXEC_STDIN (25) and EXEC_RESIZE (26) are the
+// next frame types, 27 is unknown, and both decode strictly and bounded.
+func TestExecInteractiveFrames(t *testing.T) {
+	if TypeExecStdin != 25 || TypeExecResize != 26 || TypeExecStdin.String() != "EXEC_STDIN" || TypeExecResize.String() != "EXEC_RESIZE" ||
+		!TypeExecStdin.Known() || !TypeExecResize.Known() || Type(27).Known() {
+		t.Fatalf("EXEC_STDIN %d %q, EXEC_RESIZE %d %q; 27 known=%v", TypeExecStdin, TypeExecStdin, TypeExecResize, TypeExecResize, Type(27).Known())
+	}
+	if got := (ExecInput{ID: 7, Data: []byte("hi")}).Encode(); string(got) != "\x00\x00\x00\x07hi" {
+		t.Fatalf("EXEC_STDIN body %q", got)
+	}
+	for _, tc := range []struct {
+		name string
+		body []byte
+		ok   bool
+		eof  bool
+	}{
+		{"data", []byte("\x00\x00\x00\x01abc"), true, false},
+		{"end of input", []byte("\x00\x00\x00\x01"), true, true},
+		{"largest", append([]byte{0, 0, 0, 1}, make([]byte, MaxStdinChunk)...), true, false},
+		{"too large", append([]byte{0, 0, 0, 1}, make([]byte, MaxStdinChunk+1)...), false, false},
+		{"exec 0", []byte("\x00\x00\x00\x00a"), false, false},
+		{"short", []byte{0, 0, 1}, false, false},
+		{"empty", nil, false, false},
+	} {
+		in, err := DecodeExecInput(tc.body)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want accepted %v", tc.name, err, tc.ok)
+		}
+		if err == nil && (len(in.Data) == 0) != tc.eof {
+			t.Errorf("%s: end of input %v, want %v", tc.name, len(in.Data) == 0, tc.eof)
+		}
+	}
+	for _, tc := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"id":3,"rows":24,"cols":80}`, true},
+		{`{"id":0,"rows":24,"cols":80}`, false},
+		{`{"id":3,"rows":0,"cols":80}`, false},
+		{`{"id":3,"rows":24,"cols":10001}`, false},
+		{`{"id":3,"rows":24,"cols":80,"x":1}`, false},
+		{`{"id":-3,"rows":24,"cols":80}`, false},
+		{`{"id":3,"rows":24,"cols":80}{}`, false},
+	} {
+		var r ExecResize
+		err := Decode(TypeExecResize, []byte(tc.body), &r)
+		if err == nil {
+			err = r.Validate()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("EXEC_RESIZE %s: %v, want accepted %v", tc.body, err, tc.ok)
+		}
+	}
+	for _, tc := range []struct {
+		tty *WindowSize
+		ok  bool
+	}{{nil, true}, {&WindowSize{24, 80}, true}, {&WindowSize{0, 80}, false}, {&WindowSize{24, MaxWindowSize + 1}, false}} {
+		x := Exec{ID: 1, Args: []string{"sh"}, Stdin: true, TTY: tc.tty}
+		if err := x.Validate(); (err == nil) != tc.ok {
+			t.Errorf("Exec with terminal %v: %v, want ok=%v", tc.tty, err, tc.ok)
+		}
+	}
+}
+
+func FuzzDecodeExecInput(f *testing.F) {
+	f.Add(ExecInput{ID: 3, Data: []byte("x")}.Encode())
+	f.Add(ExecInput{ID: 3}.Encode())
+	f.Add([]byte{0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		in, err := DecodeExecInput(b)
+		if err != nil {
+			return
+		}
+		if in.ID == 0 || len(in.Data) > MaxStdinChunk {
+			t.Fatalf("accepted %+v", in)
+		}
+		if !bytes.Equal(in.Encode(), b) {
+			t.Fatalf("round trip of %x gives %x", b, in.Encode())
+		}
+	})
+}
+
+func FuzzDecodeExecResize(f *testing.F) {
+	f.Add([]byte(`{"id":3,"rows":24,"cols":80}`))
+	f.Add([]byte(`{"id":0,"rows":24,"cols":80}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r ExecResize
+		if Decode(TypeExecResize, b, &r) != nil || r.Validate() != nil {
+			return
+		}
+		if r.ID == 0 || r.Rows < 1 || r.Rows > MaxWindowSize || r.Cols < 1 || r.Cols > MaxWindowSize {
+			t.Fatalf("accepted %+v", r)
 		}
 	})
 }

@@ -1550,6 +1550,241 @@ func (x *ExecRequest) GetContainer() string {
 	return ""
 }
 
+// One message of ExecInteractive's client stream: exactly one field set,
+// start first and only first.
+type ExecInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Input:
+	//
+	//	*ExecInput_Start
+	//	*ExecInput_Stdin
+	//	*ExecInput_StdinClose
+	//	*ExecInput_Resize
+	Input         isExecInput_Input `protobuf_oneof:"input"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecInput) Reset() {
+	*x = ExecInput{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecInput) ProtoMessage() {}
+
+func (x *ExecInput) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecInput.ProtoReflect.Descriptor instead.
+func (*ExecInput) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ExecInput) GetInput() isExecInput_Input {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *ExecInput) GetStart() *ExecStart {
+	if x != nil {
+		if x, ok := x.Input.(*ExecInput_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ExecInput) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*ExecInput_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *ExecInput) GetStdinClose() bool {
+	if x != nil {
+		if x, ok := x.Input.(*ExecInput_StdinClose); ok {
+			return x.StdinClose
+		}
+	}
+	return false
+}
+
+func (x *ExecInput) GetResize() *TerminalSize {
+	if x != nil {
+		if x, ok := x.Input.(*ExecInput_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+type isExecInput_Input interface {
+	isExecInput_Input()
+}
+
+type ExecInput_Start struct {
+	Start *ExecStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type ExecInput_Stdin struct {
+	// Input for the command (start.stdin), 1..32768 bytes.
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type ExecInput_StdinClose struct {
+	// The end of the command's input (a terminal's is unchanged by it).
+	StdinClose bool `protobuf:"varint,3,opt,name=stdin_close,json=stdinClose,proto3,oneof"`
+}
+
+type ExecInput_Resize struct {
+	// The terminal's new size (start.tty).
+	Resize *TerminalSize `protobuf:"bytes,4,opt,name=resize,proto3,oneof"`
+}
+
+func (*ExecInput_Start) isExecInput_Input() {}
+
+func (*ExecInput_Stdin) isExecInput_Input() {}
+
+func (*ExecInput_StdinClose) isExecInput_Input() {}
+
+func (*ExecInput_Resize) isExecInput_Input() {}
+
+type ExecStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sandbox, command and container, as for Exec.
+	Exec *ExecRequest `protobuf:"bytes,1,opt,name=exec,proto3" json:"exec,omitempty"`
+	// Give the command a stdin fed by ExecInput.stdin; else /dev/null.
+	Stdin bool `protobuf:"varint,2,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// Run the command on a terminal of this size.
+	Tty           *TerminalSize `protobuf:"bytes,3,opt,name=tty,proto3" json:"tty,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecStart) Reset() {
+	*x = ExecStart{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecStart) ProtoMessage() {}
+
+func (x *ExecStart) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
+func (*ExecStart) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ExecStart) GetExec() *ExecRequest {
+	if x != nil {
+		return x.Exec
+	}
+	return nil
+}
+
+func (x *ExecStart) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *ExecStart) GetTty() *TerminalSize {
+	if x != nil {
+		return x.Tty
+	}
+	return nil
+}
+
+// A terminal's size in characters: rows and columns 1..10000.
+type TerminalSize struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          uint32                 `protobuf:"varint,1,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          uint32                 `protobuf:"varint,2,opt,name=cols,proto3" json:"cols,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TerminalSize) Reset() {
+	*x = TerminalSize{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TerminalSize) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TerminalSize) ProtoMessage() {}
+
+func (x *TerminalSize) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TerminalSize.ProtoReflect.Descriptor instead.
+func (*TerminalSize) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *TerminalSize) GetRows() uint32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *TerminalSize) GetCols() uint32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
 type ExecEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Event:
@@ -1563,7 +1798,7 @@ type ExecEvent struct {
 
 func (x *ExecEvent) Reset() {
 	*x = ExecEvent{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[17]
+	mi := &file_bulwark_v1_host_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1810,7 @@ func (x *ExecEvent) String() string {
 func (*ExecEvent) ProtoMessage() {}
 
 func (x *ExecEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[17]
+	mi := &file_bulwark_v1_host_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1823,7 @@ func (x *ExecEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
 func (*ExecEvent) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExecEvent) GetEvent() isExecEvent_Event {
@@ -1767,11 +2002,25 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12\x1c\n" +
-	"\tcontainer\x18\x03 \x01(\tR\tcontainer\"c\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\"\xb2\x01\n" +
+	"\tExecInput\x12-\n" +
+	"\x05start\x18\x01 \x01(\v2\x15.bulwark.v1.ExecStartH\x00R\x05start\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12!\n" +
+	"\vstdin_close\x18\x03 \x01(\bH\x00R\n" +
+	"stdinClose\x122\n" +
+	"\x06resize\x18\x04 \x01(\v2\x18.bulwark.v1.TerminalSizeH\x00R\x06resizeB\a\n" +
+	"\x05input\"z\n" +
+	"\tExecStart\x12+\n" +
+	"\x04exec\x18\x01 \x01(\v2\x17.bulwark.v1.ExecRequestR\x04exec\x12\x14\n" +
+	"\x05stdin\x18\x02 \x01(\bR\x05stdin\x12*\n" +
+	"\x03tty\x18\x03 \x01(\v2\x18.bulwark.v1.TerminalSizeR\x03tty\"6\n" +
+	"\fTerminalSize\x12\x12\n" +
+	"\x04rows\x18\x01 \x01(\rR\x04rows\x12\x12\n" +
+	"\x04cols\x18\x02 \x01(\rR\x04cols\"c\n" +
 	"\tExecEvent\x12.\n" +
 	"\x06output\x18\x01 \x01(\v2\x14.bulwark.v1.LogChunkH\x00R\x06output\x12\x1d\n" +
 	"\texit_code\x18\x02 \x01(\x05H\x00R\bexitCodeB\a\n" +
-	"\x05event2\x90\x06\n" +
+	"\x05event2\xd5\x06\n" +
 	"\x04Host\x125\n" +
 	"\x03Run\x12\x16.bulwark.v1.RunRequest\x1a\x14.bulwark.v1.RunEvent0\x01\x12T\n" +
 	"\rListSandboxes\x12 .bulwark.v1.ListSandboxesRequest\x1a!.bulwark.v1.ListSandboxesResponse\x12H\n" +
@@ -1779,7 +2028,8 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x04Logs\x12\x17.bulwark.v1.LogsRequest\x1a\x14.bulwark.v1.LogChunk0\x01\x12B\n" +
 	"\vStopSandbox\x12\x1e.bulwark.v1.StopSandboxRequest\x1a\x13.bulwark.v1.Sandbox\x12T\n" +
 	"\rRemoveSandbox\x12 .bulwark.v1.RemoveSandboxRequest\x1a!.bulwark.v1.RemoveSandboxResponse\x128\n" +
-	"\x04Exec\x12\x17.bulwark.v1.ExecRequest\x1a\x15.bulwark.v1.ExecEvent0\x01\x12F\n" +
+	"\x04Exec\x12\x17.bulwark.v1.ExecRequest\x1a\x15.bulwark.v1.ExecEvent0\x01\x12C\n" +
+	"\x0fExecInteractive\x12\x15.bulwark.v1.ExecInput\x1a\x15.bulwark.v1.ExecEvent(\x010\x01\x12F\n" +
 	"\fAddContainer\x12\x1f.bulwark.v1.AddContainerRequest\x1a\x15.bulwark.v1.Container\x12G\n" +
 	"\x10InspectContainer\x12\x1c.bulwark.v1.ContainerRequest\x1a\x15.bulwark.v1.Container\x12I\n" +
 	"\rContainerLogs\x12 .bulwark.v1.ContainerLogsRequest\x1a\x14.bulwark.v1.LogChunk0\x01\x12H\n" +
@@ -1798,7 +2048,7 @@ func file_bulwark_v1_host_proto_rawDescGZIP() []byte {
 }
 
 var file_bulwark_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_bulwark_v1_host_proto_goTypes = []any{
 	(LogChunk_Stream)(0),          // 0: bulwark.v1.LogChunk.Stream
 	(*RunRequest)(nil),            // 1: bulwark.v1.RunRequest
@@ -1818,41 +2068,50 @@ var file_bulwark_v1_host_proto_goTypes = []any{
 	(*RemoveSandboxRequest)(nil),  // 15: bulwark.v1.RemoveSandboxRequest
 	(*RemoveSandboxResponse)(nil), // 16: bulwark.v1.RemoveSandboxResponse
 	(*ExecRequest)(nil),           // 17: bulwark.v1.ExecRequest
-	(*ExecEvent)(nil),             // 18: bulwark.v1.ExecEvent
+	(*ExecInput)(nil),             // 18: bulwark.v1.ExecInput
+	(*ExecStart)(nil),             // 19: bulwark.v1.ExecStart
+	(*TerminalSize)(nil),          // 20: bulwark.v1.TerminalSize
+	(*ExecEvent)(nil),             // 21: bulwark.v1.ExecEvent
 }
 var file_bulwark_v1_host_proto_depIdxs = []int32{
 	3,  // 0: bulwark.v1.RunEvent.started:type_name -> bulwark.v1.Sandbox
 	4,  // 1: bulwark.v1.Sandbox.containers:type_name -> bulwark.v1.Container
 	3,  // 2: bulwark.v1.ListSandboxesResponse.sandboxes:type_name -> bulwark.v1.Sandbox
 	0,  // 3: bulwark.v1.LogChunk.stream:type_name -> bulwark.v1.LogChunk.Stream
-	13, // 4: bulwark.v1.ExecEvent.output:type_name -> bulwark.v1.LogChunk
-	1,  // 5: bulwark.v1.Host.Run:input_type -> bulwark.v1.RunRequest
-	9,  // 6: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
-	11, // 7: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
-	12, // 8: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
-	14, // 9: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
-	15, // 10: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
-	17, // 11: bulwark.v1.Host.Exec:input_type -> bulwark.v1.ExecRequest
-	5,  // 12: bulwark.v1.Host.AddContainer:input_type -> bulwark.v1.AddContainerRequest
-	6,  // 13: bulwark.v1.Host.InspectContainer:input_type -> bulwark.v1.ContainerRequest
-	7,  // 14: bulwark.v1.Host.ContainerLogs:input_type -> bulwark.v1.ContainerLogsRequest
-	8,  // 15: bulwark.v1.Host.KillContainer:input_type -> bulwark.v1.KillContainerRequest
-	2,  // 16: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
-	10, // 17: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
-	3,  // 18: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
-	13, // 19: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
-	3,  // 20: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
-	16, // 21: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
-	18, // 22: bulwark.v1.Host.Exec:output_type -> bulwark.v1.ExecEvent
-	4,  // 23: bulwark.v1.Host.AddContainer:output_type -> bulwark.v1.Container
-	4,  // 24: bulwark.v1.Host.InspectContainer:output_type -> bulwark.v1.Container
-	13, // 25: bulwark.v1.Host.ContainerLogs:output_type -> bulwark.v1.LogChunk
-	4,  // 26: bulwark.v1.Host.KillContainer:output_type -> bulwark.v1.Container
-	16, // [16:27] is the sub-list for method output_type
-	5,  // [5:16] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	19, // 4: bulwark.v1.ExecInput.start:type_name -> bulwark.v1.ExecStart
+	20, // 5: bulwark.v1.ExecInput.resize:type_name -> bulwark.v1.TerminalSize
+	17, // 6: bulwark.v1.ExecStart.exec:type_name -> bulwark.v1.ExecRequest
+	20, // 7: bulwark.v1.ExecStart.tty:type_name -> bulwark.v1.TerminalSize
+	13, // 8: bulwark.v1.ExecEvent.output:type_name -> bulwark.v1.LogChunk
+	1,  // 9: bulwark.v1.Host.Run:input_type -> bulwark.v1.RunRequest
+	9,  // 10: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
+	11, // 11: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
+	12, // 12: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
+	14, // 13: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
+	15, // 14: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
+	17, // 15: bulwark.v1.Host.Exec:input_type -> bulwark.v1.ExecRequest
+	18, // 16: bulwark.v1.Host.ExecInteractive:input_type -> bulwark.v1.ExecInput
+	5,  // 17: bulwark.v1.Host.AddContainer:input_type -> bulwark.v1.AddContainerRequest
+	6,  // 18: bulwark.v1.Host.InspectContainer:input_type -> bulwark.v1.ContainerRequest
+	7,  // 19: bulwark.v1.Host.ContainerLogs:input_type -> bulwark.v1.ContainerLogsRequest
+	8,  // 20: bulwark.v1.Host.KillContainer:input_type -> bulwark.v1.KillContainerRequest
+	2,  // 21: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
+	10, // 22: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
+	3,  // 23: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
+	13, // 24: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
+	3,  // 25: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
+	16, // 26: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
+	21, // 27: bulwark.v1.Host.Exec:output_type -> bulwark.v1.ExecEvent
+	21, // 28: bulwark.v1.Host.ExecInteractive:output_type -> bulwark.v1.ExecEvent
+	4,  // 29: bulwark.v1.Host.AddContainer:output_type -> bulwark.v1.Container
+	4,  // 30: bulwark.v1.Host.InspectContainer:output_type -> bulwark.v1.Container
+	13, // 31: bulwark.v1.Host.ContainerLogs:output_type -> bulwark.v1.LogChunk
+	4,  // 32: bulwark.v1.Host.KillContainer:output_type -> bulwark.v1.Container
+	21, // [21:33] is the sub-list for method output_type
+	9,  // [9:21] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_host_proto_init() }
@@ -1866,6 +2125,12 @@ func file_bulwark_v1_host_proto_init() {
 		(*RunEvent_Started)(nil),
 	}
 	file_bulwark_v1_host_proto_msgTypes[17].OneofWrappers = []any{
+		(*ExecInput_Start)(nil),
+		(*ExecInput_Stdin)(nil),
+		(*ExecInput_StdinClose)(nil),
+		(*ExecInput_Resize)(nil),
+	}
+	file_bulwark_v1_host_proto_msgTypes[20].OneofWrappers = []any{
 		(*ExecEvent_Output)(nil),
 		(*ExecEvent_ExitCode)(nil),
 	}
@@ -1875,7 +2140,7 @@ func file_bulwark_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_host_proto_rawDesc), len(file_bulwark_v1_host_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	Host_StopSandbox_FullMethodName      = "/bulwark.v1.Host/StopSandbox"
 	Host_RemoveSandbox_FullMethodName    = "/bulwark.v1.Host/RemoveSandbox"
 	Host_Exec_FullMethodName             = "/bulwark.v1.Host/Exec"
+	Host_ExecInteractive_FullMethodName  = "/bulwark.v1.Host/ExecInteractive"
 	Host_AddContainer_FullMethodName     = "/bulwark.v1.Host/AddContainer"
 	Host_InspectContainer_FullMethodName = "/bulwark.v1.Host/InspectContainer"
 	Host_ContainerLogs_FullMethodName    = "/bulwark.v1.Host/ContainerLogs"
@@ -65,6 +66,13 @@ type HostClient interface {
 	// user and environment; stdin is /dev/null) and streams its output; the
 	// last message carries its exit code.
 	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecEvent], error)
+	// ExecInteractive is Exec with input and/or a terminal (crictl exec -i
+	// -t, launcher exec -i -t): the client's first message is the command
+	// (ExecInput.start), then any stdin chunks, the end of stdin and new
+	// terminal sizes; the server streams the output (a terminal's merged on
+	// stdout) and the exit code as Exec does. Ending the client's side of
+	// the stream ends stdin.
+	ExecInteractive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecInput, ExecEvent], error)
 	// A pod VM's containers (RunRequest.pod; docs/containerd.md, "One VM
 	// per pod"). AddContainer measures a container's image, records and
 	// attests a launch event of its own (judged by the pod's policy), puts
@@ -186,6 +194,19 @@ func (c *hostClient) Exec(ctx context.Context, in *ExecRequest, opts ...grpc.Cal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Host_ExecClient = grpc.ServerStreamingClient[ExecEvent]
 
+func (c *hostClient) ExecInteractive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecInput, ExecEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[3], Host_ExecInteractive_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExecInput, ExecEvent]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ExecInteractiveClient = grpc.BidiStreamingClient[ExecInput, ExecEvent]
+
 func (c *hostClient) AddContainer(ctx context.Context, in *AddContainerRequest, opts ...grpc.CallOption) (*Container, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Container)
@@ -208,7 +229,7 @@ func (c *hostClient) InspectContainer(ctx context.Context, in *ContainerRequest,
 
 func (c *hostClient) ContainerLogs(ctx context.Context, in *ContainerLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogChunk], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[3], Host_ContainerLogs_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[4], Host_ContainerLogs_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -263,6 +284,13 @@ type HostServer interface {
 	// user and environment; stdin is /dev/null) and streams its output; the
 	// last message carries its exit code.
 	Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error
+	// ExecInteractive is Exec with input and/or a terminal (crictl exec -i
+	// -t, launcher exec -i -t): the client's first message is the command
+	// (ExecInput.start), then any stdin chunks, the end of stdin and new
+	// terminal sizes; the server streams the output (a terminal's merged on
+	// stdout) and the exit code as Exec does. Ending the client's side of
+	// the stream ends stdin.
+	ExecInteractive(grpc.BidiStreamingServer[ExecInput, ExecEvent]) error
 	// A pod VM's containers (RunRequest.pod; docs/containerd.md, "One VM
 	// per pod"). AddContainer measures a container's image, records and
 	// attests a launch event of its own (judged by the pod's policy), puts
@@ -307,6 +335,9 @@ func (UnimplementedHostServer) RemoveSandbox(context.Context, *RemoveSandboxRequ
 }
 func (UnimplementedHostServer) Exec(*ExecRequest, grpc.ServerStreamingServer[ExecEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedHostServer) ExecInteractive(grpc.BidiStreamingServer[ExecInput, ExecEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method ExecInteractive not implemented")
 }
 func (UnimplementedHostServer) AddContainer(context.Context, *AddContainerRequest) (*Container, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method AddContainer not implemented")
@@ -446,6 +477,13 @@ func _Host_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Host_ExecServer = grpc.ServerStreamingServer[ExecEvent]
 
+func _Host_ExecInteractive_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HostServer).ExecInteractive(&grpc.GenericServerStream[ExecInput, ExecEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ExecInteractiveServer = grpc.BidiStreamingServer[ExecInput, ExecEvent]
+
 func _Host_AddContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddContainerRequest)
 	if err := dec(in); err != nil {
@@ -562,6 +600,12 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Exec",
 			Handler:       _Host_Exec_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ExecInteractive",
+			Handler:       _Host_ExecInteractive_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 		{
 			StreamName:    "ContainerLogs",
