@@ -99,7 +99,7 @@ note "policy 'hello' pins the kernel, initrd and image digests and the cosign ke
 
 say "Enroll the host and start the host service (launcher daemon)"
 L enroll --attestd "$addr" --ca "$ca" | sed 's/^/    /'
-L daemon --attestd "$addr" --ca "$ca" >"$work/daemon.log" 2>&1 &
+"$bin/launcher" daemon --attestd "$addr" --ca "$ca" >"$work/daemon.log" 2>&1 & # not through L: $! must be the daemon itself
 pids+=($!)
 wait_for "the host service" 30 L ps -q
 note "serving on $BULWARK_STATE/launcher.sock"
