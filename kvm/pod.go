@@ -2,16 +2,11 @@ package kvm
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/bulwark-project/bulwark/kvm/channel"
 )
@@ -42,7 +37,7 @@ const microvmTransports = 24
 // other virtio devices (channel, RNG, image disk, volumes, scratch disks,
 // network) leave.
 func podSlotCount(spec qemuSpec) int {
-	spec.podSlots = nil
+	spec.podSlots = 0
 	return max(0, min(MaxPodSlots, microvmTransports-virtioTransports(qemuArgs(spec))))
 }
 
@@ -65,14 +60,15 @@ var _ [DiskSlotSize - channel.DiskSlotBytes]struct{}
 var _ [channel.DiskSlotBytes - DiskSlotSize]struct{}
 
 // podState is a pod sandbox's containers: the image slots the VM booted
-// with (memfds sealed against growing and shrinking; each sealed against
-// writes once filled) and the containers started. Under Sandbox.mu but
-// slots, which only FillPodSlot and Close use.
+// with, which hold an image (filled: from FillPodSlot until
+// RemoveContainer empties it again), and the containers started. Under
+// Sandbox.mu.
 type podState struct {
-	n          int // image slots the pod booted with
-	slots      []*os.File
-	filled     []bool
+	n          int    // image slots the pod booted with
+	filled     []bool // by index 0..n (0 unused)
+	ended      bool   // the sandbox was closed: slots are no longer changed
 	containers map[int]*Container
+	removing   map[int]chan channel.ContainerRemoved // CONTAINER_REMOVE sent, by index
 }
 
 // Container is a container of a pod sandbox (Sandbox.StartContainer).
@@ -85,28 +81,15 @@ type Container struct {
 	code           int
 }
 
-// podSlot is an empty container image slot: DiskSlotSize zeros (a hole:
-// no memory), sealed against growing and shrinking, writable until
-// FillPodSlot seals it.
-func podSlot() (*os.File, error) {
-	f, err := zeroMemfd("bulwark-pod-slot", DiskSlotSize)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_GROW|unix.F_SEAL_SHRINK); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("kvm: sealing a pod slot: %w", err)
-	}
-	return f, nil
+// isFilled reports whether slot index holds an image.
+func (p *podState) isFilled(index int) bool {
+	return index > 0 && index < len(p.filled) && p.filled[index]
 }
 
 func (s *Sandbox) closePodSlots() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, f := range s.pod.slots {
-		f.Close()
-	}
-	s.pod.slots = nil
+	s.pod.ended = true
 }
 
 // PodSlots is the number of container image slots the pod booted with
@@ -117,45 +100,121 @@ func (s *Sandbox) PodSlots() int {
 	return s.pod.n
 }
 
-// FillPodSlot copies disk's erofs image into the pod's image slot index
-// (1..PodSlots), seals the slot against every change, and checks that
-// the slot's bytes hash to disk.Digest. A slot is filled once: a
-// container's disk can never change under it.
-func (s *Sandbox) FillPodSlot(index int, disk *ImageDisk) error {
+// FillPodSlot puts disk's erofs image in the pod's image slot index
+// (1..PodSlots): a copy in a memfd sealed against every change, checked
+// against disk.Digest, swapped in over QMP (podslot.go). A slot holds one
+// image until RemoveContainer has the agent forget the slot's container
+// and empties it: a running container's disk never changes under it.
+func (s *Sandbox) FillPodSlot(ctx context.Context, index int, disk *ImageDisk) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.cfg.Pod {
+	switch {
+	case !s.cfg.Pod:
+		s.mu.Unlock()
 		return errors.New("kvm: not a pod sandbox")
-	}
-	if s.pod.slots == nil {
+	case s.pod.ended || isClosed(s.exited):
+		s.mu.Unlock()
 		return errors.New("kvm: the pod has ended")
-	}
-	if index < 1 || index > len(s.pod.slots) {
-		return fmt.Errorf("kvm: pod slot %d: the pod has slots 1..%d (it runs at most %d containers)", index, s.pod.n, 1+s.pod.n)
+	case index < 1 || index > s.pod.n:
+		n := s.pod.n
+		s.mu.Unlock()
+		return fmt.Errorf("kvm: pod slot %d: the pod has slots 1..%d", index, n)
 	}
 	if s.pod.filled == nil {
-		s.pod.filled = make([]bool, len(s.pod.slots)+1)
+		s.pod.filled = make([]bool, channel.MaxContainers)
 	}
-	if s.pod.filled[index] {
-		return fmt.Errorf("kvm: pod slot %d is filled already", index)
+	if s.pod.filled[index] || s.pod.containers[index] != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("kvm: pod slot %d holds a container's image already (remove the container first)", index)
 	}
+	s.pod.filled[index] = true // taken while it is filled
+	s.mu.Unlock()
+	ok := false
+	defer func() {
+		if !ok {
+			s.mu.Lock()
+			s.pod.filled[index] = false
+			s.mu.Unlock()
+		}
+	}()
 	if disk.Size <= 0 || disk.Size > DiskSlotSize {
 		return fmt.Errorf("kvm: pod slot %d: a disk of %d bytes", index, disk.Size)
 	}
-	slot := s.pod.slots[index-1]
-	s.pod.filled[index] = true // even if what follows fails: a slot is written once
-	if _, err := io.Copy(io.NewOffsetWriter(slot, 0), io.NewSectionReader(disk.File, 0, disk.Size)); err != nil {
-		return fmt.Errorf("kvm: filling pod slot %d: %w", index, err)
+	img, err := sealedImage(disk)
+	if err != nil {
+		return fmt.Errorf("kvm: pod slot %d: %w", index, err)
 	}
-	if _, err := unix.FcntlInt(slot.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_WRITE|unix.F_SEAL_SEAL); err != nil {
-		return fmt.Errorf("kvm: sealing pod slot %d: %w", index, err)
+	defer img.Close()
+	if err := s.swapSlot(ctx, index, img); err != nil {
+		return fmt.Errorf("kvm: %w", err)
 	}
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(slot, 0, disk.Size)); err != nil {
-		return fmt.Errorf("kvm: hashing pod slot %d: %w", index, err)
+	ok = true
+	return nil
+}
+
+// RemoveContainer has the agent forget container index of the pod, which
+// must have ended (or failed to start): what still runs in its root is
+// killed, its root and disk unmounted. Its slot is then emptied, ready
+// for another container's image (FillPodSlot). Container 0 runs from the
+// launch's own disk: it is forgotten, but no slot is freed.
+func (s *Sandbox) RemoveContainer(ctx context.Context, index int) error {
+	r := channel.ContainerRemove{Index: index}
+	if err := r.Validate(); err != nil {
+		return fmt.Errorf("kvm: %w", err)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != disk.Digest {
-		return fmt.Errorf("kvm: pod slot %d holds %s, not the disk %s", index, got, disk.Digest)
+	s.mu.Lock()
+	c := s.pod.containers[index]
+	switch {
+	case !s.cfg.Pod:
+		s.mu.Unlock()
+		return errors.New("kvm: not a pod sandbox")
+	case !s.runningLocked():
+		st := s.state
+		s.mu.Unlock()
+		return fmt.Errorf("kvm: the pod is not running (the guest is %s)", st)
+	case c != nil && (!c.seen || !isClosed(c.done)):
+		s.mu.Unlock()
+		return fmt.Errorf("kvm: container %d still runs: kill it first", index)
+	case s.pod.removing[index] != nil:
+		s.mu.Unlock()
+		return fmt.Errorf("kvm: container %d is being removed", index)
+	}
+	ch := make(chan channel.ContainerRemoved, 1)
+	if s.pod.removing == nil {
+		s.pod.removing = map[int]chan channel.ContainerRemoved{}
+	}
+	s.pod.removing[index] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pod.removing, index)
+		s.mu.Unlock()
+	}()
+	if err := s.write(channel.TypeContainerRemove, r, 5*time.Second); err != nil {
+		return err
+	}
+	select {
+	case rd := <-ch:
+		if rd.Error != "" {
+			return &GuestError{Message: rd.Error}
+		}
+	case <-s.exited:
+		return s.endError("the pod ended while its container was removed")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.mu.Lock()
+	delete(s.pod.containers, index)
+	filled := s.pod.isFilled(index)
+	s.mu.Unlock()
+	if filled {
+		// Nothing in the guest reads the slot: its image goes, and with
+		// it the memory it took in QEMU.
+		if err := s.swapSlot(ctx, index, nil); err != nil {
+			s.log.Warn("emptying a pod slot; it is refilled with the next container's image", "slot", index, "err", err)
+		}
+		s.mu.Lock()
+		s.pod.filled[index] = false
+		s.mu.Unlock()
 	}
 	return nil
 }
@@ -181,7 +240,7 @@ func (s *Sandbox) StartContainer(ctx context.Context, cs channel.ContainerStart,
 	case s.pod.containers[cs.Index] != nil:
 		s.mu.Unlock()
 		return nil, fmt.Errorf("kvm: container %d exists already", cs.Index)
-	case cs.Index > 0 && (s.pod.filled == nil || !s.pod.filled[cs.Index]):
+	case cs.Index > 0 && !s.pod.isFilled(cs.Index):
 		s.mu.Unlock()
 		return nil, fmt.Errorf("kvm: pod slot %d is empty", cs.Index)
 	}
@@ -306,6 +365,26 @@ func (s *Sandbox) handleContainerFrame(t channel.Type, body []byte) error {
 			c.seen = true
 		}
 		c.started <- st
+		return nil
+	}
+	if t == channel.TypeContainerRemoved {
+		var r channel.ContainerRemoved
+		if err := channel.Decode(t, body, &r); err != nil {
+			return err
+		}
+		ch := s.pod.removing[r.Index]
+		if ch == nil || len(ch) > 0 {
+			// The answer to a removal its caller gave up waiting for:
+			// the container stays in the host's books, and a removal
+			// asked again is answered again.
+			s.log.Warn("CONTAINER_REMOVED nobody waits for", "index", r.Index, "error", r.Error)
+			return nil
+		}
+		if len(r.Error) > 4096 {
+			r.Error = r.Error[:4096] + "..."
+		}
+		r.Error = sanitize(r.Error)
+		ch <- r
 		return nil
 	}
 	var e channel.ContainerExit

@@ -3,8 +3,11 @@ package kvm
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,14 +49,15 @@ func TestPodSandboxContainers(t *testing.T) {
 	}
 	waitForOutput(t, &out0, "started")
 	// Container 1 from a slot filled now.
-	if err := sb.FillPodSlot(1, disk1); err != nil {
+	if err := sb.FillPodSlot(ctx, 1, disk1); err != nil {
 		t.Fatal(err)
 	}
-	if err := sb.FillPodSlot(1, disk1); err == nil {
+	if err := sb.FillPodSlot(ctx, 1, disk1); err == nil {
 		t.Fatal("a slot filled twice")
 	}
 	c1, err := sb.StartContainer(ctx, channel.ContainerStart{Index: 1, Name: "one", DiskDigest: disk1.Digest, DiskSize: disk1.Size,
-		Args: []string{"/bin/sh", "-c", "test -e /root-zero && echo shared-root || echo own-root; echo who=$WHO uid=$(id -u); echo started; while :; do sleep 1; done"}}, &out1, &err1)
+		// It leaves a process of another session behind, holding its output.
+		Args: []string{"/bin/sh", "-c", "test -e /root-zero && echo shared-root || echo own-root; echo who=$WHO uid=$(id -u); /bin/busybox setsid sleep 4242 & echo started; while :; do sleep 1; done"}}, &out1, &err1)
 	if err != nil {
 		t.Fatalf("container 1: %v\nconsole:\n%s", err, console.String())
 	}
@@ -71,7 +75,7 @@ func TestPodSandboxContainers(t *testing.T) {
 		t.Errorf("exec in container 1: %d %v %q %q", code, err, xo.String(), xe.String())
 	}
 	// A slot whose bytes are not the digest's: refused, nothing runs.
-	if err := sb.FillPodSlot(2, disk1); err != nil {
+	if err := sb.FillPodSlot(ctx, 2, disk1); err != nil {
 		t.Fatal(err)
 	}
 	_, err = sb.StartContainer(ctx, channel.ContainerStart{Index: 2, Name: "forged", DiskDigest: disk0.Digest, DiskSize: disk0.Size}, nil, nil)
@@ -79,12 +83,54 @@ func TestPodSandboxContainers(t *testing.T) {
 	if !errors.As(err, &ge) || !strings.Contains(err.Error(), "not the one the host measured") {
 		t.Errorf("a mismatching disk: %v", err)
 	}
-	// Killing container 1 leaves container 0 running.
+	// A running container is not removed; the slot of one that failed
+	// to start cannot be refilled before it is removed.
+	if err := sb.RemoveContainer(ctx, 1); err == nil || !strings.Contains(err.Error(), "still runs") {
+		t.Errorf("RemoveContainer of a running container: %v", err)
+	}
+	if err := sb.FillPodSlot(ctx, 2, disk0); err == nil || !strings.Contains(err.Error(), "remove the container first") {
+		t.Errorf("FillPodSlot of a slot whose container failed, not removed: %v", err)
+	}
+	// Killing container 1 leaves container 0 running, and ends what
+	// container 1 left behind in another session.
 	if err := sb.KillContainer(1, 9); err != nil {
 		t.Fatal(err)
 	}
 	if code, err := c1.Wait(ctx, sb); err != nil || code != 137 {
 		t.Errorf("container 1 killed: %d %v", code, err)
+	}
+	var ps syncBuffer
+	if code, err := sb.ExecContainer(ctx, 0, []string{"sh", "-c", "grep -l '424[2]' /proc/[0-9]*/cmdline || echo none-left"}, &ps, &ps); err != nil || code != 0 || ps.String() != "none-left\n" {
+		t.Errorf("what container 1 left running after its end: %d %v %q", code, err, ps.String())
+	}
+	if n := slotImagesHeld(t, sb.PID()); n != 2 {
+		t.Errorf("QEMU holds %d slot images, want 2 (slots 1 and 2)", n)
+	}
+	// Both slots are reused: removed, then refilled with another image,
+	// which the guest reads afresh (not the blocks it cached).
+	for _, i := range []int{1, 2} {
+		if err := sb.RemoveContainer(ctx, i); err != nil {
+			t.Fatalf("RemoveContainer(%d): %v\nconsole:\n%s", i, err, console.String())
+		}
+		if err := sb.RemoveContainer(ctx, i); err != nil {
+			t.Errorf("RemoveContainer(%d) again: %v", i, err)
+		}
+		// The other slot's image (slot 2's, then slot 1's new one).
+		if n := slotImagesHeld(t, sb.PID()); n != 1 {
+			t.Errorf("QEMU holds %d slot images after slot %d was emptied, want 1: the removed image's memory is not freed", n, i)
+		}
+		if err := sb.FillPodSlot(ctx, i, disk0); err != nil {
+			t.Fatalf("refilling slot %d: %v", i, err)
+		}
+		var o, e syncBuffer
+		c, err := sb.StartContainer(ctx, channel.ContainerStart{Index: i, Name: "again", DiskDigest: disk0.Digest, DiskSize: disk0.Size,
+			Args: []string{"/bin/sh", "-c", "echo who=$WHO; test -e /root-zero && echo old-upper || echo fresh-root"}}, &o, &e)
+		if err != nil {
+			t.Fatalf("a container in slot %d reused: %v\nconsole:\n%s", i, err, console.String())
+		}
+		if code, err := c.Wait(ctx, sb); err != nil || code != 0 || o.String() != "who=zero\nfresh-root\n" {
+			t.Errorf("the container in slot %d reused: %d %v %q %q", i, code, err, o.String(), e.String())
+		}
 	}
 	if code, err := sb.ExecContainer(ctx, 0, []string{"true"}, nil, nil); err != nil || code != 0 {
 		t.Errorf("container 0 after container 1's end: %d %v", code, err)
@@ -183,10 +229,10 @@ func TestPodClone(t *testing.T) {
 	}
 	waitForOutput(t, &out0, "started")
 	last := sb.PodSlots()
-	if err := sb.FillPodSlot(last+1, disk1); err == nil {
+	if err := sb.FillPodSlot(ctx, last+1, disk1); err == nil {
 		t.Error("a slot past the last was filled")
 	}
-	if err := sb.FillPodSlot(last, disk1); err != nil {
+	if err := sb.FillPodSlot(ctx, last, disk1); err != nil {
 		t.Fatal(err)
 	}
 	c1, err := sb.StartContainer(ctx, channel.ContainerStart{Index: last, Name: "one", DiskDigest: disk1.Digest, DiskSize: disk1.Size,
@@ -212,4 +258,27 @@ func TestPodClone(t *testing.T) {
 	if digest, err := copySparse(nil, tpl.ram, tpl.Info.RAM.Size); err != nil || digest != tpl.Info.RAM.Digest {
 		t.Errorf("the template's RAM after the clone: %s, %v", digest, err)
 	}
+}
+
+// slotImagesHeld counts the pod slot memfds QEMU (pid) holds open:
+// distinct files (QEMU holds two descriptors of each).
+func slotImagesHeld(t *testing.T, pid int) int {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inodes := map[uint64]bool{}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		l, err := os.Readlink(p)
+		if err != nil || !strings.HasPrefix(l, "/memfd:bulwark-pod-slot") {
+			continue
+		}
+		if st, err := os.Stat(p); err == nil {
+			inodes[st.Sys().(*syscall.Stat_t).Ino] = true
+		}
+	}
+	return len(inodes)
 }

@@ -10,10 +10,9 @@ import (
 // A pod taken over by Reattach: its agent's STATUS lists the containers
 // it started and the exit code of those that ended (channel.Status), and
 // the new host process goes on from there — their output, exits, kills
-// and execs — as the one that started them did. What it cannot take over
-// are the image slots: their memfds were the previous process's (QEMU
-// still maps them, sealed or not), so a reattached pod holds no slot and
-// FillPodSlot, hence StartContainer of a new container, always fails.
+// and execs — as the one that started them did. The image slots are
+// QEMU's (podslot.go): a slot whose container the agent reports is
+// filled, the others are free for new containers.
 
 // errNotPodAgent refuses a pod whose agent does not report its containers.
 var errNotPodAgent = errors.New("STATUS of a pod without its containers: the guest agent predates the takeover of pods")
@@ -32,7 +31,14 @@ func (s *Sandbox) adoptContainers(st *channel.Status) error {
 		return errNotPodAgent
 	}
 	s.pod.containers = map[int]*Container{}
+	s.pod.filled = nil
 	for _, cs := range st.Containers {
+		if cs.Index > 0 {
+			if s.pod.filled == nil {
+				s.pod.filled = make([]bool, channel.MaxContainers)
+			}
+			s.pod.filled[cs.Index] = true
+		}
 		c := &Container{index: cs.Index, started: make(chan channel.ContainerStarted, 1), seen: true, done: make(chan struct{}), code: -1}
 		if s.cfg.ContainerOutput != nil {
 			c.stdout, c.stderr = s.cfg.ContainerOutput(cs.Index)

@@ -16,8 +16,8 @@ import (
 // host service killed) is taken over by another (Reattach) with its
 // containers: one that exited while no host watched comes back with its
 // exit code; one that runs goes on printing into the new host's writer,
-// takes execs and signals; no image slot can be filled any more (their
-// memfds were the first host's); the pod stops as before.
+// takes execs and signals; the new host fills free slots and, once it
+// removed the exited container, its slot; the pod stops as before.
 func TestPodReattach(t *testing.T) {
 	e := bootEnv(t)
 	ctx := context.Background()
@@ -36,7 +36,7 @@ func TestPodReattach(t *testing.T) {
 		Args: []string{"/bin/sh", "-c", "trap 'exit 5' TERM; i=0; while :; do echo tick $i; i=$((i+1)); sleep 1; done"}}, &out0, io.Discard); err != nil {
 		t.Fatalf("container 0: %v\nconsole:\n%s", err, console.String())
 	}
-	if err := sb.FillPodSlot(1, disk1); err != nil {
+	if err := sb.FillPodSlot(ctx, 1, disk1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := sb.StartContainer(ctx, channel.ContainerStart{Index: 1, Name: "one", DiskDigest: disk1.Digest, DiskSize: disk1.Size,
@@ -94,12 +94,34 @@ func TestPodReattach(t *testing.T) {
 	if code, err := rb.ExecContainer(ctx, 0, []string{"echo", "still here"}, &xo, nil); err != nil || code != 0 || xo.String() != "still here\n" {
 		t.Errorf("exec after the takeover: %d %v %q", code, err, xo.String())
 	}
-	// No slot is the new host's to fill.
-	if err := rb.FillPodSlot(2, disk1); err == nil {
-		t.Error("a slot was filled after the takeover")
-	}
 	if _, err := rb.PodContainer(2); err == nil {
 		t.Error("an unknown container is reported")
+	}
+	// The slots are QEMU's: the new host fills a free one and, once the
+	// exited container 1 is removed, its slot too; a slot whose container
+	// the agent reported is not refilled before that.
+	if n := rb.PodSlots(); n != MaxPodSlots {
+		t.Errorf("slots after the takeover: %d, want %d", n, MaxPodSlots)
+	}
+	if err := rb.FillPodSlot(ctx, 1, disk1); err == nil {
+		t.Error("the slot of container 1, not removed, was refilled after the takeover")
+	}
+	if err := rb.RemoveContainer(ctx, 1); err != nil {
+		t.Fatalf("RemoveContainer(1) after the takeover: %v", err)
+	}
+	for _, i := range []int{1, 2} {
+		if err := rb.FillPodSlot(ctx, i, disk1); err != nil {
+			t.Fatalf("filling slot %d after the takeover: %v", i, err)
+		}
+		var o syncBuffer
+		c, err := rb.StartContainer(ctx, channel.ContainerStart{Index: i, Name: "later", DiskDigest: disk1.Digest, DiskSize: disk1.Size,
+			Args: []string{"/bin/sh", "-c", "test -e /tmp/stop && echo old-root || echo new-container"}}, &o, io.Discard)
+		if err != nil {
+			t.Fatalf("a container in slot %d after the takeover: %v\nconsole:\n%s", i, err, console.String())
+		}
+		if code, err := c.Wait(ctx, rb); err != nil || code != 0 || o.String() != "new-container\n" {
+			t.Errorf("container in slot %d after the takeover: %d %v %q", i, code, err, o.String())
+		}
 	}
 	if err := rb.KillContainer(0, 15); err != nil {
 		t.Fatal(err)

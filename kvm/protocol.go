@@ -56,7 +56,7 @@ var accepts = map[guestState][]channel.Type{
 	stateHeld:        nil,
 	stateKeyed:       {channel.TypeError},
 	stateStarting:    {channel.TypeStarted, channel.TypeError},
-	stateRunning:     {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeDone, channel.TypeExit, channel.TypeError, channel.TypeContainerStarted, channel.TypeContainerOut, channel.TypeContainerExit},
+	stateRunning:     {channel.TypeStdout, channel.TypeStderr, channel.TypePong, channel.TypeExecOut, channel.TypeExecExit, channel.TypeDone, channel.TypeExit, channel.TypeError, channel.TypeContainerStarted, channel.TypeContainerOut, channel.TypeContainerExit, channel.TypeContainerRemoved},
 	stateExited:      nil,
 	stateFailed:      nil,
 	stateReattaching: {channel.TypeStatus},
@@ -226,7 +226,7 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 		close(s.reattachedCh)
 	case channel.TypeDone:
 		return s.handleDone(body)
-	case channel.TypeContainerStarted, channel.TypeContainerOut, channel.TypeContainerExit:
+	case channel.TypeContainerStarted, channel.TypeContainerOut, channel.TypeContainerExit, channel.TypeContainerRemoved:
 		return s.handleContainerFrame(t, body)
 	case channel.TypeError:
 		var e channel.Error

@@ -42,9 +42,9 @@ type qemuSpec struct {
 	// and its clones (ram set) always have MaxScratch of them, the
 	// unused ones on placeholders ("" in a recipe's machine).
 	scratch []string
-	// podSlots are a pod's container image slots (paths), read-only,
-	// filled after boot (pod.go).
-	podSlots []string
+	// podSlots is the number of a pod's container image slots: read-only
+	// disks that read zeros at boot, filled over QMP (podslot.go).
+	podSlots int
 }
 
 // qemuArgs is QEMU's command line for a sandbox: a microvm with no
@@ -109,12 +109,13 @@ func qemuArgs(q qemuSpec) []string {
 		args = append(args, "-drive", "id="+id+",if=none,format=raw,discard=unmap,file="+file,
 			"-device", "virtio-blk-device,drive="+id+",serial="+scratchSerial(i))
 	}
-	for i, f := range q.podSlots {
-		// A pod's container image slots, found by their serial; read with
-		// pread by QEMU, so what the host writes (then seals) is read.
-		id := "ctr" + strconv.Itoa(i+1)
-		args = append(args, "-drive", "id="+id+",if=none,format=raw,readonly=on,file="+f,
-			"-device", "virtio-blk-device,drive="+id+",serial="+channel.ContainerSlotSerial(i+1))
+	for i := 1; i <= q.podSlots; i++ {
+		// A pod's container image slots, found by their serial: empty
+		// (zeros, no memory) until the host swaps an image in under the
+		// raw node's name (podslot.go).
+		args = append(args, "-drive", "id="+podSlotDevice(i)+",node-name="+podSlotNode(i)+",if=none,format=raw,readonly=on,"+
+			"file.driver=null-co,file.read-zeroes=on,file.size="+strconv.Itoa(DiskSlotSize),
+			"-device", "virtio-blk-device,drive="+podSlotDevice(i)+",serial="+channel.ContainerSlotSerial(i))
 	}
 	if q.network == NetworkUser {
 		// The guest reaches the host's network through QEMU (slirp),

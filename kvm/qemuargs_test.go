@@ -241,7 +241,7 @@ func TestPodSlotCount(t *testing.T) {
 				t.Errorf("%d slots, want %d", n, tc.want)
 			}
 			sp := tc.spec
-			sp.podSlots = make([]string, n)
+			sp.podSlots = n
 			args := qemuArgs(sp)
 			if got := virtioTransports(args); got > microvmTransports {
 				t.Errorf("%d virtio devices, the microvm has %d transports", got, microvmTransports)

@@ -169,6 +169,15 @@ func Reattach(ctx context.Context, cfg Config, p Persisted) (*Sandbox, error) {
 	case <-dctx.Done():
 		return nil, fmt.Errorf("kvm: reattach: no STATUS from the agent: %w", dctx.Err())
 	}
+	if cfg.Pod {
+		n, err := s.countPodSlots(dctx)
+		if err != nil {
+			return nil, fmt.Errorf("kvm: reattach: the pod's image slots: %w", err)
+		}
+		s.mu.Lock()
+		s.pod.n = n
+		s.mu.Unlock()
+	}
 	s.mu.Lock()
 	st := s.state
 	s.mu.Unlock()

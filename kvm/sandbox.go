@@ -306,15 +306,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 		// (a template's and its clones' machine: podSlotCount of the
 		// recipe's, see recipeFor).
 		s.pod.n = podSlotCount(spec)
-		for range s.pod.n {
-			f, err := podSlot()
-			if err != nil {
-				qmpConn.Close()
-				return err
-			}
-			s.pod.slots = append(s.pod.slots, f) // kept: filled later, closed with the sandbox
-			spec.podSlots = append(spec.podSlots, fdPath(f))
-		}
+		spec.podSlots = s.pod.n
 	}
 	switch {
 	case s.mode.templateRAM != nil:

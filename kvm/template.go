@@ -296,7 +296,7 @@ func recipeFor(cfg *Config, accel, cmdline, qemu string) (Recipe, error) {
 		spec.network = netTemplate
 	}
 	if cfg.Pod {
-		spec.podSlots = make([]string, podSlotCount(spec))
+		spec.podSlots = podSlotCount(spec)
 	}
 	args := qemuArgs(spec)
 	sum := sha256.Sum256([]byte(strings.Join(args, "\x00")))
@@ -304,7 +304,7 @@ func recipeFor(cfg *Config, accel, cmdline, qemu string) (Recipe, error) {
 		Kernel: cfg.KernelDigest, Initrd: cfg.InitrdDigest, Cmdline: cmdline,
 		CPUs: cfg.CPUs, MemoryMiB: cfg.MemoryMiB, Accel: accel,
 		QEMU: version, Machine: "sha256:" + hex.EncodeToString(sum[:]), Protocol: channel.Version,
-		PodSlots: len(spec.podSlots), Net: net,
+		PodSlots: spec.podSlots, Net: net,
 	}, nil
 }
 

@@ -46,6 +46,8 @@ type HostMessage struct {
 	// A pod sandbox's containers (Start.Pod).
 	ContainerStart *channel.ContainerStart
 	ContainerKill  *channel.ContainerKill
+	// ContainerRemove: forget an ended container of the pod.
+	ContainerRemove *channel.ContainerRemove
 	// Resize is the new size of the workload's terminal (Start.TTY).
 	Resize *channel.WindowSize
 	// Input for an exec (Exec.Stdin; no data: its end) and the new size of
@@ -164,6 +166,15 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{ContainerKill: &k}, nil
+	case channel.TypeContainerRemove:
+		var r channel.ContainerRemove
+		if err := channel.Decode(t, body, &r); err != nil {
+			return HostMessage{}, err
+		}
+		if err := r.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{ContainerRemove: &r}, nil
 	case channel.TypeResize:
 		var ws channel.WindowSize
 		if err := channel.Decode(t, body, &ws); err != nil {

@@ -48,6 +48,9 @@ type podContainer struct {
 	w    workload
 	pid  int      // 0 until its process exists
 	code chan int // its exit code, from the reaper
+	// ended: its CONTAINER_EXIT was sent, or it failed to start; only
+	// then may CONTAINER_REMOVE forget it (podremove_linux.go).
+	ended bool
 }
 
 // runPod is the "workload" of a pod sandbox: nothing runs until the host
@@ -166,6 +169,11 @@ func (s *session) startContainer(cs *channel.ContainerStart) {
 	p.mu.Unlock()
 	fail := func(err error) {
 		s.log.Error("container not started", "container", cs.Name, "err", err)
+		if !dup {
+			p.mu.Lock()
+			c.ended = true
+			p.mu.Unlock()
+		}
 		_ = s.send(channel.TypeContainerStarted, channel.ContainerStarted{Index: cs.Index, Error: err.Error()})
 	}
 	switch {
@@ -200,11 +208,23 @@ func (s *session) startContainer(cs *channel.ContainerStart) {
 	case <-time.After(time.Second):
 		// Its background processes hold the pipes: end its process group.
 		_ = unix.Kill(-proc.Pid, unix.SIGKILL)
-		<-drained
 	}
+	// A container ends with its process, as one in a PID namespace of its
+	// own: what it left running in its root (in its process group or
+	// not, execs too) is killed, and nothing holds its pipes.
+	p.mu.Lock()
+	root := c.root
+	p.mu.Unlock()
+	if err := killInRoot(root, removeWait); err != nil {
+		s.log.Error("ending what a container left running", "container", cs.Name, "err", err)
+	}
+	<-drained
 	if err := s.send(channel.TypeContainerExit, channel.ContainerExit{Index: cs.Index, Code: code}); err != nil {
 		s.log.Error("sending CONTAINER_EXIT", "err", err)
 	}
+	p.mu.Lock()
+	c.ended = true
+	p.mu.Unlock()
 }
 
 // spawnContainer prepares container cs's root and starts its process,

@@ -65,6 +65,10 @@ func (l *hostLink) written(t channel.Type, v any) {
 		if _, ok := l.ctrs[e.Index]; ok {
 			l.ctrs[e.Index] = e.Code
 		}
+	case channel.TypeContainerRemoved:
+		if r := v.(channel.ContainerRemoved); r.Error == "" {
+			delete(l.ctrs, r.Index)
+		}
 	}
 }
 

@@ -650,6 +650,8 @@ func (s *session) watchHost(pid int, feed *stdinFeed) {
 			go s.startContainer(msg.ContainerStart)
 		case msg.ContainerKill != nil && s.pod != nil:
 			s.pod.kill(msg.ContainerKill)
+		case msg.ContainerRemove != nil && s.pod != nil:
+			go s.removeContainer(msg.ContainerRemove.Index)
 		case msg.Stop != nil:
 			grace := time.Duration(msg.Stop.GraceSeconds) * time.Second
 			s.log.Info("host stops the workload", "grace", grace)

@@ -27,7 +27,8 @@ import (
 // 5: START may ask for a terminal (Start.TTY), RESIZE changes its size.
 // 6: EXEC may ask for stdin (Exec.Stdin, fed by EXEC_STDIN) and a terminal
 // (Exec.TTY, resized by EXEC_RESIZE).
-const Version = 6
+// 7: CONTAINER_REMOVE frees a pod's image slot for another container.
+const Version = 7
 
 // PortName is the virtio-serial port name the agent looks for.
 const PortName = "bulwark.0"
@@ -135,6 +136,10 @@ func (t Type) String() string {
 		return "CONTAINER_EXIT"
 	case TypeContainerKill:
 		return "CONTAINER_KILL"
+	case TypeContainerRemove:
+		return "CONTAINER_REMOVE"
+	case TypeContainerRemoved:
+		return "CONTAINER_REMOVED"
 	case TypeResize:
 		return "RESIZE"
 	case TypeExecStdin:
@@ -147,7 +152,7 @@ func (t Type) String() string {
 
 // Known reports whether t is a frame type of this protocol version.
 func (t Type) Known() bool {
-	return t >= TypeHello && t <= TypeExecResize || t >= TypeContainerStart && t <= TypeContainerKill
+	return t >= TypeHello && t <= TypeExecResize || t >= TypeContainerStart && t <= TypeContainerRemoved
 }
 
 // Exec asks the agent to run a command beside the running workload, in

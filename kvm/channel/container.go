@@ -15,6 +15,8 @@ const (
 	TypeContainerOut     Type = 32 // guest: ContainerOutput, raw output of a container (ContainerOutput.Encode)
 	TypeContainerExit    Type = 33 // guest: JSON ContainerExit, a container's process exited
 	TypeContainerKill    Type = 34 // host: JSON ContainerKill, signal a container's process group
+	TypeContainerRemove  Type = 35 // host: JSON ContainerRemove, forget an ended container and free its slot
+	TypeContainerRemoved Type = 36 // guest: JSON ContainerRemoved, the answer (or why not)
 )
 
 // Bounds of a pod's containers.
@@ -123,6 +125,32 @@ func (k *ContainerKill) Validate() error {
 		return fmt.Errorf("channel: signal %d, want 1..64", k.Signal)
 	}
 	return nil
+}
+
+// ContainerRemove has the agent forget a container that ended (or never
+// started): it ends every process still running in the container's root
+// (execs, processes that left its process group), unmounts the root and
+// the image disk in its slot, and forgets its index, so that the host can
+// put another image in the slot and start another container at the same
+// index. A container still running is not removed.
+type ContainerRemove struct {
+	Index int `json:"index"`
+}
+
+// Validate checks the index.
+func (r *ContainerRemove) Validate() error {
+	if r.Index < 0 || r.Index >= MaxContainers {
+		return fmt.Errorf("channel: container index %d, want 0..%d", r.Index, MaxContainers-1)
+	}
+	return nil
+}
+
+// ContainerRemoved answers a ContainerRemove: the container is forgotten
+// and nothing in the guest reads its slot any more, or Error says why not
+// (nothing was forgotten).
+type ContainerRemoved struct {
+	Index int    `json:"index"`
+	Error string `json:"error,omitempty"`
 }
 
 // ContainerOutput is a piece of a container's output: on the wire the

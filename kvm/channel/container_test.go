@@ -66,6 +66,18 @@ func TestContainerKillValidate(t *testing.T) {
 	}
 }
 
+func TestContainerRemoveValidate(t *testing.T) {
+	for _, tc := range []struct {
+		idx int
+		ok  bool
+	}{{0, true}, {1, true}, {MaxContainers - 1, true}, {-1, false}, {MaxContainers, false}} {
+		r := ContainerRemove{Index: tc.idx}
+		if err := r.Validate(); (err == nil) != tc.ok {
+			t.Errorf("Validate(%+v): %v, want ok=%v", r, err, tc.ok)
+		}
+	}
+}
+
 func TestExecContainerIndex(t *testing.T) {
 	for _, tc := range []struct {
 		idx int
@@ -79,12 +91,12 @@ func TestExecContainerIndex(t *testing.T) {
 }
 
 func TestContainerFramesKnown(t *testing.T) {
-	for _, typ := range []Type{TypeContainerStart, TypeContainerStarted, TypeContainerOut, TypeContainerExit, TypeContainerKill} {
+	for _, typ := range []Type{TypeContainerStart, TypeContainerStarted, TypeContainerOut, TypeContainerExit, TypeContainerKill, TypeContainerRemove, TypeContainerRemoved} {
 		if !typ.Known() || strings.HasPrefix(typ.String(), "type(") {
 			t.Errorf("%d: Known %v, String %s", typ, typ.Known(), typ)
 		}
 	}
-	for _, typ := range []Type{TypeExecResize + 1, TypeContainerStart - 1, TypeContainerKill + 1} {
+	for _, typ := range []Type{TypeExecResize + 1, TypeContainerStart - 1, TypeContainerRemoved + 1} {
 		if typ.Known() {
 			t.Errorf("%d is Known", typ)
 		}
@@ -142,6 +154,12 @@ func FuzzContainerMessages(f *testing.F) {
 		if Decode(TypeContainerKill, body, &k) == nil && k.Validate() == nil && (k.Signal < 1 || k.Signal > 64) {
 			t.Fatalf("validated signal %d", k.Signal)
 		}
+		var r ContainerRemove
+		if Decode(TypeContainerRemove, body, &r) == nil && r.Validate() == nil && (r.Index < 0 || r.Index >= MaxContainers) {
+			t.Fatalf("validated index %d", r.Index)
+		}
+		var rd ContainerRemoved
+		_ = Decode(TypeContainerRemoved, body, &rd)
 		var s ContainerStarted
 		_ = Decode(TypeContainerStarted, body, &s)
 		var e ContainerExit
