@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,10 +22,14 @@ import (
 // attestd.
 //   - A pod whose first container does not start fails crictl start and
 //     leaves no sandbox behind in the host service.
+//   - Containers created, run to their end and removed (crictl rm), more
+//     of them than the pod has image slots, each reading the pod's secret:
+//     a removed container frees its slot.
 //   - The host service killed with -9 and restarted takes the running pod
 //     over: the same QEMU, both containers running in the CRI, their
-//     output going on into crictl logs, crictl exec working; attestd goes
-//     on re-attesting the pod's and the added container's launch events.
+//     output going on into crictl logs, crictl exec working, a new
+//     container added and removed; attestd goes on re-attesting the pod's
+//     and the added container's launch events.
 //   - A policy change that refuses only the second container's image
 //     revokes the pod: its secret is gone, the VM stops, every launch
 //     event gets its END (revoked), and the CRI shows both containers
@@ -37,7 +42,8 @@ func TestContainerdPodLifecycle(t *testing.T) {
 	scripts := map[string]string{
 		"a":   `echo "a fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; i=0; while :; do echo "a tick $i"; i=$((i+1)); sleep 1; done`,
 		"b":   `echo "b fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; i=0; while :; do echo "b tick $i"; i=$((i+1)); sleep 1; done`,
-		"bad": "",
+		"bad":  "",
+		"once": `echo "once $(sha256sum /run/secrets/db | cut -d' ' -f1)"`,
 	}
 	digest := map[string]string{}
 	for n, script := range scripts {
@@ -73,7 +79,7 @@ func TestContainerdPodLifecycle(t *testing.T) {
 		t.Fatalf("the policy does not list image a's digest as expected:\n%s", pol)
 	}
 	i += strings.IndexByte(string(pol[i:]), '\n') + 1
-	all := string(pol[:i]) + "    - " + digest["b"] + "\n    - " + digest["bad"] + "\n" + string(pol[i:])
+	all := string(pol[:i]) + "    - " + digest["b"] + "\n    - " + digest["bad"] + "\n    - " + digest["once"] + "\n" + string(pol[i:])
 	if err := os.WriteFile(polPath, []byte(all), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +103,7 @@ func TestContainerdPodLifecycle(t *testing.T) {
 		}
 	}
 	crictl := cri.crictl
+	var ctrConfigAs func(n, name string) string
 	logs := func(id string) string {
 		b, _ := exec.Command("crictl", "--runtime-endpoint", "unix://"+cri.sock, "logs", id).CombinedOutput()
 		return string(b)
@@ -121,7 +128,8 @@ func TestContainerdPodLifecycle(t *testing.T) {
 			"linux":         map[string]any{"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}}},
 		})
 	}
-	ctrConfig := func(n string) string {
+	ctrConfig := func(n string) string { return ctrConfigAs(n, n) }
+	ctrConfigAs = func(n, name string) string {
 		sig, err := os.ReadFile(e.path("life-" + n + ".sig"))
 		if err != nil {
 			t.Fatal(err)
@@ -130,7 +138,7 @@ func TestContainerdPodLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return writeJSON(n+"-life.json", map[string]any{"metadata": map[string]any{"name": n},
+		return writeJSON(name+"-life.json", map[string]any{"metadata": map[string]any{"name": name},
 			"image": map[string]any{"image": "docker.io/local/life-" + n + ":1"}, "log_path": n + ".log",
 			"annotations": map[string]string{"bulwark.dev/image-signature": string(sig),
 				"bulwark.dev/image-signature-payload": base64.StdEncoding.EncodeToString(payload)}})
@@ -201,6 +209,45 @@ func TestContainerdPodLifecycle(t *testing.T) {
 		return sbs[sb.ID].Verdict == "allow" && sbs[events["b"]].Verdict == "allow", string(out)
 	})
 
+	// once runs image "once" as container name in the pod to its end,
+	// checks that it read the pod's secret, and removes it.
+	once := func(t *testing.T, name string) {
+		t.Helper()
+		out, err := crictl("create", podID, ctrConfigAs("once", name), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := strings.TrimSpace(out)
+		if _, err := crictl("start", id); err != nil {
+			t.Fatalf("container %s: %v", name, err)
+		}
+		eventually(t, 120*time.Second, "container "+name+" exited", func() (bool, string) {
+			st := inspect(t, id)
+			return st.State == "CONTAINER_EXITED", logs(id)
+		})
+		if st, l := inspect(t, id), logs(id); st.ExitCode != 0 || !strings.Contains(l, "once "+fingerprint) {
+			t.Fatalf("container %s: exit code %d, logs:\n%s", name, st.ExitCode, l)
+		}
+		if _, err := crictl("rm", id); err != nil {
+			t.Fatalf("crictl rm %s: %v", name, err)
+		}
+		if out := e.must("launcher", "inspect", sb.ID); strings.Contains(out, id) {
+			t.Fatalf("the host service still lists container %s after crictl rm:\n%s", name, out)
+		}
+	}
+
+	t.Run("containers added and removed reuse the pod's image slots", func(t *testing.T) {
+		// a runs from the pod's own disk, b holds slot 1: 14 slots are
+		// free, and 16 containers come and go, as the kubelet restarts
+		// them.
+		for i := range 16 {
+			once(t, "once-"+strconv.Itoa(i))
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
 	t.Run("the host service killed with -9 and restarted takes the pod over", func(t *testing.T) {
 		d.cmd.Process.Kill()
 		<-d.exited
@@ -224,6 +271,8 @@ func TestContainerdPodLifecycle(t *testing.T) {
 		if out, err := crictl("exec", ids["b"], "sha256sum", "/run/secrets/db"); err != nil || !strings.HasPrefix(out, fingerprint) {
 			t.Errorf("crictl exec in b after the takeover: %q %v", out, err)
 		}
+		// It takes new containers, as the service that launched it.
+		once(t, "after-takeover")
 		if _, lost := e.endRecords(t)[sb.ID]; lost {
 			t.Errorf("the pod has an END record after the takeover: %v", e.endRecords(t))
 		}

@@ -24,6 +24,10 @@ type podContainer struct {
 	c   *launch.Container // once started
 	// killed: KillContainer signalled it (its END says stopped).
 	killed bool
+	// watched is closed when watchContainer has recorded its end (nil
+	// while nothing watches it); removing: RemoveContainer runs.
+	watched  chan struct{}
+	removing bool
 }
 
 // containerStatuses of a pod's container (bulwarkv1.Container.status).
@@ -77,6 +81,7 @@ func (s *Service) startContainer(ctx context.Context, sb *sandbox, l *launch.Lau
 		c, err = l.StartFirstContainer(ctx, co.Name, log.writer(streamStdout), log.writer(streamStderr))
 	} else {
 		co.Stdout, co.Stderr = log.writer(streamStdout), log.writer(streamStderr)
+		co.EventID = func(eventID string) { set(func(i *bulwarkv1.Container) { i.EventId = eventID }) }
 		c, err = l.AddContainer(ctx, co)
 	}
 	if err != nil {
@@ -89,7 +94,7 @@ func (s *Service) startContainer(ctx context.Context, sb *sandbox, l *launch.Lau
 		return nil, launchStatus(id, err)
 	}
 	sb.mu.Lock()
-	pc.c = c
+	pc.c, pc.watched = c, make(chan struct{})
 	sb.mu.Unlock()
 	set(func(i *bulwarkv1.Container) {
 		i.Status, i.Index, i.ImageDigest, i.EventId, i.AttestationId = containerRunning, int32(c.Index), c.ImageDigest, c.EventID, c.AttestationID
@@ -173,7 +178,7 @@ func (s *Service) AddContainer(ctx context.Context, req *bulwarkv1.AddContainerR
 		info := sb.snapshot()
 		return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is %s: containers are added to a running pod", info.GetId(), info.GetStatus())
 	case sb.snapshot().GetPod() && !l.IsPod():
-		return nil, status.Errorf(codes.FailedPrecondition, "pod %s was taken over after a restart of the host service: its containers run on, but it takes no new one (its image slots were the previous service's); start a new pod", sb.snapshot().GetId())
+		return nil, status.Errorf(codes.FailedPrecondition, "pod %s was taken over after a restart of the host service without its launch state (%s in its directory, saved by a service of this version): its containers run on, but it takes no new one; start a new pod", sb.snapshot().GetId(), podStateFile)
 	case !l.IsPod():
 		return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is not a pod (run it with pod)", sb.snapshot().GetId())
 	}

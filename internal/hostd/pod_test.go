@@ -89,6 +89,14 @@ func TestContainerRPCsRefuse(t *testing.T) {
 			_, err := s.AddContainer(ctx, &bulwarkv1.AddContainerRequest{Id: "ab", Name: "c", Image: "x"})
 			return err
 		}, codes.InvalidArgument, "image:"},
+		{"remove, bad name", func() error {
+			_, err := s.RemoveContainer(ctx, &bulwarkv1.ContainerRequest{Id: "ab", Name: ".."})
+			return err
+		}, codes.InvalidArgument, "name:"},
+		{"remove, no sandbox", func() error {
+			_, err := s.RemoveContainer(ctx, &bulwarkv1.ContainerRequest{Id: "ab", Name: "c"})
+			return err
+		}, codes.NotFound, ""},
 		{"add, no sandbox", func() error {
 			_, err := s.AddContainer(ctx, &bulwarkv1.AddContainerRequest{Id: "ab", Name: "c", Image: "/x"})
 			return err
@@ -110,8 +118,11 @@ func TestLostPodEndsItsContainers(t *testing.T) {
 	state := t.TempDir()
 	tp := simTPM(t)
 	podID, added, other := "5123456789abcdef0123456789abcdef", "6123456789abcdef0123456789abcdef", "7123456789abcdef0123456789abcdef"
+	// starting: recorded, then the service stopped before it ran;
+	// unrecorded: the service stopped before its event reached the log.
+	starting, unrecorded := "8123456789abcdef0123456789abcdef", "9123456789abcdef0123456789abcdef"
 	hl := launch.NewHostLog(filepath.Join(state, "launch"), limits.DefaultLaunchPCR)
-	for _, id := range []string{podID, added, other} {
+	for _, id := range []string{podID, added, other, starting} {
 		d := measure.DigestBytes(measure.SHA256, []byte(id))
 		if _, err := hl.Append(ctx, tp, &measure.LaunchEvent{SandboxID: id, Policy: "p", Kernel: d, Cmdline: "console=ttyS0",
 			CmdlineDigest: measure.DigestCmdline(measure.SHA256, "console=ttyS0"), GuestPublicKey: make([]byte, 32),
@@ -127,6 +138,8 @@ func TestLostPodEndsItsContainers(t *testing.T) {
 		{Name: "first", Status: containerRunning, EventId: podID},
 		{Name: "second", Status: containerRunning, EventId: added},
 		{Name: "refused", Status: containerFailed},
+		{Name: "starting", Status: containerCreated, EventId: starting},
+		{Name: "unrecorded", Status: containerCreated, EventId: unrecorded},
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +167,8 @@ func TestLostPodEndsItsContainers(t *testing.T) {
 		}
 	}
 	slices.Sort(got)
-	if want := []string{podID + ":lost", added + ":lost"}; !slices.Equal(got, want) {
-		t.Fatalf("END records %v, want %v (the sandbox %s never ran here: none)", got, want, other)
+	if want := []string{podID + ":lost", added + ":lost", starting + ":lost"}; !slices.Equal(got, want) {
+		t.Fatalf("END records %v, want %v (the sandbox %s never ran here, %s is not in the log: none)", got, want, other, unrecorded)
 	}
 	// Its containers are failed, saying why, and can be inspected (the
 	// shim follows them until they no longer run).
@@ -166,6 +179,37 @@ func TestLostPodEndsItsContainers(t *testing.T) {
 		}
 		if c.GetStatus() != containerFailed || !strings.HasPrefix(c.GetError(), want) {
 			t.Errorf("container %s: %s %q, want failed %q...", name, c.GetStatus(), c.GetError(), want)
+		}
+	}
+	// Removed, a container of the lost pod leaves its record and log.
+	logPath := filepath.Join(dir, containersDir, "second.log")
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"second", "refused"} {
+		if _, err := s.RemoveContainer(ctx, &bulwarkv1.ContainerRequest{Id: podID, Name: name}); err != nil {
+			t.Fatalf("RemoveContainer %s: %v", name, err)
+		}
+		if _, err := s.InspectContainer(ctx, &bulwarkv1.ContainerRequest{Id: podID, Name: name}); status.Code(err) != codes.NotFound {
+			t.Errorf("inspect %s after its removal: %v, want NotFound", name, err)
+		}
+		if _, err := s.RemoveContainer(ctx, &bulwarkv1.ContainerRequest{Id: podID, Name: name}); status.Code(err) != codes.NotFound {
+			t.Errorf("RemoveContainer %s again: %v, want NotFound", name, err)
+		}
+	}
+	if _, err := os.Stat(logPath); !os.IsNotExist(err) {
+		t.Errorf("the removed container's log: %v, want gone", err)
+	}
+	r, err := readSandboxRecord(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range r.GetContainers() {
+		if c.GetName() == "second" || c.GetName() == "refused" {
+			t.Errorf("the saved record still lists removed container %s", c.GetName())
 		}
 	}
 }

@@ -2,6 +2,7 @@ package hostd
 
 import (
 	"context"
+	"errors"
 	"io"
 	"path/filepath"
 	"slices"
@@ -31,6 +32,7 @@ func (s *Service) setContainer(sb *sandbox, name string, f func(*bulwarkv1.Conta
 // stopped); an added container's launch event gets its END record, and
 // attestd is told at the next re-attestation that it no longer runs.
 func (s *Service) watchContainer(sb *sandbox, pc *podContainer, name string, c *launch.Container) {
+	defer close(pc.watched)
 	code, err := c.Wait(context.Background())
 	sb.mu.Lock()
 	ending, revoked := sb.ending, sb.info.GetRevoked()
@@ -141,6 +143,12 @@ func (s *Service) adopt(sb *sandbox, l *launch.Launched, p *podTakeover) {
 			s.setContainer(sb, name, func(i *bulwarkv1.Container) {
 				i.Status, i.Error = containerFailed, "the host service stopped while the container started"
 			})
+			// Its launch event may be in the log (recorded before the
+			// service stopped): it gets its END, so that attestd never
+			// judges it alive.
+			if id := rc.GetEventId(); id != "" && id != sb.snapshot().GetId() {
+				s.containerEnded(sb, pc, id, errors.New("not started"))
+			}
 			continue
 		case containerRunning:
 		default:
@@ -159,7 +167,7 @@ func (s *Service) adopt(sb *sandbox, l *launch.Launched, p *podTakeover) {
 			continue
 		}
 		sb.mu.Lock()
-		pc.c = c
+		pc.c, pc.watched = c, make(chan struct{})
 		sb.mu.Unlock()
 		go s.watchContainer(sb, pc, name, c)
 	}

@@ -243,10 +243,18 @@ func (s *Service) reattach(dir string, r *bulwarkv1.Sandbox) error {
 		killLeftover(r)
 		return lost("it could not be taken over after a restart of the host service (" + err.Error() + "); its QEMU was killed")
 	}
-	l := launch.Adopt(kb, launch.Result{
+	res := launch.Result{
 		SandboxID: id, Accel: r.GetAccel(), ImageDigest: r.GetImageDigest(), AttestationID: r.GetAttestationId(),
 		Policy: r.GetPolicy(), Secrets: r.GetSecrets(), Template: r.GetTemplate(), StartMillis: r.GetStartMs(),
-	}, time.Duration(r.GetStopTimeoutSeconds())*time.Second)
+	}
+	l := launch.Adopt(kb, res, time.Duration(r.GetStopTimeoutSeconds())*time.Second)
+	if pod != nil {
+		if pl, err := s.adoptPod(dir, kb, res, r); err != nil {
+			s.cfg.Logger.Warn("pod taken over without its launch state: its containers run on, but it takes no new one", "sandbox", id, "err", err)
+		} else {
+			l = pl
+		}
+	}
 	sb := &sandbox{dir: dir, log: log, done: make(chan struct{}), info: r, launched: l}
 	s.sandboxes[id] = sb
 	s.wg.Add(1)
@@ -386,6 +394,9 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 	ended = true // the waiter owns the WaitGroup slot now
 	go s.wait(sb, l)
 	if o.Pod {
+		if err := savePodState(dir, l, req.GetSigners()); err != nil {
+			s.cfg.Logger.Warn("saving the pod's launch state: a host service restarted adds no container to it", "sandbox", id, "err", err)
+		}
 		if err := s.firstContainer(ctx, sb, l, req.GetContainer()); err != nil {
 			return err
 		}

@@ -50,16 +50,32 @@ func (p *podLaunch) reserve(n int) (int, error) {
 			return i + 1, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: all %d are taken, one by each container started in the pod after its first (a restarted container takes another; a slot is never refilled, so that no container's disk changes under it): recreate the pod to run more (crictl stopp and rmp, or delete the Kubernetes pod)",
+	return 0, fmt.Errorf("%w: all %d are taken, one by each container added to the pod and not yet removed (a slot is freed when its container is removed: crictl rm, or the kubelet's garbage collection of exited containers): remove exited containers, or recreate the pod (crictl stopp and rmp, or delete the Kubernetes pod)",
 		ErrPodFull, len(p.taken))
 }
 
-// release frees slot index, reserved for a container that did not get
-// it (refused, or failed before its disk was put in the slot).
+// release frees slot index: reserved for a container that did not get
+// it (refused, or failed before its disk was put in the slot), or whose
+// container was removed.
 func (p *podLaunch) release(index int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.taken[index-1] = false
+	if index >= 1 && index <= len(p.taken) {
+		p.taken[index-1] = false
+	}
+}
+
+// hold marks slot index taken in a pod of n slots: a container of a pod
+// taken over (AdoptPod) holds it until it is removed.
+func (p *podLaunch) hold(n, index int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.taken == nil {
+		p.taken = make([]bool, n)
+	}
+	if index >= 1 && index <= len(p.taken) {
+		p.taken[index-1] = true
+	}
 }
 
 // Container is a container of a pod VM.
@@ -121,6 +137,11 @@ type ContainerOptions struct {
 	Stdout, Stderr io.Writer
 	// Progress gets one line per step (optional).
 	Progress io.Writer
+	// EventID, when set, is given the id of the container's launch event
+	// before the event is recorded, so that whoever finds the container
+	// never ran (a host service restarted meanwhile) can write its END
+	// (an END for an id the launch log does not hold is passed over).
+	EventID func(id string)
 }
 
 // AddContainer adds a container to a running pod VM. Its image is
@@ -210,6 +231,9 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 	if len(wo.Env) > 0 {
 		ev.EnvKeys, ev.EnvDigest = measure.EnvKeys(wo.Env), measure.EnvDigest(measure.SHA256, wo.Env)
 	}
+	if co.EventID != nil {
+		co.EventID(id)
+	}
 	progress("recording launch event %s for container %s of pod %s in PCR %d", id, co.Name, l.res.SandboxID, l.o.PCR)
 	t := l.o.HostTPM
 	hostLog := NewHostLog(filepath.Join(l.o.StateDir, "launch"), l.o.PCR)
@@ -251,16 +275,46 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 		return nil, fmt.Errorf("%w by policy %q (attestation %s):\n  - %s", ErrDenied, ar.GetPolicy(), ar.GetAttestationId(),
 			strings.Join(ar.GetReasons(), "\n  - "))
 	}
-	filled = true
-	if err := l.sb.FillPodSlot(index, disk); err != nil {
+	if err := l.sb.FillPodSlot(ctx, index, disk); err != nil {
 		return nil, err
 	}
 	c, err := l.sb.StartContainer(ctx, channel.ContainerStart{Index: index, Name: co.Name, DiskDigest: disk.Digest, DiskSize: disk.Size,
 		Args: co.Args, Env: wo.Env, WorkingDir: wo.WorkingDir, User: wo.User}, co.Stdout, co.Stderr)
 	if err != nil {
+		// Nothing of it runs: the agent forgets it and the slot is
+		// emptied for the next container; if that fails, the slot stays
+		// taken (its disk may still be mounted in the guest).
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), removeTimeout)
+		defer cancel()
+		if rerr := l.sb.RemoveContainer(rctx, index); rerr != nil {
+			filled = true
+			l.o.warn("pod slot %d stays taken: the container that failed to start in it was not removed: %v", index, rerr)
+		}
 		return nil, fmt.Errorf("container %s: %w", co.Name, err)
 	}
+	filled = true
 	return &Container{Index: index, EventID: id, AttestationID: ar.GetAttestationId(), ImageDigest: img.ManifestDigest, c: c, sb: l.sb}, nil
+}
+
+// removeTimeout bounds the removal of a container from its pod's guest.
+const removeTimeout = 15 * time.Second
+
+// RemoveContainer forgets an ended container of the pod: the agent kills
+// what is left in its root and unmounts it, and its image slot is emptied
+// and free for the next container (AddContainer). It fails for a
+// container still running. The pod's first container runs from the
+// launch's own disk: it is forgotten, but frees no slot.
+func (l *Launched) RemoveContainer(ctx context.Context, c *Container) error {
+	if l.pod == nil {
+		return errors.New("not a pod VM")
+	}
+	if err := l.sb.RemoveContainer(ctx, c.Index); err != nil {
+		return err
+	}
+	if c.Index > 0 {
+		l.pod.release(c.Index)
+	}
+	return nil
 }
 
 // KillContainer signals a container of the pod.

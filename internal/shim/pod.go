@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -17,6 +18,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/protobuf"
 	"github.com/containerd/log"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -131,6 +133,26 @@ func addContainer(ctx context.Context, req *bulwarkv1.AddContainerRequest) error
 	defer c.Close()
 	if _, err := c.AddContainer(ctx, req); err != nil {
 		return fmt.Errorf("bulwark launch: %s", status.Convert(err).Message())
+	}
+	return nil
+}
+
+// removeTimeout bounds the removal of a container from its pod VM.
+const removeTimeout = 30 * time.Second
+
+// removeFromPod has the host service forget container name of pod id
+// (its record, log and image slot); a pod or container it no longer
+// knows is not an error.
+func removeFromPod(ctx context.Context, id, name string) error {
+	c, err := dialHost()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, removeTimeout)
+	defer cancel()
+	if _, err := c.RemoveContainer(ctx, &bulwarkv1.ContainerRequest{Id: id, Name: name}); err != nil && status.Code(err) != codes.NotFound {
+		return err
 	}
 	return nil
 }

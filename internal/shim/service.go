@@ -570,10 +570,16 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		t.cancel()
 	}
 	t.exit(exitLaunchFailed) // never started
-	// A pod VM goes with its pause container, not with its containers.
-	if c.sandbox != "" && c.pod == nil {
+	// A pod VM goes with its pause container, not with its containers: a
+	// container of a pod is removed from it, which frees its image slot.
+	switch {
+	case c.sandbox != "" && c.pod == nil:
 		if err := removeSandbox(ctx, c.sandbox); err != nil {
 			log.G(ctx).WithError(err).Warnf("bulwark shim: removing sandbox %s", c.sandbox)
+		}
+	case c.pod != nil && c.pod.sandbox != "":
+		if err := removeFromPod(ctx, c.pod.sandbox, t.id); err != nil {
+			log.G(ctx).WithError(err).Warnf("bulwark shim: removing container %s from pod VM %s", t.id, c.pod.sandbox)
 		}
 	}
 	os.RemoveAll(filepath.Join(c.bundle, imageDirName))

@@ -72,7 +72,7 @@ func (x LogChunk_Stream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogChunk_Stream.Descriptor instead.
 func (LogChunk_Stream) EnumDescriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{12, 0}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{13, 0}
 }
 
 type RunRequest struct {
@@ -980,6 +980,42 @@ func (x *ContainerRequest) GetName() string {
 	return ""
 }
 
+type RemoveContainerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveContainerResponse) Reset() {
+	*x = RemoveContainerResponse{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveContainerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveContainerResponse) ProtoMessage() {}
+
+func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveContainerResponse.ProtoReflect.Descriptor instead.
+func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{6}
+}
+
 type ContainerLogsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -991,7 +1027,7 @@ type ContainerLogsRequest struct {
 
 func (x *ContainerLogsRequest) Reset() {
 	*x = ContainerLogsRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	mi := &file_bulwark_v1_host_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1039,7 @@ func (x *ContainerLogsRequest) String() string {
 func (*ContainerLogsRequest) ProtoMessage() {}
 
 func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	mi := &file_bulwark_v1_host_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1052,7 @@ func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerLogsRequest.ProtoReflect.Descriptor instead.
 func (*ContainerLogsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{6}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ContainerLogsRequest) GetId() string {
@@ -1052,7 +1088,7 @@ type KillContainerRequest struct {
 
 func (x *KillContainerRequest) Reset() {
 	*x = KillContainerRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[7]
+	mi := &file_bulwark_v1_host_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1100,7 @@ func (x *KillContainerRequest) String() string {
 func (*KillContainerRequest) ProtoMessage() {}
 
 func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[7]
+	mi := &file_bulwark_v1_host_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1113,7 @@ func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillContainerRequest.ProtoReflect.Descriptor instead.
 func (*KillContainerRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{7}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *KillContainerRequest) GetId() string {
@@ -1111,7 +1147,7 @@ type ListSandboxesRequest struct {
 
 func (x *ListSandboxesRequest) Reset() {
 	*x = ListSandboxesRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[8]
+	mi := &file_bulwark_v1_host_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1159,7 @@ func (x *ListSandboxesRequest) String() string {
 func (*ListSandboxesRequest) ProtoMessage() {}
 
 func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[8]
+	mi := &file_bulwark_v1_host_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1172,7 @@ func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesRequest.ProtoReflect.Descriptor instead.
 func (*ListSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{8}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListSandboxesRequest) GetAll() bool {
@@ -1155,7 +1191,7 @@ type ListSandboxesResponse struct {
 
 func (x *ListSandboxesResponse) Reset() {
 	*x = ListSandboxesResponse{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[9]
+	mi := &file_bulwark_v1_host_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1203,7 @@ func (x *ListSandboxesResponse) String() string {
 func (*ListSandboxesResponse) ProtoMessage() {}
 
 func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[9]
+	mi := &file_bulwark_v1_host_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1216,7 @@ func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesResponse.ProtoReflect.Descriptor instead.
 func (*ListSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{9}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListSandboxesResponse) GetSandboxes() []*Sandbox {
@@ -1199,7 +1235,7 @@ type InspectSandboxRequest struct {
 
 func (x *InspectSandboxRequest) Reset() {
 	*x = InspectSandboxRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[10]
+	mi := &file_bulwark_v1_host_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1247,7 @@ func (x *InspectSandboxRequest) String() string {
 func (*InspectSandboxRequest) ProtoMessage() {}
 
 func (x *InspectSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[10]
+	mi := &file_bulwark_v1_host_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1260,7 @@ func (x *InspectSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectSandboxRequest.ProtoReflect.Descriptor instead.
 func (*InspectSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InspectSandboxRequest) GetId() string {
@@ -1244,7 +1280,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[11]
+	mi := &file_bulwark_v1_host_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1292,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[11]
+	mi := &file_bulwark_v1_host_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1305,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -1296,7 +1332,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[12]
+	mi := &file_bulwark_v1_host_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1344,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[12]
+	mi := &file_bulwark_v1_host_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1357,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LogChunk) GetStream() LogChunk_Stream {
@@ -1349,7 +1385,7 @@ type StopSandboxRequest struct {
 
 func (x *StopSandboxRequest) Reset() {
 	*x = StopSandboxRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[13]
+	mi := &file_bulwark_v1_host_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1361,7 +1397,7 @@ func (x *StopSandboxRequest) String() string {
 func (*StopSandboxRequest) ProtoMessage() {}
 
 func (x *StopSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[13]
+	mi := &file_bulwark_v1_host_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1374,7 +1410,7 @@ func (x *StopSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSandboxRequest.ProtoReflect.Descriptor instead.
 func (*StopSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StopSandboxRequest) GetId() string {
@@ -1401,7 +1437,7 @@ type RemoveSandboxRequest struct {
 
 func (x *RemoveSandboxRequest) Reset() {
 	*x = RemoveSandboxRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[14]
+	mi := &file_bulwark_v1_host_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1449,7 @@ func (x *RemoveSandboxRequest) String() string {
 func (*RemoveSandboxRequest) ProtoMessage() {}
 
 func (x *RemoveSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[14]
+	mi := &file_bulwark_v1_host_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1462,7 @@ func (x *RemoveSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSandboxRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RemoveSandboxRequest) GetId() string {
@@ -1452,7 +1488,7 @@ type RemoveSandboxResponse struct {
 
 func (x *RemoveSandboxResponse) Reset() {
 	*x = RemoveSandboxResponse{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[15]
+	mi := &file_bulwark_v1_host_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1500,7 @@ func (x *RemoveSandboxResponse) String() string {
 func (*RemoveSandboxResponse) ProtoMessage() {}
 
 func (x *RemoveSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[15]
+	mi := &file_bulwark_v1_host_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1513,7 @@ func (x *RemoveSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSandboxResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveSandboxResponse) GetId() string {
@@ -1501,7 +1537,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[16]
+	mi := &file_bulwark_v1_host_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1549,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[16]
+	mi := &file_bulwark_v1_host_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1562,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExecRequest) GetId() string {
@@ -1567,7 +1603,7 @@ type ExecInput struct {
 
 func (x *ExecInput) Reset() {
 	*x = ExecInput{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[17]
+	mi := &file_bulwark_v1_host_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1615,7 @@ func (x *ExecInput) String() string {
 func (*ExecInput) ProtoMessage() {}
 
 func (x *ExecInput) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[17]
+	mi := &file_bulwark_v1_host_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1628,7 @@ func (x *ExecInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecInput.ProtoReflect.Descriptor instead.
 func (*ExecInput) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExecInput) GetInput() isExecInput_Input {
@@ -1683,7 +1719,7 @@ type ExecStart struct {
 
 func (x *ExecStart) Reset() {
 	*x = ExecStart{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[18]
+	mi := &file_bulwark_v1_host_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1731,7 @@ func (x *ExecStart) String() string {
 func (*ExecStart) ProtoMessage() {}
 
 func (x *ExecStart) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[18]
+	mi := &file_bulwark_v1_host_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1744,7 @@ func (x *ExecStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
 func (*ExecStart) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{18}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExecStart) GetExec() *ExecRequest {
@@ -1743,7 +1779,7 @@ type TerminalSize struct {
 
 func (x *TerminalSize) Reset() {
 	*x = TerminalSize{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[19]
+	mi := &file_bulwark_v1_host_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1791,7 @@ func (x *TerminalSize) String() string {
 func (*TerminalSize) ProtoMessage() {}
 
 func (x *TerminalSize) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[19]
+	mi := &file_bulwark_v1_host_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1804,7 @@ func (x *TerminalSize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminalSize.ProtoReflect.Descriptor instead.
 func (*TerminalSize) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{19}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TerminalSize) GetRows() uint32 {
@@ -1798,7 +1834,7 @@ type ExecEvent struct {
 
 func (x *ExecEvent) Reset() {
 	*x = ExecEvent{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[20]
+	mi := &file_bulwark_v1_host_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1810,7 +1846,7 @@ func (x *ExecEvent) String() string {
 func (*ExecEvent) ProtoMessage() {}
 
 func (x *ExecEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[20]
+	mi := &file_bulwark_v1_host_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1823,7 +1859,7 @@ func (x *ExecEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
 func (*ExecEvent) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{20}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ExecEvent) GetEvent() isExecEvent_Event {
@@ -1966,7 +2002,8 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x04user\x18\a \x01(\tR\x04user\"6\n" +
 	"\x10ContainerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"R\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x19\n" +
+	"\x17RemoveContainerResponse\"R\n" +
 	"\x14ContainerLogsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
@@ -2020,7 +2057,7 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\tExecEvent\x12.\n" +
 	"\x06output\x18\x01 \x01(\v2\x14.bulwark.v1.LogChunkH\x00R\x06output\x12\x1d\n" +
 	"\texit_code\x18\x02 \x01(\x05H\x00R\bexitCodeB\a\n" +
-	"\x05event2\xd5\x06\n" +
+	"\x05event2\xab\a\n" +
 	"\x04Host\x125\n" +
 	"\x03Run\x12\x16.bulwark.v1.RunRequest\x1a\x14.bulwark.v1.RunEvent0\x01\x12T\n" +
 	"\rListSandboxes\x12 .bulwark.v1.ListSandboxesRequest\x1a!.bulwark.v1.ListSandboxesResponse\x12H\n" +
@@ -2033,7 +2070,8 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\fAddContainer\x12\x1f.bulwark.v1.AddContainerRequest\x1a\x15.bulwark.v1.Container\x12G\n" +
 	"\x10InspectContainer\x12\x1c.bulwark.v1.ContainerRequest\x1a\x15.bulwark.v1.Container\x12I\n" +
 	"\rContainerLogs\x12 .bulwark.v1.ContainerLogsRequest\x1a\x14.bulwark.v1.LogChunk0\x01\x12H\n" +
-	"\rKillContainer\x12 .bulwark.v1.KillContainerRequest\x1a\x15.bulwark.v1.ContainerB=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
+	"\rKillContainer\x12 .bulwark.v1.KillContainerRequest\x1a\x15.bulwark.v1.Container\x12T\n" +
+	"\x0fRemoveContainer\x12\x1c.bulwark.v1.ContainerRequest\x1a#.bulwark.v1.RemoveContainerResponseB=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
 
 var (
 	file_bulwark_v1_host_proto_rawDescOnce sync.Once
@@ -2048,67 +2086,70 @@ func file_bulwark_v1_host_proto_rawDescGZIP() []byte {
 }
 
 var file_bulwark_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_bulwark_v1_host_proto_goTypes = []any{
-	(LogChunk_Stream)(0),          // 0: bulwark.v1.LogChunk.Stream
-	(*RunRequest)(nil),            // 1: bulwark.v1.RunRequest
-	(*RunEvent)(nil),              // 2: bulwark.v1.RunEvent
-	(*Sandbox)(nil),               // 3: bulwark.v1.Sandbox
-	(*Container)(nil),             // 4: bulwark.v1.Container
-	(*AddContainerRequest)(nil),   // 5: bulwark.v1.AddContainerRequest
-	(*ContainerRequest)(nil),      // 6: bulwark.v1.ContainerRequest
-	(*ContainerLogsRequest)(nil),  // 7: bulwark.v1.ContainerLogsRequest
-	(*KillContainerRequest)(nil),  // 8: bulwark.v1.KillContainerRequest
-	(*ListSandboxesRequest)(nil),  // 9: bulwark.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil), // 10: bulwark.v1.ListSandboxesResponse
-	(*InspectSandboxRequest)(nil), // 11: bulwark.v1.InspectSandboxRequest
-	(*LogsRequest)(nil),           // 12: bulwark.v1.LogsRequest
-	(*LogChunk)(nil),              // 13: bulwark.v1.LogChunk
-	(*StopSandboxRequest)(nil),    // 14: bulwark.v1.StopSandboxRequest
-	(*RemoveSandboxRequest)(nil),  // 15: bulwark.v1.RemoveSandboxRequest
-	(*RemoveSandboxResponse)(nil), // 16: bulwark.v1.RemoveSandboxResponse
-	(*ExecRequest)(nil),           // 17: bulwark.v1.ExecRequest
-	(*ExecInput)(nil),             // 18: bulwark.v1.ExecInput
-	(*ExecStart)(nil),             // 19: bulwark.v1.ExecStart
-	(*TerminalSize)(nil),          // 20: bulwark.v1.TerminalSize
-	(*ExecEvent)(nil),             // 21: bulwark.v1.ExecEvent
+	(LogChunk_Stream)(0),            // 0: bulwark.v1.LogChunk.Stream
+	(*RunRequest)(nil),              // 1: bulwark.v1.RunRequest
+	(*RunEvent)(nil),                // 2: bulwark.v1.RunEvent
+	(*Sandbox)(nil),                 // 3: bulwark.v1.Sandbox
+	(*Container)(nil),               // 4: bulwark.v1.Container
+	(*AddContainerRequest)(nil),     // 5: bulwark.v1.AddContainerRequest
+	(*ContainerRequest)(nil),        // 6: bulwark.v1.ContainerRequest
+	(*RemoveContainerResponse)(nil), // 7: bulwark.v1.RemoveContainerResponse
+	(*ContainerLogsRequest)(nil),    // 8: bulwark.v1.ContainerLogsRequest
+	(*KillContainerRequest)(nil),    // 9: bulwark.v1.KillContainerRequest
+	(*ListSandboxesRequest)(nil),    // 10: bulwark.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),   // 11: bulwark.v1.ListSandboxesResponse
+	(*InspectSandboxRequest)(nil),   // 12: bulwark.v1.InspectSandboxRequest
+	(*LogsRequest)(nil),             // 13: bulwark.v1.LogsRequest
+	(*LogChunk)(nil),                // 14: bulwark.v1.LogChunk
+	(*StopSandboxRequest)(nil),      // 15: bulwark.v1.StopSandboxRequest
+	(*RemoveSandboxRequest)(nil),    // 16: bulwark.v1.RemoveSandboxRequest
+	(*RemoveSandboxResponse)(nil),   // 17: bulwark.v1.RemoveSandboxResponse
+	(*ExecRequest)(nil),             // 18: bulwark.v1.ExecRequest
+	(*ExecInput)(nil),               // 19: bulwark.v1.ExecInput
+	(*ExecStart)(nil),               // 20: bulwark.v1.ExecStart
+	(*TerminalSize)(nil),            // 21: bulwark.v1.TerminalSize
+	(*ExecEvent)(nil),               // 22: bulwark.v1.ExecEvent
 }
 var file_bulwark_v1_host_proto_depIdxs = []int32{
 	3,  // 0: bulwark.v1.RunEvent.started:type_name -> bulwark.v1.Sandbox
 	4,  // 1: bulwark.v1.Sandbox.containers:type_name -> bulwark.v1.Container
 	3,  // 2: bulwark.v1.ListSandboxesResponse.sandboxes:type_name -> bulwark.v1.Sandbox
 	0,  // 3: bulwark.v1.LogChunk.stream:type_name -> bulwark.v1.LogChunk.Stream
-	19, // 4: bulwark.v1.ExecInput.start:type_name -> bulwark.v1.ExecStart
-	20, // 5: bulwark.v1.ExecInput.resize:type_name -> bulwark.v1.TerminalSize
-	17, // 6: bulwark.v1.ExecStart.exec:type_name -> bulwark.v1.ExecRequest
-	20, // 7: bulwark.v1.ExecStart.tty:type_name -> bulwark.v1.TerminalSize
-	13, // 8: bulwark.v1.ExecEvent.output:type_name -> bulwark.v1.LogChunk
+	20, // 4: bulwark.v1.ExecInput.start:type_name -> bulwark.v1.ExecStart
+	21, // 5: bulwark.v1.ExecInput.resize:type_name -> bulwark.v1.TerminalSize
+	18, // 6: bulwark.v1.ExecStart.exec:type_name -> bulwark.v1.ExecRequest
+	21, // 7: bulwark.v1.ExecStart.tty:type_name -> bulwark.v1.TerminalSize
+	14, // 8: bulwark.v1.ExecEvent.output:type_name -> bulwark.v1.LogChunk
 	1,  // 9: bulwark.v1.Host.Run:input_type -> bulwark.v1.RunRequest
-	9,  // 10: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
-	11, // 11: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
-	12, // 12: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
-	14, // 13: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
-	15, // 14: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
-	17, // 15: bulwark.v1.Host.Exec:input_type -> bulwark.v1.ExecRequest
-	18, // 16: bulwark.v1.Host.ExecInteractive:input_type -> bulwark.v1.ExecInput
+	10, // 10: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
+	12, // 11: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
+	13, // 12: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
+	15, // 13: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
+	16, // 14: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
+	18, // 15: bulwark.v1.Host.Exec:input_type -> bulwark.v1.ExecRequest
+	19, // 16: bulwark.v1.Host.ExecInteractive:input_type -> bulwark.v1.ExecInput
 	5,  // 17: bulwark.v1.Host.AddContainer:input_type -> bulwark.v1.AddContainerRequest
 	6,  // 18: bulwark.v1.Host.InspectContainer:input_type -> bulwark.v1.ContainerRequest
-	7,  // 19: bulwark.v1.Host.ContainerLogs:input_type -> bulwark.v1.ContainerLogsRequest
-	8,  // 20: bulwark.v1.Host.KillContainer:input_type -> bulwark.v1.KillContainerRequest
-	2,  // 21: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
-	10, // 22: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
-	3,  // 23: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
-	13, // 24: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
-	3,  // 25: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
-	16, // 26: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
-	21, // 27: bulwark.v1.Host.Exec:output_type -> bulwark.v1.ExecEvent
-	21, // 28: bulwark.v1.Host.ExecInteractive:output_type -> bulwark.v1.ExecEvent
-	4,  // 29: bulwark.v1.Host.AddContainer:output_type -> bulwark.v1.Container
-	4,  // 30: bulwark.v1.Host.InspectContainer:output_type -> bulwark.v1.Container
-	13, // 31: bulwark.v1.Host.ContainerLogs:output_type -> bulwark.v1.LogChunk
-	4,  // 32: bulwark.v1.Host.KillContainer:output_type -> bulwark.v1.Container
-	21, // [21:33] is the sub-list for method output_type
-	9,  // [9:21] is the sub-list for method input_type
+	8,  // 19: bulwark.v1.Host.ContainerLogs:input_type -> bulwark.v1.ContainerLogsRequest
+	9,  // 20: bulwark.v1.Host.KillContainer:input_type -> bulwark.v1.KillContainerRequest
+	6,  // 21: bulwark.v1.Host.RemoveContainer:input_type -> bulwark.v1.ContainerRequest
+	2,  // 22: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
+	11, // 23: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
+	3,  // 24: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
+	14, // 25: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
+	3,  // 26: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
+	17, // 27: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
+	22, // 28: bulwark.v1.Host.Exec:output_type -> bulwark.v1.ExecEvent
+	22, // 29: bulwark.v1.Host.ExecInteractive:output_type -> bulwark.v1.ExecEvent
+	4,  // 30: bulwark.v1.Host.AddContainer:output_type -> bulwark.v1.Container
+	4,  // 31: bulwark.v1.Host.InspectContainer:output_type -> bulwark.v1.Container
+	14, // 32: bulwark.v1.Host.ContainerLogs:output_type -> bulwark.v1.LogChunk
+	4,  // 33: bulwark.v1.Host.KillContainer:output_type -> bulwark.v1.Container
+	7,  // 34: bulwark.v1.Host.RemoveContainer:output_type -> bulwark.v1.RemoveContainerResponse
+	22, // [22:35] is the sub-list for method output_type
+	9,  // [9:22] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -2124,13 +2165,13 @@ func file_bulwark_v1_host_proto_init() {
 		(*RunEvent_Warning)(nil),
 		(*RunEvent_Started)(nil),
 	}
-	file_bulwark_v1_host_proto_msgTypes[17].OneofWrappers = []any{
+	file_bulwark_v1_host_proto_msgTypes[18].OneofWrappers = []any{
 		(*ExecInput_Start)(nil),
 		(*ExecInput_Stdin)(nil),
 		(*ExecInput_StdinClose)(nil),
 		(*ExecInput_Resize)(nil),
 	}
-	file_bulwark_v1_host_proto_msgTypes[20].OneofWrappers = []any{
+	file_bulwark_v1_host_proto_msgTypes[21].OneofWrappers = []any{
 		(*ExecEvent_Output)(nil),
 		(*ExecEvent_ExitCode)(nil),
 	}
@@ -2140,7 +2181,7 @@ func file_bulwark_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_host_proto_rawDesc), len(file_bulwark_v1_host_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

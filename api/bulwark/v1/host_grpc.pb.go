@@ -36,6 +36,7 @@ const (
 	Host_InspectContainer_FullMethodName = "/bulwark.v1.Host/InspectContainer"
 	Host_ContainerLogs_FullMethodName    = "/bulwark.v1.Host/ContainerLogs"
 	Host_KillContainer_FullMethodName    = "/bulwark.v1.Host/KillContainer"
+	Host_RemoveContainer_FullMethodName  = "/bulwark.v1.Host/RemoveContainer"
 )
 
 // HostClient is the client API for Host service.
@@ -87,6 +88,12 @@ type HostClient interface {
 	// KillContainer sends a signal to a container's processes (the pod and
 	// its other containers run on) and answers with the container.
 	KillContainer(ctx context.Context, in *KillContainerRequest, opts ...grpc.CallOption) (*Container, error)
+	// RemoveContainer forgets a container of a pod that ended (or failed to
+	// start): its record and log go, what is left of it in the guest is
+	// killed and unmounted, and its image slot is freed for the next
+	// container. A container still running is not removed
+	// (FailedPrecondition: kill it first).
+	RemoveContainer(ctx context.Context, in *ContainerRequest, opts ...grpc.CallOption) (*RemoveContainerResponse, error)
 }
 
 type hostClient struct {
@@ -256,6 +263,16 @@ func (c *hostClient) KillContainer(ctx context.Context, in *KillContainerRequest
 	return out, nil
 }
 
+func (c *hostClient) RemoveContainer(ctx context.Context, in *ContainerRequest, opts ...grpc.CallOption) (*RemoveContainerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveContainerResponse)
+	err := c.cc.Invoke(ctx, Host_RemoveContainer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -305,6 +322,12 @@ type HostServer interface {
 	// KillContainer sends a signal to a container's processes (the pod and
 	// its other containers run on) and answers with the container.
 	KillContainer(context.Context, *KillContainerRequest) (*Container, error)
+	// RemoveContainer forgets a container of a pod that ended (or failed to
+	// start): its record and log go, what is left of it in the guest is
+	// killed and unmounted, and its image slot is freed for the next
+	// container. A container still running is not removed
+	// (FailedPrecondition: kill it first).
+	RemoveContainer(context.Context, *ContainerRequest) (*RemoveContainerResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -350,6 +373,9 @@ func (UnimplementedHostServer) ContainerLogs(*ContainerLogsRequest, grpc.ServerS
 }
 func (UnimplementedHostServer) KillContainer(context.Context, *KillContainerRequest) (*Container, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method KillContainer not implemented")
+}
+func (UnimplementedHostServer) RemoveContainer(context.Context, *ContainerRequest) (*RemoveContainerResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveContainer not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -549,6 +575,24 @@ func _Host_KillContainer_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_RemoveContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ContainerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).RemoveContainer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_RemoveContainer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).RemoveContainer(ctx, req.(*ContainerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -583,6 +627,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "KillContainer",
 			Handler:    _Host_KillContainer_Handler,
+		},
+		{
+			MethodName: "RemoveContainer",
+			Handler:    _Host_RemoveContainer_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
