@@ -40,8 +40,8 @@ func TestContainerdPodLifecycle(t *testing.T) {
 	e := setup(t)
 	buildShim(t)
 	scripts := map[string]string{
-		"a":   `echo "a fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; i=0; while :; do echo "a tick $i"; i=$((i+1)); sleep 1; done`,
-		"b":   `echo "b fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; i=0; while :; do echo "b tick $i"; i=$((i+1)); sleep 1; done`,
+		"a":    `echo "a fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; i=0; while :; do echo "a tick $i"; i=$((i+1)); sleep 1; done`,
+		"b":    `echo "b fingerprint $(sha256sum /run/secrets/db | cut -d' ' -f1)"; i=0; while :; do echo "b tick $i"; i=$((i+1)); sleep 1; done`,
 		"bad":  "",
 		"once": `echo "once $(sha256sum /run/secrets/db | cut -d' ' -f1)"`,
 	}
