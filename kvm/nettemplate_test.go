@@ -46,7 +46,7 @@ func TestRecipeNet(t *testing.T) {
 	if plain.Machine == tpl.Machine || plain.Digest() == tpl.Digest() {
 		t.Error("a network template's recipe has the same machine or digest as a plain one")
 	}
-	if d := plain.differences(tpl); len(d) != 2 || d[1] != "net false (template) vs true (this launch)" {
+	if d := plain.differences(tpl); len(d) != 1 || d[0] != "network device: the template has none (made without --net), this launch has a network" {
 		t.Errorf("differences: %q", d)
 	}
 	if pod.PodSlots != MaxPodSlots || !pod.Net {
@@ -144,7 +144,7 @@ func TestNetTemplateClones(t *testing.T) {
 		if sb, err := Start(ctx, plain); err == nil {
 			sb.Close()
 			t.Error("a clone without a network started from a network template")
-		} else if !strings.Contains(err.Error(), "net true (template) vs false (this launch)") || !strings.Contains(err.Error(), "(launcher template create)") {
+		} else if !strings.Contains(err.Error(), "network device: the template has one (made with --net), this launch has no network") || !strings.Contains(err.Error(), "(launcher template create)") {
 			t.Errorf("a clone without a network of a network template: %v", err)
 		}
 		plainDir, _ := sharedTemplate(t)
@@ -158,7 +158,7 @@ func TestNetTemplateClones(t *testing.T) {
 		if sb, err := Start(ctx, user); err == nil {
 			sb.Close()
 			t.Error("a clone with a network started from a template without one")
-		} else if !strings.Contains(err.Error(), "net false (template) vs true (this launch)") || !strings.Contains(err.Error(), "launcher template create --net") {
+		} else if !strings.Contains(err.Error(), "network device: the template has none (made without --net), this launch has a network") || !strings.Contains(err.Error(), "launcher template create --net") {
 			t.Errorf("a networked clone of a plain template: %v", err)
 		}
 		cold := templateConfig(t, e)

@@ -189,7 +189,7 @@ func TestPodClone(t *testing.T) {
 	if sb, err := Start(ctx, plain); err == nil {
 		sb.Close()
 		t.Error("a plain clone of a pod's template started")
-	} else if !strings.Contains(err.Error(), "pod_slots 15 (template) vs 0") {
+	} else if !strings.Contains(err.Error(), "pod image slots: the template is a pod's (15 slots, made with --pod), this launch is not a pod") {
 		t.Errorf("a plain clone of a pod's template: %v", err)
 	}
 	plainDir, _ := sharedTemplate(t)
@@ -203,7 +203,7 @@ func TestPodClone(t *testing.T) {
 	if sb, err := Start(ctx, wrong); err == nil {
 		sb.Close()
 		t.Error("a pod cloned from a plain template started")
-	} else if !strings.Contains(err.Error(), "pod_slots 0 (template) vs 15") || !strings.Contains(err.Error(), "launcher template create --pod") {
+	} else if !strings.Contains(err.Error(), "pod image slots: the template has none (made without --pod), this launch is a pod's (15 slots)") || !strings.Contains(err.Error(), "launcher template create --pod") {
 		t.Errorf("a pod cloned from a plain template: %v", err)
 	}
 

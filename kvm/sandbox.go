@@ -268,6 +268,7 @@ func (s *Sandbox) launch(ctx context.Context, qemu string) error {
 	if s.mode.templateRAM != nil && cfg.TemplateNet {
 		spec.network = netTemplate
 	}
+	s.qerr.setDrop(expectedQEMUStderr(spec)) // before QEMU writes
 	if cfg.Network == NetworkTap {
 		pod, err := openPodTap(cfg.NetNS)
 		if err != nil {

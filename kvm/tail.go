@@ -15,9 +15,18 @@ type lineTail struct {
 	lines   []string
 	partial []byte
 	fwd     io.Writer
+	drop    func(line string) bool
 }
 
 func newLineTail(n int, fwd io.Writer) *lineTail { return &lineTail{n: n, fwd: fwd} }
+
+// setDrop leaves the lines for which drop is true out of the tail from
+// now on (fwd still gets them); nil keeps every line.
+func (t *lineTail) setDrop(drop func(line string) bool) {
+	t.mu.Lock()
+	t.drop = drop
+	t.mu.Unlock()
+}
 
 func (t *lineTail) Write(p []byte) (int, error) {
 	t.mu.Lock()
@@ -46,6 +55,9 @@ func (t *lineTail) Write(p []byte) (int, error) {
 
 func (t *lineTail) push(l string) {
 	l = strings.TrimRight(l, "\r")
+	if t.drop != nil && t.drop(l) {
+		return
+	}
 	t.lines = append(t.lines, l)
 	if len(t.lines) > t.n {
 		t.lines = t.lines[len(t.lines)-t.n:]

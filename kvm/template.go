@@ -65,7 +65,14 @@ func (r Recipe) Digest() string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// differences names the fields in which r and o differ, with both values.
+// differences says how r (the template's recipe) and o (this launch's)
+// differ, one entry per difference, in words where the field has a
+// meaning to tell (a pod's image slots, the network device) and else with
+// both values. The machine digest is taken from QEMU's command line,
+// which the CPUs, memory, accelerator, pod slots and network device
+// shape: it is named only when none of those differs — then the launcher
+// sets up another machine than the one that made the template (another
+// launcher version), which no other field shows.
 func (r Recipe) differences(o Recipe) []string {
 	var d []string
 	add := func(name string, a, b any) {
@@ -75,15 +82,37 @@ func (r Recipe) differences(o Recipe) []string {
 	}
 	add("kernel", r.Kernel, o.Kernel)
 	add("initrd", r.Initrd, o.Initrd)
-	add("cmdline", r.Cmdline, o.Cmdline)
+	if r.Cmdline != o.Cmdline {
+		d = append(d, fmt.Sprintf("cmdline %q (template) vs %q (this launch)", r.Cmdline, o.Cmdline))
+	}
 	add("cpus", r.CPUs, o.CPUs)
 	add("memory_mib", r.MemoryMiB, o.MemoryMiB)
 	add("accel", r.Accel, o.Accel)
 	add("qemu", r.QEMU, o.QEMU)
-	add("machine", r.Machine, o.Machine)
-	add("protocol", r.Protocol, o.Protocol)
-	add("pod_slots", r.PodSlots, o.PodSlots)
-	add("net", r.Net, o.Net)
+	if r.Protocol != o.Protocol {
+		d = append(d, fmt.Sprintf("guest protocol %d (template) vs %d (this launch): the template's agent is another version's", r.Protocol, o.Protocol))
+	}
+	switch {
+	case r.PodSlots == o.PodSlots:
+	case r.PodSlots == 0:
+		d = append(d, fmt.Sprintf("pod image slots: the template has none (made without --pod), this launch is a pod's (%d slots)", o.PodSlots))
+	case o.PodSlots == 0:
+		d = append(d, fmt.Sprintf("pod image slots: the template is a pod's (%d slots, made with --pod), this launch is not a pod", r.PodSlots))
+	default:
+		add("pod_slots", r.PodSlots, o.PodSlots)
+	}
+	switch {
+	case r.Net == o.Net:
+	case o.Net:
+		d = append(d, "network device: the template has none (made without --net), this launch has a network")
+	default:
+		d = append(d, "network device: the template has one (made with --net), this launch has no network")
+	}
+	shaped := r.CPUs != o.CPUs || r.MemoryMiB != o.MemoryMiB || r.Accel != o.Accel || r.PodSlots != o.PodSlots || r.Net != o.Net
+	if r.Machine != o.Machine && !shaped {
+		d = append(d, fmt.Sprintf("machine: the QEMU devices and options this launcher sets up are not those the template was made with "+
+			"(a launcher of another version made it; digests %s (template) vs %s (this launch))", r.Machine, o.Machine))
+	}
 	return d
 }
 

@@ -34,7 +34,8 @@ bench ./e2e 'BenchmarkLaunchMemory' "$n"
 # sandboxes (default 8), each revoked once by a policy change.
 bench ./e2e 'BenchmarkRevocationToGuest' 1x
 # Pod start through the CRI (crictl runp + create + start, containerd and the
-# shim): a template clone and a cold boot in each iteration.
+# shim): a template clone and a cold boot in each iteration, for host-network
+# pods and for pods with a network namespace of their own (CNI bridge → tap).
 bench ./e2e 'BenchmarkPodStart' "$n"
 
 # The fleet through the real binaries for LOAD_DURATION (default 60s), each
@@ -124,8 +125,10 @@ printf '| idle host memory per clone (QEMU PSS + the template pages over the clo
   "$(metric CloneDensity clones)" "$(metric CloneDensity MiB/clone)" "$(metric CloneDensity cold-MiB)"
 printf '| density: idle clones at once, each answering a channel ping | %s clones, %s GiB in all (goal >= 100, <= 3 GiB); started in %s s | ping p50 %s ms, p99 %s ms | idle CPU %s %% of a core per clone |\n' \
   "$(metric CloneDensity clones)" "$(metric CloneDensity total-GiB)" "$(metric CloneDensity start-all-s)" "$(metric CloneDensity ping-p50-ms)" "$(metric CloneDensity ping-p99-ms)" "$(metric CloneDensity idle-cpu-%/clone)"
-printf '| pod start through the CRI (crictl runp + create + start until the container runs), template clone | %s ms (median) | cold boot of the same recipe: %s ms | %s× faster |\n' \
-  "$(metric PodStart clone-ms/pod)" "$(metric PodStart cold-ms/pod)" "$(metric PodStart speedup)"
+printf '| pod start through the CRI (crictl runp + create + start until the container runs), host-network pod, template clone | %s ms (median) | cold boot of the same recipe: %s ms | %s× faster |\n' \
+  "$(metric PodStart/host-network clone-ms/pod)" "$(metric PodStart/host-network cold-ms/pod)" "$(metric PodStart/host-network speedup)"
+printf '| pod start through the CRI, pod with its own network namespace (CNI bridge, tap to the pod VM), clone of a --pod --net template | %s ms (median) | cold boot of the same recipe: %s ms | %s× faster |\n' \
+  "$(metric PodStart/pod-netns clone-ms/pod)" "$(metric PodStart/pod-netns cold-ms/pod)" "$(metric PodStart/pod-netns speedup)"
 printf '\nRaw output: %s\n' "$out"
 if [ "$load_ok" != 1 ]; then
   echo "bench: a fleet run through the binaries FAILED (errors or lost verdicts; see $rate_json, $load_json and $sweep_json)" >&2

@@ -273,7 +273,7 @@ func (s *Server) reattestOne(ctx context.Context, v *Verified, req *bulwarkv1.At
 	// A deny: a sandbox that passed before is revoked (its secrets leave
 	// the guest); one denied before stays denied, with its new time.
 	if st.Verdict == store.SandboxAllow {
-		if err := s.revoke(ctx, st, nil, reasons...); err != nil {
+		if _, err := s.revoke(ctx, st, nil, reasons...); err != nil {
 			return nil, err
 		}
 	} else {
@@ -341,22 +341,47 @@ func (s *Server) markEnded(ctx context.Context, st store.SandboxState, reason st
 // on_revoke), the state revoked, an audit record, and the node's streams
 // told. With names, only those secrets are revoked and the sandbox stays
 // kept as it was, without them.
-func (s *Server) revoke(ctx context.Context, st store.SandboxState, names []string, reasons ...string) error {
+//
+// A launch's revocation is one decision, whichever path decides it and
+// however many decide it at once (the admin's policy reload and the
+// policy watcher both judge the kept sandboxes again; so does every
+// replica): the decision is keyed by the launch event (store.RevokeKey),
+// and a path that finds it stored already only brings the sandbox's
+// state in line with it.
+// It reports whether this call made the decision.
+func (s *Server) revoke(ctx context.Context, st store.SandboxState, names []string, reasons ...string) (bool, error) {
 	action := st.OnRevoke
 	if action == "" {
 		action = policy.OnRevokeStop
 	}
-	d := store.Decision{NodeID: st.NodeID, SandboxID: st.SandboxID, Kind: store.DecisionRevoke, Action: action, Reasons: reasons, CreatedAt: s.now()}
+	d := store.Decision{NodeID: st.NodeID, SandboxID: st.SandboxID, Kind: store.DecisionRevoke, Action: action, Reasons: reasons,
+		Key: store.RevokeKey(st.SandboxID, st.EventDigest, names...), CreatedAt: s.now()}
 	for _, n := range names {
 		d.Secrets = append(d.Secrets, store.DecisionSecret{Name: n})
 	}
 	d, err := s.st.AppendDecision(ctx, d)
-	if err != nil {
-		return s.storeStatus(ctx, "revocation of sandbox "+st.SandboxID, err)
+	dup := errors.Is(err, store.ErrConflict)
+	if err != nil && !dup {
+		return false, s.storeStatus(ctx, "revocation of sandbox "+st.SandboxID, err)
 	}
-	// The decision is durable: the host may have it now, before the
-	// state and audit writes below.
-	s.watchers.notify(st.NodeID)
+	if dup {
+		// Decided (and sent) already. The state as that decision leaves
+		// it, if its maker has not written it (yet, or ever: a crash).
+		action, reasons = d.Action, d.Reasons
+		cur, err := s.st.GetSandbox(ctx, st.NodeID, st.SandboxID)
+		if errors.Is(err, store.ErrNotFound) || (err == nil && cur.Verdict != store.SandboxAllow) {
+			s.log.DebugContext(ctx, "sandbox revoked already", "node", st.NodeID, "sandbox", st.SandboxID, "seq", d.Seq)
+			return false, nil
+		}
+		if err != nil {
+			return false, s.storeStatus(ctx, "revocation of sandbox "+st.SandboxID, err)
+		}
+		st = cur
+	} else {
+		// The decision is durable: the host may have it now, before the
+		// state and audit writes below.
+		s.watchers.notify(st.NodeID)
+	}
 	if len(names) == 0 {
 		st.Verdict, st.Reasons, st.VerdictAt, st.Secrets = store.SandboxRevoked, reasons, d.CreatedAt, nil
 	} else {
@@ -366,7 +391,11 @@ func (s *Server) revoke(ctx context.Context, st store.SandboxState, names []stri
 		}
 	}
 	if err := s.st.PutSandbox(ctx, st); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return s.storeStatus(ctx, "revocation of sandbox "+st.SandboxID, err)
+		return false, s.storeStatus(ctx, "revocation of sandbox "+st.SandboxID, err)
+	}
+	if dup {
+		s.log.DebugContext(ctx, "sandbox revoked already", "node", st.NodeID, "sandbox", st.SandboxID, "seq", d.Seq)
+		return false, nil
 	}
 	details, _ := json.Marshal(map[string]any{"event": "sandbox.revoke", "sandbox": st.SandboxID, "seq": d.Seq, "action": action, "secrets": names, "reasons": reasons})
 	if err := s.appendAudit(ctx, store.AuditEntry{Kind: store.KindVerdict, NodeID: st.NodeID, Subject: st.SandboxID, Details: details}); err != nil {
@@ -374,7 +403,7 @@ func (s *Server) revoke(ctx context.Context, st store.SandboxState, names []stri
 	}
 	s.metrics.Decisions.WithLabelValues(string(store.DecisionRevoke)).Inc()
 	s.log.WarnContext(ctx, "sandbox revoked", "node", st.NodeID, "sandbox", st.SandboxID, "seq", d.Seq, "action", action, "secrets", names, "reasons", reasons)
-	return nil
+	return true, nil
 }
 
 // keptSandboxes lists the kept sandboxes of node ("": all) for which f
@@ -393,18 +422,25 @@ func (s *Server) revokeNode(ctx context.Context, node string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	n := 0
 	for _, st := range sts {
-		if err := s.revoke(ctx, st, nil, "the node was revoked by an administrator"); err != nil {
-			return 0, err
+		made, err := s.revoke(ctx, st, nil, "the node was revoked by an administrator")
+		if err != nil {
+			return n, err
+		}
+		if made {
+			n++
 		}
 	}
-	return len(sts), nil
+	return n, nil
 }
 
 // Rejudge judges every kept sandbox that passes again, by the policies in
 // force, from its stored evidence (no host involved): one that no longer
 // passes is revoked. ReloadPolicies calls it; so does the policy
-// watcher's reload (attestd serve). It returns how many were revoked.
+// watcher's reload (attestd serve), at the same time for an admin's
+// reload: each revocation is one decision however many run (revoke). It
+// returns how many this call revoked.
 func (s *Server) Rejudge(ctx context.Context) (int, error) {
 	sts, err := s.keptSandboxes(ctx, "", func(st *store.SandboxState) bool { return st.Verdict == store.SandboxAllow })
 	if err != nil {
@@ -424,10 +460,13 @@ func (s *Server) Rejudge(ctx context.Context) (int, error) {
 			continue
 		}
 		reasons := append([]string{"judged again after a policy change: the policy in force no longer allows it"}, j.Reasons...)
-		if err := s.revoke(ctx, st, nil, reasons...); err != nil {
+		made, err := s.revoke(ctx, st, nil, reasons...)
+		if err != nil {
 			return n, err
 		}
-		n++
+		if made {
+			n++
+		}
 	}
 	return n, nil
 }
@@ -458,7 +497,7 @@ func (s *Server) secretDeleted(ctx context.Context, name string) error {
 		return err
 	}
 	for _, st := range sts {
-		if err := s.revoke(ctx, st, []string{name}, fmt.Sprintf("secret %q was deleted by an administrator", name)); err != nil {
+		if _, err := s.revoke(ctx, st, []string{name}, fmt.Sprintf("secret %q was deleted by an administrator", name)); err != nil {
 			return err
 		}
 	}
@@ -493,7 +532,7 @@ func (s *Server) secretRotated(ctx context.Context, name string, version uint64)
 			return err
 		}
 		if !j.Allow {
-			if err := s.revoke(ctx, st, nil, append([]string{"judged again for a secret rotation: the policy in force no longer allows it"}, j.Reasons...)...); err != nil {
+			if _, err := s.revoke(ctx, st, nil, append([]string{"judged again for a secret rotation: the policy in force no longer allows it"}, j.Reasons...)...); err != nil {
 				return err
 			}
 			continue

@@ -235,6 +235,13 @@ type envOptions struct {
 	maxConns, maxConnsPerPeer int
 	// idleTimeout is Config.IdleTimeout (0: the default).
 	idleTimeout time.Duration
+	// wrapStore, when set, wraps the store the server uses (e.st stays
+	// the store underneath).
+	wrapStore func(store.Store) store.Store
+	// onPolicyLoad is the policy watcher's OnLoad (attestd serve judges
+	// the kept sandboxes again there); it is called by the first load
+	// too, before the server exists.
+	onPolicyLoad func()
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -268,7 +275,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err := os.WriteFile(filepath.Join(e.policyDir, "test.yaml"), []byte(testPolicyYAML(testPolicyName, testKernel)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.watcher = policy.NewWatcher(e.policyDir, policy.WatcherOptions{Now: e.clock.Now})
+	e.watcher = policy.NewWatcher(e.policyDir, policy.WatcherOptions{Now: e.clock.Now, OnLoad: o.onPolicyLoad})
+	srvStore := e.st
+	if o.wrapStore != nil {
+		srvStore = o.wrapStore(e.st)
+	}
 	if err := e.watcher.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +295,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv, err = New(Config{Store: e.st, Vault: e.vault, Policies: e.watcher, Tokens: tokens,
+	e.srv, err = New(Config{Store: srvStore, Vault: e.vault, Policies: e.watcher, Tokens: tokens,
 		EKAllow: o.ekAllow, AdminCA: e.pki.CAPool(), Now: e.clock.Now, TokenTTL: o.tokenTTL, RequestTimeout: o.requestTimeout,
 		PeerRate: o.peerRate, PeerBurst: o.peerBurst, IdleTimeout: o.idleTimeout})
 	if err != nil {

@@ -80,11 +80,11 @@ func TestFindTemplateNetwork(t *testing.T) {
 		{"a pod without: no template, cold", NetworkNone, true, TemplateAuto, "", "", "booting cold (launcher template create --pod makes one)"},
 		{"none boots cold", NetworkUser, false, TemplateNone, "", "", ""},
 		{"named network template", NetworkUser, false, "net", net, "", ""},
-		{"named network template, no network", NetworkNone, false, "net", "", `net true (template) vs false (this launch); make a template for this one (launcher template create)`, ""},
-		{"named plain template, user network", NetworkUser, false, "plain", "", "net false (template) vs true (this launch); make a template for this one (launcher template create --net)", ""},
-		{"named plain template, tap", NetworkTap, false, "plain", "", "net false (template) vs true (this launch)", ""},
-		{"named network template, a pod", NetworkTap, true, "net", "", "pod_slots 0 (template) vs 15 (this launch); make a template for this one (launcher template create --pod --net)", ""}, // only what differs
-		{"named pod network template, a pod without namespace", NetworkNone, true, "pods-net", "", "net true (template) vs false (this launch); make a template for this one (launcher template create --pod)", ""},
+		{"named network template, no network", NetworkNone, false, "net", "", `network device: the template has one (made with --net), this launch has no network; make a template for this one (launcher template create)`, ""},
+		{"named plain template, user network", NetworkUser, false, "plain", "", "network device: the template has none (made without --net), this launch has a network; make a template for this one (launcher template create --net)", ""},
+		{"named plain template, tap", NetworkTap, false, "plain", "", "network device: the template has none (made without --net), this launch has a network", ""},
+		{"named network template, a pod", NetworkTap, true, "net", "", "pod image slots: the template has none (made without --pod), this launch is a pod's (15 slots); make a template for this one (launcher template create --pod --net)", ""}, // only what differs
+		{"named pod network template, a pod without namespace", NetworkNone, true, "pods-net", "", "network device: the template has one (made with --net), this launch has no network; make a template for this one (launcher template create --pod)", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var progress bytes.Buffer

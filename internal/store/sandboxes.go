@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -92,8 +94,25 @@ type Decision struct {
 	Reasons   []string
 	// Secrets: for a rotation the new versions, wrapped to the guest key;
 	// for a revocation the names to remove (none: all).
-	Secrets   []DecisionSecret
+	Secrets []DecisionSecret
+	// Key, when set, makes the decision unique: a node holds at most one
+	// decision with a given key, so a decision that several paths (or
+	// replicas) reach at once is stored, and sent, once. attestd keys a
+	// revocation by the sandbox's launch event (RevokeKey).
+	Key       string
 	CreatedAt time.Time
+}
+
+// RevokeKey is the Decision.Key of the revocation of a kept sandbox's
+// launch (its id and launch record digest), of the secrets named — none:
+// the whole sandbox. A launch is revoked once, whichever change decided it.
+func RevokeKey(sandboxID string, eventDigest []byte, secrets ...string) string {
+	k := fmt.Sprintf("revoke %s %x", sandboxID, eventDigest)
+	if len(secrets) > 0 {
+		s := slices.Sorted(slices.Values(secrets))
+		k += " secrets " + strings.Join(s, ",")
+	}
+	return k
 }
 
 // DecisionSecret is a secret a decision names.
@@ -108,6 +127,8 @@ const (
 	// MaxDecisionsPage bounds ListDecisions' limit.
 	MaxDecisionsPage = 1000
 	MaxSandboxRecord = 8 << 20
+	// MaxDecisionKey bounds Decision.Key.
+	MaxDecisionKey = 1024
 )
 
 // Sandboxes stores the kept sandboxes and the decisions about them.
@@ -124,7 +145,10 @@ type Sandboxes interface {
 	// DeleteSandbox forgets a kept sandbox; ErrNotFound if absent.
 	DeleteSandbox(ctx context.Context, nodeID, sandboxID string) error
 	// AppendDecision stores d with the node's next sequence number and
-	// returns it as stored. ErrNotFound if the node does not exist.
+	// returns it as stored. ErrNotFound if the node does not exist. When
+	// d.Key is set and the node holds a decision with that key already, it
+	// stores nothing and returns that decision, with ErrConflict (atomic:
+	// of concurrent appends with one key, exactly one is stored).
 	AppendDecision(ctx context.Context, d Decision) (Decision, error)
 	// ListDecisions returns up to limit (1..MaxDecisionsPage) of the
 	// node's decisions with Seq > after, in order.
@@ -153,6 +177,8 @@ func ValidateDecision(d *Decision) error {
 		return fmt.Errorf("decision: node or sandbox id missing: %w", ErrInvalid)
 	case d.Kind != DecisionRevoke && d.Kind != DecisionRotate:
 		return fmt.Errorf("decision: kind %q: %w", d.Kind, ErrInvalid)
+	case len(d.Key) > MaxDecisionKey:
+		return fmt.Errorf("decision: key of %d bytes, over %d: %w", len(d.Key), MaxDecisionKey, ErrInvalid)
 	}
 	return nil
 }

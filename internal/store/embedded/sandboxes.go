@@ -3,6 +3,7 @@ package embedded
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/bulwark-project/bulwark/internal/store"
@@ -18,6 +19,9 @@ var (
 	// bktDecisions holds a sub-bucket per node: seq (8 bytes, big-endian)
 	// → decisionRec.
 	bktDecisions = []byte("decisions")
+	// bktDecisionKeys holds a sub-bucket per node: Decision.Key → seq of
+	// the decision with that key (8 bytes, big-endian).
+	bktDecisionKeys = []byte("decisionkeys")
 )
 
 func (s *boltStore) PutSandbox(ctx context.Context, st store.SandboxState) error {
@@ -106,9 +110,30 @@ func (s *boltStore) AppendDecision(ctx context.Context, d store.Decision) (store
 	if err != nil {
 		return store.Decision{}, err
 	}
+	var existing *store.Decision
 	err = s.write(ctx, func(tx *txn) error {
+		existing = nil
 		if tx.Bucket(bktNodes).Get([]byte(d.NodeID)) == nil {
 			return logical(fmt.Errorf("node %s: %w", d.NodeID, store.ErrNotFound))
+		}
+		if d.Key != "" {
+			if kb := tx.Bucket(bktDecisionKeys).Bucket([]byte(d.NodeID)); kb != nil {
+				if sk := kb.Get([]byte(d.Key)); len(sk) == 8 {
+					var v []byte
+					if db := tx.Bucket(bktDecisions).Bucket([]byte(d.NodeID)); db != nil {
+						v = db.Get(sk)
+					}
+					if v == nil {
+						return logical(fmt.Errorf("store: decision key %q of node %s names a missing decision", d.Key, d.NodeID))
+					}
+					old, err := record.DecodeDecision(d.NodeID, binary.BigEndian.Uint64(sk), v)
+					if err != nil {
+						return logical(err)
+					}
+					existing = &old
+					return logical(fmt.Errorf("decision %q of node %s (seq %d): %w", d.Key, d.NodeID, old.Seq, store.ErrConflict))
+				}
+			}
 		}
 		nb, err := tx.Bucket(bktDecisions).CreateBucketIfNotExists([]byte(d.NodeID))
 		if err != nil {
@@ -119,8 +144,22 @@ func (s *boltStore) AppendDecision(ctx context.Context, d store.Decision) (store
 			seq = binary.BigEndian.Uint64(k) + 1
 		}
 		d.Seq = seq
-		return nb.Put(binary.BigEndian.AppendUint64(nil, seq), b)
+		sk := binary.BigEndian.AppendUint64(nil, seq)
+		if err := nb.Put(sk, b); err != nil {
+			return err
+		}
+		if d.Key == "" {
+			return nil
+		}
+		kb, err := tx.Bucket(bktDecisionKeys).CreateBucketIfNotExists([]byte(d.NodeID))
+		if err != nil {
+			return err
+		}
+		return kb.Put([]byte(d.Key), sk)
 	})
+	if existing != nil && errors.Is(err, store.ErrConflict) {
+		return *existing, err
+	}
 	if err != nil {
 		return store.Decision{}, err
 	}
@@ -155,7 +194,7 @@ func (s *boltStore) ListDecisions(ctx context.Context, nodeID string, after uint
 
 // deleteSandboxes removes node id's kept sandboxes and decisions in tx.
 func deleteSandboxes(tx *txn, id string) error {
-	for _, b := range [][]byte{bktSandboxes, bktDecisions} {
+	for _, b := range [][]byte{bktSandboxes, bktDecisions, bktDecisionKeys} {
 		if tx.Bucket(b).Bucket([]byte(id)) != nil {
 			if err := tx.Bucket(b).DeleteBucket([]byte(id)); err != nil {
 				return err

@@ -118,7 +118,7 @@ func open(dir string, opts store.Options, create bool) (store.Store, error) {
 		return nil, fmt.Errorf("store: opening %s (is another attestd using this data directory?): %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta, bktLast, bktLastLog, bktJoins, bktPrefix, bktPrefixRecs, bktSandboxes, bktDecisions} {
+		for _, b := range [][]byte{bktNodes, bktAtt, bktSecrets, bktAudit, bktMeta, bktLast, bktLastLog, bktJoins, bktPrefix, bktPrefixRecs, bktSandboxes, bktDecisions, bktDecisionKeys} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}

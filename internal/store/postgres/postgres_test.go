@@ -180,8 +180,8 @@ func TestPostgresMigrate3(t *testing.T) {
 		t.Fatalf("join after migration: %v", err)
 	}
 	var v int
-	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 7 {
-		t.Fatalf("schema version after open = %d, %v; want 7", v, err)
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 8 {
+		t.Fatalf("schema version after open = %d, %v; want 8", v, err)
 	}
 }
 
@@ -224,8 +224,8 @@ func TestPostgresMigrate4(t *testing.T) {
 		t.Fatalf("launch prefix after migration: %v", err)
 	}
 	var v int
-	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 7 {
-		t.Fatalf("schema version after open = %d, %v; want 7", v, err)
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 8 {
+		t.Fatalf("schema version after open = %d, %v; want 8", v, err)
 	}
 }
 
@@ -265,8 +265,8 @@ func TestPostgresMigrate6(t *testing.T) {
 	}
 	defer s.Close()
 	var v int
-	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 7 {
-		t.Fatalf("schema version after open = %d, %v; want 7", v, err)
+	if err := conn.QueryRow(ctx, `SELECT version FROM bulwark_schema`).Scan(&v); err != nil || v != 8 {
+		t.Fatalf("schema version after open = %d, %v; want 8", v, err)
 	}
 	pv, err := s.ReadLaunchPrefix(ctx, n.ID, 1, "sb")
 	if err != nil {

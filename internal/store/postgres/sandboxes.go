@@ -112,7 +112,9 @@ func (s *pgStore) AppendDecision(ctx context.Context, d store.Decision) (store.D
 	if err != nil {
 		return store.Decision{}, err
 	}
+	var existing *store.Decision
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		existing = nil
 		// The node's row lock orders its decisions (between replicas too).
 		var one int
 		err := tx.QueryRow(ctx, `SELECT 1 FROM nodes WHERE id = $1 FOR UPDATE`, d.NodeID).Scan(&one)
@@ -123,13 +125,33 @@ func (s *pgStore) AppendDecision(ctx context.Context, d store.Decision) (store.D
 			return fmt.Errorf("store: reading node %s: %w", d.NodeID, err)
 		}
 		var seq int64
-		if err := tx.QueryRow(ctx, `INSERT INTO decisions (node, seq, data)
-			SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM decisions WHERE node = $1 RETURNING seq`, d.NodeID, b).Scan(&seq); err != nil {
+		if d.Key != "" {
+			// Under the node's row lock: no other append of this node
+			// runs meanwhile (the unique index backs it up).
+			var ob []byte
+			err := tx.QueryRow(ctx, `SELECT seq, data FROM decisions WHERE node = $1 AND dkey = $2`, d.NodeID, d.Key).Scan(&seq, &ob)
+			switch {
+			case err == nil:
+				old, err := record.DecodeDecision(d.NodeID, uint64(seq), ob)
+				if err != nil {
+					return err
+				}
+				existing = &old
+				return fmt.Errorf("decision %q of node %s (seq %d): %w", d.Key, d.NodeID, old.Seq, store.ErrConflict)
+			case !errors.Is(err, pgx.ErrNoRows):
+				return fmt.Errorf("store: reading decision %q of node %s: %w", d.Key, d.NodeID, err)
+			}
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO decisions (node, seq, data, dkey)
+			SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, NULLIF($3, '') FROM decisions WHERE node = $1 RETURNING seq`, d.NodeID, b, d.Key).Scan(&seq); err != nil {
 			return fmt.Errorf("store: appending a decision for node %s: %w", d.NodeID, err)
 		}
 		d.Seq = uint64(seq)
 		return nil
 	})
+	if existing != nil && errors.Is(err, store.ErrConflict) {
+		return *existing, err
+	}
 	if err != nil {
 		return store.Decision{}, err
 	}

@@ -12,7 +12,7 @@ import (
 
 // pgSchemaVersion is the schema this code writes; older ones are migrated
 // on open, newer ones refused.
-const pgSchemaVersion = 7
+const pgSchemaVersion = 8
 
 // pgLockKey is the advisory lock key that serialises schema migration
 // between replicas starting at once ("bulwark" in ASCII).
@@ -133,6 +133,10 @@ var pgSchema = []string{
 	// ended; docs/eventlog.md "END records"). Every record stored before
 	// is a launch event.
 	`ALTER TABLE launch_records ADD COLUMN IF NOT EXISTS ended boolean NOT NULL DEFAULT false`,
+	// Version 8: a decision's key (store.Decision.Key), unique per node;
+	// NULL (every decision stored before) for one without a key.
+	`ALTER TABLE decisions ADD COLUMN IF NOT EXISTS dkey text`,
+	`CREATE UNIQUE INDEX IF NOT EXISTS decisions_key ON decisions (node, dkey)`,
 }
 
 func (s *pgStore) migrate(ctx context.Context) error {

@@ -2,7 +2,9 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -173,5 +175,90 @@ func testDecisions(t *testing.T, s store.Store) {
 	must(t, err)
 	if len(got) != 0 {
 		t.Fatalf("a deleted node's decisions: %v", got)
+	}
+}
+
+// testDecisionKeys: a keyed decision is stored once per node, however many
+// append it at once (a policy reload racing the policy watcher, two
+// replicas): the others get the stored one back, with ErrConflict. Other
+// keys, keyless decisions and other nodes are not affected; a deleted
+// node's keys go with it.
+func testDecisionKeys(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	n1, n2 := NewNode(t), NewNode(t)
+	must(t, s.CreateNode(ctx, n1))
+	must(t, s.CreateNode(ctx, n2))
+	key := store.RevokeKey("a", []byte{1, 2, 3})
+	_, err := s.AppendDecision(ctx, store.Decision{NodeID: n1.ID, SandboxID: "a", Kind: store.DecisionRevoke, Key: strings.Repeat("k", store.MaxDecisionKey+1)})
+	wantErr(t, "append with an oversized key", err, store.ErrInvalid)
+
+	const n = 16
+	type res struct {
+		d   store.Decision
+		err error
+	}
+	var wg sync.WaitGroup
+	out := make(chan res, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := s.AppendDecision(ctx, store.Decision{NodeID: n1.ID, SandboxID: "a", Kind: store.DecisionRevoke, Action: "stop",
+				Reasons: []string{fmt.Sprint("writer ", i)}, Key: key, CreatedAt: t0})
+			out <- res{d, err}
+		}()
+	}
+	wg.Wait()
+	close(out)
+	var stored []store.Decision
+	conflicts := 0
+	for r := range out {
+		switch {
+		case r.err == nil:
+			stored = append(stored, r.d)
+		case errors.Is(r.err, store.ErrConflict):
+			conflicts++
+		default:
+			t.Fatalf("append: %v", r.err)
+		}
+	}
+	if len(stored) != 1 || conflicts != n-1 {
+		t.Fatalf("%d stored, %d conflicts; want 1, %d", len(stored), conflicts, n-1)
+	}
+	got, err := s.ListDecisions(ctx, n1.ID, 0, 100)
+	must(t, err)
+	if len(got) != 1 || fmt.Sprint(got[0]) != fmt.Sprint(stored[0]) || got[0].Key != key {
+		t.Fatalf("listed %+v, want only %+v", got, stored[0])
+	}
+	// A later duplicate returns the stored decision, not its own.
+	old, err := s.AppendDecision(ctx, store.Decision{NodeID: n1.ID, SandboxID: "a", Kind: store.DecisionRevoke, Reasons: []string{"late"}, Key: key})
+	wantErr(t, "a duplicate", err, store.ErrConflict)
+	if fmt.Sprint(old) != fmt.Sprint(stored[0]) {
+		t.Fatalf("duplicate returned %+v, want the stored %+v", old, stored[0])
+	}
+
+	// Other keys, no key, another node: stored as usual, in sequence.
+	for i, d := range []store.Decision{
+		{NodeID: n1.ID, SandboxID: "a", Kind: store.DecisionRevoke, Key: store.RevokeKey("a", []byte{1, 2, 3}, "db")},
+		{NodeID: n1.ID, SandboxID: "a", Kind: store.DecisionRotate},
+		{NodeID: n1.ID, SandboxID: "a", Kind: store.DecisionRotate},
+		{NodeID: n2.ID, SandboxID: "a", Kind: store.DecisionRevoke, Key: key},
+	} {
+		got, err := s.AppendDecision(ctx, d)
+		if err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		if want := []uint64{2, 3, 4, 1}[i]; got.Seq != want {
+			t.Fatalf("append %d: seq %d, want %d", i, got.Seq, want)
+		}
+	}
+
+	// Deleting the node forgets its keys: a node enrolled again under
+	// the same id starts afresh.
+	must(t, s.DeleteNode(ctx, n1.ID))
+	must(t, s.CreateNode(ctx, n1))
+	d, err := s.AppendDecision(ctx, store.Decision{NodeID: n1.ID, SandboxID: "a", Kind: store.DecisionRevoke, Key: key})
+	if err != nil || d.Seq != 1 {
+		t.Fatalf("after the node was deleted and created again: %+v, %v", d, err)
 	}
 }

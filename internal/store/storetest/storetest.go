@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LaunchPrefixRace", testLaunchPrefixRace},
 		{"Sandboxes", testSandboxes},
 		{"Decisions", testDecisions},
+		{"DecisionKeys", testDecisionKeys},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {

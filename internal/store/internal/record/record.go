@@ -236,12 +236,13 @@ type decisionRec struct {
 	Action  string                 `json:"action,omitempty"`
 	Reasons []string               `json:"reasons,omitempty"`
 	Secrets []store.DecisionSecret `json:"secrets,omitempty"`
+	Key     string                 `json:"key,omitempty"`
 	Created int64                  `json:"created"`
 }
 
 // EncodeDecision is d as stored.
 func EncodeDecision(d *store.Decision) ([]byte, error) {
-	return json.Marshal(decisionRec{Sandbox: d.SandboxID, Kind: d.Kind, Action: d.Action, Reasons: d.Reasons, Secrets: d.Secrets, Created: store.Nanos(d.CreatedAt)})
+	return json.Marshal(decisionRec{Sandbox: d.SandboxID, Kind: d.Kind, Action: d.Action, Reasons: d.Reasons, Secrets: d.Secrets, Key: d.Key, Created: store.Nanos(d.CreatedAt)})
 }
 
 // DecodeDecision is decision seq of node that b stores.
@@ -251,5 +252,5 @@ func DecodeDecision(node string, seq uint64, b []byte) (store.Decision, error) {
 		return store.Decision{}, fmt.Errorf("store: corrupt decision %s/%d: %w", node, seq, err)
 	}
 	return store.Decision{NodeID: node, Seq: seq, SandboxID: r.Sandbox, Kind: r.Kind, Action: r.Action, Reasons: r.Reasons,
-		Secrets: r.Secrets, CreatedAt: store.FromNanos(r.Created)}, nil
+		Secrets: r.Secrets, Key: r.Key, CreatedAt: store.FromNanos(r.Created)}, nil
 }
