@@ -27,7 +27,7 @@ import (
 // 5: START may ask for a terminal (Start.TTY), RESIZE changes its size.
 // 6: EXEC may ask for stdin (Exec.Stdin, fed by EXEC_STDIN) and a terminal
 // (Exec.TTY, resized by EXEC_RESIZE).
-const Version = 6
+const Version = 7
 
 // PortName is the virtio-serial port name the agent looks for.
 const PortName = "bulwark.0"
@@ -79,6 +79,10 @@ const MaxStdinChunk = 32 << 10
 
 func (t Type) String() string {
 	switch t {
+	case TypeContainerStdin:
+		return "CONTAINER_STDIN"
+	case TypeContainerResize:
+		return "CONTAINER_RESIZE"
 	case TypeHello:
 		return "HELLO"
 	case TypeStart:
@@ -147,7 +151,7 @@ func (t Type) String() string {
 
 // Known reports whether t is a frame type of this protocol version.
 func (t Type) Known() bool {
-	return t >= TypeHello && t <= TypeExecResize || t >= TypeContainerStart && t <= TypeContainerKill
+	return t >= TypeHello && t <= TypeExecResize || t >= TypeContainerStart && t <= TypeContainerKill || t == TypeContainerStdin || t == TypeContainerResize
 }
 
 // Exec asks the agent to run a command beside the running workload, in
