@@ -386,7 +386,8 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 	ended = true // the waiter owns the WaitGroup slot now
 	go s.wait(sb, l)
 	if o.Pod {
-		if err := s.firstContainer(ctx, sb, l, req.GetContainer()); err != nil {
+		co, _ := firstContainerStdio(req) // checked by runOptions
+		if err := s.firstContainer(ctx, sb, l, co); err != nil {
 			return err
 		}
 	}
