@@ -19,6 +19,10 @@ import (
 // has exited.
 var ErrContainerExited = errors.New("kvm: the container has exited")
 
+// ErrInputEnded is returned for input to a container after
+// CloseContainerStdin.
+var ErrInputEnded = errors.New("input after its end")
+
 // containerIO is what a container's process asked for, and the end of
 // its input. mu serialises its input: nothing is sent after its end.
 type containerIO struct {
@@ -52,23 +56,33 @@ func (s *Sandbox) inputTarget(index int) (*Container, error) {
 	return c, nil
 }
 
+// stdinTarget is the running container index, which has stdin, with its
+// input's lock held.
+func (s *Sandbox) stdinTarget(index int) (*Container, error) {
+	c, err := s.inputTarget(index)
+	if err != nil {
+		return nil, err
+	}
+	if !c.io.stdin {
+		return nil, fmt.Errorf("kvm: container %d has no stdin", index)
+	}
+	c.io.mu.Lock()
+	return c, nil
+}
+
 // ContainerStdin sends data as input for container index's process, in
 // CONTAINER_STDIN frames of at most channel.MaxStdinChunk bytes. It fails
 // for a container started without stdin, after CloseContainerStdin, and
 // once the container exited (ErrContainerExited). Safe for concurrent
 // use; concurrent calls for one container interleave whole calls.
 func (s *Sandbox) ContainerStdin(index int, data []byte) error {
-	c, err := s.inputTarget(index)
+	c, err := s.stdinTarget(index)
 	if err != nil {
 		return err
 	}
-	if !c.io.stdin {
-		return fmt.Errorf("kvm: container %d has no stdin", index)
-	}
-	c.io.mu.Lock()
 	defer c.io.mu.Unlock()
 	if c.io.closed {
-		return fmt.Errorf("kvm: container %d: input after its end", index)
+		return fmt.Errorf("kvm: container %d: %w", index, ErrInputEnded)
 	}
 	for len(data) > 0 {
 		n := min(len(data), channel.MaxStdinChunk)
@@ -83,14 +97,10 @@ func (s *Sandbox) ContainerStdin(index int, data []byte) error {
 // CloseContainerStdin ends container index's input (its stdin pipe
 // reads the end; a terminal stays open). A second call does nothing.
 func (s *Sandbox) CloseContainerStdin(index int) error {
-	c, err := s.inputTarget(index)
+	c, err := s.stdinTarget(index)
 	if err != nil {
 		return err
 	}
-	if !c.io.stdin {
-		return fmt.Errorf("kvm: container %d has no stdin", index)
-	}
-	c.io.mu.Lock()
 	defer c.io.mu.Unlock()
 	if c.io.closed {
 		return nil

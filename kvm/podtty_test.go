@@ -36,18 +36,9 @@ func TestPodContainerTerminal(t *testing.T) {
 	}
 
 	// Container 0 on a terminal, with stdin.
-	script := strings.Join([]string{
-		`[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-terminals`,
-		`echo "pts $(tty)"`,
-		`echo "size $(stty size)"`,
-		`read line`,
-		`echo "size $(stty size) read $line"`,
-		`echo to-stderr >&2`,
-		`exit 5`,
-	}, "\n")
 	var tout, terr syncBuffer
 	c0, err := sb.StartContainer(ctx, channel.ContainerStart{Index: 0, Name: "tty", DiskDigest: disk0.Digest, DiskSize: disk0.Size,
-		Args: []string{"/bin/sh", "-c", script}, Stdin: true, TTY: &WindowSize{Rows: 24, Cols: 80}}, &tout, &terr)
+		Args: []string{"/bin/sh", "-c", terminalScript}, Stdin: true, TTY: &WindowSize{Rows: 24, Cols: 80}}, &tout, &terr)
 	if err != nil {
 		t.Fatalf("container 0: %v\nconsole:\n%s", err, console.String())
 	}

@@ -3,8 +3,6 @@ package hostd
 import (
 	"context"
 	"fmt"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +11,6 @@ import (
 	"github.com/bulwark-project/bulwark/internal/launch"
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/kvm/channel"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -71,26 +68,8 @@ func TestContainerStdioRefusesBadFields(t *testing.T) {
 // that names no container before anything reaches a guest:
 // InvalidArgument naming the field, NotFound for no such pod.
 func TestContainerInputRefusesBadFirst(t *testing.T) {
-	s, err := New(Config{StateDir: t.TempDir(), TPM: simTPM(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, s, ServeOptions{}, func(p string) { ready <- p }) }()
-	t.Cleanup(func() { cancel(); <-served })
-	var socket string
-	select {
-	case socket = <-ready:
-	case err := <-served:
-		t.Fatal(err)
-	}
-	c, err := Dial(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := serveService(t)
+	ctx := context.Background()
 	name := func(id, n string) *bulwarkv1.ContainerInputRequest {
 		return &bulwarkv1.ContainerInputRequest{Input: &bulwarkv1.ContainerInputRequest_Container{Container: &bulwarkv1.ContainerRequest{Id: id, Name: n}}}
 	}
@@ -181,20 +160,7 @@ func (sinkProbe) ContainerInput(stream bulwarkv1.Host_ContainerInputServer) erro
 // is InvalidArgument naming its field, and the end of the client's side
 // does not end the container's stdin. Through a real gRPC stream.
 func TestReceiveContainerInput(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "s")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	bulwarkv1.RegisterHostServer(srv, sinkProbe{})
-	go srv.Serve(l)
-	t.Cleanup(srv.Stop)
-	c, err := Dial(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := serveProbe(t, sinkProbe{})
 	var (
 		stdin = func(b string) *bulwarkv1.ContainerInputRequest {
 			return &bulwarkv1.ContainerInputRequest{Input: &bulwarkv1.ContainerInputRequest_Stdin{Stdin: []byte(b)}}
