@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
 )
 
 // wantsTerminal reports whether a task asks for a terminal (the task's
@@ -76,8 +77,10 @@ func taskStdio(t *proc) (stdin bool, tty *bulwarkv1.TerminalSize) {
 // startTaskInput connects a running pod VM container's task (on pod VM
 // podID) with a stdin fifo or a terminal to its process through
 // ContainerInput: the fifo is copied in until its end (or CloseIO), and
-// ResizePty goes out as resizes, until the task exits. s.mu is held.
-func (s *service) startTaskInput(t *proc, podID string) error {
+// ResizePty goes out as resizes, until the task exits; a ResizePty that
+// came while it started (its terminal started at size) is sent at once.
+// s.mu is held.
+func (s *service) startTaskInput(t *proc, podID string, size *bulwarkv1.TerminalSize) error {
 	if t.stdin == "" && !t.terminal {
 		return nil
 	}
@@ -100,6 +103,11 @@ func (s *service) startTaskInput(t *proc, podID string) error {
 		return fmt.Errorf("container %s: its input: %w", t.id, err)
 	}
 	t.input = in
+	if t.terminal && !proto.Equal(t.size, size) {
+		if err := in.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Resize{Resize: t.size}}); err != nil {
+			log.G(s.ctx).WithError(err).Warnf("bulwark shim: container %s: resizing its terminal", t.id)
+		}
+	}
 	go func() {
 		<-t.exited
 		if in.fifo != nil {

@@ -115,7 +115,7 @@ func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartR
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s was killed while it started", t.id)
 	}
 	t.status = tasktypes.Status_RUNNING
-	if err := s.startTaskInput(t, podID); err != nil {
+	if err := s.startTaskInput(t, podID, tty); err != nil {
 		logTaskInput(ctx, err)
 	}
 	log.G(ctx).Infof("bulwark shim: container %s runs in pod VM %s", t.id, podID)
