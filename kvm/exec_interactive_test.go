@@ -12,6 +12,19 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
+// terminalScript checks that it runs on a terminal, names it, prints its
+// size, reads a line, prints the size again with the line, writes to
+// stderr and exits 5.
+var terminalScript = strings.Join([]string{
+	`[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-terminals`,
+	`echo "pts $(tty)"`,
+	`echo "size $(stty size)"`,
+	`read line`,
+	`echo "size $(stty size) read $line"`,
+	`echo to-stderr >&2`,
+	`exit 5`,
+}, "\n")
+
 // TestExecInteractive boots one sandbox and runs execs beside its
 // workload with input (EXEC_STDIN: cat gives back what it reads, more
 // than one frame of it, and ends at the end of input) and with a terminal
@@ -42,15 +55,7 @@ func TestExecInteractive(t *testing.T) {
 	}
 
 	// A terminal.
-	script := strings.Join([]string{
-		`[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-terminals`,
-		`echo "pts $(tty)"`,
-		`echo "size $(stty size)"`,
-		`read line`,
-		`echo "size $(stty size) read $line"`,
-		`echo to-stderr >&2`,
-		`exit 5`,
-	}, "\n")
+	script := terminalScript
 	inR, inW := io.Pipe()
 	defer inW.Close()
 	resize := make(chan WindowSize)

@@ -79,6 +79,7 @@ type Container struct {
 	seen           bool          // CONTAINER_STARTED came without error
 	done           chan struct{} // closed on CONTAINER_EXIT
 	code           int
+	io             containerIO // its stdin and terminal (podtty.go)
 }
 
 // isFilled reports whether slot index holds an image.
@@ -244,7 +245,8 @@ func (s *Sandbox) StartContainer(ctx context.Context, cs channel.ContainerStart,
 		s.mu.Unlock()
 		return nil, fmt.Errorf("kvm: pod slot %d is empty", cs.Index)
 	}
-	c := &Container{index: cs.Index, stdout: stdout, stderr: stderr, started: make(chan channel.ContainerStarted, 1), done: make(chan struct{}), code: -1}
+	c := &Container{index: cs.Index, stdout: stdout, stderr: stderr, started: make(chan channel.ContainerStarted, 1), done: make(chan struct{}), code: -1,
+		io: newContainerIO(&cs)}
 	if s.pod.containers == nil {
 		s.pod.containers = map[int]*Container{}
 	}

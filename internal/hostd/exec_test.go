@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
 	"github.com/bulwark-project/bulwark/kvm"
 	"github.com/bulwark-project/bulwark/kvm/channel"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -21,27 +18,8 @@ import (
 // that is not a valid command before anything runs: InvalidArgument
 // naming the field, NotFound for no such sandbox.
 func TestExecInteractiveRefusesBadStart(t *testing.T) {
-	state := t.TempDir()
-	s, err := New(Config{StateDir: state, TPM: simTPM(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, s, ServeOptions{}, func(p string) { ready <- p }) }()
-	t.Cleanup(func() { cancel(); <-served })
-	var socket string
-	select {
-	case socket = <-ready:
-	case err := <-served:
-		t.Fatal(err)
-	}
-	c, err := Dial(socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := serveService(t)
+	ctx := context.Background()
 	start := func(st *bulwarkv1.ExecStart) *bulwarkv1.ExecInput {
 		return &bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Start{Start: st}}
 	}
@@ -133,20 +111,7 @@ func (inputProbe) ExecInteractive(stream bulwarkv1.Host_ExecInteractiveServer) e
 // command; anything out of place or out of bounds is InvalidArgument
 // naming its field. Through a real gRPC stream.
 func TestReceiveExecInput(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "s")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	bulwarkv1.RegisterHostServer(srv, inputProbe{})
-	go srv.Serve(l)
-	t.Cleanup(srv.Stop)
-	c, err := Dial(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := serveProbe(t, inputProbe{})
 	var (
 		stdin = func(b string) *bulwarkv1.ExecInput {
 			return &bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Stdin{Stdin: []byte(b)}}

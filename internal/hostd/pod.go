@@ -77,10 +77,10 @@ func (s *Service) startContainer(ctx context.Context, sb *sandbox, l *launch.Lau
 		})
 	}
 	var c *launch.Container
+	co.Stdout, co.Stderr = log.writer(streamStdout), log.writer(streamStderr)
 	if first {
-		c, err = l.StartFirstContainer(ctx, co.Name, log.writer(streamStdout), log.writer(streamStderr))
+		c, err = l.StartFirstContainer(ctx, co)
 	} else {
-		co.Stdout, co.Stderr = log.writer(streamStdout), log.writer(streamStderr)
 		co.EventID = func(eventID string) { set(func(i *bulwarkv1.Container) { i.EventId = eventID }) }
 		c, err = l.AddContainer(ctx, co)
 	}
@@ -245,8 +245,9 @@ func (s *Service) KillContainer(_ context.Context, req *bulwarkv1.KillContainerR
 // on failure the pod is stopped, and firstContainer returns once it has
 // ended and its record says failed: the caller (the shim) then removes
 // the record of the failed launch, which it would not while it runs.
-func (s *Service) firstContainer(ctx context.Context, sb *sandbox, l *launch.Launched, name string) error {
-	_, err := s.startContainer(ctx, sb, l, launch.ContainerOptions{Name: name, Image: sb.snapshot().GetImage()}, true)
+func (s *Service) firstContainer(ctx context.Context, sb *sandbox, l *launch.Launched, co launch.ContainerOptions) error {
+	co.Image = sb.snapshot().GetImage()
+	_, err := s.startContainer(ctx, sb, l, co, true)
 	if err != nil {
 		const why = "its first container did not start"
 		sb.update(s.cfg.Logger, func(i *bulwarkv1.Sandbox) { i.Error = why })

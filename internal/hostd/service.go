@@ -397,7 +397,8 @@ func (s *Service) Run(req *bulwarkv1.RunRequest, stream bulwarkv1.Host_RunServer
 		if err := savePodState(dir, l, req.GetSigners()); err != nil {
 			s.cfg.Logger.Warn("saving the pod's launch state: a host service restarted adds no container to it", "sandbox", id, "err", err)
 		}
-		if err := s.firstContainer(ctx, sb, l, req.GetContainer()); err != nil {
+		co, _ := firstContainerStdio(req) // checked by runOptions
+		if err := s.firstContainer(ctx, sb, l, co); err != nil {
 			return err
 		}
 	}

@@ -125,6 +125,9 @@ func runOptions(req *bulwarkv1.RunRequest) (launch.Options, error) {
 	} else if req.GetContainer() != "" {
 		return bad("container", "a container name is for a pod (pod) only")
 	}
+	if _, err := firstContainerStdio(req); err != nil {
+		return launch.Options{}, err
+	}
 	o := launch.Options{
 		Pod:    req.GetPod(),
 		Policy: req.GetPolicy(), Image: req.GetImage(), Args: req.GetArgs(), Kernel: req.GetKernel(), Initrd: req.GetInitrd(),
@@ -192,7 +195,11 @@ func addContainerOptions(req *bulwarkv1.AddContainerRequest) (launch.ContainerOp
 		}
 		return bad("env", "%v", err)
 	}
-	return launch.ContainerOptions{Name: req.GetName(), Image: req.GetImage(), Args: req.GetArgs(), Env: o.Env, WorkingDir: o.WorkingDir, User: o.User}, nil
+	co := launch.ContainerOptions{Name: req.GetName(), Image: req.GetImage(), Args: req.GetArgs(), Env: o.Env, WorkingDir: o.WorkingDir, User: o.User}
+	if err := containerStdio(&co, "", req.GetStdin(), req.GetTty()); err != nil {
+		return launch.ContainerOptions{}, err
+	}
+	return co, nil
 }
 
 // trunc shortens a rejected value for an error message.

@@ -100,10 +100,12 @@ func (c *Container) Done() <-chan struct{} { return c.c.Done() }
 // IsPod reports whether the launch is a pod VM's.
 func (l *Launched) IsPod() bool { return l.pod != nil }
 
-// StartFirstContainer runs the pod's first container (name) from the
+// StartFirstContainer runs the pod's first container (co.Name) from the
 // launch's own image, with the launch's Args, Env, WorkingDir and User:
-// what the pod's launch event recorded and attestd judged.
-func (l *Launched) StartFirstContainer(ctx context.Context, name string, stdout, stderr io.Writer) (*Container, error) {
+// what the pod's launch event recorded and attestd judged; co gives its
+// output's writers, stdin and terminal (its other fields are not used).
+func (l *Launched) StartFirstContainer(ctx context.Context, co ContainerOptions) (*Container, error) {
+	name := co.Name
 	if l.pod == nil {
 		return nil, errors.New("not a pod VM")
 	}
@@ -115,7 +117,7 @@ func (l *Launched) StartFirstContainer(ctx context.Context, name string, stdout,
 	l.pod.first = true
 	l.pod.mu.Unlock()
 	c, err := l.sb.StartContainer(ctx, channel.ContainerStart{Index: 0, Name: name, DiskDigest: l.pod.diskDigest, DiskSize: l.pod.diskSize,
-		Args: l.o.Args, Env: l.o.Env, WorkingDir: l.o.WorkingDir, User: l.o.User}, stdout, stderr)
+		Args: l.o.Args, Env: l.o.Env, WorkingDir: l.o.WorkingDir, User: l.o.User, Stdin: co.Stdin, TTY: co.TTY}, co.Stdout, co.Stderr)
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", name, err)
 	}
@@ -135,6 +137,11 @@ type ContainerOptions struct {
 	User       string
 	// Stdout and Stderr receive its output.
 	Stdout, Stderr io.Writer
+	// Stdin and TTY give its process a stdin and a terminal of this
+	// initial size (podtty.go). Not recorded in its launch event, as
+	// Options.Stdin and TTY are not.
+	Stdin bool
+	TTY   *kvm.WindowSize
 	// Progress gets one line per step (optional).
 	Progress io.Writer
 	// EventID, when set, is given the id of the container's launch event
@@ -279,7 +286,7 @@ func (l *Launched) AddContainer(ctx context.Context, co ContainerOptions) (_ *Co
 		return nil, err
 	}
 	c, err := l.sb.StartContainer(ctx, channel.ContainerStart{Index: index, Name: co.Name, DiskDigest: disk.Digest, DiskSize: disk.Size,
-		Args: co.Args, Env: wo.Env, WorkingDir: wo.WorkingDir, User: wo.User}, co.Stdout, co.Stderr)
+		Args: co.Args, Env: wo.Env, WorkingDir: wo.WorkingDir, User: wo.User, Stdin: co.Stdin, TTY: co.TTY}, co.Stdout, co.Stderr)
 	if err != nil {
 		// Nothing of it runs: the agent forgets it and the slot is
 		// emptied for the next container; if that fails, the slot stays

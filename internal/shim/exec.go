@@ -44,13 +44,8 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	p := &proc{id: r.ExecID, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, status: tasktypes.Status_CREATED,
 		exited: make(chan struct{}), args: ps.Args, terminal: r.Terminal}
 	if r.Terminal {
-		p.size = &bulwarkv1.TerminalSize{Rows: 24, Cols: 80}
-		if b := ps.ConsoleSize; b != nil {
-			size, err := terminalSize(uint32(min(b.Height, 1<<32-1)), uint32(min(b.Width, 1<<32-1)))
-			if err != nil {
-				return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bulwark shim: exec %s: process.consoleSize: %v", r.ExecID, err)
-			}
-			p.size = size
+		if p.size, err = consoleSize(&ps); err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bulwark shim: exec %s: %v", r.ExecID, err)
 		}
 	}
 	c.execs[r.ExecID] = p
@@ -135,14 +130,15 @@ func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*task
 	return &taskAPI.StartResponse{Pid: p.pid}, nil
 }
 
-// execInput is an interactive exec's side of ExecInteractive: stdin, its
-// end and resizes go out on one stream, one message at a time.
+// execInput is an interactive exec's side of ExecInteractive (or a pod
+// container's of ContainerInput: attach.go): stdin, its end and resizes
+// go out on one stream, one message at a time.
 type execInput struct {
 	mu     sync.Mutex
-	stream bulwarkv1.Host_ExecInteractiveClient
-	fifo   io.Closer     // the stdin fifo; nil without one
-	copied chan struct{} // closed when the fifo's copy ended
-	closed bool          // stdin_close was sent
+	out    func(*bulwarkv1.ExecInput) error // the stream's Send
+	fifo   io.Closer                        // the stdin fifo; nil without one
+	copied chan struct{}                    // closed when the fifo's copy ended
+	closed bool                             // stdin_close was sent
 }
 
 // errStdinClosed ends a copy that would send input after stdin_close.
@@ -162,7 +158,7 @@ func (in *execInput) send(m *bulwarkv1.ExecInput) error {
 			return errStdinClosed
 		}
 	}
-	return in.stream.Send(m)
+	return in.out(m)
 }
 
 // closeIOGrace is how long CloseIO lets the stdin fifo's copy drain what
@@ -212,20 +208,29 @@ func (s *service) startInteractive(ctx context.Context, hc *hostd.Client, p *pro
 	if err := stream.Send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Start{Start: start}}); err != nil {
 		return nil, err
 	}
-	in := &execInput{stream: stream}
+	in := &execInput{out: stream.Send}
 	if p.stdin != "" {
-		f, err := fifo.OpenFifo(ctx, p.stdin, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return nil, fmt.Errorf("opening the stdin fifo: %w", err)
+		if err := in.copyFifo(ctx, p.stdin); err != nil {
+			return nil, err
 		}
-		in.fifo, in.copied = f, make(chan struct{})
-		go func() {
-			defer close(in.copied)
-			copyStdin(in, f)
-		}()
 	}
 	p.input = in
 	return stream, nil
+}
+
+// copyFifo opens the stdin fifo path and copies it into the stream until
+// its end (copyStdin).
+func (in *execInput) copyFifo(ctx context.Context, path string) error {
+	f, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("opening the stdin fifo: %w", err)
+	}
+	in.fifo, in.copied = f, make(chan struct{})
+	go func() {
+		defer close(in.copied)
+		copyStdin(in, f)
+	}()
+	return nil
 }
 
 // copyStdin sends what the stdin fifo f gives, in chunks, until its end
@@ -244,6 +249,20 @@ func copyStdin(in *execInput, f io.Reader) {
 		}
 	}
 	in.closeStdin()
+}
+
+// consoleSize is the initial size of process p's terminal: its spec's
+// consoleSize, 24x80 without one.
+func consoleSize(p *specs.Process) (*bulwarkv1.TerminalSize, error) {
+	b := p.ConsoleSize
+	if b == nil {
+		return &bulwarkv1.TerminalSize{Rows: 24, Cols: 80}, nil
+	}
+	size, err := terminalSize(uint32(min(b.Height, 1<<32-1)), uint32(min(b.Width, 1<<32-1)))
+	if err != nil {
+		return nil, fmt.Errorf("process.consoleSize: %w", err)
+	}
+	return size, nil
 }
 
 // terminalSize checks a terminal's size: rows and columns 1..channel.MaxWindowSize.

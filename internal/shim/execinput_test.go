@@ -48,7 +48,7 @@ func TestCloseIODrainsStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	stream := &recordingStream{}
-	in := &execInput{stream: stream}
+	in := &execInput{out: stream.Send}
 	r, err := fifo.OpenFifo(ctx, path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -51,6 +51,7 @@ func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartR
 	image := filepath.Join(c.bundle, imageDirName, "image")
 	args := workloadArgs(c.cfg.Args, c.image.Config.Entrypoint, c.image.Config.Cmd)
 	netns := p.netns
+	stdin, tty := taskStdio(t)
 	s.mu.Unlock()
 	defer cancel()
 
@@ -62,7 +63,7 @@ func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartR
 		req := &bulwarkv1.RunRequest{
 			Policy: c.cfg.Policy, Image: image, Args: args, Kernel: c.cfg.Kernel, Initrd: c.cfg.Initrd, Template: c.cfg.Template,
 			Env: c.cfg.Env, WorkingDir: c.cfg.WorkingDir, User: c.cfg.User,
-			Pod: true, Container: t.id,
+			Pod: true, Container: t.id, ContainerStdin: stdin, ContainerTty: tty,
 		}
 		if netns != "" { // a pod with its own network: the guest takes its interface over
 			req.Network, req.Netns = "tap", netns
@@ -77,7 +78,7 @@ func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartR
 		err = fmt.Errorf("bulwark shim: container %s names policy %q, its pod VM runs under %q: a pod's containers are judged by its policy", t.id, c.cfg.Policy, podPolicy)
 	} else {
 		err = addContainer(lctx, &bulwarkv1.AddContainerRequest{Id: podID, Name: t.id, Image: image, Args: args,
-			Env: c.cfg.Env, WorkingDir: c.cfg.WorkingDir, User: c.cfg.User})
+			Env: c.cfg.Env, WorkingDir: c.cfg.WorkingDir, User: c.cfg.User, Stdin: stdin, Tty: tty})
 	}
 	// The host service has built the image's disk (or failed): the copy
 	// is no longer needed.
@@ -116,6 +117,9 @@ func (s *service) startInPod(ctx context.Context, c *container) (*taskAPI.StartR
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: container %s was killed while it started", t.id)
 	}
 	t.status = tasktypes.Status_RUNNING
+	if err := s.startTaskInput(t, podID, tty); err != nil {
+		logTaskInput(ctx, err)
+	}
 	log.G(ctx).Infof("bulwark shim: container %s runs in pod VM %s", t.id, podID)
 	s.send(&eventstypes.TaskStart{ContainerID: t.id, Pid: t.pid})
 	stdout, stderr := openOutputs(s.ctx, t.stdout, t.stderr)

@@ -96,9 +96,9 @@ type proc struct {
 	exitedAt              time.Time
 	exited                chan struct{}
 	args                  []string // exec: the command
-	terminal              bool     // exec: on a terminal (crictl exec -t)
+	terminal              bool     // on a terminal (crictl exec -t; a pod VM container's tty: attach.go)
 	size                  *bulwarkv1.TerminalSize
-	input                 *execInput // exec with stdin or a terminal, once started
+	input                 *execInput // a process with stdin or a terminal, once started
 	cancel                context.CancelFunc
 	exitOnce              sync.Once
 }
@@ -234,9 +234,6 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if _, ok := s.containers[r.ID]; ok {
 		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "bulwark shim: container %s already created", r.ID)
 	}
-	if r.Terminal {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: container %s: terminal: %v", r.ID, errTerminal)
-	}
 	spec, err := readSpec(r.Bundle)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -244,6 +241,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	c := &container{bundle: r.Bundle, execs: map[string]*proc{}, pause: spec.Annotations[annotationCRIType] == "sandbox"}
 	if c.pause {
 		c.netns, c.hostname = netNSPath(spec), spec.Hostname
+		if err := checkTerminal(r, spec, c); err != nil {
+			return nil, err
+		}
 		if c.podVM, err = podVMMode(spec.Annotations); err != nil {
 			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 		}
@@ -259,6 +259,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			if p.podVM {
 				c.pod = p
 			}
+		}
+		if err := checkTerminal(r, spec, c); err != nil {
+			return nil, err
 		}
 		dir := filepath.Join(r.Bundle, imageDirName)
 		defer func() {
@@ -296,6 +299,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	c.task = &proc{id: r.ID, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, status: tasktypes.Status_CREATED,
 		pid: uint32(os.Getpid()), exited: make(chan struct{})}
+	if err := taskTerminal(c.task, r, spec); err != nil {
+		return nil, err
+	}
 	s.containers[r.ID] = c
 	s.send(&eventstypes.TaskCreate{ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, Checkpoint: r.Checkpoint, Pid: c.task.pid})
@@ -632,7 +638,7 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 		return nil, err
 	}
 	return &taskAPI.StateResponse{ID: p.id, Bundle: c.bundle, Pid: p.pid, Status: p.status, Stdin: p.stdin, Stdout: p.stdout, Stderr: p.stderr,
-		ExitStatus: p.exitStatus, ExitedAt: protobuf.ToTimestamp(p.exitedAt), ExecID: r.ExecID}, nil
+		Terminal: p.terminal, ExitStatus: p.exitStatus, ExitedAt: protobuf.ToTimestamp(p.exitedAt), ExecID: r.ExecID}, nil
 }
 
 // container finds a container (s.mu held).
@@ -731,8 +737,8 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	return nil, notImplemented("checkpoint")
 }
 
-// ResizePty resizes an exec'd process's terminal; a container's own
-// process has none.
+// ResizePty resizes the terminal of an exec'd process or of a pod VM
+// container's own process (attach.go).
 func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -740,25 +746,25 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	if r.ExecID == "" || !p.terminal {
+	if !p.terminal {
 		return nil, notImplemented("a terminal for a process without one")
 	}
 	size, err := terminalSize(r.Height, r.Width)
 	if err != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bulwark shim: exec %s: %v", r.ExecID, err)
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "bulwark shim: process %s: %v", p.id, err)
 	}
 	if p.input == nil { // not started yet: its terminal starts at this size
 		p.size = size
 		return empty, nil
 	}
 	if err := p.input.send(&bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Resize{Resize: size}}); err != nil && p.status != tasktypes.Status_STOPPED {
-		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: exec %s: resize: %v", r.ExecID, err)
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "bulwark shim: process %s: resize: %v", p.id, err)
 	}
 	return empty, nil
 }
 
-// CloseIO ends an exec'd process's stdin; it changes nothing for a
-// container's own process, which has no stdin.
+// CloseIO ends the stdin of an exec'd process or of a pod VM container's
+// own process; it changes nothing for a process without stdin.
 func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -111,11 +111,12 @@ type launchConfig struct {
 // errBadSpec marks a container spec the shim cannot launch.
 var errBadSpec = errors.New("bulwark shim: bad container spec")
 
-// errTerminal refuses a terminal for a container's own process: a
-// Bulwark workload's output is its stdout and stderr, followed from the
-// host service's logs, and it has no stdin through the host service. An
-// exec'd process may have one (crictl exec -i -t).
-var errTerminal = errors.New("a terminal is not supported for a container's own process (CRI tty: true, ctr run -t): a Bulwark workload has no stdin and its output is its stdout and stderr; drop tty (crictl exec -it into it works)")
+// errTerminal refuses a terminal for the own process of a container that
+// runs as a sandbox of its own: such a workload is launched by the host
+// service's Run, which gives it no stdin and no terminal. A container of
+// a pod VM may have one (attach.go), and so may an exec'd process
+// (crictl exec -i -t).
+var errTerminal = errors.New("a terminal for a container's own process (CRI tty: true, ctr run -t) is supported only in a pod VM (pod annotation " + AnnotationPodVM + "): a container that runs as a sandbox of its own has no stdin and its output is its stdout and stderr; run the pod as a pod VM, or drop tty (crictl exec -it into it works)")
 
 // parseSpec reads the launch settings from a container's OCI spec. Errors
 // name the annotation.
@@ -184,9 +185,6 @@ func parseSpecIn(s *specs.Spec, guestDirs string) (launchConfig, error) {
 		c.Signature, c.Payload = []byte(sig), p
 	}
 	if s.Process != nil {
-		if s.Process.Terminal {
-			return launchConfig{}, fmt.Errorf("%w: process.terminal: %v", errBadSpec, errTerminal)
-		}
 		c.Args = append([]string(nil), s.Process.Args...)
 	}
 	// The host service checks it (form, a network namespace, not the

@@ -43,6 +43,11 @@ type HostMessage struct {
 	StdinEOF bool
 	Revoke   *channel.Revoke
 	Rotate   *channel.Rotate
+
+	// Input for a pod container's own process (ContainerStart.Stdin; no
+	// data: its end) and the new size of its terminal (.TTY).
+	ContainerStdin  *channel.ContainerInput
+	ContainerResize *channel.ContainerResize
 	// A pod sandbox's containers (Start.Pod).
 	ContainerStart *channel.ContainerStart
 	ContainerKill  *channel.ContainerKill
@@ -199,6 +204,9 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{ExecResize: &r}, nil
+	}
+	if t == channel.TypeContainerStdin || t == channel.TypeContainerResize {
+		return readContainerInput(t, body)
 	}
 	return HostMessage{}, fmt.Errorf("unexpected %s frame from host", t)
 }
@@ -542,4 +550,23 @@ func ExitCode(exited bool, status int, signaled bool, sig int) int {
 		return status
 	}
 	return 255
+}
+
+// readContainerInput parses a CONTAINER_STDIN or CONTAINER_RESIZE frame.
+func readContainerInput(t channel.Type, body []byte) (HostMessage, error) {
+	if t == channel.TypeContainerStdin {
+		in, err := channel.DecodeContainerInput(body)
+		if err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{ContainerStdin: &in}, nil
+	}
+	var r channel.ContainerResize
+	if err := channel.Decode(t, body, &r); err != nil {
+		return HostMessage{}, err
+	}
+	if err := r.Validate(); err != nil {
+		return HostMessage{}, err
+	}
+	return HostMessage{ContainerResize: &r}, nil
 }

@@ -335,13 +335,14 @@ func FuzzReadFrame(f *testing.F) {
 	channel.WriteJSON(&b, channel.TypeExec, channel.Exec{ID: 2, Args: []string{"sh"}, Stdin: true, TTY: &channel.WindowSize{Rows: 24, Cols: 80}})
 	f.Add(bytes.Clone(b.Bytes()))
 	f.Add([]byte{0, 0, 0, 1, 2})
+	addContainerInputSeeds(f)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		m, err := ReadHostMessage(bytes.NewReader(in))
 		if err != nil {
 			return
 		}
 		n := 0
-		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil, m.ContainerStart != nil, m.ContainerKill != nil, m.Resize != nil, m.ExecStdin != nil, m.ExecResize != nil} {
+		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil, m.ContainerStart != nil, m.ContainerKill != nil, m.Resize != nil, m.ExecStdin != nil, m.ExecResize != nil, m.ContainerStdin != nil, m.ContainerResize != nil} {
 			if set {
 				n++
 			}
@@ -382,6 +383,7 @@ func FuzzReadFrame(f *testing.F) {
 				t.Fatalf("accepted an invalid EXEC: %v", err)
 			}
 		}
+		checkContainerInput(t, m)
 		if m.Start != nil && m.Start.TTY != nil {
 			if err := m.Start.TTY.Validate(); err != nil {
 				t.Fatalf("accepted a START with an invalid terminal: %v", err)

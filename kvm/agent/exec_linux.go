@@ -29,12 +29,13 @@ type execs struct {
 	inputs  map[uint32]*execInput // exec id → its stdin and terminal, while it runs
 }
 
-// execInput is what the host's EXEC_STDIN and EXEC_RESIZE frames reach:
-// an exec's stdin feed (nil without Exec.Stdin) and terminal (nil without
-// Exec.TTY). It is registered when the EXEC is read, before its process
-// starts, so that no input that follows the EXEC is lost: the feed queues
-// until the process's stdin is attached, the last size until its terminal
-// is.
+// execInput is what the host's EXEC_STDIN and EXEC_RESIZE frames reach
+// (and, for a pod container's own process, CONTAINER_STDIN and
+// CONTAINER_RESIZE: podtty_linux.go): an exec's stdin feed (nil without
+// Exec.Stdin) and terminal (nil without Exec.TTY). It is registered when
+// the EXEC is read, before its process starts, so that no input that
+// follows the EXEC is lost: the feed queues until the process's stdin is
+// attached, the last size until its terminal is.
 type execInput struct {
 	feed *stdinFeed
 	mu   sync.Mutex
@@ -45,12 +46,9 @@ type execInput struct {
 // register notes exec x's input, if it asked for stdin or a terminal.
 // watchHost calls it as it reads the EXEC; runExec removes it.
 func (e *execs) register(x *channel.Exec) {
-	if !x.Stdin && x.TTY == nil {
+	in := newInput(x.Stdin, x.TTY)
+	if in == nil {
 		return
-	}
-	in := &execInput{}
-	if x.Stdin {
-		in.feed = newPendingFeed()
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -83,6 +81,20 @@ func (e *execs) input(id uint32) *execInput {
 	return e.inputs[id]
 }
 
+// newInput is the input of a process that asked for stdin and/or a
+// terminal (an exec, or a pod container's own process); nil for one that
+// asked for neither.
+func newInput(stdin bool, tty *channel.WindowSize) *execInput {
+	if !stdin && tty == nil {
+		return nil
+	}
+	in := &execInput{}
+	if stdin {
+		in.feed = newPendingFeed()
+	}
+	return in
+}
+
 // setTTY gives the input its terminal, applying the last size asked for
 // before it was there.
 func (in *execInput) setTTY(master *os.File) error {
@@ -98,15 +110,7 @@ func (in *execInput) setTTY(master *os.File) error {
 // execStdin applies an EXEC_STDIN: input for the exec, or its end. Input
 // for an exec without stdin, or one that ended, is dropped.
 func (s *session) execStdin(in *channel.ExecInput) {
-	x := s.execs.input(in.ID)
-	if x == nil || x.feed == nil {
-		return
-	}
-	if len(in.Data) == 0 {
-		x.feed.Close()
-		return
-	}
-	x.feed.Push(in.Data)
+	s.execs.input(in.ID).write(in.Data)
 }
 
 // execResize applies an EXEC_RESIZE to the exec's terminal, if it has one.
@@ -115,16 +119,34 @@ func (s *session) execResize(r *channel.ExecResize) {
 	if x == nil {
 		return
 	}
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	ws := r.Size()
-	if x.tty == nil {
-		x.size = &ws
-		return
-	}
-	if err := setWindowSize(x.tty, ws); err != nil {
+	if err := x.resize(r.Size()); err != nil {
 		s.log.Warn("resizing an exec's terminal", "exec", r.ID, "err", err)
 	}
+}
+
+// resize sets the size of the input's terminal, or, before it is there,
+// the size it gets.
+func (in *execInput) resize(ws channel.WindowSize) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.tty == nil {
+		in.size = &ws
+		return nil
+	}
+	return setWindowSize(in.tty, ws)
+}
+
+// write applies input for the process: its end with no data. Input for
+// a process without stdin (nil, or no feed) is dropped.
+func (in *execInput) write(data []byte) {
+	if in == nil || in.feed == nil {
+		return
+	}
+	if len(data) == 0 {
+		in.feed.Close()
+		return
+	}
+	in.feed.Push(data)
 }
 
 // reaped hands the exit code of a child that is not the workload to its
@@ -205,7 +227,7 @@ func (s *session) runExec(x *channel.Exec) {
 		exit(127, err)
 		return
 	}
-	st, err := s.execStdio(x, in, root, w.id)
+	st, err := s.execStdio(x.Stdin, x.TTY, in, root, w.id)
 	if err != nil {
 		exit(126, err)
 		return
@@ -215,9 +237,7 @@ func (s *session) runExec(x *channel.Exec) {
 		Credential: &syscall.Credential{Uid: w.id.UID, Gid: w.id.GID, Groups: w.id.groups()},
 		Setsid:     true,
 	}
-	if x.TTY != nil {
-		sys.Setctty, sys.Ctty = true, 0 // the child's stdin, the terminal
-	}
+	setTTYAttr(sys, x.TTY)
 	proc, codeCh, err := s.execs.start(func() (*os.Process, error) {
 		return os.StartProcess(prog, x.Args, &os.ProcAttr{Dir: w.workDir, Env: w.env, Files: st.child, Sys: sys})
 	})
@@ -229,15 +249,9 @@ func (s *session) runExec(x *channel.Exec) {
 	}
 	defer s.execs.done()
 	var wg sync.WaitGroup
-	out := func(stream byte) func([]byte) error {
-		return func(b []byte) error {
-			return s.sendRaw(channel.TypeExecOut, channel.ExecOutput{ID: x.ID, Stream: stream, Data: b}.Encode())
-		}
-	}
-	wg.Add(len(st.out))
-	for i, r := range st.out {
-		go s.pump(&wg, r, out(byte(i+1)))
-	}
+	s.pumpOutputs(&wg, st.out, func(stream byte, b []byte) error {
+		return s.sendRaw(channel.TypeExecOut, channel.ExecOutput{ID: x.ID, Stream: stream, Data: b}.Encode())
+	})
 	code := <-codeCh
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
@@ -277,19 +291,20 @@ func (st *execStdio) closeParent() {
 	}
 }
 
-// execStdio opens what exec x reads and writes: a terminal of root's
-// devpts (Exec.TTY) or pipes; for Exec.Stdin the input (in, registered
-// when the EXEC was read) is attached to the terminal or its stdin pipe.
-func (s *session) execStdio(x *channel.Exec, in *execInput, root string, id Identity) (*execStdio, error) {
-	if (x.Stdin || x.TTY != nil) && in == nil {
-		return nil, errors.New("the exec's input was not registered")
+// execStdio opens what an exec (or a pod container's process) reads and
+// writes: a terminal of root's devpts of size tty (Exec.TTY), or pipes;
+// with stdin (Exec.Stdin) the input (in, registered when the EXEC was
+// read) is attached to the terminal or its stdin pipe.
+func (s *session) execStdio(stdin bool, tty *channel.WindowSize, in *execInput, root string, id Identity) (*execStdio, error) {
+	if (stdin || tty != nil) && in == nil {
+		return nil, errors.New("the process's input was not registered")
 	}
-	if x.TTY != nil {
+	if tty != nil {
 		ptmx, err := s.devpts(root)
 		if err != nil {
 			return nil, fmt.Errorf("terminal: %w", err)
 		}
-		master, slave, err := openPTY(ptmx, *x.TTY, int(id.UID), int(id.GID))
+		master, slave, err := openPTY(ptmx, *tty, int(id.UID), int(id.GID))
 		if err != nil {
 			return nil, err
 		}
@@ -299,28 +314,28 @@ func (s *session) execStdio(x *channel.Exec, in *execInput, root string, id Iden
 			st.closeParent()
 			return nil, err
 		}
-		if x.Stdin {
+		if stdin {
 			in.feed.attach(ttyInput{master})
 		}
 		return st, nil
 	}
 	st := &execStdio{}
-	var stdin *os.File
-	if x.Stdin {
+	var inFile *os.File
+	if stdin {
 		inR, inW, err := os.Pipe()
 		if err != nil {
 			return nil, err
 		}
-		stdin = inR
+		inFile = inR
 		in.feed.attach(inW)
 	} else {
 		devnull, err := os.Open("/dev/null")
 		if err != nil {
 			return nil, err
 		}
-		stdin = devnull
+		inFile = devnull
 	}
-	st.closer = append(st.closer, stdin)
+	st.closer = append(st.closer, inFile)
 	for range 2 {
 		r, w, err := os.Pipe()
 		if err != nil {
@@ -330,6 +345,6 @@ func (s *session) execStdio(x *channel.Exec, in *execInput, root string, id Iden
 		}
 		st.out, st.closer = append(st.out, r), append(st.closer, w)
 	}
-	st.child = []*os.File{stdin, st.closer[1], st.closer[2]}
+	st.child = []*os.File{inFile, st.closer[1], st.closer[2]}
 	return st, nil
 }

@@ -46,8 +46,9 @@ type podContainer struct {
 	name string
 	root string
 	w    workload
-	pid  int      // 0 until its process exists
-	code chan int // its exit code, from the reaper
+	pid  int        // 0 until its process exists
+	code chan int   // its exit code, from the reaper
+	in   *execInput // its stdin and terminal (podtty_linux.go); nil without
 	// ended: its CONTAINER_EXIT was sent, or it failed to start; only
 	// then may CONTAINER_REMOVE forget it (podremove_linux.go).
 	ended bool
@@ -161,7 +162,7 @@ func (s *session) startContainer(cs *channel.ContainerStart) {
 	p.mu.Lock()
 	_, dup := p.containers[cs.Index]
 	stopping := p.stopping
-	c := &podContainer{name: cs.Name, code: make(chan int, 1)}
+	c := &podContainer{name: cs.Name, code: make(chan int, 1), in: newInput(cs.Stdin, cs.TTY)}
 	if !dup && !stopping {
 		p.containers[cs.Index] = c
 		p.wg.Add(1)
@@ -185,21 +186,17 @@ func (s *session) startContainer(cs *channel.ContainerStart) {
 		return
 	}
 	defer p.wg.Done()
-	proc, outR, errR, err := s.spawnContainer(c, cs)
+	defer c.in.end()
+	proc, outs, err := s.spawnContainer(c, cs)
 	if err != nil {
 		fail(err)
 		return
 	}
 	_ = s.send(channel.TypeContainerStarted, channel.ContainerStarted{Index: cs.Index, PID: proc.Pid})
 	var wg sync.WaitGroup
-	out := func(stream byte) func([]byte) error {
-		return func(b []byte) error {
-			return s.sendRaw(channel.TypeContainerOut, channel.ContainerOutput{Index: cs.Index, Stream: stream, Data: b}.Encode())
-		}
-	}
-	wg.Add(2)
-	go s.pump(&wg, outR, out(1))
-	go s.pump(&wg, errR, out(2))
+	s.pumpOutputs(&wg, outs, func(stream byte, b []byte) error {
+		return s.sendRaw(channel.TypeContainerOut, channel.ContainerOutput{Index: cs.Index, Stream: stream, Data: b}.Encode())
+	})
 	code := <-c.code
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
@@ -228,63 +225,50 @@ func (s *session) startContainer(cs *channel.ContainerStart) {
 }
 
 // spawnContainer prepares container cs's root and starts its process,
-// registered with the reaper before it can exit.
-func (s *session) spawnContainer(c *podContainer, cs *channel.ContainerStart) (*os.Process, *os.File, *os.File, error) {
+// registered with the reaper before it can exit; it returns the agent's
+// ends of its output (stdout and stderr, or its terminal).
+func (s *session) spawnContainer(c *podContainer, cs *channel.ContainerStart) (*os.Process, []*os.File, error) {
 	root, cfg, err := mountContainerRoot(cs)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	argv, w, err := containerWorkload(root, cfg, cs, s.pod.hostname)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	env, workDir, id := w.env, w.workDir, w.id
 	prog, err := LookPath(root, argv[0], env, workDir)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	devnull, err := os.Open("/dev/null")
+	st, err := s.containerStdio(c, cs, root, id)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	defer devnull.Close()
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return nil, nil, nil, err
+	sys := &syscall.SysProcAttr{
+		Chroot:     root,
+		Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: id.groups()},
+		Setsid:     true,
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return nil, nil, nil, err
-	}
+	setTTYAttr(sys, cs.TTY)
 	p := s.pod
 	p.mu.Lock()
-	proc, err := os.StartProcess(prog, argv, &os.ProcAttr{
-		Dir: workDir, Env: env, Files: []*os.File{devnull, outW, errW},
-		Sys: &syscall.SysProcAttr{
-			Chroot:     root,
-			Credential: &syscall.Credential{Uid: id.UID, Gid: id.GID, Groups: id.groups()},
-			Setsid:     true,
-		},
-	})
+	proc, err := os.StartProcess(prog, argv, &os.ProcAttr{Dir: workDir, Env: env, Files: st.child, Sys: sys})
 	if err == nil {
 		c.root, c.w, c.pid = root, workload{env: env, workDir: workDir, id: id}, proc.Pid
 		p.byPID[proc.Pid] = c
 	}
 	p.mu.Unlock()
-	outW.Close()
-	errW.Close()
+	st.closeChild() // the process holds its own copies
 	if err != nil {
-		outR.Close()
-		errR.Close()
-		return nil, nil, nil, fmt.Errorf("starting %s: %w", argv[0], err)
+		st.closeParent()
+		return nil, nil, fmt.Errorf("starting %s: %w", argv[0], err)
 	}
 	select {
 	case p.wake <- struct{}{}:
 	default:
 	}
-	return proc, outR, errR, nil
+	return proc, st.out, nil
 }
 
 // containerWorkload is what container cs runs in its root, from its

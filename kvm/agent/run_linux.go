@@ -640,6 +640,10 @@ func (s *session) watchHost(pid int, feed *stdinFeed) {
 		switch {
 		case msg.Reattach != nil:
 			s.reattached(msg.Reattach)
+		case msg.ContainerStdin != nil && s.pod != nil:
+			s.containerStdin(msg.ContainerStdin)
+		case msg.ContainerResize != nil && s.pod != nil:
+			s.containerResize(msg.ContainerResize)
 		case msg.Abort != nil:
 			s.log.Info("host aborted the workload", "reason", msg.Abort.Reason)
 			_ = s.send(channel.TypeError, channel.Error{Message: "aborted by host: " + msg.Abort.Reason})

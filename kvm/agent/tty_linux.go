@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -91,4 +92,12 @@ func setWindowSize(master *os.File, ws channel.WindowSize) error {
 		return fmt.Errorf("terminal: setting its size: %w", ierr)
 	}
 	return nil
+}
+
+// setTTYAttr makes the process's stdin (the terminal's slave) its
+// controlling terminal when it runs on one.
+func setTTYAttr(sys *syscall.SysProcAttr, tty *channel.WindowSize) {
+	if tty != nil {
+		sys.Setctty, sys.Ctty = true, 0
+	}
 }

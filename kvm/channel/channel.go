@@ -27,7 +27,9 @@ import (
 // 5: START may ask for a terminal (Start.TTY), RESIZE changes its size.
 // 6: EXEC may ask for stdin (Exec.Stdin, fed by EXEC_STDIN) and a terminal
 // (Exec.TTY, resized by EXEC_RESIZE).
-// 7: CONTAINER_REMOVE frees a pod's image slot for another container.
+// 7: CONTAINER_REMOVE frees a pod's image slot for another container;
+// a pod's container may have stdin (CONTAINER_STDIN) and a terminal
+// (CONTAINER_RESIZE).
 const Version = 7
 
 // PortName is the virtio-serial port name the agent looks for.
@@ -80,6 +82,10 @@ const MaxStdinChunk = 32 << 10
 
 func (t Type) String() string {
 	switch t {
+	case TypeContainerStdin:
+		return "CONTAINER_STDIN"
+	case TypeContainerResize:
+		return "CONTAINER_RESIZE"
 	case TypeHello:
 		return "HELLO"
 	case TypeStart:
@@ -152,7 +158,7 @@ func (t Type) String() string {
 
 // Known reports whether t is a frame type of this protocol version.
 func (t Type) Known() bool {
-	return t >= TypeHello && t <= TypeExecResize || t >= TypeContainerStart && t <= TypeContainerRemoved
+	return t >= TypeHello && t <= TypeExecResize || t >= TypeContainerStart && t <= TypeContainerRemoved || t == TypeContainerStdin || t == TypeContainerResize
 }
 
 // Exec asks the agent to run a command beside the running workload, in

@@ -50,12 +50,22 @@ type ContainerStart struct {
 	Env        []string `json:"env,omitempty"`
 	WorkingDir string   `json:"working_dir,omitempty"`
 	User       string   `json:"user,omitempty"`
+	// Stdin gives the container's process a pipe as stdin (with TTY: its
+	// terminal's input), fed by CONTAINER_STDIN frames until an empty one;
+	// else stdin is /dev/null. TTY, when set, runs it on a new terminal of
+	// this size, its controlling terminal in a session of its own (CRI
+	// tty: true): its output, stdout and stderr merged, comes as
+	// CONTAINER_OUT stream 1; CONTAINER_RESIZE frames change its size
+	// (containertty.go).
+	Stdin bool        `json:"stdin,omitempty"`
+	TTY   *WindowSize `json:"tty,omitempty"`
 }
 
 // Validate checks a ContainerStart: an index of 0..MaxContainers-1, a
 // name of 1..128 of [A-Za-z0-9._-], a sha256 disk digest and a disk size
 // of 1..DiskSlotBytes in whole 512-byte sectors, bounded arguments without
-// NUL bytes, and the environment, working directory and user as Start's.
+// NUL bytes, and the environment, working directory, user and terminal
+// size as Start's.
 func (c *ContainerStart) Validate() error {
 	if c.Index < 0 || c.Index >= MaxContainers {
 		return fmt.Errorf("channel: container index %d, want 0..%d", c.Index, MaxContainers-1)
@@ -83,7 +93,7 @@ func (c *ContainerStart) Validate() error {
 	if total > MaxContainerArgsBytes {
 		return fmt.Errorf("channel: container: arguments of %d bytes, the limit is %d", total, MaxContainerArgsBytes)
 	}
-	w := Start{SandboxID: "x", Env: c.Env, WorkingDir: c.WorkingDir, User: c.User}
+	w := Start{SandboxID: "x", Env: c.Env, WorkingDir: c.WorkingDir, User: c.User, TTY: c.TTY}
 	if err := w.validateWorkload(); err != nil {
 		return fmt.Errorf("container: %w", err)
 	}

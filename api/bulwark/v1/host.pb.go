@@ -72,7 +72,7 @@ func (x LogChunk_Stream) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LogChunk_Stream.Descriptor instead.
 func (LogChunk_Stream) EnumDescriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{13, 0}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{14, 0}
 }
 
 type RunRequest struct {
@@ -124,10 +124,14 @@ type RunRequest struct {
 	// user are its first container's, named container (1..128 of
 	// [A-Za-z0-9_.-]); AddContainer adds the others. A pod clones a pod
 	// template (launcher template create --pod) as template says.
-	Pod           bool   `protobuf:"varint,40,opt,name=pod,proto3" json:"pod,omitempty"`
-	Container     string `protobuf:"bytes,41,opt,name=container,proto3" json:"container,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Pod       bool   `protobuf:"varint,40,opt,name=pod,proto3" json:"pod,omitempty"`
+	Container string `protobuf:"bytes,41,opt,name=container,proto3" json:"container,omitempty"`
+	// With pod: the first container's stdin and terminal, as
+	// AddContainerRequest's stdin and tty.
+	ContainerStdin bool          `protobuf:"varint,42,opt,name=container_stdin,json=containerStdin,proto3" json:"container_stdin,omitempty"`
+	ContainerTty   *TerminalSize `protobuf:"bytes,43,opt,name=container_tty,json=containerTty,proto3" json:"container_tty,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *RunRequest) Reset() {
@@ -340,6 +344,20 @@ func (x *RunRequest) GetContainer() string {
 		return x.Container
 	}
 	return ""
+}
+
+func (x *RunRequest) GetContainerStdin() bool {
+	if x != nil {
+		return x.ContainerStdin
+	}
+	return false
+}
+
+func (x *RunRequest) GetContainerTty() *TerminalSize {
+	if x != nil {
+		return x.ContainerTty
+	}
+	return nil
 }
 
 type RunEvent struct {
@@ -840,11 +858,20 @@ type AddContainerRequest struct {
 	// As RunRequest's: the image (absolute path of an OCI layout or
 	// archive), arguments (empty: the image's), KEY=VALUE entries over the
 	// image's environment, working directory, user.
-	Image         string   `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
-	Args          []string `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
-	Env           []string `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
-	WorkingDir    string   `protobuf:"bytes,6,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
-	User          string   `protobuf:"bytes,7,opt,name=user,proto3" json:"user,omitempty"`
+	Image      string   `protobuf:"bytes,3,opt,name=image,proto3" json:"image,omitempty"`
+	Args       []string `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
+	Env        []string `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
+	WorkingDir string   `protobuf:"bytes,6,opt,name=working_dir,json=workingDir,proto3" json:"working_dir,omitempty"`
+	User       string   `protobuf:"bytes,7,opt,name=user,proto3" json:"user,omitempty"`
+	// Give the container's own process a stdin fed by ContainerInput (CRI
+	// stdin: true); else /dev/null.
+	Stdin bool `protobuf:"varint,8,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	// Run it on a terminal of this initial size (CRI tty: true): its stdout
+	// and stderr are one stream, the terminal's, logged as stdout.
+	// Neither is recorded in the container's launch event, as 'launcher
+	// run -i, -t' are not in a launch's: how its stdio is connected is not
+	// what runs (docs/sandbox.md, "terminal").
+	Tty           *TerminalSize `protobuf:"bytes,9,opt,name=tty,proto3" json:"tty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -928,6 +955,140 @@ func (x *AddContainerRequest) GetUser() string {
 	return ""
 }
 
+func (x *AddContainerRequest) GetStdin() bool {
+	if x != nil {
+		return x.Stdin
+	}
+	return false
+}
+
+func (x *AddContainerRequest) GetTty() *TerminalSize {
+	if x != nil {
+		return x.Tty
+	}
+	return nil
+}
+
+// One message of ContainerInput's client stream: exactly one field set,
+// container first and only first.
+type ContainerInputRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Input:
+	//
+	//	*ContainerInputRequest_Container
+	//	*ContainerInputRequest_Stdin
+	//	*ContainerInputRequest_StdinClose
+	//	*ContainerInputRequest_Resize
+	Input         isContainerInputRequest_Input `protobuf_oneof:"input"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerInputRequest) Reset() {
+	*x = ContainerInputRequest{}
+	mi := &file_bulwark_v1_host_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerInputRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerInputRequest) ProtoMessage() {}
+
+func (x *ContainerInputRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_bulwark_v1_host_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerInputRequest.ProtoReflect.Descriptor instead.
+func (*ContainerInputRequest) Descriptor() ([]byte, []int) {
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ContainerInputRequest) GetInput() isContainerInputRequest_Input {
+	if x != nil {
+		return x.Input
+	}
+	return nil
+}
+
+func (x *ContainerInputRequest) GetContainer() *ContainerRequest {
+	if x != nil {
+		if x, ok := x.Input.(*ContainerInputRequest_Container); ok {
+			return x.Container
+		}
+	}
+	return nil
+}
+
+func (x *ContainerInputRequest) GetStdin() []byte {
+	if x != nil {
+		if x, ok := x.Input.(*ContainerInputRequest_Stdin); ok {
+			return x.Stdin
+		}
+	}
+	return nil
+}
+
+func (x *ContainerInputRequest) GetStdinClose() bool {
+	if x != nil {
+		if x, ok := x.Input.(*ContainerInputRequest_StdinClose); ok {
+			return x.StdinClose
+		}
+	}
+	return false
+}
+
+func (x *ContainerInputRequest) GetResize() *TerminalSize {
+	if x != nil {
+		if x, ok := x.Input.(*ContainerInputRequest_Resize); ok {
+			return x.Resize
+		}
+	}
+	return nil
+}
+
+type isContainerInputRequest_Input interface {
+	isContainerInputRequest_Input()
+}
+
+type ContainerInputRequest_Container struct {
+	// The pod (id) and its container (name).
+	Container *ContainerRequest `protobuf:"bytes,1,opt,name=container,proto3,oneof"`
+}
+
+type ContainerInputRequest_Stdin struct {
+	// Input for the container's process, 1..32768 bytes.
+	Stdin []byte `protobuf:"bytes,2,opt,name=stdin,proto3,oneof"`
+}
+
+type ContainerInputRequest_StdinClose struct {
+	// The end of its input (a terminal's is unchanged by it).
+	StdinClose bool `protobuf:"varint,3,opt,name=stdin_close,json=stdinClose,proto3,oneof"`
+}
+
+type ContainerInputRequest_Resize struct {
+	// The terminal's new size.
+	Resize *TerminalSize `protobuf:"bytes,4,opt,name=resize,proto3,oneof"`
+}
+
+func (*ContainerInputRequest_Container) isContainerInputRequest_Input() {}
+
+func (*ContainerInputRequest_Stdin) isContainerInputRequest_Input() {}
+
+func (*ContainerInputRequest_StdinClose) isContainerInputRequest_Input() {}
+
+func (*ContainerInputRequest_Resize) isContainerInputRequest_Input() {}
+
 type ContainerRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -938,7 +1099,7 @@ type ContainerRequest struct {
 
 func (x *ContainerRequest) Reset() {
 	*x = ContainerRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[5]
+	mi := &file_bulwark_v1_host_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1111,7 @@ func (x *ContainerRequest) String() string {
 func (*ContainerRequest) ProtoMessage() {}
 
 func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[5]
+	mi := &file_bulwark_v1_host_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1124,7 @@ func (x *ContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerRequest.ProtoReflect.Descriptor instead.
 func (*ContainerRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{5}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContainerRequest) GetId() string {
@@ -988,7 +1149,7 @@ type RemoveContainerResponse struct {
 
 func (x *RemoveContainerResponse) Reset() {
 	*x = RemoveContainerResponse{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	mi := &file_bulwark_v1_host_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1161,7 @@ func (x *RemoveContainerResponse) String() string {
 func (*RemoveContainerResponse) ProtoMessage() {}
 
 func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[6]
+	mi := &file_bulwark_v1_host_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1174,7 @@ func (x *RemoveContainerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveContainerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveContainerResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{6}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{7}
 }
 
 type ContainerLogsRequest struct {
@@ -1027,7 +1188,7 @@ type ContainerLogsRequest struct {
 
 func (x *ContainerLogsRequest) Reset() {
 	*x = ContainerLogsRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[7]
+	mi := &file_bulwark_v1_host_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1200,7 @@ func (x *ContainerLogsRequest) String() string {
 func (*ContainerLogsRequest) ProtoMessage() {}
 
 func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[7]
+	mi := &file_bulwark_v1_host_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1213,7 @@ func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerLogsRequest.ProtoReflect.Descriptor instead.
 func (*ContainerLogsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{7}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ContainerLogsRequest) GetId() string {
@@ -1088,7 +1249,7 @@ type KillContainerRequest struct {
 
 func (x *KillContainerRequest) Reset() {
 	*x = KillContainerRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[8]
+	mi := &file_bulwark_v1_host_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1261,7 @@ func (x *KillContainerRequest) String() string {
 func (*KillContainerRequest) ProtoMessage() {}
 
 func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[8]
+	mi := &file_bulwark_v1_host_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1274,7 @@ func (x *KillContainerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillContainerRequest.ProtoReflect.Descriptor instead.
 func (*KillContainerRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{8}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *KillContainerRequest) GetId() string {
@@ -1147,7 +1308,7 @@ type ListSandboxesRequest struct {
 
 func (x *ListSandboxesRequest) Reset() {
 	*x = ListSandboxesRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[9]
+	mi := &file_bulwark_v1_host_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1159,7 +1320,7 @@ func (x *ListSandboxesRequest) String() string {
 func (*ListSandboxesRequest) ProtoMessage() {}
 
 func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[9]
+	mi := &file_bulwark_v1_host_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1172,7 +1333,7 @@ func (x *ListSandboxesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesRequest.ProtoReflect.Descriptor instead.
 func (*ListSandboxesRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{9}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListSandboxesRequest) GetAll() bool {
@@ -1191,7 +1352,7 @@ type ListSandboxesResponse struct {
 
 func (x *ListSandboxesResponse) Reset() {
 	*x = ListSandboxesResponse{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[10]
+	mi := &file_bulwark_v1_host_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1203,7 +1364,7 @@ func (x *ListSandboxesResponse) String() string {
 func (*ListSandboxesResponse) ProtoMessage() {}
 
 func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[10]
+	mi := &file_bulwark_v1_host_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1216,7 +1377,7 @@ func (x *ListSandboxesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSandboxesResponse.ProtoReflect.Descriptor instead.
 func (*ListSandboxesResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{10}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListSandboxesResponse) GetSandboxes() []*Sandbox {
@@ -1235,7 +1396,7 @@ type InspectSandboxRequest struct {
 
 func (x *InspectSandboxRequest) Reset() {
 	*x = InspectSandboxRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[11]
+	mi := &file_bulwark_v1_host_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1408,7 @@ func (x *InspectSandboxRequest) String() string {
 func (*InspectSandboxRequest) ProtoMessage() {}
 
 func (x *InspectSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[11]
+	mi := &file_bulwark_v1_host_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1421,7 @@ func (x *InspectSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectSandboxRequest.ProtoReflect.Descriptor instead.
 func (*InspectSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{11}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InspectSandboxRequest) GetId() string {
@@ -1280,7 +1441,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[12]
+	mi := &file_bulwark_v1_host_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1453,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[12]
+	mi := &file_bulwark_v1_host_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1466,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{12}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LogsRequest) GetId() string {
@@ -1332,7 +1493,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[13]
+	mi := &file_bulwark_v1_host_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1505,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[13]
+	mi := &file_bulwark_v1_host_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1518,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{13}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LogChunk) GetStream() LogChunk_Stream {
@@ -1385,7 +1546,7 @@ type StopSandboxRequest struct {
 
 func (x *StopSandboxRequest) Reset() {
 	*x = StopSandboxRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[14]
+	mi := &file_bulwark_v1_host_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1558,7 @@ func (x *StopSandboxRequest) String() string {
 func (*StopSandboxRequest) ProtoMessage() {}
 
 func (x *StopSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[14]
+	mi := &file_bulwark_v1_host_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +1571,7 @@ func (x *StopSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopSandboxRequest.ProtoReflect.Descriptor instead.
 func (*StopSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{14}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StopSandboxRequest) GetId() string {
@@ -1437,7 +1598,7 @@ type RemoveSandboxRequest struct {
 
 func (x *RemoveSandboxRequest) Reset() {
 	*x = RemoveSandboxRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[15]
+	mi := &file_bulwark_v1_host_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1610,7 @@ func (x *RemoveSandboxRequest) String() string {
 func (*RemoveSandboxRequest) ProtoMessage() {}
 
 func (x *RemoveSandboxRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[15]
+	mi := &file_bulwark_v1_host_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1623,7 @@ func (x *RemoveSandboxRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSandboxRequest.ProtoReflect.Descriptor instead.
 func (*RemoveSandboxRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{15}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveSandboxRequest) GetId() string {
@@ -1488,7 +1649,7 @@ type RemoveSandboxResponse struct {
 
 func (x *RemoveSandboxResponse) Reset() {
 	*x = RemoveSandboxResponse{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[16]
+	mi := &file_bulwark_v1_host_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1661,7 @@ func (x *RemoveSandboxResponse) String() string {
 func (*RemoveSandboxResponse) ProtoMessage() {}
 
 func (x *RemoveSandboxResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[16]
+	mi := &file_bulwark_v1_host_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1674,7 @@ func (x *RemoveSandboxResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveSandboxResponse.ProtoReflect.Descriptor instead.
 func (*RemoveSandboxResponse) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{16}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveSandboxResponse) GetId() string {
@@ -1537,7 +1698,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[17]
+	mi := &file_bulwark_v1_host_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +1710,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[17]
+	mi := &file_bulwark_v1_host_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +1723,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{17}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExecRequest) GetId() string {
@@ -1603,7 +1764,7 @@ type ExecInput struct {
 
 func (x *ExecInput) Reset() {
 	*x = ExecInput{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[18]
+	mi := &file_bulwark_v1_host_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1615,7 +1776,7 @@ func (x *ExecInput) String() string {
 func (*ExecInput) ProtoMessage() {}
 
 func (x *ExecInput) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[18]
+	mi := &file_bulwark_v1_host_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1628,7 +1789,7 @@ func (x *ExecInput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecInput.ProtoReflect.Descriptor instead.
 func (*ExecInput) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{18}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExecInput) GetInput() isExecInput_Input {
@@ -1719,7 +1880,7 @@ type ExecStart struct {
 
 func (x *ExecStart) Reset() {
 	*x = ExecStart{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[19]
+	mi := &file_bulwark_v1_host_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1892,7 @@ func (x *ExecStart) String() string {
 func (*ExecStart) ProtoMessage() {}
 
 func (x *ExecStart) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[19]
+	mi := &file_bulwark_v1_host_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1905,7 @@ func (x *ExecStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecStart.ProtoReflect.Descriptor instead.
 func (*ExecStart) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{19}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExecStart) GetExec() *ExecRequest {
@@ -1779,7 +1940,7 @@ type TerminalSize struct {
 
 func (x *TerminalSize) Reset() {
 	*x = TerminalSize{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[20]
+	mi := &file_bulwark_v1_host_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +1952,7 @@ func (x *TerminalSize) String() string {
 func (*TerminalSize) ProtoMessage() {}
 
 func (x *TerminalSize) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[20]
+	mi := &file_bulwark_v1_host_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +1965,7 @@ func (x *TerminalSize) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminalSize.ProtoReflect.Descriptor instead.
 func (*TerminalSize) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{20}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TerminalSize) GetRows() uint32 {
@@ -1834,7 +1995,7 @@ type ExecEvent struct {
 
 func (x *ExecEvent) Reset() {
 	*x = ExecEvent{}
-	mi := &file_bulwark_v1_host_proto_msgTypes[21]
+	mi := &file_bulwark_v1_host_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1846,7 +2007,7 @@ func (x *ExecEvent) String() string {
 func (*ExecEvent) ProtoMessage() {}
 
 func (x *ExecEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_bulwark_v1_host_proto_msgTypes[21]
+	mi := &file_bulwark_v1_host_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1859,7 +2020,7 @@ func (x *ExecEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecEvent.ProtoReflect.Descriptor instead.
 func (*ExecEvent) Descriptor() ([]byte, []int) {
-	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{21}
+	return file_bulwark_v1_host_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExecEvent) GetEvent() isExecEvent_Event {
@@ -1910,7 +2071,7 @@ var File_bulwark_v1_host_proto protoreflect.FileDescriptor
 const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"\x15bulwark/v1/host.proto\x12\n" +
-	"bulwark.v1\"\xbe\x05\n" +
+	"bulwark.v1\"\xa6\x06\n" +
 	"\n" +
 	"RunRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x14\n" +
@@ -1942,7 +2103,9 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\ascratch\x18\x17 \x03(\tR\ascratch\x12\x14\n" +
 	"\x05netns\x18\x1e \x01(\tR\x05netns\x12\x10\n" +
 	"\x03pod\x18( \x01(\bR\x03pod\x12\x1c\n" +
-	"\tcontainer\x18) \x01(\tR\tcontainer\"~\n" +
+	"\tcontainer\x18) \x01(\tR\tcontainer\x12'\n" +
+	"\x0fcontainer_stdin\x18* \x01(\bR\x0econtainerStdin\x12=\n" +
+	"\rcontainer_tty\x18+ \x01(\v2\x18.bulwark.v1.TerminalSizeR\fcontainerTty\"~\n" +
 	"\bRunEvent\x12\x1c\n" +
 	"\bprogress\x18\x01 \x01(\tH\x00R\bprogress\x12\x1a\n" +
 	"\awarning\x18\x02 \x01(\tH\x00R\awarning\x12/\n" +
@@ -1990,7 +2153,7 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\bevent_id\x18\x06 \x01(\tR\aeventId\x12%\n" +
 	"\x0eattestation_id\x18\a \x01(\tR\rattestationId\x12\x1b\n" +
 	"\texit_code\x18\b \x01(\x05R\bexitCode\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"\xaa\x01\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\xec\x01\n" +
 	"\x13AddContainerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
@@ -1999,7 +2162,16 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x03env\x18\x05 \x03(\tR\x03env\x12\x1f\n" +
 	"\vworking_dir\x18\x06 \x01(\tR\n" +
 	"workingDir\x12\x12\n" +
-	"\x04user\x18\a \x01(\tR\x04user\"6\n" +
+	"\x04user\x18\a \x01(\tR\x04user\x12\x14\n" +
+	"\x05stdin\x18\b \x01(\bR\x05stdin\x12*\n" +
+	"\x03tty\x18\t \x01(\v2\x18.bulwark.v1.TerminalSizeR\x03tty\"\xcd\x01\n" +
+	"\x15ContainerInputRequest\x12<\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x1c.bulwark.v1.ContainerRequestH\x00R\tcontainer\x12\x16\n" +
+	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12!\n" +
+	"\vstdin_close\x18\x03 \x01(\bH\x00R\n" +
+	"stdinClose\x122\n" +
+	"\x06resize\x18\x04 \x01(\v2\x18.bulwark.v1.TerminalSizeH\x00R\x06resizeB\a\n" +
+	"\x05input\"6\n" +
 	"\x10ContainerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x19\n" +
@@ -2057,7 +2229,7 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\tExecEvent\x12.\n" +
 	"\x06output\x18\x01 \x01(\v2\x14.bulwark.v1.LogChunkH\x00R\x06output\x12\x1d\n" +
 	"\texit_code\x18\x02 \x01(\x05H\x00R\bexitCodeB\a\n" +
-	"\x05event2\xab\a\n" +
+	"\x05event2\xf9\a\n" +
 	"\x04Host\x125\n" +
 	"\x03Run\x12\x16.bulwark.v1.RunRequest\x1a\x14.bulwark.v1.RunEvent0\x01\x12T\n" +
 	"\rListSandboxes\x12 .bulwark.v1.ListSandboxesRequest\x1a!.bulwark.v1.ListSandboxesResponse\x12H\n" +
@@ -2069,7 +2241,8 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\x0fExecInteractive\x12\x15.bulwark.v1.ExecInput\x1a\x15.bulwark.v1.ExecEvent(\x010\x01\x12F\n" +
 	"\fAddContainer\x12\x1f.bulwark.v1.AddContainerRequest\x1a\x15.bulwark.v1.Container\x12G\n" +
 	"\x10InspectContainer\x12\x1c.bulwark.v1.ContainerRequest\x1a\x15.bulwark.v1.Container\x12I\n" +
-	"\rContainerLogs\x12 .bulwark.v1.ContainerLogsRequest\x1a\x14.bulwark.v1.LogChunk0\x01\x12H\n" +
+	"\rContainerLogs\x12 .bulwark.v1.ContainerLogsRequest\x1a\x14.bulwark.v1.LogChunk0\x01\x12L\n" +
+	"\x0eContainerInput\x12!.bulwark.v1.ContainerInputRequest\x1a\x15.bulwark.v1.Container(\x01\x12H\n" +
 	"\rKillContainer\x12 .bulwark.v1.KillContainerRequest\x1a\x15.bulwark.v1.Container\x12T\n" +
 	"\x0fRemoveContainer\x12\x1c.bulwark.v1.ContainerRequest\x1a#.bulwark.v1.RemoveContainerResponseB=Z;github.com/bulwark-project/bulwark/api/bulwark/v1;bulwarkv1b\x06proto3"
 
@@ -2086,7 +2259,7 @@ func file_bulwark_v1_host_proto_rawDescGZIP() []byte {
 }
 
 var file_bulwark_v1_host_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_bulwark_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_bulwark_v1_host_proto_goTypes = []any{
 	(LogChunk_Stream)(0),            // 0: bulwark.v1.LogChunk.Stream
 	(*RunRequest)(nil),              // 1: bulwark.v1.RunRequest
@@ -2094,65 +2267,72 @@ var file_bulwark_v1_host_proto_goTypes = []any{
 	(*Sandbox)(nil),                 // 3: bulwark.v1.Sandbox
 	(*Container)(nil),               // 4: bulwark.v1.Container
 	(*AddContainerRequest)(nil),     // 5: bulwark.v1.AddContainerRequest
-	(*ContainerRequest)(nil),        // 6: bulwark.v1.ContainerRequest
-	(*RemoveContainerResponse)(nil), // 7: bulwark.v1.RemoveContainerResponse
-	(*ContainerLogsRequest)(nil),    // 8: bulwark.v1.ContainerLogsRequest
-	(*KillContainerRequest)(nil),    // 9: bulwark.v1.KillContainerRequest
-	(*ListSandboxesRequest)(nil),    // 10: bulwark.v1.ListSandboxesRequest
-	(*ListSandboxesResponse)(nil),   // 11: bulwark.v1.ListSandboxesResponse
-	(*InspectSandboxRequest)(nil),   // 12: bulwark.v1.InspectSandboxRequest
-	(*LogsRequest)(nil),             // 13: bulwark.v1.LogsRequest
-	(*LogChunk)(nil),                // 14: bulwark.v1.LogChunk
-	(*StopSandboxRequest)(nil),      // 15: bulwark.v1.StopSandboxRequest
-	(*RemoveSandboxRequest)(nil),    // 16: bulwark.v1.RemoveSandboxRequest
-	(*RemoveSandboxResponse)(nil),   // 17: bulwark.v1.RemoveSandboxResponse
-	(*ExecRequest)(nil),             // 18: bulwark.v1.ExecRequest
-	(*ExecInput)(nil),               // 19: bulwark.v1.ExecInput
-	(*ExecStart)(nil),               // 20: bulwark.v1.ExecStart
-	(*TerminalSize)(nil),            // 21: bulwark.v1.TerminalSize
-	(*ExecEvent)(nil),               // 22: bulwark.v1.ExecEvent
+	(*ContainerInputRequest)(nil),   // 6: bulwark.v1.ContainerInputRequest
+	(*ContainerRequest)(nil),        // 7: bulwark.v1.ContainerRequest
+	(*RemoveContainerResponse)(nil), // 8: bulwark.v1.RemoveContainerResponse
+	(*ContainerLogsRequest)(nil),    // 9: bulwark.v1.ContainerLogsRequest
+	(*KillContainerRequest)(nil),    // 10: bulwark.v1.KillContainerRequest
+	(*ListSandboxesRequest)(nil),    // 11: bulwark.v1.ListSandboxesRequest
+	(*ListSandboxesResponse)(nil),   // 12: bulwark.v1.ListSandboxesResponse
+	(*InspectSandboxRequest)(nil),   // 13: bulwark.v1.InspectSandboxRequest
+	(*LogsRequest)(nil),             // 14: bulwark.v1.LogsRequest
+	(*LogChunk)(nil),                // 15: bulwark.v1.LogChunk
+	(*StopSandboxRequest)(nil),      // 16: bulwark.v1.StopSandboxRequest
+	(*RemoveSandboxRequest)(nil),    // 17: bulwark.v1.RemoveSandboxRequest
+	(*RemoveSandboxResponse)(nil),   // 18: bulwark.v1.RemoveSandboxResponse
+	(*ExecRequest)(nil),             // 19: bulwark.v1.ExecRequest
+	(*ExecInput)(nil),               // 20: bulwark.v1.ExecInput
+	(*ExecStart)(nil),               // 21: bulwark.v1.ExecStart
+	(*TerminalSize)(nil),            // 22: bulwark.v1.TerminalSize
+	(*ExecEvent)(nil),               // 23: bulwark.v1.ExecEvent
 }
 var file_bulwark_v1_host_proto_depIdxs = []int32{
-	3,  // 0: bulwark.v1.RunEvent.started:type_name -> bulwark.v1.Sandbox
-	4,  // 1: bulwark.v1.Sandbox.containers:type_name -> bulwark.v1.Container
-	3,  // 2: bulwark.v1.ListSandboxesResponse.sandboxes:type_name -> bulwark.v1.Sandbox
-	0,  // 3: bulwark.v1.LogChunk.stream:type_name -> bulwark.v1.LogChunk.Stream
-	20, // 4: bulwark.v1.ExecInput.start:type_name -> bulwark.v1.ExecStart
-	21, // 5: bulwark.v1.ExecInput.resize:type_name -> bulwark.v1.TerminalSize
-	18, // 6: bulwark.v1.ExecStart.exec:type_name -> bulwark.v1.ExecRequest
-	21, // 7: bulwark.v1.ExecStart.tty:type_name -> bulwark.v1.TerminalSize
-	14, // 8: bulwark.v1.ExecEvent.output:type_name -> bulwark.v1.LogChunk
-	1,  // 9: bulwark.v1.Host.Run:input_type -> bulwark.v1.RunRequest
-	10, // 10: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
-	12, // 11: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
-	13, // 12: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
-	15, // 13: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
-	16, // 14: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
-	18, // 15: bulwark.v1.Host.Exec:input_type -> bulwark.v1.ExecRequest
-	19, // 16: bulwark.v1.Host.ExecInteractive:input_type -> bulwark.v1.ExecInput
-	5,  // 17: bulwark.v1.Host.AddContainer:input_type -> bulwark.v1.AddContainerRequest
-	6,  // 18: bulwark.v1.Host.InspectContainer:input_type -> bulwark.v1.ContainerRequest
-	8,  // 19: bulwark.v1.Host.ContainerLogs:input_type -> bulwark.v1.ContainerLogsRequest
-	9,  // 20: bulwark.v1.Host.KillContainer:input_type -> bulwark.v1.KillContainerRequest
-	6,  // 21: bulwark.v1.Host.RemoveContainer:input_type -> bulwark.v1.ContainerRequest
-	2,  // 22: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
-	11, // 23: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
-	3,  // 24: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
-	14, // 25: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
-	3,  // 26: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
-	17, // 27: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
-	22, // 28: bulwark.v1.Host.Exec:output_type -> bulwark.v1.ExecEvent
-	22, // 29: bulwark.v1.Host.ExecInteractive:output_type -> bulwark.v1.ExecEvent
-	4,  // 30: bulwark.v1.Host.AddContainer:output_type -> bulwark.v1.Container
-	4,  // 31: bulwark.v1.Host.InspectContainer:output_type -> bulwark.v1.Container
-	14, // 32: bulwark.v1.Host.ContainerLogs:output_type -> bulwark.v1.LogChunk
-	4,  // 33: bulwark.v1.Host.KillContainer:output_type -> bulwark.v1.Container
-	7,  // 34: bulwark.v1.Host.RemoveContainer:output_type -> bulwark.v1.RemoveContainerResponse
-	22, // [22:35] is the sub-list for method output_type
-	9,  // [9:22] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	22, // 0: bulwark.v1.RunRequest.container_tty:type_name -> bulwark.v1.TerminalSize
+	3,  // 1: bulwark.v1.RunEvent.started:type_name -> bulwark.v1.Sandbox
+	4,  // 2: bulwark.v1.Sandbox.containers:type_name -> bulwark.v1.Container
+	22, // 3: bulwark.v1.AddContainerRequest.tty:type_name -> bulwark.v1.TerminalSize
+	7,  // 4: bulwark.v1.ContainerInputRequest.container:type_name -> bulwark.v1.ContainerRequest
+	22, // 5: bulwark.v1.ContainerInputRequest.resize:type_name -> bulwark.v1.TerminalSize
+	3,  // 6: bulwark.v1.ListSandboxesResponse.sandboxes:type_name -> bulwark.v1.Sandbox
+	0,  // 7: bulwark.v1.LogChunk.stream:type_name -> bulwark.v1.LogChunk.Stream
+	21, // 8: bulwark.v1.ExecInput.start:type_name -> bulwark.v1.ExecStart
+	22, // 9: bulwark.v1.ExecInput.resize:type_name -> bulwark.v1.TerminalSize
+	19, // 10: bulwark.v1.ExecStart.exec:type_name -> bulwark.v1.ExecRequest
+	22, // 11: bulwark.v1.ExecStart.tty:type_name -> bulwark.v1.TerminalSize
+	15, // 12: bulwark.v1.ExecEvent.output:type_name -> bulwark.v1.LogChunk
+	1,  // 13: bulwark.v1.Host.Run:input_type -> bulwark.v1.RunRequest
+	11, // 14: bulwark.v1.Host.ListSandboxes:input_type -> bulwark.v1.ListSandboxesRequest
+	13, // 15: bulwark.v1.Host.InspectSandbox:input_type -> bulwark.v1.InspectSandboxRequest
+	14, // 16: bulwark.v1.Host.Logs:input_type -> bulwark.v1.LogsRequest
+	16, // 17: bulwark.v1.Host.StopSandbox:input_type -> bulwark.v1.StopSandboxRequest
+	17, // 18: bulwark.v1.Host.RemoveSandbox:input_type -> bulwark.v1.RemoveSandboxRequest
+	19, // 19: bulwark.v1.Host.Exec:input_type -> bulwark.v1.ExecRequest
+	20, // 20: bulwark.v1.Host.ExecInteractive:input_type -> bulwark.v1.ExecInput
+	5,  // 21: bulwark.v1.Host.AddContainer:input_type -> bulwark.v1.AddContainerRequest
+	7,  // 22: bulwark.v1.Host.InspectContainer:input_type -> bulwark.v1.ContainerRequest
+	9,  // 23: bulwark.v1.Host.ContainerLogs:input_type -> bulwark.v1.ContainerLogsRequest
+	6,  // 24: bulwark.v1.Host.ContainerInput:input_type -> bulwark.v1.ContainerInputRequest
+	10, // 25: bulwark.v1.Host.KillContainer:input_type -> bulwark.v1.KillContainerRequest
+	7,  // 26: bulwark.v1.Host.RemoveContainer:input_type -> bulwark.v1.ContainerRequest
+	2,  // 27: bulwark.v1.Host.Run:output_type -> bulwark.v1.RunEvent
+	12, // 28: bulwark.v1.Host.ListSandboxes:output_type -> bulwark.v1.ListSandboxesResponse
+	3,  // 29: bulwark.v1.Host.InspectSandbox:output_type -> bulwark.v1.Sandbox
+	15, // 30: bulwark.v1.Host.Logs:output_type -> bulwark.v1.LogChunk
+	3,  // 31: bulwark.v1.Host.StopSandbox:output_type -> bulwark.v1.Sandbox
+	18, // 32: bulwark.v1.Host.RemoveSandbox:output_type -> bulwark.v1.RemoveSandboxResponse
+	23, // 33: bulwark.v1.Host.Exec:output_type -> bulwark.v1.ExecEvent
+	23, // 34: bulwark.v1.Host.ExecInteractive:output_type -> bulwark.v1.ExecEvent
+	4,  // 35: bulwark.v1.Host.AddContainer:output_type -> bulwark.v1.Container
+	4,  // 36: bulwark.v1.Host.InspectContainer:output_type -> bulwark.v1.Container
+	15, // 37: bulwark.v1.Host.ContainerLogs:output_type -> bulwark.v1.LogChunk
+	4,  // 38: bulwark.v1.Host.ContainerInput:output_type -> bulwark.v1.Container
+	4,  // 39: bulwark.v1.Host.KillContainer:output_type -> bulwark.v1.Container
+	8,  // 40: bulwark.v1.Host.RemoveContainer:output_type -> bulwark.v1.RemoveContainerResponse
+	27, // [27:41] is the sub-list for method output_type
+	13, // [13:27] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_bulwark_v1_host_proto_init() }
@@ -2165,13 +2345,19 @@ func file_bulwark_v1_host_proto_init() {
 		(*RunEvent_Warning)(nil),
 		(*RunEvent_Started)(nil),
 	}
-	file_bulwark_v1_host_proto_msgTypes[18].OneofWrappers = []any{
+	file_bulwark_v1_host_proto_msgTypes[5].OneofWrappers = []any{
+		(*ContainerInputRequest_Container)(nil),
+		(*ContainerInputRequest_Stdin)(nil),
+		(*ContainerInputRequest_StdinClose)(nil),
+		(*ContainerInputRequest_Resize)(nil),
+	}
+	file_bulwark_v1_host_proto_msgTypes[19].OneofWrappers = []any{
 		(*ExecInput_Start)(nil),
 		(*ExecInput_Stdin)(nil),
 		(*ExecInput_StdinClose)(nil),
 		(*ExecInput_Resize)(nil),
 	}
-	file_bulwark_v1_host_proto_msgTypes[21].OneofWrappers = []any{
+	file_bulwark_v1_host_proto_msgTypes[22].OneofWrappers = []any{
 		(*ExecEvent_Output)(nil),
 		(*ExecEvent_ExitCode)(nil),
 	}
@@ -2181,7 +2367,7 @@ func file_bulwark_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_bulwark_v1_host_proto_rawDesc), len(file_bulwark_v1_host_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,7 @@ const (
 	Host_AddContainer_FullMethodName     = "/bulwark.v1.Host/AddContainer"
 	Host_InspectContainer_FullMethodName = "/bulwark.v1.Host/InspectContainer"
 	Host_ContainerLogs_FullMethodName    = "/bulwark.v1.Host/ContainerLogs"
+	Host_ContainerInput_FullMethodName   = "/bulwark.v1.Host/ContainerInput"
 	Host_KillContainer_FullMethodName    = "/bulwark.v1.Host/KillContainer"
 	Host_RemoveContainer_FullMethodName  = "/bulwark.v1.Host/RemoveContainer"
 )
@@ -85,6 +86,20 @@ type HostClient interface {
 	// ContainerLogs streams a container's output from its start; with
 	// follow, until it exits.
 	ContainerLogs(ctx context.Context, in *ContainerLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LogChunk], error)
+	// ContainerInput feeds the own process of a running pod container that
+	// was started with stdin and/or a terminal (AddContainerRequest.stdin,
+	// .tty; RunRequest.container_stdin, .container_tty for the first): the
+	// client's first message names the container, then come stdin chunks,
+	// the end of stdin and terminal sizes, as ExecInteractive's. Its output
+	// is the container's log (ContainerLogs; with a terminal, stdout and
+	// stderr merged on stdout). Ending the client's side ends the call,
+	// not the container's stdin: stdin_close does, once in the container's
+	// life (a later call may still resize). The call also ends when the
+	// container exits; it answers with the container. A message out of
+	// place or out of bounds ends it with InvalidArgument naming its field;
+	// a container that did not ask for stdin or a terminal is
+	// FailedPrecondition.
+	ContainerInput(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ContainerInputRequest, Container], error)
 	// KillContainer sends a signal to a container's processes (the pod and
 	// its other containers run on) and answers with the container.
 	KillContainer(ctx context.Context, in *KillContainerRequest, opts ...grpc.CallOption) (*Container, error)
@@ -253,6 +268,19 @@ func (c *hostClient) ContainerLogs(ctx context.Context, in *ContainerLogsRequest
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Host_ContainerLogsClient = grpc.ServerStreamingClient[LogChunk]
 
+func (c *hostClient) ContainerInput(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ContainerInputRequest, Container], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[5], Host_ContainerInput_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ContainerInputRequest, Container]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ContainerInputClient = grpc.ClientStreamingClient[ContainerInputRequest, Container]
+
 func (c *hostClient) KillContainer(ctx context.Context, in *KillContainerRequest, opts ...grpc.CallOption) (*Container, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Container)
@@ -319,6 +347,20 @@ type HostServer interface {
 	// ContainerLogs streams a container's output from its start; with
 	// follow, until it exits.
 	ContainerLogs(*ContainerLogsRequest, grpc.ServerStreamingServer[LogChunk]) error
+	// ContainerInput feeds the own process of a running pod container that
+	// was started with stdin and/or a terminal (AddContainerRequest.stdin,
+	// .tty; RunRequest.container_stdin, .container_tty for the first): the
+	// client's first message names the container, then come stdin chunks,
+	// the end of stdin and terminal sizes, as ExecInteractive's. Its output
+	// is the container's log (ContainerLogs; with a terminal, stdout and
+	// stderr merged on stdout). Ending the client's side ends the call,
+	// not the container's stdin: stdin_close does, once in the container's
+	// life (a later call may still resize). The call also ends when the
+	// container exits; it answers with the container. A message out of
+	// place or out of bounds ends it with InvalidArgument naming its field;
+	// a container that did not ask for stdin or a terminal is
+	// FailedPrecondition.
+	ContainerInput(grpc.ClientStreamingServer[ContainerInputRequest, Container]) error
 	// KillContainer sends a signal to a container's processes (the pod and
 	// its other containers run on) and answers with the container.
 	KillContainer(context.Context, *KillContainerRequest) (*Container, error)
@@ -370,6 +412,9 @@ func (UnimplementedHostServer) InspectContainer(context.Context, *ContainerReque
 }
 func (UnimplementedHostServer) ContainerLogs(*ContainerLogsRequest, grpc.ServerStreamingServer[LogChunk]) error {
 	return status.Errorf(codes.Unimplemented, "method ContainerLogs not implemented")
+}
+func (UnimplementedHostServer) ContainerInput(grpc.ClientStreamingServer[ContainerInputRequest, Container]) error {
+	return status.Errorf(codes.Unimplemented, "method ContainerInput not implemented")
 }
 func (UnimplementedHostServer) KillContainer(context.Context, *KillContainerRequest) (*Container, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method KillContainer not implemented")
@@ -557,6 +602,13 @@ func _Host_ContainerLogs_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Host_ContainerLogsServer = grpc.ServerStreamingServer[LogChunk]
 
+func _Host_ContainerInput_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(HostServer).ContainerInput(&grpc.GenericServerStream[ContainerInputRequest, Container]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ContainerInputServer = grpc.ClientStreamingServer[ContainerInputRequest, Container]
+
 func _Host_KillContainer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(KillContainerRequest)
 	if err := dec(in); err != nil {
@@ -659,6 +711,11 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "ContainerLogs",
 			Handler:       _Host_ContainerLogs_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ContainerInput",
+			Handler:       _Host_ContainerInput_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "bulwark/v1/host.proto",
