@@ -221,6 +221,9 @@ func TestContainerdPodVM(t *testing.T) {
 	}
 	// Interactive: stdin (-i) and a terminal (-t).
 	testCrictlExecInteractive(t, cri, ids["b"])
+	// (Read while b runs: once it exits, containerd deletes its task and
+	// the host service forgets it, freeing its image slot.)
+	events := podEvents(t, e, sb.ID)
 	// b exits with its code; a and the VM run on.
 	if _, err := crictl("exec", ids["b"], "touch", "/tmp/stop"); err != nil {
 		t.Fatal(err)
@@ -235,7 +238,6 @@ func TestContainerdPodVM(t *testing.T) {
 	if q := qemusOf(sb.ID); len(q) != 1 {
 		t.Errorf("the pod's QEMU after b's exit: %v", q)
 	}
-	events := podEvents(t, e, sb.ID)
 	waitFor(t, "b's END record", func() bool { return e.endRecords(t)[events["b"]] == measure.EndExited })
 
 	// c's image is not in the pod's policy: its start fails with the
@@ -290,7 +292,9 @@ func TestContainerdPodVM(t *testing.T) {
 	if tplRecipe == "" {
 		t.Error("the pod's launch event names no template recipe")
 	}
-	// c used up no image slot: d, allowed, gets slot 2 (b has 1).
+	// c used up no image slot, and b's was freed when it exited (containerd
+	// deleted its task, and the host service forgot it): d, allowed, gets
+	// slot 1 again, a new disk in it.
 	out, err = crictl("create", podID, e.path("d-container.json"), e.path("duo-pod.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -300,8 +304,8 @@ func TestContainerdPodVM(t *testing.T) {
 		t.Fatalf("crictl start of an allowed container after a refused one: %v", err)
 	}
 	waitFor(t, "container d's output", func() bool { return strings.Contains(logs(ids["d"]), "b fingerprint "+fingerprint) })
-	if got := containerIndexes(t, e, sb.ID); got["b"] != 1 || got["c"] != -1 || got["d"] != 2 {
-		t.Errorf("image slots of the pod's containers: %v, want b's 1, none for c and d's 2 (the refused c took none)", got)
+	if got := containerIndexes(t, e, sb.ID); len(got) != 2 || got[ids["a"]] != 0 || got[ids["d"]] != 1 {
+		t.Errorf("image slots of the pod's containers: %v, want a's 0 and d's 1 (b's, freed; the refused c took none), b and c forgotten", got)
 	}
 
 	// stopp/rmp: nothing is left, and every launch event has its END.
@@ -382,9 +386,9 @@ func podEvents(t *testing.T, e *env, id string) map[string]string {
 	return m
 }
 
-// containerIndexes reads the pod's record: each container's image slot
-// index (-1 for one that never started), keyed a, b, ... in the order
-// they were added.
+// containerIndexes reads the pod's record: the image slot index of each
+// container it lists (-1 for one that never started), by name (the CRI's
+// container id).
 func containerIndexes(t *testing.T, e *env, id string) map[string]int {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(e.state, "sandboxes", id, "sandbox.json"))
@@ -393,15 +397,16 @@ func containerIndexes(t *testing.T, e *env, id string) map[string]int {
 	}
 	var r struct {
 		Containers []struct {
-			Index int `json:"index"`
+			Name  string `json:"name"`
+			Index int    `json:"index"`
 		} `json:"containers"`
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
 	m := map[string]int{}
-	for i, c := range r.Containers {
-		m[string(rune('a'+i))] = c.Index
+	for _, c := range r.Containers {
+		m[c.Name] = c.Index
 	}
 	return m
 }

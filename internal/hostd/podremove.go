@@ -16,8 +16,9 @@ import (
 // start: in the pod's guest (what is left in its root is killed, its
 // root unmounted, its image slot emptied and freed for the next
 // container), then its record and log. The shim calls it when containerd
-// deletes the container, so that a pod whose containers the kubelet
-// restarts never runs out of slots.
+// deletes the container's task (the CRI does as soon as it exits), so
+// that a pod whose containers the kubelet restarts never runs out of
+// slots.
 func (s *Service) RemoveContainer(ctx context.Context, req *bulwarkv1.ContainerRequest) (*bulwarkv1.RemoveContainerResponse, error) {
 	sb, pc, err := s.findContainer(req.GetId(), req.GetName())
 	if err != nil {

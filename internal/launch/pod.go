@@ -50,7 +50,7 @@ func (p *podLaunch) reserve(n int) (int, error) {
 			return i + 1, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: all %d are taken, one by each container added to the pod and not yet removed (a slot is freed when its container is removed: crictl rm, or the kubelet's garbage collection of exited containers): remove exited containers, or recreate the pod (crictl stopp and rmp, or delete the Kubernetes pod)",
+	return 0, fmt.Errorf("%w: all %d are taken, one by each container added to the pod that runs or whose task was not deleted yet (a slot is freed once its container has exited and its task is deleted, which the CRI does at once; ctr task rm by hand): stop a container of the pod, or run this one in another pod",
 		ErrPodFull, len(p.taken))
 }
 

@@ -21,7 +21,7 @@ func TestPodSlotReservation(t *testing.T) {
 		}
 	}
 	_, err := p.reserve(n)
-	if !errors.Is(err, ErrPodFull) || !strings.Contains(err.Error(), "all 3 are taken") || !strings.Contains(err.Error(), "recreate the pod") {
+	if !errors.Is(err, ErrPodFull) || !strings.Contains(err.Error(), "all 3 are taken") || !strings.Contains(err.Error(), "another pod") {
 		t.Fatalf("a full pod: %v", err)
 	}
 	p.release(2) // a refused container's
@@ -43,7 +43,7 @@ func TestPodSlotReservation(t *testing.T) {
 	if got, err := q.reserve(n); err != nil || got != 2 {
 		t.Fatalf("a pod taken over with slots 1 and 3 held: %d, %v; want slot 2", got, err)
 	}
-	if _, err := q.reserve(n); !errors.Is(err, ErrPodFull) || !strings.Contains(err.Error(), "remove exited containers") {
+	if _, err := q.reserve(n); !errors.Is(err, ErrPodFull) || !strings.Contains(err.Error(), "task is deleted") {
 		t.Fatalf("a full pod taken over: %v", err)
 	}
 }
