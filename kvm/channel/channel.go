@@ -27,7 +27,8 @@ import (
 // 5: START may ask for a terminal (Start.TTY), RESIZE changes its size.
 // 6: EXEC may ask for stdin (Exec.Stdin, fed by EXEC_STDIN) and a terminal
 // (Exec.TTY, resized by EXEC_RESIZE).
-const Version = 6
+// 7: EXEC_SIGNAL signals an exec's process group.
+const Version = 7
 
 // PortName is the virtio-serial port name the agent looks for.
 const PortName = "bulwark.0"
@@ -41,7 +42,7 @@ type Type uint8
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
 // Error, Pong, ExecOut, ExecExit, Reattached, Status, Done. Host → guest:
 // Identity, Start, Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate,
-// Resize, ExecStdin, ExecResize.
+// Resize, ExecStdin, ExecResize, ExecSignal (execsignal.go).
 const (
 	TypeHello      Type = 1  // guest: JSON Hello, its public key, after Identity
 	TypeStart      Type = 2  // host: JSON Start
@@ -141,13 +142,15 @@ func (t Type) String() string {
 		return "EXEC_STDIN"
 	case TypeExecResize:
 		return "EXEC_RESIZE"
+	case TypeExecSignal:
+		return "EXEC_SIGNAL"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
 func (t Type) Known() bool {
-	return t >= TypeHello && t <= TypeExecResize || t >= TypeContainerStart && t <= TypeContainerKill
+	return t >= TypeHello && t <= TypeExecSignal || t >= TypeContainerStart && t <= TypeContainerKill
 }
 
 // Exec asks the agent to run a command beside the running workload, in
