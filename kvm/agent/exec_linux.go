@@ -26,7 +26,7 @@ type execs struct {
 	waiting map[int]chan int // pid → its exit code, once reaped
 	early   map[int]int      // reaped before its exec registered it
 	running int
-	inputs  map[uint32]*execInput // exec id → its stdin and terminal, while it runs
+	inputs  map[uint32]*execInput  // exec id → its stdin and terminal, while it runs
 	targets map[uint32]*execTarget // exec id → where its EXEC_SIGNAL goes (execsignal_linux.go)
 }
 
