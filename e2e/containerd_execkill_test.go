@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -78,7 +79,8 @@ func testCtrExecKill(t *testing.T, cd *containerd, ns, id string) {
 	}
 }
 
-// testCrictlExecTimeout: crictl exec --timeout 3 of a sleep 600 returns
+// testCrictlExecTimeout: crictl exec --sync --timeout 3 (ExecSync, as an
+// exec probe's timeout) of a sleep 600 returns
 // once the timeout passed (containerd's CRI kills the exec with SIGKILL
 // through the shim's Kill, waits for its exit, then deletes it), saying
 // so, and the sleep is gone from the guest; containerd logged no failure
@@ -88,11 +90,17 @@ func testCtrExecKill(t *testing.T, cd *containerd, ns, id string) {
 func testCrictlExecTimeout(t *testing.T, cd *containerd, id string) {
 	t.Helper()
 	crictl := func(args ...string) ([]byte, error) {
-		return exec.Command("crictl", append([]string{"--runtime-endpoint", "unix://" + cd.sock, "--image-endpoint", "unix://" + cd.sock, "--timeout", "300s"}, args...)...).CombinedOutput()
+		// Bounded: a kill that does not work would leave crictl waiting
+		// for the sleep's 600 s.
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		return exec.CommandContext(ctx, "crictl", append([]string{"--runtime-endpoint", "unix://" + cd.sock, "--image-endpoint", "unix://" + cd.sock, "--timeout", "300s"}, args...)...).CombinedOutput()
 	}
-	out, err := crictl("exec", "--timeout", "3", id, "sleep", "600")
+	// crictl applies --timeout to ExecSync (--sync) only: a streaming
+	// exec ignores it.
+	out, err := crictl("exec", "--sync", "--timeout", "3", id, "sleep", "600")
 	if err == nil || !bytes.Contains(bytes.ToLower(out), []byte("timeout")) {
-		t.Fatalf("crictl exec --timeout 3 sleep 600: %v %s, want a timeout", err, out)
+		t.Fatalf("crictl exec --sync --timeout 3 sleep 600: %v %s, want a timeout", err, out)
 	}
 	ps := processes(t, func(args ...string) ([]byte, error) { return crictl(append([]string{"exec", id}, args...)...) })
 	if strings.Contains(ps, sleeper) {

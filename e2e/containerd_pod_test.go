@@ -223,7 +223,7 @@ func TestContainerdPodVM(t *testing.T) {
 	}
 	// Interactive: stdin (-i) and a terminal (-t).
 	testCrictlExecInteractive(t, cri, ids["b"])
-	// Signals for exec'd processes: crictl exec --timeout, ctr tasks kill
+	// Signals for exec'd processes: crictl exec --sync --timeout, ctr tasks kill
 	// --exec-id.
 	testCrictlExecTimeout(t, cri, ids["b"])
 	testCtrExecKill(t, cri, "k8s.io", ids["b"])
