@@ -24,6 +24,8 @@ import (
 // and root (each sees a file only its image has, not the other's), both
 // reading the pod's secret; crictl exec runs in the second one's root,
 // with piped stdin (-i) and on a terminal (-it, testCrictlExecInteractive);
+// an exec'd process is signalled (crictl exec --timeout, ctr tasks kill
+// --exec-id: testCrictlExecTimeout, testCtrExecKill);
 // the second exits with its own code while the first runs on; a third
 // container whose image the pod's policy does not allow fails its start
 // with the policy's reasons and nothing of it runs, and uses up no image
@@ -221,6 +223,10 @@ func TestContainerdPodVM(t *testing.T) {
 	}
 	// Interactive: stdin (-i) and a terminal (-t).
 	testCrictlExecInteractive(t, cri, ids["b"])
+	// Signals for exec'd processes: crictl exec --sync --timeout, ctr tasks kill
+	// --exec-id.
+	testCrictlExecTimeout(t, cri, ids["b"])
+	testCtrExecKill(t, cri, "k8s.io", ids["b"])
 	// (Read while b runs: once it exits, containerd deletes its task and
 	// the host service forgets it, freeing its image slot.)
 	events := podEvents(t, e, sb.ID)

@@ -487,6 +487,9 @@ func TestContainerdShim(t *testing.T) {
 			t.Errorf("ctr tasks exec: stdout %q, stderr %q", so.String(), se.String())
 		}
 
+		// An exec'd process beside a sandbox's workload is signalled.
+		testCtrExecKill(t, cd, "bulwark", "loop")
+
 		// ctr tasks metrics asks the shim for Stats: the sandbox's QEMU
 		// cgroup, in the form containerd reads from runc's shim.
 		mj, err := cd.ctr("tasks", "metrics", "--format", "json", "loop").Output()

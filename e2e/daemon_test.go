@@ -279,6 +279,10 @@ func TestDaemonSandboxes(t *testing.T) {
 		}
 	})
 
+	t.Run("signals to launcher exec go to the command", func(t *testing.T) {
+		testLauncherExecSignals(t, e, id[:8])
+	})
+
 	t.Run("bad requests are refused, naming what is wrong", func(t *testing.T) {
 		for _, tc := range []struct {
 			args []string

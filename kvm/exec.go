@@ -23,7 +23,8 @@ type execWaiter struct {
 // user, with its environment (stdin is /dev/null), copies its output to
 // stdout and stderr and returns its exit code. A command that cannot start
 // returns 126 or 127 with the agent's reason as error. ctx ending stops
-// waiting (the command is not killed: it ends with the sandbox).
+// waiting (the command is not killed: it ends with the sandbox, or with a
+// signal: ExecOptions.Signals).
 func (s *Sandbox) Exec(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
 	return s.exec(ctx, nil, args, ExecOptions{}, stdout, stderr)
 }
@@ -41,6 +42,11 @@ type ExecOptions struct {
 	// Resize, with TTY, delivers new sizes of the terminal while the exec
 	// runs.
 	Resize <-chan WindowSize
+	// Signals delivers signals (1..64) for the command's process group
+	// while the exec runs (EXEC_SIGNAL); its end, 128+N for signal N,
+	// is the exit code as for any end. An invalid number is skipped, a
+	// signal after the command ended dropped.
+	Signals <-chan int
 }
 
 // ExecWith is Exec with stdin and/or a terminal.
@@ -88,6 +94,9 @@ func (s *Sandbox) exec(ctx context.Context, container *int, args []string, opts 
 	}
 	if opts.TTY != nil && opts.Resize != nil {
 		go s.resizeExec(x.ID, opts.Resize, ended)
+	}
+	if opts.Signals != nil {
+		go s.signalExec(x.ID, opts.Signals, ended)
 	}
 	select {
 	case e := <-w.exit:

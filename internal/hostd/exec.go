@@ -29,9 +29,14 @@ func (s *Service) Exec(req *bulwarkv1.ExecRequest, stream bulwarkv1.Host_ExecSer
 }
 
 // ExecInteractive is Exec with input and/or a terminal: the first
-// message is the command, then stdin chunks, the end of stdin and
-// terminal sizes. A message out of place, or out of bounds, ends the
-// call with InvalidArgument naming its field.
+// message is the command, then stdin chunks, the end of stdin, terminal
+// sizes and signals for the command. A message out of place, or out of
+// bounds, ends the call with InvalidArgument naming its field.
+//
+// A signal rides on the stream that started the exec, not on a call of
+// its own: only the client that started an exec can signal it, no exec
+// id is handed out to guess or to outlive its exec, and a signal is
+// ordered after the start it follows.
 func (s *Service) ExecInteractive(stream bulwarkv1.Host_ExecInteractiveServer) error {
 	first, err := stream.Recv()
 	if err != nil {
@@ -71,17 +76,20 @@ func (s *Service) ExecInteractive(stream bulwarkv1.Host_ExecInteractiveServer) e
 		resize = make(chan kvm.WindowSize, 1)
 		opts.Resize = resize
 	}
+	signals := make(chan int, 1)
+	opts.Signals = signals
 	bad := make(chan error, 1)
 	go func() {
-		bad <- receiveExecInput(ctx, stream, pw, resize)
+		bad <- receiveExecInput(ctx, stream, pw, resize, signals)
 	}()
 	return s.serveExec(ctx, t, req.GetArgs(), opts, bad, stream.Send)
 }
 
 // receiveExecInput applies the client's messages after start until its
 // side ends (then stdin ends too) or one is out of place: that one's
-// error is returned (nil at the end of the client's stream).
-func receiveExecInput(ctx context.Context, stream bulwarkv1.Host_ExecInteractiveServer, stdin *io.PipeWriter, resize chan kvm.WindowSize) error {
+// error is returned (nil at the end of the client's stream). Signals go
+// to signals, in order.
+func receiveExecInput(ctx context.Context, stream bulwarkv1.Host_ExecInteractiveServer, stdin *io.PipeWriter, resize chan kvm.WindowSize, signals chan<- int) error {
 	closeStdin := func(err error) {
 		if stdin != nil {
 			stdin.CloseWithError(err)
@@ -135,10 +143,19 @@ func receiveExecInput(ctx context.Context, stream bulwarkv1.Host_ExecInteractive
 			case <-ctx.Done():
 				return nil
 			}
+		case *bulwarkv1.ExecInput_Signal:
+			if x.Signal < 1 || x.Signal > channel.MaxSignal {
+				return status.Errorf(codes.InvalidArgument, "signal: %d, want 1..%d", x.Signal, channel.MaxSignal)
+			}
+			select {
+			case signals <- int(x.Signal):
+			case <-ctx.Done():
+				return nil
+			}
 		case *bulwarkv1.ExecInput_Start:
 			return status.Error(codes.InvalidArgument, "start: sent twice (only the first message is the command)")
 		default:
-			return status.Error(codes.InvalidArgument, "input: an empty message (set stdin, stdin_close or resize)")
+			return status.Error(codes.InvalidArgument, "input: an empty message (set stdin, stdin_close, resize or signal)")
 		}
 	}
 }

@@ -85,10 +85,15 @@ func (inputProbe) ExecInteractive(stream bulwarkv1.Host_ExecInteractiveServer) e
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
+	signals := make(chan int)
 	errc := make(chan error, 1)
-	go func() { errc <- receiveExecInput(ctx, stream, pw, resize) }()
+	go func() { errc <- receiveExecInput(ctx, stream, pw, resize, signals) }()
 	for {
 		select {
+		case sig := <-signals:
+			if err := out(fmt.Sprintf("signal %d;", sig)); err != nil {
+				return err
+			}
 		case ws := <-resize:
 			if err := out(fmt.Sprintf("resize %dx%d;", ws.Rows, ws.Cols)); err != nil {
 				return err
@@ -107,7 +112,7 @@ func (inputProbe) ExecInteractive(stream bulwarkv1.Host_ExecInteractiveServer) e
 	}
 }
 
-// receiveExecInput takes stdin, its end and sizes in bounds after the
+// receiveExecInput takes stdin, its end, sizes and signals in bounds after the
 // command; anything out of place or out of bounds is InvalidArgument
 // naming its field. Through a real gRPC stream.
 func TestReceiveExecInput(t *testing.T) {
@@ -119,6 +124,9 @@ func TestReceiveExecInput(t *testing.T) {
 		closeIn = &bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_StdinClose{StdinClose: true}}
 		resize  = func(r, c uint32) *bulwarkv1.ExecInput {
 			return &bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Resize{Resize: &bulwarkv1.TerminalSize{Rows: r, Cols: c}}}
+		}
+		signal = func(n uint32) *bulwarkv1.ExecInput {
+			return &bulwarkv1.ExecInput{Input: &bulwarkv1.ExecInput_Signal{Signal: n}}
 		}
 		start = func(in, tty bool) *bulwarkv1.ExecInput {
 			st := &bulwarkv1.ExecStart{Exec: &bulwarkv1.ExecRequest{Id: "x", Args: []string{"sh"}}, Stdin: in}
@@ -146,6 +154,9 @@ func TestReceiveExecInput(t *testing.T) {
 		{"stdin_close without start.stdin", []*bulwarkv1.ExecInput{start(false, false), closeIn}, false, "", codes.InvalidArgument, "stdin_close:"},
 		{"resize without start.tty", []*bulwarkv1.ExecInput{start(true, false), resize(50, 132)}, false, "", codes.InvalidArgument, "resize:"},
 		{"resize out of bounds", []*bulwarkv1.ExecInput{start(false, true), resize(0, 132)}, false, "", codes.InvalidArgument, "resize:"},
+		{"signals, without stdin or a terminal", []*bulwarkv1.ExecInput{start(false, false), signal(2), signal(15), signal(64)}, true, "signal 2;signal 15;signal 64;", codes.OK, ""},
+		{"signal 0", []*bulwarkv1.ExecInput{start(false, false), signal(0)}, false, "", codes.InvalidArgument, "signal:"},
+		{"signal past 64", []*bulwarkv1.ExecInput{start(true, true), signal(65)}, false, "", codes.InvalidArgument, "signal:"},
 		{"start twice", []*bulwarkv1.ExecInput{start(false, true), start(false, true)}, false, "", codes.InvalidArgument, "start:"},
 		{"empty message", []*bulwarkv1.ExecInput{start(false, true), {}}, false, "", codes.InvalidArgument, "input:"},
 	} {

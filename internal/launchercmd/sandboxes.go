@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -54,7 +56,7 @@ var inspectCommand = &cli.Command{
 
 var execCommand = &cli.Command{
 	Name:    "exec",
-	Summary: "run a command in a running sandbox, beside its workload (its root, user and environment); -i: with stdin, -t: on a terminal",
+	Summary: "run a command in a running sandbox, beside its workload (its root, user and environment); -i: with stdin, -t: on a terminal; Ctrl-C, SIGTERM, SIGHUP and SIGQUIT go to the command",
 	Usage:   "[-i] [-t] [--socket PATH] ID [--] CMD [ARG...]",
 	Run:     runExec,
 }
@@ -373,27 +375,31 @@ func runExec(ctx context.Context, env *cli.Env, fs *flag.FlagSet, args []string)
 	}
 	defer c.Close()
 	req := &bulwarkv1.ExecRequest{Id: fs.Arg(0), Args: cmd}
-	if !*interactive && !*tty {
-		stream, err := c.Exec(ctx, req)
-		if err != nil {
-			return daemonError(err)
-		}
-		return printExec(ctx, env, stream)
-	}
 	return execInteractive(ctx, env, c, req, *interactive, *tty)
 }
 
-// execInteractive is exec -i and/or -t: stdin forwarded until its end,
-// the command on a terminal that follows the local one's size, the local
-// terminal raw (-i -t) until the exec ends, however it ends.
+// execInteractive runs an exec through ExecInteractive, whatever its
+// flags: -i forwards stdin until its end; -t runs the command on a
+// terminal that follows the local one's size, the local terminal raw
+// (-i -t) until the exec ends, however it ends. The signals the launcher
+// gets (forwardSignals) go to the command, whose exit code is then the
+// launcher's: an interrupt does not leave the command running unseen.
 func execInteractive(ctx context.Context, env *cli.Env, c *hostd.Client, req *bulwarkv1.ExecRequest, interactive, tty bool) error {
-	ctx, cancel := context.WithCancel(ctx)
+	// The command's signals are taken before the call starts, and the
+	// call is not ended by the interrupt that ends ctx: it is forwarded.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, execSignals...)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stream, err := c.ExecInteractive(ctx)
 	if err != nil {
 		return daemonError(err)
 	}
 	out := &execSender{stream: stream}
+	ended := make(chan struct{})
+	defer close(ended)
+	go forwardSignals(env, out, sigs, cancel, ended)
 	start := &bulwarkv1.ExecStart{Exec: req, Stdin: interactive}
 	var local *terminal
 	if tty {

@@ -53,9 +53,10 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	return empty, nil
 }
 
-// startExec runs an exec'd process through the host service: with a
-// stdin fifo or a terminal through ExecInteractive (startInteractive),
-// else through Exec (its stdin is /dev/null there).
+// startExec runs an exec'd process through the host service's
+// ExecInteractive (startInteractive), whatever its stdio: the stream
+// carries its stdin (with a stdin fifo), terminal sizes (with a terminal)
+// and, for every exec, Kill's signals (killExec).
 func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -78,14 +79,7 @@ func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*task
 	if c.pod != nil { // in its own root, in the pod's VM
 		req.Container = c.task.id
 	}
-	var stream interface {
-		Recv() (*bulwarkv1.ExecEvent, error)
-	}
-	if p.stdin != "" || p.terminal {
-		stream, err = s.startInteractive(ectx, hc, p, req)
-	} else {
-		stream, err = hc.Exec(ectx, req)
-	}
+	stream, err := s.startInteractive(ectx, hc, p, req)
 	if err != nil {
 		cancel()
 		hc.Close()
@@ -130,9 +124,9 @@ func (s *service) startExec(ctx context.Context, r *taskAPI.StartRequest) (*task
 	return &taskAPI.StartResponse{Pid: p.pid}, nil
 }
 
-// execInput is an interactive exec's side of ExecInteractive (or a pod
-// container's of ContainerInput: attach.go): stdin, its end and resizes
-// go out on one stream, one message at a time.
+// execInput is an exec's side of ExecInteractive (or a pod container's
+// of ContainerInput: attach.go): stdin, its end, resizes and (for an
+// exec) signals go out on one stream, one message at a time.
 type execInput struct {
 	mu     sync.Mutex
 	out    func(*bulwarkv1.ExecInput) error // the stream's Send
@@ -194,8 +188,8 @@ func (in *execInput) closeStdin() {
 }
 
 // startInteractive starts p through ExecInteractive and, with a stdin
-// fifo, copies it into the stream until its end (then stdin ends). s.mu
-// is held.
+// fifo, copies it into the stream until its end (then stdin ends);
+// without one the command's stdin is /dev/null. s.mu is held.
 func (s *service) startInteractive(ctx context.Context, hc *hostd.Client, p *proc, req *bulwarkv1.ExecRequest) (bulwarkv1.Host_ExecInteractiveClient, error) {
 	stream, err := hc.ExecInteractive(ctx)
 	if err != nil {

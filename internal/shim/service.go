@@ -518,13 +518,13 @@ func (s *service) killContainer(id, name string, sig syscall.Signal) {
 // Kill stops the container's sandbox (in the background: Wait reports the
 // end); a container of a pod VM gets the signal there, the others run on;
 // a pod's sandbox container stops the pod's VM. Before the launch, the
-// container just ends.
+// container just ends. With an ExecID it signals that exec (killExec).
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	if r.ExecID != "" {
+		return s.killExec(r)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if r.ExecID != "" {
-		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "bulwark shim: exec'd processes cannot be signalled; they end with the sandbox")
-	}
 	c, err := s.container(r.ID)
 	if err != nil {
 		return nil, err

@@ -28,7 +28,7 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // HostMessage is what the host may send: exactly one of Identity, Start,
 // Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate, Resize,
-// ExecStdin or ExecResize.
+// ExecStdin, ExecResize or ExecSignal.
 type HostMessage struct {
 	Identity *channel.Identity
 	Start    *channel.Start
@@ -59,11 +59,13 @@ type HostMessage struct {
 	// an exec's terminal (Exec.TTY).
 	ExecStdin  *channel.ExecInput
 	ExecResize *channel.ExecResize
+	// ExecSignal is a signal for an exec's process group.
+	ExecSignal *channel.ExecSignal
 }
 
 // ReadHostMessage reads and validates the host's next frame. Anything but a
 // valid IDENTITY, START, ABORT, STOP, PING, EXEC, REATTACH, STDIN, REVOKE,
-// ROTATE, RESIZE, EXEC_STDIN or EXEC_RESIZE is an error.
+// ROTATE, RESIZE, EXEC_STDIN, EXEC_RESIZE or EXEC_SIGNAL is an error.
 func ReadHostMessage(r io.Reader) (HostMessage, error) {
 	t, body, err := channel.ReadFrame(r)
 	if err != nil {
@@ -204,6 +206,15 @@ func ReadHostMessage(r io.Reader) (HostMessage, error) {
 			return HostMessage{}, err
 		}
 		return HostMessage{ExecResize: &r}, nil
+	case channel.TypeExecSignal:
+		var sig channel.ExecSignal
+		if err := channel.Decode(t, body, &sig); err != nil {
+			return HostMessage{}, err
+		}
+		if err := sig.Validate(); err != nil {
+			return HostMessage{}, err
+		}
+		return HostMessage{ExecSignal: &sig}, nil
 	}
 	if t == channel.TypeContainerStdin || t == channel.TypeContainerResize {
 		return readContainerInput(t, body)

@@ -245,7 +245,8 @@ func TestReadHostMessage(t *testing.T) {
 			t.Errorf("RESIZE %s: %+v %v, want accepted %v", tc.body, m, err, tc.ok)
 		}
 	}
-	// EXEC_STDIN and EXEC_RESIZE: an exec id, bounded input, a valid size.
+	// EXEC_STDIN, EXEC_RESIZE and EXEC_SIGNAL: an exec id, bounded input,
+	// a valid size, a signal of 1..64.
 	for _, tc := range []struct {
 		t    channel.Type
 		body string
@@ -260,11 +261,16 @@ func TestReadHostMessage(t *testing.T) {
 		{channel.TypeExecResize, `{"id":0,"rows":24,"cols":80}`, false},
 		{channel.TypeExecResize, `{"id":2,"rows":24,"cols":0}`, false},
 		{channel.TypeExecResize, `{"id":2,"rows":24,"cols":80,"x":1}`, false},
+		{channel.TypeExecSignal, `{"id":2,"signal":15}`, true},
+		{channel.TypeExecSignal, `{"id":0,"signal":15}`, false},
+		{channel.TypeExecSignal, `{"id":2,"signal":0}`, false},
+		{channel.TypeExecSignal, `{"id":2,"signal":65}`, false},
+		{channel.TypeExecSignal, `{"id":2,"signal":9,"pid":1}`, false},
 	} {
 		var rb bytes.Buffer
 		channel.WriteFrame(&rb, tc.t, []byte(tc.body))
 		m, err := ReadHostMessage(&rb)
-		if tc.ok != (err == nil && (m.ExecStdin != nil || m.ExecResize != nil)) {
+		if tc.ok != (err == nil && (m.ExecStdin != nil || m.ExecResize != nil || m.ExecSignal != nil)) {
 			t.Errorf("%s %.40q: %+v %v, want accepted %v", tc.t, tc.body, m, err, tc.ok)
 		}
 	}
@@ -334,6 +340,9 @@ func FuzzReadFrame(f *testing.F) {
 	b.Reset()
 	channel.WriteJSON(&b, channel.TypeExec, channel.Exec{ID: 2, Args: []string{"sh"}, Stdin: true, TTY: &channel.WindowSize{Rows: 24, Cols: 80}})
 	f.Add(bytes.Clone(b.Bytes()))
+	b.Reset()
+	channel.WriteJSON(&b, channel.TypeExecSignal, channel.ExecSignal{ID: 2, Signal: 15})
+	f.Add(bytes.Clone(b.Bytes()))
 	f.Add([]byte{0, 0, 0, 1, 2})
 	addContainerInputSeeds(f)
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -342,7 +351,7 @@ func FuzzReadFrame(f *testing.F) {
 			return
 		}
 		n := 0
-		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil, m.ContainerStart != nil, m.ContainerKill != nil, m.Resize != nil, m.ExecStdin != nil, m.ExecResize != nil, m.ContainerStdin != nil, m.ContainerResize != nil} {
+		for _, set := range []bool{m.Identity != nil, m.Start != nil, m.Abort != nil, m.Stop != nil, m.Ping != nil, m.Exec != nil, m.Reattach != nil, m.Stdin != nil, m.Revoke != nil, m.Rotate != nil, m.ContainerStart != nil, m.ContainerKill != nil, m.Resize != nil, m.ExecStdin != nil, m.ExecResize != nil, m.ContainerStdin != nil, m.ContainerResize != nil, m.ExecSignal != nil, m.ContainerRemove != nil} {
 			if set {
 				n++
 			}
@@ -373,6 +382,11 @@ func FuzzReadFrame(f *testing.F) {
 		if m.ExecResize != nil {
 			if err := m.ExecResize.Validate(); err != nil {
 				t.Fatalf("accepted an invalid EXEC_RESIZE: %v", err)
+			}
+		}
+		if m.ExecSignal != nil {
+			if err := m.ExecSignal.Validate(); err != nil {
+				t.Fatalf("accepted an invalid EXEC_SIGNAL: %v", err)
 			}
 		}
 		if m.ExecStdin != nil && (m.ExecStdin.ID == 0 || len(m.ExecStdin.Data) > channel.MaxStdinChunk) {

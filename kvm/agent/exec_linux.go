@@ -26,7 +26,8 @@ type execs struct {
 	waiting map[int]chan int // pid → its exit code, once reaped
 	early   map[int]int      // reaped before its exec registered it
 	running int
-	inputs  map[uint32]*execInput // exec id → its stdin and terminal, while it runs
+	inputs  map[uint32]*execInput  // exec id → its stdin and terminal, while it runs
+	targets map[uint32]*execTarget // exec id → where its EXEC_SIGNAL goes (execsignal_linux.go)
 }
 
 // execInput is what the host's EXEC_STDIN and EXEC_RESIZE frames reach
@@ -154,6 +155,7 @@ func (in *execInput) write(data []byte) {
 func (e *execs) reaped(pid, code int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.exitedLocked(pid)
 	if ch, ok := e.waiting[pid]; ok {
 		delete(e.waiting, pid)
 		ch <- code
@@ -166,8 +168,10 @@ func (e *execs) reaped(pid, code int) {
 }
 
 // start starts one command under e.mu, so that the reaper cannot see its
-// exit before it is registered, and returns the channel its code arrives on.
-func (e *execs) start(startProc func() (*os.Process, error)) (*os.Process, chan int, error) {
+// exit before it is registered, and returns the channel its code arrives
+// on. The command's process group becomes t's (nil: none), which gets the
+// signals held for it.
+func (e *execs) start(t *execTarget, startProc func() (*os.Process, error)) (*os.Process, chan int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.running >= channel.MaxExecs {
@@ -182,7 +186,11 @@ func (e *execs) start(startProc func() (*os.Process, error)) (*os.Process, chan 
 	if code, ok := e.early[proc.Pid]; ok {
 		delete(e.early, proc.Pid)
 		ch <- code
+		if t != nil {
+			t.exited = true // already reaped: its pid is no longer its
+		}
 	} else {
+		t.startedLocked(proc.Pid)
 		if e.waiting == nil {
 			e.waiting = map[int]chan int{}
 		}
@@ -202,7 +210,10 @@ func (e *execs) done() {
 // With Exec.Stdin its stdin is a pipe fed by EXEC_STDIN; with Exec.TTY it
 // runs on a new terminal of its root's devpts (as the workload's -t), as
 // stdin, stdout, stderr and controlling terminal.
-func (s *session) runExec(x *channel.Exec) {
+//
+// Its EXEC_SIGNAL frames go to t (expected as the EXEC was read): held
+// until the command's process group exists, then sent to it.
+func (s *session) runExec(x *channel.Exec, t *execTarget) {
 	exit := func(code int, err error) {
 		msg := channel.ExecExit{ID: x.ID, Code: code}
 		if err != nil {
@@ -214,6 +225,7 @@ func (s *session) runExec(x *channel.Exec) {
 	}
 	in := s.execs.input(x.ID)
 	defer s.execs.unregister(x.ID, in)
+	defer s.execs.forget(x.ID, t)
 	w, root := s.workload, channel.RootfsDir
 	if x.Container != nil {
 		var err error
@@ -238,7 +250,7 @@ func (s *session) runExec(x *channel.Exec) {
 		Setsid:     true,
 	}
 	setTTYAttr(sys, x.TTY)
-	proc, codeCh, err := s.execs.start(func() (*os.Process, error) {
+	proc, codeCh, err := s.execs.start(t, func() (*os.Process, error) {
 		return os.StartProcess(prog, x.Args, &os.ProcAttr{Dir: w.workDir, Env: w.env, Files: st.child, Sys: sys})
 	})
 	st.closeChild() // the command holds its own copies

@@ -15,12 +15,12 @@ func TestExecsLimitAndEarlyExit(t *testing.T) {
 	self := func() (*os.Process, error) { return os.FindProcess(os.Getpid()) }
 	e.running = channel.MaxExecs
 	started := false
-	if _, _, err := e.start(func() (*os.Process, error) { started = true; return self() }); err == nil || !strings.Contains(err.Error(), "the limit") || started {
+	if _, _, err := e.start(nil, func() (*os.Process, error) { started = true; return self() }); err == nil || !strings.Contains(err.Error(), "the limit") || started {
 		t.Fatalf("start past the limit: %v (started %v)", err, started)
 	}
 	e.running = 0
 	e.reaped(os.Getpid(), 7) // reaped before the exec registers its pid
-	_, ch, err := e.start(self)
+	_, ch, err := e.start(nil, self)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestExecsLimitAndEarlyExit(t *testing.T) {
 		t.Fatalf("early exit code %d, want 7", code)
 	}
 	// A registered exec gets the code the reaper hands over.
-	proc, ch, err := e.start(self)
+	proc, ch, err := e.start(nil, self)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -665,7 +665,9 @@ func (s *session) watchHost(pid int, feed *stdinFeed) {
 			_ = s.send(channel.TypePong, msg.Ping)
 		case msg.Exec != nil:
 			s.execs.register(msg.Exec) // before any EXEC_STDIN that follows it
-			go s.runExec(msg.Exec)
+			go s.runExec(msg.Exec, s.execs.expect(msg.Exec.ID))
+		case msg.ExecSignal != nil:
+			s.execs.signal(msg.ExecSignal.ID, syscall.Signal(msg.ExecSignal.Signal))
 		case msg.ExecStdin != nil:
 			s.execStdin(msg.ExecStdin)
 		case msg.ExecResize != nil:

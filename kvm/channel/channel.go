@@ -29,7 +29,7 @@ import (
 // (Exec.TTY, resized by EXEC_RESIZE).
 // 7: CONTAINER_REMOVE frees a pod's image slot for another container;
 // a pod's container may have stdin (CONTAINER_STDIN) and a terminal
-// (CONTAINER_RESIZE).
+// (CONTAINER_RESIZE); EXEC_SIGNAL signals an exec's process group.
 const Version = 7
 
 // PortName is the virtio-serial port name the agent looks for.
@@ -44,7 +44,7 @@ type Type uint8
 // Frame types. Guest → host: Ready, Hello, Started, Stdout, Stderr, Exit,
 // Error, Pong, ExecOut, ExecExit, Reattached, Status, Done. Host → guest:
 // Identity, Start, Abort, Stop, Ping, Exec, Reattach, Stdin, Revoke, Rotate,
-// Resize, ExecStdin, ExecResize.
+// Resize, ExecStdin, ExecResize, ExecSignal (execsignal.go).
 const (
 	TypeHello      Type = 1  // guest: JSON Hello, its public key, after Identity
 	TypeStart      Type = 2  // host: JSON Start
@@ -152,13 +152,15 @@ func (t Type) String() string {
 		return "EXEC_STDIN"
 	case TypeExecResize:
 		return "EXEC_RESIZE"
+	case TypeExecSignal:
+		return "EXEC_SIGNAL"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
 
 // Known reports whether t is a frame type of this protocol version.
 func (t Type) Known() bool {
-	return t >= TypeHello && t <= TypeExecResize || t >= TypeContainerStart && t <= TypeContainerRemoved || t == TypeContainerStdin || t == TypeContainerResize
+	return t >= TypeHello && t <= TypeExecSignal || t >= TypeContainerStart && t <= TypeContainerRemoved || t == TypeContainerStdin || t == TypeContainerResize
 }
 
 // Exec asks the agent to run a command beside the running workload, in

@@ -96,7 +96,7 @@ func TestContainerFramesKnown(t *testing.T) {
 			t.Errorf("%d: Known %v, String %s", typ, typ.Known(), typ)
 		}
 	}
-	for _, typ := range []Type{TypeExecResize + 1, TypeContainerStart - 1, TypeContainerResize + 1} {
+	for _, typ := range []Type{TypeExecSignal + 1, TypeContainerStart - 1, TypeContainerResize + 1} {
 		if typ.Known() {
 			t.Errorf("%d is Known", typ)
 		}

@@ -1757,6 +1757,7 @@ type ExecInput struct {
 	//	*ExecInput_Stdin
 	//	*ExecInput_StdinClose
 	//	*ExecInput_Resize
+	//	*ExecInput_Signal
 	Input         isExecInput_Input `protobuf_oneof:"input"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1835,6 +1836,15 @@ func (x *ExecInput) GetResize() *TerminalSize {
 	return nil
 }
 
+func (x *ExecInput) GetSignal() uint32 {
+	if x != nil {
+		if x, ok := x.Input.(*ExecInput_Signal); ok {
+			return x.Signal
+		}
+	}
+	return 0
+}
+
 type isExecInput_Input interface {
 	isExecInput_Input()
 }
@@ -1858,6 +1868,14 @@ type ExecInput_Resize struct {
 	Resize *TerminalSize `protobuf:"bytes,4,opt,name=resize,proto3,oneof"`
 }
 
+type ExecInput_Signal struct {
+	// A signal, 1..64, for the command's process group (the command and
+	// what it started in its session: ctr task kill --exec-id, Ctrl-C on
+	// launcher exec). The command's end comes as its exit code (128+N for
+	// signal N), as any end does; a signal after it ended is dropped.
+	Signal uint32 `protobuf:"varint,5,opt,name=signal,proto3,oneof"`
+}
+
 func (*ExecInput_Start) isExecInput_Input() {}
 
 func (*ExecInput_Stdin) isExecInput_Input() {}
@@ -1865,6 +1883,8 @@ func (*ExecInput_Stdin) isExecInput_Input() {}
 func (*ExecInput_StdinClose) isExecInput_Input() {}
 
 func (*ExecInput_Resize) isExecInput_Input() {}
+
+func (*ExecInput_Signal) isExecInput_Input() {}
 
 type ExecStart struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2211,13 +2231,14 @@ const file_bulwark_v1_host_proto_rawDesc = "" +
 	"\vExecRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12\x1c\n" +
-	"\tcontainer\x18\x03 \x01(\tR\tcontainer\"\xb2\x01\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\"\xcc\x01\n" +
 	"\tExecInput\x12-\n" +
 	"\x05start\x18\x01 \x01(\v2\x15.bulwark.v1.ExecStartH\x00R\x05start\x12\x16\n" +
 	"\x05stdin\x18\x02 \x01(\fH\x00R\x05stdin\x12!\n" +
 	"\vstdin_close\x18\x03 \x01(\bH\x00R\n" +
 	"stdinClose\x122\n" +
-	"\x06resize\x18\x04 \x01(\v2\x18.bulwark.v1.TerminalSizeH\x00R\x06resizeB\a\n" +
+	"\x06resize\x18\x04 \x01(\v2\x18.bulwark.v1.TerminalSizeH\x00R\x06resize\x12\x18\n" +
+	"\x06signal\x18\x05 \x01(\rH\x00R\x06signalB\a\n" +
 	"\x05input\"z\n" +
 	"\tExecStart\x12+\n" +
 	"\x04exec\x18\x01 \x01(\v2\x17.bulwark.v1.ExecRequestR\x04exec\x12\x14\n" +
@@ -2356,6 +2377,7 @@ func file_bulwark_v1_host_proto_init() {
 		(*ExecInput_Stdin)(nil),
 		(*ExecInput_StdinClose)(nil),
 		(*ExecInput_Resize)(nil),
+		(*ExecInput_Signal)(nil),
 	}
 	file_bulwark_v1_host_proto_msgTypes[22].OneofWrappers = []any{
 		(*ExecEvent_Output)(nil),

@@ -73,7 +73,9 @@ type HostClient interface {
 	// (ExecInput.start), then any stdin chunks, the end of stdin and new
 	// terminal sizes; the server streams the output (a terminal's merged on
 	// stdout) and the exit code as Exec does. Ending the client's side of
-	// the stream ends stdin.
+	// the stream ends stdin. Any ExecInteractive call may signal its
+	// command (ExecInput.signal), with or without stdin and a terminal:
+	// only the client that started an exec can signal it.
 	ExecInteractive(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecInput, ExecEvent], error)
 	// A pod VM's containers (RunRequest.pod; docs/containerd.md, "One VM
 	// per pod"). AddContainer measures a container's image, records and
@@ -334,7 +336,9 @@ type HostServer interface {
 	// (ExecInput.start), then any stdin chunks, the end of stdin and new
 	// terminal sizes; the server streams the output (a terminal's merged on
 	// stdout) and the exit code as Exec does. Ending the client's side of
-	// the stream ends stdin.
+	// the stream ends stdin. Any ExecInteractive call may signal its
+	// command (ExecInput.signal), with or without stdin and a terminal:
+	// only the client that started an exec can signal it.
 	ExecInteractive(grpc.BidiStreamingServer[ExecInput, ExecEvent]) error
 	// A pod VM's containers (RunRequest.pod; docs/containerd.md, "One VM
 	// per pod"). AddContainer measures a container's image, records and
