@@ -2,7 +2,9 @@ package kvm
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -187,6 +189,8 @@ func TestReattachStatus(t *testing.T) {
 		{"an unknown container state", true, channel.Status{State: "running", Pod: true, Containers: []channel.ContainerStatus{{Index: 1, State: "paused"}}}},
 		{"an exit code out of range", true, channel.Status{State: "running", Pod: true, Containers: []channel.ContainerStatus{{Index: 1, State: "exited", Code: 256}}}},
 		{"an unknown workload state", false, channel.Status{State: "gone"}},
+		{"an agent newer than this host", false, channel.Status{State: "running", Version: channel.Version + 1}},
+		{"a version that never named itself in STATUS", false, channel.Status{State: "running", Version: 6}},
 	} {
 		s := reattaching(tc.pod)
 		if err := feed(s, status(tc.st), false); err == nil {
@@ -194,6 +198,52 @@ func TestReattachStatus(t *testing.T) {
 		}
 		if isClosed(s.reattachedCh) {
 			t.Errorf("%s: the takeover went on", tc.name)
+		}
+	}
+}
+
+// TestReattachOlderAgent: an agent taken over whose STATUS names no
+// version (version 6 or older) is sent no frame of a later version — it
+// would end its session on one — and the refusal says what to do; frames
+// it knows go as before. One of this version gets every frame.
+func TestReattachOlderAgent(t *testing.T) {
+	for _, tc := range []struct {
+		version int
+		refused bool
+	}{{0, true}, {channel.Version, false}} {
+		s := protoSandbox()
+		s.cfg.Pod = true
+		s.state = stateReattaching
+		s.reattachedCh = make(chan struct{})
+		host, guest := net.Pipe()
+		t.Cleanup(func() { host.Close(); guest.Close() })
+		go io.Copy(io.Discard, guest)
+		s.conn = host
+		st := channel.Status{State: "running", Pod: true, Containers: []channel.ContainerStatus{{Index: 0, State: "running"}}, Version: tc.version}
+		if err := feed(s, jsonFrame(t, channel.TypeStatus, st), false); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []struct {
+			typ channel.Type
+			v   any
+		}{
+			{channel.TypeContainerRemove, channel.ContainerRemove{Index: 1}},
+			{channel.TypeExecSignal, channel.ExecSignal{ID: 1, Signal: 15}},
+			{channel.TypeContainerResize, channel.ContainerResize{Index: 0, Rows: 24, Cols: 80}},
+		} {
+			err := s.write(f.typ, f.v, time.Second)
+			if got := errors.Is(err, ErrAgentTooOld); got != tc.refused {
+				t.Errorf("agent version %d, %s: %v, want refused=%v", tc.version, f.typ, err, tc.refused)
+			}
+			if tc.refused && (err == nil || !strings.Contains(err.Error(), "restart the sandbox")) {
+				t.Errorf("the refusal does not say what to do: %v", err)
+			}
+		}
+		if err := s.writeRaw(channel.TypeContainerStdin, channel.ContainerInput{Index: 0, Data: []byte("x")}.Encode(), time.Second); errors.Is(err, ErrAgentTooOld) != tc.refused {
+			t.Errorf("agent version %d, CONTAINER_STDIN: %v, want refused=%v", tc.version, err, tc.refused)
+		}
+		if err := s.write(channel.TypeContainerKill, channel.ContainerKill{Index: 0, Signal: 15}, time.Second); err != nil {
+			t.Errorf("agent version %d: CONTAINER_KILL, which every agent knows: %v", tc.version, err)
 		}
 	}
 }

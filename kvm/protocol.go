@@ -219,6 +219,10 @@ func (s *Sandbox) handleFrame(t channel.Type, body []byte) error {
 		if err := s.adoptContainers(&st); err != nil {
 			return err
 		}
+		if st.Version == 0 {
+			st.Version = 6 // the last version whose STATUS named none
+		}
+		s.agentVersion.Store(int32(st.Version))
 		s.state = stateRunning
 		if st.State == "exited" {
 			s.state, s.exitCode = stateExited, st.Code
@@ -326,11 +330,30 @@ func (s *Sandbox) StartWorkload(ctx context.Context, secrets []Secret, args []st
 }
 
 func (s *Sandbox) write(t channel.Type, v any, timeout time.Duration) error {
+	if err := s.agentKnows(t); err != nil {
+		return err
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.conn.SetWriteDeadline(time.Now().Add(timeout))
 	if err := channel.WriteJSON(s.conn, t, v); err != nil {
 		return fmt.Errorf("kvm: sending %s to the guest: %w", t, err)
+	}
+	return nil
+}
+
+// ErrAgentTooOld is wrapped when a frame is for a later protocol version
+// than the agent of a sandbox taken over speaks (the sandbox was started
+// before the host was upgraded).
+var ErrAgentTooOld = errors.New("the sandbox's guest agent is older than this host")
+
+// agentKnows refuses frame t when the agent of a sandbox taken over
+// predates it: an older agent would end its session on a frame it does
+// not know.
+func (s *Sandbox) agentKnows(t channel.Type) error {
+	v := int(s.agentVersion.Load())
+	if need := channel.FrameVersion(t); v != 0 && need > v {
+		return fmt.Errorf("kvm: %w: it speaks protocol version %d, and %s needs %d; restart the sandbox (a new one boots with this host's agent) to use it", ErrAgentTooOld, v, t, need)
 	}
 	return nil
 }
@@ -485,6 +508,9 @@ func (s *Sandbox) feedStdin() {
 }
 
 func (s *Sandbox) writeRaw(t channel.Type, b []byte, timeout time.Duration) error {
+	if err := s.agentKnows(t); err != nil {
+		return err
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.conn.SetWriteDeadline(time.Now().Add(timeout))

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,6 +64,10 @@ type Sandbox struct {
 	podAddr, podGateway, podMAC string
 
 	wmu sync.Mutex // serializes writes to conn
+	// agentVersion is the protocol version of an agent taken over
+	// (Reattach: its STATUS's, 6 when it names none); 0 for one that
+	// said READY or HELLO, which speaks this host's (protocol.go).
+	agentVersion atomic.Int32
 
 	mode   mode
 	recipe Recipe        // templates and clones only

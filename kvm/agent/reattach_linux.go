@@ -74,9 +74,9 @@ func (l *hostLink) written(t channel.Type, v any) {
 
 // status is what STATUS says (l.mu held); pod: the sandbox is a pod.
 func (l *hostLink) status(pod bool) channel.Status {
-	st := channel.Status{State: "running", Pod: pod}
+	st := channel.Status{State: "running", Pod: pod, Version: channel.Version}
 	if l.exited {
-		st = channel.Status{State: "exited", Code: l.exitCode, Pod: pod}
+		st = channel.Status{State: "exited", Code: l.exitCode, Pod: pod, Version: channel.Version}
 	}
 	for i, code := range l.ctrs {
 		c := channel.ContainerStatus{Index: i, State: "running"}

@@ -344,6 +344,21 @@ type Status struct {
 	Code       int               `json:"code"`
 	Pod        bool              `json:"pod,omitempty"`
 	Containers []ContainerStatus `json:"containers,omitempty"`
+	// Version is the agent's protocol version (Version), from version 7
+	// on; absent, the agent speaks 6 or older: a host taking it over
+	// sends it no frame of a later version (FrameVersion).
+	Version int `json:"version,omitempty"`
+}
+
+// FrameVersion is the protocol version that added host frame t (0 for
+// those older than version 7, which every agent a host can take over
+// knows).
+func FrameVersion(t Type) int {
+	switch t {
+	case TypeExecSignal, TypeContainerRemove, TypeContainerStdin, TypeContainerResize:
+		return 7
+	}
+	return 0
 }
 
 // ContainerStatus is where one container of a pod stands (Status).
@@ -364,6 +379,9 @@ func (st *Status) Validate() error {
 	}
 	if len(st.Containers) > 0 && !st.Pod {
 		return errors.New("channel: status: containers of a sandbox that is not a pod")
+	}
+	if st.Version != 0 && (st.Version < 7 || st.Version > Version) {
+		return fmt.Errorf("channel: status: an agent of protocol version %d (this host speaks %d)", st.Version, Version)
 	}
 	seen := map[int]bool{}
 	for _, c := range st.Containers {
