@@ -102,8 +102,9 @@ func (s *Sandbox) PodSlots() int {
 }
 
 // FillPodSlot puts disk's erofs image in the pod's image slot index
-// (1..PodSlots): a copy in a memfd sealed against every change, checked
-// against disk.Digest, swapped in over QMP (podslot.go). A slot holds one
+// (1..PodSlots): its memfd, sealed against every change before its digest
+// was taken (BuildImageDisk; checked), swapped in over QMP (podslot.go):
+// QEMU holds its own descriptor, so the caller may close disk. A slot holds one
 // image until RemoveContainer has the agent forget the slot's container
 // and empties it: a running container's disk never changes under it.
 func (s *Sandbox) FillPodSlot(ctx context.Context, index int, disk *ImageDisk) error {
@@ -140,12 +141,10 @@ func (s *Sandbox) FillPodSlot(ctx context.Context, index int, disk *ImageDisk) e
 	if disk.Size <= 0 || disk.Size > DiskSlotSize {
 		return fmt.Errorf("kvm: pod slot %d: a disk of %d bytes", index, disk.Size)
 	}
-	img, err := sealedImage(disk)
-	if err != nil {
+	if err := checkSealed(disk.File); err != nil {
 		return fmt.Errorf("kvm: pod slot %d: %w", index, err)
 	}
-	defer img.Close()
-	if err := s.swapSlot(ctx, index, img); err != nil {
+	if err := s.swapSlot(ctx, index, disk.File); err != nil {
 		return fmt.Errorf("kvm: %w", err)
 	}
 	ok = true

@@ -7,11 +7,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/bulwark-project/bulwark/kvm/channel"
 )
@@ -31,6 +31,7 @@ func TestPodSandboxContainers(t *testing.T) {
 	img1 := testImage(t, v1.Config{Entrypoint: []string{"/bin/sh", "-c"}, Cmd: []string{"echo image-one"}, Env: []string{"PATH=/bin", "WHO=one"}, User: "app"})
 	disk0 := buildDisk(t, img0)
 	disk1 := buildDisk(t, img1)
+	disk2 := buildDisk(t, img1) // slot 2's: the same image, a disk of its own
 	sb, _, _, console := startSandbox(t, ctx, e, img0, func(c *Config) {
 		c.Name = "pod0123456789abcdef0123456789abcd"
 		c.Image = disk0.File
@@ -75,7 +76,7 @@ func TestPodSandboxContainers(t *testing.T) {
 		t.Errorf("exec in container 1: %d %v %q %q", code, err, xo.String(), xe.String())
 	}
 	// A slot whose bytes are not the digest's: refused, nothing runs.
-	if err := sb.FillPodSlot(ctx, 2, disk1); err != nil {
+	if err := sb.FillPodSlot(ctx, 2, disk2); err != nil {
 		t.Fatal(err)
 	}
 	_, err = sb.StartContainer(ctx, channel.ContainerStart{Index: 2, Name: "forged", DiskDigest: disk0.Digest, DiskSize: disk0.Size}, nil, nil)
@@ -103,8 +104,11 @@ func TestPodSandboxContainers(t *testing.T) {
 	if code, err := sb.ExecContainer(ctx, 0, []string{"sh", "-c", "grep -l '424[2]' /proc/[0-9]*/cmdline || echo none-left"}, &ps, &ps); err != nil || code != 0 || ps.String() != "none-left\n" {
 		t.Errorf("what container 1 left running after its end: %d %v %q", code, err, ps.String())
 	}
-	if n := slotImagesHeld(t, sb.PID()); n != 2 {
-		t.Errorf("QEMU holds %d slot images, want 2 (slots 1 and 2)", n)
+	slotDisks := map[int]*ImageDisk{1: disk1, 2: disk2}
+	for i, d := range slotDisks {
+		if !qemuHolds(t, sb.PID(), d.File) {
+			t.Errorf("QEMU does not hold slot %d's image", i)
+		}
 	}
 	// Both slots are reused: removed, then refilled with another image,
 	// which the guest reads afresh (not the blocks it cached).
@@ -115,9 +119,11 @@ func TestPodSandboxContainers(t *testing.T) {
 		if err := sb.RemoveContainer(ctx, i); err != nil {
 			t.Errorf("RemoveContainer(%d) again: %v", i, err)
 		}
-		// The other slot's image (slot 2's, then slot 1's new one).
-		if n := slotImagesHeld(t, sb.PID()); n != 1 {
-			t.Errorf("QEMU holds %d slot images after slot %d was emptied, want 1: the removed image's memory is not freed", n, i)
+		if qemuHolds(t, sb.PID(), slotDisks[i].File) {
+			t.Errorf("QEMU still holds slot %d's image after the slot was emptied: the removed image's memory is not freed", i)
+		}
+		if i == 1 && !qemuHolds(t, sb.PID(), disk2.File) {
+			t.Error("emptying slot 1 let go of slot 2's image")
 		}
 		if err := sb.FillPodSlot(ctx, i, disk0); err != nil {
 			t.Fatalf("refilling slot %d: %v", i, err)
@@ -260,25 +266,55 @@ func TestPodClone(t *testing.T) {
 	}
 }
 
-// slotImagesHeld counts the pod slot memfds QEMU (pid) holds open:
-// distinct files (QEMU holds two descriptors of each).
-func slotImagesHeld(t *testing.T, pid int) int {
+// qemuHolds reports whether QEMU (pid) holds a descriptor of f's file.
+func qemuHolds(t *testing.T, pid int, f *os.File) bool {
 	t.Helper()
+	want, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := "/proc/" + strconv.Itoa(pid) + "/fd"
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	inodes := map[uint64]bool{}
 	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
-		l, err := os.Readlink(p)
-		if err != nil || !strings.HasPrefix(l, "/memfd:bulwark-pod-slot") {
-			continue
-		}
-		if st, err := os.Stat(p); err == nil {
-			inodes[st.Sys().(*syscall.Stat_t).Ino] = true
+		if st, err := os.Stat(filepath.Join(dir, e.Name())); err == nil && os.SameFile(st, want) {
+			return true
 		}
 	}
-	return len(inodes)
+	return false
+}
+
+// TestCheckSealed: a pod slot takes only a disk that can never change —
+// sealed against writes, growing, shrinking and more seals — of the
+// slot's size.
+func TestCheckSealed(t *testing.T) {
+	sealed, err := sealedZeros("t", DiskSlotSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sealed.Close()
+	if err := checkSealed(sealed); err != nil {
+		t.Errorf("a sealed disk of the slot's size: %v", err)
+	}
+	open, err := zeroMemfd("t", DiskSlotSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	if _, err := unix.FcntlInt(open.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_SEAL); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkSealed(open); err == nil || !strings.Contains(err.Error(), "not sealed") {
+		t.Errorf("a disk that can still be written: %v", err)
+	}
+	small, err := sealedZeros("t", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	if err := checkSealed(small); err == nil || !strings.Contains(err.Error(), "not the slot's") {
+		t.Errorf("a disk smaller than the slot: %v", err)
+	}
 }

@@ -2,11 +2,8 @@ package kvm
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -20,8 +17,8 @@ import (
 // swapping the node's file child over QMP, with no help from the process
 // that started QEMU:
 //
-//  1. the image is copied into a fresh memfd of the slot's size, sealed
-//     against every change, and hashed;
+//  1. the image disk (BuildImageDisk: a memfd of the slot's size, sealed
+//     against every change before it was hashed) is checked to be so;
 //  2. a read-only descriptor of it goes to QEMU with add-fd (its fd set
 //     tagged podSlotTag(index)), and blockdev-add makes a file node on it
 //     (podSlotFileNode: named after the fd set);
@@ -55,54 +52,30 @@ func podSlotFileNode(index, fdset int) string {
 // podSlotDevice is the block device name (-drive id) of slot index.
 func podSlotDevice(index int) string { return "ctr" + strconv.Itoa(index) }
 
-// sealedImage is disk's bytes in a memfd of DiskSlotSize (the rest a
-// hole), sealed against every change, checked against disk.Digest.
-func sealedImage(disk *ImageDisk) (*os.File, error) {
-	f, err := zeroMemfd("bulwark-pod-slot", DiskSlotSize)
+// checkSealed makes sure f (an ImageDisk's file) can never change: a
+// memfd of DiskSlotSize (the size every slot has, as the guest probed it)
+// sealed against writes, growing, shrinking and further seals, so the
+// digest taken when it was sealed is what QEMU reads.
+func checkSealed(f *os.File) error {
+	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("the image disk's seals: %w", err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-		}
-	}()
-	if err := copyAt(f, disk.File, disk.Size); err != nil {
-		return nil, err
+	const all = unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL
+	if seals&all != all {
+		return fmt.Errorf("the image disk is not sealed against every change (seals %#x)", seals)
 	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_GROW|unix.F_SEAL_SHRINK|unix.F_SEAL_WRITE|unix.F_SEAL_SEAL); err != nil {
-		return nil, fmt.Errorf("sealing: %w", err)
-	}
-	got, err := digestOf(f, disk.Size)
+	st, err := f.Stat()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if got != disk.Digest {
-		return nil, fmt.Errorf("the sealed copy holds %s, not the disk %s", got, disk.Digest)
-	}
-	ok = true
-	return f, nil
-}
-
-// copyAt copies src's first n bytes to the start of dst.
-func copyAt(dst, src *os.File, n int64) error {
-	if _, err := io.Copy(io.NewOffsetWriter(dst, 0), io.NewSectionReader(src, 0, n)); err != nil {
-		return fmt.Errorf("copying the image: %w", err)
+	if st.Size() != DiskSlotSize {
+		return fmt.Errorf("the image disk is %d bytes, not the slot's %d", st.Size(), DiskSlotSize)
 	}
 	return nil
 }
 
-// digestOf is the sha256 digest ("sha256:<hex>") of f's first n bytes.
-func digestOf(f *os.File, n int64) (string, error) {
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(f, 0, n)); err != nil {
-		return "", fmt.Errorf("hashing the image: %w", err)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// swapSlot puts img (a sealed memfd from sealedImage) in slot index, or
+// swapSlot puts img (an ImageDisk's sealed memfd, checkSealed) in slot index, or
 // empties the slot when img is nil. It fails only when the slot still
 // holds what it held; what is left of the previous disk in QEMU but could
 // not be deleted is logged.
