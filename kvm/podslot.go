@@ -83,7 +83,7 @@ func (s *Sandbox) swapSlot(ctx context.Context, index int, img *os.File) error {
 	if s.qmp == nil {
 		return fmt.Errorf("pod slot %d: no QMP connection", index)
 	}
-	var node string
+	node, fdset := "", -1 // the new node, and its fd set (an image's)
 	if img == nil {
 		node = podSlotTag(index) + "empty"
 		// An earlier empty node of this slot (not in use: the slot holds
@@ -110,12 +110,12 @@ func (s *Sandbox) swapSlot(ctx context.Context, index int, img *os.File) error {
 		if err := json.Unmarshal(raw, &added); err != nil {
 			return fmt.Errorf("pod slot %d: add-fd: %w", index, err)
 		}
-		node = podSlotFileNode(index, added.FDSet)
+		fdset, node = added.FDSet, podSlotFileNode(index, added.FDSet)
 		if _, err := s.qmp.Execute(ctx, "blockdev-add", map[string]any{
-			"driver": "file", "node-name": node, "filename": "/dev/fdset/" + strconv.Itoa(added.FDSet),
+			"driver": "file", "node-name": node, "filename": "/dev/fdset/" + strconv.Itoa(fdset),
 			"read-only": true, "locking": "off",
 		}); err != nil {
-			s.removeFDSet(ctx, added.FDSet)
+			s.removeFDSet(ctx, fdset)
 			return fmt.Errorf("pod slot %d: a disk on the image: %w", index, err)
 		}
 	}
@@ -123,10 +123,8 @@ func (s *Sandbox) swapSlot(ctx context.Context, index int, img *os.File) error {
 		"driver": "raw", "node-name": podSlotNode(index), "file": node, "read-only": true,
 	}}}); err != nil {
 		_, _ = s.qmp.Execute(ctx, "blockdev-del", map[string]any{"node-name": node})
-		if fdset, ok := strings.CutPrefix(node, podSlotTag(index)+"fd"); ok {
-			if n, err := strconv.Atoi(fdset); err == nil {
-				s.removeFDSet(ctx, n)
-			}
+		if fdset >= 0 {
+			s.removeFDSet(ctx, fdset)
 		}
 		return fmt.Errorf("pod slot %d: switching the slot's disk: %w", index, err)
 	}

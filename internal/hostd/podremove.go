@@ -8,7 +8,6 @@ import (
 	"slices"
 
 	bulwarkv1 "github.com/bulwark-project/bulwark/api/bulwark/v1"
-	"github.com/bulwark-project/bulwark/kvm"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -59,12 +58,6 @@ func (s *Service) RemoveContainer(ctx context.Context, req *bulwarkv1.ContainerR
 			select {
 			case <-sb.done: // the pod ended meanwhile: nothing of it is left in a guest
 			default:
-				if errors.Is(err, kvm.ErrAgentTooOld) {
-					// A pod started before an upgrade: its agent cannot
-					// free the slot; the record goes all the same.
-					s.cfg.Logger.Warn("container forgotten; its pod's agent is too old to free its slot", "sandbox", sb.snapshot().GetId(), "container", name)
-					break
-				}
 				return nil, status.Errorf(codes.Aborted, "container %s of pod %s: removing it from the pod's guest: %v; try again", name, sb.snapshot().GetId(), err)
 			}
 		}
