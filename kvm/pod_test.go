@@ -318,3 +318,38 @@ func TestCheckSealed(t *testing.T) {
 		t.Errorf("a disk smaller than the slot: %v", err)
 	}
 }
+
+// RemoveContainer refuses before it sends anything: a sandbox that is
+// not a pod, a pod not running, a container that runs or has not
+// started, and one being removed already.
+func TestRemoveContainerRefuses(t *testing.T) {
+	pod := func(state guestState) *Sandbox {
+		s := protoSandbox()
+		s.cfg.Pod, s.state = true, state
+		return s
+	}
+	runs := pod(stateRunning)
+	runs.pod.containers = map[int]*Container{1: {seen: true, done: make(chan struct{})}, 2: {done: make(chan struct{})}}
+	going := pod(stateRunning)
+	going.pod.removing = map[int]chan channel.ContainerRemoved{3: make(chan channel.ContainerRemoved, 1)}
+	plain := protoSandbox()
+	plain.state = stateRunning
+	for _, tc := range []struct {
+		name  string
+		s     *Sandbox
+		index int
+		want  string
+	}{
+		{"not a pod", plain, 1, "not a pod"},
+		{"a pod not running", pod(stateExited), 1, "not running"},
+		{"a running container", runs, 1, "still runs"},
+		{"a container starting", runs, 2, "still runs"},
+		{"a container being removed", going, 3, "being removed"},
+		{"an index out of range", runs, channel.MaxContainers, "index"},
+	} {
+		err := tc.s.RemoveContainer(context.Background(), tc.index)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
